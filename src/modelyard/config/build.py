@@ -1,0 +1,375 @@
+"""The only wiring: a validated config becomes a graph of Models.
+
+Leaves (hosted and local models) are built once each, wrapped in the resilience stack their
+config asks for; systems are built from their node specs by the builder registered for each
+spec type. Expensive resources (HTTP pools, loaded local models) live in `Resources`, which a
+gateway keeps across hot reloads so an unchanged model is not loaded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.config.loader import LoadedConfig, Loc, dotted
+from modelyard.config.local import CallableSpec, FakeEmbedderSpec, FakeSpec, ReplySpec
+from modelyard.config.nodes import FallbackSpec, NodeSpec
+from modelyard.config.references import check_references, disabled_providers
+from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
+from modelyard.cost.prices import Price
+from modelyard.errors import ConfigError
+from modelyard.model import Capabilities, Embedder, Model, ModelInfo
+from modelyard.providers.fake import Reply, ScriptedModel
+from modelyard.providers.http import HttpClient, Timeouts
+from modelyard.providers.local_basic import (
+    DisabledModel,
+    FunctionModel,
+    HashingEmbedder,
+    import_function,
+)
+from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
+from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
+
+NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
+"""Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""
+
+LocalBuilder = Callable[[Any, "BuildContext", Loc, ModelInfo], Model]
+LocalEmbedderBuilder = Callable[[Any, "BuildContext", Loc, ModelInfo], Embedder]
+
+NODE_BUILDERS: dict[type, NodeBuilder] = {}
+LOCAL_BUILDERS: dict[type, LocalBuilder] = {}
+LOCAL_EMBEDDER_BUILDERS: dict[type, LocalEmbedderBuilder] = {}
+
+
+def node_builder(spec_type: type) -> Callable[[NodeBuilder], NodeBuilder]:
+    """Register the builder of a pattern spec type."""
+
+    def register(function: NodeBuilder) -> NodeBuilder:
+        NODE_BUILDERS[spec_type] = function
+        return function
+
+    return register
+
+
+@dataclass
+class Resources:
+    """What outlives one config: connection pools and loaded local models, keyed by their spec."""
+
+    clients: dict[str, HttpClient] = field(default_factory=dict)
+    loaded: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
+        """The pool for `key`, made on first use."""
+        if key not in self.clients:
+            self.clients[key] = factory()
+        return self.clients[key]
+
+    def cached(self, key: str, factory: Callable[[], Any]) -> Any:
+        """A loaded local resource (weights, indexes) for `key`, loaded on first use."""
+        if key not in self.loaded:
+            self.loaded[key] = factory()
+        return self.loaded[key]
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+
+@dataclass
+class BuildContext:
+    """What a builder may use: the config, shared resources, and the Models built so far."""
+
+    loaded: LoadedConfig
+    resources: Resources
+    disabled_providers: dict[str, str]
+    models: dict[str, Model] = field(default_factory=dict)
+    embedders: dict[str, Embedder] = field(default_factory=dict)
+    systems: dict[str, Model] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Things worth telling the user once (a stage skipped, a disabled provider)."""
+
+    def error(self, loc: Loc, message: str) -> ConfigError:
+        """A ConfigError at `loc`."""
+        return self.loaded.error(loc, message)
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's directory."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.loaded.base_dir / path
+
+    def node(self, spec: NodeSpec, loc: Loc, name: str | None = None) -> Model:
+        """The Model for a node spec: a named model or system, or a pattern built in place."""
+        if isinstance(spec, str):
+            return self.named(spec, loc)
+        builder = NODE_BUILDERS.get(type(spec))
+        if builder is None:
+            raise self.error(loc, f"no builder for node type {type(spec).__name__}")
+        node_name = spec.name or name or dotted(loc).removeprefix("systems.")
+        return builder(spec, self, loc, node_name)
+
+    def named(self, name: str, loc: Loc) -> Model:
+        """The model or system called `name`, building a system on first use."""
+        if name in self.models:
+            return self.models[name]
+        if name in self.systems:
+            return self.systems[name]
+        if name in self.loaded.config.systems:
+            system = self.node(self.loaded.config.systems[name], ("systems", name), name)
+            self.systems[name] = system
+            return system
+        raise self.error(loc, f"unknown model or system {name!r}")
+
+    def embedder(self, name: str, loc: Loc) -> Embedder:
+        """The embedder called `name`."""
+        if name not in self.embedders:
+            known = ", ".join(sorted(self.embedders)) or "none"
+            raise self.error(loc, f"unknown embedder {name!r}; defined embedders: {known}")
+        return self.embedders[name]
+
+
+def _capabilities(spec: ModelSpec, base: Capabilities) -> Capabilities:
+    declared = spec.capabilities
+
+    def pick(name: str) -> bool:
+        value = getattr(declared, name)
+        return getattr(base, name) if value is None else bool(value)
+
+    return Capabilities(
+        context_window=spec.context_window,
+        max_output_tokens=spec.max_output_tokens,
+        streaming=pick("streaming"),
+        tools=pick("tools"),
+        vision=pick("vision"),
+        json_schema=pick("json_schema"),
+        logprobs=pick("logprobs"),
+        prefill=pick("prefill"),
+    )
+
+
+def _price(spec: ModelSpec | EmbedderSpec) -> Price:
+    if spec.price is None:
+        return Price()
+    return Price(
+        input=spec.price.input, output=spec.price.output, cached_input=spec.price.cached_input
+    )
+
+
+def _timeouts(provider: ProviderSpec, override: Any) -> Timeouts:
+    spec = override or provider.timeouts
+    return Timeouts(
+        connect=spec.connect, total=spec.total, first_token=spec.first_token, stall=spec.stall
+    )
+
+
+def _endpoint(name: str, provider: ProviderSpec) -> Endpoint:
+    defaults = WIRES[provider.type]
+    headers = dict(provider.headers)
+    query = dict(provider.query)
+    secrets: tuple[str, ...] = ()
+    if provider.api_key is not None:
+        key = provider.api_key.get_secret_value()
+        secrets = (key,)
+        auth = provider.auth
+        if auth is not None and auth.query:
+            query[auth.query] = key
+        elif auth is not None and auth.header:
+            headers[auth.header] = auth.prefix + key
+        elif defaults.auth_query:
+            query[defaults.auth_query] = key
+        elif defaults.auth_header:
+            headers[defaults.auth_header] = defaults.auth_prefix + key
+    return Endpoint(
+        provider=name,
+        base_url=provider.base_url or defaults.base_url,
+        headers=headers,
+        query=query,
+        secrets=secrets,
+    )
+
+
+def _client(
+    context: BuildContext, provider_name: str, provider: ProviderSpec, timeouts: Timeouts
+) -> HttpClient:
+    key = f"{provider_name}|{provider.max_connections}|{timeouts}"
+    return context.resources.client(
+        key, lambda: HttpClient(max_connections=provider.max_connections, timeouts=timeouts)
+    )
+
+
+def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
+    loc: Loc = ("models", name)
+    if spec.local is not None:
+        info = ModelInfo(
+            name=name,
+            kind=spec.local.type,
+            model_id=spec.id or name,
+            capabilities=_capabilities(spec, Capabilities(streaming=True)),
+            price=_price(spec),
+        )
+        builder = LOCAL_BUILDERS.get(type(spec.local))
+        if builder is None:
+            raise context.error((*loc, "local"), f"no builder for local type {spec.local.type!r}")
+        return builder(spec.local, context, (*loc, "local"), info)
+    assert spec.provider is not None
+    provider = context.loaded.config.providers[spec.provider]
+    info = ModelInfo(
+        name=name,
+        kind=provider.type,
+        provider=spec.provider,
+        model_id=spec.id,
+        capabilities=_capabilities(spec, WIRES[provider.type].capabilities),
+        price=_price(spec),
+    )
+    if spec.provider in context.disabled_providers:
+        return DisabledModel(
+            info, f"provider {spec.provider!r}: {context.disabled_providers[spec.provider]}"
+        )
+    timeouts = _timeouts(provider, spec.timeouts)
+    return RemoteModel(
+        info,
+        endpoint=_endpoint(spec.provider, provider),
+        wire=wire_format(provider.type),
+        client=_client(context, spec.provider, provider, timeouts),
+    )
+
+
+def _build_embedder(context: BuildContext, name: str, spec: EmbedderSpec) -> Embedder:
+    loc: Loc = ("embedders", name)
+    price = _price(spec)
+    if spec.local is not None:
+        info = ModelInfo(name=name, kind=spec.local.type, model_id=name, price=price)
+        builder = LOCAL_EMBEDDER_BUILDERS.get(type(spec.local))
+        if builder is None:
+            raise context.error((*loc, "local"), f"no builder for local type {spec.local.type!r}")
+        return builder(spec.local, context, (*loc, "local"), info)
+    assert spec.provider is not None
+    provider = context.loaded.config.providers[spec.provider]
+    wire = embedding_wire_format(provider.type)
+    if wire is None:
+        raise context.error((*loc, "provider"), f"{provider.type} providers have no embeddings API")
+    if spec.provider in context.disabled_providers:
+        raise context.error(
+            (*loc, "provider"),
+            f"embedder needs provider {spec.provider!r}, which is disabled: "
+            f"{context.disabled_providers[spec.provider]}",
+        )
+    info = ModelInfo(
+        name=name, kind=provider.type, provider=spec.provider, model_id=spec.id, price=price
+    )
+    timeouts = _timeouts(provider, spec.timeouts)
+    return RemoteEmbedder(
+        info,
+        endpoint=_endpoint(spec.provider, provider),
+        wire=wire,
+        errors=wire_format(provider.type),
+        client=_client(context, spec.provider, provider, timeouts),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """Everything a config builds into."""
+
+    loaded: LoadedConfig
+    models: dict[str, Model]
+    systems: dict[str, Model]
+    embedders: dict[str, Embedder]
+    notes: list[str]
+    disabled: dict[str, str]
+
+
+def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
+    """Check cross-references and build every embedder, model and system."""
+    check_references(loaded)
+    context = BuildContext(
+        loaded=loaded,
+        resources=resources or Resources(),
+        disabled_providers=disabled_providers(loaded),
+    )
+    config = loaded.config
+    for name, provider in context.disabled_providers.items():
+        context.notes.append(f"provider {name!r} is disabled: {provider}")
+    for name, embedder_spec in config.embedders.items():
+        context.embedders[name] = _build_embedder(context, name, embedder_spec)
+    for name, model_spec in config.models.items():
+        context.models[name] = _build_model(context, name, model_spec)
+    for name in config.systems:
+        context.named(name, ("systems", name))
+    disabled = {
+        name: model.reason
+        for name, model in context.models.items()
+        if isinstance(model, DisabledModel)
+    }
+    return Built(
+        loaded=loaded,
+        models=context.models,
+        systems=context.systems,
+        embedders=context.embedders,
+        notes=context.notes,
+        disabled=disabled,
+    )
+
+
+# --- builders for the local models and patterns defined in this package ---------------------
+
+
+def _reply(spec: ReplySpec | str, latency: float) -> Reply:
+    if isinstance(spec, str):
+        return Reply(text=spec, latency=latency)
+    return Reply(
+        text=spec.text,
+        error=spec.error,
+        retry_after=spec.retry_after,
+        latency=spec.latency or latency,
+        confidence=spec.confidence,
+        logprob=spec.logprob,
+        cut_after=spec.cut_after,
+    )
+
+
+def _build_fake(spec: FakeSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
+    from modelyard.errors import ERROR_KINDS
+
+    for i, item in enumerate(spec.script):
+        if isinstance(item, ReplySpec) and item.error and item.error not in ERROR_KINDS:
+            raise context.error(
+                (*loc, "script", i, "error"),
+                f"unknown error kind {item.error!r}; expected one of {', '.join(ERROR_KINDS)}",
+            )
+    return ScriptedModel(
+        info=info,
+        answers={k: _reply(v, spec.latency) for k, v in spec.answers.items()},
+        script=[_reply(item, spec.latency) for item in spec.script],
+        default=_reply(spec.default, spec.latency),
+    )
+
+
+def _build_callable(spec: CallableSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
+    try:
+        function = import_function(spec.function)
+    except ConfigError as exc:
+        raise context.error((*loc, "function"), exc.message) from None
+    return FunctionModel(info, function)
+
+
+def _build_hashing(
+    spec: FakeEmbedderSpec, context: BuildContext, loc: Loc, info: ModelInfo
+) -> Embedder:
+    return HashingEmbedder(info, spec.dimensions)
+
+
+LOCAL_BUILDERS[FakeSpec] = _build_fake
+LOCAL_BUILDERS[CallableSpec] = _build_callable
+LOCAL_EMBEDDER_BUILDERS[FakeEmbedderSpec] = _build_hashing
+
+
+@node_builder(FallbackSpec)
+def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    from modelyard.resilience.fallback import FallbackModel
+
+    chain = [context.node(child, (*loc, "chain", i)) for i, child in enumerate(spec.chain)]
+    return FallbackModel(name, chain)

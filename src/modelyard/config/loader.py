@@ -1,0 +1,323 @@
+"""Reading a config file: YAML with line numbers, `${ENV}` substitution, validation with errors a
+person can act on (file, line, field, what was expected), and never a secret echoed back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from modelyard.config.schema import Config
+from modelyard.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MISSING_ENV = "\x00missing-env\x00"
+"""What an unset `${VAR}` becomes; build decides whether that disables a provider or is fatal."""
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedConfig:
+    """A validated config and where each part of it came from."""
+
+    config: Config
+    path: Path
+    text: str
+    version: str
+    """A short hash of the file's text: which config a decision was made under."""
+    lines: Mapping[Loc, int] = field(default_factory=dict)
+    missing_env: Mapping[Loc, str] = field(default_factory=dict)
+    """Where an unset `${VAR}` was used, and the variable's name."""
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in the config are resolved against."""
+        return self.path.parent
+
+    def line(self, loc: Loc) -> int | None:
+        """The line of the closest enclosing element of `loc` that has one."""
+        return line_of(self.lines, loc)
+
+    def error(self, loc: Loc, message: str) -> ConfigError:
+        """A ConfigError pointing at `loc` (e.g. `("systems", "support", "stages", 1)`)."""
+        return ConfigError(f"{dotted(loc)}: {message}", path=str(self.path), line=self.line(loc))
+
+
+def line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
+    """The line of `loc`, or of its nearest ancestor that has one."""
+    probe = tuple(loc)
+    while probe:
+        if probe in lines:
+            return lines[probe]
+        probe = probe[:-1]
+    return lines.get((), None)
+
+
+def dotted(loc: Loc) -> str:
+    """`("systems", "a", "stages", 1)` as `systems.a.stages[1]`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent overwrite hides typos)."""
+
+
+def _compose(text: str, path: str) -> yaml.Node | None:
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=_LineLoader)
+        return node
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {problem}", path=path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", path=path) from None
+
+
+class _Builder:
+    """Turns a YAML node tree into plain data, noting each element's line and unset variables."""
+
+    def __init__(self, path: str, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.env = env
+        self.lines: dict[Loc, int] = {}
+        self.missing: dict[Loc, str] = {}
+        self._constructor = _LineLoader("")
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._constructor.construct_object(  # type: ignore[no-untyped-call]
+                    key_node, deep=True
+                )
+                if not isinstance(key, str):
+                    key = str(key)
+                if key in out:
+                    raise ConfigError(
+                        f"{dotted((*loc, key))}: key {key!r} appears twice",
+                        path=self.path,
+                        line=key_node.start_mark.line + 1,
+                    )
+                out[key] = self.build(value_node, (*loc, key))
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        value = self._constructor.construct_object(  # type: ignore[no-untyped-call]
+            node, deep=True
+        )
+        if isinstance(value, str) and "${" in value:
+            return self._substitute(value, loc)
+        return value
+
+    def _substitute(self, value: str, loc: Loc) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.env and self.env[name] != "":
+                return self.env[name]
+            if default is not None:
+                return default
+            self.missing[loc] = name
+            return MISSING_ENV
+
+        return _ENV.sub(replace, value)
+
+
+def parse(
+    text: str, *, path: str = "<config>", env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Validate config `text`; raise ConfigError naming every problem with its line."""
+    builder = _Builder(path, os.environ if env is None else env)
+    node = _compose(text, path)
+    data = {} if node is None else builder.build(node, ())
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping at the top level", path=path, line=1)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, path, builder.lines, data) from None
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return LoadedConfig(
+        config=config,
+        path=Path(path),
+        text=text,
+        version=version,
+        lines=builder.lines,
+        missing_env=builder.missing,
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Read and validate the config file at `path`."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=str(file)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", path=str(file)) from None
+    return parse(text, path=str(file), env=env)
+
+
+def _config_error(
+    exc: ValidationError, path: str, lines: Mapping[Loc, int], data: Any
+) -> ConfigError:
+    errors = exc.errors(include_input=False, include_url=False)
+    located = [(_data_loc(error["loc"], data), error) for error in errors]
+    # A node may be a name or a pattern: when the pattern branch has something to say,
+    # "should be a valid string" from the name branch is noise.
+    specific = {loc for loc, error in located if error["type"] != "string_type"}
+    problems: list[tuple[int | None, str]] = []
+    for loc, error in located:
+        if error["type"] == "string_type" and any(s[: len(loc)] == loc for s in specific):
+            continue
+        problems.append((line_of(lines, loc), _describe(error, loc, data)))
+    problems.sort(key=lambda p: p[0] or 0)
+    first_line, first = problems[0]
+    more = "".join(
+        f"\n  {path}:{line}: {text}" if line else f"\n  {path}: {text}"
+        for line, text in problems[1:]
+    )
+    return ConfigError(first + more, path=path, line=first_line)
+
+
+def _data_loc(loc: tuple[Any, ...], data: Any) -> Loc:
+    """pydantic's error location mapped onto the data: the union-branch tags it inserts
+    (`str`, a discriminator value such as `fake`) are dropped by walking the data alongside."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            out.append(part)
+            node = node[part]
+        elif _is_branch_tag(part, node):
+            continue
+        else:
+            out.append(part)
+            node = None
+    return tuple(out)
+
+
+def _is_branch_tag(part: Any, node: Any) -> bool:
+    """Whether `part` names a union branch pydantic tried, rather than a key in the file."""
+    if not isinstance(part, str):
+        return False
+    if isinstance(node, dict) and (part == node.get("type") or part[:1].isupper()):
+        return True
+    return part in ("str", "int", "float", "bool") or part.startswith(
+        ("tagged-union[", "function-", "list[", "dict[", "literal[")
+    )
+
+
+def _describe(error: Any, loc: Loc, data: Any) -> str:
+    kind = error["type"]
+    where = dotted(loc)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1], data)
+        hint = ""
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if close:
+            hint = f"; did you mean {close[0]!r}?"
+        elif allowed:
+            hint = f"; expected one of: {', '.join(sorted(allowed))}"
+        return f"{where}: unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    if kind == "union_tag_invalid":
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        return f"{where}: unknown type; expected one of {expected}"
+    if kind == "union_tag_not_found":
+        return f"{where}: needs a 'type' key (or a model or system name)"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"{where}: expected a mapping of settings"
+    message = str(error["msg"]).replace("Value error, ", "")
+    return f"{where}: {message}"
+
+
+def _allowed_keys(loc: Loc, data: Any) -> list[str]:
+    """The keys the schema accepts at `loc`, found by walking the pydantic models."""
+    model: Any = Config
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict | list):
+            try:
+                node = node[part]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                node = None
+        model = _field_model(model, part, node)
+        if model is None:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or name for name, f in model.model_fields.items()]
+    return []
+
+
+def _field_model(model: Any, part: str | int, node: Any) -> Any:
+    import typing
+
+    if model is None:
+        return None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        if isinstance(part, int) or part not in model.model_fields:
+            return None
+        return _unwrap(model.model_fields[part].annotation, node)
+    origin = typing.get_origin(model)
+    args = typing.get_args(model)
+    if origin in (list, tuple) and args:
+        return _unwrap(args[0], node)
+    if origin in (dict, Mapping) and len(args) == 2:
+        return _unwrap(args[1], node)
+    return None
+
+
+def _unwrap(annotation: Any, node: Any) -> Any:
+    """The one model in an annotation that fits `node` (by its `type` tag when a union)."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0], node)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        candidates = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+        tag = node.get("type") if isinstance(node, dict) else None
+        for candidate in models:
+            field_info = candidate.model_fields.get("type")
+            if field_info is not None and tag in typing.get_args(field_info.annotation):
+                return candidate
+        if len(models) == 1:
+            return models[0]
+        for candidate in candidates:
+            unwrapped = _unwrap(candidate, node)
+            if unwrapped is None:
+                continue
+            if typing.get_origin(unwrapped) is not None or (
+                isinstance(unwrapped, type) and issubclass(unwrapped, BaseModel)
+            ):
+                return unwrapped
+        return None
+    return annotation

@@ -1,0 +1,96 @@
+"""Checks that need the whole file: names that must exist, names that must not clash, no cycles,
+and what an unset environment variable means for each provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from modelyard.config.loader import MISSING_ENV, LoadedConfig, Loc, dotted
+from modelyard.config.nodes import NodeSpec
+
+
+def node_refs(spec: NodeSpec, loc: Loc) -> Iterator[tuple[str, Loc]]:
+    """Every model or system name a node spec refers to, with where it appears."""
+    if isinstance(spec, str):
+        yield spec, loc
+        return
+    for child, where in spec.child_nodes():
+        yield from node_refs(child, (*loc, *where))
+
+
+def disabled_providers(loaded: LoadedConfig) -> dict[str, str]:
+    """Optional providers whose variables are unset, with the reason; raises for required ones."""
+    disabled: dict[str, str] = {}
+    for loc, variable in loaded.missing_env.items():
+        if len(loc) >= 2 and loc[0] == "providers":
+            name = str(loc[1])
+            if loaded.config.providers[name].optional:
+                disabled[name] = f"environment variable {variable} is not set"
+                continue
+            raise loaded.error(
+                loc,
+                f"environment variable {variable} is not set; set it, or mark provider "
+                f"{name!r} optional: true to run without it",
+            )
+        raise loaded.error(loc, f"environment variable {variable} is not set")
+    return disabled
+
+
+def check_references(loaded: LoadedConfig) -> None:
+    """Raise ConfigError for the first dangling name, clash or cycle, naming where it is."""
+    config = loaded.config
+    for name, model in config.models.items():
+        if model.provider is not None and model.provider not in config.providers:
+            raise loaded.error(
+                ("models", name, "provider"),
+                f"unknown provider {model.provider!r}; "
+                f"defined providers: {', '.join(sorted(config.providers)) or 'none'}",
+            )
+    for name, embedder in config.embedders.items():
+        if embedder.provider is not None and embedder.provider not in config.providers:
+            raise loaded.error(
+                ("embedders", name, "provider"), f"unknown provider {embedder.provider!r}"
+            )
+    for name in config.systems:
+        if name in config.models:
+            raise loaded.error(
+                ("systems", name),
+                f"{name!r} is both a model and a system; rename one of them",
+            )
+    known = set(config.models) | set(config.systems)
+    for name, spec in config.systems.items():
+        for ref, loc in node_refs(spec, ("systems", name)):
+            if ref not in known and ref != MISSING_ENV:
+                raise loaded.error(
+                    loc,
+                    f"unknown model or system {ref!r}; known: {', '.join(sorted(known))}",
+                )
+    _check_cycles(loaded)
+
+
+def _check_cycles(loaded: LoadedConfig) -> None:
+    systems: dict[str, NodeSpec] = loaded.config.systems
+    edges = {
+        name: [(ref, loc) for ref, loc in node_refs(spec, ("systems", name)) if ref in systems]
+        for name, spec in systems.items()
+    }
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for ref, loc in edges[name]:
+            if state.get(ref) == 1:
+                cycle = " -> ".join([*trail[trail.index(ref) :], ref]) if ref in trail else ref
+                raise loaded.error(
+                    loc, f"systems form a cycle: {cycle}; a system cannot contain itself"
+                )
+            if ref not in state:
+                visit(ref, [*trail, ref])
+        state[name] = 2
+
+    for name in systems:
+        if name not in state:
+            visit(name, [name])
+
+
+__all__ = ["check_references", "disabled_providers", "dotted", "node_refs"]

@@ -1,0 +1,162 @@
+"""The config file's shape: providers, models, embedders and systems (graphs of Models).
+
+Validated with pydantic; every section forbids unknown keys. Cross-references (a model's
+provider, a system's members, cycles) are checked afterwards in `references.py`, where the
+whole file is known. `modelyard schema` writes the JSON Schema generated from these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from modelyard.config.base import Spec
+from modelyard.config.local import LocalEmbedderSpec, LocalModelSpec
+from modelyard.config.nodes import NodeSpec
+from modelyard.config.operations import OperationsSpec
+from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetrySpec
+
+WireKind = Literal["openai", "anthropic", "gemini"]
+
+
+class TimeoutsSpec(Spec):
+    """Seconds allowed per phase of a call to a provider."""
+
+    connect: PositiveFloat = 10.0
+    total: PositiveFloat = 120.0
+    first_token: PositiveFloat = 30.0
+    stall: PositiveFloat = 30.0
+
+
+class AuthSpec(Spec):
+    """How the API key travels, when not by the wire format's own convention."""
+
+    header: str | None = None
+    prefix: str = ""
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> AuthSpec:
+        if self.header and self.query:
+            raise ValueError("set either header or query for the key, not both")
+        return self
+
+
+class ProviderSpec(Spec):
+    """A connection to a hosted API: where it is, how to authenticate, how hard to push it.
+
+    Any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, Groq, Together, OpenRouter,
+    Azure OpenAI) is `type: openai` with its own `base_url`, `auth`, `headers` and `query`.
+    """
+
+    type: WireKind
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    optional: bool = False
+    """When its `${ENV}` variables are unset, disable this provider (and say so) instead of
+    refusing the whole config."""
+    auth: AuthSpec | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
+    max_connections: PositiveInt = 100
+    retry: RetrySpec | None = None
+    breaker: BreakerSpec | None = None
+    limits: LimitsSpec | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "\x00")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value[:40]!r}")
+        return value.rstrip("/") if value else value
+
+
+class PriceSpec(Spec):
+    """USD per million tokens."""
+
+    input: NonNegativeFloat
+    output: NonNegativeFloat = 0.0
+    cached_input: NonNegativeFloat | None = None
+
+
+class CapabilitiesSpec(Spec):
+    """What the model supports; unset fields take the wire format's defaults."""
+
+    streaming: bool | None = None
+    tools: bool | None = None
+    vision: bool | None = None
+    json_schema: bool | None = None
+    logprobs: bool | None = None
+    prefill: bool | None = None
+
+
+class ModelSpec(Spec):
+    """A model: hosted (`provider` + pinned `id` + `price`) or local (`local`)."""
+
+    provider: str | None = None
+    id: str | None = None
+    local: LocalModelSpec | None = None
+    price: PriceSpec | None = None
+    context_window: PositiveInt | None = None
+    max_output_tokens: PositiveInt = 4096
+    capabilities: CapabilitiesSpec = Field(default_factory=CapabilitiesSpec)
+    timeouts: TimeoutsSpec | None = None
+    retry: RetrySpec | None = None
+    breaker: BreakerSpec | None = None
+    limits: LimitsSpec | None = None
+
+    @model_validator(mode="after")
+    def _hosted_or_local(self) -> ModelSpec:
+        if (self.provider is None) == (self.local is None):
+            raise ValueError("give either 'provider' (a hosted model) or 'local', not both")
+        if self.provider is not None:
+            if not self.id:
+                raise ValueError(
+                    "a hosted model needs 'id', the provider's model id (pin a dated version)"
+                )
+            if self.price is None:
+                raise ValueError(
+                    "a hosted model needs 'price' (USD per million tokens: input, output)"
+                )
+        return self
+
+
+class EmbedderSpec(Spec):
+    """An embedding model: hosted (`provider` + `id` + `price`) or local (`local`)."""
+
+    provider: str | None = None
+    id: str | None = None
+    local: LocalEmbedderSpec | None = None
+    price: PriceSpec | None = None
+    dimensions: PositiveInt | None = None
+    timeouts: TimeoutsSpec | None = None
+
+    @model_validator(mode="after")
+    def _hosted_or_local(self) -> EmbedderSpec:
+        if (self.provider is None) == (self.local is None):
+            raise ValueError("give either 'provider' (a hosted embedder) or 'local', not both")
+        if self.provider is not None and (not self.id or self.price is None):
+            raise ValueError("a hosted embedder needs 'id' and 'price'")
+        return self
+
+
+class Config(OperationsSpec):
+    """A whole modelyard config file."""
+
+    version: Literal[1] = 1
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    embedders: dict[str, EmbedderSpec] = Field(default_factory=dict)
+    systems: dict[str, NodeSpec] = Field(default_factory=dict)
+    default_deadline: PositiveFloat | None = None
+    """Seconds every request gets unless it brings a tighter deadline."""

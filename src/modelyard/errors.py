@@ -1,0 +1,234 @@
+"""One error tree for everything modelyard raises.
+
+    ModelyardError
+    ├── ConfigError                  bad config: names the file, line, field and the fix
+    └── ModelError                   a call to a Model failed; carries model, provider, status,
+        │                            the provider's code and message, and `retryable`
+        ├── AuthenticationError      401: the key is missing, wrong or revoked
+        ├── PermissionDeniedError    403: the key may not use this model or system
+        ├── NotFoundError            404: no such model, deployment or system
+        ├── BadRequestError          400/422: the request itself is wrong; retrying cannot help
+        │   ├── ContextLengthError   the prompt does not fit the model's window
+        │   └── ContentFilteredError the provider's safety system refused or cut the answer
+        ├── RateLimitedError         429: with `retry_after` seconds when the provider said
+        ├── ModelTimeoutError        no answer in time (connect, first token, stall, deadline)
+        ├── UnavailableError         5xx, connection refused or reset, an open circuit
+        │   └── OverloadedError      529 / 503 overloaded: the provider asks us to back off
+        ├── BadResponseError         the upstream answered something that is not its API
+        ├── StreamInterruptedError   a stream broke after its first byte reached the caller
+        ├── BudgetExceededError      a budget would be passed by this request
+        ├── QualityCheckError        a pipeline gate rejected a stage's output
+        └── NoAnswerError            a pattern ran out of members (quorum not met, all failed)
+
+`retryable` says whether the same call may succeed if repeated (rate limits, timeouts,
+outages); fallbacks use the class to pick the next model. Messages never contain secrets:
+adapters pass provider messages through `redact` before raising.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelyard.types import Decision
+
+
+class ModelyardError(Exception):
+    """Base of every error modelyard raises on purpose."""
+
+
+class ConfigError(ModelyardError):
+    """The configuration is invalid; the message names where and what was expected."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.message = message
+
+
+class ModelError(ModelyardError):
+    """A Model call failed. Subclasses say how; the fields say where."""
+
+    retryable_default = False
+    status_default: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        provider_message: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.model = model
+        self.provider = provider
+        self.status = status if status is not None else self.status_default
+        self.code = code
+        self.provider_message = provider_message
+        self.retryable = self.retryable_default if retryable is None else retryable
+        self.retry_after = retry_after
+        self.decision: Decision | None = None
+        self.cost = 0.0
+        """USD already spent when the call failed (a stream cut part-way is still billed)."""
+
+    def __str__(self) -> str:
+        where = self.model or self.provider
+        head = f"{where}: {self.message}" if where else self.message
+        if self.status is not None:
+            head += f" (HTTP {self.status})"
+        return head
+
+    @property
+    def kind(self) -> str:
+        """A short stable name for the error class, used in logs, metrics and fallback rules."""
+        return _KIND_BY_CLASS.get(type(self), "error")
+
+    def with_decision(self, decision: Decision) -> ModelError:
+        """Attach the partial decision record of the node that failed, and return self."""
+        self.decision = decision
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, free of secrets."""
+        out: dict[str, Any] = {"type": self.kind, "message": self.message}
+        for name in ("model", "provider", "status", "code", "provider_message", "retry_after"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out["retryable"] = self.retryable
+        return out
+
+
+class AuthenticationError(ModelError):
+    """The provider rejected the credentials."""
+
+    status_default = 401
+
+
+class PermissionDeniedError(ModelError):
+    """The credentials may not use this model or system."""
+
+    status_default = 403
+
+
+class NotFoundError(ModelError):
+    """The model, deployment or system does not exist."""
+
+    status_default = 404
+
+
+class BadRequestError(ModelError):
+    """The request is malformed or unsupported; repeating it cannot help."""
+
+    status_default = 400
+
+
+class ContextLengthError(BadRequestError):
+    """The prompt plus the requested output does not fit the model's context window."""
+
+
+class ContentFilteredError(BadRequestError):
+    """The provider's content policy refused the prompt or cut the answer."""
+
+
+class RateLimitedError(ModelError):
+    """Too many requests or tokens; `retry_after` is the provider's wait in seconds, if given."""
+
+    retryable_default = True
+    status_default = 429
+
+
+class ModelTimeoutError(ModelError):
+    """No answer in time: connect, first token, a stalled stream, or the request's deadline."""
+
+    retryable_default = True
+    status_default = 504
+
+
+class UnavailableError(ModelError):
+    """The provider is down, erroring, unreachable, or its circuit is open."""
+
+    retryable_default = True
+    status_default = 503
+
+
+class OverloadedError(UnavailableError):
+    """The provider says it is overloaded (Anthropic 529, 503 overloaded)."""
+
+
+class BadResponseError(ModelError):
+    """The upstream answered with something that is not a valid response of its API."""
+
+    retryable_default = True
+    status_default = 502
+
+
+class StreamInterruptedError(ModelError):
+    """A stream broke after part of it reached the caller; the answer is incomplete."""
+
+    status_default = 502
+
+
+class BudgetExceededError(ModelError):
+    """Serving this request would pass a budget; `code` names the budget."""
+
+    status_default = 429
+
+
+class QualityCheckError(ModelError):
+    """A pipeline's quality gate rejected a stage's output and the policy was to stop."""
+
+    status_default = 422
+
+
+class NoAnswerError(ModelError):
+    """A pattern could not produce an answer: every member failed or the quorum was not met."""
+
+    status_default = 503
+
+
+_KIND_BY_CLASS: dict[type[ModelError], str] = {
+    ModelError: "error",
+    AuthenticationError: "authentication",
+    PermissionDeniedError: "permission_denied",
+    NotFoundError: "not_found",
+    BadRequestError: "bad_request",
+    ContextLengthError: "context_length",
+    ContentFilteredError: "content_filter",
+    RateLimitedError: "rate_limited",
+    ModelTimeoutError: "timeout",
+    UnavailableError: "unavailable",
+    OverloadedError: "overloaded",
+    BadResponseError: "bad_response",
+    StreamInterruptedError: "stream_interrupted",
+    BudgetExceededError: "budget_exceeded",
+    QualityCheckError: "quality_check",
+    NoAnswerError: "no_answer",
+}
+
+ERROR_KINDS: dict[str, type[ModelError]] = {kind: cls for cls, kind in _KIND_BY_CLASS.items()}
+"""Error classes by their `kind`, for config (fallback rules name kinds)."""
+
+_SECRET = re.compile(
+    r"(?i)(bearer\s+|api[-_]?key[\"'=:\s]+|x-api-key[\"'=:\s]+|key=)[A-Za-z0-9._\-]{6,}"
+    r"|\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}|\bAIza[0-9A-Za-z_\-]{20,}"
+)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with the given secrets and anything shaped like an API key replaced by `***`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _SECRET.sub(lambda m: (m.group(1) or "") + "***", text)

@@ -1,0 +1,142 @@
+"""The simplest local Models: a Python function as a model, a disabled stand-in, and a hashing
+embedder that needs no model file (for tests and dry runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
+from modelyard.errors import BadResponseError, ConfigError, ModelError, UnavailableError
+from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    Decision,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+    Usage,
+)
+
+Function = Callable[[ChatRequest], "str | ChatResponse | Awaitable[str | ChatResponse]"]
+
+
+def import_function(dotted: str) -> Callable[..., Any]:
+    """The callable `module:function` names; ConfigError saying what is missing otherwise."""
+    module_name, _, attr = dotted.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import module {module_name!r} for {dotted!r}: {exc}") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(f"module {module_name!r} has no callable {attr!r}")
+    return function  # type: ignore[no-any-return]
+
+
+class FunctionModel(Model):
+    """A Model whose answer is whatever a Python function returns (text or a ChatResponse)."""
+
+    def __init__(self, info: ModelInfo, function: Function) -> None:
+        self.info = info
+        self.function = function
+        self._ids = itertools.count()
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        try:
+            result = self.function(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise BadResponseError(
+                f"function raised {type(exc).__name__}: {exc}", model=self.name, retryable=False
+            ) from exc
+        if isinstance(result, ChatResponse):
+            return result
+        if not isinstance(result, str):
+            raise BadResponseError(
+                f"function returned {type(result).__name__}; expected str or ChatResponse",
+                model=self.name,
+                retryable=False,
+            )
+        usage = Usage(
+            input_tokens=estimate_input_tokens(request),
+            output_tokens=estimate_tokens(result),
+            estimated=True,
+        )
+        cost = self.info.price.cost(usage)
+        return ChatResponse(
+            id=f"fn-{next(self._ids)}",
+            model=self.name,
+            provider_model=self.info.model_id or self.name,
+            choices=(Choice(message=Message(role="assistant", content=result)),),
+            usage=usage,
+            cost=cost,
+            created=int(time.time()),
+            decision=Decision(
+                node=self.name,
+                kind="model",
+                chosen=self.name,
+                reason="answered",
+                latency_ms=elapsed_ms(started),
+                cost=cost,
+            ),
+        )
+
+
+class DisabledModel(Model):
+    """Stands in for a model whose provider is switched off; says why on every call."""
+
+    def __init__(self, info: ModelInfo, reason: str) -> None:
+        self.info = info
+        self.reason = reason
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        raise UnavailableError(
+            f"disabled: {self.reason}",
+            model=self.name,
+            provider=self.info.provider,
+            code="disabled",
+            retryable=False,
+        )
+
+
+class HashingEmbedder(Embedder):
+    """Character-trigram feature hashing into a unit vector: deterministic, instant, no model
+    file. Similar spellings get similar vectors; meaning is not captured."""
+
+    def __init__(self, info: ModelInfo, dimensions: int) -> None:
+        self.info = info
+        self.dimensions = dimensions
+
+    def vector(self, text: str) -> tuple[float, ...]:
+        """The embedding of one text."""
+        values = [0.0] * self.dimensions
+        padded = f"  {text.lower()} "
+        for i in range(len(padded) - 2):
+            digest = hashlib.blake2b(padded[i : i + 3].encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "little") % self.dimensions
+            values[bucket] += 1.0 if digest[4] & 1 else -1.0
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        return tuple(v / norm for v in values)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        vectors = tuple(self.vector(text) for text in request.inputs)
+        tokens = sum(estimate_tokens(text) for text in request.inputs)
+        return EmbeddingResponse(
+            model=self.name,
+            provider_model=self.name,
+            vectors=vectors,
+            usage=Usage(input_tokens=tokens, estimated=True),
+        )

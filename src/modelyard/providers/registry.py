@@ -1,0 +1,75 @@
+"""The wire formats modelyard speaks, and what each assumes when the config does not say.
+
+The only place that knows a provider's defaults (URL, auth header, capabilities); everything
+else reads them from here as data.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from modelyard.model import Capabilities
+from modelyard.providers.wire import EmbeddingWireFormat, WireFormat
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WireDefaults:
+    """What a provider of one wire format is unless configured otherwise."""
+
+    module: str
+    base_url: str
+    auth_header: str | None
+    auth_prefix: str
+    auth_query: str | None = None
+    capabilities: Capabilities
+    embeddings: bool = False
+
+
+WIRES: dict[str, WireDefaults] = {
+    "openai": WireDefaults(
+        module="modelyard.providers.openai_wire",
+        base_url="https://api.openai.com/v1",
+        auth_header="Authorization",
+        auth_prefix="Bearer ",
+        capabilities=Capabilities(
+            streaming=True, tools=True, vision=True, json_schema=True, logprobs=True, prefill=False
+        ),
+        embeddings=True,
+    ),
+    "anthropic": WireDefaults(
+        module="modelyard.providers.anthropic_wire",
+        base_url="https://api.anthropic.com",
+        auth_header="x-api-key",
+        auth_prefix="",
+        capabilities=Capabilities(
+            streaming=True, tools=True, vision=True, json_schema=False, logprobs=False, prefill=True
+        ),
+    ),
+    "gemini": WireDefaults(
+        module="modelyard.providers.gemini_wire",
+        base_url="https://generativelanguage.googleapis.com/v1beta",
+        auth_header="x-goog-api-key",
+        auth_prefix="",
+        capabilities=Capabilities(
+            streaming=True, tools=True, vision=True, json_schema=True, logprobs=False, prefill=False
+        ),
+        embeddings=True,
+    ),
+}
+
+
+def wire_format(kind: str) -> WireFormat:
+    """The wire format object (`WIRE` in its module) for a provider type."""
+    module = importlib.import_module(WIRES[kind].module)
+    wire: WireFormat = module.WIRE
+    return wire
+
+
+def embedding_wire_format(kind: str) -> EmbeddingWireFormat | None:
+    """The embedding wire format for a provider type, if it has one."""
+    if not WIRES[kind].embeddings:
+        return None
+    module = importlib.import_module(WIRES[kind].module)
+    wire: EmbeddingWireFormat = module.WIRE
+    return wire

@@ -1,0 +1,276 @@
+"""The adapter for every hosted model: a wire format plus an endpoint plus the HTTP transport.
+
+One class serves OpenAI, Anthropic, Gemini and every OpenAI-compatible server; what differs
+between them is data (the endpoint) and pure functions (the wire format).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
+from modelyard.errors import (
+    BadResponseError,
+    ModelError,
+    StreamInterruptedError,
+    redact,
+)
+from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
+from modelyard.providers.headers import RateLimitInfo
+from modelyard.providers.http import HttpClient
+from modelyard.providers.wire import EmbeddingWireFormat, ParsedResponse, WireFormat, bad_body
+from modelyard.streaming import StreamAssembler
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    Decision,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Usage,
+)
+
+RateLimitListener = Callable[[RateLimitInfo], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where a provider lives and how to authenticate: config, not code."""
+
+    provider: str
+    base_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Every header to send, auth included (built once from config)."""
+    query: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    """Values to scrub from any error message (the API key)."""
+
+
+class RemoteModel(Model):
+    """A hosted model behind an HTTP API."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        endpoint: Endpoint,
+        wire: WireFormat,
+        client: HttpClient,
+    ) -> None:
+        self.info = info
+        self.endpoint = endpoint
+        self.wire = wire
+        self.client = client
+        self.rate_limit_listeners: list[RateLimitListener] = []
+        model_id = info.model_id or info.name
+        self._model_id = model_id
+        self._url = {
+            stream: _with_query(
+                wire.url(endpoint.base_url, model_id, stream=stream), endpoint.query
+            )
+            for stream in (False, True)
+        }
+        self._headers = {**wire.default_headers(), **endpoint.headers}
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        body = orjson.dumps(self.wire.to_wire(request, self._model_id, stream=False))
+        try:
+            reply = await self.client.post(
+                self._url[False],
+                headers=self._headers,
+                body=body,
+                deadline_left=request.remaining(),
+            )
+            self._observe(reply.headers)
+            if reply.status >= 400:
+                raise self.wire.error_from_wire(reply.status, reply.headers, reply.body)
+            try:
+                decoded = orjson.loads(reply.body)
+            except orjson.JSONDecodeError:
+                raise bad_body(
+                    reply.status, reply.body, "upstream answered with non-JSON"
+                ) from None
+            parsed = self.wire.from_wire(decoded)
+        except ModelError as exc:
+            raise self._failed(exc, started) from None
+        return self._response(parsed, started)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        body = orjson.dumps(self.wire.to_wire(request, self._model_id, stream=True))
+        assembler = StreamAssembler()
+        decoder = self.wire.stream_decoder()
+        try:
+            async with self.client.stream(
+                self._url[True],
+                headers=self._headers,
+                body=body,
+                deadline_left=request.remaining(),
+            ) as reply:
+                self._observe(reply.headers)
+                if reply.status >= 400:
+                    payload = await reply.body(self.client.timeouts.total)
+                    raise self.wire.error_from_wire(reply.status, reply.headers, payload)
+                async for event in reply.events(request.remaining()):
+                    for chunk in decoder.feed(event):
+                        assembler.add(chunk)
+                        yield chunk
+                    if decoder.done:
+                        break
+            if not decoder.done and not assembler.finished:
+                raise StreamInterruptedError(
+                    "stream ended before every choice finished; the answer is incomplete",
+                    code="stream_incomplete",
+                )
+            # Every choice finished but the terminal event (usage, [DONE]) never came: the
+            # answer is whole, so finish now with estimated usage rather than wait or fail.
+            parsed = ParsedResponse(
+                id=decoder.response_id or "",
+                provider_model=decoder.provider_model or self._model_id,
+                choices=assembler.choices(logprobs=request.logprobs),
+                usage=decoder.usage or self._estimated_usage(request, assembler),
+            )
+        except ModelError as exc:
+            exc.cost = self.info.price.cost(self._estimated_usage(request, assembler))
+            raise self._failed(exc, started) from None
+        yield Chunk(response=self._response(parsed, started))
+
+    def _estimated_usage(self, request: ChatRequest, assembler: StreamAssembler) -> Usage:
+        return Usage(
+            input_tokens=estimate_input_tokens(request),
+            output_tokens=estimate_tokens(assembler.text),
+            estimated=True,
+        )
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        if self.rate_limit_listeners:
+            info = self.wire.rate_limits(headers)
+            if not info.empty:
+                for listener in self.rate_limit_listeners:
+                    listener(info)
+
+    def _response(self, parsed: ParsedResponse, started: float) -> ChatResponse:
+        cost = self.info.price.cost(parsed.usage)
+        decision = Decision(
+            node=self.name,
+            kind="model",
+            chosen=parsed.provider_model,
+            reason="answered",
+            latency_ms=elapsed_ms(started),
+            cost=cost,
+            details={
+                "provider": self.endpoint.provider,
+                "input_tokens": parsed.usage.input_tokens,
+                "output_tokens": parsed.usage.output_tokens,
+            },
+        )
+        return ChatResponse(
+            id=parsed.id,
+            model=self.name,
+            provider_model=parsed.provider_model,
+            choices=parsed.choices,
+            usage=parsed.usage,
+            cost=cost,
+            created=parsed.created or int(time.time()),
+            decision=decision,
+            system_fingerprint=parsed.system_fingerprint,
+        )
+
+    def _failed(self, exc: ModelError, started: float) -> ModelError:
+        exc.model = exc.model or self.name
+        exc.provider = exc.provider or self.endpoint.provider
+        exc.message = redact(exc.message, *self.endpoint.secrets)
+        if exc.provider_message:
+            exc.provider_message = redact(exc.provider_message, *self.endpoint.secrets)
+        exc.args = (exc.message,)
+        decision = Decision(
+            node=self.name,
+            kind="model",
+            reason="failed",
+            latency_ms=elapsed_ms(started),
+            cost=exc.cost,
+            error=f"{exc.kind}: {exc.message}",
+            details={"provider": self.endpoint.provider, "status": exc.status},
+        )
+        return exc.with_decision(decision)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class RemoteEmbedder(Embedder):
+    """A hosted embedding model behind an HTTP API."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        endpoint: Endpoint,
+        wire: EmbeddingWireFormat,
+        errors: WireFormat,
+        client: HttpClient,
+    ) -> None:
+        self.info = info
+        self.endpoint = endpoint
+        self.wire = wire
+        self.errors = errors
+        self.client = client
+        model_id = info.model_id or info.name
+        self._model_id = model_id
+        self._url = _with_query(wire.embeddings_url(endpoint.base_url, model_id), endpoint.query)
+        self._headers = {**errors.default_headers(), **endpoint.headers}
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        body = orjson.dumps(self.wire.embeddings_to_wire(request, self._model_id))
+        try:
+            reply = await self.client.post(
+                self._url, headers=self._headers, body=body, deadline_left=_left(request.deadline)
+            )
+            if reply.status >= 400:
+                raise self.errors.error_from_wire(reply.status, reply.headers, reply.body)
+            try:
+                decoded = orjson.loads(reply.body)
+            except orjson.JSONDecodeError:
+                raise bad_body(
+                    reply.status, reply.body, "upstream answered with non-JSON"
+                ) from None
+            parsed = self.wire.embeddings_from_wire(decoded)
+        except ModelError as exc:
+            exc.model = exc.model or self.name
+            exc.provider = exc.provider or self.endpoint.provider
+            exc.message = redact(exc.message, *self.endpoint.secrets)
+            exc.args = (exc.message,)
+            raise
+        if len(parsed.vectors) != len(request.inputs):
+            raise BadResponseError(
+                f"asked for {len(request.inputs)} embeddings, got {len(parsed.vectors)}",
+                model=self.name,
+                provider=self.endpoint.provider,
+            )
+        return EmbeddingResponse(
+            model=self.name,
+            provider_model=parsed.provider_model,
+            vectors=parsed.vectors,
+            usage=parsed.usage,
+            cost=self.info.price.cost(parsed.usage),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _with_query(url: str, query: Mapping[str, str]) -> str:
+    if not query:
+        return url
+    from urllib.parse import urlencode
+
+    return url + ("&" if "?" in url else "?") + urlencode(dict(query))

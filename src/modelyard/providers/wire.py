@@ -1,0 +1,142 @@
+"""What a wire format is: the pure translation a remote adapter needs, apart from the transport.
+
+Each `*_wire.py` module implements this for one API (OpenAI Chat Completions, Anthropic
+Messages, Gemini generateContent) as plain functions over dicts, tested without any I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelyard.errors import BadResponseError, ModelError
+from modelyard.providers.headers import RateLimitInfo
+from modelyard.providers.sse import Event
+from modelyard.types import ChatRequest, Choice, Chunk, EmbeddingRequest, Usage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedResponse:
+    """A provider's answer, translated: what the adapter turns into a ChatResponse."""
+
+    id: str
+    provider_model: str
+    choices: tuple[Choice, ...]
+    usage: Usage
+    created: int = 0
+    system_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedEmbeddings:
+    """A provider's embeddings, translated."""
+
+    provider_model: str
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+
+
+class StreamDecoder(Protocol):
+    """Turns one provider's stream events into chunks, keeping what arrives only once."""
+
+    done: bool
+    """Whether the stream's terminal event has arrived."""
+    usage: Usage | None
+    provider_model: str | None
+    response_id: str | None
+
+    def feed(self, event: Event) -> Sequence[Chunk]:
+        """The chunks one event carries; raises ModelError for an in-band error event and
+        BadResponseError for a malformed one."""
+        ...
+
+
+class WireFormat(Protocol):
+    """One provider API's request and response shapes."""
+
+    name: str
+
+    def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
+        """Where a chat request for `model_id` goes."""
+        ...
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry the API key, by this API's convention."""
+        ...
+
+    def default_headers(self) -> dict[str, str]:
+        """Headers every request carries (API version, content type)."""
+        ...
+
+    def to_wire(self, request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
+        """The JSON body for `request`."""
+        ...
+
+    def from_wire(self, body: Any) -> ParsedResponse:
+        """The answer in a decoded JSON body; BadResponseError if it is not this API's shape."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh decoder for one stream."""
+        ...
+
+    def error_from_wire(self, status: int, headers: Mapping[str, str], body: bytes) -> ModelError:
+        """The error an HTTP error response means, in the error tree."""
+        ...
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
+        """The quota the response headers report."""
+        ...
+
+
+class EmbeddingWireFormat(Protocol):
+    """One provider API's embedding request and response shapes."""
+
+    def embeddings_url(self, base_url: str, model_id: str) -> str:
+        """Where an embedding request goes."""
+        ...
+
+    def embeddings_to_wire(self, request: EmbeddingRequest, model_id: str) -> dict[str, Any]:
+        """The JSON body for an embedding request."""
+        ...
+
+    def embeddings_from_wire(self, body: Any) -> ParsedEmbeddings:
+        """The vectors in a decoded JSON body."""
+        ...
+
+
+def body_excerpt(body: bytes, limit: int = 200) -> str:
+    """The first bytes of a body, printable, for error messages."""
+    text = body[:limit].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text + ("..." if len(body) > limit else "")
+
+
+def bad_body(status: int, body: bytes, why: str) -> BadResponseError:
+    """The error for a body that is not the API's JSON: names the status and the first bytes."""
+    return BadResponseError(
+        f"{why}; HTTP {status}, body starts: {body_excerpt(body)!r}",
+        status=502,
+        code="bad_response",
+    )
+
+
+def require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`mapping[key]`, checked to be of `kind`; BadResponseError naming the field otherwise."""
+    if not isinstance(mapping, dict):
+        raise BadResponseError(f"expected an object at {where}, got {type(mapping).__name__}")
+    if key not in mapping:
+        raise BadResponseError(f"missing field {where}.{key}")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise BadResponseError(
+            f"field {where}.{key} has type {type(value).__name__}, expected {_names(kind)}"
+        )
+    return value
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__

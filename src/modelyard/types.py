@@ -1,0 +1,350 @@
+"""The values that flow through every Model: requests, responses, stream chunks, usage, decisions.
+
+All are frozen, keyword-only dataclasses with slots: cheap to build on the hot path, safe to share
+between the concurrent members of an ensemble, and impossible to mutate behind a caller's back.
+Wire formats (OpenAI, Anthropic, Gemini, the gateway) translate to and from these in
+`providers/*_wire.py` and `gateway/`; nothing else knows any vendor's JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+class FinishReason(StrEnum):
+    """Why a choice stopped: the providers' reasons mapped onto one set."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextPart:
+    """A run of text inside a message."""
+
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePart:
+    """An image, by URL or `data:` URI."""
+
+    url: str
+    detail: str | None = None
+    type: Literal["image"] = "image"
+
+
+Part = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """A call the model asks the caller to make; `arguments` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One turn of a conversation; `content` is plain text or a sequence of parts."""
+
+    role: Role
+    content: str | tuple[Part, ...] = ""
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text, parts joined; images are left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_image(self) -> bool:
+        """Whether any part is an image."""
+        return not isinstance(self.content, str) and any(
+            isinstance(p, ImagePart) for p in self.content
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tool:
+    """A function the model may call; `parameters` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool | None = None
+
+
+ToolChoice = Literal["auto", "none", "required"] | str
+"""`auto`, `none`, `required`, or the name of one tool the model must call."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseFormat:
+    """Plain text, any JSON object, or JSON matching `schema`."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: Mapping[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRequest:
+    """A chat completion request, independent of any provider's wire format.
+
+    `deadline` is an absolute `time.monotonic()` instant: every node sees what is left with
+    `remaining()`. `key_id` and `tags` scope budgets, caches and rate limits to a caller.
+    """
+
+    messages: tuple[Message, ...]
+    system: str | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    key_id: str | None = None
+    deadline: float | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (may be negative), or None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def with_budget(self, seconds: float | None) -> ChatRequest:
+        """This request with its deadline tightened to at most `seconds` from now."""
+        if seconds is None:
+            return self
+        deadline = time.monotonic() + seconds
+        if self.deadline is not None and self.deadline <= deadline:
+            return self
+        return replace(self, deadline=deadline)
+
+    @property
+    def last_user_text(self) -> str:
+        """The text of the last user message: what routers and caches look at first."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.text
+        return ""
+
+    @property
+    def prompt_text(self) -> str:
+        """System prompt and every message's text, for token estimates and classifiers."""
+        parts = [self.system] if self.system else []
+        parts.extend(m.text for m in self.messages)
+        return "\n".join(parts)
+
+
+def user(text: str, **fields: Any) -> ChatRequest:
+    """A one-message request: the shortest way to ask something."""
+    return ChatRequest(messages=(Message(role="user", content=text),), **fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Tokens a call consumed, as the provider reported them (or as estimated when it did not)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenLogprob:
+    """One generated token with its log-probability and, if asked, the top alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Choice:
+    """One of the `n` answers in a response."""
+
+    index: int = 0
+    message: Message
+    finish_reason: FinishReason = FinishReason.STOP
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """What one node of the graph did for one request, and why: the request's audit record.
+
+    Leaves are model calls (kind "model"); patterns and wrappers add a node whose `children`
+    are the attempts they made, in order. `cost` is what this node and its subtree spent,
+    failed attempts included; `error` is set when this node failed.
+    """
+
+    node: str
+    kind: str
+    chosen: str | None = None
+    reason: str = ""
+    scores: Mapping[str, float] = field(default_factory=dict)
+    threshold: float | None = None
+    latency_ms: float = 0.0
+    cost: float = 0.0
+    error: str | None = None
+    children: tuple[Decision, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def walk(self) -> list[Decision]:
+        """This decision and all below it, depth first."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the shape the gateway and the decision log store)."""
+        out: dict[str, Any] = {
+            "node": self.node,
+            "kind": self.kind,
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "latency_ms": round(self.latency_ms, 3),
+            "cost": self.cost,
+        }
+        if self.scores:
+            out["scores"] = dict(self.scores)
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        if self.error is not None:
+            out["error"] = self.error
+        if self.details:
+            out["details"] = dict(self.details)
+        if self.children:
+            out["children"] = [c.to_dict() for c in self.children]
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatResponse:
+    """A finished answer.
+
+    `model` is the configured name of the model that answered (`provider:model`), and
+    `provider_model` the id the provider reported, so drift from the pinned id is visible.
+    `usage` is the answering call's; `cost` is everything this request spent in USD, failed and
+    rejected attempts included, so a cascade's cost is the sum of the stages it ran.
+    `confidence` is the answering model's own confidence in [0, 1] when it has one (a retriever's
+    similarity, a classifier's probability, a replayed score).
+    """
+
+    id: str
+    model: str
+    provider_model: str
+    choices: tuple[Choice, ...]
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    created: int = 0
+    decision: Decision | None = None
+    confidence: float | None = None
+    system_fingerprint: str | None = None
+
+    @property
+    def message(self) -> Message:
+        """The first choice's message."""
+        return self.choices[0].message
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.choices[0].message.text
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """The first choice's finish reason."""
+        return self.choices[0].finish_reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallDelta:
+    """A piece of a tool call as it streams; `index` ties the pieces of one call together."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chunk:
+    """A piece of a streamed answer.
+
+    A stream yields text and tool-call deltas, then exactly one last chunk with `response` set:
+    the assembled answer with its usage, cost and decision. A stream that breaks raises a
+    `ModelError` instead of ending normally, so a cut answer is never taken for a whole one.
+    """
+
+    index: int = 0
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    response: ChatResponse | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingRequest:
+    """Texts to embed."""
+
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    key_id: str | None = None
+    tags: tuple[str, ...] = ()
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingResponse:
+    """One vector per input, in order."""
+
+    model: str
+    provider_model: str
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0

@@ -1,0 +1,176 @@
+"""The library's front door: a loaded config you can ask things of.
+
+yard = modelyard.load("config.yaml")
+response = await yard.complete("support", "Where is my order 1234?")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from modelyard.config.build import Built, Resources, build
+from modelyard.config.loader import LoadedConfig, load_config
+from modelyard.errors import NotFoundError
+from modelyard.model import Embedder, Model
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+)
+
+Prompt = str | ChatRequest | Sequence[Message | Mapping[str, Any]]
+"""A question as text, a list of messages (Message or {"role", "content"} dicts), or a request."""
+
+
+def as_request(prompt: Prompt, **fields: Any) -> ChatRequest:
+    """`prompt` as a ChatRequest, with `fields` (temperature, max_tokens, ...) set on it."""
+    if isinstance(prompt, ChatRequest):
+        return replace(prompt, **fields) if fields else prompt
+    if isinstance(prompt, str):
+        messages: tuple[Message, ...] = (Message(role="user", content=prompt),)
+    else:
+        messages = tuple(
+            m if isinstance(m, Message) else Message(role=m["role"], content=m.get("content") or "")
+            for m in prompt
+        )
+    return ChatRequest(messages=messages, **fields)
+
+
+class Yard:
+    """A built config: its systems, models and embedders, ready to answer."""
+
+    def __init__(self, built: Built, resources: Resources) -> None:
+        self.built = built
+        self.resources = resources
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The config this yard was built from."""
+        return self.built.loaded
+
+    @property
+    def version(self) -> str:
+        """A short hash identifying the config text."""
+        return self.built.loaded.version
+
+    @property
+    def systems(self) -> Mapping[str, Model]:
+        """Systems by name."""
+        return self.built.systems
+
+    @property
+    def models(self) -> Mapping[str, Model]:
+        """Models by name."""
+        return self.built.models
+
+    @property
+    def embedders(self) -> Mapping[str, Embedder]:
+        """Embedders by name."""
+        return self.built.embedders
+
+    @property
+    def notes(self) -> list[str]:
+        """What the build wants the user told once (disabled providers, skipped stages)."""
+        return self.built.notes
+
+    def get(self, name: str) -> Model:
+        """The system or model called `name`; NotFoundError listing what exists otherwise."""
+        model = self.built.systems.get(name) or self.built.models.get(name)
+        if model is None:
+            raise NotFoundError(
+                f"no system or model named {name!r}; available: {', '.join(self.names())}",
+                code="model_not_found",
+            )
+        return model
+
+    def names(self) -> list[str]:
+        """Every system and model name, systems first."""
+        return [*sorted(self.built.systems), *sorted(self.built.models)]
+
+    def _prepare(self, prompt: Prompt, fields: dict[str, Any]) -> ChatRequest:
+        request = as_request(prompt, **fields)
+        return request.with_budget(self.built.loaded.config.default_deadline)
+
+    async def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
+        """Ask system or model `target`; `fields` set request options (max_tokens, ...)."""
+        return await self.get(target).complete(self._prepare(prompt, fields))
+
+    async def stream(self, target: str, prompt: Prompt, **fields: Any) -> AsyncIterator[Chunk]:
+        """Ask `target` and stream the answer; the last chunk carries the whole response."""
+        model = self.get(target)
+        async for chunk in model.stream(self._prepare(prompt, fields)):
+            yield chunk
+
+    async def embed(self, target: str, inputs: str | Iterable[str]) -> EmbeddingResponse:
+        """Embed one text or many with embedder `target`."""
+        embedder = self.built.embedders.get(target)
+        if embedder is None:
+            raise NotFoundError(
+                f"no embedder named {target!r}; available: "
+                f"{', '.join(sorted(self.built.embedders)) or 'none'}",
+                code="model_not_found",
+            )
+        texts = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        return await embedder.embed(EmbeddingRequest(inputs=texts))
+
+    async def aclose(self) -> None:
+        """Close connection pools and local models."""
+        for model in self.built.models.values():
+            await model.aclose()
+        await self.resources.aclose()
+
+    async def __aenter__(self) -> Yard:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    resources: Resources | None = None,
+) -> Yard:
+    """Load, validate and build the config at `path`."""
+    resources = resources or Resources()
+    return Yard(build(load_config(path, env=env), resources), resources)
+
+
+class SyncYard:
+    """A blocking facade over a Yard for scripts and notebooks: one private event loop."""
+
+    def __init__(self, yard: Yard) -> None:
+        self.yard = yard
+        self._loop = asyncio.new_event_loop()
+
+    def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
+        """Ask `target` and wait for the answer."""
+        return self._loop.run_until_complete(self.yard.complete(target, prompt, **fields))
+
+    def embed(self, target: str, inputs: str | Iterable[str]) -> EmbeddingResponse:
+        """Embed and wait for the vectors."""
+        return self._loop.run_until_complete(self.yard.embed(target, inputs))
+
+    def close(self) -> None:
+        """Close the yard and the loop."""
+        self._loop.run_until_complete(self.yard.aclose())
+        self._loop.close()
+
+    def __enter__(self) -> SyncYard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def load_sync(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> SyncYard:
+    """`load` for code without an event loop."""
+    return SyncYard(load(path, env=env))

@@ -1,0 +1,129 @@
+"""The config loader: line numbers, env substitution, errors that name the place and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.config.build import build
+from modelyard.config.loader import parse
+from modelyard.errors import ConfigError
+
+HOSTED = """
+providers:
+  openai:
+    type: openai
+    api_key: ${OPENAI_API_KEY}
+models:
+  gpt:
+    provider: openai
+    id: gpt-4o-mini-2024-07-18
+    price: {input: 0.15, output: 0.6}
+"""
+
+
+def error_of(text: str, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        build(parse(text, path="cfg.yaml", env=env or {}))
+    return caught.value
+
+
+def test_typo_in_a_key_names_line_field_and_the_likely_fix() -> None:
+    text = HOSTED.replace("    id: gpt", "    contxt_window: 5\n    id: gpt")
+    error = error_of(text, {"OPENAI_API_KEY": "k"})
+    assert error.line == 9
+    assert "models.gpt.contxt_window" in str(error)
+    assert "did you mean 'context_window'" in str(error)
+    assert str(error).startswith("cfg.yaml:9:")
+
+
+def test_unknown_provider_lists_the_defined_ones() -> None:
+    error = error_of(HOSTED.replace("provider: openai", "provider: opnai"), {"OPENAI_API_KEY": "k"})
+    assert error.line == 8
+    assert "unknown provider 'opnai'" in str(error)
+    assert "openai" in str(error)
+
+
+def test_missing_env_var_names_the_variable_and_the_way_out() -> None:
+    error = error_of(HOSTED)
+    assert error.line == 5
+    assert "OPENAI_API_KEY is not set" in str(error)
+    assert "optional: true" in str(error)
+
+
+def test_optional_provider_without_its_key_is_disabled_not_fatal() -> None:
+    built = build(
+        parse(HOSTED.replace("type: openai\n", "type: openai\n    optional: true\n"), env={})
+    )
+    assert "OPENAI_API_KEY" in built.disabled["gpt"]
+    assert any("disabled" in note for note in built.notes)
+
+
+def test_hosted_model_without_a_price_is_refused() -> None:
+    error = error_of(
+        HOSTED.replace("    price: {input: 0.15, output: 0.6}\n", ""), {"OPENAI_API_KEY": "k"}
+    )
+    assert "needs 'price'" in str(error)
+    assert error.line == 7
+
+
+def test_cycle_between_systems_is_refused_with_the_path() -> None:
+    text = """
+models:
+  a: {local: {type: fake}}
+systems:
+  one: {type: fallback, chain: [a, two]}
+  two: {type: fallback, chain: [one]}
+"""
+    error = error_of(text)
+    assert "cycle" in str(error)
+    assert "one -> two -> one" in str(error)
+
+
+def test_unknown_member_of_a_system_is_named() -> None:
+    error = error_of(
+        "models:\n  a: {local: {type: fake}}\nsystems:\n  s: {type: fallback, chain: [a, b]}\n"
+    )
+    assert "unknown model or system 'b'" in str(error)
+    assert error.line == 4
+
+
+def test_secret_never_echoed_in_errors() -> None:
+    text = HOSTED.replace("${OPENAI_API_KEY}", "sk-supersecretvalue123456") + "    bogus: 1\n"
+    error = error_of(text)
+    assert "supersecret" not in str(error)
+
+
+def test_duplicate_keys_are_refused() -> None:
+    error = error_of("models:\n  a: {local: {type: fake}}\n  a: {local: {type: fake}}\n")
+    assert "appears twice" in str(error)
+    assert error.line == 3
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    error = error_of("models:\n  a: [unclosed\n")
+    assert "invalid YAML" in str(error)
+    assert error.line is not None
+
+
+def test_env_default_is_used_when_unset() -> None:
+    loaded = parse(
+        "providers:\n  local:\n    type: openai\n    base_url: ${VLLM_URL:-http://127.0.0.1:8000/v1}\n",
+        env={},
+    )
+    assert loaded.config.providers["local"].base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_name_shared_by_model_and_system_is_refused() -> None:
+    error = error_of("models:\n  a: {local: {type: fake}}\nsystems:\n  a: a\n")
+    assert "both a model and a system" in str(error)
+
+
+def test_unknown_fake_error_kind_is_refused() -> None:
+    error = error_of("models:\n  a:\n    local: {type: fake, script: [{error: explode}]}\n")
+    assert "unknown error kind 'explode'" in str(error)
+
+
+def test_bad_base_url_is_refused() -> None:
+    error = error_of("providers:\n  o: {type: openai, base_url: ftp://example.com}\n")
+    assert "http:// or https://" in str(error)
+    assert error.line == 2

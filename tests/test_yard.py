@@ -1,0 +1,57 @@
+"""The library facade: load a config and ask it things."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.errors import NotFoundError, UnavailableError
+
+CONFIG = """
+models:
+  flaky:
+    local: {type: fake, default: {error: unavailable}}
+  steady:
+    local: {type: fake, default: "steady answer"}
+    price: {input: 1.0, output: 1.0}
+systems:
+  main: {type: fallback, chain: [flaky, steady]}
+"""
+
+
+async def test_fallback_system_answers_with_the_second_member_and_records_why(
+    write_config: Callable[[str], Path],
+) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        response = await yard.complete("main", "hello")
+    assert response.text == "steady answer"
+    assert response.model == "steady"
+    decision = response.decision
+    assert decision is not None and decision.kind == "fallback"
+    assert [d.node for d in decision.children] == ["flaky", "steady"]
+    assert decision.children[0].error is not None and "unavailable" in decision.children[0].error
+
+
+async def test_first_error_reaches_the_caller_when_all_fail(
+    write_config: Callable[[str], Path],
+) -> None:
+    text = CONFIG.replace('default: "steady answer"', "default: {error: rate_limited}")
+    async with modelyard.load(write_config(text)) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("main", "hello")
+    assert caught.value.model == "flaky"
+
+
+async def test_unknown_target_lists_what_exists(write_config: Callable[[str], Path]) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        with pytest.raises(NotFoundError) as caught:
+            await yard.complete("nope", "hello")
+    assert "main" in str(caught.value) and "steady" in str(caught.value)
+
+
+def test_sync_facade(write_config: Callable[[str], Path]) -> None:
+    with modelyard.load_sync(write_config(CONFIG)) as yard:
+        assert yard.complete("steady", "hi").text == "steady answer"
