@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -76,9 +76,14 @@ class RemoteModel(Model):
         }
         self._headers = {**wire.default_headers(), **endpoint.headers}
 
+    def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
+        if self._default_max_tokens is not None and request.max_tokens is None:
+            request = replace(request, max_tokens=self._default_max_tokens)
+        return orjson.dumps(self.wire.to_wire(request, self._model_id, stream=stream))
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
-        body = orjson.dumps(self.wire.to_wire(request, self._model_id, stream=False))
+        body = self._body(request, stream=False)
         try:
             reply = await self.client.post(
                 self._url[False],
@@ -102,7 +107,7 @@ class RemoteModel(Model):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
-        body = orjson.dumps(self.wire.to_wire(request, self._model_id, stream=True))
+        body = self._body(request, stream=True)
         assembler = StreamAssembler()
         decoder = self.wire.stream_decoder()
         try:
@@ -222,7 +227,8 @@ class RemoteEmbedder(Embedder):
         self.client = client
         model_id = info.model_id or info.name
         self._model_id = model_id
-        self._url = _with_query(wire.embeddings_url(endpoint.base_url, model_id), endpoint.query)
+        base_url = endpoint.base_url.replace("{model}", model_id)
+        self._url = _with_query(wire.embeddings_url(base_url, model_id), endpoint.query)
         self._headers = {**errors.default_headers(), **endpoint.headers}
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:

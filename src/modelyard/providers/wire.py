@@ -56,6 +56,9 @@ class WireFormat(Protocol):
     """One provider API's request and response shapes."""
 
     name: str
+    requires_max_tokens: bool
+    """Whether the API refuses a request without max_tokens (Anthropic); the adapter then
+    sends the model's configured `max_output_tokens`."""
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         """Where a chat request for `model_id` goes."""

@@ -1,0 +1,67 @@
+"""The one small state interface behind budgets, rate limits, circuit breakers and caches.
+
+Backends: `memory` (in-process, the embedded default), `sqlite` (the same, persisted so a
+restart loses no spend), `redis` (shared by several gateway processes, atomic via Lua). Every
+operation that checks and changes a counter does both atomically, so concurrent callers — in one
+process or many — can never both pass a limit that only one of them fits under.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """Add `amount` to counter `key`, but only if it stays within `limit`.
+
+    `ttl` (seconds) lets a backend forget the counter once its window is over; window
+    arithmetic (which day, which month) is the caller's: it is part of the key.
+    """
+
+    key: str
+    amount: float
+    limit: float
+    ttl: float | None = None
+
+
+class StateStore(abc.ABC):
+    """Counters and values shared by everything that uses the same store."""
+
+    @abc.abstractmethod
+    async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        """Apply every claim if all fit, atomically; otherwise apply none and return the first
+        claim that does not fit."""
+
+    @abc.abstractmethod
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        """Add `delta` (may be negative) to counter `key` unconditionally; return the new value."""
+
+    @abc.abstractmethod
+    async def counter(self, key: str) -> float:
+        """The current value of counter `key` (0 when unset)."""
+
+    @abc.abstractmethod
+    async def window_acquire(
+        self, key: str, amount: float, *, limit: float, window: float
+    ) -> float:
+        """Sliding-window rate limit: if the amounts acquired at `key` during the last `window`
+        seconds plus `amount` stay within `limit`, record `amount` and return 0.0; otherwise
+        record nothing and return the seconds until it would fit."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The value stored at `key`, if any and not expired."""
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store `value` at `key`, expiring after `ttl` seconds if given."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Forget `key` (value or counter)."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

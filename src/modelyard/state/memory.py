@@ -1,0 +1,89 @@
+"""The in-process state backend: plain dicts, atomic because nothing awaits mid-operation."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from modelyard.state.base import Claim, StateStore
+
+
+class MemoryStore(StateStore):
+    """State for one process. Fast, and gone when the process ends."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._counters: dict[str, float] = {}
+        self._values: dict[str, bytes] = {}
+        self._expiry: dict[str, float] = {}
+        self._windows: dict[str, deque[tuple[float, float]]] = {}
+
+    def _alive(self, key: str) -> bool:
+        expires = self._expiry.get(key)
+        if expires is not None and expires <= self._clock():
+            self._counters.pop(key, None)
+            self._values.pop(key, None)
+            self._expiry.pop(key, None)
+            return False
+        return True
+
+    def _touch(self, key: str, ttl: float | None) -> None:
+        if ttl is not None and key not in self._expiry:
+            self._expiry[key] = self._clock() + ttl
+
+    async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        for claim in claims:
+            current = self._counters.get(claim.key, 0.0) if self._alive(claim.key) else 0.0
+            if current + claim.amount > claim.limit + 1e-12:
+                return claim
+        for claim in claims:
+            self._counters[claim.key] = self._counters.get(claim.key, 0.0) + claim.amount
+            self._touch(claim.key, claim.ttl)
+        return None
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        self._alive(key)
+        value = self._counters.get(key, 0.0) + delta
+        self._counters[key] = value
+        self._touch(key, ttl)
+        return value
+
+    async def counter(self, key: str) -> float:
+        return self._counters.get(key, 0.0) if self._alive(key) else 0.0
+
+    async def window_acquire(
+        self, key: str, amount: float, *, limit: float, window: float
+    ) -> float:
+        now = self._clock()
+        entries = self._windows.setdefault(key, deque())
+        while entries and entries[0][0] <= now - window:
+            entries.popleft()
+        used = sum(a for _, a in entries)
+        if used + amount <= limit + 1e-12:
+            entries.append((now, amount))
+            return 0.0
+        if amount > limit:
+            return window
+        # Wait until enough of the oldest entries have left the window.
+        excess = used + amount - limit
+        freed = 0.0
+        for at, acquired in entries:
+            freed += acquired
+            if freed >= excess - 1e-12:
+                return max(0.0, at + window - now)
+        return window
+
+    async def get(self, key: str) -> bytes | None:
+        return self._values.get(key) if self._alive(key) else None
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self._values[key] = value
+        self._expiry.pop(key, None)
+        self._touch(key, ttl)
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+        self._counters.pop(key, None)
+        self._expiry.pop(key, None)
+        self._windows.pop(key, None)
