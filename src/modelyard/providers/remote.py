@@ -68,13 +68,16 @@ class RemoteModel(Model):
         self.rate_limit_listeners: list[RateLimitListener] = []
         model_id = info.model_id or info.name
         self._model_id = model_id
+        # `{model}` in a base URL (Azure: .../openai/deployments/{model}) is the model's id.
+        base_url = endpoint.base_url.replace("{model}", model_id)
         self._url = {
-            stream: _with_query(
-                wire.url(endpoint.base_url, model_id, stream=stream), endpoint.query
-            )
+            stream: _with_query(wire.url(base_url, model_id, stream=stream), endpoint.query)
             for stream in (False, True)
         }
         self._headers = {**wire.default_headers(), **endpoint.headers}
+        self._default_max_tokens = (
+            info.capabilities.max_output_tokens if wire.requires_max_tokens else None
+        )
 
     def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
         if self._default_max_tokens is not None and request.max_tokens is None:
