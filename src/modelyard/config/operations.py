@@ -5,8 +5,13 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from modelyard.config.base import Spec
+from modelyard.config.gateway import GatewaySpec
 
 
 class OperationsSpec(Spec):
     """The operational sections of a config file."""
+
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
