@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from tests.fakes.server import free_port
 
 from modelyard.gateway.app import Gateway, create_app
-from tests.fakes.server import free_port
 
 SYSTEMS = """
 models:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import httpx2
 import openai
 import pytest
-
 from tests.gateway.conftest import Running
 
 
