@@ -103,6 +103,12 @@ class FakeGemini(FakeUpstream):
         self.answers: deque[GeminiAnswer] = deque()
         self._ids = 0
 
+    def reset(self) -> None:
+        """Forget requests, faults and scripted answers; 429s say the default retry delay."""
+        super().reset()
+        self.answers.clear()
+        self.retry_delay = "17s"
+
     def script(self, *answers: GeminiAnswer) -> None:
         """Script the answers to the next requests, one each, in order."""
         self.answers.extend(answers)
