@@ -238,7 +238,8 @@ class FakeUpstream:
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending))
         loop.close()
 
     def stop(self) -> None:
