@@ -24,7 +24,8 @@ from modelyard.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from modelyard.providers.gemini_wire import SIGNATURE_MARK, WIRE, split_call_id
+from modelyard.providers.gemini_answers import SIGNATURE_MARK, split_call_id
+from modelyard.providers.gemini_wire import WIRE
 from modelyard.providers.sse import Event
 from modelyard.types import (
     ChatRequest,
@@ -547,6 +548,38 @@ def test_logprobs_are_translated_per_token_with_alternatives() -> None:
     assert tokens is not None
     assert [(t.token, t.logprob) for t in tokens] == [("Hi", -0.1), ("!", -0.5)]
     assert tokens[1].top == (("!", -0.5),)
+
+
+GARBAGE: list[Any] = [
+    {"candidates": [{"content": "text", "finishReason": "STOP"}]},
+    {"candidates": [{"content": {"parts": [{"functionCall": "f"}]}, "finishReason": "STOP"}]},
+    {"candidates": [{"index": "first", "finishReason": "STOP"}]},
+    {"candidates": [{"finishReason": "STOP", "logprobsResult": {"chosenCandidates": [1]}}]},
+    {
+        "candidates": [
+            {
+                "finishReason": "STOP",
+                "logprobsResult": {"chosenCandidates": [{"logProbability": "low"}]},
+            }
+        ]
+    },
+    {"candidates": [{"finishReason": "STOP"}], "usageMetadata": [1]},
+    {"candidates": {"0": {}}},
+    {"candidates": ["x"]},
+    {"error": {"code": "four hundred", "message": 7}},
+]
+
+
+@pytest.mark.parametrize("body", GARBAGE)
+def test_malformed_answers_raise_model_errors_only(body: Any) -> None:
+    with pytest.raises(ModelError):
+        WIRE.from_wire(body)
+
+
+@pytest.mark.parametrize("body", GARBAGE)
+def test_malformed_stream_events_raise_model_errors_only(body: Any) -> None:
+    with pytest.raises(ModelError):
+        WIRE.stream_decoder().feed(Event("message", orjson.dumps(body).decode()))
 
 
 def test_error_object_in_a_success_body_is_raised_as_its_error() -> None:
