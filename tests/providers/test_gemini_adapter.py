@@ -267,6 +267,16 @@ async def test_cached_tokens_are_priced_at_the_cached_rate(yard: Yard, fake: Fak
     assert response.cost == pytest.approx(expected / 1e6)
 
 
+async def test_answer_without_usage_is_priced_by_estimate(yard: Yard, fake: FakeGemini) -> None:
+    fake.script(GeminiAnswer(text="four words of answer", usage=False))
+    response = await yard.complete("flash", "a question of some length")
+    usage = response.usage
+    assert usage.estimated and usage.input_tokens > 0 and usage.output_tokens > 0
+    assert response.cost == pytest.approx(
+        (usage.input_tokens * 0.30 + usage.output_tokens * 2.50) / 1e6
+    )
+
+
 async def test_thinking_tokens_are_billed_as_output(yard: Yard, fake: FakeGemini) -> None:
     fake.script(GeminiAnswer(text="42", thoughts_tokens=200))
     usage = (await yard.complete("flash", "hi")).usage
@@ -432,6 +442,7 @@ async def test_cut_stream_raises(yard: Yard, fake: FakeGemini) -> None:
     fake.push(Fault(cut_after=2))
     with pytest.raises((UnavailableError, StreamInterruptedError)) as caught:
         await collect(yard.stream("flash", "one two three four five"))
+    assert caught.value.code in ("stream_broken", "stream_incomplete")
     assert caught.value.cost > 0
 
 
