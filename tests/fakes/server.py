@@ -262,11 +262,7 @@ class FakeUpstream:
         self._ready.set()
         loop.run_forever()
         loop.run_until_complete(self._runner.cleanup())
-        # Handlers still hanging or stalled (faults) would otherwise be destroyed pending.
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(_cancel_leftovers())
         loop.close()
 
     def stop(self) -> None:
@@ -291,6 +287,14 @@ class FakeUpstream:
             yield self
         finally:
             self.stop()
+
+
+async def _cancel_leftovers() -> None:
+    """Cancel handlers still hanging or stalled (faults), which would be destroyed pending."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
