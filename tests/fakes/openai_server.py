@@ -157,7 +157,7 @@ class FakeOpenAI(FakeUpstream):
             found = problems("embedding_request" if kind == "embeddings" else _kind(body), body)
             if found:
                 return 400, self._invalid(f"Invalid request: {found[0]}")
-        return self._semantics(body) if kind == "chat" else None
+        return self.api_rules(body) if kind == "chat" else None
 
     def _check_key(self, request: web.Request) -> dict[str, Any] | None:
         if self.api_key is None:
@@ -178,7 +178,7 @@ class FakeOpenAI(FakeUpstream):
         masked = f"{given[:3]}*****{given[-4:]}" if len(given) > 8 else "*****"
         return self.error_body(401, "invalid_api_key", f"Incorrect API key provided: {masked}.")
 
-    def _semantics(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    def api_rules(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """The cross-field rules the API enforces beyond the schema."""
         tools = bool(body.get("tools"))
         rules = [

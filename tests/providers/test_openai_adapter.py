@@ -466,6 +466,22 @@ async def test_stream_ending_without_a_finish_is_interrupted_and_billed(
     assert caught.value.cost > 0 and caught.value.model == "mini"
 
 
+async def test_slow_but_steady_chunks_are_not_a_stall(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(chunk_delay=0.1))
+    final = (await chunks_of(yard, user("one two")))[-1].response
+    assert final is not None and final.text == "Echo: one two"
+
+
+async def test_the_pool_is_healthy_after_broken_streams(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(cut_after=2), Fault(stall_after=2), Fault(malformed_at=1))
+    for _ in range(3):
+        with pytest.raises(ModelError):
+            await chunks_of(yard, user("one two three"))
+    assert (await yard.complete("mini", "still there?")).text == "Echo: still there?"
+    final = (await chunks_of(yard, user("and streaming?")))[-1].response
+    assert final is not None and final.text == "Echo: and streaming?"
+
+
 async def test_in_stream_error_event(yard: Yard, fake: FakeOpenAI) -> None:
     error = {"error": {"message": "The server had an error", "type": "server_error"}}
     fake.script(Reply(events=(b"data: " + orjson.dumps(error) + b"\n\n",)))

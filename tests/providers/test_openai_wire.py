@@ -309,11 +309,33 @@ def test_a_tool_message_without_call_id_is_refused() -> None:
         )
 
 
-def test_the_fake_refuses_what_the_real_api_refuses(fake: FakeOpenAI) -> None:
-    body = {"model": "o3-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}
-    assert fake._semantics(body) is not None
-    assert fake._semantics({**body, "max_tokens": None} | {"metadata": {"a": "b"}}) is not None
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"model": "o3-mini", "max_tokens": 5}, "max_tokens"),
+        ({"model": "gpt-5-mini-2025-08-07", "max_tokens": 5}, "max_tokens"),
+        ({"metadata": {"team": "a"}}, "metadata"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"parallel_tool_calls": True}, "parallel_tool_calls"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ],
+)
+def test_the_fake_refuses_what_the_real_api_refuses(
+    fake: FakeOpenAI, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    assert fake.api_rules(body) is None
+    refused = fake.api_rules({**body, **extra})
+    assert refused is not None and refused[0] == 400
+    assert refused[1]["error"]["param"] == param
+
+
+def test_the_fake_refuses_fields_the_sdk_does_not_know() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    assert not problems("request", body)
     assert problems("request", {**body, "bogus": 1})
+    assert problems("request", {**body, "messages": [{"role": "user", "content": "x", "x": 1}]})
 
 
 # --- from_wire -------------------------------------------------------------------------------
