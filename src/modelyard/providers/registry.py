@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from modelyard.model import Capabilities
 from modelyard.providers.wire import EmbeddingWireFormat, WireFormat
 
-MaxTokensField = Literal["max_completion_tokens", "max_tokens"]
+if TYPE_CHECKING:
+    from modelyard.providers.openai_wire import MaxTokensField
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
