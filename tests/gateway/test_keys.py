@@ -100,3 +100,13 @@ def test_secrets_are_stored_hashed(serve_gateway: Callable[..., Running]) -> Non
     key = create_key(running, name="x")
     raw = (running.config.parent / ".modelyard/keys.sqlite3").read_bytes()
     assert str(key["key"]).encode() not in raw
+
+
+def test_key_rpm_limit_refuses_with_retry_after(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="slow", rpm=2)
+    assert ask(running, str(key["key"])) == "pong"
+    assert ask(running, str(key["key"])) == "pong"
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(running, str(key["key"]))
+    assert int(caught.value.response.headers["retry-after"]) > 0

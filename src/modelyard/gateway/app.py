@@ -31,6 +31,8 @@ from modelyard.gateway.live import LiveConfig
 from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, RequestRecord
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
+from modelyard.state.base import StateStore
+from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
 from modelyard.yard import Yard
 
@@ -94,6 +96,8 @@ class Gateway:
         self._id_prefix = secrets.token_hex(4)
         self._in_flight = 0
         self._per_key: dict[str, int] = {}
+        self.limits: StateStore = MemoryStore()
+        """Per-key request rates; a shared backend makes them hold across replicas."""
         self._draining = False
         self._routes: dict[tuple[str, str], Callable[[Call], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self._chat_completions,
@@ -384,6 +388,18 @@ class Gateway:
         yard = self.live.current
         model = self._target(yard, target, key)
         request = self._prepare(call, request, key, yard)
+        if key.rpm is not None:
+            wait = await self.limits.window_acquire(
+                f"key-rpm:{key.id}", 1, limit=key.rpm, window=60
+            )
+            if wait > 0:
+                raise ApiError(
+                    429,
+                    f"this key's limit of {key.rpm} requests per minute is reached",
+                    "rate_limit_error",
+                    "key_rate_limited",
+                    headers={"retry-after": str(max(1, round(wait)))},
+                )
         limit = key.max_concurrency
         if limit is not None:
             if self._per_key.get(key.id, 0) >= limit:
