@@ -112,6 +112,16 @@ class FakeUpstream:
         """Whether this request asks for a stream."""
         return bool(isinstance(body, dict) and body.get("stream"))
 
+    def check(self, kind: str, request: web.Request, body: Any) -> tuple[int, str, str] | None:
+        """Why the real API would refuse this request, as (status, error type, message), or
+        None to answer it. Faults take precedence: they stand for the upstream misbehaving."""
+        return None
+
+    def extra_headers(self, status: int) -> dict[str, str]:
+        """Headers the API sends on every response of this status (request ids, quotas);
+        a fault's own headers override them."""
+        return {}
+
     # --- faults ------------------------------------------------------------------------------
 
     def push(self, *faults: Fault) -> None:
@@ -157,26 +167,33 @@ class FakeUpstream:
         if fault.hang:
             await asyncio.sleep(3600)
         if fault.body is not None:
+            status = fault.status or 200
             return web.Response(
-                status=fault.status or 200,
+                status=status,
                 body=fault.body,
                 content_type=fault.content_type.split(";")[0],
-                headers=fault.headers,
+                headers={**self.extra_headers(status), **fault.headers},
             )
-        if fault.status is not None:
-            payload = self.error_body(fault.status, fault.error_type, fault.message)
+        refusal = None if fault.status is not None else self.check(kind, request, body)
+        if fault.status is not None or refusal is not None:
+            if refusal is not None:
+                status, error_type, message = refusal
+            else:
+                assert fault.status is not None
+                status, error_type, message = fault.status, fault.error_type, fault.message
+            payload = self.error_body(status, error_type, message)
             return web.Response(
-                status=fault.status,
+                status=status,
                 body=orjson.dumps(payload),
                 content_type="application/json",
-                headers=fault.headers,
+                headers={**self.extra_headers(status), **fault.headers},
             )
         if self.is_stream(kind, request, body):
             return await self._stream(kind, request, body, fault)
         return web.Response(
             body=orjson.dumps(self.answer(kind, request, body)),
             content_type="application/json",
-            headers=fault.headers,
+            headers={**self.extra_headers(200), **fault.headers},
         )
 
     async def _stream(
@@ -186,6 +203,7 @@ class FakeUpstream:
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
+                **self.extra_headers(200),
                 **fault.headers,
             }
         )
