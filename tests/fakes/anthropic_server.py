@@ -284,9 +284,10 @@ class FakeAnthropic(FakeUpstream):
         }
         out = [sse({"type": "message_start", "message": start}, "message_start")]
         for index, block in enumerate(plan.blocks):
-            out.extend(_block_events(index, block))
-            if index == 0:
-                out.append(sse({"type": "ping"}, "ping"))
+            block_events = _block_events(index, block)
+            if index == 0:  # where the API sends its ping: right after the first block opens
+                block_events.insert(1, sse({"type": "ping"}, "ping"))
+            out.extend(block_events)
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": plan.stop_reason, "stop_sequence": plan.stop_sequence},
