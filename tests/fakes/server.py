@@ -242,6 +242,7 @@ class FakeUpstream:
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes(self.routes())
@@ -252,6 +253,12 @@ class FakeUpstream:
         self._ready.set()
         loop.run_forever()
         loop.run_until_complete(self._runner.cleanup())
+        # Handlers still hanging or stalling (faults) are cancelled, not destroyed pending.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     def stop(self) -> None:

@@ -124,6 +124,14 @@ class RemoteModel(Model):
                 if reply.status >= 400:
                     payload = await reply.body(self.client.timeouts.total)
                     raise self.wire.error_from_wire(reply.status, reply.headers, payload)
+                if _not_a_stream(reply.headers):
+                    payload = await reply.body(self.client.timeouts.total)
+                    raise bad_body(
+                        reply.status,
+                        payload,
+                        "upstream answered a stream request "
+                        f"with {reply.headers.get('content-type')}",
+                    )
                 async for event in reply.events(request.remaining()):
                     for chunk in decoder.feed(event):
                         assembler.add(chunk)
@@ -275,6 +283,13 @@ class RemoteEmbedder(Embedder):
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
+
+
+def _not_a_stream(headers: Mapping[str, str]) -> bool:
+    # A proxy's HTML page or a JSON body where events belong; a missing type is given the
+    # benefit of the doubt, as some OpenAI-compatible servers leave it out.
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind in ("text/html", "application/json")
 
 
 def _with_query(url: str, query: Mapping[str, str]) -> str:
