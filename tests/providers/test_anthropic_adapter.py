@@ -27,6 +27,10 @@ from modelyard.errors import (
     StreamInterruptedError,
     UnavailableError,
 )
+from modelyard.model import ModelInfo
+from modelyard.providers.anthropic_wire import WIRE
+from modelyard.providers.http import HttpClient, Timeouts
+from modelyard.providers.remote import SETTLE_S, Endpoint, RemoteModel
 from modelyard.streaming import collect
 from modelyard.types import (
     ChatRequest,
@@ -51,7 +55,7 @@ providers:
     type: anthropic
     base_url: {url}
     api_key: ${{ANTHROPIC_API_KEY}}
-    timeouts: {{connect: 1.0, total: 1.0, first_token: 0.5, stall: 0.4}}
+    timeouts: {{connect: 1.0, total: 0.6, first_token: 0.5, stall: 0.4}}
 models:
   sonnet:
     provider: claude
@@ -254,6 +258,30 @@ async def test_stream_without_message_stop_finishes_promptly_with_reported_usage
     assert not response.usage.estimated and response.usage.output_tokens == 5
 
 
+async def test_stream_stalled_before_message_stop_finishes_once_the_answer_is_whole(
+    yard: modelyard.Yard, fake: FakeAnthropic
+) -> None:
+    # message_start, block start, ping, 3 deltas, block stop, message_delta: then silence.
+    fake.push(Fault(stall_after=8))
+    started = time.monotonic()
+    response = await collect(yard.stream("sonnet", "stall"))
+    assert time.monotonic() - started < 1.0
+    assert response.text == "You said: stall"
+    assert not response.usage.estimated and response.usage.output_tokens == 3
+
+
+async def test_stream_trickling_past_the_deadline_times_out_at_the_deadline(
+    yard: modelyard.Yard, fake: FakeAnthropic
+) -> None:
+    fake.push(Fault(chunk_delay=0.1))
+    request = ChatRequest(messages=(Message(role="user", content="a b c d e f g h i j"),))
+    started = time.monotonic()
+    with pytest.raises(ModelTimeoutError) as caught:
+        await collect(yard.stream("sonnet", request.with_budget(0.35)))
+    assert caught.value.code == "deadline"
+    assert time.monotonic() - started < 0.6
+
+
 async def test_stream_without_its_stop_reason_is_interrupted_and_still_costed(
     yard: modelyard.Yard, fake: FakeAnthropic
 ) -> None:
@@ -411,7 +439,7 @@ async def test_silent_upstream_times_out_at_the_total_limit(
     started = time.monotonic()
     with pytest.raises(ModelTimeoutError):
         await yard.complete("sonnet", "x")
-    assert 0.9 < time.monotonic() - started < 2.0
+    assert 0.55 < time.monotonic() - started < 1.5
 
 
 async def test_deadline_shorter_than_the_timeout_wins(
@@ -445,3 +473,27 @@ async def test_the_key_never_appears_in_errors(yard: modelyard.Yard, fake: FakeA
         assert error.decision is not None
         shown = [str(error), repr(error), str(error.to_dict()), str(error.decision.to_dict())]
         assert all(KEY not in text and KEY[8:] not in text for text in shown)
+
+
+async def test_trailing_events_are_awaited_only_briefly_once_the_answer_is_whole(
+    fake: FakeAnthropic,
+) -> None:
+    fake.reset()
+    model = RemoteModel(
+        ModelInfo(name="direct", kind="anthropic", model_id=MODEL_ID),
+        endpoint=Endpoint(provider="claude", base_url=fake.url, headers={"x-api-key": KEY}),
+        wire=WIRE,
+        client=HttpClient(timeouts=Timeouts(stall=30.0)),
+    )
+    fake.push(Fault(stall_after=8))
+    started = time.monotonic()
+    try:
+        response = await collect(
+            model.stream(
+                ChatRequest(messages=(Message(role="user", content="stall"),), max_tokens=50)
+            )
+        )
+    finally:
+        await model.aclose()
+    assert SETTLE_S <= time.monotonic() - started < SETTLE_S + 0.5
+    assert response.text == "You said: stall"

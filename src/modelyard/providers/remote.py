@@ -16,6 +16,7 @@ from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import (
     BadResponseError,
     ModelError,
+    ModelTimeoutError,
     StreamInterruptedError,
     redact,
 )
@@ -35,6 +36,10 @@ from modelyard.types import (
 )
 
 RateLimitListener = Callable[[RateLimitInfo], None]
+
+SETTLE_S = 1.0
+"""Seconds to wait for a stream's trailing events (usage, end marker) once every choice has
+finished, before finishing without them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,19 +137,26 @@ class RemoteModel(Model):
                         "upstream answered a stream request "
                         f"with {reply.headers.get('content-type')}",
                     )
-                async for event in reply.events(request.remaining()):
-                    for chunk in decoder.feed(event):
-                        assembler.add(chunk)
-                        yield chunk
-                    if decoder.done:
-                        break
+                try:
+                    async for event in reply.events(request.remaining()):
+                        for chunk in decoder.feed(event):
+                            assembler.add(chunk)
+                            yield chunk
+                        if decoder.done:
+                            break
+                        if assembler.finished:
+                            reply.settle = min(SETTLE_S, self.client.timeouts.stall)
+                except ModelTimeoutError:
+                    if not assembler.finished:
+                        raise
             if not decoder.done and not assembler.finished:
                 raise StreamInterruptedError(
                     "stream ended before every choice finished; the answer is incomplete",
                     code="stream_incomplete",
                 )
-            # Every choice finished but the terminal event (usage, [DONE]) never came: the
-            # answer is whole, so finish now with estimated usage rather than wait or fail.
+            # Every choice finished but the terminal event (usage, [DONE]) never came, or was
+            # late by SETTLE_S: the answer is whole, so finish now, with the usage the stream
+            # reported if any, rather than wait or fail.
             parsed = ParsedResponse(
                 id=decoder.response_id or "",
                 provider_model=decoder.provider_model or self._model_id,
