@@ -163,7 +163,13 @@ class StreamState:
                 f"{event.data[:80]!r}",
                 code="bad_stream_event",
             ) from None
-        kind = require(data, "type", str, f"{event.event} event")
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(kind, str):
+            raise BadResponseError(
+                f"malformed {event.event!r} event in the Anthropic stream: no type: "
+                f"{event.data[:80]!r}",
+                code="bad_stream_event",
+            )
         handler = _HANDLERS.get(kind)
         return handler(self, data) if handler is not None else ()
 
@@ -195,16 +201,22 @@ class StreamState:
         return (Chunk(tool_calls=(ToolCallDelta(index=self._tools - 1, id=call_id, name=name),)),)
 
     def _block_delta(self, data: dict[str, Any]) -> Sequence[Chunk]:
-        index = require(data, "index", int, "content_block_delta")
-        delta = require(data, "delta", dict, "content_block_delta")
-        kind = require(delta, "type", str, "content_block_delta.delta")
-        target = self._blocks.get(index)
-        if target is None:
+        # The hot path of every stream: plain lookups, with `require` only to explain a failure.
+        delta = data.get("delta")
+        index = data.get("index")
+        if not isinstance(delta, dict) or not isinstance(index, int) or index not in self._blocks:
+            require(data, "index", int, "content_block_delta")
+            require(data, "delta", dict, "content_block_delta")
             raise BadResponseError(
                 f"content_block_delta for block {index}, which never started", code="bad_stream"
             )
+        target = self._blocks[index]
+        kind = delta.get("type")
         if kind == "text_delta" and target == _TEXT:
-            return (Chunk(text=require(delta, "text", str, "content_block_delta.delta")),)
+            text = delta.get("text")
+            if not isinstance(text, str):
+                raise BadResponseError(f"text_delta without its text: {delta!r:.80}")
+            return (Chunk(text=text),)
         if kind == "input_json_delta" and target not in (_TEXT, _IGNORED):
             piece = require(delta, "partial_json", str, "content_block_delta.delta")
             if not piece:
