@@ -37,6 +37,8 @@ from modelyard.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from modelyard.providers.anthropic_answer import STOP_REASONS, finish_reason
+from modelyard.providers.anthropic_errors import error_to_wire
 from modelyard.providers.anthropic_wire import JSON_TOOL, WIRE
 from modelyard.providers.sse import Event, EventParser
 from modelyard.streaming import StreamAssembler
@@ -200,6 +202,19 @@ def test_tool_results_are_moved_before_text_in_a_merged_user_turn() -> None:
     )
     out = body(ask(*messages, tools=(WEATHER,)))
     assert [b["type"] for b in out["messages"][2]["content"]] == ["tool_result", "text"]
+
+
+def test_tool_result_with_an_image_keeps_its_blocks() -> None:
+    call = ToolCall(id="t1", name="screenshot", arguments="")
+    result = Message(
+        role="tool",
+        content=(TextPart(text="here"), ImagePart(url=f"data:image/png;base64,{PNG}")),
+        tool_call_id="t1",
+    )
+    out = body(ask(u("look"), Message(role="assistant", tool_calls=(call,)), result))
+    assert out["messages"][1]["content"][0]["input"] == {}
+    block = out["messages"][2]["content"][0]
+    assert [b["type"] for b in block["content"]] == ["text", "image"]
 
 
 def test_malformed_tool_call_arguments_are_refused_naming_the_call() -> None:
@@ -764,3 +779,32 @@ async def test_official_client_is_refused_with_a_wrong_key(fake: FakeAnthropic) 
         await wrong.messages.create(
             model="claude-t", max_tokens=8, messages=[{"role": "user", "content": "x"}]
         )
+
+
+# --- serving the Messages API (the gateway) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (ContextLengthError("too long"), 400, "invalid_request_error"),
+        (AuthenticationError("no key"), 401, "authentication_error"),
+        (RateLimitedError("slow down"), 429, "rate_limit_error"),
+        (OverloadedError("busy"), 529, "overloaded_error"),
+        (ModelTimeoutError("late"), 504, "timeout_error"),
+        (BadResponseError("garbage"), 502, "api_error"),
+    ],
+)
+def test_errors_turn_into_the_apis_own_error_bodies(
+    error: ModelError, status: int, kind: str
+) -> None:
+    got_status, payload = error_to_wire(error)
+    assert (got_status, payload["error"]["type"]) == (status, kind)
+    ErrorResponse.model_validate(payload)
+
+
+@pytest.mark.parametrize("finish", list(FinishReason))
+def test_every_finish_reason_has_a_stop_reason_that_maps_back(finish: FinishReason) -> None:
+    answer = message_json(stop_reason=STOP_REASONS[finish])
+    called = finish is FinishReason.TOOL_CALLS
+    assert finish_reason(answer["stop_reason"], called_tools=called) is finish

@@ -53,6 +53,15 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+STOP_REASONS: dict[FinishReason, str] = {
+    FinishReason.STOP: "end_turn",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
+}
+"""The other way round, for serving the Messages API (the gateway's /v1/messages)."""
+
+
 def finish_reason(stop_reason: Any, *, called_tools: bool) -> FinishReason:
     """Our finish reason for an Anthropic `stop_reason`."""
     reason = _FINISH.get(stop_reason) if isinstance(stop_reason, str) else None

@@ -66,6 +66,29 @@ _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "context windo
 _FILTER_PHRASES = ("content filtering policy", "content policy")
 
 
+_TYPE_BY_STATUS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_to_wire(error: ModelError) -> tuple[int, dict[str, Any]]:
+    """The status and body the Messages API would answer `error` with, for serving that API
+    (the gateway's /v1/messages): the error's own status, overloads as 529."""
+    status = 529 if isinstance(error, OverloadedError) else (error.status or 500)
+    kind = _TYPE_BY_STATUS.get(status) or (
+        "api_error" if status >= 500 else "invalid_request_error"
+    )
+    return status, {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
 def error_from_wire(status: int, headers: Mapping[str, str], body: bytes) -> ModelError:
     """The error an HTTP error response from the Messages API means."""
     try:

@@ -4,6 +4,12 @@
 `anthropic_answer.py` and `anthropic_errors.py`. Choices this translation makes, since the two
 shapes do not map one to one:
 
+- **API version.** Pinned to 2023-06-01 with the key in `x-api-key`. The newer 2026-10-21 (the
+  default of the official SDKs since 2.0) refuses `temperature`/`top_p` on every model, which
+  OpenAI-shaped callers send routinely; on 2023-06-01 they still work on the models that take
+  them (the newest models refuse them on any version: that 400 reaches the caller as a
+  BadRequestError naming the field, so drop it for those models).
+
 - **System.** `ChatRequest.system` and every system-role message, in order, joined by a blank
   line, become the top-level `system` (the API has no system turns).
 - **Turns.** Tool-role messages become `tool_result` blocks in a user turn; consecutive
