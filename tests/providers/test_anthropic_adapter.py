@@ -366,11 +366,13 @@ async def test_stream_answered_with_html_is_a_bad_response_showing_it(
     [
         (400, BadRequestError),
         (401, AuthenticationError),
+        (402, PermissionDeniedError),
         (403, PermissionDeniedError),
         (404, NotFoundError),
         (413, BadRequestError),
         (429, RateLimitedError),
         (500, UnavailableError),
+        (504, ModelTimeoutError),
         (529, OverloadedError),
     ],
 )
@@ -423,6 +425,16 @@ async def test_unknown_stop_reason_is_a_bad_response(
     fake.script(Turn(stop_reason="daydreaming"))
     with pytest.raises(BadResponseError, match="daydreaming"):
         await yard.complete("sonnet", "x")
+
+
+async def test_slow_answer_within_the_limit_still_answers(
+    yard: modelyard.Yard, fake: FakeAnthropic
+) -> None:
+    fake.push(Fault(delay=0.2))
+    started = time.monotonic()
+    response = await yard.complete("sonnet", "take your time")
+    assert response.text == "You said: take your time"
+    assert time.monotonic() - started >= 0.2
 
 
 async def test_connection_reset_is_unavailable(yard: modelyard.Yard, fake: FakeAnthropic) -> None:
