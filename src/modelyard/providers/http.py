@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,9 @@ class StreamReply:
         self._timeouts = timeouts
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
+        self.settle: float | None = None
+        """Once set (the answer is whole, only trailing events are due), the longest wait for
+        another event before the caller may give up on them."""
 
     async def body(self, within: float) -> bytes:
         """The whole body (for error responses), read within `within` seconds."""
@@ -62,18 +66,25 @@ class StreamReply:
 
     async def events(self, deadline_left: float | None = None) -> AsyncIterator[Event]:
         """The body's SSE events; raises ModelTimeoutError if the first event or any later one is
-        late, UnavailableError if the connection breaks."""
+        late or the deadline passes, UnavailableError if the connection breaks."""
         parser = EventParser()
         content = self._response.content
-        limit = _bounded(self._timeouts.first_token, deadline_left)
+        deadline = None if deadline_left is None else time.monotonic() + deadline_left
+        limit = self._timeouts.first_token
         phase = "first token"
         while True:
+            wait = limit if self.settle is None else min(limit, self.settle)
+            left = None if deadline is None else deadline - time.monotonic()
             try:
-                async with asyncio.timeout(limit):
+                async with asyncio.timeout(_bounded(wait, left)):
                     line = await content.readline()
             except TimeoutError:
+                if left is not None and left < wait:
+                    raise ModelTimeoutError(
+                        f"the request's deadline passed waiting for the {phase}", code="deadline"
+                    ) from None
                 raise ModelTimeoutError(
-                    f"stream silent for {limit:.1f}s waiting for the {phase}",
+                    f"stream silent for {wait:.1f}s waiting for the {phase}",
                     code="first_token_timeout" if phase == "first token" else "stream_stalled",
                 ) from None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
