@@ -41,6 +41,10 @@ class HttpReply:
     body: bytes
 
 
+_TRAILER_WAIT = 0.05
+"""Seconds to wait for a stream's body to end after its terminal event."""
+
+
 def _bounded(limit: float, remaining: float | None) -> float:
     if remaining is None:
         return limit
@@ -181,6 +185,13 @@ class HttpClient:
             ) from None
         try:
             yield StreamReply(response, self.timeouts)
+            # The caller stopped at the API's terminal event; the body's own end normally
+            # follows at once. Reading it hands the connection back to the pool.
+            if not response.content.at_eof():
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                    async with asyncio.timeout(_TRAILER_WAIT):
+                        while await response.content.readany():
+                            pass
         finally:
             # A fully read body hands the connection back to the pool; anything else drops it.
             if response.content.at_eof():
