@@ -6,8 +6,11 @@ the same examples give the same model) and give a probability per label:
 - **centroid**: a label's centroid is the normalised mean of its examples' unit vectors; the
   probabilities are a softmax over the cosine similarities to each centroid divided by a
   temperature. The temperature is fitted at build time by minimising the leave-one-out log-loss
-  on the examples (each example scored against centroids built without it), so a confidence of
-  0.8 means about what it says on data like the examples; set `temperature` to fix it instead.
+  on the examples (each example scored against centroids built without it; targets smoothed by
+  Laplace's rule, 1/(n+2), so a few perfectly separated examples do not make every answer
+  certain). A confidence of 0.8 then means about what it says on data like the examples; set
+  `temperature` to fix it instead. Probabilities are relative to the known labels: an
+  off-topic text still gets a label, so the decision also records the raw best similarity.
 - **logistic**: softmax regression with an L2 penalty, fitted by accelerated gradient descent
   from zero weights.
 
@@ -94,10 +97,17 @@ def _loo_temperature(
     dot = np.einsum("ij,ij->i", x, own)
     loo_norm = np.sqrt(np.maximum(np.einsum("ij,ij->i", own, own) - 2 * dot + 1.0, 1e-12))
     similarities[np.arange(len(x)), targets] = (dot - 1.0) / loo_norm
+    # Laplace's rule: after n left-out examples, expect about 1/(n+2) of them to be wrong, so
+    # the targets keep that much mass off the true label; a perfect leave-one-out score on a
+    # handful of examples then cannot drive the temperature to 0 and every confidence to 1.
+    k = similarities.shape[1]
+    smoothing = 1.0 / (len(x) + 2)
+    targets_soft = np.full(similarities.shape, smoothing / (k - 1))
+    targets_soft[np.arange(len(x)), targets] = 1.0 - smoothing
     losses = []
     for t in _TEMPERATURES:
-        probs = softmax(similarities / t)
-        losses.append(-np.log(np.maximum(probs[np.arange(len(x)), targets], 1e-12)).mean())
+        log_probs = np.log(np.maximum(softmax(similarities / t), 1e-300))
+        losses.append(-(targets_soft * log_probs).sum(axis=1).mean())
     return float(_TEMPERATURES[int(np.argmin(losses))])
 
 
