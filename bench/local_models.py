@@ -78,9 +78,9 @@ async def bench_llama(threads: int, quick: bool) -> None:
             engine.llm.reset()  # no prefix reuse: measure the full prompt
             response = await model.complete(user(prompt, max_tokens=tokens))
             details = response.decision.details if response.decision else {}
-            prompt_s = details.get("first_token_ms", 0) / 1000
+            prompt_s = details.get("prompt_ms", 0) / 1000
             print(
-                f"  {label}: {response.usage.input_tokens} prompt tokens, first token "
+                f"  {label}: {response.usage.input_tokens} prompt tokens read in "
                 f"{prompt_s * 1000:.0f} ms "
                 f"({response.usage.input_tokens / max(prompt_s, 1e-9):.0f} prompt tok/s), "
                 f"{response.usage.output_tokens} tokens at {details.get('tokens_per_second')} tok/s"

@@ -164,10 +164,9 @@ class LlamaModel(Model):
             "input_tokens": done.input_tokens,
             "output_tokens": done.output_tokens,
             "cached_tokens": done.cached_tokens,
+            "prompt_ms": round(done.prompt_s * 1000, 1),
             "tokens_per_second": round(speed, 1),
         }
-        if done.first_token_s is not None:
-            details["first_token_ms"] = round(done.first_token_s * 1000, 1)
         decision = Decision(
             node=self.name,
             kind="model",

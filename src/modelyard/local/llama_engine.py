@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import ContextLengthError, ModelError, ModelTimeoutError
+from modelyard.errors import BadRequestError, ContextLengthError, ModelError, ModelTimeoutError
 from modelyard.local.runtime import package_file, require
 from modelyard.types import FinishReason, TokenLogprob
 
@@ -110,8 +110,10 @@ class Done:
     input_tokens: int
     cached_tokens: int
     output_tokens: int
-    first_token_s: float | None
+    prompt_s: float
+    """Seconds spent reading the prompt (the part of it not reused from the last request)."""
     generation_s: float
+    """Seconds spent generating after the prompt was read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,19 +234,18 @@ class LlamaEngine:
             started = time.perf_counter()
             tokens = self._prompt_tokens(job)
             cached = self._prefill(tokens, job, cancel)
-            first: float | None = None
+            read = time.perf_counter()
             for index in range(job.n):
                 before = progress.tokens
-                reason, at = self._choice(tokens, index, job, emit, cancel, progress)
-                first = first if first is not None else at
+                reason = self._choice(tokens, index, job, emit, cancel, progress)
                 emit(Finished(index, reason, progress.tokens - before))
             emit(
                 Done(
                     input_tokens=len(tokens),
                     cached_tokens=cached,
                     output_tokens=progress.tokens,
-                    first_token_s=None if first is None else first - started,
-                    generation_s=time.perf_counter() - started,
+                    prompt_s=read - started,
+                    generation_s=time.perf_counter() - read,
                 )
             )
         except Cancelled:
@@ -256,7 +257,12 @@ class LlamaEngine:
             _emit_quietly(emit, Failed(error, progress.tokens))
 
     def _prompt_tokens(self, job: Job) -> list[int]:
-        prompt = self._format(messages=list(job.messages)).prompt
+        try:
+            prompt = self._format(messages=list(job.messages)).prompt
+        except Exception as exc:  # jinja2 errors, or the template's own raise_exception
+            raise BadRequestError(
+                f"the model's chat template rejected the messages: {exc}", code="chat_template"
+            ) from None
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.n_ctx:
             raise ContextLengthError(
@@ -292,8 +298,8 @@ class LlamaEngine:
         emit: Emit,
         cancel: threading.Event,
         progress: _Progress,
-    ) -> tuple[FinishReason, float | None]:
-        """Generate one choice; returns its finish reason and when its first token came."""
+    ) -> FinishReason:
+        """Generate one choice and say why it ended."""
         llm = self.llm
         sampling = job.sampling
         seed = sampling.seed + index if sampling.seed is not None else _fresh_seed()
@@ -307,7 +313,6 @@ class LlamaEngine:
         budget = min(job.max_tokens, self.n_ctx - len(tokens))
         count = 0
         reason = FinishReason.STOP
-        first: float | None = None
         generator = llm.generate(
             tokens,
             temp=sampling.temperature,
@@ -323,14 +328,13 @@ class LlamaEngine:
                     break
                 count += 1
                 progress.tokens += 1
-                first = first if first is not None else time.perf_counter()
                 raw = llm.detokenize([token])
                 logprob = self._logprob(token, raw, job) if job.logprobs else None
                 text, logprobs, hit = stop.add(decoder.decode(raw), logprob)
                 if text or logprobs:
                     emit(Piece(index, text, tuple(logprobs), progress.tokens))
                 if hit:
-                    return FinishReason.STOP, first
+                    return FinishReason.STOP
                 if count >= budget:
                     reason = FinishReason.LENGTH
                     break
@@ -341,7 +345,7 @@ class LlamaEngine:
         tail = decoder.decode(b"", final=True)
         if text or tail or logprobs:
             emit(Piece(index, text + tail, tuple(logprobs), progress.tokens))
-        return reason, first
+        return reason
 
     def _logprob(self, token: int, raw: bytes, job: Job) -> TokenLogprob:
         """The chosen token's log-probability under the model (before sampling settings), read
