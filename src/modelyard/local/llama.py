@@ -17,12 +17,13 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import replace
 
 import orjson
 
-from modelyard.errors import BadRequestError, ModelError, ModelTimeoutError
+from modelyard.errors import BadRequestError, ModelError, ModelTimeoutError, UnavailableError
 from modelyard.local.llama_engine import (
     Done,
     Event,
@@ -60,11 +61,12 @@ class LlamaModel(Model):
         started = time.perf_counter()
         assembler = StreamAssembler()
         done: Done | None = None
-        async for event in self._events(request, started):
-            if isinstance(event, Piece | Finished):
-                assembler.add(_chunk(event))
-            elif isinstance(event, Done):
-                done = event
+        async with aclosing(self._events(request, started)) as events:
+            async for event in events:
+                if isinstance(event, Piece | Finished):
+                    assembler.add(_chunk(event))
+                elif isinstance(event, Done):
+                    done = event
         assert done is not None  # _events either ends with Done or raises
         return self._response(request, assembler, done, started)
 
@@ -72,20 +74,21 @@ class LlamaModel(Model):
         started = time.perf_counter()
         assembler = StreamAssembler()
         done: Done | None = None
-        async for event in self._events(request, started):
-            if isinstance(event, Piece | Finished):
-                chunk = _chunk(event)
-                assembler.add(chunk)
-                yield chunk
-            elif isinstance(event, Done):
-                done = event
+        # Closing the events when the caller stops reading cancels the generation at once.
+        async with aclosing(self._events(request, started)) as events:
+            async for event in events:
+                if isinstance(event, Piece | Finished):
+                    chunk = _chunk(event)
+                    assembler.add(chunk)
+                    yield chunk
+                elif isinstance(event, Done):
+                    done = event
         assert done is not None
         yield Chunk(response=self._response(request, assembler, done, started))
 
-    async def _events(self, request: ChatRequest, started: float) -> AsyncIterator[Event]:
+    async def _events(self, request: ChatRequest, started: float) -> AsyncGenerator[Event]:
         """Run the request on the worker and yield its events; raise its error, with the
         decision attached, if it fails or the deadline passes."""
-        job = self._job(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         cancel = threading.Event()
@@ -98,7 +101,11 @@ class LlamaModel(Model):
 
         tokens = 0
         try:
-            self.engine.submit(job, emit, cancel)
+            job = self._job(request)
+            try:
+                self.engine.submit(job, emit, cancel)
+            except RuntimeError:  # the executor was shut down
+                raise UnavailableError("the local model was closed", retryable=False) from None
             while True:
                 left = request.remaining()
                 try:
