@@ -149,7 +149,7 @@ class LlamaModel(Model):
             messages=messages,
             max_tokens=request.max_tokens or self.info.capabilities.max_output_tokens,
             sampling=sampling,
-            stop=request.stop,
+            stop=tuple(s for s in request.stop if s),  # "" would stop before the first token
             n=request.n,
             logprobs=request.logprobs,
             top_logprobs=min(request.top_logprobs or 0, MAX_TOP_LOGPROBS),
