@@ -27,8 +27,22 @@ class Claim:
     ttl: float | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreHealth:
+    """Whether a store is serving from where it should; shown by health checks and the CLI."""
+
+    backend: str
+    ok: bool = True
+    mode: str = "normal"
+    """`normal`; `local` (a shared backend is down and this process counts alone); `refusing`
+    (a shared backend is down and the policy is to fail closed)."""
+    detail: str = ""
+
+
 class StateStore(abc.ABC):
     """Counters and values shared by everything that uses the same store."""
+
+    backend = "memory"
 
     @abc.abstractmethod
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
@@ -62,6 +76,15 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Forget `key` (value or counter)."""
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> None:
+        """`adjust` each (key, delta, ttl); shared backends send them in one round trip."""
+        for key, delta, ttl in changes:
+            await self.adjust(key, delta, ttl=ttl)
+
+    def health(self) -> StoreHealth:
+        """Where this store is serving from right now."""
+        return StoreHealth(backend=self.backend)
 
     async def aclose(self) -> None:
         """Release connections."""

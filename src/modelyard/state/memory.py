@@ -74,6 +74,16 @@ class MemoryStore(StateStore):
                 return max(0.0, at + window - now)
         return window
 
+    def counters(self) -> dict[str, tuple[float, float | None]]:
+        """Every live counter with the seconds it has left (None: no expiry)."""
+        now = self._clock()
+        out: dict[str, tuple[float, float | None]] = {}
+        for key in list(self._counters):
+            if self._alive(key):
+                expires = self._expiry.get(key)
+                out[key] = (self._counters[key], None if expires is None else expires - now)
+        return out
+
     async def get(self, key: str) -> bytes | None:
         return self._values.get(key) if self._alive(key) else None
 
