@@ -167,7 +167,7 @@ class RedisStore(StateStore):
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call(lambda: self._client.get(self._key("v", key)))
-        return None if value is None else bytes(value)
+        return None if value is None else value if isinstance(value, bytes) else value.encode()
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         px = _ttl_ms(ttl) or None
@@ -182,7 +182,7 @@ class RedisStore(StateStore):
         await self._call(self._client.ping)
 
     async def clear_prefix(self) -> int:
-        """Delete every key under this store's prefix (tests and `cache clear`); returns how many."""
+        """Delete every key under this prefix (tests, `cache clear`); returns how many."""
         deleted = 0
         async for name in self._client.scan_iter(match=f"{self.prefix}*", count=500):
             deleted += int(await self._client.delete(name))

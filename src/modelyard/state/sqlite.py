@@ -158,7 +158,7 @@ class SqliteStore(StateStore):
     async def delete(self, key: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
             for table in ("state_counters", "state_values", "state_windows"):
-                conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))  # noqa: S608
+                conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
 
         await self._worker.run(lambda conn: transaction(conn, apply))
 
