@@ -92,3 +92,10 @@ async def test_delete_forgets_a_counter(store: StateStore) -> None:
     await store.adjust("a", 4)
     await store.delete("a")
     assert await store.counter("a") == 0
+
+
+async def test_a_refusal_reports_the_counter_value_it_saw(store: StateStore) -> None:
+    await store.adjust("b", 1.5)
+    claim = Claim(key="b", amount=1, limit=2)
+    assert await store.reserve_or_explain([claim]) == (claim, 1.5)
+    assert await store.reserve_or_explain([Claim(key="c", amount=1, limit=2)]) is None

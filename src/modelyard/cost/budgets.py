@@ -241,11 +241,11 @@ class BudgetBook:
             )
             for h in holds
         ]
-        refused = await self.store.reserve(claims)
-        if refused is None:
+        outcome = await self.store.reserve_or_explain(claims)
+        if outcome is None:
             return None
+        refused, used = outcome
         hold = holds[claims.index(refused)]
-        used = await self.store.counter(hold.used_key)
         budget = hold.budget
         now = f"downgraded to {budget.downgrade_to}" if budget.downgrade_to else "refused"
         await self._once(

@@ -49,6 +49,12 @@ class StateStore(abc.ABC):
         """Apply every claim if all fit, atomically; otherwise apply none and return the first
         claim that does not fit."""
 
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        """`reserve`; when a claim does not fit, it and its counter's value at that moment (what
+        refusal messages quote). Shared backends read both in the same atomic step."""
+        refused = await self.reserve(claims)
+        return None if refused is None else (refused, await self.counter(refused.key))
+
     @abc.abstractmethod
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         """Add `delta` (may be negative) to counter `key` unconditionally; return the new value."""

@@ -123,6 +123,9 @@ class PolicyStore(StateStore):
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
         return await self._run(lambda store: store.reserve(claims))
 
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        return await self._run(lambda store: store.reserve_or_explain(claims))
+
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         return await self._run(lambda store: store.adjust(key, delta, ttl=ttl))
 

@@ -136,14 +136,17 @@ class PostgresStore(StateStore):
         return float(value)
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
-        async def apply(conn: Any) -> Claim | None:
+        refused = await self.reserve_or_explain(claims)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        async def apply(conn: Any) -> tuple[Claim, float] | None:
             async with conn.transaction():
                 await self._lock_keys(conn, [c.key for c in claims])
                 for claim in claims:
-                    if await self._current(conn, claim.key) + claim.amount > (
-                        claim.limit + _EPSILON
-                    ):
-                        return claim
+                    current = await self._current(conn, claim.key)
+                    if current + claim.amount > claim.limit + _EPSILON:
+                        return claim, current
                 for claim in claims:
                     await self._add(conn, claim.key, claim.amount, claim.ttl)
                 return None

@@ -34,14 +34,16 @@ _HUGE = "1e300"
 _RESERVE = """
 for i, key in ipairs(KEYS) do
   local current = tonumber(redis.call('GET', key) or '0')
-  if current + tonumber(ARGV[3*i-2]) > tonumber(ARGV[3*i-1]) + 1e-12 then return i end
+  if current + tonumber(ARGV[3*i-2]) > tonumber(ARGV[3*i-1]) + 1e-12 then
+    return {i, tostring(current)}
+  end
 end
 for i, key in ipairs(KEYS) do
   redis.call('INCRBYFLOAT', key, ARGV[3*i-2])
   local ttl = tonumber(ARGV[3*i])
   if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
 end
-return 0
+return {0, '0'}
 """
 
 _ADJUST = """
@@ -125,14 +127,18 @@ class RedisStore(StateStore):
             ) from exc
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        refused = await self.reserve_or_explain(claims)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
         if not claims:
             return None
         keys = [self._key("c", c.key) for c in claims]
         args: list[Any] = []
         for claim in claims:
             args += [repr(claim.amount), _limit(claim.limit), _ttl_ms(claim.ttl)]
-        index = await self._call(lambda: self._reserve(keys=keys, args=args))
-        return None if int(index) == 0 else claims[int(index) - 1]
+        index, current = await self._call(lambda: self._reserve(keys=keys, args=args))
+        return None if int(index) == 0 else (claims[int(index) - 1], float(current))
 
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         value = await self._call(

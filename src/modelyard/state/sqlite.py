@@ -77,11 +77,16 @@ class SqliteStore(StateStore):
         conn.execute("DELETE FROM state_values WHERE expires_at <= ?", (now,))
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
-        def apply(conn: sqlite3.Connection) -> Claim | None:
+        refused = await self.reserve_or_explain(claims)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        def apply(conn: sqlite3.Connection) -> tuple[Claim, float] | None:
             now = self._clock()
             for claim in claims:
-                if _current(conn, claim.key, now) + claim.amount > claim.limit + _EPSILON:
-                    return claim
+                current = _current(conn, claim.key, now)
+                if current + claim.amount > claim.limit + _EPSILON:
+                    return claim, current
             for claim in claims:
                 _add(conn, claim.key, claim.amount, claim.ttl, now)
             self._sweep(conn, now)
