@@ -1,4 +1,4 @@
-"""Models and budgets for the cost tests: priced fakes whose real cost can equal their worst case."""
+"""Priced fake models and budget helpers: a fake whose real cost can equal its worst case."""
 
 from __future__ import annotations
 

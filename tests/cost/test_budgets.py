@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -44,9 +45,7 @@ async def test_worst_case_is_reserved_and_released_after_the_call() -> None:
     assert response.cost < worst(request)
 
 
-async def test_200_concurrent_requests_admit_exactly_what_fits_when_cost_equals_worst_case() -> (
-    None
-):
+async def test_200_concurrent_requests_admit_exactly_what_fits_when_cost_is_worst() -> None:
     request = question()
     cost = worst(request)
     inner = priced(latency=0.001)
@@ -60,9 +59,7 @@ async def test_200_concurrent_requests_admit_exactly_what_fits_when_cost_equals_
     assert sum(r.cost for r in answered) <= 10.5 * cost
 
 
-async def test_200_concurrent_requests_never_pass_the_cap_and_refuse_only_when_it_would_be_passed() -> (
-    None
-):
+async def test_200_concurrent_requests_never_pass_the_cap_and_refuse_only_when_needed() -> None:
     rng = random.Random(7)
     requests = [question(max_tokens=rng.randint(10, 100)) for _ in range(200)]
     inner = priced(text="a short answer", latency=0.003)
@@ -198,10 +195,8 @@ async def test_threshold_alerts_fire_once_each_per_window() -> None:
     inner.default = Reply(text="ok", usage=full_usage(request))
     model = guard(inner, book, total(4 * worst(request), alert_at=(0.5, 0.8, 1.0)))
     for _ in range(6):
-        try:
+        with contextlib.suppress(BudgetExceededError):
             await model.complete(request)
-        except BudgetExceededError:
-            pass
     kinds = [(a.kind, a.threshold) for a in alerts]
     assert [k for k, _ in kinds].count("budget_threshold") == 3
     assert [k for k, _ in kinds].count("budget_reached") == 1

@@ -296,7 +296,7 @@ class BudgetBook:
                     Alert(
                         kind="budget_threshold",
                         where=hold.describe(),
-                        message=f"spend passed {fraction:.0%} of ${limit:g}: "
+                        message=f"spend passed {fraction * 100:g}% of ${limit:g}: "
                         f"${after:.6f} settled{over}",
                         value=after,
                         threshold=mark,
