@@ -50,7 +50,8 @@ async def test_adjust_returns_the_new_value_and_may_go_down(store: StateStore) -
 
 
 async def test_adjust_many_applies_each_change(store: StateStore) -> None:
-    await store.adjust_many([("a", 1.0, None), ("b", 2.0, 60.0), ("a", 0.5, None)])
+    values = await store.adjust_many([("a", 1.0, None), ("b", 2.0, 60.0), ("a", 0.5, None)])
+    assert values == [1.0, 2.0, 1.5]
     assert await store.counter("a") == 1.5
     assert await store.counter("b") == 2.0
 

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.anomaly import AnomalyDetector
+from modelyard.cost.decoration import Decoration
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.errors import ModelError
-from modelyard.model import Model, Wrapper
+from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 
@@ -83,7 +84,7 @@ def _cache_hit(decision: Decision | None) -> Decision | None:
     return None
 
 
-class Accounted(Wrapper):
+class Accounted(Decoration):
     """Records each request sent to `inner` (see the module docstring)."""
 
     def __init__(

@@ -31,10 +31,12 @@ from datetime import UTC, datetime, timedelta
 from modelyard.config.operations import BudgetSpec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.alerts import Alert, AlertHub
+from modelyard.cost.decoration import Decoration
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, estimate_tokens
 from modelyard.errors import BudgetExceededError, ModelError
-from modelyard.model import Model, Wrapper
+from modelyard.model import Model
 from modelyard.state.base import Claim, StateStore
+from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 _GRACE = 3600.0
@@ -213,6 +215,20 @@ class BudgetBook:
         self.store = store
         self.alerts = alerts
         self.clock = clock
+        self._periods: dict[tuple[str, datetime | None, datetime | None], tuple[int, Period | None]]
+        self._periods = {}
+        self.in_process = isinstance(store, MemoryStore)
+        """An in-process store never suspends, so a settlement cannot be cut by a cancel."""
+
+    def _period(self, budget: Budget, now: datetime) -> Period | None:
+        """`period_of`, computed once per budget per second (the hot path asks every request)."""
+        second = int(now.timestamp())
+        key = (budget.window, budget.start, budget.end)
+        cached = self._periods.get(key)
+        if cached is None or cached[0] != second:
+            cached = (second, period_of(budget.window, now, budget.start, budget.end))
+            self._periods[key] = cached
+        return cached[1]
 
     def holds(
         self, budgets: Sequence[Budget], request: ChatRequest, node: str, amount: float
@@ -221,7 +237,7 @@ class BudgetBook:
         now = self.clock()
         out = []
         for budget in budgets:
-            period = period_of(budget.window, now, budget.start, budget.end)
+            period = self._period(budget, now)
             if period is None:
                 continue
             for subject in budget.subjects(request, node):
@@ -272,12 +288,9 @@ class BudgetBook:
         if actual == 0:
             await self.store.adjust_many(changes)
             return
-        _, *spent = await asyncio.gather(
-            self.store.adjust_many(changes),
-            *(self.store.adjust(h.spent_key, actual, ttl=h.ttl) for h in holds),
-        )
-        for hold, total in zip(holds, spent, strict=True):
-            assert total is not None
+        changes += [(h.spent_key, actual, h.ttl) for h in holds]
+        values = await self.store.adjust_many(changes)
+        for hold, total in zip(holds, values[len(holds) :], strict=True):
             await self._thresholds(hold, before=total - actual, after=total)
 
     async def _thresholds(self, hold: Hold, *, before: float, after: float) -> None:
@@ -355,7 +368,7 @@ def _leaves(model: Model) -> list[Model]:
     return [leaf for child in model.children for leaf in _leaves(child)]
 
 
-class BudgetGuard(Wrapper):
+class BudgetGuard(Decoration):
     """Enforces budgets around one system or model (see the module docstring)."""
 
     def __init__(
@@ -477,7 +490,11 @@ class BudgetGuard(Wrapper):
 
 async def _settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float) -> None:
     """Settle even if the task is being cancelled (the reservation must not leak)."""
-    if holds:
+    if not holds:
+        return
+    if book.in_process:
+        await book.settle(holds, actual)
+    else:
         await asyncio.shield(book.settle(holds, actual))
 
 

@@ -23,7 +23,8 @@ import numpy as np
 from modelyard.cost import cache_codec
 from modelyard.cost.cache_keys import exact_key, numbers, semantic_scope
 from modelyard.cost.cache_store import CacheBackend, pack_vector
-from modelyard.model import Embedder, Model, Wrapper, elapsed_ms
+from modelyard.cost.decoration import Decoration
+from modelyard.model import Embedder, Model, elapsed_ms
 from modelyard.streaming import response_chunks
 from modelyard.types import (
     ChatRequest,
@@ -130,7 +131,7 @@ class ResponseCache:
         await self.backend.aclose()
 
 
-class Cached(Wrapper):
+class Cached(Decoration):
     """Serves `inner`'s answers from the cache when the request allows it."""
 
     def __init__(

@@ -83,10 +83,10 @@ class StateStore(abc.ABC):
     async def delete(self, key: str) -> None:
         """Forget `key` (value or counter)."""
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> None:
-        """`adjust` each (key, delta, ttl); shared backends send them in one round trip."""
-        for key, delta, ttl in changes:
-            await self.adjust(key, delta, ttl=ttl)
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        """`adjust` each (key, delta, ttl) and return the new values, in order; shared backends
+        do it in one round trip."""
+        return [await self.adjust(key, delta, ttl=ttl) for key, delta, ttl in changes]
 
     def health(self) -> StoreHealth:
         """Where this store is serving from right now."""

@@ -129,8 +129,8 @@ class PolicyStore(StateStore):
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         return await self._run(lambda store: store.adjust(key, delta, ttl=ttl))
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> None:
-        await self._run(lambda store: store.adjust_many(changes))
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        return await self._run(lambda store: store.adjust_many(changes))
 
     async def counter(self, key: str) -> float:
         return await self._run(lambda store: store.counter(key))

@@ -156,13 +156,13 @@ class PostgresStore(StateStore):
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         return await self._with(lambda conn: self._add(conn, key, delta, ttl))
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> None:
-        async def apply(conn: Any) -> None:
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        async def apply(conn: Any) -> list[float]:
             async with conn.transaction():
-                for key, delta, ttl in sorted(changes):
-                    await self._add(conn, key, delta, ttl)
+                await self._lock_keys(conn, [key for key, _, _ in changes])
+                return [await self._add(conn, key, delta, ttl) for key, delta, ttl in changes]
 
-        await self._with(apply)
+        return await self._with(apply)
 
     async def counter(self, key: str) -> float:
         return await self._with(lambda conn: self._current(conn, key))

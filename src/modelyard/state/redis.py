@@ -47,13 +47,13 @@ return {0, '0'}
 """
 
 _ADJUST = """
-local value = '0'
+local values = {}
 for i, key in ipairs(KEYS) do
-  value = redis.call('INCRBYFLOAT', key, ARGV[2*i-1])
+  values[i] = redis.call('INCRBYFLOAT', key, ARGV[2*i-1])
   local ttl = tonumber(ARGV[2*i])
   if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
 end
-return value
+return values
 """
 
 _WINDOW = """
@@ -141,19 +141,17 @@ class RedisStore(StateStore):
         return None if int(index) == 0 else (claims[int(index) - 1], float(current))
 
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
-        value = await self._call(
-            lambda: self._adjust(keys=[self._key("c", key)], args=[repr(delta), _ttl_ms(ttl)])
-        )
-        return float(value)
+        return (await self.adjust_many([(key, delta, ttl)]))[0]
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> None:
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
         if not changes:
-            return
+            return []
         keys = [self._key("c", key) for key, _, _ in changes]
         args: list[Any] = []
         for _, delta, ttl in changes:
             args += [repr(delta), _ttl_ms(ttl)]
-        await self._call(lambda: self._adjust(keys=keys, args=args))
+        values = await self._call(lambda: self._adjust(keys=keys, args=args))
+        return [float(v) for v in values]
 
     async def counter(self, key: str) -> float:
         value = await self._call(lambda: self._client.get(self._key("c", key)))

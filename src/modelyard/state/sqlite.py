@@ -102,13 +102,16 @@ class SqliteStore(StateStore):
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> None:
-        def apply(conn: sqlite3.Connection) -> None:
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        def apply(conn: sqlite3.Connection) -> list[float]:
             now = self._clock()
+            out = []
             for key, delta, ttl in changes:
                 _add(conn, key, delta, ttl, now)
+                out.append(_current(conn, key, now))
+            return out
 
-        await self._worker.run(lambda conn: transaction(conn, apply))
+        return await self._worker.run(lambda conn: transaction(conn, apply))
 
     async def counter(self, key: str) -> float:
         now = self._clock()
