@@ -104,6 +104,14 @@ async def main() -> None:
                 f"{kind:8} {statistics.median(times) - base_p50:13.1f} "
                 f"{pct(times, 0.99) - base_p50:13.1f} {statistics.median(times):13.1f}"
             )
+            if kind == "redis":
+                pings = []
+                for _ in range(min(args.requests, 500)):
+                    started = time.perf_counter()
+                    await store.ping()  # type: ignore[attr-defined]
+                    pings.append((time.perf_counter() - started) * 1e6)
+                ping = statistics.median(pings)
+                print(f"{'':8} (one bare Redis PING round trip: p50 {ping:.1f} us)")
             if hasattr(store, "clear_prefix"):
                 await store.clear_prefix()
             await store.aclose()

@@ -168,3 +168,13 @@ def test_bad_operations_config_names_the_place(
     with pytest.raises(ConfigError) as caught:
         modelyard.load(write_config(config(extra)))
     assert where in str(caught.value) and what in str(caught.value)
+
+
+def test_cost_wrappers_do_not_show_as_extra_nodes(write_config: Callable[[str], Path]) -> None:
+    path = write_config(
+        config("cache: {}\nbudgets:\n  - {name: p, scope: system, selector: premium, limit: 1}\n")
+    )
+    yard = modelyard.load(path)
+    system = yard.systems["premium"]
+    assert [child.name for child in system.children] == ["dear"]
+    assert system.describe()["budgets"] == "p" and system.describe()["cache"] == "exact"

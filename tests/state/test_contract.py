@@ -100,3 +100,13 @@ async def test_a_refusal_reports_the_counter_value_it_saw(store: StateStore) -> 
     claim = Claim(key="b", amount=1, limit=2)
     assert await store.reserve_or_explain([claim]) == (claim, 1.5)
     assert await store.reserve_or_explain([Claim(key="c", amount=1, limit=2)]) is None
+
+
+async def test_window_sums_amounts_and_frees_them_as_they_expire(store: StateStore) -> None:
+    assert await store.window_acquire("tpm", 3, limit=10, window=0.2) == 0.0
+    assert await store.window_acquire("tpm", 4, limit=10, window=0.2) == 0.0
+    assert await store.window_acquire("tpm", 4, limit=10, window=0.2) > 0.0
+    assert await store.window_acquire("tpm", 3, limit=10, window=0.2) == 0.0
+    await asyncio.sleep(0.25)
+    assert await store.window_acquire("tpm", 10, limit=10, window=0.2) == 0.0
+    assert await store.window_acquire("tpm", 1, limit=10, window=0.2) > 0.0

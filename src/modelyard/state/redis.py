@@ -57,29 +57,39 @@ return values
 """
 
 _WINDOW = """
+-- KEYS[1]: sorted set of 'token:amount' scored by time; KEYS[2]: the running sum of amounts,
+-- so a call costs O(entries expired), not O(entries in the window).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local amount, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used = 0
-for i = 1, #entries, 2 do
-  used = used + tonumber(string.match(entries[i], ':(.*)$'))
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if #expired > 0 then
+  for i = 1, #expired do used = used - tonumber(string.match(expired[i], ':(.*)$')) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) == 0 or used < 0 then used = 0 end
 end
+local ttl = math.ceil(window * 1000)
 if used + amount <= limit + 1e-12 then
   redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+  redis.call('SET', KEYS[2], tostring(used + amount), 'PX', ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
   return '0'
 end
+redis.call('SET', KEYS[2], tostring(used), 'PX', ttl)
 if amount > limit then return tostring(window) end
-local excess, freed = used + amount - limit, 0
-for i = 1, #entries, 2 do
-  freed = freed + tonumber(string.match(entries[i], ':(.*)$'))
-  if freed >= excess - 1e-12 then
-    return tostring(math.max(0, tonumber(entries[i + 1]) + window - now))
+local excess, freed, start = used + amount - limit, 0, 0
+while true do
+  local batch = redis.call('ZRANGE', KEYS[1], start, start + 99, 'WITHSCORES')
+  if #batch == 0 then return tostring(window) end
+  for i = 1, #batch, 2 do
+    freed = freed + tonumber(string.match(batch[i], ':(.*)$'))
+    if freed >= excess - 1e-12 then
+      return tostring(math.max(0, tonumber(batch[i + 1]) + window - now))
+    end
   end
+  start = start + 100
 end
-return tostring(window)
 """
 
 
@@ -163,7 +173,7 @@ class RedisStore(StateStore):
         token = uuid.uuid4().hex
         wait = await self._call(
             lambda: self._window(
-                keys=[self._key("w", key)],
+                keys=[self._key("w", key), self._key("ws", key)],
                 args=[repr(amount), _limit(limit), repr(window), token],
             )
         )
@@ -178,7 +188,7 @@ class RedisStore(StateStore):
         await self._call(lambda: self._client.set(self._key("v", key), value, px=px))
 
     async def delete(self, key: str) -> None:
-        names = [self._key(kind, key) for kind in ("c", "v", "w")]
+        names = [self._key(kind, key) for kind in ("c", "v", "w", "ws")]
         await self._call(lambda: self._client.delete(*names))
 
     async def ping(self) -> None:

@@ -123,15 +123,17 @@ class SqliteStore(StateStore):
         def apply(conn: sqlite3.Connection) -> float:
             now = self._clock()
             conn.execute("DELETE FROM state_windows WHERE key = ? AND at <= ?", (key, now - window))
-            rows = conn.execute(
-                "SELECT at, amount FROM state_windows WHERE key = ? ORDER BY at", (key,)
-            ).fetchall()
-            used = sum(a for _, a in rows)
+            used = conn.execute(
+                "SELECT COALESCE(SUM(amount), 0) FROM state_windows WHERE key = ?", (key,)
+            ).fetchone()[0]
             if used + amount <= limit + _EPSILON:
                 conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, now, amount))
                 return 0.0
             if amount > limit:
                 return window
+            rows = conn.execute(
+                "SELECT at, amount FROM state_windows WHERE key = ? ORDER BY at", (key,)
+            ).fetchall()
             excess = used + amount - limit
             freed = 0.0
             for at, acquired in rows:
