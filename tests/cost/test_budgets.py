@@ -260,3 +260,17 @@ def test_worst_case_bounds_input_by_bytes_not_the_chars_over_four_estimate() -> 
     request = question("日本語の質問です" * 10, max_tokens=1)
     input_only = Price(input=1.0, output=0.0)
     assert input_only.worst_case(request, 100) * 1e6 >= len(request.prompt_text.encode("utf-8"))
+
+
+async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_stays_held() -> None:
+    class SettleFails(MemoryStore):
+        async def adjust_many(self, changes):  # type: ignore[no-untyped-def]
+            raise UnavailableError("store gone", code="state_unavailable")
+
+    store = SettleFails()
+    book = BudgetBook(store)
+    request = question()
+    response = await guard(priced(), book, total(1.0)).complete(request)
+    assert response.text == "ok"
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.reserved == pytest.approx(worst(request))

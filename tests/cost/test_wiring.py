@@ -178,3 +178,33 @@ def test_cost_wrappers_do_not_show_as_extra_nodes(write_config: Callable[[str], 
     system = yard.systems["premium"]
     assert [child.name for child in system.children] == ["dear"]
     assert system.describe()["budgets"] == "p" and system.describe()["cache"] == "exact"
+
+
+async def test_state_ledger_and_cache_outlive_a_reload_on_the_same_resources(
+    write_config: Callable[[str], Path],
+) -> None:
+    from modelyard.config.build import Resources
+
+    path = write_config(config("cache: {}\nbudgets:\n  - {name: all, scope: total, limit: 1}\n"))
+    resources = Resources()
+    first = modelyard.load(path, resources=resources)
+    store = resources.state
+    await first.complete("premium", "hi")
+    second = modelyard.load(path, resources=resources)
+    again = await second.complete("premium", "hi")
+    assert resources.state is store
+    assert again.decision is not None and again.decision.kind == "cache"
+    await second.aclose()
+
+
+async def test_a_stream_through_a_system_is_recorded_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(config(""))
+    async with modelyard.load(path) as yard:
+        chunks = [c async for c in yard.stream("premium", "hi")]
+    assert chunks[-1].response is not None
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / "ledger.db")
+    rows = await ledger.query("SELECT system, model FROM spend")
+    await ledger.aclose()
+    assert rows == [("premium", "dear")]

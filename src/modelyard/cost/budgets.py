@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -33,11 +34,13 @@ from modelyard.cost import scope as request_scope
 from modelyard.cost.alerts import Alert, AlertHub
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, estimate_tokens
-from modelyard.errors import BudgetExceededError, ModelError
+from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import Model
 from modelyard.state.base import Claim, StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+
+log = logging.getLogger("modelyard.budgets")
 
 _GRACE = 3600.0
 """Seconds a window's counters are kept after it ends (reports of the period just closed)."""
@@ -489,13 +492,26 @@ class BudgetGuard(Decoration):
 
 
 async def _settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float) -> None:
-    """Settle even if the task is being cancelled (the reservation must not leak)."""
+    """Settle even if the task is being cancelled (the reservation must not leak).
+
+    If the store cannot be reached, the answer is still returned (it was paid for; an error
+    would invite a retry and a second payment) and the worst case stays reserved: spend is
+    over-counted, never under-counted.
+    """
     if not holds:
         return
-    if book.in_process:
-        await book.settle(holds, actual)
-    else:
-        await asyncio.shield(book.settle(holds, actual))
+    try:
+        if book.in_process:
+            await book.settle(holds, actual)
+        else:
+            await asyncio.shield(book.settle(holds, actual))
+    except UnavailableError as exc:
+        log.error(
+            "could not settle %s to $%.6f (%s); its worst case stays reserved",
+            ", ".join(h.describe() for h in holds),
+            actual,
+            exc.message,
+        )
 
 
 def _downgraded(node: str, target: str, response: ChatResponse) -> ChatResponse:
