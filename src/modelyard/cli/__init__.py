@@ -5,7 +5,11 @@ Each group of commands lives in its own module and registers itself on `app`.
 
 from __future__ import annotations
 
-from modelyard.cli import basic, serve  # noqa: F401  (each module registers its commands)
+from modelyard.cli import (  # noqa: F401  (each module registers its commands)
+    basic,
+    costs,
+    serve,
+)
 from modelyard.cli.app import app
 
 

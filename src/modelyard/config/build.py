@@ -31,6 +31,7 @@ from modelyard.providers.local_basic import (
 )
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
+from modelyard.state.base import StateStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
 """Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""
@@ -59,6 +60,11 @@ class Resources:
 
     clients: dict[str, HttpClient] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+    """Stateful services with an `aclose()`: state stores, the spend ledger, caches, alerts."""
+    state: StateStore | None = None
+    """The state store of the config built last; budgets, rate limits and breakers share it
+    (`config.build_operations.state_store` makes it)."""
 
     def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
         """The pool for `key`, made on first use."""
@@ -72,11 +78,20 @@ class Resources:
             self.loaded[key] = factory()
         return self.loaded[key]
 
+    def service(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The service for `key` (a spec's identity), made on first use, closed with these."""
+        if key not in self.services:
+            self.services[key] = factory()
+        return self.services[key]
+
     async def aclose(self) -> None:
-        """Close every pool."""
+        """Close every pool and service (newest first: the ledger before the store it uses)."""
         for client in self.clients.values():
             await client.aclose()
         self.clients.clear()
+        for service in reversed(list(self.services.values())):
+            await service.aclose()
+        self.services.clear()
 
 
 @dataclass
@@ -89,6 +104,9 @@ class BuildContext:
     models: dict[str, Model] = field(default_factory=dict)
     embedders: dict[str, Embedder] = field(default_factory=dict)
     systems: dict[str, Model] = field(default_factory=dict)
+    entries: dict[str, Model] = field(default_factory=dict)
+    """What a caller reaches by name (the yard, the gateway): each system or model with the
+    per-request layer (spend accounting) around it; the graph itself holds the bare nodes."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
 
@@ -280,6 +298,7 @@ class Built:
     embedders: dict[str, Embedder]
     notes: list[str]
     disabled: dict[str, str]
+    entries: dict[str, Model]
 
 
 def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
@@ -297,6 +316,9 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         context.embedders[name] = _build_embedder(context, name, embedder_spec)
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
+    from modelyard.config.build_operations import apply_operations
+
+    apply_operations(context)  # budgets, caches, ledger: wraps models, builds and wraps systems
     for name in config.systems:
         context.named(name, ("systems", name))
     disabled = {
@@ -311,6 +333,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         embedders=context.embedders,
         notes=context.notes,
         disabled=disabled,
+        entries={**context.models, **context.systems, **context.entries},
     )
 
 
