@@ -1,0 +1,216 @@
+"""Learned cost-quality routing math, free of I/O (the approach of CARROT and RouteLLM).
+
+From recorded outcomes — for each prompt's embedding, which candidate models got it right (or
+a score in [0, 1]) — fit a predictor of each candidate's P(success | prompt), then route to the
+argmax of P − λ·cost. Two predictors, both plain numpy:
+
+- `logistic`: one L2-regularised logistic regression per candidate on the prompt embedding,
+  fitted by Newton's method (soft labels allowed). Calibrated probabilities, a d×m weight matrix,
+  and a prediction that is one matrix-vector product however many prompts were recorded.
+- `knn`: the mean outcome of the k most similar recorded prompts, shrunk towards the
+  candidate's overall accuracy. No fitting, but prediction scans every recorded prompt.
+
+`fit` picks between them (and their regularisation) by log-loss on a held-out part of the
+prompts; bench/README.md has the comparison on recorded RouterBench and RouteLLM outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+Method = Literal["logistic", "knn"]
+
+L2_GRID = (0.01, 0.1, 1.0, 10.0)
+K_GRID = (5, 10, 20, 40)
+_EPS = 1e-6
+
+
+def _unit(matrix: Array) -> Array:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    out: Array = matrix / np.where(norms == 0, 1.0, norms)
+    return out
+
+
+def _sigmoid(z: Array) -> Array:
+    out: Array = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Logistic:
+    """Per-candidate logistic regressions: P = sigmoid(x·W + b)."""
+
+    weights: Array
+    """d × m."""
+    bias: Array
+    """m."""
+
+    def predict(self, x: Array) -> Array:
+        """P(success) of each candidate for one unit-length embedding, or rows of them."""
+        return _sigmoid(x @ self.weights + self.bias)
+
+
+@dataclass(frozen=True, slots=True)
+class Knn:
+    """Mean outcome of the k nearest recorded prompts, shrunk to each candidate's prior."""
+
+    vectors: Array
+    """n × d, unit rows."""
+    outcomes: Array
+    """n × m, NaN where a candidate has no record for a prompt."""
+    prior: Array
+    """m: each candidate's mean outcome."""
+    k: int
+    strength: float = 2.0
+    """How many pseudo-observations of the prior each estimate starts from."""
+    _known: Array = field(init=False, repr=False)
+    _filled: Array = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        known = ~np.isnan(self.outcomes)
+        object.__setattr__(self, "_known", known.astype(np.float64))
+        object.__setattr__(self, "_filled", np.where(known, self.outcomes, 0.0))
+
+    def predict(self, x: Array) -> Array:
+        """P(success) of each candidate for one unit-length embedding, or rows of them."""
+        similarities = np.atleast_2d(x) @ self.vectors.T
+        k = min(self.k, self.vectors.shape[0])
+        nearest = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
+        hits = self._filled[nearest].sum(axis=1)
+        counts = self._known[nearest].sum(axis=1)
+        p: Array = (hits + self.strength * self.prior) / (counts + self.strength)
+        return p[0] if np.ndim(x) == 1 else p
+
+
+Predictor = Logistic | Knn
+
+
+def fit_logistic(x: Array, y: Array, l2: float, iterations: int = 30) -> Logistic:
+    """Fit one logistic regression per column of `y` (NaN = no record) by Newton's method."""
+    n, d = x.shape
+    m = y.shape[1]
+    design = np.hstack([x, np.ones((n, 1))])
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = _EPS  # the intercept is not shrunk
+    weights = np.zeros((d + 1, m))
+    for j in range(m):
+        rows = ~np.isnan(y[:, j])
+        a, target = design[rows], y[rows, j]
+        if len(target) == 0:
+            continue
+        w = np.zeros(d + 1)
+        mean = float(np.clip(target.mean(), _EPS, 1 - _EPS))
+        w[-1] = np.log(mean / (1 - mean))
+        for _ in range(iterations):
+            p = _sigmoid(a @ w)
+            gradient = a.T @ (p - target) + penalty * w
+            curvature = (a * (p * (1 - p))[:, None]).T @ a + np.diag(penalty)
+            step = np.linalg.solve(curvature, gradient)
+            w -= step
+            if float(np.abs(step).max()) < 1e-6:
+                break
+        weights[:, j] = w
+    return Logistic(weights=weights[:-1], bias=weights[-1])
+
+
+def fit_knn(x: Array, y: Array, k: int) -> Knn:
+    """A kNN predictor over the recorded prompts."""
+    prior = np.array([_mean(y[:, j]) for j in range(y.shape[1])])
+    return Knn(vectors=_unit(x), outcomes=y, prior=prior, k=k)
+
+
+def _mean(column: Array) -> float:
+    known = column[~np.isnan(column)]
+    return float(known.mean()) if len(known) else 0.5
+
+
+def log_loss(p: Array, y: Array) -> float:
+    """Mean binary cross-entropy over the known cells of `y` (soft labels allowed)."""
+    known = ~np.isnan(y)
+    q = np.clip(p[known], _EPS, 1 - _EPS)
+    t = y[known]
+    return float(-(t * np.log(q) + (1 - t) * np.log(1 - q)).mean())
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """The chosen predictor and how it and the alternatives scored on held-out prompts."""
+
+    predictor: Predictor
+    method: Method
+    setting: float
+    """l2 for logistic, k for knn."""
+    validation: dict[str, float]
+    """Held-out log-loss of every method/setting tried, e.g. {"logistic l2=1": 0.41}."""
+
+
+def fit(
+    x: Array,
+    y: Array,
+    *,
+    method: Method | Literal["auto"] = "auto",
+    holdout: float = 0.2,
+    seed: int = 0,
+) -> Fitted:
+    """Pick the method and setting with the lowest held-out log-loss, then refit on all rows."""
+    x = _unit(np.asarray(x, dtype=np.float64))
+    y = np.asarray(y, dtype=np.float64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = max(1, int(len(x) * holdout)) if len(x) >= 10 else 0
+    test, train = order[:cut], order[cut:]
+    trials: list[tuple[Method, float]] = []
+    if method in ("auto", "logistic"):
+        trials += [("logistic", l2) for l2 in L2_GRID]
+    if method in ("auto", "knn"):
+        trials += [("knn", float(k)) for k in K_GRID]
+    scores: dict[str, float] = {}
+    best: tuple[float, Method, float] | None = None
+    for kind, setting in trials:
+        if cut == 0:
+            loss = 0.0
+        else:
+            model = _fit_one(kind, x[train], y[train], setting)
+            loss = log_loss(model.predict(x[test]), y[test])
+        scores[f"{kind} {'l2' if kind == 'logistic' else 'k'}={setting:g}"] = round(loss, 5)
+        if best is None or loss < best[0]:
+            best = (loss, kind, setting)
+    assert best is not None
+    _, kind, setting = best
+    return Fitted(
+        predictor=_fit_one(kind, x, y, setting), method=kind, setting=setting, validation=scores
+    )
+
+
+def _fit_one(kind: Method, x: Array, y: Array, setting: float) -> Predictor:
+    if kind == "logistic":
+        return fit_logistic(x, y, setting)
+    return fit_knn(x, y, int(setting))
+
+
+def utilities(p: Array, cost: Array, lam: float) -> Array:
+    """P(success) − λ·cost, cost relative to the dearest candidate (so λ is scale-free)."""
+    top = float(cost.max())
+    return p - lam * (cost / top if top > 0 else cost)
+
+
+def outcome_matrix(
+    prompts: Sequence[str], rows: Sequence[tuple[str, str, float]], models: Sequence[str]
+) -> Array:
+    """prompts × models outcomes from (prompt, model, score) rows; NaN where none was recorded,
+    the mean where a pair was recorded more than once."""
+    p_index = {p: i for i, p in enumerate(prompts)}
+    m_index = {m: j for j, m in enumerate(models)}
+    total = np.zeros((len(prompts), len(models)))
+    count = np.zeros((len(prompts), len(models)))
+    for prompt, model, score in rows:
+        i, j = p_index[prompt], m_index[model]
+        total[i, j] += score
+        count[i, j] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
