@@ -15,7 +15,7 @@ import importlib.util
 import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from modelyard.config.nodes import (
     VerifierEstimatorSpec,
 )
 from modelyard.errors import ConfigError, ModelyardError
-from modelyard.model import Embedder, Model
+from modelyard.model import Model
 from modelyard.patterns.artifact import ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
 from modelyard.patterns.cascade import CascadeModel, Stage
@@ -82,11 +82,10 @@ from modelyard.patterns.rules import Detector, Rule, RuleSet
 from modelyard.patterns.semantic import SemanticIndex
 from modelyard.patterns.specialist import SpecialistModel
 from modelyard.patterns.templates import TemplateError, parse_template
+from modelyard.patterns.training import embed_texts
 from modelyard.providers.local_basic import DisabledModel, import_function
-from modelyard.types import EmbeddingRequest
 
 DEFAULT_DETECTOR = "modelyard.local.langdetect:detect_language"
-EMBED_BATCH = 64
 
 
 def _function(context: BuildContext, loc: Loc, dotted: str, what: str) -> Callable[..., Any]:
@@ -161,16 +160,6 @@ def _run_async(coroutine_factory: Callable[[], Any]) -> Any:
     return result["value"]
 
 
-async def embed_all(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """All `texts` embedded, in batches, as one matrix."""
-    rows: list[tuple[float, ...]] = []
-    for start in range(0, len(texts), EMBED_BATCH):
-        batch = tuple(texts[start : start + EMBED_BATCH])
-        response = await embedder.embed(EmbeddingRequest(inputs=batch))
-        rows.extend(response.vectors)
-    return np.asarray(rows, dtype=np.float64)
-
-
 def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> SemanticPolicy:
     where = (*loc, "semantic")
     embedder = context.embedder(spec.embedder, (*where, "embedder"))
@@ -185,7 +174,7 @@ def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> Sem
     key = f"semantic|{embedder.name}|{embedder.info.model_id}|{digest}"
 
     def prepare() -> SemanticIndex:
-        matrix = _run_async(lambda: embed_all(embedder, texts))
+        matrix = _run_async(lambda: embed_texts(embedder, texts))
         bounds = np.cumsum([len(spec.examples[r]) for r in routes])[:-1]
         return SemanticIndex(routes, np.split(matrix, bounds), spec.match)
 

@@ -85,7 +85,7 @@ class PipelineModel(Model):
         for stage in self.stages:
             text = stage.name
             if stage.gates:
-                text += " [" + ", ".join(g.name for g in stage.gates) + "]"
+                text += " (gates: " + ", ".join(g.name for g in stage.gates) + ")"
             if stage.retries:
                 text += f" retries={stage.retries}"
             if stage.escalate is not None:
