@@ -248,9 +248,12 @@ def write_outcomes(path: Path) -> None:
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
 
 
-@pytest.fixture
-def trained(tmp_path: Path, write_config: Callable[[str], Path]) -> Path:
-    config = write_config(LEARNED_MODELS, "models.yaml")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train once for the module: cheap vs strong on arithmetic vs proofs."""
+    tmp_path = tmp_path_factory.mktemp("learned")
+    config = tmp_path / "models.yaml"
+    config.write_text(LEARNED_MODELS)
     outcomes = tmp_path / "outcomes.jsonl"
     write_outcomes(outcomes)
     artifact = tmp_path / "router.npz"

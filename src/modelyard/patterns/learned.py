@@ -4,8 +4,8 @@ From recorded outcomes — for each prompt's embedding, which candidate models g
 a score in [0, 1]) — fit a predictor of each candidate's P(success | prompt), then route to the
 argmax of P − λ·cost. Two predictors, both plain numpy:
 
-- `logistic`: one L2-regularised logistic regression per candidate on the prompt embedding,
-  fitted by Newton's method (soft labels allowed). Calibrated probabilities, a d×m weight matrix,
+- `logistic`: one L2-regularised logistic regression per candidate on the prompt embedding
+  (soft labels allowed). Calibrated probabilities, a d×m weight matrix,
   and a prediction that is one matrix-vector product however many prompts were recorded.
 - `knn`: the mean outcome of the k most similar recorded prompts, shrunk towards the
   candidate's overall accuracy. No fitting, but prediction scans every recorded prompt.
@@ -91,32 +91,47 @@ class Knn:
 Predictor = Logistic | Knn
 
 
-def fit_logistic(x: Array, y: Array, l2: float, iterations: int = 30) -> Logistic:
-    """Fit one logistic regression per column of `y` (NaN = no record) by Newton's method."""
-    n, d = x.shape
-    m = y.shape[1]
-    design = np.hstack([x, np.ones((n, 1))])
-    penalty = np.full(d + 1, l2)
-    penalty[-1] = _EPS  # the intercept is not shrunk
-    weights = np.zeros((d + 1, m))
-    for j in range(m):
-        rows = ~np.isnan(y[:, j])
-        a, target = design[rows], y[rows, j]
-        if len(target) == 0:
-            continue
-        w = np.zeros(d + 1)
-        mean = float(np.clip(target.mean(), _EPS, 1 - _EPS))
-        w[-1] = np.log(mean / (1 - mean))
+class LogisticSolver:
+    """L2-regularised logistic regressions on one design matrix, for any labels and penalty.
+
+    The weights of an L2-penalised fit lie in the row space of `x`, so the fit runs in the
+    r = min(n, d) coordinates of its SVD, where Böhning's bound on the Hessian
+    (XᵀX/4 + λI) is diagonal: every iteration is two small matrix products and no linear
+    solve, which keeps training fast even where BLAS threads compete for the CPU.
+    """
+
+    def __init__(self, x: Array) -> None:
+        _, singular, vt = np.linalg.svd(x, full_matrices=False)
+        self.basis = vt.T
+        """d × r."""
+        self.z = x @ self.basis
+        """n × r: the prompts in SVD coordinates."""
+        self.curvature = singular**2 / 4.0
+
+    def fit(self, y: Array, l2: float, iterations: int = 2000, tolerance: float = 1e-7) -> Logistic:
+        """Fit every column of `y` (NaN = no record; soft labels allowed)."""
+        known = ~np.isnan(y)
+        target = np.where(known, y, 0.0)
+        counts = np.maximum(known.sum(axis=0), 1)
+        mean = np.clip(target.sum(axis=0) / counts, _EPS, 1 - _EPS)
+        bias = np.log(mean / (1 - mean))
+        coef = np.zeros((self.z.shape[1], y.shape[1]))
+        step = 1.0 / (self.curvature + l2)
         for _ in range(iterations):
-            p = _sigmoid(a @ w)
-            gradient = a.T @ (p - target) + penalty * w
-            curvature = (a * (p * (1 - p))[:, None]).T @ a + np.diag(penalty)
-            step = np.linalg.solve(curvature, gradient)
-            w -= step
-            if float(np.abs(step).max()) < 1e-6:
+            residual = np.where(known, _sigmoid(self.z @ coef + bias) - target, 0.0)
+            update = (self.z.T @ residual + l2 * coef) * step[:, None]
+            coef -= update
+            residual = np.where(known, _sigmoid(self.z @ coef + bias) - target, 0.0)
+            bias_update = residual.sum(axis=0) / (counts / 4.0)
+            bias -= bias_update
+            if max(float(np.abs(update).max()), float(np.abs(bias_update).max())) < tolerance:
                 break
-        weights[:, j] = w
-    return Logistic(weights=weights[:-1], bias=weights[-1])
+        return Logistic(weights=self.basis @ coef, bias=bias)
+
+
+def fit_logistic(x: Array, y: Array, l2: float) -> Logistic:
+    """Fit one L2-regularised logistic regression per column of `y` (NaN = no record)."""
+    return LogisticSolver(x).fit(y, l2)
 
 
 def fit_knn(x: Array, y: Array, k: int) -> Knn:
@@ -171,11 +186,12 @@ def fit(
         trials += [("knn", float(k)) for k in K_GRID]
     scores: dict[str, float] = {}
     best: tuple[float, Method, float] | None = None
+    solver = LogisticSolver(x[train]) if cut and method != "knn" else None
     for kind, setting in trials:
         if cut == 0:
             loss = 0.0
         else:
-            model = _fit_one(kind, x[train], y[train], setting)
+            model = _fit_one(kind, x[train], y[train], setting, solver)
             loss = log_loss(model.predict(x[test]), y[test])
         scores[f"{kind} {'l2' if kind == 'logistic' else 'k'}={setting:g}"] = round(loss, 5)
         if best is None or loss < best[0]:
@@ -187,9 +203,11 @@ def fit(
     )
 
 
-def _fit_one(kind: Method, x: Array, y: Array, setting: float) -> Predictor:
+def _fit_one(
+    kind: Method, x: Array, y: Array, setting: float, solver: LogisticSolver | None = None
+) -> Predictor:
     if kind == "logistic":
-        return fit_logistic(x, y, setting)
+        return (solver or LogisticSolver(x)).fit(y, setting)
     return fit_knn(x, y, int(setting))
 
 
