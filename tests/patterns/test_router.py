@@ -262,7 +262,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["train", str(outcomes), "--embedder", "hash", "--config", str(config), "-o", str(artifact)],
     )
     assert result.exit_code == 0, result.output
-    assert "60 prompts x 2 models" in result.output
+    assert "60 prompts x 2 models" in " ".join(result.output.split())
     return artifact
 
 
@@ -321,7 +321,7 @@ def test_train_reports_a_bad_outcomes_line(
         ["train", str(outcomes), "--embedder", "hash", "--config", str(config), "-o", "x.npz"],
     )
     assert result.exit_code == 2
-    assert "bad.jsonl:2: missing 'model'" in result.output
+    assert "bad.jsonl:2: missing 'model'" in " ".join(result.output.split())
 
 
 async def test_router_stream_records_the_decision(
