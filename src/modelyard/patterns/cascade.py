@@ -19,18 +19,18 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.errors import ModelError
+from modelyard.errors import ModelError, NoAnswerError
 from modelyard.model import Model, ModelInfo
 from modelyard.patterns.estimators import Estimate, Estimator
 from modelyard.patterns.records import (
     answered,
     common_capabilities,
-    emit,
     failed,
     raise_with,
     restamp,
     since_ms,
 )
+from modelyard.streaming import response_chunks
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 P95_MIN_SAMPLES = 20
@@ -211,71 +211,88 @@ class CascadeModel(Model):
         )
         return self._accept(run, stage, estimate, why)
 
-    async def _run(self, request: ChatRequest, stream: bool) -> AsyncIterator[Chunk]:
-        run = _Run(started=time.perf_counter())
-        if self.deadline is not None:
-            request = request.with_budget(self.deadline)
+    async def _before_last(
+        self, request: ChatRequest, run: _Run
+    ) -> tuple[ChatResponse | None, Stage]:
+        """Run the early stages: the decided answer if one is, and the last live stage."""
         if not self._live:
-            from modelyard.errors import NoAnswerError
-
             reason = "every stage is disabled"
             error = NoAnswerError(f"cascade {self.name}: {reason}", model=self.name)
-            raise raise_with(
-                error, cost=0.0, decision=self._decision(run, None, reason, None, reason)
-            )
+            decision = self._decision(run, None, reason, None, reason)
+            raise raise_with(error, cost=0.0, decision=decision)
+        last = self._live[-1]
         accepted = await self._early_stages(request, run)
         if accepted is not None:
             stage, estimate = accepted
-            response = self._accept(run, stage, estimate, f"{stage.name} {run.records[-1].reason}")
-            for chunk in emit(response, stream):
-                yield chunk
-            return
-        last = self._live[-1]
-        slow = self._too_slow(last, request) if run.held is not None else None
-        if slow is not None:
-            run.records.append(Decision(node=last.name, kind="stage", reason=slow))
-            stage, estimate = run.held  # type: ignore[misc]
-            why = f"no later stage can finish in time; answering with {stage.name} below threshold"
-            for chunk in emit(self._accept(run, stage, estimate, why), stream):
-                yield chunk
-            return
-        async for chunk in self._last_stage(request, run, last, stream):
-            yield chunk
+            why = f"{stage.name} {run.records[-1].reason}"
+            return self._accept(run, stage, estimate, why), last
+        if run.held is not None:
+            slow = self._too_slow(last, request)
+            if slow is not None:
+                run.records.append(Decision(node=last.name, kind="stage", reason=slow))
+                stage, estimate = run.held
+                why = (
+                    "no later stage can finish in time; "
+                    f"answering with {stage.name} below threshold"
+                )
+                return self._accept(run, stage, estimate, why), last
+        return None, last
 
-    async def _last_stage(
-        self, request: ChatRequest, run: _Run, last: Stage, stream: bool
-    ) -> AsyncIterator[Chunk]:
+    def _escalation(self, run: _Run, last: Stage) -> str:
+        if run.records:
+            return f"escalated to the last stage {last.name}"
+        return f"{last.name} is the only stage that can run"
+
+    def _last_failed_at(
+        self, run: _Run, last: Stage, exc: ModelError, started: float, hold: bool
+    ) -> ChatResponse:
+        run.spent += exc.cost
+        estimate = Estimate(None, exc, None, "", exc.cost, (failed(last.model, exc),))
+        record = self._stage_record(last, estimate, f"failed ({exc.kind})", started, False)
+        run.records.append(record)
+        if not hold:
+            run.held = None
+        return self._last_failed(run, last, exc)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        run = _Run(started=time.perf_counter())
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        decided, last = await self._before_last(request, run)
+        if decided is not None:
+            return decided
         started = time.perf_counter()
-        reason = (
-            f"escalated to the last stage {last.name}"
-            if run.records
-            else f"{last.name} is the only stage that can run"
-        )
-        yielded = False
         try:
-            if stream:
-                async for chunk in last.model.stream(request):
-                    if chunk.response is None:
-                        yielded = True
-                        yield chunk
-                        continue
-                    yield Chunk(response=self._final(run, last, chunk.response, started, reason))
-                return
             response = await last.model.complete(request)
         except ModelError as exc:
-            run.spent += exc.cost
-            estimate = Estimate(
-                None, exc, None, f"failed ({exc.kind})", exc.cost, (failed(last.model, exc),)
-            )
-            run.records.append(
-                self._stage_record(last, estimate, f"failed ({exc.kind})", started, False)
-            )
-            if yielded:  # part of this answer already reached the caller: no switching now
-                run.held = None
-            for chunk in emit(self._last_failed(run, last, exc), stream):
+            return self._last_failed_at(run, last, exc, started, hold=True)
+        return self._final(run, last, response, started, self._escalation(run, last))
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        run = _Run(started=time.perf_counter())
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        decided, last = await self._before_last(request, run)
+        if decided is not None:
+            for chunk in response_chunks(decided):
                 yield chunk
             return
-        yield Chunk(response=self._final(run, last, response, started, reason))
+        started = time.perf_counter()
+        reason = self._escalation(run, last)
+        yielded = False
+        try:
+            async for chunk in last.model.stream(request):
+                if chunk.response is None:
+                    yielded = True
+                    yield chunk
+                    continue
+                yield Chunk(response=self._final(run, last, chunk.response, started, reason))
+        except ModelError as exc:
+            # Once part of the last stage's answer reached the caller, switching answers
+            # would splice two texts: the error goes up instead.
+            response = self._last_failed_at(run, last, exc, started, hold=not yielded)
+            for chunk in response_chunks(response):
+                yield chunk
 
     def _final(
         self, run: _Run, last: Stage, response: ChatResponse, started: float, reason: str
@@ -295,14 +312,3 @@ class CascadeModel(Model):
         )
         decision = self._decision(run, last.model.name, reason, None)
         return restamp(response, cost=run.spent, decision=decision)
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        final = None
-        async for chunk in self._run(request, stream=False):
-            final = chunk.response or final
-        assert final is not None
-        return final
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self._run(request, stream=True):
-            yield chunk

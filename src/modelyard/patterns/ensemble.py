@@ -231,11 +231,32 @@ class EnsembleModel(Model):
     # --- combining ----------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        outcomes, result, spent = await self._settle(request, started)
+        if self.combine != "fuse":
+            return await self._chosen(request, outcomes, result, spent, started)
         final = None
-        async for chunk in self._run(request, stream=False):
+        fuse_request = self._fuse_request(request, outcomes)
+        async for chunk in self._fuse(fuse_request, outcomes, result, spent, started, False):
             final = chunk.response or final
         assert final is not None
         return final
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        outcomes, result, spent = await self._settle(request, started)
+        if self.combine == "fuse":
+            fuse_request = self._fuse_request(request, outcomes)
+            async for chunk in self._fuse(fuse_request, outcomes, result, spent, started, True):
+                yield chunk
+            return
+        response = await self._chosen(request, outcomes, result, spent, started)
+        for chunk in emit(response, True):
+            yield chunk
 
     async def _settle(
         self, request: ChatRequest, started: float
@@ -322,48 +343,41 @@ class EnsembleModel(Model):
         )
         return pick, answered(self.combiner, response), response.cost, why
 
-    def _fuse_request(self, request: ChatRequest, usable: Sequence[Outcome]) -> ChatRequest:
-        texts = [o.response.text for o in usable if o.response is not None]
+    def _fuse_request(self, request: ChatRequest, outcomes: Sequence[Outcome]) -> ChatRequest:
+        texts = [o.response.text for o in outcomes if o.response is not None]
         prompt = fill(
             self.prompt, {"question": request.last_user_text, "candidates": candidates_block(texts)}
         )
         return derived(request, prompt, system=request.system)
 
-    async def _run(self, request: ChatRequest, *, stream: bool) -> AsyncIterator[Chunk]:
-        started = time.perf_counter()
-        if self.deadline is not None:
-            request = request.with_budget(self.deadline)
-        outcomes, result, spent = await self._settle(request, started)
-        usable = [o for o in outcomes if o.response is not None]
+    async def _chosen(
+        self,
+        request: ChatRequest,
+        outcomes: list[Outcome],
+        result: Tally,
+        spent: float,
+        started: float,
+    ) -> ChatResponse:
+        """The voted (or judged) member's answer, with the ensemble's cost and record."""
         extra: tuple[Decision, ...] = ()
         if self.combine == "judge":
+            usable = [o for o in outcomes if o.response is not None]
             pick, judged, judge_cost, why = await self._judge(request, usable)
             spent += judge_cost
             extra = (judged,)
             if pick is not None:
-                winner = usable[pick]
-                reason = why
-                key = winner.key
+                winner, reason = usable[pick], why
             else:
                 winner, voted = self._vote_answer(outcomes, result)
-                reason, key = f"{why}; vote instead: {voted}", winner.key
-        elif self.combine == "fuse":
-            assert self.combiner is not None
-            fuse_request = self._fuse_request(request, usable)
-            async for chunk in self._fuse(fuse_request, outcomes, result, spent, started, stream):
-                yield chunk
-            return
+                reason = f"{why}; vote instead: {voted}"
         else:
             winner, reason = self._vote_answer(outcomes, result)
-            key = winner.key
         assert winner.response is not None
-        agreement = _agreement(outcomes, key)
+        agreement = _agreement(outcomes, winner.key)
         decision = self._decision(
             outcomes, result, winner.model.name, reason, spent, started, extra
         )
-        response = restamp(winner.response, cost=spent, decision=decision, confidence=agreement)
-        for chunk in emit(response, stream):
-            yield chunk
+        return restamp(winner.response, cost=spent, decision=decision, confidence=agreement)
 
     async def _fuse(
         self,
@@ -433,10 +447,6 @@ class EnsembleModel(Model):
             (answered(self.combiner, response),),
         )
         return restamp(response, cost=total, decision=decision, confidence=agreement)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self._run(request, stream=True):
-            yield chunk
 
 
 def _agreement(outcomes: Sequence[Outcome], key: str | None) -> float:

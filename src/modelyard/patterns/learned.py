@@ -50,10 +50,16 @@ class Logistic:
     """d × m."""
     bias: Array
     """m."""
+    _fast: npt.NDArray[np.float32] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Predict in float32: single-threaded BLAS, half the memory read per request.
+        object.__setattr__(self, "_fast", np.ascontiguousarray(self.weights, dtype=np.float32))
 
     def predict(self, x: Array) -> Array:
         """P(success) of each candidate for one unit-length embedding, or rows of them."""
-        return _sigmoid(x @ self.weights + self.bias)
+        z = np.asarray(x, dtype=np.float32) @ self._fast
+        return _sigmoid(z.astype(np.float64) + self.bias)
 
 
 @dataclass(frozen=True, slots=True)

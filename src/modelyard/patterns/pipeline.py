@@ -228,22 +228,32 @@ class PipelineModel(Model):
             details={"checks": list(notes)} if notes else {},
         )
 
-    async def _run(self, request: ChatRequest, stream: bool) -> AsyncIterator[Chunk]:
+    async def _early(self, request: ChatRequest) -> tuple[ChatRequest, _Progress]:
+        """Run every stage but the last; the (budgeted) request and what they produced."""
         if self.deadline is not None:
             request = request.with_budget(self.deadline)
         original = request.last_user_text
         progress = _Progress(time.perf_counter(), original, original, {}, [])
-        response: ChatResponse | None = None
         for stage in self.stages[:-1]:
             response = await self._run_stage(request, stage, progress)
             progress.outputs[stage.name] = progress.previous = response.text
+        return request, progress
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        request, progress = await self._early(request)
         last = self.stages[-1]
-        if stream and not last.gates:
-            async for chunk in self._stream_last(request, last, progress):
+        response = await self._run_stage(request, last, progress)
+        return self._finish(response, last, progress)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        request, progress = await self._early(request)
+        last = self.stages[-1]
+        if last.gates:  # the output must pass its gates before anyone sees it
+            response = await self._run_stage(request, last, progress)
+            for chunk in emit(self._finish(response, last, progress), True):
                 yield chunk
             return
-        response = await self._run_stage(request, last, progress)
-        for chunk in emit(self._finish(response, last, progress), stream):
+        async for chunk in self._stream_last(request, last, progress):
             yield chunk
 
     def _finish(
@@ -295,14 +305,3 @@ class PipelineModel(Model):
                 progress, None, f"stage {last.name!r} failed ({exc.kind})", error=str(exc)
             )
             raise raise_with(exc, cost=progress.spent, decision=decision) from None
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        final = None
-        async for chunk in self._run(request, stream=False):
-            final = chunk.response or final
-        assert final is not None
-        return final
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self._run(request, stream=True):
-            yield chunk

@@ -104,6 +104,7 @@ class RuleSet:
     _by_tag: dict[str, list[int]] = field(default_factory=dict)
     _by_keyword: set[int] = field(default_factory=set)
     _unindexed: list[int] = field(default_factory=list)
+    _single: dict[str, list[int]] = field(default_factory=dict)
     _longest: int = 0
 
     def __post_init__(self) -> None:
@@ -114,8 +115,11 @@ class RuleSet:
             if rule.keywords and all(t is not None for t in indexable):
                 for tokens in indexable:
                     assert tokens is not None
-                    self._keywords.setdefault(tokens, []).append(i)
-                    self._longest = max(self._longest, len(tokens))
+                    if len(tokens) == 1:
+                        self._single.setdefault(tokens[0], []).append(i)
+                    else:
+                        self._keywords.setdefault(tokens, []).append(i)
+                        self._longest = max(self._longest, len(tokens))
             elif rule.keywords:
                 self._plain_keywords[i] = tuple(
                     " ".join(k.casefold().split()) for k in rule.keywords
@@ -155,10 +159,16 @@ class RuleSet:
             return features.keyword_hits
         hits: dict[int, str] = {}
         words = _WORD.findall(features.text.casefold())
+        single = self._single
+        for word in words:
+            rules = single.get(word)
+            if rules is not None:
+                for rule in rules:
+                    hits.setdefault(rule, word)
         index = self._keywords
-        for size in range(1, self._longest + 1):
+        for size in range(2, self._longest + 1):
             for start in range(len(words) - size + 1):
-                key = tuple(words[start : start + size]) if size > 1 else (words[start],)
+                key = tuple(words[start : start + size])
                 for rule in index.get(key, ()):
                     hits.setdefault(rule, " ".join(key))
         features.keyword_hits = hits
