@@ -51,7 +51,9 @@ models:
 
 
 def cascade(first: str, *, last: str = "big") -> str:
-    return MODELS + f"""
+    return (
+        MODELS
+        + f"""
 systems:
   qa:
     type: cascade
@@ -59,6 +61,7 @@ systems:
       - {first}
       - {{model: {last}}}
 """
+    )
 
 
 async def test_confident_logprobs_accept_the_cheap_answer(yard_of: Callable[[str], Yard]) -> None:
@@ -73,7 +76,12 @@ async def test_confident_logprobs_accept_the_cheap_answer(yard_of: Callable[[str
     assert decision.reason == "small accepted: mean token probability 0.900 >= 0.8"
     assert dict(decision.scores) == pytest.approx({"small": 0.9})
     [stage] = decision.children
-    assert (stage.node, stage.kind, stage.chosen, stage.threshold) == ("small", "stage", "small", 0.8)
+    assert (stage.node, stage.kind, stage.chosen, stage.threshold) == (
+        "small",
+        "stage",
+        "small",
+        0.8,
+    )
     assert stage.scores["confidence"] == pytest.approx(0.9)
     assert [c.node for c in stage.children] == ["small"]
 
@@ -172,7 +180,8 @@ async def test_callable_estimator(
         "def score(request, response):\n    return 0.75 if response.text == 'Paris' else 0.0\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    stage = "{model: plain, threshold: 0.7, estimator: {type: callable, function: scoring_for_tests:score}}"
+    estimator = "{type: callable, function: scoring_for_tests:score}"
+    stage = f"{{model: plain, threshold: 0.7, estimator: {estimator}}}"
     async with yard_of(cascade(stage)) as yard:
         response = await yard.complete("qa", "capital?")
     assert response.model == "plain"
@@ -219,7 +228,9 @@ async def test_a_stage_that_cannot_finish_in_time_is_skipped(
 async def test_when_no_later_stage_can_run_the_held_answer_is_returned(
     yard_of: Callable[[str], Yard],
 ) -> None:
-    text = MODELS + """
+    text = (
+        MODELS
+        + """
 systems:
   qa:
     type: cascade
@@ -227,6 +238,7 @@ systems:
       - {model: small, threshold: 0.95, estimator: {type: logprob}}
       - {model: big, expected_latency: 5}
 """
+    )
     async with yard_of(text) as yard:
         response = await yard.complete("qa", "capital?", deadline=time.monotonic() + 1.0)
     assert (response.model, response.cost) == ("small", 2.0)

@@ -42,12 +42,15 @@ models:
 
 
 def ensemble(settings: str) -> str:
-    return MODELS + f"""
+    return (
+        MODELS
+        + f"""
 systems:
   vote:
     type: ensemble
     {settings}
 """
+    )
 
 
 async def test_majority_vote_over_choice_letters(yard_of: Callable[[str], Yard]) -> None:
@@ -83,7 +86,9 @@ async def test_confidence_weighted_vote(yard_of: Callable[[str], Yard]) -> None:
 
 
 async def test_judge_picks_a_member_and_is_paid_for(yard_of: Callable[[str], Yard]) -> None:
-    text = ensemble("members: [a, b, c]\n    normalise: choice\n    combine: judge\n    judge: judge")
+    text = ensemble(
+        "members: [a, b, c]\n    normalise: choice\n    combine: judge\n    judge: judge"
+    )
     async with yard_of(text) as yard:
         response = await yard.complete("vote", "which one?")
     assert (response.text, response.model) == ("The answer is B", "b")
@@ -95,7 +100,9 @@ async def test_judge_picks_a_member_and_is_paid_for(yard_of: Callable[[str], Yar
 
 
 async def test_an_unreadable_judge_falls_back_to_the_vote(yard_of: Callable[[str], Yard]) -> None:
-    text = ensemble("members: [a, b, c]\n    normalise: choice\n    combine: judge\n    judge: mumbler")
+    text = ensemble(
+        "members: [a, b, c]\n    normalise: choice\n    combine: judge\n    judge: mumbler"
+    )
     async with yard_of(text) as yard:
         response = await yard.complete("vote", "which one?")
     assert response.model == "a"
@@ -106,7 +113,9 @@ async def test_an_unreadable_judge_falls_back_to_the_vote(yard_of: Callable[[str
 
 
 async def test_fuser_merges_and_answers(yard_of: Callable[[str], Yard]) -> None:
-    text = ensemble("members: [a, b, c]\n    normalise: choice\n    combine: fuse\n    fuser: fuser")
+    text = ensemble(
+        "members: [a, b, c]\n    normalise: choice\n    combine: fuse\n    fuser: fuser"
+    )
     async with yard_of(text) as yard:
         response = await yard.complete("vote", "which one?")
     assert (response.text, response.model) == ("B, because of friction", "fuser")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from modelyard.errors import ConfigError
 from modelyard.streaming import collect
 from modelyard.types import Decision, user

@@ -38,7 +38,9 @@ SCHEMA = "{type: object, required: [city], properties: {city: {type: string}}}"
 
 
 def pipeline(first: str, second: str = "{model: writer, input: 'Describe {previous.city}'}") -> str:
-    return MODELS + f"""
+    return (
+        MODELS
+        + f"""
 systems:
   flow:
     type: pipeline
@@ -46,6 +48,7 @@ systems:
       - {first}
       - {second}
 """
+    )
 
 
 async def test_json_field_feeds_the_next_stage(yard_of: Callable[[str], Yard]) -> None:
@@ -106,7 +109,9 @@ async def test_stop_names_the_stage_and_the_check(yard_of: Callable[[str], Yard]
 
 
 async def test_checker_saying_yes_passes(yard_of: Callable[[str], Yard]) -> None:
-    async with yard_of(pipeline("{model: extractor, gates: [{type: checker, model: approver}]}")) as yard:
+    async with yard_of(
+        pipeline("{model: extractor, gates: [{type: checker, model: approver}]}")
+    ) as yard:
         response = await yard.complete("flow", "capital?")
     assert response.model == "writer"
     assert response.decision is not None
@@ -128,7 +133,9 @@ async def test_callable_gate(
     monkeypatch.syspath_prepend(str(tmp_path))
     gate = "{type: callable, function: gates_for_tests:short}"
     async with yard_of(pipeline(f"{{model: extractor, gates: [{gate}]}}")) as yard:
-        with pytest.raises(QualityCheckError, match="callable gates_for_tests:short: returned false"):
+        with pytest.raises(
+            QualityCheckError, match="callable gates_for_tests:short: returned false"
+        ):
             await yard.complete("flow", "capital?")
 
 

@@ -165,8 +165,7 @@ def test_language_rule_with_a_detector_from_config(
     monkeypatch.syspath_prepend(str(tmp_path))
     text = RULES.replace(
         "      - {route: code, metadata: {team: platform}}",
-        "      - {route: code, language: [fr]}\n"
-        "    language_detector: detector_for_tests:detect",
+        "      - {route: code, language: [fr]}\n    language_detector: detector_for_tests:detect",
     )
     yard = yard_of(text)
     assert yard.systems["front"].describe()["rules"].endswith("language fr -> code")  # type: ignore[union-attr]
@@ -243,8 +242,13 @@ def write_outcomes(path: Path) -> None:
     """cheap is right on arithmetic, wrong on proofs; strong is right on both, 10x dearer."""
     lines = []
     for i in range(30):
-        for prompt, cheap_right in ((f"add {i} and {i + 1}", True), (f"prove lemma {i} rigorously", False)):
-            lines.append({"prompt": prompt, "model": "cheap", "correct": cheap_right, "cost": 0.001})
+        for prompt, cheap_right in (
+            (f"add {i} and {i + 1}", True),
+            (f"prove lemma {i} rigorously", False),
+        ):
+            lines.append(
+                {"prompt": prompt, "model": "cheap", "correct": cheap_right, "cost": 0.001}
+            )
             lines.append({"prompt": prompt, "model": "strong", "correct": True, "cost": 0.01})
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
 
@@ -260,15 +264,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     artifact = tmp_path / "router.npz"
     result = CliRunner().invoke(
         app,
-        ["train", str(outcomes), "--embedder", "hash", "--config", str(config), "-o", str(artifact)],
+        [
+            "train",
+            str(outcomes),
+            "--embedder",
+            "hash",
+            "--config",
+            str(config),
+            "-o",
+            str(artifact),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "60 prompts x 2 models" in " ".join(result.output.split())
     return artifact
 
 
-def learned_config(artifact: Path, lam: float, routes: str = "{cheap: cheap, strong: strong}") -> str:
-    return LEARNED_MODELS + f"""
+def learned_config(
+    artifact: Path, lam: float, routes: str = "{cheap: cheap, strong: strong}"
+) -> str:
+    return (
+        LEARNED_MODELS
+        + f"""
 systems:
   front:
     type: router
@@ -276,6 +293,7 @@ systems:
     default: strong
     learned: {{artifact: {artifact}, embedder: hash, lambda: {lam}}}
 """
+    )
 
 
 async def test_learned_router_sends_easy_prompts_to_the_cheap_model(

@@ -77,7 +77,9 @@ async def test_a_failed_classifier_means_the_generalist(yard_of: Callable[[str],
 
 
 async def test_adding_a_specialist_is_config_only(yard_of: Callable[[str], Yard]) -> None:
-    text = CONFIG.replace("specialists: {math: mathbot}", "specialists: {math: mathbot, poetry: mathbot}")
+    text = CONFIG.replace(
+        "specialists: {math: mathbot}", "specialists: {math: mathbot, poetry: mathbot}"
+    )
     async with yard_of(text) as yard:
         response = await yard.complete("desk", "a poem")
     assert response.model == "mathbot"
