@@ -350,3 +350,14 @@ async def test_router_stream_records_the_decision(
         response = await collect(yard.get("front").stream(user("add 2 and 3")))
     assert response.model == "cheap"
     assert response.decision is not None and response.decision.chosen == "cheap"
+
+
+async def test_decision_to_dict_is_json_ready(
+    trained: Path, yard_of: Callable[[str], Yard]
+) -> None:
+    async with yard_of(learned_config(trained, 0.5)) as yard:
+        response = await yard.complete("front", "add 2 and 3")
+    assert response.decision is not None
+    record = json.loads(json.dumps(response.decision.to_dict()))
+    assert set(record["scores"]) == {"cheap", "strong"}
+    assert set(record["details"]["p_success"]) == {"cheap", "strong"}

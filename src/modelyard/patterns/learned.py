@@ -27,7 +27,7 @@ Array = npt.NDArray[np.float64]
 Method = Literal["logistic", "knn"]
 
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
-K_GRID = (5, 10, 20, 40)
+K_GRID = (10, 20, 40, 80)
 _EPS = 1e-6
 
 
