@@ -9,6 +9,7 @@ from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     basic,
     costs,
     serve,
+    train,
 )
 from modelyard.cli.app import app
 

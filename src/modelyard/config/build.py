@@ -399,3 +399,4 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
 
 
 from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
+from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)
