@@ -204,8 +204,8 @@ async def test_disabled_stage_is_skipped_noted_once_and_recorded(
         notes = [n for n in yard.notes if n.startswith("cascade qa")]
         response = await yard.complete("qa", "capital?")
     assert notes == [
-        "cascade qa: stage hosted skipped: provider 'openai': "
-        "environment variable OPENAI_API_KEY is not set"
+        "cascade qa: stage hosted is skipped (provider 'openai': "
+        "environment variable OPENAI_API_KEY is not set)"
     ]
     assert (response.model, response.cost) == ("big", 4.0)
     assert response.decision is not None

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from modelyard.cli.app import app, console, guarded
 from modelyard.config.schema import Config
 from modelyard.model import Model
+from modelyard.topology import edges, entry_points, unwrap
 from modelyard.types import ChatResponse, Decision
 from modelyard.yard import Yard, load
 
@@ -24,19 +26,31 @@ ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_d
 def _label(model: Model) -> str:
     details = model.describe()
     kind = details.pop("kind", "")
-    extra = ", ".join(f"{k}={v}" for k, v in details.items())
-    text = f"[bold]{model.name}[/] [dim]{kind}[/]"
+    extra = escape(", ".join(f"{k}={v}" for k, v in details.items()))
+    text = f"[bold]{escape(model.name)}[/] [dim]{kind}[/]"
     return f"{text} [cyan]{extra}[/]" if extra else text
 
 
-def model_tree(model: Model, tree: Tree | None = None, seen: frozenset[int] = frozenset()) -> Tree:
-    """The graph under `model` as a Rich tree (a shared node is shown once per path)."""
-    node = Tree(_label(model)) if tree is None else tree.add(_label(model))
-    if id(model) in seen:
-        return node
-    for child in model.children:
-        model_tree(child, node, seen | {id(model)})
-    return node
+def model_tree(
+    model: Model, tree: Tree | None = None, *, role: str = "", shown: set[int] | None = None
+) -> Tree:
+    """The graph under `model` as a Rich tree: each child with its role (a route, a stage, a
+    label); a node with children that was drawn already (in `shown`) is named, not redrawn."""
+    shown = set() if shown is None else shown
+    node = unwrap(model)
+    label = (f"[magenta]{escape(role)}:[/] " if role else "") + _label(model)
+    parts = edges(node)
+    again = bool(parts) and id(node) in shown
+    if again:
+        label = f"[bold]{escape(model.name)}[/] [dim](shown above)[/]"
+        label = (f"[magenta]{escape(role)}:[/] " if role else "") + label
+    branch = Tree(label) if tree is None else tree.add(label)
+    if again:
+        return branch
+    shown.add(id(node))
+    for edge in parts:
+        model_tree(edge.child, branch, role=edge.role, shown=shown)
+    return branch
 
 
 def decision_tree(decision: Decision, tree: Tree | None = None) -> Tree:
@@ -62,8 +76,9 @@ def check(config: ConfigPath) -> None:
         console.print(f"[green]ok[/] {config} (version {yard.version})")
         for note in yard.notes:
             console.print(f"[yellow]note:[/] {note}")
-        for _, system in sorted(yard.systems.items()):
-            console.print(model_tree(system))
+        shown: set[int] = set()
+        for name in entry_points(yard.systems):
+            console.print(model_tree(yard.systems[name], shown=shown))
         if not yard.systems:
             console.print(f"{len(yard.models)} models, no systems")
 

@@ -372,11 +372,42 @@ def _build_fake(spec: FakeSpec, context: BuildContext, loc: Loc, info: ModelInfo
 
 
 def _build_callable(spec: CallableSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
+    field_name = "function" if spec.function is not None else "factory"
+    dotted_name = spec.function or spec.factory
+    assert dotted_name is not None  # the spec holds exactly one of them
     try:
-        function = import_function(spec.function)
+        function = import_function(dotted_name)
     except ConfigError as exc:
-        raise context.error((*loc, "function"), exc.message) from None
-    return FunctionModel(info, function)
+        raise context.error((*loc, field_name), exc.message) from None
+    if spec.factory is not None:
+        function = _from_factory(spec, function, context, loc)
+    return FunctionModel(info, function, source=dotted_name)
+
+
+def _from_factory(
+    spec: CallableSpec, factory: Callable[..., Any], context: BuildContext, loc: Loc
+) -> Callable[..., Any]:
+    """The answering function `factory` makes from the spec's files (checked to exist first)."""
+    paths = {}
+    for key, value in spec.files.items():
+        path = context.path(value)
+        if not path.is_file():
+            raise context.error((*loc, "files", key), f"file not found: {path}")
+        paths[key] = path
+    try:
+        function = factory(**paths)
+    except ConfigError as exc:
+        raise context.error((*loc, "files"), str(exc)) from None
+    except Exception as exc:
+        raise context.error(
+            (*loc, "factory"), f"{spec.factory} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not callable(function):
+        raise context.error(
+            (*loc, "factory"),
+            f"{spec.factory} returned {type(function).__name__}, not a function of the request",
+        )
+    return function  # type: ignore[no-any-return]
 
 
 def _build_hashing(

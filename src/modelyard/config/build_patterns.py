@@ -410,7 +410,7 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
                 )
         disabled = model.reason if isinstance(model, DisabledModel) else None
         if disabled is not None:
-            context.notes.append(f"cascade {name}: stage {stage_name} skipped: {disabled}")
+            context.notes.append(f"cascade {name}: stage {stage_name} is skipped ({disabled})")
         stages.append(
             Stage(
                 name=stage_name,

@@ -36,10 +36,27 @@ class FakeSpec(Spec):
 
 class CallableSpec(Spec):
     """A Python function `module:function` taking a ChatRequest and returning text or a
-    ChatResponse (sync or async)."""
+    ChatResponse (sync or async); or a `factory` that makes that function once, at load, from
+    the data `files` it is given."""
 
     type: Literal["callable"]
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    function: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    factory: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """`module:function` called once with `files` as keyword arguments (pathlib.Path values);
+    it returns the answering function."""
+    files: dict[str, str] = Field(default_factory=dict)
+    """Files the factory reads, by keyword argument name, relative to this config file."""
+
+    @model_validator(mode="after")
+    def _function_or_factory(self) -> CallableSpec:
+        if (self.function is None) == (self.factory is None):
+            raise ValueError(
+                "give either 'function' (answers each request) or 'factory' (makes that "
+                "function at load from 'files'), not both"
+            )
+        if self.files and self.factory is None:
+            raise ValueError("'files' are passed to a 'factory'; use factory instead of function")
+        return self
 
 
 class LlamaCppSpec(Spec):

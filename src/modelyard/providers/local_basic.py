@@ -45,10 +45,18 @@ def import_function(dotted: str) -> Callable[..., Any]:
 class FunctionModel(Model):
     """A Model whose answer is whatever a Python function returns (text or a ChatResponse)."""
 
-    def __init__(self, info: ModelInfo, function: Function) -> None:
+    def __init__(self, info: ModelInfo, function: Function, *, source: str | None = None) -> None:
         self.info = info
         self.function = function
+        self.source = source
+        """The `module:function` it came from, for trees and diagrams."""
         self._ids = itertools.count()
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        if self.source is not None:
+            out["function"] = self.source
+        return out
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
