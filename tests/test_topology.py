@@ -1,0 +1,78 @@
+"""A system's graph as data: roles of children, wrappers folded away, entry points; and how
+`modelyard check` prints it (each shared part once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import modelyard
+from modelyard.cli import app
+from modelyard.topology import edges, entry_points, ordinal, reachable
+
+from .demo.conftest import DESK
+
+
+def _roles(yard: modelyard.Yard, name: str) -> list[tuple[str, str]]:
+    return [(edge.child.name, edge.role) for edge in edges(yard.systems[name])]
+
+
+def test_children_carry_their_roles(write_config: Callable[[str], Path]) -> None:
+    yard = modelyard.load(write_config(DESK))
+    assert _roles(yard, "desk") == [("big", "shouting"), ("triage", "triage")]
+    assert _roles(yard, "answer") == [("cheap", "1st (≥ 0.5)"), ("big", "2nd")]
+
+
+def test_a_child_in_several_roles_is_one_edge(write_config: Callable[[str], Path]) -> None:
+    yard = modelyard.load(write_config(DESK))
+    assert _roles(yard, "triage") == [
+        ("labeller", "classifier"),
+        ("orders", "orders"),
+        ("answer", "refunds | generalist"),
+    ]
+
+
+def test_reachable_visits_each_node_once(write_config: Callable[[str], Path]) -> None:
+    yard = modelyard.load(write_config(DESK))
+    names = [node.name for node in reachable(yard.systems["desk"])]
+    assert sorted(names) == sorted(set(names))
+    assert set(names) == {
+        "desk",
+        "big",
+        "triage",
+        "labeller",
+        "orders",
+        "lookup",
+        "answer",
+        "cheap",
+    }
+
+
+def test_entry_points_are_the_systems_no_other_uses(write_config: Callable[[str], Path]) -> None:
+    yard = modelyard.load(write_config(DESK))
+    assert entry_points(yard.systems) == ["desk"]
+
+
+def test_ordinals() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st",
+    ]  # fmt: skip
+
+
+def test_check_prints_each_entry_point_with_roles_and_shared_parts_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    result = CliRunner().invoke(app, ["check", str(write_config(DESK))], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1] == "desk router default=triage, rules=regex /^[A-Z !]+$/ -> shouting"
+    assert sum("answer cascade" in line for line in lines) == 1
+    assert any(
+        line.endswith(
+            "2nd: answer cascade stages=cheap if the model's own confidence >= 0.5; big (last)"
+        )
+        for line in lines
+    )
+    assert lines[-1].endswith("refunds | generalist: answer (shown above)")
