@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/modelyard check examples/quickstart.yaml
-	$(BIN)/modelyard ask examples/quickstart.yaml support "How do I reset my password?" --trace
+	@echo "==> running the quickstart: 120 support tickets through a system of local models (about a minute)"
+	$(BIN)/modelyard demo examples/quickstart.yaml
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -32,6 +32,8 @@ MARGIN = 24
 NAME_CHAR = 7.9
 SMALL_CHAR = 6.1
 ROLE_CHAR = 5.9
+ROLE_WIDTH = 20
+"""Characters of role text on one line before several roles wrap."""
 
 
 @dataclass(slots=True)
@@ -86,6 +88,9 @@ def _detail(details: dict[str, object]) -> str:
     for key in DETAIL_KEYS:
         if key in details:
             value = str(details[key])
+            if key == "function":  # package.module:function -> module:function
+                module, _, function = value.partition(":")
+                value = f"{module.rsplit('.', 1)[-1]}:{function}"
             return {
                 "min_confidence": f"min confidence {value}",
                 "default": f"default: {value}",
@@ -254,12 +259,24 @@ def _place(models: Sequence[Model], graph: _Graph, columns: list[list[int]]) -> 
     return out
 
 
+def role_lines(role: str) -> list[str]:
+    """A role as the lines it is written on: several roles (`a | b | c`) wrap between them."""
+    lines: list[str] = []
+    for part in role.split(" | "):
+        if lines and len(lines[-1]) + 3 + len(part) <= ROLE_WIDTH:
+            lines[-1] += " | " + part
+        else:
+            lines.append(part)
+    return lines
+
+
 def _gaps(graph: _Graph, count: int) -> list[float]:
     """The space before each column: room for the longest role written on an edge into it."""
     gaps = [0.0] + [float(COLUMN_GAP)] * (count - 1)
     for keys, role, _ in graph.paths:
         column = graph.column[keys[-1]]
-        gaps[column] = max(gaps[column], len(role) * ROLE_CHAR + 44)
+        longest = max((len(line) for line in role_lines(role)), default=0)
+        gaps[column] = max(gaps[column], longest * ROLE_CHAR + 44)
     return gaps
 
 
@@ -309,12 +326,14 @@ def _link_svg(link: Link) -> list[str]:
         f"<path d='{path}' fill='none' stroke='#8a94a6' stroke-width='1.4'{dash} "
         "marker-end='url(#arrow)'/>"
     ]
-    if link.role:
-        # Just before the child's box, where each incoming edge has a port of its own.
+    # Just before the child's box, where each incoming edge has a port of its own; a long
+    # role stacks upwards from the edge.
+    lines = role_lines(link.role) if link.role else []
+    for i, line in enumerate(reversed(lines)):
         out.append(
-            f"<text x='{x2 - 8:.1f}' y='{y2 - 4:.1f}' {FONT} font-size='10.5' fill='#5b3fa0' "
-            "stroke='#ffffff' stroke-width='3' paint-order='stroke' text-anchor='end'>"
-            f"{escape(link.role)}</text>"
+            f"<text x='{x2 - 8:.1f}' y='{y2 - 4 - 12 * i:.1f}' {FONT} font-size='10.5' "
+            "fill='#5b3fa0' stroke='#ffffff' stroke-width='3' paint-order='stroke' "
+            f"text-anchor='end'>{escape(line)}</text>"
         )
     return out
 

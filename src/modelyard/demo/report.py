@@ -34,7 +34,18 @@ th{background:#f0f2f7;position:sticky;top:0}
 .ok{color:#2e7d43;font-weight:600} .bad{color:#c0392b;font-weight:600}
 details summary{cursor:pointer;color:#3f63c7} pre{white-space:pre-wrap;font-size:12px;margin:6px 0}
 .notes li{margin:4px 0} code{background:#eef0f6;padding:1px 5px;border-radius:4px}
+.diagram svg{max-width:100%;height:auto}
+.intro{max-width:900px;line-height:1.5}
 """
+
+
+INTRO = (
+    "Each labelled ticket was sent to the system as one chat request, a few at a time, and "
+    "everything below is read from the decision records the requests returned: the route a "
+    "ticket took (compared with its label), the model that answered, what each cascade stage "
+    "did, the fallbacks taken, latency and cost. The comparison prices the same tokens at the "
+    "list prices of the dearest model in the config, as if it had answered every ticket."
+)
 
 
 def _money(value: float) -> str:
@@ -42,7 +53,7 @@ def _money(value: float) -> str:
 
 
 def _seconds(value: float) -> str:
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
 def _cards(summary: Summary) -> str:
@@ -56,9 +67,9 @@ def _cards(summary: Summary) -> str:
             f"{summary.correct} of {summary.labelled} labelled tickets",
         ),
         (
-            "Latency p50 / p95",
-            f"{_seconds(summary.latency_p50)} / {_seconds(summary.latency_p95)}",
-            "per ticket, queueing included",
+            "Latency p50",
+            _seconds(summary.latency_p50),
+            f"p95 {_seconds(summary.latency_p95)}, queueing included",
         ),
         ("Cost of this run", _money(summary.cost), "every model ran on this machine"),
     ]
@@ -250,7 +261,7 @@ def render(
     figures = _figures(summary)
     charts = "".join(
         "<div class='panel'>"
-        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displayModeBar": False})
         + "</div>"
         for i, fig in enumerate(figures)
     )
@@ -260,10 +271,11 @@ def render(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
         f"<h1>{escape(title)}</h1><p class='sub'>{escape(subtitle)} · {created}</p>"
+        f"<p class='intro'>{INTRO}</p>"
         f"<div class='cards'>{_cards(summary)}</div>"
         "<h2>Architecture</h2><p class='sub'>Drawn from the system's model graph "
         "(hover over a node for its settings).</p>"
-        f"<div class='panel'>{diagram_svg}</div>"
+        f"<div class='panel diagram'>{diagram_svg}</div>"
         f"<h2>Notes from the build</h2><ul class='notes'>{notes_html}</ul>"
         f"<h2>Charts</h2><div class='grid'>{charts}</div>"
         f"<h2>Every ticket</h2><div class='panel'>{_tickets(summary)}</div>"
