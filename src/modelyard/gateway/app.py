@@ -32,6 +32,7 @@ from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, RequestRecord
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
 from modelyard.state.base import StateStore
+from modelyard.state.factory import shared_store
 from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
 from modelyard.yard import Yard
@@ -777,7 +778,7 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None
     keys = KeyRing(KeyStore(base / spec.keys_db), mode=spec.auth, admin_secret=admin)
     decisions = DecisionLog(base / spec.request_log if spec.request_log else None)
-    return Gateway(
+    gateway = Gateway(
         live,
         keys=keys,
         decisions=decisions,
@@ -786,3 +787,6 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
         serving=serving,
         watch_config=serving and spec.watch_config,
     )
+    # Per-key rate limits share the config's state store: one limit across every replica.
+    gateway.limits = shared_store(live.current.loaded.config.state, base, live.resources)
+    return gateway
