@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from modelyard.cost.budgets import Budget, BudgetBook, Hold, cost_bound
 from modelyard.errors import BadResponseError, ModelError, NotFoundError
 from modelyard.gateway import anthropic_api, openai_api
 from modelyard.gateway.auth import KeyRing, caller
@@ -49,7 +50,9 @@ class ChatEndpoints:
         self.max_body_bytes = max_body_bytes
         self.max_messages = max_messages
         self.limits: StateStore = MemoryStore()
-        """Per-key request rates; a shared backend makes them hold across replicas."""
+        """Per-key request rates and budgets; a shared backend makes them hold across
+        replicas."""
+        self._book: BudgetBook | None = None
         self._per_key: dict[str, int] = {}
 
     async def chat_completions(self, call: Call) -> None:
@@ -122,6 +125,8 @@ class ChatEndpoints:
                 )
             self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
         outcome = _Outcome(self, call, target, api, stream, yard.version)
+        if key.budget is not None:
+            outcome.holds = await self._reserve(key, model, request, target)
         try:
             if stream:
                 await self._stream(call, model, request, renderer, outcome)
@@ -130,6 +135,30 @@ class ChatEndpoints:
         finally:
             if concurrency is not None:
                 self._per_key[key.id] -= 1
+            if outcome.holds:
+                await self.book.settle(outcome.holds, outcome.spent)
+
+    @property
+    def book(self) -> BudgetBook:
+        """The ledger of each key's own monthly budget, on the shared state store."""
+        if self._book is None or self._book.store is not self.limits:
+            self._book = BudgetBook(self.limits)
+        return self._book
+
+    async def _reserve(
+        self, key: VirtualKey, model: Model, request: ChatRequest, target: str
+    ) -> list[Hold]:
+        """Reserve the request's worst case against the key's own budget (`keys create
+        --budget`), like any configured budget: refused only if it could really pass it."""
+        assert key.budget is not None
+        budget = Budget(
+            name="virtual-key", scope="key", selector=key.id, window="month", limit=key.budget
+        )
+        holds = self.book.holds([budget], request, target, cost_bound(model, request))
+        refusal = await self.book.reserve(holds)
+        if refusal is not None:
+            raise from_model_error(refusal.error(target))
+        return holds
 
     async def _check_rate(self, key: VirtualKey) -> None:
         assert key.rpm is not None
@@ -222,9 +251,9 @@ async def _relay(
 
 
 class _Outcome:
-    """Records how one chat request ended: the request log and the metrics."""
+    """Records how one chat request ended: the request log, the metrics, what it spent."""
 
-    __slots__ = ("api", "call", "endpoints", "stream", "target", "version")
+    __slots__ = ("api", "call", "endpoints", "holds", "spent", "stream", "target", "version")
 
     def __init__(
         self,
@@ -241,12 +270,16 @@ class _Outcome:
         self.api = api
         self.stream = stream
         self.version = version
+        self.holds: list[Hold] = []
+        self.spent = 0.0
 
     def answered(self, response: ChatResponse) -> None:
+        self.spent = response.cost
         latency = self._record(200, response, None)
         self.endpoints.metrics.answered(self.target, response, _provider_of(response), latency)
 
     def failed(self, exc: ModelError) -> ApiError:
+        self.spent = exc.cost
         error = from_model_error(exc)
         latency = self._record(error.status, None, exc)
         self.endpoints.metrics.failed(self.target, exc.kind, error.status, latency)
