@@ -373,3 +373,6 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
 
     chain = [context.node(child, (*loc, "chain", i)) for i, child in enumerate(spec.chain)]
     return FallbackModel(name, chain)
+
+
+from modelyard.evaluation import replay_build  # noqa: E402, F401  (registers `type: replay`)

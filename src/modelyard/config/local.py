@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, NonNegativeFloat
 
 from modelyard.config.base import Spec
+from modelyard.config.replay import ReplaySpec
 
 
 class ReplySpec(Spec):
@@ -42,7 +43,7 @@ class CallableSpec(Spec):
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-LocalModelSpec = Annotated[FakeSpec | CallableSpec, Field(discriminator="type")]
+LocalModelSpec = Annotated[FakeSpec | CallableSpec | ReplaySpec, Field(discriminator="type")]
 
 
 class FakeEmbedderSpec(Spec):
