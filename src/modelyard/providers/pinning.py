@@ -3,8 +3,8 @@ model family, kept here so nothing else needs to know any vendor's naming.
 
 - OpenAI (`gpt-*`, `o1`/`o3`/`o4`, `chatgpt-*`): pinned with a date (`-2024-08-06`) or a
   4-digit snapshot (`-0125`, `-1106-preview`); otherwise an alias (`gpt-4o`, `chatgpt-4o-latest`).
-- Anthropic (`claude-*`): pinned with an 8-digit date (`-20241022`, `@20250929`); `claude-sonnet-4-5`
-  and `-latest` are aliases.
+- Anthropic (`claude-*`): pinned with an 8-digit date (`-20241022`, `@20250929`);
+  `claude-sonnet-4-5` and `-latest` are aliases.
 - Google (`gemini-*`): `-latest` is an alias; 1.0/1.5/2.0 ids need a `-00N` version; later ids
   without `-latest` are stable names.
 - Mistral (`mistral-*`, `codestral-*`, `ministral-*`, `pixtral-*`, `open-*`): pinned with a 4-digit
