@@ -29,6 +29,7 @@ from modelyard.providers.local_basic import (
     HashingEmbedder,
     import_function,
 )
+from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
 
@@ -280,6 +281,8 @@ class Built:
     embedders: dict[str, Embedder]
     notes: list[str]
     disabled: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    """Things that work but deserve attention (a model id that is a movable alias)."""
 
 
 def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
@@ -311,6 +314,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         embedders=context.embedders,
         notes=context.notes,
         disabled=disabled,
+        warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )
 
 

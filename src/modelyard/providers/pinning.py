@@ -15,6 +15,7 @@ model family, kept here so nothing else needs to know any vendor's naming.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _LATEST = re.compile(r"(?i)[-:@/]latest$")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|(?<!\d)20\d{6}(?!\d)")
@@ -65,3 +66,13 @@ def drift(pinned: str, reported: str) -> str | None:
     if alias_reason(pinned) is not None and got.startswith(want.removesuffix("-latest")):
         return None
     return f"pinned {pinned!r} but the provider reported {reported!r}"
+
+
+def alias_warnings(ids: Mapping[str, str]) -> list[str]:
+    """A warning for each configured model (name -> id) whose id looks like a movable alias."""
+    return [
+        f"model {name!r}: id {model_id!r} is {reason}; a pinned id keeps answers and prices "
+        "from changing under you"
+        for name, model_id in ids.items()
+        if (reason := alias_reason(model_id)) is not None
+    ]
