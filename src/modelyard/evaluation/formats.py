@@ -148,7 +148,10 @@ def load_jsonl(path: Path) -> Recordings:
             if model not in models:
                 models.append(model)
             grouped[prompt][model] = _jsonl_outcome(row, file, line)
-            first.setdefault(prompt, row)
+            kept = first.setdefault(prompt, dict(row))
+            for name in ("label", "id", "split"):
+                if kept.get(name) is None and row.get(name) is not None:
+                    kept[name] = row[name]
     items = [
         RecordedItem(
             id=str(first[prompt].get("id", f"item-{number}")),

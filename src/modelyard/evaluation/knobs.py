@@ -92,7 +92,8 @@ def parse_knob(text: str) -> Knob:
     return Knob(parse_path(path.strip()), _values(values))
 
 
-def _spec_knobs(spec: BaseModel, loc: Loc) -> Iterator[Knob]:
+def spec_knobs(spec: BaseModel, loc: Loc) -> Iterator[Knob]:
+    """The knobs of one pattern spec at `loc`: its declared `tunable` fields, else by name."""
     declared: Mapping[str, Sequence[Any]] | None = getattr(type(spec), "tunable", None)
     for name, info in type(spec).model_fields.items():
         key = info.alias or name
@@ -133,7 +134,7 @@ def discover_knobs(loaded: LoadedConfig, system: str) -> list[Knob]:
             return
         if not isinstance(spec, NodeBase):
             return
-        found.extend(_spec_knobs(spec, loc))
+        found.extend(spec_knobs(spec, loc))
         try:
             children = list(spec.child_nodes())
         except NotImplementedError:

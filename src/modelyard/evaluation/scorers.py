@@ -89,11 +89,14 @@ class ExactScorer(_Comparing):
 
 
 _LETTER_PATTERNS = (
-    re.compile(r"^\s*\(?([A-J])\)?\s*(?:[.):,]|$|\s)"),
+    re.compile(r"^\s*\(([A-J])\)"),
+    re.compile(r"^\s*([A-J])\s*(?:[.):,]|$)"),
     re.compile(r"(?i)\banswer(?:\s+is)?\s*[:=]?\s*\(?([A-J])\)?(?![A-Za-z])"),
     re.compile(r"(?i)\boption\s+\(?([A-J])\)?(?![A-Za-z])"),
     re.compile(r"^\s*\(?([A-J])\)?\s*$", re.MULTILINE),
 )
+"""Letter shapes, most specific first; a bare capital followed by a space ("I think", "A dog")
+is not taken for a choice."""
 
 
 class ChoiceScorer(_Comparing):
