@@ -234,6 +234,12 @@ class FakeUpstream:
         self._ready.set()
         loop.run_forever()
         loop.run_until_complete(self._runner.cleanup())
+        # Handlers left hanging or stalled by a fault would otherwise be destroyed pending.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending))
         loop.close()
 
     def stop(self) -> None:

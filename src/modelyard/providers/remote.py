@@ -106,6 +106,10 @@ class RemoteModel(Model):
             parsed = self.wire.from_wire(decoded)
         except ModelError as exc:
             raise self._failed(exc, started) from None
+        if parsed.usage.estimated and not parsed.usage.input_tokens:
+            # The upstream reported no usage: price the prompt by estimate rather than as free.
+            usage = replace(parsed.usage, input_tokens=estimate_input_tokens(request))
+            parsed = replace(parsed, usage=usage)
         return self._response(parsed, started)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -261,12 +265,17 @@ class RemoteEmbedder(Embedder):
                 model=self.name,
                 provider=self.endpoint.provider,
             )
+        usage = parsed.usage
+        if usage.estimated and not usage.input_tokens:
+            # Some APIs (Gemini) report no usage for embeddings: estimate it from the inputs.
+            tokens = sum(estimate_tokens(text) for text in request.inputs)
+            usage = replace(usage, input_tokens=tokens)
         return EmbeddingResponse(
             model=self.name,
-            provider_model=parsed.provider_model,
+            provider_model=parsed.provider_model or self._model_id,
             vectors=parsed.vectors,
-            usage=parsed.usage,
-            cost=self.info.price.cost(parsed.usage),
+            usage=usage,
+            cost=self.info.price.cost(usage),
         )
 
     async def aclose(self) -> None:
