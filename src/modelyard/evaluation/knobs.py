@@ -25,7 +25,25 @@ from modelyard.config.nodes import NodeBase
 from modelyard.errors import ConfigError
 
 _THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
-_WEIGHTS = (0.0, *(round(10**e, 6) for e in (-3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2)))
+_WEIGHTS = (
+    0.0,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+)
+"""λ of a cost-aware router, in accuracy given up per unit of relative cost."""
 BY_NAME: dict[str, tuple[Any, ...]] = {
     "threshold": _THRESHOLDS,
     "min_confidence": _THRESHOLDS,
@@ -93,16 +111,19 @@ def parse_knob(text: str) -> Knob:
 
 
 def spec_knobs(spec: BaseModel, loc: Loc) -> Iterator[Knob]:
-    """The knobs of one pattern spec at `loc`: its declared `tunable` fields, else by name."""
+    """The knobs of one spec at `loc`: its declared `tunable` fields, else found by name.
+    A field left unset (None) is not a knob: it is not in use there."""
     declared: Mapping[str, Sequence[Any]] | None = getattr(type(spec), "tunable", None)
     for name, info in type(spec).model_fields.items():
         key = info.alias or name
+        if getattr(spec, name) is None:
+            continue
         if declared is not None:
             if name in declared:
                 yield Knob((*loc, key), tuple(declared[name]))
             continue
-        if key in BY_NAME:
-            yield Knob((*loc, key), BY_NAME[key])
+        if key in BY_NAME or name in BY_NAME:
+            yield Knob((*loc, key), BY_NAME.get(key) or BY_NAME[name])
         elif key in _QUORUM:
             members = _member_count(spec)
             if members > 1:
@@ -119,30 +140,38 @@ def _member_count(spec: BaseModel) -> int:
 
 
 def discover_knobs(loaded: LoadedConfig, system: str) -> list[Knob]:
-    """Every tunable field in `system` and the systems it uses, with default candidates."""
+    """Every tunable field in `system`, the specs inside it (cascade stages, routing
+    policies) and the systems it names, with default candidates."""
     systems = loaded.config.systems
     if system not in systems:
         return []
     found: list[Knob] = []
-    seen: set[str] = set()
+    seen = {system}
 
-    def walk(spec: Any, loc: Loc) -> None:
-        if isinstance(spec, str):
-            if spec in systems and spec not in seen:
-                seen.add(spec)
-                walk(systems[spec], ("systems", spec))
-            return
-        if not isinstance(spec, NodeBase):
-            return
-        found.extend(spec_knobs(spec, loc))
+    def follow(spec: NodeBase) -> None:
         try:
             children = list(spec.child_nodes())
         except NotImplementedError:
             return
-        for child, where in children:
-            walk(child, (*loc, *where))
+        for child, _ in children:
+            if isinstance(child, str) and child in systems and child not in seen:
+                seen.add(child)
+                walk(systems[child], ("systems", child))
 
-    seen.add(system)
+    def walk(value: Any, loc: Loc) -> None:
+        if isinstance(value, BaseModel):
+            found.extend(spec_knobs(value, loc))
+            for name, info in type(value).model_fields.items():
+                walk(getattr(value, name), (*loc, info.alias or name))
+            if isinstance(value, NodeBase):
+                follow(value)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*loc, i))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*loc, str(key)))
+
     walk(systems[system], ("systems", system))
     return found
 
