@@ -67,7 +67,8 @@ class Frontier:
         strong_cost = self.singles[self.strong][0]
         if cost is None or strong_cost <= 0:
             return None
-        return 1.0 - cost / strong_cost
+        saved = 1.0 - cost / strong_cost
+        return saved if abs(saved) > 1e-12 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
