@@ -32,7 +32,7 @@ import numpy as np
 
 from modelyard.cost.prices import estimate_tokens
 from modelyard.evaluation.formats import LIST_PRICES, load_recordings
-from modelyard.evaluation.frontier import aiq, apgr, cost_at_quality, oracle_curve, upper_hull
+from modelyard.evaluation.frontier import aiq, apgr, cost_at_quality, oracle_curve
 from modelyard.evaluation.recordings import Recordings, data_root
 from modelyard.model import ModelInfo
 from modelyard.providers.local_basic import HashingEmbedder

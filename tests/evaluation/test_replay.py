@@ -9,12 +9,17 @@ import pytest
 
 import modelyard
 from modelyard.errors import ConfigError, NotFoundError
+from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.replay import RECORDED_SCORE
 from modelyard.types import ChatRequest, Message
 
 ARC = "routerbench-train/arc_challenge_train.csv"
 GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
 ARC_PROMPT_START = "George wants to warm his hands quickly by rubbing them."
+
+
+def _prompt(path: Path, fmt: str) -> str:
+    return load_recordings(fmt, [path]).items[0].prompt
 
 
 def _config(path: Path, fmt: str, model: str, extra: str = "") -> str:
@@ -35,9 +40,7 @@ async def test_replay_answers_with_the_recorded_text_cost_and_score(
 ) -> None:
     config = write_config(_config(arc, "routerbench", "claude-instant-v1"))
     async with modelyard.load(config) as yard:
-        model = yard.get("replayed")
-        item = model.recordings.items[0]  # type: ignore[attr-defined]
-        response = await yard.complete("replayed", item.prompt)
+        response = await yard.complete("replayed", _prompt(arc, "routerbench"))
     assert response.text == "A"
     assert response.cost == pytest.approx(0.0004264)
     assert response.provider_model == "claude-instant-v1"
@@ -49,8 +52,7 @@ async def test_replay_matches_after_whitespace_normalisation(
     arc: Path, write_config: Callable[[str], Path]
 ) -> None:
     async with modelyard.load(write_config(_config(arc, "routerbench", "claude-v1"))) as yard:
-        item = yard.get("replayed").recordings.items[0]  # type: ignore[attr-defined]
-        messy = "  " + item.prompt.replace("\n", " \n\n  ") + "\n"
+        messy = "  " + _prompt(arc, "routerbench").replace("\n", " \n\n  ") + "\n"
         response = await yard.complete("replayed", messy)
     assert response.text == "D"
 
@@ -59,12 +61,12 @@ async def test_replay_looks_at_the_last_user_message(
     arc: Path, write_config: Callable[[str], Path]
 ) -> None:
     async with modelyard.load(write_config(_config(arc, "routerbench", "claude-v1"))) as yard:
-        item = yard.get("replayed").recordings.items[0]  # type: ignore[attr-defined]
+        prompt = _prompt(arc, "routerbench")
         request = ChatRequest(
             messages=(
                 Message(role="user", content="earlier turn"),
                 Message(role="assistant", content="ok"),
-                Message(role="user", content=item.prompt),
+                Message(role="user", content=prompt),
             )
         )
         response = await yard.get("replayed").complete(request)
@@ -77,8 +79,7 @@ async def test_cost_without_recorded_cost_comes_from_list_prices_and_estimated_t
     path = sliced(GSM8K, 3)
     config = write_config(_config(path, "routellm-gsm8k", "gpt-4-1106-preview"))
     async with modelyard.load(config) as yard:
-        item = yard.get("replayed").recordings.items[0]  # type: ignore[attr-defined]
-        response = await yard.complete("replayed", item.prompt)
+        response = await yard.complete("replayed", _prompt(path, "routellm-gsm8k"))
     usage = response.usage
     assert usage.estimated and usage.input_tokens > 0 and usage.output_tokens > 0
     expected = (usage.input_tokens * 10.0 + usage.output_tokens * 30.0) / 1e6
@@ -94,8 +95,7 @@ async def test_a_configured_price_overrides_the_list_price(
         + "    price: {input: 0, output: 1000000}\n"
     )
     async with modelyard.load(write_config(text)) as yard:
-        item = yard.get("replayed").recordings.items[0]  # type: ignore[attr-defined]
-        response = await yard.complete("replayed", item.prompt)
+        response = await yard.complete("replayed", _prompt(path, "routellm-gsm8k"))
     assert response.cost == pytest.approx(response.usage.output_tokens)
 
 
@@ -137,4 +137,4 @@ def test_shared_data_reference_resolves_under_the_data_root(
         .replace("model:", f'data_root: "{data}", model:')
     )
     yard = modelyard.load(write_config(text))
-    assert len(yard.get("replayed").recordings.items) == 160  # type: ignore[attr-defined]
+    assert "replayed" in yard.models

@@ -5,9 +5,12 @@ Each group of commands lives in its own module and registers itself on `app`.
 
 from __future__ import annotations
 
-from modelyard.cli import (
-    basic,  # noqa: F401  (registers check, ask, models, schema)
-    evaluate,  # noqa: F401  (eval, calibrate, compare, gate, rollback)
+from modelyard.cli import (  # noqa: F401  (each module registers its commands)
+    basic,
+    costs,
+    evaluate,
+    serve,
+    train,
 )
 from modelyard.cli.app import app
 

@@ -32,6 +32,7 @@ from modelyard.providers.local_basic import (
 from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
+from modelyard.state.base import StateStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
 """Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""
@@ -60,6 +61,11 @@ class Resources:
 
     clients: dict[str, HttpClient] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+    """Stateful services with an `aclose()`: state stores, the spend ledger, caches, alerts."""
+    state: StateStore | None = None
+    """The state store of the config built last; budgets, rate limits and breakers share it
+    (`config.build_operations.state_store` makes it)."""
 
     def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
         """The pool for `key`, made on first use."""
@@ -73,11 +79,20 @@ class Resources:
             self.loaded[key] = factory()
         return self.loaded[key]
 
+    def service(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The service for `key` (a spec's identity), made on first use, closed with these."""
+        if key not in self.services:
+            self.services[key] = factory()
+        return self.services[key]
+
     async def aclose(self) -> None:
-        """Close every pool."""
+        """Close every pool and service (newest first: the ledger before the store it uses)."""
         for client in self.clients.values():
             await client.aclose()
         self.clients.clear()
+        for service in reversed(list(self.services.values())):
+            await service.aclose()
+        self.services.clear()
 
 
 @dataclass
@@ -90,6 +105,9 @@ class BuildContext:
     models: dict[str, Model] = field(default_factory=dict)
     embedders: dict[str, Embedder] = field(default_factory=dict)
     systems: dict[str, Model] = field(default_factory=dict)
+    entries: dict[str, Model] = field(default_factory=dict)
+    """What a caller reaches by name (the yard, the gateway): each system or model with the
+    per-request layer (spend accounting) around it; the graph itself holds the bare nodes."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
 
@@ -233,7 +251,7 @@ def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
     return RemoteModel(
         info,
         endpoint=_endpoint(spec.provider, provider),
-        wire=wire_format(provider.type),
+        wire=wire_format(provider.type, max_tokens_field=provider.max_tokens_field),
         client=_client(context, spec.provider, provider, timeouts),
     )
 
@@ -281,6 +299,7 @@ class Built:
     embedders: dict[str, Embedder]
     notes: list[str]
     disabled: dict[str, str]
+    entries: dict[str, Model]
     warnings: list[str] = field(default_factory=list)
     """Things that work but deserve attention (a model id that is a movable alias)."""
 
@@ -300,6 +319,9 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         context.embedders[name] = _build_embedder(context, name, embedder_spec)
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
+    from modelyard.config.build_operations import apply_operations
+
+    apply_operations(context)  # budgets, caches, ledger: wraps models, builds and wraps systems
     for name in config.systems:
         context.named(name, ("systems", name))
     disabled = {
@@ -314,6 +336,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         embedders=context.embedders,
         notes=context.notes,
         disabled=disabled,
+        entries={**context.models, **context.systems, **context.entries},
         warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )
 
@@ -379,4 +402,6 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
     return FallbackModel(name, chain)
 
 
+from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
+from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)
 from modelyard.evaluation import replay_build  # noqa: E402, F401  (registers `type: replay`)

@@ -16,6 +16,7 @@ from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import (
     BadResponseError,
     ModelError,
+    ModelTimeoutError,
     StreamInterruptedError,
     redact,
 )
@@ -35,6 +36,10 @@ from modelyard.types import (
 )
 
 RateLimitListener = Callable[[RateLimitInfo], None]
+
+SETTLE_S = 1.0
+"""Seconds to wait for a stream's trailing events (usage, end marker) once every choice has
+finished, before finishing without them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,9 +111,17 @@ class RemoteModel(Model):
             parsed = self.wire.from_wire(decoded)
         except ModelError as exc:
             raise self._failed(exc, started) from None
-        if parsed.usage.estimated and not parsed.usage.input_tokens:
-            # The upstream reported no usage: price the prompt by estimate rather than as free.
-            usage = replace(parsed.usage, input_tokens=estimate_input_tokens(request))
+        if parsed.usage.estimated and not (
+            parsed.usage.input_tokens and parsed.usage.output_tokens
+        ):
+            # The server reported no (or partial) usage: estimate what is missing, so the cost
+            # is not silently zero.
+            text = "".join(choice.message.text for choice in parsed.choices)
+            usage = replace(
+                parsed.usage,
+                input_tokens=parsed.usage.input_tokens or estimate_input_tokens(request),
+                output_tokens=parsed.usage.output_tokens or estimate_tokens(text),
+            )
             parsed = replace(parsed, usage=usage)
         return self._response(parsed, started)
 
@@ -128,19 +141,38 @@ class RemoteModel(Model):
                 if reply.status >= 400:
                     payload = await reply.body(self.client.timeouts.total)
                     raise self.wire.error_from_wire(reply.status, reply.headers, payload)
-                async for event in reply.events(request.remaining()):
-                    for chunk in decoder.feed(event):
-                        assembler.add(chunk)
-                        yield chunk
-                    if decoder.done:
-                        break
+                if _not_a_stream(reply.headers):
+                    payload = await reply.body(self.client.timeouts.total)
+                    raise bad_body(
+                        reply.status,
+                        payload,
+                        "upstream answered a stream request "
+                        f"with {reply.headers.get('content-type')}",
+                    )
+                try:
+                    async for event in reply.events(request.remaining()):
+                        for chunk in decoder.feed(event):
+                            assembler.add(chunk)
+                            yield chunk
+                        if decoder.done:
+                            break
+                        if assembler.finished:
+                            # Only the terminal event (usage, [DONE]) is left: wait for it
+                            # briefly, not for the whole stall limit.
+                            reply.settle = min(SETTLE_S, self.client.timeouts.stall)
+                except ModelTimeoutError:
+                    # Silence after every choice finished only holds back the terminal event;
+                    # the answer is whole, so finish it below.
+                    if not _whole(assembler, request.n):
+                        raise
             if not decoder.done and not assembler.finished:
                 raise StreamInterruptedError(
                     "stream ended before every choice finished; the answer is incomplete",
                     code="stream_incomplete",
                 )
-            # Every choice finished but the terminal event (usage, [DONE]) never came: the
-            # answer is whole, so finish now with estimated usage rather than wait or fail.
+            # Every choice finished but the terminal event (usage, [DONE]) never came, or was
+            # late by SETTLE_S: the answer is whole, so finish now, with the usage the stream
+            # reported if any, rather than wait or fail.
             parsed = ParsedResponse(
                 id=decoder.response_id or "",
                 provider_model=decoder.provider_model or self._model_id,
@@ -194,12 +226,7 @@ class RemoteModel(Model):
         )
 
     def _failed(self, exc: ModelError, started: float) -> ModelError:
-        exc.model = exc.model or self.name
-        exc.provider = exc.provider or self.endpoint.provider
-        exc.message = redact(exc.message, *self.endpoint.secrets)
-        if exc.provider_message:
-            exc.provider_message = redact(exc.provider_message, *self.endpoint.secrets)
-        exc.args = (exc.message,)
+        _scrubbed(exc, self.name, self.endpoint)
         decision = Decision(
             node=self.name,
             kind="model",
@@ -254,11 +281,7 @@ class RemoteEmbedder(Embedder):
                 ) from None
             parsed = self.wire.embeddings_from_wire(decoded)
         except ModelError as exc:
-            exc.model = exc.model or self.name
-            exc.provider = exc.provider or self.endpoint.provider
-            exc.message = redact(exc.message, *self.endpoint.secrets)
-            exc.args = (exc.message,)
-            raise
+            raise _scrubbed(exc, self.name, self.endpoint) from None
         if len(parsed.vectors) != len(request.inputs):
             raise BadResponseError(
                 f"asked for {len(request.inputs)} embeddings, got {len(parsed.vectors)}",
@@ -282,8 +305,31 @@ class RemoteEmbedder(Embedder):
         await self.client.aclose()
 
 
+def _scrubbed(exc: ModelError, name: str, endpoint: Endpoint) -> ModelError:
+    """`exc` with this model's name and provider filled in and every secret removed."""
+    exc.model = exc.model or name
+    exc.provider = exc.provider or endpoint.provider
+    exc.message = redact(exc.message, *endpoint.secrets)
+    if exc.provider_message:
+        exc.provider_message = redact(exc.provider_message, *endpoint.secrets)
+    exc.args = (exc.message,)
+    return exc
+
+
+def _whole(assembler: StreamAssembler, choices: int) -> bool:
+    """Whether every one of the `choices` expected has arrived and finished."""
+    return assembler.finished and len(assembler.choices()) >= choices
+
+
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
+
+
+def _not_a_stream(headers: Mapping[str, str]) -> bool:
+    # A proxy's HTML page or a JSON body where events belong; a missing type is given the
+    # benefit of the doubt, as some OpenAI-compatible servers leave it out.
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind in ("text/html", "application/json")
 
 
 def _with_query(url: str, query: Mapping[str, str]) -> str:
