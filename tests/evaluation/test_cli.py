@@ -119,3 +119,17 @@ def test_compare_lists_the_system_and_each_model(
     ]
     assert rows[2]["cost_per_item"] > rows[1]["cost_per_item"]
     assert "plotly" in html.read_text()
+
+
+def test_split_writes_disjoint_train_and_test_recordings(
+    sliced: Callable[[str, int], Path], tmp_path: Path
+) -> None:
+    path = sliced(ARC, 10)
+    out = tmp_path / "split"
+    result = runner.invoke(app, ["split", "routerbench", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
+    assert {r["prompt"] for r in train}.isdisjoint({r["prompt"] for r in test})
+    assert len({r["prompt"] for r in test}) == 5 and len({r["model"] for r in train}) == 11
+    assert all("cost" in r and "score" in r for r in train)

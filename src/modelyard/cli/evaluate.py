@@ -582,3 +582,29 @@ def rollback(
         console.print(f"{config} is now version {entry.version} ({entry.note})")
 
     guarded(run)
+
+
+@app.command("split")
+def split_command(
+    fmt: Annotated[str, typer.Argument(help="Recording format of DATA.")],
+    data: Annotated[str, typer.Argument(help="Recordings (file or folder; shared:PATH ok).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and test.jsonl.")],
+    test_fraction: Annotated[float, typer.Option(help="Share of prompts in the test file.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+) -> None:
+    """Split recordings by prompt into train/test JSONL (for train, replay and calibrate)."""
+
+    def run() -> None:
+        from modelyard.evaluation.export import split_recordings
+        from modelyard.evaluation.formats import load_recordings
+        from modelyard.evaluation.recordings import resolve_data_path
+
+        recordings = load_recordings(fmt, [resolve_data_path(data, Path.cwd())])
+        counts = split_recordings(recordings, out, test_fraction, seed)
+        console.print(
+            f"wrote {out / 'train.jsonl'} ({counts['train_prompts']} prompts, {counts['train']} "
+            f"rows) and {out / 'test.jsonl'} ({counts['test_prompts']} prompts, "
+            f"{counts['test']} rows); seed {seed}"
+        )
+
+    guarded(run)
