@@ -45,7 +45,7 @@ def write_jsonl(path: Path, lines: Iterable[dict[str, Any]]) -> int:
     count = 0
     with path.open("w", encoding="utf-8") as handle:
         for line in lines:
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(line) + "\n")
             count += 1
     return count
 
