@@ -71,3 +71,22 @@ async def test_drift_flag_marks_the_decision_when_the_provider_reports_another_i
     assert response.decision is not None
     assert response.decision.details["provider_model"] == "gpt-4o-2024-11-20"
     assert "gpt-4o-2024-11-20" in response.decision.details["model_drift"]
+
+
+def test_check_warns_about_an_alias_and_not_about_a_pinned_id(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from modelyard.cli import app
+
+    assert isinstance(tmp_path, Path)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "providers:\n  google: {type: gemini, api_key: testtesttest}\nmodels:\n"
+        "  moving: {provider: google, id: gemini-1.5-pro, price: {input: 1, output: 1}}\n"
+        "  pinned: {provider: google, id: gemini-1.5-pro-002, price: {input: 1, output: 1}}\n"
+    )
+    result = CliRunner().invoke(app, ["check", str(config)])
+    assert result.exit_code == 0
+    assert "model 'moving'" in result.output and "model 'pinned'" not in result.output
