@@ -8,6 +8,7 @@ from __future__ import annotations
 from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     basic,
     costs,
+    evaluate,
     serve,
     train,
 )

@@ -29,6 +29,7 @@ from modelyard.providers.local_basic import (
     HashingEmbedder,
     import_function,
 )
+from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
 from modelyard.state.base import StateStore
@@ -299,6 +300,8 @@ class Built:
     notes: list[str]
     disabled: dict[str, str]
     entries: dict[str, Model]
+    warnings: list[str] = field(default_factory=list)
+    """Things that work but deserve attention (a model id that is a movable alias)."""
 
 
 def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
@@ -334,6 +337,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         notes=context.notes,
         disabled=disabled,
         entries={**context.models, **context.systems, **context.entries},
+        warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )
 
 
@@ -400,3 +404,4 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
 
 from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
 from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)
+from modelyard.evaluation import replay_build  # noqa: E402, F401  (registers `type: replay`)
