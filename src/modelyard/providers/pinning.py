@@ -15,11 +15,7 @@ model family, kept here so nothing else needs to know any vendor's naming.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
-
-from modelyard.model import Wrapper
-from modelyard.types import ChatRequest, ChatResponse, Chunk
+from collections.abc import Mapping
 
 _LATEST = re.compile(r"(?i)[-:@/]latest$")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|(?<!\d)20\d{6}(?!\d)")
@@ -80,28 +76,3 @@ def alias_warnings(ids: Mapping[str, str]) -> list[str]:
         for name, model_id in ids.items()
         if (reason := alias_reason(model_id)) is not None
     ]
-
-
-class DriftFlag(Wrapper):
-    """Records the provider-reported model id in the answering call's decision and flags drift
-    from the pinned id (`details["model_drift"]`); the answer itself is untouched."""
-
-    def _mark(self, response: ChatResponse) -> ChatResponse:
-        pinned = self.inner.info.model_id
-        decision = response.decision
-        if decision is None or not pinned:
-            return response
-        details = {**decision.details, "provider_model": response.provider_model}
-        problem = drift(pinned, response.provider_model)
-        if problem is not None:
-            details["model_drift"] = problem
-        return replace(response, decision=replace(decision, details=details))
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        return self._mark(await self.inner.complete(request))
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self.inner.stream(request):
-            if chunk.response is not None:
-                chunk = replace(chunk, response=self._mark(chunk.response))
-            yield chunk
