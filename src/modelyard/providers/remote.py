@@ -23,8 +23,8 @@ from modelyard.errors import (
 )
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.providers.headers import RateLimitInfo
-from modelyard.providers.pinning import drift
 from modelyard.providers.http import HttpClient
+from modelyard.providers.pinning import drift
 from modelyard.providers.wire import EmbeddingWireFormat, ParsedResponse, WireFormat, bad_body
 from modelyard.streaming import StreamAssembler
 from modelyard.types import (
