@@ -31,6 +31,10 @@ from modelyard.providers.local_basic import (
 )
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
+from modelyard.resilience.health import HealthRegistry
+from modelyard.resilience.stack import Resilience, add_model_fallbacks, wrap_model
+from modelyard.state.base import StateStore
+from modelyard.state.memory import MemoryStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
 """Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""
@@ -59,6 +63,8 @@ class Resources:
 
     clients: dict[str, HttpClient] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
+    state: StateStore = field(default_factory=MemoryStore)
+    """Counters shared by circuits, limits and retry budgets (and, shared, by replicas)."""
 
     def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
         """The pool for `key`, made on first use."""
@@ -91,6 +97,7 @@ class BuildContext:
     systems: dict[str, Model] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
+    resilience: Resilience = field(default_factory=Resilience)
 
     def error(self, loc: Loc, message: str) -> ConfigError:
         """A ConfigError at `loc`."""
@@ -109,7 +116,7 @@ class BuildContext:
         if builder is None:
             raise self.error(loc, f"no builder for node type {type(spec).__name__}")
         node_name = spec.name or name or dotted(loc).removeprefix("systems.")
-        return builder(spec, self, loc, node_name)
+        return self.resilience.with_deadline(builder(spec, self, loc, node_name), spec.deadline)
 
     def named(self, name: str, loc: Loc) -> Model:
         """The model or system called `name`, building a system on first use."""
@@ -213,7 +220,7 @@ def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
         builder = LOCAL_BUILDERS.get(type(spec.local))
         if builder is None:
             raise context.error((*loc, "local"), f"no builder for local type {spec.local.type!r}")
-        return builder(spec.local, context, (*loc, "local"), info)
+        return wrap_model(context, name, spec, builder(spec.local, context, (*loc, "local"), info))
     assert spec.provider is not None
     provider = context.loaded.config.providers[spec.provider]
     info = ModelInfo(
@@ -228,13 +235,17 @@ def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
         return DisabledModel(
             info, f"provider {spec.provider!r}: {context.disabled_providers[spec.provider]}"
         )
-    timeouts = _timeouts(provider, spec.timeouts)
-    return RemoteModel(
-        info,
-        endpoint=_endpoint(spec.provider, provider),
-        wire=wire_format(provider.type),
-        client=_client(context, spec.provider, provider, timeouts),
-    )
+    substitute = context.resilience.substitute
+    leaf = substitute(name, info, provider) if substitute is not None else None
+    if leaf is None:
+        timeouts = _timeouts(provider, spec.timeouts)
+        leaf = RemoteModel(
+            info,
+            endpoint=_endpoint(spec.provider, provider),
+            wire=wire_format(provider.type),
+            client=_client(context, spec.provider, provider, timeouts),
+        )
+    return wrap_model(context, name, spec, leaf)
 
 
 def _build_embedder(context: BuildContext, name: str, spec: EmbedderSpec) -> Embedder:
@@ -280,15 +291,24 @@ class Built:
     embedders: dict[str, Embedder]
     notes: list[str]
     disabled: dict[str, str]
+    health: HealthRegistry = field(default_factory=HealthRegistry)
+    """Every circuit this config built (`modelyard health`, the gateway's /readyz)."""
 
 
-def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
-    """Check cross-references and build every embedder, model and system."""
+def build(
+    loaded: LoadedConfig, resources: Resources | None = None, resilience: Resilience | None = None
+) -> Built:
+    """Check cross-references and build every embedder, model and system.
+
+    `resilience` replaces the default (state from `resources`, real time, real providers).
+    """
     check_references(loaded)
+    resources = resources or Resources()
     context = BuildContext(
         loaded=loaded,
-        resources=resources or Resources(),
+        resources=resources,
         disabled_providers=disabled_providers(loaded),
+        resilience=resilience or Resilience(store=resources.state),
     )
     config = loaded.config
     for name, provider in context.disabled_providers.items():
@@ -297,6 +317,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         context.embedders[name] = _build_embedder(context, name, embedder_spec)
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
+    add_model_fallbacks(context)
     for name in config.systems:
         context.named(name, ("systems", name))
     disabled = {
@@ -311,6 +332,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         embedders=context.embedders,
         notes=context.notes,
         disabled=disabled,
+        health=context.resilience.health,
     )
 
 
@@ -369,7 +391,18 @@ LOCAL_EMBEDDER_BUILDERS[FakeEmbedderSpec] = _build_hashing
 
 @node_builder(FallbackSpec)
 def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: str) -> Model:
-    from modelyard.resilience.fallback import FallbackModel
+    from modelyard.resilience.fallback import Action, FallbackModel
 
+    for i, child in enumerate(spec.chain):
+        if isinstance(child, str) and spec.chain.index(child) != i:
+            raise context.error((*loc, "chain", i), f"{child!r} appears twice in the chain")
     chain = [context.node(child, (*loc, "chain", i)) for i, child in enumerate(spec.chain)]
-    return FallbackModel(name, chain)
+    rules: dict[str, Action] = {}
+    for key, action in spec.on.items():
+        for kind in key.split("|"):
+            rules[kind.strip()] = (
+                action
+                if isinstance(action, str)
+                else tuple(context.node(n, (*loc, "on", key, i)) for i, n in enumerate(action))
+            )
+    return FallbackModel(name, chain, rules=rules, continue_streams=spec.continue_streams)

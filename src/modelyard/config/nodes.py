@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, field_validator
 
 from modelyard.config.base import Spec
+from modelyard.errors import ERROR_KINDS
 
 
 class NodeBase(Spec):
@@ -25,15 +26,48 @@ class NodeBase(Spec):
         raise NotImplementedError
 
 
+FallbackAction = Literal["next", "propagate", "larger_window"]
+
+
 class FallbackSpec(NodeBase):
-    """Try each node in order until one answers."""
+    """Try each node in order until one answers; `on` says what each error class does.
+
+    `on` keys are error kinds (`errors.ERROR_KINDS`), several joined with `|`; values are
+    `next` (the next member), `propagate` (stop: the caller gets this error),
+    `larger_window` (the next members with a larger context window), or a list of nodes to
+    try instead. Unlisted kinds keep the defaults of `resilience/fallback.py`.
+    """
 
     type: Literal["fallback"]
     chain: list[NodeSpec] = Field(min_length=1)
+    on: dict[str, FallbackAction | list[NodeSpec]] = Field(default_factory=dict)
+    continue_streams: bool = False
+    """After part of a stream reached the caller, let a fallback that supports assistant
+    prefill continue it from the partial text (otherwise the stream ends with an error)."""
+
+    @field_validator("on")
+    @classmethod
+    def _known_kinds(
+        cls, rules: dict[str, FallbackAction | list[NodeSpec]]
+    ) -> dict[str, FallbackAction | list[NodeSpec]]:
+        for key, action in rules.items():
+            for kind in key.split("|"):
+                if kind.strip() not in ERROR_KINDS:
+                    raise ValueError(
+                        f"unknown error kind {kind.strip()!r} in rule {key!r}; "
+                        f"expected one of {', '.join(ERROR_KINDS)}"
+                    )
+            if isinstance(action, list) and not action:
+                raise ValueError(f"rule {key!r} lists no nodes; use 'propagate' to stop")
+        return rules
 
     def child_nodes(self) -> Iterator[tuple[NodeSpec, tuple[str | int, ...]]]:
         for i, node in enumerate(self.chain):
             yield node, ("chain", i)
+        for key, action in self.on.items():
+            if isinstance(action, list):
+                for i, node in enumerate(action):
+                    yield node, ("on", key, i)
 
 
 PatternSpec = Annotated[FallbackSpec, Field(discriminator="type")]

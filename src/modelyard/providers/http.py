@@ -46,6 +46,18 @@ def _bounded(limit: float, remaining: float | None) -> float:
     return max(0.001, min(limit, remaining))
 
 
+def _timed_out(limit: float, remaining: float | None, what: str, code: str) -> ModelTimeoutError:
+    """The timeout error; when the request's deadline was the tighter limit it says so, and is
+    not retryable (no time is left to retry in)."""
+    if remaining is not None and remaining <= limit:
+        return ModelTimeoutError(
+            f"{what} before the request's deadline ({limit:.2f}s)",
+            code="deadline",
+            retryable=False,
+        )
+    return ModelTimeoutError(f"{what} within {limit:.1f}s", code=code)
+
+
 class StreamReply:
     """An open streaming response: status and headers now, the body as events."""
 
@@ -65,16 +77,20 @@ class StreamReply:
         late, UnavailableError if the connection breaks."""
         parser = EventParser()
         content = self._response.content
-        limit = _bounded(self._timeouts.first_token, deadline_left)
+        loop = asyncio.get_running_loop()
+        deadline = None if deadline_left is None else loop.time() + deadline_left
+        phase_limit = self._timeouts.first_token
         phase = "first token"
         while True:
+            left = None if deadline is None else deadline - loop.time()
+            limit = _bounded(phase_limit, left)
             try:
                 async with asyncio.timeout(limit):
                     line = await content.readline()
             except TimeoutError:
-                raise ModelTimeoutError(
-                    f"stream silent for {limit:.1f}s waiting for the {phase}",
-                    code="first_token_timeout" if phase == "first token" else "stream_stalled",
+                code = "first_token_timeout" if phase == "first token" else "stream_stalled"
+                raise _timed_out(
+                    limit, left, f"stream silent waiting for the {phase}", code
                 ) from None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
                 raise UnavailableError(
@@ -89,7 +105,7 @@ class StreamReply:
             if event is not None:
                 if phase == "first token":
                     phase = "next chunk"
-                    limit = self._timeouts.stall
+                    phase_limit = self._timeouts.stall
                 yield event
 
 
@@ -134,7 +150,7 @@ class HttpClient:
                     payload = await response.read()
                     return HttpReply(response.status, response.headers, payload)
         except TimeoutError:
-            raise ModelTimeoutError(f"no complete answer within {limit:.1f}s") from None
+            raise _timed_out(limit, deadline_left, "no complete answer", "timeout") from None
         except aiohttp.ClientConnectorError as exc:
             raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -159,8 +175,8 @@ class HttpClient:
             async with asyncio.timeout(limit):
                 response = await session.post(url, data=body, headers=headers)
         except TimeoutError:
-            raise ModelTimeoutError(
-                f"no response headers within {limit:.1f}s", code="first_token_timeout"
+            raise _timed_out(
+                limit, deadline_left, "no response headers", "first_token_timeout"
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None
