@@ -398,11 +398,13 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
             raise context.error((*loc, "chain", i), f"{child!r} appears twice in the chain")
     chain = [context.node(child, (*loc, "chain", i)) for i, child in enumerate(spec.chain)]
     rules: dict[str, Action] = {}
-    for key, action in spec.on.items():
+    for key, action in spec.on_error.items():
         for kind in key.split("|"):
             rules[kind.strip()] = (
                 action
                 if isinstance(action, str)
-                else tuple(context.node(n, (*loc, "on", key, i)) for i, n in enumerate(action))
+                else tuple(
+                    context.node(n, (*loc, "on_error", key, i)) for i, n in enumerate(action)
+                )
             )
     return FallbackModel(name, chain, rules=rules, continue_streams=spec.continue_streams)

@@ -30,9 +30,9 @@ FallbackAction = Literal["next", "propagate", "larger_window"]
 
 
 class FallbackSpec(NodeBase):
-    """Try each node in order until one answers; `on` says what each error class does.
+    """Try each node in order until one answers; `on_error` says what each error class does.
 
-    `on` keys are error kinds (`errors.ERROR_KINDS`), several joined with `|`; values are
+    `on_error` keys are error kinds (`errors.ERROR_KINDS`), several joined with `|`; values are
     `next` (the next member), `propagate` (stop: the caller gets this error),
     `larger_window` (the next members with a larger context window), or a list of nodes to
     try instead. Unlisted kinds keep the defaults of `resilience/fallback.py`.
@@ -40,12 +40,12 @@ class FallbackSpec(NodeBase):
 
     type: Literal["fallback"]
     chain: list[NodeSpec] = Field(min_length=1)
-    on: dict[str, FallbackAction | list[NodeSpec]] = Field(default_factory=dict)
+    on_error: dict[str, FallbackAction | list[NodeSpec]] = Field(default_factory=dict)
     continue_streams: bool = False
     """After part of a stream reached the caller, let a fallback that supports assistant
     prefill continue it from the partial text (otherwise the stream ends with an error)."""
 
-    @field_validator("on")
+    @field_validator("on_error")
     @classmethod
     def _known_kinds(
         cls, rules: dict[str, FallbackAction | list[NodeSpec]]
@@ -64,10 +64,10 @@ class FallbackSpec(NodeBase):
     def child_nodes(self) -> Iterator[tuple[NodeSpec, tuple[str | int, ...]]]:
         for i, node in enumerate(self.chain):
             yield node, ("chain", i)
-        for key, action in self.on.items():
+        for key, action in self.on_error.items():
             if isinstance(action, list):
                 for i, node in enumerate(action):
-                    yield node, ("on", key, i)
+                    yield node, ("on_error", key, i)
 
 
 PatternSpec = Annotated[FallbackSpec, Field(discriminator="type")]
