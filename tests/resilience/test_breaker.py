@@ -118,7 +118,8 @@ async def test_only_one_probe_at_a_time() -> None:
 
 def test_client_errors_do_not_count_but_outages_and_429s_do() -> None:
     assert not counts_as_failure(BadRequestError("bad"))
-    assert not counts_as_failure(ModelTimeoutError("late", code="deadline"))
+    assert not counts_as_failure(UnavailableError("open", code="circuit_open"))
+    assert counts_as_failure(ModelTimeoutError("late", code="deadline"))
     assert not counts_as_failure(RateLimitedError("ours", code="client_rate_limit"))
     assert counts_as_failure(UnavailableError("down"))
     assert counts_as_failure(ModelTimeoutError("slow"))

@@ -106,9 +106,30 @@ async def test_no_member_is_tried_after_the_deadline() -> None:
     backup = scripted("b")
     request = user("x", deadline=time.monotonic() + 0.03)
     with pytest.raises(ModelTimeoutError) as caught:
-        await FallbackModel("f", [slow, backup]).complete(request)
+        await FallbackModel("f", [slow, backup], share=1.0).complete(request)
     assert backup.calls == []
     assert "deadline" in str(caught.value)
+
+
+async def test_a_silent_primary_leaves_the_fallback_half_the_time() -> None:
+    silent = scripted("silent", default=Reply(text="too late", latency=5.0))
+    backup = scripted("b", default="in time")
+    started = time.monotonic()
+    response = await FallbackModel("f", [silent, backup]).complete(
+        user("x", deadline=time.monotonic() + 0.2)
+    )
+    assert response.model == "b"
+    assert 0.09 <= time.monotonic() - started < 0.15
+
+
+async def test_a_stream_without_first_content_in_its_share_fails_over() -> None:
+    silent = scripted("silent", default=Reply(text="too late", latency=5.0))
+    backup = scripted("b", default="in time")
+    request = user("x", deadline=time.monotonic() + 0.2)
+    response = await collect(FallbackModel("f", [silent, backup]).stream(request))
+    assert response.model == "b"
+    assert response.decision is not None
+    assert "share" in str(response.decision.children[0].error)
 
 
 async def test_stream_failing_before_content_fails_over_transparently() -> None:

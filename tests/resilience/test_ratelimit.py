@@ -95,18 +95,24 @@ async def test_the_queue_is_bounded() -> None:
 
 
 async def test_headers_saying_nothing_is_left_hold_requests_until_the_reset() -> None:
-    model = limited(RateLimits(when_limited="fail"))
+    model = limited(RateLimits(max_wait=10.0))
     model.limiters[0].learn(RateLimitInfo(remaining_requests=0, reset_requests_s=5.0))
+    started = time.monotonic()
     with pytest.raises(RateLimitedError) as caught:
         await model.complete(user("x"))
+    assert time.monotonic() - started < 0.05  # not queued: the retry layer owns the wait
     assert caught.value.retry_after is not None and 4.9 < caught.value.retry_after <= 5.0
     assert model.inner.calls == []  # type: ignore[attr-defined]
 
 
 async def test_a_provider_429_with_retry_after_holds_the_next_requests() -> None:
-    model = limited(RateLimits(max_wait=0.5), fails("rate_limited", retry_after=0.05))
+    model = limited(RateLimits(), fails("rate_limited", retry_after=0.05))
     with pytest.raises(RateLimitedError):
         await model.complete(user("x"))
-    started = time.monotonic()
+    with pytest.raises(RateLimitedError) as caught:
+        await model.complete(user("x"))
+    assert caught.value.code == "client_rate_limit"
+    assert caught.value.retry_after is not None and caught.value.retry_after <= 0.05
+    await asyncio.sleep(0.05)
     assert (await model.complete(user("x"))).text == "ok"
-    assert time.monotonic() - started >= 0.04
+    assert len(model.inner.calls) == 2  # type: ignore[attr-defined]

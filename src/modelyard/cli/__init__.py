@@ -5,7 +5,11 @@ Each group of commands lives in its own module and registers itself on `app`.
 
 from __future__ import annotations
 
-from modelyard.cli import basic  # noqa: F401  (registers check, ask, models, schema)
+from modelyard.cli import (  # noqa: F401  (register drill, health)
+    basic,
+    drill,
+    health,
+)
 from modelyard.cli.app import app
 
 

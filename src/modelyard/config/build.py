@@ -407,4 +407,10 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
                     context.node(n, (*loc, "on_error", key, i)) for i, n in enumerate(action)
                 )
             )
-    return FallbackModel(name, chain, rules=rules, continue_streams=spec.continue_streams)
+    return FallbackModel(
+        name,
+        chain,
+        rules=rules,
+        continue_streams=spec.continue_streams,
+        share=spec.member_share,
+    )

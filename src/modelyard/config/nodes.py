@@ -44,6 +44,9 @@ class FallbackSpec(NodeBase):
     continue_streams: bool = False
     """After part of a stream reached the caller, let a fallback that supports assistant
     prefill continue it from the partial text (otherwise the stream ends with an error)."""
+    member_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of the request's remaining time a member may use while others wait their turn
+    (a stream: until its first content), so a silent member cannot eat the whole deadline."""
 
     @field_validator("on_error")
     @classmethod

@@ -11,11 +11,13 @@ replicas sharing a store share their circuits: one replica's failures open the c
 all, and only one probe at a time goes out across them.
 
 What counts as a failure: only what says the provider is unwell — 5xx and connection errors,
-timeouts (except the caller's own deadline running out), malformed answers, broken streams,
-and 429s from the provider (one among successes hardly moves the rate, but a provider that
-keeps refusing us is as good as down for our traffic). A 400, 401, 403, 404, context-length
-or content-filter error says nothing about the provider's health and is not counted, nor are
-our own client-side rate limits.
+timeouts, malformed answers, broken streams, and 429s from the provider (one among successes
+hardly moves the rate, but a provider that keeps refusing us is as good as down for our
+traffic). Timeouts count even when the request's deadline was the tighter limit: a model that
+cannot answer within the deadlines callers give it is better skipped for a while, and a
+gateway with a default deadline would otherwise never open a circuit on a silent provider.
+A 400, 401, 403, 404, context-length or content-filter error says nothing about the
+provider's health and is not counted, nor are our own client-side limits and open circuits.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from modelyard.state.base import Claim, StateStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 CIRCUIT_OPEN = "circuit_open"
-CLIENT_CODES = frozenset({CIRCUIT_OPEN, "deadline", "client_rate_limit"})
+CLIENT_CODES = frozenset({CIRCUIT_OPEN, "client_rate_limit"})
 """Error codes modelyard itself raises; they say nothing about the provider."""
 _BUCKETS = 10
 

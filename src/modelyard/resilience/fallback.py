@@ -12,6 +12,11 @@ from the config before the defaults:
 An action is `next`, `propagate`, `larger_window`, or a list of Models to try instead. Each
 member is tried at most once per request, and none once the request's deadline has passed.
 
+A silent member must not eat the whole deadline: while other members wait their turn, a
+member may use only `share` (default half) of the time left — a plain call gets a tightened
+deadline, a stream must show its first content within it — so a fallback always keeps time
+to answer. The last member gets all that is left.
+
 The caller gets the real error: the first member's, never a later fallback's unrelated error
 masking it — except when every member tried was rate limited, when the caller gets one
 `RateLimitedError` with the soonest `retry_after`, so it knows when to come back.
@@ -24,14 +29,15 @@ from the partial text. Nothing else is ever spliced.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
-from modelyard.errors import ERROR_KINDS, ModelError, RateLimitedError
+from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, RateLimitedError
 from modelyard.model import Model, ModelInfo, elapsed_ms
-from modelyard.resilience.streams import GuardedStream, annotate, interrupted
+from modelyard.resilience.streams import GuardedStream, annotate, closing, interrupted
 from modelyard.types import ChatRequest, ChatResponse, Choice, Chunk, Decision, Message
 
 Action = Literal["next", "propagate", "larger_window"] | tuple[Model, ...]
@@ -66,11 +72,13 @@ class FallbackModel(Model):
         *,
         rules: Mapping[str, Action] | None = None,
         continue_streams: bool = False,
+        share: float = 0.5,
         info: ModelInfo | None = None,
     ) -> None:
         self.chain = tuple(chain)
         self.rules: Mapping[str, Action] = dict(rules or {})
         self.continue_streams = continue_streams
+        self.share = share
         first = self.chain[0].info
         self.info = info or ModelInfo(
             name=name, kind="fallback", capabilities=first.capabilities, price=first.price
@@ -124,8 +132,9 @@ class FallbackModel(Model):
                 continue
             if not run.may_try(member, request):
                 break
+            share = run.share(request, queue)
             try:
-                response = await member.complete(request)
+                response = await member.complete(request.with_budget(share))
             except ModelError as exc:
                 run.failed(member, exc)
                 action = rule_for(exc, self.rules)
@@ -151,7 +160,7 @@ class FallbackModel(Model):
                 break
             attempt = GuardedStream(member.stream(current))
             try:
-                async for chunk in attempt.chunks():
+                async for chunk in _first_content_within(attempt, run.share(current, queue)):
                     yield chunk
             except ModelError as exc:
                 run.failed(member, exc)
@@ -185,6 +194,32 @@ class FallbackModel(Model):
             if member.info.capabilities.prefill:
                 return member
         return None
+
+
+async def _first_content_within(
+    attempt: GuardedStream, seconds: float | None
+) -> AsyncIterator[Chunk]:
+    """The attempt's chunks; a ModelTimeoutError if no content came within `seconds` (after
+    the first content the stream has all the time the request has)."""
+    async with closing(attempt.chunks()) as chunks:
+        iterator = aiter(chunks)
+        until = None if seconds is None else time.monotonic() + seconds
+        while True:
+            try:
+                if until is None or attempt.committed:
+                    chunk = await anext(iterator)
+                else:
+                    async with asyncio.timeout(max(until - time.monotonic(), 0.0)):
+                        chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ModelTimeoutError(
+                    f"no content within its {seconds:.2f}s share of the request's time; "
+                    "the rest is kept for the next fallback",
+                    code="fallback_share",
+                ) from None
+            yield chunk
 
 
 def _continuation(request: ChatRequest, sent: str) -> ChatRequest:
@@ -224,6 +259,15 @@ class _Run:
             return False
         self.tried.add(id(member))
         return True
+
+    def share(self, request: ChatRequest, queue: list[Model]) -> float | None:
+        """Seconds the member about to be tried may use while untried members wait their turn
+        (None: all that is left)."""
+        left = request.remaining()
+        share = self.model.share
+        if left is None or share >= 1.0 or all(id(m) in self.tried for m in queue):
+            return None
+        return max(left, 0.0) * share
 
     def failed(self, member: Model, exc: ModelError) -> None:
         self.attempts.append(exc.decision or _failed_decision(member, exc))

@@ -4,7 +4,11 @@ A `Limiter` holds one scope's limits (a provider's, shared by its models, or one
 requests and tokens per minute, counted in the `StateStore`'s sliding windows so replicas
 sharing a store share the limit; calls in flight (`max_concurrency`, per process); and what the
 provider itself said — when its rate-limit headers report nothing left, or a 429 names a
-Retry-After, requests are held until the reset instead of being sent to be refused.
+Retry-After, requests are not sent until the reset (they would only be refused). A request
+held that way fails at once with the time left as its `retry_after`: waiting on the
+provider's word belongs to the retry layer (bounded by `max_retry_after`, its attempts and
+budget, and the deadline) and moving on to the fallback; queueing here as well would wait
+twice and, in a 429 storm, release one request per Retry-After while the rest pile up.
 
 Tokens are estimated before the call (the prompt, plus `max_tokens` or the model's maximum
 output, per choice) and corrected to the real usage after it. A request that must wait waits
@@ -170,6 +174,9 @@ class Limiter:
     async def _take_window(
         self, tokens: int, started: float, budget: float, by_deadline: bool
     ) -> None:
+        held = self._held_for()
+        if held > 0:
+            raise self._refused(self._held_why, held)
         while True:
             wait, why = await self._try_window(tokens)
             if wait <= 0:
@@ -182,9 +189,6 @@ class Limiter:
     async def _try_window(self, tokens: int) -> tuple[float, str]:
         """Take one request and `tokens` from the windows; (seconds to wait, why) if either
         is full (nothing taken then)."""
-        held = self._held_for()
-        if held > 0:
-            return held, self._held_why
         limits = self.limits
         if limits.rpm is not None:
             wait = await self.store.window_acquire(
