@@ -188,6 +188,7 @@ async def test_fallback_rules_from_config(write_config: Write) -> None:
         "    chain: [big, small]\n"
         "    on_error: {'timeout|unavailable': [canned], content_filter: propagate}\n"
     )
+    text = text.replace("sk-test-123456}", "sk-test-123456, retry: {initial_backoff: 0.001}}")
     result = built(write_config(text), {"big": Reply(error="timeout")})
     system = result.systems["main"]
     response = await system.complete(user("x"))
