@@ -1,0 +1,283 @@
+"""Google Gemini's generateContent API (Gemini Developer API, `v1beta`): pure translation.
+
+Requests: messages become `contents` (roles `user` / `model`) of `parts`; system text becomes
+`systemInstruction`; tools become `functionDeclarations` with their JSON Schema passed as
+`parametersJsonSchema` (no lossy conversion to the OpenAPI subset); tool results become
+`functionResponse` parts named after the call they answer, in one turn for parallel calls.
+`metadata` and `parallel_tool_calls` have no Gemini equivalent and are not sent.
+Answers are read in `gemini_answers`, errors in `gemini_errors`; `WIRE` ties them together
+for `RemoteModel` and `RemoteEmbedder`.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from modelyard.errors import BadRequestError, BadResponseError, ModelError
+from modelyard.providers.gemini_answers import (
+    GeminiStreamDecoder,
+    error_status,
+    from_wire,
+    split_call_id,
+    token_count,
+)
+from modelyard.providers.gemini_errors import api_error, error_from_wire
+from modelyard.providers.headers import RateLimitInfo
+from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, require
+from modelyard.types import (
+    ChatRequest,
+    EmbeddingRequest,
+    ImagePart,
+    Message,
+    Part,
+    Tool,
+    ToolCall,
+    Usage,
+)
+
+_TOOL_CHOICE = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
+
+def _resource(model_id: str) -> str:
+    """`models/<id>`, or the id as given when it already names a resource (`tunedModels/x`)."""
+    return model_id if "/" in model_id else f"models/{model_id}"
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def _image(part: ImagePart) -> dict[str, Any]:
+    url = part.url
+    if url.startswith("data:"):
+        header, sep, payload = url[5:].partition(",")
+        if not sep:
+            raise BadRequestError("image data: URI has no ',' before its data")
+        mime, _, encoding = header.partition(";")
+        if encoding == "base64":
+            data = payload
+        else:
+            data = base64.b64encode(unquote_to_bytes(payload)).decode()
+        return {"inlineData": {"mimeType": mime or "application/octet-stream", "data": data}}
+    file_data: dict[str, Any] = {"fileUri": url}
+    guessed = mimetypes.guess_type(url.split("?", 1)[0])[0]
+    if guessed:
+        file_data["mimeType"] = guessed
+    return {"fileData": file_data}
+
+
+def _parts(content: str | tuple[Part, ...]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}]
+    return [
+        _image(part) if isinstance(part, ImagePart) else {"text": part.text} for part in content
+    ]
+
+
+def _call_part(call: ToolCall) -> dict[str, Any]:
+    try:
+        args = orjson.loads(call.arguments) if call.arguments.strip() else {}
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise BadRequestError(
+            f"tool call {call.id!r} ({call.name}) has arguments that are not a JSON object: "
+            f"{call.arguments[:80]!r}; Gemini needs an object"
+        )
+    part: dict[str, Any] = {"functionCall": {"name": call.name, "args": args}}
+    _, signature = split_call_id(call.id)
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _tool_result(text: str) -> dict[str, Any]:
+    """Gemini wants an object; anything else is wrapped as its documented `output` key."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {"output": text}
+    return value if isinstance(value, dict) else {"output": value}
+
+
+def _tool_response(message: Message, names: Mapping[str, str], position: int) -> dict[str, Any]:
+    name = names.get(message.tool_call_id or "") or message.name
+    if not name:
+        raise BadRequestError(
+            f"messages[{position}]: tool result for call {message.tool_call_id!r} matches no "
+            "earlier assistant tool call, and Gemini needs the function's name; set `name`"
+        )
+    return {"functionResponse": {"name": name, "response": _tool_result(message.text)}}
+
+
+def _contents(request: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(contents, systemInstruction parts)."""
+    system = [{"text": request.system}] if request.system else []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for position, message in enumerate(request.messages):
+        if message.role == "system":
+            system.append({"text": message.text})
+        elif message.role == "assistant":
+            parts = [{"text": message.text}] if message.text else []
+            for call in message.tool_calls:
+                names[call.id] = call.name
+                parts.append(_call_part(call))
+            if parts:
+                contents.append({"role": "model", "parts": parts})
+        elif message.role == "tool":
+            part = _tool_response(message, names, position)
+            last = contents[-1] if contents else None
+            # Answers to parallel calls go back together in one turn, as Gemini expects.
+            if last and last["role"] == "user" and "functionResponse" in last["parts"][-1]:
+                last["parts"].append(part)
+            else:
+                contents.append({"role": "user", "parts": [part]})
+        else:
+            contents.append({"role": "user", "parts": _parts(message.content)})
+    if not contents:
+        raise BadRequestError("the request has no user, assistant or tool message to send")
+    return contents, system
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        declaration["description"] = tool.description
+    if tool.parameters and tool.parameters.get("properties") != {}:
+        declaration["parametersJsonSchema"] = dict(tool.parameters)
+    return declaration
+
+
+def _tool_config(request: ChatRequest) -> dict[str, Any]:
+    choice = request.tool_choice
+    assert choice is not None
+    if choice in _TOOL_CHOICE:
+        return {"functionCallingConfig": {"mode": _TOOL_CHOICE[choice]}}
+    if choice not in {tool.name for tool in request.tools}:
+        raise BadRequestError(f"tool_choice names {choice!r}, which is not among the tools")
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice]}}
+
+
+def _generation_config(request: ChatRequest) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
+    if request.seed is not None:
+        config["seed"] = request.seed
+    if request.n > 1:
+        config["candidateCount"] = request.n
+    if request.logprobs:
+        config["responseLogprobs"] = True
+        if request.top_logprobs:
+            config["logprobs"] = request.top_logprobs
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        config["responseMimeType"] = "application/json"
+        if fmt.type == "json_schema" and fmt.schema:
+            config["responseJsonSchema"] = dict(fmt.schema)
+    return config
+
+
+def to_wire(request: ChatRequest) -> dict[str, Any]:
+    """The GenerateContentRequest body for `request` (the model goes in the URL)."""
+    contents, system = _contents(request)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    if request.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
+        if request.tool_choice is not None:
+            body["toolConfig"] = _tool_config(request)
+    config = _generation_config(request)
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+
+def embeddings_to_wire(request: EmbeddingRequest, model_id: str) -> dict[str, Any]:
+    """The batchEmbedContents body: one request per input."""
+    resource = _resource(model_id)
+    requests = []
+    for text in request.inputs:
+        item: dict[str, Any] = {"model": resource, "content": {"parts": [{"text": text}]}}
+        if request.dimensions is not None:
+            item["outputDimensionality"] = request.dimensions
+        requests.append(item)
+    return {"requests": requests}
+
+
+def embeddings_from_wire(body: Any) -> ParsedEmbeddings:
+    """The vectors of a batchEmbedContents answer; Gemini reports no usage (estimated later)."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise api_error(error_status(body["error"]), body["error"], {})
+    embeddings = require(body, "embeddings", list, "response")
+    vectors = []
+    for i, item in enumerate(embeddings):
+        values = require(item, "values", list, f"embeddings[{i}]")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            raise BadResponseError(f"embeddings[{i}].values holds a non-number")
+        vectors.append(tuple(float(v) for v in values))
+    usage = Usage(estimated=True)
+    if isinstance(body.get("usageMetadata"), dict):
+        usage = Usage(input_tokens=token_count(body["usageMetadata"], "promptTokenCount"))
+    return ParsedEmbeddings(provider_model="", vectors=tuple(vectors), usage=usage)
+
+
+class GeminiWire:
+    """The WireFormat (and EmbeddingWireFormat) of the Gemini Developer API."""
+
+    name = "gemini"
+    requires_max_tokens = False
+
+    def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{base_url.rstrip('/')}/{_resource(model_id)}:{method}"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-goog-api-key": api_key}
+
+    def default_headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json"}
+
+    def to_wire(self, request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
+        return to_wire(request)
+
+    def from_wire(self, body: Any) -> ParsedResponse:
+        return from_wire(body)
+
+    def stream_decoder(self) -> GeminiStreamDecoder:
+        return GeminiStreamDecoder()
+
+    def error_from_wire(self, status: int, headers: Mapping[str, str], body: bytes) -> ModelError:
+        return error_from_wire(status, headers, body)
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
+        """Gemini sends no quota headers."""
+        return RateLimitInfo()
+
+    def embeddings_url(self, base_url: str, model_id: str) -> str:
+        return f"{base_url.rstrip('/')}/{_resource(model_id)}:batchEmbedContents"
+
+    def embeddings_to_wire(self, request: EmbeddingRequest, model_id: str) -> dict[str, Any]:
+        return embeddings_to_wire(request, model_id)
+
+    def embeddings_from_wire(self, body: Any) -> ParsedEmbeddings:
+        return embeddings_from_wire(body)
+
+
+WIRE = GeminiWire()
