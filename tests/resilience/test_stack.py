@@ -97,16 +97,31 @@ def test_health_registry_holds_each_hosted_models_circuit(write_config: Write) -
     assert {b.scope for b in health} == {"model:big", "model:small"}
 
 
-def test_provider_breaker_is_one_circuit_for_all_its_models(write_config: Write) -> None:
-    text = HOSTED.replace("api_key: sk-test-123456}", "api_key: sk-test-123456, breaker: {}}")
+def test_provider_breaker_settings_apply_to_each_model(write_config: Write) -> None:
+    text = HOSTED.replace(
+        "api_key: sk-test-123456}", "api_key: sk-test-123456, breaker: {probes: 3}}"
+    )
+    health = built(write_config(text)).health
+    assert {b.scope for b in health} == {"model:big", "model:small"}
+    assert all(b.policy.probes == 3 for b in health)
+
+
+def test_per_provider_breaker_is_one_circuit_for_all_its_models(write_config: Write) -> None:
+    text = HOSTED.replace(
+        "api_key: sk-test-123456}", "api_key: sk-test-123456, breaker: {per: provider}}"
+    )
     result = built(write_config(text))
-    assert "provider:acme" in {b.scope for b in result.health}
+    assert {b.scope for b in result.health} == {"provider:acme"}
     big, small = result.models["big"], result.models["small"]
     assert isinstance(small, FallbackModel)
-    breakers = [
-        m.breakers for m in (big.inner, small.chain[0].inner) if isinstance(m, BreakerModel)
-    ]
-    assert breakers[0][1] is breakers[1][1]
+    guards = [m for m in (big.inner, small.chain[0].inner) if isinstance(m, BreakerModel)]
+    assert guards[0].breakers[0] is guards[1].breakers[0]
+
+
+def test_provider_settings_can_turn_every_default_off(write_config: Write) -> None:
+    bare = "retry: {attempts: 0}, breaker: {enabled: false}, limits: {learn: false}"
+    text = HOSTED.replace("api_key: sk-test-123456}", f"api_key: sk-test-123456, {bare}}}")
+    assert layers(built(write_config(text)).models["big"]) == [ScriptedModel]
 
 
 async def test_a_node_deadline_abandons_a_slow_member(write_config: Write) -> None:
@@ -136,6 +151,7 @@ systems:
         ),
         ("breaker: {failure_rate: 0}", "models.big.breaker.failure_rate", "greater than 0"),
         ("breaker: {probes: 500}", "models.big.breaker.probes", "less than or equal to 20"),
+        ("breaker: {per: provider}", "models.big.breaker.per", "on the provider's breaker"),
         ("limits: {rpm: 0}", "models.big.limits.rpm", "greater than 0"),
         (
             "limits: {rpm: 2}\n    breaker: {probes: 3, window: 60}",

@@ -54,11 +54,12 @@ class RetrySpec(Spec):
 class BreakerSpec(Spec):
     """Open the circuit when too many recent calls failed; probe it until the model recovers.
 
-    On a model it guards that model; on a provider it is one circuit shared by all the
-    provider's models (for outages that take the whole API down at once).
+    On a provider it applies to each of its models (a model's own `breaker` overrides it);
+    `per: provider` makes it one circuit shared by all of them, for APIs that go down whole.
     """
 
     enabled: bool = True
+    per: Literal["model", "provider"] = "model"
     failure_rate: float = Field(default=0.5, gt=0, le=1)
     """Open when at least this share of the calls in the window failed."""
     min_calls: PositiveInt = Field(default=5, le=10_000)
@@ -86,3 +87,11 @@ class LimitsSpec(Spec):
     max_wait: NonNegativeFloat = Field(default=10.0, le=3600)
     """Seconds a request may wait in the queue before it fails as rate limited."""
     max_queue: PositiveInt = 1000
+    learn: bool = True
+    """Hold requests while the provider's rate-limit headers or a 429's Retry-After say its
+    quota is spent (hosted models; set on the provider or per model)."""
+
+    @property
+    def limits_anything(self) -> bool:
+        """Whether any configured limit applies (not just learning)."""
+        return any(v is not None for v in (self.rpm, self.tpm, self.max_concurrency))

@@ -12,16 +12,18 @@ Outermost to innermost:
 - rate limit innermost: retries queue like any other call, so retrying cannot push us past
   a limit; and the breaker does not count our own queueing as the provider's failure.
 
-Settings come from the provider and are overridden per model (`retry`); circuits and limits
-exist per provider (one for all its models, when set on the provider) and per model.
+Retry and breaker settings come from the provider and are overridden per model; a circuit is
+per model, or one per provider with `breaker: {per: provider}`. Limits set on a provider
+count all its models together, and a model's own limits apply on top.
 
 Defaults. A hosted model gets, even when the config says nothing: 2 retries with full-jitter
 backoff from 0.5 s (Retry-After honoured up to 60 s), under a provider retry budget of 20 % of
 requests plus 10 per 10 s; a circuit of its own (opens at 50 % failures over 30 s with at
 least 5 calls, probes after 15 s); and a limiter that learns from the provider's rate-limit
 headers and 429s. Local and fake models get nothing unless configured: they fail
-deterministically, and retrying them would only hide that. `retry: {attempts: 0}` and
-`breaker: {enabled: false}` turn the defaults off.
+deterministically, and retrying them would only hide that. `retry: {attempts: 0}`,
+`breaker: {enabled: false}` and `limits: {learn: false}` turn the defaults off (on the
+provider or per model), leaving the bare adapter.
 """
 
 from __future__ import annotations
@@ -107,27 +109,27 @@ def wrap_model(context: BuildContext, name: str, spec: ModelSpec, leaf: Model) -
     _check_breaker(context, loc, spec, provider)
     model = leaf
     limiters: list[Limiter] = []
-    if provider is not None and provider.limits is not None:
-        limiters.append(parts.limiter(f"provider:{spec.provider}", provider.limits))
+    provider_limits = provider.limits if provider is not None else None
+    if provider_limits is not None and provider_limits.limits_anything:
+        limiters.append(parts.limiter(f"provider:{spec.provider}", provider_limits))
+    learns = provider is not None and (spec.limits or provider_limits or LimitsSpec()).learn
     learner = None
-    if provider is not None or spec.limits is not None:
+    if learns or (spec.limits is not None and spec.limits.limits_anything):
         own = parts.limiter(f"model:{name}", spec.limits)
         limiters.append(own)
-        if provider is not None:
+        if learns:
             learner = own
             listeners = getattr(leaf, "rate_limit_listeners", None)
             if isinstance(listeners, list):
                 listeners.append(own.learn)
     if limiters:
         model = RateLimitModel(model, limiters, learner=learner)
-    breakers = []
-    own_breaker = spec.breaker or (BreakerSpec() if provider is not None else None)
-    if own_breaker is not None and own_breaker.enabled:
-        breakers.append(parts.breaker(f"model:{name}", own_breaker))
-    if provider is not None and provider.breaker is not None and provider.breaker.enabled:
-        breakers.append(parts.breaker(f"provider:{spec.provider}", provider.breaker))
-    if breakers:
-        model = BreakerModel(model, breakers)
+    breaker = spec.breaker or (provider.breaker if provider is not None else None)
+    if breaker is None and provider is not None:
+        breaker = BreakerSpec()
+    if breaker is not None and breaker.enabled:
+        scope = f"provider:{spec.provider}" if breaker.per == "provider" else f"model:{name}"
+        model = BreakerModel(model, [parts.breaker(scope, breaker)])
     retry = spec.retry or (provider.retry if provider is not None else None)
     if retry is None and provider is not None:
         retry = RetrySpec()
@@ -163,9 +165,15 @@ def _calls_per_window(limits: list[LimitsSpec | None], window: float) -> float |
 def _check_breaker(
     context: BuildContext, loc: Loc, spec: ModelSpec, provider: ProviderSpec | None
 ) -> None:
-    """Refuse circuits that can never open or never close under the model's rpm limits."""
+    """Refuse circuits that cannot work: per-provider on a model, or one that can never open
+    or never close under the model's rpm limits."""
     limits = [spec.limits, provider.limits if provider is not None else None]
     candidates: list[tuple[BreakerSpec | None, Loc]] = [(spec.breaker, (*loc, "breaker"))]
+    if spec.breaker is not None and spec.breaker.per == "provider":
+        raise context.error(
+            (*loc, "breaker", "per"),
+            "a model's breaker guards that model; set 'per: provider' on the provider's breaker",
+        )
     if provider is not None:
         candidates.append((provider.breaker, ("providers", str(spec.provider), "breaker")))
     for breaker, where in candidates:
