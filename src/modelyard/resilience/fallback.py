@@ -169,7 +169,7 @@ class FallbackModel(Model):
                     sent += attempt.assembler.text
                     follower = self._follower(action, member, queue, attempt)
                     if follower is None:
-                        raise run.interrupted(exc, len(sent)) from exc
+                        raise run.interrupted(exc, len(sent))  # noqa: B904 (its cause is set)
                     queue = [follower, *(m for m in queue if m is not follower)]
                     current = _continuation(request, sent)
                     continue

@@ -162,7 +162,7 @@ class RetryModel(Wrapper):
                     run.record(exc, "stream broke after its first content; not retried")
                     sent = len(attempt.assembler.text)
                     error = interrupted(exc, model=self.name, sent_chars=sent)
-                    raise run.finish(error) from exc
+                    raise run.finish(error)  # noqa: B904 (its cause is set)
                 wait = await self._failed(run, exc, request)
                 if wait is None:
                     raise run.gave_up(exc) from None

@@ -87,10 +87,9 @@ class GuardedStream:
 
 
 def interrupted(exc: ModelError, *, model: str, sent_chars: int) -> StreamInterruptedError:
-    """The error for a stream that broke after `sent_chars` characters reached the caller.
-
-    Raise it `from exc` so the original stays the `__cause__`; cost and decision carry over.
-    """
+    """The error for a stream that broke after `sent_chars` characters reached the caller,
+    with the original as its `__cause__` (an inner wrapper's StreamInterruptedError is kept as
+    it is, cause and all); cost and decision carry over."""
     if isinstance(exc, StreamInterruptedError):
         return exc
     error = StreamInterruptedError(
@@ -103,6 +102,7 @@ def interrupted(exc: ModelError, *, model: str, sent_chars: int) -> StreamInterr
     )
     error.cost = exc.cost
     error.decision = exc.decision
+    error.__cause__ = exc
     return error
 
 
