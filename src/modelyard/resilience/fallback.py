@@ -99,9 +99,9 @@ class FallbackModel(Model):
         out = dict(self.chain[0].describe()) if self.info.kind != "fallback" else {}
         out["kind"] = self.info.kind
         out["fallbacks"] = " > ".join(m.name for m in self.chain[1:]) or "none"
-        for kind, action in self.rules.items():
-            out[f"on {kind}"] = (
-                action if isinstance(action, str) else "[" + ", ".join(m.name for m in action) + "]"
+        if self.rules:
+            out["on_error"] = "; ".join(
+                f"{kind}: {_shown(action)}" for kind, action in self.rules.items()
             )
         if self.continue_streams:
             out["continue_streams"] = True
@@ -194,6 +194,10 @@ class FallbackModel(Model):
             if member.info.capabilities.prefill:
                 return member
         return None
+
+
+def _shown(action: Action) -> str:
+    return action if isinstance(action, str) else " > ".join(m.name for m in action)
 
 
 async def _first_content_within(

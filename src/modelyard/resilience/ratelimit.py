@@ -273,14 +273,17 @@ class RateLimitModel(Wrapper):
 
     def describe(self) -> dict[str, object]:
         out = self.inner.describe()
-        limited = [
-            f"{name}={value}"
-            for limiter in self.limiters
-            for name in ("rpm", "tpm", "max_concurrency")
-            if (value := getattr(limiter.limits, name)) is not None
-        ]
+        limited = []
+        for limiter in self.limiters:
+            values = [
+                f"{name}={value}"
+                for name in ("rpm", "tpm", "max_concurrency")
+                if (value := getattr(limiter.limits, name)) is not None
+            ]
+            if values:
+                limited.append(f"{limiter.scope.split(':')[0]} {' '.join(values)}")
         if limited:
-            out["limits"] = " ".join(limited)
+            out["limits"] = "; ".join(limited)
         return out
 
     async def _admit(self, request: ChatRequest) -> list[Ticket]:
