@@ -206,6 +206,10 @@ async def test_no_response_at_all_is_abandoned_well_before_the_deadline(
     assert response.model == "b-mini"
     assert elapsed < 0.9  # the primary had half the time; the backup answered in the rest
     assert len(primary.requests) == 2 and len(backup.requests) == 1
+    assert response.decision is not None
+    tries = response.decision.children[0].children
+    assert [t.error and t.error.split(":")[0] for t in tries] == ["timeout", "timeout"]
+    assert tries[1].error is not None and "deadline" in tries[1].error
     await healthy(yard, primary)
 
 

@@ -20,6 +20,7 @@ from modelyard.resilience.fallback import FallbackModel
 from modelyard.resilience.ratelimit import RateLimitModel
 from modelyard.resilience.retry import RetryModel
 from modelyard.resilience.stack import Resilience
+from modelyard.streaming import collect
 from modelyard.types import user
 
 HOSTED = """
@@ -209,3 +210,17 @@ async def test_fallback_rules_from_config(write_config: Write) -> None:
     system = result.systems["main"]
     response = await system.complete(user("x"))
     assert response.model == "canned"
+
+
+async def test_a_node_deadline_stops_a_stream_that_outlives_it(write_config: Write) -> None:
+    text = """
+models:
+  slow:
+    local: {type: fake, default: {text: late, latency: 1.0}}
+systems:
+  quick: {type: fallback, chain: [slow], deadline: 0.05}
+"""
+    system = built(write_config(text)).systems["quick"]
+    with pytest.raises(ModelTimeoutError) as caught:
+        await collect(system.stream(user("x")))
+    assert caught.value.code == "deadline" and not caught.value.retryable
