@@ -256,7 +256,10 @@ class Decision:
         if self.error is not None:
             out["error"] = self.error
         if self.details:
-            out["details"] = dict(self.details)
+            # Patterns record per-candidate vectors as lazy mappings: make them plain dicts.
+            out["details"] = {
+                k: dict(v) if isinstance(v, Mapping) else v for k, v in self.details.items()
+            }
         if self.children:
             out["children"] = [c.to_dict() for c in self.children]
         return out

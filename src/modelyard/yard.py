@@ -83,7 +83,7 @@ class Yard:
 
     def get(self, name: str) -> Model:
         """The system or model called `name`; NotFoundError listing what exists otherwise."""
-        model = self.built.systems.get(name) or self.built.models.get(name)
+        model = self.built.entries.get(name)
         if model is None:
             raise NotFoundError(
                 f"no system or model named {name!r}; available: {', '.join(self.names())}",

@@ -574,3 +574,14 @@ def test_openai_compatible_example_passes_check() -> None:
     result = CliRunner().invoke(app, ["check", str(EXAMPLES / "openai-compatible.yaml")], env=env)
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
+
+
+async def test_finished_streams_reuse_one_pooled_connection(yard: Yard, fake: FakeOpenAI) -> None:
+    # The body's end comes a little after [DONE] (as through a proxy): still reused.
+    fake.always(Fault(chunk_delay=0.01))
+    for _ in range(3):
+        await collect(yard.models["mini"].stream(user("hello")))
+    connector = yard.models["mini"].client._session.connector  # type: ignore[attr-defined]
+    assert connector is not None
+    idle = sum(len(conns) for conns in connector._conns.values())
+    assert idle == 1  # each stream gave its connection back; none was dropped and reopened

@@ -5,10 +5,13 @@ Each group of commands lives in its own module and registers itself on `app`.
 
 from __future__ import annotations
 
-from modelyard.cli import (  # noqa: F401  (register drill, health)
+from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     basic,
+    costs,
     drill,
     health,
+    serve,
+    train,
 )
 from modelyard.cli.app import app
 

@@ -34,7 +34,6 @@ from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
 from modelyard.resilience.health import HealthRegistry
 from modelyard.resilience.stack import Resilience, add_model_fallbacks, wrap_model
 from modelyard.state.base import StateStore
-from modelyard.state.memory import MemoryStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
 """Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""
@@ -63,8 +62,11 @@ class Resources:
 
     clients: dict[str, HttpClient] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
-    state: StateStore = field(default_factory=MemoryStore)
-    """Counters shared by circuits, limits and retry budgets (and, shared, by replicas)."""
+    services: dict[str, Any] = field(default_factory=dict)
+    """Stateful services with an `aclose()`: state stores, the spend ledger, caches, alerts."""
+    state: StateStore | None = None
+    """The state store of the config built last; budgets, rate limits and breakers share it
+    (`config.build_operations.state_store` makes it)."""
 
     def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
         """The pool for `key`, made on first use."""
@@ -78,11 +80,20 @@ class Resources:
             self.loaded[key] = factory()
         return self.loaded[key]
 
+    def service(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The service for `key` (a spec's identity), made on first use, closed with these."""
+        if key not in self.services:
+            self.services[key] = factory()
+        return self.services[key]
+
     async def aclose(self) -> None:
-        """Close every pool."""
+        """Close every pool and service (newest first: the ledger before the store it uses)."""
         for client in self.clients.values():
             await client.aclose()
         self.clients.clear()
+        for service in reversed(list(self.services.values())):
+            await service.aclose()
+        self.services.clear()
 
 
 @dataclass
@@ -95,6 +106,9 @@ class BuildContext:
     models: dict[str, Model] = field(default_factory=dict)
     embedders: dict[str, Embedder] = field(default_factory=dict)
     systems: dict[str, Model] = field(default_factory=dict)
+    entries: dict[str, Model] = field(default_factory=dict)
+    """What a caller reaches by name (the yard, the gateway): each system or model with the
+    per-request layer (spend accounting) around it; the graph itself holds the bare nodes."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
     resilience: Resilience = field(default_factory=Resilience)
@@ -116,7 +130,7 @@ class BuildContext:
         if builder is None:
             raise self.error(loc, f"no builder for node type {type(spec).__name__}")
         node_name = spec.name or name or dotted(loc).removeprefix("systems.")
-        return self.resilience.with_deadline(builder(spec, self, loc, node_name), spec.deadline)
+        return builder(spec, self, loc, node_name)
 
     def named(self, name: str, loc: Loc) -> Model:
         """The model or system called `name`, building a system on first use."""
@@ -291,6 +305,7 @@ class Built:
     embedders: dict[str, Embedder]
     notes: list[str]
     disabled: dict[str, str]
+    entries: dict[str, Model]
     health: HealthRegistry = field(default_factory=HealthRegistry)
     """Every circuit this config built (`modelyard health`, the gateway's /readyz)."""
 
@@ -300,16 +315,17 @@ def build(
 ) -> Built:
     """Check cross-references and build every embedder, model and system.
 
-    `resilience` replaces the default (state from `resources`, real time, real providers).
+    `resilience` replaces the default (the config's state store, real time, real providers).
     """
+    from modelyard.config.build_operations import apply_operations, state_store
+
     check_references(loaded)
-    resources = resources or Resources()
     context = BuildContext(
         loaded=loaded,
-        resources=resources,
+        resources=resources or Resources(),
         disabled_providers=disabled_providers(loaded),
-        resilience=resilience or Resilience(store=resources.state),
     )
+    context.resilience = resilience or Resilience(store=state_store(context))
     config = loaded.config
     for name, provider in context.disabled_providers.items():
         context.notes.append(f"provider {name!r} is disabled: {provider}")
@@ -318,6 +334,7 @@ def build(
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
     add_model_fallbacks(context)
+    apply_operations(context)  # budgets, caches, ledger: wraps models, builds and wraps systems
     for name in config.systems:
         context.named(name, ("systems", name))
     disabled = {
@@ -332,6 +349,7 @@ def build(
         embedders=context.embedders,
         notes=context.notes,
         disabled=disabled,
+        entries={**context.models, **context.systems, **context.entries},
         health=context.resilience.health,
     )
 
@@ -407,10 +425,15 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
                     context.node(n, (*loc, "on_error", key, i)) for i, n in enumerate(action)
                 )
             )
-    return FallbackModel(
+    fallback = FallbackModel(
         name,
         chain,
         rules=rules,
         continue_streams=spec.continue_streams,
         share=spec.member_share,
     )
+    return context.resilience.with_deadline(fallback, spec.deadline)
+
+
+from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
+from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)

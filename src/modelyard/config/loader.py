@@ -248,8 +248,9 @@ def _describe(error: Any, loc: Loc, data: Any) -> str:
     if kind == "missing":
         return f"{where}: required field is missing"
     if kind == "union_tag_invalid":
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"{where}: unknown type; expected one of {expected}"
+        ctx = error.get("ctx", {})
+        expected, tag = ctx.get("expected_tags", ""), ctx.get("tag", "")
+        return f"{where}: unknown type {tag!r}; expected one of {expected}"
     if kind == "union_tag_not_found":
         return f"{where}: needs a 'type' key (or a model or system name)"
     if kind in ("model_type", "dict_type", "model_attributes_type"):

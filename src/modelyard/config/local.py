@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 
 from modelyard.config.base import Spec
 
@@ -42,7 +42,83 @@ class CallableSpec(Spec):
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-LocalModelSpec = Annotated[FakeSpec | CallableSpec, Field(discriminator="type")]
+class LlamaCppSpec(Spec):
+    """A GGUF chat model run in this process by llama.cpp (needs the `local` extra)."""
+
+    type: Literal["llama_cpp"]
+    gguf: str = "smollm2"
+    """A .gguf path (relative to this file) or an alias of a packaged model: `smollm2`."""
+    n_ctx: int = Field(default=2048, ge=256, le=131072)
+    """Context window in tokens: prompt plus answer."""
+    threads: int = Field(default=1, ge=1, le=256)
+    """CPU threads. More only help on an idle machine: on a busy one llama.cpp's threads wait
+    for each other by spinning, and 2 threads ran 30x slower than 1 on a loaded 2-core box."""
+    seed: int | None = None
+    """Sampling seed when the request sets none; unset draws a fresh one per generation."""
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    """Used when the request sets none; 0 is greedy (deterministic)."""
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.05, ge=0, le=1)
+    repeat_penalty: float = Field(default=1.1, ge=1, le=2)
+
+
+class LangDetectSpec(Spec):
+    """Language identification with fastText lid.176 (bundled lite model, 176 languages)."""
+
+    type: Literal["langdetect"]
+    top_k: int = Field(default=3, ge=1, le=20)
+    """How many candidate languages the decision records."""
+    max_chars: int = Field(default=200, ge=10, le=100_000)
+    """Only the start of a long message is looked at."""
+
+
+class ClassifierSpec(Spec):
+    """A text classifier on an embedder's vectors, trained from labelled examples at load."""
+
+    type: Literal["classifier"]
+    embedder: str
+    """Name of an entry of `embedders:`."""
+    method: Literal["centroid", "logistic"] = "centroid"
+    examples: dict[str, list[str]] | None = None
+    """Inline examples: `{label: [text, ...]}`."""
+    examples_file: str | None = None
+    """JSONL of `{"text", "label"}` or CSV with `text,label` columns, relative to this file."""
+    temperature: PositiveFloat | None = None
+    """centroid only: softmax temperature over cosine similarities; unset = fitted by
+    leave-one-out log-loss on the examples."""
+    l2: PositiveFloat | None = None
+    """logistic only: L2 penalty (default 0.001); larger gives softer probabilities."""
+
+    @model_validator(mode="after")
+    def _settings_match_method(self) -> ClassifierSpec:
+        if self.examples is None and self.examples_file is None:
+            raise ValueError("give labelled examples: 'examples' inline or an 'examples_file'")
+        if self.method == "logistic" and self.temperature is not None:
+            raise ValueError("'temperature' applies to method centroid; use 'l2' for logistic")
+        if self.method == "centroid" and self.l2 is not None:
+            raise ValueError("'l2' applies to method logistic; use 'temperature' for centroid")
+        return self
+
+
+class RetrieverSpec(Spec):
+    """An FAQ answerer: the answer of the knowledge-base question closest to the message."""
+
+    type: Literal["retriever"]
+    embedder: str
+    """Name of an entry of `embedders:`."""
+    knowledge_base: str
+    """JSONL of `{"question": text or [paraphrases], "answer", "id"?}`, relative to this file."""
+    top_k: int = Field(default=3, ge=1, le=100)
+    """How many best matches the decision records."""
+    refuse_below: float | None = Field(default=None, ge=0, le=1)
+    """Raise NoAnswerError when the best similarity is below this; unset always answers."""
+
+
+LocalModelSpec = Annotated[
+    FakeSpec | CallableSpec | LlamaCppSpec | LangDetectSpec | ClassifierSpec | RetrieverSpec,
+    Field(discriminator="type"),
+]
 
 
 class FakeEmbedderSpec(Spec):
@@ -52,4 +128,16 @@ class FakeEmbedderSpec(Spec):
     dimensions: int = Field(default=256, ge=8, le=4096)
 
 
-LocalEmbedderSpec = Annotated[FakeEmbedderSpec, Field(discriminator="type")]
+class MiniLMSpec(Spec):
+    """all-MiniLM-L6-v2 (int8 ONNX, 384-d) on onnxruntime; needs the `local` extra."""
+
+    type: Literal["minilm"]
+    threads: int = Field(default=1, ge=1, le=256)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    cache_size: int = Field(default=4096, ge=0)
+    """Recent texts whose vectors are kept, so a repeated prompt is not embedded again."""
+    max_length: int = Field(default=256, ge=8, le=512)
+    """Word pieces per text; longer texts are cut (sentence-transformers uses 256)."""
+
+
+LocalEmbedderSpec = Annotated[FakeEmbedderSpec | MiniLMSpec, Field(discriminator="type")]

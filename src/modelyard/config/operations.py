@@ -1,12 +1,248 @@
-"""Config for running systems in production: state, budgets, caching, alerts, the gateway.
+"""Config for running systems in production: state, budgets, caching, alerts, the spend ledger.
 
 `Config` inherits these sections, so operational settings sit at the top level of the file.
+Names these sections refer to (models, systems, embedders) are checked when the config is built
+(`config/build_operations.py`), where the whole file is known.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
 from modelyard.config.base import Spec
+from modelyard.config.gateway import GatewaySpec
+
+StateBackend = Literal["memory", "sqlite", "redis", "postgres"]
+BudgetScope = Literal["model", "system", "key", "tag", "total"]
+BudgetWindow = Literal["minute", "hour", "day", "month", "fixed"]
+BudgetAction = Literal["block", "downgrade", "alert_only"]
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value[:40]!r}")
+    return value
+
+
+class StateSpec(Spec):
+    """Where budgets, rate limits and circuit breakers keep their counters."""
+
+    backend: StateBackend = "sqlite"
+    """`sqlite` (default: in-process, persisted so a restart loses no spend), `memory` (nothing
+    persisted), `redis` or `postgres` (shared by several gateway processes)."""
+    path: str = ".modelyard/state.db"
+    """The SQLite file, relative to the config file."""
+    url: str | None = None
+    """`redis://host:6379/0` or `postgresql://user@host/db` for the shared backends."""
+    prefix: str = "modelyard:"
+    """Prepended to every key, so several deployments can share one Redis."""
+    timeout: PositiveFloat = 1.0
+    """Seconds to wait for the shared backend before it counts as unreachable."""
+    on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
+    """When the shared backend is unreachable: refuse requests, or enforce limits in this process
+    alone (a warning is logged and the health check shows it)."""
+    retry_interval: PositiveFloat = 5.0
+    """Seconds between attempts to reach a backend that was down."""
+
+    @model_validator(mode="after")
+    def _url_for_shared(self) -> StateSpec:
+        schemes = {"redis": ("redis://", "rediss://", "unix://"), "postgres": ("postgres",)}
+        if self.backend in schemes:
+            if not self.url:
+                raise ValueError(f"the {self.backend} backend needs 'url'")
+            if not self.url.startswith(schemes[self.backend]):
+                raise ValueError(
+                    f"url for the {self.backend} backend must start with "
+                    f"{' or '.join(schemes[self.backend])}"
+                )
+        return self
+
+
+class BudgetSpec(Spec):
+    """A spending cap in USD over a window, for one scope, and what to do when it is reached."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    scope: BudgetScope
+    selector: str | None = None
+    """Which model, system, key or tag (e.g. `customer:acme`); `*` gives each one its own cap.
+    Not used with scope `total`."""
+    window: BudgetWindow = "day"
+    """Calendar windows in UTC (`minute`, `hour`, `day`, `month`), or `fixed` from `start` to
+    `end`."""
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: PositiveFloat
+    """USD."""
+    action: BudgetAction = "block"
+    """At the limit: `block` (BudgetExceededError), `downgrade` (to the system `downgrade_to`),
+    or `alert_only` (let it through and alert)."""
+    downgrade_to: str | None = None
+    alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    """Fractions of the limit at which an alert fires, once per window each."""
+
+    @field_validator("alert_at")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        for fraction in value:
+            if not 0 < fraction <= 1:
+                raise ValueError(f"alert thresholds must be in (0, 1], got {fraction}")
+        return sorted(set(value))
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BudgetSpec:
+        if self.scope == "total":
+            if self.selector is not None:
+                raise ValueError("a total budget has no selector")
+        elif not self.selector:
+            raise ValueError(
+                f"a {self.scope} budget needs 'selector': the {self.scope} it caps, "
+                "or '*' for a separate cap per " + self.scope
+            )
+        if self.window == "fixed":
+            if self.start is None or self.end is None:
+                raise ValueError("a fixed window needs 'start' and 'end'")
+            if self.end <= self.start:
+                raise ValueError("'end' must be after 'start'")
+        elif self.start is not None or self.end is not None:
+            raise ValueError(f"'start' and 'end' are only for window: fixed, not {self.window}")
+        if self.action == "downgrade" and not self.downgrade_to:
+            raise ValueError("action downgrade needs 'downgrade_to': the cheaper system to use")
+        if self.action != "downgrade" and self.downgrade_to:
+            raise ValueError("'downgrade_to' is only used with action: downgrade")
+        return self
+
+
+class SemanticCacheSpec(Spec):
+    """Serve an answer to a question close enough to one answered before (opt-in per system)."""
+
+    embedder: str
+    """An embedder from `embedders:`."""
+    systems: list[str] = Field(min_length=1)
+    """The systems (or models) that may answer from the semantic cache."""
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    """Cosine similarity at or above which a cached answer is served."""
+    allow_tools: bool = False
+    allow_multi_turn: bool = False
+    allow_nonzero_temperature: bool = False
+    """Requests that leave temperature unset count as non-zero (the provider's default)."""
+
+
+class CacheSpec(Spec):
+    """Response caching: exact (the full request) and, opt-in, semantic."""
+
+    backend: Literal["memory", "sqlite", "redis"] = "memory"
+    path: str = ".modelyard/cache.db"
+    url: str | None = None
+    prefix: str = "modelyard:cache:"
+    ttl: PositiveFloat = 3600.0
+    """Seconds an entry is served."""
+    max_entries: PositiveInt = 10_000
+    """Least recently used entries are evicted beyond this."""
+    max_entry_bytes: PositiveInt = 1_000_000
+    """Responses larger than this are not cached."""
+    exact: bool = True
+    targets: list[str] | None = None
+    """Systems and models whose answers are cached; unset: every system."""
+    semantic: SemanticCacheSpec | None = None
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> CacheSpec:
+        if self.backend == "redis" and not (self.url or "").startswith(("redis://", "rediss://")):
+            raise ValueError("the redis cache backend needs 'url': redis://host:port/db")
+        return self
+
+
+class WebhookSpec(Spec):
+    """Alerts as JSON POSTs, retried with backoff."""
+
+    url: str
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff: PositiveFloat = 0.5
+    """Seconds before the first retry; doubled each time."""
+    timeout: PositiveFloat = 5.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class AnomalySpec(Spec):
+    """Alert when recent traffic moves far from its trailing window."""
+
+    window: PositiveFloat = 300.0
+    """Seconds of recent traffic."""
+    trailing: PositiveFloat = 3600.0
+    """Seconds of history before it that recent traffic is compared with."""
+    cost_factor: float = Field(default=2.0, gt=1)
+    """Alert when cost per item is this many times the trailing mean (or that fraction of it)."""
+    share_delta: float = Field(default=0.3, gt=0, lt=1)
+    """Alert when a model's share of a system's traffic moves by this much (0.3 = 30 points)."""
+    min_requests: PositiveInt = 20
+    """Requests needed in both windows before anything is compared."""
+
+    @model_validator(mode="after")
+    def _longer_history(self) -> AnomalySpec:
+        if self.trailing <= self.window:
+            raise ValueError("'trailing' must be longer than 'window'")
+        return self
+
+
+class AlertsSpec(Spec):
+    """Where budget and anomaly alerts go."""
+
+    log: bool = True
+    webhook: WebhookSpec | None = None
+    anomaly: AnomalySpec | None = Field(default_factory=AnomalySpec)
+    """Set to null to turn anomaly detection off."""
+
+
+class LedgerSpec(Spec):
+    """The record of what every request spent, written in batches off the request path."""
+
+    enabled: bool = True
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = ".modelyard/ledger.db"
+    url: str | None = None
+    flush_interval: PositiveFloat = 1.0
+    batch_size: PositiveInt = 500
+    max_queue: PositiveInt = 100_000
+    """Rows waiting to be written beyond this are dropped, with an error logged."""
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> LedgerSpec:
+        if self.backend == "postgres" and not (self.url or "").startswith("postgres"):
+            raise ValueError("the postgres ledger needs 'url': postgresql://user@host/db")
+        return self
 
 
 class OperationsSpec(Spec):
     """The operational sections of a config file."""
+
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    state: StateSpec = Field(default_factory=StateSpec)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    cache: CacheSpec | None = None
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    ledger: LedgerSpec = Field(default_factory=LedgerSpec)
+
+    @field_validator("budgets")
+    @classmethod
+    def _unique_names(cls, value: list[BudgetSpec]) -> list[BudgetSpec]:
+        seen: set[str] = set()
+        for budget in value:
+            if budget.name in seen:
+                raise ValueError(f"two budgets are named {budget.name!r}; names must be unique")
+            seen.add(budget.name)
+        return value

@@ -26,6 +26,31 @@ def estimate_input_tokens(request: ChatRequest) -> int:
     return tokens
 
 
+MESSAGE_FRAMING_TOKENS = 8
+"""Most tokens a chat format adds around one message (role markers, separators)."""
+IMAGE_TOKENS = 2_000
+"""Most input tokens one image costs at the providers we know (a high-detail tile grid)."""
+
+
+def bound_input_tokens(request: ChatRequest) -> int:
+    """An upper bound on the request's input tokens, for reservations that must never fall short.
+
+    A byte-level BPE token covers at least one byte of UTF-8, so the byte length of the text
+    bounds its token count whatever the tokenizer; framing and images are added at their most.
+    """
+    size = len(request.prompt_text.encode("utf-8"))
+    for tool in request.tools:
+        size += len((tool.name + tool.description + str(tool.parameters)).encode("utf-8"))
+    images = sum(
+        1
+        for message in request.messages
+        if not isinstance(message.content, str)
+        for part in message.content
+        if part.type == "image"
+    )
+    return size + MESSAGE_FRAMING_TOKENS * (len(request.messages) + 1) + IMAGE_TOKENS * images
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Price:
     """USD per million tokens. `cached_input` applies to input tokens served from the provider's
@@ -51,10 +76,11 @@ class Price:
         ) / PER_MILLION
 
     def worst_case(self, request: ChatRequest, max_output_tokens: int) -> float:
-        """The most this request can cost: estimated input, full `max_tokens` of output per choice.
+        """The most this request can cost: input bounded by its byte length (`bound_input_tokens`),
+        the full `max_tokens` (or the model's `max_output_tokens`) of output per choice.
 
         Budgets reserve this before the call and settle to the real cost after it.
         """
         output = (request.max_tokens or max_output_tokens) * max(1, request.n)
-        usage = Usage(input_tokens=estimate_input_tokens(request), output_tokens=output)
+        usage = Usage(input_tokens=bound_input_tokens(request), output_tokens=output)
         return self.cost(usage)

@@ -1,0 +1,19 @@
+"""The five patterns, each a Model holding Models: router, pipeline, ensemble, cascade and
+specialist-generalist. Their policies (rules, normalisers, combiners, confidence arithmetic,
+learned-router math) live in modules of their own and do no I/O."""
+
+from modelyard.patterns.cascade import CascadeModel, Stage
+from modelyard.patterns.ensemble import EnsembleModel
+from modelyard.patterns.pipeline import PipelineModel, PipelineStage
+from modelyard.patterns.router import RouterModel
+from modelyard.patterns.specialist import SpecialistModel
+
+__all__ = [
+    "CascadeModel",
+    "EnsembleModel",
+    "PipelineModel",
+    "PipelineStage",
+    "RouterModel",
+    "SpecialistModel",
+    "Stage",
+]

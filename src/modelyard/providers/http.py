@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -40,6 +41,10 @@ class HttpReply:
     body: bytes
 
 
+_TRAILER_WAIT = 0.05
+"""Seconds to wait for a stream's body to end after its terminal event."""
+
+
 def _bounded(limit: float, remaining: float | None) -> float:
     if remaining is None:
         return limit
@@ -47,13 +52,10 @@ def _bounded(limit: float, remaining: float | None) -> float:
 
 
 def _timed_out(limit: float, remaining: float | None, what: str, code: str) -> ModelTimeoutError:
-    """The timeout error; when the request's deadline was the tighter limit it says so, and is
-    not retryable (no time is left to retry in)."""
+    """The timeout error; when the request's deadline was the tighter limit it says so."""
     if remaining is not None and remaining <= limit:
         return ModelTimeoutError(
-            f"{what} before the request's deadline ({limit:.2f}s)",
-            code="deadline",
-            retryable=False,
+            f"{what} before the request's deadline ({limit:.2f}s)", code="deadline"
         )
     return ModelTimeoutError(f"{what} within {limit:.1f}s", code=code)
 
@@ -66,6 +68,9 @@ class StreamReply:
         self._timeouts = timeouts
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
+        self.settle: float | None = None
+        """Once set (the answer is whole, only trailing events are due), the longest wait for
+        another event before the caller may give up on them."""
 
     async def body(self, within: float) -> bytes:
         """The whole body (for error responses), read within `within` seconds."""
@@ -74,23 +79,26 @@ class StreamReply:
 
     async def events(self, deadline_left: float | None = None) -> AsyncIterator[Event]:
         """The body's SSE events; raises ModelTimeoutError if the first event or any later one is
-        late, UnavailableError if the connection breaks."""
+        late or the deadline passes, UnavailableError if the connection breaks."""
         parser = EventParser()
         content = self._response.content
-        loop = asyncio.get_running_loop()
-        deadline = None if deadline_left is None else loop.time() + deadline_left
-        phase_limit = self._timeouts.first_token
+        deadline = None if deadline_left is None else time.monotonic() + deadline_left
+        limit = self._timeouts.first_token
         phase = "first token"
         while True:
-            left = None if deadline is None else deadline - loop.time()
-            limit = _bounded(phase_limit, left)
+            wait = limit if self.settle is None else min(limit, self.settle)
+            left = None if deadline is None else deadline - time.monotonic()
             try:
-                async with asyncio.timeout(limit):
+                async with asyncio.timeout(_bounded(wait, left)):
                     line = await content.readline()
             except TimeoutError:
-                code = "first_token_timeout" if phase == "first token" else "stream_stalled"
-                raise _timed_out(
-                    limit, left, f"stream silent waiting for the {phase}", code
+                if left is not None and left < wait:
+                    raise ModelTimeoutError(
+                        f"the request's deadline passed waiting for the {phase}", code="deadline"
+                    ) from None
+                raise ModelTimeoutError(
+                    f"stream silent for {wait:.1f}s waiting for the {phase}",
+                    code="first_token_timeout" if phase == "first token" else "stream_stalled",
                 ) from None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
                 raise UnavailableError(
@@ -105,7 +113,7 @@ class StreamReply:
             if event is not None:
                 if phase == "first token":
                     phase = "next chunk"
-                    phase_limit = self._timeouts.stall
+                    limit = self._timeouts.stall
                 yield event
 
 
@@ -186,6 +194,13 @@ class HttpClient:
             ) from None
         try:
             yield StreamReply(response, self.timeouts)
+            # The caller stopped at the API's terminal event; the body's own end normally
+            # follows at once. Reading it hands the connection back to the pool.
+            if not response.content.at_eof():
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                    async with asyncio.timeout(_TRAILER_WAIT):
+                        while await response.content.readany():
+                            pass
         finally:
             # A fully read body hands the connection back to the pool; anything else drops it.
             if response.content.at_eof():

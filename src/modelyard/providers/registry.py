@@ -47,7 +47,13 @@ WIRES: dict[str, WireDefaults] = {
         auth_header="x-api-key",
         auth_prefix="",
         capabilities=Capabilities(
-            streaming=True, tools=True, vision=True, json_schema=False, logprobs=False, prefill=True
+            # JSON schema answers arrive through a forced tool call (see anthropic_wire.py).
+            streaming=True,
+            tools=True,
+            vision=True,
+            json_schema=True,
+            logprobs=False,
+            prefill=True,
         ),
     ),
     "gemini": WireDefaults(

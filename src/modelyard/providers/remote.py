@@ -37,6 +37,10 @@ from modelyard.types import (
 
 RateLimitListener = Callable[[RateLimitInfo], None]
 
+SETTLE_S = 1.0
+"""Seconds to wait for a stream's trailing events (usage, end marker) once every choice has
+finished, before finishing without them."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
@@ -137,6 +141,14 @@ class RemoteModel(Model):
                 if reply.status >= 400:
                     payload = await reply.body(self.client.timeouts.total)
                     raise self.wire.error_from_wire(reply.status, reply.headers, payload)
+                if _not_a_stream(reply.headers):
+                    payload = await reply.body(self.client.timeouts.total)
+                    raise bad_body(
+                        reply.status,
+                        payload,
+                        "upstream answered a stream request "
+                        f"with {reply.headers.get('content-type')}",
+                    )
                 try:
                     async for event in reply.events(request.remaining()):
                         for chunk in decoder.feed(event):
@@ -144,9 +156,13 @@ class RemoteModel(Model):
                             yield chunk
                         if decoder.done:
                             break
+                        if assembler.finished:
+                            # Only the terminal event (usage, [DONE]) is left: wait for it
+                            # briefly, not for the whole stall limit.
+                            reply.settle = min(SETTLE_S, self.client.timeouts.stall)
                 except ModelTimeoutError:
-                    # Silence after every choice finished only holds back the terminal event
-                    # (usage, [DONE]); the answer is whole, so finish it below.
+                    # Silence after every choice finished only holds back the terminal event;
+                    # the answer is whole, so finish it below.
                     if not _whole(assembler, request.n):
                         raise
             if not decoder.done and not assembler.finished:
@@ -154,8 +170,9 @@ class RemoteModel(Model):
                     "stream ended before every choice finished; the answer is incomplete",
                     code="stream_incomplete",
                 )
-            # Every choice finished but the terminal event (usage, [DONE]) never came: the
-            # answer is whole, so finish now with estimated usage rather than wait or fail.
+            # Every choice finished but the terminal event (usage, [DONE]) never came, or was
+            # late by SETTLE_S: the answer is whole, so finish now, with the usage the stream
+            # reported if any, rather than wait or fail.
             parsed = ParsedResponse(
                 id=decoder.response_id or "",
                 provider_model=decoder.provider_model or self._model_id,
@@ -306,6 +323,13 @@ def _whole(assembler: StreamAssembler, choices: int) -> bool:
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
+
+
+def _not_a_stream(headers: Mapping[str, str]) -> bool:
+    # A proxy's HTML page or a JSON body where events belong; a missing type is given the
+    # benefit of the doubt, as some OpenAI-compatible servers leave it out.
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind in ("text/html", "application/json")
 
 
 def _with_query(url: str, query: Mapping[str, str]) -> str:

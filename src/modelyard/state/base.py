@@ -27,13 +27,33 @@ class Claim:
     ttl: float | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreHealth:
+    """Whether a store is serving from where it should; shown by health checks and the CLI."""
+
+    backend: str
+    ok: bool = True
+    mode: str = "normal"
+    """`normal`; `local` (a shared backend is down and this process counts alone); `refusing`
+    (a shared backend is down and the policy is to fail closed)."""
+    detail: str = ""
+
+
 class StateStore(abc.ABC):
     """Counters and values shared by everything that uses the same store."""
+
+    backend = "memory"
 
     @abc.abstractmethod
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
         """Apply every claim if all fit, atomically; otherwise apply none and return the first
         claim that does not fit."""
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        """`reserve`; when a claim does not fit, it and its counter's value at that moment (what
+        refusal messages quote). Shared backends read both in the same atomic step."""
+        refused = await self.reserve(claims)
+        return None if refused is None else (refused, await self.counter(refused.key))
 
     @abc.abstractmethod
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
@@ -62,6 +82,15 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Forget `key` (value or counter)."""
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        """`adjust` each (key, delta, ttl) and return the new values, in order; shared backends
+        do it in one round trip."""
+        return [await self.adjust(key, delta, ttl=ttl) for key, delta, ttl in changes]
+
+    def health(self) -> StoreHealth:
+        """Where this store is serving from right now."""
+        return StoreHealth(backend=self.backend)
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -18,6 +18,7 @@ class MemoryStore(StateStore):
         self._values: dict[str, bytes] = {}
         self._expiry: dict[str, float] = {}
         self._windows: dict[str, deque[tuple[float, float]]] = {}
+        self._window_sums: dict[str, float] = {}
 
     def _alive(self, key: str) -> bool:
         expires = self._expiry.get(key)
@@ -57,12 +58,17 @@ class MemoryStore(StateStore):
     ) -> float:
         now = self._clock()
         entries = self._windows.setdefault(key, deque())
+        # A running sum keeps each call O(entries expired), not O(entries in the window).
+        used = self._window_sums.get(key, 0.0)
         while entries and entries[0][0] <= now - window:
-            entries.popleft()
-        used = sum(a for _, a in entries)
+            used -= entries.popleft()[1]
+        if not entries:
+            used = 0.0
         if used + amount <= limit + 1e-12:
             entries.append((now, amount))
+            self._window_sums[key] = used + amount
             return 0.0
+        self._window_sums[key] = used
         if amount > limit:
             return window
         # Wait until enough of the oldest entries have left the window.
@@ -73,6 +79,16 @@ class MemoryStore(StateStore):
             if freed >= excess - 1e-12:
                 return max(0.0, at + window - now)
         return window
+
+    def counters(self) -> dict[str, tuple[float, float | None]]:
+        """Every live counter with the seconds it has left (None: no expiry)."""
+        now = self._clock()
+        out: dict[str, tuple[float, float | None]] = {}
+        for key in list(self._counters):
+            if self._alive(key):
+                expires = self._expiry.get(key)
+                out[key] = (self._counters[key], None if expires is None else expires - now)
+        return out
 
     async def get(self, key: str) -> bytes | None:
         return self._values.get(key) if self._alive(key) else None
@@ -87,3 +103,4 @@ class MemoryStore(StateStore):
         self._counters.pop(key, None)
         self._expiry.pop(key, None)
         self._windows.pop(key, None)
+        self._window_sums.pop(key, None)

@@ -1,0 +1,171 @@
+"""costs, cache stats, cache clear: what was spent, what budgets have left, what the cache saved."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modelyard.cli.app import app, console, fail, guarded
+from modelyard.config.loader import LoadedConfig, load_config
+from modelyard.cost import reports
+from modelyard.cost.budgets import Budget, BudgetBook
+from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.state.factory import make_store
+
+ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
+
+cache_app = typer.Typer(help="Inspect or empty the response cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+def _ledger_path(loaded: LoadedConfig) -> Path:
+    path = Path(loaded.config.ledger.path).expanduser()
+    return path if path.is_absolute() else loaded.base_dir / path
+
+
+def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str, float]) -> Table:
+    table = Table(title=title)
+    for column in ("name", "requests", "cost $", "per item $", "saved $", "errors"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    if accuracy:
+        table.add_column("$ / accuracy pt", justify="right")
+    for line in lines:
+        row = [
+            line.name,
+            str(line.requests),
+            f"{line.cost:.6f}",
+            f"{line.per_item:.6f}",
+            f"{line.saved:.6f}",
+            str(line.errors),
+        ]
+        if accuracy:
+            value = (
+                reports.cost_per_accuracy_point(line.per_item, accuracy[line.name])
+                if line.name in accuracy
+                else None
+            )
+            row.append("" if value is None else f"{value:.8f}")
+        table.add_row(*row)
+    return table
+
+
+async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) -> None:
+    path = _ledger_path(loaded)
+    file = SqliteLedgerFile(path) if path.exists() else None
+    store = make_store(loaded.config.state, loaded.base_dir)
+    try:
+        if file is None:
+            console.print(f"[yellow]no spend recorded yet[/] (ledger {path})")
+        else:
+            for group in ("system", "model", "key", "tag", "day"):
+                lines = await reports.spend_by(file, group, days=days)
+                if lines:
+                    title = f"spend by {group}, last {days} day(s)"
+                    console.print(_spend_table(title, lines, accuracy if group == "system" else {}))
+        budgets = [Budget.from_spec(spec) for spec in loaded.config.budgets]
+        if budgets:
+            table = Table(title="budgets (current window)")
+            for column in (
+                "budget",
+                "scope",
+                "window",
+                "spent $",
+                "reserved $",
+                "limit $",
+                "used",
+                "action",
+            ):
+                table.add_column(column)
+            for line in await reports.budget_lines(BudgetBook(store), budgets, file):
+                budget = line.budget
+                share = (line.spent + line.reserved) / budget.limit
+                action = budget.action + (
+                    f" -> {budget.downgrade_to}" if budget.downgrade_to else ""
+                )
+                table.add_row(
+                    budget.name,
+                    f"{budget.scope} {line.subject}",
+                    line.window,
+                    f"{line.spent:.6f}" + (" (ledger)" if line.source == "ledger" else ""),
+                    f"{line.reserved:.6f}",
+                    f"{budget.limit:g}",
+                    f"{share:.0%}",
+                    action,
+                )
+            console.print(table)
+        if file is not None:
+            alerts = await reports.recent_alerts(file)
+            if alerts:
+                table = Table(title="recent alerts")
+                for column in ("when (UTC)", "kind", "where", "what"):
+                    table.add_column(column)
+                for at, kind, where, message in alerts:
+                    when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                    table.add_row(when, kind, where, message)
+                console.print(table)
+    finally:
+        await store.aclose()
+        if file is not None:
+            await file.aclose()
+
+
+@app.command()
+def costs(
+    config: ConfigPath,
+    days: Annotated[int, typer.Option(help="How many days back (today included).")] = 7,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Evaluation results JSON: adds cost per accuracy point."),
+    ] = None,
+) -> None:
+    """Spend by system, model, key, tag and day; budget status; recent alerts."""
+
+    def run() -> None:
+        loaded = load_config(config)
+        accuracy = reports.load_accuracy(evaluation) if evaluation is not None else {}
+        asyncio.run(_costs(loaded, days, accuracy))
+
+    guarded(run)
+
+
+async def _with_cache(loaded: LoadedConfig, clear: bool) -> None:
+    from modelyard.config.build import BuildContext, Resources
+    from modelyard.config.build_operations import response_cache
+
+    spec = loaded.config.cache
+    if spec is None:
+        fail(f"{loaded.path} has no cache: section")
+    context = BuildContext(loaded=loaded, resources=Resources(), disabled_providers={})
+    cache = response_cache(context, spec)
+    try:
+        if clear:
+            count = await cache.backend.clear()
+            console.print(f"cleared {count} entries from the {spec.backend} cache")
+            return
+        stats = await cache.backend.stats()
+        lookups = stats.hits + stats.misses
+        rate = f"{stats.hits / lookups:.1%}" if lookups else "n/a"
+        console.print(
+            f"{spec.backend} cache: {stats.entries} entries (max {spec.max_entries}), "
+            f"{stats.hits} hits / {stats.misses} misses (hit rate {rate}), "
+            f"saved ${stats.saved:.6f}"
+        )
+    finally:
+        await cache.aclose()
+
+
+@cache_app.command("stats")
+def cache_stats(config: ConfigPath) -> None:
+    """Entries, hits, misses and USD saved."""
+    guarded(lambda: asyncio.run(_with_cache(load_config(config), clear=False)))
+
+
+@cache_app.command("clear")
+def cache_clear(config: ConfigPath) -> None:
+    """Forget every cached response."""
+    guarded(lambda: asyncio.run(_with_cache(load_config(config), clear=True)))

@@ -1,0 +1,102 @@
+"""serve and keys: running the gateway and managing its virtual keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modelyard.cli.app import app, console, fail, guarded
+from modelyard.cli.basic import ConfigPath
+
+keys_app = typer.Typer(
+    help="Create, list and revoke the gateway's virtual API keys.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def serve(
+    config: ConfigPath,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default: config, then 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: config, then 8080).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (share state via Redis).")
+    ] = None,
+) -> None:
+    """Serve the config's systems over the OpenAI and Anthropic APIs."""
+    from modelyard.gateway.server import serve as run
+
+    guarded(lambda: run(config, host=host, port=port, workers=workers))
+
+
+def _store(config: Path):  # type: ignore[no-untyped-def]
+    from modelyard.config.loader import load_config
+    from modelyard.gateway.keys import KeyStore
+
+    loaded = load_config(config)
+    return KeyStore(loaded.base_dir / loaded.config.gateway.keys_db)
+
+
+@keys_app.command("create")
+def keys_create(
+    config: ConfigPath,
+    name: Annotated[str, typer.Option(help="Who the key is for.")],
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", "-s", help="A system the key may use (repeat); default all."),
+    ] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute for this key.")] = None,
+    budget: Annotated[float | None, typer.Option(help="USD per month for this key.")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+) -> None:
+    """Create a key; its secret is printed once and never stored."""
+
+    def run() -> None:
+        secret, key = _store(config).create(
+            name, systems=system or ["*"], rpm=rpm, budget=budget, max_concurrency=max_concurrency
+        )
+        console.print(f"created {key.id} for {name!r} (systems: {', '.join(key.systems)})")
+        console.print(f"secret (shown once): [bold]{secret}[/]")
+
+    guarded(run)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigPath) -> None:
+    """List keys (never their secrets)."""
+
+    def run() -> None:
+        table = Table()
+        for column in ("id", "name", "systems", "rpm", "budget", "status"):
+            table.add_column(column)
+        for key in _store(config).all():
+            table.add_row(
+                key.id,
+                key.name,
+                ", ".join(key.systems),
+                str(key.rpm or ""),
+                f"{key.budget:g}" if key.budget else "",
+                "revoked" if key.revoked else "active",
+            )
+        console.print(table)
+
+    guarded(run)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    config: ConfigPath, key_id: Annotated[str, typer.Argument(help="The key's id.")]
+) -> None:
+    """Revoke a key; a running gateway refuses it within a second."""
+
+    def run() -> None:
+        if not _store(config).revoke(key_id):
+            fail(f"no active key {key_id!r}")
+        console.print(f"revoked {key_id}")
+
+    guarded(run)

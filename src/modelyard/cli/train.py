@@ -1,0 +1,73 @@
+"""train: fit a learned cost-quality router from recorded outcomes and write its artifact."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from modelyard.cli.app import app, console, fail, guarded
+from modelyard.patterns.artifact import save
+from modelyard.patterns.training import OutcomesError, read_outcomes, train_router
+from modelyard.yard import load
+
+
+@app.command()
+def train(
+    outcomes: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL of recorded outcomes: prompt, model, correct or score, optional cost.",
+            show_default=False,
+        ),
+    ],
+    embedder: Annotated[
+        str,
+        typer.Option("--embedder", help="An embedder defined in the config.", show_default=False),
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", help="The YAML config that defines the embedder.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the artifact (.npz).")
+    ],
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated candidates to keep (default: every model recorded)."),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="auto (pick by held-out log-loss), logistic or knn.")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
+) -> None:
+    """Fit a learned router (P(success) per candidate) and write the artifact a router uses."""
+    if method not in ("auto", "logistic", "knn"):
+        fail(f"--method must be auto, logistic or knn, not {method!r}")
+    chosen: Literal["auto", "logistic", "knn"] = method  # type: ignore[assignment]
+
+    def run() -> None:
+        yard = load(config)
+        if embedder not in yard.embedders:
+            known = ", ".join(sorted(yard.embedders)) or "none"
+            fail(f"no embedder {embedder!r} in {config}; defined embedders: {known}")
+        wanted = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        try:
+            rows = read_outcomes(outcomes, wanted)
+        except OutcomesError as exc:
+            fail(str(exc))
+        artifact = asyncio.run(
+            train_router(rows, yard.embedders[embedder], method=chosen, source=outcomes, seed=seed)
+        )
+        save(output, artifact)
+        meta = artifact.meta
+        console.print(
+            f"[green]wrote[/] {output}: {artifact.meta.get('method', '')} over "
+            f"{meta['prompts']} prompts x {len(artifact.models)} models "
+            f"({', '.join(artifact.models)})"
+        )
+        for name, loss in sorted(meta["validation_log_loss"].items(), key=lambda kv: kv[1]):
+            console.print(f"  held-out log-loss {loss:.4f}  {name}")
+
+    guarded(run)

@@ -1,0 +1,272 @@
+"""Wiring of the operational sections: budgets, caches, the spend ledger and alerts.
+
+`build()` calls `apply_operations` once the models exist. It wraps each model, then builds each
+system (inner systems first, so an outer one holds the wrapped inner one) and wraps it, outer to
+inner: `Cached` (serves hits) → `BudgetGuard` (reserves, settles) → the node itself. What
+callers reach by name (`BuildContext.entries`) adds `Accounted` (records the request's spend)
+around that, once per request rather than at every layer of a graph. Stateful services (state
+store, ledger, cache, alerts) are made once per spec in `Resources`, so they outlive hot reloads.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from collections.abc import Iterator
+
+from modelyard.config.build import BuildContext
+from modelyard.config.loader import Loc
+from modelyard.config.operations import CacheSpec, OperationsSpec
+from modelyard.config.references import node_refs
+from modelyard.cost.accounting import Accounted
+from modelyard.cost.alerts import AlertHub, Webhook
+from modelyard.cost.anomaly import AnomalyDetector
+from modelyard.cost.budgets import Budget, BudgetBook, BudgetGuard
+from modelyard.cost.cache import Cached, ResponseCache, SemanticPolicy
+from modelyard.cost.cache_keys import identity
+from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache
+from modelyard.cost.ledger import Ledger, SqliteLedgerFile
+from modelyard.model import Model
+from modelyard.providers.local_basic import DisabledModel
+from modelyard.state.base import StateStore
+from modelyard.state.factory import make_store
+
+
+def state_store(context: BuildContext) -> StateStore:
+    """The config's state store, made once per spec and kept in `Resources`."""
+    spec = context.loaded.config.state
+    key = f"state|{context.loaded.base_dir}|{spec.model_dump_json()}"
+    store: StateStore = context.resources.service(
+        key, lambda: make_store(spec, context.loaded.base_dir)
+    )
+    context.resources.state = store
+    return store
+
+
+def ledger(context: BuildContext) -> Ledger | None:
+    """The spend ledger, if enabled."""
+    spec = context.loaded.config.ledger
+    if not spec.enabled:
+        return None
+    path = context.path(spec.path)
+    key = f"ledger|{path}|{spec.model_dump_json()}"
+    made: Ledger = context.resources.service(
+        key,
+        lambda: Ledger(
+            SqliteLedgerFile(path),
+            flush_interval=spec.flush_interval,
+            batch_size=spec.batch_size,
+            max_queue=spec.max_queue,
+        ),
+    )
+    return made
+
+
+def _alerts(context: BuildContext, spend: Ledger | None) -> AlertHub:
+    spec = context.loaded.config.alerts
+    hook = spec.webhook
+    webhook = (
+        Webhook(
+            url=hook.url,
+            retries=hook.retries,
+            backoff=hook.backoff,
+            timeout=hook.timeout,
+            headers=hook.headers,
+        )
+        if hook is not None
+        else None
+    )
+    key = f"alerts|{spec.model_dump_json()}|{id(spend)}"
+    hub: AlertHub = context.resources.service(
+        key,
+        lambda: AlertHub(
+            log_alerts=spec.log,
+            webhook=webhook,
+            recorder=spend.record_alert if spend is not None else None,
+        ),
+    )
+    return hub
+
+
+def _anomaly(context: BuildContext, hub: AlertHub) -> AnomalyDetector | None:
+    spec = context.loaded.config.alerts.anomaly
+    if spec is None:
+        return None
+    key = f"anomaly|{spec.model_dump_json()}|{id(hub)}"
+    detector: AnomalyDetector = context.resources.service(
+        key,
+        lambda: _Closeable(
+            AnomalyDetector(
+                hub,
+                window=spec.window,
+                trailing=spec.trailing,
+                cost_factor=spec.cost_factor,
+                share_delta=spec.share_delta,
+                min_requests=spec.min_requests,
+            )
+        ),
+    ).detector
+    return detector
+
+
+class _Closeable:
+    """Holds a service that has nothing to close, so `Resources` can treat all alike."""
+
+    def __init__(self, detector: AnomalyDetector) -> None:
+        self.detector = detector
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _cache_backend(context: BuildContext, spec: CacheSpec) -> CacheBackend:
+    if spec.backend == "memory":
+        return MemoryCache(max_entries=spec.max_entries)
+    if spec.backend == "sqlite":
+        return SqliteCache(context.path(spec.path), max_entries=spec.max_entries)
+    from modelyard.cost.cache_redis import RedisCache
+
+    assert spec.url is not None
+    return RedisCache(spec.url, prefix=spec.prefix, max_entries=spec.max_entries)
+
+
+def response_cache(context: BuildContext, spec: CacheSpec) -> ResponseCache:
+    """The config's response cache, made once per spec."""
+    key = f"cache|{context.loaded.base_dir}|{spec.model_dump_json()}"
+    cache: ResponseCache = context.resources.service(
+        key,
+        lambda: ResponseCache(
+            _cache_backend(context, spec),
+            ttl=spec.ttl,
+            max_entry_bytes=spec.max_entry_bytes,
+            exact=spec.exact,
+        ),
+    )
+    return cache
+
+
+def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
+    config = context.loaded.config
+    known = {"model": set(config.models), "system": set(config.systems)}
+    every = known["model"] | known["system"]
+    for i, budget in enumerate(ops.budgets):
+        names = known.get(budget.scope)
+        if names is not None and budget.selector != "*" and budget.selector not in names:
+            raise context.error(
+                ("budgets", i, "selector"),
+                f"unknown {budget.scope} {budget.selector!r}; known: "
+                f"{', '.join(sorted(names)) or 'none'}",
+            )
+        if budget.downgrade_to is not None and budget.downgrade_to not in every:
+            raise context.error(
+                ("budgets", i, "downgrade_to"),
+                f"unknown system or model {budget.downgrade_to!r}; known: "
+                f"{', '.join(sorted(every))}",
+            )
+    cache = ops.cache
+    if cache is None:
+        return
+    for i, name in enumerate(cache.targets or ()):
+        if name not in every:
+            raise context.error(("cache", "targets", i), f"unknown system or model {name!r}")
+    if cache.semantic is not None:
+        for i, name in enumerate(cache.semantic.systems):
+            if name not in every:
+                raise context.error(
+                    ("cache", "semantic", "systems", i), f"unknown system or model {name!r}"
+                )
+        context.embedder(cache.semantic.embedder, ("cache", "semantic", "embedder"))
+
+
+def _system_order(context: BuildContext) -> Iterator[str]:
+    """System names, each after the systems it contains."""
+    systems = context.loaded.config.systems
+    done: set[str] = set()
+
+    def visit(name: str) -> Iterator[str]:
+        done.add(name)
+        for ref, _ in node_refs(systems[name], ("systems", name)):
+            if ref in systems and ref not in done:
+                yield from visit(ref)
+        yield name
+
+    for name in systems:
+        if name not in done:
+            yield from visit(name)
+
+
+class _Wrapping:
+    """Wraps one node at a time with what the config asks for it."""
+
+    def __init__(self, context: BuildContext) -> None:
+        self.context = context
+        ops = context.loaded.config
+        self.spend = ledger(context)
+        self.alerts = _alerts(context, self.spend)
+        self.anomaly = _anomaly(context, self.alerts)
+        self.budgets = [Budget.from_spec(spec) for spec in ops.budgets]
+        self.per_request = [b for b in self.budgets if b.per_request]
+        self.book = BudgetBook(state_store(context), alerts=self.alerts) if self.budgets else None
+        self.targets = ChainMap(context.systems, context.models)
+        cache = ops.cache
+        self.cache = response_cache(context, cache) if cache is not None else None
+        self.cached_names = set(cache.targets) if cache and cache.targets is not None else None
+        self.semantic: SemanticPolicy | None = None
+        self.semantic_names: set[str] = set()
+        if cache is not None and cache.semantic is not None:
+            spec = cache.semantic
+            self.semantic_names = set(spec.systems)
+            self.semantic = SemanticPolicy(
+                embedder=context.embedder(spec.embedder, ("cache", "semantic", "embedder")),
+                threshold=spec.threshold,
+                allow_tools=spec.allow_tools,
+                allow_multi_turn=spec.allow_multi_turn,
+                allow_nonzero_temperature=spec.allow_nonzero_temperature,
+            )
+
+    def entry(self, name: str, node: Model) -> Model:
+        """`node` as callers reach it by name: with the request's spend recorded."""
+        if self.spend is None and self.anomaly is None:
+            return node
+        return Accounted(node, ledger=self.spend, anomaly=self.anomaly)
+
+    def wrap(self, name: str, node: Model, *, is_system: bool) -> Model:
+        wrapped = node
+        if self.book is not None:
+            own = [
+                b
+                for b in self.budgets
+                if b.scope == ("system" if is_system else "model") and b.applies_to_node(name)
+            ]
+            wrapped = BudgetGuard(
+                wrapped,
+                book=self.book,
+                own=own,
+                per_request=self.per_request,
+                targets=self.targets,
+            )
+        if self.cache is not None and self._cached(name, is_system):
+            semantic = self.semantic if name in self.semantic_names else None
+            who = identity(node, self.context.loaded.version)
+            wrapped = Cached(wrapped, cache=self.cache, who=who, semantic=semantic)
+        return wrapped
+
+    def _cached(self, name: str, is_system: bool) -> bool:
+        if name in self.semantic_names:
+            return True
+        return is_system if self.cached_names is None else name in self.cached_names
+
+
+def apply_operations(context: BuildContext) -> None:
+    """Wrap every model, then build and wrap every system (see the module docstring)."""
+    config = context.loaded.config
+    _check_names(context, config)
+    wrapping = _Wrapping(context)
+    for name, model in list(context.models.items()):
+        if not isinstance(model, DisabledModel):  # spends nothing; build reports it as disabled
+            context.models[name] = wrapping.wrap(name, model, is_system=False)
+            context.entries[name] = wrapping.entry(name, context.models[name])
+    for name in _system_order(context):
+        loc: Loc = ("systems", name)
+        system = context.node(config.systems[name], loc, name)
+        context.systems[name] = wrapping.wrap(name, system, is_system=True)
+        context.entries[name] = wrapping.entry(name, context.systems[name])

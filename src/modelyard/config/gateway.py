@@ -1,0 +1,30 @@
+"""Config for `modelyard serve`: where to listen, who may call, what is too big."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+
+from modelyard.config.base import Spec
+
+
+class GatewaySpec(Spec):
+    """The gateway section. Read once at startup; a reload changes systems, not the listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: PositiveInt = 1
+    auth: Literal["auto", "required", "off"] = "auto"
+    """`auto`: callers need a virtual key once any key exists or an admin key is set."""
+    admin_key: SecretStr | None = None
+    keys_db: str = ".modelyard/keys.sqlite3"
+    """Virtual keys, relative to the config file."""
+    request_log: str | None = ".modelyard/requests.sqlite3"
+    """Where every request's decision record is kept (None: memory only)."""
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    max_messages: PositiveInt = 2000
+    drain_timeout: PositiveFloat = 30.0
+    """Seconds a shutdown waits for requests in flight."""
+    watch_config: bool = False
+    """Reload when the config file changes (as well as on SIGHUP and POST /admin/reload)."""

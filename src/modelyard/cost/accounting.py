@@ -1,0 +1,151 @@
+"""The outermost wrapper of a system or model: opens the request's cost scope, and records what
+the request spent in the ledger and the anomaly detector once it is over.
+
+Only the first `Accounted` a request meets does anything; those it meets deeper in the graph
+(a system used inside another) pass straight through, so a request is recorded once, under the
+name it was sent to.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from modelyard.cost import scope as request_scope
+from modelyard.cost.anomaly import AnomalyDetector
+from modelyard.cost.decoration import Decoration
+from modelyard.cost.ledger import Ledger, SpendRow
+from modelyard.errors import ModelError
+from modelyard.model import Model
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+
+
+def spend_rows(
+    system: str,
+    request: ChatRequest,
+    response: ChatResponse | None,
+    error: ModelError | None,
+    *,
+    now: float | None = None,
+) -> list[SpendRow]:
+    """One row per model the request used, costs from its decision tree; the answering model's
+    row also carries the tokens and any difference between the tree's sum and the total."""
+    at = time.time() if now is None else now
+    day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    request_id = response.id if response is not None else uuid.uuid4().hex
+    decision: Decision | None = response.decision if response is not None else error.decision  # type: ignore[union-attr]
+    total = response.cost if response is not None else (error.cost if error else 0.0)
+    answered_by = response.model if response is not None else None
+    cache_hit = _cache_hit(decision)
+    base = {
+        "at": at,
+        "day": day,
+        "request_id": request_id,
+        "system": system,
+        "key_id": request.key_id,
+        "tags": request.tags,
+        "error": error.kind if error is not None else None,
+    }
+    if cache_hit is not None:
+        saved = float(cache_hit.details.get("saved", 0.0))
+        model = str(cache_hit.chosen or answered_by or system)
+        return [SpendRow(model=model, cost=total, saved=saved, cached=True, answered=True, **base)]  # type: ignore[arg-type]
+    leaves = [d for d in decision.walk() if not d.children] if decision is not None else []
+    per_model: dict[str, float] = {}
+    for leaf in leaves:
+        per_model[leaf.node] = per_model.get(leaf.node, 0.0) + leaf.cost
+    main = answered_by or (leaves[-1].node if leaves else system)
+    per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
+    usage = response.usage if response is not None else None
+    rows = []
+    for model, cost in per_model.items():
+        is_main = model == main
+        rows.append(
+            SpendRow(
+                model=model,
+                cost=max(0.0, cost),
+                answered=is_main and response is not None,
+                input_tokens=usage.input_tokens if usage is not None and is_main else 0,
+                output_tokens=usage.output_tokens if usage is not None and is_main else 0,
+                **base,  # type: ignore[arg-type]
+            )
+        )
+    return rows
+
+
+def _cache_hit(decision: Decision | None) -> Decision | None:
+    if decision is None:
+        return None
+    for node in decision.walk():
+        if node.kind == "cache" and node.details.get("hit"):
+            return node
+    return None
+
+
+class Accounted(Decoration):
+    """Records each request sent to `inner` (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: Model,
+        *,
+        ledger: Ledger | None = None,
+        anomaly: AnomalyDetector | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.ledger = ledger
+        self.anomaly = anomaly
+
+    def worst_case_cost(self, request: ChatRequest) -> float:
+        """The inner node's bound (recording spends nothing)."""
+        from modelyard.cost.budgets import cost_bound
+
+        return cost_bound(self.inner, request)
+
+    def _record(
+        self, request: ChatRequest, response: ChatResponse | None, error: ModelError | None
+    ) -> None:
+        if self.ledger is not None:
+            self.ledger.record(spend_rows(self.name, request, response, error))
+        if self.anomaly is not None and response is not None:
+            self.anomaly.observe(self.name, response.cost, response.model)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        if request_scope.current() is not None:
+            return await self.inner.complete(request)
+        with request_scope.entered(request_scope.RequestScope(entry=self.name)):
+            try:
+                response = await self.inner.complete(request)
+            except ModelError as exc:
+                self._record(request, None, exc)
+                raise
+        self._record(request, response, None)
+        return response
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        if request_scope.current() is not None:
+            async for chunk in self.inner.stream(request):
+                yield chunk
+            return
+        scope = request_scope.RequestScope(entry=self.name)
+        with request_scope.entered(scope):
+            chunks = self.inner.stream(request)
+        try:
+            while True:
+                with request_scope.entered(scope):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except ModelError as exc:
+                        self._record(request, None, exc)
+                        raise
+                if chunk.response is not None:
+                    self._record(request, chunk.response, None)
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()

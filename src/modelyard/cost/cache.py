@@ -1,0 +1,268 @@
+"""Response caching: exact (the full request) and semantic (a close enough question), opt-in.
+
+`Cached` wraps a system or model. The exact cache serves a stored answer only to a request whose
+every answer-changing field, tenant and answering identity match (`cache_keys`). The semantic
+cache, when a system opts in, embeds the last user message and serves the answer to the most
+similar cached question at or above `threshold`, within the same scope (everything but that
+message's text must match exactly); it stays off for tool calls, multi-turn conversations and
+non-zero (or unset) temperature unless allowed, and never matches questions whose numbers
+differ. Errors, cut streams and content-filtered answers are never stored. A hit costs nothing
+(except the embedding, for semantic lookups) and records the USD it saved in its decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from modelyard.cost import cache_codec
+from modelyard.cost.cache_keys import exact_key, numbers, semantic_scope
+from modelyard.cost.cache_store import CacheBackend, pack_vector
+from modelyard.cost.decoration import Decoration
+from modelyard.model import Embedder, Model, elapsed_ms
+from modelyard.streaming import response_chunks
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    Decision,
+    EmbeddingRequest,
+    FinishReason,
+    Usage,
+)
+
+log = logging.getLogger("modelyard.cache")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SemanticPolicy:
+    """How a system uses the semantic cache."""
+
+    embedder: Embedder
+    threshold: float = 0.95
+    allow_tools: bool = False
+    allow_multi_turn: bool = False
+    allow_nonzero_temperature: bool = False
+
+    def refuses(self, request: ChatRequest) -> str | None:
+        """Why `request` may not use the semantic cache, or None if it may."""
+        if not request.messages or request.messages[-1].role != "user":
+            return "does not end with a user message"
+        if request.messages[-1].has_image:
+            return "has an image"
+        if request.tools and not self.allow_tools:
+            return "has tools"
+        if len(request.messages) > 1 and not self.allow_multi_turn:
+            return "is multi-turn"
+        if not self.allow_nonzero_temperature and request.temperature != 0:
+            return "temperature is not 0"
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit:
+    """A cached answer found for a request."""
+
+    response: ChatResponse
+    key: str
+    similarity: float | None = None
+    matched: str | None = None
+
+
+class ResponseCache:
+    """Looks up and stores responses in a backend; shared by every `Cached` of a config."""
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        *,
+        ttl: float = 3600.0,
+        max_entry_bytes: int = 1_000_000,
+        exact: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.ttl = ttl
+        self.max_entry_bytes = max_entry_bytes
+        self.exact = exact
+
+    async def exact_hit(self, key: str) -> Hit | None:
+        """The entry stored under `key`."""
+        blob = await self.backend.get(key)
+        return None if blob is None else Hit(response=cache_codec.decode(blob), key=key)
+
+    async def semantic_hit(
+        self, scope: str, question: str, vector: np.ndarray, threshold: float
+    ) -> Hit | None:
+        """The most similar live question in `scope` at or above `threshold`."""
+        candidates = await self.backend.vectors(scope)
+        wanted = numbers(question)
+        ranked = sorted(
+            ((float(np.dot(vector, c.vector)), c) for c in candidates), key=lambda p: -p[0]
+        )
+        for similarity, candidate in ranked:
+            if similarity < threshold:
+                break
+            if numbers(candidate.text) != wanted:
+                continue
+            blob = await self.backend.get(candidate.key)
+            if blob is not None:
+                return Hit(
+                    response=cache_codec.decode(blob),
+                    key=candidate.key,
+                    similarity=similarity,
+                    matched=candidate.text,
+                )
+        return None
+
+    def storable(self, response: ChatResponse) -> bytes | None:
+        """The bytes to store, or None when this response must not be cached."""
+        if any(c.finish_reason == FinishReason.CONTENT_FILTER for c in response.choices):
+            return None
+        blob = cache_codec.encode(response)
+        return None if len(blob) > self.max_entry_bytes else blob
+
+    async def aclose(self) -> None:
+        """Close the backend."""
+        await self.backend.aclose()
+
+
+class Cached(Decoration):
+    """Serves `inner`'s answers from the cache when the request allows it."""
+
+    def __init__(
+        self,
+        inner: Model,
+        *,
+        cache: ResponseCache,
+        who: str,
+        semantic: SemanticPolicy | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.cache = cache
+        self.who = who
+        """The identity of what answers (`cache_keys.identity`): part of every key."""
+        self.semantic = semantic
+
+    def worst_case_cost(self, request: ChatRequest) -> float:
+        """The inner node's bound (a hit only lowers it)."""
+        from modelyard.cost.budgets import cost_bound
+
+        return cost_bound(self.inner, request)
+
+    def describe(self) -> dict[str, object]:
+        out = self.inner.describe()
+        out["cache"] = "exact+semantic" if self.semantic else "exact"
+        return out
+
+    async def _embed(self, request: ChatRequest) -> tuple[np.ndarray, float]:
+        assert self.semantic is not None
+        result = await self.semantic.embedder.embed(
+            EmbeddingRequest(inputs=(request.last_user_text,), key_id=request.key_id)
+        )
+        vector = np.asarray(result.vectors[0], dtype=np.float32)
+        norm = float(np.linalg.norm(vector)) or 1.0
+        return vector / norm, result.cost
+
+    async def _lookup(
+        self, request: ChatRequest
+    ) -> tuple[str, Hit | None, tuple[str, np.ndarray] | None, float]:
+        """The exact key, a hit if any, the semantic (scope, vector) to store under, and the
+        embedding's cost."""
+        key = exact_key(request, self.who)
+        if self.cache.exact:
+            hit = await self.cache.exact_hit(key)
+            if hit is not None:
+                return key, hit, None, 0.0
+        if self.semantic is None or self.semantic.refuses(request) is not None:
+            return key, None, None, 0.0
+        vector, cost = await self._embed(request)
+        scope = semantic_scope(request, self.who)
+        hit = await self.cache.semantic_hit(
+            scope, request.last_user_text, vector, self.semantic.threshold
+        )
+        return key, hit, (scope, vector), cost
+
+    def _served(self, hit: Hit, cost: float, started: float) -> ChatResponse:
+        original = hit.response
+        kind = "exact" if hit.similarity is None else "semantic"
+        reason = f"{kind} cache hit"
+        details: dict[str, object] = {
+            "hit": True,
+            "match": kind,
+            "saved": original.cost,
+            "cached_id": original.id,
+            "key": hit.key[:16],
+        }
+        if hit.similarity is not None:
+            reason += f" (similarity {hit.similarity:.3f})"
+            details["similarity"] = round(hit.similarity, 4)
+            details["matched"] = hit.matched
+        log.info(
+            "%s: %s, saved $%.6f (answer of %s)", self.name, reason, original.cost, original.model
+        )
+        decision = Decision(
+            node=self.name,
+            kind="cache",
+            chosen=original.model,
+            reason=reason,
+            latency_ms=elapsed_ms(started),
+            cost=cost,
+            details=details,
+        )
+        return replace(
+            original,
+            id=f"cache-{uuid.uuid4().hex[:20]}",
+            usage=Usage(),
+            cost=cost,
+            created=int(time.time()),
+            decision=decision,
+        )
+
+    async def _store(
+        self,
+        key: str,
+        semantic: tuple[str, np.ndarray] | None,
+        request: ChatRequest,
+        response: ChatResponse,
+    ) -> None:
+        blob = self.cache.storable(response)
+        if blob is None:
+            return
+        await self.cache.backend.put(key, blob, self.cache.ttl)
+        if semantic is not None:
+            scope, vector = semantic
+            packed = pack_vector(request.last_user_text, vector)
+            await self.cache.backend.add_vector(scope, key, packed, self.cache.ttl)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        key, hit, semantic, embed_cost = await self._lookup(request)
+        await self.cache.backend.count(hit=hit is not None, saved=hit.response.cost if hit else 0)
+        if hit is not None:
+            return self._served(hit, embed_cost, started)
+        response = await self.inner.complete(request)
+        await self._store(key, semantic, request, response)
+        return replace(response, cost=response.cost + embed_cost) if embed_cost else response
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        key, hit, semantic, embed_cost = await self._lookup(request)
+        await self.cache.backend.count(hit=hit is not None, saved=hit.response.cost if hit else 0)
+        if hit is not None:
+            for chunk in response_chunks(self._served(hit, embed_cost, started)):
+                yield chunk
+            return
+        async for chunk in self.inner.stream(request):
+            if chunk.response is not None:
+                # Only a stream that finished whole reaches here: a cut one raised instead.
+                await self._store(key, semantic, request, chunk.response)
+                if embed_cost:
+                    chunk = Chunk(
+                        response=replace(chunk.response, cost=chunk.response.cost + embed_cost)
+                    )
+            yield chunk

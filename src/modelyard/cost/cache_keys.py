@@ -1,0 +1,94 @@
+"""Cache keys: two requests share an entry only if they must get the same answer.
+
+The exact key hashes the canonical form of every field of the request — every field of
+`ChatRequest`, read with `dataclasses.fields`, so a field added later is part of the key
+without anyone remembering to add it — except the ones listed in `NOT_IN_KEY`, plus the identity
+of what answers (the node's name, the pinned model ids under it, the config version) and the
+tenant (`key_id` is a request field, so it is in the key). The semantic scope is the same hash
+with the last user message's text left out: a semantic hit may differ from the cached request
+in that text only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from modelyard.model import Model
+from modelyard.types import ChatRequest, Message
+
+NOT_IN_KEY = frozenset({"deadline"})
+"""Request fields that never change the answer: only when it must arrive."""
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def canonical(value: Any) -> Any:
+    """`value` as plain JSON data: dataclasses as dicts of all their fields, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
+def request_form(request: ChatRequest) -> dict[str, Any]:
+    """Every answer-changing field of `request`, canonical."""
+    return {
+        f.name: canonical(getattr(request, f.name))
+        for f in dataclasses.fields(request)
+        if f.name not in NOT_IN_KEY
+    }
+
+
+def identity(model: Model, config_version: str) -> str:
+    """What answers: the node's name, every pinned model id under it, and the config version."""
+    ids: list[str] = []
+
+    def walk(node: Model) -> None:
+        info = node.info
+        ids.append(f"{info.name}={info.provider or ''}:{info.model_id or ''}")
+        for child in node.children:
+            walk(child)
+
+    walk(model)
+    return f"{model.name}|{config_version}|{','.join(ids)}"
+
+
+def _digest(parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def exact_key(request: ChatRequest, who: str) -> str:
+    """The exact cache key of `request` answered by `who` (an `identity`)."""
+    return _digest([who, request_form(request)])
+
+
+def last_user_index(request: ChatRequest) -> int | None:
+    """Where the last user message is, if the request ends with one."""
+    if request.messages and request.messages[-1].role == "user":
+        return len(request.messages) - 1
+    return None
+
+
+def semantic_scope(request: ChatRequest, who: str) -> str:
+    """The exact key of `request` with its last user message's text blanked out."""
+    index = last_user_index(request)
+    assert index is not None
+    messages = list(request.messages)
+    messages[index] = Message(role="user", content="\x00question\x00")
+    form = request_form(dataclasses.replace(request, messages=tuple(messages)))
+    return _digest([who, "semantic", form])
+
+
+def numbers(text: str) -> list[str]:
+    """The numbers in `text`, in order: two questions that differ in one never share an answer
+    ("order 1234" vs "order 1235"), however similar their embeddings."""
+    return _NUMBER.findall(text)

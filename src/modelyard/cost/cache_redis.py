@@ -1,0 +1,147 @@
+"""The response cache in Redis, shared by several gateway processes.
+
+Entries are plain keys with a TTL; a sorted set ranks them by last use, and the put script
+evicts the least recently used beyond `max_entries` in the same atomic step. Semantic vectors
+live in one hash per scope. A Redis failure never fails a request: the cache answers "miss" and
+logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from modelyard.cost.cache_store import CacheBackend, CacheStats, VectorEntry, unpack_vector
+
+T = TypeVar("T")
+log = logging.getLogger("modelyard.cache")
+
+_PUT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if extra > 0 then
+  local old = redis.call('ZPOPMIN', KEYS[2], extra)
+  for i = 1, #old, 2 do redis.call('DEL', ARGV[6] .. old[i]) end
+end
+return 0
+"""
+
+_GET = """
+local value = redis.call('GET', KEYS[1])
+if value then redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2]) end
+return value
+"""
+
+_ADD_VECTOR = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[4]) then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if redis.call('EXISTS', ARGV[5] .. field) == 0 then redis.call('HDEL', KEYS[1], field) end
+  end
+end
+return 0
+"""
+
+
+class RedisCache(CacheBackend):
+    """Cache entries in Redis under `prefix`."""
+
+    name = "redis"
+
+    def __init__(self, url: str, *, prefix: str, max_entries: int, timeout: float = 1.0) -> None:
+        super().__init__(max_entries=max_entries)
+        self.prefix = prefix
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self._put = self._client.register_script(_PUT)
+        self._get = self._client.register_script(_GET)
+        self._add_vector = self._client.register_script(_ADD_VECTOR)
+
+    async def _safe(self, operation: Callable[[], Awaitable[T]], default: T) -> T:
+        try:
+            return await operation()
+        except (RedisError, OSError) as exc:
+            log.warning("cache redis unavailable (%s); treating as a miss", type(exc).__name__)
+            return default
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._safe(
+            lambda: self._get(
+                keys=[self.prefix + "e:" + key, self.prefix + "lru"], args=[time.time(), key]
+            ),
+            None,
+        )
+        return value if isinstance(value, bytes) or value is None else bytes(value)
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._safe(
+            lambda: self._put(
+                keys=[self.prefix + "e:" + key, self.prefix + "lru"],
+                args=[
+                    value,
+                    max(1, int(ttl * 1000)),
+                    time.time(),
+                    key,
+                    self.max_entries,
+                    self.prefix + "e:",
+                ],
+            ),
+            None,
+        )
+
+    async def add_vector(self, scope: str, key: str, blob: bytes, ttl: float) -> None:
+        await self._safe(
+            lambda: self._add_vector(
+                keys=[self.prefix + "v:" + scope],
+                args=[key, blob, max(1, int(ttl * 1000)), self.max_entries, self.prefix + "e:"],
+            ),
+            None,
+        )
+
+    async def vectors(self, scope: str) -> list[VectorEntry]:
+        found: dict[bytes, bytes] = await self._safe(
+            lambda: self._client.hgetall(self.prefix + "v:" + scope),  # type: ignore[arg-type,return-value]
+            {},
+        )
+        return [unpack_vector(k.decode(), v) for k, v in found.items()]
+
+    async def count(self, *, hit: bool, saved: float = 0.0) -> None:
+        async def write() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                if hit:
+                    pipe.hincrby(self.prefix + "stats", "hits", 1)
+                    pipe.hincrbyfloat(self.prefix + "stats", "saved", saved)
+                else:
+                    pipe.hincrby(self.prefix + "stats", "misses", 1)
+                await pipe.execute()
+
+        await self._safe(write, None)
+
+    async def stats(self) -> CacheStats:
+        counts = await self._client.hgetall(self.prefix + "stats")  # type: ignore[misc]
+        entries = await self._client.zcard(self.prefix + "lru")
+        return CacheStats(
+            entries=int(entries),
+            hits=int(counts.get(b"hits", 0)),
+            misses=int(counts.get(b"misses", 0)),
+            saved=float(counts.get(b"saved", 0.0)),
+        )
+
+    async def clear(self) -> int:
+        entries = int(await self._client.zcard(self.prefix + "lru"))
+        async for name in self._client.scan_iter(match=f"{self.prefix}*", count=500):
+            await self._client.delete(name)
+        return entries
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

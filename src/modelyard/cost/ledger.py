@@ -1,0 +1,215 @@
+"""The spend ledger: what every request spent, by system, model, key, tag and day.
+
+`Ledger.record` only appends to an in-memory queue; a background task writes the queue in
+batches (every `flush_interval` seconds, or sooner when `batch_size` rows wait), so the request
+path never waits on disk. `aclose()` writes whatever is still queued: nothing is lost at a clean
+shutdown. Alerts are kept in the same file so `modelyard costs` can list them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.cost.alerts import Alert
+from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
+
+log = logging.getLogger("modelyard.ledger")
+
+MIGRATIONS: list[Migration] = [
+    (
+        "001_spend",
+        """
+        CREATE TABLE spend (
+            id INTEGER PRIMARY KEY, at REAL NOT NULL, day TEXT NOT NULL,
+            request_id TEXT NOT NULL, system TEXT NOT NULL, model TEXT NOT NULL,
+            key_id TEXT, tags TEXT NOT NULL DEFAULT '[]', cost REAL NOT NULL,
+            saved REAL NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0,
+            answered INTEGER NOT NULL DEFAULT 0, error TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX spend_day ON spend (day);
+        CREATE INDEX spend_system_day ON spend (system, day);
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, place TEXT NOT NULL,
+            message TEXT NOT NULL, value REAL, threshold REAL, details TEXT NOT NULL DEFAULT '{}');
+        CREATE INDEX alerts_at ON alerts (at)
+        """,
+    ),
+]
+"""Append-only: add a new entry for any schema change."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpendRow:
+    """What one model call within one request spent (a request has one row per model it used)."""
+
+    at: float
+    day: str
+    request_id: str
+    system: str
+    model: str
+    cost: float
+    key_id: str | None = None
+    tags: tuple[str, ...] = ()
+    saved: float = 0.0
+    cached: bool = False
+    answered: bool = False
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _row_values(row: SpendRow) -> tuple[Any, ...]:
+    return (
+        row.at,
+        row.day,
+        row.request_id,
+        row.system,
+        row.model,
+        row.key_id,
+        json.dumps(list(row.tags)),
+        row.cost,
+        row.saved,
+        int(row.cached),
+        int(row.answered),
+        row.error,
+        row.input_tokens,
+        row.output_tokens,
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    spend: list[SpendRow] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.spend) + len(self.alerts)
+
+
+class SqliteLedgerFile:
+    """Reads and writes the ledger's SQLite file (on a worker thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.worker = SqliteWorker(path, component="ledger", migrations=MIGRATIONS)
+
+    async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
+        """Insert a batch in one transaction."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO spend (at, day, request_id, system, model, key_id, tags, cost,"
+                " saved, cached, answered, error, input_tokens, output_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_row_values(r) for r in spend],
+            )
+            conn.executemany(
+                "INSERT INTO alerts (at, kind, place, message, value, threshold, details)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (a.at, a.kind, a.where, a.message, a.value, a.threshold, json.dumps(a.details))
+                    for a in alerts
+                ],
+            )
+
+        await self.worker.run(lambda conn: transaction(conn, apply))
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query."""
+        return await self.worker.run(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
+    async def aclose(self) -> None:
+        """Close the file."""
+        await self.worker.aclose()
+
+
+class Ledger:
+    """Queues spend rows and alerts and writes them in batches from a background task."""
+
+    def __init__(
+        self,
+        file: SqliteLedgerFile,
+        *,
+        flush_interval: float = 1.0,
+        batch_size: int = 500,
+        max_queue: int = 100_000,
+    ) -> None:
+        self.file = file
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self._pending = _Pending()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self.dropped = 0
+        self.written = 0
+
+    def record(self, rows: Sequence[SpendRow]) -> None:
+        """Queue spend rows; never waits."""
+        if len(self._pending) + len(rows) > self.max_queue:
+            self.dropped += len(rows)
+            log.error("spend ledger queue is full (%d rows); dropped %d", self.max_queue, len(rows))
+            return
+        self._pending.spend.extend(rows)
+        self._kick()
+
+    def record_alert(self, alert: Alert) -> None:
+        """Queue an alert; never waits."""
+        self._pending.alerts.append(alert)
+        self._kick()
+
+    def _kick(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a synchronous caller: written at the next flush or at aclose
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._run())
+        if len(self._pending) >= self.batch_size and self._wake is not None:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued so far."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while len(self._pending):
+                batch, self._pending = self._pending, _Pending()
+                try:
+                    await self.file.write(batch.spend, batch.alerts)
+                except (sqlite3.Error, OSError) as exc:
+                    # Keep the rows for the next try, in front of the newer ones.
+                    batch.spend.extend(self._pending.spend)
+                    batch.alerts.extend(self._pending.alerts)
+                    self._pending = batch
+                    log.error("spend ledger %s: write failed: %s", self.file.path, exc)
+                    return
+                self.written += len(batch.spend)
+
+    async def aclose(self) -> None:
+        """Stop the background task and write what is still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        await self.file.aclose()

@@ -1,0 +1,44 @@
+"""What the wrappers of one request share while it runs: whether its key, tag and total budgets
+are already reserved, which systems it was downgraded through, and what its cache saved.
+
+Held in a `ContextVar`, so it follows the request into the tasks its patterns spawn (an
+ensemble's members) and never leaks into another request. The outermost wrapper a request meets
+(`cost.accounting.Accounted`, or a `BudgetGuard` used alone) opens it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """Per-request state the cost wrappers share."""
+
+    entry: str
+    """The system or model the request was sent to."""
+    request_budgets_held: bool = False
+    """Whether the key/tag/total budgets were reserved (by the outermost guard)."""
+    downgraded: list[str] = field(default_factory=list)
+    """Systems a budget sent this request away from, in order, so a loop is caught."""
+
+
+_CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)
+
+
+def current() -> RequestScope | None:
+    """The scope of the request being served in this context, if any."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def entered(scope: RequestScope) -> Iterator[RequestScope]:
+    """Make `scope` current for the body (one step of a stream, or a whole call)."""
+    token = _CURRENT.set(scope)
+    try:
+        yield scope
+    finally:
+        _CURRENT.reset(token)

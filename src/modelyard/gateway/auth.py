@@ -1,0 +1,97 @@
+"""Who is calling: virtual keys held in memory, refreshed from the key store in the background,
+and the admin key from the config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from typing import Literal
+
+from modelyard.gateway.errors import ApiError
+from modelyard.gateway.keys import KeyStore, VirtualKey, hash_key
+
+log = logging.getLogger("modelyard.gateway")
+
+ANONYMOUS = VirtualKey(id="anonymous", name="anonymous")
+ADMIN = VirtualKey(id="admin", name="admin", admin=True)
+
+
+class KeyRing:
+    """Answers "which key is this?" from memory; a background task follows the key store."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        mode: Literal["auto", "required", "off"],
+        admin_secret: str | None,
+        refresh_every: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.mode = mode
+        self._admin = admin_secret
+        self._keys = store.active_by_hash()
+        self._version = store.version()
+        self._refresh_every = refresh_every
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether callers without a key are let in."""
+        if self.mode == "off":
+            return True
+        if self.mode == "required":
+            return False
+        return not self._keys and self._admin is None
+
+    def start(self) -> None:
+        """Follow the key store from inside the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_every)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Reload the keys if the store changed."""
+        try:
+            version = await asyncio.to_thread(self.store.version)
+            if version != self._version:
+                self._keys = await asyncio.to_thread(self.store.active_by_hash)
+                self._version = version
+        except Exception as exc:  # a broken key store must not stop serving known keys
+            log.error("cannot refresh virtual keys: %s", exc)
+
+    def authenticate(self, secret: str | None) -> VirtualKey:
+        """The key behind `secret`; ApiError 401 when it is missing, unknown or revoked."""
+        if secret:
+            if self._admin is not None and hmac.compare_digest(secret, self._admin):
+                return ADMIN
+            key = self._keys.get(hash_key(secret))
+            if key is not None:
+                return key
+            if self.open:
+                return ANONYMOUS
+            raise ApiError(
+                401, "invalid or revoked API key", "authentication_error", "invalid_api_key"
+            )
+        if self.open:
+            return ANONYMOUS
+        raise ApiError(
+            401,
+            "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+            "authentication_error",
+            "missing_api_key",
+        )
+
+    async def aclose(self) -> None:
+        """Stop following the store."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,88 @@
+"""How the gateway reports a failure: one status per error class, and the error an API's
+clients expect, never a stack trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelyard.errors import (
+    AuthenticationError,
+    BadRequestError,
+    BadResponseError,
+    BudgetExceededError,
+    ContentFilteredError,
+    ContextLengthError,
+    ModelError,
+    ModelTimeoutError,
+    NoAnswerError,
+    NotFoundError,
+    PermissionDeniedError,
+    QualityCheckError,
+    RateLimitedError,
+    StreamInterruptedError,
+    UnavailableError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError(Exception):
+    """A failure to report to the client: HTTP status, error type and code, a clear message."""
+
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def bad_request(message: str, param: str | None = None) -> ApiError:
+    """A 400 naming the field at fault."""
+    return ApiError(400, message, "invalid_request_error", "invalid_request", param)
+
+
+def from_model_error(exc: ModelError) -> ApiError:
+    """The client-facing error for a failure inside a system.
+
+    Upstream authentication, permission and not-found failures are the operator's problem
+    (a wrong provider key or model id), so the client sees a 502 that says so, not a 401.
+    """
+    message = exc.message
+    where = f" (model {exc.model})" if exc.model else ""
+    headers: dict[str, str] = {}
+    if isinstance(exc, ContextLengthError):
+        return ApiError(400, message, "invalid_request_error", "context_length_exceeded")
+    if isinstance(exc, ContentFilteredError):
+        return ApiError(400, message, "invalid_request_error", "content_filter")
+    if isinstance(exc, BadRequestError):
+        return ApiError(400, message, "invalid_request_error", exc.code or "invalid_request")
+    if isinstance(exc, BudgetExceededError):
+        return ApiError(429, message, "budget_exceeded", exc.code or "budget_exceeded")
+    if isinstance(exc, RateLimitedError):
+        if exc.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+        return ApiError(429, message + where, "rate_limit_error", "rate_limited", headers=headers)
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return ApiError(
+            502, f"upstream rejected the gateway's credentials{where}", "upstream_error", exc.kind
+        )
+    if isinstance(exc, NotFoundError) and exc.provider is not None:
+        return ApiError(
+            502, f"upstream does not know the model{where}", "upstream_error", "not_found"
+        )
+    if isinstance(exc, NotFoundError):
+        return ApiError(404, message, "invalid_request_error", exc.code or "model_not_found")
+    if isinstance(exc, ModelTimeoutError):
+        return ApiError(504, message + where, "timeout", "timeout")
+    if isinstance(exc, QualityCheckError):
+        return ApiError(422, message, "quality_check_failed", exc.code)
+    if isinstance(exc, NoAnswerError | UnavailableError):
+        if exc.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+        return ApiError(503, message + where, "unavailable", exc.code, headers=headers)
+    if isinstance(exc, BadResponseError | StreamInterruptedError):
+        return ApiError(502, message + where, "upstream_error", exc.kind)
+    return ApiError(500, "internal error", "server_error", exc.kind)

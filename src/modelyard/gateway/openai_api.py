@@ -1,0 +1,495 @@
+"""The OpenAI API as the gateway serves it: request JSON in, ChatRequest out; ChatResponse and
+chunks in, OpenAI JSON and SSE frames out. The mirror image of `providers/openai_wire.py`."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelyard.gateway.errors import ApiError, bad_request
+from modelyard.gateway.fields import (
+    expect_list,
+    expect_object,
+    expect_str,
+    optional_bool,
+    optional_int,
+    optional_number,
+    optional_str,
+    reject_unknown,
+    string_map,
+)
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    EmbeddingResponse,
+    ImagePart,
+    Message,
+    Part,
+    ResponseFormat,
+    TextPart,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+)
+
+_CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "metadata",
+        "stream",
+        "stream_options",
+        "user",
+        "store",
+        "service_tier",
+    }
+)
+_NEUTRAL = {
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+    "logit_bias": {},
+    "functions": [],
+    "modalities": ["text"],
+}
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """A parsed chat completion call: which system or model, the request, how to answer."""
+
+    target: str
+    request: ChatRequest
+    stream: bool
+    include_usage: bool
+
+
+def _parts(content: list[Any], where: str) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    for i, raw in enumerate(content):
+        part = expect_object(raw, f"{where}[{i}]")
+        kind = part.get("type")
+        if kind == "text":
+            parts.append(TextPart(text=expect_str(part.get("text"), f"{where}[{i}].text")))
+        elif kind == "image_url":
+            image = expect_object(part.get("image_url"), f"{where}[{i}].image_url")
+            url = expect_str(image.get("url"), f"{where}[{i}].image_url.url")
+            parts.append(ImagePart(url=url, detail=optional_str(image, "detail")))
+        else:
+            raise bad_request(
+                f"{where}[{i}].type: expected 'text' or 'image_url', got {kind!r}", where
+            )
+    return tuple(parts)
+
+
+def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
+    calls = []
+    for i, item in enumerate(expect_list(raw, where)):
+        call = expect_object(item, f"{where}[{i}]")
+        function = expect_object(call.get("function"), f"{where}[{i}].function")
+        calls.append(
+            ToolCall(
+                id=expect_str(call.get("id"), f"{where}[{i}].id"),
+                name=expect_str(function.get("name"), f"{where}[{i}].function.name"),
+                arguments=expect_str(
+                    function.get("arguments", "{}"), f"{where}[{i}].function.arguments"
+                ),
+            )
+        )
+    return tuple(calls)
+
+
+def _message(raw: Any, where: str) -> Message:
+    body = expect_object(raw, where)
+    role = _ROLES.get(body.get("role"))  # type: ignore[arg-type]
+    if role is None:
+        raise bad_request(
+            f"{where}.role: expected system, developer, user, assistant or tool, "
+            f"got {body.get('role')!r}",
+            f"{where}.role",
+        )
+    content = body.get("content")
+    if content is None:
+        text: str | tuple[Part, ...] = ""
+        if role != "assistant":
+            raise bad_request(f"{where}.content: required for a {role} message", f"{where}.content")
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        text = _parts(content, f"{where}.content")
+    else:
+        raise bad_request(f"{where}.content: expected a string or an array of parts", where)
+    calls = _tool_calls(body["tool_calls"], f"{where}.tool_calls") if body.get("tool_calls") else ()
+    tool_call_id = optional_str(body, "tool_call_id", f"{where}.")
+    if role == "tool" and not tool_call_id:
+        raise bad_request(f"{where}.tool_call_id: required for a tool message", where)
+    return Message(
+        role=role,  # type: ignore[arg-type]
+        content=text,
+        name=optional_str(body, "name", f"{where}."),
+        tool_calls=calls,
+        tool_call_id=tool_call_id,
+    )
+
+
+def _tools(raw: Any) -> tuple[Tool, ...]:
+    tools = []
+    for i, item in enumerate(expect_list(raw, "tools")):
+        tool = expect_object(item, f"tools[{i}]")
+        if tool.get("type") != "function":
+            raise bad_request(f"tools[{i}].type: only 'function' tools are supported", "tools")
+        function = expect_object(tool.get("function"), f"tools[{i}].function")
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        tools.append(
+            Tool(
+                name=expect_str(function.get("name"), f"tools[{i}].function.name"),
+                description=optional_str(function, "description") or "",
+                parameters=expect_object(parameters, f"tools[{i}].function.parameters"),
+                strict=optional_bool(function, "strict"),
+            )
+        )
+    return tuple(tools)
+
+
+def _tool_choice(raw: Any) -> str | None:
+    if raw is None or raw in ("auto", "none", "required"):
+        return raw  # type: ignore[no-any-return]
+    choice = expect_object(raw, "tool_choice")
+    function = expect_object(choice.get("function"), "tool_choice.function")
+    return expect_str(function.get("name"), "tool_choice.function.name")
+
+
+def _response_format(raw: Any) -> ResponseFormat | None:
+    if raw is None:
+        return None
+    body = expect_object(raw, "response_format")
+    kind = body.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat(type="json_object")
+    if kind == "json_schema":
+        spec = expect_object(body.get("json_schema"), "response_format.json_schema")
+        schema = spec.get("schema")
+        return ResponseFormat(
+            type="json_schema",
+            schema=expect_object(schema, "response_format.json_schema.schema") if schema else None,
+            name=optional_str(spec, "name"),
+            strict=optional_bool(spec, "strict"),
+        )
+    raise bad_request(
+        f"response_format.type: expected text, json_object or json_schema, got {kind!r}",
+        "response_format.type",
+    )
+
+
+def _stop(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    items = expect_list(raw, "stop")
+    if len(items) > 4:
+        raise bad_request("stop: at most 4 sequences", "stop")
+    return tuple(expect_str(s, f"stop[{i}]") for i, s in enumerate(items))
+
+
+def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
+    """A chat completion request body as a ChatCall; ApiError (400) naming the field otherwise."""
+    body = expect_object(body, "body")
+    reject_unknown(body, _CHAT_FIELDS, _NEUTRAL)
+    target = expect_str(body.get("model"), "model")
+    messages_raw = expect_list(body.get("messages"), "messages", non_empty=True)
+    if len(messages_raw) > max_messages:
+        raise bad_request(f"messages: at most {max_messages} messages", "messages")
+    messages = [_message(m, f"messages[{i}]") for i, m in enumerate(messages_raw)]
+    system_parts = [m.text for m in messages if m.role == "system"]
+    turns = tuple(m for m in messages if m.role != "system")
+    if not turns:
+        raise bad_request("messages: needs at least one non-system message", "messages")
+    max_tokens = optional_int(body, "max_completion_tokens", 1, 10_000_000)
+    if max_tokens is None:
+        max_tokens = optional_int(body, "max_tokens", 1, 10_000_000)
+    stream = bool(optional_bool(body, "stream"))
+    options = body.get("stream_options")
+    include_usage = bool(
+        optional_bool(expect_object(options, "stream_options"), "include_usage", "stream_options.")
+        if options is not None
+        else False
+    )
+    metadata = string_map(body["metadata"], "metadata") if body.get("metadata") else {}
+    user = optional_str(body, "user")
+    if user:
+        metadata = {**metadata, "user": user}
+    request = ChatRequest(
+        messages=turns,
+        system="\n\n".join(system_parts) if system_parts else None,
+        tools=_tools(body["tools"]) if body.get("tools") else (),
+        tool_choice=_tool_choice(body.get("tool_choice")),
+        parallel_tool_calls=optional_bool(body, "parallel_tool_calls"),
+        response_format=_response_format(body.get("response_format")),
+        temperature=optional_number(body, "temperature", 0, 2),
+        top_p=optional_number(body, "top_p", 0, 1),
+        max_tokens=max_tokens,
+        stop=_stop(body.get("stop")),
+        seed=optional_int(body, "seed", -(2**63), 2**63 - 1),
+        n=optional_int(body, "n", 1, 128) or 1,
+        logprobs=bool(optional_bool(body, "logprobs")),
+        top_logprobs=optional_int(body, "top_logprobs", 0, 20),
+        metadata=metadata,
+    )
+    return ChatCall(target=target, request=request, stream=stream, include_usage=include_usage)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _logprobs(items: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
+    if items is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": list(t.token.encode()),
+                "top_logprobs": [
+                    {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top
+                ],
+            }
+            for t in items
+        ],
+        "refusal": None,
+    }
+
+
+def _usage(response: ChatResponse) -> dict[str, Any]:
+    usage = response.usage
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def render_response(response: ChatResponse, *, request_id: str, target: str) -> bytes:
+    """A ChatResponse as an OpenAI `chat.completion` object."""
+    choices = []
+    for choice in response.choices:
+        message = choice.message
+        out: dict[str, Any] = {
+            "role": "assistant",
+            "content": message.text if (message.text or not message.tool_calls) else None,
+            "refusal": None,
+        }
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in message.tool_calls
+            ]
+        choices.append(
+            {
+                "index": choice.index,
+                "message": out,
+                "logprobs": _logprobs(choice.logprobs),
+                "finish_reason": choice.finish_reason.value,
+            }
+        )
+    return orjson.dumps(
+        {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": response.created,
+            "model": target,
+            "choices": choices,
+            "usage": _usage(response),
+            "system_fingerprint": response.system_fingerprint,
+        }
+    )
+
+
+class ChunkRenderer:
+    """Renders one stream's chunks as OpenAI `chat.completion.chunk` SSE frames."""
+
+    __slots__ = ("_created", "_head", "_id", "_include_usage", "_started", "_target")
+
+    def __init__(self, *, request_id: str, target: str, created: int, include_usage: bool) -> None:
+        self._id = f"chatcmpl-{request_id}"
+        self._target = target
+        self._created = created
+        self._include_usage = include_usage
+        self._started: set[int] = set()
+
+    def _frame(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        payload = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._target,
+            "choices": choices,
+            **extra,
+        }
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        """The SSE frame(s) for one delta chunk, or the closing frames for the final one."""
+        if chunk.response is not None:
+            return self._final(chunk.response)
+        delta: dict[str, Any] = {}
+        if chunk.index not in self._started:
+            self._started.add(chunk.index)
+            delta["role"] = "assistant"
+        if chunk.text:
+            delta["content"] = chunk.text
+        if chunk.tool_calls:
+            delta["tool_calls"] = [
+                {
+                    "index": d.index,
+                    **({"id": d.id, "type": "function"} if d.id else {}),
+                    "function": {
+                        **({"name": d.name} if d.name else {}),
+                        "arguments": d.arguments,
+                    },
+                }
+                for d in chunk.tool_calls
+            ]
+        choice: dict[str, Any] = {
+            "index": chunk.index,
+            "delta": delta,
+            "logprobs": _logprobs(chunk.logprobs) if chunk.logprobs else None,
+            "finish_reason": chunk.finish_reason.value if chunk.finish_reason else None,
+        }
+        return self._frame([choice])
+
+    def _final(self, response: ChatResponse) -> bytes:
+        out = b""
+        if self._include_usage:
+            out += self._frame([], usage=_usage(response))
+        return out + b"data: [DONE]\n\n"
+
+    def error(self, error: ApiError) -> bytes:
+        """An in-band error event: the stream ends with it, never with a normal finish."""
+        return b"data: " + orjson.dumps(error_body(error)) + b"\n\n"
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    """OpenAI's error JSON."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def render_models(names: list[tuple[str, str]], created: int) -> bytes:
+    """`GET /v1/models`: each (name, owner) as a model object."""
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": owner}
+                for name, owner in names
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingCall:
+    """A parsed embeddings call."""
+
+    target: str
+    inputs: tuple[str, ...]
+    dimensions: int | None
+    base64: bool
+
+
+def parse_embeddings(body: Any) -> EmbeddingCall:
+    """An embeddings request body; texts only (token arrays are refused with a clear 400)."""
+    body = expect_object(body, "body")
+    reject_unknown(body, frozenset({"model", "input", "dimensions", "encoding_format", "user"}), {})
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        raise bad_request("encoding_format: expected 'float' or 'base64'", "encoding_format")
+    raw = body.get("input")
+    if isinstance(raw, str):
+        inputs: tuple[str, ...] = (raw,)
+    else:
+        items = expect_list(raw, "input", non_empty=True)
+        inputs = tuple(expect_str(t, f"input[{i}]") for i, t in enumerate(items))
+    return EmbeddingCall(
+        target=expect_str(body.get("model"), "model"),
+        inputs=inputs,
+        dimensions=optional_int(body, "dimensions", 1, 100_000),
+        base64=body.get("encoding_format") == "base64",
+    )
+
+
+def _packed(vector: tuple[float, ...]) -> str:
+    """float32 little-endian, base64: what the OpenAI SDK asks for by default."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def render_embeddings(response: EmbeddingResponse, target: str, *, packed: bool) -> bytes:
+    """An EmbeddingResponse as OpenAI's embeddings list."""
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": _packed(vector) if packed else list(vector),
+                }
+                for i, vector in enumerate(response.vectors)
+            ],
+            "model": target,
+            "usage": {
+                "prompt_tokens": response.usage.input_tokens,
+                "total_tokens": response.usage.input_tokens,
+            },
+        }
+    )
+
+
+def not_found(target: str, available: list[str]) -> ApiError:
+    """404 for an unknown model, listing what exists."""
+    return ApiError(
+        404,
+        f"The model {target!r} does not exist; available: {', '.join(available) or 'none'}",
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )

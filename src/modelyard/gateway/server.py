@@ -1,0 +1,45 @@
+"""Running the gateway: uvicorn (uvloop + httptools) around the ASGI app; SIGHUP and file
+changes reload the config; SIGTERM and SIGINT drain requests in flight before exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from modelyard.gateway.app import Gateway, create_app
+
+
+def app_factory() -> Gateway:
+    """uvicorn's factory, run in each worker: the config path comes from $MODELYARD_CONFIG."""
+    return create_app(serving=True)
+
+
+def serve(
+    config: str | os.PathLike[str], *, host: str | None, port: int | None, workers: int | None
+) -> None:
+    """Serve `config` until interrupted."""
+    path = Path(config).resolve()
+    probe = create_app(path)  # fail on a bad config before binding a port
+    spec = probe.live.current.loaded.config.gateway
+    asyncio.run(probe.live.aclose())
+    os.environ["MODELYARD_CONFIG"] = str(path)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        "modelyard.gateway.server:app_factory",
+        factory=True,
+        host=host or spec.host,
+        port=port or spec.port,
+        workers=workers or spec.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(spec.drain_timeout),
+    )

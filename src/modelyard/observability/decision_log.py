@@ -1,0 +1,218 @@
+"""The request log: every request's outcome and decision record, kept for audit.
+
+Recording is a list append on the hot path; a background task writes batches to SQLite in a
+worker thread, so no request ever waits on the disk. The most recent records are also held in
+memory for `GET /v1/requests/{id}`. `aclose()` flushes what is pending, so a clean shutdown
+loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelyard.types import Decision
+
+log = logging.getLogger("modelyard.log")
+
+_MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS requests (
+        id TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        key_id TEXT,
+        target TEXT NOT NULL,
+        api TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        config_version TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        model TEXT,
+        provider_model TEXT,
+        latency_ms REAL NOT NULL,
+        cost REAL NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        error TEXT,
+        decision TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS requests_at ON requests (at)",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord:
+    """One request as it ended."""
+
+    id: str
+    at: float
+    key_id: str | None
+    target: str
+    api: str
+    stream: bool
+    config_version: str
+    status: int
+    model: str | None = None
+    provider_model: str | None = None
+    latency_ms: float = 0.0
+    cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+    decision: Decision | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the decision tree expanded."""
+        return {
+            "id": self.id,
+            "at": self.at,
+            "key_id": self.key_id,
+            "target": self.target,
+            "api": self.api,
+            "stream": self.stream,
+            "config_version": self.config_version,
+            "status": self.status,
+            "model": self.model,
+            "provider_model": self.provider_model,
+            "latency_ms": round(self.latency_ms, 3),
+            "cost": self.cost,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "error": self.error,
+            "decision": self.decision.to_dict() if self.decision else None,
+        }
+
+
+class DecisionLog:
+    """Recent records in memory, all records in SQLite (when a path is given)."""
+
+    def __init__(
+        self, path: Path | None, *, recent: int = 10_000, flush_every: float = 0.5
+    ) -> None:
+        self.path = path
+        self._recent: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._recent_size = recent
+        self._pending: list[RequestRecord] = []
+        self._flush_every = flush_every
+        self._task: asyncio.Task[None] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                for migration in _MIGRATIONS:
+                    db.execute(migration)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        assert self.path is not None
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        finally:
+            db.close()
+
+    def record(self, record: RequestRecord) -> None:
+        """Keep a record; never blocks."""
+        recent = self._recent
+        recent[record.id] = record
+        if len(recent) > self._recent_size:
+            recent.popitem(last=False)
+        if self.path is not None:
+            self._pending.append(record)
+
+    def start(self) -> None:
+        """Start the background writer (inside the running loop)."""
+        if self.path is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_every)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write pending records now."""
+        if not self._pending or self.path is None:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await asyncio.to_thread(self._write, batch)
+        except sqlite3.Error as exc:
+            log.error(
+                "could not write %d request records: %s; keeping them to retry", len(batch), exc
+            )
+            self._pending[:0] = batch
+
+    def _write(self, batch: list[RequestRecord]) -> None:
+        rows = [
+            (
+                r.id,
+                r.at,
+                r.key_id,
+                r.target,
+                r.api,
+                int(r.stream),
+                r.config_version,
+                r.status,
+                r.model,
+                r.provider_model,
+                r.latency_ms,
+                r.cost,
+                r.input_tokens,
+                r.output_tokens,
+                r.error,
+                orjson.dumps(r.decision.to_dict()).decode() if r.decision else None,
+            )
+            for r in batch
+        ]
+        with self._connect() as db:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+            db.execute("COMMIT")
+
+    async def get(self, request_id: str) -> dict[str, Any] | None:
+        """A request's record by id, from memory or the file."""
+        record = self._recent.get(request_id)
+        if record is not None:
+            return record.to_dict()
+        if self.path is None:
+            return None
+        return await asyncio.to_thread(self._read, request_id)
+
+    def _read(self, request_id: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["stream"] = bool(out["stream"])
+        out["decision"] = orjson.loads(out["decision"]) if out["decision"] else None
+        return out
+
+    async def aclose(self) -> None:
+        """Stop the writer and flush everything pending."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+def now() -> float:
+    """Wall-clock seconds, for record timestamps."""
+    return time.time()

@@ -1,0 +1,71 @@
+"""Prometheus metrics for the gateway: requests, errors, latency, tokens and cost by system,
+model and provider. One registry per gateway (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelyard.types import ChatResponse
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The gateway's counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "modelyard_requests",
+            "Requests answered, by system, answering model, provider and HTTP status.",
+            ("system", "model", "provider", "status"),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "modelyard_errors",
+            "Requests that failed, by system and error kind.",
+            ("system", "kind"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "modelyard_request_seconds",
+            "Time from request received to last byte sent, by system.",
+            ("system",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "modelyard_tokens",
+            "Tokens, by system, model and direction (input/output).",
+            ("system", "model", "direction"),
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "modelyard_cost_usd",
+            "USD spent, by system and answering model.",
+            ("system", "model"),
+            registry=self.registry,
+        )
+
+    def answered(self, system: str, response: ChatResponse, provider: str, seconds: float) -> None:
+        """Count one answered request."""
+        model = response.model
+        self.requests.labels(system, model, provider, "200").inc()
+        self.latency.labels(system).observe(seconds)
+        usage = response.usage
+        self.tokens.labels(system, model, "input").inc(usage.input_tokens)
+        self.tokens.labels(system, model, "output").inc(usage.output_tokens)
+        self.cost.labels(system, model).inc(response.cost)
+
+    def failed(self, system: str, kind: str, status: int, seconds: float) -> None:
+        """Count one failed request."""
+        self.requests.labels(system, "", "", str(status)).inc()
+        self.errors.labels(system, kind).inc()
+        self.latency.labels(system).observe(seconds)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,125 @@
+"""The learned router's artifact: a versioned `.npz` with the fitted predictor and a JSON header
+(candidate models, embedder, training data and how well each method did on held-out prompts).
+
+Written by `modelyard train`, read when a config's router points at it. Loaded with
+`allow_pickle=False`: an artifact is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelyard.patterns.learned import Knn, Logistic, Predictor
+
+FORMAT = "modelyard.learned-router"
+VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be read, or was written for something else."""
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A trained learned router: predictor, candidates and how it was made."""
+
+    predictor: Predictor
+    models: tuple[str, ...]
+    embedder: str
+    dimensions: int
+    mean_cost: tuple[float | None, ...]
+    """Mean recorded USD per request for each candidate, None where none was recorded."""
+    meta: dict[str, Any]
+
+
+def save(path: Path, artifact: Artifact) -> None:
+    """Write `artifact` to `path` (an .npz file)."""
+    header = {
+        **artifact.meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "models": list(artifact.models),
+        "embedder": artifact.embedder,
+        "dimensions": artifact.dimensions,
+        "mean_cost": list(artifact.mean_cost),
+    }
+    arrays: dict[str, Any] = {}
+    predictor = artifact.predictor
+    if isinstance(predictor, Logistic):
+        header["method"] = "logistic"
+        arrays.update(weights=predictor.weights, bias=predictor.bias)
+    else:
+        header["method"] = "knn"
+        header["k"] = predictor.k
+        header["strength"] = predictor.strength
+        arrays.update(
+            vectors=predictor.vectors.astype(np.float32),
+            outcomes=predictor.outcomes,
+            prior=predictor.prior,
+        )
+    arrays["header"] = np.array(json.dumps(header, sort_keys=True))
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load(path: Path) -> Artifact:
+    """Read an artifact; ArtifactError saying what is wrong with it otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise ArtifactError(f"no artifact at {path}; write one with `modelyard train`") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{path} is not a learned-router artifact ({exc})") from None
+    if "header" not in arrays:
+        raise ArtifactError(f"{path} is not a learned-router artifact (no header)")
+    header = json.loads(str(arrays["header"]))
+    if header.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a learned-router artifact")
+    if header.get("version") != VERSION:
+        raise ArtifactError(
+            f"{path} has artifact version {header.get('version')}; this modelyard reads "
+            f"version {VERSION}: retrain it with `modelyard train`"
+        )
+    predictor = _predictor(header, arrays, path)
+    return Artifact(
+        predictor=predictor,
+        models=tuple(header["models"]),
+        embedder=str(header["embedder"]),
+        dimensions=int(header["dimensions"]),
+        mean_cost=tuple(header["mean_cost"]),
+        meta=header,
+    )
+
+
+def _predictor(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> Predictor:
+    m = len(header["models"])
+    d = int(header["dimensions"])
+    try:
+        if header["method"] == "logistic":
+            weights = np.asarray(arrays["weights"], dtype=np.float64)
+            bias = np.asarray(arrays["bias"], dtype=np.float64)
+            if weights.shape != (d, m) or bias.shape != (m,):
+                raise ArtifactError(f"{path}: weights do not fit {m} models and {d} dimensions")
+            return Logistic(weights=weights, bias=bias)
+        if header["method"] == "knn":
+            vectors = np.asarray(arrays["vectors"], dtype=np.float64)
+            outcomes = np.asarray(arrays["outcomes"], dtype=np.float64)
+            if vectors.shape[1:] != (d,) or outcomes.shape != (len(vectors), m):
+                raise ArtifactError(f"{path}: neighbours do not fit {m} models and {d} dimensions")
+            return Knn(
+                vectors=vectors,
+                outcomes=outcomes,
+                prior=np.asarray(arrays["prior"], dtype=np.float64),
+                k=int(header["k"]),
+                strength=float(header.get("strength", 2.0)),
+            )
+    except KeyError as missing:
+        raise ArtifactError(f"{path} lacks {missing.args[0]!r}") from None
+    raise ArtifactError(f"{path}: unknown method {header['method']!r}")

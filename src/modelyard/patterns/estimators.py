@@ -1,0 +1,298 @@
+"""Cascade confidence estimators: each runs a stage's Model its own way (asking for logprobs,
+sampling k answers, asking other Models too) and says how sure the answer is, in [0, 1].
+
+A confidence of None means "unknown" and never clears a threshold: a stage whose answer cannot
+be scored escalates, and the decision says why. The arithmetic lives in `confidence.py`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from modelyard.errors import ModelError
+from modelyard.model import Model
+from modelyard.patterns.confidence import (
+    agreement,
+    majority,
+    mean_token_probability,
+    min_token_probability,
+    parse_verdict,
+)
+from modelyard.patterns.normalise import Normaliser
+from modelyard.patterns.records import answered, derived, failed, fill, restamp
+from modelyard.types import ChatRequest, ChatResponse, Decision
+
+VERIFIER_PROMPT = (
+    "Check an answer.\n\nRequest:\n{input}\n\nAnswer:\n{output}\n\n"
+    "Is the answer correct and complete? Reply with yes or no, or a score from 0 to 1."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A stage's answer (or its failure) with a confidence and what producing them cost."""
+
+    response: ChatResponse | None
+    error: ModelError | None
+    confidence: float | None
+    reason: str
+    cost: float
+    children: tuple[Decision, ...]
+
+
+class Estimator(abc.ABC):
+    """Runs a stage and scores its answer."""
+
+    kind: str
+    needs_logprobs = False
+
+    def describe(self) -> str:
+        """The estimator in a few words, for `modelyard check`."""
+        return self.kind
+
+    def models(self) -> Sequence[Model]:
+        """Other Models this estimator calls."""
+        return ()
+
+    async def run(self, model: Model, request: ChatRequest) -> Estimate:
+        """Ask `model` and estimate the confidence of its answer."""
+        try:
+            response = await model.complete(self.prepare(request))
+        except ModelError as exc:
+            return Estimate(
+                None, exc, None, f"failed ({exc.kind})", exc.cost, (failed(model, exc),)
+            )
+        confidence, reason, cost, extra = await self.score(request, response)
+        return Estimate(
+            response,
+            None,
+            confidence,
+            reason,
+            response.cost + cost,
+            (answered(model, response), *extra),
+        )
+
+    def prepare(self, request: ChatRequest) -> ChatRequest:
+        """The request as this estimator needs it sent."""
+        return request
+
+    async def score(
+        self, request: ChatRequest, response: ChatResponse
+    ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
+        """(confidence, reason, extra cost, extra attempt records) for an answer."""
+        raise NotImplementedError
+
+
+class LogprobEstimator(Estimator):
+    """The mean (or least) probability of the answer's tokens; asks the stage for logprobs."""
+
+    kind = "logprob"
+    needs_logprobs = True
+
+    def __init__(self, reduce: str = "mean") -> None:
+        self.reduce = reduce
+        self._reduce = mean_token_probability if reduce == "mean" else min_token_probability
+
+    def describe(self) -> str:
+        return f"logprob ({self.reduce} token probability)"
+
+    def prepare(self, request: ChatRequest) -> ChatRequest:
+        return request if request.logprobs else replace(request, logprobs=True)
+
+    async def score(
+        self, request: ChatRequest, response: ChatResponse
+    ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
+        tokens = response.choices[0].logprobs
+        value = self._reduce(tokens) if tokens else None
+        if value is None:
+            return None, "the answer came without token logprobs", 0.0, ()
+        return value, f"{self.reduce} token probability {value:.3f}", 0.0, ()
+
+
+class OwnConfidenceEstimator(Estimator):
+    """The answering Model's own `response.confidence`."""
+
+    kind = "confidence"
+
+    def describe(self) -> str:
+        return "the model's own confidence"
+
+    async def score(
+        self, request: ChatRequest, response: ChatResponse
+    ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
+        value = response.confidence
+        if value is None:
+            return None, "the model gave no confidence", 0.0, ()
+        return value, f"own confidence {value:.3f}", 0.0, ()
+
+
+class VerifierEstimator(Estimator):
+    """A verifier Model's verdict on the answer (yes/no or a score)."""
+
+    kind = "verifier"
+
+    def __init__(self, verifier: Model, prompt: str | None = None) -> None:
+        self.verifier = verifier
+        self.prompt = prompt or VERIFIER_PROMPT
+
+    def describe(self) -> str:
+        return f"verifier {self.verifier.name}"
+
+    def models(self) -> Sequence[Model]:
+        return (self.verifier,)
+
+    async def score(
+        self, request: ChatRequest, response: ChatResponse
+    ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
+        text = fill(self.prompt, {"input": request.last_user_text, "output": response.text})
+        try:
+            verdict = await self.verifier.complete(derived(request, text))
+        except ModelError as exc:
+            why = f"verifier {self.verifier.name} failed ({exc.kind})"
+            return None, why, exc.cost, (failed(self.verifier, exc),)
+        value = parse_verdict(verdict.text)
+        record = (answered(self.verifier, verdict),)
+        if value is None:
+            said = verdict.text.strip()[:40]
+            return None, f"verifier said {said!r}: no score", verdict.cost, record
+        return value, f"verifier score {value:.3f}", verdict.cost, record
+
+
+class CallableEstimator(Estimator):
+    """A Python function `(request, response) -> float in [0, 1]` (sync or async)."""
+
+    kind = "callable"
+
+    def __init__(self, function: Callable[..., Any], label: str) -> None:
+        self.function = function
+        self.label = label
+
+    def describe(self) -> str:
+        return f"callable {self.label}"
+
+    async def score(
+        self, request: ChatRequest, response: ChatResponse
+    ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
+        try:
+            value = self.function(request, response)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:  # a user's function: any failure means "not sure"
+            return None, f"{self.label} raised {type(exc).__name__}: {exc}", 0.0, ()
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            return None, f"{self.label} returned {value!r}, not a number in [0, 1]", 0.0, ()
+        return float(value), f"{self.label} gave {float(value):.3f}", 0.0, ()
+
+
+class SamplesEstimator(Estimator):
+    """Agreement among k samples of the stage; the answer is the majority sample."""
+
+    kind = "samples"
+
+    def __init__(
+        self, k: int, normalise: Normaliser, *, via: str = "calls", temperature: float | None
+    ) -> None:
+        self.k = k
+        self.normalise = normalise
+        self.via = via
+        self.temperature = temperature
+
+    def describe(self) -> str:
+        return f"agreement of {self.k} samples ({self.via})"
+
+    def _sampling(self, request: ChatRequest) -> ChatRequest:
+        if self.temperature is None or request.temperature is not None:
+            return request
+        return replace(request, temperature=self.temperature)
+
+    async def run(self, model: Model, request: ChatRequest) -> Estimate:
+        if self.via == "n":
+            return await self._one_call(model, replace(self._sampling(request), n=self.k))
+        sampling = self._sampling(request)
+        results = await asyncio.gather(*(_attempt(model, sampling) for _ in range(self.k)))
+        responses = [r for r in results if isinstance(r, ChatResponse)]
+        cost = sum(r.cost for r in results)
+        children = tuple(
+            answered(model, r) if isinstance(r, ChatResponse) else failed(model, r) for r in results
+        )
+        if not responses:
+            first = next(r for r in results if isinstance(r, ModelError))
+            return Estimate(None, first, None, f"all {self.k} samples failed", cost, children)
+        keys = [self.normalise(r.text) if isinstance(r, ChatResponse) else None for r in results]
+        winner, share = majority(keys)
+        chosen = next(
+            (r for r, k in zip(results, keys, strict=True) if k == winner and k is not None),
+            responses[0],
+        )
+        assert isinstance(chosen, ChatResponse)
+        reason = _sample_reason(winner, share, self.k)
+        return Estimate(chosen, None, share, reason, cost, children)
+
+    async def _one_call(self, model: Model, request: ChatRequest) -> Estimate:
+        try:
+            response = await model.complete(request)
+        except ModelError as exc:
+            return Estimate(
+                None, exc, None, f"failed ({exc.kind})", exc.cost, (failed(model, exc),)
+            )
+        keys = [self.normalise(c.message.text) for c in response.choices]
+        keys += [None] * max(0, self.k - len(keys))
+        winner, share = majority(keys)
+        index = next((i for i, k in enumerate(keys) if k == winner and k is not None), 0)
+        choice = replace(response.choices[index], index=0)
+        chosen = restamp(
+            response, cost=response.cost, decision=answered(model, response), choices=(choice,)
+        )
+        reason = _sample_reason(winner, share, self.k)
+        return Estimate(chosen, None, share, reason, response.cost, (answered(model, response),))
+
+
+def _sample_reason(winner: str | None, share: float, k: int) -> str:
+    if winner is None:
+        return f"none of {k} samples could be read"
+    return f"{round(share * k)} of {k} samples agree on {winner[:30]!r}"
+
+
+class AgreementEstimator(Estimator):
+    """The share of Models (the stage and `others`, asked at once) giving the stage's answer."""
+
+    kind = "agreement"
+
+    def __init__(self, others: Sequence[Model], normalise: Normaliser) -> None:
+        self.others = tuple(others)
+        self.normalise = normalise
+
+    def describe(self) -> str:
+        return "agreement with " + ", ".join(m.name for m in self.others)
+
+    def models(self) -> Sequence[Model]:
+        return self.others
+
+    async def run(self, model: Model, request: ChatRequest) -> Estimate:
+        everyone = (model, *self.others)
+        results = await asyncio.gather(*(_attempt(m, request) for m in everyone))
+        cost = sum(r.cost for r in results)
+        children = tuple(
+            answered(m, r) if isinstance(r, ChatResponse) else failed(m, r)
+            for m, r in zip(everyone, results, strict=True)
+        )
+        own = results[0]
+        if isinstance(own, ModelError):
+            return Estimate(None, own, None, f"failed ({own.kind})", cost, children)
+        keys = [self.normalise(r.text) if isinstance(r, ChatResponse) else None for r in results]
+        share = agreement(keys, keys[0])
+        agreeing = sum(1 for k in keys if k is not None and k == keys[0])
+        reason = f"{agreeing} of {len(keys)} models agree"
+        return Estimate(own, None, share, reason, cost, children)
+
+
+async def _attempt(model: Model, request: ChatRequest) -> ChatResponse | ModelError:
+    try:
+        return await model.complete(request)
+    except ModelError as exc:
+        return exc

@@ -1,0 +1,240 @@
+"""Learned cost-quality routing math, free of I/O (the approach of CARROT and RouteLLM).
+
+From recorded outcomes — for each prompt's embedding, which candidate models got it right (or
+a score in [0, 1]) — fit a predictor of each candidate's P(success | prompt), then route to the
+argmax of P − λ·cost. Two predictors, both plain numpy:
+
+- `logistic`: one L2-regularised logistic regression per candidate on the prompt embedding
+  (soft labels allowed). Calibrated probabilities, a d×m weight matrix,
+  and a prediction that is one matrix-vector product however many prompts were recorded.
+- `knn`: the mean outcome of the k most similar recorded prompts, shrunk towards the
+  candidate's overall accuracy. No fitting, but prediction scans every recorded prompt.
+
+`fit` picks between them (and their regularisation) by log-loss on a held-out part of the
+prompts; bench/README.md has the comparison on recorded RouterBench and RouteLLM outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+Method = Literal["logistic", "knn"]
+
+L2_GRID = (0.01, 0.1, 1.0, 10.0)
+K_GRID = (10, 20, 40, 80)
+_EPS = 1e-6
+
+
+def _unit(matrix: Array) -> Array:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    out: Array = matrix / np.where(norms == 0, 1.0, norms)
+    return out
+
+
+def _sigmoid(z: Array) -> Array:
+    out: Array = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Logistic:
+    """Per-candidate logistic regressions: P = sigmoid(x·W + b)."""
+
+    weights: Array
+    """d × m."""
+    bias: Array
+    """m."""
+    _fast: npt.NDArray[np.float32] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Predict in float32: single-threaded BLAS, half the memory read per request.
+        object.__setattr__(self, "_fast", np.ascontiguousarray(self.weights, dtype=np.float32))
+
+    def predict(self, x: Array) -> Array:
+        """P(success) of each candidate for one unit-length embedding, or rows of them."""
+        z = np.asarray(x, dtype=np.float32) @ self._fast
+        return _sigmoid(z.astype(np.float64) + self.bias)
+
+
+@dataclass(frozen=True, slots=True)
+class Knn:
+    """Mean outcome of the k nearest recorded prompts, shrunk to each candidate's prior."""
+
+    vectors: Array
+    """n × d, unit rows."""
+    outcomes: Array
+    """n × m, NaN where a candidate has no record for a prompt."""
+    prior: Array
+    """m: each candidate's mean outcome."""
+    k: int
+    strength: float = 2.0
+    """How many pseudo-observations of the prior each estimate starts from."""
+    _known: Array = field(init=False, repr=False)
+    _filled: Array = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        known = ~np.isnan(self.outcomes)
+        object.__setattr__(self, "_known", known.astype(np.float64))
+        object.__setattr__(self, "_filled", np.where(known, self.outcomes, 0.0))
+
+    def predict(self, x: Array) -> Array:
+        """P(success) of each candidate for one unit-length embedding, or rows of them."""
+        similarities = np.atleast_2d(x) @ self.vectors.T
+        k = min(self.k, self.vectors.shape[0])
+        nearest = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
+        hits = self._filled[nearest].sum(axis=1)
+        counts = self._known[nearest].sum(axis=1)
+        p: Array = (hits + self.strength * self.prior) / (counts + self.strength)
+        return p[0] if np.ndim(x) == 1 else p
+
+
+Predictor = Logistic | Knn
+
+
+class LogisticSolver:
+    """L2-regularised logistic regressions on one design matrix, for any labels and penalty.
+
+    The weights of an L2-penalised fit lie in the row space of `x`, so the fit runs in the
+    r = min(n, d) coordinates of its SVD, where Böhning's bound on the Hessian
+    (XᵀX/4 + λI) is diagonal: every iteration is two small matrix products and no linear
+    solve, which keeps training fast even where BLAS threads compete for the CPU.
+    """
+
+    def __init__(self, x: Array) -> None:
+        _, singular, vt = np.linalg.svd(x, full_matrices=False)
+        self.basis = vt.T
+        """d × r."""
+        self.z = x @ self.basis
+        """n × r: the prompts in SVD coordinates."""
+        self.curvature = singular**2 / 4.0
+
+    def fit(self, y: Array, l2: float, iterations: int = 2000, tolerance: float = 1e-7) -> Logistic:
+        """Fit every column of `y` (NaN = no record; soft labels allowed)."""
+        known = ~np.isnan(y)
+        target = np.where(known, y, 0.0)
+        counts = np.maximum(known.sum(axis=0), 1)
+        mean = np.clip(target.sum(axis=0) / counts, _EPS, 1 - _EPS)
+        bias = np.log(mean / (1 - mean))
+        coef = np.zeros((self.z.shape[1], y.shape[1]))
+        step = 1.0 / (self.curvature + l2)
+        for _ in range(iterations):
+            residual = np.where(known, _sigmoid(self.z @ coef + bias) - target, 0.0)
+            update = (self.z.T @ residual + l2 * coef) * step[:, None]
+            coef -= update
+            residual = np.where(known, _sigmoid(self.z @ coef + bias) - target, 0.0)
+            bias_update = residual.sum(axis=0) / (counts / 4.0)
+            bias -= bias_update
+            if max(float(np.abs(update).max()), float(np.abs(bias_update).max())) < tolerance:
+                break
+        return Logistic(weights=self.basis @ coef, bias=bias)
+
+
+def fit_logistic(x: Array, y: Array, l2: float) -> Logistic:
+    """Fit one L2-regularised logistic regression per column of `y` (NaN = no record)."""
+    return LogisticSolver(x).fit(y, l2)
+
+
+def fit_knn(x: Array, y: Array, k: int) -> Knn:
+    """A kNN predictor over the recorded prompts."""
+    prior = np.array([_mean(y[:, j]) for j in range(y.shape[1])])
+    return Knn(vectors=_unit(x), outcomes=y, prior=prior, k=k)
+
+
+def _mean(column: Array) -> float:
+    known = column[~np.isnan(column)]
+    return float(known.mean()) if len(known) else 0.5
+
+
+def log_loss(p: Array, y: Array) -> float:
+    """Mean binary cross-entropy over the known cells of `y` (soft labels allowed)."""
+    known = ~np.isnan(y)
+    q = np.clip(p[known], _EPS, 1 - _EPS)
+    t = y[known]
+    return float(-(t * np.log(q) + (1 - t) * np.log(1 - q)).mean())
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """The chosen predictor and how it and the alternatives scored on held-out prompts."""
+
+    predictor: Predictor
+    method: Method
+    setting: float
+    """l2 for logistic, k for knn."""
+    validation: dict[str, float]
+    """Held-out log-loss of every method/setting tried, e.g. {"logistic l2=1": 0.41}."""
+
+
+def fit(
+    x: Array,
+    y: Array,
+    *,
+    method: Method | Literal["auto"] = "auto",
+    holdout: float = 0.2,
+    seed: int = 0,
+) -> Fitted:
+    """Pick the method and setting with the lowest held-out log-loss, then refit on all rows."""
+    x = _unit(np.asarray(x, dtype=np.float64))
+    y = np.asarray(y, dtype=np.float64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = max(1, int(len(x) * holdout)) if len(x) >= 10 else 0
+    test, train = order[:cut], order[cut:]
+    trials: list[tuple[Method, float]] = []
+    if method in ("auto", "logistic"):
+        trials += [("logistic", l2) for l2 in L2_GRID]
+    if method in ("auto", "knn"):
+        trials += [("knn", float(k)) for k in K_GRID]
+    scores: dict[str, float] = {}
+    best: tuple[float, Method, float] | None = None
+    solver = LogisticSolver(x[train]) if cut and method != "knn" else None
+    for kind, setting in trials:
+        if cut == 0:
+            loss = 0.0
+        else:
+            model = _fit_one(kind, x[train], y[train], setting, solver)
+            loss = log_loss(model.predict(x[test]), y[test])
+        scores[f"{kind} {'l2' if kind == 'logistic' else 'k'}={setting:g}"] = round(loss, 5)
+        if best is None or loss < best[0]:
+            best = (loss, kind, setting)
+    assert best is not None
+    _, kind, setting = best
+    return Fitted(
+        predictor=_fit_one(kind, x, y, setting), method=kind, setting=setting, validation=scores
+    )
+
+
+def _fit_one(
+    kind: Method, x: Array, y: Array, setting: float, solver: LogisticSolver | None = None
+) -> Predictor:
+    if kind == "logistic":
+        return (solver or LogisticSolver(x)).fit(y, setting)
+    return fit_knn(x, y, int(setting))
+
+
+def utilities(p: Array, cost: Array, lam: float) -> Array:
+    """P(success) − λ·cost, cost relative to the dearest candidate (so λ is scale-free)."""
+    top = float(cost.max())
+    return p - lam * (cost / top if top > 0 else cost)
+
+
+def outcome_matrix(
+    prompts: Sequence[str], rows: Sequence[tuple[str, str, float]], models: Sequence[str]
+) -> Array:
+    """prompts × models outcomes from (prompt, model, score) rows; NaN where none was recorded,
+    the mean where a pair was recorded more than once."""
+    p_index = {p: i for i, p in enumerate(prompts)}
+    m_index = {m: j for j, m in enumerate(models)}
+    total = np.zeros((len(prompts), len(models)))
+    count = np.zeros((len(prompts), len(models)))
+    for prompt, model, score in rows:
+        i, j = p_index[prompt], m_index[model]
+        total[i, j] += score
+        count[i, j] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)

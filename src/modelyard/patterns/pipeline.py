@@ -1,0 +1,307 @@
+"""Pipeline: stages in order, each reading the request and earlier outputs through a template,
+each output checked by gates before the next stage sees it. A stage whose output fails a gate
+is rerun (`retries` times), then handed to its `escalate` Model, then the pipeline stops with
+QualityCheckError naming the stage and the check.
+
+Every stage gets the request's options (temperature, tools, format, deadline); only its
+messages (one user message: the rendered template) and, if set, its system prompt change.
+Streaming runs all stages but the last to completion and streams the last one live, unless it
+has gates (its output must be checked before anyone sees it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+from modelyard.errors import ModelError, QualityCheckError
+from modelyard.model import Model, ModelInfo
+from modelyard.patterns.gates import Gate, GateResult
+from modelyard.patterns.records import answered, emit, failed, raise_with, restamp, since_ms
+from modelyard.patterns.templates import Template, TemplateError
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStage:
+    """One step: a Model, what it reads, its gates and what to do when they fail."""
+
+    name: str
+    model: Model
+    template: Template | None = None
+    """None: the request as it came (the first stage's default)."""
+    system: str | None = None
+    gates: tuple[Gate, ...] = ()
+    retries: int = 0
+    escalate: Model | None = None
+
+    def attempts(self) -> list[tuple[Model, str]]:
+        """Who is asked, in order, until the output passes the gates."""
+        tries = [(self.model, "try 1")]
+        tries += [(self.model, f"retry {n}") for n in range(1, self.retries + 1)]
+        if self.escalate is not None:
+            tries.append((self.escalate, "escalation"))
+        return tries
+
+
+@dataclass(slots=True)
+class _Progress:
+    started: float
+    original: str
+    previous: str
+    outputs: dict[str, str]
+    records: list[Decision]
+    spent: float = 0.0
+
+
+class PipelineModel(Model):
+    """Runs stages in order; the last stage's output is the answer."""
+
+    def __init__(
+        self, name: str, stages: Sequence[PipelineStage], *, deadline: float | None = None
+    ) -> None:
+        self.stages = tuple(stages)
+        self.deadline = deadline
+        last = self.stages[-1]
+        answerers = [last.model, *([last.escalate] if last.escalate else [])]
+        self.info = ModelInfo(
+            name=name, kind="pipeline", capabilities=answerers[0].info.capabilities
+        )
+
+    @property
+    def children(self) -> Sequence[Model]:
+        out: list[Model] = []
+        for stage in self.stages:
+            out.append(stage.model)
+            for gate in stage.gates:
+                out.extend(gate.models())
+            if stage.escalate is not None:
+                out.append(stage.escalate)
+        return out
+
+    def describe(self) -> dict[str, object]:
+        parts = []
+        for stage in self.stages:
+            text = stage.name
+            if stage.gates:
+                text += " (gates: " + ", ".join(g.name for g in stage.gates) + ")"
+            if stage.retries:
+                text += f" retries={stage.retries}"
+            if stage.escalate is not None:
+                text += f" escalate={stage.escalate.name}"
+            parts.append(text)
+        return {"kind": "pipeline", "stages": " -> ".join(parts)}
+
+    def _stage_request(
+        self, request: ChatRequest, stage: PipelineStage, progress: _Progress
+    ) -> tuple[ChatRequest, str]:
+        if stage.template is None:
+            if stage.system is None:
+                return request, progress.original
+            return replace(request, system=stage.system), progress.original
+        try:
+            text = stage.template.render(progress.original, progress.previous, progress.outputs)
+        except TemplateError as exc:
+            raise self._quality(stage, f"input template: {exc}", progress) from None
+        message = Message(role="user", content=text)
+        system = stage.system if stage.system is not None else request.system
+        return replace(request, messages=(message,), system=system), text
+
+    def _quality(self, stage: PipelineStage, what: str, progress: _Progress) -> ModelError:
+        message = f"pipeline {self.name}: stage {stage.name!r} {what}"
+        error = QualityCheckError(message, model=self.name, code="quality_check")
+        decision = self._decision(
+            progress, None, f"stopped at stage {stage.name!r}: {what}", error=message
+        )
+        return raise_with(error, cost=progress.spent, decision=decision)
+
+    def _decision(
+        self, progress: _Progress, chosen: str | None, reason: str, error: str | None = None
+    ) -> Decision:
+        return Decision(
+            node=self.name,
+            kind="pipeline",
+            chosen=chosen,
+            reason=reason,
+            latency_ms=since_ms(progress.started),
+            cost=progress.spent,
+            error=error,
+            children=tuple(progress.records),
+        )
+
+    async def _gates(
+        self, stage: PipelineStage, response: ChatResponse, text: str, request: ChatRequest
+    ) -> tuple[GateResult | None, list[Decision], float, list[str]]:
+        """The first failing gate's result (None when all pass), checker records, cost, notes."""
+        records: list[Decision] = []
+        cost = 0.0
+        notes: list[str] = []
+        for gate in stage.gates:
+            result = await gate.check(response, text, request)
+            cost += result.cost
+            if result.decision is not None:
+                records.append(result.decision)
+            notes.append(f"{gate.name}: {result.reason}")
+            if not result.passed:
+                return result, records, cost, notes
+        return None, records, cost, notes
+
+    async def _run_stage(
+        self, request: ChatRequest, stage: PipelineStage, progress: _Progress
+    ) -> ChatResponse:
+        """The stage's accepted response, after retries and escalation if needed."""
+        started = time.perf_counter()
+        stage_request, text = self._stage_request(request, stage, progress)
+        attempts: list[Decision] = []
+        notes: list[str] = []
+        stage_cost = 0.0
+        last_failure = ""
+        for model, label in stage.attempts():
+            try:
+                response = await model.complete(stage_request)
+            except ModelError as exc:
+                stage_cost += exc.cost
+                progress.spent += exc.cost
+                attempts.append(failed(model, exc))
+                progress.records.append(
+                    self._stage_record(
+                        stage,
+                        None,
+                        f"{label} failed ({exc.kind})",
+                        attempts,
+                        stage_cost,
+                        started,
+                        notes,
+                    )
+                )
+                reason = f"stage {stage.name!r} failed ({exc.kind})"
+                decision = self._decision(progress, None, reason, error=str(exc))
+                raise raise_with(exc, cost=progress.spent, decision=decision) from None
+            attempts.append(answered(model, response))
+            stage_cost += response.cost
+            progress.spent += response.cost
+            failure, checks, gate_cost, gate_notes = await self._gates(
+                stage, response, text, stage_request
+            )
+            attempts.extend(checks)
+            stage_cost += gate_cost
+            progress.spent += gate_cost
+            notes.extend(f"{label}: {n}" for n in gate_notes)
+            if failure is None:
+                reason = f"{label} by {model.name} passed" + (" all gates" if stage.gates else "")
+                progress.records.append(
+                    self._stage_record(
+                        stage, model.name, reason, attempts, stage_cost, started, notes
+                    )
+                )
+                return response
+            last_failure = f"{stage.gates[len(gate_notes) - 1].name}: {failure.reason}"
+        tries = len(stage.attempts())
+        progress.records.append(
+            self._stage_record(
+                stage, None, f"failed check {last_failure}", attempts, stage_cost, started, notes
+            )
+        )
+        raise self._quality(
+            stage, f"failed check {last_failure} after {tries} attempt(s)", progress
+        )
+
+    def _stage_record(
+        self,
+        stage: PipelineStage,
+        chosen: str | None,
+        reason: str,
+        attempts: list[Decision],
+        cost: float,
+        started: float,
+        notes: list[str],
+    ) -> Decision:
+        return Decision(
+            node=stage.name,
+            kind="stage",
+            chosen=chosen,
+            reason=reason,
+            latency_ms=since_ms(started),
+            cost=cost,
+            children=tuple(attempts),
+            details={"checks": list(notes)} if notes else {},
+        )
+
+    async def _early(self, request: ChatRequest) -> tuple[ChatRequest, _Progress]:
+        """Run every stage but the last; the (budgeted) request and what they produced."""
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        original = request.last_user_text
+        progress = _Progress(time.perf_counter(), original, original, {}, [])
+        for stage in self.stages[:-1]:
+            response = await self._run_stage(request, stage, progress)
+            progress.outputs[stage.name] = progress.previous = response.text
+        return request, progress
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        request, progress = await self._early(request)
+        last = self.stages[-1]
+        response = await self._run_stage(request, last, progress)
+        return self._finish(response, last, progress)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        request, progress = await self._early(request)
+        last = self.stages[-1]
+        if last.gates:  # the output must pass its gates before anyone sees it
+            response = await self._run_stage(request, last, progress)
+            for chunk in emit(self._finish(response, last, progress), True):
+                yield chunk
+            return
+        async for chunk in self._stream_last(request, last, progress):
+            yield chunk
+
+    def _finish(
+        self, response: ChatResponse, last: PipelineStage, progress: _Progress
+    ) -> ChatResponse:
+        reason = f"{len(self.stages)} stage(s) passed; {last.name} answered"
+        return restamp(
+            response, cost=progress.spent, decision=self._decision(progress, response.model, reason)
+        )
+
+    async def _stream_last(
+        self, request: ChatRequest, last: PipelineStage, progress: _Progress
+    ) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        stage_request, _ = self._stage_request(request, last, progress)
+        try:
+            async for chunk in last.model.stream(stage_request):
+                if chunk.response is None:
+                    yield chunk
+                    continue
+                response = chunk.response
+                progress.spent += response.cost
+                progress.records.append(
+                    self._stage_record(
+                        last,
+                        last.model.name,
+                        "streamed",
+                        [answered(last.model, response)],
+                        response.cost,
+                        started,
+                        [],
+                    )
+                )
+                yield Chunk(response=self._finish(response, last, progress))
+        except ModelError as exc:
+            progress.spent += exc.cost
+            progress.records.append(
+                self._stage_record(
+                    last,
+                    None,
+                    f"failed ({exc.kind})",
+                    [failed(last.model, exc)],
+                    exc.cost,
+                    started,
+                    [],
+                )
+            )
+            decision = self._decision(
+                progress, None, f"stage {last.name!r} failed ({exc.kind})", error=str(exc)
+            )
+            raise raise_with(exc, cost=progress.spent, decision=decision) from None

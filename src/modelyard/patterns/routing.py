@@ -1,0 +1,348 @@
+"""The router's policies that call something: a classifier Model, an embedder for semantic
+routes, an embedder plus a trained predictor for learned cost-quality routing.
+
+Each returns a `RouteChoice`: the route (or None for "not decided: use the default"), every
+candidate's score, the threshold that decided, the reason in words, and what it spent.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
+from modelyard.errors import BadResponseError, ModelError
+from modelyard.model import Embedder, Model
+from modelyard.patterns.learned import Predictor, utilities
+from modelyard.patterns.normalise import LabelReader
+from modelyard.patterns.records import ScoreVector, answered, failed, since_ms
+from modelyard.patterns.semantic import Match, SemanticIndex
+from modelyard.types import ChatRequest, Decision, EmbeddingRequest
+
+_NO_SCORES: Mapping[str, float] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """What a routing policy decided, and why."""
+
+    route: str | None
+    reason: str
+    scores: Mapping[str, float] = field(default_factory=dict)
+    threshold: float | None = None
+    cost: float = 0.0
+    children: tuple[Decision, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RoutePolicy(abc.ABC):
+    """Picks a route for a request, or declines (route None) so the default answers."""
+
+    kind: str
+
+    @abc.abstractmethod
+    async def choose(self, request: ChatRequest) -> RouteChoice:
+        """The route for `request`, with scores and the reason."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, object]:
+        """Settings worth showing in `modelyard check`."""
+
+    def models(self) -> Sequence[Model]:
+        """Models the policy calls (shown as children of the router)."""
+        return ()
+
+
+class ClassifierPolicy(RoutePolicy):
+    """Route to the label a classifier Model answers with, when it is confident enough."""
+
+    kind = "classifier"
+
+    def __init__(self, model: Model, routes: Sequence[str], min_confidence: float) -> None:
+        self.model = model
+        self.reader = LabelReader(routes)
+        self.min_confidence = min_confidence
+
+    def models(self) -> Sequence[Model]:
+        return (self.model,)
+
+    def describe(self) -> dict[str, object]:
+        return {"classifier": self.model.name, "min_confidence": self.min_confidence}
+
+    async def choose(self, request: ChatRequest) -> RouteChoice:
+        try:
+            response = await self.model.complete(request)
+        except ModelError as exc:
+            return RouteChoice(
+                route=None,
+                reason=f"classifier {self.model.name} failed ({exc.kind})",
+                cost=exc.cost,
+                children=(failed(self.model, exc),),
+            )
+        children = (answered(self.model, response),)
+        label = self.reader.read(response.text)
+        confidence = response.confidence
+        said = response.text.strip()[:60]
+        if label is None:
+            return RouteChoice(
+                route=None,
+                reason=f"classifier answered {said!r}, which names no route",
+                cost=response.cost,
+                children=children,
+            )
+        scores = {label: confidence} if confidence is not None else _NO_SCORES
+        verdict = confidence_verdict(confidence, self.min_confidence)
+        return RouteChoice(
+            route=label if verdict.accepted else None,
+            reason=f"classifier said {label!r}; {verdict.words}",
+            scores=scores,
+            threshold=self.min_confidence,
+            cost=response.cost,
+            children=children,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a confidence clears a threshold, and the comparison in words."""
+
+    accepted: bool
+    words: str
+
+
+def confidence_verdict(confidence: float | None, threshold: float) -> Verdict:
+    """Compare a (possibly missing) confidence with a threshold; missing passes only 0."""
+    if confidence is None:
+        if threshold <= 0:
+            return Verdict(True, "no confidence given, none required")
+        return Verdict(False, f"no confidence given, {threshold:g} required")
+    if confidence >= threshold:
+        return Verdict(True, f"confidence {confidence:.3f} >= {threshold:g}")
+    return Verdict(False, f"confidence {confidence:.3f} < {threshold:g}")
+
+
+async def embed_one(embedder: Embedder, request: ChatRequest, text: str) -> tuple[Any, Decision]:
+    """One text's vector, and a decision record of the embedding call."""
+    started = time.perf_counter()
+    response = await embedder.embed(
+        EmbeddingRequest(
+            inputs=(text,), key_id=request.key_id, tags=request.tags, deadline=request.deadline
+        )
+    )
+    if len(response.vectors) != 1:
+        raise BadResponseError(
+            f"embedder returned {len(response.vectors)} vectors for 1 text", model=embedder.name
+        )
+    decision = Decision(
+        node=embedder.name,
+        kind="embedder",
+        reason="embedded the last user message",
+        latency_ms=since_ms(started),
+        cost=response.cost,
+    )
+    return response.vectors[0], decision
+
+
+def _embedder_failed(embedder: Embedder, exc: ModelError) -> RouteChoice:
+    return RouteChoice(
+        route=None,
+        reason=f"embedder {embedder.name} failed ({exc.kind})",
+        cost=exc.cost,
+        children=(
+            Decision(
+                node=embedder.name,
+                kind="embedder",
+                reason="failed",
+                error=f"{exc.kind}: {exc}",
+                cost=exc.cost,
+            ),
+        ),
+    )
+
+
+class SemanticPolicy(RoutePolicy):
+    """Route to the route whose example utterances are most similar, above a threshold."""
+
+    kind = "semantic"
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: SemanticIndex | None,
+        threshold: float,
+        *,
+        examples: Mapping[str, Sequence[str]] | None = None,
+        match: Match = "nearest",
+    ) -> None:
+        if index is None and not examples:
+            raise ValueError("give the example matrix, or the examples to embed at first use")
+        self.embedder = embedder
+        self.index = index
+        self.threshold = threshold
+        self.examples = examples
+        self.match: Match = index.match if index is not None else match
+        self._lock: asyncio.Lock | None = None
+        self._index_of = {route: i for i, route in enumerate(index.routes)} if index else {}
+
+    def describe(self) -> dict[str, object]:
+        routes = self.index.routes if self.index is not None else tuple(self.examples or ())
+        return {
+            "embedder": self.embedder.name,
+            "threshold": self.threshold,
+            "match": self.match,
+            "routes": ", ".join(routes),
+        }
+
+    async def _ready(self) -> SemanticIndex:
+        """The example matrix, embedded on first use when it could not be at build."""
+        if self.index is not None:
+            return self.index
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.index is None:
+                assert self.examples is not None
+                routes = list(self.examples)
+                matrices = []
+                for route in routes:
+                    response = await self.embedder.embed(
+                        EmbeddingRequest(inputs=tuple(self.examples[route]))
+                    )
+                    matrices.append(np.asarray(response.vectors, dtype=np.float64))
+                self.index = SemanticIndex(routes, matrices, self.match)
+                self._index_of = {route: i for i, route in enumerate(routes)}
+        return self.index
+
+    async def choose(self, request: ChatRequest) -> RouteChoice:
+        try:
+            vector, embedded = await embed_one(self.embedder, request, request.last_user_text)
+        except ModelError as exc:
+            return _embedder_failed(self.embedder, exc)
+        try:
+            index = await self._ready()
+        except ModelError as exc:
+            return _embedder_failed(self.embedder, exc)
+        if len(vector) != index.dimensions:
+            return RouteChoice(
+                route=None,
+                reason=f"embedder gave {len(vector)} dimensions, the examples have "
+                f"{index.dimensions}",
+                children=(embedded,),
+            )
+        i, best, scores = index.best(vector)
+        route = index.routes[i]
+        vector_scores = ScoreVector(index.routes, scores, self._index_of)
+        if best >= self.threshold:
+            reason = f"most similar to {route!r}: {best:.3f} >= threshold {self.threshold:g}"
+            chosen: str | None = route
+        else:
+            reason = f"best similarity {best:.3f} ({route!r}) < threshold {self.threshold:g}"
+            chosen = None
+        return RouteChoice(
+            route=chosen,
+            reason=reason,
+            scores=vector_scores,
+            threshold=self.threshold,
+            cost=embedded.cost,
+            children=(embedded,),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateCosts:
+    """Per-candidate cost estimates: recorded means where known, else the price table's
+    estimate for this request's input and an expected output length."""
+
+    recorded: np.ndarray
+    missing: np.ndarray
+    input_price: np.ndarray
+    output_price: np.ndarray
+    expected_output_tokens: int
+
+    def for_request(self, request: ChatRequest) -> np.ndarray:
+        """USD per candidate for `request`."""
+        if not self.missing.any():
+            return self.recorded
+        tokens = estimate_input_tokens(request)
+        estimate = (
+            tokens * self.input_price + self.expected_output_tokens * self.output_price
+        ) / PER_MILLION
+        return np.where(self.missing, estimate, self.recorded)
+
+
+class LearnedPolicy(RoutePolicy):
+    """Route to the argmax of predicted P(success) − λ·cost over the candidates."""
+
+    kind = "learned"
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        predictor: Predictor,
+        candidates: Sequence[str],
+        costs: CandidateCosts,
+        cost_weight: float,
+        method: str,
+        *,
+        dimensions: int | None = None,
+    ) -> None:
+        self.dimensions = dimensions
+        self.embedder = embedder
+        self.predictor = predictor
+        self.candidates = tuple(candidates)
+        self.costs = costs
+        self.cost_weight = cost_weight
+        self.method = method
+        self._index_of = {c: i for i, c in enumerate(self.candidates)}
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "embedder": self.embedder.name,
+            "method": self.method,
+            "lambda": self.cost_weight,
+            "candidates": len(self.candidates),
+        }
+
+    async def choose(self, request: ChatRequest) -> RouteChoice:
+        try:
+            vector, embedded = await embed_one(self.embedder, request, request.last_user_text)
+        except ModelError as exc:
+            return _embedder_failed(self.embedder, exc)
+        x = np.asarray(vector, dtype=np.float64)
+        if self.dimensions is not None and len(x) != self.dimensions:
+            return RouteChoice(
+                route=None,
+                reason=f"embedder gave {len(x)} dimensions, the artifact expects {self.dimensions}",
+                children=(embedded,),
+            )
+        norm = float(np.linalg.norm(x))
+        p = self.predictor.predict(x / norm if norm else x)
+        cost = self.costs.for_request(request)
+        scores = utilities(p, cost, self.cost_weight)
+        i = int(np.argmax(scores))
+        route = self.candidates[i]
+        top = float(cost.max())
+        relative = float(cost[i] / top) if top > 0 else 0.0
+        reason = (
+            f"highest P(success) - lambda*cost: {route!r} "
+            f"{float(p[i]):.3f} - {self.cost_weight:g}*{relative:.3f} = {float(scores[i]):.3f}"
+        )
+        names, index = self.candidates, self._index_of
+        return RouteChoice(
+            route=route,
+            reason=reason,
+            scores=ScoreVector(names, scores, index),
+            cost=embedded.cost,
+            children=(embedded,),
+            details={
+                "p_success": ScoreVector(names, p, index),
+                "cost_usd": ScoreVector(names, cost, index),
+                "lambda": self.cost_weight,
+            },
+        )

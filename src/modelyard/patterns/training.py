@@ -1,0 +1,159 @@
+"""Training a learned router from recorded outcomes: read the JSONL, embed the prompts, fit,
+and describe the result in an artifact header.
+
+The outcomes file has one JSON object per line, one per (prompt, model) pair:
+
+    {"prompt": "What is 2+2?", "model": "gpt-4o-mini", "correct": true, "cost": 0.00012}
+    {"prompt": "What is 2+2?", "model": "llama-8b", "score": 0.5}
+
+`correct` (true/false) or `score` (0 to 1) is required; `cost` (USD for that call) is optional
+and, where given, becomes the candidate's mean recorded cost.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from modelyard.model import Embedder
+from modelyard.patterns.artifact import Artifact
+from modelyard.patterns.learned import fit, outcome_matrix
+from modelyard.types import EmbeddingRequest
+
+BATCH = 64
+
+
+class OutcomesError(ValueError):
+    """An outcomes file that cannot be trained on; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One recorded call: which model answered which prompt, how well, at what cost."""
+
+    prompt: str
+    model: str
+    score: float
+    cost: float | None = None
+
+
+def read_outcomes(path: Path, models: Sequence[str] | None = None) -> list[Outcome]:
+    """The outcomes in a JSONL file (only those of `models`, when given)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise OutcomesError(f"cannot read {path}: {exc.strerror}") from None
+    wanted = set(models) if models else None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        row = _row(line, f"{path}:{number}")
+        if wanted is None or row.model in wanted:
+            out.append(row)
+    if not out:
+        raise OutcomesError(f"{path} has no outcomes" + (" for those models" if wanted else ""))
+    if wanted is not None:
+        absent = sorted(wanted - {r.model for r in out})
+        if absent:
+            raise OutcomesError(f"{path} has no outcomes for {', '.join(absent)}")
+    return out
+
+
+def _row(line: str, where: str) -> Outcome:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise OutcomesError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise OutcomesError(f"{where}: expected an object with prompt, model, correct or score")
+    for key in ("prompt", "model"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise OutcomesError(f"{where}: missing {key!r} (a non-empty string)")
+    if isinstance(data.get("correct"), bool):
+        score = 1.0 if data["correct"] else 0.0
+    elif _number(data.get("score")) and 0 <= data["score"] <= 1:
+        score = float(data["score"])
+    else:
+        raise OutcomesError(f"{where}: needs 'correct' (true/false) or 'score' (0 to 1)")
+    cost = data.get("cost")
+    if cost is not None and (not _number(cost) or cost < 0):
+        raise OutcomesError(f"{where}: 'cost' must be a non-negative number of USD")
+    return Outcome(data["prompt"], data["model"], score, None if cost is None else float(cost))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file, recorded so an artifact names the exact data it was fitted on."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Every text's vector, embedded in batches."""
+    rows: list[tuple[float, ...]] = []
+    for start in range(0, len(texts), BATCH):
+        response = await embedder.embed(
+            EmbeddingRequest(inputs=tuple(texts[start : start + BATCH]))
+        )
+        rows.extend(response.vectors)
+    return np.asarray(rows, dtype=np.float64)
+
+
+async def train_router(
+    outcomes: Sequence[Outcome],
+    embedder: Embedder,
+    *,
+    method: Literal["auto", "logistic", "knn"] = "auto",
+    source: Path | None = None,
+    seed: int = 0,
+) -> Artifact:
+    """Embed the prompts, fit the predictor, and return the artifact to save."""
+    prompts = list(dict.fromkeys(o.prompt for o in outcomes))
+    models = sorted({o.model for o in outcomes})
+    y = outcome_matrix(prompts, [(o.prompt, o.model, o.score) for o in outcomes], models)
+    x = await embed_texts(embedder, prompts)
+    fitted = fit(x, y, method=method, seed=seed)
+    mean_cost: list[float | None] = []
+    per_model: dict[str, dict[str, Any]] = {}
+    for j, model in enumerate(models):
+        costs = [o.cost for o in outcomes if o.model == model and o.cost is not None]
+        mean_cost.append(sum(costs) / len(costs) if costs else None)
+        column = y[:, j][~np.isnan(y[:, j])]
+        per_model[model] = {
+            "prompts": len(column),
+            "mean_score": round(float(column.mean()), 5),
+            "mean_cost": mean_cost[-1],
+        }
+    meta: dict[str, Any] = {
+        "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "rows": len(outcomes),
+        "prompts": len(prompts),
+        "method": fitted.method,
+        "setting": fitted.setting,
+        "validation_log_loss": fitted.validation,
+        "per_model": per_model,
+        "embedder_model_id": embedder.info.model_id,
+        "seed": seed,
+    }
+    if source is not None:
+        meta["source"] = str(source)
+        meta["source_sha256"] = file_digest(source)
+    return Artifact(
+        predictor=fitted.predictor,
+        models=tuple(models),
+        embedder=embedder.name,
+        dimensions=int(x.shape[1]),
+        mean_cost=tuple(mean_cost),
+        meta=meta,
+    )

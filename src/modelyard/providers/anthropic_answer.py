@@ -1,0 +1,270 @@
+"""Anthropic Messages answers, whole (`from_wire`) and streamed (`StreamState`).
+
+Both read the same content blocks: `text` blocks are the answer's text, `tool_use` blocks are
+tool calls (arguments as JSON text), and the `json_answer` tool that `anthropic_wire.py` uses for
+JSON mode is read back as text. Thinking and server-tool blocks carry nothing for the caller.
+
+**Usage.** Anthropic's `input_tokens` counts only the uncached part of the prompt; tokens read
+from the prompt cache (`cache_read_input_tokens`) and written to it
+(`cache_creation_input_tokens`) are reported apart. Our `Usage.input_tokens` counts all of them,
+with cache reads as `cached_tokens`, so the price table bills reads at `cached_input` and the rest
+at `input`. Cache writes are billed at the plain input price, which understates them: Anthropic
+charges 1.25x input for 5-minute cache writes (2x for 1-hour ones).
+
+**Stop reasons.** end_turn and stop_sequence → stop; max_tokens and
+model_context_window_exceeded → length; tool_use → tool_calls (stop when the only tool called was
+the JSON answer); refusal → content_filter; pause_turn (a server-tool turn the API paused) →
+length, since the turn is unfinished and a caller must not take it for a whole answer. Any other
+stop reason is a BadResponseError naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from modelyard.errors import BadResponseError
+from modelyard.providers.anthropic_errors import error_from_payload
+from modelyard.providers.sse import Event
+from modelyard.providers.wire import ParsedResponse, require
+from modelyard.types import (
+    Choice,
+    Chunk,
+    FinishReason,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+JSON_TOOL = "json_answer"
+"""The tool name that carries JSON-mode answers."""
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+    "pause_turn": FinishReason.LENGTH,
+}
+
+
+STOP_REASONS: dict[FinishReason, str] = {
+    FinishReason.STOP: "end_turn",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
+}
+"""The other way round, for serving the Messages API (the gateway's /v1/messages)."""
+
+
+def finish_reason(stop_reason: Any, *, called_tools: bool) -> FinishReason:
+    """Our finish reason for an Anthropic `stop_reason`."""
+    reason = _FINISH.get(stop_reason) if isinstance(stop_reason, str) else None
+    if reason is None:
+        raise BadResponseError(
+            f"unknown stop_reason {stop_reason!r} from the Anthropic API", code="bad_stop_reason"
+        )
+    if reason is FinishReason.TOOL_CALLS and not called_tools:
+        return FinishReason.STOP  # only the JSON answer tool was called
+    return reason
+
+
+def usage_from(raw: Mapping[str, Any], where: str) -> Usage:
+    """Our Usage from an Anthropic `usage` object (input counts cache reads and writes)."""
+    counts = {
+        name: _count(raw, name, where)
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        )
+    }
+    details = raw.get("output_tokens_details")
+    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=counts["input_tokens"]
+        + counts["cache_read_input_tokens"]
+        + counts["cache_creation_input_tokens"],
+        output_tokens=counts["output_tokens"],
+        cached_tokens=counts["cache_read_input_tokens"],
+        reasoning_tokens=thinking if isinstance(thinking, int) else 0,
+    )
+
+
+def _count(raw: Mapping[str, Any], name: str, where: str) -> int:
+    value = raw.get(name)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadResponseError(f"field {where}.{name} is {value!r}, expected a token count")
+    return value
+
+
+def from_wire(body: Any) -> ParsedResponse:
+    """The answer in a decoded Messages response body."""
+    if isinstance(body, dict) and body.get("type") == "error":
+        detail = body.get("error")
+        raise error_from_payload(detail if isinstance(detail, dict) else {}, status=None)
+    response_id = require(body, "id", str, "message")
+    provider_model = require(body, "model", str, "message")
+    blocks = require(body, "content", list, "message")
+    usage = usage_from(require(body, "usage", dict, "message"), "message.usage")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for index, block in enumerate(blocks):
+        where = f"message.content[{index}]"
+        kind = require(block, "type", str, where)
+        if kind == "text":
+            texts.append(require(block, "text", str, where))
+        elif kind == "tool_use":
+            name = require(block, "name", str, where)
+            arguments = orjson.dumps(require(block, "input", dict, where)).decode()
+            if name == JSON_TOOL:
+                texts.append(arguments)
+            else:
+                calls.append(
+                    ToolCall(id=require(block, "id", str, where), name=name, arguments=arguments)
+                )
+    finish = finish_reason(body.get("stop_reason"), called_tools=bool(calls))
+    message = Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))
+    return ParsedResponse(
+        id=response_id,
+        provider_model=provider_model,
+        choices=(Choice(index=0, message=message, finish_reason=finish),),
+        usage=usage,
+    )
+
+
+_TEXT, _IGNORED, _JSON = "text", "ignored", "json"
+
+
+class StreamState:
+    """Decodes one Messages event stream: message_start, content_block_{start,delta,stop}*,
+    message_delta, message_stop, with `ping`s anywhere and an `error` event on failure.
+
+    Unknown event, block and delta types are skipped, as Anthropic asks of clients (it adds new
+    ones over time); a delta for a block that never started is a malformed stream.
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage: Usage | None = None
+        self.provider_model: str | None = None
+        self.response_id: str | None = None
+        self._usage: dict[str, Any] = {}
+        self._blocks: dict[int, str | int] = {}
+        """Block index → _TEXT, _JSON, _IGNORED, or the tool call's index."""
+        self._tools = 0
+
+    def feed(self, event: Event) -> Sequence[Chunk]:
+        """The chunks one event carries."""
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise BadResponseError(
+                f"malformed {event.event!r} event in the Anthropic stream: data is not JSON: "
+                f"{event.data[:80]!r}",
+                code="bad_stream_event",
+            ) from None
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(kind, str):
+            raise BadResponseError(
+                f"malformed {event.event!r} event in the Anthropic stream: no type: "
+                f"{event.data[:80]!r}",
+                code="bad_stream_event",
+            )
+        handler = _HANDLERS.get(kind)
+        return handler(self, data) if handler is not None else ()
+
+    def _message_start(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        message = require(data, "message", dict, "message_start")
+        self.response_id = require(message, "id", str, "message_start.message")
+        self.provider_model = require(message, "model", str, "message_start.message")
+        self._take_usage(message.get("usage"), "message_start.message.usage")
+        return ()
+
+    def _block_start(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        index = require(data, "index", int, "content_block_start")
+        block = require(data, "content_block", dict, "content_block_start")
+        kind = require(block, "type", str, "content_block_start.content_block")
+        if kind == "text":
+            self._blocks[index] = _TEXT
+            text = block.get("text")
+            return (Chunk(text=text),) if isinstance(text, str) and text else ()
+        if kind != "tool_use":
+            self._blocks[index] = _IGNORED
+            return ()
+        name = require(block, "name", str, "content_block_start.content_block")
+        if name == JSON_TOOL:
+            self._blocks[index] = _JSON
+            return ()
+        call_id = require(block, "id", str, "content_block_start.content_block")
+        self._blocks[index] = self._tools
+        self._tools += 1
+        return (Chunk(tool_calls=(ToolCallDelta(index=self._tools - 1, id=call_id, name=name),)),)
+
+    def _block_delta(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        # The hot path of every stream: plain lookups, with `require` only to explain a failure.
+        delta = data.get("delta")
+        index = data.get("index")
+        if not isinstance(delta, dict) or not isinstance(index, int) or index not in self._blocks:
+            require(data, "index", int, "content_block_delta")
+            require(data, "delta", dict, "content_block_delta")
+            raise BadResponseError(
+                f"content_block_delta for block {index}, which never started", code="bad_stream"
+            )
+        target = self._blocks[index]
+        kind = delta.get("type")
+        if kind == "text_delta" and target == _TEXT:
+            text = delta.get("text")
+            if not isinstance(text, str):
+                raise BadResponseError(f"text_delta without its text: {delta!r:.80}")
+            return (Chunk(text=text),)
+        if kind == "input_json_delta" and target not in (_TEXT, _IGNORED):
+            piece = require(delta, "partial_json", str, "content_block_delta.delta")
+            if not piece:
+                return ()
+            if target == _JSON:
+                return (Chunk(text=piece),)
+            assert isinstance(target, int)
+            return (Chunk(tool_calls=(ToolCallDelta(index=target, arguments=piece),)),)
+        return ()  # thinking, signatures, citations: nothing for the caller
+
+    def _message_delta(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        delta = require(data, "delta", dict, "message_delta")
+        self._take_usage(data.get("usage"), "message_delta.usage")
+        stop_reason = delta.get("stop_reason")
+        if stop_reason is None:
+            return ()
+        return (Chunk(finish_reason=finish_reason(stop_reason, called_tools=self._tools > 0)),)
+
+    def _message_stop(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        self.done = True
+        return ()
+
+    def _error(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        detail = data.get("error")
+        raise error_from_payload(detail if isinstance(detail, dict) else {}, status=None)
+
+    def _take_usage(self, raw: Any, where: str) -> None:
+        # message_delta's counts are cumulative and may repeat or update message_start's.
+        if not isinstance(raw, dict):
+            return
+        self._usage.update({k: v for k, v in raw.items() if v is not None})
+        self.usage = usage_from(self._usage, where)
+
+
+_HANDLERS = {
+    "message_start": StreamState._message_start,
+    "content_block_start": StreamState._block_start,
+    "content_block_delta": StreamState._block_delta,
+    "message_delta": StreamState._message_delta,
+    "message_stop": StreamState._message_stop,
+    "error": StreamState._error,
+}

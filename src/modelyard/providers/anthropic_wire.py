@@ -1,0 +1,399 @@
+"""Anthropic Messages API (`POST /v1/messages`, `anthropic-version: 2023-06-01`): the request.
+
+`to_wire` turns a ChatRequest into a Messages body; answers, stream events and errors are read in
+`anthropic_answer.py` and `anthropic_errors.py`. Choices this translation makes, since the two
+shapes do not map one to one:
+
+- **API version.** Pinned to 2023-06-01 with the key in `x-api-key`. The newer 2026-10-21 (the
+  default of the official SDKs since 2.0) refuses `temperature`/`top_p` on every model, which
+  OpenAI-shaped callers send routinely; on 2023-06-01 they still work on the models that take
+  them (the newest models refuse them on any version: that 400 reaches the caller as a
+  BadRequestError naming the field, so drop it for those models).
+
+- **System.** `ChatRequest.system` and every system-role message, in order, joined by a blank
+  line, become the top-level `system` (the API has no system turns).
+- **Turns.** Tool-role messages become `tool_result` blocks in a user turn; consecutive
+  same-role messages are merged into one turn (the API wants user and assistant to alternate),
+  and in a merged user turn the `tool_result` blocks come first, as the API requires.
+- **Prefill.** A trailing assistant message is sent as the start of the answer; the model
+  continues it (capability `prefill`). Its trailing whitespace is stripped, which the API
+  otherwise rejects; the answer returned is the continuation only, as the API returns it.
+- **JSON mode.** The Messages API has no JSON mode on every model (`output_config.format` exists
+  only on recent models), so `response_format` is delivered by a forced tool call: a tool named
+  `json_answer` whose `input_schema` is the requested schema (`{"type": "object"}` for
+  `json_object`), with `tool_choice` forcing it. The model's tool input is turned back into the
+  answer's text by `anthropic_answer.py`, so the caller sees JSON text and `finish_reason="stop"`.
+  With the caller's own tools present the choice is `any` (call one of yours, or answer in
+  JSON). The schema's top level must be an object, since a tool input is one; a schema for an
+  array or a scalar is refused with a BadRequestError rather than silently wrapped.
+- **Refused, not dropped.** `n > 1`, `logprobs` and temperatures outside 0..1 raise
+  BadRequestError, since the API cannot honour them. `seed` is ignored: the API has none and
+  it is only best-effort elsewhere.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelyard.errors import BadRequestError, ModelError
+from modelyard.providers import anthropic_answer, anthropic_errors
+from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
+from modelyard.providers.wire import ParsedResponse, StreamDecoder
+from modelyard.types import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    Part,
+    ResponseFormat,
+    TextPart,
+    Tool,
+    ToolCall,
+)
+
+API_VERSION = "2023-06-01"
+JSON_TOOL = anthropic_answer.JSON_TOOL
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+Block = dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Turn:
+    role: str
+    blocks: list[Block]
+
+
+def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
+    """The Messages API body for `request`; BadRequestError for what the API cannot do."""
+    _refuse_unsupported(request)
+    system = [request.system] if request.system else []
+    turns: list[_Turn] = []
+    for position, message in enumerate(request.messages):
+        if message.role == "system":
+            system.append(_system_text(message, position))
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = _message_blocks(message, position)
+        if not blocks:
+            if role == "user":
+                raise BadRequestError(
+                    f"messages[{position}] ({message.role}) has no content; the Anthropic API "
+                    "rejects empty messages",
+                    code="empty_message",
+                )
+            continue  # an empty assistant turn carries nothing
+        if turns and turns[-1].role == role:
+            turns[-1].blocks.extend(blocks)
+        else:
+            turns.append(_Turn(role, blocks))
+    if not turns:
+        raise BadRequestError("the request has no user or assistant messages", code="no_messages")
+    _strip_prefill(turns)
+    body: dict[str, Any] = {
+        "model": model_id,
+        "max_tokens": request.max_tokens,
+        "messages": [_turn_json(turn) for turn in turns],
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    body.update(_tools(request))
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    user_id = request.metadata.get("user_id")
+    if user_id:
+        body["metadata"] = {"user_id": user_id}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _refuse_unsupported(request: ChatRequest) -> None:
+    if request.n != 1:
+        raise BadRequestError(
+            f"n={request.n}: the Anthropic Messages API returns one answer per request; "
+            "send separate requests (or use an ensemble) for several",
+            code="unsupported_parameter",
+        )
+    if request.logprobs:
+        raise BadRequestError(
+            "logprobs: the Anthropic Messages API does not return log-probabilities",
+            code="unsupported_parameter",
+        )
+    if request.max_tokens is None:
+        raise BadRequestError(
+            "max_tokens: the Anthropic Messages API requires it", code="missing_parameter"
+        )
+    if request.temperature is not None and not 0.0 <= request.temperature <= 1.0:
+        raise BadRequestError(
+            f"temperature={request.temperature}: the Anthropic API accepts 0 to 1",
+            code="invalid_parameter",
+        )
+
+
+def _system_text(message: Message, position: int) -> str:
+    if message.has_image:
+        raise BadRequestError(
+            f"messages[{position}] (system) has an image; the Anthropic system prompt is text only",
+            code="invalid_content",
+        )
+    return message.text
+
+
+def _message_blocks(message: Message, position: int) -> list[Block]:
+    if message.role == "tool":
+        return [_tool_result(message, position)]
+    blocks = _content_blocks(message.content, f"messages[{position}]")
+    if message.role == "assistant":
+        blocks.extend(_tool_use(call, position) for call in message.tool_calls)
+    return blocks
+
+
+def _content_blocks(content: str | tuple[Part, ...], where: str) -> list[Block]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[Block] = []
+    for index, part in enumerate(content):
+        if isinstance(part, TextPart):
+            if part.text:  # the API rejects empty text blocks
+                blocks.append({"type": "text", "text": part.text})
+        else:
+            blocks.append(_image(part, f"{where}.content[{index}]"))
+    return blocks
+
+
+def _image(part: ImagePart, where: str) -> Block:
+    url = part.url
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if url.startswith("data:"):
+        header, comma, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not comma or encoding != "base64":
+            raise BadRequestError(
+                f"{where}: an image data: URI must be base64 (data:image/png;base64,...)",
+                code="invalid_image",
+            )
+        if media_type not in IMAGE_TYPES:
+            raise BadRequestError(
+                f"{where}: image type {media_type!r} is not one Anthropic accepts "
+                f"({', '.join(sorted(IMAGE_TYPES))})",
+                code="invalid_image",
+            )
+        try:
+            binascii.a2b_base64(data, strict_mode=True)
+        except binascii.Error:
+            raise BadRequestError(
+                f"{where}: the image data: URI is not valid base64", code="invalid_image"
+            ) from None
+        source = {"type": "base64", "media_type": media_type, "data": data}
+        return {"type": "image", "source": source}
+    raise BadRequestError(
+        f"{where}: an image needs an http(s) URL or a data: URI, got {url[:40]!r}",
+        code="invalid_image",
+    )
+
+
+def _tool_use(call: ToolCall, position: int) -> Block:
+    where = f"messages[{position}] tool call {call.id!r} ({call.name})"
+    try:
+        arguments = orjson.loads(call.arguments) if call.arguments.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"{where}: arguments are not valid JSON ({exc}): {call.arguments[:80]!r}",
+            code="invalid_tool_arguments",
+        ) from None
+    if not isinstance(arguments, dict):
+        raise BadRequestError(
+            f"{where}: arguments must be a JSON object, got {type(arguments).__name__}",
+            code="invalid_tool_arguments",
+        )
+    return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
+
+
+def _tool_result(message: Message, position: int) -> Block:
+    if not message.tool_call_id:
+        raise BadRequestError(
+            f"messages[{position}] (tool) has no tool_call_id; Anthropic ties every tool result "
+            "to the tool_use it answers",
+            code="missing_tool_call_id",
+        )
+    block: Block = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+    content = _content_blocks(message.content, f"messages[{position}]")
+    if len(content) == 1 and content[0]["type"] == "text":
+        block["content"] = content[0]["text"]
+    elif content:
+        block["content"] = content
+    return block
+
+
+def _strip_prefill(turns: list[_Turn]) -> None:
+    # The API rejects a final assistant turn that ends in whitespace.
+    last = turns[-1]
+    if last.role != "assistant" or last.blocks[-1]["type"] != "text":
+        return
+    text = last.blocks[-1]["text"].rstrip()
+    if text:
+        last.blocks[-1] = {"type": "text", "text": text}
+        return
+    del last.blocks[-1]
+    if not last.blocks:
+        turns.pop()
+
+
+def _turn_json(turn: _Turn) -> dict[str, Any]:
+    blocks = turn.blocks
+    if turn.role == "user":
+        # tool_result blocks must open the user turn that answers a tool_use.
+        blocks = sorted(blocks, key=lambda b: b["type"] != "tool_result")
+    if len(blocks) == 1 and blocks[0]["type"] == "text":
+        return {"role": turn.role, "content": blocks[0]["text"]}
+    return {"role": turn.role, "content": blocks}
+
+
+def _tools(request: ChatRequest) -> dict[str, Any]:
+    fmt = request.response_format
+    json_mode = fmt is not None and fmt.type != "text"
+    if not request.tools and not json_mode:
+        if request.tool_choice not in (None, "auto", "none"):
+            raise BadRequestError(
+                f"tool_choice={request.tool_choice!r} but the request has no tools",
+                code="invalid_tool_choice",
+            )
+        return {}
+    names = {tool.name for tool in request.tools}
+    tools = [_tool_json(tool) for tool in request.tools]
+    choice = _tool_choice(request.tool_choice, names)
+    if json_mode:
+        assert fmt is not None
+        if JSON_TOOL in names:
+            raise BadRequestError(
+                f"a tool is named {JSON_TOOL!r}, the name reserved for JSON answers on Anthropic",
+                code="invalid_tools",
+            )
+        tools.append(_json_tool(fmt))
+        if choice is None or choice["type"] in ("auto", "any"):
+            choice = {"type": "any"} if request.tools else {"type": "tool", "name": JSON_TOOL}
+        elif choice["type"] == "none":
+            choice = {"type": "tool", "name": JSON_TOOL}
+    if request.parallel_tool_calls is False and choice is not None and choice["type"] != "none":
+        choice["disable_parallel_tool_use"] = True
+    elif request.parallel_tool_calls is False and choice is None:
+        choice = {"type": "auto", "disable_parallel_tool_use": True}
+    out: dict[str, Any] = {"tools": tools}
+    if choice is not None:
+        out["tool_choice"] = choice
+    return out
+
+
+def _tool_choice(choice: str | None, names: set[str]) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    if choice not in names:
+        raise BadRequestError(
+            f"tool_choice names {choice!r}, which is not among the request's tools "
+            f"({', '.join(sorted(names))})",
+            code="invalid_tool_choice",
+        )
+    return {"type": "tool", "name": choice}
+
+
+def _tool_json(tool: Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name, "input_schema": _object_schema(tool.parameters)}
+    if tool.description:
+        out["description"] = tool.description
+    if tool.strict is not None:
+        out["strict"] = tool.strict
+    return out
+
+
+def _object_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    if not schema:
+        return {"type": "object", "properties": {}}
+    if "type" not in schema:
+        return {"type": "object", **schema}
+    return dict(schema)
+
+
+def _json_tool(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.type == "json_schema":
+        if not fmt.schema:
+            raise BadRequestError(
+                "response_format json_schema needs a schema", code="invalid_response_format"
+            )
+        if fmt.schema.get("type", "object") != "object":
+            raise BadRequestError(
+                f"response_format schema has top-level type {fmt.schema.get('type')!r}; on "
+                "Anthropic JSON answers arrive as a tool input, which must be an object",
+                code="invalid_response_format",
+            )
+        schema = _object_schema(fmt.schema)
+        about = f" matching the schema{f' {fmt.name!r}' if fmt.name else ''}"
+    else:
+        schema = {"type": "object"}
+        about = ""
+    tool: dict[str, Any] = {
+        "name": JSON_TOOL,
+        "description": f"Give your final answer by calling this tool: its input is the answer, "
+        f"a JSON object{about}.",
+        "input_schema": schema,
+    }
+    if fmt.strict:
+        tool["strict"] = True
+    return tool
+
+
+class AnthropicWire:
+    """The Anthropic Messages API as a `WireFormat`."""
+
+    name = "anthropic"
+    requires_max_tokens = True
+
+    def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
+        """`{base_url}/v1/messages` (a base URL already ending in /v1 is not doubled)."""
+        base = base_url.rstrip("/")
+        return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The key travels in `x-api-key`."""
+        return {"x-api-key": api_key}
+
+    def default_headers(self) -> dict[str, str]:
+        """The pinned API version and the JSON content type."""
+        return {"anthropic-version": API_VERSION, "content-type": "application/json"}
+
+    def to_wire(self, request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
+        """The Messages body for `request`."""
+        return to_wire(request, model_id, stream=stream)
+
+    def from_wire(self, body: Any) -> ParsedResponse:
+        """The answer in a Messages response body."""
+        return anthropic_answer.from_wire(body)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder for one Messages event stream."""
+        return anthropic_answer.StreamState()
+
+    def error_from_wire(self, status: int, headers: Mapping[str, str], body: bytes) -> ModelError:
+        """The error an Anthropic error response means."""
+        return anthropic_errors.error_from_wire(status, headers, body)
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
+        """The `anthropic-ratelimit-*` quota."""
+        return anthropic_rate_limits(headers)
+
+
+WIRE = AnthropicWire()
+"""The Anthropic Messages wire format, as the registry loads it."""

@@ -1,0 +1,35 @@
+"""Builds the state store a config asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelyard.config.operations import StateSpec
+from modelyard.state.base import StateStore
+from modelyard.state.memory import MemoryStore
+from modelyard.state.policy import PolicyStore
+
+
+def make_store(spec: StateSpec, base_dir: Path) -> StateStore:
+    """The store for `spec`; relative SQLite paths are taken from `base_dir` (the config's)."""
+    if spec.backend == "memory":
+        return MemoryStore()
+    if spec.backend == "sqlite":
+        from modelyard.state.sqlite import SqliteStore
+
+        path = Path(spec.path).expanduser()
+        return SqliteStore(path if path.is_absolute() else base_dir / path)
+    assert spec.url is not None
+    primary: StateStore
+    if spec.backend == "redis":
+        from modelyard.state.redis import RedisStore
+
+        primary = RedisStore(spec.url, prefix=spec.prefix, timeout=spec.timeout)
+    else:
+        from modelyard.state.postgres import PostgresStore
+
+        table_prefix = "".join(c if c.isalnum() else "_" for c in spec.prefix)
+        primary = PostgresStore(spec.url, table_prefix=table_prefix, timeout=spec.timeout)
+    return PolicyStore(
+        primary, on_unavailable=spec.on_unavailable, retry_interval=spec.retry_interval
+    )

@@ -1,0 +1,165 @@
+"""What happens when the shared state backend is down: refuse, or count locally and say so.
+
+`PolicyStore` wraps a shared store (Redis, PostgreSQL). When the backend answers with
+`UnavailableError(code="state_unavailable")`, the `on_unavailable` policy applies:
+
+- `fail_closed`: every operation raises a clear `UnavailableError`, so budgets and limits are
+  never silently skipped; requests are refused until the backend is back.
+- `local`: operations go to an in-process `MemoryStore` (this process then enforces its limits
+  alone), a warning is logged once per outage, and `health()` shows `mode="local"`. When the
+  backend answers again, the spend counted locally is added to it, so no spend is lost.
+
+Either way the backend is tried again at most every `retry_interval` seconds, so a dead backend
+costs no connect timeout per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, TypeVar
+
+from modelyard.errors import UnavailableError
+from modelyard.state.base import Claim, StateStore, StoreHealth
+from modelyard.state.memory import MemoryStore
+
+T = TypeVar("T")
+log = logging.getLogger("modelyard.state")
+
+OnUnavailable = Literal["fail_closed", "local"]
+
+
+class PolicyStore(StateStore):
+    """A shared store with a policy for when it cannot be reached."""
+
+    def __init__(
+        self,
+        primary: StateStore,
+        *,
+        on_unavailable: OnUnavailable = "fail_closed",
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        where: str = "",
+    ) -> None:
+        self.primary = primary
+        self.backend = primary.backend
+        self.on_unavailable = on_unavailable
+        self.retry_interval = retry_interval
+        self._clock = clock
+        self._where = where or primary.backend
+        self._local = MemoryStore()
+        self._down: UnavailableError | None = None
+        self._retry_at = 0.0
+
+    async def _run(self, operation: Callable[[StateStore], Awaitable[T]]) -> T:
+        if self._down is not None and not await self._recovered():
+            return await self._fallback(operation)
+        try:
+            return await operation(self.primary)
+        except UnavailableError as exc:
+            if exc.code != "state_unavailable":
+                raise
+            self._mark_down(exc)
+            return await self._fallback(operation)
+
+    async def _fallback(self, operation: Callable[[StateStore], Awaitable[T]]) -> T:
+        if self.on_unavailable == "local":
+            return await operation(self._local)
+        assert self._down is not None
+        raise UnavailableError(
+            f"{self._down.message}; refusing requests until it is back "
+            "(state.on_unavailable: fail_closed)",
+            code="state_unavailable",
+        )
+
+    def _mark_down(self, exc: UnavailableError) -> None:
+        self._retry_at = self._clock() + self.retry_interval
+        if self._down is None:
+            if self.on_unavailable == "local":
+                log.error(
+                    "%s; budgets and rate limits are now enforced by this process ALONE "
+                    "(state.on_unavailable: local) until it is back",
+                    exc.message,
+                )
+            else:
+                log.error("%s; refusing requests (state.on_unavailable: fail_closed)", exc.message)
+        self._down = exc
+
+    async def _recovered(self) -> bool:
+        """Whether the backend is back; if so, what was counted locally has been added to it."""
+        if self._clock() < self._retry_at:
+            return False
+        # Concurrent operations keep using the local store while this one probes.
+        self._retry_at = self._clock() + self.retry_interval
+        moved = 0
+        probed = False
+        while True:
+            counted = self._local.counters()
+            if not counted and probed:
+                break
+            self._local = MemoryStore()
+            changes = [(key, value, ttl) for key, (value, ttl) in counted.items()]
+            try:
+                if changes:
+                    await self.primary.adjust_many(changes)
+                else:
+                    await self.primary.counter("health-probe")
+            except UnavailableError as exc:
+                for key, value, ttl in changes:
+                    await self._local.adjust(key, value, ttl=ttl)
+                self._mark_down(exc)
+                return False
+            probed = True
+            moved += len(changes)
+        self._down = None
+        log.warning(
+            "state store %s is reachable again; %d counter(s) counted locally were added to it",
+            self._where,
+            moved,
+        )
+        return True
+
+    async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        return await self._run(lambda store: store.reserve(claims))
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        return await self._run(lambda store: store.reserve_or_explain(claims))
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        return await self._run(lambda store: store.adjust(key, delta, ttl=ttl))
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        return await self._run(lambda store: store.adjust_many(changes))
+
+    async def counter(self, key: str) -> float:
+        return await self._run(lambda store: store.counter(key))
+
+    async def window_acquire(
+        self, key: str, amount: float, *, limit: float, window: float
+    ) -> float:
+        return await self._run(
+            lambda store: store.window_acquire(key, amount, limit=limit, window=window)
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._run(lambda store: store.get(key))
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._run(lambda store: store.set(key, value, ttl=ttl))
+
+    async def delete(self, key: str) -> None:
+        await self._run(lambda store: store.delete(key))
+
+    def health(self) -> StoreHealth:
+        if self._down is None:
+            return StoreHealth(backend=self.backend)
+        return StoreHealth(
+            backend=self.backend,
+            ok=False,
+            mode="local" if self.on_unavailable == "local" else "refusing",
+            detail=self._down.message,
+        )
+
+    async def aclose(self) -> None:
+        await self.primary.aclose()

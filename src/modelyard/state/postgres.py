@@ -1,0 +1,249 @@
+"""Shared state in PostgreSQL (asyncpg, the `postgres` extra): the choice when a database is
+already there and Redis is not.
+
+A reservation takes transaction-scoped advisory locks on its keys (in sorted order, so two
+reservations never deadlock), reads, checks and writes inside one transaction. Expiry uses the
+database's clock, so every process agrees on it. Connection failures raise `UnavailableError`
+with code `state_unavailable`, for `state.policy.PolicyStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from modelyard.errors import UnavailableError
+from modelyard.state.base import Claim, StateStore
+
+T = TypeVar("T")
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_state",
+        """
+        CREATE TABLE IF NOT EXISTS {p}counters (
+            key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION);
+        CREATE TABLE IF NOT EXISTS {p}values (
+            key TEXT PRIMARY KEY, value BYTEA NOT NULL, expires_at DOUBLE PRECISION);
+        CREATE TABLE IF NOT EXISTS {p}windows (
+            key TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, amount DOUBLE PRECISION NOT NULL);
+        CREATE INDEX IF NOT EXISTS {p}windows_key_at ON {p}windows (key, at)
+        """,
+    ),
+]
+"""Append-only: add a new entry for any schema change. `{p}` is the table prefix."""
+
+_NOW = "extract(epoch from clock_timestamp())"
+_EPSILON = 1e-12
+
+
+class PostgresStore(StateStore):
+    """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`."""
+
+    backend = "postgres"
+
+    def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 2.0) -> None:
+        if not table_prefix.replace("_", "").isalnum():
+            raise ValueError(f"table prefix must be letters, digits and _, got {table_prefix!r}")
+        self.url = url
+        self.p = table_prefix
+        self.timeout = timeout
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get_pool(self) -> Any:
+        async with self._lock:
+            if self._pool is None:
+                import asyncpg
+
+                pool = await asyncpg.create_pool(
+                    self.url, min_size=1, max_size=10, timeout=self.timeout
+                )
+                async with pool.acquire() as conn:
+                    await self._migrate(conn)
+                self._pool = pool
+        return self._pool
+
+    async def _migrate(self, conn: Any) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
+                " component TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (component, name))"
+            )
+            component = f"state:{self.p}"
+            done = {
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT name FROM modelyard_migrations WHERE component = $1", component
+                )
+            }
+            for name, script in MIGRATIONS:
+                if name not in done:
+                    await conn.execute(script.format(p=self.p))
+                    await conn.execute(
+                        "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
+                    )
+
+    async def _with(self, function: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self.timeout) as conn:
+                return await function(conn)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            raise UnavailableError(
+                f"state store postgres is unreachable: {type(exc).__name__}",
+                code="state_unavailable",
+            ) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__:
+                raise UnavailableError(
+                    f"state store postgres is unreachable: {type(exc).__name__}",
+                    code="state_unavailable",
+                ) from exc
+            raise
+
+    async def _lock_keys(self, conn: Any, keys: Sequence[str]) -> None:
+        for key in sorted(set(keys)):
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.p + key)
+
+    async def _current(self, conn: Any, key: str) -> float:
+        value = await conn.fetchval(
+            f"SELECT value FROM {self.p}counters WHERE key = $1 "
+            f"AND (expires_at IS NULL OR expires_at > {_NOW})",
+            key,
+        )
+        return float(value) if value is not None else 0.0
+
+    async def _add(self, conn: Any, key: str, delta: float, ttl: float | None) -> float:
+        value = await conn.fetchval(
+            f"""
+            INSERT INTO {self.p}counters AS c (key, value, expires_at)
+            VALUES ($1, $2, CASE WHEN $3::float8 IS NULL THEN NULL ELSE {_NOW} + $3 END)
+            ON CONFLICT (key) DO UPDATE SET
+              value = CASE WHEN c.expires_at IS NOT NULL AND c.expires_at <= {_NOW}
+                           THEN excluded.value ELSE c.value + excluded.value END,
+              expires_at = CASE WHEN c.expires_at IS NOT NULL AND c.expires_at <= {_NOW}
+                           THEN excluded.expires_at
+                           ELSE COALESCE(c.expires_at, excluded.expires_at) END
+            RETURNING value
+            """,
+            key,
+            delta,
+            ttl,
+        )
+        return float(value)
+
+    async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        refused = await self.reserve_or_explain(claims)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        async def apply(conn: Any) -> tuple[Claim, float] | None:
+            async with conn.transaction():
+                await self._lock_keys(conn, [c.key for c in claims])
+                for claim in claims:
+                    current = await self._current(conn, claim.key)
+                    if current + claim.amount > claim.limit + _EPSILON:
+                        return claim, current
+                for claim in claims:
+                    await self._add(conn, claim.key, claim.amount, claim.ttl)
+                return None
+
+        return await self._with(apply)
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        return await self._with(lambda conn: self._add(conn, key, delta, ttl))
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        async def apply(conn: Any) -> list[float]:
+            async with conn.transaction():
+                await self._lock_keys(conn, [key for key, _, _ in changes])
+                return [await self._add(conn, key, delta, ttl) for key, delta, ttl in changes]
+
+        return await self._with(apply)
+
+    async def counter(self, key: str) -> float:
+        return await self._with(lambda conn: self._current(conn, key))
+
+    async def window_acquire(
+        self, key: str, amount: float, *, limit: float, window: float
+    ) -> float:
+        async def apply(conn: Any) -> float:
+            async with conn.transaction():
+                await self._lock_keys(conn, ["w:" + key])
+                now = float(await conn.fetchval(f"SELECT {_NOW}"))
+                await conn.execute(
+                    f"DELETE FROM {self.p}windows WHERE key = $1 AND at <= $2", key, now - window
+                )
+                rows = await conn.fetch(
+                    f"SELECT at, amount FROM {self.p}windows WHERE key = $1 ORDER BY at", key
+                )
+                used = sum(r["amount"] for r in rows)
+                if used + amount <= limit + _EPSILON:
+                    await conn.execute(
+                        f"INSERT INTO {self.p}windows VALUES ($1, $2, $3)", key, now, amount
+                    )
+                    return 0.0
+                if amount > limit:
+                    return window
+                excess, freed = used + amount - limit, 0.0
+                for row in rows:
+                    freed += row["amount"]
+                    if freed >= excess - _EPSILON:
+                        return float(max(0.0, row["at"] + window - now))
+                return window
+
+        return await self._with(apply)
+
+    async def get(self, key: str) -> bytes | None:
+        async def read(conn: Any) -> bytes | None:
+            value = await conn.fetchval(
+                f"SELECT value FROM {self.p}values WHERE key = $1 "
+                f"AND (expires_at IS NULL OR expires_at > {_NOW})",
+                key,
+            )
+            return None if value is None else bytes(value)
+
+        return await self._with(read)
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._with(
+            lambda conn: conn.execute(
+                f"""
+                INSERT INTO {self.p}values (key, value, expires_at)
+                VALUES ($1, $2, CASE WHEN $3::float8 IS NULL THEN NULL ELSE {_NOW} + $3 END)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                    expires_at = excluded.expires_at
+                """,
+                key,
+                value,
+                ttl,
+            )
+        )
+
+    async def delete(self, key: str) -> None:
+        async def apply(conn: Any) -> None:
+            async with conn.transaction():
+                for table in ("counters", "values", "windows"):
+                    await conn.execute(f"DELETE FROM {self.p}{table} WHERE key = $1", key)
+
+        await self._with(apply)
+
+    async def drop_tables(self) -> None:
+        """Drop this store's tables (tests)."""
+
+        async def apply(conn: Any) -> None:
+            for table in ("counters", "values", "windows"):
+                await conn.execute(f"DROP TABLE IF EXISTS {self.p}{table}")
+            await conn.execute(
+                "DELETE FROM modelyard_migrations WHERE component = $1", f"state:{self.p}"
+            )
+
+        await self._with(apply)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

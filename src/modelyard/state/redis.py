@@ -1,0 +1,214 @@
+"""Shared state in Redis: several gateway processes count against the same budgets and limits.
+
+Every check-and-change is one Lua script, which Redis runs atomically, so two processes can never
+both pass a limit only one of them fits under. Rate windows use Redis's own clock (`TIME`), so
+processes with skewed clocks still agree. A connection failure raises `UnavailableError` with
+code `state_unavailable`; `state.policy.PolicyStore` decides what that means for requests.
+
+All keys start with `prefix`; in a Redis Cluster, put a hash tag in it (`{modelyard}:`) so a
+multi-key reservation stays in one slot.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from modelyard.errors import UnavailableError, redact
+from modelyard.state.base import Claim, StateStore
+
+T = TypeVar("T")
+
+_HUGE = "1e300"
+"""What an infinite limit is sent as (Lua's tonumber does not read `inf`)."""
+
+_RESERVE = """
+for i, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('GET', key) or '0')
+  if current + tonumber(ARGV[3*i-2]) > tonumber(ARGV[3*i-1]) + 1e-12 then
+    return {i, tostring(current)}
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBYFLOAT', key, ARGV[3*i-2])
+  local ttl = tonumber(ARGV[3*i])
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+end
+return {0, '0'}
+"""
+
+_ADJUST = """
+local values = {}
+for i, key in ipairs(KEYS) do
+  values[i] = redis.call('INCRBYFLOAT', key, ARGV[2*i-1])
+  local ttl = tonumber(ARGV[2*i])
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+end
+return values
+"""
+
+_WINDOW = """
+-- KEYS[1]: sorted set of 'token:amount' scored by time; KEYS[2]: the running sum of amounts,
+-- so a call costs O(entries expired), not O(entries in the window).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local amount, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if #expired > 0 then
+  for i = 1, #expired do used = used - tonumber(string.match(expired[i], ':(.*)$')) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) == 0 or used < 0 then used = 0 end
+end
+local ttl = math.ceil(window * 1000)
+if used + amount <= limit + 1e-12 then
+  redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[1])
+  redis.call('SET', KEYS[2], tostring(used + amount), 'PX', ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return '0'
+end
+redis.call('SET', KEYS[2], tostring(used), 'PX', ttl)
+if amount > limit then return tostring(window) end
+local excess, freed, start = used + amount - limit, 0, 0
+while true do
+  local batch = redis.call('ZRANGE', KEYS[1], start, start + 99, 'WITHSCORES')
+  if #batch == 0 then return tostring(window) end
+  for i = 1, #batch, 2 do
+    freed = freed + tonumber(string.match(batch[i], ':(.*)$'))
+    if freed >= excess - 1e-12 then
+      return tostring(math.max(0, tonumber(batch[i + 1]) + window - now))
+    end
+  end
+  start = start + 100
+end
+"""
+
+
+def _ttl_ms(ttl: float | None) -> int:
+    return 0 if ttl is None else max(1, math.ceil(ttl * 1000))
+
+
+def _limit(value: float) -> str:
+    return _HUGE if math.isinf(value) else repr(value)
+
+
+class RedisStore(StateStore):
+    """State in one Redis database, shared by every process pointed at it."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "modelyard:", timeout: float = 1.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._reserve = self._client.register_script(_RESERVE)
+        self._adjust = self._client.register_script(_ADJUST)
+        self._window = self._client.register_script(_WINDOW)
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{key}"
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise UnavailableError(
+                f"state store redis at {redact(_safe_url(self.url))} is unreachable: "
+                f"{type(exc).__name__}",
+                code="state_unavailable",
+            ) from exc
+        except RedisError as exc:
+            raise UnavailableError(
+                f"state store redis failed: {redact(str(exc))}", code="state_unavailable"
+            ) from exc
+
+    async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        refused = await self.reserve_or_explain(claims)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        if not claims:
+            return None
+        keys = [self._key("c", c.key) for c in claims]
+        args: list[Any] = []
+        for claim in claims:
+            args += [repr(claim.amount), _limit(claim.limit), _ttl_ms(claim.ttl)]
+        index, current = await self._call(lambda: self._reserve(keys=keys, args=args))
+        return None if int(index) == 0 else (claims[int(index) - 1], float(current))
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        return (await self.adjust_many([(key, delta, ttl)]))[0]
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        if not changes:
+            return []
+        keys = [self._key("c", key) for key, _, _ in changes]
+        args: list[Any] = []
+        for _, delta, ttl in changes:
+            args += [repr(delta), _ttl_ms(ttl)]
+        values = await self._call(lambda: self._adjust(keys=keys, args=args))
+        return [float(v) for v in values]
+
+    async def counter(self, key: str) -> float:
+        value = await self._call(lambda: self._client.get(self._key("c", key)))
+        return float(value) if value is not None else 0.0
+
+    async def window_acquire(
+        self, key: str, amount: float, *, limit: float, window: float
+    ) -> float:
+        token = uuid.uuid4().hex
+        wait = await self._call(
+            lambda: self._window(
+                keys=[self._key("w", key), self._key("ws", key)],
+                args=[repr(amount), _limit(limit), repr(window), token],
+            )
+        )
+        return float(wait)
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call(lambda: self._client.get(self._key("v", key)))
+        return None if value is None else value if isinstance(value, bytes) else value.encode()
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        px = _ttl_ms(ttl) or None
+        await self._call(lambda: self._client.set(self._key("v", key), value, px=px))
+
+    async def delete(self, key: str) -> None:
+        names = [self._key(kind, key) for kind in ("c", "v", "w", "ws")]
+        await self._call(lambda: self._client.delete(*names))
+
+    async def ping(self) -> None:
+        """Raise UnavailableError unless Redis answers."""
+        await self._call(self._client.ping)
+
+    async def clear_prefix(self) -> int:
+        """Delete every key under this prefix (tests, `cache clear`); returns how many."""
+        deleted = 0
+        async for name in self._client.scan_iter(match=f"{self.prefix}*", count=500):
+            deleted += int(await self._client.delete(name))
+        return deleted
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -1,0 +1,176 @@
+"""The embedded default, persisted: counters, values and rate windows in a SQLite file.
+
+A restart loses no spend, and several processes on one host may share the file: every
+check-and-change runs inside one `BEGIN IMMEDIATE` transaction, which SQLite serializes across
+processes. Queries run on a worker thread (`SqliteWorker`), never on the event loop. Expiry uses
+the wall clock, since it must mean the same after a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from modelyard.state.base import Claim, StateStore
+from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
+
+MIGRATIONS: list[Migration] = [
+    (
+        "001_state",
+        """
+        CREATE TABLE state_counters (
+            key TEXT PRIMARY KEY, value REAL NOT NULL, expires_at REAL);
+        CREATE TABLE state_values (
+            key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL);
+        CREATE TABLE state_windows (key TEXT NOT NULL, at REAL NOT NULL, amount REAL NOT NULL);
+        CREATE INDEX state_windows_key_at ON state_windows (key, at)
+        """,
+    ),
+]
+"""Append-only: add a new entry for any schema change."""
+
+_EPSILON = 1e-12
+_SWEEP_EVERY = 60.0
+
+_UPSERT = """
+INSERT INTO state_counters (key, value, expires_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (key) DO UPDATE SET
+    value = CASE WHEN expires_at IS NOT NULL AND expires_at <= ?4
+                 THEN excluded.value ELSE value + excluded.value END,
+    expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at <= ?4
+                 THEN excluded.expires_at ELSE COALESCE(expires_at, excluded.expires_at) END
+"""
+
+
+def _current(conn: sqlite3.Connection, key: str, now: float) -> float:
+    row = conn.execute(
+        "SELECT value FROM state_counters WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        (key, now),
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _add(conn: sqlite3.Connection, key: str, delta: float, ttl: float | None, now: float) -> None:
+    expires = None if ttl is None else now + ttl
+    conn.execute(_UPSERT, (key, delta, expires, now))
+
+
+class SqliteStore(StateStore):
+    """State in a SQLite file, shared by the processes of one host."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._worker = SqliteWorker(path, component="state", migrations=MIGRATIONS)
+        self._swept = 0.0
+
+    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
+        """Forget expired rows now and then, so the file does not grow without bound."""
+        if now - self._swept < _SWEEP_EVERY:
+            return
+        self._swept = now
+        conn.execute("DELETE FROM state_counters WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM state_values WHERE expires_at <= ?", (now,))
+
+    async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        refused = await self.reserve_or_explain(claims)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+        def apply(conn: sqlite3.Connection) -> tuple[Claim, float] | None:
+            now = self._clock()
+            for claim in claims:
+                current = _current(conn, claim.key, now)
+                if current + claim.amount > claim.limit + _EPSILON:
+                    return claim, current
+            for claim in claims:
+                _add(conn, claim.key, claim.amount, claim.ttl, now)
+            self._sweep(conn, now)
+            return None
+
+        return await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        def apply(conn: sqlite3.Connection) -> float:
+            now = self._clock()
+            _add(conn, key, delta, ttl, now)
+            return _current(conn, key, now)
+
+        return await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+        def apply(conn: sqlite3.Connection) -> list[float]:
+            now = self._clock()
+            out = []
+            for key, delta, ttl in changes:
+                _add(conn, key, delta, ttl, now)
+                out.append(_current(conn, key, now))
+            return out
+
+        return await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def counter(self, key: str) -> float:
+        now = self._clock()
+        return await self._worker.run(lambda conn: _current(conn, key, now))
+
+    async def window_acquire(
+        self, key: str, amount: float, *, limit: float, window: float
+    ) -> float:
+        def apply(conn: sqlite3.Connection) -> float:
+            now = self._clock()
+            conn.execute("DELETE FROM state_windows WHERE key = ? AND at <= ?", (key, now - window))
+            used = conn.execute(
+                "SELECT COALESCE(SUM(amount), 0) FROM state_windows WHERE key = ?", (key,)
+            ).fetchone()[0]
+            if used + amount <= limit + _EPSILON:
+                conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, now, amount))
+                return 0.0
+            if amount > limit:
+                return window
+            rows = conn.execute(
+                "SELECT at, amount FROM state_windows WHERE key = ? ORDER BY at", (key,)
+            ).fetchall()
+            excess = used + amount - limit
+            freed = 0.0
+            for at, acquired in rows:
+                freed += acquired
+                if freed >= excess - _EPSILON:
+                    return float(max(0.0, at + window - now))
+            return window
+
+        return await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def get(self, key: str) -> bytes | None:
+        now = self._clock()
+
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT value FROM state_values WHERE key = ? "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (key, now),
+            ).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._worker.run(read)
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        expires = None if ttl is None else self._clock() + ttl
+        await self._worker.run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO state_values VALUES (?, ?, ?)", (key, value, expires)
+            )
+        )
+
+    async def delete(self, key: str) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            for table in ("state_counters", "state_values", "state_windows"):
+                conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+
+        await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def aclose(self) -> None:
+        await self._worker.aclose()

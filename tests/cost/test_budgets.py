@@ -1,0 +1,276 @@
+"""Budgets: reserve the worst case, settle the real cost, never pass a cap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from modelyard.cost.alerts import Alert, AlertHub
+from modelyard.cost.budgets import Budget, BudgetBook, cost_bound, period_of
+from modelyard.cost.prices import Price
+from modelyard.errors import BudgetExceededError, UnavailableError
+from modelyard.providers.fake import Reply
+from modelyard.resilience.fallback import FallbackModel
+from modelyard.state.memory import MemoryStore
+from modelyard.streaming import collect
+from tests.cost.helpers import SpyBook, full_usage, guard, priced, question, worst
+
+
+def total(limit: float, **fields: object) -> Budget:
+    return Budget(name="total", scope="total", limit=limit, **fields)  # type: ignore[arg-type]
+
+
+async def run_many(model, requests):  # type: ignore[no-untyped-def]
+    return await asyncio.gather(*(model.complete(r) for r in requests), return_exceptions=True)
+
+
+async def test_worst_case_is_reserved_and_released_after_the_call() -> None:
+    store = MemoryStore()
+    book = BudgetBook(store)
+    model = guard(priced(latency=0.05), book, total(1.0))
+    request = question()
+    task = asyncio.create_task(model.complete(request))
+    await asyncio.sleep(0.02)
+    period = period_of("day", datetime.now(UTC))
+    assert period is not None
+    used_key = f"budget:total:all:{period.id}"
+    assert await store.counter(used_key) == pytest.approx(worst(request))
+    response = await task
+    assert await store.counter(used_key) == pytest.approx(response.cost)
+    assert response.cost < worst(request)
+
+
+async def test_200_concurrent_requests_admit_exactly_what_fits_when_cost_is_worst() -> None:
+    request = question()
+    cost = worst(request)
+    inner = priced(latency=0.001)
+    inner.default = Reply(text="ok", latency=0.002, usage=full_usage(request))
+    book = SpyBook(MemoryStore())
+    model = guard(inner, book, total(10.5 * cost))
+    results = await run_many(model, [request] * 200)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BudgetExceededError)]
+    assert len(answered) == 10 and len(refused) == 190
+    assert sum(r.cost for r in answered) <= 10.5 * cost
+
+
+async def test_200_concurrent_requests_never_pass_the_cap_and_refuse_only_when_needed() -> None:
+    rng = random.Random(7)
+    requests = [question(max_tokens=rng.randint(10, 100)) for _ in range(200)]
+    inner = priced(text="a short answer", latency=0.003)
+    book = SpyBook(MemoryStore())
+    cap = 0.002
+    model = guard(inner, book, total(cap))
+    results = await run_many(model, requests)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    assert sum(r.cost for r in answered) <= cap
+    status = await book.status(total(cap), "all")
+    assert status is not None and status.spent <= cap and status.reserved == pytest.approx(0)
+    assert book.refusals, "the cap is small enough that some requests must be refused"
+    for refusal in book.refusals:
+        assert refusal.used + refusal.hold.amount > cap
+    # Once everything has settled, a request is admitted exactly when its worst case fits.
+    smallest = min(requests, key=worst)
+    if worst(smallest) <= cap - status.spent:
+        await model.complete(smallest)
+    else:
+        with pytest.raises(BudgetExceededError):
+            await model.complete(smallest)
+
+
+async def test_a_failed_call_settles_its_error_cost_and_releases_the_rest() -> None:
+    store = MemoryStore()
+    book = BudgetBook(store)
+    model = guard(priced(error="unavailable"), book, total(1.0))
+    with pytest.raises(UnavailableError):
+        await model.complete(question())
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.spent == 0 and status.reserved == 0
+
+
+async def test_a_cancelled_call_releases_its_reservation_down_to_the_input_estimate() -> None:
+    book = BudgetBook(MemoryStore())
+    model = guard(priced(latency=1.0), book, total(1.0))
+    request = question()
+    task = asyncio.create_task(model.complete(request))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.reserved == 0
+    assert 0 < status.spent < worst(request) / 10
+
+
+async def test_an_abandoned_stream_settles_what_it_had_produced() -> None:
+    book = BudgetBook(MemoryStore())
+    model = guard(priced(text="one two three four five six"), book, total(1.0))
+    request = question()
+    stream = model.stream(request)
+    assert (await anext(stream)).text
+    await stream.aclose()  # type: ignore[attr-defined]
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.reserved == 0
+    assert 0 < status.spent < worst(request)
+
+
+async def test_a_finished_stream_settles_its_real_cost() -> None:
+    book = BudgetBook(MemoryStore())
+    model = guard(priced(text="streamed answer"), book, total(1.0))
+    response = await collect(model.stream(question()))
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.spent == pytest.approx(response.cost)
+    assert status.reserved == pytest.approx(0)
+
+
+async def test_block_error_names_the_budget_and_the_amounts() -> None:
+    book = BudgetBook(MemoryStore())
+    model = guard(priced(), book, total(1e-9))
+    with pytest.raises(BudgetExceededError) as caught:
+        await model.complete(question())
+    assert caught.value.code == "total" and "budget total (total, day" in str(caught.value)
+    assert "may cost up to $" in str(caught.value)
+
+
+async def test_a_model_over_its_budget_is_skipped_by_a_fallback() -> None:
+    book = BudgetBook(MemoryStore())
+    dear = guard(
+        priced("dear"), book, Budget(name="dear-cap", scope="model", selector="dear", limit=1e-9)
+    )
+    cheap = priced("cheap", text="cheap answer")
+    response = await FallbackModel("chain", [dear, cheap]).complete(question())
+    assert response.text == "cheap answer"
+
+
+async def test_downgrade_sends_the_request_to_the_named_cheaper_system() -> None:
+    book = BudgetBook(MemoryStore())
+    cheap = priced("cheap", text="cheap answer")
+    premium_budget = Budget(
+        name="premium-cap",
+        scope="system",
+        selector="premium",
+        limit=1e-9,
+        action="downgrade",
+        downgrade_to="cheap",
+    )
+    premium = guard(priced("premium"), book, premium_budget, targets={"cheap": cheap})
+    response = await premium.complete(question())
+    assert response.text == "cheap answer"
+    assert response.decision is not None and response.decision.kind == "budget"
+    assert response.decision.chosen == "cheap"
+
+
+async def test_downgrade_loop_is_refused_not_followed_forever() -> None:
+    book = BudgetBook(MemoryStore())
+    targets: dict[str, object] = {}
+    cap = Budget(name="all", scope="total", limit=1e-9, action="downgrade", downgrade_to="b")
+    a = guard(priced("a"), book, cap, targets=targets)  # type: ignore[arg-type]
+    b = guard(priced("b"), book, replace(cap, downgrade_to="a"), targets=targets)  # type: ignore[arg-type]
+    targets.update(a=a, b=b)
+    with pytest.raises(BudgetExceededError):
+        await a.complete(question())
+
+
+async def test_alert_only_lets_requests_through_and_alerts_once_at_the_limit() -> None:
+    alerts: list[Alert] = []
+    hub = AlertHub(log_alerts=False, recorder=alerts.append)
+    book = BudgetBook(MemoryStore(), alerts=hub)
+    model = guard(priced(), book, total(1e-6, action="alert_only", alert_at=(1.0,)))
+    for _ in range(3):
+        await model.complete(question())
+    assert [a.kind for a in alerts] == ["budget_threshold"]
+    assert "alert only" in alerts[0].message and "budget total" in alerts[0].where
+
+
+async def test_threshold_alerts_fire_once_each_per_window() -> None:
+    alerts: list[Alert] = []
+    book = BudgetBook(MemoryStore(), alerts=AlertHub(log_alerts=False, recorder=alerts.append))
+    request = question()
+    inner = priced()
+    inner.default = Reply(text="ok", usage=full_usage(request))
+    model = guard(inner, book, total(4 * worst(request), alert_at=(0.5, 0.8, 1.0)))
+    for _ in range(6):
+        with contextlib.suppress(BudgetExceededError):
+            await model.complete(request)
+    kinds = [(a.kind, a.threshold) for a in alerts]
+    assert [k for k, _ in kinds].count("budget_threshold") == 3
+    assert [k for k, _ in kinds].count("budget_reached") == 1
+
+
+async def test_each_key_gets_its_own_cap_with_a_star_selector() -> None:
+    book = BudgetBook(MemoryStore())
+    request = question()
+    inner = priced()
+    inner.default = Reply(text="ok", usage=full_usage(request))
+    per_key = Budget(name="per-key", scope="key", selector="*", limit=1.5 * worst(request))
+    model = guard(inner, book, per_key)
+    await model.complete(replace(request, key_id="a"))
+    await model.complete(replace(request, key_id="b"))
+    with pytest.raises(BudgetExceededError):
+        await model.complete(replace(request, key_id="a"))
+    await model.complete(replace(request, key_id=None))
+
+
+async def test_tag_budget_charges_only_tagged_requests() -> None:
+    book = BudgetBook(MemoryStore())
+    model = guard(
+        priced(), book, Budget(name="acme", scope="tag", selector="customer:acme", limit=1e-9)
+    )
+    await model.complete(question(tags=("customer:other",)))
+    with pytest.raises(BudgetExceededError):
+        await model.complete(question(tags=("customer:acme",)))
+
+
+async def test_fixed_window_applies_only_between_start_and_end() -> None:
+    window = {
+        "window": "fixed",
+        "start": datetime(2020, 1, 1, tzinfo=UTC),
+        "end": datetime(2020, 2, 1, tzinfo=UTC),
+    }
+    book = BudgetBook(MemoryStore())
+    model = guard(priced(), book, total(1e-9, **window))
+    await model.complete(question())
+    book.clock = lambda: datetime(2020, 1, 15, tzinfo=UTC)
+    with pytest.raises(BudgetExceededError):
+        await model.complete(question())
+
+
+def test_calendar_windows_are_utc_and_end_at_the_next_boundary() -> None:
+    now = datetime(2024, 2, 29, 23, 59, 30, tzinfo=UTC)
+    month = period_of("month", now)
+    day = period_of("day", now)
+    minute = period_of("minute", now)
+    assert month is not None and month.id == "2024-02" and month.ends_in == 30
+    assert day is not None and day.id == "2024-02-29" and day.ends_in == 30
+    assert minute is not None and minute.id == "2024-02-29T23:59" and minute.ends_in == 30
+
+
+def test_system_bound_sums_every_model_a_fallback_may_call() -> None:
+    a, b = priced("a"), priced("b")
+    request = question()
+    assert cost_bound(FallbackModel("chain", [a, b]), request) == pytest.approx(2 * worst(request))
+
+
+def test_worst_case_bounds_input_by_bytes_not_the_chars_over_four_estimate() -> None:
+    request = question("日本語の質問です" * 10, max_tokens=1)
+    input_only = Price(input=1.0, output=0.0)
+    assert input_only.worst_case(request, 100) * 1e6 >= len(request.prompt_text.encode("utf-8"))
+
+
+async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_stays_held() -> None:
+    class SettleFails(MemoryStore):
+        async def adjust_many(self, changes):  # type: ignore[no-untyped-def]
+            raise UnavailableError("store gone", code="state_unavailable")
+
+    store = SettleFails()
+    book = BudgetBook(store)
+    request = question()
+    response = await guard(priced(), book, total(1.0)).complete(request)
+    assert response.text == "ok"
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.reserved == pytest.approx(worst(request))

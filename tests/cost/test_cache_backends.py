@@ -1,0 +1,77 @@
+"""Every cache backend: entries with a TTL, LRU eviction beyond max_entries, semantic vectors,
+hit counters, clear."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelyard.cost.cache_redis import RedisCache
+from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache, pack_vector
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)],
+)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CacheBackend]:
+    made: CacheBackend
+    if request.param == "memory":
+        made = MemoryCache(max_entries=3)
+    elif request.param == "sqlite":
+        made = SqliteCache(tmp_path / "cache.db", max_entries=3)
+    else:
+        made = RedisCache(REDIS_URL, prefix=f"test-{uuid.uuid4().hex[:12]}:", max_entries=3)
+    yield made
+    await made.clear()
+    await made.aclose()
+
+
+async def test_entries_round_trip(backend: CacheBackend) -> None:
+    await backend.put("k", b"value", 60)
+    assert await backend.get("k") == b"value"
+    assert await backend.get("other") is None
+
+
+async def test_entries_expire(backend: CacheBackend) -> None:
+    await backend.put("k", b"value", 0.05)
+    await asyncio.sleep(0.12)
+    assert await backend.get("k") is None
+
+
+async def test_least_recently_used_entry_is_evicted_beyond_max_entries(
+    backend: CacheBackend,
+) -> None:
+    for key in ("a", "b", "c"):
+        await backend.put(key, key.encode(), 60)
+        await asyncio.sleep(0.002)
+    assert await backend.get("a") == b"a"  # now b is the least recently used
+    await asyncio.sleep(0.002)
+    await backend.put("d", b"d", 60)
+    assert await backend.get("b") is None
+    assert [await backend.get(k) for k in ("a", "c", "d")] == [b"a", b"c", b"d"]
+
+
+async def test_vectors_are_kept_per_scope(backend: CacheBackend) -> None:
+    vector = np.array([0.6, 0.8], dtype=np.float32)
+    await backend.add_vector("s1", "k", pack_vector("question", vector), 60)
+    found = await backend.vectors("s1")
+    assert [(v.key, v.text) for v in found] == [("k", "question")]
+    assert np.allclose(found[0].vector, vector)
+    assert await backend.vectors("s2") == []
+
+
+async def test_hits_misses_and_savings_are_counted_and_cleared(backend: CacheBackend) -> None:
+    await backend.put("k", b"v", 60)
+    await backend.count(hit=True, saved=0.25)
+    await backend.count(hit=False)
+    stats = await backend.stats()
+    assert (stats.entries, stats.hits, stats.misses, stats.saved) == (1, 1, 1, 0.25)
+    assert await backend.clear() == 1
+    assert (await backend.stats()).hits == 0

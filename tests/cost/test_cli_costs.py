@@ -1,0 +1,69 @@
+"""`modelyard costs` and `modelyard cache stats|clear` on a config that has served requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import modelyard
+from modelyard.cli import app
+
+CONFIG = """
+models:
+  dear:
+    local: {type: fake, default: "an answer"}
+    price: {input: 10.0, output: 30.0}
+systems:
+  support: {type: fallback, chain: [dear]}
+cache: {backend: sqlite}
+budgets:
+  - {name: daily, scope: total, limit: 1.0, alert_at: [0.00001]}
+"""
+
+
+def served(write_config: Callable[[str], Path]) -> Path:
+    path = write_config(CONFIG)
+
+    async def serve() -> None:
+        async with modelyard.load(path) as yard:
+            await yard.complete("support", "hello", key_id="team-a")
+            await yard.complete("support", "hello", key_id="team-a")
+
+    asyncio.run(serve())
+    return path
+
+
+def test_costs_shows_spend_budgets_alerts_and_cost_per_accuracy_point(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = served(write_config)
+    results = tmp_path / "eval.json"
+    results.write_text(json.dumps({"systems": {"support": {"accuracy": 0.8}}}))
+    result = CliRunner().invoke(
+        app, ["costs", str(path), "--eval", str(results)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    for expected in (
+        "spend by system",
+        "support",
+        "team-a",
+        "daily",
+        "budget_threshold",
+        "$ / accuracy pt",
+    ):
+        assert expected in result.output
+
+
+def test_cache_stats_then_clear(write_config: Callable[[str], Path]) -> None:
+    path = served(write_config)
+    runner = CliRunner()
+    stats = runner.invoke(app, ["cache", "stats", str(path)], env={"COLUMNS": "200"})
+    assert "1 entries" in stats.output and "1 hits / 1 misses" in stats.output
+    cleared = runner.invoke(app, ["cache", "clear", str(path)])
+    assert "cleared 1 entries" in cleared.output
+    after = runner.invoke(app, ["cache", "stats", str(path)], env={"COLUMNS": "200"})
+    assert "0 entries" in after.output

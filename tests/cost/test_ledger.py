@@ -1,0 +1,53 @@
+"""The ledger writes in batches off the request path and loses nothing at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from modelyard.cost.accounting import spend_rows
+from modelyard.cost.ledger import Ledger, SpendRow, SqliteLedgerFile
+from modelyard.resilience.fallback import FallbackModel
+from tests.cost.helpers import priced, question
+
+
+def row(i: int) -> SpendRow:
+    return SpendRow(at=1.0, day="2026-01-01", request_id=str(i), system="s", model="m", cost=0.5)
+
+
+async def test_record_queues_and_aclose_writes_everything(tmp_path: Path) -> None:
+    ledger = Ledger(SqliteLedgerFile(tmp_path / "l.db"), flush_interval=60)
+    for i in range(1234):
+        ledger.record([row(i)])
+    await ledger.aclose()
+    file = SqliteLedgerFile(tmp_path / "l.db")
+    assert await file.query("SELECT COUNT(*), SUM(cost) FROM spend") == [(1234, 617.0)]
+    await file.aclose()
+
+
+async def test_background_task_flushes_without_being_asked(tmp_path: Path) -> None:
+    ledger = Ledger(SqliteLedgerFile(tmp_path / "l.db"), flush_interval=0.02)
+    ledger.record([row(1)])
+    await asyncio.sleep(0.15)
+    assert ledger.written == 1
+    await ledger.aclose()
+
+
+async def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    ledger = Ledger(SqliteLedgerFile(tmp_path / "l.db"), max_queue=2, flush_interval=60)
+    ledger.record([row(1), row(2)])
+    ledger.record([row(3)])
+    assert ledger.dropped == 1
+    await ledger.aclose()
+
+
+async def test_rows_split_a_fallbacks_spend_between_the_models_it_used() -> None:
+    failing, steady = priced("failing", error="unavailable"), priced("steady")
+    request = question(key_id="k1", tags=("team:a",))
+    response = await FallbackModel("chain", [failing, steady]).complete(request)
+    rows = spend_rows("support", request, response, None)
+    by_model = {r.model: r for r in rows}
+    assert set(by_model) == {"failing", "steady"}
+    assert by_model["steady"].answered and not by_model["failing"].answered
+    assert sum(r.cost for r in rows) == response.cost
+    assert by_model["steady"].key_id == "k1" and by_model["steady"].tags == ("team:a",)

@@ -1,0 +1,210 @@
+"""Budgets, caches and the ledger as a config builds them: through `modelyard.load`."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.errors import BudgetExceededError, ConfigError, UnavailableError
+
+LONG = "word " * 799 + "end"
+"""About 1,000 tokens: a dear answer costs nearly its worst case."""
+
+BASE = f"""
+models:
+  cheap:
+    local: {{type: fake, default: "cheap answer"}}
+    price: {{input: 0.1, output: 0.1}}
+  dear:
+    local: {{type: fake, default: "{LONG}"}}
+    price: {{input: 10.0, output: 30.0}}
+    max_output_tokens: 1000
+embedders:
+  hash: {{local: {{type: hashing}}}}
+systems:
+  premium: {{type: fallback, chain: [dear]}}
+  budget: {{type: fallback, chain: [cheap]}}
+"""
+
+
+def config(extra: str) -> str:
+    return BASE + extra
+
+
+async def test_a_system_budget_blocks_once_its_cap_would_be_passed(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(
+        config("budgets:\n  - {name: p, scope: system, selector: premium, limit: 0.05}\n")
+    )
+    async with modelyard.load(path) as yard:
+        await yard.complete("premium", "hi", max_tokens=1000)
+        with pytest.raises(BudgetExceededError) as caught:
+            await yard.complete("premium", "hi", max_tokens=1000)
+        await yard.complete("budget", "hi", max_tokens=1000)
+    assert caught.value.code == "p"
+
+
+async def test_downgrade_routes_to_the_cheaper_system_through_the_config(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(
+        config(
+            "budgets:\n  - {name: p, scope: system, selector: premium, limit: 0.00001,"
+            " action: downgrade, downgrade_to: budget}\n"
+        )
+    )
+    async with modelyard.load(path) as yard:
+        response = await yard.complete("premium", "hi", max_tokens=100)
+    assert response.text == "cheap answer"
+    assert response.decision is not None and response.decision.chosen == "budget"
+
+
+async def test_spend_survives_a_restart_with_the_sqlite_default(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(config("budgets:\n  - {name: all, scope: total, limit: 0.05}\n"))
+    async with modelyard.load(path) as yard:
+        await yard.complete("premium", "hi", max_tokens=1000)
+    async with modelyard.load(path) as yard:
+        with pytest.raises(BudgetExceededError):
+            await yard.complete("premium", "hi", max_tokens=1000)
+    assert (path.parent / ".modelyard" / "state.db").exists()
+
+
+async def test_the_ledger_records_every_request_by_system_model_and_key(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(config("cache: {}\n"))
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("premium", "hi", key_id="k1")
+        await yard.complete("premium", "hi", key_id="k1")
+        await yard.complete("dear", "direct")
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / "ledger.db")
+    rows = await ledger.query(
+        "SELECT system, model, key_id, cost, saved, cached FROM spend ORDER BY id"
+    )
+    await ledger.aclose()
+    assert rows[0] == ("premium", "dear", "k1", first.cost, 0.0, 0)
+    assert rows[1] == ("premium", "dear", "k1", 0.0, first.cost, 1)
+    assert rows[2][:3] == ("dear", "dear", None)
+
+
+async def test_the_cache_serves_a_repeat_and_a_semantic_near_duplicate(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(
+        config("cache:\n  semantic: {embedder: hash, systems: [premium], threshold: 0.8}\n")
+    )
+    async with modelyard.load(path) as yard:
+        await yard.complete("premium", "What is the capital of France?", temperature=0)
+        again = await yard.complete("premium", "what is the capital of France", temperature=0)
+        other = await yard.complete("premium", "How do I bake bread?", temperature=0)
+    assert again.cost == 0 and again.decision is not None and again.decision.kind == "cache"
+    assert other.cost > 0
+
+
+async def test_redis_unreachable_with_fail_closed_refuses_requests_clearly(
+    write_config: Callable[[str], Path],
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = write_config(
+        config(
+            f'state: {{backend: redis, url: "redis://127.0.0.1:{port}/0", timeout: 0.3}}\n'
+            "budgets:\n  - {name: all, scope: total, limit: 1}\n"
+        )
+    )
+    async with modelyard.load(path) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("premium", "hi")
+        assert yard.resources.state is not None
+        assert yard.resources.state.health().mode == "refusing"
+    assert "unreachable" in str(caught.value) and "fail_closed" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "what"),
+    [
+        (
+            "budgets:\n  - {name: a, scope: total, limit: 1, alert_at: [0.5, 1.5]}\n",
+            "budgets[0].alert_at",
+            "(0, 1]",
+        ),
+        (
+            "budgets:\n  - {name: a, scope: total, limit: 1, window: fixed, start: 2026-01-01}\n",
+            "budgets[0]",
+            "'start' and 'end'",
+        ),
+        (
+            "budgets:\n  - {name: a, scope: total, limit: 1, action: downgrade,"
+            " downgrade_to: nowhere}\n",
+            "budgets[0].downgrade_to",
+            "unknown system or model 'nowhere'",
+        ),
+        (
+            "budgets:\n  - {name: a, scope: model, selector: gpt-9, limit: 1}\n",
+            "budgets[0].selector",
+            "unknown model 'gpt-9'",
+        ),
+        ("budgets:\n  - {name: a, scope: key, limit: 1}\n", "budgets[0]", "needs 'selector'"),
+        (
+            "cache:\n  semantic: {embedder: nope, systems: [premium]}\n",
+            "cache.semantic.embedder",
+            "unknown embedder 'nope'",
+        ),
+        ("state: {backend: redis}\n", "state", "needs 'url'"),
+    ],
+)
+def test_bad_operations_config_names_the_place(
+    write_config: Callable[[str], Path], extra: str, where: str, what: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(config(extra)))
+    assert where in str(caught.value) and what in str(caught.value)
+
+
+def test_cost_wrappers_do_not_show_as_extra_nodes(write_config: Callable[[str], Path]) -> None:
+    path = write_config(
+        config("cache: {}\nbudgets:\n  - {name: p, scope: system, selector: premium, limit: 1}\n")
+    )
+    yard = modelyard.load(path)
+    system = yard.systems["premium"]
+    assert [child.name for child in system.children] == ["dear"]
+    assert system.describe()["budgets"] == "p" and system.describe()["cache"] == "exact"
+
+
+async def test_state_ledger_and_cache_outlive_a_reload_on_the_same_resources(
+    write_config: Callable[[str], Path],
+) -> None:
+    from modelyard.config.build import Resources
+
+    path = write_config(config("cache: {}\nbudgets:\n  - {name: all, scope: total, limit: 1}\n"))
+    resources = Resources()
+    first = modelyard.load(path, resources=resources)
+    store = resources.state
+    await first.complete("premium", "hi")
+    second = modelyard.load(path, resources=resources)
+    again = await second.complete("premium", "hi")
+    assert resources.state is store
+    assert again.decision is not None and again.decision.kind == "cache"
+    await second.aclose()
+
+
+async def test_a_stream_through_a_system_is_recorded_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(config(""))
+    async with modelyard.load(path) as yard:
+        chunks = [c async for c in yard.stream("premium", "hi")]
+    assert chunks[-1].response is not None
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / "ledger.db")
+    rows = await ledger.query("SELECT system, model FROM spend")
+    await ledger.aclose()
+    assert rows == [("premium", "dear")]

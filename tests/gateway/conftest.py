@@ -1,0 +1,94 @@
+"""A real gateway on a real socket: uvicorn in a background thread serving a temp config."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from tests.fakes.server import free_port
+
+from modelyard.gateway.app import Gateway, create_app
+
+SYSTEMS = """
+models:
+  cheap:
+    local:
+      type: fake
+      answers:
+        "ping": "pong"
+        "fail": {error: unavailable}
+        "slow": {text: "late", latency: 0.3}
+        "limited": {error: rate_limited, retry_after: 7}
+        "too long": {error: context_length}
+      default: "the cheap answer"
+    price: {input: 1.0, output: 2.0}
+  strong:
+    local: {type: fake, default: "the strong answer"}
+    price: {input: 10.0, output: 20.0}
+  broken:
+    local: {type: fake, default: {error: unavailable}}
+embedders:
+  hash:
+    local: {type: hashing, dimensions: 16}
+systems:
+  support:
+    type: fallback
+    chain: [broken, cheap]
+"""
+
+
+@dataclass
+class Running:
+    """A served gateway: its base URL and the app object (for inspecting state)."""
+
+    url: str
+    app: Gateway
+    config: Path
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for the OpenAI SDK."""
+        return self.url + "/v1"
+
+
+@pytest.fixture
+def serve_gateway(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start a gateway for the given config text (extra YAML appended to SYSTEMS)."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(extra: str = "", *, text: str | None = None) -> Running:
+        config = tmp_path / "config.yaml"
+        config.write_text(text if text is not None else SYSTEMS + extra, encoding="utf-8")
+        app = create_app(config)
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                lifespan="on",
+                log_level="warning",
+                loop="asyncio",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        servers.append((server, thread))
+        return Running(url=f"http://127.0.0.1:{port}", app=app, config=config)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)

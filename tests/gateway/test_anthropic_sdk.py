@@ -1,0 +1,80 @@
+"""The official Anthropic SDK as a client of the gateway's /v1/messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anthropic
+import pytest
+from tests.gateway.conftest import Running
+
+
+def client(running: Running) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=running.url, api_key="anything", max_retries=0)
+
+
+def test_message_through_a_system(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    message = client(running).messages.create(
+        model="support",
+        max_tokens=100,
+        system="be brief",
+        messages=[{"role": "user", "content": "ping"}],
+    )
+    assert message.content[0].type == "text" and message.content[0].text == "pong"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens > 0
+
+
+def test_stream_event_sequence(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    with client(running).messages.stream(
+        model="support", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "the cheap answer"
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+
+
+def test_tool_results_become_tool_messages(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    client(running).messages.create(
+        model="strong",
+        max_tokens=50,
+        tools=[{"name": "lookup", "description": "find", "input_schema": {"type": "object"}}],
+        messages=[
+            {"role": "user", "content": "where is order 7?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"order": 7}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "shipped"}],
+            },
+        ],
+    )
+    request = running.app.live.current.models["strong"].calls[-1]  # type: ignore[attr-defined]
+    roles = [m.role for m in request.messages]
+    assert roles == ["user", "assistant", "tool"]
+    assert request.messages[1].tool_calls[0].arguments == '{"order":7}'
+    assert request.messages[2].tool_call_id == "t1" and request.messages[2].text == "shipped"
+    assert request.tools[0].name == "lookup"
+
+
+def test_errors_come_in_anthropic_shape(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client(running).messages.create(
+            model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client(running).messages.create(
+            model="support", max_tokens=0, messages=[{"role": "user", "content": "x"}]
+        )
+    assert "max_tokens" in str(bad.value)

@@ -1,0 +1,112 @@
+"""Virtual keys: scoping, revocation, admin routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx2
+import openai
+import pytest
+from tests.gateway.conftest import Running
+
+from modelyard.gateway.keys import KeyStore
+
+ADMIN = """
+gateway:
+  admin_key: admin-secret-123456
+"""
+
+
+def ask(running: Running, key: str, model: str = "support") -> str | None:
+    client = openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "ping"}]
+    )
+    return reply.choices[0].message.content
+
+
+def create_key(running: Running, **body: object) -> dict[str, object]:
+    reply = httpx2.post(
+        f"{running.url}/admin/keys",
+        json=body,
+        headers={"authorization": "Bearer admin-secret-123456"},
+    )
+    assert reply.status_code == 201, reply.text
+    return reply.json()  # type: ignore[no-any-return]
+
+
+def test_key_required_once_an_admin_key_is_set(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    with pytest.raises(openai.AuthenticationError):
+        ask(running, "not-a-key")
+
+
+def test_scoped_key_may_use_only_its_systems(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="team-a", systems=["support"])
+    assert ask(running, str(key["key"])) == "pong"
+    with pytest.raises(openai.PermissionDeniedError):
+        ask(running, str(key["key"]), model="strong")
+    models = openai.OpenAI(base_url=running.openai_url, api_key=str(key["key"])).models.list()
+    assert [m.id for m in models] == ["support"]
+
+
+def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    store = KeyStore(running.config.parent / ".modelyard/keys.sqlite3")
+    secret, key = store.create("cli-made")  # as `modelyard keys create` would, from another process
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            assert ask(running, secret) == "pong"
+            break
+        except openai.AuthenticationError:
+            assert time.monotonic() < deadline, "new key never accepted"
+            time.sleep(0.1)
+    assert store.revoke(key.id)
+    time.sleep(1.5)
+    with pytest.raises(openai.AuthenticationError):
+        ask(running, secret)
+
+
+def test_admin_routes_need_the_admin_key(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="user")
+    reply = httpx2.post(
+        f"{running.url}/admin/reload", headers={"authorization": f"Bearer {key['key']}"}
+    )
+    assert reply.status_code == 403
+
+
+def test_request_record_visible_to_its_key_only(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    owner, other = create_key(running, name="owner"), create_key(running, name="other")
+    client = openai.OpenAI(base_url=running.openai_url, api_key=str(owner["key"]))
+    raw = client.chat.completions.with_raw_response.create(
+        model="support", messages=[{"role": "user", "content": "ping"}]
+    )
+    request_id = raw.headers["x-request-id"]
+    url = f"{running.url}/v1/requests/{request_id}"
+    assert httpx2.get(url, headers={"authorization": f"Bearer {owner['key']}"}).status_code == 200
+    assert httpx2.get(url, headers={"authorization": f"Bearer {other['key']}"}).status_code == 404
+    assert (
+        httpx2.get(url, headers={"authorization": "Bearer admin-secret-123456"}).status_code == 200
+    )
+
+
+def test_secrets_are_stored_hashed(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="x")
+    raw = (running.config.parent / ".modelyard/keys.sqlite3").read_bytes()
+    assert str(key["key"]).encode() not in raw
+
+
+def test_key_rpm_limit_refuses_with_retry_after(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="slow", rpm=2)
+    assert ask(running, str(key["key"])) == "pong"
+    assert ask(running, str(key["key"])) == "pong"
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(running, str(key["key"]))
+    assert int(caught.value.response.headers["retry-after"]) > 0

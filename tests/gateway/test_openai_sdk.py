@@ -1,0 +1,145 @@
+"""The official OpenAI SDK as a client of the gateway, over a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx2
+import openai
+import pytest
+from tests.gateway.conftest import Running
+
+
+def client(running: Running, key: str = "anything") -> openai.OpenAI:
+    return openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+
+
+def test_completion_through_a_fallback_system(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    raw = client(running).chat.completions.with_raw_response.create(
+        model="support", messages=[{"role": "user", "content": "ping"}]
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "pong"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "support"
+    assert raw.headers["x-modelyard-model"] == "cheap"
+    assert float(raw.headers["x-modelyard-cost"]) == pytest.approx(
+        (completion.usage.prompt_tokens * 1.0 + completion.usage.completion_tokens * 2.0) / 1e6
+    )
+    assert raw.headers["x-request-id"]
+
+
+def test_stream_with_usage_ends_with_done(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    stream = client(running).chat.completions.create(
+        model="support",
+        messages=[{"role": "user", "content": "tell me"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "the cheap answer"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_system_messages_and_params_reach_the_model(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    completion = client(running).chat.completions.create(
+        model="strong",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": "and kind"},
+            {"role": "user", "content": [{"type": "text", "text": "hello"}]},
+        ],
+        temperature=0.2,
+        max_tokens=50,
+        seed=7,
+        n=2,
+    )
+    assert [c.message.content for c in completion.choices] == ["the strong answer"] * 2
+    calls = running.app.live.current.models["strong"].calls  # type: ignore[attr-defined]
+    assert calls[-1].system == "be brief\n\nand kind"
+    assert (calls[-1].temperature, calls[-1].max_tokens, calls[-1].seed, calls[-1].n) == (
+        0.2,
+        50,
+        7,
+        2,
+    )
+
+
+def test_unknown_model_is_404_listing_what_exists(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(running).chat.completions.create(
+            model="nope", messages=[{"role": "user", "content": "x"}]
+        )
+    assert "support" in str(caught.value) and "cheap" in str(caught.value)
+
+
+def test_bad_field_is_400_naming_it(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(running).chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "x"}], temperature=5
+        )
+    assert "temperature" in str(caught.value)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(running).chat.completions.create(
+            model="support", messages=[{"role": "wizard", "content": "x"}]
+        )  # type: ignore[list-item,misc]
+    assert "messages[0].role" in str(caught.value)
+
+
+def test_rate_limited_upstream_is_429_with_retry_after(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.RateLimitError) as caught:
+        client(running).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "limited"}]
+        )
+    assert caught.value.response.headers["retry-after"] == "7"
+
+
+def test_context_length_is_400_with_its_code(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(running).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "too long"}]
+        )
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_all_members_down_is_503(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(running).chat.completions.create(
+            model="broken", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 503
+
+
+def test_models_list_and_embeddings(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    names = {m.id for m in client(running).models.list()}
+    assert {"support", "cheap", "strong", "hash"} <= names
+    embedding = client(running).embeddings.create(model="hash", input=["a", "b"])
+    assert len(embedding.data) == 2 and len(embedding.data[0].embedding) == 16
+
+
+def test_decision_record_is_retrievable_by_request_id(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    raw = client(running).chat.completions.with_raw_response.create(
+        model="support", messages=[{"role": "user", "content": "ping"}]
+    )
+    request_id = raw.headers["x-request-id"]
+    record = httpx2.get(f"{running.url}/v1/requests/{request_id}").json()
+    assert record["model"] == "cheap"
+    assert record["decision"]["kind"] == "fallback"
+    assert [c["node"] for c in record["decision"]["children"]] == ["broken", "cheap"]
+    assert record["config_version"] == running.app.live.current.version

@@ -1,0 +1,98 @@
+"""`modelyard serve` as a process: answers, reloads on SIGHUP, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+from tests.fakes.server import free_port
+from tests.gateway.conftest import SYSTEMS
+
+MODELYARD = str(Path(sys.executable).parent / "modelyard")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS, encoding="utf-8")
+    port = free_port()
+    process = subprocess.Popen(
+        [MODELYARD, "serve", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx2.get(url + "/healthz").status_code == 200:
+                break
+        except httpx2.TransportError:
+            pass
+        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.1)
+    yield process, url, config
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_serve_answers_and_reloads_on_sighup(
+    served: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, url, config = served
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+
+    def ask() -> str | None:
+        messages = [{"role": "user", "content": "hi"}]
+        reply = client.chat.completions.create(model="strong", messages=messages)  # type: ignore[arg-type]
+        return reply.choices[0].message.content
+
+    assert ask() == "the strong answer"
+    config.write_text(SYSTEMS.replace('"the strong answer"', '"reloaded"'), encoding="utf-8")
+    os.kill(process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while ask() != "reloaded":
+        assert time.monotonic() < deadline, "SIGHUP did not reload"
+        time.sleep(0.1)
+
+
+def test_sigterm_drains_requests_in_flight(
+    served: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    process, url, _ = served
+    results: list[str] = []
+
+    def slow() -> None:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "slow"}]
+        )
+        results.append(reply.choices[0].message.content or "")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    thread.join(10)
+    assert results == ["late"]
+    # uvicorn re-raises SIGTERM once it has drained, so the exit status names the signal.
+    assert process.wait(10) in (0, -signal.SIGTERM)
+
+
+def test_bad_config_fails_before_binding(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("models:\n  a: {local: {type: fak}}\n", encoding="utf-8")
+    done = subprocess.run([MODELYARD, "serve", str(config)], capture_output=True, timeout=30)
+    assert done.returncode == 2
+    assert b"bad.yaml:2" in done.stderr and b"fak" in done.stderr

@@ -1,0 +1,163 @@
+"""The gateway in front of a real OpenAI-shaped upstream (the fake on a socket): what the client
+sends reaches the provider in its wire format, and what the provider says comes back, streamed
+chunk by chunk, with upstream failures mapped to the right status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import openai
+import pytest
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.server import Fault
+from tests.gateway.conftest import Running
+
+KEY = "sk-upstream-secret-0123456789"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(api_key=KEY)
+    with fake.running():
+        yield fake  # type: ignore[misc]
+
+
+def gateway_for(serve_gateway: Callable[..., Running], fake: FakeOpenAI) -> openai.OpenAI:
+    config = f"""
+providers:
+  up:
+    type: openai
+    base_url: {fake.url}/v1
+    api_key: {KEY}
+    timeouts: {{total: 2, first_token: 2, stall: 1}}
+    retry: {{attempts: 0}}
+models:
+  gpt:
+    provider: up
+    id: gpt-4o-mini-2024-07-18
+    price: {{input: 0.15, output: 0.6}}
+systems:
+  main: gpt
+"""
+    running = serve_gateway(text=config)
+    return openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+
+
+def test_tools_round_trip(serve_gateway: Callable[..., Running], upstream: FakeOpenAI) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    upstream.script(Reply(tool_calls=(("get_weather", '{"city": "Oslo"}'), ("get_time", "{}"))))
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+    ]
+    reply = client.chat.completions.create(
+        model="main",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=tools,  # type: ignore[arg-type]
+    )
+    calls = reply.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Oslo"}),
+        ("get_time", {}),
+    ]
+    assert reply.choices[0].finish_reason == "tool_calls"
+    sent = upstream.requests[-1].json
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather", "get_time"]
+
+
+def test_streamed_tool_calls(serve_gateway: Callable[..., Running], upstream: FakeOpenAI) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    upstream.script(Reply(tool_calls=(("lookup", '{"id": 7}'),)))
+    stream = client.chat.completions.create(
+        model="main",
+        stream=True,
+        messages=[{"role": "user", "content": "find 7"}],
+        tools=[
+            {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        ],
+    )
+    pieces: dict[int, list[str]] = {}
+    names = {}
+    finish = None
+    for chunk in stream:
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            pieces.setdefault(delta.index, []).append(delta.function.arguments or "")  # type: ignore[union-attr]
+            if delta.function and delta.function.name:
+                names[delta.index] = delta.function.name
+        finish = chunk.choices[0].finish_reason or finish
+    assert names == {0: "lookup"}
+    assert json.loads("".join(pieces[0])) == {"id": 7}
+    assert finish == "tool_calls"
+
+
+def test_json_schema_passes_through(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
+) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    upstream.script(Reply(text='{"answer": 4}'))
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+    }
+    reply = client.chat.completions.create(
+        model="main",
+        messages=[{"role": "user", "content": "2+2"}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": schema, "strict": True},
+        },
+    )
+    assert json.loads(reply.choices[0].message.content or "") == {"answer": 4}
+    sent = upstream.requests[-1].json["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
+
+
+def test_stream_relays_every_chunk(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
+) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    upstream.script(Reply(text="one two three four"))
+    chunks = list(
+        client.chat.completions.create(
+            model="main",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "count"}],
+        )
+    )
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(texts) == "one two three four"
+    assert len(texts) >= 4
+    assert chunks[-1].usage is not None
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status"),
+    [
+        (Fault(status=429, headers={"retry-after": "3"}), openai.RateLimitError, 429),
+        (Fault(status=500), openai.InternalServerError, 503),
+        (Fault(status=401), openai.APIStatusError, 502),
+        (
+            Fault(body=b"<html>bad gateway</html>", status=200, content_type="text/html"),
+            openai.APIStatusError,
+            502,
+        ),
+        (Fault(hang=True), openai.APIStatusError, 504),
+        (Fault(status=400, error_type="context_length_exceeded"), openai.BadRequestError, 400),
+    ],
+)
+def test_upstream_failures_map_to_statuses(
+    serve_gateway: Callable[..., Running],
+    upstream: FakeOpenAI,
+    fault: Fault,
+    error: type[openai.APIStatusError],
+    status: int,
+) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    upstream.always(fault)
+    with pytest.raises(error) as caught:
+        client.chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == status
+    assert KEY not in str(caught.value.body) and KEY not in caught.value.response.text

@@ -1,0 +1,44 @@
+"""Helpers for pattern tests: configs of fake models priced at $1 per output token, so every
+cost is the number of output tokens the answers take (len(text) / 4, rounded up)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.cost.prices import estimate_tokens
+from modelyard.errors import ConfigError
+from modelyard.yard import Yard
+
+PRICE = "price: {input: 0, output: 1000000}"
+"""$1 per output token, input free."""
+
+
+def dollars(text: str) -> float:
+    """What an answer of `text` costs at PRICE."""
+    return float(estimate_tokens(text))
+
+
+@pytest.fixture
+def yard_of(write_config: Callable[[str], Path]) -> Callable[[str], Yard]:
+    """Load a config given as YAML text."""
+
+    def load(text: str) -> Yard:
+        return modelyard.load(write_config(text))
+
+    return load
+
+
+@pytest.fixture
+def config_error(write_config: Callable[[str], Path]) -> Callable[[str], ConfigError]:
+    """The ConfigError loading a YAML text raises."""
+
+    def load(text: str) -> ConfigError:
+        with pytest.raises(ConfigError) as caught:
+            modelyard.load(write_config(text))
+        return caught.value
+
+    return load

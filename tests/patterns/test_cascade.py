@@ -1,0 +1,275 @@
+"""Cascade configs: each estimator, escalation, skips, failures, streaming, and the record."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelyard.errors import ConfigError
+from modelyard.streaming import collect
+from modelyard.types import user
+from modelyard.yard import Yard
+from tests.patterns.conftest import PRICE
+
+LOG_09 = math.log(0.9)
+
+MODELS = f"""
+providers:
+  openai: {{type: openai, api_key: "${{OPENAI_API_KEY}}", optional: true}}
+models:
+  small:
+    local: {{type: fake, default: {{text: "Paris", logprob: {LOG_09}, confidence: 0.4}}}}
+    capabilities: {{logprobs: true}}
+    {PRICE}
+  plain:
+    local: {{type: fake, default: "Paris"}}
+    {PRICE}
+  big:
+    local: {{type: fake, default: "Paris, France"}}
+    {PRICE}
+  lyon:
+    local: {{type: fake, default: "Lyon"}}
+  judge-no:
+    local: {{type: fake, default: "No, that is wrong."}}
+    price: {{input: 0, output: 2000000}}
+  hosted:
+    provider: openai
+    id: gpt-4o-mini-2024-07-18
+    price: {{input: 0.15, output: 0.6}}
+  sampler:
+    local: {{type: fake, script: ["(A)", "B", "A."], default: "C"}}
+    {PRICE}
+  broken:
+    local: {{type: fake, default: {{error: unavailable}}}}
+  slow:
+    local: {{type: fake, default: {{text: "late", latency: 0.5}}}}
+"""
+
+
+def cascade(first: str, *, last: str = "big") -> str:
+    return (
+        MODELS
+        + f"""
+systems:
+  qa:
+    type: cascade
+    stages:
+      - {first}
+      - {{model: {last}}}
+"""
+    )
+
+
+async def test_confident_logprobs_accept_the_cheap_answer(yard_of: Callable[[str], Yard]) -> None:
+    text = cascade("{model: small, threshold: 0.8, estimator: {type: logprob}}")
+    async with yard_of(text) as yard:
+        response = await yard.complete("qa", "capital of France?")
+    assert (response.text, response.model, response.cost) == ("Paris", "small", 2.0)
+    assert response.confidence == pytest.approx(0.9)
+    decision = response.decision
+    assert decision is not None
+    assert (decision.kind, decision.chosen) == ("cascade", "small")
+    assert decision.reason == "small accepted: mean token probability 0.900 >= 0.8"
+    assert dict(decision.scores) == pytest.approx({"small": 0.9})
+    [stage] = decision.children
+    assert (stage.node, stage.kind, stage.chosen, stage.threshold) == (
+        "small",
+        "stage",
+        "small",
+        0.8,
+    )
+    assert stage.scores["confidence"] == pytest.approx(0.9)
+    assert [c.node for c in stage.children] == ["small"]
+
+
+async def test_low_logprobs_escalate_and_cost_both(yard_of: Callable[[str], Yard]) -> None:
+    text = cascade("{model: small, threshold: 0.95, estimator: {type: logprob}}")
+    async with yard_of(text) as yard:
+        response = await yard.complete("qa", "capital of France?")
+    # small: "Paris" = 2 tokens; big: "Paris, France" = 4 tokens
+    assert (response.text, response.model, response.cost) == ("Paris, France", "big", 6.0)
+    decision = response.decision
+    assert decision is not None
+    assert decision.reason == "escalated to the last stage big"
+    assert [(c.node, c.chosen) for c in decision.children] == [("small", None), ("big", "big")]
+    assert decision.children[0].reason == "escalated: mean token probability 0.900 < 0.95"
+
+
+def test_logprob_estimator_on_a_model_without_logprobs_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    error = config_error(cascade("{model: plain, threshold: 0.8, estimator: {type: logprob}}"))
+    message = str(error)
+    assert "systems.qa.stages[0].estimator" in message
+    assert "stage 'plain'" in message and "does not return token logprobs" in message
+    assert "samples, agreement, verifier or confidence" in message
+
+
+def test_threshold_outside_zero_one_is_refused(config_error: Callable[[str], ConfigError]) -> None:
+    error = config_error(cascade("{model: small, threshold: 1.5, estimator: {type: logprob}}"))
+    assert "systems.qa.stages[0].threshold" in str(error)
+    assert "less than or equal to 1" in str(error)
+
+
+async def test_samples_take_the_majority_and_count_every_call(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    estimator = "{type: samples, k: 3, normalise: choice}"
+    text = cascade(f"{{model: sampler, threshold: 0.6, estimator: {estimator}}}")
+    async with yard_of(text) as yard:
+        response = await yard.complete("qa", "pick one")
+    assert (response.text, response.model) == ("(A)", "sampler")
+    assert response.cost == 1.0 + 1.0 + 1.0  # "(A)", "B", "A." are one token each
+    assert response.confidence == pytest.approx(2 / 3)
+    assert response.decision is not None
+    assert response.decision.reason == "sampler accepted: 2 of 3 samples agree on 'A' >= 0.6"
+    assert len(response.decision.children[0].children) == 3
+
+
+async def test_agreement_with_another_model(yard_of: Callable[[str], Yard]) -> None:
+    agree = "{type: agreement, models: [plain]}"
+    disagree = "{type: agreement, models: [lyon]}"
+    async with yard_of(cascade(f"{{model: small, threshold: 1.0, estimator: {agree}}}")) as yard:
+        accepted = await yard.complete("qa", "capital?")
+    async with yard_of(cascade(f"{{model: small, threshold: 1.0, estimator: {disagree}}}")) as yard:
+        escalated = await yard.complete("qa", "capital?")
+    assert (accepted.model, accepted.cost) == ("small", 4.0)  # small 2 + plain 2
+    assert (escalated.model, escalated.cost) == ("big", 6.0)  # small 2 + lyon 0 + big 4
+    assert escalated.decision is not None
+    assert escalated.decision.children[0].reason == "escalated: 1 of 2 models agree < 1"
+
+
+async def test_a_verifier_saying_no_escalates(yard_of: Callable[[str], Yard]) -> None:
+    stage = "{model: plain, threshold: 0.5, estimator: {type: verifier, model: judge-no}}"
+    async with yard_of(cascade(stage)) as yard:
+        response = await yard.complete("qa", "capital?")
+    # plain 2 + verifier "No, that is wrong." 5 tokens at $2 + big 4
+    assert (response.model, response.cost) == ("big", 2.0 + 10.0 + 4.0)
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason == "escalated: verifier score 0.000 < 0.5"
+    assert [c.node for c in first.children] == ["plain", "judge-no"]
+
+
+async def test_own_confidence_estimator(yard_of: Callable[[str], Yard]) -> None:
+    stage = "{model: small, threshold: 0.3, estimator: {type: confidence}}"
+    async with yard_of(cascade(stage)) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert response.model == "small"
+    assert response.decision is not None
+    assert response.decision.reason == "small accepted: own confidence 0.400 >= 0.3"
+
+
+async def test_no_confidence_never_clears_a_threshold(yard_of: Callable[[str], Yard]) -> None:
+    stage = "{model: plain, threshold: 0.0, estimator: {type: confidence}}"
+    async with yard_of(cascade(stage)) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert response.model == "big"
+    assert response.decision is not None
+    assert response.decision.children[0].reason == "escalated: the model gave no confidence"
+
+
+async def test_callable_estimator(
+    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "scoring_for_tests.py").write_text(
+        "def score(request, response):\n    return 0.75 if response.text == 'Paris' else 0.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    estimator = "{type: callable, function: scoring_for_tests:score}"
+    stage = f"{{model: plain, threshold: 0.7, estimator: {estimator}}}"
+    async with yard_of(cascade(stage)) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert response.model == "plain"
+    assert response.confidence == 0.75
+
+
+def test_missing_callable_is_refused(config_error: Callable[[str], ConfigError]) -> None:
+    stage = "{model: plain, threshold: 0.7, estimator: {type: callable, function: nowhere_x:f}}"
+    error = config_error(cascade(stage))
+    assert "systems.qa.stages[0].estimator.function" in str(error)
+    assert "cannot import module 'nowhere_x'" in str(error)
+
+
+async def test_disabled_stage_is_skipped_noted_once_and_recorded(
+    yard_of: Callable[[str], Yard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    stage = "{model: hosted, threshold: 0.5, estimator: {type: confidence}}"
+    async with yard_of(cascade(stage)) as yard:
+        notes = [n for n in yard.notes if n.startswith("cascade qa")]
+        response = await yard.complete("qa", "capital?")
+    assert notes == [
+        "cascade qa: stage hosted skipped: provider 'openai': "
+        "environment variable OPENAI_API_KEY is not set"
+    ]
+    assert (response.model, response.cost) == ("big", 4.0)
+    assert response.decision is not None
+    skipped = response.decision.children[0]
+    assert (skipped.node, skipped.kind) == ("hosted", "stage")
+    assert skipped.reason.startswith("skipped: provider 'openai'")
+
+
+async def test_a_stage_that_cannot_finish_in_time_is_skipped(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    stage = "{model: plain, threshold: 0.5, estimator: {type: confidence}, expected_latency: 5}"
+    async with yard_of(cascade(stage)) as yard:
+        response = await yard.complete("qa", "capital?", deadline=time.monotonic() + 1.0)
+    assert response.model == "big"
+    assert response.decision is not None
+    assert response.decision.children[0].reason.startswith("skipped: needs about 5.00s")
+
+
+async def test_when_no_later_stage_can_run_the_held_answer_is_returned(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = (
+        MODELS
+        + """
+systems:
+  qa:
+    type: cascade
+    stages:
+      - {model: small, threshold: 0.95, estimator: {type: logprob}}
+      - {model: big, expected_latency: 5}
+"""
+    )
+    async with yard_of(text) as yard:
+        response = await yard.complete("qa", "capital?", deadline=time.monotonic() + 1.0)
+    assert (response.model, response.cost) == ("small", 2.0)
+    assert response.decision is not None
+    assert response.decision.reason == (
+        "no later stage can finish in time; answering with small below threshold"
+    )
+
+
+async def test_a_failed_last_stage_returns_the_held_answer(yard_of: Callable[[str], Yard]) -> None:
+    text = cascade("{model: small, threshold: 0.95, estimator: {type: logprob}}", last="broken")
+    async with yard_of(text) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert response.model == "small"
+    assert response.decision is not None
+    assert response.decision.reason.startswith("last stage broken failed (unavailable)")
+
+
+async def test_stream_runs_early_stages_then_streams_the_last(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = cascade("{model: small, threshold: 0.95, estimator: {type: logprob}}")
+    async with yard_of(text) as yard:
+        chunks = [c async for c in yard.get("qa").stream(user("capital?"))]
+    assert [c.text for c in chunks if c.text] == ["Paris, ", "France"]
+    final = chunks[-1].response
+    assert final is not None and final.cost == 6.0 and final.model == "big"
+
+
+async def test_stream_of_an_accepted_answer(yard_of: Callable[[str], Yard]) -> None:
+    text = cascade("{model: small, threshold: 0.8, estimator: {type: logprob}}")
+    async with yard_of(text) as yard:
+        response = await collect(yard.get("qa").stream(user("capital?")))
+    assert (response.text, response.model, response.cost) == ("Paris", "small", 2.0)

@@ -1,0 +1,199 @@
+"""Ensemble configs: votes, judge, fuser, quorum, deadlines, cancellation and the record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from modelyard.errors import ConfigError, NoAnswerError
+from modelyard.streaming import collect
+from modelyard.types import user
+from modelyard.yard import Yard
+from tests.patterns.conftest import PRICE
+
+MODELS = f"""
+models:
+  a:
+    local: {{type: fake, default: {{text: "B", confidence: 0.3}}}}
+    {PRICE}
+  b:
+    local: {{type: fake, default: {{text: "The answer is B", confidence: 0.4}}}}
+    {PRICE}
+  c:
+    local: {{type: fake, default: {{text: "C", confidence: 0.9}}}}
+    {PRICE}
+  down:
+    local: {{type: fake, default: {{error: unavailable}}}}
+  limited:
+    local: {{type: fake, default: {{error: rate_limited}}}}
+  slow:
+    local: {{type: fake, default: {{text: "D", latency: 2.0}}}}
+  judge:
+    local: {{type: fake, default: "Answer 2 is best"}}
+    {PRICE}
+  mumbler:
+    local: {{type: fake, default: "hmm"}}
+  fuser:
+    local: {{type: fake, default: "B, because of friction"}}
+    {PRICE}
+"""
+
+
+def ensemble(settings: str) -> str:
+    return (
+        MODELS
+        + f"""
+systems:
+  vote:
+    type: ensemble
+    {settings}
+"""
+    )
+
+
+async def test_majority_vote_over_choice_letters(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(ensemble("members: [a, b, c]\n    normalise: choice")) as yard:
+        response = await yard.complete("vote", "which one?")
+    # answers B, B, C: B wins 2 of 3; the first member giving B answers
+    assert (response.text, response.model) == ("B", "a")
+    assert response.cost == 1.0 + 4.0 + 1.0
+    assert response.confidence == pytest.approx(2 / 3)
+    decision = response.decision
+    assert decision is not None
+    assert (decision.kind, decision.chosen) == ("ensemble", "a")
+    assert decision.reason == "'B' won with votes 2 of 3"
+    assert dict(decision.scores) == {"B": 2.0, "C": 1.0}
+    assert [c.node for c in decision.children] == ["a", "b", "c"]
+    members = decision.details["members"]
+    assert [(m["member"], m["answer"], m["confidence"], m["cost"]) for m in members] == [
+        ("a", "B", 0.3, 1.0),
+        ("b", "B", 0.4, 4.0),
+        ("c", "C", 0.9, 1.0),
+    ]
+
+
+async def test_confidence_weighted_vote(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble("members: [a, b, c]\n    normalise: choice\n    combine: weighted_vote")
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    # B: 0.3 + 0.4 = 0.7; C: 0.9
+    assert response.model == "c"
+    assert response.decision is not None
+    assert dict(response.decision.scores) == pytest.approx({"B": 0.7, "C": 0.9})
+    assert response.confidence == pytest.approx(1 / 3)
+
+
+async def test_judge_picks_a_member_and_is_paid_for(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble(
+        "members: [a, b, c]\n    normalise: choice\n    combine: judge\n    judge: judge"
+    )
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert (response.text, response.model) == ("The answer is B", "b")
+    # members 1 + 4 + 1, judge "Answer 2 is best" = 4 tokens
+    assert response.cost == 6.0 + 4.0
+    assert response.decision is not None
+    assert response.decision.reason == "judge picked answer 2"
+    assert [c.node for c in response.decision.children] == ["a", "b", "c", "judge"]
+
+
+async def test_an_unreadable_judge_falls_back_to_the_vote(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble(
+        "members: [a, b, c]\n    normalise: choice\n    combine: judge\n    judge: mumbler"
+    )
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert response.model == "a"
+    assert response.decision is not None
+    assert response.decision.reason == (
+        "judge said 'hmm', no pick; vote instead: 'B' won with votes 2 of 3"
+    )
+
+
+async def test_fuser_merges_and_answers(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble(
+        "members: [a, b, c]\n    normalise: choice\n    combine: fuse\n    fuser: fuser"
+    )
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert (response.text, response.model) == ("B, because of friction", "fuser")
+    assert response.cost == 6.0 + 6.0  # "B, because of friction" = 22 chars = 6 tokens
+    assert response.confidence == pytest.approx(2 / 3)
+    assert response.decision is not None and response.decision.chosen == "fuser"
+
+
+async def test_fuser_streams_live(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble("members: [a, b]\n    combine: fuse\n    fuser: fuser")
+    async with yard_of(text) as yard:
+        chunks = [c async for c in yard.get("vote").stream(user("which one?"))]
+    assert len([c for c in chunks if c.text]) == 4
+    assert chunks[-1].response is not None and chunks[-1].response.model == "fuser"
+
+
+async def test_failed_members_are_recorded_and_quorum_still_met(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = ensemble("members: [down, a, b]\n    normalise: choice\n    quorum: 2")
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert response.model == "a"
+    assert response.confidence == pytest.approx(2 / 3)
+    assert response.decision is not None
+    assert response.decision.children[0].error is not None
+
+
+async def test_quorum_not_met_lists_each_failure(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble("members: [down, limited, a]\n    quorum: 2")
+    async with yard_of(text) as yard:
+        with pytest.raises(NoAnswerError) as caught:
+            await yard.complete("vote", "which one?")
+    error = caught.value
+    assert "1 of 3 members gave a usable answer, quorum is 2" in str(error)
+    assert "down: unavailable" in str(error) and "limited: rate_limited" in str(error)
+    assert error.cost == 1.0
+    assert error.decision is not None and len(error.decision.children) == 3
+
+
+async def test_a_member_past_its_deadline_counts_as_failed(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble("members: [a, slow]\n    deadlines: {slow: 0.05}")
+    started = time.monotonic()
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert time.monotonic() - started < 1.0
+    assert response.model == "a"
+    assert response.decision is not None
+    assert "timeout" in (response.decision.children[1].error or "")
+
+
+async def test_wait_quorum_cancels_stragglers_once_decided(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble("members: [a, b, slow]\n    normalise: choice\n    quorum: 2\n    wait: quorum")
+    started = time.monotonic()
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert time.monotonic() - started < 1.0
+    assert response.model == "a"
+    assert response.confidence == 1.0  # the cancelled member does not count
+    assert response.decision is not None
+    assert response.decision.children[2].reason == "cancelled: the outcome was already decided"
+    assert response.decision.details["members"][2]["cancelled"] is True
+
+
+def test_quorum_larger_than_the_ensemble_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    error = config_error(ensemble("members: [a, b]\n    quorum: 3"))
+    assert "quorum 3 is larger than the ensemble's 2 members" in str(error)
+    assert "systems.vote" in str(error)
+
+
+def test_a_deadline_for_no_member_is_refused(config_error: Callable[[str], ConfigError]) -> None:
+    error = config_error(ensemble("members: [a, b]\n    deadlines: {z: 1}"))
+    assert "no member called 'z'" in str(error)
+
+
+async def test_stream_replays_the_voted_answer(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(ensemble("members: [a, b, c]\n    normalise: choice")) as yard:
+        response = await collect(yard.get("vote").stream(user("which one?")))
+    assert (response.text, response.model, response.cost) == ("B", "a", 6.0)

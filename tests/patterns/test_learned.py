@@ -1,0 +1,88 @@
+"""Learned router math and its artifact: fitting, predicting, utilities, saving, loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelyard.patterns.artifact import Artifact, ArtifactError, load, save
+from modelyard.patterns.learned import fit, fit_knn, fit_logistic, outcome_matrix, utilities
+
+
+def dataset(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Model 0 is right on prompts with x0 > 0, model 1 on all but a few."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    y = np.stack([(x[:, 0] > 0).astype(float), (rng.random(n) > 0.1).astype(float)], axis=1)
+    return x, y
+
+
+def test_logistic_learns_which_prompts_a_model_gets_right() -> None:
+    x, y = dataset()
+    model = fit_logistic(x, y, l2=0.1)
+    p = model.predict(np.array([[3.0, 0, 0, 0], [-3.0, 0, 0, 0]]))
+    assert p[0, 0] > 0.9 and p[1, 0] < 0.1
+    assert 0.75 < p[0, 1] < 0.98
+
+
+def test_logistic_ignores_missing_records() -> None:
+    x, y = dataset()
+    y[:100, 1] = np.nan
+    model = fit_logistic(x, y, l2=1.0)
+    assert np.isfinite(model.weights).all()
+
+
+def test_knn_shrinks_towards_the_models_accuracy() -> None:
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    y = np.array([[1.0], [1.0], [0.0]])
+    model = fit_knn(x, y, k=2)
+    # neighbours of (1, 0) are rows 0 and 1: (2 + 2 * prior 2/3) / (2 + 2)
+    assert model.predict(np.array([1.0, 0.0]))[0] == pytest.approx((2 + 2 * 2 / 3) / 4)
+
+
+def test_fit_reports_every_trial_and_keeps_the_best() -> None:
+    x, y = dataset()
+    fitted = fit(x, y)
+    assert fitted.method in ("logistic", "knn")
+    best = min(fitted.validation.values())
+    key = f"{fitted.method} {'l2' if fitted.method == 'logistic' else 'k'}={fitted.setting:g}"
+    assert fitted.validation[key] == best
+
+
+def test_utilities_use_cost_relative_to_the_dearest() -> None:
+    u = utilities(np.array([0.9, 0.8]), np.array([10.0, 1.0]), lam=0.5)
+    assert u == pytest.approx([0.9 - 0.5, 0.8 - 0.05])
+
+
+def test_outcome_matrix_averages_repeats_and_marks_gaps() -> None:
+    rows = [("p", "a", 1.0), ("p", "a", 0.0), ("q", "b", 1.0)]
+    y = outcome_matrix(["p", "q"], rows, ["a", "b"])
+    assert y[0, 0] == 0.5 and y[1, 1] == 1.0
+    assert np.isnan(y[0, 1]) and np.isnan(y[1, 0])
+
+
+def test_artifact_round_trips(tmp_path: Path) -> None:
+    x, y = dataset()
+    for predictor in (fit_logistic(x, y, 1.0), fit_knn(x, y, 5)):
+        path = tmp_path / "a.npz"
+        save(
+            path,
+            Artifact(predictor, ("m0", "m1"), "emb", 4, (0.5, None), {"note": "x"}),
+        )
+        loaded = load(path)
+        assert loaded.models == ("m0", "m1")
+        assert loaded.mean_cost == (0.5, None)
+        probe = np.array([0.5, -0.2, 0.1, 0.3])
+        probe /= np.linalg.norm(probe)
+        assert loaded.predictor.predict(probe) == pytest.approx(predictor.predict(probe), abs=1e-6)
+
+
+def test_loading_something_else_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "a.npz"
+    np.savez(path, weights=np.zeros(3))
+    with pytest.raises(ArtifactError, match="not a learned-router artifact"):
+        load(path)
+    with pytest.raises(ArtifactError, match="modelyard train"):
+        load(tmp_path / "missing.npz")

@@ -1,0 +1,143 @@
+"""Patterns nested three deep: the answer, who answered, the total cost and the whole record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modelyard.errors import ConfigError
+from modelyard.streaming import collect
+from modelyard.types import Decision, user
+from modelyard.yard import Yard
+from tests.patterns.conftest import PRICE
+
+CONFIG = f"""
+models:
+  a:
+    local: {{type: fake, answers: {{"easy": "B"}}, default: "B"}}
+    {PRICE}
+  b:
+    local: {{type: fake, answers: {{"easy": "B"}}, default: "The answer is B"}}
+    {PRICE}
+  c:
+    local: {{type: fake, answers: {{"easy": "(B)"}}, default: "C"}}
+    {PRICE}
+  drafter:
+    local: {{type: fake, default: "draft text"}}
+    {PRICE}
+  polisher:
+    local: {{type: fake, default: "Polished final answer"}}
+    {PRICE}
+  clf:
+    local: {{type: fake, default: {{text: "quiz", confidence: 0.9}}}}
+systems:
+  top:
+    type: router
+    default: hard
+    rules: [{{route: chat, keywords: [hello]}}]
+    routes:
+      chat: drafter
+      hard:
+        type: cascade
+        name: careful
+        stages:
+          - model: {{type: ensemble, name: panel, members: [a, b, c], normalise: choice}}
+            threshold: 0.9
+            estimator: {{type: confidence}}
+          - model:
+              type: pipeline
+              name: writeup
+              stages:
+                - {{model: drafter}}
+                - {{model: polisher, input: "Polish: {{previous}}"}}
+  desk:
+    type: specialist
+    classifier: clf
+    generalist: drafter
+    specialists:
+      quiz:
+        type: cascade
+        stages:
+          - model: {{type: ensemble, members: [a, c], normalise: choice}}
+            threshold: 1.0
+            estimator: {{type: confidence}}
+          - {{model: b}}
+"""
+
+
+def shape(decision: Decision) -> tuple[object, ...]:
+    """(node, kind, chosen, cost, children...) — the record without timings."""
+    return (
+        decision.node,
+        decision.kind,
+        decision.chosen,
+        decision.cost,
+        *(shape(c) for c in decision.children),
+    )
+
+
+async def test_disagreeing_panel_escalates_to_the_pipeline(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(CONFIG) as yard:
+        response = await yard.complete("top", "which letter?")
+    # panel: a "B" 1, b "The answer is B" 4, c "C" 1 -> agreement 2/3 < 0.9: escalate.
+    # writeup: drafter "draft text" 3, polisher "Polished final answer" 6.
+    assert (response.text, response.model) == ("Polished final answer", "polisher")
+    assert response.cost == 6.0 + 3.0 + 6.0
+    assert response.decision is not None
+    assert shape(response.decision) == (
+        "top", "router", "hard", 15.0,
+        ("careful", "cascade", "writeup", 15.0,
+            ("panel", "stage", None, 6.0,
+                ("panel", "ensemble", "a", 6.0,
+                    ("a", "model", "a", 1.0), ("b", "model", "b", 4.0), ("c", "model", "c", 1.0))),
+            ("writeup", "stage", "writeup", 9.0,
+                ("writeup", "pipeline", "polisher", 9.0,
+                    ("drafter", "stage", "drafter", 3.0, ("drafter", "model", "drafter", 3.0)),
+                    ("polisher", "stage", "polisher", 6.0,
+                        ("polisher", "model", "polisher", 6.0))))),
+    )  # fmt: skip
+    cascade = response.decision.children[0]
+    assert cascade.children[0].reason == "escalated: own confidence 0.667 < 0.9"
+    assert cascade.children[0].threshold == 0.9
+
+
+async def test_agreeing_panel_answers_at_the_first_stage(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(CONFIG) as yard:
+        response = await yard.complete("top", "easy")
+    assert (response.text, response.model, response.cost) == ("B", "a", 3.0)
+    assert response.confidence == 1.0
+    assert response.decision is not None
+    assert response.decision.children[0].reason == "panel accepted: own confidence 1.000 >= 0.9"
+
+
+async def test_specialist_of_a_cascade_of_an_ensemble_streams(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    async with yard_of(CONFIG) as yard:
+        chunks = [c async for c in yard.get("desk").stream(user("which letter?"))]
+    # a "B" and c "C" disagree (0.5 < 1.0): b answers, streamed live.
+    assert [c.text for c in chunks if c.text] == ["The ", "answer ", "is ", "B"]
+    final = chunks[-1].response
+    assert final is not None
+    assert (final.model, final.cost) == ("b", 1.0 + 1.0 + 4.0)
+    assert final.decision is not None
+    assert [d.node for d in final.decision.walk() if d.kind == "model"] == ["clf", "a", "c", "b"]
+
+
+async def test_rules_bypass_the_nested_patterns(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(CONFIG) as yard:
+        response = await collect(yard.get("top").stream(user("hello there")))
+    assert (response.model, response.cost) == ("drafter", 3.0)
+
+
+def test_a_cycle_through_a_nested_pattern_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    text = CONFIG.replace("generalist: drafter", "generalist: top").replace(
+        "rules: [{route: chat, keywords: [hello]}]",
+        "rules: [{route: chat, keywords: [hello]}]\n    classifier: {model: desk}",
+    )
+    text = text.replace("    classifier: {model: desk}", "")  # keep one policy; cycle via route
+    text = text.replace("      chat: drafter", "      chat: desk")
+    error = config_error(text)
+    assert "cycle" in str(error)
+    assert "top -> desk -> top" in str(error) or "desk -> top -> desk" in str(error)

@@ -1,0 +1,173 @@
+"""Pipeline configs: templates, field mapping, gates, retries, escalation, stops, streaming."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelyard.errors import ConfigError, QualityCheckError
+from modelyard.types import user
+from modelyard.yard import Yard
+from tests.patterns.conftest import PRICE
+
+MODELS = f"""
+models:
+  extractor:
+    local: {{type: fake, default: '{{"city": "Paris", "n": 2}}'}}
+    {PRICE}
+  sloppy:
+    local: {{type: fake, script: ["city is Paris", '{{"city": "Lyon"}}'], default: "nope"}}
+    {PRICE}
+  writer:
+    local:
+      type: fake
+      answers: {{"Describe Paris": "Paris is lovely", "Describe Lyon": "Lyon is nice"}}
+      default: "unknown"
+    {PRICE}
+  approver:
+    local: {{type: fake, default: "yes"}}
+  rejecter:
+    local: {{type: fake, default: "no"}}
+  sure:
+    local: {{type: fake, default: {{text: "fine", confidence: 0.2}}}}
+"""
+
+SCHEMA = "{type: object, required: [city], properties: {city: {type: string}}}"
+
+
+def pipeline(first: str, second: str = "{model: writer, input: 'Describe {previous.city}'}") -> str:
+    return (
+        MODELS
+        + f"""
+systems:
+  flow:
+    type: pipeline
+    stages:
+      - {first}
+      - {second}
+"""
+    )
+
+
+async def test_json_field_feeds_the_next_stage(yard_of: Callable[[str], Yard]) -> None:
+    text = pipeline(f"{{model: extractor, gates: [{{type: json_schema, schema: {SCHEMA}}}]}}")
+    async with yard_of(text) as yard:
+        response = await yard.complete("flow", "Tell me about the capital of France")
+    # extractor '{"city": "Paris", "n": 2}' = 25 chars = 7 tokens; writer 'Paris is lovely' = 4
+    assert (response.text, response.model, response.cost) == ("Paris is lovely", "writer", 11.0)
+    decision = response.decision
+    assert decision is not None
+    assert (decision.kind, decision.chosen) == ("pipeline", "writer")
+    assert decision.reason == "2 stage(s) passed; writer answered"
+    first, second = decision.children
+    assert (first.node, first.chosen, first.cost) == ("extractor", "extractor", 7.0)
+    assert first.reason == "try 1 by extractor passed all gates"
+    assert first.details["checks"] == ["try 1: json_schema: valid against the schema"]
+    assert (second.node, second.cost) == ("writer", 4.0)
+
+
+async def test_a_failed_gate_retries_the_stage(yard_of: Callable[[str], Yard]) -> None:
+    text = pipeline(
+        f"{{model: sloppy, retries: 1, gates: [{{type: json_schema, schema: {SCHEMA}}}]}}"
+    )
+    async with yard_of(text) as yard:
+        response = await yard.complete("flow", "capital?")
+    # sloppy "city is Paris" 4 tokens (rejected), '{"city": "Lyon"}' 4 tokens; writer 3
+    assert (response.text, response.cost) == ("Lyon is nice", 4.0 + 4.0 + 3.0)
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason == "retry 1 by sloppy passed all gates"
+    assert first.details["checks"][0] == "try 1: json_schema: the output is not JSON"
+
+
+async def test_escalation_after_retries(yard_of: Callable[[str], Yard]) -> None:
+    gate = "{type: regex, pattern: '^\\{'}"
+    text = pipeline(f"{{name: draft, model: writer, gates: [{gate}], escalate: extractor}}")
+    async with yard_of(text) as yard:
+        response = await yard.complete("flow", "capital?")
+    assert response.text == "Paris is lovely"
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert (first.chosen, first.reason) == ("extractor", "escalation by extractor passed all gates")
+    assert [c.node for c in first.children] == ["writer", "extractor"]
+
+
+async def test_stop_names_the_stage_and_the_check(yard_of: Callable[[str], Yard]) -> None:
+    gate = "{type: checker, model: rejecter}"
+    async with yard_of(pipeline(f"{{model: extractor, gates: [{gate}], retries: 1}}")) as yard:
+        with pytest.raises(QualityCheckError) as caught:
+            await yard.complete("flow", "capital?")
+    error = caught.value
+    assert str(error) == (
+        "flow: pipeline flow: stage 'extractor' failed check checker rejecter: "
+        "checker score 0.000 < 0.5 after 2 attempt(s) (HTTP 422)"
+    )
+    assert error.cost == 14.0  # two extractor answers of 7 tokens; the checker is free
+    assert error.decision is not None and error.decision.error is not None
+
+
+async def test_checker_saying_yes_passes(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(
+        pipeline("{model: extractor, gates: [{type: checker, model: approver}]}")
+    ) as yard:
+        response = await yard.complete("flow", "capital?")
+    assert response.model == "writer"
+    assert response.decision is not None
+    assert [c.node for c in response.decision.children[0].children] == ["extractor", "approver"]
+
+
+async def test_confidence_gate(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(pipeline("{model: sure, gates: [{type: confidence, min: 0.5}]}")) as yard:
+        with pytest.raises(QualityCheckError, match=r"confidence 0.200 < 0.5"):
+            await yard.complete("flow", "capital?")
+
+
+async def test_callable_gate(
+    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "gates_for_tests.py").write_text(
+        "def short(text, response):\n    return len(text) < 10\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = "{type: callable, function: gates_for_tests:short}"
+    async with yard_of(pipeline(f"{{model: extractor, gates: [{gate}]}}")) as yard:
+        with pytest.raises(
+            QualityCheckError, match="callable gates_for_tests:short: returned false"
+        ):
+            await yard.complete("flow", "capital?")
+
+
+def test_gate_naming_a_missing_callable_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    gate = "{type: callable, name: tidy, function: gates_for_tests:absent_function}"
+    error = config_error(pipeline(f"{{model: extractor, gates: [{gate}]}}"))
+    assert "systems.flow.stages[0].gates[0].function" in str(error)
+    assert "gate 'tidy'" in str(error)
+
+
+def test_template_reading_a_later_stage_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    error = config_error(pipeline("{model: extractor, input: 'x {stages.writer}'}"))
+    assert "systems.flow.stages[0].input" in str(error)
+    assert "names a later stage" in str(error)
+
+
+async def test_missing_json_field_stops_with_a_quality_error(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    second = "{model: writer, input: 'Describe {previous.country}'}"
+    async with yard_of(pipeline("{model: extractor}", second)) as yard:
+        with pytest.raises(QualityCheckError, match="output has no field 'country'"):
+            await yard.complete("flow", "capital?")
+
+
+async def test_last_stage_streams_live(yard_of: Callable[[str], Yard]) -> None:
+    async with yard_of(pipeline("{model: extractor}")) as yard:
+        chunks = [c async for c in yard.get("flow").stream(user("capital?"))]
+    assert [c.text for c in chunks if c.text] == ["Paris ", "is ", "lovely"]
+    final = chunks[-1].response
+    assert final is not None and final.cost == 11.0

@@ -1,0 +1,51 @@
+"""Stores under test: every backend must keep the same contract."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from modelyard.state.base import StateStore
+from modelyard.state.memory import MemoryStore
+from modelyard.state.postgres import PostgresStore
+from modelyard.state.redis import RedisStore
+from modelyard.state.sqlite import SqliteStore
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+BACKENDS = [
+    pytest.param("memory"),
+    pytest.param("sqlite"),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test run uses, so parallel runs never collide in a shared server."""
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    """Each backend in turn, empty, cleaned up afterwards."""
+    kind = request.param
+    made: StateStore
+    if kind == "memory":
+        made = MemoryStore()
+    elif kind == "sqlite":
+        made = SqliteStore(tmp_path / "state.db")
+    elif kind == "redis":
+        made = RedisStore(REDIS_URL, prefix=unique_prefix())
+    else:
+        made = PostgresStore(POSTGRES_URL, table_prefix="t" + uuid.uuid4().hex[:10] + "_")
+    yield made
+    if isinstance(made, RedisStore):
+        await made.clear_prefix()
+    if isinstance(made, PostgresStore):
+        await made.drop_tables()
+    await made.aclose()

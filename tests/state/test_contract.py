@@ -1,0 +1,112 @@
+"""The StateStore contract, run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+from modelyard.state.base import Claim, StateStore
+
+
+async def test_reserve_applies_every_claim_when_all_fit(store: StateStore) -> None:
+    refused = await store.reserve(
+        [Claim(key="a", amount=1, limit=2), Claim(key="b", amount=2, limit=2)]
+    )
+    assert refused is None
+    assert await store.counter("a") == 1
+    assert await store.counter("b") == 2
+
+
+async def test_reserve_applies_nothing_when_one_claim_does_not_fit(store: StateStore) -> None:
+    await store.adjust("b", 1.5)
+    claims = [Claim(key="a", amount=1, limit=5), Claim(key="b", amount=1, limit=2)]
+    refused = await store.reserve(claims)
+    assert refused == claims[1]
+    assert await store.counter("a") == 0
+    assert await store.counter("b") == 1.5
+
+
+async def test_reserve_allows_reaching_the_limit_exactly(store: StateStore) -> None:
+    assert await store.reserve([Claim(key="a", amount=0.1, limit=0.3)]) is None
+    assert await store.reserve([Claim(key="a", amount=0.2, limit=0.3)]) is None
+    assert await store.reserve([Claim(key="a", amount=1e-9, limit=0.3)]) is not None
+
+
+async def test_infinite_limit_always_fits(store: StateStore) -> None:
+    assert await store.reserve([Claim(key="a", amount=1e9, limit=float("inf"))]) is None
+    assert await store.counter("a") == 1e9
+
+
+async def test_concurrent_reservations_never_pass_the_limit(store: StateStore) -> None:
+    results = await asyncio.gather(
+        *(store.reserve([Claim(key="cap", amount=1, limit=10)]) for _ in range(40))
+    )
+    assert sum(r is None for r in results) == 10
+    assert await store.counter("cap") == 10
+
+
+async def test_adjust_returns_the_new_value_and_may_go_down(store: StateStore) -> None:
+    assert await store.adjust("a", 3) == 3
+    assert await store.adjust("a", -1.25) == 1.75
+
+
+async def test_adjust_many_applies_each_change(store: StateStore) -> None:
+    values = await store.adjust_many([("a", 1.0, None), ("b", 2.0, 60.0), ("a", 0.5, None)])
+    assert values == [1.0, 2.0, 1.5]
+    assert await store.counter("a") == 1.5
+    assert await store.counter("b") == 2.0
+
+
+async def test_counter_expires_after_its_ttl(store: StateStore) -> None:
+    await store.reserve([Claim(key="a", amount=1, limit=5, ttl=0.05)])
+    await asyncio.sleep(0.12)
+    assert await store.counter("a") == 0
+    assert await store.reserve([Claim(key="a", amount=5, limit=5, ttl=0.05)]) is None
+
+
+async def test_values_round_trip_and_expire(store: StateStore) -> None:
+    await store.set("v", b"hello")
+    await store.set("w", b"short", ttl=0.05)
+    assert await store.get("v") == b"hello"
+    assert await store.get("w") == b"short"
+    await asyncio.sleep(0.12)
+    assert await store.get("w") is None
+    await store.delete("v")
+    assert await store.get("v") is None
+
+
+async def test_window_admits_up_to_the_limit_then_says_how_long_to_wait(
+    store: StateStore,
+) -> None:
+    for _ in range(3):
+        assert await store.window_acquire("rpm", 1, limit=3, window=0.3) == 0.0
+    wait = await store.window_acquire("rpm", 1, limit=3, window=0.3)
+    assert 0.0 < wait <= 0.3
+    await asyncio.sleep(wait + 0.02)
+    assert await store.window_acquire("rpm", 1, limit=3, window=0.3) == 0.0
+
+
+async def test_window_amount_above_the_limit_never_fits(store: StateStore) -> None:
+    assert await store.window_acquire("tpm", 11, limit=10, window=60) == 60
+
+
+async def test_delete_forgets_a_counter(store: StateStore) -> None:
+    await store.adjust("a", 4)
+    await store.delete("a")
+    assert await store.counter("a") == 0
+
+
+async def test_a_refusal_reports_the_counter_value_it_saw(store: StateStore) -> None:
+    await store.adjust("b", 1.5)
+    claim = Claim(key="b", amount=1, limit=2)
+    assert await store.reserve_or_explain([claim]) == (claim, 1.5)
+    assert await store.reserve_or_explain([Claim(key="c", amount=1, limit=2)]) is None
+
+
+async def test_window_sums_amounts_and_frees_them_as_they_expire(store: StateStore) -> None:
+    assert await store.window_acquire("tpm", 3, limit=10, window=0.2) == 0.0
+    assert await store.window_acquire("tpm", 4, limit=10, window=0.2) == 0.0
+    assert await store.window_acquire("tpm", 4, limit=10, window=0.2) > 0.0
+    assert await store.window_acquire("tpm", 3, limit=10, window=0.2) == 0.0
+    await asyncio.sleep(0.25)
+    assert await store.window_acquire("tpm", 10, limit=10, window=0.2) == 0.0
+    assert await store.window_acquire("tpm", 1, limit=10, window=0.2) > 0.0
