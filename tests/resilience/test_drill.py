@@ -111,9 +111,18 @@ def test_drill_runs_on_every_example(example: str) -> None:
     args = ["drill", str(EXAMPLES / example), "--requests", "2", "--time-scale", "0.001"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code in (0, 1), result.output
-    assert "healthy baseline" in result.output
+    assert "healthy baseline" in result.output or "nothing to drill" in result.output
 
 
 def test_resilient_example_survives_every_fault() -> None:
     result = CliRunner().invoke(app, ["drill", str(EXAMPLES / "resilient.yaml"), "--strict"])
     assert result.exit_code == 0, result.output
+
+
+async def test_a_config_without_hosted_providers_has_nothing_to_drill(
+    write_config: Write,
+) -> None:
+    text = "models:\n  canned:\n    local: {type: fake, default: hi}\n"
+    report = await run_drill(write_config(text), workload=QUICK)
+    assert report.results == () and report.ok()
+    assert report.notes == ("canned: uses no hosted provider; nothing to drill",)

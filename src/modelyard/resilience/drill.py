@@ -13,6 +13,10 @@ Each fault ends as one of:
   ended with an explicit error (no config can hide those without `continue_streams` and a
   prefill-capable fallback);
 - failed: some request got an error, or an answer came back cut or spliced as if whole.
+
+Local models are not replaced: they run for real (a router's classifier must still route), so
+a slow one looks slower by the time scale. A target that reaches no hosted provider is noted
+and skipped.
 """
 
 from __future__ import annotations
@@ -335,7 +339,8 @@ async def run_drill(
             known = ", ".join([*sorted(config.systems), *sorted(config.models)])
             raise NotFoundError(f"no system or model named {target!r}; available: {known}")
         uses[target] = {plan[m] for m in _reachable(model)}
-        baselines[target] = await _workload(healthy, target, workload, time_scale, deadline)
+        if uses[target]:
+            baselines[target] = await _workload(healthy, target, workload, time_scale, deadline)
     await _close(healthy)
     notes = [f"{t}: uses no hosted provider; nothing to drill" for t in names if not uses[t]]
     results = []
