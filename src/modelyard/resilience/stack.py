@@ -35,6 +35,7 @@ from modelyard.config.loader import Loc
 from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetryBudgetSpec, RetrySpec
 from modelyard.config.schema import ModelSpec, ProviderSpec
 from modelyard.model import Model, ModelInfo
+from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker
 from modelyard.resilience.deadline import DeadlineModel
 from modelyard.resilience.fallback import FallbackModel
@@ -248,6 +249,11 @@ def add_model_fallbacks(context: BuildContext) -> None:
         fallbacks = specs[name].fallbacks
         if fallbacks:
             primary = context.models[name]
+            if isinstance(primary, DisabledModel):
+                context.notes.append(
+                    f"model {name!r} is disabled; its fallbacks ({', '.join(fallbacks)}) "
+                    "answer for it"
+                )
             chain = [primary, *(context.models[f] for f in fallbacks)]
             context.models[name] = FallbackModel(name, chain, info=primary.info)
         done.add(name)
