@@ -18,7 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    console.width = max(console.width, 160)  # logs and pipes: keep trees and tables whole
 errors = Console(stderr=True, highlight=False)
 
 T = TypeVar("T")
