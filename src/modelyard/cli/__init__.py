@@ -9,6 +9,7 @@ from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     basic,
     costs,
     drill,
+    evaluate,
     health,
     serve,
     train,

@@ -67,6 +67,8 @@ def check(config: ConfigPath) -> None:
         console.print(f"[green]ok[/] {config} (version {yard.version})")
         for note in yard.notes:
             console.print(f"[yellow]note:[/] {note}")
+        for warning in yard.built.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
         for _, system in sorted(yard.systems.items()):
             console.print(model_tree(system))
         if not yard.systems:

@@ -29,6 +29,7 @@ from modelyard.providers.local_basic import (
     HashingEmbedder,
     import_function,
 )
+from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
 from modelyard.resilience.health import HealthRegistry
@@ -308,6 +309,8 @@ class Built:
     entries: dict[str, Model]
     health: HealthRegistry = field(default_factory=HealthRegistry)
     """Every circuit this config built (`modelyard health`, the gateway's /readyz)."""
+    warnings: list[str] = field(default_factory=list)
+    """Things that work but deserve attention (a model id that is a movable alias)."""
 
 
 def build(
@@ -351,6 +354,7 @@ def build(
         disabled=disabled,
         entries={**context.models, **context.systems, **context.entries},
         health=context.resilience.health,
+        warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )
 
 
@@ -437,3 +441,4 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
 
 from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
 from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)
+from modelyard.evaluation import replay_build  # noqa: E402, F401  (registers `type: replay`)
