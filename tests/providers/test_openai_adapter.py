@@ -55,6 +55,10 @@ providers:
     base_url: {url}/v1
     api_key: ${{OPENAI_KEY}}
     timeouts: {timeouts}
+    # The adapter bare: the resilience stack is tested in tests/resilience.
+    retry: {{attempts: 0}}
+    breaker: {{enabled: false}}
+    limits: {{learn: false}}
 models:
   mini:
     provider: oa

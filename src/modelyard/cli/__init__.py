@@ -8,7 +8,9 @@ from __future__ import annotations
 from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     basic,
     costs,
+    drill,
     evaluate,
+    health,
     serve,
     train,
 )

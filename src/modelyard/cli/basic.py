@@ -34,7 +34,12 @@ def model_tree(model: Model, tree: Tree | None = None, seen: frozenset[int] = fr
     node = Tree(_label(model)) if tree is None else tree.add(_label(model))
     if id(model) in seen:
         return node
-    for child in model.children:
+    # Wrappers that keep their model's name (retry, breaker, limits) are one node on screen:
+    # the outermost's label already lists their settings.
+    inner = model
+    while len(inner.children) == 1 and inner.children[0].name == inner.name:
+        inner = inner.children[0]
+    for child in inner.children:
         model_tree(child, node, seen | {id(model)})
     return node
 

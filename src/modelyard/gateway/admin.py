@@ -68,7 +68,7 @@ class AdminEndpoints:
             "config": str(self.live.path),
             "systems": sorted(yard.systems),
             "disabled": yard.built.disabled,
-            "health": _health(yard),
+            "health": await _health(yard),
         }
         await call.respond(200 if status["status"] == "ready" else 503, orjson.dumps(body))
 
@@ -141,7 +141,6 @@ class AdminEndpoints:
         await call.respond(200, orjson.dumps({"revoked": key_id}))
 
 
-def _health(yard: Yard) -> dict[str, Any]:
-    """Breaker and provider health, from whatever the resilience layer exposes."""
-    report = getattr(yard, "health", None)
-    return report() if callable(report) else {}
+async def _health(yard: Yard) -> dict[str, Any]:
+    """Every circuit breaker's state (closed, open, half-open) from the resilience layer."""
+    return (await yard.health()).to_dict()
