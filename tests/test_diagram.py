@@ -101,7 +101,9 @@ models:
   local: {local: {type: fake}}
   hosted: {provider: openai, id: gpt-4o-mini-2024-07-18, price: {input: 0.15, output: 0.6}}
 systems:
-  chain: {type: cascade, stages: [{model: local, estimator: {type: confidence}, threshold: 0.5}, {model: hosted}]}
+  chain:
+    type: cascade
+    stages: [{model: local, estimator: {type: confidence}, threshold: 0.5}, {model: hosted}]
 """
 
 

@@ -10,7 +10,6 @@ import pytest
 import modelyard
 from modelyard.errors import UnavailableError
 from modelyard.providers.local_basic import DisabledModel
-from modelyard.providers.remote import RemoteModel
 from tests.conftest import EXAMPLES
 from tests.fakes.anthropic_server import FakeAnthropic, overloaded
 
@@ -28,7 +27,7 @@ async def test_example_builds_without_a_key_and_says_why_its_models_are_off() ->
 async def test_example_pins_dated_ids_and_prices_each_model() -> None:
     async with modelyard.load(EXAMPLE, env={"ANTHROPIC_API_KEY": "k"}) as yard:
         for model in yard.models.values():
-            assert isinstance(model, RemoteModel)
+            assert model.info.kind == "anthropic"
             assert model.info.model_id is not None and model.info.model_id[-8:].isdigit()
             assert model.info.price.input > 0 and model.info.price.output > 0
             assert model.info.price.cached_input is not None
@@ -40,12 +39,13 @@ async def test_example_system_falls_back_to_haiku_when_opus_is_overloaded(
     text = EXAMPLE.read_text(encoding="utf-8")
     with FakeAnthropic(api_key="k-example").running() as fake:
         assert isinstance(fake, FakeAnthropic)
-        fake.push(overloaded())
-        path = write_config(text.replace("    optional: true", f"    base_url: {fake.url}"))
+        fake.push(overloaded(), overloaded(), overloaded())  # the first try and two retries
+        quick = f"    base_url: {fake.url}\n    retry: {{initial_backoff: 0.01, max_backoff: 0.02}}"
+        path = write_config(text.replace("    optional: true", quick))
         async with modelyard.load(path, env={"ANTHROPIC_API_KEY": "k-example"}) as yard:
             response = await yard.complete("assistant", "Hello")
         assert [r.json["model"] for r in fake.requests] == [
-            "claude-opus-4-5-20251101",
+            *["claude-opus-4-5-20251101"] * 3,
             "claude-haiku-4-5-20251001",
         ]
     assert response.model == "claude-haiku" and response.text == "You said: Hello"

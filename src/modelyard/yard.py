@@ -16,6 +16,7 @@ from modelyard.config.build import Built, Resources, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.errors import NotFoundError
 from modelyard.model import Embedder, Model
+from modelyard.resilience.health import HealthReport
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -107,6 +108,10 @@ class Yard:
         model = self.get(target)
         async for chunk in model.stream(self._prepare(prompt, fields)):
             yield chunk
+
+    async def health(self) -> HealthReport:
+        """Every circuit breaker's state now (what the gateway's /readyz reports)."""
+        return await self.built.health.report()
 
     async def embed(self, target: str, inputs: str | Iterable[str]) -> EmbeddingResponse:
         """Embed one text or many with embedder `target`."""

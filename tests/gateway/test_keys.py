@@ -10,7 +10,9 @@ import openai
 import pytest
 from tests.gateway.conftest import Running
 
+from modelyard.cost.budgets import cost_bound
 from modelyard.gateway.keys import KeyStore
+from modelyard.types import ChatRequest, Message
 
 ADMIN = """
 gateway:
@@ -110,3 +112,29 @@ def test_key_rpm_limit_refuses_with_retry_after(serve_gateway: Callable[..., Run
     with pytest.raises(openai.RateLimitError) as caught:
         ask(running, str(key["key"]))
     assert int(caught.value.response.headers["retry-after"]) > 0
+
+
+def test_key_budget_refuses_once_spend_could_pass_it(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    # "strong" costs $10/$20 per million tokens: a handful of requests exhaust $0.002.
+    key = create_key(running, name="capped", budget=0.002)
+    client = openai.OpenAI(base_url=running.openai_url, api_key=str(key["key"]), max_retries=0)
+    spent = 0.0
+    refused = None
+    for _ in range(50):
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model="strong", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+            )
+            spent += float(raw.headers["x-modelyard-cost"])
+        except openai.RateLimitError as exc:
+            refused = exc
+            break
+    assert refused is not None, "the key's budget never refused"
+    assert refused.body["type"] == "budget_exceeded"  # type: ignore[index]
+    assert spent <= 0.002
+    # Refused only when the request's worst case could really pass what is left.
+    request = ChatRequest(messages=(Message(role="user", content="hi"),), max_tokens=20)
+    worst = cost_bound(running.app.live.current.models["strong"], request)
+    assert spent + worst > 0.002
+    assert spent > 0.002 - 2 * worst

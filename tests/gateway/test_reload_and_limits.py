@@ -144,4 +144,5 @@ def test_readyz_reports_version_and_disabled(serve_gateway: Callable[..., Runnin
     body = httpx2.get(f"{running.url}/readyz").json()
     assert body["status"] == "ready"
     assert body["config_version"] == running.app.live.current.version
+    assert body["health"] == {"healthy": True, "degraded": [], "circuits": []}
     assert httpx2.get(f"{running.url}/healthz").json() == {"status": "ok"}

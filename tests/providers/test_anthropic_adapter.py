@@ -56,6 +56,10 @@ providers:
     base_url: {url}
     api_key: ${{ANTHROPIC_API_KEY}}
     timeouts: {{connect: 1.0, total: 0.6, first_token: 0.5, stall: 0.4}}
+    # The adapter bare: the resilience stack is tested in tests/resilience.
+    retry: {{attempts: 0}}
+    breaker: {{enabled: false}}
+    limits: {{learn: false}}
 models:
   sonnet:
     provider: claude

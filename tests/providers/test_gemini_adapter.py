@@ -49,6 +49,10 @@ providers:
     base_url: {url}/v1beta
     api_key: ${{GEMINI_API_KEY}}
     timeouts: {{connect: 2, total: 5, first_token: 5, stall: 5}}
+    # The adapter bare: the resilience stack is tested in tests/resilience.
+    retry: {{attempts: 0}}
+    breaker: {{enabled: false}}
+    limits: {{learn: false}}
 models:
   flash:
     provider: google

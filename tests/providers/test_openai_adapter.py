@@ -55,6 +55,10 @@ providers:
     base_url: {url}/v1
     api_key: ${{OPENAI_KEY}}
     timeouts: {timeouts}
+    # The adapter bare: the resilience stack is tested in tests/resilience.
+    retry: {{attempts: 0}}
+    breaker: {{enabled: false}}
+    limits: {{learn: false}}
 models:
   mini:
     provider: oa
@@ -581,3 +585,29 @@ async def test_finished_streams_reuse_one_pooled_connection(yard: Yard, fake: Fa
     assert connector is not None
     idle = sum(len(conns) for conns in connector._conns.values())
     assert idle == 1  # each stream gave its connection back; none was dropped and reopened
+
+
+async def test_a_pinned_model_answered_by_another_id_is_flagged_as_drift(
+    fake: FakeOpenAI, write_config: Callable[[str, str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.reset()
+    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace(
+        "id: gpt-4o-mini\n", "id: gpt-4o-mini-2024-07-18\n", 1
+    )
+    async with modelyard.load(write_config(text, "pinned.yaml"), env={"OPENAI_KEY": KEY}) as yard:
+        fake.script(Reply(model="gpt-4o-mini-2024-07-18"), Reply(model="gpt-4o-mini-2025-01-01"))
+        steady = await yard.complete("mini", "hi")
+        moved = await yard.complete("mini", "hi")
+    assert steady.decision is not None and "model_drift" not in steady.decision.details
+    assert moved.provider_model == "gpt-4o-mini-2025-01-01"
+    assert moved.decision is not None
+    assert "gpt-4o-mini-2025-01-01" in str(moved.decision.details["model_drift"])
+    assert any("gpt-4o-mini-2025-01-01" in r.message for r in caplog.records)
+
+
+async def test_an_alias_resolving_to_its_dated_id_is_not_drift(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.script(Reply(model="gpt-4o-mini-2024-07-18"))
+    response = await yard.complete("mini", "hi")
+    assert response.decision is not None and "model_drift" not in response.decision.details

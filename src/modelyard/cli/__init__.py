@@ -9,6 +9,9 @@ from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     basic,
     costs,
     demo,
+    drill,
+    evaluate,
+    health,
     serve,
     train,
 )

@@ -20,7 +20,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # No emoji codes: "file.yaml:100:" must not print as "file.yaml💯".
-console = Console(highlight=False, emoji=False)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+if not console.is_terminal:
+    console.width = max(console.width, 160)  # logs and pipes: keep trees and tables whole
 errors = Console(stderr=True, highlight=False, emoji=False)
 
 T = TypeVar("T")

@@ -76,9 +76,12 @@ def check(config: ConfigPath) -> None:
         console.print(f"[green]ok[/] {config} (version {yard.version})")
         for note in yard.notes:
             console.print(f"[yellow]note:[/] {note}")
+        for warning in yard.built.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
         shown: set[int] = set()
         for name in entry_points(yard.systems):
-            console.print(model_tree(yard.systems[name], shown=shown))
+            # Wrapped, not cropped: a long line (a cascade's stages) must stay whole.
+            console.print(model_tree(yard.systems[name], shown=shown), soft_wrap=False)
         if not yard.systems:
             console.print(f"{len(yard.models)} models, no systems")
 

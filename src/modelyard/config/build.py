@@ -29,8 +29,11 @@ from modelyard.providers.local_basic import (
     HashingEmbedder,
     import_function,
 )
+from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
+from modelyard.resilience.health import HealthRegistry
+from modelyard.resilience.stack import Resilience, add_model_fallbacks, wrap_model
 from modelyard.state.base import StateStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
@@ -109,6 +112,7 @@ class BuildContext:
     per-request layer (spend accounting) around it; the graph itself holds the bare nodes."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
+    resilience: Resilience = field(default_factory=Resilience)
 
     def error(self, loc: Loc, message: str) -> ConfigError:
         """A ConfigError at `loc`."""
@@ -231,7 +235,7 @@ def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
         builder = LOCAL_BUILDERS.get(type(spec.local))
         if builder is None:
             raise context.error((*loc, "local"), f"no builder for local type {spec.local.type!r}")
-        return builder(spec.local, context, (*loc, "local"), info)
+        return wrap_model(context, name, spec, builder(spec.local, context, (*loc, "local"), info))
     assert spec.provider is not None
     provider = context.loaded.config.providers[spec.provider]
     info = ModelInfo(
@@ -246,13 +250,17 @@ def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
         return DisabledModel(
             info, f"provider {spec.provider!r}: {context.disabled_providers[spec.provider]}"
         )
-    timeouts = _timeouts(provider, spec.timeouts)
-    return RemoteModel(
-        info,
-        endpoint=_endpoint(spec.provider, provider),
-        wire=wire_format(provider.type, max_tokens_field=provider.max_tokens_field),
-        client=_client(context, spec.provider, provider, timeouts),
-    )
+    substitute = context.resilience.substitute
+    leaf = substitute(name, info, provider) if substitute is not None else None
+    if leaf is None:
+        timeouts = _timeouts(provider, spec.timeouts)
+        leaf = RemoteModel(
+            info,
+            endpoint=_endpoint(spec.provider, provider),
+            wire=wire_format(provider.type, max_tokens_field=provider.max_tokens_field),
+            client=_client(context, spec.provider, provider, timeouts),
+        )
+    return wrap_model(context, name, spec, leaf)
 
 
 def _build_embedder(context: BuildContext, name: str, spec: EmbedderSpec) -> Embedder:
@@ -299,16 +307,28 @@ class Built:
     notes: list[str]
     disabled: dict[str, str]
     entries: dict[str, Model]
+    health: HealthRegistry = field(default_factory=HealthRegistry)
+    """Every circuit this config built (`modelyard health`, the gateway's /readyz)."""
+    warnings: list[str] = field(default_factory=list)
+    """Things that work but deserve attention (a model id that is a movable alias)."""
 
 
-def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
-    """Check cross-references and build every embedder, model and system."""
+def build(
+    loaded: LoadedConfig, resources: Resources | None = None, resilience: Resilience | None = None
+) -> Built:
+    """Check cross-references and build every embedder, model and system.
+
+    `resilience` replaces the default (the config's state store, real time, real providers).
+    """
+    from modelyard.config.build_operations import apply_operations, state_store
+
     check_references(loaded)
     context = BuildContext(
         loaded=loaded,
         resources=resources or Resources(),
         disabled_providers=disabled_providers(loaded),
     )
+    context.resilience = resilience or Resilience(store=state_store(context))
     config = loaded.config
     for name, provider in context.disabled_providers.items():
         context.notes.append(f"provider {name!r} is disabled: {provider}")
@@ -316,8 +336,7 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         context.embedders[name] = _build_embedder(context, name, embedder_spec)
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
-    from modelyard.config.build_operations import apply_operations
-
+    add_model_fallbacks(context)
     apply_operations(context)  # budgets, caches, ledger: wraps models, builds and wraps systems
     for name in config.systems:
         context.named(name, ("systems", name))
@@ -334,6 +353,8 @@ def build(loaded: LoadedConfig, resources: Resources | None = None) -> Built:
         notes=context.notes,
         disabled=disabled,
         entries={**context.models, **context.systems, **context.entries},
+        health=context.resilience.health,
+        warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )
 
 
@@ -423,11 +444,32 @@ LOCAL_EMBEDDER_BUILDERS[FakeEmbedderSpec] = _build_hashing
 
 @node_builder(FallbackSpec)
 def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: str) -> Model:
-    from modelyard.resilience.fallback import FallbackModel
+    from modelyard.resilience.fallback import Action, FallbackModel
 
+    for i, child in enumerate(spec.chain):
+        if isinstance(child, str) and spec.chain.index(child) != i:
+            raise context.error((*loc, "chain", i), f"{child!r} appears twice in the chain")
     chain = [context.node(child, (*loc, "chain", i)) for i, child in enumerate(spec.chain)]
-    return FallbackModel(name, chain)
+    rules: dict[str, Action] = {}
+    for key, action in spec.on_error.items():
+        for kind in key.split("|"):
+            rules[kind.strip()] = (
+                action
+                if isinstance(action, str)
+                else tuple(
+                    context.node(n, (*loc, "on_error", key, i)) for i, n in enumerate(action)
+                )
+            )
+    fallback = FallbackModel(
+        name,
+        chain,
+        rules=rules,
+        continue_streams=spec.continue_streams,
+        share=spec.member_share,
+    )
+    return context.resilience.with_deadline(fallback, spec.deadline)
 
 
 from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
 from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)
+from modelyard.evaluation import replay_build  # noqa: E402, F401  (registers `type: replay`)

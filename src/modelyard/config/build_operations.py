@@ -28,18 +28,12 @@ from modelyard.cost.ledger import Ledger, SqliteLedgerFile
 from modelyard.model import Model
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.state.base import StateStore
-from modelyard.state.factory import make_store
+from modelyard.state.factory import shared_store
 
 
 def state_store(context: BuildContext) -> StateStore:
     """The config's state store, made once per spec and kept in `Resources`."""
-    spec = context.loaded.config.state
-    key = f"state|{context.loaded.base_dir}|{spec.model_dump_json()}"
-    store: StateStore = context.resources.service(
-        key, lambda: make_store(spec, context.loaded.base_dir)
-    )
-    context.resources.state = store
-    return store
+    return shared_store(context.loaded.config.state, context.loaded.base_dir, context.resources)
 
 
 def ledger(context: BuildContext) -> Ledger | None:

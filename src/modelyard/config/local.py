@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 
 from modelyard.config.base import Spec
+from modelyard.config.replay import ReplaySpec
 
 
 class ReplySpec(Spec):
@@ -133,7 +134,13 @@ class RetrieverSpec(Spec):
 
 
 LocalModelSpec = Annotated[
-    FakeSpec | CallableSpec | LlamaCppSpec | LangDetectSpec | ClassifierSpec | RetrieverSpec,
+    FakeSpec
+    | CallableSpec
+    | LlamaCppSpec
+    | LangDetectSpec
+    | ClassifierSpec
+    | RetrieverSpec
+    | ReplaySpec,
     Field(discriminator="type"),
 ]
 

@@ -124,6 +124,10 @@ class ModelSpec(Spec):
     retry: RetrySpec | None = None
     breaker: BreakerSpec | None = None
     limits: LimitsSpec | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    """Models to try, in order, when this one fails: shorthand for a fallback system with the
+    default rules (`resilience/fallback.py`) and `member_share: 0.5`. Wherever this model is
+    used, its fallbacks come with it."""
 
     @model_validator(mode="after")
     def _hosted_or_local(self) -> ModelSpec:

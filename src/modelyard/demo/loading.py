@@ -18,8 +18,8 @@ Listener = Callable[[str, float | None], None]
 
 _KINDS = {
     "minilm": "MiniLM embedder (all-MiniLM-L6-v2 on onnxruntime)",
-    "classifier": "{name} classifier: embedding and fitting its labelled examples",
-    "retriever": "{name} FAQ retriever: embedding its knowledge base",
+    "classifier": "{name}: embedding and fitting its labelled examples",
+    "retriever": "{name}: embedding its knowledge base",
     "langdetect": "fastText language identification (lid.176)",
     "semantic": "semantic routes: embedding their example utterances",
 }
@@ -32,7 +32,8 @@ def resource_name(key: str, names: Mapping[str, Sequence[str]] | None = None) ->
     if kind == "llama_cpp":
         return f"{Path(rest.split('|')[0]).stem} on llama.cpp"
     candidates = (names or {}).get(kind, ())
-    name = candidates[0] if len(candidates) == 1 else "a"
+    what = {"classifier": "classifier", "retriever": "FAQ retriever"}.get(kind, kind)
+    name = f"{candidates[0]} ({what})" if len(candidates) == 1 else f"a {what}"
     return _KINDS.get(kind, kind).format(name=name)
 
 

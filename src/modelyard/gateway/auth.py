@@ -10,6 +10,7 @@ import logging
 from typing import Literal
 
 from modelyard.gateway.errors import ApiError
+from modelyard.gateway.exchange import Call
 from modelyard.gateway.keys import KeyStore, VirtualKey, hash_key
 
 log = logging.getLogger("modelyard.gateway")
@@ -95,3 +96,20 @@ class KeyRing:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def caller(ring: KeyRing, call: Call) -> VirtualKey:
+    """The key a request presents (`Authorization: Bearer` or `x-api-key`), remembered on it."""
+    header = call.header(b"authorization")
+    secret = header[7:].strip() if header and header[:7].lower() == "bearer " else None
+    call.key = ring.authenticate(secret or call.header(b"x-api-key"))
+    return call.key
+
+
+def require_admin(ring: KeyRing, call: Call) -> None:
+    """403 unless the caller holds the admin key (or no keys exist and it is on this machine)."""
+    key = caller(ring, call)
+    if ring.open and call.from_loopback:
+        return  # no keys configured at all: a local operator may administer
+    if not key.admin:
+        raise ApiError(403, "this route needs the admin key", "permission_error", "admin_only")

@@ -187,7 +187,10 @@ async def _sleep_within(seconds: float, request: ChatRequest, name: str) -> None
 
         await asyncio.sleep(max(0.0, left))
         raise ModelTimeoutError(
-            f"no answer within the deadline ({seconds:.3f}s needed)", model=name
+            f"no answer before the request's deadline ({seconds:.3f}s needed)",
+            model=name,
+            code="deadline",
+            retryable=False,
         )
     await asyncio.sleep(seconds)
 

@@ -51,6 +51,15 @@ def _bounded(limit: float, remaining: float | None) -> float:
     return max(0.001, min(limit, remaining))
 
 
+def _timed_out(limit: float, remaining: float | None, what: str, code: str) -> ModelTimeoutError:
+    """The timeout error; when the request's deadline was the tighter limit it says so."""
+    if remaining is not None and remaining <= limit:
+        return ModelTimeoutError(
+            f"{what} before the request's deadline ({limit:.2f}s)", code="deadline"
+        )
+    return ModelTimeoutError(f"{what} within {limit:.1f}s", code=code)
+
+
 class StreamReply:
     """An open streaming response: status and headers now, the body as events."""
 
@@ -149,7 +158,7 @@ class HttpClient:
                     payload = await response.read()
                     return HttpReply(response.status, response.headers, payload)
         except TimeoutError:
-            raise ModelTimeoutError(f"no complete answer within {limit:.1f}s") from None
+            raise _timed_out(limit, deadline_left, "no complete answer", "timeout") from None
         except aiohttp.ClientConnectorError as exc:
             raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -174,8 +183,8 @@ class HttpClient:
             async with asyncio.timeout(limit):
                 response = await session.post(url, data=body, headers=headers)
         except TimeoutError:
-            raise ModelTimeoutError(
-                f"no response headers within {limit:.1f}s", code="first_token_timeout"
+            raise _timed_out(
+                limit, deadline_left, "no response headers", "first_token_timeout"
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None

@@ -6,6 +6,7 @@ between them is data (the endpoint) and pure functions (the wire format).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from modelyard.errors import (
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.http import HttpClient
+from modelyard.providers.pinning import drift
 from modelyard.providers.wire import EmbeddingWireFormat, ParsedResponse, WireFormat, bad_body
 from modelyard.streaming import StreamAssembler
 from modelyard.types import (
@@ -34,6 +36,8 @@ from modelyard.types import (
     EmbeddingResponse,
     Usage,
 )
+
+log = logging.getLogger("modelyard.providers")
 
 RateLimitListener = Callable[[RateLimitInfo], None]
 
@@ -71,6 +75,8 @@ class RemoteModel(Model):
         self.wire = wire
         self.client = client
         self.rate_limit_listeners: list[RateLimitListener] = []
+        self._drift_seen: set[str] = set()
+        """Reported model ids already warned about (the warning is logged once per id)."""
         model_id = info.model_id or info.name
         self._model_id = model_id
         # `{model}` in a base URL (Azure: .../openai/deployments/{model}) is the model's id.
@@ -200,6 +206,18 @@ class RemoteModel(Model):
 
     def _response(self, parsed: ParsedResponse, started: float) -> ChatResponse:
         cost = self.info.price.cost(parsed.usage)
+        details: dict[str, object] = {
+            "provider": self.endpoint.provider,
+            "input_tokens": parsed.usage.input_tokens,
+            "output_tokens": parsed.usage.output_tokens,
+        }
+        if parsed.provider_model != self._model_id:
+            problem = drift(self._model_id, parsed.provider_model)
+            if problem is not None:
+                details["model_drift"] = problem
+                if parsed.provider_model not in self._drift_seen:
+                    self._drift_seen.add(parsed.provider_model)
+                    log.warning("model %s: %s", self.name, problem)
         decision = Decision(
             node=self.name,
             kind="model",
@@ -207,11 +225,7 @@ class RemoteModel(Model):
             reason="answered",
             latency_ms=elapsed_ms(started),
             cost=cost,
-            details={
-                "provider": self.endpoint.provider,
-                "input_tokens": parsed.usage.input_tokens,
-                "output_tokens": parsed.usage.output_tokens,
-            },
+            details=details,
         )
         return ChatResponse(
             id=parsed.id,

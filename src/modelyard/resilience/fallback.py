@@ -1,90 +1,366 @@
-"""Fallback: try each Model of a chain in order until one answers."""
+"""Fallback: try the members of a chain in order, choosing the next by the class of the error.
+
+Rules map error kinds (`errors.ERROR_KINDS`) to an action; the most specific kind wins, rules
+from the config before the defaults:
+
+    bad_request     propagate        the request itself is wrong; another model would refuse it
+    content_filter  propagate        the caller gets the provider's reason (or set a list of
+                                     alternatives, e.g. a model with another policy)
+    context_length  larger_window    the next members whose context window is larger
+    anything else   next             outages, overload, timeouts, rate limits, auth, ...
+
+An action is `next`, `propagate`, `larger_window`, or a list of Models to try instead. Each
+member is tried at most once per request, and none once the request's deadline has passed.
+
+A silent member must not eat the whole deadline: while other members wait their turn, a
+member may use only `share` (default half) of the time left — a plain call gets a tightened
+deadline, a stream must show its first content within it — so a fallback always keeps time
+to answer. The last member gets all that is left.
+
+The caller gets the real error: the first member's, never a later fallback's unrelated error
+masking it — except when every member tried was rate limited, when the caller gets one
+`RateLimitedError` with the soonest `retry_after`, so it knows when to come back.
+
+Streams fail over transparently until content reaches the caller. After that, the stream ends
+with `StreamInterruptedError`, never a normal finish — unless `continue_streams` is on and a
+next member supports assistant prefill (`capabilities.prefill`): it then continues the answer
+from the partial text. Nothing else is ever spliced.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Literal
 
-from modelyard.errors import ModelError, NoAnswerError
+from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, RateLimitedError
 from modelyard.model import Model, ModelInfo, elapsed_ms
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+from modelyard.resilience.streams import GuardedStream, annotate, closing, interrupted
+from modelyard.types import ChatRequest, ChatResponse, Choice, Chunk, Decision, Message
+
+Action = Literal["next", "propagate", "larger_window"] | tuple[Model, ...]
+
+DEFAULT_RULES: Mapping[str, Action] = {
+    "bad_request": "propagate",
+    "content_filter": "propagate",
+    "context_length": "larger_window",
+}
+
+
+_KINDS: Mapping[type, str] = {cls: kind for kind, cls in ERROR_KINDS.items()}
+
+
+def rule_for(exc: ModelError, rules: Mapping[str, Action]) -> Action:
+    """The action for `exc`: the most specific kind in `rules`, then in the defaults."""
+    kinds = [_KINDS[cls] for cls in type(exc).__mro__ if cls in _KINDS]
+    for table in (rules, DEFAULT_RULES):
+        for kind in kinds:
+            if kind in table:
+                return table[kind]
+    return "next"
 
 
 class FallbackModel(Model):
-    """Answers with the first member of `chain` that succeeds; the caller sees the first
-    member's error if all fail, never a later fallback's unrelated one."""
+    """Answers with the first member of `chain` that succeeds, by the rules above."""
 
-    def __init__(self, name: str, chain: Sequence[Model]) -> None:
+    def __init__(
+        self,
+        name: str,
+        chain: Sequence[Model],
+        *,
+        rules: Mapping[str, Action] | None = None,
+        continue_streams: bool = False,
+        share: float = 0.5,
+        info: ModelInfo | None = None,
+    ) -> None:
         self.chain = tuple(chain)
+        self.rules: Mapping[str, Action] = dict(rules or {})
+        self.continue_streams = continue_streams
+        self.share = share
         first = self.chain[0].info
-        self.info = ModelInfo(
+        self.info = info or ModelInfo(
             name=name, kind="fallback", capabilities=first.capabilities, price=first.price
         )
 
     @property
     def children(self) -> Sequence[Model]:
-        return self.chain
+        extra = [
+            m
+            for action in self.rules.values()
+            if isinstance(action, tuple)
+            for m in action
+            if m not in self.chain
+        ]
+        return (*self.chain, *extra)
+
+    def describe(self) -> dict[str, object]:
+        out = dict(self.chain[0].describe()) if self.info.kind != "fallback" else {}
+        out["kind"] = self.info.kind
+        out["fallbacks"] = " > ".join(m.name for m in self.chain[1:]) or "none"
+        if self.rules:
+            out["on_error"] = "; ".join(
+                f"{kind}: {_shown(action)}" for kind, action in self.rules.items()
+            )
+        if self.continue_streams:
+            out["continue_streams"] = True
+        return out
+
+    def _next(self, action: Action, failed: Model, queue: list[Model]) -> list[Model]:
+        if action == "next":
+            return queue
+        if action == "larger_window":
+            window = failed.info.capabilities.context_window
+            if window is None:
+                return queue
+            return [
+                m
+                for m in queue
+                if m.info.capabilities.context_window is None
+                or m.info.capabilities.context_window > window
+            ]
+        assert isinstance(action, tuple)
+        return list(action)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        started = time.perf_counter()
-        attempts: list[Decision] = []
-        spent = 0.0
-        first_error: ModelError | None = None
-        for member in self.chain:
-            try:
-                response = await member.complete(request)
-            except ModelError as exc:
-                first_error = first_error or exc
-                spent += exc.cost
-                attempts.append(exc.decision or _failed(member, exc))
+        run = _Run(self)
+        queue = list(self.chain)
+        while queue:
+            member = queue.pop(0)
+            if id(member) in run.tried:
                 continue
-            attempts.append(response.decision or _answered(member, response))
-            decision = Decision(
-                node=self.name,
-                kind="fallback",
-                chosen=member.name,
-                reason="first member answered"
-                if len(attempts) == 1
-                else f"{len(attempts) - 1} member(s) failed before {member.name} answered",
-                latency_ms=elapsed_ms(started),
-                cost=spent + response.cost,
-                children=tuple(attempts),
-            )
-            from dataclasses import replace
-
-            return replace(response, cost=spent + response.cost, decision=decision)
-        assert first_error is not None
-        raise _exhausted(self.name, first_error, attempts, spent, started)
+            if not run.may_try(member, request):
+                break
+            share = run.share(request, queue)
+            try:
+                response = await member.complete(request.with_budget(share))
+            except ModelError as exc:
+                run.failed(member, exc)
+                action = rule_for(exc, self.rules)
+                if action == "propagate":
+                    run.stop = f"{exc.kind} is propagated"
+                    break
+                queue = self._next(action, member, queue)
+                continue
+            return run.answered(member, response)
+        raise run.exhausted()
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        response = await self.complete(request)
-        from modelyard.streaming import response_chunks
+        run = _Run(self)
+        queue = list(self.chain)
+        sent = ""
+        """Text that already reached the caller from members that then broke."""
+        current = request
+        while queue:
+            member = queue.pop(0)
+            if id(member) in run.tried:
+                continue
+            if not run.may_try(member, current):
+                break
+            attempt = GuardedStream(member.stream(current))
+            try:
+                async for chunk in _first_content_within(attempt, run.share(current, queue)):
+                    yield chunk
+            except ModelError as exc:
+                run.failed(member, exc)
+                action = rule_for(exc, self.rules)
+                if attempt.committed or sent:
+                    sent += attempt.assembler.text
+                    follower = self._follower(action, member, queue, attempt)
+                    if follower is None:
+                        raise run.interrupted(exc, len(sent))  # noqa: B904 (its cause is set)
+                    queue = [follower, *(m for m in queue if m is not follower)]
+                    current = _continuation(request, sent)
+                    continue
+                if action == "propagate":
+                    run.stop = f"{exc.kind} is propagated"
+                    break
+                queue = self._next(action, member, queue)
+                continue
+            assert attempt.response is not None
+            response = _joined(attempt.response, sent) if sent else attempt.response
+            yield Chunk(response=run.answered(member, response, continued_from=len(sent)))
+            return
+        raise run.exhausted()
 
-        for chunk in response_chunks(response):
+    def _follower(
+        self, action: Action, failed: Model, queue: list[Model], attempt: GuardedStream
+    ) -> Model | None:
+        """The member that may continue a broken stream, if continuation is allowed at all."""
+        if not self.continue_streams or action == "propagate" or not attempt.continuable:
+            return None
+        for member in self._next(action, failed, queue):
+            if member.info.capabilities.prefill:
+                return member
+        return None
+
+
+def _shown(action: Action) -> str:
+    return action if isinstance(action, str) else " > ".join(m.name for m in action)
+
+
+async def _first_content_within(
+    attempt: GuardedStream, seconds: float | None
+) -> AsyncIterator[Chunk]:
+    """The attempt's chunks; a ModelTimeoutError if no content came within `seconds` (after
+    the first content the stream has all the time the request has)."""
+    async with closing(attempt.chunks()) as chunks:
+        iterator = aiter(chunks)
+        until = None if seconds is None else time.monotonic() + seconds
+        while True:
+            try:
+                if until is None or attempt.committed:
+                    chunk = await anext(iterator)
+                else:
+                    async with asyncio.timeout(max(until - time.monotonic(), 0.0)):
+                        chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ModelTimeoutError(
+                    f"no content within its {seconds:.2f}s share of the request's time; "
+                    "the rest is kept for the next fallback",
+                    code="fallback_share",
+                ) from None
             yield chunk
 
 
-def _failed(member: Model, exc: ModelError) -> Decision:
-    return Decision(node=member.name, kind="model", reason="failed", error=str(exc), cost=exc.cost)
+def _continuation(request: ChatRequest, sent: str) -> ChatRequest:
+    """The request that asks a prefill-capable model to carry on from `sent`."""
+    prefill = Message(role="assistant", content=sent)
+    return replace(request, messages=(*request.messages, prefill))
 
 
-def _answered(member: Model, response: ChatResponse) -> Decision:
-    return Decision(node=member.name, kind="model", reason="answered", cost=response.cost)
+def _joined(response: ChatResponse, sent: str) -> ChatResponse:
+    """A continuation's response with the text sent before it put back in front."""
+    first = response.choices[0]
+    message = replace(first.message, content=sent + first.message.text)
+    choice: Choice = replace(first, message=message)
+    return replace(response, choices=(choice, *response.choices[1:]))
 
 
-def _exhausted(
-    name: str, first: ModelError, attempts: list[Decision], spent: float, started: float
-) -> ModelError:
-    first.cost = spent
-    decision = Decision(
-        node=name,
-        kind="fallback",
-        reason=f"all {len(attempts)} members failed; reporting the first error",
-        latency_ms=elapsed_ms(started),
-        cost=spent,
-        error=str(first),
-        children=tuple(attempts),
+class _Run:
+    """One request through a fallback chain: who was tried, what it cost, why it stopped."""
+
+    __slots__ = ("attempts", "errors", "model", "spent", "started", "stop", "tried")
+
+    def __init__(self, model: FallbackModel) -> None:
+        self.model = model
+        self.started = time.perf_counter()
+        self.attempts: list[Decision] = []
+        self.errors: list[ModelError] = []
+        self.spent = 0.0
+        self.tried: set[int] = set()
+        self.stop = ""
+
+    def may_try(self, member: Model, request: ChatRequest) -> bool:
+        """Whether there is time to try `member` (the first is always tried: it reports the
+        deadline itself); marks it tried."""
+        left = request.remaining()
+        if self.errors and left is not None and left <= 0:
+            self.stop = f"the request's deadline passed before {member.name} was tried"
+            return False
+        self.tried.add(id(member))
+        return True
+
+    def share(self, request: ChatRequest, queue: list[Model]) -> float | None:
+        """Seconds the member about to be tried may use while untried members wait their turn
+        (None: all that is left)."""
+        left = request.remaining()
+        share = self.model.share
+        if left is None or share >= 1.0 or all(id(m) in self.tried for m in queue):
+            return None
+        return max(left, 0.0) * share
+
+    def failed(self, member: Model, exc: ModelError) -> None:
+        self.attempts.append(exc.decision or _failed_decision(member, exc))
+        self.errors.append(exc)
+        self.spent += exc.cost
+
+    def answered(
+        self, member: Model, response: ChatResponse, *, continued_from: int = 0
+    ) -> ChatResponse:
+        self.attempts.append(response.decision or _answered_decision(member, response))
+        cost = self.spent + response.cost
+        if len(self.attempts) == 1:
+            reason = "first member answered"
+        else:
+            reason = f"{len(self.attempts) - 1} member(s) failed before {member.name} answered"
+        details: dict[str, object] = {}
+        if continued_from:
+            reason += f", continuing a broken stream after {continued_from} characters"
+            details["continued_from_chars"] = continued_from
+        decision = Decision(
+            node=self.model.name,
+            kind="fallback",
+            chosen=member.name,
+            reason=reason,
+            latency_ms=elapsed_ms(self.started),
+            cost=cost,
+            children=tuple(self.attempts),
+            details=details,
+        )
+        return replace(response, cost=cost, decision=decision)
+
+    def _decision(self, reason: str, error: ModelError) -> Decision:
+        return Decision(
+            node=self.model.name,
+            kind="fallback",
+            reason=reason,
+            latency_ms=elapsed_ms(self.started),
+            cost=self.spent,
+            error=f"{error.kind}: {error.message}",
+            children=tuple(self.attempts),
+        )
+
+    def exhausted(self) -> ModelError:
+        names = ", ".join(d.node for d in self.attempts)
+        assert self.errors, "the first member is always tried"
+        if all(isinstance(e, RateLimitedError) for e in self.errors) and len(self.errors) > 1:
+            error: ModelError = _all_rate_limited(self.model.name, self.errors, names)
+            reason = f"every member tried ({names}) was rate limited"
+        else:
+            error = self.errors[0]
+            if self.stop:
+                annotate(error, f"gave up on the fallbacks: {self.stop}")
+            reason = (
+                f"{len(self.errors)} member(s) failed ({names}); "
+                f"{self.stop or 'no member left'}; reporting the first error"
+            )
+        error.cost = self.spent
+        return error.with_decision(self._decision(reason, error))
+
+    def interrupted(self, exc: ModelError, sent_chars: int) -> ModelError:
+        error = interrupted(exc, model=self.model.name, sent_chars=sent_chars)
+        error.cost = self.spent
+        reason = f"stream broke after {sent_chars} characters reached the caller; not spliced"
+        return error.with_decision(self._decision(reason, error))
+
+
+def _all_rate_limited(name: str, errors: list[ModelError], names: str) -> RateLimitedError:
+    waits = [e.retry_after for e in errors if e.retry_after is not None]
+    soonest = min(waits) if waits else None
+    when = f"; the soonest may be retried in {soonest:g}s" if soonest is not None else ""
+    error = RateLimitedError(
+        f"every member of {name} is rate limited ({names}){when}",
+        model=name,
+        code="all_rate_limited",
+        retry_after=soonest,
     )
-    if not isinstance(first, ModelError):  # pragma: no cover - defensive
-        return NoAnswerError("no member answered").with_decision(decision)
-    return first.with_decision(decision)
+    error.__cause__ = errors[0]
+    return error
+
+
+def _failed_decision(member: Model, exc: ModelError) -> Decision:
+    return Decision(
+        node=member.name,
+        kind="model",
+        reason="failed",
+        error=f"{exc.kind}: {exc.message}",
+        cost=exc.cost,
+    )
+
+
+def _answered_decision(member: Model, response: ChatResponse) -> Decision:
+    return Decision(node=member.name, kind="model", reason="answered", cost=response.cost)

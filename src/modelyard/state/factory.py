@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelyard.config.operations import StateSpec
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import PolicyStore
+
+if TYPE_CHECKING:
+    from modelyard.config.build import Resources
+
+
+def shared_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateStore:
+    """The one store for `spec`, made once and kept in `resources` (so budgets, rate limits,
+    breakers and the gateway's per-key limits share it, across hot reloads)."""
+    key = f"state|{base_dir}|{spec.model_dump_json()}"
+    store: StateStore = resources.service(key, lambda: make_store(spec, base_dir))
+    resources.state = store
+    return store
 
 
 def make_store(spec: StateSpec, base_dir: Path) -> StateStore:

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The evidence run through modelyard's own commands: split recorded outcomes by prompt, train the
+# learned router on one part, calibrate its λ on a second part, report on the third (test) part.
+#
+#   bash bench/evidence_pipeline.sh [OUT_DIR]        # ~20 minutes on 2 cores; needs shared data
+#
+# Splits (seed 0, by prompt): test = 50 % of prompts; the other 50 % is split again 50/50 into
+# fit (router training) and calib (λ search). Embedder: hashing, 1,024 dimensions.
+set -euo pipefail
+M="${MODELYARD:-.venv/bin/modelyard}"
+OUT="${1:-bench/out/pipeline}"
+mkdir -p "$OUT"
+printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\n' > "$OUT/embedder.yaml"
+
+# config NAME FORMAT DATA DEFAULT MODEL... : a learned router over replayed models
+config() {
+  local name=$1 format=$2 data=$3 default=$4; shift 4
+  {
+    printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\nmodels:\n'
+    local i=0
+    for m in "$@"; do
+      printf '  m%d:\n    local: {type: replay, data: "%s", format: %s, model: "%s"}\n' \
+        "$i" "$data" "$format" "$m"
+      i=$((i + 1))
+    done
+    printf 'systems:\n  main:\n    type: router\n    default: "%s"\n    routes:\n' "$default"
+    i=0
+    for m in "$@"; do printf '      "%s": m%d\n' "$m" "$i"; i=$((i + 1)); done
+    printf '    learned: {artifact: %s.npz, embedder: hash, lambda: 0.0}\n' "$name"
+  } > "$OUT/$name.yaml"
+}
+
+# run NAME FORMAT DATA TARGET DEFAULT MODEL... : split, train, calibrate, report
+run() {
+  local name=$1 format=$2 data=$3 target=$4 default=$5; shift 5
+  "$M" split "$format" "$data" --out "$OUT/$name" --seed 0
+  "$M" split jsonl "$OUT/$name/train.jsonl" --out "$OUT/$name/part" --seed 0
+  "$M" train "$OUT/$name/part/train.jsonl" --config "$OUT/embedder.yaml" --embedder hash \
+    -o "$OUT/$name.npz"
+  config "$name" "$format" "$data" "$default" "$@"
+  "$M" calibrate "$OUT/$name.yaml" main --format jsonl \
+    --data "$OUT/$name/part/test.jsonl" --test-data "$OUT/$name/test.jsonl" \
+    --target "$target" --knob 'systems.main.learned.lambda=0:1:0.05' \
+    --out "$OUT/$name.calibrated.yaml" --json --html "$OUT/$name.html" > "$OUT/$name.json" || true
+}
+
+GPT4=gpt-4-1106-preview
+MIXTRAL=mistralai/Mixtral-8x7B-Instruct-v0.1
+run gsm8k routellm-gsm8k shared:routellm/gsm8k/gsm8k_responses.csv quality:0.95 "$GPT4" "$MIXTRAL" "$GPT4"
+run mmlu routellm-mmlu shared:routellm/mmlu/responses quality:0.95 "$GPT4" "$MIXTRAL" "$GPT4"
+RB=(WizardLM/WizardLM-13B-V1.2 claude-instant-v1 claude-v1 claude-v2 gpt-3.5-turbo-1106 "$GPT4"
+    meta/code-llama-instruct-34b-chat meta/llama-2-70b-chat mistralai/mistral-7b-chat
+    mistralai/mixtral-8x7b-chat zero-one-ai/Yi-34B-Chat)
+run arc routerbench shared:routerbench-train/arc_challenge_train.csv quality:0.95 "$GPT4" "${RB[@]}"
+run mbpp routerbench shared:routerbench-train/mbpp_train.csv quality:1.0 "$GPT4" "${RB[@]}"
+run winogrande routerbench shared:routerbench-train/winograde_train.csv quality:0.95 "$GPT4" "${RB[@]}"
+echo "results: $OUT/*.json, reports: $OUT/*.html"

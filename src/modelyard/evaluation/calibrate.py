@@ -1,0 +1,286 @@
+"""Calibration: search a system's knobs on a training split to meet a target, then report the
+whole cost-quality frontier on a separate test split.
+
+Targets: `quality:F` — at least F × the best single model's training accuracy at the lowest
+cost; `budget:C` — the best accuracy at no more than C USD per item. Every candidate config is
+the original text with the knob values written in (`knobs.set_value`), built and run over the
+training items; the training-Pareto settings are then run on the test items, next to every
+single model, the random router and the oracle. Labels are read only by scorers, after answers
+exist, and test labels are never read before the choice is made.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from modelyard.config.build import Resources, build
+from modelyard.config.loader import Loc, parse
+from modelyard.errors import ConfigError
+from modelyard.evaluation.dataset import Item
+from modelyard.evaluation.evaluate import Evaluation, evaluate, leaf_models
+from modelyard.evaluation.frontier import Point
+from modelyard.evaluation.knobs import Knob, apply_values
+from modelyard.evaluation.references import Frontier, build_frontier
+from modelyard.evaluation.report import EvalReport
+from modelyard.evaluation.scorers import Scorer
+from modelyard.yard import Yard
+
+Progress = Callable[[str, int, int], None]
+"""(phase, done, total)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What calibration aims for."""
+
+    kind: Literal["quality", "budget"]
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """`quality:0.95` or `budget:0.002`."""
+        kind, _, value = text.partition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if kind == "quality" and 0 < number <= 2:
+            return cls("quality", number)
+        if kind == "budget" and number >= 0:
+            return cls("budget", number)
+        raise ConfigError(
+            f"invalid target {text!r}; use quality:F (e.g. quality:0.95, a fraction of the best "
+            "single model's accuracy) or budget:USD_PER_ITEM"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value:g}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Trial:
+    """One setting of the knobs and how it did."""
+
+    values: dict[str, Any]
+    text: str
+    train: EvalReport
+    test: EvalReport | None = None
+
+    def point(self, split: str = "train") -> Point:
+        """(cost per item, accuracy) on `split`."""
+        report = self.train if split == "train" else self.test
+        assert report is not None
+        return (report.cost_per_item, report.accuracy or 0.0)
+
+
+@dataclass(slots=True, kw_only=True)
+class Calibration:
+    """Everything calibration found: the trials, the choice, singles and the test frontier."""
+
+    system: str
+    target: Target
+    knobs: list[Knob]
+    trials: list[Trial]
+    chosen: Trial
+    met: bool
+    required: float
+    """The training accuracy (quality target) or cost per item (budget target) needed."""
+    singles_train: dict[str, EvalReport]
+    singles_test: dict[str, EvalReport]
+    frontier: Frontier
+    n_train: int
+    n_test: int
+    invalid: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (without the config texts)."""
+
+        def trial(t: Trial) -> dict[str, Any]:
+            out: dict[str, Any] = {"values": t.values, "train": t.train.to_dict()}
+            if t.test is not None:
+                out["test"] = t.test.to_dict()
+            return out
+
+        return {
+            "system": self.system,
+            "target": str(self.target),
+            "required": self.required,
+            "met": self.met,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "knobs": {k.name: list(k.values) for k in self.knobs},
+            "chosen": trial(self.chosen),
+            "trials": [trial(t) for t in self.trials],
+            "invalid": self.invalid,
+            "singles_train": {k: v.to_dict() for k, v in self.singles_train.items()},
+            "singles_test": {k: v.to_dict() for k, v in self.singles_test.items()},
+            "frontier": self.frontier.to_dict(),
+        }
+
+
+def assignments(knobs: Sequence[Knob], max_trials: int, seed: int) -> list[dict[Loc, Any]]:
+    """Every combination of knob values, or a seeded sample of `max_trials` of them."""
+    total = 1
+    for knob in knobs:
+        total *= len(knob.values)
+    if total <= max_trials:
+        combos = list(itertools.product(*(k.values for k in knobs)))
+    else:
+        rng = random.Random(seed)
+        picked: set[tuple[Any, ...]] = set()
+        while len(picked) < max_trials:
+            picked.add(tuple(rng.choice(k.values) for k in knobs))
+        combos = sorted(picked, key=repr)
+    return [{k.path: v for k, v in zip(knobs, combo, strict=True)} for combo in combos]
+
+
+def choose(
+    trials: Sequence[Trial], target: Target, best_single: float
+) -> tuple[Trial, bool, float]:
+    """The trial meeting `target` on training data at the lowest cost (quality) or with the best
+    accuracy (budget); when none meets it, the closest one. Returns (trial, met, required)."""
+    if target.kind == "quality":
+        required = target.value * best_single
+        ok = [t for t in trials if (t.train.accuracy or 0.0) >= required - 1e-12]
+        if ok:
+            return min(ok, key=lambda t: (t.point()[0], -t.point()[1])), True, required
+        return max(trials, key=lambda t: (t.point()[1], -t.point()[0])), False, required
+    ok = [t for t in trials if t.train.cost_per_item <= target.value + 1e-15]
+    if ok:
+        return max(ok, key=lambda t: (t.point()[1], -t.point()[0])), True, target.value
+    return min(trials, key=lambda t: (t.point()[0], -t.point()[1])), False, target.value
+
+
+def pareto(trials: Sequence[Trial]) -> list[Trial]:
+    """Trials no other trial beats on both cost and accuracy (training split)."""
+    ordered = sorted(trials, key=lambda t: (t.point()[0], -t.point()[1]))
+    front: list[Trial] = []
+    best = -1.0
+    for trial in ordered:
+        if trial.point()[1] > best + 1e-12:
+            front.append(trial)
+            best = trial.point()[1]
+    return front
+
+
+class Calibrator:
+    """Runs candidate configs built from one config file, sharing loaded resources."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        system: str,
+        scorer: Scorer,
+        *,
+        concurrency: int = 8,
+        progress: Progress | None = None,
+    ) -> None:
+        self.path = config_path
+        self.text = config_path.read_text(encoding="utf-8")
+        self.system = system
+        self.scorer = scorer
+        self.concurrency = concurrency
+        self.progress = progress
+        self.resources = Resources()
+
+    def yard(self, text: str) -> Yard:
+        """The config `text` built (with this calibrator's shared resources)."""
+        return Yard(build(parse(text, path=str(self.path)), self.resources), self.resources)
+
+    async def run(self, yard: Yard, target: str, items: Sequence[Item]) -> Evaluation:
+        """Evaluate `target` of `yard` over `items`."""
+        return await evaluate(yard, target, items, self.scorer, concurrency=self.concurrency)
+
+    def _tick(self, phase: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
+
+    async def singles(self, items: Sequence[Item], phase: str) -> dict[str, Evaluation]:
+        """Each model the system uses, alone, over `items`."""
+        base = self.yard(self.text)
+        names = leaf_models(base, self.system)
+        out = {}
+        for n, name in enumerate(names):
+            out[name] = await self.run(base, name, items)
+            self._tick(phase, n + 1, len(names))
+        return out
+
+    async def calibrate(
+        self,
+        knobs: Sequence[Knob],
+        target: Target,
+        train: Sequence[Item],
+        test: Sequence[Item],
+        *,
+        max_trials: int = 200,
+        seed: int = 0,
+    ) -> Calibration:
+        """Search `knobs` on `train`, choose per `target`, report the frontier on `test`."""
+        if not knobs:
+            raise ConfigError(
+                f"system {self.system!r} has no tunable knobs; name some with --knob PATH=VALUES"
+            )
+        singles_train = await self.singles(train, "single models (train)")
+        best_single = max((e.report.accuracy or 0.0) for e in singles_train.values())
+        trials, invalid = await self._search(knobs, train, max_trials, seed)
+        if not trials:
+            raise ConfigError("no candidate setting could be built: " + "; ".join(invalid[:3]))
+        chosen, met, required = choose(trials, target, best_single)
+        front = pareto(trials)
+        scored = [*front, *([chosen] if chosen not in front else [])]
+        for n, trial in enumerate(scored):
+            trial.test = (await self.run(self.yard(trial.text), self.system, test)).report
+            self._tick("frontier (test)", n + 1, len(scored))
+        singles_test = await self.singles(test, "single models (test)")
+        frontier = build_frontier(
+            {"system": [t.point("test") for t in front], "calibrated": [chosen.point("test")]},
+            {name: e.results for name, e in singles_test.items()},
+            strong=max(
+                singles_train,
+                key=lambda n: (
+                    singles_train[n].report.accuracy or 0.0,
+                    -singles_train[n].report.cost_per_item,
+                ),
+            ),
+            target_fraction=target.value if target.kind == "quality" else 0.95,
+        )
+        return Calibration(
+            system=self.system,
+            target=target,
+            knobs=list(knobs),
+            trials=trials,
+            chosen=chosen,
+            met=met,
+            required=required,
+            singles_train={k: v.report for k, v in singles_train.items()},
+            singles_test={k: v.report for k, v in singles_test.items()},
+            frontier=frontier,
+            n_train=len(train),
+            n_test=len(test),
+            invalid=invalid,
+        )
+
+    async def _search(
+        self, knobs: Sequence[Knob], train: Sequence[Item], max_trials: int, seed: int
+    ) -> tuple[list[Trial], list[str]]:
+        names = {k.path: k.name for k in knobs}
+        candidates = assignments(knobs, max_trials, seed)
+        trials: list[Trial] = []
+        invalid: list[str] = []
+        for n, assignment in enumerate(candidates):
+            values = {names[path]: value for path, value in assignment.items()}
+            try:
+                text = apply_values(self.text, assignment)
+                yard = self.yard(text)
+            except ConfigError as exc:
+                invalid.append(f"{values}: {exc}")
+                continue
+            report = (await self.run(yard, self.system, train)).report
+            trials.append(Trial(values=values, text=text, train=report))
+            self._tick("search (train)", n + 1, len(candidates))
+        return trials, invalid

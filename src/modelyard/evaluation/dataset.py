@@ -1,0 +1,165 @@
+"""Labelled sets: the items an evaluation asks, with their gold answers and splits.
+
+A labelled file is JSONL or CSV with a `prompt` (or, in JSONL, `messages`: a list of
+`{"role", "content"}`), an optional `label` (or `answer`), `id` and `split`; other fields are
+kept as metadata. Recordings (any format in `formats.py`) can serve as a labelled set too.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import ConfigError
+from modelyard.evaluation.formats import FORMATS, load_recordings
+from modelyard.evaluation.recordings import Recordings, resolve_data_path
+from modelyard.evaluation.tabular import read_csv, read_jsonl, require_columns
+from modelyard.types import ChatRequest, Message
+
+LABELLED = "labelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    """One question of a labelled set. Only `prompt`/`messages` ever reach a Model."""
+
+    id: str
+    prompt: str
+    label: str | None = None
+    split: str | None = None
+    messages: tuple[Message, ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def request(self) -> ChatRequest:
+        """The request the system under test receives: the prompt and nothing else."""
+        messages = self.messages or (Message(role="user", content=self.prompt),)
+        return ChatRequest(messages=messages)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _messages(value: Any, path: Path, line: int) -> tuple[Message, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError("'messages' must be a non-empty list", path=str(path), line=line)
+    out = []
+    for message in value:
+        if not isinstance(message, dict) or message.get("role") not in (
+            "system",
+            "user",
+            "assistant",
+        ):
+            raise ConfigError(
+                "each message needs a role (system, user, assistant) and content",
+                path=str(path),
+                line=line,
+            )
+        out.append(Message(role=message["role"], content=str(message.get("content") or "")))
+    return tuple(out)
+
+
+def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
+    messages: tuple[Message, ...] = ()
+    if "messages" in row:
+        messages = _messages(row["messages"], path, line)
+        prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
+    elif "prompt" in row:
+        prompt = str(row["prompt"])
+    else:
+        raise ConfigError("missing field 'prompt' (or 'messages')", path=str(path), line=line)
+    label = _text(row.get("label", row.get("answer")))
+    known = {"prompt", "messages", "label", "answer", "id", "split"}
+    return Item(
+        id=_text(row.get("id")) or str(number),
+        prompt=prompt,
+        label=label if label != "" else None,
+        split=_text(row.get("split")) or None,
+        messages=messages,
+        meta={k: str(v) for k, v in row.items() if k not in known},
+    )
+
+
+def load_labelled(path: Path) -> list[Item]:
+    """A labelled JSONL or CSV file."""
+    if path.suffix == ".csv":
+        header, rows = read_csv(path)
+        require_columns(path, header, ["prompt"])
+        items = [_item(row, n, path, n + 2) for n, row in enumerate(rows)]
+    elif path.suffix in (".jsonl", ".ndjson"):
+        items = [_item(row, n, path, line) for n, (line, row) in enumerate(read_jsonl(path))]
+    else:
+        raise ConfigError(
+            "a labelled set must be .jsonl or .csv (or pass --format for recordings)",
+            path=str(path),
+        )
+    _check_ids(items, path)
+    return items
+
+
+def _check_ids(items: Sequence[Item], path: Path) -> None:
+    repeated = [key for key, count in Counter(i.id for i in items).items() if count > 1]
+    if repeated:
+        raise ConfigError(f"item id {repeated[0]!r} appears more than once", path=str(path))
+
+
+def items_from_recordings(recordings: Recordings) -> list[Item]:
+    """Recorded prompts as a labelled set (labels as each format derives them)."""
+    return [
+        Item(id=r.id, prompt=r.prompt, label=r.label, split=r.split, meta=dict(r.meta))
+        for r in recordings.items
+    ]
+
+
+def load_items(value: str, fmt: str = LABELLED, base_dir: Path | None = None) -> list[Item]:
+    """Items from a labelled file, or from recordings when `fmt` names a recording format.
+    `value` may be `shared:<path>` (under the shared data root)."""
+    path = resolve_data_path(value, base_dir or Path.cwd())
+    if fmt == LABELLED:
+        if not path.exists():
+            raise ConfigError("data file not found", path=str(path))
+        return load_labelled(path)
+    if fmt not in FORMATS:
+        known = ", ".join([LABELLED, *FORMATS])
+        raise ConfigError(f"unknown data format {fmt!r}; known: {known}")
+    return items_from_recordings(load_recordings(fmt, [path]))
+
+
+def select_split(items: Sequence[Item], split: str | None, source: str = "data") -> list[Item]:
+    """The items of `split` (all when None); ConfigError when that leaves none."""
+    if not items:
+        raise ConfigError(f"{source}: the labelled set is empty")
+    if split is None:
+        return list(items)
+    chosen = [i for i in items if i.split == split]
+    if not chosen:
+        present = sorted({i.split or "(none)" for i in items})
+        raise ConfigError(
+            f"{source}: split {split!r} is empty; splits present: {', '.join(present)}"
+        )
+    return chosen
+
+
+def holdout(
+    items: Sequence[Item], test_fraction: float, seed: int
+) -> tuple[list[Item], list[Item]]:
+    """A seeded random split into (train, test) with round(n * test_fraction) test items."""
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"the test fraction must be between 0 and 1, got {test_fraction}")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(items) * test_fraction)
+    test_ids = set(order[:cut])
+    train = [item for n, item in enumerate(items) if n not in test_ids]
+    test = [item for n, item in enumerate(items) if n in test_ids]
+    if not train or not test:
+        raise ConfigError(
+            f"a {test_fraction:.0%} hold-out of {len(items)} items leaves an empty split"
+        )
+    return train, test

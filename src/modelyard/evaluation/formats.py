@@ -1,0 +1,199 @@
+"""Every recording format by name, the RouterDC and JSONL loaders, and default list prices.
+
+Formats: `routellm-gsm8k`, `routellm-mmlu`, `routellm-mtbench` (routellm.py), `routerbench`
+(routerbench.py), `routerdc` and `jsonl` (here).
+
+**JSONL (your own recordings)**: one object per line and per (prompt, model):
+`prompt`, `model`, `response` (required); `score` in [0, 1] or `correct` (bool); `input_tokens`,
+`output_tokens`, `cost` (USD; else computed from the model's price and the token counts, which
+are estimated from the texts when absent); optional `label` (the gold answer), `confidence`
+(the model's own, in [0, 1]), `latency_ms`, `provider_model`, `id`, `split`.
+
+**RouterDC** (`routerdc-7llm/*.json`): a JSON list of `{"question", "scores": {model: float}}`,
+a file or the folder. Multiple-choice tasks (mmlu, cmmlu, ceval, arc) store the gold option's
+probability when the model's top choice was right and 0 otherwise: the recorded score is 1/0
+and the raw value stays in the decision details. It is *not* passed on as `confidence`: it
+exists only for right answers, so a cascade reading it would read the label. Generation tasks
+store the fraction of 10 samples that were right. No response texts: multiple-choice answers
+are synthesised letters (`synthetic.py`), other answers a placeholder naming the score.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelyard.cost.prices import Price
+from modelyard.errors import ConfigError
+from modelyard.evaluation.recordings import Outcome, RecordedItem, Recordings, make_recordings
+from modelyard.evaluation.routellm import load_gsm8k, load_mmlu, load_mtbench
+from modelyard.evaluation.routerbench import load_routerbench
+from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
+from modelyard.evaluation.tabular import files_in, read_json, read_jsonl
+
+Loader = Callable[[Path], Recordings]
+
+_MC_TASKS = ("mmlu", "cmmlu", "ceval", "arc")
+
+LIST_PRICES: dict[str, Price] = {
+    "gpt-4-1106-preview": Price(input=10.0, output=30.0),
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": Price(input=0.6, output=0.6),
+    "mistralai/Mistral-7B-v0.1": Price(input=0.2, output=0.2),
+    "meta-math/MetaMath-Mistral-7B": Price(input=0.2, output=0.2),
+    "itpossible/Chinese-Mistral-7B-v0.1": Price(input=0.2, output=0.2),
+    "HuggingFaceH4/zephyr-7b-beta": Price(input=0.2, output=0.2),
+    "cognitivecomputations/dolphin-2.6-mistral-7b": Price(input=0.2, output=0.2),
+    "meta-llama/Meta-Llama-3-8B": Price(input=0.2, output=0.2),
+    "cognitivecomputations/dolphin-2.9-llama3-8b": Price(input=0.2, output=0.2),
+}
+"""USD per million tokens for recorded models whose data has no costs: OpenAI's list price for
+GPT-4-1106 (early 2024) and a typical hosted price for Mixtral-8x7B and 7-8B models. A config's
+`price:` overrides these."""
+
+
+def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | None) -> RecordedItem:
+    if not isinstance(row, dict) or "question" not in row or "scores" not in row:
+        raise ConfigError(f"item {number}: needs 'question' and 'scores'", path=str(path))
+    prompt = str(row["question"])
+    choice = task.startswith(_MC_TASKS)
+    letters = option_letters(prompt) or "ABCD"
+    outcomes = {}
+    for model, raw in dict(row["scores"]).items():
+        value = float(raw)
+        if choice:
+            score = 1.0 if value > 0 else 0.0
+            text = choice_answer(prompt, model, value > 0, letters)
+        else:
+            score = value
+            text = f"(RouterDC recorded no text; recorded score {value:.2f})"
+        outcomes[model] = Outcome(text=text, score=score, synthetic=True)
+    return RecordedItem(
+        id=f"{task}-{number}",
+        prompt=prompt,
+        outcomes=outcomes,
+        label=pseudo_gold(prompt, letters) if choice else None,
+        split=split,
+        meta={"task": task},
+    )
+
+
+def _split_of(stem: str) -> tuple[str, str | None]:
+    for suffix in ("train", "test"):
+        for sep in ("_", "-"):
+            if stem.endswith(sep + suffix):
+                return stem[: -len(suffix) - 1], suffix
+    return stem, None
+
+
+def load_routerdc(path: Path) -> Recordings:
+    """A RouterDC task file, or the folder of them (split taken from `_train`/`_test` names)."""
+    items: list[RecordedItem] = []
+    models: list[str] = []
+    for file in files_in(path, ".json"):
+        data = read_json(file)
+        if not isinstance(data, list):
+            raise ConfigError("expected a JSON list of items", path=str(file))
+        task, split = _split_of(file.stem)
+        for number, row in enumerate(data):
+            item = _routerdc_item(file, number, row, task, split)
+            for model in item.outcomes:
+                if model not in models:
+                    models.append(model)
+            items.append(item)
+    return make_recordings(str(path), "routerdc", models, items)
+
+
+def _optional_float(row: dict[str, Any], name: str, path: Path, line: int) -> float | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"field {name!r} must be a number", path=str(path), line=line)
+    return float(value)
+
+
+def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
+    score = _optional_float(row, "score", path, line)
+    if score is None and "correct" in row:
+        if not isinstance(row["correct"], bool):
+            raise ConfigError("field 'correct' must be true or false", path=str(path), line=line)
+        score = 1.0 if row["correct"] else 0.0
+    tokens_in = _optional_float(row, "input_tokens", path, line)
+    tokens_out = _optional_float(row, "output_tokens", path, line)
+    return Outcome(
+        text=str(row["response"]),
+        score=score,
+        cost=_optional_float(row, "cost", path, line),
+        input_tokens=None if tokens_in is None else int(tokens_in),
+        output_tokens=None if tokens_out is None else int(tokens_out),
+        confidence=_optional_float(row, "confidence", path, line),
+        latency_ms=_optional_float(row, "latency_ms", path, line),
+        provider_model=str(row["provider_model"]) if row.get("provider_model") else None,
+    )
+
+
+def load_jsonl(path: Path) -> Recordings:
+    """Your own recordings: one JSON object per (prompt, model) line (see the module doc)."""
+    grouped: dict[str, dict[str, Outcome]] = defaultdict(dict)
+    first: dict[str, dict[str, Any]] = {}
+    models: list[str] = []
+    for file in files_in(path, ".jsonl"):
+        for line, row in read_jsonl(file):
+            for name in ("prompt", "model", "response"):
+                if name not in row:
+                    raise ConfigError(f"missing field {name!r}", path=str(file), line=line)
+            prompt, model = str(row["prompt"]), str(row["model"])
+            if model not in models:
+                models.append(model)
+            grouped[prompt][model] = _jsonl_outcome(row, file, line)
+            kept = first.setdefault(prompt, dict(row))
+            for name in ("label", "id", "split"):
+                if kept.get(name) is None and row.get(name) is not None:
+                    kept[name] = row[name]
+    items = [
+        RecordedItem(
+            id=str(first[prompt].get("id", f"item-{number}")),
+            prompt=prompt,
+            outcomes=outcomes,
+            label=None if first[prompt].get("label") is None else str(first[prompt]["label"]),
+            split=first[prompt].get("split"),
+        )
+        for number, (prompt, outcomes) in enumerate(grouped.items())
+    ]
+    return make_recordings(str(path), "jsonl", models, items)
+
+
+FORMATS: dict[str, Loader] = {
+    "routellm-gsm8k": load_gsm8k,
+    "routellm-mmlu": load_mmlu,
+    "routellm-mtbench": load_mtbench,
+    "routerbench": load_routerbench,
+    "routerdc": load_routerdc,
+    "jsonl": load_jsonl,
+}
+
+
+def load_recordings(fmt: str, paths: list[Path]) -> Recordings:
+    """Recordings of format `fmt` from one or more files or folders, merged by prompt."""
+    loader = FORMATS.get(fmt)
+    if loader is None:
+        raise ConfigError(f"unknown recording format {fmt!r}; known: {', '.join(FORMATS)}")
+    loaded = [loader(path) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    models: list[str] = []
+    for part in loaded:
+        models.extend(m for m in part.models if m not in models)
+    items = [item for part in loaded for item in part.items]
+    merged = make_recordings(" + ".join(p.source for p in loaded), fmt, models, items)
+    extra = sum(p.duplicates for p in loaded)
+    return Recordings(
+        source=merged.source,
+        format=fmt,
+        models=merged.models,
+        items=merged.items,
+        index=merged.index,
+        duplicates=merged.duplicates + extra,
+    )

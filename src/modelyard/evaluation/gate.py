@@ -1,0 +1,134 @@
+"""The golden-set gate: run a baseline and a candidate config on the same items and fail when
+the candidate is worse beyond tolerances — before a model or config change ships."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.evaluation.report import EvalReport
+from modelyard.evaluation.runner import FAILED, ItemResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tolerances:
+    """How much worse a candidate may be. Accuracy and failure rate are absolute fractions;
+    cost and latency are relative, and latency also gets an absolute slack so noise on fast
+    systems does not fail the gate."""
+
+    accuracy_drop: float = 0.0
+    cost_increase: float = 0.05
+    latency_increase: float = 0.25
+    latency_slack_ms: float = 50.0
+    failure_increase: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateResult:
+    """Both reports, what the candidate broke or fixed, and the violated tolerances."""
+
+    baseline: EvalReport
+    candidate: EvalReport
+    tolerances: Tolerances
+    violations: list[str]
+    broken: list[str] = field(default_factory=list)
+    """Ids of items the baseline got right and the candidate does not."""
+    fixed: list[str] = field(default_factory=list)
+    model_changes: list[str] = field(default_factory=list)
+    """Provider-reported model ids that differ between the two runs, and drift from pins."""
+
+    @property
+    def passed(self) -> bool:
+        """Whether the candidate is within every tolerance."""
+        return not self.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "passed": self.passed,
+            "violations": self.violations,
+            "tolerances": {
+                "accuracy_drop": self.tolerances.accuracy_drop,
+                "cost_increase": self.tolerances.cost_increase,
+                "latency_increase": self.tolerances.latency_increase,
+                "latency_slack_ms": self.tolerances.latency_slack_ms,
+                "failure_increase": self.tolerances.failure_increase,
+            },
+            "baseline": self.baseline.to_dict(),
+            "candidate": self.candidate.to_dict(),
+            "broken": self.broken,
+            "fixed": self.fixed,
+            "model_changes": self.model_changes,
+        }
+
+
+def _right(result: ItemResult) -> bool:
+    return (result.score or 0.0) >= 0.5
+
+
+def _model_changes(base: Sequence[ItemResult], cand: Sequence[ItemResult]) -> list[str]:
+    seen_base: dict[str, set[str]] = {}
+    for r in base:
+        if r.model and r.provider_model:
+            seen_base.setdefault(r.model, set()).add(r.provider_model)
+    changes = set()
+    for r in cand:
+        known = seen_base.get(r.model or "")
+        if known and r.provider_model and r.provider_model not in known:
+            before = ", ".join(sorted(known))
+            changes.add(f"{r.model}: provider reported {r.provider_model!r} (was {before})")
+        if r.drift:
+            changes.add(f"{r.model}: {r.drift}")
+    return sorted(changes)
+
+
+def judge(
+    baseline: EvalReport,
+    candidate: EvalReport,
+    base_results: Sequence[ItemResult],
+    cand_results: Sequence[ItemResult],
+    tolerances: Tolerances,
+) -> GateResult:
+    """Compare the two runs against `tolerances`."""
+    violations = []
+    base_acc, cand_acc = baseline.accuracy or 0.0, candidate.accuracy or 0.0
+    if cand_acc < base_acc - tolerances.accuracy_drop - 1e-12:
+        violations.append(
+            f"accuracy fell from {base_acc:.2%} to {cand_acc:.2%} "
+            f"(allowed drop {tolerances.accuracy_drop:.2%})"
+        )
+    allowed_cost = baseline.cost_per_item * (1 + tolerances.cost_increase)
+    if candidate.cost_per_item > allowed_cost + 1e-15:
+        violations.append(
+            f"cost per item rose from ${baseline.cost_per_item:.6f} to "
+            f"${candidate.cost_per_item:.6f} (allowed +{tolerances.cost_increase:.0%})"
+        )
+    allowed_latency = baseline.latency_p95_ms + max(
+        baseline.latency_p95_ms * tolerances.latency_increase, tolerances.latency_slack_ms
+    )
+    if candidate.latency_p95_ms > allowed_latency:
+        violations.append(
+            f"p95 latency rose from {baseline.latency_p95_ms:.0f} ms to "
+            f"{candidate.latency_p95_ms:.0f} ms (allowed {allowed_latency:.0f} ms)"
+        )
+    base_fail = baseline.failed / max(1, baseline.n)
+    cand_fail = candidate.failed / max(1, candidate.n)
+    if cand_fail > base_fail + tolerances.failure_increase + 1e-12:
+        violations.append(f"failed calls rose from {base_fail:.2%} to {cand_fail:.2%}")
+    by_id = {r.id: r for r in base_results}
+    broken = [r.id for r in cand_results if r.id in by_id and _right(by_id[r.id]) and not _right(r)]
+    fixed = [
+        r.id
+        for r in cand_results
+        if r.id in by_id and not _right(by_id[r.id]) and _right(r) and r.status != FAILED
+    ]
+    return GateResult(
+        baseline=baseline,
+        candidate=candidate,
+        tolerances=tolerances,
+        violations=violations,
+        broken=broken,
+        fixed=fixed,
+        model_changes=_model_changes(base_results, cand_results),
+    )

@@ -1,0 +1,132 @@
+"""Recorded outcomes of real models: what each model answered to each prompt, whether it was
+right, and what it cost. Loaders for each on-disk format (`formats.py`) produce `Recordings`;
+the replay model (`replay.py`) answers from them and evaluation reads items from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelyard.errors import ConfigError
+
+_SPACE = re.compile(r"\s+")
+SHARED_PREFIX = "shared:"
+"""A `data:` value starting with this is relative to the shared data root."""
+DATA_ENV = "MODELYARD_DATA"
+
+
+def normalize_prompt(text: str) -> str:
+    """The lookup key of a prompt: whitespace runs collapsed to one space, ends stripped."""
+    return _SPACE.sub(" ", text).strip()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """One model's recorded answer to one prompt.
+
+    `score` is the recorded correctness in [0, 1] (None when the recording has none);
+    `cost` is recorded USD (None: compute from a price table); token counts are None when the
+    recording has none (then estimated from the text). `synthetic` says the text was made up
+    from the score because the recording kept none (see the format's docs).
+    """
+
+    text: str
+    score: float | None = None
+    cost: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    confidence: float | None = None
+    latency_ms: float | None = None
+    provider_model: str | None = None
+    synthetic: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedItem:
+    """A prompt with every recorded model's outcome, and its gold label when one is known."""
+
+    id: str
+    prompt: str
+    outcomes: Mapping[str, Outcome]
+    label: str | None = None
+    split: str | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Recordings:
+    """A loaded set of recordings, indexed by normalised prompt (the first occurrence wins)."""
+
+    source: str
+    format: str
+    models: tuple[str, ...]
+    items: tuple[RecordedItem, ...]
+    index: Mapping[str, RecordedItem]
+    duplicates: int
+    """Rows dropped because an earlier row had the same normalised prompt."""
+
+    def lookup(self, prompt: str) -> RecordedItem | None:
+        """The recorded item for `prompt` (matched after whitespace normalisation)."""
+        return self.index.get(normalize_prompt(prompt))
+
+
+def make_recordings(
+    source: str, fmt: str, models: Sequence[str], rows: Sequence[RecordedItem]
+) -> Recordings:
+    """Index `rows` by normalised prompt, dropping later duplicates."""
+    index: dict[str, RecordedItem] = {}
+    kept: list[RecordedItem] = []
+    for row in rows:
+        key = normalize_prompt(row.prompt)
+        if key in index:
+            continue
+        index[key] = row
+        kept.append(row)
+    return Recordings(
+        source=source,
+        format=fmt,
+        models=tuple(models),
+        items=tuple(kept),
+        index=index,
+        duplicates=len(rows) - len(kept),
+    )
+
+
+def stable_hash(*parts: str) -> int:
+    """A hash that is the same in every process (Python's `hash` is salted per run)."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def data_root(override: str | None = None) -> Path | None:
+    """Where shared recordings live: `override`, else $MODELYARD_DATA, else the nearest
+    `shared/data` folder above this source tree (the layout of a development checkout)."""
+    value = override or os.environ.get(DATA_ENV)
+    if value:
+        return Path(value).expanduser()
+    here = Path(__file__).resolve()
+    for parent in list(here.parents)[2:6]:
+        candidate = parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_data_path(value: str, base_dir: Path, root: str | None = None) -> Path:
+    """A `data:` value as a path: `shared:<rel>` under the data root, else relative to
+    `base_dir` (the config file's folder)."""
+    if value.startswith(SHARED_PREFIX):
+        found = data_root(root)
+        if found is None:
+            raise ConfigError(
+                f"{value!r} refers to the shared data root, but none is set; set "
+                f"${DATA_ENV} or the spec's data_root"
+            )
+        return found / value.removeprefix(SHARED_PREFIX).lstrip("/")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path

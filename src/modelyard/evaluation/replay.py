@@ -1,0 +1,125 @@
+"""A Model that answers from recorded outcomes, so any router, cascade or ensemble can run
+offline on what real models really answered.
+
+The replayed model sees only the request: it looks up the last user message (after whitespace
+normalisation) and returns the named model's recorded text, usage and cost. The recorded
+correctness travels in the decision (`details["recorded_score"]`) for the `recorded` scorer;
+patterns never read it, and nothing here reads an item's label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import replace
+
+from modelyard.cost.prices import Price, estimate_input_tokens, estimate_tokens
+from modelyard.errors import ModelTimeoutError, NotFoundError
+from modelyard.evaluation.recordings import Outcome, Recordings
+from modelyard.model import Model, ModelInfo, elapsed_ms
+from modelyard.types import ChatRequest, ChatResponse, Choice, Decision, Message, Usage
+
+RECORDED_SCORE = "recorded_score"
+"""The decision detail holding the answering model's recorded correctness."""
+
+
+class ReplayModel(Model):
+    """Answers each prompt with `model`'s recorded outcome in `recordings`."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        recordings: Recordings,
+        model: str,
+        *,
+        price: Price | None = None,
+        latency: float = 0.0,
+    ) -> None:
+        self.info = replace(info, price=price) if price is not None else info
+        self.recordings = recordings
+        self.model = model
+        self.latency = latency
+        self._ids = itertools.count()
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        out["replays"] = self.model
+        return out
+
+    def outcome(self, request: ChatRequest) -> Outcome:
+        """The recorded outcome for this request; NotFoundError when there is none."""
+        prompt = request.last_user_text
+        item = self.recordings.lookup(prompt)
+        if item is None:
+            raise NotFoundError(
+                f"no recording for prompt {prompt[:60]!r} in {self.recordings.source}",
+                model=self.name,
+                code="not_recorded",
+            )
+        outcome = item.outcomes.get(self.model)
+        if outcome is None:
+            raise NotFoundError(
+                f"{self.model!r} has no recorded outcome for prompt {prompt[:60]!r} "
+                f"(item {item.id})",
+                model=self.name,
+                code="not_recorded",
+            )
+        return outcome
+
+    def _usage(self, request: ChatRequest, outcome: Outcome) -> Usage:
+        estimated = outcome.input_tokens is None or outcome.output_tokens is None
+        return Usage(
+            input_tokens=outcome.input_tokens
+            if outcome.input_tokens is not None
+            else estimate_input_tokens(request),
+            output_tokens=outcome.output_tokens
+            if outcome.output_tokens is not None
+            else estimate_tokens(outcome.text),
+            estimated=estimated,
+        )
+
+    async def _wait(self, request: ChatRequest) -> None:
+        left = request.remaining()
+        if left is not None and left < self.latency:
+            await asyncio.sleep(max(0.0, left))
+            raise ModelTimeoutError(
+                f"no answer within the deadline ({self.latency:.3f}s needed)", model=self.name
+            )
+        await asyncio.sleep(self.latency)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        outcome = self.outcome(request)
+        if self.latency:
+            await self._wait(request)
+        usage = self._usage(request, outcome)
+        cost = outcome.cost if outcome.cost is not None else self.info.price.cost(usage)
+        reported = outcome.provider_model or self.model
+        details: dict[str, object] = {"recorded_model": self.model}
+        if outcome.score is not None:
+            details[RECORDED_SCORE] = outcome.score
+        if outcome.synthetic:
+            details["synthetic_text"] = True
+        if outcome.latency_ms is not None:
+            details["recorded_latency_ms"] = outcome.latency_ms
+        decision = Decision(
+            node=self.name,
+            kind="model",
+            chosen=reported,
+            reason="replayed",
+            latency_ms=elapsed_ms(started),
+            cost=cost,
+            details=details,
+        )
+        return ChatResponse(
+            id=f"replay-{next(self._ids)}",
+            model=self.name,
+            provider_model=reported,
+            choices=(Choice(message=Message(role="assistant", content=outcome.text)),),
+            usage=usage,
+            cost=cost,
+            created=int(time.time()),
+            decision=decision,
+            confidence=outcome.confidence,
+        )

@@ -1,0 +1,52 @@
+"""Builds `type: replay` local models; registered in `config.build.LOCAL_BUILDERS`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelyard.config.build import LOCAL_BUILDERS, BuildContext
+from modelyard.config.loader import Loc
+from modelyard.config.replay import ReplaySpec
+from modelyard.errors import ConfigError
+from modelyard.evaluation.formats import LIST_PRICES, load_recordings
+from modelyard.evaluation.recordings import Recordings, resolve_data_path
+from modelyard.evaluation.replay import ReplayModel
+from modelyard.model import Model, ModelInfo
+
+
+def _paths(spec: ReplaySpec, context: BuildContext, loc: Loc) -> list[Path]:
+    values = [spec.data] if isinstance(spec.data, str) else spec.data
+    paths = []
+    for i, value in enumerate(values):
+        where = (*loc, "data") if isinstance(spec.data, str) else (*loc, "data", i)
+        try:
+            path = resolve_data_path(value, context.loaded.base_dir, spec.data_root)
+        except ConfigError as exc:
+            raise context.error(where, exc.message) from None
+        if not path.exists():
+            raise context.error(where, f"recordings not found at {path}")
+        paths.append(path)
+    return paths
+
+
+def build_replay(spec: ReplaySpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
+    """A ReplayModel over the (shared, loaded once) recordings the spec names."""
+    paths = _paths(spec, context, loc)
+    key = f"recordings|{spec.format}|{'|'.join(str(p.resolve()) for p in paths)}"
+    try:
+        recordings: Recordings = context.resources.cached(
+            key, lambda: load_recordings(spec.format, paths)
+        )
+    except ConfigError as exc:
+        raise context.error((*loc, "data"), str(exc)) from None
+    if spec.model not in recordings.models:
+        raise context.error(
+            (*loc, "model"),
+            f"model {spec.model!r} is not in the recordings; present: "
+            f"{', '.join(recordings.models)}",
+        )
+    price = None if not info.price.is_free else LIST_PRICES.get(spec.model)
+    return ReplayModel(info, recordings, spec.model, price=price, latency=spec.latency)
+
+
+LOCAL_BUILDERS[ReplaySpec] = build_replay

@@ -1,0 +1,141 @@
+"""Summaries of an evaluation: accuracy with unparsed answers counted apart, cost, latency
+percentiles, which model answered, and each deciding node's distribution of choices."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelyard.evaluation.runner import FAILED, SCORED, ItemResult
+from modelyard.evaluation.scorers import UNLABELLED, UNPARSED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStats:
+    """How one deciding node (router, cascade, ensemble, fallback) behaved over the set."""
+
+    kind: str
+    chosen: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    details: dict[str, float] = field(default_factory=dict)
+    """The mean of each numeric decision detail (agreement, scores) over the items."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "kind": self.kind,
+            "chosen": self.chosen,
+            "errors": self.errors,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalReport:
+    """The figures of one system over one labelled set.
+
+    `accuracy` counts unparsed answers and failed calls as wrong and leaves unlabelled items
+    out; `accuracy_scored` is over scored items only. Both are reported with the counts, so a
+    scorer that cannot read answers shows up instead of skewing the number quietly.
+    """
+
+    system: str
+    n: int
+    scored: int
+    unparsed: int
+    unlabelled: int
+    failed: int
+    accuracy: float | None
+    accuracy_scored: float | None
+    total_cost: float
+    cost_per_item: float
+    scorer_cost: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    answered_by: dict[str, int]
+    nodes: dict[str, NodeStats]
+    drift: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "system": self.system,
+            "n": self.n,
+            "scored": self.scored,
+            "unparsed": self.unparsed,
+            "unlabelled": self.unlabelled,
+            "failed": self.failed,
+            "accuracy": self.accuracy,
+            "accuracy_scored": self.accuracy_scored,
+            "total_cost": self.total_cost,
+            "cost_per_item": self.cost_per_item,
+            "scorer_cost": self.scorer_cost,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+            "answered_by": self.answered_by,
+            "nodes": {name: stats.to_dict() for name, stats in self.nodes.items()},
+            "drift": self.drift,
+        }
+
+
+def _node_stats(results: Sequence[ItemResult]) -> dict[str, NodeStats]:
+    kinds: dict[str, str] = {}
+    chosen: dict[str, Counter[str]] = defaultdict(Counter)
+    errors: Counter[str] = Counter()
+    numbers: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        if result.decision is None:
+            continue
+        for decision in result.decision.walk():
+            if not decision.children:
+                continue
+            kinds[decision.node] = decision.kind
+            if decision.error is not None:
+                errors[decision.node] += 1
+            if decision.chosen:
+                chosen[decision.node][decision.chosen] += 1
+            for key, value in decision.details.items():
+                if isinstance(value, bool | int | float):
+                    numbers[decision.node][key].append(float(value))
+    return {
+        node: NodeStats(
+            kind=kind,
+            chosen=dict(chosen[node].most_common()),
+            errors=errors[node],
+            details={k: float(np.mean(v)) for k, v in numbers[node].items()},
+        )
+        for node, kind in kinds.items()
+    }
+
+
+def summarize(system: str, results: Sequence[ItemResult]) -> EvalReport:
+    """The report of `results` (from `run_items`)."""
+    statuses = Counter(r.status for r in results)
+    judged = [r for r in results if r.status != UNLABELLED]
+    scored = [r for r in results if r.status == SCORED]
+    total = sum(r.score or 0.0 for r in scored)
+    latencies = np.array([r.latency_ms for r in results]) if results else np.zeros(1)
+    cost = sum(r.cost for r in results)
+    drift: Counter[str] = Counter(r.drift for r in results if r.drift)
+    return EvalReport(
+        system=system,
+        n=len(results),
+        scored=statuses[SCORED],
+        unparsed=statuses[UNPARSED],
+        unlabelled=statuses[UNLABELLED],
+        failed=statuses[FAILED],
+        accuracy=total / len(judged) if judged else None,
+        accuracy_scored=total / len(scored) if scored else None,
+        total_cost=cost,
+        cost_per_item=cost / len(results) if results else 0.0,
+        scorer_cost=sum(r.scorer_cost for r in results),
+        latency_p50_ms=float(np.percentile(latencies, 50)),
+        latency_p95_ms=float(np.percentile(latencies, 95)),
+        answered_by=dict(Counter(r.model for r in results if r.model).most_common()),
+        nodes=_node_stats(results),
+        drift=dict(drift),
+    )

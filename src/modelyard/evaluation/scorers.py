@@ -1,0 +1,331 @@
+"""Scorers: did an answer match the item's label? Each returns a `Score` whose value is None when
+the answer (or the label) could not be read, so unparsed answers are counted and reported apart
+instead of silently counting as right or wrong.
+
+By name (`make_scorer`): `exact`, `choice`, `number`, `regex:PATTERN`, `json:FIELD`,
+`recorded`, `judge:MODEL`, `callable:module:function`.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.errors import ConfigError, ModelError
+from modelyard.evaluation.dataset import Item
+from modelyard.evaluation.replay import RECORDED_SCORE
+from modelyard.model import Model
+from modelyard.providers.local_basic import import_function
+from modelyard.types import ChatResponse, user
+
+UNPARSED = "unparsed"
+UNLABELLED = "unlabelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Score:
+    """A score in [0, 1], or None with the reason (`unparsed`, `unlabelled`)."""
+
+    value: float | None
+    parsed: str | None = None
+    reason: str = ""
+    cost: float = 0.0
+    """USD the scorer itself spent (a judge model's calls)."""
+
+
+def unparsed(note: str = "") -> Score:
+    """A Score for an answer the scorer could not read."""
+    return Score(value=None, reason=UNPARSED, parsed=note or None)
+
+
+class Scorer(abc.ABC):
+    """Scores one answer against one item."""
+
+    name: str = "scorer"
+    needs_label: bool = True
+
+    @abc.abstractmethod
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        """The score of `response` for `item`."""
+
+
+class _Comparing(Scorer):
+    """Extracts a value from the answer and from the label, and compares them."""
+
+    def extract(self, text: str) -> str | None:
+        """The comparable value in `text`, or None when there is none."""
+        return _squash(text)
+
+    def same(self, answer: str, label: str) -> bool:
+        """Whether the extracted answer equals the extracted label."""
+        return answer == label
+
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        if item.label is None:
+            return Score(value=None, reason=UNLABELLED)
+        answer = self.extract(response.text)
+        if answer is None:
+            return unparsed()
+        label = self.extract(item.label)
+        if label is None:
+            return Score(value=None, reason=UNLABELLED, parsed=answer)
+        return Score(value=1.0 if self.same(answer, label) else 0.0, parsed=answer)
+
+
+def _squash(text: str) -> str | None:
+    value = " ".join(text.split()).strip().lower()
+    return value or None
+
+
+class ExactScorer(_Comparing):
+    """The whole answer equals the label, ignoring case and runs of whitespace."""
+
+    name = "exact"
+
+
+_LETTER_PATTERNS = (
+    re.compile(r"^\s*\(([A-J])\)"),
+    re.compile(r"^\s*([A-J])\s*(?:[.):,]|$)"),
+    re.compile(r"(?i)\banswer(?:\s+is)?\s*[:=]?\s*\(?([A-J])\)?(?![A-Za-z])"),
+    re.compile(r"(?i)\boption\s+\(?([A-J])\)?(?![A-Za-z])"),
+    re.compile(r"^\s*\(?([A-J])\)?\s*$", re.MULTILINE),
+)
+"""Letter shapes, most specific first; a bare capital followed by a space ("I think", "A dog")
+is not taken for a choice."""
+
+
+class ChoiceScorer(_Comparing):
+    """The multiple-choice letter of the answer equals the label's (`B`, `(B)`, `Answer: B`)."""
+
+    name = "choice"
+
+    def extract(self, text: str) -> str | None:
+        for pattern in _LETTER_PATTERNS:
+            found = pattern.search(text)
+            if found:
+                return found.group(1).upper()
+        return None
+
+
+_FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
+_ANSWER_IS = re.compile(r"(?i)answer\s*(?:is|:)\s*\$?\s*(-?[\d,]*\.?\d+)")
+_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*(?:[eE]-?\d+)?|-?\.\d+")
+
+
+class NumberScorer(_Comparing):
+    """The answer's final number (after `####` or `answer is`, else the last) equals the
+    label's within `tolerance` (relative)."""
+
+    name = "number"
+
+    def __init__(self, tolerance: float = 1e-6) -> None:
+        self.tolerance = tolerance
+
+    def extract(self, text: str) -> str | None:
+        for pattern in (_FINAL, _ANSWER_IS):
+            found = pattern.findall(text)
+            if found:
+                return _clean_number(found[-1])
+        numbers = _NUMBER.findall(text)
+        return _clean_number(numbers[-1]) if numbers else None
+
+    def same(self, answer: str, label: str) -> bool:
+        a, b = float(answer), float(label)
+        return abs(a - b) <= self.tolerance * max(1.0, abs(b))
+
+
+def _clean_number(text: str) -> str | None:
+    value = text.replace(",", "").rstrip(".")
+    try:
+        float(value)
+    except ValueError:
+        return None
+    return value
+
+
+class RegexScorer(_Comparing):
+    """The first group (or the whole match) of `pattern` in the answer equals the label."""
+
+    name = "regex"
+
+    def __init__(self, pattern: str) -> None:
+        try:
+            self.pattern = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"invalid scorer regex {pattern!r}: {exc}") from None
+
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        if item.label is None:
+            return Score(value=None, reason=UNLABELLED)
+        found = self.pattern.search(response.text)
+        if found is None:
+            return unparsed()
+        answer = found.group(1) if self.pattern.groups else found.group(0)
+        same = _squash(answer) == _squash(item.label)
+        return Score(value=1.0 if same else 0.0, parsed=answer)
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+class JsonFieldScorer(_Comparing):
+    """The answer is JSON (fences allowed); its `field` (dotted path) equals the label."""
+
+    name = "json"
+
+    def __init__(self, field: str) -> None:
+        self.path = [part for part in field.split(".") if part]
+
+    def extract(self, text: str) -> str | None:
+        fenced = _FENCE.search(text)
+        try:
+            value: Any = json.loads(fenced.group(1) if fenced else text)
+        except json.JSONDecodeError:
+            return None
+        for part in self.path:
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return None
+        text_value = value if isinstance(value, str) else json.dumps(value)
+        return _squash(text_value)
+
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        if item.label is None:
+            return Score(value=None, reason=UNLABELLED)
+        answer = self.extract(response.text)
+        if answer is None:
+            return unparsed()
+        return Score(value=1.0 if answer == _squash(item.label) else 0.0, parsed=answer)
+
+
+def recorded_score(response: ChatResponse) -> float | None:
+    """The recorded correctness of the replayed answer `response` returned, when it is clear
+    which recorded answer that was."""
+    if response.decision is None:
+        return None
+    leaves = [
+        d
+        for d in response.decision.walk()
+        if RECORDED_SCORE in d.details and d.error is None and not d.children
+    ]
+    mine = [d for d in leaves if d.node == response.model]
+    if mine:
+        return float(mine[-1].details[RECORDED_SCORE])
+    values = {float(d.details[RECORDED_SCORE]) for d in leaves}
+    return values.pop() if len(values) == 1 else None
+
+
+class RecordedScorer(Scorer):
+    """The replayed model's recorded correctness (needs no label)."""
+
+    name = "recorded"
+    needs_label = False
+
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        value = recorded_score(response)
+        if value is None:
+            return unparsed("no recorded score for the answering model")
+        return Score(value=value, parsed=response.model)
+
+
+JUDGE_PROMPT = """You grade answers. Reply with exactly one word: CORRECT or INCORRECT.
+
+Question:
+{question}
+
+Reference answer:
+{label}
+
+Answer to grade:
+{answer}
+"""
+_VERDICT = re.compile(r"\b(INCORRECT|CORRECT)\b", re.IGNORECASE)
+
+
+class JudgeScorer(Scorer):
+    """A judge Model reads the question, the reference and the answer and says CORRECT or
+    INCORRECT; anything else is unparsed. The judge's cost is reported apart."""
+
+    name = "judge"
+
+    def __init__(self, judge: Model, template: str = JUDGE_PROMPT) -> None:
+        self.judge = judge
+        self.template = template
+
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        if item.label is None:
+            return Score(value=None, reason=UNLABELLED)
+        prompt = self.template.format(question=item.prompt, label=item.label, answer=response.text)
+        try:
+            verdict = await self.judge.complete(user(prompt, temperature=0.0))
+        except ModelError as exc:
+            return Score(value=None, reason=UNPARSED, parsed=f"judge failed: {exc}", cost=exc.cost)
+        found = _VERDICT.search(verdict.text)
+        if found is None:
+            return Score(value=None, reason=UNPARSED, parsed=verdict.text[:80], cost=verdict.cost)
+        right = found.group(1).upper() == "CORRECT"
+        return Score(value=1.0 if right else 0.0, parsed=found.group(1).upper(), cost=verdict.cost)
+
+
+CallableResult = bool | float | int | Score | None
+
+
+class CallableScorer(Scorer):
+    """A Python function `(item, response) -> bool | float | Score | None` (sync or async);
+    None means unparsed."""
+
+    name = "callable"
+
+    def __init__(self, function: Callable[..., Any], needs_label: bool = False) -> None:
+        self.function = function
+        self.needs_label = needs_label
+
+    async def score(self, item: Item, response: ChatResponse) -> Score:
+        result = self.function(item, response)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Score):
+            return result
+        if result is None:
+            return unparsed()
+        if isinstance(result, bool | int | float):
+            return Score(value=float(result))
+        raise ConfigError(
+            f"scorer function returned {type(result).__name__}; expected bool, float, Score or None"
+        )
+
+
+def make_scorer(spec: str, models: Mapping[str, Model] | None = None) -> Scorer:
+    """The scorer a CLI string names (see the module doc)."""
+    kind, _, argument = spec.partition(":")
+    simple: dict[str, Callable[[], Scorer]] = {
+        "exact": ExactScorer,
+        "choice": ChoiceScorer,
+        "number": NumberScorer,
+        "recorded": RecordedScorer,
+    }
+    if kind in simple and not argument:
+        return simple[kind]()
+    if kind == "regex" and argument:
+        return RegexScorer(argument)
+    if kind == "json" and argument:
+        return JsonFieldScorer(argument)
+    if kind == "judge" and argument:
+        if models is None or argument not in models:
+            known = ", ".join(sorted(models or {})) or "none"
+            raise ConfigError(f"judge model {argument!r} is not in the config; known: {known}")
+        return JudgeScorer(models[argument])
+    if kind == "callable" and argument:
+        return CallableScorer(import_function(argument))
+    raise ConfigError(
+        f"unknown scorer {spec!r}; use exact, choice, number, regex:PATTERN, json:FIELD, "
+        "recorded, judge:MODEL or callable:module:function"
+    )

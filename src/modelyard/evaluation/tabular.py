@@ -1,0 +1,105 @@
+"""Reading CSV and JSONL files into rows, with errors that name the file, line and column."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import ConfigError
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV file."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except FileNotFoundError:
+        raise ConfigError("data file not found", path=str(path)) from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read CSV: {exc}", path=str(path)) from None
+    return header, rows
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each non-blank line of a JSONL file as (line number, object)."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("data file not found", path=str(path)) from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"invalid JSON: {exc.msg}", path=str(path), line=number) from None
+            if not isinstance(value, dict):
+                raise ConfigError("each line must be a JSON object", path=str(path), line=number)
+            yield number, value
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("data file not found", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+
+
+def require_columns(path: Path, header: Iterable[str], needed: Sequence[str]) -> None:
+    """ConfigError naming the file and the first missing column, with the columns present."""
+    present = set(header)
+    for column in needed:
+        if column not in present:
+            shown = ", ".join(sorted(present)[:12]) + (" ..." if len(present) > 12 else "")
+            raise ConfigError(
+                f"missing column {column!r}; the file has: {shown or 'no columns'}",
+                path=str(path),
+            )
+
+
+def files_in(path: Path, suffix: str) -> list[Path]:
+    """`path` itself, or the files with `suffix` in the folder `path`, sorted."""
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix == suffix)
+        if not found:
+            raise ConfigError(f"no {suffix} files in this folder", path=str(path))
+        return found
+    if not path.exists():
+        raise ConfigError("data file not found", path=str(path))
+    return [path]
+
+
+def parse_bool(value: str, path: Path, column: str) -> float | None:
+    """A True/False/1/0 cell as 1.0/0.0; empty or NaN as None; anything else is an error."""
+    text = value.strip().lower()
+    if text in ("true", "1", "1.0", "yes"):
+        return 1.0
+    if text in ("false", "0", "0.0", "no"):
+        return 0.0
+    if text in ("", "nan", "none", "null"):
+        return None
+    raise ConfigError(f"column {column!r}: expected True/False, got {value[:20]!r}", path=str(path))
+
+
+def parse_float(value: str, path: Path, column: str) -> float | None:
+    """A numeric cell; empty or NaN as None."""
+    text = value.strip()
+    if text.lower() in ("", "nan", "none", "null"):
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"column {column!r}: expected a number, got {value[:20]!r}", path=str(path)
+        ) from None
+    return None if number != number else number

@@ -1,0 +1,146 @@
+"""The gateway's own routes: model list, health, readiness, metrics, request records, reload and
+the virtual-key admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from modelyard.errors import ConfigError
+from modelyard.gateway import openai_api
+from modelyard.gateway.auth import KeyRing, caller, require_admin
+from modelyard.gateway.errors import ApiError, bad_request
+from modelyard.gateway.exchange import Call
+from modelyard.gateway.live import LiveConfig
+from modelyard.observability.decision_log import DecisionLog
+from modelyard.observability.metrics import CONTENT_TYPE, Metrics
+from modelyard.yard import Yard
+
+
+class AdminEndpoints:
+    """Everything but the model calls themselves."""
+
+    def __init__(
+        self,
+        live: LiveConfig,
+        *,
+        keys: KeyRing,
+        decisions: DecisionLog,
+        metrics: Metrics,
+        max_body_bytes: int,
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.live = live
+        self.keys = keys
+        self.decisions = decisions
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self._status = status
+
+    async def models(self, call: Call) -> None:
+        """GET /v1/models: the systems, models and embedders the caller's key may use."""
+        key = caller(self.keys, call)
+        yard = self.live.current
+        names = [(n, "modelyard-system") for n in sorted(yard.systems) if key.allows(n)]
+        names += [
+            (n, yard.models[n].info.provider or "local")
+            for n in sorted(yard.models)
+            if key.allows(n)
+        ]
+        names += [(n, "embedder") for n in sorted(yard.embedders) if key.allows(n)]
+        await call.respond(200, openai_api.render_models(names, int(time.time())))
+
+    async def healthz(self, call: Call) -> None:
+        """GET /healthz: the process is alive."""
+        await call.respond(200, b'{"status":"ok"}')
+
+    async def readyz(self, call: Call) -> None:
+        """GET /readyz: the config loaded, and the health of what it calls."""
+        yard = self.live.current
+        status = self._status()
+        body = {
+            **status,
+            "config_version": yard.version,
+            "config": str(self.live.path),
+            "systems": sorted(yard.systems),
+            "disabled": yard.built.disabled,
+            "health": await _health(yard),
+        }
+        await call.respond(200 if status["status"] == "ready" else 503, orjson.dumps(body))
+
+    async def prometheus(self, call: Call) -> None:
+        """GET /metrics."""
+        await call.respond(200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())])
+
+    async def request_record(self, call: Call, request_id: str) -> None:
+        """GET /v1/requests/{id}: the decision record, for the admin or the key that sent it."""
+        key = caller(self.keys, call)
+        record = await self.decisions.get(request_id)
+        if record is None or not (key.admin or record["key_id"] == key.id):
+            raise ApiError(404, f"no request {request_id!r} for this key", code="not_found")
+        await call.respond(200, orjson.dumps(record))
+
+    async def reload(self, call: Call) -> None:
+        """POST /admin/reload: validate, diff and swap in the config file."""
+        require_admin(self.keys, call)
+        try:
+            diff = await self.live.reload()
+        except ConfigError as exc:
+            raise ApiError(
+                400,
+                f"config rejected, still serving the old one: {exc}",
+                "invalid_config",
+                "invalid_config",
+            ) from None
+        body = {"config_version": self.live.current.version, "changes": diff.to_dict()}
+        await call.respond(200, orjson.dumps(body))
+
+    async def list_keys(self, call: Call) -> None:
+        """GET /admin/keys."""
+        require_admin(self.keys, call)
+        keys = await asyncio.to_thread(self.keys.store.all)
+        await call.respond(200, orjson.dumps({"keys": [k.to_dict() for k in keys]}))
+
+    async def create_key(self, call: Call) -> None:
+        """POST /admin/keys: the secret is in this response and nowhere else."""
+        body = await call.json(self.max_body_bytes)
+        require_admin(self.keys, call)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise bad_request("name: a string naming the key's owner is required", "name")
+        systems = body.get("systems", ["*"])
+        if not isinstance(systems, list) or not all(isinstance(s, str) for s in systems):
+            raise bad_request("systems: expected an array of system names", "systems")
+        for field in ("rpm", "max_concurrency"):
+            value = body.get(field)
+            if value is not None and not (isinstance(value, int) and value > 0):
+                raise bad_request(f"{field}: expected a positive integer", field)
+        budget = body.get("budget")
+        if budget is not None and not (isinstance(budget, int | float) and budget > 0):
+            raise bad_request("budget: expected a positive number of USD", "budget")
+        secret, key = await asyncio.to_thread(
+            self.keys.store.create,
+            body["name"],
+            systems=systems,
+            rpm=body.get("rpm"),
+            budget=budget,
+            max_concurrency=body.get("max_concurrency"),
+        )
+        await self.keys.refresh()
+        await call.respond(201, orjson.dumps({"key": secret, **key.to_dict()}))
+
+    async def revoke_key(self, call: Call, key_id: str) -> None:
+        """DELETE /admin/keys/{id}."""
+        require_admin(self.keys, call)
+        if not await asyncio.to_thread(self.keys.store.revoke, key_id):
+            raise ApiError(404, f"no active key {key_id!r}", code="not_found")
+        await self.keys.refresh()
+        await call.respond(200, orjson.dumps({"revoked": key_id}))
+
+
+async def _health(yard: Yard) -> dict[str, Any]:
+    """Every circuit breaker's state (closed, open, half-open) from the resilience layer."""
+    return (await yard.health()).to_dict()

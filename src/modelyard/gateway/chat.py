@@ -1,0 +1,368 @@
+"""Serving chat and embedding requests: from the parsed wire request to the model graph and back,
+with the caller's scopes and limits applied and every outcome logged and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from modelyard.cost.budgets import Budget, BudgetBook, Hold, cost_bound
+from modelyard.errors import BadResponseError, ModelError, NotFoundError
+from modelyard.gateway import anthropic_api, openai_api
+from modelyard.gateway.auth import KeyRing, caller
+from modelyard.gateway.errors import ApiError, bad_request, from_model_error
+from modelyard.gateway.exchange import JSON, SSE, Call
+from modelyard.gateway.keys import VirtualKey
+from modelyard.gateway.live import LiveConfig
+from modelyard.gateway.renderers import AnthropicRenderer, OpenAIRenderer, Renderer
+from modelyard.model import Model
+from modelyard.observability.decision_log import DecisionLog, RequestRecord
+from modelyard.observability.metrics import Metrics
+from modelyard.state.base import StateStore
+from modelyard.state.memory import MemoryStore
+from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
+from modelyard.yard import Yard
+
+log = logging.getLogger("modelyard.gateway")
+
+
+class ChatEndpoints:
+    """POST /v1/chat/completions, /v1/messages and /v1/embeddings."""
+
+    def __init__(
+        self,
+        live: LiveConfig,
+        *,
+        keys: KeyRing,
+        decisions: DecisionLog,
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_messages: int,
+    ) -> None:
+        self.live = live
+        self.keys = keys
+        self.decisions = decisions
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.max_messages = max_messages
+        self.limits: StateStore = MemoryStore()
+        """Per-key request rates and budgets; a shared backend makes them hold across
+        replicas."""
+        self._book: BudgetBook | None = None
+        self._per_key: dict[str, int] = {}
+
+    async def chat_completions(self, call: Call) -> None:
+        """OpenAI Chat Completions."""
+        body = await call.json(self.max_body_bytes)
+        key = caller(self.keys, call)
+        parsed = openai_api.parse_chat(body, max_messages=self.max_messages)
+        renderer = OpenAIRenderer(call.id, parsed.target, parsed.include_usage)
+        await self._serve(
+            call, key, parsed.target, parsed.request, parsed.stream, "openai", renderer
+        )
+
+    async def messages(self, call: Call) -> None:
+        """Anthropic Messages."""
+        body = await call.json(self.max_body_bytes)
+        key = caller(self.keys, call)
+        parsed = anthropic_api.parse_messages(body, max_messages=self.max_messages)
+        renderer = AnthropicRenderer(call.id, parsed.target)
+        await self._serve(
+            call, key, parsed.target, parsed.request, parsed.stream, "anthropic", renderer
+        )
+
+    async def embeddings(self, call: Call) -> None:
+        """OpenAI Embeddings."""
+        body = await call.json(self.max_body_bytes)
+        key = caller(self.keys, call)
+        parsed = openai_api.parse_embeddings(body)
+        yard = self.live.current
+        _check_scope(key, parsed.target)
+        embedder = yard.embedders.get(parsed.target)
+        if embedder is None:
+            raise openai_api.not_found(parsed.target, sorted(yard.embedders))
+        request = EmbeddingRequest(
+            inputs=parsed.inputs, dimensions=parsed.dimensions, key_id=key.id
+        )
+        try:
+            response = await embedder.embed(request)
+        except ModelError as exc:
+            raise from_model_error(exc) from None
+        body_out = openai_api.render_embeddings(response, parsed.target, packed=parsed.base64)
+        await call.respond(
+            200, body_out, [*JSON, (b"x-modelyard-cost", f"{response.cost:.8f}".encode())]
+        )
+
+    # --- the chat path ---------------------------------------------------------------------------
+
+    async def _serve(
+        self,
+        call: Call,
+        key: VirtualKey,
+        target: str,
+        request: ChatRequest,
+        stream: bool,
+        api: str,
+        renderer: Renderer,
+    ) -> None:
+        yard = self.live.current  # the whole request runs on the config it started with
+        model = _target(yard, target, key)
+        request = _prepare(call, request, key, yard)
+        if key.rpm is not None:
+            await self._check_rate(key)
+        concurrency = key.max_concurrency
+        if concurrency is not None:
+            if self._per_key.get(key.id, 0) >= concurrency:
+                raise ApiError(
+                    429,
+                    f"more than {concurrency} concurrent requests for this key",
+                    "rate_limit_error",
+                    "concurrency_limit",
+                )
+            self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
+        outcome = _Outcome(self, call, target, api, stream, yard.version)
+        if key.budget is not None:
+            outcome.holds = await self._reserve(key, model, request, target)
+        try:
+            if stream:
+                await self._stream(call, model, request, renderer, outcome)
+            else:
+                await self._complete(call, model, request, renderer, outcome)
+        finally:
+            if concurrency is not None:
+                self._per_key[key.id] -= 1
+            if outcome.holds:
+                await self.book.settle(outcome.holds, outcome.spent)
+
+    @property
+    def book(self) -> BudgetBook:
+        """The ledger of each key's own monthly budget, on the shared state store."""
+        if self._book is None or self._book.store is not self.limits:
+            self._book = BudgetBook(self.limits)
+        return self._book
+
+    async def _reserve(
+        self, key: VirtualKey, model: Model, request: ChatRequest, target: str
+    ) -> list[Hold]:
+        """Reserve the request's worst case against the key's own budget (`keys create
+        --budget`), like any configured budget: refused only if it could really pass it."""
+        assert key.budget is not None
+        budget = Budget(
+            name="virtual-key", scope="key", selector=key.id, window="month", limit=key.budget
+        )
+        holds = self.book.holds([budget], request, target, cost_bound(model, request))
+        refusal = await self.book.reserve(holds)
+        if refusal is not None:
+            raise from_model_error(refusal.error(target))
+        return holds
+
+    async def _check_rate(self, key: VirtualKey) -> None:
+        assert key.rpm is not None
+        wait = await self.limits.window_acquire(f"key-rpm:{key.id}", 1, limit=key.rpm, window=60)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"this key's limit of {key.rpm} requests per minute is reached",
+                "rate_limit_error",
+                "key_rate_limited",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+
+    async def _complete(
+        self, call: Call, model: Model, request: ChatRequest, renderer: Renderer, outcome: _Outcome
+    ) -> None:
+        try:
+            response = await model.complete(request)
+        except ModelError as exc:
+            raise outcome.failed(exc) from None
+        headers = [*JSON, *_answer_headers(response, outcome.version)]
+        await call.respond(200, renderer.response(response), headers)
+        outcome.answered(response)
+
+    async def _stream(
+        self, call: Call, model: Model, request: ChatRequest, renderer: Renderer, outcome: _Outcome
+    ) -> None:
+        chunks = model.stream(request)
+        try:
+            # Headers wait for the first chunk: until then a failure is a plain HTTP error
+            # (and the fallbacks below may still have failed over without the caller noticing).
+            try:
+                first = await anext(chunks)
+            except ModelError as exc:
+                raise outcome.failed(exc) from None
+            except StopAsyncIteration:
+                raise ApiError(
+                    502,
+                    "the model's stream ended before it began",
+                    "upstream_error",
+                    "empty_stream",
+                ) from None
+            head = [
+                *SSE,
+                (b"x-request-id", call.id.encode()),
+                (b"x-modelyard-config-version", outcome.version.encode()),
+            ]
+            await call.send({"type": "http.response.start", "status": 200, "headers": head})
+            disconnected = asyncio.ensure_future(call.receive())
+            try:
+                await _relay(call, first, chunks, renderer, disconnected, outcome)
+            finally:
+                disconnected.cancel()
+        finally:
+            close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
+            if close is not None:
+                await close()
+
+
+async def _relay(
+    call: Call,
+    first: Chunk,
+    chunks: AsyncIterator[Chunk],
+    renderer: Renderer,
+    disconnected: asyncio.Future[Any],
+    outcome: _Outcome,
+) -> None:
+    """Send chunks as they come; a broken stream ends with an error event, never a normal end."""
+    send = call.send
+    chunk: Chunk | None = first
+    try:
+        while chunk is not None:
+            frame = renderer.chunk(chunk)
+            if frame:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if chunk.response is not None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                outcome.answered(chunk.response)
+                return
+            if disconnected.done():
+                log.info("client left request %s mid-stream; stopping the model", call.id)
+                return
+            chunk = await anext(chunks, None)
+        raise BadResponseError("the model's stream ended without its final response")
+    except ModelError as exc:
+        error = outcome.failed(exc)
+        await send(
+            {"type": "http.response.body", "body": renderer.error(error), "more_body": False}
+        )
+
+
+class _Outcome:
+    """Records how one chat request ended: the request log, the metrics, what it spent."""
+
+    __slots__ = ("api", "call", "endpoints", "holds", "spent", "stream", "target", "version")
+
+    def __init__(
+        self,
+        endpoints: ChatEndpoints,
+        call: Call,
+        target: str,
+        api: str,
+        stream: bool,
+        version: str,
+    ) -> None:
+        self.endpoints = endpoints
+        self.call = call
+        self.target = target
+        self.api = api
+        self.stream = stream
+        self.version = version
+        self.holds: list[Hold] = []
+        self.spent = 0.0
+
+    def answered(self, response: ChatResponse) -> None:
+        self.spent = response.cost
+        latency = self._record(200, response, None)
+        self.endpoints.metrics.answered(self.target, response, _provider_of(response), latency)
+
+    def failed(self, exc: ModelError) -> ApiError:
+        self.spent = exc.cost
+        error = from_model_error(exc)
+        latency = self._record(error.status, None, exc)
+        self.endpoints.metrics.failed(self.target, exc.kind, error.status, latency)
+        return error
+
+    def _record(
+        self, status: int, response: ChatResponse | None, error: ModelError | None
+    ) -> float:
+        call = self.call
+        seconds = time.perf_counter() - call.started
+        usage = response.usage if response is not None else None
+        self.endpoints.decisions.record(
+            RequestRecord(
+                id=call.id,
+                at=time.time(),
+                key_id=call.key.id if call.key else None,
+                target=self.target,
+                api=self.api,
+                stream=self.stream,
+                config_version=self.version,
+                status=status,
+                model=response.model if response else (error.model if error else None),
+                provider_model=response.provider_model if response else None,
+                latency_ms=seconds * 1000,
+                cost=response.cost if response else (error.cost if error else 0.0),
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+                error=f"{error.kind}: {error}" if error else None,
+                decision=response.decision if response else (error.decision if error else None),
+            )
+        )
+        return seconds
+
+
+def _check_scope(key: VirtualKey, name: str) -> None:
+    if not key.allows(name):
+        raise ApiError(
+            403, f"this key may not use {name!r}", "permission_error", "model_not_allowed", "model"
+        )
+
+
+def _target(yard: Yard, name: str, key: VirtualKey) -> Model:
+    _check_scope(key, name)
+    try:
+        return yard.get(name)
+    except NotFoundError:
+        available = [n for n in yard.names() if key.allows(n)]
+        raise openai_api.not_found(name, available) from None
+
+
+def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
+    """The request with the caller's key, tags and deadline (header, else config default)."""
+    deadline = None
+    timeout = call.header(b"x-modelyard-timeout")
+    if timeout is not None:
+        try:
+            deadline = time.monotonic() + float(timeout)
+        except ValueError:
+            raise bad_request("x-modelyard-timeout: expected seconds as a number") from None
+    tags = call.header(b"x-modelyard-tags")
+    request = replace(
+        request,
+        key_id=key.id,
+        deadline=deadline,
+        tags=tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else (),
+    )
+    return request.with_budget(yard.loaded.config.default_deadline)
+
+
+def _answer_headers(response: ChatResponse, version: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-modelyard-model", response.model.encode()),
+        (b"x-modelyard-provider-model", response.provider_model.encode("latin-1", "replace")),
+        (b"x-modelyard-cost", f"{response.cost:.8f}".encode()),
+        (b"x-modelyard-config-version", version.encode()),
+    ]
+
+
+def _provider_of(response: ChatResponse) -> str:
+    decision = response.decision
+    while decision is not None:
+        provider = decision.details.get("provider") if decision.details else None
+        if provider:
+            return str(provider)
+        decision = decision.children[-1] if decision.children else None
+    return "local"

@@ -1,0 +1,66 @@
+"""How each API writes a finished answer, a stream chunk and an in-stream error."""
+
+from __future__ import annotations
+
+import time
+
+from modelyard.gateway import anthropic_api, openai_api
+from modelyard.gateway.errors import ApiError
+from modelyard.types import ChatResponse, Chunk
+
+
+class Renderer:
+    """One API's output for one request."""
+
+    def response(self, response: ChatResponse) -> bytes:
+        """The whole answer's body."""
+        raise NotImplementedError
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        """The SSE frames for one chunk (the closing frames for the final one)."""
+        raise NotImplementedError
+
+    def error(self, error: ApiError) -> bytes:
+        """The in-band error event that ends a broken stream."""
+        raise NotImplementedError
+
+
+class OpenAIRenderer(Renderer):
+    """Chat Completions objects and `chat.completion.chunk` frames."""
+
+    def __init__(self, request_id: str, target: str, include_usage: bool) -> None:
+        self._id = request_id
+        self._target = target
+        self._chunks = openai_api.ChunkRenderer(
+            request_id=request_id,
+            target=target,
+            created=int(time.time()),
+            include_usage=include_usage,
+        )
+
+    def response(self, response: ChatResponse) -> bytes:
+        return openai_api.render_response(response, request_id=self._id, target=self._target)
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        return self._chunks.chunk(chunk)
+
+    def error(self, error: ApiError) -> bytes:
+        return self._chunks.error(error)
+
+
+class AnthropicRenderer(Renderer):
+    """Messages objects and the Messages streaming events."""
+
+    def __init__(self, request_id: str, target: str) -> None:
+        self._id = request_id
+        self._target = target
+        self._stream = anthropic_api.EventRenderer(request_id=request_id, target=target)
+
+    def response(self, response: ChatResponse) -> bytes:
+        return anthropic_api.render_message(response, request_id=self._id, target=self._target)
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        return self._stream.chunk(chunk)
+
+    def error(self, error: ApiError) -> bytes:
+        return self._stream.error(error)

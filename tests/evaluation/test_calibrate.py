@@ -1,0 +1,126 @@
+"""Calibration: the choice per target, train/test separation, and never reading test labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelyard.evaluation.calibrate import Calibrator, Target, Trial, choose, pareto
+from modelyard.evaluation.dataset import Item, items_from_recordings
+from modelyard.evaluation.formats import load_recordings
+from modelyard.evaluation.knobs import parse_knob
+from modelyard.evaluation.report import EvalReport, summarize
+from modelyard.evaluation.scorers import make_scorer
+
+FAKE = """
+models:
+  answer:
+    local: {type: fake, default: "B"}   # tuned below
+    price: {input: 1, output: 1}
+  other:
+    local: {type: fake, default: "B"}
+    price: {input: 2, output: 2}
+systems:
+  main: {type: fallback, chain: [answer, other]}
+"""
+KNOB = parse_knob("models.answer.local.default=B,C")
+
+
+def _report(cost: float, accuracy: float) -> EvalReport:
+    report = summarize("s", [])
+    from dataclasses import replace
+
+    return replace(report, cost_per_item=cost, accuracy=accuracy, n=10)
+
+
+def _trial(cost: float, accuracy: float) -> Trial:
+    return Trial(values={"c": cost}, text="", train=_report(cost, accuracy))
+
+
+def test_quality_target_takes_the_cheapest_setting_that_reaches_it() -> None:
+    trials = [_trial(1.0, 0.70), _trial(2.0, 0.86), _trial(3.0, 0.90), _trial(4.0, 0.91)]
+    chosen, met, required = choose(trials, Target.parse("quality:0.95"), best_single=0.9)
+    assert met and required == pytest.approx(0.855) and chosen.train.cost_per_item == 2.0
+
+
+def test_budget_target_takes_the_best_accuracy_within_the_budget() -> None:
+    trials = [_trial(1.0, 0.70), _trial(2.0, 0.86), _trial(3.0, 0.90)]
+    chosen, met, _ = choose(trials, Target.parse("budget:2.5"), best_single=0.9)
+    assert met and chosen.train.accuracy == 0.86
+
+
+def test_an_unreachable_target_is_reported_not_met() -> None:
+    chosen, met, _ = choose([_trial(1.0, 0.5)], Target.parse("quality:1.0"), best_single=0.9)
+    assert not met and chosen.train.accuracy == 0.5
+
+
+def test_pareto_keeps_only_undominated_settings() -> None:
+    trials = [_trial(1.0, 0.7), _trial(2.0, 0.6), _trial(3.0, 0.9)]
+    assert [t.train.cost_per_item for t in pareto(trials)] == [1.0, 3.0]
+
+
+def test_invalid_target_is_explained() -> None:
+    with pytest.raises(Exception) as caught:
+        Target.parse("accuracy:0.9")
+    assert "quality:F" in str(caught.value)
+
+
+def _items(labels: str, split: str) -> list[Item]:
+    return [Item(id=f"{split}{i}", prompt=f"{split} q{i}", label=x) for i, x in enumerate(labels)]
+
+
+async def _calibrate(config: Path, train_labels: str, test_labels: str) -> tuple[dict, float]:
+    calibrator = Calibrator(config, "main", make_scorer("exact"))
+    result = await calibrator.calibrate(
+        [KNOB], Target.parse("quality:1.0"), _items(train_labels, "tr"), _items(test_labels, "te")
+    )
+    assert result.chosen.test is not None
+    return result.chosen.values, result.chosen.test.accuracy or 0.0
+
+
+async def test_the_choice_depends_on_training_labels_only(
+    write_config: Callable[[str], Path],
+) -> None:
+    config = write_config(FAKE)
+    chosen, test_accuracy = await _calibrate(config, "BBBB", "CCCC")
+    assert chosen == {"models.answer.local.default": "B"} and test_accuracy == 0.0
+    same, _ = await _calibrate(config, "BBBB", "BBBB")
+    assert same == chosen
+    flipped, _ = await _calibrate(config, "CCCC", "BBBB")
+    assert flipped == {"models.answer.local.default": "C"}
+
+
+async def test_calibrating_a_replayed_choice_of_model_on_routerbench(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    path = sliced("routerbench-train/arc_challenge_train.csv", 40)
+    config = write_config(f"""
+models:
+  picked:
+    local: {{type: replay, data: "{path}", format: routerbench, model: gpt-4-1106-preview}}
+  backup:
+    local: {{type: replay, data: "{path}", format: routerbench, model: claude-v2}}
+systems:
+  main: {{type: fallback, chain: [picked, backup]}}
+""")
+    items = items_from_recordings(load_recordings("routerbench", [path]))
+    knob = parse_knob(
+        "models.picked.local.model=gpt-4-1106-preview,zero-one-ai/Yi-34B-Chat,mistralai/mistral-7b-chat"
+    )
+    result = await Calibrator(config, "main", make_scorer("recorded")).calibrate(
+        [knob], Target.parse("quality:0.9"), items[:20], items[20:]
+    )
+    assert result.met and result.chosen.train.accuracy is not None
+    assert result.chosen.train.accuracy >= result.required
+    cheaper = [
+        t for t in result.trials if t.train.cost_per_item < result.chosen.train.cost_per_item
+    ]
+    assert all((t.train.accuracy or 0) < result.required for t in cheaper)
+    assert result.chosen.text.replace(result.chosen.values[knob.name], "gpt-4-1106-preview", 1) == (
+        config.read_text()
+    )
+    assert set(result.frontier.curves) == {"system", "calibrated", "random", "oracle"}
+    oracle = result.frontier.curves["oracle"].points[-1][1]
+    assert oracle >= max(p[1] for p in result.frontier.singles.values())

@@ -1,0 +1,135 @@
+"""The eval and compare commands end to end on replayed recordings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+
+runner = CliRunner()
+ARC = "routerbench-train/arc_challenge_train.csv"
+
+
+def _config(path: Path) -> str:
+    return f"""
+models:
+  cheap:
+    local: {{type: replay, data: "{path}", format: routerbench, model: mistralai/mistral-7b-chat}}
+  strong:
+    local: {{type: replay, data: "{path}", format: routerbench, model: gpt-4-1106-preview}}
+systems:
+  main: {{type: fallback, chain: [cheap, strong]}}
+"""
+
+
+def test_eval_json_reports_accuracy_and_each_item(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    path = sliced(ARC, 12)
+    config = write_config(_config(path))
+    result = runner.invoke(
+        app, ["eval", str(config), "main", "--data", str(path), "--format", "routerbench", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["report"]["n"] == 12 and len(out["items"]) == 12
+    assert out["report"]["nodes"]["main"]["chosen"] == {"cheap": 12}
+    assert out["items"][0]["route"] == "main->cheap"
+
+
+def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = sliced(ARC, 5)
+    config = write_config(_config(path))
+    html = tmp_path / "report.html"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(config),
+            "strong",
+            "--data",
+            str(path),
+            "--format",
+            "routerbench",
+            "--scorer",
+            "number",
+            "--json",
+            "--html",
+            str(html),
+        ],
+    )
+    out = json.loads(result.stdout)
+    assert out["report"]["unparsed"] == 5 and out["report"]["accuracy"] == 0.0
+    assert html.read_text().count("<div") > 3
+
+
+def test_eval_on_an_empty_split_fails_clearly(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    path = sliced(ARC, 5)
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(write_config(_config(path))),
+            "main",
+            "--data",
+            str(path),
+            "--format",
+            "routerbench",
+            "--split",
+            "test",
+        ],
+    )
+    assert result.exit_code == 2 and "split 'test' is empty" in result.output
+
+
+def test_compare_lists_the_system_and_each_model(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = sliced(ARC, 10)
+    html = tmp_path / "compare.html"
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            str(write_config(_config(path))),
+            "main",
+            "--data",
+            str(path),
+            "--format",
+            "routerbench",
+            "--json",
+            "--html",
+            str(html),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["name"], r["kind"]) for r in rows] == [
+        ("main", "system"),
+        ("cheap", "model"),
+        ("strong", "model"),
+    ]
+    assert rows[2]["cost_per_item"] > rows[1]["cost_per_item"]
+    assert "plotly" in html.read_text()
+
+
+def test_split_writes_disjoint_train_and_test_recordings(
+    sliced: Callable[[str, int], Path], tmp_path: Path
+) -> None:
+    path = sliced(ARC, 10)
+    out = tmp_path / "split"
+    result = runner.invoke(app, ["split", "routerbench", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
+    assert {r["prompt"] for r in train}.isdisjoint({r["prompt"] for r in test})
+    assert len({r["prompt"] for r in test}) == 5 and len({r["model"] for r in train}) == 11
+    assert all("cost" in r and "score" in r for r in train)

@@ -1,0 +1,63 @@
+"""AIQ, APGR, CPT and the oracle on small frontiers computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelyard.evaluation.frontier import (
+    aiq,
+    apgr,
+    cost_at_quality,
+    cpt,
+    oracle_curve,
+    strong_share_curve,
+    upper_hull,
+)
+
+
+def test_upper_hull_drops_points_under_the_hull_and_after_the_peak() -> None:
+    points = [(0.0, 0.5), (1.0, 0.6), (1.5, 0.6), (2.0, 0.9), (3.0, 0.8)]
+    assert upper_hull(points) == [(0.0, 0.5), (2.0, 0.9)]
+
+
+def test_aiq_is_the_area_under_the_hull_carried_flat_to_the_max_cost() -> None:
+    # hull (1, .5) -> (2, .9) -> flat to 4: 0.7 + 1.8 = 2.5; / 4
+    assert aiq([(1.0, 0.5), (2.0, 0.9)], max_cost=4.0) == pytest.approx(0.625)
+
+
+def test_aiq_of_one_point_counts_from_its_own_cost() -> None:
+    assert aiq([(2.0, 0.8)], max_cost=4.0) == pytest.approx(0.4)
+
+
+def test_random_mixing_of_weak_and_strong_has_apgr_one_half() -> None:
+    assert apgr([], weak=0.6, strong=0.8) == pytest.approx(0.5)
+
+
+def test_apgr_of_a_router_reaching_the_strong_quality_at_half_cost() -> None:
+    # PGR hull: (0, 0) -> (0.5, 1) -> (1, 1): area 0.25 + 0.5
+    assert apgr([(0.5, 0.8)], weak=0.6, strong=0.8) == pytest.approx(0.75)
+
+
+def test_cpt_interpolates_on_the_hull() -> None:
+    curve = [(0.5, 0.8)]
+    assert cpt(curve, 0.6, 0.8, 0.5) == pytest.approx(0.25)
+    assert cpt(curve, 0.6, 0.8, 0.8) == pytest.approx(0.4)
+
+
+def test_cost_at_quality_and_unreachable_quality() -> None:
+    points = [(1.0, 0.5), (3.0, 0.9)]
+    assert cost_at_quality(points, 0.7) == pytest.approx(2.0)
+    assert cost_at_quality(points, 0.95) is None
+
+
+def test_strong_share_rescales_costs_between_weak_and_strong() -> None:
+    assert strong_share_curve([(1.0, 0.5), (6.0, 0.7)], 1.0, 11.0) == [(0.0, 0.5), (0.5, 0.7)]
+
+
+def test_oracle_ranges_from_all_cheap_to_cheapest_correct() -> None:
+    scores = np.array([[1, 0, 1, 0], [1, 1, 0, 0]], dtype=float)
+    costs = np.array([[1, 1, 1, 1], [10, 10, 10, 10]], dtype=float)
+    curve = oracle_curve(scores, costs)
+    assert curve[0] == (1.0, 0.5)
+    assert curve[-1] == (3.25, 0.75)

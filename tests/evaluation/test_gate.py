@@ -1,0 +1,118 @@
+"""The gate fails a candidate worse by construction; history keeps versions; rollback restores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+from modelyard.errors import ConfigError
+from modelyard.evaluation.history import ConfigHistory
+
+ARC = "routerbench-train/arc_challenge_train.csv"
+CONFIG = """
+models:
+  answer:
+    local: {{type: replay, data: "{path}", format: routerbench, model: {model}}}
+systems:
+  main: {{type: fallback, chain: [answer]}}
+"""
+runner = CliRunner()
+
+
+@pytest.fixture
+def arc(sliced: Callable[[str, int], Path]) -> Path:
+    return sliced(ARC, 30)
+
+
+def _gate(baseline: Path, candidate: Path, data: Path, *extra: str) -> tuple[int, dict]:
+    result = runner.invoke(
+        app,
+        [
+            "gate",
+            str(baseline),
+            str(candidate),
+            "--data",
+            str(data),
+            "--format",
+            "routerbench",
+            "--json",
+            *extra,
+        ],
+    )
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def test_gate_fails_a_weaker_model_with_a_clear_reason(
+    arc: Path, write_config: Callable[..., Path]
+) -> None:
+    base = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "base.yaml")
+    cand = write_config(CONFIG.format(path=arc, model="mistralai/mistral-7b-chat"), "cand.yaml")
+    code, report = _gate(base, cand, arc)
+    assert code == 1 and not report["passed"]
+    assert any(v.startswith("accuracy fell") for v in report["violations"])
+    assert report["broken"]
+
+
+def test_gate_fails_a_costlier_candidate(arc: Path, write_config: Callable[..., Path]) -> None:
+    base = write_config(CONFIG.format(path=arc, model="zero-one-ai/Yi-34B-Chat"), "base.yaml")
+    cand = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "cand.yaml")
+    code, report = _gate(base, cand, arc, "--max-accuracy-drop", "1")
+    assert code == 1 and any(v.startswith("cost per item rose") for v in report["violations"])
+
+
+def test_gate_passes_an_equal_candidate_and_applies_it(
+    arc: Path, write_config: Callable[..., Path]
+) -> None:
+    base = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "base.yaml")
+    cand = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview") + "# new\n", "c.yaml")
+    result = runner.invoke(
+        app,
+        ["gate", str(base), str(cand), "--data", str(arc), "--format", "routerbench", "--apply"],
+    )
+    assert result.exit_code == 0, result.output
+    assert base.read_text().endswith("# new\n")
+    assert len(ConfigHistory(base).entries()) == 2
+
+
+def test_rollback_restores_the_previous_applied_version(
+    write_config: Callable[..., Path],
+) -> None:
+    first = "models:\n  a:\n    local: {type: fake}\n"
+    path = write_config(first)
+    history = ConfigHistory(path)
+    history.apply(first.replace("fake}", "fake, default: two}"), "second")
+    history.apply(first.replace("fake}", "fake, default: three}"), "third")
+    result = runner.invoke(app, ["rollback", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "default: two" in path.read_text()
+    history.rollback(version=history.entries()[0].version)
+    assert path.read_text() == first
+
+
+def test_history_keeps_only_the_last_n(write_config: Callable[..., Path]) -> None:
+    path = write_config("models:\n  a:\n    local: {type: fake}\n")
+    history = ConfigHistory(path, keep=3)
+    for n in range(5):
+        history.apply(f"models:\n  a:\n    local: {{type: fake, default: v{n}}}\n", f"v{n}")
+    entries = history.entries()
+    assert len(entries) == 3 and entries[-1].note == "v4"
+    assert len(list(history.folder.glob("*.yaml"))) == 3
+
+
+def test_applying_an_invalid_config_changes_nothing(write_config: Callable[..., Path]) -> None:
+    text = "models:\n  a:\n    local: {type: fake}\n"
+    path = write_config(text)
+    with pytest.raises(ConfigError):
+        ConfigHistory(path).apply("models:\n  a:\n    local: {type: nope}\n", "bad")
+    assert path.read_text() == text
+
+
+def test_rolling_back_past_the_first_version_is_refused(write_config: Callable[..., Path]) -> None:
+    path = write_config("models:\n  a:\n    local: {type: fake}\n")
+    result = runner.invoke(app, ["rollback", str(path)])
+    assert result.exit_code == 2 and "cannot roll back" in result.output

@@ -1,0 +1,176 @@
+"""Loaders on small slices of the real recordings, and their errors on bad files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelyard.errors import ConfigError
+from modelyard.evaluation.formats import load_recordings
+from modelyard.evaluation.routellm import final_number
+from modelyard.evaluation.synthetic import pseudo_gold
+
+GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
+MMLU = "routellm/mmlu/responses/mmlu_anatomy.csv"
+ROUTERBENCH = "routerbench-train/arc_challenge_train.csv"
+MIXTRAL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+GPT4 = "gpt-4-1106-preview"
+
+
+def test_gsm8k_rows_carry_both_models_texts_and_correctness(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    recordings = load_recordings("routellm-gsm8k", [sliced(GSM8K, 12)])
+    assert len(recordings.items) == 12
+    assert set(recordings.models) == {MIXTRAL, GPT4}
+    first = recordings.items[0]
+    assert first.prompt.startswith("Janet’s ducks lay 16 eggs")
+    assert first.outcomes[MIXTRAL].text.endswith("#### 18")
+    assert {o.score for i in recordings.items for o in i.outcomes.values()} <= {0.0, 1.0}
+
+
+def test_gsm8k_label_is_the_final_number_of_a_correct_answer(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    recordings = load_recordings("routellm-gsm8k", [sliced(GSM8K, 12)])
+    assert recordings.items[0].label == "18"
+    for item in recordings.items:
+        right = [o for o in item.outcomes.values() if o.score == 1.0]
+        assert (item.label is None) == (not right)
+
+
+def test_final_number_prefers_the_marked_answer() -> None:
+    assert final_number("so 3 + 4 = 7\n#### 1,200") == "1200"
+    assert final_number("She makes $18.00 every day.") == "18"
+    assert final_number("no digits") is None
+
+
+def test_mmlu_synthesised_answers_are_right_exactly_when_recorded_right(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    recordings = load_recordings("routellm-mmlu", [sliced(MMLU, 30)])
+    assert len(recordings.items) == 30
+    for item in recordings.items:
+        assert item.label == pseudo_gold(item.prompt)
+        for outcome in item.outcomes.values():
+            assert outcome.synthetic
+            assert (outcome.text == item.label) == (outcome.score == 1.0)
+    assert recordings.items[0].meta["subject"] == "anatomy"
+
+
+def test_routerbench_prompt_and_responses_are_parsed_from_list_literals(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    recordings = load_recordings("routerbench", [sliced(ROUTERBENCH, 8)])
+    assert len(recordings.models) == 11
+    item = recordings.items[0]
+    assert not item.prompt.startswith("[")
+    assert "Which skin surface will produce the most heat?" in item.prompt
+    assert item.outcomes["claude-v1"].text == "D"
+    assert item.outcomes[GPT4].cost == pytest.approx(0.00533)
+    assert item.label == "D"
+    assert item.meta["task"] == "arc-challenge"
+
+
+def test_routerdc_multiple_choice_scores_become_correctness_without_confidence(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    recordings = load_recordings("routerdc", [sliced("routerdc-7llm/mmlu_test.json", 10)])
+    assert len(recordings.models) == 7
+    item = recordings.items[0]
+    assert item.split == "test"
+    for outcome in item.outcomes.values():
+        assert outcome.score in (0.0, 1.0)
+        assert outcome.confidence is None
+
+
+def test_routerdc_generation_scores_keep_their_fraction(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    recordings = load_recordings("routerdc", [sliced("routerdc-7llm/gsm8k-train.json", 5)])
+    item = recordings.items[0]
+    assert item.split == "train"
+    assert item.outcomes["HuggingFaceH4/zephyr-7b-beta"].score == pytest.approx(0.9)
+    assert item.label is None
+
+
+def test_mtbench_scores_are_judge_scores_over_ten(data: Path) -> None:
+    recordings = load_recordings("routellm-mtbench", [data / "routellm/mt_bench"])
+    assert len(recordings.items) == 160
+    scores = [o.score for i in recordings.items for o in i.outcomes.values()]
+    assert all(s is not None and 0.1 <= s <= 1.0 for s in scores)
+    first = recordings.items[0]
+    assert "Assistant" not in first.outcomes[GPT4].text[:30]
+
+
+def test_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("question,gpt-4\nhi,True\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_recordings("routellm-mmlu", [path])
+    assert "'prompt'" in str(caught.value) and "bad.csv" in str(caught.value)
+
+
+def test_routerbench_without_cost_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rb.csv"
+    path.write_text("sample_id,prompt,m,m|model_response\n1,\"['q']\",1.0,\"['A']\"\n")
+    with pytest.raises(ConfigError) as caught:
+        load_recordings("routerbench", [path])
+    assert "'m|total_cost'" in str(caught.value)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_jsonl_groups_rows_by_prompt_with_their_tokens_and_costs(tmp_path: Path) -> None:
+    path = _write_jsonl(
+        tmp_path / "mine.jsonl",
+        [
+            {"prompt": "2+2?", "model": "small", "response": "5", "correct": False, "cost": 0.1},
+            {
+                "prompt": "2+2?",
+                "model": "big",
+                "response": "4",
+                "score": 1.0,
+                "input_tokens": 3,
+                "output_tokens": 1,
+                "label": "4",
+                "confidence": 0.9,
+            },
+        ],
+    )
+    recordings = load_recordings("jsonl", [path])
+    assert recordings.models == ("small", "big")
+    (item,) = recordings.items
+    assert item.label == "4"
+    assert item.outcomes["small"].score == 0.0 and item.outcomes["small"].cost == 0.1
+    assert item.outcomes["big"].input_tokens == 3 and item.outcomes["big"].confidence == 0.9
+
+
+def test_jsonl_missing_field_names_the_line(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "x", "model": "m"}])
+    with pytest.raises(ConfigError) as caught:
+        load_recordings("jsonl", [path])
+    assert caught.value.line == 1 and "'response'" in str(caught.value)
+
+
+def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> None:
+    path = _write_jsonl(
+        tmp_path / "dup.jsonl",
+        [
+            {"prompt": "same  prompt", "model": "m", "response": "first"},
+            {"prompt": "other", "model": "m", "response": "x"},
+        ],
+    )
+    second = _write_jsonl(
+        tmp_path / "dup2.jsonl", [{"prompt": "same prompt", "model": "m", "response": "second"}]
+    )
+    recordings = load_recordings("jsonl", [path, second])
+    assert recordings.duplicates == 1
+    assert recordings.lookup("same prompt") is not None
+    assert recordings.lookup("same prompt").outcomes["m"].text == "first"  # type: ignore[union-attr]

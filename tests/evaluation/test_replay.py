@@ -1,0 +1,140 @@
+"""The replay model: recorded answers, usage and cost; clear errors for what is not recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.errors import ConfigError, NotFoundError
+from modelyard.evaluation.formats import load_recordings
+from modelyard.evaluation.replay import RECORDED_SCORE
+from modelyard.types import ChatRequest, Message
+
+ARC = "routerbench-train/arc_challenge_train.csv"
+GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
+ARC_PROMPT_START = "George wants to warm his hands quickly by rubbing them."
+
+
+def _prompt(path: Path, fmt: str) -> str:
+    return load_recordings(fmt, [path]).items[0].prompt
+
+
+def _config(path: Path, fmt: str, model: str, extra: str = "") -> str:
+    return f"""
+models:
+  replayed:
+    local: {{type: replay, data: "{path}", format: {fmt}, model: "{model}"}}
+{extra}"""
+
+
+@pytest.fixture
+def arc(sliced: Callable[[str, int], Path]) -> Path:
+    return sliced(ARC, 5)
+
+
+async def test_replay_answers_with_the_recorded_text_cost_and_score(
+    arc: Path, write_config: Callable[[str], Path]
+) -> None:
+    config = write_config(_config(arc, "routerbench", "claude-instant-v1"))
+    async with modelyard.load(config) as yard:
+        response = await yard.complete("replayed", _prompt(arc, "routerbench"))
+    assert response.text == "A"
+    assert response.cost == pytest.approx(0.0004264)
+    assert response.provider_model == "claude-instant-v1"
+    assert response.decision is not None
+    assert response.decision.details[RECORDED_SCORE] == 0.0
+
+
+async def test_replay_matches_after_whitespace_normalisation(
+    arc: Path, write_config: Callable[[str], Path]
+) -> None:
+    async with modelyard.load(write_config(_config(arc, "routerbench", "claude-v1"))) as yard:
+        messy = "  " + _prompt(arc, "routerbench").replace("\n", " \n\n  ") + "\n"
+        response = await yard.complete("replayed", messy)
+    assert response.text == "D"
+
+
+async def test_replay_looks_at_the_last_user_message(
+    arc: Path, write_config: Callable[[str], Path]
+) -> None:
+    async with modelyard.load(write_config(_config(arc, "routerbench", "claude-v1"))) as yard:
+        prompt = _prompt(arc, "routerbench")
+        request = ChatRequest(
+            messages=(
+                Message(role="user", content="earlier turn"),
+                Message(role="assistant", content="ok"),
+                Message(role="user", content=prompt),
+            )
+        )
+        response = await yard.get("replayed").complete(request)
+    assert response.text == "D"
+
+
+async def test_cost_without_recorded_cost_comes_from_list_prices_and_estimated_tokens(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    path = sliced(GSM8K, 3)
+    config = write_config(_config(path, "routellm-gsm8k", "gpt-4-1106-preview"))
+    async with modelyard.load(config) as yard:
+        response = await yard.complete("replayed", _prompt(path, "routellm-gsm8k"))
+    usage = response.usage
+    assert usage.estimated and usage.input_tokens > 0 and usage.output_tokens > 0
+    expected = (usage.input_tokens * 10.0 + usage.output_tokens * 30.0) / 1e6
+    assert response.cost == pytest.approx(expected)
+
+
+async def test_a_configured_price_overrides_the_list_price(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    path = sliced(GSM8K, 3)
+    text = (
+        _config(path, "routellm-gsm8k", "gpt-4-1106-preview")
+        + "    price: {input: 0, output: 1000000}\n"
+    )
+    async with modelyard.load(write_config(text)) as yard:
+        response = await yard.complete("replayed", _prompt(path, "routellm-gsm8k"))
+    assert response.cost == pytest.approx(response.usage.output_tokens)
+
+
+async def test_unknown_prompt_names_the_model_and_the_prompt(
+    arc: Path, write_config: Callable[[str], Path]
+) -> None:
+    async with modelyard.load(write_config(_config(arc, "routerbench", "claude-v1"))) as yard:
+        with pytest.raises(NotFoundError) as caught:
+            await yard.complete("replayed", "What is the capital of Atlantis?")
+    assert caught.value.model == "replayed"
+    assert "What is the capital of Atlantis?" in str(caught.value)
+
+
+def test_a_model_absent_from_the_recordings_lists_those_present(
+    arc: Path, write_config: Callable[[str], Path]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(_config(arc, "routerbench", "gpt-5")))
+    message = str(caught.value)
+    assert (
+        "'gpt-5'" in message and "claude-v2" in message and "models.replayed.local.model" in message
+    )
+
+
+def test_missing_recordings_file_is_a_config_error_with_its_line(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(_config(tmp_path / "none.csv", "routerbench", "m")))
+    assert caught.value.line == 4 and "not found" in str(caught.value)
+
+
+def test_shared_data_reference_resolves_under_the_data_root(
+    data: Path, tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    text = (
+        _config(Path("x"), "routellm-mtbench", "gpt-4-1106-preview")
+        .replace('"x"', '"shared:routellm/mt_bench"')
+        .replace("model:", f'data_root: "{data}", model:')
+    )
+    yard = modelyard.load(write_config(text))
+    assert "replayed" in yard.models

@@ -1,0 +1,114 @@
+"""Running a system over items: what reaches the system, counting outcomes, node statistics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.errors import ConfigError
+from modelyard.evaluation.dataset import Item, holdout, load_labelled, select_split
+from modelyard.evaluation.evaluate import evaluate, leaf_models
+from modelyard.evaluation.scorers import make_scorer
+from tests.evaluation import spy
+
+CONFIG = """
+models:
+  spy:
+    local: {type: callable, function: "tests.evaluation.spy:echo_length"}
+  broken:
+    local: {type: fake, default: {error: unavailable}}
+  steady:
+    local: {type: fake, default: "B"}
+    price: {input: 1000000, output: 0}
+systems:
+  main: {type: fallback, chain: [broken, steady]}
+"""
+
+
+def _items(n: int, label: str = "B") -> list[Item]:
+    return [Item(id=str(i), prompt=f"question {i}" + "?" * i, label=label) for i in range(n)]
+
+
+async def test_the_system_never_receives_the_label(write_config: Callable[[str], Path]) -> None:
+    spy.SEEN.clear()
+    items = [Item(id=str(i), prompt=f"q{i}", label=f"SECRET-{i}") for i in range(5)]
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        await evaluate(yard, "spy", items, make_scorer("exact"))
+    assert len(spy.SEEN) == 5
+    assert not any("SECRET" in repr(request) for request in spy.SEEN)
+
+
+async def test_report_counts_accuracy_cost_and_the_fallbacks_choices(
+    write_config: Callable[[str], Path],
+) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        evaluation = await evaluate(yard, "main", _items(4), make_scorer("choice"))
+    report = evaluation.report
+    assert report.accuracy == 1.0 and report.scored == 4
+    assert report.answered_by == {"steady": 4}
+    assert report.nodes["main"].chosen == {"steady": 4}
+    assert report.total_cost > 0 and report.cost_per_item == pytest.approx(report.total_cost / 4)
+
+
+async def test_unparsed_answers_are_counted_and_count_as_wrong(
+    write_config: Callable[[str], Path],
+) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        evaluation = await evaluate(yard, "spy", _items(4), make_scorer("choice"))
+    report = evaluation.report
+    assert report.unparsed == 4 and report.scored == 0
+    assert report.accuracy == 0.0 and report.accuracy_scored is None
+
+
+async def test_failed_calls_are_counted_apart(write_config: Callable[[str], Path]) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        evaluation = await evaluate(yard, "broken", _items(3), make_scorer("exact"))
+    assert evaluation.report.failed == 3 and evaluation.report.accuracy == 0.0
+    assert evaluation.results[0].error is not None and "unavailable" in evaluation.results[0].error
+
+
+def test_leaf_models_of_a_system(write_config: Callable[[str], Path]) -> None:
+    yard = modelyard.load(write_config(CONFIG))
+    assert leaf_models(yard, "main") == ["broken", "steady"]
+
+
+def test_empty_split_is_an_error_naming_the_splits_present() -> None:
+    items = [Item(id="1", prompt="a", split="train")]
+    with pytest.raises(ConfigError) as caught:
+        select_split(items, "test")
+    assert "'test' is empty" in str(caught.value) and "train" in str(caught.value)
+
+
+def test_holdout_is_seeded_and_disjoint() -> None:
+    items = _items(10)
+    train, test = holdout(items, 0.3, seed=1)
+    again, _ = holdout(items, 0.3, seed=1)
+    assert len(test) == 3 and [i.id for i in train] == [i.id for i in again]
+    assert not {i.id for i in train} & {i.id for i in test}
+
+
+def test_labelled_jsonl_reads_answer_as_label_and_keeps_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    rows = [{"prompt": "2+2", "answer": 4, "split": "test", "topic": "math"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    (item,) = load_labelled(path)
+    assert item.label == "4" and item.split == "test" and item.meta == {"topic": "math"}
+
+
+def test_labelled_csv_without_prompt_names_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "set.csv"
+    path.write_text("question,label\nhi,x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_labelled(path)
+    assert "'prompt'" in str(caught.value) and "set.csv" in str(caught.value)
+
+
+def test_repeated_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text('{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_labelled(path)

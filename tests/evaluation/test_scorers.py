@@ -1,0 +1,118 @@
+"""Scorers, including answers they cannot read (counted as unparsed, never guessed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.errors import ConfigError
+from modelyard.evaluation.dataset import Item
+from modelyard.evaluation.replay import RECORDED_SCORE
+from modelyard.evaluation.scorers import (
+    UNLABELLED,
+    UNPARSED,
+    CallableScorer,
+    JudgeScorer,
+    Score,
+    make_scorer,
+)
+from modelyard.model import ModelInfo
+from modelyard.providers.fake import Reply, ScriptedModel
+from modelyard.types import ChatResponse, Choice, Decision, Message
+
+
+def _response(text: str, decision: Decision | None = None, model: str = "m") -> ChatResponse:
+    return ChatResponse(
+        id="r",
+        model=model,
+        provider_model=model,
+        choices=(Choice(message=Message(role="assistant", content=text)),),
+        decision=decision,
+    )
+
+
+async def _score(spec: str, answer: str, label: str | None) -> Score:
+    return await make_scorer(spec).score(Item(id="1", prompt="q", label=label), _response(answer))
+
+
+async def test_exact_ignores_case_and_spacing() -> None:
+    assert (await _score("exact", "  Paris \n", "paris")).value == 1.0
+    assert (await _score("exact", "Lyon", "paris")).value == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer", ["B", "(B)", "B) because", "The answer is B.", "Answer: (b)", "I pick option B"]
+)
+async def test_choice_reads_the_letter_in_common_shapes(answer: str) -> None:
+    assert (await _score("choice", answer, "B")).value == 1.0
+
+
+async def test_choice_without_a_letter_is_unparsed() -> None:
+    score = await _score("choice", "I cannot decide between them", "B")
+    assert score.value is None and score.reason == UNPARSED
+
+
+async def test_number_takes_the_marked_or_last_number() -> None:
+    assert (await _score("number", "2 + 2 = 4\n#### 1,200", "1200")).value == 1.0
+    assert (await _score("number", "so she makes $18.00.", "18")).value == 1.0
+    assert (await _score("number", "it is 17", "18")).value == 0.0
+    assert (await _score("number", "no idea", "18")).reason == UNPARSED
+
+
+async def test_regex_compares_the_first_group() -> None:
+    assert (await _score(r"regex:Final: (\w+)", "Final: yes", "YES")).value == 1.0
+    assert (await _score(r"regex:Final: (\w+)", "nothing", "yes")).reason == UNPARSED
+
+
+async def test_json_field_reads_fenced_json() -> None:
+    answer = 'Here:\n```json\n{"result": {"label": "spam"}}\n```'
+    assert (await _score("json:result.label", answer, "spam")).value == 1.0
+    assert (await _score("json:result.label", "not json", "spam")).reason == UNPARSED
+    assert (await _score("json:result.missing", answer, "spam")).reason == UNPARSED
+
+
+async def test_a_scorer_needing_a_label_reports_unlabelled_items() -> None:
+    assert (await _score("exact", "x", None)).reason == UNLABELLED
+
+
+async def test_recorded_reads_the_answering_models_recorded_score() -> None:
+    leaf = Decision(node="cheap", kind="model", details={RECORDED_SCORE: 1.0})
+    other = Decision(node="big", kind="model", details={RECORDED_SCORE: 0.0})
+    tree = Decision(node="cascade", kind="cascade", chosen="cheap", children=(other, leaf))
+    score = await make_scorer("recorded").score(
+        Item(id="1", prompt="q"), _response("x", tree, model="cheap")
+    )
+    assert score.value == 1.0
+
+
+async def test_recorded_without_a_clear_answerer_is_unparsed() -> None:
+    a = Decision(node="a", kind="model", details={RECORDED_SCORE: 1.0})
+    b = Decision(node="b", kind="model", details={RECORDED_SCORE: 0.0})
+    tree = Decision(node="vote", kind="ensemble", children=(a, b))
+    score = await make_scorer("recorded").score(
+        Item(id="1", prompt="q"), _response("x", tree, model="vote")
+    )
+    assert score.reason == UNPARSED
+
+
+async def test_judge_model_verdicts_and_unreadable_verdicts() -> None:
+    judge = ScriptedModel(
+        info=ModelInfo(name="judge", kind="fake"),
+        script=[Reply(text="CORRECT"), Reply(text="Incorrect."), Reply(text="maybe?")],
+    )
+    scorer = JudgeScorer(judge)
+    item = Item(id="1", prompt="Capital of France?", label="Paris")
+    values = [(await scorer.score(item, _response("Paris"))).value for _ in range(3)]
+    assert values == [1.0, 0.0, None]
+    assert "Paris" in judge.calls[0].last_user_text
+
+
+async def test_callable_scorer_maps_none_to_unparsed() -> None:
+    scorer = CallableScorer(lambda item, response: None if response.text == "?" else True)
+    assert (await scorer.score(Item(id="1", prompt="q"), _response("?"))).reason == UNPARSED
+    assert (await scorer.score(Item(id="1", prompt="q"), _response("ok"))).value == 1.0
+
+
+def test_unknown_scorer_lists_the_choices() -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_scorer("fuzzy")
+    assert "regex:PATTERN" in str(caught.value)

@@ -1,0 +1,128 @@
+"""The failover drill: verdicts per fault, exit codes, and that no real provider is touched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+from modelyard.errors import NotFoundError
+from modelyard.resilience.drill import Workload, run_drill
+from tests.conftest import EXAMPLES
+
+TWO_PROVIDERS = """
+providers:
+  alpha: {type: openai, api_key: "${ALPHA_KEY}", base_url: "http://127.0.0.1:9"}
+  beta: {type: anthropic, api_key: "${BETA_KEY}", base_url: "http://127.0.0.1:9"}
+models:
+  a1: {provider: alpha, id: a1, price: {input: 1, output: 1}}
+  b1: {provider: beta, id: b1, price: {input: 1, output: 1}, capabilities: {prefill: true}}
+systems:
+  main:
+    type: fallback
+    chain: [a1, b1]
+    continue_streams: true
+default_deadline: 20
+"""
+
+ONE_PROVIDER = """
+providers:
+  alpha: {type: openai, api_key: sk-none-at-all, base_url: "http://127.0.0.1:9"}
+models:
+  a1: {provider: alpha, id: a1, price: {input: 1, output: 1}}
+systems:
+  main: {type: fallback, chain: [a1]}
+"""
+
+Write = Callable[[str], Path]
+QUICK = Workload(requests=4, concurrency=2)
+
+
+async def test_two_providers_survive_every_fault_of_either(write_config: Write) -> None:
+    report = await run_drill(write_config(TWO_PROVIDERS), workload=QUICK, env={})
+    assert {(r.provider, r.fault) for r in report.results} == {
+        (p, f)
+        for p in ("alpha", "beta")
+        for f in ("down", "slow", "rate_limited", "server_error", "cut_streams")
+    }
+    assert all(r.verdict == "survived" for r in report.results), [
+        (r.provider, r.fault, dict(r.errors)) for r in report.results if r.verdict != "survived"
+    ]
+    assert report.ok(strict=True)
+
+
+async def test_answers_come_from_the_other_provider_when_one_is_down(write_config: Write) -> None:
+    report = await run_drill(write_config(TWO_PROVIDERS), faults=["down"], workload=QUICK, env={})
+    by_provider = {r.provider: r.answered_by for r in report.results}
+    assert set(by_provider["alpha"]) == {"b1"}
+    assert set(by_provider["beta"]) == {"a1"}
+
+
+async def test_a_slow_primary_adds_latency_but_is_survived(write_config: Write) -> None:
+    report = await run_drill(write_config(TWO_PROVIDERS), faults=["slow"], workload=QUICK, env={})
+    alpha = next(r for r in report.results if r.provider == "alpha")
+    assert alpha.verdict == "survived"
+    assert alpha.added_latency > 1.0
+
+
+async def test_a_single_provider_does_not_survive_its_outage(write_config: Write) -> None:
+    report = await run_drill(write_config(ONE_PROVIDER), faults=["down"], workload=QUICK)
+    (result,) = report.results
+    assert result.verdict == "failed"
+    assert any("connection refused" in error for error in result.errors)
+    assert not report.ok()
+
+
+async def test_cut_streams_without_continuation_are_degraded_not_hidden(
+    write_config: Write,
+) -> None:
+    report = await run_drill(write_config(ONE_PROVIDER), faults=["cut_streams"], workload=QUICK)
+    (result,) = report.results
+    assert result.verdict == "degraded"
+    assert sum(o.interrupted for o in result.outcomes) == 2
+    assert report.ok() and not report.ok(strict=True)
+
+
+async def test_an_unknown_target_is_named(write_config: Write) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        await run_drill(write_config(ONE_PROVIDER), ["nope"], workload=QUICK)
+    assert "main" in str(caught.value)
+
+
+def test_cli_exit_code_follows_the_verdicts(write_config: Write) -> None:
+    runner = CliRunner()
+    good = runner.invoke(
+        app, ["drill", str(write_config(TWO_PROVIDERS, "two.yaml")), "--requests", "4"]
+    )
+    assert good.exit_code == 0, good.output
+    assert "survived" in good.output
+    bad = runner.invoke(
+        app, ["drill", str(write_config(ONE_PROVIDER, "one.yaml")), "--fault", "down"]
+    )
+    assert bad.exit_code == 1
+    assert "connection refused" in bad.output
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_drill_runs_on_every_example(example: str) -> None:
+    args = ["drill", str(EXAMPLES / example), "--requests", "2", "--time-scale", "0.001"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code in (0, 1), result.output
+    assert "healthy baseline" in result.output or "nothing to drill" in result.output
+
+
+def test_resilient_example_survives_every_fault() -> None:
+    result = CliRunner().invoke(app, ["drill", str(EXAMPLES / "resilient.yaml"), "--strict"])
+    assert result.exit_code == 0, result.output
+
+
+async def test_a_config_without_hosted_providers_has_nothing_to_drill(
+    write_config: Write,
+) -> None:
+    text = "models:\n  canned:\n    local: {type: fake, default: hi}\n"
+    report = await run_drill(write_config(text), workload=QUICK)
+    assert report.results == () and report.ok()
+    assert report.notes == ("canned: uses no hosted provider; nothing to drill",)

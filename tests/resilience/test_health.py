@@ -1,0 +1,53 @@
+"""Health: the yard reports its circuits, and `modelyard health` prints them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import modelyard
+from modelyard.cli import app
+from modelyard.errors import ModelError
+
+CONFIG = """
+models:
+  broken:
+    local: {type: fake, default: {error: unavailable}}
+    breaker: {min_calls: 2, failure_rate: 0.5}
+  fine:
+    local: {type: fake, default: "fine"}
+    breaker: {}
+"""
+
+Write = Callable[[str], Path]
+
+
+async def test_yard_health_shows_an_open_circuit(write_config: Write) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        assert (await yard.health()).healthy
+        for _ in range(3):
+            with contextlib.suppress(ModelError):
+                await yard.complete("broken", "x")
+        report = await yard.health()
+    assert not report.healthy
+    assert report.degraded == ["model:broken"]
+    body = report.to_dict()
+    assert body["healthy"] is False
+    assert isinstance(body["circuits"], list) and len(body["circuits"]) == 2
+
+
+def test_health_command_lists_the_circuits_of_a_fresh_load(write_config: Write) -> None:
+    result = CliRunner().invoke(app, ["health", str(write_config(CONFIG))])
+    assert result.exit_code == 0, result.output
+    assert "model:broken" in result.output and "closed" in result.output
+
+
+def test_health_probe_exits_non_zero_when_a_circuit_opens(write_config: Write) -> None:
+    text = CONFIG.replace("min_calls: 2", "min_calls: 1")
+    result = CliRunner().invoke(app, ["health", str(write_config(text)), "--probe"])
+    assert result.exit_code == 1
+    assert "probe broken: unavailable" in result.output
+    assert "open" in result.output

@@ -1,0 +1,28 @@
+"""Every example config passes `modelyard check` with no API keys in the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+from tests.conftest import EXAMPLES
+
+CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
+KEY_VARIABLES = [name for name in os.environ if name.endswith(("_API_KEY", "_KEY"))]
+
+
+def test_there_are_examples() -> None:
+    assert len(CONFIGS) >= 5
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_example_passes_check_without_keys(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in KEY_VARIABLES:
+        monkeypatch.delenv(name)
+    result = CliRunner().invoke(app, ["check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
