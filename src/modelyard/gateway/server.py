@@ -12,6 +12,8 @@ import uvicorn
 
 from modelyard.gateway.app import Gateway, create_app
 
+log = logging.getLogger("modelyard.serve")
+
 
 def app_factory() -> Gateway:
     """uvicorn's factory, run in each worker: the config path comes from $MODELYARD_CONFIG."""
@@ -24,12 +26,25 @@ def serve(
     """Serve `config` until interrupted."""
     path = Path(config).resolve()
     probe = create_app(path)  # fail on a bad config before binding a port
-    spec = probe.live.current.loaded.config.gateway
+    current = probe.live.current
+    spec = current.loaded.config.gateway
+    systems, notes = sorted(current.systems), list(current.notes)
     asyncio.run(probe.live.aclose())
     os.environ["MODELYARD_CONFIG"] = str(path)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Say where to call, once: uvicorn itself only logs warnings.
+    log.info(
+        "serving %s (version %s) on http://%s:%d/v1; systems: %s",
+        path.name,
+        current.version,
+        host or spec.host,
+        port or spec.port,
+        ", ".join(systems) or "none",
+    )
+    for note in notes:
+        log.info("note: %s", note)
     uvicorn.run(
         "modelyard.gateway.server:app_factory",
         factory=True,
