@@ -277,8 +277,8 @@ def render(
         "(hover over a node for its settings).</p>"
         f"<div class='panel diagram'>{diagram_svg}</div>"
         f"<h2>Notes from the build</h2><ul class='notes'>{notes_html}</ul>"
-        f"<h2>Charts</h2><div class='grid'>{charts}</div>"
-        f"<h2>Every ticket</h2><div class='panel'>{_tickets(summary)}</div>"
+        f"<h2 id='charts'>Charts</h2><div class='grid'>{charts}</div>"
+        f"<h2 id='tickets'>Every ticket</h2><div class='panel'>{_tickets(summary)}</div>"
         "</main></body></html>"
     )
 
