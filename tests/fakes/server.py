@@ -112,6 +112,18 @@ class FakeUpstream:
         """Whether this request asks for a stream."""
         return bool(isinstance(body, dict) and body.get("stream"))
 
+    def reject(
+        self, kind: str, request: web.Request, body: Any
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The (status, error JSON) the real API would answer a bad request with (wrong key,
+        invalid body), or None to serve it. Faults take precedence."""
+        return None
+
+    def response_headers(self, kind: str, status: int) -> dict[str, str]:
+        """Headers the API sends on every response of `kind` with `status` (request ids,
+        rate-limit counters); a fault's own headers override them."""
+        return {}
+
     # --- faults ------------------------------------------------------------------------------
 
     def push(self, *faults: Fault) -> None:
@@ -157,26 +169,41 @@ class FakeUpstream:
         if fault.hang:
             await asyncio.sleep(3600)
         if fault.body is not None:
+            status = fault.status or 200
             return web.Response(
-                status=fault.status or 200,
+                status=status,
                 body=fault.body,
                 content_type=fault.content_type.split(";")[0],
-                headers=fault.headers,
+                headers={**self.response_headers(kind, status), **fault.headers},
             )
         if fault.status is not None:
             payload = self.error_body(fault.status, fault.error_type, fault.message)
-            return web.Response(
-                status=fault.status,
-                body=orjson.dumps(payload),
-                content_type="application/json",
-                headers=fault.headers,
+            return self._json(
+                fault.status,
+                payload,
+                {**self.response_headers(kind, fault.status), **fault.headers},
+            )
+        rejected = self.reject(kind, request, body)
+        if rejected is not None:
+            status, payload = rejected
+            return self._json(
+                status, payload, {**self.response_headers(kind, status), **fault.headers}
             )
         if self.is_stream(kind, request, body):
             return await self._stream(kind, request, body, fault)
+        return self._json(
+            200,
+            self.answer(kind, request, body),
+            {**self.response_headers(kind, 200), **fault.headers},
+        )
+
+    @staticmethod
+    def _json(status: int, payload: Any, headers: dict[str, str]) -> web.Response:
         return web.Response(
-            body=orjson.dumps(self.answer(kind, request, body)),
+            status=status,
+            body=orjson.dumps(payload),
             content_type="application/json",
-            headers=fault.headers,
+            headers=headers,
         )
 
     async def _stream(
@@ -186,6 +213,7 @@ class FakeUpstream:
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
+                **self.response_headers(kind, 200),
                 **fault.headers,
             }
         )
@@ -234,12 +262,7 @@ class FakeUpstream:
         self._ready.set()
         loop.run_forever()
         loop.run_until_complete(self._runner.cleanup())
-        # Handlers left hanging or stalled by a fault would otherwise be destroyed pending.
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.wait(pending))
+        loop.run_until_complete(_cancel_leftovers())
         loop.close()
 
     def stop(self) -> None:
@@ -264,6 +287,14 @@ class FakeUpstream:
             yield self
         finally:
             self.stop()
+
+
+async def _cancel_leftovers() -> None:
+    """Cancel handlers still hanging or stalled (faults), which would be destroyed pending."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

@@ -232,7 +232,7 @@ def _build_model(context: BuildContext, name: str, spec: ModelSpec) -> Model:
     return RemoteModel(
         info,
         endpoint=_endpoint(spec.provider, provider),
-        wire=wire_format(provider.type),
+        wire=wire_format(provider.type, max_tokens_field=provider.max_tokens_field),
         client=_client(context, spec.provider, provider, timeouts),
     )
 

@@ -72,6 +72,16 @@ class ProviderSpec(Spec):
     retry: RetrySpec | None = None
     breaker: BreakerSpec | None = None
     limits: LimitsSpec | None = None
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] | None = None
+    """`type: openai` only: the body field that carries the output cap. OpenAI's own is
+    `max_completion_tokens` (the default; its reasoning models refuse `max_tokens`); servers
+    that know only the old name need `max_tokens` (Ollama ignores the new one)."""
+
+    @model_validator(mode="after")
+    def _openai_only(self) -> ProviderSpec:
+        if self.max_tokens_field is not None and self.type != "openai":
+            raise ValueError("max_tokens_field applies to type: openai providers only")
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from modelyard.model import Capabilities
 from modelyard.providers.wire import EmbeddingWireFormat, WireFormat
+
+if TYPE_CHECKING:
+    from modelyard.providers.openai_wire import MaxTokensField
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,8 +63,13 @@ WIRES: dict[str, WireDefaults] = {
 }
 
 
-def wire_format(kind: str) -> WireFormat:
-    """The wire format object (`WIRE` in its module) for a provider type."""
+def wire_format(kind: str, *, max_tokens_field: MaxTokensField | None = None) -> WireFormat:
+    """The wire format object (`WIRE` in its module) for a provider type; `max_tokens_field`
+    renames the output cap of the OpenAI format (see `ProviderSpec.max_tokens_field`)."""
+    if max_tokens_field is not None:
+        from modelyard.providers.openai_wire import OpenAIWire
+
+        return OpenAIWire(max_tokens_field=max_tokens_field)
     module = importlib.import_module(WIRES[kind].module)
     wire: WireFormat = module.WIRE
     return wire

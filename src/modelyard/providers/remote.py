@@ -16,6 +16,7 @@ from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import (
     BadResponseError,
     ModelError,
+    ModelTimeoutError,
     StreamInterruptedError,
     redact,
 )
@@ -106,9 +107,17 @@ class RemoteModel(Model):
             parsed = self.wire.from_wire(decoded)
         except ModelError as exc:
             raise self._failed(exc, started) from None
-        if parsed.usage.estimated and not parsed.usage.input_tokens:
-            # The upstream reported no usage: price the prompt by estimate rather than as free.
-            usage = replace(parsed.usage, input_tokens=estimate_input_tokens(request))
+        if parsed.usage.estimated and not (
+            parsed.usage.input_tokens and parsed.usage.output_tokens
+        ):
+            # The server reported no (or partial) usage: estimate what is missing, so the cost
+            # is not silently zero.
+            text = "".join(choice.message.text for choice in parsed.choices)
+            usage = replace(
+                parsed.usage,
+                input_tokens=parsed.usage.input_tokens or estimate_input_tokens(request),
+                output_tokens=parsed.usage.output_tokens or estimate_tokens(text),
+            )
             parsed = replace(parsed, usage=usage)
         return self._response(parsed, started)
 
@@ -128,12 +137,18 @@ class RemoteModel(Model):
                 if reply.status >= 400:
                     payload = await reply.body(self.client.timeouts.total)
                     raise self.wire.error_from_wire(reply.status, reply.headers, payload)
-                async for event in reply.events(request.remaining()):
-                    for chunk in decoder.feed(event):
-                        assembler.add(chunk)
-                        yield chunk
-                    if decoder.done:
-                        break
+                try:
+                    async for event in reply.events(request.remaining()):
+                        for chunk in decoder.feed(event):
+                            assembler.add(chunk)
+                            yield chunk
+                        if decoder.done:
+                            break
+                except ModelTimeoutError:
+                    # Silence after every choice finished only holds back the terminal event
+                    # (usage, [DONE]); the answer is whole, so finish it below.
+                    if not _whole(assembler, request.n):
+                        raise
             if not decoder.done and not assembler.finished:
                 raise StreamInterruptedError(
                     "stream ended before every choice finished; the answer is incomplete",
@@ -194,12 +209,7 @@ class RemoteModel(Model):
         )
 
     def _failed(self, exc: ModelError, started: float) -> ModelError:
-        exc.model = exc.model or self.name
-        exc.provider = exc.provider or self.endpoint.provider
-        exc.message = redact(exc.message, *self.endpoint.secrets)
-        if exc.provider_message:
-            exc.provider_message = redact(exc.provider_message, *self.endpoint.secrets)
-        exc.args = (exc.message,)
+        _scrubbed(exc, self.name, self.endpoint)
         decision = Decision(
             node=self.name,
             kind="model",
@@ -254,11 +264,7 @@ class RemoteEmbedder(Embedder):
                 ) from None
             parsed = self.wire.embeddings_from_wire(decoded)
         except ModelError as exc:
-            exc.model = exc.model or self.name
-            exc.provider = exc.provider or self.endpoint.provider
-            exc.message = redact(exc.message, *self.endpoint.secrets)
-            exc.args = (exc.message,)
-            raise
+            raise _scrubbed(exc, self.name, self.endpoint) from None
         if len(parsed.vectors) != len(request.inputs):
             raise BadResponseError(
                 f"asked for {len(request.inputs)} embeddings, got {len(parsed.vectors)}",
@@ -280,6 +286,22 @@ class RemoteEmbedder(Embedder):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _scrubbed(exc: ModelError, name: str, endpoint: Endpoint) -> ModelError:
+    """`exc` with this model's name and provider filled in and every secret removed."""
+    exc.model = exc.model or name
+    exc.provider = exc.provider or endpoint.provider
+    exc.message = redact(exc.message, *endpoint.secrets)
+    if exc.provider_message:
+        exc.provider_message = redact(exc.provider_message, *endpoint.secrets)
+    exc.args = (exc.message,)
+    return exc
+
+
+def _whole(assembler: StreamAssembler, choices: int) -> bool:
+    """Whether every one of the `choices` expected has arrived and finished."""
+    return assembler.finished and len(assembler.choices()) >= choices
 
 
 def _left(deadline: float | None) -> float | None:

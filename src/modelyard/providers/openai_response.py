@@ -1,0 +1,320 @@
+"""OpenAI chat completions read back: whole answers (`from_wire`) and streams (`StreamDecoder`).
+
+Pure functions over decoded JSON, lenient where OpenAI-compatible servers differ harmlessly and
+strict where a wrong reading would pass off a broken answer as a good one:
+
+- A refusal (`message.refusal`, structured outputs) becomes the choice's text with finish
+  reason `content_filter`, so callers can tell it from an answer without losing its words.
+- A choice that carries tool calls finishes with `tool_calls` even when OpenAI says `stop`
+  (it does so when `tool_choice` names a function); legacy `function_call` maps the same way.
+- An unknown or missing finish reason is a BadResponseError: an answer whose end we cannot
+  vouch for is never passed on as complete.
+- Malformed bodies raise BadResponseError naming the field (`response.choices[0].message`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from modelyard.errors import BadResponseError
+from modelyard.providers.openai_errors import read_error, stream_error
+from modelyard.providers.sse import Event
+from modelyard.providers.wire import ParsedResponse, body_excerpt, require
+from modelyard.types import (
+    Choice,
+    Chunk,
+    FinishReason,
+    Message,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+"""OpenAI's finish reasons (every value its API documents) mapped onto ours."""
+
+
+# --- whole answers ---------------------------------------------------------------------------
+
+
+def from_wire(body: Any) -> ParsedResponse:
+    """The answer in a decoded chat.completion body; BadResponseError naming what is wrong."""
+    raise_if_error(body, "choices")
+    raw_choices = require(body, "choices", list, "response")
+    if not raw_choices:
+        raise BadResponseError("field response.choices is empty")
+    choices = tuple(_choice(raw, f"response.choices[{i}]") for i, raw in enumerate(raw_choices))
+    usage = body.get("usage")
+    created = body.get("created")
+    fingerprint = body.get("system_fingerprint")
+    return ParsedResponse(
+        id=require(body, "id", str, "response"),
+        provider_model=require(body, "model", str, "response"),
+        choices=tuple(sorted(choices, key=lambda c: c.index)),
+        # Some compatible servers leave usage out; the adapter then estimates it.
+        usage=usage_from_wire(usage, "response.usage") if usage else Usage(estimated=True),
+        created=created if isinstance(created, int) else 0,
+        system_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+    )
+
+
+def raise_if_error(body: Any, expected: str) -> None:
+    """Raise the error an error object means when `body` lacks `expected` and is one."""
+    # Some proxies answer 200 with an error object instead of the answer.
+    info = read_error(body) if isinstance(body, dict) and expected not in body else None
+    if info is not None:
+        raise stream_error(info)
+
+
+def _choice(raw: Any, where: str) -> Choice:
+    index = require(raw, "index", int, where)
+    message = require(raw, "message", dict, where)
+    content = _message_text(message.get("content"), f"{where}.message.content")
+    refusal = message.get("refusal")
+    calls = _tool_calls(message, f"{where}.message")
+    if isinstance(refusal, str) and refusal:
+        content = content or refusal
+    reason = finish_reason(
+        raw.get("finish_reason"),
+        f"{where}.finish_reason",
+        tool_calls=bool(calls),
+        refused=bool(refusal),
+    )
+    logprobs = raw.get("logprobs")
+    return Choice(
+        index=index,
+        message=Message(role="assistant", content=content, tool_calls=calls),
+        finish_reason=reason,
+        logprobs=logprobs_from_wire(logprobs, f"{where}.logprobs") if logprobs else None,
+    )
+
+
+def _message_text(content: Any, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    # A few compatible servers answer with a list of text parts.
+    if isinstance(content, list):
+        return "".join(
+            require(part, "text", str, f"{where}[{i}]")
+            for i, part in enumerate(content)
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    raise BadResponseError(f"field {where} has type {type(content).__name__}, expected str")
+
+
+def _tool_calls(message: dict[str, Any], where: str) -> tuple[ToolCall, ...]:
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise BadResponseError(f"field {where}.tool_calls is not a list")
+    calls = []
+    for i, raw in enumerate(raw_calls):
+        at = f"{where}.tool_calls[{i}]"
+        function = require(raw, "function", dict, at)
+        calls.append(
+            ToolCall(
+                id=require(raw, "id", str, at),
+                name=require(function, "name", str, f"{at}.function"),
+                arguments=require(function, "arguments", str, f"{at}.function"),
+            )
+        )
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and not calls:
+        at = f"{where}.function_call"
+        calls.append(
+            ToolCall(
+                id="",
+                name=require(legacy, "name", str, at),
+                arguments=require(legacy, "arguments", str, at),
+            )
+        )
+    return tuple(calls)
+
+
+def finish_reason(value: Any, where: str, *, tool_calls: bool, refused: bool) -> FinishReason:
+    """Our finish reason for OpenAI's; BadResponseError for a missing or unknown one."""
+    if value is None:
+        raise BadResponseError(f"{where} is missing: the answer may be incomplete")
+    reason = FINISH_REASONS.get(value) if isinstance(value, str) else None
+    if reason is None:
+        raise BadResponseError(
+            f"{where} is {value!r}, which the OpenAI API does not define; "
+            f"expected one of {', '.join(FINISH_REASONS)}",
+            code="unknown_finish_reason",
+        )
+    if refused and reason is FinishReason.STOP:
+        return FinishReason.CONTENT_FILTER
+    if tool_calls and reason is FinishReason.STOP:
+        return FinishReason.TOOL_CALLS
+    return reason
+
+
+def usage_from_wire(raw: Any, where: str) -> Usage:
+    """Token counts, with cached prompt tokens and reasoning tokens when reported."""
+    prompt_details = raw.get("prompt_tokens_details") if isinstance(raw, dict) else None
+    output_details = raw.get("completion_tokens_details") if isinstance(raw, dict) else None
+    return Usage(
+        input_tokens=require(raw, "prompt_tokens", int, where),
+        output_tokens=require(raw, "completion_tokens", int, where),
+        cached_tokens=_detail(prompt_details, "cached_tokens"),
+        reasoning_tokens=_detail(output_details, "reasoning_tokens"),
+    )
+
+
+def _detail(details: Any, key: str) -> int:
+    value = details.get(key) if isinstance(details, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def logprobs_from_wire(raw: Any, where: str) -> tuple[TokenLogprob, ...]:
+    """The `logprobs.content` tokens with their top alternatives."""
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if content is None:
+        return ()
+    if not isinstance(content, list):
+        raise BadResponseError(f"field {where}.content is not a list")
+    out = []
+    for i, item in enumerate(content):
+        at = f"{where}.content[{i}]"
+        top = (item.get("top_logprobs") or []) if isinstance(item, dict) else []
+        out.append(
+            TokenLogprob(
+                token=require(item, "token", str, at),
+                logprob=float(require(item, "logprob", (int, float), at)),
+                top=tuple(
+                    (
+                        require(alt, "token", str, f"{at}.top_logprobs[{j}]"),
+                        float(require(alt, "logprob", (int, float), f"{at}.top_logprobs[{j}]")),
+                    )
+                    for j, alt in enumerate(top)
+                ),
+            )
+        )
+    return tuple(out)
+
+
+# --- stream ----------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Turns chat.completion.chunk events into chunks; `[DONE]` ends the stream."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage: Usage | None = None
+        self.provider_model: str | None = None
+        self.response_id: str | None = None
+        self.created = 0
+        self.system_fingerprint: str | None = None
+        self._refused: set[int] = set()
+        self._called: set[int] = set()
+
+    def feed(self, event: Event) -> Sequence[Chunk]:
+        """The chunks one event carries."""
+        data = event.data.strip()
+        if data == "[DONE]":
+            self.done = True
+            return ()
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise BadResponseError(
+                f"stream event is not JSON: {body_excerpt(data.encode())!r}",
+                code="malformed_chunk",
+            ) from None
+        info = read_error(body)
+        if info is not None:
+            raise stream_error(info)
+        raw_choices = require(body, "choices", list, "chunk")
+        self._note(body)
+        return [
+            chunk
+            for i, raw in enumerate(raw_choices)
+            if (chunk := self._chunk(raw, f"chunk.choices[{i}]")) is not None
+        ]
+
+    def _note(self, body: dict[str, Any]) -> None:
+        if self.response_id is None and isinstance(body.get("id"), str):
+            self.response_id = body["id"]
+        if self.provider_model is None and isinstance(body.get("model"), str):
+            self.provider_model = body["model"]
+        if not self.created and isinstance(body.get("created"), int):
+            self.created = body["created"]
+        if isinstance(body.get("system_fingerprint"), str):
+            self.system_fingerprint = body["system_fingerprint"]
+        usage = body.get("usage")
+        groq = body.get("x_groq")
+        if not usage and isinstance(groq, dict):
+            usage = groq.get("usage")  # Groq reports stream usage here instead
+        if usage:
+            self.usage = usage_from_wire(usage, "chunk.usage")
+
+    def _chunk(self, raw: Any, where: str) -> Chunk | None:
+        index = require(raw, "index", int, where)
+        delta = raw.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise BadResponseError(f"field {where}.delta is not an object")
+        text = delta.get("content") or ""
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            self._refused.add(index)
+            text += refusal
+        if not isinstance(text, str):
+            raise BadResponseError(f"field {where}.delta.content is not a string")
+        calls = _tool_call_deltas(delta, f"{where}.delta")
+        if calls:
+            self._called.add(index)
+        reason = None
+        if raw.get("finish_reason") is not None:
+            reason = finish_reason(
+                raw["finish_reason"],
+                f"{where}.finish_reason",
+                tool_calls=index in self._called,
+                refused=index in self._refused,
+            )
+        logprobs = raw.get("logprobs")
+        tokens = logprobs_from_wire(logprobs, f"{where}.logprobs") if logprobs else ()
+        if not (text or calls or reason or tokens):
+            return None
+        return Chunk(
+            index=index, text=text, tool_calls=calls, finish_reason=reason, logprobs=tokens
+        )
+
+
+def _tool_call_deltas(delta: dict[str, Any], where: str) -> tuple[ToolCallDelta, ...]:
+    raw_calls = delta.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise BadResponseError(f"field {where}.tool_calls is not a list")
+    out = []
+    for i, raw in enumerate(raw_calls):
+        at = f"{where}.tool_calls[{i}]"
+        function = (raw.get("function") or {}) if isinstance(raw, dict) else {}
+        call_id, name, arguments = raw.get("id"), function.get("name"), function.get("arguments")
+        out.append(
+            ToolCallDelta(
+                index=require(raw, "index", int, at),
+                id=call_id if isinstance(call_id, str) else None,
+                name=name if isinstance(name, str) else None,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    legacy = delta.get("function_call")
+    if isinstance(legacy, dict) and not out:
+        name, arguments = legacy.get("name"), legacy.get("arguments")
+        out.append(
+            ToolCallDelta(
+                index=0,
+                name=name if isinstance(name, str) else None,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(out)

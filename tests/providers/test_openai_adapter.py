@@ -1,0 +1,572 @@
+"""RemoteModel with the OpenAI wire, built from config, against the fake OpenAI on a real socket:
+answers, streams, tools, costs, every error class, and every fault the fake can inject."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from tests.conftest import EXAMPLES
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.server import Fault
+from typer.testing import CliRunner
+
+import modelyard
+from modelyard.cli import app
+from modelyard.errors import (
+    AuthenticationError,
+    BadRequestError,
+    BadResponseError,
+    ContentFilteredError,
+    ContextLengthError,
+    ModelError,
+    ModelTimeoutError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RateLimitedError,
+    StreamInterruptedError,
+    UnavailableError,
+)
+from modelyard.providers.headers import RateLimitInfo
+from modelyard.providers.remote import RemoteModel
+from modelyard.streaming import collect
+from modelyard.types import (
+    ChatRequest,
+    Chunk,
+    FinishReason,
+    ResponseFormat,
+    Tool,
+    user,
+)
+from modelyard.yard import Yard
+
+KEY = "sk-modelyard-TEST-5ecr3t-7f3a9c0d"
+TIMEOUTS = "{connect: 1.0, total: 1.0, first_token: 0.5, stall: 0.4}"
+CONFIG = """
+providers:
+  oa:
+    type: openai
+    base_url: {url}/v1
+    api_key: ${{OPENAI_KEY}}
+    timeouts: {timeouts}
+models:
+  mini:
+    provider: oa
+    id: gpt-4o-mini
+    price: {{input: 0.15, output: 0.60, cached_input: 0.075}}
+embedders:
+  emb:
+    provider: oa
+    id: text-embedding-3-small
+    price: {{input: 0.02}}
+"""
+WEATHER = Tool(
+    name="get_weather",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+TIME = Tool(
+    name="get_time", parameters={"type": "object", "properties": {"tz": {"type": "string"}}}
+)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(api_key=KEY)
+    with server.running():
+        yield server
+
+
+@pytest.fixture
+async def yard(fake: FakeOpenAI, write_config: Callable[[str, str], Path]) -> AsyncIterator[Yard]:
+    fake.reset()
+    path = write_config(CONFIG.format(url=fake.url, timeouts=TIMEOUTS), "config.yaml")
+    async with modelyard.load(path, env={"OPENAI_KEY": KEY}) as loaded:
+        yield loaded
+
+
+async def chunks_of(yard: Yard, request: ChatRequest) -> list[Chunk]:
+    return [chunk async for chunk in yard.models["mini"].stream(request)]
+
+
+def price(usage: Any) -> float:
+    return (
+        (usage.input_tokens - usage.cached_tokens) * 0.15
+        + usage.cached_tokens * 0.075
+        + usage.output_tokens * 0.60
+    ) / 1e6
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+async def test_answer_with_reported_model_usage_and_cost(yard: Yard, fake: FakeOpenAI) -> None:
+    response = await yard.complete("mini", "hello there")
+    assert response.text == "Echo: hello there"
+    assert response.model == "mini" and response.provider_model == "gpt-4o-mini-2024-07-18"
+    assert response.id.startswith("chatcmpl-") and response.system_fingerprint
+    assert response.usage.input_tokens > 0 and not response.usage.estimated
+    assert response.cost == pytest.approx(price(response.usage))
+    assert response.decision is not None and response.decision.kind == "model"
+
+
+async def test_request_reaches_the_fake_with_bearer_auth(yard: Yard, fake: FakeOpenAI) -> None:
+    await yard.complete("mini", "hi", max_tokens=50)
+    (seen,) = fake.requests
+    assert seen.path == "/v1/chat/completions"
+    assert seen.headers["Authorization"] == f"Bearer {KEY}"
+    assert seen.json["model"] == "gpt-4o-mini" and seen.json["max_completion_tokens"] == 50
+
+
+async def test_cached_tokens_cost_the_cached_price(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.script(Reply(cached_tokens=6))
+    response = await yard.complete("mini", "a prompt with several words in it")
+    usage = response.usage
+    assert usage.cached_tokens == 6
+    expected = ((usage.input_tokens - 6) * 0.15 + 6 * 0.075 + usage.output_tokens * 0.60) / 1e6
+    assert response.cost == pytest.approx(expected)
+    assert response.cost < (usage.input_tokens * 0.15 + usage.output_tokens * 0.60) / 1e6
+
+
+async def test_stream_with_usage(yard: Yard, fake: FakeOpenAI) -> None:
+    chunks = await chunks_of(yard, user("hello stream"))
+    assert "".join(c.text for c in chunks) == "Echo: hello stream"
+    final = chunks[-1].response
+    assert final is not None and final.text == "Echo: hello stream"
+    assert not final.usage.estimated and final.usage.input_tokens > 0
+    assert final.cost == pytest.approx(price(final.usage))
+    assert fake.requests[0].json["stream_options"] == {"include_usage": True}
+
+
+async def test_parallel_tool_calls(yard: Yard) -> None:
+    response = await yard.complete(
+        "mini", "Oslo", tools=(WEATHER, TIME), tool_choice="required", parallel_tool_calls=True
+    )
+    calls = response.message.tool_calls
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
+    assert orjson.loads(calls[0].arguments) == {"city": "Oslo"}
+    assert response.finish_reason is FinishReason.TOOL_CALLS
+
+
+async def test_streamed_parallel_tool_calls(yard: Yard) -> None:
+    request = user("Oslo", tools=(WEATHER, TIME), tool_choice="required")
+    final = (await chunks_of(yard, request))[-1].response
+    assert final is not None
+    assert [c.name for c in final.message.tool_calls] == ["get_weather", "get_time"]
+    assert orjson.loads(final.message.tool_calls[1].arguments) == {"tz": "Oslo"}
+
+
+async def test_scripted_tool_calls(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.script(Reply(tool_calls=(("get_weather", '{"city": "Rome"}'),)))
+    response = await yard.complete("mini", "x", tools=(WEATHER,))
+    assert response.message.tool_calls[0].arguments == '{"city": "Rome"}'
+
+
+async def test_json_schema(yard: Yard, fake: FakeOpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    fmt = ResponseFormat(type="json_schema", schema=schema, name="trip", strict=True)
+    response = await yard.complete("mini", "Lisbon", response_format=fmt)
+    assert orjson.loads(response.text) == {"city": "Lisbon", "days": 1}
+    assert fake.requests[0].json["response_format"]["json_schema"]["name"] == "trip"
+
+
+async def test_logprobs(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.script(Reply(logprobs=(("Yes", -0.01), (".", -0.2))))
+    response = await yard.complete("mini", "x", logprobs=True, top_logprobs=2)
+    logprobs = response.choices[0].logprobs
+    assert logprobs is not None and [(t.token, t.logprob) for t in logprobs] == [
+        ("Yes", -0.01),
+        (".", -0.2),
+    ]
+    assert len(logprobs[0].top) == 2
+
+
+async def test_n_choices(yard: Yard) -> None:
+    response = await yard.complete("mini", "hi", n=2)
+    assert [c.message.text for c in response.choices] == ["Echo: hi", "Echo: hi (choice 2)"]
+
+
+async def test_streamed_n_choices(yard: Yard) -> None:
+    final = (await chunks_of(yard, user("hi", n=2)))[-1].response
+    assert final is not None and [c.message.text for c in final.choices] == [
+        "Echo: hi",
+        "Echo: hi (choice 2)",
+    ]
+
+
+async def test_embeddings(yard: Yard, fake: FakeOpenAI) -> None:
+    response = await yard.embed("emb", ["one", "two words"])
+    assert len(response.vectors) == 2 and len(response.vectors[0]) == fake.embedding_dimensions
+    assert response.usage.input_tokens == 3
+    assert response.cost == pytest.approx(3 * 0.02 / 1e6)
+    assert fake.requests[0].path == "/v1/embeddings"
+    assert fake.requests[0].json["encoding_format"] == "float"
+
+
+async def test_usage_left_out_is_estimated_and_still_costs(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.script(Reply(usage=False))
+    response = await yard.complete("mini", "hello there")
+    assert response.usage.estimated and response.usage.input_tokens > 0
+    assert response.cost > 0
+
+
+async def test_rate_limit_headers_reach_listeners(yard: Yard) -> None:
+    model = yard.models["mini"]
+    assert isinstance(model, RemoteModel)
+    seen: list[RateLimitInfo] = []
+    model.rate_limit_listeners.append(seen.append)
+    await model.complete(user("x"))
+    assert seen[0].remaining_requests == 499 and seen[0].limit_tokens == 200000
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "cls", "code"),
+    [
+        (400, None, BadRequestError, "invalid_request_error"),
+        (400, "context_length_exceeded", ContextLengthError, "context_length_exceeded"),
+        (400, "invalid_prompt", ContentFilteredError, "invalid_prompt"),
+        (401, None, AuthenticationError, "invalid_api_key"),
+        (403, None, PermissionDeniedError, "unsupported_country_region_territory"),
+        (404, None, NotFoundError, "model_not_found"),
+        (429, None, RateLimitedError, "rate_limit_exceeded"),
+        (429, "insufficient_quota", RateLimitedError, "insufficient_quota"),
+        (500, None, UnavailableError, "server_error"),
+        (503, None, OverloadedError, "server_error"),
+        (504, None, ModelTimeoutError, "server_error"),
+    ],
+)
+async def test_error_status_maps_to_its_class(
+    yard: Yard, fake: FakeOpenAI, status: int, error_type: str | None, cls: type, code: str
+) -> None:
+    fake.push(Fault(status=status, error_type=error_type))
+    with pytest.raises(cls) as caught:
+        await yard.complete("mini", "x")
+    exc = caught.value
+    assert type(exc) is cls
+    assert (exc.status, exc.code, exc.model, exc.provider) == (status, code, "mini", "oa")
+    assert exc.provider_message
+    assert exc.decision is not None and exc.decision.error
+
+
+async def test_streamed_request_maps_errors_too(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(status=400, error_type="context_length_exceeded"))
+    with pytest.raises(ContextLengthError):
+        await chunks_of(yard, user("x"))
+
+
+async def test_429_takes_its_wait_from_the_reset_headers(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(status=429))
+    with pytest.raises(RateLimitedError) as caught:
+        await yard.complete("mini", "x")
+    assert caught.value.retry_after == 1.5 and caught.value.retryable
+
+
+async def test_retry_after_seconds(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(status=429, headers={"Retry-After": "20"}))
+    with pytest.raises(RateLimitedError) as caught:
+        await yard.complete("mini", "x")
+    assert caught.value.retry_after == 20.0
+
+
+async def test_retry_after_http_date(yard: Yard, fake: FakeOpenAI) -> None:
+    when = email.utils.formatdate(time.time() + 40, usegmt=True)
+    fake.push(Fault(status=429, headers={"Retry-After": when}))
+    with pytest.raises(RateLimitedError) as caught:
+        await yard.complete("mini", "x")
+    assert caught.value.retry_after is not None and 37 <= caught.value.retry_after <= 41
+
+
+async def test_quota_exhausted_is_not_retryable(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(status=429, error_type="insufficient_quota"))
+    with pytest.raises(RateLimitedError) as caught:
+        await yard.complete("mini", "x")
+    assert not caught.value.retryable and "quota exhausted" in str(caught.value)
+
+
+async def test_html_body_from_a_proxy(yard: Yard, fake: FakeOpenAI) -> None:
+    page = b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
+    fake.push(Fault(status=502, body=page, content_type="text/html"))
+    with pytest.raises(UnavailableError) as caught:
+        await yard.complete("mini", "x")
+    assert "HTTP 502" in str(caught.value) and "<h1>502 Bad Gateway" in str(caught.value)
+
+
+async def test_html_body_with_200(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(body=b"<html>Please log in</html>", content_type="text/html"))
+    with pytest.raises(BadResponseError) as caught:
+        await yard.complete("mini", "x")
+    assert "HTTP 200" in str(caught.value) and "Please log in" in str(caught.value)
+
+
+async def test_truncated_json(yard: Yard, fake: FakeOpenAI) -> None:
+    whole = orjson.dumps(fake.completion({"model": "m", "messages": []}))
+    fake.push(Fault(body=whole[: len(whole) // 2]))
+    with pytest.raises(BadResponseError) as caught:
+        await yard.complete("mini", "x")
+    assert '{"id":"chatcmpl-' in str(caught.value)
+
+
+async def test_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.script(Reply(finish_reason="eos"))
+    with pytest.raises(BadResponseError, match="'eos'"):
+        await yard.complete("mini", "x")
+
+
+async def test_streamed_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.script(Reply(finish_reason="end_turn"))
+    with pytest.raises(BadResponseError, match="'end_turn'"):
+        await chunks_of(yard, user("x"))
+
+
+async def test_the_api_key_never_appears_in_an_error(yard: Yard, fake: FakeOpenAI) -> None:
+    leaky = f"Invalid header 'Authorization: Bearer {KEY}' for key {KEY}"
+    fake.push(Fault(status=401, message=leaky))
+    with pytest.raises(AuthenticationError) as caught:
+        await yard.complete("mini", "x")
+    exc = caught.value
+    assert exc.decision is not None
+    for text in (str(exc), repr(exc), exc.provider_message, str(exc.to_dict()), exc.decision.error):
+        assert KEY not in str(text) and KEY[10:] not in str(text)
+
+
+async def test_a_wrong_key_is_an_authentication_error(
+    fake: FakeOpenAI, write_config: Callable[[str, str], Path]
+) -> None:
+    fake.reset()
+    wrong = "sk-wrong-key-abcdef0123456789"
+    path = write_config(CONFIG.format(url=fake.url, timeouts=TIMEOUTS), "config.yaml")
+    async with modelyard.load(path, env={"OPENAI_KEY": wrong}) as yard:
+        with pytest.raises(AuthenticationError) as caught:
+            await yard.complete("mini", "x")
+    assert wrong not in str(caught.value) and caught.value.code == "invalid_api_key"
+
+
+async def test_embedding_errors_are_mapped_and_scrubbed(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(status=401, message=f"bad key {KEY}"))
+    with pytest.raises(AuthenticationError) as caught:
+        await yard.embed("emb", "x")
+    assert KEY not in str(caught.value) and KEY not in str(caught.value.provider_message)
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+async def test_reset_before_headers(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(reset=True))
+    with pytest.raises(UnavailableError):
+        await yard.complete("mini", "x")
+
+
+async def test_streamed_reset_before_headers(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(reset=True))
+    with pytest.raises(UnavailableError):
+        await chunks_of(yard, user("x"))
+
+
+async def test_no_response_at_all_times_out_within_the_limit(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(hang=True))
+    started = time.monotonic()
+    with pytest.raises(ModelTimeoutError):
+        await yard.complete("mini", "x")
+    assert time.monotonic() - started < 1.5
+
+
+async def test_the_deadline_shortens_the_wait(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(hang=True))
+    started = time.monotonic()
+    with pytest.raises(ModelTimeoutError):
+        await yard.models["mini"].complete(user("x").with_budget(0.2))
+    assert time.monotonic() - started < 0.6
+
+
+async def test_slow_first_token(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(first_token_delay=2.0))
+    with pytest.raises(ModelTimeoutError) as caught:
+        await chunks_of(yard, user("x"))
+    assert caught.value.code == "first_token_timeout"
+
+
+async def test_slow_headers_on_a_stream(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(delay=2.0))
+    with pytest.raises(ModelTimeoutError):
+        await chunks_of(yard, user("x"))
+
+
+async def test_stream_cut_part_way_raises(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(cut_after=3))
+    seen: list[Chunk] = []
+    with pytest.raises(ModelError) as caught:
+        async for chunk in yard.models["mini"].stream(user("one two three four")):
+            seen.append(chunk)
+    assert all(c.response is None for c in seen)
+    assert "".join(c.text for c in seen) == "Echo: one"
+    assert caught.value.cost > 0
+
+
+async def test_stalled_stream_is_stopped_by_the_watchdog(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(stall_after=2))
+    started = time.monotonic()
+    with pytest.raises(ModelTimeoutError) as caught:
+        await chunks_of(yard, user("one two three"))
+    assert caught.value.code == "stream_stalled"
+    assert time.monotonic() - started < 1.5
+
+
+async def test_malformed_chunk_mid_stream(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(malformed_at=2))
+    seen: list[Chunk] = []
+    with pytest.raises(BadResponseError, match="not JSON"):
+        async for chunk in yard.models["mini"].stream(user("one two three")):
+            seen.append(chunk)
+    assert [c.text for c in seen] == ["Echo:"]
+
+
+async def test_stream_without_its_final_events_is_finished_with_estimated_usage(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.push(Fault(no_final=True))
+    started = time.monotonic()
+    final = (await chunks_of(yard, user("hello there")))[-1].response
+    assert final is not None and final.text == "Echo: hello there"
+    assert final.usage.estimated and final.cost > 0
+    assert time.monotonic() - started < 0.3
+
+
+async def test_stream_stalling_after_every_choice_finished_is_finished(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.push(Fault(stall_after=5))  # role, 3 words, finish; then silence before usage
+    final = (await chunks_of(yard, user("hello there")))[-1].response
+    assert final is not None and final.finish_reason is FinishReason.STOP
+    assert final.usage.estimated
+
+
+async def test_stream_ending_without_a_finish_is_interrupted_and_billed(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two"}]}
+    content, _ = fake.stream_events({**body, "stream": True})
+    fake.script(Reply(events=tuple(content[:-1])))  # everything but the finish chunk
+    fake.push(Fault(no_final=True))
+    with pytest.raises(StreamInterruptedError) as caught:
+        await chunks_of(yard, user("one two"))
+    assert caught.value.cost > 0 and caught.value.model == "mini"
+
+
+async def test_slow_but_steady_chunks_are_not_a_stall(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(chunk_delay=0.1))
+    final = (await chunks_of(yard, user("one two")))[-1].response
+    assert final is not None and final.text == "Echo: one two"
+
+
+async def test_the_pool_is_healthy_after_broken_streams(yard: Yard, fake: FakeOpenAI) -> None:
+    fake.push(Fault(cut_after=2), Fault(stall_after=2), Fault(malformed_at=1))
+    for _ in range(3):
+        with pytest.raises(ModelError):
+            await chunks_of(yard, user("one two three"))
+    assert (await yard.complete("mini", "still there?")).text == "Echo: still there?"
+    final = (await chunks_of(yard, user("and streaming?")))[-1].response
+    assert final is not None and final.text == "Echo: and streaming?"
+
+
+async def test_in_stream_error_event(yard: Yard, fake: FakeOpenAI) -> None:
+    error = {"error": {"message": "The server had an error", "type": "server_error"}}
+    fake.script(Reply(events=(b"data: " + orjson.dumps(error) + b"\n\n",)))
+    with pytest.raises(UnavailableError, match="server had an error"):
+        await chunks_of(yard, user("x"))
+
+
+# --- configuration variants ------------------------------------------------------------------
+
+AZURE = """
+providers:
+  azure:
+    type: openai
+    base_url: {url}/openai/deployments/{{model}}
+    api_key: ${{AZURE_KEY}}
+    auth: {{header: api-key}}
+    query: {{api-version: "2024-10-21"}}
+models:
+  prod:
+    provider: azure
+    id: gpt4o-mini-prod
+    price: {{input: 0.15, output: 0.60}}
+embedders:
+  emb:
+    provider: azure
+    id: embed-prod
+    price: {{input: 0.02}}
+"""
+
+
+async def test_azure_deployment_path_header_and_api_version(
+    fake: FakeOpenAI, write_config: Callable[[str, str], Path]
+) -> None:
+    fake.reset()
+    path = write_config(AZURE.format(url=fake.url), "azure.yaml")
+    async with modelyard.load(path, env={"AZURE_KEY": KEY}) as yard:
+        response = await yard.complete("prod", "hi")
+        await collect(yard.models["prod"].stream(user("hi")))
+        await yard.embed("emb", "hi")
+    assert response.text == "Echo: hi"
+    chat, streamed, embedded = fake.requests
+    assert chat.path == streamed.path == "/openai/deployments/gpt4o-mini-prod/chat/completions"
+    assert embedded.path == "/openai/deployments/embed-prod/embeddings"
+    assert chat.query == {"api-version": "2024-10-21"}
+    assert chat.headers["api-key"] == KEY and "Authorization" not in chat.headers
+
+
+async def test_old_servers_get_max_tokens(
+    fake: FakeOpenAI, write_config: Callable[[str, str], Path]
+) -> None:
+    fake.reset()
+    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace(
+        "type: openai", "type: openai\n    max_tokens_field: max_tokens"
+    )
+    async with modelyard.load(write_config(text, "c.yaml"), env={"OPENAI_KEY": KEY}) as yard:
+        response = await yard.complete("mini", "one two three", max_tokens=2)
+    assert fake.requests[0].json["max_tokens"] == 2
+    assert response.finish_reason is FinishReason.LENGTH
+
+
+def test_max_tokens_field_is_for_openai_providers_only(
+    write_config: Callable[[str, str], Path],
+) -> None:
+    text = "providers:\n  a: {type: anthropic, max_tokens_field: max_tokens}\n"
+    with pytest.raises(modelyard.ConfigError, match="max_tokens_field"):
+        modelyard.load(write_config(text, "c.yaml"), env={})
+
+
+# --- the example config ----------------------------------------------------------------------
+
+
+def test_openai_compatible_example_builds_with_no_keys() -> None:
+    yard = modelyard.load(EXAMPLES / "openai-compatible.yaml", env={})
+    assert {"openai", "groq", "together", "openrouter", "azure"} <= set(
+        yard.built.loaded.config.providers
+    )
+    assert yard.built.disabled  # the hosted ones, whose keys are unset
+    assert yard.systems
+
+
+def test_openai_compatible_example_passes_check() -> None:
+    names = ("OPENAI_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENROUTER_API_KEY")
+    env: dict[str, str | None] = dict.fromkeys(
+        (*names, "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_RESOURCE")
+    )
+    result = CliRunner().invoke(app, ["check", str(EXAMPLES / "openai-compatible.yaml")], env=env)
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
