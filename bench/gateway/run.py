@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/gateway/run.py [--quick] [--soak | --soak-only] [--no-litellm]
 
-Starts a fast mock upstream (mock_upstream.py) and, against it, `modelyard serve` with a
+Starts a fast mock upstream (mock_upstream.py) and, against it, the floor (raw_proxy.py: a
+bare uvicorn + aiohttp relay, what any gateway on this stack pays), `modelyard serve` with a
 one-model system, `modelyard serve` with a two-stage system (a cascade when this checkout
 has `type: cascade`, else a fallback chain of two) and LiteLLM's proxy (its own venv,
 bench/gateway/.venv-litellm, created on first use). Every server under test is pinned to CPU 0
@@ -545,6 +546,15 @@ def run(
         results["soak"] = run_soak(single, single_body, single_key, args.soak_requests)
         return results
 
+    floor_port = procs.free_port()
+    floor = procs.start(
+        "floor",
+        [sys.executable, str(HERE / "raw_proxy.py"), mock_url, "--port", str(floor_port)],
+        core=SERVER_CORE,
+        port=floor_port,
+        log_dir=work,
+    )
+    track(floor)
     two_config, two_kind = two_stage_config(
         cli, {"MOCK_BASE_URL": mock_url, "BENCH_STATE_DIR": str(work)}
     )
@@ -552,6 +562,7 @@ def run(
     track(two)
     variants = [
         Variant("direct", "mock upstream, direct", mock, direct_body, "sk-mock"),
+        Variant("floor", "raw ASGI proxy (floor)", floor, direct_body, "sk-mock"),
         Variant(
             "single",
             "modelyard, one model",
@@ -618,6 +629,8 @@ def run(
 def run_soak(service: procs.Service, body: Path, key: str, total: int) -> dict[str, Any]:
     """The RSS soak on the one-model gateway."""
     say(f"soak: {total:,} requests through {service.name}, RSS sampled every 5 s")
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    load = os.getloadavg()
     result = soak(
         service.url + "/v1/chat/completions",
         body,
@@ -628,6 +641,7 @@ def run_soak(service: procs.Service, body: Path, key: str, total: int) -> dict[s
         warmup=min(100_000, total // 10),
         progress=say,
     )
+    result = {"when": when, "loadavg_start": load, "loadavg_end": os.getloadavg(), **result}
     print(_fmt_soak(result))
     return result
 
