@@ -505,6 +505,9 @@ def main() -> None:
         results["soak"] = previous["soak"]  # a comparison run keeps the last soak's figures
     if "variants" not in results and "variants" in previous:
         results = {**previous, "soak": results["soak"]}
+    if "soak" in results and "met" in results:
+        growth = results["soak"]["growth_after_warmup_pct"]
+        results["met"]["soak_rss_growth"] = growth <= TARGETS["rss_growth_pct_max"]
     args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     say(f"wrote {args.output}")
 
