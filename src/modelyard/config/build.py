@@ -67,7 +67,8 @@ class Resources:
     """Stateful services with an `aclose()`: state stores, the spend ledger, caches, alerts."""
     state: StateStore | None = None
     """The state store of the config built last; budgets, rate limits and breakers share it
-    (`config.build_operations.state_store` makes it)."""
+    (`state.factory.shared_store` makes it; `live_store` picks the store for counters that need
+    no history)."""
 
     def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
         """The pool for `key`, made on first use."""
@@ -320,7 +321,8 @@ def build(
 
     `resilience` replaces the default (the config's state store, real time, real providers).
     """
-    from modelyard.config.build_operations import apply_operations, state_store
+    from modelyard.config.build_operations import apply_operations
+    from modelyard.state.factory import live_store
 
     check_references(loaded)
     context = BuildContext(
@@ -328,7 +330,9 @@ def build(
         resources=resources or Resources(),
         disabled_providers=disabled_providers(loaded),
     )
-    context.resilience = resilience or Resilience(store=state_store(context))
+    context.resilience = resilience or Resilience(
+        store=live_store(loaded.config.state, loaded.base_dir, context.resources)
+    )
     config = loaded.config
     for name, provider in context.disabled_providers.items():
         context.notes.append(f"provider {name!r} is disabled: {provider}")

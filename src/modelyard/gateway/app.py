@@ -29,7 +29,7 @@ from modelyard.gateway.exchange import Call, Receive, Scope, Send
 from modelyard.gateway.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
-from modelyard.state.factory import shared_store
+from modelyard.state.factory import live_store, shared_store
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -210,6 +210,9 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
         serving=serving,
         watch_config=serving and spec.watch_config,
     )
-    # Per-key rate limits share the config's state store: one limit across every replica.
-    gateway.chat.limits = shared_store(loaded.config.state, loaded.base_dir, live.resources)
+    # Per-key rate limits live where the circuits and provider limits do (shared with Redis or
+    # PostgreSQL: one limit across every replica); a key's own budget is spend, kept with the
+    # configured budgets.
+    gateway.chat.limits = live_store(loaded.config.state, loaded.base_dir, live.resources)
+    gateway.chat.spend = shared_store(loaded.config.state, loaded.base_dir, live.resources)
     return gateway

@@ -50,8 +50,9 @@ class ChatEndpoints:
         self.max_body_bytes = max_body_bytes
         self.max_messages = max_messages
         self.limits: StateStore = MemoryStore()
-        """Per-key request rates and budgets; a shared backend makes them hold across
-        replicas."""
+        """Per-key request rates; a shared backend makes them hold across replicas."""
+        self.spend: StateStore = self.limits
+        """Each key's own budget (spend, persisted with the embedded default)."""
         self._book: BudgetBook | None = None
         self._per_key: dict[str, int] = {}
 
@@ -141,8 +142,8 @@ class ChatEndpoints:
     @property
     def book(self) -> BudgetBook:
         """The ledger of each key's own monthly budget, on the shared state store."""
-        if self._book is None or self._book.store is not self.limits:
-            self._book = BudgetBook(self.limits)
+        if self._book is None or self._book.store is not self.spend:
+            self._book = BudgetBook(self.spend)
         return self._book
 
     async def _reserve(

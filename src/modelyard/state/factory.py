@@ -23,6 +23,19 @@ def shared_store(spec: StateSpec, base_dir: Path, resources: Resources) -> State
     return store
 
 
+def live_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateStore:
+    """The store for counters that need no history: rate limits, retry budgets, circuits.
+
+    With a shared backend (Redis, PostgreSQL) that is the shared store, so replicas agree. With
+    the embedded default (SQLite) it is this process's memory: persisting a per-minute window
+    would buy nothing across a restart and cost a disk round trip on every request.
+    """
+    if spec.backend in ("redis", "postgres"):
+        return shared_store(spec, base_dir, resources)
+    store: StateStore = resources.service("live|memory", MemoryStore)
+    return store
+
+
 def make_store(spec: StateSpec, base_dir: Path) -> StateStore:
     """The store for `spec`; relative SQLite paths are taken from `base_dir` (the config's)."""
     if spec.backend == "memory":
