@@ -86,6 +86,18 @@ async def test_confident_logprobs_accept_the_cheap_answer(yard_of: Callable[[str
     assert [c.node for c in stage.children] == ["small"]
 
 
+async def test_logprobs_asked_only_for_the_estimate_are_not_returned(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = cascade("{model: small, threshold: 0.8, estimator: {type: logprob}}")
+    async with yard_of(text) as yard:
+        quiet = await yard.complete("qa", "capital of France?")
+        asked = await yard.complete("qa", "capital of France?", logprobs=True)
+    assert quiet.model == asked.model == "small"
+    assert quiet.choices[0].logprobs is None
+    assert asked.choices[0].logprobs
+
+
 async def test_low_logprobs_escalate_and_cost_both(yard_of: Callable[[str], Yard]) -> None:
     text = cascade("{model: small, threshold: 0.95, estimator: {type: logprob}}")
     async with yard_of(text) as yard:

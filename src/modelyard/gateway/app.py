@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -162,6 +163,12 @@ class Gateway:
         self.decisions.start()
         loop = asyncio.get_running_loop()
         if self.serving:
+            # The config, models and libraries loaded so far live as long as the process: keep
+            # the collector from rescanning them, and let it run less often (measured: about
+            # 15% of CPU at saturation went to full collections).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload()))
         if self.watch_config:

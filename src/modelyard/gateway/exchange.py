@@ -83,7 +83,11 @@ class Call:
 
     async def respond(self, status: int, body: bytes, headers: Headers | None = None) -> None:
         """Send a whole response, with this request's id."""
-        out = [*(headers or JSON), (b"x-request-id", self.id.encode())]
+        out = [
+            *(headers or JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", self.id.encode()),
+        ]
         await self.send({"type": "http.response.start", "status": status, "headers": out})
         await self.send({"type": "http.response.body", "body": body})
 

@@ -56,5 +56,9 @@ def serve(
         lifespan="on",
         access_log=False,
         log_level="warning",
+        # Per-request work that a gateway behind its own load balancer does not need.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         timeout_graceful_shutdown=int(spec.drain_timeout),
     )

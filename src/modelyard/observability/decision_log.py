@@ -1,9 +1,10 @@
 """The request log: every request's outcome and decision record, kept for audit.
 
-Recording is a list append on the hot path; a background task writes batches to SQLite in a
-worker thread, so no request ever waits on the disk. The most recent records are also held in
-memory for `GET /v1/requests/{id}`. `aclose()` flushes what is pending, so a clean shutdown
-loses nothing.
+Recording is a list append on the hot path; a background task writes batches to SQLite on one
+writer thread that keeps its connection open, so no request ever waits on the disk. The most
+recent records are also held in memory for `GET /v1/requests/{id}`, as encoded JSON once they
+are written (a few thousand object trees would otherwise keep the garbage collector busy).
+`aclose()` flushes what is pending, so a clean shutdown loses nothing.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from modelyard.types import Decision
 
 log = logging.getLogger("modelyard.log")
+T = TypeVar("T")
 
 _MIGRATIONS = (
     """
@@ -100,27 +103,33 @@ class DecisionLog:
         self, path: Path | None, *, recent: int = 10_000, flush_every: float = 0.5
     ) -> None:
         self.path = path
-        self._recent: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._recent: OrderedDict[str, RequestRecord | bytes] = OrderedDict()
         self._recent_size = recent
         self._pending: list[RequestRecord] = []
         self._flush_every = flush_every
         self._task: asyncio.Task[None] | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-log")
+        self._db: sqlite3.Connection | None = None
+        """Opened and used only on the writer thread."""
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                for migration in _MIGRATIONS:
-                    db.execute(migration)
+            self._writer.submit(self._migrate).result()
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        assert self.path is not None
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            yield db
-        finally:
-            db.close()
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            assert self.path is not None
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        return self._db
+
+    def _migrate(self) -> None:
+        db = self._connection()
+        for migration in _MIGRATIONS:
+            db.execute(migration)
+
+    async def _on_writer(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
 
     def record(self, record: RequestRecord) -> None:
         """Keep a record; never blocks."""
@@ -147,58 +156,76 @@ class DecisionLog:
             return
         batch, self._pending = self._pending, []
         try:
-            await asyncio.to_thread(self._write, batch)
+            encoded = await self._on_writer(self._write, batch)
         except sqlite3.Error as exc:
             log.error(
                 "could not write %d request records: %s; keeping them to retry", len(batch), exc
             )
             self._pending[:0] = batch
+            return
+        recent = self._recent
+        for record, data in zip(batch, encoded, strict=True):
+            if recent.get(record.id) is record:
+                recent[record.id] = data
 
-    def _write(self, batch: list[RequestRecord]) -> None:
-        rows = [
-            (
-                r.id,
-                r.at,
-                r.key_id,
-                r.target,
-                r.api,
-                int(r.stream),
-                r.config_version,
-                r.status,
-                r.model,
-                r.provider_model,
-                r.latency_ms,
-                r.cost,
-                r.input_tokens,
-                r.output_tokens,
-                r.error,
-                orjson.dumps(r.decision.to_dict()).decode() if r.decision else None,
+    def _write(self, batch: list[RequestRecord]) -> list[bytes]:
+        """Store a batch (on the writer thread); returns each record encoded for `get`."""
+        encoded = []
+        rows = []
+        for r in batch:
+            record = r.to_dict()
+            encoded.append(orjson.dumps(record))
+            decision = orjson.dumps(record["decision"]).decode() if r.decision else None
+            rows.append(
+                (
+                    r.id,
+                    r.at,
+                    r.key_id,
+                    r.target,
+                    r.api,
+                    int(r.stream),
+                    r.config_version,
+                    r.status,
+                    r.model,
+                    r.provider_model,
+                    r.latency_ms,
+                    r.cost,
+                    r.input_tokens,
+                    r.output_tokens,
+                    r.error,
+                    decision,
+                )
             )
-            for r in batch
-        ]
-        with self._connect() as db:
-            db.execute("BEGIN")
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
             db.executemany(
                 "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
-            db.execute("COMMIT")
+        except sqlite3.Error:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return encoded
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """A request's record by id, from memory or the file."""
         record = self._recent.get(request_id)
+        if isinstance(record, bytes):
+            loaded: dict[str, Any] = orjson.loads(record)
+            return loaded
         if record is not None:
             return record.to_dict()
         if self.path is None:
             return None
-        return await asyncio.to_thread(self._read, request_id)
+        return await self._on_writer(self._read, request_id)
 
     def _read(self, request_id: str) -> dict[str, Any] | None:
-        with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        cursor = self._connection().execute("SELECT * FROM requests WHERE id = ?", (request_id,))
+        row = cursor.fetchone()
         if row is None:
             return None
-        out = dict(row)
+        out = dict(zip([c[0] for c in cursor.description], row, strict=True))
         out["stream"] = bool(out["stream"])
         out["decision"] = orjson.loads(out["decision"]) if out["decision"] else None
         return out
@@ -211,6 +238,10 @@ class DecisionLog:
                 await self._task
             self._task = None
         await self.flush()
+        if self._db is not None:
+            await self._on_writer(self._db.close)
+            self._db = None
+        self._writer.shutdown(wait=False)
 
 
 def now() -> float:

@@ -3,12 +3,25 @@ model and provider. One registry per gateway (no process-global state)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelyard.types import ChatResponse
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True, slots=True)
+class _AnsweredSeries:
+    requests: Any
+    latency: Any
+    input_tokens: Any
+    output_tokens: Any
+    cost: Any
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -49,16 +62,28 @@ class Metrics:
             ("system", "model"),
             registry=self.registry,
         )
+        self._answered: dict[tuple[str, str, str], _AnsweredSeries] = {}
+        """The labelled series of each (system, model, provider), looked up once: `labels()`
+        takes a lock and builds a key on every call."""
 
     def answered(self, system: str, response: ChatResponse, provider: str, seconds: float) -> None:
         """Count one answered request."""
         model = response.model
-        self.requests.labels(system, model, provider, "200").inc()
-        self.latency.labels(system).observe(seconds)
+        series = self._answered.get((system, model, provider))
+        if series is None:
+            series = self._answered[(system, model, provider)] = _AnsweredSeries(
+                requests=self.requests.labels(system, model, provider, "200"),
+                latency=self.latency.labels(system),
+                input_tokens=self.tokens.labels(system, model, "input"),
+                output_tokens=self.tokens.labels(system, model, "output"),
+                cost=self.cost.labels(system, model),
+            )
+        series.requests.inc()
+        series.latency.observe(seconds)
         usage = response.usage
-        self.tokens.labels(system, model, "input").inc(usage.input_tokens)
-        self.tokens.labels(system, model, "output").inc(usage.output_tokens)
-        self.cost.labels(system, model).inc(response.cost)
+        series.input_tokens.inc(usage.input_tokens)
+        series.output_tokens.inc(usage.output_tokens)
+        series.cost.inc(response.cost)
 
     def failed(self, system: str, kind: str, status: int, seconds: float) -> None:
         """Count one failed request."""

@@ -69,7 +69,7 @@ class Estimator(abc.ABC):
             )
         confidence, reason, cost, extra = await self.score(request, response)
         return Estimate(
-            response,
+            self.finish(request, response),
             None,
             confidence,
             reason,
@@ -80,6 +80,10 @@ class Estimator(abc.ABC):
     def prepare(self, request: ChatRequest) -> ChatRequest:
         """The request as this estimator needs it sent."""
         return request
+
+    def finish(self, request: ChatRequest, response: ChatResponse) -> ChatResponse:
+        """The answer as the caller should get it, without what only the estimator asked for."""
+        return response
 
     async def score(
         self, request: ChatRequest, response: ChatResponse
@@ -103,6 +107,12 @@ class LogprobEstimator(Estimator):
 
     def prepare(self, request: ChatRequest) -> ChatRequest:
         return request if request.logprobs else replace(request, logprobs=True)
+
+    def finish(self, request: ChatRequest, response: ChatResponse) -> ChatResponse:
+        if request.logprobs:
+            return response
+        choices = tuple(replace(choice, logprobs=None) for choice in response.choices)
+        return replace(response, choices=choices)
 
     async def score(
         self, request: ChatRequest, response: ChatResponse
