@@ -8,6 +8,7 @@ name it was sent to.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ def spend_rows(
     """One row per model the request used, costs from its decision tree; the answering model's
     row also carries the tokens and any difference between the tree's sum and the total."""
     at = time.time() if now is None else now
-    day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    day = _day(int(at))
     request_id = response.id if response is not None else uuid.uuid4().hex
     decision: Decision | None = response.decision if response is not None else error.decision  # type: ignore[union-attr]
     total = response.cost if response is not None else (error.cost if error else 0.0)
@@ -73,6 +74,12 @@ def spend_rows(
             )
         )
     return rows
+
+
+@functools.lru_cache(maxsize=4)
+def _day(second: int) -> str:
+    """The UTC date of a Unix second (cached: formatting a date is slow, seconds repeat)."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d")
 
 
 def _cache_hit(decision: Decision | None) -> Decision | None:
