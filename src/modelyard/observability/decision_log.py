@@ -103,7 +103,7 @@ class DecisionLog:
         self, path: Path | None, *, recent: int = 10_000, flush_every: float = 0.5
     ) -> None:
         self.path = path
-        self._recent: OrderedDict[str, RequestRecord | bytes] = OrderedDict()
+        self._recent: OrderedDict[str, RequestRecord | tuple[Any, ...]] = OrderedDict()
         self._recent_size = recent
         self._pending: list[RequestRecord] = []
         self._flush_every = flush_every
@@ -168,34 +168,30 @@ class DecisionLog:
             if recent.get(record.id) is record:
                 recent[record.id] = data
 
-    def _write(self, batch: list[RequestRecord]) -> list[bytes]:
-        """Store a batch (on the writer thread); returns each record encoded for `get`."""
-        encoded = []
-        rows = []
-        for r in batch:
-            record = r.to_dict()
-            encoded.append(orjson.dumps(record))
-            decision = orjson.dumps(record["decision"]).decode() if r.decision else None
-            rows.append(
-                (
-                    r.id,
-                    r.at,
-                    r.key_id,
-                    r.target,
-                    r.api,
-                    int(r.stream),
-                    r.config_version,
-                    r.status,
-                    r.model,
-                    r.provider_model,
-                    r.latency_ms,
-                    r.cost,
-                    r.input_tokens,
-                    r.output_tokens,
-                    r.error,
-                    decision,
-                )
+    def _write(self, batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
+        """Store a batch (on the writer thread); returns each record's row, which `get` reads
+        (a tuple of plain values costs the garbage collector nothing to keep)."""
+        rows = [
+            (
+                r.id,
+                r.at,
+                r.key_id,
+                r.target,
+                r.api,
+                int(r.stream),
+                r.config_version,
+                r.status,
+                r.model,
+                r.provider_model,
+                round(r.latency_ms, 3),
+                r.cost,
+                r.input_tokens,
+                r.output_tokens,
+                r.error,
+                orjson.dumps(r.decision.to_dict()).decode() if r.decision else None,
             )
+            for r in batch
+        ]
         db = self._connection()
         db.execute("BEGIN")
         try:
@@ -206,14 +202,13 @@ class DecisionLog:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        return encoded
+        return rows
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """A request's record by id, from memory or the file."""
         record = self._recent.get(request_id)
-        if isinstance(record, bytes):
-            loaded: dict[str, Any] = orjson.loads(record)
-            return loaded
+        if isinstance(record, tuple):
+            return _from_row(record)
         if record is not None:
             return record.to_dict()
         if self.path is None:
@@ -221,14 +216,11 @@ class DecisionLog:
         return await self._on_writer(self._read, request_id)
 
     def _read(self, request_id: str) -> dict[str, Any] | None:
-        cursor = self._connection().execute("SELECT * FROM requests WHERE id = ?", (request_id,))
+        cursor = self._connection().execute(
+            f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = ?", (request_id,)
+        )
         row = cursor.fetchone()
-        if row is None:
-            return None
-        out = dict(zip([c[0] for c in cursor.description], row, strict=True))
-        out["stream"] = bool(out["stream"])
-        out["decision"] = orjson.loads(out["decision"]) if out["decision"] else None
-        return out
+        return None if row is None else _from_row(row)
 
     async def aclose(self) -> None:
         """Stop the writer and flush everything pending."""
@@ -242,6 +234,33 @@ class DecisionLog:
             await self._on_writer(self._db.close)
             self._db = None
         self._writer.shutdown(wait=False)
+
+
+COLUMNS = (
+    "id",
+    "at",
+    "key_id",
+    "target",
+    "api",
+    "stream",
+    "config_version",
+    "status",
+    "model",
+    "provider_model",
+    "latency_ms",
+    "cost",
+    "input_tokens",
+    "output_tokens",
+    "error",
+    "decision",
+)
+
+
+def _from_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(COLUMNS, row, strict=True))
+    out["stream"] = bool(out["stream"])
+    out["decision"] = orjson.loads(out["decision"]) if out["decision"] else None
+    return out
 
 
 def now() -> float:
