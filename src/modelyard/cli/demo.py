@@ -149,8 +149,11 @@ def demo(
         "reports/demo.html"
     ),
 ) -> None:
-    """Push labelled tickets through a system; print where they went, how well it routed, what
-    it cost and how fast it was; write an HTML report with the architecture and charts."""
+    """Run labelled tickets through a system: routes, accuracy, cost, latency, HTML report.
+
+    Prints where the tickets went, how well the system routed them, what they cost and how
+    fast they were answered, and writes an HTML report with the architecture and charts.
+    """
 
     def run() -> None:
         if not config.is_file():

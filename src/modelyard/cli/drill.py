@@ -98,8 +98,11 @@ def drill(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Replace each provider in turn with a faulty stand-in (down, slow, 429 storm, 5xx, cut
-    streams) and check the system still answers; no real provider is contacted."""
+    """Failover drill: fault each provider in turn and check the system still answers.
+
+    Each provider is replaced in turn by a faulty stand-in (down, slow, 429 storm, 5xx, cut
+    streams); no real provider is contacted. Exits 1 when a fault is not survived.
+    """
     faults = fault or list(FAULTS)
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:

@@ -58,9 +58,11 @@ def health(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Show each circuit breaker (per model and per provider): closed, open or half-open, its
-    failure rate and last error. State comes from the configured store, so a shared store shows
-    what the running replicas see; an in-memory one starts closed."""
+    """Show each circuit breaker: closed, open or half-open, failure rate, last error.
+
+    State comes from the configured store, so a shared store (Redis) shows what the running
+    replicas see; an in-memory one starts closed.
+    """
 
     def run() -> tuple[list[tuple[str, str, float]], HealthReport]:
         return asyncio.run(_check(load(config), probe))
