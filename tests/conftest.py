@@ -11,6 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+def skip_without_shared_data(config: Path) -> None:
+    """Skip a test of an example that replays ../shared/data when that folder is not here."""
+    from modelyard.evaluation.recordings import data_root
+
+    if "shared:" in config.read_text(encoding="utf-8") and data_root() is None:
+        pytest.skip(f"{config.name} replays the shared data folder, which is absent")
+
+
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
     """Write YAML text to a config file in a temporary directory and return its path."""

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, skip_without_shared_data
 
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
 KEY_VARIABLES = [name for name in os.environ if name.endswith(("_API_KEY", "_KEY"))]
@@ -21,6 +21,7 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_example_passes_check_without_keys(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_without_shared_data(config)
     for name in KEY_VARIABLES:
         monkeypatch.delenv(name)
     result = CliRunner().invoke(app, ["check", str(config)])

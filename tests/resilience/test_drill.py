@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from modelyard.cli import app
 from modelyard.errors import NotFoundError
 from modelyard.resilience.drill import Workload, run_drill
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, skip_without_shared_data
 
 TWO_PROVIDERS = """
 providers:
@@ -108,6 +108,7 @@ def test_cli_exit_code_follows_the_verdicts(write_config: Write) -> None:
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_drill_runs_on_every_example(example: str) -> None:
+    skip_without_shared_data(EXAMPLES / example)
     args = ["drill", str(EXAMPLES / example), "--requests", "2", "--time-scale", "0.001"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code in (0, 1), result.output
