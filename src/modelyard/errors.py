@@ -217,6 +217,30 @@ _KIND_BY_CLASS: dict[type[ModelError], str] = {
     NoAnswerError: "no_answer",
 }
 
+_BY_STATUS: dict[int, type[ModelError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: PermissionDeniedError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: ModelTimeoutError,
+    413: BadRequestError,
+    422: BadRequestError,
+    429: RateLimitedError,
+    504: ModelTimeoutError,
+    529: OverloadedError,
+}
+
+
+def class_for_status(status: int) -> type[ModelError]:
+    """The error class an HTTP status means when the body says nothing more specific; each wire
+    format refines it with what its error bodies say."""
+    cls = _BY_STATUS.get(status)
+    if cls is not None:
+        return cls
+    return UnavailableError if status >= 500 else BadRequestError
+
+
 ERROR_KINDS: dict[str, type[ModelError]] = {kind: cls for cls, kind in _KIND_BY_CLASS.items()}
 """Error classes by their `kind`, for config (fallback rules name kinds)."""
 

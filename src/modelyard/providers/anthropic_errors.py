@@ -24,6 +24,7 @@ from modelyard.errors import (
     PermissionDeniedError,
     RateLimitedError,
     UnavailableError,
+    class_for_status,
 )
 from modelyard.providers.headers import anthropic_rate_limits, parse_retry_after
 from modelyard.providers.wire import body_excerpt
@@ -39,20 +40,6 @@ _BY_TYPE: dict[str, type[ModelError]] = {
     "timeout_error": ModelTimeoutError,
     "api_error": UnavailableError,
     "overloaded_error": OverloadedError,
-}
-
-_BY_STATUS: dict[int, type[ModelError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    402: PermissionDeniedError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    408: ModelTimeoutError,
-    413: BadRequestError,
-    422: BadRequestError,
-    429: RateLimitedError,
-    504: ModelTimeoutError,
-    529: OverloadedError,
 }
 
 _HINTS: dict[type[ModelError], str] = {
@@ -97,7 +84,7 @@ def error_from_wire(status: int, headers: Mapping[str, str], body: bytes) -> Mod
         payload = None
     detail = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(detail, dict):
-        cls = _class_for_status(status)
+        cls = class_for_status(status)
         error = cls(
             f"HTTP {status} without Anthropic's error JSON; body starts: {body_excerpt(body)!r}",
             status=status,
@@ -116,7 +103,7 @@ def error_from_payload(detail: Mapping[str, Any], *, status: int | None) -> Mode
     kind = kind if isinstance(kind, str) else "unknown_error"
     message = detail.get("message")
     message = message if isinstance(message, str) else ""
-    cls = _BY_TYPE.get(kind) or (_class_for_status(status) if status else UnavailableError)
+    cls = _BY_TYPE.get(kind) or (class_for_status(status) if status else UnavailableError)
     lowered = message.lower()
     if cls is BadRequestError and any(p in lowered for p in _CONTEXT_PHRASES):
         cls = ContextLengthError
@@ -129,13 +116,6 @@ def error_from_payload(detail: Mapping[str, Any], *, status: int | None) -> Mode
         code=kind,
         provider_message=message or None,
     )
-
-
-def _class_for_status(status: int) -> type[ModelError]:
-    cls = _BY_STATUS.get(status)
-    if cls is not None:
-        return cls
-    return UnavailableError if status >= 500 else BadRequestError
 
 
 def _apply_headers(error: ModelError, status: int, headers: Mapping[str, str]) -> None:

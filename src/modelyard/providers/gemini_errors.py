@@ -29,6 +29,7 @@ from modelyard.errors import (
     PermissionDeniedError,
     RateLimitedError,
     UnavailableError,
+    class_for_status,
 )
 from modelyard.providers.headers import parse_duration, parse_retry_after
 from modelyard.providers.wire import body_excerpt
@@ -82,23 +83,13 @@ _OVERLOADED = re.compile(r"(?i)overload")
 
 
 def _by_status(status: int) -> type[ModelError]:
-    if status == 401:
-        return AuthenticationError
-    if status == 403:
-        return PermissionDeniedError
-    if status == 404:
-        return NotFoundError
     if status == 413:
-        return ContextLengthError
-    if status == 429:
-        return RateLimitedError
-    if status in (408, 504):
-        return ModelTimeoutError
-    if status in (503, 529):
-        return OverloadedError
-    if status >= 500:
-        return UnavailableError
-    return BadRequestError
+        return ContextLengthError  # Gemini's "request too large" is the prompt's length
+    if status == 503:
+        return OverloadedError  # Gemini answers 503 UNAVAILABLE when the model is overloaded
+    if status == 402:
+        return BadRequestError
+    return class_for_status(status)
 
 
 def _details(error: Mapping[str, Any]) -> list[Mapping[str, Any]]:
