@@ -51,3 +51,17 @@ async def test_rows_split_a_fallbacks_spend_between_the_models_it_used() -> None
     assert by_model["steady"].answered and not by_model["failing"].answered
     assert sum(r.cost for r in rows) == response.cost
     assert by_model["steady"].key_id == "k1" and by_model["steady"].tags == ("team:a",)
+
+
+async def test_aclose_while_the_writer_works_through_full_batches_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(SqliteLedgerFile(tmp_path / "l.db"), flush_interval=1.0, batch_size=10)
+    for i in range(25):
+        ledger.record([row(i)])  # every tenth row wakes the writer
+        await asyncio.sleep(0)
+    await asyncio.wait_for(ledger.aclose(), 5)
+    assert ledger.written == 25
+    file = SqliteLedgerFile(tmp_path / "l.db")
+    assert await file.query("SELECT COUNT(*) FROM spend") == [(25,)]
+    await file.aclose()

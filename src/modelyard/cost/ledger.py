@@ -150,6 +150,7 @@ class Ledger:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
+        self._stopping = False
         self.dropped = 0
         self.written = 0
 
@@ -180,9 +181,10 @@ class Ledger:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 
@@ -207,9 +209,13 @@ class Ledger:
     async def aclose(self) -> None:
         """Stop the background task and write what is still queued."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Asked to stop rather than cancelled: a cancel that lands as a full batch wakes the
+            # writer can be swallowed by the wait (Python 3.11), leaving aclose waiting forever.
+            self._stopping = True
+            if self._wake is not None:
+                self._wake.set()
+            await self._task
             self._task = None
+            self._stopping = False
         await self.flush()
         await self.file.aclose()
