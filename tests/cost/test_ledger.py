@@ -65,3 +65,17 @@ async def test_aclose_while_the_writer_works_through_full_batches_loses_nothing(
     file = SqliteLedgerFile(tmp_path / "l.db")
     assert await file.query("SELECT COUNT(*) FROM spend") == [(25,)]
     await file.aclose()
+
+
+def test_aclose_on_a_new_loop_after_the_writers_loop_closed_writes_everything(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(SqliteLedgerFile(tmp_path / "l.db"), flush_interval=60)
+
+    async def use() -> None:
+        ledger.record([row(1)])  # starts the writer on this loop, which then closes
+
+    asyncio.run(use())
+    ledger.record([row(2)])  # no running loop: queued for aclose
+    asyncio.run(asyncio.wait_for(ledger.aclose(), 5))
+    assert ledger.written == 2

@@ -208,14 +208,18 @@ class Ledger:
 
     async def aclose(self) -> None:
         """Stop the background task and write what is still queued."""
-        if self._task is not None:
-            # Asked to stop rather than cancelled: a cancel that lands as a full batch wakes the
-            # writer can be swallowed by the wait (Python 3.11), leaving aclose waiting forever.
-            self._stopping = True
-            if self._wake is not None:
-                self._wake.set()
-            await self._task
-            self._task = None
-            self._stopping = False
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            if task.get_loop() is asyncio.get_running_loop():
+                # Asked to stop rather than cancelled: a cancel that lands as a full batch wakes
+                # the writer can be swallowed by the wait (Python 3.11), leaving aclose waiting.
+                self._stopping = True
+                if self._wake is not None:
+                    self._wake.set()
+                await task
+                self._stopping = False
+            else:
+                task.cancel()  # started on a loop that is gone (e.g. a closed test loop)
+                self._lock = None  # may be bound to that loop; this one gets its own
         await self.flush()
         await self.file.aclose()
