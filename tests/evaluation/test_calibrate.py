@@ -121,6 +121,8 @@ systems:
     assert result.chosen.text.replace(result.chosen.values[knob.name], "gpt-4-1106-preview", 1) == (
         config.read_text()
     )
-    assert set(result.frontier.curves) == {"system", "calibrated", "random", "oracle"}
+    curves = result.frontier.curves
+    assert set(curves) == {"system", "system + singles", "calibrated", "random", "oracle"}
+    assert curves["system + singles"].aiq >= max(curves["system"].aiq, curves["random"].aiq)
     oracle = result.frontier.curves["oracle"].points[-1][1]
     assert oracle >= max(p[1] for p in result.frontier.singles.values())

@@ -62,6 +62,12 @@ def test_adding_a_key_to_a_block_mapping() -> None:
     assert parse(out).config.models["b"].local.default == "hello there"  # type: ignore[union-attr]
 
 
+def test_a_dotted_number_indexes_a_list_like_brackets() -> None:
+    dotted = set_value(TEXT, parse_path("systems.main.chain.1"), "c")
+    assert dotted == set_value(TEXT, parse_path("systems.main.chain[1]"), "c")
+    assert "chain: [a, c]" in dotted
+
+
 def test_setting_under_a_missing_parent_is_an_error() -> None:
     with pytest.raises(ConfigError) as caught:
         set_value(TEXT, ("systems", "nope", "threshold"), 0.5)

@@ -155,6 +155,32 @@ async def test_agreement_with_another_model(yard_of: Callable[[str], Yard]) -> N
     assert escalated.decision.children[0].reason == "escalated: 1 of 2 models agree < 1"
 
 
+async def test_agreement_asked_in_turn_stops_once_the_threshold_is_cleared(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    panel = "{type: agreement, models: [lyon, plain, big], ask: in_turn}"
+    async with yard_of(cascade(f"{{model: small, threshold: 0.5, estimator: {panel}}}")) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert (response.model, response.cost) == ("small", 4.0)  # small 2 + lyon 0 + plain 2
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason == "accepted: 2 of 4 models agree (3 asked in turn) >= 0.5"
+    assert [c.node for c in first.children] == ["small", "lyon", "plain"]  # big never asked
+
+
+async def test_agreement_asked_in_turn_stops_once_the_threshold_is_out_of_reach(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    panel = "{type: agreement, models: [lyon, plain], ask: in_turn}"
+    async with yard_of(cascade(f"{{model: small, threshold: 1.0, estimator: {panel}}}")) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert (response.model, response.cost) == ("big", 6.0)  # small 2 + lyon 0 + big 4
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason.startswith("escalated: 1 of 3 models agree (2 asked in turn) < 1")
+    assert [c.node for c in first.children] == ["small", "lyon"]  # plain could not lift it
+
+
 async def test_a_verifier_saying_no_escalates(yard_of: Callable[[str], Yard]) -> None:
     stage = "{model: plain, threshold: 0.5, estimator: {type: verifier, model: judge-no}}"
     async with yard_of(cascade(stage)) as yard:

@@ -369,7 +369,9 @@ def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: s
 # --- cascade --------------------------------------------------------------------------------
 
 
-def _estimator(spec: EstimatorSpec, context: BuildContext, loc: Loc) -> Estimator:
+def _estimator(
+    spec: EstimatorSpec, context: BuildContext, loc: Loc, threshold: float | None
+) -> Estimator:
     if isinstance(spec, LogprobEstimatorSpec):
         return LogprobEstimator(spec.reduce)
     if isinstance(spec, SamplesEstimatorSpec):
@@ -378,7 +380,8 @@ def _estimator(spec: EstimatorSpec, context: BuildContext, loc: Loc) -> Estimato
         )
     if isinstance(spec, AgreementEstimatorSpec):
         others = [context.node(m, (*loc, "models", j)) for j, m in enumerate(spec.models)]
-        return AgreementEstimator(others, normaliser(spec.normalise))
+        until = threshold if spec.ask == "in_turn" else None
+        return AgreementEstimator(others, normaliser(spec.normalise), in_turn_until=until)
     if isinstance(spec, VerifierEstimatorSpec):
         return VerifierEstimator(context.node(spec.model, (*loc, "model")), spec.prompt)
     if isinstance(spec, OwnConfidenceEstimatorSpec):
@@ -399,7 +402,9 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
             stage_name = f"{model.name}#{i}"
         estimator = None
         if stage_spec.estimator is not None:
-            estimator = _estimator(stage_spec.estimator, context, (*where, "estimator"))
+            estimator = _estimator(
+                stage_spec.estimator, context, (*where, "estimator"), stage_spec.threshold
+            )
             if estimator.needs_logprobs and not model.info.capabilities.logprobs:
                 raise context.error(
                     (*where, "estimator"),

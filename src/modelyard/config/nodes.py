@@ -441,6 +441,9 @@ class AgreementEstimatorSpec(Spec):
     type: Literal["agreement"]
     models: list[NodeSpec] = Field(min_length=1)
     normalise: NormaliserName = "exact"
+    ask: Literal["together", "in_turn"] = "together"
+    """`in_turn`: one at a time, in the listed order (cheapest first), stopping once the
+    stage's threshold is cleared or out of reach: fewer calls, more latency."""
 
 
 class VerifierEstimatorSpec(Spec):

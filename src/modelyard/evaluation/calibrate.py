@@ -248,6 +248,7 @@ class Calibrator:
                 ),
             ),
             target_fraction=target.value if target.kind == "quality" else 0.95,
+            with_singles=("system",),
         )
         return Calibration(
             system=self.system,

@@ -193,6 +193,8 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
                 found: yaml.Node = value
                 return found
         return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, str) and part.isdigit():
+        part = int(part)  # `stages.0` means `stages[0]`
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
         item: yaml.Node | None = node.value[part] if part < len(node.value) else None
         return item

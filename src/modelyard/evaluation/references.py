@@ -128,11 +128,14 @@ def build_frontier(
     strong: str | None = None,
     weak: str | None = None,
     target_fraction: float = 0.95,
+    with_singles: Sequence[str] = (),
 ) -> Frontier:
     """The frontier summary from systems' points and each single model's per-item results.
 
     `strong` defaults to the most accurate single model (the cheaper on ties), `weak` to the
-    cheapest one.
+    cheapest one. Each system curve named in `with_singles` is also reported joined with the
+    single models ("NAME + singles"): a system that only spans costs above its cheapest model
+    otherwise scores no area below them, though a deployment can always pick a model alone.
     """
     names, scores, costs = matrices(per_model)
     singles = {
@@ -141,7 +144,13 @@ def build_frontier(
     strong = strong or max(names, key=lambda n: (singles[n][1], -singles[n][0]))
     weak = weak or min(names, key=lambda n: (singles[n][0], -singles[n][1]))
     oracle = oracle_curve(scores, costs)
-    curves_points = {**system_points, "random": list(singles.values()), "oracle": oracle}
+    joined = {f"{n} + singles": [*system_points[n], *singles.values()] for n in with_singles}
+    curves_points = {
+        **system_points,
+        **joined,
+        "random": list(singles.values()),
+        "oracle": oracle,
+    }
     max_cost = max(c for pts in curves_points.values() for c, _ in pts)
     curves = {
         name: _curve(points, max_cost, singles[weak], singles[strong], target_fraction)

@@ -269,21 +269,39 @@ def _sample_reason(winner: str | None, share: float, k: int) -> str:
 
 
 class AgreementEstimator(Estimator):
-    """The share of Models (the stage and `others`, asked at once) giving the stage's answer."""
+    """The share of Models (the stage and `others`) giving the stage's answer.
+
+    Asked together by default. With `in_turn_until` (the stage's threshold) the others are
+    asked one at a time, in order, and asking stops once the share clears that threshold or
+    can no longer reach it: the decision is the same, and the calls not made are not paid
+    for. The confidence then counts the Models not asked as disagreeing (a lower bound).
+    """
 
     kind = "agreement"
 
-    def __init__(self, others: Sequence[Model], normalise: Normaliser) -> None:
+    def __init__(
+        self,
+        others: Sequence[Model],
+        normalise: Normaliser,
+        *,
+        in_turn_until: float | None = None,
+    ) -> None:
         self.others = tuple(others)
         self.normalise = normalise
+        self.in_turn_until = in_turn_until
 
     def describe(self) -> str:
-        return "agreement with " + ", ".join(m.name for m in self.others)
+        names = ", ".join(m.name for m in self.others)
+        return f"agreement with {names}" + (
+            " (asked in turn)" if self.in_turn_until is not None else ""
+        )
 
     def models(self) -> Sequence[Model]:
         return self.others
 
     async def run(self, model: Model, request: ChatRequest) -> Estimate:
+        if self.in_turn_until is not None:
+            return await self._in_turn(model, request, self.in_turn_until)
         everyone = (model, *self.others)
         results = await asyncio.gather(*(_attempt(m, request) for m in everyone))
         cost = sum(r.cost for r in results)
@@ -299,6 +317,29 @@ class AgreementEstimator(Estimator):
         agreeing = sum(1 for k in keys if k is not None and k == keys[0])
         reason = f"{agreeing} of {len(keys)} models agree"
         return Estimate(own, None, share, reason, cost, children)
+
+    async def _in_turn(self, model: Model, request: ChatRequest, until: float) -> Estimate:
+        own = await _attempt(model, request)
+        if isinstance(own, ModelError):
+            return Estimate(
+                None, own, None, f"failed ({own.kind})", own.cost, (failed(model, own),)
+            )
+        total = 1 + len(self.others)
+        key = self.normalise(own.text)
+        agreeing = 0 if key is None else 1
+        cost, children = own.cost, [answered(model, own)]
+        for asked, other in enumerate(self.others):
+            if agreeing / total >= until or (agreeing + len(self.others) - asked) / total < until:
+                break
+            result = await _attempt(other, request)
+            cost += result.cost
+            if isinstance(result, ModelError):
+                children.append(failed(other, result))
+                continue
+            children.append(answered(other, result))
+            agreeing += self.normalise(result.text) == key
+        reason = f"{agreeing} of {total} models agree ({len(children)} asked in turn)"
+        return Estimate(own, None, agreeing / total, reason, cost, tuple(children))
 
 
 async def _attempt(model: Model, request: ChatRequest) -> ChatResponse | ModelError:
