@@ -1,4 +1,5 @@
-"""Every example config passes `modelyard check` with no API keys in the environment."""
+"""Every example config (and every benchmark config) passes `modelyard check` with no API keys
+in the environment."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from modelyard.cli import app
 from tests.conftest import EXAMPLES, skip_without_shared_data
 
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
+BENCH_CONFIGS = sorted((EXAMPLES.parent / "bench" / "configs").glob("*.yaml"))
 KEY_VARIABLES = [name for name in os.environ if name.endswith(("_API_KEY", "_KEY"))]
 
 
@@ -19,7 +21,9 @@ def test_there_are_examples() -> None:
     assert len(CONFIGS) >= 5
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+@pytest.mark.parametrize(
+    "config", [*CONFIGS, *BENCH_CONFIGS], ids=[c.name for c in [*CONFIGS, *BENCH_CONFIGS]]
+)
 def test_example_passes_check_without_keys(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     skip_without_shared_data(config)
     for name in KEY_VARIABLES:

@@ -1,4 +1,5 @@
-"""train: fit a learned cost-quality router from recorded outcomes and write its artifact."""
+"""train: fit a learned cost-quality router (or a cascade's learned check) from recorded
+outcomes and write its artifact."""
 
 from __future__ import annotations
 
@@ -41,11 +42,20 @@ def train(
         str, typer.Option(help="auto (pick by held-out log-loss), logistic or knn.")
     ] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
+    features: Annotated[
+        str,
+        typer.Option(
+            help="prompt (a router's artifact) or answer (a cascade check's: prompt + response)."
+        ),
+    ] = "prompt",
 ) -> None:
-    """Fit a learned router (P(success) per candidate) and write the artifact a router uses."""
+    """Fit P(success) per candidate and write the artifact a router (or a cascade check) uses."""
     if method not in ("auto", "logistic", "knn"):
         fail(f"--method must be auto, logistic or knn, not {method!r}")
+    if features not in ("prompt", "answer"):
+        fail(f"--features must be prompt or answer, not {features!r}")
     chosen: Literal["auto", "logistic", "knn"] = method  # type: ignore[assignment]
+    reads: Literal["prompt", "answer"] = features  # type: ignore[assignment]
 
     def run() -> None:
         yard = load(config)
@@ -54,11 +64,18 @@ def train(
             fail(f"no embedder {embedder!r} in {config}; defined embedders: {known}")
         wanted = [m.strip() for m in models.split(",") if m.strip()] if models else None
         try:
-            rows = read_outcomes(outcomes, wanted)
+            rows = read_outcomes(outcomes, wanted, features=reads)
         except OutcomesError as exc:
             fail(str(exc))
         artifact = asyncio.run(
-            train_router(rows, yard.embedders[embedder], method=chosen, source=outcomes, seed=seed)
+            train_router(
+                rows,
+                yard.embedders[embedder],
+                method=chosen,
+                features=reads,
+                source=outcomes,
+                seed=seed,
+            )
         )
         save(output, artifact)
         meta = artifact.meta

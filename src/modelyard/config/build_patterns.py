@@ -34,6 +34,7 @@ from modelyard.config.nodes import (
     EstimatorSpec,
     GateSpec,
     JsonSchemaGateSpec,
+    LearnedEstimatorSpec,
     LearnedRoutingSpec,
     LogprobEstimatorSpec,
     OwnConfidenceEstimatorSpec,
@@ -55,6 +56,7 @@ from modelyard.patterns.estimators import (
     AgreementEstimator,
     CallableEstimator,
     Estimator,
+    LearnedEstimator,
     LogprobEstimator,
     OwnConfidenceEstimator,
     SamplesEstimator,
@@ -194,6 +196,12 @@ def _learned(
         artifact = load_artifact(path)
     except ArtifactError as exc:
         raise context.error((*where, "artifact"), str(exc)) from None
+    if artifact.meta.get("features", "prompt") != "prompt":
+        raise context.error(
+            (*where, "artifact"),
+            "the artifact was trained on answers (a cascade check's); a router needs one "
+            "trained on prompts: modelyard train --features prompt",
+        )
     if set(artifact.models) != set(routes):
         raise context.error(
             (*where, "artifact"),
@@ -369,8 +377,40 @@ def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: s
 # --- cascade --------------------------------------------------------------------------------
 
 
+def _learned_check(
+    spec: LearnedEstimatorSpec, context: BuildContext, loc: Loc, stage: str
+) -> LearnedEstimator:
+    path = context.path(spec.artifact)
+    try:
+        artifact = load_artifact(path)
+    except ArtifactError as exc:
+        raise context.error((*loc, "artifact"), str(exc)) from None
+    if artifact.meta.get("features") != "answer":
+        raise context.error(
+            (*loc, "artifact"),
+            "the artifact was trained on prompts only (a router's); a cascade check needs one "
+            "trained on the answers: modelyard train --features answer",
+        )
+    if artifact.embedder != spec.embedder:
+        raise context.error(
+            (*loc, "embedder"),
+            f"the artifact was trained with embedder {artifact.embedder!r}, not "
+            f"{spec.embedder!r}; its predictions only hold for that embedder's vectors",
+        )
+    candidate = spec.candidate or stage
+    if candidate not in artifact.models:
+        raise context.error(
+            (*loc, "candidate" if spec.candidate else "artifact"),
+            f"the artifact has no model {candidate!r} (it has {sorted(artifact.models)}); "
+            "set candidate: to the recorded model this stage is",
+        )
+    embedder = context.embedder(spec.embedder, (*loc, "embedder"))
+    column = artifact.models.index(candidate)
+    return LearnedEstimator(embedder, artifact.predictor, candidate, column, artifact.dimensions)
+
+
 def _estimator(
-    spec: EstimatorSpec, context: BuildContext, loc: Loc, threshold: float | None
+    spec: EstimatorSpec, context: BuildContext, loc: Loc, threshold: float | None, stage: str
 ) -> Estimator:
     if isinstance(spec, LogprobEstimatorSpec):
         return LogprobEstimator(spec.reduce)
@@ -382,6 +422,8 @@ def _estimator(
         others = [context.node(m, (*loc, "models", j)) for j, m in enumerate(spec.models)]
         until = threshold if spec.ask == "in_turn" else None
         return AgreementEstimator(others, normaliser(spec.normalise), in_turn_until=until)
+    if isinstance(spec, LearnedEstimatorSpec):
+        return _learned_check(spec, context, loc, stage)
     if isinstance(spec, VerifierEstimatorSpec):
         return VerifierEstimator(context.node(spec.model, (*loc, "model")), spec.prompt)
     if isinstance(spec, OwnConfidenceEstimatorSpec):
@@ -403,7 +445,11 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
         estimator = None
         if stage_spec.estimator is not None:
             estimator = _estimator(
-                stage_spec.estimator, context, (*where, "estimator"), stage_spec.threshold
+                stage_spec.estimator,
+                context,
+                (*where, "estimator"),
+                stage_spec.threshold,
+                model.name,
             )
             if estimator.needs_logprobs and not model.info.capabilities.logprobs:
                 raise context.error(

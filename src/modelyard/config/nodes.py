@@ -446,6 +446,19 @@ class AgreementEstimatorSpec(Spec):
     stage's threshold is cleared or out of reach: fewer calls, more latency."""
 
 
+class LearnedEstimatorSpec(Spec):
+    """Confidence = P(correct) of the stage's answer from a predictor trained on recorded
+    answers (`modelyard train --features answer`)."""
+
+    type: Literal["learned"]
+    artifact: str
+    """Path of the .npz artifact, relative to this file."""
+    embedder: str
+    """The embedder the artifact was trained with."""
+    candidate: str | None = None
+    """The artifact's model this stage is (default: the stage's model name)."""
+
+
 class VerifierEstimatorSpec(Spec):
     """Confidence = a verifier Model's score (yes/no or a number) for the answer."""
 
@@ -473,6 +486,7 @@ EstimatorSpec = Annotated[
     LogprobEstimatorSpec
     | SamplesEstimatorSpec
     | AgreementEstimatorSpec
+    | LearnedEstimatorSpec
     | VerifierEstimatorSpec
     | OwnConfidenceEstimatorSpec
     | CallableEstimatorSpec,

@@ -35,6 +35,7 @@ def rows(items: Iterable[RecordedItem], split: str | None = None) -> Iterable[di
                 "provider_model": outcome.provider_model,
                 "label": item.label,
                 "split": split or item.split,
+                "synthetic": outcome.synthetic or None,
             }
             row.update({k: v for k, v in optional.items() if v is not None})
             yield row

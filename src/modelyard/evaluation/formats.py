@@ -131,6 +131,7 @@ def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
         confidence=_optional_float(row, "confidence", path, line),
         latency_ms=_optional_float(row, "latency_ms", path, line),
         provider_model=str(row["provider_model"]) if row.get("provider_model") else None,
+        synthetic=row.get("synthetic") is True,
     )
 
 

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from modelyard.errors import ModelError
-from modelyard.model import Model
+from modelyard.model import Embedder, Model
 from modelyard.patterns.confidence import (
     agreement,
     majority,
@@ -23,8 +25,10 @@ from modelyard.patterns.confidence import (
     min_token_probability,
     parse_verdict,
 )
+from modelyard.patterns.learned import Predictor, answer_text
 from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import answered, derived, failed, fill, restamp
+from modelyard.patterns.routing import embed_one
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 VERIFIER_PROMPT = (
@@ -197,6 +201,41 @@ class CallableEstimator(Estimator):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             return None, f"{self.label} returned {value!r}, not a number in [0, 1]", 0.0, ()
         return float(value), f"{self.label} gave {float(value):.3f}", 0.0, ()
+
+
+class LearnedEstimator(Estimator):
+    """A predictor trained on recorded answers (`modelyard train --features answer`) gives
+    P(correct) of the stage's answer from the embedded prompt and answer."""
+
+    kind = "learned"
+
+    def __init__(
+        self, embedder: Embedder, predictor: Predictor, candidate: str, column: int, dimensions: int
+    ) -> None:
+        self.embedder = embedder
+        self.predictor = predictor
+        self.candidate = candidate
+        self.column = column
+        self.dimensions = dimensions
+
+    def describe(self) -> str:
+        return f"learned check of {self.candidate} ({self.embedder.name})"
+
+    async def score(
+        self, request: ChatRequest, response: ChatResponse
+    ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
+        text = answer_text(request.last_user_text, response.text)
+        try:
+            vector, embedded = await embed_one(self.embedder, request, text, what="the answer")
+        except ModelError as exc:
+            return None, f"embedder {self.embedder.name} failed ({exc.kind})", exc.cost, ()
+        x = np.asarray(vector, dtype=np.float64)
+        if len(x) != self.dimensions:
+            reason = f"embedder gave {len(x)} dimensions, the artifact expects {self.dimensions}"
+            return None, reason, embedded.cost, (embedded,)
+        norm = float(np.linalg.norm(x))
+        p = float(self.predictor.predict(x / norm if norm else x)[self.column])
+        return p, f"learned P(correct) {p:.3f}", embedded.cost, (embedded,)
 
 
 class SamplesEstimator(Estimator):

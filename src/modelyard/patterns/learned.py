@@ -25,6 +25,8 @@ import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
 Method = Literal["logistic", "knn"]
+Features = Literal["prompt", "answer"]
+"""What a predictor reads: the prompt (a router) or the prompt and an answer (a cascade check)."""
 
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
 K_GRID = (10, 20, 40, 80)
@@ -215,6 +217,11 @@ def _fit_one(
     if kind == "logistic":
         return (solver or LogisticSolver(x)).fit(y, setting)
     return fit_knn(x, y, int(setting))
+
+
+def answer_text(prompt: str, answer: str) -> str:
+    """The text a learned check embeds: the prompt, then the answer being judged."""
+    return f"{prompt}\n\nAnswer:\n{answer}"
 
 
 def utilities(p: Array, cost: Array, lam: float) -> Array:

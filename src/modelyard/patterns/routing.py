@@ -127,7 +127,9 @@ def confidence_verdict(confidence: float | None, threshold: float) -> Verdict:
     return Verdict(False, f"confidence {confidence:.3f} < {threshold:g}")
 
 
-async def embed_one(embedder: Embedder, request: ChatRequest, text: str) -> tuple[Any, Decision]:
+async def embed_one(
+    embedder: Embedder, request: ChatRequest, text: str, *, what: str = "the last user message"
+) -> tuple[Any, Decision]:
     """One text's vector, and a decision record of the embedding call."""
     started = time.perf_counter()
     response = await embedder.embed(
@@ -142,7 +144,7 @@ async def embed_one(embedder: Embedder, request: ChatRequest, text: str) -> tupl
     decision = Decision(
         node=embedder.name,
         kind="embedder",
-        reason="embedded the last user message",
+        reason=f"embedded {what}",
         latency_ms=since_ms(started),
         cost=response.cost,
     )

@@ -1,13 +1,15 @@
-"""Training a learned router from recorded outcomes: read the JSONL, embed the prompts, fit,
-and describe the result in an artifact header.
+"""Training a learned router or a learned cascade check from recorded outcomes: read the
+JSONL, embed the texts, fit, and describe the result in an artifact header.
 
 The outcomes file has one JSON object per line, one per (prompt, model) pair:
 
     {"prompt": "What is 2+2?", "model": "gpt-4o-mini", "correct": true, "cost": 0.00012}
-    {"prompt": "What is 2+2?", "model": "llama-8b", "score": 0.5}
+    {"prompt": "What is 2+2?", "model": "llama-8b", "score": 0.5, "response": "5"}
 
 `correct` (true/false) or `score` (0 to 1) is required; `cost` (USD for that call) is optional
-and, where given, becomes the candidate's mean recorded cost.
+and, where given, becomes the candidate's mean recorded cost. With features `prompt` (a router)
+the predictor sees the prompt only; with `answer` (a cascade's check) it sees the prompt and the
+model's `response`, which every row must then carry.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from modelyard.model import Embedder
 from modelyard.patterns.artifact import Artifact
-from modelyard.patterns.learned import fit, outcome_matrix
+from modelyard.patterns.learned import Features, answer_text, fit, outcome_matrix
 from modelyard.types import EmbeddingRequest
 
 BATCH = 64
@@ -43,9 +45,21 @@ class Outcome:
     model: str
     score: float
     cost: float | None = None
+    response: str | None = None
+    synthetic: bool = False
+    """The response was made up from the score (recordings without answer texts)."""
+
+    def text(self, features: Features) -> str:
+        """What the predictor sees for this outcome."""
+        if features == "prompt":
+            return self.prompt
+        assert self.response is not None, "read_outcomes checks every row has a response"
+        return answer_text(self.prompt, self.response)
 
 
-def read_outcomes(path: Path, models: Sequence[str] | None = None) -> list[Outcome]:
+def read_outcomes(
+    path: Path, models: Sequence[str] | None = None, *, features: Features = "prompt"
+) -> list[Outcome]:
     """The outcomes in a JSONL file (only those of `models`, when given)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -57,6 +71,16 @@ def read_outcomes(path: Path, models: Sequence[str] | None = None) -> list[Outco
         if not line.strip():
             continue
         row = _row(line, f"{path}:{number}")
+        if features == "answer" and row.response is None:
+            raise OutcomesError(
+                f"{path}:{number}: missing 'response' (a string): a check trained on answers "
+                "needs each recorded answer"
+            )
+        if features == "answer" and row.synthetic:
+            raise OutcomesError(
+                f"{path}:{number}: the response was synthesised from the recorded score, so a "
+                "check trained on it would read the label; train on real answers only"
+            )
         if wanted is None or row.model in wanted:
             out.append(row)
     if not out:
@@ -87,7 +111,17 @@ def _row(line: str, where: str) -> Outcome:
     cost = data.get("cost")
     if cost is not None and (not _number(cost) or cost < 0):
         raise OutcomesError(f"{where}: 'cost' must be a non-negative number of USD")
-    return Outcome(data["prompt"], data["model"], score, None if cost is None else float(cost))
+    response = data.get("response")
+    if response is not None and not isinstance(response, str):
+        raise OutcomesError(f"{where}: 'response' must be a string")
+    return Outcome(
+        data["prompt"],
+        data["model"],
+        score,
+        None if cost is None else float(cost),
+        response,
+        data.get("synthetic") is True,
+    )
 
 
 def _number(value: Any) -> bool:
@@ -115,14 +149,15 @@ async def train_router(
     embedder: Embedder,
     *,
     method: Literal["auto", "logistic", "knn"] = "auto",
+    features: Features = "prompt",
     source: Path | None = None,
     seed: int = 0,
 ) -> Artifact:
-    """Embed the prompts, fit the predictor, and return the artifact to save."""
-    prompts = list(dict.fromkeys(o.prompt for o in outcomes))
+    """Embed the texts, fit the predictor, and return the artifact to save."""
+    texts = list(dict.fromkeys(o.text(features) for o in outcomes))
     models = sorted({o.model for o in outcomes})
-    y = outcome_matrix(prompts, [(o.prompt, o.model, o.score) for o in outcomes], models)
-    x = await embed_texts(embedder, prompts)
+    y = outcome_matrix(texts, [(o.text(features), o.model, o.score) for o in outcomes], models)
+    x = await embed_texts(embedder, texts)
     fitted = fit(x, y, method=method, seed=seed)
     mean_cost: list[float | None] = []
     per_model: dict[str, dict[str, Any]] = {}
@@ -138,7 +173,8 @@ async def train_router(
     meta: dict[str, Any] = {
         "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rows": len(outcomes),
-        "prompts": len(prompts),
+        "prompts": len({o.prompt for o in outcomes}),
+        "features": features,
         "method": fitted.method,
         "setting": fitted.setting,
         "validation_log_loss": fitted.validation,
