@@ -2,7 +2,7 @@
 # The evidence run through modelyard's own commands: split recorded outcomes by prompt, train the
 # learned router on one part, calibrate its λ on a second part, report on the third (test) part.
 #
-#   bash bench/evidence_pipeline.sh [OUT_DIR]        # ~20 minutes on 2 cores; needs shared data
+#   bash bench/evidence_pipeline.sh [OUT_DIR]        # ~25 minutes on 2 cores; needs shared data
 #
 # Splits (seed 0, by prompt): test = 50 % of prompts; the other 50 % is split again 50/50 into
 # fit (router training) and calib (λ search). Embedder: hashing, 1,024 dimensions.
@@ -44,9 +44,41 @@ run() {
     --out "$OUT/$name.calibrated.yaml" --json --html "$OUT/$name.html" > "$OUT/$name.json" || true
 }
 
+# check_run NAME FORMAT DATA CHEAP STRONG : a cascade (CHEAP answers, a learned check of its
+# answer decides, else STRONG) on the splits `run NAME` made. Two fits: on the fit part with the
+# threshold chosen on the calib part (the calibrated figure), and on the whole training half
+# (the test curve, RouteLLM's way of reporting; its chosen threshold is in-sample).
+check_run() {
+  local name=$1 format=$2 data=$3 cheap=$4 strong=$5 fit
+  for fit in part half; do
+    local outcomes="$OUT/$name/part/train.jsonl" calib="$OUT/$name/part/test.jsonl"
+    if [ "$fit" = half ]; then outcomes="$OUT/$name/train.jsonl" calib="$OUT/$name/train.jsonl"; fi
+    "$M" train "$outcomes" --config "$OUT/embedder.yaml" --embedder hash --features answer \
+      --models "$cheap" -o "$OUT/$name-check-$fit.npz"
+    {
+      printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\nmodels:\n'
+      printf '  cheap: {local: {type: replay, data: "%s", format: %s, model: "%s"}}\n' \
+        "$data" "$format" "$cheap"
+      printf '  strong: {local: {type: replay, data: "%s", format: %s, model: "%s"}}\n' \
+        "$data" "$format" "$strong"
+      printf 'systems:\n  main:\n    type: cascade\n    stages:\n'
+      printf '      - model: cheap\n        threshold: 0.5\n        estimator: {type: learned, '
+      printf 'artifact: %s-check-%s.npz, embedder: hash, candidate: "%s"}\n' "$name" "$fit" "$cheap"
+      printf '      - model: strong\n'
+    } > "$OUT/$name-check-$fit.yaml"
+    "$M" calibrate "$OUT/$name-check-$fit.yaml" main --format jsonl --data "$calib" \
+      --test-data "$OUT/$name/test.jsonl" --target quality:0.95 \
+      --knob 'systems.main.stages.0.threshold=0:1:0.025' \
+      --out "$OUT/$name-check-$fit.calibrated.yaml" --json --html "$OUT/$name-check-$fit.html" \
+      > "$OUT/$name-check-$fit.json" || true
+  done
+}
+
 GPT4=gpt-4-1106-preview
 MIXTRAL=mistralai/Mixtral-8x7B-Instruct-v0.1
 run gsm8k routellm-gsm8k shared:routellm/gsm8k/gsm8k_responses.csv quality:0.95 "$GPT4" "$MIXTRAL" "$GPT4"
+check_run gsm8k routellm-gsm8k shared:routellm/gsm8k/gsm8k_responses.csv "$MIXTRAL" "$GPT4"
+# MMLU has no answer texts (they are synthesised from the score), so no learned check there.
 run mmlu routellm-mmlu shared:routellm/mmlu/responses quality:0.95 "$GPT4" "$MIXTRAL" "$GPT4"
 RB=(WizardLM/WizardLM-13B-V1.2 claude-instant-v1 claude-v1 claude-v2 gpt-3.5-turbo-1106 "$GPT4"
     meta/code-llama-instruct-34b-chat meta/llama-2-70b-chat mistralai/mistral-7b-chat
@@ -54,4 +86,4 @@ RB=(WizardLM/WizardLM-13B-V1.2 claude-instant-v1 claude-v1 claude-v2 gpt-3.5-tur
 run arc routerbench shared:routerbench-train/arc_challenge_train.csv quality:0.95 "$GPT4" "${RB[@]}"
 run mbpp routerbench shared:routerbench-train/mbpp_train.csv quality:1.0 "$GPT4" "${RB[@]}"
 run winogrande routerbench shared:routerbench-train/winograde_train.csv quality:0.95 "$GPT4" "${RB[@]}"
-echo "results: $OUT/*.json, reports: $OUT/*.html"
+"${PYTHON:-.venv/bin/python}" bench/evidence_summary.py "$OUT"

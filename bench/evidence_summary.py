@@ -1,0 +1,48 @@
+"""Print the figures of bench/evidence_pipeline.sh's calibrate reports as one table.
+
+.venv/bin/python bench/evidence_summary.py bench/out/pipeline
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def line(name: str, report: dict[str, Any]) -> str:
+    front = report["frontier"]
+    strong = front["strong"]
+    test = report["chosen"]["test"]
+    alone = report["singles_test"][strong]
+    quality = test["accuracy_scored"] / alone["accuracy_scored"]
+    cost = test["cost_per_item"] / alone["cost_per_item"]
+    saved = front["saving_at_target"]
+    aiq = {k: round(c["aiq"], 3) for k, c in front["curves"].items()}
+    return (
+        f"{name:18s} chosen {report['chosen']['values']} (met on calibration: {report['met']}); "
+        f"test: {pct(quality)} of {strong} at {pct(cost)} of its cost; "
+        f"$ saved at {front['target_fraction']:.0%} of strong, test curve: "
+        f"system {pct(saved['system'])} random {pct(saved['random'])} "
+        f"oracle {pct(saved['oracle'])}; AIQ system+singles {aiq.get('system + singles')} "
+        f"random {aiq['random']} oracle {aiq['oracle']}"
+    )
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/out/pipeline")
+    for path in sorted(out.glob("*.json")):
+        text = path.read_text()
+        if not text.strip():
+            print(f"{path.stem:18s} (no report: the run failed)")
+            continue
+        print(line(path.stem, json.loads(text)))
+
+
+if __name__ == "__main__":
+    main()
