@@ -133,3 +133,22 @@ def test_split_writes_disjoint_train_and_test_recordings(
     assert {r["prompt"] for r in train}.isdisjoint({r["prompt"] for r in test})
     assert len({r["prompt"] for r in test}) == 5 and len({r["model"] for r in train}) == 11
     assert all("cost" in r and "score" in r for r in train)
+
+
+def test_eval_stays_off_the_production_books(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    path = sliced(ARC, 12)
+    books = "budgets:\n  - {name: all, scope: total, limit: 0.0000001}\ncache: {}\n"
+    config = write_config(_config(path) + books)
+    result = runner.invoke(
+        app, ["eval", str(config), "main", "--data", str(path), "--format", "routerbench", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    # The cap would have refused the second request; the cache would have served repeats.
+    assert out["report"]["failed"] == 0
+    assert out["report"]["nodes"]["main"]["chosen"] == {"cheap": 12}
+    assert out["report"]["total_cost"] > 0
+    assert not (config.parent / ".modelyard" / "ledger.db").exists()
+    assert not (config.parent / ".modelyard" / "state.db").exists()

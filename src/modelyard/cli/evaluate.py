@@ -22,10 +22,11 @@ from modelyard.evaluation.dataset import LABELLED, Item, holdout, load_items, se
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.gate import GateResult, Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
+from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.report import EvalReport
 from modelyard.evaluation.scorers import make_scorer
-from modelyard.yard import Yard, load
+from modelyard.yard import Yard
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
 SystemName = Annotated[str, typer.Argument(help="A system or model name from the config.")]
@@ -169,7 +170,7 @@ def eval_command(
     """Run a system over a labelled set: accuracy, cost, latency, and how each node decided."""
 
     def run() -> None:
-        yard = load(config)
+        yard = load_for_evaluation(config)
         items = _items(data, fmt, split, limit)
         scoring = make_scorer(_scorer_spec(scorer, fmt), yard.models)
 
@@ -335,7 +336,7 @@ def calibrate(
         train, test, how = _calibration_splits(
             data, fmt, test_data, train_split, test_split, test_fraction, seed, limit
         )
-        probe = load(config)
+        probe = load_for_evaluation(config)
         knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
         scoring = make_scorer(_scorer_spec(scorer, fmt), probe.models)
         asyncio.run(probe.aclose())
@@ -391,7 +392,7 @@ def compare_command(
     """The system against each of its models alone: accuracy, cost, cost per point, latency."""
 
     def run() -> None:
-        yard = load(config)
+        yard = load_for_evaluation(config)
         items = _items(data, fmt, split, limit)
         scoring = make_scorer(_scorer_spec(scorer, fmt), yard.models)
 
@@ -511,7 +512,7 @@ def gate(
             failure_increase=max_failure_increase,
         )
         items = _items(data, fmt, split, None)
-        base_yard, cand_yard = load(baseline), load(candidate)
+        base_yard, cand_yard = load_for_evaluation(baseline), load_for_evaluation(candidate)
         name = _only_system(base_yard, system, baseline)
         base_scorer = make_scorer(_scorer_spec(scorer, fmt), base_yard.models)
         cand_scorer = make_scorer(_scorer_spec(scorer, fmt), cand_yard.models)

@@ -24,6 +24,7 @@ from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.evaluate import Evaluation, evaluate, leaf_models
 from modelyard.evaluation.frontier import Point
+from modelyard.evaluation.isolation import for_evaluation
 from modelyard.evaluation.knobs import Knob, apply_values
 from modelyard.evaluation.references import Frontier, build_frontier
 from modelyard.evaluation.report import EvalReport
@@ -190,7 +191,8 @@ class Calibrator:
 
     def yard(self, text: str) -> Yard:
         """The config `text` built (with this calibrator's shared resources)."""
-        return Yard(build(parse(text, path=str(self.path)), self.resources), self.resources)
+        loaded = for_evaluation(parse(text, path=str(self.path)))
+        return Yard(build(loaded, self.resources), self.resources)
 
     async def run(self, yard: Yard, target: str, items: Sequence[Item]) -> Evaluation:
         """Evaluate `target` of `yard` over `items`."""

@@ -1,0 +1,38 @@
+"""Evaluation runs a config's systems as they are, but off production's books.
+
+`eval`, `compare`, `calibrate` and `gate` often run the production config itself. Their traffic
+is not production's: it must not land in the spend ledger (`modelyard costs` would report it,
+and replayed recordings would count as spend), charge budgets (a daily cap could stop the
+evaluation, or the evaluation could spend what the gateway needs), fire alerts or webhooks
+(a calibration's sweep looks like an anomaly by design), or be answered from the response cache
+(a candidate config would be scored on the baseline's cached answers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from modelyard.config.build import Resources, build
+from modelyard.config.loader import LoadedConfig, load_config
+from modelyard.config.operations import AlertsSpec
+from modelyard.yard import Yard
+
+
+def for_evaluation(loaded: LoadedConfig) -> LoadedConfig:
+    """`loaded` with the ledger, budgets, alerts and cache turned off; systems unchanged."""
+    config = loaded.config.model_copy(
+        update={
+            "ledger": loaded.config.ledger.model_copy(update={"enabled": False}),
+            "budgets": [],
+            "alerts": AlertsSpec(log=False, webhook=None, anomaly=None),
+            "cache": None,
+        }
+    )
+    return dataclasses.replace(loaded, config=config)
+
+
+def load_for_evaluation(path: str | os.PathLike[str], resources: Resources | None = None) -> Yard:
+    """Load and build the config at `path` as evaluation runs it."""
+    resources = resources or Resources()
+    return Yard(build(for_evaluation(load_config(path)), resources), resources)
