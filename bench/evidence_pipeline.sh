@@ -40,7 +40,7 @@ run() {
   config "$name" "$format" "$data" "$default" "$@"
   "$M" calibrate "$OUT/$name.yaml" main --format jsonl \
     --data "$OUT/$name/part/test.jsonl" --test-data "$OUT/$name/test.jsonl" \
-    --target "$target" --knob 'systems.main.learned.lambda=0:1:0.05' \
+    --target "$target" --knob 'systems.main.learned.lambda=0:0.6:0.02' \
     --out "$OUT/$name.calibrated.yaml" --json --html "$OUT/$name.html" > "$OUT/$name.json" || true
 }
 

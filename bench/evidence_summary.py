@@ -10,9 +10,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from modelyard.evaluation.frontier import cost_at_quality
+
 
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def strong_calls_saved(report: dict[str, Any]) -> float | None:
+    """RouteLLM's measure: the share of calls to the strong model saved at the target quality,
+    read off the test curve of the settings scored on the test split."""
+    front = report["frontier"]
+    strong, weak = front["strong"], front["weak"]
+    singles = report["singles_test"]
+    points = [
+        (t["test"]["answered_by"].get(strong, 0) / t["test"]["n"], t["test"]["accuracy_scored"])
+        for t in report["trials"]
+        if "test" in t
+    ]
+    points += [(0.0, singles[weak]["accuracy_scored"]), (1.0, singles[strong]["accuracy_scored"])]
+    share = cost_at_quality(points, front["target_fraction"] * singles[strong]["accuracy_scored"])
+    return None if share is None else 1.0 - share
 
 
 def line(name: str, report: dict[str, Any]) -> str:
@@ -29,7 +47,10 @@ def line(name: str, report: dict[str, Any]) -> str:
         f"test: {pct(quality)} of {strong} at {pct(cost)} of its cost; "
         f"$ saved at {front['target_fraction']:.0%} of strong, test curve: "
         f"system {pct(saved['system'])} random {pct(saved['random'])} "
-        f"oracle {pct(saved['oracle'])}; AIQ system+singles {aiq.get('system + singles')} "
+        f"oracle {pct(saved['oracle'])}; {strong} calls saved: test curve "
+        f"{pct(strong_calls_saved(report))}, chosen setting "
+        f"{pct(1 - test['answered_by'].get(strong, 0) / test['n'])}; "
+        f"AIQ system+singles {aiq.get('system + singles')} "
         f"random {aiq['random']} oracle {aiq['oracle']}"
     )
 
