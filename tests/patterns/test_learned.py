@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from modelyard.patterns.artifact import Artifact, ArtifactError, load, save
-from modelyard.patterns.learned import fit, fit_knn, fit_logistic, outcome_matrix, utilities
+from modelyard.patterns.learned import (
+    fit,
+    fit_knn,
+    fit_logistic,
+    outcome_matrix,
+    predict_vector,
+    utilities,
+)
 
 
 def dataset(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +32,15 @@ def test_logistic_learns_which_prompts_a_model_gets_right() -> None:
     p = model.predict(np.array([[3.0, 0, 0, 0], [-3.0, 0, 0, 0]]))
     assert p[0, 0] > 0.9 and p[1, 0] < 0.1
     assert 0.75 < p[0, 1] < 0.98
+
+
+def test_a_vector_is_made_unit_length_and_its_size_checked() -> None:
+    x, y = dataset()
+    model = fit_logistic(x / np.linalg.norm(x, axis=1, keepdims=True), y, l2=0.1)
+    long = predict_vector(model, [30.0, 0.0, 0.0, 0.0], dimensions=4)
+    assert long == pytest.approx(model.predict(np.array([1.0, 0.0, 0.0, 0.0])))
+    with pytest.raises(ValueError, match="embedder gave 3 dimensions, the artifact expects 4"):
+        predict_vector(model, [1.0, 0.0, 0.0], dimensions=4)
 
 
 def test_logistic_ignores_missing_records() -> None:

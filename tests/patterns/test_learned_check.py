@@ -123,12 +123,13 @@ def test_a_routers_artifact_is_refused_as_a_check_and_the_other_way_round(
     code, output, prompts_only = train(tmp_path, "prompt")
     assert code == 0, output
     error = config_error(cascade("steady", prompts_only))
-    assert "trained on prompts only" in str(error) and "--features answer" in str(error)
+    assert "trained with --features prompt" in str(error)
+    assert "modelyard train --features answer" in str(error)
     router = MODELS + (
         "systems:\n  front:\n    type: router\n    routes: {cheap: steady}\n    default: cheap\n"
         f"    learned: {{artifact: {check}, embedder: hash}}\n"
     )
-    assert "trained on answers" in str(config_error(router))
+    assert "trained with --features answer" in str(config_error(router))
 
 
 def test_training_a_check_needs_every_response(tmp_path: Path) -> None:

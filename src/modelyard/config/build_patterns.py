@@ -48,7 +48,7 @@ from modelyard.config.nodes import (
 )
 from modelyard.errors import ConfigError, ModelyardError
 from modelyard.model import Model
-from modelyard.patterns.artifact import ArtifactError
+from modelyard.patterns.artifact import Artifact, ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
 from modelyard.patterns.cascade import CascadeModel, Stage
 from modelyard.patterns.ensemble import EnsembleModel
@@ -70,6 +70,7 @@ from modelyard.patterns.gates import (
     JsonSchemaGate,
     RegexGate,
 )
+from modelyard.patterns.learned import Features
 from modelyard.patterns.normalise import normaliser
 from modelyard.patterns.pipeline import PipelineModel, PipelineStage
 from modelyard.patterns.router import RouterModel
@@ -187,33 +188,47 @@ def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> Sem
     return SemanticPolicy(embedder, index, spec.threshold)
 
 
+_WHAT_READS = {
+    "prompt": "a router needs one trained on prompts (a check's reads answers)",
+    "answer": "a cascade check needs one trained on answers (a router's reads prompts only)",
+}
+
+
+def _trained(
+    artifact_path: str, embedder: str, features: Features, context: BuildContext, loc: Loc
+) -> Artifact:
+    """The artifact `modelyard train` wrote, checked for what it reads and its embedder."""
+    try:
+        artifact = load_artifact(context.path(artifact_path))
+    except ArtifactError as exc:
+        raise context.error((*loc, "artifact"), str(exc)) from None
+    trained_on = artifact.meta.get("features", "prompt")
+    if trained_on != features:
+        raise context.error(
+            (*loc, "artifact"),
+            f"the artifact was trained with --features {trained_on}; {_WHAT_READS[features]}: "
+            f"modelyard train --features {features}",
+        )
+    if artifact.embedder != embedder:
+        raise context.error(
+            (*loc, "embedder"),
+            f"the artifact was trained with embedder {artifact.embedder!r}, not "
+            f"{embedder!r}; its predictions only hold for that embedder's vectors",
+        )
+    return artifact
+
+
 def _learned(
     spec: LearnedRoutingSpec, routes: dict[str, Model], context: BuildContext, loc: Loc
 ) -> LearnedPolicy:
     where = (*loc, "learned")
-    path = context.path(spec.artifact)
-    try:
-        artifact = load_artifact(path)
-    except ArtifactError as exc:
-        raise context.error((*where, "artifact"), str(exc)) from None
-    if artifact.meta.get("features", "prompt") != "prompt":
-        raise context.error(
-            (*where, "artifact"),
-            "the artifact was trained on answers (a cascade check's); a router needs one "
-            "trained on prompts: modelyard train --features prompt",
-        )
+    artifact = _trained(spec.artifact, spec.embedder, "prompt", context, where)
     if set(artifact.models) != set(routes):
         raise context.error(
             (*where, "artifact"),
             f"the artifact was trained for models {sorted(artifact.models)}, but this router's "
             f"routes are {sorted(routes)}; retrain with `modelyard train --models` for these "
             "routes, or name the routes after the artifact's models",
-        )
-    if artifact.embedder != spec.embedder:
-        raise context.error(
-            (*where, "embedder"),
-            f"the artifact was trained with embedder {artifact.embedder!r}, not "
-            f"{spec.embedder!r}; its predictions only hold for that embedder's vectors",
         )
     embedder = context.embedder(spec.embedder, (*where, "embedder"))
     candidates = artifact.models
@@ -380,23 +395,7 @@ def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: s
 def _learned_check(
     spec: LearnedEstimatorSpec, context: BuildContext, loc: Loc, stage: str
 ) -> LearnedEstimator:
-    path = context.path(spec.artifact)
-    try:
-        artifact = load_artifact(path)
-    except ArtifactError as exc:
-        raise context.error((*loc, "artifact"), str(exc)) from None
-    if artifact.meta.get("features") != "answer":
-        raise context.error(
-            (*loc, "artifact"),
-            "the artifact was trained on prompts only (a router's); a cascade check needs one "
-            "trained on the answers: modelyard train --features answer",
-        )
-    if artifact.embedder != spec.embedder:
-        raise context.error(
-            (*loc, "embedder"),
-            f"the artifact was trained with embedder {artifact.embedder!r}, not "
-            f"{spec.embedder!r}; its predictions only hold for that embedder's vectors",
-        )
+    artifact = _trained(spec.artifact, spec.embedder, "answer", context, loc)
     candidate = spec.candidate or stage
     if candidate not in artifact.models:
         raise context.error(

@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
 from modelyard.errors import ModelError
 from modelyard.model import Embedder, Model
 from modelyard.patterns.confidence import (
@@ -25,7 +23,7 @@ from modelyard.patterns.confidence import (
     min_token_probability,
     parse_verdict,
 )
-from modelyard.patterns.learned import Predictor, answer_text
+from modelyard.patterns.learned import Predictor, answer_text, predict_vector
 from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import answered, derived, failed, fill, restamp
 from modelyard.patterns.routing import embed_one
@@ -229,12 +227,10 @@ class LearnedEstimator(Estimator):
             vector, embedded = await embed_one(self.embedder, request, text, what="the answer")
         except ModelError as exc:
             return None, f"embedder {self.embedder.name} failed ({exc.kind})", exc.cost, ()
-        x = np.asarray(vector, dtype=np.float64)
-        if len(x) != self.dimensions:
-            reason = f"embedder gave {len(x)} dimensions, the artifact expects {self.dimensions}"
-            return None, reason, embedded.cost, (embedded,)
-        norm = float(np.linalg.norm(x))
-        p = float(self.predictor.predict(x / norm if norm else x)[self.column])
+        try:
+            p = float(predict_vector(self.predictor, vector, self.dimensions)[self.column])
+        except ValueError as exc:
+            return None, str(exc), embedded.cost, (embedded,)
         return p, f"learned P(correct) {p:.3f}", embedded.cost, (embedded,)
 
 

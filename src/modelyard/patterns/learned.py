@@ -219,6 +219,18 @@ def _fit_one(
     return fit_knn(x, y, int(setting))
 
 
+def predict_vector(predictor: Predictor, vector: Sequence[float], dimensions: int | None) -> Array:
+    """P(success) per candidate for one embedding (made unit-length as in training).
+
+    Raises ValueError, naming both sizes, when the embedding's size is not the artifact's.
+    """
+    x = np.asarray(vector, dtype=np.float64)
+    if dimensions is not None and len(x) != dimensions:
+        raise ValueError(f"embedder gave {len(x)} dimensions, the artifact expects {dimensions}")
+    norm = float(np.linalg.norm(x))
+    return predictor.predict(x / norm if norm else x)
+
+
 def answer_text(prompt: str, answer: str) -> str:
     """The text a learned check embeds: the prompt, then the answer being judged."""
     return f"{prompt}\n\nAnswer:\n{answer}"

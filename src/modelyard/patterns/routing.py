@@ -19,7 +19,7 @@ import numpy as np
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.model import Embedder, Model
-from modelyard.patterns.learned import Predictor, utilities
+from modelyard.patterns.learned import Predictor, predict_vector, utilities
 from modelyard.patterns.normalise import LabelReader
 from modelyard.patterns.records import ScoreVector, answered, failed, since_ms
 from modelyard.patterns.semantic import Match, SemanticIndex
@@ -316,15 +316,10 @@ class LearnedPolicy(RoutePolicy):
             vector, embedded = await embed_one(self.embedder, request, request.last_user_text)
         except ModelError as exc:
             return _embedder_failed(self.embedder, exc)
-        x = np.asarray(vector, dtype=np.float64)
-        if self.dimensions is not None and len(x) != self.dimensions:
-            return RouteChoice(
-                route=None,
-                reason=f"embedder gave {len(x)} dimensions, the artifact expects {self.dimensions}",
-                children=(embedded,),
-            )
-        norm = float(np.linalg.norm(x))
-        p = self.predictor.predict(x / norm if norm else x)
+        try:
+            p = predict_vector(self.predictor, vector, self.dimensions)
+        except ValueError as exc:
+            return RouteChoice(route=None, reason=str(exc), children=(embedded,))
         cost = self.costs.for_request(request)
         scores = utilities(p, cost, self.cost_weight)
         i = int(np.argmax(scores))
