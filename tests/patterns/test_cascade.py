@@ -181,6 +181,19 @@ async def test_agreement_asked_in_turn_stops_once_the_threshold_is_out_of_reach(
     assert [c.node for c in first.children] == ["small", "lyon"]  # plain could not lift it
 
 
+async def test_agreement_asked_in_turn_asks_nobody_about_an_unreadable_answer(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    panel = "{type: agreement, models: [plain, lyon], normalise: number, ask: in_turn}"
+    async with yard_of(cascade(f"{{model: small, threshold: 0.5, estimator: {panel}}}")) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert (response.model, response.cost) == ("big", 6.0)  # small 2 + big 4; nobody else asked
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason == ("escalated: the answer could not be read; none of 2 others asked < 0.5")
+    assert [c.node for c in first.children] == ["small"]
+
+
 async def test_a_verifier_saying_no_escalates(yard_of: Callable[[str], Yard]) -> None:
     stage = "{model: plain, threshold: 0.5, estimator: {type: verifier, model: judge-no}}"
     async with yard_of(cascade(stage)) as yard:

@@ -361,8 +361,11 @@ class AgreementEstimator(Estimator):
             )
         total = 1 + len(self.others)
         key = self.normalise(own.text)
-        agreeing = 0 if key is None else 1
         cost, children = own.cost, [answered(model, own)]
+        if key is None:  # nothing can agree with an answer that cannot be read
+            reason = f"the answer could not be read; none of {len(self.others)} others asked"
+            return Estimate(own, None, 0.0, reason, cost, tuple(children))
+        agreeing = 1
         for asked, other in enumerate(self.others):
             if agreeing / total >= until or (agreeing + len(self.others) - asked) / total < until:
                 break
