@@ -71,6 +71,8 @@ def read_outcomes(
         if not line.strip():
             continue
         row = _row(line, f"{path}:{number}")
+        if wanted is not None and row.model not in wanted:
+            continue
         if features == "answer" and row.response is None:
             raise OutcomesError(
                 f"{path}:{number}: missing 'response' (a string): a check trained on answers "
@@ -81,8 +83,7 @@ def read_outcomes(
                 f"{path}:{number}: the response was synthesised from the recorded score, so a "
                 "check trained on it would read the label; train on real answers only"
             )
-        if wanted is None or row.model in wanted:
-            out.append(row)
+        out.append(row)
     if not out:
         raise OutcomesError(f"{path} has no outcomes" + (" for those models" if wanted else ""))
     if wanted is not None:
