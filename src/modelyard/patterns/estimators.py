@@ -327,9 +327,8 @@ class AgreementEstimator(Estimator):
 
     def describe(self) -> str:
         names = ", ".join(m.name for m in self.others)
-        return f"agreement with {names}" + (
-            " (asked in turn)" if self.in_turn_until is not None else ""
-        )
+        in_turn = " (asked in turn)" if self.in_turn_until is not None else ""
+        return f"agreement with {names}{in_turn}"
 
     def models(self) -> Sequence[Model]:
         return self.others
