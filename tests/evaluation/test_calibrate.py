@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.evaluation.calibrate import Calibrator, Target, Trial, choose, pareto
+from modelyard.evaluation.calibrate import (
+    Calibrator,
+    Target,
+    Trial,
+    choose,
+    pareto,
+    surely_meets,
+)
 from modelyard.evaluation.dataset import Item, items_from_recordings
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.knobs import parse_knob
@@ -54,6 +61,26 @@ def test_budget_target_takes_the_best_accuracy_within_the_budget() -> None:
 def test_an_unreachable_target_is_reported_not_met() -> None:
     chosen, met, _ = choose([_trial(1.0, 0.5)], Target.parse("quality:1.0"), best_single=0.9)
     assert not met and chosen.train.accuracy == 0.5
+
+
+def _scored(cost: float, right: list[int]) -> Trial:
+    trial = _trial(cost, sum(right) / len(right))
+    trial.scores = {str(i): float(r) for i, r in enumerate(right)}
+    return trial
+
+
+def test_with_a_confidence_the_target_must_hold_beyond_sampling_noise() -> None:
+    reference = {str(i): 1.0 for i in range(200)}  # the best single model: right on all 200
+    barely = _scored(1.0, [1] * 190 + [0] * 10)  # 95.0 %: meets 95 % on average only
+    clearly = _scored(2.0, [1] * 198 + [0] * 2)  # 99.0 %
+    target = Target.parse("quality:0.95")
+    assert choose([barely, clearly], target, 1.0)[0] is barely
+    chosen, met, _ = choose([barely, clearly], target, 1.0, reference=reference, confidence=0.9)
+    assert met and chosen is clearly
+    assert surely_meets(clearly.scores, reference, 0.95, 0.9)
+    assert not surely_meets(barely.scores, reference, 0.95, 0.9)
+    # An item the trial never answered counts as wrong.
+    assert not surely_meets({}, reference, 0.95, 0.9)
 
 
 def test_pareto_keeps_only_undominated_settings() -> None:

@@ -318,6 +318,15 @@ def calibrate(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the hold-out and of trial sampling.")] = 0,
     max_trials: Annotated[int, typer.Option(min=1, help="Most settings to try.")] = 200,
+    confidence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5,
+            max=0.999,
+            help="Meet a quality target at this one-sided confidence (paired with the best "
+            "single model, item by item), not just on average over the training items.",
+        ),
+    ] = None,
     concurrency: ConcurrencyOpt = 8,
     limit: LimitOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the calibrated config here.")] = None,
@@ -348,7 +357,13 @@ def calibrate(
                 )
                 try:
                     return await calibrator.calibrate(
-                        knobs, goal, train, test, max_trials=max_trials, seed=seed
+                        knobs,
+                        goal,
+                        train,
+                        test,
+                        max_trials=max_trials,
+                        seed=seed,
+                        confidence=confidence,
                     )
                 finally:
                     await calibrator.resources.aclose()

@@ -12,7 +12,9 @@ exist, and test labels are never read before the choice is made.
 from __future__ import annotations
 
 import itertools
+import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,8 @@ class Trial:
     text: str
     train: EvalReport
     test: EvalReport | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    """Per training item (by id): its score, 0 when failed or unparsed (as `accuracy` counts)."""
 
     def point(self, split: str = "train") -> Point:
         """(cost per item, accuracy) on `split`."""
@@ -140,14 +144,44 @@ def assignments(knobs: Sequence[Knob], max_trials: int, seed: int) -> list[dict[
     return [{k.path: v for k, v in zip(knobs, combo, strict=True)} for combo in combos]
 
 
+def item_scores(evaluation: Evaluation) -> dict[str, float]:
+    """Each item's score by id; failed and unparsed items count 0, as `accuracy` does."""
+    return {r.id: r.score or 0.0 for r in evaluation.results}
+
+
+def surely_meets(
+    scores: dict[str, float], reference: dict[str, float], fraction: float, confidence: float
+) -> bool:
+    """Whether, at one-sided `confidence`, the mean of score − fraction × reference score over
+    the same items is ≥ 0 (a paired normal bound): the target met with room for sampling noise,
+    not just on the items at hand."""
+    diffs = [scores.get(i, 0.0) - fraction * ref for i, ref in reference.items()]
+    if len(diffs) < 2:
+        return False
+    spread = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    z = statistics.NormalDist().inv_cdf(confidence)
+    return statistics.fmean(diffs) - z * spread >= -1e-12
+
+
 def choose(
-    trials: Sequence[Trial], target: Target, best_single: float
+    trials: Sequence[Trial],
+    target: Target,
+    best_single: float,
+    *,
+    reference: dict[str, float] | None = None,
+    confidence: float | None = None,
 ) -> tuple[Trial, bool, float]:
     """The trial meeting `target` on training data at the lowest cost (quality) or with the best
-    accuracy (budget); when none meets it, the closest one. Returns (trial, met, required)."""
+    accuracy (budget); when none meets it, the closest one. Returns (trial, met, required).
+
+    With `confidence` (and the best single model's per-item `reference` scores), a quality
+    target is met only when it holds at that confidence (`surely_meets`)."""
     if target.kind == "quality":
         required = target.value * best_single
-        ok = [t for t in trials if (t.train.accuracy or 0.0) >= required - 1e-12]
+        if confidence is not None and reference is not None:
+            ok = [t for t in trials if surely_meets(t.scores, reference, target.value, confidence)]
+        else:
+            ok = [t for t in trials if (t.train.accuracy or 0.0) >= required - 1e-12]
         if ok:
             return min(ok, key=lambda t: (t.point()[0], -t.point()[1])), True, required
         return max(trials, key=lambda t: (t.point()[1], -t.point()[0])), False, required
@@ -221,18 +255,25 @@ class Calibrator:
         *,
         max_trials: int = 200,
         seed: int = 0,
+        confidence: float | None = None,
     ) -> Calibration:
-        """Search `knobs` on `train`, choose per `target`, report the frontier on `test`."""
+        """Search `knobs` on `train`, choose per `target`, report the frontier on `test`.
+
+        With `confidence`, a quality target must hold at that one-sided confidence against
+        the best single model's per-item scores (see `surely_meets`), not just on average."""
         if not knobs:
             raise ConfigError(
                 f"system {self.system!r} has no tunable knobs; name some with --knob PATH=VALUES"
             )
         singles_train = await self.singles(train, "single models (train)")
-        best_single = max((e.report.accuracy or 0.0) for e in singles_train.values())
+        best = max(singles_train.values(), key=lambda e: e.report.accuracy or 0.0)
+        best_single = best.report.accuracy or 0.0
         trials, invalid = await self._search(knobs, train, max_trials, seed)
         if not trials:
             raise ConfigError("no candidate setting could be built: " + "; ".join(invalid[:3]))
-        chosen, met, required = choose(trials, target, best_single)
+        chosen, met, required = choose(
+            trials, target, best_single, reference=item_scores(best), confidence=confidence
+        )
         front = pareto(trials)
         scored = [*front, *([chosen] if chosen not in front else [])]
         for n, trial in enumerate(scored):
@@ -283,7 +324,14 @@ class Calibrator:
             except ConfigError as exc:
                 invalid.append(f"{values}: {exc}")
                 continue
-            report = (await self.run(yard, self.system, train)).report
-            trials.append(Trial(values=values, text=text, train=report))
+            evaluation = await self.run(yard, self.system, train)
+            trials.append(
+                Trial(
+                    values=values,
+                    text=text,
+                    train=evaluation.report,
+                    scores=item_scores(evaluation),
+                )
+            )
             self._tick("search (train)", n + 1, len(candidates))
         return trials, invalid
