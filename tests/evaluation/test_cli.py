@@ -152,3 +152,23 @@ def test_eval_stays_off_the_production_books(
     assert out["report"]["total_cost"] > 0
     assert not (config.parent / ".modelyard" / "ledger.db").exists()
     assert not (config.parent / ".modelyard" / "state.db").exists()
+
+
+def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = sliced(ARC, 40)
+    config = write_config(_config(path))
+    out = tmp_path / "calibrated.yaml"
+    args = ["calibrate", str(config), "main", "--data", str(path), "--format", "routerbench"]
+    args += ["--knob", "models.cheap.local.model=mistralai/mistral-7b-chat,gpt-4-1106-preview"]
+    args += ["--target", "quality:0.9", "--confidence", "0.9", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--json"])
+    report = json.loads(result.stdout)
+    assert result.exit_code == (0 if report["met"] else 1)
+    assert report["confidence"] == 0.9 and report["n_train"] + report["n_test"] == 40
+    # mistral-7b is far below 90 % of GPT-4 here; only GPT-4 itself can hold the target
+    assert report["chosen"]["values"] == {"models.cheap.local.model": "gpt-4-1106-preview"}
+    assert "model: gpt-4-1106-preview" in out.read_text()
+    text = " ".join(runner.invoke(app, args).output.split())
+    assert "at 90% confidence" in text

@@ -250,7 +250,9 @@ def _print_calibration(cal: Calibration, how: str, written: str) -> None:
     console.print(f"[dim]{how}[/]")
     console.print(
         f"target {cal.target}: {'[green]met[/]' if cal.met else '[red]not met[/]'} on "
-        f"{cal.n_train} training items (needed {cal.required:.4g}); "
+        f"{cal.n_train} training items (needed {cal.required:.4g}"
+        + (f", at {cal.confidence:.0%} confidence" if cal.confidence is not None else "")
+        + "); "
         f"{len(cal.trials)} settings tried"
     )
     console.print(f"chosen: {cal.chosen.values}")

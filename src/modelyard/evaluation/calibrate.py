@@ -101,6 +101,8 @@ class Calibration:
     n_train: int
     n_test: int
     invalid: list[str] = field(default_factory=list)
+    confidence: float | None = None
+    """The one-sided confidence a quality target was held to, if any."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (without the config texts)."""
@@ -118,6 +120,7 @@ class Calibration:
             "met": self.met,
             "n_train": self.n_train,
             "n_test": self.n_test,
+            "confidence": self.confidence,
             "knobs": {k.name: list(k.values) for k in self.knobs},
             "chosen": trial(self.chosen),
             "trials": [trial(t) for t in self.trials],
@@ -307,6 +310,7 @@ class Calibrator:
             n_train=len(train),
             n_test=len(test),
             invalid=invalid,
+            confidence=confidence if target.kind == "quality" else None,
         )
 
     async def _search(
