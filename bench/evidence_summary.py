@@ -33,6 +33,11 @@ def strong_calls_saved(report: dict[str, Any]) -> float | None:
     return None if share is None else 1.0 - share
 
 
+def held(report: dict[str, Any]) -> str:
+    confidence = report.get("confidence")
+    return "" if confidence is None else f", at {confidence:.0%} confidence"
+
+
 def line(name: str, report: dict[str, Any]) -> str:
     front = report["frontier"]
     strong = front["strong"]
@@ -43,7 +48,8 @@ def line(name: str, report: dict[str, Any]) -> str:
     saved = front["saving_at_target"]
     aiq = {k: round(c["aiq"], 3) for k, c in front["curves"].items()}
     return (
-        f"{name:18s} chosen {report['chosen']['values']} (met on calibration: {report['met']}); "
+        f"{name:18s} chosen {report['chosen']['values']} (met on calibration: {report['met']}"
+        f"{held(report)}); "
         f"test: {pct(quality)} of {strong} at {pct(cost)} of its cost; "
         f"$ saved at {front['target_fraction']:.0%} of strong, test curve: "
         f"system {pct(saved['system'])} random {pct(saved['random'])} "
