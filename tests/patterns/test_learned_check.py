@@ -11,7 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, UnavailableError
+from modelyard.model import Embedder, ModelInfo
+from modelyard.patterns.artifact import load as load_artifact
+from modelyard.patterns.estimators import LearnedEstimator
+from modelyard.types import EmbeddingRequest, EmbeddingResponse, user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
 
@@ -148,3 +152,28 @@ def test_training_a_check_on_synthesised_answers_is_refused(tmp_path: Path) -> N
     code, output = invoke_train(outcomes, tmp_path / "x.npz", "answer")
     assert code == 2
     assert "answer.jsonl:4: the response was synthesised" in output
+
+
+class _Down(Embedder):
+    """An embedder whose service is down."""
+
+    def __init__(self) -> None:
+        self.info = ModelInfo(name="down", kind="embedder")
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        raise UnavailableError("embedding service down", model="down")
+
+
+async def test_a_check_whose_embedder_fails_is_unsure_and_records_the_failure(
+    check: Path, yard_of: Callable[[str], Yard]
+) -> None:
+    artifact = load_artifact(check)
+    estimator = LearnedEstimator(_Down(), artifact.predictor, "cheap", 0, artifact.dimensions)
+    async with yard_of(MODELS) as yard:
+        estimate = await estimator.run(yard.models["steady"], user("add up list 77"))
+    assert estimate.response is not None and estimate.confidence is None
+    assert estimate.reason == "embedder down failed (unavailable)"
+    assert [(c.node, c.reason) for c in estimate.children] == [
+        ("steady", "answered"),
+        ("down", "failed"),
+    ]

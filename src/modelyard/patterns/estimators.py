@@ -26,7 +26,7 @@ from modelyard.patterns.confidence import (
 from modelyard.patterns.learned import Predictor, answer_text, predict_vector
 from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import answered, derived, failed, fill, restamp
-from modelyard.patterns.routing import embed_one
+from modelyard.patterns.routing import embed_one, embedder_failed
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 VERIFIER_PROMPT = (
@@ -226,7 +226,8 @@ class LearnedEstimator(Estimator):
         try:
             vector, embedded = await embed_one(self.embedder, request, text, what="the answer")
         except ModelError as exc:
-            return None, f"embedder {self.embedder.name} failed ({exc.kind})", exc.cost, ()
+            reason = f"embedder {self.embedder.name} failed ({exc.kind})"
+            return None, reason, exc.cost, (embedder_failed(self.embedder, exc),)
         try:
             p = float(predict_vector(self.predictor, vector, self.dimensions)[self.column])
         except ValueError as exc:

@@ -151,20 +151,23 @@ async def embed_one(
     return response.vectors[0], decision
 
 
+def embedder_failed(embedder: Embedder, exc: ModelError) -> Decision:
+    """The decision record of an embedding call that failed."""
+    return Decision(
+        node=embedder.name,
+        kind="embedder",
+        reason="failed",
+        error=f"{exc.kind}: {exc}",
+        cost=exc.cost,
+    )
+
+
 def _embedder_failed(embedder: Embedder, exc: ModelError) -> RouteChoice:
     return RouteChoice(
         route=None,
         reason=f"embedder {embedder.name} failed ({exc.kind})",
         cost=exc.cost,
-        children=(
-            Decision(
-                node=embedder.name,
-                kind="embedder",
-                reason="failed",
-                error=f"{exc.kind}: {exc}",
-                cost=exc.cost,
-            ),
-        ),
+        children=(embedder_failed(embedder, exc),),
     )
 
 
