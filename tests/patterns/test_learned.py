@@ -102,3 +102,6 @@ def test_loading_something_else_says_so(tmp_path: Path) -> None:
         load(path)
     with pytest.raises(ArtifactError, match="modelyard train"):
         load(tmp_path / "missing.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ArtifactError, match=r"empty\.npz is not a learned-router artifact"):
+        load(tmp_path / "empty.npz")

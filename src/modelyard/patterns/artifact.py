@@ -75,7 +75,7 @@ def load(path: Path) -> Artifact:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise ArtifactError(f"no artifact at {path}; write one with `modelyard train`") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # EOF: an empty file
         raise ArtifactError(f"{path} is not a learned-router artifact ({exc})") from None
     if "header" not in arrays:
         raise ArtifactError(f"{path} is not a learned-router artifact (no header)")
