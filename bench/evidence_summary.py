@@ -38,24 +38,36 @@ def held(report: dict[str, Any]) -> str:
     return "" if confidence is None else f", at {confidence:.0%} confidence"
 
 
-def line(name: str, report: dict[str, Any]) -> str:
+def figures(report: dict[str, Any], strong: str | None = None) -> dict[str, Any]:
+    """The chosen setting's test figures against the strong model alone (by default the most
+    accurate one on the calibration split), and the AIQs."""
     front = report["frontier"]
-    strong = front["strong"]
+    strong = strong or front["strong"]
     test = report["chosen"]["test"]
     alone = report["singles_test"][strong]
-    quality = test["accuracy_scored"] / alone["accuracy_scored"]
-    cost = test["cost_per_item"] / alone["cost_per_item"]
+    return {
+        "strong": strong,
+        "quality": test["accuracy_scored"] / alone["accuracy_scored"],
+        "cost": test["cost_per_item"] / alone["cost_per_item"],
+        "strong_calls_saved": 1 - test["answered_by"].get(strong, 0) / test["n"],
+        "aiq": {k: c["aiq"] for k, c in front["curves"].items()},
+    }
+
+
+def line(name: str, report: dict[str, Any]) -> str:
+    front = report["frontier"]
+    found = figures(report)
+    strong = found["strong"]
     saved = front["saving_at_target"]
-    aiq = {k: round(c["aiq"], 3) for k, c in front["curves"].items()}
+    aiq = {k: round(v, 3) for k, v in found["aiq"].items()}
     return (
         f"{name:18s} chosen {report['chosen']['values']} (met on calibration: {report['met']}"
         f"{held(report)}); "
-        f"test: {pct(quality)} of {strong} at {pct(cost)} of its cost; "
+        f"test: {pct(found['quality'])} of {strong} at {pct(found['cost'])} of its cost; "
         f"$ saved at {front['target_fraction']:.0%} of strong, test curve: "
         f"system {pct(saved['system'])} random {pct(saved['random'])} "
         f"oracle {pct(saved['oracle'])}; {strong} calls saved: test curve "
-        f"{pct(strong_calls_saved(report))}, chosen setting "
-        f"{pct(1 - test['answered_by'].get(strong, 0) / test['n'])}; "
+        f"{pct(strong_calls_saved(report))}, chosen setting {pct(found['strong_calls_saved'])}; "
         f"AIQ system+singles {aiq.get('system + singles')} "
         f"random {aiq['random']} oracle {aiq['oracle']}"
     )
