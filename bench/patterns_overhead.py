@@ -31,7 +31,12 @@ from modelyard.patterns.learned import Logistic
 from modelyard.patterns.normalise import exact
 from modelyard.patterns.pipeline import PipelineModel, PipelineStage
 from modelyard.patterns.router import RouterModel
-from modelyard.patterns.routing import CandidateCosts, LearnedPolicy, SemanticPolicy
+from modelyard.patterns.routing import (
+    CandidateCosts,
+    LearnedPolicy,
+    SemanticPolicy,
+    TrainedPredictor,
+)
 from modelyard.patterns.rules import Rule, RuleSet
 from modelyard.patterns.semantic import Match, SemanticIndex
 from modelyard.patterns.specialist import SpecialistModel
@@ -177,9 +182,8 @@ def learned_router(n: int, dims: int = 384) -> RouterModel:
         output_price=np.zeros(n),
         expected_output_tokens=256,
     )
-    policy = LearnedPolicy(
-        FixedEmbedder(rng.normal(size=dims)), predictor, names, costs, 0.5, "logistic"
-    )
+    trained = TrainedPredictor(FixedEmbedder(rng.normal(size=dims)), predictor)
+    policy = LearnedPolicy(trained, names, costs, 0.5, "logistic")
     return RouterModel("r", {m: InstantModel(m) for m in names}, "m0", policy=policy)
 
 

@@ -15,6 +15,7 @@ from modelyard.errors import ConfigError, UnavailableError
 from modelyard.model import Embedder, ModelInfo
 from modelyard.patterns.artifact import load as load_artifact
 from modelyard.patterns.estimators import LearnedEstimator
+from modelyard.patterns.routing import TrainedPredictor
 from modelyard.types import EmbeddingRequest, EmbeddingResponse, user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
@@ -168,7 +169,8 @@ async def test_a_check_whose_embedder_fails_is_unsure_and_records_the_failure(
     check: Path, yard_of: Callable[[str], Yard]
 ) -> None:
     artifact = load_artifact(check)
-    estimator = LearnedEstimator(_Down(), artifact.predictor, "cheap", 0, artifact.dimensions)
+    trained = TrainedPredictor(_Down(), artifact.predictor, artifact.dimensions)
+    estimator = LearnedEstimator(trained, "cheap", 0)
     async with yard_of(MODELS) as yard:
         estimate = await estimator.run(yard.models["steady"], user("add up list 77"))
     assert estimate.response is not None and estimate.confidence is None

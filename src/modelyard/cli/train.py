@@ -48,12 +48,22 @@ def train(
             help="prompt (a router's artifact) or answer (a cascade check's: prompt + response)."
         ),
     ] = "prompt",
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="Cross-fit: also store each training text's prediction from a fit on the other "
+            "K folds' prompts, so `calibrate` may run on this same data without in-sample "
+            "optimism (0: off).",
+        ),
+    ] = 0,
 ) -> None:
     """Fit P(success) per candidate and write the artifact a router (or a cascade check) uses."""
     if method not in ("auto", "logistic", "knn"):
         fail(f"--method must be auto, logistic or knn, not {method!r}")
     if features not in ("prompt", "answer"):
         fail(f"--features must be prompt or answer, not {features!r}")
+    if folds == 1 or folds < 0:
+        fail(f"--folds must be 0 (off) or at least 2, not {folds}")
     chosen: Literal["auto", "logistic", "knn"] = method  # type: ignore[assignment]
     reads: Literal["prompt", "answer"] = features  # type: ignore[assignment]
 
@@ -67,6 +77,8 @@ def train(
             rows = read_outcomes(outcomes, wanted, features=reads)
         except OutcomesError as exc:
             fail(str(exc))
+        if folds > (prompts := len({r.prompt for r in rows})):
+            fail(f"--folds {folds} is more than the {prompts} prompts in {outcomes}")
         artifact = asyncio.run(
             train_router(
                 rows,
@@ -75,6 +87,7 @@ def train(
                 features=reads,
                 source=outcomes,
                 seed=seed,
+                folds=folds,
             )
         )
         save(output, artifact)
@@ -84,6 +97,11 @@ def train(
             f"{meta['prompts']} prompts x {len(artifact.models)} models "
             f"({', '.join(artifact.models)})"
         )
+        if artifact.out_of_fold is not None:
+            console.print(
+                f"  cross-fitted: each of the {len(artifact.out_of_fold.predictions)} training "
+                f"texts also has its prediction from the fit of the {folds - 1} folds without it"
+            )
         for name, loss in sorted(meta["validation_log_loss"].items(), key=lambda kv: kv[1]):
             console.print(f"  held-out log-loss {loss:.4f}  {name}")
 

@@ -80,6 +80,7 @@ from modelyard.patterns.routing import (
     LearnedPolicy,
     RoutePolicy,
     SemanticPolicy,
+    TrainedPredictor,
 )
 from modelyard.patterns.rules import Detector, Rule, RuleSet
 from modelyard.patterns.semantic import SemanticIndex
@@ -243,15 +244,10 @@ def _learned(
         expected_output_tokens=spec.expected_output_tokens,
     )
     method = str(artifact.meta.get("method", "?"))
-    return LearnedPolicy(
-        embedder,
-        artifact.predictor,
-        candidates,
-        costs,
-        spec.cost_weight,
-        method,
-        dimensions=artifact.dimensions,
+    trained = TrainedPredictor(
+        embedder, artifact.predictor, artifact.dimensions, artifact.out_of_fold
     )
+    return LearnedPolicy(trained, candidates, costs, spec.cost_weight, method)
 
 
 @node_builder(RouterSpec)
@@ -404,8 +400,10 @@ def _learned_check(
             "set candidate: to the recorded model this stage is",
         )
     embedder = context.embedder(spec.embedder, (*loc, "embedder"))
-    column = artifact.models.index(candidate)
-    return LearnedEstimator(embedder, artifact.predictor, candidate, column, artifact.dimensions)
+    trained = TrainedPredictor(
+        embedder, artifact.predictor, artifact.dimensions, artifact.out_of_fold
+    )
+    return LearnedEstimator(trained, candidate, artifact.models.index(candidate))
 
 
 def _estimator(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.patterns.learned import Knn, Logistic, Predictor
+from modelyard.patterns.learned import Knn, Logistic, OutOfFold, Predictor
 
 FORMAT = "modelyard.learned-router"
 VERSION = 1
@@ -36,6 +36,8 @@ class Artifact:
     mean_cost: tuple[float | None, ...]
     """Mean recorded USD per request for each candidate, None where none was recorded."""
     meta: dict[str, Any]
+    out_of_fold: OutOfFold | None = None
+    """Cross-fitted predictions for the training texts (`modelyard train --folds K`)."""
 
 
 def save(path: Path, artifact: Artifact) -> None:
@@ -62,6 +64,12 @@ def save(path: Path, artifact: Artifact) -> None:
             vectors=predictor.vectors.astype(np.float32),
             outcomes=predictor.outcomes,
             prior=predictor.prior,
+        )
+    if artifact.out_of_fold is not None:
+        header["folds"] = artifact.out_of_fold.folds
+        arrays.update(
+            oof_digests=artifact.out_of_fold.digests,
+            oof_predictions=artifact.out_of_fold.predictions.astype(np.float32),
         )
     arrays["header"] = np.array(json.dumps(header, sort_keys=True))
     with path.open("wb") as handle:
@@ -95,7 +103,19 @@ def load(path: Path) -> Artifact:
         dimensions=int(header["dimensions"]),
         mean_cost=tuple(header["mean_cost"]),
         meta=header,
+        out_of_fold=_out_of_fold(header, arrays, path),
     )
+
+
+def _out_of_fold(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> OutOfFold | None:
+    if "oof_digests" not in arrays:
+        return None
+    digests = np.asarray(arrays["oof_digests"], dtype=np.uint8)
+    predictions = np.asarray(arrays.get("oof_predictions"), dtype=np.float64)
+    m = len(header["models"])
+    if digests.ndim != 2 or digests.shape[1] != 16 or predictions.shape != (len(digests), m):
+        raise ArtifactError(f"{path}: out-of-fold predictions do not fit {m} models")
+    return OutOfFold(digests, predictions, int(header.get("folds", 0)))
 
 
 def _predictor(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> Predictor:

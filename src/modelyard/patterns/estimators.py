@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelyard.errors import ModelError
-from modelyard.model import Embedder, Model
+from modelyard.model import Model
 from modelyard.patterns.confidence import (
     agreement,
     majority,
@@ -23,10 +23,10 @@ from modelyard.patterns.confidence import (
     min_token_probability,
     parse_verdict,
 )
-from modelyard.patterns.learned import Predictor, answer_text, predict_vector
+from modelyard.patterns.learned import answer_text
 from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import answered, derived, failed, fill, restamp
-from modelyard.patterns.routing import embed_one, embedder_failed
+from modelyard.patterns.routing import TrainedPredictor, embedder_failed
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 VERIFIER_PROMPT = (
@@ -207,14 +207,11 @@ class LearnedEstimator(Estimator):
 
     kind = "learned"
 
-    def __init__(
-        self, embedder: Embedder, predictor: Predictor, candidate: str, column: int, dimensions: int
-    ) -> None:
-        self.embedder = embedder
-        self.predictor = predictor
+    def __init__(self, trained: TrainedPredictor, candidate: str, column: int) -> None:
+        self.trained = trained
+        self.embedder = trained.embedder
         self.candidate = candidate
         self.column = column
-        self.dimensions = dimensions
 
     def describe(self) -> str:
         return f"learned check of {self.candidate} ({self.embedder.name})"
@@ -224,14 +221,13 @@ class LearnedEstimator(Estimator):
     ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
         text = answer_text(request.last_user_text, response.text)
         try:
-            vector, embedded = await embed_one(self.embedder, request, text, what="the answer")
+            predicted, embedded = await self.trained.predict(request, text, what="the answer")
         except ModelError as exc:
             reason = f"embedder {self.embedder.name} failed ({exc.kind})"
             return None, reason, exc.cost, (embedder_failed(self.embedder, exc),)
-        try:
-            p = float(predict_vector(self.predictor, vector, self.dimensions)[self.column])
-        except ValueError as exc:
-            return None, str(exc), embedded.cost, (embedded,)
+        if isinstance(predicted, str):
+            return None, predicted, embedded.cost, (embedded,)
+        p = float(predicted[self.column])
         return p, f"learned P(correct) {p:.3f}", embedded.cost, (embedded,)
 
 

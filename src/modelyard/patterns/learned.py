@@ -16,6 +16,7 @@ prompts; bench/README.md has the comparison on recorded RouterBench and RouteLLM
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -97,6 +98,44 @@ class Knn:
 
 
 Predictor = Logistic | Knn
+
+
+def text_digest(text: str) -> bytes:
+    """The 16-byte key an out-of-fold prediction is stored under."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfFold:
+    """Cross-fitted predictions for the texts a predictor was trained on.
+
+    Each training text's prediction comes from a fit on the other folds, so it never read that
+    text's own label. Answering a training text from here (instead of from the predictor, which
+    saw it) lets a router or check be calibrated on the data it was trained on without
+    in-sample optimism; any other text goes to the predictor.
+    """
+
+    digests: npt.NDArray[np.uint8]
+    """n × 16: `text_digest` of each training text."""
+    predictions: Array
+    """n × m: each text's P(success) per candidate from the fit that did not see it."""
+    folds: int
+    _row: dict[bytes, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        rows = {bytes(d): i for i, d in enumerate(self.digests)}
+        object.__setattr__(self, "_row", rows)
+
+    def lookup(self, text: str) -> Array | None:
+        """The out-of-fold P(success) per candidate, or None when `text` was not trained on."""
+        row = self._row.get(text_digest(text))
+        return None if row is None else self.predictions[row]
+
+    @classmethod
+    def of(cls, texts: Sequence[str], predictions: Array, folds: int) -> OutOfFold:
+        """The table for `texts` (rows of `predictions`)."""
+        digests = np.frombuffer(b"".join(text_digest(t) for t in texts), dtype=np.uint8)
+        return cls(digests.reshape(len(texts), 16), predictions, folds)
 
 
 class LogisticSolver:
@@ -209,6 +248,29 @@ def fit(
     return Fitted(
         predictor=_fit_one(kind, x, y, setting), method=kind, setting=setting, validation=scores
     )
+
+
+def cross_fit(
+    x: Array, y: Array, fitted: Fitted, groups: Sequence[str], folds: int, seed: int = 0
+) -> Array:
+    """Out-of-fold P(success) for every row of `x`: the rows of each fold are predicted by the
+    chosen method and setting fitted on the other folds. Rows of one group (the answers to one
+    prompt) share a fold, so no prediction leans on a sibling of its own prompt."""
+    unique = list(dict.fromkeys(groups))
+    if not 2 <= folds <= len(unique):
+        raise ValueError(
+            f"cross-fitting needs 2 to {len(unique)} folds (one per prompt), not {folds}"
+        )
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of = {group: int(order[i]) % folds for i, group in enumerate(unique)}
+    fold = np.array([fold_of[g] for g in groups])
+    x = _unit(np.asarray(x, dtype=np.float64))
+    out = np.full(np.shape(y), np.nan)
+    for k in range(folds):
+        held = fold == k
+        model = _fit_one(fitted.method, x[~held], np.asarray(y)[~held], fitted.setting)
+        out[held] = model.predict(x[held])
+    return out
 
 
 def _fit_one(

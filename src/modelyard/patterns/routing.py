@@ -19,7 +19,7 @@ import numpy as np
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.model import Embedder, Model
-from modelyard.patterns.learned import Predictor, predict_vector, utilities
+from modelyard.patterns.learned import Array, OutOfFold, Predictor, predict_vector, utilities
 from modelyard.patterns.normalise import LabelReader
 from modelyard.patterns.records import ScoreVector, answered, failed, since_ms
 from modelyard.patterns.semantic import Match, SemanticIndex
@@ -149,6 +149,39 @@ async def embed_one(
         cost=response.cost,
     )
     return response.vectors[0], decision
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedPredictor:
+    """An artifact's predictor behind its embedder: P(success) per candidate for one text."""
+
+    embedder: Embedder
+    predictor: Predictor
+    dimensions: int | None = None
+    out_of_fold: OutOfFold | None = None
+
+    async def predict(
+        self, request: ChatRequest, text: str, *, what: str = "the last user message"
+    ) -> tuple[Array | str, Decision]:
+        """P(success) per candidate (or why there is none: the embedder's vectors do not fit
+        the artifact) and the record of how it was got. A text the artifact was cross-fitted on
+        is answered out of fold, without embedding it. Raises ModelError when the embedder
+        fails."""
+        if self.out_of_fold is not None:
+            known = self.out_of_fold.lookup(text)
+            if known is not None:
+                return known, Decision(
+                    node=self.embedder.name,
+                    kind="embedder",
+                    reason=f"out-of-fold prediction: {what} is a training text "
+                    f"(predicted by the fit of the {self.out_of_fold.folds - 1} folds without it)",
+                    details={"out_of_fold": True},
+                )
+        vector, embedded = await embed_one(self.embedder, request, text, what=what)
+        try:
+            return predict_vector(self.predictor, vector, self.dimensions), embedded
+        except ValueError as exc:
+            return str(exc), embedded
 
 
 def embedder_failed(embedder: Embedder, exc: ModelError) -> Decision:
@@ -288,18 +321,14 @@ class LearnedPolicy(RoutePolicy):
 
     def __init__(
         self,
-        embedder: Embedder,
-        predictor: Predictor,
+        trained: TrainedPredictor,
         candidates: Sequence[str],
         costs: CandidateCosts,
         cost_weight: float,
         method: str,
-        *,
-        dimensions: int | None = None,
     ) -> None:
-        self.dimensions = dimensions
-        self.embedder = embedder
-        self.predictor = predictor
+        self.trained = trained
+        self.embedder = trained.embedder
         self.candidates = tuple(candidates)
         self.costs = costs
         self.cost_weight = cost_weight
@@ -316,13 +345,11 @@ class LearnedPolicy(RoutePolicy):
 
     async def choose(self, request: ChatRequest) -> RouteChoice:
         try:
-            vector, embedded = await embed_one(self.embedder, request, request.last_user_text)
+            p, embedded = await self.trained.predict(request, request.last_user_text)
         except ModelError as exc:
             return _embedder_failed(self.embedder, exc)
-        try:
-            p = predict_vector(self.predictor, vector, self.dimensions)
-        except ValueError as exc:
-            return RouteChoice(route=None, reason=str(exc), children=(embedded,))
+        if isinstance(p, str):
+            return RouteChoice(route=None, reason=p, children=(embedded,))
         cost = self.costs.for_request(request)
         scores = utilities(p, cost, self.cost_weight)
         i = int(np.argmax(scores))

@@ -27,7 +27,14 @@ import numpy as np
 
 from modelyard.model import Embedder
 from modelyard.patterns.artifact import Artifact
-from modelyard.patterns.learned import Features, answer_text, fit, outcome_matrix
+from modelyard.patterns.learned import (
+    Features,
+    OutOfFold,
+    answer_text,
+    cross_fit,
+    fit,
+    outcome_matrix,
+)
 from modelyard.types import EmbeddingRequest
 
 BATCH = 64
@@ -153,13 +160,21 @@ async def train_router(
     features: Features = "prompt",
     source: Path | None = None,
     seed: int = 0,
+    folds: int = 0,
 ) -> Artifact:
-    """Embed the texts, fit the predictor, and return the artifact to save."""
-    texts = list(dict.fromkeys(o.text(features) for o in outcomes))
+    """Embed the texts, fit the predictor, and return the artifact to save; with `folds` ≥ 2,
+    also the cross-fitted (out-of-fold) prediction of every training text."""
+    prompt_of = {o.text(features): o.prompt for o in outcomes}
+    texts = list(prompt_of)
     models = sorted({o.model for o in outcomes})
     y = outcome_matrix(texts, [(o.text(features), o.model, o.score) for o in outcomes], models)
     x = await embed_texts(embedder, texts)
     fitted = fit(x, y, method=method, seed=seed)
+    out_of_fold = None
+    if folds:
+        groups = [prompt_of[t] for t in texts]
+        predictions = cross_fit(x, y, fitted, groups, folds, seed=seed)
+        out_of_fold = OutOfFold.of(texts, predictions, folds)
     mean_cost: list[float | None] = []
     per_model: dict[str, dict[str, Any]] = {}
     for j, model in enumerate(models):
@@ -182,6 +197,7 @@ async def train_router(
         "per_model": per_model,
         "embedder_model_id": embedder.info.model_id,
         "seed": seed,
+        "folds": folds,
     }
     if source is not None:
         meta["source"] = str(source)
@@ -193,4 +209,5 @@ async def train_router(
         dimensions=int(x.shape[1]),
         mean_cost=tuple(mean_cost),
         meta=meta,
+        out_of_fold=out_of_fold,
     )

@@ -1,0 +1,145 @@
+"""Cross-fitting (`modelyard train --folds K`): every training text keeps a prediction from a fit
+that never saw its label, and routers and checks answer training texts from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+from modelyard.patterns.artifact import Artifact, load, save
+from modelyard.patterns.learned import Fitted, OutOfFold, cross_fit, fit_knn, fit_logistic
+from modelyard.yard import Yard
+from tests.patterns import test_learned_check as checks
+from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
+
+
+def _accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    return float(((p > 0.5) == (y > 0.5)).mean())
+
+
+def test_out_of_fold_predictions_never_saw_their_own_labels() -> None:
+    # Labels are coin flips: a fit can only memorise them. In sample it does; out of fold it
+    # cannot, which is what makes thresholds chosen on these predictions honest.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 200))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = (rng.random((300, 1)) > 0.5).astype(float)
+    flexible = Fitted(fit_logistic(x, y, 0.001), "logistic", 0.001, {})
+    in_sample = flexible.predictor.predict(x)
+    out_of_fold = cross_fit(x, y, flexible, [str(i) for i in range(300)], folds=5)
+    assert _accuracy(in_sample, y) > 0.95
+    assert 0.35 < _accuracy(out_of_fold, y) < 0.65
+
+
+def test_the_answers_to_one_prompt_share_a_fold() -> None:
+    # Each prompt appears twice (two answers embedded alike, one label). Were the twins in
+    # different folds, the nearest neighbour would hand each its twin's label.
+    rng = np.random.default_rng(2)
+    x = np.repeat(rng.normal(size=(100, 8)), 2, axis=0)
+    y = np.repeat((rng.random((100, 1)) > 0.5).astype(float), 2, axis=0)
+    nearest = Fitted(fit_knn(x, y, 1), "knn", 1.0, {})
+    prompts = [str(i // 2) for i in range(200)]
+    split_twins = cross_fit(x, y, nearest, [str(i) for i in range(200)], folds=5)
+    grouped = cross_fit(x, y, nearest, prompts, folds=5)
+    assert _accuracy(split_twins, y) > 0.8  # twins in one fold (1 in 5) are coin flips
+    assert 0.3 < _accuracy(grouped, y) < 0.7
+
+
+def test_folds_must_fit_the_prompts() -> None:
+    x, y = np.eye(3), np.ones((3, 1))
+    fitted = Fitted(fit_knn(x, y, 1), "knn", 1.0, {})
+    for folds in (1, 4):
+        with pytest.raises(ValueError, match="needs 2 to 3 folds"):
+            cross_fit(x, y, fitted, ["a", "b", "c"], folds)
+
+
+def test_out_of_fold_table_round_trips_and_knows_only_training_texts(tmp_path: Path) -> None:
+    predictions = np.array([[0.2, 0.9], [0.7, 0.1]])
+    table = OutOfFold.of(["first prompt", "second prompt"], predictions, folds=5)
+    path = tmp_path / "a.npz"
+    save(
+        path,
+        Artifact(fit_knn(np.eye(2), np.eye(2), 1), ("a", "b"), "e", 2, (None, None), {}, table),
+    )
+    loaded = load(path).out_of_fold
+    assert loaded is not None and loaded.folds == 5
+    assert loaded.lookup("second prompt") == pytest.approx([0.7, 0.1])
+    assert loaded.lookup("a prompt it never saw") is None
+
+
+def _train(tmp_path: Path, *options: str) -> tuple[int, str, Path]:
+    config = tmp_path / "models.yaml"
+    config.write_text(LEARNED_MODELS)
+    outcomes = tmp_path / "outcomes.jsonl"
+    write_outcomes(outcomes)
+    artifact = tmp_path / "router.npz"
+    args = ["train", str(outcomes), "--embedder", "hash", "--config", str(config)]
+    result = CliRunner().invoke(app, [*args, *options, "-o", str(artifact)])
+    return result.exit_code, " ".join(result.output.split()), artifact
+
+
+@pytest.fixture
+def cross_fitted_router(tmp_path: Path) -> Path:
+    code, output, artifact = _train(tmp_path, "--folds", "3")
+    assert code == 0, output
+    assert "each of the 60 training texts also has its prediction from the fit of the 2" in output
+    return artifact
+
+
+async def test_a_router_answers_its_training_prompts_out_of_fold(
+    cross_fitted_router: Path, yard_of: Callable[[str], Yard]
+) -> None:
+    artifact = cross_fitted_router
+    trained = load(artifact)
+    assert trained.out_of_fold is not None and trained.meta["folds"] == 3
+    async with yard_of(learned_config(artifact, 0.0)) as yard:
+        seen = await yard.complete("front", "prove lemma 3 rigorously")
+        unseen = await yard.complete("front", "prove lemma 300 rigorously")
+    assert seen.decision is not None and unseen.decision is not None
+    [record] = seen.decision.children[:1]
+    assert record.kind == "embedder" and record.details == {"out_of_fold": True}
+    assert record.reason.startswith("out-of-fold prediction: the last user message is a training")
+    p = seen.decision.details["p_success"]
+    assert [p["cheap"], p["strong"]] == pytest.approx(
+        trained.out_of_fold.lookup("prove lemma 3 rigorously"), abs=1e-6
+    )
+    assert unseen.decision.children[0].reason == "embedded the last user message"
+
+
+def test_train_refuses_folds_that_cannot_be(tmp_path: Path) -> None:
+    code, output, _ = _train(tmp_path, "--folds", "1")
+    assert code == 2 and "--folds must be 0 (off) or at least 2, not 1" in output
+    code, output, _ = _train(tmp_path, "--folds", "61")
+    assert code == 2 and "--folds 61 is more than the 60 prompts" in output
+
+
+@pytest.fixture
+def cross_fitted_check(tmp_path: Path) -> Path:
+    outcomes = tmp_path / "answers.jsonl"
+    checks.write_outcomes(outcomes)  # e.g. "add up list 7" answered "The total is 7, ..."
+    config = tmp_path / "models.yaml"
+    config.write_text(checks.MODELS)
+    artifact = tmp_path / "check.npz"
+    args = ["train", str(outcomes), "--embedder", "hash", "--config", str(config)]
+    options = ["--features", "answer", "--folds", "4", "-o", str(artifact)]
+    result = CliRunner().invoke(app, [*args, *options])
+    assert result.exit_code == 0, result.output
+    return artifact
+
+
+async def test_a_check_answers_a_recorded_answer_out_of_fold(
+    cross_fitted_check: Path, yard_of: Callable[[str], Yard]
+) -> None:
+    recorded = checks.cascade("steady", cross_fitted_check).replace("42, checked", "7, checked")
+    async with yard_of(recorded) as yard:
+        seen = await yard.complete("qa", "add up list 7")
+        unseen = await yard.complete("qa", "add up list 77")
+    assert seen.decision is not None and unseen.decision is not None
+    seen_record = seen.decision.children[0].children[1]
+    assert seen_record.reason.startswith("out-of-fold prediction: the answer is a training text")
+    assert unseen.decision.children[0].children[1].reason == "embedded the answer"
