@@ -11,6 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
+from modelyard.evaluation.dataset import Item
+from modelyard.evaluation.evaluate import evaluate
+from modelyard.evaluation.scorers import ExactScorer
 from modelyard.patterns.artifact import Artifact, load, save
 from modelyard.patterns.learned import Fitted, OutOfFold, cross_fit, fit_knn, fit_logistic
 from modelyard.yard import Yard
@@ -143,3 +146,19 @@ async def test_a_check_answers_a_recorded_answer_out_of_fold(
     seen_record = seen.decision.children[0].children[1]
     assert seen_record.reason.startswith("out-of-fold prediction: the answer is a training text")
     assert unseen.decision.children[0].children[1].reason == "embedded the answer"
+
+
+async def test_an_evaluation_counts_the_predictions_made_out_of_fold(
+    cross_fitted_router: Path, yard_of: Callable[[str], Yard]
+) -> None:
+    # Calibrating on the training data is only honest for the texts that match it exactly;
+    # the report shows how many did, per embedder.
+    items = [
+        Item(id="seen", prompt="add 3 and 4"),
+        Item(id="seen too", prompt="prove lemma 5 rigorously"),
+        Item(id="reworded", prompt="Add 3 and 4."),
+        Item(id="new", prompt="add 300 and 301"),
+    ]
+    async with yard_of(learned_config(cross_fitted_router, 0.0)) as yard:
+        evaluation = await evaluate(yard, "front", items, ExactScorer())
+    assert evaluation.report.nodes["hash"].details == {"out_of_fold": 0.5}

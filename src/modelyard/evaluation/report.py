@@ -91,7 +91,8 @@ def _node_stats(results: Sequence[ItemResult]) -> dict[str, NodeStats]:
         if result.decision is None:
             continue
         for decision in result.decision.walk():
-            if not decision.children:
+            # Deciding nodes, and embedders that say how they predicted (out of fold or not).
+            if not decision.children and not (decision.kind == "embedder" and decision.details):
                 continue
             kinds[decision.node] = decision.kind
             if decision.error is not None:

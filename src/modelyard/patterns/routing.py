@@ -11,7 +11,7 @@ import abc
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -178,6 +178,8 @@ class TrainedPredictor:
                     details={"out_of_fold": True},
                 )
         vector, embedded = await embed_one(self.embedder, request, text, what=what)
+        if self.out_of_fold is not None:  # counted, so a report shows how many were in-sample
+            embedded = replace(embedded, details={"out_of_fold": False})
         try:
             return predict_vector(self.predictor, vector, self.dimensions), embedded
         except ValueError as exc:
