@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -20,10 +21,10 @@ gateway:
 """
 
 
-def ask(running: Running, key: str, model: str = "support") -> str | None:
+def ask(running: Running, key: str, model: str = "support", text: str = "ping") -> str | None:
     client = openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
     reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "ping"}]
+        model=model, messages=[{"role": "user", "content": text}]
     )
     return reply.choices[0].message.content
 
@@ -112,6 +113,27 @@ def test_key_rpm_limit_refuses_with_retry_after(serve_gateway: Callable[..., Run
     with pytest.raises(openai.RateLimitError) as caught:
         ask(running, str(key["key"]))
     assert int(caught.value.response.headers["retry-after"]) > 0
+
+
+def test_key_concurrency_limit_refuses_the_extra_request(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(ADMIN)
+    key = str(create_key(running, name="one-at-a-time", max_concurrency=1)["key"])
+    client = openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+    slow = threading.Thread(target=ask, args=(running, key, "support", "slow"))
+    slow.start()  # "slow" takes 0.3 s upstream
+    deadline = time.monotonic() + 5
+    while running.app.in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "ping"}]
+        )
+    slow.join()
+    assert caught.value.code == "concurrency_limit"
+    assert "more than 1 concurrent requests for this key" in caught.value.message
+    assert ask(running, key) == "pong"  # the slot is free again
 
 
 def test_key_budget_refuses_once_spend_could_pass_it(serve_gateway: Callable[..., Running]) -> None:
