@@ -178,7 +178,7 @@ class TrainedPredictor:
                     details={"out_of_fold": True},
                 )
         vector, embedded = await embed_one(self.embedder, request, text, what=what)
-        if self.out_of_fold is not None:  # counted, so a report shows how many were in-sample
+        if self.out_of_fold is not None:  # counted, so a report shows the share out of fold
             embedded = replace(embedded, details={"out_of_fold": False})
         try:
             return predict_vector(self.predictor, vector, self.dimensions), embedded
