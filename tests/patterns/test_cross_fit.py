@@ -162,3 +162,16 @@ async def test_an_evaluation_counts_the_predictions_made_out_of_fold(
     async with yard_of(learned_config(cross_fitted_router, 0.0)) as yard:
         evaluation = await evaluate(yard, "front", items, ExactScorer())
     assert evaluation.report.nodes["hash"].details == {"out_of_fold": 0.5}
+
+
+def test_check_says_a_router_or_check_is_cross_fitted(
+    cross_fitted_router: Path, cross_fitted_check: Path, write_config: Callable[[str], Path]
+) -> None:
+    router = write_config(learned_config(cross_fitted_router, 0.3), "router.yaml")
+    result = CliRunner().invoke(app, ["check", str(router)])
+    assert result.exit_code == 0, result.output
+    assert "policy=learned" in result.output and "cross_fitted=3" in result.output
+    cascade = write_config(checks.cascade("steady", cross_fitted_check), "cascade.yaml")
+    result = CliRunner().invoke(app, ["check", str(cascade)])
+    assert result.exit_code == 0, result.output
+    assert "learned check of cheap (hash, cross-fitted in 4 folds)" in result.output

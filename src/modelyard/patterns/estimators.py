@@ -214,7 +214,9 @@ class LearnedEstimator(Estimator):
         self.column = column
 
     def describe(self) -> str:
-        return f"learned check of {self.candidate} ({self.embedder.name})"
+        folds = self.trained.out_of_fold.folds if self.trained.out_of_fold else 0
+        crossed = f", cross-fitted in {folds} folds" if folds else ""
+        return f"learned check of {self.candidate} ({self.embedder.name}{crossed})"
 
     async def score(
         self, request: ChatRequest, response: ChatResponse

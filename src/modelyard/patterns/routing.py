@@ -343,6 +343,9 @@ class LearnedPolicy(RoutePolicy):
             "method": self.method,
             "lambda": self.cost_weight,
             "candidates": len(self.candidates),
+            **(
+                {"cross_fitted": self.trained.out_of_fold.folds} if self.trained.out_of_fold else {}
+            ),
         }
 
     async def choose(self, request: ChatRequest) -> RouteChoice:
