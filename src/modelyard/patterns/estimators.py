@@ -214,7 +214,7 @@ class LearnedEstimator(Estimator):
         self.column = column
 
     def describe(self) -> str:
-        folds = self.trained.out_of_fold.folds if self.trained.out_of_fold else 0
+        folds = self.trained.folds
         crossed = f", cross-fitted in {folds} folds" if folds else ""
         return f"learned check of {self.candidate} ({self.embedder.name}{crossed})"
 

@@ -11,7 +11,7 @@ import abc
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,9 +128,14 @@ def confidence_verdict(confidence: float | None, threshold: float) -> Verdict:
 
 
 async def embed_one(
-    embedder: Embedder, request: ChatRequest, text: str, *, what: str = "the last user message"
+    embedder: Embedder,
+    request: ChatRequest,
+    text: str,
+    *,
+    what: str = "the last user message",
+    details: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Decision]:
-    """One text's vector, and a decision record of the embedding call."""
+    """One text's vector, and a decision record of the embedding call (with `details`)."""
     started = time.perf_counter()
     response = await embedder.embed(
         EmbeddingRequest(
@@ -147,6 +152,7 @@ async def embed_one(
         reason=f"embedded {what}",
         latency_ms=since_ms(started),
         cost=response.cost,
+        details=details or {},
     )
     return response.vectors[0], decision
 
@@ -159,6 +165,11 @@ class TrainedPredictor:
     predictor: Predictor
     dimensions: int | None = None
     out_of_fold: OutOfFold | None = None
+
+    @property
+    def folds(self) -> int:
+        """How many folds the artifact was cross-fitted in (0: not cross-fitted)."""
+        return self.out_of_fold.folds if self.out_of_fold is not None else 0
 
     async def predict(
         self, request: ChatRequest, text: str, *, what: str = "the last user message"
@@ -174,12 +185,12 @@ class TrainedPredictor:
                     node=self.embedder.name,
                     kind="embedder",
                     reason=f"out-of-fold prediction: {what} is a training text "
-                    f"(predicted by the fit of the {self.out_of_fold.folds - 1} folds without it)",
+                    f"(predicted by the fit of the {self.folds - 1} folds without it)",
                     details={"out_of_fold": True},
                 )
-        vector, embedded = await embed_one(self.embedder, request, text, what=what)
-        if self.out_of_fold is not None:  # counted, so a report shows the share out of fold
-            embedded = replace(embedded, details={"out_of_fold": False})
+        # Counted when cross-fitted, so a report shows the share predicted out of fold.
+        details = {"out_of_fold": False} if self.out_of_fold is not None else None
+        vector, embedded = await embed_one(self.embedder, request, text, what=what, details=details)
         try:
             return predict_vector(self.predictor, vector, self.dimensions), embedded
         except ValueError as exc:
@@ -343,9 +354,7 @@ class LearnedPolicy(RoutePolicy):
             "method": self.method,
             "lambda": self.cost_weight,
             "candidates": len(self.candidates),
-            **(
-                {"cross_fitted": self.trained.out_of_fold.folds} if self.trained.out_of_fold else {}
-            ),
+            **({"cross_fitted": self.trained.folds} if self.trained.folds else {}),
         }
 
     async def choose(self, request: ChatRequest) -> RouteChoice:
