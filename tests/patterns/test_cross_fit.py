@@ -14,7 +14,7 @@ from modelyard.cli import app
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.scorers import ExactScorer
-from modelyard.patterns.artifact import Artifact, load, save
+from modelyard.patterns.artifact import Artifact, ArtifactError, load, save
 from modelyard.patterns.learned import Fitted, OutOfFold, cross_fit, fit_knn, fit_logistic
 from modelyard.yard import Yard
 from tests.patterns import test_learned_check as checks
@@ -73,6 +73,19 @@ def test_out_of_fold_table_round_trips_and_knows_only_training_texts(tmp_path: P
     assert loaded is not None and loaded.folds == 5
     assert loaded.lookup("second prompt") == pytest.approx([0.7, 0.1])
     assert loaded.lookup("a prompt it never saw") is None
+
+
+def test_out_of_fold_table_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    table = OutOfFold.of(["a", "b"], np.array([[0.2, 0.9], [0.7, 0.1]]), folds=2)
+    path = tmp_path / "a.npz"
+    predictor = fit_knn(np.eye(2), np.eye(2), 1)
+    save(path, Artifact(predictor, ("a", "b"), "e", 2, (None, None), {}, table))
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["oof_predictions"] = arrays["oof_predictions"][:, :1]  # one model's column lost
+    np.savez(path, **arrays)
+    with pytest.raises(ArtifactError, match=r"a\.npz: out-of-fold predictions do not fit 2"):
+        load(path)
 
 
 def _train(tmp_path: Path, *options: str) -> tuple[int, str, Path]:
