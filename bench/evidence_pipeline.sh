@@ -17,23 +17,8 @@ OUT="${1:-bench/out/pipeline}"
 mkdir -p "$OUT"
 printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\n' > "$OUT/embedder.yaml"
 
-# config NAME ARTIFACT FORMAT DATA DEFAULT MODEL... : a learned router over replayed models
-config() {
-  local name=$1 artifact=$2 format=$3 data=$4 default=$5; shift 5
-  {
-    printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\nmodels:\n'
-    local i=0
-    for m in "$@"; do
-      printf '  m%d:\n    local: {type: replay, data: "%s", format: %s, model: "%s"}\n' \
-        "$i" "$data" "$format" "$m"
-      i=$((i + 1))
-    done
-    printf 'systems:\n  main:\n    type: router\n    default: "%s"\n    routes:\n' "$default"
-    i=0
-    for m in "$@"; do printf '      "%s": m%d\n' "$m" "$i"; i=$((i + 1)); done
-    printf '    learned: {artifact: %s.npz, embedder: hash, lambda: 0.0}\n' "$artifact"
-  } > "$OUT/$name.yaml"
-}
+# shellcheck source=bench/evidence_configs.sh
+source "$(dirname "$0")/evidence_configs.sh"
 
 # run NAME FORMAT DATA TARGET DEFAULT MODEL... : split, train, calibrate, report (both ways)
 run() {
@@ -48,7 +33,7 @@ run() {
   for variant in "$name" "$name-cross"; do
     calib="$OUT/$name/part/test.jsonl"
     if [ "$variant" = "$name-cross" ]; then calib="$OUT/$name/train.jsonl"; fi
-    config "$variant" "$variant" "$format" "$data" "$default" "$@"
+    router_config "$OUT/$variant.yaml" "$variant.npz" "$format" "$data" "$default" "$@"
     "$M" calibrate "$OUT/$variant.yaml" main --format jsonl \
       --data "$calib" --test-data "$OUT/$name/test.jsonl" \
       --target "$target" --knob 'systems.main.learned.lambda=0:0.4:0.005' \
@@ -71,17 +56,8 @@ check_run() {
     if [ "$fit" = cross ]; then folds=$FOLDS; fi
     "$M" train "$outcomes" --config "$OUT/embedder.yaml" --embedder hash --features answer \
       --models "$cheap" --folds "$folds" -o "$OUT/$name-check-$fit.npz"
-    {
-      printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\nmodels:\n'
-      printf '  cheap: {local: {type: replay, data: "%s", format: %s, model: "%s"}}\n' \
-        "$data" "$format" "$cheap"
-      printf '  strong: {local: {type: replay, data: "%s", format: %s, model: "%s"}}\n' \
-        "$data" "$format" "$strong"
-      printf 'systems:\n  main:\n    type: cascade\n    stages:\n'
-      printf '      - model: cheap\n        threshold: 0.5\n        estimator: {type: learned, '
-      printf 'artifact: %s-check-%s.npz, embedder: hash, candidate: "%s"}\n' "$name" "$fit" "$cheap"
-      printf '      - model: strong\n'
-    } > "$OUT/$name-check-$fit.yaml"
+    check_config "$OUT/$name-check-$fit.yaml" "$name-check-$fit.npz" "$format" "$data" \
+      "$cheap" "$strong"
     "$M" calibrate "$OUT/$name-check-$fit.yaml" main --format jsonl --data "$calib" \
       --test-data "$OUT/$name/test.jsonl" --target quality:0.95 \
       --knob 'systems.main.stages.0.threshold=0.3:0.9:0.005' \

@@ -8,6 +8,8 @@
 #   bash bench/evidence_seeds.sh [OUT_DIR] [SEED...]   # seeds 1-5; GSM8K ~3 min, MMLU ~7 min a seed
 set -euo pipefail
 TASK="${TASK:-gsm8k}"
+# shellcheck source=bench/evidence_configs.sh
+source "$(dirname "$0")/evidence_configs.sh"
 M="${MODELYARD:-.venv/bin/modelyard}"
 PY="${PYTHON:-.venv/bin/python}"
 OUT="${1:-bench/out/$TASK-seeds}"
@@ -29,29 +31,14 @@ for seed in "${SEEDS[@]}"; do
   if [ "$TASK" = gsm8k ]; then
     "$M" train "$d/train.jsonl" --config "$OUT/embedder.yaml" --embedder hash --features answer \
       --models "$MIXTRAL" --folds 5 -o "$d/learned.npz" > /dev/null
+    check_config "$d/system.yaml" learned.npz "$FORMAT" "$DATA" "$MIXTRAL" "$GPT4"
     knob='systems.main.stages.0.threshold=0.3:0.9:0.005'
   else
     "$M" train "$d/train.jsonl" --config "$OUT/embedder.yaml" --embedder hash --folds 5 \
       -o "$d/learned.npz" > /dev/null
+    router_config "$d/system.yaml" learned.npz "$FORMAT" "$DATA" "$GPT4" "$MIXTRAL" "$GPT4"
     knob='systems.main.learned.lambda=0.05:0.2:0.005'
   fi
-  {
-    printf 'embedders:\n  hash: {local: {type: hashing, dimensions: 1024}}\nmodels:\n'
-    printf '  cheap: {local: {type: replay, data: "%s", format: %s, model: "%s"}}\n' \
-      "$DATA" "$FORMAT" "$MIXTRAL"
-    printf '  strong: {local: {type: replay, data: "%s", format: %s, model: "%s"}}\n' \
-      "$DATA" "$FORMAT" "$GPT4"
-    if [ "$TASK" = gsm8k ]; then
-      printf 'systems:\n  main:\n    type: cascade\n    stages:\n'
-      printf '      - model: cheap\n        threshold: 0.5\n        estimator: {type: learned, '
-      printf 'artifact: learned.npz, embedder: hash, candidate: "%s"}\n' "$MIXTRAL"
-      printf '      - model: strong\n'
-    else
-      printf 'systems:\n  main:\n    type: router\n    default: "%s"\n' "$GPT4"
-      printf '    routes: {"%s": strong, "%s": cheap}\n' "$GPT4" "$MIXTRAL"
-      printf '    learned: {artifact: learned.npz, embedder: hash, lambda: 0.0}\n'
-    fi
-  } > "$d/system.yaml"
   "$M" calibrate "$d/system.yaml" main --format jsonl --data "$d/train.jsonl" \
     --test-data "$d/test.jsonl" --target quality:0.95 --knob "$knob" \
     --out "$d/system.calibrated.yaml" --json > "$d/report.json" 2> /dev/null || true
