@@ -4,10 +4,14 @@
 # (out of fold), score on the test half; then print each seed's figures and the mean.
 #   TASK=gsm8k (default): the learned check of Mixtral's answers, threshold 0.3..0.9 by 0.005.
 #   TASK=mmlu: the learned router (Mixtral vs GPT-4), λ 0.05..0.2 by 0.005.
+#   SIGNALS=worked_math (GSM8K): the check also reads the answer's signals (train --signals).
+#   CONFIDENCE=0.9: the 95 % target must hold at that one-sided confidence (calibrate --confidence).
 #
 #   bash bench/evidence_seeds.sh [OUT_DIR] [SEED...]   # seeds 1-5; GSM8K ~3 min, MMLU ~7 min a seed
 set -euo pipefail
 TASK="${TASK:-gsm8k}"
+SIGNALS="${SIGNALS:-}"
+CONFIDENCE="${CONFIDENCE:-}"
 # shellcheck source=bench/evidence_configs.sh
 source "$(dirname "$0")/evidence_configs.sh"
 M="${MODELYARD:-.venv/bin/modelyard}"
@@ -30,7 +34,7 @@ for seed in "${SEEDS[@]}"; do
   "$M" split "$FORMAT" "$DATA" --out "$d" --seed "$seed" > /dev/null
   if [ "$TASK" = gsm8k ]; then
     "$M" train "$d/train.jsonl" --config "$OUT/embedder.yaml" --embedder hash --features answer \
-      --models "$MIXTRAL" --folds 5 -o "$d/learned.npz" > /dev/null
+      ${SIGNALS:+--signals "$SIGNALS"} --models "$MIXTRAL" --folds 5 -o "$d/learned.npz" > /dev/null
     check_config "$d/system.yaml" learned.npz "$FORMAT" "$DATA" "$MIXTRAL" "$GPT4"
     knob='systems.main.stages.0.threshold=0.3:0.9:0.005'
   else
@@ -41,7 +45,7 @@ for seed in "${SEEDS[@]}"; do
   fi
   "$M" calibrate "$d/system.yaml" main --format jsonl --data "$d/train.jsonl" \
     --test-data "$d/test.jsonl" --target quality:0.95 --knob "$knob" \
-    --out "$d/system.calibrated.yaml" --json > "$d/report.json" 2> /dev/null || true
+    ${CONFIDENCE:+--confidence "$CONFIDENCE"} --out "$d/system.calibrated.yaml" --json > "$d/report.json" 2> /dev/null || true
 done
 "$PY" - "$OUT" "${SEEDS[@]}" <<'PY'
 import json, statistics, sys

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.patterns.normalise import LabelReader, choice, exact, normaliser, number
+from modelyard.patterns.normalise import (
+    LabelReader,
+    choice,
+    exact,
+    normaliser,
+    number,
+    stated_number,
+)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +46,7 @@ def test_choice_reads_the_letter_and_nothing_else(text: str, letter: str | None)
         ("so 3 apples and 4 pears: the answer is 7", "7"),
         ("12.50 dollars", "12.5"),
         ("-3", "-3"),
+        ("so it is \\boxed{42}", "42"),
         ("no digits", None),
     ],
 )
@@ -46,6 +54,12 @@ def test_number_prefers_the_stated_answer_then_the_last_number(
     text: str, value: str | None
 ) -> None:
     assert number(text) == value
+
+
+def test_stated_number_is_only_a_stated_answer() -> None:
+    assert stated_number("3 + 4 = 7, and the answer is 7.50") == "7.5"
+    assert stated_number("3 + 4 = 7") is None
+    assert number("3 + 4 = 7") == "7"
 
 
 def test_json_field_reads_fenced_json_and_compares_strings_loosely() -> None:

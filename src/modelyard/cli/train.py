@@ -11,6 +11,7 @@ import typer
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.patterns.artifact import save
+from modelyard.patterns.signals import SIGNAL_SETS, signal_set
 from modelyard.patterns.training import OutcomesError, read_outcomes, train_router
 from modelyard.yard import load
 
@@ -48,6 +49,14 @@ def train(
             help="prompt (a router's artifact) or answer (a cascade check's: prompt + response)."
         ),
     ] = "prompt",
+    signals: Annotated[
+        str | None,
+        typer.Option(
+            help="With --features answer: also read these answer signals (e.g. worked_math: "
+            "is an answer stated, is its arithmetic right); known: " + ", ".join(SIGNAL_SETS),
+            show_default=False,
+        ),
+    ] = None,
     folds: Annotated[
         int,
         typer.Option(
@@ -64,6 +73,12 @@ def train(
         fail(f"--features must be prompt or answer, not {features!r}")
     if folds == 1 or folds < 0:
         fail(f"--folds must be 0 (off) or at least 2, not {folds}")
+    if signals is not None and features != "answer":
+        fail("--signals reads answers: it needs --features answer")
+    try:
+        reads_signals = signal_set(signals) if signals is not None else None
+    except ValueError as exc:
+        fail(f"--signals: {exc}")
     chosen: Literal["auto", "logistic", "knn"] = method  # type: ignore[assignment]
     reads: Literal["prompt", "answer"] = features  # type: ignore[assignment]
 
@@ -88,6 +103,7 @@ def train(
                 source=outcomes,
                 seed=seed,
                 folds=folds,
+                signals=reads_signals,
             )
         )
         save(output, artifact)
@@ -97,6 +113,11 @@ def train(
             f"{meta['prompts']} prompts x {len(artifact.models)} models "
             f"({', '.join(artifact.models)})"
         )
+        if artifact.signals is not None:
+            console.print(
+                f"  reads {artifact.signals.name} answer signals beside the embedding: "
+                f"{', '.join(artifact.signals.names)}"
+            )
         if artifact.out_of_fold is not None:
             console.print(
                 f"  cross-fitted: each of the {len(artifact.out_of_fold.predictions)} training "

@@ -401,7 +401,7 @@ def _learned_check(
         )
     embedder = context.embedder(spec.embedder, (*loc, "embedder"))
     trained = TrainedPredictor(
-        embedder, artifact.predictor, artifact.dimensions, artifact.out_of_fold
+        embedder, artifact.predictor, artifact.dimensions, artifact.out_of_fold, artifact.signals
     )
     return LearnedEstimator(trained, candidate, artifact.models.index(candidate))
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.patterns.learned import Knn, Logistic, OutOfFold, Predictor
+from modelyard.patterns.signals import SignalSet, signal_set
 
 FORMAT = "modelyard.learned-router"
 VERSION = 1
@@ -33,11 +34,14 @@ class Artifact:
     models: tuple[str, ...]
     embedder: str
     dimensions: int
+    """The embedder's; the predictor reads these plus one per answer signal."""
     mean_cost: tuple[float | None, ...]
     """Mean recorded USD per request for each candidate, None where none was recorded."""
     meta: dict[str, Any]
     out_of_fold: OutOfFold | None = None
     """Cross-fitted predictions for the training texts (`modelyard train --folds K`)."""
+    signals: SignalSet | None = None
+    """The answer signals read beside the embedding (`modelyard train --signals NAME`)."""
 
 
 def save(path: Path, artifact: Artifact) -> None:
@@ -65,6 +69,9 @@ def save(path: Path, artifact: Artifact) -> None:
             outcomes=predictor.outcomes,
             prior=predictor.prior,
         )
+    if artifact.signals is not None:
+        header["signals"] = artifact.signals.name
+        header["signal_names"] = list(artifact.signals.names)
     if artifact.out_of_fold is not None:
         header["folds"] = artifact.out_of_fold.folds
         arrays.update(
@@ -95,7 +102,10 @@ def load(path: Path) -> Artifact:
             f"{path} has artifact version {header.get('version')}; this modelyard reads "
             f"version {VERSION}: retrain it with `modelyard train`"
         )
-    predictor = _predictor(header, arrays, path)
+    signals = _signals(header, path)
+    # The predictor reads the embedding, then one number per answer signal.
+    width = int(header["dimensions"]) + (len(signals.names) if signals else 0)
+    predictor = _predictor(header, arrays, path, width)
     return Artifact(
         predictor=predictor,
         models=tuple(header["models"]),
@@ -104,7 +114,26 @@ def load(path: Path) -> Artifact:
         mean_cost=tuple(header["mean_cost"]),
         meta=header,
         out_of_fold=_out_of_fold(header, arrays, path),
+        signals=signals,
     )
+
+
+def _signals(header: dict[str, Any], path: Path) -> SignalSet | None:
+    name = header.get("signals")
+    if name is None:
+        return None
+    try:
+        signals = signal_set(str(name))
+    except ValueError as exc:
+        raise ArtifactError(
+            f"{path} was trained with answer signals this modelyard lacks: {exc}"
+        ) from None
+    if list(signals.names) != header.get("signal_names"):
+        raise ArtifactError(
+            f"{path} was trained with {name} signals {header.get('signal_names')}; this "
+            f"modelyard computes {list(signals.names)}: retrain it with `modelyard train`"
+        )
+    return signals
 
 
 def _out_of_fold(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> OutOfFold | None:
@@ -118,9 +147,8 @@ def _out_of_fold(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> 
     return OutOfFold(digests, predictions, int(header.get("folds", 0)))
 
 
-def _predictor(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> Predictor:
+def _predictor(header: dict[str, Any], arrays: dict[str, Any], path: Path, d: int) -> Predictor:
     m = len(header["models"])
-    d = int(header["dimensions"])
     try:
         if header["method"] == "logistic":
             weights = np.asarray(arrays["weights"], dtype=np.float64)

@@ -216,14 +216,18 @@ class LearnedEstimator(Estimator):
     def describe(self) -> str:
         folds = self.trained.folds
         crossed = f", cross-fitted in {folds} folds" if folds else ""
-        return f"learned check of {self.candidate} ({self.embedder.name}{crossed})"
+        signals = self.trained.signals
+        read = f" + {signals.name} signals" if signals else ""
+        return f"learned check of {self.candidate} ({self.embedder.name}{read}{crossed})"
 
     async def score(
         self, request: ChatRequest, response: ChatResponse
     ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
         text = answer_text(request.last_user_text, response.text)
         try:
-            predicted, embedded = await self.trained.predict(request, text, what="the answer")
+            predicted, embedded = await self.trained.predict(
+                request, text, what="the answer", answer=response.text
+            )
         except ModelError as exc:
             reason = f"embedder {self.embedder.name} failed ({exc.kind})"
             return None, reason, exc.cost, (embedder_failed(self.embedder, exc),)

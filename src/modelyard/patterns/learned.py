@@ -281,14 +281,22 @@ def _fit_one(
     return fit_knn(x, y, int(setting))
 
 
-def predict_vector(predictor: Predictor, vector: Sequence[float], dimensions: int | None) -> Array:
-    """P(success) per candidate for one embedding (made unit-length as in training).
+def predict_vector(
+    predictor: Predictor,
+    vector: Sequence[float],
+    dimensions: int | None,
+    signals: Sequence[float] = (),
+) -> Array:
+    """P(success) per candidate for one embedding followed by its answer `signals` (the whole
+    made unit-length, as in training).
 
     Raises ValueError, naming both sizes, when the embedding's size is not the artifact's.
     """
-    x = np.asarray(vector, dtype=np.float64)
-    if dimensions is not None and len(x) != dimensions:
-        raise ValueError(f"embedder gave {len(x)} dimensions, the artifact expects {dimensions}")
+    if dimensions is not None and len(vector) != dimensions:
+        raise ValueError(
+            f"embedder gave {len(vector)} dimensions, the artifact expects {dimensions}"
+        )
+    x = np.concatenate([np.asarray(vector, dtype=np.float64), np.asarray(signals, dtype=float)])
     norm = float(np.linalg.norm(x))
     return predictor.predict(x / norm if norm else x)
 

@@ -3,7 +3,8 @@ answer does not contain what the normaliser looks for (that answer then casts no
 
     exact         case, surrounding space, inner runs of space and a final full stop ignored
     choice        the choice letter A–E ("B", "(B)", "Answer: B", "The answer is B.")
-    number        the final number ("#### 1,234", "the answer is 12.50" -> "1234", "12.5")
+    number        the final number ("#### 1,234", "the answer is 12.50", "\\boxed{3}" -> "1234",
+                  "12.5", "3")
     json:<path>   a field of the JSON answer (fenced or bare), e.g. json:answer or json:items.0.id
 """
 
@@ -24,7 +25,7 @@ _CHOICE_STATED = re.compile(
 )
 _CHOICE_LEADING = re.compile(r"^\s*\(?([A-E])(?:[\).:]|\s+[-–])")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_NUMBER_STATED = re.compile(r"(?i)(?:####|answer\s*(?:is|:))\s*\$?\s*(-?[\d,]*\.?\d+)")
+_NUMBER_STATED = re.compile(r"(?i)(?:####|answer\s*(?:is|:)|\\boxed\{)\s*\$?\s*(-?[\d,]*\.?\d+)")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
@@ -45,8 +46,16 @@ def choice(text: str) -> str | None:
 
 def number(text: str) -> str | None:
     """The answer's number in canonical form ("1,234.50" -> "1234.5"), or None."""
-    stated = _NUMBER_STATED.findall(text)
-    found = stated or _NUMBER.findall(text)
+    return stated_number(text) or _canonical(_NUMBER.findall(text))
+
+
+def stated_number(text: str) -> str | None:
+    """The number the answer states as its answer ("#### 12", "the answer is 12"), in canonical
+    form; None when it states none."""
+    return _canonical(_NUMBER_STATED.findall(text))
+
+
+def _canonical(found: list[str]) -> str | None:
     if not found:
         return None
     raw = found[-1].replace(",", "")

@@ -23,6 +23,7 @@ from modelyard.patterns.learned import Array, OutOfFold, Predictor, predict_vect
 from modelyard.patterns.normalise import LabelReader
 from modelyard.patterns.records import ScoreVector, answered, failed, since_ms
 from modelyard.patterns.semantic import Match, SemanticIndex
+from modelyard.patterns.signals import SignalSet
 from modelyard.types import ChatRequest, Decision, EmbeddingRequest
 
 _NO_SCORES: Mapping[str, float] = {}
@@ -165,6 +166,8 @@ class TrainedPredictor:
     predictor: Predictor
     dimensions: int | None = None
     out_of_fold: OutOfFold | None = None
+    signals: SignalSet | None = None
+    """Answer signals the predictor reads after the embedding (a learned check's)."""
 
     @property
     def folds(self) -> int:
@@ -172,12 +175,17 @@ class TrainedPredictor:
         return self.out_of_fold.folds if self.out_of_fold is not None else 0
 
     async def predict(
-        self, request: ChatRequest, text: str, *, what: str = "the last user message"
+        self,
+        request: ChatRequest,
+        text: str,
+        *,
+        what: str = "the last user message",
+        answer: str = "",
     ) -> tuple[Array | str, Decision]:
         """P(success) per candidate (or why there is none: the embedder's vectors do not fit
-        the artifact) and the record of how it was got. A text the artifact was cross-fitted on
-        is answered out of fold, without embedding it. Raises ModelError when the embedder
-        fails."""
+        the artifact) and the record of how it was got; `answer` is what the signals read. A
+        text the artifact was cross-fitted on is answered out of fold, without embedding it.
+        Raises ModelError when the embedder fails."""
         if self.out_of_fold is not None:
             known = self.out_of_fold.lookup(text)
             if known is not None:
@@ -192,7 +200,8 @@ class TrainedPredictor:
         details = {"out_of_fold": False} if self.out_of_fold is not None else None
         vector, embedded = await embed_one(self.embedder, request, text, what=what, details=details)
         try:
-            return predict_vector(self.predictor, vector, self.dimensions), embedded
+            signals = self.signals(answer) if self.signals is not None else ()
+            return predict_vector(self.predictor, vector, self.dimensions, signals), embedded
         except ValueError as exc:
             return str(exc), embedded
 

@@ -9,7 +9,8 @@ The outcomes file has one JSON object per line, one per (prompt, model) pair:
 `correct` (true/false) or `score` (0 to 1) is required; `cost` (USD for that call) is optional
 and, where given, becomes the candidate's mean recorded cost. With features `prompt` (a router)
 the predictor sees the prompt only; with `answer` (a cascade's check) it sees the prompt and the
-model's `response`, which every row must then carry.
+model's `response`, which every row must then carry, and optionally a set of answer signals
+(`patterns/signals.py`) computed from the response.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from modelyard.patterns.learned import (
     fit,
     outcome_matrix,
 )
+from modelyard.patterns.signals import SignalSet
 from modelyard.types import EmbeddingRequest
 
 BATCH = 64
@@ -161,14 +163,22 @@ async def train_router(
     source: Path | None = None,
     seed: int = 0,
     folds: int = 0,
+    signals: SignalSet | None = None,
 ) -> Artifact:
     """Embed the texts, fit the predictor, and return the artifact to save; with `folds` ≥ 2,
-    also the cross-fitted (out-of-fold) prediction of every training text."""
+    also the cross-fitted (out-of-fold) prediction of every training text; with `signals`
+    (answer features only), the predictor reads them after each embedding."""
+    if signals is not None and features != "answer":
+        raise ValueError("answer signals need features 'answer' (they read the response)")
     prompt_of = {o.text(features): o.prompt for o in outcomes}
     texts = list(prompt_of)
     models = sorted({o.model for o in outcomes})
     y = outcome_matrix(texts, [(o.text(features), o.model, o.score) for o in outcomes], models)
-    x = await embed_texts(embedder, texts)
+    embedded = await embed_texts(embedder, texts)
+    x = embedded
+    if signals is not None:
+        answer_of = {o.text(features): o.response or "" for o in outcomes}
+        x = np.hstack([embedded, np.array([signals(answer_of[t]) for t in texts])])
     fitted = fit(x, y, method=method, seed=seed)
     out_of_fold = None
     if folds:
@@ -206,8 +216,9 @@ async def train_router(
         predictor=fitted.predictor,
         models=tuple(models),
         embedder=embedder.name,
-        dimensions=int(x.shape[1]),
+        dimensions=int(embedded.shape[1]),
         mean_cost=tuple(mean_cost),
         meta=meta,
         out_of_fold=out_of_fold,
+        signals=signals,
     )
