@@ -179,3 +179,18 @@ async def test_a_check_whose_embedder_fails_is_unsure_and_records_the_failure(
         ("steady", "answered"),
         ("down", "failed"),
     ]
+
+
+def test_a_check_is_trained_with_the_config_that_will_use_it(
+    tmp_path: Path, yard_of: Callable[[str], Yard]
+) -> None:
+    """`train --config` builds only the embedders, so the config may already name the artifact
+    that run writes."""
+    outcomes, artifact = tmp_path / "outcomes.jsonl", tmp_path / "new.npz"
+    write_outcomes(outcomes)
+    config = tmp_path / "system.yaml"
+    config.write_text(cascade("steady", artifact))
+    options = ["--embedder", "hash", "--config", str(config), "--features", "answer"]
+    result = CliRunner().invoke(app, ["train", str(outcomes), *options, "-o", str(artifact)])
+    assert result.exit_code == 0, result.output
+    assert "qa" in yard_of(cascade("steady", artifact)).systems

@@ -143,8 +143,9 @@ def _pct(value: float | None) -> str:
 
 def _print_nodes(report: EvalReport) -> None:
     for node, stats in report.nodes.items():
-        chosen = ", ".join(f"{k}: {v}" for k, v in stats.chosen.items())
-        line = f"[bold]{node}[/] [dim]{stats.kind}[/] chose {chosen}"
+        line = f"[bold]{node}[/] [dim]{stats.kind}[/]"
+        if stats.chosen:  # an embedder chooses nothing; it has only details
+            line += " chose " + ", ".join(f"{k}: {v}" for k, v in stats.chosen.items())
         if stats.errors:
             line += f" [red]{stats.errors} failed[/]"
         if stats.details:

@@ -10,10 +10,11 @@ from typing import Annotated, Literal
 import typer
 
 from modelyard.cli.app import app, console, fail, guarded
+from modelyard.config.build import build_embedders
+from modelyard.config.loader import load_config
 from modelyard.patterns.artifact import save
 from modelyard.patterns.signals import SIGNAL_SETS, signal_set
 from modelyard.patterns.training import OutcomesError, read_outcomes, train_router
-from modelyard.yard import load
 
 
 @app.command()
@@ -83,9 +84,10 @@ def train(
     reads: Literal["prompt", "answer"] = features  # type: ignore[assignment]
 
     def run() -> None:
-        yard = load(config)
-        if embedder not in yard.embedders:
-            known = ", ".join(sorted(yard.embedders)) or "none"
+        # Embedders only: the config may already name the artifact this run writes.
+        embedders = build_embedders(load_config(config))
+        if embedder not in embedders:
+            known = ", ".join(sorted(embedders)) or "none"
             fail(f"no embedder {embedder!r} in {config}; defined embedders: {known}")
         wanted = [m.strip() for m in models.split(",") if m.strip()] if models else None
         try:
@@ -97,7 +99,7 @@ def train(
         artifact = asyncio.run(
             train_router(
                 rows,
-                yard.embedders[embedder],
+                embedders[embedder],
                 method=chosen,
                 features=reads,
                 source=outcomes,

@@ -322,22 +322,9 @@ def build(
     `resilience` replaces the default (the config's state store, real time, real providers).
     """
     from modelyard.config.build_operations import apply_operations
-    from modelyard.state.factory import live_store
 
-    check_references(loaded)
-    context = BuildContext(
-        loaded=loaded,
-        resources=resources or Resources(),
-        disabled_providers=disabled_providers(loaded),
-    )
-    context.resilience = resilience or Resilience(
-        store=live_store(loaded.config.state, loaded.base_dir, context.resources)
-    )
+    context = _with_embedders(loaded, resources, resilience)
     config = loaded.config
-    for name, provider in context.disabled_providers.items():
-        context.notes.append(f"provider {name!r} is disabled: {provider}")
-    for name, embedder_spec in config.embedders.items():
-        context.embedders[name] = _build_embedder(context, name, embedder_spec)
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
     add_model_fallbacks(context)
@@ -360,6 +347,35 @@ def build(
         health=context.resilience.health,
         warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )
+
+
+def build_embedders(
+    loaded: LoadedConfig, resources: Resources | None = None
+) -> dict[str, Embedder]:
+    """Only the config's embedders: what `modelyard train` needs, so a config may name the
+    artifact being trained before it exists."""
+    return _with_embedders(loaded, resources, None).embedders
+
+
+def _with_embedders(
+    loaded: LoadedConfig, resources: Resources | None, resilience: Resilience | None
+) -> BuildContext:
+    from modelyard.state.factory import live_store
+
+    check_references(loaded)
+    context = BuildContext(
+        loaded=loaded,
+        resources=resources or Resources(),
+        disabled_providers=disabled_providers(loaded),
+    )
+    context.resilience = resilience or Resilience(
+        store=live_store(loaded.config.state, loaded.base_dir, context.resources)
+    )
+    for name, provider in context.disabled_providers.items():
+        context.notes.append(f"provider {name!r} is disabled: {provider}")
+    for name, embedder_spec in loaded.config.embedders.items():
+        context.embedders[name] = _build_embedder(context, name, embedder_spec)
+    return context
 
 
 # --- builders for the local models and patterns defined in this package ---------------------
