@@ -39,10 +39,16 @@ systems:
 
 Write = Callable[[str], Path]
 QUICK = Workload(requests=4, concurrency=2)
+# Where a drill runs into its deadline (the slow fault), time runs 20x faster rather than the
+# default 100x: the 20 s deadline is 1 s of real time, so a 100 ms stall of a busy machine
+# cannot use up the share kept for the fallback.
+SLOW_SCALE = 0.05
 
 
 async def test_two_providers_survive_every_fault_of_either(write_config: Write) -> None:
-    report = await run_drill(write_config(TWO_PROVIDERS), workload=QUICK, env={})
+    report = await run_drill(
+        write_config(TWO_PROVIDERS), workload=QUICK, env={}, time_scale=SLOW_SCALE
+    )
     assert {(r.provider, r.fault) for r in report.results} == {
         (p, f)
         for p in ("alpha", "beta")
@@ -62,7 +68,9 @@ async def test_answers_come_from_the_other_provider_when_one_is_down(write_confi
 
 
 async def test_a_slow_primary_adds_latency_but_is_survived(write_config: Write) -> None:
-    report = await run_drill(write_config(TWO_PROVIDERS), faults=["slow"], workload=QUICK, env={})
+    report = await run_drill(
+        write_config(TWO_PROVIDERS), faults=["slow"], workload=QUICK, env={}, time_scale=SLOW_SCALE
+    )
     alpha = next(r for r in report.results if r.provider == "alpha")
     assert alpha.verdict == "survived"
     assert alpha.added_latency > 1.0
@@ -94,9 +102,8 @@ async def test_an_unknown_target_is_named(write_config: Write) -> None:
 
 def test_cli_exit_code_follows_the_verdicts(write_config: Write) -> None:
     runner = CliRunner()
-    good = runner.invoke(
-        app, ["drill", str(write_config(TWO_PROVIDERS, "two.yaml")), "--requests", "4"]
-    )
+    two = str(write_config(TWO_PROVIDERS, "two.yaml"))
+    good = runner.invoke(app, ["drill", two, "--requests", "4", "--time-scale", str(SLOW_SCALE)])
     assert good.exit_code == 0, good.output
     assert "survived" in good.output
     bad = runner.invoke(
@@ -116,7 +123,8 @@ def test_drill_runs_on_every_example(example: str) -> None:
 
 
 def test_resilient_example_survives_every_fault() -> None:
-    result = CliRunner().invoke(app, ["drill", str(EXAMPLES / "resilient.yaml"), "--strict"])
+    args = ["drill", str(EXAMPLES / "resilient.yaml"), "--strict", "--time-scale", str(SLOW_SCALE)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
 
