@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from modelyard.cli import app
 from modelyard.errors import ConfigError
 from modelyard.patterns.artifact import ArtifactError, load, save
-from modelyard.patterns.signals import arithmetic, signal_set, worked_math
+from modelyard.patterns.signals import arithmetic, equations, signal_set, worked_math
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
 
@@ -56,6 +56,23 @@ def test_wrong_arithmetic_is_caught_in_calculator_notes_and_in_prose() -> None:
     assert signals("She has 16 - 3 = 12 eggs.\n#### 12")["equation_error"] == 1.0
     # a chain is read whole: 2 * 3 * 4 is 24, not "3 * 4 = 24" wrong
     assert signals("2 * 3 * 4 = 24 boxes.\n#### 24")["equation_error"] == 0.0
+
+
+def test_an_equation_is_the_arithmetic_just_before_its_claimed_value() -> None:
+    assert equations("16 - 3 = 13 - 4 = 9") == [("16 - 3", "13"), ("13 - 4", "9")]
+    assert equations("of 3, 4 + 5 = 9 and $1,200 x 3 = $3,600.") == [
+        ("4 + 5", "9"),
+        ("$1,200 x 3", "$3,600"),
+    ]
+    assert equations("the box 3 + 4 = 8; version 2 = 3") == [("3 + 4", "8")]
+
+
+def test_hostile_answers_are_read_in_bounded_time() -> None:
+    """Signals run on live answers: no input may make a pattern backtrack without limit."""
+    assert len(equations("1 + 1 = 2 " * 1000)) == 100
+    assert worked_math("(1 + " * 20_000)[:4] == (0.0, 0.0, 0.0, 0.0)
+    assert worked_math("<<" + "1+" * 20_000)[2] == 0.0
+    assert worked_math("1 + " * 20_000 + "1 = 4")[3] == 1.0
 
 
 def test_no_stated_answer_a_fraction_and_second_guessing_are_flagged() -> None:

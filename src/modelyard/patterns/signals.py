@@ -45,12 +45,16 @@ _OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Div: operator.truediv,
     ast.Pow: operator.pow,
 }
-_NUMBER = r"\$?\d[\d,]*(?:\.\d+)?%?"
-_OPERATOR = r"[-+*/x×÷^]"
-_EQUATION = re.compile(
-    rf"((?:\(\s*)*{_NUMBER}(?:\s*\)*\s*{_OPERATOR}\s*\(*\s*{_NUMBER}\s*\)*)+)\s*=\s*({_NUMBER})"
-)
-_CALCULATOR_NOTE = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
+# Bounded pieces only: these run on live answers, so no pattern may backtrack without limit.
+_LONGEST = 200
+"""Characters of an expression (or of a note) read before an "=", at most."""
+_MOST_EQUATIONS = 100
+"""Equations checked per answer, at most."""
+_CLAIMED = re.compile(r"=\s{0,3}(\$?\d[\d,]{0,20}(?:\.\d{1,10})?%?)")
+_ARITHMETIC = frozenset("0123456789.,$%()+-*/x×÷^ ")
+_START = frozenset("0123456789($")
+_OPERATION = re.compile(r"\d[\s)%]{0,3}[-+*/x×÷^]")
+_CALCULATOR_NOTE = re.compile(rf"<<([^=<>]{{1,{_LONGEST}}})=([^<>]{{1,40}})>>")
 _STATED = re.compile(r"(?i)####|answer\s*(?:is|:)|\\boxed\{")
 _HEDGING = re.compile(
     r"(?i)\b(however|but since|can't|cannot|round(?:ed|ing)?|approximately|assum(?:e|ing)"
@@ -99,6 +103,27 @@ def _wrong(expression: str, value: str) -> bool:
     return abs(got - claimed) > shown / 2 + 1e-9 * max(1.0, abs(claimed))
 
 
+def equations(text: str) -> list[tuple[str, str]]:
+    """The inline equations of `text` as (expression, claimed value): for each "= number", the
+    arithmetic written just before it ("16 - 3 = 13" -> ("16 - 3", "13")); a list stops at
+    ", " so "3, 4 + 5 = 9" reads "4 + 5". Linear in the text, at most _MOST_EQUATIONS."""
+    found: list[tuple[str, str]] = []
+    for claimed in _CLAIMED.finditer(text):
+        end = start = claimed.start()
+        while start > 0 and end - start < _LONGEST and text[start - 1] in _ARITHMETIC:
+            if text[start - 1] == "," and text[start : start + 1] == " ":
+                break
+            start -= 1
+        while start < end and text[start] not in _START:
+            start += 1
+        expression = text[start:end].strip()
+        if _OPERATION.search(expression):
+            found.append((expression, claimed.group(1)))
+            if len(found) == _MOST_EQUATIONS:
+                break
+    return found
+
+
 def worked_math(answer: str) -> tuple[float, ...]:
     """The `worked_math` signals of one answer (see the module docstring)."""
     stated = stated_number(answer)  # canonical: "12", "-3", "2.5"
@@ -109,7 +134,7 @@ def worked_math(answer: str) -> tuple[float, ...]:
         float(_STATED.search(answer) is not None),
         float(whole),
         float(any(_wrong(e, v) for e, v in notes)),
-        float(any(_wrong(e, v) for e, v in _EQUATION.findall(prose))),
+        float(any(_wrong(e, v) for e, v in equations(prose))),
         float(_HEDGING.search(answer) is not None),
         min(len(answer) / 3000, 1.0),
     )
