@@ -30,7 +30,7 @@ from modelyard.evaluation.tabular import (
 )
 
 RESPONSE_SUFFIX = "_response"
-_FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
+_FINAL = re.compile(r"####\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 
 

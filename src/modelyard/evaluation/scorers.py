@@ -91,7 +91,7 @@ class ExactScorer(_Comparing):
 _LETTER_PATTERNS = (
     re.compile(r"^\s*\(([A-J])\)"),
     re.compile(r"^\s*([A-J])\s*(?:[.):,]|$)"),
-    re.compile(r"(?i)\banswer(?:\s+is)?\s*[:=]?\s*\(?([A-J])\)?(?![A-Za-z])"),
+    re.compile(r"(?i)\banswer(?:\s+is)?\s*(?:[:=]\s*)?\(?([A-J])\)?(?![A-Za-z])"),
     re.compile(r"(?i)\boption\s+\(?([A-J])\)?(?![A-Za-z])"),
     re.compile(r"^\s*\(?([A-J])\)?\s*$", re.MULTILINE),
 )
@@ -112,8 +112,8 @@ class ChoiceScorer(_Comparing):
         return None
 
 
-_FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
-_ANSWER_IS = re.compile(r"(?i)answer\s*(?:is|:)\s*\$?\s*(-?[\d,]*\.?\d+)")
+_FINAL = re.compile(r"####\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
+_ANSWER_IS = re.compile(r"(?i)answer\s*(?:is|:)\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*(?:[eE]-?\d+)?|-?\.\d+")
 
 

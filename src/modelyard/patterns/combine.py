@@ -84,8 +84,11 @@ def candidates_block(texts: Sequence[str]) -> str:
     return "\n\n".join(f"Answer {i}:\n{text}" for i, text in enumerate(texts, 1))
 
 
-_PICK_STATED = re.compile(r"(?i)\b(?:answer|candidate|option|number|response|#)\s*#?\s*(\d+)\b")
-_PICK_ANY = re.compile(r"\b(\d+)\b")
+# At most 6 digits: a longer run names no candidate (and int() refuses over 4,300 digits).
+_PICK_STATED = re.compile(
+    r"(?i)\b(?:answer|candidate|option|number|response|#)\s*(?:#\s*)?(\d{1,6})\b"
+)
+_PICK_ANY = re.compile(r"\b(\d{1,6})\b")
 
 
 def parse_pick(text: str, candidates: Sequence[str]) -> int | None:

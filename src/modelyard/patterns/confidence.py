@@ -12,8 +12,10 @@ from modelyard.types import TokenLogprob
 
 _YES = frozenset({"yes", "y", "true", "correct", "pass", "passed", "valid", "accept", "ok"})
 _NO = frozenset({"no", "n", "false", "incorrect", "wrong", "fail", "failed", "invalid", "reject"})
-_FRACTION = re.compile(r"(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
-_PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
+# Numbers start only where a number starts: retrying inside a long run of digits that ends in
+# no match would take time quadratic in the run (a verifier's reply is untrusted input).
+_FRACTION = re.compile(r"(?<![\d.])(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
+_PERCENT = re.compile(r"(?<![\d.])(-?\d+(?:\.\d+)?)\s*%")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z]+")
 

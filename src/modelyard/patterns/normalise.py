@@ -21,11 +21,15 @@ Normaliser = Callable[[str], str | None]
 _SPACE = re.compile(r"\s+")
 _CHOICE_ALONE = re.compile(r"^\W*([A-E])\W*$")
 _CHOICE_STATED = re.compile(
-    r"(?i)\b(?:answer|choice|option)\s*(?:is|:)?\s*(?:option\s*)?\(?\b([A-E])\b\)?(?![\w'])"
+    r"(?i)\b(?:answer|choice|option)\s*(?:(?:is|:)\s*)?(?:option\s*)?\(?\b([A-E])\b\)?(?![\w'])"
 )
 _CHOICE_LEADING = re.compile(r"^\s*\(?([A-E])(?:[\).:]|\s+[-–])")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_NUMBER_STATED = re.compile(r"(?i)(?:####|answer\s*(?:is|:)|\\boxed\{)\s*\$?\s*(-?[\d,]*\.?\d+)")
+# No two runs of optional space side by side: these read live answers, and "\s*\$?\s*" takes
+# time quadratic in a run of spaces that ends in no match.
+_NUMBER_STATED = re.compile(
+    r"(?i)(?:####|answer\s*(?:is|:)|\\boxed\{)\s*(?:\$\s*)?(-?[\d,]*\.?\d+)"
+)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
@@ -59,6 +63,8 @@ def _canonical(found: list[str]) -> str | None:
     if not found:
         return None
     raw = found[-1].replace(",", "")
+    if len(raw) > 100:  # not an answer; and int() refuses more than 4,300 digits
+        return None
     try:
         value = Decimal(raw)
     except InvalidOperation:
