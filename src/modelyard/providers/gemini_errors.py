@@ -76,7 +76,7 @@ _BY_STATUS_NAME: dict[str, type[ModelError]] = {
 
 _BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_NOT_FOUND"})
 _TOO_LONG = re.compile(
-    r"(?i)input token count.*exceeds|exceeds the maximum number of tokens|"
+    r"(?i)input token count.{0,200}exceeds|exceeds the maximum number of tokens|"
     r"too many (input )?tokens|context (length|window)|prompt is too long"
 )
 _OVERLOADED = re.compile(r"(?i)overload")
