@@ -1,0 +1,29 @@
+"""The hashing embedder: deterministic unit vectors from character trigrams, in bounded time."""
+
+from __future__ import annotations
+
+import math
+
+from modelyard.model import ModelInfo
+from modelyard.providers.local_basic import HashingEmbedder
+
+EMBEDDER = HashingEmbedder(ModelInfo(name="hash", kind="embedder"), 128)
+
+
+def test_vectors_are_unit_length_deterministic_and_closer_for_similar_spellings() -> None:
+    a, b, far = (EMBEDDER.vector(t) for t in ("refund my order", "refund my orders", "weather"))
+    assert math.isclose(sum(v * v for v in a), 1.0)
+    assert a == EMBEDDER.vector("Refund my order")  # case is ignored
+    near = sum(x * y for x, y in zip(a, b, strict=True))
+    assert near > sum(x * y for x, y in zip(a, far, strict=True)) and near > 0.8
+
+
+def test_a_huge_text_is_read_by_its_head_and_tail_only() -> None:
+    head, tail = "question: " * 1000, " the answer is 42" * 700  # 10,000 and 11,900 chars
+    middle = "filler " * 2_000_000  # 14 MB: about 10 s of hashing if read whole
+    huge = EMBEDDER.vector(head + middle + tail)
+    half = HashingEmbedder.MAX_CHARS // 2
+    assert huge == EMBEDDER.vector((head + middle)[:half] + (middle + tail)[-half:])
+    other_middle = "padding " * 2_000_000
+    assert huge == EMBEDDER.vector(head + other_middle + tail)  # the middle is not read
+    assert huge != EMBEDDER.vector(head + middle + tail.replace("42", "41"))  # the end is
