@@ -13,6 +13,7 @@ from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     evaluate,
     health,
     serve,
+    traffic,
     train,
 )
 from modelyard.cli.app import app

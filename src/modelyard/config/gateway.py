@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 
 from modelyard.config.base import Spec
+
+
+class CaptureSpec(Spec):
+    """Keep what answered requests asked and got, in the request log, so the traffic can be
+    replayed against another config (`modelyard traffic`, then `eval`, `compare` or `gate`).
+    The log then holds prompts and answers: treat it as the users' data it is."""
+
+    sample: float = Field(default=1.0, ge=0, le=1)
+    """Share of answered requests kept."""
+    targets: list[str] | None = None
+    """Only requests to these systems or models (default: all)."""
 
 
 class GatewaySpec(Spec):
@@ -22,9 +33,17 @@ class GatewaySpec(Spec):
     """Virtual keys, relative to the config file."""
     request_log: str | None = ".modelyard/requests.sqlite3"
     """Where every request's decision record is kept (None: memory only)."""
+    capture: CaptureSpec | None = None
+    """Also keep answered requests' messages and answers in the request log (off by default)."""
     max_body_bytes: PositiveInt = 16 * 1024 * 1024
     max_messages: PositiveInt = 2000
     drain_timeout: PositiveFloat = 30.0
     """Seconds a shutdown waits for requests in flight."""
     watch_config: bool = False
     """Reload when the config file changes (as well as on SIGHUP and POST /admin/reload)."""
+
+    @model_validator(mode="after")
+    def _capture_needs_a_log(self) -> GatewaySpec:
+        if self.capture is not None and self.request_log is None:
+            raise ValueError("capture keeps traffic in the request log: set request_log too")
+        return self

@@ -35,9 +35,12 @@ class Item:
     meta: Mapping[str, str] = field(default_factory=dict)
 
     def request(self) -> ChatRequest:
-        """The request the system under test receives: the prompt and nothing else."""
+        """The request the system under test receives: the prompt and nothing else (system
+        messages become the request's system prompt, as the gateway makes them)."""
         messages = self.messages or (Message(role="user", content=self.prompt),)
-        return ChatRequest(messages=messages)
+        system = [m.text for m in messages if m.role == "system"]
+        turns = tuple(m for m in messages if m.role != "system")
+        return ChatRequest(messages=turns, system="\n\n".join(system) if system else None)
 
 
 def _text(value: Any) -> str | None:

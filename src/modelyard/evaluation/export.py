@@ -1,6 +1,7 @@
 """Recordings written as the JSONL recording format, whole or split into train and test files:
 the input of `modelyard train`, of `type: replay` with `format: jsonl`, and a labelled set for
-`eval`/`calibrate` (with `--format jsonl`)."""
+`eval`/`calibrate` (with `--format jsonl`). Captured gateway traffic written as a labelled set
+whose labels are the answers given then (`modelyard traffic`)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,20 @@ def split_recordings(
         "train_prompts": len(train),
         "test_prompts": len(test),
     }
+
+
+def traffic_rows(exchanges: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Captured exchanges (`read_traffic`) as labelled-set rows: the messages, the answer given
+    then as the label, and what it cost, how long it took and which model gave it as metadata."""
+    for exchange in exchanges:
+        yield {
+            "id": exchange["id"],
+            "messages": [{"role": role, "content": text} for role, text in exchange["messages"]],
+            "label": exchange["answer"],
+            "target": exchange["target"],
+            "model": exchange["model"],
+            "cost": exchange["cost"],
+            "latency_ms": exchange["latency_ms"],
+            "config_version": exchange["config_version"],
+            "at": exchange["at"],
+        }

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from modelyard.config.gateway import CaptureSpec
 from modelyard.errors import ConfigError
 from modelyard.gateway.admin import AdminEndpoints
 from modelyard.gateway.auth import KeyRing
@@ -49,6 +50,7 @@ class Gateway:
         metrics: Metrics | None = None,
         max_body_bytes: int = 16 * 1024 * 1024,
         max_messages: int = 2000,
+        capture: CaptureSpec | None = None,
         serving: bool = False,
         watch_config: bool = False,
     ) -> None:
@@ -65,6 +67,7 @@ class Gateway:
             metrics=self.metrics,
             max_body_bytes=max_body_bytes,
             max_messages=max_messages,
+            capture=capture,
         )
         self.admin = AdminEndpoints(
             live,
@@ -214,6 +217,7 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
         decisions=decisions,
         max_body_bytes=spec.max_body_bytes,
         max_messages=spec.max_messages,
+        capture=spec.capture,
         serving=serving,
         watch_config=serving and spec.watch_config,
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from modelyard.config.gateway import CaptureSpec
 from modelyard.cost.budgets import Budget, BudgetBook, Hold, cost_bound
 from modelyard.errors import BadResponseError, ModelError, NotFoundError
 from modelyard.gateway import anthropic_api, openai_api
@@ -20,7 +22,7 @@ from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.live import LiveConfig
 from modelyard.gateway.renderers import AnthropicRenderer, OpenAIRenderer, Renderer
 from modelyard.model import Model
-from modelyard.observability.decision_log import DecisionLog, RequestRecord
+from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
@@ -42,6 +44,7 @@ class ChatEndpoints:
         metrics: Metrics,
         max_body_bytes: int,
         max_messages: int,
+        capture: CaptureSpec | None = None,
     ) -> None:
         self.live = live
         self.keys = keys
@@ -49,6 +52,7 @@ class ChatEndpoints:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_messages = max_messages
+        self.capture = capture
         self.limits: StateStore = MemoryStore()
         """Per-key request rates; a shared backend makes them hold across replicas."""
         self.spend: StateStore = self.limits
@@ -126,6 +130,8 @@ class ChatEndpoints:
                 )
             self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
         outcome = _Outcome(self, call, target, api, stream, yard.version)
+        if self._captures(target, request):
+            outcome.captured = request
         if key.budget is not None:
             outcome.holds = await self._reserve(key, model, request, target)
         try:
@@ -145,6 +151,20 @@ class ChatEndpoints:
         if self._book is None or self._book.store is not self.spend:
             self._book = BudgetBook(self.spend)
         return self._book
+
+    def _captures(self, target: str, request: ChatRequest) -> bool:
+        """Whether to keep this request's exchange: capture is on, covers the target, the
+        sample draws it, and the conversation is plain text a labelled set can hold (no tool
+        calls or results, no images: replayed without them it would mean something else)."""
+        capture = self.capture
+        if capture is None or (capture.targets is not None and target not in capture.targets):
+            return False
+        if capture.sample < 1.0 and random.random() >= capture.sample:
+            return False
+        return all(
+            m.role in ("system", "user", "assistant") and not m.tool_calls and not m.has_image
+            for m in request.messages
+        )
 
     async def _reserve(
         self, key: VirtualKey, model: Model, request: ChatRequest, target: str
@@ -254,7 +274,17 @@ async def _relay(
 class _Outcome:
     """Records how one chat request ended: the request log, the metrics, what it spent."""
 
-    __slots__ = ("api", "call", "endpoints", "holds", "spent", "stream", "target", "version")
+    __slots__ = (
+        "api",
+        "call",
+        "captured",
+        "endpoints",
+        "holds",
+        "spent",
+        "stream",
+        "target",
+        "version",
+    )
 
     def __init__(
         self,
@@ -273,6 +303,8 @@ class _Outcome:
         self.version = version
         self.holds: list[Hold] = []
         self.spent = 0.0
+        self.captured: ChatRequest | None = None
+        """The request, when its exchange is to be kept (`gateway.capture`)."""
 
     def answered(self, response: ChatResponse) -> None:
         self.spent = response.cost
@@ -292,6 +324,12 @@ class _Outcome:
         call = self.call
         seconds = time.perf_counter() - call.started
         usage = response.usage if response is not None else None
+        exchange = None
+        if self.captured is not None and response is not None:
+            request = self.captured
+            system = (("system", request.system),) if request.system else ()
+            asked = (*system, *((m.role, m.text) for m in request.messages))
+            exchange = Exchange(messages=asked, answer=response.text)
         self.endpoints.decisions.record(
             RequestRecord(
                 id=call.id,
@@ -310,6 +348,7 @@ class _Outcome:
                 output_tokens=usage.output_tokens if usage else 0,
                 error=f"{error.kind}: {error}" if error else None,
                 decision=response.decision if response else (error.decision if error else None),
+                exchange=exchange,
             )
         )
         return seconds

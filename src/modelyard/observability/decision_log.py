@@ -5,6 +5,9 @@ writer thread that keeps its connection open, so no request ever waits on the di
 recent records are also held in memory for `GET /v1/requests/{id}`, as encoded JSON once they
 are written (a few thousand object trees would otherwise keep the garbage collector busy).
 `aclose()` flushes what is pending, so a clean shutdown loses nothing.
+
+With the gateway's `capture`, a record also carries its exchange (the messages and the answer),
+kept in a `traffic` table beside it; `read_traffic` reads them back for replay.
 """
 
 from __future__ import annotations
@@ -50,7 +53,22 @@ _MIGRATIONS = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS requests_at ON requests (at)",
+    """
+    CREATE TABLE IF NOT EXISTS traffic (
+        id TEXT PRIMARY KEY,
+        messages TEXT NOT NULL,
+        answer TEXT NOT NULL
+    )
+    """,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What a captured request asked (role and text of each message) and was answered."""
+
+    messages: tuple[tuple[str, str], ...]
+    answer: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +91,8 @@ class RequestRecord:
     output_tokens: int = 0
     error: str | None = None
     decision: Decision | None = None
+    exchange: Exchange | None = None
+    """Set only when the gateway captures this request's traffic."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the decision tree expanded."""
@@ -198,6 +218,13 @@ class DecisionLog:
             db.executemany(
                 "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
+            exchanges = [
+                (r.id, orjson.dumps(r.exchange.messages).decode(), r.exchange.answer)
+                for r in batch
+                if r.exchange is not None
+            ]
+            if exchanges:
+                db.executemany("INSERT OR REPLACE INTO traffic VALUES (?,?,?)", exchanges)
         except sqlite3.Error:
             db.execute("ROLLBACK")
             raise
@@ -261,6 +288,44 @@ def _from_row(row: tuple[Any, ...]) -> dict[str, Any]:
     out["stream"] = bool(out["stream"])
     out["decision"] = orjson.loads(out["decision"]) if out["decision"] else None
     return out
+
+
+def read_traffic(
+    path: Path, *, since: float | None = None, target: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The captured exchanges in the request log at `path`, oldest first: each request's id,
+    time, target, answering model, config version, cost, latency, messages and answer."""
+    where: list[str] = ["1"]
+    args: list[float | str] = []
+    if since is not None:
+        where.append("r.at >= ?")
+        args.append(since)
+    if target is not None:
+        where.append("r.target = ?")
+        args.append(target)
+    query = (
+        "SELECT r.id, r.at, r.target, r.model, r.config_version, r.cost, r.latency_ms, "
+        "t.messages, t.answer FROM traffic t JOIN requests r ON r.id = t.id "
+        f"WHERE {' AND '.join(where)} ORDER BY r.at"
+    )
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(query, args).fetchall()
+    except sqlite3.OperationalError as exc:  # a log written before capture existed
+        raise ValueError(f"{path} holds no captured traffic ({exc})") from None
+    finally:
+        db.close()
+    names = ("id", "at", "target", "model", "config_version", "cost", "latency_ms")
+    return [
+        {
+            **dict(zip(names, row[:7], strict=True)),
+            "messages": orjson.loads(row[7]),
+            "answer": row[8],
+        }
+        for row in rows
+    ]
 
 
 def now() -> float:

@@ -1,0 +1,57 @@
+"""traffic: write the gateway's captured traffic as a labelled set, to replay it against
+another config with `eval`, `compare` or `gate`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelyard.cli.app import app, console, fail, guarded
+from modelyard.config.loader import load_config
+from modelyard.evaluation.export import traffic_rows, write_jsonl
+from modelyard.observability.decision_log import read_traffic
+
+
+@app.command()
+def traffic(
+    config: Annotated[
+        Path, typer.Argument(help="The YAML config the gateway served.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the labelled set.")],
+    since: Annotated[
+        float | None, typer.Option(help="Only the last this many hours.", min=0)
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Only requests to this system or model.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many requests.", min=1)] = None,
+) -> None:
+    """Write captured traffic (`gateway.capture`) as a labelled set: each request's messages,
+    with the answer given then as its label."""
+
+    def run() -> None:
+        loaded = load_config(config)
+        spec = loaded.config.gateway
+        if spec.request_log is None:
+            fail(f"{config} keeps no request log (gateway.request_log), so no traffic")
+        path = loaded.base_dir / spec.request_log
+        if not path.exists():
+            fail(f"no request log at {path}: has the gateway served this config?")
+        after = time.time() - since * 3600 if since is not None else None
+        try:
+            exchanges = read_traffic(path, since=after, target=target, limit=limit)
+        except ValueError as exc:
+            fail(str(exc))
+        if not exchanges:
+            hint = "" if spec.capture else " (gateway.capture is off in this config)"
+            fail(f"no captured traffic in {path} for that selection{hint}")
+        count = write_jsonl(out, traffic_rows(exchanges))
+        console.print(
+            f"wrote {out}: {count} requests with the answers given then as labels; replay them "
+            f"with `modelyard eval OTHER.yaml SYSTEM --data {out}` (or compare, gate)"
+        )
+
+    guarded(run)
