@@ -18,6 +18,7 @@ and the artifact names the set it was trained with so the two cannot drift apart
 from __future__ import annotations
 
 import ast
+import itertools
 import operator
 import re
 from collections.abc import Callable
@@ -49,7 +50,7 @@ _OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
 _LONGEST = 200
 """Characters of an expression (or of a note) read before an "=", at most."""
 _MOST_EQUATIONS = 100
-"""Equations checked per answer, at most."""
+"""Equations (and, apart, calculator notes) checked per answer, at most."""
 _CLAIMED = re.compile(r"=\s{0,3}(\$?\d[\d,]{0,20}(?:\.\d{1,10})?%?)")
 _ARITHMETIC = frozenset("0123456789.,$%()+-*/x×÷^ ")
 _START = frozenset("0123456789($")
@@ -128,12 +129,12 @@ def worked_math(answer: str) -> tuple[float, ...]:
     """The `worked_math` signals of one answer (see the module docstring)."""
     stated = stated_number(answer)  # canonical: "12", "-3", "2.5"
     whole = stated is not None and "." not in stated and not stated.startswith("-")
-    notes = _CALCULATOR_NOTE.findall(answer)
+    notes = itertools.islice(_CALCULATOR_NOTE.finditer(answer), _MOST_EQUATIONS)
     prose = _CALCULATOR_NOTE.sub("", answer)
     return (
         float(_STATED.search(answer) is not None),
         float(whole),
-        float(any(_wrong(e, v) for e, v in notes)),
+        float(any(_wrong(*note.groups()) for note in notes)),
         float(any(_wrong(e, v) for e, v in equations(prose))),
         float(_HEDGING.search(answer) is not None),
         min(len(answer) / 3000, 1.0),
