@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,14 +97,31 @@ def test_traffic_replays_against_another_config_through_eval(
     assert report["n"] == 2 and report["accuracy"] == 0.5
 
 
-def test_only_the_sampled_targets_are_kept(serve_gateway: Callable[..., Running]) -> None:
+def test_only_the_chosen_targets_and_plain_conversations_are_kept(
+    serve_gateway: Callable[..., Running],
+) -> None:
     running = serve_gateway("\ngateway:\n  capture: {targets: [strong]}\n")
     client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
     for model in ("cheap", "strong", "cheap"):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
-    assert [e["target"] for e in captured(running, 1)] == ["strong"]
-    time.sleep(0.6)  # one more write: nothing else arrives
-    assert len(captured(running, 1)) == 1
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    client.chat.completions.create(
+        model="strong", messages=[{"role": "user", "content": "find it"}], tools=[tool]
+    )
+    assert [(e["target"], e["messages"]) for e in captured(running, 1)] == [
+        ("strong", [["user", "hi"]])
+    ]
+    log = running.config.parent / ".modelyard" / "requests.sqlite3"
+    deadline = time.monotonic() + 10
+    while _logged(log) < 4 and time.monotonic() < deadline:  # every request is logged...
+        time.sleep(0.1)
+    assert _logged(log) == 4
+    assert len(captured(running, 1)) == 1  # ...one of them with its exchange
+
+
+def _logged(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT count(*) FROM requests").fetchone()[0])
 
 
 def test_without_capture_nothing_is_kept_and_traffic_says_why(

@@ -154,12 +154,13 @@ class ChatEndpoints:
 
     def _captures(self, target: str, request: ChatRequest) -> bool:
         """Whether to keep this request's exchange: capture is on, covers the target, the
-        sample draws it, and the conversation is plain text a labelled set can hold (no tool
-        calls or results, no images: replayed without them it would mean something else)."""
+        sample draws it, and the conversation is plain text a labelled set can hold (no tools
+        offered, no tool calls or results, no images: replayed without them it would mean
+        something else)."""
         capture = self.capture
         if capture is None or (capture.targets is not None and target not in capture.targets):
             return False
-        if capture.sample < 1.0 and random.random() >= capture.sample:
+        if request.tools or (capture.sample < 1.0 and random.random() >= capture.sample):
             return False
         return all(
             m.role in ("system", "user", "assistant") and not m.tool_calls and not m.has_image
