@@ -1,6 +1,7 @@
 """The gateway benchmark: modelyard's gateway side by side with LiteLLM's proxy, in one run.
 
     .venv/bin/python bench/gateway/run.py [--quick] [--soak | --soak-only] [--no-litellm]
+                                          [--capture]
 
 Starts a fast mock upstream (mock_upstream.py) and, against it, the floor (raw_proxy.py: a
 bare uvicorn + aiohttp relay, what any gateway on this stack pays), `modelyard serve` with a
@@ -16,7 +17,9 @@ interleave the variants (the machine is shared, so a slow minute hits all of the
 - latency at a fixed 200 requests/s with an open-loop generator (openloop.py); added latency =
   latency through the gateway - latency straight to the mock, measured the same way, per round.
 
-Plus streaming saturation for modelyard's one-model system and LiteLLM, and with --soak the
+With --capture, also the one-model system with `gateway.capture` on (modelyard_capture.yaml),
+to price keeping every request's messages and answer. Plus streaming saturation for modelyard's
+one-model system and LiteLLM, and with --soak the
 gateway's RSS across 1,000,000 requests (soak.py). Prints a table and writes results.json.
 Needs wrk (`apt-get install -y wrk`) and `taskset` (util-linux).
 """
@@ -479,6 +482,9 @@ def main() -> None:
     parser.add_argument("--soak-only", action="store_true", help="only the soak")
     parser.add_argument("--soak-requests", type=int, default=1_000_000)
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM baseline")
+    parser.add_argument(
+        "--capture", action="store_true", help="also the one-model system with capture on"
+    )
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state and logs")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -582,6 +588,14 @@ def run(
             two_key,
         ),
     ]
+    if args.capture:
+        kept, kept_key = start_modelyard(
+            "capture", cli, CONFIGS / "modelyard_capture.yaml", work, mock_url
+        )
+        track(kept)
+        variants.append(
+            Variant("capture", "modelyard, one model, capture on", kept, single_body, kept_key)
+        )
     litellm_version = None
     if not args.no_litellm:
         python = litellm_python()
