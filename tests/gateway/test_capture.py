@@ -144,3 +144,16 @@ def test_capture_without_a_request_log_is_a_config_error(tmp_path: Path) -> None
     config.write_text(SYSTEMS + "\ngateway:\n  request_log: null\n  capture: {sample: 0.5}\n")
     with pytest.raises(ConfigError, match="capture keeps traffic in the request log"):
         load(config)
+
+
+def test_reading_traffic_from_no_log_or_an_old_one_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no request log at"):
+        read_traffic(tmp_path / "missing.sqlite3")
+    old = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        db.execute("CREATE TABLE requests (id TEXT PRIMARY KEY, at REAL)")
+    with pytest.raises(ValueError, match="holds no captured traffic"):
+        read_traffic(old)
+    (tmp_path / "notes.txt").write_text("not a database at all")
+    with pytest.raises(ValueError, match="holds no captured traffic"):
+        read_traffic(tmp_path / "notes.txt")

@@ -294,7 +294,8 @@ def read_traffic(
     path: Path, *, since: float | None = None, target: str | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The captured exchanges in the request log at `path`, oldest first: each request's id,
-    time, target, answering model, config version, cost, latency, messages and answer."""
+    time, target, answering model, config version, cost, latency, messages and answer.
+    ValueError when there is no log there or it holds no traffic table."""
     where: list[str] = ["1"]
     args: list[float | str] = []
     if since is not None:
@@ -310,10 +311,12 @@ def read_traffic(
     )
     if limit is not None:
         query += f" LIMIT {int(limit)}"
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    if not path.is_file():
+        raise ValueError(f"no request log at {path}")
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # never creates one
     try:
         rows = db.execute(query, args).fetchall()
-    except sqlite3.OperationalError as exc:  # a log written before capture existed
+    except sqlite3.DatabaseError as exc:  # a log from before capture existed, or not a log
         raise ValueError(f"{path} holds no captured traffic ({exc})") from None
     finally:
         db.close()
