@@ -1,6 +1,7 @@
 """What reads a model's answer (normalisers, verdict and pick parsers, scorers, signals) reads a
-hostile one in linear time: a long run of spaces or digits that ends in no match used to take
-seconds to minutes through patterns that retried every split of the run."""
+hostile one in linear time: a long run of spaces or digits that ends in no match (or a code
+fence that never closes) used to take seconds to minutes through patterns that retried every
+split of the run."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from modelyard.evaluation.routellm import final_number
-from modelyard.evaluation.scorers import ChoiceScorer, NumberScorer
+from modelyard.evaluation.scorers import ChoiceScorer, JsonFieldScorer, NumberScorer
 from modelyard.patterns.combine import parse_pick
 from modelyard.patterns.confidence import parse_verdict
-from modelyard.patterns.normalise import choice, number, stated_number
+from modelyard.patterns.normalise import choice, json_field, number, stated_number
 from modelyard.patterns.signals import worked_math
 
 RUN = 200_000
@@ -26,6 +27,7 @@ HOSTILE = {
     "spaces after #": "#" + " " * RUN,
     "digits with no end": "1" * RUN + "x",
     "digits then spaces": "7" * RUN + " " * RUN + "/x",
+    "an open fence": "```json" + " " * RUN + "{",
 }
 READERS: dict[str, Callable[[str], object]] = {
     "stated_number": stated_number,
@@ -35,6 +37,8 @@ READERS: dict[str, Callable[[str], object]] = {
     "parse_pick": lambda text: parse_pick(text, ["a", "b", "c"]),
     "number scorer": NumberScorer().extract,
     "choice scorer": ChoiceScorer().extract,
+    "json scorer": JsonFieldScorer("a").extract,
+    "parse_json_answer": lambda text: json_field(("a",))(text),
     "final_number": final_number,
     "worked_math": worked_math,
 }

@@ -20,6 +20,7 @@ from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
 from modelyard.model import Model
+from modelyard.patterns.normalise import lookup, parse_json_answer
 from modelyard.providers.local_basic import import_function
 from modelyard.types import ChatResponse, user
 
@@ -170,9 +171,6 @@ class RegexScorer(_Comparing):
         return Score(value=1.0 if same else 0.0, parsed=answer)
 
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-
-
 class JsonFieldScorer(_Comparing):
     """The answer is JSON (fences allowed); its `field` (dotted path) equals the label."""
 
@@ -182,18 +180,10 @@ class JsonFieldScorer(_Comparing):
         self.path = [part for part in field.split(".") if part]
 
     def extract(self, text: str) -> str | None:
-        fenced = _FENCE.search(text)
         try:
-            value: Any = json.loads(fenced.group(1) if fenced else text)
-        except json.JSONDecodeError:
+            value = lookup(parse_json_answer(text), tuple(self.path))
+        except (ValueError, KeyError):
             return None
-        for part in self.path:
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                return None
         text_value = value if isinstance(value, str) else json.dumps(value)
         return _squash(text_value)
 
