@@ -9,7 +9,7 @@ Wire formats (OpenAI, Anthropic, Gemini, the gateway) translate to and from thes
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -160,6 +160,14 @@ class ChatRequest:
         parts = [self.system] if self.system else []
         parts.extend(m.text for m in self.messages)
         return "\n".join(parts)
+
+
+def split_system(messages: Sequence[Message]) -> tuple[str | None, tuple[Message, ...]]:
+    """A chat's system messages joined into one system prompt (None without any), and the
+    other turns: how a request keeps them, whatever API they came in."""
+    system = [m.text for m in messages if m.role == "system"]
+    turns = tuple(m for m in messages if m.role != "system")
+    return ("\n\n".join(system) if system else None), turns
 
 
 def user(text: str, **fields: Any) -> ChatRequest:

@@ -99,6 +99,26 @@ def test_labelled_jsonl_reads_answer_as_label_and_keeps_metadata(tmp_path: Path)
     assert item.label == "4" and item.split == "test" and item.meta == {"topic": "math"}
 
 
+def test_a_labelled_chats_system_messages_become_the_system_prompt(tmp_path: Path) -> None:
+    """As the gateway makes them, so replayed traffic reaches a system as it did live."""
+    path = tmp_path / "set.jsonl"
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+    ]
+    path.write_text(json.dumps({"messages": messages, "label": "x"}), encoding="utf-8")
+    (item,) = load_labelled(path)
+    request = item.request()
+    assert request.system == "Be brief."
+    assert [(m.role, m.text) for m in request.messages] == [
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "bye"),
+    ]
+
+
 def test_labelled_csv_without_prompt_names_the_column(tmp_path: Path) -> None:
     path = tmp_path / "set.csv"
     path.write_text("question,label\nhi,x\n", encoding="utf-8")

@@ -18,7 +18,7 @@ from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import FORMATS, load_recordings
 from modelyard.evaluation.recordings import Recordings, resolve_data_path
 from modelyard.evaluation.tabular import read_csv, read_jsonl, require_columns
-from modelyard.types import ChatRequest, Message
+from modelyard.types import ChatRequest, Message, split_system
 
 LABELLED = "labelled"
 
@@ -37,10 +37,8 @@ class Item:
     def request(self) -> ChatRequest:
         """The request the system under test receives: the prompt and nothing else (system
         messages become the request's system prompt, as the gateway makes them)."""
-        messages = self.messages or (Message(role="user", content=self.prompt),)
-        system = [m.text for m in messages if m.role == "system"]
-        turns = tuple(m for m in messages if m.role != "system")
-        return ChatRequest(messages=turns, system="\n\n".join(system) if system else None)
+        system, turns = split_system(self.messages or (Message(role="user", content=self.prompt),))
+        return ChatRequest(messages=turns, system=system)
 
 
 def _text(value: Any) -> str | None:

@@ -35,6 +35,7 @@ from modelyard.types import (
     TokenLogprob,
     Tool,
     ToolCall,
+    split_system,
 )
 
 _CHAT_FIELDS = frozenset(
@@ -227,8 +228,7 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
     if len(messages_raw) > max_messages:
         raise bad_request(f"messages: at most {max_messages} messages", "messages")
     messages = [_message(m, f"messages[{i}]") for i, m in enumerate(messages_raw)]
-    system_parts = [m.text for m in messages if m.role == "system"]
-    turns = tuple(m for m in messages if m.role != "system")
+    system, turns = split_system(messages)
     if not turns:
         raise bad_request("messages: needs at least one non-system message", "messages")
     max_tokens = optional_int(body, "max_completion_tokens", 1, 10_000_000)
@@ -247,7 +247,7 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
         metadata = {**metadata, "user": user}
     request = ChatRequest(
         messages=turns,
-        system="\n\n".join(system_parts) if system_parts else None,
+        system=system,
         tools=_tools(body["tools"]) if body.get("tools") else (),
         tool_choice=_tool_choice(body.get("tool_choice")),
         parallel_tool_calls=optional_bool(body, "parallel_tool_calls"),
