@@ -70,6 +70,11 @@ async def test_json_field_reads_fenced_json() -> None:
     assert (await _score("json:result.missing", answer, "spam")).reason == UNPARSED
 
 
+async def test_json_field_reads_json_between_braces_in_prose() -> None:
+    answer = 'The verdict is {"result": {"label": "spam"}} as you asked.'
+    assert (await _score("json:result.label", answer, "spam")).value == 1.0
+
+
 async def test_a_scorer_needing_a_label_reports_unlabelled_items() -> None:
     assert (await _score("exact", "x", None)).reason == UNLABELLED
 

@@ -177,11 +177,11 @@ class JsonFieldScorer(_Comparing):
     name = "json"
 
     def __init__(self, field: str) -> None:
-        self.path = [part for part in field.split(".") if part]
+        self.path = tuple(part for part in field.split(".") if part)
 
     def extract(self, text: str) -> str | None:
         try:
-            value = lookup(parse_json_answer(text), tuple(self.path))
+            value = lookup(parse_json_answer(text), self.path)
         except (ValueError, KeyError):
             return None
         text_value = value if isinstance(value, str) else json.dumps(value)
