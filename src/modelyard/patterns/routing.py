@@ -199,8 +199,8 @@ class TrainedPredictor:
         # Counted when cross-fitted, so a report shows the share predicted out of fold.
         details = {"out_of_fold": False} if self.out_of_fold is not None else None
         vector, embedded = await embed_one(self.embedder, request, text, what=what, details=details)
+        signals = self.signals(answer) if self.signals is not None else ()
         try:
-            signals = self.signals(answer) if self.signals is not None else ()
             return predict_vector(self.predictor, vector, self.dimensions, signals), embedded
         except ValueError as exc:
             return str(exc), embedded

@@ -170,19 +170,18 @@ async def train_router(
     (answer features only), the predictor reads them after each embedding."""
     if signals is not None and features != "answer":
         raise ValueError("answer signals need features 'answer' (they read the response)")
-    prompt_of = {o.text(features): o.prompt for o in outcomes}
-    texts = list(prompt_of)
+    row_of = {o.text(features): o for o in outcomes}  # a recorded row for each distinct text
+    texts = list(row_of)
     models = sorted({o.model for o in outcomes})
     y = outcome_matrix(texts, [(o.text(features), o.model, o.score) for o in outcomes], models)
     embedded = await embed_texts(embedder, texts)
     x = embedded
     if signals is not None:
-        answer_of = {o.text(features): o.response or "" for o in outcomes}
-        x = np.hstack([embedded, np.array([signals(answer_of[t]) for t in texts])])
+        x = np.hstack([embedded, np.array([signals(row_of[t].response or "") for t in texts])])
     fitted = fit(x, y, method=method, seed=seed)
     out_of_fold = None
     if folds:
-        groups = [prompt_of[t] for t in texts]
+        groups = [row_of[t].prompt for t in texts]
         predictions = cross_fit(x, y, fitted, groups, folds, seed=seed)
         out_of_fold = OutOfFold.of(texts, predictions, folds)
     mean_cost: list[float | None] = []
