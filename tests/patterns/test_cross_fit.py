@@ -177,6 +177,20 @@ async def test_an_evaluation_counts_the_predictions_made_out_of_fold(
     assert evaluation.report.nodes["hash"].details == {"out_of_fold": 0.5}
 
 
+def test_eval_prints_the_embedders_out_of_fold_share_without_a_choice(
+    cross_fitted_router: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(learned_config(cross_fitted_router, 0.0))
+    data = tmp_path / "set.jsonl"
+    data.write_text('{"prompt": "add 3 and 4", "label": "7"}\n{"prompt": "add 300 and 301"}\n')
+    result = CliRunner().invoke(app, ["eval", str(config), "front", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    assert "hash embedder out_of_fold≈0.5" in lines  # an embedder chooses nothing
+    assert any(line.startswith("front router chose ") for line in lines)
+
+
 def test_check_says_a_router_or_check_is_cross_fitted(
     cross_fitted_router: Path, cross_fitted_check: Path, write_config: Callable[[str], Path]
 ) -> None:
