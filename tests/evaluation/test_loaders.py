@@ -10,7 +10,6 @@ import pytest
 
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import load_recordings
-from modelyard.evaluation.routellm import final_number
 from modelyard.evaluation.synthetic import pseudo_gold
 
 GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
@@ -40,12 +39,6 @@ def test_gsm8k_label_is_the_final_number_of_a_correct_answer(
     for item in recordings.items:
         right = [o for o in item.outcomes.values() if o.score == 1.0]
         assert (item.label is None) == (not right)
-
-
-def test_final_number_prefers_the_marked_answer() -> None:
-    assert final_number("so 3 + 4 = 7\n#### 1,200") == "1200"
-    assert final_number("She makes $18.00 every day.") == "18"
-    assert final_number("no digits") is None
 
 
 def test_mmlu_synthesised_answers_are_right_exactly_when_recorded_right(

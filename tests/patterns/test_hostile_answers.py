@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import pytest
 
-from modelyard.evaluation.routellm import final_number
 from modelyard.evaluation.scorers import ChoiceScorer, JsonFieldScorer, NumberScorer
 from modelyard.patterns.combine import parse_pick
 from modelyard.patterns.confidence import parse_verdict
@@ -39,7 +38,6 @@ READERS: dict[str, Callable[[str], object]] = {
     "choice scorer": ChoiceScorer().extract,
     "json scorer": JsonFieldScorer("a").extract,
     "parse_json_answer": lambda text: json_field(("a",))(text),
-    "final_number": final_number,
     "worked_math": worked_math,
 }
 

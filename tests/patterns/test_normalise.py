@@ -33,6 +33,11 @@ def test_exact_ignores_case_space_and_final_stop(text: str, key: str | None) -> 
         ("B) because of friction", "B"),
         ("A dog barks", None),
         ("I am not sure", None),
+        ("Answer: (b)", "B"),
+        ("The answer is a bit unclear", None),
+        ("The answer is (I)", "I"),
+        ("the answer is I think", None),
+        ("J", "J"),
     ],
 )
 def test_choice_reads_the_letter_and_nothing_else(text: str, letter: str | None) -> None:
@@ -47,6 +52,9 @@ def test_choice_reads_the_letter_and_nothing_else(text: str, letter: str | None)
         ("12.50 dollars", "12.5"),
         ("-3", "-3"),
         ("so it is \\boxed{42}", "42"),
+        ("about 2.5e3 of them", "2500"),
+        ("She makes $18.00 every day.", "18"),
+        ("1e5000", None),
         ("no digits", None),
     ],
 )

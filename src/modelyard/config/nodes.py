@@ -28,7 +28,7 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
 """A Python callable as `package.module:function`."""
 NormaliserName = Annotated[str, Field(pattern=r"^(exact|choice|number|json:[^\s.][^\s]*)$")]
-"""How answers are compared: exact, choice (letter A–E), number, or json:<field path>."""
+"""How answers are compared: exact, choice (letter A–J), number, or json:<field path>."""
 
 ChildNodes = Iterator[tuple["NodeSpec", tuple[str | int, ...]]]
 

@@ -2,8 +2,8 @@
 texts, MMLU with correctness only, MT-Bench with GPT-4 judge scores.
 
 - `routellm-gsm8k`: `prompt`, one True/False column per model and `<model>_response`. Label: the
-  final number of the first correct response (`#### N`, else its last number); none when no
-  model was right.
+  final number of the first correct response (`normalise.number`: the stated `#### N` or
+  "answer is N", else its last number); none when no model was right.
 - `routellm-mmlu`: a subject CSV or the folder of them; `prompt` and one True/False column per
   model; no response text and no gold letter, so answers are synthesised (`synthetic.py`) and
   the label is the pseudo-gold letter. Token use: the prompt, and one output token.
@@ -14,7 +14,6 @@ texts, MMLU with correctness only, MT-Bench with GPT-4 judge scores.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,23 +27,9 @@ from modelyard.evaluation.tabular import (
     read_jsonl,
     require_columns,
 )
+from modelyard.patterns import normalise
 
 RESPONSE_SUFFIX = "_response"
-_FINAL = re.compile(r"####\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
-_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
-
-
-def final_number(text: str) -> str | None:
-    """The answer number of a GSM8K-style response: after `####`, else the last number."""
-    found = _FINAL.findall(text)
-    if not found:
-        found = _NUMBER.findall(text)
-    if not found:
-        return None
-    value = found[-1].replace(",", "").rstrip(".")
-    if "." in value:
-        value = value.rstrip("0").rstrip(".")
-    return value or None
 
 
 def load_gsm8k(path: Path) -> Recordings:
@@ -64,7 +49,7 @@ def load_gsm8k(path: Path) -> Recordings:
             text = row[model + RESPONSE_SUFFIX].strip()
             outcomes[model] = Outcome(text=text, score=score)
             if label is None and score == 1.0:
-                label = final_number(text)
+                label = normalise.number(text)
         items.append(
             RecordedItem(id=f"gsm8k-{number}", prompt=row["prompt"], outcomes=outcomes, label=label)
         )

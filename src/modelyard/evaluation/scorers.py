@@ -20,7 +20,7 @@ from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
 from modelyard.model import Model
-from modelyard.patterns.normalise import lookup, parse_json_answer
+from modelyard.patterns.normalise import choice, lookup, number, parse_json_answer
 from modelyard.providers.local_basic import import_function
 from modelyard.types import ChatResponse, user
 
@@ -89,33 +89,13 @@ class ExactScorer(_Comparing):
     name = "exact"
 
 
-_LETTER_PATTERNS = (
-    re.compile(r"^\s*\(([A-J])\)"),
-    re.compile(r"^\s*([A-J])\s*(?:[.):,]|$)"),
-    re.compile(r"(?i)\banswer(?:\s+is)?\s*(?:[:=]\s*)?\(?([A-J])\)?(?![A-Za-z])"),
-    re.compile(r"(?i)\boption\s+\(?([A-J])\)?(?![A-Za-z])"),
-    re.compile(r"^\s*\(?([A-J])\)?\s*$", re.MULTILINE),
-)
-"""Letter shapes, most specific first; a bare capital followed by a space ("I think", "A dog")
-is not taken for a choice."""
-
-
 class ChoiceScorer(_Comparing):
     """The multiple-choice letter of the answer equals the label's (`B`, `(B)`, `Answer: B`)."""
 
     name = "choice"
 
     def extract(self, text: str) -> str | None:
-        for pattern in _LETTER_PATTERNS:
-            found = pattern.search(text)
-            if found:
-                return found.group(1).upper()
-        return None
-
-
-_FINAL = re.compile(r"####\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
-_ANSWER_IS = re.compile(r"(?i)answer\s*(?:is|:)\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
-_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*(?:[eE]-?\d+)?|-?\.\d+")
+        return choice(text)
 
 
 class NumberScorer(_Comparing):
@@ -128,25 +108,11 @@ class NumberScorer(_Comparing):
         self.tolerance = tolerance
 
     def extract(self, text: str) -> str | None:
-        for pattern in (_FINAL, _ANSWER_IS):
-            found = pattern.findall(text)
-            if found:
-                return _clean_number(found[-1])
-        numbers = _NUMBER.findall(text)
-        return _clean_number(numbers[-1]) if numbers else None
+        return number(text)
 
     def same(self, answer: str, label: str) -> bool:
         a, b = float(answer), float(label)
         return abs(a - b) <= self.tolerance * max(1.0, abs(b))
-
-
-def _clean_number(text: str) -> str | None:
-    value = text.replace(",", "").rstrip(".")
-    try:
-        float(value)
-    except ValueError:
-        return None
-    return value
 
 
 class RegexScorer(_Comparing):

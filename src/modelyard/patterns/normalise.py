@@ -2,9 +2,11 @@
 answer does not contain what the normaliser looks for (that answer then casts no vote).
 
     exact         case, surrounding space, inner runs of space and a final full stop ignored
-    choice        the choice letter A–E ("B", "(B)", "Answer: B", "The answer is B.")
-    number        the final number ("#### 1,234", "the answer is 12.50", "\\boxed{3}" -> "1234",
-                  "12.5", "3")
+    choice        the choice letter A–J ("B", "(B)", "Answer: B", "The answer is B."): the
+                  answers' vote key and the choice scorer's reading
+    number        the final number ("#### 1,234", "the answer is 12.50", "\\boxed{3}", "2.5e3"
+                  -> "1234", "12.5", "3", "2500"): the answers' vote key, the number scorer's
+                  reading and the label the GSM8K loader takes from a right answer
     json:<path>   a field of the JSON answer (fenced or bare), e.g. json:answer or json:items.0.id
 """
 
@@ -19,12 +21,15 @@ from typing import Any
 Normaliser = Callable[[str], str | None]
 
 _SPACE = re.compile(r"\s+")
-_CHOICE_ALONE = re.compile(r"^\W*([A-E])\W*$")
+_CHOICE_ALONE = re.compile(r"^\W*([A-J])\W*$")
+# A lower-case letter counts only in brackets ("answer is a bit..." names no choice), and "I"
+# before a lower-case word is the pronoun ("the answer is I think B").
 _CHOICE_STATED = re.compile(
-    r"(?i)\b(?:answer|choice|option)\s*(?:(?:is|:)\s*)?(?:option\s*)?\(?\b([A-E])\b\)?(?![\w'])"
+    r"\b(?i:answer|choice|option)\s*(?:(?i:is|:)\s*)?(?:(?i:option)\s*)?"
+    r"(?:\(([A-Ja-j])\)|\(?\b(?!I\s+[a-z])([A-J])\b\)?)(?![\w'])"
 )
-_CHOICE_LEADING = re.compile(r"^\s*\(?([A-E])(?:[\).:]|\s+[-–])")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_CHOICE_LEADING = re.compile(r"^\s*\(?([A-J])(?:[\).:]|\s+[-–])")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE]-?\d+)?|-?\.\d+")
 # No two runs of optional space side by side: these read live answers, and "\s*\$?\s*" takes
 # time quadratic in a run of spaces that ends in no match.
 _NUMBER_STATED = re.compile(
@@ -40,11 +45,12 @@ def exact(text: str) -> str | None:
 
 
 def choice(text: str) -> str | None:
-    """The choice letter A–E the answer gives, or None."""
+    """The choice letter A–J the answer gives, or None; a capital that starts a sentence ("A dog
+    barks", "I think") is not one."""
     for pattern in (_CHOICE_ALONE, _CHOICE_STATED, _CHOICE_LEADING):
         match = pattern.search(text)
         if match:
-            return match.group(1).upper()
+            return next(letter for letter in match.groups() if letter).upper()
     return None
 
 
@@ -68,6 +74,8 @@ def _canonical(found: list[str]) -> str | None:
     try:
         value = Decimal(raw)
     except InvalidOperation:
+        return None
+    if abs(value.adjusted()) > 100:  # "1e5000" is short to write but not an answer either
         return None
     if value == value.to_integral_value():
         return str(int(value))
