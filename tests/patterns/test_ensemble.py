@@ -180,6 +180,45 @@ async def test_wait_quorum_cancels_stragglers_once_decided(yard_of: Callable[[st
     assert response.decision.details["members"][2]["cancelled"] is True
 
 
+async def test_in_turn_does_not_ask_members_once_the_vote_is_settled(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = ensemble("members: [a, b, c]\n    normalise: choice\n    wait: in_turn")
+    text += "  pair: {type: ensemble, members: [a, b], normalise: choice}\n"
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+        pair = await yard.complete("pair", "which one?")
+    assert (response.text, response.model) == ("B", "a")
+    assert response.cost == pair.cost  # c was not asked: it cost nothing
+    assert response.confidence == 1.0  # and does not count
+    assert response.decision is not None
+    assert response.decision.children[2].reason == "not asked: the outcome was already decided"
+    assert response.decision.details["members"][2]["not_asked"] is True
+
+
+async def test_in_turn_takes_only_the_asked_members_time(yard_of: Callable[[str], Yard]) -> None:
+    text = ensemble("members: [a, b, slow]\n    normalise: choice\n    wait: in_turn")
+    started = time.monotonic()
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert time.monotonic() - started < 1.0  # the 2-second member was never asked
+    assert response.text == "B"
+
+
+async def test_in_turn_asks_the_next_member_while_the_vote_is_open(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = ensemble("members: [a, c, b]\n    normalise: choice\n    wait: in_turn")
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    # B, C: either could still win, so b is asked and breaks the tie
+    assert (response.text, response.model) == ("B", "a")
+    assert response.confidence == pytest.approx(2 / 3)
+    assert response.decision is not None
+    assert not any("not asked" in child.reason for child in response.decision.children)
+    assert [m["answer"] for m in response.decision.details["members"]] == ["B", "C", "B"]
+
+
 def test_quorum_larger_than_the_ensemble_is_refused(
     config_error: Callable[[str], ConfigError],
 ) -> None:

@@ -380,8 +380,10 @@ class EnsembleSpec(NodeBase):
     """The judge's or fuser's prompt: a template with {question} and {candidates}."""
     quorum: PositiveInt = 1
     """Members that must answer (with a parsed answer, for votes), else NoAnswerError."""
-    wait: Literal["all", "quorum"] = "all"
-    """`quorum`: stop waiting and cancel the rest once the outcome can no longer change."""
+    wait: Literal["all", "quorum", "in_turn"] = "all"
+    """`quorum`: stop waiting and cancel the rest once the outcome can no longer change;
+    `in_turn`: ask one member at a time in the listed order (cheapest first) and stop asking
+    once the outcome can no longer change."""
     member_deadline: PositiveFloat | None = None
     """Seconds each member may take (a late member counts as failed)."""
     deadlines: dict[str, PositiveFloat] = Field(default_factory=dict)

@@ -5,11 +5,14 @@ Stated behaviour when members fail or run late: the ensemble answers with the me
 made it when at least `quorum` did (with a parsed answer, for votes), and otherwise raises
 NoAnswerError listing each member's failure. A member past its deadline counts as failed.
 With `wait: quorum` the members still out are cancelled as soon as they can no longer change
-the outcome. A judge or fuser that fails (or whose pick cannot be read) falls back to the vote.
+the outcome. With `wait: in_turn` the members are asked one at a time in config order (list the
+cheapest first) and those after the point where the outcome is settled are never asked: it
+spends only what the decision needs and takes the sum of the asked members' latencies. A judge
+or fuser that fails (or whose pick cannot be read) falls back to the vote.
 
-`response.confidence` is the agreement: the share of members (cancelled ones aside) whose
-normalised answer is the chosen one, so a cascade stage can accept on it. Cost is every
-member's plus the judge's or fuser's.
+`response.confidence` is the agreement: the share of members (cancelled or not asked ones
+aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Cost is
+every member's plus the judge's or fuser's.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from modelyard.patterns.records import (
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 Combine = Literal["vote", "weighted_vote", "judge", "fuse"]
+Wait = Literal["all", "quorum", "in_turn"]
 NO_CONFIDENCE_WEIGHT = 0.5
 """A member without a confidence counts half in a weighted vote: it says nothing either way."""
 
@@ -59,6 +63,7 @@ class Outcome:
     response: ChatResponse | None = None
     error: ModelError | None = None
     cancelled: bool = False
+    asked: bool = True
     latency_ms: float = 0.0
     key: str | None = None
 
@@ -86,7 +91,7 @@ class Outcome:
         return Decision(
             node=self.model.name,
             kind="model",
-            reason="cancelled: the outcome was already decided",
+            reason=f"{'cancelled' if self.asked else 'not asked'}: the outcome was already decided",
             latency_ms=self.latency_ms,
         )
 
@@ -103,7 +108,7 @@ class Outcome:
         elif self.error is not None:
             out["error"] = f"{self.error.kind}: {self.error}"
         else:
-            out["cancelled"] = True
+            out["cancelled" if self.asked else "not_asked"] = True
         return out
 
 
@@ -121,7 +126,7 @@ class EnsembleModel(Model):
         combiner: Model | None = None,
         prompt: str | None = None,
         quorum: int = 1,
-        wait: Literal["all", "quorum"] = "all",
+        wait: Wait = "all",
         member_deadlines: Sequence[float | None] | None = None,
         deadline: float | None = None,
     ) -> None:
@@ -187,11 +192,14 @@ class EnsembleModel(Model):
         return outcome
 
     async def gather(self, request: ChatRequest) -> list[Outcome]:
-        """Every member's outcome, in member order (stragglers cancelled under `wait: quorum`)."""
+        """Every member's outcome, in member order (stragglers cancelled under `wait: quorum`,
+        members past the settling point not asked under `wait: in_turn`)."""
         if self.wait == "all":
             return list(
                 await asyncio.gather(*(self._ask(i, request) for i in range(len(self.members))))
             )
+        if self.wait == "in_turn":
+            return await self._in_turn(request)
         tasks = {asyncio.ensure_future(self._ask(i, request)): i for i in range(len(self.members))}
         done: dict[int, Outcome] = {}
         pending = set(tasks)
@@ -210,6 +218,18 @@ class EnsembleModel(Model):
         for i, model in enumerate(self.members):
             outcomes.append(done.get(i) or Outcome(index=i, model=model, cancelled=True))
         return outcomes
+
+    async def _in_turn(self, request: ChatRequest) -> list[Outcome]:
+        done: dict[int, Outcome] = {}
+        count = len(self.members)
+        for i in range(count):
+            done[i] = await self._ask(i, request)
+            if self._decided(done, list(range(i + 1, count))):
+                break
+        return [
+            done.get(i) or Outcome(index=i, model=model, cancelled=True, asked=False)
+            for i, model in enumerate(self.members)
+        ]
 
     def _decided(self, done: dict[int, Outcome], outstanding: list[int]) -> bool:
         if self.combine in ("judge", "fuse"):
