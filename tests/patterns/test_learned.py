@@ -50,6 +50,24 @@ def test_logistic_ignores_missing_records() -> None:
     assert np.isfinite(model.weights).all()
 
 
+@pytest.mark.parametrize("l2", [0.01, 1.0])
+def test_logistic_reaches_the_penalised_optimum(l2: float) -> None:
+    # More dimensions than a gradient method settles in its iteration budget at small
+    # penalties, soft labels and a gap: at the optimum the penalised gradient vanishes.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 60))
+    y = np.stack([1 / (1 + np.exp(-3 * x[:, 0] - x[:, 1])), (x[:, 2] > 0).astype(float)], 1)
+    y[:50, 1] = np.nan
+    model = fit_logistic(x, y, l2=l2)
+    for j in range(2):
+        known = ~np.isnan(y[:, j])
+        p = 1 / (1 + np.exp(-(x[known] @ model.weights[:, j] + model.bias[j])))
+        residual = p - y[known, j]
+        gradient = x[known].T @ residual + l2 * model.weights[:, j]
+        assert np.abs(gradient).max() < 1e-6
+        assert abs(residual.sum()) < 1e-6  # the unpenalised bias
+
+
 def test_knn_shrinks_towards_the_models_accuracy() -> None:
     x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     y = np.array([[1.0], [1.0], [0.0]])

@@ -142,38 +142,65 @@ class LogisticSolver:
     """L2-regularised logistic regressions on one design matrix, for any labels and penalty.
 
     The weights of an L2-penalised fit lie in the row space of `x`, so the fit runs in the
-    r = min(n, d) coordinates of its SVD, where Böhning's bound on the Hessian
-    (XᵀX/4 + λI) is diagonal: every iteration is two small matrix products and no linear
-    solve, which keeps training fast even where BLAS threads compete for the CPU.
+    r = min(n, d) coordinates of its SVD, computed once and shared by every penalty tried.
+    There each column is fitted by Newton's method: 4–7 iterations of one r × r solve on
+    MMLU's 5,575 training prompts, where a diagonal-bound gradient method ran out of its 2,000
+    iterations at the small penalties (12× faster, bench/README.md).
     """
 
     def __init__(self, x: Array) -> None:
-        _, singular, vt = np.linalg.svd(x, full_matrices=False)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
         self.basis = vt.T
         """d × r."""
         self.z = x @ self.basis
         """n × r: the prompts in SVD coordinates."""
-        self.curvature = singular**2 / 4.0
 
-    def fit(self, y: Array, l2: float, iterations: int = 2000, tolerance: float = 1e-7) -> Logistic:
-        """Fit every column of `y` (NaN = no record; soft labels allowed)."""
-        known = ~np.isnan(y)
-        target = np.where(known, y, 0.0)
-        counts = np.maximum(known.sum(axis=0), 1)
-        mean = np.clip(target.sum(axis=0) / counts, _EPS, 1 - _EPS)
-        bias = np.log(mean / (1 - mean))
-        coef = np.zeros((self.z.shape[1], y.shape[1]))
-        step = 1.0 / (self.curvature + l2)
-        for _ in range(iterations):
-            residual = np.where(known, _sigmoid(self.z @ coef + bias) - target, 0.0)
-            update = (self.z.T @ residual + l2 * coef) * step[:, None]
-            coef -= update
-            residual = np.where(known, _sigmoid(self.z @ coef + bias) - target, 0.0)
-            bias_update = residual.sum(axis=0) / (counts / 4.0)
-            bias -= bias_update
-            if max(float(np.abs(update).max()), float(np.abs(bias_update).max())) < tolerance:
-                break
-        return Logistic(weights=self.basis @ coef, bias=bias)
+    def fit(self, y: Array, l2: float, iterations: int = 100, tolerance: float = 1e-8) -> Logistic:
+        """Fit every column of `y` (NaN = no record; soft labels allowed); the bias is not
+        penalised."""
+        n, r = self.z.shape
+        design = np.hstack([self.z, np.ones((n, 1))])
+        penalty = np.append(np.full(r, float(l2)), 0.0)
+        coef = np.zeros((r + 1, y.shape[1]))
+        for j in range(y.shape[1]):
+            known = ~np.isnan(y[:, j])
+            rows = design if known.all() else design[known]
+            coef[:, j] = _newton(rows, y[known, j], penalty, iterations, tolerance)
+        return Logistic(weights=self.basis @ coef[:r], bias=coef[r])
+
+
+_RIDGE = 1e-10
+"""Keeps the Hessian invertible in the unpenalised bias when every prediction saturates."""
+
+
+def _newton(a: Array, t: Array, penalty: Array, iterations: int, tolerance: float) -> Array:
+    """The weights minimising the penalised log-loss of targets `t` on rows `a`, by Newton's
+    method from the intercept-only fit, halving any step that does not lower the loss."""
+    mean = float(np.clip(t.mean(), _EPS, 1 - _EPS)) if len(t) else 0.5
+    w = np.zeros(a.shape[1])
+    w[-1] = np.log(mean / (1 - mean))
+    loss = _penalised_loss(a, t, w, penalty)
+    for _ in range(iterations):
+        p = _sigmoid(a @ w)
+        gradient = a.T @ (p - t) + penalty * w
+        hessian = (a * (p * (1 - p))[:, None]).T @ a
+        hessian[np.diag_indices_from(hessian)] += penalty + _RIDGE
+        step = np.linalg.solve(hessian, gradient)
+        size = 1.0
+        while (trial := _penalised_loss(a, t, w - size * step, penalty)) > loss:
+            size /= 2
+            if size < 1e-6:
+                return w  # no step lowers the loss: at the optimum, to rounding
+        w, loss = w - size * step, trial
+        if float(np.abs(size * step).max()) < tolerance:
+            break
+    return w
+
+
+def _penalised_loss(a: Array, t: Array, w: Array, penalty: Array) -> float:
+    score = a @ w
+    # log(1 + e^s) - t·s is the log-loss of sigmoid(s) against t, without overflow.
+    return float((np.logaddexp(0.0, score) - t * score).sum() + 0.5 * (penalty * w * w).sum())
 
 
 def fit_logistic(x: Array, y: Array, l2: float) -> Logistic:
