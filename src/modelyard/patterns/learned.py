@@ -145,7 +145,7 @@ class LogisticSolver:
     r = min(n, d) coordinates of its SVD, computed once and shared by every penalty tried.
     There each column is fitted by Newton's method: 4–7 iterations of one r × r solve on
     MMLU's 5,575 training prompts, where a diagonal-bound gradient method ran out of its 2,000
-    iterations at the small penalties (12× faster, bench/README.md).
+    iterations at the small penalties (training on MMLU is 5× faster, bench/README.md).
     """
 
     def __init__(self, x: Array) -> None:
