@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from modelyard.model import ModelInfo
@@ -27,3 +28,25 @@ def test_a_huge_text_is_read_by_its_head_and_tail_only() -> None:
     other_middle = "padding " * 2_000_000
     assert huge == EMBEDDER.vector(head + other_middle + tail)  # the middle is not read
     assert huge != EMBEDDER.vector(head + middle + tail.replace("42", "41"))  # the end is
+
+
+def reference_vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """The embedding as specified, one trigram at a time: trained artifacts depend on it."""
+    values = [0.0] * dimensions
+    padded = f"  {text.lower()} "
+    for i in range(len(padded) - 2):
+        digest = hashlib.blake2b(padded[i : i + 3].encode(), digest_size=8).digest()
+        values[int.from_bytes(digest[:4], "little") % dimensions] += 1 if digest[4] & 1 else -1
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+def test_kept_trigrams_give_the_specified_vectors_and_stay_bounded() -> None:
+    texts = ["aaaa aaaa aaaa", "refund my order, refund it", "Ünïcode ✓ 数学 #### 12", ""]
+    small = HashingEmbedder(ModelInfo(name="hash", kind="embedder"), 64)
+    small.MAX_TRIGRAMS = 10
+    for embedder in (EMBEDDER, small):
+        for _ in range(2):  # the second time from the kept trigrams
+            for text in texts:
+                assert embedder.vector(text) == reference_vector(text, embedder.dimensions)
+    assert len(small._trigrams) == 10
