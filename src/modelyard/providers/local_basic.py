@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
+
 from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import BadResponseError, ConfigError, ModelError, UnavailableError
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
@@ -144,23 +146,26 @@ class HashingEmbedder(Embedder):
 
     def vector(self, text: str) -> tuple[float, ...]:
         """The embedding of one text."""
-        values = [0.0] * self.dimensions
         if len(text) > self.MAX_CHARS:
             half = self.MAX_CHARS // 2
             text = text[:half] + text[-half:]
         padded = f"  {text.lower()} "
         known = self._trigrams
-        counts = Counter(padded[i : i + 3] for i in range(len(padded) - 2))
-        for trigram, count in counts.items():
+        buckets: list[int] = []
+        weights: list[float] = []
+        for trigram, count in Counter(padded[i : i + 3] for i in range(len(padded) - 2)).items():
             place = known.get(trigram)
             if place is None:
                 place = self._place(trigram)
                 if len(known) < self.MAX_TRIGRAMS:
                     known[trigram] = place
-            bucket, sign = place
-            values[bucket] += sign * count
-        norm = math.sqrt(sum(v * v for v in values)) or 1.0
-        return tuple(v / norm for v in values)
+            buckets.append(place[0])
+            weights.append(place[1] * count)
+        # Whole numbers until the division, so the sums are exact in any order: the vector is
+        # the same as adding one trigram at a time.
+        values = np.bincount(buckets, weights, minlength=self.dimensions)
+        norm = math.sqrt(float(values @ values)) or 1.0
+        return tuple((values / norm).tolist())
 
     def _place(self, trigram: str) -> tuple[int, float]:
         """The trigram's bucket and the sign it adds there."""
