@@ -30,11 +30,12 @@ _CHOICE_STATED = re.compile(
 )
 _CHOICE_LEADING = re.compile(r"^\s*\(?([A-J])(?:[\).:]|\s+[-–])")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE]-?\d+)?|-?\.\d+")
+_ANSWER_MARKER = r"(?i:####|answer\s*(?:is|:)|\\boxed\{)"
+"""Where an answer states its answer: "#### 12", "the answer is 12", "\\boxed{12}"."""
+_STATES_ANSWER = re.compile(_ANSWER_MARKER)
 # No two runs of optional space side by side: these read live answers, and "\s*\$?\s*" takes
 # time quadratic in a run of spaces that ends in no match.
-_NUMBER_STATED = re.compile(
-    r"(?i)(?:####|answer\s*(?:is|:)|\\boxed\{)\s*(?:\$\s*)?(-?[\d,]*\.?\d+)"
-)
+_NUMBER_STATED = re.compile(_ANSWER_MARKER + r"\s*(?:\$\s*)?(-?[\d,]*\.?\d+)")
 _FENCE = re.compile(r"```(?:json)?(.*?)```", re.S)  # "\s*(.*?)" would be quadratic in spaces
 
 
@@ -57,6 +58,11 @@ def choice(text: str) -> str | None:
 def number(text: str) -> str | None:
     """The answer's number in canonical form ("1,234.50" -> "1234.5"), or None."""
     return stated_number(text) or _canonical(_NUMBER.findall(text))
+
+
+def states_answer(text: str) -> bool:
+    """Whether the answer marks a final answer ("####", "answer is", "\\boxed{"), number or not."""
+    return _STATES_ANSWER.search(text) is not None
 
 
 def stated_number(text: str) -> str | None:

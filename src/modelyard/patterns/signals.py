@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelyard.patterns.normalise import stated_number
+from modelyard.patterns.normalise import stated_number, states_answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,6 @@ _ARITHMETIC = frozenset("0123456789.,$%()+-*/x×÷^ ")
 _START = frozenset("0123456789($")
 _OPERATION = re.compile(r"\d[\s)%]{0,3}[-+*/x×÷^]")
 _CALCULATOR_NOTE = re.compile(rf"<<([^=<>]{{1,{_LONGEST}}})=([^<>]{{1,40}})>>")
-_STATED = re.compile(r"(?i)####|answer\s*(?:is|:)|\\boxed\{")
 _HEDGING = re.compile(
     r"(?i)\b(however|but since|can't|cannot|round(?:ed|ing)?|approximately|assum(?:e|ing)"
     r"|not possible|doesn't make sense|wait)\b"
@@ -132,7 +131,7 @@ def worked_math(answer: str) -> tuple[float, ...]:
     notes = itertools.islice(_CALCULATOR_NOTE.finditer(answer), _MOST_EQUATIONS)
     prose = _CALCULATOR_NOTE.sub("", answer)
     return (
-        float(_STATED.search(answer) is not None),
+        float(states_answer(answer)),
         float(whole),
         float(any(_wrong(*note.groups()) for note in notes)),
         float(any(_wrong(e, v) for e, v in equations(prose))),
