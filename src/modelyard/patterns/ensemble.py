@@ -62,8 +62,9 @@ class Outcome:
     model: Model
     response: ChatResponse | None = None
     error: ModelError | None = None
-    cancelled: bool = False
-    asked: bool = True
+    left_out: Literal["cancelled", "not asked"] | None = None
+    """Why it has no outcome: the outcome was decided first (`wait: quorum` cancels it,
+    `wait: in_turn` never asks it)."""
     latency_ms: float = 0.0
     key: str | None = None
 
@@ -91,7 +92,7 @@ class Outcome:
         return Decision(
             node=self.model.name,
             kind="model",
-            reason=f"{'cancelled' if self.asked else 'not asked'}: the outcome was already decided",
+            reason=f"{self.left_out}: the outcome was already decided",
             latency_ms=self.latency_ms,
         )
 
@@ -107,8 +108,8 @@ class Outcome:
             out["confidence"] = self.response.confidence
         elif self.error is not None:
             out["error"] = f"{self.error.kind}: {self.error}"
-        else:
-            out["cancelled" if self.asked else "not_asked"] = True
+        elif self.left_out is not None:
+            out[self.left_out.replace(" ", "_")] = True
         return out
 
 
@@ -216,7 +217,7 @@ class EnsembleModel(Model):
                 task.cancel()
         outcomes = []
         for i, model in enumerate(self.members):
-            outcomes.append(done.get(i) or Outcome(index=i, model=model, cancelled=True))
+            outcomes.append(done.get(i) or Outcome(index=i, model=model, left_out="cancelled"))
         return outcomes
 
     async def _in_turn(self, request: ChatRequest) -> list[Outcome]:
@@ -227,7 +228,7 @@ class EnsembleModel(Model):
             if self._decided(done, list(range(i + 1, count))):
                 break
         return [
-            done.get(i) or Outcome(index=i, model=model, cancelled=True, asked=False)
+            done.get(i) or Outcome(index=i, model=model, left_out="not asked")
             for i, model in enumerate(self.members)
         ]
 
@@ -289,7 +290,7 @@ class EnsembleModel(Model):
             for o in outcomes
             if o.response is not None and (self.combine in ("judge", "fuse") or o.key is not None)
         ]
-        result = self._tally([o for o in outcomes if not o.cancelled])
+        result = self._tally([o for o in outcomes if o.left_out is None])
         if len(usable) < self.quorum:
             problems = "; ".join(_problem(o) for o in outcomes if o not in usable)
             reason = (
@@ -333,7 +334,7 @@ class EnsembleModel(Model):
         )
 
     def _vote_answer(self, outcomes: Sequence[Outcome], result: Tally) -> tuple[Outcome, str]:
-        counted = [o for o in outcomes if not o.cancelled]
+        counted = [o for o in outcomes if o.left_out is None]
         if result.first is None:
             first = next(o for o in counted if o.response is not None)
             return first, f"no answer could be read as {self.normalise_name}; first answer"
@@ -470,7 +471,7 @@ class EnsembleModel(Model):
 
 
 def _agreement(outcomes: Sequence[Outcome], key: str | None) -> float:
-    counted = [o for o in outcomes if not o.cancelled]
+    counted = [o for o in outcomes if o.left_out is None]
     if key is None or not counted:
         return 0.0
     return sum(1 for o in counted if o.key == key) / len(counted)
@@ -479,6 +480,6 @@ def _agreement(outcomes: Sequence[Outcome], key: str | None) -> float:
 def _problem(outcome: Outcome) -> str:
     if outcome.error is not None:
         return f"{outcome.model.name}: {outcome.error.kind} ({outcome.error.message})"
-    if outcome.cancelled:
-        return f"{outcome.model.name}: cancelled"
+    if outcome.left_out is not None:
+        return f"{outcome.model.name}: {outcome.left_out}"
     return f"{outcome.model.name}: answer not readable"
