@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modelyard.config.build import build
-from modelyard.config.loader import parse
+from modelyard.config.loader import load_config, parse
 from modelyard.errors import ConfigError
 
 HOSTED = """
@@ -107,7 +109,8 @@ def test_invalid_yaml_names_the_line() -> None:
 
 def test_env_default_is_used_when_unset() -> None:
     loaded = parse(
-        "providers:\n  local:\n    type: openai\n    base_url: ${VLLM_URL:-http://127.0.0.1:8000/v1}\n",
+        "providers:\n  local:\n    type: openai\n    base_url: ${VLLM_URL:-http://127.0.0.1:8000/v1}\n"
+        "models:\n  m: {local: {type: fake}}\n",
         env={},
     )
     assert loaded.config.providers["local"].base_url == "http://127.0.0.1:8000/v1"
@@ -127,3 +130,55 @@ def test_bad_base_url_is_refused() -> None:
     error = error_of("providers:\n  o: {type: openai, base_url: ftp://example.com}\n")
     assert "http:// or https://" in str(error)
     assert error.line == 2
+
+
+def test_merge_keys_share_settings_and_keys_given_here_win() -> None:
+    text = """
+defaults: &fake
+  local: {type: fake, default: shared}
+  price: {input: 1.0, output: 2.0}
+models:
+  a: {<<: *fake}
+  b:
+    <<: *fake
+    price: {input: 5.0, output: 5.0}
+"""
+    loaded = parse(text.replace("defaults:", "x-defaults:"), env={})
+    assert loaded.config.models["a"].price.input == 1.0
+    assert loaded.config.models["b"].price.input == 5.0
+
+
+def test_tags_other_than_yaml_own_are_refused_with_the_line() -> None:
+    for tag in ("!custom x", "!!python/name:os.system"):
+        with pytest.raises(ConfigError) as caught:
+            parse(
+                f"models:\n  a:\n    local:\n      type: fake\n      default: {tag}\n",
+                path="c.yaml",
+            )
+        assert str(caught.value).startswith("c.yaml:5: invalid YAML: unsupported tag")
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("models:\n  a: {local: {type: fake, default: caf\xe9}}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.line == 2
+    assert "not UTF-8 text (byte 46" in str(caught.value)
+
+
+def test_a_config_that_defines_nothing_is_refused() -> None:
+    for text in ("", "# only a comment\n", "providers: {}\n"):
+        with pytest.raises(ConfigError, match="defines no models, systems or embedders"):
+            parse(text, env={})
+
+
+def test_a_value_from_an_env_var_is_shown_as_the_variable_in_errors() -> None:
+    text = (
+        "providers:\n  p: {type: openai, base_url: '${URL}'}\nmodels:\n  a: {local: {type: fake}}\n"
+    )
+    secret = "sk-proj-SUPERSECRET123456789"
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env={"URL": secret})
+    assert secret not in str(caught.value)
+    assert "${URL}" in str(caught.value)

@@ -24,6 +24,9 @@ MISSING_ENV = "\x00missing-env\x00"
 """What an unset `${VAR}` becomes; build decides whether that disables a provider or is fatal."""
 
 Loc = tuple[str | int, ...]
+EXTENSION_PREFIX = "x-"
+"""Top-level keys starting with this are ignored (as in Docker Compose): shared settings to
+anchor and merge."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +41,8 @@ class LoadedConfig:
     lines: Mapping[Loc, int] = field(default_factory=dict)
     missing_env: Mapping[Loc, str] = field(default_factory=dict)
     """Where an unset `${VAR}` was used, and the variable's name."""
+    from_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Each value `${VAR}` put in the config, and its variable: errors name the variable."""
 
     @property
     def base_dir(self) -> Path:
@@ -50,7 +55,17 @@ class LoadedConfig:
 
     def error(self, loc: Loc, message: str) -> ConfigError:
         """A ConfigError pointing at `loc` (e.g. `("systems", "support", "stages", 1)`)."""
-        return ConfigError(f"{dotted(loc)}: {message}", path=str(self.path), line=self.line(loc))
+        text = hide_env_values(f"{dotted(loc)}: {message}", self.from_env)
+        return ConfigError(text, path=str(self.path), line=self.line(loc))
+
+
+def hide_env_values(text: str, from_env: Mapping[str, str]) -> str:
+    """`text` with each value that came from `${VAR}` shown as `${VAR}`: an error must not echo
+    a secret, and the variable is what the reader has to fix."""
+    for value in sorted(from_env, key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, "${" + from_env[value] + "}")
+    return text
 
 
 def line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:
@@ -78,6 +93,10 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (a silent overwrite hides typos)."""
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+"""The tag of a `<<: *anchor` key: the anchored mapping's keys, unless given here."""
+
+
 def _compose(text: str, path: str) -> yaml.Node | None:
     try:
         node: yaml.Node | None = yaml.compose(text, Loader=_LineLoader)
@@ -99,16 +118,19 @@ class _Builder:
         self.env = env
         self.lines: dict[Loc, int] = {}
         self.missing: dict[Loc, str] = {}
+        self.from_env: dict[str, str] = {}
         self._constructor = _LineLoader("")
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.lines[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
+            merged: list[yaml.Node] = []
             for key_node, value_node in node.value:
-                key = self._constructor.construct_object(  # type: ignore[no-untyped-call]
-                    key_node, deep=True
-                )
+                if key_node.tag == _MERGE:
+                    merged.append(value_node)
+                    continue
+                key = self._scalar(key_node)
                 if not isinstance(key, str):
                     key = str(key)
                 if key in out:
@@ -119,20 +141,50 @@ class _Builder:
                     )
                 out[key] = self.build(value_node, (*loc, key))
                 self.lines[(*loc, key)] = key_node.start_mark.line + 1
+            for source in merged:
+                self._merge(out, source, loc)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        value = self._constructor.construct_object(  # type: ignore[no-untyped-call]
-            node, deep=True
-        )
+        value = self._scalar(node)
         if isinstance(value, str) and "${" in value:
             return self._substitute(value, loc)
         return value
+
+    def _merge(self, out: dict[str, Any], source: yaml.Node, loc: Loc) -> None:
+        """`<<: *a` or `<<: [*a, *b]`: keys not given here come from the anchored mappings,
+        the first listed winning (YAML's merge-key rule)."""
+        sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
+        for mapping in sources:
+            if not isinstance(mapping, yaml.MappingNode):
+                raise ConfigError(
+                    f"{dotted(loc)}: '<<' merges a mapping (an &anchor of one), not this",
+                    path=self.path,
+                    line=mapping.start_mark.line + 1,
+                )
+            for key, value in self.build(mapping, loc).items():
+                out.setdefault(key, value)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self._constructor.construct_object(  # type: ignore[no-untyped-call]
+                node, deep=True
+            )
+        except yaml.YAMLError as exc:
+            # Tags other than YAML's own (`!custom`, `!!python/...`) are refused, never run.
+            raise ConfigError(
+                f"invalid YAML: unsupported tag {node.tag!r}"
+                if isinstance(exc, yaml.constructor.ConstructorError)
+                else f"invalid YAML: {exc}",
+                path=self.path,
+                line=node.start_mark.line + 1,
+            ) from None
 
     def _substitute(self, value: str, loc: Loc) -> str:
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in self.env and self.env[name] != "":
+                self.from_env[self.env[name]] = name
                 return self.env[name]
             if default is not None:
                 return default
@@ -151,10 +203,21 @@ def parse(
     data = {} if node is None else builder.build(node, ())
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping at the top level", path=path, line=1)
+    # Top-level `x-` keys are the place for `&anchors` that `<<: *anchor` merges elsewhere.
+    data = {k: v for k, v in data.items() if not k.startswith(EXTENSION_PREFIX)}
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, path, builder.lines, data) from None
+        error = _config_error(exc, path, builder.lines, data)
+        message = hide_env_values(error.message, builder.from_env)
+        raise ConfigError(message, path=path, line=error.line) from None
+    if not (config.models or config.systems or config.embedders):
+        # An empty or truncated file would otherwise be "valid" and, on reload, remove everything.
+        raise ConfigError(
+            "the config defines no models, systems or embedders (is the file empty?)",
+            path=path,
+            line=1,
+        )
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedConfig(
         config=config,
@@ -163,6 +226,7 @@ def parse(
         version=version,
         lines=builder.lines,
         missing_env=builder.missing,
+        from_env=builder.from_env,
     )
 
 
@@ -175,6 +239,13 @@ def load_config(
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("config file not found", path=str(file)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r});"
+            " save the file as UTF-8",
+            path=str(file),
+            line=exc.object[: exc.start].count(b"\n") + 1,
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", path=str(file)) from None
     return parse(text, path=str(file), env=env)
