@@ -180,6 +180,13 @@ class StreamInterruptedError(ModelError):
     status_default = 502
 
 
+class ClientClosedError(ModelError):
+    """The caller stopped reading (closed the stream or the connection) before the answer ended;
+    `cost` is an estimate of what the provider bills for the part generated."""
+
+    status_default = 499
+
+
 class BudgetExceededError(ModelError):
     """Serving this request would pass a budget; `code` names the budget."""
 
@@ -212,6 +219,7 @@ _KIND_BY_CLASS: dict[type[ModelError], str] = {
     OverloadedError: "overloaded",
     BadResponseError: "bad_response",
     StreamInterruptedError: "stream_interrupted",
+    ClientClosedError: "client_closed",
     BudgetExceededError: "budget_exceeded",
     QualityCheckError: "quality_check",
     NoAnswerError: "no_answer",

@@ -160,3 +160,29 @@ def test_key_budget_refuses_once_spend_could_pass_it(serve_gateway: Callable[...
     worst = cost_bound(running.app.live.current.models["strong"], request)
     assert spent + worst > 0.002
     assert spent > 0.002 - 2 * worst
+
+
+def test_budget_refusals_give_back_the_keys_concurrency_slot(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(ADMIN)
+    key = str(create_key(running, name="both", budget=0.01, max_concurrency=1)["key"])
+    client = openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+    for _ in range(3):  # each worst case ($10/M in, $20/M out × 50,000 tokens) is over budget
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(
+                model="strong", max_tokens=50_000, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert caught.value.body["type"] == "budget_exceeded"  # type: ignore[index]
+    assert ask(running, key) == "pong"  # not "more than 1 concurrent requests"
+
+
+def test_a_stranger_gets_401_before_the_body_is_read(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/embeddings"):
+        reply = httpx2.post(
+            f"{running.url}{path}",
+            content=b"{not json",
+            headers={"content-type": "application/json", "authorization": "Bearer nope"},
+        )
+        assert reply.status_code == 401, path

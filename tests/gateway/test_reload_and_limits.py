@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx2
 import openai
 import orjson
 import pytest
 from tests.gateway.conftest import SYSTEMS, Running
+
+from modelyard.gateway.app import create_app
 
 CUTTER = """  cutter:
     local: {type: fake, default: {text: "one two three four five", cut_after: 2}}
@@ -96,6 +100,11 @@ def test_oversized_malformed_and_too_many_messages(serve_gateway: Callable[..., 
     assert reply.status_code == 400 and "at most 3" in reply.json()["error"]["message"]
     missing = httpx2.post(url, json={"model": "support"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
+    for role in (["user"], {"r": 1}, 7):
+        odd = httpx2.post(
+            url, json={"model": "support", "messages": [{"role": role, "content": "x"}]}
+        )
+        assert odd.status_code == 400 and odd.json()["error"]["param"] == "messages[0].role"
 
 
 def test_stream_broken_midway_ends_with_an_error_event(
@@ -146,3 +155,137 @@ def test_readyz_reports_version_and_disabled(serve_gateway: Callable[..., Runnin
     assert body["config_version"] == running.app.live.current.version
     assert body["health"] == {"healthy": True, "degraded": [], "circuits": []}
     assert httpx2.get(f"{running.url}/healthz").json() == {"status": "ok"}
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Path) -> None:
+    """Editors, `sed -i` and ConfigMaps swap the file by a rename; each swap must be seen, and a
+    file that is not UTF-8 refused without stopping the watch."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    app = create_app(config)
+    app.watch_config = True
+    app.start()
+    try:
+        await asyncio.sleep(0.3)  # let the watch arm
+        for i, raw in enumerate(
+            [
+                SYSTEMS.replace("the cheap answer", "v1").encode(),
+                SYSTEMS.replace("the cheap answer", "caf\xe9").encode("latin-1"),
+                SYSTEMS.replace("the cheap answer", "v2").encode(),
+                SYSTEMS.replace("the cheap answer", "v3").encode(),
+            ]
+        ):
+            fresh = tmp_path / f"config.yaml.{i}"
+            fresh.write_bytes(raw)
+            fresh.replace(config)
+            if b"caf" in raw:
+                assert await _until(
+                    lambda: bool(app.live.history[-1:]) and app.live.history[-1]["version"] is None
+                )
+                assert "not UTF-8" in app.live.history[-1]["error"]
+                continue
+            expected = raw.decode()
+            assert await _until(lambda text=expected: app.live.current.loaded.text == text), (
+                f"swap {i}"
+            )
+    finally:
+        await app.aclose()
+
+
+def test_gateway_settings_changed_by_reload_are_reported_as_needing_a_restart(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway("gateway:\n  max_body_bytes: 2000\n")
+    running.config.write_text(SYSTEMS + "gateway:\n  max_body_bytes: 3000\n")
+    changes = httpx2.post(f"{running.url}/admin/reload").json()["changes"]
+    assert changes["restart_required"] == ["gateway"]
+    running.config.write_text(SYSTEMS + "gateway:\n  max_body_bytes: 3000\n")
+    assert httpx2.post(f"{running.url}/admin/reload").json()["changes"]["restart_required"] == []
+
+
+def test_an_empty_config_is_refused_and_the_old_one_keeps_serving(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    running.config.write_text("")
+    reply = httpx2.post(f"{running.url}/admin/reload")
+    assert reply.status_code == 400
+    assert "defines no models, systems or embedders" in reply.json()["error"]["message"]
+    client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+    answer = client.chat.completions.create(
+        model="support", messages=[{"role": "user", "content": "ping"}]
+    )
+    assert answer.choices[0].message.content == "pong"
+
+
+def test_a_stream_the_client_leaves_is_recorded_with_its_estimated_cost(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    long = "word " * 50_000
+    running = serve_gateway(
+        text=with_models(
+            f'  chatty:\n    local: {{type: fake, default: "{long}"}}\n'
+            "    price: {input: 1.0, output: 2.0}\n"
+        )
+    )
+    body = {"model": "chatty", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    with httpx2.stream("POST", f"{running.url}/v1/chat/completions", json=body) as reply:
+        request_id = reply.headers["x-request-id"]
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                break  # read one chunk, then hang up
+    record: dict[str, object] = {}
+    for _ in range(100):
+        got = httpx2.get(f"{running.url}/v1/requests/{request_id}")
+        if got.status_code == 200:
+            record = got.json()
+            break
+        threading.Event().wait(0.05)
+    assert record["status"] == 499
+    assert str(record["error"]).startswith("client_closed:")
+    assert 0 < float(record["cost"]) < cost_of_everything(long)  # type: ignore[arg-type]
+    metrics = httpx2.get(f"{running.url}/metrics").text
+    assert (
+        'modelyard_requests_total{model="",provider="",status="499",system="chatty"} 1.0' in metrics
+    )
+    ledger = running.config.parent / ".modelyard" / "ledger.db"
+    rows: list[tuple[str, float]] = []
+    for _ in range(100):
+        if ledger.exists():
+            with sqlite3.connect(ledger) as db:
+                rows = db.execute(
+                    "SELECT error, cost FROM spend WHERE system = 'chatty'"
+                ).fetchall()
+            if rows:
+                break
+        threading.Event().wait(0.05)
+    assert [error for error, _ in rows] == ["client_closed"] and rows[0][1] > 0
+
+
+def cost_of_everything(text: str) -> float:
+    """What the whole answer would cost at the chatty model's $2 per million output tokens."""
+    return len(text) / 4 * 2.0 / 1e6
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "mode"), [("fail_closed", 503, "refusing"), ("local", 200, "local")]
+)
+def test_readiness_shows_a_shared_state_store_that_is_down(
+    serve_gateway: Callable[..., Running], policy: str, status: int, mode: str
+) -> None:
+    dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    running = serve_gateway(
+        f"state: {{backend: redis, url: '{dead}', on_unavailable: {policy}, timeout: 0.3}}\n"
+    )
+    reply = httpx2.get(f"{running.url}/readyz")
+    assert reply.status_code == status, reply.text
+    state = reply.json()["state"]
+    assert state["backend"] == "redis" and state["ok"] is False and state["mode"] == mode

@@ -18,7 +18,7 @@ from modelyard.cost import scope as request_scope
 from modelyard.cost.anomaly import AnomalyDetector
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.ledger import Ledger, SpendRow
-from modelyard.errors import ModelError
+from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
@@ -111,6 +111,17 @@ class Accounted(Decoration):
 
         return cost_bound(self.inner, request)
 
+    def _abandoned(self, request: ChatRequest, streamed: str) -> ClientClosedError:
+        from modelyard.cost.budgets import partial_cost
+
+        error = ClientClosedError(
+            f"the stream ended without its final response after {len(streamed)} characters"
+            " (the caller stopped reading, or the upstream broke); cost estimated",
+            model=self.name,
+        )
+        error.cost = partial_cost(self.inner, request, streamed)
+        return error
+
     def _record(
         self, request: ChatRequest, response: ChatResponse | None, error: ModelError | None
     ) -> None:
@@ -139,6 +150,8 @@ class Accounted(Decoration):
         scope = request_scope.RequestScope(entry=self.name)
         with request_scope.entered(scope):
             chunks = self.inner.stream(request)
+        seen: list[str] = []
+        recorded = False
         try:
             while True:
                 with request_scope.entered(scope):
@@ -147,12 +160,20 @@ class Accounted(Decoration):
                     except StopAsyncIteration:
                         break
                     except ModelError as exc:
+                        recorded = True
                         self._record(request, None, exc)
                         raise
                 if chunk.response is not None:
+                    recorded = True
                     self._record(request, chunk.response, None)
+                seen.append(chunk.text)
                 yield chunk
         finally:
+            if not recorded:
+                # The caller stopped reading, or the stream ended without its final response:
+                # the provider still bills the input and what it generated, so the ledger gets
+                # an estimate, not nothing.
+                self._record(request, None, self._abandoned(request, "".join(seen)))
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()

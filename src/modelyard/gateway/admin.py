@@ -4,13 +4,14 @@ the virtual-key admin API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, ModelError
 from modelyard.gateway import openai_api
 from modelyard.gateway.auth import KeyRing, caller, require_admin
 from modelyard.gateway.errors import ApiError, bad_request
@@ -18,6 +19,7 @@ from modelyard.gateway.exchange import Call
 from modelyard.gateway.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
+from modelyard.state.base import StateStore
 from modelyard.yard import Yard
 
 
@@ -62,15 +64,19 @@ class AdminEndpoints:
         """GET /readyz: the config loaded, and the health of what it calls."""
         yard = self.live.current
         status = self._status()
+        state = await _state_health(self.live.resources.state)
         body = {
             **status,
             "config_version": yard.version,
             "config": str(self.live.path),
             "systems": sorted(yard.systems),
             "disabled": yard.built.disabled,
+            "state": state,
             "health": await _health(yard),
         }
-        await call.respond(200 if status["status"] == "ready" else 503, orjson.dumps(body))
+        # A replica whose shared store is down and whose policy is to refuse cannot serve.
+        ready = status["status"] == "ready" and state["mode"] != "refusing"
+        await call.respond(200 if ready else 503, orjson.dumps(body))
 
     async def prometheus(self, call: Call) -> None:
         """GET /metrics."""
@@ -143,4 +149,23 @@ class AdminEndpoints:
 
 async def _health(yard: Yard) -> dict[str, Any]:
     """Every circuit breaker's state (closed, open, half-open) from the resilience layer."""
-    return (await yard.health()).to_dict()
+    try:
+        return (await yard.health()).to_dict()
+    except ModelError as exc:  # circuits kept in a shared store that cannot be reached
+        return {"healthy": False, "error": str(exc)}
+
+
+async def _state_health(store: StateStore | None) -> dict[str, Any]:
+    """Whether the state store serves from where it should. One probe per call, so /readyz
+    notices an outage (or a recovery) even when no request has touched the store yet."""
+    if store is None:
+        return {"backend": "none", "ok": True, "mode": "normal", "detail": ""}
+    with contextlib.suppress(ModelError):
+        await store.counter("health-probe")
+    health = store.health()
+    return {
+        "backend": health.backend,
+        "ok": health.ok,
+        "mode": health.mode,
+        "detail": health.detail,
+    }

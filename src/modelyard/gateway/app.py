@@ -178,13 +178,27 @@ class Gateway:
             self._background.append(loop.create_task(self._watch()))
 
     async def _reload(self) -> None:
-        with contextlib.suppress(ConfigError):  # a refused config is logged by LiveConfig
+        try:
             await self.live.reload()
+        except ConfigError:
+            pass  # refused: LiveConfig logged why, and the old config keeps serving
+        except Exception:
+            # Whatever went wrong, the SIGHUP handler and the file watcher must live on.
+            log.exception("reload failed, still serving %s", self.live.current.version)
 
     async def _watch(self) -> None:
         from watchfiles import awatch
 
-        async for _ in awatch(self.live.path, debounce=300):
+        # The directory is watched, not the file: editors, `sed -i`, `mv` and Kubernetes
+        # ConfigMaps replace the file by a rename, after which a watch on the old inode is dead.
+        path = self.live.path.resolve()
+        ours = os.path.join(path.parent, path.name)
+        async for _ in awatch(
+            path.parent,
+            debounce=300,
+            recursive=False,
+            watch_filter=lambda _change, changed: os.path.abspath(changed) == ours,
+        ):
             await self._reload()
 
     async def aclose(self) -> None:

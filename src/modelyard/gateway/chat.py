@@ -12,8 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
-from modelyard.cost.budgets import Budget, BudgetBook, Hold, cost_bound
-from modelyard.errors import BadResponseError, ModelError, NotFoundError
+from modelyard.cost.budgets import Budget, BudgetBook, Hold, cost_bound, partial_cost
+from modelyard.errors import BadResponseError, ClientClosedError, ModelError, NotFoundError
 from modelyard.gateway import anthropic_api, openai_api
 from modelyard.gateway.auth import KeyRing, caller
 from modelyard.gateway.errors import ApiError, bad_request, from_model_error
@@ -62,8 +62,8 @@ class ChatEndpoints:
 
     async def chat_completions(self, call: Call) -> None:
         """OpenAI Chat Completions."""
+        key = caller(self.keys, call)  # before reading the body: strangers get 401, not a parse
         body = await call.json(self.max_body_bytes)
-        key = caller(self.keys, call)
         parsed = openai_api.parse_chat(body, max_messages=self.max_messages)
         renderer = OpenAIRenderer(call.id, parsed.target, parsed.include_usage)
         await self._serve(
@@ -72,8 +72,8 @@ class ChatEndpoints:
 
     async def messages(self, call: Call) -> None:
         """Anthropic Messages."""
+        key = caller(self.keys, call)  # before reading the body: strangers get 401, not a parse
         body = await call.json(self.max_body_bytes)
-        key = caller(self.keys, call)
         parsed = anthropic_api.parse_messages(body, max_messages=self.max_messages)
         renderer = AnthropicRenderer(call.id, parsed.target)
         await self._serve(
@@ -82,8 +82,8 @@ class ChatEndpoints:
 
     async def embeddings(self, call: Call) -> None:
         """OpenAI Embeddings."""
+        key = caller(self.keys, call)  # before reading the body: strangers get 401, not a parse
         body = await call.json(self.max_body_bytes)
-        key = caller(self.keys, call)
         parsed = openai_api.parse_embeddings(body)
         yard = self.live.current
         _check_scope(key, parsed.target)
@@ -132,9 +132,9 @@ class ChatEndpoints:
         outcome = _Outcome(self, call, target, api, stream, yard.version)
         if self._captures(target, request):
             outcome.captured = request
-        if key.budget is not None:
-            outcome.holds = await self._reserve(key, model, request, target)
-        try:
+        try:  # from here on, the key's slot and budget hold are given back however it ends
+            if key.budget is not None:
+                outcome.holds = await self._reserve(key, model, request, target)
             if stream:
                 await self._stream(call, model, request, renderer, outcome)
             else:
@@ -231,9 +231,11 @@ class ChatEndpoints:
             await call.send({"type": "http.response.start", "status": 200, "headers": head})
             disconnected = asyncio.ensure_future(call.receive())
             try:
-                await _relay(call, first, chunks, renderer, disconnected, outcome)
+                left_after = await _relay(call, first, chunks, renderer, disconnected, outcome)
             finally:
                 disconnected.cancel()
+            if left_after is not None:
+                outcome.abandoned(partial_cost(model, request, left_after))
         finally:
             close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
             if close is not None:
@@ -247,22 +249,25 @@ async def _relay(
     renderer: Renderer,
     disconnected: asyncio.Future[Any],
     outcome: _Outcome,
-) -> None:
-    """Send chunks as they come; a broken stream ends with an error event, never a normal end."""
+) -> str | None:
+    """Send chunks as they come; a broken stream ends with an error event, never a normal end.
+    Returns the text streamed so far when the client left before the end, else None."""
     send = call.send
     chunk: Chunk | None = first
+    streamed: list[str] = []
     try:
         while chunk is not None:
+            streamed.append(chunk.text)
             frame = renderer.chunk(chunk)
             if frame:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             if chunk.response is not None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 outcome.answered(chunk.response)
-                return
+                return None
             if disconnected.done():
                 log.info("client left request %s mid-stream; stopping the model", call.id)
-                return
+                return "".join(streamed)
             chunk = await anext(chunks, None)
         raise BadResponseError("the model's stream ended without its final response")
     except ModelError as exc:
@@ -270,6 +275,7 @@ async def _relay(
         await send(
             {"type": "http.response.body", "body": renderer.error(error), "more_body": False}
         )
+        return None
 
 
 class _Outcome:
@@ -311,6 +317,14 @@ class _Outcome:
         self.spent = response.cost
         latency = self._record(200, response, None)
         self.endpoints.metrics.answered(self.target, response, _provider_of(response), latency)
+
+    def abandoned(self, estimate: float) -> None:
+        """The client left mid-stream: recorded as 499 with the cost the provider likely bills
+        (the input and the output generated so far), which the key's budget is settled to."""
+        error = ClientClosedError("the client closed the stream before the answer ended")
+        error.cost = self.spent = estimate
+        latency = self._record(ClientClosedError.status_default, None, error)
+        self.endpoints.metrics.failed(self.target, error.kind, error.status or 499, latency)
 
     def failed(self, exc: ModelError) -> ApiError:
         self.spent = exc.cost

@@ -32,6 +32,8 @@ class ConfigDiff:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    restart_required: list[str] = field(default_factory=list)
+    """Changed sections a running gateway reads only at start (`gateway`: port, keys, limits)."""
 
     @property
     def empty(self) -> bool:
@@ -50,21 +52,34 @@ class ConfigDiff:
         ):
             if items:
                 parts.append(f"{word} {', '.join(items)}")
+        if self.restart_required:
+            parts.append(f"NOT applied until a restart: {', '.join(self.restart_required)}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, list[str]]:
         """JSON-ready."""
-        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "restart_required": self.restart_required,
+        }
 
 
 def diff_configs(old: Yard, new: Yard) -> ConfigDiff:
     """Every provider, model, embedder and system added, removed or changed between two yards."""
     diff = ConfigDiff()
+    # Compared as objects: secrets (the admin key) dump masked, so a rotated one would not show.
+    if old.loaded.config.gateway != new.loaded.config.gateway:
+        diff.changed.append("gateway")
+        diff.restart_required.append("gateway")
     old_dump = old.loaded.config.model_dump(mode="json")
     new_dump = new.loaded.config.model_dump(mode="json")
     for section in sorted(set(old_dump) | set(new_dump)):
         before, after = old_dump.get(section), new_dump.get(section)
-        if isinstance(before, dict) and isinstance(after, dict) and section != "gateway":
+        if section == "gateway":
+            continue
+        if isinstance(before, dict) and isinstance(after, dict):
             for name in sorted(set(before) | set(after)):
                 label = f"{section}.{name}"
                 if name not in before:

@@ -126,7 +126,8 @@ def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
 
 def _message(raw: Any, where: str) -> Message:
     body = expect_object(raw, where)
-    role = _ROLES.get(body.get("role"))  # type: ignore[arg-type]
+    raw_role = body.get("role")
+    role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         raise bad_request(
             f"{where}.role: expected system, developer, user, assistant or tool, "
