@@ -186,3 +186,21 @@ def test_a_stranger_gets_401_before_the_body_is_read(serve_gateway: Callable[...
             headers={"content-type": "application/json", "authorization": "Bearer nope"},
         )
         assert reply.status_code == 401, path
+
+
+def test_refused_requests_are_counted_and_failures_are_not_counted_twice(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(ADMIN)
+    key = str(create_key(running, name="metered")["key"])
+    with pytest.raises(openai.AuthenticationError):
+        ask(running, "not-a-key")
+    with pytest.raises(openai.NotFoundError):
+        ask(running, key, model="nope")
+    with pytest.raises(openai.InternalServerError):
+        ask(running, key, model="broken")  # a system failure: counted once, as a failed request
+    text = httpx2.get(f"{running.url}/metrics").text
+    refused = [line for line in text.splitlines() if line.startswith("modelyard_refused_total{")]
+    assert sorted(line.split("status=")[1] for line in refused) == ['"401"} 1.0', '"404"} 1.0']
+    assert all('route="/v1/chat/completions"' in line for line in refused)
+    assert 'modelyard_errors_total{kind="unavailable",system="broken"} 1.0' in text

@@ -69,6 +69,8 @@ async def test_open_circuit_error_is_not_retryable_and_names_the_last_error() ->
         await model.complete(user("x"))
     assert caught.value.code == "circuit_open" and not caught.value.retryable
     assert "scripted unavailable" in str(caught.value)
+    # What the gateway sends as Retry-After: the time until the next probe.
+    assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 30
 
 
 async def test_probes_close_the_circuit_after_enough_successes_in_a_row() -> None:

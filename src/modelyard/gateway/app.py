@@ -137,6 +137,9 @@ class Gateway:
                     404, f"no route for {method} {path}", "invalid_request_error", "not_found"
                 )
         except ApiError as error:
+            if not error.counted:
+                route = path if handler is not None else "other"  # bounded label values
+                self.metrics.refused(route, error.status, error.code or error.type)
             await call.fail(error, api="anthropic" if path == "/v1/messages" else "openai")
         except Exception:
             log.exception("unhandled error in request %s", call.id)

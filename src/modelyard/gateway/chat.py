@@ -331,7 +331,7 @@ class _Outcome:
         error = from_model_error(exc)
         latency = self._record(error.status, None, exc)
         self.endpoints.metrics.failed(self.target, exc.kind, error.status, latency)
-        return error
+        return replace(error, counted=True)
 
     def _record(
         self, status: int, response: ChatResponse | None, error: ModelError | None

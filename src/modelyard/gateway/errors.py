@@ -34,6 +34,8 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    counted: bool = False
+    """Already in the request metrics (a system's failure); else counted as refused."""
 
     def __str__(self) -> str:
         return self.message

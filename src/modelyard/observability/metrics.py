@@ -56,6 +56,13 @@ class Metrics:
             ("system", "model", "direction"),
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "modelyard_refused",
+            "Requests the gateway refused before any system ran (bad key, unknown model, bad"
+            " request, a key's own limits), by route, HTTP status and error code.",
+            ("route", "status", "code"),
+            registry=self.registry,
+        )
         self.cost = Counter(
             "modelyard_cost_usd",
             "USD spent, by system and answering model.",
@@ -84,6 +91,10 @@ class Metrics:
         series.input_tokens.inc(usage.input_tokens)
         series.output_tokens.inc(usage.output_tokens)
         series.cost.inc(response.cost)
+
+    def refused(self, route: str, status: int, code: str) -> None:
+        """Count one request refused before any system ran."""
+        self.refusals.labels(route, str(status), code).inc()
 
     def failed(self, system: str, kind: str, status: int, seconds: float) -> None:
         """Count one failed request."""

@@ -198,7 +198,8 @@ class CircuitBreaker:
             return Permit(self, stored.generation, False)
         now = self.clock()
         if stored.state is CircuitState.OPEN and now < stored.until:
-            raise self._open_error(stored, f"next probe in {stored.until - now:.1f}s")
+            wait = stored.until - now
+            raise self._open_error(stored, f"next probe in {wait:.1f}s", retry_after=wait)
         probe = Claim(
             key=f"{self._key}:probe:{stored.generation}",
             amount=1.0,
@@ -272,13 +273,16 @@ class CircuitBreaker:
             failures += await self.store.counter(f"{prefix}:failures:{bucket}")
         return int(calls), int(failures)
 
-    def _open_error(self, stored: _Stored, when: str) -> UnavailableError:
+    def _open_error(
+        self, stored: _Stored, when: str, retry_after: float | None = None
+    ) -> UnavailableError:
         cause = f"; last error: {stored.last_error}" if stored.last_error else ""
         return UnavailableError(
             f"circuit {self.scope} is open: {stored.failure_rate:.0%} of the last "
             f"{stored.calls} calls failed{cause}; {when}",
             code=CIRCUIT_OPEN,
             retryable=False,
+            retry_after=retry_after,  # the gateway's Retry-After: no use asking before the probe
         )
 
     async def health(self) -> BreakerHealth:
