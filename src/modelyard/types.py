@@ -132,6 +132,8 @@ class ChatRequest:
     tags: tuple[str, ...] = ()
     key_id: str | None = None
     deadline: float | None = None
+    request_id: str | None = None
+    """The caller's id for this request (the gateway's `x-request-id`), kept in the ledger."""
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (may be negative), or None without one."""

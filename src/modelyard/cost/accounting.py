@@ -35,7 +35,7 @@ def spend_rows(
     row also carries the tokens and any difference between the tree's sum and the total."""
     at = time.time() if now is None else now
     day = _day(int(at))
-    request_id = response.id if response is not None else uuid.uuid4().hex
+    request_id = request.request_id or (response.id if response is not None else uuid.uuid4().hex)
     decision: Decision | None = response.decision if response is not None else error.decision  # type: ignore[union-attr]
     total = response.cost if response is not None else (error.cost if error else 0.0)
     answered_by = response.model if response is not None else None

@@ -22,8 +22,8 @@ import orjson
 from modelyard.model import Model
 from modelyard.types import ChatRequest, Message
 
-NOT_IN_KEY = frozenset({"deadline"})
-"""Request fields that never change the answer: only when it must arrive."""
+NOT_IN_KEY = frozenset({"deadline", "request_id"})
+"""Request fields that never change the answer: when it must arrive, and who is asking."""
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 

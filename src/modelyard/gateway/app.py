@@ -140,7 +140,7 @@ class Gateway:
             if not error.counted:
                 route = path if handler is not None else "other"  # bounded label values
                 self.metrics.refused(route, error.status, error.code or error.type)
-            await call.fail(error, api="anthropic" if path == "/v1/messages" else "openai")
+            await call.fail(error, api="anthropic" if path.startswith("/v1/messages") else "openai")
         except Exception:
             log.exception("unhandled error in request %s", call.id)
             await call.fail(

@@ -398,6 +398,7 @@ def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> C
     request = replace(
         request,
         key_id=key.id,
+        request_id=call.id,
         deadline=deadline,
         tags=tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else (),
     )
