@@ -78,3 +78,15 @@ def test_errors_come_in_anthropic_shape(serve_gateway: Callable[..., Running]) -
             model="support", max_tokens=0, messages=[{"role": "user", "content": "x"}]
         )
     assert "max_tokens" in str(bad.value)
+
+
+def test_an_anthropic_route_the_gateway_lacks_answers_in_anthropic_shape(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client(running).messages.count_tokens(
+            model="support", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.body["type"] == "error"  # type: ignore[index]
+    assert "no route for POST /v1/messages/count_tokens" in caught.value.message
