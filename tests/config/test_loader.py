@@ -182,3 +182,13 @@ def test_a_value_from_an_env_var_is_shown_as_the_variable_in_errors() -> None:
         parse(text, env={"URL": secret})
     assert secret not in str(caught.value)
     assert "${URL}" in str(caught.value)
+
+
+def test_an_unset_variable_in_a_number_field_is_named() -> None:
+    text = "models:\n  a: {local: {type: fake, latency: '${SLOW}'}}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse(text, path="c.yaml", env={})
+    assert (
+        str(caught.value)
+        == "c.yaml:2: models.a.local.latency: environment variable SLOW is not set"
+    )

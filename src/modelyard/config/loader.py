@@ -208,7 +208,7 @@ def parse(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        error = _config_error(exc, path, builder.lines, data)
+        error = _config_error(exc, path, builder.lines, data, builder.missing)
         message = hide_env_values(error.message, builder.from_env)
         raise ConfigError(message, path=path, line=error.line) from None
     if not (config.models or config.systems or config.embedders):
@@ -252,7 +252,11 @@ def load_config(
 
 
 def _config_error(
-    exc: ValidationError, path: str, lines: Mapping[Loc, int], data: Any
+    exc: ValidationError,
+    path: str,
+    lines: Mapping[Loc, int],
+    data: Any,
+    missing_env: Mapping[Loc, str],
 ) -> ConfigError:
     errors = exc.errors(include_input=False, include_url=False)
     located = [(_data_loc(error["loc"], data), error) for error in errors]
@@ -263,7 +267,11 @@ def _config_error(
     for loc, error in located:
         if error["type"] == "string_type" and any(s[: len(loc)] == loc for s in specific):
             continue
-        problems.append((line_of(lines, loc), _describe(error, loc, data)))
+        if loc in missing_env:  # the real mistake: say which variable, not "not a number"
+            text = f"{dotted(loc)}: environment variable {missing_env[loc]} is not set"
+        else:
+            text = _describe(error, loc, data)
+        problems.append((line_of(lines, loc), text))
     problems.sort(key=lambda p: p[0] or 0)
     first_line, first = problems[0]
     more = "".join(
