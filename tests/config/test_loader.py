@@ -127,3 +127,11 @@ def test_bad_base_url_is_refused() -> None:
     error = error_of("providers:\n  o: {type: openai, base_url: ftp://example.com}\n")
     assert "http:// or https://" in str(error)
     assert error.line == 2
+
+
+def test_credentials_in_base_url_are_refused_without_echoing_the_password() -> None:
+    error = error_of("providers:\n  o: {type: openai, base_url: 'http://qa:s3cret@h/v1'}\n")
+    assert "must not hold credentials" in str(error)
+    assert "'auth'" in str(error) and "'headers'" in str(error)
+    assert "s3cret" not in str(error)
+    assert error.line == 2
