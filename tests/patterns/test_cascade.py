@@ -276,6 +276,35 @@ async def test_a_stage_that_cannot_finish_in_time_is_skipped(
     assert response.decision.children[0].reason.startswith("skipped: needs about 5.00s")
 
 
+async def test_a_slow_early_stage_leaves_the_last_stage_time_to_answer(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = (
+        MODELS
+        + """
+  steady:
+    local: {type: fake, default: {text: "Paris, France", latency: 0.1}}
+systems:
+  qa:
+    type: cascade
+    deadline: 0.4
+    stages:
+      - {model: slow, threshold: 0.5, estimator: {type: confidence}}
+      - {model: steady}
+"""
+    )
+    async with yard_of(text) as yard:
+        started = time.monotonic()
+        response = await yard.complete("qa", "capital?")
+        took = time.monotonic() - started
+    assert response.text == "Paris, France"
+    assert took < 0.4
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason == "failed: failed (timeout); escalating"
+    assert first.latency_ms == pytest.approx(200, abs=50)
+
+
 async def test_when_no_later_stage_can_run_the_held_answer_is_returned(
     yard_of: Callable[[str], Yard],
 ) -> None:

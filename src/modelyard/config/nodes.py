@@ -511,6 +511,9 @@ class CascadeSpec(NodeBase):
 
     type: Literal["cascade"]
     stages: list[CascadeStageSpec] = Field(min_length=2)
+    stage_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of the request's remaining time a stage before the last may use (a fallback's
+    `member_share`), so a slow cheap stage cannot leave the last stage without time to answer."""
 
     @model_validator(mode="after")
     def _thresholds(self) -> CascadeSpec:
