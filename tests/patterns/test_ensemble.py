@@ -167,6 +167,17 @@ async def test_a_member_past_its_deadline_counts_as_failed(yard_of: Callable[[st
     assert "timeout" in (response.decision.children[1].error or "")
 
 
+async def test_a_member_cut_off_at_its_deadline_is_recorded_with_the_time_it_took(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    async with yard_of(ensemble("members: [a, slow]\n    deadlines: {slow: 0.1}")) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert response.decision is not None
+    cut = response.decision.children[1]
+    assert cut.node == "slow"
+    assert cut.latency_ms == pytest.approx(100, abs=40)
+
+
 async def test_wait_quorum_cancels_stragglers_once_decided(yard_of: Callable[[str], Yard]) -> None:
     text = ensemble("members: [a, b, slow]\n    normalise: choice\n    quorum: 2\n    wait: quorum")
     started = time.monotonic()

@@ -88,7 +88,7 @@ class Outcome:
         if self.response is not None:
             return answered(self.model, self.response)
         if self.error is not None:
-            return failed(self.model, self.error)
+            return failed(self.model, self.error, self.latency_ms)
         return Decision(
             node=self.model.name,
             kind="model",
