@@ -127,6 +127,17 @@ def test_threshold_outside_zero_one_is_refused(config_error: Callable[[str], Con
     assert "less than or equal to 1" in str(error)
 
 
+def test_a_threshold_on_the_last_stage_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    first = "{model: small, threshold: 0.8, estimator: {type: logprob}}"
+    last = "big, threshold: 0.9, estimator: {type: confidence}"
+    error = config_error(cascade(first, last=last))
+    assert "systems.qa" in str(error)
+    assert "stages[1] is the last stage, which always answers" in str(error)
+    assert "threshold and estimator would never be used" in str(error)
+
+
 async def test_samples_take_the_majority_and_count_every_call(
     yard_of: Callable[[str], Yard],
 ) -> None:

@@ -523,6 +523,13 @@ class CascadeSpec(NodeBase):
                     f"stages[{i}] needs a threshold and an estimator (every stage but the last "
                     "decides whether to accept its answer)"
                 )
+        last = self.stages[-1]
+        if last.threshold is not None or last.estimator is not None:
+            raise ValueError(
+                f"stages[{len(self.stages) - 1}] is the last stage, which always answers: its "
+                "threshold and estimator would never be used; remove them (or add a stage after "
+                "it)"
+            )
         return self
 
     def child_nodes(self) -> ChildNodes:
