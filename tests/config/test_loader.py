@@ -87,6 +87,34 @@ def test_unknown_member_of_a_system_is_named() -> None:
     assert error.line == 4
 
 
+def test_two_inline_nodes_of_one_system_with_one_name_are_refused() -> None:
+    text = """
+models:
+  a: {local: {type: fake}}
+systems:
+  s:
+    type: fallback
+    chain:
+      - {type: fallback, name: x, chain: [a]}
+      - {type: fallback, name: x, chain: [a]}
+"""
+    error = error_of(text)
+    assert "two nodes of system 's' are called 'x'" in str(error)
+    assert "systems.s.chain[0]" in str(error)
+    assert error.line == 9
+
+
+def test_inline_nodes_of_different_systems_may_share_a_name() -> None:
+    text = """
+models:
+  a: {local: {type: fake}}
+systems:
+  s: {type: fallback, chain: [{type: fallback, name: x, chain: [a]}]}
+  t: {type: fallback, chain: [{type: fallback, name: x, chain: [a]}]}
+"""
+    assert set(build(parse(text, env={})).systems) == {"s", "t"}
+
+
 def test_secret_never_echoed_in_errors() -> None:
     text = HOSTED.replace("${OPENAI_API_KEY}", "sk-supersecretvalue123456") + "    bogus: 1\n"
     error = error_of(text)
