@@ -163,3 +163,15 @@ def test_credentials_in_base_url_are_refused_without_echoing_the_password() -> N
     assert "'auth'" in str(error) and "'headers'" in str(error)
     assert "s3cret" not in str(error)
     assert error.line == 2
+
+
+def test_a_model_with_neither_provider_nor_local_is_told_so() -> None:
+    error = error_of("models:\n  empty: {}\n")
+    assert "models.empty: needs 'provider' (a hosted model) or 'local'; neither is given" in str(
+        error
+    )
+
+
+def test_a_model_with_both_provider_and_local_is_told_so() -> None:
+    error = error_of(HOSTED.replace("    id: gpt", "    local: {type: fake}\n    id: gpt"))
+    assert "give either 'provider' (a hosted model) or 'local', not both" in str(error)

@@ -140,7 +140,9 @@ class ModelSpec(Spec):
 
     @model_validator(mode="after")
     def _hosted_or_local(self) -> ModelSpec:
-        if (self.provider is None) == (self.local is None):
+        if self.provider is None and self.local is None:
+            raise ValueError("needs 'provider' (a hosted model) or 'local'; neither is given")
+        if self.provider is not None and self.local is not None:
             raise ValueError("give either 'provider' (a hosted model) or 'local', not both")
         if self.provider is not None:
             if not self.id:
@@ -166,7 +168,9 @@ class EmbedderSpec(Spec):
 
     @model_validator(mode="after")
     def _hosted_or_local(self) -> EmbedderSpec:
-        if (self.provider is None) == (self.local is None):
+        if self.provider is None and self.local is None:
+            raise ValueError("needs 'provider' (a hosted embedder) or 'local'; neither is given")
+        if self.provider is not None and self.local is not None:
             raise ValueError("give either 'provider' (a hosted embedder) or 'local', not both")
         if self.provider is not None and (not self.id or self.price is None):
             raise ValueError("a hosted embedder needs 'id' and 'price'")
