@@ -151,6 +151,13 @@ def test_unknown_fake_error_kind_is_refused() -> None:
     assert "unknown error kind 'explode'" in str(error)
 
 
+def test_unknown_fake_error_kind_in_the_default_or_answers_is_refused() -> None:
+    for where in ("default: {error: unavailble}", "answers: {hi: {error: unavailble}}"):
+        error = error_of(f"models:\n  a:\n    local: {{type: fake, {where}}}\n")
+        assert "unknown error kind 'unavailble'" in str(error)
+        assert "unavailable" in str(error)
+
+
 def test_bad_base_url_is_refused() -> None:
     error = error_of("providers:\n  o: {type: openai, base_url: ftp://example.com}\n")
     assert "http:// or https://" in str(error)
