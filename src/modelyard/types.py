@@ -139,6 +139,14 @@ class ChatRequest:
         """Seconds left before the deadline (may be negative), or None without one."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
+    def share_of_remaining(self, share: float) -> float | None:
+        """Seconds `share` of the time left comes to: what one of several members may use while
+        the others wait their turn (None without a deadline, or when the share is all of it)."""
+        left = self.remaining()
+        if left is None or share >= 1.0:
+            return None
+        return max(left, 0.0) * share
+
     def with_budget(self, seconds: float | None) -> ChatRequest:
         """This request with its deadline tightened to at most `seconds` from now."""
         if seconds is None:

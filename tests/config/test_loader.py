@@ -89,6 +89,34 @@ def test_unknown_member_of_a_system_is_named() -> None:
     assert error.line == 4
 
 
+def test_two_inline_nodes_of_one_system_with_one_name_are_refused() -> None:
+    text = """
+models:
+  a: {local: {type: fake}}
+systems:
+  s:
+    type: fallback
+    chain:
+      - {type: fallback, name: x, chain: [a]}
+      - {type: fallback, name: x, chain: [a]}
+"""
+    error = error_of(text)
+    assert "two nodes of system 's' are called 'x'" in str(error)
+    assert "systems.s.chain[0]" in str(error)
+    assert error.line == 9
+
+
+def test_inline_nodes_of_different_systems_may_share_a_name() -> None:
+    text = """
+models:
+  a: {local: {type: fake}}
+systems:
+  s: {type: fallback, chain: [{type: fallback, name: x, chain: [a]}]}
+  t: {type: fallback, chain: [{type: fallback, name: x, chain: [a]}]}
+"""
+    assert set(build(parse(text, env={})).systems) == {"s", "t"}
+
+
 def test_secret_never_echoed_in_errors() -> None:
     text = HOSTED.replace("${OPENAI_API_KEY}", "sk-supersecretvalue123456") + "    bogus: 1\n"
     error = error_of(text)
@@ -124,6 +152,13 @@ def test_name_shared_by_model_and_system_is_refused() -> None:
 def test_unknown_fake_error_kind_is_refused() -> None:
     error = error_of("models:\n  a:\n    local: {type: fake, script: [{error: explode}]}\n")
     assert "unknown error kind 'explode'" in str(error)
+
+
+def test_unknown_fake_error_kind_in_the_default_or_answers_is_refused() -> None:
+    for where in ("default: {error: unavailble}", "answers: {hi: {error: unavailble}}"):
+        error = error_of(f"models:\n  a:\n    local: {{type: fake, {where}}}\n")
+        assert "unknown error kind 'unavailble'" in str(error)
+        assert "unavailable" in str(error)
 
 
 def test_bad_base_url_is_refused() -> None:
@@ -192,3 +227,23 @@ def test_an_unset_variable_in_a_number_field_is_named() -> None:
         str(caught.value)
         == "c.yaml:2: models.a.local.latency: environment variable SLOW is not set"
     )
+
+
+def test_credentials_in_base_url_are_refused_without_echoing_the_password() -> None:
+    error = error_of("providers:\n  o: {type: openai, base_url: 'http://qa:s3cret@h/v1'}\n")
+    assert "must not hold credentials" in str(error)
+    assert "'auth'" in str(error) and "'headers'" in str(error)
+    assert "s3cret" not in str(error)
+    assert error.line == 2
+
+
+def test_a_model_with_neither_provider_nor_local_is_told_so() -> None:
+    error = error_of("models:\n  empty: {}\n")
+    assert "models.empty: needs 'provider' (a hosted model) or 'local'; neither is given" in str(
+        error
+    )
+
+
+def test_a_model_with_both_provider_and_local_is_told_so() -> None:
+    error = error_of(HOSTED.replace("    id: gpt", "    local: {type: fake}\n    id: gpt"))
+    assert "give either 'provider' (a hosted model) or 'local', not both" in str(error)

@@ -127,6 +127,17 @@ def test_threshold_outside_zero_one_is_refused(config_error: Callable[[str], Con
     assert "less than or equal to 1" in str(error)
 
 
+def test_a_threshold_on_the_last_stage_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    first = "{model: small, threshold: 0.8, estimator: {type: logprob}}"
+    last = "big, threshold: 0.9, estimator: {type: confidence}"
+    error = config_error(cascade(first, last=last))
+    assert "systems.qa" in str(error)
+    assert "stages[1] is the last stage, which always answers" in str(error)
+    assert "threshold and estimator would never be used" in str(error)
+
+
 async def test_samples_take_the_majority_and_count_every_call(
     yard_of: Callable[[str], Yard],
 ) -> None:
@@ -274,6 +285,35 @@ async def test_a_stage_that_cannot_finish_in_time_is_skipped(
     assert response.model == "big"
     assert response.decision is not None
     assert response.decision.children[0].reason.startswith("skipped: needs about 5.00s")
+
+
+async def test_a_slow_early_stage_leaves_the_last_stage_time_to_answer(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = (
+        MODELS
+        + """
+  steady:
+    local: {type: fake, default: {text: "Paris, France", latency: 0.1}}
+systems:
+  qa:
+    type: cascade
+    deadline: 0.4
+    stages:
+      - {model: slow, threshold: 0.5, estimator: {type: confidence}}
+      - {model: steady}
+"""
+    )
+    async with yard_of(text) as yard:
+        started = time.monotonic()
+        response = await yard.complete("qa", "capital?")
+        took = time.monotonic() - started
+    assert response.text == "Paris, France"
+    assert took < 0.4
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert first.reason == "failed: failed (timeout); escalating"
+    assert first.latency_ms == pytest.approx(200, abs=50)
 
 
 async def test_when_no_later_stage_can_run_the_held_answer_is_returned(

@@ -63,7 +63,7 @@ async def test_majority_vote_over_choice_letters(yard_of: Callable[[str], Yard])
     decision = response.decision
     assert decision is not None
     assert (decision.kind, decision.chosen) == ("ensemble", "a")
-    assert decision.reason == "'B' won with votes 2 of 3"
+    assert decision.reason == "'B' won with votes 2 of 3 members"
     assert dict(decision.scores) == {"B": 2.0, "C": 1.0}
     assert [c.node for c in decision.children] == ["a", "b", "c"]
     members = decision.details["members"]
@@ -108,7 +108,7 @@ async def test_an_unreadable_judge_falls_back_to_the_vote(yard_of: Callable[[str
     assert response.model == "a"
     assert response.decision is not None
     assert response.decision.reason == (
-        "judge said 'hmm', no pick; vote instead: 'B' won with votes 2 of 3"
+        "judge said 'hmm', no pick; vote instead: 'B' won with votes 2 of 3 members"
     )
 
 
@@ -144,6 +144,17 @@ async def test_failed_members_are_recorded_and_quorum_still_met(
     assert response.decision.children[0].error is not None
 
 
+async def test_the_reason_counts_a_failed_member_as_the_confidence_does(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = ensemble("members: [down, a, b]\n    normalise: choice\n    quorum: 2")
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert response.confidence == pytest.approx(2 / 3)
+    assert response.decision is not None
+    assert response.decision.reason == "'B' won with votes 2 of 3 members; 1 failed"
+
+
 async def test_quorum_not_met_lists_each_failure(yard_of: Callable[[str], Yard]) -> None:
     text = ensemble("members: [down, limited, a]\n    quorum: 2")
     async with yard_of(text) as yard:
@@ -165,6 +176,17 @@ async def test_a_member_past_its_deadline_counts_as_failed(yard_of: Callable[[st
     assert response.model == "a"
     assert response.decision is not None
     assert "timeout" in (response.decision.children[1].error or "")
+
+
+async def test_a_member_cut_off_at_its_deadline_is_recorded_with_the_time_it_took(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    async with yard_of(ensemble("members: [a, slow]\n    deadlines: {slow: 0.1}")) as yard:
+        response = await yard.complete("vote", "which one?")
+    assert response.decision is not None
+    cut = response.decision.children[1]
+    assert cut.node == "slow"
+    assert cut.latency_ms == pytest.approx(100, abs=40)
 
 
 async def test_wait_quorum_cancels_stragglers_once_decided(yard_of: Callable[[str], Yard]) -> None:

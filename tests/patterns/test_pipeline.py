@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import ConfigError, QualityCheckError
+from modelyard.errors import ConfigError, QualityCheckError, UnavailableError
 from modelyard.types import user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
@@ -30,6 +30,8 @@ models:
     local: {{type: fake, default: "yes"}}
   rejecter:
     local: {{type: fake, default: "no"}}
+  checker-down:
+    local: {{type: fake, default: {{error: unavailable}}}}
   sure:
     local: {{type: fake, default: {{text: "fine", confidence: 0.2}}}}
 """
@@ -106,6 +108,22 @@ async def test_stop_names_the_stage_and_the_check(yard_of: Callable[[str], Yard]
     )
     assert error.cost == 14.0  # two extractor answers of 7 tokens; the checker is free
     assert error.decision is not None and error.decision.error is not None
+
+
+async def test_a_checker_that_is_down_stops_with_its_own_error_not_a_quality_one(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    gate = "{type: checker, model: checker-down}"
+    text = pipeline(f"{{model: extractor, gates: [{gate}], retries: 1, escalate: sloppy}}")
+    async with yard_of(text) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("flow", "capital of France?")
+    error = caught.value
+    assert error.decision is not None
+    assert error.decision.reason == "stage 'extractor': checker checker-down failed (unavailable)"
+    [stage] = error.decision.children
+    assert [c.node for c in stage.children] == ["extractor", "checker-down"]
+    assert error.cost == 7.0  # one extractor answer of 7 tokens, no retry
 
 
 async def test_checker_saying_yes_passes(yard_of: Callable[[str], Yard]) -> None:

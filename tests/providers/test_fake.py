@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from modelyard.cost.prices import Price
-from modelyard.errors import RateLimitedError, UnavailableError
+from modelyard.errors import ModelTimeoutError, RateLimitedError, UnavailableError
 from modelyard.model import ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.streaming import collect
@@ -49,3 +51,12 @@ async def test_cut_stream_raises_instead_of_finishing() -> None:
     model = fake(default=Reply(text="a b c d", cut_after=2))
     with pytest.raises(UnavailableError):
         await collect(model.stream(user("x")))
+
+
+async def test_a_reply_cut_off_by_the_deadline_is_recorded_with_the_time_until_then() -> None:
+    model = fake(default=Reply(text="late", latency=5.0))
+    with pytest.raises(ModelTimeoutError) as caught:
+        await model.complete(user("x", deadline=time.monotonic() + 0.1))
+    decision = caught.value.decision
+    assert decision is not None and decision.node == "fake"
+    assert decision.latency_ms == pytest.approx(100, abs=40)

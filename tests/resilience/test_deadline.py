@@ -10,7 +10,9 @@ import pytest
 
 from modelyard.errors import ModelTimeoutError
 from modelyard.model import Model, ModelInfo
+from modelyard.providers.fake import Reply
 from modelyard.resilience.deadline import DeadlineModel
+from modelyard.resilience.fallback import FallbackModel
 from modelyard.streaming import collect
 from modelyard.types import ChatRequest, ChatResponse, Chunk, user
 from tests.resilience.scripted import scripted
@@ -49,6 +51,29 @@ async def test_a_model_that_ignores_the_deadline_is_abandoned() -> None:
         await DeadlineModel(Deaf(5.0), 0.05).complete(user("x"))
     assert time.monotonic() - started < 0.2
     assert caught.value.code == "deadline" and "deadline" in str(caught.value)
+
+
+async def test_an_abandoned_model_is_recorded_with_its_kind_and_the_time_until_then() -> None:
+    with pytest.raises(ModelTimeoutError) as caught:
+        await DeadlineModel(Deaf(5.0), 0.1).complete(user("x", deadline=time.monotonic() + 10))
+    assert "node deaf's deadline (0.1s) passed" in str(caught.value)
+    decision = caught.value.decision
+    assert decision is not None and decision.kind == "fake"
+    assert decision.latency_ms == pytest.approx(150, abs=40)
+
+
+async def test_a_fallback_under_its_own_deadline_keeps_its_record_and_names_that_deadline() -> None:
+    slow = scripted("slow", default=Reply(text="late", latency=5.0))
+    wrapper = DeadlineModel(FallbackModel("wrapper", [slow]), 0.1)
+    with pytest.raises(ModelTimeoutError) as caught:
+        await wrapper.complete(user("x", deadline=time.monotonic() + 10))
+    assert "node wrapper's deadline (0.1s) passed" in str(caught.value)
+    decision = caught.value.decision
+    assert decision is not None and decision.kind == "fallback"
+    assert (decision.error or "").endswith("node wrapper's deadline (0.1s) passed")
+    [cut] = decision.children
+    assert cut.node == "slow"
+    assert cut.latency_ms == pytest.approx(100, abs=40)
 
 
 async def test_a_stream_that_outlives_the_deadline_is_stopped() -> None:

@@ -396,14 +396,6 @@ def _reply(spec: ReplySpec | str, latency: float) -> Reply:
 
 
 def _build_fake(spec: FakeSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
-    from modelyard.errors import ERROR_KINDS
-
-    for i, item in enumerate(spec.script):
-        if isinstance(item, ReplySpec) and item.error and item.error not in ERROR_KINDS:
-            raise context.error(
-                (*loc, "script", i, "error"),
-                f"unknown error kind {item.error!r}; expected one of {', '.join(ERROR_KINDS)}",
-            )
     return ScriptedModel(
         info=info,
         answers={k: _reply(v, spec.latency) for k, v in spec.answers.items()},

@@ -471,7 +471,7 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
         )
     if all(s.disabled is not None for s in stages):
         context.notes.append(f"cascade {name}: every stage is disabled; it cannot answer")
-    return CascadeModel(name, stages, deadline=spec.deadline)
+    return CascadeModel(name, stages, deadline=spec.deadline, stage_share=spec.stage_share)
 
 
 # --- specialist-generalist ------------------------------------------------------------------

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, field_validator, model_validator
 
 from modelyard.config.base import Spec
 from modelyard.config.replay import ReplaySpec
+from modelyard.errors import ERROR_KINDS
 
 
 class ReplySpec(Spec):
@@ -22,6 +23,15 @@ class ReplySpec(Spec):
     confidence: float | None = Field(default=None, ge=0, le=1)
     logprob: float | None = Field(default=None, le=0)
     cut_after: int | None = Field(default=None, ge=0)
+
+    @field_validator("error")
+    @classmethod
+    def _known_kind(cls, kind: str | None) -> str | None:
+        if kind is not None and kind not in ERROR_KINDS:
+            raise ValueError(
+                f"unknown error kind {kind!r}; expected one of {', '.join(ERROR_KINDS)}"
+            )
+        return kind
 
 
 class FakeSpec(Spec):

@@ -511,6 +511,9 @@ class CascadeSpec(NodeBase):
 
     type: Literal["cascade"]
     stages: list[CascadeStageSpec] = Field(min_length=2)
+    stage_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of the request's remaining time a stage before the last may use (a fallback's
+    `member_share`), so a slow cheap stage cannot leave the last stage without time to answer."""
 
     @model_validator(mode="after")
     def _thresholds(self) -> CascadeSpec:
@@ -520,6 +523,13 @@ class CascadeSpec(NodeBase):
                     f"stages[{i}] needs a threshold and an estimator (every stage but the last "
                     "decides whether to accept its answer)"
                 )
+        last = self.stages[-1]
+        if last.threshold is not None or last.estimator is not None:
+            raise ValueError(
+                f"stages[{len(self.stages) - 1}] is the last stage, which always answers: its "
+                "threshold and estimator would never be used; remove them (or add a stage after "
+                "it)"
+            )
         return self
 
     def child_nodes(self) -> ChildNodes:

@@ -18,6 +18,16 @@ def node_refs(spec: NodeSpec, loc: Loc) -> Iterator[tuple[str, Loc]]:
         yield from node_refs(child, (*loc, *where))
 
 
+def _inline_names(spec: NodeSpec, loc: Loc) -> Iterator[tuple[str, Loc]]:
+    """Every name given to an inline node of `spec` (itself included), with where it is."""
+    if isinstance(spec, str):
+        return
+    if spec.name is not None:
+        yield spec.name, loc
+    for child, where in spec.child_nodes():
+        yield from _inline_names(child, (*loc, *where))
+
+
 def disabled_providers(loaded: LoadedConfig) -> dict[str, str]:
     """Optional providers whose variables are unset, with the reason; raises for required ones."""
     disabled: dict[str, str] = {}
@@ -65,7 +75,23 @@ def check_references(loaded: LoadedConfig) -> None:
                     loc,
                     f"unknown model or system {ref!r}; known: {', '.join(sorted(known))}",
                 )
+    _check_inline_names(loaded)
     _check_cycles(loaded)
+
+
+def _check_inline_names(loaded: LoadedConfig) -> None:
+    """Decision records tell a system's nodes apart by name: no two inline nodes share one."""
+    for system, spec in loaded.config.systems.items():
+        seen: dict[str, Loc] = {}
+        for name, loc in _inline_names(spec, ("systems", system)):
+            if name in seen:
+                raise loaded.error(
+                    (*loc, "name"),
+                    f"two nodes of system {system!r} are called {name!r} (the other is at "
+                    f"{dotted(seen[name])}); give each its own name, so decision records can "
+                    "tell them apart",
+                )
+            seen[name] = loc
 
 
 def _check_cycles(loaded: LoadedConfig) -> None:

@@ -8,6 +8,7 @@ whole file is known. `modelyard schema` writes the JSON Schema generated from th
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -88,6 +89,14 @@ class ProviderSpec(Spec):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "\x00")):
             raise ValueError(f"base_url must start with http:// or https://, got {value[:40]!r}")
+        if value is not None and urlsplit(value).username is not None:
+            # aiohttp refuses credentials in the URL beside an Authorization header, and only
+            # at request time. The message must not echo the URL: it holds a password.
+            raise ValueError(
+                "base_url must not hold credentials (user:password@host); give the key as "
+                "'api_key' (with 'auth' to choose its header or query parameter), or put the "
+                "whole header in 'headers' (e.g. Authorization: Basic ...)"
+            )
         return value.rstrip("/") if value else value
 
 
@@ -131,7 +140,9 @@ class ModelSpec(Spec):
 
     @model_validator(mode="after")
     def _hosted_or_local(self) -> ModelSpec:
-        if (self.provider is None) == (self.local is None):
+        if self.provider is None and self.local is None:
+            raise ValueError("needs 'provider' (a hosted model) or 'local'; neither is given")
+        if self.provider is not None and self.local is not None:
             raise ValueError("give either 'provider' (a hosted model) or 'local', not both")
         if self.provider is not None:
             if not self.id:
@@ -157,7 +168,9 @@ class EmbedderSpec(Spec):
 
     @model_validator(mode="after")
     def _hosted_or_local(self) -> EmbedderSpec:
-        if (self.provider is None) == (self.local is None):
+        if self.provider is None and self.local is None:
+            raise ValueError("needs 'provider' (a hosted embedder) or 'local'; neither is given")
+        if self.provider is not None and self.local is not None:
             raise ValueError("give either 'provider' (a hosted embedder) or 'local', not both")
         if self.provider is not None and (not self.id or self.price is None):
             raise ValueError("a hosted embedder needs 'id' and 'price'")

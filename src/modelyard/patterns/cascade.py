@@ -7,6 +7,10 @@ when less time is left than the stage needs (its `expected_latency`, else the p9
 recent answers). When the stages after a below-threshold answer are all skipped or fail, that
 answer is returned rather than nothing, and the decision says so.
 
+Under a deadline, a stage before the last may use only `stage_share` (default half) of the
+time left, as a fallback's members do, so a slow or hanging cheap stage cannot take the time
+the last stage needs to answer. The last stage gets all that is left.
+
 Cost is every stage that ran plus the estimators' own calls. Streaming runs the stages before
 the answering one to completion and streams the last stage live.
 """
@@ -84,10 +88,16 @@ class CascadeModel(Model):
     """Asks stages in order until one is confident enough; the last always answers."""
 
     def __init__(
-        self, name: str, stages: Sequence[Stage], *, deadline: float | None = None
+        self,
+        name: str,
+        stages: Sequence[Stage],
+        *,
+        deadline: float | None = None,
+        stage_share: float = 0.5,
     ) -> None:
         self.stages = tuple(stages)
         self.deadline = deadline
+        self.stage_share = stage_share
         self._live = tuple(s for s in self.stages if s.disabled is None)
         self._skips = tuple(
             Decision(node=s.name, kind="stage", reason=f"skipped: {s.disabled}")
@@ -165,13 +175,14 @@ class CascadeModel(Model):
     async def _early_stages(self, request: ChatRequest, run: _Run) -> tuple[Stage, Estimate] | None:
         """Run stages before the last live one; the accepted (stage, estimate), if any."""
         for stage in self._live[:-1]:
-            slow = self._too_slow(stage, request)
+            staged = request.with_budget(request.share_of_remaining(self.stage_share))
+            slow = self._too_slow(stage, staged)
             if slow is not None:
                 run.records.append(Decision(node=stage.name, kind="stage", reason=slow))
                 continue
             assert stage.estimator is not None and stage.threshold is not None
             started = time.perf_counter()
-            estimate = await stage.estimator.run(stage.model, request)
+            estimate = await stage.estimator.run(stage.model, staged)
             run.spent += estimate.cost
             if estimate.response is None:
                 verdict = f"failed: {estimate.reason}; escalating"

@@ -11,8 +11,9 @@ spends only what the decision needs and takes the sum of the asked members' late
 or fuser that fails (or whose pick cannot be read) falls back to the vote.
 
 `response.confidence` is the agreement: the share of members (cancelled or not asked ones
-aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Cost is
-every member's plus the judge's or fuser's.
+aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Failed
+members and unreadable answers count as not agreeing, and the reason says how many there were.
+Cost is every member's plus the judge's or fuser's.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Outcome:
         if self.response is not None:
             return answered(self.model, self.response)
         if self.error is not None:
-            return failed(self.model, self.error)
+            return failed(self.model, self.error, self.latency_ms)
         return Decision(
             node=self.model.name,
             kind="model",
@@ -339,9 +340,13 @@ class EnsembleModel(Model):
             first = next(o for o in counted if o.response is not None)
             return first, f"no answer could be read as {self.normalise_name}; first answer"
         winner = counted[result.first]
-        votes = result.votes[result.winner or ""]
-        kind = "weight" if self.combine == "weighted_vote" else "votes"
-        return winner, (f"{result.winner!r} won with {kind} {votes:g} of {result.total:g}")
+        turnout = _turnout(counted, result.winner)
+        if self.combine == "weighted_vote":
+            weight = result.votes[result.winner or ""]
+            return winner, (
+                f"{result.winner!r} won with weight {weight:g} of {result.total:g}; {turnout}"
+            )
+        return winner, f"{result.winner!r} won with votes {turnout}"
 
     async def _judge(
         self, request: ChatRequest, usable: Sequence[Outcome]
@@ -475,6 +480,20 @@ def _agreement(outcomes: Sequence[Outcome], key: str | None) -> float:
     if key is None or not counted:
         return 0.0
     return sum(1 for o in counted if o.key == key) / len(counted)
+
+
+def _turnout(counted: Sequence[Outcome], key: str | None) -> str:
+    """How many members gave `key`, out of how many, and why the others gave no vote: the
+    figures the agreement (`response.confidence`) is computed from."""
+    agreeing = sum(1 for o in counted if o.key == key)
+    out = f"{agreeing} of {len(counted)} members"
+    failures = sum(1 for o in counted if o.error is not None)
+    unreadable = sum(1 for o in counted if o.response is not None and o.key is None)
+    if failures:
+        out += f"; {failures} failed"
+    if unreadable:
+        out += f"; {unreadable} unreadable"
+    return out
 
 
 def _problem(outcome: Outcome) -> str:

@@ -36,6 +36,8 @@ class GateResult:
     reason: str
     cost: float = 0.0
     decision: Decision | None = None
+    error: ModelError | None = None
+    """Why the gate could not judge at all (its checker failed): no verdict on the output."""
 
 
 class Gate(abc.ABC):
@@ -137,7 +139,7 @@ class CheckerGate(Gate):
             verdict = await self.model.complete(derived(request, text))
         except ModelError as exc:
             reason = f"checker {self.model.name} failed ({exc.kind})"
-            return GateResult(False, reason, exc.cost, failed(self.model, exc))
+            return GateResult(False, reason, exc.cost, failed(self.model, exc), exc)
         record = answered(self.model, verdict)
         score = parse_verdict(verdict.text)
         if score is None:

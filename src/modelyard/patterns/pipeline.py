@@ -1,7 +1,9 @@
 """Pipeline: stages in order, each reading the request and earlier outputs through a template,
 each output checked by gates before the next stage sees it. A stage whose output fails a gate
 is rerun (`retries` times), then handed to its `escalate` Model, then the pipeline stops with
-QualityCheckError naming the stage and the check.
+QualityCheckError naming the stage and the check. A checker gate whose model fails gives no
+verdict: the pipeline stops at once with the checker's own error (say `unavailable`), which a
+fallback can act on, rather than retrying or escalating work that no checker can judge.
 
 Every stage gets the request's options (temperature, tools, format, deadline); only its
 messages (one user message: the rendered template) and, if set, its system prompt change.
@@ -164,20 +166,17 @@ class PipelineModel(Model):
                 stage_cost += exc.cost
                 progress.spent += exc.cost
                 attempts.append(failed(model, exc))
-                progress.records.append(
-                    self._stage_record(
-                        stage,
-                        None,
-                        f"{label} failed ({exc.kind})",
-                        attempts,
-                        stage_cost,
-                        started,
-                        notes,
-                    )
+                record = self._stage_record(
+                    stage,
+                    None,
+                    f"{label} failed ({exc.kind})",
+                    attempts,
+                    stage_cost,
+                    started,
+                    notes,
                 )
                 reason = f"stage {stage.name!r} failed ({exc.kind})"
-                decision = self._decision(progress, None, reason, error=str(exc))
-                raise raise_with(exc, cost=progress.spent, decision=decision) from None
+                raise self._stopped(progress, record, reason, exc) from None
             attempts.append(answered(model, response))
             stage_cost += response.cost
             progress.spent += response.cost
@@ -188,6 +187,12 @@ class PipelineModel(Model):
             stage_cost += gate_cost
             progress.spent += gate_cost
             notes.extend(f"{label}: {n}" for n in gate_notes)
+            if failure is not None and failure.error is not None:
+                record = self._stage_record(
+                    stage, None, f"{label}: {failure.reason}", attempts, stage_cost, started, notes
+                )
+                reason = f"stage {stage.name!r}: {failure.reason}"
+                raise self._stopped(progress, record, reason, failure.error)
             if failure is None:
                 reason = f"{label} by {model.name} passed" + (" all gates" if stage.gates else "")
                 progress.records.append(
@@ -206,6 +211,14 @@ class PipelineModel(Model):
         raise self._quality(
             stage, f"failed check {last_failure} after {tries} attempt(s)", progress
         )
+
+    def _stopped(
+        self, progress: _Progress, record: Decision, reason: str, exc: ModelError
+    ) -> ModelError:
+        """`exc`, a stage model's or checker's failure, as the pipeline's, with its record."""
+        progress.records.append(record)
+        decision = self._decision(progress, None, reason, error=str(exc))
+        return raise_with(exc, cost=progress.spent, decision=decision)
 
     def _stage_record(
         self,
@@ -290,18 +303,9 @@ class PipelineModel(Model):
                 yield Chunk(response=self._finish(response, last, progress))
         except ModelError as exc:
             progress.spent += exc.cost
-            progress.records.append(
-                self._stage_record(
-                    last,
-                    None,
-                    f"failed ({exc.kind})",
-                    [failed(last.model, exc)],
-                    exc.cost,
-                    started,
-                    [],
-                )
+            attempt = [failed(last.model, exc)]
+            record = self._stage_record(
+                last, None, f"failed ({exc.kind})", attempt, exc.cost, started, []
             )
-            decision = self._decision(
-                progress, None, f"stage {last.name!r} failed ({exc.kind})", error=str(exc)
-            )
-            raise raise_with(exc, cost=progress.spent, decision=decision) from None
+            reason = f"stage {last.name!r} failed ({exc.kind})"
+            raise self._stopped(progress, record, reason, exc) from None

@@ -31,8 +31,9 @@ def answered(model: Model, response: ChatResponse) -> Decision:
     return Decision(node=model.name, kind="model", reason="answered", cost=response.cost)
 
 
-def failed(model: Model, error: ModelError) -> Decision:
-    """The decision record of a child that failed: the one it attached, or a minimal one."""
+def failed(model: Model, error: ModelError, latency_ms: float = 0.0) -> Decision:
+    """The decision record of a child that failed: the one it attached, or a minimal one
+    taking `latency_ms` (what the caller measured, say until it cut the child off)."""
     decision = error.decision
     if decision is not None:
         return decision
@@ -40,6 +41,7 @@ def failed(model: Model, error: ModelError) -> Decision:
         node=model.name,
         kind="model",
         reason="failed",
+        latency_ms=latency_ms,
         error=f"{error.kind}: {error}",
         cost=error.cost,
     )

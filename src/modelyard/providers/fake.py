@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
-from modelyard.errors import ERROR_KINDS, ModelError, UnavailableError
+from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, UnavailableError
 from modelyard.model import Model, ModelInfo, elapsed_ms
 from modelyard.types import (
     ChatRequest,
@@ -85,6 +85,9 @@ class ScriptedModel(Model):
             code=kind,
             retry_after=reply.retry_after,
         )
+        return self._failed(exc, started)
+
+    def _failed(self, exc: ModelError, started: float) -> ModelError:
         decision = Decision(
             node=self.name,
             kind="model",
@@ -143,7 +146,7 @@ class ScriptedModel(Model):
         started = time.perf_counter()
         reply = self._next(request)
         if reply.latency:
-            await _sleep_within(reply.latency, request, self.name)
+            await self._sleep_within(reply.latency, request, started)
         if reply.error is not None:
             raise self._error(reply, started)
         return self._response(request, reply, started)
@@ -152,7 +155,7 @@ class ScriptedModel(Model):
         started = time.perf_counter()
         reply = self._next(request)
         if reply.latency:
-            await _sleep_within(reply.latency, request, self.name)
+            await self._sleep_within(reply.latency, request, started)
         if reply.error is not None:
             raise self._error(reply, started)
         words = reply.text.split(" ")
@@ -178,21 +181,19 @@ class ScriptedModel(Model):
         yield Chunk(finish_reason=response.finish_reason)
         yield Chunk(response=response)
 
-
-async def _sleep_within(seconds: float, request: ChatRequest, name: str) -> None:
-    """Sleep like a slow provider would, but never past the request's deadline."""
-    left = request.remaining()
-    if left is not None and left < seconds:
-        from modelyard.errors import ModelTimeoutError
-
-        await asyncio.sleep(max(0.0, left))
-        raise ModelTimeoutError(
-            f"no answer before the request's deadline ({seconds:.3f}s needed)",
-            model=name,
-            code="deadline",
-            retryable=False,
-        )
-    await asyncio.sleep(seconds)
+    async def _sleep_within(self, seconds: float, request: ChatRequest, started: float) -> None:
+        """Sleep like a slow provider would, but never past the request's deadline."""
+        left = request.remaining()
+        if left is not None and left < seconds:
+            await asyncio.sleep(max(0.0, left))
+            timeout = ModelTimeoutError(
+                f"no answer before the request's deadline ({seconds:.3f}s needed)",
+                model=self.name,
+                code="deadline",
+                retryable=False,
+            )
+            raise self._failed(timeout, started)
+        await asyncio.sleep(seconds)
 
 
 def constant_logprob(probability: float) -> float:

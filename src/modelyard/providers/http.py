@@ -60,6 +60,16 @@ def _timed_out(limit: float, remaining: float | None, what: str, code: str) -> M
     return ModelTimeoutError(f"{what} within {limit:.1f}s", code=code)
 
 
+def _not_sent(exc: Exception) -> UnavailableError:
+    """The error for anything else the client raises (aiohttp refusing to build the request,
+    say): inside the error tree, so fallbacks move on; repeating the call cannot help."""
+    return UnavailableError(
+        f"request failed in the HTTP client: {type(exc).__name__}",
+        code="client_error",
+        retryable=False,
+    )
+
+
 class StreamReply:
     """An open streaming response: status and headers now, the body as events."""
 
@@ -173,6 +183,8 @@ class HttpClient:
             raise UnavailableError(
                 f"connection failed: {type(exc).__name__}", code="connection"
             ) from None
+        except Exception as exc:
+            raise _not_sent(exc) from exc
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -200,6 +212,8 @@ class HttpClient:
             raise UnavailableError(
                 f"connection failed: {type(exc).__name__}", code="connection"
             ) from None
+        except Exception as exc:
+            raise _not_sent(exc) from exc
         try:
             yield StreamReply(response, self.timeouts)
             # The caller stopped at the API's terminal event; the body's own end normally

@@ -2,31 +2,52 @@
 
 `DeadlineModel` tightens `request.deadline` to the node's `deadline:` (never loosens it), so
 everything below — retries, queues, fallbacks, the transport's timeouts — sees what is left
-through `request.remaining()`. It also abandons an inner Model that ignores the deadline
-(a local function that hangs), so the caller never waits past it.
+through `request.remaining()`. Those stop at the deadline by themselves and report what they
+did, so the inner node's own record (its kind, its children and their latencies) is kept; a
+timeout caused by this node's deadline rather than the caller's says so. An inner Model that
+ignores the deadline (a local function that hangs) is abandoned `GRACE` seconds after it, so
+the caller never waits much past it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
-from modelyard.errors import ModelTimeoutError
-from modelyard.model import Model, Wrapper
-from modelyard.resilience.streams import closing
+from modelyard.errors import ModelError, ModelTimeoutError
+from modelyard.model import Model, Wrapper, elapsed_ms
+from modelyard.resilience.streams import annotate, closing
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 DEADLINE = "deadline"
 """The error code of every timeout caused by the request's own deadline."""
 
+GRACE = 0.05
+"""Seconds past the deadline an inner Model has to report its own timeout before it is
+abandoned: abandoning it at the deadline itself would race it and lose its record."""
 
-def deadline_error(name: str, request: ChatRequest, doing: str) -> ModelTimeoutError:
-    """The error for a request whose deadline passed while `doing` something."""
-    error = ModelTimeoutError(
-        f"the request's deadline passed {doing}", model=name, code=DEADLINE, retryable=False
-    )
+REQUEST_DEADLINE = "the request's deadline"
+
+
+def deadline_error(
+    name: str,
+    doing: str,
+    *,
+    whose: str = REQUEST_DEADLINE,
+    kind: str = "deadline",
+    started: float | None = None,
+) -> ModelTimeoutError:
+    """The error for a node whose deadline (`whose`) passed while `doing` something, with its
+    record (of `kind`, timed from `started`)."""
+    error = ModelTimeoutError(f"{whose} passed {doing}", model=name, code=DEADLINE, retryable=False)
     error.decision = Decision(
-        node=name, kind="deadline", reason="deadline passed", error=error.message
+        node=name,
+        kind=kind,
+        reason="deadline passed",
+        latency_ms=0.0 if started is None else elapsed_ms(started),
+        error=error.message,
     )
     return error
 
@@ -37,44 +58,74 @@ class DeadlineModel(Wrapper):
     def __init__(self, inner: Model, seconds: float) -> None:
         super().__init__(inner)
         self.seconds = seconds
+        self._own = f"node {self.name}'s deadline ({seconds:g}s)"
 
     def describe(self) -> dict[str, object]:
         out = self.inner.describe()
         out["deadline"] = f"{self.seconds:g}s"
         return out
 
+    def _whose(self, request: ChatRequest, tightened: ChatRequest) -> str:
+        """Which deadline `tightened` carries: this node's own, or the caller's."""
+        assert tightened.deadline is not None
+        if request.deadline is None or tightened.deadline < request.deadline:
+            return self._own
+        return REQUEST_DEADLINE
+
+    def _passed(self, whose: str, doing: str, started: float) -> ModelTimeoutError:
+        """The inner Model was abandoned (or never called): the record has its kind."""
+        kind = self.inner.info.kind
+        return deadline_error(self.name, doing, whose=whose, kind=kind, started=started)
+
+    def _name_deadline(self, exc: ModelError, whose: str) -> None:
+        """Make an inner timeout caused by this node's deadline say so: the inner Model only
+        saw a request whose deadline was near."""
+        note = f"{whose} passed"
+        if exc.code != DEADLINE or whose != self._own or note in exc.message:
+            return
+        annotate(exc, note)
+        if exc.decision is not None and exc.decision.error is not None:
+            exc.decision = replace(exc.decision, error=f"{exc.decision.error}; {note}")
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        request = request.with_budget(self.seconds)
-        left = request.remaining()
+        started = time.perf_counter()
+        tightened = request.with_budget(self.seconds)
+        whose = self._whose(request, tightened)
+        left = tightened.remaining()
         assert left is not None
         if left <= 0:
-            raise deadline_error(self.name, request, "before the call started")
+            raise self._passed(whose, "before the call started", started)
         try:
-            async with asyncio.timeout(left):
-                return await self.inner.complete(request)
+            async with asyncio.timeout(left + GRACE):
+                return await self.inner.complete(tightened)
         except TimeoutError:
-            raise deadline_error(
-                self.name, request, f"while waiting for an answer ({self.seconds:g}s allowed)"
-            ) from None
+            raise self._passed(whose, "while waiting for an answer", started) from None
+        except ModelError as exc:
+            self._name_deadline(exc, whose)
+            raise
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        request = request.with_budget(self.seconds)
-        async with closing(self.inner.stream(request)) as stream:
-            iterator = aiter(stream)
-            while True:
-                left = request.remaining()
-                assert left is not None
-                if left <= 0:
-                    raise deadline_error(self.name, request, "while streaming")
-                # The timeout covers waiting for the next chunk only, never the caller's own
-                # time between chunks (it runs in the caller's task, outside this frame).
-                try:
-                    async with asyncio.timeout(left):
-                        chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise deadline_error(
-                        self.name, request, f"while streaming ({self.seconds:g}s allowed)"
-                    ) from None
-                yield chunk
+        started = time.perf_counter()
+        tightened = request.with_budget(self.seconds)
+        whose = self._whose(request, tightened)
+        try:
+            async with closing(self.inner.stream(tightened)) as stream:
+                iterator = aiter(stream)
+                while True:
+                    left = tightened.remaining()
+                    assert left is not None
+                    if left <= 0:
+                        raise self._passed(whose, "while streaming", started)
+                    # The timeout covers waiting for the next chunk only, never the caller's
+                    # own time between chunks (it runs in the caller's task, outside this frame).
+                    try:
+                        async with asyncio.timeout(left + GRACE):
+                            chunk = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        raise self._passed(whose, "while streaming", started) from None
+                    yield chunk
+        except ModelError as exc:
+            self._name_deadline(exc, whose)
+            raise

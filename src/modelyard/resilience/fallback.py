@@ -267,11 +267,9 @@ class _Run:
     def share(self, request: ChatRequest, queue: list[Model]) -> float | None:
         """Seconds the member about to be tried may use while untried members wait their turn
         (None: all that is left)."""
-        left = request.remaining()
-        share = self.model.share
-        if left is None or share >= 1.0 or all(id(m) in self.tried for m in queue):
+        if all(id(m) in self.tried for m in queue):
             return None
-        return max(left, 0.0) * share
+        return request.share_of_remaining(self.model.share)
 
     def failed(self, member: Model, exc: ModelError) -> None:
         self.attempts.append(exc.decision or _failed_decision(member, exc))
