@@ -6,9 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
+from modelyard.cli.evaluate import _dump
 
 runner = CliRunner()
 ARC = "routerbench-train/arc_challenge_train.csv"
@@ -172,3 +174,8 @@ def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
     assert "model: gpt-4-1106-preview" in out.read_text()
     text = " ".join(runner.invoke(app, args).output.split())
     assert "at 90% confidence" in text
+
+
+def test_json_output_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    _dump({"accuracy": float("nan"), "costs": [float("inf"), 0.5]})
+    assert json.loads(capsys.readouterr().out) == {"accuracy": None, "costs": [None, 0.5]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from typer.testing import CliRunner
 
 from modelyard.cli import app
 from modelyard.errors import ConfigError
+from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
+from modelyard.evaluation.report import summarize
+from tests.evaluation.conftest import own_rows, write_jsonl
 
 ARC = "routerbench-train/arc_challenge_train.csv"
 CONFIG = """
@@ -116,3 +120,27 @@ def test_rolling_back_past_the_first_version_is_refused(write_config: Callable[.
     path = write_config("models:\n  a:\n    local: {type: fake}\n")
     result = runner.invoke(app, ["rollback", str(path)])
     assert result.exit_code == 2 and "cannot roll back" in result.output
+
+
+def test_gate_refuses_when_no_item_has_a_label_and_names_the_fields_seen(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    golden = write_jsonl(
+        tmp_path / "golden.jsonl",
+        [{"id": r["id"], "prompt": r["prompt"], "gold": r["label"]} for r in own_rows()[::2]],
+    )
+    args = ["gate", str(base), str(cand), "--data", str(golden), "--scorer", "number"]
+    result = runner.invoke(app, [*args, "--max-cost-increase", "100"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "cannot compare accuracy: baseline: no item has a label" in text
+    assert "4 of 4 items have no 'label' or 'answer' field; other fields: gold" in text
+    assert "gate passed" not in text
+
+
+def test_a_non_finite_accuracy_cannot_be_judged() -> None:
+    report = replace(summarize("main", []), n=1, scored=1, accuracy=float("nan"))
+    fine = replace(report, accuracy=1.0)
+    with pytest.raises(ConfigError, match="candidate: its accuracy is nan"):
+        judge(fine, report, [], [], Tolerances())

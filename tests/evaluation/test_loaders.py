@@ -11,6 +11,7 @@ import pytest
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.synthetic import pseudo_gold
+from tests.evaluation.conftest import own_rows, write_jsonl
 
 GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
 MMLU = "routellm/mmlu/responses/mmlu_anatomy.csv"
@@ -167,3 +168,11 @@ def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> Non
     assert recordings.duplicates == 1
     assert recordings.lookup("same prompt") is not None
     assert recordings.lookup("same prompt").outcomes["m"].text == "first"  # type: ignore[union-attr]
+
+
+def test_a_nan_score_in_jsonl_recordings_is_a_load_error_naming_the_line(tmp_path: Path) -> None:
+    rows = own_rows()
+    rows[4]["score"] = float("nan")
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=r"rec\.jsonl:5: field 'score' must be a finite number"):
+        load_recordings("jsonl", [path])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,14 +20,21 @@ from modelyard.errors import ConfigError
 from modelyard.evaluation import html as reports
 from modelyard.evaluation.calibrate import Calibration, Calibrator, Target
 from modelyard.evaluation.compare import Row, compare
-from modelyard.evaluation.dataset import LABELLED, Item, holdout, load_items, select_split
+from modelyard.evaluation.dataset import (
+    LABELLED,
+    Item,
+    holdout,
+    load_items,
+    select_split,
+    unlabelled_warning,
+)
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.gate import GateResult, Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.report import EvalReport
-from modelyard.evaluation.scorers import make_scorer
+from modelyard.evaluation.scorers import Scorer, make_scorer
 from modelyard.yard import Yard
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
@@ -94,8 +103,26 @@ def _items(data: str, fmt: str, split: str | None, limit: int | None) -> list[It
     return items[:limit] if limit else items
 
 
+def _warn_unlabelled(items: Sequence[Item], scoring: Scorer, data: str, fmt: str) -> None:
+    warning = unlabelled_warning(items, data, fmt) if scoring.needs_label else None
+    if warning is not None:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: bare NaN is not JSON, and strict parsers
+    reject the whole document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _dump(value: Any) -> None:
-    console.print_json(json.dumps(value, default=str))
+    console.print_json(json.dumps(_finite(value), default=str, allow_nan=False))
 
 
 def _write_html(path: Path | None, text: Callable[[], str]) -> None:
@@ -174,6 +201,7 @@ def eval_command(
         yard = load_for_evaluation(config)
         items = _items(data, fmt, split, limit)
         scoring = make_scorer(_scorer_spec(scorer, fmt), yard.models)
+        _warn_unlabelled(items, scoring, data, fmt)
 
         async def go() -> Any:
             try:
@@ -351,6 +379,7 @@ def calibrate(
         probe = load_for_evaluation(config)
         knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
         scoring = make_scorer(_scorer_spec(scorer, fmt), probe.models)
+        _warn_unlabelled([*train, *test], scoring, data, fmt)
         asyncio.run(probe.aclose())
 
         async def go() -> Calibration:
@@ -413,6 +442,7 @@ def compare_command(
         yard = load_for_evaluation(config)
         items = _items(data, fmt, split, limit)
         scoring = make_scorer(_scorer_spec(scorer, fmt), yard.models)
+        _warn_unlabelled(items, scoring, data, fmt)
 
         async def go() -> list[Row]:
             try:
@@ -534,6 +564,7 @@ def gate(
         name = _only_system(base_yard, system, baseline)
         base_scorer = make_scorer(_scorer_spec(scorer, fmt), base_yard.models)
         cand_scorer = make_scorer(_scorer_spec(scorer, fmt), cand_yard.models)
+        _warn_unlabelled(items, base_scorer, data, fmt)
 
         async def go() -> GateResult:
             try:

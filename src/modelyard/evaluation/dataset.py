@@ -147,6 +147,18 @@ def select_split(items: Sequence[Item], split: str | None, source: str = "data")
     return chosen
 
 
+def unlabelled_warning(items: Sequence[Item], source: str, fmt: str = LABELLED) -> str | None:
+    """A warning when most items have no label, naming the other fields the items have (a
+    misnamed label field leaves every item out of accuracy, which is then no evidence)."""
+    missing = sum(1 for i in items if i.label is None)
+    if missing * 2 <= len(items):
+        return None
+    where = "no 'label' or 'answer' field" if fmt == LABELLED else f"no label in {fmt} recordings"
+    others = sorted({key for i in items for key in i.meta})
+    seen = f"; other fields: {', '.join(others[:12])}" if others else ""
+    return f"{source}: {missing} of {len(items)} items have {where}{seen}; accuracy leaves them out"
+
+
 def holdout(
     items: Sequence[Item], test_fraction: float, seed: int
 ) -> tuple[list[Item], list[Item]]:

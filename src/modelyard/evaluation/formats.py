@@ -32,6 +32,7 @@ from modelyard.evaluation.routellm import load_gsm8k, load_mmlu, load_mtbench
 from modelyard.evaluation.routerbench import load_routerbench
 from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
 from modelyard.evaluation.tabular import files_in, read_json, read_jsonl
+from modelyard.patterns.training import OutcomesError, recorded_score
 
 Loader = Callable[[Path], Recordings]
 
@@ -115,11 +116,10 @@ def _optional_float(row: dict[str, Any], name: str, path: Path, line: int) -> fl
 
 
 def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
-    score = _optional_float(row, "score", path, line)
-    if score is None and "correct" in row:
-        if not isinstance(row["correct"], bool):
-            raise ConfigError("field 'correct' must be true or false", path=str(path), line=line)
-        score = 1.0 if row["correct"] else 0.0
+    try:
+        score = recorded_score(row)  # the check `modelyard train` applies to the same rows
+    except OutcomesError as exc:
+        raise ConfigError(str(exc), path=str(path), line=line) from None
     tokens_in = _optional_float(row, "input_tokens", path, line)
     tokens_out = _optional_float(row, "output_tokens", path, line)
     return Outcome(

@@ -6,11 +6,12 @@ The outcomes file has one JSON object per line, one per (prompt, model) pair:
     {"prompt": "What is 2+2?", "model": "gpt-4o-mini", "correct": true, "cost": 0.00012}
     {"prompt": "What is 2+2?", "model": "llama-8b", "score": 0.5, "response": "5"}
 
-`correct` (true/false) or `score` (0 to 1) is required; `cost` (USD for that call) is optional
-and, where given, becomes the candidate's mean recorded cost. With features `prompt` (a router)
-the predictor sees the prompt only; with `answer` (a cascade's check) it sees the prompt and the
-model's `response`, which every row must then carry, and optionally a set of answer signals
-(`patterns/signals.py`) computed from the response.
+`score` (0 to 1) or `correct` (true/false) is required (`score` wins when both are given);
+`cost` (USD for that call) is optional and, where given, becomes the candidate's mean recorded
+cost. With features `prompt` (a router) the predictor sees the prompt only; with `answer` (a
+cascade's check) it sees the prompt and the model's `response`, which every row must then
+carry, and optionally a set of answer signals (`patterns/signals.py`) computed from the
+response.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import datetime
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -112,11 +113,11 @@ def _row(line: str, where: str) -> Outcome:
     for key in ("prompt", "model"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise OutcomesError(f"{where}: missing {key!r} (a non-empty string)")
-    if isinstance(data.get("correct"), bool):
-        score = 1.0 if data["correct"] else 0.0
-    elif _number(data.get("score")) and 0 <= data["score"] <= 1:
-        score = float(data["score"])
-    else:
+    try:
+        score = recorded_score(data)
+    except OutcomesError as exc:
+        raise OutcomesError(f"{where}: {exc}") from None
+    if score is None:
         raise OutcomesError(f"{where}: needs 'correct' (true/false) or 'score' (0 to 1)")
     cost = data.get("cost")
     if cost is not None and (not _number(cost) or cost < 0):
@@ -132,6 +133,24 @@ def _row(line: str, where: str) -> Outcome:
         response,
         data.get("synthetic") is True,
     )
+
+
+def recorded_score(row: Mapping[str, Any]) -> float | None:
+    """A recorded row's correctness: a finite `score` from 0 to 1, else `correct` (true/false)
+    as 1 or 0; None when the row has neither. OutcomesError (without the row's place, which the
+    caller adds) when either field holds anything else: one NaN or out-of-range score would
+    skew every mean computed from the file."""
+    score = row.get("score")
+    if score is not None:
+        if not _number(score) or not 0 <= score <= 1:
+            raise OutcomesError(f"field 'score' must be a finite number from 0 to 1, got {score!r}")
+        return float(score)
+    correct = row.get("correct")
+    if correct is None:
+        return None
+    if not isinstance(correct, bool):
+        raise OutcomesError(f"field 'correct' must be true or false, got {correct!r}")
+    return 1.0 if correct else 0.0
 
 
 def _number(value: Any) -> bool:
