@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.synthetic import pseudo_gold
+from modelyard.patterns.training import OutcomesError, read_outcomes
 from tests.evaluation.conftest import own_rows, write_jsonl
 
 GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
@@ -176,3 +178,48 @@ def test_a_nan_score_in_jsonl_recordings_is_a_load_error_naming_the_line(tmp_pat
     path = write_jsonl(tmp_path / "rec.jsonl", rows)
     with pytest.raises(ConfigError, match=r"rec\.jsonl:5: field 'score' must be a finite number"):
         load_recordings("jsonl", [path])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("score", 5, "field 'score' must be a finite number from 0 to 1, got 5"),
+        ("score", -3, "field 'score' must be a finite number from 0 to 1, got -3"),
+        ("cost", -1, "field 'cost' must be a non-negative number of USD, got -1"),
+        ("cost", float("inf"), "field 'cost' must be a non-negative number of USD, got inf"),
+        ("confidence", 1.5, "field 'confidence' must be a finite number from 0 to 1"),
+    ],
+)
+def test_jsonl_recordings_reject_impossible_scores_and_costs_as_train_does(
+    tmp_path: Path, field: str, value: float, message: str
+) -> None:
+    rows = own_rows()
+    rows[4][field] = value
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
+        load_recordings("jsonl", [path])
+    if field != "confidence":  # train reads no confidence
+        with pytest.raises(OutcomesError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
+            read_outcomes(path)
+
+
+def test_routerbench_rejects_a_score_above_one_and_a_negative_cost(tmp_path: Path) -> None:
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\nb,['Q2'],arc,5,['B'],0.1\n")
+    with pytest.raises(ConfigError, match=r"rb\.csv:3: column 'm' must be a finite number"):
+        load_recordings("routerbench", [path])
+    path.write_text(header + "a,['Q1'],arc,1,['A'],-0.1\n")
+    with pytest.raises(ConfigError, match=r"rb\.csv:2: column 'm\|total_cost' must be a non-neg"):
+        load_recordings("routerbench", [path])
+
+
+def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
+    path = tmp_path / "gsm8k-test.json"
+    path.write_text(
+        json.dumps(
+            [{"question": "Q?", "scores": {"m": 0.5}}, {"question": "R?", "scores": {"m": 1.5}}]
+        )
+    )
+    with pytest.raises(ConfigError, match=r"item 1: score of 'm' must be a finite number"):
+        load_recordings("routerdc", [path])

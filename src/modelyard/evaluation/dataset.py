@@ -92,7 +92,7 @@ def load_labelled(path: Path) -> list[Item]:
     if path.suffix == ".csv":
         header, rows = read_csv(path)
         require_columns(path, header, ["prompt"])
-        items = [_item(row, n, path, n + 2) for n, row in enumerate(rows)]
+        items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
     elif path.suffix in (".jsonl", ".ndjson"):
         items = [_item(row, n, path, line) for n, (line, row) in enumerate(read_jsonl(path))]
     else:

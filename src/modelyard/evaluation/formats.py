@@ -20,6 +20,7 @@ are synthesised letters (`synthetic.py`), other answers a placeholder naming the
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +28,19 @@ from typing import Any
 
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
-from modelyard.evaluation.recordings import Outcome, RecordedItem, Recordings, make_recordings
+from modelyard.evaluation.recordings import (
+    Outcome,
+    RecordedItem,
+    Recordings,
+    make_recordings,
+    recorded_cost,
+    recorded_score,
+    unit_score,
+)
 from modelyard.evaluation.routellm import load_gsm8k, load_mmlu, load_mtbench
 from modelyard.evaluation.routerbench import load_routerbench
 from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
 from modelyard.evaluation.tabular import files_in, read_json, read_jsonl
-from modelyard.patterns.training import OutcomesError, recorded_score
 
 Loader = Callable[[Path], Recordings]
 
@@ -62,7 +70,7 @@ def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | No
     letters = option_letters(prompt) or "ABCD"
     outcomes = {}
     for model, raw in dict(row["scores"]).items():
-        value = float(raw)
+        value = unit_score(raw, f"item {number}: score of {model!r}", str(path), None)
         if choice:
             score = 1.0 if value > 0 else 0.0
             text = choice_answer(prompt, model, value > 0, letters)
@@ -107,28 +115,32 @@ def load_routerdc(path: Path) -> Recordings:
 
 
 def _optional_float(row: dict[str, Any], name: str, path: Path, line: int) -> float | None:
+    """A count or a duration: a finite, non-negative number when present."""
     value = row.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"field {name!r} must be a number", path=str(path), line=line)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(
+            f"field {name!r} must be a non-negative number", path=str(path), line=line
+        )
+    if not math.isfinite(value):
+        raise ConfigError(f"field {name!r} must be finite", path=str(path), line=line)
     return float(value)
 
 
 def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
-    try:
-        score = recorded_score(row)  # the check `modelyard train` applies to the same rows
-    except OutcomesError as exc:
-        raise ConfigError(str(exc), path=str(path), line=line) from None
     tokens_in = _optional_float(row, "input_tokens", path, line)
     tokens_out = _optional_float(row, "output_tokens", path, line)
+    confidence = row.get("confidence")
     return Outcome(
         text=str(row["response"]),
-        score=score,
-        cost=_optional_float(row, "cost", path, line),
+        score=recorded_score(row, str(path), line),
+        cost=recorded_cost(row, str(path), line),
         input_tokens=None if tokens_in is None else int(tokens_in),
         output_tokens=None if tokens_out is None else int(tokens_out),
-        confidence=_optional_float(row, "confidence", path, line),
+        confidence=None
+        if confidence is None
+        else unit_score(confidence, "field 'confidence'", str(path), line),
         latency_ms=_optional_float(row, "latency_ms", path, line),
         provider_model=str(row["provider_model"]) if row.get("provider_model") else None,
         synthetic=row.get("synthetic") is True,

@@ -19,14 +19,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from modelyard.errors import ConfigError
+from modelyard.evaluation.recordings import recorded_cost, recorded_score
 from modelyard.model import Embedder
 from modelyard.patterns.artifact import Artifact
 from modelyard.patterns.learned import (
@@ -80,7 +81,7 @@ def read_outcomes(
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        row = _row(line, f"{path}:{number}")
+        row = _row(line, path, number)
         if wanted is not None and row.model not in wanted:
             continue
         if features == "answer" and row.response is None:
@@ -103,7 +104,8 @@ def read_outcomes(
     return out
 
 
-def _row(line: str, where: str) -> Outcome:
+def _row(line: str, path: Path, number: int) -> Outcome:
+    where = f"{path}:{number}"
     try:
         data = json.loads(line)
     except ValueError as exc:
@@ -113,15 +115,13 @@ def _row(line: str, where: str) -> Outcome:
     for key in ("prompt", "model"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise OutcomesError(f"{where}: missing {key!r} (a non-empty string)")
-    try:
-        score = recorded_score(data)
-    except OutcomesError as exc:
-        raise OutcomesError(f"{where}: {exc}") from None
+    try:  # the checks replay applies to the same rows
+        score = recorded_score(data, str(path), number)
+        cost = recorded_cost(data, str(path), number)
+    except ConfigError as exc:
+        raise OutcomesError(str(exc)) from None
     if score is None:
         raise OutcomesError(f"{where}: needs 'correct' (true/false) or 'score' (0 to 1)")
-    cost = data.get("cost")
-    if cost is not None and (not _number(cost) or cost < 0):
-        raise OutcomesError(f"{where}: 'cost' must be a non-negative number of USD")
     response = data.get("response")
     if response is not None and not isinstance(response, str):
         raise OutcomesError(f"{where}: 'response' must be a string")
@@ -129,32 +129,10 @@ def _row(line: str, where: str) -> Outcome:
         data["prompt"],
         data["model"],
         score,
-        None if cost is None else float(cost),
+        cost,
         response,
         data.get("synthetic") is True,
     )
-
-
-def recorded_score(row: Mapping[str, Any]) -> float | None:
-    """A recorded row's correctness: a finite `score` from 0 to 1, else `correct` (true/false)
-    as 1 or 0; None when the row has neither. OutcomesError (without the row's place, which the
-    caller adds) when either field holds anything else: one NaN or out-of-range score would
-    skew every mean computed from the file."""
-    score = row.get("score")
-    if score is not None:
-        if not _number(score) or not 0 <= score <= 1:
-            raise OutcomesError(f"field 'score' must be a finite number from 0 to 1, got {score!r}")
-        return float(score)
-    correct = row.get("correct")
-    if correct is None:
-        return None
-    if not isinstance(correct, bool):
-        raise OutcomesError(f"field 'correct' must be true or false, got {correct!r}")
-    return 1.0 if correct else 0.0
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def file_digest(path: Path) -> str:
