@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from modelyard.cli import app
 from modelyard.cli.evaluate import _dump
+from modelyard.evaluation.history import ConfigHistory
 
 runner = CliRunner()
 ARC = "routerbench-train/arc_challenge_train.csv"
@@ -179,3 +180,51 @@ def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
 def test_json_output_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
     _dump({"accuracy": float("nan"), "costs": [float("inf"), 0.5]})
     assert json.loads(capsys.readouterr().out) == {"accuracy": None, "costs": [None, 0.5]}
+
+
+def _calibrate_own(config: Path, *extra: str) -> Result:
+    data = config.with_suffix(".jsonl")
+    args = ["calibrate", str(config), "main", "--data", str(data), "--format", "jsonl"]
+    args += ["--knob", "models.weak.local.model=weak,strong", *extra]
+    return runner.invoke(app, args)
+
+
+def test_calibrate_write_leaves_the_config_alone_when_the_target_is_not_met(
+    own: Callable[..., Path],
+) -> None:
+    config = own()
+    before = config.read_text()
+    result = _calibrate_own(config, "--target", "quality:1.5", "--write")
+    assert result.exit_code == 1, result.output
+    assert config.read_text() == before
+    assert not (config.parent / ".modelyard").exists()
+    assert "target not met: " in result.output and "left unchanged" in result.output
+
+
+def test_calibrate_write_applies_a_setting_that_meets_the_target(
+    own: Callable[..., Path],
+) -> None:
+    config = own()
+    result = _calibrate_own(config, "--target", "quality:1.0", "--write")
+    assert result.exit_code == 0, result.output
+    assert "model: strong}" in config.read_text().split("weak:")[1].splitlines()[0]
+    assert len(ConfigHistory(config).entries()) == 2
+
+
+def test_calibrate_write_with_out_is_a_usage_error(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = _calibrate_own(own(), "--write", "--out", str(tmp_path / "x.yaml"))
+    assert result.exit_code == 2 and "pass one" in result.output
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_calibrate_never_overwrites_the_default_output_unasked(own: Callable[..., Path]) -> None:
+    config = own()
+    default = config.with_name("own.calibrated.yaml")
+    default.write_text("# a full calibration kept from yesterday\n")
+    result = _calibrate_own(config)
+    assert result.exit_code == 2 and "pass --out" in " ".join(result.output.split())
+    assert default.read_text() == "# a full calibration kept from yesterday\n"
+    assert _calibrate_own(config, "--out", str(default)).exit_code == 0
+    assert "models:" in default.read_text()

@@ -360,9 +360,19 @@ def calibrate(
     ] = None,
     concurrency: ConcurrencyOpt = 8,
     limit: LimitOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Write the calibrated config here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the calibrated config here (default: CONFIG's name + .calibrated.yaml, "
+            "which is never overwritten: pass --out to replace it)."
+        ),
+    ] = None,
     write: Annotated[
-        bool, typer.Option("--write", help="Apply it to CONFIG in place (kept in history).")
+        bool,
+        typer.Option(
+            "--write",
+            help="Apply it to CONFIG in place, only when the target is met (kept in history).",
+        ),
     ] = False,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
@@ -370,6 +380,15 @@ def calibrate(
     html_path: HtmlOpt = None,
 ) -> None:
     """Tune a system's knobs on a training split; report the frontier on a test split."""
+
+    if write and out is not None:
+        fail("--write applies the result to CONFIG, --out writes it to another file: pass one")
+    written_to = out or config.with_name(f"{config.stem}.calibrated{config.suffix}")
+    if not write and out is None and written_to.exists():
+        fail(
+            f"{written_to} exists (an earlier calibration?); pass --out {written_to} to replace "
+            "it, or another --out"
+        )
 
     def run() -> None:
         goal = Target.parse(target)
@@ -401,7 +420,9 @@ def calibrate(
                     await calibrator.resources.aclose()
 
         cal = asyncio.run(go())
-        if write:
+        if write and not cal.met:  # as `gate --apply` applies only a candidate that passed
+            written = f"target not met: {config} left unchanged, nothing recorded in history"
+        elif write:
             entry = ConfigHistory(config, history, keep).apply(
                 cal.chosen.text, f"calibrate {system} {goal}: {cal.chosen.values}"
             )
@@ -409,9 +430,8 @@ def calibrate(
                 f"applied to {config} (version {entry.version}; rollback with modelyard rollback)"
             )
         else:
-            target_path = out or config.with_name(f"{config.stem}.calibrated{config.suffix}")
-            target_path.write_text(cal.chosen.text, encoding="utf-8")
-            written = f"wrote {target_path}"
+            written_to.write_text(cal.chosen.text, encoding="utf-8")
+            written = f"wrote {written_to}"
         if as_json:
             _dump({**cal.to_dict(), "splits": how, "written": written})
         else:
