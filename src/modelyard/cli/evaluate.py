@@ -69,6 +69,14 @@ HistoryOpt = Annotated[
     Path | None, typer.Option("--history", help="History folder (default .modelyard/history).")
 ]
 KeepOpt = Annotated[int, typer.Option(min=2, help="Applied versions to keep.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace the config file even when it was edited since modelyard last wrote it "
+        "(the edited text is kept in history first).",
+    ),
+]
 
 
 @contextmanager
@@ -376,6 +384,7 @@ def calibrate(
     ] = False,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
     html_path: HtmlOpt = None,
 ) -> None:
@@ -391,6 +400,8 @@ def calibrate(
         )
 
     def run() -> None:
+        if write:  # before the run, so a hand edit does not waste it
+            ConfigHistory(config, history, keep).require_unedited(force)
         goal = Target.parse(target)
         train, test, how = _calibration_splits(
             data, fmt, test_data, train_split, test_split, test_fraction, seed, limit
@@ -424,7 +435,7 @@ def calibrate(
             written = f"target not met: {config} left unchanged, nothing recorded in history"
         elif write:
             entry = ConfigHistory(config, history, keep).apply(
-                cal.chosen.text, f"calibrate {system} {goal}: {cal.chosen.values}"
+                cal.chosen.text, f"calibrate {system} {goal}: {cal.chosen.values}", force=force
             )
             written = (
                 f"applied to {config} (version {entry.version}; rollback with modelyard rollback)"
@@ -566,12 +577,15 @@ def gate(
     ] = False,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
     html_path: HtmlOpt = None,
 ) -> None:
     """Fail (exit 1) when the candidate config is worse than the baseline on a golden set."""
 
     def run() -> None:
+        if apply:  # before the run, so a hand edit does not waste it
+            ConfigHistory(baseline, history, keep).require_unedited(force)
         tolerances = Tolerances(
             accuracy_drop=max_accuracy_drop,
             cost_increase=max_cost_increase,
@@ -612,7 +626,7 @@ def gate(
             raise typer.Exit(1)
         if apply:
             entry = ConfigHistory(baseline, history, keep).apply(
-                candidate.read_text(encoding="utf-8"), f"gate passed: {candidate}"
+                candidate.read_text(encoding="utf-8"), f"gate passed: {candidate}", force=force
             )
             console.print(f"applied {candidate} to {baseline} (version {entry.version})")
 
@@ -640,15 +654,23 @@ def history_command(config: ConfigPath, history: HistoryOpt = None) -> None:
 @app.command()
 def rollback(
     config: ConfigPath,
-    steps: Annotated[int, typer.Option(min=1, help="How many applied versions back.")] = 1,
+    steps: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="How many versions back among those deployed before the current one "
+            "(rollbacks undone are not counted: rolling back twice goes two versions back).",
+        ),
+    ] = 1,
     to: Annotated[str | None, typer.Option(help="A version (hash prefix) to restore.")] = None,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
+    force: ForceOpt = False,
 ) -> None:
     """Restore an earlier applied version of a config file."""
 
     def run() -> None:
-        entry = ConfigHistory(config, history, keep).rollback(steps, to)
+        entry = ConfigHistory(config, history, keep).rollback(steps, to, force=force)
         console.print(f"{config} is now version {entry.version} ({entry.note})")
 
     guarded(run)
