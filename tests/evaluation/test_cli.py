@@ -228,3 +228,44 @@ def test_calibrate_never_overwrites_the_default_output_unasked(own: Callable[...
     assert default.read_text() == "# a full calibration kept from yesterday\n"
     assert _calibrate_own(config, "--out", str(default)).exit_code == 0
     assert "models:" in default.read_text()
+
+
+@pytest.mark.parametrize("command", ["eval", "compare"])
+def test_a_bad_report_path_fails_before_the_run(
+    own: Callable[..., Path], tmp_path: Path, command: str
+) -> None:
+    config = own()
+    args = [command, str(config), "main", "--data", str(config.with_suffix(".jsonl"))]
+    args += ["--format", "jsonl", "--json", "--html"]
+    missing = runner.invoke(app, [*args, str(tmp_path / "absent" / "r.html")])
+    assert missing.exit_code == 2 and not missing.stdout  # nothing was run
+    assert "no such folder" in " ".join(missing.output.split())
+    folder = runner.invoke(app, [*args, str(tmp_path)])
+    assert folder.exit_code == 2 and "it is a folder" in folder.output
+
+
+def test_gate_with_a_bad_report_path_neither_passes_nor_fails(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = own()
+    args = ["gate", str(config), str(config), "--data", str(config.with_suffix(".jsonl"))]
+    args += ["--format", "jsonl", "--html", str(tmp_path / "absent" / "g.html")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "gate passed" not in result.output
+    assert "no such folder" in " ".join(result.output.split())
+
+
+def test_calibrate_checks_its_output_path_before_running(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = _calibrate_own(own(), "--out", str(tmp_path / "absent" / "c.yaml"))
+    assert result.exit_code == 2 and "single models" not in result.output
+    assert "no such folder" in " ".join(result.output.split())
+
+
+def test_split_into_an_existing_file_is_a_clear_error(own: Callable[..., Path]) -> None:
+    config = own()
+    result = runner.invoke(
+        app, ["split", "jsonl", str(config.with_suffix(".jsonl")), "--out", str(config)]
+    )
+    assert result.exit_code == 2 and "it is a file, not a folder" in result.output

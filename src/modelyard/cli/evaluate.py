@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelyard.cli.app import app, console, errors, fail, guarded
+from modelyard.cli.app import app, check_writable, console, errors, fail, guarded
 from modelyard.errors import ConfigError
 from modelyard.evaluation import html as reports
 from modelyard.evaluation.calibrate import Calibration, Calibrator, Target
@@ -133,6 +133,11 @@ def _dump(value: Any) -> None:
     console.print_json(json.dumps(_finite(value), default=str, allow_nan=False))
 
 
+def _check_html(path: Path | None) -> None:
+    if path is not None:
+        check_writable(path, "the HTML report")
+
+
 def _write_html(path: Path | None, text: Callable[[], str]) -> None:
     if path is not None:
         path.write_text(text(), encoding="utf-8")
@@ -204,6 +209,7 @@ def eval_command(
     html_path: HtmlOpt = None,
 ) -> None:
     """Run a system over a labelled set: accuracy, cost, latency, and how each node decided."""
+    _check_html(html_path)
 
     def run() -> None:
         yard = load_for_evaluation(config)
@@ -398,6 +404,9 @@ def calibrate(
             f"{written_to} exists (an earlier calibration?); pass --out {written_to} to replace "
             "it, or another --out"
         )
+    if not write:
+        check_writable(written_to, "the calibrated config")
+    _check_html(html_path)
 
     def run() -> None:
         if write:  # before the run, so a hand edit does not waste it
@@ -468,6 +477,7 @@ def compare_command(
     html_path: HtmlOpt = None,
 ) -> None:
     """The system against each of its models alone: accuracy, cost, cost per point, latency."""
+    _check_html(html_path)
 
     def run() -> None:
         yard = load_for_evaluation(config)
@@ -582,6 +592,7 @@ def gate(
     html_path: HtmlOpt = None,
 ) -> None:
     """Fail (exit 1) when the candidate config is worse than the baseline on a golden set."""
+    _check_html(html_path)
 
     def run() -> None:
         if apply:  # before the run, so a hand edit does not waste it
@@ -685,6 +696,8 @@ def split_command(
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
 ) -> None:
     """Split recordings by prompt into train/test JSONL (for train, replay and calibrate)."""
+    if out.exists() and not out.is_dir():
+        fail(f"cannot write train.jsonl and test.jsonl into {out}: it is a file, not a folder")
 
     def run() -> None:
         from modelyard.evaluation.export import split_recordings
