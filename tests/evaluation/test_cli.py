@@ -269,3 +269,11 @@ def test_split_into_an_existing_file_is_a_clear_error(own: Callable[..., Path]) 
         app, ["split", "jsonl", str(config.with_suffix(".jsonl")), "--out", str(config)]
     )
     assert result.exit_code == 2 and "it is a file, not a folder" in result.output
+
+
+def test_eval_of_an_unknown_system_exits_2_with_one_clean_line(own: Callable[..., Path]) -> None:
+    config = own()
+    args = ["eval", str(config), "mian", "--data", str(config.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "HTTP" not in result.output

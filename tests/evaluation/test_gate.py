@@ -213,3 +213,23 @@ def test_gate_apply_refuses_a_hand_edited_baseline_before_running(
     assert forced.exit_code == 0, forced.output
     assert base.read_text() == cand.read_text()
     assert ConfigHistory(base).entries()[-2].note.startswith("edited by hand")
+
+
+def test_an_unknown_system_is_a_usage_error_not_a_failed_gate(own: Callable[..., Path]) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    args = ["gate", str(base), str(cand), "--data", str(base.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl", "--system", "nope"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "HTTP" not in result.output
+    assert "no system or model named 'nope'; available: main, strong, weak" in result.output
+
+
+@pytest.mark.parametrize("option", ["--max-accuracy-drop", "--max-cost-increase"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_gate_rejects_a_non_finite_tolerance(
+    own: Callable[..., Path], option: str, value: str
+) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    args = ["gate", str(cand), str(base), "--data", str(base.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl", option, value])
+    assert result.exit_code == 2 and "must be a finite number" in result.output

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from modelyard.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from modelyard.yard import Yard
 
 app = typer.Typer(
     name="modelyard",
@@ -33,6 +36,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit."""
     errors.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def check_target(yard: Yard, name: str, config: Path) -> None:
+    """ConfigError (exit 2) unless `name` is a system or model in `yard`: a typo in a name is a
+    usage error, not a failed call (exit 1 is `gate`'s "candidate is worse")."""
+    if name not in yard.names():
+        raise ConfigError(
+            f"no system or model named {name!r}; available: {', '.join(yard.names())}",
+            path=str(config),
+        )
 
 
 def check_writable(path: Path, what: str, *, make_folder: bool = False) -> None:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelyard.cli.app import app, check_writable, console, errors, fail, guarded
+from modelyard.cli.app import app, check_target, check_writable, console, errors, fail, guarded
 from modelyard.errors import ConfigError
 from modelyard.evaluation import html as reports
 from modelyard.evaluation.calibrate import Calibration, Calibrator, Target
@@ -219,6 +219,7 @@ def eval_command(
 
         async def go() -> Any:
             try:
+                check_target(yard, system, config)
                 with _progress() as tick:
                     done = [0]
 
@@ -416,10 +417,13 @@ def calibrate(
             data, fmt, test_data, train_split, test_split, test_fraction, seed, limit
         )
         probe = load_for_evaluation(config)
-        knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
-        scoring = make_scorer(_scorer_spec(scorer, fmt), probe.models)
+        try:
+            check_target(probe, system, config)
+            knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
+            scoring = make_scorer(_scorer_spec(scorer, fmt), probe.models)
+        finally:
+            asyncio.run(probe.aclose())
         _warn_unlabelled([*train, *test], scoring, data, fmt)
-        asyncio.run(probe.aclose())
 
         async def go() -> Calibration:
             with _progress() as tick:
@@ -487,6 +491,8 @@ def compare_command(
 
         async def go() -> list[Row]:
             try:
+                for name in system:
+                    check_target(yard, name, config)
                 with _progress() as tick:
                     done = [0]
 
@@ -613,6 +619,8 @@ def gate(
 
         async def go() -> GateResult:
             try:
+                check_target(base_yard, name, baseline)
+                check_target(cand_yard, name, candidate)
                 with _progress() as tick:
                     base = await evaluate(
                         base_yard, name, items, base_scorer, concurrency=concurrency

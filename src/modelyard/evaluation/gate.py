@@ -25,6 +25,14 @@ class Tolerances:
     latency_slack_ms: float = 50.0
     failure_increase: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Every comparison with NaN is false, so a NaN tolerance would switch its check off.
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                readable = name.replace("_", " ").replace(" ms", " (ms)")
+                raise ConfigError(f"the {readable} tolerance must be a finite number, got {value}")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GateResult:
