@@ -277,3 +277,11 @@ def test_eval_of_an_unknown_system_exits_2_with_one_clean_line(own: Callable[...
     result = runner.invoke(app, [*args, "--format", "jsonl"])
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "HTTP" not in result.output
+
+
+def test_eval_with_a_scorer_that_raises_exits_2_naming_it(own: Callable[..., Path]) -> None:
+    config = own()
+    args = ["eval", str(config), "main", "--data", str(config.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl", "--scorer", "callable:os:getcwd"])
+    assert result.exit_code == 2, result.output
+    assert "scorer callable:os:getcwd raised TypeError on item q" in result.output

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import ConfigError
+from modelyard.evaluation.dataset import load_items
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.synthetic import pseudo_gold
 from modelyard.patterns.training import OutcomesError, read_outcomes
@@ -223,3 +224,18 @@ def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"item 1: score of 'm' must be a finite number"):
         load_recordings("routerdc", [path])
+
+
+def test_a_csv_row_with_too_few_cells_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.csv"
+    header = f"prompt,{MIXTRAL},{MIXTRAL}_response\n"
+    path.write_text(header + 'Q1,True,"line one\nline two #### 3"\nQ2,False\n')
+    with pytest.raises(ConfigError, match=r"gsm\.csv:4: row has 2 cells, header has 3"):
+        load_recordings("routellm-gsm8k", [path])
+
+
+def test_a_labelled_csv_row_with_extra_cells_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "golden.csv"
+    path.write_text("prompt,label\nWhat is 2+2?,4\nWhat is 3+3?,6,extra\n")
+    with pytest.raises(ConfigError, match=r"golden\.csv:3: row has 3 cells, header has 2"):
+        load_items(str(path))

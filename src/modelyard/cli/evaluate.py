@@ -352,7 +352,11 @@ def calibrate(
         str, typer.Option(help="quality:F (F × best single model's accuracy) or budget:USD.")
     ] = "quality:0.95",
     knob: Annotated[
-        list[str] | None, typer.Option(help="PATH=v1,v2 or PATH=start:stop:step (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="PATH=v1,v2 or PATH=start:stop:step (repeatable); list values in brackets: "
+            "PATH=[a,b],[b,a]."
+        ),
     ] = None,
     fmt: FormatOpt = LABELLED,
     scorer: ScorerOpt = None,

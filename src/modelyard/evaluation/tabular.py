@@ -13,7 +13,8 @@ from modelyard.errors import ConfigError
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and rows of a CSV file, each row with the line it starts on (a quoted cell
-    may span lines, so the row's index alone does not say where it is)."""
+    may span lines, so the row's index alone does not say where it is). A row with more or
+    fewer cells than the header is an error: its cells would land in the wrong columns."""
     rows: list[tuple[int, dict[str, str]]] = []
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -22,8 +23,15 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
             end = reader.line_num
             for cells in reader:
                 line, end = end + 1, reader.line_num
-                if cells:
-                    rows.append((line, dict(zip(header, cells, strict=False))))
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise ConfigError(
+                        f"row has {len(cells)} cells, header has {len(header)}",
+                        path=str(path),
+                        line=line,
+                    )
+                rows.append((line, dict(zip(header, cells, strict=True))))
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
     except (csv.Error, UnicodeDecodeError) as exc:
