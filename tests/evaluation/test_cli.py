@@ -285,3 +285,16 @@ def test_eval_with_a_scorer_that_raises_exits_2_naming_it(own: Callable[..., Pat
     result = runner.invoke(app, [*args, "--format", "jsonl", "--scorer", "callable:os:getcwd"])
     assert result.exit_code == 2, result.output
     assert "scorer callable:os:getcwd raised TypeError on item q" in result.output
+
+
+def test_calibrate_lists_the_settings_it_could_not_build(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = own()
+    data = config.with_suffix(".jsonl")
+    args = ["calibrate", str(config), "main", "--data", str(data), "--format", "jsonl"]
+    args += ["--knob", "models.weak.local.model=weak,gpt-5", "--out", str(tmp_path / "c.yaml")]
+    text = " ".join(runner.invoke(app, args).output.split())
+    assert "1 settings tried" in text
+    assert "1 settings could not be built, not tried:" in text
+    assert "{'models.weak.local.model': 'gpt-5'}: " in text and "not in the recordings" in text

@@ -289,6 +289,9 @@ def _calibration_splits(
     return train, test, how
 
 
+_SHOWN_INVALID = 10
+
+
 def _print_calibration(cal: Calibration, how: str, written: str) -> None:
     front = cal.frontier
     console.print(f"[dim]{how}[/]")
@@ -299,6 +302,12 @@ def _print_calibration(cal: Calibration, how: str, written: str) -> None:
         + "); "
         f"{len(cal.trials)} settings tried"
     )
+    if cal.invalid:  # a typo in a sweep must not shrink the search without a word
+        console.print(f"[yellow]{len(cal.invalid)} settings could not be built, not tried:[/]")
+        for reason in cal.invalid[:_SHOWN_INVALID]:
+            console.print(f"  {escape(reason)}")
+        if len(cal.invalid) > _SHOWN_INVALID:
+            console.print(f"  ... and {len(cal.invalid) - _SHOWN_INVALID} more (all in --json)")
     console.print(f"chosen: {cal.chosen.values}")
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
