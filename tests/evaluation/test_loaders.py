@@ -239,3 +239,47 @@ def test_a_labelled_csv_row_with_extra_cells_is_an_error(tmp_path: Path) -> None
     path.write_text("prompt,label\nWhat is 2+2?,4\nWhat is 3+3?,6,extra\n")
     with pytest.raises(ConfigError, match=r"golden\.csv:3: row has 3 cells, header has 2"):
         load_items(str(path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prompt", None, "field 'prompt' must be a non-empty string, got None"),
+        ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
+        ("label", [1, 2], "field 'label' must be a string or a number, got [1, 2]"),
+    ],
+)
+def test_a_labelled_set_rejects_fields_of_the_wrong_type(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"prompt": f"What is {n}+{n}?", "label": 2 * n} for n in (1, 2)
+    ]
+    rows[1][field] = value
+    path = write_jsonl(tmp_path / "golden.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"golden\.jsonl:2: {re.escape(message)}"):
+        load_items(str(path))
+
+
+def test_a_labelled_set_keeps_a_numeric_label_as_text(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "golden.jsonl", [{"prompt": "What is 9+9?", "answer": 18}])
+    assert load_items(str(path))[0].label == "18"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
+        ("model", 7, "field 'model' must be a non-empty string, got 7"),
+        ("response", None, "field 'response' must be a string, got None"),
+        ("response", 42, "field 'response' must be a string, got 42"),
+    ],
+)
+def test_jsonl_recordings_reject_fields_of_the_wrong_type(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    rows = own_rows()
+    rows[4][field] = value
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
+        load_recordings("jsonl", [path])

@@ -16,7 +16,12 @@ from typing import Any
 
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import FORMATS, load_recordings
-from modelyard.evaluation.recordings import Recordings, resolve_data_path
+from modelyard.evaluation.recordings import (
+    Recordings,
+    label_field,
+    resolve_data_path,
+    text_field,
+)
 from modelyard.evaluation.tabular import read_csv, read_jsonl, require_columns
 from modelyard.types import ChatRequest, Message, split_system
 
@@ -72,10 +77,10 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
         messages = _messages(row["messages"], path, line)
         prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
     elif "prompt" in row:
-        prompt = str(row["prompt"])
+        prompt = text_field(row, "prompt", str(path), line)
     else:
         raise ConfigError("missing field 'prompt' (or 'messages')", path=str(path), line=line)
-    label = _text(row.get("label", row.get("answer")))
+    label = label_field(row, str(path), line, ("label", "answer"))
     known = {"prompt", "messages", "label", "answer", "id", "split"}
     return Item(
         id=_text(row.get("id")) or str(number),

@@ -32,9 +32,11 @@ from modelyard.evaluation.recordings import (
     Outcome,
     RecordedItem,
     Recordings,
+    label_field,
     make_recordings,
     recorded_cost,
     recorded_score,
+    text_field,
     unit_score,
 )
 from modelyard.evaluation.routellm import load_gsm8k, load_mmlu, load_mtbench
@@ -133,7 +135,7 @@ def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
     tokens_out = _optional_float(row, "output_tokens", path, line)
     confidence = row.get("confidence")
     return Outcome(
-        text=str(row["response"]),
+        text=text_field(row, "response", str(path), line, empty=True),
         score=recorded_score(row, str(path), line),
         cost=recorded_cost(row, str(path), line),
         input_tokens=None if tokens_in is None else int(tokens_in),
@@ -154,23 +156,22 @@ def load_jsonl(path: Path) -> Recordings:
     models: list[str] = []
     for file in files_in(path, ".jsonl"):
         for line, row in read_jsonl(file):
-            for name in ("prompt", "model", "response"):
-                if name not in row:
-                    raise ConfigError(f"missing field {name!r}", path=str(file), line=line)
-            prompt, model = str(row["prompt"]), str(row["model"])
+            prompt = text_field(row, "prompt", str(file), line)
+            model = text_field(row, "model", str(file), line)
             if model not in models:
                 models.append(model)
             grouped[prompt][model] = _jsonl_outcome(row, file, line)
-            kept = first.setdefault(prompt, dict(row))
+            kept = first.setdefault(prompt, {})
+            given = {**row, "label": label_field(row, str(file), line)}
             for name in ("label", "id", "split"):
-                if kept.get(name) is None and row.get(name) is not None:
-                    kept[name] = row[name]
+                if kept.get(name) is None and given.get(name) is not None:
+                    kept[name] = given[name]
     items = [
         RecordedItem(
             id=str(first[prompt].get("id", f"item-{number}")),
             prompt=prompt,
             outcomes=outcomes,
-            label=None if first[prompt].get("label") is None else str(first[prompt]["label"]),
+            label=first[prompt].get("label"),
             split=first[prompt].get("split"),
         )
         for number, (prompt, outcomes) in enumerate(grouped.items())

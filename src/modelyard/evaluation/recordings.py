@@ -125,6 +125,37 @@ def recorded_cost(row: Mapping[str, Any], path: str, line: int | None) -> float 
     return None if cost is None else usd_cost(cost, "field 'cost'", path, line)
 
 
+def text_field(
+    row: Mapping[str, Any], name: str, path: str, line: int | None, *, empty: bool = False
+) -> str:
+    """`row[name]` when it is a string (a non-empty one unless `empty`); else ConfigError naming
+    `path`:`line` and the field: a null or numeric prompt would reach a model as the text
+    'None' or '12345'."""
+    kind = "string" if empty else "non-empty string"
+    if name not in row:
+        raise ConfigError(f"missing {name!r} (a {kind})", path=path, line=line)
+    value = row[name]
+    if not isinstance(value, str) or not (empty or value.strip()):
+        raise ConfigError(f"field {name!r} must be a {kind}, got {value!r}", path=path, line=line)
+    return value
+
+
+def label_field(
+    row: Mapping[str, Any], path: str, line: int | None, names: tuple[str, ...] = ("label",)
+) -> str | None:
+    """A row's gold answer (the first of `names` present) as text: a string or a number; None
+    when absent. A list or an object is an error, not its Python repr."""
+    name = next((n for n in names if n in row), names[0])
+    value = row.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise ConfigError(
+        f"field {name!r} must be a string or a number, got {value!r}", path=path, line=line
+    )
+
+
 def make_recordings(
     source: str, fmt: str, models: Sequence[str], rows: Sequence[RecordedItem]
 ) -> Recordings:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelyard.errors import ConfigError
-from modelyard.evaluation.recordings import recorded_cost, recorded_score
+from modelyard.evaluation.recordings import recorded_cost, recorded_score, text_field
 from modelyard.model import Embedder
 from modelyard.patterns.artifact import Artifact
 from modelyard.patterns.learned import (
@@ -112,10 +112,9 @@ def _row(line: str, path: Path, number: int) -> Outcome:
         raise OutcomesError(f"{where}: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise OutcomesError(f"{where}: expected an object with prompt, model, correct or score")
-    for key in ("prompt", "model"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise OutcomesError(f"{where}: missing {key!r} (a non-empty string)")
     try:  # the checks replay applies to the same rows
+        prompt = text_field(data, "prompt", str(path), number)
+        model = text_field(data, "model", str(path), number)
         score = recorded_score(data, str(path), number)
         cost = recorded_cost(data, str(path), number)
     except ConfigError as exc:
@@ -126,8 +125,8 @@ def _row(line: str, path: Path, number: int) -> Outcome:
     if response is not None and not isinstance(response, str):
         raise OutcomesError(f"{where}: 'response' must be a string")
     return Outcome(
-        data["prompt"],
-        data["model"],
+        prompt,
+        model,
         score,
         cost,
         response,
