@@ -119,13 +119,8 @@ def test_routerbench_without_cost_columns_is_refused(tmp_path: Path) -> None:
     assert "'m|total_cost'" in str(caught.value)
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def test_jsonl_groups_rows_by_prompt_with_their_tokens_and_costs(tmp_path: Path) -> None:
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "mine.jsonl",
         [
             {"prompt": "2+2?", "model": "small", "response": "5", "correct": False, "cost": 0.1},
@@ -150,21 +145,21 @@ def test_jsonl_groups_rows_by_prompt_with_their_tokens_and_costs(tmp_path: Path)
 
 
 def test_jsonl_missing_field_names_the_line(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "x", "model": "m"}])
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "x", "model": "m"}])
     with pytest.raises(ConfigError) as caught:
         load_recordings("jsonl", [path])
     assert caught.value.line == 1 and "'response'" in str(caught.value)
 
 
 def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> None:
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "dup.jsonl",
         [
             {"prompt": "same  prompt", "model": "m", "response": "first"},
             {"prompt": "other", "model": "m", "response": "x"},
         ],
     )
-    second = _write_jsonl(
+    second = write_jsonl(
         tmp_path / "dup2.jsonl", [{"prompt": "same prompt", "model": "m", "response": "second"}]
     )
     recordings = load_recordings("jsonl", [path, second])
