@@ -1,4 +1,5 @@
-"""Fixtures for evaluation tests: small slices of the real recordings in the shared data folder.
+"""Fixtures for evaluation tests: small slices of the real recordings in the shared data folder,
+and a tiny inline recording in the project's own JSONL format.
 
 Slices are cut at test time into a temporary folder (never committed); tests skip only when the
 shared data folder is absent.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +52,58 @@ def sliced(data: Path, tmp_path: Path) -> Callable[[str, int], Path]:
         return csv_slice(source, target, rows)
 
     return cut
+
+
+OWN_CONFIG = """
+models:
+  weak: {{local: {{type: replay, data: "{data}", format: jsonl, model: weak}}}}
+  strong: {{local: {{type: replay, data: "{data}", format: jsonl, model: strong}}}}
+systems:
+  main: {{type: fallback, chain: [{chain}]}}
+"""
+"""A config replaying `own_rows` (format with the data path and the fallback chain)."""
+
+
+def own_rows() -> list[dict[str, Any]]:
+    """Four prompts in the JSONL recording format: `weak` right on two, `strong` on all four;
+    `strong` costs ten times as much."""
+    rows = []
+    for n in range(4):
+        for model, right, cost in (("weak", n < 2, 0.001), ("strong", True, 0.01)):
+            answer = 2 * n if right else 2 * n + 1
+            rows.append(
+                {
+                    "id": f"q{n}",
+                    "prompt": f"What is {n} + {n}?",
+                    "model": model,
+                    "response": f"#### {answer}",
+                    "correct": right,
+                    "cost": cost,
+                    "label": str(2 * n),
+                }
+            )
+    return rows
+
+
+def write_jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
+    """`rows` as a JSONL file at `path` (NaN written as JSON's non-standard NaN)."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Callable[..., Path]:
+    """Write `own_rows()` (or the given rows) to recordings and a config replaying them,
+    with the fallback `chain`; returns the config path."""
+
+    def write(
+        rows: list[dict[str, Any]] | None = None,
+        chain: str = "weak, strong",
+        name: str = "own.yaml",
+    ) -> Path:
+        data = write_jsonl(tmp_path / f"{Path(name).stem}.jsonl", rows or own_rows())
+        config = tmp_path / name
+        config.write_text(OWN_CONFIG.format(data=data, chain=chain), encoding="utf-8")
+        return config
+
+    return write

@@ -6,9 +6,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from typer.testing import CliRunner
+import pytest
+from typer.testing import CliRunner, Result
 
 from modelyard.cli import app
+from modelyard.cli.evaluate import _dump
+from modelyard.evaluation.history import ConfigHistory
 
 runner = CliRunner()
 ARC = "routerbench-train/arc_challenge_train.csv"
@@ -172,3 +175,126 @@ def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
     assert "model: gpt-4-1106-preview" in out.read_text()
     text = " ".join(runner.invoke(app, args).output.split())
     assert "at 90% confidence" in text
+
+
+def test_json_output_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    _dump({"accuracy": float("nan"), "costs": [float("inf"), 0.5]})
+    assert json.loads(capsys.readouterr().out) == {"accuracy": None, "costs": [None, 0.5]}
+
+
+def _calibrate_own(config: Path, *extra: str) -> Result:
+    data = config.with_suffix(".jsonl")
+    args = ["calibrate", str(config), "main", "--data", str(data), "--format", "jsonl"]
+    args += ["--knob", "models.weak.local.model=weak,strong", *extra]
+    return runner.invoke(app, args)
+
+
+def test_calibrate_write_leaves_the_config_alone_when_the_target_is_not_met(
+    own: Callable[..., Path],
+) -> None:
+    config = own()
+    before = config.read_text()
+    result = _calibrate_own(config, "--target", "quality:1.5", "--write")
+    assert result.exit_code == 1, result.output
+    assert config.read_text() == before
+    assert not (config.parent / ".modelyard").exists()
+    assert "target not met: " in result.output and "left unchanged" in result.output
+
+
+def test_calibrate_write_applies_a_setting_that_meets_the_target(
+    own: Callable[..., Path],
+) -> None:
+    config = own()
+    result = _calibrate_own(config, "--target", "quality:1.0", "--write")
+    assert result.exit_code == 0, result.output
+    assert "model: strong}" in config.read_text().split("weak:")[1].splitlines()[0]
+    assert len(ConfigHistory(config).entries()) == 2
+
+
+def test_calibrate_write_with_out_is_a_usage_error(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = _calibrate_own(own(), "--write", "--out", str(tmp_path / "x.yaml"))
+    assert result.exit_code == 2 and "pass one" in result.output
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_calibrate_never_overwrites_the_default_output_unasked(own: Callable[..., Path]) -> None:
+    config = own()
+    default = config.with_name("own.calibrated.yaml")
+    default.write_text("# a full calibration kept from yesterday\n")
+    result = _calibrate_own(config)
+    assert result.exit_code == 2 and "pass --out" in " ".join(result.output.split())
+    assert default.read_text() == "# a full calibration kept from yesterday\n"
+    assert _calibrate_own(config, "--out", str(default)).exit_code == 0
+    assert "models:" in default.read_text()
+
+
+@pytest.mark.parametrize("command", ["eval", "compare"])
+def test_a_bad_report_path_fails_before_the_run(
+    own: Callable[..., Path], tmp_path: Path, command: str
+) -> None:
+    config = own()
+    args = [command, str(config), "main", "--data", str(config.with_suffix(".jsonl"))]
+    args += ["--format", "jsonl", "--json", "--html"]
+    missing = runner.invoke(app, [*args, str(tmp_path / "absent" / "r.html")])
+    assert missing.exit_code == 2 and not missing.stdout  # nothing was run
+    assert "no such folder" in " ".join(missing.output.split())
+    folder = runner.invoke(app, [*args, str(tmp_path)])
+    assert folder.exit_code == 2 and "it is a folder" in folder.output
+
+
+def test_gate_with_a_bad_report_path_neither_passes_nor_fails(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = own()
+    args = ["gate", str(config), str(config), "--data", str(config.with_suffix(".jsonl"))]
+    args += ["--format", "jsonl", "--html", str(tmp_path / "absent" / "g.html")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "gate passed" not in result.output
+    assert "no such folder" in " ".join(result.output.split())
+
+
+def test_calibrate_checks_its_output_path_before_running(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = _calibrate_own(own(), "--out", str(tmp_path / "absent" / "c.yaml"))
+    assert result.exit_code == 2 and "single models" not in result.output
+    assert "no such folder" in " ".join(result.output.split())
+
+
+def test_split_into_an_existing_file_is_a_clear_error(own: Callable[..., Path]) -> None:
+    config = own()
+    result = runner.invoke(
+        app, ["split", "jsonl", str(config.with_suffix(".jsonl")), "--out", str(config)]
+    )
+    assert result.exit_code == 2 and "it is a file, not a folder" in result.output
+
+
+def test_eval_of_an_unknown_system_exits_2_with_one_clean_line(own: Callable[..., Path]) -> None:
+    config = own()
+    args = ["eval", str(config), "mian", "--data", str(config.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "HTTP" not in result.output
+
+
+def test_eval_with_a_scorer_that_raises_exits_2_naming_it(own: Callable[..., Path]) -> None:
+    config = own()
+    args = ["eval", str(config), "main", "--data", str(config.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl", "--scorer", "callable:os:getcwd"])
+    assert result.exit_code == 2, result.output
+    assert "scorer callable:os:getcwd raised TypeError on item q" in result.output
+
+
+def test_calibrate_lists_the_settings_it_could_not_build(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = own()
+    data = config.with_suffix(".jsonl")
+    args = ["calibrate", str(config), "main", "--data", str(data), "--format", "jsonl"]
+    args += ["--knob", "models.weak.local.model=weak,gpt-5", "--out", str(tmp_path / "c.yaml")]
+    text = " ".join(runner.invoke(app, args).output.split())
+    assert "1 settings tried" in text
+    assert "1 settings could not be built, not tried:" in text
+    assert "{'models.weak.local.model': 'gpt-5'}: " in text and "not in the recordings" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from typer.testing import CliRunner
 
 from modelyard.cli import app
 from modelyard.errors import ConfigError
+from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
+from modelyard.evaluation.report import summarize
+from tests.evaluation.conftest import own_rows, write_jsonl
 
 ARC = "routerbench-train/arc_challenge_train.csv"
 CONFIG = """
@@ -116,3 +120,116 @@ def test_rolling_back_past_the_first_version_is_refused(write_config: Callable[.
     path = write_config("models:\n  a:\n    local: {type: fake}\n")
     result = runner.invoke(app, ["rollback", str(path)])
     assert result.exit_code == 2 and "cannot roll back" in result.output
+
+
+def test_gate_refuses_when_no_item_has_a_label_and_names_the_fields_seen(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    golden = write_jsonl(
+        tmp_path / "golden.jsonl",
+        [{"id": r["id"], "prompt": r["prompt"], "gold": r["label"]} for r in own_rows()[::2]],
+    )
+    args = ["gate", str(base), str(cand), "--data", str(golden), "--scorer", "number"]
+    result = runner.invoke(app, [*args, "--max-cost-increase", "100"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "cannot compare accuracy: baseline: no item has a label" in text
+    assert "4 of 4 items have no 'label' or 'answer' field; other fields: gold" in text
+    assert "gate passed" not in text
+
+
+def test_a_non_finite_accuracy_cannot_be_judged() -> None:
+    report = replace(summarize("main", []), n=1, scored=1, accuracy=float("nan"))
+    fine = replace(report, accuracy=1.0)
+    with pytest.raises(ConfigError, match="candidate: its accuracy is nan"):
+        judge(fine, report, [], [], Tolerances())
+
+
+def _versions(path: Path) -> tuple[ConfigHistory, list[str]]:
+    """A history with three applied versions of `path`: v1 (the file as it was), v2, v3."""
+    texts = [f"models:\n  a:\n    local: {{type: fake, default: v{n}}}\n" for n in (1, 2, 3)]
+    path.write_text(texts[0])
+    history = ConfigHistory(path)
+    for text in texts[1:]:
+        history.apply(text, "apply")
+    return history, texts
+
+
+def test_consecutive_rollbacks_walk_back_instead_of_toggling(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config("")
+    _, (v1, v2, _v3) = _versions(path)
+    assert runner.invoke(app, ["rollback", str(path)]).exit_code == 0
+    assert path.read_text() == v2
+    assert runner.invoke(app, ["rollback", str(path)]).exit_code == 0
+    assert path.read_text() == v1
+    result = runner.invoke(app, ["rollback", str(path)])
+    assert result.exit_code == 2 and "cannot roll back" in result.output
+    assert path.read_text() == v1
+
+
+def test_rollback_after_a_new_apply_returns_to_what_was_deployed_before_it(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config("")
+    history, (_v1, v2, _v3) = _versions(path)
+    history.rollback()  # v3 -> v2
+    history.apply(v2.replace("v2", "v4"), "apply")
+    history.rollback()
+    assert path.read_text() == v2  # not v3, which was rolled away from
+
+
+def test_rollback_refuses_to_overwrite_a_hand_edit_unless_forced_and_keeps_it(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config("")
+    history, (_v1, _v2, v3) = _versions(path)
+    edited = v3 + "# on-call hotfix\n"
+    path.write_text(edited)
+    refused = runner.invoke(app, ["rollback", str(path)])
+    assert refused.exit_code == 2 and "was edited since modelyard wrote" in refused.output
+    assert path.read_text() == edited
+    forced = runner.invoke(app, ["rollback", str(path), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert path.read_text() == v3  # one step back from the edited file
+    assert edited in [history.text(e) for e in history.entries()]
+
+
+def test_gate_apply_refuses_a_hand_edited_baseline_before_running(
+    own: Callable[..., Path],
+) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    ConfigHistory(base).apply(base.read_text() + "# applied\n", "apply")
+    edited = base.read_text() + "# hand edit\n"
+    base.write_text(edited)
+    args = ["gate", str(base), str(cand), "--data", str(base.with_suffix(".jsonl"))]
+    args += ["--format", "jsonl", "--max-cost-increase", "100", "--apply"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert "gate passed" not in refused.output and base.read_text() == edited
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert base.read_text() == cand.read_text()
+    assert ConfigHistory(base).entries()[-2].note.startswith("edited by hand")
+
+
+def test_an_unknown_system_is_a_usage_error_not_a_failed_gate(own: Callable[..., Path]) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    args = ["gate", str(base), str(cand), "--data", str(base.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl", "--system", "nope"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "HTTP" not in result.output
+    assert "no system or model named 'nope'; available: main, strong, weak" in result.output
+
+
+@pytest.mark.parametrize("option", ["--max-accuracy-drop", "--max-cost-increase"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_gate_rejects_a_non_finite_tolerance(
+    own: Callable[..., Path], option: str, value: str
+) -> None:
+    base, cand = own(name="base.yaml"), own(chain="strong", name="cand.yaml")
+    args = ["gate", str(cand), str(base), "--data", str(base.with_suffix(".jsonl"))]
+    result = runner.invoke(app, [*args, "--format", "jsonl", option, value])
+    assert result.exit_code == 2 and "must be a finite number" in result.output

@@ -104,3 +104,17 @@ def test_a_declared_tunable_list_wins_over_names() -> None:
 
 def test_a_fallback_system_has_no_knobs() -> None:
     assert discover_knobs(parse(TEXT), "main") == []
+
+
+def test_a_range_of_non_numbers_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="invalid range 'a:b:c'; start, stop and step must be"):
+        parse_knob("systems.main.stages.0.threshold=a:b:c")
+
+
+def test_knob_values_may_be_lists_or_quoted_strings_holding_commas() -> None:
+    chains = parse_knob("systems.main.chain=[mix,gpt4],[gpt4, mix]")
+    assert chains.values == (["mix", "gpt4"], ["gpt4", "mix"])
+    assert parse_knob('systems.main.note="a, b",c').values == ("a, b", "c")
+    assert parse_knob("models.a.local.model=ollama:llama3:8b,").values == ("ollama:llama3:8b",)
+    with pytest.raises(ConfigError, match="cannot read the values"):
+        parse_knob("systems.main.chain=[mix,gpt4")

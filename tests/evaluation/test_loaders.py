@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from modelyard.errors import ConfigError
+from modelyard.evaluation.dataset import load_items
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.synthetic import pseudo_gold
+from modelyard.patterns.training import OutcomesError, read_outcomes
+from tests.evaluation.conftest import own_rows, write_jsonl
 
 GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
 MMLU = "routellm/mmlu/responses/mmlu_anatomy.csv"
@@ -115,13 +119,8 @@ def test_routerbench_without_cost_columns_is_refused(tmp_path: Path) -> None:
     assert "'m|total_cost'" in str(caught.value)
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def test_jsonl_groups_rows_by_prompt_with_their_tokens_and_costs(tmp_path: Path) -> None:
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "mine.jsonl",
         [
             {"prompt": "2+2?", "model": "small", "response": "5", "correct": False, "cost": 0.1},
@@ -146,24 +145,136 @@ def test_jsonl_groups_rows_by_prompt_with_their_tokens_and_costs(tmp_path: Path)
 
 
 def test_jsonl_missing_field_names_the_line(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "x", "model": "m"}])
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "x", "model": "m"}])
     with pytest.raises(ConfigError) as caught:
         load_recordings("jsonl", [path])
     assert caught.value.line == 1 and "'response'" in str(caught.value)
 
 
 def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> None:
-    path = _write_jsonl(
+    path = write_jsonl(
         tmp_path / "dup.jsonl",
         [
             {"prompt": "same  prompt", "model": "m", "response": "first"},
             {"prompt": "other", "model": "m", "response": "x"},
         ],
     )
-    second = _write_jsonl(
+    second = write_jsonl(
         tmp_path / "dup2.jsonl", [{"prompt": "same prompt", "model": "m", "response": "second"}]
     )
     recordings = load_recordings("jsonl", [path, second])
     assert recordings.duplicates == 1
     assert recordings.lookup("same prompt") is not None
     assert recordings.lookup("same prompt").outcomes["m"].text == "first"  # type: ignore[union-attr]
+
+
+def test_a_nan_score_in_jsonl_recordings_is_a_load_error_naming_the_line(tmp_path: Path) -> None:
+    rows = own_rows()
+    rows[4]["score"] = float("nan")
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=r"rec\.jsonl:5: field 'score' must be a finite number"):
+        load_recordings("jsonl", [path])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("score", 5, "field 'score' must be a finite number from 0 to 1, got 5"),
+        ("score", -3, "field 'score' must be a finite number from 0 to 1, got -3"),
+        ("cost", -1, "field 'cost' must be a non-negative number of USD, got -1"),
+        ("cost", float("inf"), "field 'cost' must be a non-negative number of USD, got inf"),
+        ("confidence", 1.5, "field 'confidence' must be a finite number from 0 to 1"),
+    ],
+)
+def test_jsonl_recordings_reject_impossible_scores_and_costs_as_train_does(
+    tmp_path: Path, field: str, value: float, message: str
+) -> None:
+    rows = own_rows()
+    rows[4][field] = value
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
+        load_recordings("jsonl", [path])
+    if field != "confidence":  # train reads no confidence
+        with pytest.raises(OutcomesError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
+            read_outcomes(path)
+
+
+def test_routerbench_rejects_a_score_above_one_and_a_negative_cost(tmp_path: Path) -> None:
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\nb,['Q2'],arc,5,['B'],0.1\n")
+    with pytest.raises(ConfigError, match=r"rb\.csv:3: column 'm' must be a finite number"):
+        load_recordings("routerbench", [path])
+    path.write_text(header + "a,['Q1'],arc,1,['A'],-0.1\n")
+    with pytest.raises(ConfigError, match=r"rb\.csv:2: column 'm\|total_cost' must be a non-neg"):
+        load_recordings("routerbench", [path])
+
+
+def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
+    path = tmp_path / "gsm8k-test.json"
+    path.write_text(
+        json.dumps(
+            [{"question": "Q?", "scores": {"m": 0.5}}, {"question": "R?", "scores": {"m": 1.5}}]
+        )
+    )
+    with pytest.raises(ConfigError, match=r"item 1: score of 'm' must be a finite number"):
+        load_recordings("routerdc", [path])
+
+
+def test_a_csv_row_with_too_few_cells_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.csv"
+    header = f"prompt,{MIXTRAL},{MIXTRAL}_response\n"
+    path.write_text(header + 'Q1,True,"line one\nline two #### 3"\nQ2,False\n')
+    with pytest.raises(ConfigError, match=r"gsm\.csv:4: row has 2 cells, header has 3"):
+        load_recordings("routellm-gsm8k", [path])
+
+
+def test_a_labelled_csv_row_with_extra_cells_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "golden.csv"
+    path.write_text("prompt,label\nWhat is 2+2?,4\nWhat is 3+3?,6,extra\n")
+    with pytest.raises(ConfigError, match=r"golden\.csv:3: row has 3 cells, header has 2"):
+        load_items(str(path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prompt", None, "field 'prompt' must be a non-empty string, got None"),
+        ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
+        ("label", [1, 2], "field 'label' must be a string or a number, got [1, 2]"),
+    ],
+)
+def test_a_labelled_set_rejects_fields_of_the_wrong_type(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"prompt": f"What is {n}+{n}?", "label": 2 * n} for n in (1, 2)
+    ]
+    rows[1][field] = value
+    path = write_jsonl(tmp_path / "golden.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"golden\.jsonl:2: {re.escape(message)}"):
+        load_items(str(path))
+
+
+def test_a_labelled_set_keeps_a_numeric_label_as_text(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "golden.jsonl", [{"prompt": "What is 9+9?", "answer": 18}])
+    assert load_items(str(path))[0].label == "18"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
+        ("model", 7, "field 'model' must be a non-empty string, got 7"),
+        ("response", None, "field 'response' must be a string, got None"),
+        ("response", 42, "field 'response' must be a string, got 42"),
+    ],
+)
+def test_jsonl_recordings_reject_fields_of_the_wrong_type(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    rows = own_rows()
+    rows[4][field] = value
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
+        load_recordings("jsonl", [path])

@@ -121,3 +121,18 @@ def test_unknown_scorer_lists_the_choices() -> None:
     with pytest.raises(ConfigError) as caught:
         make_scorer("fuzzy")
     assert "regex:PATTERN" in str(caught.value)
+
+
+async def test_a_callable_scorer_that_raises_names_itself_and_the_item() -> None:
+    scorer = make_scorer("callable:os:getcwd")
+    with pytest.raises(ConfigError, match="scorer callable:os:getcwd raised TypeError on item q7"):
+        await scorer.score(Item(id="q7", prompt="q", label="x"), _response("x"))
+
+
+@pytest.mark.parametrize("result", [5, -1, float("nan")])
+async def test_a_callable_scorer_returning_a_number_outside_zero_to_one_is_an_error(
+    result: float,
+) -> None:
+    scorer = CallableScorer(lambda item, response: result)
+    with pytest.raises(ConfigError, match="expected true/false, a number from 0 to 1"):
+        await scorer.score(Item(id="1", prompt="q"), _response("ok"))

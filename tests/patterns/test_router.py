@@ -361,3 +361,28 @@ async def test_decision_to_dict_is_json_ready(
     record = json.loads(json.dumps(response.decision.to_dict()))
     assert set(record["scores"]) == {"cheap", "strong"}
     assert set(record["details"]["p_success"]) == {"cheap", "strong"}
+
+
+def test_train_makes_the_folder_of_its_output(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    config = write_config(LEARNED_MODELS, "models.yaml")
+    outcomes = tmp_path / "outcomes.jsonl"
+    write_outcomes(outcomes)
+    artifact = tmp_path / "new" / "router.npz"
+    args = ["train", str(outcomes), "--embedder", "hash", "--config", str(config)]
+    result = CliRunner().invoke(app, [*args, "-o", str(artifact)])
+    assert result.exit_code == 0, result.output
+    assert artifact.exists()
+
+
+def test_train_refuses_a_folder_as_output_before_fitting(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    config = write_config(LEARNED_MODELS, "models.yaml")
+    outcomes = tmp_path / "outcomes.jsonl"
+    write_outcomes(outcomes)
+    args = ["train", str(outcomes), "--embedder", "hash", "--config", str(config)]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "it is a folder" in result.output
+    assert "held-out log-loss" not in result.output

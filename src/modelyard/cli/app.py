@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from modelyard.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from modelyard.yard import Yard
 
 app = typer.Typer(
     name="modelyard",
@@ -34,6 +38,40 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def check_target(yard: Yard, name: str, config: Path) -> None:
+    """ConfigError (exit 2) unless `name` is a system or model in `yard`: a typo in a name is a
+    usage error, not a failed call (exit 1 is `gate`'s "candidate is worse")."""
+    if name not in yard.names():
+        raise ConfigError(
+            f"no system or model named {name!r}; available: {', '.join(yard.names())}",
+            path=str(config),
+        )
+
+
+def check_writable(path: Path, what: str, *, make_folder: bool = False) -> None:
+    """Exit 2 unless a file can be written at `path` (its folder made first when
+    `make_folder`). Commands check their outputs before they run, so a mistyped path does not
+    throw the whole run away at the end. Leaves no file behind."""
+    where = f"cannot write {what} to {path}"
+    if make_folder:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"{where}: cannot create its folder ({exc.strerror})")
+    if not path.parent.is_dir():
+        fail(f"{where}: no such folder {path.parent}")
+    if path.is_dir():
+        fail(f"{where}: it is a folder")
+    existed = path.exists()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        fail(f"{where}: {exc.strerror}")
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
 def guarded(function: Callable[[], T]) -> T:
     """Run `function`, turning modelyard's errors into one clear line and an exit code."""
     try:
@@ -42,6 +80,8 @@ def guarded(function: Callable[[], T]) -> T:
         fail(str(exc))
     except ModelError as exc:
         fail(str(exc), code=1)
+    except OSError as exc:  # a full disk or a closed pipe: no traceback, and not exit 1
+        fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"output failed: {exc}")
     except KeyboardInterrupt:
         errors.print("interrupted")
         sys.exit(130)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from modelyard.cli.app import app, console, guarded
+from modelyard.cli.app import app, check_target, console, guarded
 from modelyard.config.schema import Config
 from modelyard.model import Model
 from modelyard.topology import edges, entry_points, unwrap
@@ -140,6 +140,7 @@ def ask(
         yard = load(config)
         for note in yard.notes:
             console.print(f"[yellow]note:[/] {note}")
+        check_target(yard, system, config)
         response, elapsed = asyncio.run(_ask(yard, system, prompt, stream, max_tokens))
         _print_response(response, elapsed, trace)
 

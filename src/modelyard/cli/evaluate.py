@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelyard.cli.app import app, console, errors, fail, guarded
+from modelyard.cli.app import app, check_target, check_writable, console, errors, fail, guarded
 from modelyard.errors import ConfigError
 from modelyard.evaluation import html as reports
 from modelyard.evaluation.calibrate import Calibration, Calibrator, Target
 from modelyard.evaluation.compare import Row, compare
-from modelyard.evaluation.dataset import LABELLED, Item, holdout, load_items, select_split
+from modelyard.evaluation.dataset import (
+    LABELLED,
+    Item,
+    holdout,
+    load_items,
+    select_split,
+    unlabelled_warning,
+)
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.gate import GateResult, Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.report import EvalReport
-from modelyard.evaluation.scorers import make_scorer
+from modelyard.evaluation.scorers import Scorer, make_scorer
 from modelyard.yard import Yard
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
@@ -60,6 +69,14 @@ HistoryOpt = Annotated[
     Path | None, typer.Option("--history", help="History folder (default .modelyard/history).")
 ]
 KeepOpt = Annotated[int, typer.Option(min=2, help="Applied versions to keep.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace the config file even when it was edited since modelyard last wrote it "
+        "(the edited text is kept in history first).",
+    ),
+]
 
 
 @contextmanager
@@ -94,8 +111,31 @@ def _items(data: str, fmt: str, split: str | None, limit: int | None) -> list[It
     return items[:limit] if limit else items
 
 
+def _warn_unlabelled(items: Sequence[Item], scoring: Scorer, data: str, fmt: str) -> None:
+    warning = unlabelled_warning(items, data, fmt) if scoring.needs_label else None
+    if warning is not None:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: bare NaN is not JSON, and strict parsers
+    reject the whole document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _dump(value: Any) -> None:
-    console.print_json(json.dumps(value, default=str))
+    console.print_json(json.dumps(_finite(value), default=str, allow_nan=False))
+
+
+def _check_html(path: Path | None) -> None:
+    if path is not None:
+        check_writable(path, "the HTML report")
 
 
 def _write_html(path: Path | None, text: Callable[[], str]) -> None:
@@ -169,14 +209,17 @@ def eval_command(
     html_path: HtmlOpt = None,
 ) -> None:
     """Run a system over a labelled set: accuracy, cost, latency, and how each node decided."""
+    _check_html(html_path)
 
     def run() -> None:
         yard = load_for_evaluation(config)
         items = _items(data, fmt, split, limit)
         scoring = make_scorer(_scorer_spec(scorer, fmt), yard.models)
+        _warn_unlabelled(items, scoring, data, fmt)
 
         async def go() -> Any:
             try:
+                check_target(yard, system, config)
                 with _progress() as tick:
                     done = [0]
 
@@ -246,6 +289,9 @@ def _calibration_splits(
     return train, test, how
 
 
+_SHOWN_INVALID = 10
+
+
 def _print_calibration(cal: Calibration, how: str, written: str) -> None:
     front = cal.frontier
     console.print(f"[dim]{how}[/]")
@@ -256,6 +302,12 @@ def _print_calibration(cal: Calibration, how: str, written: str) -> None:
         + "); "
         f"{len(cal.trials)} settings tried"
     )
+    if cal.invalid:  # a typo in a sweep must not shrink the search without a word
+        console.print(f"[yellow]{len(cal.invalid)} settings could not be built, not tried:[/]")
+        for reason in cal.invalid[:_SHOWN_INVALID]:
+            console.print(f"  {escape(reason)}")
+        if len(cal.invalid) > _SHOWN_INVALID:
+            console.print(f"  ... and {len(cal.invalid) - _SHOWN_INVALID} more (all in --json)")
     console.print(f"chosen: {cal.chosen.values}")
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
@@ -309,7 +361,11 @@ def calibrate(
         str, typer.Option(help="quality:F (F × best single model's accuracy) or budget:USD.")
     ] = "quality:0.95",
     knob: Annotated[
-        list[str] | None, typer.Option(help="PATH=v1,v2 or PATH=start:stop:step (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="PATH=v1,v2 or PATH=start:stop:step (repeatable); list values in brackets: "
+            "PATH=[a,b],[b,a]."
+        ),
     ] = None,
     fmt: FormatOpt = LABELLED,
     scorer: ScorerOpt = None,
@@ -332,26 +388,55 @@ def calibrate(
     ] = None,
     concurrency: ConcurrencyOpt = 8,
     limit: LimitOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Write the calibrated config here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the calibrated config here (default: CONFIG's name + .calibrated.yaml, "
+            "which is never overwritten: pass --out to replace it)."
+        ),
+    ] = None,
     write: Annotated[
-        bool, typer.Option("--write", help="Apply it to CONFIG in place (kept in history).")
+        bool,
+        typer.Option(
+            "--write",
+            help="Apply it to CONFIG in place, only when the target is met (kept in history).",
+        ),
     ] = False,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
     html_path: HtmlOpt = None,
 ) -> None:
     """Tune a system's knobs on a training split; report the frontier on a test split."""
 
+    if write and out is not None:
+        fail("--write applies the result to CONFIG, --out writes it to another file: pass one")
+    written_to = out or config.with_name(f"{config.stem}.calibrated{config.suffix}")
+    if not write and out is None and written_to.exists():
+        fail(
+            f"{written_to} exists (an earlier calibration?); pass --out {written_to} to replace "
+            "it, or another --out"
+        )
+    if not write:
+        check_writable(written_to, "the calibrated config")
+    _check_html(html_path)
+
     def run() -> None:
+        if write:  # before the run, so a hand edit does not waste it
+            ConfigHistory(config, history, keep).require_unedited(force)
         goal = Target.parse(target)
         train, test, how = _calibration_splits(
             data, fmt, test_data, train_split, test_split, test_fraction, seed, limit
         )
         probe = load_for_evaluation(config)
-        knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
-        scoring = make_scorer(_scorer_spec(scorer, fmt), probe.models)
-        asyncio.run(probe.aclose())
+        try:
+            check_target(probe, system, config)
+            knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
+            scoring = make_scorer(_scorer_spec(scorer, fmt), probe.models)
+        finally:
+            asyncio.run(probe.aclose())
+        _warn_unlabelled([*train, *test], scoring, data, fmt)
 
         async def go() -> Calibration:
             with _progress() as tick:
@@ -372,17 +457,18 @@ def calibrate(
                     await calibrator.resources.aclose()
 
         cal = asyncio.run(go())
-        if write:
+        if write and not cal.met:  # as `gate --apply` applies only a candidate that passed
+            written = f"target not met: {config} left unchanged, nothing recorded in history"
+        elif write:
             entry = ConfigHistory(config, history, keep).apply(
-                cal.chosen.text, f"calibrate {system} {goal}: {cal.chosen.values}"
+                cal.chosen.text, f"calibrate {system} {goal}: {cal.chosen.values}", force=force
             )
             written = (
                 f"applied to {config} (version {entry.version}; rollback with modelyard rollback)"
             )
         else:
-            target_path = out or config.with_name(f"{config.stem}.calibrated{config.suffix}")
-            target_path.write_text(cal.chosen.text, encoding="utf-8")
-            written = f"wrote {target_path}"
+            written_to.write_text(cal.chosen.text, encoding="utf-8")
+            written = f"wrote {written_to}"
         if as_json:
             _dump({**cal.to_dict(), "splits": how, "written": written})
         else:
@@ -408,14 +494,18 @@ def compare_command(
     html_path: HtmlOpt = None,
 ) -> None:
     """The system against each of its models alone: accuracy, cost, cost per point, latency."""
+    _check_html(html_path)
 
     def run() -> None:
         yard = load_for_evaluation(config)
         items = _items(data, fmt, split, limit)
         scoring = make_scorer(_scorer_spec(scorer, fmt), yard.models)
+        _warn_unlabelled(items, scoring, data, fmt)
 
         async def go() -> list[Row]:
             try:
+                for name in system:
+                    check_target(yard, name, config)
                 with _progress() as tick:
                     done = [0]
 
@@ -516,12 +606,16 @@ def gate(
     ] = False,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
     html_path: HtmlOpt = None,
 ) -> None:
     """Fail (exit 1) when the candidate config is worse than the baseline on a golden set."""
+    _check_html(html_path)
 
     def run() -> None:
+        if apply:  # before the run, so a hand edit does not waste it
+            ConfigHistory(baseline, history, keep).require_unedited(force)
         tolerances = Tolerances(
             accuracy_drop=max_accuracy_drop,
             cost_increase=max_cost_increase,
@@ -534,9 +628,12 @@ def gate(
         name = _only_system(base_yard, system, baseline)
         base_scorer = make_scorer(_scorer_spec(scorer, fmt), base_yard.models)
         cand_scorer = make_scorer(_scorer_spec(scorer, fmt), cand_yard.models)
+        _warn_unlabelled(items, base_scorer, data, fmt)
 
         async def go() -> GateResult:
             try:
+                check_target(base_yard, name, baseline)
+                check_target(cand_yard, name, candidate)
                 with _progress() as tick:
                     base = await evaluate(
                         base_yard, name, items, base_scorer, concurrency=concurrency
@@ -561,7 +658,7 @@ def gate(
             raise typer.Exit(1)
         if apply:
             entry = ConfigHistory(baseline, history, keep).apply(
-                candidate.read_text(encoding="utf-8"), f"gate passed: {candidate}"
+                candidate.read_text(encoding="utf-8"), f"gate passed: {candidate}", force=force
             )
             console.print(f"applied {candidate} to {baseline} (version {entry.version})")
 
@@ -589,15 +686,23 @@ def history_command(config: ConfigPath, history: HistoryOpt = None) -> None:
 @app.command()
 def rollback(
     config: ConfigPath,
-    steps: Annotated[int, typer.Option(min=1, help="How many applied versions back.")] = 1,
+    steps: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="How many versions back among those deployed before the current one "
+            "(rollbacks undone are not counted: rolling back twice goes two versions back).",
+        ),
+    ] = 1,
     to: Annotated[str | None, typer.Option(help="A version (hash prefix) to restore.")] = None,
     history: HistoryOpt = None,
     keep: KeepOpt = 10,
+    force: ForceOpt = False,
 ) -> None:
     """Restore an earlier applied version of a config file."""
 
     def run() -> None:
-        entry = ConfigHistory(config, history, keep).rollback(steps, to)
+        entry = ConfigHistory(config, history, keep).rollback(steps, to, force=force)
         console.print(f"{config} is now version {entry.version} ({entry.note})")
 
     guarded(run)
@@ -612,6 +717,8 @@ def split_command(
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
 ) -> None:
     """Split recordings by prompt into train/test JSONL (for train, replay and calibrate)."""
+    if out.exists() and not out.is_dir():
+        fail(f"cannot write train.jsonl and test.jsonl into {out}: it is a file, not a folder")
 
     def run() -> None:
         from modelyard.evaluation.export import split_recordings

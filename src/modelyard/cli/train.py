@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from modelyard.cli.app import app, console, fail, guarded
+from modelyard.cli.app import app, check_writable, console, fail, guarded
 from modelyard.config.build import build_embedders
 from modelyard.config.loader import load_config
 from modelyard.patterns.artifact import save
@@ -80,6 +80,7 @@ def train(
         reads_signals = signal_set(signals) if signals is not None else None
     except ValueError as exc:
         fail(f"--signals: {exc}")
+    check_writable(output, "the artifact", make_folder=True)  # as split makes its --out
     chosen: Literal["auto", "logistic", "knn"] = method  # type: ignore[assignment]
     reads: Literal["prompt", "answer"] = features  # type: ignore[assignment]
 

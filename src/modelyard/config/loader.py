@@ -194,6 +194,11 @@ class _Builder:
         return _ENV.sub(replace, value)
 
 
+def text_version(text: str) -> str:
+    """The version of a config text: the start of its sha256, as logs and history show it."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def parse(
     text: str, *, path: str = "<config>", env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
@@ -218,7 +223,7 @@ def parse(
             path=path,
             line=1,
         )
-    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    version = text_version(text)
     return LoadedConfig(
         config=config,
         path=Path(path),

@@ -16,7 +16,12 @@ from typing import Any
 
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import FORMATS, load_recordings
-from modelyard.evaluation.recordings import Recordings, resolve_data_path
+from modelyard.evaluation.recordings import (
+    Recordings,
+    label_field,
+    resolve_data_path,
+    text_field,
+)
 from modelyard.evaluation.tabular import read_csv, read_jsonl, require_columns
 from modelyard.types import ChatRequest, Message, split_system
 
@@ -72,10 +77,10 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
         messages = _messages(row["messages"], path, line)
         prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
     elif "prompt" in row:
-        prompt = str(row["prompt"])
+        prompt = text_field(row, "prompt", str(path), line)
     else:
         raise ConfigError("missing field 'prompt' (or 'messages')", path=str(path), line=line)
-    label = _text(row.get("label", row.get("answer")))
+    label = label_field(row, str(path), line, ("label", "answer"))
     known = {"prompt", "messages", "label", "answer", "id", "split"}
     return Item(
         id=_text(row.get("id")) or str(number),
@@ -92,7 +97,7 @@ def load_labelled(path: Path) -> list[Item]:
     if path.suffix == ".csv":
         header, rows = read_csv(path)
         require_columns(path, header, ["prompt"])
-        items = [_item(row, n, path, n + 2) for n, row in enumerate(rows)]
+        items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
     elif path.suffix in (".jsonl", ".ndjson"):
         items = [_item(row, n, path, line) for n, (line, row) in enumerate(read_jsonl(path))]
     else:
@@ -145,6 +150,18 @@ def select_split(items: Sequence[Item], split: str | None, source: str = "data")
             f"{source}: split {split!r} is empty; splits present: {', '.join(present)}"
         )
     return chosen
+
+
+def unlabelled_warning(items: Sequence[Item], source: str, fmt: str = LABELLED) -> str | None:
+    """A warning when most items have no label, naming the other fields the items have (a
+    misnamed label field leaves every item out of accuracy, which is then no evidence)."""
+    missing = sum(1 for i in items if i.label is None)
+    if missing * 2 <= len(items):
+        return None
+    where = "no 'label' or 'answer' field" if fmt == LABELLED else f"no label in {fmt} recordings"
+    others = sorted({key for i in items for key in i.meta})
+    seen = f"; other fields: {', '.join(others[:12])}" if others else ""
+    return f"{source}: {missing} of {len(items)} items have {where}{seen}; accuracy leaves them out"
 
 
 def holdout(

@@ -20,6 +20,7 @@ are synthesised letters (`synthetic.py`), other answers a placeholder naming the
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,17 @@ from typing import Any
 
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
-from modelyard.evaluation.recordings import Outcome, RecordedItem, Recordings, make_recordings
+from modelyard.evaluation.recordings import (
+    Outcome,
+    RecordedItem,
+    Recordings,
+    label_field,
+    make_recordings,
+    recorded_cost,
+    recorded_score,
+    text_field,
+    unit_score,
+)
 from modelyard.evaluation.routellm import load_gsm8k, load_mmlu, load_mtbench
 from modelyard.evaluation.routerbench import load_routerbench
 from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
@@ -61,7 +72,7 @@ def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | No
     letters = option_letters(prompt) or "ABCD"
     outcomes = {}
     for model, raw in dict(row["scores"]).items():
-        value = float(raw)
+        value = unit_score(raw, f"item {number}: score of {model!r}", str(path), None)
         if choice:
             score = 1.0 if value > 0 else 0.0
             text = choice_answer(prompt, model, value > 0, letters)
@@ -106,29 +117,32 @@ def load_routerdc(path: Path) -> Recordings:
 
 
 def _optional_float(row: dict[str, Any], name: str, path: Path, line: int) -> float | None:
+    """A count or a duration: a finite, non-negative number when present."""
     value = row.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"field {name!r} must be a number", path=str(path), line=line)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(
+            f"field {name!r} must be a non-negative number", path=str(path), line=line
+        )
+    if not math.isfinite(value):
+        raise ConfigError(f"field {name!r} must be finite", path=str(path), line=line)
     return float(value)
 
 
 def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
-    score = _optional_float(row, "score", path, line)
-    if score is None and "correct" in row:
-        if not isinstance(row["correct"], bool):
-            raise ConfigError("field 'correct' must be true or false", path=str(path), line=line)
-        score = 1.0 if row["correct"] else 0.0
     tokens_in = _optional_float(row, "input_tokens", path, line)
     tokens_out = _optional_float(row, "output_tokens", path, line)
+    confidence = row.get("confidence")
     return Outcome(
-        text=str(row["response"]),
-        score=score,
-        cost=_optional_float(row, "cost", path, line),
+        text=text_field(row, "response", str(path), line, empty=True),
+        score=recorded_score(row, str(path), line),
+        cost=recorded_cost(row, str(path), line),
         input_tokens=None if tokens_in is None else int(tokens_in),
         output_tokens=None if tokens_out is None else int(tokens_out),
-        confidence=_optional_float(row, "confidence", path, line),
+        confidence=None
+        if confidence is None
+        else unit_score(confidence, "field 'confidence'", str(path), line),
         latency_ms=_optional_float(row, "latency_ms", path, line),
         provider_model=str(row["provider_model"]) if row.get("provider_model") else None,
         synthetic=row.get("synthetic") is True,
@@ -142,23 +156,22 @@ def load_jsonl(path: Path) -> Recordings:
     models: list[str] = []
     for file in files_in(path, ".jsonl"):
         for line, row in read_jsonl(file):
-            for name in ("prompt", "model", "response"):
-                if name not in row:
-                    raise ConfigError(f"missing field {name!r}", path=str(file), line=line)
-            prompt, model = str(row["prompt"]), str(row["model"])
+            prompt = text_field(row, "prompt", str(file), line)
+            model = text_field(row, "model", str(file), line)
             if model not in models:
                 models.append(model)
             grouped[prompt][model] = _jsonl_outcome(row, file, line)
-            kept = first.setdefault(prompt, dict(row))
+            kept = first.setdefault(prompt, {})
+            given = {**row, "label": label_field(row, str(file), line)}
             for name in ("label", "id", "split"):
-                if kept.get(name) is None and row.get(name) is not None:
-                    kept[name] = row[name]
+                if kept.get(name) is None and given.get(name) is not None:
+                    kept[name] = given[name]
     items = [
         RecordedItem(
             id=str(first[prompt].get("id", f"item-{number}")),
             prompt=prompt,
             outcomes=outcomes,
-            label=None if first[prompt].get("label") is None else str(first[prompt]["label"]),
+            label=first[prompt].get("label"),
             split=first[prompt].get("split"),
         )
         for number, (prompt, outcomes) in enumerate(grouped.items())

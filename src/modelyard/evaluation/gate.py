@@ -3,10 +3,12 @@ the candidate is worse beyond tolerances — before a model or config change shi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.errors import ConfigError
 from modelyard.evaluation.report import EvalReport
 from modelyard.evaluation.runner import FAILED, ItemResult
 
@@ -22,6 +24,14 @@ class Tolerances:
     latency_increase: float = 0.25
     latency_slack_ms: float = 50.0
     failure_increase: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Every comparison with NaN is false, so a NaN tolerance would switch its check off.
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                readable = name.replace("_", " ").replace(" ms", " (ms)")
+                raise ConfigError(f"the {readable} tolerance must be a finite number, got {value}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +93,17 @@ def _model_changes(base: Sequence[ItemResult], cand: Sequence[ItemResult]) -> li
     return sorted(changes)
 
 
+def accuracy_unknown(report: EvalReport) -> str | None:
+    """Why `report`'s accuracy means nothing to compare, or None when it can be compared."""
+    if report.accuracy is None:
+        return f"no item has a label the scorer can use ({report.unlabelled} of {report.n})"
+    if not math.isfinite(report.accuracy):
+        return f"its accuracy is {report.accuracy}"
+    if not report.scored:
+        return f"no answer was scored ({report.unparsed} unparsed, {report.failed} failed)"
+    return None
+
+
 def judge(
     baseline: EvalReport,
     candidate: EvalReport,
@@ -90,7 +111,15 @@ def judge(
     cand_results: Sequence[ItemResult],
     tolerances: Tolerances,
 ) -> GateResult:
-    """Compare the two runs against `tolerances`."""
+    """Compare the two runs against `tolerances`. ConfigError when accuracy cannot be compared
+    (no labels, nothing scored, a non-finite figure): every comparison with it would pass."""
+    for side, report in (("baseline", baseline), ("candidate", candidate)):
+        reason = accuracy_unknown(report)
+        if reason is not None:
+            raise ConfigError(
+                f"cannot compare accuracy: {side}: {reason}; check the golden set's labels "
+                "and --scorer"
+            )
     violations = []
     base_acc, cand_acc = baseline.accuracy or 0.0, candidate.accuracy or 0.0
     if cand_acc < base_acc - tolerances.accuracy_drop - 1e-12:

@@ -3,6 +3,13 @@
 Each applied version is kept as `<seq>-<version>.yaml` in the history folder (default
 `.modelyard/history/<config file name>/` beside the config) with `index.json` listing them,
 oldest first. Applying validates the new text first; the config file is replaced atomically.
+
+The entries are read as a stack of deployments: an apply puts a version on top, a rollback
+returns to one below it. `rollback --steps N` counts the versions deployed before the current
+one (rollback entries are not among them), so two rollbacks in a row go two versions back
+instead of toggling. The file is replaced only when its text is the newest entry's: a hand
+edit since stops apply and rollback unless forced, and a forced one records the edited text
+first, so it is never lost.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelyard.config.loader import parse
+from modelyard.config.loader import parse, text_version
 from modelyard.errors import ConfigError
 
 
@@ -27,6 +34,8 @@ class Entry:
     applied_at: float
     note: str
     file: str
+    restores: int | None = None
+    """The seq of the entry a rollback restored (None for an apply)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -36,6 +45,7 @@ class Entry:
             "applied_at": self.applied_at,
             "note": self.note,
             "file": self.file,
+            "restores": self.restores,
         }
 
 
@@ -71,48 +81,103 @@ class ConfigHistory:
             ) from None
         return [Entry(**row) for row in data]
 
+    def deployed(self) -> list[Entry]:
+        """The stack of deployments, oldest first, the current one last: each apply is put on
+        top; a rollback takes the stack back to the entry it restored (or, when that entry was
+        pruned, goes on top itself)."""
+        stack: list[Entry] = []
+        for entry in self.entries():
+            seqs = [e.seq for e in stack]
+            if entry.restores in seqs:
+                del stack[seqs.index(entry.restores) + 1 :]
+            else:
+                stack.append(entry)
+        return stack
+
     def _save(self, entries: list[Entry]) -> None:
         _write_atomic(self._index, json.dumps([e.to_dict() for e in entries], indent=1))
 
-    def record(self, text: str, note: str) -> Entry:
+    def text(self, entry: Entry) -> str:
+        """The config text `entry` recorded."""
+        return (self.folder / entry.file).read_text(encoding="utf-8")
+
+    def record(self, text: str, note: str, restores: int | None = None) -> Entry:
         """Keep `text` as the newest applied version (pruning beyond `keep`)."""
-        version = parse(text, path=str(self.config)).version
+        version = text_version(text)
         self.folder.mkdir(parents=True, exist_ok=True)
         entries = self.entries()
         seq = entries[-1].seq + 1 if entries else 1
         name = f"{seq:04d}-{version}.yaml"
         (self.folder / name).write_text(text, encoding="utf-8")
-        entry = Entry(seq=seq, version=version, applied_at=time.time(), note=note, file=name)
+        entry = Entry(
+            seq=seq,
+            version=version,
+            applied_at=time.time(),
+            note=note,
+            file=name,
+            restores=restores,
+        )
         entries.append(entry)
         for old in entries[: -self.keep]:
             (self.folder / old.file).unlink(missing_ok=True)
         self._save(entries[-self.keep :])
         return entry
 
-    def apply(self, text: str, note: str) -> Entry:
-        """Validate `text`, make it the config file, and record it (the file's previous text is
-        recorded first when the history is empty, so it can be rolled back to)."""
+    def require_unedited(self, force: bool = False) -> None:
+        """ConfigError when the config file was edited since the newest applied version was
+        written, unless `force` (commands call this before a long run, not just at the end)."""
+        entries = self.entries()
+        if force or not entries or not self.config.exists():
+            return
+        if self.config.read_text(encoding="utf-8") != self.text(entries[-1]):
+            newest = entries[-1]
+            raise ConfigError(
+                f"{self.config} was edited since modelyard wrote version {newest.version} "
+                f"(#{newest.seq}); replacing it would lose the edit. Pass --force to keep the "
+                f"edited text in {self.folder} as the newest version, then replace the file",
+            )
+
+    def _keep_current(self, force: bool) -> None:
+        """Record the file's text when no entry holds it yet: before the first apply, or a hand
+        edit since the newest entry (only when `force`)."""
+        self.require_unedited(force)
+        if not self.config.exists():
+            return
+        current = self.config.read_text(encoding="utf-8")
+        entries = self.entries()
+        if not entries:
+            self.record(current, "before the first apply")
+        elif current != self.text(entries[-1]):
+            self.record(current, "edited by hand; kept before it was replaced")
+
+    def apply(self, text: str, note: str, *, force: bool = False) -> Entry:
+        """Validate `text`, make it the config file, and record it (the file's text is recorded
+        first when no entry holds it: the first apply, or a forced one over a hand edit)."""
         parse(text, path=str(self.config))
-        if not self.entries() and self.config.exists():
-            self.record(self.config.read_text(encoding="utf-8"), "before the first apply")
+        self._keep_current(force)
         _write_atomic(self.config, text)
         return self.record(text, note)
 
-    def rollback(self, steps: int = 1, version: str | None = None) -> Entry:
-        """Re-apply an earlier version: `steps` back from the newest, or the one named."""
-        entries = self.entries()
+    def rollback(self, steps: int = 1, version: str | None = None, *, force: bool = False) -> Entry:
+        """Re-apply an earlier version: the one deployed `steps` before the current one, or the
+        newest entry of the version named."""
+        if not self.entries():
+            raise ConfigError(f"cannot roll back: no version recorded in {self.folder}")
+        self._keep_current(force)
         if version is not None:
-            matches = [e for e in entries if e.version.startswith(version)]
+            matches = [e for e in self.entries() if e.version.startswith(version)]
             if not matches:
                 raise ConfigError(f"no applied version {version!r} in {self.folder}")
             target = matches[-1]
         else:
-            if steps < 1 or steps >= len(entries):
+            stack = self.deployed()
+            if steps < 1 or steps >= len(stack):
                 raise ConfigError(
-                    f"cannot roll back {steps} step(s): {len(entries)} version(s) recorded "
-                    f"in {self.folder}"
+                    f"cannot roll back {steps} step(s): {len(stack) - 1} version(s) were "
+                    f"deployed before the current one (see modelyard history)"
                 )
-            target = entries[-1 - steps]
-        text = (self.folder / target.file).read_text(encoding="utf-8")
+            target = stack[-1 - steps]
+        restored = target.seq if target.restores is None else target.restores
+        text = self.text(target)
         _write_atomic(self.config, text)
-        return self.record(text, f"rollback to {target.version} (#{target.seq})")
+        return self.record(text, f"rollback to {target.version} (#{restored})", restored)

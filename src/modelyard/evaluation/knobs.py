@@ -1,7 +1,9 @@
 """Tunable knobs of a system: a place in the config file plus the values worth trying.
 
 A knob is written `systems.main.stages[0].threshold=0.5,0.6,0.7` (a list) or
-`...=0.1:0.9:0.1` (start:stop:step, inclusive). Pattern specs may declare their knobs with a
+`...=0.1:0.9:0.1` (start:stop:step, inclusive). The list is read as a YAML flow list, so a value
+that is itself a list goes in brackets (`systems.main.chain=[a,b],[b,a]`) and a string holding
+a comma in quotes. Pattern specs may declare their knobs with a
 `tunable` class attribute mapping field names to default candidate values; without it, fields
 named like a threshold, a cost weight (λ) or a quorum are found by name.
 
@@ -91,15 +93,28 @@ def parse_path(text: str) -> Loc:
 
 def _values(text: str) -> tuple[Any, ...]:
     if text.count(":") == 2 and "," not in text:
-        start, stop, step = (float(v) for v in text.split(":"))
+        try:
+            start, stop, step = (float(v) for v in text.split(":"))
+        except ValueError:
+            raise ConfigError(
+                f"invalid range {text!r}; start, stop and step must be numbers (a single value "
+                "holding two colons is a list of one: end it with a comma)"
+            ) from None
         if step <= 0 or stop < start:
             raise ConfigError(f"invalid range {text!r}; write start:stop:step with step > 0")
         count = math.floor((stop - start) / step + 1e-9) + 1
         return tuple(round(start + i * step, 10) for i in range(count))
-    values = tuple(yaml.safe_load(v.strip()) for v in text.split(",") if v.strip())
-    if not values:
+    try:  # a YAML flow list, so a value may itself be a list or hold a quoted comma
+        values = yaml.safe_load(f"[{text}]")
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "not YAML"
+        raise ConfigError(
+            f"cannot read the values {text!r}: {problem}; write v1,v2 with lists in brackets "
+            "([a, b],[b, a]) and commas inside a value quoted"
+        ) from None
+    if not isinstance(values, list) or not values:
         raise ConfigError(f"no candidate values in {text!r}")
-    return values
+    return tuple(values)
 
 
 def parse_knob(text: str) -> Knob:

@@ -6,11 +6,13 @@ the replay model (`replay.py`) answers from them and evaluation reads items from
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelyard.errors import ConfigError
 
@@ -73,6 +75,85 @@ class Recordings:
     def lookup(self, prompt: str) -> RecordedItem | None:
         """The recorded item for `prompt` (matched after whitespace normalisation)."""
         return self.index.get(normalize_prompt(prompt))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def unit_score(value: Any, what: str, path: str, line: int | None, scale: float = 1.0) -> float:
+    """`value` / `scale` as a recorded score, when `value` is a finite number from 0 to `scale`;
+    else ConfigError naming `path`:`line` and `what` (one NaN or out-of-range score skews every
+    accuracy computed from the file)."""
+    if not _finite(value) or not 0 <= value <= scale:
+        raise ConfigError(
+            f"{what} must be a finite number from 0 to {scale:g}, got {value!r}",
+            path=path,
+            line=line,
+        )
+    return float(value) / scale
+
+
+def usd_cost(value: Any, what: str, path: str, line: int | None) -> float:
+    """`value` as a recorded cost, when it is a finite, non-negative number of USD; else
+    ConfigError naming `path`:`line` and `what`."""
+    if not _finite(value) or value < 0:
+        raise ConfigError(
+            f"{what} must be a non-negative number of USD, got {value!r}", path=path, line=line
+        )
+    return float(value)
+
+
+def recorded_score(row: Mapping[str, Any], path: str, line: int | None) -> float | None:
+    """A JSONL outcome row's correctness: `score` (0 to 1), else `correct` (true/false) as 1
+    or 0; None when the row has neither. The one check replay, eval and `train` all apply."""
+    if row.get("score") is not None:
+        return unit_score(row["score"], "field 'score'", path, line)
+    correct = row.get("correct")
+    if correct is None:
+        return None
+    if not isinstance(correct, bool):
+        raise ConfigError(
+            f"field 'correct' must be true or false, got {correct!r}", path=path, line=line
+        )
+    return 1.0 if correct else 0.0
+
+
+def recorded_cost(row: Mapping[str, Any], path: str, line: int | None) -> float | None:
+    """A JSONL outcome row's `cost` in USD (None when absent)."""
+    cost = row.get("cost")
+    return None if cost is None else usd_cost(cost, "field 'cost'", path, line)
+
+
+def text_field(
+    row: Mapping[str, Any], name: str, path: str, line: int | None, *, empty: bool = False
+) -> str:
+    """`row[name]` when it is a string (a non-empty one unless `empty`); else ConfigError naming
+    `path`:`line` and the field: a null or numeric prompt would reach a model as the text
+    'None' or '12345'."""
+    kind = "string" if empty else "non-empty string"
+    if name not in row:
+        raise ConfigError(f"missing {name!r} (a {kind})", path=path, line=line)
+    value = row[name]
+    if not isinstance(value, str) or not (empty or value.strip()):
+        raise ConfigError(f"field {name!r} must be a {kind}, got {value!r}", path=path, line=line)
+    return value
+
+
+def label_field(
+    row: Mapping[str, Any], path: str, line: int | None, names: tuple[str, ...] = ("label",)
+) -> str | None:
+    """A row's gold answer (the first of `names` present) as text: a string or a number; None
+    when absent. A list or an object is an error, not its Python repr."""
+    name = next((n for n in names if n in row), names[0])
+    value = row.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise ConfigError(
+        f"field {name!r} must be a string or a number, got {value!r}", path=path, line=line
+    )
 
 
 def make_recordings(

@@ -18,7 +18,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from modelyard.errors import ConfigError
-from modelyard.evaluation.recordings import Outcome, RecordedItem, Recordings, make_recordings
+from modelyard.evaluation.recordings import (
+    Outcome,
+    RecordedItem,
+    Recordings,
+    make_recordings,
+    unit_score,
+)
 from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
 from modelyard.evaluation.tabular import (
     files_in,
@@ -41,11 +47,11 @@ def load_gsm8k(path: Path) -> Recordings:
         raise ConfigError("no model columns besides 'prompt'", path=str(path))
     require_columns(path, header, [m + RESPONSE_SUFFIX for m in models])
     items = []
-    for number, row in enumerate(rows):
+    for number, (line, row) in enumerate(rows):
         outcomes = {}
         label = None
         for model in models:
-            score = parse_bool(row[model], path, model)
+            score = parse_bool(row[model], path, line, model)
             text = row[model + RESPONSE_SUFFIX].strip()
             outcomes[model] = Outcome(text=text, score=score)
             if label is None and score == 1.0:
@@ -72,12 +78,12 @@ def load_mmlu(path: Path) -> Recordings:
             )
         models = models or file_models
         subject = file.stem.removeprefix("mmlu_")
-        for number, row in enumerate(rows):
+        for number, (line, row) in enumerate(rows):
             prompt = row["prompt"]
             letters = option_letters(prompt) or "ABCD"
             outcomes = {}
             for model in models:
-                score = parse_bool(row[model], file, model)
+                score = parse_bool(row[model], file, line, model)
                 if score is None:
                     continue
                 text = choice_answer(prompt, model, score == 1.0, letters)
@@ -130,7 +136,7 @@ def load_mtbench(path: Path) -> Recordings:
         key = (int(row["question_id"]), int(row["turn"]))
         outcomes[key][model] = Outcome(
             text=_answer_from_judge_prompt(str(row["user_prompt"])),
-            score=float(row["score"]) / 10.0,
+            score=unit_score(row["score"], "field 'score'", str(judgements_file), line, scale=10),
         )
     items = []
     for (question, turn), by_model in sorted(outcomes.items()):

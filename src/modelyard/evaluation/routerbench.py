@@ -14,7 +14,14 @@ from collections import Counter
 from pathlib import Path
 
 from modelyard.errors import ConfigError
-from modelyard.evaluation.recordings import Outcome, RecordedItem, Recordings, make_recordings
+from modelyard.evaluation.recordings import (
+    Outcome,
+    RecordedItem,
+    Recordings,
+    make_recordings,
+    unit_score,
+    usd_cost,
+)
 from modelyard.evaluation.tabular import files_in, parse_float, read_csv, require_columns
 
 RESPONSE = "|model_response"
@@ -57,16 +64,19 @@ def _load_file(path: Path) -> tuple[list[str], list[RecordedItem]]:
         raise ConfigError(f"no '<model>{RESPONSE}' columns", path=str(path))
     require_columns(path, header, [*models, *(m + COST for m in models)])
     items = []
-    for row in rows:
+    for line, row in rows:
         outcomes = {}
         for model in models:
-            score = parse_float(row[model], path, model)
+            score = parse_float(row[model], path, line, model)
             if score is None:
                 continue
+            cost = parse_float(row[model + COST], path, line, model + COST)
             outcomes[model] = Outcome(
                 text=parse_parts(row[model + RESPONSE], path, model + RESPONSE).strip(),
-                score=score,
-                cost=parse_float(row[model + COST], path, model + COST),
+                score=unit_score(score, f"column {model!r}", str(path), line),
+                cost=None
+                if cost is None
+                else usd_cost(cost, f"column {model + COST!r}", str(path), line),
             )
         task = row.get("eval_name", "")
         items.append(

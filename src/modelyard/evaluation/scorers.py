@@ -236,26 +236,37 @@ CallableResult = bool | float | int | Score | None
 
 class CallableScorer(Scorer):
     """A Python function `(item, response) -> bool | float | Score | None` (sync or async);
-    None means unparsed."""
+    None means unparsed. A function that raises, or returns a number outside 0 to 1, stops the
+    evaluation with a ConfigError naming it and the item: counting the item as wrong would skew
+    accuracy without a word."""
 
     name = "callable"
 
-    def __init__(self, function: Callable[..., Any], needs_label: bool = False) -> None:
+    def __init__(
+        self, function: Callable[..., Any], needs_label: bool = False, spec: str | None = None
+    ) -> None:
         self.function = function
         self.needs_label = needs_label
+        self.spec = spec or f"callable:{function.__module__}:{function.__qualname__}"
 
     async def score(self, item: Item, response: ChatResponse) -> Score:
-        result = self.function(item, response)
-        if inspect.isawaitable(result):
-            result = await result
+        try:
+            result = self.function(item, response)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # the user's code: any error is theirs to see, with the item
+            raise ConfigError(
+                f"scorer {self.spec} raised {type(exc).__name__} on item {item.id}: {exc}"
+            ) from exc
         if isinstance(result, Score):
             return result
         if result is None:
             return unparsed()
-        if isinstance(result, bool | int | float):
+        if isinstance(result, bool | int | float) and 0 <= result <= 1:
             return Score(value=float(result))
         raise ConfigError(
-            f"scorer function returned {type(result).__name__}; expected bool, float, Score or None"
+            f"scorer {self.spec} returned {result!r} on item {item.id}; expected true/false, "
+            "a number from 0 to 1, a Score or None"
         )
 
 
@@ -280,7 +291,7 @@ def make_scorer(spec: str, models: Mapping[str, Model] | None = None) -> Scorer:
             raise ConfigError(f"judge model {argument!r} is not in the config; known: {known}")
         return JudgeScorer(models[argument])
     if kind == "callable" and argument:
-        return CallableScorer(import_function(argument))
+        return CallableScorer(import_function(argument), spec=spec)
     raise ConfigError(
         f"unknown scorer {spec!r}; use exact, choice, number, regex:PATTERN, json:FIELD, "
         "recorded, judge:MODEL or callable:module:function"

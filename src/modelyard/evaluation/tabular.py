@@ -11,13 +11,27 @@ from typing import Any
 from modelyard.errors import ConfigError
 
 
-def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and rows of a CSV file."""
+def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and rows of a CSV file, each row with the line it starts on (a quoted cell
+    may span lines, so the row's index alone does not say where it is). A row with more or
+    fewer cells than the header is an error: its cells would land in the wrong columns."""
+    rows: list[tuple[int, dict[str, str]]] = []
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            end = reader.line_num
+            for cells in reader:
+                line, end = end + 1, reader.line_num
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise ConfigError(
+                        f"row has {len(cells)} cells, header has {len(header)}",
+                        path=str(path),
+                        line=line,
+                    )
+                rows.append((line, dict(zip(header, cells, strict=True))))
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -79,7 +93,7 @@ def files_in(path: Path, suffix: str) -> list[Path]:
     return [path]
 
 
-def parse_bool(value: str, path: Path, column: str) -> float | None:
+def parse_bool(value: str, path: Path, line: int, column: str) -> float | None:
     """A True/False/1/0 cell as 1.0/0.0; empty or NaN as None; anything else is an error."""
     text = value.strip().lower()
     if text in ("true", "1", "1.0", "yes"):
@@ -88,10 +102,12 @@ def parse_bool(value: str, path: Path, column: str) -> float | None:
         return 0.0
     if text in ("", "nan", "none", "null"):
         return None
-    raise ConfigError(f"column {column!r}: expected True/False, got {value[:20]!r}", path=str(path))
+    raise ConfigError(
+        f"column {column!r}: expected True/False, got {value[:20]!r}", path=str(path), line=line
+    )
 
 
-def parse_float(value: str, path: Path, column: str) -> float | None:
+def parse_float(value: str, path: Path, line: int, column: str) -> float | None:
     """A numeric cell; empty or NaN as None."""
     text = value.strip()
     if text.lower() in ("", "nan", "none", "null"):
@@ -100,6 +116,6 @@ def parse_float(value: str, path: Path, column: str) -> float | None:
         number = float(text)
     except ValueError:
         raise ConfigError(
-            f"column {column!r}: expected a number, got {value[:20]!r}", path=str(path)
+            f"column {column!r}: expected a number, got {value[:20]!r}", path=str(path), line=line
         ) from None
     return None if number != number else number

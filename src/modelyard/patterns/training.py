@@ -6,11 +6,12 @@ The outcomes file has one JSON object per line, one per (prompt, model) pair:
     {"prompt": "What is 2+2?", "model": "gpt-4o-mini", "correct": true, "cost": 0.00012}
     {"prompt": "What is 2+2?", "model": "llama-8b", "score": 0.5, "response": "5"}
 
-`correct` (true/false) or `score` (0 to 1) is required; `cost` (USD for that call) is optional
-and, where given, becomes the candidate's mean recorded cost. With features `prompt` (a router)
-the predictor sees the prompt only; with `answer` (a cascade's check) it sees the prompt and the
-model's `response`, which every row must then carry, and optionally a set of answer signals
-(`patterns/signals.py`) computed from the response.
+`score` (0 to 1) or `correct` (true/false) is required (`score` wins when both are given);
+`cost` (USD for that call) is optional and, where given, becomes the candidate's mean recorded
+cost. With features `prompt` (a router) the predictor sees the prompt only; with `answer` (a
+cascade's check) it sees the prompt and the model's `response`, which every row must then
+carry, and optionally a set of answer signals (`patterns/signals.py`) computed from the
+response.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from modelyard.errors import ConfigError
+from modelyard.evaluation.recordings import recorded_cost, recorded_score, text_field
 from modelyard.model import Embedder
 from modelyard.patterns.artifact import Artifact
 from modelyard.patterns.learned import (
@@ -79,7 +81,7 @@ def read_outcomes(
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        row = _row(line, f"{path}:{number}")
+        row = _row(line, path, number)
         if wanted is not None and row.model not in wanted:
             continue
         if features == "answer" and row.response is None:
@@ -102,40 +104,34 @@ def read_outcomes(
     return out
 
 
-def _row(line: str, where: str) -> Outcome:
+def _row(line: str, path: Path, number: int) -> Outcome:
+    where = f"{path}:{number}"
     try:
         data = json.loads(line)
     except ValueError as exc:
         raise OutcomesError(f"{where}: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise OutcomesError(f"{where}: expected an object with prompt, model, correct or score")
-    for key in ("prompt", "model"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise OutcomesError(f"{where}: missing {key!r} (a non-empty string)")
-    if isinstance(data.get("correct"), bool):
-        score = 1.0 if data["correct"] else 0.0
-    elif _number(data.get("score")) and 0 <= data["score"] <= 1:
-        score = float(data["score"])
-    else:
+    try:  # the checks replay applies to the same rows
+        prompt = text_field(data, "prompt", str(path), number)
+        model = text_field(data, "model", str(path), number)
+        score = recorded_score(data, str(path), number)
+        cost = recorded_cost(data, str(path), number)
+    except ConfigError as exc:
+        raise OutcomesError(str(exc)) from None
+    if score is None:
         raise OutcomesError(f"{where}: needs 'correct' (true/false) or 'score' (0 to 1)")
-    cost = data.get("cost")
-    if cost is not None and (not _number(cost) or cost < 0):
-        raise OutcomesError(f"{where}: 'cost' must be a non-negative number of USD")
     response = data.get("response")
     if response is not None and not isinstance(response, str):
         raise OutcomesError(f"{where}: 'response' must be a string")
     return Outcome(
-        data["prompt"],
-        data["model"],
+        prompt,
+        model,
         score,
-        None if cost is None else float(cost),
+        cost,
         response,
         data.get("synthetic") is True,
     )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def file_digest(path: Path) -> str:
