@@ -168,6 +168,17 @@ def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> Non
     assert recordings.lookup("same prompt").outcomes["m"].text == "first"  # type: ignore[union-attr]
 
 
+def test_two_different_recordings_of_one_prompt_and_model_are_refused(tmp_path: Path) -> None:
+    same = {"prompt": "q", "model": "m", "response": "4", "correct": True}
+    path = write_jsonl(tmp_path / "rec.jsonl", [same, {**same, "prompt": "r"}, same])
+    assert load_recordings("jsonl", [path]).lookup("q") is not None  # a repeat is harmless
+    clash = write_jsonl(tmp_path / "clash.jsonl", [same, {**same, "correct": False}])
+    with pytest.raises(ConfigError) as caught:
+        load_recordings("jsonl", [clash])
+    assert caught.value.line == 2
+    assert f"different recording of this prompt at {clash}:1" in str(caught.value)
+
+
 def test_a_nan_score_in_jsonl_recordings_is_a_load_error_naming_the_line(tmp_path: Path) -> None:
     rows = own_rows()
     rows[4]["score"] = float("nan")

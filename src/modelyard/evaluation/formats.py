@@ -153,6 +153,7 @@ def load_jsonl(path: Path) -> Recordings:
     """Your own recordings: one JSON object per (prompt, model) line (see the module doc)."""
     grouped: dict[str, dict[str, Outcome]] = defaultdict(dict)
     first: dict[str, dict[str, Any]] = {}
+    seen_at: dict[tuple[str, str], str] = {}
     models: list[str] = []
     for file in files_in(path, ".jsonl"):
         for line, row in read_jsonl(file):
@@ -160,7 +161,19 @@ def load_jsonl(path: Path) -> Recordings:
             model = text_field(row, "model", str(file), line)
             if model not in models:
                 models.append(model)
-            grouped[prompt][model] = _jsonl_outcome(row, file, line)
+            outcome = _jsonl_outcome(row, file, line)
+            earlier = grouped[prompt].get(model)
+            if earlier is not None and earlier != outcome:
+                # Which of two different recordings is true cannot be guessed; either choice
+                # would silently change the accuracy.
+                raise ConfigError(
+                    f"model {model!r} has another, different recording of this prompt at"
+                    f" {seen_at[(prompt, model)]}; keep one",
+                    path=str(file),
+                    line=line,
+                )
+            grouped[prompt][model] = outcome
+            seen_at.setdefault((prompt, model), f"{file}:{line}")
             kept = first.setdefault(prompt, {})
             given = {**row, "label": label_field(row, str(file), line)}
             for name in ("label", "id", "split"):
