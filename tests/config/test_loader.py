@@ -247,3 +247,16 @@ def test_a_model_with_neither_provider_nor_local_is_told_so() -> None:
 def test_a_model_with_both_provider_and_local_is_told_so() -> None:
     error = error_of(HOSTED.replace("    id: gpt", "    local: {type: fake}\n    id: gpt"))
     assert "give either 'provider' (a hosted model) or 'local', not both" in str(error)
+
+
+def test_a_key_yaml_reads_as_a_boolean_is_refused_with_the_fix() -> None:
+    text = (
+        "models:\n  a: {local: {type: fake}}\n"
+        "systems:\n  r:\n    type: router\n    routes:\n      yes: a\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse(text, path="c.yaml", env={})
+    assert str(caught.value) == (
+        "c.yaml:7: systems.r.routes: the key 'yes' reads as the boolean True;"
+        ' quote it ("yes") to use it as a name'
+    )

@@ -131,6 +131,14 @@ class _Builder:
                     merged.append(value_node)
                     continue
                 key = self._scalar(key_node)
+                if isinstance(key, bool):
+                    # YAML 1.1 reads yes/no/on/off/true/false as booleans, even as keys.
+                    raise ConfigError(
+                        f"{dotted(loc)}: the key {key_node.value!r} reads as the boolean {key};"
+                        f' quote it ("{key_node.value}") to use it as a name',
+                        path=self.path,
+                        line=key_node.start_mark.line + 1,
+                    )
                 if not isinstance(key, str):
                     key = str(key)
                 if key in out:
