@@ -312,7 +312,7 @@ systems:
     assert took < 0.4
     assert response.decision is not None
     first = response.decision.children[0]
-    assert first.reason == "failed: failed (timeout); escalating"
+    assert first.reason == "failed (timeout); escalating"
     assert first.latency_ms == pytest.approx(200, abs=50)
 
 

@@ -185,7 +185,7 @@ class CascadeModel(Model):
             estimate = await stage.estimator.run(stage.model, staged)
             run.spent += estimate.cost
             if estimate.response is None:
-                verdict = f"failed: {estimate.reason}; escalating"
+                verdict = f"{estimate.reason}; escalating"  # the reason says it failed
                 run.records.append(self._stage_record(stage, estimate, verdict, started, False))
                 continue
             stage.observed.append(time.perf_counter() - started)
