@@ -80,7 +80,9 @@ async def test_a_failed_gate_retries_the_stage(yard_of: Callable[[str], Yard]) -
     assert (response.text, response.cost) == ("Lyon is nice", 4.0 + 4.0 + 3.0)
     assert response.decision is not None
     first = response.decision.children[0]
-    assert first.reason == "retry 1 by sloppy passed all gates"
+    assert first.reason == (
+        "retry 1 by sloppy passed all gates (after failing json_schema: the output is not JSON)"
+    )
     assert first.details["checks"][0] == "try 1: json_schema: the output is not JSON"
 
 
@@ -92,7 +94,10 @@ async def test_escalation_after_retries(yard_of: Callable[[str], Yard]) -> None:
     assert response.text == "Paris is lovely"
     assert response.decision is not None
     first = response.decision.children[0]
-    assert (first.chosen, first.reason) == ("extractor", "escalation by extractor passed all gates")
+    assert (first.chosen, first.reason) == (
+        "extractor",
+        "escalation by extractor passed all gates (after failing regex /^\\{/: no match)",
+    )
     assert [c.node for c in first.children] == ["writer", "extractor"]
 
 

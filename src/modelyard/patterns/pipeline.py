@@ -195,6 +195,8 @@ class PipelineModel(Model):
                 raise self._stopped(progress, record, reason, failure.error)
             if failure is None:
                 reason = f"{label} by {model.name} passed" + (" all gates" if stage.gates else "")
+                if last_failure:  # why the earlier tries were not taken, in the reason itself
+                    reason += f" (after failing {last_failure})"
                 progress.records.append(
                     self._stage_record(
                         stage, model.name, reason, attempts, stage_cost, started, notes
