@@ -62,6 +62,7 @@ def one(task: str, seed: int, ask: str, out: Path) -> dict[str, float | bool]:
             "calibrate", str(config(task, ask, out)), "main", "--format", "jsonl",
             "--data", str(split / "train.jsonl"), "--test-data", str(split / "test.jsonl"),
             "--target", "quality:0.95", "--knob", THRESHOLDS, "--json",
+            "--out", str(split / f"{ask}.calibrated.yaml"),
             ok=(0, 1),  # 1: the target was not met on the training half; still reported
         )
     )  # fmt: skip
