@@ -12,7 +12,7 @@ from modelyard.providers.fake import Reply
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.resilience.ratelimit import Limiter, RateLimitModel, RateLimits
 from modelyard.state.memory import MemoryStore
-from modelyard.types import user
+from modelyard.types import ChatRequest, ChatResponse, user
 from tests.resilience.scripted import fails, scripted
 
 
@@ -103,6 +103,32 @@ async def test_headers_saying_nothing_is_left_hold_requests_until_the_reset() ->
     assert time.monotonic() - started < 0.05  # not queued: the retry layer owns the wait
     assert caught.value.retry_after is not None and 4.9 < caught.value.retry_after <= 5.0
     assert model.inner.calls == []  # type: ignore[attr-defined]
+
+
+async def test_with_the_limit_known_the_hold_is_one_requests_share_of_the_reset() -> None:
+    """Quotas refill continuously: with 10 a window and none left, the next one is due after a
+    tenth of the time to a full reset. A reset years away is capped."""
+    limiter = limited(RateLimits()).limiters[0]
+    limiter.learn(RateLimitInfo(limit_requests=10, remaining_requests=0, reset_requests_s=20.0))
+    assert 1.9 < limiter._held_for() <= 2.0
+    limiter.learn(RateLimitInfo(remaining_tokens=0, reset_tokens_s=1e8))
+    assert limiter._held_for() <= 600.0
+
+
+async def test_a_429s_own_retry_after_replaces_a_longer_hold_from_quota_headers() -> None:
+    model = limited(RateLimits(), fails("rate_limited", retry_after=0.05))
+    limiter = model.limiters[0]
+    answer = model.inner.complete
+
+    async def refused_with_quota_headers(request: ChatRequest) -> ChatResponse:
+        # A RemoteModel reports the 429's quota headers to its listeners before raising.
+        limiter.learn(RateLimitInfo(remaining_requests=0, reset_requests_s=30.0))
+        return await answer(request)
+
+    model.inner.complete = refused_with_quota_headers  # type: ignore[method-assign]
+    with pytest.raises(RateLimitedError):
+        await model.complete(user("x"))
+    assert 0 < limiter._held_for() <= 0.05  # the provider's 50 ms, not the guessed 30 s
 
 
 async def test_a_provider_429_with_retry_after_holds_the_next_requests() -> None:

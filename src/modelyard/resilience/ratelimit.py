@@ -3,8 +3,9 @@
 A `Limiter` holds one scope's limits (a provider's, shared by its models, or one model's):
 requests and tokens per minute, counted in the `StateStore`'s sliding windows so replicas
 sharing a store share the limit; calls in flight (`max_concurrency`, per process); and what the
-provider itself said — when its rate-limit headers report nothing left, or a 429 names a
-Retry-After, requests are not sent until the reset (they would only be refused). A request
+provider itself said — when its rate-limit headers report nothing left, requests are not sent
+until one request's share of the reset has passed, and after a 429 not before its Retry-After,
+which overrides what the headers suggested (they would only be refused). A request
 held that way fails at once with the time left as its `retry_after`: waiting on the
 provider's word belongs to the retry layer (bounded by `max_retry_after`, its attempts and
 budget, and the deadline) and moving on to the fallback; queueing here as well would wait
@@ -37,6 +38,8 @@ from modelyard.types import ChatRequest, ChatResponse, Chunk
 
 CLIENT_RATE_LIMIT = "client_rate_limit"
 MINUTE = 60.0
+MAX_LEARNED_HOLD = 600.0
+"""The longest hold learned from quota headers (seconds)."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -102,19 +105,29 @@ class Limiter:
         self._held_until = 0.0
         self._held_why = ""
 
-    def hold(self, seconds: float, why: str) -> None:
-        """Send nothing for `seconds` (the provider said its quota is spent)."""
+    def hold(self, seconds: float, why: str, *, exact: bool = False) -> None:
+        """Send nothing for `seconds` (the provider said its quota is spent). An `exact` hold
+        (a 429's own Retry-After) replaces a longer one guessed from quota headers."""
         until = self._clock() + seconds
-        if until > self._held_until:
+        if exact or until > self._held_until:
             self._held_until = until
             self._held_why = why
 
     def learn(self, info: RateLimitInfo) -> None:
-        """A `RemoteModel` rate-limit listener: hold when the provider reports nothing left."""
+        """A `RemoteModel` rate-limit listener: hold when the provider reports nothing left.
+
+        The reset headers say when the quota is *fully* replenished; quotas refill
+        continuously, so with none left the next request is due after one request's share of
+        that time (reset / limit), not the whole of it. Holds are capped: a reset far in the
+        future is a clock or header problem, not a reason to stop for days.
+        """
         if info.remaining_requests == 0 and info.reset_requests_s:
-            self.hold(info.reset_requests_s, "the provider reports no requests left")
+            share = info.reset_requests_s / max(1, info.limit_requests or 1)
+            self.hold(min(share, MAX_LEARNED_HOLD), "the provider reports no requests left")
         if info.remaining_tokens == 0 and info.reset_tokens_s:
-            self.hold(info.reset_tokens_s, "the provider reports no tokens left")
+            self.hold(
+                min(info.reset_tokens_s, MAX_LEARNED_HOLD), "the provider reports no tokens left"
+            )
 
     def _held_for(self) -> float:
         return max(0.0, self._held_until - self._clock())
@@ -314,7 +327,7 @@ class RateLimitModel(Wrapper):
             and exc.retry_after
         ):
             why = f"the provider asked to retry after {exc.retry_after:g}s"
-            self.learner.hold(exc.retry_after, why)
+            self.learner.hold(exc.retry_after, why, exact=True)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         tickets = await self._admit(request)
