@@ -258,9 +258,19 @@ _SECRET = re.compile(
 )
 
 
+SECRET_PIECE = 12
+"""Characters of a known secret that, quoted anywhere on their own, are scrubbed too."""
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """`text` with the given secrets and anything shaped like an API key replaced by `***`."""
+    """`text` with the given secrets, any long piece of them (a provider may quote a key
+    without its prefix, or cut), and anything shaped like an API key replaced by `***`."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+        if not secret or len(secret) < 4:
+            continue
+        text = text.replace(secret, "***")
+        for start in range(len(secret) - SECRET_PIECE + 1):
+            piece = secret[start : start + SECRET_PIECE]
+            if piece in text:
+                text = re.sub(re.escape(piece) + r"[^\s'\"]*", "***", text)
     return _SECRET.sub(lambda m: (m.group(1) or "") + "***", text)

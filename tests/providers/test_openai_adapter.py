@@ -267,8 +267,22 @@ async def test_error_status_maps_to_its_class(
 
 async def test_streamed_request_maps_errors_too(yard: Yard, fake: FakeOpenAI) -> None:
     fake.push(Fault(status=400, error_type="context_length_exceeded"))
-    with pytest.raises(ContextLengthError):
+    with pytest.raises(ContextLengthError) as caught:
         await chunks_of(yard, user("x"))
+    assert caught.value.cost == 0  # refused: the provider generated nothing and bills nothing
+
+
+async def test_a_refused_stream_costs_nothing_and_a_cut_one_costs_what_it_made(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.push(Fault(status=429), Fault(cut_after=3))
+    with pytest.raises(RateLimitedError) as refused:
+        await chunks_of(yard, user("one two three four"))
+    with pytest.raises(ModelError) as cut:
+        await chunks_of(yard, user("one two three four"))
+    assert refused.value.cost == 0 and refused.value.decision is not None
+    assert refused.value.decision.cost == 0
+    assert cut.value.cost > 0
 
 
 async def test_429_takes_its_wait_from_the_reset_headers(yard: Yard, fake: FakeOpenAI) -> None:
@@ -325,8 +339,12 @@ async def test_truncated_json(yard: Yard, fake: FakeOpenAI) -> None:
 
 async def test_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
     fake.script(Reply(finish_reason="eos"))
-    with pytest.raises(BadResponseError, match="'eos'"):
+    with pytest.raises(BadResponseError, match="'eos'") as caught:
         await yard.complete("mini", "x")
+    # Generated and billed, but unusable, and it would come back the same: not retried, and
+    # its cost is on the error rather than lost.
+    assert not caught.value.retryable
+    assert caught.value.cost > 0 and len(fake.requests) == 1
 
 
 async def test_streamed_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
@@ -344,6 +362,17 @@ async def test_the_api_key_never_appears_in_an_error(yard: Yard, fake: FakeOpenA
     assert exc.decision is not None
     for text in (str(exc), repr(exc), exc.provider_message, str(exc.to_dict()), exc.decision.error):
         assert KEY not in str(text) and KEY[10:] not in str(text)
+
+
+async def test_a_key_quoted_without_its_prefix_or_in_part_is_scrubbed(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.push(Fault(status=400, message=f"bad key {KEY[3:]} / {KEY[8:26]} near it"))
+    with pytest.raises(BadRequestError) as caught:
+        await yard.complete("mini", "x")
+    for text in (str(caught.value), caught.value.provider_message):
+        assert KEY[8:20] not in str(text) and KEY[14:26] not in str(text)
+        assert "near it" in str(text)  # the rest of the message is kept
 
 
 async def test_a_wrong_key_is_an_authentication_error(

@@ -67,7 +67,9 @@ def finish_reason(stop_reason: Any, *, called_tools: bool) -> FinishReason:
     reason = _FINISH.get(stop_reason) if isinstance(stop_reason, str) else None
     if reason is None:
         raise BadResponseError(
-            f"unknown stop_reason {stop_reason!r} from the Anthropic API", code="bad_stop_reason"
+            f"unknown stop_reason {stop_reason!r} from the Anthropic API",
+            code="bad_stop_reason",
+            retryable=False,  # asking again gets the same answer, billed again
         )
     if reason is FinishReason.TOOL_CALLS and not called_tools:
         return FinishReason.STOP  # only the JSON answer tool was called

@@ -150,6 +150,7 @@ def finish_reason(value: Any, where: str, *, tool_calls: bool, refused: bool) ->
             f"{where} is {value!r}, which the OpenAI API does not define; "
             f"expected one of {', '.join(FINISH_REASONS)}",
             code="unknown_finish_reason",
+            retryable=False,  # asking again gets the same answer, billed again
         )
     if refused and reason is FinishReason.STOP:
         return FinishReason.CONTENT_FILTER

@@ -114,7 +114,19 @@ class RemoteModel(Model):
                 raise bad_body(
                     reply.status, reply.body, "upstream answered with non-JSON"
                 ) from None
-            parsed = self.wire.from_wire(decoded)
+            try:
+                parsed = self.wire.from_wire(decoded)
+            except ModelError as exc:
+                # The provider generated (and bills) this answer even though it cannot be
+                # used: estimate what it cost rather than record nothing.
+                exc.cost = self.info.price.cost(
+                    Usage(
+                        input_tokens=estimate_input_tokens(request),
+                        output_tokens=estimate_tokens(reply.body.decode("utf-8", "replace")),
+                        estimated=True,
+                    )
+                )
+                raise
         except ModelError as exc:
             raise self._failed(exc, started) from None
         if parsed.usage.estimated and not (
@@ -186,7 +198,10 @@ class RemoteModel(Model):
                 usage=decoder.usage or self._estimated_usage(request, assembler),
             )
         except ModelError as exc:
-            exc.cost = self.info.price.cost(self._estimated_usage(request, assembler))
+            # A provider bills a stream that generated something; a refusal (an error status,
+            # a reset before the answer, an error event before any content) costs nothing.
+            if assembler.saw_content or decoder.usage is not None:
+                exc.cost = self.info.price.cost(self._estimated_usage(request, assembler))
             raise self._failed(exc, started) from None
         yield Chunk(response=self._response(parsed, started))
 
