@@ -74,7 +74,25 @@ async def test_spend_survives_a_restart_with_the_sqlite_default(
     async with modelyard.load(path) as yard:
         with pytest.raises(BudgetExceededError):
             await yard.complete("premium", "hi", max_tokens=1000)
-    assert (path.parent / ".modelyard" / "state.db").exists()
+    assert (path.parent / ".modelyard" / path.name / "state.db").exists()
+
+
+async def test_configs_sharing_a_folder_keep_their_own_spend(tmp_path: Path) -> None:
+    """prod.yaml beside staging.yaml: staging's traffic must not spend prod's budget."""
+    text = config("budgets:\n  - {name: all, scope: total, limit: 0.05}\n")
+    prod, staging = tmp_path / "prod.yaml", tmp_path / "staging.yaml"
+    prod.write_text(text)
+    staging.write_text(text)
+    async with modelyard.load(staging) as yard:
+        await yard.complete("premium", "hi", max_tokens=1000)
+        with pytest.raises(BudgetExceededError):
+            await yard.complete("premium", "hi", max_tokens=1000)
+    async with modelyard.load(prod) as yard:
+        await yard.complete("premium", "hi", max_tokens=1000)
+    assert {p.parent.name for p in (tmp_path / ".modelyard").glob("*/state.db")} == {
+        "prod.yaml",
+        "staging.yaml",
+    }
 
 
 async def test_the_ledger_records_every_request_by_system_model_and_key(
@@ -85,7 +103,7 @@ async def test_the_ledger_records_every_request_by_system_model_and_key(
         first = await yard.complete("premium", "hi", key_id="k1")
         await yard.complete("premium", "hi", key_id="k1")
         await yard.complete("dear", "direct")
-    ledger = SqliteLedgerFile(path.parent / ".modelyard" / "ledger.db")
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / path.name / "ledger.db")
     rows = await ledger.query(
         "SELECT system, model, key_id, cost, saved, cached FROM spend ORDER BY id"
     )
@@ -204,7 +222,7 @@ async def test_a_stream_through_a_system_is_recorded_once(
     async with modelyard.load(path) as yard:
         chunks = [c async for c in yard.stream("premium", "hi")]
     assert chunks[-1].response is not None
-    ledger = SqliteLedgerFile(path.parent / ".modelyard" / "ledger.db")
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / path.name / "ledger.db")
     rows = await ledger.query("SELECT system, model FROM spend")
     await ledger.aclose()
     assert rows == [("premium", "dear")]

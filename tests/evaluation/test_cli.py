@@ -153,8 +153,8 @@ def test_eval_stays_off_the_production_books(
     assert out["report"]["failed"] == 0
     assert out["report"]["nodes"]["main"]["chosen"] == {"cheap": 12}
     assert out["report"]["total_cost"] > 0
-    assert not (config.parent / ".modelyard" / "ledger.db").exists()
-    assert not (config.parent / ".modelyard" / "state.db").exists()
+    assert not (config.parent / ".modelyard" / config.name / "ledger.db").exists()
+    assert not (config.parent / ".modelyard" / config.name / "state.db").exists()
 
 
 def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(

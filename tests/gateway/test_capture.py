@@ -26,7 +26,7 @@ CAPTURE = "\ngateway:\n  capture: {}\n"
 
 def captured(running: Running, count: int) -> list[dict[str, object]]:
     """The captured exchanges once `count` are written (the log writes every half second)."""
-    path = running.config.parent / ".modelyard" / "requests.sqlite3"
+    path = running.config.parent / ".modelyard" / running.config.name / "requests.sqlite3"
     deadline = time.monotonic() + 10
     while True:
         found = read_traffic(path) if path.exists() else []
@@ -111,7 +111,7 @@ def test_only_the_chosen_targets_and_plain_conversations_are_kept(
     assert [(e["target"], e["messages"]) for e in captured(running, 1)] == [
         ("strong", [["user", "hi"]])
     ]
-    log = running.config.parent / ".modelyard" / "requests.sqlite3"
+    log = running.config.parent / ".modelyard" / running.config.name / "requests.sqlite3"
     deadline = time.monotonic() + 10
     while _logged(log) < 4 and time.monotonic() < deadline:  # every request is logged...
         time.sleep(0.1)

@@ -57,7 +57,7 @@ def test_scoped_key_may_use_only_its_systems(serve_gateway: Callable[..., Runnin
 
 def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
-    store = KeyStore(running.config.parent / ".modelyard/keys.sqlite3")
+    store = KeyStore(running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3")
     secret, key = store.create("cli-made")  # as `modelyard keys create` would, from another process
     deadline = time.monotonic() + 3
     while True:
@@ -101,7 +101,7 @@ def test_request_record_visible_to_its_key_only(serve_gateway: Callable[..., Run
 def test_secrets_are_stored_hashed(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
     key = create_key(running, name="x")
-    raw = (running.config.parent / ".modelyard/keys.sqlite3").read_bytes()
+    raw = (running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3").read_bytes()
     assert str(key["key"]).encode() not in raw
 
 

@@ -257,7 +257,7 @@ def test_a_stream_the_client_leaves_is_recorded_with_its_estimated_cost(
     assert (
         'modelyard_requests_total{model="",provider="",status="499",system="chatty"} 1.0' in metrics
     )
-    ledger = running.config.parent / ".modelyard" / "ledger.db"
+    ledger = running.config.parent / ".modelyard" / running.config.name / "ledger.db"
     rows: list[tuple[str, float, str]] = []
     for _ in range(100):
         if ledger.exists():

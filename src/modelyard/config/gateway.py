@@ -29,9 +29,9 @@ class GatewaySpec(Spec):
     auth: Literal["auto", "required", "off"] = "auto"
     """`auto`: callers need a virtual key once any key exists or an admin key is set."""
     admin_key: SecretStr | None = None
-    keys_db: str = ".modelyard/keys.sqlite3"
-    """Virtual keys, relative to the config file."""
-    request_log: str | None = ".modelyard/requests.sqlite3"
+    keys_db: str = ".modelyard/{config}/keys.sqlite3"
+    """Virtual keys, relative to the config file (`{config}`: its file name)."""
+    request_log: str | None = ".modelyard/{config}/requests.sqlite3"
     """Where every request's decision record is kept (None: memory only)."""
     capture: CaptureSpec | None = None
     """Also keep answered requests' messages and answers in the request log (off by default)."""

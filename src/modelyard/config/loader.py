@@ -233,7 +233,7 @@ def parse(
         )
     version = text_version(text)
     return LoadedConfig(
-        config=config,
+        config=name_state_files(config, Path(path).name if path != "<config>" else "config"),
         path=Path(path),
         text=text,
         version=version,
@@ -241,6 +241,31 @@ def parse(
         missing_env=builder.missing,
         from_env=builder.from_env,
     )
+
+
+CONFIG_NAME = "{config}"
+"""In a state file's path, the config file's name: each config keeps its own keys, budgets,
+ledger and request log, even when several share a folder (prod.yaml beside staging.yaml)."""
+
+
+def name_state_files(config: Config, name: str) -> Config:
+    """`config` with `{config}` in its state, cache, ledger, key and request-log paths replaced
+    by `name`."""
+
+    def named(value: str | None) -> str | None:
+        return value.replace(CONFIG_NAME, name) if value is not None else None
+
+    gateway = config.gateway
+    updates: dict[str, Any] = {
+        "gateway": gateway.model_copy(
+            update={"keys_db": named(gateway.keys_db), "request_log": named(gateway.request_log)}
+        ),
+        "state": config.state.model_copy(update={"path": named(config.state.path)}),
+        "ledger": config.ledger.model_copy(update={"path": named(config.ledger.path)}),
+    }
+    if config.cache is not None:
+        updates["cache"] = config.cache.model_copy(update={"path": named(config.cache.path)})
+    return config.model_copy(update=updates)
 
 
 def load_config(

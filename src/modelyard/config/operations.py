@@ -33,8 +33,8 @@ class StateSpec(Spec):
     backend: StateBackend = "sqlite"
     """`sqlite` (default: in-process, persisted so a restart loses no spend), `memory` (nothing
     persisted), `redis` or `postgres` (shared by several gateway processes)."""
-    path: str = ".modelyard/state.db"
-    """The SQLite file, relative to the config file."""
+    path: str = ".modelyard/{config}/state.db"
+    """The SQLite file, relative to the config file (`{config}`: its file name)."""
     url: str | None = None
     """`redis://host:6379/0` or `postgresql://user@host/db` for the shared backends."""
     prefix: str = "modelyard:"
@@ -141,7 +141,7 @@ class CacheSpec(Spec):
     """Response caching: exact (the full request) and, opt-in, semantic."""
 
     backend: Literal["memory", "sqlite", "redis"] = "memory"
-    path: str = ".modelyard/cache.db"
+    path: str = ".modelyard/{config}/cache.db"
     url: str | None = None
     prefix: str = "modelyard:cache:"
     ttl: PositiveFloat = 3600.0
@@ -213,7 +213,7 @@ class LedgerSpec(Spec):
 
     enabled: bool = True
     backend: Literal["sqlite", "postgres"] = "sqlite"
-    path: str = ".modelyard/ledger.db"
+    path: str = ".modelyard/{config}/ledger.db"
     url: str | None = None
     flush_interval: PositiveFloat = 1.0
     batch_size: PositiveInt = 500
