@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import modelyard
-from modelyard.errors import NotFoundError, UnavailableError
+from modelyard.errors import BadRequestError, NotFoundError, UnavailableError
 
 CONFIG = """
 models:
@@ -55,3 +56,21 @@ async def test_unknown_target_lists_what_exists(write_config: Callable[[str], Pa
 def test_sync_facade(write_config: Callable[[str], Path]) -> None:
     with modelyard.load_sync(write_config(CONFIG)) as yard:
         assert yard.complete("steady", "hi").text == "steady answer"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fields", "message"),
+    [
+        ([], {}, "the request has no messages"),
+        ([{"role": "wizard", "content": "hi"}], {}, "messages[0].role: expected system, user"),
+        ("caf\udce9", {}, "messages[0]: not valid Unicode text (a lone surrogate at character 3"),
+        ("hi", {"temprature": 0.2}, "unknown request field 'temprature'; known:"),
+    ],
+)
+async def test_a_bad_request_is_refused_naming_what_is_wrong(
+    write_config: Callable[[str], Path], prompt: Any, fields: dict[str, Any], message: str
+) -> None:
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        with pytest.raises(BadRequestError) as caught:
+            await yard.complete("steady", prompt, **fields)
+    assert message in str(caught.value)

@@ -7,14 +7,15 @@ response = await yard.complete("support", "Where is my order 1234?")
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, get_args
 
 from modelyard.config.build import Built, Resources, build
 from modelyard.config.loader import LoadedConfig, load_config
-from modelyard.errors import NotFoundError
+from modelyard.errors import BadRequestError, NotFoundError
 from modelyard.model import Embedder, Model
 from modelyard.resilience.health import HealthReport
 from modelyard.types import (
@@ -24,24 +25,64 @@ from modelyard.types import (
     EmbeddingRequest,
     EmbeddingResponse,
     Message,
+    Role,
 )
 
 Prompt = str | ChatRequest | Sequence[Message | Mapping[str, Any]]
 """A question as text, a list of messages (Message or {"role", "content"} dicts), or a request."""
 
 
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ChatRequest))
+_ROLES = get_args(Role)
+
+
 def as_request(prompt: Prompt, **fields: Any) -> ChatRequest:
-    """`prompt` as a ChatRequest, with `fields` (temperature, max_tokens, ...) set on it."""
-    if isinstance(prompt, ChatRequest):
-        return replace(prompt, **fields) if fields else prompt
-    if isinstance(prompt, str):
-        messages: tuple[Message, ...] = (Message(role="user", content=prompt),)
-    else:
-        messages = tuple(
-            m if isinstance(m, Message) else Message(role=m["role"], content=m.get("content") or "")
-            for m in prompt
+    """`prompt` as a ChatRequest, with `fields` (temperature, max_tokens, ...) set on it.
+    BadRequestError names what is wrong: an unknown field, no message, an unknown role, text
+    that is not valid Unicode (a lone surrogate, as undecodable bytes in argv become)."""
+    unknown = sorted(set(fields) - _FIELDS)
+    if unknown:
+        raise BadRequestError(
+            f"unknown request field {', '.join(map(repr, unknown))}; known: "
+            + ", ".join(sorted(_FIELDS - {"messages"}))
         )
-    return ChatRequest(messages=messages, **fields)
+    if isinstance(prompt, ChatRequest):
+        request = replace(prompt, **fields) if fields else prompt
+    else:
+        if isinstance(prompt, str):
+            messages: tuple[Message, ...] = (Message(role="user", content=prompt),)
+        else:
+            messages = tuple(
+                m
+                if isinstance(m, Message)
+                else Message(role=m["role"], content=m.get("content") or "")
+                for m in prompt
+            )
+        request = ChatRequest(messages=messages, **fields)
+    _check(request)
+    return request
+
+
+def _check(request: ChatRequest) -> None:
+    if not request.messages:
+        raise BadRequestError("the request has no messages")
+    for i, message in enumerate(request.messages):
+        if message.role not in _ROLES:
+            raise BadRequestError(
+                f"messages[{i}].role: expected {', '.join(_ROLES)}, got {message.role!r}"
+            )
+        _check_text(message.text, f"messages[{i}]")
+    _check_text(request.system or "", "system")
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError(
+            f"{where}: not valid Unicode text (a lone surrogate at character {exc.start}; "
+            "undecodable bytes read as text become one)"
+        ) from None
 
 
 class Yard:
@@ -123,6 +164,10 @@ class Yard:
                 code="model_not_found",
             )
         texts = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        if not texts:
+            raise BadRequestError("nothing to embed: no input")
+        for i, text in enumerate(texts):
+            _check_text(text, f"inputs[{i}]")
         return await embedder.embed(EmbeddingRequest(inputs=texts))
 
     async def aclose(self) -> None:

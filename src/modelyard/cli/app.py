@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from modelyard.errors import ConfigError, ModelError
+from modelyard.errors import BadRequestError, ConfigError, ModelError
 
 if TYPE_CHECKING:
     from modelyard.yard import Yard
@@ -78,6 +78,8 @@ def guarded(function: Callable[[], T]) -> T:
         return function()
     except ConfigError as exc:
         fail(str(exc))
+    except BadRequestError as exc:  # the input given on the command line: a usage error
+        fail(f"{exc.model}: {exc.message}" if exc.model else exc.message)
     except ModelError as exc:
         fail(str(exc), code=1)
     except OSError as exc:  # a full disk or a closed pipe: no traceback, and not exit 1
