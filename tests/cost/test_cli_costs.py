@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import modelyard
@@ -67,3 +68,26 @@ def test_cache_stats_then_clear(write_config: Callable[[str], Path]) -> None:
     assert "cleared 1 entries" in cleared.output
     after = runner.invoke(app, ["cache", "stats", str(path)], env={"COLUMNS": "200"})
     assert "0 entries" in after.output
+
+
+def test_costs_reads_what_eval_and_compare_write_and_refuses_anything_else(
+    tmp_path: Path,
+) -> None:
+    from modelyard.cost.reports import load_accuracy
+    from modelyard.errors import ConfigError
+
+    evaluated = tmp_path / "eval.json"
+    evaluated.write_text(
+        json.dumps({"report": {"system": "support", "accuracy": 0.6}, "items": []})
+    )
+    compared = tmp_path / "compare.json"
+    compared.write_text(
+        json.dumps([{"name": "support", "accuracy": 0.7}, {"name": "dear", "accuracy": 0.5}])
+    )
+    assert load_accuracy(evaluated) == {"support": 0.6}
+    assert load_accuracy(compared) == {"support": 0.7, "dear": 0.5}
+    for junk in ('{"report": {"system": "x", "accuracy": [1]}}', "[1, 2]", '{"x": 7}', "not json"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(junk)
+        with pytest.raises(ConfigError, match=r"bad\.json"):
+            load_accuracy(bad)

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelyard.cost.budgets import Budget, BudgetBook
 from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.errors import ConfigError
 from modelyard.state.memory import MemoryStore
 
 
@@ -173,20 +174,44 @@ def _elapsed(budget: Budget, ends_in: float) -> float:
 def load_accuracy(path: str | Path) -> dict[str, float]:
     """Accuracy per system from an evaluation results file (JSON).
 
-    Accepted shapes: `{"systems": {"name": {"accuracy": 0.9}}}`, `[{"system": "name",
-    "accuracy": 0.9}, ...]`, or `{"name": 0.9}`; accuracy is a fraction in [0, 1].
+    Accepted shapes: what `modelyard eval --json` and `compare --json` write, or
+    `{"systems": {"name": {"accuracy": 0.9}}}`, `[{"system": "name", "accuracy": 0.9}, ...]`,
+    `{"name": 0.9}`; accuracy is a fraction in [0, 1]. Anything else is a ConfigError.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    where = str(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read evaluation results: {exc}", path=where) from None
+    if isinstance(data, Mapping) and isinstance(data.get("report"), Mapping):
+        data = [data["report"]]  # eval --json: {"report": {...}, "items": [...]}
     if isinstance(data, Mapping) and isinstance(data.get("systems"), Mapping):
         data = data["systems"]
     out: dict[str, float] = {}
-    if isinstance(data, list):
-        for item in data:
-            out[str(item["system"])] = float(item["accuracy"])
-    elif isinstance(data, Mapping):
-        for name, value in data.items():
-            out[str(name)] = float(value["accuracy"] if isinstance(value, Mapping) else value)
+    try:
+        if isinstance(data, list):
+            for item in data:  # compare --json names each row `name`
+                out[str(item.get("system", item.get("name")))] = _fraction(item["accuracy"])
+        elif isinstance(data, Mapping):
+            for name, value in data.items():
+                accuracy = value["accuracy"] if isinstance(value, Mapping) else value
+                out[str(name)] = _fraction(accuracy)
+        else:
+            raise TypeError
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ConfigError(
+            "not evaluation results: expected the output of `modelyard eval --json` or"
+            ' `compare --json`, or {"system name": accuracy}',
+            path=where,
+        ) from None
     return out
+
+
+def _fraction(value: Any) -> float:
+    accuracy = float(value)
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(accuracy)
+    return accuracy
 
 
 def cost_per_accuracy_point(per_item: float, accuracy: float) -> float | None:
