@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from modelyard.cli.app import app, check_target, console, guarded
+from modelyard.cli.app import app, check_target, check_writable, console, errors, guarded
 from modelyard.config.schema import Config
 from modelyard.model import Model
 from modelyard.topology import edges, entry_points, unwrap
@@ -90,21 +90,24 @@ def check(config: ConfigPath) -> None:
 
 def _print_response(response: ChatResponse, elapsed: float, trace: bool) -> None:
     usage = response.usage
-    console.print(
+    # On stderr, like the notes: stdout holds the answer alone, so `$(modelyard ask ...)` works.
+    errors.print(
         f"[dim]model[/] {response.model} [dim]({response.provider_model})  "
         f"tokens[/] {usage.input_tokens} in / {usage.output_tokens} out"
         f"{' (estimated)' if usage.estimated else ''}  "
         f"[dim]cost[/] ${response.cost:.6f}  [dim]latency[/] {elapsed * 1000:.0f} ms"
     )
     if trace and response.decision is not None:
-        console.print(decision_tree(response.decision))
+        # Wrapped, not cropped (a pipe is 160 columns): a record pasted into a bug report
+        # must keep its reasons, latencies and costs.
+        console.print(decision_tree(response.decision), soft_wrap=False)
 
 
 async def _ask(
     yard: Yard, system: str, prompt: str, stream: bool, max_tokens: int | None
 ) -> tuple[ChatResponse, float]:
     started = time.perf_counter()
-    fields = {"max_tokens": max_tokens} if max_tokens else {}
+    fields = {"max_tokens": max_tokens} if max_tokens is not None else {}
     try:
         if not stream:
             response = await yard.complete(system, prompt, **fields)
@@ -132,14 +135,15 @@ def ask(
         bool, typer.Option("--stream", help="Print the answer as it streams.")
     ] = False,
     trace: Annotated[bool, typer.Option("--trace", help="Print the decision record.")] = False,
-    max_tokens: Annotated[int | None, typer.Option(help="Cap the answer's length.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap the answer's length.")] = None,
 ) -> None:
-    """Ask one question; print the answer, which model answered, tokens, cost and latency."""
+    """Ask one question; print the answer (on stdout), then which model answered, tokens, cost
+    and latency (on stderr)."""
 
     def run() -> None:
         yard = load(config)
         for note in yard.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            errors.print(f"[yellow]note:[/] {note}")
         check_target(yard, system, config)
         response, elapsed = asyncio.run(_ask(yard, system, prompt, stream, max_tokens))
         _print_response(response, elapsed, trace)
@@ -191,5 +195,6 @@ def schema(
     if output is None:
         console.print(text, markup=False)
     else:
+        check_writable(output, "the schema")
         output.write_text(text + "\n", encoding="utf-8")
         console.print(f"wrote {output}")

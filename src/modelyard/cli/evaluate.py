@@ -364,7 +364,7 @@ def calibrate(
         list[str] | None,
         typer.Option(
             help="PATH=v1,v2 or PATH=start:stop:step (repeatable); list values in brackets: "
-            "PATH=[a,b],[b,a]."
+            "PATH=\\[a,b],\\[b,a]."  # escaped: Rich would read [a,b] as a style tag
         ),
     ] = None,
     fmt: FormatOpt = LABELLED,

@@ -1,0 +1,40 @@
+"""`modelyard ask`: the answer alone on stdout, what served it on stderr, input errors exit 2."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+
+CONFIG = """
+providers:
+  hosted: {type: openai, api_key: "${NO_SUCH_KEY}", optional: true}
+models:
+  steady:
+    local: {type: fake, default: "the answer"}
+    price: {input: 1.0, output: 1.0}
+  gpt: {provider: hosted, id: gpt-4o-mini-2024-07-18, price: {input: 1, output: 1}}
+systems:
+  main: {type: fallback, chain: [gpt, steady]}
+"""
+
+
+def test_stdout_holds_the_answer_alone(write_config: Callable[[str], Path]) -> None:
+    result = CliRunner().invoke(app, ["ask", str(write_config(CONFIG)), "main", "hi", "--trace"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "the answer"
+    assert "note: provider 'hosted' is disabled" in result.stderr
+    assert "model steady" in result.stderr and "model steady" not in result.stdout
+    assert "fallback" in result.stdout  # the record asked for with --trace
+
+
+def test_bad_input_is_a_usage_error(write_config: Callable[[str], Path]) -> None:
+    config = str(write_config(CONFIG))
+    zero = CliRunner().invoke(app, ["ask", config, "main", "hi", "--max-tokens", "0"])
+    assert zero.exit_code == 2
+    surrogate = CliRunner().invoke(app, ["ask", config, "main", "caf\udce9"])
+    assert surrogate.exit_code == 2
+    assert "not valid Unicode text" in surrogate.stderr
