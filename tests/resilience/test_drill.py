@@ -111,6 +111,9 @@ def test_cli_exit_code_follows_the_verdicts(write_config: Write) -> None:
     )
     assert bad.exit_code == 1
     assert "connection refused" in bad.output
+    typo = runner.invoke(app, ["drill", two, "nosuch"])
+    assert typo.exit_code == 2  # a usage error, not a fault the system failed to survive
+    assert "no system or model named 'nosuch'" in typo.output
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))

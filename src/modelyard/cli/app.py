@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from modelyard.errors import BadRequestError, ConfigError, ModelError
+from modelyard.errors import BadRequestError, ConfigError, ModelError, NotFoundError
 
 if TYPE_CHECKING:
     from modelyard.yard import Yard
@@ -80,6 +80,10 @@ def guarded(function: Callable[[], T]) -> T:
         fail(str(exc))
     except BadRequestError as exc:  # the input given on the command line: a usage error
         fail(f"{exc.model}: {exc.message}" if exc.model else exc.message)
+    except NotFoundError as exc:
+        if exc.provider is not None:  # a provider does not know the model: the call failed
+            fail(str(exc), code=1)
+        fail(exc.message)  # a name given on the command line that the config lacks
     except ModelError as exc:
         fail(str(exc), code=1)
     except OSError as exc:  # a full disk or a closed pipe: no traceback, and not exit 1

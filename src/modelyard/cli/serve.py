@@ -57,6 +57,16 @@ def keys_create(
     """Create a key; its secret is printed once and never stored."""
 
     def run() -> None:
+        from modelyard.config.loader import load_config
+
+        spec = load_config(config).config
+        names = {*spec.systems, *spec.models}
+        unknown = [s for s in system or () if s != "*" and s not in names]
+        if unknown:  # a key for a name the config lacks could never be used
+            fail(
+                f"no system or model named {unknown[0]!r} in {config}; available: "
+                + ", ".join(sorted(names))
+            )
         secret, key = _store(config).create(
             name, systems=system or ["*"], rpm=rpm, budget=budget, max_concurrency=max_concurrency
         )

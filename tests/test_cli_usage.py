@@ -1,4 +1,4 @@
-"""`modelyard ask`: the answer alone on stdout, what served it on stderr, input errors exit 2."""
+"""CLI usage: `ask` prints the answer alone on stdout; input and name errors exit 2."""
 
 from __future__ import annotations
 
@@ -38,3 +38,11 @@ def test_bad_input_is_a_usage_error(write_config: Callable[[str], Path]) -> None
     surrogate = CliRunner().invoke(app, ["ask", config, "main", "caf\udce9"])
     assert surrogate.exit_code == 2
     assert "not valid Unicode text" in surrogate.stderr
+
+
+def test_a_key_for_a_name_the_config_lacks_is_refused(write_config: Callable[[str], Path]) -> None:
+    config = str(write_config(CONFIG))
+    result = CliRunner().invoke(app, ["keys", "create", config, "--name", "x", "-s", "mian"])
+    assert result.exit_code == 2
+    assert "no system or model named 'mian'" in result.stderr
+    assert not list(Path(config).parent.glob(".modelyard/*/keys.sqlite3"))
