@@ -195,7 +195,8 @@ def load(
 
 
 class SyncYard:
-    """A blocking facade over a Yard for scripts and notebooks: one private event loop."""
+    """A blocking facade over a Yard for scripts: one private event loop. Not for code already
+    inside a running loop (a notebook): there, await the Yard itself."""
 
     def __init__(self, yard: Yard) -> None:
         self.yard = yard
