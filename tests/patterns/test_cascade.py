@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.cost.accounting import spend_rows
 from modelyard.errors import ConfigError
 from modelyard.streaming import collect
 from modelyard.types import user
@@ -274,6 +275,20 @@ async def test_disabled_stage_is_skipped_noted_once_and_recorded(
     skipped = response.decision.children[0]
     assert (skipped.node, skipped.kind) == ("hosted", "stage")
     assert skipped.reason.startswith("skipped: provider 'openai'")
+    # The ledger counts calls: the skipped stage was never one.
+    assert [r.model for r in spend_rows("qa", user("capital?"), response, None)] == ["big"]
+
+
+async def test_a_skipped_stage_is_recorded_in_its_place(
+    yard_of: Callable[[str], Yard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    first = "{model: small, threshold: 0.99, estimator: {type: logprob}}"
+    hosted = "{model: hosted, threshold: 0.5, estimator: {type: confidence}}"
+    async with yard_of(cascade(f"{first}\n      - {hosted}")) as yard:
+        response = await yard.complete("qa", "capital of France?")
+    assert response.decision is not None
+    assert [c.node for c in response.decision.children] == ["small", "hosted", "big"]
 
 
 async def test_a_stage_that_cannot_finish_in_time_is_skipped(

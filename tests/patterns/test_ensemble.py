@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from modelyard.cost.accounting import spend_rows
 from modelyard.errors import ConfigError, NoAnswerError
 from modelyard.streaming import collect
 from modelyard.types import user
@@ -216,6 +217,9 @@ async def test_in_turn_does_not_ask_members_once_the_vote_is_settled(
     assert response.decision is not None
     assert response.decision.children[2].reason == "not asked: the outcome was already decided"
     assert response.decision.details["members"][2]["not_asked"] is True
+    # The ledger counts calls: c was not one.
+    rows = spend_rows("vote", user("which one?"), response, None)
+    assert sorted(r.model for r in rows) == ["a", "b"]
 
 
 async def test_in_turn_takes_only_the_asked_members_time(yard_of: Callable[[str], Yard]) -> None:

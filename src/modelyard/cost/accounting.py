@@ -53,7 +53,7 @@ def spend_rows(
         saved = float(cache_hit.details.get("saved", 0.0))
         model = str(cache_hit.chosen or answered_by or system)
         return [SpendRow(model=model, cost=total, saved=saved, cached=True, answered=True, **base)]  # type: ignore[arg-type]
-    leaves = [d for d in decision.walk() if not d.children] if decision is not None else []
+    leaves = [d for d in decision.walk() if _called(d)] if decision is not None else []
     per_model: dict[str, float] = {}
     for leaf in leaves:
         per_model[leaf.node] = per_model.get(leaf.node, 0.0) + leaf.cost
@@ -74,6 +74,13 @@ def spend_rows(
             )
         )
     return rows
+
+
+def _called(decision: Decision) -> bool:
+    """Whether a record is a model call (a leaf), not a stage skipped or a member not asked."""
+    if decision.children or decision.kind == "stage":  # a stage that ran has its call below
+        return False
+    return not decision.details.get("not_asked")
 
 
 @functools.lru_cache(maxsize=4)

@@ -168,9 +168,15 @@ class CascadeModel(Model):
             latency_ms=since_ms(run.started),
             cost=run.spent,
             error=error,
-            children=(*self._skips, *run.records),
+            children=self._in_stage_order((*self._skips, *run.records)),
             details=details or {},
         )
+
+    def _in_stage_order(self, records: Sequence[Decision]) -> tuple[Decision, ...]:
+        """Stage records in config order, a skipped stage in its place (a stable sort: records
+        of one stage keep the order they ran in)."""
+        position = {stage.name: i for i, stage in enumerate(self.stages)}
+        return tuple(sorted(records, key=lambda d: position.get(d.node, len(position))))
 
     async def _early_stages(self, request: ChatRequest, run: _Run) -> tuple[Stage, Estimate] | None:
         """Run stages before the last live one; the accepted (stage, estimate), if any."""

@@ -95,6 +95,8 @@ class Outcome:
             kind="model",
             reason=f"{self.left_out}: the outcome was already decided",
             latency_ms=self.latency_ms,
+            # The ledger counts calls: a member never asked was not one.
+            details={"not_asked": True} if self.left_out == "not asked" else {},
         )
 
     def summary(self) -> dict[str, Any]:
