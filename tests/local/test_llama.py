@@ -185,3 +185,17 @@ async def test_price_table_sets_the_cost(engine: LlamaEngine) -> None:
     assert response.cost == pytest.approx(
         (usage.input_tokens * 1.0 + usage.output_tokens * 2.0) / 1e6
     )
+
+
+async def test_a_character_cut_by_the_token_budget_is_left_out_not_replaced(
+    engine: LlamaEngine,
+) -> None:
+    """Emoji take several tokens each: a budget ending inside one must not end with U+FFFD."""
+    model = smol(engine)
+    texts = []
+    for budget in range(1, 9):
+        response = await model.complete(
+            user("Reply only with emoji: 🎉😀🔥🚀 日本語", max_tokens=budget)
+        )
+        texts.append(response.text)
+    assert any(texts) and not any("\ufffd" in text for text in texts), texts

@@ -342,9 +342,10 @@ class LlamaEngine:
         finally:
             generator.close()
         text, logprobs = stop.rest()
-        tail = decoder.decode(b"", final=True)
-        if text or tail or logprobs:
-            emit(Piece(index, text + tail, tuple(logprobs), progress.tokens))
+        # Bytes still in the decoder are a character the token budget cut in half: left out,
+        # rather than ended with U+FFFD (finish_reason "length" says it was cut).
+        if text or logprobs:
+            emit(Piece(index, text, tuple(logprobs), progress.tokens))
         return reason
 
     def _logprob(self, token: int, raw: bytes, job: Job) -> TokenLogprob:
