@@ -46,3 +46,19 @@ def test_a_key_for_a_name_the_config_lacks_is_refused(write_config: Callable[[st
     assert result.exit_code == 2
     assert "no system or model named 'mian'" in result.stderr
     assert not list(Path(config).parent.glob(".modelyard/*/keys.sqlite3"))
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("modelyard ")
+
+
+def test_demo_checks_its_report_path_before_the_run(tmp_path: Path) -> None:
+    from tests.conftest import EXAMPLES
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    args = ["demo", str(EXAMPLES / "quickstart.yaml"), "--report", str(folder), "--limit", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "cannot write the report" in result.stderr and "modelyard demo" not in result.stdout

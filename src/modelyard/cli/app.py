@@ -23,6 +23,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"modelyard {version('modelyard')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Multi-model AI systems from one YAML file: check, ask, serve, evaluate."""
+
+
 # No emoji codes: "file.yaml:100:" must not print as "file.yaml💯".
 console = Console(highlight=False, soft_wrap=True, emoji=False)
 if not console.is_terminal:

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.status import Status
 
-from modelyard.cli.app import app, console, fail, guarded
+from modelyard.cli.app import app, check_writable, console, fail, guarded
 from modelyard.config.build import build
 from modelyard.config.loader import load_config
 from modelyard.demo.loading import ReportingResources, local_models
@@ -162,6 +162,7 @@ def demo(
         if not workload_path.is_file():
             fail(f"no tickets at {workload_path}; give a JSONL file of tickets with --tickets")
         workload = read_tickets(workload_path)[:limit]
+        check_writable(report, "the report", make_folder=True)  # before the run, not after
         console.print(f"[bold]modelyard demo[/] · {escape(str(config))}")
         yard, seconds = _load(config)
         name = _pick_system(yard, system)
