@@ -62,3 +62,12 @@ def test_demo_checks_its_report_path_before_the_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "cannot write the report" in result.stderr and "modelyard demo" not in result.stdout
+
+
+def test_several_workers_on_in_memory_state_are_refused(
+    write_config: Callable[[str], Path],
+) -> None:
+    config = str(write_config(CONFIG + "state: {backend: memory}\n"))
+    result = CliRunner().invoke(app, ["serve", config, "--workers", "2", "--port", "1"])
+    assert result.exit_code == 2
+    assert "would each count budgets and rate limits alone" in result.stderr

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from modelyard.types import Decision
@@ -256,6 +257,16 @@ _SECRET = re.compile(
     r"(?i)(bearer\s+|api[-_]?key[\"'=:\s]+|x-api-key[\"'=:\s]+|key=)[A-Za-z0-9._\-]{6,}"
     r"|\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}|\bAIza[0-9A-Za-z_\-]{20,}"
 )
+
+
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of `url`, for logs: webhook URLs carry their secret in the path,
+    the query or the user part (Slack, Discord, `?token=`), so nothing else is shown."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    tail = "/…" if (parts.path.strip("/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{tail}"
 
 
 SECRET_PIECE = 12

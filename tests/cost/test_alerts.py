@@ -77,12 +77,32 @@ async def test_a_webhook_that_never_answers_is_given_up_on_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hub = AlertHub(
-        log_alerts=False, webhook=Webhook(url="http://127.0.0.1:9/x", retries=1, backoff=0.01)
+        log_alerts=False,
+        webhook=Webhook(
+            url="http://127.0.0.1:9/services/T00/B00/XyZ9secret?token=hooktok3n",
+            retries=1,
+            backoff=0.01,
+        ),
     )
     hub.emit(alert())
     await hub.aclose()
     assert hub.sender is not None and hub.sender.failed == 1
-    assert "failed after 2 attempts" in caplog.text
+    assert "alert webhook http://127.0.0.1:9/… failed after 2 attempts" in caplog.text
+    assert "XyZ9secret" not in caplog.text and "hooktok3n" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url", ["http://", "http://exa mple.com/hook", "hooks.slack.com/services/T/B/secret"]
+)
+def test_a_webhook_url_without_a_host_is_refused_without_echoing_it(url: str) -> None:
+    from modelyard.config.loader import parse
+    from modelyard.errors import ConfigError
+
+    text = f"models:\n  a: {{local: {{type: fake}}}}\nalerts:\n  webhook: {{url: '{url}'}}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env={})
+    assert "alerts.webhook.url" in str(caught.value) and "not shown" in str(caught.value)
+    assert "exa mple" not in str(caught.value) and "T/B/secret" not in str(caught.value)
 
 
 def detector(alerts: list[Alert], now: list[float]) -> AnomalyDetector:

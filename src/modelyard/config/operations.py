@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -22,8 +23,17 @@ BudgetAction = Literal["block", "downgrade", "alert_only"]
 
 
 def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"must start with http:// or https://, got {value[:40]!r}")
+    # The URL itself is never echoed: webhook URLs carry their secret (Slack, ?token=).
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError("is not a valid URL (not shown: it may hold a secret)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        raise ValueError(
+            "must be an http:// or https:// URL with a host and no spaces "
+            "(not shown: it may hold a secret)"
+        )
     return value
 
 
@@ -58,6 +68,10 @@ class StateSpec(Spec):
                     f"url for the {self.backend} backend must start with "
                     f"{' or '.join(schemes[self.backend])}"
                 )
+            try:
+                urlsplit(self.url).port  # noqa: B018 (raises on a port that is not a number)
+            except ValueError as exc:
+                raise ValueError(f"url for the {self.backend} backend: {exc}") from None
         return self
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from modelyard.errors import redact
+from modelyard.errors import url_origin
 
 log = logging.getLogger("modelyard.alerts")
 
@@ -113,7 +113,7 @@ class WebhookSender:
         self.failed += 1
         log.error(
             "alert webhook %s failed after %d attempts (%s); alert: %s",
-            redact(hook.url),
+            url_origin(hook.url),
             hook.retries + 1,
             problem,
             alert.message,

@@ -273,8 +273,17 @@ class BudgetBook:
             Alert(
                 kind="budget_reached",
                 where=hold.describe(),
-                message=f"limit ${budget.limit:g} reached (${used:.6f} spent or reserved); "
-                f"requests that could pass it are now {now}",
+                # "Reached" means admission: spent + reserved + a request's worst case would
+                # pass the limit, which happens before the spend itself gets there.
+                message=f"limit ${budget.limit:g} reached for admission: ${used:.6f} spent or "
+                f"reserved plus a request's worst case ${hold.amount:.6f} would pass it; "
+                f"requests that could pass it are now {now}"
+                + (
+                    "; one request's worst case alone is above the limit: raise it, or lower "
+                    "max_tokens"
+                    if hold.amount > budget.limit
+                    else ""
+                ),
                 value=used,
                 threshold=budget.limit,
             ),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from modelyard.errors import ConfigError
 from modelyard.gateway.app import Gateway, create_app
 
 log = logging.getLogger("modelyard.serve")
@@ -30,13 +31,21 @@ def serve(
     spec = current.loaded.config.gateway
     systems, notes = sorted(current.systems), list(current.notes)
     asyncio.run(probe.live.aclose())
+    processes = workers or spec.workers
+    if processes > 1 and current.loaded.config.state.backend == "memory":
+        raise ConfigError(
+            f"{processes} workers with state.backend memory would each count budgets and rate "
+            "limits alone (every cap multiplied by the workers); use sqlite (the default), "
+            "redis or postgres",
+            path=str(path),
+        )
     os.environ["MODELYARD_CONFIG"] = str(path)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Say where to call, once: uvicorn itself only logs warnings.
     log.info(
-        "serving %s (version %s) on http://%s:%d/v1; systems: %s",
+        "starting %s (version %s) on http://%s:%d/v1; systems: %s",
         path.name,
         current.version,
         host or spec.host,
@@ -50,7 +59,7 @@ def serve(
         factory=True,
         host=host or spec.host,
         port=port or spec.port,
-        workers=workers or spec.workers,
+        workers=processes,
         loop="uvloop",
         http="httptools",
         lifespan="on",
