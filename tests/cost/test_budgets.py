@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+import modelyard
 from modelyard.cost.alerts import Alert, AlertHub
 from modelyard.cost.budgets import Budget, BudgetBook, cost_bound, period_of
 from modelyard.cost.prices import Price
-from modelyard.errors import BudgetExceededError, UnavailableError
+from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.providers.fake import Reply
 from modelyard.resilience.fallback import FallbackModel
 from modelyard.state.memory import MemoryStore
@@ -274,3 +278,74 @@ async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_s
     assert response.text == "ok"
     status = await book.status(total(1.0), "all")
     assert status is not None and status.reserved == pytest.approx(worst(request))
+
+
+BOUNDED = """
+models:
+  writer:  # every sample differs, so the samples never agree and the cascade goes on
+    local: {type: fake, script: %s, default: "%s"}
+    price: {input: 0.0, output: 30.0}  # no slack from loosely bounded input to hide behind
+    max_output_tokens: 60
+  strong:
+    local: {type: fake, default: "%s"}
+    price: {input: 0.0, output: 60.0}
+    max_output_tokens: 60
+  checker:
+    local: {type: fake, default: "no"}
+    price: {input: 5.0, output: 5.0}
+    max_output_tokens: 5  # so what it reads, not what it may write, decides its worst case
+systems:
+  pipe:
+    type: pipeline
+    stages:
+      - name: draft
+        model: writer
+        gates: [{type: checker, model: checker}]
+        retries: 2
+        escalate: strong
+      - name: polish
+        model: writer
+        input: "Polish this: {previous} (asked: {input})"
+  sampled:
+    type: cascade
+    stages:
+      - {model: writer, threshold: 0.99, estimator: {type: samples, k: 5}}
+      - {model: strong, estimator: {type: verifier, model: checker}, threshold: 0.5}
+      - {model: strong}
+  judged:
+    type: ensemble
+    members: [writer, strong]
+    combine: judge
+    judge: checker
+"""
+
+
+@pytest.mark.parametrize("system", ["pipe", "sampled", "judged"])
+async def test_a_system_that_calls_models_many_times_never_spends_past_its_bound(
+    write_config: Callable[[str], Path], system: str
+) -> None:
+    """Every retry, escalation, checker call, sample and verifier read of an answer is in the
+    worst case budgets reserve: the gate here always fails and answers are as long as allowed."""
+    long = " ".join(["word"] * 400)
+    samples = [f"{i} {long}" for i in range(12)]
+    text = BOUNDED % (json.dumps(samples), long, long)
+    async with modelyard.load(write_config(text)) as yard:
+        model = yard.get(system)
+        request = question()
+        try:
+            spent = (await model.complete(request)).cost
+        except ModelError as exc:  # the pipeline stops when even the escalation fails its gate
+            spent = exc.cost
+        assert 0 < spent <= cost_bound(model, request)
+
+
+async def test_a_retried_model_reserves_every_try_and_spends_within_it() -> None:
+    from modelyard.resilience.retry import RetryModel, RetryPolicy
+
+    inner = priced(text="fine")
+    inner.script = [Reply(error="unavailable"), Reply(error="unavailable")]
+    model = RetryModel(inner, RetryPolicy(attempts=2, initial_backoff=0.0))
+    request = question()
+    assert cost_bound(model, request) == pytest.approx(3 * cost_bound(inner, request))
+    response = await model.complete(request)
+    assert response.text == "fine" and response.cost <= cost_bound(model, request)

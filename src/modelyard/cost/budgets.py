@@ -38,7 +38,7 @@ from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import Model
 from modelyard.state.base import Claim, StateStore
 from modelyard.state.memory import MemoryStore
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 
 log = logging.getLogger("modelyard.budgets")
 
@@ -358,6 +358,22 @@ def cost_bound(model: Model, request: ChatRequest) -> float:
         info = model.info
         return info.price.worst_case(request, info.capabilities.max_output_tokens)
     return sum(cost_bound(child, request) for child in children)
+
+
+def output_bound(model: Model, request: ChatRequest) -> int:
+    """The most tokens `model` can write for `request`: `max_tokens` (or the largest
+    `max_output_tokens` under it) per choice. A token is at least one byte, so this also
+    bounds the bytes another model reads when its input holds this output."""
+    most = max(
+        request.max_tokens or leaf.info.capabilities.max_output_tokens for leaf in _leaves(model)
+    )
+    return most * request.n
+
+
+def reading(request: ChatRequest, input_bytes: int) -> ChatRequest:
+    """A stand-in for `request` whose prompt is `input_bytes` long, to bound the cost of a
+    call whose input is built from other calls' outputs (`cost_bound` reads byte length)."""
+    return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
 
 
 def partial_cost(model: Model, request: ChatRequest, output_text: str = "") -> float:

@@ -121,6 +121,20 @@ class CascadeModel(Model):
                 out.extend(stage.estimator.models())
         return out
 
+    def worst_case_cost(self, request: ChatRequest) -> float:
+        """Every live stage at its most, with its estimator's own calls (k samples, a
+        verifier reading the answer): what budgets reserve (`cost.budgets`)."""
+        from modelyard.cost.budgets import cost_bound
+
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        return sum(
+            stage.estimator.worst_case_cost(stage.model, request)
+            if stage.estimator is not None
+            else cost_bound(stage.model, request)
+            for stage in self._live
+        )
+
     def describe(self) -> dict[str, object]:
         return {"kind": "cascade", "stages": "; ".join(s.describe() for s in self.stages)}
 

@@ -43,6 +43,7 @@ from modelyard.patterns.records import (
     emit,
     failed,
     fill,
+    filled_size,
     raise_with,
     restamp,
     since_ms,
@@ -152,6 +153,22 @@ class EnsembleModel(Model):
     @property
     def children(self) -> Sequence[Model]:
         return (*self.members, *([self.combiner] if self.combiner is not None else []))
+
+    def worst_case_cost(self, request: ChatRequest) -> float:
+        """Each member once, and a judge or fuser reading every member's answer at its
+        longest: what budgets reserve (`cost.budgets`)."""
+        from modelyard.cost.budgets import cost_bound, output_bound, reading
+
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        total = sum(cost_bound(member, request) for member in self.members)
+        if self.combiner is None:
+            return total
+        # Each candidate is numbered ("Answer 12:" and blank lines: 16 bytes at most).
+        answers = sum(output_bound(member, request) + 16 for member in self.members)
+        question = len(request.last_user_text.encode("utf-8"))
+        size = filled_size(self.prompt, {"question": question, "candidates": answers})
+        return total + cost_bound(self.combiner, reading(request, size))
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {

@@ -25,7 +25,7 @@ from modelyard.patterns.confidence import (
 )
 from modelyard.patterns.learned import answer_text
 from modelyard.patterns.normalise import Normaliser
-from modelyard.patterns.records import answered, derived, failed, fill, restamp
+from modelyard.patterns.records import answered, derived, failed, fill, filled_size, restamp
 from modelyard.patterns.routing import TrainedPredictor, embedder_failed
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
@@ -60,6 +60,13 @@ class Estimator(abc.ABC):
     def models(self) -> Sequence[Model]:
         """Other Models this estimator calls."""
         return ()
+
+    def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
+        """The most the stage's call and this estimator's own calls can cost (budgets reserve
+        it): each model once, on the request, unless the estimator says otherwise."""
+        from modelyard.cost.budgets import cost_bound
+
+        return cost_bound(model, request) + sum(cost_bound(m, request) for m in self.models())
 
     async def run(self, model: Model, request: ChatRequest) -> Estimate:
         """Ask `model` and estimate the confidence of its answer."""
@@ -158,6 +165,14 @@ class VerifierEstimator(Estimator):
     def models(self) -> Sequence[Model]:
         return (self.verifier,)
 
+    def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
+        from modelyard.cost.budgets import cost_bound, output_bound, reading
+
+        question = len(request.last_user_text.encode("utf-8"))
+        sizes = {"input": question, "output": output_bound(model, request)}
+        read = reading(request, filled_size(self.prompt, sizes))  # it reads the answer too
+        return cost_bound(model, request) + cost_bound(self.verifier, read)
+
     async def score(
         self, request: ChatRequest, response: ChatResponse
     ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
@@ -252,6 +267,11 @@ class SamplesEstimator(Estimator):
 
     def describe(self) -> str:
         return f"agreement of {self.k} samples ({self.via})"
+
+    def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
+        from modelyard.cost.budgets import cost_bound
+
+        return self.k * cost_bound(model, request)  # k calls, or one call of k choices
 
     def _sampling(self, request: ChatRequest) -> ChatRequest:
         if self.temperature is None or request.temperature is not None:

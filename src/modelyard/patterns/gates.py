@@ -18,7 +18,7 @@ from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.patterns.confidence import parse_verdict
 from modelyard.patterns.normalise import parse_json_answer
-from modelyard.patterns.records import answered, derived, failed, fill
+from modelyard.patterns.records import answered, derived, failed, fill, filled_size
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 CHECKER_PROMPT = (
@@ -54,6 +54,10 @@ class Gate(abc.ABC):
     def models(self) -> Sequence[Model]:
         """Models the gate calls."""
         return ()
+
+    def input_bound(self, stage_input: int, output: int) -> int:
+        """The most bytes its models read, given the stage's input and output sizes."""
+        return stage_input + output
 
 
 class JsonSchemaGate(Gate):
@@ -130,6 +134,9 @@ class CheckerGate(Gate):
 
     def models(self) -> Sequence[Model]:
         return (self.model,)
+
+    def input_bound(self, stage_input: int, output: int) -> int:
+        return filled_size(self.prompt, {"input": stage_input, "output": output})
 
     async def check(
         self, response: ChatResponse, stage_input: str, request: ChatRequest

@@ -95,6 +95,36 @@ class PipelineModel(Model):
             parts.append(text)
         return {"kind": "pipeline", "stages": " -> ".join(parts)}
 
+    def worst_case_cost(self, request: ChatRequest) -> float:
+        """Every attempt of every stage (retries, escalation, checker gates reading the
+        output), a later stage's input bounded by what the earlier stages can write: what
+        budgets reserve, so a pipeline cannot spend past them (`cost.budgets`)."""
+        from modelyard.cost.budgets import cost_bound, output_bound, reading
+
+        if self.deadline is not None:
+            request = request.with_budget(self.deadline)
+        original = len(request.last_user_text.encode("utf-8"))
+        previous, outputs, total = original, dict[str, int](), 0.0
+        for stage in self.stages:
+            if stage.template is None:
+                asked = request
+            else:
+                size = stage.template.size_bound(original, previous, outputs)
+                asked = reading(request, size)
+            if stage.system is not None:
+                asked = replace(asked, system=stage.system)
+            wrote = 0
+            for model, _ in stage.attempts():
+                total += cost_bound(model, asked)
+                wrote = max(wrote, output_bound(model, asked))
+            read = len(asked.prompt_text.encode("utf-8"))
+            for gate in stage.gates:  # a checker reads the input and the output, each try
+                checked = reading(asked, gate.input_bound(read, wrote))
+                for checker in gate.models():
+                    total += len(stage.attempts()) * cost_bound(checker, checked)
+            outputs[stage.name] = previous = wrote
+        return total
+
     def _stage_request(
         self, request: ChatRequest, stage: PipelineStage, progress: _Progress
     ) -> tuple[ChatRequest, str]:

@@ -155,6 +155,13 @@ def fill(template: str, values: Mapping[str, str]) -> str:
     return pattern.sub(lambda m: values[m.group(1)], template)
 
 
+def filled_size(template: str, sizes: Mapping[str, int]) -> int:
+    """The most bytes `fill(template, values)` returns when each value is at most
+    `sizes[name]` bytes (for cost bounds)."""
+    size = len(template.encode("utf-8"))
+    return size + sum(template.count("{" + name + "}") * most for name, most in sizes.items())
+
+
 def emit(response: ChatResponse, stream: bool) -> list[Chunk]:
     """A finished answer as stream chunks, or as the one final chunk when not streaming."""
     return response_chunks(response) if stream else [Chunk(response=response)]

@@ -45,6 +45,22 @@ class Template:
         """The stage names this template reads."""
         return tuple(p.stage for p in self.pieces if isinstance(p, Ref) and p.stage is not None)
 
+    def size_bound(self, original: int, previous: int, outputs: Mapping[str, int]) -> int:
+        """The most bytes `render` can return, given the most each source can hold (a JSON
+        field of an output is no longer than the output)."""
+        size = 0
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                size += len(piece.encode("utf-8"))
+            elif piece.source == "input":
+                size += original
+            elif piece.source == "previous":
+                size += previous
+            else:
+                assert piece.stage is not None
+                size += outputs.get(piece.stage, 0)
+        return size
+
     def render(self, original: str, previous: str, outputs: Mapping[str, str]) -> str:
         """The text for a stage: references replaced by the outputs they name."""
         out: list[str] = []

@@ -11,9 +11,9 @@ import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
+from modelyard.cost.prices import CHARS_PER_TOKEN, estimate_input_tokens, estimate_tokens
 from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, UnavailableError
 from modelyard.model import Model, ModelInfo, elapsed_ms
 from modelyard.types import (
@@ -69,11 +69,22 @@ class ScriptedModel(Model):
         position = len(self.calls)
         self.calls.append(request)
         reply = self.answers.get(request.last_user_text.strip())
-        if reply is not None:
+        if reply is None:
+            reply = self.script[position] if position < len(self.script) else self.default
+        return self._capped(request, reply)
+
+    def _capped(self, request: ChatRequest, reply: Reply) -> Reply:
+        """The reply cut at `max_tokens` (or the model's maximum), as a provider cuts: a
+        scripted answer must not cost more than any real one could (budgets rely on it)."""
+        most = request.max_tokens or self.info.capabilities.max_output_tokens
+        if (
+            reply.error is not None
+            or reply.usage is not None
+            or estimate_tokens(reply.text) <= most
+        ):
             return reply
-        if position < len(self.script):
-            return self.script[position]
-        return self.default
+        cut = reply.text[: int(most * CHARS_PER_TOKEN)]
+        return replace(reply, text=cut, finish_reason=FinishReason.LENGTH)
 
     def _error(self, reply: Reply, started: float) -> ModelError:
         kind = reply.error or "error"
