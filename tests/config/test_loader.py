@@ -260,3 +260,9 @@ def test_a_key_yaml_reads_as_a_boolean_is_refused_with_the_fix() -> None:
         "c.yaml:7: systems.r.routes: the key 'yes' reads as the boolean True;"
         ' quote it ("yes") to use it as a name'
     )
+
+
+def test_a_postgres_ledger_is_refused_not_silently_replaced_by_sqlite() -> None:
+    text = "models:\n  a: {local: {type: fake}}\nledger: {backend: postgres}\n"
+    with pytest.raises(ConfigError, match="a PostgreSQL ledger is not built"):
+        parse(text, env={})

@@ -227,17 +227,22 @@ class LedgerSpec(Spec):
 
     enabled: bool = True
     backend: Literal["sqlite", "postgres"] = "sqlite"
+    """Only `sqlite` is built: each process writes its own file (see the validator)."""
     path: str = ".modelyard/{config}/ledger.db"
-    url: str | None = None
     flush_interval: PositiveFloat = 1.0
     batch_size: PositiveInt = 500
     max_queue: PositiveInt = 100_000
     """Rows waiting to be written beyond this are dropped, with an error logged."""
 
     @model_validator(mode="after")
-    def _url_for_postgres(self) -> LedgerSpec:
-        if self.backend == "postgres" and not (self.url or "").startswith("postgres"):
-            raise ValueError("the postgres ledger needs 'url': postgresql://user@host/db")
+    def _built_backend(self) -> LedgerSpec:
+        if self.backend == "postgres":
+            # Refused rather than ignored: replicas would each write a SQLite file while the
+            # config says they share one ledger, and `modelyard costs` would show one share.
+            raise ValueError(
+                "a PostgreSQL ledger is not built: each gateway process writes its own SQLite "
+                "ledger (`path`); budgets are still shared through `state`"
+            )
         return self
 
 
