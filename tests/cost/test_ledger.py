@@ -79,3 +79,16 @@ def test_aclose_on_a_new_loop_after_the_writers_loop_closed_writes_everything(
     ledger.record([row(2)])  # no running loop: queued for aclose
     asyncio.run(asyncio.wait_for(ledger.aclose(), 5))
     assert ledger.written == 2
+
+
+def test_a_request_refused_before_any_model_names_no_model() -> None:
+    from modelyard.errors import BudgetExceededError
+
+    refused = BudgetExceededError("budget daily would be passed", model="support")
+    (only,) = spend_rows("support", question(), None, refused)
+    assert (only.system, only.model, only.error, only.cost) == (
+        "support",
+        "(none)",
+        "budget_exceeded",
+        0.0,
+    )

@@ -23,6 +23,10 @@ from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 
+NO_MODEL = "(none)"
+"""The model column of a request refused before any model ran."""
+
+
 def spend_rows(
     system: str,
     request: ChatRequest,
@@ -57,7 +61,8 @@ def spend_rows(
     per_model: dict[str, float] = {}
     for leaf in leaves:
         per_model[leaf.node] = per_model.get(leaf.node, 0.0) + leaf.cost
-    main = answered_by or (leaves[-1].node if leaves else system)
+    # Refused before any model ran (a budget, a rate limit): no model to name.
+    main = answered_by or (leaves[-1].node if leaves else NO_MODEL)
     per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
     usage = response.usage if response is not None else None
     rows = []
