@@ -22,7 +22,6 @@ from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
-
 NO_MODEL = "(none)"
 """The model column of a request refused before any model ran."""
 
