@@ -51,3 +51,18 @@ def test_health_probe_exits_non_zero_when_a_circuit_opens(write_config: Write) -
     assert result.exit_code == 1
     assert "probe broken: unavailable" in result.output
     assert "open" in result.output
+
+
+def test_health_names_the_models_disabled_for_want_of_a_key(write_config: Write) -> None:
+    text = (
+        "providers:\n  hosted: {type: openai, api_key: '${NO_SUCH_KEY}', optional: true}\n"
+        "models:\n  gpt: {provider: hosted, id: gpt-4o-mini-2024-07-18,"
+        " price: {input: 1, output: 1}}\n  fine: {local: {type: fake}}\n"
+    )
+    result = CliRunner().invoke(app, ["health", str(write_config(text)), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"gpt": "provider \'hosted\': environment variable NO_SUCH_KEY is not set"' in (
+        result.stdout
+    )
+    plain = CliRunner().invoke(app, ["health", str(write_config(text))])
+    assert "no circuits: every hosted model is disabled" in plain.stdout

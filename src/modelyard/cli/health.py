@@ -64,12 +64,15 @@ def health(
     replicas see; an in-memory one starts closed.
     """
 
-    def run() -> tuple[list[tuple[str, str, float]], HealthReport]:
-        return asyncio.run(_check(load(config), probe))
+    def run() -> tuple[list[tuple[str, str, float]], HealthReport, dict[str, str]]:
+        yard = load(config)
+        disabled = dict(yard.built.disabled)  # models that cannot answer: no circuit shows them
+        return (*asyncio.run(_check(yard, probe)), disabled)
 
-    probes, report = guarded(run)
+    probes, report, disabled = guarded(run)
     if as_json:
-        console.print(json.dumps(report.to_dict(), indent=2), markup=False)
+        out = {**report.to_dict(), "disabled": disabled}
+        console.print(json.dumps(out, indent=2), markup=False)
     else:
         for name, outcome, seconds in probes:
             console.print(f"probe {name}: {outcome} ({seconds * 1000:.0f} ms)", markup=False)
@@ -86,7 +89,13 @@ def health(
                 c.last_error or "",
             )
         console.print(table)
+        for name, why in sorted(disabled.items()):
+            console.print(f"[red]disabled[/] {name}: {why}")
         if not report.circuits:
-            console.print("no circuits: the config has no hosted models or configured breakers")
+            console.print(
+                "no circuits: every hosted model is disabled (above)"
+                if disabled
+                else "no circuits: the config has no hosted models or configured breakers"
+            )
     if not report.healthy:
         raise typer.Exit(1)
