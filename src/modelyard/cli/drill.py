@@ -37,7 +37,7 @@ def _line(result: FaultResult, width: int) -> str:
 def _print(report: DrillReport) -> None:
     console.print(
         f"drill of {report.config}: stand-in providers, time x{report.time_scale:g} "
-        "(latencies in real seconds)"
+        "(latencies as they would be at full speed)"
     )
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -91,7 +91,11 @@ def drill(
     requests: Annotated[int, typer.Option(help="Requests per fault (half streamed).")] = 8,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
     time_scale: Annotated[
-        float, typer.Option(help="Simulated seconds run this much faster than real ones.")
+        float,
+        typer.Option(
+            help="Every wait, timeout and deadline runs at this fraction of its length "
+            "(0.01: 100x faster); latencies are reported at full length."
+        ),
     ] = 0.01,
     strict: Annotated[
         bool, typer.Option("--strict", help="Also fail on streams cut after their first byte.")
