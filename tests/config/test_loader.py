@@ -262,12 +262,6 @@ def test_a_key_yaml_reads_as_a_boolean_is_refused_with_the_fix() -> None:
     )
 
 
-def test_a_postgres_ledger_is_refused_not_silently_replaced_by_sqlite() -> None:
-    text = "models:\n  a: {local: {type: fake}}\nledger: {backend: postgres}\n"
-    with pytest.raises(ConfigError, match="a PostgreSQL ledger is not built"):
-        parse(text, env={})
-
-
 def test_a_yes_or_no_is_not_read_as_a_number() -> None:
     text = "models:\n  a: {local: {type: fake}, retry: {attempts: yes}}\n"
     with pytest.raises(ConfigError) as caught:

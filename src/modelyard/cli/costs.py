@@ -14,7 +14,7 @@ from modelyard.cli.app import app, console, fail, guarded
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.cost import reports
 from modelyard.cost.budgets import Budget, BudgetBook
-from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.cost.ledger import LedgerFile, SqliteLedgerFile
 from modelyard.state.factory import make_store
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
@@ -23,9 +23,14 @@ cache_app = typer.Typer(help="Inspect or empty the response cache.", no_args_is_
 app.add_typer(cache_app, name="cache")
 
 
-def _ledger_path(loaded: LoadedConfig) -> Path:
-    path = Path(loaded.config.ledger.path).expanduser()
-    return path if path.is_absolute() else loaded.base_dir / path
+def _ledger(loaded: LoadedConfig) -> LedgerFile | None:
+    """The ledger the config writes, or None when a SQLite one has no file yet."""
+    from modelyard.config.build_operations import ledger_file
+
+    file = ledger_file(loaded.config.ledger, loaded.base_dir)
+    if isinstance(file, SqliteLedgerFile) and not file.path.exists():
+        return None
+    return file
 
 
 def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str, float]) -> Table:
@@ -55,12 +60,11 @@ def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str,
 
 
 async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) -> None:
-    path = _ledger_path(loaded)
-    file = SqliteLedgerFile(path) if path.exists() else None
+    file = _ledger(loaded)
     store = make_store(loaded.config.state, loaded.base_dir)
     try:
         if file is None:
-            console.print(f"[yellow]no spend recorded yet[/] (ledger {path})")
+            console.print(f"[yellow]no spend recorded yet[/] (ledger {loaded.config.ledger.path})")
         else:
             for group in ("system", "model", "key", "tag", "day"):
                 lines = await reports.spend_by(file, group, days=days)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Iterator
+from pathlib import Path
 
 from modelyard.config.build import BuildContext
 from modelyard.config.loader import Loc
-from modelyard.config.operations import CacheSpec, OperationsSpec
+from modelyard.config.operations import CacheSpec, LedgerSpec, OperationsSpec
 from modelyard.config.references import node_refs
 from modelyard.cost.accounting import Accounted
 from modelyard.cost.alerts import AlertHub, Webhook
@@ -24,7 +25,7 @@ from modelyard.cost.budgets import Budget, BudgetBook, BudgetGuard
 from modelyard.cost.cache import Cached, ResponseCache, SemanticPolicy
 from modelyard.cost.cache_keys import identity
 from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache
-from modelyard.cost.ledger import Ledger, SqliteLedgerFile
+from modelyard.cost.ledger import Ledger, LedgerFile, SqliteLedgerFile
 from modelyard.model import Model
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.state.base import StateStore
@@ -36,17 +37,27 @@ def state_store(context: BuildContext) -> StateStore:
     return shared_store(context.loaded.config.state, context.loaded.base_dir, context.resources)
 
 
+def ledger_file(spec: LedgerSpec, base_dir: Path) -> LedgerFile:
+    """Where the ledger `spec` describes is kept (also what `modelyard costs` reads)."""
+    if spec.backend == "postgres":
+        from modelyard.cost.ledger_postgres import PostgresLedgerFile
+
+        assert spec.url is not None
+        return PostgresLedgerFile(spec.url, table_prefix=spec.table_prefix)
+    path = Path(spec.path).expanduser()
+    return SqliteLedgerFile(path if path.is_absolute() else base_dir / path)
+
+
 def ledger(context: BuildContext) -> Ledger | None:
     """The spend ledger, if enabled."""
     spec = context.loaded.config.ledger
     if not spec.enabled:
         return None
-    path = context.path(spec.path)
-    key = f"ledger|{path}|{spec.model_dump_json()}"
+    key = f"ledger|{context.loaded.base_dir}|{spec.model_dump_json()}"
     made: Ledger = context.resources.service(
         key,
         lambda: Ledger(
-            SqliteLedgerFile(path),
+            ledger_file(spec, context.loaded.base_dir),
             flush_interval=spec.flush_interval,
             batch_size=spec.batch_size,
             max_queue=spec.max_queue,

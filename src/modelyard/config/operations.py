@@ -227,22 +227,21 @@ class LedgerSpec(Spec):
 
     enabled: bool = True
     backend: Literal["sqlite", "postgres"] = "sqlite"
-    """Only `sqlite` is built: each process writes its own file (see the validator)."""
+    """`sqlite`: a file per process (`path`); `postgres`: tables every replica writes (`url`),
+    so `modelyard costs` shows all of their spend."""
     path: str = ".modelyard/{config}/ledger.db"
+    url: str | None = None
+    """`postgresql://user@host/db` for the postgres backend."""
+    table_prefix: str = Field(default="modelyard_", pattern=r"^[A-Za-z0-9_]+$")
     flush_interval: PositiveFloat = 1.0
     batch_size: PositiveInt = 500
     max_queue: PositiveInt = 100_000
     """Rows waiting to be written beyond this are dropped, with an error logged."""
 
     @model_validator(mode="after")
-    def _built_backend(self) -> LedgerSpec:
-        if self.backend == "postgres":
-            # Refused rather than ignored: replicas would each write a SQLite file while the
-            # config says they share one ledger, and `modelyard costs` would show one share.
-            raise ValueError(
-                "a PostgreSQL ledger is not built: each gateway process writes its own SQLite "
-                "ledger (`path`); budgets are still shared through `state`"
-            )
+    def _url_for_postgres(self) -> LedgerSpec:
+        if self.backend == "postgres" and not (self.url or "").startswith("postgres"):
+            raise ValueError("the postgres ledger needs 'url': postgresql://user@host/db")
         return self
 
 

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelyard.cost.alerts import Alert
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
@@ -66,7 +66,8 @@ class SpendRow:
     output_tokens: int = 0
 
 
-def _row_values(row: SpendRow) -> tuple[Any, ...]:
+def row_values(row: SpendRow) -> tuple[Any, ...]:
+    """The row's column values, in the tables' insert order (tags as JSON text)."""
     return (
         row.at,
         row.day,
@@ -94,11 +95,29 @@ class _Pending:
         return len(self.spend) + len(self.alerts)
 
 
+class LedgerFile(Protocol):
+    """Where the ledger is kept: a SQLite file per process, or PostgreSQL tables every
+    replica shares (`cost.ledger_postgres`)."""
+
+    where: str
+    """What to name in a log line."""
+
+    async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
+        """Insert a batch in one transaction."""
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (SQLite's dialect)."""
+
+    async def aclose(self) -> None:
+        """Release the file or connections."""
+
+
 class SqliteLedgerFile:
     """Reads and writes the ledger's SQLite file (on a worker thread)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.where = str(self.path)
         self.worker = SqliteWorker(path, component="ledger", migrations=MIGRATIONS)
 
     async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
@@ -109,7 +128,7 @@ class SqliteLedgerFile:
                 "INSERT INTO spend (at, day, request_id, system, model, key_id, tags, cost,"
                 " saved, cached, answered, error, input_tokens, output_tokens)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_row_values(r) for r in spend],
+                [row_values(r) for r in spend],
             )
             conn.executemany(
                 "INSERT INTO alerts (at, kind, place, message, value, threshold, details)"
@@ -136,7 +155,7 @@ class Ledger:
 
     def __init__(
         self,
-        file: SqliteLedgerFile,
+        file: LedgerFile,
         *,
         flush_interval: float = 1.0,
         batch_size: int = 500,
@@ -197,12 +216,12 @@ class Ledger:
                 batch, self._pending = self._pending, _Pending()
                 try:
                     await self.file.write(batch.spend, batch.alerts)
-                except (sqlite3.Error, OSError) as exc:
+                except Exception as exc:  # a disk, a database down: nothing may be lost
                     # Keep the rows for the next try, in front of the newer ones.
                     batch.spend.extend(self._pending.spend)
                     batch.alerts.extend(self._pending.alerts)
                     self._pending = batch
-                    log.error("spend ledger %s: write failed: %s", self.file.path, exc)
+                    log.error("spend ledger %s: write failed: %s", self.file.where, exc)
                     return
                 self.written += len(batch.spend)
 

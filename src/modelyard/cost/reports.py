@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.cost.budgets import Budget, BudgetBook
-from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.cost.ledger import LedgerFile
 from modelyard.errors import ConfigError
 from modelyard.state.memory import MemoryStore
 
@@ -59,7 +59,7 @@ _GROUPS = {
 }
 
 
-async def spend_by(file: SqliteLedgerFile, group: str, *, days: int) -> list[SpendLine]:
+async def spend_by(file: LedgerFile, group: str, *, days: int) -> list[SpendLine]:
     """Spend grouped by `system`, `model`, `key`, `tag` or `day` over the last `days` days."""
     since = _since(days)
     if group == "tag":
@@ -92,14 +92,14 @@ async def spend_by(file: SqliteLedgerFile, group: str, *, days: int) -> list[Spe
     ]
 
 
-async def recent_alerts(file: SqliteLedgerFile, *, limit: int = 20) -> list[tuple[Any, ...]]:
+async def recent_alerts(file: LedgerFile, *, limit: int = 20) -> list[tuple[Any, ...]]:
     """The latest alerts: (at, kind, where, message)."""
     return await file.query(
         "SELECT at, kind, place, message FROM alerts ORDER BY at DESC LIMIT ?", (limit,)
     )
 
 
-async def _subjects(budget: Budget, file: SqliteLedgerFile | None) -> list[str]:
+async def _subjects(budget: Budget, file: LedgerFile | None) -> list[str]:
     if budget.scope == "total":
         return ["all"]
     if budget.selector != "*":
@@ -115,9 +115,7 @@ async def _subjects(budget: Budget, file: SqliteLedgerFile | None) -> list[str]:
     return [str(r[0]) for r in await file.query(sql)]
 
 
-async def _ledger_spend(
-    file: SqliteLedgerFile, budget: Budget, subject: str, since: float
-) -> float:
+async def _ledger_spend(file: LedgerFile, budget: Budget, subject: str, since: float) -> float:
     where = {
         "total": ("1 = 1", ()),
         "model": ("model = ?", (subject,)),
@@ -132,7 +130,7 @@ async def _ledger_spend(
 
 
 async def budget_lines(
-    book: BudgetBook, budgets: Sequence[Budget], file: SqliteLedgerFile | None
+    book: BudgetBook, budgets: Sequence[Budget], file: LedgerFile | None
 ) -> list[BudgetLine]:
     """Each budget's spent and reserved amounts in its current window, per subject."""
     lines = []

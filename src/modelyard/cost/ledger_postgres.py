@@ -1,0 +1,146 @@
+"""The spend ledger in PostgreSQL (asyncpg): one ledger every gateway replica writes and
+`modelyard costs` reads, so a report shows all of the replicas' spend, not one's share.
+
+Tables `<table_prefix>spend` and `<table_prefix>alerts` have the SQLite ledger's columns (tags
+as `jsonb`). Reports are written once, in SQLite's dialect; `query` translates the three things
+that differ (table names, `?` placeholders, `json_each` over the tags) rather than keeping a
+second copy of every report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from modelyard.cost.alerts import Alert
+from modelyard.cost.ledger import SpendRow, row_values
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_spend",
+        """
+        CREATE TABLE IF NOT EXISTS {p}spend (
+            id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, day TEXT NOT NULL,
+            request_id TEXT NOT NULL, system TEXT NOT NULL, model TEXT NOT NULL,
+            key_id TEXT, tags JSONB NOT NULL DEFAULT '[]', cost DOUBLE PRECISION NOT NULL,
+            saved DOUBLE PRECISION NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0,
+            answered INTEGER NOT NULL DEFAULT 0, error TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX IF NOT EXISTS {p}spend_day ON {p}spend (day);
+        CREATE INDEX IF NOT EXISTS {p}spend_system_day ON {p}spend (system, day);
+        CREATE TABLE IF NOT EXISTS {p}alerts (
+            id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
+            place TEXT NOT NULL, message TEXT NOT NULL, value DOUBLE PRECISION,
+            threshold DOUBLE PRECISION, details JSONB NOT NULL DEFAULT '{{}}');
+        CREATE INDEX IF NOT EXISTS {p}alerts_at ON {p}alerts (at)
+        """,
+    ),
+]
+"""Append-only: add a new entry for any schema change."""
+
+_TABLES = re.compile(r"\b(spend|alerts)\b(?!_)")
+_TAGS = re.compile(r"json_each\(spend\.tags\)(\s+(?:AS\s+)?t)\b")
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class PostgresLedgerFile:
+    """Reads and writes the ledger's PostgreSQL tables (shared by every replica)."""
+
+    def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
+        if not table_prefix.replace("_", "").isalnum():
+            raise ValueError(f"table prefix must be letters, digits and _, got {table_prefix!r}")
+        self.url = url
+        self.p = table_prefix
+        self.timeout = timeout
+        self.where = f"postgres tables {table_prefix}spend/{table_prefix}alerts"
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get_pool(self) -> Any:
+        async with self._lock:
+            if self._pool is None:
+                import asyncpg
+
+                pool = await asyncpg.create_pool(
+                    self.url, min_size=1, max_size=4, timeout=self.timeout
+                )
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))"
+                    )
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
+                        " component TEXT NOT NULL, name TEXT NOT NULL,"
+                        " PRIMARY KEY (component, name))"
+                    )
+                    component = f"ledger:{self.p}"
+                    done = {
+                        r["name"]
+                        for r in await conn.fetch(
+                            "SELECT name FROM modelyard_migrations WHERE component = $1",
+                            component,
+                        )
+                    }
+                    for name, script in MIGRATIONS:
+                        if name not in done:
+                            await conn.execute(script.format(p=self.p))
+                            await conn.execute(
+                                "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
+                            )
+                self._pool = pool
+        return self._pool
+
+    async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
+        """Insert a batch in one transaction."""
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+            if spend:
+                await conn.executemany(
+                    f"INSERT INTO {self.p}spend (at, day, request_id, system, model, key_id,"
+                    " tags, cost, saved, cached, answered, error, input_tokens, output_tokens)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13,"
+                    " $14)",
+                    [row_values(r) for r in spend],
+                )
+            if alerts:
+                await conn.executemany(
+                    f"INSERT INTO {self.p}alerts (at, kind, place, message, value, threshold,"
+                    " details) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+                    [
+                        (a.at, a.kind, a.where, a.message, a.value, a.threshold,
+                         json.dumps(a.details))
+                        for a in alerts
+                    ],
+                )  # fmt: skip
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query written in SQLite's dialect (see the module doc)."""
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self.timeout) as conn:
+            rows = await conn.fetch(self.translate(sql), *params)
+        return [tuple(row.values()) for row in rows]
+
+    def translate(self, sql: str) -> str:
+        """`sql` (SQLite's dialect, tables `spend` and `alerts`) for these tables."""
+        sql = _TAGS.sub(r"jsonb_array_elements_text(spend.tags)\1(value)", sql)
+        sql = _TABLES.sub(lambda m: self.p + m.group(1), sql)
+        numbers = iter(range(1, sql.count("?") + 1))
+        return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
+
+    async def drop_tables(self) -> None:
+        """Drop this ledger's tables (tests)."""
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self.timeout) as conn:
+            await conn.execute(f"DROP TABLE IF EXISTS {self.p}spend, {self.p}alerts")
+            await conn.execute(
+                "DELETE FROM modelyard_migrations WHERE component = $1", f"ledger:{self.p}"
+            )
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,87 @@
+"""The spend ledger in PostgreSQL: replicas write one ledger and every report reads all of it.
+Talks to the real server at 127.0.0.1:5432 (database `test`)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import modelyard
+from modelyard.cli import app
+from modelyard.cost import reports
+from modelyard.cost.alerts import Alert
+from modelyard.cost.budgets import Budget, BudgetBook
+from modelyard.cost.ledger import Ledger, SpendRow
+from modelyard.cost.ledger_postgres import PostgresLedgerFile
+from modelyard.state.memory import MemoryStore
+from tests.state.conftest import POSTGRES_URL
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """Tables no other test run uses, dropped afterwards."""
+    name = "l" + uuid.uuid4().hex[:10] + "_"
+    yield name
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=name)
+    await file.drop_tables()
+    await file.aclose()
+
+
+def spent(i: int, system: str, tags: tuple[str, ...] = ()) -> SpendRow:
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    return SpendRow(
+        at=time.time(), day=day, request_id=f"r{i}", system=system, model="m", cost=0.25, tags=tags
+    )
+
+
+async def test_two_replicas_write_one_ledger_and_reports_read_all_of_it(prefix: str) -> None:
+    replicas = [
+        Ledger(PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix), flush_interval=60)
+        for _ in range(2)
+    ]
+    for n, ledger in enumerate(replicas):
+        for i in range(3):
+            ledger.record([spent(10 * n + i, "support", tags=("customer:acme",))])
+        ledger.record_alert(Alert(kind="budget_threshold", where="b", message=f"from {n}"))
+    for ledger in replicas:
+        await ledger.aclose()
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+    try:
+        (system,) = await reports.spend_by(file, "system", days=1)
+        assert (system.name, system.requests, system.cost) == ("support", 6, 1.5)
+        (tag,) = await reports.spend_by(file, "tag", days=1)
+        assert (tag.name, tag.cost) == ("customer:acme", 1.5)
+        budget = Budget(name="acme", scope="tag", selector="*", window="day", limit=10.0)
+        (line,) = await reports.budget_lines(BudgetBook(MemoryStore()), [budget], file)
+        assert (line.subject, line.spent, line.source) == ("customer:acme", 1.5, "ledger")
+        messages = sorted(row[3] for row in await reports.recent_alerts(file))
+        assert messages == ["from 0", "from 1"]
+    finally:
+        await file.aclose()
+
+
+def test_costs_shows_what_every_replica_spent(
+    prefix: str, write_config: Callable[[str], Path]
+) -> None:
+    config = write_config(
+        "models:\n  m: {local: {type: fake, default: answer}, price: {input: 1000, output: 1000}}\n"
+        f"ledger: {{backend: postgres, url: '{POSTGRES_URL}', table_prefix: {prefix}}}\n"
+    )
+    costs = []
+    for _ in range(2):  # two processes' worth of yards, one after the other
+        with modelyard.load_sync(config) as yard:
+            costs.append(yard.complete("m", "hello").cost)
+    result = CliRunner().invoke(app, ["costs", str(config)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.strip().startswith("│ m "))
+    assert f"{sum(costs):.6f}" in line  # both yards' spend, read from the shared tables
+    assert not (config.parent / ".modelyard").exists() or not list(
+        (config.parent / ".modelyard").glob("*/ledger.db")
+    )
