@@ -289,3 +289,15 @@ def test_jsonl_recordings_reject_fields_of_the_wrong_type(
     path = write_jsonl(tmp_path / "rec.jsonl", rows)
     with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
         load_recordings("jsonl", [path])
+
+
+def test_a_labelled_set_asking_one_prompt_with_two_labels_is_refused(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "prompt": "2 + 2?", "label": "4"},
+        {"id": "b", "prompt": "3 + 3?", "label": "6"},
+        {"id": "c", "prompt": "2 + 2?", "label": "4"},  # a repeat is harmless
+    ]
+    assert len(load_items(str(write_jsonl(tmp_path / "ok.jsonl", rows)))) == 3
+    rows.append({"id": "d", "prompt": "2 + 2?", "label": "5"})
+    with pytest.raises(ConfigError, match="items 'a' and 'd' ask the same prompt"):
+        load_items(str(write_jsonl(tmp_path / "clash.jsonl", rows)))

@@ -113,6 +113,19 @@ def _check_ids(items: Sequence[Item], path: Path) -> None:
     repeated = [key for key, count in Counter(i.id for i in items).items() if count > 1]
     if repeated:
         raise ConfigError(f"item id {repeated[0]!r} appears more than once", path=str(path))
+    # One question with two different right answers: any system is scored wrong on one of
+    # them, whatever it says, so the accuracy would be silently capped.
+    labelled: dict[tuple[str, tuple[Message, ...]], Item] = {}
+    for item in items:
+        if item.label is None:
+            continue
+        earlier = labelled.setdefault((item.prompt, item.messages), item)
+        if earlier.label != item.label:
+            raise ConfigError(
+                f"items {earlier.id!r} and {item.id!r} ask the same prompt with different "
+                f"labels ({earlier.label!r}, {item.label!r}); keep one",
+                path=str(path),
+            )
 
 
 def items_from_recordings(recordings: Recordings) -> list[Item]:
