@@ -267,3 +267,13 @@ def test_a_yes_or_no_is_not_read_as_a_number() -> None:
     with pytest.raises(ConfigError) as caught:
         parse(text, path="c.yaml", env={})
     assert str(caught.value) == "c.yaml:2: models.a.retry: attempts: expected a number, got true"
+
+
+def test_every_unknown_reference_is_reported_at_once() -> None:
+    text = (
+        "models:\n  a: {local: {type: fake}}\nsystems:\n"
+        "  s1: {type: fallback, chain: [a, bb]}\n  s2: {type: fallback, chain: [cc, a]}\n"
+    )
+    error = error_of(text)
+    assert error.line == 4 and "unknown model or system 'bb'" in str(error)
+    assert "cfg.yaml:5: systems.s2.chain[0]: unknown model or system 'cc'" in str(error)

@@ -68,13 +68,22 @@ def check_references(loaded: LoadedConfig) -> None:
                 f"{name!r} is both a model and a system; rename one of them",
             )
     known = set(config.models) | set(config.systems)
-    for name, spec in config.systems.items():
-        for ref, loc in node_refs(spec, ("systems", name)):
-            if ref not in known and ref != MISSING_ENV:
-                raise loaded.error(
-                    loc,
-                    f"unknown model or system {ref!r}; known: {', '.join(sorted(known))}",
-                )
+    unknown = [
+        (ref, loc)
+        for name, spec in config.systems.items()
+        for ref, loc in node_refs(spec, ("systems", name))
+        if ref not in known and ref != MISSING_ENV
+    ]
+    if unknown:  # every one at once, as schema errors are: a rename leaves several behind
+        ref, loc = unknown[0]
+        more = "".join(
+            f"\n  {loaded.path}:{loaded.line(where)}: {dotted(where)}: "
+            f"unknown model or system {name!r}"
+            for name, where in unknown[1:]
+        )
+        raise loaded.error(
+            loc, f"unknown model or system {ref!r}; known: {', '.join(sorted(known))}{more}"
+        )
     _check_inline_names(loaded)
     _check_cycles(loaded)
 
