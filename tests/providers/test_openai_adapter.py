@@ -347,6 +347,16 @@ async def test_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
     assert caught.value.cost > 0 and len(fake.requests) == 1
 
 
+async def test_an_error_object_sent_with_a_200_is_a_refusal_that_costs_nothing(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    body = b'{"error": {"message": "slow down", "type": "rate_limit_error", "code": null}}'
+    fake.push(Fault(body=body))
+    with pytest.raises(ModelError) as caught:
+        await yard.complete("mini", "x")
+    assert not isinstance(caught.value, BadResponseError) and caught.value.cost == 0
+
+
 async def test_streamed_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
     fake.script(Reply(finish_reason="end_turn"))
     with pytest.raises(BadResponseError, match="'end_turn'"):

@@ -116,9 +116,11 @@ class RemoteModel(Model):
                 ) from None
             try:
                 parsed = self.wire.from_wire(decoded)
-            except ModelError as exc:
+            except BadResponseError as exc:
                 # The provider generated (and bills) this answer even though it cannot be
-                # used: estimate what it cost rather than record nothing.
+                # used: estimate what it cost rather than record nothing. (An error object
+                # sent with a 200, as some proxies do, is a refusal: it raises another class
+                # and costs nothing.)
                 exc.cost = self.info.price.cost(
                     Usage(
                         input_tokens=estimate_input_tokens(request),
