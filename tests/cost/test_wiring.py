@@ -11,6 +11,7 @@ import pytest
 import modelyard
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.errors import BudgetExceededError, ConfigError, UnavailableError
+from modelyard.types import user
 
 LONG = "word " * 799 + "end"
 """About 1,000 tokens: a dear answer costs nearly its worst case."""
@@ -226,3 +227,17 @@ async def test_a_stream_through_a_system_is_recorded_once(
     rows = await ledger.query("SELECT system, model FROM spend")
     await ledger.aclose()
     assert rows == [("premium", "dear")]
+
+
+async def test_a_cached_answer_cut_short_costs_nothing(write_config: Callable[[str], Path]) -> None:
+    path = write_config(config("cache: {}\n"))
+    async with modelyard.load(path) as yard:
+        paid = await yard.complete("premium", "hi")
+        chunks = yard.get("premium").stream(user("hi"))
+        await anext(chunks)  # the replay of the cached answer, left after its first chunk
+        await chunks.aclose()  # type: ignore[attr-defined]
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / path.name / "ledger.db")
+    rows = await ledger.query("SELECT model, cost, error FROM spend ORDER BY id")
+    await ledger.aclose()
+    assert rows[0][1] == paid.cost > 0
+    assert rows[-1] == ("dear", 0.0, "client_closed")

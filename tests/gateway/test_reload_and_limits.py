@@ -258,17 +258,19 @@ def test_a_stream_the_client_leaves_is_recorded_with_its_estimated_cost(
         'modelyard_requests_total{model="",provider="",status="499",system="chatty"} 1.0' in metrics
     )
     ledger = running.config.parent / ".modelyard" / running.config.name / "ledger.db"
-    rows: list[tuple[str, float, str]] = []
+    rows: list[tuple[str, float, str, str]] = []
     for _ in range(100):
         if ledger.exists():
             with sqlite3.connect(ledger) as db, contextlib.suppress(sqlite3.OperationalError):
                 rows = db.execute(  # the table may not be made yet
-                    "SELECT error, cost, request_id FROM spend WHERE system = 'chatty'"
+                    "SELECT error, cost, request_id, model FROM spend WHERE system = 'chatty'"
                 ).fetchall()
             if rows:
                 break
         threading.Event().wait(0.05)
-    assert [(error, rid) for error, _, rid in rows] == [("client_closed", request_id)]
+    assert [(error, rid, model) for error, _, rid, model in rows] == [
+        ("client_closed", request_id, "chatty")
+    ]
     assert rows[0][1] > 0
 
 

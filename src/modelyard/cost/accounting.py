@@ -122,15 +122,25 @@ class Accounted(Decoration):
 
         return cost_bound(self.inner, request)
 
-    def _abandoned(self, request: ChatRequest, streamed: str) -> ClientClosedError:
-        from modelyard.cost.budgets import partial_cost
+    def _abandoned(
+        self, request: ChatRequest, streamed: int, scope: request_scope.RequestScope
+    ) -> ClientClosedError:
+        from modelyard.cost.budgets import leaves, partial_cost
 
         error = ClientClosedError(
-            f"the stream ended without its final response after {len(streamed)} characters"
+            f"the stream ended without its final response after {streamed} characters"
             " (the caller stopped reading, or the upstream broke); cost estimated",
             model=self.name,
         )
-        error.cost = partial_cost(self.inner, request, streamed)
+        # A cached answer being replayed cost nothing; a provider's stream is billed.
+        error.cost = 0.0 if scope.cache_hit else partial_cost(self.inner, request, streamed)
+        # The ledger names the model: the only one under this node, else the node itself (which
+        # of several models was streaming is not known once the stream is cut).
+        under = leaves(self.inner)
+        node = under[0].name if len(under) == 1 else self.name
+        error.decision = Decision(
+            node=node, kind="model", reason="client closed", cost=error.cost, error=error.message
+        )
         return error
 
     def _record(
@@ -161,7 +171,7 @@ class Accounted(Decoration):
         scope = request_scope.RequestScope(entry=self.name)
         with request_scope.entered(scope):
             chunks = self.inner.stream(request)
-        seen: list[str] = []
+        seen = 0  # characters streamed
         recorded = False
         try:
             while True:
@@ -177,14 +187,14 @@ class Accounted(Decoration):
                 if chunk.response is not None:
                     recorded = True
                     self._record(request, chunk.response, None)
-                seen.append(chunk.text)
+                seen += len(chunk.text)
                 yield chunk
         finally:
             if not recorded:
                 # The caller stopped reading, or the stream ended without its final response:
                 # the provider still bills the input and what it generated, so the ledger gets
                 # an estimate, not nothing.
-                self._record(request, None, self._abandoned(request, "".join(seen)))
+                self._record(request, None, self._abandoned(request, seen, scope))
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()

@@ -33,7 +33,7 @@ from modelyard.config.operations import BudgetSpec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.alerts import Alert, AlertHub
 from modelyard.cost.decoration import Decoration
-from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, estimate_tokens
+from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars
 from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import Model
 from modelyard.state.base import Claim, StateStore
@@ -365,7 +365,7 @@ def output_bound(model: Model, request: ChatRequest) -> int:
     `max_output_tokens` under it) per choice. A token is at least one byte, so this also
     bounds the bytes another model reads when its input holds this output."""
     most = max(
-        request.max_tokens or leaf.info.capabilities.max_output_tokens for leaf in _leaves(model)
+        request.max_tokens or leaf.info.capabilities.max_output_tokens for leaf in leaves(model)
     )
     return most * request.n
 
@@ -376,24 +376,25 @@ def reading(request: ChatRequest, input_bytes: int) -> ChatRequest:
     return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
 
 
-def partial_cost(model: Model, request: ChatRequest, output_text: str = "") -> float:
-    """An estimate of what an interrupted call spent: its input and the output seen so far, at
-    the dearest prices under `model` (the provider bills what it generated, which we may not
-    have seen all of, so lean high)."""
-    prices = [m.info.price for m in _leaves(model)]
+def partial_cost(model: Model, request: ChatRequest, output_chars: int = 0) -> float:
+    """An estimate of what an interrupted call spent: its input and the `output_chars`
+    characters of output seen so far, at the dearest prices under `model` (the provider bills
+    what it generated, which we may not have seen all of, so lean high)."""
+    prices = [m.info.price for m in leaves(model)]
     if not prices:
         return 0.0
     input_rate = max(p.input for p in prices)
     output_rate = max(p.output for p in prices)
     return (
-        estimate_input_tokens(request) * input_rate + estimate_tokens(output_text) * output_rate
+        estimate_input_tokens(request) * input_rate + tokens_for_chars(output_chars) * output_rate
     ) / PER_MILLION
 
 
-def _leaves(model: Model) -> list[Model]:
+def leaves(model: Model) -> list[Model]:
+    """The models under `model` that call no other (the ones that are billed)."""
     if not model.children:
         return [model]
-    return [leaf for child in model.children for leaf in _leaves(child)]
+    return [leaf for child in model.children for leaf in leaves(child)]
 
 
 class BudgetGuard(Decoration):
@@ -482,7 +483,7 @@ class BudgetGuard(Decoration):
             holds, downgrade = await self._admit(request, scope)
         source = downgrade if downgrade is not None else self.inner
         chunks = source.stream(request)
-        seen: list[str] = []
+        seen = 0  # characters streamed: all an estimate of an interrupted stream needs
         settled = downgrade is not None
         try:
             while True:
@@ -496,20 +497,20 @@ class BudgetGuard(Decoration):
                     settled = True
                 if chunk.response is not None and downgrade is not None:
                     chunk = Chunk(response=_downgraded(self.name, downgrade.name, chunk.response))
-                seen.append(chunk.text)
+                seen += len(chunk.text)
                 yield chunk
         except ModelError as exc:
             if not settled:
                 settled = True
                 used = exc.cost
-                if not used and any(seen):
-                    used = partial_cost(self.inner, request, "".join(seen))
+                if not used and seen:
+                    used = partial_cost(self.inner, request, seen)
                 await _settle_shielded(self.book, holds, used)
             raise
         finally:
             if not settled:
                 # Cancelled, or the consumer stopped reading: settle what was likely used.
-                estimate = partial_cost(self.inner, request, "".join(seen))
+                estimate = partial_cost(self.inner, request, seen)
                 await _settle_shielded(self.book, holds, estimate)
             close = getattr(chunks, "aclose", None)
             if close is not None:

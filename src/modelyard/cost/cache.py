@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from modelyard.cost import cache_codec
+from modelyard.cost import scope as request_scope
 from modelyard.cost.cache_keys import exact_key, numbers, semantic_scope
 from modelyard.cost.cache_store import CacheBackend, pack_vector
 from modelyard.cost.decoration import Decoration
@@ -254,6 +255,9 @@ class Cached(Decoration):
         key, hit, semantic, embed_cost = await self._lookup(request)
         await self.cache.backend.count(hit=hit is not None, saved=hit.response.cost if hit else 0)
         if hit is not None:
+            scope = request_scope.current()
+            if scope is not None:
+                scope.cache_hit = True  # a replay cut short cost nothing (see Accounted)
             for chunk in response_chunks(self._served(hit, embed_cost, started)):
                 yield chunk
             return

@@ -13,9 +13,14 @@ CHARS_PER_TOKEN = 4.0
 
 def estimate_tokens(text: str) -> int:
     """Tokens in `text`, estimated from its length (rounded up, at least 1 for non-empty text)."""
-    if not text:
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """Tokens in a text of `chars` characters, estimated (what `estimate_tokens` counts)."""
+    if chars <= 0:
         return 0
-    return max(1, int(len(text) / CHARS_PER_TOKEN + 0.999))
+    return max(1, int(chars / CHARS_PER_TOKEN + 0.999))
 
 
 def estimate_input_tokens(request: ChatRequest) -> int:

@@ -24,6 +24,8 @@ class RequestScope:
     """Whether the key/tag/total budgets were reserved (by the outermost guard)."""
     downgraded: list[str] = field(default_factory=list)
     """Systems a budget sent this request away from, in order, so a loop is caught."""
+    cache_hit: bool = False
+    """Whether the cache is serving this request (a stream cut then cost nothing)."""
 
 
 _CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)

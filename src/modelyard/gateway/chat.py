@@ -249,15 +249,16 @@ async def _relay(
     renderer: Renderer,
     disconnected: asyncio.Future[Any],
     outcome: _Outcome,
-) -> str | None:
+) -> int | None:
     """Send chunks as they come; a broken stream ends with an error event, never a normal end.
-    Returns the text streamed so far when the client left before the end, else None."""
+    Returns how many characters were streamed when the client left before the end, else
+    None."""
     send = call.send
     chunk: Chunk | None = first
-    streamed: list[str] = []
+    streamed = 0
     try:
         while chunk is not None:
-            streamed.append(chunk.text)
+            streamed += len(chunk.text)
             frame = renderer.chunk(chunk)
             if frame:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
@@ -267,7 +268,7 @@ async def _relay(
                 return None
             if disconnected.done():
                 log.info("client left request %s mid-stream; stopping the model", call.id)
-                return "".join(streamed)
+                return streamed
             chunk = await anext(chunks, None)
         raise BadResponseError("the model's stream ended without its final response")
     except ModelError as exc:
