@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx2
 import openai
@@ -204,3 +205,18 @@ def test_refused_requests_are_counted_and_failures_are_not_counted_twice(
     assert sorted(line.split("status=")[1] for line in refused) == ['"401"} 1.0', '"404"} 1.0']
     assert all('route="/v1/chat/completions"' in line for line in refused)
     assert 'modelyard_errors_total{kind="unavailable",system="broken"} 1.0' in text
+
+
+def test_keys_made_before_per_config_folders_still_guard_the_gateway(tmp_path: Path) -> None:
+    """An upgrade must not open a gateway whose keys sit at the old `.modelyard/keys.sqlite3`
+    (an empty key store lets anyone in)."""
+    from tests.gateway.conftest import SYSTEMS
+
+    from modelyard.gateway.app import create_app
+
+    config = tmp_path / "prod.yaml"
+    config.write_text(SYSTEMS)
+    KeyStore(tmp_path / ".modelyard" / "keys.sqlite3").create("old", systems=["*"])
+    app = create_app(config)
+    assert app.keys.store.path == tmp_path / ".modelyard" / "keys.sqlite3"
+    assert not app.keys.open

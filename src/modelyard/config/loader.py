@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
 
+log = logging.getLogger("modelyard.config")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MISSING_ENV = "\x00missing-env\x00"
 """What an unset `${VAR}` becomes; build decides whether that disables a provider or is fatal."""
@@ -233,7 +235,9 @@ def parse(
         )
     version = text_version(text)
     return LoadedConfig(
-        config=name_state_files(config, Path(path).name if path != "<config>" else "config"),
+        config=name_state_files(
+            config, Path(path).name if path != "<config>" else "config", Path(path).parent
+        ),
         path=Path(path),
         text=text,
         version=version,
@@ -248,12 +252,26 @@ CONFIG_NAME = "{config}"
 ledger and request log, even when several share a folder (prod.yaml beside staging.yaml)."""
 
 
-def name_state_files(config: Config, name: str) -> Config:
+def name_state_files(config: Config, name: str, base_dir: Path) -> Config:
     """`config` with `{config}` in its state, cache, ledger, key and request-log paths replaced
-    by `name`."""
+    by `name`. A file kept where these lived before per-config folders (`.modelyard/keys...`
+    beside the config) is used while the new one does not exist: an upgraded gateway keeps
+    its keys (an empty key store would let anyone in) and its spend."""
 
     def named(value: str | None) -> str | None:
-        return value.replace(CONFIG_NAME, name) if value is not None else None
+        if value is None or CONFIG_NAME not in value:
+            return value
+        path = value.replace(CONFIG_NAME, name)
+        legacy = value.replace(CONFIG_NAME + "/", "")
+        if not (base_dir / path).exists() and (base_dir / legacy).exists():
+            log.warning(
+                "%s: using %s, kept from before per-config state folders; move it to %s",
+                name,
+                legacy,
+                path,
+            )
+            return legacy
+        return path
 
     gateway = config.gateway
     updates: dict[str, Any] = {
