@@ -290,10 +290,10 @@ models:
     local: {type: fake, default: "%s"}
     price: {input: 0.0, output: 60.0}
     max_output_tokens: 60
-  checker:
-    local: {type: fake, default: "no"}
-    price: {input: 5.0, output: 5.0}
-    max_output_tokens: 5  # so what it reads, not what it may write, decides its worst case
+  checker:  # a helper writes up to its own maximum: the caller's max_tokens is not passed on
+    local: {type: fake, default: "%s"}
+    price: {input: 0.0, output: 5.0}
+    max_output_tokens: 80
 systems:
   pipe:
     type: pipeline
@@ -320,18 +320,19 @@ systems:
 """
 
 
+@pytest.mark.parametrize("max_tokens", [50, 5])
 @pytest.mark.parametrize("system", ["pipe", "sampled", "judged"])
 async def test_a_system_that_calls_models_many_times_never_spends_past_its_bound(
-    write_config: Callable[[str], Path], system: str
+    write_config: Callable[[str], Path], system: str, max_tokens: int
 ) -> None:
     """Every retry, escalation, checker call, sample and verifier read of an answer is in the
     worst case budgets reserve: the gate here always fails and answers are as long as allowed."""
     long = " ".join(["word"] * 400)
     samples = [f"{i} {long}" for i in range(12)]
-    text = BOUNDED % (json.dumps(samples), long, long)
+    text = BOUNDED % (json.dumps(samples), long, long, "no " + long)
     async with modelyard.load(write_config(text)) as yard:
         model = yard.get(system)
-        request = question()
+        request = question(max_tokens=max_tokens)
         try:
             spent = (await model.complete(request)).cost
         except ModelError as exc:  # the pipeline stops when even the escalation fails its gate

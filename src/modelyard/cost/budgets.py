@@ -360,20 +360,30 @@ def cost_bound(model: Model, request: ChatRequest) -> float:
     return sum(cost_bound(child, request) for child in children)
 
 
-def output_bound(model: Model, request: ChatRequest) -> int:
-    """The most tokens `model` can write for `request`: `max_tokens` (or the largest
-    `max_output_tokens` under it) per choice. A token is at least one byte, so this also
-    bounds the bytes another model reads when its input holds this output."""
+MAX_BYTES_PER_TOKEN = 8
+"""What one output token can take as text, for bounding what another model reads: CJK text
+takes about 3 bytes a token, runs of code indentation up to 8. (Input is bounded by bytes,
+which is safe: a token is at least one byte.)"""
+
+
+def output_bytes_bound(model: Model, request: ChatRequest) -> int:
+    """The most bytes `model` can write for `request`: `max_tokens` (or the largest
+    `max_output_tokens` under it) per choice, at `MAX_BYTES_PER_TOKEN`."""
     most = max(
         request.max_tokens or leaf.info.capabilities.max_output_tokens for leaf in leaves(model)
     )
-    return most * request.n
+    return most * request.n * MAX_BYTES_PER_TOKEN
 
 
-def reading(request: ChatRequest, input_bytes: int) -> ChatRequest:
-    """A stand-in for `request` whose prompt is `input_bytes` long, to bound the cost of a
-    call whose input is built from other calls' outputs (`cost_bound` reads byte length)."""
-    return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
+def reading(request: ChatRequest, input_bytes: int, *, helper: bool = False) -> ChatRequest:
+    """A stand-in for a call whose input is built from other calls' outputs, `input_bytes`
+    long (`cost_bound` reads byte length): the caller's request with that prompt, or for a
+    `helper` (a judge, checker, verifier: `patterns.records.derived`) a fresh one-message
+    request that keeps none of the caller's `max_tokens`, `n` or tools, as the real call does."""
+    prompt = (Message(role="user", content="x" * input_bytes),)
+    if helper:
+        return ChatRequest(messages=prompt, key_id=request.key_id, deadline=request.deadline)
+    return replace(request, messages=prompt)
 
 
 def partial_cost(model: Model, request: ChatRequest, output_chars: int = 0) -> float:

@@ -157,7 +157,7 @@ class EnsembleModel(Model):
     def worst_case_cost(self, request: ChatRequest) -> float:
         """Each member once, and a judge or fuser reading every member's answer at its
         longest: what budgets reserve (`cost.budgets`)."""
-        from modelyard.cost.budgets import cost_bound, output_bound, reading
+        from modelyard.cost.budgets import cost_bound, output_bytes_bound, reading
 
         if self.deadline is not None:
             request = request.with_budget(self.deadline)
@@ -165,10 +165,10 @@ class EnsembleModel(Model):
         if self.combiner is None:
             return total
         # Each candidate is numbered ("Answer 12:" and blank lines: 16 bytes at most).
-        answers = sum(output_bound(member, request) + 16 for member in self.members)
+        answers = sum(output_bytes_bound(member, request) + 16 for member in self.members)
         question = len(request.last_user_text.encode("utf-8"))
         size = filled_size(self.prompt, {"question": question, "candidates": answers})
-        return total + cost_bound(self.combiner, reading(request, size))
+        return total + cost_bound(self.combiner, reading(request, size, helper=True))
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {

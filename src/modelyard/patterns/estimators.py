@@ -166,11 +166,11 @@ class VerifierEstimator(Estimator):
         return (self.verifier,)
 
     def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
-        from modelyard.cost.budgets import cost_bound, output_bound, reading
+        from modelyard.cost.budgets import cost_bound, output_bytes_bound, reading
 
         question = len(request.last_user_text.encode("utf-8"))
-        sizes = {"input": question, "output": output_bound(model, request)}
-        read = reading(request, filled_size(self.prompt, sizes))  # it reads the answer too
+        sizes = {"input": question, "output": output_bytes_bound(model, request)}
+        read = reading(request, filled_size(self.prompt, sizes), helper=True)  # reads the answer
         return cost_bound(model, request) + cost_bound(self.verifier, read)
 
     async def score(

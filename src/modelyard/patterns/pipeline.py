@@ -99,7 +99,7 @@ class PipelineModel(Model):
         """Every attempt of every stage (retries, escalation, checker gates reading the
         output), a later stage's input bounded by what the earlier stages can write: what
         budgets reserve, so a pipeline cannot spend past them (`cost.budgets`)."""
-        from modelyard.cost.budgets import cost_bound, output_bound, reading
+        from modelyard.cost.budgets import cost_bound, output_bytes_bound, reading
 
         if self.deadline is not None:
             request = request.with_budget(self.deadline)
@@ -116,10 +116,10 @@ class PipelineModel(Model):
             wrote = 0
             for model, _ in stage.attempts():
                 total += cost_bound(model, asked)
-                wrote = max(wrote, output_bound(model, asked))
+                wrote = max(wrote, output_bytes_bound(model, asked))
             read = len(asked.prompt_text.encode("utf-8"))
             for gate in stage.gates:  # a checker reads the input and the output, each try
-                checked = reading(asked, gate.input_bound(read, wrote))
+                checked = reading(asked, gate.input_bound(read, wrote), helper=True)
                 for checker in gate.models():
                     total += len(stage.attempts()) * cost_bound(checker, checked)
             outputs[stage.name] = previous = wrote
