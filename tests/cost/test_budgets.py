@@ -338,15 +338,3 @@ async def test_a_system_that_calls_models_many_times_never_spends_past_its_bound
         except ModelError as exc:  # the pipeline stops when even the escalation fails its gate
             spent = exc.cost
         assert 0 < spent <= cost_bound(model, request)
-
-
-async def test_a_retried_model_reserves_every_try_and_spends_within_it() -> None:
-    from modelyard.resilience.retry import RetryModel, RetryPolicy
-
-    inner = priced(text="fine")
-    inner.script = [Reply(error="unavailable"), Reply(error="unavailable")]
-    model = RetryModel(inner, RetryPolicy(attempts=2, initial_backoff=0.0))
-    request = question()
-    assert cost_bound(model, request) == pytest.approx(3 * cost_bound(inner, request))
-    response = await model.complete(request)
-    assert response.text == "fine" and response.cost <= cost_bound(model, request)

@@ -289,7 +289,8 @@ async def test_429_takes_its_wait_from_the_reset_headers(yard: Yard, fake: FakeO
     fake.push(Fault(status=429))
     with pytest.raises(RateLimitedError) as caught:
         await yard.complete("mini", "x")
-    assert caught.value.retry_after == 1.5 and caught.value.retryable
+    # 0 of 500 requests left, full refill in 1.5 s: the next request is due in 1.5 / 500 s.
+    assert caught.value.retry_after == pytest.approx(1.5 / 500) and caught.value.retryable
 
 
 async def test_retry_after_seconds(yard: Yard, fake: FakeOpenAI) -> None:

@@ -195,11 +195,16 @@ def _is_overloaded(info: ErrorInfo) -> bool:
 
 
 def _reset_wait(headers: Mapping[str, str]) -> float | None:
-    """The wait the `x-ratelimit-reset-*` headers imply: the reset of each exhausted limit, or
-    of every limit when none says it is exhausted; the longest of those."""
+    """The wait the `x-ratelimit-reset-*` headers imply: for each exhausted limit (or every
+    limit when none says it is exhausted), the time to its reset, shortened for requests to
+    one request's share of it (reset / limit: quotas refill continuously, and the headers give
+    the time to a *full* refill); the longest of those."""
     limits = openai_rate_limits(headers)
+    request_reset = limits.reset_requests_s
+    if request_reset is not None and limits.limit_requests:
+        request_reset /= limits.limit_requests
     pairs = [
-        (limits.remaining_requests, limits.reset_requests_s),
+        (limits.remaining_requests, request_reset),
         (limits.remaining_tokens, limits.reset_tokens_s),
     ]
     exhausted = [reset for left, reset in pairs if left == 0 and reset is not None]

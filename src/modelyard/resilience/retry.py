@@ -133,13 +133,6 @@ class RetryModel(Wrapper):
         out["retries"] = self.policy.attempts
         return out
 
-    def worst_case_cost(self, request: ChatRequest) -> float:
-        """Every try at its most: a failed try can be billed (a broken 200, a timeout the
-        provider still ran), so budgets reserve them all."""
-        from modelyard.cost.budgets import cost_bound
-
-        return (1 + self.policy.attempts) * cost_bound(self.inner, request)
-
     async def complete(self, request: ChatRequest) -> ChatResponse:
         run = _Run(self)
         if self.budget is not None:
