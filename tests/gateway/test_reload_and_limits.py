@@ -293,3 +293,33 @@ def test_readiness_shows_a_shared_state_store_that_is_down(
     assert reply.status_code == status, reply.text
     state = reply.json()["state"]
     assert state["backend"] == "redis" and state["ok"] is False and state["mode"] == mode
+
+
+async def test_a_watched_configmap_reloads_on_every_update(tmp_path: Path) -> None:
+    """Kubernetes mounts config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>; an update
+    writes a new timestamped folder, swaps ..data and deletes the old folder."""
+
+    def publish(version: int) -> None:
+        folder = tmp_path / f"..ts{version}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text(SYSTEMS.replace("the cheap answer", f"v{version}"))
+        link = tmp_path / "..data_tmp"
+        link.symlink_to(folder.name)
+        link.replace(tmp_path / "..data")  # the atomic swap
+        if version > 1:
+            for old in (tmp_path / f"..ts{version - 1}").iterdir():
+                old.unlink()
+            (tmp_path / f"..ts{version - 1}").rmdir()
+
+    publish(1)
+    (tmp_path / "config.yaml").symlink_to("..data/config.yaml")
+    app = create_app(tmp_path / "config.yaml")
+    app.watch_config = True
+    app.start()
+    try:
+        await asyncio.sleep(0.3)
+        for version in (2, 3, 4):
+            publish(version)
+            assert await _until(lambda v=version: f"v{v}" in app.live.current.loaded.text)
+    finally:
+        await app.aclose()

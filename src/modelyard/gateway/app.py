@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
+from modelyard.config.loader import text_version
 from modelyard.errors import ConfigError
 from modelyard.gateway.admin import AdminEndpoints
 from modelyard.gateway.auth import KeyRing
@@ -192,17 +193,26 @@ class Gateway:
     async def _watch(self) -> None:
         from watchfiles import awatch
 
-        # The directory is watched, not the file: editors, `sed -i`, `mv` and Kubernetes
-        # ConfigMaps replace the file by a rename, after which a watch on the old inode is dead.
-        path = self.live.path.resolve()
-        ours = os.path.join(path.parent, path.name)
-        async for _ in awatch(
-            path.parent,
-            debounce=300,
-            recursive=False,
-            watch_filter=lambda _change, changed: os.path.abspath(changed) == ours,
-        ):
-            await self._reload()
+        # The folder is watched, not the file, and symlinks are not followed: editors, `sed -i`
+        # and `mv` replace the file by a rename, and a Kubernetes ConfigMap swaps a `..data`
+        # symlink and deletes the old target folder, after which a watch on the file (or on
+        # where it pointed) is dead. Any change in the folder re-reads the file; only a new
+        # text reloads.
+        folder = self.live.path.absolute().parent
+        while True:
+            try:
+                async for _ in awatch(folder, debounce=300, recursive=False):
+                    if self._config_text_version() != self.live.current.version:
+                        await self._reload()
+            except Exception:
+                log.exception("watching %s failed; watching again in 1 s", folder)
+            await asyncio.sleep(1.0)
+
+    def _config_text_version(self) -> str | None:
+        try:
+            return text_version(self.live.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None  # gone or unreadable: let the reload say why
 
     async def aclose(self) -> None:
         """Flush the request log and close every connection."""
