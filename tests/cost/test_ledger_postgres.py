@@ -85,3 +85,27 @@ def test_costs_shows_what_every_replica_spent(
     assert not (config.parent / ".modelyard").exists() or not list(
         (config.parent / ".modelyard").glob("*/ledger.db")
     )
+
+
+async def test_a_ledger_that_cannot_make_its_tables_leaves_no_connection_open() -> None:
+    import asyncpg
+
+    async def connections() -> int:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'test'"
+            )
+            return count
+        finally:
+            await conn.close()
+
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix="ok_")
+    file.p = "9x_"  # a name PostgreSQL refuses: the migration fails on every try
+    before = await connections()
+    for _ in range(3):
+        with pytest.raises(asyncpg.PostgresError):
+            await file.write([spent(1, "s")], [])
+    assert await connections() <= before
+    with pytest.raises(ValueError, match="must start with a letter"):
+        PostgresLedgerFile(POSTGRES_URL, table_prefix="9x_")

@@ -232,7 +232,7 @@ class LedgerSpec(Spec):
     path: str = ".modelyard/{config}/ledger.db"
     url: str | None = None
     """`postgresql://user@host/db` for the postgres backend."""
-    table_prefix: str = Field(default="modelyard_", pattern=r"^[A-Za-z0-9_]+$")
+    table_prefix: str = Field(default="modelyard_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     flush_interval: PositiveFloat = 1.0
     batch_size: PositiveInt = 500
     max_queue: PositiveInt = 100_000

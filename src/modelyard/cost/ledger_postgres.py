@@ -41,6 +41,8 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 """Append-only: add a new entry for any schema change."""
 
+TABLE_PREFIX = r"[A-Za-z_][A-Za-z0-9_]*"
+"""What a table name may start with in PostgreSQL unquoted."""
 _TABLES = re.compile(r"\b(spend|alerts)\b(?!_)")
 _TAGS = re.compile(r"json_each\(spend\.tags\)(\s+(?:AS\s+)?t)\b")
 _PLACEHOLDER = re.compile(r"\?")
@@ -50,8 +52,11 @@ class PostgresLedgerFile:
     """Reads and writes the ledger's PostgreSQL tables (shared by every replica)."""
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
-        if not table_prefix.replace("_", "").isalnum():
-            raise ValueError(f"table prefix must be letters, digits and _, got {table_prefix!r}")
+        if not re.fullmatch(TABLE_PREFIX, table_prefix):
+            raise ValueError(
+                f"table prefix must start with a letter or _ and hold letters, digits and _, "
+                f"got {table_prefix!r}"
+            )
         self.url = url
         self.p = table_prefix
         self.timeout = timeout
@@ -67,31 +72,34 @@ class PostgresLedgerFile:
                 pool = await asyncpg.create_pool(
                     self.url, min_size=1, max_size=4, timeout=self.timeout
                 )
-                async with pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))"
-                    )
-                    await conn.execute(
-                        "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
-                        " component TEXT NOT NULL, name TEXT NOT NULL,"
-                        " PRIMARY KEY (component, name))"
-                    )
-                    component = f"ledger:{self.p}"
-                    done = {
-                        r["name"]
-                        for r in await conn.fetch(
-                            "SELECT name FROM modelyard_migrations WHERE component = $1",
-                            component,
-                        )
-                    }
-                    for name, script in MIGRATIONS:
-                        if name not in done:
-                            await conn.execute(script.format(p=self.p))
-                            await conn.execute(
-                                "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
-                            )
+                try:
+                    await self._migrate(pool)
+                except BaseException:
+                    await pool.close()  # each retry would otherwise leave a connection open
+                    raise
                 self._pool = pool
         return self._pool
+
+    async def _migrate(self, pool: Any) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
+                " component TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (component, name))"
+            )
+            component = f"ledger:{self.p}"
+            done = {
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT name FROM modelyard_migrations WHERE component = $1", component
+                )
+            }
+            for name, script in MIGRATIONS:
+                if name not in done:
+                    await conn.execute(script.format(p=self.p))
+                    await conn.execute(
+                        "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
+                    )
 
     async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
         """Insert a batch in one transaction."""
