@@ -323,3 +323,26 @@ async def test_a_watched_configmap_reloads_on_every_update(tmp_path: Path) -> No
             assert await _until(lambda v=version: f"v{v}" in app.live.current.loaded.text)
     finally:
         await app.aclose()
+
+
+def test_a_key_budget_on_a_store_that_is_down_is_a_503_not_a_500(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    dead = "redis://127.0.0.1:1/0"
+    running = serve_gateway(
+        f"state: {{backend: redis, url: '{dead}', timeout: 0.3}}\n"
+        "gateway:\n  admin_key: admin-secret-123456\n"
+    )
+    made = httpx2.post(
+        f"{running.url}/admin/keys",
+        json={"name": "capped", "budget": 5},
+        headers={"authorization": "Bearer admin-secret-123456"},
+    )
+    key = made.json()["key"]
+    client = openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "ping"}]
+        )
+    assert caught.value.status_code == 503
+    assert "internal error" not in caught.value.message

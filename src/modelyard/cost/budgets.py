@@ -479,12 +479,12 @@ class BudgetGuard(Decoration):
             try:
                 response = await self.inner.complete(request)
             except ModelError as exc:
-                await _settle_shielded(self.book, holds, exc.cost)
+                await settle_shielded(self.book, holds, exc.cost)
                 raise
             except BaseException:
-                await _settle_shielded(self.book, holds, partial_cost(self.inner, request))
+                await settle_shielded(self.book, holds, partial_cost(self.inner, request))
                 raise
-            await _settle_shielded(self.book, holds, response.cost)
+            await settle_shielded(self.book, holds, response.cost)
             return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -503,7 +503,7 @@ class BudgetGuard(Decoration):
                     except StopAsyncIteration:
                         break
                 if chunk.response is not None and not settled:
-                    await _settle_shielded(self.book, holds, chunk.response.cost)
+                    await settle_shielded(self.book, holds, chunk.response.cost)
                     settled = True
                 if chunk.response is not None and downgrade is not None:
                     chunk = Chunk(response=_downgraded(self.name, downgrade.name, chunk.response))
@@ -515,19 +515,19 @@ class BudgetGuard(Decoration):
                 used = exc.cost
                 if not used and seen:
                     used = partial_cost(self.inner, request, seen)
-                await _settle_shielded(self.book, holds, used)
+                await settle_shielded(self.book, holds, used)
             raise
         finally:
             if not settled:
                 # Cancelled, or the consumer stopped reading: settle what was likely used.
                 estimate = partial_cost(self.inner, request, seen)
-                await _settle_shielded(self.book, holds, estimate)
+                await settle_shielded(self.book, holds, estimate)
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
 
 
-async def _settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float) -> None:
+async def settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float) -> None:
     """Settle even if the task is being cancelled (the reservation must not leak).
 
     If the store cannot be reached, the answer is still returned (it was paid for; an error

@@ -12,7 +12,14 @@ from dataclasses import replace
 from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
-from modelyard.cost.budgets import Budget, BudgetBook, Hold, cost_bound, partial_cost
+from modelyard.cost.budgets import (
+    Budget,
+    BudgetBook,
+    Hold,
+    cost_bound,
+    partial_cost,
+    settle_shielded,
+)
 from modelyard.errors import BadResponseError, ClientClosedError, ModelError, NotFoundError
 from modelyard.gateway import anthropic_api, openai_api
 from modelyard.gateway.auth import KeyRing, caller
@@ -142,8 +149,7 @@ class ChatEndpoints:
         finally:
             if concurrency is not None:
                 self._per_key[key.id] -= 1
-            if outcome.holds:
-                await self.book.settle(outcome.holds, outcome.spent)
+            await settle_shielded(self.book, outcome.holds, outcome.spent)
 
     @property
     def book(self) -> BudgetBook:
@@ -177,7 +183,10 @@ class ChatEndpoints:
             name="virtual-key", scope="key", selector=key.id, window="month", limit=key.budget
         )
         holds = self.book.holds([budget], request, target, cost_bound(model, request))
-        refusal = await self.book.reserve(holds)
+        try:
+            refusal = await self.book.reserve(holds)
+        except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
+            raise from_model_error(exc) from None
         if refusal is not None:
             raise from_model_error(refusal.error(target))
         return holds
