@@ -208,7 +208,11 @@ def test_gateway_settings_changed_by_reload_are_reported_as_needing_a_restart(
     running.config.write_text(SYSTEMS + "gateway:\n  max_body_bytes: 3000\n")
     changes = httpx2.post(f"{running.url}/admin/reload").json()["changes"]
     assert changes["restart_required"] == ["gateway"]
-    running.config.write_text(SYSTEMS + "gateway:\n  max_body_bytes: 3000\n")
+    # Reloaded again, unchanged: the restart is still pending (the process runs 2000).
+    assert httpx2.post(f"{running.url}/admin/reload").json()["changes"]["restart_required"] == [
+        "gateway"
+    ]
+    running.config.write_text(SYSTEMS + "gateway:\n  max_body_bytes: 2000\n")
     assert httpx2.post(f"{running.url}/admin/reload").json()["changes"]["restart_required"] == []
 
 

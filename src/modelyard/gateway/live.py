@@ -103,6 +103,8 @@ class LiveConfig:
         self.env = env
         self.resources = Resources()
         self.current = self._load()
+        self.started_gateway = self.current.loaded.config.gateway
+        """The `gateway:` section the process runs with: it is read only at start."""
         self.history: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
@@ -120,6 +122,10 @@ class LiveConfig:
                 self.history.append({"version": None, "error": str(exc)})
                 raise
             diff = diff_configs(self.current, new)
+            # Against what runs, not the last file loaded: a second reload must not hide a
+            # change still waiting for its restart.
+            waiting = new.loaded.config.gateway != self.started_gateway
+            diff.restart_required[:] = ["gateway"] if waiting else []
             old_version = self.current.version
             self.current = new
             log.warning("reloaded config %s -> %s: %s", old_version, new.version, diff.summary())
