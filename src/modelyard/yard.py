@@ -18,6 +18,7 @@ from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.errors import BadRequestError, NotFoundError
 from modelyard.model import Embedder, Model
 from modelyard.resilience.health import HealthReport
+from modelyard.resilience.streams import closing
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -147,8 +148,11 @@ class Yard:
     async def stream(self, target: str, prompt: Prompt, **fields: Any) -> AsyncIterator[Chunk]:
         """Ask `target` and stream the answer; the last chunk carries the whole response."""
         model = self.get(target)
-        async for chunk in model.stream(self._prepare(prompt, fields)):
-            yield chunk
+        # Closed even when the caller stops reading: the ledger and budgets settle what the
+        # stream spent now, not when (or if) the garbage collector gets to it.
+        async with closing(model.stream(self._prepare(prompt, fields))) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def health(self) -> HealthReport:
         """Every circuit breaker's state now (what the gateway's /readyz reports)."""
