@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.config.build import build
-from modelyard.config.loader import load_config, parse
+from modelyard.config.loader import hide_env_values, load_config, parse
 from modelyard.errors import ConfigError
 
 HOSTED = """
@@ -208,15 +208,17 @@ def test_a_config_that_defines_nothing_is_refused() -> None:
             parse(text, env={})
 
 
-def test_a_value_from_an_env_var_is_shown_as_the_variable_in_errors() -> None:
+def test_a_value_from_an_env_var_is_never_echoed_in_errors() -> None:
     text = (
         "providers:\n  p: {type: openai, base_url: '${URL}'}\nmodels:\n  a: {local: {type: fake}}\n"
     )
-    secret = "sk-proj-SUPERSECRET123456789"
+    secret = "ftp://svc:S3cr3tPassw0rd@proxy.internal.example.com/v1/with/a/long/path"
     with pytest.raises(ConfigError) as caught:
         parse(text, env={"URL": secret})
-    assert secret not in str(caught.value)
-    assert "${URL}" in str(caught.value)
+    assert "S3cr3t" not in str(caught.value) and "proxy.internal" not in str(caught.value)
+    assert "got a 'ftp' URL" in str(caught.value)
+    # Any message that does quote such a value shows the variable instead.
+    assert hide_env_values(f"bad {secret}!", {secret: "URL"}) == "bad ${URL}!"
 
 
 def test_an_unset_variable_in_a_number_field_is_named() -> None:

@@ -88,7 +88,11 @@ class ProviderSpec(Spec):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "\x00")):
-            raise ValueError(f"base_url must start with http:// or https://, got {value[:40]!r}")
+            # The value is never echoed: a misplaced secret (an API key, a URL with a
+            # password) would be printed; at most its scheme is named.
+            scheme = urlsplit(value).scheme
+            got = f"got a {scheme!r} URL" if scheme else "got something that is not a URL"
+            raise ValueError(f"base_url must start with http:// or https://; {got}")
         if value is not None and urlsplit(value).username is not None:
             # aiohttp refuses credentials in the URL beside an Authorization header, and only
             # at request time. The message must not echo the URL: it holds a password.
