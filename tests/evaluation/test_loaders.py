@@ -172,6 +172,8 @@ def test_two_different_recordings_of_one_prompt_and_model_are_refused(tmp_path: 
     same = {"prompt": "q", "model": "m", "response": "4", "correct": True}
     path = write_jsonl(tmp_path / "rec.jsonl", [same, {**same, "prompt": "r"}, same])
     assert load_recordings("jsonl", [path]).lookup("q") is not None  # a repeat is harmless
+    rerun = write_jsonl(tmp_path / "rerun.jsonl", [same, {**same, "latency_ms": 812.0}])
+    assert load_recordings("jsonl", [rerun]).lookup("q") is not None  # only timing differs
     clash = write_jsonl(tmp_path / "clash.jsonl", [same, {**same, "correct": False}])
     with pytest.raises(ConfigError) as caught:
         load_recordings("jsonl", [clash])
@@ -291,13 +293,16 @@ def test_jsonl_recordings_reject_fields_of_the_wrong_type(
         load_recordings("jsonl", [path])
 
 
-def test_a_labelled_set_asking_one_prompt_with_two_labels_is_refused(tmp_path: Path) -> None:
+def test_a_labelled_set_asking_one_prompt_with_two_labels_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rows = [
         {"id": "a", "prompt": "2 + 2?", "label": "4"},
         {"id": "b", "prompt": "3 + 3?", "label": "6"},
         {"id": "c", "prompt": "2 + 2?", "label": "4"},  # a repeat is harmless
     ]
     assert len(load_items(str(write_jsonl(tmp_path / "ok.jsonl", rows)))) == 3
+    assert "different labels" not in caplog.text
     rows.append({"id": "d", "prompt": "2 + 2?", "label": "5"})
-    with pytest.raises(ConfigError, match="items 'a' and 'd' ask the same prompt"):
-        load_items(str(write_jsonl(tmp_path / "clash.jsonl", rows)))
+    assert len(load_items(str(write_jsonl(tmp_path / "clash.jsonl", rows)))) == 4
+    assert "items 'a' and 'd' ask the same prompt with different labels" in caplog.text

@@ -7,6 +7,7 @@ kept as metadata. Recordings (any format in `formats.py`) can serve as a labelle
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ from modelyard.evaluation.tabular import read_csv, read_jsonl, require_columns
 from modelyard.types import ChatRequest, Message, split_system
 
 LABELLED = "labelled"
+
+log = logging.getLogger("modelyard.evaluation")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,19 +116,29 @@ def _check_ids(items: Sequence[Item], path: Path) -> None:
     repeated = [key for key, count in Counter(i.id for i in items).items() if count > 1]
     if repeated:
         raise ConfigError(f"item id {repeated[0]!r} appears more than once", path=str(path))
-    # One question with two different right answers: any system is scored wrong on one of
-    # them, whatever it says, so the accuracy would be silently capped.
+    # One question with two different labels caps any system's accuracy (one of them is
+    # scored wrong whatever it says). Said loudly, not refused: captured traffic asks the same
+    # question twice with differently worded answers, and is still worth replaying.
     labelled: dict[tuple[str, tuple[Message, ...]], Item] = {}
+    clashes = 0
     for item in items:
         if item.label is None:
             continue
         earlier = labelled.setdefault((item.prompt, item.messages), item)
         if earlier.label != item.label:
-            raise ConfigError(
-                f"items {earlier.id!r} and {item.id!r} ask the same prompt with different "
-                f"labels ({earlier.label!r}, {item.label!r}); keep one",
-                path=str(path),
-            )
+            clashes += 1
+            if clashes == 1:
+                log.warning(
+                    "%s: items %r and %r ask the same prompt with different labels (%r, %r); "
+                    "one of them is scored wrong whatever the answer",
+                    path,
+                    earlier.id,
+                    item.id,
+                    earlier.label,
+                    item.label,
+                )
+    if clashes > 1:
+        log.warning("%s: %d prompts in all are asked again with another label", path, clashes)
 
 
 def items_from_recordings(recordings: Recordings) -> list[Item]:

@@ -163,7 +163,12 @@ def load_jsonl(path: Path) -> Recordings:
                 models.append(model)
             outcome = _jsonl_outcome(row, file, line)
             earlier = grouped[prompt].get(model)
-            if earlier is not None and earlier != outcome:
+            # A re-run appended to the file differs in latency or cost; only another answer
+            # or another score would change the accuracy.
+            if earlier is not None and (earlier.text, earlier.score) != (
+                outcome.text,
+                outcome.score,
+            ):
                 # Which of two different recordings is true cannot be guessed; either choice
                 # would silently change the accuracy.
                 raise ConfigError(
