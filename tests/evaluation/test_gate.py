@@ -233,3 +233,16 @@ def test_gate_rejects_a_non_finite_tolerance(
     args = ["gate", str(cand), str(base), "--data", str(base.with_suffix(".jsonl"))]
     result = runner.invoke(app, [*args, "--format", "jsonl", option, value])
     assert result.exit_code == 2 and "must be a finite number" in result.output
+
+
+def test_rollback_refuses_a_version_that_no_longer_loads(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config("")
+    path.write_text("models: {}\n")  # recorded when this loaded; it defines nothing now
+    history = ConfigHistory(path)
+    good = "models:\n  a:\n    local: {type: fake, default: v2}\n"
+    history.apply(good, "apply")
+    result = runner.invoke(app, ["rollback", str(path)])
+    assert result.exit_code == 2 and "defines no models" in result.output
+    assert path.read_text() == good

@@ -179,5 +179,8 @@ class ConfigHistory:
             target = stack[-1 - steps]
         restored = target.seq if target.restores is None else target.restores
         text = self.text(target)
+        # A version recorded long ago may not load any more (rules get stricter): refused
+        # here with the loader's reason, rather than written for the next reload to refuse.
+        parse(text, path=str(self.config))
         _write_atomic(self.config, text)
         return self.record(text, f"rollback to {target.version} (#{restored})", restored)
