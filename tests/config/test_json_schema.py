@@ -32,3 +32,11 @@ def test_schema_refuses_an_unknown_key() -> None:
     validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors({"modles": {}}))
     assert errors and "modles" in errors[0].message
+
+
+def test_schema_accepts_top_level_x_keys_as_the_loader_does() -> None:
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    anchored = {"x-defaults": {"price": {"input": 1}}, "models": {"a": {"local": {"type": "fake"}}}}
+    assert list(validator.iter_errors(anchored)) == []
+    assert list(validator.iter_errors({"y-defaults": {}}))  # only x- is set aside

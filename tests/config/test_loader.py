@@ -279,3 +279,16 @@ def test_every_unknown_reference_is_reported_at_once() -> None:
     error = error_of(text)
     assert error.line == 4 and "unknown model or system 'bb'" in str(error)
     assert "cfg.yaml:5: systems.s2.chain[0]: unknown model or system 'cc'" in str(error)
+
+
+def test_a_yes_or_no_is_not_read_as_a_number_under_a_fields_alias_either() -> None:
+    from pydantic import Field, ValidationError
+
+    from modelyard.config.base import Spec
+
+    class Knob(Spec):
+        cost_weight: float = Field(default=0.0, alias="lambda")
+
+    assert Knob.model_validate({"lambda": 0.5}).cost_weight == 0.5
+    with pytest.raises(ValidationError, match="lambda: expected a number, got true"):
+        Knob.model_validate({"lambda": True})

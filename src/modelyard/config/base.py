@@ -20,8 +20,10 @@ class Spec(BaseModel):
         # Pydantic reads `deadline: true` as 1 and `retries: yes` as 1; the JSON Schema (and so
         # every editor) refuses them, and so does this.
         if isinstance(data, dict):
+            fields = {f.alias or name: f for name, f in cls.model_fields.items()}
+            fields.update(cls.model_fields)  # the file may use the alias or the name
             for key, value in data.items():
-                field = cls.model_fields.get(key) if isinstance(value, bool) else None
+                field = fields.get(key) if isinstance(value, bool) else None
                 if field is not None and _numeric(field.annotation):
                     raise ValueError(f"{key}: expected a number, got {str(value).lower()}")
         return data

@@ -11,6 +11,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    ConfigDict,
     Field,
     NonNegativeFloat,
     PositiveFloat,
@@ -183,6 +184,12 @@ class EmbedderSpec(Spec):
 
 class Config(OperationsSpec):
     """A whole modelyard config file."""
+
+    # Top-level `x-` keys hold YAML anchors and are ignored (config.loader): editors must
+    # accept them too.
+    model_config = ConfigDict(
+        **OperationsSpec.model_config, json_schema_extra={"patternProperties": {"^x-": {}}}
+    )
 
     version: Literal[1] = 1
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
