@@ -292,3 +292,19 @@ def test_a_yes_or_no_is_not_read_as_a_number_under_a_fields_alias_either() -> No
     assert Knob.model_validate({"lambda": 0.5}).cost_weight == 0.5
     with pytest.raises(ValidationError, match="lambda: expected a number, got true"):
         Knob.model_validate({"lambda": True})
+
+
+def test_a_merged_anchor_brings_only_the_keys_taken_with_their_variables() -> None:
+    text = (
+        "x-openai: &oa\n  type: openai\n  api_key: '${OLD_KEY}'\n  optional: true\n"
+        "providers:\n  oa:\n    <<: *oa\n    api_key: '${NEW_KEY}'\n  other: {<<: *oa}\n"
+        "models:\n  a: {local: {type: fake}}\n"
+    )
+    loaded = parse(text, path="c.yaml", env={"NEW_KEY": "k"})
+    built = build(loaded)
+    # oa's own key hides the anchor's unset one; `other` takes it and, optional, is disabled;
+    # the anchor itself, under x-, is nobody's provider.
+    assert [n for n in built.notes if "is disabled" in n] == [
+        "provider 'other' is disabled: environment variable OLD_KEY is not set"
+    ]
+    assert loaded.line(("providers", "oa")) == 6

@@ -172,8 +172,21 @@ class _Builder:
                     path=self.path,
                     line=mapping.start_mark.line + 1,
                 )
-            for key, value in self.build(mapping, loc).items():
-                out.setdefault(key, value)
+            # Built apart, so only the keys taken bring their lines and unset variables: a
+            # key given here hides the anchor's (and its `${VAR}`), and the merging mapping
+            # keeps its own line.
+            scratch = _Builder(self.path, self.env)
+            for key, value in scratch.build(mapping, ()).items():
+                if key in out:
+                    continue
+                out[key] = value
+                for where, line in scratch.lines.items():
+                    if where[:1] == (key,):
+                        self.lines.setdefault((*loc, *where), line)
+                for where, variable in scratch.missing.items():
+                    if where[:1] == (key,):
+                        self.missing.setdefault((*loc, *where), variable)
+            self.from_env.update(scratch.from_env)
 
     def _scalar(self, node: yaml.Node) -> Any:
         try:
@@ -242,7 +255,12 @@ def parse(
         text=text,
         version=version,
         lines=builder.lines,
-        missing_env=builder.missing,
+        # An unset variable under an `x-` key was only in an anchor no one took it from.
+        missing_env={
+            loc: name
+            for loc, name in builder.missing.items()
+            if not (loc and str(loc[0]).startswith(EXTENSION_PREFIX))
+        },
         from_env=builder.from_env,
     )
 
