@@ -39,7 +39,7 @@ def _store(config: Path):  # type: ignore[no-untyped-def]
     from modelyard.gateway.keys import KeyStore
 
     loaded = load_config(config)
-    return KeyStore(loaded.base_dir / loaded.config.gateway.keys_db)
+    return KeyStore(loaded.local_path(loaded.config.gateway.keys_db))
 
 
 @keys_app.command("create")

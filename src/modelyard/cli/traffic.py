@@ -37,7 +37,7 @@ def traffic(
         spec = loaded.config.gateway
         if spec.request_log is None:
             fail(f"{config} keeps no request log (gateway.request_log), so no traffic")
-        path = loaded.base_dir / spec.request_log
+        path = loaded.local_path(spec.request_log)
         if not path.exists():
             fail(f"no request log at {path}: has the gateway served this config?")
         after = time.time() - since * 3600 if since is not None else None

@@ -121,8 +121,7 @@ class BuildContext:
 
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's directory."""
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.loaded.base_dir / path
+        return self.loaded.local_path(value)
 
     def node(self, spec: NodeSpec, loc: Loc, name: str | None = None) -> Model:
         """The Model for a node spec: a named model or system, or a pattern built in place."""

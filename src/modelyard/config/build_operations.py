@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelyard.config.build import BuildContext
-from modelyard.config.loader import Loc
+from modelyard.config.loader import Loc, config_relative
 from modelyard.config.operations import CacheSpec, LedgerSpec, OperationsSpec
 from modelyard.config.references import node_refs
 from modelyard.cost.accounting import Accounted
@@ -44,8 +44,7 @@ def ledger_file(spec: LedgerSpec, base_dir: Path) -> LedgerFile:
 
         assert spec.url is not None
         return PostgresLedgerFile(spec.url, table_prefix=spec.table_prefix)
-    path = Path(spec.path).expanduser()
-    return SqliteLedgerFile(path if path.is_absolute() else base_dir / path)
+    return SqliteLedgerFile(config_relative(spec.path, base_dir))
 
 
 def ledger(context: BuildContext) -> Ledger | None:

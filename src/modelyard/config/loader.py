@@ -51,6 +51,10 @@ class LoadedConfig:
         """The directory relative paths in the config are resolved against."""
         return self.path.parent
 
+    def local_path(self, value: str) -> Path:
+        """A path written in the config: `~` expanded, relative to the config's directory."""
+        return config_relative(value, self.base_dir)
+
     def line(self, loc: Loc) -> int | None:
         """The line of the closest enclosing element of `loc` that has one."""
         return line_of(self.lines, loc)
@@ -68,6 +72,12 @@ def hide_env_values(text: str, from_env: Mapping[str, str]) -> str:
         if len(value) >= 4:
             text = text.replace(value, "${" + from_env[value] + "}")
     return text
+
+
+def config_relative(value: str, base_dir: Path) -> Path:
+    """`value` as a path: `~` expanded, and relative to `base_dir` unless absolute."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
 
 
 def line_of(lines: Mapping[Loc, int], loc: Loc) -> int | None:

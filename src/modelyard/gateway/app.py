@@ -236,8 +236,8 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     loaded = live.current.loaded
     spec = loaded.config.gateway
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None
-    keys = KeyRing(KeyStore(loaded.base_dir / spec.keys_db), mode=spec.auth, admin_secret=admin)
-    decisions = DecisionLog(loaded.base_dir / spec.request_log if spec.request_log else None)
+    keys = KeyRing(KeyStore(loaded.local_path(spec.keys_db)), mode=spec.auth, admin_secret=admin)
+    decisions = DecisionLog(loaded.local_path(spec.request_log) if spec.request_log else None)
     gateway = Gateway(
         live,
         keys=keys,

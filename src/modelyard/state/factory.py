@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelyard.config.loader import config_relative
 from modelyard.config.operations import StateSpec
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
@@ -43,8 +44,7 @@ def make_store(spec: StateSpec, base_dir: Path) -> StateStore:
     if spec.backend == "sqlite":
         from modelyard.state.sqlite import SqliteStore
 
-        path = Path(spec.path).expanduser()
-        return SqliteStore(path if path.is_absolute() else base_dir / path)
+        return SqliteStore(config_relative(spec.path, base_dir))
     assert spec.url is not None
     primary: StateStore
     if spec.backend == "redis":
