@@ -331,6 +331,34 @@ systems:
     assert first.latency_ms == pytest.approx(200, abs=50)
 
 
+async def test_a_stage_cut_off_at_its_share_is_learned_as_slow_and_then_skipped(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = (
+        MODELS
+        + """
+  quick:
+    local: {type: fake, default: "Paris"}
+systems:
+  qa:
+    type: cascade
+    deadline: 0.2
+    stages:
+      - {model: slow, threshold: 0.5, estimator: {type: confidence}}
+      - {model: quick}
+"""
+    )
+    async with yard_of(text) as yard:
+        for _ in range(20):  # each cut off at its 0.1 s share, and timed
+            await yard.complete("qa", "capital?")
+        started = time.monotonic()
+        response = await yard.complete("qa", "capital?")
+        took = time.monotonic() - started
+    assert response.decision is not None
+    assert response.decision.children[0].reason.startswith("skipped: needs about 0.1")
+    assert took < 0.05  # the share is no longer spent waiting for it
+
+
 async def test_when_no_later_stage_can_run_the_held_answer_is_returned(
     yard_of: Callable[[str], Yard],
 ) -> None:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.errors import ModelError, NoAnswerError
+from modelyard.errors import ModelError, ModelTimeoutError, NoAnswerError
 from modelyard.model import Model, ModelInfo
 from modelyard.patterns.estimators import Estimate, Estimator
 from modelyard.patterns.records import (
@@ -144,7 +144,7 @@ class CascadeModel(Model):
             return None
         needs = stage.needs()
         if needs is not None and needs > left:
-            return f"skipped: needs about {needs:.2f}s, {max(left, 0):.2f}s left"
+            return f"skipped: needs about {needs:.2f}s, {max(left, 0):.2f}s left for it"
         return None
 
     def _stage_record(
@@ -205,6 +205,10 @@ class CascadeModel(Model):
             estimate = await stage.estimator.run(stage.model, staged)
             run.spent += estimate.cost
             if estimate.response is None:
+                if isinstance(estimate.error, ModelTimeoutError):
+                    # Cut off at its share: at least that slow, so it is skipped next time
+                    # rather than spending the share again (what `needs()` learns from).
+                    stage.observed.append(time.perf_counter() - started)
                 verdict = f"{estimate.reason}; escalating"  # the reason says it failed
                 run.records.append(self._stage_record(stage, estimate, verdict, started, False))
                 continue
