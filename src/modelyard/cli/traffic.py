@@ -3,16 +3,18 @@ another config with `eval`, `compare` or `gate`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.config.loader import load_config
 from modelyard.evaluation.export import traffic_rows, write_jsonl
-from modelyard.observability.decision_log import read_traffic
+from modelyard.observability.decision_log import exchange_dicts, read_traffic
+from modelyard.observability.request_log_postgres import shared_request_log
 
 
 @app.command()
@@ -35,16 +37,29 @@ def traffic(
     def run() -> None:
         loaded = load_config(config)
         spec = loaded.config.gateway
-        if spec.request_log is None:
-            fail(f"{config} keeps no request log (gateway.request_log), so no traffic")
-        path = loaded.local_path(spec.request_log)
-        if not path.exists():
-            fail(f"no request log at {path}: has the gateway served this config?")
         after = time.time() - since * 3600 if since is not None else None
-        try:
-            exchanges = read_traffic(path, since=after, target=target, limit=limit)
-        except ValueError as exc:
-            fail(str(exc))
+        shared = shared_request_log(spec)
+        if shared is not None:  # every replica's traffic, from PostgreSQL
+            path: Path | str = "the shared request log"
+
+            async def fetch() -> list[dict[str, Any]]:
+                try:
+                    rows = await shared.traffic(since=after, target=target, limit=limit)
+                finally:
+                    await shared.aclose()
+                return exchange_dicts(rows)
+
+            exchanges = asyncio.run(fetch())
+        else:
+            if spec.request_log is None:
+                fail(f"{config} keeps no request log (gateway.request_log), so no traffic")
+            path = loaded.local_path(spec.request_log)
+            if not path.exists():
+                fail(f"no request log at {path}: has the gateway served this config?")
+            try:
+                exchanges = read_traffic(path, since=after, target=target, limit=limit)
+            except ValueError as exc:
+                fail(str(exc))
         if not exchanges:
             hint = "" if spec.capture else " (gateway.capture is off in this config)"
             fail(f"no captured traffic in {path} for that selection{hint}")

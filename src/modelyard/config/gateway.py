@@ -33,6 +33,11 @@ class GatewaySpec(Spec):
     """Virtual keys, relative to the config file (`{config}`: its file name)."""
     request_log: str | None = ".modelyard/{config}/requests.sqlite3"
     """Where every request's decision record is kept (None: memory only)."""
+    request_log_url: str | None = Field(default=None, pattern=r"^postgres")
+    """`postgresql://user@host/db`: one request log every replica writes (instead of
+    `request_log`), so any replica answers `GET /v1/requests/{id}` and `modelyard traffic`
+    exports what all of them captured."""
+    request_log_table_prefix: str = Field(default="modelyard_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     capture: CaptureSpec | None = None
     """Also keep answered requests' messages and answers in the request log (off by default)."""
     max_body_bytes: PositiveInt = 16 * 1024 * 1024

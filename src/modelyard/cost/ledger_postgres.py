@@ -17,6 +17,7 @@ from typing import Any
 
 from modelyard.cost.alerts import Alert
 from modelyard.cost.ledger import SpendRow, row_values
+from modelyard.state.postgres_tables import check_prefix, drop, open_pool
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -41,8 +42,6 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 """Append-only: add a new entry for any schema change."""
 
-TABLE_PREFIX = r"[A-Za-z_][A-Za-z0-9_]*"
-"""What a table name may start with in PostgreSQL unquoted."""
 _TABLES = re.compile(r"\b(spend|alerts)\b(?!_)")
 _TAGS = re.compile(r"json_each\(spend\.tags\)(\s+(?:AS\s+)?t)\b")
 _PLACEHOLDER = re.compile(r"\?")
@@ -52,13 +51,8 @@ class PostgresLedgerFile:
     """Reads and writes the ledger's PostgreSQL tables (shared by every replica)."""
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
-        if not re.fullmatch(TABLE_PREFIX, table_prefix):
-            raise ValueError(
-                f"table prefix must start with a letter or _ and hold letters, digits and _, "
-                f"got {table_prefix!r}"
-            )
         self.url = url
-        self.p = table_prefix
+        self.p = check_prefix(table_prefix)
         self.timeout = timeout
         self.where = f"postgres tables {table_prefix}spend/{table_prefix}alerts"
         self._pool: Any = None
@@ -67,39 +61,14 @@ class PostgresLedgerFile:
     async def _get_pool(self) -> Any:
         async with self._lock:
             if self._pool is None:
-                import asyncpg
-
-                pool = await asyncpg.create_pool(
-                    self.url, min_size=1, max_size=4, timeout=self.timeout
+                self._pool = await open_pool(
+                    self.url,
+                    component=f"ledger:{self.p}",
+                    migrations=MIGRATIONS,
+                    prefix=self.p,
+                    timeout=self.timeout,
                 )
-                try:
-                    await self._migrate(pool)
-                except BaseException:
-                    await pool.close()  # each retry would otherwise leave a connection open
-                    raise
-                self._pool = pool
         return self._pool
-
-    async def _migrate(self, pool: Any) -> None:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
-                " component TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (component, name))"
-            )
-            component = f"ledger:{self.p}"
-            done = {
-                r["name"]
-                for r in await conn.fetch(
-                    "SELECT name FROM modelyard_migrations WHERE component = $1", component
-                )
-            }
-            for name, script in MIGRATIONS:
-                if name not in done:
-                    await conn.execute(script.format(p=self.p))
-                    await conn.execute(
-                        "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
-                    )
 
     async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
         """Insert a batch in one transaction."""
@@ -139,13 +108,9 @@ class PostgresLedgerFile:
         return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
 
     async def drop_tables(self) -> None:
-        """Drop this ledger's tables (tests)."""
+        """Drop these tables (tests)."""
         pool = await self._get_pool()
-        async with pool.acquire(timeout=self.timeout) as conn:
-            await conn.execute(f"DROP TABLE IF EXISTS {self.p}spend, {self.p}alerts")
-            await conn.execute(
-                "DELETE FROM modelyard_migrations WHERE component = $1", f"ledger:{self.p}"
-            )
+        await drop(pool, f"ledger:{self.p}", [f"{self.p}spend", f"{self.p}alerts"])
 
     async def aclose(self) -> None:
         """Close the pool."""

@@ -32,6 +32,7 @@ from modelyard.gateway.exchange import Call, Receive, Scope, Send
 from modelyard.gateway.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
+from modelyard.observability.request_log_postgres import shared_request_log
 from modelyard.state.factory import live_store, shared_store
 
 log = logging.getLogger("modelyard.gateway")
@@ -237,7 +238,10 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     spec = loaded.config.gateway
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None
     keys = KeyRing(KeyStore(loaded.local_path(spec.keys_db)), mode=spec.auth, admin_secret=admin)
-    decisions = DecisionLog(loaded.local_path(spec.request_log) if spec.request_log else None)
+    decisions = DecisionLog(
+        loaded.local_path(spec.request_log) if spec.request_log else None,
+        shared=shared_request_log(spec),
+    )
     gateway = Gateway(
         live,
         keys=keys,

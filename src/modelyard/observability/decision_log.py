@@ -18,11 +18,11 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -61,6 +61,26 @@ _MIGRATIONS = (
     )
     """,
 )
+
+
+class SharedRequestLog(Protocol):
+    """A request log every replica writes (`request_log_postgres`)."""
+
+    async def write(
+        self, rows: Sequence[tuple[Any, ...]], exchanges: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Store records (rows of `COLUMNS`) and captured exchanges."""
+
+    async def read(self, request_id: str) -> tuple[Any, ...] | None:
+        """One record's row, or None."""
+
+    async def traffic(
+        self, *, since: float | None, target: str | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        """Captured exchanges in `read_traffic`'s row shape, oldest first."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +140,16 @@ class DecisionLog:
     """Recent records in memory, all records in SQLite (when a path is given)."""
 
     def __init__(
-        self, path: Path | None, *, recent: int = 10_000, flush_every: float = 0.5
+        self,
+        path: Path | None,
+        *,
+        shared: SharedRequestLog | None = None,
+        recent: int = 10_000,
+        flush_every: float = 0.5,
     ) -> None:
-        self.path = path
+        self.path = None if shared is not None else path
+        self.shared = shared
+        """Where every replica keeps its records (PostgreSQL), instead of this process's file."""
         self._recent: OrderedDict[str, RequestRecord | tuple[Any, ...]] = OrderedDict()
         self._recent_size = recent
         self._pending: list[RequestRecord] = []
@@ -131,8 +158,8 @@ class DecisionLog:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-log")
         self._db: sqlite3.Connection | None = None
         """Opened and used only on the writer thread."""
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer.submit(self._migrate).result()
 
     def _connection(self) -> sqlite3.Connection:
@@ -157,12 +184,12 @@ class DecisionLog:
         recent[record.id] = record
         if len(recent) > self._recent_size:
             recent.popitem(last=False)
-        if self.path is not None:
+        if self.path is not None or self.shared is not None:
             self._pending.append(record)
 
     def start(self) -> None:
         """Start the background writer (inside the running loop)."""
-        if self.path is not None and self._task is None:
+        if (self.path is not None or self.shared is not None) and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -172,12 +199,16 @@ class DecisionLog:
 
     async def flush(self) -> None:
         """Write pending records now."""
-        if not self._pending or self.path is None:
+        if not self._pending or (self.path is None and self.shared is None):
             return
         batch, self._pending = self._pending, []
         try:
-            encoded = await self._on_writer(self._write, batch)
-        except sqlite3.Error as exc:
+            if self.shared is not None:
+                encoded = _rows(batch)
+                await self.shared.write(encoded, _exchanges(batch))
+            else:
+                encoded = await self._on_writer(self._write, batch)
+        except Exception as exc:  # a disk, a database down: the records are kept to retry
             log.error(
                 "could not write %d request records: %s; keeping them to retry", len(batch), exc
             )
@@ -191,38 +222,14 @@ class DecisionLog:
     def _write(self, batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
         """Store a batch (on the writer thread); returns each record's row, which `get` reads
         (a tuple of plain values costs the garbage collector nothing to keep)."""
-        rows = [
-            (
-                r.id,
-                r.at,
-                r.key_id,
-                r.target,
-                r.api,
-                int(r.stream),
-                r.config_version,
-                r.status,
-                r.model,
-                r.provider_model,
-                round(r.latency_ms, 3),
-                r.cost,
-                r.input_tokens,
-                r.output_tokens,
-                r.error,
-                orjson.dumps(r.decision.to_dict()).decode() if r.decision else None,
-            )
-            for r in batch
-        ]
+        rows = _rows(batch)
         db = self._connection()
         db.execute("BEGIN")
         try:
             db.executemany(
                 "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
-            exchanges = [
-                (r.id, orjson.dumps(r.exchange.messages).decode(), r.exchange.answer)
-                for r in batch
-                if r.exchange is not None
-            ]
+            exchanges = _exchanges(batch)
             if exchanges:
                 db.executemany("INSERT OR REPLACE INTO traffic VALUES (?,?,?)", exchanges)
         except sqlite3.Error:
@@ -238,6 +245,9 @@ class DecisionLog:
             return _from_row(record)
         if record is not None:
             return record.to_dict()
+        if self.shared is not None:  # maybe served by another replica
+            row = await self.shared.read(request_id)
+            return None if row is None else _from_row(row)
         if self.path is None:
             return None
         return await self._on_writer(self._read, request_id)
@@ -260,6 +270,8 @@ class DecisionLog:
         if self._db is not None:
             await self._on_writer(self._db.close)
             self._db = None
+        if self.shared is not None:
+            await self.shared.aclose()
         self._writer.shutdown(wait=False)
 
 
@@ -281,6 +293,40 @@ COLUMNS = (
     "error",
     "decision",
 )
+
+
+def _rows(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
+    """Each record as a row of `COLUMNS` (the decision tree as JSON text)."""
+    return [
+        (
+            r.id,
+            r.at,
+            r.key_id,
+            r.target,
+            r.api,
+            int(r.stream),
+            r.config_version,
+            r.status,
+            r.model,
+            r.provider_model,
+            round(r.latency_ms, 3),
+            r.cost,
+            r.input_tokens,
+            r.output_tokens,
+            r.error,
+            orjson.dumps(r.decision.to_dict()).decode() if r.decision else None,
+        )
+        for r in batch
+    ]
+
+
+def _exchanges(batch: list[RequestRecord]) -> list[tuple[str, str, str]]:
+    """The captured exchanges of a batch: (id, messages as JSON, answer)."""
+    return [
+        (r.id, orjson.dumps(r.exchange.messages).decode(), r.exchange.answer)
+        for r in batch
+        if r.exchange is not None
+    ]
 
 
 def _from_row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -320,6 +366,12 @@ def read_traffic(
         raise ValueError(f"{path} holds no captured traffic ({exc})") from None
     finally:
         db.close()
+    return exchange_dicts(rows)
+
+
+def exchange_dicts(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Traffic rows (id, at, target, model, config_version, cost, latency_ms, messages JSON,
+    answer) as the dicts `read_traffic` returns."""
     names = ("id", "at", "target", "model", "config_version", "cost", "latency_ms")
     return [
         {

@@ -1,0 +1,130 @@
+"""The request log in PostgreSQL (asyncpg): every gateway replica writes its requests' records
+(and captured traffic) to one place, so `GET /v1/requests/{id}` answers on any replica and
+`modelyard traffic` exports what all of them captured.
+
+Tables `<table_prefix>requests` and `<table_prefix>traffic` have the SQLite log's columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from modelyard.config.gateway import GatewaySpec
+from modelyard.observability.decision_log import COLUMNS
+from modelyard.state.postgres_tables import check_prefix, drop, open_pool
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_requests",
+        """
+        CREATE TABLE IF NOT EXISTS {p}requests (
+            id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, key_id TEXT, target TEXT NOT NULL,
+            api TEXT NOT NULL, stream INTEGER NOT NULL, config_version TEXT NOT NULL,
+            status INTEGER NOT NULL, model TEXT, provider_model TEXT,
+            latency_ms DOUBLE PRECISION NOT NULL, cost DOUBLE PRECISION NOT NULL,
+            input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, error TEXT,
+            decision TEXT);
+        CREATE INDEX IF NOT EXISTS {p}requests_at ON {p}requests (at);
+        CREATE TABLE IF NOT EXISTS {p}traffic (
+            id TEXT PRIMARY KEY, messages TEXT NOT NULL, answer TEXT NOT NULL)
+        """,
+    ),
+]
+"""Append-only: add a new entry for any schema change."""
+
+
+def shared_request_log(spec: GatewaySpec) -> PostgresRequestLog | None:
+    """The request log every replica shares, when the config names one."""
+    if spec.request_log_url is None:
+        return None
+    return PostgresRequestLog(spec.request_log_url, table_prefix=spec.request_log_table_prefix)
+
+
+class PostgresRequestLog:
+    """Writes and reads request records in PostgreSQL tables every replica shares."""
+
+    def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
+        self.url = url
+        self.p = check_prefix(table_prefix)
+        self.timeout = timeout
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get_pool(self) -> Any:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await open_pool(
+                    self.url,
+                    component=f"requests:{self.p}",
+                    migrations=MIGRATIONS,
+                    prefix=self.p,
+                    timeout=self.timeout,
+                )
+        return self._pool
+
+    async def write(
+        self, rows: Sequence[tuple[Any, ...]], exchanges: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Store a batch of records (rows in `COLUMNS` order) and exchanges, in one
+        transaction; a record written again (same id) replaces the earlier one."""
+        pool = await self._get_pool()
+        names = ", ".join(COLUMNS)
+        marks = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+        async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+            await conn.executemany(
+                f"INSERT INTO {self.p}requests ({names}) VALUES ({marks})"
+                f" ON CONFLICT (id) DO UPDATE SET {updates}",
+                rows,
+            )
+            if exchanges:
+                await conn.executemany(
+                    f"INSERT INTO {self.p}traffic (id, messages, answer) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (id) DO UPDATE SET messages = EXCLUDED.messages,"
+                    " answer = EXCLUDED.answer",
+                    exchanges,
+                )
+
+    async def read(self, request_id: str) -> tuple[Any, ...] | None:
+        """One record's row (in `COLUMNS` order), or None."""
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self.timeout) as conn:
+            row = await conn.fetchrow(
+                f"SELECT {', '.join(COLUMNS)} FROM {self.p}requests WHERE id = $1", request_id
+            )
+        return None if row is None else tuple(row.values())
+
+    async def traffic(
+        self, *, since: float | None, target: str | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        """Captured exchanges, oldest first, in `decision_log.read_traffic`'s row shape."""
+        where, args = ["TRUE"], list[Any]()
+        if since is not None:
+            args.append(since)
+            where.append(f"r.at >= ${len(args)}")
+        if target is not None:
+            args.append(target)
+            where.append(f"r.target = ${len(args)}")
+        query = (
+            "SELECT r.id, r.at, r.target, r.model, r.config_version, r.cost, r.latency_ms,"
+            f" t.messages, t.answer FROM {self.p}traffic t JOIN {self.p}requests r"
+            f" ON r.id = t.id WHERE {' AND '.join(where)} ORDER BY r.at"
+        )
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        pool = await self._get_pool()
+        async with pool.acquire(timeout=self.timeout) as conn:
+            return [tuple(row.values()) for row in await conn.fetch(query, *args)]
+
+    async def drop_tables(self) -> None:
+        """Drop these tables (tests)."""
+        pool = await self._get_pool()
+        await drop(pool, f"requests:{self.p}", [f"{self.p}requests", f"{self.p}traffic"])
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

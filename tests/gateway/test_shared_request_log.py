@@ -1,0 +1,97 @@
+"""A request log in PostgreSQL shared by gateway replicas: any replica answers for a request
+another one served, and `modelyard traffic` exports what all of them captured. Talks to the
+real server at 127.0.0.1:5432 (database `test`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+from tests.gateway.conftest import Running
+from tests.state.conftest import POSTGRES_URL
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+from modelyard.observability.request_log_postgres import PostgresRequestLog
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """Tables no other test run uses, dropped afterwards."""
+    name = "r" + uuid.uuid4().hex[:10] + "_"
+    yield name
+    log = PostgresRequestLog(POSTGRES_URL, table_prefix=name)
+    await log.drop_tables()
+    await log.aclose()
+
+
+def test_any_replica_answers_for_a_request_another_served(
+    serve_gateway: Callable[..., Running], prefix: str, tmp_path: Path
+) -> None:
+    shared = (
+        f"gateway:\n  request_log_url: '{POSTGRES_URL}'\n"
+        f"  request_log_table_prefix: {prefix}\n  capture: {{}}\n"
+    )
+    first, second = serve_gateway(shared), serve_gateway(shared)
+    client = openai.OpenAI(base_url=first.openai_url, api_key="x", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="support", messages=[{"role": "user", "content": "ping"}]
+    )
+    request_id = raw.headers["x-request-id"]
+    record = None
+    for _ in range(100):  # each replica writes its log every half second
+        reply = httpx2.get(f"{second.url}/v1/requests/{request_id}")
+        if reply.status_code == 200:
+            record = reply.json()
+            break
+        time.sleep(0.05)
+    assert record is not None, "the other replica never found the record"
+    assert (record["model"], record["status"]) == ("cheap", 200)
+    assert record["decision"]["kind"] == "fallback"
+
+    out = tmp_path / "traffic.jsonl"
+    exported = CliRunner().invoke(app, ["traffic", str(first.config), "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["label"] for row in rows] == ["pong"]
+
+
+def test_a_record_written_twice_keeps_the_last(prefix: str) -> None:
+    async def go() -> tuple[object, ...] | None:
+        log = PostgresRequestLog(POSTGRES_URL, table_prefix=prefix)
+        try:
+            row = (
+                "r1",
+                1.0,
+                None,
+                "s",
+                "openai",
+                0,
+                "v",
+                200,
+                "m",
+                "m",
+                1.0,
+                0.1,
+                1,
+                1,
+                None,
+                None,
+            )
+            await log.write([row], [])
+            await log.write([(*row[:7], 499, *row[8:])], [])
+            return await log.read("r1")
+        finally:
+            await log.aclose()
+
+    stored = asyncio.run(go())
+    assert stored is not None and stored[7] == 499
