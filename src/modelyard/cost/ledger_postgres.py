@@ -9,7 +9,6 @@ second copy of every report.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 from modelyard.cost.alerts import Alert
 from modelyard.cost.ledger import SpendRow, row_values
-from modelyard.state.postgres_tables import check_prefix, drop, open_pool
+from modelyard.state.postgres_tables import PostgresTables
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -47,28 +46,16 @@ _TAGS = re.compile(r"json_each\(spend\.tags\)(\s+(?:AS\s+)?t)\b")
 _PLACEHOLDER = re.compile(r"\?")
 
 
-class PostgresLedgerFile:
+class PostgresLedgerFile(PostgresTables):
     """Reads and writes the ledger's PostgreSQL tables (shared by every replica)."""
 
-    def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
-        self.url = url
-        self.p = check_prefix(table_prefix)
-        self.timeout = timeout
-        self.where = f"postgres tables {table_prefix}spend/{table_prefix}alerts"
-        self._pool: Any = None
-        self._lock = asyncio.Lock()
+    component = "ledger"
+    tables = ("spend", "alerts")
+    migrations = MIGRATIONS
 
-    async def _get_pool(self) -> Any:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await open_pool(
-                    self.url,
-                    component=f"ledger:{self.p}",
-                    migrations=MIGRATIONS,
-                    prefix=self.p,
-                    timeout=self.timeout,
-                )
-        return self._pool
+    def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
+        super().__init__(url, table_prefix=table_prefix, timeout=timeout)
+        self.where = f"postgres tables {self.p}spend/{self.p}alerts"
 
     async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
         """Insert a batch in one transaction."""
@@ -106,14 +93,3 @@ class PostgresLedgerFile:
         sql = _TABLES.sub(lambda m: self.p + m.group(1), sql)
         numbers = iter(range(1, sql.count("?") + 1))
         return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
-
-    async def drop_tables(self) -> None:
-        """Drop these tables (tests)."""
-        pool = await self._get_pool()
-        await drop(pool, f"ledger:{self.p}", [f"{self.p}spend", f"{self.p}alerts"])
-
-    async def aclose(self) -> None:
-        """Close the pool."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None

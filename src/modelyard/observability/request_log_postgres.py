@@ -7,13 +7,12 @@ Tables `<table_prefix>requests` and `<table_prefix>traffic` have the SQLite log'
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from modelyard.config.gateway import GatewaySpec
 from modelyard.observability.decision_log import COLUMNS
-from modelyard.state.postgres_tables import check_prefix, drop, open_pool
+from modelyard.state.postgres_tables import PostgresTables
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -42,27 +41,12 @@ def shared_request_log(spec: GatewaySpec) -> PostgresRequestLog | None:
     return PostgresRequestLog(spec.request_log_url, table_prefix=spec.request_log_table_prefix)
 
 
-class PostgresRequestLog:
+class PostgresRequestLog(PostgresTables):
     """Writes and reads request records in PostgreSQL tables every replica shares."""
 
-    def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
-        self.url = url
-        self.p = check_prefix(table_prefix)
-        self.timeout = timeout
-        self._pool: Any = None
-        self._lock = asyncio.Lock()
-
-    async def _get_pool(self) -> Any:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await open_pool(
-                    self.url,
-                    component=f"requests:{self.p}",
-                    migrations=MIGRATIONS,
-                    prefix=self.p,
-                    timeout=self.timeout,
-                )
-        return self._pool
+    component = "requests"
+    tables = ("requests", "traffic")
+    migrations = MIGRATIONS
 
     async def write(
         self, rows: Sequence[tuple[Any, ...]], exchanges: Sequence[tuple[str, str, str]]
@@ -117,14 +101,3 @@ class PostgresRequestLog:
         pool = await self._get_pool()
         async with pool.acquire(timeout=self.timeout) as conn:
             return [tuple(row.values()) for row in await conn.fetch(query, *args)]
-
-    async def drop_tables(self) -> None:
-        """Drop these tables (tests)."""
-        pool = await self._get_pool()
-        await drop(pool, f"requests:{self.p}", [f"{self.p}requests", f"{self.p}traffic"])
-
-    async def aclose(self) -> None:
-        """Close the pool."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None

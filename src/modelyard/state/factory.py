@@ -55,6 +55,8 @@ def make_store(spec: StateSpec, base_dir: Path) -> StateStore:
         from modelyard.state.postgres import PostgresStore
 
         table_prefix = "".join(c if c.isalnum() else "_" for c in spec.prefix)
+        if table_prefix[:1].isdigit():  # a table name may not start with a digit
+            table_prefix = "_" + table_prefix
         primary = PostgresStore(spec.url, table_prefix=table_prefix, timeout=spec.timeout)
     return PolicyStore(
         primary, on_unavailable=spec.on_unavailable, retry_interval=spec.retry_interval

@@ -9,12 +9,12 @@ with code `state_unavailable`, for `state.policy.PolicyStore`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from modelyard.errors import UnavailableError
 from modelyard.state.base import Claim, StateStore
+from modelyard.state.postgres_tables import PostgresTables
 
 T = TypeVar("T")
 
@@ -38,53 +38,17 @@ _NOW = "extract(epoch from clock_timestamp())"
 _EPSILON = 1e-12
 
 
-class PostgresStore(StateStore):
+class PostgresStore(PostgresTables, StateStore):
     """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`."""
 
     backend = "postgres"
+    component = "state"
+    tables = ("counters", "values", "windows")
+    migrations = MIGRATIONS
+    pool_size = 10
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 2.0) -> None:
-        if not table_prefix.replace("_", "").isalnum():
-            raise ValueError(f"table prefix must be letters, digits and _, got {table_prefix!r}")
-        self.url = url
-        self.p = table_prefix
-        self.timeout = timeout
-        self._pool: Any = None
-        self._lock = asyncio.Lock()
-
-    async def _get_pool(self) -> Any:
-        async with self._lock:
-            if self._pool is None:
-                import asyncpg
-
-                pool = await asyncpg.create_pool(
-                    self.url, min_size=1, max_size=10, timeout=self.timeout
-                )
-                async with pool.acquire() as conn:
-                    await self._migrate(conn)
-                self._pool = pool
-        return self._pool
-
-    async def _migrate(self, conn: Any) -> None:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
-                " component TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (component, name))"
-            )
-            component = f"state:{self.p}"
-            done = {
-                r["name"]
-                for r in await conn.fetch(
-                    "SELECT name FROM modelyard_migrations WHERE component = $1", component
-                )
-            }
-            for name, script in MIGRATIONS:
-                if name not in done:
-                    await conn.execute(script.format(p=self.p))
-                    await conn.execute(
-                        "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
-                    )
+        super().__init__(url, table_prefix=table_prefix, timeout=timeout)
 
     async def _with(self, function: Callable[[Any], Awaitable[T]]) -> T:
         try:
@@ -230,20 +194,3 @@ class PostgresStore(StateStore):
                     await conn.execute(f"DELETE FROM {self.p}{table} WHERE key = $1", key)
 
         await self._with(apply)
-
-    async def drop_tables(self) -> None:
-        """Drop this store's tables (tests)."""
-
-        async def apply(conn: Any) -> None:
-            for table in ("counters", "values", "windows"):
-                await conn.execute(f"DROP TABLE IF EXISTS {self.p}{table}")
-            await conn.execute(
-                "DELETE FROM modelyard_migrations WHERE component = $1", f"state:{self.p}"
-            )
-
-        await self._with(apply)
-
-    async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
