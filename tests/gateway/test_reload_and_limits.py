@@ -297,6 +297,8 @@ def test_readiness_shows_a_shared_state_store_that_is_down(
     assert reply.status_code == status, reply.text
     state = reply.json()["state"]
     assert state["backend"] == "redis" and state["ok"] is False and state["mode"] == mode
+    metrics = httpx2.get(f"{running.url}/metrics").text  # for alerting, not only probes
+    assert f'modelyard_state_store_up{{backend="redis",mode="{mode}"}} 0.0' in metrics
 
 
 async def test_a_watched_configmap_reloads_on_every_update(tmp_path: Path) -> None:

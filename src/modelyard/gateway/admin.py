@@ -79,7 +79,12 @@ class AdminEndpoints:
         await call.respond(200 if ready else 503, orjson.dumps(body))
 
     async def prometheus(self, call: Call) -> None:
-        """GET /metrics."""
+        """GET /metrics (with the state store's health as of its last use: no probe, so a
+        scrape never waits on a backend that is down)."""
+        store = self.live.resources.state
+        if store is not None:
+            health = store.health()
+            self.metrics.store_health(health.backend, health.mode, health.ok)
         await call.respond(200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())])
 
     async def request_record(self, call: Call, request_id: str) -> None:

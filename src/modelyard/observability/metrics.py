@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelyard.types import ChatResponse
@@ -63,6 +63,13 @@ class Metrics:
             ("route", "status", "code"),
             registry=self.registry,
         )
+        self.state_store = Gauge(
+            "modelyard_state_store_up",
+            "1 when the state store serves from where it should; 0 when a shared backend is "
+            "down and this process refuses requests or counts budgets and limits alone (mode).",
+            ("backend", "mode"),
+            registry=self.registry,
+        )
         self.cost = Counter(
             "modelyard_cost_usd",
             "USD spent, by system and answering model.",
@@ -101,6 +108,11 @@ class Metrics:
         self.requests.labels(system, "", "", str(status)).inc()
         self.errors.labels(system, kind).inc()
         self.latency.labels(system).observe(seconds)
+
+    def store_health(self, backend: str, mode: str, ok: bool) -> None:
+        """Show the state store's health (one series: the current mode)."""
+        self.state_store.clear()
+        self.state_store.labels(backend, mode).set(1.0 if ok else 0.0)
 
     def render(self) -> bytes:
         """The text exposition format."""
