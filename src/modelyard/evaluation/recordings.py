@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelyard.config.loader import config_relative
 from modelyard.errors import ConfigError
 
 _SPACE = re.compile(r"\s+")
@@ -209,5 +210,4 @@ def resolve_data_path(value: str, base_dir: Path, root: str | None = None) -> Pa
                 f"${DATA_ENV} or the spec's data_root"
             )
         return found / value.removeprefix(SHARED_PREFIX).lstrip("/")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
+    return config_relative(value, base_dir)

@@ -43,10 +43,10 @@ def resolve_gguf(value: str, base_dir: Path) -> Path:
     if value in ALIASES:
         package, name, install = ALIASES[value]
         return package_file(package, name, install=install)
+    from modelyard.config.loader import config_relative
     from modelyard.errors import ConfigError
 
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = config_relative(value, base_dir)
     if not path.is_file():
         aliases = ", ".join(ALIASES)
         raise ConfigError(f"no GGUF file at {str(path)!r}; give a path or an alias ({aliases})")
