@@ -197,17 +197,21 @@ def test_a_nan_score_in_jsonl_recordings_is_a_load_error_naming_the_line(tmp_pat
         ("cost", -1, "field 'cost' must be a non-negative number of USD, got -1"),
         ("cost", float("inf"), "field 'cost' must be a non-negative number of USD, got inf"),
         ("confidence", 1.5, "field 'confidence' must be a finite number from 0 to 1"),
+        ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
+        ("model", 7, "field 'model' must be a non-empty string, got 7"),
+        ("response", None, "field 'response' must be a string, got None"),
+        ("response", 42, "field 'response' must be a string, got 42"),
     ],
 )
-def test_jsonl_recordings_reject_impossible_scores_and_costs_as_train_does(
-    tmp_path: Path, field: str, value: float, message: str
+def test_jsonl_recordings_reject_impossible_values_as_train_does(
+    tmp_path: Path, field: str, value: object, message: str
 ) -> None:
     rows = own_rows()
     rows[4][field] = value
     path = write_jsonl(tmp_path / "rec.jsonl", rows)
     with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
         load_recordings("jsonl", [path])
-    if field != "confidence":  # train reads no confidence
+    if field not in ("confidence", "response"):  # train reads neither
         with pytest.raises(OutcomesError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
             read_outcomes(path)
 
@@ -272,25 +276,6 @@ def test_a_labelled_set_rejects_fields_of_the_wrong_type(
 def test_a_labelled_set_keeps_a_numeric_label_as_text(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "golden.jsonl", [{"prompt": "What is 9+9?", "answer": 18}])
     assert load_items(str(path))[0].label == "18"
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "message"),
-    [
-        ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
-        ("model", 7, "field 'model' must be a non-empty string, got 7"),
-        ("response", None, "field 'response' must be a string, got None"),
-        ("response", 42, "field 'response' must be a string, got 42"),
-    ],
-)
-def test_jsonl_recordings_reject_fields_of_the_wrong_type(
-    tmp_path: Path, field: str, value: object, message: str
-) -> None:
-    rows = own_rows()
-    rows[4][field] = value
-    path = write_jsonl(tmp_path / "rec.jsonl", rows)
-    with pytest.raises(ConfigError, match=rf"rec\.jsonl:5: {re.escape(message)}"):
-        load_recordings("jsonl", [path])
 
 
 def test_a_labelled_set_asking_one_prompt_with_two_labels_says_so(
