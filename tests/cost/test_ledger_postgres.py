@@ -4,7 +4,6 @@ Talks to the real server at 127.0.0.1:5432 (database `test`)."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from modelyard.cost.budgets import Budget, BudgetBook
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.state.memory import MemoryStore
-from tests.state.conftest import POSTGRES_URL
+from tests.state.conftest import POSTGRES_URL, fresh_tables
 
 pytestmark = pytest.mark.postgres
 
@@ -27,11 +26,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     """Tables no other test run uses, dropped afterwards."""
-    name = "l" + uuid.uuid4().hex[:10] + "_"
-    yield name
-    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=name)
-    await file.drop_tables()
-    await file.aclose()
+    async for name in fresh_tables(PostgresLedgerFile):
+        yield name
 
 
 def spent(i: int, system: str, tags: tuple[str, ...] = ()) -> SpendRow:

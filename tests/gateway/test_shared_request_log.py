@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx2
 import openai
 import pytest
 from tests.gateway.conftest import Running
-from tests.state.conftest import POSTGRES_URL
+from tests.state.conftest import POSTGRES_URL, fresh_tables
 from typer.testing import CliRunner
 
 from modelyard.cli import app
@@ -27,11 +26,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     """Tables no other test run uses, dropped afterwards."""
-    name = "r" + uuid.uuid4().hex[:10] + "_"
-    yield name
-    log = PostgresRequestLog(POSTGRES_URL, table_prefix=name)
-    await log.drop_tables()
-    await log.aclose()
+    async for name in fresh_tables(PostgresRequestLog):
+        yield name
 
 
 def test_any_replica_answers_for_a_request_another_served(

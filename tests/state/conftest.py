@@ -11,6 +11,7 @@ import pytest
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.postgres import PostgresStore
+from modelyard.state.postgres_tables import PostgresTables
 from modelyard.state.redis import RedisStore
 from modelyard.state.sqlite import SqliteStore
 
@@ -23,6 +24,16 @@ BACKENDS = [
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("postgres", marks=pytest.mark.postgres),
 ]
+
+
+async def fresh_tables(kind: type[PostgresTables]) -> AsyncIterator[str]:
+    """A table prefix no other test run uses; `kind`'s tables under it are dropped afterwards
+    (a fixture body iterates it)."""
+    name = "t" + uuid.uuid4().hex[:10] + "_"
+    yield name
+    tables = kind(POSTGRES_URL, table_prefix=name)
+    await tables.drop_tables()
+    await tables.aclose()
 
 
 def unique_prefix() -> str:
