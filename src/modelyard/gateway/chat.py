@@ -69,7 +69,9 @@ class ChatEndpoints:
 
     async def chat_completions(self, call: Call) -> None:
         """OpenAI Chat Completions."""
-        key = caller(self.keys, call)  # before reading the body: strangers get 401, not a parse
+        # The key before the body: a stranger gets a 401, never a parse of up to
+        # max_body_bytes (the same in every endpoint below).
+        key = caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_chat(body, max_messages=self.max_messages)
         renderer = OpenAIRenderer(call.id, parsed.target, parsed.include_usage)
@@ -79,7 +81,7 @@ class ChatEndpoints:
 
     async def messages(self, call: Call) -> None:
         """Anthropic Messages."""
-        key = caller(self.keys, call)  # before reading the body: strangers get 401, not a parse
+        key = caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = anthropic_api.parse_messages(body, max_messages=self.max_messages)
         renderer = AnthropicRenderer(call.id, parsed.target)
@@ -89,7 +91,7 @@ class ChatEndpoints:
 
     async def embeddings(self, call: Call) -> None:
         """OpenAI Embeddings."""
-        key = caller(self.keys, call)  # before reading the body: strangers get 401, not a parse
+        key = caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_embeddings(body)
         yard = self.live.current
@@ -149,7 +151,8 @@ class ChatEndpoints:
         finally:
             if concurrency is not None:
                 self._per_key[key.id] -= 1
-            await settle_shielded(self.book, outcome.holds, outcome.spent)
+            if outcome.holds:  # most requests hold nothing: no coroutine for them
+                await settle_shielded(self.book, outcome.holds, outcome.spent)
 
     @property
     def book(self) -> BudgetBook:
