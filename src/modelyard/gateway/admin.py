@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from modelyard.gateway.exchange import Call
 from modelyard.gateway.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
-from modelyard.state.base import StateStore
+from modelyard.state.base import StateStore, StoreHealth
 from modelyard.yard import Yard
 
 
@@ -164,13 +165,7 @@ async def _state_health(store: StateStore | None) -> dict[str, Any]:
     """Whether the state store serves from where it should. One probe per call, so /readyz
     notices an outage (or a recovery) even when no request has touched the store yet."""
     if store is None:
-        return {"backend": "none", "ok": True, "mode": "normal", "detail": ""}
+        return asdict(StoreHealth(backend="none"))
     with contextlib.suppress(ModelError):
         await store.counter("health-probe")
-    health = store.health()
-    return {
-        "backend": health.backend,
-        "ok": health.ok,
-        "mode": health.mode,
-        "detail": health.detail,
-    }
+    return asdict(store.health())
