@@ -380,10 +380,11 @@ def reading(request: ChatRequest, input_bytes: int, *, helper: bool = False) -> 
     long (`cost_bound` reads byte length): the caller's request with that prompt, or for a
     `helper` (a judge, checker, verifier: `patterns.records.derived`) a fresh one-message
     request that keeps none of the caller's `max_tokens`, `n` or tools, as the real call does."""
-    prompt = (Message(role="user", content="x" * input_bytes),)
     if helper:
-        return ChatRequest(messages=prompt, key_id=request.key_id, deadline=request.deadline)
-    return replace(request, messages=prompt)
+        from modelyard.patterns.records import derived  # the patterns use cost, not the reverse
+
+        return derived(request, "x" * input_bytes)
+    return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
 
 
 def partial_cost(model: Model, request: ChatRequest, output_chars: int = 0) -> float:
