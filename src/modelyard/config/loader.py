@@ -291,7 +291,8 @@ def name_state_files(config: Config, name: str, base_dir: Path) -> Config:
             return value
         path = value.replace(CONFIG_NAME, name)
         legacy = value.replace(CONFIG_NAME + "/", "")
-        if not (base_dir / path).exists() and (base_dir / legacy).exists():
+        gone = not config_relative(path, base_dir).exists()
+        if gone and config_relative(legacy, base_dir).exists():
             log.warning(
                 "%s: using %s, kept from before per-config state folders; move it to %s",
                 name,
