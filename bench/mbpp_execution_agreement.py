@@ -10,7 +10,9 @@ what they return.
   model's returns, averaged over the other models; its AUC for GPT-3.5 being right, and the
   accuracy and cost of escalating the k least agreed answers to GPT-4-Turbo (k set by hand, so
   the curve is in-sample: an upper bound for a calibrated threshold);
-- pick by agreement: answer with the member whose function agrees most with the others.
+- pick by agreement: answer with the member whose function agrees most with the others;
+- both: answer with the most agreed member, and send the items where even it agrees least to
+  GPT-4-Turbo (k again set by hand on the same rows).
 
 The code is recorded model output from a public benchmark; each function runs in its own
 `python -I` process with a 1 GiB address-space limit, a CPU limit and wall-clock timeouts, in
@@ -309,6 +311,37 @@ def pick_by_agreement(items: Sequence[RecordedItem], runs: Sequence[Runs]) -> No
         print(f"  {acc:6.1%} of GPT-4's accuracy at {spent:6.1%} of its cost: {names}")
 
 
+def pick_then_escalate(items: Sequence[RecordedItem], runs: Sequence[Runs]) -> None:
+    """The most agreed member answers; the k items where it agrees least go to GPT-4-Turbo."""
+    strong = share(items, lambda i: score(i, STRONG)), share(items, lambda i: cost(i, STRONG))
+    print("\nMost agreed member answers, the least agreed go to GPT-4-Turbo (within 20 % of cost):")
+    results = []
+    for size in (2, 3, 4):
+        for others in itertools.combinations(CHEAP[1:], size - 1):
+            members = (FIRST, *others)
+            picks, agreed, base = [], [], 0.0
+            for item, run in zip(items, runs, strict=True):
+                found = {m: mean_agreement(run, m, members) for m in members}
+                pick = max(members, key=lambda m: (found[m], m == FIRST, -cost(item, m)))
+                picks.append(pick)
+                agreed.append(found[pick])
+                base += sum(cost(item, m) for m in members)
+            order = sorted(range(len(items)), key=lambda k: agreed[k])
+            for k in range(0, 80, 5):
+                up = set(order[:k])
+                right = sum(
+                    score(item, STRONG if j in up else picks[j]) for j, item in enumerate(items)
+                )
+                spent = base + sum(cost(items[j], STRONG) for j in up)
+                results.append(
+                    (right / len(items) / strong[0], spent / len(items) / strong[1], k, members)
+                )
+    within = sorted((r for r in results if r[1] <= 0.2), reverse=True)
+    for acc, spent, k, members in within[:6]:
+        names = ", ".join(m.split("/")[-1] for m in members)
+        print(f"  {acc:6.1%} of GPT-4's accuracy at {spent:6.1%} of its cost (k={k}): {names}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,6 +366,7 @@ def main() -> None:
     escalation(items, runs, CHEAP[1:])
     escalation(items, runs, CHEAP[2:5])
     pick_by_agreement(items, runs)
+    pick_then_escalate(items, runs)
 
 
 if __name__ == "__main__":
