@@ -137,8 +137,7 @@ def ask(
     trace: Annotated[bool, typer.Option("--trace", help="Print the decision record.")] = False,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Cap the answer's length.")] = None,
 ) -> None:
-    """Ask one question; print the answer (on stdout), then which model answered, tokens, cost
-    and latency (on stderr)."""
+    """Ask one question: the answer on stdout; the model, tokens, cost and latency on stderr."""
 
     def run() -> None:
         yard = load(config)

@@ -31,8 +31,10 @@ def traffic(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many requests.", min=1)] = None,
 ) -> None:
-    """Write captured traffic (`gateway.capture`) as a labelled set: each request's messages,
-    with the answer given then as its label."""
+    """Write captured traffic (`gateway.capture`) as a labelled set, answers as labels.
+
+    Each request's messages become an item, and the answer the gateway gave then its label.
+    """
 
     def run() -> None:
         loaded = load_config(config)
