@@ -83,6 +83,19 @@ def test_gate_passes_an_equal_candidate_and_applies_it(
     assert len(ConfigHistory(base).entries()) == 2
 
 
+def test_an_equal_candidate_breaks_nothing_when_two_items_share_an_id(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    data = tmp_path / "rb.csv"
+    rows = "a,['Q1'],arc,,,\na,['Q2'],arc,1,['A'],0.1\nb,['Q3'],arc,1,['A'],0.1\n"
+    data.write_text(header + rows)
+    base = write_config(CONFIG.format(path=data, model="m"), "base.yaml")
+    cand = write_config(CONFIG.format(path=data, model="m"), "cand.yaml")
+    code, report = _gate(base, cand, data)
+    assert code == 0 and report["broken"] == [] and report["fixed"] == []
+
+
 def test_rollback_restores_the_previous_applied_version(
     write_config: Callable[..., Path],
 ) -> None:

@@ -168,6 +168,24 @@ def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> Non
     assert recordings.lookup("same prompt").outcomes["m"].text == "first"  # type: ignore[union-attr]
 
 
+def test_items_of_distinct_prompts_sharing_an_id_get_distinct_ids(tmp_path: Path) -> None:
+    # RouterBench's ARC file repeats 7 sample_ids on different prompts, and a RouterDC folder
+    # numbers the items of its _train and _test files alike; gate and the oracle pair results
+    # by id, so two items with one id were compared with each other's results.
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\na,['Q2'],arc,0,['B'],0.1\n")
+    ids = [item.id for item in load_items(str(path), "routerbench")]
+    assert ids[0] == "a" and len(set(ids)) == 2
+    folder = tmp_path / "dc"
+    folder.mkdir()
+    for name in ("arc_challenge_train.json", "arc_challenge_test.json"):
+        rows = [{"question": f"{name} {n}?", "scores": {"m": 1}} for n in range(2)]
+        (folder / name).write_text(json.dumps(rows))
+    ids = [item.id for item in load_items(str(folder), "routerdc")]
+    assert len(set(ids)) == 4
+
+
 def test_two_different_recordings_of_one_prompt_and_model_are_refused(tmp_path: Path) -> None:
     same = {"prompt": "q", "model": "m", "response": "4", "correct": True}
     path = write_jsonl(tmp_path / "rec.jsonl", [same, {**same, "prompt": "r"}, same])

@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +160,22 @@ def label_field(
 def make_recordings(
     source: str, fmt: str, models: Sequence[str], rows: Sequence[RecordedItem]
 ) -> Recordings:
-    """Index `rows` by normalised prompt, dropping later duplicates."""
+    """Index `rows` by normalised prompt, dropping later duplicates. A kept row whose id an
+    earlier one has is renamed `id#2`, `id#3`...: results are paired by id (gate, the oracle),
+    and RouterBench repeats sample ids on different prompts."""
     index: dict[str, RecordedItem] = {}
     kept: list[RecordedItem] = []
+    ids: set[str] = set()
     for row in rows:
         key = normalize_prompt(row.prompt)
         if key in index:
             continue
+        unique, count = row.id, 1
+        while unique in ids:
+            count += 1
+            unique = f"{row.id}#{count}"
+        ids.add(unique)
+        row = row if unique == row.id else replace(row, id=unique)
         index[key] = row
         kept.append(row)
     return Recordings(
