@@ -245,6 +245,14 @@ def test_routerbench_rejects_a_score_above_one_and_a_negative_cost(tmp_path: Pat
         load_recordings("routerbench", [path])
 
 
+def test_a_routerbench_cell_that_is_not_a_list_literal_names_its_line(tmp_path: Path) -> None:
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\nb,['Q2'],arc,1,\"['B\",0.1\n")
+    with pytest.raises(ConfigError, match=r"rb\.csv:3: column 'm\|model_response': not a Python"):
+        load_recordings("routerbench", [path])
+
+
 def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
     path = tmp_path / "gsm8k-test.json"
     path.write_text(

@@ -29,7 +29,7 @@ COST = "|total_cost"
 _FREE_TEXT_TASKS = ("mbpp",)
 
 
-def parse_parts(value: str, path: Path, column: str) -> str:
+def parse_parts(value: str, path: Path, line: int, column: str) -> str:
     """A stringified Python list of strings (RouterBench's prompt and response cells) as text."""
     text = value.strip()
     if not text.startswith("["):
@@ -38,10 +38,12 @@ def parse_parts(value: str, path: Path, column: str) -> str:
         parts = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         raise ConfigError(
-            f"column {column!r}: not a Python list literal: {text[:40]!r}", path=str(path)
+            f"column {column!r}: not a Python list literal: {text[:40]!r}",
+            path=str(path),
+            line=line,
         ) from None
     if not isinstance(parts, list):
-        raise ConfigError(f"column {column!r}: expected a list", path=str(path))
+        raise ConfigError(f"column {column!r}: expected a list", path=str(path), line=line)
     return "\n".join(str(p) for p in parts)
 
 
@@ -72,7 +74,7 @@ def _load_file(path: Path) -> tuple[list[str], list[RecordedItem]]:
                 continue
             cost = parse_float(row[model + COST], path, line, model + COST)
             outcomes[model] = Outcome(
-                text=parse_parts(row[model + RESPONSE], path, model + RESPONSE).strip(),
+                text=parse_parts(row[model + RESPONSE], path, line, model + RESPONSE).strip(),
                 score=unit_score(score, f"column {model!r}", str(path), line),
                 cost=None
                 if cost is None
@@ -82,7 +84,7 @@ def _load_file(path: Path) -> tuple[list[str], list[RecordedItem]]:
         items.append(
             RecordedItem(
                 id=row["sample_id"],
-                prompt=parse_parts(row["prompt"], path, "prompt"),
+                prompt=parse_parts(row["prompt"], path, line, "prompt"),
                 outcomes=outcomes,
                 label=_label(task, outcomes),
                 meta={"task": task, "file": path.name},
