@@ -253,6 +253,15 @@ def test_a_routerbench_cell_that_is_not_a_list_literal_names_its_line(tmp_path: 
         load_recordings("routerbench", [path])
 
 
+def test_a_csv_saved_with_a_byte_order_mark_keeps_its_first_column(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" (and many Windows tools) start the file with a BOM, which would
+    # otherwise become part of the first column's name ("\ufeffsample_id": "missing column").
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\r\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\r\n", encoding="utf-8-sig")
+    assert [item.id for item in load_items(str(path), "routerbench")] == ["a"]
+
+
 def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
     path = tmp_path / "gsm8k-test.json"
     path.write_text(

@@ -14,10 +14,11 @@ from modelyard.errors import ConfigError
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and rows of a CSV file, each row with the line it starts on (a quoted cell
     may span lines, so the row's index alone does not say where it is). A row with more or
-    fewer cells than the header is an error: its cells would land in the wrong columns."""
+    fewer cells than the header is an error: its cells would land in the wrong columns.
+    A leading byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name."""
     rows: list[tuple[int, dict[str, str]]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, [])
             end = reader.line_num
