@@ -99,6 +99,24 @@ async def test_a_configured_price_overrides_the_list_price(
     assert response.cost == pytest.approx(response.usage.output_tokens)
 
 
+async def test_a_model_without_a_price_missing_some_recorded_costs_is_refused(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    # The other answers show the model costs money: a missing cost would be counted as $0.
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\nb,['Q2'],arc,1,['B'],nan\n")
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(_config(path, "routerbench", "m")))
+    message = str(caught.value)
+    assert "models.replayed" in message and "'m'" in message and "item b" in message
+    assert "price" in message
+    priced = write_config(_config(path, "routerbench", "m", "    price: {input: 1, output: 1}\n"))
+    async with modelyard.load(priced) as yard:
+        response = await yard.complete("replayed", "Q2")
+    assert response.cost > 0
+
+
 async def test_unknown_prompt_names_the_model_and_the_prompt(
     arc: Path, write_config: Callable[[str], Path]
 ) -> None:

@@ -29,6 +29,21 @@ def _paths(spec: ReplaySpec, context: BuildContext, loc: Loc) -> list[Path]:
     return paths
 
 
+def _refuse_free_gaps(recordings: Recordings, model: str, context: BuildContext, loc: Loc) -> None:
+    """ConfigError when `model` has no price and a recorded cost on some answers but not on
+    others: those would be counted as free, though the recordings show the model is not."""
+    answers = [i for i in recordings.items if model in i.outcomes]
+    missing = [i for i in answers if i.outcomes[model].cost is None]
+    if missing and len(missing) < len(answers):
+        where = f" in {missing[0].meta['file']}" if "file" in missing[0].meta else ""
+        raise context.error(
+            (*loc, "model"),
+            f"{model!r} has a recorded cost on {len(answers) - len(missing)} answers but none "
+            f"on {len(missing)} (first: item {missing[0].id}{where}), and no price to estimate "
+            "those from, so they would cost $0: record their costs or give the model a `price:`",
+        )
+
+
 def build_replay(spec: ReplaySpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
     """A ReplayModel over the (shared, loaded once) recordings the spec names."""
     paths = _paths(spec, context, loc)
@@ -46,6 +61,8 @@ def build_replay(spec: ReplaySpec, context: BuildContext, loc: Loc, info: ModelI
             f"{', '.join(recordings.models)}",
         )
     price = None if not info.price.is_free else LIST_PRICES.get(spec.model)
+    if price is None and context.loaded.config.models[info.name].price is None:
+        _refuse_free_gaps(recordings, spec.model, context, loc)
     return ReplayModel(info, recordings, spec.model, price=price, latency=spec.latency)
 
 
