@@ -72,6 +72,21 @@ def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
     assert html.read_text().count("<div") > 3
 
 
+def test_eval_says_why_items_failed(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # e.g. held-out data evaluated while the config still replays the training recordings
+    path = sliced(ARC, 3)
+    unseen = tmp_path / "unseen.csv"
+    unseen.write_text(path.read_text().replace("George wants", "Georgina wants"))
+    config = write_config(_config(path))
+    result = runner.invoke(
+        app, ["eval", str(config), "main", "--data", str(unseen), "--format", "routerbench"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no recording for prompt 'Georgina wants" in " ".join(result.stdout.split())
+
+
 def test_eval_on_an_empty_split_fails_clearly(
     sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
 ) -> None:

@@ -34,6 +34,7 @@ from modelyard.evaluation.history import ConfigHistory
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.report import EvalReport
+from modelyard.evaluation.runner import FAILED, ItemResult
 from modelyard.evaluation.scorers import Scorer, make_scorer
 from modelyard.yard import Yard
 
@@ -195,6 +196,17 @@ def _print_nodes(report: EvalReport) -> None:
         console.print(f"[yellow]drift:[/] {text} ({count} items)")
 
 
+def _print_failures(results: Sequence[ItemResult]) -> None:
+    """The first failed item's error: the count alone does not say whether the system or the
+    data is at fault (e.g. recordings that do not hold the evaluated prompts)."""
+    failed = [r for r in results if r.status == FAILED]
+    if failed:
+        console.print(
+            f"[red]{len(failed)} items failed[/] (counted as wrong in 'accuracy'); the first, "
+            f"item {escape(failed[0].id)}: {escape(failed[0].error or 'no error recorded')}"
+        )
+
+
 @app.command("eval")
 def eval_command(
     config: ConfigPath,
@@ -250,6 +262,7 @@ def eval_command(
                     f"{scoring.name} scorer; they count as wrong in 'accuracy'.[/]"
                 )
             _print_nodes(report)
+            _print_failures(evaluation.results)
         _write_html(html_path, lambda: reports.eval_html(report, evaluation.results))
 
     guarded(run)
