@@ -273,6 +273,25 @@ def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
         load_recordings("routerdc", [path])
 
 
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"question": None, "scores": {"m": 1}}, "item 1: 'question' must be a non-empty string"),
+        ({"question": 12345, "scores": {"m": 1}}, "item 1: 'question' must be a non-empty string"),
+        ({"question": "R?", "scores": ["m", 1]}, "item 1: 'scores' must be an object"),
+        ({"question": "R?", "scores": 5}, "item 1: 'scores' must be an object"),
+    ],
+)
+def test_routerdc_rejects_a_question_or_scores_of_the_wrong_type(
+    tmp_path: Path, item: dict[str, object], message: str
+) -> None:
+    # A null question would reach the models as the text 'None'; a list of scores crashed.
+    path = tmp_path / "mmlu_test.json"
+    path.write_text(json.dumps([{"question": "Q?", "scores": {"m": 1}}, item]))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_recordings("routerdc", [path])
+
+
 def test_a_csv_row_with_too_few_cells_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "gsm.csv"
     header = f"prompt,{MIXTRAL},{MIXTRAL}_response\n"

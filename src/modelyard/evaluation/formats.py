@@ -67,11 +67,21 @@ GPT-4-1106 (early 2024) and a typical hosted price for Mixtral-8x7B and 7-8B mod
 def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | None) -> RecordedItem:
     if not isinstance(row, dict) or "question" not in row or "scores" not in row:
         raise ConfigError(f"item {number}: needs 'question' and 'scores'", path=str(path))
-    prompt = str(row["question"])
+    prompt, scores = row["question"], row["scores"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError(
+            f"item {number}: 'question' must be a non-empty string, got {prompt!r}",
+            path=str(path),
+        )
+    if not isinstance(scores, dict):
+        raise ConfigError(
+            f"item {number}: 'scores' must be an object of model: score, got {scores!r:.60}",
+            path=str(path),
+        )
     choice = task.startswith(_MC_TASKS)
     letters = option_letters(prompt) or "ABCD"
     outcomes = {}
-    for model, raw in dict(row["scores"]).items():
+    for model, raw in scores.items():
         value = unit_score(raw, f"item {number}: score of {model!r}", str(path), None)
         if choice:
             score = 1.0 if value > 0 else 0.0
