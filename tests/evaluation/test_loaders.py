@@ -262,6 +262,15 @@ def test_a_csv_saved_with_a_byte_order_mark_keeps_its_first_column(tmp_path: Pat
     assert [item.id for item in load_items(str(path), "routerbench")] == ["a"]
 
 
+def test_a_routerbench_row_with_an_empty_prompt_names_its_line(tmp_path: Path) -> None:
+    # It would be asked as an empty message and scored, as JSONL and labelled sets refuse.
+    header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+    path = tmp_path / "rb.csv"
+    path.write_text(header + "a,['Q1'],arc,1,['A'],0.1\nb,[' '],arc,1,['B'],0.1\n")
+    with pytest.raises(ConfigError, match=r"rb\.csv:3: column 'prompt' is empty"):
+        load_recordings("routerbench", [path])
+
+
 def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
     path = tmp_path / "gsm8k-test.json"
     path.write_text(

@@ -81,10 +81,13 @@ def _load_file(path: Path) -> tuple[list[str], list[RecordedItem]]:
                 else usd_cost(cost, f"column {model + COST!r}", str(path), line),
             )
         task = row.get("eval_name", "")
+        prompt = parse_parts(row["prompt"], path, line, "prompt")
+        if not prompt.strip():
+            raise ConfigError("column 'prompt' is empty", path=str(path), line=line)
         items.append(
             RecordedItem(
                 id=row["sample_id"],
-                prompt=parse_parts(row["prompt"], path, line, "prompt"),
+                prompt=prompt,
                 outcomes=outcomes,
                 label=_label(task, outcomes),
                 meta={"task": task, "file": path.name},
