@@ -138,6 +138,26 @@ def test_a_model_absent_from_the_recordings_lists_those_present(
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("empty.json", "[]"),
+        ("header-only.csv", "sample_id,prompt,m,m|model_response,m|total_cost\n"),
+    ],
+)
+def test_recordings_that_hold_no_items_say_so(
+    name: str, text: str, tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    fmt = "routerdc" if name.endswith(".json") else "routerbench"
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(_config(path, fmt, "m")))
+    assert "hold no items" in str(caught.value) and "models.replayed.local.data" in str(
+        caught.value
+    )
+
+
 def test_missing_recordings_file_is_a_config_error_with_its_line(
     tmp_path: Path, write_config: Callable[[str], Path]
 ) -> None:

@@ -54,6 +54,8 @@ def build_replay(spec: ReplaySpec, context: BuildContext, loc: Loc, info: ModelI
         )
     except ConfigError as exc:
         raise context.error((*loc, "data"), str(exc)) from None
+    if not recordings.items:
+        raise context.error((*loc, "data"), f"the recordings at {recordings.source} hold no items")
     if spec.model not in recordings.models:
         raise context.error(
             (*loc, "model"),
