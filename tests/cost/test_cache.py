@@ -218,6 +218,24 @@ async def test_questions_differing_in_a_number_never_share_a_semantic_entry() ->
     assert len(inner.calls) == 2
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Where is my order ORD-ABCD?", "Where is my order ORD-ABCE?"),
+        ("Is the jacket waterproof?", "Is the jacket not waterproof?"),
+        ("Can I return an opened item?", "Can't I return an opened item?"),
+        ("Do you ship on Sundays?", "You never ship on Sundays?"),
+    ],
+)
+async def test_questions_differing_in_a_code_or_a_negation_never_share_a_semantic_entry(
+    first: str, second: str
+) -> None:
+    wrapper, inner = cached(semantic=semantic(threshold=0.5))
+    await wrapper.complete(replace(BASE, messages=(Message(role="user", content=first),)))
+    await wrapper.complete(replace(BASE, messages=(Message(role="user", content=second),)))
+    assert len(inner.calls) == 2
+
+
 async def test_semantic_hits_stay_within_the_tenant() -> None:
     wrapper, inner = cached(semantic=semantic())
     await wrapper.complete(BASE)

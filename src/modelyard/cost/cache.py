@@ -5,9 +5,10 @@ every answer-changing field, tenant and answering identity match (`cache_keys`).
 cache, when a system opts in, embeds the last user message and serves the answer to the most
 similar cached question at or above `threshold`, within the same scope (everything but that
 message's text must match exactly); it stays off for tool calls, multi-turn conversations and
-non-zero (or unset) temperature unless allowed, and never matches questions whose numbers
-differ. Errors, cut streams and content-filtered answers are never stored. A hit costs nothing
-(except the embedding, for semantic lookups) and records the USD it saved in its decision.
+non-zero (or unset) temperature unless allowed, and never matches questions whose numbers,
+codes or negations differ (`cache_keys.details`). Errors, cut streams and content-filtered
+answers are never stored. A hit costs nothing (except the embedding, for semantic lookups) and
+records the USD it saved in its decision.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from modelyard.cost import cache_codec
 from modelyard.cost import scope as request_scope
-from modelyard.cost.cache_keys import exact_key, numbers, semantic_scope
+from modelyard.cost.cache_keys import details, exact_key, semantic_scope
 from modelyard.cost.cache_store import CacheBackend, pack_vector
 from modelyard.cost.decoration import Decoration
 from modelyard.model import Embedder, Model, elapsed_ms
@@ -101,14 +102,14 @@ class ResponseCache:
     ) -> Hit | None:
         """The most similar live question in `scope` at or above `threshold`."""
         candidates = await self.backend.vectors(scope)
-        wanted = numbers(question)
+        wanted = details(question)
         ranked = sorted(
             ((float(np.dot(vector, c.vector)), c) for c in candidates), key=lambda p: -p[0]
         )
         for similarity, candidate in ranked:
             if similarity < threshold:
                 break
-            if numbers(candidate.text) != wanted:
+            if details(candidate.text) != wanted:
                 continue
             blob = await self.backend.get(candidate.key)
             if blob is not None:

@@ -26,6 +26,22 @@ NOT_IN_KEY = frozenset({"deadline", "request_id"})
 """Request fields that never change the answer: when it must arrive, and who is asking."""
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?(?:[-_/][^\W_]+)*")
+_NEGATIONS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "none",
+        "nothing",
+        "nobody",
+        "nowhere",
+        "neither",
+        "nor",
+        "cannot",
+        "without",
+    }
+)
 
 
 def canonical(value: Any) -> Any:
@@ -88,7 +104,14 @@ def semantic_scope(request: ChatRequest, who: str) -> str:
     return _digest([who, "semantic", form])
 
 
-def numbers(text: str) -> list[str]:
-    """The numbers in `text`, in order: two questions that differ in one never share an answer
-    ("order 1234" vs "order 1235"), however similar their embeddings."""
-    return _NUMBER.findall(text)
+def details(text: str) -> tuple[list[str], list[str], int]:
+    """What two questions must share to share an answer, however similar their embeddings: their
+    numbers in order ("order 1234" vs "order 1235"), their codes (words with a digit or two
+    capitals: "ORD-ABCD" vs "ORD-ABCE") and how many negations they hold ("is it waterproof"
+    vs "is it not waterproof")."""
+    words = _WORD.findall(text)
+    codes = [w for w in words if any(c.isdigit() for c in w) or sum(c.isupper() for c in w) > 1]
+    negations = sum(
+        w.lower() in _NEGATIONS or w.lower().endswith(("n't", "n\u2019t")) for w in words
+    )
+    return _NUMBER.findall(text), codes, negations
