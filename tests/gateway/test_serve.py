@@ -96,3 +96,36 @@ def test_bad_config_fails_before_binding(tmp_path: Path) -> None:
     done = subprocess.run([MODELYARD, "serve", str(config)], capture_output=True, timeout=30)
     assert done.returncode == 2
     assert b"bad.yaml:2" in done.stderr and b"fak" in done.stderr
+
+
+def test_a_log_written_beside_a_watched_config_does_not_feed_itself(tmp_path: Path) -> None:
+    """`serve cfg.yaml > serve.log` in the config's folder: each change the watcher logs is a
+    change in the folder, which must not be logged again and again while nothing happens."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS + "gateway: {watch_config: true}\n", encoding="utf-8")
+    port = free_port()
+    with (tmp_path / "serve.log").open("wb") as out:
+        process = subprocess.Popen(
+            [MODELYARD, "serve", str(config), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.1)
+        time.sleep(0.5)  # let the watch arm
+        (tmp_path / "notes.txt").write_text("a change beside the config", encoding="utf-8")
+        time.sleep(2.0)  # then nothing happens (the watcher's debounce is 0.3 s)
+        lines = (tmp_path / "serve.log").read_text().splitlines()
+        assert len(lines) < 5, lines
+    finally:
+        process.kill()
+        process.wait(10)

@@ -43,6 +43,10 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # watchfiles logs every change it sees at INFO; with the log written beside the config
+    # (`serve cfg.yaml > serve.log`), each such line is a change in the watched folder, logged
+    # in turn, forever. A reload logs what it did itself.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     # Say where to call, once: uvicorn itself only logs warnings.
     log.info(
         "starting %s (version %s) on http://%s:%d/v1; systems: %s",
