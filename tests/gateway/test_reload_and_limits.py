@@ -149,6 +149,20 @@ def test_metrics_count_requests_by_system_and_model(serve_gateway: Callable[...,
     assert "modelyard_cost_usd_total" in text
 
 
+def test_metrics_name_the_cache_as_the_provider_of_a_cache_hit(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway("cache: {backend: memory}\n")
+    client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "ping"}]
+        )
+    text = httpx2.get(f"{running.url}/metrics").text
+    assert 'model="cheap",provider="local",status="200",system="support"} 1.0' in text
+    assert 'model="cheap",provider="cache",status="200",system="support"} 1.0' in text
+
+
 def test_readyz_reports_version_and_disabled(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway()
     body = httpx2.get(f"{running.url}/readyz").json()

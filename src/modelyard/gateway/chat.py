@@ -430,6 +430,8 @@ def _answer_headers(response: ChatResponse, version: str) -> list[tuple[bytes, b
 def _provider_of(response: ChatResponse) -> str:
     decision = response.decision
     while decision is not None:
+        if decision.kind == "cache":
+            return "cache"  # a hit called no provider, whoever wrote the answer first
         provider = decision.details.get("provider") if decision.details else None
         if provider:
             return str(provider)
