@@ -45,6 +45,13 @@ async def test_entries_expire(backend: CacheBackend) -> None:
     assert await backend.get("k") is None
 
 
+async def test_expired_entries_are_not_counted(backend: CacheBackend) -> None:
+    await backend.put("gone", b"value", 0.05)
+    await backend.put("kept", b"value", 60)
+    await asyncio.sleep(0.12)
+    assert (await backend.stats()).entries == 1
+
+
 async def test_least_recently_used_entry_is_evicted_beyond_max_entries(
     backend: CacheBackend,
 ) -> None:

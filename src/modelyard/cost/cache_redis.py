@@ -1,7 +1,8 @@
 """The response cache in Redis, shared by several gateway processes.
 
 Entries are plain keys with a TTL; a sorted set ranks them by last use, and the put script
-evicts the least recently used beyond `max_entries` in the same atomic step. Semantic vectors
+evicts the least recently used beyond `max_entries` in the same atomic step (expired ones are
+dropped from the set when counted). Semantic vectors
 live in one hash per scope. A Redis failure never fails a request: the cache answers "miss" and
 logs it.
 """
@@ -40,6 +41,15 @@ if value then redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2]) end
 return value
 """
 
+_LIVE = """
+local live = 0
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', ARGV[1] .. key) == 1 then live = live + 1
+  else redis.call('ZREM', KEYS[1], key) end
+end
+return live
+"""
+
 _ADD_VECTOR = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -66,6 +76,7 @@ class RedisCache(CacheBackend):
         self._put = self._client.register_script(_PUT)
         self._get = self._client.register_script(_GET)
         self._add_vector = self._client.register_script(_ADD_VECTOR)
+        self._live = self._client.register_script(_LIVE)
 
     async def _safe(self, operation: Callable[[], Awaitable[T]], default: T) -> T:
         try:
@@ -129,7 +140,8 @@ class RedisCache(CacheBackend):
 
     async def stats(self) -> CacheStats:
         counts = await self._client.hgetall(self.prefix + "stats")  # type: ignore[misc]
-        entries = await self._client.zcard(self.prefix + "lru")
+        # Entries expire on their own; the LRU index forgets them here (and when evicting).
+        entries = await self._live(keys=[self.prefix + "lru"], args=[self.prefix + "e:"])
         return CacheStats(
             entries=int(entries),
             hits=int(counts.get(b"hits", 0)),

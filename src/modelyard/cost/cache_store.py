@@ -145,9 +145,9 @@ class MemoryCache(CacheBackend):
             self._misses += 1
 
     async def stats(self) -> CacheStats:
-        return CacheStats(
-            entries=len(self._entries), hits=self._hits, misses=self._misses, saved=self._saved
-        )
+        now = self.clock()
+        live = sum(expires > now for _, expires in self._entries.values())
+        return CacheStats(entries=live, hits=self._hits, misses=self._misses, saved=self._saved)
 
     async def clear(self) -> int:
         count = len(self._entries)
