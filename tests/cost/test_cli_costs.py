@@ -70,6 +70,18 @@ def test_cache_stats_then_clear(write_config: Callable[[str], Path]) -> None:
     assert "0 entries" in after.output
 
 
+@pytest.mark.parametrize("command", ["stats", "clear"])
+def test_cache_commands_refuse_a_memory_cache_they_cannot_reach(
+    write_config: Callable[[str], Path], command: str
+) -> None:
+    """A memory cache lives inside each serving process: a CLI that reported "0 entries" or
+    "cleared 0 entries" of a fresh one of its own would leave a bad cached answer served."""
+    path = write_config(CONFIG.replace("backend: sqlite", "backend: memory"))
+    result = CliRunner().invoke(app, ["cache", command, str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "memory" in result.output and "entries" not in result.output
+
+
 def test_costs_reads_what_eval_and_compare_write_and_refuses_anything_else(
     tmp_path: Path,
 ) -> None:

@@ -144,6 +144,12 @@ async def _with_cache(loaded: LoadedConfig, clear: bool) -> None:
     spec = loaded.config.cache
     if spec is None:
         fail(f"{loaded.path} has no cache: section")
+    if spec.backend == "memory":
+        fail(
+            f"{loaded.path} keeps its cache in memory, inside each process that serves it: "
+            "this command can neither see nor empty it (a restart empties it); use backend "
+            "sqlite or redis to inspect and clear it from here"
+        )
     context = BuildContext(loaded=loaded, resources=Resources(), disabled_providers={})
     cache = response_cache(context, spec)
     try:
