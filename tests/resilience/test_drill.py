@@ -84,6 +84,22 @@ async def test_a_single_provider_does_not_survive_its_outage(write_config: Write
     assert not report.ok()
 
 
+async def test_a_drill_runs_off_production_cache_budgets_and_ledger(write_config: Write) -> None:
+    """The drill builds the production config: its traffic must neither be answered from (nor
+    stored in) the shared cache, where a baseline answer would hide the outage, nor charge a
+    budget or land in the ledger."""
+    path = write_config(
+        ONE_PROVIDER
+        + "cache: {backend: sqlite}\n"
+        + "budgets: [{name: tiny, scope: total, window: day, limit: 0.000001}]\n"
+    )
+    report = await run_drill(path, faults=["down"], workload=QUICK)
+    assert all(o.answered for outcomes in report.baselines.values() for o in outcomes)
+    (result,) = report.results
+    assert result.verdict == "failed"
+    assert not (path.parent / ".modelyard").exists()
+
+
 async def test_cut_streams_without_continuation_are_degraded_not_hidden(
     write_config: Write,
 ) -> None:

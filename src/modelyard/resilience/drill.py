@@ -16,7 +16,8 @@ Each fault ends as one of:
 
 Local models are not replaced: they run for real (a router's classifier must still route), so
 a slow one looks slower by the time scale. A target that reaches no hosted provider is noted
-and skipped.
+and skipped. The drill runs off production's books, as evaluation does: no cache (a cached
+baseline answer would hide the outage), budgets, alerts or ledger.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from modelyard.errors import (
     StreamInterruptedError,
     UnavailableError,
 )
+from modelyard.evaluation.isolation import for_evaluation
 from modelyard.model import Model, ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.stack import Resilience
@@ -208,14 +210,15 @@ class DrillReport:
 def load_for_drill(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
-    """The config as if every `${VAR}` were set: no provider is contacted, so no key is needed."""
+    """The config as if every `${VAR}` were set (no provider is contacted, so no key is needed),
+    off production's cache, budgets, alerts and ledger."""
     base = dict(os.environ if env is None else env)
     loaded = load_config(path, env=base)
-    if not loaded.missing_env:
-        return loaded
-    for variable in loaded.missing_env.values():
-        base[variable] = "drill-placeholder"
-    return load_config(path, env=base)
+    if loaded.missing_env:
+        for variable in loaded.missing_env.values():
+            base[variable] = "drill-placeholder"
+        loaded = load_config(path, env=base)
+    return for_evaluation(loaded)
 
 
 def _build(
