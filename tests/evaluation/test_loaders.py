@@ -354,3 +354,15 @@ def test_a_labelled_set_asking_one_prompt_with_two_labels_says_so(
     rows.append({"id": "d", "prompt": "2 + 2?", "label": "5"})
     assert len(load_items(str(write_jsonl(tmp_path / "clash.jsonl", rows)))) == 4
     assert "items 'a' and 'd' ask the same prompt with different labels" in caplog.text
+
+
+def test_a_csv_saved_with_windows_line_endings_reads_the_same_texts(
+    sliced: Callable[[str, int], Path], tmp_path: Path
+) -> None:
+    unix = sliced(GSM8K, 12)
+    windows = tmp_path / "windows.csv"
+    windows.write_bytes(unix.read_bytes().replace(b"\n", b"\r\n"))
+    expected = load_recordings("routellm-gsm8k", [unix])
+    found = load_recordings("routellm-gsm8k", [windows])
+    assert [i.prompt for i in found.items] == [i.prompt for i in expected.items]
+    assert [i.outcomes for i in found.items] == [i.outcomes for i in expected.items]

@@ -14,8 +14,10 @@ from modelyard.errors import ConfigError
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and rows of a CSV file, each row with the line it starts on (a quoted cell
     may span lines, so the row's index alone does not say where it is). A row with more or
-    fewer cells than the header is an error: its cells would land in the wrong columns.
-    A leading byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name."""
+    fewer cells than the header is an error: its cells would land in the wrong columns. Line
+    breaks inside cells are read as `\n`, so a file saved with Windows line endings holds the
+    same texts (a response's `\r\n` would change what a check or an embedding reads). A leading
+    byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name."""
     rows: list[tuple[int, dict[str, str]]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -32,6 +34,7 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
                         path=str(path),
                         line=line,
                     )
+                cells = [cell.replace("\r\n", "\n") for cell in cells]
                 rows.append((line, dict(zip(header, cells, strict=True))))
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
