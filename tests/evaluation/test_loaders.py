@@ -366,3 +366,27 @@ def test_a_csv_saved_with_windows_line_endings_reads_the_same_texts(
     found = load_recordings("routellm-gsm8k", [windows])
     assert [i.prompt for i in found.items] == [i.prompt for i in expected.items]
     assert [i.outcomes for i in found.items] == [i.outcomes for i in expected.items]
+
+
+def test_a_csv_starting_with_a_byte_order_mark_finds_its_first_column(
+    sliced: Callable[[str, int], Path], tmp_path: Path
+) -> None:
+    with_bom = tmp_path / "excel.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + sliced(GSM8K, 3).read_bytes())
+    assert len(load_recordings("routellm-gsm8k", [with_bom]).items) == 3
+
+
+def test_a_jsonl_file_starting_with_a_byte_order_mark_reads_its_first_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "own.jsonl"
+    row = {"prompt": "What is 2+2?", "model": "m", "response": "4", "correct": True}
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row).encode() + b"\n")
+    assert load_recordings("jsonl", [path]).items[0].outcomes["m"].score == 1.0
+
+
+def test_train_reads_a_jsonl_file_starting_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "own.jsonl"
+    row = {"prompt": "What is 2+2?", "model": "m", "response": "4", "correct": True}
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row).encode() + b"\n")
+    assert [o.score for o in read_outcomes(path)] == [1.0]

@@ -1,4 +1,5 @@
-"""Reading CSV and JSONL files into rows, with errors that name the file, line and column."""
+"""Reading CSV and JSONL files into rows, with errors that name the file, line and column. A
+UTF-8 byte order mark (as spreadsheet programs write) is skipped, not read into the first column."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Each non-blank line of a JSONL file as (line number, object)."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
     with handle:
@@ -65,7 +66,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_json(path: Path) -> Any:
     """A whole JSON file."""
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             return json.load(handle)
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None

@@ -73,7 +73,7 @@ def read_outcomes(
 ) -> list[Outcome]:
     """The outcomes in a JSONL file (only those of `models`, when given)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise OutcomesError(f"cannot read {path}: {exc.strerror}") from None
     wanted = set(models) if models else None
