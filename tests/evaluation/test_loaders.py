@@ -390,3 +390,23 @@ def test_train_reads_a_jsonl_file_starting_with_a_byte_order_mark(tmp_path: Path
     row = {"prompt": "What is 2+2?", "model": "m", "response": "4", "correct": True}
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row).encode() + b"\n")
     assert [o.score for o in read_outcomes(path)] == [1.0]
+
+
+def test_gsm8k_models_are_the_columns_with_responses_and_other_columns_are_ignored(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gsm.csv"
+    path.write_text(
+        f",prompt,{MIXTRAL},{MIXTRAL}_response,note\n0,Q1,True,#### 3,checked\n",
+        encoding="utf-8",
+    )
+    recordings = load_recordings("routellm-gsm8k", [path])
+    assert recordings.models == (MIXTRAL,)
+    assert recordings.items[0].outcomes[MIXTRAL].score == 1.0
+
+
+def test_gsm8k_response_column_without_its_correctness_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.csv"
+    path.write_text(f"prompt,mixtral,{MIXTRAL}_response\nQ1,True,#### 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"gsm\.csv: missing column '{re.escape(MIXTRAL)}'"):
+        load_recordings("routellm-gsm8k", [path])

@@ -1,7 +1,8 @@
 """Loaders for RouteLLM's recorded outcomes (GPT-4-1106 vs Mixtral-8x7B): GSM8K with response
 texts, MMLU with correctness only, MT-Bench with GPT-4 judge scores.
 
-- `routellm-gsm8k`: `prompt`, one True/False column per model and `<model>_response`. Label: the
+- `routellm-gsm8k`: `prompt`, one True/False column per model and `<model>_response` (the
+  models are the columns with a response column; any other column is ignored). Label: the
   final number of the first correct response (`normalise.number`: the stated `#### N` or
   "answer is N", else its last number); none when no model was right.
 - `routellm-mmlu`: a subject CSV or the folder of them; `prompt` and one True/False column per
@@ -42,10 +43,10 @@ def load_gsm8k(path: Path) -> Recordings:
     """RouteLLM's `gsm8k_responses.csv`."""
     header, rows = read_csv(path)
     require_columns(path, header, ["prompt"])
-    models = [c for c in header if c != "prompt" and not c.endswith(RESPONSE_SUFFIX)]
+    models = [c.removesuffix(RESPONSE_SUFFIX) for c in header if c.endswith(RESPONSE_SUFFIX)]
     if not models:
-        raise ConfigError("no model columns besides 'prompt'", path=str(path))
-    require_columns(path, header, [m + RESPONSE_SUFFIX for m in models])
+        raise ConfigError(f"no '<model>{RESPONSE_SUFFIX}' columns", path=str(path))
+    require_columns(path, header, models)
     items = []
     for number, (line, row) in enumerate(rows):
         outcomes = {}
