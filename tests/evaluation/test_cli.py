@@ -245,6 +245,22 @@ def test_calibrate_never_overwrites_the_default_output_unasked(own: Callable[...
     assert "models:" in default.read_text()
 
 
+def test_the_calibration_report_holds_the_figures_of_the_chosen_setting_and_the_models(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    page = tmp_path / "calibration.html"
+    out = tmp_path / "c.yaml"
+    result = _calibrate_own(own(), "--out", str(out), "--html", str(page), "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    text = page.read_text()
+    for label in ("calibrated (train)", "calibrated (test)", "weak alone (test)"):
+        assert label in text
+    chosen, weak = found["chosen"]["test"], found["singles_test"]["weak"]
+    assert f"{chosen['accuracy']:.2%}" in text and f"{weak['accuracy']:.2%}" in text
+    assert f"{chosen['total_cost']:.6f}" in text
+
+
 @pytest.mark.parametrize("command", ["eval", "compare"])
 def test_a_bad_report_path_fails_before_the_run(
     own: Callable[..., Path], tmp_path: Path, command: str

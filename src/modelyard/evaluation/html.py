@@ -191,7 +191,21 @@ def calibration_html(cal: Calibration) -> str:
         ),
         rows,
     )
-    return _page(f"Calibration of {cal.system}", [summary, _Figures()(fig), metrics])
+    return _page(
+        f"Calibration of {cal.system}", [summary, _figures_table(cal), _Figures()(fig), metrics]
+    )
+
+
+def _figures_table(cal: Calibration) -> str:
+    """The chosen setting on both splits beside each model alone on the test split, as the
+    command prints them."""
+    runs = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
+    runs += [(f"{name} alone (test)", report) for name, report in cal.singles_test.items()]
+    shown = [(label, report_rows(report)) for label, report in runs if report is not None]
+    columns = [[value for _, value in figures] for _, figures in shown]
+    names = [name for name, _ in shown[0][1]]
+    rows = [(name, *(column[i] for column in columns)) for i, name in enumerate(names)]
+    return _table(("figure", *(label for label, _ in shown)), rows)
 
 
 def compare_html(rows: Sequence[Row], title: str) -> str:
