@@ -62,6 +62,19 @@ def test_gate_fails_a_weaker_model_with_a_clear_reason(
     assert report["broken"]
 
 
+def test_gate_names_the_items_the_candidate_broke(
+    arc: Path, write_config: Callable[..., Path]
+) -> None:
+    base = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "base.yaml")
+    cand = write_config(CONFIG.format(path=arc, model="mistralai/mistral-7b-chat"), "cand.yaml")
+    _, report = _gate(base, cand, arc)
+    args = ["gate", str(base), str(cand), "--data", str(arc), "--format", "routerbench"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    shown = " ".join(result.output.split())
+    assert f"broken: {', '.join(report['broken'][:3])}" in shown
+
+
 def test_gate_fails_a_costlier_candidate(arc: Path, write_config: Callable[..., Path]) -> None:
     base = write_config(CONFIG.format(path=arc, model="zero-one-ai/Yi-34B-Chat"), "base.yaml")
     cand = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "cand.yaml")

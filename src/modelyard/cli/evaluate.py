@@ -302,7 +302,8 @@ def _calibration_splits(
     return train, test, how
 
 
-_SHOWN_INVALID = 10
+_SHOWN = 10
+"""How many unbuildable settings, or broken and fixed item ids, are printed (all are in --json)."""
 
 
 def _print_calibration(cal: Calibration, how: str, written: str) -> None:
@@ -317,10 +318,10 @@ def _print_calibration(cal: Calibration, how: str, written: str) -> None:
     )
     if cal.invalid:  # a typo in a sweep must not shrink the search without a word
         console.print(f"[yellow]{len(cal.invalid)} settings could not be built, not tried:[/]")
-        for reason in cal.invalid[:_SHOWN_INVALID]:
+        for reason in cal.invalid[:_SHOWN]:
             console.print(f"  {escape(reason)}")
-        if len(cal.invalid) > _SHOWN_INVALID:
-            console.print(f"  ... and {len(cal.invalid) - _SHOWN_INVALID} more (all in --json)")
+        if len(cal.invalid) > _SHOWN:
+            console.print(f"  ... and {len(cal.invalid) - _SHOWN} more (all in --json)")
     console.print(f"chosen: {cal.chosen.values}")
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
@@ -586,6 +587,11 @@ def _print_gate(result: GateResult) -> None:
         )
     )
     console.print(f"{len(result.broken)} items broken, {len(result.fixed)} fixed")
+    for label, ids in (("broken", result.broken), ("fixed", result.fixed)):
+        if ids:
+            more = len(ids) - _SHOWN
+            tail = f" ... and {more} more (all in --json)" if more > 0 else ""
+            console.print(f"  {label}: {escape(', '.join(ids[:_SHOWN]))}{tail}")
     for change in result.model_changes:
         console.print(f"[yellow]model change:[/] {change}")
     if result.passed:
