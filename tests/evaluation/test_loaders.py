@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import ConfigError
-from modelyard.evaluation.dataset import load_items
+from modelyard.evaluation.dataset import load_items, select_split
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.synthetic import pseudo_gold
 from modelyard.patterns.training import OutcomesError, read_outcomes
@@ -410,3 +410,8 @@ def test_gsm8k_response_column_without_its_correctness_column_is_named(tmp_path:
     path.write_text(f"prompt,mixtral,{MIXTRAL}_response\nQ1,True,#### 3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"gsm\.csv: missing column '{re.escape(MIXTRAL)}'"):
         load_recordings("routellm-gsm8k", [path])
+
+
+def test_a_numeric_split_in_jsonl_recordings_is_read_as_text(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "own.jsonl", [{**r, "split": 2} for r in own_rows()])
+    assert len(select_split(load_items(str(path), "jsonl"), "2")) == 4

@@ -193,7 +193,7 @@ def load_jsonl(path: Path) -> Recordings:
             given = {**row, "label": label_field(row, str(file), line)}
             for name in ("label", "id", "split"):
                 if kept.get(name) is None and given.get(name) is not None:
-                    kept[name] = given[name]
+                    kept[name] = str(given[name])  # as a labelled set reads `"split": 2`
     items = [
         RecordedItem(
             id=str(first[prompt].get("id", f"item-{number}")),
