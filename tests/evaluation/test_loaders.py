@@ -415,3 +415,11 @@ def test_gsm8k_response_column_without_its_correctness_column_is_named(tmp_path:
 def test_a_numeric_split_in_jsonl_recordings_is_read_as_text(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "own.jsonl", [{**r, "split": 2} for r in own_rows()])
     assert len(select_split(load_items(str(path), "jsonl"), "2")) == 4
+
+
+def test_jsonl_rows_of_one_prompt_spaced_differently_are_one_item(tmp_path: Path) -> None:
+    rows = own_rows()
+    rows[1] = {**rows[1], "prompt": rows[1]["prompt"] + "\n"}  # `strong`'s row of the first prompt
+    recordings = load_recordings("jsonl", [write_jsonl(tmp_path / "own.jsonl", rows)])
+    assert len(recordings.items) == 4 and recordings.duplicates == 0
+    assert set(recordings.items[0].outcomes) == {"weak", "strong"}

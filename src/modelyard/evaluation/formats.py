@@ -34,6 +34,7 @@ from modelyard.evaluation.recordings import (
     Recordings,
     label_field,
     make_recordings,
+    normalize_prompt,
     recorded_cost,
     recorded_score,
     text_field,
@@ -160,14 +161,19 @@ def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
 
 
 def load_jsonl(path: Path) -> Recordings:
-    """Your own recordings: one JSON object per (prompt, model) line (see the module doc)."""
+    """Your own recordings: one JSON object per (prompt, model) line (see the module doc). Rows
+    are grouped by the prompt as replay matches it (whitespace collapsed), so one model's row
+    ending in a newline still joins the others'; the item keeps the first row's text."""
     grouped: dict[str, dict[str, Outcome]] = defaultdict(dict)
     first: dict[str, dict[str, Any]] = {}
+    texts: dict[str, str] = {}
     seen_at: dict[tuple[str, str], str] = {}
     models: list[str] = []
     for file in files_in(path, ".jsonl"):
         for line, row in read_jsonl(file):
-            prompt = text_field(row, "prompt", str(file), line)
+            text = text_field(row, "prompt", str(file), line)
+            prompt = normalize_prompt(text)
+            texts.setdefault(prompt, text)
             model = text_field(row, "model", str(file), line)
             if model not in models:
                 models.append(model)
@@ -197,7 +203,7 @@ def load_jsonl(path: Path) -> Recordings:
     items = [
         RecordedItem(
             id=str(first[prompt].get("id", f"item-{number}")),
-            prompt=prompt,
+            prompt=texts[prompt],
             outcomes=outcomes,
             label=first[prompt].get("label"),
             split=first[prompt].get("split"),
