@@ -368,14 +368,6 @@ def test_a_csv_saved_with_windows_line_endings_reads_the_same_texts(
     assert [i.outcomes for i in found.items] == [i.outcomes for i in expected.items]
 
 
-def test_a_csv_starting_with_a_byte_order_mark_finds_its_first_column(
-    sliced: Callable[[str, int], Path], tmp_path: Path
-) -> None:
-    with_bom = tmp_path / "excel.csv"
-    with_bom.write_bytes(b"\xef\xbb\xbf" + sliced(GSM8K, 3).read_bytes())
-    assert len(load_recordings("routellm-gsm8k", [with_bom]).items) == 3
-
-
 def test_a_jsonl_file_starting_with_a_byte_order_mark_reads_its_first_line(
     tmp_path: Path,
 ) -> None:
