@@ -1,11 +1,14 @@
-"""Shared fixtures: where example configs live, and a helper to write a config to disk."""
+"""Shared fixtures: where example configs live, a helper to write a config to disk, and an
+OpenTelemetry collector."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.otlp_collector import OtlpCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -29,3 +32,12 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpCollector]:
+    """An OTLP/HTTP traces collector on 127.0.0.1, and span batches exported every 50 ms."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    running = OtlpCollector()
+    yield running
+    running.close()

@@ -1,11 +1,12 @@
-"""Wiring of the operational sections: budgets, caches, the spend ledger and alerts.
+"""Wiring of the operational sections: budgets, caches, the spend ledger, alerts and traces.
 
 `build()` calls `apply_operations` once the models exist. It wraps each model, then builds each
 system (inner systems first, so an outer one holds the wrapped inner one) and wraps it, outer to
-inner: `Cached` (serves hits) → `BudgetGuard` (reserves, settles) → the node itself. What
-callers reach by name (`BuildContext.entries`) adds `Accounted` (records the request's spend)
-around that, once per request rather than at every layer of a graph. Stateful services (state
-store, ledger, cache, alerts) are made once per spec in `Resources`, so they outlive hot reloads.
+inner: `Traced` (a span per call, when the config traces) → `Cached` (serves hits) →
+`BudgetGuard` (reserves, settles) → the node itself. What callers reach by name
+(`BuildContext.entries`) adds `Accounted` (records the request's spend) around that, once per
+request rather than at every layer of a graph. Stateful services (state store, ledger, cache,
+alerts, tracing) are made once per spec in `Resources`, so they outlive hot reloads.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from modelyard.cost.cache import Cached, ResponseCache, SemanticPolicy
 from modelyard.cost.cache_keys import identity
 from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache
 from modelyard.cost.ledger import Ledger, LedgerFile, SqliteLedgerFile
+from modelyard.errors import ConfigError
 from modelyard.model import Model
+from modelyard.observability.tracing import Traced, Tracing
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.state.base import StateStore
 from modelyard.state.factory import shared_store
@@ -45,6 +48,20 @@ def ledger_file(spec: LedgerSpec, base_dir: Path) -> LedgerFile:
         assert spec.url is not None
         return PostgresLedgerFile(spec.url, table_prefix=spec.table_prefix)
     return SqliteLedgerFile(config_relative(spec.path, base_dir))
+
+
+def tracing(context: BuildContext) -> Tracing | None:
+    """Where the config's spans go, if it traces; made once per spec, so reloads keep it."""
+    spec = context.loaded.config.tracing
+    if spec is None:
+        return None
+    try:
+        made: Tracing = context.resources.service(
+            f"tracing|{spec.model_dump_json()}", lambda: Tracing(spec)
+        )
+    except ConfigError as exc:
+        raise context.error(("tracing",), exc.message) from None
+    return made
 
 
 def ledger(context: BuildContext) -> Ledger | None:
@@ -214,6 +231,7 @@ class _Wrapping:
         cache = ops.cache
         self.cache = response_cache(context, cache) if cache is not None else None
         self.cached_names = set(cache.targets) if cache and cache.targets is not None else None
+        self.tracing = tracing(context)
         self.semantic: SemanticPolicy | None = None
         self.semantic_names: set[str] = set()
         if cache is not None and cache.semantic is not None:
@@ -252,6 +270,9 @@ class _Wrapping:
             semantic = self.semantic if name in self.semantic_names else None
             who = identity(node, self.context.loaded.version)
             wrapped = Cached(wrapped, cache=self.cache, who=who, semantic=semantic)
+        if self.tracing is not None:  # outermost: a cache hit is a span too
+            version = self.context.loaded.version
+            wrapped = Traced(wrapped, self.tracing, system=is_system, version=version)
         return wrapped
 
     def _cached(self, name: str, is_system: bool) -> bool:

@@ -1,4 +1,5 @@
-"""Config for running systems in production: state, budgets, caching, alerts, the spend ledger.
+"""Config for running systems in production: state, budgets, caching, alerts, the spend ledger,
+traces.
 
 `Config` inherits these sections, so operational settings sit at the top level of the file.
 Names these sections refer to (models, systems, embedders) are checked when the config is built
@@ -245,6 +246,45 @@ class LedgerSpec(Spec):
         return self
 
 
+class TracingSpec(Spec):
+    """OpenTelemetry traces: a span for each system and model call, with its decision.
+
+    Needs the `otel` extra (`pip install 'modelyard[otel]'`). Prompts are never recorded; answers
+    only where a decision record quotes them (an ensemble's votes), which `decisions` can leave
+    out."""
+
+    exporter: Literal["otlp", "console", "global"] = "otlp"
+    """`otlp`: OTLP over HTTP (protobuf) to `endpoint`; `console`: JSON lines on stdout;
+    `global`: the application's own tracer provider (a library user who set up OpenTelemetry)."""
+    endpoint: str | None = None
+    """The collector's traces URL, e.g. http://collector:4318/v1/traces. Unset: the standard
+    $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Sent with every export (a collector's API key: use `${VAR}`)."""
+    service_name: str = Field(default="modelyard", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces kept; a trace continued from a caller keeps the caller's choice."""
+    timeout: PositiveFloat = 10.0
+    """Seconds an export may take."""
+    decisions: bool = True
+    """Put each decision's reason and a system's whole decision record on its span. They can
+    quote answers (an ensemble's votes): false keeps them out of the traces, where they can still
+    be read in the request log."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _endpoint_for_otlp(self) -> TracingSpec:
+        if self.exporter != "otlp" and (self.endpoint or self.headers):
+            raise ValueError(
+                f"'endpoint' and 'headers' are for the otlp exporter, not {self.exporter}"
+            )
+        return self
+
+
 class OperationsSpec(Spec):
     """The operational sections of a config file."""
 
@@ -254,6 +294,7 @@ class OperationsSpec(Spec):
     cache: CacheSpec | None = None
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     ledger: LedgerSpec = Field(default_factory=LedgerSpec)
+    tracing: TracingSpec | None = None
 
     @field_validator("budgets")
     @classmethod

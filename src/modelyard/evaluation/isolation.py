@@ -4,8 +4,9 @@
 is not production's: it must not land in the spend ledger (`modelyard costs` would report it,
 and replayed recordings would count as spend), charge budgets (a daily cap could stop the
 evaluation, or the evaluation could spend what the gateway needs), fire alerts or webhooks
-(a calibration's sweep looks like an anomaly by design), or be answered from the response cache
-(a candidate config would be scored on the baseline's cached answers).
+(a calibration's sweep looks like an anomaly by design), be answered from the response cache
+(a candidate config would be scored on the baseline's cached answers), or flood production's
+traces with thousands of replayed calls.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from modelyard.yard import Yard
 
 
 def for_evaluation(loaded: LoadedConfig) -> LoadedConfig:
-    """`loaded` with the ledger, budgets, alerts and cache turned off; systems unchanged."""
+    """`loaded` with the ledger, budgets, alerts, cache and traces off; systems unchanged."""
     config = loaded.config.model_copy(
         update={
             "ledger": loaded.config.ledger.model_copy(update={"enabled": False}),
             "budgets": [],
             "alerts": AlertsSpec(log=False, webhook=None, anomaly=None),
             "cache": None,
+            "tracing": None,
         }
     )
     return dataclasses.replace(loaded, config=config)

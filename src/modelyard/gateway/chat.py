@@ -4,6 +4,7 @@ with the caller's scopes and limits applied and every outcome logged and counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -31,6 +32,7 @@ from modelyard.gateway.renderers import AnthropicRenderer, OpenAIRenderer, Rende
 from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
+from modelyard.observability.tracing import continued
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
@@ -144,10 +146,11 @@ class ChatEndpoints:
         try:  # from here on, the key's slot and budget hold are given back however it ends
             if key.budget is not None:
                 outcome.holds = await self._reserve(key, model, request, target)
-            if stream:
-                await self._stream(call, model, request, renderer, outcome)
-            else:
-                await self._complete(call, model, request, renderer, outcome)
+            with _caller_trace(call, yard):
+                if stream:
+                    await self._stream(call, model, request, renderer, outcome)
+                else:
+                    await self._complete(call, model, request, renderer, outcome)
         finally:
             if concurrency is not None:
                 self._per_key[key.id] -= 1
@@ -380,6 +383,19 @@ class _Outcome:
             )
         )
         return seconds
+
+
+def _caller_trace(call: Call, yard: Yard) -> contextlib.AbstractContextManager[None]:
+    """The caller's trace (W3C `traceparent`), continued by this request's spans when the
+    config traces; nothing to do otherwise."""
+    parent = call.header(b"traceparent") if yard.loaded.config.tracing is not None else None
+    if parent is None:
+        return contextlib.nullcontext()
+    carrier = {"traceparent": parent}
+    state = call.header(b"tracestate")
+    if state is not None:
+        carrier["tracestate"] = state
+    return continued(carrier)
 
 
 def _check_scope(key: VirtualKey, name: str) -> None:

@@ -1,0 +1,211 @@
+"""OpenTelemetry traces: a span for every call to a system or a named model, with its decision.
+
+Built only when the config has a `tracing:` section, so without one the request path carries no
+wrapper at all. Spans nest as the calls do: the context follows asyncio tasks, so an ensemble's
+members are siblings under the ensemble's system, and a gateway request continues its caller's
+trace from the `traceparent` header (`continued`). A model's span carries the GenAI semantic
+conventions' attributes (provider, model ids, tokens, finish reasons); a system's span carries
+its whole decision record as JSON, since nodes written inline in a system (an unnamed cascade
+stage, say) have no span of their own. Prompts are never recorded; answers only where a decision
+record quotes them (an ensemble's votes), and `tracing.decisions: false` leaves records out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from modelyard.config.operations import TracingSpec
+from modelyard.cost.decoration import Decoration
+from modelyard.errors import ConfigError, ModelError
+from modelyard.model import Model
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+DECISION_LIMIT = 16_384
+"""Characters of a system's decision record kept on its span (collectors cap attribute sizes)."""
+
+
+class Tracing:
+    """The tracer a config's spans go to, and the exporter behind it (a `Resources` service)."""
+
+    def __init__(self, spec: TracingSpec) -> None:
+        here = version("modelyard")
+        self.decisions = spec.decisions
+        self.provider: TracerProvider | None = None
+        try:
+            from opentelemetry import trace
+
+            if spec.exporter == "global":
+                self.tracer: Tracer = trace.get_tracer("modelyard", here)
+                return
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+            from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+            exporter: Any = ConsoleSpanExporter()
+            if spec.exporter == "otlp":
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter,
+                )
+
+                exporter = OTLPSpanExporter(
+                    endpoint=spec.endpoint, headers=spec.headers or None, timeout=spec.timeout
+                )
+        except ImportError:
+            missing = "tracing needs OpenTelemetry: pip install 'modelyard[otel]'"
+            raise ConfigError(missing) from None
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": spec.service_name, "service.version": here}),
+            sampler=ParentBasedTraceIdRatio(spec.sample_ratio),
+        )
+        # Spans are exported in batches from the SDK's own thread, off the event loop.
+        self.provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.tracer = self.provider.get_tracer("modelyard", here)
+
+    async def flush(self) -> None:
+        """Export every span ended so far (the SDK blocks, so in a thread)."""
+        if self.provider is not None:
+            await asyncio.to_thread(self.provider.force_flush)
+
+    async def aclose(self) -> None:
+        """Export what is left and stop the exporter."""
+        if self.provider is not None:
+            await asyncio.to_thread(self.provider.shutdown)
+
+
+@contextlib.contextmanager
+def continued(headers: Mapping[str, str]) -> Iterator[None]:
+    """Run the block inside the caller's trace, as its W3C `traceparent` header names it."""
+    from opentelemetry import context, propagate
+
+    token = context.attach(propagate.extract(headers))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+class Traced(Decoration):
+    """A span around each call to `inner`: a system (`system=True`) or a named model."""
+
+    def __init__(self, inner: Model, tracing: Tracing, *, system: bool, version: str) -> None:
+        super().__init__(inner)
+        self.tracer = tracing.tracer
+        self.decisions = tracing.decisions
+        self.system = system
+        self.version = version
+        self.span_name = f"system {self.name}" if system else f"chat {self.name}"
+
+    def _start(self, request: ChatRequest) -> Span:
+        from opentelemetry.trace import SpanKind
+
+        info = self.info
+        attributes: dict[str, Any] = {"modelyard.node": self.name}
+        if request.request_id:
+            attributes["modelyard.request_id"] = request.request_id
+        if self.system:
+            attributes["modelyard.config_version"] = self.version
+        else:
+            attributes["gen_ai.operation.name"] = "chat"
+            attributes["gen_ai.provider.name"] = info.provider or "local"
+            attributes["gen_ai.request.model"] = info.model_id or self.name
+            if request.max_tokens is not None:
+                attributes["gen_ai.request.max_tokens"] = request.max_tokens
+            if request.temperature is not None:
+                attributes["gen_ai.request.temperature"] = request.temperature
+        kind = SpanKind.CLIENT if info.provider and not self.system else SpanKind.INTERNAL
+        return self.tracer.start_span(self.span_name, kind=kind, attributes=attributes)
+
+    def _answered(self, span: Span, response: ChatResponse) -> None:
+        span.set_attribute("modelyard.cost_usd", response.cost)
+        span.set_attribute("modelyard.answered_by", response.model)
+        if not self.system:
+            usage = response.usage
+            span.set_attribute("gen_ai.response.model", response.provider_model or response.model)
+            span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+            span.set_attribute(
+                "gen_ai.response.finish_reasons", [str(c.finish_reason) for c in response.choices]
+            )
+        self._decided(span, response.decision)
+
+    def _failed(self, span: Span, error: ModelError) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, f"{error.kind}: {error}"))
+        span.set_attribute("error.type", error.kind)
+        span.set_attribute("modelyard.cost_usd", error.cost)
+        self._decided(span, error.decision)
+
+    def _decided(self, span: Span, decision: Decision | None) -> None:
+        if decision is None:
+            return
+        span.set_attribute("modelyard.kind", decision.kind)
+        if decision.chosen is not None:
+            span.set_attribute("modelyard.chosen", decision.chosen)
+        if not self.decisions:
+            return
+        span.set_attribute("modelyard.reason", decision.reason)
+        if self.system:
+            record = orjson.dumps(decision.to_dict(), option=orjson.OPT_NON_STR_KEYS).decode()
+            span.set_attribute("modelyard.decision", record[:DECISION_LIMIT])
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        from opentelemetry.trace import Status, StatusCode, use_span
+
+        span = self._start(request)
+        # The status is set here, from the error's kind; the SDK's would be the class name.
+        with use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
+            try:
+                response = await self.inner.complete(request)
+            except ModelError as exc:
+                self._failed(span, exc)
+                raise
+            except BaseException as exc:  # cancelled (a deadline, a caller gone), or a bug
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            self._answered(span, response)
+            return response
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        from opentelemetry.trace import Status, StatusCode, use_span
+
+        span = self._start(request)
+        chunks = self.inner.stream(request)
+        finished = False
+        try:
+            while True:
+                # Current only while the inner stream runs: across a `yield` the caller's code
+                # runs, and it must not find this span current.
+                with use_span(span, record_exception=False, set_status_on_exception=False):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except ModelError as exc:
+                        finished = True
+                        self._failed(span, exc)
+                        raise
+                if chunk.response is not None:
+                    finished = True
+                    self._answered(span, chunk.response)
+                yield chunk
+        finally:
+            if not finished:
+                span.set_status(Status(StatusCode.ERROR, "the stream ended without its answer"))
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+            span.end()

@@ -1,0 +1,128 @@
+"""OpenTelemetry traces, exported over OTLP/HTTP to a collector on 127.0.0.1: spans nest as the
+calls do, carry each decision, mark failures, continue a gateway caller's trace, and never carry
+message texts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.config.loader import load_config
+from modelyard.errors import ConfigError
+from modelyard.evaluation.isolation import for_evaluation
+from tests.fakes.otlp_collector import OtlpCollector, named
+
+SECRET_QUESTION = "my card is Zanzibar-Quokka, what is my balance?"
+
+
+def _config(endpoint: str, extra: str = "") -> str:
+    return f"""
+models:
+  flaky:
+    local: {{type: fake, default: {{error: unavailable}}}}
+  steady:
+    local: {{type: fake, default: "Marmalade-Otter"}}
+    price: {{input: 1.0, output: 1.0}}
+  other:
+    local: {{type: fake, default: "Marmalade-Otter"}}
+systems:
+  main: {{type: fallback, chain: [flaky, steady]}}
+  vote: {{type: ensemble, members: [steady, other], combine: vote}}
+tracing:
+  endpoint: {endpoint}
+  service_name: support-desk
+  headers: {{authorization: "Bearer ${{OTEL_TOKEN}}"}}
+{extra}"""
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TOKEN", "collector-secret")
+
+
+async def test_a_fallback_exports_its_system_and_each_attempt_as_nested_spans(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    async with modelyard.load(write_config(_config(collector.url))) as yard:
+        await yard.complete("main", SECRET_QUESTION)
+    spans = collector.wait_for(3)
+    system, flaky, steady = (named(spans, n) for n in ("system main", "chat flaky", "chat steady"))
+    assert system.parent_id == "" and system.service == "support-desk"
+    assert flaky.parent_id == steady.parent_id == system.span_id
+    assert len({s.trace_id for s in spans}) == 1
+    assert flaky.error is not None and "unavailable" in flaky.error
+    assert flaky.attributes["error.type"] == "unavailable"
+    assert steady.error is None and system.error is None
+    assert steady.attributes["gen_ai.usage.output_tokens"] > 0
+    assert steady.attributes["modelyard.cost_usd"] > 0
+    assert steady.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert system.attributes["modelyard.kind"] == "fallback"
+    assert system.attributes["modelyard.answered_by"] == "steady"
+    record = json.loads(system.attributes["modelyard.decision"])
+    assert [child["node"] for child in record["children"]] == ["flaky", "steady"]
+    assert "Zanzibar" not in json.dumps([s.attributes for s in spans])  # never a prompt
+    assert all(h.get("authorization") == "Bearer collector-secret" for h in collector.headers)
+
+
+@pytest.mark.parametrize("decisions", [True, False])
+async def test_ensemble_members_asked_together_are_siblings_under_the_system(
+    decisions: bool, collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    text = _config(collector.url, f"  decisions: {str(decisions).lower()}")
+    async with modelyard.load(write_config(text)) as yard:
+        await yard.complete("vote", "hello")
+    spans = collector.wait_for(3)
+    system = named(spans, "system vote")
+    members = [named(spans, "chat steady"), named(spans, "chat other")]
+    assert all(m.parent_id == system.span_id for m in members)
+    assert system.attributes["modelyard.chosen"] == "steady"
+    # A vote's record quotes the answers it counted; `decisions: false` keeps them out.
+    exported = json.dumps([s.attributes for s in spans]).lower()
+    assert ("marmalade" in exported) is decisions
+    assert ("modelyard.decision" in system.attributes) is decisions
+
+
+async def test_a_stream_is_one_span_ended_with_its_answer_and_a_cut_stream_is_an_error(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    async with modelyard.load(write_config(_config(collector.url))) as yard:
+        async for _ in yard.stream("steady", "hello"):
+            pass
+        chunks = yard.stream("main", "hello")
+        await anext(chunks)
+        await chunks.aclose()  # the caller stops reading
+    spans = collector.wait_for(5)
+    whole = [s for s in spans if s.name == "chat steady" and s.parent_id == ""]
+    assert len(whole) == 1 and whole[0].error is None
+    assert whole[0].attributes["gen_ai.usage.output_tokens"] > 0
+    cut = named(spans, "system main")
+    assert cut.error == "the stream ended without its answer"
+
+
+def test_evaluation_runs_without_tracing(write_config: Callable[[str], Path]) -> None:
+    loaded = load_config(write_config(_config("http://127.0.0.1:4318/v1/traces")))
+    assert loaded.config.tracing is not None
+    assert for_evaluation(loaded).config.tracing is None
+
+
+@pytest.mark.parametrize(
+    ("tracing", "expected"),
+    [
+        ("{exporter: console, endpoint: 'http://x:4318'}", "are for the otlp exporter"),
+        ("{endpoint: 'ftp://user:pw@x/v1/traces'}", "must be an http:// or https:// URL"),
+        ("{sample_ratio: 2}", "less than or equal to 1"),
+        ("{exporter: jaeger}", "'otlp', 'console' or 'global'"),
+    ],
+)
+def test_a_bad_tracing_section_names_what_is_wrong(
+    tracing: str, expected: str, write_config: Callable[[str], Path]
+) -> None:
+    text = _config("x").split("tracing:")[0] + f"tracing: {tracing}\n"
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(text))
+    message = str(caught.value)
+    assert expected in message and "tracing" in message and "pw" not in message
