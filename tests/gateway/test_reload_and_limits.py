@@ -230,6 +230,16 @@ def test_gateway_settings_changed_by_reload_are_reported_as_needing_a_restart(
     assert httpx2.post(f"{running.url}/admin/reload").json()["changes"]["restart_required"] == []
 
 
+def test_a_state_store_changed_by_reload_is_reported_as_needing_a_restart(
+    serve_gateway: Callable[..., Running], tmp_path: Path
+) -> None:
+    # Key rate limits and key budgets stay on the store the gateway started with.
+    running = serve_gateway("state: {backend: memory}\n")
+    running.config.write_text(SYSTEMS + f"state: {{path: '{tmp_path / 'other.db'}'}}\n")
+    changes = httpx2.post(f"{running.url}/admin/reload").json()["changes"]
+    assert "state.backend" in changes["changed"] and changes["restart_required"] == ["state"]
+
+
 def test_an_empty_config_is_refused_and_the_old_one_keeps_serving(
     serve_gateway: Callable[..., Running],
 ) -> None:

@@ -103,8 +103,10 @@ class LiveConfig:
         self.env = env
         self.resources = Resources()
         self.current = self._load()
-        self.started_gateway = self.current.loaded.config.gateway
-        """The `gateway:` section the process runs with: it is read only at start."""
+        started = self.current.loaded.config
+        self.started = {"gateway": started.gateway, "state": started.state}
+        """Sections read only at start: the `gateway:` settings, and the store that key rate
+        limits and key budgets keep (budgets and circuits in the config follow a reload)."""
         self.history: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
@@ -124,8 +126,10 @@ class LiveConfig:
             diff = diff_configs(self.current, new)
             # Against what runs, not the last file loaded: a second reload must not hide a
             # change still waiting for its restart.
-            waiting = new.loaded.config.gateway != self.started_gateway
-            diff.restart_required[:] = ["gateway"] if waiting else []
+            config = new.loaded.config
+            diff.restart_required[:] = [
+                name for name, section in self.started.items() if getattr(config, name) != section
+            ]
             old_version = self.current.version
             self.current = new
             log.warning("reloaded config %s -> %s: %s", old_version, new.version, diff.summary())
