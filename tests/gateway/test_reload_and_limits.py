@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -149,18 +150,23 @@ def test_metrics_count_requests_by_system_and_model(serve_gateway: Callable[...,
     assert "modelyard_cost_usd_total" in text
 
 
-def test_metrics_name_the_cache_as_the_provider_of_a_cache_hit(
+def test_metrics_name_the_cache_as_the_provider_of_a_cache_hit_and_count_what_it_saved(
     serve_gateway: Callable[..., Running],
 ) -> None:
     running = serve_gateway("cache: {backend: memory}\n")
     client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
-    for _ in range(2):
-        client.chat.completions.create(
+    costs = []
+    for _ in range(3):
+        answer = client.chat.completions.with_raw_response.create(
             model="support", messages=[{"role": "user", "content": "ping"}]
         )
+        costs.append(float(answer.headers["x-modelyard-cost"]))
     text = httpx2.get(f"{running.url}/metrics").text
     assert 'model="cheap",provider="local",status="200",system="support"} 1.0' in text
-    assert 'model="cheap",provider="cache",status="200",system="support"} 1.0' in text
+    assert 'model="cheap",provider="cache",status="200",system="support"} 2.0' in text
+    assert costs[0] > 0 and costs[1:] == [0.0, 0.0]
+    saved = re.search(r'modelyard_cache_saved_usd_total\{system="support"\} (\S+)', text)
+    assert saved is not None and float(saved.group(1)) == pytest.approx(2 * costs[0])
 
 
 def test_readyz_reports_version_and_disabled(serve_gateway: Callable[..., Running]) -> None:

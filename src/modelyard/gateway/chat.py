@@ -332,7 +332,8 @@ class _Outcome:
     def answered(self, response: ChatResponse) -> None:
         self.spent = response.cost
         latency = self._record(200, response, None)
-        self.endpoints.metrics.answered(self.target, response, _provider_of(response), latency)
+        provider, saved = _provider_of(response)
+        self.endpoints.metrics.answered(self.target, response, provider, latency, saved=saved)
 
     def abandoned(self, estimate: float) -> None:
         """The client left mid-stream: recorded as 499 with the cost the provider likely bills
@@ -443,13 +444,14 @@ def _answer_headers(response: ChatResponse, version: str) -> list[tuple[bytes, b
     ]
 
 
-def _provider_of(response: ChatResponse) -> str:
+def _provider_of(response: ChatResponse) -> tuple[str, float]:
+    """The provider that answered, and the USD a cache hit saved (0 otherwise)."""
     decision = response.decision
     while decision is not None:
-        if decision.kind == "cache":
-            return "cache"  # a hit called no provider, whoever wrote the answer first
+        if decision.kind == "cache":  # a hit called no provider, whoever wrote the answer first
+            return "cache", float(decision.details.get("saved", 0.0))
         provider = decision.details.get("provider") if decision.details else None
         if provider:
-            return str(provider)
+            return str(provider), 0.0
         decision = decision.children[-1] if decision.children else None
-    return "local"
+    return "local", 0.0

@@ -76,12 +76,21 @@ class Metrics:
             ("system", "model"),
             registry=self.registry,
         )
+        self.cache_saved = Counter(
+            "modelyard_cache_saved_usd",
+            "USD the response cache saved (what its hits cost when first answered), by system;"
+            ' hits are the requests counted under provider="cache".',
+            ("system",),
+            registry=self.registry,
+        )
         self._answered: dict[tuple[str, str, str], _AnsweredSeries] = {}
         """The labelled series of each (system, model, provider), looked up once: `labels()`
         takes a lock and builds a key on every call."""
 
-    def answered(self, system: str, response: ChatResponse, provider: str, seconds: float) -> None:
-        """Count one answered request."""
+    def answered(
+        self, system: str, response: ChatResponse, provider: str, seconds: float, saved: float = 0.0
+    ) -> None:
+        """Count one answered request (`saved`: what a cache hit saved)."""
         model = response.model
         series = self._answered.get((system, model, provider))
         if series is None:
@@ -98,6 +107,8 @@ class Metrics:
         series.input_tokens.inc(usage.input_tokens)
         series.output_tokens.inc(usage.output_tokens)
         series.cost.inc(response.cost)
+        if saved:
+            self.cache_saved.labels(system).inc(saved)
 
     def refused(self, route: str, status: int, code: str) -> None:
         """Count one request refused before any system ran."""
