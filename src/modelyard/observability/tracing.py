@@ -96,116 +96,139 @@ def continued(headers: Mapping[str, str]) -> Iterator[None]:
 
 
 class Traced(Decoration):
-    """A span around each call to `inner`: a system (`system=True`) or a named model."""
+    """A span around each call to `inner`: a system (`system=True`) or a named model.
+
+    The span is made current with `context.attach` rather than `use_span` (a generator-based
+    context manager), and its outcome is set in one `set_attributes` call, only when the span
+    records: each SDK attribute write takes a lock and validates the value."""
 
     def __init__(self, inner: Model, tracing: Tracing, *, system: bool, version: str) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
         super().__init__(inner)
         self.tracer = tracing.tracer
         self.decisions = tracing.decisions
         self.system = system
-        self.version = version
         self.span_name = f"system {self.name}" if system else f"chat {self.name}"
+        self._attach, self._detach, self._current = (
+            context.attach,
+            context.detach,
+            trace.set_span_in_context,
+        )
+        self._status, self._error = Status, StatusCode.ERROR
+        info = self.info
+        self.kind = SpanKind.CLIENT if info.provider and not system else SpanKind.INTERNAL
+        self.fixed: dict[str, Any] = {"modelyard.node": self.name}
+        """Attributes every span of this node starts with."""
+        if system:
+            self.fixed["modelyard.config_version"] = version
+        else:
+            self.fixed["gen_ai.operation.name"] = "chat"
+            self.fixed["gen_ai.provider.name"] = info.provider or "local"
+            self.fixed["gen_ai.request.model"] = info.model_id or self.name
 
     def _start(self, request: ChatRequest) -> Span:
-        from opentelemetry.trace import SpanKind
-
-        info = self.info
-        attributes: dict[str, Any] = {"modelyard.node": self.name}
+        attributes = dict(self.fixed)
         if request.request_id:
             attributes["modelyard.request_id"] = request.request_id
-        if self.system:
-            attributes["modelyard.config_version"] = self.version
-        else:
-            attributes["gen_ai.operation.name"] = "chat"
-            attributes["gen_ai.provider.name"] = info.provider or "local"
-            attributes["gen_ai.request.model"] = info.model_id or self.name
+        if not self.system:
             if request.max_tokens is not None:
                 attributes["gen_ai.request.max_tokens"] = request.max_tokens
             if request.temperature is not None:
                 attributes["gen_ai.request.temperature"] = request.temperature
-        kind = SpanKind.CLIENT if info.provider and not self.system else SpanKind.INTERNAL
-        return self.tracer.start_span(self.span_name, kind=kind, attributes=attributes)
+        return self.tracer.start_span(self.span_name, kind=self.kind, attributes=attributes)
 
-    def _answered(self, span: Span, response: ChatResponse) -> None:
-        span.set_attribute("modelyard.cost_usd", response.cost)
-        span.set_attribute("modelyard.answered_by", response.model)
-        if not self.system:
-            usage = response.usage
-            span.set_attribute("gen_ai.response.model", response.provider_model or response.model)
-            span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
-            span.set_attribute(
-                "gen_ai.response.finish_reasons", [str(c.finish_reason) for c in response.choices]
-            )
-        self._decided(span, response.decision)
+    def _end(
+        self,
+        span: Span,
+        response: ChatResponse | None = None,
+        error: ModelError | None = None,
+        status: str | None = None,
+    ) -> None:
+        """Record the outcome (an answer, a ModelError, or another ending's `status`) and end."""
+        if span.is_recording():
+            if error is not None:
+                status = f"{error.kind}: {error}"
+            if status is not None:
+                span.set_status(self._status(self._error, status))
+            span.set_attributes(self._outcome(response, error))
+        span.end()
 
-    def _failed(self, span: Span, error: ModelError) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
-        span.set_status(Status(StatusCode.ERROR, f"{error.kind}: {error}"))
-        span.set_attribute("error.type", error.kind)
-        span.set_attribute("modelyard.cost_usd", error.cost)
-        self._decided(span, error.decision)
-
-    def _decided(self, span: Span, decision: Decision | None) -> None:
+    def _outcome(self, response: ChatResponse | None, error: ModelError | None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {}
+        decision: Decision | None = None
+        if error is not None:
+            attributes["error.type"] = error.kind
+            attributes["modelyard.cost_usd"] = error.cost
+            decision = error.decision
+        elif response is not None:
+            attributes["modelyard.cost_usd"] = response.cost
+            attributes["modelyard.answered_by"] = response.model
+            if not self.system:
+                usage = response.usage
+                attributes["gen_ai.response.model"] = response.provider_model or response.model
+                attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+                attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+                attributes["gen_ai.response.finish_reasons"] = [
+                    str(c.finish_reason) for c in response.choices
+                ]
+            decision = response.decision
         if decision is None:
-            return
-        span.set_attribute("modelyard.kind", decision.kind)
+            return attributes
+        attributes["modelyard.kind"] = decision.kind
         if decision.chosen is not None:
-            span.set_attribute("modelyard.chosen", decision.chosen)
-        if not self.decisions:
-            return
-        span.set_attribute("modelyard.reason", decision.reason)
-        if self.system:
-            record = orjson.dumps(decision.to_dict(), option=orjson.OPT_NON_STR_KEYS).decode()
-            span.set_attribute("modelyard.decision", record[:DECISION_LIMIT])
+            attributes["modelyard.chosen"] = decision.chosen
+        if self.decisions:
+            attributes["modelyard.reason"] = decision.reason
+            if self.system:
+                record = orjson.dumps(decision.to_dict(), option=orjson.OPT_NON_STR_KEYS).decode()
+                attributes["modelyard.decision"] = record[:DECISION_LIMIT]
+        return attributes
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        from opentelemetry.trace import Status, StatusCode, use_span
-
         span = self._start(request)
-        # The status is set here, from the error's kind; the SDK's would be the class name.
-        with use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                response = await self.inner.complete(request)
-            except ModelError as exc:
-                self._failed(span, exc)
-                raise
-            except BaseException as exc:  # cancelled (a deadline, a caller gone), or a bug
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
-            self._answered(span, response)
-            return response
+        token = self._attach(self._current(span))
+        try:
+            response = await self.inner.complete(request)
+        except ModelError as exc:
+            self._end(span, error=exc)
+            raise
+        except BaseException as exc:  # cancelled (a deadline, a caller gone), or a bug
+            self._end(span, status=type(exc).__name__)
+            raise
+        finally:
+            self._detach(token)
+        self._end(span, response)
+        return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        from opentelemetry.trace import Status, StatusCode, use_span
-
         span = self._start(request)
         chunks = self.inner.stream(request)
-        finished = False
+        answer: ChatResponse | None = None
+        error: ModelError | None = None
         try:
             while True:
                 # Current only while the inner stream runs: across a `yield` the caller's code
                 # runs, and it must not find this span current.
-                with use_span(span, record_exception=False, set_status_on_exception=False):
-                    try:
-                        chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    except ModelError as exc:
-                        finished = True
-                        self._failed(span, exc)
-                        raise
+                token = self._attach(self._current(span))
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except ModelError as exc:
+                    error = exc
+                    raise
+                finally:
+                    self._detach(token)
                 if chunk.response is not None:
-                    finished = True
-                    self._answered(span, chunk.response)
+                    answer = chunk.response
                 yield chunk
         finally:
-            if not finished:
-                span.set_status(Status(StatusCode.ERROR, "the stream ended without its answer"))
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
-            span.end()
+            if answer is None and error is None:
+                self._end(span, status="the stream ended without its answer")
+            else:
+                self._end(span, answer, error)
