@@ -126,3 +126,16 @@ def test_a_bad_tracing_section_names_what_is_wrong(
         modelyard.load(write_config(text))
     message = str(caught.value)
     assert expected in message and "tracing" in message and "pw" not in message
+
+
+async def test_a_collector_that_is_down_costs_no_answer_and_its_url_secret_stays_out_of_logs(
+    write_config: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Port 9 (discard) refuses connections here; the exporter retries (quoting the URL, query
+    # and all, in its warning), then gives up.
+    text = _config("http://127.0.0.1:9/v1/traces?token=collector-query-secret", "  timeout: 3")
+    async with modelyard.load(write_config(text)) as yard:
+        assert (await yard.complete("main", "hello")).text == "Marmalade-Otter"
+    quoting = [r for r in caplog.records if "/v1/traces" in r.getMessage()]
+    assert quoting, "the exporter should have said where it could not export"
+    assert "collector-query-secret" not in caplog.text and "collector-secret" not in caplog.text

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from modelyard.config.operations import TracingSpec
 from modelyard.cost.decoration import Decoration
-from modelyard.errors import ConfigError, ModelError
+from modelyard.errors import ConfigError, ModelError, redact
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
@@ -32,6 +34,44 @@ if TYPE_CHECKING:
 
 DECISION_LIMIT = 16_384
 """Characters of a system's decision record kept on its span (collectors cap attribute sizes)."""
+
+
+_EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.sdk.trace.export",
+)
+"""Where the SDK logs failed exports, quoting the collector's URL (query included)."""
+
+
+class _Redacting(logging.Filter):
+    """Scrubs the collector's secrets (a `?token=` in its URL, header values) from the SDK's
+    log lines, as modelyard's own errors are scrubbed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = redact(message, *self.secrets)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_REDACTING = _Redacting()
+
+
+def _hide_in_logs(spec: TracingSpec) -> None:
+    parts = urlsplit(spec.endpoint or "")
+    found = {parts.query, parts.password or "", *spec.headers.values()}
+    _REDACTING.secrets.update(s for s in found if s)
+    for name in _EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTING not in logger.filters:
+            logger.addFilter(_REDACTING)
 
 
 class Tracing:
@@ -61,6 +101,7 @@ class Tracing:
                 exporter = OTLPSpanExporter(
                     endpoint=spec.endpoint, headers=spec.headers or None, timeout=spec.timeout
                 )
+                _hide_in_logs(spec)
         except ImportError:
             missing = "tracing needs OpenTelemetry: pip install 'modelyard[otel]'"
             raise ConfigError(missing) from None
