@@ -119,6 +119,22 @@ def test_a_labelled_chats_system_messages_become_the_system_prompt(tmp_path: Pat
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("set.jsonl", '{"text": "Where is order 7?", "label": "order_status"}\n'),
+        ("set.csv", "text,label\nWhere is order 7?,order_status\n"),
+    ],
+)
+def test_a_labelled_set_may_name_its_prompt_text(name: str, text: str, tmp_path: Path) -> None:
+    # Ticket exports (and the quickstart's own tickets) call the question `text`.
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    (item,) = load_labelled(path)
+    assert item.prompt == "Where is order 7?" and item.label == "order_status"
+    assert "text" not in item.meta
+
+
 def test_labelled_csv_without_prompt_names_the_column(tmp_path: Path) -> None:
     path = tmp_path / "set.csv"
     path.write_text("question,label\nhi,x\n", encoding="utf-8")

@@ -12,6 +12,7 @@ from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     drill,
     evaluate,
     health,
+    load,
     serve,
     traffic,
     train,

@@ -79,12 +79,14 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
     if "messages" in row:
         messages = _messages(row["messages"], path, line)
         prompt = next((m.text for m in reversed(messages) if m.role == "user"), "")
-    elif "prompt" in row:
-        prompt = text_field(row, "prompt", str(path), line)
+    elif "prompt" in row or "text" in row:  # `text`: what ticket and support exports call it
+        prompt = text_field(row, "prompt" if "prompt" in row else "text", str(path), line)
     else:
-        raise ConfigError("missing field 'prompt' (or 'messages')", path=str(path), line=line)
+        raise ConfigError(
+            "missing field 'prompt' (or 'text', or 'messages')", path=str(path), line=line
+        )
     label = label_field(row, str(path), line, ("label", "answer"))
-    known = {"prompt", "messages", "label", "answer", "id", "split"}
+    known = {"prompt", "text", "messages", "label", "answer", "id", "split"}
     return Item(
         id=_text(row.get("id")) or str(number),
         prompt=prompt,
@@ -99,7 +101,7 @@ def load_labelled(path: Path) -> list[Item]:
     """A labelled JSONL or CSV file."""
     if path.suffix == ".csv":
         header, rows = read_csv(path)
-        require_columns(path, header, ["prompt"])
+        require_columns(path, header, ["text" if "text" in header else "prompt"])
         items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
     elif path.suffix in (".jsonl", ".ndjson"):
         items = [_item(row, n, path, line) for n, (line, row) in enumerate(read_jsonl(path))]

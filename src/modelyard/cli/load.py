@@ -1,0 +1,150 @@
+"""load: a system under a steady request rate, its latency and errors, and what that traffic
+would cost a day against the config's budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from modelyard.cli.app import app, check_target, console, errors, fail, guarded
+from modelyard.cli.evaluate import ConfigPath, DataOpt, FormatOpt, SplitOpt, SystemName
+from modelyard.config.loader import load_config
+from modelyard.cost.budgets import leaves
+from modelyard.evaluation.dataset import LABELLED, load_items, select_split
+from modelyard.evaluation.isolation import load_for_evaluation
+from modelyard.providers.local_basic import DisabledModel
+from modelyard.resilience.load import LoadReport, project, run_load
+
+
+def _print(report: LoadReport, daily: int) -> None:
+    throughput = report.sent / report.seconds if report.seconds else 0.0
+    console.print(
+        f"[bold]{escape(report.system)}[/]: {report.sent} requests at {report.rate:g}/s "
+        f"(stopped by {report.stopped}) in {report.seconds:.1f} s, {throughput:.1f}/s answered"
+    )
+    if report.shed:
+        console.print(f"[yellow]{report.shed} not sent: --max-in-flight were already waiting[/]")
+    failed = sum(report.errors.values())
+    console.print(
+        f"latency ms, from each request's scheduled time: p50 {report.latency(50):.1f}, "
+        f"p90 {report.latency(90):.1f}, p99 {report.latency(99):.1f}, max {report.latency(100):.1f}"
+    )
+    if failed:
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in report.errors.most_common())
+        console.print(f"[red]{failed} failed[/] ({escape(kinds)})")
+    by = ", ".join(f"{name} x{n}" for name, n in report.answered_by.most_common())
+    console.print(f"answered by: {escape(by) or '-'}")
+    each = report.cost_per_request
+    table = Table(title=f"cost: ${report.cost:.6f} in all, ${each:.8f} a request")
+    for column in ("model", "USD in the run", "USD a request", f"USD a day at {daily:,}/day"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for model, spent in sorted(report.billed.items(), key=lambda kv: -kv[1]):
+        each = spent / report.sent
+        table.add_row(escape(model), f"{spent:.6f}", f"{each:.8f}", f"{each * daily:,.2f}")
+    table.add_row(
+        "[bold]all[/]",
+        f"{report.cost:.6f}",
+        f"{report.cost_per_request:.8f}",
+        f"{report.cost_per_request * daily:,.2f}",
+    )
+    console.print(table)
+    for p in report.projections:
+        style = "red" if p.share > 1 else "yellow" if p.share > 0.8 else "green"
+        console.print(
+            f"budget {escape(p.budget)} (${p.limit:g} a {p.window}): this traffic at "
+            f"{daily:,}/day spends ${p.projected:,.2f} a {p.window}, [{style}]{p.share:.0%}[/]"
+        )
+
+
+@app.command("load")
+def load_command(
+    config: ConfigPath,
+    system: SystemName,
+    data: DataOpt,
+    fmt: FormatOpt = LABELLED,
+    split: SplitOpt = None,
+    rate: Annotated[float, typer.Option(min=0.001, help="Requests a second (open loop).")] = 5.0,
+    requests: Annotated[
+        int | None, typer.Option(min=1, help="Send this many (default: 100 unless --duration).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.001, help="Send for this many seconds.")
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Stop sending once the run has spent this many USD (required when the system "
+            "reaches a hosted provider).",
+        ),
+    ] = None,
+    daily: Annotated[
+        int, typer.Option(min=1, help="Requests a day to project the cost and budgets to.")
+    ] = 10_000,
+    max_in_flight: Annotated[
+        int, typer.Option(min=1, help="Requests waiting at once before more are not sent.")
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Load and cost test: send prompts at a steady rate; latency, errors, cost a day.
+
+    Prompts cycle through --data. Requests leave on schedule whether or not earlier ones have
+    answered, so a system that cannot keep up shows it. Runs off production's ledger, budgets,
+    alerts and cache, as eval does; the config's budgets are projected, not charged.
+    """
+    if requests is None and duration is None:
+        requests = 100
+
+    def run() -> LoadReport:
+        items = select_split(load_items(data, fmt), split, source=data)
+        budgets = load_config(config).config.budgets  # evaluation's copy has none: projected
+        yard = load_for_evaluation(config)
+
+        async def go() -> LoadReport:
+            try:
+                check_target(yard, system, config)
+                target = yard.get(system)
+                specs = yard.loaded.config.models
+                hosted = sorted(
+                    {
+                        f"{spec.provider}: {m.name}"
+                        for m in leaves(target)
+                        if (spec := specs.get(m.name)) is not None
+                        and spec.provider is not None
+                        and not isinstance(m, DisabledModel)
+                    }
+                )
+                if hosted and max_cost is None:
+                    fail(
+                        f"{system} reaches hosted models ({', '.join(hosted)}), so a load test "
+                        "spends real money: give --max-cost USD to cap it"
+                    )
+                deadline = yard.loaded.config.default_deadline
+                for note in yard.notes:
+                    errors.print(f"[yellow]note:[/] {escape(note)}")
+                report = await run_load(
+                    target,
+                    [item.request().with_budget(deadline) for item in items],
+                    rate=rate,
+                    total=requests,
+                    duration=duration,
+                    max_cost=max_cost,
+                    max_in_flight=max_in_flight,
+                )
+            finally:
+                await yard.aclose()
+            report.projections = project(report, budgets, daily)
+            return report
+
+        return asyncio.run(go())
+
+    report = guarded(run)
+    if as_json:
+        console.print(json.dumps({**report.to_dict(), "daily": daily}, indent=2), markup=False)
+    else:
+        _print(report, daily)

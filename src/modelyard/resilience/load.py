@@ -1,0 +1,240 @@
+"""Load and cost test: a system under a steady request rate, and what that traffic costs.
+
+Requests leave on a fixed schedule, `rate` a second, whether or not earlier ones have answered
+(open loop): a system that cannot keep up shows as latency growing with the backlog, as it would
+in production, instead of as a politely lower rate (a closed loop, N workers each waiting for its
+answer, hides exactly that: "coordinated omission"). Latency is measured from each request's
+scheduled time. Prompts cycle through the items given. The run ends after `requests`, or
+`duration` seconds, or once its spend reaches `max_cost` (then nothing more is sent); requests
+already sent are awaited. What was spent, per request and per billed model, is projected to a
+daily volume and set against the config's total, system and model budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelyard.config.operations import BudgetSpec
+from modelyard.cost.accounting import spend_rows
+from modelyard.errors import ModelError
+from modelyard.model import Model
+from modelyard.types import ChatRequest, ChatResponse
+
+WINDOW_DAYS = {"minute": 1 / 1440, "hour": 1 / 24, "day": 1.0, "month": 30.0}
+"""Each calendar budget window in days (a month taken as 30); `fixed` windows are not
+projected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One request of the run."""
+
+    latency_ms: float
+    """From its scheduled send time to its answer or error."""
+    cost: float
+    answered_by: str | None
+    error: str | None
+    """The error's kind when it failed."""
+    billed: dict[str, float]
+    """USD by model called (a cascade's checks and failed attempts included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """One budget against the run's spend, projected to the daily volume."""
+
+    budget: str
+    window: str
+    limit: float
+    projected: float
+    """USD a window of that traffic would spend in what the budget counts."""
+
+    @property
+    def share(self) -> float:
+        return self.projected / self.limit
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """What a load run sent, how it was answered, and what it cost."""
+
+    system: str
+    rate: float
+    samples: list[Sample]
+    seconds: float
+    """From the first scheduled send to the last answer."""
+    stopped: str
+    """Why sending ended: `requests`, `duration` or `max_cost`."""
+    shed: int = 0
+    """Requests not sent because `max_in_flight` were already waiting (the run's own limit)."""
+    projections: list[Projection] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return len(self.samples)
+
+    @property
+    def errors(self) -> Counter[str]:
+        return Counter(s.error for s in self.samples if s.error is not None)
+
+    @property
+    def answered_by(self) -> Counter[str]:
+        return Counter(s.answered_by for s in self.samples if s.answered_by is not None)
+
+    @property
+    def cost(self) -> float:
+        return sum(s.cost for s in self.samples)
+
+    @property
+    def cost_per_request(self) -> float:
+        return self.cost / self.sent if self.sent else 0.0
+
+    @property
+    def billed(self) -> dict[str, float]:
+        """USD by model over the run."""
+        total: dict[str, float] = {}
+        for sample in self.samples:
+            for model, spent in sample.billed.items():
+                total[model] = total.get(model, 0.0) + spent
+        return total
+
+    def latency(self, q: float) -> float:
+        """The q-th percentile of latency, ms, over every request (failed ones too)."""
+        values = [s.latency_ms for s in self.samples]
+        return float(np.percentile(values, q)) if values else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready summary."""
+        return {
+            "system": self.system,
+            "rate": self.rate,
+            "sent": self.sent,
+            "shed": self.shed,
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 3),
+            "throughput": self.sent / self.seconds if self.seconds else 0.0,
+            "errors": dict(self.errors),
+            "answered_by": dict(self.answered_by),
+            "latency_ms": {f"p{q}": round(self.latency(q), 3) for q in (50, 90, 99, 100)},
+            "cost": self.cost,
+            "cost_per_request": self.cost_per_request,
+            "billed": self.billed,
+            "projections": [
+                {
+                    "budget": p.budget,
+                    "window": p.window,
+                    "limit": p.limit,
+                    "projected": p.projected,
+                    "share": p.share,
+                }
+                for p in self.projections
+            ],
+        }
+
+
+def _sample(
+    request: ChatRequest,
+    started: float,
+    response: ChatResponse | None = None,
+    error: ModelError | None = None,
+) -> Sample:
+    latency = (time.perf_counter() - started) * 1000
+    # What each model billed, as the spend ledger counts it.
+    billed = {row.model: row.cost for row in spend_rows("load", request, response, error)}
+    if response is not None:
+        return Sample(latency, response.cost, response.model, None, billed)
+    assert error is not None
+    return Sample(latency, error.cost, None, error.kind, billed)
+
+
+async def run_load(
+    system: Model,
+    requests: Sequence[ChatRequest],
+    *,
+    rate: float,
+    total: int | None = None,
+    duration: float | None = None,
+    max_cost: float | None = None,
+    max_in_flight: int = 1000,
+) -> LoadReport:
+    """Send `requests` (cycled) to `system` at `rate` a second; see the module docstring."""
+    if not requests:
+        raise ValueError("no requests to send")
+    if total is None and duration is None:
+        raise ValueError("give a number of requests or a duration")
+    samples: list[Sample] = []
+    sent: list[asyncio.Task[None]] = []  # all of them: a bug's exception reaches the caller
+    in_flight: set[asyncio.Task[None]] = set()
+    spent = 0.0
+    shed = 0
+    stopped = "requests"
+
+    async def one(request: ChatRequest, scheduled: float) -> None:
+        nonlocal spent
+        try:
+            sample = _sample(request, scheduled, response=await system.complete(request))
+        except ModelError as exc:
+            sample = _sample(request, scheduled, error=exc)
+        spent += sample.cost
+        samples.append(sample)
+
+    begin = time.perf_counter()
+    number = 0
+    while total is None or number < total:
+        scheduled = begin + number / rate
+        if duration is not None and scheduled - begin >= duration:
+            stopped = "duration"
+            break
+        if max_cost is not None and spent >= max_cost:
+            stopped = "max_cost"
+            break
+        wait = scheduled - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if len(in_flight) >= max_in_flight:
+            shed += 1
+        else:
+            task = asyncio.create_task(one(requests[number % len(requests)], scheduled))
+            sent.append(task)
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        number += 1
+    await asyncio.gather(*sent)
+    return LoadReport(
+        system=system.name,
+        rate=rate,
+        samples=samples,
+        seconds=time.perf_counter() - begin,
+        stopped=stopped,
+        shed=shed,
+    )
+
+
+def project(report: LoadReport, budgets: Sequence[BudgetSpec], daily: int) -> list[Projection]:
+    """The budgets that count this system's spend (total, this system, a model it bills), each
+    against `daily` requests a day of the run's traffic."""
+    if not report.sent:
+        return []
+    per_request = report.cost_per_request
+    by_model = {m: cost / report.sent for m, cost in report.billed.items()}
+    found = []
+    for budget in budgets:
+        days = WINDOW_DAYS.get(budget.window)
+        if days is None:
+            continue
+        if budget.scope == "total" or (
+            budget.scope == "system" and budget.selector in ("*", report.system)
+        ):
+            each = per_request
+        elif budget.scope == "model" and budget.selector in by_model:
+            each = by_model[budget.selector]
+        else:
+            continue
+        found.append(Projection(budget.name, budget.window, budget.limit, each * daily * days))
+    return found

@@ -1,0 +1,133 @@
+"""The load and cost test: requests leave on schedule (open loop), the run's own limits hold,
+spend is counted per billed model and projected against the config's budgets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelyard.cli import app
+from modelyard.config.loader import load_config
+from modelyard.evaluation.isolation import load_for_evaluation
+from modelyard.resilience.load import project, run_load
+from modelyard.types import ChatRequest, user
+
+Write = Callable[[str], Path]
+
+SYSTEM = """
+models:
+  flaky:
+    local: {type: fake, default: {error: unavailable}}
+  steady:
+    local: {type: fake, default: {text: "fine", latency: LATENCY}}
+    price: {input: 1.0, output: 2.0}
+systems:
+  main: {type: fallback, chain: [flaky, steady]}
+  other: {type: fallback, chain: [steady]}
+budgets:
+  - {name: monthly, scope: total, window: month, limit: 100}
+  - {name: main-day, scope: system, selector: main, window: day, limit: 1}
+  - {name: steady-hour, scope: model, selector: steady, window: hour, limit: 0.01}
+  - {name: other-system, scope: system, selector: other, window: day, limit: 1}
+  - {name: per-key, scope: key, selector: "*", window: day, limit: 1}
+  - {name: launch, scope: total, window: fixed, start: 2026-01-01, end: 2026-02-01, limit: 5}
+"""
+
+
+def _system(latency: float) -> str:
+    return SYSTEM.replace("LATENCY", str(latency))
+
+
+def _requests() -> list[ChatRequest]:
+    return [user("hello there"), user("hi")]
+
+
+async def test_requests_leave_on_schedule_while_earlier_ones_still_wait(
+    write_config: Write,
+) -> None:
+    # 20 requests at 50/s to a system that takes 0.3 s: sent on schedule they all finish in
+    # about 0.7 s; one waiting for the other (a closed loop of one) would take 6 s.
+    async with load_for_evaluation(write_config(_system(0.3))) as yard:
+        report = await run_load(yard.get("main"), _requests(), rate=50, total=20)
+    assert report.sent == 20 and report.stopped == "requests" and report.shed == 0
+    assert report.seconds < 3
+    assert report.latency(50) >= 290
+    assert report.answered_by == {"steady": 20} and not report.errors
+
+
+async def test_the_run_sheds_what_exceeds_its_in_flight_limit(write_config: Write) -> None:
+    async with load_for_evaluation(write_config(_system(0.5))) as yard:
+        report = await run_load(yard.get("main"), _requests(), rate=200, total=40, max_in_flight=5)
+    assert report.shed > 0 and report.sent + report.shed == 40
+
+
+async def test_sending_stops_once_the_spend_cap_is_reached(write_config: Write) -> None:
+    async with load_for_evaluation(write_config(_system(0.0))) as yard:
+        report = await run_load(yard.get("main"), _requests(), rate=500, total=1000, max_cost=1e-4)
+    assert report.stopped == "max_cost" and report.sent < 1000
+    assert report.cost >= 1e-4
+
+
+async def test_spend_is_split_by_billed_model_and_projected_to_the_budgets_that_count_it(
+    write_config: Write,
+) -> None:
+    path = write_config(_system(0.0))
+    async with load_for_evaluation(path) as yard:
+        report = await run_load(yard.get("main"), _requests(), rate=1000, total=10)
+    each = report.cost_per_request
+    assert each > 0 and report.billed.keys() == {"flaky", "steady"}
+    assert report.billed["steady"] == pytest.approx(report.cost)
+    found = {p.budget: p for p in project(report, load_config(path).config.budgets, daily=2400)}
+    # Key budgets and fixed windows are not projected; another system's budget does not count.
+    assert found.keys() == {"monthly", "main-day", "steady-hour"}
+    assert found["monthly"].projected == pytest.approx(each * 2400 * 30)
+    assert found["main-day"].projected == pytest.approx(each * 2400)
+    assert found["steady-hour"].projected == pytest.approx(report.billed["steady"] / 10 * 100)
+    assert found["main-day"].share == pytest.approx(each * 2400 / 1)
+
+
+async def test_failures_are_counted_by_kind(write_config: Write) -> None:
+    async with load_for_evaluation(write_config(_system(0.0))) as yard:
+        report = await run_load(yard.get("flaky"), _requests(), rate=1000, total=6)
+    assert report.errors == {"unavailable": 6} and not report.answered_by
+
+
+def _labelled(tmp_path: Path) -> Path:
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "hello", "label": "x"}\n{"prompt": "bye", "label": "y"}\n')
+    return data
+
+
+def test_the_command_prints_json_with_the_budgets_projected(
+    write_config: Write, tmp_path: Path
+) -> None:
+    config = write_config(_system(0.0))
+    args = ["load", str(config), "main", "--data", str(_labelled(tmp_path)), "--rate", "200"]
+    result = CliRunner().invoke(app, [*args, "--requests", "20", "--daily", "1000", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["sent"] == 20 and out["daily"] == 1000 and out["errors"] == {}
+    assert {p["budget"] for p in out["projections"]} == {"monthly", "main-day", "steady-hour"}
+    # Off production's books: the run charged no budget and wrote no ledger.
+    assert not (config.parent / ".modelyard").exists()
+
+
+def test_a_system_reaching_a_hosted_provider_needs_a_spend_cap(
+    write_config: Write, tmp_path: Path
+) -> None:
+    hosted = """
+providers:
+  alpha: {type: openai, api_key: sk-none-at-all, base_url: "http://127.0.0.1:9"}
+models:
+  a1: {provider: alpha, id: a1, price: {input: 1, output: 1}}
+systems:
+  main: {type: fallback, chain: [a1]}
+"""
+    args = ["load", str(write_config(hosted)), "main", "--data", str(_labelled(tmp_path))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "alpha: a1" in result.output and "--max-cost" in result.output
