@@ -4,16 +4,21 @@ message texts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 import modelyard
 from modelyard.config.loader import load_config
+from modelyard.config.operations import TracingSpec
 from modelyard.errors import ConfigError
 from modelyard.evaluation.isolation import for_evaluation
+from modelyard.model import Model, ModelInfo
+from modelyard.observability.tracing import Traced, Tracing
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Message
 from tests.fakes.otlp_collector import OtlpCollector, named
 
 SECRET_QUESTION = "my card is Zanzibar-Quokka, what is my balance?"
@@ -139,3 +144,40 @@ async def test_a_collector_that_is_down_costs_no_answer_and_its_url_secret_stays
     quoting = [r for r in caplog.records if "/v1/traces" in r.getMessage()]
     assert quoting, "the exporter should have said where it could not export"
     assert "collector-query-secret" not in caplog.text and "collector-secret" not in caplog.text
+
+
+class _SlowToClose(Model):
+    """Streams two chunks; closing it waits (as a budget settles on a remote store)."""
+
+    info = ModelInfo(name="slow-close", kind="fake")
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        raise NotImplementedError
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        try:
+            yield Chunk(text="a")
+            yield Chunk(text="b")
+        finally:
+            await asyncio.sleep(10)
+
+
+async def test_a_stream_cancelled_while_it_closes_still_ends_its_span(
+    collector: OtlpCollector,
+) -> None:
+    tracing = Tracing(TracingSpec(endpoint=collector.url))
+    traced = Traced(_SlowToClose(), tracing, system=False, version="v1")
+    chunks = traced.stream(ChatRequest(messages=(Message(role="user", content="hi"),)))
+
+    async def read_then_leave() -> None:
+        await anext(chunks)
+        await chunks.aclose()
+
+    reader = asyncio.create_task(read_then_leave())
+    await asyncio.sleep(0.05)  # the reader is closing the stream
+    reader.cancel()  # the caller is cancelled meanwhile (a shutdown, a deadline)
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    await tracing.aclose()
+    span = named(collector.wait_for(1, timeout=2), "chat slow-close")
+    assert span.error == "the stream ended without its answer"

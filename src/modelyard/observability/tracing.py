@@ -266,10 +266,12 @@ class Traced(Decoration):
                     answer = chunk.response
                 yield chunk
         finally:
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await close()
-            if answer is None and error is None:
-                self._end(span, status="the stream ended without its answer")
-            else:
-                self._end(span, answer, error)
+            try:
+                close = getattr(chunks, "aclose", None)
+                if close is not None:
+                    await close()
+            finally:  # closing can be cancelled or fail (a budget settling): end the span anyway
+                if answer is None and error is None:
+                    self._end(span, status="the stream ended without its answer")
+                else:
+                    self._end(span, answer, error)
