@@ -249,9 +249,9 @@ class LedgerSpec(Spec):
 class TracingSpec(Spec):
     """OpenTelemetry traces: a span for each system and model call, with its decision.
 
-    Needs the `otel` extra (`pip install 'modelyard[otel]'`). Prompts are never recorded; answers
-    only where a decision record quotes them (an ensemble's votes), which `decisions` can leave
-    out."""
+    Needs the `otel` extra (`pip install 'modelyard[otel]'`). Messages are never recorded as
+    such, but decision records quote pieces of them (a rules router's regex match, a semantic
+    cache hit's matched question, an ensemble's votes), which `decisions` can leave out."""
 
     exporter: Literal["otlp", "console", "global"] = "otlp"
     """`otlp`: OTLP over HTTP (protobuf) to `endpoint`; `console`: JSON lines on stdout;
@@ -268,8 +268,9 @@ class TracingSpec(Spec):
     """Seconds an export may take."""
     decisions: bool = True
     """Put each decision's reason and a system's whole decision record on its span. They can
-    quote answers (an ensemble's votes): false keeps them out of the traces, where they can still
-    be read in the request log."""
+    quote prompts and answers (a regex rule's match, a semantic cache hit's matched question, an
+    ensemble's votes): false keeps them out of the traces, where they can still be read in the
+    request log."""
 
     @field_validator("endpoint")
     @classmethod

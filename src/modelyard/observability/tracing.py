@@ -6,8 +6,9 @@ members are siblings under the ensemble's system, and a gateway request continue
 trace from the `traceparent` header (`continued`). A model's span carries the GenAI semantic
 conventions' attributes (provider, model ids, tokens, finish reasons); a system's span carries
 its whole decision record as JSON, since nodes written inline in a system (an unnamed cascade
-stage, say) have no span of their own. Prompts are never recorded; answers only where a decision
-record quotes them (an ensemble's votes), and `tracing.decisions: false` leaves records out.
+stage, say) have no span of their own. Messages are never recorded as such; decision records
+quote pieces of prompts and answers (a regex rule's match, a semantic cache hit's matched
+question, an ensemble's votes), and `tracing.decisions: false` leaves reasons and records out.
 """
 
 from __future__ import annotations
