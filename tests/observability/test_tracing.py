@@ -181,3 +181,18 @@ async def test_a_stream_cancelled_while_it_closes_still_ends_its_span(
     await tracing.aclose()
     span = named(collector.wait_for(1, timeout=2), "chat slow-close")
     assert span.error == "the stream ended without its answer"
+
+
+async def test_a_collector_url_from_the_environment_keeps_its_secret_out_of_logs(
+    write_config: Callable[[str], Path],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The endpoint the docs name as the default when the config sets none.
+    endpoint = "http://127.0.0.1:9/v1/traces?token=environment-query-secret"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)
+    text = _config("x").split("tracing:")[0] + "tracing: {timeout: 3}\n"
+    async with modelyard.load(write_config(text)) as yard:
+        assert (await yard.complete("main", "hello")).text == "Marmalade-Otter"
+    assert [r for r in caplog.records if "/v1/traces" in r.getMessage()]
+    assert "environment-query-secret" not in caplog.text

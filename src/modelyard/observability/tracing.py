@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,10 @@ _EXPORT_LOGGERS = (
 """Where the SDK logs failed exports, quoting the collector's URL (query included)."""
 
 
+_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+"""Where the OTLP exporter finds its collector when the config names none."""
+
+
 class _Redacting(logging.Filter):
     """Scrubs the collector's secrets (a `?token=` in its URL, header values) from the SDK's
     log lines, as modelyard's own errors are scrubbed."""
@@ -66,8 +71,11 @@ _REDACTING = _Redacting()
 
 
 def _hide_in_logs(spec: TracingSpec) -> None:
-    parts = urlsplit(spec.endpoint or "")
-    found = {parts.query, parts.password or "", *spec.headers.values()}
+    # Without `endpoint` the exporter reads the standard variables: their URL is logged too.
+    urls = [spec.endpoint, *(os.environ.get(name) for name in _ENDPOINT_VARIABLES)]
+    found = set(spec.headers.values())
+    for parts in (urlsplit(url) for url in urls if url):
+        found.update((parts.query, parts.password or ""))
     _REDACTING.secrets.update(s for s in found if s)
     for name in _EXPORT_LOGGERS:
         logger = logging.getLogger(name)
