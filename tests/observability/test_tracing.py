@@ -17,8 +17,8 @@ from modelyard.config.operations import TracingSpec
 from modelyard.errors import ConfigError
 from modelyard.evaluation.isolation import for_evaluation
 from modelyard.model import Model, ModelInfo
-from modelyard.observability.tracing import Traced, Tracing
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Message
+from modelyard.observability.tracing import Traced, Tracing, _record
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 from tests.fakes.otlp_collector import OtlpCollector, named
 
 SECRET_QUESTION = "my card is Zanzibar-Quokka, what is my balance?"
@@ -52,7 +52,8 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_fallback_exports_its_system_and_each_attempt_as_nested_spans(
     collector: OtlpCollector, write_config: Callable[[str], Path]
 ) -> None:
-    async with modelyard.load(write_config(_config(collector.url))) as yard:
+    text = _config(collector.url, "  decisions: true")
+    async with modelyard.load(write_config(text)) as yard:
         await yard.complete("main", SECRET_QUESTION)
     spans = collector.wait_for(3)
     system, flaky, steady = (named(spans, n) for n in ("system main", "chat flaky", "chat steady"))
@@ -73,11 +74,14 @@ async def test_a_fallback_exports_its_system_and_each_attempt_as_nested_spans(
     assert all(h.get("authorization") == "Bearer collector-secret" for h in collector.headers)
 
 
-@pytest.mark.parametrize("decisions", [True, False])
+@pytest.mark.parametrize(
+    ("setting", "decisions"),
+    [("", False), ("  decisions: false", False), ("  decisions: true", True)],
+)
 async def test_ensemble_members_asked_together_are_siblings_under_the_system(
-    decisions: bool, collector: OtlpCollector, write_config: Callable[[str], Path]
+    setting: str, decisions: bool, collector: OtlpCollector, write_config: Callable[[str], Path]
 ) -> None:
-    text = _config(collector.url, f"  decisions: {str(decisions).lower()}")
+    text = _config(collector.url, setting)
     async with modelyard.load(write_config(text)) as yard:
         await yard.complete("vote", "hello")
     spans = collector.wait_for(3)
@@ -85,7 +89,7 @@ async def test_ensemble_members_asked_together_are_siblings_under_the_system(
     members = [named(spans, "chat steady"), named(spans, "chat other")]
     assert all(m.parent_id == system.span_id for m in members)
     assert system.attributes["modelyard.chosen"] == "steady"
-    # A vote's record quotes the answers it counted; `decisions: false` keeps them out.
+    # A vote's record quotes the answers it counted: only with `decisions: true`.
     exported = json.dumps([s.attributes for s in spans]).lower()
     assert ("marmalade" in exported) is decisions
     assert ("modelyard.decision" in system.attributes) is decisions
@@ -121,6 +125,7 @@ def test_evaluation_runs_without_tracing(write_config: Callable[[str], Path]) ->
         ("{endpoint: 'ftp://user:pw@x/v1/traces'}", "must be an http:// or https:// URL"),
         ("{sample_ratio: 2}", "less than or equal to 1"),
         ("{exporter: jaeger}", "'otlp', 'console' or 'global'"),
+        ("{exporter: global, sample_ratio: 0.5}", "'sample_ratio': the application's own"),
     ],
 )
 def test_a_bad_tracing_section_names_what_is_wrong(
@@ -196,3 +201,33 @@ async def test_a_collector_url_from_the_environment_keeps_its_secret_out_of_logs
         assert (await yard.complete("main", "hello")).text == "Marmalade-Otter"
     assert [r for r in caplog.records if "/v1/traces" in r.getMessage()]
     assert "environment-query-secret" not in caplog.text
+
+
+async def test_a_member_cancelled_once_the_vote_is_settled_is_not_an_error(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    text = _config(collector.url).replace(
+        "systems:",
+        """  quick:
+    local: {type: fake, default: {text: "Marmalade-Otter", latency: 0.05}}
+  slow:
+    local: {type: fake, default: {text: "Marmalade-Otter", latency: 5}}
+systems:
+  quorum: {type: ensemble, members: [quick, other, slow], combine: vote, quorum: 2,
+           wait: quorum}""",
+    )
+    async with modelyard.load(write_config(text)) as yard:
+        await yard.complete("quorum", "hello")
+        await asyncio.sleep(0.05)  # the straggler's cancellation lands on the loop's next turn
+    spans = collector.wait_for(4)
+    slow = named(spans, "chat slow")
+    assert slow.attributes.get("modelyard.cancelled") is True and slow.error is None
+    assert named(spans, "system quorum").error is None
+
+
+def test_a_decision_record_too_long_for_a_span_stays_valid_json() -> None:
+    children = tuple(
+        Decision(node=f"member-{i}", kind="model", reason="answered " * 40) for i in range(100)
+    )
+    record = json.loads(_record(Decision(node="vote", kind="ensemble", children=children)))
+    assert record["truncated"] is True and record["node"] == "vote"

@@ -266,11 +266,11 @@ class TracingSpec(Spec):
     """Share of new traces kept; a trace continued from a caller keeps the caller's choice."""
     timeout: PositiveFloat = 10.0
     """Seconds an export may take."""
-    decisions: bool = True
-    """Put each decision's reason and a system's whole decision record on its span. They can
-    quote prompts and answers (a regex rule's match, a semantic cache hit's matched question, an
-    ensemble's votes): false keeps them out of the traces, where they can still be read in the
-    request log."""
+    decisions: bool = False
+    """Also put each decision's reason and a system's whole decision record on its span. They
+    can quote prompts and answers (a regex rule's match, a semantic cache hit's matched
+    question, an ensemble's votes), so they are off unless asked for; the request log has them
+    either way."""
 
     @field_validator("endpoint")
     @classmethod
@@ -278,10 +278,16 @@ class TracingSpec(Spec):
         return None if value is None else _http_url(value)
 
     @model_validator(mode="after")
-    def _endpoint_for_otlp(self) -> TracingSpec:
+    def _settings_the_exporter_reads(self) -> TracingSpec:
         if self.exporter != "otlp" and (self.endpoint or self.headers):
             raise ValueError(
                 f"'endpoint' and 'headers' are for the otlp exporter, not {self.exporter}"
+            )
+        ignored = sorted({"service_name", "sample_ratio"} & self.model_fields_set)
+        if self.exporter == "global" and ignored:
+            raise ValueError(
+                f"{' and '.join(repr(f) for f in ignored)}: the application's own tracer "
+                "provider sets these with exporter global"
             )
         return self
 

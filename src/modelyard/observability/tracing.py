@@ -6,9 +6,11 @@ members are siblings under the ensemble's system, and a gateway request continue
 trace from the `traceparent` header (`continued`). A model's span carries the GenAI semantic
 conventions' attributes (provider, model ids, tokens, finish reasons); a system's span carries
 its whole decision record as JSON, since nodes written inline in a system (an unnamed cascade
-stage, say) have no span of their own. Messages are never recorded as such; decision records
-quote pieces of prompts and answers (a regex rule's match, a semantic cache hit's matched
-question, an ensemble's votes), and `tracing.decisions: false` leaves reasons and records out.
+stage, say) have no span of their own. Messages are never recorded; reasons and decision
+records quote pieces of prompts and answers (a regex rule's match, a semantic cache hit's
+matched question, an ensemble's votes), so they are added only with `tracing.decisions: true`.
+A call cancelled by its caller (an ensemble's straggler once the vote is settled, a client that
+left) is not an error of its own: its span says `modelyard.cancelled`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
 DECISION_LIMIT = 16_384
-"""Characters of a system's decision record kept on its span (collectors cap attribute sizes)."""
+"""Most characters of a decision record on a span (collectors cap attribute sizes); a longer
+record keeps its top node only, marked `truncated`, so it stays valid JSON."""
 
 
 _EXPORT_LOGGERS = (
@@ -232,8 +235,7 @@ class Traced(Decoration):
         if self.decisions:
             attributes["modelyard.reason"] = decision.reason
             if self.system:
-                record = orjson.dumps(decision.to_dict(), option=orjson.OPT_NON_STR_KEYS).decode()
-                attributes["modelyard.decision"] = record[:DECISION_LIMIT]
+                attributes["modelyard.decision"] = _record(decision)
         return attributes
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
@@ -244,7 +246,11 @@ class Traced(Decoration):
         except ModelError as exc:
             self._end(span, error=exc)
             raise
-        except BaseException as exc:  # cancelled (a deadline, a caller gone), or a bug
+        except asyncio.CancelledError:  # by its caller: not this node's failure
+            span.set_attribute("modelyard.cancelled", True)
+            span.end()
+            raise
+        except BaseException as exc:  # a bug
             self._end(span, status=type(exc).__name__)
             raise
         finally:
@@ -284,3 +290,13 @@ class Traced(Decoration):
                     self._end(span, status="the stream ended without its answer")
                 else:
                     self._end(span, answer, error)
+
+
+def _record(decision: Decision) -> str:
+    """The decision record as JSON, at most `DECISION_LIMIT` characters and always whole."""
+    record = orjson.dumps(decision.to_dict(), option=orjson.OPT_NON_STR_KEYS).decode()
+    if len(record) <= DECISION_LIMIT:
+        return record
+    top: dict[str, Any] = {"node": decision.node, "kind": decision.kind, "chosen": decision.chosen}
+    top |= {"reason": decision.reason[:1000], "cost": decision.cost, "truncated": True}
+    return orjson.dumps(top).decode()
