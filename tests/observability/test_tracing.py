@@ -19,6 +19,7 @@ from modelyard.evaluation.isolation import for_evaluation
 from modelyard.model import Model, ModelInfo
 from modelyard.observability.tracing import Traced, Tracing, _record
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_collector import OtlpCollector, named
 
 SECRET_QUESTION = "my card is Zanzibar-Quokka, what is my balance?"
@@ -231,3 +232,45 @@ def test_a_decision_record_too_long_for_a_span_stays_valid_json() -> None:
     )
     record = json.loads(_record(Decision(node="vote", kind="ensemble", children=children)))
     assert record["truncated"] is True and record["node"] == "vote"
+
+
+HOSTED = """
+providers:
+  oa: {{type: openai, base_url: "{url}/v1", api_key: sk-test-not-a-real-key-0000}}
+models:
+  mini: {{provider: oa, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
+systems:
+  main: {{type: fallback, chain: [mini]}}
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_request_carries_the_traceparent_of_its_models_span(
+    stream: bool, collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    # A provider that traces (vLLM with --otlp-traces-endpoint) continues the request's trace.
+    upstream = FakeOpenAI()
+    with upstream.running():
+        text = HOSTED.format(url=upstream.url) + f"tracing: {{endpoint: {collector.url}}}\n"
+        async with modelyard.load(write_config(text)) as yard:
+            if stream:
+                async for _ in yard.stream("main", "hello"):
+                    pass
+            else:
+                await yard.complete("main", "hello")
+        sent = upstream.requests[-1].headers
+    spans = collector.wait_for(2)
+    _, trace_id, parent, _ = sent["traceparent"].split("-")
+    model = named(spans, "chat mini")
+    assert (trace_id, parent) == (model.trace_id, model.span_id)
+
+
+async def test_without_tracing_a_provider_request_carries_no_traceparent(
+    write_config: Callable[[str], Path],
+) -> None:
+    upstream = FakeOpenAI()
+    with upstream.running():
+        async with modelyard.load(write_config(HOSTED.format(url=upstream.url))) as yard:
+            await yard.complete("main", "hello")
+        sent = upstream.requests[-1].headers
+    assert not {"traceparent", "tracestate"} & {h.lower() for h in sent}

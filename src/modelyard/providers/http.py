@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from modelyard.errors import ModelTimeoutError, UnavailableError
+from modelyard.observability.propagation import with_trace
 from modelyard.providers.sse import Event, EventParser
 
 
@@ -170,6 +171,7 @@ class HttpClient:
         """POST `body` and read the whole response within the total timeout and the deadline."""
         limit = _bounded(self.timeouts.total, deadline_left)
         session = self._get_session()
+        headers = with_trace(headers)
         try:
             async with asyncio.timeout(limit):
                 async with session.post(url, data=body, headers=headers) as response:
@@ -199,6 +201,7 @@ class HttpClient:
         first-token limit."""
         limit = _bounded(self.timeouts.first_token, deadline_left)
         session = self._get_session()
+        headers = with_trace(headers)
         try:
             async with asyncio.timeout(limit):
                 response = await session.post(url, data=body, headers=headers)
