@@ -59,6 +59,13 @@ async def test_requests_leave_on_schedule_while_earlier_ones_still_wait(
     assert report.answered_by == {"steady": 20} and not report.errors
 
 
+async def test_a_duration_sends_what_is_scheduled_before_it_ends(write_config: Write) -> None:
+    # 1.2 s at 10/s: sent at 0.0, 0.1, ..., 1.1 s; the one due at 1.2 s is past the end.
+    async with load_for_evaluation(write_config(_system(0.0))) as yard:
+        report = await run_load(yard.get("main"), _requests(), rate=10, duration=1.2)
+    assert report.sent == 12 and report.stopped == "duration"
+
+
 async def test_the_run_sheds_what_exceeds_its_in_flight_limit(write_config: Write) -> None:
     async with load_for_evaluation(write_config(_system(0.5))) as yard:
         report = await run_load(yard.get("main"), _requests(), rate=200, total=40, max_in_flight=5)
@@ -131,3 +138,4 @@ systems:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "alpha: a1" in result.output and "--max-cost" in result.output
+

@@ -187,8 +187,9 @@ async def run_load(
     begin = time.perf_counter()
     number = 0
     while total is None or number < total:
-        scheduled = begin + number / rate
-        if duration is not None and scheduled - begin >= duration:
+        offset = number / rate  # `begin + offset - begin` can fall short of `offset`
+        scheduled = begin + offset
+        if duration is not None and offset >= duration:
             stopped = "duration"
             break
         if max_cost is not None and spent >= max_cost:
