@@ -139,3 +139,15 @@ systems:
     assert result.exit_code == 2
     assert "alpha: a1" in result.output and "--max-cost" in result.output
 
+
+
+def test_the_default_deadline_runs_from_each_send_not_from_the_start_of_the_run(
+    write_config: Write, tmp_path: Path
+) -> None:
+    # Each request takes 0.1 s of a 0.4 s deadline; the run lasts 1.2 s. A deadline fixed when
+    # the prompts were read would have passed for every request sent after 0.4 s.
+    config = write_config(_system(0.1) + "default_deadline: 0.4\n")
+    args = ["load", str(config), "other", "--data", str(_labelled(tmp_path)), "--rate", "10"]
+    result = CliRunner().invoke(app, [*args, "--duration", "1.2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["errors"] == {}

@@ -124,17 +124,17 @@ def load_command(
                         f"{system} reaches hosted models ({', '.join(hosted)}), so a load test "
                         "spends real money: give --max-cost USD to cap it"
                     )
-                deadline = yard.loaded.config.default_deadline
                 for note in yard.notes:
                     errors.print(f"[yellow]note:[/] {escape(note)}")
                 report = await run_load(
                     target,
-                    [item.request().with_budget(deadline) for item in items],
+                    [item.request() for item in items],
                     rate=rate,
                     total=requests,
                     duration=duration,
                     max_cost=max_cost,
                     max_in_flight=max_in_flight,
+                    deadline=yard.loaded.config.default_deadline,
                 )
             finally:
                 await yard.aclose()

@@ -162,8 +162,10 @@ async def run_load(
     duration: float | None = None,
     max_cost: float | None = None,
     max_in_flight: int = 1000,
+    deadline: float | None = None,
 ) -> LoadReport:
-    """Send `requests` (cycled) to `system` at `rate` a second; see the module docstring."""
+    """Send `requests` (cycled) to `system` at `rate` a second; see the module docstring.
+    `deadline` is seconds each request may take from its send (the config's default_deadline)."""
     if not requests:
         raise ValueError("no requests to send")
     if total is None and duration is None:
@@ -201,7 +203,8 @@ async def run_load(
         if len(in_flight) >= max_in_flight:
             shed += 1
         else:
-            task = asyncio.create_task(one(requests[number % len(requests)], scheduled))
+            request = requests[number % len(requests)].with_budget(deadline)
+            task = asyncio.create_task(one(request, scheduled))
             sent.append(task)
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
