@@ -79,6 +79,17 @@ async def test_sending_stops_once_the_spend_cap_is_reached(write_config: Write) 
     assert report.cost >= 1e-4
 
 
+async def test_nothing_is_sent_once_the_spend_cap_was_reached_before_its_send_time(
+    write_config: Write,
+) -> None:
+    # 10/s to an instant system: the first answer, in well before the second send is due,
+    # reaches the cap, and nothing was in flight then to excuse sending more.
+    async with load_for_evaluation(write_config(_system(0.0))) as yard:
+        report = await run_load(yard.get("main"), _requests(), rate=10, total=20, max_cost=1e-9)
+    assert report.stopped == "max_cost" and report.sent == 1
+    assert report.seconds < 0.05  # to the last answer, not the end of the wait for the next send
+
+
 async def test_spend_is_split_by_billed_model_and_projected_to_the_budgets_that_count_it(
     write_config: Write,
 ) -> None:

@@ -174,17 +174,19 @@ async def run_load(
     sent: list[asyncio.Task[None]] = []  # all of them: a bug's exception reaches the caller
     in_flight: set[asyncio.Task[None]] = set()
     spent = 0.0
+    last = 0.0  # when the last answer came (the run may stop a wait after it)
     shed = 0
     stopped = "requests"
 
     async def one(request: ChatRequest, scheduled: float) -> None:
-        nonlocal spent
+        nonlocal spent, last
         try:
             sample = _sample(request, scheduled, response=await system.complete(request))
         except ModelError as exc:
             sample = _sample(request, scheduled, error=exc)
         spent += sample.cost
         samples.append(sample)
+        last = time.perf_counter()
 
     begin = time.perf_counter()
     number = 0
@@ -194,12 +196,12 @@ async def run_load(
         if duration is not None and offset >= duration:
             stopped = "duration"
             break
-        if max_cost is not None and spent >= max_cost:
-            stopped = "max_cost"
-            break
         wait = scheduled - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
+        if max_cost is not None and spent >= max_cost:  # after the wait: answers came in
+            stopped = "max_cost"
+            break
         if len(in_flight) >= max_in_flight:
             shed += 1
         else:
@@ -214,7 +216,7 @@ async def run_load(
         system=system.name,
         rate=rate,
         samples=samples,
-        seconds=time.perf_counter() - begin,
+        seconds=max(last - begin, 0.0),
         stopped=stopped,
         shed=shed,
     )
