@@ -162,3 +162,12 @@ def test_the_default_deadline_runs_from_each_send_not_from_the_start_of_the_run(
     result = CliRunner().invoke(app, [*args, "--duration", "1.2", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["errors"] == {}
+
+
+def test_a_number_of_requests_and_a_duration_are_not_both_given(
+    write_config: Write, tmp_path: Path
+) -> None:
+    args = ["load", str(write_config(_system(0.0))), "main", "--data", str(_labelled(tmp_path))]
+    result = CliRunner().invoke(app, [*args, "--requests", "5", "--duration", "1"])
+    assert result.exit_code == 2
+    assert "--requests" in result.output and "--duration" in result.output

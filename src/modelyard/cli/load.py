@@ -97,6 +97,8 @@ def load_command(
     answered, so a system that cannot keep up shows it. Runs off production's ledger, budgets,
     alerts and cache, as eval does; the config's budgets are projected, not charged.
     """
+    if requests is not None and duration is not None:
+        fail("give --requests or --duration, not both")
     if requests is None and duration is None:
         requests = 100
 
