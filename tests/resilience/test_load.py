@@ -114,6 +114,12 @@ async def test_failures_are_counted_by_kind(write_config: Write) -> None:
     assert report.errors == {"unavailable": 6} and not report.answered_by
 
 
+async def test_throughput_counts_answers_not_failures(write_config: Write) -> None:
+    async with load_for_evaluation(write_config(_system(0.0))) as yard:
+        report = await run_load(yard.get("flaky"), _requests(), rate=100, total=6)
+    assert report.to_dict()["throughput"] == 0.0
+
+
 def _labelled(tmp_path: Path) -> Path:
     data = tmp_path / "prompts.jsonl"
     data.write_text('{"prompt": "hello", "label": "x"}\n{"prompt": "bye", "label": "y"}\n')

@@ -22,10 +22,9 @@ from modelyard.resilience.load import LoadReport, project, run_load
 
 
 def _print(report: LoadReport, daily: int) -> None:
-    throughput = report.sent / report.seconds if report.seconds else 0.0
     console.print(
         f"[bold]{escape(report.system)}[/]: {report.sent} requests at {report.rate:g}/s "
-        f"(stopped by {report.stopped}) in {report.seconds:.1f} s, {throughput:.1f}/s answered"
+        f"(stopped by {report.stopped}) in {report.seconds:.1f} s, {report.throughput:.1f}/s answered"
     )
     if report.shed:
         console.print(f"[yellow]{report.shed} not sent: --max-in-flight were already waiting[/]")

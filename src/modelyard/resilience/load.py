@@ -88,6 +88,12 @@ class LoadReport:
         return Counter(s.answered_by for s in self.samples if s.answered_by is not None)
 
     @property
+    def throughput(self) -> float:
+        """Answers a second (failures are not throughput)."""
+        answered = self.sent - sum(self.errors.values())
+        return answered / self.seconds if self.seconds else 0.0
+
+    @property
     def cost(self) -> float:
         return sum(s.cost for s in self.samples)
 
@@ -118,7 +124,7 @@ class LoadReport:
             "shed": self.shed,
             "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
-            "throughput": self.sent / self.seconds if self.seconds else 0.0,
+            "throughput": self.throughput,
             "errors": dict(self.errors),
             "answered_by": dict(self.answered_by),
             "latency_ms": {f"p{q}": round(self.latency(q), 3) for q in (50, 90, 99, 100)},
