@@ -4,6 +4,7 @@ spend is counted per billed model and projected against the config's budgets."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from typer.testing import CliRunner
 from modelyard.cli import app
 from modelyard.config.loader import load_config
 from modelyard.evaluation.isolation import load_for_evaluation
+from modelyard.model import Model, Wrapper
 from modelyard.resilience.load import project, run_load
-from modelyard.types import ChatRequest, user
+from modelyard.types import ChatRequest, ChatResponse, user
 
 Write = Callable[[str], Path]
 
@@ -64,6 +66,28 @@ async def test_a_duration_sends_what_is_scheduled_before_it_ends(write_config: W
     async with load_for_evaluation(write_config(_system(0.0))) as yard:
         report = await run_load(yard.get("main"), _requests(), rate=10, duration=1.2)
     assert report.sent == 12 and report.stopped == "duration"
+
+
+class Blocking(Wrapper):
+    """Holds the event loop for `seconds` before each call, as CPU-bound work in the process
+    sending the load does."""
+
+    def __init__(self, inner: Model, seconds: float) -> None:
+        super().__init__(inner)
+        self.seconds = seconds
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        time.sleep(self.seconds)  # noqa: ASYNC251 - holding the loop is the point
+        return await self.inner.complete(request)
+
+
+async def test_sending_late_because_the_loop_is_busy_is_reported(write_config: Write) -> None:
+    # 100/s, but each call holds the loop 30 ms: sends fall further and further behind.
+    async with load_for_evaluation(write_config(_system(0.0))) as yard:
+        blocked = Blocking(yard.get("main"), 0.03)
+        report = await run_load(blocked, _requests(), rate=100, total=20)
+    assert report.late(100) > 200
+    assert report.to_dict()["late_ms"]["p100"] == pytest.approx(report.late(100), abs=1e-3)
 
 
 async def test_the_run_sheds_what_exceeds_its_in_flight_limit(write_config: Write) -> None:
@@ -155,7 +179,6 @@ systems:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "alpha: a1" in result.output and "--max-cost" in result.output
-
 
 
 def test_the_default_deadline_runs_from_each_send_not_from_the_start_of_the_run(

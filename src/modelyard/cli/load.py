@@ -20,11 +20,15 @@ from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.load import LoadReport, project, run_load
 
+LATE_NOTE_MS = 10.0
+"""Sends this late (p99) are pointed out: the load, not only the system, fell behind."""
+
 
 def _print(report: LoadReport, daily: int) -> None:
     console.print(
         f"[bold]{escape(report.system)}[/]: {report.sent} requests at {report.rate:g}/s "
-        f"(stopped by {report.stopped}) in {report.seconds:.1f} s, {report.throughput:.1f}/s answered"
+        f"(stopped by {report.stopped}) in {report.seconds:.1f} s, "
+        f"{report.throughput:.1f}/s answered"
     )
     if report.shed:
         console.print(f"[yellow]{report.shed} not sent: --max-in-flight were already waiting[/]")
@@ -33,6 +37,12 @@ def _print(report: LoadReport, daily: int) -> None:
         f"latency ms, from each request's scheduled time: p50 {report.latency(50):.1f}, "
         f"p90 {report.latency(90):.1f}, p99 {report.latency(99):.1f}, max {report.latency(100):.1f}"
     )
+    if report.late(99) > LATE_NOTE_MS:
+        console.print(
+            f"[yellow]sent late: p99 {report.late(99):.1f} ms, max {report.late(100):.1f} ms "
+            "after the scheduled time; this process could not keep to --rate, and the latency "
+            "above includes that wait[/]"
+        )
     if failed:
         kinds = ", ".join(f"{kind} x{n}" for kind, n in report.errors.most_common())
         console.print(f"[red]{failed} failed[/] ({escape(kinds)})")

@@ -43,6 +43,9 @@ class Sample:
     """The error's kind when it failed."""
     billed: dict[str, float]
     """USD by model called (a cascade's checks and failed attempts included)."""
+    late_ms: float = 0.0
+    """From its scheduled send time to when it was sent: how far this process (its event loop
+    busy with other work) fell behind the schedule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,11 @@ class LoadReport:
         values = [s.latency_ms for s in self.samples]
         return float(np.percentile(values, q)) if values else 0.0
 
+    def late(self, q: float) -> float:
+        """The q-th percentile of how late requests were sent, ms (see `Sample.late_ms`)."""
+        values = [s.late_ms for s in self.samples]
+        return float(np.percentile(values, q)) if values else 0.0
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready summary."""
         return {
@@ -128,6 +136,7 @@ class LoadReport:
             "errors": dict(self.errors),
             "answered_by": dict(self.answered_by),
             "latency_ms": {f"p{q}": round(self.latency(q), 3) for q in (50, 90, 99, 100)},
+            "late_ms": {f"p{q}": round(self.late(q), 3) for q in (50, 99, 100)},
             "cost": self.cost,
             "cost_per_request": self.cost_per_request,
             "billed": self.billed,
@@ -147,6 +156,7 @@ class LoadReport:
 def _sample(
     request: ChatRequest,
     started: float,
+    late: float,
     response: ChatResponse | None = None,
     error: ModelError | None = None,
 ) -> Sample:
@@ -154,9 +164,9 @@ def _sample(
     # What each model billed, as the spend ledger counts it.
     billed = {row.model: row.cost for row in spend_rows("load", request, response, error)}
     if response is not None:
-        return Sample(latency, response.cost, response.model, None, billed)
+        return Sample(latency, response.cost, response.model, None, billed, late * 1000)
     assert error is not None
-    return Sample(latency, error.cost, None, error.kind, billed)
+    return Sample(latency, error.cost, None, error.kind, billed, late * 1000)
 
 
 async def run_load(
@@ -186,10 +196,11 @@ async def run_load(
 
     async def one(request: ChatRequest, scheduled: float) -> None:
         nonlocal spent, last
+        late = time.perf_counter() - scheduled
         try:
-            sample = _sample(request, scheduled, response=await system.complete(request))
+            sample = _sample(request, scheduled, late, response=await system.complete(request))
         except ModelError as exc:
-            sample = _sample(request, scheduled, error=exc)
+            sample = _sample(request, scheduled, late, error=exc)
         spent += sample.cost
         samples.append(sample)
         last = time.perf_counter()
