@@ -200,3 +200,16 @@ def test_a_number_of_requests_and_a_duration_are_not_both_given(
     result = CliRunner().invoke(app, [*args, "--requests", "5", "--duration", "1"])
     assert result.exit_code == 2
     assert "--requests" in result.output and "--duration" in result.output
+
+
+def test_a_small_projected_spend_is_printed_with_its_digits(
+    write_config: Write, tmp_path: Path
+) -> None:
+    # A few thousandths of a dollar an hour against a $0.01 hourly budget is a real share of
+    # it: "$0.00 a hour, 40%" would contradict itself.
+    config = write_config(_system(0.0))
+    args = ["load", str(config), "main", "--data", str(_labelled(tmp_path)), "--rate", "200"]
+    result = CliRunner().invoke(app, [*args, "--requests", "10", "--daily", "1000"])
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if "budget steady-hour" in line]
+    assert "$0.00 " not in line

@@ -24,6 +24,11 @@ LATE_NOTE_MS = 10.0
 """Sends this late (p99) are pointed out: the load, not only the system, fell behind."""
 
 
+def _usd(value: float) -> str:
+    """Dollars with the digits a small amount needs (a share of a small budget is not $0.00)."""
+    return f"{value:,.2f}" if value >= 1 or value == 0 else f"{value:.6f}"
+
+
 def _print(report: LoadReport, daily: int) -> None:
     console.print(
         f"[bold]{escape(report.system)}[/]: {report.sent} requests at {report.rate:g}/s "
@@ -54,19 +59,19 @@ def _print(report: LoadReport, daily: int) -> None:
         table.add_column(column, justify="right" if column != "model" else "left")
     for model, spent in sorted(report.billed.items(), key=lambda kv: -kv[1]):
         each = spent / report.sent
-        table.add_row(escape(model), f"{spent:.6f}", f"{each:.8f}", f"{each * daily:,.2f}")
+        table.add_row(escape(model), f"{spent:.6f}", f"{each:.8f}", _usd(each * daily))
     table.add_row(
         "[bold]all[/]",
         f"{report.cost:.6f}",
         f"{report.cost_per_request:.8f}",
-        f"{report.cost_per_request * daily:,.2f}",
+        _usd(report.cost_per_request * daily),
     )
     console.print(table)
     for p in report.projections:
         style = "red" if p.share > 1 else "yellow" if p.share > 0.8 else "green"
         console.print(
             f"budget {escape(p.budget)} (${p.limit:g} a {p.window}): this traffic at "
-            f"{daily:,}/day spends ${p.projected:,.2f} a {p.window}, [{style}]{p.share:.0%}[/]"
+            f"{daily:,}/day spends ${_usd(p.projected)} a {p.window}, [{style}]{p.share:.0%}[/]"
         )
 
 
