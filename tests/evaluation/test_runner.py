@@ -135,6 +135,13 @@ def test_a_labelled_set_may_name_its_prompt_text(name: str, text: str, tmp_path:
     assert "text" not in item.meta
 
 
+def test_a_text_field_beside_a_prompt_is_kept_as_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text('{"prompt": "Where is order 7?", "text": "from the web form"}\n')
+    (item,) = load_labelled(path)
+    assert item.prompt == "Where is order 7?" and item.meta == {"text": "from the web form"}
+
+
 def test_labelled_csv_without_prompt_names_the_column(tmp_path: Path) -> None:
     path = tmp_path / "set.csv"
     path.write_text("question,label\nhi,x\n", encoding="utf-8")

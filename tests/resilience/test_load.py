@@ -130,6 +130,10 @@ async def test_spend_is_split_by_billed_model_and_projected_to_the_budgets_that_
     assert found["main-day"].projected == pytest.approx(each * 2400)
     assert found["steady-hour"].projected == pytest.approx(report.billed["steady"] / 10 * 100)
     assert found["main-day"].share == pytest.approx(each * 2400 / 1)
+    # A short window is also held against the run's own rate (1,000/s), not just the average.
+    steady_each = report.billed["steady"] / 10
+    assert found["steady-hour"].at_rate == pytest.approx(steady_each * 1000 * 3600)
+    assert found["main-day"].at_rate is None
 
 
 async def test_failures_are_counted_by_kind(write_config: Write) -> None:
@@ -200,13 +204,15 @@ def test_a_number_of_requests_and_a_duration_are_not_both_given(
     result = CliRunner().invoke(app, [*args, "--requests", "5", "--duration", "1"])
     assert result.exit_code == 2
     assert "--requests" in result.output and "--duration" in result.output
+    result = CliRunner().invoke(app, [*args, "--max-cost", "0"])
+    assert result.exit_code == 2 and "--max-cost must be more than 0" in result.output
 
 
 def test_a_small_projected_spend_is_printed_with_its_digits(
     write_config: Write, tmp_path: Path
 ) -> None:
     # A few thousandths of a dollar an hour against a $0.01 hourly budget is a real share of
-    # it: "$0.00 a hour, 40%" would contradict itself.
+    # it: "$0.00 an hour, 40%" would contradict itself.
     config = write_config(_system(0.0))
     args = ["load", str(config), "main", "--data", str(_labelled(tmp_path)), "--rate", "200"]
     result = CliRunner().invoke(app, [*args, "--requests", "10", "--daily", "1000"])

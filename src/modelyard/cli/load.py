@@ -29,6 +29,11 @@ def _usd(value: float) -> str:
     return f"{value:,.2f}" if value >= 1 or value == 0 else f"{value:.6f}"
 
 
+def _share(share: float) -> str:
+    style = "red" if share > 1 else "yellow" if share > 0.8 else "green"
+    return f"[{style}]{share:.0%}[/]"
+
+
 def _print(report: LoadReport, daily: int) -> None:
     console.print(
         f"[bold]{escape(report.system)}[/]: {report.sent} requests at {report.rate:g}/s "
@@ -68,11 +73,16 @@ def _print(report: LoadReport, daily: int) -> None:
     )
     console.print(table)
     for p in report.projections:
-        style = "red" if p.share > 1 else "yellow" if p.share > 0.8 else "green"
-        console.print(
-            f"budget {escape(p.budget)} (${p.limit:g} a {p.window}): this traffic at "
-            f"{daily:,}/day spends ${_usd(p.projected)} a {p.window}, [{style}]{p.share:.0%}[/]"
+        window = f"an {p.window}" if p.window == "hour" else f"a {p.window}"
+        line = (
+            f"budget {escape(p.budget)} (${p.limit:g} {window}): this traffic at {daily:,}/day "
+            f"spends ${_usd(p.projected)} {window}, {_share(p.share)}"
         )
+        if p.at_rate is not None and p.share_at_rate is not None:
+            line += (
+                f"; at the tested {report.rate:g}/s, ${_usd(p.at_rate)}, {_share(p.share_at_rate)}"
+            )
+        console.print(line)
 
 
 @app.command("load")
@@ -113,6 +123,8 @@ def load_command(
     """
     if requests is not None and duration is not None:
         fail("give --requests or --duration, not both")
+    if max_cost is not None and max_cost <= 0:
+        fail("--max-cost must be more than 0: at 0 nothing would be sent")
     if requests is None and duration is None:
         requests = 100
 

@@ -86,7 +86,9 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
             "missing field 'prompt' (or 'text', or 'messages')", path=str(path), line=line
         )
     label = label_field(row, str(path), line, ("label", "answer"))
-    known = {"prompt", "text", "messages", "label", "answer", "id", "split"}
+    known = {"prompt", "messages", "label", "answer", "id", "split"}
+    if "prompt" not in row:
+        known.add("text")  # it was the prompt; beside a prompt it is the row's own metadata
     return Item(
         id=_text(row.get("id")) or str(number),
         prompt=prompt,

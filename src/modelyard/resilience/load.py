@@ -56,11 +56,19 @@ class Projection:
     window: str
     limit: float
     projected: float
-    """USD a window of that traffic would spend in what the budget counts."""
+    """USD a window of that traffic would spend in what the budget counts, at the daily volume
+    spread evenly."""
+    at_rate: float | None = None
+    """For minute and hour windows: USD a window spends at the run's own rate (a burst at that
+    rate fills a short window however small the daily average)."""
 
     @property
     def share(self) -> float:
         return self.projected / self.limit
+
+    @property
+    def share_at_rate(self) -> float | None:
+        return None if self.at_rate is None else self.at_rate / self.limit
 
 
 @dataclass(slots=True)
@@ -147,6 +155,8 @@ class LoadReport:
                     "limit": p.limit,
                     "projected": p.projected,
                     "share": p.share,
+                    "at_rate": p.at_rate,
+                    "share_at_rate": p.share_at_rate,
                 }
                 for p in self.projections
             ],
@@ -241,7 +251,8 @@ async def run_load(
 
 def project(report: LoadReport, budgets: Sequence[BudgetSpec], daily: int) -> list[Projection]:
     """The budgets that count this system's spend (total, this system, a model it bills), each
-    against `daily` requests a day of the run's traffic."""
+    against `daily` requests a day of the run's traffic, and minute and hour budgets also against
+    the run's own rate."""
     if not report.sent:
         return []
     per_request = report.cost_per_request
@@ -259,5 +270,8 @@ def project(report: LoadReport, budgets: Sequence[BudgetSpec], daily: int) -> li
             each = by_model[budget.selector]
         else:
             continue
-        found.append(Projection(budget.name, budget.window, budget.limit, each * daily * days))
+        at_rate = each * report.rate * days * 86_400 if days < 1 else None
+        found.append(
+            Projection(budget.name, budget.window, budget.limit, each * daily * days, at_rate)
+        )
     return found
