@@ -17,6 +17,7 @@ from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.model import Model, Wrapper
 from modelyard.resilience.load import project, run_load
 from modelyard.types import ChatRequest, ChatResponse, user
+from tests.resilience.test_drill import ONE_PROVIDER
 
 Write = Callable[[str], Path]
 
@@ -171,15 +172,7 @@ def test_the_command_prints_json_with_the_budgets_projected(
 def test_a_system_reaching_a_hosted_provider_needs_a_spend_cap(
     write_config: Write, tmp_path: Path
 ) -> None:
-    hosted = """
-providers:
-  alpha: {type: openai, api_key: sk-none-at-all, base_url: "http://127.0.0.1:9"}
-models:
-  a1: {provider: alpha, id: a1, price: {input: 1, output: 1}}
-systems:
-  main: {type: fallback, chain: [a1]}
-"""
-    args = ["load", str(write_config(hosted)), "main", "--data", str(_labelled(tmp_path))]
+    args = ["load", str(write_config(ONE_PROVIDER)), "main", "--data", str(_labelled(tmp_path))]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "alpha: a1" in result.output and "--max-cost" in result.output
