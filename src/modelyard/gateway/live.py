@@ -94,7 +94,9 @@ def diff_configs(old: Yard, new: Yard) -> ConfigDiff:
 
 
 class LiveConfig:
-    """The yard being served, with the count of requests still using each generation."""
+    """The yard being served. A request holds the yard it started with, so a reload never
+    changes a request midway; services shared through `resources` outlive every generation
+    (one whose spec a reload changed is closed only at shutdown)."""
 
     def __init__(
         self, path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
