@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -274,3 +275,12 @@ async def test_without_tracing_a_provider_request_carries_no_traceparent(
             await yard.complete("main", "hello")
         sent = upstream.requests[-1].headers
     assert not {"traceparent", "tracestate"} & {h.lower() for h in sent}
+
+
+def test_tracing_without_the_otel_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(_config("http://127.0.0.1:4318/v1/traces")))
+    assert "pip install 'modelyard[otel]'" in str(caught.value) and "tracing" in str(caught.value)
