@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from typer.testing import CliRunner, Result
 
 from modelyard.cli import app
 from modelyard.cli.evaluate import _dump
 from modelyard.evaluation.history import ConfigHistory
+from tests.resilience.test_drill import ONE_PROVIDER
+from tests.state.conftest import REDIS_URL
 
 runner = CliRunner()
 ARC = "routerbench-train/arc_challenge_train.csv"
@@ -170,6 +174,29 @@ def test_eval_stays_off_the_production_books(
     assert out["report"]["total_cost"] > 0
     assert not (config.parent / ".modelyard" / config.name / "ledger.db").exists()
     assert not (config.parent / ".modelyard" / config.name / "state.db").exists()
+
+
+@pytest.mark.redis
+def test_eval_keeps_its_circuits_out_of_production_s_shared_store(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # A model that fails every call opens its circuit; production's replicas, sharing this
+    # Redis, must not see the evaluation's failures.
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
+    state = f'state: {{backend: redis, url: "{REDIS_URL}", prefix: "{prefix}"}}\n'
+    config = write_config(ONE_PROVIDER + state)
+    data = tmp_path / "golden.jsonl"
+    data.write_text("".join(f'{{"prompt": "q{i}", "label": "x"}}\n' for i in range(6)))
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        result = runner.invoke(app, ["eval", str(config), "main", "--data", str(data), "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["report"]["failed"] == 6
+        assert list(client.scan_iter(f"{prefix}*")) == []
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
 
 
 def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(

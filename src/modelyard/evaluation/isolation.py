@@ -5,8 +5,10 @@ is not production's: it must not land in the spend ledger (`modelyard costs` wou
 and replayed recordings would count as spend), charge budgets (a daily cap could stop the
 evaluation, or the evaluation could spend what the gateway needs), fire alerts or webhooks
 (a calibration's sweep looks like an anomaly by design), be answered from the response cache
-(a candidate config would be scored on the baseline's cached answers), or flood production's
-traces with thousands of replayed calls.
+(a candidate config would be scored on the baseline's cached answers), flood production's
+traces with thousands of replayed calls, or count in production's circuit breakers, retry
+budgets and rate limits when they are shared in Redis or PostgreSQL (a sweep against a failing
+model would open its circuit for every gateway replica): its state is kept in memory.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import os
 
 from modelyard.config.build import Resources, build
 from modelyard.config.loader import LoadedConfig, load_config
-from modelyard.config.operations import AlertsSpec
+from modelyard.config.operations import AlertsSpec, StateSpec
 from modelyard.yard import Yard
 
 
 def for_evaluation(loaded: LoadedConfig) -> LoadedConfig:
-    """`loaded` with the ledger, budgets, alerts, cache and traces off; systems unchanged."""
+    """`loaded` with the ledger, budgets, alerts, cache and traces off and its resilience state
+    in memory; systems unchanged."""
     config = loaded.config.model_copy(
         update={
             "ledger": loaded.config.ledger.model_copy(update={"enabled": False}),
@@ -29,6 +32,7 @@ def for_evaluation(loaded: LoadedConfig) -> LoadedConfig:
             "alerts": AlertsSpec(log=False, webhook=None, anomaly=None),
             "cache": None,
             "tracing": None,
+            "state": StateSpec(backend="memory"),
         }
     )
     return dataclasses.replace(loaded, config=config)
