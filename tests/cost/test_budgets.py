@@ -338,3 +338,33 @@ async def test_a_system_that_calls_models_many_times_never_spends_past_its_bound
         except ModelError as exc:  # the pipeline stops when even the escalation fails its gate
             spent = exc.cost
         assert 0 < spent <= cost_bound(model, request)
+
+
+async def test_a_model_reached_as_another_models_fallback_still_meets_its_own_budget(
+    write_config: Callable[[str], Path],
+) -> None:
+    # Asked directly, `pricey` is refused by its cap; reached through `broken`'s model-level
+    # fallback it must be refused too, not answer past the cap.
+    config = """
+models:
+  broken:
+    local: {type: fake, default: {error: unavailable}}
+    fallbacks: [pricey]
+  pricey:
+    local: {type: fake, default: "expensive answer"}
+    price: {input: 1000, output: 1000}
+budgets:
+  - {name: pricey-cap, scope: model, selector: pricey, window: day, limit: 0.0001}
+state: {backend: memory}
+"""
+    async with modelyard.load(write_config(config)) as yard:
+        with pytest.raises(BudgetExceededError):
+            await yard.complete("pricey", "hi")
+        with pytest.raises(ModelError) as caught:
+            await yard.complete("broken", "hi")
+    decision = caught.value.decision
+    assert decision is not None
+    assert [d.error.split(":")[0] for d in decision.children if d.error] == [
+        "unavailable",
+        "budget_exceeded",
+    ]

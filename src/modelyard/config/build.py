@@ -33,7 +33,7 @@ from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
 from modelyard.resilience.health import HealthRegistry
-from modelyard.resilience.stack import Resilience, add_model_fallbacks, wrap_model
+from modelyard.resilience.stack import Resilience, wrap_model
 from modelyard.state.base import StateStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
@@ -326,8 +326,9 @@ def build(
     config = loaded.config
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)
-    add_model_fallbacks(context)
-    apply_operations(context)  # budgets, caches, ledger: wraps models, builds and wraps systems
+    # Budgets, caches, ledger, traces: wraps models, chains their fallbacks, builds and wraps
+    # systems.
+    apply_operations(context)
     for name in config.systems:
         context.named(name, ("systems", name))
     disabled = {

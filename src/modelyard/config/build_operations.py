@@ -1,12 +1,14 @@
 """Wiring of the operational sections: budgets, caches, the spend ledger, alerts and traces.
 
-`build()` calls `apply_operations` once the models exist. It wraps each model, then builds each
-system (inner systems first, so an outer one holds the wrapped inner one) and wraps it, outer to
-inner: `Traced` (a span per call, when the config traces) → `Cached` (serves hits) →
-`BudgetGuard` (reserves, settles) → the node itself. What callers reach by name
-(`BuildContext.entries`) adds `Accounted` (records the request's spend) around that, once per
-request rather than at every layer of a graph. Stateful services (state store, ledger, cache,
-alerts, tracing) are made once per spec in `Resources`, so they outlive hot reloads.
+`build()` calls `apply_operations` once the models exist. It wraps each model, chains the
+model-level `fallbacks:` of the wrapped models (so a fallback still meets its own budgets, cache
+and span), then builds each system (inner systems first, so an outer one holds the wrapped
+inner one) and wraps it, outer to inner: `Traced` (a span per call, when the config traces) →
+`Cached` (serves hits) → `BudgetGuard` (reserves, settles) → the node itself. What callers
+reach by name (`BuildContext.entries`) adds `Accounted` (records the request's spend) around
+that, once per request rather than at every layer of a graph. Stateful services (state store,
+ledger, cache, alerts, tracing) are made once per spec in `Resources`, so they outlive hot
+reloads.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from modelyard.errors import ConfigError
 from modelyard.model import Model
 from modelyard.observability.tracing import Traced, Tracing
 from modelyard.providers.local_basic import DisabledModel
+from modelyard.resilience.stack import add_model_fallbacks
 from modelyard.state.base import StateStore
 from modelyard.state.factory import shared_store
 
@@ -282,14 +285,20 @@ class _Wrapping:
 
 
 def apply_operations(context: BuildContext) -> None:
-    """Wrap every model, then build and wrap every system (see the module docstring)."""
+    """Wrap every model, chain model-level fallbacks, then build and wrap every system (see the
+    module docstring)."""
     config = context.loaded.config
     _check_names(context, config)
     wrapping = _Wrapping(context)
     for name, model in list(context.models.items()):
         if not isinstance(model, DisabledModel):  # spends nothing; build reports it as disabled
             context.models[name] = wrapping.wrap(name, model, is_system=False)
-            context.entries[name] = wrapping.entry(name, context.models[name])
+    # Model-level fallbacks chain the wrapped models: a model reached as another's fallback
+    # still meets its own budgets, cache and span.
+    add_model_fallbacks(context)
+    for name, model in context.models.items():
+        if not isinstance(model, DisabledModel):
+            context.entries[name] = wrapping.entry(name, model)
     for name in _system_order(context):
         loc: Loc = ("systems", name)
         system = context.node(config.systems[name], loc, name)
