@@ -51,6 +51,22 @@ async def test_a_system_budget_blocks_once_its_cap_would_be_passed(
     assert caught.value.code == "p"
 
 
+async def test_a_model_answered_by_its_fallback_charges_the_total_budget_what_it_spent(
+    write_config: Callable[[str], Path],
+) -> None:
+    # `broken` fails and its model-level fallback `dear` answers: the total budget must count
+    # dear's spend, so the second such request no longer fits.
+    broken = "  broken:\n    local: {type: fake, default: {error: unavailable}}\n"
+    broken += "    fallbacks: [dear]\nembedders:"
+    text = BASE.replace("embedders:", broken, 1)
+    path = write_config(text + "budgets:\n  - {name: all, scope: total, limit: 0.05}\n")
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("broken", "hi", max_tokens=1000)
+        with pytest.raises(BudgetExceededError):
+            await yard.complete("broken", "hi", max_tokens=1000)
+    assert first.model == "dear" and first.cost > 0.025
+
+
 async def test_downgrade_routes_to_the_cheaper_system_through_the_config(
     write_config: Callable[[str], Path],
 ) -> None:

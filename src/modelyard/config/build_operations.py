@@ -278,6 +278,15 @@ class _Wrapping:
             wrapped = Traced(wrapped, self.tracing, system=is_system, version=version)
         return wrapped
 
+    def chain(self, node: Model) -> Model:
+        """A model with its fallbacks: the key, tag and total budgets a request meets first are
+        reserved here, for the whole chain (each model in it carries its own)."""
+        if self.book is None or not self.per_request:
+            return node
+        return BudgetGuard(
+            node, book=self.book, own=[], per_request=self.per_request, targets=self.targets
+        )
+
     def _cached(self, name: str, is_system: bool) -> bool:
         if name in self.semantic_names:
             return True
@@ -296,8 +305,10 @@ def apply_operations(context: BuildContext) -> None:
     # Model-level fallbacks chain the wrapped models: a model reached as another's fallback
     # still meets its own budgets, cache and span.
     add_model_fallbacks(context)
-    for name, model in context.models.items():
+    for name, model in list(context.models.items()):
         if not isinstance(model, DisabledModel):
+            if config.models[name].fallbacks:
+                model = context.models[name] = wrapping.chain(model)
             context.entries[name] = wrapping.entry(name, model)
     for name in _system_order(context):
         loc: Loc = ("systems", name)
