@@ -101,7 +101,22 @@ async def test_sending_stops_once_the_spend_cap_is_reached(write_config: Write) 
     async with load_for_evaluation(write_config(_system(0.0))) as yard:
         report = await run_load(yard.get("main"), _requests(), rate=500, total=1000, max_cost=1e-4)
     assert report.stopped == "max_cost" and report.sent < 1000
-    assert report.cost >= 1e-4
+    # It stops at the last request that fits: one more would have passed the cap.
+    assert 1e-4 - report.cost_per_request < report.cost <= 1e-4
+
+
+async def test_a_slow_system_at_a_high_rate_does_not_overshoot_the_spend_cap(
+    write_config: Write,
+) -> None:
+    # At 100/s into a system taking 0.3 s, some 30 requests are out before any answers: sending
+    # blindly, the run spent nearly three times its cap.
+    async with load_for_evaluation(write_config(_system(0.3))) as yard:
+        one = await run_load(yard.get("main"), _requests()[:1], rate=1, total=1)
+        cap = one.cost * 10.5
+        report = await run_load(
+            yard.get("main"), _requests()[:1], rate=100, total=200, max_cost=cap
+        )
+    assert report.stopped == "max_cost" and cap - one.cost <= report.cost <= cap
 
 
 async def test_nothing_is_sent_once_the_spend_cap_was_reached_before_its_send_time(

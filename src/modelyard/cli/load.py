@@ -103,8 +103,9 @@ def load_command(
         float | None,
         typer.Option(
             min=0.0,
-            help="Stop sending once the run has spent this many USD (required when the system "
-            "reaches a hosted provider).",
+            help="Spend at most this many USD: near it, sending waits for answers, and stops "
+            "when the next request would pass it (required when the system reaches a hosted "
+            "provider).",
         ),
     ] = None,
     daily: Annotated[

@@ -5,9 +5,11 @@ Requests leave on a fixed schedule, `rate` a second, whether or not earlier ones
 in production, instead of as a politely lower rate (a closed loop, N workers each waiting for its
 answer, hides exactly that: "coordinated omission"). Latency is measured from each request's
 scheduled time. Prompts cycle through the items given. The run ends after `requests`, or
-`duration` seconds, or once its spend reaches `max_cost` (then nothing more is sent); requests
-already sent are awaited. What was spent, per request and per billed model, is projected to a
-daily volume and set against the config's total, system and model budgets.
+`duration` seconds, or once its spend reaches `max_cost`; requests already sent are awaited.
+Near the cap sending waits for answers rather than overshoot it: requests still out count at
+the run's mean cost so far (at their worst case until the first answer). What was spent, per
+request and per billed model, is projected to a daily volume and set against the config's
+total, system and model budgets.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from modelyard.config.operations import BudgetSpec
 from modelyard.cost.accounting import spend_rows
+from modelyard.cost.budgets import cost_bound
 from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse
@@ -215,6 +218,7 @@ async def run_load(
         samples.append(sample)
         last = time.perf_counter()
 
+    bound = cost_bound(system, requests[0].with_budget(deadline))
     begin = time.perf_counter()
     number = 0
     while total is None or number < total:
@@ -226,9 +230,15 @@ async def run_load(
         wait = scheduled - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
-        if max_cost is not None and spent >= max_cost:  # after the wait: answers came in
-            stopped = "max_cost"
-            break
+        if max_cost is not None:
+            # This request and those still out count at the mean cost so far (at their worst
+            # case until the first answer): near the cap, sending waits for answers instead of
+            # overshooting, and stops when the next request alone would pass it.
+            while in_flight and spent + _each(samples, bound) * (len(in_flight) + 1) > max_cost:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            if spent >= max_cost or (samples and spent + _each(samples, bound) > max_cost):
+                stopped = "max_cost"
+                break
         if len(in_flight) >= max_in_flight:
             shed += 1
         else:
@@ -247,6 +257,11 @@ async def run_load(
         stopped=stopped,
         shed=shed,
     )
+
+
+def _each(samples: Sequence[Sample], bound: float) -> float:
+    """What a request still out is expected to cost: the mean so far, else its worst case."""
+    return sum(s.cost for s in samples) / len(samples) if samples else bound
 
 
 def project(report: LoadReport, budgets: Sequence[BudgetSpec], daily: int) -> list[Projection]:
