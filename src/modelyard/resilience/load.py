@@ -203,18 +203,22 @@ async def run_load(
     sent: list[asyncio.Task[None]] = []  # all of them: a bug's exception reaches the caller
     in_flight: set[asyncio.Task[None]] = set()
     spent = 0.0
+    priced = 0  # requests ended, and their cost (see `_each`)
+    priced_cost = 0.0
     last = 0.0  # when the last answer came (the run may stop a wait after it)
     shed = 0
     stopped = "requests"
 
     async def one(request: ChatRequest, scheduled: float) -> None:
-        nonlocal spent, last
+        nonlocal spent, priced, priced_cost, last
         late = time.perf_counter() - scheduled
         try:
             sample = _sample(request, scheduled, late, response=await system.complete(request))
         except ModelError as exc:
             sample = _sample(request, scheduled, late, error=exc)
         spent += sample.cost
+        priced += 1
+        priced_cost += sample.cost
         samples.append(sample)
         last = time.perf_counter()
 
@@ -234,9 +238,13 @@ async def run_load(
             # This request and those still out count at the mean cost so far (at their worst
             # case until the first answer): near the cap, sending waits for answers instead of
             # overshooting, and stops when the next request alone would pass it.
-            while in_flight and spent + _each(samples, bound) * (len(in_flight) + 1) > max_cost:
+            while (
+                in_flight
+                and spent + _each(priced, priced_cost, bound) * (len(in_flight) + 1) > max_cost
+            ):
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            if spent >= max_cost or (samples and spent + _each(samples, bound) > max_cost):
+            each = _each(priced, priced_cost, bound)
+            if spent >= max_cost or (priced and spent + each > max_cost):
                 stopped = "max_cost"
                 break
         if len(in_flight) >= max_in_flight:
@@ -259,9 +267,11 @@ async def run_load(
     )
 
 
-def _each(samples: Sequence[Sample], bound: float) -> float:
-    """What a request still out is expected to cost: the mean so far, else its worst case."""
-    return sum(s.cost for s in samples) / len(samples) if samples else bound
+def _each(priced: int, priced_cost: float, bound: float) -> float:
+    """What a request still out is expected to cost: the mean so far of the `priced` requests
+    that ended (kept as running sums: summing every sample at each send fell behind a high
+    rate), else its worst case."""
+    return priced_cost / priced if priced else bound
 
 
 def project(report: LoadReport, budgets: Sequence[BudgetSpec], daily: int) -> list[Projection]:
