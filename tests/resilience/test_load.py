@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from modelyard.cli import app
 from modelyard.config.loader import load_config
+from modelyard.errors import RateLimitedError
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.model import Model, Wrapper
 from modelyard.resilience.load import project, run_load
@@ -137,6 +138,36 @@ async def test_a_spend_cap_far_off_leaves_the_schedule_as_it_is(write_config: Wr
     free, capped = runs
     assert capped.stopped == "requests" and capped.sent == 10_000
     assert capped.late(99) < 3 * free.late(99) + 50
+
+
+class RefusedAtFirst(Wrapper):
+    """Refuses its first `refusals` calls at once, at no cost (a provider's 429 while it warms
+    up), then answers as `inner` does."""
+
+    def __init__(self, inner: Model, refusals: int) -> None:
+        super().__init__(inner)
+        self.refusals = refusals
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise RateLimitedError("slow down", model=self.name)
+        return await self.inner.complete(request)
+
+
+async def test_free_failures_do_not_make_requests_still_out_look_free(
+    write_config: Write,
+) -> None:
+    # The first two requests are refused at once for nothing: a mean of $0 so far says nothing
+    # of what the requests sent after them will cost once the system answers (0.3 s later, some
+    # 30 of them at 100/s).
+    async with load_for_evaluation(write_config(_system(0.3))) as yard:
+        one = await run_load(yard.get("main"), _requests()[:1], rate=1, total=1)
+        cap = one.cost * 10.5
+        system = RefusedAtFirst(yard.get("main"), 2)
+        report = await run_load(system, _requests()[:1], rate=100, total=200, max_cost=cap)
+    assert report.errors == {"rate_limited": 2}
+    assert report.stopped == "max_cost" and report.cost <= cap
 
 
 async def test_nothing_is_sent_once_the_spend_cap_was_reached_before_its_send_time(

@@ -203,7 +203,7 @@ async def run_load(
     sent: list[asyncio.Task[None]] = []  # all of them: a bug's exception reaches the caller
     in_flight: set[asyncio.Task[None]] = set()
     spent = 0.0
-    priced = 0  # requests ended, and their cost (see `_each`)
+    priced = 0  # requests answered or that cost something, and their cost (see `_each`)
     priced_cost = 0.0
     last = 0.0  # when the last answer came (the run may stop a wait after it)
     shed = 0
@@ -217,8 +217,9 @@ async def run_load(
         except ModelError as exc:
             sample = _sample(request, scheduled, late, error=exc)
         spent += sample.cost
-        priced += 1
-        priced_cost += sample.cost
+        if sample.error is None or sample.cost > 0:
+            priced += 1
+            priced_cost += sample.cost
         samples.append(sample)
         last = time.perf_counter()
 
@@ -269,8 +270,9 @@ async def run_load(
 
 def _each(priced: int, priced_cost: float, bound: float) -> float:
     """What a request still out is expected to cost: the mean so far of the `priced` requests
-    that ended (kept as running sums: summing every sample at each send fell behind a high
-    rate), else its worst case."""
+    that were answered or cost something, else its worst case. Failures that cost nothing (a
+    429, a refused connection) say nothing of what the requests still out will cost once the
+    system answers."""
     return priced_cost / priced if priced else bound
 
 
