@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from modelyard.cli import app
 from modelyard.config.loader import load_config
+from modelyard.cost.budgets import cost_bound
 from modelyard.errors import RateLimitedError
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.model import Model, Wrapper
@@ -168,6 +169,19 @@ async def test_free_failures_do_not_make_requests_still_out_look_free(
         report = await run_load(system, _requests()[:1], rate=100, total=200, max_cost=cap)
     assert report.errors == {"rate_limited": 2}
     assert report.stopped == "max_cost" and report.cost <= cap
+
+
+async def test_waiting_for_answers_near_the_cap_sends_nothing_after_the_duration(
+    write_config: Write,
+) -> None:
+    # Until the first answer (0.5 s) a request out counts at its worst case, which this cap
+    # holds one of: the send due at 0.1 s waits for it. By then the 0.3 s run is over.
+    async with load_for_evaluation(write_config(_system(0.5))) as yard:
+        bound = cost_bound(yard.get("main"), _requests()[0])
+        report = await run_load(
+            yard.get("main"), _requests()[:1], rate=10, duration=0.3, max_cost=bound * 1.5
+        )
+    assert report.sent == 1 and report.stopped == "duration"
 
 
 async def test_nothing_is_sent_once_the_spend_cap_was_reached_before_its_send_time(

@@ -236,6 +236,7 @@ async def run_load(
         if wait > 0:
             await asyncio.sleep(wait)
         if max_cost is not None:
+            held = False
             # This request and those still out count at the mean cost so far (at their worst
             # case until the first answer): near the cap, sending waits for answers instead of
             # overshooting, and stops when the next request alone would pass it.
@@ -244,6 +245,10 @@ async def run_load(
                 and spent + _each(priced, priced_cost, bound) * (len(in_flight) + 1) > max_cost
             ):
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                held = True
+            if held and duration is not None and time.perf_counter() - begin >= duration:
+                stopped = "duration"  # the run ended while sending waited for answers
+                break
             each = _each(priced, priced_cost, bound)
             if spent >= max_cost or (priced and spent + each > max_cost):
                 stopped = "max_cost"
