@@ -67,6 +67,22 @@ async def test_a_model_answered_by_its_fallback_charges_the_total_budget_what_it
     assert first.model == "dear" and first.cost > 0.025
 
 
+async def test_a_cached_model_with_fallbacks_caches_its_fallbacks_answer(
+    write_config: Callable[[str], Path],
+) -> None:
+    # `broken` is down and `dear` answers for it: asked again, `broken` (a cache target) is
+    # served from the cache, not paid for again.
+    broken = "  broken:\n    local: {type: fake, default: {error: unavailable}}\n"
+    broken += "    fallbacks: [dear]\nembedders:"
+    text = BASE.replace("embedders:", broken, 1)
+    path = write_config(text + "cache: {targets: [broken]}\n")
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("broken", "hi", max_tokens=1000)
+        again = await yard.complete("broken", "hi", max_tokens=1000)
+    assert first.model == "dear" and first.cost > 0
+    assert again.cost == 0 and again.decision is not None and again.decision.kind == "cache"
+
+
 async def test_downgrade_routes_to_the_cheaper_system_through_the_config(
     write_config: Callable[[str], Path],
 ) -> None:

@@ -76,6 +76,22 @@ async def test_a_fallback_exports_its_system_and_each_attempt_as_nested_spans(
     assert all(h.get("authorization") == "Bearer collector-secret" for h in collector.headers)
 
 
+async def test_a_model_answered_by_its_fallback_is_one_trace(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    lapsed = "  lapsed:\n    local: {type: fake, default: {error: unavailable}}\n"
+    lapsed += "    fallbacks: [steady]\n  other:"
+    text = _config(collector.url).replace("  other:", lapsed, 1)
+    async with modelyard.load(write_config(text)) as yard:
+        await yard.complete("lapsed", "hello")
+    spans = collector.wait_for(3)
+    roots = [s for s in spans if s.parent_id == ""]
+    assert len(roots) == 1 and roots[0].name == "chat lapsed"
+    assert roots[0].attributes["modelyard.cost_usd"] > 0
+    assert len({s.trace_id for s in spans}) == 1
+    assert named(spans, "chat steady").parent_id == roots[0].span_id
+
+
 @pytest.mark.parametrize(
     ("setting", "decisions"),
     [("", False), ("  decisions: false", False), ("  decisions: true", True)],

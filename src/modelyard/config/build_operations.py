@@ -254,13 +254,17 @@ class _Wrapping:
             return node
         return Accounted(node, ledger=self.spend, anomaly=self.anomaly)
 
-    def wrap(self, name: str, node: Model, *, is_system: bool) -> Model:
+    def wrap(self, name: str, node: Model, *, is_system: bool, chain: bool = False) -> Model:
+        """`node` with its span, cache and budget guard. A `chain` (a model with its
+        `fallbacks:`) charges no model budget: each model in it carries its own."""
         wrapped = node
-        if self.book is not None:
+        if self.book is not None and not (chain and not self.per_request):
             own = [
                 b
                 for b in self.budgets
-                if b.scope == ("system" if is_system else "model") and b.applies_to_node(name)
+                if not chain
+                and b.scope == ("system" if is_system else "model")
+                and b.applies_to_node(name)
             ]
             wrapped = BudgetGuard(
                 wrapped,
@@ -277,15 +281,6 @@ class _Wrapping:
             version = self.context.loaded.version
             wrapped = Traced(wrapped, self.tracing, system=is_system, version=version)
         return wrapped
-
-    def chain(self, node: Model) -> Model:
-        """A model with its fallbacks: the key, tag and total budgets a request meets first are
-        reserved here, for the whole chain (each model in it carries its own)."""
-        if self.book is None or not self.per_request:
-            return node
-        return BudgetGuard(
-            node, book=self.book, own=[], per_request=self.per_request, targets=self.targets
-        )
 
     def _cached(self, name: str, is_system: bool) -> bool:
         if name in self.semantic_names:
@@ -308,7 +303,10 @@ def apply_operations(context: BuildContext) -> None:
     for name, model in list(context.models.items()):
         if not isinstance(model, DisabledModel):
             if config.models[name].fallbacks:
-                model = context.models[name] = wrapping.chain(model)
+                # What the name reaches: the key, tag and total budgets a request meets first
+                # are reserved here for the whole chain; a cache and a span cover it whole.
+                model = wrapping.wrap(name, model, is_system=False, chain=True)
+                context.models[name] = model
             context.entries[name] = wrapping.entry(name, model)
     for name in _system_order(context):
         loc: Loc = ("systems", name)
