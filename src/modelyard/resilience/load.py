@@ -232,9 +232,9 @@ async def run_load(
         if duration is not None and offset >= duration:
             stopped = "duration"
             break
-        wait = scheduled - time.perf_counter()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        # Behind schedule the wait is 0, and still yields: the requests sent start at once
+        # instead of piling up behind the sender.
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         if max_cost is not None:
             held = False
             # This request and those still out count at the mean cost so far (at their worst
