@@ -39,7 +39,8 @@ class Sample:
     """One request of the run."""
 
     latency_ms: float
-    """From its scheduled send time to its answer or error."""
+    """From its scheduled send time (or, if it waited for the spend cap, from when the cap let
+    it go) to its answer or error."""
     cost: float
     answered_by: str | None
     error: str | None
@@ -47,8 +48,8 @@ class Sample:
     billed: dict[str, float]
     """USD by model called (a cascade's checks and failed attempts included)."""
     late_ms: float = 0.0
-    """From its scheduled send time to when it was sent: how far this process (its event loop
-    busy with other work) fell behind the schedule."""
+    """From its scheduled send time (or its release by the spend cap) to when it was sent: how
+    far this process (its event loop busy with other work) fell behind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +226,12 @@ async def run_load(
 
     bound = cost_bound(system, requests[0].with_budget(deadline))
     begin = time.perf_counter()
+    paused = 0.0  # seconds sending waited for the spend cap: the schedule moves on by them
     number = 0
     while total is None or number < total:
         offset = number / rate  # `begin + offset - begin` can fall short of `offset`
-        scheduled = begin + offset
-        if duration is not None and offset >= duration:
+        scheduled = begin + paused + offset
+        if duration is not None and paused + offset >= duration:  # wall seconds of sending
             stopped = "duration"
             break
         # Behind schedule the wait is 0, and still yields: the requests sent start at once
@@ -249,6 +251,10 @@ async def run_load(
             if held and duration is not None and time.perf_counter() - begin >= duration:
                 stopped = "duration"  # the run ended while sending waited for answers
                 break
+            if held:  # the cap, not the system, held it: this and later sends start later
+                now = time.perf_counter()
+                paused += max(0.0, now - scheduled)
+                scheduled = begin + paused + offset
             each = _each(priced, priced_cost, bound)
             if spent >= max_cost or (priced and spent + each > max_cost):
                 stopped = "max_cost"
