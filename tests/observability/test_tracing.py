@@ -189,7 +189,7 @@ async def test_a_stream_cancelled_while_it_closes_still_ends_its_span(
     collector: OtlpCollector,
 ) -> None:
     tracing = Tracing(TracingSpec(endpoint=collector.url))
-    traced = Traced(_SlowToClose(), tracing, system=False, version="v1")
+    traced = Traced(_SlowToClose(), tracing, system=False, config_version="v1")
     chunks = traced.stream(ChatRequest(messages=(Message(role="user", content="hi"),)))
 
     async def read_then_leave() -> None:

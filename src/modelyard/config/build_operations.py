@@ -258,14 +258,13 @@ class _Wrapping:
         """`node` with its span, cache and budget guard. A `chain` (a model with its
         `fallbacks:`) charges no model budget: each model in it carries its own."""
         wrapped = node
-        if self.book is not None and not (chain and not self.per_request):
-            own = [
-                b
-                for b in self.budgets
-                if not chain
-                and b.scope == ("system" if is_system else "model")
-                and b.applies_to_node(name)
-            ]
+        if self.book is not None and (self.per_request or not chain):
+            scope = "system" if is_system else "model"
+            own = (
+                []
+                if chain
+                else [b for b in self.budgets if b.scope == scope and b.applies_to_node(name)]
+            )
             wrapped = BudgetGuard(
                 wrapped,
                 book=self.book,
@@ -279,7 +278,7 @@ class _Wrapping:
             wrapped = Cached(wrapped, cache=self.cache, who=who, semantic=semantic)
         if self.tracing is not None:  # outermost: a cache hit is a span too
             version = self.context.loaded.version
-            wrapped = Traced(wrapped, self.tracing, system=is_system, version=version)
+            wrapped = Traced(wrapped, self.tracing, system=is_system, config_version=version)
         return wrapped
 
     def _cached(self, name: str, is_system: bool) -> bool:

@@ -32,7 +32,7 @@ from modelyard.gateway.renderers import AnthropicRenderer, OpenAIRenderer, Rende
 from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
-from modelyard.observability.tracing import continued
+from modelyard.observability.propagation import continued
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest

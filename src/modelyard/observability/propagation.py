@@ -1,16 +1,18 @@
-"""The W3C `traceparent` of the span in progress, added to a provider request's headers: a
-provider that traces (vLLM with `--otlp-traces-endpoint`, a proxy in front of one) continues the
-request's trace. Without OpenTelemetry installed, or with no span in progress, nothing is added
-(one context lookup a request)."""
+"""W3C trace context across modelyard's edges: a gateway request continues its caller's trace
+(`continued`), and a provider request carries the `traceparent` of the span in progress
+(`with_trace`), so a provider that traces (vLLM with `--otlp-traces-endpoint`) continues it.
+Without OpenTelemetry installed, or with no span in progress, nothing is added (one context
+lookup a request)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 try:
-    from opentelemetry import propagate, trace
+    from opentelemetry import context, propagate, trace
 except ImportError:  # the `otel` extra is not installed: there is never a span to pass on
-    propagate = trace = None  # type: ignore[assignment]
+    context = propagate = trace = None  # type: ignore[assignment]
 
 
 def with_trace(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -20,3 +22,14 @@ def with_trace(headers: Mapping[str, str]) -> Mapping[str, str]:
     carried = dict(headers)
     propagate.inject(carried)
     return carried
+
+
+@contextlib.contextmanager
+def continued(headers: Mapping[str, str]) -> Iterator[None]:
+    """Run the block inside the caller's trace, as its W3C `traceparent` header names it (only
+    called when the config traces, so OpenTelemetry is there)."""
+    token = context.attach(propagate.extract(headers))
+    try:
+        yield
+    finally:
+        context.detach(token)

@@ -3,23 +3,22 @@
 Built only when the config has a `tracing:` section, so without one the request path carries no
 wrapper at all. Spans nest as the calls do: the context follows asyncio tasks, so an ensemble's
 members are siblings under the ensemble's system, and a gateway request continues its caller's
-trace from the `traceparent` header (`continued`). A model's span carries the GenAI semantic
-conventions' attributes (provider, model ids, tokens, finish reasons); a system's span carries
-its whole decision record as JSON, since nodes written inline in a system (an unnamed cascade
-stage, say) have no span of their own. Messages are never recorded; reasons and decision
-records quote pieces of prompts and answers (a regex rule's match, a semantic cache hit's
-matched question, an ensemble's votes), so they are added only with `tracing.decisions: true`.
-A call cancelled by its caller (an ensemble's straggler once the vote is settled, a client that
-left) is not an error of its own: its span says `modelyard.cancelled`.
+trace from the `traceparent` header (`observability.propagation`). A model's span carries the
+GenAI semantic conventions' attributes (provider, model ids, tokens, finish reasons); a system's
+span carries its whole decision record as JSON, since nodes written inline in a system (an
+unnamed cascade stage, say) have no span of their own. Messages are never recorded; reasons and
+decision records quote pieces of prompts and answers (a regex rule's match, a semantic cache
+hit's matched question, an ensemble's votes), so they are added only with
+`tracing.decisions: true`. A call cancelled by its caller (an ensemble's straggler once the vote
+is settled, a client that left) is not an error of its own: its span says `modelyard.cancelled`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -125,27 +124,10 @@ class Tracing:
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("modelyard", here)
 
-    async def flush(self) -> None:
-        """Export every span ended so far (the SDK blocks, so in a thread)."""
-        if self.provider is not None:
-            await asyncio.to_thread(self.provider.force_flush)
-
     async def aclose(self) -> None:
         """Export what is left and stop the exporter."""
         if self.provider is not None:
             await asyncio.to_thread(self.provider.shutdown)
-
-
-@contextlib.contextmanager
-def continued(headers: Mapping[str, str]) -> Iterator[None]:
-    """Run the block inside the caller's trace, as its W3C `traceparent` header names it."""
-    from opentelemetry import context, propagate
-
-    token = context.attach(propagate.extract(headers))
-    try:
-        yield
-    finally:
-        context.detach(token)
 
 
 class Traced(Decoration):
@@ -155,7 +137,9 @@ class Traced(Decoration):
     context manager), and its outcome is set in one `set_attributes` call, only when the span
     records: each SDK attribute write takes a lock and validates the value."""
 
-    def __init__(self, inner: Model, tracing: Tracing, *, system: bool, version: str) -> None:
+    def __init__(
+        self, inner: Model, tracing: Tracing, *, system: bool, config_version: str
+    ) -> None:
         from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -175,7 +159,7 @@ class Traced(Decoration):
         self.fixed: dict[str, Any] = {"modelyard.node": self.name}
         """Attributes every span of this node starts with."""
         if system:
-            self.fixed["modelyard.config_version"] = version
+            self.fixed["modelyard.config_version"] = config_version
         else:
             self.fixed["gen_ai.operation.name"] = "chat"
             self.fixed["gen_ai.provider.name"] = info.provider or "local"
