@@ -102,7 +102,6 @@ def load_command(
     max_cost: Annotated[
         float | None,
         typer.Option(
-            min=0.0,
             help="Spend at most this many USD: near it, sending waits for answers, and stops "
             "when the next request would pass it (required when the system reaches a hosted "
             "provider).",

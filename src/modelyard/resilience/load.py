@@ -20,11 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from modelyard.config.operations import BudgetSpec
 from modelyard.cost.accounting import spend_rows
 from modelyard.cost.budgets import cost_bound
+from modelyard.demo.summary import percentile
 from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse
@@ -127,13 +126,11 @@ class LoadReport:
 
     def latency(self, q: float) -> float:
         """The q-th percentile of latency, ms, over every request (failed ones too)."""
-        values = [s.latency_ms for s in self.samples]
-        return float(np.percentile(values, q)) if values else 0.0
+        return percentile([s.latency_ms for s in self.samples], q)
 
     def late(self, q: float) -> float:
         """The q-th percentile of how late requests were sent, ms (see `Sample.late_ms`)."""
-        values = [s.late_ms for s in self.samples]
-        return float(np.percentile(values, q)) if values else 0.0
+        return percentile([s.late_ms for s in self.samples], q)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready summary."""
@@ -248,11 +245,11 @@ async def run_load(
             ):
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 held = True
-            if held and duration is not None and time.perf_counter() - begin >= duration:
-                stopped = "duration"  # the run ended while sending waited for answers
-                break
             if held:  # the cap, not the system, held it: this and later sends start later
                 now = time.perf_counter()
+                if duration is not None and now - begin >= duration:
+                    stopped = "duration"  # the run ended while sending waited for answers
+                    break
                 paused += max(0.0, now - scheduled)
                 scheduled = begin + paused + offset
             each = _each(priced, priced_cost, bound)
