@@ -2,9 +2,8 @@
 
 Entries are plain keys with a TTL; a sorted set ranks them by last use, and the put script
 evicts the least recently used beyond `max_entries` in the same atomic step (expired ones are
-dropped from the set when counted). Semantic vectors
-live in one hash per scope. A Redis failure never fails a request: the cache answers "miss" and
-logs it.
+dropped from the set when counted). Semantic vectors live in one hash per scope. A Redis
+failure never fails a request: the cache answers "miss" and logs it.
 """
 
 from __future__ import annotations
