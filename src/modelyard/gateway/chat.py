@@ -96,18 +96,18 @@ class ChatEndpoints:
         key = caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_embeddings(body)
-        yard = self.live.current
         _check_scope(key, parsed.target)
-        embedder = yard.embedders.get(parsed.target)
-        if embedder is None:
-            raise openai_api.not_found(parsed.target, sorted(yard.embedders))
-        request = EmbeddingRequest(
-            inputs=parsed.inputs, dimensions=parsed.dimensions, key_id=key.id
-        )
-        try:
-            response = await embedder.embed(request)
-        except ModelError as exc:
-            raise from_model_error(exc) from None
+        with self.live.serving() as yard:
+            embedder = yard.embedders.get(parsed.target)
+            if embedder is None:
+                raise openai_api.not_found(parsed.target, sorted(yard.embedders))
+            request = EmbeddingRequest(
+                inputs=parsed.inputs, dimensions=parsed.dimensions, key_id=key.id
+            )
+            try:
+                response = await embedder.embed(request)
+            except ModelError as exc:
+                raise from_model_error(exc) from None
         body_out = openai_api.render_embeddings(response, parsed.target, packed=parsed.base64)
         await call.respond(
             200, body_out, [*JSON, (b"x-modelyard-cost", f"{response.cost:.8f}".encode())]
@@ -125,7 +125,21 @@ class ChatEndpoints:
         api: str,
         renderer: Renderer,
     ) -> None:
-        yard = self.live.current  # the whole request runs on the config it started with
+        # The whole request runs on the config it started with, which stays open until it ends.
+        with self.live.serving() as yard:
+            await self._serve_on(yard, call, key, target, request, stream, api, renderer)
+
+    async def _serve_on(
+        self,
+        yard: Yard,
+        call: Call,
+        key: VirtualKey,
+        target: str,
+        request: ChatRequest,
+        stream: bool,
+        api: str,
+        renderer: Renderer,
+    ) -> None:
         model = _target(yard, target, key)
         request = _prepare(call, request, key, yard)
         if key.rpm is not None:

@@ -2,9 +2,11 @@
 
 A request takes the current Yard once, at its start, and keeps it to the end, so a reload never
 changes the config under a request in flight. An invalid new config is refused with the reason
-and the old one keeps serving. Connection pools and loaded local models live in `Resources`,
-shared by every generation of the config, so a reload does not drop connections or reload
-weights that did not change.
+and the old one keeps serving. Connection pools, services and loaded local models live in
+`Resources`, shared by every generation of the config, so a reload does not drop connections or
+reload weights that did not change. What a reload leaves unused (a pool, a tracing exporter, the
+weights of a model whose spec changed) is closed once the last request of every generation that
+used it has finished.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.config.build import Resources, build
+from modelyard.config.build import ResourceKey, Resources, build
 from modelyard.config.loader import load_config
 from modelyard.errors import ConfigError
 from modelyard.yard import Yard
@@ -93,18 +95,54 @@ def diff_configs(old: Yard, new: Yard) -> ConfigDiff:
     return diff
 
 
+@dataclass(eq=False, slots=True)
+class _Generation:
+    """One build of the config, the resources it holds, and the requests still running on it."""
+
+    yard: Yard
+    keys: set[ResourceKey]
+    in_flight: int = 0
+
+
+class _Serving:
+    """Holds one generation for one request. A class, not `@contextmanager`: that one sets the
+    traceback on the exception passing through, and the gateway's `ApiError` is frozen."""
+
+    __slots__ = ("generation", "live")
+
+    def __init__(self, live: LiveConfig, generation: _Generation) -> None:
+        self.live = live
+        self.generation = generation
+
+    def __enter__(self) -> Yard:
+        self.generation.in_flight += 1
+        return self.generation.yard
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.generation.in_flight -= 1
+        self.live._finished(self.generation)
+
+
 class LiveConfig:
-    """The yard being served. A request holds the yard it started with, so a reload never
-    changes a request midway; services shared through `resources` outlive every generation
-    (one whose spec a reload changed is closed only at shutdown)."""
+    """The yard being served. A request holds the yard it started with (`serving`), so a reload
+    never changes a request midway; what the new config no longer uses is released when the
+    older generations' requests have finished, `grace` seconds later (for work a request leaves
+    running: a cancelled straggler's last read, a ledger write)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        grace: float = 5.0,
     ) -> None:
         self.path = Path(path)
         self.env = env
+        self.grace = grace
         self.resources = Resources()
-        self.current = self._load()
+        self._serving = self._load()
+        self._draining: list[_Generation] = []
+        self._releases: set[asyncio.Task[None]] = set()
         started = self.current.loaded.config
         self.started = {"gateway": started.gateway, "state": started.state}
         """Sections read only at start: the `gateway:` settings, and the store that key rate
@@ -112,8 +150,24 @@ class LiveConfig:
         self.history: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
-    def _load(self) -> Yard:
-        return Yard(build(load_config(self.path, env=self.env), self.resources), self.resources)
+    @property
+    def current(self) -> Yard:
+        """The yard new requests get."""
+        return self._serving.yard
+
+    def serving(self) -> _Serving:
+        """The current yard, held for one request (`with live.serving() as yard:`): what it
+        uses stays open until the request ends."""
+        return _Serving(self, self._serving)
+
+    def _finished(self, generation: _Generation) -> None:
+        if generation.in_flight == 0 and generation in self._draining:
+            self._release_later()
+
+    def _load(self) -> _Generation:
+        with self.resources.tracking() as keys:
+            yard = Yard(build(load_config(self.path, env=self.env), self.resources), self.resources)
+        return _Generation(yard, keys)
 
     async def reload(self) -> ConfigDiff:
         """Validate and build the file anew, then swap it in. Raises ConfigError (and keeps the
@@ -125,19 +179,44 @@ class LiveConfig:
                 log.error("reload refused, still serving %s: %s", self.current.version, exc)
                 self.history.append({"version": None, "error": str(exc)})
                 raise
-            diff = diff_configs(self.current, new)
+            diff = diff_configs(self.current, new.yard)
             # Against what runs, not the last file loaded: a second reload must not hide a
             # change still waiting for its restart.
-            config = new.loaded.config
+            config = new.yard.loaded.config
             diff.restart_required[:] = [
                 name for name, section in self.started.items() if getattr(config, name) != section
             ]
             old_version = self.current.version
-            self.current = new
-            log.warning("reloaded config %s -> %s: %s", old_version, new.version, diff.summary())
-            self.history.append({"version": new.version, "diff": diff.to_dict()})
-            return diff
+            self._draining.append(self._serving)
+            self._serving = new
+            log.warning(
+                "reloaded config %s -> %s: %s", old_version, new.yard.version, diff.summary()
+            )
+            self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
+        self._release_later()
+        return diff
+
+    def _release_later(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._release_unused())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release_unused(self) -> None:
+        """Close what only finished generations used, `grace` seconds after they finished."""
+        await asyncio.sleep(self.grace)
+        async with self._lock:  # never while a reload is building (it may take a key back)
+            finished = [g for g in self._draining if g.in_flight == 0]
+            if not finished:
+                return
+            self._draining = [g for g in self._draining if g.in_flight > 0]
+            held = set(self._serving.keys).union(*(g.keys for g in self._draining))
+            unused = set().union(*(g.keys for g in finished)) - held
+            closed = await self.resources.release(unused)
+        if closed:
+            log.info("closed %d resource(s) no generation of the config uses any more", closed)
 
     async def aclose(self) -> None:
-        """Close every pool and local model."""
+        """Close every pool, service and local model, of every generation."""
+        for task in list(self._releases):
+            task.cancel()
         await self.current.aclose()
