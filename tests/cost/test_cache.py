@@ -103,7 +103,7 @@ async def test_requests_differing_in_a_message_detail_never_share_an_entry(varia
     assert len(inner.calls) == 2
 
 
-def test_a_different_answering_identity_or_config_version_changes_the_key() -> None:
+def test_a_different_answering_identity_or_version_changes_the_key() -> None:
     a, b = priced("a"), priced("b")
     assert exact_key(BASE, identity(a, "v1")) != exact_key(BASE, identity(b, "v1"))
     assert exact_key(BASE, identity(a, "v1")) != exact_key(BASE, identity(a, "v2"))

@@ -17,6 +17,7 @@ from collections import ChainMap
 from collections.abc import Iterator
 from pathlib import Path
 
+from modelyard.config.answers import AnswerVersions
 from modelyard.config.build import BuildContext
 from modelyard.config.loader import Loc, config_relative
 from modelyard.config.operations import CacheSpec, LedgerSpec, OperationsSpec
@@ -235,6 +236,7 @@ class _Wrapping:
         self.cache = response_cache(context, cache) if cache is not None else None
         self.cached_names = set(cache.targets) if cache and cache.targets is not None else None
         self.tracing = tracing(context)
+        self.versions = AnswerVersions(context.loaded)
         self.semantic: SemanticPolicy | None = None
         self.semantic_names: set[str] = set()
         if cache is not None and cache.semantic is not None:
@@ -246,6 +248,7 @@ class _Wrapping:
                 allow_tools=spec.allow_tools,
                 allow_multi_turn=spec.allow_multi_turn,
                 allow_nonzero_temperature=spec.allow_nonzero_temperature,
+                space=self.versions.version(spec.embedder, "embedders"),
             )
 
     def entry(self, name: str, node: Model) -> Model:
@@ -274,7 +277,9 @@ class _Wrapping:
             )
         if self.cache is not None and self._cached(name, is_system):
             semantic = self.semantic if name in self.semantic_names else None
-            who = identity(node, self.context.loaded.version)
+            # Keyed on what decides this node's answers, not on the file's text: a comment or a
+            # budget edited keeps the cache, a `${VAR}` feeding a URL or a prompt does not.
+            who = identity(node, self.versions.version(name))
             wrapped = Cached(wrapped, cache=self.cache, who=who, semantic=semantic)
         if self.tracing is not None:  # outermost: a cache hit is a span too
             version = self.context.loaded.version

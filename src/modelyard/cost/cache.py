@@ -50,6 +50,9 @@ class SemanticPolicy:
     allow_tools: bool = False
     allow_multi_turn: bool = False
     allow_nonzero_temperature: bool = False
+    space: str = ""
+    """Which embedder's vectors this policy stores (its version): a scope never compares vectors
+    of another embedder, whose similarities would mean nothing (or whose sizes differ)."""
 
     def refuses(self, request: ChatRequest) -> str | None:
         """Why `request` may not use the semantic cache, or None if it may."""
@@ -183,7 +186,7 @@ class Cached(Decoration):
         if self.semantic is None or self.semantic.refuses(request) is not None:
             return key, None, None, 0.0
         vector, cost = await self._embed(request)
-        scope = semantic_scope(request, self.who)
+        scope = semantic_scope(request, self.who, self.semantic.space)
         hit = await self.cache.semantic_hit(
             scope, request.last_user_text, vector, self.semantic.threshold
         )

@@ -3,10 +3,11 @@
 The exact key hashes the canonical form of every field of the request — every field of
 `ChatRequest`, read with `dataclasses.fields`, so a field added later is part of the key
 without anyone remembering to add it — except the ones listed in `NOT_IN_KEY`, plus the identity
-of what answers (the node's name, the pinned model ids under it, the config version) and the
-tenant (`key_id` is a request field, so it is in the key). The semantic scope is the same hash
-with the last user message's text left out: a semantic hit may differ from the cached request
-in that text only.
+of what answers (the node's name, the pinned model ids under it, and the version of what decides
+its answers: for a config's node, `config.answers`) and the tenant (`key_id` is a request field,
+so it is in the key). The semantic scope is the same hash with the last user message's text left
+out, plus the embedder's version: a semantic hit may differ from the cached request in that text
+only, and is found by vectors of the same embedder.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.model import Model
+from modelyard.model import Model, Wrapper
 from modelyard.types import ChatRequest, Message
 
 NOT_IN_KEY = frozenset({"deadline", "request_id"})
@@ -64,18 +65,23 @@ def request_form(request: ChatRequest) -> dict[str, Any]:
     }
 
 
-def identity(model: Model, config_version: str) -> str:
-    """What answers: the node's name, every pinned model id under it, and the config version."""
+def identity(model: Model, version: str) -> str:
+    """What answers: the node's name, every pinned model id under it, and `version`, a digest of
+    what decides its answers (for a node built from a config, `config.answers.AnswerVersions`:
+    the resolved specs it reaches, not the file's text)."""
     ids: list[str] = []
 
     def walk(node: Model) -> None:
+        if isinstance(node, Wrapper):  # retries, breakers, deadlines, budgets: not who answers
+            walk(node.inner)
+            return
         info = node.info
         ids.append(f"{info.name}={info.provider or ''}:{info.model_id or ''}")
         for child in node.children:
             walk(child)
 
     walk(model)
-    return f"{model.name}|{config_version}|{','.join(ids)}"
+    return f"{model.name}|{version}|{','.join(ids)}"
 
 
 def _digest(parts: Any) -> str:
@@ -94,14 +100,15 @@ def last_user_index(request: ChatRequest) -> int | None:
     return None
 
 
-def semantic_scope(request: ChatRequest, who: str) -> str:
-    """The exact key of `request` with its last user message's text blanked out."""
+def semantic_scope(request: ChatRequest, who: str, space: str = "") -> str:
+    """The exact key of `request` with its last user message's text blanked out, within the
+    vector `space` (which embedder made the stored vectors)."""
     index = last_user_index(request)
     assert index is not None
     messages = list(request.messages)
     messages[index] = Message(role="user", content="\x00question\x00")
     form = request_form(dataclasses.replace(request, messages=tuple(messages)))
-    return _digest([who, "semantic", form])
+    return _digest([who, "semantic", space, form])
 
 
 def details(text: str) -> tuple[list[str], list[str], int]:
