@@ -1,6 +1,6 @@
 """What the cache keys a node's answers on, through the real loader and build: the resolved specs
 that decide them. A `${VAR}` feeding an answer misses; edits that cannot change an answer, and a
-rotated key, keep the cached answers."""
+rotated key, keep the cached answers; a downgraded answer is never stored as the primary's."""
 
 from __future__ import annotations
 
@@ -263,6 +263,45 @@ async def test_a_new_semantic_embedder_never_compares_the_old_vectors(
     async with modelyard.load(path) as yard:
         near = await yard.complete("first", "what is the return window", temperature=0)
     assert not hit(near)
+
+
+LONG = "word " * 799 + "end"
+"""About 1,000 tokens: a dear answer costs nearly its worst case."""
+
+DOWNGRADING = f"""
+models:
+  cheap:
+    local: {{type: fake, default: "cheap answer"}}
+    price: {{input: 0.1, output: 0.1}}
+  dear:
+    local: {{type: fake, default: "{LONG}"}}
+    price: {{input: 10.0, output: 30.0}}
+    max_output_tokens: 1000
+systems:
+  premium: {{type: fallback, chain: [dear]}}
+  budget: {{type: fallback, chain: [cheap]}}
+budgets:
+  - {{name: p, scope: system, selector: premium, limit: 0.05, action: downgrade,
+     downgrade_to: budget}}
+state: {{backend: memory}}
+cache: {{backend: sqlite}}
+"""
+"""Room for one dear answer, then the budget sends `premium` to `budget`. Budget counters live
+in memory, so a fresh load is a budget that has recovered; cached answers are in sqlite."""
+
+
+async def test_a_downgraded_answer_is_not_served_once_the_budget_recovers(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config(DOWNGRADING)
+    async with modelyard.load(path) as yard:
+        await yard.complete("premium", "first question", max_tokens=1000)
+        downgraded = await yard.complete("premium", "second question", max_tokens=1000)
+        cheaper = await yard.complete("budget", "second question", max_tokens=1000)
+    async with modelyard.load(path) as yard:
+        recovered = await yard.complete("premium", "second question", max_tokens=1000)
+    assert downgraded.text == "cheap answer" and hit(cheaper)
+    assert not hit(recovered) and recovered.text == LONG
 
 
 def test_every_field_the_rules_name_exists() -> None:

@@ -551,10 +551,20 @@ async def settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float
         )
 
 
+DOWNGRADE = "budget"
+"""The decision kind of a node whose budget sent the request to another node."""
+
+
+def downgraded(response: ChatResponse) -> bool:
+    """Whether a budget downgrade, anywhere in the graph, had another node answer `response`."""
+    decision = response.decision
+    return decision is not None and any(d.kind == DOWNGRADE for d in decision.walk())
+
+
 def _downgraded(node: str, target: str, response: ChatResponse) -> ChatResponse:
     decision = Decision(
         node=node,
-        kind="budget",
+        kind=DOWNGRADE,
         chosen=target,
         reason=f"budget reached: downgraded to {target}",
         latency_ms=response.decision.latency_ms if response.decision else 0.0,

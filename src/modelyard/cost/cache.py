@@ -23,6 +23,7 @@ import numpy as np
 
 from modelyard.cost import cache_codec
 from modelyard.cost import scope as request_scope
+from modelyard.cost.budgets import cost_bound, downgraded
 from modelyard.cost.cache_keys import details, exact_key, semantic_scope
 from modelyard.cost.cache_store import CacheBackend, pack_vector
 from modelyard.cost.decoration import Decoration
@@ -128,6 +129,11 @@ class ResponseCache:
         """The bytes to store, or None when this response must not be cached."""
         if any(c.finish_reason == FinishReason.CONTENT_FILTER for c in response.choices):
             return None
+        if downgraded(response):
+            # A cheaper node answered while a budget was spent: stored under this node's
+            # identity, it would still be served once the budget recovers. The node it went to
+            # caches it under its own identity, if that node is cached.
+            return None
         blob = cache_codec.encode(response)
         return None if len(blob) > self.max_entry_bytes else blob
 
@@ -155,8 +161,6 @@ class Cached(Decoration):
 
     def worst_case_cost(self, request: ChatRequest) -> float:
         """The inner node's bound (a hit only lowers it)."""
-        from modelyard.cost.budgets import cost_bound
-
         return cost_bound(self.inner, request)
 
     def describe(self) -> dict[str, object]:
