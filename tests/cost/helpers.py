@@ -12,6 +12,26 @@ from modelyard.types import ChatRequest, Usage, user
 PRICE_IN = 1.0
 PRICE_OUT = 2.0
 
+LONG = "word " * 799 + "end"
+"""About 1,000 tokens: a dear answer costs nearly its worst case."""
+
+TIERS = f"""
+models:
+  cheap:
+    local: {{type: fake, default: "cheap answer"}}
+    price: {{input: 0.1, output: 0.1}}
+  dear:
+    local: {{type: fake, default: "{LONG}"}}
+    price: {{input: 10.0, output: 30.0}}
+    max_output_tokens: 1000
+embedders:
+  hash: {{local: {{type: hashing}}}}
+systems:
+  premium: {{type: fallback, chain: [dear]}}
+  budget: {{type: fallback, chain: [cheap]}}
+"""
+"""Two systems: `premium` on a dear model, `budget` on a cheap one."""
+
 
 def priced(
     name: str = "m", *, latency: float = 0.0, text: str = "ok", **reply: object

@@ -14,6 +14,7 @@ import modelyard
 from modelyard.config.answers import RULES, AnswerVersions
 from modelyard.config.loader import parse
 from modelyard.types import ChatRequest, ChatResponse
+from tests.cost.helpers import LONG, TIERS
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 WriteConfig = Callable[..., Path]
@@ -265,27 +266,16 @@ async def test_a_new_semantic_embedder_never_compares_the_old_vectors(
     assert not hit(near)
 
 
-LONG = "word " * 799 + "end"
-"""About 1,000 tokens: a dear answer costs nearly its worst case."""
-
-DOWNGRADING = f"""
-models:
-  cheap:
-    local: {{type: fake, default: "cheap answer"}}
-    price: {{input: 0.1, output: 0.1}}
-  dear:
-    local: {{type: fake, default: "{LONG}"}}
-    price: {{input: 10.0, output: 30.0}}
-    max_output_tokens: 1000
-systems:
-  premium: {{type: fallback, chain: [dear]}}
-  budget: {{type: fallback, chain: [cheap]}}
+DOWNGRADING = (
+    TIERS
+    + """
 budgets:
-  - {{name: p, scope: system, selector: premium, limit: 0.05, action: downgrade,
-     downgrade_to: budget}}
-state: {{backend: memory}}
-cache: {{backend: sqlite}}
+  - {name: p, scope: system, selector: premium, limit: 0.05, action: downgrade,
+     downgrade_to: budget}
+state: {backend: memory}
+cache: {backend: sqlite}
 """
+)
 """Room for one dear answer, then the budget sends `premium` to `budget`. Budget counters live
 in memory, so a fresh load is a budget that has recovered; cached answers are in sqlite."""
 

@@ -12,29 +12,11 @@ import modelyard
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.errors import BudgetExceededError, ConfigError, UnavailableError
 from modelyard.types import user
-
-LONG = "word " * 799 + "end"
-"""About 1,000 tokens: a dear answer costs nearly its worst case."""
-
-BASE = f"""
-models:
-  cheap:
-    local: {{type: fake, default: "cheap answer"}}
-    price: {{input: 0.1, output: 0.1}}
-  dear:
-    local: {{type: fake, default: "{LONG}"}}
-    price: {{input: 10.0, output: 30.0}}
-    max_output_tokens: 1000
-embedders:
-  hash: {{local: {{type: hashing}}}}
-systems:
-  premium: {{type: fallback, chain: [dear]}}
-  budget: {{type: fallback, chain: [cheap]}}
-"""
+from tests.cost.helpers import TIERS
 
 
 def config(extra: str) -> str:
-    return BASE + extra
+    return TIERS + extra
 
 
 async def test_a_system_budget_blocks_once_its_cap_would_be_passed(
@@ -58,7 +40,7 @@ async def test_a_model_answered_by_its_fallback_charges_the_total_budget_what_it
     # dear's spend, so the second such request no longer fits.
     broken = "  broken:\n    local: {type: fake, default: {error: unavailable}}\n"
     broken += "    fallbacks: [dear]\nembedders:"
-    text = BASE.replace("embedders:", broken, 1)
+    text = TIERS.replace("embedders:", broken, 1)
     path = write_config(text + "budgets:\n  - {name: all, scope: total, limit: 0.05}\n")
     async with modelyard.load(path) as yard:
         first = await yard.complete("broken", "hi", max_tokens=1000)
@@ -74,7 +56,7 @@ async def test_a_cached_model_with_fallbacks_caches_its_fallbacks_answer(
     # served from the cache, not paid for again.
     broken = "  broken:\n    local: {type: fake, default: {error: unavailable}}\n"
     broken += "    fallbacks: [dear]\nembedders:"
-    text = BASE.replace("embedders:", broken, 1)
+    text = TIERS.replace("embedders:", broken, 1)
     path = write_config(text + "cache: {targets: [broken]}\n")
     async with modelyard.load(path) as yard:
         first = await yard.complete("broken", "hi", max_tokens=1000)
