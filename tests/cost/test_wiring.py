@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import modelyard
+from modelyard.cost.cache import ResponseCache
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.errors import BudgetExceededError, ConfigError, UnavailableError
 from modelyard.types import user
@@ -63,6 +64,45 @@ async def test_a_cached_model_with_fallbacks_caches_its_fallbacks_answer(
         again = await yard.complete("broken", "hi", max_tokens=1000)
     assert first.model == "dear" and first.cost > 0
     assert again.cost == 0 and again.decision is not None and again.decision.kind == "cache"
+
+
+def response_cache(yard: modelyard.Yard) -> ResponseCache:
+    (cache,) = [s for s in yard.resources.services.values() if isinstance(s, ResponseCache)]
+    return cache
+
+
+async def test_a_primary_with_fallbacks_that_answers_is_cached_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    steady = "  steady:\n    local: {type: fake, default: steady answer}\n"
+    steady += "    fallbacks: [dear]\nembedders:"
+    text = TIERS.replace("embedders:", steady, 1)
+    path = write_config(text + "cache: {targets: [steady, dear]}\n")
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("steady", "hi")
+        again = await yard.complete("steady", "hi")
+        stats = await response_cache(yard).backend.stats()
+    assert first.text == again.text == "steady answer"
+    assert again.cost == 0 and again.decision is not None and again.decision.kind == "cache"
+    assert stats.entries == 1
+
+
+async def test_a_model_reached_as_another_models_fallback_brings_its_chains_cache(
+    write_config: Callable[[str], Path],
+) -> None:
+    # first -> second -> dear: first and second are down, dear answers. Asked next by name,
+    # second (a cache target) is served what its chain answered when first fell back to it.
+    chain = "  first:\n    local: {type: fake, default: {error: unavailable}}\n"
+    chain += "    fallbacks: [second]\n"
+    chain += "  second:\n    local: {type: fake, default: {error: unavailable}}\n"
+    chain += "    fallbacks: [dear]\nembedders:"
+    text = TIERS.replace("embedders:", chain, 1)
+    path = write_config(text + "cache: {targets: [second]}\n")
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("first", "hi", max_tokens=1000)
+        second = await yard.complete("second", "hi", max_tokens=1000)
+    assert first.model == "dear" and first.cost > 0
+    assert second.cost == 0 and second.decision is not None and second.decision.kind == "cache"
 
 
 async def test_downgrade_routes_to_the_cheaper_system_through_the_config(

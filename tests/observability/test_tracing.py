@@ -92,6 +92,29 @@ async def test_a_model_answered_by_its_fallback_is_one_trace(
     assert named(spans, "chat steady").parent_id == roots[0].span_id
 
 
+async def test_a_model_reached_as_another_models_fallback_brings_its_chains_span(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    # lapsed -> relay -> steady: relay's chain is a span of its own, under lapsed's chain, and
+    # steady's attempt nests in it.
+    chain = "  lapsed:\n    local: {type: fake, default: {error: unavailable}}\n"
+    chain += "    fallbacks: [relay]\n"
+    chain += "  relay:\n    local: {type: fake, default: {error: unavailable}}\n"
+    chain += "    fallbacks: [steady]\n  other:"
+    text = _config(collector.url).replace("  other:", chain, 1)
+    async with modelyard.load(write_config(text)) as yard:
+        await yard.complete("lapsed", "hello")
+    spans = collector.wait_for(5)
+    by_id = {s.span_id: s for s in spans}
+    (root,) = [s for s in spans if s.parent_id == ""]
+    assert root.name == "chat lapsed"
+    relay_chain = by_id[named(spans, "chat steady").parent_id]
+    assert relay_chain.name == "chat relay" and relay_chain.parent_id == root.span_id
+    assert sorted(s.name for s in spans) == sorted(
+        ["chat lapsed", "chat lapsed", "chat relay", "chat relay", "chat steady"]
+    )
+
+
 @pytest.mark.parametrize(
     ("setting", "decisions"),
     [("", False), ("  decisions: false", False), ("  decisions: true", True)],

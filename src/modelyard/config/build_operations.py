@@ -257,9 +257,12 @@ class _Wrapping:
             return node
         return Accounted(node, ledger=self.spend, anomaly=self.anomaly)
 
-    def wrap(self, name: str, node: Model, *, is_system: bool, chain: bool = False) -> Model:
-        """`node` with its span, cache and budget guard. A `chain` (a model with its
-        `fallbacks:`) charges no model budget: each model in it carries its own."""
+    def wrap(
+        self, name: str, node: Model, *, is_system: bool, chain: bool = False, cache: bool = True
+    ) -> Model:
+        """`node` with its span, cache (unless `cache` is False) and budget guard. A `chain` (a
+        model with its `fallbacks:`) charges no model budget: each model in it carries its
+        own."""
         wrapped = node
         if self.book is not None and (self.per_request or not chain):
             scope = "system" if is_system else "model"
@@ -275,7 +278,7 @@ class _Wrapping:
                 per_request=self.per_request,
                 targets=self.targets,
             )
-        if self.cache is not None and self._cached(name, is_system):
+        if cache and self.cache is not None and self._cached(name, is_system):
             semantic = self.semantic if name in self.semantic_names else None
             # Keyed on what decides this node's answers, not on the file's text: a comment or a
             # budget edited keeps the cache, a `${VAR}` feeding a URL or a prompt does not.
@@ -300,17 +303,21 @@ def apply_operations(context: BuildContext) -> None:
     wrapping = _Wrapping(context)
     for name, model in list(context.models.items()):
         if not isinstance(model, DisabledModel):  # spends nothing; build reports it as disabled
-            context.models[name] = wrapping.wrap(name, model, is_system=False)
+            # A model with fallbacks is reached only through its chain, whose cache covers it.
+            cache = not config.models[name].fallbacks
+            context.models[name] = wrapping.wrap(name, model, is_system=False, cache=cache)
+
+    def seal(name: str, chain: Model) -> Model:
+        # What the name reaches, and what a model falling back to it gets: the key, tag and
+        # total budgets a request meets first are reserved here for the whole chain; a cache
+        # and a span cover it whole.
+        return wrapping.wrap(name, chain, is_system=False, chain=True)
+
     # Model-level fallbacks chain the wrapped models: a model reached as another's fallback
     # still meets its own budgets, cache and span.
-    add_model_fallbacks(context)
-    for name, model in list(context.models.items()):
+    add_model_fallbacks(context, seal)
+    for name, model in context.models.items():
         if not isinstance(model, DisabledModel):
-            if config.models[name].fallbacks:
-                # What the name reaches: the key, tag and total budgets a request meets first
-                # are reserved here for the whole chain; a cache and a span cover it whole.
-                model = wrapping.wrap(name, model, is_system=False, chain=True)
-                context.models[name] = model
             context.entries[name] = wrapping.entry(name, model)
     for name in _system_order(context):
         loc: Loc = ("systems", name)

@@ -215,9 +215,10 @@ def _check_limits(
             )
 
 
-def add_model_fallbacks(context: BuildContext) -> None:
+def add_model_fallbacks(context: BuildContext, seal: Callable[[str, Model], Model]) -> None:
     """Wrap each model that lists `fallbacks:` in a fallback chain, in dependency order, so a
-    fallback brings its own fallbacks; refuses unknown names, repeats and cycles."""
+    fallback brings its own fallbacks (as `seal` finished them: a model falling back to B gets
+    B's chain with its cache and span); refuses unknown names, repeats and cycles."""
     specs = context.loaded.config.models
     for name, spec in specs.items():
         seen: set[str] = set()
@@ -255,7 +256,7 @@ def add_model_fallbacks(context: BuildContext) -> None:
                     "answer for it"
                 )
             chain = [primary, *(context.models[f] for f in fallbacks)]
-            context.models[name] = FallbackModel(name, chain, info=primary.info)
+            context.models[name] = seal(name, FallbackModel(name, chain, info=primary.info))
         done.add(name)
 
     for name in specs:
