@@ -123,6 +123,20 @@ async def test_a_slow_system_at_a_high_rate_does_not_overshoot_the_spend_cap(
     assert max(s.latency_ms for s in report.samples) < 500
 
 
+async def test_before_any_answer_each_request_out_counts_at_the_dearest_prompts_worst_case(
+    write_config: Write,
+) -> None:
+    # The first prompt is short, the second long. Counted at the first one's worst case (and,
+    # once it answered, at the run's mean), the long requests left by the dozen and passed the
+    # cap; each now counts at its own worst case until it answered once.
+    prompts = [user("hi"), user("word " * 4000)]
+    async with load_for_evaluation(write_config(_system(0.5))) as yard:
+        system = yard.get("main")
+        cap = cost_bound(system, prompts[1]) * 1.5
+        report = await run_load(system, prompts, rate=100, total=200, max_cost=cap)
+    assert report.stopped == "max_cost" and report.cost <= cap
+
+
 class RefusedAtFirst(Wrapper):
     """Refuses its first `refusals` calls at once, at no cost (a provider's 429 while it warms
     up), then answers as `inner` does."""

@@ -103,8 +103,9 @@ def load_command(
         float | None,
         typer.Option(
             help="Spend at most this many USD: near it, sending waits for answers, and stops "
-            "when the next request would pass it (required when the system reaches a hosted "
-            "provider).",
+            "when the next request would pass it (a request out counts at what its prompt cost "
+            "when last answered, else at its worst case). Required when the system reaches a "
+            "hosted provider.",
         ),
     ] = None,
     daily: Annotated[

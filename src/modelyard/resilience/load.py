@@ -6,8 +6,9 @@ in production, instead of as a politely lower rate (a closed loop, N workers eac
 answer, hides exactly that: "coordinated omission"). Latency is measured from each request's
 scheduled time. Prompts cycle through the items given. The run ends after `requests`, or
 `duration` seconds, or once its spend reaches `max_cost`; requests already sent are awaited.
-Near the cap sending waits for answers rather than overshoot it: requests still out count at
-the run's mean cost so far (at their worst case until the first answer). What was spent, per
+Near the cap sending waits for answers rather than overshoot it: a request still out counts at
+what its prompt cost when last answered, or at its worst case until then (prompts can differ in
+cost a hundredfold, so no run-wide mean stands for them). What was spent, per
 request and per billed model, is projected to a daily volume and set against the config's
 total, system and model budgets.
 """
@@ -201,27 +202,23 @@ async def run_load(
     sent: list[asyncio.Task[None]] = []  # all of them: a bug's exception reaches the caller
     in_flight: set[asyncio.Task[None]] = set()
     spent = 0.0
-    priced = 0  # requests answered or that cost something, and their cost (see `_each`)
-    priced_cost = 0.0
+    expected = _Expected(system, requests, deadline)
     last = 0.0  # when the last answer came (the run may stop a wait after it)
     shed = 0
     stopped = "requests"
 
-    async def one(request: ChatRequest, scheduled: float) -> None:
-        nonlocal spent, priced, priced_cost, last
+    async def one(request: ChatRequest, index: int, counted: float, scheduled: float) -> None:
+        nonlocal spent, last
         late = time.perf_counter() - scheduled
         try:
             sample = _sample(request, scheduled, late, response=await system.complete(request))
         except ModelError as exc:
             sample = _sample(request, scheduled, late, error=exc)
         spent += sample.cost
-        if sample.error is None or sample.cost > 0:
-            priced += 1
-            priced_cost += sample.cost
+        expected.answered(index, counted, sample)
         samples.append(sample)
         last = time.perf_counter()
 
-    bound = cost_bound(system, requests[0].with_budget(deadline))
     begin = time.perf_counter()
     paused = 0.0  # seconds sending waited for the spend cap: the schedule moves on by them
     number = 0
@@ -234,15 +231,12 @@ async def run_load(
         # Behind schedule the wait is 0, and still yields: the requests sent start at once
         # instead of piling up behind the sender.
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        index = number % len(requests)
         if max_cost is not None:
             held = False
-            # This request and those still out count at the mean cost so far (at their worst
-            # case until the first answer): near the cap, sending waits for answers instead of
-            # overshooting, and stops when the next request alone would pass it.
-            while (
-                in_flight
-                and spent + _each(priced, priced_cost, bound) * (len(in_flight) + 1) > max_cost
-            ):
+            # Near the cap, sending waits for answers instead of overshooting, and stops when
+            # the next request alone would pass it.
+            while in_flight and spent + expected.out + expected.of(index) > max_cost:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 held = True
             if held:  # the cap, not the system, held it: this and later sends start later
@@ -252,15 +246,17 @@ async def run_load(
                     break
                 paused += max(0.0, now - scheduled)
                 scheduled = begin + paused + offset
-            each = _each(priced, priced_cost, bound)
-            if spent >= max_cost or (priced and spent + each > max_cost):
+            if spent >= max_cost or (
+                expected.known(index) and spent + expected.of(index) > max_cost
+            ):
                 stopped = "max_cost"
                 break
         if len(in_flight) >= max_in_flight:
             shed += 1
         else:
-            request = requests[number % len(requests)].with_budget(deadline)
-            task = asyncio.create_task(one(request, scheduled))
+            request = requests[index].with_budget(deadline)
+            counted = expected.sent(index)
+            task = asyncio.create_task(one(request, index, counted, scheduled))
             sent.append(task)
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
@@ -276,12 +272,51 @@ async def run_load(
     )
 
 
-def _each(priced: int, priced_cost: float, bound: float) -> float:
-    """What a request still out is expected to cost: the mean so far of the `priced` requests
-    that were answered or cost something, else its worst case. Failures that cost nothing (a
-    429, a refused connection) say nothing of what the requests still out will cost once the
-    system answers."""
-    return priced_cost / priced if priced else bound
+class _Expected:
+    """What each prompt is expected to cost, and the sum over the requests still out.
+
+    A prompt counts at what it cost when last answered (or failed at a cost), else at its worst
+    case. Failures that cost nothing (a 429, a refused connection) say nothing of what it will
+    cost once the system answers. The sum is kept as requests leave and return, not summed
+    afresh at each send: at thousands of requests a second that would make sending fall behind.
+    """
+
+    def __init__(
+        self, system: Model, requests: Sequence[ChatRequest], deadline: float | None
+    ) -> None:
+        self._system = system
+        self._requests = requests
+        self._deadline = deadline
+        self._cost: dict[int, float] = {}
+        self._bound: dict[int, float] = {}
+        self.out = 0.0
+        """The expected cost of the requests still out."""
+
+    def known(self, index: int) -> bool:
+        """Whether prompt `index` was priced by an answer."""
+        return index in self._cost
+
+    def of(self, index: int) -> float:
+        """What the next request with prompt `index` is expected to cost."""
+        if index in self._cost:
+            return self._cost[index]
+        if index not in self._bound:
+            request = self._requests[index].with_budget(self._deadline)
+            self._bound[index] = cost_bound(self._system, request)
+        return self._bound[index]
+
+    def sent(self, index: int) -> float:
+        """A request with prompt `index` left: it counts as out, at what this returns, until
+        `answered`."""
+        each = self.of(index)
+        self.out += each
+        return each
+
+    def answered(self, index: int, counted: float, sample: Sample) -> None:
+        """A request with prompt `index`, counted at `counted`, came back as `sample`."""
+        self.out -= counted
+        if sample.error is None or sample.cost > 0:
+            self._cost[index] = sample.cost
 
 
 def project(report: LoadReport, budgets: Sequence[BudgetSpec], daily: int) -> list[Projection]:
