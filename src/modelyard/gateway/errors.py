@@ -24,9 +24,13 @@ from modelyard.errors import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class ApiError(Exception):
-    """A failure to report to the client: HTTP status, error type and code, a clear message."""
+    """A failure to report to the client: HTTP status, error type and code, a clear message.
+
+    Not frozen: Python sets an exception's `__traceback__` as it passes through a
+    `@contextmanager` block, which a frozen dataclass refuses (the request then failed as a
+    500). Compared and hashed by identity, as exceptions are."""
 
     status: int
     message: str
