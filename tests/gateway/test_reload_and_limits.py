@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
@@ -16,7 +17,7 @@ import orjson
 import pytest
 from tests.gateway.conftest import SYSTEMS, Running
 
-from modelyard.gateway.app import create_app
+from modelyard.gateway.app import Gateway, create_app
 
 CUTTER = """  cutter:
     local: {type: fake, default: {text: "one two three four five", cut_after: 2}}
@@ -382,3 +383,71 @@ def test_a_key_budget_on_a_store_that_is_down_is_a_503_not_a_500(
         )
     assert caught.value.status_code == 503
     assert "internal error" not in caught.value.message
+
+
+async def _asgi(
+    app: Gateway, method: str, path: str, body: dict[str, object] | None = None
+) -> tuple[dict[bytes, bytes], bytes, bool]:
+    """Serve one request in process. A stream's client hangs up once the first part of the
+    answer was sent. Returns the response headers, the body sent, and whether it hung up."""
+    raw = orjson.dumps(body) if body is not None else b""
+    left = asyncio.Event()
+    headers: dict[bytes, bytes] = {}
+    parts: list[bytes] = []
+    asked = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers.update(message["headers"])
+        elif message["type"] == "http.response.body":
+            parts.append(message.get("body", b""))
+            if message.get("more_body") and not left.is_set():
+                left.set()
+                for _ in range(3):  # let the gateway's disconnect watcher see it
+                    await asyncio.sleep(0)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return headers, b"".join(parts), left.is_set()
+
+
+async def test_a_cached_stream_the_client_leaves_cost_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        with_models(
+            '  chatty:\n    local: {type: fake, default: "a long answer"}\n'
+            "    price: {input: 1.0, output: 2.0}\n"
+        )
+        + "cache: {targets: [chatty]}\n"
+    )
+    app = create_app(config)
+    ask = {"model": "chatty", "messages": [{"role": "user", "content": "go"}]}
+    _, first, _ = await _asgi(app, "POST", "/v1/chat/completions", ask)
+    assert orjson.loads(first)["choices"][0]["message"]["content"] == "a long answer"
+    headers, body, left = await _asgi(app, "POST", "/v1/chat/completions", {**ask, "stream": True})
+    assert left and b"[DONE]" not in body  # replayed from the cache, and cut
+    request_id = headers[b"x-request-id"].decode()
+    record: dict[str, Any] = {}
+    for _ in range(100):
+        found, text, _ = await _asgi(app, "GET", f"/v1/requests/{request_id}")
+        if found and b"cost" in text:
+            record = orjson.loads(text)
+            break
+        await asyncio.sleep(0.05)
+    assert record["status"] == 499
+    assert record["cost"] == 0  # the key's budget is settled to this too
+    await app.aclose()

@@ -151,10 +151,21 @@ class Accounted(Decoration):
         if self.anomaly is not None and response is not None:
             self.anomaly.observe(self.name, response.cost, response.model)
 
+    def _scope(self) -> request_scope.RequestScope | None:
+        """The request's scope, now accounted by this wrapper; None when an outer one records
+        the request (this one then only passes it on)."""
+        scope = request_scope.current()
+        if scope is not None and scope.accounted:
+            return None
+        scope = scope or request_scope.RequestScope(entry=self.name)
+        scope.accounted = True
+        return scope
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        if request_scope.current() is not None:
+        scope = self._scope()
+        if scope is None:
             return await self.inner.complete(request)
-        with request_scope.entered(request_scope.RequestScope(entry=self.name)):
+        with request_scope.entered(scope):
             try:
                 response = await self.inner.complete(request)
             except ModelError as exc:
@@ -164,11 +175,11 @@ class Accounted(Decoration):
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        if request_scope.current() is not None:
+        scope = self._scope()
+        if scope is None:
             async for chunk in self.inner.stream(request):
                 yield chunk
             return
-        scope = request_scope.RequestScope(entry=self.name)
         with request_scope.entered(scope):
             chunks = self.inner.stream(request)
         seen = 0  # characters streamed

@@ -3,7 +3,9 @@ are already reserved, which systems it was downgraded through, and what its cach
 
 Held in a `ContextVar`, so it follows the request into the tasks its patterns spawn (an
 ensemble's members) and never leaks into another request. The outermost wrapper a request meets
-(`cost.accounting.Accounted`, or a `BudgetGuard` used alone) opens it.
+(`cost.accounting.Accounted`, or a `BudgetGuard` used alone) opens it, unless the caller did: the
+gateway opens it to learn afterwards what the wrappers knew (a stream the client left was a cache
+replay, which cost nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class RequestScope:
     """Systems a budget sent this request away from, in order, so a loop is caught."""
     cache_hit: bool = False
     """Whether the cache is serving this request (a stream cut then cost nothing)."""
+    accounted: bool = False
+    """Whether an `Accounted` wrapper records this request's spend (the outermost one does)."""
 
 
 _CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
+from modelyard.cost import scope as request_scope
 from modelyard.cost.budgets import (
     Budget,
     BudgetBook,
@@ -160,7 +161,7 @@ class ChatEndpoints:
         try:  # from here on, the key's slot and budget hold are given back however it ends
             if key.budget is not None:
                 outcome.holds = await self._reserve(key, model, request, target)
-            with _caller_trace(call, yard):
+            with _caller_trace(call, yard), request_scope.entered(outcome.scope):
                 if stream:
                     await self._stream(call, model, request, renderer, outcome)
                 else:
@@ -263,8 +264,9 @@ class ChatEndpoints:
                 left_after = await _relay(call, first, chunks, renderer, disconnected, outcome)
             finally:
                 disconnected.cancel()
-            if left_after is not None:
-                outcome.abandoned(partial_cost(model, request, left_after))
+            if left_after is not None:  # a cache replay cut short cost nothing
+                cut = 0.0 if outcome.scope.cache_hit else partial_cost(model, request, left_after)
+                outcome.abandoned(cut)
         finally:
             close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
             if close is not None:
@@ -317,6 +319,7 @@ class _Outcome:
         "captured",
         "endpoints",
         "holds",
+        "scope",
         "spent",
         "stream",
         "target",
@@ -342,6 +345,8 @@ class _Outcome:
         self.spent = 0.0
         self.captured: ChatRequest | None = None
         """The request, when its exchange is to be kept (`gateway.capture`)."""
+        self.scope = request_scope.RequestScope(entry=target)
+        """What the cost wrappers learn while serving it (a cache hit, say)."""
 
     def answered(self, response: ChatResponse) -> None:
         self.spent = response.cost
