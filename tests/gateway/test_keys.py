@@ -74,6 +74,28 @@ def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Run
         ask(running, secret)
 
 
+def test_revoking_the_last_key_does_not_open_the_gateway(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()  # no admin key: open until a key is made
+    store = KeyStore(running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3")
+    secret, key = store.create("only")
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            ask(running, "not-a-key")
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() < deadline, "a made key never closed the gateway"
+        time.sleep(0.1)
+    assert store.revoke(key.id)
+    time.sleep(1.5)
+    with pytest.raises(openai.AuthenticationError):
+        ask(running, secret)
+    with pytest.raises(openai.AuthenticationError):
+        ask(running, "not-a-key")
+
+
 def test_admin_routes_need_the_admin_key(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
     key = create_key(running, name="user")

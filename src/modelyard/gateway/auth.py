@@ -34,6 +34,7 @@ class KeyRing:
         self.mode = mode
         self._admin = admin_secret
         self._keys = store.active_by_hash()
+        self._issued = store.issued()
         self._version = store.version()
         self._refresh_every = refresh_every
         self._task: asyncio.Task[None] | None = None
@@ -45,7 +46,8 @@ class KeyRing:
             return True
         if self.mode == "required":
             return False
-        return not self._keys and self._admin is None
+        # Revoking the last key must not let everyone in: open only while no key was ever made.
+        return not self._issued and self._admin is None
 
     def start(self) -> None:
         """Follow the key store from inside the running loop."""
@@ -63,6 +65,7 @@ class KeyRing:
             version = await asyncio.to_thread(self.store.version)
             if version != self._version:
                 self._keys = await asyncio.to_thread(self.store.active_by_hash)
+                self._issued = await asyncio.to_thread(self.store.issued)
                 self._version = version
         except Exception as exc:  # a broken key store must not stop serving known keys
             log.error("cannot refresh virtual keys: %s", exc)
@@ -107,7 +110,7 @@ def caller(ring: KeyRing, call: Call) -> VirtualKey:
 
 
 def require_admin(ring: KeyRing, call: Call) -> None:
-    """403 unless the caller holds the admin key (or no keys exist and it is on this machine)."""
+    """403 unless the caller holds the admin key (or no key was ever made and the call is local)."""
     key = caller(ring, call)
     if ring.open and call.from_loopback:
         return  # no keys configured at all: a local operator may administer

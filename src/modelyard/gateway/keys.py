@@ -159,6 +159,11 @@ class KeyStore:
         """Active keys by the hash of their secret: what the gateway holds in memory."""
         return {digest: key for digest, key in self._rows() if key.revoked is None}
 
+    def issued(self) -> bool:
+        """Whether any key was ever made, revoked ones included (then callers need a key)."""
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM virtual_keys LIMIT 1").fetchone() is not None
+
     def version(self) -> int:
         """Changes whenever any connection commits to the file."""
         with self._connect() as db:
