@@ -193,6 +193,13 @@ def test_tags_other_than_yaml_own_are_refused_with_the_line() -> None:
         assert str(caught.value).startswith("c.yaml:5: invalid YAML: unsupported tag")
 
 
+def test_tags_on_mappings_and_sequences_are_refused_too() -> None:
+    for tag in ("!include {file: other.yaml}", "!!python/object:os.system {}", "!custom [a]"):
+        with pytest.raises(ConfigError) as caught:
+            parse(f"models:\n  a: {{local: {{type: fake}}}}\nsystems:\n  s: {tag}\n", path="c.yaml")
+        assert str(caught.value).startswith("c.yaml:4: invalid YAML: unsupported tag")
+
+
 def test_a_file_that_is_not_utf8_is_refused_naming_the_byte(tmp_path: Path) -> None:
     path = tmp_path / "latin.yaml"
     path.write_bytes("models:\n  a: {local: {type: fake, default: caf\xe9}}\n".encode("latin-1"))

@@ -107,6 +107,12 @@ class _LineLoader(yaml.SafeLoader):
 
 _MERGE = "tag:yaml.org,2002:merge"
 """The tag of a `<<: *anchor` key: the anchored mapping's keys, unless given here."""
+_COLLECTIONS: dict[type[yaml.Node], str] = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
+"""The one tag a mapping or a sequence may carry: any other (`!include`, `!!python/object`,
+`!!set`) would be read as plain data and its meaning lost."""
 
 
 def _compose(text: str, path: str) -> yaml.Node | None:
@@ -135,6 +141,13 @@ class _Builder:
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.lines[loc] = node.start_mark.line + 1
+        expected = _COLLECTIONS.get(type(node))
+        if expected is not None and node.tag != expected:
+            raise ConfigError(
+                f"invalid YAML: unsupported tag {node.tag!r}",
+                path=self.path,
+                line=node.start_mark.line + 1,
+            )
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             merged: list[yaml.Node] = []
