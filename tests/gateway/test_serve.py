@@ -98,33 +98,57 @@ def test_bad_config_fails_before_binding(tmp_path: Path) -> None:
     assert b"bad.yaml:2" in done.stderr and b"fak" in done.stderr
 
 
-def test_a_log_written_beside_a_watched_config_does_not_feed_itself(tmp_path: Path) -> None:
-    """`serve cfg.yaml > serve.log` in the config's folder: each change the watcher logs is a
-    change in the folder, which must not be logged again and again while nothing happens."""
-    config = tmp_path / "config.yaml"
-    config.write_text(SYSTEMS + "gateway: {watch_config: true}\n", encoding="utf-8")
+def serve_logging_beside(config: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`modelyard serve config > serve.log` with the log in the config's folder, once it answers."""
     port = free_port()
-    with (tmp_path / "serve.log").open("wb") as out:
+    log = config.parent / "serve.log"
+    with log.open("wb") as out:
         process = subprocess.Popen(
             [MODELYARD, "serve", str(config), "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                break
+        except httpx2.TransportError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the watch arm
+    return process, log
+
+
+def test_a_broken_config_beside_its_log_is_refused_once(tmp_path: Path) -> None:
+    """The refusal is logged into the watched folder: that change must not retry the same text."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS + "gateway: {watch_config: true}\n", encoding="utf-8")
+    process, log = serve_logging_beside(config)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.1)
-        time.sleep(0.5)  # let the watch arm
+        broken = tmp_path / "config.yaml.new"
+        broken.write_text("models: {\n", encoding="utf-8")
+        broken.replace(config)
+        time.sleep(2.0)  # the watcher's debounce is 0.3 s
+        refusals = [line for line in log.read_text().splitlines() if "reload refused" in line]
+        assert len(refusals) == 1, refusals
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_a_log_written_beside_a_watched_config_does_not_feed_itself(tmp_path: Path) -> None:
+    """`serve cfg.yaml > serve.log` in the config's folder: each change the watcher logs is a
+    change in the folder, which must not be logged again and again while nothing happens."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS + "gateway: {watch_config: true}\n", encoding="utf-8")
+    process, log = serve_logging_beside(config)
+    try:
         (tmp_path / "notes.txt").write_text("a change beside the config", encoding="utf-8")
         time.sleep(2.0)  # then nothing happens (the watcher's debounce is 0.3 s)
-        lines = (tmp_path / "serve.log").read_text().splitlines()
+        lines = log.read_text().splitlines()
         assert len(lines) < 5, lines
     finally:
         process.kill()

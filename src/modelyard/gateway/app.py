@@ -198,12 +198,16 @@ class Gateway:
         # and `mv` replace the file by a rename, and a Kubernetes ConfigMap swaps a `..data`
         # symlink and deletes the old target folder, after which a watch on the file (or on
         # where it pointed) is dead. Any change in the folder re-reads the file; only a new
-        # text reloads.
+        # text reloads, and a text refused once is not tried again: each refusal is logged, and
+        # a log written beside the config (`serve cfg.yaml > serve.log`) would trigger the next.
         folder = self.live.path.absolute().parent
+        tried: str | None = self.live.current.version
         while True:
             try:
                 async for _ in awatch(folder, debounce=300, recursive=False):
-                    if self._config_text_version() != self.live.current.version:
+                    version = self._config_text_version()
+                    if version not in (self.live.current.version, tried):
+                        tried = version
                         await self._reload()
             except Exception:
                 log.exception("watching %s failed; watching again in 1 s", folder)
