@@ -82,7 +82,11 @@ def test_sigterm_drains_requests_in_flight(
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.1)
+    # SIGTERM once the slow request is being served (the readiness probe counts itself too).
+    deadline = time.monotonic() + 10
+    while httpx2.get(f"{url}/readyz").json()["in_flight"] < 2:
+        assert time.monotonic() < deadline, "the slow request never arrived"
+        time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     thread.join(10)
     assert results == ["late"]
