@@ -362,8 +362,9 @@ async def test_a_watched_configmap_reloads_on_every_update(tmp_path: Path) -> No
         await app.aclose()
 
 
-def test_a_key_budget_on_a_store_that_is_down_is_a_503_not_a_500(
-    serve_gateway: Callable[..., Running],
+@pytest.mark.parametrize("limit", [{"budget": 5}, {"rpm": 60}])
+def test_a_key_limit_on_a_store_that_is_down_is_a_503_not_a_500(
+    serve_gateway: Callable[..., Running], limit: dict[str, int]
 ) -> None:
     dead = "redis://127.0.0.1:1/0"
     running = serve_gateway(
@@ -372,7 +373,7 @@ def test_a_key_budget_on_a_store_that_is_down_is_a_503_not_a_500(
     )
     made = httpx2.post(
         f"{running.url}/admin/keys",
-        json={"name": "capped", "budget": 5},
+        json={"name": "capped", **limit},
         headers={"authorization": "Bearer admin-secret-123456"},
     )
     key = made.json()["key"]
@@ -383,6 +384,7 @@ def test_a_key_budget_on_a_store_that_is_down_is_a_503_not_a_500(
         )
     assert caught.value.status_code == 503
     assert "internal error" not in caught.value.message
+    assert "state store redis" in caught.value.message
 
 
 async def _asgi(

@@ -214,7 +214,12 @@ class ChatEndpoints:
 
     async def _check_rate(self, key: VirtualKey) -> None:
         assert key.rpm is not None
-        wait = await self.limits.window_acquire(f"key-rpm:{key.id}", 1, limit=key.rpm, window=60)
+        try:
+            wait = await self.limits.window_acquire(
+                f"key-rpm:{key.id}", 1, limit=key.rpm, window=60
+            )
+        except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
+            raise from_model_error(exc) from None
         if wait > 0:
             raise ApiError(
                 429,
