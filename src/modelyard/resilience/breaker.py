@@ -41,6 +41,7 @@ from modelyard.errors import (
 from modelyard.model import Model, Wrapper
 from modelyard.resilience.streams import closing
 from modelyard.state.base import Claim, StateStore
+from modelyard.state.policy import after_the_call
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 CIRCUIT_OPEN = "circuit_open"
@@ -342,11 +343,16 @@ class BreakerModel(Wrapper):
 
     async def _record(self, permits: list[Permit], error: ModelError | None) -> None:
         for permit in permits:
-            await permit.breaker.record(permit, error)
+            outcome = "a failure" if error is not None else "a success"
+            await after_the_call(
+                permit.breaker.record(permit, error), f"{outcome} of circuit {permit.breaker.scope}"
+            )
 
     async def _release(self, permits: list[Permit]) -> None:
         for permit in permits:
-            await permit.breaker.release(permit)
+            await after_the_call(
+                permit.breaker.release(permit), f"the probe of circuit {permit.breaker.scope}"
+            )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         permits = await self._admit()

@@ -34,6 +34,7 @@ from modelyard.model import Model, Wrapper
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.resilience.streams import closing
 from modelyard.state.base import StateStore
+from modelyard.state.policy import after_the_call
 from modelyard.types import ChatRequest, ChatResponse, Chunk
 
 CLIENT_RATE_LIMIT = "client_rate_limit"
@@ -220,11 +221,14 @@ class Limiter:
         return 0.0, ""
 
     async def settle(self, ticket: Ticket, used_tokens: int) -> None:
-        """Correct the token estimate to what the call really used; frees the slot."""
-        if not ticket.settled and self.limits.tpm is not None and used_tokens != ticket.tokens:
-            await self._force("tpm", float(used_tokens - ticket.tokens))
-        ticket.settled = True
-        self.release(ticket)
+        """Correct the token estimate to what the call really used; frees the slot (also when
+        the store cannot take the correction)."""
+        try:
+            if not ticket.settled and self.limits.tpm is not None and used_tokens != ticket.tokens:
+                await self._force("tpm", float(used_tokens - ticket.tokens))
+        finally:
+            ticket.settled = True
+            self.release(ticket)
 
     def release(self, ticket: Ticket) -> None:
         """Free the request's concurrency slot (idempotent)."""
@@ -317,7 +321,9 @@ class RateLimitModel(Wrapper):
 
     async def _settle(self, tickets: list[Ticket], used: int) -> None:
         for ticket in tickets:
-            await ticket.limiter.settle(ticket, used)
+            await after_the_call(
+                ticket.limiter.settle(ticket, used), f"the tokens used under {ticket.limiter.scope}"
+            )
 
     def _learn(self, exc: ModelError) -> None:
         if (

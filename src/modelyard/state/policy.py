@@ -10,7 +10,8 @@
   backend answers again, the spend counted locally is added to it, so no spend is lost.
 
 Either way the backend is tried again at most every `retry_interval` seconds, so a dead backend
-costs no connect timeout per request.
+costs no connect timeout per request. What fails closed is admission: the bookkeeping of a call
+already made (`after_the_call`) is lost, never its answer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ T = TypeVar("T")
 log = logging.getLogger("modelyard.state")
 
 OnUnavailable = Literal["fail_closed", "local"]
+
+
+async def after_the_call(bookkeeping: Awaitable[None], what: str) -> None:
+    """Await the bookkeeping of a call that has been made (a circuit's count, a token estimate
+    corrected). With the store down, the bookkeeping is lost and logged, not the call: the
+    provider has answered and billed it, so its answer (or its own error) reaches the caller,
+    where an error would invite a retry and a second payment."""
+    try:
+        await bookkeeping
+    except UnavailableError as exc:
+        if exc.code != "state_unavailable":
+            raise
+        log.warning("%s not recorded: %s", what, exc.message)
 
 
 class PolicyStore(StateStore):
