@@ -103,3 +103,47 @@ def test_costs_reads_what_eval_and_compare_write_and_refuses_anything_else(
         bad.write_text(junk)
         with pytest.raises(ConfigError, match=r"bad\.json"):
             load_accuracy(bad)
+
+
+@pytest.mark.redis
+def test_deployments_with_their_own_state_prefix_on_one_redis_keep_their_caches_apart(
+    write_config: Callable[[str], Path],
+) -> None:
+    """prod.yaml and staging.yaml share a Redis, each under its own `state.prefix` (as the
+    README says to): clearing staging's cache must not empty prod's."""
+    from modelyard.state.redis import RedisStore
+    from tests.state.conftest import REDIS_URL, unique_prefix
+
+    prefixes = {name: unique_prefix() for name in ("prod", "staging")}
+    paths = {
+        name: write_config(
+            CONFIG.replace(
+                "cache: {backend: sqlite}", f"cache: {{backend: redis, url: '{REDIS_URL}'}}"
+            )
+            + f"state: {{backend: redis, url: '{REDIS_URL}', prefix: '{prefix}'}}\n",
+            name=f"{name}.yaml",
+        )
+        for name, prefix in prefixes.items()
+    }
+
+    async def serve(path: Path) -> None:
+        async with modelyard.load(path) as yard:
+            await yard.complete("support", "hello")
+
+    try:
+        for path in paths.values():
+            asyncio.run(serve(path))
+        runner = CliRunner()
+        cleared = runner.invoke(app, ["cache", "clear", str(paths["staging"])])
+        assert "cleared 1 entries" in cleared.output, cleared.output
+        prod = runner.invoke(app, ["cache", "stats", str(paths["prod"])], env={"COLUMNS": "200"})
+        assert "1 entries" in prod.output, prod.output
+    finally:
+
+        async def clean() -> None:
+            for prefix in prefixes.values():
+                store = RedisStore(REDIS_URL, prefix=prefix)
+                await store.clear_prefix()
+                await store.aclose()
+
+        asyncio.run(clean())

@@ -151,12 +151,19 @@ def _cache_backend(context: BuildContext, spec: CacheSpec) -> CacheBackend:
     from modelyard.cost.cache_redis import RedisCache
 
     assert spec.url is not None
-    return RedisCache(spec.url, prefix=spec.prefix, max_entries=spec.max_entries)
+    return RedisCache(spec.url, prefix=cache_prefix(context, spec), max_entries=spec.max_entries)
+
+
+def cache_prefix(context: BuildContext, spec: CacheSpec) -> str:
+    """The Redis cache's key prefix: its own, else the state store's followed by `cache:`."""
+    if spec.prefix is not None:
+        return spec.prefix
+    return context.loaded.config.state.prefix + "cache:"
 
 
 def response_cache(context: BuildContext, spec: CacheSpec) -> ResponseCache:
-    """The config's response cache, made once per spec."""
-    key = f"cache|{context.loaded.base_dir}|{spec.model_dump_json()}"
+    """The config's response cache, made once per spec (and prefix)."""
+    key = f"cache|{context.loaded.base_dir}|{spec.model_dump_json()}|{cache_prefix(context, spec)}"
     cache: ResponseCache = context.resources.service(
         key,
         lambda: ResponseCache(

@@ -158,7 +158,9 @@ class CacheSpec(Spec):
     backend: Literal["memory", "sqlite", "redis"] = "memory"
     path: str = ".modelyard/{config}/cache.db"
     url: str | None = None
-    prefix: str = "modelyard:cache:"
+    prefix: str | None = None
+    """Redis key prefix; unset: `state.prefix` followed by `cache:`, so deployments that share
+    a Redis under their own state prefixes keep their caches (and `cache clear`) apart too."""
     ttl: PositiveFloat = 3600.0
     """Seconds an entry is served."""
     max_entries: PositiveInt = 10_000
