@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,3 +73,11 @@ def test_several_workers_on_in_memory_state_are_refused(
     result = CliRunner().invoke(app, ["serve", config, "--workers", "2", "--port", "1"])
     assert result.exit_code == 2
     assert "would each count budgets and rate limits alone" in result.stderr
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard", "serve", "--help"], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"--workers" in done.stdout
