@@ -13,6 +13,7 @@ import pytest
 
 from modelyard.cost.cache_redis import RedisCache
 from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache, pack_vector
+from tests.state.test_policy import own_redis, start_redis, stop_redis, wait_until_up  # noqa: F401
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -82,3 +83,28 @@ async def test_hits_misses_and_savings_are_counted_and_cleared(backend: CacheBac
     assert (stats.entries, stats.hits, stats.misses, stats.saved) == (1, 1, 1, 0.25)
     assert await backend.clear() == 1
     assert (await backend.stats()).hits == 0
+
+
+@pytest.mark.redis
+async def test_a_redis_that_went_down_is_left_alone_until_its_retry_interval(
+    own_redis: int,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    url = f"redis://127.0.0.1:{own_redis}/0"
+    cache = RedisCache(url, prefix="t:", max_entries=10, retry_interval=5, clock=lambda: now[0])
+    await asyncio.to_thread(stop_redis, own_redis)
+    assert await cache.get("k") is None
+    await asyncio.to_thread(start_redis, own_redis)
+    await wait_until_up(own_redis)
+    other = RedisCache(url, prefix="t:", max_entries=10)
+    await other.put("k", b"answer", ttl=60)
+    # Within the interval it is not asked (each try would cost a timeout where packets drop).
+    assert await cache.get("k") is None
+    now[0] = 5.0
+    assert await cache.get("k") == b"answer"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "modelyard.cache"]
+    assert len(warnings) == 2
+    assert "unavailable" in warnings[0] and "is back" in warnings[1]
+    await other.aclose()
+    await cache.aclose()

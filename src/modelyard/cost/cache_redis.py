@@ -3,7 +3,9 @@
 Entries are plain keys with a TTL; a sorted set ranks them by last use, and the put script
 evicts the least recently used beyond `max_entries` in the same atomic step (expired ones are
 dropped from the set when counted). Semantic vectors live in one hash per scope. A Redis
-failure never fails a request: the cache answers "miss" and logs it.
+failure never fails a request: the cache answers "miss", says so once, and leaves Redis alone for
+`retry_interval` seconds, so a server that is down (or a network that drops packets, where each
+try would wait out the timeout) costs requests nothing until it is tried again.
 """
 
 from __future__ import annotations
@@ -66,9 +68,22 @@ class RedisCache(CacheBackend):
 
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str, max_entries: int, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        max_entries: int,
+        timeout: float = 1.0,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(max_entries=max_entries)
         self.prefix = prefix
+        self.retry_interval = retry_interval
+        self._clock = clock
+        self._down_until: float | None = None
+        """While Redis is taken to be down: when to try it again."""
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
         )
@@ -78,11 +93,25 @@ class RedisCache(CacheBackend):
         self._live = self._client.register_script(_LIVE)
 
     async def _safe(self, operation: Callable[[], Awaitable[T]], default: T) -> T:
-        try:
-            return await operation()
-        except (RedisError, OSError) as exc:
-            log.warning("cache redis unavailable (%s); treating as a miss", type(exc).__name__)
+        down_until = self._down_until
+        if down_until is not None and self._clock() < down_until:
             return default
+        try:
+            value = await operation()
+        except (RedisError, OSError) as exc:
+            if down_until is None:
+                log.warning(
+                    "cache redis unavailable (%s); serving without the cache, trying it again "
+                    "every %g s",
+                    type(exc).__name__,
+                    self.retry_interval,
+                )
+            self._down_until = self._clock() + self.retry_interval
+            return default
+        if down_until is not None:
+            self._down_until = None
+            log.warning("cache redis is back; serving from the cache again")
+        return value
 
     async def get(self, key: str) -> bytes | None:
         value = await self._safe(
