@@ -138,6 +138,38 @@ def test_key_rpm_limit_refuses_with_retry_after(serve_gateway: Callable[..., Run
     assert int(caught.value.response.headers["retry-after"]) > 0
 
 
+def record_of(running: Running, request_id: str) -> dict[str, object]:
+    """The request log's record of `request_id`, once written (records go in batches)."""
+    url = f"{running.url}/v1/requests/{request_id}"
+    admin = {"authorization": "Bearer admin-secret-123456"}
+    for _ in range(100):
+        reply = httpx2.get(url, headers=admin)
+        if reply.status_code == 200:
+            return reply.json()  # type: ignore[no-any-return]
+        threading.Event().wait(0.05)
+    raise AssertionError(f"no record of {request_id}")
+
+
+def test_requests_the_gateway_refuses_are_in_the_request_log(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="slow", rpm=1, systems=["support"])
+    ask(running, str(key["key"]))
+    with pytest.raises(openai.RateLimitError) as limited:
+        ask(running, str(key["key"]))
+    with pytest.raises(openai.PermissionDeniedError) as scoped:
+        ask(running, str(key["key"]), model="strong")
+    for caught, status, code in (
+        (limited.value, 429, "key_rate_limited"),
+        (scoped.value, 403, "model_not_allowed"),
+    ):
+        record = record_of(running, caught.response.headers["x-request-id"])
+        assert record["status"] == status
+        assert str(record["error"]).startswith(code), record
+        assert record["key_id"] == key["id"] and record["cost"] == 0
+
+
 def test_key_concurrency_limit_refuses_the_extra_request(
     serve_gateway: Callable[..., Running],
 ) -> None:

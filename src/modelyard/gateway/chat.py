@@ -128,19 +128,23 @@ class ChatEndpoints:
     ) -> None:
         # The whole request runs on the config it started with, which stays open until it ends.
         with self.live.serving() as yard:
-            await self._serve_on(yard, call, key, target, request, stream, api, renderer)
+            outcome = _Outcome(self, call, target, api, stream, yard.version)
+            try:
+                await self._serve_on(yard, outcome, key, request, renderer)
+            except ApiError as error:
+                if not error.counted:  # refused: no system ran (or answered) to record it
+                    outcome.refused(error)
+                raise
 
     async def _serve_on(
         self,
         yard: Yard,
-        call: Call,
+        outcome: _Outcome,
         key: VirtualKey,
-        target: str,
         request: ChatRequest,
-        stream: bool,
-        api: str,
         renderer: Renderer,
     ) -> None:
+        call, target = outcome.call, outcome.target
         model = _target(yard, target, key)
         request = _prepare(call, request, key, yard)
         if key.rpm is not None:
@@ -155,14 +159,13 @@ class ChatEndpoints:
                     "concurrency_limit",
                 )
             self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
-        outcome = _Outcome(self, call, target, api, stream, yard.version)
         if self._captures(target, request):
             outcome.captured = request
         try:  # from here on, the key's slot and budget hold are given back however it ends
             if key.budget is not None:
                 outcome.holds = await self._reserve(key, model, request, target)
             with _caller_trace(call, yard), request_scope.entered(outcome.scope):
-                if stream:
+                if outcome.stream:
                     await self._stream(call, model, request, renderer, outcome)
                 else:
                     await self._complete(call, model, request, renderer, outcome)
@@ -374,8 +377,18 @@ class _Outcome:
         self.endpoints.metrics.failed(self.target, exc.kind, error.status, latency)
         return replace(error, counted=True)
 
+    def refused(self, error: ApiError) -> None:
+        """The gateway refused the request itself (a key's limit, an unknown system, a store
+        that is down): recorded with its status and reason; the metrics count it apart."""
+        self._record(error.status, None, None, refusal=error)
+
     def _record(
-        self, status: int, response: ChatResponse | None, error: ModelError | None
+        self,
+        status: int,
+        response: ChatResponse | None,
+        error: ModelError | None,
+        *,
+        refusal: ApiError | None = None,
     ) -> float:
         call = self.call
         seconds = time.perf_counter() - call.started
@@ -386,6 +399,11 @@ class _Outcome:
             system = (("system", request.system),) if request.system else ()
             asked = (*system, *((m.role, m.text) for m in request.messages))
             exchange = Exchange(messages=asked, answer=response.text)
+        reason = None
+        if error is not None:
+            reason = f"{error.kind}: {error}"
+        elif refusal is not None:
+            reason = f"{refusal.code or refusal.type}: {refusal.message}"
         self.endpoints.decisions.record(
             RequestRecord(
                 id=call.id,
@@ -402,7 +420,7 @@ class _Outcome:
                 cost=response.cost if response else (error.cost if error else 0.0),
                 input_tokens=usage.input_tokens if usage else 0,
                 output_tokens=usage.output_tokens if usage else 0,
-                error=f"{error.kind}: {error}" if error else None,
+                error=reason,
                 decision=response.decision if response else (error.decision if error else None),
                 exchange=exchange,
             )
