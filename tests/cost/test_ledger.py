@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from modelyard.cost import scope as request_scope
 from modelyard.cost.accounting import spend_rows
 from modelyard.cost.ledger import Ledger, SpendRow, SqliteLedgerFile
 from modelyard.resilience.fallback import FallbackModel
@@ -31,6 +32,26 @@ async def test_background_task_flushes_without_being_asked(tmp_path: Path) -> No
     await asyncio.sleep(0.15)
     assert ledger.written == 1
     await ledger.aclose()
+
+
+async def test_the_writer_runs_outside_the_request_that_started_it(tmp_path: Path) -> None:
+    # Started inside a request, the writer would carry its context (trace span, cost scope)
+    # into every later write.
+    seen: list[object] = []
+    file = SqliteLedgerFile(tmp_path / "l.db")
+    write = file.write
+
+    async def watched(*batch: object) -> None:
+        seen.append(request_scope.current())
+        await write(*batch)  # type: ignore[arg-type]
+
+    file.write = watched  # type: ignore[method-assign]
+    ledger = Ledger(file, flush_interval=0.02)
+    with request_scope.entered(request_scope.RequestScope(entry="support")):
+        ledger.record([row(1)])
+    await asyncio.sleep(0.15)
+    await ledger.aclose()
+    assert seen and seen[0] is None
 
 
 async def test_full_queue_drops_and_counts(tmp_path: Path) -> None:

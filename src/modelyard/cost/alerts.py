@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from modelyard.background import detached
 from modelyard.errors import url_origin
 
 log = logging.getLogger("modelyard.alerts")
@@ -81,7 +82,7 @@ class WebhookSender:
             log.error("alert webhook queue is full; dropped alert: %s", alert.message)
             return
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+            self._task = detached(self._drain())
 
     async def _drain(self) -> None:
         while not self._queue.empty():

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from modelyard.background import detached
 from modelyard.cost.alerts import Alert
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
 
@@ -189,12 +190,12 @@ class Ledger:
 
     def _kick(self) -> None:
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             return  # a synchronous caller: written at the next flush or at aclose
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._run())
+            self._task = detached(self._run())
         if len(self._pending) >= self.batch_size and self._wake is not None:
             self._wake.set()
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelyard.background import detached
 from modelyard.config.build import ResourceKey, Resources, build
 from modelyard.config.loader import load_config
 from modelyard.errors import ConfigError
@@ -182,7 +183,7 @@ class LiveConfig:
         return diff
 
     def _release_later(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._release_unused())
+        task = detached(self._release_unused())
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
