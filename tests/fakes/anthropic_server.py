@@ -427,7 +427,8 @@ def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
         ]
     else:
         start = {**block, "input": {}}
-        raw = orjson.dumps(block["input"]).decode()
+        # A tool called without arguments gets only the empty first piece, as on the real API.
+        raw = orjson.dumps(block["input"]).decode() if block["input"] else ""
         third = max(1, len(raw) // 3)
         parts = [raw[i : i + third] for i in range(0, len(raw), third)]
         pieces = [{"type": "input_json_delta", "partial_json": p} for p in ["", *parts]]

@@ -514,6 +514,27 @@ def test_stream_of_tool_use_assembles_into_the_tool_call() -> None:
     assert choice.finish_reason is FinishReason.TOOL_CALLS
 
 
+def test_stream_of_a_tool_called_without_arguments_gives_an_empty_object() -> None:
+    # The API streams only an empty piece of input JSON; the whole answer says `"input": {}`.
+    turn = Turn(tool_uses=(ToolUse(name="get_time", input={}),))
+    assembler = StreamAssembler()
+    for chunk in decode(fake_stream(ask(u("time?"), tools=(Tool(name="get_time"),)), turn))[0]:
+        assembler.add(chunk)
+    assert assembler.choices()[0].message.tool_calls[0].arguments == "{}"
+
+
+def test_stream_of_a_tool_whose_start_carries_its_input_keeps_that_input() -> None:
+    # Some Anthropic-compatible servers send the whole input in content_block_start.
+    block = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "A"}}
+    decoder = WIRE.stream_decoder()
+    events = [
+        {"type": "content_block_start", "index": 0, "content_block": block},
+        {"type": "content_block_stop", "index": 0},
+    ]
+    chunks = [c for e in events for c in decoder.feed(Event(e["type"], orjson.dumps(e).decode()))]
+    assert "".join(d.arguments for c in chunks for d in c.tool_calls) == '{"city":"A"}'
+
+
 def test_stream_indexes_tool_calls_by_tool_block_order_skipping_text_and_thinking() -> None:
     turn = Turn(
         thinking="let me see",

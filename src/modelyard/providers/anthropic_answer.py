@@ -163,6 +163,8 @@ class StreamState:
         self._blocks: dict[int, str | int] = {}
         """Block index → _TEXT, _JSON, _IGNORED, or the tool call's index."""
         self._tools = 0
+        self._unread: dict[int, bytes] = {}
+        """Tool block index → the input its start carried, as JSON, until a piece arrives."""
 
     def feed(self, event: Event) -> Sequence[Chunk]:
         """The chunks one event carries."""
@@ -203,6 +205,8 @@ class StreamState:
             self._blocks[index] = _IGNORED
             return ()
         name = require(block, "name", str, "content_block_start.content_block")
+        start_input = block.get("input")
+        self._unread[index] = orjson.dumps(start_input if isinstance(start_input, dict) else {})
         if name == JSON_TOOL:
             self._blocks[index] = _JSON
             return ()
@@ -232,11 +236,17 @@ class StreamState:
             piece = require(delta, "partial_json", str, "content_block_delta.delta")
             if not piece:
                 return ()
-            if target == _JSON:
-                return (Chunk(text=piece),)
-            assert isinstance(target, int)
-            return (Chunk(tool_calls=(ToolCallDelta(index=target, arguments=piece),)),)
+            self._unread.pop(index, None)
+            return _arguments(target, piece)
         return ()  # thinking, signatures, citations: nothing for the caller
+
+    def _block_stop(self, data: dict[str, Any]) -> Sequence[Chunk]:
+        # A tool called without arguments streams no JSON (or only ""): its input is the one
+        # its block started with, `{}`, as in a whole answer and in the SDK's accumulator.
+        index = data.get("index")
+        if not isinstance(index, int) or index not in self._unread:
+            return ()
+        return _arguments(self._blocks[index], self._unread.pop(index).decode())
 
     def _message_delta(self, data: dict[str, Any]) -> Sequence[Chunk]:
         delta = require(data, "delta", dict, "message_delta")
@@ -262,10 +272,19 @@ class StreamState:
         self.usage = usage_from(self._usage, where)
 
 
+def _arguments(target: str | int, piece: str) -> Sequence[Chunk]:
+    """A piece of a tool's input JSON: the answer's text for the JSON tool, else its call's."""
+    if target == _JSON:
+        return (Chunk(text=piece),)
+    assert isinstance(target, int)
+    return (Chunk(tool_calls=(ToolCallDelta(index=target, arguments=piece),)),)
+
+
 _HANDLERS = {
     "message_start": StreamState._message_start,
     "content_block_start": StreamState._block_start,
     "content_block_delta": StreamState._block_delta,
+    "content_block_stop": StreamState._block_stop,
     "message_delta": StreamState._message_delta,
     "message_stop": StreamState._message_stop,
     "error": StreamState._error,
