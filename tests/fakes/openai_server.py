@@ -7,7 +7,8 @@ deltas, a finish chunk per choice, a usage-only chunk when `include_usage` is as
 (unknown fields, `max_tokens` on a reasoning model, `metadata` without `store`, a wrong key).
 
 Answers are deterministic: by default the model echoes the last user message; tests script
-the next replies with `script(Reply(...))`. Azure's deployment paths are served too.
+the next replies with `script(Reply(...))`. Azure's deployment paths are served too, with the
+prompt filter results Azure opens its streams with.
 """
 
 from __future__ import annotations
@@ -31,6 +32,27 @@ from tests.fakes.server import FakeUpstream, sse
 CREATED = 1_730_000_000
 FINGERPRINT = "fp_f00dfeed42"
 REASONING_MODELS = re.compile(r"^(o\d|gpt-5)")
+_SAFE = {"filtered": False, "severity": "safe"}
+AZURE_PROMPT_FILTER = {
+    "choices": [],
+    "created": 0,
+    "id": "",
+    "model": "",
+    "object": "",
+    "prompt_filter_results": [
+        {
+            "prompt_index": 0,
+            "content_filter_results": {
+                "hate": _SAFE,
+                "self_harm": _SAFE,
+                "sexual": _SAFE,
+                "violence": _SAFE,
+                "jailbreak": {"filtered": False, "detected": False},
+            },
+        }
+    ],
+}
+"""The chunk Azure OpenAI opens every stream with: its prompt's filter results, nameless."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,7 +286,10 @@ class FakeOpenAI(FakeUpstream):
         reply = self._next_reply()
         if reply.events is not None:
             return list(reply.events), [sse("[DONE]")]
-        return self.stream_events(body, reply)
+        content, final = self.stream_events(body, reply)
+        if request is not None and request.path.startswith("/openai/deployments/"):
+            content.insert(0, sse(AZURE_PROMPT_FILTER))
+        return content, final
 
     def completion(self, body: dict[str, Any], reply: Reply | None = None) -> dict[str, Any]:
         """The chat.completion the fake answers `body` with."""

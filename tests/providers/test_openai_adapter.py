@@ -563,9 +563,13 @@ async def test_azure_deployment_path_header_and_api_version(
     path = write_config(AZURE.format(url=fake.url), "azure.yaml")
     async with modelyard.load(path, env={"AZURE_KEY": KEY}) as yard:
         response = await yard.complete("prod", "hi")
-        await collect(yard.models["prod"].stream(user("hi")))
+        fake.script(Reply(model="gpt-4o-mini-2024-07-18"))
+        whole = await collect(yard.models["prod"].stream(user("hi")))
         await yard.embed("emb", "hi")
-    assert response.text == "Echo: hi"
+    assert response.text == "Echo: hi" == whole.text
+    # The stream's first chunk (Azure's prompt filter results) names no id and no model.
+    assert whole.id.startswith("chatcmpl-")
+    assert whole.provider_model == "gpt-4o-mini-2024-07-18"
     chat, streamed, embedded = fake.requests
     assert chat.path == streamed.path == "/openai/deployments/gpt4o-mini-prod/chat/completions"
     assert embedded.path == "/openai/deployments/embed-prod/embeddings"

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import AZURE_PROMPT_FILTER, FakeOpenAI, Reply
 from tests.fakes.openai_types import check, check_request, problems
 
 from modelyard.errors import (
@@ -648,6 +648,12 @@ def test_stream_error_event_raises_the_mapped_error(error: dict[str, Any], cls: 
     with pytest.raises(cls) as caught:
         StreamDecoder().feed(Event("message", orjson.dumps({"error": error}).decode()))
     assert caught.value.provider_message == error["message"]
+
+
+def test_stream_takes_its_id_and_model_from_the_first_chunk_that_names_them() -> None:
+    frame = {"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06", "created": 1, "choices": []}
+    decoder, _ = feed_all([AZURE_PROMPT_FILTER, frame])
+    assert (decoder.response_id, decoder.provider_model) == ("chatcmpl-1", "gpt-4o-2024-08-06")
 
 
 def test_stream_usage_reported_the_groq_way() -> None:

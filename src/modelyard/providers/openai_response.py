@@ -244,9 +244,10 @@ class StreamDecoder:
         ]
 
     def _note(self, body: dict[str, Any]) -> None:
-        if self.response_id is None and isinstance(body.get("id"), str):
+        # Azure opens its streams with its prompt filter results under an empty id and model.
+        if self.response_id is None and isinstance(body.get("id"), str) and body["id"]:
             self.response_id = body["id"]
-        if self.provider_model is None and isinstance(body.get("model"), str):
+        if self.provider_model is None and isinstance(body.get("model"), str) and body["model"]:
             self.provider_model = body["model"]
         if not self.created and isinstance(body.get("created"), int):
             self.created = body["created"]
