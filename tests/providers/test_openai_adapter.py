@@ -13,7 +13,7 @@ import orjson
 import pytest
 from tests.conftest import EXAMPLES
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.fakes.server import Fault
+from tests.fakes.server import Fault, sse
 from typer.testing import CliRunner
 
 import modelyard
@@ -222,6 +222,33 @@ async def test_usage_left_out_is_estimated_and_still_costs(yard: Yard, fake: Fak
     response = await yard.complete("mini", "hello there")
     assert response.usage.estimated and response.usage.input_tokens > 0
     assert response.cost > 0
+
+
+async def test_partial_usage_keeps_the_answer_and_estimates_what_is_missing(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    answer = fake.completion(
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    fake.script(Reply(raw={**answer, "usage": {"prompt_tokens": 9, "completion_tokens": None}}))
+    response = await yard.complete("mini", "hi")
+    assert response.text == "Echo: hi"
+    assert response.usage.input_tokens == 9 and response.usage.output_tokens > 0
+    assert response.usage.estimated and response.cost > 0
+
+
+async def test_stream_with_partial_usage_keeps_the_answer_and_estimates_what_is_missing(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    frames = fake.chunks({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})[
+        0
+    ]
+    usage = {"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 9}}
+    fake.script(Reply(events=(*(sse(f) for f in frames), sse(usage))))
+    final = (await chunks_of(yard, user("hi")))[-1].response
+    assert final is not None and final.text == "Echo: hi"
+    assert final.usage.input_tokens == 9 and final.usage.output_tokens > 0
+    assert final.usage.estimated
 
 
 async def test_rate_limit_headers_reach_listeners(yard: Yard) -> None:

@@ -51,6 +51,7 @@ from modelyard.types import (
     TextPart,
     Tool,
     ToolCall,
+    Usage,
     user,
 )
 
@@ -371,6 +372,25 @@ def test_usage_with_cached_and_reasoning_tokens(fake: FakeOpenAI) -> None:
 def test_missing_usage_is_marked_estimated(fake: FakeOpenAI) -> None:
     usage = from_wire(completion(fake, BODY, Reply(usage=False))).usage
     assert usage.estimated and usage.total_tokens == 0
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": 5, "total_tokens": 5}, {"prompt_tokens": 5, "completion_tokens": None}],
+)
+def test_usage_missing_a_count_is_estimated_not_a_bad_response(
+    fake: FakeOpenAI, usage: dict[str, Any]
+) -> None:
+    payload = completion(fake, BODY, Reply(usage=False))
+    parsed = from_wire({**payload, "usage": usage})
+    assert parsed.usage == Usage(input_tokens=5, estimated=True)
+    assert parsed.choices[0].message.text == "Echo: hello there"
+
+
+def test_usage_count_of_the_wrong_type_is_a_bad_response(fake: FakeOpenAI) -> None:
+    payload = completion(fake, BODY, Reply(usage=False))
+    with pytest.raises(BadResponseError, match=r"usage\.completion_tokens"):
+        from_wire({**payload, "usage": {"prompt_tokens": 5, "completion_tokens": "2"}})
 
 
 def test_every_choice_is_read_in_index_order(fake: FakeOpenAI) -> None:

@@ -160,15 +160,25 @@ def finish_reason(value: Any, where: str, *, tool_calls: bool, refused: bool) ->
 
 
 def usage_from_wire(raw: Any, where: str) -> Usage:
-    """Token counts, with cached prompt tokens and reasoning tokens when reported."""
-    prompt_details = raw.get("prompt_tokens_details") if isinstance(raw, dict) else None
-    output_details = raw.get("completion_tokens_details") if isinstance(raw, dict) else None
+    """Token counts, with cached prompt tokens and reasoning tokens when reported. A count left
+    out or null (some compatible servers report part of it) is 0 in a usage marked estimated,
+    which the adapter completes: the answer itself is sound and already billed."""
+    prompt, completion = (_count(raw, key, where) for key in ("prompt_tokens", "completion_tokens"))
     return Usage(
-        input_tokens=require(raw, "prompt_tokens", int, where),
-        output_tokens=require(raw, "completion_tokens", int, where),
-        cached_tokens=_detail(prompt_details, "cached_tokens"),
-        reasoning_tokens=_detail(output_details, "reasoning_tokens"),
+        input_tokens=prompt or 0,
+        output_tokens=completion or 0,
+        cached_tokens=_detail(raw.get("prompt_tokens_details"), "cached_tokens"),
+        reasoning_tokens=_detail(raw.get("completion_tokens_details"), "reasoning_tokens"),
+        estimated=prompt is None or completion is None,
     )
+
+
+def _count(raw: Any, key: str, where: str) -> int | None:
+    """`raw[key]`, a token count, or None when it is absent or null."""
+    if isinstance(raw, dict) and raw.get(key) is None:
+        return None
+    count: int = require(raw, key, int, where)
+    return count
 
 
 def _detail(details: Any, key: str) -> int:

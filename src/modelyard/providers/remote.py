@@ -131,18 +131,8 @@ class RemoteModel(Model):
                 raise
         except ModelError as exc:
             raise self._failed(exc, started) from None
-        if parsed.usage.estimated and not (
-            parsed.usage.input_tokens and parsed.usage.output_tokens
-        ):
-            # The server reported no (or partial) usage: estimate what is missing, so the cost
-            # is not silently zero.
-            text = "".join(choice.message.text for choice in parsed.choices)
-            usage = replace(
-                parsed.usage,
-                input_tokens=parsed.usage.input_tokens or estimate_input_tokens(request),
-                output_tokens=parsed.usage.output_tokens or estimate_tokens(text),
-            )
-            parsed = replace(parsed, usage=usage)
+        text = "".join(choice.message.text for choice in parsed.choices)
+        parsed = replace(parsed, usage=_completed(parsed.usage, request, text))
         return self._response(parsed, started)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -197,22 +187,15 @@ class RemoteModel(Model):
                 id=decoder.response_id or "",
                 provider_model=decoder.provider_model or self._model_id,
                 choices=assembler.choices(logprobs=request.logprobs),
-                usage=decoder.usage or self._estimated_usage(request, assembler),
+                usage=_completed(decoder.usage, request, assembler.text),
             )
         except ModelError as exc:
             # A provider bills a stream that generated something; a refusal (an error status,
             # a reset before the answer, an error event before any content) costs nothing.
             if assembler.saw_content or decoder.usage is not None:
-                exc.cost = self.info.price.cost(self._estimated_usage(request, assembler))
+                exc.cost = self.info.price.cost(_completed(None, request, assembler.text))
             raise self._failed(exc, started) from None
         yield Chunk(response=self._response(parsed, started))
-
-    def _estimated_usage(self, request: ChatRequest, assembler: StreamAssembler) -> Usage:
-        return Usage(
-            input_tokens=estimate_input_tokens(request),
-            output_tokens=estimate_tokens(assembler.text),
-            estimated=True,
-        )
 
     def _observe(self, headers: Mapping[str, str]) -> None:
         if self.rate_limit_listeners:
@@ -345,6 +328,19 @@ def _scrubbed(exc: ModelError, name: str, endpoint: Endpoint) -> ModelError:
         exc.provider_message = redact(exc.provider_message, *endpoint.secrets)
     exc.args = (exc.message,)
     return exc
+
+
+def _completed(usage: Usage | None, request: ChatRequest, text: str) -> Usage:
+    """The usage a server reported, with what it left out (all of it, for None) estimated from
+    the prompt and the answer's `text`, so a cost is never silently zero."""
+    usage = usage or Usage(estimated=True)
+    if not usage.estimated or (usage.input_tokens and usage.output_tokens):
+        return usage
+    return replace(
+        usage,
+        input_tokens=usage.input_tokens or estimate_input_tokens(request),
+        output_tokens=usage.output_tokens or estimate_tokens(text),
+    )
 
 
 def _whole(assembler: StreamAssembler, choices: int) -> bool:
