@@ -8,9 +8,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+_NUMBER = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(
-    r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
+    # Go's time.Duration format, which prints fractions below a second too: 8.5ms, 750µs.
+    rf"(?:{_NUMBER}h)?(?:{_NUMBER}m(?!s))?(?:{_NUMBER}s)?(?:{_NUMBER}ms)?"
+    rf"(?:{_NUMBER}(?:µs|μs|us))?(?:{_NUMBER}ns)?$"
 )
+_UNIT_SECONDS = (3600.0, 60.0, 1.0, 1e-3, 1e-6, 1e-9)
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -37,7 +41,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
 
 
 def parse_duration(value: str | None) -> float | None:
-    """Seconds in an OpenAI-style reset duration (`1s`, `6m0s`, `250ms`, `0.5s`) or a number."""
+    """Seconds in an OpenAI-style reset duration (`1s`, `6m0s`, `250ms`, `8.5ms`) or a number."""
     if not value:
         return None
     value = value.strip()
@@ -48,8 +52,7 @@ def parse_duration(value: str | None) -> float | None:
     match = _DURATION.match(value)
     if match is None or not any(match.groups()):
         return None
-    hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds + millis / 1000.0
+    return sum(float(g) * unit for g, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if g)
 
 
 def _int(value: str | None) -> int | None:
