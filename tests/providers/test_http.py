@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.server import Fault
 
-from modelyard.errors import UnavailableError
+from modelyard.errors import NotFoundError, UnavailableError
 from modelyard.providers.http import HttpClient
 
 # aiohttp raises a bare ValueError for credentials in the URL beside an Authorization header.
@@ -36,3 +38,27 @@ async def test_a_stream_the_client_refuses_to_open_is_an_unavailable_model_error
     finally:
         await client.aclose()
     assert caught.value.code == "client_error"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_redirect_is_not_followed_with_the_key(streamed: bool) -> None:
+    # A base_url that redirects (a moved endpoint, a proxy misconfigured or hostile) would have
+    # had the key header carried to the address the redirect names.
+    thief, moved = FakeOpenAI(), FakeOpenAI()
+    with thief.running(), moved.running():
+        moved.always(Fault(status=307, headers={"location": f"{thief.url}/v1/chat/completions"}))
+        client = HttpClient()
+        url = f"{moved.url}/v1/chat/completions"
+        headers = {"api-key": "sk-secret-key"}
+        try:
+            with pytest.raises(NotFoundError) as caught:
+                if streamed:
+                    async with client.stream(url, headers=headers, body=b"{}"):
+                        pass
+                else:
+                    await client.post(url, headers=headers, body=b"{}")
+        finally:
+            await client.aclose()
+    assert thief.requests == []
+    assert caught.value.code == "redirect" and not caught.value.retryable
+    assert f"127.0.0.1:{thief.port}" in caught.value.message

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from modelyard.errors import ModelTimeoutError, UnavailableError
+from modelyard.errors import ModelTimeoutError, NotFoundError, UnavailableError, url_origin
 from modelyard.observability.propagation import with_trace
 from modelyard.providers.sse import Event, EventParser
 
@@ -68,6 +68,19 @@ def _not_sent(exc: Exception) -> UnavailableError:
         f"request failed in the HTTP client: {type(exc).__name__}",
         code="client_error",
         retryable=False,
+    )
+
+
+def _redirected(status: int, headers: Mapping[str, str]) -> NotFoundError:
+    """The error for a redirect, which is never followed: it would carry the request's key
+    headers (`x-api-key`, `api-key`, ...) to whatever address the answer names."""
+    location = headers.get("location")
+    where = url_origin(location) if location else "another address"
+    return NotFoundError(
+        f"the provider answered {status}, a redirect to {where}; redirects are not followed (they "
+        "would carry the API key there): set the provider's base_url to the address it names",
+        status=status,
+        code="redirect",
     )
 
 
@@ -174,9 +187,13 @@ class HttpClient:
         headers = with_trace(headers)
         try:
             async with asyncio.timeout(limit):
-                async with session.post(url, data=body, headers=headers) as response:
-                    payload = await response.read()
-                    return HttpReply(response.status, response.headers, payload)
+                async with session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    if not 300 <= response.status < 400:
+                        payload = await response.read()
+                        return HttpReply(response.status, response.headers, payload)
+                    redirect = _redirected(response.status, response.headers)
         except TimeoutError:
             raise _timed_out(limit, deadline_left, "no complete answer", "timeout") from None
         except aiohttp.ClientConnectorError as exc:
@@ -187,6 +204,7 @@ class HttpClient:
             ) from None
         except Exception as exc:
             raise _not_sent(exc) from exc
+        raise redirect
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -204,7 +222,9 @@ class HttpClient:
         headers = with_trace(headers)
         try:
             async with asyncio.timeout(limit):
-                response = await session.post(url, data=body, headers=headers)
+                response = await session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                )
         except TimeoutError:
             raise _timed_out(
                 limit, deadline_left, "no response headers", "first_token_timeout"
@@ -217,6 +237,9 @@ class HttpClient:
             ) from None
         except Exception as exc:
             raise _not_sent(exc) from exc
+        if 300 <= response.status < 400:
+            response.close()
+            raise _redirected(response.status, response.headers)
         try:
             yield StreamReply(response, self.timeouts)
             # The caller stopped at the API's terminal event; the body's own end normally
