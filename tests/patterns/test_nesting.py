@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-from modelyard.errors import ConfigError
+import pytest
+
+from modelyard.errors import ConfigError, ModelTimeoutError
 from modelyard.streaming import collect
 from modelyard.types import Decision, user
 from modelyard.yard import Yard
@@ -141,3 +145,33 @@ def test_a_cycle_through_a_nested_pattern_is_refused(
     error = config_error(text)
     assert "cycle" in str(error)
     assert "top -> desk -> top" in str(error) or "desk -> top -> desk" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["cascade", "ensemble", "router", "pipeline", "specialist"])
+async def test_every_pattern_keeps_its_deadline_when_a_member_hangs(
+    kind: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A local function that ignores the deadline: only a fallback was abandoned at its own
+    # `deadline:`; every other pattern waited the function out (5 s).
+    (tmp_path / "hangs_for_tests.py").write_text(
+        "import asyncio\nasync def hang(request):\n    await asyncio.sleep(5)\n    return 'late'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bodies = {
+        "cascade": "stages: [{model: hanger, threshold: 0.5, estimator: {type: confidence}}, "
+        "{model: a}]",
+        "ensemble": "members: [a, hanger]",
+        "router": "rules: [{route: x, keywords: [zzz]}]\n    routes: {x: a, h: hanger}\n"
+        "    default: h",
+        "pipeline": "stages: [{model: hanger}, {model: a}]",
+        "specialist": "classifier: clf\n    specialists: {quiz: hanger}\n    generalist: a",
+    }
+    text = CONFIG + f"  slow:\n    type: {kind}\n    deadline: 0.3\n    {bodies[kind]}\n"
+    text = text.replace("models:\n", "models:\n  hanger:\n    local: {type: callable, "
+                        "function: 'hangs_for_tests:hang'}\n", 1)  # fmt: skip
+    async with yard_of(text) as yard:
+        started = time.perf_counter()
+        with pytest.raises(ModelTimeoutError) as caught:
+            await yard.complete("slow", "which letter?")
+    assert time.perf_counter() - started < 1.0
+    assert "node slow's deadline (0.3s) passed" in str(caught.value)

@@ -193,7 +193,9 @@ class BuildContext:
         if builder is None:
             raise self.error(loc, f"no builder for node type {type(spec).__name__}")
         node_name = spec.name or name or dotted(loc).removeprefix("systems.")
-        return builder(spec, self, loc, node_name)
+        # Every pattern, not only a fallback: a member that ignores the deadline (a local
+        # function that hangs) must not hold the node past its own `deadline:`.
+        return self.resilience.with_deadline(builder(spec, self, loc, node_name), spec.deadline)
 
     def named(self, name: str, loc: Loc) -> Model:
         """The model or system called `name`, building a system on first use."""
@@ -534,14 +536,13 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
                     context.node(n, (*loc, "on_error", key, i)) for i, n in enumerate(action)
                 )
             )
-    fallback = FallbackModel(
+    return FallbackModel(
         name,
         chain,
         rules=rules,
         continue_streams=spec.continue_streams,
         share=spec.member_share,
     )
-    return context.resilience.with_deadline(fallback, spec.deadline)
 
 
 from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
