@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from modelyard.cost.accounting import spend_rows
-from modelyard.errors import ConfigError, NoAnswerError
+from modelyard.errors import ConfigError, NoAnswerError, StreamInterruptedError
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
@@ -131,6 +131,29 @@ async def test_fuser_streams_live(yard_of: Callable[[str], Yard]) -> None:
         chunks = [c async for c in yard.get("vote").stream(user("which one?"))]
     assert len([c for c in chunks if c.text]) == 4
     assert chunks[-1].response is not None and chunks[-1].response.model == "fuser"
+
+
+async def test_a_fused_stream_cut_midway_ends_with_an_error_not_the_votes_answer(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    # The fuser's stream breaks after "B, because ": falling back to the vote then sent "B"
+    # after it, a spliced "B, because B" finished as if whole.
+    cutter = '  cutter:\n    local: {type: fake, default: {text: "B, because of friction", '
+    cutter += f"cut_after: 2}}}}\n    {PRICE}\n"
+    text = ensemble("members: [a, b]\n    combine: fuse\n    fuser: cutter").replace(
+        "systems:", cutter + "systems:"
+    )
+    texts: list[str] = []
+    async with yard_of(text) as yard:
+        with pytest.raises(StreamInterruptedError) as caught:
+            async for chunk in yard.get("vote").stream(user("which one?")):
+                texts.append(chunk.text)
+    assert "".join(texts) == "B, because "
+    assert caught.value.cost == 1.0 + 4.0  # both members; the cut fuser reported nothing
+    decision = caught.value.decision
+    assert decision is not None and decision.chosen is None
+    assert decision.reason == "fuser's stream broke after 11 characters were sent; not spliced"
+    assert [d.node for d in decision.children] == ["a", "b", "cutter"]
 
 
 async def test_failed_members_are_recorded_and_quorum_still_met(

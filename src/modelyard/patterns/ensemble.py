@@ -48,6 +48,7 @@ from modelyard.patterns.records import (
     restamp,
     since_ms,
 )
+from modelyard.resilience.streams import interrupted
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 Combine = Literal["vote", "weighted_vote", "judge", "fuse"]
@@ -436,10 +437,12 @@ class EnsembleModel(Model):
         assert self.combiner is not None
         fuser = self.combiner
         agreement = _agreement(outcomes, result.winner)
+        sent = 0  # characters of the fused answer the caller has seen
         try:
             if stream:
                 async for chunk in fuser.stream(fuse_request):
                     if chunk.response is None:
+                        sent += len(chunk.text)
                         yield chunk
                         continue
                     yield Chunk(
@@ -451,6 +454,8 @@ class EnsembleModel(Model):
             response = await fuser.complete(fuse_request)
         except ModelError as exc:
             spent += exc.cost
+            if sent:  # the vote's answer after part of the fused one would splice two texts
+                raise self._fuse_cut(exc, outcomes, result, spent, started, sent) from None
             winner, voted = self._vote_answer(outcomes, result)
             assert winner.response is not None
             decision = self._decision(
@@ -469,6 +474,23 @@ class EnsembleModel(Model):
         fused = self._fused(response, outcomes, result, spent, started, agreement)
         for chunk in emit(fused, stream):
             yield chunk
+
+    def _fuse_cut(
+        self,
+        exc: ModelError,
+        outcomes: list[Outcome],
+        result: Tally,
+        spent: float,
+        started: float,
+        sent: int,
+    ) -> ModelError:
+        """The error for a fused stream that broke after `sent` characters reached the caller."""
+        assert self.combiner is not None
+        error = interrupted(exc, model=self.combiner.name, sent_chars=sent)
+        reason = f"fuser's stream broke after {sent} characters were sent; not spliced"
+        extra = (failed(self.combiner, exc),)
+        decision = self._decision(outcomes, result, None, reason, spent, started, extra, reason)
+        return raise_with(error, cost=spent, decision=decision)
 
     def _fused(
         self,
