@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import pytest
 
 from modelyard.cost.accounting import spend_rows
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.errors import ConfigError, NoAnswerError, StreamInterruptedError
 from modelyard.streaming import collect
 from modelyard.types import user
@@ -224,6 +226,30 @@ async def test_wait_quorum_cancels_stragglers_once_decided(yard_of: Callable[[st
     assert response.decision is not None
     assert response.decision.children[2].reason == "cancelled: the outcome was already decided"
     assert response.decision.details["members"][2]["cancelled"] is True
+
+
+async def test_a_cancelled_straggler_costs_what_its_budget_is_charged(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    # The straggler's request was sent, so its budget guard settles its input when it is
+    # cancelled; the response (and so the total budget and the ledger) had counted it at 0.
+    dear = "price: {input: 1000000, output: 1000000}"  # $1 a token either way
+    text = ensemble("members: [a, b, slow]\n    normalise: choice\n    quorum: 2\n    wait: quorum")
+    text = text.replace("  slow:\n", f"  slow:\n    {dear}\n", 1)
+    text += "state: {backend: memory}\n"
+    text += "budgets: [{name: s, scope: model, selector: slow, limit: 100000}]\n"
+    async with yard_of(text) as yard:
+        response = await yard.complete("vote", "which one?")
+        guard = yard.get("slow").inner  # type: ignore[attr-defined]  # under Accounted
+        assert isinstance(guard, BudgetGuard)
+        await asyncio.sleep(0.05)  # the cancelled call settles its budget as it unwinds
+        status = await guard.book.status(guard.own[0], "slow")
+    assert status is not None and status.spent > 0
+    assert response.decision is not None
+    assert response.decision.children[2].cost == status.spent
+    assert response.cost == 1.0 + 4.0 + status.spent
+    rows = spend_rows("vote", user("which one?"), response, None)
+    assert {r.model: r.cost for r in rows} == {"a": 1.0, "b": 4.0, "slow": status.spent}
 
 
 async def test_in_turn_does_not_ask_members_once_the_vote_is_settled(

@@ -13,7 +13,8 @@ or fuser that fails (or whose pick cannot be read) falls back to the vote.
 `response.confidence` is the agreement: the share of members (cancelled or not asked ones
 aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Failed
 members and unreadable answers count as not agreeing, and the reason says how many there were.
-Cost is every member's plus the judge's or fuser's.
+Cost is every member's plus the judge's or fuser's; a cancelled straggler counts at its input,
+which the provider bills for a request it was sent (what its budget guard settles).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Outcome:
     `wait: in_turn` never asks it)."""
     latency_ms: float = 0.0
     key: str | None = None
+    billed: float = 0.0
+    """What a cancelled member likely cost: its request was sent, so the provider bills the
+    input (the estimate its budget guard settles, `cost.budgets.partial_cost`)."""
 
     @property
     def weight(self) -> float:
@@ -84,7 +88,7 @@ class Outcome:
         """What it spent."""
         if self.response is not None:
             return self.response.cost
-        return self.error.cost if self.error is not None else 0.0
+        return self.error.cost if self.error is not None else self.billed
 
     def decision(self) -> Decision:
         """Its attempt record."""
@@ -97,6 +101,7 @@ class Outcome:
             kind="model",
             reason=f"{self.left_out}: the outcome was already decided",
             latency_ms=self.latency_ms,
+            cost=self.billed,
             # The ledger counts calls: a member never asked was not one.
             details={"not_asked": True} if self.left_out == "not asked" else {},
         )
@@ -236,10 +241,14 @@ class EnsembleModel(Model):
         finally:
             for task in pending:
                 task.cancel()
-        outcomes = []
-        for i, model in enumerate(self.members):
-            outcomes.append(done.get(i) or Outcome(index=i, model=model, left_out="cancelled"))
-        return outcomes
+        return [done.get(i) or self._cancelled(i, request) for i in range(len(self.members))]
+
+    def _cancelled(self, i: int, request: ChatRequest) -> Outcome:
+        from modelyard.cost.budgets import partial_cost  # the patterns use cost, not the reverse
+
+        model = self.members[i]
+        billed = partial_cost(model, request)
+        return Outcome(index=i, model=model, left_out="cancelled", billed=billed)
 
     async def _in_turn(self, request: ChatRequest) -> list[Outcome]:
         done: dict[int, Outcome] = {}
