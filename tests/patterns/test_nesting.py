@@ -147,31 +147,57 @@ def test_a_cycle_through_a_nested_pattern_is_refused(
     assert "top -> desk -> top" in str(error) or "desk -> top -> desk" in str(error)
 
 
-@pytest.mark.parametrize("kind", ["cascade", "ensemble", "router", "pipeline", "specialist"])
+def _hanger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """CONFIG with `hanger`, a local function that ignores the deadline (it sleeps 5 s)."""
+    (tmp_path / "hangs_for_tests.py").write_text(
+        "import asyncio\nasync def hang(request):\n    await asyncio.sleep(5)\n    return 'late'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return CONFIG.replace("models:\n", "models:\n  hanger:\n    local: {type: callable, "
+                          "function: 'hangs_for_tests:hang'}\n", 1)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["ensemble", "router", "pipeline", "specialist"])
 async def test_every_pattern_keeps_its_deadline_when_a_member_hangs(
     kind: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A local function that ignores the deadline: only a fallback was abandoned at its own
     # `deadline:`; every other pattern waited the function out (5 s).
-    (tmp_path / "hangs_for_tests.py").write_text(
-        "import asyncio\nasync def hang(request):\n    await asyncio.sleep(5)\n    return 'late'\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    config = _hanger(tmp_path, monkeypatch)
     bodies = {
-        "cascade": "stages: [{model: hanger, threshold: 0.5, estimator: {type: confidence}}, "
-        "{model: a}]",
         "ensemble": "members: [a, hanger]",
         "router": "rules: [{route: x, keywords: [zzz]}]\n    routes: {x: a, h: hanger}\n"
         "    default: h",
         "pipeline": "stages: [{model: hanger}, {model: a}]",
         "specialist": "classifier: clf\n    specialists: {quiz: hanger}\n    generalist: a",
     }
-    text = CONFIG + f"  slow:\n    type: {kind}\n    deadline: 0.3\n    {bodies[kind]}\n"
-    text = text.replace("models:\n", "models:\n  hanger:\n    local: {type: callable, "
-                        "function: 'hangs_for_tests:hang'}\n", 1)  # fmt: skip
+    text = config + f"  slow:\n    type: {kind}\n    deadline: 0.3\n    {bodies[kind]}\n"
     async with yard_of(text) as yard:
         started = time.perf_counter()
         with pytest.raises(ModelTimeoutError) as caught:
             await yard.complete("slow", "which letter?")
     assert time.perf_counter() - started < 1.0
     assert "node slow's deadline (0.3s) passed" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "type: cascade\n    stages: [{model: hanger, threshold: 0.5, "
+        "estimator: {type: confidence}}, {model: a}]",
+        "type: fallback\n    chain: [hanger, a]",
+    ],
+)
+async def test_a_member_that_hangs_is_cut_at_its_share_and_the_next_one_answers(
+    body: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under a deadline an early stage (a fallback's member) gets half the time left. One that
+    # ignored it held the whole pattern until its deadline, so the next one never answered.
+    text = _hanger(tmp_path, monkeypatch) + f"  slow:\n    deadline: 1\n    {body}\n"
+    async with yard_of(text) as yard:
+        started = time.perf_counter()
+        response = await yard.complete("slow", "which letter?")
+    assert response.model == "a" and time.perf_counter() - started < 1.0
+    assert response.decision is not None
+    cut = [d for d in response.decision.walk() if d.node == "hanger"]
+    assert cut and "the time it was given passed" in str(cut[0].error)

@@ -34,6 +34,7 @@ from modelyard.patterns.records import (
     restamp,
     since_ms,
 )
+from modelyard.resilience.deadline import within
 from modelyard.streaming import response_chunks
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
@@ -202,7 +203,13 @@ class CascadeModel(Model):
                 continue
             assert stage.estimator is not None and stage.threshold is not None
             started = time.perf_counter()
-            estimate = await stage.estimator.run(stage.model, staged)
+            try:
+                estimate = await within(
+                    stage.estimator.run(stage.model, staged), staged, stage.model
+                )
+            except ModelTimeoutError as exc:  # it ignored its share: abandoned, escalate
+                record = () if exc.decision is None else (exc.decision,)
+                estimate = Estimate(None, exc, None, f"failed ({exc.kind})", 0.0, record)
             run.spent += estimate.cost
             if estimate.response is None:
                 if isinstance(estimate.error, ModelTimeoutError):

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
+from typing import TypeVar
 
 from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model, Wrapper, elapsed_ms
 from modelyard.resilience.streams import annotate, closing
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+
+T = TypeVar("T")
 
 DEADLINE = "deadline"
 """The error code of every timeout caused by the request's own deadline."""
@@ -50,6 +53,28 @@ def deadline_error(
         error=error.message,
     )
     return error
+
+
+async def within(call: Awaitable[T], request: ChatRequest, model: Model) -> T:
+    """Await `call` of `model`, made with `request`, and abandon it `GRACE` seconds after the
+    request's deadline: a member given a share of the time (a cascade's early stage, a
+    fallback's member) that ignores it (a local function that hangs) must not take the time
+    the next one needs."""
+    left = request.remaining()
+    if left is None:
+        return await call
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(max(left, 0.0) + GRACE):
+            return await call
+    except TimeoutError:
+        raise deadline_error(
+            model.name,
+            "while waiting for an answer",
+            whose="the time it was given",
+            kind=model.info.kind,
+            started=started,
+        ) from None
 
 
 class DeadlineModel(Wrapper):

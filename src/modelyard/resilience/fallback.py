@@ -37,6 +37,7 @@ from typing import Literal
 
 from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, RateLimitedError
 from modelyard.model import Model, ModelInfo, elapsed_ms
+from modelyard.resilience.deadline import within
 from modelyard.resilience.streams import GuardedStream, annotate, closing, interrupted
 from modelyard.types import ChatRequest, ChatResponse, Choice, Chunk, Decision, Message
 
@@ -133,8 +134,9 @@ class FallbackModel(Model):
             if not run.may_try(member, request):
                 break
             share = run.share(request, queue)
+            tightened = request.with_budget(share)
             try:
-                response = await member.complete(request.with_budget(share))
+                response = await within(member.complete(tightened), tightened, member)
             except ModelError as exc:
                 run.failed(member, exc)
                 action = rule_for(exc, self.rules)
