@@ -157,7 +157,7 @@ def _hanger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
                           "function: 'hangs_for_tests:hang'}\n", 1)  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["ensemble", "router", "pipeline", "specialist"])
+@pytest.mark.parametrize("kind", ["router", "pipeline", "specialist"])
 async def test_every_pattern_keeps_its_deadline_when_a_member_hangs(
     kind: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,7 +165,6 @@ async def test_every_pattern_keeps_its_deadline_when_a_member_hangs(
     # `deadline:`; every other pattern waited the function out (5 s).
     config = _hanger(tmp_path, monkeypatch)
     bodies = {
-        "ensemble": "members: [a, hanger]",
         "router": "rules: [{route: x, keywords: [zzz]}]\n    routes: {x: a, h: hanger}\n"
         "    default: h",
         "pipeline": "stages: [{model: hanger}, {model: a}]",
@@ -201,3 +200,20 @@ async def test_a_member_that_hangs_is_cut_at_its_share_and_the_next_one_answers(
     assert response.decision is not None
     cut = [d for d in response.decision.walk() if d.node == "hanger"]
     assert cut and "the time it was given passed" in str(cut[0].error)
+
+
+async def test_an_ensemble_member_that_hangs_is_cut_at_the_deadline_and_the_rest_decide(
+    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The two answers that came lost to the one that did not: the whole ensemble was abandoned
+    # at its deadline, with what its members had cost.
+    text = _hanger(tmp_path, monkeypatch)
+    text += "  slow:\n    type: ensemble\n    deadline: 0.3\n    members: [a, b, hanger]\n"
+    text += "    normalise: choice\n"
+    async with yard_of(text) as yard:
+        started = time.perf_counter()
+        response = await yard.complete("slow", "which letter?")
+    assert time.perf_counter() - started < 1.0
+    assert response.text in ("B", "The answer is B") and response.cost > 0
+    assert response.decision is not None
+    assert "2 of 3 members; 1 failed" in str(response.decision.reason)

@@ -49,6 +49,7 @@ from modelyard.patterns.records import (
     restamp,
     since_ms,
 )
+from modelyard.resilience.deadline import within
 from modelyard.resilience.streams import interrupted
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
@@ -203,7 +204,9 @@ class EnsembleModel(Model):
         started = time.perf_counter()
         try:
             if seconds is None:
-                outcome.response = await model.complete(request)
+                # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
+                call = model.complete(request)
+                outcome.response = await within(call, request, model, grace=0.0)
             else:
                 async with asyncio.timeout(seconds):
                     outcome.response = await model.complete(request.with_budget(seconds))

@@ -55,17 +55,19 @@ def deadline_error(
     return error
 
 
-async def within(call: Awaitable[T], request: ChatRequest, model: Model) -> T:
-    """Await `call` of `model`, made with `request`, and abandon it `GRACE` seconds after the
+async def within(
+    call: Awaitable[T], request: ChatRequest, model: Model, *, grace: float = GRACE
+) -> T:
+    """Await `call` of `model`, made with `request`, and abandon it `grace` seconds after the
     request's deadline: a member given a share of the time (a cascade's early stage, a
     fallback's member) that ignores it (a local function that hangs) must not take the time
-    the next one needs."""
+    the next one needs, nor an ensemble's member the time to combine what did arrive."""
     left = request.remaining()
     if left is None:
         return await call
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(max(left, 0.0) + GRACE):
+        async with asyncio.timeout(max(left, 0.0) + grace):
             return await call
     except TimeoutError:
         raise deadline_error(
