@@ -192,6 +192,10 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    """Input tokens read from the provider's prompt cache (part of `input_tokens`)."""
+    cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (part of `input_tokens`; Anthropic
+    bills them above the input price)."""
     reasoning_tokens: int = 0
     estimated: bool = False
 
@@ -205,6 +209,7 @@ class Usage:
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
         )

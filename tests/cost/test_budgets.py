@@ -15,13 +15,15 @@ import pytest
 
 import modelyard
 from modelyard.cost.alerts import Alert, AlertHub
-from modelyard.cost.budgets import Budget, BudgetBook, cost_bound, period_of
-from modelyard.cost.prices import Price
+from modelyard.cost.budgets import Budget, BudgetBook, cost_bound, partial_cost, period_of
+from modelyard.cost.prices import Price, bound_input_tokens, estimate_input_tokens
 from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
-from modelyard.providers.fake import Reply
+from modelyard.model import ModelInfo
+from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.fallback import FallbackModel
 from modelyard.state.memory import MemoryStore
 from modelyard.streaming import collect
+from modelyard.types import Usage
 from tests.cost.helpers import SpyBook, full_usage, guard, priced, question, worst
 
 
@@ -264,6 +266,20 @@ def test_worst_case_bounds_input_by_bytes_not_the_chars_over_four_estimate() -> 
     request = question("日本語の質問です" * 10, max_tokens=1)
     input_only = Price(input=1.0, output=0.0)
     assert input_only.worst_case(request, 100) * 1e6 >= len(request.prompt_text.encode("utf-8"))
+
+
+def test_worst_case_bounds_a_prompt_written_whole_to_the_prompt_cache() -> None:
+    # Anthropic bills cache writes above the input price: a prompt written whole to the cache
+    # costs more than its input at the plain rate, and the bound must cover it.
+    request = question("a long shared prefix " * 50, max_tokens=1)
+    price = Price(input=3.0, output=0.0, cache_write=3.75)
+    tokens = bound_input_tokens(request)
+    written = Usage(input_tokens=tokens, cache_write_tokens=tokens)
+    assert price.worst_case(request, 100) >= price.cost(written) > tokens * 3.0 / 1e6
+    model = ScriptedModel(info=ModelInfo(name="m", kind="fake", price=price), default=Reply())
+    assert partial_cost(model, request) == pytest.approx(
+        estimate_input_tokens(request) * 3.75 / 1e6
+    )
 
 
 async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_stays_held() -> None:

@@ -442,8 +442,14 @@ def test_usage_input_counts_cache_reads_and_writes_and_bills_reads_at_the_cached
     }
     usage = WIRE.from_wire(message_json(usage=usage_json)).usage
     assert (usage.input_tokens, usage.cached_tokens, usage.output_tokens) == (1300, 1000, 50)
+    assert usage.cache_write_tokens == 200
     price = Price(input=3.0, output=15.0, cached_input=0.3)
     assert price.cost(usage) == pytest.approx((300 * 3.0 + 1000 * 0.3 + 50 * 15.0) / 1e6)
+    # Cache writes are billed above the input price (1.25x for the 5-minute cache).
+    writes = Price(input=3.0, output=15.0, cached_input=0.3, cache_write=3.75)
+    assert writes.cost(usage) == pytest.approx(
+        (100 * 3.0 + 200 * 3.75 + 1000 * 0.3 + 50 * 15.0) / 1e6
+    )
 
 
 @pytest.mark.parametrize("missing", ["id", "model", "content", "usage"])

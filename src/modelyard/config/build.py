@@ -240,7 +240,10 @@ def _price(spec: ModelSpec | EmbedderSpec) -> Price:
     if spec.price is None:
         return Price()
     return Price(
-        input=spec.price.input, output=spec.price.output, cached_input=spec.price.cached_input
+        input=spec.price.input,
+        output=spec.price.output,
+        cached_input=spec.price.cached_input,
+        cache_write=spec.price.cache_write,
     )
 
 

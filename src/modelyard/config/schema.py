@@ -111,6 +111,10 @@ class PriceSpec(Spec):
     input: NonNegativeFloat
     output: NonNegativeFloat = 0.0
     cached_input: NonNegativeFloat | None = None
+    """Input tokens read from the provider's prompt cache; unset: the input price."""
+    cache_write: NonNegativeFloat | None = None
+    """Input tokens written to the provider's prompt cache (Anthropic: 1.25x input for the
+    5-minute cache, 2x for the 1-hour one); unset: the input price."""
 
 
 class CapabilitiesSpec(Spec):

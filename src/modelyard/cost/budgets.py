@@ -394,7 +394,7 @@ def partial_cost(model: Model, request: ChatRequest, output_chars: int = 0) -> f
     prices = [m.info.price for m in leaves(model)]
     if not prices:
         return 0.0
-    input_rate = max(p.input for p in prices)
+    input_rate = max(p.dearest_input for p in prices)
     output_rate = max(p.output for p in prices)
     return (
         estimate_input_tokens(request) * input_rate + tokens_for_chars(output_chars) * output_rate

@@ -59,24 +59,36 @@ def bound_input_tokens(request: ChatRequest) -> int:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Price:
     """USD per million tokens. `cached_input` applies to input tokens served from the provider's
-    prompt cache; when unset they are billed as normal input."""
+    prompt cache, `cache_write` to input tokens written to it; when unset they are billed as
+    normal input."""
 
     input: float = 0.0
     output: float = 0.0
     cached_input: float | None = None
+    cache_write: float | None = None
 
     @property
     def is_free(self) -> bool:
         """Whether every token costs nothing (local models)."""
-        return self.input == 0 and self.output == 0 and not self.cached_input
+        return (
+            self.input == 0 and self.output == 0 and not self.cached_input and not self.cache_write
+        )
+
+    @property
+    def dearest_input(self) -> float:
+        """The most an input token can cost (a cache write can cost more than plain input)."""
+        return max(self.input, self.cache_write or 0.0)
 
     def cost(self, usage: Usage) -> float:
         """What `usage` costs in USD."""
         cached = min(usage.cached_tokens, usage.input_tokens)
+        written = min(usage.cache_write_tokens, usage.input_tokens - cached)
         cached_rate = self.input if self.cached_input is None else self.cached_input
+        write_rate = self.input if self.cache_write is None else self.cache_write
         return (
-            (usage.input_tokens - cached) * self.input
+            (usage.input_tokens - cached - written) * self.input
             + cached * cached_rate
+            + written * write_rate
             + usage.output_tokens * self.output
         ) / PER_MILLION
 
@@ -87,5 +99,6 @@ class Price:
         Budgets reserve this before the call and settle to the real cost after it.
         """
         output = (request.max_tokens or max_output_tokens) * max(1, request.n)
-        usage = Usage(input_tokens=bound_input_tokens(request), output_tokens=output)
-        return self.cost(usage)
+        return (
+            bound_input_tokens(request) * self.dearest_input + output * self.output
+        ) / PER_MILLION

@@ -226,10 +226,10 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
 def _usage(response: ChatResponse) -> dict[str, int]:
     usage = response.usage
     return {
-        "input_tokens": usage.input_tokens - usage.cached_tokens,
+        "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
         "output_tokens": usage.output_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
     }
 
 

@@ -7,9 +7,9 @@ JSON mode is read back as text. Thinking and server-tool blocks carry nothing fo
 **Usage.** Anthropic's `input_tokens` counts only the uncached part of the prompt; tokens read
 from the prompt cache (`cache_read_input_tokens`) and written to it
 (`cache_creation_input_tokens`) are reported apart. Our `Usage.input_tokens` counts all of them,
-with cache reads as `cached_tokens`, so the price table bills reads at `cached_input` and the rest
-at `input`. Cache writes are billed at the plain input price, which understates them: Anthropic
-charges 1.25x input for 5-minute cache writes (2x for 1-hour ones).
+with cache reads as `cached_tokens` and cache writes as `cache_write_tokens`, so the price table
+bills reads at `cached_input`, writes at `cache_write` (Anthropic charges 1.25x input for the
+5-minute cache, 2x for the 1-hour one: set the rate of the one you use) and the rest at `input`.
 
 **Stop reasons.** end_turn and stop_sequence → stop; max_tokens and
 model_context_window_exceeded → length; tool_use → tool_calls (stop when the only tool called was
@@ -95,6 +95,7 @@ def usage_from(raw: Mapping[str, Any], where: str) -> Usage:
         + counts["cache_creation_input_tokens"],
         output_tokens=counts["output_tokens"],
         cached_tokens=counts["cache_read_input_tokens"],
+        cache_write_tokens=counts["cache_creation_input_tokens"],
         reasoning_tokens=thinking if isinstance(thinking, int) else 0,
     )
 
