@@ -17,6 +17,7 @@ from tests.fakes.server import Fault
 from tests.gateway.conftest import Running
 
 from modelyard.config.build import Resources
+from modelyard.errors import ConfigError
 from modelyard.gateway.live import LiveConfig
 from modelyard.providers.http import HttpClient
 from modelyard.state.factory import shared_store
@@ -144,6 +145,27 @@ async def test_tracing_changed_five_times_leaves_one_exporter(tmp_path: Path) ->
         path.write_text(traced(0.5 - i / 20))
         await live.reload()
     await settled(live)
+    assert exporter_threads() - before == 1
+    await live.aclose()
+    assert exporter_threads() == before
+
+
+async def test_a_refused_reload_closes_what_its_build_had_made(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    path = tmp_path / "modelyard.yaml"
+    before = exporter_threads()
+    tracing = "tracing: {exporter: otlp, endpoint: 'http://127.0.0.1:9/v1/traces'}\n"
+    path.write_text(config(10, tracing=tracing))
+    live = LiveConfig(path, grace=0)
+    # A new exporter is made before the systems are built, and a missing artifact fails there.
+    broken = config(10, tracing=tracing.replace("}", ", sample_ratio: 0.5}"))
+    broken += "embedders:\n  hash: {local: {type: hashing}}\n"
+    broken += "systems:\n  pick:\n    type: router\n    routes: {a: gpt, b: other}\n"
+    broken += "    default: a\n    learned: {artifact: missing.npz, embedder: hash}\n"
+    for _ in range(3):
+        path.write_text(broken)
+        with pytest.raises(ConfigError, match=r"missing\.npz"):
+            await live.reload()
     assert exporter_threads() - before == 1
     await live.aclose()
     assert exporter_threads() == before

@@ -150,20 +150,33 @@ class LiveConfig:
             if generation.in_flight == 0 and generation in self._draining:
                 self._release_later()
 
-    def _load(self) -> _Generation:
-        with self.resources.tracking() as keys:
-            yard = Yard(build(load_config(self.path, env=self.env), self.resources), self.resources)
-        return _Generation(yard, keys)
+    def _load(self, keys: set[ResourceKey] | None = None) -> _Generation:
+        """Build the file anew; `keys` gets what the build took, also when it fails."""
+        with self.resources.tracking() as taken:
+            try:
+                loaded = load_config(self.path, env=self.env)
+                yard = Yard(build(loaded, self.resources), self.resources)
+            finally:
+                if keys is not None:
+                    keys |= taken
+        return _Generation(yard, taken)
+
+    def _held(self) -> set[ResourceKey]:
+        """What the generations still serving or draining hold."""
+        return set(self._serving.keys).union(*(g.keys for g in self._draining))
 
     async def reload(self) -> ConfigDiff:
         """Validate and build the file anew, then swap it in. Raises ConfigError (and keeps the
         old config serving) when the new one is invalid."""
         async with self._lock:
+            taken: set[ResourceKey] = set()
             try:
-                new = await asyncio.to_thread(self._load)
+                new = await asyncio.to_thread(self._load, taken)
             except ConfigError as exc:
                 log.error("reload refused, still serving %s: %s", self.current.version, exc)
                 self.history.append({"version": None, "error": str(exc)})
+                # What the build made before it failed (a tracing exporter, say) serves nobody.
+                await self.resources.release(taken - self._held())
                 raise
             diff = diff_configs(self.current, new.yard)
             # Against what runs, not the last file loaded: a second reload must not hide a
@@ -195,8 +208,7 @@ class LiveConfig:
             if not finished:
                 return
             self._draining = [g for g in self._draining if g.in_flight > 0]
-            held = set(self._serving.keys).union(*(g.keys for g in self._draining))
-            unused = set().union(*(g.keys for g in finished)) - held
+            unused = set().union(*(g.keys for g in finished)) - self._held()
             closed = await self.resources.release(unused)
         if closed:
             log.info("closed %d resource(s) no generation of the config uses any more", closed)
