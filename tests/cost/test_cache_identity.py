@@ -303,3 +303,16 @@ def test_every_field_the_rules_name_exists() -> None:
         if field not in spec.model_fields
     ]
     assert missing == []
+
+
+async def test_a_system_that_names_a_model_is_cached_on_that_models_spec(
+    write_config: WriteConfig,
+) -> None:
+    # `main: alpha` is a plain name, not a pattern: its version follows the name.
+    text = BASE.replace("systems:\n", "systems:\n  main: alpha\n")
+    path = write_config(text)
+    first = await ask(path, "main")
+    assert first.text == "alpha answer" and not hit(first)
+    assert hit(await ask(path, "main"))
+    path.write_text(text.replace('default: "alpha answer"', 'default: "new answer"'))
+    assert (await ask(path, "main")).text == "new answer"

@@ -143,7 +143,9 @@ class AnswerVersions:
             if ref in found.setdefault(where, {}):
                 continue
             spec = getattr(config, where).get(ref)
-            found[where][ref] = None if spec is None else self._form(spec, todo)
+            # A system may be another name (`main: gpt`): what that name reaches is followed.
+            plain = spec is None or isinstance(spec, str)
+            found[where][ref] = spec if plain else self._form(spec, todo)
             if where == "systems" and spec is not None:
                 todo += [
                     ("systems" if r in config.systems else "models", r)
