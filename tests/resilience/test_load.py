@@ -123,7 +123,7 @@ async def test_a_slow_system_at_a_high_rate_does_not_overshoot_the_spend_cap(
     assert max(s.latency_ms for s in report.samples) < 500
 
 
-async def test_before_any_answer_each_request_out_counts_at_the_dearest_prompts_worst_case(
+async def test_before_any_answer_each_request_out_counts_at_its_own_prompts_worst_case(
     write_config: Write,
 ) -> None:
     # The first prompt is short, the second long. Counted at the first one's worst case (and,
