@@ -62,3 +62,26 @@ async def test_a_redirect_is_not_followed_with_the_key(streamed: bool) -> None:
     assert thief.requests == []
     assert caught.value.code == "redirect" and not caught.value.retryable
     assert f"127.0.0.1:{thief.port}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("location", "named"),
+    [("/v2/chat/completions", "the server's own"), ("http://127.0.0.1:99999/v1", "another")],
+)
+async def test_a_redirect_to_a_relative_or_unreadable_location_is_named_as_it_can_be(
+    location: str, named: str
+) -> None:
+    moved = FakeOpenAI()
+    with moved.running():
+        moved.always(Fault(status=301, headers={"location": location}))
+        client = HttpClient()
+        try:
+            with pytest.raises(NotFoundError) as caught:
+                await client.post(f"{moved.url}/v1/chat/completions", headers={}, body=b"{}")
+        finally:
+            await client.aclose()
+    assert caught.value.code == "redirect"
+    if named == "another":
+        assert "a redirect to another address" in caught.value.message
+    else:
+        assert f"a redirect to http://127.0.0.1:{moved.port}/…" in caught.value.message

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -71,11 +72,16 @@ def _not_sent(exc: Exception) -> UnavailableError:
     )
 
 
-def _redirected(status: int, headers: Mapping[str, str]) -> NotFoundError:
-    """The error for a redirect, which is never followed: it would carry the request's key
-    headers (`x-api-key`, `api-key`, ...) to whatever address the answer names."""
+def _redirected(status: int, headers: Mapping[str, str], url: str) -> NotFoundError:
+    """The error for a redirect of `url`, which is never followed: it would carry the request's
+    key headers (`x-api-key`, `api-key`, ...) to whatever address the answer names."""
     location = headers.get("location")
-    where = url_origin(location) if location else "another address"
+    where = "another address"
+    if location:
+        try:  # a Location may be relative to the URL asked (`/v2/...`)
+            where = url_origin(urljoin(url, location))
+        except ValueError:  # one no URL parser takes (a bad port): a redirect all the same
+            pass
     return NotFoundError(
         f"the provider answered {status}, a redirect to {where}; redirects are not followed (they "
         "would carry the API key there): set the provider's base_url to the address it names",
@@ -193,7 +199,7 @@ class HttpClient:
                     if not 300 <= response.status < 400:
                         payload = await response.read()
                         return HttpReply(response.status, response.headers, payload)
-                    redirect = _redirected(response.status, response.headers)
+                    redirect = _redirected(response.status, response.headers, url)
         except TimeoutError:
             raise _timed_out(limit, deadline_left, "no complete answer", "timeout") from None
         except aiohttp.ClientConnectorError as exc:
@@ -239,7 +245,7 @@ class HttpClient:
             raise _not_sent(exc) from exc
         if 300 <= response.status < 400:
             response.close()
-            raise _redirected(response.status, response.headers)
+            raise _redirected(response.status, response.headers, url)
         try:
             yield StreamReply(response, self.timeouts)
             # The caller stopped at the API's terminal event; the body's own end normally
