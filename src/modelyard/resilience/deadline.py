@@ -56,12 +56,18 @@ def deadline_error(
 
 
 async def within(
-    call: Awaitable[T], request: ChatRequest, model: Model, *, grace: float = GRACE
+    call: Awaitable[T],
+    request: ChatRequest,
+    model: Model,
+    *,
+    grace: float = GRACE,
+    whose: str = "the time it was given",
 ) -> T:
     """Await `call` of `model`, made with `request`, and abandon it `grace` seconds after the
-    request's deadline: a member given a share of the time (a cascade's early stage, a
-    fallback's member) that ignores it (a local function that hangs) must not take the time
-    the next one needs, nor an ensemble's member the time to combine what did arrive."""
+    request's deadline (`whose` it is, in the error): a member given a share of the time (a
+    cascade's early stage, a fallback's member) that ignores it (a local function that hangs)
+    must not take the time the next one needs, nor an ensemble's member the time to combine
+    what did arrive."""
     left = request.remaining()
     if left is None:
         return await call
@@ -73,7 +79,7 @@ async def within(
         raise deadline_error(
             model.name,
             "while waiting for an answer",
-            whose="the time it was given",
+            whose=whose,
             kind=model.info.kind,
             started=started,
         ) from None
@@ -123,10 +129,7 @@ class DeadlineModel(Wrapper):
         if left <= 0:
             raise self._passed(whose, "before the call started", started)
         try:
-            async with asyncio.timeout(left + GRACE):
-                return await self.inner.complete(tightened)
-        except TimeoutError:
-            raise self._passed(whose, "while waiting for an answer", started) from None
+            return await within(self.inner.complete(tightened), tightened, self, whose=whose)
         except ModelError as exc:
             self._name_deadline(exc, whose)
             raise
