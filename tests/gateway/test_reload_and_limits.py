@@ -222,6 +222,27 @@ async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Pa
         await app.aclose()
 
 
+async def test_a_watched_config_returned_to_its_first_text_reloads(tmp_path: Path) -> None:
+    """Reloaded to another text by an admin reload (or SIGHUP) before the watcher saw it, the file
+    put back as it was at start is a change to reload like any other."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    app = create_app(config)
+    app.watch_config = True
+    app.start()
+    try:
+        await asyncio.sleep(0.3)  # let the watch arm
+        first = app.live.current.version
+        config.write_text(SYSTEMS.replace("the cheap answer", "v1"))
+        await app.live.reload()  # before the watcher's debounce: it finds v1 already serving
+        assert app.live.current.version != first
+        await asyncio.sleep(1.0)
+        config.write_text(SYSTEMS)
+        assert await _until(lambda: app.live.current.version == first)
+    finally:
+        await app.aclose()
+
+
 def test_gateway_settings_changed_by_reload_are_reported_as_needing_a_restart(
     serve_gateway: Callable[..., Running],
 ) -> None:

@@ -201,14 +201,16 @@ class Gateway:
         # text reloads, and a text refused once is not tried again: each refusal is logged, and
         # a log written beside the config (`serve cfg.yaml > serve.log`) would trigger the next.
         folder = self.live.path.absolute().parent
-        tried: str | None = self.live.current.version
+        # Only a refused text is remembered: one loaded once and then replaced (by a SIGHUP or
+        # an admin reload too) is a new text again when the file returns to it.
+        refused: list[str | None] = []
         while True:
             try:
                 async for _ in awatch(folder, debounce=300, recursive=False):
                     version = self._config_text_version()
-                    if version not in (self.live.current.version, tried):
-                        tried = version
+                    if version != self.live.current.version and version not in refused:
                         await self._reload()
+                        refused = [] if self.live.current.version == version else [version]
             except Exception:
                 log.exception("watching %s failed; watching again in 1 s", folder)
             await asyncio.sleep(1.0)
