@@ -77,11 +77,11 @@ def _redirected(status: int, headers: Mapping[str, str], url: str) -> NotFoundEr
     key headers (`x-api-key`, `api-key`, ...) to whatever address the answer names."""
     location = headers.get("location")
     where = "another address"
+    # A Location may be relative to the URL asked (`/v2/...`), or one no URL parser takes (a
+    # port out of range): that is a redirect all the same.
     if location:
-        try:  # a Location may be relative to the URL asked (`/v2/...`)
+        with contextlib.suppress(ValueError):
             where = url_origin(urljoin(url, location))
-        except ValueError:  # one no URL parser takes (a bad port): a redirect all the same
-            pass
     return NotFoundError(
         f"the provider answered {status}, a redirect to {where}; redirects are not followed (they "
         "would carry the API key there): set the provider's base_url to the address it names",
