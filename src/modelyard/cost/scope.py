@@ -10,8 +10,6 @@ replay, which cost nothing).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -40,11 +38,19 @@ def current() -> RequestScope | None:
     return _CURRENT.get()
 
 
-@contextmanager
-def entered(scope: RequestScope) -> Iterator[RequestScope]:
-    """Make `scope` current for the body (one step of a stream, or a whole call)."""
-    token = _CURRENT.set(scope)
-    try:
-        yield scope
-    finally:
-        _CURRENT.reset(token)
+class entered:  # used as a function: `with entered(scope):`
+    """Make `scope` current for the body (one step of a stream, or a whole call). A class, not
+    a `@contextmanager` generator: it runs at every step of every stream, and this costs a
+    third as much."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, scope: RequestScope) -> None:
+        self._scope = scope
+
+    def __enter__(self) -> RequestScope:
+        self._token = _CURRENT.set(self._scope)
+        return self._scope
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.reset(self._token)

@@ -55,25 +55,29 @@ def deadline_error(
     return error
 
 
-async def within(
+def within(
     call: Awaitable[T],
     request: ChatRequest,
     model: Model,
     *,
     grace: float = GRACE,
     whose: str = "the time it was given",
-) -> T:
-    """Await `call` of `model`, made with `request`, and abandon it `grace` seconds after the
-    request's deadline (`whose` it is, in the error): a member given a share of the time (a
-    cascade's early stage, a fallback's member) that ignores it (a local function that hangs)
-    must not take the time the next one needs, nor an ensemble's member the time to combine
-    what did arrive."""
+) -> Awaitable[T]:
+    """`call` of `model`, made with `request`, abandoned `grace` seconds after the request's
+    deadline (`whose` it is, in the error): a member given a share of the time (a cascade's
+    early stage, a fallback's member) that ignores it (a local function that hangs) must not
+    take the time the next one needs, nor an ensemble's member the time to combine what did
+    arrive. Without a deadline, `call` itself (no extra coroutine on the common path)."""
     left = request.remaining()
     if left is None:
-        return await call
+        return call
+    return _cut(call, left + grace, model, whose)
+
+
+async def _cut(call: Awaitable[T], seconds: float, model: Model, whose: str) -> T:
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(max(left, 0.0) + grace):
+        async with asyncio.timeout(max(seconds, 0.0)):
             return await call
     except TimeoutError:
         raise deadline_error(
