@@ -187,6 +187,27 @@ async def test_the_gateways_own_store_survives_a_state_change(tmp_path: Path) ->
     await live.aclose()
 
 
+async def test_a_refused_reload_leaves_the_state_store_the_gateway_reports(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "modelyard.yaml"
+    path.write_text(config(10, state="state: {backend: sqlite, path: one.db}\n"))
+    live = LiveConfig(path, grace=0)
+    loaded = live.current.loaded
+    started = shared_store(loaded.config.state, loaded.base_dir, live.resources)
+    # A shared backend's store is made first of all, and the missing artifact fails later.
+    broken = config(10, state="state: {backend: redis, url: 'redis://127.0.0.1:9/0'}\n")
+    broken += "embedders:\n  hash: {local: {type: hashing}}\n"
+    broken += "systems:\n  pick:\n    type: router\n    routes: {a: gpt, b: other}\n"
+    broken += "    default: a\n    learned: {artifact: missing.npz, embedder: hash}\n"
+    path.write_text(broken)
+    with pytest.raises(ConfigError, match=r"missing\.npz"):
+        await live.reload()
+    # /readyz and /metrics report (and probe) this store: not the refused build's, now closed.
+    assert live.resources.state is started
+    await live.aclose()
+
+
 def test_streams_in_flight_finish_while_reloads_replace_their_pool(
     serve_gateway: Callable[..., Running],
 ) -> None:

@@ -167,10 +167,16 @@ class LiveConfig:
 
     def _load(self, keys: set[ResourceKey] | None = None) -> _Generation:
         """Build the file anew; `keys` gets what the build took, also when it fails."""
+        state = self.resources.state
         with self.resources.tracking() as taken:
             try:
                 loaded = load_config(self.path, env=self.env)
                 yard = Yard(build(loaded, self.resources), self.resources)
+            except BaseException:
+                # A refused build may have made a store of its own (closed with the rest of
+                # what it made): /readyz and /metrics go on reporting the one in use.
+                self.resources.state = state
+                raise
             finally:
                 if keys is not None:
                     keys |= taken
