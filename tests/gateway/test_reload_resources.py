@@ -187,6 +187,23 @@ async def test_the_gateways_own_store_survives_a_state_change(tmp_path: Path) ->
     await live.aclose()
 
 
+async def test_the_grace_counts_from_the_end_of_the_last_request(
+    tmp_path: Path, closed: list[HttpClient]
+) -> None:
+    path = tmp_path / "modelyard.yaml"
+    path.write_text(config(10))
+    live = LiveConfig(path, grace=1.0)
+    with live.serving():
+        path.write_text(config(20))
+        await live.reload()
+        await asyncio.sleep(0.8)  # the request ends just before the reload's own wait does
+    await asyncio.sleep(0.4)
+    assert closed == [], "closed 0.4 s after the last request on it ended, inside a 1 s grace"
+    await settled(live)
+    assert len(closed) == 1
+    await live.aclose()
+
+
 async def test_a_refused_reload_leaves_the_state_store_the_gateway_reports(
     tmp_path: Path,
 ) -> None:

@@ -103,6 +103,9 @@ class _Generation:
     yard: Yard
     keys: set[ResourceKey]
     in_flight: int = 0
+    idle_since: float | None = None
+    """When it was replaced with nothing running, or its last request ended after that (the
+    loop's clock): its grace runs from then."""
 
 
 class _Serving:
@@ -163,7 +166,7 @@ class LiveConfig:
 
     def _finished(self, generation: _Generation) -> None:
         if generation.in_flight == 0 and generation in self._draining:
-            self._release_later()
+            self._retired(generation)
 
     def _load(self, keys: set[ResourceKey] | None = None) -> _Generation:
         """Build the file anew; `keys` gets what the build took, also when it fails."""
@@ -207,28 +210,34 @@ class LiveConfig:
                 name for name, section in self.started.items() if getattr(config, name) != section
             ]
             old_version = self.current.version
-            self._draining.append(self._serving)
-            self._serving = new
+            old, self._serving = self._serving, new
+            self._draining.append(old)
             log.warning(
                 "reloaded config %s -> %s: %s", old_version, new.yard.version, diff.summary()
             )
             self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
-        self._release_later()
+        if old.in_flight == 0:
+            self._retired(old)
         return diff
 
-    def _release_later(self) -> None:
-        task = detached(self._release_unused())
+    def _retired(self, generation: _Generation) -> None:
+        """`generation` serves nobody any more: release what only it held, `grace` from now."""
+        generation.idle_since = asyncio.get_running_loop().time()
+        task = detached(self._release_unused(generation.idle_since))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def _release_unused(self) -> None:
-        """Close what only finished generations used, `grace` seconds after they finished."""
+    async def _release_unused(self, since: float) -> None:
+        """Close what the generations idle since `since` or before used, `grace` seconds on."""
         await asyncio.sleep(self.grace)
         async with self._lock:  # never while a reload is building (it may take a key back)
-            finished = [g for g in self._draining if g.in_flight == 0]
+            # Not one that went idle later: its grace is not over (its own task comes for it).
+            finished = [
+                g for g in self._draining if g.idle_since is not None and g.idle_since <= since
+            ]
             if not finished:
                 return
-            self._draining = [g for g in self._draining if g.in_flight > 0]
+            self._draining = [g for g in self._draining if g not in finished]
             unused = set().union(*(g.keys for g in finished)) - self._held()
             closed = await self.resources.release(unused)
         if closed:
