@@ -17,6 +17,7 @@ from tests.fakes.server import Fault
 from tests.gateway.conftest import Running
 
 from modelyard.config.build import Resources
+from modelyard.cost.ledger import Ledger
 from modelyard.errors import ConfigError
 from modelyard.gateway.live import LiveConfig
 from modelyard.providers.http import HttpClient
@@ -223,6 +224,28 @@ async def test_a_refused_reload_leaves_the_state_store_the_gateway_reports(
     # /readyz and /metrics report (and probe) this store: not the refused build's, now closed.
     assert live.resources.state is started
     await live.aclose()
+
+
+async def test_shutdown_lets_a_release_under_way_finish_its_closing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished: list[Ledger] = []
+    original = Ledger.aclose
+
+    async def slow(self: Ledger) -> None:
+        await asyncio.sleep(0.2)  # a PostgreSQL ledger's last write, say
+        await original(self)
+        finished.append(self)
+
+    monkeypatch.setattr(Ledger, "aclose", slow)
+    path = tmp_path / "modelyard.yaml"
+    path.write_text(config(10) + "ledger: {path: one.db}\n")
+    live = LiveConfig(path, grace=0)
+    path.write_text(config(10) + "ledger: {path: two.db}\n")
+    await live.reload()
+    await asyncio.sleep(0.05)  # the release is closing the first ledger when shutdown comes
+    await live.aclose()
+    assert len(finished) == 2, "the replaced ledger's close was cut short: its rows are lost"
 
 
 def test_streams_in_flight_finish_while_reloads_replace_their_pool(

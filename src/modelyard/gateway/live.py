@@ -245,6 +245,9 @@ class LiveConfig:
 
     async def aclose(self) -> None:
         """Close every pool, service and local model, of every generation."""
-        for task in list(self._releases):
-            task.cancel()
-        await self.current.aclose()
+        # Under the lock: a release closing what it took from `resources` (a ledger writing
+        # its last rows, an alert hub still sending) finishes; one only waiting is cancelled.
+        async with self._lock:
+            for task in list(self._releases):
+                task.cancel()
+            await self.current.aclose()
