@@ -217,3 +217,26 @@ async def test_an_ensemble_member_that_hangs_is_cut_at_the_deadline_and_the_rest
     assert response.text in ("B", "The answer is B") and response.cost > 0
     assert response.decision is not None
     assert "2 of 3 members; 1 failed" in str(response.decision.reason)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "type: cascade\n    stages: [{model: hanger, threshold: 0.5, "
+        "estimator: {type: confidence}}, {model: a}]",
+        "type: fallback\n    chain: [hanger, a]",
+    ],
+)
+async def test_a_priced_member_cut_at_its_share_counts_its_input(
+    body: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The abandoned call was sent: a provider bills its input, as a budget settles it.
+    text = _hanger(tmp_path, monkeypatch).replace(
+        "function: 'hangs_for_tests:hang'}\n",
+        "function: 'hangs_for_tests:hang'}\n    price: {input: 1000000, output: 0}\n",
+    )
+    text += f"  slow:\n    deadline: 1\n    {body}\n"
+    async with yard_of(text) as yard:
+        alone = await yard.complete("a", "which letter?")
+        response = await yard.complete("slow", "which letter?")
+    assert response.model == "a" and response.cost > alone.cost > 0

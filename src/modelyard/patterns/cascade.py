@@ -209,7 +209,7 @@ class CascadeModel(Model):
                 )
             except ModelTimeoutError as exc:  # it ignored its share: abandoned, escalate
                 record = () if exc.decision is None else (exc.decision,)
-                estimate = Estimate(None, exc, None, f"failed ({exc.kind})", 0.0, record)
+                estimate = Estimate(None, exc, None, f"failed ({exc.kind})", exc.cost, record)
             run.spent += estimate.cost
             if estimate.response is None:
                 if isinstance(estimate.error, ModelTimeoutError):

@@ -71,22 +71,30 @@ def within(
     left = request.remaining()
     if left is None:
         return call
-    return _cut(call, left + grace, model, whose)
+    return _cut(call, left + grace, model, request, whose)
 
 
-async def _cut(call: Awaitable[T], seconds: float, model: Model, whose: str) -> T:
+async def _cut(
+    call: Awaitable[T], seconds: float, model: Model, request: ChatRequest, whose: str
+) -> T:
+    from modelyard.cost.budgets import partial_cost  # resilience uses cost, not the reverse
+
     started = time.perf_counter()
     try:
         async with asyncio.timeout(max(seconds, 0.0)):
             return await call
     except TimeoutError:
-        raise deadline_error(
+        error = deadline_error(
             model.name,
             "while waiting for an answer",
             whose=whose,
             kind=model.info.kind,
             started=started,
-        ) from None
+        )
+        # The abandoned call was sent: a provider bills its input (a local function, nothing),
+        # as a budget settles it and as an ensemble counts a cancelled member.
+        error.cost = partial_cost(model, request)
+        raise error from None
 
 
 class DeadlineModel(Wrapper):
