@@ -1,0 +1,91 @@
+"""CPU per request through the gateway's ASGI app in process: the gateway and the yard only,
+no sockets, local fake models (`one`: a model; `two`: a two-model fallback whose first answers).
+
+    .venv/bin/python bench/request_path.py            # µs a request (noisy on a shared host)
+
+On a shared host, count instructions instead: they repeat to the digit whatever else runs.
+The difference of two runs is the requests' own cost (imports and start-up cancel out):
+
+    CG="valgrind --tool=callgrind --callgrind-out-file=/dev/null"
+    $CG .venv/bin/python bench/request_path.py 0      # "Collected : A"
+    $CG .venv/bin/python bench/request_path.py 500    # "Collected : B"
+    # (B - A) / 1000 = instructions a request, over both systems
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelyard.gateway.app import Gateway, create_app
+
+CONFIG = """
+models:
+  cheap:
+    local: {type: fake, default: "the answer"}
+    price: {input: 1.0, output: 2.0}
+  big:
+    local: {type: fake, default: "the big answer"}
+    price: {input: 5.0, output: 10.0}
+systems:
+  one: cheap
+  two:
+    type: fallback
+    chain: [cheap, big]
+"""
+
+WARM_UP = 50
+
+
+async def ask(app: Gateway, body: bytes) -> None:
+    """One chat completion through the ASGI app."""
+    sent: list[dict[str, Any]] = []
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)  # the client never leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 200, sent
+
+
+async def main(requests: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "bench.yaml"
+        config.write_text(CONFIG)
+        app = create_app(config)
+        for system in ("one", "two"):
+            body = orjson.dumps({"model": system, "messages": [{"role": "user", "content": "hi"}]})
+            for _ in range(WARM_UP):
+                await ask(app, body)
+            started = time.process_time()
+            for _ in range(requests):
+                await ask(app, body)
+            spent = time.process_time() - started
+            print(f"{system}: {spent / max(requests, 1) * 1e6:.1f} µs CPU a request")
+        await app.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
