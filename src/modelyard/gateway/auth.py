@@ -32,7 +32,9 @@ class KeyRing:
     ) -> None:
         self.store = store
         self.mode = mode
-        self._admin = admin_secret
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters, which any
+        # caller can put in a header.
+        self._admin = admin_secret.encode() if admin_secret is not None else None
         self._keys = store.active_by_hash()
         self._issued = store.issued()
         self._version = store.version()
@@ -73,7 +75,7 @@ class KeyRing:
     def authenticate(self, secret: str | None) -> VirtualKey:
         """The key behind `secret`; ApiError 401 when it is missing, unknown or revoked."""
         if secret:
-            if self._admin is not None and hmac.compare_digest(secret, self._admin):
+            if self._admin is not None and hmac.compare_digest(secret.encode(), self._admin):
                 return ADMIN
             key = self._keys.get(hash_key(secret))
             if key is not None:

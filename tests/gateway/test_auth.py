@@ -1,0 +1,60 @@
+"""Who is calling: the key ring's answers to odd secrets and the admin check per auth mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import httpx2
+import pytest
+from tests.gateway.conftest import Running
+
+from modelyard.gateway.auth import KeyRing
+from modelyard.gateway.errors import ApiError
+from modelyard.gateway.exchange import Call
+from modelyard.gateway.keys import KeyStore
+
+
+def ring(
+    tmp_path: Path, mode: Literal["auto", "required", "off"], admin: str | None = None
+) -> KeyRing:
+    return KeyRing(KeyStore(tmp_path / "keys.sqlite3"), mode=mode, admin_secret=admin)
+
+
+async def _unused() -> dict[str, object]:
+    raise AssertionError("not called")
+
+
+async def _ignore(message: dict[str, object]) -> None:
+    raise AssertionError("not called")
+
+
+def local_call(authorization: bytes | None = None) -> Call:
+    headers = {b"authorization": authorization} if authorization is not None else {}
+    return Call(
+        scope={"client": ("127.0.0.1", 50000)},
+        receive=_unused,
+        send=_ignore,
+        id="test",
+        started=0.0,
+        headers=headers,
+    )
+
+
+def test_a_non_ascii_secret_is_an_unknown_key_not_a_crash(tmp_path: Path) -> None:
+    keys = ring(tmp_path, "auto", admin="admin-secret-123456")
+    with pytest.raises(ApiError) as caught:
+        keys.authenticate("Bearer-\u00e9\u00e9")  # a latin-1 header decoded as it arrived
+    assert caught.value.status == 401
+    assert keys.authenticate("admin-secret-123456").admin
+
+
+def test_a_non_ascii_key_header_gets_401_from_the_gateway(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway("gateway: {admin_key: admin-secret-123456}\n")
+    for header in (b"authorization", b"x-api-key"):
+        value = b"Bearer caf\xc3\xa9" if header == b"authorization" else b"caf\xc3\xa9"
+        reply = httpx2.get(f"{running.url}/v1/models", headers={header: value})
+        assert reply.status_code == 401, reply.text
