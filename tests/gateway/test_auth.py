@@ -10,7 +10,7 @@ import httpx2
 import pytest
 from tests.gateway.conftest import Running
 
-from modelyard.gateway.auth import KeyRing
+from modelyard.gateway.auth import KeyRing, require_admin
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.keys import KeyStore
@@ -58,3 +58,28 @@ def test_a_non_ascii_key_header_gets_401_from_the_gateway(
         value = b"Bearer caf\xc3\xa9" if header == b"authorization" else b"caf\xc3\xa9"
         reply = httpx2.get(f"{running.url}/v1/models", headers={header: value})
         assert reply.status_code == 401, reply.text
+
+
+def test_auth_off_with_an_admin_key_still_needs_it_for_admin_routes(tmp_path: Path) -> None:
+    keys = ring(tmp_path, "off", admin="admin-secret-123456")
+    assert keys.open  # callers need no key...
+    with pytest.raises(ApiError) as caught:
+        require_admin(keys, local_call())  # ...but the admin routes keep their key
+    assert caught.value.status == 403
+    require_admin(keys, local_call(b"Bearer admin-secret-123456"))
+
+
+def test_auth_off_with_virtual_keys_does_not_make_local_callers_admin(tmp_path: Path) -> None:
+    keys = ring(tmp_path, "off")
+    keys.store.create("team-a")
+    keys = ring(tmp_path, "off")
+    with pytest.raises(ApiError) as caught:
+        require_admin(keys, local_call())
+    assert caught.value.status == 403
+
+
+def test_with_nothing_configured_a_local_operator_may_administer(tmp_path: Path) -> None:
+    for mode in ("auto", "off"):
+        require_admin(ring(tmp_path / mode, mode), local_call())
+    with pytest.raises(ApiError):
+        require_admin(ring(tmp_path / "required", "required"), local_call())

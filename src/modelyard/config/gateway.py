@@ -27,7 +27,9 @@ class GatewaySpec(Spec):
     port: int = Field(default=8080, ge=1, le=65535)
     workers: PositiveInt = 1
     auth: Literal["auto", "required", "off"] = "auto"
-    """`auto`: callers need a virtual key once any key exists or an admin key is set."""
+    """`auto`: callers need a virtual key once any key exists or an admin key is set;
+    `required`: always; `off`: never (a key sent still scopes its caller). The admin routes need
+    the admin key whatever the mode, except from this machine while no key exists at all."""
     admin_key: SecretStr | None = None
     keys_db: str = ".modelyard/{config}/keys.sqlite3"
     """Virtual keys, relative to the config file (`{config}`: its file name)."""

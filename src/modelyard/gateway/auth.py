@@ -49,6 +49,11 @@ class KeyRing:
         if self.mode == "required":
             return False
         # Revoking the last key must not let everyone in: open only while no key was ever made.
+        return self.unguarded
+
+    @property
+    def unguarded(self) -> bool:
+        """Whether no key was ever made and no admin key is set: nothing to prove who calls."""
         return not self._issued and self._admin is None
 
     def start(self) -> None:
@@ -114,7 +119,9 @@ def caller(ring: KeyRing, call: Call) -> VirtualKey:
 def require_admin(ring: KeyRing, call: Call) -> None:
     """403 unless the caller holds the admin key (or no key was ever made and the call is local)."""
     key = caller(ring, call)
-    if ring.open and call.from_loopback:
-        return  # no keys configured at all: a local operator may administer
+    if ring.open and ring.unguarded and call.from_loopback:
+        # No key configured at all: a local operator may administer. With `auth: off` the
+        # gateway is open to callers, but an admin key or a virtual key still guards admin.
+        return
     if not key.admin:
         raise ApiError(403, "this route needs the admin key", "permission_error", "admin_only")
