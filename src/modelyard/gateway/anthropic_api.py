@@ -19,6 +19,7 @@ from modelyard.gateway.fields import (
     optional_number,
     optional_str,
     reject_unknown,
+    shallow,
 )
 from modelyard.types import (
     ChatRequest,
@@ -128,7 +129,9 @@ def _turn(raw: Any, where: str) -> list[Message]:
                 ToolCall(
                     id=expect_str(block.get("id"), f"{here}.id"),
                     name=expect_str(block.get("name"), f"{here}.name"),
-                    arguments=orjson.dumps(block.get("input", {})).decode(),
+                    arguments=orjson.dumps(
+                        shallow(block.get("input", {}), f"{here}.input")
+                    ).decode(),
                 )
             )
         elif kind == "tool_result" and role == "user":
@@ -155,7 +158,10 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
             Tool(
                 name=expect_str(tool.get("name"), f"tools[{i}].name"),
                 description=optional_str(tool, "description") or "",
-                parameters=expect_object(tool.get("input_schema"), f"tools[{i}].input_schema"),
+                parameters=expect_object(
+                    shallow(tool.get("input_schema"), f"tools[{i}].input_schema"),
+                    f"tools[{i}].input_schema",
+                ),
             )
         )
     return tuple(tools)

@@ -15,6 +15,25 @@ def expect_object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+MAX_DEPTH = 64
+"""The deepest nesting taken in a free-form value (a tool's JSON schema, a tool call's input).
+Providers are sent it re-encoded by orjson, which refuses past 255 levels, and budgets read its
+`repr`, which stops at Python's recursion limit: deeper, the request would fail as a 500 inside
+the model graph (where no fallback takes it) instead of a 400 here."""
+
+
+def shallow(value: Any, where: str) -> Any:
+    """`value` if its arrays and objects nest at most `MAX_DEPTH` deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > MAX_DEPTH:
+            raise bad_request(f"{where}: nested more than {MAX_DEPTH} levels deep", where)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return value
+
+
 def expect_list(value: Any, where: str, *, non_empty: bool = False) -> list[Any]:
     """`value` if it is a JSON array (non-empty when asked)."""
     if not isinstance(value, list):

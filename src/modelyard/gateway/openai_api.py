@@ -20,6 +20,7 @@ from modelyard.gateway.fields import (
     optional_number,
     optional_str,
     reject_unknown,
+    shallow,
     string_map,
 )
 from modelyard.types import (
@@ -165,7 +166,10 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
         if tool.get("type") != "function":
             raise bad_request(f"tools[{i}].type: only 'function' tools are supported", "tools")
         function = expect_object(tool.get("function"), f"tools[{i}].function")
-        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        parameters = shallow(
+            function.get("parameters") or {"type": "object", "properties": {}},
+            f"tools[{i}].function.parameters",
+        )
         tools.append(
             Tool(
                 name=expect_str(function.get("name"), f"tools[{i}].function.name"),
@@ -199,7 +203,14 @@ def _response_format(raw: Any) -> ResponseFormat | None:
         schema = spec.get("schema")
         return ResponseFormat(
             type="json_schema",
-            schema=expect_object(schema, "response_format.json_schema.schema") if schema else None,
+            schema=(
+                expect_object(
+                    shallow(schema, "response_format.json_schema.schema"),
+                    "response_format.json_schema.schema",
+                )
+                if schema
+                else None
+            ),
             name=optional_str(spec, "name"),
             strict=optional_bool(spec, "strict"),
         )
