@@ -207,8 +207,10 @@ class RedisStore(StateStore):
 
 
 def _safe_url(url: str) -> str:
-    """The URL without a password."""
-    if "@" not in url:
-        return url
+    """The URL without its credentials: the user and password before `@`, and the query, where
+    redis-py also takes a `password=` (`redis://host:6379/0?password=...`)."""
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    rest, query, _ = rest.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}://{rest}" + ("?***" if query else "")
