@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
 import openai
 import pytest
-from tests.gateway.conftest import Running
+from tests.fakes.openai_server import FakeOpenAI
+from tests.gateway.conftest import SYSTEMS, Running
 
 from modelyard.cost.budgets import cost_bound
 from modelyard.gateway.keys import KeyStore
@@ -279,3 +280,46 @@ def test_keys_made_before_per_config_folders_still_guard_the_gateway(tmp_path: P
     app = create_app(config)
     assert app.keys.store.path == tmp_path / ".modelyard" / "keys.sqlite3"
     assert not app.keys.open
+
+
+@pytest.fixture
+def priced_embedder(serve_gateway: Callable[..., Running]) -> Iterator[Running]:
+    """A gateway with `emb`, a hosted embedder at $1,000 per million input tokens."""
+    fake = FakeOpenAI(api_key="sk-upstream-secret-0123456789")
+    with fake.running():
+        providers = f"""
+providers:
+  up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret-0123456789}}
+"""
+        emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
+        yield serve_gateway(text=SYSTEMS.replace("embedders:", emb) + ADMIN + providers)
+
+
+def test_key_budget_holds_for_embeddings(priced_embedder: Running) -> None:
+    key = create_key(priced_embedder, name="capped", systems=["emb"], budget=0.05)
+    client = openai.OpenAI(base_url=priced_embedder.openai_url, api_key=str(key["key"]))
+    spent, refused = 0.0, None
+    for _ in range(50):
+        try:
+            raw = client.with_options(max_retries=0).embeddings.with_raw_response.create(
+                model="emb", input=["hello world", "a second text"]
+            )
+            spent += float(raw.headers["x-modelyard-cost"])
+        except openai.RateLimitError as exc:
+            refused = exc
+            break
+    assert refused is not None, f"the key's budget never refused (spent ${spent:.4f})"
+    assert refused.body["type"] == "budget_exceeded"  # type: ignore[index]
+    assert 0 < spent <= 0.05
+
+
+def test_key_rpm_limit_holds_for_embeddings(priced_embedder: Running) -> None:
+    key = create_key(priced_embedder, name="slow", systems=["emb"], rpm=2)
+    client = openai.OpenAI(
+        base_url=priced_embedder.openai_url, api_key=str(key["key"]), max_retries=0
+    )
+    for _ in range(2):
+        client.embeddings.create(model="emb", input="hello")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.embeddings.create(model="emb", input="hello")
+    assert caught.value.code == "key_rate_limited"

@@ -38,7 +38,7 @@ from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import Model
 from modelyard.state.base import Claim, StateStore
 from modelyard.state.memory import MemoryStore
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, EmbeddingRequest, Message
 
 log = logging.getLogger("modelyard.budgets")
 
@@ -121,7 +121,7 @@ class Budget:
             end=spec.end,
         )
 
-    def subjects(self, request: ChatRequest, node: str) -> tuple[str, ...]:
+    def subjects(self, request: ChatRequest | EmbeddingRequest, node: str) -> tuple[str, ...]:
         """What this budget caps in this request at `node`: the counters it is charged to."""
         if self.scope == "total":
             return ("all",)
@@ -234,7 +234,11 @@ class BudgetBook:
         return cached[1]
 
     def holds(
-        self, budgets: Sequence[Budget], request: ChatRequest, node: str, amount: float
+        self,
+        budgets: Sequence[Budget],
+        request: ChatRequest | EmbeddingRequest,
+        node: str,
+        amount: float,
     ) -> list[Hold]:
         """The counters `request` at `node` charges, `amount` each."""
         now = self.clock()

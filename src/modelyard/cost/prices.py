@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelyard.types import ChatRequest, Usage
+from modelyard.types import ChatRequest, EmbeddingRequest, Usage
 
 PER_MILLION = 1_000_000.0
 CHARS_PER_TOKEN = 4.0
@@ -78,6 +78,12 @@ class Price:
     def dearest_input(self) -> float:
         """The most an input token can cost (a cache write can cost more than plain input)."""
         return max(self.input, self.cache_write or 0.0)
+
+    def worst_case_embedding(self, request: EmbeddingRequest) -> float:
+        """The most embedding `request` can cost: each input's UTF-8 bytes (a token is at
+        least one) and its framing, at the dearest input price."""
+        tokens = sum(len(text.encode("utf-8")) + MESSAGE_FRAMING_TOKENS for text in request.inputs)
+        return tokens * self.dearest_input / PER_MILLION
 
     def cost(self, usage: Usage) -> float:
         """What `usage` costs in USD."""

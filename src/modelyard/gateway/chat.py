@@ -105,10 +105,24 @@ class ChatEndpoints:
             request = EmbeddingRequest(
                 inputs=parsed.inputs, dimensions=parsed.dimensions, key_id=key.id
             )
+            # The key's own limits hold here as on the chat path: a hosted embedder is billed.
+            if key.rpm is not None:
+                await self._check_rate(key)
+            self._occupy(key)
+            holds: list[Hold] = []
+            spent = 0.0
             try:
+                if key.budget is not None:
+                    bound = embedder.info.price.worst_case_embedding(request)
+                    holds = await self._reserve(key, request, parsed.target, bound)
                 response = await embedder.embed(request)
+                spent = response.cost
             except ModelError as exc:
+                spent = exc.cost
                 raise from_model_error(exc) from None
+            finally:
+                self._release(key)
+                await settle_shielded(self.book, holds, spent)
         body_out = openai_api.render_embeddings(response, parsed.target, packed=parsed.base64)
         await call.respond(
             200, body_out, [*JSON, (b"x-modelyard-cost", f"{response.cost:.8f}".encode())]
@@ -149,29 +163,21 @@ class ChatEndpoints:
         request = _prepare(call, request, key, yard)
         if key.rpm is not None:
             await self._check_rate(key)
-        concurrency = key.max_concurrency
-        if concurrency is not None:
-            if self._per_key.get(key.id, 0) >= concurrency:
-                raise ApiError(
-                    429,
-                    f"more than {concurrency} concurrent requests for this key",
-                    "rate_limit_error",
-                    "concurrency_limit",
-                )
-            self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
+        self._occupy(key)
         if self._captures(target, request):
             outcome.captured = request
         try:  # from here on, the key's slot and budget hold are given back however it ends
             if key.budget is not None:
-                outcome.holds = await self._reserve(key, model, request, target)
+                outcome.holds = await self._reserve(
+                    key, request, target, cost_bound(model, request)
+                )
             with _caller_trace(call, yard), request_scope.entered(outcome.scope):
                 if outcome.stream:
                     await self._stream(call, model, request, renderer, outcome)
                 else:
                     await self._complete(call, model, request, renderer, outcome)
         finally:
-            if concurrency is not None:
-                self._per_key[key.id] -= 1
+            self._release(key)
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.book, outcome.holds, outcome.spent)
 
@@ -197,8 +203,31 @@ class ChatEndpoints:
             for m in request.messages
         )
 
+    def _occupy(self, key: VirtualKey) -> None:
+        """Take one of the key's concurrent slots (`_release` gives it back); 429 when none is
+        free."""
+        limit = key.max_concurrency
+        if limit is None:
+            return
+        if self._per_key.get(key.id, 0) >= limit:
+            raise ApiError(
+                429,
+                f"more than {limit} concurrent requests for this key",
+                "rate_limit_error",
+                "concurrency_limit",
+            )
+        self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
+
+    def _release(self, key: VirtualKey) -> None:
+        if key.max_concurrency is not None:
+            self._per_key[key.id] -= 1
+
     async def _reserve(
-        self, key: VirtualKey, model: Model, request: ChatRequest, target: str
+        self,
+        key: VirtualKey,
+        request: ChatRequest | EmbeddingRequest,
+        target: str,
+        worst_case: float,
     ) -> list[Hold]:
         """Reserve the request's worst case against the key's own budget (`keys create
         --budget`), like any configured budget: refused only if it could really pass it."""
@@ -206,7 +235,7 @@ class ChatEndpoints:
         budget = Budget(
             name="virtual-key", scope="key", selector=key.id, window="month", limit=key.budget
         )
-        holds = self.book.holds([budget], request, target, cost_bound(model, request))
+        holds = self.book.holds([budget], request, target, worst_case)
         try:
             refusal = await self.book.reserve(holds)
         except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
