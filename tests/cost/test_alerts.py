@@ -64,6 +64,31 @@ async def test_webhook_retries_a_failed_post_and_delivers_the_alert(
     assert receiver.received[0]["where"] == "budget daily (total, day 2026-01-01)"
 
 
+async def test_a_webhook_that_redirects_is_not_followed_with_its_headers(
+    hook: tuple[Hook, str],
+) -> None:
+    receiver, url = hook
+    elsewhere = web.Application()
+    moved = web.AppRunner(elsewhere)
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(url)
+
+    elsewhere.router.add_post("/hook", redirect)
+    await moved.setup()
+    site = web.TCPSite(moved, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    headers = {"authorization": "Bearer hook-token"}
+    webhook = Webhook(url=f"http://127.0.0.1:{port}/hook", retries=0, headers=headers)
+    hub = AlertHub(log_alerts=False, webhook=webhook)
+    hub.emit(alert())
+    await hub.aclose()
+    await moved.cleanup()
+    assert hub.sender is not None
+    assert receiver.attempts == 0 and hub.sender.failed == 1
+
+
 async def test_emit_never_waits_for_the_webhook(hook: tuple[Hook, str]) -> None:
     _, url = hook
     hub = AlertHub(log_alerts=False, webhook=Webhook(url=url, retries=3, backoff=0.2))

@@ -99,8 +99,13 @@ class WebhookSender:
         delay = hook.backoff
         for attempt in range(hook.retries + 1):
             try:
+                # A redirect is not followed: it would carry the hook's headers (its token)
+                # wherever the answer points; it fails, and the log says so.
                 async with self._session.post(
-                    hook.url, json=alert.to_dict(), headers=dict(hook.headers)
+                    hook.url,
+                    json=alert.to_dict(),
+                    headers=dict(hook.headers),
+                    allow_redirects=False,
                 ) as response:
                     if response.status < 300:
                         self.delivered += 1
