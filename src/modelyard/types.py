@@ -353,6 +353,14 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()
     response: ChatResponse | None = None
 
+    @property
+    def chars(self) -> int:
+        """Characters this piece adds to the answer, its text and its tool calls' names and
+        arguments alike: what the estimate of a stream cut short counts as generated."""
+        if not self.tool_calls:
+            return len(self.text)
+        return len(self.text) + sum(len(t.name or "") + len(t.arguments) for t in self.tool_calls)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmbeddingRequest:

@@ -23,7 +23,7 @@ from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.fallback import FallbackModel
 from modelyard.state.memory import MemoryStore
 from modelyard.streaming import collect
-from modelyard.types import Usage
+from modelyard.types import ToolCall, Usage
 from tests.cost.helpers import SpyBook, full_usage, guard, priced, question, worst
 
 
@@ -123,6 +123,22 @@ async def test_an_abandoned_stream_settles_what_it_had_produced() -> None:
     status = await book.status(total(1.0), "all")
     assert status is not None and status.reserved == 0
     assert 0 < status.spent < worst(request)
+
+
+async def test_an_abandoned_stream_of_tool_calls_settles_the_arguments_it_had_produced() -> None:
+    # The estimate counted only text: a stream of tool-call arguments cut short cost its input.
+    book = BudgetBook(MemoryStore())
+    call = ToolCall(id="c1", name="lookup", arguments='{"order": "' + "x" * 4000 + '"}')
+    inner = priced(text="", tool_calls=(call,))
+    model = guard(inner, book, total(1.0))
+    request = question()
+    stream = model.stream(request)
+    while not (await anext(stream)).tool_calls:  # the call's arguments, then the caller leaves
+        pass
+    await stream.aclose()  # type: ignore[attr-defined]
+    status = await book.status(total(1.0), "all")
+    assert status is not None
+    assert status.spent >= partial_cost(inner, request, 4000) > partial_cost(inner, request)
 
 
 async def test_a_finished_stream_settles_its_real_cost() -> None:

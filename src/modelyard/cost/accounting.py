@@ -198,7 +198,7 @@ class Accounted(Decoration):
                 if chunk.response is not None:
                     recorded = True
                     self._record(request, chunk.response, None)
-                seen += len(chunk.text)
+                seen += chunk.chars
                 yield chunk
         finally:
             if not recorded:

@@ -512,7 +512,7 @@ class BudgetGuard(Decoration):
                     settled = True
                 if chunk.response is not None and downgrade is not None:
                     chunk = Chunk(response=_downgraded(self.name, downgrade.name, chunk.response))
-                seen += len(chunk.text)
+                seen += chunk.chars
                 yield chunk
         except ModelError as exc:
             if not settled:

@@ -326,7 +326,7 @@ async def _relay(
     streamed = 0
     try:
         while chunk is not None:
-            streamed += len(chunk.text)
+            streamed += chunk.chars
             frame = renderer.chunk(chunk)
             if frame:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})

@@ -454,7 +454,7 @@ class EnsembleModel(Model):
             if stream:
                 async for chunk in fuser.stream(fuse_request):
                     if chunk.response is None:
-                        sent += len(chunk.text)
+                        sent += chunk.chars
                         yield chunk
                         continue
                     yield Chunk(
