@@ -323,3 +323,14 @@ def test_key_rpm_limit_holds_for_embeddings(priced_embedder: Running) -> None:
     with pytest.raises(openai.RateLimitError) as caught:
         client.embeddings.create(model="emb", input="hello")
     assert caught.value.code == "key_rate_limited"
+
+
+def test_the_folder_of_keys_spend_and_the_request_log_is_this_users_only(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # The request log quotes prompts; on a shared host the folder was readable by everyone.
+    running = serve_gateway(ADMIN)
+    create_key(running, name="x")
+    folder = running.config.parent / ".modelyard" / running.config.name
+    assert {p.name for p in folder.iterdir()} >= {"keys.sqlite3", "requests.sqlite3"}
+    assert folder.stat().st_mode & 0o777 == 0o700

@@ -23,6 +23,7 @@ from typing import Any
 
 from modelyard.config.loader import parse, text_version
 from modelyard.errors import ConfigError
+from modelyard.state.folders import private_folder
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,7 +105,7 @@ class ConfigHistory:
     def record(self, text: str, note: str, restores: int | None = None) -> Entry:
         """Keep `text` as the newest applied version (pruning beyond `keep`)."""
         version = text_version(text)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         entries = self.entries()
         seq = entries[-1].seq + 1 if entries else 1
         name = f"{seq:04d}-{version}.yaml"

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from modelyard.state.folders import private_folder
 from modelyard.types import Decision
 
 log = logging.getLogger("modelyard.log")
@@ -159,7 +160,7 @@ class DecisionLog:
         self._db: sqlite3.Connection | None = None
         """Opened and used only on the writer thread."""
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             self._writer.submit(self._migrate).result()
 
     def _connection(self) -> sqlite3.Connection:

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from modelyard.state.folders import private_folder
+
 T = TypeVar("T")
 
 Migration = tuple[str, str]
@@ -81,7 +83,7 @@ class SqliteWorker:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             if str(self.path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_folder(self.path.parent)
             conn = sqlite3.connect(
                 str(self.path),
                 timeout=self._busy_timeout,
