@@ -128,7 +128,7 @@ class Yard:
         model = self.built.entries.get(name)
         if model is None:
             raise NotFoundError(
-                f"no system or model named {name!r}; available: {', '.join(self.names())}",
+                f"no system or model named {name!r}; available: {', '.join(self.available())}",
                 code="model_not_found",
             )
         return model
@@ -136,6 +136,11 @@ class Yard:
     def names(self) -> list[str]:
         """Every system and model name, systems first."""
         return [*sorted(self.built.systems), *sorted(self.built.models)]
+
+    def available(self) -> list[str]:
+        """The names that can answer, systems first: every one but the disabled models (an
+        optional provider without its key), which a caller told of one would find refused."""
+        return [n for n in self.names() if n not in self.built.disabled]
 
     def _prepare(self, prompt: Prompt, fields: dict[str, Any]) -> ChatRequest:
         request = as_request(prompt, **fields)

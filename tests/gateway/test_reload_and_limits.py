@@ -474,3 +474,22 @@ async def test_a_cached_stream_the_client_leaves_cost_nothing(tmp_path: Path) ->
     assert record["status"] == 499
     assert record["cost"] == 0  # the key's budget is settled to this too
     await app.aclose()
+
+
+def test_a_disabled_model_is_not_offered(
+    serve_gateway: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An optional provider without its key disables its models: listing them as available sent
+    # clients to a name that could only be refused.
+    monkeypatch.delenv("UNSET_KEY_FOR_TEST", raising=False)
+    provider = "providers:\n  up:\n    type: openai\n    api_key: ${UNSET_KEY_FOR_TEST}\n"
+    provider += "    optional: true\n"
+    hosted = "  hosted: {provider: up, id: gpt-4o-mini-2024-07-18, price: {input: 1, output: 1}}\n"
+    running = serve_gateway(text=provider + with_models(hosted))
+    assert "hosted" in running.app.live.current.built.disabled
+    client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+    offered = {m.id for m in client.models.list()}
+    assert "cheap" in offered and "hosted" not in offered
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert "cheap" in caught.value.message and "hosted" not in caught.value.message

@@ -63,7 +63,7 @@ def check_target(yard: Yard, name: str, config: Path) -> None:
     usage error, not a failed call (exit 1 is `gate`'s "candidate is worse")."""
     if name not in yard.names():
         raise ConfigError(
-            f"no system or model named {name!r}; available: {', '.join(yard.names())}",
+            f"no system or model named {name!r}; available: {', '.join(yard.available())}",
             path=str(config),
         )
 

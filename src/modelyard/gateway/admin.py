@@ -52,7 +52,7 @@ class AdminEndpoints:
         names += [
             (n, yard.models[n].info.provider or "local")
             for n in sorted(yard.models)
-            if key.allows(n)
+            if key.allows(n) and n not in yard.built.disabled
         ]
         names += [(n, "embedder") for n in sorted(yard.embedders) if key.allows(n)]
         await call.respond(200, openai_api.render_models(names, int(time.time())))

@@ -482,7 +482,7 @@ def _target(yard: Yard, name: str, key: VirtualKey) -> Model:
     try:
         return yard.get(name)
     except NotFoundError:
-        available = [n for n in yard.names() if key.allows(n)]
+        available = [n for n in yard.available() if key.allows(n)]
         raise openai_api.not_found(name, available) from None
 
 
