@@ -105,6 +105,24 @@ async def test_a_model_reached_as_another_models_fallback_brings_its_chains_cach
     assert second.cost == 0 and second.decision is not None and second.decision.kind == "cache"
 
 
+async def test_a_downgrade_to_a_dearer_model_is_reserved_by_the_system_around_it(
+    write_config: Callable[[str], Path],
+) -> None:
+    # cheap's own budget sends it to dear. The system around cheap reserved the total budget
+    # for cheap's worst case only, so dear's answer passed the cap; it is refused up front now.
+    text = config(
+        "  around: {type: fallback, chain: [cheap]}\n"
+        "budgets:\n"
+        "  - {name: cheap-cap, scope: model, selector: cheap, limit: 0.0000001,"
+        " action: downgrade, downgrade_to: dear}\n"
+        "  - {name: all, scope: total, limit: 0.02}\n"
+    )
+    async with modelyard.load(write_config(text)) as yard:
+        with pytest.raises(BudgetExceededError) as caught:
+            await yard.complete("around", "hi", max_tokens=1000)
+    assert caught.value.code == "all"
+
+
 async def test_downgrade_routes_to_the_cheaper_system_through_the_config(
     write_config: Callable[[str], Path],
 ) -> None:

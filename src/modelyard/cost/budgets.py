@@ -26,6 +26,7 @@ import asyncio
 import calendar
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -412,6 +413,10 @@ def leaves(model: Model) -> list[Model]:
     return [leaf for child in model.children for leaf in leaves(child)]
 
 
+_BOUNDING: ContextVar[frozenset[str]] = ContextVar("modelyard_bounding", default=frozenset())
+"""The guards whose downgrade targets are being bounded, so a downgrade cycle ends."""
+
+
 class BudgetGuard(Decoration):
     """Enforces budgets around one system or model (see the module docstring)."""
 
@@ -432,8 +437,23 @@ class BudgetGuard(Decoration):
         """Where downgrades go: the built systems and models, looked up at call time."""
 
     def worst_case_cost(self, request: ChatRequest) -> float:
-        """The inner node's bound (the guard itself spends nothing)."""
-        return cost_bound(self.inner, request)
+        """The inner node's bound, or a downgrade target's where dearer: a budget that downgrades
+        sends the request there instead (the guard itself spends nothing). An outer guard
+        reserves this for the key, tag and total budgets."""
+        bound = cost_bound(self.inner, request)
+        targets = {b.downgrade_to for b in self.own if b.action == "downgrade" and b.downgrade_to}
+        bounding = _BOUNDING.get()
+        if not targets or self.name in bounding:  # a downgrade cycle is refused at run time
+            return bound
+        token = _BOUNDING.set(bounding | {self.name})
+        try:
+            for name in targets:
+                target = self.targets.get(name)
+                if target is not None:
+                    bound = max(bound, cost_bound(target, request))
+        finally:
+            _BOUNDING.reset(token)
+        return bound
 
     def describe(self) -> dict[str, object]:
         out = self.inner.describe()
