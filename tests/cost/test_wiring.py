@@ -123,6 +123,23 @@ async def test_a_downgrade_to_a_dearer_model_is_reserved_by_the_system_around_it
     assert caught.value.code == "all"
 
 
+async def test_downgrades_that_go_round_in_a_circle_are_bounded_and_refused(
+    write_config: Callable[[str], Path],
+) -> None:
+    text = config(
+        "  around: {type: fallback, chain: [cheap]}\n"
+        "budgets:\n"
+        "  - {name: c, scope: model, selector: cheap, limit: 0.0000001,"
+        " action: downgrade, downgrade_to: dear}\n"
+        "  - {name: d, scope: model, selector: dear, limit: 0.0000001,"
+        " action: downgrade, downgrade_to: cheap}\n"
+        "  - {name: all, scope: total, limit: 100}\n"
+    )
+    async with modelyard.load(write_config(text)) as yard:
+        with pytest.raises(BudgetExceededError):
+            await yard.complete("around", "hi", max_tokens=10)
+
+
 async def test_downgrade_routes_to_the_cheaper_system_through_the_config(
     write_config: Callable[[str], Path],
 ) -> None:
