@@ -435,19 +435,23 @@ class BudgetGuard(Decoration):
         self.per_request = tuple(per_request)
         self.targets = targets
         """Where downgrades go: the built systems and models, looked up at call time."""
+        self._downgrades = tuple(
+            {b.downgrade_to for b in self.own if b.action == "downgrade" and b.downgrade_to}
+        )
 
     def worst_case_cost(self, request: ChatRequest) -> float:
         """The inner node's bound, or a downgrade target's where dearer: a budget that downgrades
         sends the request there instead (the guard itself spends nothing). An outer guard
         reserves this for the key, tag and total budgets."""
         bound = cost_bound(self.inner, request)
-        targets = {b.downgrade_to for b in self.own if b.action == "downgrade" and b.downgrade_to}
+        if not self._downgrades:
+            return bound
         bounding = _BOUNDING.get()
-        if not targets or self.name in bounding:  # a downgrade cycle is refused at run time
+        if self.name in bounding:  # a downgrade cycle is refused at run time
             return bound
         token = _BOUNDING.set(bounding | {self.name})
         try:
-            for name in targets:
+            for name in self._downgrades:
                 target = self.targets.get(name)
                 if target is not None:
                     bound = max(bound, cost_bound(target, request))
