@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +93,36 @@ def serve_gateway(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+@dataclass
+class Traffic:
+    """What clients asking over and over got: the answers and the failures."""
+
+    answers: list[str]
+    failures: list[BaseException]
+
+
+@contextmanager
+def hammering(ask: Callable[[], str], clients: int) -> Iterator[Traffic]:
+    """`clients` threads calling `ask` over and over until the block ends (each finishes the
+    call it is in)."""
+    traffic = Traffic(answers=[], failures=[])
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                traffic.answers.append(ask())
+            except BaseException as exc:
+                traffic.failures.append(exc)
+
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield traffic
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)

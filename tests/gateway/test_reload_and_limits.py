@@ -7,7 +7,7 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import httpx2
 import openai
 import orjson
 import pytest
-from tests.gateway.conftest import SYSTEMS, Running
+from tests.gateway.conftest import SYSTEMS, Running, hammering
 
 from modelyard.gateway.app import Gateway, create_app
 
@@ -31,37 +31,25 @@ def with_models(extra: str, base: str = SYSTEMS) -> str:
 
 def test_reload_under_concurrent_load_drops_nothing(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway()
-    failures: list[BaseException] = []
-    answers: list[str] = []
-    stop = threading.Event()
+    client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
 
-    def hammer() -> None:
-        client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
-        while not stop.is_set():
-            try:
-                reply = client.chat.completions.create(
-                    model="support", messages=[{"role": "user", "content": "slow"}]
-                )
-                answers.append(reply.choices[0].message.content or "")
-            except BaseException as exc:
-                failures.append(exc)
+    def ask() -> str:
+        reply = client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "slow"}]
+        )
+        return reply.choices[0].message.content or ""
 
-    threads = [threading.Thread(target=hammer) for _ in range(6)]
-    for thread in threads:
-        thread.start()
     versions = set()
-    for i in range(4):
-        text = SYSTEMS.replace('"the cheap answer"', f'"answer v{i}"')
-        running.config.write_text(text)
-        reply = httpx2.post(f"{running.url}/admin/reload")
-        assert reply.status_code == 200, reply.text
-        versions.add(reply.json()["config_version"])
-        asyncio.run(asyncio.sleep(0.35))
-    stop.set()
-    for thread in threads:
-        thread.join(10)
-    assert failures == []
-    assert len(answers) >= 20 and set(answers) == {"late"}
+    with hammering(ask, clients=6) as traffic:
+        for i in range(4):
+            text = SYSTEMS.replace('"the cheap answer"', f'"answer v{i}"')
+            running.config.write_text(text)
+            reply = httpx2.post(f"{running.url}/admin/reload")
+            assert reply.status_code == 200, reply.text
+            versions.add(reply.json()["config_version"])
+            asyncio.run(asyncio.sleep(0.35))
+    assert traffic.failures == []
+    assert len(traffic.answers) >= 20 and set(traffic.answers) == {"late"}
     assert len(versions) == 4
 
 
@@ -187,16 +175,25 @@ async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     return condition()
 
 
-async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Path) -> None:
-    """Editors, `sed -i` and ConfigMaps swap the file by a rename; each swap must be seen, and a
-    file that is not UTF-8 refused without stopping the watch."""
-    config = tmp_path / "config.yaml"
-    config.write_text(SYSTEMS)
+@contextlib.asynccontextmanager
+async def watched(config: Path) -> AsyncIterator[Gateway]:
+    """A gateway watching `config` (`gateway.watch_config`), once its watch is armed."""
     app = create_app(config)
     app.watch_config = True
     app.start()
     try:
         await asyncio.sleep(0.3)  # let the watch arm
+        yield app
+    finally:
+        await app.aclose()
+
+
+async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Path) -> None:
+    """Editors, `sed -i` and ConfigMaps swap the file by a rename; each swap must be seen, and a
+    file that is not UTF-8 refused without stopping the watch."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    async with watched(config) as app:
         for i, raw in enumerate(
             [
                 SYSTEMS.replace("the cheap answer", "v1").encode(),
@@ -218,8 +215,6 @@ async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Pa
             assert await _until(lambda text=expected: app.live.current.loaded.text == text), (
                 f"swap {i}"
             )
-    finally:
-        await app.aclose()
 
 
 async def test_a_watched_config_returned_to_its_first_text_reloads(tmp_path: Path) -> None:
@@ -227,11 +222,7 @@ async def test_a_watched_config_returned_to_its_first_text_reloads(tmp_path: Pat
     put back as it was at start is a change to reload like any other."""
     config = tmp_path / "config.yaml"
     config.write_text(SYSTEMS)
-    app = create_app(config)
-    app.watch_config = True
-    app.start()
-    try:
-        await asyncio.sleep(0.3)  # let the watch arm
+    async with watched(config) as app:
         first = app.live.current.version
         config.write_text(SYSTEMS.replace("the cheap answer", "v1"))
         await app.live.reload()  # before the watcher's debounce: it finds v1 already serving
@@ -239,8 +230,6 @@ async def test_a_watched_config_returned_to_its_first_text_reloads(tmp_path: Pat
         await asyncio.sleep(1.0)
         config.write_text(SYSTEMS)
         assert await _until(lambda: app.live.current.version == first)
-    finally:
-        await app.aclose()
 
 
 def test_gateway_settings_changed_by_reload_are_reported_as_needing_a_restart(
@@ -371,16 +360,10 @@ async def test_a_watched_configmap_reloads_on_every_update(tmp_path: Path) -> No
 
     publish(1)
     (tmp_path / "config.yaml").symlink_to("..data/config.yaml")
-    app = create_app(tmp_path / "config.yaml")
-    app.watch_config = True
-    app.start()
-    try:
-        await asyncio.sleep(0.3)
+    async with watched(tmp_path / "config.yaml") as app:
         for version in (2, 3, 4):
             publish(version)
             assert await _until(lambda v=version: f"v{v}" in app.live.current.loaded.text)
-    finally:
-        await app.aclose()
 
 
 @pytest.mark.parametrize("limit", [{"budget": 5}, {"rpm": 60}])

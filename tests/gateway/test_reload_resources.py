@@ -14,7 +14,7 @@ import openai
 import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
-from tests.gateway.conftest import Running
+from tests.gateway.conftest import Running, hammering
 
 from modelyard.config.build import Resources
 from modelyard.cost.ledger import Ledger
@@ -272,39 +272,25 @@ systems:
 
         running = serve_gateway(text=text(10))
         running.app.live.grace = 0
-        failures: list[BaseException] = []
-        answers: list[str] = []
-        stop = threading.Event()
+        client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
 
-        def hammer() -> None:
-            client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
-            while not stop.is_set():
-                try:
-                    stream = client.chat.completions.create(
-                        model="main",
-                        messages=[{"role": "user", "content": "one two three four five six"}],
-                        stream=True,
-                    )
-                    answers.append(
-                        "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-                    )
-                except BaseException as exc:
-                    failures.append(exc)
+        def ask() -> str:
+            stream = client.chat.completions.create(
+                model="main",
+                messages=[{"role": "user", "content": "one two three four five six"}],
+                stream=True,
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for i in range(5):
-            running.config.write_text(text(11 + i))
-            reply = httpx2.post(f"{running.url}/admin/reload")
-            assert reply.status_code == 200, reply.text
-            asyncio.run(asyncio.sleep(0.3))
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert failures == []
-    assert len(answers) >= 4  # streams ran across the reloads (a loaded host runs fewer)
-    assert set(answers) == {"Echo: one two three four five six"}
+        with hammering(ask, clients=4) as traffic:
+            for i in range(5):
+                running.config.write_text(text(11 + i))
+                reply = httpx2.post(f"{running.url}/admin/reload")
+                assert reply.status_code == 200, reply.text
+                asyncio.run(asyncio.sleep(0.3))
+    assert traffic.failures == []
+    assert len(traffic.answers) >= 4  # streams ran across the reloads (a loaded host runs fewer)
+    assert set(traffic.answers) == {"Echo: one two three four five six"}
     # Once the last stream on an older config ends, only the current pool is left.
     for _ in range(100):
         if len(running.app.live.resources.clients) == 1:
