@@ -366,13 +366,25 @@ async def test_truncated_json(yard: Yard, fake: FakeOpenAI) -> None:
 
 
 async def test_unknown_finish_reason(yard: Yard, fake: FakeOpenAI) -> None:
-    fake.script(Reply(finish_reason="eos"))
-    with pytest.raises(BadResponseError, match="'eos'") as caught:
+    fake.script(Reply(finish_reason="done"))
+    with pytest.raises(BadResponseError, match="'done'") as caught:
         await yard.complete("mini", "x")
     # Generated and billed, but unusable, and it would come back the same: not retried, and
     # its cost is on the error rather than lost.
     assert not caught.value.retryable
     assert caught.value.cost > 0 and len(fake.requests) == 1
+
+
+async def test_a_server_that_aborted_the_answer_is_asked_again(
+    fake: FakeOpenAI, write_config: Callable[[str, str], Path]
+) -> None:
+    # vLLM finishes a preempted or cancelled request with "abort": the text is cut short.
+    fake.reset()
+    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace("attempts: 0", "attempts: 1")
+    fake.script(Reply(text="half an ans", finish_reason="abort"), Reply(text="whole answer"))
+    async with modelyard.load(write_config(text, "config.yaml"), env={"OPENAI_KEY": KEY}) as yard:
+        response = await yard.complete("mini", "x")
+    assert response.text == "whole answer" and len(fake.requests) == 2
 
 
 async def test_an_error_object_sent_with_a_200_is_a_refusal_that_costs_nothing(

@@ -468,10 +468,43 @@ def test_the_token_limit_finishes_with_length(fake: FakeOpenAI) -> None:
 
 
 def test_an_unknown_finish_reason_is_a_bad_response_naming_it(fake: FakeOpenAI) -> None:
-    payload = fake.completion(BODY, Reply(finish_reason="eos"))
-    with pytest.raises(BadResponseError, match=r"choices\[0\]\.finish_reason is 'eos'") as caught:
+    payload = fake.completion(BODY, Reply(finish_reason="done"))
+    with pytest.raises(BadResponseError, match=r"choices\[0\]\.finish_reason is 'done'") as caught:
         from_wire(payload)
-    assert caught.value.code == "unknown_finish_reason"
+    assert caught.value.code == "unknown_finish_reason" and not caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("reported", "ours"),
+    [
+        ("eos", FinishReason.STOP),  # Together
+        ("eos_token", FinishReason.STOP),  # TGI, watsonx
+        ("stop_sequence", FinishReason.STOP),
+        ("model_length", FinishReason.LENGTH),  # Mistral
+        ("max_tokens", FinishReason.LENGTH),
+    ],
+)
+def test_compatible_servers_spellings_are_read_as_what_they_mean(
+    fake: FakeOpenAI, reported: str, ours: FinishReason
+) -> None:
+    payload = fake.completion(BODY, Reply(finish_reason=reported))
+    assert from_wire(payload).choices[0].finish_reason is ours
+    content, _ = fake.chunks({**BODY, "stream": True}, Reply(finish_reason=reported))
+    (choice,) = assemble(feed_all(content)[1])
+    assert choice.finish_reason is ours
+
+
+@pytest.mark.parametrize("reported", ["abort", "error", "insufficient_system_resource"])
+def test_a_server_that_gave_up_sent_an_incomplete_answer_worth_asking_again(
+    fake: FakeOpenAI, reported: str
+) -> None:
+    payload = fake.completion(BODY, Reply(finish_reason=reported))
+    with pytest.raises(BadResponseError, match=f"'{reported}': the server stopped") as caught:
+        from_wire(payload)
+    assert caught.value.code == "upstream_gave_up" and caught.value.retryable
+    content, _ = fake.chunks({**BODY, "stream": True}, Reply(finish_reason=reported))
+    with pytest.raises(BadResponseError, match="the server stopped"):
+        feed_all(content)
 
 
 def test_a_null_finish_reason_is_a_bad_response(fake: FakeOpenAI) -> None:
@@ -629,8 +662,8 @@ def test_stream_refusal_finishes_with_content_filter(fake: FakeOpenAI) -> None:
 
 
 def test_stream_unknown_finish_reason_is_a_bad_response(fake: FakeOpenAI) -> None:
-    content, _ = fake.chunks({**BODY, "stream": True}, Reply(finish_reason="eos"))
-    with pytest.raises(BadResponseError, match="'eos'"):
+    content, _ = fake.chunks({**BODY, "stream": True}, Reply(finish_reason="done"))
+    with pytest.raises(BadResponseError, match="'done'"):
         feed_all(content)
 
 

@@ -7,6 +7,11 @@ strict where a wrong reading would pass off a broken answer as a good one:
   reason `content_filter`, so callers can tell it from an answer without losing its words.
 - A choice that carries tool calls finishes with `tool_calls` even when OpenAI says `stop`
   (it does so when `tool_choice` names a function); legacy `function_call` maps the same way.
+- Compatible servers' own spellings are read as what they mean: `eos`/`eos_token` (Together,
+  TGI, watsonx) and `stop_sequence` are a stop, `model_length`/`max_tokens` (Mistral) a length
+  cut. A server that says it gave up (`abort` from vLLM, `error` from Mistral,
+  `insufficient_system_resource` from DeepSeek) sent an incomplete answer: a retryable
+  BadResponseError, so the retry or the fallback answers.
 - An unknown or missing finish reason is a BadResponseError: an answer whose end we cannot
   vouch for is never passed on as complete.
 - Malformed bodies raise BadResponseError naming the field (`response.choices[0].message`).
@@ -42,6 +47,18 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "content_filter": FinishReason.CONTENT_FILTER,
 }
 """OpenAI's finish reasons (every value its API documents) mapped onto ours."""
+
+COMPATIBLE_FINISH_REASONS: dict[str, FinishReason] = {
+    "eos": FinishReason.STOP,
+    "eos_token": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "model_length": FinishReason.LENGTH,
+    "max_tokens": FinishReason.LENGTH,
+}
+"""Other servers' spellings of the same reasons."""
+
+GAVE_UP = frozenset({"abort", "error", "insufficient_system_resource"})
+"""Reasons a compatible server gives when it stopped generating before the answer was done."""
 
 
 # --- whole answers ---------------------------------------------------------------------------
@@ -144,7 +161,17 @@ def finish_reason(value: Any, where: str, *, tool_calls: bool, refused: bool) ->
     """Our finish reason for OpenAI's; BadResponseError for a missing or unknown one."""
     if value is None:
         raise BadResponseError(f"{where} is missing: the answer may be incomplete")
-    reason = FINISH_REASONS.get(value) if isinstance(value, str) else None
+    if value in GAVE_UP:
+        raise BadResponseError(
+            f"{where} is {value!r}: the server stopped before the answer was complete",
+            code="upstream_gave_up",
+            retryable=True,  # the server's own failure (overload, preemption): ask again
+        )
+    reason = (
+        FINISH_REASONS.get(value) or COMPATIBLE_FINISH_REASONS.get(value)
+        if isinstance(value, str)
+        else None
+    )
     if reason is None:
         raise BadResponseError(
             f"{where} is {value!r}, which the OpenAI API does not define; "
