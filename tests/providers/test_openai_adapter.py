@@ -312,8 +312,13 @@ async def test_a_refused_stream_costs_nothing_and_a_cut_one_costs_what_it_made(
     assert cut.value.cost > 0
 
 
-async def test_429_takes_its_wait_from_the_reset_headers(yard: Yard, fake: FakeOpenAI) -> None:
-    fake.push(Fault(status=429))
+async def test_429_takes_its_wait_from_the_message_else_the_reset_headers(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.push(Fault(status=429), Fault(status=429, message="Rate limit reached for requests"))
+    with pytest.raises(RateLimitedError) as caught:
+        await yard.complete("mini", "x")
+    assert caught.value.retry_after == pytest.approx(0.12)  # "Please try again in 120ms."
     with pytest.raises(RateLimitedError) as caught:
         await yard.complete("mini", "x")
     # 0 of 500 requests left, full refill in 1.5 s: the next request is due in 1.5 / 500 s.

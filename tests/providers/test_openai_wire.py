@@ -792,8 +792,22 @@ def test_retry_after_http_date(fake: FakeOpenAI) -> None:
 
 def test_retry_after_from_the_exhausted_limits_reset(fake: FakeOpenAI) -> None:
     headers = fake.response_headers("chat", 429)
-    exc = error_from_wire(429, headers, orjson.dumps(fake.error_body(429, None, None)))
+    body = {"error": {"message": "Rate limit reached", "type": "requests", "code": None}}
+    exc = error_from_wire(429, headers, orjson.dumps(body))
     assert exc.retry_after == pytest.approx(1.5 / 500)  # one request's share of the refill
+
+
+def test_the_messages_wait_beats_the_reset_headers_guess(fake: FakeOpenAI) -> None:
+    # Tokens left (500) but fewer than this request asks (1,200): no header says which limit
+    # was hit, and the full token refill they report is far longer than the wait OpenAI names.
+    headers = {
+        **fake.response_headers("chat", 429),
+        "x-ratelimit-remaining-requests": "499",
+        "x-ratelimit-remaining-tokens": "500",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    body = fake.error_body(429, "rate_limit_exceeded", None)
+    assert error_from_wire(429, headers, orjson.dumps(body)).retry_after == pytest.approx(0.21)
 
 
 def test_retry_after_from_the_message_when_no_header_says(fake: FakeOpenAI) -> None:

@@ -124,7 +124,9 @@ def error_from_info(
                 f"account's plan or billing is fixed: {provider_message}"
             )
         elif retry_after is None:
-            retry_after = _reset_wait(headers) or _wait_in_message(info.message)
+            # OpenAI's message names the wait for this request's own tokens; the reset headers
+            # only say when whole limits refill, a guess for whichever limit this request hit.
+            retry_after = _wait_in_message(info.message) or _reset_wait(headers)
     return cls(
         message,
         status=status,
