@@ -196,6 +196,9 @@ class Usage:
     cache_write_tokens: int = 0
     """Input tokens written to the provider's prompt cache (part of `input_tokens`; Anthropic
     bills them above the input price)."""
+    cache_write_1h_tokens: int = 0
+    """The part of `cache_write_tokens` written to Anthropic's 1-hour cache (2x input, where the
+    5-minute cache is 1.25x)."""
     reasoning_tokens: int = 0
     estimated: bool = False
 
@@ -210,6 +213,7 @@ class Usage:
             output_tokens=self.output_tokens + other.output_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
         )

@@ -207,6 +207,8 @@ class FakeAnthropic(FakeUpstream):
         self.cache_read_tokens = 0
         """Prompt tokens to report as read from the prompt cache."""
         self.cache_creation_tokens = 0
+        self.cache_creation_1h_tokens = 0
+        """The part of `cache_creation_tokens` written to the 1-hour cache."""
         self.final_events = 1
         """How many trailing stream events `Fault(no_final=True)` leaves out: 1 drops
         message_stop; 2 drops message_delta too (so the stop reason never arrives)."""
@@ -359,10 +361,15 @@ class FakeAnthropic(FakeUpstream):
         prompt = len(orjson.dumps(messages)) // 4 + len(body.get("system", "")) // 4 + 1
         cached = min(self.cache_read_tokens, prompt)
         created = min(self.cache_creation_tokens, prompt - cached)
+        created_1h = min(self.cache_creation_1h_tokens, created)
         usage = {
             "input_tokens": prompt - cached - created,
             "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": created,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": created - created_1h,
+                "ephemeral_1h_input_tokens": created_1h,
+            },
         }
         return _Plan(
             id=f"msg_fake{next(self._ids):06d}",

@@ -81,7 +81,7 @@ async def yard(
     fake: FakeAnthropic, write_config: Callable[[str], Path]
 ) -> AsyncIterator[modelyard.Yard]:
     fake.reset()
-    fake.cache_read_tokens = fake.cache_creation_tokens = 0
+    fake.cache_read_tokens = fake.cache_creation_tokens = fake.cache_creation_1h_tokens = 0
     fake.final_events = 1
     fake.turns.clear()
     path = write_config(CONFIG.format(url=fake.url, model_id=MODEL_ID))

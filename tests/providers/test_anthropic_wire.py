@@ -452,6 +452,33 @@ def test_usage_input_counts_cache_reads_and_writes_and_bills_reads_at_the_cached
     )
 
 
+def test_writes_to_the_1_hour_cache_are_billed_at_their_own_rate() -> None:
+    usage_json = {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 1000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600},
+    }
+    usage = WIRE.from_wire(message_json(usage=usage_json)).usage
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (1000, 600)
+    price = Price(input=3.0, output=15.0, cache_write=3.75, cache_write_1h=6.0)
+    assert price.cost(usage) == pytest.approx(
+        (100 * 3.0 + 400 * 3.75 + 600 * 6.0 + 50 * 15.0) / 1e6
+    )
+    # Without a 1-hour rate, every write is billed at `cache_write`.
+    single = Price(input=3.0, output=15.0, cache_write=3.75)
+    assert single.cost(usage) == pytest.approx((100 * 3.0 + 1000 * 3.75 + 50 * 15.0) / 1e6)
+    assert price.dearest_input == 6.0
+
+
+def test_a_malformed_cache_creation_count_is_a_bad_response_naming_it() -> None:
+    answer = message_json()
+    answer["usage"]["cache_creation"] = {"ephemeral_1h_input_tokens": "ten"}
+    with pytest.raises(BadResponseError, match=r"usage\.cache_creation\.ephemeral_1h_input"):
+        WIRE.from_wire(answer)
+
+
 @pytest.mark.parametrize("missing", ["id", "model", "content", "usage"])
 def test_answer_missing_a_field_is_a_bad_response_naming_it(missing: str) -> None:
     answer = message_json()

@@ -244,6 +244,7 @@ def _price(spec: ModelSpec | EmbedderSpec) -> Price:
         output=spec.price.output,
         cached_input=spec.price.cached_input,
         cache_write=spec.price.cache_write,
+        cache_write_1h=spec.price.cache_write_1h,
     )
 
 

@@ -114,7 +114,9 @@ class PriceSpec(Spec):
     """Input tokens read from the provider's prompt cache; unset: the input price."""
     cache_write: NonNegativeFloat | None = None
     """Input tokens written to the provider's prompt cache (Anthropic: 1.25x input for the
-    5-minute cache, 2x for the 1-hour one); unset: the input price."""
+    5-minute cache); unset: the input price."""
+    cache_write_1h: NonNegativeFloat | None = None
+    """Input tokens written to Anthropic's 1-hour prompt cache (2x input); unset: `cache_write`."""
 
 
 class CapabilitiesSpec(Spec):

@@ -60,24 +60,30 @@ def bound_input_tokens(request: ChatRequest) -> int:
 class Price:
     """USD per million tokens. `cached_input` applies to input tokens served from the provider's
     prompt cache, `cache_write` to input tokens written to it; when unset they are billed as
-    normal input."""
+    normal input. `cache_write_1h` bills writes to Anthropic's 1-hour cache; unset, they are
+    billed as other writes."""
 
     input: float = 0.0
     output: float = 0.0
     cached_input: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
 
     @property
     def is_free(self) -> bool:
         """Whether every token costs nothing (local models)."""
         return (
-            self.input == 0 and self.output == 0 and not self.cached_input and not self.cache_write
+            self.input == 0
+            and self.output == 0
+            and not self.cached_input
+            and not self.cache_write
+            and not self.cache_write_1h
         )
 
     @property
     def dearest_input(self) -> float:
         """The most an input token can cost (a cache write can cost more than plain input)."""
-        return max(self.input, self.cache_write or 0.0)
+        return max(self.input, self.cache_write or 0.0, self.cache_write_1h or 0.0)
 
     def worst_case_embedding(self, request: EmbeddingRequest) -> float:
         """The most embedding `request` can cost: each input's UTF-8 bytes (a token is at
@@ -89,12 +95,15 @@ class Price:
         """What `usage` costs in USD."""
         cached = min(usage.cached_tokens, usage.input_tokens)
         written = min(usage.cache_write_tokens, usage.input_tokens - cached)
+        written_1h = min(usage.cache_write_1h_tokens, written)
         cached_rate = self.input if self.cached_input is None else self.cached_input
         write_rate = self.input if self.cache_write is None else self.cache_write
+        write_1h_rate = write_rate if self.cache_write_1h is None else self.cache_write_1h
         return (
             (usage.input_tokens - cached - written) * self.input
             + cached * cached_rate
-            + written * write_rate
+            + (written - written_1h) * write_rate
+            + written_1h * write_1h_rate
             + usage.output_tokens * self.output
         ) / PER_MILLION
 

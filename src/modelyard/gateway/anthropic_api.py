@@ -229,13 +229,17 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
     return MessagesCall(target=target, request=request, stream=bool(optional_bool(body, "stream")))
 
 
-def _usage(response: ChatResponse) -> dict[str, int]:
+def _usage(response: ChatResponse) -> dict[str, Any]:
     usage = response.usage
     return {
         "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
         "output_tokens": usage.output_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        },
     }
 
 

@@ -87,6 +87,12 @@ def usage_from(raw: Mapping[str, Any], where: str) -> Usage:
             "cache_creation_input_tokens",
         )
     }
+    written = raw.get("cache_creation")
+    written_1h = (
+        _count(written, "ephemeral_1h_input_tokens", f"{where}.cache_creation")
+        if isinstance(written, dict)
+        else 0
+    )
     details = raw.get("output_tokens_details")
     thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
     return Usage(
@@ -96,6 +102,7 @@ def usage_from(raw: Mapping[str, Any], where: str) -> Usage:
         output_tokens=counts["output_tokens"],
         cached_tokens=counts["cache_read_input_tokens"],
         cache_write_tokens=counts["cache_creation_input_tokens"],
+        cache_write_1h_tokens=min(written_1h, counts["cache_creation_input_tokens"]),
         reasoning_tokens=thinking if isinstance(thinking, int) else 0,
     )
 
