@@ -87,6 +87,7 @@ class Gateway:
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self.chat.chat_completions,
             ("POST", "/chat/completions"): self.chat.chat_completions,
+            ("POST", "/v1/responses"): self.chat.responses,
             ("POST", "/v1/messages"): self.chat.messages,
             ("POST", "/v1/embeddings"): self.chat.embeddings,
             ("GET", "/v1/models"): self.admin.models,

@@ -23,13 +23,18 @@ from modelyard.cost.budgets import (
     settle_shielded,
 )
 from modelyard.errors import BadResponseError, ClientClosedError, ModelError, NotFoundError
-from modelyard.gateway import anthropic_api, openai_api
+from modelyard.gateway import anthropic_api, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller
 from modelyard.gateway.errors import ApiError, bad_request, from_model_error
 from modelyard.gateway.exchange import JSON, SSE, Call
 from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.live import LiveConfig
-from modelyard.gateway.renderers import AnthropicRenderer, OpenAIRenderer, Renderer
+from modelyard.gateway.renderers import (
+    AnthropicRenderer,
+    OpenAIRenderer,
+    Renderer,
+    ResponsesRenderer,
+)
 from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
@@ -43,7 +48,7 @@ log = logging.getLogger("modelyard.gateway")
 
 
 class ChatEndpoints:
-    """POST /v1/chat/completions, /v1/messages and /v1/embeddings."""
+    """POST /v1/chat/completions, /v1/responses, /v1/messages and /v1/embeddings."""
 
     def __init__(
         self,
@@ -80,6 +85,16 @@ class ChatEndpoints:
         renderer = OpenAIRenderer(call.id, parsed.target, parsed.include_usage)
         await self._serve(
             call, key, parsed.target, parsed.request, parsed.stream, "openai", renderer
+        )
+
+    async def responses(self, call: Call) -> None:
+        """OpenAI Responses, stateless (the conversation comes whole in `input`)."""
+        key = caller(self.keys, call)
+        body = await call.json(self.max_body_bytes)
+        parsed = responses_api.parse_responses(body, max_messages=self.max_messages)
+        renderer = ResponsesRenderer(call.id, parsed)
+        await self._serve(
+            call, key, parsed.target, parsed.request, parsed.stream, "responses", renderer
         )
 
     async def messages(self, call: Call) -> None:

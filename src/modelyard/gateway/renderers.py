@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modelyard.gateway import anthropic_api, openai_api
+from modelyard.gateway import anthropic_api, openai_api, responses_api
 from modelyard.gateway.errors import ApiError
 from modelyard.types import ChatResponse, Chunk
 
@@ -46,6 +46,29 @@ class OpenAIRenderer(Renderer):
 
     def error(self, error: ApiError) -> bytes:
         return self._chunks.error(error)
+
+
+class ResponsesRenderer(Renderer):
+    """Responses `response` objects and the Responses streaming events."""
+
+    def __init__(self, request_id: str, call: responses_api.ResponsesCall) -> None:
+        self._id = request_id
+        self._call = call
+        shape = responses_api.ResponseShape(
+            request_id=request_id, target=call.target, created=int(time.time()), echo=call.echo
+        )
+        self._stream = responses_api.EventRenderer(shape)
+
+    def response(self, response: ChatResponse) -> bytes:
+        return responses_api.render_response(
+            response, request_id=self._id, target=self._call.target, echo=self._call.echo
+        )
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        return self._stream.chunk(chunk)
+
+    def error(self, error: ApiError) -> bytes:
+        return self._stream.error(error)
 
 
 class AnthropicRenderer(Renderer):

@@ -1,0 +1,228 @@
+"""The official OpenAI SDK's Responses client against the gateway's /v1/responses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.gateway.conftest import Running
+
+EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "the weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def client(running: Running) -> openai.OpenAI:
+    return openai.OpenAI(base_url=running.openai_url, api_key="anything", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(api_key="k-upstream")
+    with server.running():
+        yield server
+
+
+@pytest.fixture
+def hosted(
+    upstream: FakeOpenAI,
+    serve_gateway: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Running:
+    """A gateway in front of the fake OpenAI upstream (for tool calls)."""
+    upstream.reset()
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "k-upstream")
+    return serve_gateway(
+        text=f"""
+providers:
+  oa: {{type: openai, base_url: "{upstream.url}/v1", api_key: "${{FAKE_OPENAI_KEY}}"}}
+models:
+  mini:
+    provider: oa
+    id: gpt-4o-mini-2024-07-18
+    price: {{input: 0.15, output: 0.60}}
+"""
+    )
+
+
+def strict(response: Response) -> Response:
+    """The response re-read with validation (the SDK builds it without)."""
+    return Response.model_validate(response.model_dump(mode="json", exclude_unset=True))
+
+
+def test_a_text_answer_through_a_system(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    raw = client(running).responses.with_raw_response.create(
+        model="support", input="ping", instructions="be brief", max_output_tokens=50
+    )
+    response = strict(raw.parse())
+    assert response.output_text == "pong" and response.status == "completed"
+    assert response.model == "support" and response.instructions == "be brief"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    assert raw.headers["x-modelyard-model"] == "cheap"
+    assert float(raw.headers["x-modelyard-cost"]) == pytest.approx(
+        (response.usage.input_tokens * 1.0 + response.usage.output_tokens * 2.0) / 1e6
+    )
+    calls = running.app.live.current.models["cheap"].calls  # type: ignore[attr-defined]
+    assert calls[-1].system == "be brief" and calls[-1].max_tokens == 50
+
+
+def test_input_items_become_the_conversation(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    client(running).responses.create(
+        model="strong",
+        instructions="be brief",
+        input=[
+            {"role": "developer", "content": "and kind"},
+            {"role": "user", "content": [{"type": "input_text", "text": "hello"}]},
+            {"type": "message", "role": "assistant", "content": "hi"},
+            {"role": "user", "content": "again"},
+        ],
+        temperature=0.3,
+        metadata={"team": "support"},
+    )
+    request = running.app.live.current.models["strong"].calls[-1]  # type: ignore[attr-defined]
+    assert request.system == "be brief\n\nand kind"
+    assert [(m.role, m.text) for m in request.messages] == [
+        ("user", "hello"),
+        ("assistant", "hi"),
+        ("user", "again"),
+    ]
+    assert request.temperature == 0.3 and request.metadata["team"] == "support"
+
+
+def test_a_stream_is_the_responses_event_sequence(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    events = list(client(running).responses.create(model="support", input="hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "the cheap answer"
+    final = strict(events[-1].response)  # type: ignore[union-attr]
+    assert final.output_text == text and final.usage is not None
+    for event in events:  # every event is one the SDK's own types accept
+        EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
+
+
+def test_the_sdks_stream_helper_assembles_the_answer(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    with client(running).responses.stream(model="support", input="ping") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "pong" and final.status == "completed"
+
+
+def test_tool_calls_and_their_results_round_trip(hosted: Running, upstream: FakeOpenAI) -> None:
+    sdk = client(hosted)
+    upstream.script(Reply(tool_calls=(("get_weather", '{"city": "Oslo"}'),)))
+    first = strict(
+        sdk.responses.create(model="mini", input="weather in Oslo?", tools=[WEATHER])  # type: ignore[list-item]
+    )
+    (call,) = first.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.arguments == '{"city": "Oslo"}'
+    # Stateless: the client sends the whole conversation back, the call and its output too.
+    second = sdk.responses.create(
+        model="mini",
+        tools=[WEATHER],  # type: ignore[list-item]
+        input=[
+            {"role": "user", "content": "weather in Oslo?"},
+            *[item.model_dump(exclude_none=True) for item in first.output],
+            {"type": "function_call_output", "call_id": call.call_id, "output": "12 C, rain"},
+        ],
+    )
+    assert second.output_text
+    sent = upstream.requests[-1].json["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "12 C, rain"}
+
+
+def test_a_streamed_tool_call_ends_with_its_arguments(
+    hosted: Running, upstream: FakeOpenAI
+) -> None:
+    upstream.script(Reply(tool_calls=(("get_weather", '{"city": "Oslo"}'),)))
+    with client(hosted).responses.stream(
+        model="mini",
+        input="weather?",
+        tools=[WEATHER],  # type: ignore[list-item]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    (call,) = final.output
+    assert call.type == "function_call" and call.arguments == '{"city": "Oslo"}'
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [e.arguments for e in done] == ['{"city": "Oslo"}']
+
+
+def test_a_length_cut_is_incomplete(hosted: Running, upstream: FakeOpenAI) -> None:
+    upstream.script(Reply(text="a long answer", finish_reason="length"))
+    response = strict(client(hosted).responses.create(model="mini", input="go on"))
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"store": True}, "store"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
+        ({"input": []}, "input"),
+        ({"frequency": 1}, "frequency"),
+    ],
+)
+def test_what_the_gateway_cannot_honour_is_a_400_naming_it(
+    serve_gateway: Callable[..., Running], fields: dict[str, Any], named: str
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(running).responses.create(model="support", input="hi", extra_body=fields)
+    assert caught.value.body["param"] == named  # type: ignore[index]
+    assert named.split("[")[0] in str(caught.value)
+
+
+def test_a_failure_before_the_answer_is_an_http_error(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.RateLimitError):
+        client(running).responses.create(model="cheap", input="limited")
+    with pytest.raises(openai.NotFoundError, match="support"):
+        client(running).responses.create(model="nope", input="x")
+
+
+def test_a_stream_broken_midway_ends_with_an_error_event_not_a_completion(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(
+        text="""
+models:
+  flaky:
+    local: {type: fake, default: {text: "one two three four five", cut_after: 2}}
+"""
+    )
+    events = list(client(running).responses.create(model="flaky", input="hi", stream=True))
+    kinds = [e.type for e in events]
+    assert "response.output_text.delta" in kinds and kinds[-1] == "error"
+    assert "response.completed" not in kinds
+    EVENTS.validate_python(events[-1].model_dump(mode="json", exclude_unset=True))
