@@ -188,6 +188,18 @@ def test_a_length_cut_is_incomplete(hosted: Running, upstream: FakeOpenAI) -> No
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"input": []}, "input"),
+        (
+            {
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c1",
+                        "output": [{"type": "input_image", "image_url": "https://x/y.png"}],
+                    }
+                ]
+            },
+            "input[0]",
+        ),
         ({"frequency": 1}, "frequency"),
     ],
 )

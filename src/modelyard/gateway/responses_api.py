@@ -162,10 +162,14 @@ class _Turns:
     def function_output(self, item: dict[str, Any], where: str) -> None:
         self._flush()
         output = _parts(item.get("output"), f"{where}.output")
+        if not isinstance(output, str):
+            if any(not isinstance(part, TextPart) for part in output):
+                raise bad_request(f"{where}.output: a function's output may hold text only", where)
+            output = "".join(part.text for part in output if isinstance(part, TextPart))
         self.messages.append(
             Message(
                 role="tool",
-                content=output if isinstance(output, str) else "".join(_texts(output)),
+                content=output,
                 tool_call_id=expect_str(item.get("call_id"), f"{where}.call_id"),
             )
         )
@@ -173,10 +177,6 @@ class _Turns:
     def done(self) -> list[Message]:
         self._flush()
         return self.messages
-
-
-def _texts(parts: tuple[Part, ...]) -> list[str]:
-    return [p.text for p in parts if isinstance(p, TextPart)]
 
 
 def _messages(raw: Any, max_messages: int) -> list[Message]:
