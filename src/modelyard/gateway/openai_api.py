@@ -159,6 +159,21 @@ def _message(raw: Any, where: str) -> Message:
     )
 
 
+def function_tool(function: dict[str, Any], where: str) -> Tool:
+    """An OpenAI function definition (name, description, parameters, strict) as a Tool; Chat
+    Completions nests it under `function`, Responses does not."""
+    parameters = shallow(
+        function.get("parameters") or {"type": "object", "properties": {}},
+        f"{where}.parameters",
+    )
+    return Tool(
+        name=expect_str(function.get("name"), f"{where}.name"),
+        description=optional_str(function, "description") or "",
+        parameters=expect_object(parameters, f"{where}.parameters"),
+        strict=optional_bool(function, "strict"),
+    )
+
+
 def _tools(raw: Any) -> tuple[Tool, ...]:
     tools = []
     for i, item in enumerate(expect_list(raw, "tools")):
@@ -166,18 +181,7 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
         if tool.get("type") != "function":
             raise bad_request(f"tools[{i}].type: only 'function' tools are supported", "tools")
         function = expect_object(tool.get("function"), f"tools[{i}].function")
-        parameters = shallow(
-            function.get("parameters") or {"type": "object", "properties": {}},
-            f"tools[{i}].function.parameters",
-        )
-        tools.append(
-            Tool(
-                name=expect_str(function.get("name"), f"tools[{i}].function.name"),
-                description=optional_str(function, "description") or "",
-                parameters=expect_object(parameters, f"tools[{i}].function.parameters"),
-                strict=optional_bool(function, "strict"),
-            )
-        )
+        tools.append(function_tool(function, f"tools[{i}].function"))
     return tuple(tools)
 
 

@@ -24,6 +24,7 @@ from modelyard.gateway.fields import (
     shallow,
     string_map,
 )
+from modelyard.gateway.openai_api import function_tool
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -217,18 +218,7 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
                 f"tools[{i}].type: only 'function' tools are supported, got {tool.get('type')!r}",
                 f"tools[{i}].type",
             )
-        parameters = shallow(
-            tool.get("parameters") or {"type": "object", "properties": {}},
-            f"tools[{i}].parameters",
-        )
-        tools.append(
-            Tool(
-                name=expect_str(tool.get("name"), f"tools[{i}].name"),
-                description=optional_str(tool, "description") or "",
-                parameters=expect_object(parameters, f"tools[{i}].parameters"),
-                strict=optional_bool(tool, "strict"),
-            )
-        )
+        tools.append(function_tool(tool, f"tools[{i}]"))
     return tuple(tools)
 
 
