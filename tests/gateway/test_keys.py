@@ -240,7 +240,7 @@ def test_budget_refusals_give_back_the_keys_concurrency_slot(
 
 def test_a_stranger_gets_401_before_the_body_is_read(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
-    for path in ("/v1/chat/completions", "/v1/messages", "/v1/embeddings"):
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings"):
         reply = httpx2.post(
             f"{running.url}{path}",
             content=b"{not json",

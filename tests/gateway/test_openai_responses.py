@@ -11,6 +11,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.gateway.conftest import Running
+from tests.gateway.test_keys import ADMIN, create_key
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -238,3 +239,17 @@ models:
     assert "response.output_text.delta" in kinds and kinds[-1] == "error"
     assert "response.completed" not in kinds
     EVENTS.validate_python(events[-1].model_dump(mode="json", exclude_unset=True))
+
+
+def test_a_keys_scope_and_budget_hold_here_as_on_chat(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(ADMIN)
+    key = str(create_key(running, name="narrow", systems=["support"], budget=0.01)["key"])
+    sdk = openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+    assert sdk.responses.create(model="support", input="ping").output_text == "pong"
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk.responses.create(model="strong", input="ping")
+    with pytest.raises(openai.RateLimitError) as caught:  # its worst case passes the budget
+        sdk.responses.create(model="support", input="ping", max_output_tokens=5_000_000)
+    assert caught.value.body["type"] == "budget_exceeded"  # type: ignore[index]
