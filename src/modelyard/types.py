@@ -375,6 +375,8 @@ class EmbeddingRequest:
     key_id: str | None = None
     tags: tuple[str, ...] = ()
     deadline: float | None = None
+    request_id: str | None = None
+    """The gateway's request id (`x-request-id`): what its ledger row and log record share."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -163,21 +163,36 @@ class Yard:
         """Every circuit breaker's state now (what the gateway's /readyz reports)."""
         return await self.built.health.report()
 
-    async def embed(self, target: str, inputs: str | Iterable[str]) -> EmbeddingResponse:
-        """Embed one text or many with embedder `target`."""
-        embedder = self.built.embedders.get(target)
+    def embedder(self, name: str) -> Embedder:
+        """The embedder called `name` as callers reach it: its calls charged to the budgets and
+        recorded in the ledger, as a system's are. NotFoundError listing what exists otherwise."""
+        embedder = self.built.embedder_entries.get(name)
         if embedder is None:
             raise NotFoundError(
-                f"no embedder named {target!r}; available: "
-                f"{', '.join(sorted(self.built.embedders)) or 'none'}",
+                f"no embedder named {name!r}; available: "
+                f"{', '.join(sorted(self.built.embedder_entries)) or 'none'}",
                 code="model_not_found",
             )
+        return embedder
+
+    async def embed(
+        self,
+        target: str,
+        inputs: str | Iterable[str],
+        *,
+        key_id: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> EmbeddingResponse:
+        """Embed one text or many with embedder `target` (`key_id` and `tags` select the key
+        and tag budgets it is charged to, as for `complete`)."""
+        embedder = self.embedder(target)
         texts = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         if not texts:
             raise BadRequestError("nothing to embed: no input")
         for i, text in enumerate(texts):
             _check_text(text, f"inputs[{i}]")
-        return await embedder.embed(EmbeddingRequest(inputs=texts))
+        request = EmbeddingRequest(inputs=texts, key_id=key_id, tags=tuple(tags))
+        return await embedder.embed(request)
 
     async def aclose(self) -> None:
         """Close connection pools and local models."""
@@ -215,9 +230,18 @@ class SyncYard:
         """Ask `target` and wait for the answer."""
         return self._loop.run_until_complete(self.yard.complete(target, prompt, **fields))
 
-    def embed(self, target: str, inputs: str | Iterable[str]) -> EmbeddingResponse:
+    def embed(
+        self,
+        target: str,
+        inputs: str | Iterable[str],
+        *,
+        key_id: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> EmbeddingResponse:
         """Embed and wait for the vectors."""
-        return self._loop.run_until_complete(self.yard.embed(target, inputs))
+        return self._loop.run_until_complete(
+            self.yard.embed(target, inputs, key_id=key_id, tags=tags)
+        )
 
     def close(self) -> None:
         """Close the yard and the loop."""

@@ -173,6 +173,9 @@ class BuildContext:
     entries: dict[str, Model] = field(default_factory=dict)
     """What a caller reaches by name (the yard, the gateway): each system or model with the
     per-request layer (spend accounting) around it; the graph itself holds the bare nodes."""
+    embedder_entries: dict[str, Embedder] = field(default_factory=dict)
+    """Each embedder as a caller reaches it by name: with its budgets and spend accounting
+    (`embedders` holds the bare ones, which the nodes using them call)."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
     resilience: Resilience = field(default_factory=Resilience)
@@ -375,6 +378,8 @@ class Built:
     notes: list[str]
     disabled: dict[str, str]
     entries: dict[str, Model]
+    embedder_entries: dict[str, Embedder] = field(default_factory=dict)
+    """What `Yard.embed` and the gateway call: each embedder with its budgets and ledger."""
     health: HealthRegistry = field(default_factory=HealthRegistry)
     """Every circuit this config built (`modelyard health`, the gateway's /readyz)."""
     warnings: list[str] = field(default_factory=list)
@@ -412,6 +417,7 @@ def build(
         notes=context.notes,
         disabled=disabled,
         entries={**context.models, **context.systems, **context.entries},
+        embedder_entries={**context.embedders, **context.embedder_entries},
         health=context.resilience.health,
         warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
     )

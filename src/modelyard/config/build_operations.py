@@ -8,7 +8,8 @@ inner one) and wraps it, outer to inner: `Traced` (a span per call, when the con
 reach by name (`BuildContext.entries`) adds `Accounted` (records the request's spend) around
 that, once per request rather than at every layer of a graph. Stateful services (state store,
 ledger, cache, alerts, tracing) are made once per spec in `Resources`, so they outlive hot
-reloads.
+reloads. An embedder callers reach by name (`BuildContext.embedder_entries`) is wrapped once,
+in `AccountedEmbedder`: its model, key, tag and total budgets and its spend in the ledger.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from modelyard.cost.budgets import Budget, BudgetBook, BudgetGuard
 from modelyard.cost.cache import Cached, ResponseCache, SemanticPolicy
 from modelyard.cost.cache_keys import identity
 from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache
+from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import Ledger, LedgerFile, SqliteLedgerFile
 from modelyard.errors import ConfigError
-from modelyard.model import Model
+from modelyard.model import Embedder, Model
 from modelyard.observability.tracing import Traced, Tracing
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.stack import add_model_fallbacks
@@ -180,6 +182,8 @@ def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
     config = context.loaded.config
     known = {"model": set(config.models), "system": set(config.systems)}
     every = known["model"] | known["system"]
+    # A model budget may cap an embedder too (what it is charged to when called by name).
+    known["model"] |= set(config.embedders)
     for i, budget in enumerate(ops.budgets):
         names = known.get(budget.scope)
         if names is not None and budget.selector != "*" and budget.selector not in names:
@@ -264,6 +268,20 @@ class _Wrapping:
             return node
         return Accounted(node, ledger=self.spend, anomaly=self.anomaly)
 
+    def embedder_entry(self, name: str, embedder: Embedder) -> Embedder:
+        """`embedder` as callers reach it by name: charged to its model budgets and the key,
+        tag and total budgets, with its spend recorded."""
+        budgets = [
+            b
+            for b in self.budgets
+            if b.per_request or (b.scope == "model" and b.applies_to_node(name))
+        ]
+        if self.spend is None and self.anomaly is None and not budgets:
+            return embedder
+        return AccountedEmbedder(
+            embedder, book=self.book, budgets=budgets, ledger=self.spend, anomaly=self.anomaly
+        )
+
     def wrap(
         self, name: str, node: Model, *, is_system: bool, chain: bool = False, cache: bool = True
     ) -> Model:
@@ -326,6 +344,8 @@ def apply_operations(context: BuildContext) -> None:
     for name, model in context.models.items():
         if not isinstance(model, DisabledModel):
             context.entries[name] = wrapping.entry(name, model)
+    for name, embedder in context.embedders.items():
+        context.embedder_entries[name] = wrapping.embedder_entry(name, embedder)
     for name in _system_order(context):
         loc: Loc = ("systems", name)
         system = context.node(config.systems[name], loc, name)

@@ -37,7 +37,7 @@ def spend_rows(
     """One row per model the request used, costs from its decision tree; the answering model's
     row also carries the tokens and any difference between the tree's sum and the total."""
     at = time.time() if now is None else now
-    day = _day(int(at))
+    day = utc_day(int(at))
     request_id = request.request_id or (response.id if response is not None else uuid.uuid4().hex)
     decision: Decision | None = response.decision if response is not None else error.decision  # type: ignore[union-attr]
     total = response.cost if response is not None else (error.cost if error else 0.0)
@@ -88,7 +88,7 @@ def _called(decision: Decision) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _day(second: int) -> str:
+def utc_day(second: int) -> str:
     """The UTC date of a Unix second (cached: formatting a date is slow, seconds repeat)."""
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d")
 

@@ -35,13 +35,20 @@ from modelyard.gateway.renderers import (
     Renderer,
     ResponsesRenderer,
 )
-from modelyard.model import Model
+from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
 from modelyard.observability.propagation import continued
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
-from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    Decision,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
 from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.gateway")
@@ -108,40 +115,51 @@ class ChatEndpoints:
         )
 
     async def embeddings(self, call: Call) -> None:
-        """OpenAI Embeddings."""
+        """OpenAI Embeddings: the key's limits, the budgets, the ledger, the request log and
+        the metrics hold here as they do for chat (a hosted embedder is billed)."""
         key = caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_embeddings(body)
-        _check_scope(key, parsed.target)
         with self.live.serving() as yard:
-            embedder = yard.embedders.get(parsed.target)
-            if embedder is None:
-                raise openai_api.not_found(parsed.target, sorted(yard.embedders))
-            request = EmbeddingRequest(
-                inputs=parsed.inputs, dimensions=parsed.dimensions, key_id=key.id
-            )
-            # The key's own limits hold here as on the chat path: a hosted embedder is billed.
-            if key.rpm is not None:
-                await self._check_rate(key)
-            self._occupy(key)
-            holds: list[Hold] = []
-            spent = 0.0
+            outcome = _Outcome(self, call, parsed.target, "openai", False, yard.version)
             try:
-                if key.budget is not None:
-                    bound = embedder.info.price.worst_case_embedding(request)
-                    holds = await self._reserve(key, request, parsed.target, bound)
-                response = await embedder.embed(request)
-                spent = response.cost
-            except ModelError as exc:
-                spent = exc.cost
-                raise from_model_error(exc) from None
-            finally:
-                self._release(key)
-                await settle_shielded(self.book, holds, spent)
-        body_out = openai_api.render_embeddings(response, parsed.target, packed=parsed.base64)
-        await call.respond(
-            200, body_out, [*JSON, (b"x-modelyard-cost", f"{response.cost:.8f}".encode())]
+                await self._embed_on(yard, outcome, key, parsed)
+            except ApiError as error:
+                if not error.counted:  # refused before the embedder ran
+                    outcome.refused(error)
+                raise
+
+    async def _embed_on(
+        self, yard: Yard, outcome: _Outcome, key: VirtualKey, parsed: openai_api.EmbeddingCall
+    ) -> None:
+        call, target = outcome.call, outcome.target
+        embedder = _embedder(yard, target, key)
+        tags = call.header(b"x-modelyard-tags")
+        request = EmbeddingRequest(
+            inputs=parsed.inputs,
+            dimensions=parsed.dimensions,
+            key_id=key.id,
+            tags=_tags(tags) if tags else (),
+            request_id=call.id,
         )
+        if key.rpm is not None:
+            await self._check_rate(key)
+        self._occupy(key)
+        try:
+            if key.budget is not None:
+                bound = embedder.info.price.worst_case_embedding(request)
+                outcome.holds = await self._reserve(key, request, target, bound)
+            try:
+                response = await embedder.embed(request)
+            except ModelError as exc:
+                raise outcome.failed(exc) from None
+            body = openai_api.render_embeddings(response, target, packed=parsed.base64)
+            await call.respond(200, body, [*JSON, *_answer_headers(response, outcome.version)])
+            outcome.embedded(response, embedder.info.provider or "local")
+        finally:
+            self._release(key)
+            if outcome.holds:
+                await settle_shielded(self.book, outcome.holds, outcome.spent)
 
     # --- the chat path ---------------------------------------------------------------------------
 
@@ -402,35 +420,42 @@ class _Outcome:
 
     def answered(self, response: ChatResponse) -> None:
         self.spent = response.cost
-        latency = self._record(200, response, None)
+        latency = self._record(200, response, None, response.decision)
         provider, saved = _provider_of(response)
         self.endpoints.metrics.answered(self.target, response, provider, latency, saved=saved)
+
+    def embedded(self, response: EmbeddingResponse, provider: str) -> None:
+        """An embeddings call answered: logged and counted as an answered chat request is."""
+        self.spent = response.cost
+        latency = self._record(200, response, None, None)
+        self.endpoints.metrics.answered(self.target, response, provider, latency)
 
     def abandoned(self, estimate: float) -> None:
         """The client left mid-stream: recorded as 499 with the cost the provider likely bills
         (the input and the output generated so far), which the key's budget is settled to."""
         error = ClientClosedError("the client closed the stream before the answer ended")
         error.cost = self.spent = estimate
-        latency = self._record(ClientClosedError.status_default, None, error)
+        latency = self._record(ClientClosedError.status_default, None, error, error.decision)
         self.endpoints.metrics.failed(self.target, error.kind, error.status or 499, latency)
 
     def failed(self, exc: ModelError) -> ApiError:
         self.spent = exc.cost
         error = from_model_error(exc)
-        latency = self._record(error.status, None, exc)
+        latency = self._record(error.status, None, exc, exc.decision)
         self.endpoints.metrics.failed(self.target, exc.kind, error.status, latency)
         return replace(error, counted=True)
 
     def refused(self, error: ApiError) -> None:
         """The gateway refused the request itself (a key's limit, an unknown system, a store
         that is down): recorded with its status and reason; the metrics count it apart."""
-        self._record(error.status, None, None, refusal=error)
+        self._record(error.status, None, None, None, refusal=error)
 
     def _record(
         self,
         status: int,
-        response: ChatResponse | None,
+        response: ChatResponse | EmbeddingResponse | None,
         error: ModelError | None,
+        decision: Decision | None,
         *,
         refusal: ApiError | None = None,
     ) -> float:
@@ -438,7 +463,7 @@ class _Outcome:
         seconds = time.perf_counter() - call.started
         usage = response.usage if response is not None else None
         exchange = None
-        if self.captured is not None and response is not None:
+        if self.captured is not None and isinstance(response, ChatResponse):
             request = self.captured
             system = (("system", request.system),) if request.system else ()
             asked = (*system, *((m.role, m.text) for m in request.messages))
@@ -465,7 +490,7 @@ class _Outcome:
                 input_tokens=usage.input_tokens if usage else 0,
                 output_tokens=usage.output_tokens if usage else 0,
                 error=reason,
-                decision=response.decision if response else (error.decision if error else None),
+                decision=decision,
                 exchange=exchange,
             )
         )
@@ -501,6 +526,19 @@ def _target(yard: Yard, name: str, key: VirtualKey) -> Model:
         raise openai_api.not_found(name, available) from None
 
 
+def _embedder(yard: Yard, name: str, key: VirtualKey) -> Embedder:
+    _check_scope(key, name)
+    try:
+        return yard.embedder(name)
+    except NotFoundError:
+        raise openai_api.not_found(name, [n for n in yard.embedders if key.allows(n)]) from None
+
+
+def _tags(header: str) -> tuple[str, ...]:
+    """The tags of an `x-modelyard-tags` header (comma-separated): what tag budgets charge."""
+    return tuple(t.strip() for t in header.split(",") if t.strip())
+
+
 def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
     """The request with the caller's key, tags and deadline (header, else config default)."""
     deadline = None
@@ -516,12 +554,14 @@ def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> C
         key_id=key.id,
         request_id=call.id,
         deadline=deadline,
-        tags=tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else (),
+        tags=_tags(tags) if tags else (),  # most requests have none: no call for them
     )
     return request.with_budget(yard.loaded.config.default_deadline)
 
 
-def _answer_headers(response: ChatResponse, version: str) -> list[tuple[bytes, bytes]]:
+def _answer_headers(
+    response: ChatResponse | EmbeddingResponse, version: str
+) -> list[tuple[bytes, bytes]]:
     return [
         (b"x-modelyard-model", response.model.encode()),
         (b"x-modelyard-provider-model", response.provider_model.encode("latin-1", "replace")),

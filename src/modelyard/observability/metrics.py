@@ -1,5 +1,6 @@
 """Prometheus metrics for the gateway: requests, errors, latency, tokens and cost by system,
-model and provider. One registry per gateway (no process-global state)."""
+model and provider (an embeddings call counts under its embedder's name as both system and
+model). One registry per gateway (no process-global state)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelyard.types import ChatResponse
+from modelyard.types import ChatResponse, EmbeddingResponse
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -88,7 +89,12 @@ class Metrics:
         takes a lock and builds a key on every call."""
 
     def answered(
-        self, system: str, response: ChatResponse, provider: str, seconds: float, saved: float = 0.0
+        self,
+        system: str,
+        response: ChatResponse | EmbeddingResponse,
+        provider: str,
+        seconds: float,
+        saved: float = 0.0,
     ) -> None:
         """Count one answered request (`saved`: what a cache hit saved)."""
         model = response.model

@@ -1,0 +1,102 @@
+"""Library embedding calls (`Yard.embed`) are charged to the budgets and recorded in the ledger,
+as a chat request is; the embedders inside a chat request are not charged twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.errors import BudgetExceededError, ConfigError
+from tests.fakes.openai_server import FakeOpenAI, tokens
+
+TEXTS = ["hello world", "a second text"]
+TOKENS = sum(len(tokens(t)) for t in TEXTS)
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(api_key="sk-upstream-secret-0123456789")
+    with fake.running():
+        yield fake
+
+
+def hosted(fake: FakeOpenAI, extra: str) -> str:
+    """A config with `emb` at $1,000 per million input tokens on the fake upstream."""
+    return f"""
+providers:
+  up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret-0123456789}}
+embedders:
+  emb: {{provider: up, id: text-embedding-3-small, price: {{input: 1000}}}}
+  hash: {{local: {{type: hashing}}}}
+{extra}"""
+
+
+async def spend(path: Path) -> list[tuple[object, ...]]:
+    ledger = SqliteLedgerFile(path.parent / ".modelyard" / path.name / "ledger.db")
+    rows = await ledger.query(
+        "SELECT system, model, key_id, tags, cost, input_tokens, error FROM spend ORDER BY id"
+    )
+    await ledger.aclose()
+    return rows
+
+
+async def test_yard_embed_is_recorded_in_the_ledger_with_its_tokens_and_cost(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    path = write_config(hosted(upstream, ""))
+    async with modelyard.load(path) as yard:
+        paid = await yard.embed("emb", TEXTS, key_id="k1", tags=["team:a"])
+        free = await yard.embed("hash", "hello")
+    assert paid.cost == pytest.approx(TOKENS * 1000 / 1e6)
+    assert await spend(path) == [
+        ("emb", "emb", "k1", '["team:a"]', paid.cost, TOKENS, None),
+        ("hash", "hash", None, "[]", 0.0, free.usage.input_tokens, None),
+    ]
+
+
+async def test_yard_embed_is_refused_by_a_model_budget_naming_the_embedder(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    # The worst case of TEXTS is $0.04 (its UTF-8 bytes and framing), each call costs $0.005.
+    budget = "budgets:\n  - {name: emb-cap, scope: model, selector: emb, limit: 0.058}\n"
+    path = write_config(hosted(upstream, budget))
+    async with modelyard.load(path) as yard:
+        answered = [await yard.embed("emb", TEXTS) for _ in range(4)]
+        with pytest.raises(BudgetExceededError) as caught:
+            await yard.embed("emb", TEXTS)
+        await yard.embed("hash", TEXTS)  # another embedder: not this budget's
+    assert caught.value.code == "emb-cap"
+    assert sum(r.cost for r in answered) <= 0.058
+    rows = await spend(path)
+    assert [(r[1], r[6]) for r in rows[4:]] == [("(none)", "budget_exceeded"), ("hash", None)]
+
+
+def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    budget = "budgets:\n  - {name: x, scope: model, selector: nope, limit: 1}\n"
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        modelyard.load(write_config(hosted(upstream, budget)))
+
+
+async def test_an_embedder_a_semantic_cache_calls_is_charged_with_its_chat_request_only(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    models = """
+models:
+  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
+systems:
+  support: {type: fallback, chain: [cheap]}
+cache: {backend: memory, semantic: {embedder: emb, systems: [support]}}
+"""
+    path = write_config(hosted(upstream, models))
+    async with modelyard.load(path) as yard:
+        answer = await yard.complete("support", "hello there", temperature=0)
+    assert [r.path for r in upstream.requests] == ["/v1/embeddings"]  # the cache's lookup
+    rows = await spend(path)
+    assert [(r[0], r[1]) for r in rows] == [("support", "cheap")]
+    assert rows[0][4] == pytest.approx(answer.cost)

@@ -1,0 +1,204 @@
+"""`/v1/embeddings` spends where chat spends: the ledger and `modelyard costs`, the configured
+budgets and their alerts, the metrics and the request log."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from tests.fakes.openai_server import FakeOpenAI, tokens
+from tests.gateway.conftest import SYSTEMS, Running
+from typer.testing import CliRunner
+
+from modelyard.cli import app as cli
+
+SECRET = "sk-upstream-secret-0123456789"
+TEXTS = ["hello world", "a second text"]
+TOKENS = sum(len(tokens(t)) for t in TEXTS)  # what the fake upstream reports: 5
+COST = TOKENS * 1000 / 1e6  # at $1,000 per million input tokens
+
+
+@pytest.fixture
+def priced(serve_gateway: Callable[..., Running]) -> Iterator[Callable[[str], Running]]:
+    """Start a gateway with `emb`, a hosted embedder at $1,000 per million input tokens on the
+    fake OpenAI upstream, a ledger written every 50 ms, and `extra` YAML appended."""
+    fake = FakeOpenAI(api_key=SECRET)
+    with fake.running():
+        emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
+        head = SYSTEMS.replace("embedders:", emb)
+        providers = (
+            f'providers:\n  up: {{type: openai, base_url: "{fake.url}/v1", api_key: {SECRET}}}\n'
+        )
+        ledger = "ledger: {flush_interval: 0.05}\n"
+        yield lambda extra="": serve_gateway(text=head + providers + ledger + extra)
+
+
+def embed(
+    running: Running, model: str = "emb", headers: dict[str, str] | None = None
+) -> httpx2.Response:
+    return httpx2.post(
+        f"{running.url}/v1/embeddings",
+        json={"model": model, "input": TEXTS},
+        headers=headers or {},
+    )
+
+
+def ledger_rows(running: Running, request_id: str) -> list[dict[str, Any]]:
+    """The ledger's rows for one request, waiting for the background writer."""
+    path = running.config.parent / ".modelyard" / running.config.name / "ledger.db"
+    for _ in range(100):
+        if path.exists():
+            with sqlite3.connect(path) as db, contextlib.suppress(sqlite3.OperationalError):
+                db.row_factory = sqlite3.Row
+                rows = db.execute("SELECT * FROM spend WHERE request_id = ?", (request_id,))
+                found = [dict(r) for r in rows]
+                if found:
+                    return found
+        threading.Event().wait(0.05)
+    return []
+
+
+def alerts(running: Running) -> list[tuple[str, str]]:
+    """(kind, place) of each alert the ledger holds, once one has been written."""
+    path = running.config.parent / ".modelyard" / running.config.name / "ledger.db"
+    for _ in range(100):
+        if path.exists():
+            with sqlite3.connect(path) as db, contextlib.suppress(sqlite3.OperationalError):
+                found = db.execute("SELECT kind, place FROM alerts").fetchall()
+                if found:
+                    return found
+        threading.Event().wait(0.05)
+    return []
+
+
+def test_an_embeddings_call_is_a_ledger_row_and_costs_reports_it_by_model(
+    priced: Callable[[str], Running],
+) -> None:
+    running = priced("")
+    reply = embed(running, headers={"x-modelyard-tags": "customer:acme"})
+    assert reply.status_code == 200, reply.text
+    assert float(reply.headers["x-modelyard-cost"]) == pytest.approx(COST)
+    rows = ledger_rows(running, reply.headers["x-request-id"])
+    assert [(r["system"], r["model"], r["input_tokens"], r["answered"]) for r in rows] == [
+        ("emb", "emb", TOKENS, 1)
+    ]
+    assert rows[0]["cost"] == pytest.approx(COST)
+    assert rows[0]["tags"] == '["customer:acme"]'
+    report = CliRunner().invoke(cli, ["costs", str(running.config)], env={"COLUMNS": "200"})
+    assert report.exit_code == 0, report.output
+    by_model = report.output.split("spend by model")[1].split("spend by key")[0]
+    assert re.search(rf"emb\s+.*\s1\s+.*{COST:.6f}", by_model), by_model
+
+
+CAP = 0.058
+"""Four calls fit, a fifth would not: each costs $0.005 and its worst case is $0.04 (the UTF-8
+bytes of TEXTS and their framing)."""
+
+
+@pytest.mark.parametrize(
+    ("budget", "headers"),
+    [
+        ("scope: total", {}),
+        ("scope: model, selector: emb", {}),
+        ("scope: tag, selector: 'customer:acme'", {"x-modelyard-tags": "customer:acme"}),
+    ],
+    ids=["total", "model", "tag"],
+)
+def test_an_exhausted_budget_refuses_embeddings_as_it_refuses_chat(
+    priced: Callable[[str], Running], budget: str, headers: dict[str, str]
+) -> None:
+    running = priced(f"budgets:\n  - {{name: cap, {budget}, limit: {CAP}, alert_at: [0.1]}}\n")
+    spent, refusal = 0.0, None
+    for _ in range(10):
+        reply = embed(running, headers=headers)
+        if reply.status_code != 200:
+            refusal = reply
+            break
+        spent += float(reply.headers["x-modelyard-cost"])
+    assert refusal is not None, f"the budget never refused (spent ${spent:.4f})"
+    assert refusal.status_code == 429
+    error = refusal.json()["error"]
+    assert (error["type"], error["code"]) == ("budget_exceeded", "cap")
+    assert "budget cap" in error["message"]
+    assert spent == pytest.approx(4 * COST)
+    # The refusal is logged with its status, and the ledger has its row, as a chat one's.
+    record = httpx2.get(f"{running.url}/v1/requests/{refusal.headers['x-request-id']}").json()
+    assert (record["target"], record["status"]) == ("emb", 429)
+    rows = ledger_rows(running, refusal.headers["x-request-id"])
+    assert [(r["system"], r["error"], r["cost"]) for r in rows] == [("emb", "budget_exceeded", 0.0)]
+    # The alerts the budget raised on the way, as chat spend raises them.
+    kinds = {kind for kind, _ in alerts(running)}
+    assert {"budget_threshold", "budget_reached"} <= kinds
+
+
+def test_a_total_budget_spent_on_embeddings_refuses_chat_too(
+    priced: Callable[[str], Running],
+) -> None:
+    running = priced(f"budgets:\n  - {{name: cap, scope: total, limit: {CAP}}}\n")
+    # `strong` at up to 2,000 output tokens may cost about $0.04: it fits the cap until the
+    # embeddings have spent $0.02 of it.
+    chat = {"model": "strong", "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{running.url}/v1/chat/completions"
+    assert httpx2.post(url, json=chat).status_code == 200
+    for _ in range(10):
+        if embed(running).status_code != 200:
+            break
+    refused = httpx2.post(url, json=chat)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "cap"
+
+
+def test_metrics_count_an_embeddings_calls_tokens_and_cost(
+    priced: Callable[[str], Running],
+) -> None:
+    running = priced("")
+    assert embed(running).status_code == 200
+    text = httpx2.get(f"{running.url}/metrics").text
+    labels = 'model="emb",provider="up",status="200",system="emb"'
+    assert f"modelyard_requests_total{{{labels}}} 1.0" in text
+    tokens_in = re.search(
+        r'modelyard_tokens_total\{direction="input",model="emb",system="emb"\} (\S+)', text
+    )
+    assert tokens_in is not None and float(tokens_in.group(1)) == TOKENS
+    cost = re.search(r'modelyard_cost_usd_total\{model="emb",system="emb"\} (\S+)', text)
+    assert cost is not None and float(cost.group(1)) == pytest.approx(COST)
+
+
+def test_the_request_log_has_an_embeddings_call_with_its_status_and_cost(
+    priced: Callable[[str], Running],
+) -> None:
+    running = priced("")
+    reply = embed(running)
+    record = httpx2.get(f"{running.url}/v1/requests/{reply.headers['x-request-id']}").json()
+    assert (record["target"], record["model"], record["status"]) == ("emb", "emb", 200)
+    assert record["input_tokens"] == TOKENS
+    assert record["cost"] == pytest.approx(COST)
+    missing = embed(running, model="nope")
+    assert missing.status_code == 404
+    logged = httpx2.get(f"{running.url}/v1/requests/{missing.headers['x-request-id']}").json()
+    assert (logged["target"], logged["status"]) == ("nope", 404)
+
+
+def test_a_local_embedder_costs_nothing_but_is_counted_like_a_local_chat_model(
+    priced: Callable[[str], Running],
+) -> None:
+    running = priced("")
+    reply = embed(running, model="hash")
+    assert reply.status_code == 200
+    rows = ledger_rows(running, reply.headers["x-request-id"])
+    assert [(r["model"], r["cost"]) for r in rows] == [("hash", 0.0)]
+    assert rows[0]["input_tokens"] > 0
+    text = httpx2.get(f"{running.url}/metrics").text
+    assert (
+        'modelyard_requests_total{model="hash",provider="local",status="200",system="hash"} 1.0'
+        in text
+    )
+    record = httpx2.get(f"{running.url}/v1/requests/{reply.headers['x-request-id']}").json()
+    assert (record["status"], record["cost"]) == (200, 0.0)
+    assert record["input_tokens"] == rows[0]["input_tokens"]
