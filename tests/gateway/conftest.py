@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import free_port
 
 from modelyard.gateway.app import Gateway, create_app
@@ -93,6 +94,27 @@ def serve_gateway(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+
+
+@pytest.fixture
+def hosted_embedder(
+    serve_gateway: Callable[..., Running],
+) -> Iterator[Callable[[str], Running]]:
+    """Start a gateway with `emb`, a hosted embedder at $1,000 per million input tokens on the
+    fake OpenAI upstream (provider `up`), a ledger written every 50 ms, and `extra` YAML."""
+    fake = FakeOpenAI(api_key=UPSTREAM_KEY)
+    with fake.running():
+        emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
+        head = SYSTEMS.replace("embedders:", emb)
+        providers = (
+            f'providers:\n  up: {{type: openai, base_url: "{fake.url}/v1", '
+            f"api_key: {UPSTREAM_KEY}}}\n"
+        )
+        ledger = "ledger: {flush_interval: 0.05}\n"
+        yield lambda extra="": serve_gateway(text=head + providers + ledger + extra)
 
 
 @dataclass

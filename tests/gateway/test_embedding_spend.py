@@ -7,36 +7,20 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import pytest
-from tests.fakes.openai_server import FakeOpenAI, tokens
-from tests.gateway.conftest import SYSTEMS, Running
+from tests.fakes.openai_server import tokens
+from tests.gateway.conftest import Running
 from typer.testing import CliRunner
 
 from modelyard.cli import app as cli
 
-SECRET = "sk-upstream-secret-0123456789"
 TEXTS = ["hello world", "a second text"]
 TOKENS = sum(len(tokens(t)) for t in TEXTS)  # what the fake upstream reports: 5
 COST = TOKENS * 1000 / 1e6  # at $1,000 per million input tokens
-
-
-@pytest.fixture
-def priced(serve_gateway: Callable[..., Running]) -> Iterator[Callable[[str], Running]]:
-    """Start a gateway with `emb`, a hosted embedder at $1,000 per million input tokens on the
-    fake OpenAI upstream, a ledger written every 50 ms, and `extra` YAML appended."""
-    fake = FakeOpenAI(api_key=SECRET)
-    with fake.running():
-        emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
-        head = SYSTEMS.replace("embedders:", emb)
-        providers = (
-            f'providers:\n  up: {{type: openai, base_url: "{fake.url}/v1", api_key: {SECRET}}}\n'
-        )
-        ledger = "ledger: {flush_interval: 0.05}\n"
-        yield lambda extra="": serve_gateway(text=head + providers + ledger + extra)
 
 
 def embed(
@@ -78,9 +62,9 @@ def alerts(running: Running) -> list[tuple[str, str]]:
 
 
 def test_an_embeddings_call_is_a_ledger_row_and_costs_reports_it_by_model(
-    priced: Callable[[str], Running],
+    hosted_embedder: Callable[[str], Running],
 ) -> None:
-    running = priced("")
+    running = hosted_embedder("")
     reply = embed(running, headers={"x-modelyard-tags": "customer:acme"})
     assert reply.status_code == 200, reply.text
     assert float(reply.headers["x-modelyard-cost"]) == pytest.approx(COST)
@@ -111,9 +95,11 @@ bytes of TEXTS and their framing)."""
     ids=["total", "model", "tag"],
 )
 def test_an_exhausted_budget_refuses_embeddings_as_it_refuses_chat(
-    priced: Callable[[str], Running], budget: str, headers: dict[str, str]
+    hosted_embedder: Callable[[str], Running], budget: str, headers: dict[str, str]
 ) -> None:
-    running = priced(f"budgets:\n  - {{name: cap, {budget}, limit: {CAP}, alert_at: [0.1]}}\n")
+    running = hosted_embedder(
+        f"budgets:\n  - {{name: cap, {budget}, limit: {CAP}, alert_at: [0.1]}}\n"
+    )
     spent, refusal = 0.0, None
     for _ in range(10):
         reply = embed(running, headers=headers)
@@ -138,9 +124,9 @@ def test_an_exhausted_budget_refuses_embeddings_as_it_refuses_chat(
 
 
 def test_a_total_budget_spent_on_embeddings_refuses_chat_too(
-    priced: Callable[[str], Running],
+    hosted_embedder: Callable[[str], Running],
 ) -> None:
-    running = priced(f"budgets:\n  - {{name: cap, scope: total, limit: {CAP}}}\n")
+    running = hosted_embedder(f"budgets:\n  - {{name: cap, scope: total, limit: {CAP}}}\n")
     # `strong` at up to 2,000 output tokens may cost about $0.04: it fits the cap until the
     # embeddings have spent $0.02 of it.
     chat = {"model": "strong", "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
@@ -155,9 +141,9 @@ def test_a_total_budget_spent_on_embeddings_refuses_chat_too(
 
 
 def test_metrics_count_an_embeddings_calls_tokens_and_cost(
-    priced: Callable[[str], Running],
+    hosted_embedder: Callable[[str], Running],
 ) -> None:
-    running = priced("")
+    running = hosted_embedder("")
     assert embed(running).status_code == 200
     text = httpx2.get(f"{running.url}/metrics").text
     labels = 'model="emb",provider="up",status="200",system="emb"'
@@ -171,9 +157,9 @@ def test_metrics_count_an_embeddings_calls_tokens_and_cost(
 
 
 def test_the_request_log_has_an_embeddings_call_with_its_status_and_cost(
-    priced: Callable[[str], Running],
+    hosted_embedder: Callable[[str], Running],
 ) -> None:
-    running = priced("")
+    running = hosted_embedder("")
     reply = embed(running)
     record = httpx2.get(f"{running.url}/v1/requests/{reply.headers['x-request-id']}").json()
     assert (record["target"], record["model"], record["status"]) == ("emb", "emb", 200)
@@ -186,9 +172,9 @@ def test_the_request_log_has_an_embeddings_call_with_its_status_and_cost(
 
 
 def test_a_local_embedder_costs_nothing_but_is_counted_like_a_local_chat_model(
-    priced: Callable[[str], Running],
+    hosted_embedder: Callable[[str], Running],
 ) -> None:
-    running = priced("")
+    running = hosted_embedder("")
     reply = embed(running, model="hash")
     assert reply.status_code == 200
     rows = ledger_rows(running, reply.headers["x-request-id"])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
 import openai
 import pytest
-from tests.fakes.openai_server import FakeOpenAI
 from tests.gateway.conftest import SYSTEMS, Running
 
 from modelyard.cost.budgets import cost_bound
@@ -270,7 +269,6 @@ def test_refused_requests_are_counted_and_failures_are_not_counted_twice(
 def test_keys_made_before_per_config_folders_still_guard_the_gateway(tmp_path: Path) -> None:
     """An upgrade must not open a gateway whose keys sit at the old `.modelyard/keys.sqlite3`
     (an empty key store lets anyone in)."""
-    from tests.gateway.conftest import SYSTEMS
 
     from modelyard.gateway.app import create_app
 
@@ -283,16 +281,9 @@ def test_keys_made_before_per_config_folders_still_guard_the_gateway(tmp_path: P
 
 
 @pytest.fixture
-def priced_embedder(serve_gateway: Callable[..., Running]) -> Iterator[Running]:
+def priced_embedder(hosted_embedder: Callable[[str], Running]) -> Running:
     """A gateway with `emb`, a hosted embedder at $1,000 per million input tokens."""
-    fake = FakeOpenAI(api_key="sk-upstream-secret-0123456789")
-    with fake.running():
-        providers = f"""
-providers:
-  up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret-0123456789}}
-"""
-        emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
-        yield serve_gateway(text=SYSTEMS.replace("embedders:", emb) + ADMIN + providers)
+    return hosted_embedder(ADMIN)
 
 
 def test_key_budget_holds_for_embeddings(priced_embedder: Running) -> None:
