@@ -115,7 +115,8 @@ class Yard:
 
     @property
     def embedders(self) -> Mapping[str, Embedder]:
-        """Embedders by name."""
+        """Embedders by name, as the nodes using them hold them; `embedder(name)` is one with
+        its budgets and ledger, as `embed` calls it."""
         return self.built.embedders
 
     @property

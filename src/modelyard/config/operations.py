@@ -83,7 +83,8 @@ class BudgetSpec(Spec):
     scope: BudgetScope
     selector: str | None = None
     """Which model, system, key or tag (e.g. `customer:acme`); `*` gives each one its own cap.
-    Not used with scope `total`."""
+    A model budget may name an embedder (its calls by name are charged to it). Not used with
+    scope `total`."""
     window: BudgetWindow = "day"
     """Calendar windows in UTC (`minute`, `hour`, `day`, `month`), or `fixed` from `start` to
     `end`."""
