@@ -3,15 +3,18 @@ as a chat request is; the embedders inside a chat request are not charged twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import modelyard
+from modelyard.cost import reports
 from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.errors import BudgetExceededError, ConfigError
 from tests.fakes.openai_server import FakeOpenAI, tokens
+from tests.state.conftest import POSTGRES_URL, fresh_tables
 
 TEXTS = ["hello world", "a second text"]
 TOKENS = sum(len(tokens(t)) for t in TEXTS)
@@ -100,3 +103,27 @@ cache: {backend: memory, semantic: {embedder: emb, systems: [support]}}
     rows = await spend(path)
     assert [(r[0], r[1]) for r in rows] == [("support", "cheap")]
     assert rows[0][4] == pytest.approx(answer.cost)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """Ledger tables no other test run uses, dropped afterwards."""
+    async for name in fresh_tables(PostgresLedgerFile):
+        yield name
+
+
+@pytest.mark.postgres
+async def test_yard_embed_reaches_a_postgres_ledger_and_its_report_by_model(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI, prefix: str
+) -> None:
+    ledger = f"ledger: {{backend: postgres, url: '{POSTGRES_URL}', table_prefix: {prefix}}}\n"
+    async with modelyard.load(write_config(hosted(upstream, ledger))) as yard:
+        paid = await yard.embed("emb", TEXTS)
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+    try:
+        (line,) = await reports.spend_by(file, "model", days=1)
+        rows = await file.query("SELECT input_tokens FROM spend")
+    finally:
+        await file.aclose()
+    assert (line.name, line.requests, line.cost) == ("emb", 1, pytest.approx(paid.cost))
+    assert rows == [(TOKENS,)]
