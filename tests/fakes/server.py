@@ -36,6 +36,9 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     """Seconds before the response headers."""
+    after_requests: int | None = None
+    """Answer only once this many requests have arrived in all (so requests sent at the same
+    time are all at the server before this one is answered)."""
     reset: bool = False
     """Drop the connection before any response."""
     hang: bool = False
@@ -160,6 +163,11 @@ class FakeUpstream:
             )
         )
         fault = self._next_fault() or Fault()
+        if fault.after_requests is not None:
+            for _ in range(2000):  # 10 s at most: a test waiting longer has failed anyway
+                if len(self.requests) >= fault.after_requests:
+                    break
+                await asyncio.sleep(0.005)
         if fault.delay:
             await asyncio.sleep(fault.delay)
         if fault.reset:

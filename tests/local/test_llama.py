@@ -160,6 +160,37 @@ async def test_a_stream_closed_early_frees_the_model(engine: LlamaEngine) -> Non
     assert time.monotonic() - started < 3.0
 
 
+async def test_a_request_cancelled_while_queued_behind_another_costs_nothing(
+    engine: LlamaEngine,
+) -> None:
+    from dataclasses import replace
+
+    from modelyard.cost.budgets import Budget, BudgetBook
+    from modelyard.cost.prices import Price
+    from modelyard.state.memory import MemoryStore
+    from tests.cost.helpers import guard
+
+    model = smol(engine)
+    model.info = replace(model.info, price=Price(input=1e6, output=1e6))
+    budget = Budget(name="total", scope="total", limit=1e9)
+    book = BudgetBook(MemoryStore())
+    # A long answer holds the model; the next request waits in its queue and is cancelled there.
+    busy = model.stream(user("Tell me a long story about a dragon.", max_tokens=200, n=8))
+    assert (await anext(busy)).text
+    queued = asyncio.create_task(guard(model, book, budget).complete(user("Say hi.")))
+    for _ in range(1000):
+        status = await book.status(budget, "all")
+        if status is not None and status.reserved > 0:
+            break
+        await asyncio.sleep(0.001)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await busy.aclose()  # type: ignore[attr-defined]
+    status = await book.status(budget, "all")
+    assert status is not None and status.reserved == 0 and status.spent == 0
+
+
 async def test_prompt_longer_than_the_context_is_a_context_length_error(
     engine: LlamaEngine,
 ) -> None:

@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from modelyard.cost.budgets import partial_cost
+from modelyard.cost.dispatch import mark_sent
+from modelyard.cost.prices import Price
 from modelyard.errors import ModelTimeoutError
 from modelyard.model import Model, ModelInfo
 from modelyard.providers.fake import Reply
@@ -33,6 +36,32 @@ class Deaf(Model):
         yield Chunk(text="first ")
         await asyncio.sleep(self.seconds)
         yield Chunk(text="too late")
+
+
+class Waiting(Model):
+    """Priced at $1 an input token; never answers, having sent its request (`sends`) or still
+    waiting to send it (for a slot, say)."""
+
+    def __init__(self, *, sends: bool) -> None:
+        self.info = ModelInfo(name="waiting", kind="fake", price=Price(input=1e6, output=0))
+        self.sends = sends
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        if self.sends:
+            mark_sent()
+        await asyncio.Event().wait()
+        raise AssertionError("should have been abandoned")
+
+
+@pytest.mark.parametrize("sends", [True, False])
+async def test_an_abandoned_call_costs_its_input_only_if_its_request_was_sent(sends: bool) -> None:
+    model = Waiting(sends=sends)
+    request = user("how much?")
+    with pytest.raises(ModelTimeoutError) as caught:
+        await DeadlineModel(model, 0.05).complete(request)
+    expected = partial_cost(model, request) if sends else 0.0
+    assert expected != 0.0 or not sends
+    assert caught.value.cost == pytest.approx(expected)
 
 
 async def test_the_inner_model_sees_the_tighter_of_both_deadlines() -> None:

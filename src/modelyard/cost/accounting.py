@@ -132,8 +132,11 @@ class Accounted(Decoration):
             " (the caller stopped reading, or the upstream broke); cost estimated",
             model=self.name,
         )
-        # A cached answer being replayed cost nothing; a provider's stream is billed.
-        error.cost = 0.0 if scope.cache_hit else partial_cost(self.inner, request, streamed)
+        # A cached answer being replayed cost nothing, nor a call never sent; a provider's
+        # stream is billed.
+        error.cost = (
+            0.0 if scope.cache_hit else partial_cost(self.inner, request, streamed, sent=scope.sent)
+        )
         # The ledger names the model: the only one under this node, else the node itself (which
         # of several models was streaming is not known once the stream is cut).
         under = leaves(self.inner)

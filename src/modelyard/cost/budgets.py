@@ -34,6 +34,8 @@ from modelyard.config.operations import BudgetSpec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.alerts import Alert, AlertHub
 from modelyard.cost.decoration import Decoration
+from modelyard.cost.dispatch import Dispatch, watching
+from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars
 from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import Model
@@ -392,10 +394,15 @@ def reading(request: ChatRequest, input_bytes: int, *, helper: bool = False) -> 
     return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
 
 
-def partial_cost(model: Model, request: ChatRequest, output_chars: int = 0) -> float:
+def partial_cost(
+    model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool = True
+) -> float:
     """An estimate of what an interrupted call spent: its input and the `output_chars`
     characters of output seen so far, at the dearest prices under `model` (the provider bills
-    what it generated, which we may not have seen all of, so lean high)."""
+    what it generated, which we may not have seen all of, so lean high). Nothing for a call
+    that was never `sent` (`cost.dispatch`): no provider received it."""
+    if not (sent or output_chars):
+        return 0.0
     prices = [m.info.price for m in leaves(model)]
     if not prices:
         return 0.0
@@ -505,13 +512,17 @@ class BudgetGuard(Decoration):
             if downgrade is not None:
                 response = await downgrade.complete(request)
                 return _downgraded(self.name, downgrade.name, response)
+            call = watching()
             try:
-                response = await self.inner.complete(request)
+                with call:
+                    response = await self.inner.complete(request)
             except ModelError as exc:
                 await settle_shielded(self.book, holds, exc.cost)
                 raise
             except BaseException:
-                await settle_shielded(self.book, holds, partial_cost(self.inner, request))
+                # Cancelled: the provider bills the input only if the request reached it.
+                used = partial_cost(self.inner, request, sent=call.dispatch.sent)
+                await settle_shielded(self.book, holds, used)
                 raise
             await settle_shielded(self.book, holds, response.cost)
             return response
@@ -522,11 +533,12 @@ class BudgetGuard(Decoration):
             holds, downgrade = await self._admit(request, scope)
         source = downgrade if downgrade is not None else self.inner
         chunks = source.stream(request)
-        seen = 0  # characters streamed: all an estimate of an interrupted stream needs
+        seen = 0  # characters streamed: with whether it was sent, all an estimate needs
         settled = downgrade is not None
+        dispatch = Dispatch(current_dispatch())
         try:
             while True:
-                with request_scope.entered(scope):
+                with request_scope.entered(scope), watching(dispatch):
                     try:
                         chunk = await anext(chunks)
                     except StopAsyncIteration:
@@ -549,7 +561,7 @@ class BudgetGuard(Decoration):
         finally:
             if not settled:
                 # Cancelled, or the consumer stopped reading: settle what was likely used.
-                estimate = partial_cost(self.inner, request, seen)
+                estimate = partial_cost(self.inner, request, seen, sent=dispatch.sent)
                 await settle_shielded(self.book, holds, estimate)
             close = getattr(chunks, "aclose", None)
             if close is not None:

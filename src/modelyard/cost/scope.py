@@ -28,6 +28,9 @@ class RequestScope:
     """Whether the cache is serving this request (a stream cut then cost nothing)."""
     accounted: bool = False
     """Whether an `Accounted` wrapper records this request's spend (the outermost one does)."""
+    sent: bool = False
+    """Whether any model call of this request reached its provider (`cost.dispatch`): one
+    abandoned before that cost nothing."""
 
 
 _CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)

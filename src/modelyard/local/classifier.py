@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import BadRequestError
 from modelyard.local.answers import scored_answer
 from modelyard.local.vectors import Matrix, encode, encode_now, unit_rows
@@ -233,6 +234,7 @@ class ClassifierModel(Model):
         text = request.last_user_text
         if not text.strip():
             raise BadRequestError("no user text to classify", model=self.name, provider="local")
+        mark_sent()  # an in-process model starts at once
         trained, cost = await self._trained()
         vectors, spent = await encode(self.embedder, [text], deadline=request.deadline)
         ((label, probability, scores),) = self._predictions(trained, vectors)

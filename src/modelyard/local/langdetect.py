@@ -10,6 +10,7 @@ import functools
 import time
 from typing import Any
 
+from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import BadRequestError
 from modelyard.local.answers import scored_answer
 from modelyard.local.runtime import require
@@ -64,6 +65,7 @@ class LanguageModel(Model):
             raise BadRequestError(
                 "no user text to identify the language of", model=self.name, provider="local"
             )
+        mark_sent()  # an in-process model starts at once
         ranked = self.detector.detect(text, k=self.top_k)
         code, score = ranked[0]
         return scored_answer(

@@ -8,7 +8,7 @@ Deadlines: the worker checks `request.deadline` between prompt slices and betwee
 it passes, the call raises `ModelTimeoutError` (retryable) — `complete()` returns no partial
 answer, and a stream that already sent text raises instead of ending as a normal finish, so a
 cut answer is never taken for a whole one. Requests still queued at their deadline fail the same
-way without running.
+way without running; one cancelled while queued never ran and costs nothing (`cost.dispatch`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import orjson
 
+from modelyard.cost.dispatch import Sender
 from modelyard.errors import BadRequestError, ModelError, ModelTimeoutError, UnavailableError
 from modelyard.local.llama_engine import (
     Done,
@@ -155,6 +156,7 @@ class LlamaModel(Model):
             top_logprobs=min(request.top_logprobs or 0, MAX_TOP_LOGPROBS),
             grammar=_grammar(request),
             deadline=request.deadline,
+            started=Sender(),
         )
 
     def _response(

@@ -81,6 +81,9 @@ class Job:
     """A GBNF grammar the answer must follow (JSON mode), or None."""
     deadline: float | None = None
     """Absolute `time.monotonic()` instant after which the worker stops and reports a timeout."""
+    started: Callable[[], None] | None = None
+    """Called on the worker as the job leaves the queue and starts (`cost.dispatch.Sender`):
+    a request cancelled while queued behind others never ran and costs nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +234,8 @@ class LlamaEngine:
         try:
             if cancel.is_set():
                 return
+            if job.started is not None:
+                job.started()
             started = time.perf_counter()
             tokens = self._prompt_tokens(job)
             cached = self._prefill(tokens, job, cancel)

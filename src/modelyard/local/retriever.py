@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import BadRequestError, NoAnswerError
 from modelyard.local.answers import scored_answer
 from modelyard.local.datasets import FaqEntry
@@ -98,6 +99,7 @@ class RetrieverModel(Model):
         text = request.last_user_text
         if not text.strip():
             raise BadRequestError("no user question to look up", model=self.name, provider="local")
+        mark_sent()  # an in-process model starts at once
         index, spent = await self._index()
         vectors, cost = await encode(self.embedder, [text], deadline=request.deadline)
         spent += cost

@@ -13,8 +13,10 @@ or fuser that fails (or whose pick cannot be read) falls back to the vote.
 `response.confidence` is the agreement: the share of members (cancelled or not asked ones
 aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Failed
 members and unreadable answers count as not agreeing, and the reason says how many there were.
-Cost is every member's plus the judge's or fuser's; a cancelled straggler counts at its input,
-which the provider bills for a request it was sent (what its budget guard settles).
+Cost is every member's plus the judge's or fuser's; a straggler cancelled (or cut at its
+deadline) counts at its input if its request was sent, which the provider bills, and at nothing
+if it was still waiting to be sent (for a rate-limit or concurrency slot, say): what its budget
+guard settles either way (`cost.dispatch`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from modelyard.cost.dispatch import Dispatch, watching
+from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.errors import ModelError, ModelTimeoutError, NoAnswerError
 from modelyard.model import Model, ModelInfo
 from modelyard.patterns.combine import (
@@ -72,9 +76,11 @@ class Outcome:
     `wait: in_turn` never asks it)."""
     latency_ms: float = 0.0
     key: str | None = None
+    dispatch: Dispatch | None = None
+    """Whether its request was sent, once asked (`cost.dispatch`)."""
     billed: float = 0.0
-    """What a cancelled member likely cost: its request was sent, so the provider bills the
-    input (the estimate its budget guard settles, `cost.budgets.partial_cost`)."""
+    """What a cancelled member likely cost: the input if its request was sent, which the
+    provider bills, else nothing (what its budget guard settles, `cost.budgets.partial_cost`)."""
 
     @property
     def weight(self) -> float:
@@ -197,25 +203,30 @@ class EnsembleModel(Model):
 
     # --- asking the members -----------------------------------------------------------------
 
-    async def _ask(self, i: int, request: ChatRequest) -> Outcome:
-        model = self.members[i]
-        seconds = self.member_deadlines[i]
-        outcome = Outcome(index=i, model=model)
+    def _outcome(self, i: int) -> Outcome:
+        """Member `i`'s outcome, to be filled in as it is asked."""
+        return Outcome(index=i, model=self.members[i], dispatch=Dispatch(current_dispatch()))
+
+    async def _ask(self, outcome: Outcome, request: ChatRequest) -> Outcome:
+        model = outcome.model
+        seconds = self.member_deadlines[outcome.index]
         started = time.perf_counter()
         try:
-            if seconds is None:
-                # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
-                call = model.complete(request)
-                outcome.response = await within(call, request, model, grace=0.0)
-            else:
-                async with asyncio.timeout(seconds):
-                    outcome.response = await model.complete(request.with_budget(seconds))
+            with watching(outcome.dispatch):
+                if seconds is None:
+                    # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
+                    call = model.complete(request)
+                    outcome.response = await within(call, request, model, grace=0.0)
+                else:
+                    async with asyncio.timeout(seconds):
+                        outcome.response = await model.complete(request.with_budget(seconds))
         except ModelError as exc:
             outcome.error = exc
         except TimeoutError:
             outcome.error = ModelTimeoutError(
                 f"no answer within the member deadline of {seconds:g}s", model=model.name
             )
+            outcome.error.cost = self._abandoned_cost(outcome, request)
         outcome.latency_ms = since_ms(started)
         if outcome.response is not None:
             outcome.key = self.normalise(outcome.response.text)
@@ -224,13 +235,12 @@ class EnsembleModel(Model):
     async def gather(self, request: ChatRequest) -> list[Outcome]:
         """Every member's outcome, in member order (stragglers cancelled under `wait: quorum`,
         members past the settling point not asked under `wait: in_turn`)."""
+        outcomes = [self._outcome(i) for i in range(len(self.members))]
         if self.wait == "all":
-            return list(
-                await asyncio.gather(*(self._ask(i, request) for i in range(len(self.members))))
-            )
+            return list(await asyncio.gather(*(self._ask(o, request) for o in outcomes)))
         if self.wait == "in_turn":
-            return await self._in_turn(request)
-        tasks = {asyncio.ensure_future(self._ask(i, request)): i for i in range(len(self.members))}
+            return await self._in_turn(outcomes, request)
+        tasks = {asyncio.ensure_future(self._ask(o, request)): o.index for o in outcomes}
         done: dict[int, Outcome] = {}
         pending = set(tasks)
         try:
@@ -244,25 +254,32 @@ class EnsembleModel(Model):
         finally:
             for task in pending:
                 task.cancel()
-        return [done.get(i) or self._cancelled(i, request) for i in range(len(self.members))]
+        return [done.get(o.index) or self._cancelled(o, request) for o in outcomes]
 
-    def _cancelled(self, i: int, request: ChatRequest) -> Outcome:
+    def _cancelled(self, asked: Outcome, request: ChatRequest) -> Outcome:
+        # A task cancelled runs no further step before it unwinds: what its dispatch says now
+        # is final, and what the member's budget guard settles as it unwinds.
+        billed = self._abandoned_cost(asked, request)
+        return Outcome(index=asked.index, model=asked.model, left_out="cancelled", billed=billed)
+
+    @staticmethod
+    def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> float:
+        """What a member abandoned before its answer cost: its input if the request was sent."""
         from modelyard.cost.budgets import partial_cost  # the patterns use cost, not the reverse
 
-        model = self.members[i]
-        billed = partial_cost(model, request)
-        return Outcome(index=i, model=model, left_out="cancelled", billed=billed)
+        sent = outcome.dispatch is not None and outcome.dispatch.sent
+        return partial_cost(outcome.model, request, sent=sent)
 
-    async def _in_turn(self, request: ChatRequest) -> list[Outcome]:
+    async def _in_turn(self, outcomes: list[Outcome], request: ChatRequest) -> list[Outcome]:
         done: dict[int, Outcome] = {}
-        count = len(self.members)
-        for i in range(count):
-            done[i] = await self._ask(i, request)
-            if self._decided(done, list(range(i + 1, count))):
+        count = len(outcomes)
+        for outcome in outcomes:
+            done[outcome.index] = await self._ask(outcome, request)
+            if self._decided(done, list(range(outcome.index + 1, count))):
                 break
         return [
-            done.get(i) or Outcome(index=i, model=model, left_out="not asked")
-            for i, model in enumerate(self.members)
+            done.get(o.index) or Outcome(index=o.index, model=o.model, left_out="not asked")
+            for o in outcomes
         ]
 
     def _decided(self, done: dict[int, Outcome], outstanding: list[int]) -> bool:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from modelyard.cost.dispatch import mark_sent
 from modelyard.cost.prices import CHARS_PER_TOKEN, estimate_input_tokens, estimate_tokens
 from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, UnavailableError
 from modelyard.model import Model, ModelInfo, elapsed_ms
@@ -66,6 +67,7 @@ class ScriptedModel(Model):
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def _next(self, request: ChatRequest) -> Reply:
+        mark_sent()  # a scripted provider receives every call at once
         position = len(self.calls)
         self.calls.append(request)
         reply = self.answers.get(request.last_user_text.strip())

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.cost.dispatch import mark_sent
 from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import BadResponseError, ConfigError, ModelError, UnavailableError
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
@@ -63,6 +64,7 @@ class FunctionModel(Model):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
+        mark_sent()  # an in-process model starts at once
         try:
             result = self.function(request)
             if inspect.isawaitable(result):

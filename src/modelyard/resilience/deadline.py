@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from typing import TypeVar
 
+from modelyard.cost.dispatch import watching
 from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model, Wrapper, elapsed_ms
 from modelyard.resilience.streams import annotate, closing
@@ -80,9 +81,11 @@ async def _cut(
     from modelyard.cost.budgets import partial_cost  # resilience uses cost, not the reverse
 
     started = time.perf_counter()
+    watched = watching()
     try:
-        async with asyncio.timeout(max(seconds, 0.0)):
-            return await call
+        with watched:
+            async with asyncio.timeout(max(seconds, 0.0)):
+                return await call
     except TimeoutError:
         error = deadline_error(
             model.name,
@@ -91,9 +94,10 @@ async def _cut(
             kind=model.info.kind,
             started=started,
         )
-        # The abandoned call was sent: a provider bills its input (a local function, nothing),
-        # as a budget settles it and as an ensemble counts a cancelled member.
-        error.cost = partial_cost(model, request)
+        # A provider bills the input of a call it was sent (a local function's, nothing), as a
+        # budget settles it and as an ensemble counts a cancelled member; one still waiting
+        # for a rate-limit slot, say, was never sent and cost nothing.
+        error.cost = partial_cost(model, request, sent=watched.dispatch.sent)
         raise error from None
 
 

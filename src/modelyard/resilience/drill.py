@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from modelyard.config.build import Built, Resources, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.schema import ProviderSpec
+from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import (
     ModelError,
     ModelTimeoutError,
@@ -86,6 +87,7 @@ class DrillModel(Model):
         fault = self.fault
         if fault == "down":
             raise UnavailableError("drill: connection refused", model=self.name, code="connect")
+        mark_sent()  # every other fault is the provider's, once it has the request
         if fault == "server_error":
             raise UnavailableError("drill: internal server error", model=self.name, status=500)
         if fault == "rate_limited":

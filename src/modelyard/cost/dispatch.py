@@ -1,0 +1,80 @@
+"""Whether a call was sent: what decides the cost of a call abandoned before its answer.
+
+A provider bills the input of a request it received, answered or not; a request still waiting
+for a rate-limit slot, a concurrency slot, a pooled connection or a local model's worker was
+never received and costs nothing. The code that knows (the HTTP transport once the request is
+written, a local model once its job starts) calls `mark_sent()`. It marks every `Dispatch` the
+call runs under — the innermost a wrapper opened with `watching()`, then each one around it —
+and the request's scope, so a budget guard, a deadline or an ensemble that abandons a call asks
+its own `Dispatch` whether to charge the estimate (`cost.budgets.partial_cost`) or nothing.
+
+Held in a `ContextVar`, like the request scope: it follows a call into the tasks its patterns
+spawn (an ensemble's members), and a stream's step sees it when its consumer re-enters it.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from modelyard.cost import scope as request_scope
+
+
+class Dispatch:
+    """One watched call: `sent` once any model call under it reached its provider."""
+
+    __slots__ = ("outer", "sent")
+
+    def __init__(self, outer: Dispatch | None = None) -> None:
+        self.sent = False
+        self.outer = outer
+        """The call this one runs inside, marked with it."""
+
+
+_CURRENT: ContextVar[Dispatch | None] = ContextVar("modelyard_dispatch", default=None)
+
+
+def current() -> Dispatch | None:
+    """The innermost call watched in this context, if any."""
+    return _CURRENT.get()
+
+
+class Sender:
+    """Marks the calls current where it was made as sent, when called (from any thread: a
+    local model's worker calls it as its job starts)."""
+
+    __slots__ = ("_dispatch", "_scope")
+
+    def __init__(self) -> None:
+        self._dispatch = _CURRENT.get()
+        self._scope = request_scope.current()
+
+    def __call__(self) -> None:
+        dispatch = self._dispatch
+        while dispatch is not None and not dispatch.sent:
+            dispatch.sent = True
+            dispatch = dispatch.outer
+        if self._scope is not None:
+            self._scope.sent = True
+
+
+def mark_sent() -> None:
+    """The request of the call being made now was handed to its provider."""
+    Sender()()
+
+
+class watching:  # used as a function: `with watching() as dispatch:`
+    """Watch the calls made in the body with a new `Dispatch` (inside the current one), or
+    re-enter `dispatch` (one step of a stream). A class, not a `@contextmanager` generator: a
+    budget guard enters it at every step of every stream."""
+
+    __slots__ = ("_token", "dispatch")
+
+    def __init__(self, dispatch: Dispatch | None = None) -> None:
+        self.dispatch = dispatch if dispatch is not None else Dispatch(_CURRENT.get())
+
+    def __enter__(self) -> Dispatch:
+        self._token = _CURRENT.set(self.dispatch)
+        return self.dispatch
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.reset(self._token)
