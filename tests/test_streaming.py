@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from modelyard.errors import BadResponseError
-from modelyard.streaming import StreamAssembler
-from modelyard.types import Chunk, FinishReason, ToolCallDelta
+from modelyard.model import ModelInfo
+from modelyard.providers.fake import Reply, ScriptedModel
+from modelyard.providers.local_basic import FunctionModel
+from modelyard.streaming import StreamAssembler, collect, response_chunks
+from modelyard.types import Chunk, FinishReason, ToolCallDelta, user
 
 
 def test_tool_call_pieces_join_by_index() -> None:
@@ -39,3 +42,23 @@ def test_several_choices_kept_apart() -> None:
     for index in (0, 1):
         assembler.add(Chunk(index=index, finish_reason=FinishReason.STOP))
     assert [c.message.text for c in assembler.choices()] == ["ac", "b"]
+
+
+async def test_every_stream_names_its_model_on_its_first_chunk_only() -> None:
+    # A streaming fake, a model that only completes (replayed as a stream), and a finished
+    # answer replayed (a vote's, a cache hit's).
+    fake = ScriptedModel(info=ModelInfo(name="fake", kind="fake"), default=Reply(text="a b c"))
+    plain = FunctionModel(ModelInfo(name="plain", kind="function"), lambda request: "a b c")
+    answer = await fake.complete(user("x"))
+    for name, chunks in [
+        ("fake", [c async for c in fake.stream(user("x"))]),
+        ("plain", [c async for c in plain.stream(user("x"))]),
+        ("fake", response_chunks(answer)),
+    ]:
+        assert [c.model for c in chunks] == [name] + [None] * (len(chunks) - 1)
+        assert (await collect(_replay(chunks))).model == name
+
+
+async def _replay(chunks: list[Chunk]):  # type: ignore[no-untyped-def]
+    for chunk in chunks:
+        yield chunk

@@ -86,11 +86,12 @@ class Model(abc.ABC):
         cannot stream; streaming adapters and patterns override it.
         """
         response = await self.complete(request)
-        for choice in response.choices:
+        for n, choice in enumerate(response.choices):
             yield Chunk(
                 index=choice.index,
                 text=choice.message.text,
                 finish_reason=choice.finish_reason,
+                model=None if n else response.model,
             )
         yield Chunk(response=response)
 

@@ -126,8 +126,9 @@ def response_chunks(response: ChatResponse) -> list[Chunk]:
             ),
             finish_reason=choice.finish_reason,
             logprobs=choice.logprobs or (),
+            model=None if n else response.model,
         )
-        for choice in response.choices
+        for n, choice in enumerate(response.choices)
     ]
     chunks.append(Chunk(response=response))
     return chunks

@@ -356,6 +356,9 @@ class Chunk:
     finish_reason: FinishReason | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
     response: ChatResponse | None = None
+    model: str | None = None
+    """On the first chunk a model streams: its name, as `response.model` will give it (what
+    the gateway's `x-modelyard-model` header names before the answer is whole); None after."""
 
     @property
     def chars(self) -> int:

@@ -63,6 +63,7 @@ async def test_stream_chunks_join_to_the_complete_answer(engine: LlamaEngine) ->
     final = chunks[-1].response
     assert final is not None and final.text == full.text
     assert final.usage.output_tokens == full.usage.output_tokens
+    assert [c.model for c in chunks] == ["smol"] + [None] * (len(chunks) - 1)  # who answers
 
 
 async def test_logprobs_are_real_and_never_positive(engine: LlamaEngine) -> None:

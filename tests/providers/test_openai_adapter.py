@@ -147,6 +147,13 @@ async def test_stream_with_usage(yard: Yard, fake: FakeOpenAI) -> None:
     assert fake.requests[0].json["stream_options"] == {"include_usage": True}
 
 
+async def test_a_stream_names_its_model_on_its_first_chunk_only(yard: Yard) -> None:
+    chunks = await chunks_of(yard, user("hello stream"))
+    final = chunks[-1].response
+    assert final is not None
+    assert [c.model for c in chunks] == [final.model] + [None] * (len(chunks) - 1)
+
+
 async def test_parallel_tool_calls(yard: Yard) -> None:
     response = await yard.complete(
         "mini", "Oslo", tools=(WEATHER, TIME), tool_choice="required", parallel_tool_calls=True

@@ -75,11 +75,13 @@ class LlamaModel(Model):
         started = time.perf_counter()
         assembler = StreamAssembler()
         done: Done | None = None
+        model: str | None = self.name  # on the first chunk only (`Chunk.model`)
         # Closing the events when the caller stops reading cancels the generation at once.
         async with aclosing(self._events(request, started)) as events:
             async for event in events:
                 if isinstance(event, Piece | Finished):
-                    chunk = _chunk(event)
+                    chunk = _chunk(event, model)
+                    model = None
                     assembler.add(chunk)
                     yield chunk
                 elif isinstance(event, Done):
@@ -210,10 +212,10 @@ class LlamaModel(Model):
         return exc.with_decision(decision)
 
 
-def _chunk(event: Piece | Finished) -> Chunk:
+def _chunk(event: Piece | Finished, model: str | None = None) -> Chunk:
     if isinstance(event, Piece):
-        return Chunk(index=event.index, text=event.text, logprobs=event.logprobs)
-    return Chunk(index=event.index, finish_reason=event.reason)
+        return Chunk(index=event.index, text=event.text, logprobs=event.logprobs, model=model)
+    return Chunk(index=event.index, finish_reason=event.reason, model=model)
 
 
 def _reject_unsupported(request: ChatRequest, name: str) -> None:

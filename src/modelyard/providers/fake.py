@@ -182,7 +182,7 @@ class ScriptedModel(Model):
                 raise UnavailableError(
                     "scripted connection cut mid-stream", model=self.name, code="stream_broken"
                 )
-            yield Chunk(text=piece)
+            yield Chunk(text=piece, model=None if number else self.name)
             await asyncio.sleep(0)
         for i, call in enumerate(reply.tool_calls):
             yield Chunk(

@@ -140,6 +140,7 @@ class RemoteModel(Model):
         body = self._body(request, stream=True)
         assembler = StreamAssembler()
         decoder = self.wire.stream_decoder()
+        first = True
         try:
             async with self.client.stream(
                 self._url[True],
@@ -163,6 +164,9 @@ class RemoteModel(Model):
                     async for event in reply.events(request.remaining()):
                         for chunk in decoder.feed(event):
                             assembler.add(chunk)
+                            if first:  # names the model answering (`Chunk.model`)
+                                first = False
+                                chunk = replace(chunk, model=self.name)
                             yield chunk
                         if decoder.done:
                             break
