@@ -155,6 +155,10 @@ class ModelTimeoutError(ModelError):
 
     retryable_default = True
     status_default = 504
+    request_sent = False
+    """Whether the request had reached the provider when the time ran out: it bills the input
+    of a request it received, answered or not (one still waiting for a connection cost
+    nothing)."""
 
 
 class UnavailableError(ModelError):

@@ -3,6 +3,7 @@ answers, streams, tools, costs, every error class, and every fault the fake can 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli import app
+from modelyard.cost.prices import estimate_input_tokens
 from modelyard.errors import (
     AuthenticationError,
     BadRequestError,
@@ -42,6 +44,7 @@ from modelyard.types import (
     FinishReason,
     ResponseFormat,
     Tool,
+    Usage,
     user,
 )
 from modelyard.yard import Yard
@@ -474,9 +477,40 @@ async def test_streamed_reset_before_headers(yard: Yard, fake: FakeOpenAI) -> No
 async def test_no_response_at_all_times_out_within_the_limit(yard: Yard, fake: FakeOpenAI) -> None:
     fake.push(Fault(hang=True))
     started = time.monotonic()
-    with pytest.raises(ModelTimeoutError):
+    with pytest.raises(ModelTimeoutError) as caught:
         await yard.complete("mini", "x")
     assert time.monotonic() - started < 1.5
+    # The provider received it and bills its input, answered or not.
+    assert caught.value.request_sent
+    assert caught.value.cost == pytest.approx(input_cost(yard, user("x")))
+    assert caught.value.decision is not None and caught.value.decision.cost == caught.value.cost
+
+
+def input_cost(yard: Yard, request: ChatRequest) -> float:
+    price = yard.models["mini"].info.price
+    return price.cost(Usage(input_tokens=estimate_input_tokens(request)))
+
+
+async def test_a_request_still_waiting_for_a_connection_costs_nothing_when_time_runs_out(
+    fake: FakeOpenAI, write_config: Callable[[str, str], Path]
+) -> None:
+    fake.reset()
+    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace(
+        "    retry:", "    max_connections: 1\n    retry:"
+    )
+    fake.push(Fault(hang=True))
+    async with modelyard.load(write_config(text, "config.yaml"), env={"OPENAI_KEY": KEY}) as yard:
+        hanging = asyncio.create_task(yard.complete("mini", "x"))
+        for _ in range(200):  # until the only connection is taken
+            if fake.requests:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(ModelTimeoutError) as caught:
+            await yard.models["mini"].complete(user("y").with_budget(0.2))
+        with pytest.raises(ModelTimeoutError):
+            await hanging
+    assert not caught.value.request_sent and caught.value.cost == 0
+    assert len(fake.requests) == 1
 
 
 async def test_the_deadline_shortens_the_wait(yard: Yard, fake: FakeOpenAI) -> None:
@@ -492,12 +526,14 @@ async def test_slow_first_token(yard: Yard, fake: FakeOpenAI) -> None:
     with pytest.raises(ModelTimeoutError) as caught:
         await chunks_of(yard, user("x"))
     assert caught.value.code == "first_token_timeout"
+    assert caught.value.cost == pytest.approx(input_cost(yard, user("x")))
 
 
 async def test_slow_headers_on_a_stream(yard: Yard, fake: FakeOpenAI) -> None:
     fake.push(Fault(delay=2.0))
-    with pytest.raises(ModelTimeoutError):
+    with pytest.raises(ModelTimeoutError) as caught:
         await chunks_of(yard, user("x"))
+    assert caught.value.cost == pytest.approx(input_cost(yard, user("x")))
 
 
 async def test_stream_cut_part_way_raises(yard: Yard, fake: FakeOpenAI) -> None:

@@ -21,7 +21,7 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
-from modelyard.cost.dispatch import mark_sent
+from modelyard.cost.dispatch import mark_sent, watching
 from modelyard.errors import ModelTimeoutError, NotFoundError, UnavailableError, url_origin
 from modelyard.observability.propagation import with_trace
 from modelyard.providers.sse import Event, EventParser
@@ -59,13 +59,18 @@ def _bounded(limit: float, remaining: float | None) -> float:
     return max(0.001, min(limit, remaining))
 
 
-def _timed_out(limit: float, remaining: float | None, what: str, code: str) -> ModelTimeoutError:
+def _timed_out(
+    limit: float, remaining: float | None, what: str, code: str, *, sent: bool
+) -> ModelTimeoutError:
     """The timeout error; when the request's deadline was the tighter limit it says so."""
     if remaining is not None and remaining <= limit:
-        return ModelTimeoutError(
+        error = ModelTimeoutError(
             f"{what} before the request's deadline ({limit:.2f}s)", code="deadline"
         )
-    return ModelTimeoutError(f"{what} within {limit:.1f}s", code=code)
+    else:
+        error = ModelTimeoutError(f"{what} within {limit:.1f}s", code=code)
+    error.request_sent = sent
+    return error
 
 
 def _not_sent(exc: Exception) -> UnavailableError:
@@ -134,13 +139,16 @@ class StreamReply:
                     data = await content.readany()
             except TimeoutError:
                 if left is not None and left < wait:
-                    raise ModelTimeoutError(
+                    error = ModelTimeoutError(
                         f"the request's deadline passed waiting for the {phase}", code="deadline"
-                    ) from None
-                raise ModelTimeoutError(
-                    f"stream silent for {wait:.1f}s waiting for the {phase}",
-                    code="first_token_timeout" if phase == "first token" else "stream_stalled",
-                ) from None
+                    )
+                else:
+                    error = ModelTimeoutError(
+                        f"stream silent for {wait:.1f}s waiting for the {phase}",
+                        code="first_token_timeout" if phase == "first token" else "stream_stalled",
+                    )
+                error.request_sent = True  # its response headers came back
+                raise error from None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
                 raise UnavailableError(
                     f"connection broke mid-stream: {type(exc).__name__}", code="stream_broken"
@@ -214,17 +222,22 @@ class HttpClient:
         limit = _bounded(self.timeouts.total, deadline_left)
         session = self._get_session()
         headers = with_trace(headers)
+        watched = watching()  # whether the request went out, should the time run out
         try:
-            async with asyncio.timeout(limit):
-                async with session.post(
-                    url, data=body, headers=headers, allow_redirects=False
-                ) as response:
-                    if not 300 <= response.status < 400:
-                        payload = await response.read()
-                        return HttpReply(response.status, response.headers, payload)
-                    redirect = _redirected(response.status, response.headers, url)
+            with watched:
+                async with asyncio.timeout(limit):
+                    async with session.post(
+                        url, data=body, headers=headers, allow_redirects=False
+                    ) as response:
+                        if not 300 <= response.status < 400:
+                            payload = await response.read()
+                            return HttpReply(response.status, response.headers, payload)
+                        redirect = _redirected(response.status, response.headers, url)
         except TimeoutError:
-            raise _timed_out(limit, deadline_left, "no complete answer", "timeout") from None
+            sent = watched.dispatch.sent
+            raise _timed_out(
+                limit, deadline_left, "no complete answer", "timeout", sent=sent
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -249,14 +262,17 @@ class HttpClient:
         limit = _bounded(self.timeouts.first_token, deadline_left)
         session = self._get_session()
         headers = with_trace(headers)
+        watched = watching()
         try:
-            async with asyncio.timeout(limit):
-                response = await session.post(
-                    url, data=body, headers=headers, allow_redirects=False
-                )
+            with watched:
+                async with asyncio.timeout(limit):
+                    response = await session.post(
+                        url, data=body, headers=headers, allow_redirects=False
+                    )
         except TimeoutError:
+            sent = watched.dispatch.sent
             raise _timed_out(
-                limit, deadline_left, "no response headers", "first_token_timeout"
+                limit, deadline_left, "no response headers", "first_token_timeout", sent=sent
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None

@@ -130,6 +130,8 @@ class RemoteModel(Model):
                 )
                 raise
         except ModelError as exc:
+            if isinstance(exc, ModelTimeoutError) and exc.request_sent:
+                exc.cost = self._input_cost(request)
             raise self._failed(exc, started) from None
         text = "".join(choice.message.text for choice in parsed.choices)
         parsed = replace(parsed, usage=_completed(parsed.usage, request, text))
@@ -198,8 +200,16 @@ class RemoteModel(Model):
             # a reset before the answer, an error event before any content) costs nothing.
             if assembler.saw_content or decoder.usage is not None:
                 exc.cost = self.info.price.cost(_completed(None, request, assembler.text))
+            elif isinstance(exc, ModelTimeoutError) and exc.request_sent:
+                exc.cost = self._input_cost(request)
             raise self._failed(exc, started) from None
         yield Chunk(response=self._response(parsed, started))
+
+    def _input_cost(self, request: ChatRequest) -> float:
+        """What a request the provider received and never answered bills: its input (an
+        estimate; a provider that went on generating bills that too, which we never see)."""
+        usage = Usage(input_tokens=estimate_input_tokens(request), estimated=True)
+        return self.info.price.cost(usage)
 
     def _observe(self, headers: Mapping[str, str]) -> None:
         if self.rate_limit_listeners:
