@@ -54,6 +54,37 @@ async def test_report_counts_accuracy_cost_and_the_fallbacks_choices(
     assert report.total_cost > 0 and report.cost_per_item == pytest.approx(report.total_cost / 4)
 
 
+COMPOSED = """
+models:
+  broken:
+    local: {type: fake, default: {error: unavailable}}
+  a:
+    local: {type: fake, default: "A"}
+  b:
+    local: {type: fake, default: "B"}
+systems:
+  shared: {type: fallback, chain: [broken, a]}
+  left: {type: fallback, chain: [{type: fallback, name: inner, chain: [broken, a]}]}
+  right: {type: fallback, chain: [{type: fallback, name: inner, chain: [b]}, shared]}
+  main: {type: ensemble, members: [left, right, shared]}
+"""
+
+
+async def test_report_keeps_apart_nodes_of_one_name_in_different_places(
+    write_config: Callable[[str], Path],
+) -> None:
+    async with modelyard.load(write_config(COMPOSED)) as yard:
+        evaluation = await evaluate(yard, "main", _items(3), make_scorer("choice"))
+    nodes = evaluation.report.nodes
+    # Two systems' inline nodes called `inner`, and system `shared` used at the top and
+    # inside `right` (where it is never reached): each is counted where it sits.
+    assert nodes["main/left/inner"].chosen == {"a": 3}
+    assert nodes["main/right/inner"].chosen == {"b": 3}
+    assert nodes["main/shared"].chosen == {"a": 3}
+    assert "main/right/shared" not in nodes
+    assert nodes["main"].kind == "ensemble"
+
+
 async def test_unparsed_answers_are_counted_and_count_as_wrong(
     write_config: Callable[[str], Path],
 ) -> None:

@@ -174,7 +174,7 @@ async def test_an_evaluation_counts_the_predictions_made_out_of_fold(
     ]
     async with yard_of(learned_config(cross_fitted_router, 0.0)) as yard:
         evaluation = await evaluate(yard, "front", items, ExactScorer())
-    assert evaluation.report.nodes["hash"].details == {"out_of_fold": 0.5}
+    assert evaluation.report.nodes["front/hash"].details == {"out_of_fold": 0.5}
 
 
 def test_eval_prints_the_embedders_out_of_fold_share_without_a_choice(
@@ -187,7 +187,7 @@ def test_eval_prints_the_embedders_out_of_fold_share_without_a_choice(
     result = CliRunner().invoke(app, ["eval", str(config), "front", "--data", str(data)])
     assert result.exit_code == 0, result.output
     lines = [" ".join(line.split()) for line in result.output.splitlines()]
-    assert "hash embedder out_of_fold≈0.5" in lines  # an embedder chooses nothing
+    assert "front/hash embedder out_of_fold≈0.5" in lines  # an embedder chooses nothing
     assert any(line.startswith("front router chose ") for line in lines)
 
 

@@ -4,7 +4,7 @@ percentiles, which model answered, and each deciding node's distribution of choi
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from modelyard.evaluation.runner import FAILED, SCORED, ItemResult
 from modelyard.evaluation.scorers import UNLABELLED, UNPARSED
+from modelyard.types import Decision
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +59,8 @@ class EvalReport:
     latency_p95_ms: float
     answered_by: dict[str, int]
     nodes: dict[str, NodeStats]
+    """Keyed by the node's path from the system (`main/math/vote`), not its name: a system
+    used in two places, or inline nodes of two systems that share a name, stay apart."""
     drift: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +85,14 @@ class EvalReport:
         }
 
 
+def _node_paths(decision: Decision, parent: str = "") -> Iterator[tuple[str, Decision]]:
+    """Each decision of the tree with its path of node names from the root, depth first."""
+    path = f"{parent}/{decision.node}" if parent else decision.node
+    yield path, decision
+    for child in decision.children:
+        yield from _node_paths(child, path)
+
+
 def _node_stats(results: Sequence[ItemResult]) -> dict[str, NodeStats]:
     kinds: dict[str, str] = {}
     chosen: dict[str, Counter[str]] = defaultdict(Counter)
@@ -90,18 +101,18 @@ def _node_stats(results: Sequence[ItemResult]) -> dict[str, NodeStats]:
     for result in results:
         if result.decision is None:
             continue
-        for decision in result.decision.walk():
+        for path, decision in _node_paths(result.decision):
             # Deciding nodes, and embedders that say how they predicted (out of fold or not).
             if not decision.children and not (decision.kind == "embedder" and decision.details):
                 continue
-            kinds[decision.node] = decision.kind
+            kinds[path] = decision.kind
             if decision.error is not None:
-                errors[decision.node] += 1
+                errors[path] += 1
             if decision.chosen:
-                chosen[decision.node][decision.chosen] += 1
+                chosen[path][decision.chosen] += 1
             for key, value in decision.details.items():
                 if isinstance(value, bool | int | float):
-                    numbers[decision.node][key].append(float(value))
+                    numbers[path][key].append(float(value))
     return {
         node: NodeStats(
             kind=kind,
