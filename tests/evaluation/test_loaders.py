@@ -94,6 +94,19 @@ def test_routerdc_generation_scores_keep_their_fraction(
     assert item.label is None
 
 
+def test_routerdc_generation_answers_do_not_carry_their_score(
+    sliced: Callable[[str, int], Path],
+) -> None:
+    # A system reads the answer text; a text naming the recorded score would hand a cascade's
+    # agreement check (or a verifier) the label: MetaMath and dolphin "agreed" exactly when
+    # their scores were equal.
+    recordings = load_recordings("routerdc", [sliced("routerdc-7llm/gsm8k-train.json", 20)])
+    assert any(len({o.score for o in i.outcomes.values()}) > 1 for i in recordings.items)
+    for item in recordings.items:
+        texts = {outcome.text for outcome in item.outcomes.values()}
+        assert len(texts) == 1 and not re.search(r"\d", texts.pop())
+
+
 def test_mtbench_scores_are_judge_scores_over_ten(data: Path) -> None:
     recordings = load_recordings("routellm-mtbench", [data / "routellm/mt_bench"])
     assert len(recordings.items) == 160

@@ -15,7 +15,8 @@ probability when the model's top choice was right and 0 otherwise: the recorded 
 and the raw value stays in the decision details. It is *not* passed on as `confidence`: it
 exists only for right answers, so a cascade reading it would read the label. Generation tasks
 store the fraction of 10 samples that were right. No response texts: multiple-choice answers
-are synthesised letters (`synthetic.py`), other answers a placeholder naming the score.
+are synthesised letters (`synthetic.py`), other answers one placeholder, the same for every
+model, so that no text tells the scores apart.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | No
             text = choice_answer(prompt, model, value > 0, letters)
         else:
             score = value
-            text = f"(RouterDC recorded no text; recorded score {value:.2f})"
+            # The same text for every model, naming no score: a system reads answers, and
+            # a text that told the score apart would hand its checks the label.
+            text = "(RouterDC recorded no text for this answer)"
         outcomes[model] = Outcome(text=text, score=score, synthetic=True)
     return RecordedItem(
         id=f"{task}-{number}",
