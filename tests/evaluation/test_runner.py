@@ -54,6 +54,27 @@ async def test_report_counts_accuracy_cost_and_the_fallbacks_choices(
     assert report.total_cost > 0 and report.cost_per_item == pytest.approx(report.total_cost / 4)
 
 
+HALF_LABELLED = """
+models:
+  patchy:
+    local: {type: fake, answers: {"unlabelled": {error: unavailable}}, default: "B"}
+systems:
+  main: {type: fallback, chain: [patchy]}
+"""
+
+
+async def test_a_failed_item_without_a_label_is_left_out_of_accuracy(
+    write_config: Callable[[str], Path],
+) -> None:
+    # Answered, it would be unlabelled and left out; failing must not make it count as wrong.
+    items = [Item(id="1", prompt="labelled", label="B"), Item(id="2", prompt="unlabelled")]
+    async with modelyard.load(write_config(HALF_LABELLED)) as yard:
+        evaluation = await evaluate(yard, "main", items, make_scorer("choice"))
+    report = evaluation.report
+    assert report.failed == 1 and report.scored == 1
+    assert report.accuracy == 1.0
+
+
 COMPOSED = """
 models:
   broken:

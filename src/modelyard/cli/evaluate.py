@@ -201,8 +201,12 @@ def _print_failures(results: Sequence[ItemResult]) -> None:
     data is at fault (e.g. recordings that do not hold the evaluated prompts)."""
     failed = [r for r in results if r.status == FAILED]
     if failed:
+        unlabelled = sum(1 for r in failed if not r.labelled)
+        counted = "counted as wrong in 'accuracy'" + (
+            f", except {unlabelled} without a label, left out of it" if unlabelled else ""
+        )
         console.print(
-            f"[red]{len(failed)} items failed[/] (counted as wrong in 'accuracy'); the first, "
+            f"[red]{len(failed)} items failed[/] ({counted}); the first, "
             f"item {escape(failed[0].id)}: {escape(failed[0].error or 'no error recorded')}"
         )
 

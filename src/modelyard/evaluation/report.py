@@ -40,8 +40,9 @@ class EvalReport:
     """The figures of one system over one labelled set.
 
     `accuracy` counts unparsed answers and failed calls as wrong and leaves unlabelled items
-    out; `accuracy_scored` is over scored items only. Both are reported with the counts, so a
-    scorer that cannot read answers shows up instead of skewing the number quietly.
+    out, answered or failed; `accuracy_scored` is over scored items only. Both are reported
+    with the counts, so a scorer that cannot read answers shows up instead of skewing the
+    number quietly.
     """
 
     system: str
@@ -127,7 +128,7 @@ def _node_stats(results: Sequence[ItemResult]) -> dict[str, NodeStats]:
 def summarize(system: str, results: Sequence[ItemResult]) -> EvalReport:
     """The report of `results` (from `run_items`)."""
     statuses = Counter(r.status for r in results)
-    judged = [r for r in results if r.status != UNLABELLED]
+    judged = [r for r in results if r.status != UNLABELLED and r.labelled]
     scored = [r for r in results if r.status == SCORED]
     total = sum(r.score or 0.0 for r in scored)
     latencies = np.array([r.latency_ms for r in results]) if results else np.zeros(1)

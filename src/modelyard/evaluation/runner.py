@@ -45,6 +45,9 @@ class ItemResult:
     drift: str | None
     error: str | None
     decision: Decision | None
+    labelled: bool = True
+    """Whether the scorer could use the item's label: a failed item without one is left out
+    of accuracy, as an answered one is (its status stays `failed`)."""
 
     def to_dict(self, *, decisions: bool = False) -> dict[str, object]:
         """A JSON-ready dict; the decision tree only when asked (it is large)."""
@@ -101,7 +104,7 @@ def _answered(
     )
 
 
-def _failed(item: Item, exc: ModelError, latency: float) -> ItemResult:
+def _failed(item: Item, exc: ModelError, latency: float, labelled: bool) -> ItemResult:
     return ItemResult(
         id=item.id,
         split=item.split,
@@ -118,6 +121,7 @@ def _failed(item: Item, exc: ModelError, latency: float) -> ItemResult:
         drift=None,
         error=f"{exc.kind}: {exc}",
         decision=exc.decision,
+        labelled=labelled,
     )
 
 
@@ -153,7 +157,8 @@ async def run_items(
             try:
                 response = await system.complete(item.request().with_budget(deadline))
             except ModelError as exc:
-                result = _failed(item, exc, (time.perf_counter() - started) * 1000)
+                latency = (time.perf_counter() - started) * 1000
+                result = _failed(item, exc, latency, scorer.labelled(item))
             else:
                 latency = (time.perf_counter() - started) * 1000
                 score = await scorer.score(item, response)

@@ -54,6 +54,10 @@ class Scorer(abc.ABC):
     async def score(self, item: Item, response: ChatResponse) -> Score:
         """The score of `response` for `item`."""
 
+    def labelled(self, item: Item) -> bool:
+        """Whether this scorer has what it needs of `item`'s label to score an answer."""
+        return not self.needs_label or item.label is not None
+
 
 class _Comparing(Scorer):
     """Extracts a value from the answer and from the label, and compares them."""
@@ -65,6 +69,9 @@ class _Comparing(Scorer):
     def same(self, answer: str, label: str) -> bool:
         """Whether the extracted answer equals the extracted label."""
         return answer == label
+
+    def labelled(self, item: Item) -> bool:
+        return item.label is not None and self.extract(item.label) is not None
 
     async def score(self, item: Item, response: ChatResponse) -> Score:
         if item.label is None:
@@ -152,6 +159,10 @@ class JsonFieldScorer(_Comparing):
             return None
         text_value = value if isinstance(value, str) else json.dumps(value)
         return _squash(text_value)
+
+    def labelled(self, item: Item) -> bool:
+        # The label is the field's value itself, not JSON to read a field from.
+        return item.label is not None
 
     async def score(self, item: Item, response: ChatResponse) -> Score:
         if item.label is None:
