@@ -55,6 +55,26 @@ def test_warnings_name_the_model_and_the_id() -> None:
     assert "'fast'" in warning and "'gpt-4o-mini'" in warning
 
 
+@pytest.mark.parametrize(
+    ("model_id", "pin"),
+    [
+        ("gpt-4o-mini", "gpt-4o-mini-YYYY-MM-DD"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5-YYYYMMDD"),
+        ("gemini-1.5-flash", "gemini-1.5-flash-00N"),
+        ("mistral-small", "mistral-small-YYMM"),
+    ],
+)
+def test_the_pin_suggested_is_of_the_same_model(model_id: str, pin: str) -> None:
+    # Suggesting gpt-4o-2024-08-06 for gpt-4o-mini would pin a different, dearer model.
+    reason = alias_reason(model_id)
+    assert reason is not None and pin in reason
+
+
+def test_a_latest_alias_warning_reads_as_a_sentence() -> None:
+    (warning,) = alias_warnings({"chat": "chatgpt-4o-latest"})
+    assert "is an alias ending in 'latest'" in warning
+
+
 def test_check_warns_about_an_alias_and_not_about_a_pinned_id(tmp_path: object) -> None:
     from pathlib import Path
 

@@ -34,23 +34,23 @@ def alias_reason(model_id: str) -> str | None:
     """Why `model_id` looks like a movable alias, or None when it looks pinned (or unknown)."""
     bare = _bare(model_id)
     if _LATEST.search(bare) or bare == "latest":
-        return "ends in 'latest', which the provider moves to new versions"
+        return "an alias ending in 'latest', which the provider moves to new versions"
     if bare.startswith(("gpt-", "chatgpt-", "o1", "o3", "o4")):
         if _DATE.search(bare) or _OPENAI_SNAPSHOT.search(bare):
             return None
-        return "an OpenAI alias without a date (pin e.g. gpt-4o-2024-08-06)"
+        return f"an OpenAI alias without a date (pin a snapshot: {bare}-YYYY-MM-DD)"
     if bare.startswith("claude-"):
         if _DATE.search(bare):
             return None
-        return "an Anthropic alias without a date (pin e.g. claude-3-5-sonnet-20241022)"
+        return f"an Anthropic alias without a date (pin a version: {bare}-YYYYMMDD)"
     if bare.startswith("gemini-"):
         if _GEMINI_OLD.match(bare) and not _GEMINI_VERSION.search(bare):
-            return "a Gemini alias without a version (pin e.g. gemini-1.5-pro-002)"
+            return f"a Gemini alias without a version (pin one: {bare}-00N)"
         return None
     if bare.startswith(("mistral-", "codestral-", "ministral-", "pixtral-", "open-mistral")):
         if _MISTRAL_SNAPSHOT.search(bare) or bare.startswith("open-"):
             return None
-        return "a Mistral alias without a YYMM version (pin e.g. mistral-large-2411)"
+        return f"a Mistral alias without a version (pin one: {bare}-YYMM)"
     return None
 
 
