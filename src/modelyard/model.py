@@ -64,6 +64,13 @@ class Model(abc.ABC):
         """The Models this one calls; empty for a leaf."""
         return ()
 
+    @property
+    def contenders(self) -> Sequence[Model]:
+        """The children that answer the request itself, not those that only decide about it
+        (a classifier, a verifier, a gate's checker, a judge): what `compare` and `calibrate`
+        set beside the system, each alone. All the children unless a pattern says otherwise."""
+        return self.children
+
     def describe(self) -> dict[str, object]:
         """What a person needs to know about this node in a tree or diagram (thresholds,
         rules, the pinned model id); patterns add their own settings."""

@@ -128,6 +128,58 @@ def test_leaf_models_of_a_system(write_config: Callable[[str], Path]) -> None:
     assert leaf_models(yard, "main") == ["broken", "steady"]
 
 
+DECIDERS = """
+models:
+  clf: {local: {type: fake, default: "math"}}
+  judge: {local: {type: fake, default: "1"}}
+  check: {local: {type: fake, default: "yes"}}
+  a: {local: {type: fake, default: "A"}}
+  b: {local: {type: fake, default: "B"}}
+  c: {local: {type: fake, default: "C"}}
+systems:
+  special: {type: specialist, classifier: clf, specialists: {math: a}, generalist: b}
+  routed:
+    type: router
+    routes: {math: a, other: b}
+    default: other
+    classifier: {model: clf}
+  verified:
+    type: cascade
+    stages:
+      - {model: a, threshold: 0.5, estimator: {type: verifier, model: check}}
+      - {model: b}
+  agreed:
+    type: cascade
+    stages:
+      - {model: a, threshold: 0.5, estimator: {type: agreement, models: [c]}}
+      - {model: b}
+  judged: {type: ensemble, members: [a, b], combine: judge, judge: judge}
+  gated:
+    type: pipeline
+    stages: [{model: a, gates: [{type: checker, model: check}], escalate: b}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("system", "contenders"),
+    [
+        ("special", ["a", "b"]),
+        ("routed", ["a", "b"]),
+        ("verified", ["a", "b"]),
+        ("agreed", ["a", "c", "b"]),  # the checkers answer the question themselves
+        ("judged", ["a", "b"]),
+        ("gated", ["a", "b"]),
+    ],
+)
+def test_leaf_models_leave_out_the_models_that_only_decide(
+    write_config: Callable[[str], Path], system: str, contenders: list[str]
+) -> None:
+    # A classifier answering "math" would stand beside the system as a model scoring 0 %
+    # at no cost, and become the random router's and APGR's weak model.
+    yard = modelyard.load(write_config(DECIDERS))
+    assert leaf_models(yard, system) == contenders
+
+
 def test_empty_split_is_an_error_naming_the_splits_present() -> None:
     items = [Item(id="1", prompt="a", split="train")]
     with pytest.raises(ConfigError) as caught:

@@ -16,5 +16,9 @@ class Decoration(Wrapper):
     def children(self) -> Sequence[Model]:
         return self.inner.children
 
+    @property
+    def contenders(self) -> Sequence[Model]:
+        return self.inner.contenders
+
     def describe(self) -> dict[str, object]:
         return self.inner.describe()

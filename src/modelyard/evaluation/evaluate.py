@@ -53,8 +53,9 @@ async def evaluate(
 
 
 def leaf_models(yard: Yard, target: str) -> list[str]:
-    """The configured models `target` can call, in the order first met (a model is a leaf
-    even when wrappers sit around it)."""
+    """The configured models that answer for `target` (`Model.contenders`: not a classifier,
+    verifier, gate checker or judge), in the order first met (a model is a leaf even when
+    wrappers sit around it)."""
     by_identity = {id(model): name for name, model in yard.models.items()}
     found: list[str] = []
     seen: set[int] = set()
@@ -68,7 +69,7 @@ def leaf_models(yard: Yard, target: str) -> list[str]:
             if name not in found:
                 found.append(name)
             return
-        for child in model.children:
+        for child in model.contenders:
             walk(child)
 
     walk(yard.get(target))

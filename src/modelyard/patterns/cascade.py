@@ -122,6 +122,15 @@ class CascadeModel(Model):
                 out.extend(stage.estimator.models())
         return out
 
+    @property
+    def contenders(self) -> Sequence[Model]:
+        out: list[Model] = []
+        for stage in self.stages:
+            out.append(stage.model)
+            if stage.estimator is not None:
+                out.extend(stage.estimator.contenders())
+        return out
+
     def worst_case_cost(self, request: ChatRequest) -> float:
         """Every live stage at its most, with its estimator's own calls (k samples, a
         verifier reading the answer): what budgets reserve (`cost.budgets`)."""

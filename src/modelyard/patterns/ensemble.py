@@ -167,6 +167,11 @@ class EnsembleModel(Model):
     def children(self) -> Sequence[Model]:
         return (*self.members, *([self.combiner] if self.combiner is not None else []))
 
+    @property
+    def contenders(self) -> Sequence[Model]:
+        fuser = self.combiner if self.combine == "fuse" else None  # a judge only picks
+        return (*self.members, *([fuser] if fuser is not None else []))
+
     def worst_case_cost(self, request: ChatRequest) -> float:
         """Each member once, and a judge or fuser reading every member's answer at its
         longest: what budgets reserve (`cost.budgets`)."""

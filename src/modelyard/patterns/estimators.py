@@ -61,6 +61,11 @@ class Estimator(abc.ABC):
         """Other Models this estimator calls."""
         return ()
 
+    def contenders(self) -> Sequence[Model]:
+        """Those of `models()` that answer the request itself (an agreement check's), not
+        ones that read the stage's answer (a verifier)."""
+        return ()
+
     def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
         """The most the stage's call and this estimator's own calls can cost (budgets reserve
         it): each model once, on the request, unless the estimator says otherwise."""
@@ -354,6 +359,9 @@ class AgreementEstimator(Estimator):
         return f"agreement with {names}{in_turn}"
 
     def models(self) -> Sequence[Model]:
+        return self.others
+
+    def contenders(self) -> Sequence[Model]:
         return self.others
 
     async def run(self, model: Model, request: ChatRequest) -> Estimate:

@@ -82,6 +82,11 @@ class PipelineModel(Model):
                 out.append(stage.escalate)
         return out
 
+    @property
+    def contenders(self) -> Sequence[Model]:
+        escalations = [stage.escalate for stage in self.stages if stage.escalate is not None]
+        return (*(stage.model for stage in self.stages), *escalations)
+
     def describe(self) -> dict[str, object]:
         parts = []
         for stage in self.stages:

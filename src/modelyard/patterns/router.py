@@ -51,6 +51,10 @@ class RouterModel(Model):
         extra = self.policy.models() if self.policy is not None else ()
         return (*extra, *self.routes.values())
 
+    @property
+    def contenders(self) -> Sequence[Model]:
+        return tuple(self.routes.values())
+
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"kind": "router", "default": self.default}
         if self.rules is not None:

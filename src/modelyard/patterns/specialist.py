@@ -48,7 +48,11 @@ class SpecialistModel(Model):
 
     @property
     def children(self) -> Sequence[Model]:
-        return (self.classifier, *self.specialists.values(), self.generalist)
+        return (self.classifier, *self.contenders)
+
+    @property
+    def contenders(self) -> Sequence[Model]:
+        return (*self.specialists.values(), self.generalist)
 
     def describe(self) -> dict[str, object]:
         return {
