@@ -127,6 +127,21 @@ async def test_unknown_prompt_names_the_model_and_the_prompt(
     assert "What is the capital of Atlantis?" in str(caught.value)
 
 
+async def test_unknown_prompts_that_share_a_long_start_are_told_apart(
+    arc: Path, write_config: Callable[[str], Path]
+) -> None:
+    # RouterBench's ARC prompts all open with the same few-shot examples and end with the
+    # same instruction; the question asked sits between, and the error quotes it.
+    recorded = _prompt(arc, "routerbench")
+    examples, instruction = recorded.rindex("\n\n") + 2, recorded.rindex("Print only")
+    asked = recorded[:examples] + "What is the capital of Atlantis?\n" + recorded[instruction:]
+    async with modelyard.load(write_config(_config(arc, "routerbench", "claude-v1"))) as yard:
+        with pytest.raises(NotFoundError) as caught:
+            await yard.complete("replayed", asked)
+    assert ARC_PROMPT_START[:30] not in str(caught.value)
+    assert "What is the capital of Atlantis?" in str(caught.value)
+
+
 def test_a_model_absent_from_the_recordings_lists_those_present(
     arc: Path, write_config: Callable[[str], Path]
 ) -> None:

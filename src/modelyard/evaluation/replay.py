@@ -17,12 +17,36 @@ from dataclasses import replace
 from modelyard.cost.dispatch import mark_sent
 from modelyard.cost.prices import Price, estimate_input_tokens, estimate_tokens
 from modelyard.errors import ModelTimeoutError, NotFoundError
-from modelyard.evaluation.recordings import Outcome, Recordings
+from modelyard.evaluation.recordings import Outcome, Recordings, normalize_prompt
 from modelyard.model import Model, ModelInfo, elapsed_ms
 from modelyard.types import ChatRequest, ChatResponse, Choice, Decision, Message, Usage
 
 RECORDED_SCORE = "recorded_score"
 """The decision detail holding the answering model's recorded correctness."""
+
+
+def _shared(texts: list[str]) -> str:
+    """The longest start all of `texts` share."""
+    low, high = min(texts), max(texts)  # what these two share, every text between shares
+    n = next((i for i, (a, b) in enumerate(zip(low, high, strict=False)) if a != b), len(low))
+    return low[:n]
+
+
+def _distinct(prompt: str, recorded: list[str], width: int = 80) -> str:
+    """The part of `prompt` that tells it apart, quoted: the recorded prompts of one benchmark
+    often share a long start (few-shot examples) and end (the answer format), which are cut."""
+    text = normalize_prompt(prompt)
+    head = tail = 0
+    if len(recorded) > 1:
+        start, end = _shared(recorded), _shared([r[::-1] for r in recorded])
+        head, tail = len(_shared([text, start])), len(_shared([text[::-1], end]))
+        head = text.rfind(" ", 0, head) + 1  # whole words: 'Georgina', not '…ina'
+        cut = text.find(" ", len(text) - tail)
+        tail = len(text) - cut if cut >= 0 else 0
+        head, tail = (head, tail) if head + tail < len(text) else (0, 0)
+    core = text[head : len(text) - tail]
+    more = len(core) > width or tail
+    return ("…" if head else "") + repr(core[:width]) + ("…" if more else "")
 
 
 class ReplayModel(Model):
@@ -42,11 +66,17 @@ class ReplayModel(Model):
         self.model = model
         self.latency = latency
         self._ids = itertools.count()
+        self._recorded: list[str] | None = None
 
     def describe(self) -> dict[str, object]:
         out = super().describe()
         out["replays"] = self.model
         return out
+
+    def _quoted(self, prompt: str) -> str:
+        if self._recorded is None:  # only when a prompt is missing: a pass over every prompt
+            self._recorded = list(self.recordings.index)
+        return _distinct(prompt, self._recorded)
 
     def outcome(self, request: ChatRequest) -> Outcome:
         """The recorded outcome for this request; NotFoundError when there is none."""
@@ -54,14 +84,14 @@ class ReplayModel(Model):
         item = self.recordings.lookup(prompt)
         if item is None:
             raise NotFoundError(
-                f"no recording for prompt {prompt[:60]!r} in {self.recordings.source}",
+                f"no recording for prompt {self._quoted(prompt)} in {self.recordings.source}",
                 model=self.name,
                 code="not_recorded",
             )
         outcome = item.outcomes.get(self.model)
         if outcome is None:
             raise NotFoundError(
-                f"{self.model!r} has no recorded outcome for prompt {prompt[:60]!r} "
+                f"{self.model!r} has no recorded outcome for prompt {self._quoted(prompt)} "
                 f"(item {item.id})",
                 model=self.name,
                 code="not_recorded",
