@@ -181,6 +181,21 @@ def test_duplicate_prompts_keep_the_first_and_are_counted(tmp_path: Path) -> Non
     assert recordings.lookup("same prompt").outcomes["m"].text == "first"  # type: ignore[union-attr]
 
 
+def test_rows_repeating_a_prompt_are_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RouteLLM's MMLU files repeat 105 prompts across subjects, 4 with other outcomes.
+    folder = tmp_path / "mmlu"
+    folder.mkdir()
+    header = f"prompt,{MIXTRAL},{GPT4}\n"
+    (folder / "mmlu_a.csv").write_text(header + "Q1,True,False\nQ2,True,True\n")
+    (folder / "mmlu_b.csv").write_text(header + "Q1,False,False\nQ2,True,True\nQ3,True,True\n")
+    items = load_items(str(folder), "routellm-mmlu")
+    assert len(items) == 3
+    assert "2 rows repeat the prompt of an earlier row and are left out" in caplog.text
+    assert "1 of them recorded other outcomes" in caplog.text
+
+
 def test_items_of_distinct_prompts_sharing_an_id_get_distinct_ids(tmp_path: Path) -> None:
     # RouterBench's ARC file repeats 7 sample_ids on different prompts, and a RouterDC folder
     # numbers the items of its _train and _test files alike; gate and the oracle pair results

@@ -164,7 +164,19 @@ def load_items(value: str, fmt: str = LABELLED, base_dir: Path | None = None) ->
     if fmt not in FORMATS:
         known = ", ".join([LABELLED, *FORMATS])
         raise ConfigError(f"unknown data format {fmt!r}; known: {known}")
-    return items_from_recordings(load_recordings(fmt, [path]))
+    recordings = load_recordings(fmt, [path])
+    if recordings.duplicates:
+        # Evaluated once, as replay answers it once; said, since the count of items then
+        # differs from the count of rows (RouteLLM's MMLU files repeat 105 prompts).
+        other = f"; {recordings.conflicting} of them recorded other outcomes than the row kept"
+        log.warning(
+            "%s: %d rows repeat the prompt of an earlier row and are left out (the first row "
+            "of each prompt is evaluated%s)",
+            path,
+            recordings.duplicates,
+            other if recordings.conflicting else "",
+        )
+    return items_from_recordings(recordings)
 
 
 def select_split(items: Sequence[Item], split: str | None, source: str = "data") -> list[Item]:

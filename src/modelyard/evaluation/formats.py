@@ -239,12 +239,12 @@ def load_recordings(fmt: str, paths: list[Path]) -> Recordings:
         models.extend(m for m in part.models if m not in models)
     items = [item for part in loaded for item in part.items]
     merged = make_recordings(" + ".join(p.source for p in loaded), fmt, models, items)
-    extra = sum(p.duplicates for p in loaded)
     return Recordings(
         source=merged.source,
         format=fmt,
         models=merged.models,
         items=merged.items,
         index=merged.index,
-        duplicates=merged.duplicates + extra,
+        duplicates=merged.duplicates + sum(p.duplicates for p in loaded),
+        conflicting=merged.conflicting + sum(p.conflicting for p in loaded),
     )

@@ -72,6 +72,9 @@ class Recordings:
     index: Mapping[str, RecordedItem]
     duplicates: int
     """Rows dropped because an earlier row had the same normalised prompt."""
+    conflicting: int = 0
+    """Of those, rows that recorded other outcomes than the row kept (another answer or score
+    of some model): the first row's decide the replay and the accuracy."""
 
     def lookup(self, prompt: str) -> RecordedItem | None:
         """The recorded item for `prompt` (matched after whitespace normalisation)."""
@@ -166,9 +169,11 @@ def make_recordings(
     index: dict[str, RecordedItem] = {}
     kept: list[RecordedItem] = []
     ids: set[str] = set()
+    conflicting = 0
     for row in rows:
         key = normalize_prompt(row.prompt)
         if key in index:
+            conflicting += _answers(index[key]) != _answers(row)
             continue
         unique, count = row.id, 1
         while unique in ids:
@@ -185,7 +190,12 @@ def make_recordings(
         items=tuple(kept),
         index=index,
         duplicates=len(rows) - len(kept),
+        conflicting=conflicting,
     )
+
+
+def _answers(row: RecordedItem) -> dict[str, tuple[str, float | None]]:
+    return {model: (o.text, o.score) for model, o in row.outcomes.items()}
 
 
 def stable_hash(*parts: str) -> int:
