@@ -15,6 +15,7 @@ from modelyard.errors import ConfigError
 from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
 from modelyard.evaluation.report import summarize
+from modelyard.evaluation.runner import ItemResult
 from tests.evaluation.conftest import own_rows, write_jsonl
 
 ARC = "routerbench-train/arc_challenge_train.csv"
@@ -272,3 +273,36 @@ def test_rollback_refuses_a_version_that_no_longer_loads(
     result = runner.invoke(app, ["rollback", str(path)])
     assert result.exit_code == 2 and "defines no models" in result.output
     assert path.read_text() == good
+
+
+def _answered(item: str, drift: str | None) -> ItemResult:
+    return ItemResult(
+        id=item,
+        split=None,
+        label="A",
+        status="scored",
+        score=1.0,
+        answer="A",
+        parsed="A",
+        cost=0.001,
+        scorer_cost=0.0,
+        latency_ms=10.0,
+        model="mini",
+        provider_model="gpt-4o-mini-2024-09-01" if drift else "gpt-4o-mini-2024-07-18",
+        drift=drift,
+        error=None,
+        decision=None,
+    )
+
+
+def test_a_candidate_answered_by_a_model_it_does_not_pin_fails_unless_allowed() -> None:
+    moved = "provider answered gpt-4o-mini-2024-09-01, pinned gpt-4o-mini-2024-07-18"
+    base = [_answered("1", None), _answered("2", None)]
+    cand = [_answered("1", moved), _answered("2", None)]
+    base_report, cand_report = summarize("main", base), summarize("main", cand)
+    result = judge(base_report, cand_report, base, cand, Tolerances())
+    (violation,) = result.violations
+    assert "models it does not pin (mini: " + moved + ", 1 item)" in violation
+    assert "--allow-drift" in violation
+    allowed = judge(base_report, cand_report, base, cand, Tolerances(allow_drift=True))
+    assert allowed.passed and f"mini: {moved}" in allowed.model_changes

@@ -620,6 +620,13 @@ def gate(
     max_latency_increase: Annotated[float, typer.Option(help="Relative p95.")] = 0.25,
     latency_slack_ms: Annotated[float, typer.Option(help="Absolute p95 slack.")] = 50.0,
     max_failure_increase: Annotated[float, typer.Option(help="Absolute failure rate.")] = 0.0,
+    allow_drift: Annotated[
+        bool,
+        typer.Option(
+            "--allow-drift",
+            help="Pass even when the candidate's answers came from another model than it pins.",
+        ),
+    ] = False,
     concurrency: ConcurrencyOpt = 8,
     apply: Annotated[
         bool,
@@ -645,6 +652,7 @@ def gate(
             latency_increase=max_latency_increase,
             latency_slack_ms=latency_slack_ms,
             failure_increase=max_failure_increase,
+            allow_drift=allow_drift,
         )
         items = _items(data, fmt, split, None)
         base_yard, cand_yard = load_for_evaluation(baseline), load_for_evaluation(candidate)

@@ -24,6 +24,9 @@ class Tolerances:
     latency_increase: float = 0.25
     latency_slack_ms: float = 50.0
     failure_increase: float = 0.0
+    allow_drift: bool = False
+    """Pass a candidate whose answers came from another model than the one it pins (by
+    default that fails: the gate would have measured a model the config does not name)."""
 
     def __post_init__(self) -> None:
         # Every comparison with NaN is false, so a NaN tolerance would switch its check off.
@@ -64,6 +67,7 @@ class GateResult:
                 "latency_increase": self.tolerances.latency_increase,
                 "latency_slack_ms": self.tolerances.latency_slack_ms,
                 "failure_increase": self.tolerances.failure_increase,
+                "allow_drift": self.tolerances.allow_drift,
             },
             "baseline": self.baseline.to_dict(),
             "candidate": self.candidate.to_dict(),
@@ -91,6 +95,15 @@ def _model_changes(base: Sequence[ItemResult], cand: Sequence[ItemResult]) -> li
         if r.drift:
             changes.add(f"{r.model}: {r.drift}")
     return sorted(changes)
+
+
+def _drift(results: Sequence[ItemResult]) -> str:
+    """Each drift from a pinned id among `results`, with how many items it touched."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.drift:
+            counts[f"{r.model}: {r.drift}"] = counts.get(f"{r.model}: {r.drift}", 0) + 1
+    return "; ".join(f"{text}, {n} item{'s' * (n != 1)}" for text, n in sorted(counts.items()))
 
 
 def accuracy_unknown(report: EvalReport) -> str | None:
@@ -145,6 +158,12 @@ def judge(
     cand_fail = candidate.failed / max(1, candidate.n)
     if cand_fail > base_fail + tolerances.failure_increase + 1e-12:
         violations.append(f"failed calls rose from {base_fail:.2%} to {cand_fail:.2%}")
+    drifted = _drift(cand_results)
+    if drifted and not tolerances.allow_drift:
+        violations.append(
+            f"the candidate's answers came from models it does not pin ({drifted}): the gate "
+            "measured another model than the config names (--allow-drift to pass anyway)"
+        )
     by_id = {r.id: r for r in base_results}
     broken = [r.id for r in cand_results if r.id in by_id and _right(by_id[r.id]) and not _right(r)]
     fixed = [
