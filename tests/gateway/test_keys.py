@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -325,3 +326,20 @@ def test_the_folder_of_keys_spend_and_the_request_log_is_this_users_only(
     folder = running.config.parent / ".modelyard" / running.config.name
     assert {p.name for p in folder.iterdir()} >= {"keys.sqlite3", "requests.sqlite3"}
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_older_folder_others_can_read_is_named_in_a_warning(
+    serve_gateway: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / ".modelyard" / "config.yaml"
+    folder.mkdir(parents=True)
+    folder.chmod(0o755)  # as an earlier version left it
+    with caplog.at_level(logging.WARNING, logger="modelyard"):
+        running = serve_gateway(ADMIN)
+        create_key(running, name="x")
+    assert running.config.parent / ".modelyard" / running.config.name == folder
+    warnings = [
+        r.getMessage() for r in caplog.records if "can be read by other users" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and f"chmod 700 {folder}" in warnings[0]
+    assert folder.stat().st_mode & 0o777 == 0o755  # left as it is

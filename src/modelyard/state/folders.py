@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import stat
 from pathlib import Path
+
+log = logging.getLogger("modelyard")
 
 PRIVATE = 0o700
 """Keys, spend, the request log (which quotes prompts) and config history: this user only."""
 
+_WARNED: set[Path] = set()
+
 
 def private_folder(folder: Path) -> None:
-    """Create `folder` (and its parents) readable by this user only; one that exists keeps
-    its mode."""
+    """Create `folder` (and its parents) readable by this user only. One that exists keeps its
+    mode (someone may have opened it on purpose), but a `.modelyard` folder others can enter is
+    named in a warning, once: one made before these folders were private is still open."""
     folder.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+    if ".modelyard" not in folder.parts or folder in _WARNED:
+        return
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        _WARNED.add(folder)
+        log.warning(
+            "%s can be read by other users (mode %o): it holds keys, spend and the request log, "
+            "which quotes prompts; run `chmod 700 %s` unless that is on purpose",
+            folder,
+            mode,
+            folder,
+        )
