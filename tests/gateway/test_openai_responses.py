@@ -13,6 +13,10 @@ from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.gateway.conftest import Running
 from tests.gateway.test_keys import ADMIN, create_key
 
+from modelyard.errors import BadResponseError
+from modelyard.gateway import responses_api
+from modelyard.types import Chunk, ToolCallDelta
+
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
     "type": "function",
@@ -253,3 +257,43 @@ def test_a_keys_scope_and_budget_hold_here_as_on_chat(
     with pytest.raises(openai.RateLimitError) as caught:  # its worst case passes the budget
         sdk.responses.create(model="support", input="ping", max_output_tokens=5_000_000)
     assert caught.value.body["type"] == "budget_exceeded"  # type: ignore[index]
+
+
+def test_parallel_streamed_calls_are_one_output_item_after_another(
+    hosted: Running, upstream: FakeOpenAI
+) -> None:
+    upstream.script(Reply(tool_calls=(("get_weather", '{"city": "Oslo"}'), ("get_weather", "{}"))))
+    events = list(
+        client(hosted).responses.create(
+            model="mini",
+            input="weather?",
+            tools=[WEATHER],  # type: ignore[list-item]
+            stream=True,
+        )
+    )
+    # As OpenAI streams them: an item is done before the next is added, its arguments too.
+    items = [
+        (e.type.removeprefix("response."), e.output_index)  # type: ignore[union-attr]
+        for e in events
+        if e.type.startswith("response.output_item") or e.type.endswith("arguments.done")
+    ]
+    assert items == [
+        ("output_item.added", 0),
+        ("function_call_arguments.done", 0),
+        ("output_item.done", 0),
+        ("output_item.added", 1),
+        ("function_call_arguments.done", 1),
+        ("output_item.done", 1),
+    ]
+    final = strict(events[-1].response)  # type: ignore[union-attr]
+    assert [item.arguments for item in final.output] == ['{"city": "Oslo"}', "{}"]  # type: ignore[union-attr]
+
+
+def test_a_stream_going_back_to_an_earlier_call_is_a_broken_answer() -> None:
+    call = responses_api.parse_responses({"model": "m", "input": "hi"}, max_messages=10)
+    shape = responses_api.ResponseShape(request_id="r1", target="m", created=0, echo=call.echo)
+    events = responses_api.EventRenderer(shape)
+    for index in (0, 1):
+        events.chunk(Chunk(tool_calls=(ToolCallDelta(index=index, id=f"c{index}", name="f"),)))
+    with pytest.raises(BadResponseError, match="went back to tool call 0"):
+        events.chunk(Chunk(tool_calls=(ToolCallDelta(index=0, arguments="{}"),)))

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from modelyard.errors import BadResponseError
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.fields import (
     expect_list,
@@ -425,8 +426,8 @@ def render_response(
 
 class EventRenderer:
     """Renders one stream's chunks as the Responses streaming events: the response created,
-    each output item added, its deltas and its end, then the response completed (or
-    incomplete)."""
+    then each output item in turn (added, its deltas, done: OpenAI ends one before it adds the
+    next), then the response completed (or incomplete)."""
 
     def __init__(self, shape: ResponseShape) -> None:
         self._shape = shape
@@ -434,10 +435,12 @@ class EventRenderer:
         self._started = False
         self._items: list[dict[str, Any]] = []
         """Every output item so far, as the final response object lists them."""
-        self._text: list[str] | None = None
-        """The open message item's text so far (None when no message is open)."""
+        self._open: int | None = None
+        """The output index of the item still streaming, if any."""
+        self._text: list[str] = []
+        """The open message item's text so far."""
         self._calls: dict[int, int] = {}
-        """Each open tool call's stream index → its output index."""
+        """Each tool call's stream index → its output index."""
 
     def _event(self, kind: str, **data: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._sequence, **data}
@@ -462,17 +465,16 @@ class EventRenderer:
             out += self._add_text(chunk.text)
         for delta in chunk.tool_calls:
             if delta.index not in self._calls:
-                out += self._close_message()
-                call = ToolCall(id=delta.id or "", name=delta.name or "", arguments="")
-                index = len(self._items)
-                item = _call_item(
-                    f"fc_{self._shape.item_prefix}_{len(self._calls)}", call, done=False
+                out += self._open_call(
+                    delta.index, ToolCall(id=delta.id or "", name=delta.name or "", arguments="")
                 )
-                self._items.append(item)
-                self._calls[delta.index] = index
-                out += self._event("response.output_item.added", output_index=index, item=item)
+            index = self._calls[delta.index]
+            if index != self._open:
+                raise BadResponseError(
+                    f"the model's stream went back to tool call {delta.index} after it began "
+                    "the next output, which the Responses API cannot stream"
+                )
             if delta.arguments:
-                index = self._calls[delta.index]
                 self._items[index]["arguments"] += delta.arguments
                 out += self._event(
                     "response.function_call_arguments.delta",
@@ -482,17 +484,28 @@ class EventRenderer:
                 )
         return out
 
+    def _add(self, item: dict[str, Any]) -> bytes:
+        """Close the open item, then open `item` after it."""
+        out = self._close()
+        self._open = len(self._items)
+        self._items.append(item)
+        return out + self._event("response.output_item.added", output_index=self._open, item=item)
+
+    def _open_call(self, stream_index: int, call: ToolCall) -> bytes:
+        item_id = f"fc_{self._shape.item_prefix}_{len(self._calls)}"
+        out = self._add(_call_item(item_id, call, done=False))
+        self._calls[stream_index] = len(self._items) - 1
+        return out
+
     def _add_text(self, text: str) -> bytes:
         out = b""
-        if self._text is None:
-            self._text = []
+        if self._open is None or self._items[self._open]["type"] != "message":
             out += self._open_message()
         self._text.append(text)
-        index = len(self._items) - 1
         return out + self._event(
             "response.output_text.delta",
-            item_id=self._items[index]["id"],
-            output_index=index,
+            item_id=self._items[-1]["id"],
+            output_index=self._open,
             content_index=0,
             delta=text,
             logprobs=[],
@@ -504,24 +517,35 @@ class EventRenderer:
         item = _message_item(
             f"msg_{self._shape.item_prefix}{suffix}", "", refused=False, done=False
         )
-        self._items.append(item)
+        out = self._add(item)
+        self._text = []
         part = {"type": "output_text", "text": "", "annotations": []}
-        return self._event("response.output_item.added", output_index=index, item=item) + (
-            self._event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=part,
-            )
+        return out + self._event(
+            "response.content_part.added",
+            item_id=item["id"],
+            output_index=index,
+            content_index=0,
+            part=part,
         )
 
-    def _close_message(self) -> bytes:
-        if self._text is None:
+    def _close(self) -> bytes:
+        """The events that end the open item (nothing when none is open)."""
+        index, self._open = self._open, None
+        if index is None:
             return b""
-        text, self._text = "".join(self._text), None
-        index = len(self._items) - 1
-        item = _message_item(self._items[index]["id"], text, refused=False, done=True)
+        item = self._items[index]
+        if item["type"] == "function_call":
+            item["status"] = "completed"
+            done = self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                name=item["name"],
+                arguments=item["arguments"],
+            )
+            return done + self._event("response.output_item.done", output_index=index, item=item)
+        text = "".join(self._text)
+        item = _message_item(item["id"], text, refused=False, done=True)
         self._items[index] = item
         part = item["content"][0]
         common = {"item_id": item["id"], "output_index": index, "content_index": 0}
@@ -532,22 +556,9 @@ class EventRenderer:
         )
 
     def _finish(self, response: ChatResponse) -> bytes:
-        if not self._items:  # an empty answer is still one (empty) message
-            self._text = []
-            out = self._open_message() + self._close_message()
-        else:
-            out = self._close_message()
-        for index in self._calls.values():
-            item = self._items[index]
-            item["status"] = "completed"
-            out += self._event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=index,
-                name=item["name"],
-                arguments=item["arguments"],
-            )
-            out += self._event("response.output_item.done", output_index=index, item=item)
+        # an empty answer is still one (empty) message
+        out = b"" if self._items else self._open_message()
+        out += self._close()
         final = self._shape.render(self._items, response)
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         return out + self._event(kind, response=final)
