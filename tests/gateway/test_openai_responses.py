@@ -206,6 +206,18 @@ def test_a_length_cut_is_incomplete(hosted: Running, upstream: FakeOpenAI) -> No
             "input[0]",
         ),
         ({"frequency": 1}, "frequency"),
+        (
+            {
+                "input": [
+                    {
+                        "role": "developer",
+                        "content": [{"type": "input_image", "image_url": "https://x/y.png"}],
+                    },
+                    {"role": "user", "content": "hi"},
+                ]
+            },
+            "input[0].content",
+        ),
     ],
 )
 def test_what_the_gateway_cannot_honour_is_a_400_naming_it(

@@ -117,6 +117,10 @@ def _parts(content: Any, where: str) -> str | tuple[Part, ...]:
     return tuple(parts)
 
 
+def _text_only(content: str | tuple[Part, ...]) -> bool:
+    return isinstance(content, str) or all(isinstance(part, TextPart) for part in content)
+
+
 class _Turns:
     """Input items as messages: a run of `function_call` items joins the assistant message
     before it (parallel calls), and each `function_call_output` is a tool message."""
@@ -146,8 +150,14 @@ class _Turns:
                 f"{where}.role: expected user, assistant, system or developer, got {raw_role!r}",
                 f"{where}.role",
             )
+        content = _parts(item.get("content"), f"{where}.content")
+        if role == "system" and not _text_only(content):
+            # The system prompt is text: an image there would be dropped without a word.
+            raise bad_request(
+                f"{where}.content: a {raw_role} message may hold text only", f"{where}.content"
+            )
         self._flush()
-        self._role, self._content = role, _parts(item.get("content"), f"{where}.content")
+        self._role, self._content = role, content
 
     def function_call(self, item: dict[str, Any], where: str) -> None:
         if self._role != "assistant":
@@ -164,9 +174,9 @@ class _Turns:
     def function_output(self, item: dict[str, Any], where: str) -> None:
         self._flush()
         output = _parts(item.get("output"), f"{where}.output")
+        if not _text_only(output):
+            raise bad_request(f"{where}.output: a function's output may hold text only", where)
         if not isinstance(output, str):
-            if any(not isinstance(part, TextPart) for part in output):
-                raise bad_request(f"{where}.output: a function's output may hold text only", where)
             output = "".join(part.text for part in output if isinstance(part, TextPart))
         self.messages.append(
             Message(
