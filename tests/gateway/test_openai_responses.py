@@ -206,6 +206,35 @@ def test_a_length_cut_is_incomplete(hosted: Running, upstream: FakeOpenAI) -> No
             "input[0]",
         ),
         ({"frequency": 1}, "frequency"),
+        ({"tools": [{**WEATHER, "defer_loading": True}]}, "tools[0].defer_loading"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "n", "schema": {}, "x": 1}}},
+            "text.format.x",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a", "b": 1}]}]},
+            "input[0].content[0].b",
+        ),
+        (  # a Chat Completions part: its type is what is wrong
+            {"input": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]},
+            "input[0].content[0]",
+        ),
+        ({"input": [{"type": "text", "text": "a"}]}, "input[0].type"),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "weather?"},
+                    {
+                        "type": "function_call",
+                        "call_id": "c1",
+                        "name": "get_weather",
+                        "arguments": "{}",
+                        "namespace": "crm",
+                    },
+                ]
+            },
+            "input[1].namespace",
+        ),
         (
             {
                 "input": [

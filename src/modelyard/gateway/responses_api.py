@@ -69,8 +69,32 @@ _NEUTRAL: dict[str, Any] = {
     "service_tier": "auto",
     "reasoning": {},
 }
+_KEYS = {
+    "message": frozenset({"type", "role", "content", "id", "status", "phase"}),
+    "function_call": frozenset({"type", "call_id", "name", "arguments", "id", "status"}),
+    "function_call_output": frozenset({"type", "call_id", "output", "id", "status"}),
+    "input_text": frozenset({"type", "text"}),
+    "output_text": frozenset({"type", "text", "annotations", "logprobs"}),
+    "refusal": frozenset({"type", "refusal"}),
+    "input_image": frozenset({"type", "image_url", "detail"}),
+    "function": frozenset({"type", "name", "description", "parameters", "strict"}),
+    "text": frozenset({"type"}),
+    "json_object": frozenset({"type"}),
+    "json_schema": frozenset({"type", "name", "schema", "strict"}),
+}
+"""The keys taken in each kind of input item, content part, tool and text format. What an
+output item sent back says about itself (its id, status, phase, citations) changes nothing the
+model is sent; any other key is refused, as OpenAI refuses an unknown parameter."""
+_KEYS_NEUTRAL: dict[str, Any] = {
+    "file_id": None,
+    "namespace": None,
+    "caller": {"type": "direct"},
+    "async": False,
+    "defer_loading": False,
+}
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = frozenset({"input_text", "output_text"})
+_PARTS = frozenset({*_TEXT_PARTS, "refusal", "input_image"})
 _INCOMPLETE = {
     FinishReason.LENGTH: "max_output_tokens",
     FinishReason.CONTENT_FILTER: "content_filter",
@@ -99,22 +123,27 @@ def _parts(content: Any, where: str) -> str | tuple[Part, ...]:
         here = f"{where}[{i}]"
         part = expect_object(raw, here)
         kind = part.get("type")
-        if kind in _TEXT_PARTS:
-            parts.append(TextPart(text=expect_str(part.get("text"), f"{here}.text")))
-        elif kind == "refusal":
-            parts.append(TextPart(text=expect_str(part.get("refusal"), f"{here}.refusal")))
-        elif kind == "input_image":
-            if part.get("image_url") is None:
-                raise bad_request(f"{here}.image_url: required (file ids are not supported)", here)
-            url = expect_str(part.get("image_url"), f"{here}.image_url")
-            parts.append(ImagePart(url=url, detail=optional_str(part, "detail")))
-        else:
+        if kind not in _PARTS:
             raise bad_request(
                 f"{here}.type: expected input_text, output_text, refusal or input_image, "
                 f"got {kind!r}",
                 here,
             )
+        _known_keys(part, kind, here)
+        if kind in _TEXT_PARTS:
+            parts.append(TextPart(text=expect_str(part.get("text"), f"{here}.text")))
+        elif kind == "refusal":
+            parts.append(TextPart(text=expect_str(part.get("refusal"), f"{here}.refusal")))
+        else:
+            if part.get("image_url") is None:
+                raise bad_request(f"{here}.image_url: required (file ids are not supported)", here)
+            url = expect_str(part.get("image_url"), f"{here}.image_url")
+            parts.append(ImagePart(url=url, detail=optional_str(part, "detail")))
     return tuple(parts)
+
+
+def _known_keys(item: dict[str, Any], kind: str, where: str) -> None:
+    reject_unknown(item, _KEYS[kind], _KEYS_NEUTRAL, f"{where}.")
 
 
 def _text_only(content: str | tuple[Part, ...]) -> bool:
@@ -198,22 +227,24 @@ def _messages(raw: Any, max_messages: int) -> list[Message]:
     if len(items) > max_messages:
         raise bad_request(f"input: at most {max_messages} items", "input")
     turns = _Turns()
+    handlers = {
+        "message": turns.message,
+        "function_call": turns.function_call,
+        "function_call_output": turns.function_output,
+    }
     for i, raw_item in enumerate(items):
         where = f"input[{i}]"
         item = expect_object(raw_item, where)
         kind = item.get("type", "message")
-        if kind == "message":
-            turns.message(item, where)
-        elif kind == "function_call":
-            turns.function_call(item, where)
-        elif kind == "function_call_output":
-            turns.function_output(item, where)
-        else:
+        take = handlers.get(kind)
+        if take is None:
             raise bad_request(
                 f"{where}.type: {kind!r} is not supported: this gateway takes message, "
                 "function_call and function_call_output items",
                 f"{where}.type",
             )
+        _known_keys(item, kind, where)
+        take(item, where)
     return turns.done()
 
 
@@ -229,6 +260,7 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
                 f"tools[{i}].type: only 'function' tools are supported, got {tool.get('type')!r}",
                 f"tools[{i}].type",
             )
+        _known_keys(tool, "function", f"tools[{i}]")
         tools.append(function_tool(tool, f"tools[{i}]"))
     return tuple(tools)
 
@@ -254,21 +286,22 @@ def _format(raw: Any) -> ResponseFormat | None:
         return None
     body = expect_object(text["format"], "text.format")
     kind = body.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise bad_request(
+            f"text.format.type: expected text, json_object or json_schema, got {kind!r}",
+            "text.format.type",
+        )
+    _known_keys(body, kind, "text.format")
     if kind == "text":
         return None
     if kind == "json_object":
         return ResponseFormat(type="json_object")
-    if kind == "json_schema":
-        schema = shallow(body.get("schema"), "text.format.schema")
-        return ResponseFormat(
-            type="json_schema",
-            schema=expect_object(schema, "text.format.schema"),
-            name=expect_str(body.get("name"), "text.format.name"),
-            strict=optional_bool(body, "strict"),
-        )
-    raise bad_request(
-        f"text.format.type: expected text, json_object or json_schema, got {kind!r}",
-        "text.format.type",
+    schema = shallow(body.get("schema"), "text.format.schema")
+    return ResponseFormat(
+        type="json_schema",
+        schema=expect_object(schema, "text.format.schema"),
+        name=expect_str(body.get("name"), "text.format.name"),
+        strict=optional_bool(body, "strict"),
     )
 
 
