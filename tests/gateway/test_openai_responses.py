@@ -1,4 +1,5 @@
-"""The official OpenAI SDK's Responses client against the gateway's /v1/responses."""
+"""The official OpenAI SDK's Responses client, and the OpenAI Agents SDK, against the
+gateway's /v1/responses."""
 
 from __future__ import annotations
 
@@ -338,3 +339,43 @@ def test_a_stream_going_back_to_an_earlier_call_is_a_broken_answer() -> None:
         events.chunk(Chunk(tool_calls=(ToolCallDelta(index=index, id=f"c{index}", name="f"),)))
     with pytest.raises(BadResponseError, match="went back to tool call 0"):
         events.chunk(Chunk(tool_calls=(ToolCallDelta(index=0, arguments="{}"),)))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_an_agents_sdk_agent_runs_its_tools_through_the_gateway(
+    hosted: Running, upstream: FakeOpenAI, streamed: bool
+) -> None:
+    """The OpenAI Agents SDK speaks the Responses API by default: two parallel calls, their
+    outputs sent back, then the answer."""
+    import agents  # here, not at the top: it takes 1.5 s to import, for these two tests only
+
+    asked: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"12 C in {city}"
+
+    sdk = openai.AsyncOpenAI(base_url=hosted.openai_url, api_key="anything", max_retries=0)
+    agent = agents.Agent(
+        name="forecaster",
+        instructions="be brief",
+        tools=[get_weather],
+        model=agents.OpenAIResponsesModel(model="mini", openai_client=sdk),
+    )
+    calls = (("get_weather", '{"city": "Oslo"}'), ("get_weather", '{"city": "Rome"}'))
+    upstream.script(Reply(tool_calls=calls), Reply(text="Both 12 C."))
+    config = agents.RunConfig(tracing_disabled=True)
+    if streamed:
+        result: agents.RunResult | agents.RunResultStreaming = agents.Runner.run_streamed(
+            agent, "weather in Oslo and Rome?", run_config=config
+        )
+        async for _ in result.stream_events():
+            pass
+    else:
+        result = await agents.Runner.run(agent, "weather in Oslo and Rome?", run_config=config)
+    assert result.final_output == "Both 12 C." and asked == ["Oslo", "Rome"]
+    sent = upstream.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "tool"]
+    assert [m["content"] for m in sent[3:]] == ["12 C in Oslo", "12 C in Rome"]
