@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.gateway.conftest import Running
+from tests.gateway.test_capture import captured
 from tests.gateway.test_keys import ADMIN, create_key
 
 from modelyard.errors import BadResponseError
@@ -379,3 +381,23 @@ async def test_an_agents_sdk_agent_runs_its_tools_through_the_gateway(
     sent = upstream.requests[-1].json["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "tool"]
     assert [m["content"] for m in sent[3:]] == ["12 C in Oslo", "12 C in Rome"]
+
+
+def test_a_stream_is_named_logged_and_captured_as_a_chat_stream_is(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway("\ngateway:\n  capture: {}\n")
+    with client(running).responses.with_streaming_response.create(
+        model="support", input="ping", instructions="be brief", stream=True
+    ) as streamed:
+        assert streamed.headers["x-modelyard-model"] == "cheap"  # the fallback that answered
+        assert streamed.headers["x-modelyard-config-version"]
+        request_id = streamed.headers["x-request-id"]
+        assert [e.type for e in streamed.parse()][-1] == "response.completed"
+    record = httpx2.get(f"{running.url}/v1/requests/{request_id}", timeout=5).json()
+    assert (record["api"], record["stream"], record["status"]) == ("responses", True, 200)
+    assert record["model"] == "cheap" and record["cost"] > 0
+    (kept,) = captured(running, 1)
+    assert (
+        kept["messages"] == [["system", "be brief"], ["user", "ping"]] and kept["answer"] == "pong"
+    )
