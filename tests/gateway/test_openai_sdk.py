@@ -143,3 +143,42 @@ def test_decision_record_is_retrievable_by_request_id(
     assert record["decision"]["kind"] == "fallback"
     assert [c["node"] for c in record["decision"]["children"]] == ["broken", "cheap"]
     assert record["config_version"] == running.app.live.current.version
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (
+            {
+                "messages": [
+                    {
+                        "role": "system",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+                    },
+                    {"role": "user", "content": "x"},
+                ]
+            },
+            "messages[0].content",
+        ),
+        ({"service_tier": "flex"}, "service_tier"),
+        ({"store": True}, "store"),
+    ],
+)
+def test_what_would_be_dropped_without_a_word_is_a_400_naming_it(
+    serve_gateway: Callable[..., Running], fields: dict[str, object], named: str
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(running).chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "x"}], extra_body=fields
+        )
+    assert caught.value.body["param"] == named  # type: ignore[index]
+    sdk = client(running)  # the tiers every request gets anyway are taken
+    assert (
+        sdk.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "ping"}], service_tier="default"
+        )
+        .choices[0]
+        .message.content
+        == "pong"
+    )

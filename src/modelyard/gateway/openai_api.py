@@ -60,7 +60,6 @@ _CHAT_FIELDS = frozenset(
         "stream",
         "stream_options",
         "user",
-        "store",
         "service_tier",
     }
 )
@@ -70,7 +69,10 @@ _NEUTRAL = {
     "logit_bias": {},
     "functions": [],
     "modalities": ["text"],
+    "store": False,
 }
+_TIERS = frozenset({"auto", "default"})
+"""The service tiers every request gets anyway (flex and priority change price and speed)."""
 _ROLES = {
     "system": "system",
     "developer": "system",
@@ -106,6 +108,20 @@ def _parts(content: list[Any], where: str) -> tuple[Part, ...]:
                 f"{where}[{i}].type: expected 'text' or 'image_url', got {kind!r}", where
             )
     return tuple(parts)
+
+
+def text_only(content: str | tuple[Part, ...]) -> bool:
+    """Whether message content holds text and nothing else."""
+    return isinstance(content, str) or all(isinstance(part, TextPart) for part in content)
+
+
+def text_only_system(role: str, raw_role: Any, content: str | tuple[Part, ...], where: str) -> None:
+    """400 for a system (or developer) message holding an image: the system prompt is text, so
+    the image would be dropped without a word."""
+    if role == "system" and not text_only(content):
+        raise bad_request(
+            f"{where}.content: a {raw_role} message may hold text only", f"{where}.content"
+        )
 
 
 def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
@@ -144,6 +160,7 @@ def _message(raw: Any, where: str) -> Message:
         text = content
     elif isinstance(content, list):
         text = _parts(content, f"{where}.content")
+        text_only_system(role, raw_role, text, where)
     else:
         raise bad_request(f"{where}.content: expected a string or an array of parts", where)
     calls = _tool_calls(body["tool_calls"], f"{where}.tool_calls") if body.get("tool_calls") else ()
@@ -247,6 +264,12 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
     system, turns = split_system(messages)
     if not turns:
         raise bad_request("messages: needs at least one non-system message", "messages")
+    tier = optional_str(body, "service_tier")
+    if tier is not None and tier not in _TIERS:
+        raise bad_request(
+            f"service_tier: {tier!r} is not supported by this gateway (auto or default)",
+            "service_tier",
+        )
     max_tokens = optional_int(body, "max_completion_tokens", 1, 10_000_000)
     if max_tokens is None:
         max_tokens = optional_int(body, "max_tokens", 1, 10_000_000)

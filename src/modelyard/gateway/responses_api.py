@@ -25,7 +25,7 @@ from modelyard.gateway.fields import (
     shallow,
     string_map,
 )
-from modelyard.gateway.openai_api import function_tool
+from modelyard.gateway.openai_api import function_tool, text_only, text_only_system
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -146,10 +146,6 @@ def _known_keys(item: dict[str, Any], kind: str, where: str) -> None:
     reject_unknown(item, _KEYS[kind], _KEYS_NEUTRAL, f"{where}.")
 
 
-def _text_only(content: str | tuple[Part, ...]) -> bool:
-    return isinstance(content, str) or all(isinstance(part, TextPart) for part in content)
-
-
 class _Turns:
     """Input items as messages: a run of `function_call` items joins the assistant message
     before it (parallel calls), and each `function_call_output` is a tool message."""
@@ -180,11 +176,7 @@ class _Turns:
                 f"{where}.role",
             )
         content = _parts(item.get("content"), f"{where}.content")
-        if role == "system" and not _text_only(content):
-            # The system prompt is text: an image there would be dropped without a word.
-            raise bad_request(
-                f"{where}.content: a {raw_role} message may hold text only", f"{where}.content"
-            )
+        text_only_system(role, raw_role, content, where)
         self._flush()
         self._role, self._content = role, content
 
@@ -203,7 +195,7 @@ class _Turns:
     def function_output(self, item: dict[str, Any], where: str) -> None:
         self._flush()
         output = _parts(item.get("output"), f"{where}.output")
-        if not _text_only(output):
+        if not text_only(output):
             raise bad_request(f"{where}.output: a function's output may hold text only", where)
         if not isinstance(output, str):
             output = "".join(part.text for part in output if isinstance(part, TextPart))
