@@ -30,6 +30,7 @@ class _ChoiceParts:
     tool_calls: dict[int, _ToolCallParts] = field(default_factory=dict)
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    refusal: bool = False
 
 
 class StreamAssembler:
@@ -48,6 +49,7 @@ class StreamAssembler:
             parts = self._choices[chunk.index] = _ChoiceParts()
         if chunk.text:
             parts.text.append(chunk.text)
+            parts.refusal = parts.refusal or chunk.refusal
             self.saw_content = True
         for delta in chunk.tool_calls:
             call = parts.tool_calls.get(delta.index)
@@ -96,6 +98,7 @@ class StreamAssembler:
                     message=message,
                     finish_reason=parts.finish_reason,
                     logprobs=tuple(parts.logprobs) if logprobs else None,
+                    refusal=parts.refusal,
                 )
             )
         return tuple(out)
@@ -127,6 +130,7 @@ def response_chunks(response: ChatResponse) -> list[Chunk]:
             finish_reason=choice.finish_reason,
             logprobs=choice.logprobs or (),
             model=None if n else response.model,
+            refusal=choice.refusal,
         )
         for n, choice in enumerate(response.choices)
     ]

@@ -236,6 +236,9 @@ class Choice:
     message: Message
     finish_reason: FinishReason = FinishReason.STOP
     logprobs: tuple[TokenLogprob, ...] | None = None
+    refusal: bool = False
+    """The message's text is the model declining to answer (OpenAI's `refusal`), not an
+    answer; it finishes with `content_filter`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +362,8 @@ class Chunk:
     model: str | None = None
     """On the first chunk a model streams: its name, as `response.model` will give it (what
     the gateway's `x-modelyard-model` header names before the answer is whole); None after."""
+    refusal: bool = False
+    """`text` is the model declining to answer (see `Choice.refusal`)."""
 
     @property
     def chars(self) -> int:

@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.gateway.conftest import Running
 from tests.gateway.test_capture import captured
@@ -68,7 +68,9 @@ models:
 
 def strict(response: Response) -> Response:
     """The response re-read with validation (the SDK builds it without)."""
-    return Response.model_validate(response.model_dump(mode="json", exclude_unset=True))
+    return Response.model_validate(
+        response.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    )
 
 
 def test_a_text_answer_through_a_system(serve_gateway: Callable[..., Running]) -> None:
@@ -401,3 +403,46 @@ def test_a_stream_is_named_logged_and_captured_as_a_chat_stream_is(
     assert (
         kept["messages"] == [["system", "be brief"], ["user", "ping"]] and kept["answer"] == "pong"
     )
+
+
+class Verdict(BaseModel):
+    answer: str
+
+
+def test_a_refusal_is_a_refusal_part_streamed_or_not(hosted: Running, upstream: FakeOpenAI) -> None:
+    sdk = client(hosted)
+    no = "I can't help with that."
+    upstream.script(Reply(refusal=no), Reply(refusal=no), Reply(refusal=no))
+    parsed = sdk.responses.parse(model="mini", input="something bad", text_format=Verdict)
+    assert parsed.status == "completed" and parsed.output_parsed is None
+    (item,) = parsed.output
+    assert item.type == "message" and [p.type for p in item.content] == ["refusal"]
+    assert item.content[0].refusal == no  # type: ignore[union-attr]
+    with sdk.responses.stream(model="mini", input="something bad", text_format=Verdict) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert "".join(e.delta for e in events if e.type == "response.refusal.delta") == no
+    assert final.status == "completed" and final.output_parsed is None
+    for event in sdk.responses.create(model="mini", input="something bad", stream=True):
+        EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
+
+
+def test_a_refusal_reaches_chat_clients_as_openai_sends_it(
+    hosted: Running, upstream: FakeOpenAI
+) -> None:
+    sdk = client(hosted)
+    no = "I can't help with that."
+    upstream.script(Reply(refusal=no), Reply(refusal=no))
+    message = [{"role": "user", "content": "something bad"}]
+    completion = sdk.chat.completions.parse(
+        model="mini",
+        messages=message,  # type: ignore[arg-type]
+        response_format=Verdict,
+    )
+    choice = completion.choices[0]
+    assert (choice.message.refusal, choice.message.content) == (no, None)
+    assert choice.finish_reason == "stop" and choice.message.parsed is None
+    chunks = list(sdk.chat.completions.create(model="mini", messages=message, stream=True))  # type: ignore[arg-type]
+    deltas = [c.choices[0] for c in chunks if c.choices]
+    assert "".join(d.delta.refusal or "" for d in deltas) == no
+    assert not any(d.delta.content for d in deltas) and deltas[-1].finish_reason == "stop"

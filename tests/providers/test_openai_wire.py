@@ -444,7 +444,7 @@ def test_a_refusal_is_the_text_with_finish_reason_content_filter(fake: FakeOpenA
     payload = completion(fake, BODY, Reply(refusal="I can't help with that."))
     choice = from_wire(payload).choices[0]
     assert choice.message.text == "I can't help with that."
-    assert choice.finish_reason is FinishReason.CONTENT_FILTER
+    assert choice.finish_reason is FinishReason.CONTENT_FILTER and choice.refusal
 
 
 @pytest.mark.parametrize(
@@ -658,7 +658,8 @@ def test_stream_refusal_finishes_with_content_filter(fake: FakeOpenAI) -> None:
     _, chunks = feed_all(streamed(fake, BODY, Reply(refusal="I can't help with that.")))
     (choice,) = assemble(chunks)
     assert choice.message.text == "I can't help with that."
-    assert choice.finish_reason is FinishReason.CONTENT_FILTER
+    assert choice.finish_reason is FinishReason.CONTENT_FILTER and choice.refusal
+    assert all(c.refusal for c in chunks if c.text)
 
 
 def test_stream_unknown_finish_reason_is_a_bad_response(fake: FakeOpenAI) -> None:

@@ -61,6 +61,7 @@ def _choice(data: dict[str, Any]) -> Choice:
         index=data["index"],
         message=_message(data["message"]),
         finish_reason=FinishReason(data["finish_reason"]),
+        refusal=bool(data.get("refusal", False)),
         logprobs=None
         if logprobs is None
         else tuple(

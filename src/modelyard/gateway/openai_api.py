@@ -347,6 +347,8 @@ def render_response(response: ChatResponse, *, request_id: str, target: str) -> 
             "content": message.text if (message.text or not message.tool_calls) else None,
             "refusal": None,
         }
+        if choice.refusal:  # OpenAI's own shape: no content, the refusal, finish "stop"
+            out["content"], out["refusal"] = None, message.text
         if message.tool_calls:
             out["tool_calls"] = [
                 {
@@ -361,7 +363,7 @@ def render_response(response: ChatResponse, *, request_id: str, target: str) -> 
                 "index": choice.index,
                 "message": out,
                 "logprobs": _logprobs(choice.logprobs),
-                "finish_reason": choice.finish_reason.value,
+                "finish_reason": "stop" if choice.refusal else choice.finish_reason.value,
             }
         )
     return orjson.dumps(
@@ -380,7 +382,7 @@ def render_response(response: ChatResponse, *, request_id: str, target: str) -> 
 class ChunkRenderer:
     """Renders one stream's chunks as OpenAI `chat.completion.chunk` SSE frames."""
 
-    __slots__ = ("_created", "_head", "_id", "_include_usage", "_started", "_target")
+    __slots__ = ("_created", "_head", "_id", "_include_usage", "_refused", "_started", "_target")
 
     def __init__(self, *, request_id: str, target: str, created: int, include_usage: bool) -> None:
         self._id = f"chatcmpl-{request_id}"
@@ -388,6 +390,7 @@ class ChunkRenderer:
         self._created = created
         self._include_usage = include_usage
         self._started: set[int] = set()
+        self._refused: set[int] = set()
 
     def _frame(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         payload = {
@@ -409,7 +412,9 @@ class ChunkRenderer:
             self._started.add(chunk.index)
             delta["role"] = "assistant"
         if chunk.text:
-            delta["content"] = chunk.text
+            if chunk.refusal:
+                self._refused.add(chunk.index)
+            delta["refusal" if chunk.refusal else "content"] = chunk.text
         if chunk.tool_calls:
             delta["tool_calls"] = [
                 {
@@ -422,11 +427,14 @@ class ChunkRenderer:
                 }
                 for d in chunk.tool_calls
             ]
+        finish = chunk.finish_reason.value if chunk.finish_reason else None
+        if finish is not None and chunk.index in self._refused:
+            finish = "stop"  # a refusal finishes normally in OpenAI's streams
         choice: dict[str, Any] = {
             "index": chunk.index,
             "delta": delta,
             "logprobs": _logprobs(chunk.logprobs) if chunk.logprobs else None,
-            "finish_reason": chunk.finish_reason.value if chunk.finish_reason else None,
+            "finish_reason": finish,
         }
         return self._frame([choice])
 

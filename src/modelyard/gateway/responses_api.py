@@ -423,7 +423,8 @@ class ResponseShape:
         """The object with these output items; in progress until `response` has ended it."""
         status, incomplete = "in_progress", None
         if response is not None:
-            reason = _INCOMPLETE.get(response.finish_reason)
+            # A refusal is a whole answer (its content part says so); a filter's cut is not.
+            reason = None if _refused(response) else _INCOMPLETE.get(response.finish_reason)
             status = "completed" if reason is None else "incomplete"
             incomplete = None if reason is None else {"reason": reason}
         return {
@@ -442,13 +443,17 @@ class ResponseShape:
         message = response.message
         items: list[dict[str, Any]] = []
         if message.text or not message.tool_calls:
-            refused = response.finish_reason is FinishReason.CONTENT_FILTER
+            refused = _refused(response)
             items.append(
                 _message_item(f"msg_{self.item_prefix}", message.text, refused=refused, done=True)
             )
         for i, call in enumerate(message.tool_calls):
             items.append(_call_item(f"fc_{self.item_prefix}_{i}", call, done=True))
         return items
+
+
+def _refused(response: ChatResponse) -> bool:
+    return bool(response.choices) and response.choices[0].refusal
 
 
 def render_response(
@@ -474,6 +479,8 @@ class EventRenderer:
         """The output index of the item still streaming, if any."""
         self._text: list[str] = []
         """The open message item's text so far."""
+        self._refusing = False
+        """Whether the open message item is a refusal (its text streams as one)."""
         self._calls: dict[int, int] = {}
         """Each tool call's stream index → its output index."""
 
@@ -497,7 +504,7 @@ class EventRenderer:
         if chunk.index != 0:
             return out
         if chunk.text:
-            out += self._add_text(chunk.text)
+            out += self._add_text(chunk.text, refusal=chunk.refusal)
         for delta in chunk.tool_calls:
             if delta.index not in self._calls:
                 out += self._open_call(
@@ -532,29 +539,33 @@ class EventRenderer:
         self._calls[stream_index] = len(self._items) - 1
         return out
 
-    def _add_text(self, text: str) -> bytes:
+    def _add_text(self, text: str, *, refusal: bool) -> bytes:
         out = b""
-        if self._open is None or self._items[self._open]["type"] != "message":
-            out += self._open_message()
+        if (
+            self._open is None
+            or self._items[self._open]["type"] != "message"
+            or self._refusing != refusal
+        ):
+            out += self._open_message(refusal=refusal)
         self._text.append(text)
-        return out + self._event(
-            "response.output_text.delta",
-            item_id=self._items[-1]["id"],
-            output_index=self._open,
-            content_index=0,
-            delta=text,
-            logprobs=[],
-        )
+        common = {"item_id": self._items[-1]["id"], "output_index": self._open, "content_index": 0}
+        if refusal:
+            return out + self._event("response.refusal.delta", **common, delta=text)
+        return out + self._event("response.output_text.delta", **common, delta=text, logprobs=[])
 
-    def _open_message(self) -> bytes:
+    def _open_message(self, *, refusal: bool = False) -> bytes:
         index = len(self._items)
         suffix = "" if index == 0 else f"_{index}"
         item = _message_item(
             f"msg_{self._shape.item_prefix}{suffix}", "", refused=False, done=False
         )
         out = self._add(item)
-        self._text = []
-        part = {"type": "output_text", "text": "", "annotations": []}
+        self._text, self._refusing = [], refusal
+        part = (
+            {"type": "refusal", "refusal": ""}
+            if refusal
+            else {"type": "output_text", "text": "", "annotations": []}
+        )
         return out + self._event(
             "response.content_part.added",
             item_id=item["id"],
@@ -580,12 +591,17 @@ class EventRenderer:
             )
             return done + self._event("response.output_item.done", output_index=index, item=item)
         text = "".join(self._text)
-        item = _message_item(item["id"], text, refused=False, done=True)
+        item = _message_item(item["id"], text, refused=self._refusing, done=True)
         self._items[index] = item
         part = item["content"][0]
         common = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        done = (
+            self._event("response.refusal.done", **common, refusal=text)
+            if self._refusing
+            else self._event("response.output_text.done", **common, text=text, logprobs=[])
+        )
         return (
-            self._event("response.output_text.done", **common, text=text, logprobs=[])
+            done
             + self._event("response.content_part.done", **common, part=part)
             + self._event("response.output_item.done", output_index=index, item=item)
         )

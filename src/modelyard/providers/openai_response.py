@@ -99,8 +99,9 @@ def _choice(raw: Any, where: str) -> Choice:
     content = _message_text(message.get("content"), f"{where}.message.content")
     refusal = message.get("refusal")
     calls = _tool_calls(message, f"{where}.message")
-    if isinstance(refusal, str) and refusal:
-        content = content or refusal
+    refused = isinstance(refusal, str) and bool(refusal) and not content
+    if refused:
+        content = refusal
     reason = finish_reason(
         raw.get("finish_reason"),
         f"{where}.finish_reason",
@@ -113,6 +114,7 @@ def _choice(raw: Any, where: str) -> Choice:
         message=Message(role="assistant", content=content, tool_calls=calls),
         finish_reason=reason,
         logprobs=logprobs_from_wire(logprobs, f"{where}.logprobs") if logprobs else None,
+        refusal=refused,
     )
 
 
@@ -325,7 +327,12 @@ class StreamDecoder:
         if not (text or calls or reason or tokens):
             return None
         return Chunk(
-            index=index, text=text, tool_calls=calls, finish_reason=reason, logprobs=tokens
+            index=index,
+            text=text,
+            tool_calls=calls,
+            finish_reason=reason,
+            logprobs=tokens,
+            refusal=isinstance(refusal, str) and bool(refusal),
         )
 
 
