@@ -198,6 +198,7 @@ def test_a_length_cut_is_incomplete(hosted: Running, upstream: FakeOpenAI) -> No
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"input": []}, "input"),
+        ({"include": ["file_search_call.results"]}, "include[0]"),
         (
             {
                 "input": [
@@ -446,3 +447,24 @@ def test_a_refusal_reaches_chat_clients_as_openai_sends_it(
     deltas = [c.choices[0] for c in chunks if c.choices]
     assert "".join(d.delta.refusal or "" for d in deltas) == no
     assert not any(d.delta.content for d in deltas) and deltas[-1].finish_reason == "stop"
+
+
+def test_logprobs_asked_with_include_come_back_on_the_text_streamed_or_not(
+    hosted: Running, upstream: FakeOpenAI
+) -> None:
+    sdk = client(hosted)
+    tokens = (("Hel", -0.1), ("lo", -0.2))
+    upstream.script(Reply(logprobs=tokens), Reply(logprobs=tokens))
+    asked: dict[str, Any] = {"include": ["message.output_text.logprobs"], "top_logprobs": 2}
+    response = strict(sdk.responses.create(model="mini", input="hi", **asked))
+    sent = upstream.requests[-1].json
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    part = response.output[0].content[0]  # type: ignore[union-attr]
+    assert [(t.token, t.logprob) for t in part.logprobs] == list(tokens)  # type: ignore[union-attr]
+    events = list(sdk.responses.create(model="mini", input="hi", stream=True, **asked))
+    deltas = [t.token for e in events if e.type == "response.output_text.delta" for t in e.logprobs]
+    assert deltas == ["Hel", "lo"]
+    final = strict(events[-1].response)  # type: ignore[union-attr]
+    assert [t.token for t in final.output[0].content[0].logprobs] == ["Hel", "lo"]  # type: ignore[union-attr]
+    for event in events:
+        EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))

@@ -307,23 +307,26 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
 # --- rendering --------------------------------------------------------------------------------
 
 
+def logprob_items(items: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
+    """Tokens with their log-probabilities (and the top alternatives asked for), as both of
+    OpenAI's APIs write them."""
+    return [
+        {
+            "token": t.token,
+            "logprob": t.logprob,
+            "bytes": list(t.token.encode()),
+            "top_logprobs": [
+                {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top
+            ],
+        }
+        for t in items
+    ]
+
+
 def _logprobs(items: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
     if items is None:
         return None
-    return {
-        "content": [
-            {
-                "token": t.token,
-                "logprob": t.logprob,
-                "bytes": list(t.token.encode()),
-                "top_logprobs": [
-                    {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top
-                ],
-            }
-            for t in items
-        ],
-        "refusal": None,
-    }
+    return {"content": logprob_items(items), "refusal": None}
 
 
 def _usage(response: ChatResponse) -> dict[str, Any]:

@@ -55,7 +55,11 @@ class ResponsesRenderer(Renderer):
         self._id = request_id
         self._call = call
         shape = responses_api.ResponseShape(
-            request_id=request_id, target=call.target, created=int(time.time()), echo=call.echo
+            request_id=request_id,
+            target=call.target,
+            created=int(time.time()),
+            echo=call.echo,
+            logprobs=call.request.logprobs,
         )
         self._stream = responses_api.EventRenderer(shape)
 

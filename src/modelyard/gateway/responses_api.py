@@ -25,7 +25,12 @@ from modelyard.gateway.fields import (
     shallow,
     string_map,
 )
-from modelyard.gateway.openai_api import function_tool, text_only, text_only_system
+from modelyard.gateway.openai_api import (
+    function_tool,
+    logprob_items,
+    text_only,
+    text_only_system,
+)
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -36,6 +41,7 @@ from modelyard.types import (
     Part,
     ResponseFormat,
     TextPart,
+    TokenLogprob,
     Tool,
     ToolCall,
     split_system,
@@ -59,13 +65,13 @@ _FIELDS = frozenset(
         "user",
         "store",
         "previous_response_id",
+        "include",
+        "top_logprobs",
     }
 )
 _NEUTRAL: dict[str, Any] = {
     "truncation": "disabled",
     "background": False,
-    "include": [],
-    "top_logprobs": 0,
     "service_tier": "auto",
     "reasoning": {},
 }
@@ -320,6 +326,24 @@ def _stateless(body: dict[str, Any]) -> None:
         )
 
 
+_LOGPROBS = "message.output_text.logprobs"
+
+
+def _include(body: dict[str, Any]) -> bool:
+    """Whether the answer's logprobs are asked for: the one `include` this gateway can honour
+    (the others name hosted tools' results and stored items)."""
+    raw = body.get("include")
+    if raw is None:
+        return False
+    for i, item in enumerate(expect_list(raw, "include")):
+        if item != _LOGPROBS:
+            raise bad_request(
+                f"include[{i}]: {item!r} is not supported by this gateway (only {_LOGPROBS})",
+                f"include[{i}]",
+            )
+    return bool(raw)
+
+
 def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
     """A Responses request body as a ResponsesCall; 400 naming the field otherwise."""
     body = expect_object(body, "body")
@@ -336,6 +360,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         raise bad_request("input: needs at least one user or assistant item", "input")
     metadata = string_map(body["metadata"], "metadata") if body.get("metadata") else {}
     user = optional_str(body, "user")
+    top_logprobs = optional_int(body, "top_logprobs", 0, 20)
     request = ChatRequest(
         messages=turns,
         system=system,
@@ -346,6 +371,8 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         temperature=optional_number(body, "temperature", 0, 2),
         top_p=optional_number(body, "top_p", 0, 1),
         max_tokens=optional_int(body, "max_output_tokens", 1, 10_000_000),
+        logprobs=_include(body) or bool(top_logprobs),
+        top_logprobs=top_logprobs or None,
         metadata={**metadata, "user": user} if user else metadata,
     )
     echo = {
@@ -361,6 +388,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         "store": False,
         "truncation": "disabled",
         "user": user,
+        "top_logprobs": top_logprobs,
     }
     return ResponsesCall(
         target=target, request=request, stream=bool(optional_bool(body, "stream")), echo=echo
@@ -384,12 +412,21 @@ def _usage(response: ChatResponse) -> dict[str, Any]:
     }
 
 
-def _message_item(item_id: str, text: str, *, refused: bool, done: bool) -> dict[str, Any]:
-    part = (
+def _message_item(
+    item_id: str,
+    text: str,
+    *,
+    refused: bool,
+    done: bool,
+    logprobs: tuple[TokenLogprob, ...] | None = None,
+) -> dict[str, Any]:
+    part: dict[str, Any] = (
         {"type": "refusal", "refusal": text}
         if refused
         else {"type": "output_text", "text": text, "annotations": []}
     )
+    if logprobs is not None and not refused:
+        part["logprobs"] = logprob_items(logprobs)
     return {
         "type": "message",
         "id": item_id,
@@ -413,11 +450,21 @@ def _call_item(item_id: str, call: ToolCall, *, done: bool) -> dict[str, Any]:
 class ResponseShape:
     """The `response` object of one request, as each stage of it is written out."""
 
-    def __init__(self, *, request_id: str, target: str, created: int, echo: dict[str, Any]):
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        target: str,
+        created: int,
+        echo: dict[str, Any],
+        logprobs: bool = False,
+    ):
         self.id = f"resp_{request_id}"
         self.item_prefix = request_id
         self._head = {"id": self.id, "object": "response", "created_at": created, "model": target}
         self._echo = echo
+        self.logprobs = logprobs
+        """Whether the answer's logprobs were asked for (they go in its text part)."""
 
     def render(self, output: list[dict[str, Any]], response: ChatResponse | None) -> dict[str, Any]:
         """The object with these output items; in progress until `response` has ended it."""
@@ -443,9 +490,14 @@ class ResponseShape:
         message = response.message
         items: list[dict[str, Any]] = []
         if message.text or not message.tool_calls:
-            refused = _refused(response)
             items.append(
-                _message_item(f"msg_{self.item_prefix}", message.text, refused=refused, done=True)
+                _message_item(
+                    f"msg_{self.item_prefix}",
+                    message.text,
+                    refused=_refused(response),
+                    done=True,
+                    logprobs=response.choices[0].logprobs if response.choices else None,
+                )
             )
         for i, call in enumerate(message.tool_calls):
             items.append(_call_item(f"fc_{self.item_prefix}_{i}", call, done=True))
@@ -481,6 +533,8 @@ class EventRenderer:
         """The open message item's text so far."""
         self._refusing = False
         """Whether the open message item is a refusal (its text streams as one)."""
+        self._logprobs: list[TokenLogprob] = []
+        """The open message item's token logprobs so far (when asked for)."""
         self._calls: dict[int, int] = {}
         """Each tool call's stream index → its output index."""
 
@@ -504,7 +558,7 @@ class EventRenderer:
         if chunk.index != 0:
             return out
         if chunk.text:
-            out += self._add_text(chunk.text, refusal=chunk.refusal)
+            out += self._add_text(chunk.text, refusal=chunk.refusal, logprobs=chunk.logprobs)
         for delta in chunk.tool_calls:
             if delta.index not in self._calls:
                 out += self._open_call(
@@ -539,7 +593,9 @@ class EventRenderer:
         self._calls[stream_index] = len(self._items) - 1
         return out
 
-    def _add_text(self, text: str, *, refusal: bool) -> bytes:
+    def _add_text(
+        self, text: str, *, refusal: bool, logprobs: tuple[TokenLogprob, ...] = ()
+    ) -> bytes:
         out = b""
         if (
             self._open is None
@@ -548,10 +604,14 @@ class EventRenderer:
         ):
             out += self._open_message(refusal=refusal)
         self._text.append(text)
+        self._logprobs.extend(logprobs)
         common = {"item_id": self._items[-1]["id"], "output_index": self._open, "content_index": 0}
         if refusal:
             return out + self._event("response.refusal.delta", **common, delta=text)
-        return out + self._event("response.output_text.delta", **common, delta=text, logprobs=[])
+        tokens = logprob_items(logprobs)
+        return out + self._event(
+            "response.output_text.delta", **common, delta=text, logprobs=tokens
+        )
 
     def _open_message(self, *, refusal: bool = False) -> bytes:
         index = len(self._items)
@@ -560,7 +620,7 @@ class EventRenderer:
             f"msg_{self._shape.item_prefix}{suffix}", "", refused=False, done=False
         )
         out = self._add(item)
-        self._text, self._refusing = [], refusal
+        self._text, self._refusing, self._logprobs = [], refusal, []
         part = (
             {"type": "refusal", "refusal": ""}
             if refusal
@@ -591,14 +651,20 @@ class EventRenderer:
             )
             return done + self._event("response.output_item.done", output_index=index, item=item)
         text = "".join(self._text)
-        item = _message_item(item["id"], text, refused=self._refusing, done=True)
+        tokens = tuple(self._logprobs) if self._shape.logprobs else None
+        item = _message_item(item["id"], text, refused=self._refusing, done=True, logprobs=tokens)
         self._items[index] = item
         part = item["content"][0]
         common = {"item_id": item["id"], "output_index": index, "content_index": 0}
         done = (
             self._event("response.refusal.done", **common, refusal=text)
             if self._refusing
-            else self._event("response.output_text.done", **common, text=text, logprobs=[])
+            else self._event(
+                "response.output_text.done",
+                **common,
+                text=text,
+                logprobs=logprob_items(tokens or ()),
+            )
         )
         return (
             done
