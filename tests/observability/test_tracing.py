@@ -15,7 +15,7 @@ import pytest
 import modelyard
 from modelyard.config.loader import load_config
 from modelyard.config.operations import TracingSpec
-from modelyard.errors import ConfigError
+from modelyard.errors import BudgetExceededError, ConfigError
 from modelyard.evaluation.isolation import for_evaluation
 from modelyard.model import Model, ModelInfo
 from modelyard.observability.tracing import Traced, Tracing, _record
@@ -314,6 +314,44 @@ async def test_without_tracing_a_provider_request_carries_no_traceparent(
             await yard.complete("main", "hello")
         sent = upstream.requests[-1].headers
     assert not {"traceparent", "tracestate"} & {h.lower() for h in sent}
+
+
+EMBEDDER = """
+providers:
+  oa: {{type: openai, base_url: "{url}/v1", api_key: sk-test-not-a-real-key-0000}}
+embedders:
+  emb: {{provider: oa, id: text-embedding-3-small, price: {{input: 1000}}}}
+budgets:
+  - {{name: emb-cap, scope: model, selector: emb, limit: 0.5}}
+tracing: {{endpoint: {collector}}}
+"""
+
+
+async def test_an_embedding_call_is_a_span_with_its_tokens_cost_and_failure(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    upstream = FakeOpenAI()
+    with upstream.running():
+        text = EMBEDDER.format(url=upstream.url, collector=collector.url)
+        async with modelyard.load(write_config(text)) as yard:
+            answer = await yard.embed("emb", ["hello world", SECRET_QUESTION])
+            with pytest.raises(BudgetExceededError):  # its worst case alone passes the cap
+                await yard.embed("emb", "x" * 100_000)
+        sent = upstream.requests[-1].headers
+    answered, refused = collector.wait_for(2)
+    assert answered.name == refused.name == "embeddings emb"
+    assert answered.attributes["gen_ai.operation.name"] == "embeddings"
+    assert answered.attributes["gen_ai.provider.name"] == "oa"
+    assert answered.attributes["gen_ai.request.model"] == "text-embedding-3-small"
+    assert answered.attributes["gen_ai.usage.input_tokens"] == answer.usage.input_tokens > 0
+    assert answered.attributes["modelyard.cost_usd"] == pytest.approx(answer.cost)
+    assert answered.error is None and answered.parent_id == ""
+    # The provider continues the trace, as a chat model's provider does.
+    _, trace_id, parent, _ = sent["traceparent"].split("-")
+    assert (trace_id, parent) == (answered.trace_id, answered.span_id)
+    assert refused.error is not None and "budget_exceeded" in refused.error
+    assert refused.attributes["error.type"] == "budget_exceeded"
+    assert "Zanzibar" not in json.dumps([s.attributes for s in (answered, refused)])
 
 
 def test_tracing_without_the_otel_extra_says_how_to_install_it(

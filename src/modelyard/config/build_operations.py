@@ -9,7 +9,8 @@ reach by name (`BuildContext.entries`) adds `Accounted` (records the request's s
 that, once per request rather than at every layer of a graph. Stateful services (state store,
 ledger, cache, alerts, tracing) are made once per spec in `Resources`, so they outlive hot
 reloads. An embedder callers reach by name (`BuildContext.embedder_entries`) is wrapped once,
-in `AccountedEmbedder`: its model, key, tag and total budgets and its spend in the ledger.
+in `AccountedEmbedder` (its model, key, tag and total budgets and its spend in the ledger) and,
+when the config traces, `TracedEmbedder` around that.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import Ledger, LedgerFile, SqliteLedgerFile
 from modelyard.errors import ConfigError
 from modelyard.model import Embedder, Model
-from modelyard.observability.tracing import Traced, Tracing
+from modelyard.observability.tracing import Traced, TracedEmbedder, Tracing
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.stack import add_model_fallbacks
 from modelyard.state.base import StateStore
@@ -270,17 +271,19 @@ class _Wrapping:
 
     def embedder_entry(self, name: str, embedder: Embedder) -> Embedder:
         """`embedder` as callers reach it by name: charged to its model budgets and the key,
-        tag and total budgets, with its spend recorded."""
+        tag and total budgets, with its spend recorded and its span."""
         budgets = [
             b
             for b in self.budgets
             if b.per_request or (b.scope == "model" and b.applies_to_node(name))
         ]
-        if self.spend is None and self.anomaly is None and not budgets:
-            return embedder
-        return AccountedEmbedder(
-            embedder, book=self.book, budgets=budgets, ledger=self.spend, anomaly=self.anomaly
-        )
+        if self.spend is not None or self.anomaly is not None or budgets:
+            embedder = AccountedEmbedder(
+                embedder, book=self.book, budgets=budgets, ledger=self.spend, anomaly=self.anomaly
+            )
+        if self.tracing is not None:  # outermost: a refusal is a span too
+            embedder = TracedEmbedder(embedder, self.tracing)
+        return embedder
 
     def wrap(
         self, name: str, node: Model, *, is_system: bool, chain: bool = False, cache: bool = True

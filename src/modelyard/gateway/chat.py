@@ -150,7 +150,8 @@ class ChatEndpoints:
                 bound = embedder.info.price.worst_case_embedding(request)
                 outcome.holds = await self._reserve(key, request, target, bound)
             try:
-                response = await embedder.embed(request)
+                with _caller_trace(call, yard):
+                    response = await embedder.embed(request)
             except ModelError as exc:
                 raise outcome.failed(exc) from None
             body = openai_api.render_embeddings(response, target, packed=parsed.base64)

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces: a span for every call to a system or a named model, with its decision.
+"""OpenTelemetry traces: a span for every call to a system, a named model or an embedder callers
+reach by name, with its decision.
 
 Built only when the config has a `tracing:` section, so without one the request path carries no
 wrapper at all. Spans nest as the calls do: the context follows asyncio tasks, so an ensemble's
@@ -6,7 +7,8 @@ members are siblings under the ensemble's system, and a gateway request continue
 trace from the `traceparent` header (`observability.propagation`). A model's span carries the
 GenAI semantic conventions' attributes (provider, model ids, tokens, finish reasons); a system's
 span carries its whole decision record as JSON, since nodes written inline in a system (an
-unnamed cascade stage, say) have no span of their own. Messages are never recorded; reasons and
+unnamed cascade stage, say) have no span of their own. An embedding call's span is the GenAI
+`embeddings` operation, with its input tokens and cost. Messages are never recorded; reasons and
 decision records quote pieces of prompts and answers (a regex rule's match, a semantic cache
 hit's matched question, an ensemble's votes), so they are added only with
 `tracing.decisions: true`. A call cancelled by its caller (an ensemble's straggler once the vote
@@ -28,8 +30,15 @@ import orjson
 from modelyard.config.operations import TracingSpec
 from modelyard.cost.decoration import Decoration
 from modelyard.errors import ConfigError, ModelError, redact
-from modelyard.model import Model
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+from modelyard.model import Embedder, Model
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    Decision,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -274,6 +283,71 @@ class Traced(Decoration):
                     self._end(span, status="the stream ended without its answer")
                 else:
                     self._end(span, answer, error)
+
+
+class TracedEmbedder(Embedder):
+    """A span around each call to `inner`, an embedder as callers reach it by name (with its
+    budgets and ledger, so a refusal is a failed span too); its HTTP request carries the span's
+    `traceparent`, as a chat model's does. Made current the way `Traced` makes its spans."""
+
+    def __init__(self, inner: Embedder, tracing: Tracing) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self.inner = inner
+        self.info = info = inner.info
+        self.tracer = tracing.tracer
+        self.span_name = f"embeddings {self.name}"
+        self._attach, self._detach, self._current = (
+            context.attach,
+            context.detach,
+            trace.set_span_in_context,
+        )
+        self._status, self._error = Status, StatusCode.ERROR
+        self.kind = SpanKind.CLIENT if info.provider else SpanKind.INTERNAL
+        self.fixed: dict[str, Any] = {
+            "modelyard.node": self.name,
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.provider.name": info.provider or "local",
+            "gen_ai.request.model": info.model_id or self.name,
+        }
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        attributes = dict(self.fixed)
+        if request.request_id:
+            attributes["modelyard.request_id"] = request.request_id
+        if request.dimensions is not None:
+            attributes["gen_ai.embeddings.dimension.count"] = request.dimensions
+        span = self.tracer.start_span(self.span_name, kind=self.kind, attributes=attributes)
+        token = self._attach(self._current(span))
+        try:
+            response = await self.inner.embed(request)
+        except ModelError as exc:
+            if span.is_recording():
+                span.set_status(self._status(self._error, f"{exc.kind}: {exc}"))
+                span.set_attributes({"error.type": exc.kind, "modelyard.cost_usd": exc.cost})
+            span.end()
+            raise
+        except asyncio.CancelledError:  # by its caller: not this embedder's failure
+            span.set_attribute("modelyard.cancelled", True)
+            span.end()
+            raise
+        except BaseException as exc:  # a bug
+            span.set_status(self._status(self._error, type(exc).__name__))
+            span.end()
+            raise
+        finally:
+            self._detach(token)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "modelyard.cost_usd": response.cost,
+                    "gen_ai.response.model": response.provider_model or response.model,
+                    "gen_ai.usage.input_tokens": response.usage.input_tokens,
+                }
+            )
+        span.end()
+        return response
 
 
 def _record(decision: Decision) -> str:
