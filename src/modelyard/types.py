@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -106,8 +106,29 @@ class ResponseFormat:
     strict: bool | None = None
 
 
+class Deadlined:
+    """A request with a `deadline`: an absolute `time.monotonic()` instant, or None."""
+
+    __slots__ = ()
+    deadline: float | None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (may be negative), or None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def with_budget(self, seconds: float | None) -> Self:
+        """This request with its deadline tightened to at most `seconds` from now."""
+        if seconds is None:
+            return self
+        deadline = time.monotonic() + seconds
+        if self.deadline is not None and self.deadline <= deadline:
+            return self
+        # Every subclass is a dataclass, which mypy cannot see from here.
+        return replace(self, deadline=deadline)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChatRequest:
+class ChatRequest(Deadlined):
     """A chat completion request, independent of any provider's wire format.
 
     `deadline` is an absolute `time.monotonic()` instant: every node sees what is left with
@@ -135,10 +156,6 @@ class ChatRequest:
     request_id: str | None = None
     """The caller's id for this request (the gateway's `x-request-id`), kept in the ledger."""
 
-    def remaining(self) -> float | None:
-        """Seconds left before the deadline (may be negative), or None without one."""
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
     def share_of_remaining(self, share: float) -> float | None:
         """Seconds `share` of the time left comes to: what one of several members may use while
         the others wait their turn (None without a deadline, or when the share is all of it)."""
@@ -146,15 +163,6 @@ class ChatRequest:
         if left is None or share >= 1.0:
             return None
         return max(left, 0.0) * share
-
-    def with_budget(self, seconds: float | None) -> ChatRequest:
-        """This request with its deadline tightened to at most `seconds` from now."""
-        if seconds is None:
-            return self
-        deadline = time.monotonic() + seconds
-        if self.deadline is not None and self.deadline <= deadline:
-            return self
-        return replace(self, deadline=deadline)
 
     @property
     def last_user_text(self) -> str:
@@ -375,8 +383,8 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EmbeddingRequest:
-    """Texts to embed."""
+class EmbeddingRequest(Deadlined):
+    """Texts to embed (`deadline` as in ChatRequest)."""
 
     inputs: tuple[str, ...]
     dimensions: int | None = None

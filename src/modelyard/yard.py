@@ -185,7 +185,8 @@ class Yard:
         tags: Iterable[str] = (),
     ) -> EmbeddingResponse:
         """Embed one text or many with embedder `target` (`key_id` and `tags` select the key
-        and tag budgets it is charged to, as for `complete`)."""
+        and tag budgets it is charged to, as for `complete`), within the config's
+        `default_deadline`."""
         embedder = self.embedder(target)
         texts = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         if not texts:
@@ -193,7 +194,7 @@ class Yard:
         for i, text in enumerate(texts):
             _check_text(text, f"inputs[{i}]")
         request = EmbeddingRequest(inputs=texts, key_id=key_id, tags=tuple(tags))
-        return await embedder.embed(request)
+        return await embedder.embed(request.with_budget(self.loaded.config.default_deadline))
 
     async def aclose(self) -> None:
         """Close connection pools and local models."""

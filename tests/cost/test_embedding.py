@@ -1,5 +1,6 @@
 """Library embedding calls (`Yard.embed`) are charged to the budgets and recorded in the ledger,
-as a chat request is; the embedders inside a chat request are not charged twice."""
+and held to the config's default deadline, as a chat request is; the embedders inside a chat
+request are not charged twice."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import modelyard
 from modelyard.cost import reports
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
-from modelyard.errors import BudgetExceededError, ConfigError
+from modelyard.cost.prices import estimate_tokens
+from modelyard.errors import BudgetExceededError, ConfigError, ModelTimeoutError
 from tests.fakes.openai_server import FakeOpenAI, tokens
+from tests.fakes.server import Fault
 from tests.state.conftest import POSTGRES_URL, fresh_tables
 
 TEXTS = ["hello world", "a second text"]
@@ -76,6 +79,27 @@ async def test_yard_embed_is_refused_by_a_model_budget_naming_the_embedder(
     assert sum(r.cost for r in answered) <= 0.058
     rows = await spend(path)
     assert [(r[1], r[6]) for r in rows[4:]] == [("(none)", "budget_exceeded"), ("hash", None)]
+
+
+async def test_yard_embed_is_cut_at_the_default_deadline_and_costs_its_texts(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    # The provider would wait 5 s; the config's deadline cuts the call first.
+    text = hosted(upstream, "default_deadline: 0.3\n").replace(
+        "api_key: sk-upstream", "timeouts: {total: 5}, api_key: sk-upstream"
+    )
+    path = write_config(text)
+    upstream.push(Fault(hang=True))
+    async with modelyard.load(path) as yard:
+        with pytest.raises(ModelTimeoutError) as caught:
+            await yard.embed("emb", TEXTS)
+    assert caught.value.code == "deadline"
+    # The provider had the texts: their estimated tokens are billed, and charged as such.
+    estimated = sum(estimate_tokens(t) for t in TEXTS) * 1000 / 1e6
+    assert caught.value.cost == pytest.approx(estimated)
+    assert [(r[1], r[4], r[6]) for r in await spend(path)] == [
+        ("emb", pytest.approx(estimated), "timeout")
+    ]
 
 
 def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(

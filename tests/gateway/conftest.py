@@ -100,21 +100,28 @@ UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 
 
 @pytest.fixture
-def hosted_embedder(
-    serve_gateway: Callable[..., Running],
-) -> Iterator[Callable[[str], Running]]:
-    """Start a gateway with `emb`, a hosted embedder at $1,000 per million input tokens on the
-    fake OpenAI upstream (provider `up`), a ledger written every 50 ms, and `extra` YAML."""
+def embedding_upstream() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI upstream `hosted_embedder`'s `emb` calls (to push faults on)."""
     fake = FakeOpenAI(api_key=UPSTREAM_KEY)
     with fake.running():
-        emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
-        head = SYSTEMS.replace("embedders:", emb)
-        providers = (
-            f'providers:\n  up: {{type: openai, base_url: "{fake.url}/v1", '
-            f"api_key: {UPSTREAM_KEY}}}\n"
-        )
-        ledger = "ledger: {flush_interval: 0.05}\n"
-        yield lambda extra="": serve_gateway(text=head + providers + ledger + extra)
+        yield fake
+
+
+@pytest.fixture
+def hosted_embedder(
+    serve_gateway: Callable[..., Running], embedding_upstream: FakeOpenAI
+) -> Callable[[str], Running]:
+    """Start a gateway with `emb`, a hosted embedder at $1,000 per million input tokens on the
+    fake OpenAI upstream (provider `up`, which waits up to 5 s for an answer), a ledger written
+    every 50 ms, and `extra` YAML."""
+    emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
+    head = SYSTEMS.replace("embedders:", emb)
+    providers = (
+        f'providers:\n  up: {{type: openai, base_url: "{embedding_upstream.url}/v1", '
+        f"api_key: {UPSTREAM_KEY}, timeouts: {{total: 5}}}}\n"
+    )
+    ledger = "ledger: {flush_interval: 0.05}\n"
+    return lambda extra="": serve_gateway(text=head + providers + ledger + extra)
 
 
 @dataclass

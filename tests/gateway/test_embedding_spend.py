@@ -1,5 +1,6 @@
 """`/v1/embeddings` spends where chat spends: the ledger and `modelyard costs`, the configured
-budgets and their alerts, the metrics and the request log."""
+budgets and their alerts, the metrics and the request log; and it is held to the caller's
+deadline as chat is."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.fakes.openai_server import tokens
+from tests.fakes.openai_server import FakeOpenAI, tokens
+from tests.fakes.server import Fault
 from tests.gateway.conftest import Running
 from typer.testing import CliRunner
 
 from modelyard.cli import app as cli
+from modelyard.cost.prices import estimate_tokens
 
 TEXTS = ["hello world", "a second text"]
 TOKENS = sum(len(tokens(t)) for t in TEXTS)  # what the fake upstream reports: 5
@@ -188,3 +191,46 @@ def test_a_local_embedder_costs_nothing_but_is_counted_like_a_local_chat_model(
     record = httpx2.get(f"{running.url}/v1/requests/{reply.headers['x-request-id']}").json()
     assert (record["status"], record["cost"]) == (200, 0.0)
     assert record["input_tokens"] == rows[0]["input_tokens"]
+
+
+ESTIMATED = sum(estimate_tokens(t) for t in TEXTS) * 1000 / 1e6
+"""What a call the upstream received and never answered costs: its texts' estimated tokens."""
+
+
+@pytest.mark.parametrize(
+    ("extra", "headers"),
+    [("", {"x-modelyard-timeout": "0.3"}), ("default_deadline: 0.3\n", {})],
+    ids=["header", "config"],
+)
+def test_a_hanging_embedder_is_cut_at_the_deadline_with_a_504_that_costs_its_texts(
+    hosted_embedder: Callable[[str], Running],
+    embedding_upstream: FakeOpenAI,
+    extra: str,
+    headers: dict[str, str],
+) -> None:
+    # The provider would wait 5 s (the client gives up after 3): the deadline cuts it first.
+    running = hosted_embedder(extra)
+    embedding_upstream.always(Fault(hang=True))
+    reply = httpx2.post(
+        f"{running.url}/v1/embeddings",
+        json={"model": "emb", "input": TEXTS},
+        headers=headers,
+        timeout=3,
+    )
+    assert reply.status_code == 504, reply.text
+    assert "deadline" in reply.json()["error"]["message"]
+    request_id = reply.headers["x-request-id"]
+    record = httpx2.get(f"{running.url}/v1/requests/{request_id}").json()
+    assert (record["status"], record["cost"]) == (504, pytest.approx(ESTIMATED))
+    rows = ledger_rows(running, request_id)
+    assert [(r["model"], r["error"], r["cost"]) for r in rows] == [
+        ("emb", "timeout", pytest.approx(ESTIMATED))
+    ]
+
+
+def test_an_embeddings_timeout_that_is_not_a_number_is_refused_naming_the_header(
+    hosted_embedder: Callable[[str], Running],
+) -> None:
+    reply = embed(hosted_embedder(""), headers={"x-modelyard-timeout": "soon"})
+    assert reply.status_code == 400
+    assert "x-modelyard-timeout" in reply.json()["error"]["message"]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli import app
-from modelyard.cost.prices import estimate_input_tokens
+from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import (
     AuthenticationError,
     BadRequestError,
@@ -41,6 +41,7 @@ from modelyard.streaming import collect
 from modelyard.types import (
     ChatRequest,
     Chunk,
+    EmbeddingRequest,
     FinishReason,
     ResponseFormat,
     Tool,
@@ -519,6 +520,21 @@ async def test_the_deadline_shortens_the_wait(yard: Yard, fake: FakeOpenAI) -> N
     with pytest.raises(ModelTimeoutError):
         await yard.models["mini"].complete(user("x").with_budget(0.2))
     assert time.monotonic() - started < 0.6
+
+
+async def test_an_embedding_call_past_its_deadline_costs_its_texts_once_sent(
+    yard: Yard, fake: FakeOpenAI
+) -> None:
+    fake.push(Fault(hang=True))
+    texts = ("one", "two words")
+    request = EmbeddingRequest(inputs=texts, deadline=time.monotonic() + 0.2)
+    with pytest.raises(ModelTimeoutError) as caught:
+        await yard.embedders["emb"].embed(request)
+    assert caught.value.code == "deadline" and caught.value.request_sent
+    # The provider received the texts and bills them, answered or not.
+    tokens = sum(estimate_tokens(text) for text in texts)
+    assert caught.value.cost == pytest.approx(tokens * 0.02 / 1e6)
+    assert caught.value.cost > 0
 
 
 async def test_slow_first_token(yard: Yard, fake: FakeOpenAI) -> None:

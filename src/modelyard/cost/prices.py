@@ -31,6 +31,11 @@ def estimate_input_tokens(request: ChatRequest) -> int:
     return tokens
 
 
+def estimate_embedding_tokens(request: EmbeddingRequest) -> int:
+    """Tokens the texts of embedding `request` take, estimated."""
+    return sum(estimate_tokens(text) for text in request.inputs)
+
+
 MESSAGE_FRAMING_TOKENS = 8
 """Most tokens a chat format adds around one message (role markers, separators)."""
 IMAGE_TOKENS = 2_000

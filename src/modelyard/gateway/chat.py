@@ -140,8 +140,9 @@ class ChatEndpoints:
             dimensions=parsed.dimensions,
             key_id=key.id,
             tags=_tags(tags) if tags else (),
+            deadline=_deadline(call),
             request_id=call.id,
-        )
+        ).with_budget(yard.loaded.config.default_deadline)
         if key.rpm is not None:
             await self._check_rate(key)
         self._occupy(key)
@@ -545,21 +546,26 @@ def _tags(header: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in header.split(",") if t.strip())
 
 
+def _deadline(call: Call) -> float | None:
+    """The deadline the caller set with `x-modelyard-timeout` (seconds from now), if any; the
+    config's `default_deadline` tightens it."""
+    timeout = call.header(b"x-modelyard-timeout")
+    if timeout is None:
+        return None
+    try:
+        return time.monotonic() + float(timeout)
+    except ValueError:
+        raise bad_request("x-modelyard-timeout: expected seconds as a number") from None
+
+
 def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
     """The request with the caller's key, tags and deadline (header, else config default)."""
-    deadline = None
-    timeout = call.header(b"x-modelyard-timeout")
-    if timeout is not None:
-        try:
-            deadline = time.monotonic() + float(timeout)
-        except ValueError:
-            raise bad_request("x-modelyard-timeout: expected seconds as a number") from None
     tags = call.header(b"x-modelyard-tags")
     request = replace(
         request,
         key_id=key.id,
         request_id=call.id,
-        deadline=deadline,
+        deadline=_deadline(call),
         tags=_tags(tags) if tags else (),  # most requests have none: no call for them
     )
     return request.with_budget(yard.loaded.config.default_deadline)

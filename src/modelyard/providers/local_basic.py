@@ -16,7 +16,11 @@ from typing import Any
 import numpy as np
 
 from modelyard.cost.dispatch import mark_sent
-from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
+from modelyard.cost.prices import (
+    estimate_embedding_tokens,
+    estimate_input_tokens,
+    estimate_tokens,
+)
 from modelyard.errors import BadResponseError, ConfigError, ModelError, UnavailableError
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.types import (
@@ -178,10 +182,9 @@ class HashingEmbedder(Embedder):
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         vectors = tuple(self.vector(text) for text in request.inputs)
-        tokens = sum(estimate_tokens(text) for text in request.inputs)
         return EmbeddingResponse(
             model=self.name,
             provider_model=self.name,
             vectors=vectors,
-            usage=Usage(input_tokens=tokens, estimated=True),
+            usage=Usage(input_tokens=estimate_embedding_tokens(request), estimated=True),
         )

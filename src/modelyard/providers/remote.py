@@ -13,7 +13,11 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
+from modelyard.cost.prices import (
+    estimate_embedding_tokens,
+    estimate_input_tokens,
+    estimate_tokens,
+)
 from modelyard.errors import (
     BadResponseError,
     ModelError,
@@ -297,7 +301,7 @@ class RemoteEmbedder(Embedder):
         body = orjson.dumps(self.wire.embeddings_to_wire(request, self._model_id))
         try:
             reply = await self.client.post(
-                self._url, headers=self._headers, body=body, deadline_left=_left(request.deadline)
+                self._url, headers=self._headers, body=body, deadline_left=request.remaining()
             )
             if reply.status >= 400:
                 raise self.errors.error_from_wire(reply.status, reply.headers, reply.body)
@@ -309,6 +313,10 @@ class RemoteEmbedder(Embedder):
                 ) from None
             parsed = self.wire.embeddings_from_wire(decoded)
         except ModelError as exc:
+            if isinstance(exc, ModelTimeoutError) and exc.request_sent:
+                # Received and never answered: the provider bills the texts all the same.
+                usage = Usage(input_tokens=estimate_embedding_tokens(request), estimated=True)
+                exc.cost = self.info.price.cost(usage)
             raise _scrubbed(exc, self.name, self.endpoint) from None
         if len(parsed.vectors) != len(request.inputs):
             raise BadResponseError(
@@ -319,8 +327,7 @@ class RemoteEmbedder(Embedder):
         usage = parsed.usage
         if usage.estimated and not usage.input_tokens:
             # Some APIs (Gemini) report no usage for embeddings: estimate it from the inputs.
-            tokens = sum(estimate_tokens(text) for text in request.inputs)
-            usage = replace(usage, input_tokens=tokens)
+            usage = replace(usage, input_tokens=estimate_embedding_tokens(request))
         return EmbeddingResponse(
             model=self.name,
             provider_model=parsed.provider_model or self._model_id,
@@ -360,10 +367,6 @@ def _completed(usage: Usage | None, request: ChatRequest, text: str) -> Usage:
 def _whole(assembler: StreamAssembler, choices: int) -> bool:
     """Whether every one of the `choices` expected has arrived and finished."""
     return assembler.finished and len(assembler.choices()) >= choices
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
 
 
 def _not_a_stream(headers: Mapping[str, str]) -> bool:
