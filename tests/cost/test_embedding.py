@@ -102,6 +102,38 @@ async def test_yard_embed_is_cut_at_the_default_deadline_and_costs_its_texts(
     ]
 
 
+@pytest.mark.parametrize(
+    ("budget", "chat_too"),
+    [("scope: total", True), ("scope: model, selector: emb", False)],
+    ids=["total", "model"],
+)
+async def test_a_downgrading_budget_refuses_an_embedding_call_and_says_so(
+    write_config: Callable[[str], Path],
+    upstream: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+    budget: str,
+    chat_too: bool,
+) -> None:
+    extra = f"""
+models:
+  cheap: {{local: {{type: fake, default: "an answer"}}, price: {{input: 1.0, output: 1.0}}}}
+budgets:
+  - {{name: cap, {budget}, limit: 0.05, action: downgrade, downgrade_to: cheap}}
+"""
+    async with modelyard.load(write_config(hosted(upstream, extra))) as yard:
+        with pytest.raises(BudgetExceededError) as caught:
+            await yard.embed("emb", "x" * 100_000)  # its worst case alone passes the limit
+    assert "this embedding call may cost up to" in caught.value.message
+    assert "an embedding call is refused, not downgraded to cheap: there is no other embedder" in (
+        caught.value.message
+    )
+    (alert,) = [r.getMessage() for r in caplog.records if "budget_reached" in r.getMessage()]
+    assert "embedding calls that could pass it are now refused" in alert
+    assert "no other embedder" in alert and "max_tokens" not in alert
+    assert "send fewer or shorter texts per call" in alert
+    assert ("chat requests are downgraded to cheap" in alert) == chat_too
+
+
 def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(
     write_config: Callable[[str], Path], upstream: FakeOpenAI
 ) -> None:

@@ -181,13 +181,22 @@ class Refusal:
 
     hold: Hold
     used: float
+    embedding: bool = False
+    """Whether the refused call is an embedding call, which no budget downgrades."""
 
     def error(self, node: str) -> BudgetExceededError:
         """The error a blocked request gets."""
         budget = self.hold.budget
+        call = "embedding call" if self.embedding else "request"
+        why = (
+            f"; an embedding call is refused, not downgraded to {budget.downgrade_to}: there is "
+            "no other embedder to send it to"
+            if self.embedding and budget.downgrade_to
+            else ""
+        )
         return BudgetExceededError(
             f"{self.hold.describe()} would be passed: ${self.used:.6f} of ${budget.limit:.6f} "
-            f"is spent or reserved and this request may cost up to ${self.hold.amount:.6f}",
+            f"is spent or reserved and this {call} may cost up to ${self.hold.amount:.6f}{why}",
             model=node,
             code=budget.name,
             retryable=False,
@@ -201,6 +210,31 @@ class BudgetStatus:
     hold: Hold
     spent: float
     reserved: float
+
+
+def _from_now(hold: Hold, *, embedding: bool) -> str:
+    """What a budget-reached alert says becomes of the calls that could pass the budget, as the
+    call that reached it met it, and what to change when that call alone is above the limit."""
+    budget = hold.budget
+    if budget.downgrade_to is None:
+        now = "requests that could pass it are now refused"
+    elif not embedding:
+        now = f"requests that could pass it are now downgraded to {budget.downgrade_to}"
+    else:
+        now = (
+            "embedding calls that could pass it are now refused: there is no other embedder "
+            "to downgrade them to"
+        )
+        if budget.per_request:  # it caps chat requests too
+            now += f" (chat requests are downgraded to {budget.downgrade_to})"
+    if hold.amount <= budget.limit:
+        return now
+    call, smaller = (
+        ("embedding call", "send fewer or shorter texts per call")
+        if embedding
+        else ("request", "lower max_tokens")
+    )
+    return f"{now}; one {call}'s worst case alone is above the limit: raise it, or {smaller}"
 
 
 def now_utc() -> datetime:
@@ -254,8 +288,9 @@ class BudgetBook:
                 out.append(Hold(budget=budget, subject=subject, period=period, amount=amount))
         return out
 
-    async def reserve(self, holds: Sequence[Hold]) -> Refusal | None:
-        """Charge every hold if all fit under their limits (alert-only budgets always fit)."""
+    async def reserve(self, holds: Sequence[Hold], *, embedding: bool = False) -> Refusal | None:
+        """Charge every hold if all fit under their limits (alert-only budgets always fit).
+        `embedding`: the holds are an embedding call's, which a downgrade budget refuses."""
         if not holds:
             return None
         claims = [
@@ -273,7 +308,7 @@ class BudgetBook:
         refused, used = outcome
         hold = holds[claims.index(refused)]
         budget = hold.budget
-        now = f"downgraded to {budget.downgrade_to}" if budget.downgrade_to else "refused"
+        call = "an embedding call" if embedding else "a request"
         await self._once(
             hold,
             "reached",
@@ -283,19 +318,13 @@ class BudgetBook:
                 # "Reached" means admission: spent + reserved + a request's worst case would
                 # pass the limit, which happens before the spend itself gets there.
                 message=f"limit ${budget.limit:g} reached for admission: ${used:.6f} spent or "
-                f"reserved plus a request's worst case ${hold.amount:.6f} would pass it; "
-                f"requests that could pass it are now {now}"
-                + (
-                    "; one request's worst case alone is above the limit: raise it, or lower "
-                    "max_tokens"
-                    if hold.amount > budget.limit
-                    else ""
-                ),
+                f"reserved plus {call}'s worst case ${hold.amount:.6f} would pass it; "
+                + _from_now(hold, embedding=embedding),
                 value=used,
                 threshold=budget.limit,
             ),
         )
-        return Refusal(hold=hold, used=used)
+        return Refusal(hold=hold, used=used, embedding=embedding)
 
     async def settle(self, holds: Sequence[Hold], actual: float) -> None:
         """Replace each hold's reservation by `actual`, and alert on thresholds crossed."""

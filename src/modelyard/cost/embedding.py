@@ -102,7 +102,7 @@ class AccountedEmbedder(Embedder):
             return [], 0.0
         bound = self.info.price.worst_case_embedding(request)
         holds = self.book.holds(self.budgets, request, self.name, bound)
-        refusal = await self.book.reserve(holds)
+        refusal = await self.book.reserve(holds, embedding=True)
         if refusal is not None:
             raise refusal.error(self.name)
         return holds, bound

@@ -272,7 +272,9 @@ class ChatEndpoints:
         )
         holds = self.book.holds([budget], request, target, worst_case)
         try:
-            refusal = await self.book.reserve(holds)
+            refusal = await self.book.reserve(
+                holds, embedding=isinstance(request, EmbeddingRequest)
+            )
         except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
             raise from_model_error(exc) from None
         if refusal is not None:
