@@ -166,6 +166,7 @@ def test_the_request_log_has_an_embeddings_call_with_its_status_and_cost(
     reply = embed(running)
     record = httpx2.get(f"{running.url}/v1/requests/{reply.headers['x-request-id']}").json()
     assert (record["target"], record["model"], record["status"]) == ("emb", "emb", 200)
+    assert record["api"] == "embeddings"  # told apart from a chat request's "openai"
     assert record["input_tokens"] == TOKENS
     assert record["cost"] == pytest.approx(COST)
     missing = embed(running, model="nope")

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
@@ -42,23 +43,30 @@ def test_any_replica_answers_for_a_request_another_served(
     raw = client.chat.completions.with_raw_response.create(
         model="support", messages=[{"role": "user", "content": "ping"}]
     )
-    request_id = raw.headers["x-request-id"]
-    record = None
-    for _ in range(100):  # each replica writes its log every half second
-        reply = httpx2.get(f"{second.url}/v1/requests/{request_id}")
-        if reply.status_code == 200:
-            record = reply.json()
-            break
-        time.sleep(0.05)
-    assert record is not None, "the other replica never found the record"
-    assert (record["model"], record["status"]) == ("cheap", 200)
+    embedded = httpx2.post(f"{first.url}/v1/embeddings", json={"model": "hash", "input": "x"})
+    record = read_elsewhere(second, raw.headers["x-request-id"])
+    assert (record["model"], record["status"], record["api"]) == ("cheap", 200, "openai")
     assert record["decision"]["kind"] == "fallback"
+    # An embeddings call is logged apart from chat, and is no traffic to export.
+    record = read_elsewhere(second, embedded.headers["x-request-id"])
+    assert (record["model"], record["status"], record["api"]) == ("hash", 200, "embeddings")
 
     out = tmp_path / "traffic.jsonl"
     exported = CliRunner().invoke(app, ["traffic", str(first.config), "--out", str(out)])
     assert exported.exit_code == 0, exported.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["label"] for row in rows] == ["pong"]
+
+
+def read_elsewhere(replica: Running, request_id: str) -> dict[str, Any]:
+    """The record of `request_id` as `replica` reads it from the shared log."""
+    for _ in range(100):  # each replica writes its log every half second
+        reply = httpx2.get(f"{replica.url}/v1/requests/{request_id}")
+        if reply.status_code == 200:
+            found: dict[str, Any] = reply.json()
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"the other replica never found request {request_id}")
 
 
 def test_a_record_written_twice_keeps_the_last(prefix: str) -> None:

@@ -121,7 +121,8 @@ class ChatEndpoints:
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_embeddings(body)
         with self.live.serving() as yard:
-            outcome = _Outcome(self, call, parsed.target, "openai", False, yard.version)
+            # Its own `api` in the request log: an embeddings call is told apart from a chat one.
+            outcome = _Outcome(self, call, parsed.target, "embeddings", False, yard.version)
             try:
                 await self._embed_on(yard, outcome, key, parsed)
             except ApiError as error:
