@@ -4,6 +4,7 @@ request are not charged twice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 import modelyard
 from modelyard.cost import reports
+from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.cost.prices import estimate_tokens
@@ -132,6 +134,37 @@ budgets:
     assert "no other embedder" in alert and "max_tokens" not in alert
     assert "send fewer or shorter texts per call" in alert
     assert ("chat requests are downgraded to cheap" in alert) == chat_too
+
+
+async def test_a_cancelled_embedding_call_costs_its_texts_only_if_the_provider_had_them(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    # One connection: the first call takes it and hangs there, the second waits for it.
+    budget = "budgets:\n  - {name: emb-cap, scope: model, selector: emb, limit: 10}\n"
+    text = hosted(upstream, budget).replace(
+        "api_key: sk-upstream", "max_connections: 1, api_key: sk-upstream"
+    )
+    upstream.always(Fault(hang=True))
+    async with modelyard.load(write_config(text)) as yard:
+        sent = asyncio.create_task(yard.embed("emb", TEXTS))
+        for _ in range(200):  # until the only connection is taken
+            if upstream.requests:
+                break
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(yard.embed("emb", TEXTS))
+        await asyncio.sleep(0.05)
+        for task in (waiting, sent):  # the waiting one first, before the connection is free
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        accounted = yard.embedder("emb")
+        assert isinstance(accounted, AccountedEmbedder) and accounted.book is not None
+        status = await accounted.book.status(accounted.budgets[0], "emb")
+    assert len(upstream.requests) == 1
+    # The texts the provider received are billed; the call that never left costs nothing.
+    estimated = sum(estimate_tokens(t) for t in TEXTS) * 1000 / 1e6
+    assert status is not None and status.reserved == pytest.approx(0.0, abs=1e-12)
+    assert status.spent == pytest.approx(estimated)
 
 
 def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(

@@ -4,8 +4,9 @@ to a system or model is.
 
 Budgets: the model budgets naming it (or `*`) and the key, tag and total budgets are reserved at
 the call's worst case (`Price.worst_case_embedding`) in one atomic reservation and settled to
-its cost, with `BudgetGuard`'s book. A budget that would downgrade refuses instead: there is no
-other embedder to send the texts to. Spend: one ledger row naming the embedder (as both system
+its cost (a call cancelled mid-way: its texts' estimated input if the provider had the request,
+else nothing), with `BudgetGuard`'s book. A budget that would downgrade refuses instead: there
+is no other embedder to send the texts to. Spend: one ledger row naming the embedder (as both system
 and model) with its input tokens and cost, refusals and failures included, and the anomaly
 detector's count, as `Accounted` records a chat request.
 
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from modelyard.cost.accounting import NO_MODEL, utc_day
 from modelyard.cost.anomaly import AnomalyDetector
 from modelyard.cost.budgets import Budget, BudgetBook, Hold, settle_shielded
+from modelyard.cost.dispatch import watching
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.errors import ModelError
 from modelyard.model import Embedder
@@ -77,35 +79,38 @@ class AccountedEmbedder(Embedder):
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         try:
-            holds, bound = await self._admit(request)
+            holds = await self._admit(request)
         except ModelError as exc:  # refused, or the state store is down: nothing ran
             self._record(request, None, exc, called=False)
             raise
+        call = watching()
         try:
-            response = await self.inner.embed(request)
+            with call:
+                response = await self.inner.embed(request)
         except ModelError as exc:
             await self._settle(holds, exc.cost)
             self._record(request, None, exc)
             raise
         except BaseException:
-            # Cancelled: the provider may have read (and billed) every text.
-            await self._settle(holds, bound)
+            # Cancelled: the provider bills the texts only if the request reached it.
+            sent = call.dispatch.sent
+            await self._settle(holds, self.info.price.embedding_input(request) if sent else 0.0)
             raise
         await self._settle(holds, response.cost)
         self._record(request, response, None)
         return response
 
-    async def _admit(self, request: EmbeddingRequest) -> tuple[list[Hold], float]:
-        """Reserve the call's worst case against every budget it touches; the holds and that
-        worst case. BudgetExceededError when one of them would be passed."""
+    async def _admit(self, request: EmbeddingRequest) -> list[Hold]:
+        """Reserve the call's worst case against every budget it touches; the holds.
+        BudgetExceededError when one of them would be passed."""
         if self.book is None or not self.budgets:
-            return [], 0.0
+            return []
         bound = self.info.price.worst_case_embedding(request)
         holds = self.book.holds(self.budgets, request, self.name, bound)
         refusal = await self.book.reserve(holds, embedding=True)
         if refusal is not None:
             raise refusal.error(self.name)
-        return holds, bound
+        return holds
 
     async def _settle(self, holds: list[Hold], actual: float) -> None:
         if holds:

@@ -96,6 +96,11 @@ class Price:
         tokens = sum(len(text.encode("utf-8")) + MESSAGE_FRAMING_TOKENS for text in request.inputs)
         return tokens * self.dearest_input / PER_MILLION
 
+    def embedding_input(self, request: EmbeddingRequest) -> float:
+        """What embedding `request` costs by its texts' estimated tokens: what a provider that
+        received it and never answered still bills."""
+        return self.cost(Usage(input_tokens=estimate_embedding_tokens(request), estimated=True))
+
     def cost(self, usage: Usage) -> float:
         """What `usage` costs in USD."""
         cached = min(usage.cached_tokens, usage.input_tokens)

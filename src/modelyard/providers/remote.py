@@ -315,8 +315,7 @@ class RemoteEmbedder(Embedder):
         except ModelError as exc:
             if isinstance(exc, ModelTimeoutError) and exc.request_sent:
                 # Received and never answered: the provider bills the texts all the same.
-                usage = Usage(input_tokens=estimate_embedding_tokens(request), estimated=True)
-                exc.cost = self.info.price.cost(usage)
+                exc.cost = self.info.price.embedding_input(request)
             raise _scrubbed(exc, self.name, self.endpoint) from None
         if len(parsed.vectors) != len(request.inputs):
             raise BadResponseError(
