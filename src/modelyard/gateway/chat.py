@@ -135,13 +135,14 @@ class ChatEndpoints:
     ) -> None:
         call, target = outcome.call, outcome.target
         embedder = _embedder(yard, target, key)
+        timeout = call.header(b"x-modelyard-timeout")
         tags = call.header(b"x-modelyard-tags")
         request = EmbeddingRequest(
             inputs=parsed.inputs,
             dimensions=parsed.dimensions,
             key_id=key.id,
             tags=_tags(tags) if tags else (),
-            deadline=_deadline(call),
+            deadline=_deadline(timeout) if timeout is not None else None,
             request_id=call.id,
         ).with_budget(yard.loaded.config.default_deadline)
         if key.rpm is not None:
@@ -549,12 +550,9 @@ def _tags(header: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in header.split(",") if t.strip())
 
 
-def _deadline(call: Call) -> float | None:
-    """The deadline the caller set with `x-modelyard-timeout` (seconds from now), if any; the
-    config's `default_deadline` tightens it."""
-    timeout = call.header(b"x-modelyard-timeout")
-    if timeout is None:
-        return None
+def _deadline(timeout: str) -> float:
+    """The deadline an `x-modelyard-timeout` header sets: that many seconds from now (the
+    config's `default_deadline` tightens it)."""
     try:
         return time.monotonic() + float(timeout)
     except ValueError:
@@ -563,13 +561,15 @@ def _deadline(call: Call) -> float | None:
 
 def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
     """The request with the caller's key, tags and deadline (header, else config default)."""
+    timeout = call.header(b"x-modelyard-timeout")
     tags = call.header(b"x-modelyard-tags")
     request = replace(
         request,
         key_id=key.id,
         request_id=call.id,
-        deadline=_deadline(call),
-        tags=_tags(tags) if tags else (),  # most requests have none: no call for them
+        # Most requests have neither header: no call for them.
+        deadline=_deadline(timeout) if timeout is not None else None,
+        tags=_tags(tags) if tags else (),
     )
     return request.with_budget(yard.loaded.config.default_deadline)
 
