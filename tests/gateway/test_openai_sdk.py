@@ -182,3 +182,23 @@ def test_what_would_be_dropped_without_a_word_is_a_400_naming_it(
         .message.content
         == "pong"
     )
+
+
+@pytest.mark.parametrize("timeout", ["soon", "nan", "inf", "-1", "0"])
+def test_a_timeout_header_that_is_not_a_positive_number_is_a_400_naming_it(
+    serve_gateway: Callable[..., Running], timeout: str
+) -> None:
+    sdk = client(serve_gateway())
+    with pytest.raises(openai.BadRequestError, match="x-modelyard-timeout") as caught:
+        sdk.chat.completions.create(
+            model="support",
+            messages=[{"role": "user", "content": "ping"}],
+            extra_headers={"x-modelyard-timeout": timeout},
+        )
+    assert repr(timeout) in str(caught.value)
+    answer = sdk.chat.completions.create(
+        model="support",
+        messages=[{"role": "user", "content": "ping"}],
+        extra_headers={"x-modelyard-timeout": "2.5"},
+    )
+    assert answer.choices[0].message.content == "pong"

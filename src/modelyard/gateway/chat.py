@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -554,9 +555,14 @@ def _deadline(timeout: str) -> float:
     """The deadline an `x-modelyard-timeout` header sets: that many seconds from now (the
     config's `default_deadline` tightens it)."""
     try:
-        return time.monotonic() + float(timeout)
+        seconds = float(timeout)
     except ValueError:
-        raise bad_request("x-modelyard-timeout: expected seconds as a number") from None
+        seconds = math.nan
+    if not 0 < seconds < math.inf:  # NaN, too: it would switch the deadline off
+        raise bad_request(
+            f"x-modelyard-timeout: expected a positive number of seconds, got {timeout[:40]!r}"
+        )
+    return time.monotonic() + seconds
 
 
 def _prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
