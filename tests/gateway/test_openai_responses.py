@@ -180,12 +180,21 @@ def test_a_streamed_tool_call_ends_with_its_arguments(
     assert [e.arguments for e in done] == ['{"city": "Oslo"}']
 
 
-def test_a_length_cut_is_incomplete(hosted: Running, upstream: FakeOpenAI) -> None:
-    upstream.script(Reply(text="a long answer", finish_reason="length"))
+def test_a_length_cut_is_incomplete_and_so_is_the_item_it_cut(
+    hosted: Running, upstream: FakeOpenAI
+) -> None:
+    cut = Reply(text="a long answer", finish_reason="length")
+    upstream.script(cut, cut)
     response = strict(client(hosted).responses.create(model="mini", input="go on"))
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
+    assert [item.status for item in response.output] == ["incomplete"]  # type: ignore[union-attr]
+    events = list(client(hosted).responses.create(model="mini", input="go on", stream=True))
+    (done,) = [e for e in events if e.type == "response.output_item.done"]
+    assert done.item.status == "incomplete"  # type: ignore[union-attr]
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.output[0].status == "incomplete"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

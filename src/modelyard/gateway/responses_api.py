@@ -501,11 +501,19 @@ class ResponseShape:
             )
         for i, call in enumerate(message.tool_calls):
             items.append(_call_item(f"fc_{self.item_prefix}_{i}", call, done=True))
+        if items and _cut(response):
+            items[-1]["status"] = "incomplete"
         return items
 
 
 def _refused(response: ChatResponse) -> bool:
     return bool(response.choices) and response.choices[0].refusal
+
+
+def _cut(response: ChatResponse) -> bool:
+    """Whether the answer was cut short (a length limit, a filter): its last item is then
+    incomplete, as the response is."""
+    return response.finish_reason in _INCOMPLETE and not _refused(response)
 
 
 def render_response(
@@ -634,14 +642,16 @@ class EventRenderer:
             part=part,
         )
 
-    def _close(self) -> bytes:
-        """The events that end the open item (nothing when none is open)."""
+    def _close(self, *, cut: bool = False) -> bytes:
+        """The events that end the open item (nothing when none is open); `cut`: the answer
+        ended there, cut short, so the item is incomplete."""
         index, self._open = self._open, None
         if index is None:
             return b""
         item = self._items[index]
+        status = "incomplete" if cut else "completed"
         if item["type"] == "function_call":
-            item["status"] = "completed"
+            item["status"] = status
             done = self._event(
                 "response.function_call_arguments.done",
                 item_id=item["id"],
@@ -653,6 +663,7 @@ class EventRenderer:
         text = "".join(self._text)
         tokens = tuple(self._logprobs) if self._shape.logprobs else None
         item = _message_item(item["id"], text, refused=self._refusing, done=True, logprobs=tokens)
+        item["status"] = status
         self._items[index] = item
         part = item["content"][0]
         common = {"item_id": item["id"], "output_index": index, "content_index": 0}
@@ -675,7 +686,7 @@ class EventRenderer:
     def _finish(self, response: ChatResponse) -> bytes:
         # an empty answer is still one (empty) message
         out = b"" if self._items else self._open_message()
-        out += self._close()
+        out += self._close(cut=_cut(response))
         final = self._shape.render(self._items, response)
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         return out + self._event(kind, response=final)
