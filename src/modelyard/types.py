@@ -16,6 +16,9 @@ from typing import Any, Literal, Self
 
 Role = Literal["system", "user", "assistant", "tool"]
 
+CacheTtl = Literal["5m", "1h"]
+"""How long a prompt-cache breakpoint keeps its prefix (Anthropic's `cache_control` ttl)."""
+
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -33,6 +36,10 @@ class TextPart:
     """A run of text inside a message."""
 
     text: str
+    cache: CacheTtl | None = None
+    """A prompt-cache breakpoint after this part: the prompt up to here is cached for this long
+    by providers that take explicit markers (Anthropic); others ignore it. It changes what a
+    call is billed, never its answer."""
     type: Literal["text"] = "text"
 
 
@@ -42,6 +49,8 @@ class ImagePart:
 
     url: str
     detail: str | None = None
+    cache: CacheTtl | None = None
+    """A prompt-cache breakpoint after this image (see `TextPart.cache`)."""
     type: Literal["image"] = "image"
 
 
@@ -55,6 +64,9 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+    cache: CacheTtl | None = None
+    """A prompt-cache breakpoint after this call, when it is sent back in a later turn (see
+    `TextPart.cache`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +102,8 @@ class Tool:
     description: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)
     strict: bool | None = None
+    cache: CacheTtl | None = None
+    """A prompt-cache breakpoint after this tool's definition (see `TextPart.cache`)."""
 
 
 ToolChoice = Literal["auto", "none", "required"] | str
@@ -137,6 +151,8 @@ class ChatRequest(Deadlined):
 
     messages: tuple[Message, ...]
     system: str | None = None
+    system_cache: CacheTtl | None = None
+    """A prompt-cache breakpoint after `system` (see `TextPart.cache`)."""
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

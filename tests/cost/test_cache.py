@@ -103,6 +103,23 @@ async def test_requests_differing_in_a_message_detail_never_share_an_entry(varia
     assert len(inner.calls) == 2
 
 
+async def test_prompt_cache_breakpoints_do_not_change_the_key() -> None:
+    # A breakpoint changes what the provider bills for the prompt, never the answer.
+    def asked(ttl: Any) -> ChatRequest:
+        return replace(
+            BASE,
+            system="Be brief.",
+            system_cache=ttl,
+            tools=(Tool(name="lookup", parameters={"type": "object"}, cache=ttl),),
+            messages=(Message(role="user", content=(TextPart(text="Capital?", cache=ttl),)),),
+        )
+
+    wrapper, inner = cached()
+    for ttl in (None, "5m", "1h"):
+        await wrapper.complete(asked(ttl))
+    assert len(inner.calls) == 1
+
+
 def test_a_different_answering_identity_or_version_changes_the_key() -> None:
     a, b = priced("a"), priced("b")
     assert exact_key(BASE, identity(a, "v1")) != exact_key(BASE, identity(b, "v1"))

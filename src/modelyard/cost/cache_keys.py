@@ -23,8 +23,13 @@ import orjson
 from modelyard.model import Model, Wrapper
 from modelyard.types import ChatRequest, Message
 
-NOT_IN_KEY = frozenset({"deadline", "request_id"})
-"""Request fields that never change the answer: when it must arrive, and who is asking."""
+NOT_IN_KEY = frozenset({"deadline", "request_id", "system_cache"})
+"""Request fields that never change the answer: when it must arrive, who is asking, and where
+the provider's prompt cache breaks (a breakpoint changes what a call is billed, not its text)."""
+
+NOT_IN_FORM = frozenset({"cache"})
+"""Fields of the values inside a request (parts, tool calls, tools) left out of its key: their
+prompt-cache breakpoints, for the reason `system_cache` is in NOT_IN_KEY."""
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?(?:[-_/][^\W_]+)*")
@@ -46,9 +51,14 @@ _NEGATIONS = frozenset(
 
 
 def canonical(value: Any) -> Any:
-    """`value` as plain JSON data: dataclasses as dicts of all their fields, tuples as lists."""
+    """`value` as plain JSON data: dataclasses as dicts of their fields (prompt-cache breakpoints
+    left out), tuples as lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: canonical(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name not in NOT_IN_FORM
+        }
     if isinstance(value, Mapping):
         return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
