@@ -30,6 +30,7 @@ from anthropic.types.message_create_params import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from tests.fakes.anthropic_cache import MAX_BREAKPOINTS, CacheUse, PromptCache, count_breakpoints
 from tests.fakes.server import FakeUpstream, Fault, sse
 
 LEGACY_VERSION = "2023-06-01"
@@ -167,6 +168,12 @@ def _turn_rules(body: dict[str, Any]) -> str | None:
         text = content if isinstance(content, str) else (content[-1].get("text") or "x")
         if text != text.rstrip():
             return "messages: final assistant content cannot end with trailing whitespace"
+    marked = count_breakpoints(body)
+    if marked > MAX_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {marked}."
+        )
     names = {t["name"] for t in body.get("tools", [])}
     choice = body.get("tool_choice")
     if choice and choice["type"] == "tool" and choice["name"] not in names:
@@ -205,10 +212,13 @@ class FakeAnthropic(FakeUpstream):
         """When set, any other key is refused with 401."""
         self.turns: deque[Turn] = deque()
         self.cache_read_tokens = 0
-        """Prompt tokens to report as read from the prompt cache."""
+        """Prompt tokens to report as read from the prompt cache (with the two below: when all
+        are 0, the request's `cache_control` breakpoints decide, through `prompt_cache`)."""
         self.cache_creation_tokens = 0
         self.cache_creation_1h_tokens = 0
         """The part of `cache_creation_tokens` written to the 1-hour cache."""
+        self.prompt_cache = PromptCache()
+        """The prefixes earlier requests' breakpoints wrote."""
         self.final_events = 1
         """How many trailing stream events `Fault(no_final=True)` leaves out: 1 drops
         message_stop; 2 drops message_delta too (so the stop reason never arrives)."""
@@ -358,10 +368,18 @@ class FakeAnthropic(FakeUpstream):
                 output_tokens += len(orjson.dumps(use.input)) // 4 + 1
         if turn is not None and turn.stop_reason is not None:
             stop_reason = turn.stop_reason
-        prompt = len(orjson.dumps(messages)) // 4 + len(body.get("system", "")) // 4 + 1
-        cached = min(self.cache_read_tokens, prompt)
-        created = min(self.cache_creation_tokens, prompt - cached)
-        created_1h = min(self.cache_creation_1h_tokens, created)
+        prompt = len(orjson.dumps(messages)) // 4 + len(_text_of(body.get("system", ""))) // 4 + 1
+        use = CacheUse(
+            read=self.cache_read_tokens,
+            written=self.cache_creation_tokens,
+            written_1h=self.cache_creation_1h_tokens,
+        )
+        if use == CacheUse():
+            use = self.prompt_cache.use(body)
+            prompt = max(prompt, use.read + use.written + 1)  # the tools count too, then
+        cached = min(use.read, prompt)
+        created = min(use.written, prompt - cached)
+        created_1h = min(use.written_1h, created)
         usage = {
             "input_tokens": prompt - cached - created,
             "cache_read_input_tokens": cached,

@@ -361,6 +361,58 @@ def test_a_tool_named_like_the_json_tool_is_refused_in_json_mode() -> None:
         )
 
 
+def test_cache_breakpoints_become_cache_control_on_the_same_blocks() -> None:
+    request = ask(
+        Message(role="system", content="Be brief."),
+        Message(role="user", content=(TextPart(text="the manual", cache="1h"), TextPart(text="q"))),
+        Message(
+            role="assistant",
+            content="looking",
+            tool_calls=(ToolCall(id="t1", name="get_weather", arguments="{}", cache="1h"),),
+        ),
+        Message(role="tool", tool_call_id="t1", content=(TextPart(text="sunny", cache="5m"),)),
+        u("and tomorrow?"),
+        system="You are kind.",
+        system_cache="1h",
+    )
+    out = body(request)
+    hour, five = {"type": "ephemeral", "ttl": "1h"}, {"type": "ephemeral"}
+    assert out["system"] == [
+        {"type": "text", "text": "You are kind.", "cache_control": hour},
+        {"type": "text", "text": "Be brief."},
+    ]
+    user, assistant, result = out["messages"]
+    assert user["content"][0] == {"type": "text", "text": "the manual", "cache_control": hour}
+    assert "cache_control" not in user["content"][1]
+    assert assistant["content"][1]["cache_control"] == hour
+    assert result["content"][0]["content"] == [
+        {"type": "text", "text": "sunny", "cache_control": five}
+    ]
+    assert result["content"][1] == {"type": "text", "text": "and tomorrow?"}
+
+
+def test_a_tool_breakpoint_is_sent_on_its_definition_and_a_fifth_is_refused_upstream() -> None:
+    tool = Tool(name="get_weather", parameters=WEATHER.parameters, cache="1h")
+    out = body(ask(u("hi"), tools=(tool,)))
+    assert out["tools"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    marked = tuple(TextPart(text=f"part {i}", cache="5m") for i in range(4))
+    over = WIRE.to_wire(ask(Message(role="user", content=marked), tools=(tool,)), "m", stream=False)
+    assert validate_request(over) == (
+        "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    )
+
+
+def test_a_marked_lone_text_block_is_not_folded_into_a_string_even_as_prefill() -> None:
+    marked = (TextPart(text="hi", cache="5m"),)
+    out = body(ask(Message(role="user", content=marked), Message(role="assistant", content=marked)))
+    block = {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    assert [m["content"] for m in out["messages"]] == [[block], [block]]
+
+
+def test_without_breakpoints_the_system_prompt_stays_a_string() -> None:
+    assert body(ask(u("hi"), system="You are kind."))["system"] == "You are kind."
+
+
 # --- the answer -------------------------------------------------------------------------------
 
 

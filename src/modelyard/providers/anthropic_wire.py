@@ -26,6 +26,12 @@ shapes do not map one to one:
   With the caller's own tools present the choice is `any` (call one of yours, or answer in
   JSON). The schema's top level must be an object, since a tool input is one; a schema for an
   array or a scalar is refused with a BadRequestError rather than silently wrapped.
+- **Prompt caching.** A part's, tool call's or tool's `cache` and `ChatRequest.system_cache`
+  become `cache_control: {"type": "ephemeral"}` on the same block (with `"ttl": "1h"` for the
+  hour-long cache); a marked system prompt is sent as a list of text blocks, the marker on
+  `ChatRequest.system`'s block, since a plain string cannot carry one. A text block that carries a
+  marker is never folded into a plain-string `content`. The API refuses more than 4 breakpoints;
+  that 400 reaches the caller as a BadRequestError.
 - **Refused, not dropped.** `n > 1`, `logprobs` and temperatures outside 0..1 raise
   BadRequestError, since the API cannot honour them. `seed` is ignored: the API has none and
   it is only best-effort elsewhere.
@@ -45,6 +51,7 @@ from modelyard.providers import anthropic_answer, anthropic_errors
 from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
 from modelyard.providers.wire import ParsedResponse, StreamDecoder
 from modelyard.types import (
+    CacheTtl,
     ChatRequest,
     ImagePart,
     Message,
@@ -71,7 +78,7 @@ class _Turn:
 def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
     """The Messages API body for `request`; BadRequestError for what the API cannot do."""
     _refuse_unsupported(request)
-    system = [request.system] if request.system else []
+    system: list[str] = []
     turns: list[_Turn] = []
     for position, message in enumerate(request.messages):
         if message.role == "system":
@@ -99,8 +106,8 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
         "max_tokens": request.max_tokens,
         "messages": [_turn_json(turn) for turn in turns],
     }
-    if system:
-        body["system"] = "\n\n".join(system)
+    if request.system or system:
+        body["system"] = _system(request, system)
     body.update(_tools(request))
     if request.temperature is not None:
         body["temperature"] = request.temperature
@@ -139,6 +146,25 @@ def _refuse_unsupported(request: ChatRequest) -> None:
         )
 
 
+def _system(request: ChatRequest, others: list[str]) -> str | list[Block]:
+    # `others`: the system-role messages' texts, which follow ChatRequest.system.
+    texts = [request.system, *others] if request.system else others
+    if not (request.system and request.system_cache):
+        return "\n\n".join(texts)
+    blocks = [_marked({"type": "text", "text": text}, None) for text in texts]
+    blocks[0] = _marked(blocks[0], request.system_cache)
+    return blocks
+
+
+def _marked(block: Block, ttl: CacheTtl | None) -> Block:
+    """`block` with the `cache_control` breakpoint `ttl` asks for (5 minutes is the default)."""
+    if ttl is not None:
+        block["cache_control"] = (
+            {"type": "ephemeral", "ttl": "1h"} if ttl == "1h" else {"type": "ephemeral"}
+        )
+    return block
+
+
 def _system_text(message: Message, position: int) -> str:
     if message.has_image:
         raise BadRequestError(
@@ -164,9 +190,9 @@ def _content_blocks(content: str | tuple[Part, ...], where: str) -> list[Block]:
     for index, part in enumerate(content):
         if isinstance(part, TextPart):
             if part.text:  # the API rejects empty text blocks
-                blocks.append({"type": "text", "text": part.text})
+                blocks.append(_marked({"type": "text", "text": part.text}, part.cache))
         else:
-            blocks.append(_image(part, f"{where}.content[{index}]"))
+            blocks.append(_marked(_image(part, f"{where}.content[{index}]"), part.cache))
     return blocks
 
 
@@ -216,7 +242,8 @@ def _tool_use(call: ToolCall, position: int) -> Block:
             f"{where}: arguments must be a JSON object, got {type(arguments).__name__}",
             code="invalid_tool_arguments",
         )
-    return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
+    block = {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
+    return _marked(block, call.cache)
 
 
 def _tool_result(message: Message, position: int) -> Block:
@@ -228,7 +255,7 @@ def _tool_result(message: Message, position: int) -> Block:
         )
     block: Block = {"type": "tool_result", "tool_use_id": message.tool_call_id}
     content = _content_blocks(message.content, f"messages[{position}]")
-    if len(content) == 1 and content[0]["type"] == "text":
+    if _plain_text(content):
         block["content"] = content[0]["text"]
     elif content:
         block["content"] = content
@@ -242,7 +269,7 @@ def _strip_prefill(turns: list[_Turn]) -> None:
         return
     text = last.blocks[-1]["text"].rstrip()
     if text:
-        last.blocks[-1] = {"type": "text", "text": text}
+        last.blocks[-1] = {**last.blocks[-1], "text": text}
         return
     del last.blocks[-1]
     if not last.blocks:
@@ -254,9 +281,14 @@ def _turn_json(turn: _Turn) -> dict[str, Any]:
     if turn.role == "user":
         # tool_result blocks must open the user turn that answers a tool_use.
         blocks = sorted(blocks, key=lambda b: b["type"] != "tool_result")
-    if len(blocks) == 1 and blocks[0]["type"] == "text":
+    if _plain_text(blocks):
         return {"role": turn.role, "content": blocks[0]["text"]}
     return {"role": turn.role, "content": blocks}
+
+
+def _plain_text(blocks: list[Block]) -> bool:
+    """Whether `blocks` is one text block that a plain string says as well (no marker)."""
+    return len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]
 
 
 def _tools(request: ChatRequest) -> dict[str, Any]:
@@ -316,7 +348,7 @@ def _tool_json(tool: Tool) -> dict[str, Any]:
         out["description"] = tool.description
     if tool.strict is not None:
         out["strict"] = tool.strict
-    return out
+    return _marked(out, tool.cache)
 
 
 def _object_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
