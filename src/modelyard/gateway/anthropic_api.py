@@ -4,11 +4,12 @@ streaming event sequence out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from modelyard.gateway.anthropic_cache import Breakpoints, system_prompt
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.fields import (
     expect_list,
@@ -103,7 +104,24 @@ def _image(block: dict[str, Any], where: str) -> ImagePart:
     raise bad_request(f"{where}.source.type: expected 'base64' or 'url'", where)
 
 
-def _turn(raw: Any, where: str) -> list[Message]:
+def _tool_result(block: dict[str, Any], where: str, marks: Breakpoints) -> Message:
+    """A tool_result block as a tool message. Its breakpoints ride on its parts: the block's own
+    on the last one, since the cached prefix ends with the result either way."""
+    result = block.get("content") or ""
+    call_id = expect_str(block.get("tool_use_id"), f"{where}.tool_use_id")
+    text = _text_of(result, f"{where}.content")
+    inner: list[dict[str, Any]] = result if isinstance(result, list) else [{"text": text}]
+    ttls = [marks.read(b, f"{where}.content[{i}]") for i, b in enumerate(inner)]
+    own = marks.read(block, where)
+    if own is None and not any(ttls):
+        return Message(role="tool", content=text, tool_call_id=call_id)
+    parts = [TextPart(text=b["text"], cache=ttl) for b, ttl in zip(inner, ttls, strict=True)]
+    if own is not None:
+        parts[-1] = replace(parts[-1], cache=own)
+    return Message(role="tool", content=tuple(parts), tool_call_id=call_id)
+
+
+def _turn(raw: Any, where: str, marks: Breakpoints) -> list[Message]:
     """One Messages turn as our messages: tool results become tool messages."""
     body = expect_object(raw, where)
     role = body.get("role")
@@ -121,9 +139,10 @@ def _turn(raw: Any, where: str) -> list[Message]:
         block = expect_object(item, here)
         kind = block.get("type")
         if kind == "text":
-            parts.append(TextPart(text=expect_str(block.get("text"), f"{here}.text")))
+            text = expect_str(block.get("text"), f"{here}.text")
+            parts.append(TextPart(text=text, cache=marks.read(block, here)))
         elif kind == "image":
-            parts.append(_image(block, here))
+            parts.append(replace(_image(block, here), cache=marks.read(block, here)))
         elif kind == "tool_use" and role == "assistant":
             calls.append(
                 ToolCall(
@@ -132,17 +151,11 @@ def _turn(raw: Any, where: str) -> list[Message]:
                     arguments=orjson.dumps(
                         shallow(block.get("input", {}), f"{here}.input")
                     ).decode(),
+                    cache=marks.read(block, here),
                 )
             )
         elif kind == "tool_result" and role == "user":
-            result = block.get("content", "")
-            out.append(
-                Message(
-                    role="tool",
-                    content=_text_of(result, f"{here}.content") if result else "",
-                    tool_call_id=expect_str(block.get("tool_use_id"), f"{here}.tool_use_id"),
-                )
-            )
+            out.append(_tool_result(block, here, marks))
         else:
             raise bad_request(f"{here}.type: {kind!r} is not supported in a {role} turn", here)
     if parts or calls or not out:
@@ -150,7 +163,7 @@ def _turn(raw: Any, where: str) -> list[Message]:
     return out
 
 
-def _tools(raw: Any) -> tuple[Tool, ...]:
+def _tools(raw: Any, marks: Breakpoints) -> tuple[Tool, ...]:
     tools = []
     for i, item in enumerate(expect_list(raw, "tools")):
         tool = expect_object(item, f"tools[{i}]")
@@ -162,6 +175,7 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
                     shallow(tool.get("input_schema"), f"tools[{i}].input_schema"),
                     f"tools[{i}].input_schema",
                 ),
+                cache=marks.read(tool, f"tools[{i}]"),
             )
         )
     return tuple(tools)
@@ -199,10 +213,14 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
     raw_turns = expect_list(body.get("messages"), "messages", non_empty=True)
     if len(raw_turns) > max_messages:
         raise bad_request(f"messages: at most {max_messages} messages", "messages")
+    # Counted in the API's cache order (tools, system, messages), so the 400 for a fifth
+    # breakpoint names the one Anthropic would.
+    marks = Breakpoints()
+    tools = _tools(body["tools"], marks) if body.get("tools") else ()
+    system, system_cache = system_prompt(body.get("system"), marks)
     messages: list[Message] = []
     for i, turn in enumerate(raw_turns):
-        messages.extend(_turn(turn, f"messages[{i}]"))
-    system = body.get("system")
+        messages.extend(_turn(turn, f"messages[{i}]", marks))
     metadata_raw = body.get("metadata")
     metadata: dict[str, str] = {}
     if metadata_raw is not None:
@@ -213,8 +231,9 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
     request = ChatRequest(
         messages=tuple(messages),
-        system=_text_of(system, "system") if system else None,
-        tools=_tools(body["tools"]) if body.get("tools") else (),
+        system=system,
+        system_cache=system_cache,
+        tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         temperature=optional_number(body, "temperature", 0, 1),
