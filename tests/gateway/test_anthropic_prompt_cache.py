@@ -61,7 +61,11 @@ def upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
         yield fake
 
 
-def claude(serve_gateway: Callable[..., Running], fake: FakeAnthropic) -> Running:
+def claude(
+    serve_gateway: Callable[..., Running],
+    fake: FakeAnthropic,
+    price: str = "{input: 1.0, output: 5.0, cached_input: 0.1, cache_write: 1.25}",
+) -> Running:
     return serve_gateway(
         text=f"""
 providers:
@@ -70,7 +74,7 @@ models:
   claude:
     provider: anthropic
     id: claude-haiku-4-5-20251001
-    price: {{input: 1.0, output: 5.0, cached_input: 0.1, cache_write: 1.25}}
+    price: {price}
 """
     )
 
@@ -134,6 +138,24 @@ def test_a_streamed_answer_reports_the_cache_read_too(
         final = stream.get_final_message()
     assert final.usage.cache_read_input_tokens
     assert not final.usage.cache_creation_input_tokens
+
+
+def test_prompt_cache_writes_pass_through_with_their_1_hour_share_and_price(
+    serve_gateway: Callable[..., Running], upstream: FakeAnthropic
+) -> None:
+    upstream.cache_creation_tokens, upstream.cache_creation_1h_tokens = 40, 30
+    price = "{input: 1.0, output: 5.0, cache_write: 1.25, cache_write_1h: 2.0}"
+    running = claude(serve_gateway, upstream, price)
+    raw = client(running).messages.with_raw_response.create(
+        model="claude", max_tokens=50, messages=[{"role": "user", "content": "hi " * 200}]
+    )
+    usage = raw.parse().usage
+    assert usage.cache_creation_input_tokens == 40
+    assert usage.cache_creation is not None
+    assert usage.cache_creation.ephemeral_1h_input_tokens == 30
+    assert usage.cache_creation.ephemeral_5m_input_tokens == 10
+    expected = (usage.input_tokens * 1.0 + 10 * 1.25 + 30 * 2.0 + usage.output_tokens * 5.0) / 1e6
+    assert float(raw.headers["x-modelyard-cost"]) == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize(
