@@ -4,7 +4,9 @@ Requests: messages become `contents` (roles `user` / `model`) of `parts`; system
 `systemInstruction`; tools become `functionDeclarations` with their JSON Schema passed as
 `parametersJsonSchema` (no lossy conversion to the OpenAPI subset); tool results become
 `functionResponse` parts named after the call they answer, in one turn for parallel calls.
-`metadata` and `parallel_tool_calls` have no Gemini equivalent and are not sent.
+`metadata`, `parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like:
+Gemini caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent
+and are not sent.
 Answers are read in `gemini_answers`, errors in `gemini_errors`; `WIRE` ties them together
 for `RemoteModel` and `RemoteEmbedder`.
 """

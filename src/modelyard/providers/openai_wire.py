@@ -11,6 +11,9 @@ Decisions worth knowing:
 - `ChatRequest.metadata` is ours (budgets, tracing) and is not sent: OpenAI accepts `metadata`
   only together with `store: true`, which would keep the conversation on OpenAI's side.
 - `tool_choice` and `parallel_tool_calls` are sent only with tools: OpenAI refuses them alone.
+- Prompt-cache breakpoints (`TextPart.cache`, `Tool.cache`, `ChatRequest.system_cache`...) are
+  not sent: OpenAI caches long prompt prefixes on its own and takes no markers (its reads come
+  back as `cached_tokens`).
 """
 
 from __future__ import annotations
