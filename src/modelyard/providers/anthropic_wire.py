@@ -151,8 +151,8 @@ def _system(request: ChatRequest, others: list[str]) -> str | list[Block]:
     texts = [request.system, *others] if request.system else others
     if not (request.system and request.system_cache):
         return "\n\n".join(texts)
-    blocks = [_marked({"type": "text", "text": text}, None) for text in texts]
-    blocks[0] = _marked(blocks[0], request.system_cache)
+    blocks: list[Block] = [{"type": "text", "text": text} for text in texts]
+    _marked(blocks[0], request.system_cache)
     return blocks
 
 
