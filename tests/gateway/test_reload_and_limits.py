@@ -476,3 +476,61 @@ def test_a_disabled_model_is_not_offered(
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert "cheap" in caught.value.message and "hosted" not in caught.value.message
+
+
+async def test_a_stream_whose_client_stops_reading_is_cut_and_recorded_as_left(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        with_models(
+            '  chatty:\n    local: {type: fake, default: "one two three four five six"}\n'
+            "    price: {input: 1.0, output: 2.0}\n"
+        )
+        + "gateway: {stalled_client_timeout: 0.2}\n"
+    )
+    app = create_app(config)
+    body = orjson.dumps(
+        {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    )
+    headers: dict[bytes, bytes] = {}
+    bodies = 0
+    asked = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # connected, but never reads nor leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal bodies
+        if message["type"] == "http.response.start":
+            headers.update(message["headers"])
+        elif message["type"] == "http.response.body":
+            bodies += 1
+            if bodies == 2:  # the socket's buffers are full: this send never returns
+                await asyncio.Event().wait()
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 5)  # type: ignore[arg-type]
+    assert app.in_flight == 0
+    request_id = headers[b"x-request-id"].decode()
+    record: dict[str, Any] = {}
+    for _ in range(100):
+        found, text, _ = await _asgi(app, "GET", f"/v1/requests/{request_id}")
+        if found and b"status" in text:
+            record = orjson.loads(text)
+            break
+        await asyncio.sleep(0.05)
+    assert record["status"] == 499
+    assert record["cost"] > 0  # the input, and the part generated before it stopped reading
+    await app.aclose()

@@ -55,6 +55,7 @@ class Gateway:
         capture: CaptureSpec | None = None,
         serving: bool = False,
         watch_config: bool = False,
+        stalled_client_timeout: float = 60.0,
     ) -> None:
         self.live = live
         self.keys = keys
@@ -70,6 +71,7 @@ class Gateway:
             max_body_bytes=max_body_bytes,
             max_messages=max_messages,
             capture=capture,
+            stalled_client_timeout=stalled_client_timeout,
         )
         self.admin = AdminEndpoints(
             live,
@@ -258,6 +260,7 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
         capture=spec.capture,
         serving=serving,
         watch_config=serving and spec.watch_config,
+        stalled_client_timeout=spec.stalled_client_timeout,
     )
     # Per-key rate limits live where the circuits and provider limits do (shared with Redis or
     # PostgreSQL: one limit across every replica); a key's own budget is spend, kept with the

@@ -68,6 +68,7 @@ class ChatEndpoints:
         max_body_bytes: int,
         max_messages: int,
         capture: CaptureSpec | None = None,
+        stalled_client_timeout: float = 60.0,
     ) -> None:
         self.live = live
         self.keys = keys
@@ -76,6 +77,8 @@ class ChatEndpoints:
         self.max_body_bytes = max_body_bytes
         self.max_messages = max_messages
         self.capture = capture
+        self.stalled_client_timeout = stalled_client_timeout
+        """Seconds one send of a stream may wait on a client that takes nothing."""
         self.limits: StateStore = MemoryStore()
         """Per-key request rates; a shared backend makes them hold across replicas."""
         self.spend: StateStore = self.limits
@@ -342,12 +345,32 @@ class ChatEndpoints:
                 head.append((b"x-modelyard-model", answering.encode()))
             await call.send({"type": "http.response.start", "status": 200, "headers": head})
             disconnected = asyncio.ensure_future(call.receive())
+            watch = _SendWatch(self.stalled_client_timeout)
             try:
-                left_after = await _relay(call, first, chunks, renderer, disconnected, outcome)
+                left_after = await _relay(
+                    call, first, chunks, renderer, disconnected, outcome, watch
+                )
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                # Ours: the client stopped reading. Served no further, recorded as one that left.
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                log.warning(
+                    "request %s: the client took nothing for %gs mid-stream; stream cut",
+                    call.id,
+                    self.stalled_client_timeout,
+                )
+                left_after = watch.streamed
             finally:
+                watch.close()
                 disconnected.cancel()
             if left_after is not None:  # a cache replay cut short cost nothing
-                cut = 0.0 if outcome.scope.cache_hit else partial_cost(model, request, left_after)
+                if outcome.scope.cache_hit:
+                    cut = 0.0
+                elif watch.response is not None:  # all of it generated, the last bytes unread
+                    cut = watch.response.cost
+                else:
+                    cut = partial_cost(model, request, left_after)
                 outcome.abandoned(cut)
         finally:
             close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
@@ -362,26 +385,32 @@ async def _relay(
     renderer: Renderer,
     disconnected: asyncio.Future[Any],
     outcome: _Outcome,
+    watch: _SendWatch,
 ) -> int | None:
     """Send chunks as they come; a broken stream ends with an error event, never a normal end.
     Returns how many characters were streamed when the client left before the end, else
     None."""
     send = call.send
     chunk: Chunk | None = first
-    streamed = 0
     try:
         while chunk is not None:
-            streamed += chunk.chars
+            watch.streamed += chunk.chars
             frame = renderer.chunk(chunk)
-            if frame:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
             if chunk.response is not None:
+                watch.response = chunk.response
+            if frame:
+                watch.since = time.monotonic()
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                watch.since = None
+            if chunk.response is not None:
+                watch.since = time.monotonic()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                watch.since = None
                 outcome.answered(chunk.response)
                 return None
             if disconnected.done():
                 log.info("client left request %s mid-stream; stopping the model", call.id)
-                return streamed
+                return watch.streamed
             chunk = await anext(chunks, None)
         raise BadResponseError("the model's stream ended without its final response")
     except ModelError as exc:
@@ -390,6 +419,40 @@ async def _relay(
             {"type": "http.response.body", "body": renderer.error(error), "more_body": False}
         )
         return None
+
+
+class _SendWatch:
+    """Cuts a stream whose client has stopped reading. Once the socket's buffers are full a
+    send waits until the client takes more; one that never does would hold the upstream call,
+    the key's slot and the config generation for good. When a send has waited `limit` seconds
+    the serving task is cancelled (`fired`) and the stream is recorded as left. One timer per
+    stream, re-armed every quarter limit, rather than one per send: streams send hundreds."""
+
+    __slots__ = ("_handle", "_limit", "_task", "fired", "response", "since", "streamed")
+
+    def __init__(self, limit: float) -> None:
+        self.since: float | None = None
+        """When the send under way began (None between sends)."""
+        self.fired = False
+        self.streamed = 0
+        """Characters sent so far."""
+        self.response: ChatResponse | None = None
+        """The whole answer, once the stream carried it."""
+        self._limit = limit
+        self._task = asyncio.current_task()
+        self._handle = asyncio.get_running_loop().call_later(limit / 4, self._check)
+
+    def _check(self) -> None:
+        since = self.since
+        if since is not None and time.monotonic() - since >= self._limit and self._task:
+            self.fired = True
+            self._task.cancel()
+            return
+        self._handle = asyncio.get_running_loop().call_later(self._limit / 4, self._check)
+
+    def close(self) -> None:
+        """Stop watching."""
+        self._handle.cancel()
 
 
 class _Outcome:
