@@ -640,7 +640,8 @@ def gate(
     as_json: JsonOpt = False,
     html_path: HtmlOpt = None,
 ) -> None:
-    """Fail (exit 1) when the candidate config is worse than the baseline on a golden set."""
+    """Fail (exit 1) when the candidate config is worse than the baseline on a golden set, or
+    drifts from the model ids it pins."""
     _check_html(html_path)
 
     def run() -> None:
