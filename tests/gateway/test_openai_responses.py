@@ -274,6 +274,19 @@ def test_what_the_gateway_cannot_honour_is_a_400_naming_it(
     assert named.split("[")[0] in str(caught.value)
 
 
+@pytest.mark.parametrize("tier", ["auto", "default"])
+def test_the_service_tiers_every_request_gets_are_taken_as_on_chat(
+    serve_gateway: Callable[..., Running], tier: Any
+) -> None:
+    sdk = client(serve_gateway())
+    assert sdk.responses.create(model="support", input="ping", service_tier=tier).output_text == (
+        "pong"
+    )
+    with pytest.raises(openai.BadRequestError, match="'flex' is not supported") as caught:
+        sdk.responses.create(model="support", input="ping", service_tier="flex")
+    assert caught.value.body["param"] == "service_tier"  # type: ignore[index]
+
+
 def test_a_failure_before_the_answer_is_an_http_error(
     serve_gateway: Callable[..., Running],
 ) -> None:

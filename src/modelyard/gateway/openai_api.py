@@ -252,6 +252,16 @@ def _stop(raw: Any) -> tuple[str, ...]:
     return tuple(expect_str(s, f"stop[{i}]") for i, s in enumerate(items))
 
 
+def check_service_tier(body: dict[str, Any]) -> None:
+    """400 naming `service_tier` unless it is absent or a tier every request gets anyway."""
+    tier = optional_str(body, "service_tier")
+    if tier is not None and tier not in _TIERS:
+        raise bad_request(
+            f"service_tier: {tier!r} is not supported by this gateway (auto or default)",
+            "service_tier",
+        )
+
+
 def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
     """A chat completion request body as a ChatCall; ApiError (400) naming the field otherwise."""
     body = expect_object(body, "body")
@@ -264,12 +274,7 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
     system, turns = split_system(messages)
     if not turns:
         raise bad_request("messages: needs at least one non-system message", "messages")
-    tier = optional_str(body, "service_tier")
-    if tier is not None and tier not in _TIERS:
-        raise bad_request(
-            f"service_tier: {tier!r} is not supported by this gateway (auto or default)",
-            "service_tier",
-        )
+    check_service_tier(body)
     max_tokens = optional_int(body, "max_completion_tokens", 1, 10_000_000)
     if max_tokens is None:
         max_tokens = optional_int(body, "max_tokens", 1, 10_000_000)

@@ -26,6 +26,7 @@ from modelyard.gateway.fields import (
     string_map,
 )
 from modelyard.gateway.openai_api import (
+    check_service_tier,
     function_tool,
     logprob_items,
     text_only,
@@ -67,12 +68,12 @@ _FIELDS = frozenset(
         "previous_response_id",
         "include",
         "top_logprobs",
+        "service_tier",
     }
 )
 _NEUTRAL: dict[str, Any] = {
     "truncation": "disabled",
     "background": False,
-    "service_tier": "auto",
     "reasoning": {},
 }
 _KEYS = {
@@ -349,6 +350,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
     body = expect_object(body, "body")
     reject_unknown(body, _FIELDS, _NEUTRAL)
     _stateless(body)
+    check_service_tier(body)
     target = expect_str(body.get("model"), "model")
     if body.get("input") is None:
         raise bad_request("input: required", "input")
