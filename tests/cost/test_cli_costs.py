@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli import app
+from modelyard.cost.prices import usd
 
 CONFIG = """
 models:
@@ -147,3 +148,26 @@ def test_deployments_with_their_own_state_prefix_on_one_redis_keep_their_caches_
                 await store.aclose()
 
         asyncio.run(clean())
+
+
+def test_a_spend_below_a_millionth_of_a_dollar_does_not_read_as_zero(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = write_config(
+        CONFIG.replace("{input: 10.0, output: 30.0}", "{input: 0.01, output: 0.02}")
+    )
+
+    async def serve() -> None:
+        async with modelyard.load(path) as yard:
+            await yard.complete("support", "hi")
+
+    asyncio.run(serve())
+    result = CliRunner().invoke(app, ["costs", str(path)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "dear" in line)
+    assert row.split("│")[3].strip() == "1.1e-07"  # its cost, not 0.000000
+
+
+def test_usd_keeps_six_decimals_and_shows_what_they_would_hide() -> None:
+    assert usd(0.0123456) == "0.012346" and usd(0) == "0.000000"
+    assert usd(3.21e-8) == "3.21e-08" and usd(-3.21e-8) == "-3.21e-08"

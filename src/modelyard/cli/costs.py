@@ -15,6 +15,7 @@ from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.cost import reports
 from modelyard.cost.budgets import Budget, BudgetBook
 from modelyard.cost.ledger import LedgerFile, SqliteLedgerFile
+from modelyard.cost.prices import usd
 from modelyard.state.factory import make_store
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
@@ -43,9 +44,9 @@ def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str,
         row = [
             line.name,
             str(line.requests),
-            f"{line.cost:.6f}",
-            f"{line.per_item:.6f}",
-            f"{line.saved:.6f}",
+            usd(line.cost),
+            usd(line.per_item),
+            usd(line.saved),
             str(line.errors),
         ]
         if accuracy:
@@ -95,8 +96,8 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
                     budget.name,
                     f"{budget.scope} {line.subject}",
                     line.window,
-                    f"{line.spent:.6f}" + (" (ledger)" if line.source == "ledger" else ""),
-                    f"{line.reserved:.6f}",
+                    usd(line.spent) + (" (ledger)" if line.source == "ledger" else ""),
+                    usd(line.reserved),
                     f"{budget.limit:g}",
                     f"{share:.0%}",
                     action,
@@ -163,7 +164,7 @@ async def _with_cache(loaded: LoadedConfig, clear: bool) -> None:
         console.print(
             f"{spec.backend} cache: {stats.entries} entries (max {spec.max_entries}), "
             f"{stats.hits} hits / {stats.misses} misses (hit rate {rate}), "
-            f"saved ${stats.saved:.6f}"
+            f"saved ${usd(stats.saved)}"
         )
     finally:
         await cache.aclose()

@@ -36,7 +36,7 @@ from modelyard.cost.alerts import Alert, AlertHub
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.dispatch import Dispatch, watching
 from modelyard.cost.dispatch import current as current_dispatch
-from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars
+from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars, usd
 from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import Model
 from modelyard.state.base import Claim, StateStore
@@ -195,8 +195,8 @@ class Refusal:
             else ""
         )
         return BudgetExceededError(
-            f"{self.hold.describe()} would be passed: ${self.used:.6f} of ${budget.limit:.6f} "
-            f"is spent or reserved and this {call} may cost up to ${self.hold.amount:.6f}{why}",
+            f"{self.hold.describe()} would be passed: ${usd(self.used)} of ${usd(budget.limit)} "
+            f"is spent or reserved and this {call} may cost up to ${usd(self.hold.amount)}{why}",
             model=node,
             code=budget.name,
             retryable=False,
@@ -317,8 +317,8 @@ class BudgetBook:
                 where=hold.describe(),
                 # "Reached" means admission: spent + reserved + a request's worst case would
                 # pass the limit, which happens before the spend itself gets there.
-                message=f"limit ${budget.limit:g} reached for admission: ${used:.6f} spent or "
-                f"reserved plus {call}'s worst case ${hold.amount:.6f} would pass it; "
+                message=f"limit ${budget.limit:g} reached for admission: ${usd(used)} spent or "
+                f"reserved plus {call}'s worst case ${usd(hold.amount)} would pass it; "
                 + _from_now(hold, embedding=embedding),
                 value=used,
                 threshold=budget.limit,
@@ -358,7 +358,7 @@ class BudgetBook:
                         kind="budget_threshold",
                         where=hold.describe(),
                         message=f"spend passed {fraction * 100:g}% of ${limit:g}: "
-                        f"${after:.6f} settled{over}",
+                        f"${usd(after)} settled{over}",
                         value=after,
                         threshold=mark,
                         details={"budget": hold.budget.name, "fraction": fraction},

@@ -127,3 +127,11 @@ class Price:
         return (
             bound_input_tokens(request) * self.dearest_input + output * self.output
         ) / PER_MILLION
+
+
+def usd(amount: float) -> str:
+    """Dollars to six decimals, or to three significant digits below half a millionth: a short
+    embedding's or a cheap model's spend must not read as 0.000000."""
+    if 0 < abs(amount) < 5e-7:
+        return f"{amount:.3g}"
+    return f"{amount:.6f}"
