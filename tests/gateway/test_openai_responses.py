@@ -18,6 +18,7 @@ from tests.gateway.test_keys import ADMIN, create_key
 
 from modelyard.errors import BadResponseError
 from modelyard.gateway import responses_api
+from modelyard.gateway.errors import ApiError
 from modelyard.types import Chunk, ToolCallDelta
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
@@ -490,3 +491,17 @@ def test_logprobs_asked_with_include_come_back_on_the_text_streamed_or_not(
     assert [t.token for t in final.output[0].content[0].logprobs] == ["Hel", "lo"]  # type: ignore[union-attr]
     for event in events:
         EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
+
+
+@pytest.mark.parametrize(
+    ("raw_input", "named"),
+    [
+        ([{"type": ["message"], "role": "user", "content": "hi"}], "input[0].type"),
+        ([{"role": "user", "content": [{"type": {"x": 1}}]}], "input[0].content[0]"),
+    ],
+)
+def test_a_type_that_is_not_a_string_is_a_400_not_a_crash(raw_input: Any, named: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        responses_api.parse_responses({"model": "m", "input": raw_input}, max_messages=10)
+    assert caught.value.status == 400
+    assert caught.value.param == named

@@ -130,7 +130,7 @@ def _parts(content: Any, where: str) -> str | tuple[Part, ...]:
         here = f"{where}[{i}]"
         part = expect_object(raw, here)
         kind = part.get("type")
-        if kind not in _PARTS:
+        if not isinstance(kind, str) or kind not in _PARTS:  # a list or object is no kind either
             raise bad_request(
                 f"{here}.type: expected input_text, output_text, refusal or input_image, "
                 f"got {kind!r}",
@@ -235,7 +235,7 @@ def _messages(raw: Any, max_messages: int) -> list[Message]:
         where = f"input[{i}]"
         item = expect_object(raw_item, where)
         kind = item.get("type", "message")
-        take = handlers.get(kind)
+        take = handlers.get(kind) if isinstance(kind, str) else None
         if take is None:
             raise bad_request(
                 f"{where}.type: {kind!r} is not supported: this gateway takes message, "
