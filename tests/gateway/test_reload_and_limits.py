@@ -17,6 +17,7 @@ import orjson
 import pytest
 from tests.gateway.conftest import SYSTEMS, Running, hammering
 
+from modelyard.gateway import chat
 from modelyard.gateway.app import Gateway, create_app
 
 CUTTER = """  cutter:
@@ -533,4 +534,52 @@ async def test_a_stream_whose_client_stops_reading_is_cut_and_recorded_as_left(
         await asyncio.sleep(0.05)
     assert record["status"] == 499
     assert record["cost"] > 0  # the input, and the part generated before it stopped reading
+    await app.aclose()
+
+
+async def test_a_shutdown_cancel_landing_with_the_stalled_client_cut_still_ends_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        with_models('  chatty:\n    local: {type: fake, default: "one two three four"}\n')
+        + "gateway: {stalled_client_timeout: 0.2}\n"
+    )
+    app = create_app(config)
+    fire = chat._SendWatch._check
+
+    def fire_and_shut_down(watch: chat._SendWatch) -> None:
+        fire(watch)
+        if watch.fired:  # the server cancels the request's task in the same loop turn
+            assert watch._task is not None
+            watch._task.cancel()
+
+    monkeypatch.setattr(chat._SendWatch, "_check", fire_and_shut_down)
+    body = orjson.dumps(
+        {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    )
+    asked = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the client reads nothing
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+    }
+    serving = asyncio.ensure_future(app(scope, receive, send))  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(serving, 5)
     await app.aclose()

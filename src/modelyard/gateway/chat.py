@@ -351,10 +351,10 @@ class ChatEndpoints:
                     call, first, chunks, renderer, disconnected, outcome, watch
                 )
             except asyncio.CancelledError:
-                if not watch.fired:
-                    raise
                 # Ours: the client stopped reading. Served no further, recorded as one that left.
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                # A cancel from outside too (the server shutting down) still ends the task.
+                if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
+                    raise
                 log.warning(
                     "request %s: the client took nothing for %gs mid-stream; stream cut",
                     call.id,
