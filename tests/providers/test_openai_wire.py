@@ -507,6 +507,21 @@ def test_a_server_that_gave_up_sent_an_incomplete_answer_worth_asking_again(
         feed_all(content)
 
 
+def test_a_finish_reason_that_is_a_list_is_a_bad_response_not_a_type_error(
+    fake: FakeOpenAI,
+) -> None:
+    payload = completion(fake, BODY)
+    payload["choices"][0]["finish_reason"] = ["stop"]
+    with pytest.raises(BadResponseError, match=r"finish_reason is \['stop'\]"):
+        from_wire(payload)
+
+
+def test_a_streamed_content_that_is_not_text_is_a_bad_response_even_beside_a_refusal() -> None:
+    frame = {"choices": [{"index": 0, "delta": {"content": 5, "refusal": "no"}}]}
+    with pytest.raises(BadResponseError, match=r"delta\.content is not a string"):
+        feed_all([frame])
+
+
 def test_a_null_finish_reason_is_a_bad_response(fake: FakeOpenAI) -> None:
     payload = completion(fake, BODY)
     payload["choices"][0]["finish_reason"] = None

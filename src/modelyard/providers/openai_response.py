@@ -163,7 +163,7 @@ def finish_reason(value: Any, where: str, *, tool_calls: bool, refused: bool) ->
     """Our finish reason for OpenAI's; BadResponseError for a missing or unknown one."""
     if value is None:
         raise BadResponseError(f"{where} is missing: the answer may be incomplete")
-    if value in GAVE_UP:
+    if isinstance(value, str) and value in GAVE_UP:  # (a list or object is unhashable)
         raise BadResponseError(
             f"{where} is {value!r}: the server stopped before the answer was complete",
             code="upstream_gave_up",
@@ -305,12 +305,12 @@ class StreamDecoder:
         if not isinstance(delta, dict):
             raise BadResponseError(f"field {where}.delta is not an object")
         text = delta.get("content") or ""
+        if not isinstance(text, str):
+            raise BadResponseError(f"field {where}.delta.content is not a string")
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
             self._refused.add(index)
             text += refusal
-        if not isinstance(text, str):
-            raise BadResponseError(f"field {where}.delta.content is not a string")
         calls = _tool_call_deltas(delta, f"{where}.delta")
         if calls:
             self._called.add(index)
