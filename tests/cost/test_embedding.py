@@ -216,3 +216,22 @@ async def test_yard_embed_reaches_a_postgres_ledger_and_its_report_by_model(
         await file.aclose()
     assert (line.name, line.requests, line.cost) == ("emb", 1, pytest.approx(paid.cost))
     assert rows == [(TOKENS,)]
+
+
+async def test_a_cancelled_call_is_in_the_ledger_at_what_its_budgets_were_settled_to(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    chat = "models:\n  mini: {provider: up, id: gpt-4o-mini-2024-07-18, price: {input: 1000}}\n"
+    path = write_config(hosted(upstream, chat))
+    upstream.push(Fault(hang=True), Fault(hang=True))
+    async with modelyard.load(path) as yard:
+        with pytest.raises(TimeoutError):  # the caller gives up; the provider had the request
+            await asyncio.wait_for(yard.embed("emb", TEXTS), 0.3)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(yard.complete("mini", "hello"), 0.3)
+    rows = await spend(path)
+    assert [(r[0], r[1], r[6]) for r in rows] == [
+        ("emb", "emb", "client_closed"),
+        ("mini", "mini", "client_closed"),
+    ]
+    assert all(isinstance(r[4], float) and r[4] > 0 for r in rows)  # the input, not nothing

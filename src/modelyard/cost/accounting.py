@@ -8,6 +8,7 @@ name it was sent to.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -123,12 +124,19 @@ class Accounted(Decoration):
         return cost_bound(self.inner, request)
 
     def _abandoned(
-        self, request: ChatRequest, streamed: int, scope: request_scope.RequestScope
+        self,
+        request: ChatRequest,
+        streamed: int,
+        scope: request_scope.RequestScope,
+        *,
+        cancelled: bool = False,
     ) -> ClientClosedError:
         from modelyard.cost.budgets import leaves, partial_cost
 
         error = ClientClosedError(
-            f"the stream ended without its final response after {streamed} characters"
+            "the call was cancelled before its answer; cost estimated"
+            if cancelled
+            else f"the stream ended without its final response after {streamed} characters"
             " (the caller stopped reading, or the upstream broke); cost estimated",
             model=self.name,
         )
@@ -173,6 +181,11 @@ class Accounted(Decoration):
                 response = await self.inner.complete(request)
             except ModelError as exc:
                 self._record(request, None, exc)
+                raise
+            except asyncio.CancelledError:
+                # The caller gave up (a timeout around it, a shutdown): the ledger gets what the
+                # budgets are settled to, the input if the request had gone out, not nothing.
+                self._record(request, None, self._abandoned(request, 0, scope, cancelled=True))
                 raise
         self._record(request, response, None)
         return response

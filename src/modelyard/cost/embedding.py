@@ -26,7 +26,7 @@ from modelyard.cost.anomaly import AnomalyDetector
 from modelyard.cost.budgets import Budget, BudgetBook, Hold, settle_shielded
 from modelyard.cost.dispatch import watching
 from modelyard.cost.ledger import Ledger, SpendRow
-from modelyard.errors import ModelError
+from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Embedder
 from modelyard.types import EmbeddingRequest, EmbeddingResponse
 
@@ -92,9 +92,16 @@ class AccountedEmbedder(Embedder):
             self._record(request, None, exc)
             raise
         except BaseException:
-            # Cancelled: the provider bills the texts only if the request reached it.
+            # Cancelled: the provider bills the texts only if the request reached it; the
+            # ledger gets what the budgets are settled to.
             sent = call.dispatch.sent
-            await self._settle(holds, self.info.price.embedding_input(request) if sent else 0.0)
+            spent = self.info.price.embedding_input(request) if sent else 0.0
+            await self._settle(holds, spent)
+            cancelled = ClientClosedError(
+                "the call was cancelled before its answer; cost estimated", model=self.name
+            )
+            cancelled.cost = spent
+            self._record(request, None, cancelled)
             raise
         await self._settle(holds, response.cost)
         self._record(request, response, None)
