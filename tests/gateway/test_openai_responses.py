@@ -17,7 +17,7 @@ from tests.gateway.test_capture import captured
 from tests.gateway.test_keys import ADMIN, create_key
 
 from modelyard.errors import BadResponseError
-from modelyard.gateway import responses_api
+from modelyard.gateway import responses_api, responses_render
 from modelyard.gateway.errors import ApiError
 from modelyard.types import Chunk, ToolCallDelta
 
@@ -361,8 +361,8 @@ def test_parallel_streamed_calls_are_one_output_item_after_another(
 
 def test_a_stream_going_back_to_an_earlier_call_is_a_broken_answer() -> None:
     call = responses_api.parse_responses({"model": "m", "input": "hi"}, max_messages=10)
-    shape = responses_api.ResponseShape(request_id="r1", target="m", created=0, echo=call.echo)
-    events = responses_api.EventRenderer(shape)
+    shape = responses_render.ResponseShape(request_id="r1", target="m", created=0, echo=call.echo)
+    events = responses_render.EventRenderer(shape)
     for index in (0, 1):
         events.chunk(Chunk(tool_calls=(ToolCallDelta(index=index, id=f"c{index}", name="f"),)))
     with pytest.raises(BadResponseError, match="went back to tool call 0"):

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from tests.gateway.conftest import SYSTEMS, Running, hammering
 
-from modelyard.gateway import chat
+from modelyard.gateway import stalled
 from modelyard.gateway.app import Gateway, create_app
 
 CUTTER = """  cutter:
@@ -546,15 +546,15 @@ async def test_a_shutdown_cancel_landing_with_the_stalled_client_cut_still_ends_
         + "gateway: {stalled_client_timeout: 0.2}\n"
     )
     app = create_app(config)
-    fire = chat._SendWatch._check
+    fire = stalled.SendWatch._check
 
-    def fire_and_shut_down(watch: chat._SendWatch) -> None:
+    def fire_and_shut_down(watch: stalled.SendWatch) -> None:
         fire(watch)
         if watch.fired:  # the server cancels the request's task in the same loop turn
             assert watch._task is not None
             watch._task.cancel()
 
-    monkeypatch.setattr(chat._SendWatch, "_check", fire_and_shut_down)
+    monkeypatch.setattr(stalled.SendWatch, "_check", fire_and_shut_down)
     body = orjson.dumps(
         {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
     )

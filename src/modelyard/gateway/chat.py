@@ -36,6 +36,7 @@ from modelyard.gateway.renderers import (
     Renderer,
     ResponsesRenderer,
 )
+from modelyard.gateway.stalled import SendWatch
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
@@ -345,7 +346,7 @@ class ChatEndpoints:
                 head.append((b"x-modelyard-model", answering.encode()))
             await call.send({"type": "http.response.start", "status": 200, "headers": head})
             disconnected = asyncio.ensure_future(call.receive())
-            watch = _SendWatch(self.stalled_client_timeout)
+            watch = SendWatch(self.stalled_client_timeout)
             try:
                 left_after = await _relay(
                     call, first, chunks, renderer, disconnected, outcome, watch
@@ -385,7 +386,7 @@ async def _relay(
     renderer: Renderer,
     disconnected: asyncio.Future[Any],
     outcome: _Outcome,
-    watch: _SendWatch,
+    watch: SendWatch,
 ) -> int | None:
     """Send chunks as they come; a broken stream ends with an error event, never a normal end.
     Returns how many characters were streamed when the client left before the end, else
@@ -419,40 +420,6 @@ async def _relay(
             {"type": "http.response.body", "body": renderer.error(error), "more_body": False}
         )
         return None
-
-
-class _SendWatch:
-    """Cuts a stream whose client has stopped reading. Once the socket's buffers are full a
-    send waits until the client takes more; one that never does would hold the upstream call,
-    the key's slot and the config generation for good. When a send has waited `limit` seconds
-    the serving task is cancelled (`fired`) and the stream is recorded as left. One timer per
-    stream, re-armed every quarter limit, rather than one per send: streams send hundreds."""
-
-    __slots__ = ("_handle", "_limit", "_task", "fired", "response", "since", "streamed")
-
-    def __init__(self, limit: float) -> None:
-        self.since: float | None = None
-        """When the send under way began (None between sends)."""
-        self.fired = False
-        self.streamed = 0
-        """Characters sent so far."""
-        self.response: ChatResponse | None = None
-        """The whole answer, once the stream carried it."""
-        self._limit = limit
-        self._task = asyncio.current_task()
-        self._handle = asyncio.get_running_loop().call_later(limit / 4, self._check)
-
-    def _check(self) -> None:
-        since = self.since
-        if since is not None and time.monotonic() - since >= self._limit and self._task:
-            self.fired = True
-            self._task.cancel()
-            return
-        self._handle = asyncio.get_running_loop().call_later(self._limit / 4, self._check)
-
-    def close(self) -> None:
-        """Stop watching."""
-        self._handle.cancel()
 
 
 class _Outcome:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modelyard.gateway import anthropic_api, openai_api, responses_api
+from modelyard.gateway import anthropic_api, openai_api, responses_api, responses_render
 from modelyard.gateway.errors import ApiError
 from modelyard.types import ChatResponse, Chunk
 
@@ -54,17 +54,17 @@ class ResponsesRenderer(Renderer):
     def __init__(self, request_id: str, call: responses_api.ResponsesCall) -> None:
         self._id = request_id
         self._call = call
-        shape = responses_api.ResponseShape(
+        shape = responses_render.ResponseShape(
             request_id=request_id,
             target=call.target,
             created=int(time.time()),
             echo=call.echo,
             logprobs=call.request.logprobs,
         )
-        self._stream = responses_api.EventRenderer(shape)
+        self._stream = responses_render.EventRenderer(shape)
 
     def response(self, response: ChatResponse) -> bytes:
-        return responses_api.render_response(
+        return responses_render.render_response(
             response, request_id=self._id, target=self._call.target, echo=self._call.echo
         )
 
