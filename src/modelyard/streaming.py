@@ -31,6 +31,8 @@ class _ChoiceParts:
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     refusal: bool = False
+    answered: bool = False
+    """Whether any text came that was not a refusal (the choice is then an answer)."""
 
 
 class StreamAssembler:
@@ -49,7 +51,10 @@ class StreamAssembler:
             parts = self._choices[chunk.index] = _ChoiceParts()
         if chunk.text:
             parts.text.append(chunk.text)
-            parts.refusal = parts.refusal or chunk.refusal
+            if chunk.refusal:
+                parts.refusal = True
+            else:
+                parts.answered = True
             self.saw_content = True
         for delta in chunk.tool_calls:
             call = parts.tool_calls.get(delta.index)
@@ -98,7 +103,7 @@ class StreamAssembler:
                     message=message,
                     finish_reason=parts.finish_reason,
                     logprobs=tuple(parts.logprobs) if logprobs else None,
-                    refusal=parts.refusal,
+                    refusal=parts.refusal and not parts.answered,
                 )
             )
         return tuple(out)

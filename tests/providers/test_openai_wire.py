@@ -1049,3 +1049,20 @@ async def test_sdk_sees_the_fakes_errors(client: openai.AsyncOpenAI) -> None:
         await client.chat.completions.create(
             model="o3-mini", messages=[{"role": "user", "content": "x"}], max_tokens=5
         )
+
+
+def test_a_stream_with_answer_text_is_no_refusal_as_a_whole_answer_is_not() -> None:
+    # `_choice` counts a refusal only when no content came: the stream must agree.
+    frames = [
+        {"delta": {"content": "Sure, ", "refusal": None}},
+        {"delta": {"content": "here", "refusal": " but no"}},
+        {"delta": {"refusal": " more"}, "finish_reason": "stop"},
+    ]
+    chunks = []
+    decoder = StreamDecoder()
+    for frame in frames:
+        body = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, **frame}]}
+        chunks.extend(decoder.feed(Event("message", orjson.dumps(body).decode())))
+    assert [c.refusal for c in chunks] == [False, False, True]
+    (choice,) = assemble(chunks)
+    assert not choice.refusal and choice.message.text == "Sure, here but no more"

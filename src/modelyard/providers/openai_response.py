@@ -308,6 +308,8 @@ class StreamDecoder:
         if not isinstance(text, str):
             raise BadResponseError(f"field {where}.delta.content is not a string")
         refusal = delta.get("refusal")
+        # A refusal only where no answer text came with it, as in a whole answer (`_choice`).
+        refused = isinstance(refusal, str) and bool(refusal) and not text
         if isinstance(refusal, str) and refusal:
             self._refused.add(index)
             text += refusal
@@ -332,7 +334,7 @@ class StreamDecoder:
             tool_calls=calls,
             finish_reason=reason,
             logprobs=tokens,
-            refusal=isinstance(refusal, str) and bool(refusal),
+            refusal=refused,
         )
 
 
