@@ -421,15 +421,59 @@ async def _asgi(
                 for _ in range(3):  # let the gateway's disconnect watcher see it
                     await asyncio.sleep(0)
 
-    scope = {
+    await app(_scope(method, path), receive, send)  # type: ignore[arg-type]
+    return headers, b"".join(parts), left.is_set()
+
+
+def _scope(method: str, path: str) -> dict[str, object]:
+    return {
         "type": "http",
         "method": method,
         "path": path,
         "headers": [(b"content-type", b"application/json")],
         "client": ("127.0.0.1", 1),
     }
-    await app(scope, receive, send)  # type: ignore[arg-type]
-    return headers, b"".join(parts), left.is_set()
+
+
+async def _record(app: Gateway, request_id: str) -> dict[str, Any]:
+    """The request's decision record, once the request log has written it."""
+    for _ in range(100):
+        found, text, _ = await _asgi(app, "GET", f"/v1/requests/{request_id}")
+        if found and b"status" in text:
+            return orjson.loads(text)  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no record of {request_id}")
+
+
+def _stalled_client(
+    body: dict[str, object], *, takes: int
+) -> tuple[Callable[[], Any], Callable[[dict[str, Any]], Any], dict[bytes, bytes]]:
+    """A client that sends `body`, takes `takes` body messages of the answer, then reads
+    nothing more (that send never returns) and never leaves. Returns receive, send and the
+    response headers it got."""
+    raw = orjson.dumps(body)
+    headers: dict[bytes, bytes] = {}
+    taken = 0
+    asked = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.Event().wait()  # connected, but never reads nor leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal taken
+        if message["type"] == "http.response.start":
+            headers.update(message["headers"])
+        elif message["type"] == "http.response.body":
+            if taken == takes:  # the socket's buffers are full: this send never returns
+                await asyncio.Event().wait()
+            taken += 1
+
+    return receive, send, headers
 
 
 async def test_a_cached_stream_the_client_leaves_cost_nothing(tmp_path: Path) -> None:
@@ -447,14 +491,7 @@ async def test_a_cached_stream_the_client_leaves_cost_nothing(tmp_path: Path) ->
     assert orjson.loads(first)["choices"][0]["message"]["content"] == "a long answer"
     headers, body, left = await _asgi(app, "POST", "/v1/chat/completions", {**ask, "stream": True})
     assert left and b"[DONE]" not in body  # replayed from the cache, and cut
-    request_id = headers[b"x-request-id"].decode()
-    record: dict[str, Any] = {}
-    for _ in range(100):
-        found, text, _ = await _asgi(app, "GET", f"/v1/requests/{request_id}")
-        if found and b"cost" in text:
-            record = orjson.loads(text)
-            break
-        await asyncio.sleep(0.05)
+    record = await _record(app, headers[b"x-request-id"].decode())
     assert record["status"] == 499
     assert record["cost"] == 0  # the key's budget is settled to this too
     await app.aclose()
@@ -491,47 +528,11 @@ async def test_a_stream_whose_client_stops_reading_is_cut_and_recorded_as_left(
         + "gateway: {stalled_client_timeout: 0.2}\n"
     )
     app = create_app(config)
-    body = orjson.dumps(
-        {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
-    )
-    headers: dict[bytes, bytes] = {}
-    bodies = 0
-    asked = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # connected, but never reads nor leaves
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal bodies
-        if message["type"] == "http.response.start":
-            headers.update(message["headers"])
-        elif message["type"] == "http.response.body":
-            bodies += 1
-            if bodies == 2:  # the socket's buffers are full: this send never returns
-                await asyncio.Event().wait()
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-    }
-    await asyncio.wait_for(app(scope, receive, send), 5)  # type: ignore[arg-type]
+    ask = {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    receive, send, headers = _stalled_client(ask, takes=1)
+    await asyncio.wait_for(app(_scope("POST", "/v1/chat/completions"), receive, send), 5)  # type: ignore[arg-type]
     assert app.in_flight == 0
-    request_id = headers[b"x-request-id"].decode()
-    record: dict[str, Any] = {}
-    for _ in range(100):
-        found, text, _ = await _asgi(app, "GET", f"/v1/requests/{request_id}")
-        if found and b"status" in text:
-            record = orjson.loads(text)
-            break
-        await asyncio.sleep(0.05)
+    record = await _record(app, headers[b"x-request-id"].decode())
     assert record["status"] == 499
     assert record["cost"] > 0  # the input, and the part generated before it stopped reading
     await app.aclose()
@@ -555,30 +556,9 @@ async def test_a_shutdown_cancel_landing_with_the_stalled_client_cut_still_ends_
             watch._task.cancel()
 
     monkeypatch.setattr(stalled.SendWatch, "_check", fire_and_shut_down)
-    body = orjson.dumps(
-        {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
-    )
-    asked = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            await asyncio.Event().wait()  # the client reads nothing
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-    }
+    ask = {"model": "chatty", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    receive, send, _ = _stalled_client(ask, takes=0)  # the client reads nothing
+    scope = _scope("POST", "/v1/chat/completions")
     serving = asyncio.ensure_future(app(scope, receive, send))  # type: ignore[arg-type]
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(serving, 5)
