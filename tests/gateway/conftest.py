@@ -100,8 +100,9 @@ UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 
 
 @pytest.fixture
-def embedding_upstream() -> Iterator[FakeOpenAI]:
-    """The fake OpenAI upstream `hosted_embedder`'s `emb` calls (to push faults on)."""
+def upstream() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI upstream taking `UPSTREAM_KEY` (the one `hosted_embedder` calls): push
+    faults or script replies on it."""
     fake = FakeOpenAI(api_key=UPSTREAM_KEY)
     with fake.running():
         yield fake
@@ -109,7 +110,7 @@ def embedding_upstream() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def hosted_embedder(
-    serve_gateway: Callable[..., Running], embedding_upstream: FakeOpenAI
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
 ) -> Callable[[str], Running]:
     """Start a gateway with `emb`, a hosted embedder at $1,000 per million input tokens on the
     fake OpenAI upstream (provider `up`, which waits up to 5 s for an answer), a ledger written
@@ -117,7 +118,7 @@ def hosted_embedder(
     emb = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 1000}}"
     head = SYSTEMS.replace("embedders:", emb)
     providers = (
-        f'providers:\n  up: {{type: openai, base_url: "{embedding_upstream.url}/v1", '
+        f'providers:\n  up: {{type: openai, base_url: "{upstream.url}/v1", '
         f"api_key: {UPSTREAM_KEY}, timeouts: {{total: 5}}}}\n"
     )
     ledger = "ledger: {flush_interval: 0.05}\n"

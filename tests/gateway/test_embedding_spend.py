@@ -205,13 +205,13 @@ ESTIMATED = sum(estimate_tokens(t) for t in TEXTS) * 1000 / 1e6
 )
 def test_a_hanging_embedder_is_cut_at_the_deadline_with_a_504_that_costs_its_texts(
     hosted_embedder: Callable[[str], Running],
-    embedding_upstream: FakeOpenAI,
+    upstream: FakeOpenAI,
     extra: str,
     headers: dict[str, str],
 ) -> None:
     # The provider would wait 5 s (the client gives up after 3): the deadline cuts it first.
     running = hosted_embedder(extra)
-    embedding_upstream.always(Fault(hang=True))
+    upstream.always(Fault(hang=True))
     reply = httpx2.post(
         f"{running.url}/v1/embeddings",
         json={"model": "emb", "input": TEXTS},

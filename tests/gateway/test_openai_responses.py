@@ -3,7 +3,7 @@ gateway's /v1/responses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -12,7 +12,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.gateway.conftest import Running
+from tests.gateway.conftest import UPSTREAM_KEY, Running
 from tests.gateway.test_capture import captured
 from tests.gateway.test_keys import ADMIN, create_key
 
@@ -38,13 +38,6 @@ def client(running: Running) -> openai.OpenAI:
     return openai.OpenAI(base_url=running.openai_url, api_key="anything", max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI(api_key="k-upstream")
-    with server.running():
-        yield server
-
-
 @pytest.fixture
 def hosted(
     upstream: FakeOpenAI,
@@ -52,8 +45,7 @@ def hosted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Running:
     """A gateway in front of the fake OpenAI upstream (for tool calls)."""
-    upstream.reset()
-    monkeypatch.setenv("FAKE_OPENAI_KEY", "k-upstream")
+    monkeypatch.setenv("FAKE_OPENAI_KEY", UPSTREAM_KEY)
     return serve_gateway(
         text=f"""
 providers:

@@ -4,24 +4,16 @@ official OpenAI and Anthropic SDKs, in front of the fake OpenAI server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anthropic
 import openai
 import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
-from tests.gateway.conftest import Running
+from tests.gateway.conftest import UPSTREAM_KEY, Running
 
-KEY = "sk-upstream-secret-0123456789"
 ASK = [{"role": "user", "content": "which one?"}]
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(api_key=KEY)
-    with fake.running():
-        yield fake  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -32,7 +24,7 @@ providers:
   up:
     type: openai
     base_url: {upstream.url}/v1
-    api_key: {KEY}
+    api_key: {UPSTREAM_KEY}
     retry: {{attempts: 0}}
 models:
   first: {{provider: up, id: gpt-4o-mini, price: {{input: 0.15, output: 0.6}}}}

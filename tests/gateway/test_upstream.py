@@ -5,22 +5,13 @@ chunk by chunk, with upstream failures mapped to the right status."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
 import pytest
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.server import Fault
-from tests.gateway.conftest import Running
-
-KEY = "sk-upstream-secret-0123456789"
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(api_key=KEY)
-    with fake.running():
-        yield fake  # type: ignore[misc]
+from tests.gateway.conftest import UPSTREAM_KEY, Running
 
 
 def gateway_for(serve_gateway: Callable[..., Running], fake: FakeOpenAI) -> openai.OpenAI:
@@ -29,7 +20,7 @@ providers:
   up:
     type: openai
     base_url: {fake.url}/v1
-    api_key: {KEY}
+    api_key: {UPSTREAM_KEY}
     timeouts: {{total: 2, first_token: 2, stall: 1}}
     retry: {{attempts: 0}}
 models:
@@ -160,4 +151,7 @@ def test_upstream_failures_map_to_statuses(
     with pytest.raises(error) as caught:
         client.chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == status
-    assert KEY not in str(caught.value.body) and KEY not in caught.value.response.text
+    assert (
+        UPSTREAM_KEY not in str(caught.value.body)
+        and UPSTREAM_KEY not in caught.value.response.text
+    )
