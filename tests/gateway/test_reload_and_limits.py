@@ -397,19 +397,10 @@ async def _asgi(
 ) -> tuple[dict[bytes, bytes], bytes, bool]:
     """Serve one request in process. A stream's client hangs up once the first part of the
     answer was sent. Returns the response headers, the body sent, and whether it hung up."""
-    raw = orjson.dumps(body) if body is not None else b""
     left = asyncio.Event()
+    receive = _receiver(orjson.dumps(body) if body is not None else b"", left)
     headers: dict[bytes, bytes] = {}
     parts: list[bytes] = []
-    asked = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await left.wait()
-        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -423,6 +414,21 @@ async def _asgi(
 
     await app(_scope(method, path), receive, send)  # type: ignore[arg-type]
     return headers, b"".join(parts), left.is_set()
+
+
+def _receiver(raw: bytes, leaves: asyncio.Event) -> Callable[[], Any]:
+    """An ASGI receive: the request body `raw`, then a disconnect once `leaves` is set."""
+    asked = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await leaves.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def _scope(method: str, path: str) -> dict[str, object]:
@@ -451,18 +457,9 @@ def _stalled_client(
     """A client that sends `body`, takes `takes` body messages of the answer, then reads
     nothing more (that send never returns) and never leaves. Returns receive, send and the
     response headers it got."""
-    raw = orjson.dumps(body)
+    receive = _receiver(orjson.dumps(body), asyncio.Event())  # never leaves
     headers: dict[bytes, bytes] = {}
     taken = 0
-    asked = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await asyncio.Event().wait()  # connected, but never reads nor leaves
-        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal taken
