@@ -240,3 +240,23 @@ async def test_a_priced_member_cut_at_its_share_counts_its_input(
         alone = await yard.complete("a", "which letter?")
         response = await yard.complete("slow", "which letter?")
     assert response.model == "a" and response.cost > alone.cost > 0
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_local_function_that_hangs_is_cut_at_the_request_deadline(
+    streamed: bool, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a node `deadline:` the request's own (x-modelyard-timeout, `default_deadline`)
+    # did not reach a function that hangs: the caller waited it out (5 s).
+    async with yard_of(_hanger(tmp_path, monkeypatch)) as yard:
+        started = time.perf_counter()
+        deadline = time.monotonic() + 0.3
+        with pytest.raises(ModelTimeoutError) as caught:
+            if streamed:
+                async for _ in yard.stream("hanger", "which letter?", deadline=deadline):
+                    pass
+            else:
+                await yard.complete("hanger", "which letter?", deadline=deadline)
+    assert time.perf_counter() - started < 1.0
+    assert "the request's deadline passed" in str(caught.value)
+    assert caught.value.model == "hanger"

@@ -36,6 +36,7 @@ from modelyard.providers.local_basic import (
 from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
+from modelyard.resilience.deadline import HeldToDeadline
 from modelyard.resilience.health import HealthRegistry
 from modelyard.resilience.stack import Resilience, wrap_model
 from modelyard.state.base import StateStore
@@ -488,7 +489,7 @@ def _build_callable(spec: CallableSpec, context: BuildContext, loc: Loc, info: M
         raise context.error((*loc, field_name), exc.message) from None
     if spec.factory is not None:
         function = _from_factory(spec, function, context, loc)
-    return FunctionModel(info, function, source=dotted_name)
+    return HeldToDeadline(FunctionModel(info, function, source=dotted_name))
 
 
 def _from_factory(

@@ -101,6 +101,17 @@ async def _cut(
         raise error from None
 
 
+class HeldToDeadline(Wrapper):
+    """An inner Model that cannot watch the clock itself (a user's Python function) abandoned
+    `GRACE` seconds after the request's deadline, so a coroutine that hangs cannot hold its
+    caller past it (a function that blocks the event loop cannot be cut from it)."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await within(self.inner.complete(request), request, self, whose=REQUEST_DEADLINE)
+
+    stream = Model.stream  # answers in full through `complete`, so the stream is held too
+
+
 class DeadlineModel(Wrapper):
     """Gives the inner Model at most `seconds` (and never more than the caller's deadline)."""
 
