@@ -265,6 +265,7 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     # Per-key rate limits live where the circuits and provider limits do (shared with Redis or
     # PostgreSQL: one limit across every replica); a key's own budget is spend, kept with the
     # configured budgets.
-    gateway.chat.limits = live_store(loaded.config.state, loaded.base_dir, live.resources)
-    gateway.chat.spend = shared_store(loaded.config.state, loaded.base_dir, live.resources)
+    key_limits = gateway.chat.key_limits
+    key_limits.limits = live_store(loaded.config.state, loaded.base_dir, live.resources)
+    key_limits.spend = shared_store(loaded.config.state, loaded.base_dir, live.resources)
     return gateway

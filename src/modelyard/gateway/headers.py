@@ -1,0 +1,87 @@
+"""The gateway's own headers: what a request's `x-modelyard-*` headers (and the caller's trace)
+ask of it, and the `x-modelyard-*` headers an answer carries back."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import replace
+
+from modelyard.gateway.errors import bad_request
+from modelyard.gateway.exchange import SSE, Call, Headers
+from modelyard.gateway.keys import VirtualKey
+from modelyard.observability.propagation import continued
+from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingResponse
+from modelyard.yard import Yard
+
+
+def prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
+    """The request with the caller's key, tags and deadline (header, else config default)."""
+    timeout = call.header(b"x-modelyard-timeout")
+    tags = call.header(b"x-modelyard-tags")
+    request = replace(
+        request,
+        key_id=key.id,
+        request_id=call.id,
+        # Most requests have neither header: no call for them.
+        deadline=deadline(timeout) if timeout is not None else None,
+        tags=request_tags(tags) if tags else (),
+    )
+    return request.with_budget(yard.loaded.config.default_deadline)
+
+
+def request_tags(header: str) -> tuple[str, ...]:
+    """The tags of an `x-modelyard-tags` header (comma-separated): what tag budgets charge."""
+    return tuple(t.strip() for t in header.split(",") if t.strip())
+
+
+def deadline(timeout: str) -> float:
+    """The deadline an `x-modelyard-timeout` header sets: that many seconds from now (the
+    config's `default_deadline` tightens it)."""
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:  # NaN, too: it would switch the deadline off
+        raise bad_request(
+            f"x-modelyard-timeout: expected a positive number of seconds, got {timeout[:40]!r}"
+        )
+    return time.monotonic() + seconds
+
+
+def caller_trace(call: Call, yard: Yard) -> contextlib.AbstractContextManager[None]:
+    """The caller's trace (W3C `traceparent`), continued by this request's spans when the
+    config traces; nothing to do otherwise."""
+    parent = call.header(b"traceparent") if yard.loaded.config.tracing is not None else None
+    if parent is None:
+        return contextlib.nullcontext()
+    carrier = {"traceparent": parent}
+    state = call.header(b"tracestate")
+    if state is not None:
+        carrier["tracestate"] = state
+    return continued(carrier)
+
+
+def answer_headers(response: ChatResponse | EmbeddingResponse, version: str) -> Headers:
+    """The headers of a whole answer: the model that answered, what it cost, the config."""
+    return [
+        (b"x-modelyard-model", response.model.encode()),
+        (b"x-modelyard-provider-model", response.provider_model.encode("latin-1", "replace")),
+        (b"x-modelyard-cost", f"{response.cost:.8f}".encode()),
+        (b"x-modelyard-config-version", version.encode()),
+    ]
+
+
+def stream_headers(call: Call, version: str, first: Chunk) -> Headers:
+    """The headers of a stream, sent with its first chunk: the model answering when that chunk
+    names it (the cost comes at the end, so is not among them)."""
+    head = [
+        *SSE,
+        (b"x-request-id", call.id.encode()),
+        (b"x-modelyard-config-version", version.encode()),
+    ]
+    answering = first.model or (first.response.model if first.response else None)
+    if answering is not None:
+        head.append((b"x-modelyard-model", answering.encode()))
+    return head

@@ -1,0 +1,151 @@
+"""How one served request ended: its row in the request log, its metrics, what it spent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from modelyard.cost import scope as request_scope
+from modelyard.cost.budgets import Hold
+from modelyard.errors import ClientClosedError, ModelError
+from modelyard.gateway.errors import ApiError, from_model_error
+from modelyard.gateway.exchange import Call
+from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
+from modelyard.observability.metrics import Metrics
+from modelyard.types import ChatRequest, ChatResponse, Decision, EmbeddingResponse
+
+
+class Outcome:
+    """Records how one chat or embedding request ended: the request log, the metrics, what it
+    spent."""
+
+    __slots__ = (
+        "api",
+        "call",
+        "captured",
+        "decisions",
+        "holds",
+        "metrics",
+        "scope",
+        "spent",
+        "stream",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        decisions: DecisionLog,
+        metrics: Metrics,
+        call: Call,
+        target: str,
+        api: str,
+        stream: bool,
+        version: str,
+    ) -> None:
+        self.decisions = decisions
+        self.metrics = metrics
+        self.call = call
+        self.target = target
+        self.api = api
+        self.stream = stream
+        self.version = version
+        self.holds: list[Hold] = []
+        self.spent = 0.0
+        self.captured: ChatRequest | None = None
+        """The request, when its exchange is to be kept (`gateway.capture`)."""
+        self.scope = request_scope.RequestScope(entry=target)
+        """What the cost wrappers learn while serving it (a cache hit, say)."""
+
+    def answered(self, response: ChatResponse) -> None:
+        """A chat request answered: logged and counted with the provider that answered."""
+        self.spent = response.cost
+        latency = self._record(200, response, None, response.decision)
+        provider, saved = _provider_of(response)
+        self.metrics.answered(self.target, response, provider, latency, saved=saved)
+
+    def embedded(self, response: EmbeddingResponse, provider: str) -> None:
+        """An embeddings call answered: logged and counted as an answered chat request is."""
+        self.spent = response.cost
+        latency = self._record(200, response, None, None)
+        self.metrics.answered(self.target, response, provider, latency)
+
+    def abandoned(self, estimate: float) -> None:
+        """The client left mid-stream: recorded as 499 with the cost the provider likely bills
+        (the input and the output generated so far), which the key's budget is settled to."""
+        error = ClientClosedError("the client closed the stream before the answer ended")
+        error.cost = self.spent = estimate
+        latency = self._record(ClientClosedError.status_default, None, error, error.decision)
+        self.metrics.failed(self.target, error.kind, error.status or 499, latency)
+
+    def failed(self, exc: ModelError) -> ApiError:
+        """The model failed: logged and counted; the API error to answer with, marked counted."""
+        self.spent = exc.cost
+        error = from_model_error(exc)
+        latency = self._record(error.status, None, exc, exc.decision)
+        self.metrics.failed(self.target, exc.kind, error.status, latency)
+        return replace(error, counted=True)
+
+    def refused(self, error: ApiError) -> None:
+        """The gateway refused the request itself (a key's limit, an unknown system, a store
+        that is down): recorded with its status and reason; the metrics count it apart."""
+        self._record(error.status, None, None, None, refusal=error)
+
+    def _record(
+        self,
+        status: int,
+        response: ChatResponse | EmbeddingResponse | None,
+        error: ModelError | None,
+        decision: Decision | None,
+        *,
+        refusal: ApiError | None = None,
+    ) -> float:
+        call = self.call
+        seconds = time.perf_counter() - call.started
+        usage = response.usage if response is not None else None
+        exchange = None
+        if self.captured is not None and isinstance(response, ChatResponse):
+            request = self.captured
+            system = (("system", request.system),) if request.system else ()
+            asked = (*system, *((m.role, m.text) for m in request.messages))
+            exchange = Exchange(messages=asked, answer=response.text)
+        reason = None
+        if error is not None:
+            reason = f"{error.kind}: {error}"
+        elif refusal is not None:
+            reason = f"{refusal.code or refusal.type}: {refusal.message}"
+        self.decisions.record(
+            RequestRecord(
+                id=call.id,
+                at=time.time(),
+                key_id=call.key.id if call.key else None,
+                target=self.target,
+                api=self.api,
+                stream=self.stream,
+                config_version=self.version,
+                status=status,
+                model=response.model if response else (error.model if error else None),
+                provider_model=response.provider_model if response else None,
+                latency_ms=seconds * 1000,
+                cost=response.cost if response else (error.cost if error else 0.0),
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+                error=reason,
+                decision=decision,
+                exchange=exchange,
+            )
+        )
+        return seconds
+
+
+def _provider_of(response: ChatResponse) -> tuple[str, float]:
+    """The provider that answered, and the USD a cache hit saved (0 otherwise)."""
+    decision = response.decision
+    while decision is not None:
+        if decision.kind == "cache":  # a hit called no provider, whoever wrote the answer first
+            return "cache", float(decision.details.get("saved", 0.0))
+        provider = decision.details.get("provider") if decision.details else None
+        if provider:
+            return str(provider), 0.0
+        decision = decision.children[-1] if decision.children else None
+    return "local", 0.0
