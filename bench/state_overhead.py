@@ -19,7 +19,9 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from modelyard.cost.budgets import Budget, BudgetBook, BudgetGuard
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.cost.prices import Price
 from modelyard.model import Model, ModelInfo, Wrapper
 from modelyard.providers.fake import ScriptedModel

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from modelyard.cost.budgets import Budget, BudgetBook, BudgetGuard, Refusal
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget, Refusal
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.cost.prices import bound_input_tokens
 from modelyard.model import Capabilities, Model, ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel

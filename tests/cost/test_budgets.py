@@ -15,7 +15,9 @@ import pytest
 
 import modelyard
 from modelyard.cost.alerts import Alert, AlertHub
-from modelyard.cost.budgets import Budget, BudgetBook, cost_bound, partial_cost, period_of
+from modelyard.cost.bounds import cost_bound, partial_cost
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget, period_of
 from modelyard.cost.prices import Price, bound_input_tokens, estimate_input_tokens
 from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
 from modelyard.model import ModelInfo

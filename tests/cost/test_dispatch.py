@@ -12,7 +12,8 @@ import pytest
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.accounting import Accounted
-from modelyard.cost.budgets import Budget, BudgetBook, BudgetStatus
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget, BudgetStatus
 from modelyard.cost.dispatch import Dispatch, Sender, mark_sent, watching
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.model import Model

@@ -14,7 +14,8 @@ import modelyard
 from modelyard.cli import app
 from modelyard.cost import reports
 from modelyard.cost.alerts import Alert
-from modelyard.cost.budgets import Budget, BudgetBook
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.state.memory import MemoryStore

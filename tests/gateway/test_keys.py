@@ -13,7 +13,7 @@ import openai
 import pytest
 from tests.gateway.conftest import SYSTEMS, Running
 
-from modelyard.cost.budgets import cost_bound
+from modelyard.cost.bounds import cost_bound
 from modelyard.gateway.keys import KeyStore
 from modelyard.types import ChatRequest, Message
 

@@ -166,7 +166,8 @@ async def test_a_request_cancelled_while_queued_behind_another_costs_nothing(
 ) -> None:
     from dataclasses import replace
 
-    from modelyard.cost.budgets import Budget, BudgetBook
+    from modelyard.cost.budget_book import BudgetBook
+    from modelyard.cost.budget_counters import Budget
     from modelyard.cost.prices import Price
     from modelyard.state.memory import MemoryStore
     from tests.cost.helpers import guard

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from modelyard.cost.accounting import spend_rows
-from modelyard.cost.budgets import BudgetGuard, BudgetStatus, partial_cost
+from modelyard.cost.bounds import partial_cost
+from modelyard.cost.budget_counters import BudgetStatus
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.types import user
 from modelyard.yard import Yard
 from tests.fakes.openai_server import FakeOpenAI

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from modelyard.cost.budgets import partial_cost
+from modelyard.cost.bounds import partial_cost
 from modelyard.cost.dispatch import mark_sent
 from modelyard.cost.prices import Price
 from modelyard.errors import ModelTimeoutError

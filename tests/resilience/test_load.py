@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from modelyard.cli import app
 from modelyard.config.loader import load_config
-from modelyard.cost.budgets import cost_bound
+from modelyard.cost.bounds import cost_bound
 from modelyard.errors import RateLimitedError
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.model import Model, Wrapper

@@ -13,7 +13,8 @@ from rich.table import Table
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.cost import reports
-from modelyard.cost.budgets import Budget, BudgetBook
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget
 from modelyard.cost.ledger import LedgerFile, SqliteLedgerFile
 from modelyard.cost.prices import usd
 from modelyard.state.factory import make_store

@@ -14,7 +14,7 @@ from rich.table import Table
 from modelyard.cli.app import app, check_target, console, errors, fail, guarded
 from modelyard.cli.evaluate import ConfigPath, DataOpt, FormatOpt, SplitOpt, SystemName
 from modelyard.config.loader import load_config
-from modelyard.cost.budgets import leaves
+from modelyard.cost.bounds import leaves
 from modelyard.evaluation.dataset import LABELLED, load_items, select_split
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.providers.local_basic import DisabledModel

@@ -27,7 +27,9 @@ from modelyard.config.references import node_refs
 from modelyard.cost.accounting import Accounted
 from modelyard.cost.alerts import AlertHub, Webhook
 from modelyard.cost.anomaly import AnomalyDetector
-from modelyard.cost.budgets import Budget, BudgetBook, BudgetGuard
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.cost.cache import Cached, ResponseCache, SemanticPolicy
 from modelyard.cost.cache_keys import identity
 from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache

@@ -119,7 +119,7 @@ class Accounted(Decoration):
 
     def worst_case_cost(self, request: ChatRequest) -> float:
         """The inner node's bound (recording spends nothing)."""
-        from modelyard.cost.budgets import cost_bound
+        from modelyard.cost.bounds import cost_bound
 
         return cost_bound(self.inner, request)
 
@@ -131,7 +131,7 @@ class Accounted(Decoration):
         *,
         cancelled: bool = False,
     ) -> ClientClosedError:
-        from modelyard.cost.budgets import leaves, partial_cost
+        from modelyard.cost.bounds import leaves, partial_cost
 
         error = ClientClosedError(
             "the call was cancelled before its answer; cost estimated"

@@ -23,7 +23,8 @@ import numpy as np
 
 from modelyard.cost import cache_codec
 from modelyard.cost import scope as request_scope
-from modelyard.cost.budgets import cost_bound, downgraded
+from modelyard.cost.bounds import cost_bound
+from modelyard.cost.budgets import downgraded
 from modelyard.cost.cache_keys import details, exact_key, semantic_scope
 from modelyard.cost.cache_store import CacheBackend, pack_vector
 from modelyard.cost.decoration import Decoration

@@ -6,7 +6,7 @@ never received and costs nothing. The code that knows (the HTTP transport once t
 written, a local model once its job starts) calls `mark_sent()`. It marks every `Dispatch` the
 call runs under — the innermost a wrapper opened with `watching()`, then each one around it —
 and the request's scope, so a budget guard, a deadline or an ensemble that abandons a call asks
-its own `Dispatch` whether to charge the estimate (`cost.budgets.partial_cost`) or nothing.
+its own `Dispatch` whether to charge the estimate (`cost.bounds.partial_cost`) or nothing.
 
 Held in a `ContextVar`, like the request scope: it follows a call into the tasks its patterns
 spawn (an ensemble's members), and a stream's step sees it when its consumer re-enters it.

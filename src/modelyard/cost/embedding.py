@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 from modelyard.cost.accounting import NO_MODEL, utc_day
 from modelyard.cost.anomaly import AnomalyDetector
-from modelyard.cost.budgets import Budget, BudgetBook, Hold, settle_shielded
+from modelyard.cost.budget_book import BudgetBook, settle_shielded
+from modelyard.cost.budget_counters import Budget, Hold
 from modelyard.cost.dispatch import watching
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.errors import ClientClosedError, ModelError

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from modelyard.cost.budgets import Budget, BudgetBook
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget
 from modelyard.cost.ledger import LedgerFile
 from modelyard.errors import ConfigError
 from modelyard.state.memory import MemoryStore

@@ -15,7 +15,8 @@ from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
-from modelyard.cost.budgets import cost_bound, partial_cost, settle_shielded
+from modelyard.cost.bounds import cost_bound, partial_cost
+from modelyard.cost.budget_book import settle_shielded
 from modelyard.errors import BadResponseError, ModelError, NotFoundError
 from modelyard.gateway import anthropic_api, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller

@@ -3,7 +3,8 @@ slots and its own monthly budget (`keys create --rpm/--max-concurrency/--budget`
 
 from __future__ import annotations
 
-from modelyard.cost.budgets import Budget, BudgetBook, Hold
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget, Hold
 from modelyard.errors import ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.keys import VirtualKey

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 
 from modelyard.cost import scope as request_scope
-from modelyard.cost.budgets import Hold
+from modelyard.cost.budget_counters import Hold
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call

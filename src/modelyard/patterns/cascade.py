@@ -133,8 +133,8 @@ class CascadeModel(Model):
 
     def worst_case_cost(self, request: ChatRequest) -> float:
         """Every live stage at its most, with its estimator's own calls (k samples, a
-        verifier reading the answer): what budgets reserve (`cost.budgets`)."""
-        from modelyard.cost.budgets import cost_bound
+        verifier reading the answer): what budgets reserve (`cost.bounds`)."""
+        from modelyard.cost.bounds import cost_bound
 
         if self.deadline is not None:
             request = request.with_budget(self.deadline)

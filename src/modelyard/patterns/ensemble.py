@@ -80,7 +80,7 @@ class Outcome:
     """Whether its request was sent, once asked (`cost.dispatch`)."""
     billed: float = 0.0
     """What a cancelled member likely cost: the input if its request was sent, which the
-    provider bills, else nothing (what its budget guard settles, `cost.budgets.partial_cost`)."""
+    provider bills, else nothing (what its budget guard settles, `cost.bounds.partial_cost`)."""
 
     @property
     def weight(self) -> float:
@@ -174,8 +174,8 @@ class EnsembleModel(Model):
 
     def worst_case_cost(self, request: ChatRequest) -> float:
         """Each member once, and a judge or fuser reading every member's answer at its
-        longest: what budgets reserve (`cost.budgets`)."""
-        from modelyard.cost.budgets import cost_bound, output_bytes_bound, reading
+        longest: what budgets reserve (`cost.bounds`)."""
+        from modelyard.cost.bounds import cost_bound, output_bytes_bound, reading
 
         if self.deadline is not None:
             request = request.with_budget(self.deadline)
@@ -270,7 +270,7 @@ class EnsembleModel(Model):
     @staticmethod
     def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> float:
         """What a member abandoned before its answer cost: its input if the request was sent."""
-        from modelyard.cost.budgets import partial_cost  # the patterns use cost, not the reverse
+        from modelyard.cost.bounds import partial_cost  # the patterns use cost, not the reverse
 
         sent = outcome.dispatch is not None and outcome.dispatch.sent
         return partial_cost(outcome.model, request, sent=sent)

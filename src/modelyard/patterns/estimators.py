@@ -69,7 +69,7 @@ class Estimator(abc.ABC):
     def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
         """The most the stage's call and this estimator's own calls can cost (budgets reserve
         it): each model once, on the request, unless the estimator says otherwise."""
-        from modelyard.cost.budgets import cost_bound
+        from modelyard.cost.bounds import cost_bound
 
         return cost_bound(model, request) + sum(cost_bound(m, request) for m in self.models())
 
@@ -171,7 +171,7 @@ class VerifierEstimator(Estimator):
         return (self.verifier,)
 
     def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
-        from modelyard.cost.budgets import cost_bound, output_bytes_bound, reading
+        from modelyard.cost.bounds import cost_bound, output_bytes_bound, reading
 
         question = len(request.last_user_text.encode("utf-8"))
         sizes = {"input": question, "output": output_bytes_bound(model, request)}
@@ -274,7 +274,7 @@ class SamplesEstimator(Estimator):
         return f"agreement of {self.k} samples ({self.via})"
 
     def worst_case_cost(self, model: Model, request: ChatRequest) -> float:
-        from modelyard.cost.budgets import cost_bound
+        from modelyard.cost.bounds import cost_bound
 
         return self.k * cost_bound(model, request)  # k calls, or one call of k choices
 

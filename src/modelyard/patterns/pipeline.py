@@ -103,8 +103,8 @@ class PipelineModel(Model):
     def worst_case_cost(self, request: ChatRequest) -> float:
         """Every attempt of every stage (retries, escalation, checker gates reading the
         output), a later stage's input bounded by what the earlier stages can write: what
-        budgets reserve, so a pipeline cannot spend past them (`cost.budgets`)."""
-        from modelyard.cost.budgets import cost_bound, output_bytes_bound, reading
+        budgets reserve, so a pipeline cannot spend past them (`cost.bounds`)."""
+        from modelyard.cost.bounds import cost_bound, output_bytes_bound, reading
 
         if self.deadline is not None:
             request = request.with_budget(self.deadline)

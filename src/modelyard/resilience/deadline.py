@@ -78,7 +78,7 @@ def within(
 async def _cut(
     call: Awaitable[T], seconds: float, model: Model, request: ChatRequest, whose: str
 ) -> T:
-    from modelyard.cost.budgets import partial_cost  # resilience uses cost, not the reverse
+    from modelyard.cost.bounds import partial_cost  # resilience uses cost, not the reverse
 
     started = time.perf_counter()
     watched = watching()

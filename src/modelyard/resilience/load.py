@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from modelyard.config.operations import BudgetSpec
 from modelyard.cost.accounting import spend_rows
-from modelyard.cost.budgets import cost_bound
+from modelyard.cost.bounds import cost_bound
 from modelyard.demo.summary import percentile
 from modelyard.errors import ModelError
 from modelyard.model import Model

@@ -1,0 +1,83 @@
+"""What a call can cost: the most (`cost_bound`, the worst case budgets reserve before it) and,
+when it was cut short, what it likely spent (`partial_cost`).
+
+The worst case of a system is the sum over every model call its graph contains: each leaf costs
+at most its price times (input bounded by the prompt's UTF-8 length, see
+`prices.bound_input_tokens`) plus (`max_tokens`, or the model's `max_output_tokens`, per choice).
+That holds for fallbacks, cascades, ensembles and routers (a router calls one of its members,
+the sum covers all). A node that calls a child more than once (retries) or feeds one model's
+output into another (pipelines) must say so by defining `worst_case_cost(request)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars
+from modelyard.model import Model
+from modelyard.types import ChatRequest, Message
+
+
+def cost_bound(model: Model, request: ChatRequest) -> float:
+    """The most `request` can cost through `model` (see the module docstring for the bound)."""
+    custom = getattr(model, "worst_case_cost", None)
+    if callable(custom):
+        return float(custom(request))
+    children = model.children
+    if not children:
+        info = model.info
+        return info.price.worst_case(request, info.capabilities.max_output_tokens)
+    return sum(cost_bound(child, request) for child in children)
+
+
+MAX_BYTES_PER_TOKEN = 8
+"""What one output token can take as text, for bounding what another model reads: CJK text
+takes about 3 bytes a token, runs of code indentation up to 8. (Input is bounded by bytes,
+which is safe: a token is at least one byte.)"""
+
+
+def output_bytes_bound(model: Model, request: ChatRequest) -> int:
+    """The most bytes `model` can write for `request`: `max_tokens` (or the largest
+    `max_output_tokens` under it) per choice, at `MAX_BYTES_PER_TOKEN`."""
+    most = max(
+        request.max_tokens or leaf.info.capabilities.max_output_tokens for leaf in leaves(model)
+    )
+    return most * request.n * MAX_BYTES_PER_TOKEN
+
+
+def reading(request: ChatRequest, input_bytes: int, *, helper: bool = False) -> ChatRequest:
+    """A stand-in for a call whose input is built from other calls' outputs, `input_bytes`
+    long (`cost_bound` reads byte length): the caller's request with that prompt, or for a
+    `helper` (a judge, checker, verifier: `patterns.records.derived`) a fresh one-message
+    request that keeps none of the caller's `max_tokens`, `n` or tools, as the real call does."""
+    if helper:
+        from modelyard.patterns.records import derived  # the patterns use cost, not the reverse
+
+        return derived(request, "x" * input_bytes)
+    return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
+
+
+def partial_cost(
+    model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool = True
+) -> float:
+    """An estimate of what an interrupted call spent: its input and the `output_chars`
+    characters of output seen so far, at the dearest prices under `model` (the provider bills
+    what it generated, which we may not have seen all of, so lean high). Nothing for a call
+    that was never `sent` (`cost.dispatch`): no provider received it."""
+    if not (sent or output_chars):
+        return 0.0
+    prices = [m.info.price for m in leaves(model)]
+    if not prices:
+        return 0.0
+    input_rate = max(p.dearest_input for p in prices)
+    output_rate = max(p.output for p in prices)
+    return (
+        estimate_input_tokens(request) * input_rate + tokens_for_chars(output_chars) * output_rate
+    ) / PER_MILLION
+
+
+def leaves(model: Model) -> list[Model]:
+    """The models under `model` that call no other (the ones that are billed)."""
+    if not model.children:
+        return [model]
+    return [leaf for child in model.children for leaf in leaves(child)]

@@ -1,0 +1,215 @@
+"""The budget ledger: reserving a request's worst case against its budgets' counters in a
+`StateStore` (all fit, or none is charged), settling them to the real cost after the call, and
+firing their alerts once per window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from modelyard.cost.alerts import Alert, AlertHub
+from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold, Period, Refusal, period_of
+from modelyard.cost.prices import usd
+from modelyard.errors import UnavailableError
+from modelyard.state.base import Claim, StateStore
+from modelyard.state.memory import MemoryStore
+from modelyard.types import ChatRequest, EmbeddingRequest
+
+log = logging.getLogger("modelyard.budgets")
+
+
+def _from_now(hold: Hold, *, embedding: bool) -> str:
+    """What a budget-reached alert says becomes of the calls that could pass the budget, as the
+    call that reached it met it, and what to change when that call alone is above the limit."""
+    budget = hold.budget
+    if budget.downgrade_to is None:
+        now = "requests that could pass it are now refused"
+    elif not embedding:
+        now = f"requests that could pass it are now downgraded to {budget.downgrade_to}"
+    else:
+        now = (
+            "embedding calls that could pass it are now refused: there is no other embedder "
+            "to downgrade them to"
+        )
+        if budget.per_request:  # it caps chat requests too
+            now += f" (chat requests are downgraded to {budget.downgrade_to})"
+    if hold.amount <= budget.limit:
+        return now
+    call, smaller = (
+        ("embedding call", "send fewer or shorter texts per call")
+        if embedding
+        else ("request", "lower max_tokens")
+    )
+    return f"{now}; one {call}'s worst case alone is above the limit: raise it, or {smaller}"
+
+
+def now_utc() -> datetime:
+    """The wall clock in UTC (budget windows are calendar windows)."""
+    return datetime.now(UTC)
+
+
+class BudgetBook:
+    """Reserves and settles against budgets kept in a StateStore, and fires their alerts."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        alerts: AlertHub | None = None,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.store = store
+        self.alerts = alerts
+        self.clock = clock
+        self._periods: dict[tuple[str, datetime | None, datetime | None], tuple[int, Period | None]]
+        self._periods = {}
+        self.in_process = isinstance(store, MemoryStore)
+        """An in-process store never suspends, so a settlement cannot be cut by a cancel."""
+
+    def _period(self, budget: Budget, now: datetime) -> Period | None:
+        """`period_of`, computed once per budget per second (the hot path asks every request)."""
+        second = int(now.timestamp())
+        key = (budget.window, budget.start, budget.end)
+        cached = self._periods.get(key)
+        if cached is None or cached[0] != second:
+            cached = (second, period_of(budget.window, now, budget.start, budget.end))
+            self._periods[key] = cached
+        return cached[1]
+
+    def holds(
+        self,
+        budgets: Sequence[Budget],
+        request: ChatRequest | EmbeddingRequest,
+        node: str,
+        amount: float,
+    ) -> list[Hold]:
+        """The counters `request` at `node` charges, `amount` each."""
+        now = self.clock()
+        out = []
+        for budget in budgets:
+            period = self._period(budget, now)
+            if period is None:
+                continue
+            for subject in budget.subjects(request, node):
+                out.append(Hold(budget=budget, subject=subject, period=period, amount=amount))
+        return out
+
+    async def reserve(self, holds: Sequence[Hold], *, embedding: bool = False) -> Refusal | None:
+        """Charge every hold if all fit under their limits (alert-only budgets always fit).
+        `embedding`: the holds are an embedding call's, which a downgrade budget refuses."""
+        if not holds:
+            return None
+        claims = [
+            Claim(
+                key=h.used_key,
+                amount=h.amount,
+                limit=float("inf") if h.budget.action == "alert_only" else h.budget.limit,
+                ttl=h.ttl,
+            )
+            for h in holds
+        ]
+        outcome = await self.store.reserve_or_explain(claims)
+        if outcome is None:
+            return None
+        refused, used = outcome
+        hold = holds[claims.index(refused)]
+        budget = hold.budget
+        call = "an embedding call" if embedding else "a request"
+        await self._once(
+            hold,
+            "reached",
+            Alert(
+                kind="budget_reached",
+                where=hold.describe(),
+                # "Reached" means admission: spent + reserved + a request's worst case would
+                # pass the limit, which happens before the spend itself gets there.
+                message=f"limit ${budget.limit:g} reached for admission: ${usd(used)} spent or "
+                f"reserved plus {call}'s worst case ${usd(hold.amount)} would pass it; "
+                + _from_now(hold, embedding=embedding),
+                value=used,
+                threshold=budget.limit,
+            ),
+        )
+        return Refusal(hold=hold, used=used, embedding=embedding)
+
+    async def settle(self, holds: Sequence[Hold], actual: float) -> None:
+        """Replace each hold's reservation by `actual`, and alert on thresholds crossed."""
+        if not holds:
+            return
+        changes: list[tuple[str, float, float | None]] = [
+            (h.used_key, actual - h.amount, h.ttl) for h in holds
+        ]
+        if actual == 0:
+            await self.store.adjust_many(changes)
+            return
+        changes += [(h.spent_key, actual, h.ttl) for h in holds]
+        values = await self.store.adjust_many(changes)
+        for hold, total in zip(holds, values[len(holds) :], strict=True):
+            await self._thresholds(hold, before=total - actual, after=total)
+
+    async def _thresholds(self, hold: Hold, *, before: float, after: float) -> None:
+        limit = hold.budget.limit
+        for fraction in hold.budget.alert_at:
+            mark = fraction * limit
+            if before < mark <= after + 1e-12:
+                over = (
+                    " (alert only: requests still let through)"
+                    if (hold.budget.action == "alert_only" and fraction >= 1)
+                    else ""
+                )
+                await self._once(
+                    hold,
+                    f"t{fraction:g}",
+                    Alert(
+                        kind="budget_threshold",
+                        where=hold.describe(),
+                        message=f"spend passed {fraction * 100:g}% of ${limit:g}: "
+                        f"${usd(after)} settled{over}",
+                        value=after,
+                        threshold=mark,
+                        details={"budget": hold.budget.name, "fraction": fraction},
+                    ),
+                )
+
+    async def _once(self, hold: Hold, what: str, alert: Alert) -> None:
+        """Emit `alert` unless it was already emitted for this hold's window (in any process)."""
+        if self.alerts is None:
+            return
+        flag = f"alert:{hold.budget.name}:{hold.subject}:{hold.period.id}:{what}"
+        if await self.store.reserve([Claim(key=flag, amount=1, limit=1, ttl=hold.ttl)]) is None:
+            self.alerts.emit(alert)
+
+    async def status(self, budget: Budget, subject: str) -> BudgetStatus | None:
+        """Spent and reserved in the current window of `budget` for `subject`."""
+        period = period_of(budget.window, self.clock(), budget.start, budget.end)
+        if period is None:
+            return None
+        hold = Hold(budget=budget, subject=subject, period=period, amount=0.0)
+        used = await self.store.counter(hold.used_key)
+        spent = await self.store.counter(hold.spent_key)
+        return BudgetStatus(hold=hold, spent=spent, reserved=max(0.0, used - spent))
+
+
+async def settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float) -> None:
+    """Settle even if the task is being cancelled (the reservation must not leak).
+
+    If the store cannot be reached, the answer is still returned (it was paid for; an error
+    would invite a retry and a second payment) and the worst case stays reserved: spend is
+    over-counted, never under-counted.
+    """
+    if not holds:
+        return
+    try:
+        if book.in_process:
+            await book.settle(holds, actual)
+        else:
+            await asyncio.shield(book.settle(holds, actual))
+    except UnavailableError as exc:
+        log.error(
+            "could not settle %s to $%.6f (%s); its worst case stays reserved",
+            ", ".join(h.describe() for h in holds),
+            actual,
+            exc.message,
+        )

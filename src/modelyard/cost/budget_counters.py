@@ -1,0 +1,186 @@
+"""What a budget caps and the counters it keeps: a `Budget` (a USD cap on one scope over a
+calendar window), the `Period` of its window, the `Hold` a reservation charges to one counter,
+the `Refusal` when a hold does not fit, and a counter's `BudgetStatus` for reports."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from modelyard.config.operations import BudgetSpec
+from modelyard.cost.prices import usd
+from modelyard.errors import BudgetExceededError
+from modelyard.types import ChatRequest, EmbeddingRequest
+
+_GRACE = 3600.0
+"""Seconds a window's counters are kept after it ends (reports of the period just closed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Period:
+    """One window of a budget: its id (part of the counter key) and seconds until it ends."""
+
+    id: str
+    ends_in: float
+
+
+def period_of(
+    window: str, now: datetime, start: datetime | None = None, end: datetime | None = None
+) -> Period | None:
+    """The calendar window (UTC) containing `now`, or None outside a fixed window."""
+    if window == "fixed":
+        assert start is not None and end is not None
+        if not start <= now < end:
+            return None
+        return Period(
+            id=f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}", ends_in=(end - now).total_seconds()
+        )
+    if window == "minute":
+        first = now.replace(second=0, microsecond=0)
+        return Period(
+            id=f"{first:%Y-%m-%dT%H:%M}",
+            ends_in=(first + timedelta(minutes=1) - now).total_seconds(),
+        )
+    if window == "hour":
+        first = now.replace(minute=0, second=0, microsecond=0)
+        return Period(
+            id=f"{first:%Y-%m-%dT%H}", ends_in=(first + timedelta(hours=1) - now).total_seconds()
+        )
+    if window == "day":
+        first = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return Period(
+            id=f"{first:%Y-%m-%d}", ends_in=(first + timedelta(days=1) - now).total_seconds()
+        )
+    if window == "month":
+        first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        days = calendar.monthrange(now.year, now.month)[1]
+        return Period(
+            id=f"{first:%Y-%m}", ends_in=(first + timedelta(days=days) - now).total_seconds()
+        )
+    raise ValueError(f"unknown budget window {window!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """A cap in USD on one scope over a window, and what happens at it."""
+
+    name: str
+    scope: str
+    limit: float
+    selector: str | None = None
+    window: str = "day"
+    action: str = "block"
+    downgrade_to: str | None = None
+    alert_at: tuple[float, ...] = (0.5, 0.8, 1.0)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @classmethod
+    def from_spec(cls, spec: BudgetSpec) -> Budget:
+        """The budget a config entry describes."""
+        return cls(
+            name=spec.name,
+            scope=spec.scope,
+            limit=spec.limit,
+            selector=spec.selector,
+            window=spec.window,
+            action=spec.action,
+            downgrade_to=spec.downgrade_to,
+            alert_at=tuple(spec.alert_at),
+            start=spec.start,
+            end=spec.end,
+        )
+
+    def subjects(self, request: ChatRequest | EmbeddingRequest, node: str) -> tuple[str, ...]:
+        """What this budget caps in this request at `node`: the counters it is charged to."""
+        if self.scope == "total":
+            return ("all",)
+        if self.scope in ("model", "system"):
+            return (node,) if self.selector in ("*", node) else ()
+        if self.scope == "key":
+            key = request.key_id
+            return (key,) if key is not None and self.selector in ("*", key) else ()
+        return tuple(t for t in dict.fromkeys(request.tags) if self.selector in ("*", t))
+
+    def applies_to_node(self, node: str) -> bool:
+        """Whether the guard around `node` charges this (model or system) budget."""
+        return self.scope in ("model", "system") and self.selector in ("*", node)
+
+    @property
+    def per_request(self) -> bool:
+        """Key, tag and total budgets: charged once per request, whatever it calls."""
+        return self.scope in ("key", "tag", "total")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """One budget counter a reservation charged."""
+
+    budget: Budget
+    subject: str
+    period: Period
+    amount: float
+
+    @property
+    def used_key(self) -> str:
+        """Reserved plus settled spend: what admission checks."""
+        return f"budget:{self.budget.name}:{self.subject}:{self.period.id}"
+
+    @property
+    def spent_key(self) -> str:
+        """Settled spend only: what reports and alerts show."""
+        return f"spent:{self.budget.name}:{self.subject}:{self.period.id}"
+
+    @property
+    def ttl(self) -> float:
+        return self.period.ends_in + _GRACE
+
+    def describe(self) -> str:
+        """E.g. `budget daily (key team-a, day 2026-05-01)`."""
+        budget = self.budget
+        what = "total" if budget.scope == "total" else f"{budget.scope} {self.subject}"
+        return f"budget {budget.name} ({what}, {budget.window} {self.period.id})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """The budget a reservation did not fit under, and by how much."""
+
+    hold: Hold
+    used: float
+    embedding: bool = False
+    """Whether the refused call is an embedding call, which no budget downgrades."""
+
+    def error(self, node: str) -> BudgetExceededError:
+        """The error a blocked request gets."""
+        budget = self.hold.budget
+        call = "embedding call" if self.embedding else "request"
+        why = (
+            f"; an embedding call is refused, not downgraded to {budget.downgrade_to}: there is "
+            "no other embedder to send it to"
+            if self.embedding and budget.downgrade_to
+            else ""
+        )
+        return BudgetExceededError(
+            f"{self.hold.describe()} would be passed: ${usd(self.used)} of ${usd(budget.limit)} "
+            f"is spent or reserved and this {call} may cost up to ${usd(self.hold.amount)}{why}",
+            model=node,
+            code=budget.name,
+            retryable=False,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetStatus:
+    """A budget's state in its current window, for reports."""
+
+    hold: Hold
+    spent: float
+    reserved: float
+
+
+def budgets_from_specs(specs: Sequence[BudgetSpec]) -> list[Budget]:
+    """The budgets of a config."""
+    return [Budget.from_spec(spec) for spec in specs]
