@@ -210,6 +210,41 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
     max_tokens = optional_int(body, "max_tokens", 1, 10_000_000)
     if max_tokens is None:
         raise bad_request("max_tokens: required", "max_tokens")
+    metadata_raw = body.get("metadata")
+    metadata: dict[str, str] = {}
+    if metadata_raw is not None:
+        user_id = optional_str(expect_object(metadata_raw, "metadata"), "user_id", "metadata.")
+        if user_id:
+            metadata["user_id"] = user_id
+    stops = body.get("stop_sequences") or []
+    request = prompt_request(
+        body,
+        max_messages=max_messages,
+        temperature=optional_number(body, "temperature", 0, 1),
+        top_p=optional_number(body, "top_p", 0, 1),
+        max_tokens=max_tokens,
+        stop=tuple(
+            expect_str(s, f"stop_sequences[{i}]")
+            for i, s in enumerate(expect_list(stops, "stop_sequences"))
+        ),
+        metadata=metadata,
+    )
+    return MessagesCall(target=target, request=request, stream=bool(optional_bool(body, "stream")))
+
+
+def prompt_request(
+    body: dict[str, Any],
+    *,
+    max_messages: int,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    stop: tuple[str, ...] = (),
+    metadata: dict[str, str] | None = None,
+) -> ChatRequest:
+    """The prompt a Messages body carries (messages, system, tools, tool_choice, with their
+    cache breakpoints) as a ChatRequest with the settings given; 400 naming the field otherwise.
+    What /v1/messages and /v1/messages/count_tokens both read."""
     raw_turns = expect_list(body.get("messages"), "messages", non_empty=True)
     if len(raw_turns) > max_messages:
         raise bad_request(f"messages: at most {max_messages} messages", "messages")
@@ -221,31 +256,20 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
     messages: list[Message] = []
     for i, turn in enumerate(raw_turns):
         messages.extend(_turn(turn, f"messages[{i}]", marks))
-    metadata_raw = body.get("metadata")
-    metadata: dict[str, str] = {}
-    if metadata_raw is not None:
-        user_id = optional_str(expect_object(metadata_raw, "metadata"), "user_id", "metadata.")
-        if user_id:
-            metadata["user_id"] = user_id
-    stops = body.get("stop_sequences") or []
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
-    request = ChatRequest(
+    return ChatRequest(
         messages=tuple(messages),
         system=system,
         system_cache=system_cache,
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
-        temperature=optional_number(body, "temperature", 0, 1),
-        top_p=optional_number(body, "top_p", 0, 1),
+        temperature=temperature,
+        top_p=top_p,
         max_tokens=max_tokens,
-        stop=tuple(
-            expect_str(s, f"stop_sequences[{i}]")
-            for i, s in enumerate(expect_list(stops, "stop_sequences"))
-        ),
-        metadata=metadata,
+        stop=stop,
+        metadata=metadata or {},
     )
-    return MessagesCall(target=target, request=request, stream=bool(optional_bool(body, "stream")))
 
 
 def _usage(response: ChatResponse) -> dict[str, Any]:
