@@ -75,17 +75,30 @@ class PromptCache:
 
     def use(self, body: dict[str, Any]) -> CacheUse:
         """What `body`'s breakpoints read and write, remembering what it writes."""
-        points: list[tuple[str, int, str]] = []  # (prefix digest, prefix tokens, ttl)
-        prefix: list[dict[str, Any]] = []
-        for block in _blocks(body):
-            prefix.append(_unmarked(block))
-            ttl = _ttl(block)
-            if ttl is not None:
-                text = orjson.dumps(prefix)
-                points.append((hashlib.sha256(text).hexdigest(), len(text) // 4, ttl))
+        points = _points(body)
         if not points:
             return CacheUse()
         read = max((tokens for key, tokens, _ in points if key in self.prefixes), default=0)
         self.prefixes.update(key for key, _, _ in points)
         written = points[-1][1] - read
         return CacheUse(read=read, written=written, written_1h=written * (points[-1][2] == "1h"))
+
+
+def _points(body: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Each breakpoint's (prefix digest, prefix tokens, ttl), in cache order."""
+    points: list[tuple[str, int, str]] = []
+    prefix: list[dict[str, Any]] = []
+    for block in _blocks(body):
+        prefix.append(_unmarked(block))
+        ttl = _ttl(block)
+        if ttl is not None:
+            text = orjson.dumps(prefix)
+            points.append((hashlib.sha256(text).hexdigest(), len(text) // 4, ttl))
+    return points
+
+
+def marked_tokens(body: dict[str, Any]) -> int:
+    """The tokens of the prefix `body`'s last breakpoint marks (0 without one): what a request
+    reads from the cache and writes to it together, whatever the cache holds."""
+    points = _points(body)
+    return points[-1][1] if points else 0

@@ -1,4 +1,5 @@
-"""A fake Anthropic Messages API: `POST /v1/messages` on a real socket, faithful to the wire.
+"""A fake Anthropic Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens` on a
+real socket, faithful to the wire.
 
 Answers are deterministic: by default the text is `You said: <last user text>`; a tool is called
 when `tool_choice` demands one (`tool` → that tool, `any` → the first tool the last user text
@@ -6,7 +7,8 @@ names, else the first tool), or when `auto` is set and the last user text names 
 script the next answers with `Turn`s. Requests are checked the way the API checks them (auth,
 `anthropic-version`, the body against the official SDK's own request types, turn rules) and
 refused with the API's own 4xx error bodies; answers, stream events and error bodies have the
-exact shapes of the API, which the tests check against the SDK's response types.
+exact shapes of the API, which the tests check against the SDK's response types. Prompt tokens
+are counted one way for both (`input_tokens`), so a count agrees with the usage of a call.
 
 Version-aware, as the API is: with `anthropic-version: 2023-06-01` (what modelyard sends) the
 legacy sampling fields `temperature`, `top_p` and `top_k` are accepted; with a later version
@@ -24,13 +26,20 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from anthropic.types.message_count_tokens_params import MessageCountTokensParams
 from anthropic.types.message_create_params import (
     MessageCreateParamsNonStreaming,
     MessageCreateParamsStreaming,
 )
 from pydantic import TypeAdapter, ValidationError
 
-from tests.fakes.anthropic_cache import MAX_BREAKPOINTS, CacheUse, PromptCache, count_breakpoints
+from tests.fakes.anthropic_cache import (
+    MAX_BREAKPOINTS,
+    CacheUse,
+    PromptCache,
+    count_breakpoints,
+    marked_tokens,
+)
 from tests.fakes.server import FakeUpstream, Fault, sse
 
 LEGACY_VERSION = "2023-06-01"
@@ -59,6 +68,10 @@ _TOP_LEVEL = (
     | MessageCreateParamsNonStreaming.__optional_keys__
     | {"stream"}
 )
+_COUNT = TypeAdapter(MessageCountTokensParams)
+_COUNT_TOP_LEVEL = (
+    MessageCountTokensParams.__required_keys__ | MessageCountTokensParams.__optional_keys__
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,24 +97,29 @@ class Turn:
     error_type: str = "overloaded_error"
 
 
-def validate_request(body: Any, *, version: str = LEGACY_VERSION) -> str | None:
-    """Why the Messages API would refuse this body, or None when it is valid.
+def validate_request(
+    body: Any, *, version: str = LEGACY_VERSION, kind: str = "messages"
+) -> str | None:
+    """Why the Messages API (`kind` "messages", or "count_tokens" for its token counting) would
+    refuse this body, or None when it is valid.
 
     Checks the body against the official SDK's request types, exactly: a field the types do not
-    know (anywhere in the body) is an error, as the API reports extra inputs.
+    know (anywhere in the body) is an error, as the API reports extra inputs. The count endpoint
+    takes no `max_tokens`, `stream` or sampling settings at all.
     """
     if not isinstance(body, dict):
         return "request body must be a JSON object"
     body = dict(body)
-    for name in LEGACY_FIELDS:
+    counting = kind == "count_tokens"
+    for name in () if counting else LEGACY_FIELDS:
         if name in body:
             if version != LEGACY_VERSION:
                 return f"`{name}` is deprecated for this model."
             del body[name]
-    unknown = sorted(set(body) - _TOP_LEVEL)
+    unknown = sorted(set(body) - (_COUNT_TOP_LEVEL if counting else _TOP_LEVEL))
     if unknown:
         return f"{unknown[0]}: Extra inputs are not permitted"
-    adapter = _STREAMING if body.get("stream") else _NON_STREAMING
+    adapter = _COUNT if counting else _STREAMING if body.get("stream") else _NON_STREAMING
     try:
         validated = _drain(adapter.validate_python(body))
     except ValidationError as exc:
@@ -142,7 +160,7 @@ def _turn_rules(body: dict[str, Any]) -> str | None:
     messages = body["messages"]
     if not messages:
         return "messages: at least one message is required"
-    if body["max_tokens"] < 1:
+    if "max_tokens" in body and body["max_tokens"] < 1:
         return "max_tokens: must be at least 1"
     pending: set[str] = set()
     for index, message in enumerate(messages):
@@ -203,6 +221,16 @@ def _tokens(text: str) -> int:
     return len(text.split())
 
 
+def input_tokens(body: dict[str, Any]) -> int:
+    """The prompt's tokens, as the fake counts them (JSON bytes / 4): messages, system and tools,
+    and never fewer than the prefix its last cache breakpoint marks. What a Messages call's usage
+    adds up to (input, cache reads and writes) and what count_tokens answers."""
+    tokens = len(orjson.dumps(body["messages"])) // 4 + len(_text_of(body.get("system", ""))) // 4
+    if body.get("tools"):
+        tokens += len(orjson.dumps(body["tools"])) // 4
+    return max(tokens, marked_tokens(body)) + 1
+
+
 class FakeAnthropic(FakeUpstream):
     """The Anthropic Messages API, faithfully shaped, with scripted answers and faults."""
 
@@ -232,18 +260,26 @@ class FakeAnthropic(FakeUpstream):
         async def messages(request: web.Request) -> web.StreamResponse:
             return await self.handle(request, "messages")
 
-        return [web.post("/v1/messages", messages)]
+        async def count_tokens(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, "count_tokens")
+
+        return [
+            web.post("/v1/messages", messages),
+            web.post("/v1/messages/count_tokens", count_tokens),
+        ]
 
     def reject(
         self, kind: str, request: web.Request, body: Any
     ) -> tuple[int, dict[str, Any]] | None:
-        refusal = self.check(request, body)
+        refusal = self.check(request, body, kind)
         if refusal is None:
             return None
         status, error_type, message = refusal
         return status, self.error_body(status, error_type, message)
 
-    def check(self, request: web.Request, body: Any) -> tuple[int, str, str] | None:
+    def check(
+        self, request: web.Request, body: Any, kind: str = "messages"
+    ) -> tuple[int, str, str] | None:
         """Why the real API would refuse this request: (status, error type, message)."""
         key = request.headers.get("x-api-key")
         bearer = request.headers.get("authorization", "")
@@ -256,7 +292,7 @@ class FakeAnthropic(FakeUpstream):
         version = request.headers.get("anthropic-version")
         if not version:
             return 400, "invalid_request_error", "anthropic-version: header is required"
-        problem = validate_request(body, version=version)
+        problem = validate_request(body, version=version, kind=kind)
         if problem is not None:
             return 400, "invalid_request_error", problem
         return None
@@ -280,6 +316,8 @@ class FakeAnthropic(FakeUpstream):
     # --- answers -----------------------------------------------------------------------------
 
     def answer(self, kind: str, request: web.Request, body: Any) -> dict[str, Any]:
+        if kind == "count_tokens":
+            return {"input_tokens": input_tokens(body)}
         plan = self._plan(body)
         return {
             "id": plan.id,
@@ -368,7 +406,7 @@ class FakeAnthropic(FakeUpstream):
                 output_tokens += len(orjson.dumps(use.input)) // 4 + 1
         if turn is not None and turn.stop_reason is not None:
             stop_reason = turn.stop_reason
-        prompt = len(orjson.dumps(messages)) // 4 + len(_text_of(body.get("system", ""))) // 4 + 1
+        prompt = input_tokens(body)
         use = CacheUse(
             read=self.cache_read_tokens,
             written=self.cache_creation_tokens,
@@ -376,7 +414,6 @@ class FakeAnthropic(FakeUpstream):
         )
         if use == CacheUse():
             use = self.prompt_cache.use(body)
-            prompt = max(prompt, use.read + use.written + 1)  # the tools count too, then
         cached = min(use.read, prompt)
         created = min(use.written, prompt - cached)
         created_1h = min(use.written_1h, created)

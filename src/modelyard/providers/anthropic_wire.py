@@ -1,8 +1,9 @@
 """Anthropic Messages API (`POST /v1/messages`, `anthropic-version: 2023-06-01`): the request.
 
 `to_wire` turns a ChatRequest into a Messages body; answers, stream events and errors are read in
-`anthropic_answer.py` and `anthropic_errors.py`. Choices this translation makes, since the two
-shapes do not map one to one:
+`anthropic_answer.py` and `anthropic_errors.py`, and token counts (`count_tokens`: the same body
+less what only an answer needs) in `anthropic_count.py`. Choices this translation makes, since
+the two shapes do not map one to one:
 
 - **API version.** Pinned to 2023-06-01 with the key in `x-api-key`. The newer 2026-10-21 (the
   default of the official SDKs since 2.0) refuses `temperature`/`top_p` on every model, which
@@ -41,13 +42,13 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from modelyard.errors import BadRequestError, ModelError
-from modelyard.providers import anthropic_answer, anthropic_errors
+from modelyard.providers import anthropic_answer, anthropic_count, anthropic_errors
 from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
 from modelyard.providers.wire import ParsedResponse, StreamDecoder
 from modelyard.types import (
@@ -425,6 +426,20 @@ class AnthropicWire:
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
         """The `anthropic-ratelimit-*` quota."""
         return anthropic_rate_limits(headers)
+
+    def count_tokens_url(self, base_url: str) -> str:
+        """`{base_url}/v1/messages/count_tokens`."""
+        return anthropic_count.count_url(self.url(base_url, "", stream=False))
+
+    def count_tokens_to_wire(self, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        """The count_tokens body for `request`: its Messages body less what only an answer
+        needs (to_wire insists on max_tokens, which the count endpoint refuses)."""
+        body = to_wire(replace(request, max_tokens=1), model_id, stream=False)
+        return anthropic_count.counted(body)
+
+    def count_tokens_from_wire(self, body: Any) -> int:
+        """The input tokens a count_tokens answer gives."""
+        return anthropic_count.count_from_wire(body)
 
 
 WIRE = AnthropicWire()

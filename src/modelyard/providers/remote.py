@@ -29,7 +29,13 @@ from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.http import HttpClient
 from modelyard.providers.pinning import drift
-from modelyard.providers.wire import EmbeddingWireFormat, ParsedResponse, WireFormat, bad_body
+from modelyard.providers.wire import (
+    EmbeddingWireFormat,
+    ParsedResponse,
+    TokenCountWireFormat,
+    WireFormat,
+    bad_body,
+)
 from modelyard.streaming import StreamAssembler
 from modelyard.types import (
     ChatRequest,
@@ -208,6 +214,35 @@ class RemoteModel(Model):
                 exc.cost = self._input_cost(request)
             raise self._failed(exc, started) from None
         yield Chunk(response=self._response(parsed, started))
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether the provider's API counts a prompt's tokens itself (Anthropic's count_tokens)."""
+        return isinstance(self.wire, TokenCountWireFormat)
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """The provider's own count of the input tokens `request` takes (free: nothing is
+        generated or billed); ModelError when it refuses or fails. Only if `counts_tokens`."""
+        wire = self.wire
+        assert isinstance(wire, TokenCountWireFormat)
+        base_url = self.endpoint.base_url.replace("{model}", self._model_id)
+        url = _with_query(wire.count_tokens_url(base_url), self.endpoint.query)
+        try:
+            body = orjson.dumps(wire.count_tokens_to_wire(request, self._model_id))
+            reply = await self.client.post(
+                url, headers=self._headers, body=body, deadline_left=request.remaining()
+            )
+            if reply.status >= 400:
+                raise self.wire.error_from_wire(reply.status, reply.headers, reply.body)
+            try:
+                decoded = orjson.loads(reply.body)
+            except orjson.JSONDecodeError:
+                raise bad_body(
+                    reply.status, reply.body, "upstream answered with non-JSON"
+                ) from None
+            return wire.count_tokens_from_wire(decoded)
+        except ModelError as exc:
+            raise _scrubbed(exc, self.name, self.endpoint) from None
 
     def _input_cost(self, request: ChatRequest) -> float:
         """What a request the provider received and never answered bills: its input (an

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.providers.headers import RateLimitInfo
@@ -106,6 +106,23 @@ class EmbeddingWireFormat(Protocol):
 
     def embeddings_from_wire(self, body: Any) -> ParsedEmbeddings:
         """The vectors in a decoded JSON body."""
+        ...
+
+
+@runtime_checkable
+class TokenCountWireFormat(Protocol):
+    """One provider API's own count of a prompt's tokens (Anthropic's `count_tokens`)."""
+
+    def count_tokens_url(self, base_url: str) -> str:
+        """Where a count request goes."""
+        ...
+
+    def count_tokens_to_wire(self, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        """The JSON body counting `request`'s input."""
+        ...
+
+    def count_tokens_from_wire(self, body: Any) -> int:
+        """The input tokens in a decoded JSON answer; BadResponseError if it is not one."""
         ...
 
 
