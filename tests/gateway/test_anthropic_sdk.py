@@ -85,8 +85,6 @@ def test_an_anthropic_route_the_gateway_lacks_answers_in_anthropic_shape(
 ) -> None:
     running = serve_gateway()
     with pytest.raises(anthropic.NotFoundError) as caught:
-        client(running).messages.count_tokens(
-            model="support", messages=[{"role": "user", "content": "hi"}]
-        )
+        client(running).messages.batches.list()
     assert caught.value.body["type"] == "error"  # type: ignore[index]
-    assert "no route for POST /v1/messages/count_tokens" in caught.value.message
+    assert "no route for GET /v1/messages/batches" in caught.value.message

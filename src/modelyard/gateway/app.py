@@ -3,8 +3,9 @@
 Raw ASGI rather than a framework: measured here, Starlette's routing and StreamingResponse cost
 about twice a plain send loop (../shared/research/ecosystem.md §2b), and this code sits on every
 request's path. Routes are a dict lookup; JSON is orjson; streams are relayed chunk by chunk;
-the request log is written off the hot path. The handlers live in `chat.py` (model calls) and
-`admin.py` (everything else); `exchange.py` is the HTTP plumbing.
+the request log is written off the hot path. The handlers live in `chat.py` (model calls),
+`anthropic_count.py` (token counts) and `admin.py` (everything else); `exchange.py` is the HTTP
+plumbing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from modelyard.config.gateway import CaptureSpec
 from modelyard.config.loader import text_version
 from modelyard.errors import ConfigError
 from modelyard.gateway.admin import AdminEndpoints
+from modelyard.gateway.anthropic_count import TokenCounting
 from modelyard.gateway.auth import KeyRing
 from modelyard.gateway.chat import ChatEndpoints
 from modelyard.gateway.errors import ApiError
@@ -73,6 +75,7 @@ class Gateway:
             capture=capture,
             stalled_client_timeout=stalled_client_timeout,
         )
+        self.counting = TokenCounting(self.chat)
         self.admin = AdminEndpoints(
             live,
             keys=keys,
@@ -91,6 +94,7 @@ class Gateway:
             ("POST", "/chat/completions"): self.chat.chat_completions,
             ("POST", "/v1/responses"): self.chat.responses,
             ("POST", "/v1/messages"): self.chat.messages,
+            ("POST", "/v1/messages/count_tokens"): self.counting.count_tokens,
             ("POST", "/v1/embeddings"): self.chat.embeddings,
             ("GET", "/v1/models"): self.admin.models,
             ("GET", "/healthz"): self.admin.healthz,
