@@ -29,10 +29,11 @@ from modelyard.cost.prices import estimate_input_tokens
 from modelyard.errors import ModelError
 from modelyard.gateway.anthropic_api import prompt_request
 from modelyard.gateway.auth import caller
-from modelyard.gateway.chat import ChatEndpoints, _prepare, _target
+from modelyard.gateway.chat import ChatEndpoints, target_for
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import JSON, Call
 from modelyard.gateway.fields import expect_object, expect_str, reject_unknown
+from modelyard.gateway.headers import prepare
 from modelyard.gateway.keys import VirtualKey
 from modelyard.model import Model, Wrapper
 from modelyard.observability.decision_log import RequestRecord
@@ -124,17 +125,17 @@ class TokenCounting:
 
     async def _count_on(self, yard: Yard, call: Call, key: VirtualKey, parsed: CountCall) -> Count:
         # The same admission as a Messages call (scope, unknown system, deadline header, the
-        # key's rate and concurrency limits); these are chat.py's, shared rather than copied.
+        # key's rate and concurrency limits), shared with it rather than copied.
         chat = self.chat
-        model = _target(yard, parsed.target, key)
-        request = _prepare(call, parsed.request, key, yard)
+        model = target_for(yard, parsed.target, key)
+        request = prepare(call, parsed.request, key, yard)
         if key.rpm is not None:
-            await chat._check_rate(key)
-        chat._occupy(key)
+            await chat.key_limits.check_rate(key)
+        chat.key_limits.occupy(key)
         try:
             return await count(model, request)
         finally:
-            chat._release(key)
+            chat.key_limits.release(key)
 
     def _record(
         self,

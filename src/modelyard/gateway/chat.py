@@ -193,7 +193,7 @@ class ChatEndpoints:
         renderer: Renderer,
     ) -> None:
         call, target = outcome.call, outcome.target
-        model = _target(yard, target, key)
+        model = target_for(yard, target, key)
         request = prepare(call, request, key, yard)
         if key.rpm is not None:
             await self.key_limits.check_rate(key)
@@ -347,7 +347,9 @@ def _check_scope(key: VirtualKey, name: str) -> None:
         )
 
 
-def _target(yard: Yard, name: str, key: VirtualKey) -> Model:
+def target_for(yard: Yard, name: str, key: VirtualKey) -> Model:
+    """The system or model `name` as `key` may reach it: a 403 outside its scope, a 404 listing
+    what it may use if there is no such name."""
     _check_scope(key, name)
     try:
         return yard.get(name)
