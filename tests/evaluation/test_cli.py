@@ -12,7 +12,7 @@ import redis
 from typer.testing import CliRunner, Result
 
 from modelyard.cli import app
-from modelyard.cli.evaluate import _dump
+from modelyard.cli.evidence_output import dump
 from modelyard.evaluation.history import ConfigHistory
 from tests.resilience.test_drill import ONE_PROVIDER
 from tests.state.conftest import REDIS_URL
@@ -220,7 +220,7 @@ def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
 
 
 def test_json_output_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
-    _dump({"accuracy": float("nan"), "costs": [float("inf"), 0.5]})
+    dump({"accuracy": float("nan"), "costs": [float("inf"), 0.5]})
     assert json.loads(capsys.readouterr().out) == {"accuracy": None, "costs": [None, 0.5]}
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelyard.cli.app import app, check_target, console, errors, fail, guarded
-from modelyard.cli.evaluate import ConfigPath, DataOpt, FormatOpt, SplitOpt, SystemName
+from modelyard.cli.evidence_input import ConfigPath, DataOpt, FormatOpt, SplitOpt, SystemName
 from modelyard.config.loader import load_config
 from modelyard.cost.bounds import leaves
 from modelyard.evaluation.dataset import LABELLED, load_items, select_split

@@ -1,0 +1,280 @@
+"""How the evidence commands print: progress bars, report tables, what a calibration and a gate
+found, JSON for machines and HTML reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from modelyard.cli.app import check_writable, console, errors
+from modelyard.evaluation.calibrate import Calibration
+from modelyard.evaluation.compare import Row
+from modelyard.evaluation.evaluate import Evaluation
+from modelyard.evaluation.gate import GateResult
+from modelyard.evaluation.report import EvalReport
+from modelyard.evaluation.runner import FAILED, ItemResult
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A Rich progress bar on stderr, driven by (phase, done, total) calls."""
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=not enabled,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: bare NaN is not JSON, and strict parsers
+    reject the whole document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dump(value: Any) -> None:
+    """Print `value` as JSON, NaN and infinities as null."""
+    console.print_json(json.dumps(_finite(value), default=str, allow_nan=False))
+
+
+def check_html(path: Path | None) -> None:
+    """Exit 2 unless the HTML report, if asked for, can be written."""
+    if path is not None:
+        check_writable(path, "the HTML report")
+
+
+def write_html(path: Path | None, text: Callable[[], str]) -> None:
+    """Write the HTML report, if asked for."""
+    if path is not None:
+        path.write_text(text(), encoding="utf-8")
+        errors.print(f"wrote {path}")
+
+
+def report_table(title: str, reports_: Sequence[EvalReport]) -> Table:
+    """One row per report: accuracy, failures, cost and latency."""
+    table = Table(title=title)
+    for column in (
+        "system",
+        "items",
+        "accuracy",
+        "scored acc",
+        "unparsed",
+        "unlabelled",
+        "failed",
+        "$/item",
+        "total $",
+        "p50 ms",
+        "p95 ms",
+    ):
+        table.add_column(column)
+    for r in reports_:
+        table.add_row(
+            r.system,
+            str(r.n),
+            pct(r.accuracy),
+            pct(r.accuracy_scored),
+            str(r.unparsed),
+            str(r.unlabelled),
+            str(r.failed),
+            f"{r.cost_per_item:.6g}",
+            f"{r.total_cost:.4f}",
+            f"{r.latency_p50_ms:.1f}",
+            f"{r.latency_p95_ms:.1f}",
+        )
+    return table
+
+
+def pct(value: float | None) -> str:
+    """A share as a percentage, a dash for none."""
+    return "—" if value is None else f"{value:.2%}"
+
+
+def renamed(report: EvalReport, name: str) -> EvalReport:
+    """`report` under another name (a row label)."""
+    return replace(report, system=name)
+
+
+def num(value: float | None) -> str:
+    """A figure to four significant digits, a dash for none."""
+    return "—" if value is None else f"{value:.4g}"
+
+
+def print_evaluation(title: str, evaluation: Evaluation, scorer: str) -> None:
+    """A system's report on a set: the table, what could not be parsed, how each node decided
+    and the first failure."""
+    report = evaluation.report
+    console.print(report_table(title, [report]))
+    if report.unparsed:
+        console.print(
+            f"[yellow]{report.unparsed} answers could not be parsed by the "
+            f"{scorer} scorer; they count as wrong in 'accuracy'.[/]"
+        )
+    _print_nodes(report)
+    _print_failures(evaluation.results)
+
+
+def print_comparison(title: str, rows: Sequence[Row]) -> None:
+    """Each contender's accuracy, cost, cost per point and latency."""
+    table = Table(title=title)
+    for column in (
+        "name",
+        "kind",
+        "accuracy",
+        "$/item",
+        "$ per acc. point",
+        "p50 ms",
+        "p95 ms",
+        "unparsed",
+        "failed",
+    ):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.kind,
+            pct(r.report.accuracy),
+            f"{r.report.cost_per_item:.6g}",
+            num(r.cost_per_point),
+            f"{r.report.latency_p50_ms:.1f}",
+            f"{r.report.latency_p95_ms:.1f}",
+            str(r.report.unparsed),
+            str(r.report.failed),
+        )
+    console.print(table)
+
+
+def _print_nodes(report: EvalReport) -> None:
+    """How each node decided, and the model drift seen."""
+    for node, stats in report.nodes.items():
+        line = f"[bold]{node}[/] [dim]{stats.kind}[/]"
+        if stats.chosen:  # an embedder chooses nothing; it has only details
+            line += " chose " + ", ".join(f"{k}: {v}" for k, v in stats.chosen.items())
+        if stats.errors:
+            line += f" [red]{stats.errors} failed[/]"
+        if stats.details:
+            line += " [dim]" + ", ".join(f"{k}≈{v:.3g}" for k, v in stats.details.items()) + "[/]"
+        console.print(line)
+    for text, count in report.drift.items():
+        console.print(f"[yellow]drift:[/] {text} ({count} items)")
+
+
+def _print_failures(results: Sequence[ItemResult]) -> None:
+    """The first failed item's error: the count alone does not say whether the system or the
+    data is at fault (e.g. recordings that do not hold the evaluated prompts)."""
+    failed = [r for r in results if r.status == FAILED]
+    if failed:
+        unlabelled = sum(1 for r in failed if not r.labelled)
+        counted = "counted as wrong in 'accuracy'" + (
+            f", except {unlabelled} without a label, left out of it" if unlabelled else ""
+        )
+        console.print(
+            f"[red]{len(failed)} items failed[/] ({counted}); the first, "
+            f"item {escape(failed[0].id)}: {escape(failed[0].error or 'no error recorded')}"
+        )
+
+
+_SHOWN = 10
+"""How many unbuildable settings, or broken and fixed item ids, are printed (all are in --json)."""
+
+
+def print_calibration(cal: Calibration, how: str, written: str) -> None:
+    """The calibration: target, settings tried, the chosen one and the frontier."""
+    front = cal.frontier
+    console.print(f"[dim]{how}[/]")
+    console.print(
+        f"target {cal.target}: {'[green]met[/]' if cal.met else '[red]not met[/]'} on "
+        f"{cal.n_train} training items (needed {cal.required:.4g}"
+        + (f", at {cal.confidence:.0%} confidence" if cal.confidence is not None else "")
+        + "); "
+        f"{len(cal.trials)} settings tried"
+    )
+    if cal.invalid:  # a typo in a sweep must not shrink the search without a word
+        console.print(f"[yellow]{len(cal.invalid)} settings could not be built, not tried:[/]")
+        for reason in cal.invalid[:_SHOWN]:
+            console.print(f"  {escape(reason)}")
+        if len(cal.invalid) > _SHOWN:
+            console.print(f"  ... and {len(cal.invalid) - _SHOWN} more (all in --json)")
+    console.print(f"chosen: {cal.chosen.values}")
+    rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
+    rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
+    console.print(
+        report_table(
+            "calibrated system and its models",
+            [renamed(r, label) for label, r in rows if r is not None],
+        )
+    )
+    table = Table(
+        title=f"frontier on {front.n} test items (weak {front.weak}, strong {front.strong})"
+    )
+    for column in (
+        "curve",
+        "AIQ",
+        "APGR",
+        "CPT(50%)",
+        "CPT(80%)",
+        f"$ saved at {front.target_fraction:.0%} of strong",
+    ):
+        table.add_column(column)
+    for name, curve in front.curves.items():
+        table.add_row(
+            name,
+            f"{curve.aiq:.4g}",
+            num(curve.apgr),
+            pct(curve.cpt50),
+            pct(curve.cpt80),
+            pct(front.saving(name)),
+        )
+    console.print(table)
+    console.print(written)
+
+
+def print_gate(result: GateResult) -> None:
+    """Baseline against candidate, the items broken and fixed, and the verdict."""
+    console.print(
+        report_table(
+            "baseline vs candidate",
+            [
+                renamed(result.baseline, "baseline"),
+                renamed(result.candidate, "candidate"),
+            ],
+        )
+    )
+    console.print(f"{len(result.broken)} items broken, {len(result.fixed)} fixed")
+    for label, ids in (("broken", result.broken), ("fixed", result.fixed)):
+        if ids:
+            more = len(ids) - _SHOWN
+            tail = f" ... and {more} more (all in --json)" if more > 0 else ""
+            console.print(f"  {label}: {escape(', '.join(ids[:_SHOWN]))}{tail}")
+    for change in result.model_changes:
+        console.print(f"[yellow]model change:[/] {change}")
+    if result.passed:
+        console.print("[bold green]gate passed[/]")
+    for violation in result.violations:
+        console.print(f"[bold red]gate failed:[/] {violation}")
