@@ -1,0 +1,218 @@
+"""An ensemble's members: asking them (at once, until the outcome is decided, or in turn, each
+within its own deadline), what each did (`Outcome`), and what their answers add up to (the
+agreement and turnout a decision reports)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from modelyard.cost.dispatch import Dispatch, watching
+from modelyard.cost.dispatch import current as current_dispatch
+from modelyard.errors import ModelError, ModelTimeoutError
+from modelyard.model import Model
+from modelyard.patterns.normalise import Normaliser
+from modelyard.patterns.records import answered, failed, since_ms
+from modelyard.resilience.deadline import within
+from modelyard.types import ChatRequest, ChatResponse, Decision
+
+Wait = Literal["all", "quorum", "in_turn"]
+NO_CONFIDENCE_WEIGHT = 0.5
+"""A member without a confidence counts half in a weighted vote: it says nothing either way."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one member did."""
+
+    index: int
+    model: Model
+    response: ChatResponse | None = None
+    error: ModelError | None = None
+    left_out: Literal["cancelled", "not asked"] | None = None
+    """Why it has no outcome: the outcome was decided first (`wait: quorum` cancels it,
+    `wait: in_turn` never asks it)."""
+    latency_ms: float = 0.0
+    key: str | None = None
+    dispatch: Dispatch | None = None
+    """Whether its request was sent, once asked (`cost.dispatch`)."""
+    billed: float = 0.0
+    """What a cancelled member likely cost: the input if its request was sent, which the
+    provider bills, else nothing (what its budget guard settles, `cost.bounds.partial_cost`)."""
+
+    @property
+    def weight(self) -> float:
+        """Its weight in a confidence-weighted vote."""
+        if self.response is None:
+            return 0.0
+        confidence = self.response.confidence
+        return NO_CONFIDENCE_WEIGHT if confidence is None else confidence
+
+    @property
+    def cost(self) -> float:
+        """What it spent."""
+        if self.response is not None:
+            return self.response.cost
+        return self.error.cost if self.error is not None else self.billed
+
+    def decision(self) -> Decision:
+        """Its attempt record."""
+        if self.response is not None:
+            return answered(self.model, self.response)
+        if self.error is not None:
+            return failed(self.model, self.error, self.latency_ms)
+        return Decision(
+            node=self.model.name,
+            kind="model",
+            reason=f"{self.left_out}: the outcome was already decided",
+            latency_ms=self.latency_ms,
+            cost=self.billed,
+            # The ledger counts calls: a member never asked was not one.
+            details={"not_asked": True} if self.left_out == "not asked" else {},
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Answer, confidence, latency and cost, for the decision's details."""
+        out: dict[str, Any] = {
+            "member": self.model.name,
+            "latency_ms": round(self.latency_ms, 3),
+            "cost": self.cost,
+        }
+        if self.response is not None:
+            out["answer"] = self.key
+            out["confidence"] = self.response.confidence
+        elif self.error is not None:
+            out["error"] = f"{self.error.kind}: {self.error}"
+        elif self.left_out is not None:
+            out[self.left_out.replace(" ", "_")] = True
+        return out
+
+
+Decided = Callable[[dict[int, Outcome], list[int]], bool]
+"""Whether the members done (by index) settle the outcome whatever those outstanding say."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Members:
+    """Asks an ensemble's members, each within its own deadline, and normalises their answers."""
+
+    models: tuple[Model, ...]
+    deadlines: tuple[float | None, ...]
+    normalise: Normaliser
+    wait: Wait
+
+    def _outcome(self, i: int) -> Outcome:
+        """Member `i`'s outcome, to be filled in as it is asked."""
+        return Outcome(index=i, model=self.models[i], dispatch=Dispatch(current_dispatch()))
+
+    async def _ask(self, outcome: Outcome, request: ChatRequest) -> Outcome:
+        model = outcome.model
+        seconds = self.deadlines[outcome.index]
+        started = time.perf_counter()
+        try:
+            with watching(outcome.dispatch):
+                if seconds is None:
+                    # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
+                    call = model.complete(request)
+                    outcome.response = await within(call, request, model, grace=0.0)
+                else:
+                    async with asyncio.timeout(seconds):
+                        outcome.response = await model.complete(request.with_budget(seconds))
+        except ModelError as exc:
+            outcome.error = exc
+        except TimeoutError:
+            outcome.error = ModelTimeoutError(
+                f"no answer within the member deadline of {seconds:g}s", model=model.name
+            )
+            outcome.error.cost = _abandoned_cost(outcome, request)
+        outcome.latency_ms = since_ms(started)
+        if outcome.response is not None:
+            outcome.key = self.normalise(outcome.response.text)
+        return outcome
+
+    async def gather(self, request: ChatRequest, decided: Decided) -> list[Outcome]:
+        """Every member's outcome, in member order (stragglers cancelled under `wait: quorum`,
+        members past the settling point not asked under `wait: in_turn`)."""
+        outcomes = [self._outcome(i) for i in range(len(self.models))]
+        if self.wait == "all":
+            return list(await asyncio.gather(*(self._ask(o, request) for o in outcomes)))
+        if self.wait == "in_turn":
+            return await self._in_turn(outcomes, request, decided)
+        tasks = {asyncio.ensure_future(self._ask(o, request)): o.index for o in outcomes}
+        done: dict[int, Outcome] = {}
+        pending = set(tasks)
+        try:
+            while pending:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    outcome = task.result()
+                    done[outcome.index] = outcome
+                if decided(done, [tasks[t] for t in pending]):
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+        return [done.get(o.index) or _cancelled(o, request) for o in outcomes]
+
+    async def _in_turn(
+        self, outcomes: list[Outcome], request: ChatRequest, decided: Decided
+    ) -> list[Outcome]:
+        done: dict[int, Outcome] = {}
+        count = len(outcomes)
+        for outcome in outcomes:
+            done[outcome.index] = await self._ask(outcome, request)
+            if decided(done, list(range(outcome.index + 1, count))):
+                break
+        return [
+            done.get(o.index) or Outcome(index=o.index, model=o.model, left_out="not asked")
+            for o in outcomes
+        ]
+
+
+def _cancelled(asked: Outcome, request: ChatRequest) -> Outcome:
+    # A task cancelled runs no further step before it unwinds: what its dispatch says now
+    # is final, and what the member's budget guard settles as it unwinds.
+    billed = _abandoned_cost(asked, request)
+    return Outcome(index=asked.index, model=asked.model, left_out="cancelled", billed=billed)
+
+
+def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> float:
+    """What a member abandoned before its answer cost: its input if the request was sent."""
+    from modelyard.cost.bounds import partial_cost  # the patterns use cost, not the reverse
+
+    sent = outcome.dispatch is not None and outcome.dispatch.sent
+    return partial_cost(outcome.model, request, sent=sent)
+
+
+def agreement_on(outcomes: Sequence[Outcome], key: str | None) -> float:
+    """The share of the members counted (cancelled or not asked ones aside) that gave `key`."""
+    counted = [o for o in outcomes if o.left_out is None]
+    if key is None or not counted:
+        return 0.0
+    return sum(1 for o in counted if o.key == key) / len(counted)
+
+
+def turnout_for(counted: Sequence[Outcome], key: str | None) -> str:
+    """How many members gave `key`, out of how many, and why the others gave no vote: the
+    figures the agreement (`response.confidence`) is computed from."""
+    agreeing = sum(1 for o in counted if o.key == key)
+    out = f"{agreeing} of {len(counted)} members"
+    failures = sum(1 for o in counted if o.error is not None)
+    unreadable = sum(1 for o in counted if o.response is not None and o.key is None)
+    if failures:
+        out += f"; {failures} failed"
+    if unreadable:
+        out += f"; {unreadable} unreadable"
+    return out
+
+
+def problem_of(outcome: Outcome) -> str:
+    """Why a member gave no usable answer."""
+    if outcome.error is not None:
+        return f"{outcome.model.name}: {outcome.error.kind} ({outcome.error.message})"
+    if outcome.left_out is not None:
+        return f"{outcome.model.name}: {outcome.left_out}"
+    return f"{outcome.model.name}: answer not readable"
