@@ -106,6 +106,9 @@ class HeldToDeadline(Wrapper):
     `GRACE` seconds after the request's deadline, so a coroutine that hangs cannot hold its
     caller past it (a function that blocks the event loop cannot be cut from it)."""
 
+    def describe(self) -> dict[str, object]:
+        return self.inner.describe()
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await within(self.inner.complete(request), request, self, whose=REQUEST_DEADLINE)
 
