@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, get_args
 
-from modelyard.config.build import Built, Resources, build
+from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
+from modelyard.config.resources import Resources
 from modelyard.errors import BadRequestError, NotFoundError
 from modelyard.model import Embedder, Model
 from modelyard.resilience.health import HealthReport

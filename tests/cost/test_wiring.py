@@ -291,7 +291,7 @@ def test_cost_wrappers_do_not_show_as_extra_nodes(write_config: Callable[[str], 
 async def test_state_ledger_and_cache_outlive_a_reload_on_the_same_resources(
     write_config: Callable[[str], Path],
 ) -> None:
-    from modelyard.config.build import Resources
+    from modelyard.config.resources import Resources
 
     path = write_config(config("cache: {}\nbudgets:\n  - {name: all, scope: total, limit: 1}\n"))
     resources = Resources()

@@ -16,7 +16,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 from tests.gateway.conftest import Running, hammering
 
-from modelyard.config.build import Resources
+from modelyard.config.resources import Resources
 from modelyard.cost.ledger import Ledger
 from modelyard.errors import ConfigError
 from modelyard.gateway.live import LiveConfig

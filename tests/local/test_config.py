@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from modelyard.config.build import Resources
+from modelyard.config.resources import Resources
 from modelyard.errors import ConfigError
 from modelyard.local.classifier import ClassifierModel
 from modelyard.local.minilm import MiniLMEmbedder

@@ -140,8 +140,9 @@ def costs(
 
 
 async def _with_cache(loaded: LoadedConfig, clear: bool) -> None:
-    from modelyard.config.build import BuildContext, Resources
+    from modelyard.config.build import BuildContext
     from modelyard.config.build_operations import response_cache
+    from modelyard.config.resources import Resources
 
     spec = loaded.config.cache
     if spec is None:

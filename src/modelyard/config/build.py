@@ -2,44 +2,34 @@
 
 Leaves (hosted and local models) are built once each, wrapped in the resilience stack their
 config asks for; systems are built from their node specs by the builder registered for each
-spec type. Expensive resources (HTTP pools, loaded local models) live in `Resources`, which a
-gateway keeps across hot reloads so an unchanged model is not loaded twice.
+spec type. Expensive resources (HTTP pools, loaded local models) live in `Resources`
+(`resources.py`), which a gateway keeps across hot reloads so an unchanged model is not loaded
+twice. The builders of local models are in `build_local.py`, of patterns in `build_patterns.py`,
+of budgets, caches and the ledger in `build_operations.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelyard.config.loader import LoadedConfig, Loc, dotted
-from modelyard.config.local import CallableSpec, FakeEmbedderSpec, FakeSpec, ReplySpec
 from modelyard.config.nodes import FallbackSpec, NodeSpec
 from modelyard.config.references import check_references, disabled_providers
+from modelyard.config.resources import Resources
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
 from modelyard.model import Capabilities, Embedder, Model, ModelInfo
-from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.providers.http import HttpClient, Timeouts
-from modelyard.providers.local_basic import (
-    DisabledModel,
-    FunctionModel,
-    HashingEmbedder,
-    import_function,
-)
+from modelyard.providers.local_basic import DisabledModel
 from modelyard.providers.pinning import alias_warnings
 from modelyard.providers.registry import WIRES, embedding_wire_format, wire_format
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
-from modelyard.resilience.deadline import HeldToDeadline
 from modelyard.resilience.health import HealthRegistry
 from modelyard.resilience.stack import Resilience, wrap_model
-from modelyard.state.base import StateStore
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
 """Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""
@@ -51,17 +41,6 @@ NODE_BUILDERS: dict[type, NodeBuilder] = {}
 LOCAL_BUILDERS: dict[type, LocalBuilder] = {}
 LOCAL_EMBEDDER_BUILDERS: dict[type, LocalEmbedderBuilder] = {}
 
-log = logging.getLogger("modelyard.config")
-
-ResourceKey = tuple[str, str]
-"""Which of `Resources`' dicts (`clients`, `loaded`, `services`) and the key in it."""
-
-_KINDS = ("clients", "services", "loaded")
-"""Closing order: pools first, then services, then local models."""
-
-_BUILDING: ContextVar[set[ResourceKey] | None] = ContextVar("modelyard_building", default=None)
-"""The keys the build running in this context asked for (see `Resources.tracking`)."""
-
 
 def node_builder(spec_type: type) -> Callable[[NodeBuilder], NodeBuilder]:
     """Register the builder of a pattern spec type."""
@@ -71,94 +50,6 @@ def node_builder(spec_type: type) -> Callable[[NodeBuilder], NodeBuilder]:
         return function
 
     return register
-
-
-@dataclass
-class Resources:
-    """What outlives one config: connection pools and loaded local models, keyed by their spec."""
-
-    clients: dict[str, HttpClient] = field(default_factory=dict)
-    loaded: dict[str, Any] = field(default_factory=dict)
-    services: dict[str, Any] = field(default_factory=dict)
-    """Stateful services with an `aclose()`: state stores, the spend ledger, caches, alerts."""
-    state: StateStore | None = None
-    """The state store of the config built last; budgets, rate limits and breakers share it
-    (`state.factory.shared_store` makes it; `live_store` picks the store for counters that need
-    no history)."""
-    pinned: set[ResourceKey] = field(default_factory=set)
-    """Keys asked for outside a tracked build (the gateway's own stores for key limits and
-    budgets, made once at start): `release` never closes them."""
-
-    def client(self, key: str, factory: Callable[[], HttpClient]) -> HttpClient:
-        """The pool for `key`, made on first use."""
-        self._touch(("clients", key))
-        if key not in self.clients:
-            self.clients[key] = factory()
-        return self.clients[key]
-
-    def cached(self, key: str, factory: Callable[[], Any]) -> Any:
-        """A loaded local resource (weights, indexes) for `key`, loaded on first use."""
-        self._touch(("loaded", key))
-        if key not in self.loaded:
-            self.loaded[key] = factory()
-        return self.loaded[key]
-
-    def service(self, key: str, factory: Callable[[], Any]) -> Any:
-        """The service for `key` (a spec's identity), made on first use, closed with these."""
-        self._touch(("services", key))
-        if key not in self.services:
-            self.services[key] = factory()
-        return self.services[key]
-
-    @contextmanager
-    def tracking(self) -> Iterator[set[ResourceKey]]:
-        """Collect the key of everything a build in this context asks for: what one generation
-        of a hot-reloaded config holds (its local models load lazily, but their keys are taken
-        at build time)."""
-        keys: set[ResourceKey] = set()
-        token = _BUILDING.set(keys)
-        try:
-            yield keys
-        finally:
-            _BUILDING.reset(token)
-
-    def _touch(self, key: ResourceKey) -> None:
-        building = _BUILDING.get()
-        if building is None:
-            self.pinned.add(key)
-        else:
-            building.add(key)
-
-    async def release(self, keys: Iterable[ResourceKey]) -> int:
-        """Close and forget the resources at `keys` (ones no generation of the config uses any
-        more), except pinned ones; returns how many were closed."""
-        return await self._close(set(keys) - self.pinned)
-
-    async def aclose(self) -> None:
-        """Close every pool, service and loaded model."""
-        await self._close({(kind, key) for kind in _KINDS for key in getattr(self, kind)})
-
-    async def _close(self, keys: set[ResourceKey]) -> int:
-        closed = 0
-        for kind in _KINDS:
-            held: dict[str, Any] = getattr(self, kind)
-            # Newest first: the spend ledger closes before the state store it writes to.
-            for key in reversed([k for k in held if (kind, k) in keys]):
-                await _close_one(held.pop(key), kind)
-                closed += 1
-        return closed
-
-
-async def _close_one(resource: Any, kind: str) -> None:
-    """Close a pool, a service (`aclose`) or a loaded model (`close`, which may block). A failing
-    close is logged, not raised: the resource is forgotten either way, and the rest still close."""
-    try:
-        if hasattr(resource, "aclose"):
-            await resource.aclose()
-        elif hasattr(resource, "close"):
-            await asyncio.to_thread(resource.close)
-    except Exception:
-        log.exception("closing a resource (%s) failed", kind)
 
 
 @dataclass
@@ -453,80 +344,7 @@ def _with_embedders(
     return context
 
 
-# --- builders for the local models and patterns defined in this package ---------------------
-
-
-def _reply(spec: ReplySpec | str, latency: float) -> Reply:
-    if isinstance(spec, str):
-        return Reply(text=spec, latency=latency)
-    return Reply(
-        text=spec.text,
-        error=spec.error,
-        retry_after=spec.retry_after,
-        latency=spec.latency or latency,
-        confidence=spec.confidence,
-        logprob=spec.logprob,
-        cut_after=spec.cut_after,
-    )
-
-
-def _build_fake(spec: FakeSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
-    return ScriptedModel(
-        info=info,
-        answers={k: _reply(v, spec.latency) for k, v in spec.answers.items()},
-        script=[_reply(item, spec.latency) for item in spec.script],
-        default=_reply(spec.default, spec.latency),
-    )
-
-
-def _build_callable(spec: CallableSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
-    field_name = "function" if spec.function is not None else "factory"
-    dotted_name = spec.function or spec.factory
-    assert dotted_name is not None  # the spec holds exactly one of them
-    try:
-        function = import_function(dotted_name)
-    except ConfigError as exc:
-        raise context.error((*loc, field_name), exc.message) from None
-    if spec.factory is not None:
-        function = _from_factory(spec, function, context, loc)
-    return HeldToDeadline(FunctionModel(info, function, source=dotted_name))
-
-
-def _from_factory(
-    spec: CallableSpec, factory: Callable[..., Any], context: BuildContext, loc: Loc
-) -> Callable[..., Any]:
-    """The answering function `factory` makes from the spec's files (checked to exist first)."""
-    paths = {}
-    for key, value in spec.files.items():
-        path = context.path(value)
-        if not path.is_file():
-            raise context.error((*loc, "files", key), f"file not found: {path}")
-        paths[key] = path
-    try:
-        function = factory(**paths)
-    except ConfigError as exc:
-        raise context.error((*loc, "files"), str(exc)) from None
-    except Exception as exc:
-        raise context.error(
-            (*loc, "factory"), f"{spec.factory} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    if not callable(function):
-        raise context.error(
-            (*loc, "factory"),
-            f"{spec.factory} returned {type(function).__name__}, not a function of the request",
-        )
-    return function  # type: ignore[no-any-return]
-
-
-def _build_hashing(
-    spec: FakeEmbedderSpec, context: BuildContext, loc: Loc, info: ModelInfo
-) -> Embedder:
-    return HashingEmbedder(info, spec.dimensions)
-
-
-LOCAL_BUILDERS[FakeSpec] = _build_fake
-LOCAL_BUILDERS[CallableSpec] = _build_callable
-LOCAL_EMBEDDER_BUILDERS[FakeEmbedderSpec] = _build_hashing
+# --- the builder of the one pattern defined in this package -----------------------------------
 
 
 @node_builder(FallbackSpec)

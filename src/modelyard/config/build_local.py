@@ -1,5 +1,6 @@
-"""Builders for the models that run in this process (`modelyard.local`): llama.cpp, MiniLM,
-language detection, classifiers and FAQ retrievers.
+"""Builders for the models that run in this process: the scripted fake, Python callables and
+the hashing embedder (`providers.fake`, `providers.local_basic`), and those of the local extra
+(`modelyard.local`): llama.cpp, MiniLM, language detection, classifiers and FAQ retrievers.
 
 Weights and trained models are loaded through `Resources.cached`, keyed by everything that
 changes them, so a hot reload reuses what an unchanged spec already loaded. The local extra's
@@ -12,21 +13,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from modelyard.config.build import LOCAL_BUILDERS, LOCAL_EMBEDDER_BUILDERS, BuildContext
 from modelyard.config.loader import Loc
 from modelyard.config.local import (
+    CallableSpec,
     ClassifierSpec,
+    FakeEmbedderSpec,
+    FakeSpec,
     LangDetectSpec,
     LlamaCppSpec,
     MiniLMSpec,
+    ReplySpec,
     RetrieverSpec,
 )
 from modelyard.errors import ConfigError
 from modelyard.model import Embedder, Model, ModelInfo
+from modelyard.providers.fake import Reply, ScriptedModel
+from modelyard.providers.local_basic import FunctionModel, HashingEmbedder, import_function
+from modelyard.resilience.deadline import HeldToDeadline
 
 T = TypeVar("T")
 
@@ -46,6 +54,74 @@ def _digest(*parts: object) -> str:
 def _embedder_fingerprint(context: BuildContext, name: str) -> str:
     """What identifies an embedder's vectors across reloads: its whole spec."""
     return context.loaded.config.embedders[name].model_dump_json()
+
+
+def _reply(spec: ReplySpec | str, latency: float) -> Reply:
+    if isinstance(spec, str):
+        return Reply(text=spec, latency=latency)
+    return Reply(
+        text=spec.text,
+        error=spec.error,
+        retry_after=spec.retry_after,
+        latency=spec.latency or latency,
+        confidence=spec.confidence,
+        logprob=spec.logprob,
+        cut_after=spec.cut_after,
+    )
+
+
+def _build_fake(spec: FakeSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
+    return ScriptedModel(
+        info=info,
+        answers={k: _reply(v, spec.latency) for k, v in spec.answers.items()},
+        script=[_reply(item, spec.latency) for item in spec.script],
+        default=_reply(spec.default, spec.latency),
+    )
+
+
+def _build_callable(spec: CallableSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
+    field_name = "function" if spec.function is not None else "factory"
+    dotted_name = spec.function or spec.factory
+    assert dotted_name is not None  # the spec holds exactly one of them
+    try:
+        function = import_function(dotted_name)
+    except ConfigError as exc:
+        raise context.error((*loc, field_name), exc.message) from None
+    if spec.factory is not None:
+        function = _from_factory(spec, function, context, loc)
+    return HeldToDeadline(FunctionModel(info, function, source=dotted_name))
+
+
+def _from_factory(
+    spec: CallableSpec, factory: Callable[..., Any], context: BuildContext, loc: Loc
+) -> Callable[..., Any]:
+    """The answering function `factory` makes from the spec's files (checked to exist first)."""
+    paths = {}
+    for key, value in spec.files.items():
+        path = context.path(value)
+        if not path.is_file():
+            raise context.error((*loc, "files", key), f"file not found: {path}")
+        paths[key] = path
+    try:
+        function = factory(**paths)
+    except ConfigError as exc:
+        raise context.error((*loc, "files"), str(exc)) from None
+    except Exception as exc:
+        raise context.error(
+            (*loc, "factory"), f"{spec.factory} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not callable(function):
+        raise context.error(
+            (*loc, "factory"),
+            f"{spec.factory} returned {type(function).__name__}, not a function of the request",
+        )
+    return function  # type: ignore[no-any-return]
+
+
+def _build_hashing(
+    spec: FakeEmbedderSpec, context: BuildContext, loc: Loc, info: ModelInfo
+) -> Embedder:
+    return HashingEmbedder(info, spec.dimensions)
 
 
 def build_llama(spec: LlamaCppSpec, context: BuildContext, loc: Loc, info: ModelInfo) -> Model:
@@ -209,6 +285,9 @@ def build_minilm(spec: MiniLMSpec, context: BuildContext, loc: Loc, info: ModelI
     return MiniLMEmbedder(replace(info, provider="local", model_id=MODEL_ID), runtime)
 
 
+LOCAL_BUILDERS[FakeSpec] = _build_fake
+LOCAL_BUILDERS[CallableSpec] = _build_callable
+LOCAL_EMBEDDER_BUILDERS[FakeEmbedderSpec] = _build_hashing
 LOCAL_BUILDERS[LlamaCppSpec] = build_llama
 LOCAL_BUILDERS[LangDetectSpec] = build_langdetect
 LOCAL_BUILDERS[ClassifierSpec] = build_classifier

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.config.build import Resources
+from modelyard.config.resources import Resources
 from modelyard.config.schema import Config
 
 Listener = Callable[[str, float | None], None]

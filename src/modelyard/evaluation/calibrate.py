@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from modelyard.config.build import Resources, build
+from modelyard.config.build import build
 from modelyard.config.loader import Loc, parse
+from modelyard.config.resources import Resources
 from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.evaluate import Evaluation, evaluate, leaf_models

@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from modelyard.config.build import Resources, build
+from modelyard.config.build import build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.operations import AlertsSpec, StateSpec
+from modelyard.config.resources import Resources
 from modelyard.yard import Yard
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.background import detached
-from modelyard.config.build import ResourceKey, Resources, build
+from modelyard.config.build import build
 from modelyard.config.loader import load_config
+from modelyard.config.resources import ResourceKey, Resources
 from modelyard.errors import ConfigError
 from modelyard.yard import Yard
 

@@ -30,8 +30,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
-from modelyard.config.build import Built, Resources, build
+from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
+from modelyard.config.resources import Resources
 from modelyard.config.schema import ProviderSpec
 from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import (

@@ -12,7 +12,7 @@ from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import PolicyStore
 
 if TYPE_CHECKING:
-    from modelyard.config.build import Resources
+    from modelyard.config.resources import Resources
 
 
 def shared_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateStore:
