@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from modelyard.errors import ConfigError, ModelError
-from modelyard.gateway import openai_api
+from modelyard.gateway import openai_render
 from modelyard.gateway.auth import KeyRing, caller, require_admin
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.exchange import Call
@@ -55,7 +55,7 @@ class AdminEndpoints:
             if key.allows(n) and n not in yard.built.disabled
         ]
         names += [(n, "embedder") for n in sorted(yard.embedders) if key.allows(n)]
-        await call.respond(200, openai_api.render_models(names, int(time.time())))
+        await call.respond(200, openai_render.render_models(names, int(time.time())))
 
     async def healthz(self, call: Call) -> None:
         """GET /healthz: the process is alive."""

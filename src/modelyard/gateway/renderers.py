@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modelyard.gateway import anthropic_api, openai_api, responses_api, responses_render
+from modelyard.gateway import anthropic_api, openai_render, responses_api, responses_render
 from modelyard.gateway.errors import ApiError
 from modelyard.types import ChatResponse, Chunk
 
@@ -31,7 +31,7 @@ class OpenAIRenderer(Renderer):
     def __init__(self, request_id: str, target: str, include_usage: bool) -> None:
         self._id = request_id
         self._target = target
-        self._chunks = openai_api.ChunkRenderer(
+        self._chunks = openai_render.ChunkRenderer(
             request_id=request_id,
             target=target,
             created=int(time.time()),
@@ -39,7 +39,7 @@ class OpenAIRenderer(Renderer):
         )
 
     def response(self, response: ChatResponse) -> bytes:
-        return openai_api.render_response(response, request_id=self._id, target=self._target)
+        return openai_render.render_response(response, request_id=self._id, target=self._target)
 
     def chunk(self, chunk: Chunk) -> bytes:
         return self._chunks.chunk(chunk)

@@ -10,7 +10,7 @@ import orjson
 
 from modelyard.errors import BadResponseError
 from modelyard.gateway.errors import ApiError
-from modelyard.gateway.openai_api import logprob_items
+from modelyard.gateway.openai_render import logprob_items
 from modelyard.types import ChatResponse, Chunk, FinishReason, TokenLogprob, ToolCall
 
 _INCOMPLETE = {
