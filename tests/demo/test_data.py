@@ -12,7 +12,8 @@ from types import ModuleType
 import pytest
 
 from modelyard.config.loader import load_config
-from modelyard.config.nodes import RouterSpec, SpecialistSpec
+from modelyard.config.nodes import SpecialistSpec
+from modelyard.config.router_nodes import RouterSpec
 from modelyard.demo.orders import order_numbers, read_orders
 from modelyard.local.datasets import read_examples, read_faq
 

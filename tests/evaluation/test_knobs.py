@@ -9,7 +9,8 @@ import pytest
 from pydantic import Field
 
 from modelyard.config.loader import parse
-from modelyard.config.nodes import NodeBase, NodeSpec
+from modelyard.config.node_base import NodeBase
+from modelyard.config.nodes import NodeSpec
 from modelyard.errors import ConfigError
 from modelyard.evaluation.knobs import discover_knobs, parse_knob, parse_path, set_value, spec_knobs
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, SecretStr
 
+from modelyard.config.cascade_nodes import CascadeSpec, CascadeStageSpec, LearnedEstimatorSpec
 from modelyard.config.loader import MISSING_ENV, LoadedConfig
 from modelyard.config.local import (
     CallableSpec,
@@ -44,19 +45,11 @@ from modelyard.config.local import (
     ReplySpec,
     RetrieverSpec,
 )
-from modelyard.config.nodes import (
-    CascadeSpec,
-    CascadeStageSpec,
-    EnsembleSpec,
-    FallbackSpec,
-    JsonSchemaGateSpec,
-    LearnedEstimatorSpec,
-    LearnedRoutingSpec,
-    NodeBase,
-    SemanticRoutingSpec,
-)
+from modelyard.config.node_base import NodeBase
+from modelyard.config.nodes import EnsembleSpec, FallbackSpec, JsonSchemaGateSpec
 from modelyard.config.references import node_refs
 from modelyard.config.replay import ReplaySpec
+from modelyard.config.router_nodes import LearnedRoutingSpec, SemanticRoutingSpec
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
 
 Section = Literal["systems", "models", "embedders", "providers"]

@@ -22,30 +22,30 @@ import numpy as np
 import yaml
 
 from modelyard.config.build import BuildContext, node_builder
-from modelyard.config.loader import Loc
-from modelyard.config.nodes import (
+from modelyard.config.cascade_nodes import (
     AgreementEstimatorSpec,
     CallableEstimatorSpec,
-    CallableGateSpec,
     CascadeSpec,
+    EstimatorSpec,
+    LearnedEstimatorSpec,
+    LogprobEstimatorSpec,
+    OwnConfidenceEstimatorSpec,
+    SamplesEstimatorSpec,
+    VerifierEstimatorSpec,
+)
+from modelyard.config.loader import Loc
+from modelyard.config.nodes import (
+    CallableGateSpec,
     CheckerGateSpec,
     ConfidenceGateSpec,
     EnsembleSpec,
-    EstimatorSpec,
     GateSpec,
     JsonSchemaGateSpec,
-    LearnedEstimatorSpec,
-    LearnedRoutingSpec,
-    LogprobEstimatorSpec,
-    OwnConfidenceEstimatorSpec,
     PipelineSpec,
     RegexGateSpec,
-    RouterSpec,
-    SamplesEstimatorSpec,
-    SemanticRoutingSpec,
     SpecialistSpec,
-    VerifierEstimatorSpec,
 )
+from modelyard.config.router_nodes import LearnedRoutingSpec, RouterSpec, SemanticRoutingSpec
 from modelyard.errors import ConfigError, ModelyardError
 from modelyard.model import Model
 from modelyard.patterns.artifact import Artifact, ArtifactError

@@ -3,17 +3,19 @@ pattern that holds nodes. The `type` key picks the pattern.
 
 Every pattern spec lists the nodes it holds in `child_nodes()`, so references, cycles and the
 build see judges, verifiers, checkers and classifiers as well as members and stages.
+
+This module holds the fallback, pipeline, ensemble and specialist patterns and the union of all
+of them (`NodeSpec`); the router's config is `router_nodes.py`, the cascade's `cascade_nodes.py`,
+what they all share `node_base.py`. Their specs name `NodeSpec`, resolved here once it exists.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
-    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -21,30 +23,21 @@ from pydantic import (
 )
 
 from modelyard.config.base import Spec
+from modelyard.config.cascade_nodes import (
+    AgreementEstimatorSpec,
+    CascadeSpec,
+    CascadeStageSpec,
+    VerifierEstimatorSpec,
+)
+from modelyard.config.node_base import (
+    ChildNodes,
+    FunctionName,
+    NodeBase,
+    NormaliserName,
+    Probability,
+)
+from modelyard.config.router_nodes import ClassifierRoutingSpec, RouterSpec
 from modelyard.errors import ERROR_KINDS
-
-Probability = Annotated[float, Field(ge=0, le=1)]
-"""A threshold, score or confidence: a number from 0 to 1."""
-FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
-"""A Python callable as `package.module:function`."""
-NormaliserName = Annotated[str, Field(pattern=r"^(exact|choice|number|json:[^\s.][^\s]*)$")]
-"""How answers are compared: exact, choice (letter A–J), number, or json:<field path>."""
-
-ChildNodes = Iterator[tuple["NodeSpec", tuple[str | int, ...]]]
-
-
-class NodeBase(Spec):
-    """What every pattern node may set."""
-
-    name: str | None = None
-    """What decisions and logs call this node (default: its place in the config)."""
-    deadline: PositiveFloat | None = None
-    """Seconds this node may take; tightens, never loosens, the request's own deadline."""
-
-    def child_nodes(self) -> ChildNodes:
-        """Each node this one holds, with its place relative to this one (for errors)."""
-        raise NotImplementedError
-
 
 FallbackAction = Literal["next", "propagate", "larger_window"]
 
@@ -91,158 +84,6 @@ class FallbackSpec(NodeBase):
             if isinstance(action, list):
                 for i, node in enumerate(action):
                     yield node, ("on_error", key, i)
-
-
-# --- router ---------------------------------------------------------------------------------
-
-
-class RuleSpec(Spec):
-    """A routing rule: all its conditions must hold; the first rule that holds wins."""
-
-    route: str
-    regex: str | None = None
-    """Searched for in the last user message."""
-    keywords: list[str] = Field(default_factory=list)
-    """Any of these, as whole words, case-blind, in the last user message."""
-    min_tokens: PositiveInt | None = None
-    """The prompt's estimated tokens (system, messages and tools) at least this."""
-    max_tokens: PositiveInt | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-    """Every pair must equal the request's metadata."""
-    tags: list[str] = Field(default_factory=list)
-    """Every tag must be on the request."""
-    tools: bool | None = None
-    """Whether the request offers tools."""
-    images: bool | None = None
-    """Whether any message holds an image."""
-    language: list[str] = Field(default_factory=list)
-    """Any of these ISO 639-1 codes, detected in the last user message."""
-    min_language_score: Probability = 0.0
-
-    @model_validator(mode="after")
-    def _has_a_condition(self) -> RuleSpec:
-        conditions = (
-            self.regex,
-            self.keywords,
-            self.min_tokens,
-            self.max_tokens,
-            self.metadata,
-            self.tags,
-            self.tools is not None,
-            self.images is not None,
-            self.language,
-        )
-        if not any(conditions):
-            raise ValueError(
-                "a rule needs at least one condition (regex, keywords, min_tokens, max_tokens, "
-                "metadata, tags, tools, images or language); use the router's default instead"
-            )
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
-        if self.min_tokens and self.max_tokens and self.min_tokens > self.max_tokens:
-            raise ValueError("min_tokens is larger than max_tokens: no request could match")
-        return self
-
-
-class ClassifierRoutingSpec(Spec):
-    """Route by the label a classifier Model answers with."""
-
-    model: NodeSpec
-    min_confidence: Probability = 0.0
-    """Below this `response.confidence`, go to the default route (no confidence counts as
-    below any threshold above 0)."""
-    labels: list[str] | None = None
-    """The labels the classifier can give; each must have a route."""
-
-
-class SemanticRoutingSpec(Spec):
-    """Route by embedding similarity to example utterances of each route."""
-
-    embedder: str
-    examples: dict[str, list[str]] = Field(min_length=1)
-    """Example utterances per route name."""
-    threshold: Probability = 0.5
-    """The best cosine similarity must reach this, else the default route."""
-    match: Literal["nearest", "centroid"] = "nearest"
-
-    @model_validator(mode="after")
-    def _examples(self) -> SemanticRoutingSpec:
-        empty = [route for route, texts in self.examples.items() if not texts]
-        if empty:
-            raise ValueError(f"route {empty[0]!r} has no example utterances")
-        return self
-
-
-class LearnedRoutingSpec(Spec):
-    """Route by predicted P(success) − λ·cost, from an artifact `modelyard train` wrote."""
-
-    artifact: str
-    """Path of the .npz artifact, relative to this file."""
-    embedder: str
-    """The embedder the artifact was trained with (must have the same dimensions)."""
-    cost_weight: NonNegativeFloat = Field(default=0.0, alias="lambda")
-    """λ: how much P(success) one is willing to give up to go from the dearest candidate to a
-    free one (costs are relative to the dearest candidate, so λ does not depend on prices)."""
-    expected_output_tokens: PositiveInt = 256
-    """For a price-table cost estimate where the artifact recorded no cost for a candidate."""
-
-
-class RouterSpec(NodeBase):
-    """Send each request to one route: rules first, then a classifier, semantic or learned
-    policy, else the default."""
-
-    type: Literal["router"]
-    routes: dict[str, NodeSpec] = Field(min_length=1)
-    default: str | None = None
-    rules: list[RuleSpec] = Field(default_factory=list)
-    classifier: ClassifierRoutingSpec | None = None
-    semantic: SemanticRoutingSpec | None = None
-    learned: LearnedRoutingSpec | None = None
-    language_detector: FunctionName | None = None
-    """A `module:function` (text -> (code, score)) for language rules; by default the local
-    fastText detector (the `local` extra)."""
-
-    @model_validator(mode="after")
-    def _routes_exist(self) -> RouterSpec:
-        known = ", ".join(self.routes)
-        if self.default is None:
-            raise ValueError(
-                f"a router needs a default route for requests no rule or policy decides; "
-                f"add default: <one of {known}>"
-            )
-        if self.default not in self.routes:
-            raise ValueError(f"default {self.default!r} is not a route; routes: {known}")
-        policies = [p for p in (self.classifier, self.semantic, self.learned) if p is not None]
-        if len(policies) > 1:
-            raise ValueError("give at most one of classifier, semantic and learned")
-        if not policies and not self.rules:
-            raise ValueError("a router needs rules, or a classifier, semantic or learned policy")
-        for i, rule in enumerate(self.rules):
-            if rule.route not in self.routes:
-                raise ValueError(
-                    f"rules[{i}] sends to {rule.route!r}, which is not a route: {known}"
-                )
-        if self.classifier is not None and self.classifier.labels is not None:
-            missing = [label for label in self.classifier.labels if label not in self.routes]
-            if missing:
-                raise ValueError(
-                    f"classifier label {missing[0]!r} has no route; add routes.{missing[0]} "
-                    "or remove it from classifier.labels"
-                )
-        if self.semantic is not None:
-            stray = [route for route in self.semantic.examples if route not in self.routes]
-            if stray:
-                raise ValueError(f"semantic examples for {stray[0]!r}, which is not a route")
-        return self
-
-    def child_nodes(self) -> ChildNodes:
-        if self.classifier is not None:
-            yield self.classifier.model, ("classifier", "model")
-        for route, node in self.routes.items():
-            yield node, ("routes", route)
 
 
 # --- pipeline -------------------------------------------------------------------------------
@@ -416,133 +257,6 @@ class EnsembleSpec(NodeBase):
             yield self.fuser, ("fuser",)
 
 
-# --- cascade --------------------------------------------------------------------------------
-
-
-class LogprobEstimatorSpec(Spec):
-    """Confidence from token log-probabilities: the mean (or the least) token probability."""
-
-    type: Literal["logprob"]
-    reduce: Literal["mean", "min"] = "mean"
-
-
-class SamplesEstimatorSpec(Spec):
-    """Confidence = agreement among k samples of the stage; the answer is the majority."""
-
-    type: Literal["samples"]
-    k: int = Field(default=3, ge=2, le=20)
-    via: Literal["calls", "n"] = "calls"
-    """`n`: one request with n=k (cheaper where the provider supports it); `calls`: k calls."""
-    normalise: NormaliserName = "exact"
-    temperature: NonNegativeFloat | None = 0.7
-
-
-class AgreementEstimatorSpec(Spec):
-    """Confidence = share of other (cheap) Models that give the stage's answer, stage included."""
-
-    type: Literal["agreement"]
-    models: list[NodeSpec] = Field(min_length=1)
-    normalise: NormaliserName = "exact"
-    ask: Literal["together", "in_turn"] = "together"
-    """`in_turn`: one at a time, in the listed order (cheapest first), stopping once the
-    stage's threshold is cleared or out of reach: fewer calls, more latency."""
-
-
-class LearnedEstimatorSpec(Spec):
-    """Confidence = P(correct) of the stage's answer from a predictor trained on recorded
-    answers (`modelyard train --features answer`)."""
-
-    type: Literal["learned"]
-    artifact: str
-    """Path of the .npz artifact, relative to this file."""
-    embedder: str
-    """The embedder the artifact was trained with."""
-    candidate: str | None = None
-    """The artifact's model this stage is (default: the stage's model name)."""
-
-
-class VerifierEstimatorSpec(Spec):
-    """Confidence = a verifier Model's score (yes/no or a number) for the answer."""
-
-    type: Literal["verifier"]
-    model: NodeSpec
-    prompt: str | None = None
-    """Template with {input} and {output}; a yes/no question by default."""
-
-
-class OwnConfidenceEstimatorSpec(Spec):
-    """Confidence = the answering Model's own `response.confidence` (a classifier's
-    probability, a retriever's similarity, an ensemble's agreement)."""
-
-    type: Literal["confidence"]
-
-
-class CallableEstimatorSpec(Spec):
-    """Confidence = a Python function `(request, response) -> float` (sync or async)."""
-
-    type: Literal["callable"]
-    function: FunctionName
-
-
-EstimatorSpec = Annotated[
-    LogprobEstimatorSpec
-    | SamplesEstimatorSpec
-    | AgreementEstimatorSpec
-    | LearnedEstimatorSpec
-    | VerifierEstimatorSpec
-    | OwnConfidenceEstimatorSpec
-    | CallableEstimatorSpec,
-    Field(discriminator="type"),
-]
-
-
-class CascadeStageSpec(Spec):
-    """One cascade stage: a Model, and (except for the last) when to accept its answer."""
-
-    model: NodeSpec
-    threshold: Probability | None = None
-    estimator: EstimatorSpec | None = None
-    expected_latency: PositiveFloat | None = None
-    """Seconds this stage usually takes; it is skipped when less than that is left."""
-
-
-class CascadeSpec(NodeBase):
-    """Ask the cheapest stage first; escalate while the answer's confidence is too low."""
-
-    type: Literal["cascade"]
-    stages: list[CascadeStageSpec] = Field(min_length=2)
-    stage_share: float = Field(default=0.5, gt=0, le=1)
-    """Share of the request's remaining time a stage before the last may use (a fallback's
-    `member_share`), so a slow cheap stage cannot leave the last stage without time to answer."""
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> CascadeSpec:
-        for i, stage in enumerate(self.stages[:-1]):
-            if stage.threshold is None or stage.estimator is None:
-                raise ValueError(
-                    f"stages[{i}] needs a threshold and an estimator (every stage but the last "
-                    "decides whether to accept its answer)"
-                )
-        last = self.stages[-1]
-        if last.threshold is not None or last.estimator is not None:
-            raise ValueError(
-                f"stages[{len(self.stages) - 1}] is the last stage, which always answers: its "
-                "threshold and estimator would never be used; remove them (or add a stage after "
-                "it)"
-            )
-        return self
-
-    def child_nodes(self) -> ChildNodes:
-        for i, stage in enumerate(self.stages):
-            yield stage.model, ("stages", i, "model")
-            estimator = stage.estimator
-            if isinstance(estimator, VerifierEstimatorSpec):
-                yield estimator.model, ("stages", i, "estimator", "model")
-            elif isinstance(estimator, AgreementEstimatorSpec):
-                for j, other in enumerate(estimator.models):
-                    yield other, ("stages", i, "estimator", "models", j)
-
-
 # --- specialist-generalist ------------------------------------------------------------------
 
 
@@ -572,6 +286,8 @@ PatternSpec = Annotated[
 NodeSpec = str | PatternSpec
 """A model or system name, or an inline pattern."""
 
+# Every spec that names NodeSpec, here or in router_nodes and cascade_nodes, is completed here,
+# where NodeSpec now exists (those modules cannot import it: this one imports them).
 for _spec in (
     FallbackSpec,
     ClassifierRoutingSpec,

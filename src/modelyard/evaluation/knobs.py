@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel
 
 from modelyard.config.loader import LoadedConfig, Loc, dotted
-from modelyard.config.nodes import NodeBase
+from modelyard.config.node_base import NodeBase
 from modelyard.errors import ConfigError
 
 _THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
