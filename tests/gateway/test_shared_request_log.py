@@ -14,11 +14,14 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from tests.gateway.conftest import Running
-from tests.state.conftest import POSTGRES_URL, fresh_tables
+import redis
+from tests.gateway.conftest import SYSTEMS, Running
+from tests.gateway.test_reload_and_limits import _receiver, _scope
+from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
 from typer.testing import CliRunner
 
 from modelyard.cli import app
+from modelyard.gateway.app import create_app
 from modelyard.observability.request_log_postgres import PostgresRequestLog
 
 pytestmark = pytest.mark.postgres
@@ -99,3 +102,56 @@ def test_a_record_written_twice_keeps_the_last(prefix: str) -> None:
 
     stored = asyncio.run(go())
     assert stored is not None and stored[7] == 499
+
+
+@pytest.mark.redis
+async def test_a_request_the_shutdown_cuts_gets_a_503_and_its_record_and_settlement_land(
+    prefix: str, tmp_path: Path
+) -> None:
+    """Past gateway.drain_timeout the server cancels what still runs, then shuts the app down
+    at once. The caller had uvicorn's bare 500, and the shared log no record of the request."""
+    keys = unique_prefix()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        SYSTEMS.replace("latency: 0.3", "latency: 30")
+        + f"state: {{backend: redis, url: '{REDIS_URL}', prefix: '{keys}'}}\n"
+        + "budgets:\n  - {name: day, scope: total, limit: 1}\n"
+        + f"gateway:\n  request_log_url: '{POSTGRES_URL}'\n  request_log_table_prefix: {prefix}\n"
+    )
+    counters = redis.Redis.from_url(REDIS_URL)
+
+    def budget(kind: str) -> list[float]:
+        return [float(counters.get(k) or 0) for k in counters.scan_iter(f"{keys}c:{kind}:*")]
+
+    app = create_app(config)
+    app.start()
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    ask = {"model": "support", "messages": [{"role": "user", "content": "slow"}]}
+    receive = _receiver(json.dumps(ask).encode(), asyncio.Event())  # the caller waits on
+    scope = _scope("POST", "/v1/chat/completions")
+    serving = asyncio.ensure_future(app(scope, receive, send))  # type: ignore[arg-type]
+    try:
+        for _ in range(200):  # until its worst case is reserved: the model is answering
+            if budget("budget"):
+                break
+            await asyncio.sleep(0.02)
+        serving.cancel()  # as uvicorn does, then the lifespan shutdown without waiting
+        await app.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        start = sent[0]
+        assert start["type"] == "http.response.start" and start["status"] == 503
+        assert json.loads(sent[1]["body"])["error"]["code"] == "shutting_down"
+        log = PostgresRequestLog(POSTGRES_URL, table_prefix=prefix)
+        row = await log.read(dict(start["headers"])[b"x-request-id"].decode())
+        await log.aclose()
+        assert row is not None and row[7] == 503
+        assert budget("budget") == budget("spent"), "the worst case held was settled"
+    finally:
+        for key in counters.scan_iter(f"{keys}*"):
+            counters.delete(key)
+        counters.close()

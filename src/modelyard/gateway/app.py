@@ -88,6 +88,8 @@ class Gateway:
         self._id_prefix = secrets.token_hex(4)
         self._in_flight = 0
         self._draining = False
+        self._idle: asyncio.Event | None = None
+        """Set when the last request ends, once shutting down (`_wind_down`)."""
         self._background: list[asyncio.Task[None]] = []
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self.chat.chat_completions,
@@ -157,6 +159,8 @@ class Gateway:
             )
         finally:
             self._in_flight -= 1
+            if self._idle is not None and not self._in_flight:
+                self._idle.set()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -233,9 +237,21 @@ class Gateway:
         self._draining = True
         for task in self._background:
             task.cancel()
+        await self._wind_down()
         await self.keys.aclose()
         await self.decisions.aclose()
         await self.live.aclose()
+
+    async def _wind_down(self, seconds: float = 5.0) -> None:
+        """Wait (a little) for requests still running: at shutdown, the ones the server has
+        just cancelled, past `gateway.drain_timeout`, settle their budgets and record
+        themselves now, and the request log and stores they write to must still be open."""
+        if not self._in_flight:
+            return
+        self._idle = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
 
 
 def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = False) -> Gateway:

@@ -17,7 +17,7 @@ from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.bounds import cost_bound, partial_cost
 from modelyard.cost.budget_book import settle_shielded
-from modelyard.errors import BadResponseError, ModelError, NotFoundError
+from modelyard.errors import BadResponseError, ModelError, NotFoundError, UnavailableError
 from modelyard.gateway import anthropic_api, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller
 from modelyard.gateway.errors import ApiError
@@ -183,6 +183,12 @@ class ChatEndpoints:
                 if not error.counted:  # refused: no system ran (or answered) to record it
                     outcome.refused(error)
                 raise
+            except asyncio.CancelledError:
+                if not outcome.recorded:  # the server gave up on it: see `_shut_down`
+                    refused = outcome.failed(_shut_down())
+                    if not call.responded:
+                        await call.fail(refused, api=_wire_of(api))
+                raise
 
     async def _serve_on(
         self,
@@ -262,7 +268,7 @@ class ChatEndpoints:
                     "empty_stream",
                 ) from None
             head = stream_headers(call, outcome.version, first)
-            await call.send({"type": "http.response.start", "status": 200, "headers": head})
+            await call.begin(200, head)
             disconnected = asyncio.ensure_future(call.receive())
             watch = SendWatch(self.stalled_client_timeout)
             try:
@@ -338,6 +344,22 @@ async def _relay(
             {"type": "http.response.body", "body": renderer.error(error), "more_body": False}
         )
         return None
+
+
+def _shut_down() -> UnavailableError:
+    """What a request the server cancels gets: only a shutdown does that, once requests have
+    run past `gateway.drain_timeout`. A 503 the caller can send again to a replica still
+    serving, and a record of it, rather than the server's bare 500."""
+    return UnavailableError(
+        "the gateway shut down before this request ended (gateway.drain_timeout passed); "
+        "send it again",
+        code="shutting_down",
+    )
+
+
+def _wire_of(api: str) -> str:
+    """The error shape a caller of `api` reads (`Call.fail`)."""
+    return "anthropic" if api == "anthropic" else "openai"
 
 
 def _check_scope(key: VirtualKey, name: str) -> None:

@@ -43,6 +43,8 @@ class Call:
     started: float
     headers: dict[bytes, bytes]
     key: VirtualKey | None = None
+    responded: bool = False
+    """Whether the response has begun (its status and headers are sent)."""
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name."""
@@ -81,6 +83,11 @@ class Call:
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"request body is not valid JSON: {exc}") from None
 
+    async def begin(self, status: int, headers: Headers) -> None:
+        """Send the status and headers; the body follows in `http.response.body` messages."""
+        self.responded = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
     async def respond(self, status: int, body: bytes, headers: Headers | None = None) -> None:
         """Send a whole response, with this request's id."""
         out = [
@@ -88,7 +95,7 @@ class Call:
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", self.id.encode()),
         ]
-        await self.send({"type": "http.response.start", "status": status, "headers": out})
+        await self.begin(status, out)
         await self.send({"type": "http.response.body", "body": body})
 
     async def fail(self, error: ApiError, *, api: str = "openai") -> None:

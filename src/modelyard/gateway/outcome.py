@@ -26,6 +26,7 @@ class Outcome:
         "decisions",
         "holds",
         "metrics",
+        "recorded",
         "scope",
         "spent",
         "stream",
@@ -56,6 +57,8 @@ class Outcome:
         """The request, when its exchange is to be kept (`gateway.capture`)."""
         self.scope = request_scope.RequestScope(entry=target)
         """What the cost wrappers learn while serving it (a cache hit, say)."""
+        self.recorded = False
+        """Whether its record is written: a request cancelled before that gets one then."""
 
     def answered(self, response: ChatResponse) -> None:
         """A chat request answered: logged and counted with the provider that answered."""
@@ -101,6 +104,7 @@ class Outcome:
         refusal: ApiError | None = None,
     ) -> float:
         call = self.call
+        self.recorded = True
         seconds = time.perf_counter() - call.started
         usage = response.usage if response is not None else None
         exchange = None
