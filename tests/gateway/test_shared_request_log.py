@@ -151,6 +151,7 @@ async def test_a_request_the_shutdown_cuts_gets_a_503_and_its_record_and_settlem
         await log.aclose()
         assert row is not None and row[7] == 503
         assert budget("budget") == budget("spent"), "the worst case held was settled"
+        assert budget("spent") == [pytest.approx(row[11])] and row[11] > 0  # its input
     finally:
         for key in counters.scan_iter(f"{keys}*"):
             counters.delete(key)

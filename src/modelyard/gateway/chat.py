@@ -183,12 +183,6 @@ class ChatEndpoints:
                 if not error.counted:  # refused: no system ran (or answered) to record it
                     outcome.refused(error)
                 raise
-            except asyncio.CancelledError:
-                if not outcome.recorded:  # the server gave up on it: see `_shut_down`
-                    refused = outcome.failed(_shut_down())
-                    if not call.responded:
-                        await call.fail(refused, api=_wire_of(api))
-                raise
 
     async def _serve_on(
         self,
@@ -216,6 +210,14 @@ class ChatEndpoints:
                     await self._stream(call, model, request, renderer, outcome)
                 else:
                     await self._complete(call, model, request, renderer, outcome)
+        except asyncio.CancelledError:
+            if not outcome.recorded:  # the server gave up on it: see `_shut_down`
+                # Billed as the ledger and the budgets count it: its input, once sent.
+                sent = outcome.scope.sent and not outcome.scope.cache_hit
+                refused = outcome.failed(_shut_down(partial_cost(model, request, sent=sent)))
+                if not call.responded:
+                    await call.fail(refused, api=_wire_of(outcome.api))
+            raise
         finally:
             self.key_limits.release(key)
             if outcome.holds:  # most requests hold nothing: no coroutine for them
@@ -346,15 +348,17 @@ async def _relay(
         return None
 
 
-def _shut_down() -> UnavailableError:
+def _shut_down(cost: float) -> UnavailableError:
     """What a request the server cancels gets: only a shutdown does that, once requests have
     run past `gateway.drain_timeout`. A 503 the caller can send again to a replica still
     serving, and a record of it, rather than the server's bare 500."""
-    return UnavailableError(
+    error = UnavailableError(
         "the gateway shut down before this request ended (gateway.drain_timeout passed); "
         "send it again",
         code="shutting_down",
     )
+    error.cost = cost
+    return error
 
 
 def _wire_of(api: str) -> str:
