@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 
@@ -27,7 +28,7 @@ from modelyard.errors import (
 )
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.providers.headers import RateLimitInfo
-from modelyard.providers.http import HttpClient
+from modelyard.providers.http import HttpClient, HttpReply
 from modelyard.providers.pinning import drift
 from modelyard.providers.wire import (
     EmbeddingWireFormat,
@@ -116,14 +117,7 @@ class RemoteModel(Model):
                 deadline_left=request.remaining(),
             )
             self._observe(reply.headers)
-            if reply.status >= 400:
-                raise self.wire.error_from_wire(reply.status, reply.headers, reply.body)
-            try:
-                decoded = orjson.loads(reply.body)
-            except orjson.JSONDecodeError:
-                raise bad_body(
-                    reply.status, reply.body, "upstream answered with non-JSON"
-                ) from None
+            decoded = _json_of(reply, self.wire)
             try:
                 parsed = self.wire.from_wire(decoded)
             except BadResponseError as exc:
@@ -232,15 +226,7 @@ class RemoteModel(Model):
             reply = await self.client.post(
                 url, headers=self._headers, body=body, deadline_left=request.remaining()
             )
-            if reply.status >= 400:
-                raise self.wire.error_from_wire(reply.status, reply.headers, reply.body)
-            try:
-                decoded = orjson.loads(reply.body)
-            except orjson.JSONDecodeError:
-                raise bad_body(
-                    reply.status, reply.body, "upstream answered with non-JSON"
-                ) from None
-            return wire.count_tokens_from_wire(decoded)
+            return wire.count_tokens_from_wire(_json_of(reply, wire))
         except ModelError as exc:
             raise _scrubbed(exc, self.name, self.endpoint) from None
 
@@ -338,15 +324,7 @@ class RemoteEmbedder(Embedder):
             reply = await self.client.post(
                 self._url, headers=self._headers, body=body, deadline_left=request.remaining()
             )
-            if reply.status >= 400:
-                raise self.errors.error_from_wire(reply.status, reply.headers, reply.body)
-            try:
-                decoded = orjson.loads(reply.body)
-            except orjson.JSONDecodeError:
-                raise bad_body(
-                    reply.status, reply.body, "upstream answered with non-JSON"
-                ) from None
-            parsed = self.wire.embeddings_from_wire(decoded)
+            parsed = self.wire.embeddings_from_wire(_json_of(reply, self.errors))
         except ModelError as exc:
             if isinstance(exc, ModelTimeoutError) and exc.request_sent:
                 # Received and never answered: the provider bills the texts all the same.
@@ -372,6 +350,17 @@ class RemoteEmbedder(Embedder):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _json_of(reply: HttpReply, errors: WireFormat) -> Any:
+    """A whole reply's JSON body: the provider's error (read by `errors`) for a 4xx or 5xx,
+    BadResponseError for a body that is not JSON."""
+    if reply.status >= 400:
+        raise errors.error_from_wire(reply.status, reply.headers, reply.body)
+    try:
+        return orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        raise bad_body(reply.status, reply.body, "upstream answered with non-JSON") from None
 
 
 def _scrubbed(exc: ModelError, name: str, endpoint: Endpoint) -> ModelError:
