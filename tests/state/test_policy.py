@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Claim
+from modelyard.state.base import Claim, Lease
 from modelyard.state.policy import PolicyStore
 from modelyard.state.redis import RedisStore
 from tests.state.conftest import unique_prefix
@@ -167,4 +167,26 @@ async def test_redis_dying_mid_run_with_local_keeps_the_cap_and_hands_spend_back
     # Redis restarted empty (no persistence); the 10 counted locally are handed back to it.
     assert await store.counter("b") == 10
     assert store.health().ok
+    await store.aclose()
+
+
+async def test_a_lease_taken_locally_and_released_after_recovery_charges_its_actual_once(
+    own_redis: int,
+) -> None:
+    url = f"redis://127.0.0.1:{own_redis}/0"
+    store = PolicyStore(
+        RedisStore(url, prefix=unique_prefix(), timeout=0.3),
+        on_unavailable="local",
+        retry_interval=0.05,
+    )
+    stop_redis(own_redis)
+    claim = Claim(key="b", amount=1, limit=10)
+    assert await store.reserve_or_explain([claim], lease=Lease(id="l", seconds=600)) is None
+    assert store.health().mode == "local"
+    start_redis(own_redis)
+    await wait_until_up(own_redis)
+    await asyncio.sleep(0.06)
+    assert await store.counter("b") == 0  # the reservation stayed behind with its lease
+    assert store.health().ok
+    assert await store.release("l", [("b", 0.25, None)]) == [0.25]
     await store.aclose()

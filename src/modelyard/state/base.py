@@ -4,6 +4,11 @@ Backends: `memory` (in-process, the embedded default), `sqlite` (the same, persi
 restart loses no spend), `redis` (shared by several gateway processes, atomic via Lua). Every
 operation that checks and changes a counter does both atomically, so concurrent callers — in one
 process or many — can never both pass a limit that only one of them fits under.
+
+A reservation may also take a `Lease`: the store keeps what it reserved until it is released,
+in the same atomic step as the counters. A holder that dies before releasing (a process killed
+outright) leaves its lease to expire, and `reclaim` gives its amounts back, once, whichever
+process sweeps. A release after its lease was reclaimed gives nothing back a second time.
 """
 
 from __future__ import annotations
@@ -28,6 +33,27 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A reservation's hold on its counters for `seconds` from now (renewable): what `reclaim`
+    gives back if it is never released."""
+
+    id: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reclaimed:
+    """A lease a sweep took back, and the amount it had reserved on each counter."""
+
+    id: str
+    amounts: tuple[tuple[str, float], ...]
+
+
+Change = tuple[str, float, float | None]
+"""(key, delta, ttl): one unconditional change of a counter."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreHealth:
     """Whether a store is serving from where it should; shown by health checks and the CLI."""
 
@@ -49,11 +75,31 @@ class StateStore(abc.ABC):
         """Apply every claim if all fit, atomically; otherwise apply none and return the first
         claim that does not fit."""
 
-    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+    async def reserve_or_explain(
+        self, claims: Sequence[Claim], *, lease: Lease | None = None
+    ) -> tuple[Claim, float] | None:
         """`reserve`; when a claim does not fit, it and its counter's value at that moment (what
-        refusal messages quote). Shared backends read both in the same atomic step."""
+        refusal messages quote). Shared backends read both in the same atomic step. With
+        `lease`, what the claims add is also kept under the lease's id, in the same step."""
+        if lease is not None:
+            raise NotImplementedError(f"the {self.backend} store keeps no leases")
         refused = await self.reserve(claims)
         return None if refused is None else (refused, await self.counter(refused.key))
+
+    @abc.abstractmethod
+    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+        """In one atomic step: if lease `lease_id` is still held, end it and take what it
+        reserved off its counters (those not expired); then apply `changes` (as `adjust_many`)
+        and return their new values. A lease already reclaimed gives nothing back twice."""
+
+    @abc.abstractmethod
+    async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
+        """Extend each lease still held to `seconds` from now (their holder is alive)."""
+
+    @abc.abstractmethod
+    async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
+        """End up to `limit` expired leases and give back what they reserved: each exactly
+        once, even with several processes sweeping at the same time."""
 
     @abc.abstractmethod
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
@@ -83,7 +129,7 @@ class StateStore(abc.ABC):
     async def delete(self, key: str) -> None:
         """Forget `key` (value or counter)."""
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+    async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
         """`adjust` each (key, delta, ttl) and return the new values, in order; shared backends
         do it in one round trip."""
         return [await self.adjust(key, delta, ttl=ttl) for key, delta, ttl in changes]

@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from modelyard.state.base import Claim, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 
 
 class MemoryStore(StateStore):
@@ -19,6 +19,8 @@ class MemoryStore(StateStore):
         self._expiry: dict[str, float] = {}
         self._windows: dict[str, deque[tuple[float, float]]] = {}
         self._window_sums: dict[str, float] = {}
+        self._leases: dict[str, tuple[float, tuple[tuple[str, float], ...]]] = {}
+        """Lease id -> (when it expires, what it reserved on each counter)."""
 
     def _alive(self, key: str) -> bool:
         expires = self._expiry.get(key)
@@ -34,14 +36,54 @@ class MemoryStore(StateStore):
             self._expiry[key] = self._clock() + ttl
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
+        refused = self._reserve(claims, None)
+        return None if refused is None else refused[0]
+
+    async def reserve_or_explain(
+        self, claims: Sequence[Claim], *, lease: Lease | None = None
+    ) -> tuple[Claim, float] | None:
+        return self._reserve(claims, lease)
+
+    def _reserve(self, claims: Sequence[Claim], lease: Lease | None) -> tuple[Claim, float] | None:
         for claim in claims:
             current = self._counters.get(claim.key, 0.0) if self._alive(claim.key) else 0.0
             if current + claim.amount > claim.limit + 1e-12:
-                return claim
+                return claim, current
         for claim in claims:
             self._counters[claim.key] = self._counters.get(claim.key, 0.0) + claim.amount
             self._touch(claim.key, claim.ttl)
+        if lease is not None:
+            amounts = tuple((c.key, c.amount) for c in claims)
+            self._leases[lease.id] = (self._clock() + lease.seconds, amounts)
         return None
+
+    def _give_back(self, amounts: tuple[tuple[str, float], ...]) -> None:
+        for key, amount in amounts:
+            if key in self._counters and self._alive(key):  # an expired window has nothing
+                self._counters[key] -= amount
+
+    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+        held = self._leases.pop(lease_id, None)
+        if held is not None:
+            self._give_back(held[1])
+        return [await self.adjust(key, delta, ttl=ttl) for key, delta, ttl in changes]
+
+    async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
+        expires = self._clock() + seconds
+        for lease_id in lease_ids:
+            held = self._leases.get(lease_id)
+            if held is not None:
+                self._leases[lease_id] = (expires, held[1])
+
+    async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
+        now = self._clock()
+        expired = [i for i, (expires, _) in self._leases.items() if expires <= now][:limit]
+        out = []
+        for lease_id in expired:
+            amounts = self._leases.pop(lease_id)[1]
+            self._give_back(amounts)
+            out.append(Reclaimed(id=lease_id, amounts=amounts))
+        return out
 
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         self._alive(key)
@@ -88,6 +130,14 @@ class MemoryStore(StateStore):
             if self._alive(key):
                 expires = self._expiry.get(key)
                 out[key] = (self._counters[key], None if expires is None else expires - now)
+        return out
+
+    def leased(self) -> dict[str, float]:
+        """What the leases not yet released hold, per counter."""
+        out: dict[str, float] = {}
+        for _, amounts in self._leases.values():
+            for key, amount in amounts:
+                out[key] = out.get(key, 0.0) + amount
         return out
 
     async def get(self, key: str) -> bytes | None:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar
 
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Claim, StateStore, StoreHealth
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore, StoreHealth
 from modelyard.state.memory import MemoryStore
 
 T = TypeVar("T")
@@ -112,8 +112,13 @@ class PolicyStore(StateStore):
             counted = self._local.counters()
             if not counted and probed:
                 break
+            # What local leases still hold stays behind with them: their release, now sent to
+            # the backend, finds no lease there and charges their actual cost alone.
+            leased = self._local.leased()
             self._local = MemoryStore()
-            changes = [(key, value, ttl) for key, (value, ttl) in counted.items()]
+            changes = [
+                (key, value - leased.get(key, 0.0), ttl) for key, (value, ttl) in counted.items()
+            ]
             try:
                 if changes:
                     await self.primary.adjust_many(changes)
@@ -137,13 +142,27 @@ class PolicyStore(StateStore):
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
         return await self._run(lambda store: store.reserve(claims))
 
-    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
-        return await self._run(lambda store: store.reserve_or_explain(claims))
+    async def reserve_or_explain(
+        self, claims: Sequence[Claim], *, lease: Lease | None = None
+    ) -> tuple[Claim, float] | None:
+        return await self._run(lambda store: store.reserve_or_explain(claims, lease=lease))
+
+    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+        # A lease taken in the backend and released while it is down: the local store has no
+        # such lease, so only `changes` are counted locally; the backend's sweep gives the
+        # reservation back once its lease expires, and the two add up when it is back.
+        return await self._run(lambda store: store.release(lease_id, changes))
+
+    async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
+        await self._run(lambda store: store.renew(lease_ids, seconds))
+
+    async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
+        return await self._run(lambda store: store.reclaim(limit))
 
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         return await self._run(lambda store: store.adjust(key, delta, ttl=ttl))
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+    async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
         return await self._run(lambda store: store.adjust_many(changes))
 
     async def counter(self, key: str) -> float:

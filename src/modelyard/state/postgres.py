@@ -9,11 +9,12 @@ with code `state_unavailable`, for `state.policy.PolicyStore`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Claim, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 from modelyard.state.postgres_tables import PostgresTables
 
 T = TypeVar("T")
@@ -31,6 +32,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS {p}windows_key_at ON {p}windows (key, at)
         """,
     ),
+    (
+        "002_leases",
+        """
+        CREATE TABLE IF NOT EXISTS {p}leases (
+            id TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL, held TEXT NOT NULL);
+        CREATE INDEX IF NOT EXISTS {p}leases_expires_at ON {p}leases (expires_at)
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change. `{p}` is the table prefix."""
 
@@ -39,11 +48,12 @@ _EPSILON = 1e-12
 
 
 class PostgresStore(PostgresTables, StateStore):
-    """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`."""
+    """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`,
+    `...leases`."""
 
     backend = "postgres"
     component = "state"
-    tables = ("counters", "values", "windows")
+    tables = ("counters", "values", "windows", "leases")
     migrations = MIGRATIONS
     pool_size = 10
 
@@ -103,7 +113,9 @@ class PostgresStore(PostgresTables, StateStore):
         refused = await self.reserve_or_explain(claims)
         return None if refused is None else refused[0]
 
-    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+    async def reserve_or_explain(
+        self, claims: Sequence[Claim], *, lease: Lease | None = None
+    ) -> tuple[Claim, float] | None:
         async def apply(conn: Any) -> tuple[Claim, float] | None:
             async with conn.transaction():
                 await self._lock_keys(conn, [c.key for c in claims])
@@ -113,14 +125,83 @@ class PostgresStore(PostgresTables, StateStore):
                         return claim, current
                 for claim in claims:
                     await self._add(conn, claim.key, claim.amount, claim.ttl)
+                if lease is not None and claims:
+                    await conn.execute(
+                        f"INSERT INTO {self.p}leases VALUES ($1, {_NOW} + $2, $3)",
+                        lease.id,
+                        lease.seconds,
+                        json.dumps([[c.key, c.amount] for c in claims]),
+                    )
                 return None
+
+        return await self._with(apply)
+
+    async def _give_back(self, conn: Any, held: str) -> tuple[tuple[str, float], ...]:
+        """Take what a lease reserved (`held`, as stored) off its counters not expired."""
+        amounts = tuple((str(key), float(amount)) for key, amount in json.loads(held))
+        await conn.executemany(
+            f"UPDATE {self.p}counters SET value = value - $2 WHERE key = $1 "
+            f"AND (expires_at IS NULL OR expires_at > {_NOW})",
+            amounts,
+        )
+        return amounts
+
+    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+        async def apply(conn: Any) -> list[float]:
+            async with conn.transaction():
+                # The lease's row first, then the counters' locks: a sweep takes them in the
+                # same order, so the two never wait on each other in a circle.
+                held = await conn.fetchval(
+                    f"DELETE FROM {self.p}leases WHERE id = $1 RETURNING held", lease_id
+                )
+                keys = [key for key, _, _ in changes]
+                if held is not None:
+                    keys += [key for key, _ in json.loads(held)]
+                await self._lock_keys(conn, keys)
+                if held is not None:
+                    await self._give_back(conn, held)
+                return [await self._add(conn, key, delta, ttl) for key, delta, ttl in changes]
+
+        return await self._with(apply)
+
+    async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
+        if lease_ids:
+            await self._with(
+                lambda conn: conn.execute(
+                    f"UPDATE {self.p}leases SET expires_at = {_NOW} + $2 "
+                    "WHERE id = ANY($1::text[])",
+                    list(lease_ids),
+                    seconds,
+                )
+            )
+
+    async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
+        async def apply(conn: Any) -> list[Reclaimed]:
+            async with conn.transaction():
+                # SKIP LOCKED: two sweepers take disjoint leases, and neither waits for the other.
+                rows = await conn.fetch(
+                    f"""
+                    DELETE FROM {self.p}leases WHERE id IN (
+                        SELECT id FROM {self.p}leases WHERE expires_at <= {_NOW}
+                        ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    RETURNING id, held
+                    """,
+                    limit,
+                )
+                await self._lock_keys(
+                    conn, [key for row in rows for key, _ in json.loads(row["held"])]
+                )
+                return [
+                    Reclaimed(id=row["id"], amounts=await self._give_back(conn, row["held"]))
+                    for row in rows
+                ]
 
         return await self._with(apply)
 
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         return await self._with(lambda conn: self._add(conn, key, delta, ttl))
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+    async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
         async def apply(conn: Any) -> list[float]:
             async with conn.transaction():
                 await self._lock_keys(conn, [key for key, _, _ in changes])

@@ -2,8 +2,10 @@
 
 Every check-and-change is one Lua script, which Redis runs atomically, so two processes can never
 both pass a limit only one of them fits under. Rate windows use Redis's own clock (`TIME`), so
-processes with skewed clocks still agree. A connection failure raises `UnavailableError` with
-code `state_unavailable`; `state.policy.PolicyStore` decides what that means for requests.
+processes with skewed clocks still agree; so do leases (a sorted set of ids scored by expiry,
+beside a hash of what each reserved, written by the reservation's own script). A connection
+failure raises `UnavailableError` with code `state_unavailable`; `state.policy.PolicyStore`
+decides what that means for requests.
 
 All keys start with `prefix`; in a Redis Cluster, put a hash tag in it (`{modelyard}:`) so a
 multi-key reservation stays in one slot.
@@ -11,6 +13,7 @@ multi-key reservation stays in one slot.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.errors import UnavailableError, redact
-from modelyard.state.base import Claim, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 
 T = TypeVar("T")
 
@@ -32,19 +35,97 @@ _HUGE = "1e300"
 """What an infinite limit is sent as (Lua's tonumber does not read `inf`)."""
 
 _RESERVE = """
-for i, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0')
-  if current + tonumber(ARGV[3*i-2]) > tonumber(ARGV[3*i-1]) + 1e-12 then
+-- KEYS[1], KEYS[2]: the leases (a sorted set of ids scored by expiry, a hash of what each
+-- reserved); KEYS[3..]: the counters. ARGV[1], ARGV[2]: the lease's id ('' for none) and its
+-- seconds; then each claim's amount, limit and ttl.
+local n = #KEYS - 2
+for i = 1, n do
+  local current = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+  if current + tonumber(ARGV[3*i]) > tonumber(ARGV[3*i+1]) + 1e-12 then
     return {i, tostring(current)}
   end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('INCRBYFLOAT', key, ARGV[3*i-2])
-  local ttl = tonumber(ARGV[3*i])
+for i = 1, n do
+  local key = KEYS[i + 2]
+  redis.call('INCRBYFLOAT', key, ARGV[3*i])
+  local ttl = tonumber(ARGV[3*i+2])
   if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+end
+if ARGV[1] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local held = {}
+  for i = 1, n do held[i] = {KEYS[i + 2], ARGV[3*i]} end
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(held))
 end
 return {0, '0'}
 """
+
+_GIVE_BACK = """
+-- What a lease reserved, taken off its counters; a counter that expired (its window is over)
+-- has nothing to give back to.
+local function give_back(held)
+  for _, pair in ipairs(cjson.decode(held)) do
+    if redis.call('EXISTS', pair[1]) == 1 then
+      local amount = pair[2]
+      if string.sub(amount, 1, 1) == '-' then amount = string.sub(amount, 2)
+      else amount = '-' .. amount end
+      redis.call('INCRBYFLOAT', pair[1], amount)
+    end
+  end
+end
+"""
+
+_RELEASE = (
+    _GIVE_BACK
+    + """
+-- KEYS[1], KEYS[2]: the leases; KEYS[3..]: counters to change. ARGV[1]: the lease's id; then
+-- each change's delta and ttl.
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if held then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  give_back(held)
+end
+local values = {}
+for j = 1, #KEYS - 2 do
+  local key = KEYS[j + 2]
+  values[j] = redis.call('INCRBYFLOAT', key, ARGV[2*j])
+  local ttl = tonumber(ARGV[2*j+1])
+  if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
+end
+return values
+"""
+)
+
+_RENEW = """
+local t = redis.call('TIME')
+local expires = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i]) end
+return 0
+"""
+
+_RECLAIM = (
+    _GIVE_BACK
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, id in ipairs(ids) do
+  local held = redis.call('HGET', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  if held then
+    give_back(held)
+    out[#out + 1] = id
+    out[#out + 1] = held
+  end
+end
+return out
+"""
+)
 
 _ADJUST = """
 local values = {}
@@ -97,6 +178,17 @@ def _ttl_ms(ttl: float | None) -> int:
     return 0 if ttl is None else max(1, math.ceil(ttl * 1000))
 
 
+def _changes(changes: Sequence[Change]) -> list[Any]:
+    args: list[Any] = []
+    for _, delta, ttl in changes:
+        args += [repr(delta), _ttl_ms(ttl)]
+    return args
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _limit(value: float) -> str:
     return _HUGE if math.isinf(value) else repr(value)
 
@@ -118,6 +210,10 @@ class RedisStore(StateStore):
         self._reserve = self._client.register_script(_RESERVE)
         self._adjust = self._client.register_script(_ADJUST)
         self._window = self._client.register_script(_WINDOW)
+        self._release = self._client.register_script(_RELEASE)
+        self._renew = self._client.register_script(_RENEW)
+        self._reclaim = self._client.register_script(_RECLAIM)
+        self._leases = [self._key("leases", "expiry"), self._key("leases", "held")]
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self.prefix}{kind}:{key}"
@@ -140,11 +236,13 @@ class RedisStore(StateStore):
         refused = await self.reserve_or_explain(claims)
         return None if refused is None else refused[0]
 
-    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+    async def reserve_or_explain(
+        self, claims: Sequence[Claim], *, lease: Lease | None = None
+    ) -> tuple[Claim, float] | None:
         if not claims:
             return None
-        keys = [self._key("c", c.key) for c in claims]
-        args: list[Any] = []
+        keys = self._leases + [self._key("c", c.key) for c in claims]
+        args: list[Any] = ["", 0] if lease is None else [lease.id, repr(lease.seconds)]
         for claim in claims:
             args += [repr(claim.amount), _limit(claim.limit), _ttl_ms(claim.ttl)]
         index, current = await self._call(lambda: self._reserve(keys=keys, args=args))
@@ -153,15 +251,32 @@ class RedisStore(StateStore):
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
         return (await self.adjust_many([(key, delta, ttl)]))[0]
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+    async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
         if not changes:
             return []
         keys = [self._key("c", key) for key, _, _ in changes]
-        args: list[Any] = []
-        for _, delta, ttl in changes:
-            args += [repr(delta), _ttl_ms(ttl)]
-        values = await self._call(lambda: self._adjust(keys=keys, args=args))
+        values = await self._call(lambda: self._adjust(keys=keys, args=_changes(changes)))
         return [float(v) for v in values]
+
+    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+        keys = self._leases + [self._key("c", key) for key, _, _ in changes]
+        args = [lease_id, *_changes(changes)]
+        values = await self._call(lambda: self._release(keys=keys, args=args))
+        return [float(v) for v in values]
+
+    async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
+        if lease_ids:
+            args = [repr(seconds), *lease_ids]
+            await self._call(lambda: self._renew(keys=self._leases[:1], args=args))
+
+    async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
+        flat = await self._call(lambda: self._reclaim(keys=self._leases, args=[limit]))
+        counters = len(self._key("c", ""))
+        out = []
+        for lease_id, held in zip(flat[::2], flat[1::2], strict=True):
+            amounts = tuple((key[counters:], float(a)) for key, a in json.loads(held))
+            out.append(Reclaimed(id=_text(lease_id), amounts=amounts))
+        return out
 
     async def counter(self, key: str) -> float:
         value = await self._call(lambda: self._client.get(self._key("c", key)))

@@ -8,12 +8,13 @@ the wall clock, since it must mean the same after a restart.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from modelyard.state.base import Claim, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
 
 MIGRATIONS: list[Migration] = [
@@ -26,6 +27,14 @@ MIGRATIONS: list[Migration] = [
             key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL);
         CREATE TABLE state_windows (key TEXT NOT NULL, at REAL NOT NULL, amount REAL NOT NULL);
         CREATE INDEX state_windows_key_at ON state_windows (key, at)
+        """,
+    ),
+    (
+        "002_leases",
+        """
+        CREATE TABLE state_leases (
+            id TEXT PRIMARY KEY, expires_at REAL NOT NULL, held TEXT NOT NULL);
+        CREATE INDEX state_leases_expires_at ON state_leases (expires_at)
         """,
     ),
 ]
@@ -57,6 +66,25 @@ def _add(conn: sqlite3.Connection, key: str, delta: float, ttl: float | None, no
     conn.execute(_UPSERT, (key, delta, expires, now))
 
 
+def _apply(conn: sqlite3.Connection, changes: Sequence[Change], now: float) -> list[float]:
+    out = []
+    for key, delta, ttl in changes:
+        _add(conn, key, delta, ttl, now)
+        out.append(_current(conn, key, now))
+    return out
+
+
+def _give_back(conn: sqlite3.Connection, held: str, now: float) -> tuple[tuple[str, float], ...]:
+    """Take what a lease reserved (`held`, as stored) off its counters that have not expired."""
+    amounts = tuple((str(key), float(amount)) for key, amount in json.loads(held))
+    conn.executemany(
+        "UPDATE state_counters SET value = value - ?2 "
+        "WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?3)",
+        [(key, amount, now) for key, amount in amounts],
+    )
+    return amounts
+
+
 class SqliteStore(StateStore):
     """State in a SQLite file, shared by the processes of one host."""
 
@@ -80,7 +108,9 @@ class SqliteStore(StateStore):
         refused = await self.reserve_or_explain(claims)
         return None if refused is None else refused[0]
 
-    async def reserve_or_explain(self, claims: Sequence[Claim]) -> tuple[Claim, float] | None:
+    async def reserve_or_explain(
+        self, claims: Sequence[Claim], *, lease: Lease | None = None
+    ) -> tuple[Claim, float] | None:
         def apply(conn: sqlite3.Connection) -> tuple[Claim, float] | None:
             now = self._clock()
             for claim in claims:
@@ -89,6 +119,12 @@ class SqliteStore(StateStore):
                     return claim, current
             for claim in claims:
                 _add(conn, claim.key, claim.amount, claim.ttl, now)
+            if lease is not None and claims:
+                held = json.dumps([[c.key, c.amount] for c in claims])
+                conn.execute(
+                    "INSERT INTO state_leases VALUES (?, ?, ?)",
+                    (lease.id, now + lease.seconds, held),
+                )
             self._sweep(conn, now)
             return None
 
@@ -102,14 +138,45 @@ class SqliteStore(StateStore):
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 
-    async def adjust_many(self, changes: Sequence[tuple[str, float, float | None]]) -> list[float]:
+    async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
+        def apply(conn: sqlite3.Connection) -> list[float]:
+            return _apply(conn, changes, self._clock())
+
+        return await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
         def apply(conn: sqlite3.Connection) -> list[float]:
             now = self._clock()
-            out = []
-            for key, delta, ttl in changes:
-                _add(conn, key, delta, ttl, now)
-                out.append(_current(conn, key, now))
-            return out
+            # BEGIN IMMEDIATE holds the file's write lock, so no sweep can take it in between.
+            row = conn.execute("SELECT held FROM state_leases WHERE id = ?", (lease_id,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM state_leases WHERE id = ?", (lease_id,))
+                _give_back(conn, row[0], now)
+            return _apply(conn, changes, now)
+
+        return await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            expires = self._clock() + seconds
+            conn.executemany(
+                "UPDATE state_leases SET expires_at = ? WHERE id = ?",
+                [(expires, lease_id) for lease_id in lease_ids],
+            )
+
+        if lease_ids:
+            await self._worker.run(lambda conn: transaction(conn, apply))
+
+    async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
+        def apply(conn: sqlite3.Connection) -> list[Reclaimed]:
+            now = self._clock()
+            rows = conn.execute(
+                "SELECT id, held FROM state_leases WHERE expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany("DELETE FROM state_leases WHERE id = ?", [(i,) for i, _ in rows])
+            return [Reclaimed(id=i, amounts=_give_back(conn, held, now)) for i, held in rows]
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 

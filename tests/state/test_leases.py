@@ -1,0 +1,126 @@
+"""Leases, run against every backend: a reservation whose holder never releases it is given back
+once its lease expires, exactly once, and a late release does not give it back twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from modelyard.state.base import Claim, Lease, StateStore
+from modelyard.state.memory import MemoryStore
+from modelyard.state.postgres import PostgresStore
+from modelyard.state.redis import RedisStore
+from modelyard.state.sqlite import SqliteStore
+from tests.state.conftest import POSTGRES_URL, REDIS_URL
+
+EXPIRED = 0.0
+"""A lease's seconds that have run out by the time anything sweeps."""
+
+
+async def held(store: StateStore, lease_id: str, amount: float, seconds: float = EXPIRED) -> None:
+    refused = await store.reserve_or_explain(
+        [Claim(key="used", amount=amount, limit=10, ttl=3600)],
+        lease=Lease(id=lease_id, seconds=seconds),
+    )
+    assert refused is None
+
+
+@pytest.fixture
+async def twin(store: StateStore) -> AsyncIterator[StateStore]:
+    """Another client of the same backend, as a second process would hold."""
+    other: StateStore
+    if isinstance(store, MemoryStore):
+        other = store
+    elif isinstance(store, SqliteStore):
+        other = SqliteStore(store.path)
+    elif isinstance(store, RedisStore):
+        other = RedisStore(REDIS_URL, prefix=store.prefix)
+    else:
+        assert isinstance(store, PostgresStore)
+        other = PostgresStore(POSTGRES_URL, table_prefix=store.p)
+    yield other
+    if other is not store:
+        await other.aclose()
+
+
+async def test_an_expired_lease_is_given_back_by_a_sweep(store: StateStore) -> None:
+    await store.adjust("used", 1.0)
+    await held(store, "dead", 0.25)
+    assert await store.counter("used") == pytest.approx(1.25)
+    reclaimed = await store.reclaim()
+    assert [(r.id, r.amounts) for r in reclaimed] == [("dead", (("used", 0.25),))]
+    assert await store.counter("used") == pytest.approx(1.0)
+    assert await store.reclaim() == []
+
+
+async def test_a_lease_not_yet_expired_is_kept(store: StateStore) -> None:
+    await held(store, "alive", 0.25, seconds=600)
+    assert await store.reclaim() == []
+    assert await store.counter("used") == pytest.approx(0.25)
+
+
+async def test_a_renewed_lease_is_kept(store: StateStore) -> None:
+    await held(store, "renewed", 0.25)
+    await store.renew(["renewed", "unknown"], 600)
+    assert await store.reclaim() == []
+    assert await store.counter("used") == pytest.approx(0.25)
+
+
+async def test_release_gives_back_the_reservation_and_applies_the_changes(
+    store: StateStore,
+) -> None:
+    await held(store, "live", 0.25, seconds=600)
+    values = await store.release("live", [("used", 0.1, 3600), ("spent", 0.1, 3600)])
+    assert values == [pytest.approx(0.1), pytest.approx(0.1)]
+    assert await store.counter("used") == pytest.approx(0.1)
+    assert await store.reclaim() == []
+
+
+async def test_a_release_after_its_lease_was_reclaimed_charges_the_actual_once(
+    store: StateStore,
+) -> None:
+    await held(store, "slow", 0.25)
+    assert len(await store.reclaim()) == 1
+    await store.release("slow", [("used", 0.1, 3600)])
+    assert await store.counter("used") == pytest.approx(0.1)
+
+
+async def test_two_sweepers_at_once_give_each_lease_back_once(
+    store: StateStore, twin: StateStore
+) -> None:
+    await store.adjust("used", 1.0)
+    for i in range(20):
+        await held(store, f"dead-{i}", 0.125)
+    first, second = await asyncio.gather(store.reclaim(), twin.reclaim())
+    ids = [r.id for r in first + second]
+    assert sorted(ids) == sorted(f"dead-{i}" for i in range(20))
+    assert await store.counter("used") == pytest.approx(1.0)
+
+
+async def test_a_sweep_takes_no_more_than_its_limit(store: StateStore) -> None:
+    for i in range(3):
+        await held(store, f"dead-{i}", 0.5)
+    assert len(await store.reclaim(limit=2)) == 2
+    assert len(await store.reclaim(limit=2)) == 1
+    assert await store.counter("used") == pytest.approx(0.0)
+
+
+async def test_nothing_is_given_back_to_a_counter_whose_window_is_over(store: StateStore) -> None:
+    refused = await store.reserve_or_explain(
+        [Claim(key="short", amount=0.5, limit=10, ttl=0.05)], lease=Lease(id="l", seconds=0.0)
+    )
+    assert refused is None
+    await asyncio.sleep(0.12)
+    assert [r.id for r in await store.reclaim()] == ["l"]
+    assert await store.counter("short") == 0.0
+    assert await store.reserve([Claim(key="short", amount=10, limit=10)]) is None
+
+
+async def test_a_refused_reservation_takes_no_lease(store: StateStore) -> None:
+    refused = await store.reserve_or_explain(
+        [Claim(key="used", amount=11, limit=10)], lease=Lease(id="no", seconds=0.0)
+    )
+    assert refused is not None
+    assert await store.reclaim() == []
