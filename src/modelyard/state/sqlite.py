@@ -33,8 +33,7 @@ MIGRATIONS: list[Migration] = [
         "002_leases",
         """
         CREATE TABLE state_leases (
-            id TEXT PRIMARY KEY, expires_at REAL NOT NULL, held TEXT NOT NULL);
-        CREATE INDEX state_leases_expires_at ON state_leases (expires_at)
+            id TEXT PRIMARY KEY, expires_at REAL NOT NULL, held TEXT NOT NULL) WITHOUT ROWID
         """,
     ),
 ]
