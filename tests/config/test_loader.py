@@ -315,3 +315,12 @@ def test_a_merged_anchor_brings_only_the_keys_taken_with_their_variables() -> No
         "provider 'other' is disabled: environment variable OLD_KEY is not set"
     ]
     assert loaded.line(("providers", "oa")) == 6
+
+
+def test_a_budget_hold_lease_too_short_to_renew_is_refused_naming_the_field() -> None:
+    error = error_of(
+        "state: {backend: memory, hold_lease: 2}\n" + "models:\n  a: {local: {type: fake}}\n"
+    )
+    assert "state.hold_lease" in str(error)
+    assert "greater than or equal to 10" in str(error)
+    assert error.line == 1

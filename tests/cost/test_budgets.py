@@ -302,8 +302,12 @@ def test_worst_case_bounds_a_prompt_written_whole_to_the_prompt_cache() -> None:
 
 async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_stays_held() -> None:
     class SettleFails(MemoryStore):
-        async def adjust_many(self, changes):  # type: ignore[no-untyped-def]
-            raise UnavailableError("store gone", code="state_unavailable")
+        failing = True
+
+        async def release(self, lease_id, changes):  # type: ignore[no-untyped-def]
+            if self.failing:
+                raise UnavailableError("store gone", code="state_unavailable")
+            return await super().release(lease_id, changes)
 
     store = SettleFails()
     book = BudgetBook(store)
@@ -312,6 +316,12 @@ async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_s
     assert response.text == "ok"
     status = await book.status(total(1.0), "all")
     assert status is not None and status.reserved == pytest.approx(worst(request))
+    await book.leases.renew()  # the store is still gone: the settlement waits
+    store.failing = False
+    await book.leases.renew()
+    status = await book.status(total(1.0), "all")
+    assert status is not None and status.reserved == 0
+    assert status.spent == pytest.approx(response.cost)
 
 
 BOUNDED = """

@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli import app
+from modelyard.config.loader import load_config
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget
+from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.cost.prices import usd
+from modelyard.state.factory import make_store
+from modelyard.types import user
 
 CONFIG = """
 models:
@@ -171,3 +177,26 @@ def test_a_spend_below_a_millionth_of_a_dollar_does_not_read_as_zero(
 def test_usd_keeps_six_decimals_and_shows_what_they_would_hide() -> None:
     assert usd(0.0123456) == "0.012346" and usd(0) == "0.000000"
     assert usd(3.21e-8) == "3.21e-08" and usd(-3.21e-8) == "-3.21e-08"
+
+
+def test_costs_gives_back_what_a_process_killed_outright_had_reserved(
+    write_config: Callable[[str], Path],
+) -> None:
+    path = served(write_config)
+    loaded = load_config(path)
+    budget = Budget.from_spec(loaded.config.budgets[0])
+
+    async def die_holding() -> None:
+        store = make_store(loaded.config.state, loaded.base_dir)
+        book = BudgetBook(store, leases=LeaseKeeper(store, seconds=0.01))
+        assert await book.reserve(book.holds([budget], user("hi"), "support", 0.5)) is None
+        await book.leases.aclose()  # killed: nothing renews it, nothing settles it
+        await store.aclose()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(die_holding())
+    result = CliRunner().invoke(app, ["costs", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "gave back $0.500000 reserved by 1 request(s) never settled" in result.output
+    row = next(line for line in result.output.splitlines() if "│ daily" in line)
+    assert row.split("│")[5].strip() == "0.000000"  # reserved: nothing is left over

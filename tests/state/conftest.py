@@ -60,3 +60,21 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if isinstance(made, PostgresStore):
         await made.drop_tables()
     await made.aclose()
+
+
+@pytest.fixture
+async def twin(store: StateStore) -> AsyncIterator[StateStore]:
+    """Another client of the same backend, as a second process would hold."""
+    other: StateStore
+    if isinstance(store, MemoryStore):
+        other = store
+    elif isinstance(store, SqliteStore):
+        other = SqliteStore(store.path)
+    elif isinstance(store, RedisStore):
+        other = RedisStore(REDIS_URL, prefix=store.prefix)
+    else:
+        assert isinstance(store, PostgresStore)
+        other = PostgresStore(POSTGRES_URL, table_prefix=store.p)
+    yield other
+    if other is not store:
+        await other.aclose()

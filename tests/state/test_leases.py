@@ -4,16 +4,10 @@ once its lease expires, exactly once, and a late release does not give it back t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from modelyard.state.base import Claim, Lease, StateStore
-from modelyard.state.memory import MemoryStore
-from modelyard.state.postgres import PostgresStore
-from modelyard.state.redis import RedisStore
-from modelyard.state.sqlite import SqliteStore
-from tests.state.conftest import POSTGRES_URL, REDIS_URL
 
 EXPIRED = 0.0
 """A lease's seconds that have run out by the time anything sweeps."""
@@ -25,24 +19,6 @@ async def held(store: StateStore, lease_id: str, amount: float, seconds: float =
         lease=Lease(id=lease_id, seconds=seconds),
     )
     assert refused is None
-
-
-@pytest.fixture
-async def twin(store: StateStore) -> AsyncIterator[StateStore]:
-    """Another client of the same backend, as a second process would hold."""
-    other: StateStore
-    if isinstance(store, MemoryStore):
-        other = store
-    elif isinstance(store, SqliteStore):
-        other = SqliteStore(store.path)
-    elif isinstance(store, RedisStore):
-        other = RedisStore(REDIS_URL, prefix=store.prefix)
-    else:
-        assert isinstance(store, PostgresStore)
-        other = PostgresStore(POSTGRES_URL, table_prefix=store.p)
-    yield other
-    if other is not store:
-        await other.aclose()
 
 
 async def test_an_expired_lease_is_given_back_by_a_sweep(store: StateStore) -> None:

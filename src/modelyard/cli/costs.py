@@ -15,6 +15,7 @@ from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.cost import reports
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Budget
+from modelyard.cost.budget_leases import LeaseKeeper, reclaimed_message
 from modelyard.cost.ledger import LedgerFile, SqliteLedgerFile
 from modelyard.cost.prices import usd
 from modelyard.state.factory import make_store
@@ -75,6 +76,11 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
                     console.print(_spend_table(title, lines, accuracy if group == "system" else {}))
         budgets = [Budget.from_spec(spec) for spec in loaded.config.budgets]
         if budgets:
+            # What a process killed outright had reserved is given back first, as any
+            # replica's sweep would, so `reserved` is only what requests in flight hold.
+            reclaimed = await LeaseKeeper(store).sweep(quiet=True)
+            if reclaimed:
+                console.print(f"[yellow]{reclaimed_message(reclaimed)}[/]")
             table = Table(title="budgets (current window)")
             for column in (
                 "budget",

@@ -29,6 +29,7 @@ from modelyard.cost.alerts import AlertHub, Webhook
 from modelyard.cost.anomaly import AnomalyDetector
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Budget
+from modelyard.cost.budget_leases import lease_keeper
 from modelyard.cost.budgets import BudgetGuard
 from modelyard.cost.cache import Cached, ResponseCache, SemanticPolicy
 from modelyard.cost.cache_keys import identity
@@ -47,6 +48,13 @@ from modelyard.state.factory import shared_store
 def state_store(context: BuildContext) -> StateStore:
     """The config's state store, made once per spec and kept in `Resources`."""
     return shared_store(context.loaded.config.state, context.loaded.base_dir, context.resources)
+
+
+def budget_book(context: BuildContext, alerts: AlertHub | None) -> BudgetBook:
+    """The config's budget ledger, on its state store, with this process's lease keeper."""
+    store = state_store(context)
+    keeper = lease_keeper(store, context.loaded.config.state.hold_lease, context.resources)
+    return BudgetBook(store, alerts=alerts, leases=keeper)
 
 
 def ledger_file(spec: LedgerSpec, base_dir: Path) -> LedgerFile:
@@ -244,7 +252,7 @@ class _Wrapping:
         self.anomaly = _anomaly(context, self.alerts)
         self.budgets = [Budget.from_spec(spec) for spec in ops.budgets]
         self.per_request = [b for b in self.budgets if b.per_request]
-        self.book = BudgetBook(state_store(context), alerts=self.alerts) if self.budgets else None
+        self.book = budget_book(context, self.alerts) if self.budgets else None
         self.targets = ChainMap(context.systems, context.models)
         cache = ops.cache
         self.cache = response_cache(context, cache) if cache is not None else None

@@ -57,6 +57,11 @@ class StateSpec(Spec):
     alone (a warning is logged and the health check shows it)."""
     retry_interval: PositiveFloat = 5.0
     """Seconds between attempts to reach a backend that was down."""
+    hold_lease: float = Field(default=120.0, ge=10.0, le=86400.0)
+    """Seconds a budget reservation stays held without its process renewing it (every quarter
+    of this, as long as its request runs): what a process killed outright had reserved is
+    given back by the next sweep of any replica this long after it died. Shorter returns it
+    sooner; longer rides out longer store outages and stalled processes."""
 
     @model_validator(mode="after")
     def _url_for_shared(self) -> StateSpec:

@@ -1,6 +1,7 @@
 """The budget ledger: reserving a request's worst case against its budgets' counters in a
-`StateStore` (all fit, or none is charged), settling them to the real cost after the call, and
-firing their alerts once per window."""
+`StateStore` (all fit, or none is charged), under a lease its process renews
+(`cost.budget_leases`), settling them to the real cost after the call, and firing their alerts
+once per window."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from datetime import UTC, datetime
 
 from modelyard.cost.alerts import Alert, AlertHub
 from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold, Period, Refusal, period_of
+from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Claim, StateStore
+from modelyard.state.base import Change, Claim, Lease, StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, EmbeddingRequest
 
@@ -59,10 +61,13 @@ class BudgetBook:
         *,
         alerts: AlertHub | None = None,
         clock: Callable[[], datetime] = now_utc,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.store = store
         self.alerts = alerts
         self.clock = clock
+        self.leases = leases if leases is not None else LeaseKeeper(store)
+        """Renews this process's reservations and gives back those of processes that died."""
         self._periods: dict[tuple[str, datetime | None, datetime | None], tuple[int, Period | None]]
         self._periods = {}
         self.in_process = isinstance(store, MemoryStore)
@@ -85,15 +90,19 @@ class BudgetBook:
         node: str,
         amount: float,
     ) -> list[Hold]:
-        """The counters `request` at `node` charges, `amount` each."""
+        """The counters `request` at `node` charges, `amount` each, under one lease."""
         now = self.clock()
         out = []
+        lease = ""
         for budget in budgets:
             period = self._period(budget, now)
             if period is None:
                 continue
             for subject in budget.subjects(request, node):
-                out.append(Hold(budget=budget, subject=subject, period=period, amount=amount))
+                lease = lease or self.leases.new_id()
+                out.append(
+                    Hold(budget=budget, subject=subject, period=period, amount=amount, lease=lease)
+                )
         return out
 
     async def reserve(self, holds: Sequence[Hold], *, embedding: bool = False) -> Refusal | None:
@@ -110,8 +119,12 @@ class BudgetBook:
             )
             for h in holds
         ]
-        outcome = await self.store.reserve_or_explain(claims)
+        lease_id = holds[0].lease
+        lease = Lease(id=lease_id, seconds=self.leases.seconds) if lease_id else None
+        outcome = await self.store.reserve_or_explain(claims, lease=lease)
         if outcome is None:
+            if lease_id:
+                self.leases.hold(lease_id)
             return None
         refused, used = outcome
         hold = holds[claims.index(refused)]
@@ -138,14 +151,25 @@ class BudgetBook:
         """Replace each hold's reservation by `actual`, and alert on thresholds crossed."""
         if not holds:
             return
-        changes: list[tuple[str, float, float | None]] = [
-            (h.used_key, actual - h.amount, h.ttl) for h in holds
-        ]
+        lease_id = holds[0].lease
+        if lease_id:
+            # The store gives the reservation back with the lease, unless a sweep already did.
+            self.leases.drop(lease_id)
+            changes: list[Change] = [(h.used_key, actual, h.ttl) for h in holds]
+        else:
+            changes = [(h.used_key, actual - h.amount, h.ttl) for h in holds]
+        if actual != 0:
+            changes += [(h.spent_key, actual, h.ttl) for h in holds]
+        if lease_id:
+            try:
+                values = await self.store.release(lease_id, changes)
+            except UnavailableError:
+                self.leases.defer(lease_id, changes)
+                raise
+        else:
+            values = await self.store.adjust_many(changes)
         if actual == 0:
-            await self.store.adjust_many(changes)
             return
-        changes += [(h.spent_key, actual, h.ttl) for h in holds]
-        values = await self.store.adjust_many(changes)
         for hold, total in zip(holds, values[len(holds) :], strict=True):
             await self._thresholds(hold, before=total - actual, after=total)
 
@@ -196,8 +220,8 @@ async def settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float
     """Settle even if the task is being cancelled (the reservation must not leak).
 
     If the store cannot be reached, the answer is still returned (it was paid for; an error
-    would invite a retry and a second payment) and the worst case stays reserved: spend is
-    over-counted, never under-counted.
+    would invite a retry and a second payment), the worst case stays reserved, and the lease
+    keeper retries the settlement until the store answers (`LeaseKeeper.defer`).
     """
     if not holds:
         return
@@ -208,7 +232,8 @@ async def settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float
             await asyncio.shield(book.settle(holds, actual))
     except UnavailableError as exc:
         log.error(
-            "could not settle %s to $%.6f (%s); its worst case stays reserved",
+            "could not settle %s to $%.6f (%s); its worst case stays reserved and the settlement "
+            "is retried while this process runs",
             ", ".join(h.describe() for h in holds),
             actual,
             exc.message,

@@ -122,6 +122,8 @@ class Hold:
     subject: str
     period: Period
     amount: float
+    lease: str = ""
+    """The lease of the reservation this hold belongs to (shared by its holds), or none."""
 
     @property
     def used_key(self) -> str:

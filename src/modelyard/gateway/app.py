@@ -24,6 +24,7 @@ from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
 from modelyard.config.loader import text_version
+from modelyard.cost.budget_leases import lease_keeper
 from modelyard.errors import ConfigError
 from modelyard.gateway.admin import AdminEndpoints
 from modelyard.gateway.anthropic_count import TokenCounting
@@ -288,4 +289,7 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     key_limits = gateway.chat.key_limits
     key_limits.limits = live_store(loaded.config.state, loaded.base_dir, live.resources)
     key_limits.spend = shared_store(loaded.config.state, loaded.base_dir, live.resources)
+    key_limits.leases = lease_keeper(
+        key_limits.spend, loaded.config.state.hold_lease, live.resources
+    )
     return gateway

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Budget, Hold
+from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.errors import ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.keys import VirtualKey
@@ -21,15 +22,22 @@ class KeyLimits:
         """Per-key request rates; a shared backend makes them hold across replicas."""
         self.spend: StateStore = self.limits
         """Each key's own budget (spend, persisted with the embedded default)."""
+        self.leases: LeaseKeeper | None = None
+        """The keeper of `spend`'s leases in this process (the configured budgets' too)."""
         self._book: BudgetBook | None = None
         self._per_key: dict[str, int] = {}
 
     @property
     def book(self) -> BudgetBook:
         """The ledger of each key's own monthly budget, on the shared state store."""
-        if self._book is None or self._book.store is not self.spend:
-            self._book = BudgetBook(self.spend)
-        return self._book
+        book = self._book
+        if (
+            book is None
+            or book.store is not self.spend
+            or (self.leases is not None and book.leases is not self.leases)
+        ):
+            book = self._book = BudgetBook(self.spend, leases=self.leases)
+        return book
 
     async def check_rate(self, key: VirtualKey) -> None:
         """Count one request against the key's requests per minute; 429 when it is reached."""

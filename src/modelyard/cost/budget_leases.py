@@ -1,0 +1,151 @@
+"""Leases on budget reservations: what gives back the worst case of a request whose process died
+before settling it (SIGKILL, the OOM killer, a lost host).
+
+Every reservation is also a lease in the state store (`StateStore.reserve_or_explain`), taken
+for `state.hold_lease` seconds. While a process lives, its `LeaseKeeper` renews the leases of
+its requests in flight every quarter of that (one store call for all of them), so a request may
+run as long as it likes (a long stream, a slow pipeline); a process that dies stops renewing,
+and once its leases expire the next sweep, by any replica, gives their amounts back, once. The
+keeper sweeps at most every quarter lease, and runs only while its process holds leases: the
+serving path pays a dict insert and delete, never a store call of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from modelyard.background import detached
+from modelyard.cost.prices import usd
+from modelyard.errors import UnavailableError
+from modelyard.state.base import Change, Reclaimed, StateStore
+
+if TYPE_CHECKING:
+    from modelyard.config.resources import Resources
+
+log = logging.getLogger("modelyard.budgets")
+
+HOLD_LEASE = 120.0
+"""Seconds a reservation stays held without its process renewing it (`state.hold_lease`)."""
+
+RENEWALS = 4
+"""Renewals per lease: a process may miss all but one (a store outage, a stalled loop)."""
+
+SWEEP_BATCH = 100
+"""Leases one sweep call ends; a sweep repeats while whole batches come back."""
+
+
+class LeaseKeeper:
+    """Renews the leases this process holds on one store and sweeps the expired ones."""
+
+    def __init__(self, store: StateStore, *, seconds: float = HOLD_LEASE) -> None:
+        self.store = store
+        self.seconds = seconds
+        self.every = seconds / RENEWALS
+        """Seconds between renewals, and between sweeps."""
+        self._prefix = uuid.uuid4().hex[:16] + "-"
+        self._ids = itertools.count()
+        self._live: dict[str, None] = {}
+        self._deferred: dict[str, list[Change]] = {}
+        """Settlements the store could not take when they were made, retried on each round."""
+        self._task: asyncio.Task[None] | None = None
+        self._sweep_at = 0.0
+
+    def new_id(self) -> str:
+        """A lease id no other process or reservation uses."""
+        return f"{self._prefix}{next(self._ids)}"
+
+    def hold(self, lease_id: str) -> None:
+        """Renew `lease_id` from now on, until `drop`; starts the keeper if it is not running."""
+        self._live[lease_id] = None
+        if self._task is None or self._task.done():
+            self._task = detached(self._keep())
+
+    def drop(self, lease_id: str) -> None:
+        """Stop renewing `lease_id` (settled, or given up to the sweep)."""
+        self._live.pop(lease_id, None)
+
+    def defer(self, lease_id: str, changes: list[Change]) -> None:
+        """Retry the settlement of `lease_id` (`StateStore.release`) until the store takes it,
+        renewing its lease meanwhile. Whether a sweep took the lease first or not, the release
+        counts the cost once; a release that was applied but whose answer was lost counts it
+        twice, erring as budgets do, towards spend."""
+        self._deferred[lease_id] = changes
+        self.hold(lease_id)
+
+    async def _keep(self) -> None:
+        while self._live:
+            # The first sweep runs at once: after a restart, the first reservation starts it.
+            if time.monotonic() >= self._sweep_at:
+                self._sweep_at = time.monotonic() + self.every
+                await self._tolerant(self.sweep())
+            await asyncio.sleep(self.every)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Renew the leases of this process's requests in flight, and retry the settlements
+        the store could not take."""
+        if self._live:
+            await self._tolerant(self.store.renew(list(self._live), self.seconds))
+        for lease_id, changes in list(self._deferred.items()):
+            await self._tolerant(self._settle(lease_id, changes))
+
+    async def _settle(self, lease_id: str, changes: list[Change]) -> None:
+        await self.store.release(lease_id, changes)
+        self._deferred.pop(lease_id, None)
+        self._live.pop(lease_id, None)
+
+    async def _tolerant(self, work: Awaitable[object]) -> None:
+        try:
+            await work
+        except UnavailableError as exc:  # the store is down: the leases' slack covers it
+            log.warning("budget leases not renewed or swept: %s", exc.message)
+
+    async def sweep(self, *, quiet: bool = False) -> list[Reclaimed]:
+        """Give back every expired lease (each once, whichever replica sweeps), and log it
+        unless `quiet` (the caller says so itself)."""
+        out: list[Reclaimed] = []
+        while True:
+            batch = await self.store.reclaim(SWEEP_BATCH)
+            out += batch
+            if len(batch) < SWEEP_BATCH:
+                break
+        if out and not quiet:
+            log.warning("%s", reclaimed_message(out))
+        return out
+
+    async def aclose(self) -> None:
+        """Stop renewing and sweeping (the store is about to close)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+def reclaimed_message(reclaimed: list[Reclaimed]) -> str:
+    """What a sweep gave back, per budget counter (names and windows, never a secret)."""
+    per_counter: dict[str, float] = {}
+    for lease in reclaimed:
+        for key, amount in lease.amounts:
+            per_counter[key] = per_counter.get(key, 0.0) + amount
+    total = sum(per_counter.values())
+    counters = ", ".join(
+        f"{key.removeprefix('budget:')} ${usd(amount)}" for key, amount in per_counter.items()
+    )
+    return (
+        f"gave back ${usd(total)} reserved by {len(reclaimed)} request(s) never settled, whose "
+        f"process stopped renewing their leases (killed outright?): {counters}"
+    )
+
+
+def lease_keeper(store: StateStore, seconds: float, resources: Resources) -> LeaseKeeper:
+    """The one keeper of `store` in this process, kept (and closed) with `resources`."""
+    keeper: LeaseKeeper = resources.service(
+        f"leases|{id(store)}|{seconds!r}", lambda: LeaseKeeper(store, seconds=seconds)
+    )
+    return keeper

@@ -1,0 +1,118 @@
+"""Budget reservations are leases, on every backend: what a process that died had reserved is
+given back once its lease expires, exactly once, and a late settlement charges its cost once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
+from modelyard.cost.budget_leases import LeaseKeeper
+from modelyard.state.base import StateStore
+from tests.cost.helpers import question
+from tests.state.conftest import store, twin  # noqa: F401  (the fixtures: every backend in turn)
+
+BUDGET = Budget(name="monthly", scope="total", limit=1.0, window="month")
+SHORT = 0.05
+"""Seconds of a lease that runs out within a test."""
+
+
+async def reserved_by(book: BudgetBook, amount: float) -> list[Hold]:
+    holds = book.holds([BUDGET], question(), "m", amount)
+    assert await book.reserve(holds) is None
+    return holds
+
+
+async def dead_process(
+    store: StateStore,  # noqa: F811
+    amount: float,
+    seconds: float = SHORT,
+) -> list[Hold]:
+    """A process that reserves for a request and dies before settling it (nothing renews)."""
+    book = BudgetBook(store, leases=LeaseKeeper(store, seconds=seconds))
+    holds = await reserved_by(book, amount)
+    await book.leases.aclose()
+    return holds
+
+
+async def status(book: BudgetBook) -> BudgetStatus:
+    out = await book.status(BUDGET, "all")
+    assert out is not None
+    return out
+
+
+async def test_what_a_dead_process_reserved_is_given_back_once_its_lease_expires(
+    store: StateStore,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alive = BudgetBook(store)
+    await alive.settle(await reserved_by(alive, 0.25), 0.125)
+    before = await status(alive)
+    for _ in range(20):
+        await dead_process(store, 0.01)
+    assert (await status(alive)).reserved == pytest.approx(before.reserved + 0.2)
+    await asyncio.sleep(SHORT * 2)
+    with caplog.at_level(logging.WARNING, logger="modelyard.budgets"):
+        reclaimed = await alive.leases.sweep()
+    assert len(reclaimed) == 20
+    after = await status(alive)
+    assert after.reserved == pytest.approx(before.reserved)
+    assert after.spent == pytest.approx(before.spent) == 0.125
+    (record,) = caplog.records
+    assert "gave back $0.200000 reserved by 20 request(s)" in record.getMessage()
+    assert "monthly:all:20" in record.getMessage()
+
+
+async def test_a_lease_not_yet_expired_is_not_swept(store: StateStore) -> None:  # noqa: F811
+    await dead_process(store, 0.25, seconds=600)
+    alive = BudgetBook(store)
+    assert await alive.leases.sweep() == []
+    assert (await status(alive)).reserved == pytest.approx(0.25)
+
+
+async def test_a_settlement_after_its_lease_was_reclaimed_charges_the_cost_once(
+    store: StateStore,  # noqa: F811
+) -> None:
+    stalled = BudgetBook(store, leases=LeaseKeeper(store, seconds=SHORT))
+    holds = await reserved_by(stalled, 0.5)
+    await stalled.leases.aclose()  # stalled: nothing renews its lease
+    await asyncio.sleep(SHORT * 2)
+    other = BudgetBook(store)
+    assert len(await other.leases.sweep()) == 1
+    assert (await status(other)).reserved == 0
+    await stalled.settle(holds, 0.25)
+    after = await status(other)
+    assert after.spent == pytest.approx(0.25)
+    assert after.reserved == pytest.approx(0.0)
+    assert await store.counter(holds[0].used_key) == pytest.approx(0.25)
+
+
+async def test_two_replicas_sweeping_at_once_give_each_reservation_back_once(
+    store: StateStore,  # noqa: F811
+    twin: StateStore,  # noqa: F811
+) -> None:
+    for _ in range(30):
+        await dead_process(store, 0.01)
+    await asyncio.sleep(SHORT * 2)
+    first, second = BudgetBook(store), BudgetBook(twin)
+    swept = await asyncio.gather(first.leases.sweep(), second.leases.sweep())
+    assert sum(len(s) for s in swept) == 30
+    assert (await status(first)).reserved == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_a_live_process_renews_its_leases_past_their_first_expiry(
+    store: StateStore,  # noqa: F811
+) -> None:
+    book = BudgetBook(store, leases=LeaseKeeper(store, seconds=0.4))
+    holds = await reserved_by(book, 0.5)
+    await asyncio.sleep(0.25)
+    await book.leases.renew()
+    await asyncio.sleep(0.25)  # past the first expiry, within the renewed one
+    other = BudgetBook(store)
+    assert await other.leases.sweep() == []
+    await book.settle(holds, 0.25)
+    assert (await status(other)).reserved == pytest.approx(0.0)
+    await book.leases.aclose()
