@@ -343,3 +343,17 @@ def test_an_older_folder_others_can_read_is_named_in_a_warning(
     ]
     assert len(warnings) == 1 and f"chmod 700 {folder}" in warnings[0]
     assert folder.stat().st_mode & 0o777 == 0o755  # left as it is
+
+
+def test_key_budget_reservations_are_leases_the_process_keeper_renews(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="leased", budget=1.0)
+    assert ask(running, str(key["key"])) == "pong"
+    limits = running.app.chat.key_limits
+    services = running.app.live.resources.services
+    keepers = [service for name, service in services.items() if name.startswith("leases|")]
+    assert keepers == [limits.leases]
+    assert limits.book.leases is limits.leases
+    assert limits.book.store is limits.leases.store

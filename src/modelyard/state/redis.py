@@ -8,7 +8,8 @@ failure raises `UnavailableError` with code `state_unavailable`; `state.policy.P
 decides what that means for requests.
 
 All keys start with `prefix`; in a Redis Cluster, put a hash tag in it (`{modelyard}:`) so a
-multi-key reservation stays in one slot.
+multi-key reservation stays in one slot. Releasing and sweeping a lease also change the counters
+it names (read from the lease, not passed as keys), which the hash tag keeps in that slot too.
 """
 
 from __future__ import annotations
