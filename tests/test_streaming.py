@@ -9,7 +9,20 @@ from modelyard.model import ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.providers.local_basic import FunctionModel
 from modelyard.streaming import StreamAssembler, collect, response_chunks
-from modelyard.types import Chunk, FinishReason, ToolCallDelta, user
+from modelyard.types import (
+    Chunk,
+    FinishReason,
+    RedactedThinkingPart,
+    ThinkingPart,
+    ToolCallDelta,
+    user,
+)
+
+THOUGHTS = (
+    ThinkingPart(text="first, the sum", signature="sig-1"),
+    RedactedThinkingPart(data="opaque"),
+    ThinkingPart(text="then the check", signature="sig-2"),
+)
 
 
 def test_tool_call_pieces_join_by_index() -> None:
@@ -57,6 +70,55 @@ async def test_every_stream_names_its_model_on_its_first_chunk_only() -> None:
     ]:
         assert [c.model for c in chunks] == [name] + [None] * (len(chunks) - 1)
         assert (await collect(_replay(chunks))).model == name
+
+
+def test_reasoning_pieces_join_into_blocks_each_signature_closes() -> None:
+    assembler = StreamAssembler()
+    for chunk in (
+        Chunk(thinking="first, "),
+        Chunk(thinking="the sum"),
+        Chunk(thinking_signature="sig-1"),
+        Chunk(redacted_thinking="opaque"),
+        Chunk(thinking="then the check"),
+        Chunk(thinking_signature="sig-2"),
+        Chunk(text="4"),
+        Chunk(finish_reason=FinishReason.STOP),
+    ):
+        assembler.add(chunk)
+    (choice,) = assembler.choices()
+    assert choice.message.thinking == THOUGHTS
+    assert choice.message.text == "4"  # the reasoning is not the answer
+
+
+def test_a_reasoning_block_whose_signature_never_came_is_kept_unsigned() -> None:
+    assembler = StreamAssembler()
+    assembler.add(Chunk(thinking="half a thought"))
+    assembler.add(Chunk(finish_reason=FinishReason.LENGTH))
+    assert assembler.choices()[0].message.thinking == (ThinkingPart(text="half a thought"),)
+    assembler.add(Chunk(thinking=", finished"))  # reading the choices closed nothing
+    assert assembler.choices()[0].message.thinking == (
+        ThinkingPart(text="half a thought, finished"),
+    )
+
+
+async def test_a_finished_answers_reasoning_replays_first_and_assembles_back() -> None:
+    fake = ScriptedModel(
+        info=ModelInfo(name="fake", kind="fake"), default=Reply(text="4", thinking=THOUGHTS)
+    )
+    answer = await fake.complete(user("2+2?"))
+    assert answer.message.thinking == THOUGHTS
+    for chunks in (response_chunks(answer), [c async for c in fake.stream(user("2+2?"))]):
+        assert [c.redacted_thinking or c.thinking_signature for c in chunks[:3]] == [
+            "sig-1",
+            "opaque",
+            "sig-2",
+        ]
+        assert [c.model for c in chunks] == ["fake"] + [None] * (len(chunks) - 1)
+        assert (await collect(_replay(chunks))).message.thinking == THOUGHTS
+        assembler = StreamAssembler()
+        for chunk in chunks[:-1]:
+            assembler.add(chunk)
+        assert assembler.choices()[0].message.thinking == THOUGHTS
 
 
 async def _replay(chunks: list[Chunk]):  # type: ignore[no-untyped-def]

@@ -35,6 +35,9 @@ class Capabilities:
     logprobs: bool = False
     prefill: bool = False
     """Whether the model continues a trailing partial assistant message (Anthropic prefill)."""
+    reasoning: bool = False
+    """Whether the model takes `ChatRequest.thinking` (Anthropic extended thinking, OpenAI
+    `reasoning_effort`, Gemini `thinkingBudget`); a model without it is sent none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

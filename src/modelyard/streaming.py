@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 
 from modelyard.errors import BadResponseError
 from modelyard.types import (
@@ -12,6 +12,9 @@ from modelyard.types import (
     Chunk,
     FinishReason,
     Message,
+    Reasoning,
+    RedactedThinkingPart,
+    ThinkingPart,
     TokenLogprob,
     ToolCall,
 )
@@ -33,6 +36,30 @@ class _ChoiceParts:
     refusal: bool = False
     answered: bool = False
     """Whether any text came that was not a refusal (the choice is then an answer)."""
+    thinking: list[Reasoning] = field(default_factory=list)
+    """The reasoning blocks a signature (or a redacted block) has closed."""
+    thought: list[str] | None = None
+    """The reasoning block still open: its pieces so far (None when none is)."""
+
+    def think(self, chunk: Chunk) -> None:
+        """Take a chunk's reasoning: pieces join the open block, a signature closes it."""
+        if chunk.thinking:
+            if self.thought is None:
+                self.thought = []
+            self.thought.append(chunk.thinking)
+        if chunk.thinking_signature:
+            self.thinking.append(
+                ThinkingPart(text="".join(self.thought or ()), signature=chunk.thinking_signature)
+            )
+            self.thought = None
+        if chunk.redacted_thinking:
+            self.thinking.extend(self.unsigned())
+            self.thought = None
+            self.thinking.append(RedactedThinkingPart(data=chunk.redacted_thinking))
+
+    def unsigned(self) -> tuple[Reasoning, ...]:
+        """The open reasoning block as it stands, unsigned (its signature has not come)."""
+        return () if self.thought is None else (ThinkingPart(text="".join(self.thought)),)
 
 
 class StreamAssembler:
@@ -67,6 +94,9 @@ class StreamAssembler:
             if delta.arguments:
                 call.arguments.append(delta.arguments)
             self.saw_content = True
+        if chunk.thinking or chunk.thinking_signature or chunk.redacted_thinking:
+            parts.think(chunk)
+            self.saw_content = True
         if chunk.logprobs:
             parts.logprobs.extend(chunk.logprobs)
         if chunk.finish_reason is not None:
@@ -96,7 +126,12 @@ class StreamAssembler:
                 ToolCall(id=c.id, name=c.name, arguments="".join(c.arguments))
                 for _, c in sorted(parts.tool_calls.items())
             )
-            message = Message(role="assistant", content="".join(parts.text), tool_calls=calls)
+            message = Message(
+                role="assistant",
+                content="".join(parts.text),
+                tool_calls=calls,
+                thinking=(*parts.thinking, *parts.unsigned()),
+            )
             out.append(
                 Choice(
                     index=index,
@@ -121,23 +156,37 @@ async def collect(stream: AsyncIterator[Chunk]) -> ChatResponse:
 
 
 def response_chunks(response: ChatResponse) -> list[Chunk]:
-    """A finished response as the chunks a stream of it would have carried."""
+    """A finished response as the chunks a stream of it would have carried: each choice's
+    reasoning blocks one by one, then its text and tool calls."""
     from modelyard.types import ToolCallDelta
 
-    chunks = [
-        Chunk(
-            index=choice.index,
-            text=choice.message.text,
-            tool_calls=tuple(
-                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
-                for i, c in enumerate(choice.message.tool_calls)
-            ),
-            finish_reason=choice.finish_reason,
-            logprobs=choice.logprobs or (),
-            model=None if n else response.model,
-            refusal=choice.refusal,
+    chunks = []
+    for choice in response.choices:
+        chunks.extend(reasoning_chunks(choice.message.thinking, choice.index))
+        chunks.append(
+            Chunk(
+                index=choice.index,
+                text=choice.message.text,
+                tool_calls=tuple(
+                    ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                    for i, c in enumerate(choice.message.tool_calls)
+                ),
+                finish_reason=choice.finish_reason,
+                logprobs=choice.logprobs or (),
+                refusal=choice.refusal,
+            )
         )
-        for n, choice in enumerate(response.choices)
-    ]
+    if chunks:
+        chunks[0] = replace(chunks[0], model=response.model)
     chunks.append(Chunk(response=response))
     return chunks
+
+
+def reasoning_chunks(thinking: Sequence[Reasoning], index: int = 0) -> list[Chunk]:
+    """Reasoning blocks as the chunks that stream them: one a block, its signature on it."""
+    return [
+        Chunk(index=index, redacted_thinking=part.data)
+        if isinstance(part, RedactedThinkingPart)
+        else Chunk(index=index, thinking=part.text, thinking_signature=part.signature)
+        for part in thinking
+    ]

@@ -58,6 +58,28 @@ Part = TextPart | ImagePart
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ThinkingPart:
+    """Reasoning a model wrote before its answer, with the provider's `signature` over it: a
+    later turn sends it back unchanged (Anthropic refuses one altered or unsigned)."""
+
+    text: str
+    signature: str = ""
+    type: Literal["thinking"] = "thinking"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedactedThinkingPart:
+    """Reasoning the provider returned encrypted (`data` is opaque): sent back unchanged."""
+
+    data: str
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+
+
+Reasoning = ThinkingPart | RedactedThinkingPart
+"""A block of a model's reasoning, readable or redacted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCall:
     """A call the model asks the caller to make; `arguments` is the JSON text the model wrote."""
 
@@ -78,6 +100,10 @@ class Message:
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    thinking: tuple[Reasoning, ...] = ()
+    """An assistant message's reasoning, in the order it came, before its content: kept apart
+    from `content` since it is not the answer (`text` leaves it out) and Anthropic wants it
+    back first in the turn, unchanged; wire formats that cannot carry it leave it out."""
 
     @property
     def text(self) -> str:
@@ -120,6 +146,21 @@ class ResponseFormat:
     strict: bool | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thinking:
+    """Reasoning asked of the model before it answers (Anthropic's extended thinking).
+
+    `enabled` lets it spend up to `budget_tokens` (part of `max_tokens`) on it, `adaptive` lets
+    it decide how much, `disabled` asks for none. Models whose `capabilities.reasoning` is off
+    never get it (their decision says it was dropped); the others get their own knob (see each
+    wire format). `display` is Anthropic's: `omitted` returns only the signatures.
+    """
+
+    type: Literal["enabled", "adaptive", "disabled"] = "enabled"
+    budget_tokens: int | None = None
+    display: Literal["summarized", "omitted"] | None = None
+
+
 class Deadlined:
     """A request with a `deadline`: an absolute `time.monotonic()` instant, or None."""
 
@@ -153,6 +194,8 @@ class ChatRequest(Deadlined):
     system: str | None = None
     system_cache: CacheTtl | None = None
     """A prompt-cache breakpoint after `system` (see `TextPart.cache`)."""
+    thinking: Thinking | None = None
+    """Reasoning asked for before the answer; None leaves it to the model's default."""
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -388,14 +431,25 @@ class Chunk:
     the gateway's `x-modelyard-model` header names before the answer is whole); None after."""
     refusal: bool = False
     """`text` is the model declining to answer (see `Choice.refusal`)."""
+    thinking: str = ""
+    """A piece of the model's reasoning (`ThinkingPart.text`), which comes before the answer."""
+    thinking_signature: str = ""
+    """The signature that ends the reasoning block streamed so far (`ThinkingPart.signature`);
+    the next piece of reasoning starts another block."""
+    redacted_thinking: str = ""
+    """A whole redacted reasoning block's data (`RedactedThinkingPart.data`)."""
 
     @property
     def chars(self) -> int:
-        """Characters this piece adds to the answer, its text and its tool calls' names and
-        arguments alike: what the estimate of a stream cut short counts as generated."""
+        """Characters this piece adds to the answer, its text, reasoning and tool calls' names
+        and arguments alike: what the estimate of a stream cut short counts as generated."""
         if not self.tool_calls:
-            return len(self.text)
-        return len(self.text) + sum(len(t.name or "") + len(t.arguments) for t in self.tool_calls)
+            return len(self.text) + len(self.thinking)
+        return (
+            len(self.text)
+            + len(self.thinking)
+            + sum(len(t.name or "") + len(t.arguments) for t in self.tool_calls)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,8 @@ from modelyard.types import (
     Message,
     ResponseFormat,
     TextPart,
+    Thinking,
+    ThinkingPart,
     Tool,
 )
 from tests.cost.helpers import priced, question
@@ -47,6 +49,7 @@ VARIANTS: dict[str, Any] = {
     "metadata": {"purpose": "eval"},
     "tags": ("customer:acme",),
     "key_id": "tenant-b",
+    "thinking": Thinking(budget_tokens=2048),
 }
 
 MESSAGE_VARIANTS: dict[str, tuple[Message, ...]] = {
@@ -71,6 +74,14 @@ MESSAGE_VARIANTS: dict[str, tuple[Message, ...]] = {
     "a name": (Message(role="user", content="What is the capital of France?", name="bob"),),
     "an earlier turn": (
         Message(role="assistant", content="Hello."),
+        Message(role="user", content="What is the capital of France?"),
+    ),
+    "an earlier turn's reasoning": (
+        Message(
+            role="assistant",
+            content="Hello.",
+            thinking=(ThinkingPart(text="greet them", signature="s"),),
+        ),
         Message(role="user", content="What is the capital of France?"),
     ),
 }
@@ -126,6 +137,32 @@ def test_a_different_answering_identity_or_version_changes_the_key() -> None:
     assert exact_key(BASE, identity(a, "v1")) != exact_key(BASE, identity(a, "v2"))
     pinned = ScriptedModel(info=ModelInfo(name="a", kind="fake", model_id="gpt-x-2025-01-01"))
     assert exact_key(BASE, identity(a, "v1")) != exact_key(BASE, identity(pinned, "v1"))
+
+
+async def test_a_different_thinking_budget_or_mode_misses() -> None:
+    # The budget changes how far the model reasons, so it changes the answer.
+    wrapper, inner = cached()
+    for thinking in (
+        Thinking(budget_tokens=2048),
+        Thinking(budget_tokens=8192),
+        Thinking(type="adaptive"),
+        Thinking(type="disabled"),
+        None,
+        Thinking(budget_tokens=2048),
+    ):
+        await wrapper.complete(replace(BASE, thinking=thinking))
+    assert len(inner.calls) == 5
+
+
+async def test_a_cached_answer_keeps_its_reasoning_streamed_or_not() -> None:
+    thoughts = (ThinkingPart(text="Paris, surely", signature="sig"),)
+    wrapper, inner = cached(priced(text="Paris", thinking=thoughts))
+    first = await wrapper.complete(BASE)
+    again = await wrapper.complete(BASE)
+    streamed = await collect(wrapper.stream(BASE))
+    assert len(inner.calls) == 1
+    assert first.message.thinking == again.message.thinking == thoughts
+    assert streamed.message.thinking == thoughts
 
 
 async def test_the_deadline_does_not_change_the_key() -> None:

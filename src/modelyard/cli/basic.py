@@ -164,7 +164,15 @@ def models(config: ConfigPath) -> None:
             caps = info.capabilities
             can = [
                 c
-                for c in ("streaming", "tools", "vision", "json_schema", "logprobs", "prefill")
+                for c in (
+                    "streaming",
+                    "tools",
+                    "vision",
+                    "json_schema",
+                    "logprobs",
+                    "prefill",
+                    "reasoning",
+                )
                 if getattr(caps, c)
             ]
             status = yard.built.disabled.get(name)

@@ -128,6 +128,7 @@ def _capabilities(spec: ModelSpec, base: Capabilities) -> Capabilities:
         json_schema=pick("json_schema"),
         logprobs=pick("logprobs"),
         prefill=pick("prefill"),
+        reasoning=pick("reasoning"),
     )
 
 

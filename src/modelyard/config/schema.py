@@ -128,6 +128,7 @@ class CapabilitiesSpec(Spec):
     json_schema: bool | None = None
     logprobs: bool | None = None
     prefill: bool | None = None
+    reasoning: bool | None = None
 
 
 class ModelSpec(Spec):

@@ -14,7 +14,10 @@ from modelyard.types import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
+    RedactedThinkingPart,
     TextPart,
+    ThinkingPart,
     TokenLogprob,
     ToolCall,
     Usage,
@@ -44,6 +47,12 @@ def _part(data: dict[str, Any]) -> Part:
     return TextPart(text=data["text"])
 
 
+def _reasoning(data: dict[str, Any]) -> Reasoning:
+    if data["type"] == "redacted_thinking":
+        return RedactedThinkingPart(data=data["data"])
+    return ThinkingPart(text=data["text"], signature=data["signature"])
+
+
 def _message(data: dict[str, Any]) -> Message:
     content = data["content"]
     return Message(
@@ -52,6 +61,7 @@ def _message(data: dict[str, Any]) -> Message:
         name=data.get("name"),
         tool_calls=tuple(ToolCall(**c) for c in data.get("tool_calls", ())),
         tool_call_id=data.get("tool_call_id"),
+        thinking=tuple(_reasoning(r) for r in data.get("thinking", ())),
     )
 
 

@@ -17,6 +17,7 @@ from modelyard.cost.dispatch import mark_sent
 from modelyard.cost.prices import CHARS_PER_TOKEN, estimate_input_tokens, estimate_tokens
 from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, UnavailableError
 from modelyard.model import Model, ModelInfo, elapsed_ms
+from modelyard.streaming import reasoning_chunks
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -25,6 +26,7 @@ from modelyard.types import (
     Decision,
     FinishReason,
     Message,
+    Reasoning,
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
@@ -49,6 +51,8 @@ class Reply:
     usage: Usage | None = None
     cut_after: int | None = None
     """When streaming, break the connection after this many chunks."""
+    thinking: tuple[Reasoning, ...] = ()
+    """Reasoning blocks to answer with before the text (streamed first)."""
 
 
 @dataclass(slots=True)
@@ -129,7 +133,12 @@ class ScriptedModel(Model):
         finish = reply.finish_reason or (
             FinishReason.TOOL_CALLS if reply.tool_calls else FinishReason.STOP
         )
-        message = Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls)
+        message = Message(
+            role="assistant",
+            content=reply.text,
+            tool_calls=reply.tool_calls,
+            thinking=reply.thinking,
+        )
         logprobs = self._logprobs(request, reply)
         choices = tuple(
             Choice(index=i, message=message, finish_reason=finish, logprobs=logprobs)
@@ -177,12 +186,16 @@ class ScriptedModel(Model):
             + (" " if i + self.chunk_words < len(words) else "")
             for i in range(0, len(words), self.chunk_words)
         ]
+        name: str | None = self.name  # on the first chunk only
+        for chunk in reasoning_chunks(reply.thinking):
+            yield replace(chunk, model=name)
+            name = None
         for number, piece in enumerate(pieces):
             if reply.cut_after is not None and number >= reply.cut_after:
                 raise UnavailableError(
                     "scripted connection cut mid-stream", model=self.name, code="stream_broken"
                 )
-            yield Chunk(text=piece, model=None if number else self.name)
+            yield Chunk(text=piece, model=None if number else name)
             await asyncio.sleep(0)
         for i, call in enumerate(reply.tool_calls):
             yield Chunk(

@@ -37,7 +37,15 @@ WIRES: dict[str, WireDefaults] = {
         auth_header="Authorization",
         auth_prefix="Bearer ",
         capabilities=Capabilities(
-            streaming=True, tools=True, vision=True, json_schema=True, logprobs=True, prefill=False
+            # Reasoning is off: most models behind this wire (gpt-4o, vLLM, Ollama) refuse
+            # `reasoning_effort`; a reasoning model sets `capabilities.reasoning: true`.
+            streaming=True,
+            tools=True,
+            vision=True,
+            json_schema=True,
+            logprobs=True,
+            prefill=False,
+            reasoning=False,
         ),
         embeddings=True,
     ),
@@ -48,12 +56,14 @@ WIRES: dict[str, WireDefaults] = {
         auth_prefix="",
         capabilities=Capabilities(
             # JSON schema answers arrive through a forced tool call (see anthropic_wire.py).
+            # Extended thinking: a model without it answers the API's own 400.
             streaming=True,
             tools=True,
             vision=True,
             json_schema=True,
             logprobs=False,
             prefill=True,
+            reasoning=True,
         ),
     ),
     "gemini": WireDefaults(
@@ -62,7 +72,14 @@ WIRES: dict[str, WireDefaults] = {
         auth_header="x-goog-api-key",
         auth_prefix="",
         capabilities=Capabilities(
-            streaming=True, tools=True, vision=True, json_schema=True, logprobs=False, prefill=False
+            # Every current Gemini model thinks (2.5 on); 2.0 refuses a thinkingConfig.
+            streaming=True,
+            tools=True,
+            vision=True,
+            json_schema=True,
+            logprobs=False,
+            prefill=False,
+            reasoning=True,
         ),
         embeddings=True,
     ),

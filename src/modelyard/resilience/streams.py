@@ -31,14 +31,30 @@ async def closing(stream: AsyncIterator[Chunk]) -> AsyncIterator[AsyncIterator[C
 
 def has_content(chunk: Chunk) -> bool:
     """Whether a chunk carries anything a caller would see."""
-    return bool(chunk.text or chunk.tool_calls or chunk.finish_reason or chunk.logprobs)
+    return bool(
+        chunk.text
+        or chunk.tool_calls
+        or chunk.finish_reason
+        or chunk.logprobs
+        or chunk.thinking
+        or chunk.thinking_signature
+        or chunk.redacted_thinking
+    )
 
 
 class GuardedStream:
     """One streamed attempt: passes content through, remembers what was sent, keeps the final
     response apart (the wrapper re-issues it with its own accounting)."""
 
-    __slots__ = ("_stream", "assembler", "committed", "other_choices", "response", "tool_calls")
+    __slots__ = (
+        "_stream",
+        "assembler",
+        "committed",
+        "other_choices",
+        "reasoned",
+        "response",
+        "tool_calls",
+    )
 
     def __init__(self, stream: AsyncIterator[Chunk]) -> None:
         self._stream = stream
@@ -48,6 +64,7 @@ class GuardedStream:
         self.response: ChatResponse | None = None
         self.tool_calls = False
         self.other_choices = False
+        self.reasoned = False
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The attempt's delta chunks; the final response lands in `response` instead."""
@@ -77,13 +94,16 @@ class GuardedStream:
             self.tool_calls = True
         if chunk.index != 0:
             self.other_choices = True
+        if chunk.thinking or chunk.thinking_signature or chunk.redacted_thinking:
+            self.reasoned = True
         return chunk
 
     @property
     def continuable(self) -> bool:
         """Whether the partial answer is plain text of one choice, which a model that takes an
-        assistant prefill could carry on."""
-        return not self.tool_calls and not self.other_choices
+        assistant prefill could carry on (not after reasoning: a prefill cannot carry it, and
+        Anthropic refuses a prefill with thinking on)."""
+        return not self.tool_calls and not self.other_choices and not self.reasoned
 
 
 def interrupted(exc: ModelError, *, model: str, sent_chars: int) -> StreamInterruptedError:
