@@ -17,7 +17,7 @@ from modelyard.errors import (
 from modelyard.providers.fake import Reply
 from modelyard.resilience.fallback import FallbackModel, rule_for
 from modelyard.streaming import collect
-from modelyard.types import user
+from modelyard.types import ThinkingPart, user
 from tests.resilience.scripted import CostlyFailure, fails, scripted
 
 
@@ -165,3 +165,14 @@ async def test_stream_continues_on_a_prefill_model_when_allowed() -> None:
     assert sent.role == "assistant" and sent.text == "one two "
     assert response.decision is not None
     assert response.decision.details["continued_from_chars"] == len("one two ")
+
+
+async def test_a_stream_that_sent_reasoning_is_not_continued_by_a_prefill() -> None:
+    # A prefill cannot carry the reasoning on, and Anthropic refuses one with thinking on.
+    thought = (ThinkingPart(text="hmm", signature="s"),)
+    primary = scripted("a", default=Reply(text="one two three", cut_after=2, thinking=thought))
+    continuer = scripted("c", default="three", prefill=True)
+    model = FallbackModel("f", [primary, continuer], continue_streams=True)
+    with pytest.raises(StreamInterruptedError):
+        await collect(model.stream(user("x")))
+    assert continuer.calls == []
