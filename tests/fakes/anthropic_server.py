@@ -10,6 +10,10 @@ refused with the API's own 4xx error bodies; answers, stream events and error bo
 exact shapes of the API, which the tests check against the SDK's response types. Prompt tokens
 are counted one way for both (`input_tokens`), so a count agrees with the usage of a call.
 
+With `thinking` on (or a `Turn` that scripts it), the answer opens with a signed thinking block,
+streamed as `thinking_delta` and `signature_delta`; thinking blocks sent back must carry the
+signature the fake gave them (`anthropic_thinking.py`), as the API checks.
+
 Version-aware, as the API is: with `anthropic-version: 2023-06-01` (what modelyard sends) the
 legacy sampling fields `temperature`, `top_p` and `top_k` are accepted; with a later version
 (what the official SDK sends) they are refused, as the API does since 2026-10-21.
@@ -33,6 +37,7 @@ from anthropic.types.message_create_params import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from tests.fakes import anthropic_thinking
 from tests.fakes.anthropic_cache import (
     MAX_BREAKPOINTS,
     CacheUse,
@@ -89,7 +94,10 @@ class Turn:
     text: str | None = None
     tool_uses: tuple[ToolUse, ...] = ()
     thinking: str | None = None
-    """Open the answer with a thinking block (clients must not show it as text)."""
+    """Open the answer with a thinking block of this text, whether or not the request asks for
+    thinking (clients must not show it as text)."""
+    redacted_thinking: bool = False
+    """Follow it with a redacted thinking block."""
     stop_reason: str | None = None
     """Override the stop reason (e.g. refusal, pause_turn, or one the API never sends)."""
     error_after: int | None = None
@@ -109,7 +117,7 @@ def validate_request(
     """
     if not isinstance(body, dict):
         return "request body must be a JSON object"
-    body = dict(body)
+    sent, body = body, dict(body)
     counting = kind == "count_tokens"
     for name in () if counting else LEGACY_FIELDS:
         if name in body:
@@ -128,7 +136,7 @@ def validate_request(
     difference = _first_difference(body, validated, "")
     if difference is not None:
         return f"{difference}: Extra inputs are not permitted"
-    return _turn_rules(body)
+    return _turn_rules(body) or anthropic_thinking.check(sent)
 
 
 def _drain(value: Any) -> Any:
@@ -376,9 +384,11 @@ class FakeAnthropic(FakeUpstream):
             (_text_of(m["content"]) for m in reversed(messages) if m["role"] == "user"), ""
         )
         prefill = messages[-1]["role"] == "assistant"
-        blocks: list[dict[str, Any]] = []
-        if turn is not None and turn.thinking is not None:
-            blocks.append({"type": "thinking", "thinking": turn.thinking, "signature": "c2ln"})
+        blocks = anthropic_thinking.thinking_blocks(
+            body,
+            turn.thinking if turn is not None else None,
+            turn is not None and turn.redacted_thinking,
+        )
         uses = list(turn.tool_uses) if turn is not None else []
         if not uses:
             uses = self._demanded_tools(body, last_user)
@@ -387,7 +397,7 @@ class FakeAnthropic(FakeUpstream):
             text = "and that is all." if prefill else f"You said: {last_user}"
         stop_reason = "tool_use" if uses else "end_turn"
         stop_sequence = None
-        output_tokens = 0
+        output_tokens = sum(_tokens(b.get("thinking", "")) for b in blocks)  # billed as output
         if text:
             text, stop_reason, stop_sequence = _apply_limits(text, body, stop_reason)
             output_tokens += _tokens(text)
@@ -483,10 +493,11 @@ def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
         pieces = [{"type": "text_delta", "text": w} for w in re.findall(r"\s*\S+", block["text"])]
     elif kind == "thinking":
         start = {"type": "thinking", "thinking": "", "signature": ""}
-        pieces = [
-            {"type": "thinking_delta", "thinking": block["thinking"]},
-            {"type": "signature_delta", "signature": block["signature"]},
-        ]
+        words = re.findall(r"\s*\S+", block["thinking"])
+        pieces = [{"type": "thinking_delta", "thinking": w} for w in words]
+        pieces.append({"type": "signature_delta", "signature": block["signature"]})
+    elif kind == "redacted_thinking":
+        start, pieces = block, []  # whole in its start, as the API sends it
     else:
         start = {**block, "input": {}}
         # A tool called without arguments gets only the empty first piece, as on the real API.

@@ -2,7 +2,10 @@
 
 Both read the same content blocks: `text` blocks are the answer's text, `tool_use` blocks are
 tool calls (arguments as JSON text), and the `json_answer` tool that `anthropic_wire.py` uses for
-JSON mode is read back as text. Thinking and server-tool blocks carry nothing for the caller.
+JSON mode is read back as text. `thinking` blocks (text and signature) and `redacted_thinking`
+blocks (opaque data) become the message's `thinking`, streamed as `thinking_delta` and
+`signature_delta` pieces; server-tool blocks carry nothing for the caller. Thinking is billed
+as output and already counted in `output_tokens`.
 
 **Usage.** Anthropic's `input_tokens` counts only the uncached part of the prompt; tokens read
 from the prompt cache (`cache_read_input_tokens`) and written to it
@@ -34,6 +37,9 @@ from modelyard.types import (
     Chunk,
     FinishReason,
     Message,
+    Reasoning,
+    RedactedThinkingPart,
+    ThinkingPart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -127,11 +133,21 @@ def from_wire(body: Any) -> ParsedResponse:
     usage = usage_from(require(body, "usage", dict, "message"), "message.usage")
     texts: list[str] = []
     calls: list[ToolCall] = []
+    thinking: list[Reasoning] = []
     for index, block in enumerate(blocks):
         where = f"message.content[{index}]"
         kind = require(block, "type", str, where)
         if kind == "text":
             texts.append(require(block, "text", str, where))
+        elif kind == "thinking":
+            thinking.append(
+                ThinkingPart(
+                    text=require(block, "thinking", str, where),
+                    signature=require(block, "signature", str, where),
+                )
+            )
+        elif kind == "redacted_thinking":
+            thinking.append(RedactedThinkingPart(data=require(block, "data", str, where)))
         elif kind == "tool_use":
             name = require(block, "name", str, where)
             arguments = orjson.dumps(require(block, "input", dict, where)).decode()
@@ -142,7 +158,12 @@ def from_wire(body: Any) -> ParsedResponse:
                     ToolCall(id=require(block, "id", str, where), name=name, arguments=arguments)
                 )
     finish = finish_reason(body.get("stop_reason"), called_tools=bool(calls))
-    message = Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))
+    message = Message(
+        role="assistant",
+        content="".join(texts),
+        tool_calls=tuple(calls),
+        thinking=tuple(thinking),
+    )
     return ParsedResponse(
         id=response_id,
         provider_model=provider_model,
@@ -151,7 +172,7 @@ def from_wire(body: Any) -> ParsedResponse:
     )
 
 
-_TEXT, _IGNORED, _JSON = "text", "ignored", "json"
+_TEXT, _IGNORED, _JSON, _THINKING = "text", "ignored", "json", "thinking"
 
 
 class StreamState:
@@ -169,7 +190,7 @@ class StreamState:
         self.response_id: str | None = None
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, str | int] = {}
-        """Block index → _TEXT, _JSON, _IGNORED, or the tool call's index."""
+        """Block index → _TEXT, _JSON, _THINKING, _IGNORED, or the tool call's index."""
         self._tools = 0
         self._unread: dict[int, bytes] = {}
         """Tool block index → the input its start carried, as JSON, until a piece arrives."""
@@ -209,8 +230,14 @@ class StreamState:
             self._blocks[index] = _TEXT
             text = block.get("text")
             return (Chunk(text=text),) if isinstance(text, str) and text else ()
+        if kind == "thinking":
+            self._blocks[index] = _THINKING
+            return _thinking_start(block)
         if kind != "tool_use":
             self._blocks[index] = _IGNORED
+            if kind == "redacted_thinking":  # whole in its start; no deltas follow
+                hidden = require(block, "data", str, "content_block_start.content_block")
+                return (Chunk(redacted_thinking=hidden),)
             return ()
         name = require(block, "name", str, "content_block_start.content_block")
         start_input = block.get("input")
@@ -246,7 +273,14 @@ class StreamState:
                 return ()
             self._unread.pop(index, None)
             return _arguments(target, piece)
-        return ()  # thinking, signatures, citations: nothing for the caller
+        if target == _THINKING:
+            if kind == "thinking_delta":
+                piece = require(delta, "thinking", str, "content_block_delta.delta")
+                return (Chunk(thinking=piece),) if piece else ()
+            if kind == "signature_delta":
+                signature = require(delta, "signature", str, "content_block_delta.delta")
+                return (Chunk(thinking_signature=signature),) if signature else ()
+        return ()  # citations and what is new: nothing for the caller
 
     def _block_stop(self, data: dict[str, Any]) -> Sequence[Chunk]:
         # A tool called without arguments streams no JSON (or only ""): its input is the one
@@ -278,6 +312,16 @@ class StreamState:
             return
         self._usage.update({k: v for k, v in raw.items() if v is not None})
         self.usage = usage_from(self._usage, where)
+
+
+def _thinking_start(block: dict[str, Any]) -> Sequence[Chunk]:
+    """What a thinking block's start carries already (the API starts it empty)."""
+    text, signature = block.get("thinking"), block.get("signature")
+    chunk = Chunk(
+        thinking=text if isinstance(text, str) else "",
+        thinking_signature=signature if isinstance(signature, str) else "",
+    )
+    return (chunk,) if chunk.thinking or chunk.thinking_signature else ()
 
 
 def _arguments(target: str | int, piece: str) -> Sequence[Chunk]:

@@ -33,6 +33,12 @@ the two shapes do not map one to one:
   `ChatRequest.system`'s block, since a plain string cannot carry one. A text block that carries a
   marker is never folded into a plain-string `content`. The API refuses more than 4 breakpoints;
   that 400 reaches the caller as a BadRequestError.
+- **Thinking.** `ChatRequest.thinking` goes out as `thinking` (`enabled` with its
+  `budget_tokens`, `adaptive`, `disabled`, and `display` when set), and an assistant message's
+  reasoning (`Message.thinking`) as its `thinking` / `redacted_thinking` blocks, unchanged and
+  first in the turn, as the API requires when a tool-use turn is continued. The API's own rules
+  (a budget of at least 1024 and below `max_tokens`, no temperature but 1, no forced tool use,
+  no prefill) are left to its 400, which reaches the caller as a BadRequestError.
 - **Refused, not dropped.** `n > 1`, `logprobs` and temperatures outside 0..1 raise
   BadRequestError, since the API cannot honour them. `seed` is ignored: the API has none and
   it is only best-effort elsewhere.
@@ -57,8 +63,10 @@ from modelyard.types import (
     ImagePart,
     Message,
     Part,
+    RedactedThinkingPart,
     ResponseFormat,
     TextPart,
+    Thinking,
     Tool,
     ToolCall,
 )
@@ -110,6 +118,8 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     if request.system or system:
         body["system"] = _system(request, system)
     body.update(_tools(request))
+    if request.thinking is not None:
+        body["thinking"] = _thinking(request.thinking)
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.top_p is not None:
@@ -147,6 +157,20 @@ def _refuse_unsupported(request: ChatRequest) -> None:
         )
 
 
+def _thinking(thinking: Thinking) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": thinking.type}
+    if thinking.type == "enabled":
+        if thinking.budget_tokens is None:
+            raise BadRequestError(
+                "thinking: type 'enabled' needs budget_tokens (or use type 'adaptive')",
+                code="missing_parameter",
+            )
+        out["budget_tokens"] = thinking.budget_tokens
+    if thinking.display is not None and thinking.type != "disabled":
+        out["display"] = thinking.display
+    return out
+
+
 def _system(request: ChatRequest, others: list[str]) -> str | list[Block]:
     # `others`: the system-role messages' texts, which follow ChatRequest.system.
     texts = [request.system, *others] if request.system else others
@@ -181,6 +205,13 @@ def _message_blocks(message: Message, position: int) -> list[Block]:
     blocks = _content_blocks(message.content, f"messages[{position}]")
     if message.role == "assistant":
         blocks.extend(_tool_use(call, position) for call in message.tool_calls)
+        if message.thinking:
+            blocks[:0] = [
+                {"type": "redacted_thinking", "data": part.data}
+                if isinstance(part, RedactedThinkingPart)
+                else {"type": "thinking", "thinking": part.text, "signature": part.signature}
+                for part in message.thinking
+            ]
     return blocks
 
 
