@@ -4,7 +4,8 @@ Faithful to the real API where a client can tell: the same JSON shapes (checked 
 official SDK's types in tests), the same SSE sequence (a role delta first, content or tool-call
 deltas, a finish chunk per choice, a usage-only chunk when `include_usage` is asked, then
 `data: [DONE]`), the same error bodies and headers, and the same refusals of bad requests
-(unknown fields, `max_tokens` on a reasoning model, `metadata` without `store`, a wrong key).
+(unknown fields, `max_tokens` on a reasoning model, `reasoning_effort` on another, `metadata`
+without `store`, a wrong key).
 
 Answers are deterministic: by default the model echoes the last user message; tests script
 the next replies with `script(Reply(...))`. Azure's deployment paths are served too, with the
@@ -224,6 +225,11 @@ class FakeOpenAI(FakeUpstream):
                 "Use 'max_completion_tokens' instead."
             )
             return 400, self._invalid(message, param="max_tokens", code="unsupported_parameter")
+        if "reasoning_effort" in body and not REASONING_MODELS.match(str(body.get("model", ""))):
+            message = "Unsupported parameter: 'reasoning_effort' is not supported with this model."
+            return 400, self._invalid(
+                message, param="reasoning_effort", code="unsupported_parameter"
+            )
         return None
 
     @staticmethod

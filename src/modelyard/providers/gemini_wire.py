@@ -7,6 +7,12 @@ Requests: messages become `contents` (roles `user` / `model`) of `parts`; system
 `metadata`, `parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like:
 Gemini caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent
 and are not sent.
+`ChatRequest.thinking` becomes `generationConfig.thinkingConfig.thinkingBudget`: the budget when
+`enabled`, -1 (the model decides) when `adaptive`; `disabled` leaves the model's default, since
+some Gemini models cannot stop thinking and refuse a budget of 0. `includeThoughts` is not
+asked: thought summaries carry no signature a client could send back. Reasoning blocks in an
+assistant message's history (`Message.thinking`) are another provider's, signed by it, and are
+not sent.
 Answers are read in `gemini_answers`, errors in `gemini_errors`; `WIRE` ties them together
 for `RemoteModel` and `RemoteEmbedder`.
 """
@@ -184,6 +190,10 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         config["responseLogprobs"] = True
         if request.top_logprobs:
             config["logprobs"] = request.top_logprobs
+    thinking = request.thinking
+    if thinking is not None and thinking.type != "disabled":
+        budget = thinking.budget_tokens if thinking.type == "enabled" else None
+        config["thinkingConfig"] = {"thinkingBudget": -1 if budget is None else budget}
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         config["responseMimeType"] = "application/json"

@@ -11,6 +11,13 @@ Decisions worth knowing:
 - `ChatRequest.metadata` is ours (budgets, tracing) and is not sent: OpenAI accepts `metadata`
   only together with `store: true`, which would keep the conversation on OpenAI's side.
 - `tool_choice` and `parallel_tool_calls` are sent only with tools: OpenAI refuses them alone.
+- `ChatRequest.thinking` with a budget becomes `reasoning_effort` (under 4,096 tokens `low`,
+  under 16,384 `medium`, else `high`: Claude Code's "think", "think hard" and "ultrathink"
+  land on one each); `adaptive` and `disabled` leave the model's default. `RemoteModel` sends
+  it only to a model whose `capabilities.reasoning` is on (off by default: most models behind
+  this wire refuse the field). Reasoning blocks in an assistant message's history
+  (`Message.thinking`) are not sent: they are signed by the provider that wrote them, and Chat
+  Completions has no place for them.
 - Prompt-cache breakpoints (`TextPart.cache`, `Tool.cache`, `ChatRequest.system_cache`...) are
   not sent: OpenAI caches long prompt prefixes on its own and takes no markers (its reads come
   back as `cached_tokens`).
@@ -50,6 +57,9 @@ MaxTokensField = Literal["max_completion_tokens", "max_tokens"]
 
 _TOOL_CHOICES = ("auto", "none", "required")
 
+EFFORTS: tuple[tuple[int, str], ...] = ((4096, "low"), (16384, "medium"))
+"""A thinking budget below each bound maps to that `reasoning_effort`; larger ones to `high`."""
+
 # --- request ---------------------------------------------------------------------------------
 
 
@@ -70,6 +80,8 @@ def to_wire(
             body["parallel_tool_calls"] = request.parallel_tool_calls
     if request.response_format is not None:
         body["response_format"] = response_format_to_wire(request.response_format)
+    if request.thinking is not None and request.thinking.type == "enabled":
+        body["reasoning_effort"] = reasoning_effort(request.thinking.budget_tokens)
     optional: dict[str, Any] = {
         "temperature": request.temperature,
         "top_p": request.top_p,
@@ -88,6 +100,13 @@ def to_wire(
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def reasoning_effort(budget_tokens: int | None) -> str:
+    """The `reasoning_effort` a thinking budget comes closest to (`medium` without one)."""
+    if budget_tokens is None:
+        return "medium"
+    return next((effort for bound, effort in EFFORTS if budget_tokens < bound), "high")
 
 
 def messages_to_wire(request: ChatRequest) -> list[dict[str, Any]]:
@@ -297,6 +316,7 @@ __all__ = [
     "logprobs_from_wire",
     "message_to_wire",
     "messages_to_wire",
+    "reasoning_effort",
     "response_format_to_wire",
     "to_wire",
     "tool_choice_to_wire",

@@ -2,6 +2,10 @@
 
 One class serves OpenAI, Anthropic, Gemini and every OpenAI-compatible server; what differs
 between them is data (the endpoint) and pure functions (the wire format).
+
+A request's `thinking` reaches only a model whose `capabilities.reasoning` is on; for the others
+it is dropped, and said: the answer's decision has `details["thinking"]`, and the first drop on
+a model is logged.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ log = logging.getLogger("modelyard.providers")
 
 RateLimitListener = Callable[[RateLimitInfo], None]
 
+THINKING_DROPPED = "dropped: this model does not reason (capabilities.reasoning is off)"
+"""What an answer's decision says (`details["thinking"]`) when the thinking asked was not sent."""
+
 SETTLE_S = 1.0
 """Seconds to wait for a stream's trailing events (usage, end marker) once every choice has
 finished, before finishing without them."""
@@ -88,6 +95,8 @@ class RemoteModel(Model):
         self.rate_limit_listeners: list[RateLimitListener] = []
         self._drift_seen: set[str] = set()
         """Reported model ids already warned about (the warning is logged once per id)."""
+        self._told_thinking = False
+        """Whether a dropped `thinking` has been logged (once per model)."""
         model_id = info.model_id or info.name
         self._model_id = model_id
         # `{model}` in a base URL (Azure: .../openai/deployments/{model}) is the model's id.
@@ -106,8 +115,20 @@ class RemoteModel(Model):
             request = replace(request, max_tokens=self._default_max_tokens)
         return orjson.dumps(self.wire.to_wire(request, self._model_id, stream=stream))
 
+    def _reasoning(self, request: ChatRequest) -> tuple[ChatRequest, bool]:
+        """`request` as this model takes it: without its `thinking` unless the model reasons;
+        and whether that dropped thinking asked for (a `disabled` is what such a model does)."""
+        thinking = request.thinking
+        if thinking is None or self.info.capabilities.reasoning:
+            return request, False
+        if thinking.type != "disabled" and not self._told_thinking:
+            self._told_thinking = True
+            log.warning("model %s: thinking %s", self.name, THINKING_DROPPED)
+        return replace(request, thinking=None), thinking.type != "disabled"
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
+        request, dropped = self._reasoning(request)
         body = self._body(request, stream=False)
         try:
             reply = await self.client.post(
@@ -139,10 +160,11 @@ class RemoteModel(Model):
             raise self._failed(exc, started) from None
         text = "".join(choice.message.text for choice in parsed.choices)
         parsed = replace(parsed, usage=_completed(parsed.usage, request, text))
-        return self._response(parsed, started)
+        return self._response(parsed, started, dropped)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
+        request, dropped = self._reasoning(request)
         body = self._body(request, stream=True)
         assembler = StreamAssembler()
         decoder = self.wire.stream_decoder()
@@ -207,7 +229,7 @@ class RemoteModel(Model):
             elif isinstance(exc, ModelTimeoutError) and exc.request_sent:
                 exc.cost = self._input_cost(request)
             raise self._failed(exc, started) from None
-        yield Chunk(response=self._response(parsed, started))
+        yield Chunk(response=self._response(parsed, started, dropped))
 
     @property
     def counts_tokens(self) -> bool:
@@ -243,13 +265,17 @@ class RemoteModel(Model):
                 for listener in self.rate_limit_listeners:
                     listener(info)
 
-    def _response(self, parsed: ParsedResponse, started: float) -> ChatResponse:
+    def _response(
+        self, parsed: ParsedResponse, started: float, dropped_thinking: bool = False
+    ) -> ChatResponse:
         cost = self.info.price.cost(parsed.usage)
         details: dict[str, object] = {
             "provider": self.endpoint.provider,
             "input_tokens": parsed.usage.input_tokens,
             "output_tokens": parsed.usage.output_tokens,
         }
+        if dropped_thinking:
+            details["thinking"] = THINKING_DROPPED
         if parsed.provider_model != self._model_id:
             problem = drift(self._model_id, parsed.provider_model)
             if problem is not None:
