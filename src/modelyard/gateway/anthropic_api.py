@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from modelyard.gateway import anthropic_thinking
 from modelyard.gateway.anthropic_cache import Breakpoints, system_prompt
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.fields import (
@@ -30,6 +31,7 @@ from modelyard.types import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     TextPart,
     Tool,
     ToolCall,
@@ -49,9 +51,10 @@ _FIELDS = frozenset(
         "tools",
         "tool_choice",
         "service_tier",
+        "thinking",
     }
 )
-_NEUTRAL: dict[str, Any] = {"top_k": None, "thinking": {"type": "disabled"}}
+_NEUTRAL: dict[str, Any] = {"top_k": None}
 
 STOP_REASONS = {
     FinishReason.STOP: "end_turn",
@@ -134,6 +137,7 @@ def _turn(raw: Any, where: str, marks: Breakpoints) -> list[Message]:
     out: list[Message] = []
     parts: list[Part] = []
     calls: list[ToolCall] = []
+    thinking: list[Reasoning] = []
     for i, item in enumerate(blocks):
         here = f"{where}.content[{i}]"
         block = expect_object(item, here)
@@ -156,10 +160,19 @@ def _turn(raw: Any, where: str, marks: Breakpoints) -> list[Message]:
             )
         elif kind == "tool_result" and role == "user":
             out.append(_tool_result(block, here, marks))
+        elif kind in anthropic_thinking.BLOCK_TYPES and role == "assistant":
+            thinking.append(anthropic_thinking.read_block(block, here))
         else:
             raise bad_request(f"{here}.type: {kind!r} is not supported in a {role} turn", here)
-    if parts or calls or not out:
-        out.append(Message(role=role, content=tuple(parts), tool_calls=tuple(calls)))
+    if parts or calls or thinking or not out:
+        out.append(
+            Message(
+                role=role,
+                content=tuple(parts),
+                tool_calls=tuple(calls),
+                thinking=tuple(thinking),
+            )
+        )
     return out
 
 
@@ -261,6 +274,7 @@ def prompt_request(
         messages=tuple(messages),
         system=system,
         system_cache=system_cache,
+        thinking=anthropic_thinking.read_thinking(body.get("thinking")),
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
@@ -296,7 +310,7 @@ def _arguments(text: str) -> Any:
 def render_message(response: ChatResponse, *, request_id: str, target: str) -> bytes:
     """A ChatResponse as a Messages `message` object (its first choice)."""
     message = response.message
-    content: list[dict[str, Any]] = []
+    content = [anthropic_thinking.block(part) for part in message.thinking]
     if message.text:
         content.append({"type": "text", "text": message.text})
     for call in message.tool_calls:
@@ -370,6 +384,8 @@ class EventRenderer:
             return out + self._finish(chunk.response)
         if chunk.index != 0:
             return out
+        if chunk.thinking or chunk.thinking_signature or chunk.redacted_thinking:
+            out += self._reasoning(chunk)
         if chunk.text:
             if self._block_kind != "text":
                 out += self._open("text", {"type": "text", "text": ""})
@@ -397,6 +413,25 @@ class EventRenderer:
                         "delta": {"type": "input_json_delta", "partial_json": delta.arguments},
                     },
                 )
+        return out
+
+    def _reasoning(self, chunk: Chunk) -> bytes:
+        """A piece of reasoning: its thinking block opened if need be, a signature ending it
+        (Anthropic sends it last), a redacted block whole."""
+        out = b""
+        if chunk.thinking or chunk.thinking_signature:
+            if self._block_kind != "thinking":
+                out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            if chunk.thinking:
+                delta = {"type": "thinking_delta", "thinking": chunk.thinking}
+                out += _event("content_block_delta", {"index": self._block, "delta": delta})
+            if chunk.thinking_signature:
+                delta = {"type": "signature_delta", "signature": chunk.thinking_signature}
+                out += _event("content_block_delta", {"index": self._block, "delta": delta})
+                out += self._close_block()
+        if chunk.redacted_thinking:
+            block = {"type": "redacted_thinking", "data": chunk.redacted_thinking}
+            out += self._open("redacted_thinking", block) + self._close_block()
         return out
 
     def _finish(self, response: ChatResponse) -> bytes:
