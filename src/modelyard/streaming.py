@@ -94,7 +94,7 @@ class StreamAssembler:
             if delta.arguments:
                 call.arguments.append(delta.arguments)
             self.saw_content = True
-        if chunk.thinking or chunk.thinking_signature or chunk.redacted_thinking:
+        if chunk.has_reasoning:
             parts.think(chunk)
             self.saw_content = True
         if chunk.logprobs:

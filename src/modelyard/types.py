@@ -440,6 +440,11 @@ class Chunk:
     """A whole redacted reasoning block's data (`RedactedThinkingPart.data`)."""
 
     @property
+    def has_reasoning(self) -> bool:
+        """Whether this piece carries reasoning (a piece of it, a signature, a redacted block)."""
+        return bool(self.thinking or self.thinking_signature or self.redacted_thinking)
+
+    @property
     def chars(self) -> int:
         """Characters this piece adds to the answer, its text, reasoning and tool calls' names
         and arguments alike: what the estimate of a stream cut short counts as generated."""

@@ -308,3 +308,25 @@ def test_a_thinking_block_in_a_user_turn_is_a_400_naming_it() -> None:
     turn = {"role": "user", "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}
     with pytest.raises(ApiError, match=r"messages\[0\]\.content\[0\]\.type"):
         parsed(messages=[turn])
+
+
+def test_chat_completions_clients_get_the_answer_and_no_empty_frame_for_the_reasoning(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    import openai
+
+    claude_fake.script(Turn(thinking="one two three four five six", text="the answer"))
+    chunks = list(
+        openai.OpenAI(base_url=running.openai_url, api_key="anything").chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "the answer"
+    empty = [
+        c
+        for c in chunks
+        if c.choices
+        and c.choices[0].delta.model_dump(exclude_none=True) == {}
+        and c.choices[0].finish_reason is None
+    ]
+    assert empty == []

@@ -384,7 +384,7 @@ class EventRenderer:
             return out + self._finish(chunk.response)
         if chunk.index != 0:
             return out
-        if chunk.thinking or chunk.thinking_signature or chunk.redacted_thinking:
+        if chunk.has_reasoning:
             out += self._reasoning(chunk)
         if chunk.text:
             if self._block_kind != "text":

@@ -115,6 +115,8 @@ class ChunkRenderer:
         """The SSE frame(s) for one delta chunk, or the closing frames for the final one."""
         if chunk.response is not None:
             return self._final(chunk.response)
+        if chunk.has_reasoning and chunk.index in self._started and not _visible(chunk):
+            return b""  # Chat Completions has no place for reasoning: no empty frame a piece
         delta: dict[str, Any] = {}
         if chunk.index not in self._started:
             self._started.add(chunk.index)
@@ -155,6 +157,11 @@ class ChunkRenderer:
     def error(self, error: ApiError) -> bytes:
         """An in-band error event: the stream ends with it, never with a normal finish."""
         return b"data: " + orjson.dumps(error_body(error)) + b"\n\n"
+
+
+def _visible(chunk: Chunk) -> bool:
+    """Whether a chunk has anything a Chat Completions delta carries."""
+    return bool(chunk.text or chunk.tool_calls or chunk.finish_reason or chunk.logprobs)
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

@@ -36,9 +36,7 @@ def has_content(chunk: Chunk) -> bool:
         or chunk.tool_calls
         or chunk.finish_reason
         or chunk.logprobs
-        or chunk.thinking
-        or chunk.thinking_signature
-        or chunk.redacted_thinking
+        or chunk.has_reasoning
     )
 
 
@@ -94,7 +92,7 @@ class GuardedStream:
             self.tool_calls = True
         if chunk.index != 0:
             self.other_choices = True
-        if chunk.thinking or chunk.thinking_signature or chunk.redacted_thinking:
+        if chunk.has_reasoning:
             self.reasoned = True
         return chunk
 
