@@ -330,3 +330,26 @@ def test_chat_completions_clients_get_the_answer_and_no_empty_frame_for_the_reas
         and c.choices[0].finish_reason is None
     ]
     assert empty == []
+
+
+def test_a_count_takes_the_thinking_and_the_historys_blocks_to_anthropic(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    history = [
+        *QUESTION,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Oslo.", "signature": sign("Oslo.")},
+                {"type": "text", "text": "Which unit?"},
+            ],
+        },
+        {"role": "user", "content": "Celsius"},
+    ]
+    raw = client(running).messages.with_raw_response.count_tokens(
+        model="claude", thinking=THINKING, messages=history
+    )
+    assert raw.headers["x-modelyard-token-count"] == "exact" and raw.parse().input_tokens > 0
+    sent = claude_fake.requests[-1]
+    assert sent.path == "/v1/messages/count_tokens" and sent.json["thinking"] == THINKING
+    assert sent.json["messages"][1]["content"][0]["type"] == "thinking"

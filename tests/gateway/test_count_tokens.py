@@ -187,7 +187,7 @@ def test_a_local_model_or_a_routing_system_is_estimated_and_says_so(
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
         ({"tools": [{"name": "x"}]}, "tools[0].input_schema"),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
-        ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking"),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
         ({"extra_body": {"max_tokens": 10}}, "max_tokens"),
     ],
 )

@@ -1,8 +1,8 @@
 """Anthropic's token counting as the gateway serves it: `POST /v1/messages/count_tokens`.
 
 The body is read as /v1/messages reads one (`anthropic_api.prompt_request`), less what only an
-answer needs: `model`, `messages`, `system`, `tools` and `tool_choice` (`thinking` only when
-disabled, as there); any other field is a 400 naming it. The caller's key, its scopes and its
+answer needs: `model`, `messages`, `system`, `tools`, `tool_choice` and `thinking`; any other
+field is a 400 naming it. The caller's key, its scopes and its
 rate limits hold as for a Messages call, and an unknown `model` is the same 404.
 
 The count is exact when the named system or model reaches one hosted model through wrappers
@@ -44,8 +44,8 @@ from modelyard.yard import Yard
 COUNT_HEADER = b"x-modelyard-token-count"
 """Says whether a count is `exact` (the provider's) or `estimated` (modelyard's)."""
 
-_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
-_NEUTRAL: dict[str, Any] = {"thinking": {"type": "disabled"}}
+_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+_NEUTRAL: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
