@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.gateway import anthropic_api, openai_render
+from modelyard.gateway import anthropic_render, openai_render
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.keys import VirtualKey
 
@@ -101,7 +101,7 @@ class Call:
     async def fail(self, error: ApiError, *, api: str = "openai") -> None:
         """Send `error` in the shape of `api` ("openai" or "anthropic")."""
         body = (
-            anthropic_api.error_body(error)
+            anthropic_render.error_body(error)
             if api == "anthropic"
             else openai_render.error_body(error)
         )

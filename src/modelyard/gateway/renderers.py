@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modelyard.gateway import anthropic_api, openai_render, responses_api, responses_render
+from modelyard.gateway import anthropic_render, openai_render, responses_api, responses_render
 from modelyard.gateway.errors import ApiError
 from modelyard.types import ChatResponse, Chunk
 
@@ -81,10 +81,10 @@ class AnthropicRenderer(Renderer):
     def __init__(self, request_id: str, target: str) -> None:
         self._id = request_id
         self._target = target
-        self._stream = anthropic_api.EventRenderer(request_id=request_id, target=target)
+        self._stream = anthropic_render.EventRenderer(request_id=request_id, target=target)
 
     def response(self, response: ChatResponse) -> bytes:
-        return anthropic_api.render_message(response, request_id=self._id, target=self._target)
+        return anthropic_render.render_message(response, request_id=self._id, target=self._target)
 
     def chunk(self, chunk: Chunk) -> bytes:
         return self._stream.chunk(chunk)

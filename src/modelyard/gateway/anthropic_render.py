@@ -1,0 +1,195 @@
+"""Answers in the Anthropic Messages API's shapes, as the gateway serves them: a ChatResponse as
+a `message` object, a stream's chunks as the Messages event sequence (message_start, content
+blocks opened, streamed and stopped, message_delta, message_stop), and Anthropic's error JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from modelyard.gateway import anthropic_thinking
+from modelyard.gateway.errors import ApiError
+from modelyard.types import ChatResponse, Chunk, FinishReason
+
+STOP_REASONS = {
+    FinishReason.STOP: "end_turn",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
+}
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def _usage(response: ChatResponse) -> dict[str, Any]:
+    usage = response.usage
+    return {
+        "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        },
+    }
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return {"_raw": text}
+
+
+def render_message(response: ChatResponse, *, request_id: str, target: str) -> bytes:
+    """A ChatResponse as a Messages `message` object (its first choice)."""
+    message = response.message
+    content = [anthropic_thinking.block(part) for part in message.thinking]
+    if message.text:
+        content.append({"type": "text", "text": message.text})
+    for call in message.tool_calls:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": _arguments(call.arguments),
+            }
+        )
+    return orjson.dumps(
+        {
+            "id": f"msg_{request_id}",
+            "type": "message",
+            "role": "assistant",
+            "model": target,
+            "content": content,
+            "stop_reason": STOP_REASONS[response.finish_reason],
+            "stop_sequence": None,
+            "usage": _usage(response),
+        }
+    )
+
+
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+class EventRenderer:
+    """Renders one stream's chunks as the Messages streaming event sequence."""
+
+    def __init__(self, *, request_id: str, target: str) -> None:
+        self._id = f"msg_{request_id}"
+        self._target = target
+        self._started = False
+        self._block: int = -1
+        self._block_kind: str | None = None
+        self._tool_blocks: dict[int, int] = {}
+
+    def _start(self) -> bytes:
+        self._started = True
+        message: dict[str, Any] = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._target,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return _event("message_start", {"message": message})
+
+    def _close_block(self) -> bytes:
+        if self._block_kind is None:
+            return b""
+        self._block_kind = None
+        return _event("content_block_stop", {"index": self._block})
+
+    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self._block += 1
+        self._block_kind = kind
+        return out + _event("content_block_start", {"index": self._block, "content_block": block})
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        """The events for one chunk (only the first choice exists in this API)."""
+        out = b"" if self._started else self._start()
+        if chunk.response is not None:
+            return out + self._finish(chunk.response)
+        if chunk.index != 0:
+            return out
+        if chunk.has_reasoning:
+            out += self._reasoning(chunk)
+        if chunk.text:
+            if self._block_kind != "text":
+                out += self._open("text", {"type": "text", "text": ""})
+            out += _event(
+                "content_block_delta",
+                {"index": self._block, "delta": {"type": "text_delta", "text": chunk.text}},
+            )
+        for delta in chunk.tool_calls:
+            if delta.index not in self._tool_blocks:
+                out += self._open(
+                    "tool_use",
+                    {
+                        "type": "tool_use",
+                        "id": delta.id or "",
+                        "name": delta.name or "",
+                        "input": {},
+                    },
+                )
+                self._tool_blocks[delta.index] = self._block
+            if delta.arguments:
+                out += _event(
+                    "content_block_delta",
+                    {
+                        "index": self._tool_blocks[delta.index],
+                        "delta": {"type": "input_json_delta", "partial_json": delta.arguments},
+                    },
+                )
+        return out
+
+    def _reasoning(self, chunk: Chunk) -> bytes:
+        """A piece of reasoning: its thinking block opened if need be, a signature ending it
+        (Anthropic sends it last), a redacted block whole."""
+        out = b""
+        if chunk.thinking or chunk.thinking_signature:
+            if self._block_kind != "thinking":
+                out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            if chunk.thinking:
+                delta = {"type": "thinking_delta", "thinking": chunk.thinking}
+                out += _event("content_block_delta", {"index": self._block, "delta": delta})
+            if chunk.thinking_signature:
+                delta = {"type": "signature_delta", "signature": chunk.thinking_signature}
+                out += _event("content_block_delta", {"index": self._block, "delta": delta})
+                out += self._close_block()
+        if chunk.redacted_thinking:
+            block = {"type": "redacted_thinking", "data": chunk.redacted_thinking}
+            out += self._open("redacted_thinking", block) + self._close_block()
+        return out
+
+    def _finish(self, response: ChatResponse) -> bytes:
+        out = self._close_block()
+        delta = {"stop_reason": STOP_REASONS[response.finish_reason], "stop_sequence": None}
+        out += _event("message_delta", {"delta": delta, "usage": _usage(response)})
+        return out + _event("message_stop", {})
+
+    def error(self, error: ApiError) -> bytes:
+        """The in-band error event that ends a broken stream."""
+        return b"event: error\ndata: " + orjson.dumps(error_body(error)) + b"\n\n"
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    """Anthropic's error JSON."""
+    kind = _ERROR_TYPES.get(error.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
