@@ -12,6 +12,7 @@ from modelyard.streaming import StreamAssembler, collect, response_chunks
 from modelyard.types import (
     Chunk,
     FinishReason,
+    ReasoningDelta,
     RedactedThinkingPart,
     ThinkingPart,
     ToolCallDelta,
@@ -75,12 +76,12 @@ async def test_every_stream_names_its_model_on_its_first_chunk_only() -> None:
 def test_reasoning_pieces_join_into_blocks_each_signature_closes() -> None:
     assembler = StreamAssembler()
     for chunk in (
-        Chunk(thinking="first, "),
-        Chunk(thinking="the sum"),
-        Chunk(thinking_signature="sig-1"),
-        Chunk(redacted_thinking="opaque"),
-        Chunk(thinking="then the check"),
-        Chunk(thinking_signature="sig-2"),
+        Chunk(reasoning=ReasoningDelta(text="first, ")),
+        Chunk(reasoning=ReasoningDelta(text="the sum")),
+        Chunk(reasoning=ReasoningDelta(signature="sig-1")),
+        Chunk(reasoning=ReasoningDelta(redacted="opaque")),
+        Chunk(reasoning=ReasoningDelta(text="then the check")),
+        Chunk(reasoning=ReasoningDelta(signature="sig-2")),
         Chunk(text="4"),
         Chunk(finish_reason=FinishReason.STOP),
     ):
@@ -92,10 +93,10 @@ def test_reasoning_pieces_join_into_blocks_each_signature_closes() -> None:
 
 def test_a_reasoning_block_whose_signature_never_came_is_kept_unsigned() -> None:
     assembler = StreamAssembler()
-    assembler.add(Chunk(thinking="half a thought"))
+    assembler.add(Chunk(reasoning=ReasoningDelta(text="half a thought")))
     assembler.add(Chunk(finish_reason=FinishReason.LENGTH))
     assert assembler.choices()[0].message.thinking == (ThinkingPart(text="half a thought"),)
-    assembler.add(Chunk(thinking=", finished"))  # reading the choices closed nothing
+    assembler.add(Chunk(reasoning=ReasoningDelta(text=", finished")))  # reading closed nothing
     assert assembler.choices()[0].message.thinking == (
         ThinkingPart(text="half a thought, finished"),
     )
@@ -108,7 +109,8 @@ async def test_a_finished_answers_reasoning_replays_first_and_assembles_back() -
     answer = await fake.complete(user("2+2?"))
     assert answer.message.thinking == THOUGHTS
     for chunks in (response_chunks(answer), [c async for c in fake.stream(user("2+2?"))]):
-        assert [c.redacted_thinking or c.thinking_signature for c in chunks[:3]] == [
+        pieces = [c.reasoning for c in chunks[:3]]
+        assert [p.redacted or p.signature for p in pieces if p is not None] == [
             "sig-1",
             "opaque",
             "sig-2",

@@ -13,6 +13,7 @@ from modelyard.types import (
     FinishReason,
     Message,
     Reasoning,
+    ReasoningDelta,
     RedactedThinkingPart,
     ThinkingPart,
     TokenLogprob,
@@ -41,21 +42,21 @@ class _ChoiceParts:
     thought: list[str] | None = None
     """The reasoning block still open: its pieces so far (None when none is)."""
 
-    def think(self, chunk: Chunk) -> None:
-        """Take a chunk's reasoning: pieces join the open block, a signature closes it."""
-        if chunk.thinking:
+    def think(self, delta: ReasoningDelta) -> None:
+        """Take a piece of reasoning: text joins the open block, a signature closes it."""
+        if delta.text:
             if self.thought is None:
                 self.thought = []
-            self.thought.append(chunk.thinking)
-        if chunk.thinking_signature:
+            self.thought.append(delta.text)
+        if delta.signature:
             self.thinking.append(
-                ThinkingPart(text="".join(self.thought or ()), signature=chunk.thinking_signature)
+                ThinkingPart(text="".join(self.thought or ()), signature=delta.signature)
             )
             self.thought = None
-        if chunk.redacted_thinking:
+        if delta.redacted:
             self.thinking.extend(self.unsigned())
             self.thought = None
-            self.thinking.append(RedactedThinkingPart(data=chunk.redacted_thinking))
+            self.thinking.append(RedactedThinkingPart(data=delta.redacted))
 
     def unsigned(self) -> tuple[Reasoning, ...]:
         """The open reasoning block as it stands, unsigned (its signature has not come)."""
@@ -94,8 +95,8 @@ class StreamAssembler:
             if delta.arguments:
                 call.arguments.append(delta.arguments)
             self.saw_content = True
-        if chunk.has_reasoning:
-            parts.think(chunk)
+        if chunk.reasoning is not None:
+            parts.think(chunk.reasoning)
             self.saw_content = True
         if chunk.logprobs:
             parts.logprobs.extend(chunk.logprobs)
@@ -185,8 +186,11 @@ def response_chunks(response: ChatResponse) -> list[Chunk]:
 def reasoning_chunks(thinking: Sequence[Reasoning], index: int = 0) -> list[Chunk]:
     """Reasoning blocks as the chunks that stream them: one a block, its signature on it."""
     return [
-        Chunk(index=index, redacted_thinking=part.data)
-        if isinstance(part, RedactedThinkingPart)
-        else Chunk(index=index, thinking=part.text, thinking_signature=part.signature)
+        Chunk(
+            index=index,
+            reasoning=ReasoningDelta(redacted=part.data)
+            if isinstance(part, RedactedThinkingPart)
+            else ReasoningDelta(text=part.text, signature=part.signature),
+        )
         for part in thinking
     ]

@@ -412,6 +412,19 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReasoningDelta:
+    """A piece of a streamed answer's reasoning: text of the block being streamed, the
+    signature that closes it (the next text starts another block), or a whole redacted block."""
+
+    text: str = ""
+    """A piece of the block's text (`ThinkingPart.text`)."""
+    signature: str = ""
+    """The block's signature (`ThinkingPart.signature`), which ends it."""
+    redacted: str = ""
+    """A whole redacted block's data (`RedactedThinkingPart.data`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Chunk:
     """A piece of a streamed answer.
 
@@ -431,30 +444,20 @@ class Chunk:
     the gateway's `x-modelyard-model` header names before the answer is whole); None after."""
     refusal: bool = False
     """`text` is the model declining to answer (see `Choice.refusal`)."""
-    thinking: str = ""
-    """A piece of the model's reasoning (`ThinkingPart.text`), which comes before the answer."""
-    thinking_signature: str = ""
-    """The signature that ends the reasoning block streamed so far (`ThinkingPart.signature`);
-    the next piece of reasoning starts another block."""
-    redacted_thinking: str = ""
-    """A whole redacted reasoning block's data (`RedactedThinkingPart.data`)."""
-
-    @property
-    def has_reasoning(self) -> bool:
-        """Whether this piece carries reasoning (a piece of it, a signature, a redacted block)."""
-        return bool(self.thinking or self.thinking_signature or self.redacted_thinking)
+    reasoning: ReasoningDelta | None = None
+    """A piece of the model's reasoning, which comes before the answer (one field, not one a
+    part: every field costs each chunk of every stream to build)."""
 
     @property
     def chars(self) -> int:
         """Characters this piece adds to the answer, its text, reasoning and tool calls' names
         and arguments alike: what the estimate of a stream cut short counts as generated."""
-        if not self.tool_calls:
-            return len(self.text) + len(self.thinking)
-        return (
-            len(self.text)
-            + len(self.thinking)
-            + sum(len(t.name or "") + len(t.arguments) for t in self.tool_calls)
-        )
+        chars = len(self.text)
+        if self.reasoning is not None:
+            chars += len(self.reasoning.text)
+        if self.tool_calls:
+            chars += sum(len(t.name or "") + len(t.arguments) for t in self.tool_calls)
+        return chars
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -116,9 +116,10 @@ def test_stream_of_thinking_yields_its_pieces_then_its_signature() -> None:
     kinds = [e.data for e in events if '"thinking_delta"' in e.data or "signature_delta" in e.data]
     assert len(kinds) > 2  # several pieces of thinking, then the signature
     chunks, _ = decode(events)
-    thinking = "".join(c.thinking for c in chunks)
+    pieces = [c.reasoning for c in chunks if c.reasoning is not None]
+    thinking = "".join(p.text for p in pieces)
     assert thinking == "Let me think about what they asked."
-    assert [c.thinking_signature for c in chunks if c.thinking_signature] == [sign(thinking)]
+    assert [p.signature for p in pieces if p.signature] == [sign(thinking)]
     assert "".join(c.text for c in chunks) == "You said: hello there"
     assembler = StreamAssembler()
     for chunk in chunks:

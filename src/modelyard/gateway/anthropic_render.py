@@ -10,7 +10,7 @@ import orjson
 
 from modelyard.gateway import anthropic_thinking
 from modelyard.gateway.errors import ApiError
-from modelyard.types import ChatResponse, Chunk, FinishReason
+from modelyard.types import ChatResponse, Chunk, FinishReason, ReasoningDelta
 
 STOP_REASONS = {
     FinishReason.STOP: "end_turn",
@@ -128,8 +128,8 @@ class EventRenderer:
             return out + self._finish(chunk.response)
         if chunk.index != 0:
             return out
-        if chunk.has_reasoning:
-            out += self._reasoning(chunk)
+        if chunk.reasoning is not None:
+            out += self._reasoning(chunk.reasoning)
         if chunk.text:
             if self._block_kind != "text":
                 out += self._open("text", {"type": "text", "text": ""})
@@ -159,22 +159,22 @@ class EventRenderer:
                 )
         return out
 
-    def _reasoning(self, chunk: Chunk) -> bytes:
+    def _reasoning(self, piece: ReasoningDelta) -> bytes:
         """A piece of reasoning: its thinking block opened if need be, a signature ending it
         (Anthropic sends it last), a redacted block whole."""
         out = b""
-        if chunk.thinking or chunk.thinking_signature:
+        if piece.text or piece.signature:
             if self._block_kind != "thinking":
                 out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            if chunk.thinking:
-                delta = {"type": "thinking_delta", "thinking": chunk.thinking}
+            if piece.text:
+                delta = {"type": "thinking_delta", "thinking": piece.text}
                 out += _event("content_block_delta", {"index": self._block, "delta": delta})
-            if chunk.thinking_signature:
-                delta = {"type": "signature_delta", "signature": chunk.thinking_signature}
+            if piece.signature:
+                delta = {"type": "signature_delta", "signature": piece.signature}
                 out += _event("content_block_delta", {"index": self._block, "delta": delta})
                 out += self._close_block()
-        if chunk.redacted_thinking:
-            block = {"type": "redacted_thinking", "data": chunk.redacted_thinking}
+        if piece.redacted:
+            block = {"type": "redacted_thinking", "data": piece.redacted}
             out += self._open("redacted_thinking", block) + self._close_block()
         return out
 

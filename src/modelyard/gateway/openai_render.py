@@ -115,7 +115,7 @@ class ChunkRenderer:
         """The SSE frame(s) for one delta chunk, or the closing frames for the final one."""
         if chunk.response is not None:
             return self._final(chunk.response)
-        if chunk.has_reasoning and chunk.index in self._started and not _visible(chunk):
+        if chunk.reasoning is not None and chunk.index in self._started and not _visible(chunk):
             return b""  # Chat Completions has no place for reasoning: no empty frame a piece
         delta: dict[str, Any] = {}
         if chunk.index not in self._started:

@@ -38,6 +38,7 @@ from modelyard.types import (
     FinishReason,
     Message,
     Reasoning,
+    ReasoningDelta,
     RedactedThinkingPart,
     ThinkingPart,
     ToolCall,
@@ -237,7 +238,7 @@ class StreamState:
             self._blocks[index] = _IGNORED
             if kind == "redacted_thinking":  # whole in its start; no deltas follow
                 hidden = require(block, "data", str, "content_block_start.content_block")
-                return (Chunk(redacted_thinking=hidden),)
+                return (Chunk(reasoning=ReasoningDelta(redacted=hidden)),)
             return ()
         name = require(block, "name", str, "content_block_start.content_block")
         start_input = block.get("input")
@@ -276,10 +277,12 @@ class StreamState:
         if target == _THINKING:
             if kind == "thinking_delta":
                 piece = require(delta, "thinking", str, "content_block_delta.delta")
-                return (Chunk(thinking=piece),) if piece else ()
+                return (Chunk(reasoning=ReasoningDelta(text=piece)),) if piece else ()
             if kind == "signature_delta":
                 signature = require(delta, "signature", str, "content_block_delta.delta")
-                return (Chunk(thinking_signature=signature),) if signature else ()
+                if not signature:
+                    return ()
+                return (Chunk(reasoning=ReasoningDelta(signature=signature)),)
         return ()  # citations and what is new: nothing for the caller
 
     def _block_stop(self, data: dict[str, Any]) -> Sequence[Chunk]:
@@ -317,11 +320,11 @@ class StreamState:
 def _thinking_start(block: dict[str, Any]) -> Sequence[Chunk]:
     """What a thinking block's start carries already (the API starts it empty)."""
     text, signature = block.get("thinking"), block.get("signature")
-    chunk = Chunk(
-        thinking=text if isinstance(text, str) else "",
-        thinking_signature=signature if isinstance(signature, str) else "",
+    piece = ReasoningDelta(
+        text=text if isinstance(text, str) else "",
+        signature=signature if isinstance(signature, str) else "",
     )
-    return (chunk,) if chunk.thinking or chunk.thinking_signature else ()
+    return (Chunk(reasoning=piece),) if piece.text or piece.signature else ()
 
 
 def _arguments(target: str | int, piece: str) -> Sequence[Chunk]:

@@ -36,7 +36,7 @@ def has_content(chunk: Chunk) -> bool:
         or chunk.tool_calls
         or chunk.finish_reason
         or chunk.logprobs
-        or chunk.has_reasoning
+        or chunk.reasoning is not None
     )
 
 
@@ -92,7 +92,7 @@ class GuardedStream:
             self.tool_calls = True
         if chunk.index != 0:
             self.other_choices = True
-        if chunk.has_reasoning:
+        if chunk.reasoning is not None:
             self.reasoned = True
         return chunk
 
