@@ -46,36 +46,25 @@ the two shapes do not map one to one:
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
-
 from modelyard.errors import BadRequestError, ModelError
 from modelyard.providers import anthropic_answer, anthropic_count, anthropic_errors
+from modelyard.providers.anthropic_blocks import Block, marked, message_blocks, plain_text
 from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
 from modelyard.providers.wire import ParsedResponse, StreamDecoder
 from modelyard.types import (
-    CacheTtl,
     ChatRequest,
-    ImagePart,
     Message,
-    Part,
-    RedactedThinkingPart,
     ResponseFormat,
-    TextPart,
     Thinking,
     Tool,
-    ToolCall,
 )
 
 API_VERSION = "2023-06-01"
 JSON_TOOL = anthropic_answer.JSON_TOOL
-IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-
-Block = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -94,7 +83,7 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
             system.append(_system_text(message, position))
             continue
         role = "assistant" if message.role == "assistant" else "user"
-        blocks = _message_blocks(message, position)
+        blocks = message_blocks(message, position)
         if not blocks:
             if role == "user":
                 raise BadRequestError(
@@ -177,17 +166,8 @@ def _system(request: ChatRequest, others: list[str]) -> str | list[Block]:
     if not (request.system and request.system_cache):
         return "\n\n".join(texts)
     blocks: list[Block] = [{"type": "text", "text": text} for text in texts]
-    _marked(blocks[0], request.system_cache)
+    marked(blocks[0], request.system_cache)
     return blocks
-
-
-def _marked(block: Block, ttl: CacheTtl | None) -> Block:
-    """`block` with the `cache_control` breakpoint `ttl` asks for (5 minutes is the default)."""
-    if ttl is not None:
-        block["cache_control"] = (
-            {"type": "ephemeral", "ttl": "1h"} if ttl == "1h" else {"type": "ephemeral"}
-        )
-    return block
 
 
 def _system_text(message: Message, position: int) -> str:
@@ -197,101 +177,6 @@ def _system_text(message: Message, position: int) -> str:
             code="invalid_content",
         )
     return message.text
-
-
-def _message_blocks(message: Message, position: int) -> list[Block]:
-    if message.role == "tool":
-        return [_tool_result(message, position)]
-    blocks = _content_blocks(message.content, f"messages[{position}]")
-    if message.role == "assistant":
-        blocks.extend(_tool_use(call, position) for call in message.tool_calls)
-        if message.thinking:
-            blocks[:0] = [
-                {"type": "redacted_thinking", "data": part.data}
-                if isinstance(part, RedactedThinkingPart)
-                else {"type": "thinking", "thinking": part.text, "signature": part.signature}
-                for part in message.thinking
-            ]
-    return blocks
-
-
-def _content_blocks(content: str | tuple[Part, ...], where: str) -> list[Block]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[Block] = []
-    for index, part in enumerate(content):
-        if isinstance(part, TextPart):
-            if part.text:  # the API rejects empty text blocks
-                blocks.append(_marked({"type": "text", "text": part.text}, part.cache))
-        else:
-            blocks.append(_marked(_image(part, f"{where}.content[{index}]"), part.cache))
-    return blocks
-
-
-def _image(part: ImagePart, where: str) -> Block:
-    url = part.url
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    if url.startswith("data:"):
-        header, comma, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not comma or encoding != "base64":
-            raise BadRequestError(
-                f"{where}: an image data: URI must be base64 (data:image/png;base64,...)",
-                code="invalid_image",
-            )
-        if media_type not in IMAGE_TYPES:
-            raise BadRequestError(
-                f"{where}: image type {media_type!r} is not one Anthropic accepts "
-                f"({', '.join(sorted(IMAGE_TYPES))})",
-                code="invalid_image",
-            )
-        try:
-            binascii.a2b_base64(data, strict_mode=True)
-        except binascii.Error:
-            raise BadRequestError(
-                f"{where}: the image data: URI is not valid base64", code="invalid_image"
-            ) from None
-        source = {"type": "base64", "media_type": media_type, "data": data}
-        return {"type": "image", "source": source}
-    raise BadRequestError(
-        f"{where}: an image needs an http(s) URL or a data: URI, got {url[:40]!r}",
-        code="invalid_image",
-    )
-
-
-def _tool_use(call: ToolCall, position: int) -> Block:
-    where = f"messages[{position}] tool call {call.id!r} ({call.name})"
-    try:
-        arguments = orjson.loads(call.arguments) if call.arguments.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(
-            f"{where}: arguments are not valid JSON ({exc}): {call.arguments[:80]!r}",
-            code="invalid_tool_arguments",
-        ) from None
-    if not isinstance(arguments, dict):
-        raise BadRequestError(
-            f"{where}: arguments must be a JSON object, got {type(arguments).__name__}",
-            code="invalid_tool_arguments",
-        )
-    block = {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
-    return _marked(block, call.cache)
-
-
-def _tool_result(message: Message, position: int) -> Block:
-    if not message.tool_call_id:
-        raise BadRequestError(
-            f"messages[{position}] (tool) has no tool_call_id; Anthropic ties every tool result "
-            "to the tool_use it answers",
-            code="missing_tool_call_id",
-        )
-    block: Block = {"type": "tool_result", "tool_use_id": message.tool_call_id}
-    content = _content_blocks(message.content, f"messages[{position}]")
-    if _plain_text(content):
-        block["content"] = content[0]["text"]
-    elif content:
-        block["content"] = content
-    return block
 
 
 def _strip_prefill(turns: list[_Turn]) -> None:
@@ -313,14 +198,9 @@ def _turn_json(turn: _Turn) -> dict[str, Any]:
     if turn.role == "user":
         # tool_result blocks must open the user turn that answers a tool_use.
         blocks = sorted(blocks, key=lambda b: b["type"] != "tool_result")
-    if _plain_text(blocks):
+    if plain_text(blocks):
         return {"role": turn.role, "content": blocks[0]["text"]}
     return {"role": turn.role, "content": blocks}
-
-
-def _plain_text(blocks: list[Block]) -> bool:
-    """Whether `blocks` is one text block that a plain string says as well (no marker)."""
-    return len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]
 
 
 def _tools(request: ChatRequest) -> dict[str, Any]:
@@ -380,7 +260,7 @@ def _tool_json(tool: Tool) -> dict[str, Any]:
         out["description"] = tool.description
     if tool.strict is not None:
         out["strict"] = tool.strict
-    return _marked(out, tool.cache)
+    return marked(out, tool.cache)
 
 
 def _object_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
