@@ -310,7 +310,7 @@ def test_a_thinking_block_in_a_user_turn_is_a_400_naming_it() -> None:
         parsed(messages=[turn])
 
 
-def test_chat_completions_clients_get_the_answer_and_no_empty_frame_for_the_reasoning(
+def test_chat_completions_clients_get_the_reasoning_as_reasoning_content_and_no_empty_frame(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
     import openai
@@ -322,6 +322,9 @@ def test_chat_completions_clients_get_the_answer_and_no_empty_frame_for_the_reas
         )
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "the answer"
+    # The field compatible servers (DeepSeek, vLLM) stream reasoning in; the signature stays out.
+    reasoning = [getattr(c.choices[0].delta, "reasoning_content", None) for c in chunks]
+    assert "".join(r or "" for r in reasoning) == "one two three four five six"
     empty = [
         c
         for c in chunks

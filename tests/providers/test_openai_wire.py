@@ -49,6 +49,7 @@ from modelyard.types import (
     Message,
     ResponseFormat,
     TextPart,
+    ThinkingPart,
     Tool,
     ToolCall,
     Usage,
@@ -1066,3 +1067,46 @@ def test_a_stream_with_answer_text_is_no_refusal_as_a_whole_answer_is_not() -> N
     assert [c.refusal for c in chunks] == [False, False, True]
     (choice,) = assemble(chunks)
     assert not choice.refusal and choice.message.text == "Sure, here but no more"
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_compatible_servers_reasoning_is_the_messages_unsigned_thinking(field: str) -> None:
+    # DeepSeek and vLLM send `reasoning_content`, newer vLLM and Ollama `reasoning`: it had
+    # been dropped, so an Anthropic client of the gateway never saw an R1 model think.
+    body = {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "deepseek-reasoner",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "42", field: "6 times 7"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    (choice,) = from_wire(body).choices
+    assert choice.message.text == "42"
+    assert choice.message.thinking == (ThinkingPart(text="6 times 7"),)
+
+    frames = [
+        {"delta": {"role": "assistant", field: "6 times"}},
+        {"delta": {field: " 7"}},
+        {"delta": {"content": "42"}, "finish_reason": "stop"},
+    ]
+    decoder = StreamDecoder()
+    chunks = []
+    for frame in frames:
+        chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, **frame}]}
+        chunks.extend(decoder.feed(Event("message", orjson.dumps(chunk).decode())))
+    (streamed_choice,) = assemble(chunks)
+    assert streamed_choice.message.thinking == (ThinkingPart(text="6 times 7"),)
+    assert streamed_choice.message.text == "42"
+
+
+def test_reasoning_that_is_not_text_is_a_bad_response_naming_it() -> None:
+    message = {"role": "assistant", "content": "42", "reasoning_content": ["6", "7"]}
+    choices = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    body = {"id": "c", "model": "deepseek-reasoner", "choices": choices}
+    with pytest.raises(BadResponseError, match=r"choices\[0\]\.message\.reasoning_content"):
+        from_wire(body)

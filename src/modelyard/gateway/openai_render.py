@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from modelyard.gateway.errors import ApiError
-from modelyard.types import ChatResponse, Chunk, TokenLogprob
+from modelyard.types import ChatResponse, Chunk, Reasoning, ThinkingPart, TokenLogprob
 
 
 def logprob_items(items: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
@@ -57,6 +57,9 @@ def render_response(response: ChatResponse, *, request_id: str, target: str) -> 
         }
         if choice.refusal:  # OpenAI's own shape: no content, the refusal, finish "stop"
             out["content"], out["refusal"] = None, message.text
+        thought = readable(message.thinking)
+        if thought:  # the de facto field of compatible servers: OpenAI's own has none
+            out["reasoning_content"] = thought
         if message.tool_calls:
             out["tool_calls"] = [
                 {
@@ -115,12 +118,15 @@ class ChunkRenderer:
         """The SSE frame(s) for one delta chunk, or the closing frames for the final one."""
         if chunk.response is not None:
             return self._final(chunk.response)
-        if chunk.reasoning is not None and chunk.index in self._started and not _visible(chunk):
-            return b""  # Chat Completions has no place for reasoning: no empty frame a piece
+        thought = chunk.reasoning.text if chunk.reasoning is not None else ""
+        if not thought and chunk.index in self._started and not _visible(chunk):
+            return b""  # a signature or a redacted block: nothing a client could read
         delta: dict[str, Any] = {}
         if chunk.index not in self._started:
             self._started.add(chunk.index)
             delta["role"] = "assistant"
+        if thought:
+            delta["reasoning_content"] = thought
         if chunk.text:
             if chunk.refusal:
                 self._refused.add(chunk.index)
@@ -157,6 +163,11 @@ class ChunkRenderer:
     def error(self, error: ApiError) -> bytes:
         """An in-band error event: the stream ends with it, never with a normal finish."""
         return b"data: " + orjson.dumps(error_body(error)) + b"\n\n"
+
+
+def readable(thinking: tuple[Reasoning, ...]) -> str:
+    """The text of a message's reasoning blocks that can be read (redacted ones cannot)."""
+    return "".join(part.text for part in thinking if isinstance(part, ThinkingPart))
 
 
 def _visible(chunk: Chunk) -> bool:

@@ -14,6 +14,9 @@ strict where a wrong reading would pass off a broken answer as a good one:
   BadResponseError, so the retry or the fallback answers.
 - An unknown or missing finish reason is a BadResponseError: an answer whose end we cannot
   vouch for is never passed on as complete.
+- The reasoning compatible servers send beside the answer (`reasoning_content`: DeepSeek,
+  vLLM; `reasoning`: newer vLLM, Ollama, OpenRouter) is the message's unsigned thinking, as an
+  Anthropic model's is; OpenAI itself keeps its reasoning to itself.
 - Malformed bodies raise BadResponseError naming the field (`response.choices[0].message`).
 """
 
@@ -33,6 +36,8 @@ from modelyard.types import (
     Chunk,
     FinishReason,
     Message,
+    ReasoningDelta,
+    ThinkingPart,
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
@@ -109,13 +114,38 @@ def _choice(raw: Any, where: str) -> Choice:
         refused=bool(refusal),
     )
     logprobs = raw.get("logprobs")
+    thought = reasoning_of(message, f"{where}.message")
     return Choice(
         index=index,
-        message=Message(role="assistant", content=content, tool_calls=calls),
+        message=Message(
+            role="assistant",
+            content=content,
+            tool_calls=calls,
+            thinking=(ThinkingPart(text=thought),) if thought else (),
+        ),
         finish_reason=reason,
         logprobs=logprobs_from_wire(logprobs, f"{where}.logprobs") if logprobs else None,
         refusal=refused,
     )
+
+
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+"""Where OpenAI-compatible servers put a model's reasoning, in a message or a stream's delta."""
+
+
+def reasoning_of(body: dict[str, Any], where: str) -> str:
+    """The reasoning a compatible server sent in a message or delta (`REASONING_FIELDS`), or
+    "" when it sent none."""
+    for key in REASONING_FIELDS:
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadResponseError(
+                f"field {where}.{key} has type {type(value).__name__}, expected str"
+            )
+        return value
+    return ""
 
 
 def _message_text(content: Any, where: str) -> str:
@@ -326,7 +356,8 @@ class StreamDecoder:
             )
         logprobs = raw.get("logprobs")
         tokens = logprobs_from_wire(logprobs, f"{where}.logprobs") if logprobs else ()
-        if not (text or calls or reason or tokens):
+        thought = reasoning_of(delta, f"{where}.delta")
+        if not (text or calls or reason or tokens or thought):
             return None
         return Chunk(
             index=index,
@@ -335,6 +366,7 @@ class StreamDecoder:
             finish_reason=reason,
             logprobs=tokens,
             refusal=refused,
+            reasoning=ReasoningDelta(text=thought) if thought else None,
         )
 
 
