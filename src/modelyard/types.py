@@ -161,6 +161,23 @@ class Thinking:
     display: Literal["summarized", "omitted"] | None = None
 
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+"""How much effort the model should put into its answer (Anthropic's `output_config.effort`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextManagement:
+    """Anthropic's server-side context editing (`context_management`), kept as its JSON text.
+
+    The edits (`clear_tool_uses_20250919`, `clear_thinking_20251015`, `compact_20260112`, ...)
+    are versioned by date and only Anthropic can act on them, so they travel opaque: `json` is
+    the object the caller sent, serialized with sorted keys (one text for one config, so it
+    keys the response cache), sent to an Anthropic model unchanged and dropped for the others.
+    """
+
+    json: str
+
+
 class Deadlined:
     """A request with a `deadline`: an absolute `time.monotonic()` instant, or None."""
 
@@ -196,6 +213,11 @@ class ChatRequest(Deadlined):
     """A prompt-cache breakpoint after `system` (see `TextPart.cache`)."""
     thinking: Thinking | None = None
     """Reasoning asked for before the answer; None leaves it to the model's default."""
+    effort: Effort | None = None
+    """How much effort to put into the answer; None leaves it to the model's default. Models
+    whose `capabilities.reasoning` is off never get it (their decision says so)."""
+    context_management: ContextManagement | None = None
+    """Anthropic's context editing; other providers never get it (their decision says so)."""
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

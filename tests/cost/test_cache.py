@@ -19,6 +19,7 @@ from modelyard.providers.local_basic import HashingEmbedder
 from modelyard.streaming import collect
 from modelyard.types import (
     ChatRequest,
+    ContextManagement,
     ImagePart,
     Message,
     ResponseFormat,
@@ -50,6 +51,8 @@ VARIANTS: dict[str, Any] = {
     "tags": ("customer:acme",),
     "key_id": "tenant-b",
     "thinking": Thinking(budget_tokens=2048),
+    "effort": "low",
+    "context_management": ContextManagement(json='{"edits":[]}'),
 }
 
 MESSAGE_VARIANTS: dict[str, tuple[Message, ...]] = {

@@ -14,6 +14,10 @@ With `thinking` on (or a `Turn` that scripts it), the answer opens with a signed
 streamed as `thinking_delta` and `signature_delta`; thinking blocks sent back must carry the
 signature the fake gave them (`anthropic_thinking.py`), as the API checks.
 
+Beta-aware, as the API is: `context_management` is an extra input unless `anthropic-beta` names
+context-management-2025-06-27, and then it is checked against the SDK's beta type. A
+`{"role": "system"}` message (mid-conversation system) must come right after a user turn.
+
 Version-aware, as the API is: with `anthropic-version: 2023-06-01` (what modelyard sends) the
 legacy sampling fields `temperature`, `top_p` and `top_k` are accepted; with a later version
 (what the official SDK sends) they are refused, as the API does since 2026-10-21.
@@ -30,6 +34,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from anthropic.types.beta.beta_context_management_config_param import (
+    BetaContextManagementConfigParam,
+)
 from anthropic.types.message_count_tokens_params import MessageCountTokensParams
 from anthropic.types.message_create_params import (
     MessageCreateParamsNonStreaming,
@@ -73,6 +80,13 @@ _TOP_LEVEL = (
     | MessageCreateParamsNonStreaming.__optional_keys__
     | {"stream"}
 )
+BETA_FIELDS: dict[str, tuple[str, TypeAdapter[Any]]] = {
+    "context_management": (
+        "context-management-2025-06-27",
+        TypeAdapter(BetaContextManagementConfigParam),
+    ),
+}
+"""Fields the API takes only with their beta named in `anthropic-beta`, and their SDK type."""
 _COUNT = TypeAdapter(MessageCountTokensParams)
 _COUNT_TOP_LEVEL = (
     MessageCountTokensParams.__required_keys__ | MessageCountTokensParams.__optional_keys__
@@ -106,18 +120,29 @@ class Turn:
 
 
 def validate_request(
-    body: Any, *, version: str = LEGACY_VERSION, kind: str = "messages"
+    body: Any,
+    *,
+    version: str = LEGACY_VERSION,
+    kind: str = "messages",
+    betas: frozenset[str] = frozenset(),
 ) -> str | None:
     """Why the Messages API (`kind` "messages", or "count_tokens" for its token counting) would
     refuse this body, or None when it is valid.
 
     Checks the body against the official SDK's request types, exactly: a field the types do not
     know (anywhere in the body) is an error, as the API reports extra inputs. The count endpoint
-    takes no `max_tokens`, `stream` or sampling settings at all.
+    takes no `max_tokens`, `stream` or sampling settings at all. A beta field is known only
+    with its beta in `betas` (the `anthropic-beta` header), and then checked against the SDK's
+    beta type.
     """
     if not isinstance(body, dict):
         return "request body must be a JSON object"
     sent, body = body, dict(body)
+    for name, (beta, adapter) in BETA_FIELDS.items():
+        if name in body and beta in betas:
+            problem = _validate_part(adapter, body.pop(name), name)
+            if problem is not None:
+                return problem
     counting = kind == "count_tokens"
     for name in () if counting else LEGACY_FIELDS:
         if name in body:
@@ -137,6 +162,16 @@ def validate_request(
     if difference is not None:
         return f"{difference}: Extra inputs are not permitted"
     return _turn_rules(body) or anthropic_thinking.check(sent)
+
+
+def _validate_part(adapter: TypeAdapter[Any], value: Any, where: str) -> str | None:
+    try:
+        validated = _drain(adapter.validate_python(value))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join([where, *(str(p) for p in first['loc'])])}: {first['msg']}"
+    difference = _first_difference(value, validated, where)
+    return None if difference is None else f"{difference}: Extra inputs are not permitted"
 
 
 def _drain(value: Any) -> Any:
@@ -172,6 +207,8 @@ def _turn_rules(body: dict[str, Any]) -> str | None:
         return "max_tokens: must be at least 1"
     pending: set[str] = set()
     for index, message in enumerate(messages):
+        if message["role"] == "system" and (index == 0 or messages[index - 1]["role"] != "user"):
+            return f"messages.{index}: a system message must come right after a user turn"
         content = message["content"]
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not blocks:
@@ -300,7 +337,10 @@ class FakeAnthropic(FakeUpstream):
         version = request.headers.get("anthropic-version")
         if not version:
             return 400, "invalid_request_error", "anthropic-version: header is required"
-        problem = validate_request(body, version=version, kind=kind)
+        betas = frozenset(
+            name.strip() for name in request.headers.get("anthropic-beta", "").split(",")
+        )
+        problem = validate_request(body, version=version, kind=kind, betas=betas)
         if problem is not None:
             return 400, "invalid_request_error", problem
         return None

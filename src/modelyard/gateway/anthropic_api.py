@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.gateway import anthropic_thinking
+from modelyard.gateway import anthropic_settings, anthropic_thinking
 from modelyard.gateway.anthropic_cache import Breakpoints, system_prompt
 from modelyard.gateway.errors import bad_request
 from modelyard.gateway.fields import (
@@ -49,6 +49,8 @@ _FIELDS = frozenset(
         "tool_choice",
         "service_tier",
         "thinking",
+        "output_config",
+        "context_management",
     }
 )
 _NEUTRAL: dict[str, Any] = {"top_k": None}
@@ -104,12 +106,33 @@ def _tool_result(block: dict[str, Any], where: str, marks: Breakpoints) -> Messa
     return Message(role="tool", content=tuple(parts), tool_call_id=call_id)
 
 
+def _system_turn(body: dict[str, Any], where: str, marks: Breakpoints) -> Message:
+    """A mid-conversation system message (text only), kept where it stands with its markers."""
+    content = body.get("content")
+    if isinstance(content, str):
+        return Message(role="system", content=content)
+    parts = []
+    for i, raw in enumerate(expect_list(content, f"{where}.content")):
+        here = f"{where}.content[{i}]"
+        block = expect_object(raw, here)
+        if block.get("type") != "text":
+            raise bad_request(f"{here}.type: a system message takes text blocks only", here)
+        text = expect_str(block.get("text"), f"{here}.text")
+        parts.append(TextPart(text=text, cache=marks.read(block, here)))
+    return Message(role="system", content=tuple(parts))
+
+
 def _turn(raw: Any, where: str, marks: Breakpoints) -> list[Message]:
-    """One Messages turn as our messages: tool results become tool messages."""
+    """One Messages turn as our messages: tool results become tool messages, and a system
+    message stays a system message where it stands."""
     body = expect_object(raw, where)
     role = body.get("role")
+    if role == "system":
+        return [_system_turn(body, where, marks)]
     if role not in ("user", "assistant"):
-        raise bad_request(f"{where}.role: expected 'user' or 'assistant', got {role!r}", where)
+        raise bad_request(
+            f"{where}.role: expected 'user', 'assistant' or 'system', got {role!r}", where
+        )
     content = body.get("content")
     if isinstance(content, str):
         return [Message(role=role, content=content)]
@@ -236,8 +259,9 @@ def prompt_request(
     metadata: dict[str, str] | None = None,
 ) -> ChatRequest:
     """The prompt a Messages body carries (messages, system, tools, tool_choice, with their
-    cache breakpoints) as a ChatRequest with the settings given; 400 naming the field otherwise.
-    What /v1/messages and /v1/messages/count_tokens both read."""
+    cache breakpoints; thinking, output_config, context_management) as a ChatRequest with the
+    settings given; 400 naming the field otherwise. What /v1/messages and
+    /v1/messages/count_tokens both read."""
     raw_turns = expect_list(body.get("messages"), "messages", non_empty=True)
     if len(raw_turns) > max_messages:
         raise bad_request(f"messages: at most {max_messages} messages", "messages")
@@ -250,11 +274,17 @@ def prompt_request(
     for i, turn in enumerate(raw_turns):
         messages.extend(_turn(turn, f"messages[{i}]", marks))
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
+    effort, response_format = anthropic_settings.read_output_config(body.get("output_config"))
     return ChatRequest(
         messages=tuple(messages),
         system=system,
         system_cache=system_cache,
         thinking=anthropic_thinking.read_thinking(body.get("thinking")),
+        effort=effort,
+        context_management=anthropic_settings.read_context_management(
+            body.get("context_management")
+        ),
+        response_format=response_format,
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,

@@ -1,9 +1,10 @@
 """Anthropic's token counting as the gateway serves it: `POST /v1/messages/count_tokens`.
 
 The body is read as /v1/messages reads one (`anthropic_api.prompt_request`), less what only an
-answer needs: `model`, `messages`, `system`, `tools`, `tool_choice` and `thinking`; any other
-field is a 400 naming it. The caller's key, its scopes and its
-rate limits hold as for a Messages call, and an unknown `model` is the same 404.
+answer needs: `model`, `messages`, `system`, `tools`, `tool_choice`, `thinking`,
+`output_config` and `context_management`; any other field is a 400 naming it. The caller's
+key, its scopes and its rate limits hold as for a Messages call, and an unknown `model` is
+the same 404.
 
 The count is exact when the named system or model reaches one hosted model through wrappers
 alone (no router, fallback or other pattern decides who answers) and that model's API counts
@@ -44,7 +45,18 @@ from modelyard.yard import Yard
 COUNT_HEADER = b"x-modelyard-token-count"
 """Says whether a count is `exact` (the provider's) or `estimated` (modelyard's)."""
 
-_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "context_management",
+    }
+)
 _NEUTRAL: dict[str, Any] = {}
 
 

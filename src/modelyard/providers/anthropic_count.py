@@ -1,7 +1,8 @@
 """Anthropic's token counting (`POST /v1/messages/count_tokens`): what differs from a Messages call.
 
 The body is the Messages body `anthropic_wire.to_wire` makes, kept to the fields the endpoint
-takes (model, messages, system, tools, tool_choice, thinking): it refuses `max_tokens`,
+takes (model, messages, system, tools, tool_choice, thinking, output_config,
+context_management): it refuses `max_tokens`,
 `stream` and the sampling settings as extra inputs. The answer is `{"input_tokens": N}`, the
 whole prompt (system and tools included) as a Messages call would bill it before any
 prompt-cache split. Counting is free and generates nothing.
@@ -14,7 +15,18 @@ from typing import Any
 from modelyard.errors import BadResponseError
 from modelyard.providers.wire import require
 
-COUNTED = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+COUNTED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "context_management",
+    }
+)
 """The Messages fields the count endpoint takes."""
 
 

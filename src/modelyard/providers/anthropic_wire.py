@@ -11,8 +11,11 @@ the two shapes do not map one to one:
   them (the newest models refuse them on any version: that 400 reaches the caller as a
   BadRequestError naming the field, so drop it for those models).
 
-- **System.** `ChatRequest.system` and every system-role message, in order, joined by a blank
-  line, become the top-level `system` (the API has no system turns).
+- **System.** `ChatRequest.system` and the system-role messages before the first turn, in
+  order, joined by a blank line, become the top-level `system`. A system message after the
+  first turn is sent where it stands, as a `{"role": "system"}` message (Anthropic's
+  mid-conversation system messages: the cached prefix before it stays the same). Models that
+  do not take them answer with the API's 400, which reaches the caller as a BadRequestError.
 - **Turns.** Tool-role messages become `tool_result` blocks in a user turn; consecutive
   same-role messages are merged into one turn (the API wants user and assistant to alternate),
   and in a merged user turn the `tool_result` blocks come first, as the API requires.
@@ -39,6 +42,15 @@ the two shapes do not map one to one:
   first in the turn, as the API requires when a tool-use turn is continued. The API's own rules
   (a budget of at least 1024 and below `max_tokens`, no temperature but 1, no forced tool use,
   no prefill) are left to its 400, which reaches the caller as a BadRequestError.
+- **Effort.** `ChatRequest.effort` goes out as `output_config.effort`.
+- **Context management.** `ChatRequest.context_management` goes out as `context_management`,
+  the JSON the caller gave, unchanged.
+- **Betas.** The adapter sends the `anthropic-beta` names its own body needs (`beta_names`):
+  context-management-2025-06-27 with `context_management`, interleaved-thinking-2025-05-14
+  when the model thinks and has tools. A gateway client's own `anthropic-beta` is not
+  forwarded: a beta can change the shapes of the answer (new block and event types) that
+  `anthropic_answer.py` reads, so only the betas of fields this adapter writes are switched on.
+  A provider's configured `headers` may add others; they are sent beside these.
 - **Refused, not dropped.** `n > 1`, `logprobs` and temperatures outside 0..1 raise
   BadRequestError, since the API cannot honour them. `seed` is ignored: the API has none and
   it is only best-effort elsewhere.
@@ -49,6 +61,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 from modelyard.errors import BadRequestError, ModelError
 from modelyard.providers import anthropic_answer, anthropic_count, anthropic_errors
@@ -64,6 +78,10 @@ from modelyard.types import (
 )
 
 API_VERSION = "2023-06-01"
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
+"""The beta `context_management` needs (the API refuses the field without it)."""
+INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
+"""The beta that lets a model think between tool calls, not only before its first one."""
 JSON_TOOL = anthropic_answer.JSON_TOOL
 
 
@@ -80,9 +98,11 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     turns: list[_Turn] = []
     for position, message in enumerate(request.messages):
         if message.role == "system":
-            system.append(_system_text(message, position))
-            continue
-        role = "assistant" if message.role == "assistant" else "user"
+            _system_text(message, position)  # text only, wherever it stands
+            if not turns:
+                system.append(message.text)
+                continue
+        role = "user" if message.role == "tool" else message.role
         blocks = message_blocks(message, position)
         if not blocks:
             if role == "user":
@@ -109,6 +129,10 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     body.update(_tools(request))
     if request.thinking is not None:
         body["thinking"] = _thinking(request.thinking)
+    if request.effort is not None:
+        body["output_config"] = {"effort": request.effort}
+    if request.context_management is not None:
+        body["context_management"] = orjson.loads(request.context_management.json)
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.top_p is not None:
@@ -299,11 +323,25 @@ def _json_tool(fmt: ResponseFormat) -> dict[str, Any]:
     return tool
 
 
+def beta_names(body: Mapping[str, Any]) -> list[str]:
+    """The betas a Messages body needs: context-management when it carries
+    `context_management`, interleaved-thinking when it thinks and has tools. Only these: a
+    client's own betas are not forwarded (see the module docstring)."""
+    betas = []
+    if "context_management" in body:
+        betas.append(CONTEXT_MANAGEMENT_BETA)
+    thinking = body.get("thinking")
+    if thinking and thinking["type"] != "disabled" and body.get("tools"):
+        betas.append(INTERLEAVED_THINKING_BETA)
+    return betas
+
+
 class AnthropicWire:
     """The Anthropic Messages API as a `WireFormat`."""
 
     name = "anthropic"
     requires_max_tokens = True
+    takes_context_management = True
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         """`{base_url}/v1/messages` (a base URL already ending in /v1 is not doubled)."""
@@ -321,6 +359,11 @@ class AnthropicWire:
     def to_wire(self, request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
         """The Messages body for `request`."""
         return to_wire(request, model_id, stream=stream)
+
+    def body_headers(self, body: Mapping[str, Any]) -> dict[str, str]:
+        """The `anthropic-beta` header the betas this body uses need (none: no header)."""
+        betas = beta_names(body)
+        return {"anthropic-beta": ",".join(betas)} if betas else {}
 
     def from_wire(self, body: Any) -> ParsedResponse:
         """The answer in a Messages response body."""

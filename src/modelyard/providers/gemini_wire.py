@@ -1,9 +1,11 @@
 """Google Gemini's generateContent API (Gemini Developer API, `v1beta`): pure translation.
 
 Requests: messages become `contents` (roles `user` / `model`) of `parts`; system text becomes
-`systemInstruction`; tools become `functionDeclarations` with their JSON Schema passed as
-`parametersJsonSchema` (no lossy conversion to the OpenAPI subset); tool results become
-`functionResponse` parts named after the call they answer, in one turn for parallel calls.
+`systemInstruction` (system messages too, wherever they stand: Gemini has no system turn, so
+a mid-conversation one is appended to the instruction, in order); tools become
+`functionDeclarations` with their JSON Schema passed as `parametersJsonSchema` (no lossy
+conversion to the OpenAPI subset); tool results become `functionResponse` parts named after
+the call they answer, in one turn for parallel calls.
 `metadata`, `parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like:
 Gemini caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent
 and are not sent.
@@ -12,7 +14,9 @@ and are not sent.
 some Gemini models cannot stop thinking and refuse a budget of 0. `includeThoughts` is not
 asked: thought summaries carry no signature a client could send back. Reasoning blocks in an
 assistant message's history (`Message.thinking`) are another provider's, signed by it, and are
-not sent.
+not sent. `ChatRequest.effort` is not sent: Gemini 2.5 takes only a budget and refuses
+`thinkingLevel`, so the thinking setting alone decides (an `adaptive` one lets the model choose).
+`context_management` is Anthropic's and never sent (`RemoteModel` drops it, and says so).
 Answers are read in `gemini_answers`, errors in `gemini_errors`; `WIRE` ties them together
 for `RemoteModel` and `RemoteEmbedder`.
 """
@@ -255,6 +259,7 @@ class GeminiWire:
 
     name = "gemini"
     requires_max_tokens = False
+    takes_context_management = False
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"

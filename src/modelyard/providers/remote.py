@@ -3,9 +3,10 @@
 One class serves OpenAI, Anthropic, Gemini and every OpenAI-compatible server; what differs
 between them is data (the endpoint) and pure functions (the wire format).
 
-A request's `thinking` reaches only a model whose `capabilities.reasoning` is on; for the others
-it is dropped, and said: the answer's decision has `details["thinking"]`, and the first drop on
-a model is logged.
+A request's `thinking` and `effort` reach only a model whose `capabilities.reasoning` is on, and
+its `context_management` only a wire format that takes it (Anthropic's); for the others they are
+dropped, and said: the answer's decision has `details["thinking"]` (`["effort"]`,
+`["context_management"]`), and the first drop of each on a model is logged.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.http import HttpClient, HttpReply
 from modelyard.providers.pinning import drift
 from modelyard.providers.wire import (
+    BodyHeaders,
     EmbeddingWireFormat,
     ParsedResponse,
     TokenCountWireFormat,
@@ -57,7 +59,11 @@ log = logging.getLogger("modelyard.providers")
 RateLimitListener = Callable[[RateLimitInfo], None]
 
 THINKING_DROPPED = "dropped: this model does not reason (capabilities.reasoning is off)"
-"""What an answer's decision says (`details["thinking"]`) when the thinking asked was not sent."""
+"""What an answer's decision says (`details["thinking"]`) when the thinking asked was not sent
+(and `details["effort"]` when the effort was not)."""
+
+CONTEXT_MANAGEMENT_DROPPED = "dropped: only Anthropic's Messages API edits context server-side"
+"""What an answer's decision says (`details["context_management"]`) when it was not sent."""
 
 SETTLE_S = 1.0
 """Seconds to wait for a stream's trailing events (usage, end marker) once every choice has
@@ -95,8 +101,8 @@ class RemoteModel(Model):
         self.rate_limit_listeners: list[RateLimitListener] = []
         self._drift_seen: set[str] = set()
         """Reported model ids already warned about (the warning is logged once per id)."""
-        self._told_thinking = False
-        """Whether a dropped `thinking` has been logged (once per model)."""
+        self._told: set[str] = set()
+        """The fields whose drop has been logged (once per field per model)."""
         model_id = info.model_id or info.name
         self._model_id = model_id
         # `{model}` in a base URL (Azure: .../openai/deployments/{model}) is the model's id.
@@ -110,30 +116,63 @@ class RemoteModel(Model):
             info.capabilities.max_output_tokens if wire.requires_max_tokens else None
         )
 
-    def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
+    def _body(self, request: ChatRequest, *, stream: bool) -> tuple[bytes, Mapping[str, str]]:
+        """The request's body, and the headers to send it with."""
         if self._default_max_tokens is not None and request.max_tokens is None:
             request = replace(request, max_tokens=self._default_max_tokens)
-        return orjson.dumps(self.wire.to_wire(request, self._model_id, stream=stream))
+        body = self.wire.to_wire(request, self._model_id, stream=stream)
+        return orjson.dumps(body), self._headers_for(body)
 
-    def _reasoning(self, request: ChatRequest) -> tuple[ChatRequest, bool]:
-        """`request` as this model takes it: without its `thinking` unless the model reasons;
-        and whether that dropped thinking asked for (a `disabled` is what such a model does)."""
-        thinking = request.thinking
-        if thinking is None or self.info.capabilities.reasoning:
-            return request, False
-        if thinking.type != "disabled" and not self._told_thinking:
-            self._told_thinking = True
-            log.warning("model %s: thinking %s", self.name, THINKING_DROPPED)
-        return replace(request, thinking=None), thinking.type != "disabled"
+    def _headers_for(self, body: Mapping[str, Any]) -> Mapping[str, str]:
+        """The default headers, and those this body needs (a header the config also sets,
+        such as `anthropic-beta`, gets both values, comma-separated)."""
+        if not isinstance(self.wire, BodyHeaders):
+            return self._headers
+        extra = self.wire.body_headers(body)
+        if not extra:
+            return self._headers
+        headers = dict(self._headers)
+        for name, value in extra.items():
+            have = next((k for k in headers if k.lower() == name.lower()), None)
+            headers[have or name] = f"{headers[have]},{value}" if have else value
+        return headers
+
+    def _takes(self, request: ChatRequest) -> tuple[ChatRequest, dict[str, str]]:
+        """`request` as this model takes it, and what was dropped from it (field: why): thinking
+        and effort unless the model reasons (a `disabled` thinking is what such a model does
+        anyway, so it is dropped unsaid), context_management unless the wire takes it."""
+        dropped: dict[str, str] = {}
+        thinking, effort = request.thinking, request.effort
+        if not self.info.capabilities.reasoning:
+            if thinking is not None and thinking.type != "disabled":
+                dropped["thinking"] = THINKING_DROPPED
+            if effort is not None:
+                dropped["effort"] = THINKING_DROPPED
+            thinking = effort = None
+        context = request.context_management
+        if context is not None and not self.wire.takes_context_management:
+            dropped["context_management"] = CONTEXT_MANAGEMENT_DROPPED
+            context = None
+        for name, why in dropped.items():
+            if name not in self._told:
+                self._told.add(name)
+                log.warning("model %s: %s %s", self.name, name, why)
+        if (thinking, effort, context) != (
+            request.thinking,
+            request.effort,
+            request.context_management,
+        ):
+            request = replace(request, thinking=thinking, effort=effort, context_management=context)
+        return request, dropped
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
-        request, dropped = self._reasoning(request)
-        body = self._body(request, stream=False)
+        request, dropped = self._takes(request)
+        body, headers = self._body(request, stream=False)
         try:
             reply = await self.client.post(
                 self._url[False],
-                headers=self._headers,
+                headers=headers,
                 body=body,
                 deadline_left=request.remaining(),
             )
@@ -164,15 +203,15 @@ class RemoteModel(Model):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
-        request, dropped = self._reasoning(request)
-        body = self._body(request, stream=True)
+        request, dropped = self._takes(request)
+        body, headers = self._body(request, stream=True)
         assembler = StreamAssembler()
         decoder = self.wire.stream_decoder()
         first = True
         try:
             async with self.client.stream(
                 self._url[True],
-                headers=self._headers,
+                headers=headers,
                 body=body,
                 deadline_left=request.remaining(),
             ) as reply:
@@ -244,9 +283,12 @@ class RemoteModel(Model):
         base_url = self.endpoint.base_url.replace("{model}", self._model_id)
         url = _with_query(wire.count_tokens_url(base_url), self.endpoint.query)
         try:
-            body = orjson.dumps(wire.count_tokens_to_wire(request, self._model_id))
+            counted = wire.count_tokens_to_wire(request, self._model_id)
             reply = await self.client.post(
-                url, headers=self._headers, body=body, deadline_left=request.remaining()
+                url,
+                headers=self._headers_for(counted),
+                body=orjson.dumps(counted),
+                deadline_left=request.remaining(),
             )
             return wire.count_tokens_from_wire(_json_of(reply, wire))
         except ModelError as exc:
@@ -266,7 +308,7 @@ class RemoteModel(Model):
                     listener(info)
 
     def _response(
-        self, parsed: ParsedResponse, started: float, dropped_thinking: bool = False
+        self, parsed: ParsedResponse, started: float, dropped: Mapping[str, str] | None = None
     ) -> ChatResponse:
         cost = self.info.price.cost(parsed.usage)
         details: dict[str, object] = {
@@ -274,8 +316,8 @@ class RemoteModel(Model):
             "input_tokens": parsed.usage.input_tokens,
             "output_tokens": parsed.usage.output_tokens,
         }
-        if dropped_thinking:
-            details["thinking"] = THINKING_DROPPED
+        if dropped:
+            details.update(dropped)
         if parsed.provider_model != self._model_id:
             problem = drift(self._model_id, parsed.provider_model)
             if problem is not None:

@@ -59,6 +59,9 @@ class WireFormat(Protocol):
     requires_max_tokens: bool
     """Whether the API refuses a request without max_tokens (Anthropic); the adapter then
     sends the model's configured `max_output_tokens`."""
+    takes_context_management: bool
+    """Whether the API acts on `ChatRequest.context_management` (Anthropic's context editing);
+    the adapter drops it for the others, and the answer's decision says so."""
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         """Where a chat request for `model_id` goes."""
@@ -106,6 +109,16 @@ class EmbeddingWireFormat(Protocol):
 
     def embeddings_from_wire(self, body: Any) -> ParsedEmbeddings:
         """The vectors in a decoded JSON body."""
+        ...
+
+
+@runtime_checkable
+class BodyHeaders(Protocol):
+    """A wire format whose requests need headers that depend on the body (Anthropic's
+    `anthropic-beta` for the beta fields the body carries)."""
+
+    def body_headers(self, body: Mapping[str, Any]) -> dict[str, str]:
+        """The headers this body needs beyond the default ones."""
         ...
 
 
