@@ -38,6 +38,10 @@ class Capabilities:
     reasoning: bool = False
     """Whether the model takes `ChatRequest.thinking` (Anthropic extended thinking, OpenAI
     `reasoning_effort`, Gemini `thinkingBudget`); a model without it is sent none."""
+    system_messages: bool = True
+    """Whether the model takes a system message after the first turn where it stands
+    (Anthropic's mid-conversation system messages: Claude Opus 4.8 on); a model without it gets
+    such messages moved ahead of the first turn, into its system prompt."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

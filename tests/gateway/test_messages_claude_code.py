@@ -52,7 +52,12 @@ providers:
   oa: {{type: openai, base_url: "{upstream.url}/v1", api_key: {UPSTREAM_KEY}}}
 x-price: &price {{input: 3.0, output: 15.0}}
 models:
-  claude: {{provider: anthropic, id: claude-opus-4-8, price: *price}}
+  claude:
+    provider: anthropic
+    id: claude-opus-4-8
+    price: *price
+    capabilities: {{system_messages: true}}
+  sonnet: {{provider: anthropic, id: claude-sonnet-4-5-20250929, price: *price}}
   mini: {{provider: oa, id: gpt-4o-mini, price: *price}}
   thinker: {{provider: oa, id: o4-mini, price: *price, capabilities: {{reasoning: true}}}}
 """
@@ -76,6 +81,19 @@ def test_a_mid_conversation_system_message_reaches_anthropic_where_it_stands(
     sent = claude_fake.requests[-1].json
     assert sent["system"] == "You are terse."
     assert sent["messages"] == WITH_SYSTEM
+
+
+def test_a_model_without_system_messages_gets_them_in_its_system_prompt(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    client(running).messages.create(
+        model="sonnet", max_tokens=100, system="You are terse.", messages=WITH_SYSTEM
+    )
+    sent = claude_fake.requests[-1].json
+    assert sent["system"] == "You are terse.\n\nAnswer in one word."
+    assert sent["messages"] == WITH_SYSTEM[:1]
+    client(running).messages.count_tokens(model="sonnet", messages=WITH_SYSTEM)
+    assert claude_fake.requests[-1].json["system"] == "Answer in one word."
 
 
 def test_a_mid_conversation_system_message_stays_in_place_for_openai(

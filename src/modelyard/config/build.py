@@ -129,6 +129,7 @@ def _capabilities(spec: ModelSpec, base: Capabilities) -> Capabilities:
         logprobs=pick("logprobs"),
         prefill=pick("prefill"),
         reasoning=pick("reasoning"),
+        system_messages=pick("system_messages"),
     )
 
 

@@ -129,6 +129,7 @@ class CapabilitiesSpec(Spec):
     logprobs: bool | None = None
     prefill: bool | None = None
     reasoning: bool | None = None
+    system_messages: bool | None = None
 
 
 class ModelSpec(Spec):

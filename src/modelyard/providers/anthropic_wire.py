@@ -14,8 +14,10 @@ the two shapes do not map one to one:
 - **System.** `ChatRequest.system` and the system-role messages before the first turn, in
   order, joined by a blank line, become the top-level `system`. A system message after the
   first turn is sent where it stands, as a `{"role": "system"}` message (Anthropic's
-  mid-conversation system messages: the cached prefix before it stays the same). Models that
-  do not take them answer with the API's 400, which reaches the caller as a BadRequestError.
+  mid-conversation system messages: the cached prefix before it stays the same). Only models
+  whose `capabilities.system_messages` is on get them there (off by default: Anthropic models
+  before Claude Opus 4.8 refuse them); for the others `RemoteModel` moves them ahead of the
+  first turn, into the top-level `system`.
 - **Turns.** Tool-role messages become `tool_result` blocks in a user turn; consecutive
   same-role messages are merged into one turn (the API wants user and assistant to alternate),
   and in a merged user turn the `tool_result` blocks come first, as the API requires.

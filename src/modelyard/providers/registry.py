@@ -56,7 +56,8 @@ WIRES: dict[str, WireDefaults] = {
         auth_prefix="",
         capabilities=Capabilities(
             # JSON schema answers arrive through a forced tool call (see anthropic_wire.py).
-            # Extended thinking: a model without it answers the API's own 400.
+            # Extended thinking: a model without it answers the API's own 400. Mid-conversation
+            # system messages: only Claude Opus 4.8 on takes them (`system_messages: true`).
             streaming=True,
             tools=True,
             vision=True,
@@ -64,6 +65,7 @@ WIRES: dict[str, WireDefaults] = {
             logprobs=False,
             prefill=True,
             reasoning=True,
+            system_messages=False,
         ),
     ),
     "gemini": WireDefaults(

@@ -6,7 +6,9 @@ between them is data (the endpoint) and pure functions (the wire format).
 A request's `thinking` and `effort` reach only a model whose `capabilities.reasoning` is on, and
 its `context_management` only a wire format that takes it (Anthropic's); for the others they are
 dropped, and said: the answer's decision has `details["thinking"]` (`["effort"]`,
-`["context_management"]`), and the first drop of each on a model is logged.
+`["context_management"]`), and the first drop of each on a model is logged. A model whose
+`capabilities.system_messages` is off gets a request's later system messages moved ahead of its
+first turn, into its system prompt (no Anthropic model before Claude Opus 4.8 takes them later).
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class RemoteModel(Model):
         if context is not None and not self.wire.takes_context_management:
             dropped["context_management"] = CONTEXT_MANAGEMENT_DROPPED
             context = None
+        if not self.info.capabilities.system_messages:
+            request = _systems_first(request)
         for name, why in dropped.items():
             if name not in self._told:
                 self._told.add(name)
@@ -282,6 +286,7 @@ class RemoteModel(Model):
         assert isinstance(wire, TokenCountWireFormat)
         base_url = self.endpoint.base_url.replace("{model}", self._model_id)
         url = _with_query(wire.count_tokens_url(base_url), self.endpoint.query)
+        request, _ = self._takes(request)  # count what a call would send
         try:
             counted = wire.count_tokens_to_wire(request, self._model_id)
             reply = await self.client.post(
@@ -465,6 +470,17 @@ def _not_a_stream(headers: Mapping[str, str]) -> bool:
     # benefit of the doubt, as some OpenAI-compatible servers leave it out.
     kind = headers.get("content-type", "").split(";")[0].strip().lower()
     return kind in ("text/html", "application/json")
+
+
+def _systems_first(request: ChatRequest) -> ChatRequest:
+    """`request` with its system messages moved ahead of the first turn, in order, where every
+    wire format makes them part of the system prompt (for a model that takes none later)."""
+    messages = request.messages
+    first_turn = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    if all(m.role != "system" for m in messages[first_turn:]):
+        return request
+    systems = tuple(m for m in messages if m.role == "system")
+    return replace(request, messages=systems + tuple(m for m in messages if m.role != "system"))
 
 
 def _with_query(url: str, query: Mapping[str, str]) -> str:
