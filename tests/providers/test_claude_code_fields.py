@@ -8,7 +8,9 @@ import pytest
 from tests.fakes.anthropic_server import validate_request
 
 from modelyard.errors import BadRequestError
+from modelyard.model import Capabilities
 from modelyard.providers import anthropic_wire, gemini_wire, openai_wire
+from modelyard.providers.request_fit import CONTEXT_MANAGEMENT_DROPPED, THINKING_DROPPED, fit
 from modelyard.types import ChatRequest, ContextManagement, ImagePart, Message, Thinking, Tool, user
 
 CONTEXT = ContextManagement(json='{"edits":[{"keep":"all","type":"clear_thinking_20251015"}]}')
@@ -98,3 +100,30 @@ def test_gemini_joins_system_messages_into_its_instruction_and_sends_no_effort()
     assert body["systemInstruction"] == {"parts": [{"text": "First."}, {"text": "Now be brief."}]}
     assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
     assert "thinkingConfig" not in body.get("generationConfig", {})
+
+
+def test_a_model_without_system_messages_gets_them_ahead_of_the_first_turn() -> None:
+    request = ChatRequest(messages=MIDDLE, effort="low", context_management=CONTEXT)
+    moved, dropped = fit(
+        request, Capabilities(reasoning=True, system_messages=False), takes_context_management=True
+    )
+    assert [m.role for m in moved.messages] == ["system", "system", "user", "assistant", "user"]
+    assert (moved.effort, moved.context_management, dropped) == ("low", CONTEXT, {})
+    kept, _ = fit(request, Capabilities(system_messages=True), takes_context_management=True)
+    assert kept.messages == MIDDLE
+
+
+def test_what_a_model_cannot_take_is_dropped_and_named() -> None:
+    request = ChatRequest(
+        messages=MIDDLE[1:2],
+        thinking=Thinking(type="adaptive"),
+        effort="high",
+        context_management=CONTEXT,
+    )
+    fitted, dropped = fit(request, Capabilities(), takes_context_management=False)
+    assert (fitted.thinking, fitted.effort, fitted.context_management) == (None, None, None)
+    assert dropped == {
+        "thinking": THINKING_DROPPED,
+        "effort": THINKING_DROPPED,
+        "context_management": CONTEXT_MANAGEMENT_DROPPED,
+    }

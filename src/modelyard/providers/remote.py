@@ -3,12 +3,8 @@
 One class serves OpenAI, Anthropic, Gemini and every OpenAI-compatible server; what differs
 between them is data (the endpoint) and pure functions (the wire format).
 
-A request's `thinking` and `effort` reach only a model whose `capabilities.reasoning` is on, and
-its `context_management` only a wire format that takes it (Anthropic's); for the others they are
-dropped, and said: the answer's decision has `details["thinking"]` (`["effort"]`,
-`["context_management"]`), and the first drop of each on a model is logged. A model whose
-`capabilities.system_messages` is off gets a request's later system messages moved ahead of its
-first turn, into its system prompt (no Anthropic model before Claude Opus 4.8 takes them later).
+What of a request a model takes (thinking, effort, context management, later system messages)
+is decided in `request_fit.py`; the first drop of each field on a model is logged.
 """
 
 from __future__ import annotations
@@ -37,6 +33,11 @@ from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.http import HttpClient, HttpReply
 from modelyard.providers.pinning import drift
+from modelyard.providers.request_fit import (
+    CONTEXT_MANAGEMENT_DROPPED as CONTEXT_MANAGEMENT_DROPPED,
+)
+from modelyard.providers.request_fit import THINKING_DROPPED as THINKING_DROPPED
+from modelyard.providers.request_fit import fit
 from modelyard.providers.wire import (
     BodyHeaders,
     EmbeddingWireFormat,
@@ -59,13 +60,6 @@ from modelyard.types import (
 log = logging.getLogger("modelyard.providers")
 
 RateLimitListener = Callable[[RateLimitInfo], None]
-
-THINKING_DROPPED = "dropped: this model does not reason (capabilities.reasoning is off)"
-"""What an answer's decision says (`details["thinking"]`) when the thinking asked was not sent
-(and `details["effort"]` when the effort was not)."""
-
-CONTEXT_MANAGEMENT_DROPPED = "dropped: only Anthropic's Messages API edits context server-side"
-"""What an answer's decision says (`details["context_management"]`) when it was not sent."""
 
 SETTLE_S = 1.0
 """Seconds to wait for a stream's trailing events (usage, end marker) once every choice has
@@ -140,33 +134,17 @@ class RemoteModel(Model):
         return headers
 
     def _takes(self, request: ChatRequest) -> tuple[ChatRequest, dict[str, str]]:
-        """`request` as this model takes it, and what was dropped from it (field: why): thinking
-        and effort unless the model reasons (a `disabled` thinking is what such a model does
-        anyway, so it is dropped unsaid), context_management unless the wire takes it."""
-        dropped: dict[str, str] = {}
-        thinking, effort = request.thinking, request.effort
-        if not self.info.capabilities.reasoning:
-            if thinking is not None and thinking.type != "disabled":
-                dropped["thinking"] = THINKING_DROPPED
-            if effort is not None:
-                dropped["effort"] = THINKING_DROPPED
-            thinking = effort = None
-        context = request.context_management
-        if context is not None and not self.wire.takes_context_management:
-            dropped["context_management"] = CONTEXT_MANAGEMENT_DROPPED
-            context = None
-        if not self.info.capabilities.system_messages:
-            request = _systems_first(request)
+        """`request` as this model takes it, and what was dropped from it (`request_fit.fit`),
+        the first drop of each field logged."""
+        request, dropped = fit(
+            request,
+            self.info.capabilities,
+            takes_context_management=self.wire.takes_context_management,
+        )
         for name, why in dropped.items():
             if name not in self._told:
                 self._told.add(name)
                 log.warning("model %s: %s %s", self.name, name, why)
-        if (thinking, effort, context) != (
-            request.thinking,
-            request.effort,
-            request.context_management,
-        ):
-            request = replace(request, thinking=thinking, effort=effort, context_management=context)
         return request, dropped
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
@@ -470,17 +448,6 @@ def _not_a_stream(headers: Mapping[str, str]) -> bool:
     # benefit of the doubt, as some OpenAI-compatible servers leave it out.
     kind = headers.get("content-type", "").split(";")[0].strip().lower()
     return kind in ("text/html", "application/json")
-
-
-def _systems_first(request: ChatRequest) -> ChatRequest:
-    """`request` with its system messages moved ahead of the first turn, in order, where every
-    wire format makes them part of the system prompt (for a model that takes none later)."""
-    messages = request.messages
-    first_turn = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
-    if all(m.role != "system" for m in messages[first_turn:]):
-        return request
-    systems = tuple(m for m in messages if m.role == "system")
-    return replace(request, messages=systems + tuple(m for m in messages if m.role != "system"))
 
 
 def _with_query(url: str, query: Mapping[str, str]) -> str:
