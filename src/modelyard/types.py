@@ -161,8 +161,10 @@ class Thinking:
     display: Literal["summarized", "omitted"] | None = None
 
 
-Effort = Literal["low", "medium", "high", "xhigh", "max"]
-"""How much effort the model should put into its answer (Anthropic's `output_config.effort`)."""
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+"""How much effort the model should put into its answer: the levels of OpenAI's
+`reasoning_effort` and Anthropic's `output_config.effort` together; each wire sends the nearest
+its API takes (OpenAI has no `max`, Anthropic no `none` or `minimal`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -356,3 +356,55 @@ def test_a_count_takes_the_thinking_and_the_historys_blocks_to_anthropic(
     sent = claude_fake.requests[-1]
     assert sent.path == "/v1/messages/count_tokens" and sent.json["thinking"] == THINKING
     assert sent.json["messages"][1]["content"][0]["type"] == "thinking"
+
+
+def test_openai_clients_reasoning_effort_reaches_each_provider_as_its_nearest_level(
+    running: Running, upstream: FakeOpenAI, claude_fake: FakeAnthropic
+) -> None:
+    # Chat Completions' `reasoning_effort` and Responses' `reasoning.effort` had been a 400
+    # (unknown field, not honoured): an o-series or gpt-5 client could not set its effort.
+    import openai
+
+    oa = openai.OpenAI(base_url=running.openai_url, api_key="anything", max_retries=0)
+    asked: Any = [{"role": "user", "content": "weather in Oslo?"}]
+    oa.chat.completions.create(model="thinker", messages=asked, reasoning_effort="minimal")
+    assert upstream.requests[-1].json["reasoning_effort"] == "minimal"
+    oa.chat.completions.create(
+        model="claude", messages=asked, reasoning_effort="minimal", max_tokens=100
+    )
+    assert claude_fake.requests[-1].json["output_config"] == {"effort": "low"}  # its lowest
+    response = oa.responses.create(model="thinker", input="hi", reasoning={"effort": "high"})
+    assert upstream.requests[-1].json["reasoning_effort"] == "high"
+    assert response.reasoning is not None and response.reasoning.effort == "high"
+    # Anthropic's `max` is OpenAI's `xhigh`.
+    client(running).messages.create(
+        model="thinker",
+        max_tokens=100,
+        messages=QUESTION,
+        extra_body={"output_config": {"effort": "max"}},
+    )
+    assert upstream.requests[-1].json["reasoning_effort"] == "xhigh"
+
+
+@pytest.mark.parametrize(
+    ("api", "extra", "field"),
+    [
+        ("chat", {"reasoning_effort": "max"}, "reasoning_effort"),
+        ("responses", {"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ("responses", {"reasoning": {"summary": "auto"}}, "reasoning.summary"),
+    ],
+)
+def test_a_reasoning_effort_openai_does_not_take_is_a_400_naming_it(
+    running: Running, api: str, extra: dict[str, Any], field: str
+) -> None:
+    import openai
+
+    oa = openai.OpenAI(base_url=running.openai_url, api_key="anything", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        if api == "chat":
+            oa.chat.completions.create(
+                model="thinker", messages=[{"role": "user", "content": "hi"}], extra_body=extra
+            )
+        else:
+            oa.responses.create(model="thinker", input="hi", extra_body=extra)
+    assert caught.value.body["param"] == field  # type: ignore[index]

@@ -19,7 +19,7 @@ from modelyard.gateway.errors import bad_request
 from modelyard.gateway.fields import expect_list, expect_object, expect_str, reject_unknown
 from modelyard.types import ContextManagement, Effort, ResponseFormat
 
-EFFORTS: tuple[str, ...] = get_args(Effort)
+EFFORTS: tuple[str, ...] = tuple(e for e in get_args(Effort) if e not in ("none", "minimal"))
 """The effort levels `output_config.effort` takes."""
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -26,6 +26,7 @@ from modelyard.gateway.fields import (
 )
 from modelyard.types import (
     ChatRequest,
+    Effort,
     EmbeddingResponse,
     ImagePart,
     Message,
@@ -59,6 +60,7 @@ _CHAT_FIELDS = frozenset(
         "stream_options",
         "user",
         "service_tier",
+        "reasoning_effort",
     }
 )
 _NEUTRAL = {
@@ -303,8 +305,26 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
         logprobs=bool(optional_bool(body, "logprobs")),
         top_logprobs=optional_int(body, "top_logprobs", 0, 20),
         metadata=metadata,
+        effort=reasoning_effort(body.get("reasoning_effort"), "reasoning_effort"),
     )
     return ChatCall(target=target, request=request, stream=stream, include_usage=include_usage)
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+"""The levels OpenAI's `reasoning_effort` takes (and the Responses API's `reasoning.effort`)."""
+
+
+def reasoning_effort(raw: Any, field: str) -> Effort | None:
+    """An OpenAI reasoning effort as the request's effort (None when not given); 400 naming
+    `field` otherwise. Sent only to models whose `capabilities.reasoning` is on; the others'
+    decision says it was dropped."""
+    if raw is None:
+        return None
+    if raw not in REASONING_EFFORTS:
+        raise bad_request(
+            f"{field}: expected one of {', '.join(REASONING_EFFORTS)}, got {raw!r}", field
+        )
+    return cast(Effort, raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,13 @@ from modelyard.gateway.fields import (
 from modelyard.gateway.openai_api import (
     check_service_tier,
     function_tool,
+    reasoning_effort,
     text_only,
     text_only_system,
 )
 from modelyard.types import (
     ChatRequest,
+    Effort,
     ImagePart,
     Message,
     Part,
@@ -60,12 +62,12 @@ _FIELDS = frozenset(
         "include",
         "top_logprobs",
         "service_tier",
+        "reasoning",
     }
 )
 _NEUTRAL: dict[str, Any] = {
     "truncation": "disabled",
     "background": False,
-    "reasoning": {},
 }
 _KEYS = {
     "message": frozenset({"type", "role", "content", "id", "status", "phase"}),
@@ -332,6 +334,16 @@ def _include(body: dict[str, Any]) -> bool:
     return bool(raw)
 
 
+def _reasoning(raw: Any) -> Effort | None:
+    """`reasoning` as the request's effort: its `effort` only (a summary is not written here,
+    so asking for one is a 400 naming it)."""
+    if raw is None:
+        return None
+    reasoning = expect_object(raw, "reasoning")
+    reject_unknown(reasoning, frozenset({"effort"}), {"summary": None}, "reasoning.")
+    return reasoning_effort(reasoning.get("effort"), "reasoning.effort")
+
+
 def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
     """A Responses request body as a ResponsesCall; 400 naming the field otherwise."""
     body = expect_object(body, "body")
@@ -363,6 +375,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         logprobs=_include(body) or bool(top_logprobs),
         top_logprobs=top_logprobs or None,
         metadata={**metadata, "user": user} if user else metadata,
+        effort=_reasoning(body.get("reasoning")),
     )
     echo = {
         "instructions": instructions,
@@ -378,6 +391,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         "truncation": "disabled",
         "user": user,
         "top_logprobs": top_logprobs,
+        "reasoning": {"effort": request.effort, "summary": None},
     }
     return ResponsesCall(
         target=target, request=request, stream=bool(optional_bool(body, "stream")), echo=echo

@@ -44,7 +44,8 @@ the two shapes do not map one to one:
   first in the turn, as the API requires when a tool-use turn is continued. The API's own rules
   (a budget of at least 1024 and below `max_tokens`, no temperature but 1, no forced tool use,
   no prefill) are left to its 400, which reaches the caller as a BadRequestError.
-- **Effort.** `ChatRequest.effort` goes out as `output_config.effort`.
+- **Effort.** `ChatRequest.effort` goes out as `output_config.effort` (OpenAI's `none` and
+  `minimal`, which Anthropic does not take, as `low`).
 - **Context management.** `ChatRequest.context_management` goes out as `context_management`,
   the JSON the caller gave, unchanged.
 - **Betas.** The adapter sends the `anthropic-beta` names its own body needs (`beta_names`):
@@ -85,6 +86,8 @@ CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
 """The beta that lets a model think between tool calls, not only before its first one."""
 JSON_TOOL = anthropic_answer.JSON_TOOL
+_LOWEST: dict[str, str] = {"none": "low", "minimal": "low"}
+"""Effort levels Anthropic does not take, as the nearest one it does."""
 
 
 @dataclass(slots=True)
@@ -131,8 +134,8 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     body.update(_tools(request))
     if request.thinking is not None:
         body["thinking"] = _thinking(request.thinking)
-    if request.effort is not None:
-        body["output_config"] = {"effort": request.effort}
+    if request.effort is not None:  # OpenAI's lowest levels are Anthropic's lowest
+        body["output_config"] = {"effort": _LOWEST.get(request.effort, request.effort)}
     if request.context_management is not None:
         body["context_management"] = orjson.loads(request.context_management.json)
     if request.temperature is not None:

@@ -14,12 +14,12 @@ Decisions worth knowing:
 - `ChatRequest.thinking` with a budget becomes `reasoning_effort` (under 4,096 tokens `low`,
   under 16,384 `medium`, else `high`: Claude Code's "think", "think hard" and "ultrathink"
   land on one each); `adaptive` and `disabled` leave the model's default. `ChatRequest.effort`
-  (Anthropic's `output_config.effort`: low, medium, high, xhigh, max) is sent as
-  `reasoning_effort` itself and wins over a budget's. `RemoteModel` sends either only to a
-  model whose `capabilities.reasoning` is on (off by default: most models behind
-  this wire refuse the field). Reasoning blocks in an assistant message's history
-  (`Message.thinking`) are not sent: they are signed by the provider that wrote them, and Chat
-  Completions has no place for them.
+  (a client's `reasoning_effort`, or Anthropic's `output_config.effort`) is sent as
+  `reasoning_effort` itself (Anthropic's `max` as `xhigh`) and wins over a budget's.
+  `RemoteModel` sends either only to a model whose `capabilities.reasoning` is on (off by
+  default: most models behind this wire refuse the field). Reasoning blocks in an assistant
+  message's history (`Message.thinking`) are not sent: they are signed by the provider that
+  wrote them, and Chat Completions has no place for them.
 - System messages are sent where they stand, as `system` messages (`ChatRequest.system`
   first); `context_management` (Anthropic's) is never sent (`RemoteModel` drops it, and says so).
 - Prompt-cache breakpoints (`TextPart.cache`, `Tool.cache`, `ChatRequest.system_cache`...) are
@@ -85,7 +85,7 @@ def to_wire(
     if request.response_format is not None:
         body["response_format"] = response_format_to_wire(request.response_format)
     if request.effort is not None:
-        body["reasoning_effort"] = request.effort
+        body["reasoning_effort"] = "xhigh" if request.effort == "max" else request.effort
     elif request.thinking is not None and request.thinking.type == "enabled":
         body["reasoning_effort"] = reasoning_effort(request.thinking.budget_tokens)
     optional: dict[str, Any] = {
