@@ -38,6 +38,7 @@ from modelyard.gateway.headers import prepare
 from modelyard.gateway.keys import VirtualKey
 from modelyard.model import Model, Wrapper
 from modelyard.observability.decision_log import RequestRecord
+from modelyard.providers.anthropic_count import COUNTED
 from modelyard.providers.remote import RemoteModel
 from modelyard.types import ChatRequest
 from modelyard.yard import Yard
@@ -45,18 +46,6 @@ from modelyard.yard import Yard
 COUNT_HEADER = b"x-modelyard-token-count"
 """Says whether a count is `exact` (the provider's) or `estimated` (modelyard's)."""
 
-_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "system",
-        "tools",
-        "tool_choice",
-        "thinking",
-        "output_config",
-        "context_management",
-    }
-)
 _NEUTRAL: dict[str, Any] = {}
 
 
@@ -81,7 +70,7 @@ class Count:
 def parse_count(body: Any, *, max_messages: int) -> CountCall:
     """A count_tokens request body as a CountCall; 400 naming the field otherwise."""
     body = expect_object(body, "body")
-    reject_unknown(body, _FIELDS, _NEUTRAL)
+    reject_unknown(body, COUNTED, _NEUTRAL)  # what Anthropic's endpoint takes
     target = expect_str(body.get("model"), "model")
     return CountCall(target=target, request=prompt_request(body, max_messages=max_messages))
 
