@@ -13,6 +13,7 @@ import httpx2
 import pytest
 from anthropic.types import MessageTokensCount
 from tests.fakes.anthropic_server import FakeAnthropic, rate_limited
+from tests.fakes.server import Fault
 from tests.gateway.conftest import Running
 
 ADMIN = "admin-secret-123456"
@@ -154,6 +155,19 @@ def test_an_upstream_refusal_reaches_the_client_in_anthropic_shape(
         client(running).messages.count_tokens(model="claude", messages=MESSAGES)
     assert caught.value.response.headers["retry-after"] == "3"
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_provider_behind_a_proxy_without_the_endpoint_is_estimated_and_says_so(
+    running: Running, upstream: FakeAnthropic, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    # A proxy in front of Anthropic that does not serve count_tokens had made every count a
+    # 404: Claude Code pointed at such a gateway got an error where an estimate would do.
+    upstream.push(Fault(status=status, body=b"Not Found", content_type="text/plain"))
+    raw = client(running).messages.with_raw_response.count_tokens(model="claude", messages=MESSAGES)
+    assert raw.headers["x-modelyard-token-count"] == "estimated"
+    assert raw.parse().input_tokens > 0
+    assert f"does not serve count_tokens (HTTP {status})" in caplog.text
 
 
 # --- estimated: no provider count on the way ----------------------------------------------------

@@ -9,9 +9,10 @@ the same 404.
 The count is exact when the named system or model reaches one hosted model through wrappers
 alone (no router, fallback or other pattern decides who answers) and that model's API counts
 tokens (Anthropic's does): its provider counts the body the adapter would send, with the
-adapter's own key, and its errors reach the caller as a Messages call's would. Otherwise it is
-the estimate budgets and replay use (`cost.prices.estimate_input_tokens`). The response header
-`x-modelyard-token-count` says which: `exact` or `estimated`.
+adapter's own key, and its errors reach the caller as a Messages call's would, but for a 404
+or 405 (a proxy in front of the provider without the endpoint), estimated instead and logged
+once. Otherwise it is the estimate budgets and replay use (`cost.prices.estimate_input_tokens`).
+The response header `x-modelyard-token-count` says which: `exact` or `estimated`.
 
 A count costs nothing: no budget hold, no ledger row, and no chat request in the metrics (a
 refused or failed count is counted under its route, as every route's refusals are). The request
@@ -20,6 +21,7 @@ log keeps a record of it, `api: count_tokens`, with the count as its input token
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +45,15 @@ from modelyard.providers.remote import RemoteModel
 from modelyard.types import ChatRequest
 from modelyard.yard import Yard
 
+log = logging.getLogger("modelyard.gateway")
+
 COUNT_HEADER = b"x-modelyard-token-count"
 """Says whether a count is `exact` (the provider's) or `estimated` (modelyard's)."""
 
 _NEUTRAL: dict[str, Any] = {}
+NOT_SERVED = frozenset({404, 405})
+"""Statuses of a server that does not serve the count endpoint (a 404 may also be a model id
+it does not know: the model's calls then fail with it, loudly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,9 @@ class Count:
     exact: bool
     model: str | None = None
     """The model whose provider counted (exact counts only)."""
+    unserved: str | None = None
+    """Why the provider's count was not had (its endpoint is not served where the provider's
+    `base_url` points, say a proxy), when this is the estimate instead."""
 
 
 def parse_count(body: Any, *, max_messages: int) -> CountCall:
@@ -91,7 +101,12 @@ async def count(model: Model, request: ChatRequest) -> Count:
     try:
         tokens = await leaf.count_tokens(request)
     except ModelError as exc:
-        raise from_model_error(exc) from None
+        if exc.status not in NOT_SERVED:
+            raise from_model_error(exc) from None
+        # A proxy in front of the provider that lacks the endpoint: a count is still owed,
+        # and the estimate is what every other system gets.
+        why = f"{leaf.name}'s provider does not serve count_tokens (HTTP {exc.status})"
+        return Count(tokens=estimate_input_tokens(request), exact=False, unserved=why)
     return Count(tokens=tokens, exact=True, model=leaf.name)
 
 
@@ -100,6 +115,8 @@ class TokenCounting:
 
     def __init__(self, chat: ChatEndpoints) -> None:
         self.chat = chat
+        self._told: set[str] = set()
+        """The reasons a count was estimated that were logged (once each)."""
 
     async def count_tokens(self, call: Call) -> None:
         """Anthropic's count_tokens: `{"input_tokens": N}`."""
@@ -121,6 +138,9 @@ class TokenCounting:
             ]
             if counted.model is not None:
                 headers.append((b"x-modelyard-model", counted.model.encode()))
+            if counted.unserved is not None and counted.unserved not in self._told:
+                self._told.add(counted.unserved)
+                log.warning("%s: token counts are estimated", counted.unserved)
             await call.respond(200, orjson.dumps({"input_tokens": counted.tokens}), headers)
             self._record(call, parsed.target, yard.version, 200, counted=counted)
 
