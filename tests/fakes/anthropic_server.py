@@ -3,7 +3,9 @@ real socket, faithful to the wire.
 
 Answers are deterministic: by default the text is `You said: <last user text>`; a tool is called
 when `tool_choice` demands one (`tool` → that tool, `any` → the first tool the last user text
-names, else the first tool), or when `auto` is set and the last user text names a tool. Tests
+names, else the first tool), or when `auto` is set and the last user text names a tool; with
+`output_config.format` the text is JSON fitting its schema (`sample`), as structured outputs
+answer. Tests
 script the next answers with `Turn`s. Requests are checked the way the API checks them (auth,
 `anthropic-version`, the body against the official SDK's own request types, turn rules) and
 refused with the API's own 4xx error bodies; answers, stream events and error bodies have the
@@ -256,6 +258,12 @@ def sample(schema: dict[str, Any]) -> Any:
     return {"string": "text", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
 
 
+def _json_answer(body: dict[str, Any]) -> str | None:
+    """With `output_config.format` (structured outputs), the answer: JSON fitting its schema."""
+    fmt = (body.get("output_config") or {}).get("format")
+    return orjson.dumps(sample(fmt["schema"])).decode() if fmt else None
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -434,7 +442,9 @@ class FakeAnthropic(FakeUpstream):
             uses = self._demanded_tools(body, last_user)
         text = turn.text if turn is not None and turn.text is not None else None
         if text is None and not uses:
-            text = "and that is all." if prefill else f"You said: {last_user}"
+            text = _json_answer(body) or (
+                "and that is all." if prefill else f"You said: {last_user}"
+            )
         stop_reason = "tool_use" if uses else "end_turn"
         stop_sequence = None
         output_tokens = sum(_tokens(b.get("thinking", "")) for b in blocks)  # billed as output
