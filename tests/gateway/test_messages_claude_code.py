@@ -191,6 +191,31 @@ def test_output_format_is_the_requests_structured_output(
     assert request.response_format == ResponseFormat(type="json_schema", schema=schema)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_output_format_with_thinking_is_anthropics_own_structured_output(
+    running: Running, claude_fake: FakeAnthropic, streamed: bool
+) -> None:
+    # A forced tool, which JSON mode is without thinking, would be the API's 400 here.
+    schema = {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}
+    asked: Any = {
+        "model": "sonnet",
+        "max_tokens": 4000,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": schema}},
+        "messages": WITH_SYSTEM[:1],
+    }
+    if streamed:
+        with client(running).messages.stream(**asked) as events:
+            message = events.get_final_message()
+    else:
+        message = client(running).messages.create(**asked)
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[1].type == "text"
+    assert orjson.loads(message.content[1].text) == {"word": "text"}
+    sent = claude_fake.requests[-1].json
+    assert sent["output_config"] == asked["output_config"] and "tools" not in sent
+
+
 @pytest.mark.parametrize(
     ("config", "named"),
     [

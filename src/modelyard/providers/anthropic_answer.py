@@ -2,7 +2,8 @@
 
 Both read the same content blocks: `text` blocks are the answer's text, `tool_use` blocks are
 tool calls (arguments as JSON text), and the `json_answer` tool that `anthropic_wire.py` uses for
-JSON mode is read back as text. `thinking` blocks (text and signature) and `redacted_thinking`
+JSON mode is read back as text (a native JSON answer, `output_config.format`, is a text block:
+`check_json` checks it parses). `thinking` blocks (text and signature) and `redacted_thinking`
 blocks (opaque data) become the message's `thinking`, streamed as `thinking_delta` and
 `signature_delta` pieces; server-tool blocks carry nothing for the caller. Thinking is billed
 as output and already counted in `output_tokens`.
@@ -171,6 +172,22 @@ def from_wire(body: Any) -> ParsedResponse:
         choices=(Choice(index=0, message=message, finish_reason=finish),),
         usage=usage,
     )
+
+
+def check_json(choices: Sequence[Choice]) -> None:
+    """BadResponseError when a finished (`stop`) answer to a native JSON request is not JSON. A
+    cut or refused answer is left as it is: its finish reason already says it is not whole."""
+    for choice in choices:
+        if choice.finish_reason is not FinishReason.STOP:
+            continue
+        try:
+            orjson.loads(choice.message.text)
+        except orjson.JSONDecodeError:
+            raise BadResponseError(
+                f"the answer to a JSON request (output_config.format) is not JSON: "
+                f"{choice.message.text[:80]!r}",
+                code="bad_json_answer",
+            ) from None
 
 
 _TEXT, _IGNORED, _JSON, _THINKING = "text", "ignored", "json", "thinking"

@@ -24,14 +24,23 @@ the two shapes do not map one to one:
 - **Prefill.** A trailing assistant message is sent as the start of the answer; the model
   continues it (capability `prefill`). Its trailing whitespace is stripped, which the API
   otherwise rejects; the answer returned is the continuation only, as the API returns it.
-- **JSON mode.** The Messages API has no JSON mode on every model (`output_config.format` exists
-  only on recent models), so `response_format` is delivered by a forced tool call: a tool named
-  `json_answer` whose `input_schema` is the requested schema (`{"type": "object"}` for
+- **JSON mode.** `response_format` (json_schema or json_object) is delivered one of two ways.
+  Without thinking, by a forced tool call, since not every model has native JSON output: a tool
+  named `json_answer` whose `input_schema` is the requested schema (`{"type": "object"}` for
   `json_object`), with `tool_choice` forcing it. The model's tool input is turned back into the
-  answer's text by `anthropic_answer.py`, so the caller sees JSON text and `finish_reason="stop"`.
-  With the caller's own tools present the choice is `any` (call one of yours, or answer in
-  JSON). The schema's top level must be an object, since a tool input is one; a schema for an
-  array or a scalar is refused with a BadRequestError rather than silently wrapped.
+  answer's text by `anthropic_answer.py`, so the caller sees JSON text and
+  `finish_reason="stop"`. With the caller's own tools present the choice is `any` (call one of
+  yours, or answer in JSON). The schema's top level must be an object, since a tool input is
+  one; a schema for an array or a scalar is refused with a BadRequestError rather than
+  silently wrapped. With thinking on (`enabled` or `adaptive`) the API refuses forced tool use,
+  so JSON mode goes out as native structured output instead, `output_config.format`
+  (`{"type": "json_schema", "schema": ...}`, in the same `output_config` as the effort): the
+  request's schema unchanged, or `{"type": "object"}` for `json_object`. The answer is a plain
+  text block holding the JSON; a finished answer that does not parse is a BadResponseError
+  (`check_answer`). Only models with structured outputs take the field (Claude Sonnet 4.5,
+  Opus 4.5, Haiku 4.5 and later); the API's schema rules (Anthropic documents that objects
+  want `"additionalProperties": false`, so it may refuse the bare `{"type": "object"}` of
+  `json_object`: ask for a json_schema then) come back as its 400, a BadRequestError.
 - **Prompt caching.** A part's, tool call's or tool's `cache` and `ChatRequest.system_cache`
   become `cache_control: {"type": "ephemeral"}` on the same block (with `"ttl": "1h"` for the
   hour-long cache); a marked system prompt is sent as a list of text blocks, the marker on
@@ -43,7 +52,8 @@ the two shapes do not map one to one:
   reasoning (`Message.thinking`) as its `thinking` / `redacted_thinking` blocks, unchanged and
   first in the turn, as the API requires when a tool-use turn is continued. The API's own rules
   (a budget of at least 1024 and below `max_tokens`, no temperature but 1, no forced tool use,
-  no prefill) are left to its 400, which reaches the caller as a BadRequestError.
+  no prefill) are left to its 400, which reaches the caller as a BadRequestError. JSON mode
+  does not force a tool then (see JSON mode).
 - **Effort.** `ChatRequest.effort` goes out as `output_config.effort` (OpenAI's `none` and
   `minimal`, which Anthropic does not take, as `low`).
 - **Context management.** `ChatRequest.context_management` goes out as `context_management`,
@@ -61,7 +71,7 @@ the two shapes do not map one to one:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,6 +84,7 @@ from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
 from modelyard.providers.wire import ParsedResponse, StreamDecoder
 from modelyard.types import (
     ChatRequest,
+    Choice,
     Message,
     ResponseFormat,
     Thinking,
@@ -86,6 +97,7 @@ CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
 """The beta that lets a model think between tool calls, not only before its first one."""
 JSON_TOOL = anthropic_answer.JSON_TOOL
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
 _LOWEST: dict[str, str] = {"none": "low", "minimal": "low"}
 """Effort levels Anthropic does not take, as the nearest one it does."""
 
@@ -134,8 +146,9 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     body.update(_tools(request))
     if request.thinking is not None:
         body["thinking"] = _thinking(request.thinking)
-    if request.effort is not None:  # OpenAI's lowest levels are Anthropic's lowest
-        body["output_config"] = {"effort": _LOWEST.get(request.effort, request.effort)}
+    output_config = _output_config(request)
+    if output_config:
+        body["output_config"] = output_config
     if request.context_management is not None:
         body["context_management"] = orjson.loads(request.context_management.json)
     if request.temperature is not None:
@@ -150,6 +163,36 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     if stream:
         body["stream"] = True
     return body
+
+
+def native_json(request: ChatRequest) -> bool:
+    """Whether `request`'s JSON mode goes out as `output_config.format` rather than a forced
+    tool: when it thinks, since the API refuses forced tool use with thinking on."""
+    fmt, thinking = request.response_format, request.thinking
+    return (
+        fmt is not None
+        and fmt.type != "text"
+        and thinking is not None
+        and thinking.type in ("enabled", "adaptive")
+    )
+
+
+def _output_config(request: ChatRequest) -> dict[str, Any]:
+    # One object carries both the effort and a native JSON format.
+    out: dict[str, Any] = {}
+    if request.effort is not None:  # OpenAI's lowest levels are Anthropic's lowest
+        out["effort"] = _LOWEST.get(request.effort, request.effort)
+    if native_json(request):
+        fmt = request.response_format
+        assert fmt is not None
+        if fmt.type == "json_schema" and not fmt.schema:
+            raise BadRequestError(
+                "response_format json_schema needs a schema", code="invalid_response_format"
+            )
+        # json_object: any object, the same schema the forced tool uses for it.
+        schema = dict(fmt.schema) if fmt.type == "json_schema" and fmt.schema else dict(_ANY_OBJECT)
+        out["format"] = {"type": "json_schema", "schema": schema}
+    return out
 
 
 def _refuse_unsupported(request: ChatRequest) -> None:
@@ -234,7 +277,7 @@ def _turn_json(turn: _Turn) -> dict[str, Any]:
 
 def _tools(request: ChatRequest) -> dict[str, Any]:
     fmt = request.response_format
-    json_mode = fmt is not None and fmt.type != "text"
+    json_mode = fmt is not None and fmt.type != "text" and not native_json(request)
     if not request.tools and not json_mode:
         if request.tool_choice not in (None, "auto", "none"):
             raise BadRequestError(
@@ -315,7 +358,7 @@ def _json_tool(fmt: ResponseFormat) -> dict[str, Any]:
         schema = _object_schema(fmt.schema)
         about = f" matching the schema{f' {fmt.name!r}' if fmt.name else ''}"
     else:
-        schema = {"type": "object"}
+        schema = dict(_ANY_OBJECT)
         about = ""
     tool: dict[str, Any] = {
         "name": JSON_TOOL,
@@ -369,6 +412,12 @@ class AnthropicWire:
         """The `anthropic-beta` header the betas this body uses need (none: no header)."""
         betas = beta_names(body)
         return {"anthropic-beta": ",".join(betas)} if betas else {}
+
+    def check_answer(self, request: ChatRequest, choices: Sequence[Choice]) -> None:
+        """BadResponseError when a native JSON answer (`output_config.format`) that finished
+        is not JSON; a forced tool's answer is checked as it is read."""
+        if native_json(request):
+            anthropic_answer.check_json(choices)
 
     def from_wire(self, body: Any) -> ParsedResponse:
         """The answer in a Messages response body."""

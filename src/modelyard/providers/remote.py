@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +39,7 @@ from modelyard.providers.request_fit import (
 from modelyard.providers.request_fit import THINKING_DROPPED as THINKING_DROPPED
 from modelyard.providers.request_fit import fit
 from modelyard.providers.wire import (
+    AnswerCheck,
     BodyHeaders,
     EmbeddingWireFormat,
     ParsedResponse,
@@ -50,6 +51,7 @@ from modelyard.streaming import StreamAssembler
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
+    Choice,
     Chunk,
     Decision,
     EmbeddingRequest,
@@ -133,6 +135,11 @@ class RemoteModel(Model):
             headers[have or name] = f"{headers[have]},{value}" if have else value
         return headers
 
+    def _check(self, request: ChatRequest, choices: Sequence[Choice]) -> None:
+        """The wire format's own check of a whole answer (`AnswerCheck`), if it has one."""
+        if isinstance(self.wire, AnswerCheck):
+            self.wire.check_answer(request, choices)
+
     def _takes(self, request: ChatRequest) -> tuple[ChatRequest, dict[str, str]]:
         """`request` as this model takes it, and what was dropped from it (`request_fit.fit`),
         the first drop of each field logged."""
@@ -162,6 +169,7 @@ class RemoteModel(Model):
             decoded = _json_of(reply, self.wire)
             try:
                 parsed = self.wire.from_wire(decoded)
+                self._check(request, parsed.choices)
             except BadResponseError as exc:
                 # The provider generated (and bills) this answer even though it cannot be
                 # used: estimate what it cost rather than record nothing. (An error object
@@ -242,6 +250,7 @@ class RemoteModel(Model):
                 choices=assembler.choices(logprobs=request.logprobs),
                 usage=_completed(decoder.usage, request, assembler.text),
             )
+            self._check(request, parsed.choices)
         except ModelError as exc:
             # A provider bills a stream that generated something; a refusal (an error status,
             # a reset before the answer, an error event before any content) costs nothing.

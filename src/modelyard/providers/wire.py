@@ -123,6 +123,16 @@ class BodyHeaders(Protocol):
 
 
 @runtime_checkable
+class AnswerCheck(Protocol):
+    """A wire format that checks a whole answer against what its request asked (Anthropic's
+    native JSON answers must parse), beyond what reading the answer checks."""
+
+    def check_answer(self, request: ChatRequest, choices: Sequence[Choice]) -> None:
+        """BadResponseError when the answer cannot be what `request` asked for."""
+        ...
+
+
+@runtime_checkable
 class TokenCountWireFormat(Protocol):
     """One provider API's own count of a prompt's tokens (Anthropic's `count_tokens`)."""
 
