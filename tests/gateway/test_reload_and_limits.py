@@ -19,6 +19,7 @@ from tests.gateway.conftest import SYSTEMS, Running, hammering
 
 from modelyard.gateway import stalled
 from modelyard.gateway.app import Gateway, create_app
+from modelyard.observability.decision_log import RequestRecord
 
 CUTTER = """  cutter:
     local: {type: fake, default: {text: "one two three four five", cut_after: 2}}
@@ -393,10 +394,15 @@ def test_a_key_limit_on_a_store_that_is_down_is_a_503_not_a_500(
 
 
 async def _asgi(
-    app: Gateway, method: str, path: str, body: dict[str, object] | None = None
+    app: Gateway,
+    method: str,
+    path: str,
+    body: dict[str, object] | None = None,
+    key: str | None = None,
 ) -> tuple[dict[bytes, bytes], bytes, bool]:
-    """Serve one request in process. A stream's client hangs up once the first part of the
-    answer was sent. Returns the response headers, the body sent, and whether it hung up."""
+    """Serve one request in process (with `key`, if given). A stream's client hangs up once
+    the first part of the answer was sent. Returns the response headers, the body sent, and
+    whether it hung up."""
     left = asyncio.Event()
     receive = _receiver(orjson.dumps(body) if body is not None else b"", left)
     headers: dict[bytes, bytes] = {}
@@ -412,7 +418,7 @@ async def _asgi(
                 for _ in range(3):  # let the gateway's disconnect watcher see it
                     await asyncio.sleep(0)
 
-    await app(_scope(method, path), receive, send)  # type: ignore[arg-type]
+    await app(_scope(method, path, key), receive, send)  # type: ignore[arg-type]
     return headers, b"".join(parts), left.is_set()
 
 
@@ -431,12 +437,15 @@ def _receiver(raw: bytes, leaves: asyncio.Event) -> Callable[[], Any]:
     return receive
 
 
-def _scope(method: str, path: str) -> dict[str, object]:
+def _scope(method: str, path: str, key: str | None = None) -> dict[str, object]:
+    headers = [(b"content-type", b"application/json")]
+    if key is not None:
+        headers.append((b"authorization", f"Bearer {key}".encode()))
     return {
         "type": "http",
         "method": method,
         "path": path,
-        "headers": [(b"content-type", b"application/json")],
+        "headers": headers,
         "client": ("127.0.0.1", 1),
     }
 
@@ -452,11 +461,11 @@ async def _record(app: Gateway, request_id: str) -> dict[str, Any]:
 
 
 def _stalled_client(
-    body: dict[str, object], *, takes: int
+    body: dict[str, object], *, takes: int, stuck: asyncio.Event | None = None
 ) -> tuple[Callable[[], Any], Callable[[dict[str, Any]], Any], dict[bytes, bytes]]:
     """A client that sends `body`, takes `takes` body messages of the answer, then reads
-    nothing more (that send never returns) and never leaves. Returns receive, send and the
-    response headers it got."""
+    nothing more (that send never returns, and sets `stuck`) and never leaves. Returns
+    receive, send and the response headers it got."""
     receive = _receiver(orjson.dumps(body), asyncio.Event())  # never leaves
     headers: dict[bytes, bytes] = {}
     taken = 0
@@ -467,6 +476,8 @@ def _stalled_client(
             headers.update(message["headers"])
         elif message["type"] == "http.response.body":
             if taken == takes:  # the socket's buffers are full: this send never returns
+                if stuck is not None:
+                    stuck.set()
                 await asyncio.Event().wait()
             taken += 1
 
@@ -557,6 +568,74 @@ async def test_a_shutdown_cancel_landing_with_the_stalled_client_cut_still_ends_
     receive, send, _ = _stalled_client(ask, takes=0)  # the client reads nothing
     scope = _scope("POST", "/v1/chat/completions")
     serving = asyncio.ensure_future(app(scope, receive, send))  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(serving, 5)
+    await app.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "ask"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "chatty", "messages": [{"role": "user", "content": "go"}]},
+        ),
+        ("/v1/embeddings", {"model": "hash", "input": ["one", "two", "three"]}),
+    ],
+)
+async def test_a_whole_answer_whose_client_never_reads_it_is_cut_and_recorded_as_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, ask: dict[str, object]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        with_models(
+            '  chatty:\n    local: {type: fake, default: "one two three four five six"}\n'
+            "    price: {input: 1.0, output: 2.0}\n"
+        )
+        + "gateway: {stalled_client_timeout: 0.2, admin_key: admin-secret-123456}\n"
+    )
+    app = create_app(config)
+    records: list[RequestRecord] = []
+    keep = app.decisions.record
+    monkeypatch.setattr(app.decisions, "record", lambda r: (records.append(r), keep(r)))
+    made = {"name": "one-at-a-time", "max_concurrency": 1}
+    _, created, _ = await _asgi(app, "POST", "/admin/keys", made, key="admin-secret-123456")
+    key = orjson.loads(created)["key"]
+    stuck = asyncio.Event()
+    receive, send, headers = _stalled_client(ask, takes=0, stuck=stuck)  # it reads nothing
+    serving = asyncio.ensure_future(app(_scope("POST", path, key), receive, send))  # type: ignore[arg-type]
+    await asyncio.wait_for(stuck.wait(), 5)  # the answer is made, its send waits on the client
+    generation = app.live.serving().generation
+    await app.live.reload()  # the old config stays open while the request runs on it
+    assert generation.idle_since is None
+    await asyncio.wait_for(serving, 5)
+    assert generation.in_flight == 0 and generation.idle_since is not None  # and then closes
+    assert app.in_flight == 0
+    mine = [r for r in records if r.id == headers[b"x-request-id"].decode()]
+    assert [r.status for r in mine] == [499]  # recorded once, as a client that left
+    assert mine[0].cost == float(headers[b"x-modelyard-cost"])  # all of it was billed
+    assert mine[0].error is not None and "took none of the answer" in mine[0].error
+    answered, _, _ = await _asgi(app, "POST", path, ask, key=key)  # the key's slot is free
+    assert b"x-modelyard-cost" in answered
+    await app.aclose()
+
+
+async def test_a_shutdown_cancel_landing_with_a_whole_answer_cut_still_ends_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS + "gateway: {stalled_client_timeout: 0.2}\n")
+    app = create_app(config)
+    fire = stalled._Cut.__call__
+
+    def fire_and_shut_down(cut: stalled._Cut) -> None:
+        fire(cut)
+        cut.task.cancel()  # the server cancels the request's task in the same loop turn
+
+    monkeypatch.setattr(stalled._Cut, "__call__", fire_and_shut_down)
+    ask = {"model": "cheap", "messages": [{"role": "user", "content": "go"}]}
+    receive, send, _ = _stalled_client(ask, takes=0)  # the client reads nothing
+    serving = asyncio.ensure_future(app(_scope("POST", "/v1/chat/completions"), receive, send))  # type: ignore[arg-type]
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(serving, 5)
     await app.aclose()

@@ -47,9 +47,10 @@ class GatewaySpec(Spec):
     drain_timeout: PositiveFloat = 30.0
     """Seconds a shutdown waits for requests in flight."""
     stalled_client_timeout: PositiveFloat = 60.0
-    """Seconds a stream waits on a client that has stopped reading (its buffers full, nothing
-    taken) before it is cut and recorded as a client that left (499): the upstream call, the
-    key's slot and the config it runs on are released."""
+    """Seconds a send, of a stream or a whole answer, waits on a client that has stopped
+    reading (its buffers full, nothing taken) before the response is cut and recorded as a
+    client that left (499): the upstream call, the key's slot and the config it runs on are
+    released."""
     watch_config: bool = False
     """Reload when the config file changes (as well as on SIGHUP and POST /admin/reload)."""
 

@@ -40,7 +40,7 @@ from modelyard.gateway.renderers import (
     Renderer,
     ResponsesRenderer,
 )
-from modelyard.gateway.stalled import SendWatch
+from modelyard.gateway.stalled import SendWatch, respond_watched
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
@@ -73,7 +73,8 @@ class ChatEndpoints:
         self.max_messages = max_messages
         self.capture = capture
         self.stalled_client_timeout = stalled_client_timeout
-        """Seconds one send of a stream may wait on a client that takes nothing."""
+        """Seconds one send of a stream, or a whole answer's, may wait on a client that takes
+        nothing."""
         self.key_limits = KeyLimits()
         """Each key's rate, concurrent slots and own budget, on their state stores."""
 
@@ -155,8 +156,11 @@ class ChatEndpoints:
             except ModelError as exc:
                 raise outcome.failed(exc) from None
             body = openai_api.render_embeddings(response, target, packed=parsed.base64)
-            await call.respond(200, body, [*JSON, *answer_headers(response, outcome.version)])
-            outcome.embedded(response, embedder.info.provider or "local")
+            headers = [*JSON, *answer_headers(response, outcome.version)]
+            if await respond_watched(call, body, headers, self.stalled_client_timeout):
+                outcome.embedded(response, embedder.info.provider or "local")
+            else:
+                outcome.abandoned(response.cost, unread=response)
         finally:
             self.key_limits.release(key)
             if outcome.holds:
@@ -246,8 +250,12 @@ class ChatEndpoints:
         except ModelError as exc:
             raise outcome.failed(exc) from None
         headers = [*JSON, *answer_headers(response, outcome.version)]
-        await call.respond(200, renderer.response(response), headers)
-        outcome.answered(response)
+        if await respond_watched(
+            call, renderer.response(response), headers, self.stalled_client_timeout
+        ):
+            outcome.answered(response)
+        else:  # generated and billed in full, the ledger and budgets already count it
+            outcome.abandoned(response.cost, unread=response)
 
     async def _stream(
         self, call: Call, model: Model, request: ChatRequest, renderer: Renderer, outcome: Outcome

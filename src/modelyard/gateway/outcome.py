@@ -73,12 +73,21 @@ class Outcome:
         latency = self._record(200, response, None, None)
         self.metrics.answered(self.target, response, provider, latency)
 
-    def abandoned(self, estimate: float) -> None:
-        """The client left mid-stream: recorded as 499 with the cost the provider likely bills
-        (the input and the output generated so far), which the key's budget is settled to."""
-        error = ClientClosedError("the client closed the stream before the answer ended")
+    def abandoned(
+        self, estimate: float, *, unread: ChatResponse | EmbeddingResponse | None = None
+    ) -> None:
+        """The client left mid-stream, or took none of the whole answer `unread` in time:
+        recorded as 499 with the cost the provider likely bills (the input and the output
+        generated so far; all of an unread answer's), which the key's budget is settled to."""
+        error = ClientClosedError(
+            "the client took none of the answer in time"
+            if unread is not None
+            else "the client closed the stream before the answer ended"
+        )
         error.cost = self.spent = estimate
-        latency = self._record(ClientClosedError.status_default, None, error, error.decision)
+        self.captured = None  # `gateway.capture` keeps answers a caller got
+        decision = unread.decision if isinstance(unread, ChatResponse) else error.decision
+        latency = self._record(ClientClosedError.status_default, unread, error, decision)
         self.metrics.failed(self.target, error.kind, error.status or 499, latency)
 
     def failed(self, exc: ModelError) -> ApiError:

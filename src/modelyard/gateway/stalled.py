@@ -1,11 +1,19 @@
-"""Cutting a stream whose client has stopped reading (`gateway.stalled_client_timeout`)."""
+"""Cutting a response whose client has stopped reading (`gateway.stalled_client_timeout`):
+a stream's sends (`SendWatch`) and a whole answer's (`respond_watched`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any
 
+from modelyard.gateway.exchange import Call, Headers
 from modelyard.types import ChatResponse
+
+log = logging.getLogger("modelyard.gateway")
 
 
 class SendWatch:
@@ -40,3 +48,67 @@ class SendWatch:
     def close(self) -> None:
         """Stop watching."""
         self._handle.cancel()
+
+
+class _Cut:
+    """The timer of one whole response's send: cancels the serving task when it fires."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def respond_watched(call: Call, body: bytes, headers: Headers, limit: float) -> bool:
+    """`call.respond` with a 200, cut when the client takes none of it for `limit` seconds:
+    False then (the serving task is not left cancelled), True once it is sent. A server hands
+    a response to its socket's buffer, so the send waits only on a client that is not reading
+    (an earlier answer on the connection still unread, or this one larger than the buffers):
+    it is started by hand and a timer armed only when it has to wait, so the common answer
+    costs no timer."""
+    sending = call.respond(200, body, headers)
+    try:
+        waits_on = sending.send(None)
+    except StopIteration:
+        return True
+    task = asyncio.current_task()
+    assert task is not None  # a send that waits runs in a task
+    cut = _Cut(task)
+    timer = asyncio.get_running_loop().call_later(limit, cut)
+    try:
+        await _rest(sending, waits_on)
+    except asyncio.CancelledError:
+        # Ours: served no further. A cancel from outside too (a shutdown) still ends the task.
+        if not cut.fired or task.uncancel():
+            raise
+        log.warning(
+            "request %s: the client took none of the answer for %gs; response cut", call.id, limit
+        )
+        return False
+    finally:
+        timer.cancel()
+    return True
+
+
+@types.coroutine
+def _rest(coroutine: Coroutine[Any, Any, None], waits_on: Any) -> Generator[Any, Any, None]:
+    """Await the rest of `coroutine`, which has already been stepped once and is waiting on
+    `waits_on`: what `await coroutine` would have done from there."""
+    while True:
+        try:
+            received = yield waits_on
+        except BaseException as exc:  # a cancel, most likely: it belongs to the send
+            try:
+                waits_on = coroutine.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waits_on = coroutine.send(received)
+            except StopIteration:
+                return
