@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -639,3 +641,30 @@ async def test_a_shutdown_cancel_landing_with_a_whole_answer_cut_still_ends_the_
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(serving, 5)
     await app.aclose()
+
+
+def test_a_pipelined_answer_behind_one_never_read_is_cut_on_a_real_socket(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # uvicorn hands a whole answer to the socket's buffer at once; the next answer on the
+    # connection waits for room while the client reads none of the first.
+    wide = "embedders:\n  wide:\n    local: {type: hashing, dimensions: 256}\n"
+    running = serve_gateway(
+        text=SYSTEMS.replace("embedders:", wide) + "gateway: {stalled_client_timeout: 0.3}\n"
+    )
+    records: list[RequestRecord] = []
+    keep = running.app.decisions.record
+    running.app.decisions.record = lambda r: (records.append(r), keep(r))  # type: ignore[method-assign]
+    body = orjson.dumps({"model": "wide", "input": [f"word {i}" for i in range(5000)]})
+    head = b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    ask = head + b"content-length: %d\r\n\r\n" % len(body) + body
+    port = int(running.url.rsplit(":", 1)[1])
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        client.sendall(ask + ask)  # and reads nothing
+        deadline = time.monotonic() + 10
+        while (len(records) < 2 or running.app.in_flight) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [r.status for r in records] == [200, 499]  # the second one cut, and released
+        assert running.app.in_flight == 0
