@@ -4,6 +4,11 @@ All are frozen, keyword-only dataclasses with slots: cheap to build on the hot p
 between the concurrent members of an ensemble, and impossible to mutate behind a caller's back.
 Wire formats (OpenAI, Anthropic, Gemini, the gateway) translate to and from these in
 `providers/*_wire.py` and `gateway/`; nothing else knows any vendor's JSON.
+
+Two groups that stand alone live beside this module and are re-exported from it, so every value
+is imported from `modelyard.types`: a model's reasoning (`types_reasoning.py`: `Thinking`,
+`Effort`, `ThinkingPart`, `RedactedThinkingPart`, `Reasoning`, `ReasoningDelta`) and the audit
+record (`types_decision.py`: `Decision`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal, Self
+
+from modelyard.types_decision import Decision as Decision
+from modelyard.types_reasoning import Effort as Effort
+from modelyard.types_reasoning import Reasoning as Reasoning
+from modelyard.types_reasoning import ReasoningDelta as ReasoningDelta
+from modelyard.types_reasoning import RedactedThinkingPart as RedactedThinkingPart
+from modelyard.types_reasoning import Thinking as Thinking
+from modelyard.types_reasoning import ThinkingPart as ThinkingPart
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -55,28 +68,6 @@ class ImagePart:
 
 
 Part = TextPart | ImagePart
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ThinkingPart:
-    """Reasoning a model wrote before its answer, with the provider's `signature` over it: a
-    later turn sends it back unchanged (Anthropic refuses one altered or unsigned)."""
-
-    text: str
-    signature: str = ""
-    type: Literal["thinking"] = "thinking"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RedactedThinkingPart:
-    """Reasoning the provider returned encrypted (`data` is opaque): sent back unchanged."""
-
-    data: str
-    type: Literal["redacted_thinking"] = "redacted_thinking"
-
-
-Reasoning = ThinkingPart | RedactedThinkingPart
-"""A block of a model's reasoning, readable or redacted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,27 +135,6 @@ class ResponseFormat:
     schema: Mapping[str, Any] | None = None
     name: str | None = None
     strict: bool | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Thinking:
-    """Reasoning asked of the model before it answers (Anthropic's extended thinking).
-
-    `enabled` lets it spend up to `budget_tokens` (part of `max_tokens`) on it, `adaptive` lets
-    it decide how much, `disabled` asks for none. Models whose `capabilities.reasoning` is off
-    never get it (their decision says it was dropped); the others get their own knob (see each
-    wire format). `display` is Anthropic's: `omitted` returns only the signatures.
-    """
-
-    type: Literal["enabled", "adaptive", "disabled"] = "enabled"
-    budget_tokens: int | None = None
-    display: Literal["summarized", "omitted"] | None = None
-
-
-Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
-"""How much effort the model should put into its answer: the levels of OpenAI's
-`reasoning_effort` and Anthropic's `output_config.effort` together; each wire sends the nearest
-its API takes (OpenAI has no `max`, Anthropic no `none` or `minimal`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -333,60 +303,6 @@ class Choice:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Decision:
-    """What one node of the graph did for one request, and why: the request's audit record.
-
-    Leaves are model calls (kind "model"); patterns and wrappers add a node whose `children`
-    are the attempts they made, in order. `cost` is what this node and its subtree spent,
-    failed attempts included; `error` is set when this node failed.
-    """
-
-    node: str
-    kind: str
-    chosen: str | None = None
-    reason: str = ""
-    scores: Mapping[str, float] = field(default_factory=dict)
-    threshold: float | None = None
-    latency_ms: float = 0.0
-    cost: float = 0.0
-    error: str | None = None
-    children: tuple[Decision, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def walk(self) -> list[Decision]:
-        """This decision and all below it, depth first."""
-        out = [self]
-        for child in self.children:
-            out.extend(child.walk())
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the shape the gateway and the decision log store)."""
-        out: dict[str, Any] = {
-            "node": self.node,
-            "kind": self.kind,
-            "chosen": self.chosen,
-            "reason": self.reason,
-            "latency_ms": round(self.latency_ms, 3),
-            "cost": self.cost,
-        }
-        if self.scores:
-            out["scores"] = dict(self.scores)
-        if self.threshold is not None:
-            out["threshold"] = self.threshold
-        if self.error is not None:
-            out["error"] = self.error
-        if self.details:
-            # Patterns record per-candidate vectors as lazy mappings: make them plain dicts.
-            out["details"] = {
-                k: dict(v) if isinstance(v, Mapping) else v for k, v in self.details.items()
-            }
-        if self.children:
-            out["children"] = [c.to_dict() for c in self.children]
-        return out
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ChatResponse:
     """A finished answer.
 
@@ -433,19 +349,6 @@ class ToolCallDelta:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReasoningDelta:
-    """A piece of a streamed answer's reasoning: text of the block being streamed, the
-    signature that closes it (the next text starts another block), or a whole redacted block."""
-
-    text: str = ""
-    """A piece of the block's text (`ThinkingPart.text`)."""
-    signature: str = ""
-    """The block's signature (`ThinkingPart.signature`), which ends it."""
-    redacted: str = ""
-    """A whole redacted block's data (`RedactedThinkingPart.data`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
