@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import pytest
 import uvicorn
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import free_port
 
@@ -106,6 +108,22 @@ def upstream() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI(api_key=UPSTREAM_KEY)
     with fake.running():
         yield fake
+
+
+CLAUDE_KEY = "sk-ant-upstream-secret-0123456789"
+
+
+@pytest.fixture
+def claude_fake() -> Iterator[FakeAnthropic]:
+    """A fake Anthropic upstream taking `CLAUDE_KEY`: script turns or push faults on it."""
+    with FakeAnthropic(api_key=CLAUDE_KEY).running() as fake:
+        assert isinstance(fake, FakeAnthropic)
+        yield fake
+
+
+def anthropic_client(running: Running) -> anthropic.Anthropic:
+    """The official Anthropic SDK pointed at the gateway (no retries: tests see every answer)."""
+    return anthropic.Anthropic(base_url=running.url, api_key="anything", max_retries=0)
 
 
 @pytest.fixture

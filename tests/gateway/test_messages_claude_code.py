@@ -6,17 +6,16 @@ The last test replays the shape of a real Claude Code first request."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import anthropic
 import orjson
 import pytest
 from anthropic.types.beta import BetaRawMessageStreamEvent
 from pydantic import TypeAdapter
 from tests.fakes.anthropic_server import FakeAnthropic, validate_request
 from tests.fakes.openai_server import FakeOpenAI
-from tests.gateway.conftest import UPSTREAM_KEY, Running
+from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
 from tests.gateway.test_keys import record_of
 
 from modelyard.gateway.anthropic_api import parse_messages
@@ -24,7 +23,6 @@ from modelyard.gateway.errors import ApiError
 from modelyard.providers.remote import CONTEXT_MANAGEMENT_DROPPED, THINKING_DROPPED
 from modelyard.types import ContextManagement, Message, ResponseFormat, TextPart
 
-ANTHROPIC_KEY = "k-claude-code"
 BETA_EVENTS: TypeAdapter[Any] = TypeAdapter(BetaRawMessageStreamEvent)
 CONTEXT: Any = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
 CONTEXT_BETA = "context-management-2025-06-27"
@@ -35,20 +33,13 @@ WITH_SYSTEM: Any = [
 
 
 @pytest.fixture
-def claude_fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(api_key=ANTHROPIC_KEY).running() as fake:
-        assert isinstance(fake, FakeAnthropic)
-        yield fake
-
-
-@pytest.fixture
 def running(
     serve_gateway: Callable[..., Running], claude_fake: FakeAnthropic, upstream: FakeOpenAI
 ) -> Running:
     return serve_gateway(
         text=f"""
 providers:
-  anthropic: {{type: anthropic, base_url: "{claude_fake.url}", api_key: {ANTHROPIC_KEY}}}
+  anthropic: {{type: anthropic, base_url: "{claude_fake.url}", api_key: {CLAUDE_KEY}}}
   oa: {{type: openai, base_url: "{upstream.url}/v1", api_key: {UPSTREAM_KEY}}}
 x-price: &price {{input: 3.0, output: 15.0}}
 models:
@@ -64,17 +55,13 @@ models:
     )
 
 
-def client(running: Running) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=running.url, api_key="anything", max_retries=0)
-
-
 # --- mid-conversation system messages -----------------------------------------------------------
 
 
 def test_a_mid_conversation_system_message_reaches_anthropic_where_it_stands(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    message = client(running).messages.create(
+    message = anthropic_client(running).messages.create(
         model="claude", max_tokens=100, system="You are terse.", messages=WITH_SYSTEM
     )
     assert message.content[0].type == "text"
@@ -86,20 +73,20 @@ def test_a_mid_conversation_system_message_reaches_anthropic_where_it_stands(
 def test_a_model_without_system_messages_gets_them_in_its_system_prompt(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    client(running).messages.create(
+    anthropic_client(running).messages.create(
         model="sonnet", max_tokens=100, system="You are terse.", messages=WITH_SYSTEM
     )
     sent = claude_fake.requests[-1].json
     assert sent["system"] == "You are terse.\n\nAnswer in one word."
     assert sent["messages"] == WITH_SYSTEM[:1]
-    client(running).messages.count_tokens(model="sonnet", messages=WITH_SYSTEM)
+    anthropic_client(running).messages.count_tokens(model="sonnet", messages=WITH_SYSTEM)
     assert claude_fake.requests[-1].json["system"] == "Answer in one word."
 
 
 def test_a_mid_conversation_system_message_stays_in_place_for_openai(
     running: Running, upstream: FakeOpenAI
 ) -> None:
-    client(running).messages.create(
+    anthropic_client(running).messages.create(
         model="mini", max_tokens=100, system="You are terse.", messages=WITH_SYSTEM
     )
     assert upstream.requests[-1].json["messages"] == [
@@ -137,7 +124,7 @@ def test_an_image_in_a_system_message_is_a_400_naming_it() -> None:
 def test_effort_reaches_anthropic_as_output_config(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    client(running).messages.create(
+    anthropic_client(running).messages.create(
         model="claude",
         max_tokens=100,
         output_config={"effort": "xhigh"},
@@ -149,7 +136,7 @@ def test_effort_reaches_anthropic_as_output_config(
 def test_effort_is_reasoning_effort_for_an_openai_reasoning_model(
     running: Running, upstream: FakeOpenAI
 ) -> None:
-    client(running).messages.create(
+    anthropic_client(running).messages.create(
         model="thinker", max_tokens=100, output_config={"effort": "low"}, messages=WITH_SYSTEM[:1]
     )
     assert upstream.requests[-1].json["reasoning_effort"] == "low"
@@ -158,7 +145,7 @@ def test_effort_is_reasoning_effort_for_an_openai_reasoning_model(
 def test_effort_is_dropped_and_said_for_a_model_that_does_not_reason(
     running: Running, upstream: FakeOpenAI
 ) -> None:
-    raw = client(running).messages.with_raw_response.create(
+    raw = anthropic_client(running).messages.with_raw_response.create(
         model="mini", max_tokens=100, output_config={"effort": "high"}, messages=WITH_SYSTEM[:1]
     )
     assert raw.parse().content[0].type == "text"
@@ -171,7 +158,7 @@ def test_output_format_is_the_requests_structured_output(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
     schema = {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}
-    message = client(running).messages.create(
+    message = anthropic_client(running).messages.create(
         model="claude",
         max_tokens=100,
         output_config={"format": {"type": "json_schema", "schema": schema}},
@@ -205,10 +192,10 @@ def test_output_format_with_thinking_is_anthropics_own_structured_output(
         "messages": WITH_SYSTEM[:1],
     }
     if streamed:
-        with client(running).messages.stream(**asked) as events:
+        with anthropic_client(running).messages.stream(**asked) as events:
             message = events.get_final_message()
     else:
-        message = client(running).messages.create(**asked)
+        message = anthropic_client(running).messages.create(**asked)
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[1].type == "text"
     assert orjson.loads(message.content[1].text) == {"word": "text"}
@@ -239,7 +226,7 @@ def test_a_malformed_output_config_is_a_400_naming_the_field(config: Any, named:
 def test_context_management_reaches_anthropic_with_its_beta(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    client(running).beta.messages.create(
+    anthropic_client(running).beta.messages.create(
         model="claude",
         max_tokens=100,
         betas=[CONTEXT_BETA],
@@ -254,7 +241,7 @@ def test_context_management_reaches_anthropic_with_its_beta(
 def test_context_management_is_dropped_and_said_for_openai(
     running: Running, upstream: FakeOpenAI
 ) -> None:
-    raw = client(running).beta.messages.with_raw_response.create(
+    raw = anthropic_client(running).beta.messages.with_raw_response.create(
         model="mini",
         max_tokens=100,
         betas=[CONTEXT_BETA],
@@ -311,7 +298,7 @@ def test_the_fake_takes_context_management_only_with_its_beta() -> None:
 def test_a_count_takes_system_messages_effort_and_context_management_to_anthropic(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    raw = client(running).beta.messages.with_raw_response.count_tokens(
+    raw = anthropic_client(running).beta.messages.with_raw_response.count_tokens(
         model="claude",
         betas=[CONTEXT_BETA],
         context_management=CONTEXT,
@@ -387,7 +374,7 @@ def test_claude_codes_first_request_streams_through_to_anthropic(
 ) -> None:
     body = claude_code_request("claude", "say hello")
     events = list(
-        client(running).beta.messages.create(betas=CLAUDE_CODE_BETAS, stream=True, **body)
+        anthropic_client(running).beta.messages.create(betas=CLAUDE_CODE_BETAS, stream=True, **body)
     )
     for event in events:  # every event is one the SDK's own beta types accept
         BETA_EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))

@@ -6,7 +6,7 @@ becomes `reasoning_effort`, or is dropped, said, for a model that does not reaso
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -17,14 +17,13 @@ from pydantic import TypeAdapter
 from tests.fakes.anthropic_server import FakeAnthropic, ToolUse, Turn
 from tests.fakes.anthropic_thinking import sign
 from tests.fakes.openai_server import FakeOpenAI
-from tests.gateway.conftest import UPSTREAM_KEY, Running
+from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
 from tests.gateway.test_keys import record_of
 
 from modelyard.gateway.anthropic_api import parse_messages
 from modelyard.providers.remote import THINKING_DROPPED
 from modelyard.types import RedactedThinkingPart, Thinking, ThinkingPart
 
-ANTHROPIC_KEY = "k-thinking"
 EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 THINKING: Any = {"type": "enabled", "budget_tokens": 2048}
 TOOL: Any = {
@@ -37,20 +36,13 @@ DEFAULT_THOUGHT = "Let me think about what they asked."
 
 
 @pytest.fixture
-def claude_fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(api_key=ANTHROPIC_KEY).running() as fake:
-        assert isinstance(fake, FakeAnthropic)
-        yield fake
-
-
-@pytest.fixture
 def running(
     serve_gateway: Callable[..., Running], claude_fake: FakeAnthropic, upstream: FakeOpenAI
 ) -> Running:
     return serve_gateway(
         text=f"""
 providers:
-  anthropic: {{type: anthropic, base_url: "{claude_fake.url}", api_key: {ANTHROPIC_KEY}}}
+  anthropic: {{type: anthropic, base_url: "{claude_fake.url}", api_key: {CLAUDE_KEY}}}
   oa: {{type: openai, base_url: "{upstream.url}/v1", api_key: {UPSTREAM_KEY}}}
 x-price: &price {{input: 3.0, output: 15.0}}
 models:
@@ -61,8 +53,20 @@ models:
     )
 
 
-def client(running: Running) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=running.url, api_key="anything", max_retries=0)
+def signed_history() -> list[Any]:
+    """QUESTION, an assistant turn that thought (signed as the fake Anthropic signs) and asked
+    back, and the user's reply."""
+    return [
+        *QUESTION,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Oslo.", "signature": sign("Oslo.")},
+                {"type": "text", "text": "Which unit?"},
+            ],
+        },
+        {"role": "user", "content": "Celsius"},
+    ]
 
 
 def strict(message: SdkMessage) -> SdkMessage:
@@ -89,7 +93,7 @@ def test_a_thinking_answer_comes_back_with_its_signed_thinking_block(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
     message = strict(
-        client(running).messages.create(
+        anthropic_client(running).messages.create(
             model="claude", max_tokens=4096, thinking=THINKING, messages=QUESTION
         )
     )
@@ -105,8 +109,8 @@ def test_a_streamed_thinking_answer_is_the_event_sequence_anthropic_sends(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
     asked: dict[str, Any] = {"max_tokens": 4096, "thinking": THINKING, "messages": QUESTION}
-    ours = list(client(running).messages.create(model="claude", stream=True, **asked))
-    direct = anthropic.Anthropic(base_url=claude_fake.url, api_key=ANTHROPIC_KEY, max_retries=0)
+    ours = list(anthropic_client(running).messages.create(model="claude", stream=True, **asked))
+    direct = anthropic.Anthropic(base_url=claude_fake.url, api_key=CLAUDE_KEY, max_retries=0)
     theirs = list(direct.messages.create(model="claude-haiku-4-5-20251001", stream=True, **asked))
     for event in ours:  # every event is one the SDK's own types accept
         EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
@@ -117,7 +121,7 @@ def test_a_streamed_thinking_answer_is_the_event_sequence_anthropic_sends(
 
 
 def test_the_stream_helpers_final_message_holds_the_thinking_block(running: Running) -> None:
-    with client(running).messages.stream(
+    with anthropic_client(running).messages.stream(
         model="claude", max_tokens=4096, thinking=THINKING, messages=QUESTION
     ) as stream:
         thinking = "".join(e.thinking for e in stream if e.type == "thinking")
@@ -143,10 +147,14 @@ def test_a_tool_use_conversation_sends_the_thinking_back_and_anthropic_accepts_i
     )
     asked: dict[str, Any] = {"max_tokens": 4096, "thinking": THINKING, "tools": [TOOL]}
     if streamed:
-        with client(running).messages.stream(model="claude", messages=QUESTION, **asked) as s:
+        with anthropic_client(running).messages.stream(
+            model="claude", messages=QUESTION, **asked
+        ) as s:
             first = s.get_final_message()
     else:
-        first = client(running).messages.create(model="claude", messages=QUESTION, **asked)
+        first = anthropic_client(running).messages.create(
+            model="claude", messages=QUESTION, **asked
+        )
     assert [b.type for b in first.content] == ["thinking", "redacted_thinking", "tool_use"]
     call = first.content[2]
     assert call.type == "tool_use"
@@ -156,7 +164,9 @@ def test_a_tool_use_conversation_sends_the_thinking_back_and_anthropic_accepts_i
         {"role": "assistant", "content": first.content},
         {"role": "user", "content": [result]},
     ]
-    second = client(running).messages.create(model="claude", messages=conversation, **asked)
+    second = anthropic_client(running).messages.create(
+        model="claude", messages=conversation, **asked
+    )
     assert second.content[-1].type == "text" and second.content[-1].text == "12C in Oslo."
     sent_back = claude_fake.requests[-1].json["messages"][1]["content"]
     assert sent_back[:2] == [
@@ -169,7 +179,7 @@ def test_a_thinking_block_sent_back_altered_is_anthropics_400(
 ) -> None:
     claude_fake.script(Turn(thinking="Oslo.", tool_uses=(ToolUse(name="get_weather"),)))
     asked: dict[str, Any] = {"max_tokens": 4096, "thinking": THINKING, "tools": [TOOL]}
-    first = client(running).messages.create(model="claude", messages=QUESTION, **asked)
+    first = anthropic_client(running).messages.create(model="claude", messages=QUESTION, **asked)
     blocks = [b.model_dump(mode="json", exclude_unset=True) for b in first.content]
     blocks[0]["thinking"] = "Bergen."
     conversation = [
@@ -181,18 +191,18 @@ def test_a_thinking_block_sent_back_altered_is_anthropics_400(
         },
     ]
     with pytest.raises(anthropic.BadRequestError, match="Invalid `signature`"):
-        client(running).messages.create(model="claude", messages=conversation, **asked)
+        anthropic_client(running).messages.create(model="claude", messages=conversation, **asked)
 
 
 def test_disabled_thinking_reaches_anthropic_and_a_bad_budget_is_its_400(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    client(running).messages.create(
+    anthropic_client(running).messages.create(
         model="claude", max_tokens=50, thinking={"type": "disabled"}, messages=QUESTION
     )
     assert claude_fake.requests[-1].json["thinking"] == {"type": "disabled"}
     with pytest.raises(anthropic.BadRequestError, match="greater than or equal to 1024"):
-        client(running).messages.create(
+        anthropic_client(running).messages.create(
             model="claude",
             max_tokens=4096,
             thinking={"type": "enabled", "budget_tokens": 500},
@@ -203,18 +213,8 @@ def test_disabled_thinking_reaches_anthropic_and_a_bad_budget_is_its_400(
 def test_an_openai_reasoning_model_gets_the_budget_as_reasoning_effort(
     running: Running, upstream: FakeOpenAI
 ) -> None:
-    history = [
-        *QUESTION,
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "Oslo.", "signature": sign("Oslo.")},
-                {"type": "text", "text": "Which unit?"},
-            ],
-        },
-        {"role": "user", "content": "Celsius"},
-    ]
-    message = client(running).messages.create(
+    history = signed_history()
+    message = anthropic_client(running).messages.create(
         model="thinker",
         max_tokens=20_000,
         thinking={"type": "enabled", "budget_tokens": 10_000},
@@ -233,7 +233,7 @@ def test_an_openai_reasoning_model_gets_the_budget_as_reasoning_effort(
 def test_an_openai_model_that_does_not_reason_answers_without_it_and_the_log_says_so(
     running: Running, upstream: FakeOpenAI
 ) -> None:
-    raw = client(running).messages.with_raw_response.create(
+    raw = anthropic_client(running).messages.with_raw_response.create(
         model="mini", max_tokens=4096, thinking=THINKING, messages=QUESTION
     )
     assert raw.parse().content[0].type == "text"
@@ -338,18 +338,8 @@ def test_chat_completions_clients_get_the_reasoning_as_reasoning_content_and_no_
 def test_a_count_takes_the_thinking_and_the_historys_blocks_to_anthropic(
     running: Running, claude_fake: FakeAnthropic
 ) -> None:
-    history = [
-        *QUESTION,
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "Oslo.", "signature": sign("Oslo.")},
-                {"type": "text", "text": "Which unit?"},
-            ],
-        },
-        {"role": "user", "content": "Celsius"},
-    ]
-    raw = client(running).messages.with_raw_response.count_tokens(
+    history = signed_history()
+    raw = anthropic_client(running).messages.with_raw_response.count_tokens(
         model="claude", thinking=THINKING, messages=history
     )
     assert raw.headers["x-modelyard-token-count"] == "exact" and raw.parse().input_tokens > 0
@@ -366,7 +356,7 @@ def test_openai_clients_reasoning_effort_reaches_each_provider_as_its_nearest_le
     import openai
 
     oa = openai.OpenAI(base_url=running.openai_url, api_key="anything", max_retries=0)
-    asked: Any = [{"role": "user", "content": "weather in Oslo?"}]
+    asked: Any = QUESTION
     oa.chat.completions.create(model="thinker", messages=asked, reasoning_effort="minimal")
     assert upstream.requests[-1].json["reasoning_effort"] == "minimal"
     oa.chat.completions.create(
@@ -377,7 +367,7 @@ def test_openai_clients_reasoning_effort_reaches_each_provider_as_its_nearest_le
     assert upstream.requests[-1].json["reasoning_effort"] == "high"
     assert response.reasoning is not None and response.reasoning.effort == "high"
     # Anthropic's `max` is OpenAI's `xhigh`.
-    client(running).messages.create(
+    anthropic_client(running).messages.create(
         model="thinker",
         max_tokens=100,
         messages=QUESTION,
