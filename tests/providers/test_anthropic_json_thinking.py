@@ -1,18 +1,15 @@
 """JSON mode with thinking on the Anthropic wire: the API refuses a forced tool while the model
 thinks, so the request's JSON mode goes out as native structured output (`output_config.format`,
 beside the effort) and the answer's text block is the JSON, checked to parse; without thinking
-the forced tool stays. Pure `to_wire` first, then through RemoteModel against the fake."""
+the forced tool stays. Pure `to_wire` first, then through RemoteModel against the claude_fake."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from tests.fakes.anthropic_server import FakeAnthropic, Turn, validate_request
-from tests.providers.test_anthropic_adapter import CONFIG, KEY, MODEL_ID
 from tests.providers.test_anthropic_wire import ask, body, u
 
 import modelyard
@@ -80,54 +77,36 @@ def test_a_finished_native_answer_that_is_not_json_is_a_bad_response() -> None:
     )
 
 
-# --- through RemoteModel, against the fake on a socket ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    server = FakeAnthropic(api_key=KEY)
-    with server.running():
-        yield server
-
-
-@pytest.fixture
-async def yard(
-    fake: FakeAnthropic, write_config: Callable[[str], Path]
-) -> AsyncIterator[modelyard.Yard]:
-    fake.reset()
-    fake.turns.clear()
-    path = write_config(CONFIG.format(url=fake.url, model_id=MODEL_ID).replace("1000", "8000"))
-    async with modelyard.load(path, env={"ANTHROPIC_API_KEY": KEY}) as loaded:
-        yield loaded
+# --- through RemoteModel, against the fake on a socket --------------------------------------------
 
 
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_json_mode_with_thinking_answers_json_that_fits_the_schema(
-    yard: modelyard.Yard, fake: FakeAnthropic, streamed: bool
+    claude_yard: modelyard.Yard, claude_fake: FakeAnthropic, streamed: bool
 ) -> None:
     asked: dict[str, Any] = {"thinking": BUDGET, "response_format": PLACE}
     if streamed:
-        response = await collect(yard.stream("sonnet", "where?", **asked))
+        response = await collect(claude_yard.stream("sonnet", "where?", **asked))
     else:
-        response = await yard.complete("sonnet", "where?", **asked)
+        response = await claude_yard.complete("sonnet", "where?", **asked)
     assert orjson.loads(response.text) == {"city": "text", "days": 1}
     assert response.finish_reason is FinishReason.STOP
     assert [type(p) for p in response.message.thinking] == [ThinkingPart]
-    sent = fake.requests[-1].json
+    sent = claude_fake.requests[-1].json
     assert sent["output_config"]["format"]["schema"] == SCHEMA and "tools" not in sent
 
 
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_a_native_json_answer_that_does_not_parse_is_a_bad_response(
-    yard: modelyard.Yard, fake: FakeAnthropic, streamed: bool
+    claude_yard: modelyard.Yard, claude_fake: FakeAnthropic, streamed: bool
 ) -> None:
-    fake.script(Turn(text="Oslo, for a week."))
+    claude_fake.script(Turn(text="Oslo, for a week."))
     asked: dict[str, Any] = {"thinking": BUDGET, "response_format": PLACE}
     with pytest.raises(BadResponseError, match="not JSON") as caught:
         if streamed:
-            await collect(yard.stream("sonnet", "where?", **asked))
+            await collect(claude_yard.stream("sonnet", "where?", **asked))
         else:
-            await yard.complete("sonnet", "where?", **asked)
+            await claude_yard.complete("sonnet", "where?", **asked)
     assert caught.value.cost > 0  # generated, so billed
 
 

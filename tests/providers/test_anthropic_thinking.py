@@ -4,15 +4,13 @@ round trip through RemoteModel and the fake Anthropic, which refuses a block sen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.fakes.anthropic_server import FakeAnthropic, ToolUse, Turn
 from tests.fakes.anthropic_thinking import redacted_data, sign
-from tests.providers.test_anthropic_adapter import CONFIG, KEY, MODEL_ID, WEATHER
+from tests.providers.test_anthropic_adapter import WEATHER
 from tests.providers.test_anthropic_wire import ask, body, decode, fake_stream, message_json, u
 
 import modelyard
@@ -140,29 +138,11 @@ def test_stream_of_a_redacted_block_yields_its_data_whole() -> None:
     assert isinstance(hidden, RedactedThinkingPart) and hidden.data
 
 
-# --- the round trip, against the fake on a socket ---------------------------------------------
+# --- the round trip, against the fake on a socket -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    server = FakeAnthropic(api_key=KEY)
-    with server.running():
-        yield server
-
-
-@pytest.fixture
-async def yard(
-    fake: FakeAnthropic, write_config: Callable[[str], Path]
-) -> AsyncIterator[modelyard.Yard]:
-    fake.reset()
-    fake.turns.clear()
-    path = write_config(CONFIG.format(url=fake.url, model_id=MODEL_ID).replace("1000", "8000"))
-    async with modelyard.load(path, env={"ANTHROPIC_API_KEY": KEY}) as loaded:
-        yield loaded
-
-
-def weather_turns(fake: FakeAnthropic) -> None:
-    fake.script(
+def weather_turns(claude_fake: FakeAnthropic) -> None:
+    claude_fake.script(
         Turn(
             thinking="They want Oslo's weather.",
             redacted_thinking=True,
@@ -174,55 +154,55 @@ def weather_turns(fake: FakeAnthropic) -> None:
 
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_a_tool_use_turn_sends_its_reasoning_back_and_the_api_accepts_it(
-    yard: modelyard.Yard, fake: FakeAnthropic, streamed: bool
+    claude_yard: modelyard.Yard, claude_fake: FakeAnthropic, streamed: bool
 ) -> None:
-    weather_turns(fake)
+    weather_turns(claude_fake)
     asked: dict[str, Any] = {"tools": (WEATHER,), "thinking": BUDGET}
     question = [u("weather in Oslo?")]
     if streamed:
-        first = await collect(yard.stream("sonnet", question, **asked))
+        first = await collect(claude_yard.stream("sonnet", question, **asked))
     else:
-        first = await yard.complete("sonnet", question, **asked)
+        first = await claude_yard.complete("sonnet", question, **asked)
     assert first.finish_reason is FinishReason.TOOL_CALLS
     assert [type(p) for p in first.message.thinking] == [ThinkingPart, RedactedThinkingPart]
-    assert fake.requests[-1].json["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert claude_fake.requests[-1].json["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     result = Message(role="tool", content="12C", tool_call_id=first.message.tool_calls[0].id)
-    second = await yard.complete("sonnet", [*question, first.message, result], **asked)
+    second = await claude_yard.complete("sonnet", [*question, first.message, result], **asked)
     assert second.text == "12C in Oslo."
-    sent_back = fake.requests[-1].json["messages"][1]["content"]
+    sent_back = claude_fake.requests[-1].json["messages"][1]["content"]
     assert [b["type"] for b in sent_back] == ["thinking", "redacted_thinking", "tool_use"]
 
 
 async def test_a_thinking_block_sent_back_altered_is_the_apis_400(
-    yard: modelyard.Yard, fake: FakeAnthropic
+    claude_yard: modelyard.Yard, claude_fake: FakeAnthropic
 ) -> None:
-    weather_turns(fake)
+    weather_turns(claude_fake)
     asked: dict[str, Any] = {"tools": (WEATHER,), "thinking": BUDGET}
-    first = await yard.complete("sonnet", [u("weather in Oslo?")], **asked)
+    first = await claude_yard.complete("sonnet", [u("weather in Oslo?")], **asked)
     thought, hidden = first.message.thinking
     assert isinstance(thought, ThinkingPart)
     altered = replace(first.message, thinking=(replace(thought, text="Something else."), hidden))
     result = Message(role="tool", content="12C", tool_call_id=first.message.tool_calls[0].id)
     with pytest.raises(BadRequestError, match="Invalid `signature` in `thinking` block"):
-        await yard.complete("sonnet", [u("weather in Oslo?"), altered, result], **asked)
+        await claude_yard.complete("sonnet", [u("weather in Oslo?"), altered, result], **asked)
 
 
 async def test_a_tool_result_after_a_turn_stripped_of_its_reasoning_is_the_apis_400(
-    yard: modelyard.Yard, fake: FakeAnthropic
+    claude_yard: modelyard.Yard, claude_fake: FakeAnthropic
 ) -> None:
-    weather_turns(fake)
+    weather_turns(claude_fake)
     asked: dict[str, Any] = {"tools": (WEATHER,), "thinking": BUDGET}
-    first = await yard.complete("sonnet", [u("weather in Oslo?")], **asked)
+    first = await claude_yard.complete("sonnet", [u("weather in Oslo?")], **asked)
     stripped = replace(first.message, thinking=())
     result = Message(role="tool", content="12C", tool_call_id=first.message.tool_calls[0].id)
     with pytest.raises(BadRequestError, match="must start with a thinking block"):
-        await yard.complete("sonnet", [u("weather in Oslo?"), stripped, result], **asked)
+        await claude_yard.complete("sonnet", [u("weather in Oslo?"), stripped, result], **asked)
 
 
 async def test_a_budget_the_api_refuses_is_its_own_400(
-    yard: modelyard.Yard, fake: FakeAnthropic
+    claude_yard: modelyard.Yard, claude_fake: FakeAnthropic
 ) -> None:
     with pytest.raises(BadRequestError, match="greater than or equal to 1024"):
-        await yard.complete("sonnet", "hi", thinking=Thinking(budget_tokens=500))
+        await claude_yard.complete("sonnet", "hi", thinking=Thinking(budget_tokens=500))
     with pytest.raises(BadRequestError, match="temperature"):
-        await yard.complete("sonnet", "hi", thinking=BUDGET, temperature=0.2)
+        await claude_yard.complete("sonnet", "hi", thinking=BUDGET, temperature=0.2)
