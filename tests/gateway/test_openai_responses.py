@@ -290,7 +290,7 @@ def test_a_failure_before_the_answer_is_an_http_error(
         client(running).responses.create(model="nope", input="x")
 
 
-def test_a_stream_broken_midway_ends_with_an_error_event_not_a_completion(
+def test_a_stream_broken_midway_ends_failed_with_the_error_and_what_was_sent(
     serve_gateway: Callable[..., Running],
 ) -> None:
     running = serve_gateway(
@@ -302,9 +302,15 @@ models:
     )
     events = list(client(running).responses.create(model="flaky", input="hi", stream=True))
     kinds = [e.type for e in events]
-    assert "response.output_text.delta" in kinds and kinds[-1] == "error"
+    assert "response.output_text.delta" in kinds and kinds[-1] == "response.failed"
     assert "response.completed" not in kinds
-    EVENTS.validate_python(events[-1].model_dump(mode="json", exclude_unset=True))
+    for event in events:
+        EVENTS.validate_python(event.model_dump(mode="json", exclude_unset=True))
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None and failed.error.message
+    sent = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    assert sent and failed.output[0].content[0].text == sent  # type: ignore[union-attr]
+    assert failed.output[0].status == "incomplete"
 
 
 def test_a_keys_scope_and_budget_hold_here_as_on_chat(

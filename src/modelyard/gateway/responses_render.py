@@ -105,6 +105,14 @@ class ResponseShape:
             **self._echo,
         }
 
+    def failed(self, output: list[dict[str, Any]], error: ApiError) -> dict[str, Any]:
+        """The object of a response that broke after it began: what was sent, and why it
+        stopped (no usage: the model's was never reported). The API's error codes are a closed
+        list, so ours goes in the message."""
+        code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+        shown = {"code": code, "message": f"{error.message} ({error.code})"}
+        return {**self.render(output, None), "status": "failed", "error": shown}
+
     def output(self, response: ChatResponse) -> list[dict[str, Any]]:
         """A whole answer's output items: its text (unless it only called tools), then its
         calls."""
@@ -313,5 +321,10 @@ class EventRenderer:
         return out + self._event(kind, response=final)
 
     def error(self, error: ApiError) -> bytes:
-        """The in-band error event that ends a broken stream."""
-        return self._event("error", code=error.code, message=error.message, param=error.param)
+        """What ends a broken stream: the open item closed as incomplete, then
+        `response.failed` carrying the error, as OpenAI ends a response that fails midway (its
+        terminal event, which clients wait for, where a bare `error` event left them without
+        one)."""
+        out = b"" if self._started else self._start()
+        out += self._close(cut=True)
+        return out + self._event("response.failed", response=self._shape.failed(self._items, error))
