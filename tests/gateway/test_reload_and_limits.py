@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import sqlite3
@@ -644,8 +645,11 @@ async def test_a_shutdown_cancel_landing_with_a_whole_answer_cut_still_ends_the_
 
 
 def test_a_pipelined_answer_behind_one_never_read_is_cut_on_a_real_socket(
-    serve_gateway: Callable[..., Running],
+    serve_gateway: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:
+    server_said: list[str] = []  # uvicorn's own loggers do not reach caplog: they stop at "uvicorn"
+    heard = logging.Handler()
+    heard.emit = lambda record: server_said.append(record.getMessage())  # type: ignore[method-assign]
     # uvicorn hands a whole answer to the socket's buffer at once; the next answer on the
     # connection waits for room while the client reads none of the first.
     wide = "embedders:\n  wide:\n    local: {type: hashing, dimensions: 256}\n"
@@ -659,6 +663,7 @@ def test_a_pipelined_answer_behind_one_never_read_is_cut_on_a_real_socket(
     head = b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
     ask = head + b"content-length: %d\r\n\r\n" % len(body) + body
     port = int(running.url.rsplit(":", 1)[1])
+    logging.getLogger("uvicorn.error").addHandler(heard)
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.connect(("127.0.0.1", port))
@@ -668,3 +673,8 @@ def test_a_pipelined_answer_behind_one_never_read_is_cut_on_a_real_socket(
             time.sleep(0.02)
         assert [r.status for r in records] == [200, 499]  # the second one cut, and released
         assert running.app.in_flight == 0
+        time.sleep(0.2)  # the server logs once the app has returned
+    logging.getLogger("uvicorn.error").removeHandler(heard)
+    # logged once, by us with the reason; not again by the server as an app that forgot to answer
+    assert any("took none of the answer" in r.getMessage() for r in caplog.records)
+    assert not [m for m in server_said if "ASGI callable returned" in m], server_said

@@ -33,6 +33,7 @@ from modelyard.gateway.chat import ChatEndpoints
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call, Receive, Scope, Send
 from modelyard.gateway.live import LiveConfig
+from modelyard.gateway.stalled import quiet_server_on_cuts
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
 from modelyard.observability.request_log_postgres import shared_request_log
@@ -181,6 +182,7 @@ class Gateway:
         on file change) in the running loop."""
         self.keys.start()
         self.decisions.start()
+        quiet_server_on_cuts()
         loop = asyncio.get_running_loop()
         if self.serving:
             # The config, models and libraries loaded so far live as long as the process: keep

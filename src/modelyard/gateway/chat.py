@@ -40,7 +40,7 @@ from modelyard.gateway.renderers import (
     Renderer,
     ResponsesRenderer,
 )
-from modelyard.gateway.stalled import SendWatch, respond_watched
+from modelyard.gateway.stalled import SendWatch, mark_cut, respond_watched
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
@@ -290,6 +290,7 @@ class ChatEndpoints:
                 # A cancel from outside too (the server shutting down) still ends the task.
                 if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
                     raise
+                mark_cut()
                 log.warning(
                     "request %s: the client took nothing for %gs mid-stream; stream cut",
                     call.id,

@@ -1,17 +1,50 @@
 """Cutting a response whose client has stopped reading (`gateway.stalled_client_timeout`):
-a stream's sends (`SendWatch`) and a whole answer's (`respond_watched`)."""
+a stream's sends (`SendWatch`) and a whole answer's (`respond_watched`); `quiet_server_on_cuts`
+keeps the server from logging such a cut a second time, as an error of ours."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from modelyard.gateway.exchange import Call, Headers
 from modelyard.types import ChatResponse
 
 log = logging.getLogger("modelyard.gateway")
+
+_cut_here: ContextVar[bool] = ContextVar("modelyard_cut_here", default=False)
+"""Set in the request's task when this module cut its response: the server logs from that task
+once the app returns, so its filter can tell our cuts from an app that forgot to respond."""
+
+
+def mark_cut() -> None:
+    """Note that the response of the request this task serves was cut here (and logged)."""
+    _cut_here.set(True)
+
+
+class _CutAlreadyLogged(logging.Filter):
+    """Drops uvicorn's error for a response never started or never completed when this
+    gateway cut it itself: the cut was logged, with the request's id and why."""
+
+    _SAID = frozenset(
+        {
+            "ASGI callable returned without starting response.",
+            "ASGI callable returned without completing response.",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_cut_here.get() and record.getMessage() in self._SAID)
+
+
+def quiet_server_on_cuts() -> None:
+    """Install the filter on uvicorn's error logger (once per process)."""
+    server = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _CutAlreadyLogged) for f in server.filters):
+        server.addFilter(_CutAlreadyLogged())
 
 
 class SendWatch:
@@ -79,6 +112,7 @@ async def respond_watched(call: Call, body: bytes, headers: Headers, limit: floa
         # Ours: served no further. A cancel from outside too (a shutdown) still ends the task.
         if not cut.fired or task.uncancel():
             raise
+        mark_cut()
         log.warning(
             "request %s: the client took none of the answer for %gs; response cut", call.id, limit
         )
