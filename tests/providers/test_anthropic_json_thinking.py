@@ -14,7 +14,8 @@ from tests.providers.test_anthropic_wire import ask, body, u
 
 import modelyard
 from modelyard.errors import BadResponseError
-from modelyard.providers.anthropic_wire import JSON_TOOL, WIRE
+from modelyard.providers.anthropic_answer import JSON_TOOL
+from modelyard.providers.anthropic_wire import WIRE
 from modelyard.streaming import collect
 from modelyard.types import (
     Choice,

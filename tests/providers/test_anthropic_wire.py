@@ -37,9 +37,9 @@ from modelyard.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from modelyard.providers.anthropic_answer import STOP_REASONS, finish_reason
+from modelyard.providers.anthropic_answer import JSON_TOOL, STOP_REASONS, finish_reason
 from modelyard.providers.anthropic_errors import error_to_wire
-from modelyard.providers.anthropic_wire import JSON_TOOL, WIRE
+from modelyard.providers.anthropic_wire import WIRE
 from modelyard.providers.sse import Event, EventParser
 from modelyard.streaming import StreamAssembler
 from modelyard.types import (

@@ -1,7 +1,7 @@
 """Anthropic Messages answers, whole (`from_wire`) and streamed (`StreamState`).
 
 Both read the same content blocks: `text` blocks are the answer's text, `tool_use` blocks are
-tool calls (arguments as JSON text), and the `json_answer` tool that `anthropic_wire.py` uses for
+tool calls (arguments as JSON text), and the `json_answer` tool that `anthropic_tools.py` uses for
 JSON mode is read back as text (a native JSON answer, `output_config.format`, is a text block:
 `check_json` checks it parses). `thinking` blocks (text and signature) and `redacted_thinking`
 blocks (opaque data) become the message's `thinking`, streamed as `thinking_delta` and

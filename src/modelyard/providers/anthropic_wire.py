@@ -1,9 +1,10 @@
 """Anthropic Messages API (`POST /v1/messages`, `anthropic-version: 2023-06-01`): the request.
 
-`to_wire` turns a ChatRequest into a Messages body; answers, stream events and errors are read in
-`anthropic_answer.py` and `anthropic_errors.py`, and token counts (`count_tokens`: the same body
-less what only an answer needs) in `anthropic_count.py`. Choices this translation makes, since
-the two shapes do not map one to one:
+`to_wire` turns a ChatRequest into a Messages body, its tools and JSON mode made in
+`anthropic_tools.py`; answers, stream events and errors are read in `anthropic_answer.py` and
+`anthropic_errors.py`, and token counts (`count_tokens`: the same body less what only an answer
+needs) in `anthropic_count.py`. Choices this translation makes, since the two shapes do not map
+one to one:
 
 - **API version.** Pinned to 2023-06-01 with the key in `x-api-key`. The newer 2026-10-21 (the
   default of the official SDKs since 2.0) refuses `temperature`/`top_p` on every model, which
@@ -24,23 +25,9 @@ the two shapes do not map one to one:
 - **Prefill.** A trailing assistant message is sent as the start of the answer; the model
   continues it (capability `prefill`). Its trailing whitespace is stripped, which the API
   otherwise rejects; the answer returned is the continuation only, as the API returns it.
-- **JSON mode.** `response_format` (json_schema or json_object) is delivered one of two ways.
-  Without thinking, by a forced tool call, since not every model has native JSON output: a tool
-  named `json_answer` whose `input_schema` is the requested schema (`{"type": "object"}` for
-  `json_object`), with `tool_choice` forcing it. The model's tool input is turned back into the
-  answer's text by `anthropic_answer.py`, so the caller sees JSON text and
-  `finish_reason="stop"`. With the caller's own tools present the choice is `any` (call one of
-  yours, or answer in JSON). The schema's top level must be an object, since a tool input is
-  one; a schema for an array or a scalar is refused with a BadRequestError rather than
-  silently wrapped. With thinking on (`enabled` or `adaptive`) the API refuses forced tool use,
-  so JSON mode goes out as native structured output instead, `output_config.format`
-  (`{"type": "json_schema", "schema": ...}`, in the same `output_config` as the effort): the
-  request's schema unchanged, or `{"type": "object"}` for `json_object`. The answer is a plain
-  text block holding the JSON; a finished answer that does not parse is a BadResponseError
-  (`check_answer`). Only models with structured outputs take the field (Claude Sonnet 4.5,
-  Opus 4.5, Haiku 4.5 and later); the API's schema rules (Anthropic documents that objects
-  want `"additionalProperties": false`, so it may refuse the bare `{"type": "object"}` of
-  `json_object`: ask for a json_schema then) come back as its 400, a BadRequestError.
+- **Tools and JSON mode.** `tools`, `tool_choice`, `parallel_tool_calls` and `response_format`
+  are translated in `anthropic_tools.py`: JSON mode by a forced tool call, or with thinking on
+  as native structured output (`output_config.format`).
 - **Prompt caching.** A part's, tool call's or tool's `cache` and `ChatRequest.system_cache`
   become `cache_control: {"type": "ephemeral"}` on the same block (with `"ttl": "1h"` for the
   hour-long cache); a marked system prompt is sent as a list of text blocks, the marker on
@@ -53,7 +40,7 @@ the two shapes do not map one to one:
   first in the turn, as the API requires when a tool-use turn is continued. The API's own rules
   (a budget of at least 1024 and below `max_tokens`, no temperature but 1, no forced tool use,
   no prefill) are left to its 400, which reaches the caller as a BadRequestError. JSON mode
-  does not force a tool then (see JSON mode).
+  does not force a tool then (see `anthropic_tools.py`).
 - **Effort.** `ChatRequest.effort` goes out as `output_config.effort` (OpenAI's `none` and
   `minimal`, which Anthropic does not take, as `low`).
 - **Context management.** `ChatRequest.context_management` goes out as `context_management`,
@@ -80,24 +67,16 @@ import orjson
 from modelyard.errors import BadRequestError, ModelError
 from modelyard.providers import anthropic_answer, anthropic_count, anthropic_errors
 from modelyard.providers.anthropic_blocks import Block, marked, message_blocks, plain_text
+from modelyard.providers.anthropic_tools import native_format, native_json, tool_fields
 from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
 from modelyard.providers.wire import ParsedResponse, StreamDecoder
-from modelyard.types import (
-    ChatRequest,
-    Choice,
-    Message,
-    ResponseFormat,
-    Thinking,
-    Tool,
-)
+from modelyard.types import ChatRequest, Choice, Message, Thinking
 
 API_VERSION = "2023-06-01"
 CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 """The beta `context_management` needs (the API refuses the field without it)."""
 INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
 """The beta that lets a model think between tool calls, not only before its first one."""
-JSON_TOOL = anthropic_answer.JSON_TOOL
-_ANY_OBJECT: dict[str, Any] = {"type": "object"}
 _LOWEST: dict[str, str] = {"none": "low", "minimal": "low"}
 """Effort levels Anthropic does not take, as the nearest one it does."""
 
@@ -143,7 +122,7 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     }
     if request.system or system:
         body["system"] = _system(request, system)
-    body.update(_tools(request))
+    body.update(tool_fields(request))
     if request.thinking is not None:
         body["thinking"] = _thinking(request.thinking)
     output_config = _output_config(request)
@@ -165,33 +144,14 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
     return body
 
 
-def native_json(request: ChatRequest) -> bool:
-    """Whether `request`'s JSON mode goes out as `output_config.format` rather than a forced
-    tool: when it thinks, since the API refuses forced tool use with thinking on."""
-    fmt, thinking = request.response_format, request.thinking
-    return (
-        fmt is not None
-        and fmt.type != "text"
-        and thinking is not None
-        and thinking.type in ("enabled", "adaptive")
-    )
-
-
 def _output_config(request: ChatRequest) -> dict[str, Any]:
     # One object carries both the effort and a native JSON format.
     out: dict[str, Any] = {}
     if request.effort is not None:  # OpenAI's lowest levels are Anthropic's lowest
         out["effort"] = _LOWEST.get(request.effort, request.effort)
-    if native_json(request):
-        fmt = request.response_format
-        assert fmt is not None
-        if fmt.type == "json_schema" and not fmt.schema:
-            raise BadRequestError(
-                "response_format json_schema needs a schema", code="invalid_response_format"
-            )
-        # json_object: any object, the same schema the forced tool uses for it.
-        schema = dict(fmt.schema) if fmt.type == "json_schema" and fmt.schema else dict(_ANY_OBJECT)
-        out["format"] = {"type": "json_schema", "schema": schema}
+    fmt = native_format(request)
+    if fmt is not None:
+        out["format"] = fmt
     return out
 
 
@@ -273,102 +233,6 @@ def _turn_json(turn: _Turn) -> dict[str, Any]:
     if plain_text(blocks):
         return {"role": turn.role, "content": blocks[0]["text"]}
     return {"role": turn.role, "content": blocks}
-
-
-def _tools(request: ChatRequest) -> dict[str, Any]:
-    fmt = request.response_format
-    json_mode = fmt is not None and fmt.type != "text" and not native_json(request)
-    if not request.tools and not json_mode:
-        if request.tool_choice not in (None, "auto", "none"):
-            raise BadRequestError(
-                f"tool_choice={request.tool_choice!r} but the request has no tools",
-                code="invalid_tool_choice",
-            )
-        return {}
-    names = {tool.name for tool in request.tools}
-    tools = [_tool_json(tool) for tool in request.tools]
-    choice = _tool_choice(request.tool_choice, names)
-    if json_mode:
-        assert fmt is not None
-        if JSON_TOOL in names:
-            raise BadRequestError(
-                f"a tool is named {JSON_TOOL!r}, the name reserved for JSON answers on Anthropic",
-                code="invalid_tools",
-            )
-        tools.append(_json_tool(fmt))
-        if choice is None or choice["type"] in ("auto", "any"):
-            choice = {"type": "any"} if request.tools else {"type": "tool", "name": JSON_TOOL}
-        elif choice["type"] == "none":
-            choice = {"type": "tool", "name": JSON_TOOL}
-    if request.parallel_tool_calls is False and choice is not None and choice["type"] != "none":
-        choice["disable_parallel_tool_use"] = True
-    elif request.parallel_tool_calls is False and choice is None:
-        choice = {"type": "auto", "disable_parallel_tool_use": True}
-    out: dict[str, Any] = {"tools": tools}
-    if choice is not None:
-        out["tool_choice"] = choice
-    return out
-
-
-def _tool_choice(choice: str | None, names: set[str]) -> dict[str, Any] | None:
-    if choice is None:
-        return None
-    if choice in ("auto", "none"):
-        return {"type": choice}
-    if choice == "required":
-        return {"type": "any"}
-    if choice not in names:
-        raise BadRequestError(
-            f"tool_choice names {choice!r}, which is not among the request's tools "
-            f"({', '.join(sorted(names))})",
-            code="invalid_tool_choice",
-        )
-    return {"type": "tool", "name": choice}
-
-
-def _tool_json(tool: Tool) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": tool.name, "input_schema": _object_schema(tool.parameters)}
-    if tool.description:
-        out["description"] = tool.description
-    if tool.strict is not None:
-        out["strict"] = tool.strict
-    return marked(out, tool.cache)
-
-
-def _object_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    if not schema:
-        return {"type": "object", "properties": {}}
-    if "type" not in schema:
-        return {"type": "object", **schema}
-    return dict(schema)
-
-
-def _json_tool(fmt: ResponseFormat) -> dict[str, Any]:
-    if fmt.type == "json_schema":
-        if not fmt.schema:
-            raise BadRequestError(
-                "response_format json_schema needs a schema", code="invalid_response_format"
-            )
-        if fmt.schema.get("type", "object") != "object":
-            raise BadRequestError(
-                f"response_format schema has top-level type {fmt.schema.get('type')!r}; on "
-                "Anthropic JSON answers arrive as a tool input, which must be an object",
-                code="invalid_response_format",
-            )
-        schema = _object_schema(fmt.schema)
-        about = f" matching the schema{f' {fmt.name!r}' if fmt.name else ''}"
-    else:
-        schema = dict(_ANY_OBJECT)
-        about = ""
-    tool: dict[str, Any] = {
-        "name": JSON_TOOL,
-        "description": f"Give your final answer by calling this tool: its input is the answer, "
-        f"a JSON object{about}.",
-        "input_schema": schema,
-    }
-    if fmt.strict:
-        tool["strict"] = True
-    return tool
 
 
 def beta_names(body: Mapping[str, Any]) -> list[str]:

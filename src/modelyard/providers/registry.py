@@ -55,7 +55,7 @@ WIRES: dict[str, WireDefaults] = {
         auth_header="x-api-key",
         auth_prefix="",
         capabilities=Capabilities(
-            # JSON schema answers arrive through a forced tool call (see anthropic_wire.py).
+            # JSON schema answers arrive through a forced tool call (see anthropic_tools.py).
             # Extended thinking: a model without it answers the API's own 400. Mid-conversation
             # system messages: only Claude Opus 4.8 on takes them (`system_messages: true`).
             streaming=True,
