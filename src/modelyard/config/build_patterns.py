@@ -46,15 +46,14 @@ from modelyard.patterns.artifact import load as load_artifact
 from modelyard.patterns.cascade import CascadeModel, Stage
 from modelyard.patterns.ensemble import EnsembleModel
 from modelyard.patterns.estimators import (
-    AgreementEstimator,
     CallableEstimator,
     Estimator,
     LearnedEstimator,
     LogprobEstimator,
     OwnConfidenceEstimator,
-    SamplesEstimator,
     VerifierEstimator,
 )
+from modelyard.patterns.estimators_agreement import AgreementEstimator, SamplesEstimator
 from modelyard.patterns.gates import (
     CallableGate,
     CheckerGate,
