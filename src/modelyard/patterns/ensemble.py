@@ -18,52 +18,23 @@ deadline) counts at its input if its request was sent, which the provider bills,
 if it was still waiting to be sent (for a rate-limit or concurrency slot, say): what its budget
 guard settles either way (`cost.dispatch`).
 
-Asking the members and what each did is `ensemble_members.py`; this module combines their
-answers.
+Asking the members and what each did is `ensemble_members.py`, and combining their answers
+(the quorum, the vote, the judge or fuser, the decision record) `ensemble_combining.py`; this
+module is the Model that holds them: its shape, its worst-case cost and its two calls.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Literal
 
-from modelyard.errors import ModelError, NoAnswerError
 from modelyard.model import Model, ModelInfo
-from modelyard.patterns.combine import (
-    FUSE_PROMPT,
-    JUDGE_PROMPT,
-    Tally,
-    candidates_block,
-    parse_pick,
-    settled,
-    tally,
-)
-from modelyard.patterns.ensemble_members import (
-    Members,
-    Outcome,
-    Wait,
-    agreement_on,
-    problem_of,
-    turnout_for,
-)
+from modelyard.patterns.combine import FUSE_PROMPT, JUDGE_PROMPT, Tally
+from modelyard.patterns.ensemble_combining import Combine, Combining
+from modelyard.patterns.ensemble_members import Members, Outcome, Wait
 from modelyard.patterns.normalise import Normaliser
-from modelyard.patterns.records import (
-    answered,
-    common_capabilities,
-    derived,
-    emit,
-    failed,
-    fill,
-    filled_size,
-    raise_with,
-    restamp,
-    since_ms,
-)
-from modelyard.resilience.streams import interrupted
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
-
-Combine = Literal["vote", "weighted_vote", "judge", "fuse"]
+from modelyard.patterns.records import common_capabilities, emit, filled_size
+from modelyard.types import ChatRequest, ChatResponse, Chunk
 
 
 class EnsembleModel(Model):
@@ -99,6 +70,15 @@ class EnsembleModel(Model):
             deadlines=self.member_deadlines,
             normalise=normalise,
             wait=wait,
+        )
+        self._combining = Combining(
+            name=name,
+            combine=combine,
+            combiner=combiner,
+            prompt=self.prompt,
+            quorum=quorum,
+            member_count=len(self.members),
+            normalise_name=normalise_name,
         )
         answerers = [*self.members, *([combiner] if combine == "fuse" and combiner else [])]
         self.info = ModelInfo(
@@ -148,31 +128,10 @@ class EnsembleModel(Model):
             )
         return out
 
-    # --- asking the members -----------------------------------------------------------------
-
     async def gather(self, request: ChatRequest) -> list[Outcome]:
         """Every member's outcome, in member order (stragglers cancelled under `wait: quorum`,
         members past the settling point not asked under `wait: in_turn`)."""
-        return await self._asking.gather(request, self._decided)
-
-    def _decided(self, done: dict[int, Outcome], outstanding: list[int]) -> bool:
-        if self.combine in ("judge", "fuse"):
-            return sum(1 for o in done.values() if o.response is not None) >= self.quorum
-        ordered = [done[i] for i in sorted(done)]
-        votes = [o for o in ordered if o.key is not None]
-        if len(votes) < self.quorum:
-            return False
-        result = self._tally(ordered)
-        # A member still out adds at most weight 1 (a vote, or a confidence).
-        return settled(result, float(len(outstanding)), min(outstanding, default=None))
-
-    def _tally(self, outcomes: Sequence[Outcome]) -> Tally:
-        keys = [o.key for o in outcomes]
-        if self.combine == "weighted_vote":
-            return tally(keys, [o.weight for o in outcomes])
-        return tally(keys, [1.0 if o.response is not None else 0.0 for o in outcomes])
-
-    # --- combining ----------------------------------------------------------------------------
+        return await self._asking.gather(request, self._combining.decided)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
@@ -180,10 +139,11 @@ class EnsembleModel(Model):
             request = request.with_budget(self.deadline)
         outcomes, result, spent = await self._settle(request, started)
         if self.combine != "fuse":
-            return await self._chosen(request, outcomes, result, spent, started)
+            return await self._combining.chosen(request, outcomes, result, spent, started)
         final = None
-        fuse_request = self._fuse_request(request, outcomes)
-        async for chunk in self._fuse(fuse_request, outcomes, result, spent, started, False):
+        fuse_request = self._combining.fuse_request(request, outcomes)
+        fused = self._combining.fuse(fuse_request, outcomes, result, spent, started, False)
+        async for chunk in fused:
             final = chunk.response or final
         assert final is not None
         return final
@@ -194,11 +154,12 @@ class EnsembleModel(Model):
             request = request.with_budget(self.deadline)
         outcomes, result, spent = await self._settle(request, started)
         if self.combine == "fuse":
-            fuse_request = self._fuse_request(request, outcomes)
-            async for chunk in self._fuse(fuse_request, outcomes, result, spent, started, True):
+            fuse_request = self._combining.fuse_request(request, outcomes)
+            fused = self._combining.fuse(fuse_request, outcomes, result, spent, started, True)
+            async for chunk in fused:
                 yield chunk
             return
-        response = await self._chosen(request, outcomes, result, spent, started)
+        response = await self._combining.chosen(request, outcomes, result, spent, started)
         for chunk in emit(response, True):
             yield chunk
 
@@ -207,212 +168,5 @@ class EnsembleModel(Model):
     ) -> tuple[list[Outcome], Tally, float]:
         """Ask the members; raise NoAnswerError when the quorum is not met."""
         outcomes = await self.gather(request)
-        spent = sum(o.cost for o in outcomes)
-        usable = [
-            o
-            for o in outcomes
-            if o.response is not None and (self.combine in ("judge", "fuse") or o.key is not None)
-        ]
-        result = self._tally([o for o in outcomes if o.left_out is None])
-        if len(usable) < self.quorum:
-            problems = "; ".join(problem_of(o) for o in outcomes if o not in usable)
-            reason = (
-                f"{len(usable)} of {len(self.members)} members gave a usable answer, "
-                f"quorum is {self.quorum}: {problems}"
-            )
-            decision = self._decision(
-                outcomes, result, None, reason, spent, started, (), error=reason
-            )
-            error = NoAnswerError(f"ensemble {self.name}: {reason}", model=self.name)
-            raise raise_with(error, cost=spent, decision=decision)
+        result, spent = self._combining.settle(outcomes, started)
         return outcomes, result, spent
-
-    def _decision(
-        self,
-        outcomes: Sequence[Outcome],
-        result: Tally,
-        chosen: str | None,
-        reason: str,
-        cost: float,
-        started: float,
-        extra: tuple[Decision, ...],
-        error: str | None = None,
-    ) -> Decision:
-        return Decision(
-            node=self.name,
-            kind="ensemble",
-            chosen=chosen,
-            reason=reason,
-            scores=dict(result.votes),
-            threshold=float(self.quorum),
-            latency_ms=since_ms(started),
-            cost=cost,
-            error=error,
-            children=(*(o.decision() for o in outcomes), *extra),
-            details={
-                "combine": self.combine,
-                "agreement": agreement_on(outcomes, result.winner),
-                "members": [o.summary() for o in outcomes],
-            },
-        )
-
-    def _vote_answer(self, outcomes: Sequence[Outcome], result: Tally) -> tuple[Outcome, str]:
-        counted = [o for o in outcomes if o.left_out is None]
-        if result.first is None:
-            first = next(o for o in counted if o.response is not None)
-            return first, f"no answer could be read as {self.normalise_name}; first answer"
-        winner = counted[result.first]
-        turnout = turnout_for(counted, result.winner)
-        if self.combine == "weighted_vote":
-            weight = result.votes[result.winner or ""]
-            return winner, (
-                f"{result.winner!r} won with weight {weight:g} of {result.total:g}; {turnout}"
-            )
-        return winner, f"{result.winner!r} won with votes {turnout}"
-
-    async def _judge(
-        self, request: ChatRequest, usable: Sequence[Outcome]
-    ) -> tuple[int | None, Decision, float, str]:
-        assert self.combiner is not None
-        texts = [o.response.text for o in usable if o.response is not None]
-        prompt = fill(
-            self.prompt, {"question": request.last_user_text, "candidates": candidates_block(texts)}
-        )
-        try:
-            response = await self.combiner.complete(derived(request, prompt))
-        except ModelError as exc:
-            return None, failed(self.combiner, exc), exc.cost, f"judge failed ({exc.kind})"
-        pick = parse_pick(response.text, texts)
-        said = response.text.strip()[:40]
-        why = (
-            f"judge picked answer {pick + 1}"
-            if pick is not None
-            else f"judge said {said!r}, no pick"
-        )
-        return pick, answered(self.combiner, response), response.cost, why
-
-    def _fuse_request(self, request: ChatRequest, outcomes: Sequence[Outcome]) -> ChatRequest:
-        texts = [o.response.text for o in outcomes if o.response is not None]
-        prompt = fill(
-            self.prompt, {"question": request.last_user_text, "candidates": candidates_block(texts)}
-        )
-        return derived(request, prompt, system=request.system)
-
-    async def _chosen(
-        self,
-        request: ChatRequest,
-        outcomes: list[Outcome],
-        result: Tally,
-        spent: float,
-        started: float,
-    ) -> ChatResponse:
-        """The voted (or judged) member's answer, with the ensemble's cost and record."""
-        extra: tuple[Decision, ...] = ()
-        if self.combine == "judge":
-            usable = [o for o in outcomes if o.response is not None]
-            pick, judged, judge_cost, why = await self._judge(request, usable)
-            spent += judge_cost
-            extra = (judged,)
-            if pick is not None:
-                winner, reason = usable[pick], why
-            else:
-                winner, voted = self._vote_answer(outcomes, result)
-                reason = f"{why}; vote instead: {voted}"
-        else:
-            winner, reason = self._vote_answer(outcomes, result)
-        assert winner.response is not None
-        agreement = agreement_on(outcomes, winner.key)
-        decision = self._decision(
-            outcomes, result, winner.model.name, reason, spent, started, extra
-        )
-        return restamp(winner.response, cost=spent, decision=decision, confidence=agreement)
-
-    async def _fuse(
-        self,
-        fuse_request: ChatRequest,
-        outcomes: list[Outcome],
-        result: Tally,
-        spent: float,
-        started: float,
-        stream: bool,
-    ) -> AsyncIterator[Chunk]:
-        assert self.combiner is not None
-        fuser = self.combiner
-        agreement = agreement_on(outcomes, result.winner)
-        sent = 0  # characters of the fused answer the caller has seen
-        try:
-            if stream:
-                async for chunk in fuser.stream(fuse_request):
-                    if chunk.response is None:
-                        sent += chunk.chars
-                        yield chunk
-                        continue
-                    yield Chunk(
-                        response=self._fused(
-                            chunk.response, outcomes, result, spent, started, agreement
-                        )
-                    )
-                return
-            response = await fuser.complete(fuse_request)
-        except ModelError as exc:
-            spent += exc.cost
-            if sent:  # the vote's answer after part of the fused one would splice two texts
-                raise self._fuse_cut(exc, outcomes, result, spent, started, sent) from None
-            winner, voted = self._vote_answer(outcomes, result)
-            assert winner.response is not None
-            decision = self._decision(
-                outcomes,
-                result,
-                winner.model.name,
-                f"fuser failed ({exc.kind}); vote instead: {voted}",
-                spent,
-                started,
-                (failed(fuser, exc),),
-            )
-            answer = restamp(winner.response, cost=spent, decision=decision, confidence=agreement)
-            for chunk in emit(answer, stream):
-                yield chunk
-            return
-        fused = self._fused(response, outcomes, result, spent, started, agreement)
-        for chunk in emit(fused, stream):
-            yield chunk
-
-    def _fuse_cut(
-        self,
-        exc: ModelError,
-        outcomes: list[Outcome],
-        result: Tally,
-        spent: float,
-        started: float,
-        sent: int,
-    ) -> ModelError:
-        """The error for a fused stream that broke after `sent` characters reached the caller."""
-        assert self.combiner is not None
-        error = interrupted(exc, model=self.combiner.name, sent_chars=sent)
-        reason = f"fuser's stream broke after {sent} characters were sent; not spliced"
-        extra = (failed(self.combiner, exc),)
-        decision = self._decision(outcomes, result, None, reason, spent, started, extra, reason)
-        return raise_with(error, cost=spent, decision=decision)
-
-    def _fused(
-        self,
-        response: ChatResponse,
-        outcomes: list[Outcome],
-        result: Tally,
-        spent: float,
-        started: float,
-        agreement: float,
-    ) -> ChatResponse:
-        assert self.combiner is not None
-        total = spent + response.cost
-        answered_count = sum(1 for o in outcomes if o.response is not None)
-        decision = self._decision(
-            outcomes,
-            result,
-            self.combiner.name,
-            f"fuser merged {answered_count} answers",
-            total,
-            started,
-            (answered(self.combiner, response),),
-        )
-        return restamp(response, cost=total, decision=decision, confidence=agreement)
