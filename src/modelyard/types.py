@@ -5,10 +5,12 @@ between the concurrent members of an ensemble, and impossible to mutate behind a
 Wire formats (OpenAI, Anthropic, Gemini, the gateway) translate to and from these in
 `providers/*_wire.py` and `gateway/`; nothing else knows any vendor's JSON.
 
-Two groups that stand alone live beside this module and are re-exported from it, so every value
-is imported from `modelyard.types`: a model's reasoning (`types_reasoning.py`: `Thinking`,
-`Effort`, `ThinkingPart`, `RedactedThinkingPart`, `Reasoning`, `ReasoningDelta`) and the audit
-record (`types_decision.py`: `Decision`).
+Three groups that stand alone live beside this module and are re-exported from it, so every
+value is imported from `modelyard.types`: a conversation's messages (`types_message.py`:
+`Message`, `Role`, its parts `TextPart`, `ImagePart` and `Part`, `ToolCall`, and the prompt-cache
+`CacheTtl`), a model's reasoning (`types_reasoning.py`: `Thinking`, `Effort`, `ThinkingPart`,
+`RedactedThinkingPart`, `Reasoning`, `ReasoningDelta`) and the audit record (`types_decision.py`:
+`Decision`).
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from enum import StrEnum
 from typing import Any, Literal, Self
 
 from modelyard.types_decision import Decision as Decision
+from modelyard.types_message import CacheTtl as CacheTtl
+from modelyard.types_message import ImagePart as ImagePart
+from modelyard.types_message import Message as Message
+from modelyard.types_message import Part as Part
+from modelyard.types_message import Role as Role
+from modelyard.types_message import TextPart as TextPart
+from modelyard.types_message import ToolCall as ToolCall
 from modelyard.types_reasoning import Effort as Effort
 from modelyard.types_reasoning import Reasoning as Reasoning
 from modelyard.types_reasoning import ReasoningDelta as ReasoningDelta
 from modelyard.types_reasoning import RedactedThinkingPart as RedactedThinkingPart
 from modelyard.types_reasoning import Thinking as Thinking
 from modelyard.types_reasoning import ThinkingPart as ThinkingPart
-
-Role = Literal["system", "user", "assistant", "tool"]
-
-CacheTtl = Literal["5m", "1h"]
-"""How long a prompt-cache breakpoint keeps its prefix (Anthropic's `cache_control` ttl)."""
 
 _EMPTY: Mapping[str, Any] = {}
 
@@ -42,73 +46,6 @@ class FinishReason(StrEnum):
     LENGTH = "length"
     TOOL_CALLS = "tool_calls"
     CONTENT_FILTER = "content_filter"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TextPart:
-    """A run of text inside a message."""
-
-    text: str
-    cache: CacheTtl | None = None
-    """A prompt-cache breakpoint after this part: the prompt up to here is cached for this long
-    by providers that take explicit markers (Anthropic); others ignore it. It changes what a
-    call is billed, never its answer."""
-    type: Literal["text"] = "text"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ImagePart:
-    """An image, by URL or `data:` URI."""
-
-    url: str
-    detail: str | None = None
-    cache: CacheTtl | None = None
-    """A prompt-cache breakpoint after this image (see `TextPart.cache`)."""
-    type: Literal["image"] = "image"
-
-
-Part = TextPart | ImagePart
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ToolCall:
-    """A call the model asks the caller to make; `arguments` is the JSON text the model wrote."""
-
-    id: str
-    name: str
-    arguments: str
-    cache: CacheTtl | None = None
-    """A prompt-cache breakpoint after this call, when it is sent back in a later turn (see
-    `TextPart.cache`)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Message:
-    """One turn of a conversation; `content` is plain text or a sequence of parts."""
-
-    role: Role
-    content: str | tuple[Part, ...] = ""
-    name: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    thinking: tuple[Reasoning, ...] = ()
-    """An assistant message's reasoning, in the order it came, before its content: kept apart
-    from `content` since it is not the answer (`text` leaves it out) and Anthropic wants it
-    back first in the turn, unchanged; wire formats that cannot carry it leave it out."""
-
-    @property
-    def text(self) -> str:
-        """The message's text, parts joined; images are left out."""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content if isinstance(p, TextPart))
-
-    @property
-    def has_image(self) -> bool:
-        """Whether any part is an image."""
-        return not isinstance(self.content, str) and any(
-            isinstance(p, ImagePart) for p in self.content
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
