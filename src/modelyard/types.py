@@ -36,8 +36,6 @@ from modelyard.types_reasoning import RedactedThinkingPart as RedactedThinkingPa
 from modelyard.types_reasoning import Thinking as Thinking
 from modelyard.types_reasoning import ThinkingPart as ThinkingPart
 
-_EMPTY: Mapping[str, Any] = {}
-
 
 class FinishReason(StrEnum):
     """Why a choice stopped: the providers' reasons mapped onto one set."""
