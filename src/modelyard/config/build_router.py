@@ -9,18 +9,15 @@ here, with the file, line and the fix. The semantic examples are embedded once, 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib
 import importlib.util
 import json
 import re
-import threading
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
+from modelyard.background import run_blocking
 from modelyard.config.build import BuildContext, node_builder
 from modelyard.config.build_patterns import callable_at, trained_artifact
 from modelyard.config.loader import Loc
@@ -86,25 +83,6 @@ def _rules(spec: RouterSpec, context: BuildContext, loc: Loc) -> RuleSet:
     return RuleSet(rules, detect)
 
 
-def _run_async(coroutine_factory: Callable[[], Any]) -> Any:
-    """Run a coroutine to completion from sync build code, even inside a running event loop
-    (in a helper thread with its own loop)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coroutine_factory())
-        except BaseException as exc:  # handed back to the builder below
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="modelyard-build")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> SemanticPolicy:
     where = (*loc, "semantic")
     embedder = context.embedder(spec.embedder, (*where, "embedder"))
@@ -119,7 +97,7 @@ def _semantic(spec: SemanticRoutingSpec, context: BuildContext, loc: Loc) -> Sem
     key = f"semantic|{embedder.name}|{embedder.info.model_id}|{digest}"
 
     def prepare() -> SemanticIndex:
-        matrix = _run_async(lambda: embed_texts(embedder, texts))
+        matrix = run_blocking(lambda: embed_texts(embedder, texts), name="modelyard-build")
         bounds = np.cumsum([len(spec.examples[r]) for r in routes])[:-1]
         return SemanticIndex(routes, np.split(matrix, bounds), spec.match)
 
