@@ -187,11 +187,13 @@ def start_modelyard(
     name: str, cli: str, config: Path, work: Path, mock_url: str
 ) -> tuple[procs.Service, str]:
     """`modelyard serve` pinned to the server core, with a fresh state dir and one virtual key."""
-    from modelyard.gateway.keys import KeyStore
+    import asyncio
+
+    from modelyard.gateway.keys import SqliteKeyStore
 
     state = work / name
     state.mkdir()
-    secret, _ = KeyStore(state / "keys.sqlite3").create("bench")
+    secret, _ = asyncio.run(SqliteKeyStore(state / "keys.sqlite3").create("bench"))
     port = procs.free_port()
     env = {"MOCK_BASE_URL": mock_url, "BENCH_STATE_DIR": str(state)}
     service = procs.start(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -13,13 +14,13 @@ from tests.gateway.conftest import Running
 from modelyard.gateway.auth import KeyRing, require_admin
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call
-from modelyard.gateway.keys import KeyStore
+from modelyard.gateway.keys import SqliteKeyStore
 
 
 def ring(
     tmp_path: Path, mode: Literal["auto", "required", "off"], admin: str | None = None
 ) -> KeyRing:
-    return KeyRing(KeyStore(tmp_path / "keys.sqlite3"), mode=mode, admin_secret=admin)
+    return KeyRing(SqliteKeyStore(tmp_path / "keys.sqlite3"), mode=mode, admin_secret=admin)
 
 
 async def _unused() -> dict[str, object]:
@@ -71,7 +72,7 @@ def test_auth_off_with_an_admin_key_still_needs_it_for_admin_routes(tmp_path: Pa
 
 def test_auth_off_with_virtual_keys_does_not_make_local_callers_admin(tmp_path: Path) -> None:
     keys = ring(tmp_path, "off")
-    keys.store.create("team-a")
+    asyncio.run(keys.store.create("team-a"))
     keys = ring(tmp_path, "off")
     with pytest.raises(ApiError) as caught:
         require_admin(keys, local_call())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from tests.gateway.conftest import SYSTEMS, Running
 
 from modelyard.cost.bounds import cost_bound
-from modelyard.gateway.keys import KeyStore
+from modelyard.gateway.keys import SqliteKeyStore
 from modelyard.types import ChatRequest, Message
 
 ADMIN = """
@@ -59,8 +60,11 @@ def test_scoped_key_may_use_only_its_systems(serve_gateway: Callable[..., Runnin
 
 def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
-    store = KeyStore(running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3")
-    secret, key = store.create("cli-made")  # as `modelyard keys create` would, from another process
+    store = SqliteKeyStore(
+        running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3"
+    )
+    # As `modelyard keys create` would, from another process.
+    secret, key = asyncio.run(store.create("cli-made"))
     deadline = time.monotonic() + 3
     while True:
         try:
@@ -69,7 +73,7 @@ def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Run
         except openai.AuthenticationError:
             assert time.monotonic() < deadline, "new key never accepted"
             time.sleep(0.1)
-    assert store.revoke(key.id)
+    assert asyncio.run(store.revoke(key.id))
     time.sleep(1.5)
     with pytest.raises(openai.AuthenticationError):
         ask(running, secret)
@@ -79,8 +83,10 @@ def test_revoking_the_last_key_does_not_open_the_gateway(
     serve_gateway: Callable[..., Running],
 ) -> None:
     running = serve_gateway()  # no admin key: open until a key is made
-    store = KeyStore(running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3")
-    secret, key = store.create("only")
+    store = SqliteKeyStore(
+        running.config.parent / ".modelyard" / running.config.name / "keys.sqlite3"
+    )
+    secret, key = asyncio.run(store.create("only"))
     deadline = time.monotonic() + 3
     while True:
         try:
@@ -89,7 +95,7 @@ def test_revoking_the_last_key_does_not_open_the_gateway(
             break
         assert time.monotonic() < deadline, "a made key never closed the gateway"
         time.sleep(0.1)
-    assert store.revoke(key.id)
+    assert asyncio.run(store.revoke(key.id))
     deadline = time.monotonic() + 10  # the gateway reads the key store about once a second
     while True:
         try:
@@ -275,7 +281,7 @@ def test_keys_made_before_per_config_folders_still_guard_the_gateway(tmp_path: P
 
     config = tmp_path / "prod.yaml"
     config.write_text(SYSTEMS)
-    KeyStore(tmp_path / ".modelyard" / "keys.sqlite3").create("old", systems=["*"])
+    asyncio.run(SqliteKeyStore(tmp_path / ".modelyard" / "keys.sqlite3").create("old"))
     app = create_app(config)
     assert app.keys.store.path == tmp_path / ".modelyard" / "keys.sqlite3"
     assert not app.keys.open

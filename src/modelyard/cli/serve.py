@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.cli.basic import ConfigPath
+
+if TYPE_CHECKING:
+    from modelyard.gateway.keys import KeyStore
+
+T = TypeVar("T")
 
 keys_app = typer.Typer(
     help="Create, list and revoke the gateway's virtual API keys.", no_args_is_help=True
@@ -34,12 +41,21 @@ def serve(
     guarded(lambda: run(config, host=host, port=port, workers=workers))
 
 
-def _store(config: Path):  # type: ignore[no-untyped-def]
+def _with_store(config: Path, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """`work` on the config's key store, then closed."""
     from modelyard.config.loader import load_config
-    from modelyard.gateway.keys import KeyStore
+    from modelyard.gateway.keys import SqliteKeyStore
 
     loaded = load_config(config)
-    return KeyStore(loaded.local_path(loaded.config.gateway.keys_db))
+    store = SqliteKeyStore(loaded.local_path(loaded.config.gateway.keys_db))
+
+    async def go() -> T:
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
 
 
 @keys_app.command("create")
@@ -67,8 +83,15 @@ def keys_create(
                 f"no system or model named {unknown[0]!r} in {config}; available: "
                 + ", ".join(sorted(names))
             )
-        secret, key = _store(config).create(
-            name, systems=system or ["*"], rpm=rpm, budget=budget, max_concurrency=max_concurrency
+        secret, key = _with_store(
+            config,
+            lambda store: store.create(
+                name,
+                systems=system or ["*"],
+                rpm=rpm,
+                budget=budget,
+                max_concurrency=max_concurrency,
+            ),
         )
         console.print(f"created {key.id} for {name!r} (systems: {', '.join(key.systems)})")
         console.print(f"secret (shown once): [bold]{secret}[/]")
@@ -84,7 +107,7 @@ def keys_list(config: ConfigPath) -> None:
         table = Table()
         for column in ("id", "name", "systems", "rpm", "budget", "status"):
             table.add_column(column)
-        for key in _store(config).all():
+        for key in _with_store(config, lambda store: store.all()):
             table.add_row(
                 key.id,
                 key.name,
@@ -105,7 +128,7 @@ def keys_revoke(
     """Revoke a key; a running gateway refuses it within a second."""
 
     def run() -> None:
-        if not _store(config).revoke(key_id):
+        if not _with_store(config, lambda store: store.revoke(key_id)):
             fail(f"no active key {key_id!r}")
         console.print(f"revoked {key_id}")
 

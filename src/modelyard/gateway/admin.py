@@ -3,25 +3,26 @@ the virtual-key admin API."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from modelyard.errors import ConfigError, ModelError
+from modelyard.errors import ConfigError, ModelError, UnavailableError
 from modelyard.gateway import openai_render
 from modelyard.gateway.auth import KeyRing, caller, require_admin
-from modelyard.gateway.errors import ApiError, bad_request
+from modelyard.gateway.errors import ApiError, bad_request, from_model_error
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
 from modelyard.state.base import StateStore, StoreHealth
 from modelyard.yard import Yard
+
+T = TypeVar("T")
 
 
 class AdminEndpoints:
@@ -114,7 +115,7 @@ class AdminEndpoints:
     async def list_keys(self, call: Call) -> None:
         """GET /admin/keys."""
         require_admin(self.keys, call)
-        keys = await asyncio.to_thread(self.keys.store.all)
+        keys = await _in_store(self.keys.store.all())
         await call.respond(200, orjson.dumps({"keys": [k.to_dict() for k in keys]}))
 
     async def create_key(self, call: Call) -> None:
@@ -133,13 +134,14 @@ class AdminEndpoints:
         budget = body.get("budget")
         if budget is not None and not (isinstance(budget, int | float) and budget > 0):
             raise bad_request("budget: expected a positive number of USD", "budget")
-        secret, key = await asyncio.to_thread(
-            self.keys.store.create,
-            body["name"],
-            systems=systems,
-            rpm=body.get("rpm"),
-            budget=budget,
-            max_concurrency=body.get("max_concurrency"),
+        secret, key = await _in_store(
+            self.keys.store.create(
+                body["name"],
+                systems=systems,
+                rpm=body.get("rpm"),
+                budget=budget,
+                max_concurrency=body.get("max_concurrency"),
+            )
         )
         await self.keys.refresh()
         await call.respond(201, orjson.dumps({"key": secret, **key.to_dict()}))
@@ -147,10 +149,18 @@ class AdminEndpoints:
     async def revoke_key(self, call: Call, key_id: str) -> None:
         """DELETE /admin/keys/{id}."""
         require_admin(self.keys, call)
-        if not await asyncio.to_thread(self.keys.store.revoke, key_id):
+        if not await _in_store(self.keys.store.revoke(key_id)):
             raise ApiError(404, f"no active key {key_id!r}", code="not_found")
         await self.keys.refresh()
         await call.respond(200, orjson.dumps({"revoked": key_id}))
+
+
+async def _in_store(work: Awaitable[T]) -> T:
+    """`work` on the key store; one that cannot be reached is a 503 naming its setting."""
+    try:
+        return await work
+    except UnavailableError as exc:
+        raise from_model_error(exc) from None
 
 
 async def _health(yard: Yard) -> dict[str, Any]:

@@ -260,7 +260,7 @@ class Gateway:
 def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = False) -> Gateway:
     """Build a Gateway for the config at `config` (or $MODELYARD_CONFIG): the factory uvicorn
     calls in each worker."""
-    from modelyard.gateway.keys import KeyStore
+    from modelyard.gateway.keys import SqliteKeyStore
 
     path = config or os.environ.get("MODELYARD_CONFIG")
     if not path:
@@ -269,7 +269,8 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     loaded = live.current.loaded
     spec = loaded.config.gateway
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None
-    keys = KeyRing(KeyStore(loaded.local_path(spec.keys_db)), mode=spec.auth, admin_secret=admin)
+    store = SqliteKeyStore(loaded.local_path(spec.keys_db))
+    keys = KeyRing(store, mode=spec.auth, admin_secret=admin)
     decisions = DecisionLog(
         loaded.local_path(spec.request_log) if spec.request_log else None,
         shared=shared_request_log(spec),

@@ -9,9 +9,11 @@ import hmac
 import logging
 from typing import Literal
 
+from modelyard.background import run_blocking
+from modelyard.errors import ModelError, redact
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call
-from modelyard.gateway.keys import KeyStore, VirtualKey, hash_key
+from modelyard.gateway.keys import KeySnapshot, KeyStore, VirtualKey, hash_key
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -20,7 +22,10 @@ ADMIN = VirtualKey(id="admin", name="admin", admin=True)
 
 
 class KeyRing:
-    """Answers "which key is this?" from memory; a background task follows the key store."""
+    """Answers "which key is this?" from memory; a background task follows the key store.
+    Made with the keys read once (a store that cannot be read then is an error: better no
+    gateway than one whose keys are unknown); while running, a store that cannot be read
+    leaves the keys last read in service."""
 
     def __init__(
         self,
@@ -35,11 +40,10 @@ class KeyRing:
         # Compared as bytes: compare_digest refuses str with non-ASCII characters, which any
         # caller can put in a header.
         self._admin = admin_secret.encode() if admin_secret is not None else None
-        self._keys = store.active_by_hash()
-        self._issued = store.issued()
-        self._version = store.version()
+        self._take(run_blocking(lambda: _first_look(store), name="modelyard-keys"))
         self._refresh_every = refresh_every
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
 
     @property
     def open(self) -> bool:
@@ -66,16 +70,27 @@ class KeyRing:
             await asyncio.sleep(self._refresh_every)
             await self.refresh()
 
+    def _take(self, snapshot: KeySnapshot) -> None:
+        self._keys, self._issued, self._version = snapshot.active, snapshot.issued, snapshot.version
+
     async def refresh(self) -> None:
         """Reload the keys if the store changed."""
         try:
-            version = await asyncio.to_thread(self.store.version)
-            if version != self._version:
-                self._keys = await asyncio.to_thread(self.store.active_by_hash)
-                self._issued = await asyncio.to_thread(self.store.issued)
-                self._version = version
-        except Exception as exc:  # a broken key store must not stop serving known keys
-            log.error("cannot refresh virtual keys: %s", exc)
+            if await self.store.version() != self._version:
+                self._take(await self.store.snapshot())
+        except Exception as exc:  # a key store down must not lock out every caller
+            if not self._failing:  # once an outage, not every second of it
+                self._failing = True
+                log.warning(
+                    "cannot refresh virtual keys, serving the %d active ones last read until "
+                    "the store answers again: %s",
+                    len(self._keys),
+                    exc.message if isinstance(exc, ModelError) else redact(str(exc)),
+                )
+            return
+        if self._failing:
+            self._failing = False
+            log.info("virtual keys refreshed again from %s", self.store.where)
 
     def authenticate(self, secret: str | None) -> VirtualKey:
         """The key behind `secret`; ApiError 401 when it is missing, unknown or revoked."""
@@ -100,12 +115,21 @@ class KeyRing:
         )
 
     async def aclose(self) -> None:
-        """Stop following the store."""
+        """Stop following the store, and close it."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.store.aclose()
+
+
+async def _first_look(store: KeyStore) -> KeySnapshot:
+    """The store's keys, read in a loop of their own: what it opened there is closed here."""
+    try:
+        return await store.snapshot()
+    finally:
+        await store.aclose()
 
 
 def caller(ring: KeyRing, call: Call) -> VirtualKey:

@@ -1,22 +1,26 @@
-"""Virtual API keys: what callers present instead of provider keys.
+"""Virtual API keys: what callers present instead of provider keys, and the one interface
+(`KeyStore`) of the places they are kept.
 
-Stored hashed (SHA-256 of a 192-bit random secret: a fast hash is safe for keys this long) in
-SQLite. The gateway reads the whole table into memory in a worker thread and refreshes it when
-another process (the `modelyard keys` CLI) changes it, so a lookup on the hot path is one dict
-access and a revocation takes effect within a second.
+Stored hashed (SHA-256 of a 192-bit random secret: a fast hash is safe for keys this long), in a
+SQLite file here (`SqliteKeyStore`, one host) or in PostgreSQL (`keys_postgres.PostgresKeyStore`,
+every replica). The gateway reads the whole store into memory and, in the background, reloads it
+when its version changes, so a lookup on the hot path is one dict access and a revocation takes
+effect within a second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from modelyard.state.folders import private_folder
 
@@ -80,11 +84,87 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class KeyStore:
-    """The virtual keys table in a SQLite file."""
+def mint(
+    name: str,
+    *,
+    systems: Iterable[str] = ("*",),
+    rpm: int | None = None,
+    budget: float | None = None,
+    max_concurrency: int | None = None,
+    admin: bool = False,
+) -> tuple[str, VirtualKey]:
+    """A new key's secret (to show once, never to store) and its record, for a store to add."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(24)
+    key = VirtualKey(
+        id="key_" + secrets.token_hex(6),
+        name=name,
+        systems=tuple(systems) or ("*",),
+        rpm=rpm,
+        budget=budget,
+        max_concurrency=max_concurrency,
+        admin=admin,
+    )
+    return secret, key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeySnapshot:
+    """The keys as the gateway holds them in memory, and the store version they were read at."""
+
+    version: int
+    active: Mapping[str, VirtualKey]
+    """Active keys by the hash of their secret."""
+    issued: bool
+    """Whether any key was ever made, revoked ones included (then callers need a key)."""
+
+
+class KeyStore(Protocol):
+    """Where virtual keys are kept; the gateway's key ring, its admin routes and the
+    `modelyard keys` commands use any store the same way."""
+
+    where: str
+    """The setting that names the store, for messages (never a password)."""
+
+    async def create(
+        self,
+        name: str,
+        *,
+        systems: Iterable[str] = ("*",),
+        rpm: int | None = None,
+        budget: float | None = None,
+        max_concurrency: int | None = None,
+        admin: bool = False,
+    ) -> tuple[str, VirtualKey]:
+        """Make a key; returns the secret (shown once, never stored) and its record."""
+        ...
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key by id; False when there is no such active key."""
+        ...
+
+    async def all(self) -> list[VirtualKey]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    async def version(self) -> int:
+        """Changes whenever a key is made or revoked: one cheap read, polled every second."""
+        ...
+
+    async def snapshot(self) -> KeySnapshot:
+        """Everything the gateway holds, read at one version."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close any connection (the store opens again on next use)."""
+        ...
+
+
+class SqliteKeyStore:
+    """The virtual keys table in a SQLite file, shared by the processes of one host."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.where = f"gateway.keys_db ({self.path})"
         private_folder(self.path.parent)
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -106,7 +186,7 @@ class KeyStore:
         finally:
             db.close()
 
-    def create(
+    async def create(
         self,
         name: str,
         *,
@@ -117,22 +197,24 @@ class KeyStore:
         admin: bool = False,
     ) -> tuple[str, VirtualKey]:
         """Make a key; returns the secret (shown once, never stored) and its record."""
-        secret = KEY_PREFIX + secrets.token_urlsafe(24)
-        key = VirtualKey(
-            id="key_" + secrets.token_hex(6),
-            name=name,
-            systems=tuple(systems) or ("*",),
+        secret, key = mint(
+            name,
+            systems=systems,
             rpm=rpm,
             budget=budget,
             max_concurrency=max_concurrency,
             admin=admin,
         )
+        await asyncio.to_thread(self._insert, hash_key(secret), key)
+        return secret, key
+
+    def _insert(self, digest: str, key: VirtualKey) -> None:
         with self._connect() as db:
             db.execute(
                 "INSERT INTO virtual_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
                     key.id,
-                    hash_key(secret),
+                    digest,
                     key.name,
                     json.dumps(list(key.systems)),
                     key.rpm,
@@ -142,10 +224,12 @@ class KeyStore:
                     key.created,
                 ),
             )
-        return secret, key
 
-    def revoke(self, key_id: str) -> bool:
+    async def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; False when there is no such active key."""
+        return await asyncio.to_thread(self._revoke, key_id)
+
+    def _revoke(self, key_id: str) -> bool:
         with self._connect() as db:
             cursor = db.execute(
                 "UPDATE virtual_keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
@@ -153,34 +237,42 @@ class KeyStore:
             )
             return cursor.rowcount > 0
 
-    def all(self) -> list[VirtualKey]:
-        """Every key, revoked ones included."""
-        return [key for _, key in self._rows()]
+    async def all(self) -> list[VirtualKey]:
+        """Every key, revoked ones included, oldest first."""
+        return [key for _, key in await self.records()]
 
-    def active_by_hash(self) -> dict[str, VirtualKey]:
-        """Active keys by the hash of their secret: what the gateway holds in memory."""
-        return {digest: key for digest, key in self._rows() if key.revoked is None}
+    async def records(self) -> list[tuple[str, VirtualKey]]:
+        """Every key with the hash of its secret, oldest first (to move them to another
+        store)."""
+        return (await asyncio.to_thread(self._read))[1]
 
-    def issued(self) -> bool:
-        """Whether any key was ever made, revoked ones included (then callers need a key)."""
+    async def version(self) -> int:
+        """Changes whenever any connection commits a new or revoked key to the file."""
+        return await asyncio.to_thread(self._version)
+
+    async def snapshot(self) -> KeySnapshot:
+        """Everything the gateway holds, read at one version."""
+        version, rows = await asyncio.to_thread(self._read)
+        active = {digest: key for digest, key in rows if key.revoked is None}
+        return KeySnapshot(version=version, active=active, issued=bool(rows))
+
+    async def aclose(self) -> None:
+        """Nothing to close: each call opens the file and closes it."""
+
+    def _version(self) -> int:
         with self._connect() as db:
-            return db.execute("SELECT 1 FROM virtual_keys LIMIT 1").fetchone() is not None
+            return _version_of(db)
 
-    def version(self) -> int:
-        """Changes whenever any connection commits to the file."""
+    def _read(self) -> tuple[int, list[tuple[str, VirtualKey]]]:
         with self._connect() as db:
-            count = db.execute(
-                "SELECT COUNT(*), COALESCE(MAX(revoked), 0) FROM virtual_keys"
-            ).fetchone()
-            return hash((count[0], count[1]))
-
-    def _rows(self) -> list[tuple[str, VirtualKey]]:
-        with self._connect() as db:
+            db.execute("BEGIN")  # the version and the rows from one read of the file
+            version = _version_of(db)
             rows = db.execute(
                 "SELECT hash, id, name, systems, rpm, budget, max_concurrency, admin, created, "
                 "revoked FROM virtual_keys ORDER BY created"
             ).fetchall()
-        return [
+            db.execute("COMMIT")
+        return version, [
             (
                 row[0],
                 VirtualKey(
@@ -197,3 +289,10 @@ class KeyStore:
             )
             for row in rows
         ]
+
+
+def _version_of(db: sqlite3.Connection) -> int:
+    count, revoked = db.execute(
+        "SELECT COUNT(*), COALESCE(MAX(revoked), 0) FROM virtual_keys"
+    ).fetchone()
+    return hash((count, revoked))
