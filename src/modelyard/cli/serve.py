@@ -12,6 +12,7 @@ from rich.table import Table
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.cli.basic import ConfigPath
+from modelyard.errors import UnavailableError
 
 if TYPE_CHECKING:
     from modelyard.gateway.keys import KeyStore
@@ -42,12 +43,14 @@ def serve(
 
 
 def _with_store(config: Path, work: Callable[[KeyStore], Awaitable[T]]) -> T:
-    """`work` on the config's key store, then closed."""
+    """`work` on the config's key store (the shared one when `gateway.keys_url` is set), then
+    closed; a store that cannot be reached fails naming its setting."""
     from modelyard.config.loader import load_config
-    from modelyard.gateway.keys import SqliteKeyStore
+    from modelyard.gateway.keys_postgres import key_store
 
     loaded = load_config(config)
-    store = SqliteKeyStore(loaded.local_path(loaded.config.gateway.keys_db))
+    spec = loaded.config.gateway
+    store = key_store(spec, loaded.local_path(spec.keys_db))
 
     async def go() -> T:
         try:
@@ -55,7 +58,10 @@ def _with_store(config: Path, work: Callable[[KeyStore], Awaitable[T]]) -> T:
         finally:
             await store.aclose()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except UnavailableError as exc:
+        fail(f"{config}: {exc.message}", code=1)
 
 
 @keys_app.command("create")
@@ -125,7 +131,8 @@ def keys_list(config: ConfigPath) -> None:
 def keys_revoke(
     config: ConfigPath, key_id: Annotated[str, typer.Argument(help="The key's id.")]
 ) -> None:
-    """Revoke a key; a running gateway refuses it within a second."""
+    """Revoke a key; a running gateway refuses it within a second (on every replica when the
+    keys are shared through `gateway.keys_url`)."""
 
     def run() -> None:
         if not _with_store(config, lambda store: store.revoke(key_id)):

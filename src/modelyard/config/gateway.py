@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, field_validator, model_validator
 
 from modelyard.config.base import Spec
 
@@ -32,7 +33,15 @@ class GatewaySpec(Spec):
     the admin key whatever the mode, except from this machine while no key exists at all."""
     admin_key: SecretStr | None = None
     keys_db: str = ".modelyard/{config}/keys.sqlite3"
-    """Virtual keys, relative to the config file (`{config}`: its file name)."""
+    """Virtual keys, relative to the config file (`{config}`: its file name), shared by the
+    processes of one host. With `keys_url` set, read only to import what the database lacks."""
+    keys_url: str | None = Field(default=None, pattern=r"^postgres")
+    """`postgresql://user@host/db`: virtual keys every replica shares (instead of `keys_db`),
+    so a key made or revoked on any host holds on all of them within about a second. At start,
+    what the `keys_db` file holds and the database lacks (hashed keys with their ids,
+    revocations) is imported."""
+    keys_table_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Tables `<prefix>keys` and `<prefix>key_changes` (default: `request_log_table_prefix`)."""
     request_log: str | None = ".modelyard/{config}/requests.sqlite3"
     """Where every request's decision record is kept (None: memory only)."""
     request_log_url: str | None = Field(default=None, pattern=r"^postgres")
@@ -53,6 +62,16 @@ class GatewaySpec(Spec):
     released."""
     watch_config: bool = False
     """Reload when the config file changes (as well as on SIGHUP and POST /admin/reload)."""
+
+    @field_validator("keys_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # As `state.url` is checked; the URL is never echoed: it may hold a password.
+        try:
+            urlsplit(value or "").port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError("is not a valid URL (not shown: it may hold a password)") from None
+        return value
 
     @model_validator(mode="after")
     def _capture_needs_a_log(self) -> GatewaySpec:

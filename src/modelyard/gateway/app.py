@@ -25,7 +25,7 @@ from typing import Any
 from modelyard.config.gateway import CaptureSpec
 from modelyard.config.loader import text_version
 from modelyard.cost.budget_leases import lease_keeper
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, UnavailableError
 from modelyard.gateway.admin import AdminEndpoints
 from modelyard.gateway.anthropic_count import TokenCounting
 from modelyard.gateway.auth import KeyRing
@@ -260,7 +260,7 @@ class Gateway:
 def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = False) -> Gateway:
     """Build a Gateway for the config at `config` (or $MODELYARD_CONFIG): the factory uvicorn
     calls in each worker."""
-    from modelyard.gateway.keys import SqliteKeyStore
+    from modelyard.gateway.keys_postgres import key_store
 
     path = config or os.environ.get("MODELYARD_CONFIG")
     if not path:
@@ -269,8 +269,11 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
     loaded = live.current.loaded
     spec = loaded.config.gateway
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None
-    store = SqliteKeyStore(loaded.local_path(spec.keys_db))
-    keys = KeyRing(store, mode=spec.auth, admin_secret=admin)
+    store = key_store(spec, loaded.local_path(spec.keys_db))
+    try:
+        keys = KeyRing(store, mode=spec.auth, admin_secret=admin)
+    except UnavailableError as exc:  # not serving beats serving without knowing the keys
+        raise ConfigError(exc.message, path=str(live.path)) from None
     decisions = DecisionLog(
         loaded.local_path(spec.request_log) if spec.request_log else None,
         shared=shared_request_log(spec),
