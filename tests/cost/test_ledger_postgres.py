@@ -19,6 +19,7 @@ from modelyard.cost.budget_counters import Budget
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.state.memory import MemoryStore
+from tests.fakes.server import free_port
 from tests.state.conftest import POSTGRES_URL, fresh_tables
 
 pytestmark = pytest.mark.postgres
@@ -106,3 +107,16 @@ async def test_a_ledger_that_cannot_make_its_tables_leaves_no_connection_open() 
     assert await connections() <= before
     with pytest.raises(ValueError, match="must start with a letter"):
         PostgresLedgerFile(POSTGRES_URL, table_prefix="9x_")
+
+
+def test_a_ledger_that_cannot_be_reached_is_named_not_reported_as_output(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    url = f"postgresql://spender:hunter2-secret@127.0.0.1:{free_port()}/test"
+    config.write_text(
+        f"models:\n  m:\n    local: {{type: fake}}\nledger: {{backend: postgres, url: '{url}'}}\n"
+    )
+    shown = CliRunner().invoke(app, ["costs", str(config)])
+    assert shown.exit_code == 1, shown.output
+    assert "ledger.url (postgresql://127.0.0.1:" in shown.output
+    assert "cannot use the ledger tables" in shown.output and "output failed" not in shown.output
+    assert "hunter2" not in shown.output

@@ -255,7 +255,7 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path) -
     made = CliRunner().invoke(app, ["keys", "create", str(config), "--name", "x"])
     assert made.exit_code == 1
     assert "gateway.keys_url (postgresql://127.0.0.1:" in made.output
-    assert "cannot use the key store" in made.output and "hunter2" not in made.output
+    assert "cannot use the keys tables" in made.output and "hunter2" not in made.output
     with pytest.raises(ConfigError) as caught:
         create_app(config)  # the gateway does not start without knowing its keys
     assert "gateway.keys_url (postgresql://127.0.0.1:" in str(caught.value)

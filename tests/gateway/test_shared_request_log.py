@@ -15,6 +15,7 @@ import httpx2
 import openai
 import pytest
 import redis
+from tests.fakes.server import free_port
 from tests.gateway.conftest import SYSTEMS, Running
 from tests.gateway.test_reload_and_limits import _receiver, _scope
 from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
@@ -156,3 +157,17 @@ async def test_a_request_the_shutdown_cuts_gets_a_503_and_its_record_and_settlem
         for key in counters.scan_iter(f"{keys}*"):
             counters.delete(key)
         counters.close()
+
+
+def test_a_shared_log_that_cannot_be_reached_is_named_not_reported_as_output(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    url = f"postgresql://gw:hunter2-secret@127.0.0.1:{free_port()}/test"
+    config.write_text(SYSTEMS + f"gateway:\n  request_log_url: '{url}'\n  capture: {{}}\n")
+    out = tmp_path / "traffic.jsonl"
+    shown = CliRunner().invoke(app, ["traffic", str(config), "--out", str(out)])
+    assert shown.exit_code == 1, shown.output
+    assert "gateway.request_log_url (postgresql://127.0.0.1:" in shown.output
+    assert "output failed" not in shown.output and "hunter2" not in shown.output
+    assert not out.exists()

@@ -50,6 +50,7 @@ class PostgresLedgerFile(PostgresTables):
     """Reads and writes the ledger's PostgreSQL tables (shared by every replica)."""
 
     component = "ledger"
+    setting = "ledger.url"
     tables = ("spend", "alerts")
     migrations = MIGRATIONS
 

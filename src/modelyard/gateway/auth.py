@@ -90,7 +90,7 @@ class KeyRing:
             return
         if self._failing:
             self._failing = False
-            log.info("virtual keys refreshed again from %s", self.store.where)
+            log.info("virtual keys refreshed again from %s", self.store.source)
 
     def authenticate(self, secret: str | None) -> VirtualKey:
         """The key behind `secret`; ApiError 401 when it is missing, unknown or revoked."""

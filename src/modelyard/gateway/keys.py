@@ -122,7 +122,7 @@ class KeyStore(Protocol):
     """Where virtual keys are kept; the gateway's key ring, its admin routes and the
     `modelyard keys` commands use any store the same way."""
 
-    where: str
+    source: str
     """The setting that names the store, for messages (never a password)."""
 
     async def create(
@@ -164,7 +164,7 @@ class SqliteKeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.where = f"gateway.keys_db ({self.path})"
+        self.source = f"gateway.keys_db ({self.path})"
         private_folder(self.path.parent)
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

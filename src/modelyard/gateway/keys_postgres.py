@@ -16,10 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from modelyard.config.gateway import GatewaySpec
-from modelyard.errors import ConfigError, UnavailableError, redact, url_origin
 from modelyard.gateway.keys import (
     KeySnapshot,
     KeyStore,
@@ -67,6 +65,7 @@ class PostgresKeyStore(PostgresTables):
     """Virtual keys in PostgreSQL tables every replica shares."""
 
     component = "keys"
+    setting = "gateway.keys_url"
     tables = ("keys", "key_changes")
     migrations = MIGRATIONS
     pool_size = 2
@@ -80,11 +79,8 @@ class PostgresKeyStore(PostgresTables):
         local: Path | None = None,
     ) -> None:
         super().__init__(url, table_prefix=table_prefix, timeout=timeout)
-        self.where = f"gateway.keys_url ({url_origin(url)})"
         self.local = local
         """A SQLite key file whose keys are imported on first use (then forgotten)."""
-        parts = urlsplit(url)
-        self._secrets = (parts.password, parts.query)  # the query may hold `password=`
 
     async def create(
         self,
@@ -192,37 +188,21 @@ class PostgresKeyStore(PostgresTables):
         )
 
     async def _with(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        """`work` on a connection; a database that cannot be reached or used is an
-        UnavailableError naming the setting (never its password)."""
-        try:
-            pool = await self._get_pool()
-            if self.local is not None:
-                await self._import(pool, self.local)
-                self.local = None
-            async with pool.acquire(timeout=self.timeout) as conn:
-                return await work(conn)
-        except ModuleNotFoundError as exc:
-            if exc.name != "asyncpg":
-                raise
-            raise ConfigError(
-                f"{self.where}: PostgreSQL needs asyncpg: pip install 'modelyard[postgres]'"
-            ) from None
-        except Exception as exc:
-            if not isinstance(exc, OSError | TimeoutError) and not _from_asyncpg(exc):
-                raise
-            detail = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
-            raise UnavailableError(
-                f"{self.where}: cannot use the key store: {detail}", code="keys_unavailable"
-            ) from exc
+        """`work` on a connection, once the host's key file is imported (on first use)."""
+        if self.local is not None:
+            local = self.local
+            await super()._with(lambda conn: self._import(conn, local))
+            self.local = None
+        return await super()._with(work)
 
-    async def _import(self, pool: Any, local: Path) -> None:
+    async def _import(self, conn: Any, local: Path) -> None:
         """Add what the SQLite key file at `local` holds and the shared tables lack, and carry
         its revocations over: safe when several replicas start at once."""
         file = await asyncio.to_thread(_existing, local)
         records = await file.records() if file is not None else []
         if not records:
             return
-        async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+        async with conn.transaction():
             present = {
                 row["id"]: row["revoked"]
                 for row in await conn.fetch(
@@ -259,7 +239,7 @@ class PostgresKeyStore(PostgresTables):
                 added_revoked,
                 revoked,
                 local,
-                self.where,
+                self.source,
             )
 
 
@@ -280,7 +260,3 @@ def _key(row: Any) -> VirtualKey:
 def _existing(local: Path) -> SqliteKeyStore | None:
     """The key file at `local`, if there is one (none is made)."""
     return SqliteKeyStore(local) if local.is_file() else None
-
-
-def _from_asyncpg(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("asyncpg")

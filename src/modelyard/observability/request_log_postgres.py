@@ -45,6 +45,7 @@ class PostgresRequestLog(PostgresTables):
     """Writes and reads request records in PostgreSQL tables every replica shares."""
 
     component = "requests"
+    setting = "gateway.request_log_url"
     tables = ("requests", "traffic")
     migrations = MIGRATIONS
 

@@ -10,10 +10,9 @@ with code `state_unavailable`, for `state.policy.PolicyStore`.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from modelyard.errors import UnavailableError
 from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 from modelyard.state.postgres_tables import PostgresTables
 
@@ -53,30 +52,13 @@ class PostgresStore(PostgresTables, StateStore):
 
     backend = "postgres"
     component = "state"
+    setting = "state.url"
     tables = ("counters", "values", "windows", "leases")
     migrations = MIGRATIONS
     pool_size = 10
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 2.0) -> None:
         super().__init__(url, table_prefix=table_prefix, timeout=timeout)
-
-    async def _with(self, function: Callable[[Any], Awaitable[T]]) -> T:
-        try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=self.timeout) as conn:
-                return await function(conn)
-        except (OSError, TimeoutError, ConnectionError) as exc:
-            raise UnavailableError(
-                f"state store postgres is unreachable: {type(exc).__name__}",
-                code="state_unavailable",
-            ) from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__:
-                raise UnavailableError(
-                    f"state store postgres is unreachable: {type(exc).__name__}",
-                    code="state_unavailable",
-                ) from exc
-            raise
 
     async def _lock_keys(self, conn: Any, keys: Sequence[str]) -> None:
         for key in sorted(set(keys)):

@@ -1,12 +1,19 @@
-"""Tables of modelyard's own in PostgreSQL (the shared ledger and request log): a pool whose
-tables are made (and migrated) once, under a prefix several deployments can tell apart."""
+"""Tables of modelyard's own in PostgreSQL (shared state, ledger, request log, virtual keys): a
+pool whose tables are made (and migrated) once, under a prefix several deployments can tell
+apart; a database that cannot be reached or used is one `UnavailableError` naming the setting
+that points at it (never its password)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+from modelyard.errors import ConfigError, UnavailableError, redact, url_origin
+
+T = TypeVar("T")
 
 TABLE_PREFIX = r"[A-Za-z_][A-Za-z0-9_]*"
 """What an unquoted PostgreSQL table name may start with and hold."""
@@ -72,32 +79,73 @@ async def drop(pool: Any, component: str, tables: Sequence[str]) -> None:
 class PostgresTables:
     """Base of a component kept in its own PostgreSQL tables: `component` names it in the
     migrations table, `tables` are its table names without the prefix, `migrations` make
-    them. The pool (and the tables) are made on first use."""
+    them, `setting` is where the config names the database. The pool (and the tables) are made
+    on first use."""
 
     component: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
     migrations: ClassVar[Sequence[tuple[str, str]]]
+    setting: ClassVar[str]
+    """The config setting holding the URL, as errors name it (`ledger.url`)."""
     pool_size: ClassVar[int] = 4
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
         self.url = url
         self.p = check_prefix(table_prefix)
         self.timeout = timeout
+        self.source = f"{self.setting} ({url_origin(url)})"
+        """The setting and the server it names, for messages."""
         self._pool: Any = None
         self._lock = asyncio.Lock()
+        parts = urlsplit(url)
+        self._secrets = (parts.password, parts.query)  # the query may hold `password=`
 
     async def _get_pool(self) -> Any:
         async with self._lock:
             if self._pool is None:
-                self._pool = await open_pool(
-                    self.url,
-                    component=f"{self.component}:{self.p}",
-                    migrations=self.migrations,
-                    prefix=self.p,
-                    timeout=self.timeout,
-                    size=self.pool_size,
-                )
+                try:
+                    self._pool = await open_pool(
+                        self.url,
+                        component=f"{self.component}:{self.p}",
+                        migrations=self.migrations,
+                        prefix=self.p,
+                        timeout=self.timeout,
+                        size=self.pool_size,
+                    )
+                except ModuleNotFoundError as exc:
+                    if exc.name != "asyncpg":
+                        raise
+                    needs = "PostgreSQL needs asyncpg: pip install 'modelyard[postgres]'"
+                    raise ConfigError(f"{self.source}: {needs}") from None
+                except Exception as exc:
+                    if (error := self.unavailable(exc)) is None:
+                        raise
+                    raise error from exc
         return self._pool
+
+    async def _with(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """`work` on a pooled connection, a database that cannot be reached or used raising
+        `unavailable`'s error."""
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self.timeout) as conn:
+                return await work(conn)
+        except Exception as exc:
+            if (error := self.unavailable(exc)) is None:
+                raise
+            raise error from exc
+
+    def unavailable(self, exc: BaseException) -> UnavailableError | None:
+        """`exc` as the error that says the database cannot be reached or used (code
+        `{component}_unavailable`), or None when it says something else (a bug of ours, or
+        already that error)."""
+        if not isinstance(exc, OSError | TimeoutError) and not _from_asyncpg(exc):
+            return None
+        detail = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
+        return UnavailableError(
+            f"{self.source}: cannot use the {self.component} tables: {detail}",
+            code=f"{self.component}_unavailable",
+        )
 
     async def drop_tables(self) -> None:
         """Drop these tables (tests)."""
@@ -109,3 +157,16 @@ class PostgresTables:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+_UNUSABLE = ("08", "28", "3D", "53", "57", "42501")
+"""SQLSTATEs (classes, and one code) that say the server cannot be used as configured: a
+connection lost or refused, a login refused, no such database, out of connections or room,
+shut down, not allowed. Others (a syntax error) are bugs of ours and stay as they are."""
+
+
+def _from_asyncpg(exc: BaseException) -> bool:
+    if not type(exc).__module__.startswith("asyncpg"):
+        return False
+    state = getattr(exc, "sqlstate", None)  # none on the client's own errors (pool closed)
+    return not state or state.startswith(_UNUSABLE)
