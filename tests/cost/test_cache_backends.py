@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelyard.cost.cache_codec import pack_vector, unpack_vector
 from modelyard.cost.cache_redis import RedisCache
-from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache, pack_vector
+from modelyard.cost.cache_store import CacheBackend, MemoryCache, SqliteCache
 from tests.state.test_policy import own_redis, start_redis, stop_redis, wait_until_up  # noqa: F401
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -69,7 +70,7 @@ async def test_least_recently_used_entry_is_evicted_beyond_max_entries(
 async def test_vectors_are_kept_per_scope(backend: CacheBackend) -> None:
     vector = np.array([0.6, 0.8], dtype=np.float32)
     await backend.add_vector("s1", "k", pack_vector("question", vector), 60)
-    found = await backend.vectors("s1")
+    found = [unpack_vector(key, blob) for key, blob in await backend.vectors("s1")]
     assert [(v.key, v.text) for v in found] == [("k", "question")]
     assert np.allclose(found[0].vector, vector)
     assert await backend.vectors("s2") == []

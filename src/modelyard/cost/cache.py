@@ -25,8 +25,9 @@ from modelyard.cost import cache_codec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.bounds import cost_bound
 from modelyard.cost.budgets import downgraded
+from modelyard.cost.cache_codec import UnreadableEntry, VectorEntry, pack_vector, unpack_vector
 from modelyard.cost.cache_keys import details, exact_key, semantic_scope
-from modelyard.cost.cache_store import CacheBackend, pack_vector
+from modelyard.cost.cache_store import CacheBackend
 from modelyard.cost.decoration import Decoration
 from modelyard.model import Embedder, Model, elapsed_ms
 from modelyard.streaming import response_chunks
@@ -96,20 +97,57 @@ class ResponseCache:
         self.ttl = ttl
         self.max_entry_bytes = max_entry_bytes
         self.exact = exact
+        self._told_unreadable = False
+
+    def _unreadable(self, what: str, error: UnreadableEntry) -> None:
+        """An entry that does not decode is a miss (answered again and stored over), said once:
+        naming the backend and the error's kind, never the entry's content."""
+        if not self._told_unreadable:
+            self._told_unreadable = True
+            log.warning(
+                "cache %s: a stored %s could not be read (%s); served as a miss and stored "
+                "again when answered (said once)",
+                self.backend.name,
+                what,
+                error,
+            )
+
+    def _decoded(self, blob: bytes) -> ChatResponse | None:
+        try:
+            return cache_codec.decode(blob)
+        except UnreadableEntry as error:
+            self._unreadable("answer", error)
+            return None
+
+    def _candidates(self, rows: list[tuple[str, bytes]]) -> list[VectorEntry]:
+        found = []
+        for key, blob in rows:
+            try:
+                found.append(unpack_vector(key, blob))
+            except UnreadableEntry as error:
+                self._unreadable("question vector", error)
+        return found
 
     async def exact_hit(self, key: str) -> Hit | None:
         """The entry stored under `key`."""
         blob = await self.backend.get(key)
-        return None if blob is None else Hit(response=cache_codec.decode(blob), key=key)
+        response = None if blob is None else self._decoded(blob)
+        return None if response is None else Hit(response=response, key=key)
 
     async def semantic_hit(
         self, scope: str, question: str, vector: np.ndarray, threshold: float
     ) -> Hit | None:
         """The most similar live question in `scope` at or above `threshold`."""
-        candidates = await self.backend.vectors(scope)
+        candidates = self._candidates(await self.backend.vectors(scope))
         wanted = details(question)
         ranked = sorted(
-            ((float(np.dot(vector, c.vector)), c) for c in candidates), key=lambda p: -p[0]
+            # A vector of another size (a corrupted one) is no candidate, not an error.
+            (
+                (float(np.dot(vector, c.vector)), c)
+                for c in candidates
+                if c.vector.shape == vector.shape
+            ),
+            key=lambda p: -p[0],
         )
         for similarity, candidate in ranked:
             if similarity < threshold:
@@ -117,9 +155,10 @@ class ResponseCache:
             if details(candidate.text) != wanted:
                 continue
             blob = await self.backend.get(candidate.key)
-            if blob is not None:
+            response = None if blob is None else self._decoded(blob)
+            if response is not None:
                 return Hit(
-                    response=cache_codec.decode(blob),
+                    response=response,
                     key=candidate.key,
                     similarity=similarity,
                     matched=candidate.text,

@@ -4,10 +4,11 @@ The exact key hashes the canonical form of every field of the request — every 
 `ChatRequest`, read with `dataclasses.fields`, so a field added later is part of the key
 without anyone remembering to add it — except the ones listed in `NOT_IN_KEY`, plus the identity
 of what answers (the node's name, the pinned model ids under it, and the version of what decides
-its answers: for a config's node, `config.answers`) and the tenant (`key_id` is a request field,
-so it is in the key). The semantic scope is the same hash with the last user message's text left
-out, plus the embedder's version: a semantic hit may differ from the cached request in that text
-only, and is found by vectors of the same embedder.
+its answers: for a config's node, `config.answers`), the tenant (`key_id` is a request field,
+so it is in the key) and the shape entries are stored in (`cache_codec.ENTRY_FORMAT`: a
+modelyard that stores them otherwise never reads them). The semantic scope is the same hash
+with the last user message's text left out, plus the embedder's version: a semantic hit may
+differ from the cached request in that text only, and is found by vectors of the same embedder.
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from modelyard.cost.cache_codec import ENTRY_FORMAT, canonical
 from modelyard.model import Model, Wrapper
 from modelyard.types import ChatRequest, Message
 
 NOT_IN_KEY = frozenset({"deadline", "request_id", "system_cache"})
 """Request fields that never change the answer: when it must arrive, who is asking, and where
 the provider's prompt cache breaks (a breakpoint changes what a call is billed, not its text)."""
-
-NOT_IN_FORM = frozenset({"cache"})
-"""Fields of the values inside a request (parts, tool calls, tools) left out of its key: their
-prompt-cache breakpoints, for the reason `system_cache` is in NOT_IN_KEY."""
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?(?:[-_/][^\W_]+)*")
@@ -48,22 +45,6 @@ _NEGATIONS = frozenset(
         "without",
     }
 )
-
-
-def canonical(value: Any) -> Any:
-    """`value` as plain JSON data: dataclasses as dicts of their fields (prompt-cache breakpoints
-    left out), tuples as lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: canonical(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.name not in NOT_IN_FORM
-        }
-    if isinstance(value, Mapping):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
-    return value
 
 
 def request_form(request: ChatRequest) -> dict[str, Any]:
@@ -100,7 +81,7 @@ def _digest(parts: Any) -> str:
 
 def exact_key(request: ChatRequest, who: str) -> str:
     """The exact cache key of `request` answered by `who` (an `identity`)."""
-    return _digest([who, request_form(request)])
+    return _digest([who, ENTRY_FORMAT, request_form(request)])
 
 
 def last_user_index(request: ChatRequest) -> int | None:
@@ -118,7 +99,7 @@ def semantic_scope(request: ChatRequest, who: str, space: str = "") -> str:
     messages = list(request.messages)
     messages[index] = Message(role="user", content="\x00question\x00")
     form = request_form(dataclasses.replace(request, messages=tuple(messages)))
-    return _digest([who, "semantic", space, form])
+    return _digest([who, "semantic", space, ENTRY_FORMAT, form])
 
 
 def details(text: str) -> tuple[list[str], list[str], int]:

@@ -20,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from modelyard.cost.cache_store import CacheBackend, CacheStats, VectorEntry, unpack_vector
+from modelyard.cost.cache_store import CacheBackend, CacheStats
 
 T = TypeVar("T")
 log = logging.getLogger("modelyard.cache")
@@ -147,12 +147,12 @@ class RedisCache(CacheBackend):
             None,
         )
 
-    async def vectors(self, scope: str) -> list[VectorEntry]:
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
         found: dict[bytes, bytes] = await self._safe(
             lambda: self._client.hgetall(self.prefix + "v:" + scope),  # type: ignore[arg-type,return-value]
             {},
         )
-        return [unpack_vector(k.decode(), v) for k, v in found.items()]
+        return [(k.decode(), v) for k, v in found.items()]
 
     async def count(self, *, hit: bool, saved: float = 0.0) -> None:
         async def write() -> None:

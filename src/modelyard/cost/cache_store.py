@@ -2,46 +2,21 @@
 
 Each backend keeps entries (bytes under a key, with a TTL), evicts the least recently used beyond
 `max_entries`, keeps the question vectors of the semantic cache per scope, and counts hits,
-misses and the USD they saved.
+misses and the USD they saved. Backends store and return bytes; what the bytes mean is
+`cache_codec`'s, read by the cache itself.
 """
 
 from __future__ import annotations
 
 import abc
 import sqlite3
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VectorEntry:
-    """A cached question in a semantic scope: its entry key, its text and its unit vector."""
-
-    key: str
-    text: str
-    vector: np.ndarray
-
-
-def pack_vector(text: str, vector: np.ndarray) -> bytes:
-    """Text and float32 vector as one blob."""
-    encoded = text.encode("utf-8")
-    return struct.pack("<I", len(encoded)) + encoded + vector.astype("<f4").tobytes()
-
-
-def unpack_vector(key: str, blob: bytes) -> VectorEntry:
-    """The inverse of `pack_vector`."""
-    (size,) = struct.unpack_from("<I", blob)
-    text = blob[4 : 4 + size].decode("utf-8")
-    vector = np.frombuffer(blob[4 + size :], dtype="<f4")
-    return VectorEntry(key=key, text=text, vector=vector)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,8 +50,8 @@ class CacheBackend(abc.ABC):
         """Remember a question's packed vector in a semantic scope."""
 
     @abc.abstractmethod
-    async def vectors(self, scope: str) -> list[VectorEntry]:
-        """The live questions of a semantic scope."""
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
+        """The live questions of a semantic scope: each entry's key and its packed vector."""
 
     @abc.abstractmethod
     async def count(self, *, hit: bool, saved: float = 0.0) -> None:
@@ -130,12 +105,12 @@ class MemoryCache(CacheBackend):
         while len(vectors) > self.max_entries:
             vectors.popitem(last=False)
 
-    async def vectors(self, scope: str) -> list[VectorEntry]:
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
         now = self.clock()
         vectors = self._vectors.get(scope, OrderedDict())
         for key in [k for k, (_, expires) in vectors.items() if expires <= now]:
             del vectors[key]
-        return [unpack_vector(key, blob) for key, (blob, _) in vectors.items()]
+        return [(key, blob) for key, (blob, _) in vectors.items()]
 
     async def count(self, *, hit: bool, saved: float = 0.0) -> None:
         if hit:
@@ -236,7 +211,7 @@ class SqliteCache(CacheBackend):
 
         await self.worker.run(lambda conn: transaction(conn, write))
 
-    async def vectors(self, scope: str) -> list[VectorEntry]:
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
         now = self.clock()
         rows = await self.worker.run(
             lambda conn: conn.execute(
@@ -244,7 +219,7 @@ class SqliteCache(CacheBackend):
                 (scope, now),
             ).fetchall()
         )
-        return [unpack_vector(key, bytes(blob)) for key, blob in rows]
+        return [(key, bytes(blob)) for key, blob in rows]
 
     async def count(self, *, hit: bool, saved: float = 0.0) -> None:
         def write(conn: sqlite3.Connection) -> None:
