@@ -36,6 +36,10 @@ from modelyard.types_reasoning import RedactedThinkingPart as RedactedThinkingPa
 from modelyard.types_reasoning import Thinking as Thinking
 from modelyard.types_reasoning import ThinkingPart as ThinkingPart
 
+ResponseCacheUse = Literal["use", "refresh", "bypass"]
+"""What a request lets modelyard's response cache do: `use` a cached answer or store a new one,
+`refresh` (answered afresh and stored: HTTP's `no-cache`), or `bypass` it (neither: `no-store`)."""
+
 
 class FinishReason(StrEnum):
     """Why a choice stopped: the providers' reasons mapped onto one set."""
@@ -143,6 +147,8 @@ class ChatRequest(Deadlined):
     deadline: float | None = None
     request_id: str | None = None
     """The caller's id for this request (the gateway's `x-request-id`), kept in the ledger."""
+    response_cache: ResponseCacheUse = "use"
+    """What the response cache may do with this request (the gateway's `Cache-Control`)."""
 
     def share_of_remaining(self, share: float) -> float | None:
         """Seconds `share` of the time left comes to: what one of several members may use while

@@ -184,6 +184,7 @@ def response_cache(context: BuildContext, spec: CacheSpec) -> ResponseCache:
             ttl=spec.ttl,
             max_entry_bytes=spec.max_entry_bytes,
             exact=spec.exact,
+            sampled=spec.sampled,
         ),
     )
     return cache

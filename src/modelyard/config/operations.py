@@ -174,6 +174,12 @@ class CacheSpec(Spec):
     max_entry_bytes: PositiveInt = 1_000_000
     """Responses larger than this are not cached."""
     exact: bool = True
+    sampled: bool = True
+    """Whether requests sampled at a temperature above 0, or with none set (providers default
+    to 1), are cached like any other: true (the default, as most gateways do) serves a repeated
+    sampled request its first answer; false neither serves nor stores them, so a caller asking
+    for variety gets a fresh answer each time. top_p is not looked at: at temperature 0 the
+    choice is greedy whatever top_p. A request with temperature 0 is cached either way."""
     targets: list[str] | None = None
     """Systems and models whose answers are cached; unset: every system."""
     semantic: SemanticCacheSpec | None = None
@@ -182,6 +188,19 @@ class CacheSpec(Spec):
     def _url_for_redis(self) -> CacheSpec:
         if self.backend == "redis" and not (self.url or "").startswith(("redis://", "rediss://")):
             raise ValueError("the redis cache backend needs 'url': redis://host:port/db")
+        return self
+
+    @model_validator(mode="after")
+    def _sampled_semantic(self) -> CacheSpec:
+        if (
+            not self.sampled
+            and self.semantic is not None
+            and self.semantic.allow_nonzero_temperature
+        ):
+            raise ValueError(
+                "semantic.allow_nonzero_temperature: true contradicts sampled: false (sampled "
+                "requests are never cached then); drop one of them"
+            )
         return self
 
 

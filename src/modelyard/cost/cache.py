@@ -9,6 +9,10 @@ non-zero (or unset) temperature unless allowed, and never matches questions whos
 codes or negations differ (`cache_keys.details`). Errors, cut streams and content-filtered
 answers are never stored. A hit costs nothing (except the embedding, for semantic lookups) and
 records the USD it saved in its decision.
+
+A request may refuse the cache (`ChatRequest.response_cache`: `refresh` is answered afresh and
+stored, `bypass` neither), and a cache built with `sampled=False` leaves sampled requests
+(`sampled`) alone entirely.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ from modelyard.types import (
 log = logging.getLogger("modelyard.cache")
 
 
+def sampled(request: ChatRequest) -> bool:
+    """Whether `request` asks for a sampled answer: a temperature above 0, or none (providers
+    default to 1). top_p is not looked at: at temperature 0 the choice is greedy whatever top_p,
+    and above 0 a top_p below 1 narrows the choice but still samples."""
+    return request.temperature != 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SemanticPolicy:
     """How a system uses the semantic cache."""
@@ -67,7 +78,7 @@ class SemanticPolicy:
             return "has tools"
         if len(request.messages) > 1 and not self.allow_multi_turn:
             return "is multi-turn"
-        if not self.allow_nonzero_temperature and request.temperature != 0:
+        if not self.allow_nonzero_temperature and sampled(request):
             return "temperature is not 0"
         return None
 
@@ -92,11 +103,14 @@ class ResponseCache:
         ttl: float = 3600.0,
         max_entry_bytes: int = 1_000_000,
         exact: bool = True,
+        sampled: bool = True,
     ) -> None:
         self.backend = backend
         self.ttl = ttl
         self.max_entry_bytes = max_entry_bytes
         self.exact = exact
+        self.sampled = sampled
+        """Whether sampled requests (`sampled`) are served and stored like any other."""
         self._told_unreadable = False
 
     def _unreadable(self, what: str, error: UnreadableEntry) -> None:
@@ -127,6 +141,13 @@ class ResponseCache:
             except UnreadableEntry as error:
                 self._unreadable("question vector", error)
         return found
+
+    def uses(self, request: ChatRequest) -> tuple[bool, bool]:
+        """Whether the cache may serve `request`, and whether it may store its answer."""
+        use = request.response_cache
+        if use == "bypass" or (not self.sampled and sampled(request)):
+            return False, False
+        return use == "use", True
 
     async def exact_hit(self, key: str) -> Hit | None:
         """The entry stored under `key`."""
@@ -218,11 +239,15 @@ class Cached(Decoration):
         return vector / norm, result.cost
 
     async def _lookup(
-        self, request: ChatRequest
+        self, request: ChatRequest, serve: bool
     ) -> tuple[str, Hit | None, tuple[str, np.ndarray] | None, float]:
-        """The exact key, a hit if any, the semantic (scope, vector) to store under, and the
-        embedding's cost."""
+        """The exact key, a hit if any (when it may `serve` one), the semantic (scope, vector)
+        to store under, and the embedding's cost."""
         key = exact_key(request, self.who)
+        if not serve:
+            # Answered afresh and stored over the exact entry; a question vector already
+            # pointing at it finds the new answer, and no embedding is paid for.
+            return key, None, None, 0.0
         if self.cache.exact:
             hit = await self.cache.exact_hit(key)
             if hit is not None:
@@ -290,8 +315,14 @@ class Cached(Decoration):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
-        key, hit, semantic, embed_cost = await self._lookup(request)
-        await self.cache.backend.count(hit=hit is not None, saved=hit.response.cost if hit else 0)
+        serve, store = self.cache.uses(request)
+        if not store:
+            return await self.inner.complete(request)
+        key, hit, semantic, embed_cost = await self._lookup(request, serve)
+        if serve:
+            await self.cache.backend.count(
+                hit=hit is not None, saved=hit.response.cost if hit else 0
+            )
         if hit is not None:
             return self._served(hit, embed_cost, started)
         response = await self.inner.complete(request)
@@ -300,8 +331,16 @@ class Cached(Decoration):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
-        key, hit, semantic, embed_cost = await self._lookup(request)
-        await self.cache.backend.count(hit=hit is not None, saved=hit.response.cost if hit else 0)
+        serve, store = self.cache.uses(request)
+        if not store:
+            async for chunk in self.inner.stream(request):
+                yield chunk
+            return
+        key, hit, semantic, embed_cost = await self._lookup(request, serve)
+        if serve:
+            await self.cache.backend.count(
+                hit=hit is not None, saved=hit.response.cost if hit else 0
+            )
         if hit is not None:
             scope = request_scope.current()
             if scope is not None:

@@ -12,23 +12,42 @@ from modelyard.gateway.errors import bad_request
 from modelyard.gateway.exchange import SSE, Call, Headers
 from modelyard.gateway.keys import VirtualKey
 from modelyard.observability.propagation import continued
-from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingResponse
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    EmbeddingResponse,
+    ResponseCacheUse,
+)
 from modelyard.yard import Yard
 
 
 def prepare(call: Call, request: ChatRequest, key: VirtualKey, yard: Yard) -> ChatRequest:
-    """The request with the caller's key, tags and deadline (header, else config default)."""
+    """The request with the caller's key, tags, deadline (header, else config default) and
+    what its `Cache-Control` lets the response cache do."""
     timeout = call.header(b"x-modelyard-timeout")
     tags = call.header(b"x-modelyard-tags")
+    control = call.header(b"cache-control")
     request = replace(
         request,
         key_id=key.id,
         request_id=call.id,
-        # Most requests have neither header: no call for them.
+        # Most requests have none of these headers: no call for them.
         deadline=deadline(timeout) if timeout is not None else None,
         tags=request_tags(tags) if tags else (),
+        response_cache=cache_use(control) if control is not None else "use",
     )
     return request.with_budget(yard.loaded.config.default_deadline)
+
+
+def cache_use(header: str) -> ResponseCacheUse:
+    """What a `Cache-Control` request header lets the response cache do: `no-store` bypasses
+    it, `no-cache` has the request answered afresh (and stored); other directives are ignored,
+    as HTTP has a cache ignore those it does not act on."""
+    directives = {d.split("=", 1)[0].strip().lower() for d in header.split(",")}
+    if "no-store" in directives:
+        return "bypass"
+    return "refresh" if "no-cache" in directives else "use"
 
 
 def request_tags(header: str) -> tuple[str, ...]:
