@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from modelyard.types import Decision
+    from modelyard.types import Decision, Usage
 
 
 class ModelyardError(Exception):
@@ -82,6 +82,9 @@ class ModelError(ModelyardError):
         self.decision: Decision | None = None
         self.cost = 0.0
         """USD already spent when the call failed (a stream cut part-way is still billed)."""
+        self.usage: Usage | None = None
+        """The tokens `cost` was worked out from, when it is an estimate of a call its provider
+        received (marked `estimated`), so a record can show them beside it."""
 
     def __str__(self) -> str:
         where = self.model or self.provider

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.accounting import spend_rows
-from modelyard.cost.ledger import Ledger, SpendRow, SqliteLedgerFile
+from modelyard.cost.ledger import MIGRATIONS, Ledger, SpendRow, SqliteLedgerFile
 from modelyard.resilience.fallback import FallbackModel
+from modelyard.state.sqlite_worker import apply_migrations
 from tests.cost.helpers import priced, question
 
 
@@ -116,3 +119,22 @@ def test_a_request_refused_before_any_model_names_no_model() -> None:
         "budget_exceeded",
         0.0,
     )
+
+
+async def test_a_ledger_written_before_tokens_were_marked_estimated_is_migrated(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "l.db"
+    with sqlite3.connect(path) as db:  # as an older modelyard left it
+        apply_migrations(db, "ledger", MIGRATIONS[:1])
+        db.execute(
+            "INSERT INTO spend (at, day, request_id, system, model, cost) VALUES"
+            " (1.0, '2026-01-01', 'old', 's', 'm', 0.5)"
+        )
+    ledger = Ledger(SqliteLedgerFile(path), flush_interval=60)
+    ledger.record([replace(row(1), input_tokens=7, tokens_estimated=True)])
+    await ledger.aclose()
+    file = SqliteLedgerFile(path)
+    rows = await file.query("SELECT request_id, input_tokens, tokens_estimated FROM spend")
+    await file.aclose()
+    assert sorted(rows) == [("1", 7, 1), ("old", 0, 0)]

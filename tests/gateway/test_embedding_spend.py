@@ -223,10 +223,14 @@ def test_a_hanging_embedder_is_cut_at_the_deadline_with_a_504_that_costs_its_tex
     request_id = reply.headers["x-request-id"]
     record = httpx2.get(f"{running.url}/v1/requests/{request_id}").json()
     assert (record["status"], record["cost"]) == (504, pytest.approx(ESTIMATED))
+    # The tokens its cost is estimated from, marked so: cost and tokens reconcile.
+    estimated_tokens = sum(estimate_tokens(t) for t in TEXTS)
+    assert (record["input_tokens"], record["tokens_estimated"]) == (estimated_tokens, True)
     rows = ledger_rows(running, request_id)
     assert [(r["model"], r["error"], r["cost"]) for r in rows] == [
         ("emb", "timeout", pytest.approx(ESTIMATED))
     ]
+    assert [(r["input_tokens"], r["tokens_estimated"]) for r in rows] == [(estimated_tokens, 1)]
 
 
 def test_an_embeddings_timeout_that_is_not_a_number_is_refused_naming_the_header(

@@ -94,6 +94,7 @@ def test_a_record_written_twice_keeps_the_last(prefix: str) -> None:
                 1,
                 None,
                 None,
+                0,
             )
             await log.write([row], [])
             await log.write([(*row[:7], 499, *row[8:])], [])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
-from modelyard.observability.decision_log import DecisionLog, RequestRecord
+from modelyard.observability.decision_log import _MIGRATIONS, DecisionLog, RequestRecord
 from modelyard.types import Decision
 
 
@@ -58,3 +60,24 @@ async def test_memory_only_log_keeps_recent_records(tmp_path: Path) -> None:
     assert await log.get("a") is None
     assert (await log.get("c"))["decision"]["children"][0]["node"] == "cheap"  # type: ignore[index]
     await log.aclose()
+
+
+async def test_a_log_written_before_tokens_were_marked_estimated_is_migrated(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "requests.sqlite3"
+    with sqlite3.connect(path) as db:  # the first tables, as an older modelyard made them
+        for statement in _MIGRATIONS:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO requests VALUES ('old', 1, NULL, 's', 'openai', 0, 'v', 504, 'm', NULL,"
+            " 1.0, 0.25, 0, 0, 'timeout', NULL)"
+        )
+    log = DecisionLog(path)
+    log.record(replace(record("new"), tokens_estimated=True))
+    await log.aclose()
+    reopened = DecisionLog(path, recent=0)
+    old, new = await reopened.get("old"), await reopened.get("new")
+    await reopened.aclose()
+    assert old is not None and old["tokens_estimated"] is False
+    assert new is not None and new["tokens_estimated"] is True

@@ -64,17 +64,20 @@ def spend_rows(
     # Refused before any model ran (a budget, a rate limit): no model to name.
     main = answered_by or (leaves[-1].node if leaves else NO_MODEL)
     per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
-    usage = response.usage if response is not None else None
+    # A failure's tokens are the estimate its cost was worked out from, if it was billed.
+    usage = response.usage if response is not None else error.usage if error else None
     rows = []
     for model, cost in per_model.items():
         is_main = model == main
+        tokens = usage if is_main else None
         rows.append(
             SpendRow(
                 model=model,
                 cost=max(0.0, cost),
                 answered=is_main and response is not None,
-                input_tokens=usage.input_tokens if usage is not None and is_main else 0,
-                output_tokens=usage.output_tokens if usage is not None and is_main else 0,
+                input_tokens=tokens.input_tokens if tokens is not None else 0,
+                output_tokens=tokens.output_tokens if tokens is not None else 0,
+                tokens_estimated=tokens.estimated if tokens is not None else False,
                 **base,  # type: ignore[arg-type]
             )
         )
@@ -131,7 +134,7 @@ class Accounted(Decoration):
         *,
         cancelled: bool = False,
     ) -> ClientClosedError:
-        from modelyard.cost.bounds import leaves, partial_cost
+        from modelyard.cost.bounds import charge_partial, leaves
 
         error = ClientClosedError(
             "the call was cancelled before its answer; cost estimated"
@@ -142,9 +145,8 @@ class Accounted(Decoration):
         )
         # A cached answer being replayed cost nothing, nor a call never sent; a provider's
         # stream is billed.
-        error.cost = (
-            0.0 if scope.cache_hit else partial_cost(self.inner, request, streamed, sent=scope.sent)
-        )
+        if not scope.cache_hit:
+            charge_partial(error, self.inner, request, streamed, sent=scope.sent)
         # The ledger names the model: the only one under this node, else the node itself (which
         # of several models was streaming is not known once the stream is cut).
         under = leaves(self.inner)

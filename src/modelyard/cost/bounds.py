@@ -1,5 +1,5 @@
 """What a call can cost: the most (`cost_bound`, the worst case budgets reserve before it) and,
-when it was cut short, what it likely spent (`partial_cost`).
+when it was cut short, what it likely spent (`partial_cost`, from its `partial_usage`).
 
 The worst case of a system is the sum over every model call its graph contains: each leaf costs
 at most its price times (input bounded by the prompt's UTF-8 length, see
@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars
+from modelyard.errors import ModelError
 from modelyard.model import Model
-from modelyard.types import ChatRequest, Message
+from modelyard.types import ChatRequest, Message, Usage
 
 
 def cost_bound(model: Model, request: ChatRequest) -> float:
@@ -57,23 +58,48 @@ def reading(request: ChatRequest, input_bytes: int, *, helper: bool = False) -> 
     return replace(request, messages=(Message(role="user", content="x" * input_bytes),))
 
 
+def partial_usage(
+    request: ChatRequest, output_chars: int = 0, *, sent: bool = True
+) -> Usage | None:
+    """The tokens an interrupted call likely used, marked estimated: its input and the
+    `output_chars` characters of output seen so far. None for a call that was never `sent`
+    (`cost.dispatch`) and produced nothing: no provider received it."""
+    if not (sent or output_chars):
+        return None
+    return Usage(
+        input_tokens=estimate_input_tokens(request),
+        output_tokens=tokens_for_chars(output_chars),
+        estimated=True,
+    )
+
+
 def partial_cost(
     model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool = True
 ) -> float:
-    """An estimate of what an interrupted call spent: its input and the `output_chars`
-    characters of output seen so far, at the dearest prices under `model` (the provider bills
-    what it generated, which we may not have seen all of, so lean high). Nothing for a call
-    that was never `sent` (`cost.dispatch`): no provider received it."""
-    if not (sent or output_chars):
-        return 0.0
+    """An estimate of what an interrupted call spent: its `partial_usage` at the dearest prices
+    under `model` (the provider bills what it generated, which we may not have seen all of, so
+    lean high). Nothing for a call that was never `sent`."""
+    return _dearest(model, partial_usage(request, output_chars, sent=sent))
+
+
+def charge_partial(
+    error: ModelError, model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool
+) -> ModelError:
+    """`error` (for an interrupted call) carrying its `partial_usage` and `partial_cost`, so a
+    record shows the estimated tokens beside the estimated cost."""
+    error.usage = partial_usage(request, output_chars, sent=sent)
+    error.cost = _dearest(model, error.usage)
+    return error
+
+
+def _dearest(model: Model, usage: Usage | None) -> float:
+    """What `usage` costs at the dearest prices of the models under `model`."""
     prices = [m.info.price for m in leaves(model)]
-    if not prices:
+    if usage is None or not prices:
         return 0.0
     input_rate = max(p.dearest_input for p in prices)
     output_rate = max(p.output for p in prices)
-    return (
-        estimate_input_tokens(request) * input_rate + tokens_for_chars(output_chars) * output_rate
-    ) / PER_MILLION
+    return (usage.input_tokens * input_rate + usage.output_tokens * output_rate) / PER_MILLION
 
 
 def leaves(model: Model) -> list[Model]:

@@ -27,6 +27,7 @@ from modelyard.cost.budget_book import BudgetBook, settle_shielded
 from modelyard.cost.budget_counters import Budget, Hold
 from modelyard.cost.dispatch import watching
 from modelyard.cost.ledger import Ledger, SpendRow
+from modelyard.cost.prices import unanswered_embedding
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Embedder
 from modelyard.types import EmbeddingRequest, EmbeddingResponse
@@ -43,6 +44,8 @@ def embedding_row(
     """The ledger row of one embedding call (`called` False: refused before the embedder ran,
     so no model is named, as for a chat request refused by a budget)."""
     at = time.time()
+    # A failure's tokens are the estimate its cost was worked out from, if it was billed.
+    usage = response.usage if response is not None else error.usage if error else None
     return SpendRow(
         at=at,
         day=utc_day(int(at)),
@@ -54,7 +57,8 @@ def embedding_row(
         tags=request.tags,
         answered=response is not None,
         error=error.kind if error is not None else None,
-        input_tokens=response.usage.input_tokens if response is not None else 0,
+        input_tokens=usage.input_tokens if usage is not None else 0,
+        tokens_estimated=usage.estimated if usage is not None else False,
     )
 
 
@@ -96,12 +100,13 @@ class AccountedEmbedder(Embedder):
             # Cancelled: the provider bills the texts only if the request reached it; the
             # ledger gets what the budgets are settled to.
             sent = call.dispatch.sent
-            spent = self.info.price.embedding_input(request) if sent else 0.0
+            used = unanswered_embedding(request) if sent else None
+            spent = self.info.price.cost(used) if used is not None else 0.0
             await self._settle(holds, spent)
             cancelled = ClientClosedError(
                 "the call was cancelled before its answer; cost estimated", model=self.name
             )
-            cancelled.cost = spent
+            cancelled.cost, cancelled.usage = spent, used
             self._record(request, None, cancelled)
             raise
         await self._settle(holds, response.cost)

@@ -43,6 +43,10 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX alerts_at ON alerts (at)
         """,
     ),
+    (
+        "002_tokens_estimated",
+        "ALTER TABLE spend ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
@@ -65,6 +69,9 @@ class SpendRow:
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    tokens_estimated: bool = False
+    """Whether the tokens are modelyard's estimate (a failed call's cost was worked out from
+    them, or the provider reported none), not the provider's count."""
 
 
 def row_values(row: SpendRow) -> tuple[Any, ...]:
@@ -84,6 +91,7 @@ def row_values(row: SpendRow) -> tuple[Any, ...]:
         row.error,
         row.input_tokens,
         row.output_tokens,
+        int(row.tokens_estimated),
     )
 
 
@@ -127,8 +135,8 @@ class SqliteLedgerFile:
         def apply(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO spend (at, day, request_id, system, model, key_id, tags, cost,"
-                " saved, cached, answered, error, input_tokens, output_tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " saved, cached, answered, error, input_tokens, output_tokens, tokens_estimated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [row_values(r) for r in spend],
             )
             conn.executemany(

@@ -38,6 +38,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS {p}alerts_at ON {p}alerts (at)
         """,
     ),
+    (
+        "002_tokens_estimated",
+        "ALTER TABLE {p}spend ADD COLUMN IF NOT EXISTS tokens_estimated INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
@@ -65,9 +69,9 @@ class PostgresLedgerFile(PostgresTables):
             if spend:
                 await conn.executemany(
                     f"INSERT INTO {self.p}spend (at, day, request_id, system, model, key_id,"
-                    " tags, cost, saved, cached, answered, error, input_tokens, output_tokens)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13,"
-                    " $14)",
+                    " tags, cost, saved, cached, answered, error, input_tokens, output_tokens,"
+                    " tokens_estimated) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10,"
+                    " $11, $12, $13, $14, $15)",
                     [row_values(r) for r in spend],
                 )
             if alerts:

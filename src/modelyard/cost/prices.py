@@ -36,6 +36,12 @@ def estimate_embedding_tokens(request: EmbeddingRequest) -> int:
     return sum(estimate_tokens(text) for text in request.inputs)
 
 
+def unanswered_embedding(request: EmbeddingRequest) -> Usage:
+    """The usage of embedding `request` by its texts' estimated tokens: what a provider that
+    received it and never answered still bills."""
+    return Usage(input_tokens=estimate_embedding_tokens(request), estimated=True)
+
+
 MESSAGE_FRAMING_TOKENS = 8
 """Most tokens a chat format adds around one message (role markers, separators)."""
 IMAGE_TOKENS = 2_000
@@ -95,11 +101,6 @@ class Price:
         least one) and its framing, at the dearest input price."""
         tokens = sum(len(text.encode("utf-8")) + MESSAGE_FRAMING_TOKENS for text in request.inputs)
         return tokens * self.dearest_input / PER_MILLION
-
-    def embedding_input(self, request: EmbeddingRequest) -> float:
-        """What embedding `request` costs by its texts' estimated tokens: what a provider that
-        received it and never answered still bills."""
-        return self.cost(Usage(input_tokens=estimate_embedding_tokens(request), estimated=True))
 
     def cost(self, usage: Usage) -> float:
         """What `usage` costs in USD."""

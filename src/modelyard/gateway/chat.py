@@ -15,7 +15,7 @@ from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
-from modelyard.cost.bounds import cost_bound, partial_cost
+from modelyard.cost.bounds import charge_partial, cost_bound, partial_cost, partial_usage
 from modelyard.cost.budget_book import settle_shielded
 from modelyard.errors import BadResponseError, ModelError, NotFoundError, UnavailableError
 from modelyard.gateway import anthropic_api, openai_api, responses_api
@@ -218,7 +218,8 @@ class ChatEndpoints:
             if not outcome.recorded:  # the server gave up on it: see `_shut_down`
                 # Billed as the ledger and the budgets count it: its input, once sent.
                 sent = outcome.scope.sent and not outcome.scope.cache_hit
-                refused = outcome.failed(_shut_down(partial_cost(model, request, sent=sent)))
+                shut = charge_partial(_shut_down(), model, request, sent=sent)
+                refused = outcome.failed(shut)
                 if not call.responded:
                     await call.fail(refused, api=_wire_of(outcome.api))
             raise
@@ -302,12 +303,12 @@ class ChatEndpoints:
                 disconnected.cancel()
             if left_after is not None:  # a cache replay cut short cost nothing
                 if outcome.scope.cache_hit:
-                    cut = 0.0
+                    outcome.abandoned(0.0)
                 elif watch.response is not None:  # all of it generated, the last bytes unread
-                    cut = watch.response.cost
+                    outcome.abandoned(watch.response.cost, usage=watch.response.usage)
                 else:
-                    cut = partial_cost(model, request, left_after)
-                outcome.abandoned(cut)
+                    usage = partial_usage(request, left_after)
+                    outcome.abandoned(partial_cost(model, request, left_after), usage=usage)
         finally:
             close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
             if close is not None:
@@ -357,17 +358,15 @@ async def _relay(
         return None
 
 
-def _shut_down(cost: float) -> UnavailableError:
+def _shut_down() -> UnavailableError:
     """What a request the server cancels gets: only a shutdown does that, once requests have
     run past `gateway.drain_timeout`. A 503 the caller can send again to a replica still
     serving, and a record of it, rather than the server's bare 500."""
-    error = UnavailableError(
+    return UnavailableError(
         "the gateway shut down before this request ended (gateway.drain_timeout passed); "
         "send it again",
         code="shutting_down",
     )
-    error.cost = cost
-    return error
 
 
 def _wire_of(api: str) -> str:

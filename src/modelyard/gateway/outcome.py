@@ -12,7 +12,7 @@ from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
-from modelyard.types import ChatRequest, ChatResponse, Decision, EmbeddingResponse
+from modelyard.types import ChatRequest, ChatResponse, Decision, EmbeddingResponse, Usage
 
 
 class Outcome:
@@ -74,17 +74,23 @@ class Outcome:
         self.metrics.answered(self.target, response, provider, latency)
 
     def abandoned(
-        self, estimate: float, *, unread: ChatResponse | EmbeddingResponse | None = None
+        self,
+        estimate: float,
+        *,
+        usage: Usage | None = None,
+        unread: ChatResponse | EmbeddingResponse | None = None,
     ) -> None:
         """The client left mid-stream, or took none of the whole answer `unread` in time:
         recorded as 499 with the cost the provider likely bills (the input and the output
-        generated so far; all of an unread answer's), which the key's budget is settled to."""
+        generated so far, whose tokens are `usage`; all of an unread answer's), which the key's
+        budget is settled to."""
         error = ClientClosedError(
             "the client took none of the answer in time"
             if unread is not None
             else "the client closed the stream before the answer ended"
         )
         error.cost = self.spent = estimate
+        error.usage = usage
         self.captured = None  # `gateway.capture` keeps answers a caller got
         decision = unread.decision if isinstance(unread, ChatResponse) else error.decision
         latency = self._record(ClientClosedError.status_default, unread, error, decision)
@@ -115,7 +121,8 @@ class Outcome:
         call = self.call
         self.recorded = True
         seconds = time.perf_counter() - call.started
-        usage = response.usage if response is not None else None
+        # A failure's tokens are the estimate its cost was worked out from, if it was billed.
+        usage = response.usage if response is not None else error.usage if error else None
         exchange = None
         if self.captured is not None and isinstance(response, ChatResponse):
             request = self.captured
@@ -143,6 +150,7 @@ class Outcome:
                 cost=response.cost if response else (error.cost if error else 0.0),
                 input_tokens=usage.input_tokens if usage else 0,
                 output_tokens=usage.output_tokens if usage else 0,
+                tokens_estimated=usage.estimated if usage else False,
                 error=reason,
                 decision=decision,
                 exchange=exchange,

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from modelyard.state.folders import private_folder
+from modelyard.state.sqlite_worker import Migration, apply_migrations
 from modelyard.types import Decision
 
 log = logging.getLogger("modelyard.log")
@@ -62,6 +63,15 @@ _MIGRATIONS = (
     )
     """,
 )
+"""The first tables, made if missing (files older than `MIGRATIONS` have them, unrecorded)."""
+
+MIGRATIONS: list[Migration] = [
+    (
+        "002_tokens_estimated",
+        "ALTER TABLE requests ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0",
+    ),
+]
+"""Append-only: add a new entry for any schema change after the first tables."""
 
 
 class SharedRequestLog(Protocol):
@@ -110,6 +120,9 @@ class RequestRecord:
     cost: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    tokens_estimated: bool = False
+    """Whether the tokens are modelyard's estimate (a failed call's cost was worked out from
+    them, or the provider reported none), not the provider's count."""
     error: str | None = None
     decision: Decision | None = None
     exchange: Exchange | None = None
@@ -132,6 +145,7 @@ class RequestRecord:
             "cost": self.cost,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "tokens_estimated": self.tokens_estimated,
             "error": self.error,
             "decision": self.decision.to_dict() if self.decision else None,
         }
@@ -175,6 +189,7 @@ class DecisionLog:
         db = self._connection()
         for migration in _MIGRATIONS:
             db.execute(migration)
+        apply_migrations(db, "requests", MIGRATIONS)
 
     async def _on_writer(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
@@ -227,9 +242,7 @@ class DecisionLog:
         db = self._connection()
         db.execute("BEGIN")
         try:
-            db.executemany(
-                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-            )
+            db.executemany(_INSERT, rows)
             exchanges = _exchanges(batch)
             if exchanges:
                 db.executemany("INSERT OR REPLACE INTO traffic VALUES (?,?,?)", exchanges)
@@ -293,6 +306,13 @@ COLUMNS = (
     "output_tokens",
     "error",
     "decision",
+    "tokens_estimated",
+)
+"""The request log's columns, in the tables' order (a column added later comes last)."""
+
+_INSERT = (
+    f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 
 
@@ -316,6 +336,7 @@ def _rows(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
             r.output_tokens,
             r.error,
             orjson.dumps(r.decision.to_dict()).decode() if r.decision else None,
+            int(r.tokens_estimated),
         )
         for r in batch
     ]
@@ -333,6 +354,7 @@ def _exchanges(batch: list[RequestRecord]) -> list[tuple[str, str, str]]:
 def _from_row(row: tuple[Any, ...]) -> dict[str, Any]:
     out = dict(zip(COLUMNS, row, strict=True))
     out["stream"] = bool(out["stream"])
+    out["tokens_estimated"] = bool(out["tokens_estimated"])
     out["decision"] = orjson.loads(out["decision"]) if out["decision"] else None
     return out
 

@@ -30,6 +30,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             id TEXT PRIMARY KEY, messages TEXT NOT NULL, answer TEXT NOT NULL)
         """,
     ),
+    (
+        "002_tokens_estimated",
+        "ALTER TABLE {p}requests ADD COLUMN IF NOT EXISTS tokens_estimated INTEGER NOT NULL"
+        " DEFAULT 0",
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 

@@ -21,6 +21,7 @@ from modelyard.cost.prices import (
     estimate_embedding_tokens,
     estimate_input_tokens,
     estimate_tokens,
+    unanswered_embedding,
 )
 from modelyard.errors import (
     BadResponseError,
@@ -175,17 +176,18 @@ class RemoteModel(Model):
                 # used: estimate what it cost rather than record nothing. (An error object
                 # sent with a 200, as some proxies do, is a refusal: it raises another class
                 # and costs nothing.)
-                exc.cost = self.info.price.cost(
+                self._bill(
+                    exc,
                     Usage(
                         input_tokens=estimate_input_tokens(request),
                         output_tokens=estimate_tokens(reply.body.decode("utf-8", "replace")),
                         estimated=True,
-                    )
+                    ),
                 )
                 raise
         except ModelError as exc:
             if isinstance(exc, ModelTimeoutError) and exc.request_sent:
-                exc.cost = self._input_cost(request)
+                self._bill(exc, _unanswered(request))
             raise self._failed(exc, started) from None
         text = "".join(choice.message.text for choice in parsed.choices)
         parsed = replace(parsed, usage=_completed(parsed.usage, request, text))
@@ -255,9 +257,9 @@ class RemoteModel(Model):
             # A provider bills a stream that generated something; a refusal (an error status,
             # a reset before the answer, an error event before any content) costs nothing.
             if assembler.saw_content or decoder.usage is not None:
-                exc.cost = self.info.price.cost(_completed(None, request, assembler.text))
+                self._bill(exc, _completed(None, request, assembler.text))
             elif isinstance(exc, ModelTimeoutError) and exc.request_sent:
-                exc.cost = self._input_cost(request)
+                self._bill(exc, _unanswered(request))
             raise self._failed(exc, started) from None
         yield Chunk(response=self._response(parsed, started, dropped))
 
@@ -286,11 +288,10 @@ class RemoteModel(Model):
         except ModelError as exc:
             raise _scrubbed(exc, self.name, self.endpoint) from None
 
-    def _input_cost(self, request: ChatRequest) -> float:
-        """What a request the provider received and never answered bills: its input (an
-        estimate; a provider that went on generating bills that too, which we never see)."""
-        usage = Usage(input_tokens=estimate_input_tokens(request), estimated=True)
-        return self.info.price.cost(usage)
+    def _bill(self, exc: ModelError, usage: Usage) -> None:
+        """`exc` carrying what its call is estimated to have used, and what that costs."""
+        exc.usage = usage
+        exc.cost = self.info.price.cost(usage)
 
     def _observe(self, headers: Mapping[str, str]) -> None:
         if self.rate_limit_listeners:
@@ -340,6 +341,11 @@ class RemoteModel(Model):
 
     def _failed(self, exc: ModelError, started: float) -> ModelError:
         _scrubbed(exc, self.name, self.endpoint)
+        details: dict[str, object] = {"provider": self.endpoint.provider, "status": exc.status}
+        if exc.usage is not None:  # billed all the same: the tokens its cost is estimated from
+            details["input_tokens"] = exc.usage.input_tokens
+            details["output_tokens"] = exc.usage.output_tokens
+            details["tokens_estimated"] = exc.usage.estimated
         decision = Decision(
             node=self.name,
             kind="model",
@@ -347,7 +353,7 @@ class RemoteModel(Model):
             latency_ms=elapsed_ms(started),
             cost=exc.cost,
             error=f"{exc.kind}: {exc.message}",
-            details={"provider": self.endpoint.provider, "status": exc.status},
+            details=details,
         )
         return exc.with_decision(decision)
 
@@ -388,7 +394,8 @@ class RemoteEmbedder(Embedder):
         except ModelError as exc:
             if isinstance(exc, ModelTimeoutError) and exc.request_sent:
                 # Received and never answered: the provider bills the texts all the same.
-                exc.cost = self.info.price.embedding_input(request)
+                exc.usage = unanswered_embedding(request)
+                exc.cost = self.info.price.cost(exc.usage)
             raise _scrubbed(exc, self.name, self.endpoint) from None
         if len(parsed.vectors) != len(request.inputs):
             raise BadResponseError(
@@ -432,6 +439,12 @@ def _scrubbed(exc: ModelError, name: str, endpoint: Endpoint) -> ModelError:
         exc.provider_message = redact(exc.provider_message, *endpoint.secrets)
     exc.args = (exc.message,)
     return exc
+
+
+def _unanswered(request: ChatRequest) -> Usage:
+    """What a request the provider received and never answered bills: its input (an estimate;
+    a provider that went on generating bills that too, which we never see)."""
+    return Usage(input_tokens=estimate_input_tokens(request), estimated=True)
 
 
 def _completed(usage: Usage | None, request: ChatRequest, text: str) -> Usage:

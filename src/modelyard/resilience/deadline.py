@@ -78,7 +78,7 @@ def within(
 async def _cut(
     call: Awaitable[T], seconds: float, model: Model, request: ChatRequest, whose: str
 ) -> T:
-    from modelyard.cost.bounds import partial_cost  # resilience uses cost, not the reverse
+    from modelyard.cost.bounds import charge_partial  # resilience uses cost, not the reverse
 
     started = time.perf_counter()
     watched = watching()
@@ -97,8 +97,7 @@ async def _cut(
         # A provider bills the input of a call it was sent (a local function's, nothing), as a
         # budget settles it and as an ensemble counts a cancelled member; one still waiting
         # for a rate-limit slot, say, was never sent and cost nothing.
-        error.cost = partial_cost(model, request, sent=watched.dispatch.sent)
-        raise error from None
+        raise charge_partial(error, model, request, sent=watched.dispatch.sent) from None
 
 
 class HeldToDeadline(Wrapper):

@@ -39,7 +39,7 @@ from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, RateLim
 from modelyard.model import Model, ModelInfo, elapsed_ms
 from modelyard.resilience.deadline import within
 from modelyard.resilience.streams import GuardedStream, annotate, closing, interrupted
-from modelyard.types import ChatRequest, ChatResponse, Choice, Chunk, Decision, Message
+from modelyard.types import ChatRequest, ChatResponse, Choice, Chunk, Decision, Message, Usage
 
 Action = Literal["next", "propagate", "larger_window"] | tuple[Model, ...]
 
@@ -245,7 +245,7 @@ def _joined(response: ChatResponse, sent: str) -> ChatResponse:
 class _Run:
     """One request through a fallback chain: who was tried, what it cost, why it stopped."""
 
-    __slots__ = ("attempts", "errors", "model", "spent", "started", "stop", "tried")
+    __slots__ = ("attempts", "errors", "model", "spent", "started", "stop", "tried", "used")
 
     def __init__(self, model: FallbackModel) -> None:
         self.model = model
@@ -253,6 +253,8 @@ class _Run:
         self.attempts: list[Decision] = []
         self.errors: list[ModelError] = []
         self.spent = 0.0
+        self.used: Usage | None = None
+        """The estimated tokens behind `spent` (`ModelError.usage`), if any member was billed."""
         self.tried: set[int] = set()
         self.stop = ""
 
@@ -277,6 +279,8 @@ class _Run:
         self.attempts.append(exc.decision or _failed_decision(member, exc))
         self.errors.append(exc)
         self.spent += exc.cost
+        if exc.usage is not None:
+            self.used = exc.usage if self.used is None else self.used + exc.usage
 
     def answered(
         self, member: Model, response: ChatResponse, *, continued_from: int = 0
@@ -328,12 +332,12 @@ class _Run:
                 f"{len(self.errors)} member(s) failed ({names}); "
                 f"{self.stop or 'no member left'}; reporting the first error"
             )
-        error.cost = self.spent
+        error.cost, error.usage = self.spent, self.used
         return error.with_decision(self._decision(reason, error))
 
     def interrupted(self, exc: ModelError, sent_chars: int) -> ModelError:
         error = interrupted(exc, model=self.model.name, sent_chars=sent_chars)
-        error.cost = self.spent
+        error.cost, error.usage = self.spent, self.used
         reason = f"stream broke after {sent_chars} characters reached the caller; not spliced"
         return error.with_decision(self._decision(reason, error))
 

@@ -28,7 +28,7 @@ from modelyard.errors import ModelError, StreamInterruptedError
 from modelyard.model import Model, Wrapper, elapsed_ms
 from modelyard.resilience.streams import GuardedStream, annotate, interrupted
 from modelyard.state.base import Claim, StateStore
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Usage
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -223,13 +223,24 @@ class RetryModel(Wrapper):
 class _Run:
     """The tries of one request: their decisions and costs, and how the run ended."""
 
-    __slots__ = ("attempts", "model", "previous_wait", "reason", "spent", "started", "waits")
+    __slots__ = (
+        "attempts",
+        "model",
+        "previous_wait",
+        "reason",
+        "spent",
+        "started",
+        "used",
+        "waits",
+    )
 
     def __init__(self, model: RetryModel) -> None:
         self.model = model
         self.started = time.perf_counter()
         self.attempts: list[Decision] = []
         self.spent = 0.0
+        self.used: Usage | None = None
+        """The estimated tokens behind `spent` (`ModelError.usage`), if any try was billed."""
         self.previous_wait = 0.0
         self.waits: list[float] = []
         self.reason = ""
@@ -241,6 +252,8 @@ class _Run:
     def record(self, exc: ModelError, reason: str) -> None:
         self.attempts.append(exc.decision or _failed_decision(self.model.inner, exc))
         self.spent += exc.cost
+        if exc.usage is not None:
+            self.used = exc.usage if self.used is None else self.used + exc.usage
         self.reason = reason
 
     def _details(self) -> dict[str, object]:
@@ -265,12 +278,12 @@ class _Run:
 
     def gave_up(self, exc: ModelError) -> ModelError:
         if self.tries == 1:
-            exc.cost = self.spent
+            exc.cost, exc.usage = self.spent, self.used
             return exc
         return self.finish(exc)
 
     def finish(self, exc: ModelError) -> ModelError:
-        exc.cost = self.spent
+        exc.cost, exc.usage = self.spent, self.used
         decision = Decision(
             node=self.model.name,
             kind="retry",
