@@ -7,11 +7,13 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
+from modelyard.config import loader
 from modelyard.config.loader import load_config
 from modelyard.cost.bounds import cost_bound
 from modelyard.errors import RateLimitedError
@@ -288,3 +290,22 @@ def test_a_small_projected_spend_is_printed_with_its_digits(
     assert result.exit_code == 0, result.output
     (line,) = [line for line in result.output.splitlines() if "budget steady-hour" in line]
     assert "$0.00 " not in line
+
+
+def test_the_command_reads_the_config_once(
+    write_config: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Budgets and systems come from one reading of the file, never from two that could differ.
+    parsed: list[str] = []
+    parse = loader.parse
+
+    def counting(text: str, **kwargs: Any) -> loader.LoadedConfig:
+        parsed.append(text)
+        return parse(text, **kwargs)
+
+    monkeypatch.setattr(loader, "parse", counting)
+    config = write_config(_system(0.0))
+    args = ["load", str(config), "main", "--data", str(_labelled(tmp_path)), "--rate", "200"]
+    result = CliRunner().invoke(app, [*args, "--requests", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(parsed) == 1

@@ -16,7 +16,7 @@ from modelyard.cli.evidence_input import ConfigPath, DataOpt, FormatOpt, SplitOp
 from modelyard.config.loader import load_config
 from modelyard.cost.bounds import leaves
 from modelyard.evaluation.dataset import LABELLED, load_items, select_split
-from modelyard.evaluation.isolation import load_for_evaluation
+from modelyard.evaluation.isolation import build_for_evaluation
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.load import LoadReport, project, run_load
 
@@ -131,8 +131,9 @@ def load_command(
 
     def run() -> LoadReport:
         items = select_split(load_items(data, fmt), split, source=data)
-        budgets = load_config(config).config.budgets  # evaluation's copy has none: projected
-        yard = load_for_evaluation(config)
+        loaded = load_config(config)  # read once: the budgets and the yard come from one text
+        budgets = loaded.config.budgets  # evaluation's copy has none: projected
+        yard = build_for_evaluation(loaded)
 
         async def go() -> LoadReport:
             try:

@@ -41,5 +41,11 @@ def for_evaluation(loaded: LoadedConfig) -> LoadedConfig:
 
 def load_for_evaluation(path: str | os.PathLike[str], resources: Resources | None = None) -> Yard:
     """Load and build the config at `path` as evaluation runs it."""
+    return build_for_evaluation(load_config(path), resources)
+
+
+def build_for_evaluation(loaded: LoadedConfig, resources: Resources | None = None) -> Yard:
+    """Build a config already loaded as evaluation runs it (`loaded` itself is left as it is,
+    so its caller still sees the budgets, say)."""
     resources = resources or Resources()
-    return Yard(build(for_evaluation(load_config(path)), resources), resources)
+    return Yard(build(for_evaluation(loaded), resources), resources)
