@@ -107,6 +107,29 @@ def test_routerdc_generation_answers_do_not_carry_their_score(
         assert len(texts) == 1 and not re.search(r"\d", texts.pop())
 
 
+@pytest.mark.parametrize("name", ["heldout_mmlu.json", "rdc-arc_challenge-calib.json"])
+def test_routerdc_multiple_choice_file_is_read_as_such_whatever_comes_before_its_task(
+    tmp_path: Path, name: str
+) -> None:
+    # A held-out copy named after its task but not starting with it was read as a generation
+    # task: each right answer's gold probability counted as a fraction of a right answer, and
+    # every model answered the same placeholder, so an agreement cascade never accepted.
+    path = tmp_path / name
+    path.write_text(json.dumps([{"question": "Q?\nA. x\nB. y", "scores": {"m": 0.62, "n": 0}}]))
+    item = load_recordings("routerdc", [path]).items[0]
+    assert item.outcomes["m"].score == 1.0 and item.outcomes["n"].score == 0.0
+    assert item.label is not None and item.outcomes["m"].text == item.label
+
+
+def test_routerdc_file_whose_name_names_no_known_task_is_refused(tmp_path: Path) -> None:
+    # Its scores mean different things for multiple-choice and generation tasks, and only the
+    # file name says which: a guess would be a silently wrong accuracy either way.
+    path = tmp_path / "heldout.json"
+    path.write_text(json.dumps([{"question": "Q?", "scores": {"m": 0.62}}]))
+    with pytest.raises(ConfigError, match=r"heldout\.json: cannot tell from the file name"):
+        load_recordings("routerdc", [path])
+
+
 def test_mtbench_scores_are_judge_scores_over_ten(data: Path) -> None:
     recordings = load_recordings("routellm-mtbench", [data / "routellm/mt_bench"])
     assert len(recordings.items) == 160

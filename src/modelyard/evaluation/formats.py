@@ -10,18 +10,20 @@ are estimated from the texts when absent); optional `label` (the gold answer), `
 (the model's own, in [0, 1]), `latency_ms`, `provider_model`, `id`, `split`.
 
 **RouterDC** (`routerdc-7llm/*.json`): a JSON list of `{"question", "scores": {model: float}}`,
-a file or the folder. Multiple-choice tasks (mmlu, cmmlu, ceval, arc) store the gold option's
-probability when the model's top choice was right and 0 otherwise: the recorded score is 1/0
-and the raw value stays in the decision details. It is *not* passed on as `confidence`: it
-exists only for right answers, so a cascade reading it would read the label. Generation tasks
-store the fraction of 10 samples that were right. No response texts: multiple-choice answers
-are synthesised letters (`synthetic.py`), other answers one placeholder, the same for every
-model, so that no text tells the scores apart.
+a file or the folder. A word of the file's name says which task it holds (nothing else in
+the file does; a name naming no known task is refused). Multiple-choice tasks (mmlu, cmmlu,
+ceval, arc) store the gold option's probability when the model's top choice was right and 0
+otherwise: the recorded score is 1/0 and the raw value stays in the decision details. It is
+*not* passed on as `confidence`: it exists only for right answers, so a cascade reading it
+would read the label. Generation tasks store the fraction of 10 samples that were right. No
+response texts: multiple-choice answers are synthesised letters (`synthetic.py`), other answers
+one placeholder, the same for every model, so that no text tells the scores apart.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +50,8 @@ from modelyard.evaluation.tabular import files_in, read_json, read_jsonl
 
 Loader = Callable[[Path], Recordings]
 
-_MC_TASKS = ("mmlu", "cmmlu", "ceval", "arc")
+_MC_TASKS = frozenset({"mmlu", "cmmlu", "ceval", "arc"})
+_GENERATION_TASKS = frozenset({"gsm8k", "humaneval", "mbpp", "javascript", "math"})
 
 LIST_PRICES: dict[str, Price] = {
     "gpt-4-1106-preview": Price(input=10.0, output=30.0),
@@ -66,7 +69,26 @@ GPT-4-1106 (early 2024) and a typical hosted price for Mixtral-8x7B and 7-8B mod
 `price:` overrides these."""
 
 
-def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | None) -> RecordedItem:
+def _multiple_choice(path: Path) -> bool:
+    """Whether a RouterDC file holds multiple-choice scores, told by the task a word of its
+    name names (`mmlu_test`, `heldout-arc_challenge`): the scores mean different things for
+    the two kinds and the file does not say which, so a name that tells neither is refused."""
+    words = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
+    choice, generation = bool(words & _MC_TASKS), bool(words & _GENERATION_TASKS)
+    if choice == generation:
+        raise ConfigError(
+            "cannot tell from the file name whether its scores are multiple-choice (a name "
+            "with mmlu, cmmlu, ceval or arc) or generation (gsm8k, humaneval, mbpp, javascript "
+            "or math), which RouterDC scores differently; name the file after its task, e.g. "
+            "mmlu_heldout.json",
+            path=str(path),
+        )
+    return choice
+
+
+def _routerdc_item(
+    path: Path, number: int, row: Any, task: str, split: str | None, choice: bool
+) -> RecordedItem:
     if not isinstance(row, dict) or "question" not in row or "scores" not in row:
         raise ConfigError(f"item {number}: needs 'question' and 'scores'", path=str(path))
     prompt, scores = row["question"], row["scores"]
@@ -80,7 +102,6 @@ def _routerdc_item(path: Path, number: int, row: Any, task: str, split: str | No
             f"item {number}: 'scores' must be an object of model: score, got {scores!r:.60}",
             path=str(path),
         )
-    choice = task.startswith(_MC_TASKS)
     letters = option_letters(prompt) or "ABCD"
     outcomes = {}
     for model, raw in scores.items():
@@ -121,8 +142,9 @@ def load_routerdc(path: Path) -> Recordings:
         if not isinstance(data, list):
             raise ConfigError("expected a JSON list of items", path=str(file))
         task, split = _split_of(file.stem)
+        choice = _multiple_choice(file) if data else False
         for number, row in enumerate(data):
-            item = _routerdc_item(file, number, row, task, split)
+            item = _routerdc_item(file, number, row, task, split, choice)
             for model in item.outcomes:
                 if model not in models:
                     models.append(model)
