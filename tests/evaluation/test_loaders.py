@@ -147,6 +147,18 @@ def test_missing_column_names_the_file_and_the_column(tmp_path: Path) -> None:
     assert "'prompt'" in str(caught.value) and "bad.csv" in str(caught.value)
 
 
+def test_routerbench_without_a_models_response_column_names_that_column(tmp_path: Path) -> None:
+    # The models were found by their response columns only, so a file that lost one model's
+    # said that model "is not in the recordings" though its score and cost columns were there.
+    path = tmp_path / "rb.csv"
+    path.write_text(
+        "sample_id,prompt,m,m|model_response,m|total_cost,n,n|total_cost\n"
+        "1,\"['q']\",1.0,\"['A']\",0.1,0.0,0.2\n"
+    )
+    with pytest.raises(ConfigError, match=r"rb\.csv: missing column 'n\|model_response'"):
+        load_recordings("routerbench", [path])
+
+
 def test_routerbench_without_cost_columns_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "rb.csv"
     path.write_text("sample_id,prompt,m,m|model_response\n1,\"['q']\",1.0,\"['A']\"\n")

@@ -61,10 +61,18 @@ def _label(task: str, outcomes: dict[str, Outcome]) -> str | None:
 def _load_file(path: Path) -> tuple[list[str], list[RecordedItem]]:
     header, rows = read_csv(path)
     require_columns(path, header, ["prompt", "sample_id"])
-    models = [c.removesuffix(RESPONSE) for c in header if c.endswith(RESPONSE)]
+    # A model is known by its response or its cost column, so a file that lost either one
+    # names that column rather than saying the model is not recorded.
+    models = list(
+        dict.fromkeys(
+            c.removesuffix(RESPONSE).removesuffix(COST)
+            for c in header
+            if c.endswith((RESPONSE, COST))
+        )
+    )
     if not models:
         raise ConfigError(f"no '<model>{RESPONSE}' columns", path=str(path))
-    require_columns(path, header, [*models, *(m + COST for m in models)])
+    require_columns(path, header, [c for m in models for c in (m, m + RESPONSE, m + COST)])
     items = []
     for line, row in rows:
         outcomes = {}
