@@ -329,6 +329,22 @@ def test_split_into_an_existing_file_is_a_clear_error(own: Callable[..., Path]) 
     assert result.exit_code == 2 and "it is a file, not a folder" in result.output
 
 
+def test_calibrate_and_split_on_a_file_of_headers_only_name_the_file(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    # Both said "a 50% hold-out (split) of 0 items leaves an empty split", naming no file.
+    headers = tmp_path / "headers.csv"
+    headers.write_text("sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n")
+    args = ["calibrate", str(own()), "main", "--data", str(headers), "--format", "routerbench"]
+    result = runner.invoke(app, [*args, "--knob", "models.weak.local.model=weak,strong"])
+    assert result.exit_code == 2
+    assert f"{headers}: the labelled set is empty" in " ".join(result.output.split())
+    out = tmp_path / "split"
+    result = runner.invoke(app, ["split", "routerbench", str(headers), "--out", str(out)])
+    assert result.exit_code == 2
+    assert f"{headers}: the recordings hold no prompts" in " ".join(result.output.split())
+
+
 def test_eval_of_an_unknown_system_exits_2_with_one_clean_line(own: Callable[..., Path]) -> None:
     config = own()
     args = ["eval", str(config), "mian", "--data", str(config.with_suffix(".jsonl"))]

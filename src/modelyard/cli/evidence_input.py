@@ -95,7 +95,7 @@ def calibration_splits(
 ) -> tuple[list[Item], list[Item], str]:
     """The train and test items, and how they were split (a separate test set, named splits or
     a seeded hold-out); test prompts also in training are dropped."""
-    items = load_items(data, fmt)
+    items = select_split(load_items(data, fmt), None, source=data)
     if test_data is not None:
         train = select_split(items, train_split, source=data)
         test = select_split(load_items(test_data, fmt), test_split, source=test_data)

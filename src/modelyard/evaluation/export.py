@@ -58,6 +58,8 @@ def split_recordings(
     """Write `train.jsonl` and `test.jsonl` (a seeded split of prompts) into `out_dir`."""
     if not 0 < test_fraction < 1:
         raise ConfigError(f"the test fraction must be between 0 and 1, got {test_fraction}")
+    if not recordings.items:
+        raise ConfigError("the recordings hold no prompts", path=recordings.source)
     order = list(range(len(recordings.items)))
     random.Random(seed).shuffle(order)
     cut = round(len(order) * test_fraction)
@@ -65,7 +67,10 @@ def split_recordings(
     test = [it for n, it in enumerate(recordings.items) if n in test_ids]
     train = [it for n, it in enumerate(recordings.items) if n not in test_ids]
     if not train or not test:
-        raise ConfigError(f"a {test_fraction:.0%} split of {len(order)} prompts leaves one empty")
+        raise ConfigError(
+            f"a {test_fraction:.0%} split of {len(order)} prompts leaves one empty",
+            path=recordings.source,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     return {
         "train": write_jsonl(out_dir / "train.jsonl", rows(train, "train")),
