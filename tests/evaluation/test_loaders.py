@@ -159,6 +159,42 @@ def test_routerbench_without_a_models_response_column_names_that_column(tmp_path
         load_recordings("routerbench", [path])
 
 
+RB_HEADER = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
+RB_ROW = "a,['Q1'],arc,1,['A'],0.1\n"
+GSM_HEADER = f"prompt,{GPT4},{GPT4}_response\n"
+GSM_ROW = "Q1,True,#### 3\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "found"),
+    [
+        (RB_HEADER + RB_ROW, "routellm-gsm8k", "routerbench"),
+        (RB_HEADER + RB_ROW, "routellm-mmlu", "routerbench"),
+        (RB_HEADER + RB_ROW, "labelled", "routerbench"),
+        (GSM_HEADER + GSM_ROW, "routerbench", "routellm-gsm8k"),
+        (GSM_HEADER + GSM_ROW, "routellm-mmlu", "routellm-gsm8k"),
+        (GSM_HEADER + GSM_ROW, "labelled", "routellm-gsm8k"),
+    ],
+)
+def test_a_csv_read_as_the_wrong_format_names_the_format_its_columns_are(
+    tmp_path: Path, text: str, fmt: str, found: str
+) -> None:
+    # Read as another format such a file failed on a column it never meant to have ("missing
+    # column 'm|model'", "column '': expected True/False") or, as a labelled set, asked every
+    # prompt unlabelled and reported no accuracy with exit 0.
+    path = tmp_path / "rec.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"rec\.csv: .*those of {found} recordings") as caught:
+        load_items(str(path), fmt)
+    assert f"--format {found}" in str(caught.value)
+
+
+def test_a_labelled_csv_with_a_label_may_have_response_columns(tmp_path: Path) -> None:
+    path = tmp_path / "set.csv"
+    path.write_text("prompt,label,draft_response\nQ1,3,#### 3\n")
+    assert load_items(str(path))[0].label == "3"
+
+
 def test_routerbench_without_cost_columns_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "rb.csv"
     path.write_text("sample_id,prompt,m,m|model_response\n1,\"['q']\",1.0,\"['A']\"\n")

@@ -23,7 +23,12 @@ from modelyard.evaluation.recordings import (
     resolve_data_path,
     text_field,
 )
-from modelyard.evaluation.tabular import read_csv, read_jsonl, require_columns
+from modelyard.evaluation.tabular import (
+    read_csv,
+    read_jsonl,
+    refuse_other_format,
+    require_columns,
+)
 from modelyard.types import ChatRequest, Message, split_system
 
 LABELLED = "labelled"
@@ -103,6 +108,8 @@ def load_labelled(path: Path) -> list[Item]:
     """A labelled JSONL or CSV file."""
     if path.suffix == ".csv":
         header, rows = read_csv(path)
+        if "label" not in header and "answer" not in header:
+            refuse_other_format(path, header, LABELLED)
         require_columns(path, header, ["text" if "text" in header else "prompt"])
         items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
     elif path.suffix in (".jsonl", ".ndjson"):

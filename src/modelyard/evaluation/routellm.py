@@ -32,6 +32,7 @@ from modelyard.evaluation.tabular import (
     parse_bool,
     read_csv,
     read_jsonl,
+    refuse_other_format,
     require_columns,
 )
 from modelyard.patterns import normalise
@@ -42,6 +43,7 @@ RESPONSE_SUFFIX = "_response"
 def load_gsm8k(path: Path) -> Recordings:
     """RouteLLM's `gsm8k_responses.csv`."""
     header, rows = read_csv(path)
+    refuse_other_format(path, header, "routellm-gsm8k")
     require_columns(path, header, ["prompt"])
     models = [c.removesuffix(RESPONSE_SUFFIX) for c in header if c.endswith(RESPONSE_SUFFIX)]
     if not models:
@@ -69,6 +71,7 @@ def load_mmlu(path: Path) -> Recordings:
     models: list[str] = []
     for file in files_in(path, ".csv"):
         header, rows = read_csv(file)
+        refuse_other_format(file, header, "routellm-mmlu")
         require_columns(file, header, ["prompt"])
         file_models = [c for c in header if c != "prompt"]
         if not file_models:

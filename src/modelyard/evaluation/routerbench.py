@@ -22,7 +22,13 @@ from modelyard.evaluation.recordings import (
     unit_score,
     usd_cost,
 )
-from modelyard.evaluation.tabular import files_in, parse_float, read_csv, require_columns
+from modelyard.evaluation.tabular import (
+    files_in,
+    parse_float,
+    read_csv,
+    refuse_other_format,
+    require_columns,
+)
 
 RESPONSE = "|model_response"
 COST = "|total_cost"
@@ -60,6 +66,7 @@ def _label(task: str, outcomes: dict[str, Outcome]) -> str | None:
 
 def _load_file(path: Path) -> tuple[list[str], list[RecordedItem]]:
     header, rows = read_csv(path)
+    refuse_other_format(path, header, "routerbench")
     require_columns(path, header, ["prompt", "sample_id"])
     # A model is known by its response or its cost column, so a file that lost either one
     # names that column rather than saying the model is not recorded.

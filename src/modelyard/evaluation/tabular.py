@@ -86,6 +86,26 @@ def require_columns(path: Path, header: Iterable[str], needed: Sequence[str]) ->
             )
 
 
+_TELLTALE_COLUMNS = (("routerbench", "|model_response"), ("routellm-gsm8k", "_response"))
+"""Columns only one recording format has, in the order to test them (RouterBench's also end
+in `_response`)."""
+
+
+def refuse_other_format(path: Path, header: Sequence[str], fmt: str) -> None:
+    """ConfigError when a CSV header has another recording format's telltale columns: read as
+    `fmt`, the file would fail on a column it never meant to have, or be asked unlabelled."""
+    for found, suffix in _TELLTALE_COLUMNS:
+        if any(column.endswith(suffix) for column in header):
+            if found != fmt:
+                raise ConfigError(
+                    f"its columns are those of {found} recordings ('<model>{suffix}'), not of "
+                    f"format {fmt}: read it with --format {found} "
+                    f"(or `format: {found}` in a config)",
+                    path=str(path),
+                )
+            return
+
+
 def files_in(path: Path, suffix: str) -> list[Path]:
     """`path` itself, or the files with `suffix` in the folder `path`, sorted."""
     if path.is_dir():
