@@ -181,6 +181,25 @@ def test_missing_recordings_file_is_a_config_error_with_its_line(
     assert caught.value.line == 4 and "not found" in str(caught.value)
 
 
+def test_a_relative_recordings_path_not_found_says_it_was_read_from_the_config_s_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `ARC_RECORDINGS=unseen.csv modelyard eval bench/configs/...` looks in bench/configs/, not
+    # in the working directory where unseen.csv is; the error showed only
+    # "recordings not found at bench/configs/${ARC_RECORDINGS}".
+    (tmp_path / "unseen.csv").write_text("sample_id,prompt,m,m|model_response,m|total_cost\n")
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "arc.yaml"
+    config.write_text(_config(Path("${ARC_RECORDINGS}"), "routerbench", "m"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ARC_RECORDINGS", "unseen.csv")
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(Path("configs/arc.yaml"))
+    message = str(caught.value)
+    assert "not found at configs/${ARC_RECORDINGS}" in message
+    assert "a relative path is read from the config's folder, configs" in message
+
+
 def test_shared_data_reference_resolves_under_the_data_root(
     data: Path, tmp_path: Path, write_config: Callable[[str], Path]
 ) -> None:

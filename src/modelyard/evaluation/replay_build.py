@@ -9,7 +9,7 @@ from modelyard.config.loader import Loc
 from modelyard.config.replay import ReplaySpec
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import LIST_PRICES, load_recordings
-from modelyard.evaluation.recordings import Recordings, resolve_data_path
+from modelyard.evaluation.recordings import SHARED_PREFIX, Recordings, resolve_data_path
 from modelyard.evaluation.replay import ReplayModel
 from modelyard.model import Model, ModelInfo
 
@@ -24,7 +24,16 @@ def _paths(spec: ReplaySpec, context: BuildContext, loc: Loc) -> list[Path]:
         except ConfigError as exc:
             raise context.error(where, exc.message) from None
         if not path.exists():
-            raise context.error(where, f"recordings not found at {path}")
+            # A relative path in a variable set on the command line reads as if from the
+            # working directory; say where it was read from.
+            relative = (
+                not value.startswith(SHARED_PREFIX) and not Path(value).expanduser().is_absolute()
+            )
+            base = context.loaded.base_dir
+            hint = (
+                f" (a relative path is read from the config's folder, {base})" if relative else ""
+            )
+            raise context.error(where, f"recordings not found at {path}{hint}")
         paths.append(path)
     return paths
 
