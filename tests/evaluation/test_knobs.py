@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import pytest
+import yaml
 from pydantic import Field
 
 from modelyard.config.loader import parse
@@ -61,6 +62,54 @@ def test_adding_a_key_to_a_block_mapping() -> None:
     out = set_value(TEXT, ("models", "b", "local", "default"), "hello there")
     assert "      latency: 0.5  # seconds\n      default: hello there\n" in out
     assert parse(out).config.models["b"].local.default == "hello there"  # type: ignore[union-attr]
+
+
+NESTED = """systems:
+  main:
+    type: ensemble
+    members:
+      - a
+      - b
+  other:
+    type: cascade
+    stages:
+      - model: yi
+        estimator:
+          type: agreement
+          models: [c]  # the checker
+      # the strong one
+      - model: gpt4
+        note: |
+          kept as written
+      - model: last
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [
+        (("systems", "main", "quorum"), ("systems", "main")),
+        (("systems", "other", "stages", 0, "threshold"), ("systems", "other", "stages", 0)),
+        (("systems", "other", "stages", 1, "threshold"), ("systems", "other", "stages", 1)),
+    ],
+)
+def test_a_key_added_after_a_nested_block_lands_in_its_own_mapping(
+    path: tuple[str | int, ...], where: tuple[str | int, ...]
+) -> None:
+    # A block collection's end is where the next token starts, on the line of whatever follows
+    # it: the key went into the next system or the next stage, so calibrating a stage's
+    # threshold (or a vote's quorum) set the wrong one.
+    out = yaml.safe_load(set_value(NESTED, path, 7))
+    node: Any = out
+    for part in where:
+        node = node[part]
+    assert node[path[-1]] == 7
+    before = yaml.safe_load(NESTED)
+    node = out
+    for part in where:
+        node = node[part]
+    node.pop(path[-1])
+    assert out == before
 
 
 def test_a_dotted_number_indexes_a_list_like_brackets() -> None:

@@ -216,6 +216,18 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
     return None
 
 
+def _content_end(text: str, node: yaml.Node) -> int:
+    """Where the text of `node` ends. A block collection's end mark is where the next token
+    starts, on the line of whatever follows it (the next stage, the next system), so follow
+    its last entry down to a scalar or a flow collection."""
+    while isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.value:
+        if node.flow_style:
+            break
+        last = node.value[-1]
+        node = last[1] if isinstance(node, yaml.MappingNode) else last
+    return len(text[: node.end_mark.index].rstrip())
+
+
 def _insert(text: str, mapping: yaml.MappingNode, key: str, value: str) -> str:
     if mapping.flow_style:
         close = mapping.end_mark.index - 1
@@ -223,14 +235,11 @@ def _insert(text: str, mapping: yaml.MappingNode, key: str, value: str) -> str:
         return text[:close] + f"{sep}{key}: {value}" + text[close:]
     first_key = mapping.value[0][0]
     indent = " " * first_key.start_mark.column
-    last_value = mapping.value[-1][1]
-    end = last_value.end_mark.index
-    if last_value.end_mark.column != 0:
-        newline = text.find("\n", end)
-        if newline == -1:
-            text += "\n"
-            newline = len(text) - 1
-        end = newline + 1
+    newline = text.find("\n", _content_end(text, mapping.value[-1][1]))
+    if newline == -1:
+        text += "\n"
+        newline = len(text) - 1
+    end = newline + 1
     return text[:end] + f"{indent}{key}: {value}\n" + text[end:]
 
 
