@@ -253,6 +253,20 @@ def test_calibrate_write_applies_a_setting_that_meets_the_target(
     assert len(ConfigHistory(config).entries()) == 2
 
 
+def test_calibrate_says_what_it_wrote_when_the_target_is_not_met_and_where_paths_now_point(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The output read "chosen: {...}" and "wrote ..." as for a met target; and a config written
+    # to another folder reads its relative paths (a recordings file, an artifact) from there.
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "elsewhere" / "c.yaml"
+    result = _calibrate_own(own(), "--target", "quality:1.5", "--out", str(out))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and out.exists()
+    assert "chosen (closest to the target, which it does not meet):" in text
+    assert f"relative paths in it are read from {out.parent}, not from {tmp_path}" in text
+
+
 def test_calibrate_write_with_out_is_a_usage_error(
     own: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -225,6 +225,11 @@ def calibrate(
         else:
             written_to.write_text(cal.chosen.text, encoding="utf-8")
             written = f"wrote {written_to}"
+            if written_to.resolve().parent != config.resolve().parent:
+                written += (
+                    f"; relative paths in it are read from {written_to.parent}, not from "
+                    f"{config.parent}"
+                )
         if as_json:
             dump({**cal.to_dict(), "splits": how, "written": written})
         else:

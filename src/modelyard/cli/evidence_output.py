@@ -221,7 +221,8 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
             console.print(f"  {escape(reason)}")
         if len(cal.invalid) > _SHOWN:
             console.print(f"  ... and {len(cal.invalid) - _SHOWN} more (all in --json)")
-    console.print(f"chosen: {cal.chosen.values}")
+    closest = "" if cal.met else " (closest to the target, which it does not meet)"
+    console.print(f"chosen{closest}: {cal.chosen.values}")
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
     console.print(
