@@ -343,6 +343,22 @@ def test_train_reports_a_bad_outcomes_line(
     assert "bad.jsonl:2: missing 'model'" in " ".join(result.output.split())
 
 
+def test_train_on_recordings_that_are_not_jsonl_outcomes_says_how_to_make_them(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    # `train shared:routerbench-train/arc_challenge_train.csv` said only "1: not JSON".
+    config = write_config(LEARNED_MODELS, "models.yaml")
+    outcomes = tmp_path / "arc.csv"
+    outcomes.write_text("sample_id,prompt,m,m|model_response,m|total_cost\na,['Q'],1,['A'],0.1\n")
+    result = CliRunner().invoke(
+        app,
+        ["train", str(outcomes), "--embedder", "hash", "--config", str(config), "-o", "x.npz"],
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "arc.csv:1: not JSON" in text
+    assert "`modelyard split FORMAT RECORDINGS --out DIR` writes them" in text
+
+
 async def test_router_stream_records_the_decision(
     trained: Path, yard_of: Callable[[str], Yard]
 ) -> None:

@@ -109,7 +109,13 @@ def _row(line: str, path: Path, number: int) -> Outcome:
     try:
         data = json.loads(line)
     except ValueError as exc:
-        raise OutcomesError(f"{where}: not JSON ({exc})") from None
+        hint = (
+            "; train reads JSONL outcomes (prompt, model, correct or score per line): "
+            "`modelyard split FORMAT RECORDINGS --out DIR` writes them from recordings"
+            if number == 1
+            else ""
+        )
+        raise OutcomesError(f"{where}: not JSON ({exc}){hint}") from None
     if not isinstance(data, dict):
         raise OutcomesError(f"{where}: expected an object with prompt, model, correct or score")
     try:  # the checks replay applies to the same rows
