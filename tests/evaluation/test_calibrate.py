@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.errors import ConfigError
 from modelyard.evaluation.calibrate import (
     Calibrator,
     Target,
@@ -117,6 +118,21 @@ async def test_the_choice_depends_on_training_labels_only(
     assert same == chosen
     flipped, _ = await _calibrate(config, "CCCC", "BBBB")
     assert flipped == {"models.answer.local.default": "C"}
+
+
+async def test_a_scorer_that_reads_no_answer_stops_calibration_instead_of_meeting_the_target(
+    write_config: Callable[[str], Path],
+) -> None:
+    # With every answer unparsed the best single model's accuracy was 0, so 95 % of it was
+    # "met" by the cheapest setting: a calibrated config chosen on no evidence, exit 0.
+    calibrator = Calibrator(write_config(FAKE), "main", make_scorer("number"))
+    with pytest.raises(ConfigError) as caught:
+        await calibrator.calibrate(
+            [KNOB], Target.parse("quality:0.95"), _items("1234", "tr"), _items("5678", "te")
+        )
+    message = str(caught.value)
+    assert "cannot calibrate: no single model's answer on the training split was scored" in message
+    assert "answer: no answer was scored (4 unparsed, 0 failed)" in message
 
 
 async def test_calibrating_a_replayed_choice_of_model_on_routerbench(

@@ -30,7 +30,7 @@ from modelyard.evaluation.frontier import Point
 from modelyard.evaluation.isolation import for_evaluation
 from modelyard.evaluation.knobs import Knob, apply_values
 from modelyard.evaluation.references import Frontier, build_frontier
-from modelyard.evaluation.report import EvalReport
+from modelyard.evaluation.report import EvalReport, accuracy_unknown
 from modelyard.evaluation.scorers import Scorer
 from modelyard.yard import Yard
 
@@ -270,6 +270,13 @@ class Calibrator:
                 f"system {self.system!r} has no tunable knobs; name some with --knob PATH=VALUES"
             )
         singles_train = await self.singles(train, "single models (train)")
+        unknown = {name: accuracy_unknown(e.report) for name, e in singles_train.items()}
+        if all(unknown.values()):  # else 95 % of an accuracy of 0 is met by anything
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in unknown.items())
+            raise ConfigError(
+                "cannot calibrate: no single model's answer on the training split was scored "
+                f"({reasons}); check the set's labels and --scorer"
+            )
         best = max(singles_train.values(), key=lambda e: e.report.accuracy or 0.0)
         best_single = best.report.accuracy or 0.0
         trials, invalid = await self._search(knobs, train, max_trials, seed)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.errors import ConfigError
-from modelyard.evaluation.report import EvalReport
+from modelyard.evaluation.report import EvalReport, accuracy_unknown
 from modelyard.evaluation.runner import FAILED, ItemResult
 
 
@@ -104,17 +104,6 @@ def _drift(results: Sequence[ItemResult]) -> str:
         if r.drift:
             counts[f"{r.model}: {r.drift}"] = counts.get(f"{r.model}: {r.drift}", 0) + 1
     return "; ".join(f"{text}, {n} item{'s' * (n != 1)}" for text, n in sorted(counts.items()))
-
-
-def accuracy_unknown(report: EvalReport) -> str | None:
-    """Why `report`'s accuracy means nothing to compare, or None when it can be compared."""
-    if report.accuracy is None:
-        return f"no item has a label the scorer can use ({report.unlabelled} of {report.n})"
-    if not math.isfinite(report.accuracy):
-        return f"its accuracy is {report.accuracy}"
-    if not report.scored:
-        return f"no answer was scored ({report.unparsed} unparsed, {report.failed} failed)"
-    return None
 
 
 def judge(

@@ -3,6 +3,7 @@ percentiles, which model answered, and each deciding node's distribution of choi
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,17 @@ class EvalReport:
             "nodes": {name: stats.to_dict() for name, stats in self.nodes.items()},
             "drift": self.drift,
         }
+
+
+def accuracy_unknown(report: EvalReport) -> str | None:
+    """Why `report`'s accuracy means nothing to compare, or None when it can be compared."""
+    if report.accuracy is None:
+        return f"no item has a label the scorer can use ({report.unlabelled} of {report.n})"
+    if not math.isfinite(report.accuracy):
+        return f"its accuracy is {report.accuracy}"
+    if not report.scored:
+        return f"no answer was scored ({report.unparsed} unparsed, {report.failed} failed)"
+    return None
 
 
 def _node_paths(decision: Decision, parent: str = "") -> Iterator[tuple[str, Decision]]:
