@@ -359,6 +359,17 @@ def test_calibrate_and_split_on_a_file_of_headers_only_name_the_file(
     assert f"{headers}: the recordings hold no prompts" in " ".join(result.output.split())
 
 
+def test_calibrate_on_a_test_set_of_training_prompts_names_both_files(
+    own: Callable[..., Path],
+) -> None:
+    config = own()
+    data = str(config.with_suffix(".jsonl"))
+    result = _calibrate_own(config, "--test-data", data)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert f"all 4 test prompts are in training (train: {data}; test: {data})" in text
+
+
 def test_eval_of_an_unknown_system_exits_2_with_one_clean_line(own: Callable[..., Path]) -> None:
     config = own()
     args = ["eval", str(config), "mian", "--data", str(config.with_suffix(".jsonl"))]

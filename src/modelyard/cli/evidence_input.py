@@ -110,10 +110,12 @@ def calibration_splits(
     seen = {" ".join(i.prompt.split()) for i in train}
     overlap = [i for i in test if " ".join(i.prompt.split()) in seen]
     test = [i for i in test if " ".join(i.prompt.split()) not in seen]
+    if not test:
+        raise ConfigError(
+            f"the test split is empty: all {len(overlap)} test prompts are in training ({how})"
+        )
     if overlap:
         how += f"; {len(overlap)} test items also in train were dropped"
-    if not test:
-        raise ConfigError("the test split is empty after removing prompts seen in training")
     if limit:
         train, test = train[:limit], test[:limit]
     return train, test, how
