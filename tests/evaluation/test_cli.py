@@ -267,6 +267,23 @@ def test_calibrate_says_what_it_wrote_when_the_target_is_not_met_and_where_paths
     assert f"relative paths in it are read from {out.parent}, not from {tmp_path}" in text
 
 
+def test_gate_apply_of_a_candidate_from_another_folder_says_where_its_paths_now_point(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The gate measured the candidate with its relative paths read from its own folder; the
+    # applied text reads them from the baseline's.
+    baseline = own()
+    (tmp_path / "pr").mkdir()
+    candidate = tmp_path / "pr" / "own.yaml"
+    candidate.write_text(baseline.read_text().replace("weak, strong", "strong, weak"))
+    data = str(baseline.with_suffix(".jsonl"))
+    args = ["gate", str(baseline), str(candidate), "--data", data, "--format", "jsonl"]
+    result = runner.invoke(app, [*args, "--max-cost-increase", "100", "--apply"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"relative paths in it are read from {tmp_path}, not from {candidate.parent}" in text
+
+
 def test_calibrate_write_with_out_is_a_usage_error(
     own: Callable[..., Path], tmp_path: Path
 ) -> None:

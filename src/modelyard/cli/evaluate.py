@@ -54,6 +54,14 @@ from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.scorers import make_scorer
 
 
+def moved(source: Path, written: Path) -> str:
+    """A note when a config's text is written to another folder than its own: its relative
+    paths (recordings, artifacts, also in `${VAR:-default}`) then read other files."""
+    if written.resolve().parent == source.resolve().parent:
+        return ""
+    return f"; relative paths in it are read from {written.parent}, not from {source.parent}"
+
+
 @app.command("eval")
 def eval_command(
     config: ConfigPath,
@@ -224,12 +232,7 @@ def calibrate(
             )
         else:
             written_to.write_text(cal.chosen.text, encoding="utf-8")
-            written = f"wrote {written_to}"
-            if written_to.resolve().parent != config.resolve().parent:
-                written += (
-                    f"; relative paths in it are read from {written_to.parent}, not from "
-                    f"{config.parent}"
-                )
+            written = f"wrote {written_to}{moved(config, written_to)}"
         if as_json:
             dump({**cal.to_dict(), "splits": how, "written": written})
         else:
@@ -378,7 +381,10 @@ def gate(
             entry = ConfigHistory(baseline, history, keep).apply(
                 candidate.read_text(encoding="utf-8"), f"gate passed: {candidate}", force=force
             )
-            console.print(f"applied {candidate} to {baseline} (version {entry.version})")
+            console.print(
+                f"applied {candidate} to {baseline} (version {entry.version})"
+                + moved(candidate, baseline)
+            )
 
     guarded(run)
 
