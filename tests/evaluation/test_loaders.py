@@ -421,6 +421,16 @@ def test_a_labelled_csv_row_with_extra_cells_is_an_error(tmp_path: Path) -> None
         ("prompt", None, "field 'prompt' must be a non-empty string, got None"),
         ("prompt", 12345, "field 'prompt' must be a non-empty string, got 12345"),
         ("label", [1, 2], "field 'label' must be a string or a number, got [1, 2]"),
+        # A NaN label became the text 'nan', which every scorer then marked wrong.
+        ("label", float("nan"), "field 'label' must be a finite number, got nan"),
+        # A message without text content reached the model as '' or as a list's Python repr.
+        ("messages", [{"role": "user"}], "each message needs a role (system, user, assistant)"),
+        (
+            "messages",
+            [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "each message needs a role (system, user, assistant) and its content as a string",
+        ),
+        ("messages", [{"role": "system", "content": "Be brief."}], "'messages' has no user text"),
     ],
 )
 def test_a_labelled_set_rejects_fields_of_the_wrong_type(

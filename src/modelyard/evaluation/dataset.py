@@ -65,17 +65,21 @@ def _messages(value: Any, path: Path, line: int) -> tuple[Message, ...]:
         raise ConfigError("'messages' must be a non-empty list", path=str(path), line=line)
     out = []
     for message in value:
-        if not isinstance(message, dict) or message.get("role") not in (
-            "system",
-            "user",
-            "assistant",
+        # Content must be text: a null would reach the model as '', a list of parts as its
+        # Python repr.
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ("system", "user", "assistant")
+            or not isinstance(message.get("content"), str)
         ):
             raise ConfigError(
-                "each message needs a role (system, user, assistant) and content",
+                "each message needs a role (system, user, assistant) and its content as a string",
                 path=str(path),
                 line=line,
             )
-        out.append(Message(role=message["role"], content=str(message.get("content") or "")))
+        out.append(Message(role=message["role"], content=message["content"]))
+    if not any(m.role == "user" and m.text.strip() for m in out):
+        raise ConfigError("'messages' has no user text to ask", path=str(path), line=line)
     return tuple(out)
 
 

@@ -153,6 +153,11 @@ def label_field(
     value = row.get(name)
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        # It would become the text 'nan', which no answer matches.
+        raise ConfigError(
+            f"field {name!r} must be a finite number, got {value!r}", path=path, line=line
+        )
     if isinstance(value, bool | int | float):
         return str(value)
     raise ConfigError(
