@@ -76,10 +76,11 @@ def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
     assert html.read_text().count("<div") > 3
 
 
-def test_eval_says_why_items_failed(
+def test_eval_says_why_items_failed_and_exits_1_when_all_did(
     sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    # e.g. held-out data evaluated while the config still replays the training recordings
+    # e.g. held-out data evaluated while the config still replays the training recordings (the
+    # few-shot prefix every ARC prompt shares is changed): a CI step doing so must not pass
     path = sliced(ARC, 3)
     unseen = tmp_path / "unseen.csv"
     unseen.write_text(path.read_text().replace("George wants", "Georgina wants"))
@@ -87,8 +88,10 @@ def test_eval_says_why_items_failed(
     result = runner.invoke(
         app, ["eval", str(config), "main", "--data", str(unseen), "--format", "routerbench"]
     )
-    assert result.exit_code == 0, result.output
-    assert "no recording for prompt 'Georgina wants" in " ".join(result.stdout.split())
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "no recording for prompt 'Georgina wants" in said  # the report first, with why
+    assert "3 items failed" in said and "main answered none of the 3 items" in said
 
 
 def test_eval_on_an_empty_split_fails_clearly(
@@ -190,7 +193,7 @@ def test_eval_keeps_its_circuits_out_of_production_s_shared_store(
     client = redis.Redis.from_url(REDIS_URL)
     try:
         result = runner.invoke(app, ["eval", str(config), "main", "--data", str(data), "--json"])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output  # every item failed
         assert json.loads(result.stdout)["report"]["failed"] == 6
         assert list(client.scan_iter(f"{prefix}*")) == []
     finally:

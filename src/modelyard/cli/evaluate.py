@@ -112,6 +112,8 @@ def eval_command(
         else:
             print_evaluation(f"{system} on {data}", evaluation, scoring.name)
         write_html(html_path, lambda: reports.eval_html(report, evaluation.results))
+        if report.n and report.failed == report.n:  # a 0 % that measured nothing: not a pass
+            fail(f"{system} answered none of the {report.n} items (why: above)", code=1)
 
     guarded(run)
 
