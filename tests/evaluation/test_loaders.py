@@ -524,3 +524,15 @@ def test_jsonl_rows_of_one_prompt_spaced_differently_are_one_item(tmp_path: Path
     recordings = load_recordings("jsonl", [write_jsonl(tmp_path / "own.jsonl", rows)])
     assert len(recordings.items) == 4 and recordings.duplicates == 0
     assert set(recordings.items[0].outcomes) == {"weak", "strong"}
+
+
+def test_a_missing_column_is_shown_beside_the_files_named_columns_in_their_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rb.csv"  # RouterBench files open with pandas' unnamed index column
+    path.write_text(",sample_id,prompt,zeta,zeta|model_response\n0,1,\"['q']\",1.0,\"['A']\"\n")
+    with pytest.raises(ConfigError) as caught:
+        load_recordings("routerbench", [path])
+    said = str(caught.value)
+    assert "the file has: 'sample_id', 'prompt', 'zeta', 'zeta|model_response'" in said
+    assert "''" not in said

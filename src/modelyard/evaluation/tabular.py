@@ -76,10 +76,12 @@ def read_json(path: Path) -> Any:
 
 def require_columns(path: Path, header: Iterable[str], needed: Sequence[str]) -> None:
     """ConfigError naming the file and the first missing column, with the columns present."""
-    present = set(header)
+    columns = [name for name in header if name]  # pandas' unnamed index column says nothing
+    present = set(columns)
     for column in needed:
         if column not in present:
-            shown = ", ".join(sorted(present)[:12]) + (" ..." if len(present) > 12 else "")
+            more = f" and {len(columns) - 12} more" if len(columns) > 12 else ""
+            shown = ", ".join(repr(name) for name in columns[:12]) + more
             raise ConfigError(
                 f"missing column {column!r}; the file has: {shown or 'no columns'}",
                 path=str(path),
