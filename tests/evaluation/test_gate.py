@@ -306,3 +306,15 @@ def test_a_candidate_answered_by_a_model_it_does_not_pin_fails_unless_allowed() 
     assert "--allow-drift" in violation
     allowed = judge(base_report, cand_report, base, cand, Tolerances(allow_drift=True))
     assert allowed.passed and f"mini: {moved}" in allowed.model_changes
+
+
+def test_a_gate_asking_a_gain_says_accuracy_did_not_rise_when_it_held(
+    arc: Path, write_config: Callable[..., Path]
+) -> None:
+    base = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "base.yaml")
+    code, report = _gate(base, base, arc, "--max-accuracy-drop", "-0.05")
+    assert code == 1
+    assert any(
+        v.startswith("accuracy did not rise") and "a gain of 5.00% asked" in v
+        for v in report["violations"]
+    ), report["violations"]

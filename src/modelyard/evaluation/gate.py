@@ -125,10 +125,13 @@ def judge(
     violations = []
     base_acc, cand_acc = baseline.accuracy or 0.0, candidate.accuracy or 0.0
     if cand_acc < base_acc - tolerances.accuracy_drop - 1e-12:
-        violations.append(
-            f"accuracy fell from {base_acc:.2%} to {cand_acc:.2%} "
-            f"(allowed drop {tolerances.accuracy_drop:.2%})"
+        moved = "fell" if cand_acc < base_acc else "did not rise"  # a negative drop asks a gain
+        allowed = (
+            f"allowed drop {tolerances.accuracy_drop:.2%}"
+            if tolerances.accuracy_drop >= 0
+            else f"a gain of {-tolerances.accuracy_drop:.2%} asked"
         )
+        violations.append(f"accuracy {moved} from {base_acc:.2%} to {cand_acc:.2%} ({allowed})")
     allowed_cost = baseline.cost_per_item * (1 + tolerances.cost_increase)
     if candidate.cost_per_item > allowed_cost + 1e-15:
         violations.append(
