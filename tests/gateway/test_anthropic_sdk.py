@@ -88,3 +88,35 @@ def test_an_anthropic_route_the_gateway_lacks_answers_in_anthropic_shape(
         client(running).messages.batches.list()
     assert caught.value.body["type"] == "error"  # type: ignore[index]
     assert "no route for GET /v1/messages/batches" in caught.value.message
+
+
+@pytest.mark.parametrize("kind", [["text"], {"type": "text"}])
+def test_a_block_type_that_is_not_a_string_is_a_400_naming_it(
+    serve_gateway: Callable[..., Running], kind: object
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client(running).messages.create(
+            model="support",
+            max_tokens=5,
+            messages=[{"role": "user", "content": [{"type": kind, "text": "x"}]}],  # type: ignore[list-item]
+        )
+    assert "messages[0].content[0].type" in caught.value.message
+
+
+def test_an_internal_error_on_a_messages_route_answers_in_anthropic_shape(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+
+    async def broken(call: object) -> None:
+        raise RuntimeError("a bug")
+
+    running.app._routes[("POST", "/v1/messages")] = broken
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client(running).messages.create(
+            model="support", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.body["type"] == "error"  # type: ignore[index]
+    assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert "a bug" not in caught.value.message

@@ -145,6 +145,8 @@ def _turn(raw: Any, where: str, marks: Breakpoints) -> list[Message]:
         here = f"{where}.content[{i}]"
         block = expect_object(item, here)
         kind = block.get("type")
+        if not isinstance(kind, str):  # a list or object is no type, nor a set member
+            raise bad_request(f"{here}.type: expected a block type, got {kind!r}", f"{here}.type")
         if kind == "text":
             text = expect_str(block.get("text"), f"{here}.text")
             parts.append(TextPart(text=text, cache=marks.read(block, here)))

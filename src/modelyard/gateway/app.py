@@ -137,6 +137,7 @@ class Gateway:
         )
         method, path = scope["method"], scope["path"]
         handler = self._routes.get((method, path))
+        api = "anthropic" if path.startswith("/v1/messages") else "openai"
         self._in_flight += 1
         try:
             if handler is not None:
@@ -153,11 +154,12 @@ class Gateway:
             if not error.counted:
                 route = path if handler is not None else "other"  # bounded label values
                 self.metrics.refused(route, error.status, error.code or error.type)
-            await call.fail(error, api="anthropic" if path.startswith("/v1/messages") else "openai")
+            await call.fail(error, api=api)
         except Exception:
             log.exception("unhandled error in request %s", call.id)
             await call.fail(
-                ApiError(500, f"internal error (request {call.id})", "server_error", "internal")
+                ApiError(500, f"internal error (request {call.id})", "server_error", "internal"),
+                api=api,
             )
         finally:
             self._in_flight -= 1
