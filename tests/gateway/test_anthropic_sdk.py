@@ -120,3 +120,26 @@ def test_an_internal_error_on_a_messages_route_answers_in_anthropic_shape(
     assert caught.value.body["type"] == "error"  # type: ignore[index]
     assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     assert "a bug" not in caught.value.message
+
+
+def test_the_sdk_reads_the_request_id_of_answers_and_errors(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    sdk = client(running)
+    raw = sdk.messages.with_raw_response.create(
+        model="support", max_tokens=5, messages=[{"role": "user", "content": "ping"}]
+    )
+    # The id GET /v1/requests/{id} takes, where the SDK looks for it (`request-id`).
+    assert raw.parse()._request_id == raw.headers["x-request-id"]
+    with sdk.messages.stream(
+        model="support", max_tokens=5, messages=[{"role": "user", "content": "ping"}]
+    ) as stream:
+        assert stream.request_id is not None
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        sdk.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert caught.value.request_id is not None
+    counted = sdk.messages.with_raw_response.count_tokens(
+        model="support", messages=[{"role": "user", "content": "x"}]
+    )
+    assert counted.request_id == counted.headers["x-request-id"]

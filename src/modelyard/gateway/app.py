@@ -127,6 +127,9 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        anthropic = path.startswith("/v1/messages")
+        api = "anthropic" if anthropic else "openai"
         call = Call(
             scope=scope,
             receive=receive,
@@ -134,10 +137,9 @@ class Gateway:
             id=f"{self._id_prefix}{next(self._ids):08x}",
             started=time.perf_counter(),
             headers=dict(scope["headers"]),
+            anthropic=anthropic,
         )
-        method, path = scope["method"], scope["path"]
         handler = self._routes.get((method, path))
-        api = "anthropic" if path.startswith("/v1/messages") else "openai"
         self._in_flight += 1
         try:
             if handler is not None:

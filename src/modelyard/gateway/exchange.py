@@ -45,6 +45,17 @@ class Call:
     key: VirtualKey | None = None
     responded: bool = False
     """Whether the response has begun (its status and headers are sent)."""
+    anthropic: bool = False
+    """Whether the caller speaks Anthropic's API (a `/v1/messages` route)."""
+
+    @property
+    def id_headers(self) -> Headers:
+        """This request's id where the caller's SDK reads it: OpenAI's look at `x-request-id`,
+        Anthropic's at `request-id` (both get the first, which the docs name)."""
+        value = self.id.encode()
+        if self.anthropic:
+            return [(b"x-request-id", value), (b"request-id", value)]
+        return [(b"x-request-id", value)]
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name."""
@@ -93,7 +104,7 @@ class Call:
         out = [
             *(headers or JSON),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", self.id.encode()),
+            *self.id_headers,
         ]
         # `begin`, inline: one coroutine fewer for every whole answer.
         self.responded = True

@@ -97,7 +97,7 @@ def stream_headers(call: Call, version: str, first: Chunk) -> Headers:
     names it (the cost comes at the end, so is not among them)."""
     head = [
         *SSE,
-        (b"x-request-id", call.id.encode()),
+        *call.id_headers,
         (b"x-modelyard-config-version", version.encode()),
     ]
     answering = first.model or (first.response.model if first.response else None)
