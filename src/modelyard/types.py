@@ -241,6 +241,9 @@ class Choice:
     refusal: bool = False
     """The message's text is the model declining to answer (OpenAI's `refusal`), not an
     answer; it finishes with `content_filter`."""
+    stop_sequence: str | None = None
+    """The stop sequence that ended it (finish `stop`), when the provider says which
+    (Anthropic does; OpenAI's and Gemini's `stop` does not tell one from the natural end)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

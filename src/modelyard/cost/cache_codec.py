@@ -142,6 +142,7 @@ def _choice(data: dict[str, Any]) -> Choice:
         message=_message(data["message"]),
         finish_reason=FinishReason(data["finish_reason"]),
         refusal=bool(data.get("refusal", False)),
+        stop_sequence=data.get("stop_sequence"),
         logprobs=None
         if logprobs is None
         else tuple(

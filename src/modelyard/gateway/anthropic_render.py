@@ -44,6 +44,14 @@ def _usage(response: ChatResponse) -> dict[str, Any]:
     }
 
 
+def _stop_of(response: ChatResponse) -> dict[str, Any]:
+    """The answer's `stop_reason` and `stop_sequence`, as Anthropic writes them."""
+    sequence = response.choices[0].stop_sequence
+    if sequence is not None and response.finish_reason is FinishReason.STOP:
+        return {"stop_reason": "stop_sequence", "stop_sequence": sequence}
+    return {"stop_reason": STOP_REASONS[response.finish_reason], "stop_sequence": None}
+
+
 def _arguments(text: str) -> Any:
     try:
         return orjson.loads(text) if text else {}
@@ -73,8 +81,7 @@ def render_message(response: ChatResponse, *, request_id: str, target: str) -> b
             "role": "assistant",
             "model": target,
             "content": content,
-            "stop_reason": STOP_REASONS[response.finish_reason],
-            "stop_sequence": None,
+            **_stop_of(response),
             "usage": _usage(response),
         }
     )
@@ -180,8 +187,7 @@ class EventRenderer:
 
     def _finish(self, response: ChatResponse) -> bytes:
         out = self._close_block()
-        delta = {"stop_reason": STOP_REASONS[response.finish_reason], "stop_sequence": None}
-        out += _event("message_delta", {"delta": delta, "usage": _usage(response)})
+        out += _event("message_delta", {"delta": _stop_of(response), "usage": _usage(response)})
         return out + _event("message_stop", {})
 
     def error(self, error: ApiError) -> bytes:

@@ -15,7 +15,8 @@ with cache reads as `cached_tokens` and cache writes as `cache_write_tokens`, so
 bills reads at `cached_input`, writes at `cache_write` (Anthropic charges 1.25x input for the
 5-minute cache, 2x for the 1-hour one: set the rate of the one you use) and the rest at `input`.
 
-**Stop reasons.** end_turn and stop_sequence → stop; max_tokens and
+**Stop reasons.** end_turn and stop_sequence → stop (the sequence matched kept as the choice's
+`stop_sequence`, so the gateway's Messages clients are told it); max_tokens and
 model_context_window_exceeded → length; tool_use → tool_calls (stop when the only tool called was
 the JSON answer); refusal → content_filter; pause_turn (a server-tool turn the API paused) →
 length, since the turn is unfinished and a caller must not take it for a whole answer. Any other
@@ -160,6 +161,7 @@ def from_wire(body: Any) -> ParsedResponse:
                     ToolCall(id=require(block, "id", str, where), name=name, arguments=arguments)
                 )
     finish = finish_reason(body.get("stop_reason"), called_tools=bool(calls))
+    sequence = body.get("stop_sequence")
     message = Message(
         role="assistant",
         content="".join(texts),
@@ -169,7 +171,14 @@ def from_wire(body: Any) -> ParsedResponse:
     return ParsedResponse(
         id=response_id,
         provider_model=provider_model,
-        choices=(Choice(index=0, message=message, finish_reason=finish),),
+        choices=(
+            Choice(
+                index=0,
+                message=message,
+                finish_reason=finish,
+                stop_sequence=sequence if isinstance(sequence, str) else None,
+            ),
+        ),
         usage=usage,
     )
 
@@ -206,6 +215,7 @@ class StreamState:
         self.usage: Usage | None = None
         self.provider_model: str | None = None
         self.response_id: str | None = None
+        self.stop_sequence: str | None = None
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, str | int] = {}
         """Block index → _TEXT, _JSON, _THINKING, _IGNORED, or the tool call's index."""
@@ -316,6 +326,8 @@ class StreamState:
         stop_reason = delta.get("stop_reason")
         if stop_reason is None:
             return ()
+        sequence = delta.get("stop_sequence")
+        self.stop_sequence = sequence if isinstance(sequence, str) else None
         return (Chunk(finish_reason=finish_reason(stop_reason, called_tools=self._tools > 0)),)
 
     def _message_stop(self, data: dict[str, Any]) -> Sequence[Chunk]:

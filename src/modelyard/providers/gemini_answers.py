@@ -205,6 +205,7 @@ class GeminiStreamDecoder:
         self.usage: Usage | None = None
         self.provider_model: str | None = None
         self.response_id: str | None = None
+        self.stop_sequence: str | None = None  # the API does not say which one stopped it
         self._finished: dict[int, Mapping[str, Any] | None] = {}
         """Per candidate index: None while open, the finishing candidate once it finished."""
         self._calls: dict[int, int] = {}

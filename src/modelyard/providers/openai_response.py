@@ -283,6 +283,7 @@ class StreamDecoder:
         self.usage: Usage | None = None
         self.provider_model: str | None = None
         self.response_id: str | None = None
+        self.stop_sequence: str | None = None  # the API does not say which one stopped it
         self.created = 0
         self.system_fingerprint: str | None = None
         self._refused: set[int] = set()

@@ -246,10 +246,13 @@ class RemoteModel(Model):
             # Every choice finished but the terminal event (usage, [DONE]) never came, or was
             # late by SETTLE_S: the answer is whole, so finish now, with the usage the stream
             # reported if any, rather than wait or fail.
+            choices = assembler.choices(logprobs=request.logprobs)
+            if decoder.stop_sequence is not None:  # only APIs of one choice name it
+                choices = (replace(choices[0], stop_sequence=decoder.stop_sequence), *choices[1:])
             parsed = ParsedResponse(
                 id=decoder.response_id or "",
                 provider_model=decoder.provider_model or self._model_id,
-                choices=assembler.choices(logprobs=request.logprobs),
+                choices=choices,
                 usage=_completed(decoder.usage, request, assembler.text),
             )
             self._check(request, parsed.choices)

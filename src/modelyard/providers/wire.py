@@ -45,6 +45,8 @@ class StreamDecoder(Protocol):
     usage: Usage | None
     provider_model: str | None
     response_id: str | None
+    stop_sequence: str | None
+    """The stop sequence that ended the (first) choice, when the API names it."""
 
     def feed(self, event: Event) -> Sequence[Chunk]:
         """The chunks one event carries; raises ModelError for an in-band error event and
