@@ -175,11 +175,15 @@ class ChatRequest(Deadlined):
 
 
 def split_system(messages: Sequence[Message]) -> tuple[str | None, tuple[Message, ...]]:
-    """A chat's system messages joined into one system prompt (None without any), and the
-    other turns: how a request keeps them, whatever API they came in."""
-    system = [m.text for m in messages if m.role == "system"]
-    turns = tuple(m for m in messages if m.role != "system")
-    return ("\n\n".join(system) if system else None), turns
+    """A chat's leading system messages joined into one system prompt (None without any), and
+    the rest, a system message after the first turn where it stands: how a request keeps them,
+    whatever API they came in. Lifted to the front, a late one ("from now on...") would say
+    something else, and change the prompt's prefix, which providers' prompt caches key on;
+    each wire format sends it where it stands, or into the system prompt for a model that takes
+    none mid-chat (`capabilities.system_messages`)."""
+    first = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    system = [m.text for m in messages[:first]]
+    return ("\n\n".join(system) if system else None), tuple(messages[first:])
 
 
 def user(text: str, **fields: Any) -> ChatRequest:

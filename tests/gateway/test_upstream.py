@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -155,3 +156,40 @@ def test_upstream_failures_map_to_statuses(
         UPSTREAM_KEY not in str(caught.value.body)
         and UPSTREAM_KEY not in caught.value.response.text
     )
+
+
+CHAT_WITH_A_LATE_SYSTEM: Any = [
+    {"role": "system", "content": "be brief"},
+    {"role": "developer", "content": "answer in English"},
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "hello"},
+    {"role": "developer", "content": "from now on, answer in French"},
+    {"role": "user", "content": "bye"},
+]
+
+
+def test_a_system_message_after_the_first_turn_reaches_the_model_where_it_stands(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
+) -> None:
+    # Lifted into the system prompt, it would say something else ("from now on") and change
+    # the prompt's first message, which OpenAI's automatic prefix cache keys on.
+    client = gateway_for(serve_gateway, upstream)
+    client.chat.completions.create(model="main", messages=CHAT_WITH_A_LATE_SYSTEM)
+    sent = [(m["role"], m["content"]) for m in upstream.requests[-1].json["messages"]]
+    assert sent == [
+        ("system", "be brief\n\nanswer in English"),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("system", "from now on, answer in French"),
+        ("user", "bye"),
+    ]
+
+
+def test_a_late_developer_item_of_the_responses_api_stays_where_it_stands(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
+) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    client.responses.create(model="main", input=CHAT_WITH_A_LATE_SYSTEM, instructions="hello")
+    sent = [(m["role"], m["content"]) for m in upstream.requests[-1].json["messages"]]
+    assert sent[0] == ("system", "hello\n\nbe brief\n\nanswer in English")
+    assert sent[3] == ("system", "from now on, answer in French")
