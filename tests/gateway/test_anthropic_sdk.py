@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import anthropic
 import pytest
+from anthropic.types import ModelInfo
 from tests.gateway.conftest import Running
 
 
@@ -143,3 +144,19 @@ def test_the_sdk_reads_the_request_id_of_answers_and_errors(
         model="support", messages=[{"role": "user", "content": "x"}]
     )
     assert counted.request_id == counted.headers["x-request-id"]
+
+
+def test_the_sdk_lists_and_retrieves_models_in_anthropics_shape(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    listed = list(client(running).models.list())
+    # Embedders answer no Messages call: only what /v1/messages takes is listed.
+    assert {m.id for m in listed} == {"support", "cheap", "strong", "broken"}
+    for model in listed:
+        assert ModelInfo.model_validate(model.model_dump(mode="json")) == model
+    model = client(running).models.retrieve("support")
+    assert (model.type, model.id, model.display_name) == ("model", "support", "support")
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client(running).models.retrieve("hash")
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]

@@ -130,6 +130,17 @@ def test_models_list_and_embeddings(serve_gateway: Callable[..., Running]) -> No
     assert len(embedding.data) == 2 and len(embedding.data[0].embedding) == 16
 
 
+def test_a_model_is_retrieved_by_name(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    model = client(running).models.retrieve("support")
+    assert openai.types.Model.model_validate(model.model_dump()) == model
+    assert (model.id, model.owned_by) == ("support", "modelyard-system")
+    assert client(running).models.retrieve("cheap").owned_by == "local"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(running).models.retrieve("nope")
+    assert caught.value.code == "model_not_found" and "support" in caught.value.message
+
+
 def test_decision_record_is_retrievable_by_request_id(
     serve_gateway: Callable[..., Running],
 ) -> None:

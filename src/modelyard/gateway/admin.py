@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 import orjson
 
 from modelyard.errors import ConfigError, ModelError, UnavailableError
-from modelyard.gateway import openai_render
+from modelyard.gateway import anthropic_render, openai_api, openai_render
 from modelyard.gateway.auth import KeyRing, caller, require_admin
 from modelyard.gateway.errors import ApiError, bad_request, from_model_error
 from modelyard.gateway.exchange import Call
+from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
@@ -45,9 +46,8 @@ class AdminEndpoints:
         self.max_body_bytes = max_body_bytes
         self._status = status
 
-    async def models(self, call: Call) -> None:
-        """GET /v1/models: the systems, models and embedders the caller's key may use."""
-        key = caller(self.keys, call)
+    def _listed(self, key: VirtualKey, *, embedders: bool) -> list[tuple[str, str]]:
+        """(name, owner) of the systems, models and (when asked) embedders `key` may use."""
         yard = self.live.current
         names = [(n, "modelyard-system") for n in sorted(yard.systems) if key.allows(n)]
         names += [
@@ -55,8 +55,36 @@ class AdminEndpoints:
             for n in sorted(yard.models)
             if key.allows(n) and n not in yard.built.disabled
         ]
-        names += [(n, "embedder") for n in sorted(yard.embedders) if key.allows(n)]
-        await call.respond(200, openai_render.render_models(names, int(time.time())))
+        if embedders:
+            names += [(n, "embedder") for n in sorted(yard.embedders) if key.allows(n)]
+        return names
+
+    async def models(self, call: Call) -> None:
+        """GET /v1/models: the systems, models and embedders the caller's key may use; in
+        Anthropic's shape for an Anthropic client, and without the embedders, which answer no
+        Messages call."""
+        key = caller(self.keys, call)
+        created = int(time.time())
+        if call.anthropic:
+            names = [name for name, _ in self._listed(key, embedders=False)]
+            body = anthropic_render.render_models(names, created)
+        else:
+            body = openai_render.render_models(self._listed(key, embedders=True), created)
+        await call.respond(200, body)
+
+    async def model(self, call: Call, name: str) -> None:
+        """GET /v1/models/{name}: one of those `models` lists; 404 listing them otherwise."""
+        key = caller(self.keys, call)
+        listed = self._listed(key, embedders=not call.anthropic)
+        owner = dict(listed).get(name)
+        if owner is None:
+            raise openai_api.not_found(name, [n for n, _ in listed])
+        created = int(time.time())
+        if call.anthropic:
+            found = anthropic_render.model_object(name, created)
+        else:
+            found = openai_render.model_object(name, owner, created)
+        await call.respond(200, orjson.dumps(found))
 
     async def healthz(self, call: Call) -> None:
         """GET /healthz: the process is alive."""

@@ -4,6 +4,7 @@ blocks opened, streamed and stopped, message_delta, message_stop), and Anthropic
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -193,6 +194,31 @@ class EventRenderer:
     def error(self, error: ApiError) -> bytes:
         """The in-band error event that ends a broken stream."""
         return b"event: error\ndata: " + orjson.dumps(error_body(error)) + b"\n\n"
+
+
+def model_object(name: str, created: int) -> dict[str, Any]:
+    """A Models API object, as `GET /v1/models/{model_id}` answers and `GET /v1/models` lists
+    it (`created`, the Unix time, as RFC 3339)."""
+    at = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": "model",
+        "id": name,
+        "display_name": name,
+        "created_at": at,
+        "lifecycle": "active",
+    }
+
+
+def render_models(names: list[str], created: int) -> bytes:
+    """`GET /v1/models` for an Anthropic client: one page holding them all."""
+    return orjson.dumps(
+        {
+            "data": [model_object(name, created) for name in names],
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
+    )
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

@@ -128,7 +128,11 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
-        anthropic = path.startswith("/v1/messages")
+        headers = dict(scope["headers"])
+        # The model list is both APIs' route: Anthropic's SDK names its version on every call.
+        anthropic = path.startswith("/v1/messages") or (
+            path.startswith("/v1/models") and b"anthropic-version" in headers
+        )
         api = "anthropic" if anthropic else "openai"
         call = Call(
             scope=scope,
@@ -136,7 +140,7 @@ class Gateway:
             send=send,
             id=f"{self._id_prefix}{next(self._ids):08x}",
             started=time.perf_counter(),
-            headers=dict(scope["headers"]),
+            headers=headers,
             anthropic=anthropic,
         )
         handler = self._routes.get((method, path))
@@ -144,6 +148,8 @@ class Gateway:
         try:
             if handler is not None:
                 await handler(call)
+            elif method == "GET" and path.startswith("/v1/models/"):
+                await self.admin.model(call, path.removeprefix("/v1/models/"))
             elif method == "GET" and path.startswith("/v1/requests/"):
                 await self.admin.request_record(call, path.removeprefix("/v1/requests/"))
             elif method == "DELETE" and path.startswith("/admin/keys/"):

@@ -46,7 +46,8 @@ class Call:
     responded: bool = False
     """Whether the response has begun (its status and headers are sent)."""
     anthropic: bool = False
-    """Whether the caller speaks Anthropic's API (a `/v1/messages` route)."""
+    """Whether the caller speaks Anthropic's API: a `/v1/messages` route, or the model list
+    asked with an `anthropic-version` header."""
 
     @property
     def id_headers(self) -> Headers:

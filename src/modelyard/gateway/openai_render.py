@@ -187,14 +187,13 @@ def error_body(error: ApiError) -> dict[str, Any]:
     }
 
 
+def model_object(name: str, owner: str, created: int) -> dict[str, Any]:
+    """A model object, as `GET /v1/models/{model}` answers and `GET /v1/models` lists it."""
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
 def render_models(names: list[tuple[str, str]], created: int) -> bytes:
     """`GET /v1/models`: each (name, owner) as a model object."""
     return orjson.dumps(
-        {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": owner}
-                for name, owner in names
-            ],
-        }
+        {"object": "list", "data": [model_object(n, owner, created) for n, owner in names]}
     )
