@@ -160,3 +160,18 @@ def test_the_sdk_lists_and_retrieves_models_in_anthropics_shape(
     with pytest.raises(anthropic.NotFoundError) as caught:
         client(running).models.retrieve("hash")
     assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_a_deadline_passed_is_anthropics_timeout_error(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client(running).messages.create(
+            model="cheap",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "slow"}],
+            extra_headers={"x-modelyard-timeout": "0.05"},
+        )
+    assert caught.value.status_code == 504
+    assert caught.value.body["error"]["type"] == "timeout_error"  # type: ignore[index]
