@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import openai
@@ -68,6 +69,24 @@ def test_system_messages_and_params_reach_the_model(serve_gateway: Callable[...,
         7,
         2,
     )
+
+
+def test_the_end_user_is_named_by_user_or_by_safety_identifier_its_newer_name(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # The SDK marks `user` deprecated for `safety_identifier`: both reach routing rules alike.
+    running = serve_gateway()
+    ask: Any = [{"role": "user", "content": "hi"}]
+    client(running).chat.completions.create(model="strong", messages=ask, user="u-1")
+    client(running).chat.completions.create(model="strong", messages=ask, safety_identifier="u-2")
+    answer = client(running).responses.create(model="strong", input="hi", safety_identifier="u-3")
+    assert answer.safety_identifier == "u-3"
+    calls = running.app.live.current.models["strong"].calls  # type: ignore[attr-defined]
+    assert [dict(c.metadata) for c in calls[-3:]] == [
+        {"user": "u-1"},
+        {"safety_identifier": "u-2"},
+        {"safety_identifier": "u-3"},
+    ]
 
 
 def test_unknown_model_is_404_listing_what_exists(serve_gateway: Callable[..., Running]) -> None:

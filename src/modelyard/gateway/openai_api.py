@@ -59,6 +59,7 @@ _CHAT_FIELDS = frozenset(
         "stream",
         "stream_options",
         "user",
+        "safety_identifier",
         "service_tier",
         "reasoning_effort",
     }
@@ -252,6 +253,13 @@ def _stop(raw: Any) -> tuple[str, ...]:
     return tuple(expect_str(s, f"stop[{i}]") for i, s in enumerate(items))
 
 
+def end_user(body: dict[str, Any], metadata: dict[str, str]) -> dict[str, str]:
+    """`metadata` with the end user the request names, which routing rules can match: `user`,
+    or `safety_identifier`, the name OpenAI's SDK now asks for instead."""
+    named = {key: optional_str(body, key) for key in ("user", "safety_identifier")}
+    return {**metadata, **{key: value for key, value in named.items() if value}}
+
+
 def check_service_tier(body: dict[str, Any]) -> None:
     """400 naming `service_tier` unless it is absent or a tier every request gets anyway."""
     tier = optional_str(body, "service_tier")
@@ -285,10 +293,9 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
         if options is not None
         else False
     )
-    metadata = string_map(body["metadata"], "metadata") if body.get("metadata") else {}
-    user = optional_str(body, "user")
-    if user:
-        metadata = {**metadata, "user": user}
+    metadata = end_user(
+        body, string_map(body["metadata"], "metadata") if body.get("metadata") else {}
+    )
     request = ChatRequest(
         messages=turns,
         system=system,

@@ -23,6 +23,7 @@ from modelyard.gateway.fields import (
 )
 from modelyard.gateway.openai_api import (
     check_service_tier,
+    end_user,
     function_tool,
     reasoning_effort,
     text_only,
@@ -57,6 +58,7 @@ _FIELDS = frozenset(
         "stream_options",
         "metadata",
         "user",
+        "safety_identifier",
         "store",
         "previous_response_id",
         "include",
@@ -374,7 +376,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         max_tokens=optional_int(body, "max_output_tokens", 1, 10_000_000),
         logprobs=_include(body) or bool(top_logprobs),
         top_logprobs=top_logprobs or None,
-        metadata={**metadata, "user": user} if user else metadata,
+        metadata=end_user(body, metadata),
         effort=_reasoning(body.get("reasoning")),
     )
     echo = {
@@ -390,6 +392,7 @@ def parse_responses(body: Any, *, max_messages: int) -> ResponsesCall:
         "store": False,
         "truncation": "disabled",
         "user": user,
+        "safety_identifier": body.get("safety_identifier"),
         "top_logprobs": top_logprobs,
         "reasoning": {"effort": request.effort, "summary": None},
     }
