@@ -61,3 +61,33 @@ def test_an_answer_that_ended_on_its_own_names_no_stop_sequence(running: Running
         model="claude", max_tokens=100, messages=COUNTING, stop_sequences=["zzz"]
     )
     assert (message.stop_reason, message.stop_sequence) == ("end_turn", None)
+
+
+PNG = "iVBORw0KGgo="
+CALLED: Any = [
+    {"role": "user", "content": "take a screenshot"},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}],
+    },
+]
+SCREENSHOT: Any = {"name": "screenshot", "input_schema": {"type": "object"}}
+
+
+def test_an_image_in_a_tool_result_reaches_anthropic_in_it(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    # What Claude Code sends when a tool (Read, on a picture) returns an image.
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": [{"type": "text", "text": "here it is"}, image],
+    }
+    anthropic_client(running).messages.create(
+        model="claude",
+        max_tokens=50,
+        tools=[SCREENSHOT],
+        messages=[*CALLED, {"role": "user", "content": [result]}],
+    )
+    assert claude_fake.requests[-1].json["messages"][-1]["content"] == [result]

@@ -278,6 +278,22 @@ def test_tool_result_for_an_unknown_call_without_a_name_is_refused() -> None:
         WIRE.to_wire(request, "m", stream=False)
 
 
+def test_an_image_in_a_tool_result_is_refused_not_dropped() -> None:
+    request = ChatRequest(
+        messages=(
+            Message(role="user", content="x"),
+            Message(role="assistant", tool_calls=(ToolCall(id="c1", name="shot", arguments="{}"),)),
+            Message(
+                role="tool",
+                tool_call_id="c1",
+                content=(TextPart(text="here"), ImagePart(url="data:image/png;base64,AAAA")),
+            ),
+        )
+    )
+    with pytest.raises(BadRequestError, match=r"messages\[2\].*image"):
+        WIRE.to_wire(request, "m", stream=False)
+
+
 def test_tool_result_for_an_unknown_call_uses_the_message_name() -> None:
     request = ChatRequest(
         messages=(

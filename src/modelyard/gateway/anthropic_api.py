@@ -65,19 +65,6 @@ class MessagesCall:
     stream: bool
 
 
-def _text_of(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    blocks = expect_list(content, where)
-    texts = []
-    for i, raw in enumerate(blocks):
-        block = expect_object(raw, f"{where}[{i}]")
-        if block.get("type") != "text":
-            raise bad_request(f"{where}[{i}].type: expected 'text' here", where)
-        texts.append(expect_str(block.get("text"), f"{where}[{i}].text"))
-    return "\n".join(texts)
-
-
 def _image(block: dict[str, Any], where: str) -> ImagePart:
     source = expect_object(block.get("source"), f"{where}.source")
     if source.get("type") == "base64":
@@ -90,19 +77,31 @@ def _image(block: dict[str, Any], where: str) -> ImagePart:
 
 
 def _tool_result(block: dict[str, Any], where: str, marks: Breakpoints) -> Message:
-    """A tool_result block as a tool message. Its breakpoints ride on its parts: the block's own
-    on the last one, since the cached prefix ends with the result either way."""
+    """A tool_result block as a tool message: its text, or its text and image parts. Its
+    breakpoints ride on its parts: the block's own on the last one, since the cached prefix
+    ends with the result either way."""
     result = block.get("content") or ""
     call_id = expect_str(block.get("tool_use_id"), f"{where}.tool_use_id")
-    text = _text_of(result, f"{where}.content")
-    inner: list[dict[str, Any]] = result if isinstance(result, list) else [{"text": text}]
-    ttls = [marks.read(b, f"{where}.content[{i}]") for i, b in enumerate(inner)]
+    parts: list[Part] = []
+    if isinstance(result, str):
+        parts.append(TextPart(text=result))
+    for i, raw in enumerate(() if isinstance(result, str) else expect_list(result, where)):
+        here = f"{where}.content[{i}]"
+        inner = expect_object(raw, here)
+        kind = inner.get("type")
+        if kind == "text":
+            text = expect_str(inner.get("text"), f"{here}.text")
+            parts.append(TextPart(text=text, cache=marks.read(inner, here)))
+        elif kind == "image":
+            parts.append(replace(_image(inner, here), cache=marks.read(inner, here)))
+        else:
+            raise bad_request(f"{here}.type: expected 'text' or 'image' here", f"{here}.type")
     own = marks.read(block, where)
-    if own is None and not any(ttls):
-        return Message(role="tool", content=text, tool_call_id=call_id)
-    parts = [TextPart(text=b["text"], cache=ttl) for b, ttl in zip(inner, ttls, strict=True)]
     if own is not None:
         parts[-1] = replace(parts[-1], cache=own)
+    if all(isinstance(p, TextPart) and p.cache is None for p in parts):
+        text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
+        return Message(role="tool", content=text, tool_call_id=call_id)
     return Message(role="tool", content=tuple(parts), tool_call_id=call_id)
 
 

@@ -118,6 +118,10 @@ def _tool_result(text: str) -> dict[str, Any]:
 
 
 def _tool_response(message: Message, names: Mapping[str, str], position: int) -> dict[str, Any]:
+    if message.has_image:  # a functionResponse holds JSON: the image would be lost unsaid
+        raise BadRequestError(
+            f"messages[{position}]: a tool result may hold text only for Gemini, not an image"
+        )
     name = names.get(message.tool_call_id or "") or message.name
     if not name:
         raise BadRequestError(
