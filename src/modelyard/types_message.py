@@ -71,6 +71,9 @@ class Message:
     """An assistant message's reasoning, in the order it came, before its content: kept apart
     from `content` since it is not the answer (`text` leaves it out) and Anthropic wants it
     back first in the turn, unchanged; wire formats that cannot carry it leave it out."""
+    tool_error: bool = False
+    """A tool message whose call failed: its content is the error (Anthropic's `is_error`,
+    Gemini's `error` response; OpenAI's APIs have no such mark, the content says it)."""
 
     @property
     def text(self) -> str:

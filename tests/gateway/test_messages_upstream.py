@@ -91,3 +91,18 @@ def test_an_image_in_a_tool_result_reaches_anthropic_in_it(
         messages=[*CALLED, {"role": "user", "content": [result]}],
     )
     assert claude_fake.requests[-1].json["messages"][-1]["content"] == [result]
+
+
+def test_a_failed_tool_call_reaches_anthropic_as_an_error(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    # Claude Code marks the result of a tool that failed so; without it the model reads the
+    # error as the tool's output.
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "no display", "is_error": True}
+    anthropic_client(running).messages.create(
+        model="claude",
+        max_tokens=50,
+        tools=[SCREENSHOT],
+        messages=[*CALLED, {"role": "user", "content": [result]}],
+    )
+    assert claude_fake.requests[-1].json["messages"][-1]["content"] == [result]

@@ -294,6 +294,19 @@ def test_an_image_in_a_tool_result_is_refused_not_dropped() -> None:
         WIRE.to_wire(request, "m", stream=False)
 
 
+def test_a_failed_tool_call_is_an_error_response() -> None:
+    request = ChatRequest(
+        messages=(
+            Message(role="user", content="x"),
+            Message(role="assistant", tool_calls=(ToolCall(id="c1", name="shot", arguments="{}"),)),
+            Message(role="tool", tool_call_id="c1", content="no display", tool_error=True),
+        )
+    )
+    body = WIRE.to_wire(request, "m", stream=False)
+    response = body["contents"][2]["parts"][0]["functionResponse"]["response"]
+    assert response == {"error": "no display"}  # Gemini's documented key for one
+
+
 def test_tool_result_for_an_unknown_call_uses_the_message_name() -> None:
     request = ChatRequest(
         messages=(

@@ -99,10 +99,11 @@ def _tool_result(block: dict[str, Any], where: str, marks: Breakpoints) -> Messa
     own = marks.read(block, where)
     if own is not None:
         parts[-1] = replace(parts[-1], cache=own)
+    failed = bool(optional_bool(block, "is_error", f"{where}."))
+    content: str | tuple[Part, ...] = tuple(parts)
     if all(isinstance(p, TextPart) and p.cache is None for p in parts):
-        text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
-        return Message(role="tool", content=text, tool_call_id=call_id)
-    return Message(role="tool", content=tuple(parts), tool_call_id=call_id)
+        content = "\n".join(p.text for p in parts if isinstance(p, TextPart))
+    return Message(role="tool", content=content, tool_call_id=call_id, tool_error=failed)
 
 
 def _system_turn(body: dict[str, Any], where: str, marks: Breakpoints) -> Message:

@@ -125,6 +125,8 @@ def _tool_result(message: Message, position: int) -> Block:
             code="missing_tool_call_id",
         )
     block: Block = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+    if message.tool_error:
+        block["is_error"] = True
     content = _content_blocks(message.content, f"messages[{position}]")
     if plain_text(content):
         block["content"] = content[0]["text"]

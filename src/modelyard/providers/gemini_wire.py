@@ -128,6 +128,8 @@ def _tool_response(message: Message, names: Mapping[str, str], position: int) ->
             f"messages[{position}]: tool result for call {message.tool_call_id!r} matches no "
             "earlier assistant tool call, and Gemini needs the function's name; set `name`"
         )
+    if message.tool_error:  # the key Gemini documents for a function's error
+        return {"functionResponse": {"name": name, "response": {"error": message.text}}}
     return {"functionResponse": {"name": name, "response": _tool_result(message.text)}}
 
 
