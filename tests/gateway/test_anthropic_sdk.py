@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anthropic
 import pytest
@@ -175,3 +176,21 @@ def test_a_deadline_passed_is_anthropics_timeout_error(
         )
     assert caught.value.status_code == 504
     assert caught.value.body["error"]["type"] == "timeout_error"  # type: ignore[index]
+
+
+def test_a_service_tier_is_taken_only_when_it_is_one_every_request_gets(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    ask: Any = [{"role": "user", "content": "ping"}]
+    for tier in ("auto", "standard_only"):
+        message = client(running).messages.create(
+            model="support", max_tokens=5, messages=ask, extra_body={"service_tier": tier}
+        )
+        assert message.content[0].text == "pong"  # type: ignore[union-attr]
+    for wrong in ("priority", 5):
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            client(running).messages.create(
+                model="support", max_tokens=5, messages=ask, extra_body={"service_tier": wrong}
+            )
+        assert "service_tier" in caught.value.message

@@ -54,6 +54,8 @@ _FIELDS = frozenset(
     }
 )
 _NEUTRAL: dict[str, Any] = {"top_k": None}
+_TIERS = ("auto", "standard_only")
+"""The service tiers Anthropic takes, both what every request gets here (no priority tier)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,11 @@ def parse_messages(body: Any, *, max_messages: int) -> MessagesCall:
         user_id = optional_str(expect_object(metadata_raw, "metadata"), "user_id", "metadata.")
         if user_id:
             metadata["user_id"] = user_id
+    tier = optional_str(body, "service_tier")
+    if tier is not None and tier not in _TIERS:
+        raise bad_request(
+            f"service_tier: expected auto or standard_only, got {tier!r}", "service_tier"
+        )
     stops = body.get("stop_sequences") or []
     request = prompt_request(
         body,
