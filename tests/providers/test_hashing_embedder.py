@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 
+import pytest
+
+from modelyard.errors import BadRequestError
 from modelyard.model import ModelInfo
 from modelyard.providers.local_basic import HashingEmbedder
+from modelyard.types import EmbeddingRequest
 
 EMBEDDER = HashingEmbedder(ModelInfo(name="hash", kind="embedder"), 128)
 
@@ -50,3 +54,11 @@ def test_kept_trigrams_give_the_specified_vectors_and_stay_bounded() -> None:
             for text in texts:
                 assert embedder.vector(text) == reference_vector(text, embedder.dimensions)
     assert len(small._trigrams) == 10
+
+
+async def test_dimensions_other_than_its_own_are_refused_not_ignored() -> None:
+    # An OpenAI client asking `dimensions=64` stores what it gets: 128 would fail it later.
+    with pytest.raises(BadRequestError, match=r"128-dimensional.*64"):
+        await EMBEDDER.embed(EmbeddingRequest(inputs=("a",), dimensions=64))
+    same = await EMBEDDER.embed(EmbeddingRequest(inputs=("a",), dimensions=128))
+    assert len(same.vectors[0]) == 128

@@ -21,7 +21,13 @@ from modelyard.cost.prices import (
     estimate_input_tokens,
     estimate_tokens,
 )
-from modelyard.errors import BadResponseError, ConfigError, ModelError, UnavailableError
+from modelyard.errors import (
+    BadRequestError,
+    BadResponseError,
+    ConfigError,
+    ModelError,
+    UnavailableError,
+)
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.types import (
     ChatRequest,
@@ -181,6 +187,13 @@ class HashingEmbedder(Embedder):
         return bucket, 1.0 if digest[4] & 1 else -1.0
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        if request.dimensions is not None and request.dimensions != self.dimensions:
+            raise BadRequestError(
+                f"this embedder gives {self.dimensions}-dimensional vectors; "
+                f"{request.dimensions} were asked for",
+                model=self.name,
+                provider="local",
+            )
         vectors = tuple(self.vector(text) for text in request.inputs)
         return EmbeddingResponse(
             model=self.name,
