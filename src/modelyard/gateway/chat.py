@@ -40,7 +40,7 @@ from modelyard.gateway.renderers import (
     Renderer,
     ResponsesRenderer,
 )
-from modelyard.gateway.stalled import SendWatch, mark_cut, respond_watched
+from modelyard.gateway.stalled import LeaveWatch, SendWatch, mark_cut, respond_watched
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
@@ -75,6 +75,9 @@ class ChatEndpoints:
         self.stalled_client_timeout = stalled_client_timeout
         """Seconds one send of a stream, or a whole answer's, may wait on a client that takes
         nothing."""
+        self.leave_watch_after = 1.0
+        """Seconds a whole answer may take before the gateway listens for its client hanging
+        up (`LeaveWatch`)."""
         self.key_limits = KeyLimits()
         """Each key's rate, concurrent slots and own budget, on their state stores."""
 
@@ -246,10 +249,21 @@ class ChatEndpoints:
     async def _complete(
         self, call: Call, model: Model, request: ChatRequest, renderer: Renderer, outcome: Outcome
     ) -> None:
+        watch = LeaveWatch(call, self.leave_watch_after)
         try:
             response = await model.complete(request)
         except ModelError as exc:
             raise outcome.failed(exc) from None
+        except asyncio.CancelledError:
+            # Ours: the client hung up. A cancel from outside too (a shutdown) still ends it.
+            if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
+                raise
+            log.info("client left request %s before its answer; model call stopped", call.id)
+            sent = outcome.scope.sent and not outcome.scope.cache_hit
+            outcome.abandoned(partial_cost(model, request, sent=sent))
+            return
+        finally:
+            watch.close()
         headers = [*JSON, *answer_headers(response, outcome.version)]
         if await respond_watched(
             call, renderer.response(response), headers, self.stalled_client_timeout

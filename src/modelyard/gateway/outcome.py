@@ -87,7 +87,7 @@ class Outcome:
         error = ClientClosedError(
             "the client took none of the answer in time"
             if unread is not None
-            else "the client closed the stream before the answer ended"
+            else "the client left before the answer ended"
         )
         error.cost = self.spent = estimate
         error.usage = usage

@@ -1,6 +1,7 @@
 """Cutting a response whose client has stopped reading (`gateway.stalled_client_timeout`):
 a stream's sends (`SendWatch`) and a whole answer's (`respond_watched`); `quiet_server_on_cuts`
-keeps the server from logging such a cut a second time, as an error of ours."""
+keeps the server from logging such a cut a second time, as an error of ours. And stopping the
+making of a whole answer whose client has hung up (`LeaveWatch`)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,44 @@ class SendWatch:
     def close(self) -> None:
         """Stop watching."""
         self._handle.cancel()
+
+
+class LeaveWatch:
+    """Cancels the serving task when its client hangs up before a whole answer is made (an SDK
+    that timed out, and will send the request again): the model call stops, the key's slot is
+    free for the retry, and the request is recorded as left (`fired`), rather than generated
+    for no one. Armed only once the answer has taken `after` seconds: listening for the hang-up
+    costs a task (about 6 us on uvloop, measured), the timer under 1 us, and most answers come
+    sooner."""
+
+    __slots__ = ("_call", "_handle", "_listening", "_task", "fired")
+
+    def __init__(self, call: Call, after: float) -> None:
+        self.fired = False
+        self._call = call
+        self._task = asyncio.current_task()
+        self._listening: asyncio.Future[Any] | None = None
+        self._handle = asyncio.get_running_loop().call_later(after, self._listen)
+
+    def _listen(self) -> None:
+        self._listening = asyncio.ensure_future(self._call.receive())
+        self._listening.add_done_callback(self._heard)
+
+    def _heard(self, listening: asyncio.Future[Any]) -> None:
+        if listening.cancelled() or listening.exception() is not None:
+            return
+        if listening.result().get("type") != "http.disconnect":
+            self._listen()  # nothing the request is waiting for: listen on
+        elif self._task is not None:
+            self.fired = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        """Stop listening (before the answer is sent, which a listener would take for a
+        hang-up)."""
+        self._handle.cancel()
+        if self._listening is not None:
+            self._listening.cancel()
 
 
 class _Cut:
