@@ -194,3 +194,22 @@ def test_a_service_tier_is_taken_only_when_it_is_one_every_request_gets(
                 model="support", max_tokens=5, messages=ask, extra_body={"service_tier": wrong}
             )
         assert "service_tier" in caught.value.message
+
+
+def test_a_server_tool_is_a_400_naming_its_type(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway()
+    ask: Any = [{"role": "user", "content": "ping"}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client(running).messages.create(
+            model="support",
+            max_tokens=5,
+            messages=ask,
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        )
+    said = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert said.startswith("tools[0].type: 'web_search_20250305' is not supported")
+    custom: Any = {"type": "custom", "name": "f", "input_schema": {"type": "object"}}
+    message = client(running).messages.create(
+        model="support", max_tokens=5, messages=ask, tools=[custom]
+    )
+    assert message.content[0].text == "pong"  # type: ignore[union-attr]

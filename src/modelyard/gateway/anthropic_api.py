@@ -187,6 +187,13 @@ def _tools(raw: Any, marks: Breakpoints) -> tuple[Tool, ...]:
     tools = []
     for i, item in enumerate(expect_list(raw, "tools")):
         tool = expect_object(item, f"tools[{i}]")
+        kind = tool.get("type")
+        if kind not in (None, "custom"):  # a server tool runs on Anthropic's side alone
+            raise bad_request(
+                f"tools[{i}].type: {kind!r} is not supported: this gateway takes the caller's "
+                "own tools (name, description, input_schema), not server tools",
+                f"tools[{i}].type",
+            )
         tools.append(
             Tool(
                 name=expect_str(tool.get("name"), f"tools[{i}].name"),
