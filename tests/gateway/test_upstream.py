@@ -158,6 +158,18 @@ def test_upstream_failures_map_to_statuses(
     )
 
 
+def test_an_operator_side_failure_tells_the_sdk_not_to_retry(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
+) -> None:
+    client = gateway_for(serve_gateway, upstream).with_options(max_retries=2)
+    upstream.always(Fault(status=401))  # the gateway's provider key is wrong: a retry cannot help
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.requests) == 1  # the SDK asked once, not three times
+
+
 CHAT_WITH_A_LATE_SYSTEM: Any = [
     {"role": "system", "content": "be brief"},
     {"role": "developer", "content": "answer in English"},

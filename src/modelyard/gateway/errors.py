@@ -54,7 +54,8 @@ def from_model_error(exc: ModelError) -> ApiError:
     """The client-facing error for a failure inside a system.
 
     Upstream authentication, permission and not-found failures are the operator's problem
-    (a wrong provider key or model id), so the client sees a 502 that says so, not a 401.
+    (a wrong provider key or model id), so the client sees a 502 that says so, not a 401, with
+    `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey.
     """
     message = exc.message
     where = f" (model {exc.model})" if exc.model else ""
@@ -71,14 +72,14 @@ def from_model_error(exc: ModelError) -> ApiError:
         if exc.retry_after is not None:
             headers["retry-after"] = str(max(1, round(exc.retry_after)))
         return ApiError(429, message + where, "rate_limit_error", "rate_limited", headers=headers)
+    # The SDKs retry a 5xx unless told not to; these stay until the operator fixes the config.
+    final = {"x-should-retry": "false"}
     if isinstance(exc, AuthenticationError | PermissionDeniedError):
-        return ApiError(
-            502, f"upstream rejected the gateway's credentials{where}", "upstream_error", exc.kind
-        )
+        message = f"upstream rejected the gateway's credentials{where}"
+        return ApiError(502, message, "upstream_error", exc.kind, headers=final)
     if isinstance(exc, NotFoundError) and exc.provider is not None:
-        return ApiError(
-            502, f"upstream does not know the model{where}", "upstream_error", "not_found"
-        )
+        message = f"upstream does not know the model{where}"
+        return ApiError(502, message, "upstream_error", "not_found", headers=final)
     if isinstance(exc, NotFoundError):
         return ApiError(404, message, "invalid_request_error", exc.code or "model_not_found")
     if isinstance(exc, ModelTimeoutError):
