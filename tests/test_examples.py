@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,19 @@ TRAINED: dict[str, tuple[str, list[str]]] = {
 
 def test_there_are_examples() -> None:
     assert len(CONFIGS) >= 5
+
+
+def test_the_readme_names_the_lines_of_the_quickstarts_openai_provider() -> None:
+    """The README's "Pointing it at hosted providers" names the quickstart's lines by number."""
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"lines (\d+)-(\d+) of the quickstart", readme)
+    assert match is not None
+    first, last = int(match[1]), int(match[2])
+    lines = (EXAMPLES / "quickstart.yaml").read_text(encoding="utf-8").splitlines()
+    block = lines[first - 1 : last]
+    assert block[0] == "providers:" and block[1].split("#")[0].strip() == "openai:"
+    assert any("optional: true" in line for line in block)
+    assert lines[last].strip() == ""  # the provider ends where the README says
 
 
 @pytest.mark.parametrize(
