@@ -81,3 +81,44 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert b"--workers" in done.stdout
+
+
+def test_text_from_the_config_and_the_answers_is_printed_as_written(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Names, notes, warnings and decision reasons are data, not Rich markup: a model named
+    `gpt[/]`, or a vote on answers that read `[/INST] yes`, print as they are instead of
+    crashing the command with a MarkupError (or losing `[bold]`-like words)."""
+    config = str(
+        write_config(
+            """
+providers:
+  hosted: {type: openai, api_key: "${NO_SUCH_KEY}", optional: true}
+models:
+  "gpt[/]": {provider: hosted, id: gpt-4o, price: {input: 1, output: 1}}
+  a: {local: {type: fake, default: "[/INST] yes"}, price: {input: 1, output: 1}}
+  b: {local: {type: fake, default: "[/INST] yes"}, price: {input: 1, output: 1}}
+systems:
+  vote: {type: ensemble, members: [a, b], combine: vote}
+"""
+        )
+    )
+    checked = CliRunner().invoke(app, ["check", config])
+    assert checked.exit_code == 0, checked.output
+    assert "warning: model 'gpt[/]'" in checked.stdout
+    asked = CliRunner().invoke(app, ["ask", config, "vote", "hi", "--trace"])
+    assert asked.exit_code == 0, asked.output
+    assert "'[/inst] yes' won" in asked.stdout  # the vote's normalised answer
+
+
+def test_notes_on_stderr_stay_whole_lines_in_a_log(write_config: Callable[[str], Path]) -> None:
+    """stderr read by a pipe or a log is not a terminal: a note is one line, never cut at 80
+    columns mid-sentence."""
+    provider = "a-hosted-provider-whose-name-is-rather-long"
+    config = str(
+        write_config(CONFIG.replace("hosted:", f"{provider}:").replace("hosted,", f"{provider},"))
+    )
+    result = CliRunner().invoke(app, ["ask", config, "main", "hi"])
+    assert result.exit_code == 0, result.output
+    note = f"note: provider '{provider}' is disabled: environment variable NO_SUCH_KEY is not set"
+    assert note in result.stderr.splitlines()

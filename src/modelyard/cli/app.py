@@ -47,14 +47,15 @@ def _main(
 console = Console(highlight=False, soft_wrap=True, emoji=False)
 if not console.is_terminal:
     console.width = max(console.width, 160)  # logs and pipes: keep trees and tables whole
-errors = Console(stderr=True, highlight=False, emoji=False)
+# stderr is mostly read in logs and pipes: a line is never cut at 80 columns mid-sentence.
+errors = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 T = TypeVar("T")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit."""
-    errors.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 

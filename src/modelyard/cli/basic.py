@@ -55,12 +55,14 @@ def model_tree(
 
 def decision_tree(decision: Decision, tree: Tree | None = None) -> Tree:
     """A decision record as a Rich tree."""
-    text = f"[bold]{decision.node}[/] [dim]{decision.kind}[/]"
+    # Reasons quote answers and prompts, errors the provider's words: text, never markup.
+    text = f"[bold]{escape(decision.node)}[/] [dim]{decision.kind}[/]"
     if decision.chosen:
-        text += f" -> {decision.chosen}"
-    text += f" [dim]{decision.reason}  {decision.latency_ms:.1f} ms  ${decision.cost:.6f}[/]"
+        text += f" -> {escape(decision.chosen)}"
+    text += f" [dim]{escape(decision.reason)}  {decision.latency_ms:.1f} ms"
+    text += f"  ${decision.cost:.6f}[/]"
     if decision.error:
-        text += f" [red]{decision.error}[/]"
+        text += f" [red]{escape(decision.error)}[/]"
     node = Tree(text) if tree is None else tree.add(text)
     for child in decision.children:
         decision_tree(child, node)
@@ -75,9 +77,9 @@ def check(config: ConfigPath) -> None:
         yard = load(config)
         console.print(f"[green]ok[/] {config} (version {yard.version})")
         for note in yard.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {escape(note)}")
         for warning in yard.built.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
         shown: set[int] = set()
         for name in entry_points(yard.systems):
             # Wrapped, not cropped: a long line (a cascade's stages) must stay whole.
@@ -92,7 +94,7 @@ def _print_response(response: ChatResponse, elapsed: float, trace: bool) -> None
     usage = response.usage
     # On stderr, like the notes: stdout holds the answer alone, so `$(modelyard ask ...)` works.
     errors.print(
-        f"[dim]model[/] {response.model} [dim]({response.provider_model})  "
+        f"[dim]model[/] {escape(response.model)} [dim]({escape(response.provider_model)})  "
         f"tokens[/] {usage.input_tokens} in / {usage.output_tokens} out"
         f"{' (estimated)' if usage.estimated else ''}  "
         f"[dim]cost[/] ${response.cost:.6f}  [dim]latency[/] {elapsed * 1000:.0f} ms"
@@ -142,7 +144,7 @@ def ask(
     def run() -> None:
         yard = load(config)
         for note in yard.notes:
-            errors.print(f"[yellow]note:[/] {note}")
+            errors.print(f"[yellow]note:[/] {escape(note)}")
         check_target(yard, system, config)
         response, elapsed = asyncio.run(_ask(yard, system, prompt, stream, max_tokens))
         _print_response(response, elapsed, trace)

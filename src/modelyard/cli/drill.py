@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.resilience.drill import FAULTS, DrillReport, FaultResult, Workload, run_drill
@@ -40,7 +41,7 @@ def _print(report: DrillReport) -> None:
         "(latencies as they would be at full speed)"
     )
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     width = max((len(r.provider) for r in report.results), default=8)
     for target, baseline in report.baselines.items():
         answered = sum(o.answered for o in baseline)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from modelyard.cli.app import app, console, guarded
@@ -38,7 +39,7 @@ async def _probe(yard: Yard) -> list[tuple[str, str, float]]:
 
 async def _check(yard: Yard, probe: bool) -> tuple[list[tuple[str, str, float]], HealthReport]:
     for note in yard.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     try:
         probes = await _probe(yard) if probe else []
         return probes, await yard.health()
@@ -86,11 +87,11 @@ def health(
                 f"{c.failure_rate:.0%}",
                 str(c.calls),
                 _when(c.opened_at),
-                c.last_error or "",
+                escape(c.last_error or ""),
             )
         console.print(table)
         for name, why in sorted(disabled.items()):
-            console.print(f"[red]disabled[/] {name}: {why}")
+            console.print(f"[red]disabled[/] {escape(name)}: {escape(why)}")
         if not report.circuits:
             console.print(
                 "no circuits: every hosted model is disabled (above)"
