@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
@@ -122,3 +123,20 @@ def test_notes_on_stderr_stay_whole_lines_in_a_log(write_config: Callable[[str],
     assert result.exit_code == 0, result.output
     note = f"note: provider '{provider}' is disabled: environment variable NO_SUCH_KEY is not set"
     assert note in result.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    "option", [["--port", "0"], ["--port", "65536"], ["--workers", "0"], ["--workers", "-1"]]
+)
+def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
+    write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, option: list[str]
+) -> None:
+    """As `gateway.port` and `gateway.workers` are checked in the config: a port out of range
+    had started a gateway that never listened, and `--workers 0` silently meant one."""
+    import modelyard.gateway.server
+
+    started: list[object] = []
+    monkeypatch.setattr(modelyard.gateway.server, "serve", lambda *a, **k: started.append(k))
+    result = CliRunner().invoke(app, ["serve", str(write_config(CONFIG)), *option])
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.output and not started

@@ -31,9 +31,11 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="Interface to bind (default: config, then 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: config, then 8080).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: config, then 8080).")
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (share state via Redis).")
+        int | None, typer.Option(min=1, help="Worker processes (share state via Redis).")
     ] = None,
 ) -> None:
     """Serve the config's systems over the OpenAI and Anthropic APIs."""
