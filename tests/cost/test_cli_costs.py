@@ -200,3 +200,30 @@ def test_costs_gives_back_what_a_process_killed_outright_had_reserved(
     assert "gave back $0.500000 reserved by 1 request(s) never settled" in result.output
     row = next(line for line in result.output.splitlines() if "│ daily" in line)
     assert row.split("│")[5].strip() == "0.000000"  # reserved: nothing is left over
+
+
+def test_costs_counts_each_request_made_without_a_gateway_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    """A library or CLI request has no gateway request id. The ledger had keyed it by its
+    answer's id instead, which a cache hit repeats and a local model numbers from 0 again in
+    each process: `modelyard costs` counted the demo's 120 tickets as 93 requests."""
+    from modelyard.cost.ledger import SqliteLedgerFile
+    from modelyard.cost.reports import spend_by
+
+    path = served(write_config)  # two requests, the second answered from the cache
+
+    async def once_more() -> None:  # a new yard, as a new process: its fake counts from 0
+        async with modelyard.load(path) as yard:
+            await yard.complete("support", "hello again", key_id="team-a")
+
+    asyncio.run(once_more())
+
+    async def requests() -> dict[str, int]:
+        ledger = SqliteLedgerFile(path.parent / ".modelyard" / path.name / "ledger.db")
+        try:
+            return {line.name: line.requests for line in await spend_by(ledger, "system", days=1)}
+        finally:
+            await ledger.aclose()
+
+    assert asyncio.run(requests()) == {"support": 3}

@@ -39,7 +39,9 @@ def spend_rows(
     row also carries the tokens and any difference between the tree's sum and the total."""
     at = time.time() if now is None else now
     day = utc_day(int(at))
-    request_id = request.request_id or (response.id if response is not None else uuid.uuid4().hex)
+    # Without the gateway's id (a library or CLI call), a fresh one: an answer's id is no
+    # request's (a cache hit repeats it; a local model numbers from 0 in each process).
+    request_id = request.request_id or uuid.uuid4().hex
     decision: Decision | None = response.decision if response is not None else error.decision  # type: ignore[union-attr]
     total = response.cost if response is not None else (error.cost if error else 0.0)
     answered_by = response.model if response is not None else None
