@@ -35,6 +35,15 @@ def test_demo_prints_the_summary_writes_the_report_and_says_how_to_serve(
     assert 'model="desk"' in output
 
 
+def test_the_demo_stays_off_the_configs_books(desk_config: Path) -> None:
+    # its tickets are a showcase, not a client's traffic: `modelyard costs` must not count them
+    code, output = _demo(desk_config, "--limit", "2")
+    assert code == 0, output
+    assert not (desk_config.parent / ".modelyard").exists()  # no ledger, cache or state written
+    costs = CliRunner().invoke(app, ["costs", str(desk_config)])
+    assert "no spend recorded yet" in costs.output, costs.output
+
+
 def test_limit_asks_only_the_first_tickets(desk_config: Path) -> None:
     code, output = _demo(desk_config, "--limit", "2")
     assert code == 0, output

@@ -21,7 +21,6 @@ from rich.progress import (
 from rich.status import Status
 
 from modelyard.cli.app import app, check_writable, console, fail, guarded
-from modelyard.config.build import build
 from modelyard.config.loader import load_config
 from modelyard.demo.loading import ReportingResources, local_models
 from modelyard.demo.report import render, write_report
@@ -36,6 +35,7 @@ from modelyard.demo.summary import (
 from modelyard.demo.terminal import summary_view
 from modelyard.demo.workload import Outcome, Ticket, read_tickets, run_workload
 from modelyard.diagram import system_svg
+from modelyard.evaluation.isolation import build_for_evaluation
 from modelyard.topology import entry_points
 from modelyard.yard import Yard, load
 
@@ -70,7 +70,7 @@ def _load(config: Path) -> tuple[Yard, float]:
 
         loaded = load_config(config)
         resources = ReportingResources(listener=heard, names=local_models(loaded.config))
-        yard = Yard(build(loaded, resources), resources)
+        yard = build_for_evaluation(loaded, resources)  # the tickets are no client's spend
     return yard, time.perf_counter() - started
 
 
