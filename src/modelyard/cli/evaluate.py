@@ -436,7 +436,13 @@ def rollback(
 
 @app.command("split")
 def split_command(
-    fmt: Annotated[str, typer.Argument(help="Recording format of DATA.")],
+    fmt: Annotated[
+        str,
+        typer.Argument(
+            help="Recording format of DATA: routellm-gsm8k, routellm-mmlu, routellm-mtbench, "
+            "routerbench, routerdc, jsonl."
+        ),
+    ],
     data: Annotated[str, typer.Argument(help="Recordings (file or folder; shared:PATH ok).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and test.jsonl.")],
     test_fraction: Annotated[float, typer.Option(help="Share of prompts in the test file.")] = 0.5,

@@ -35,7 +35,13 @@ def serve(
         int | None, typer.Option(min=1, max=65535, help="Port (default: config, then 8080).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (share state via Redis).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes on this host: budgets are shared through the state store "
+            "(sqlite, the default, or redis/postgres), a key's rpm through redis or postgres "
+            "only (docs/operations.md).",
+        ),
     ] = None,
 ) -> None:
     """Serve the config's systems over the OpenAI and Anthropic APIs."""

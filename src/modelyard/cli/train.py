@@ -54,7 +54,7 @@ def train(
         str | None,
         typer.Option(
             help="With --features answer: also read these answer signals (e.g. worked_math: "
-            "is an answer stated, is its arithmetic right); known: " + ", ".join(SIGNAL_SETS),
+            "is an answer stated, is its arithmetic right); known: " + ", ".join(SIGNAL_SETS) + ".",
             show_default=False,
         ),
     ] = None,
