@@ -242,6 +242,34 @@ async def test_a_priced_member_cut_at_its_share_counts_its_input(
     assert response.model == "a" and response.cost > alone.cost > 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "type: cascade\n    stages: [{model: hanger, threshold: 0.5, "
+        "estimator: {type: confidence}}, {model: a}]",
+        "type: fallback\n    chain: [hanger, a]",
+        "type: ensemble\n    members: [a, hanger]\n    normalise: choice",
+    ],
+)
+async def test_the_record_of_a_priced_member_cut_off_carries_its_cost(
+    body: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its record said $0 while the total counted its input: the calls in the record did not
+    # add up to the response's cost, and the ledger billed the difference to the answerer.
+    text = _hanger(tmp_path, monkeypatch).replace(
+        "function: 'hangs_for_tests:hang'}\n",
+        "function: 'hangs_for_tests:hang'}\n    price: {input: 1000000, output: 0}\n",
+    )
+    text += f"  slow:\n    deadline: 1\n    {body}\n"
+    async with yard_of(text) as yard:
+        response = await yard.complete("slow", "which letter?")
+    assert response.decision is not None
+    calls = [d for d in response.decision.walk() if not d.children]
+    cut = [d for d in calls if d.node == "hanger"]
+    assert cut and cut[0].cost > 0
+    assert sum(d.cost for d in calls) == pytest.approx(response.cost)
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_a_local_function_that_hangs_is_cut_at_the_request_deadline(
     streamed: bool, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -64,6 +64,16 @@ async def test_an_abandoned_call_costs_its_input_only_if_its_request_was_sent(se
     assert caught.value.cost == pytest.approx(expected)
 
 
+async def test_an_abandoned_call_s_record_carries_what_it_cost() -> None:
+    # The record said $0 while the error carried the input's cost: a pattern's children did
+    # not add up to its total, and the ledger put the cut call's cost on another model.
+    with pytest.raises(ModelTimeoutError) as caught:
+        await DeadlineModel(Waiting(sends=True), 0.05).complete(user("how much?"))
+    assert caught.value.cost > 0
+    assert caught.value.decision is not None
+    assert caught.value.decision.cost == caught.value.cost
+
+
 async def test_the_inner_model_sees_the_tighter_of_both_deadlines() -> None:
     inner = scripted("m")
     model = DeadlineModel(inner, 0.5)

@@ -86,9 +86,12 @@ def charge_partial(
     error: ModelError, model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool
 ) -> ModelError:
     """`error` (for an interrupted call) carrying its `partial_usage` and `partial_cost`, so a
-    record shows the estimated tokens beside the estimated cost."""
+    record shows the estimated tokens beside the estimated cost; its record, if it has one,
+    carries that cost too (a pattern adds up its children's records, the ledger its leaves)."""
     error.usage = partial_usage(request, output_chars, sent=sent)
     error.cost = _dearest(model, error.usage)
+    if error.decision is not None and error.decision.cost != error.cost:
+        error.decision = replace(error.decision, cost=error.cost)
     return error
 
 
