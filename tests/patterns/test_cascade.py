@@ -14,7 +14,7 @@ from modelyard.errors import ConfigError
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE
+from tests.patterns.conftest import PRICE, dollars
 
 LOG_09 = math.log(0.9)
 
@@ -249,6 +249,30 @@ async def test_callable_estimator(
         response = await yard.complete("qa", "capital?")
     assert response.model == "plain"
     assert response.confidence == 0.75
+
+
+async def test_a_callable_estimator_still_running_at_the_deadline_escalates_then(
+    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An async estimator that hung was cut with its stage at the stage's share of the time:
+    # the answer it was scoring, and what that answer cost, were lost from the record.
+    (tmp_path / "hanging_scores_for_tests.py").write_text(
+        "import asyncio\nasync def hang(request, response):\n"
+        "    await asyncio.sleep(5)\n    return 1.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    estimator = "{type: callable, function: hanging_scores_for_tests:hang}"
+    stage = f"{{model: plain, threshold: 0.7, estimator: {estimator}}}"
+    async with yard_of(cascade(stage)) as yard:
+        started = time.perf_counter()
+        response = await yard.complete("qa", "capital?", deadline=time.monotonic() + 1.0)
+    assert time.perf_counter() - started < 1.0
+    assert response.model == "big"
+    assert response.decision is not None
+    first = response.decision.children[0]
+    assert "hanging_scores_for_tests:hang gave no score before the deadline" in first.reason
+    assert [d.node for d in first.children] == ["plain"]
+    assert response.cost == dollars("Paris") + dollars("Paris, France")
 
 
 def test_missing_callable_is_refused(config_error: Callable[[str], ConfigError]) -> None:

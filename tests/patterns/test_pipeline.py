@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from modelyard.errors import ConfigError, QualityCheckError, UnavailableError
+from modelyard.errors import (
+    ConfigError,
+    ModelTimeoutError,
+    QualityCheckError,
+    UnavailableError,
+)
 from modelyard.types import user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
@@ -160,6 +166,28 @@ async def test_callable_gate(
             QualityCheckError, match="callable gates_for_tests:short: returned false"
         ):
             await yard.complete("flow", "capital?")
+
+
+async def test_a_callable_gate_still_running_at_the_deadline_stops_the_pipeline_then(
+    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An async gate that hangs held the pipeline (and its caller) until it returned, long past
+    # the request's deadline. Cut there, it gave no verdict: no retry can be judged either.
+    (tmp_path / "hanging_gates_for_tests.py").write_text(
+        "import asyncio\nasync def hang(text, response):\n"
+        "    await asyncio.sleep(5)\n    return True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = "{type: callable, name: slow-check, function: hanging_gates_for_tests:hang}"
+    async with yard_of(pipeline(f"{{model: extractor, gates: [{gate}], retries: 2}}")) as yard:
+        started = time.perf_counter()
+        with pytest.raises(ModelTimeoutError) as caught:
+            await yard.complete("flow", "capital?", deadline=time.monotonic() + 0.3)
+    assert time.perf_counter() - started < 1.0
+    assert "slow-check" in str(caught.value) and "deadline" in str(caught.value)
+    assert caught.value.cost > 0  # the extractor answered before the gate ran
+    assert caught.value.decision is not None
+    assert [d.node for d in caught.value.decision.walk() if d.kind == "model"] == ["extractor"]
 
 
 def test_gate_naming_a_missing_callable_is_refused(

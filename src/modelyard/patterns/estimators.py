@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modelyard.errors import ModelError
+from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model
 from modelyard.patterns.confidence import (
     mean_token_probability,
@@ -25,6 +25,7 @@ from modelyard.patterns.confidence import (
 from modelyard.patterns.learned import answer_text
 from modelyard.patterns.records import answered, derived, failed, fill, filled_size
 from modelyard.patterns.routing import TrainedPredictor, embedder_failed
+from modelyard.resilience.deadline import by_deadline
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 VERIFIER_PROMPT = (
@@ -211,7 +212,9 @@ class CallableEstimator(Estimator):
         try:
             value = self.function(request, response)
             if inspect.isawaitable(value):
-                value = await value
+                value = await by_deadline(value, request, self.label, "before it gave a score")
+        except ModelTimeoutError:  # cut, so the answer it was scoring is kept in the record
+            return None, f"{self.label} gave no score before the deadline", 0.0, ()
         except Exception as exc:  # a user's function: any failure means "not sure"
             return None, f"{self.label} raised {type(exc).__name__}: {exc}", 0.0, ()
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:

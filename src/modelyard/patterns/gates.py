@@ -14,11 +14,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from modelyard.errors import ModelError
+from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model
 from modelyard.patterns.confidence import parse_verdict
 from modelyard.patterns.normalise import parse_json_answer
 from modelyard.patterns.records import answered, derived, failed, fill, filled_size
+from modelyard.resilience.deadline import by_deadline
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 CHECKER_PROMPT = (
@@ -172,7 +173,9 @@ class CallableGate(Gate):
         try:
             verdict = self.function(response.text, response)
             if inspect.isawaitable(verdict):
-                verdict = await verdict
+                verdict = await by_deadline(verdict, request, self.name, "before it gave a verdict")
+        except ModelTimeoutError as exc:  # no verdict, as from a checker that timed out
+            return GateResult(False, f"{self.name} gave no verdict before the deadline", error=exc)
         except Exception as exc:  # a user's function: its failure is the gate's failure
             return GateResult(False, f"raised {type(exc).__name__}: {exc}")
         return GateResult(bool(verdict), "returned true" if verdict else "returned false")

@@ -100,6 +100,23 @@ async def _cut(
         raise charge_partial(error, model, request, sent=watched.dispatch.sent) from None
 
 
+async def by_deadline(call: Awaitable[T], request: ChatRequest, name: str, doing: str) -> T:
+    """`call`, a user's coroutine that cannot watch the clock (a pipeline gate's or a cascade
+    estimator's function), abandoned at the request's deadline with `deadline_error(name,
+    doing)`: it must not hold its pattern, and the caller, past it."""
+    left = request.remaining()
+    if left is None:
+        return await call
+    timeout = asyncio.timeout(max(left, 0.0))
+    try:
+        async with timeout:
+            return await call
+    except TimeoutError:
+        if not timeout.expired():  # the function's own timeout, not the deadline
+            raise
+        raise deadline_error(name, doing) from None
+
+
 class HeldToDeadline(Wrapper):
     """An inner Model that cannot watch the clock itself (a user's Python function) abandoned
     `GRACE` seconds after the request's deadline, so a coroutine that hangs cannot hold its
