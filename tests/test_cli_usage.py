@@ -34,6 +34,18 @@ def test_stdout_holds_the_answer_alone(write_config: Callable[[str], Path]) -> N
     assert "fallback" in result.stdout  # the record asked for with --trace
 
 
+def test_a_failure_says_where_it_arose_and_its_record_is_traced(
+    write_config: Callable[[str], Path],
+) -> None:
+    # It printed the failing model's error alone, and --trace printed no record of the failure.
+    config = CONFIG.replace('default: "the answer"', "default: {error: unavailable}")
+    result = CliRunner().invoke(app, ["ask", str(write_config(config)), "main", "hi", "--trace"])
+    assert result.exit_code == 1
+    # A fallback reports its first member's error: the disabled gpt, in main.
+    assert "error: gpt: disabled" in result.stderr and "(at main > gpt)" in result.stderr
+    assert "main fallback" in result.stdout and "steady model failed" in result.stdout
+
+
 def test_bad_input_is_a_usage_error(write_config: Callable[[str], Path]) -> None:
     config = str(write_config(CONFIG))
     zero = CliRunner().invoke(app, ["ask", config, "main", "hi", "--max-tokens", "0"])

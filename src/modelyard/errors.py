@@ -85,6 +85,9 @@ class ModelError(ModelyardError):
         self.usage: Usage | None = None
         """The tokens `cost` was worked out from, when it is an estimate of a call its provider
         received (marked `estimated`), so a record can show them beside it."""
+        self.path: tuple[str, ...] = ()
+        """The nodes of the graph this error came up through, outermost first, ending at the
+        one where it arose (`came_through`): where in a system of nested patterns it failed."""
 
     def __str__(self) -> str:
         where = self.model or self.provider
@@ -97,6 +100,23 @@ class ModelError(ModelyardError):
     def kind(self) -> str:
         """A short stable name for the error class, used in logs, metrics and fallback rules."""
         return _KIND_BY_CLASS.get(type(self), "error")
+
+    def came_through(self, node: str) -> ModelError:
+        """Note that `node` (a pattern) passed this error on to its caller, and return self."""
+        path = self.path
+        if not path:
+            origin = self.decision.node if self.decision is not None else self.model
+            path = (origin,) if origin else ()
+        if not path or path[0] != node:
+            path = (node, *path)
+        self.path = path
+        return self
+
+    @property
+    def where(self) -> str:
+        """`path` in words (`router > cascade > model`), or "" when it arose where it was
+        caught."""
+        return " > ".join(self.path) if len(self.path) > 1 else ""
 
     def with_decision(self, decision: Decision) -> ModelError:
         """Attach the partial decision record of the node that failed, and return self."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import ConfigError, ModelTimeoutError
+from modelyard.errors import ConfigError, ModelTimeoutError, UnavailableError
 from modelyard.streaming import collect
 from modelyard.types import Decision, user
 from modelyard.yard import Yard
@@ -125,6 +125,26 @@ async def test_specialist_of_a_cascade_of_an_ensemble_streams(
     assert (final.model, final.cost) == ("b", 1.0 + 1.0 + 4.0)
     assert final.decision is not None
     assert [d.node for d in final.decision.walk() if d.kind == "model"] == ["clf", "a", "c", "b"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_an_error_names_the_nodes_it_came_up_through(
+    streamed: bool, yard_of: Callable[[str], Yard]
+) -> None:
+    # The error named the model that failed ("polisher: ..."), not where it sat: a model used
+    # in several routes and stages left the caller guessing which one broke.
+    text = CONFIG.replace('default: "Polished final answer"', "default: {error: unavailable}")
+    for answer in ('"B"}', '"The answer is B"}', '"C"}'):  # no panel answer to fall back on
+        text = text.replace(f"default: {answer}", "default: {error: rate_limited}}")
+    async with yard_of(text) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            if streamed:
+                await collect(yard.get("top").stream(user("which letter?")))
+            else:
+                await yard.complete("top", "which letter?")
+    assert caught.value.path == ("top", "careful", "writeup", "polisher")
+    assert caught.value.where == "top > careful > writeup > polisher"
+    assert str(caught.value).startswith("polisher: scripted unavailable")
 
 
 async def test_rules_bypass_the_nested_patterns(yard_of: Callable[[str], Yard]) -> None:

@@ -72,6 +72,14 @@ async def test_the_primary_error_reaches_the_caller_not_a_later_one() -> None:
     assert decision is not None and [c.node for c in decision.children] == ["a", "b"]
 
 
+async def test_the_error_names_the_fallback_and_the_member_it_came_from() -> None:
+    primary = scripted("a", default=fails("overloaded"))
+    backup = scripted("b", default=fails("authentication"))
+    with pytest.raises(UnavailableError) as caught:
+        await FallbackModel("f", [primary, backup]).complete(user("x"))
+    assert caught.value.path == ("f", "a") and caught.value.where == "f > a"
+
+
 async def test_all_rate_limited_gives_the_soonest_retry_after() -> None:
     members = [
         scripted("a", default=fails("rate_limited", retry_after=9.0)),
@@ -151,6 +159,14 @@ async def test_stream_cut_after_content_ends_with_an_error_not_a_splice() -> Non
     assert "".join(received) == "one "
     assert backup.calls == []
     assert isinstance(caught.value.__cause__, UnavailableError)
+
+
+async def test_a_stream_cut_after_content_names_where_it_broke() -> None:
+    primary = scripted("a", default=Reply(text="one two three", cut_after=1))
+    with pytest.raises(StreamInterruptedError) as caught:
+        async for _ in FallbackModel("f", [primary, scripted("b")]).stream(user("x")):
+            pass
+    assert caught.value.path == ("f", "a")
 
 
 async def test_stream_continues_on_a_prefill_model_when_allowed() -> None:

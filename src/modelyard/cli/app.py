@@ -103,12 +103,18 @@ def guarded(function: Callable[[], T]) -> T:
         fail(f"{exc.model}: {exc.message}" if exc.model else exc.message)
     except NotFoundError as exc:
         if exc.provider is not None:  # a provider does not know the model: the call failed
-            fail(str(exc), code=1)
+            fail(_located(exc), code=1)
         fail(exc.message)  # a name given on the command line that the config lacks
     except ModelError as exc:
-        fail(str(exc), code=1)
+        fail(_located(exc), code=1)
     except OSError as exc:  # a full disk or a closed pipe: no traceback, and not exit 1
         fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"output failed: {exc}")
     except KeyboardInterrupt:
         errors.print("interrupted")
         sys.exit(130)
+
+
+def _located(exc: ModelError) -> str:
+    """A failed call's error, with where in the system's graph it arose when that was deeper
+    than the node asked (a leaf's name alone does not say which stage or route it was)."""
+    return f"{exc} (at {exc.where})" if exc.where else str(exc)

@@ -15,6 +15,7 @@ from rich.tree import Tree
 
 from modelyard.cli.app import app, check_target, check_writable, console, errors, guarded
 from modelyard.config.schema import Config
+from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.topology import edges, entry_points, unwrap
 from modelyard.types import ChatResponse, Decision
@@ -146,7 +147,12 @@ def ask(
         for note in yard.notes:
             errors.print(f"[yellow]note:[/] {escape(note)}")
         check_target(yard, system, config)
-        response, elapsed = asyncio.run(_ask(yard, system, prompt, stream, max_tokens))
+        try:
+            response, elapsed = asyncio.run(_ask(yard, system, prompt, stream, max_tokens))
+        except ModelError as exc:  # the record of a failure says what ran, and where it broke
+            if trace and exc.decision is not None:
+                console.print(decision_tree(exc.decision), soft_wrap=False)
+            raise
         _print_response(response, elapsed, trace)
 
     guarded(run)

@@ -71,9 +71,10 @@ def restamp(
 
 
 def raise_with(error: ModelError, *, cost: float, decision: Decision) -> ModelError:
-    """`error` carrying what the failing pattern spent and its partial decision record."""
+    """`error` carrying what the failing pattern spent, its partial decision record, and the
+    pattern in its `path`."""
     error.cost = cost
-    return error.with_decision(decision)
+    return error.came_through(decision.node).with_decision(decision)
 
 
 def since_ms(started: float) -> float:

@@ -333,12 +333,14 @@ class _Run:
                 f"{self.stop or 'no member left'}; reporting the first error"
             )
         error.cost, error.usage = self.spent, self.used
+        error.came_through(self.model.name)
         return error.with_decision(self._decision(reason, error))
 
     def interrupted(self, exc: ModelError, sent_chars: int) -> ModelError:
         error = interrupted(exc, model=self.model.name, sent_chars=sent_chars)
         error.cost, error.usage = self.spent, self.used
         reason = f"stream broke after {sent_chars} characters reached the caller; not spliced"
+        error.came_through(self.model.name)
         return error.with_decision(self._decision(reason, error))
 
 

@@ -107,7 +107,7 @@ class GuardedStream:
 def interrupted(exc: ModelError, *, model: str, sent_chars: int) -> StreamInterruptedError:
     """The error for a stream that broke after `sent_chars` characters reached the caller,
     with the original as its `__cause__` (an inner wrapper's StreamInterruptedError is kept as
-    it is, cause and all); cost, usage and decision carry over."""
+    it is, cause and all); cost, usage, decision and path carry over."""
     if isinstance(exc, StreamInterruptedError):
         return exc
     error = StreamInterruptedError(
@@ -119,7 +119,7 @@ def interrupted(exc: ModelError, *, model: str, sent_chars: int) -> StreamInterr
         provider_message=exc.provider_message,
     )
     error.cost, error.usage = exc.cost, exc.usage
-    error.decision = exc.decision
+    error.decision, error.path = exc.decision, exc.path
     error.__cause__ = exc
     return error
 
