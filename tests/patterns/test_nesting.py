@@ -12,7 +12,7 @@ from modelyard.errors import ConfigError, ModelTimeoutError, UnavailableError
 from modelyard.streaming import collect
 from modelyard.types import Decision, user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE
+from tests.patterns.conftest import PRICE, dollars
 
 CONFIG = f"""
 models:
@@ -199,6 +199,33 @@ async def test_every_pattern_keeps_its_deadline_when_a_member_hangs(
     assert "node slow's deadline (0.3s) passed" in str(caught.value)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_pattern_cut_at_its_deadline_keeps_the_record_of_what_ran_before(
+    streamed: bool,
+    yard_of: Callable[[str], Yard],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The hanging function and the pipeline's deadline were both cut GRACE after it, and the
+    # pipeline's cut came first: its error held no record and an estimate ($0 streamed) for
+    # what the first stage had spent. The function is now cut at the deadline itself.
+    text = _hanger(tmp_path, monkeypatch)
+    text += "  slow:\n    type: pipeline\n    deadline: 0.3\n"
+    text += "    stages: [{model: b}, {model: hanger}]\n"
+    async with yard_of(text) as yard:
+        started = time.perf_counter()
+        with pytest.raises(ModelTimeoutError) as caught:
+            if streamed:
+                await collect(yard.get("slow").stream(user("which letter?")))
+            else:
+                await yard.complete("slow", "which letter?")
+    assert time.perf_counter() - started < 1.0
+    assert "node slow's deadline (0.3s) passed" in str(caught.value)
+    assert caught.value.cost == dollars("The answer is B")
+    assert caught.value.decision is not None
+    assert [d.node for d in caught.value.decision.children] == ["b", "hanger"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -219,7 +246,7 @@ async def test_a_member_that_hangs_is_cut_at_its_share_and_the_next_one_answers(
     assert response.model == "a" and time.perf_counter() - started < 1.0
     assert response.decision is not None
     cut = [d for d in response.decision.walk() if d.node == "hanger"]
-    assert cut and "the time it was given passed" in str(cut[0].error)
+    assert cut and "deadline passed" in str(cut[0].error)  # cut at its share of the time
 
 
 async def test_an_ensemble_member_that_hangs_is_cut_at_the_deadline_and_the_rest_decide(

@@ -119,14 +119,17 @@ async def by_deadline(call: Awaitable[T], request: ChatRequest, name: str, doing
 
 class HeldToDeadline(Wrapper):
     """An inner Model that cannot watch the clock itself (a user's Python function) abandoned
-    `GRACE` seconds after the request's deadline, so a coroutine that hangs cannot hold its
-    caller past it (a function that blocks the event loop cannot be cut from it)."""
+    at the request's deadline, so a coroutine that hangs cannot hold its caller past it (a
+    function that blocks the event loop cannot be cut from it). At the deadline itself, as a
+    provider's adapter stops there: the patterns above, cut `GRACE` later, must have the time to
+    report it with the record of what their other members did."""
 
     def describe(self) -> dict[str, object]:
         return self.inner.describe()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        return await within(self.inner.complete(request), request, self, whose=REQUEST_DEADLINE)
+        call = self.inner.complete(request)
+        return await within(call, request, self, grace=0.0, whose=REQUEST_DEADLINE)
 
     stream = Model.stream  # answers in full through `complete`, so the stream is held too
 
