@@ -14,7 +14,7 @@ from modelyard.errors import ConfigError, NoAnswerError, StreamInterruptedError
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE
+from tests.patterns.conftest import PRICE, dollars
 
 MODELS = f"""
 models:
@@ -151,7 +151,8 @@ async def test_a_fused_stream_cut_midway_ends_with_an_error_not_the_votes_answer
             async for chunk in yard.get("vote").stream(user("which one?")):
                 texts.append(chunk.text)
     assert "".join(texts) == "B, because "
-    assert caught.value.cost == 1.0 + 4.0  # both members; the cut fuser reported nothing
+    # Both members, and what the cut fuser had sent, as a provider bills a broken stream.
+    assert caught.value.cost == 1.0 + 4.0 + dollars("B, because ")
     decision = caught.value.decision
     assert decision is not None and decision.chosen is None
     assert decision.reason == "fuser's stream broke after 11 characters were sent; not spliced"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from modelyard.cost.prices import Price
+from modelyard.cost.prices import Price, estimate_input_tokens, estimate_tokens
 from modelyard.errors import ModelTimeoutError, RateLimitedError, UnavailableError
 from modelyard.model import ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
@@ -60,3 +60,35 @@ async def test_a_reply_cut_off_by_the_deadline_is_recorded_with_the_time_until_t
     decision = caught.value.decision
     assert decision is not None and decision.node == "fake"
     assert decision.latency_ms == pytest.approx(100, abs=40)
+
+
+async def test_a_reply_cut_off_by_the_deadline_costs_its_input_as_a_provider_bills_it() -> None:
+    # It cost nothing, so a dry run on fakes showed slow calls as free.
+    model = fake(default=Reply(text="late", latency=5.0))
+    request = user("how much is this?", deadline=time.monotonic() + 0.05)
+    with pytest.raises(ModelTimeoutError) as caught:
+        await model.complete(request)
+    tokens = estimate_input_tokens(request)
+    assert caught.value.usage is not None and caught.value.usage.input_tokens == tokens
+    assert caught.value.cost == pytest.approx(tokens * 1.0 / 1e6)
+    assert caught.value.decision is not None
+    assert caught.value.decision.cost == caught.value.cost
+
+
+async def test_a_stream_cut_midway_costs_its_input_and_what_it_sent() -> None:
+    model = fake(default=Reply(text="one two three", cut_after=2))
+    request = user("x")
+    with pytest.raises(UnavailableError) as caught:
+        await collect(model.stream(request))
+    sent = estimate_tokens("one two ")
+    assert caught.value.cost == pytest.approx(
+        (estimate_input_tokens(request) * 1.0 + sent * 2.0) / 1e6
+    )
+    assert caught.value.decision is not None
+    assert caught.value.decision.cost == caught.value.cost
+
+
+async def test_a_scripted_error_costs_nothing() -> None:
+    with pytest.raises(UnavailableError) as caught:
+        await fake(default=Reply(error="unavailable")).complete(user("x"))
+    assert caught.value.cost == 0.0 and caught.value.usage is None

@@ -35,7 +35,9 @@ class ReplySpec(Spec):
 
 
 class FakeSpec(Spec):
-    """A scripted model: known answers per prompt, a script in order, then a default."""
+    """A scripted model: known answers per prompt, a script in order, then a default. Billed as
+    a provider bills: a reply slower than the deadline is cut there and costs its input, a
+    stream cut by `cut_after` its input and the text sent; a scripted error costs nothing."""
 
     type: Literal["fake"]
     answers: dict[str, ReplySpec | str] = Field(default_factory=dict)

@@ -110,9 +110,21 @@ class ScriptedModel(Model):
             kind="model",
             reason="failed",
             latency_ms=elapsed_ms(started),
+            cost=exc.cost,
             error=f"{exc.kind}: {exc.message}",
         )
         return exc.with_decision(decision)
+
+    def _bill(self, exc: ModelError, request: ChatRequest, sent: str) -> None:
+        """`exc` (a call the provider had and never finished) carrying what it would bill:
+        the input, and the `sent` text of a stream cut part-way (scripted refusals and errors
+        are free, as a provider's are)."""
+        exc.usage = Usage(
+            input_tokens=estimate_input_tokens(request),
+            output_tokens=estimate_tokens(sent),
+            estimated=True,
+        )
+        exc.cost = self.info.price.cost(exc.usage)
 
     def _usage(self, request: ChatRequest, reply: Reply) -> Usage:
         if reply.usage is not None:
@@ -192,9 +204,12 @@ class ScriptedModel(Model):
             name = None
         for number, piece in enumerate(pieces):
             if reply.cut_after is not None and number >= reply.cut_after:
-                raise UnavailableError(
+                cut = UnavailableError(
                     "scripted connection cut mid-stream", model=self.name, code="stream_broken"
                 )
+                # Billed as a provider bills a stream that broke: its input and what it sent.
+                self._bill(cut, request, "".join(pieces[:number]))
+                raise self._failed(cut, started)
             yield Chunk(text=piece, model=None if number else name)
             await asyncio.sleep(0)
         for i, call in enumerate(reply.tool_calls):
@@ -218,6 +233,7 @@ class ScriptedModel(Model):
                 code="deadline",
                 retryable=False,
             )
+            self._bill(timeout, request, "")  # a provider bills the input of a request it had
             raise self._failed(timeout, started)
         await asyncio.sleep(seconds)
 
