@@ -14,7 +14,8 @@ from modelyard.errors import (
     QualityCheckError,
     UnavailableError,
 )
-from modelyard.types import user
+from modelyard.streaming import collect
+from modelyard.types import Decision, user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
 
@@ -222,3 +223,36 @@ async def test_last_stage_streams_live(yard_of: Callable[[str], Yard]) -> None:
     assert [c.text for c in chunks if c.text] == ["Paris ", "is ", "lovely"]
     final = chunks[-1].response
     assert final is not None and final.cost == 11.0
+
+
+def _reasons(decision: Decision) -> list[tuple[str, str]]:
+    return [(d.node, d.reason) for d in decision.walk()]
+
+
+async def test_a_streamed_pipeline_records_its_stages_as_a_whole_one_does(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    # The last stage streamed said "streamed" where the same stage answering whole said
+    # "try 1 by writer passed", so the records of one request differed by how it was asked.
+    async with yard_of(pipeline("{model: extractor}")) as yard:
+        whole = await yard.complete("flow", "capital?")
+        streamed = await collect(yard.get("flow").stream(user("capital?")))
+    assert whole.decision is not None and streamed.decision is not None
+    assert _reasons(streamed.decision) == _reasons(whole.decision)
+
+
+async def test_a_streamed_last_stage_that_fails_is_recorded_as_a_whole_one_is(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = pipeline("{model: extractor}", "{model: checker-down}")
+    records = []
+    async with yard_of(text) as yard:
+        for streamed in (False, True):
+            with pytest.raises(UnavailableError) as caught:
+                if streamed:
+                    await collect(yard.get("flow").stream(user("capital?")))
+                else:
+                    await yard.complete("flow", "capital?")
+            assert caught.value.decision is not None
+            records.append(_reasons(caught.value.decision))
+    assert records[1] == records[0]

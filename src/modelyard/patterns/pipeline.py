@@ -330,7 +330,7 @@ class PipelineModel(Model):
                     self._stage_record(
                         last,
                         last.model.name,
-                        "streamed",
+                        f"try 1 by {last.model.name} passed",  # as when answering whole
                         [answered(last.model, response)],
                         response.cost,
                         started,
@@ -342,7 +342,7 @@ class PipelineModel(Model):
             progress.spent += exc.cost
             attempt = [failed(last.model, exc)]
             record = self._stage_record(
-                last, None, f"failed ({exc.kind})", attempt, exc.cost, started, []
+                last, None, f"try 1 failed ({exc.kind})", attempt, exc.cost, started, []
             )
             reason = f"stage {last.name!r} failed ({exc.kind})"
             raise self._stopped(progress, record, reason, exc) from None
