@@ -92,3 +92,13 @@ async def test_a_scripted_error_costs_nothing() -> None:
     with pytest.raises(UnavailableError) as caught:
         await fake(default=Reply(error="unavailable")).complete(user("x"))
     assert caught.value.cost == 0.0 and caught.value.usage is None
+
+
+async def test_a_call_whose_deadline_passed_is_not_sent() -> None:
+    # It answered at once all the same, where a provider's adapter sends nothing: a dry run on
+    # fakes had a judge asked after its ensemble used up the time answer, a real one time out.
+    model = fake(default=Reply(text="too late"))
+    with pytest.raises(ModelTimeoutError) as caught:
+        await model.complete(user("x", deadline=time.monotonic() - 0.01))
+    assert caught.value.code == "deadline" and caught.value.cost == 0.0
+    assert model.calls == []

@@ -6,7 +6,7 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 
-from modelyard.errors import NotFoundError, UnavailableError
+from modelyard.errors import ModelTimeoutError, NotFoundError, UnavailableError
 from modelyard.providers.http import HttpClient
 
 # aiohttp raises a bare ValueError for credentials in the URL beside an Authorization header.
@@ -85,3 +85,25 @@ async def test_a_redirect_to_a_relative_or_unreadable_location_is_named_as_it_ca
         assert "a redirect to another address" in caught.value.message
     else:
         assert f"a redirect to http://127.0.0.1:{moved.port}/…" in caught.value.message
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_request_whose_deadline_passed_is_not_sent(streamed: bool) -> None:
+    # It was sent with a 1 ms timeout: the provider had it (and billed its input) and the
+    # caller got a timeout all the same, say a judge asked after its members used up the time.
+    server = FakeOpenAI()
+    with server.running():
+        client = HttpClient()
+        url = f"{server.url}/v1/chat/completions"
+        try:
+            with pytest.raises(ModelTimeoutError) as caught:
+                if streamed:
+                    async with client.stream(url, headers={}, body=b"{}", deadline_left=-0.01):
+                        pass
+                else:
+                    await client.post(url, headers={}, body=b"{}", deadline_left=0.0)
+        finally:
+            await client.aclose()
+    assert server.requests == []
+    assert caught.value.code == "deadline" and not caught.value.request_sent
+    assert "deadline passed before the request was sent" in str(caught.value)

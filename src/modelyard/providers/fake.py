@@ -70,7 +70,16 @@ class ScriptedModel(Model):
     calls: list[ChatRequest] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
-    def _next(self, request: ChatRequest) -> Reply:
+    def _next(self, request: ChatRequest, started: float) -> Reply:
+        left = request.remaining()
+        if left is not None and left <= 0:  # as a provider's adapter, it sends none then
+            late = ModelTimeoutError(
+                "the request's deadline passed before the request was sent",
+                model=self.name,
+                code="deadline",
+                retryable=False,
+            )
+            raise self._failed(late, started)
         mark_sent()  # a scripted provider receives every call at once
         position = len(self.calls)
         self.calls.append(request)
@@ -178,7 +187,7 @@ class ScriptedModel(Model):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
-        reply = self._next(request)
+        reply = self._next(request, started)
         if reply.latency:
             await self._sleep_within(reply.latency, request, started)
         if reply.error is not None:
@@ -187,7 +196,7 @@ class ScriptedModel(Model):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
-        reply = self._next(request)
+        reply = self._next(request, started)
         if reply.latency:
             await self._sleep_within(reply.latency, request, started)
         if reply.error is not None:

@@ -73,6 +73,15 @@ def _timed_out(
     return error
 
 
+def _too_late(deadline_left: float | None) -> None:
+    """Refuse a request whose deadline has passed before sending it: sent with no time to
+    answer, it would only be billed (its input) and time out all the same."""
+    if deadline_left is not None and deadline_left <= 0:
+        raise ModelTimeoutError(
+            "the request's deadline passed before the request was sent", code="deadline"
+        )
+
+
 def _not_sent(exc: Exception) -> UnavailableError:
     """The error for anything else the client raises (aiohttp refusing to build the request,
     say): inside the error tree, so fallbacks move on; repeating the call cannot help."""
@@ -219,6 +228,7 @@ class HttpClient:
         deadline_left: float | None = None,
     ) -> HttpReply:
         """POST `body` and read the whole response within the total timeout and the deadline."""
+        _too_late(deadline_left)
         limit = _bounded(self.timeouts.total, deadline_left)
         session = self._get_session()
         headers = with_trace(headers)
@@ -259,6 +269,7 @@ class HttpClient:
     ) -> AsyncIterator[StreamReply]:
         """POST `body` and hold the response open for streaming; headers must arrive within the
         first-token limit."""
+        _too_late(deadline_left)
         limit = _bounded(self.timeouts.first_token, deadline_left)
         session = self._get_session()
         headers = with_trace(headers)
