@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -168,6 +169,20 @@ def test_an_operator_side_failure_tells_the_sdk_not_to_retry(
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert len(upstream.requests) == 1  # the SDK asked once, not three times
+
+
+def test_a_failed_request_says_what_it_was_billed_as_an_answer_does(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI
+) -> None:
+    client = gateway_for(serve_gateway, upstream)
+    upstream.always(Fault(hang=True))  # sent, so the provider bills the input it read
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+    headers = caught.value.response.headers
+    assert caught.value.status_code == 504 and float(headers["x-modelyard-cost"]) > 0
+    record = httpx2.get(f"{client.base_url}requests/{headers['x-request-id']}").json()
+    assert float(headers["x-modelyard-cost"]) == pytest.approx(record["cost"], rel=1e-6)
+    assert headers["x-modelyard-config-version"] == record["config_version"]
 
 
 CHAT_WITH_A_LATE_SYSTEM: Any = [

@@ -97,12 +97,15 @@ class Outcome:
         self.metrics.failed(self.target, error.kind, error.status or 499, latency)
 
     def failed(self, exc: ModelError) -> ApiError:
-        """The model failed: logged and counted; the API error to answer with, marked counted."""
+        """The model failed: logged and counted; the API error to answer with, marked counted,
+        with the cost and config version headers an answer has."""
         self.spent = exc.cost
         error = from_model_error(exc)
         latency = self._record(error.status, None, exc, exc.decision)
         self.metrics.failed(self.target, exc.kind, error.status, latency)
-        return replace(error, counted=True)
+        # what the failed attempts were billed, as an answer's headers say what it cost
+        spent = {"x-modelyard-cost": f"{exc.cost:.8f}", "x-modelyard-config-version": self.version}
+        return replace(error, counted=True, headers={**error.headers, **spent})
 
     def refused(self, error: ApiError) -> None:
         """The gateway refused the request itself (a key's limit, an unknown system, a store
