@@ -188,7 +188,7 @@ async def test_quorum_not_met_lists_each_failure(yard_of: Callable[[str], Yard])
         with pytest.raises(NoAnswerError) as caught:
             await yard.complete("vote", "which one?")
     error = caught.value
-    assert "1 of 3 members gave a usable answer, quorum is 2" in str(error)
+    assert str(error).startswith("vote: 1 of 3 members gave a usable answer, quorum is 2")
     assert "down: unavailable" in str(error) and "limited: rate_limited" in str(error)
     assert error.cost == 1.0
     assert error.decision is not None and len(error.decision.children) == 3

@@ -268,7 +268,7 @@ class CascadeModel(Model):
         """Run the early stages: the decided answer if one is, and the last live stage."""
         if not self._live:
             reason = "every stage is disabled"
-            error = NoAnswerError(f"cascade {self.name}: {reason}", model=self.name)
+            error = NoAnswerError(reason, model=self.name)  # said as "NAME: reason"
             decision = self._decision(run, None, reason, None, reason)
             raise raise_with(error, cost=0.0, decision=decision)
         last = self._live[-1]

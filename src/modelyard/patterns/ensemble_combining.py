@@ -88,7 +88,7 @@ class Combining:
             decision = self._decision(
                 outcomes, result, None, reason, spent, started, (), error=reason
             )
-            error = NoAnswerError(f"ensemble {self.name}: {reason}", model=self.name)
+            error = NoAnswerError(reason, model=self.name)  # said as "NAME: reason"
             raise raise_with(error, cost=spent, decision=decision)
         return result, spent
 
