@@ -226,6 +226,25 @@ async def test_threshold_alerts_fire_once_each_per_window() -> None:
     assert [k for k, _ in kinds].count("budget_reached") == 1
 
 
+async def test_a_limit_raised_mid_window_alerts_again_when_the_new_limit_is_reached() -> None:
+    # An operator raises a budget (a hot reload) after its alert: the new limit's own alerts
+    # must still come, not be taken for the old limit's, already sent this window.
+    alerts: list[Alert] = []
+    book = BudgetBook(MemoryStore(), alerts=AlertHub(log_alerts=False, recorder=alerts.append))
+    request = question()
+    inner = priced()
+    inner.default = Reply(text="ok", usage=full_usage(request))
+    for limit in (2.5 * worst(request), 5.5 * worst(request)):
+        model = guard(inner, book, total(limit, alert_at=(0.5, 1.0)))
+        for _ in range(6):
+            with contextlib.suppress(BudgetExceededError):
+                await model.complete(request)
+    reached = [a.threshold for a in alerts if a.kind == "budget_reached"]
+    assert reached == [pytest.approx(2.5 * worst(request)), pytest.approx(5.5 * worst(request))]
+    halves = [a.threshold for a in alerts if a.kind == "budget_threshold" and a.threshold]
+    assert pytest.approx(0.5 * 5.5 * worst(request)) in halves
+
+
 async def test_each_key_gets_its_own_cap_with_a_star_selector() -> None:
     book = BudgetBook(MemoryStore())
     request = question()

@@ -198,10 +198,14 @@ class BudgetBook:
                 )
 
     async def _once(self, hold: Hold, what: str, alert: Alert) -> None:
-        """Emit `alert` unless it was already emitted for this hold's window (in any process)."""
+        """Emit `alert` unless it was already emitted for this hold's window and limit (in any
+        process)."""
         if self.alerts is None:
             return
-        flag = f"alert:{hold.budget.name}:{hold.subject}:{hold.period.id}:{what}"
+        # The limit is part of the flag: one raised mid-window (a hot reload after the alert)
+        # alerts again at its own thresholds, instead of being taken for the old one's.
+        budget = hold.budget
+        flag = f"alert:{budget.name}:{hold.subject}:{hold.period.id}:{budget.limit!r}:{what}"
         if await self.store.reserve([Claim(key=flag, amount=1, limit=1, ttl=hold.ttl)]) is None:
             self.alerts.emit(alert)
 
