@@ -226,6 +226,19 @@ async def test_threshold_alerts_fire_once_each_per_window() -> None:
     assert [k for k, _ in kinds].count("budget_reached") == 1
 
 
+async def test_nothing_in_flight_reports_exactly_nothing_reserved() -> None:
+    # Reserving and settling in floating point leaves residues (3.76e-19) that `costs` would
+    # print as a reservation.
+    book = BudgetBook(MemoryStore())
+    cap = total(1.0)
+    model = guard(priced(), book, cap)
+    for n in range(1, 40):
+        await model.complete(question("word " * n, max_tokens=n))
+    status = await book.status(cap, "all")
+    assert status is not None and status.spent > 0
+    assert status.reserved == 0.0
+
+
 async def test_a_limit_raised_mid_window_alerts_again_when_the_new_limit_is_reached() -> None:
     # An operator raises a budget (a hot reload) after its alert: the new limit's own alerts
     # must still come, not be taken for the old limit's, already sent this window.

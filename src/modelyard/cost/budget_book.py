@@ -21,6 +21,10 @@ from modelyard.types import ChatRequest, EmbeddingRequest
 
 log = logging.getLogger("modelyard.budgets")
 
+_ROUNDING = 1e-9
+"""Below this share of a counter (or $1), a difference between two counters is rounding: no
+real reservation is that small (one token at the cheapest hosted price is about 1e-8 USD)."""
+
 
 def _from_now(hold: Hold, *, embedding: bool) -> str:
     """What a budget-reached alert says becomes of the calls that could pass the budget, as the
@@ -217,7 +221,12 @@ class BudgetBook:
         hold = Hold(budget=budget, subject=subject, period=period, amount=0.0)
         used = await self.store.counter(hold.used_key)
         spent = await self.store.counter(hold.spent_key)
-        return BudgetStatus(hold=hold, spent=spent, reserved=max(0.0, used - spent))
+        reserved = used - spent
+        # The two counters are sums of many float amounts, reserved then settled: what they
+        # differ by with nothing in flight is rounding (2e-19), not a reservation to report.
+        if reserved <= _ROUNDING * max(1.0, abs(used)):
+            reserved = 0.0
+        return BudgetStatus(hold=hold, spent=spent, reserved=reserved)
 
 
 async def settle_shielded(book: BudgetBook, holds: Sequence[Hold], actual: float) -> None:
