@@ -322,6 +322,9 @@ def test_a_stream_the_client_leaves_is_recorded_with_its_estimated_cost(
         ("client_closed", request_id, "chatty")
     ]
     assert rows[0][1] > 0
+    # The metrics count what the ledger bills, so dashboards and `modelyard costs` agree.
+    spent = re.search(r'modelyard_cost_usd_total\{model="chatty",system="chatty"\} (\S+)', metrics)
+    assert spent is not None and float(spent.group(1)) == pytest.approx(rows[0][1])
 
 
 def cost_of_everything(text: str) -> float:

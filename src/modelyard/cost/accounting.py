@@ -59,13 +59,7 @@ def spend_rows(
         saved = float(cache_hit.details.get("saved", 0.0))
         model = str(cache_hit.chosen or answered_by or system)
         return [SpendRow(model=model, cost=total, saved=saved, cached=True, answered=True, **base)]  # type: ignore[arg-type]
-    leaves = [d for d in decision.walk() if _called(d)] if decision is not None else []
-    per_model: dict[str, float] = {}
-    for leaf in leaves:
-        per_model[leaf.node] = per_model.get(leaf.node, 0.0) + leaf.cost
-    # Refused before any model ran (a budget, a rate limit): no model to name.
-    main = answered_by or (leaves[-1].node if leaves else NO_MODEL)
-    per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
+    main, per_model = billed_models(decision, total, answered_by)
     # A failure's tokens are the estimate its cost was worked out from, if it was billed.
     usage = response.usage if response is not None else error.usage if error else None
     rows = []
@@ -84,6 +78,24 @@ def spend_rows(
             )
         )
     return rows
+
+
+def billed_models(
+    decision: Decision | None, total: float, answered_by: str | None, default: str = NO_MODEL
+) -> tuple[str, dict[str, float]]:
+    """The model a request's tokens belong to, and what each model it called cost, from its
+    decision tree: the ledger's rows, and the metrics, split the request's `total` this way.
+
+    That model is the one that answered, else the last one called, else `default` (refused
+    before any model ran: a budget, a rate limit); it also carries the part of `total` the
+    tree does not show."""
+    leaves = [d for d in decision.walk() if _called(d)] if decision is not None else []
+    per_model: dict[str, float] = {}
+    for leaf in leaves:
+        per_model[leaf.node] = per_model.get(leaf.node, 0.0) + leaf.cost
+    main = answered_by or (leaves[-1].node if leaves else default)
+    per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
+    return main, per_model
 
 
 def _called(decision: Decision) -> bool:
@@ -136,7 +148,7 @@ class Accounted(Decoration):
         *,
         cancelled: bool = False,
     ) -> ClientClosedError:
-        from modelyard.cost.bounds import charge_partial, leaves
+        from modelyard.cost.bounds import billed_node, charge_partial
 
         error = ClientClosedError(
             "the call was cancelled before its answer; cost estimated"
@@ -149,12 +161,12 @@ class Accounted(Decoration):
         # stream is billed.
         if not scope.cache_hit:
             charge_partial(error, self.inner, request, streamed, sent=scope.sent)
-        # The ledger names the model: the only one under this node, else the node itself (which
-        # of several models was streaming is not known once the stream is cut).
-        under = leaves(self.inner)
-        node = under[0].name if len(under) == 1 else self.name
         error.decision = Decision(
-            node=node, kind="model", reason="client closed", cost=error.cost, error=error.message
+            node=billed_node(self.inner),
+            kind="model",
+            reason="client closed",
+            cost=error.cost,
+            error=error.message,
         )
         return error
 

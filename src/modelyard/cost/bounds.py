@@ -105,6 +105,14 @@ def _dearest(model: Model, usage: Usage | None) -> float:
     return (usage.input_tokens * input_rate + usage.output_tokens * output_rate) / PER_MILLION
 
 
+def billed_node(model: Model) -> str:
+    """The name a call through `model` that was cut short is billed under (the ledger's model
+    column): the one model under it, else `model` itself, since which of several was answering
+    is not known once the call is cut."""
+    under = leaves(model)
+    return under[0].name if len(under) == 1 else model.name
+
+
 def leaves(model: Model) -> list[Model]:
     """The models under `model` that call no other (the ones that are billed)."""
     if not model.children:

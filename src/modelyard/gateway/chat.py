@@ -200,7 +200,7 @@ class ChatEndpoints:
         renderer: Renderer,
     ) -> None:
         call, target = outcome.call, outcome.target
-        model = target_for(yard, target, key)
+        model = outcome.model = target_for(yard, target, key)
         request = prepare(call, request, key, yard)
         if key.rpm is not None:
             await self.key_limits.check_rate(key)

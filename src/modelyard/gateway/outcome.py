@@ -6,10 +6,12 @@ import time
 from dataclasses import replace
 
 from modelyard.cost import scope as request_scope
+from modelyard.cost.bounds import billed_node
 from modelyard.cost.budget_counters import Hold
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
+from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
 from modelyard.types import ChatRequest, ChatResponse, Decision, EmbeddingResponse, Usage
@@ -26,6 +28,7 @@ class Outcome:
         "decisions",
         "holds",
         "metrics",
+        "model",
         "recorded",
         "scope",
         "spent",
@@ -59,6 +62,8 @@ class Outcome:
         """What the cost wrappers learn while serving it (a cache hit, say)."""
         self.recorded = False
         """Whether its record is written: a request cancelled before that gets one then."""
+        self.model: Model | None = None
+        """The system or model serving it, once resolved: what a call cut short is billed to."""
 
     def answered(self, response: ChatResponse) -> None:
         """A chat request answered: logged and counted with the provider that answered."""
@@ -94,7 +99,13 @@ class Outcome:
         self.captured = None  # `gateway.capture` keeps answers a caller got
         decision = unread.decision if isinstance(unread, ChatResponse) else error.decision
         latency = self._record(ClientClosedError.status_default, unread, error, decision)
-        self.metrics.failed(self.target, error.kind, error.status or 499, latency)
+        answered = None
+        if unread is not None:  # the metrics count its cost as the ledger does: all of it
+            error.usage, error.decision, answered = unread.usage, decision, unread.model
+        status = error.status or 499
+        self.metrics.failed(
+            self.target, error, status, latency, billed=self._billed(), answered=answered
+        )
 
     def failed(self, exc: ModelError) -> ApiError:
         """The model failed: logged and counted; the API error to answer with, marked counted,
@@ -102,10 +113,14 @@ class Outcome:
         self.spent = exc.cost
         error = from_model_error(exc)
         latency = self._record(error.status, None, exc, exc.decision)
-        self.metrics.failed(self.target, exc.kind, error.status, latency)
+        self.metrics.failed(self.target, exc, error.status, latency, billed=self._billed())
         # what the failed attempts were billed, as an answer's headers say what it cost
         spent = {"x-modelyard-cost": f"{exc.cost:.8f}", "x-modelyard-config-version": self.version}
         return replace(error, counted=True, headers={**error.headers, **spent})
+
+    def _billed(self) -> str | None:
+        """The model the ledger charges a call cut short on what serves this request."""
+        return billed_node(self.model) if self.model is not None else None
 
     def refused(self, error: ApiError) -> None:
         """The gateway refused the request itself (a key's limit, an unknown system, a store

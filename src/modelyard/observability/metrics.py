@@ -10,7 +10,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelyard.types import ChatResponse, EmbeddingResponse
+from modelyard.cost.accounting import NO_MODEL, billed_models
+from modelyard.errors import ModelError
+from modelyard.types import ChatResponse, EmbeddingResponse, Usage
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -73,7 +75,8 @@ class Metrics:
         )
         self.cost = Counter(
             "modelyard_cost_usd",
-            "USD spent, by system and answering model.",
+            "USD spent, by system and the model billed, as the spend ledger splits it (a"
+            " fallback's billed failed try under its own model; failed requests' cost too).",
             ("system", "model"),
             registry=self.registry,
         )
@@ -87,6 +90,8 @@ class Metrics:
         self._answered: dict[tuple[str, str, str], _AnsweredSeries] = {}
         """The labelled series of each (system, model, provider), looked up once: `labels()`
         takes a lock and builds a key on every call."""
+        self._costs: dict[tuple[str, str], Any] = {}
+        """The cost series of each (system, model) billed besides the one that answered."""
 
     def answered(
         self,
@@ -112,7 +117,12 @@ class Metrics:
         usage = response.usage
         series.input_tokens.inc(usage.input_tokens)
         series.output_tokens.inc(usage.output_tokens)
-        series.cost.inc(response.cost)
+        decision = response.decision if isinstance(response, ChatResponse) else None
+        if decision is None or not decision.children or provider == "cache":
+            series.cost.inc(response.cost)  # one call (or a cache hit): no split to make
+        else:
+            _, costs = billed_models(decision, response.cost, model)
+            self._spent(system, costs)
         if saved:
             self.cache_saved.labels(system).inc(saved)
 
@@ -120,11 +130,43 @@ class Metrics:
         """Count one request refused before any system ran."""
         self.refusals.labels(route, str(status), code).inc()
 
-    def failed(self, system: str, kind: str, status: int, seconds: float) -> None:
-        """Count one failed request."""
+    def failed(
+        self,
+        system: str,
+        error: ModelError,
+        status: int,
+        seconds: float,
+        *,
+        billed: str | None = None,
+        answered: str | None = None,
+    ) -> None:
+        """Count one failed request, and what it cost when a provider billed it (a timeout, a
+        stream cut, a client that left) under the models the spend ledger charges: those its
+        decision names, else `billed` (the model it was cut short on); `answered`: the model
+        whose whole answer the client never took."""
         self.requests.labels(system, "", "", str(status)).inc()
-        self.errors.labels(system, kind).inc()
+        self.errors.labels(system, error.kind).inc()
         self.latency.labels(system).observe(seconds)
+        usage = error.usage
+        if error.cost <= 0 and usage is None:
+            return
+        default = billed or error.model or NO_MODEL
+        main, costs = billed_models(error.decision, error.cost, answered, default)
+        self._spent(system, costs)
+        if usage is not None:
+            self._tokens(system, main, usage)
+
+    def _spent(self, system: str, costs: dict[str, float]) -> None:
+        for model, cost in costs.items():
+            if cost > 0:
+                series = self._costs.get((system, model))
+                if series is None:
+                    series = self._costs[(system, model)] = self.cost.labels(system, model)
+                series.inc(cost)
+
+    def _tokens(self, system: str, model: str, usage: Usage) -> None:
+        self.tokens.labels(system, model, "input").inc(usage.input_tokens)
+        self.tokens.labels(system, model, "output").inc(usage.output_tokens)
 
     def store_health(self, backend: str, mode: str, ok: bool) -> None:
         """Show the state store's health (one series: the current mode)."""

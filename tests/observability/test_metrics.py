@@ -1,0 +1,83 @@
+"""Prometheus metrics: what moves when a request is answered or fails, against the ledger."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from modelyard.cost.accounting import spend_rows
+from modelyard.errors import ClientClosedError, ModelTimeoutError
+from modelyard.observability.metrics import Metrics
+from modelyard.types import ChatResponse, Choice, Decision, Message, Usage, user
+
+
+def series(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """The value of one series in the exposition, or None when it is absent."""
+    text = metrics.render().decode()
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if match and dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))) == labels:
+            return float(match.group(2))
+    return None
+
+
+def test_a_failed_request_a_provider_billed_counts_its_cost_and_tokens() -> None:
+    metrics = Metrics()
+    error = ModelTimeoutError("no answer within 30s", model="big")
+    error.cost = 0.0025
+    error.usage = Usage(input_tokens=1000, output_tokens=0, estimated=True)
+    metrics.failed("support", error, 504, 30.0, billed="big")
+    assert series(metrics, "modelyard_cost_usd_total", model="big", system="support") == 0.0025
+    tokens = {"model": "big", "system": "support"}
+    assert series(metrics, "modelyard_tokens_total", direction="input", **tokens) == 1000
+    failed = {"model": "", "provider": "", "status": "504", "system": "support"}
+    assert series(metrics, "modelyard_requests_total", **failed) == 1
+
+
+def test_a_stream_cut_on_a_system_is_billed_to_the_model_the_ledger_names() -> None:
+    metrics = Metrics()
+    error = ClientClosedError("the client closed the stream before the answer ended")
+    error.cost = 0.001
+    metrics.failed("support", error, 499, 2.0, billed="cheap")
+    assert series(metrics, "modelyard_cost_usd_total", model="cheap", system="support") == 0.001
+
+
+def test_a_failure_that_cost_nothing_adds_no_cost_series() -> None:
+    metrics = Metrics()
+    metrics.failed("support", ModelTimeoutError("refused", model="big"), 504, 0.1)
+    assert "modelyard_cost_usd_total{" not in metrics.render().decode()
+
+
+def test_a_fallbacks_billed_failed_try_counts_under_its_own_model_as_in_the_ledger() -> None:
+    # The primary timed out after the provider had the request (its input is billed), and the
+    # backup answered: the ledger charges each its own part, and so must the metrics.
+    decision = Decision(
+        node="support",
+        kind="fallback",
+        chosen="backup",
+        cost=0.003,
+        children=(
+            Decision(node="primary", kind="model", cost=0.001, error="timeout: no answer"),
+            Decision(node="backup", kind="model", chosen="backup-id", cost=0.002),
+        ),
+    )
+    response = ChatResponse(
+        id="r1",
+        model="backup",
+        provider_model="backup-id",
+        choices=(Choice(message=Message(role="assistant", content="hi")),),
+        usage=Usage(input_tokens=10, output_tokens=5),
+        cost=0.003,
+        decision=decision,
+    )
+    metrics = Metrics()
+    metrics.answered("support", response, "openai", 0.5)
+    ledger = {row.model: row.cost for row in spend_rows("support", user("hi"), response, None)}
+    counted = {
+        model: series(metrics, "modelyard_cost_usd_total", model=model, system="support")
+        for model in ledger
+    }
+    assert counted == pytest.approx(ledger) and ledger == pytest.approx(
+        {"primary": 0.001, "backup": 0.002}
+    )
