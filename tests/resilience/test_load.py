@@ -50,7 +50,9 @@ def _system(latency: float) -> str:
 
 
 def _requests() -> list[ChatRequest]:
-    return [user("hello there"), user("hi")]
+    # One output token: a request's worst case is about three times its cost, so a run capped
+    # at a few of its answers can send it (a prompt not yet answered counts at its worst case).
+    return [user("hello there", max_tokens=1), user("hi", max_tokens=1)]
 
 
 async def test_requests_leave_on_schedule_while_earlier_ones_still_wait(
@@ -107,6 +109,29 @@ async def test_sending_stops_once_the_spend_cap_is_reached(write_config: Write) 
     assert report.stopped == "max_cost" and report.sent < 1000
     # It stops at the last request that fits: one more would have passed the cap.
     assert 1e-4 - report.cost_per_request < report.cost <= 1e-4
+
+
+WORDY = """
+models:
+  wordy:
+    local: {type: fake, default: "WORDS"}
+    price: {input: 1.0, output: 2.0}
+"""
+
+
+async def test_prompts_never_answered_before_do_not_take_the_run_past_its_spend_cap(
+    write_config: Write,
+) -> None:
+    # Every prompt is new (a labelled set sent once) and costs about its worst case: each one
+    # sent whenever nothing else was out, the run passed --max-cost by a request (measured on
+    # the gateway's fakes: $0.050280 spent under --max-cost 0.05).
+    prompts = [user(f"question {i}", max_tokens=50) for i in range(20)]
+    async with load_for_evaluation(write_config(WORDY.replace("WORDS", "word " * 200))) as yard:
+        one = await run_load(yard.get("wordy"), prompts[:1], rate=1, total=1)
+        cap = one.cost * 2.5
+        report = await run_load(yard.get("wordy"), prompts, rate=1000, total=20, max_cost=cap)
+    assert report.stopped == "max_cost" and report.sent == 2
+    assert report.cost <= cap
 
 
 async def test_a_slow_system_at_a_high_rate_does_not_overshoot_the_spend_cap(
@@ -186,9 +211,12 @@ async def test_nothing_is_sent_once_the_spend_cap_was_reached_before_its_send_ti
     write_config: Write,
 ) -> None:
     # 2/s to an instant system: the first answer, in well before the second send is due,
-    # reaches the cap, and nothing was in flight then to excuse sending more.
-    async with load_for_evaluation(write_config(_system(0.0))) as yard:
-        report = await run_load(yard.get("main"), _requests(), rate=2, total=20, max_cost=1e-9)
+    # leaves less of the cap than the next prompt's worst case, and the run ends then.
+    prompts = [user(f"question {i}", max_tokens=50) for i in range(20)]
+    async with load_for_evaluation(write_config(WORDY.replace("WORDS", "word " * 200))) as yard:
+        one = await run_load(yard.get("wordy"), prompts[:1], rate=1, total=1)
+        cap = one.cost * 1.5
+        report = await run_load(yard.get("wordy"), prompts, rate=2, total=20, max_cost=cap)
     assert report.stopped == "max_cost" and report.sent == 1
     assert report.seconds < 0.25  # to the last answer, not the end of the 0.5 s wait for the next
 
@@ -309,3 +337,17 @@ def test_the_command_reads_the_config_once(
     result = CliRunner().invoke(app, [*args, "--requests", "5", "--json"])
     assert result.exit_code == 0, result.output
     assert len(parsed) == 1
+
+
+def test_a_spend_cap_below_one_requests_worst_case_says_so_and_what_it_is(
+    write_config: Write, tmp_path: Path
+) -> None:
+    # A run never passes its cap, so it cannot send a request that may cost more: it says
+    # what that request may cost instead of printing an empty report.
+    config = write_config(_system(0.0))
+    args = ["load", str(config), "main", "--data", str(_labelled(tmp_path)), "--max-cost", "1e-9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    bound = cost_bound(load_for_evaluation(config).get("main"), user("hello"))
+    said = " ".join(result.output.split())
+    assert "--max-cost 1e-09 does not cover one request" in said and f"${bound:.6f}" in said

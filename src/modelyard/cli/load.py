@@ -14,7 +14,7 @@ from rich.table import Table
 from modelyard.cli.app import app, check_target, console, errors, fail, guarded
 from modelyard.cli.evidence_input import ConfigPath, DataOpt, FormatOpt, SplitOpt, SystemName
 from modelyard.config.loader import load_config
-from modelyard.cost.bounds import leaves
+from modelyard.cost.bounds import cost_bound, leaves
 from modelyard.evaluation.dataset import LABELLED, load_items, select_split
 from modelyard.evaluation.isolation import build_for_evaluation
 from modelyard.providers.local_basic import DisabledModel
@@ -103,7 +103,7 @@ def load_command(
         float | None,
         typer.Option(
             help="Spend at most this many USD: near it, sending waits for answers, and stops "
-            "when the next request would pass it (a request out counts at what its prompt cost "
+            "when the next request could pass it (a request counts at what its prompt cost "
             "when last answered, else at its worst case). Required when the system reaches a "
             "hosted provider.",
         ),
@@ -168,6 +168,15 @@ def load_command(
                 )
             finally:
                 await yard.aclose()
+            if not report.sent and report.stopped == "max_cost":
+                first = items[0].request().with_budget(yard.loaded.config.default_deadline)
+                fail(
+                    f"--max-cost {max_cost:g} does not cover one request: the first prompt may "
+                    f"cost up to ${cost_bound(target, first):.6f} on {system} (its input and "
+                    "the longest answer its models may give, their max_output_tokens, at the "
+                    "config's prices), and a run never passes its cap; raise --max-cost to at "
+                    "least that"
+                )
             report.projections = project(report, budgets, daily)
             return report
 

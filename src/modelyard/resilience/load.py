@@ -5,12 +5,12 @@ Requests leave on a fixed schedule, `rate` a second, whether or not earlier ones
 in production, instead of as a politely lower rate (a closed loop, N workers each waiting for its
 answer, hides exactly that: "coordinated omission"). Latency is measured from each request's
 scheduled time. Prompts cycle through the items given. The run ends after `requests`, or
-`duration` seconds, or once its spend reaches `max_cost`; requests already sent are awaited.
-Near the cap sending waits for answers rather than overshoot it: a request still out counts at
-what its prompt cost when last answered, or at its worst case until then (prompts can differ in
-cost a hundredfold, so no run-wide mean stands for them). What was spent, per
-request and per billed model, is projected to a daily volume and set against the config's
-total, system and model budgets.
+`duration` seconds, or before the request that could take its spend past `max_cost`; requests
+already sent are awaited. Near the cap sending waits for answers rather than overshoot it: a
+request, out or next, counts at what its prompt cost when last answered, or at its worst case
+until then (prompts can differ in cost a hundredfold, so no run-wide mean stands for them).
+What was spent, per request and per billed model, is projected to a daily volume and set
+against the config's total, system and model budgets.
 """
 
 from __future__ import annotations
@@ -246,9 +246,9 @@ async def run_load(
                     break
                 paused += max(0.0, now - scheduled)
                 scheduled = begin + paused + offset
-            if spent >= max_cost or (
-                expected.known(index) and spent + expected.of(index) > max_cost
-            ):
+            # Never past the cap: a prompt no answer has priced yet counts at its worst case
+            # here too, so a run whose cap is below one request's worst case sends nothing.
+            if spent >= max_cost or spent + expected.of(index) > max_cost:
                 stopped = "max_cost"
                 break
         if len(in_flight) >= max_in_flight:
