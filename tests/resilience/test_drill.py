@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,6 +131,18 @@ def test_cli_exit_code_follows_the_verdicts(write_config: Write) -> None:
     typo = runner.invoke(app, ["drill", two, "nosuch"])
     assert typo.exit_code == 2  # a usage error, not a fault the system failed to survive
     assert "no system or model named 'nosuch'" in typo.output
+
+
+def test_the_json_report_has_the_latencies_the_text_shows(write_config: Write) -> None:
+    # A CI step gating on the drill reads the JSON: the worst request (a failover that answers
+    # only after the primary's whole timeout) must be there, as it is in the text.
+    two = str(write_config(TWO_PROVIDERS, "two.yaml"))
+    args = ["drill", two, "--fault", "slow", "--requests", "4", "--time-scale", str(SLOW_SCALE)]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    alpha = next(r for r in json.loads(result.output)["results"] if r["provider"] == "alpha")
+    assert alpha["worst_latency_s"] > alpha["added_latency_s"] > 1.0
+    assert 0 <= alpha["baseline_latency_s"] < 1.0
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))

@@ -38,7 +38,8 @@ def _line(result: FaultResult, width: int) -> str:
 def _print(report: DrillReport) -> None:
     console.print(
         f"drill of {report.config}: stand-in providers, time x{report.time_scale:g} "
-        "(latencies as they would be at full speed)"
+        "(latencies as they would be at full speed; durations quoted in errors, such as a "
+        "Retry-After, run at the drill's pace)"
     )
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
@@ -70,7 +71,9 @@ def _as_json(report: DrillReport) -> dict[str, object]:
                 "answered": sum(o.answered for o in r.outcomes),
                 "requests": len(r.outcomes),
                 "answered_by": dict(r.answered_by),
+                "baseline_latency_s": round(r.baseline, 3),
                 "added_latency_s": round(r.added_latency, 3),
+                "worst_latency_s": round(r.worst_latency, 3),
                 "errors": dict(r.errors),
             }
             for r in report.results
