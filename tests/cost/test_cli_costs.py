@@ -227,3 +227,39 @@ def test_costs_counts_each_request_made_without_a_gateway_once(
             await ledger.aclose()
 
     assert asyncio.run(requests()) == {"support": 3}
+
+
+def test_costs_shows_each_keys_own_budget_and_names_the_keys(
+    write_config: Callable[[str], Path],
+) -> None:
+    # A key made with `keys create --budget` is capped by its own monthly budget: `costs` is
+    # where an operator sees how much of it is used (keys list shows only the limit), and the
+    # spend by key says whose each key is.
+    from modelyard.gateway.keys import SqliteKeyStore
+
+    path = write_config(CONFIG)
+    loaded = load_config(path)
+
+    async def serve() -> None:
+        store = SqliteKeyStore(loaded.local_path(loaded.config.gateway.keys_db))
+        _, key = await store.create("alice", budget=2.0)
+        await store.aclose()
+        async with modelyard.load(path) as yard:
+            await yard.complete("support", "hello", key_id=key.id)
+        state = make_store(loaded.config.state, loaded.base_dir)
+        book = BudgetBook(state)
+        own = Budget(name="virtual-key", scope="key", selector=key.id, window="month", limit=2)
+        holds = book.holds([own], user("hi", key_id=key.id), "support", 0.5)
+        assert await book.reserve(holds) is None
+        await book.settle(holds, 0.3)
+        await book.leases.aclose()
+        await state.aclose()
+
+    asyncio.run(serve())
+    result = CliRunner().invoke(app, ["costs", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.output.splitlines() if "virtual-key" in line]
+    assert "(alice)" in row and "0.300000" in row and "15%" in row
+    assert any(
+        "(alice)" in line and "│" in line for line in result.output.split("budgets")[0].splitlines()
+    )

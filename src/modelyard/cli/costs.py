@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,11 +15,15 @@ from modelyard.cli.app import app, console, fail, guarded
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.cost import reports
 from modelyard.cost.budget_book import BudgetBook
-from modelyard.cost.budget_counters import Budget
+from modelyard.cost.budget_counters import Budget, key_budget
 from modelyard.cost.budget_leases import LeaseKeeper, reclaimed_message
 from modelyard.cost.ledger import LedgerFile, SqliteLedgerFile
 from modelyard.cost.prices import usd
+from modelyard.errors import UnavailableError
 from modelyard.state.factory import make_store
+
+if TYPE_CHECKING:
+    from modelyard.gateway.keys import VirtualKey
 
 ConfigPath = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
 
@@ -34,6 +39,34 @@ def _ledger(loaded: LoadedConfig) -> LedgerFile | None:
     if isinstance(file, SqliteLedgerFile) and not file.path.exists():
         return None
     return file
+
+
+async def _keys(loaded: LoadedConfig) -> dict[str, VirtualKey]:
+    """The gateway's virtual keys by id, revoked ones too ({} when it has made none): the
+    names of the spend by key, and each key's own budget."""
+    from modelyard.gateway.keys_postgres import key_store
+
+    spec = loaded.config.gateway
+    local = loaded.local_path(spec.keys_db)
+    if spec.keys_url is None and not local.exists():
+        return {}
+    store = key_store(spec, local)
+    try:
+        return {key.id: key for key in await store.all()}
+    except UnavailableError as exc:
+        console.print(
+            f"[yellow]keys not read ({exc.message}): spend by key shows ids only, and keys' "
+            "own budgets are left out[/]"
+        )
+        return {}
+    finally:
+        await store.aclose()
+
+
+def _named(key_id: str, keys: dict[str, VirtualKey]) -> str:
+    """A key's id with the name it was made for, when known."""
+    key = keys.get(key_id)
+    return f"{key_id} ({key.name})" if key is not None else key_id
 
 
 def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str, float]) -> Table:
@@ -65,16 +98,25 @@ def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str,
 async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) -> None:
     file = _ledger(loaded)
     store = make_store(loaded.config.state, loaded.base_dir)
+    keys = await _keys(loaded)
     try:
         if file is None:
             console.print(f"[yellow]no spend recorded yet[/] (ledger {loaded.config.ledger.path})")
         else:
             for group in ("system", "model", "key", "tag", "day"):
                 lines = await reports.spend_by(file, group, days=days)
+                if group == "key":
+                    lines = [replace(line, name=_named(line.name, keys)) for line in lines]
                 if lines:
                     title = f"spend by {group}, last {days} day(s)"
                     console.print(_spend_table(title, lines, accuracy if group == "system" else {}))
         budgets = [Budget.from_spec(spec) for spec in loaded.config.budgets]
+        # Each key's own budget (`keys create --budget`) is kept with the configured ones.
+        budgets += [
+            key_budget(key.id, key.budget)
+            for key in keys.values()
+            if key.budget is not None and key.revoked is None
+        ]
         if budgets:
             # What a process killed outright had reserved is given back first, as any
             # replica's sweep would, so `reserved` is only what requests in flight hold.
@@ -99,9 +141,10 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
                 action = budget.action + (
                     f" -> {budget.downgrade_to}" if budget.downgrade_to else ""
                 )
+                subject = _named(line.subject, keys) if budget.scope == "key" else line.subject
                 table.add_row(
                     budget.name,
-                    f"{budget.scope} {line.subject}",
+                    f"{budget.scope} {subject}",
                     line.window,
                     usd(line.spent) + (" (ledger)" if line.source == "ledger" else ""),
                     usd(line.reserved),

@@ -183,6 +183,15 @@ class BudgetStatus:
     reserved: float
 
 
+KEY_BUDGET = "virtual-key"
+"""The name of each virtual key's own budget (`keys create --budget`)."""
+
+
+def key_budget(key_id: str, limit: float) -> Budget:
+    """A virtual key's own budget: `limit` USD a calendar month, charged like a key budget."""
+    return Budget(name=KEY_BUDGET, scope="key", selector=key_id, window="month", limit=limit)
+
+
 def budgets_from_specs(specs: Sequence[BudgetSpec]) -> list[Budget]:
     """The budgets of a config."""
     return [Budget.from_spec(spec) for spec in specs]

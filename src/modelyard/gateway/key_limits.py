@@ -4,7 +4,7 @@ slots and its own monthly budget (`keys create --rpm/--max-concurrency/--budget`
 from __future__ import annotations
 
 from modelyard.cost.budget_book import BudgetBook
-from modelyard.cost.budget_counters import Budget, Hold
+from modelyard.cost.budget_counters import Hold, key_budget
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.errors import ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
@@ -87,10 +87,7 @@ class KeyLimits:
         """Reserve the request's worst case against the key's own budget (`keys create
         --budget`), like any configured budget: refused only if it could really pass it."""
         assert key.budget is not None
-        budget = Budget(
-            name="virtual-key", scope="key", selector=key.id, window="month", limit=key.budget
-        )
-        holds = self.book.holds([budget], request, target, worst_case)
+        holds = self.book.holds([key_budget(key.id, key.budget)], request, target, worst_case)
         try:
             refusal = await self.book.reserve(
                 holds, embedding=isinstance(request, EmbeddingRequest)
