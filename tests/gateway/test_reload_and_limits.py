@@ -144,6 +144,25 @@ def test_metrics_count_requests_by_system_and_model(serve_gateway: Callable[...,
     assert "modelyard_cost_usd_total" in text
 
 
+def test_metrics_count_the_failed_model_calls_a_fallback_covered(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # support's first member is down and its second answers: every request succeeds, and
+    # only this series shows that the primary is failing.
+    running = serve_gateway()
+    client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "ping"}]
+        )
+    text = httpx2.get(f"{running.url}/metrics").text
+    assert (
+        'modelyard_model_errors_total{kind="unavailable",model="broken",system="support"} 2.0'
+        in text
+    )
+    assert 'modelyard_model_errors_total{kind="unavailable",model="cheap"' not in text
+
+
 def test_metrics_name_the_cache_as_the_provider_of_a_cache_hit_and_count_what_it_saved(
     serve_gateway: Callable[..., Running],
 ) -> None:

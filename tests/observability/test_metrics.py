@@ -81,3 +81,39 @@ def test_a_fallbacks_billed_failed_try_counts_under_its_own_model_as_in_the_ledg
     assert counted == pytest.approx(ledger) and ledger == pytest.approx(
         {"primary": 0.001, "backup": 0.002}
     )
+
+
+def test_a_failed_request_counts_each_failed_call_under_its_model_and_kind() -> None:
+    decision = Decision(
+        node="support",
+        kind="fallback",
+        error="unavailable: every member failed",
+        children=(
+            Decision(node="primary", kind="model", error="timeout: no answer within 30s"),
+            Decision(
+                node="backup", kind="model", error="rate_limited: client-side limit of model:backup"
+            ),
+            Decision(node="odd", kind="model", error="something no kind is called"),
+        ),
+    )
+    error = ModelTimeoutError("no answer within 30s", model="primary")
+    error.decision = decision
+    metrics = Metrics()
+    metrics.failed("support", error, 504, 30.0)
+    calls = {
+        (model, kind): series(
+            metrics, "modelyard_model_errors_total", kind=kind, model=model, system="support"
+        )
+        for model, kind in (("primary", "timeout"), ("backup", "rate_limited"), ("odd", "other"))
+    }
+    assert calls == {("primary", "timeout"): 1, ("backup", "rate_limited"): 1, ("odd", "other"): 1}
+    assert (
+        series(
+            metrics,
+            "modelyard_model_errors_total",
+            kind="unavailable",
+            model="support",
+            system="support",
+        )
+        is None
+    )

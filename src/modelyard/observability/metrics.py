@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelyard.cost.accounting import NO_MODEL, billed_models
-from modelyard.errors import ModelError
-from modelyard.types import ChatResponse, EmbeddingResponse, Usage
+from modelyard.errors import ERROR_KINDS, ModelError
+from modelyard.types import ChatResponse, Decision, EmbeddingResponse, Usage
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -44,6 +44,13 @@ class Metrics:
             "modelyard_errors",
             "Requests that failed, by system and error kind.",
             ("system", "kind"),
+            registry=self.registry,
+        )
+        self.call_errors = Counter(
+            "modelyard_model_errors",
+            "Model calls that failed, by system, model and error kind, those a retry or a"
+            " fallback covered (in requests that were answered) included.",
+            ("system", "model", "kind"),
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -123,6 +130,7 @@ class Metrics:
         else:
             _, costs = billed_models(decision, response.cost, model)
             self._spent(system, costs)
+            self._calls_failed(system, decision)
         if saved:
             self.cache_saved.labels(system).inc(saved)
 
@@ -147,6 +155,8 @@ class Metrics:
         self.requests.labels(system, "", "", str(status)).inc()
         self.errors.labels(system, error.kind).inc()
         self.latency.labels(system).observe(seconds)
+        if error.decision is not None:
+            self._calls_failed(system, error.decision)
         usage = error.usage
         if error.cost <= 0 and usage is None:
             return
@@ -155,6 +165,17 @@ class Metrics:
         self._spent(system, costs)
         if usage is not None:
             self._tokens(system, main, usage)
+
+    def _calls_failed(self, system: str, decision: Decision) -> None:
+        """Count each model call in `decision` that failed (its leaves with an error)."""
+        for call in decision.walk():
+            if call.error is None or call.children or call.kind == "stage":
+                continue
+            kind = call.error.split(":", 1)[0]
+            # Only the error tree's kinds: a label never takes free text.
+            self.call_errors.labels(
+                system, call.node, kind if kind in ERROR_KINDS else "other"
+            ).inc()
 
     def _spent(self, system: str, costs: dict[str, float]) -> None:
         for model, cost in costs.items():
