@@ -135,6 +135,17 @@ def test_invalid_yaml_names_the_line() -> None:
     assert error.line is not None
 
 
+@pytest.mark.parametrize(
+    "value", ["{type: openai, api_key: ${KEY}}", "{type: openai, base_url: ${HOST}/v1}"]
+)
+def test_an_unquoted_variable_in_a_flow_mapping_says_to_quote_it(value: str) -> None:
+    # YAML reads the `{` of `${KEY}` inside `{...}` as a nested mapping; its own message
+    # ("expected ',' or '}', but got '{'") does not say that quoting is the fix.
+    error = error_of(f"providers:\n  p: {value}\n")
+    assert error.line == 2
+    assert 'quote a ${VAR} written inside {...} or [...]: "${VAR}"' in str(error)
+
+
 def test_env_default_is_used_when_unset() -> None:
     loaded = parse(
         "providers:\n  local:\n    type: openai\n    base_url: ${VLLM_URL:-http://127.0.0.1:8000/v1}\n"

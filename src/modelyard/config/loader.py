@@ -106,6 +106,9 @@ def _compose(text: str, path: str) -> yaml.Node | None:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if mark is not None and text[mark.index - 1 : mark.index + 1] == "${":
+            # In `{...}` and `[...]` YAML reads the `{` of `${VAR}` as a nested mapping.
+            problem += '; quote a ${VAR} written inside {...} or [...]: "${VAR}"'
         raise ConfigError(f"invalid YAML: {problem}", path=path, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", path=path) from None
