@@ -132,6 +132,22 @@ def test_stream_failing_before_first_chunk_is_a_plain_http_error(
     assert reply.status_code == 503
 
 
+def test_a_reload_that_unpins_a_model_id_warns_of_it_once(
+    serve_gateway: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    running = serve_gateway()
+    alias = (
+        "providers:\n  oa: {type: openai, api_key: sk-x, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "models:\n  mini: {provider: oa, id: gpt-4o-mini, price: {input: 1, output: 1}}\n"
+    )
+    running.config.write_text(SYSTEMS.replace("models:\n", alias))
+    for _ in range(2):  # the second reload changes nothing: no warning again
+        assert httpx2.post(f"{running.url}/admin/reload").status_code == 200
+    warned = [r for r in caplog.records if "gpt-4o-mini" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert "alias" in warned[0].getMessage()
+
+
 def test_metrics_count_requests_by_system_and_model(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway()
     client = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)

@@ -164,3 +164,21 @@ def test_a_log_written_beside_a_watched_config_does_not_feed_itself(tmp_path: Pa
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_serve_warns_at_start_of_a_model_id_that_is_a_movable_alias(tmp_path: Path) -> None:
+    """`check` warns of an unpinned id; a gateway started on it must say so in its log too,
+    where an operator looks, or answers and prices change under it unnoticed."""
+    config = tmp_path / "config.yaml"
+    alias = (
+        "providers:\n  oa: {type: openai, api_key: sk-x, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  mini: {provider: oa, id: gpt-4o-mini, price: {input: 1, output: 1}}\n"
+    )
+    config.write_text(SYSTEMS.replace("models:\n", alias.replace("  mini", "models:\n  mini")))
+    process, log = serve_logging_beside(config)
+    try:
+        (line,) = [line for line in log.read_text().splitlines() if "gpt-4o-mini" in line]
+        assert "WARNING" in line and "alias" in line and "'mini'" in line
+    finally:
+        process.kill()
+        process.wait(10)

@@ -211,11 +211,15 @@ class LiveConfig:
                 name for name, section in self.started.items() if getattr(config, name) != section
             ]
             old_version = self.current.version
+            known = set(self.current.built.warnings)
             old, self._serving = self._serving, new
             self._draining.append(old)
             log.warning(
                 "reloaded config %s -> %s: %s", old_version, new.yard.version, diff.summary()
             )
+            for warning in new.yard.built.warnings:  # what `check` warns of, newly true
+                if warning not in known:
+                    log.warning("%s", warning)
             self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
         if old.in_flight == 0:
             self._retired(old)

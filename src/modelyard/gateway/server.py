@@ -30,6 +30,7 @@ def serve(
     current = probe.live.current
     spec = current.loaded.config.gateway
     systems, notes = sorted(current.systems), list(current.notes)
+    warnings = list(current.built.warnings)  # what `check` warns of (an unpinned model id)
     asyncio.run(probe.live.aclose())
     processes = workers or spec.workers
     if processes > 1 and current.loaded.config.state.backend == "memory":
@@ -58,6 +59,8 @@ def serve(
     )
     for note in notes:
         log.info("note: %s", note)
+    for warning in warnings:
+        log.warning("%s", warning)
     uvicorn.run(
         "modelyard.gateway.server:app_factory",
         factory=True,
