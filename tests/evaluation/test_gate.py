@@ -318,3 +318,28 @@ def test_a_gate_asking_a_gain_says_accuracy_did_not_rise_when_it_held(
         v.startswith("accuracy did not rise") and "a gain of 5.00% asked" in v
         for v in report["violations"]
     ), report["violations"]
+
+
+def test_a_candidate_that_unpins_a_model_id_passes_with_a_warning_naming_it(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The alias answers as the dated id the baseline pins today, so the scores are equal and
+    # nothing drifts; the gate is where a change is reviewed, and must say the pin is gone.
+    from tests.fakes.openai_server import FakeOpenAI
+
+    data = tmp_path / "golden.jsonl"
+    data.write_text(
+        "".join(f'{{"prompt": "item {i}", "label": "Echo: item {i}"}}\n' for i in range(3))
+    )
+    with FakeOpenAI().running() as fake:
+        text = (
+            f"providers:\n  oa: {{type: openai, api_key: sk-x, base_url: '{fake.url}/v1'}}\n"
+            "models:\n  mini: {provider: oa, id: MODEL, price: {input: 1, output: 1}}\n"
+            "systems:\n  main: {type: fallback, chain: [mini]}\n"
+        )
+        base = write_config(text.replace("MODEL", "gpt-4o-mini-2024-07-18"), "base.yaml")
+        cand = write_config(text.replace("MODEL", "gpt-4o-mini"), "cand.yaml")
+        result = runner.invoke(app, ["gate", str(base), str(cand), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "candidate: model 'mini': id 'gpt-4o-mini' is an OpenAI alias" in said

@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from modelyard.cli.app import app, check_target, check_writable, console, fail, guarded
+from modelyard.cli.app import (
+    app,
+    check_target,
+    check_writable,
+    console,
+    errors,
+    fail,
+    guarded,
+)
 from modelyard.cli.evidence_input import (
     ConcurrencyOpt,
     ConfigPath,
@@ -348,6 +357,9 @@ def gate(
         )
         items = read_items(data, fmt, split, None)
         base_yard, cand_yard = load_for_evaluation(baseline), load_for_evaluation(candidate)
+        # A pin the change removes: the scores can be equal (the alias answers as the pinned id
+        # today) and nothing drifts yet, but the candidate's answers may change under it later.
+        unpinned = [w for w in cand_yard.built.warnings if w not in base_yard.built.warnings]
         name = only_system(base_yard, system, baseline)
         base_scorer = make_scorer(scorer_spec(scorer, fmt), base_yard.models)
         cand_scorer = make_scorer(scorer_spec(scorer, fmt), cand_yard.models)
@@ -376,6 +388,8 @@ def gate(
             dump(result.to_dict())
         else:
             print_gate(result)
+        for warning in unpinned:
+            errors.print(f"[yellow]warning:[/] candidate: {escape(warning)}")
         write_html(html_path, lambda: reports.gate_html(result))
         if not result.passed:
             raise typer.Exit(1)
