@@ -3,6 +3,8 @@ at load with the node named."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -224,3 +226,30 @@ systems:
     with pytest.raises(ModelTimeoutError) as caught:
         await collect(system.stream(user("x")))
     assert caught.value.code == "deadline" and not caught.value.retryable
+
+
+SLOW_ONE_AT_A_TIME = """
+models:
+  slow:
+    local: {type: fake, default: {text: "ok", latency: 0.3}}
+    limits: {max_concurrency: 1, max_wait: 5}
+    price: {input: PRICE, output: 1}
+"""
+
+
+async def test_a_concurrency_limit_holds_across_a_reload_that_keeps_it(
+    write_config: Write,
+) -> None:
+    # A hot reload builds the config again with the same resources (`LiveConfig`). A price
+    # edited, the limit kept: requests still running on the old build hold their slots, and
+    # measured through the gateway, a provider limited to 2 at once had 4 after a reload.
+    from modelyard.config.resources import Resources
+
+    resources = Resources()
+    old = build(load_config(write_config(SLOW_ONE_AT_A_TIME.replace("PRICE", "1"))), resources)
+    new = build(load_config(write_config(SLOW_ONE_AT_A_TIME.replace("PRICE", "2"))), resources)
+    started = time.perf_counter()
+    await asyncio.gather(
+        old.models["slow"].complete(user("a")), new.models["slow"].complete(user("b"))
+    )
+    assert time.perf_counter() - started >= 0.55  # one after the other, not side by side

@@ -337,7 +337,8 @@ def _with_embedders(
         disabled_providers=disabled_providers(loaded),
     )
     context.resilience = resilience or Resilience(
-        store=live_store(loaded.config.state, loaded.base_dir, context.resources)
+        store=live_store(loaded.config.state, loaded.base_dir, context.resources),
+        resources=context.resources,
     )
     for name, provider in context.disabled_providers.items():
         context.notes.append(f"provider {name!r} is disabled: {provider}")

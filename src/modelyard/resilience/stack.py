@@ -47,6 +47,7 @@ from modelyard.state.memory import MemoryStore
 
 if TYPE_CHECKING:
     from modelyard.config.build import BuildContext
+    from modelyard.config.resources import Resources
 
 Substitute = Callable[[str, ModelInfo, ProviderSpec], Model | None]
 """Builds a stand-in for a hosted model (name, info, provider), or None for the real one."""
@@ -64,10 +65,13 @@ class Resilience:
         store: StateStore | None = None,
         time_scale: float = 1.0,
         substitute: Substitute | None = None,
+        resources: Resources | None = None,
     ) -> None:
         self.store = store or MemoryStore()
         self.time_scale = time_scale
         self.substitute = substitute
+        self.resources = resources
+        """What outlives this build (a hot reload's next one): limiters are kept there."""
         self.health = HealthRegistry()
         self._limiters: dict[str, Limiter] = {}
         self._budgets: dict[str, RetryBudget] = {}
@@ -84,7 +88,18 @@ class Resilience:
         """The limiter of `scope`, made on first use."""
         if scope not in self._limiters:
             limits = RateLimits.from_spec(spec, self.time_scale)
-            self._limiters[scope] = Limiter(scope, limits, self.store)
+
+            def make() -> Limiter:
+                return Limiter(scope, limits, self.store)
+
+            if self.resources is None:
+                self._limiters[scope] = make()
+            else:
+                # One limiter across hot reloads while its limits stay the same: calls still
+                # running on the old config keep holding their concurrency slots, and a hold
+                # the provider asked for (Retry-After) is not forgotten.
+                key = f"limiter|{scope}|{limits!r}|{id(self.store)}"
+                self._limiters[scope] = self.resources.service(key, make)
         return self._limiters[scope]
 
     def budget(self, key: str, spec: RetryBudgetSpec) -> RetryBudget:
