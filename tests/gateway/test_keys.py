@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -227,6 +228,25 @@ def test_key_budget_refuses_once_spend_could_pass_it(serve_gateway: Callable[...
     worst = cost_bound(running.app.live.current.models["strong"], request)
     assert spent + worst > 0.002
     assert spent > 0.002 - 2 * worst
+
+
+def test_a_keys_own_budget_alerts_at_its_thresholds_and_when_reached(
+    serve_gateway: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Configured budgets alert at 50/80/100 % and when they refuse; a key's own budget
+    # (`keys create --budget`) refused its requests without a word to the operator.
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="capped", budget=0.002)
+    client = openai.OpenAI(base_url=running.openai_url, api_key=str(key["key"]), max_retries=0)
+    with contextlib.suppress(openai.RateLimitError):
+        for _ in range(50):
+            client.chat.completions.create(
+                model="strong", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+            )
+    alerts = [r.getMessage() for r in caplog.records if r.name == "modelyard.alerts"]
+    own = [a for a in alerts if f"budget virtual-key (key {key['id']}" in a]
+    assert any("[budget_threshold]" in a and "passed 50%" in a for a in own), alerts
+    assert any("[budget_reached]" in a for a in own), alerts
 
 
 def test_budget_refusals_give_back_the_keys_concurrency_slot(

@@ -20,6 +20,7 @@ from modelyard.config.nodes import FallbackSpec, NodeSpec
 from modelyard.config.references import check_references, disabled_providers
 from modelyard.config.resources import Resources
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
+from modelyard.cost.alerts import AlertHub
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
 from modelyard.model import Capabilities, Embedder, Model, ModelInfo
@@ -71,6 +72,8 @@ class BuildContext:
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
     resilience: Resilience = field(default_factory=Resilience)
+    alerts: AlertHub | None = None
+    """Where this config's alerts go (log, webhook, ledger), once its operations are built."""
 
     def error(self, loc: Loc, message: str) -> ConfigError:
         """A ConfigError at `loc`."""
@@ -278,6 +281,8 @@ class Built:
     """Every circuit this config built (`modelyard health`, the gateway's /readyz)."""
     warnings: list[str] = field(default_factory=list)
     """Things that work but deserve attention (a model id that is a movable alias)."""
+    alerts: AlertHub | None = None
+    """Where this config's alerts go: also the gateway's, for each virtual key's own budget."""
 
 
 def build(
@@ -314,6 +319,7 @@ def build(
         embedder_entries={**context.embedders, **context.embedder_entries},
         health=context.resilience.health,
         warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
+        alerts=context.alerts,
     )
 
 

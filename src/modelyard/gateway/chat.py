@@ -152,7 +152,9 @@ class ChatEndpoints:
         try:
             if key.budget is not None:
                 bound = embedder.info.price.worst_case_embedding(request)
-                outcome.holds = await self.key_limits.reserve(key, request, target, bound)
+                outcome.holds = await self.key_limits.reserve(
+                    key, request, target, bound, yard.built.alerts
+                )
             try:
                 with caller_trace(call, yard):
                     response = await embedder.embed(request)
@@ -210,7 +212,7 @@ class ChatEndpoints:
         try:  # from here on, the key's slot and budget hold are given back however it ends
             if key.budget is not None:
                 outcome.holds = await self.key_limits.reserve(
-                    key, request, target, cost_bound(model, request)
+                    key, request, target, cost_bound(model, request), yard.built.alerts
                 )
             with caller_trace(call, yard), request_scope.entered(outcome.scope):
                 if outcome.stream:

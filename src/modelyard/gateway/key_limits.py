@@ -3,6 +3,7 @@ slots and its own monthly budget (`keys create --rpm/--max-concurrency/--budget`
 
 from __future__ import annotations
 
+from modelyard.cost.alerts import AlertHub
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Hold, key_budget
 from modelyard.cost.budget_leases import LeaseKeeper
@@ -24,6 +25,8 @@ class KeyLimits:
         """Each key's own budget (spend, persisted with the embedded default)."""
         self.leases: LeaseKeeper | None = None
         """The keeper of `spend`'s leases in this process (the configured budgets' too)."""
+        self.alerts: AlertHub | None = None
+        """Where the config serving the last reservation sends its alerts (`reserve`)."""
         self._book: BudgetBook | None = None
         self._per_key: dict[str, int] = {}
 
@@ -35,8 +38,9 @@ class KeyLimits:
             book is None
             or book.store is not self.spend
             or (self.leases is not None and book.leases is not self.leases)
+            or book.alerts is not self.alerts
         ):
-            book = self._book = BudgetBook(self.spend, leases=self.leases)
+            book = self._book = BudgetBook(self.spend, leases=self.leases, alerts=self.alerts)
         return book
 
     async def check_rate(self, key: VirtualKey) -> None:
@@ -83,10 +87,13 @@ class KeyLimits:
         request: ChatRequest | EmbeddingRequest,
         target: str,
         worst_case: float,
+        alerts: AlertHub | None = None,
     ) -> list[Hold]:
         """Reserve the request's worst case against the key's own budget (`keys create
-        --budget`), like any configured budget: refused only if it could really pass it."""
+        --budget`), like any configured budget: refused only if it could really pass it, and
+        alerting through `alerts` (the serving config's) as it does."""
         assert key.budget is not None
+        self.alerts = alerts
         holds = self.book.holds([key_budget(key.id, key.budget)], request, target, worst_case)
         try:
             refusal = await self.book.reserve(
