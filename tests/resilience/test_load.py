@@ -351,3 +351,16 @@ def test_a_spend_cap_below_one_requests_worst_case_says_so_and_what_it_is(
     bound = cost_bound(load_for_evaluation(config).get("main"), user("hello"))
     said = " ".join(result.output.split())
     assert "--max-cost 1e-09 does not cover one request" in said and f"${bound:.6f}" in said
+
+
+def test_a_run_where_nothing_was_answered_says_its_cost_figures_measure_nothing(
+    write_config: Write, tmp_path: Path
+) -> None:
+    # Every request failed for free: "$0.00 a day, 0%" of each budget would read as a cheap
+    # system, not as one that never answered.
+    config = write_config(_system(0.0))
+    args = ["load", str(config), "flaky", "--data", str(_labelled(tmp_path)), "--rate", "200"]
+    result = CliRunner().invoke(app, [*args, "--requests", "4"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "nothing was answered: the cost and the budget projections below count no answer" in said

@@ -58,6 +58,11 @@ def _print(report: LoadReport, daily: int) -> None:
         console.print(f"[red]{failed} failed[/] ({escape(kinds)})")
     by = ", ".join(f"{name} x{n}" for name, n in report.answered_by.most_common())
     console.print(f"answered by: {escape(by) or '-'}")
+    if not report.answered_by:
+        console.print(
+            "[yellow]nothing was answered: the cost and the budget projections below count no "
+            "answer, only what the failures cost[/]"
+        )
     each = report.cost_per_request
     table = Table(title=f"cost: ${report.cost:.6f} in all, ${each:.8f} a request")
     for column in ("model", "USD in the run", "USD a request", f"USD a day at {daily:,}/day"):
