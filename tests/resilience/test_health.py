@@ -66,3 +66,47 @@ def test_health_names_the_models_disabled_for_want_of_a_key(write_config: Write)
     )
     plain = CliRunner().invoke(app, ["health", str(write_config(text))])
     assert "no circuits: every hosted model is disabled" in plain.stdout
+
+
+def test_health_shows_the_circuits_of_the_gateway_serving_the_config(tmp_path: Path) -> None:
+    # With the default state (SQLite), circuits are counted in each serving process's memory:
+    # read from a fresh process, the command printed every circuit closed, exit 0, while the
+    # gateway had `broken` open. It asks the gateway at the config's address instead.
+    import subprocess
+    import sys
+    import time
+
+    import httpx2
+
+    from tests.fakes.server import free_port
+
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        CONFIG + "systems:\n  main: {type: fallback, chain: [broken, fine]}\n"
+        f"gateway: {{port: {port}}}\n"
+    )
+    modelyard_cli = str(Path(sys.executable).parent / "modelyard")
+    process = subprocess.Popen(
+        [modelyard_cli, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx2.TransportError):
+                if httpx2.get(url + "/healthz").status_code == 200:
+                    break
+            assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(3):
+            assert httpx2.post(url + "/v1/chat/completions", json=body).status_code == 200
+        result = CliRunner().invoke(app, ["health", str(config)], env={"COLUMNS": "200"})
+    finally:
+        process.kill()
+        process.wait(10)
+    assert result.exit_code == 1, result.output
+    assert f"the gateway serving it at {url}" in " ".join(result.output.split())
+    (row,) = [line for line in result.output.splitlines() if "model:broken" in line]
+    assert "open" in row

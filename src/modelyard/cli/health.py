@@ -7,20 +7,21 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import aiohttp
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from modelyard.cli.app import app, console, guarded
 from modelyard.errors import ModelError
-from modelyard.resilience.breaker import CircuitState
-from modelyard.resilience.health import HealthReport
 from modelyard.types import user
 from modelyard.yard import Yard, load
 
-_STYLE = {CircuitState.CLOSED: "green", CircuitState.HALF_OPEN: "yellow", CircuitState.OPEN: "red"}
+_STYLE = {"closed": "green", "half-open": "yellow", "open": "red"}
+_SHARED = ("redis", "postgres")
+"""State backends whose circuits every process sees; the others count them per process."""
 
 
 async def _probe(yard: Yard) -> list[tuple[str, str, float]]:
@@ -37,14 +38,37 @@ async def _probe(yard: Yard) -> list[tuple[str, str, float]]:
     return results
 
 
-async def _check(yard: Yard, probe: bool) -> tuple[list[tuple[str, str, float]], HealthReport]:
+async def _check(yard: Yard, probe: bool) -> tuple[list[tuple[str, str, float]], dict[str, Any]]:
     for note in yard.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     try:
         probes = await _probe(yard) if probe else []
-        return probes, await yard.health()
+        return probes, (await yard.health()).to_dict()
     finally:
         await yard.aclose()
+
+
+def _gateway_url(yard: Yard) -> str:
+    """Where a gateway serving this config listens (a wildcard address is asked on loopback)."""
+    spec = yard.loaded.config.gateway
+    host = "127.0.0.1" if spec.host in ("0.0.0.0", "::", "") else spec.host
+    return f"http://{host}:{spec.port}"
+
+
+async def _served(yard: Yard, url: str) -> dict[str, Any] | None:
+    """The circuits the gateway at `url` reports (its /readyz), when it serves this config."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session,
+            session.get(f"{url}/readyz") as reply,  # a 503 (draining) still has its body
+        ):
+            body = json.loads(await reply.read())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None  # nothing listens there, or not a gateway
+    if not isinstance(body, dict) or body.get("config") != str(yard.loaded.path.resolve()):
+        return None  # a gateway serving another config
+    health = body.get("health")
+    return health if isinstance(health, dict) else None
 
 
 def _when(epoch: float | None) -> str:
@@ -61,42 +85,59 @@ def health(
 ) -> None:
     """Show each circuit breaker: closed, open or half-open, failure rate, last error.
 
-    State comes from the configured store, so a shared store (Redis) shows what the running
-    replicas see; an in-memory one starts closed.
+    With a shared state store (Redis, PostgreSQL) the circuits are those every replica sees.
+    With the default (SQLite) or memory, each process counts its own: the circuits shown are
+    those of the gateway serving this config at its configured address, when one answers there
+    (without --probe), else this command's own, fresh.
     """
 
-    def run() -> tuple[list[tuple[str, str, float]], HealthReport, dict[str, str]]:
+    def run() -> tuple[list[tuple[str, str, float]], dict[str, Any], dict[str, str], str]:
         yard = load(config)
         disabled = dict(yard.built.disabled)  # models that cannot answer: no circuit shows them
-        return (*asyncio.run(_check(yard, probe)), disabled)
+        source = "the state store"
+        if yard.loaded.config.state.backend not in _SHARED and not probe:
+            url = _gateway_url(yard)
+            served = asyncio.run(_served(yard, url))
+            if served is not None:
+                asyncio.run(yard.aclose())
+                return [], served, disabled, f"the gateway serving it at {url}"
+            source = (
+                f"this command's own, fresh: state.backend {yard.loaded.config.state.backend} "
+                "keeps circuits in each serving process, and no gateway serving this config "
+                f"answered at {url}/readyz"
+            )
+        elif probe and yard.loaded.config.state.backend not in _SHARED:
+            source = "this command's own, after its probes"
+        return (*asyncio.run(_check(yard, probe)), disabled, source)
 
-    probes, report, disabled = guarded(run)
+    probes, report, disabled, source = guarded(run)
     if as_json:
-        out = {**report.to_dict(), "disabled": disabled}
+        out = {**report, "disabled": disabled, "source": source}
         console.print(json.dumps(out, indent=2), markup=False)
     else:
         for name, outcome, seconds in probes:
             console.print(f"probe {name}: {outcome} ({seconds * 1000:.0f} ms)", markup=False)
-        table = Table(title=f"circuits in {config}")
+        table = Table(title=f"circuits in {config}, as {source}")
         for column in ("circuit", "state", "failure rate", "calls", "opened", "last error"):
             table.add_column(column)
-        for c in report.circuits:
+        for c in report["circuits"]:
+            state = str(c["state"])
             table.add_row(
-                c.scope,
-                f"[{_STYLE[c.state]}]{c.state}[/]",
-                f"{c.failure_rate:.0%}",
-                str(c.calls),
-                _when(c.opened_at),
-                escape(c.last_error or ""),
+                escape(str(c["scope"])),
+                f"[{_STYLE.get(state, 'red')}]{state}[/]",
+                f"{c['failure_rate']:.0%}",
+                str(c["calls"]),
+                _when(c["opened_at"]),
+                escape(c["last_error"] or ""),
             )
         console.print(table)
         for name, why in sorted(disabled.items()):
             console.print(f"[red]disabled[/] {escape(name)}: {escape(why)}")
-        if not report.circuits:
+        if not report["circuits"]:
             console.print(
                 "no circuits: every hosted model is disabled (above)"
                 if disabled
                 else "no circuits: the config has no hosted models or configured breakers"
             )
-    if not report.healthy:
+    if not report["healthy"]:
         raise typer.Exit(1)
