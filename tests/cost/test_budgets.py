@@ -224,6 +224,8 @@ async def test_threshold_alerts_fire_once_each_per_window() -> None:
     kinds = [(a.kind, a.threshold) for a in alerts]
     assert [k for k, _ in kinds].count("budget_threshold") == 3
     assert [k for k, _ in kinds].count("budget_reached") == 1
+    # A webhook routes alerts by budget without parsing their text: each one names it.
+    assert all(a.details["budget"] == "total" and a.details["subject"] == "all" for a in alerts)
 
 
 async def test_nothing_in_flight_reports_exactly_nothing_reserved() -> None:

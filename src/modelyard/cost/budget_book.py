@@ -51,6 +51,17 @@ def _from_now(hold: Hold, *, embedding: bool) -> str:
     return f"{now}; one {call}'s worst case alone is above the limit: raise it, or {smaller}"
 
 
+def _naming(hold: Hold) -> dict[str, str]:
+    """What a budget alert's `details` say it is about, for a webhook to route it by."""
+    budget = hold.budget
+    return {
+        "budget": budget.name,
+        "scope": budget.scope,
+        "subject": hold.subject,
+        "window": f"{budget.window} {hold.period.id}",
+    }
+
+
 def now_utc() -> datetime:
     """The wall clock in UTC (budget windows are calendar windows)."""
     return datetime.now(UTC)
@@ -147,6 +158,7 @@ class BudgetBook:
                 + _from_now(hold, embedding=embedding),
                 value=used,
                 threshold=budget.limit,
+                details=_naming(hold),
             ),
         )
         return Refusal(hold=hold, used=used, embedding=embedding)
@@ -197,7 +209,7 @@ class BudgetBook:
                         f"${usd(after)} settled{over}",
                         value=after,
                         threshold=mark,
-                        details={"budget": hold.budget.name, "fraction": fraction},
+                        details={**_naming(hold), "fraction": fraction},
                     ),
                 )
 
