@@ -161,6 +161,33 @@ async def test_block_error_names_the_budget_and_the_amounts() -> None:
     assert "may cost up to $" in str(caught.value)
 
 
+async def test_a_refusal_by_settled_spend_says_it_lasts_until_the_window_ends() -> None:
+    book = BudgetBook(MemoryStore())
+    request = question()
+    model = guard(priced(), book, total(3 * worst(request)))
+    with pytest.raises(BudgetExceededError) as caught:
+        for _ in range(100):  # one at a time: nothing is in flight when it refuses
+            await model.complete(request)
+    period = period_of("day", datetime.now(UTC))
+    assert period is not None and caught.value.retry_after is not None
+    assert caught.value.retry_after == pytest.approx(period.ends_in, abs=5)
+    assert "what is spent leaves no room for it until the window ends in" in str(caught.value)
+
+
+async def test_a_refusal_by_requests_in_flight_says_a_retry_may_fit() -> None:
+    book = BudgetBook(MemoryStore())
+    request = question()
+    model = guard(priced(latency=0.2), book, total(1.5 * worst(request)))
+    first = asyncio.create_task(model.complete(request))
+    await asyncio.sleep(0.05)  # its worst case is reserved
+    with pytest.raises(BudgetExceededError) as caught:
+        await model.complete(request)
+    assert caught.value.retry_after is None  # no wait to name: it is given back as it ends
+    assert "reserved by requests in flight, given back as they end" in str(caught.value)
+    await first
+    assert (await model.complete(request)).cost > 0  # and then it fits
+
+
 async def test_a_model_over_its_budget_is_skipped_by_a_fallback() -> None:
     book = BudgetBook(MemoryStore())
     dear = guard(

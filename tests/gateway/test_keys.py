@@ -222,6 +222,9 @@ def test_key_budget_refuses_once_spend_could_pass_it(serve_gateway: Callable[...
             break
     assert refused is not None, "the key's budget never refused"
     assert refused.body["type"] == "budget_exceeded"  # type: ignore[index]
+    # spent for the month: the SDKs are told when it frees and not to retry into it
+    assert refused.response.headers["x-should-retry"] == "false"
+    assert int(refused.response.headers["retry-after"]) > 60
     assert spent <= 0.002
     # Refused only when the request's worst case could really pass what is left.
     request = ChatRequest(messages=(Message(role="user", content="hi"),), max_tokens=20)

@@ -161,7 +161,10 @@ class BudgetBook:
                 details=_naming(hold),
             ),
         )
-        return Refusal(hold=hold, used=used, embedding=embedding)
+        # Which part blocks says whether a retry can help: settled spend stays until the window
+        # ends; reservations of requests in flight are given back within seconds.
+        spent = await self.store.counter(hold.spent_key)
+        return Refusal(hold=hold, used=used, spent=spent, embedding=embedding)
 
     async def settle(self, holds: Sequence[Hold], actual: float) -> None:
         """Replace each hold's reservation by `actual`, and alert on thresholds crossed."""

@@ -152,8 +152,16 @@ class Refusal:
 
     hold: Hold
     used: float
+    spent: float = 0.0
+    """Of `used`, what is settled (the rest is reserved by requests in flight)."""
     embedding: bool = False
     """Whether the refused call is an embedding call, which no budget downgrades."""
+
+    @property
+    def until_window_ends(self) -> bool:
+        """Whether settled spend alone leaves no room for this call: then nothing frees any
+        before the budget's window ends, where reservations are given back as requests end."""
+        return self.spent + self.hold.amount > self.hold.budget.limit
 
     def error(self, node: str) -> BudgetExceededError:
         """The error a blocked request gets."""
@@ -165,12 +173,25 @@ class Refusal:
             if self.embedding and budget.downgrade_to
             else ""
         )
+        lasting = self.until_window_ends
+        if self.hold.amount > budget.limit:
+            when = "; its worst case alone is above the limit: lower max_tokens or raise it"
+        elif lasting:
+            ends = _duration(self.hold.period.ends_in)
+            when = f"; what is spent leaves no room for it until the window ends in {ends}"
+        else:
+            when = (
+                f"; ${usd(self.used - self.spent)} of that is reserved by requests in flight, "
+                "given back as they end: a retry may fit"
+            )
         return BudgetExceededError(
             f"{self.hold.describe()} would be passed: ${usd(self.used)} of ${usd(budget.limit)} "
-            f"is spent or reserved and this {call} may cost up to ${usd(self.hold.amount)}{why}",
+            f"is spent or reserved and this {call} may cost up to ${usd(self.hold.amount)}"
+            f"{when}{why}",
             model=node,
             code=budget.name,
             retryable=False,
+            retry_after=self.hold.period.ends_in if lasting else None,
         )
 
 
@@ -195,3 +216,14 @@ def key_budget(key_id: str, limit: float) -> Budget:
 def budgets_from_specs(specs: Sequence[BudgetSpec]) -> list[Budget]:
     """The budgets of a config."""
     return [Budget.from_spec(spec) for spec in specs]
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` as a person reads a wait: 40 s, 12 min, 5.5 h, 3 days."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"

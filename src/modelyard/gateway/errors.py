@@ -67,7 +67,13 @@ def from_model_error(exc: ModelError) -> ApiError:
     if isinstance(exc, BadRequestError):
         return ApiError(400, message, "invalid_request_error", exc.code or "invalid_request")
     if isinstance(exc, BudgetExceededError):
-        return ApiError(429, message, "budget_exceeded", exc.code or "budget_exceeded")
+        if exc.retry_after is not None:  # spent until the window ends: say when, and past a
+            # minute tell the SDKs not to retry (they would, twice, into the same refusal)
+            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+            if exc.retry_after > 60:
+                headers["x-should-retry"] = "false"
+        code = exc.code or "budget_exceeded"
+        return ApiError(429, message, "budget_exceeded", code, headers=headers)
     if isinstance(exc, RateLimitedError):
         if exc.retry_after is not None:
             headers["retry-after"] = str(max(1, round(exc.retry_after)))
