@@ -256,6 +256,8 @@ def _stop(raw: Any) -> tuple[str, ...]:
 def end_user(body: dict[str, Any], metadata: dict[str, str]) -> dict[str, str]:
     """`metadata` with the end user the request names, which routing rules can match: `user`,
     or `safety_identifier`, the name OpenAI's SDK now asks for instead."""
+    if "user" not in body and "safety_identifier" not in body:  # most requests name neither
+        return metadata
     named = {key: optional_str(body, key) for key in ("user", "safety_identifier")}
     return {**metadata, **{key: value for key, value in named.items() if value}}
 
