@@ -30,7 +30,7 @@ def ordinal(n: int) -> str:
 
 
 def unwrap(model: Model) -> Model:
-    """The node under wrappers that keep its name (retry, breaker, limits, deadline)."""
+    """The node under wrappers that keep its name (retry, breaker, limits, deadline, meter)."""
     inner = model
     while len(inner.children) == 1 and inner.children[0].name == inner.name:
         inner = inner.children[0]

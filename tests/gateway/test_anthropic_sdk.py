@@ -10,6 +10,8 @@ import pytest
 from anthropic.types import ModelInfo
 from tests.gateway.conftest import Running
 
+from modelyard.topology import unwrap
+
 
 def client(running: Running) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=running.url, api_key="anything", max_retries=0)
@@ -60,7 +62,7 @@ def test_tool_results_become_tool_messages(serve_gateway: Callable[..., Running]
             },
         ],
     )
-    request = running.app.live.current.models["strong"].calls[-1]  # type: ignore[attr-defined]
+    request = unwrap(running.app.live.current.models["strong"]).calls[-1]  # type: ignore[attr-defined]
     roles = [m.role for m in request.messages]
     assert roles == ["user", "assistant", "tool"]
     assert request.messages[1].tool_calls[0].arguments == '{"order":7}'

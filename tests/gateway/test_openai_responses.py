@@ -19,6 +19,7 @@ from tests.gateway.test_keys import ADMIN, create_key
 from modelyard.errors import BadResponseError
 from modelyard.gateway import responses_api, responses_render
 from modelyard.gateway.errors import ApiError
+from modelyard.topology import unwrap
 from modelyard.types import Chunk, ToolCallDelta
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
@@ -79,7 +80,7 @@ def test_a_text_answer_through_a_system(serve_gateway: Callable[..., Running]) -
     assert float(raw.headers["x-modelyard-cost"]) == pytest.approx(
         (response.usage.input_tokens * 1.0 + response.usage.output_tokens * 2.0) / 1e6
     )
-    calls = running.app.live.current.models["cheap"].calls  # type: ignore[attr-defined]
+    calls = unwrap(running.app.live.current.models["cheap"]).calls  # type: ignore[attr-defined]
     assert calls[-1].system == "be brief" and calls[-1].max_tokens == 50
 
 
@@ -97,7 +98,7 @@ def test_input_items_become_the_conversation(serve_gateway: Callable[..., Runnin
         temperature=0.3,
         metadata={"team": "support"},
     )
-    request = running.app.live.current.models["strong"].calls[-1]  # type: ignore[attr-defined]
+    request = unwrap(running.app.live.current.models["strong"]).calls[-1]  # type: ignore[attr-defined]
     assert request.system == "be brief\n\nand kind"
     assert [(m.role, m.text) for m in request.messages] == [
         ("user", "hello"),

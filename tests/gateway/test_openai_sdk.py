@@ -10,6 +10,8 @@ import openai
 import pytest
 from tests.gateway.conftest import Running
 
+from modelyard.topology import unwrap
+
 
 def client(running: Running, key: str = "anything") -> openai.OpenAI:
     return openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
@@ -61,7 +63,7 @@ def test_system_messages_and_params_reach_the_model(serve_gateway: Callable[...,
         n=2,
     )
     assert [c.message.content for c in completion.choices] == ["the strong answer"] * 2
-    calls = running.app.live.current.models["strong"].calls  # type: ignore[attr-defined]
+    calls = unwrap(running.app.live.current.models["strong"]).calls  # type: ignore[attr-defined]
     assert calls[-1].system == "be brief\n\nand kind"
     assert (calls[-1].temperature, calls[-1].max_tokens, calls[-1].seed, calls[-1].n) == (
         0.2,
@@ -81,7 +83,7 @@ def test_the_end_user_is_named_by_user_or_by_safety_identifier_its_newer_name(
     client(running).chat.completions.create(model="strong", messages=ask, safety_identifier="u-2")
     answer = client(running).responses.create(model="strong", input="hi", safety_identifier="u-3")
     assert answer.safety_identifier == "u-3"
-    calls = running.app.live.current.models["strong"].calls  # type: ignore[attr-defined]
+    calls = unwrap(running.app.live.current.models["strong"]).calls  # type: ignore[attr-defined]
     assert [dict(c.metadata) for c in calls[-3:]] == [
         {"user": "u-1"},
         {"safety_identifier": "u-2"},

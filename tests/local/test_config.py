@@ -15,6 +15,7 @@ from modelyard.local.classifier import ClassifierModel
 from modelyard.local.minilm import MiniLMEmbedder
 from modelyard.local.retriever import RetrieverModel
 from modelyard.local.runtime import package_file
+from modelyard.topology import unwrap
 from modelyard.yard import load
 
 from .conftest import DATA
@@ -46,7 +47,7 @@ models:
     local: {type: classifier, embedder: mini, method: logistic, examples_file: intents.jsonl}
 """
     )
-    model = load(path).models["intent"]
+    model = unwrap(load(path).models["intent"])
     assert isinstance(model, ClassifierModel)
     assert set(model.labels) == {"refund", "password", "shipping", "bug", "cancel"}
     assert model.trained is not None
@@ -63,7 +64,7 @@ models:
     )
     resources = Resources()
     first, second = load(path, resources=resources), load(path, resources=resources)
-    one, two = first.models["intent"], second.models["intent"]
+    one, two = unwrap(first.models["intent"]), unwrap(second.models["intent"])
     assert isinstance(one, ClassifierModel) and isinstance(two, ClassifierModel)
     assert one.trained is two.trained
     embedders = first.embedders["mini"], second.embedders["mini"]
@@ -181,7 +182,7 @@ models:
     local: {type: retriever, embedder: hash, knowledge_base: kb.jsonl}
 """
     )
-    model = load(path).models["faq"]
+    model = unwrap(load(path).models["faq"])
     assert isinstance(model, RetrieverModel)
     assert model.index is None
 

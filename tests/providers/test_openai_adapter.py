@@ -38,6 +38,7 @@ from modelyard.errors import (
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.remote import RemoteModel
 from modelyard.streaming import collect
+from modelyard.topology import unwrap
 from modelyard.types import (
     ChatRequest,
     Chunk,
@@ -263,7 +264,7 @@ async def test_stream_with_partial_usage_keeps_the_answer_and_estimates_what_is_
 
 
 async def test_rate_limit_headers_reach_listeners(yard: Yard) -> None:
-    model = yard.models["mini"]
+    model = unwrap(yard.models["mini"])
     assert isinstance(model, RemoteModel)
     seen: list[RateLimitInfo] = []
     model.rate_limit_listeners.append(seen.append)
@@ -728,7 +729,7 @@ async def test_finished_streams_reuse_one_pooled_connection(yard: Yard, fake: Fa
     fake.always(Fault(chunk_delay=0.01))
     for _ in range(3):
         await collect(yard.models["mini"].stream(user("hello")))
-    connector = yard.models["mini"].client._session.connector  # type: ignore[attr-defined]
+    connector = unwrap(yard.models["mini"]).client._session.connector  # type: ignore[attr-defined]
     assert connector is not None
     idle = sum(len(conns) for conns in connector._conns.values())
     assert idle == 1  # each stream gave its connection back; none was dropped and reopened

@@ -13,6 +13,7 @@ import pytest
 from modelyard.config.build import Built, build
 from modelyard.config.loader import load_config
 from modelyard.config.schema import ProviderSpec
+from modelyard.cost.metering import Metered
 from modelyard.errors import ConfigError, ModelTimeoutError
 from modelyard.model import Model, ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
@@ -67,15 +68,25 @@ def layers(model: Model) -> list[type]:
 
 def test_hosted_models_get_retry_breaker_and_limits_by_default(write_config: Write) -> None:
     models = built(write_config(HOSTED)).models
-    assert layers(models["big"]) == [RetryModel, BreakerModel, RateLimitModel, ScriptedModel]
-    assert layers(models["canned"]) == [ScriptedModel]
+    assert layers(models["big"]) == [
+        RetryModel,
+        BreakerModel,
+        RateLimitModel,
+        Metered,
+        ScriptedModel,
+    ]
+    assert layers(models["canned"]) == [Metered, ScriptedModel]
 
 
 def test_defaults_can_be_turned_off(write_config: Write) -> None:
     text = HOSTED.replace(
         "id: big-1", "id: big-1\n    retry: {attempts: 0}\n    breaker: {enabled: false}"
     )
-    assert layers(built(write_config(text)).models["big"]) == [RateLimitModel, ScriptedModel]
+    assert layers(built(write_config(text)).models["big"]) == [
+        RateLimitModel,
+        Metered,
+        ScriptedModel,
+    ]
 
 
 def test_local_models_get_what_is_configured(write_config: Write) -> None:
@@ -83,7 +94,11 @@ def test_local_models_get_what_is_configured(write_config: Write) -> None:
         'local: {type: fake, default: "canned"}',
         'local: {type: fake, default: "canned"}\n    retry: {attempts: 1}',
     )
-    assert layers(built(write_config(text)).models["canned"]) == [RetryModel, ScriptedModel]
+    assert layers(built(write_config(text)).models["canned"]) == [
+        RetryModel,
+        Metered,
+        ScriptedModel,
+    ]
 
 
 async def test_fallbacks_shorthand_answers_from_the_fallback(write_config: Write) -> None:
@@ -124,7 +139,7 @@ def test_per_provider_breaker_is_one_circuit_for_all_its_models(write_config: Wr
 def test_provider_settings_can_turn_every_default_off(write_config: Write) -> None:
     bare = "retry: {attempts: 0}, breaker: {enabled: false}, limits: {learn: false}"
     text = HOSTED.replace("api_key: sk-test-123456}", f"api_key: sk-test-123456, {bare}}}")
-    assert layers(built(write_config(text)).models["big"]) == [ScriptedModel]
+    assert layers(built(write_config(text)).models["big"]) == [Metered, ScriptedModel]
 
 
 async def test_a_node_deadline_abandons_a_slow_member(write_config: Write) -> None:

@@ -74,22 +74,35 @@ def partial_usage(
 
 
 def partial_cost(
-    model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool = True
+    model: Model,
+    request: ChatRequest,
+    output_chars: int = 0,
+    *,
+    sent: bool = True,
+    spent: float = 0.0,
 ) -> float:
     """An estimate of what an interrupted call spent: its `partial_usage` at the dearest prices
     under `model` (the provider bills what it generated, which we may not have seen all of, so
-    lean high). Nothing for a call that was never `sent`."""
-    return _dearest(model, partial_usage(request, output_chars, sent=sent))
+    lean high), nothing for a call that was never `sent`; plus `spent`, what the calls under it
+    that had finished were billed (`Dispatch.spent`, `RequestScope.spent`)."""
+    return spent + _dearest(model, partial_usage(request, output_chars, sent=sent))
 
 
 def charge_partial(
-    error: ModelError, model: Model, request: ChatRequest, output_chars: int = 0, *, sent: bool
+    error: ModelError,
+    model: Model,
+    request: ChatRequest,
+    output_chars: int = 0,
+    *,
+    sent: bool,
+    spent: float = 0.0,
 ) -> ModelError:
-    """`error` (for an interrupted call) carrying its `partial_usage` and `partial_cost`, so a
-    record shows the estimated tokens beside the estimated cost; its record, if it has one,
-    carries that cost too (a pattern adds up its children's records, the ledger its leaves)."""
+    """`error` (for an interrupted call) carrying its `partial_usage` and `partial_cost` (with
+    `spent`), so a record shows the estimated tokens beside the estimated cost; its record, if
+    it has one, carries that cost too (a pattern adds up its children's records, the ledger its
+    leaves). The tokens are the cut call's: those `spent` paid for are not known here."""
     error.usage = partial_usage(request, output_chars, sent=sent)
-    error.cost = _dearest(model, error.usage)
+    error.cost = spent + _dearest(model, error.usage)
     if error.decision is not None and error.decision.cost != error.cost:
         error.decision = replace(error.decision, cost=error.cost)
     return error

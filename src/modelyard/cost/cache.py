@@ -33,6 +33,7 @@ from modelyard.cost.cache_codec import UnreadableEntry, VectorEntry, pack_vector
 from modelyard.cost.cache_keys import details, exact_key, semantic_scope
 from modelyard.cost.cache_store import CacheBackend
 from modelyard.cost.decoration import Decoration
+from modelyard.cost.metering import embed
 from modelyard.model import Embedder, Model, elapsed_ms
 from modelyard.streaming import response_chunks
 from modelyard.types import (
@@ -231,8 +232,9 @@ class Cached(Decoration):
 
     async def _embed(self, request: ChatRequest) -> tuple[np.ndarray, float]:
         assert self.semantic is not None
-        result = await self.semantic.embedder.embed(
-            EmbeddingRequest(inputs=(request.last_user_text,), key_id=request.key_id)
+        result = await embed(
+            self.semantic.embedder,
+            EmbeddingRequest(inputs=(request.last_user_text,), key_id=request.key_id),
         )
         vector = np.asarray(result.vectors[0], dtype=np.float32)
         norm = float(np.linalg.norm(vector)) or 1.0

@@ -1,4 +1,5 @@
-"""Whether a call was sent: what decides the cost of a call abandoned before its answer.
+"""What a call did so far: whether it was sent, and what the calls under it that finished were
+billed. Together they decide the cost of a call abandoned before its answer.
 
 A provider bills the input of a request it received, answered or not; a request still waiting
 for a rate-limit slot, a concurrency slot, a pooled connection or a local model's worker was
@@ -7,6 +8,10 @@ written, a local model once its job starts) calls `mark_sent()`. It marks every 
 call runs under — the innermost a wrapper opened with `watching()`, then each one around it —
 and the request's scope, so a budget guard, a deadline or an ensemble that abandons a call asks
 its own `Dispatch` whether to charge the estimate (`cost.bounds.partial_cost`) or nothing.
+
+A call that abandons is often a pattern whose own calls have finished (a cascade past its first
+stage): what those were billed is `Dispatch.spent`, which `charge()` adds to as each billed call
+finishes (`cost.metering`), so the abandoned call costs that plus the estimate.
 
 Held in a `ContextVar`, like the request scope: it follows a call into the tasks its patterns
 spawn (an ensemble's members), and a stream's step sees it when its consumer re-enters it.
@@ -20,12 +25,14 @@ from modelyard.cost import scope as request_scope
 
 
 class Dispatch:
-    """One watched call: `sent` once any model call under it reached its provider."""
+    """One watched call: `sent` once any model call under it reached its provider, `spent` what
+    those that finished were billed."""
 
-    __slots__ = ("outer", "sent")
+    __slots__ = ("outer", "sent", "spent")
 
     def __init__(self, outer: Dispatch | None = None) -> None:
         self.sent = False
+        self.spent = 0.0
         self.outer = outer
         """The call this one runs inside, marked with it."""
 
@@ -60,6 +67,21 @@ class Sender:
 def mark_sent() -> None:
     """The request of the call being made now was handed to its provider."""
     Sender()()
+
+
+def charge(cost: float) -> None:
+    """A call made now finished and was billed `cost`: counted on the request's scope and on
+    every `Dispatch` it runs under. Once per billed call (see `cost.metering` for who calls it),
+    in the context the call was made in."""
+    if not cost:
+        return
+    scope = request_scope.CURRENT.get()
+    if scope is not None:
+        scope.spent += cost
+    dispatch = _CURRENT.get()
+    while dispatch is not None:
+        dispatch.spent += cost
+        dispatch = dispatch.outer
 
 
 class watching:  # used as a function: `with watching() as dispatch:`

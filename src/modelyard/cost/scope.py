@@ -1,5 +1,6 @@
 """What the wrappers of one request share while it runs: whether its key, tag and total budgets
-are already reserved, which systems it was downgraded through, and what its cache saved.
+are already reserved, which systems it was downgraded through, what its cache saved, and what
+its calls were billed.
 
 Held in a `ContextVar`, so it follows the request into the tasks its patterns spawn (an
 ensemble's members) and never leaks into another request. The outermost wrapper a request meets
@@ -31,14 +32,19 @@ class RequestScope:
     sent: bool = False
     """Whether any model call of this request reached its provider (`cost.dispatch`): one
     abandoned before that cost nothing."""
+    spent: float = 0.0
+    """What the calls of this request that finished were billed, counted as each finished
+    (`cost.metering`): with a branch cancelled on the way, more than its answer reports."""
 
 
-_CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)
+CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)
+"""The scope of the request being served; read through `current()`, except where a call more
+would be a third of the cost (`cost.dispatch.charge`, once per billed call)."""
 
 
 def current() -> RequestScope | None:
     """The scope of the request being served in this context, if any."""
-    return _CURRENT.get()
+    return CURRENT.get()
 
 
 class entered:  # used as a function: `with entered(scope):`
@@ -52,8 +58,8 @@ class entered:  # used as a function: `with entered(scope):`
         self._scope = scope
 
     def __enter__(self) -> RequestScope:
-        self._token = _CURRENT.set(self._scope)
+        self._token = CURRENT.set(self._scope)
         return self._scope
 
     def __exit__(self, *exc_info: object) -> None:
-        _CURRENT.reset(self._token)
+        CURRENT.reset(self._token)

@@ -16,7 +16,8 @@ members and unreadable answers count as not agreeing, and the reason says how ma
 Cost is every member's plus the judge's or fuser's; a straggler cancelled (or cut at its
 deadline) counts at its input if its request was sent, which the provider bills, and at nothing
 if it was still waiting to be sent (for a rate-limit or concurrency slot, say): what its budget
-guard settles either way (`cost.dispatch`).
+guard settles either way (`cost.dispatch`). A straggler that is a pattern also counts the calls
+it had finished (a cascade past its first stage, a pipeline past its draft).
 
 Asking the members and what each did is `ensemble_members.py`, and combining their answers
 (the quorum, the vote, the judge or fuser, the decision record) `ensemble_combining.py`; this

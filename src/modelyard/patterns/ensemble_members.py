@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from modelyard.cost.dispatch import Dispatch, watching
+from modelyard.cost.dispatch import Dispatch, charge, watching
 from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model
@@ -41,7 +41,8 @@ class Outcome:
     """Whether its request was sent, once asked (`cost.dispatch`)."""
     billed: float = 0.0
     """What a cancelled member likely cost: the input if its request was sent, which the
-    provider bills, else nothing (what its budget guard settles, `cost.bounds.partial_cost`)."""
+    provider bills, else nothing (what its budget guard settles, `cost.bounds.partial_cost`),
+    and what its calls that had finished were billed (`Dispatch.spent`)."""
 
     @property
     def weight(self) -> float:
@@ -180,11 +181,17 @@ def _cancelled(asked: Outcome, request: ChatRequest) -> Outcome:
 
 
 def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> float:
-    """What a member abandoned before its answer cost: its input if the request was sent."""
+    """What a member abandoned before its answer cost: its input if the request was sent, and
+    what the calls under it that finished were billed (a cascade's first stage, a pipeline's
+    draft)."""
     from modelyard.cost.bounds import partial_cost  # the patterns use cost, not the reverse
 
-    sent = outcome.dispatch is not None and outcome.dispatch.sent
-    return partial_cost(outcome.model, request, sent=sent)
+    dispatch = outcome.dispatch
+    if dispatch is None:
+        return 0.0
+    estimate = partial_cost(outcome.model, request, sent=dispatch.sent)
+    charge(estimate)  # new spend: the meter counted the finished calls as they finished
+    return estimate + dispatch.spent
 
 
 def agreement_on(outcomes: Sequence[Outcome], key: str | None) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.cost.metering import embed
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.model import Embedder, Model
@@ -138,10 +139,11 @@ async def embed_one(
 ) -> tuple[Any, Decision]:
     """One text's vector, and a decision record of the embedding call (with `details`)."""
     started = time.perf_counter()
-    response = await embedder.embed(
+    response = await embed(
+        embedder,
         EmbeddingRequest(
             inputs=(text,), key_id=request.key_id, tags=request.tags, deadline=request.deadline
-        )
+        ),
     )
     if len(response.vectors) != 1:
         raise BadResponseError(

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from typing import TypeVar
 
-from modelyard.cost.dispatch import watching
+from modelyard.cost.dispatch import charge, watching
 from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model, Wrapper, elapsed_ms
 from modelyard.resilience.streams import annotate, closing
@@ -63,20 +63,29 @@ def within(
     *,
     grace: float = GRACE,
     whose: str = "the time it was given",
+    metered: bool = False,
 ) -> Awaitable[T]:
     """`call` of `model`, made with `request`, abandoned `grace` seconds after the request's
     deadline (`whose` it is, in the error): a member given a share of the time (a cascade's
     early stage, a fallback's member) that ignores it (a local function that hangs) must not
     take the time the next one needs, nor an ensemble's member the time to combine what did
-    arrive. Without a deadline, `call` itself (no extra coroutine on the common path)."""
+    arrive. Without a deadline, `call` itself (no extra coroutine on the common path).
+
+    The estimate of a call it cuts is counted on the request's meter (`cost.metering`), unless
+    `metered`: a model's own cut, inside its meter, which counts the error as it counts any."""
     left = request.remaining()
     if left is None:
         return call
-    return _cut(call, left + grace, model, request, whose)
+    return _cut(call, left + grace, model, request, whose, metered)
 
 
 async def _cut(
-    call: Awaitable[T], seconds: float, model: Model, request: ChatRequest, whose: str
+    call: Awaitable[T],
+    seconds: float,
+    model: Model,
+    request: ChatRequest,
+    whose: str,
+    metered: bool,
 ) -> T:
     from modelyard.cost.bounds import charge_partial  # resilience uses cost, not the reverse
 
@@ -96,8 +105,13 @@ async def _cut(
         )
         # A provider bills the input of a call it was sent (a local function's, nothing), as a
         # budget settles it and as an ensemble counts a cancelled member; one still waiting
-        # for a rate-limit slot, say, was never sent and cost nothing.
-        raise charge_partial(error, model, request, sent=watched.dispatch.sent) from None
+        # for a rate-limit slot, say, was never sent and cost nothing. What the calls under it
+        # had finished (a cascade's first stage) was billed all the same.
+        dispatch = watched.dispatch
+        charge_partial(error, model, request, sent=dispatch.sent, spent=dispatch.spent)
+        if not metered:
+            charge(error.cost - dispatch.spent)  # the estimate; the meter counted the rest
+        raise error from None
 
 
 async def by_deadline(call: Awaitable[T], request: ChatRequest, name: str, doing: str) -> T:
@@ -129,7 +143,8 @@ class HeldToDeadline(Wrapper):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         call = self.inner.complete(request)
-        return await within(call, request, self, grace=0.0, whose=REQUEST_DEADLINE)
+        # Part of a model's own stack (a callable's), inside its meter.
+        return await within(call, request, self, grace=0.0, whose=REQUEST_DEADLINE, metered=True)
 
     stream = Model.stream  # answers in full through `complete`, so the stream is held too
 

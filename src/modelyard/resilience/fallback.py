@@ -15,7 +15,8 @@ member is tried at most once per request, and none once the request's deadline h
 A silent member must not eat the whole deadline: while other members wait their turn, a
 member may use only `share` (default half) of the time left — a plain call gets a tightened
 deadline, a stream must show its first content within it — so a fallback always keeps time
-to answer. The last member gets all that is left.
+to answer. The last member gets all that is left. A member cut at its share costs what it had
+spent: the calls under it that finished, and the input of the one cut if it was sent.
 
 The caller gets the real error: the first member's, never a later fallback's unrelated error
 masking it — except when every member tried was rate limited, when the caller gets one
@@ -35,6 +36,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
+from modelyard.cost.dispatch import Dispatch, charge, watching
+from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, RateLimitedError
 from modelyard.model import Model, ModelInfo, elapsed_ms
 from modelyard.resilience.deadline import within
@@ -162,7 +165,8 @@ class FallbackModel(Model):
                 break
             attempt = GuardedStream(member.stream(current))
             try:
-                async for chunk in _first_content_within(attempt, run.share(current, queue)):
+                share = run.share(current, queue)
+                async for chunk in _first_content_within(attempt, share, member, current):
                     yield chunk
             except ModelError as exc:
                 run.failed(member, exc)
@@ -203,28 +207,37 @@ def _shown(action: Action) -> str:
 
 
 async def _first_content_within(
-    attempt: GuardedStream, seconds: float | None
+    attempt: GuardedStream, seconds: float | None, member: Model, request: ChatRequest
 ) -> AsyncIterator[Chunk]:
     """The attempt's chunks; a ModelTimeoutError if no content came within `seconds` (after
-    the first content the stream has all the time the request has)."""
+    the first content the stream has all the time the request has), costing what the member
+    had spent: its calls that finished (a cascade's first stage), and the input of the one cut
+    if it was sent, as a plain call cut at its share costs (`within`)."""
+    from modelyard.cost.bounds import charge_partial  # resilience uses cost, not the reverse
+
     async with closing(attempt.chunks()) as chunks:
         iterator = aiter(chunks)
         until = None if seconds is None else time.monotonic() + seconds
+        dispatch = Dispatch(current_dispatch())
         while True:
             try:
                 if until is None or attempt.committed:
                     chunk = await anext(iterator)
                 else:
-                    async with asyncio.timeout(max(until - time.monotonic(), 0.0)):
-                        chunk = await anext(iterator)
+                    with watching(dispatch):
+                        async with asyncio.timeout(max(until - time.monotonic(), 0.0)):
+                            chunk = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise ModelTimeoutError(
+                error = ModelTimeoutError(
                     f"no content within its {seconds:.2f}s share of the request's time; "
                     "the rest is kept for the next fallback",
                     code="fallback_share",
-                ) from None
+                )
+                charge_partial(error, member, request, sent=dispatch.sent, spent=dispatch.spent)
+                charge(error.cost - dispatch.spent)  # the estimate; the meter counted the rest
+                raise error from None
             yield chunk
 
 

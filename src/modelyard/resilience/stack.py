@@ -2,15 +2,18 @@
 
 Outermost to innermost:
 
-    fallback ─► retry ─► breaker ─► rate limit ─► adapter (RemoteModel, local model)
+    fallback ─► retry ─► breaker ─► rate limit ─► meter ─► adapter (RemoteModel, local model)
 
 - fallback outside retry: a model is given its retries before traffic moves on, and a
   fallback member brings its own stack.
 - breaker inside retry: every failed try counts towards the failure rate, and once the circuit
   opens the next try fails fast (`circuit_open` is not retryable), so the fallback takes over
   at once instead of after the whole backoff.
-- rate limit innermost: retries queue like any other call, so retrying cannot push us past
+- rate limit inside them: retries queue like any other call, so retrying cannot push us past
   a limit; and the breaker does not count our own queueing as the provider's failure.
+- the meter (`cost.metering.Metered`) innermost, on every model whatever its config: each call
+  that reaches the adapter, each retry's included, is counted once at what it was billed, so
+  what a branch cancelled later had spent is still billed.
 
 Retry and breaker settings come from the provider and are overridden per model; a circuit is
 per model, or one per provider with `breaker: {per: provider}`. Limits set on a provider
@@ -23,7 +26,7 @@ least 5 calls, probes after 15 s); and a limiter that learns from the provider's
 headers and 429s. Local and fake models get nothing unless configured: they fail
 deterministically, and retrying them would only hide that. `retry: {attempts: 0}`,
 `breaker: {enabled: false}` and `limits: {learn: false}` turn the defaults off (on the
-provider or per model), leaving the bare adapter.
+provider or per model), leaving the adapter in its meter.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING
 from modelyard.config.loader import Loc
 from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetryBudgetSpec, RetrySpec
 from modelyard.config.schema import ModelSpec, ProviderSpec
+from modelyard.cost.metering import Metered
 from modelyard.model import Model, ModelInfo
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker
@@ -116,14 +120,15 @@ class Resilience:
 
 
 def wrap_model(context: BuildContext, name: str, spec: ModelSpec, leaf: Model) -> Model:
-    """`leaf` (the adapter or local model) inside the retry, breaker and limit wrappers its
-    config asks for (fallbacks are added by `add_model_fallbacks` once all models exist)."""
+    """`leaf` (the adapter or local model) inside its meter and the retry, breaker and limit
+    wrappers its config asks for (fallbacks are added by `add_model_fallbacks` once all models
+    exist)."""
     parts: Resilience = context.resilience
     loc: Loc = ("models", name)
     provider = context.loaded.config.providers[spec.provider] if spec.provider else None
     _check_limits(context, loc, spec, provider)
     _check_breaker(context, loc, spec, provider)
-    model = leaf
+    model: Model = Metered(leaf)
     limiters: list[Limiter] = []
     provider_limits = provider.limits if provider is not None else None
     if provider_limits is not None and provider_limits.limits_anything:
