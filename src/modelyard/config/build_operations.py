@@ -5,12 +5,12 @@ model-level `fallbacks:` of the wrapped models (so a fallback still meets its ow
 and span), then builds each system (inner systems first, so an outer one holds the wrapped
 inner one) and wraps it, outer to inner: `Traced` (a span per call, when the config traces) →
 `Cached` (serves hits) → `BudgetGuard` (reserves, settles) → the node itself. What callers
-reach by name (`BuildContext.entries`) adds `Accounted` (records the request's spend) around
-that, once per request rather than at every layer of a graph. Stateful services (state store,
-ledger, cache, alerts, tracing) are made once per spec in `Resources`, so they outlive hot
-reloads. An embedder callers reach by name (`BuildContext.embedder_entries`) is wrapped once,
-in `AccountedEmbedder` (its model, key, tag and total budgets and its spend in the ledger) and,
-when the config traces, `TracedEmbedder` around that.
+reach by name (`BuildContext.entries`) adds `Accounted` (bills and records the request's
+spend) around that, once per request rather than at every layer of a graph. Stateful services
+(state store, ledger, cache, alerts, tracing) are made once per spec in `Resources`, so they
+outlive hot reloads. An embedder callers reach by name (`BuildContext.embedder_entries`) is
+wrapped once, in `AccountedEmbedder` (its model, key, tag and total budgets and its spend in the
+ledger) and, when the config traces, `TracedEmbedder` around that.
 """
 
 from __future__ import annotations
@@ -275,9 +275,8 @@ class _Wrapping:
             )
 
     def entry(self, name: str, node: Model) -> Model:
-        """`node` as callers reach it by name: with the request's spend recorded."""
-        if self.spend is None and self.anomaly is None:
-            return node
+        """`node` as callers reach it by name: with the request's spend recorded, and billed
+        whole (`cost.metering`) even with no ledger to record it in."""
         return Accounted(node, ledger=self.spend, anomaly=self.anomaly)
 
     def embedder_entry(self, name: str, embedder: Embedder) -> Embedder:

@@ -1,6 +1,11 @@
 """The outermost wrapper of a system or model: opens the request's cost scope, and records what
 the request spent in the ledger and the anomaly detector once it is over.
 
+What it spent is what the answer or the error reports, or what the request's meter counted
+when that is more (`cost.metering`: a branch cancelled before it reported had spent it): the
+answer then costs the meter's total, and its record says how much of that no child shows, so
+the caller, the ledger and the budgets all see one figure.
+
 Only the first `Accounted` a request meets does anything; those it meets deeper in the graph
 (a system used inside another) pass straight through, so a request is recorded once, under the
 name it was sent to.
@@ -13,12 +18,14 @@ import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.anomaly import AnomalyDetector
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.ledger import Ledger, SpendRow
+from modelyard.cost.metering import billed_error, billed_response
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
@@ -160,7 +167,7 @@ class Accounted(Decoration):
         # A cached answer being replayed cost nothing, nor a call never sent; a provider's
         # stream is billed.
         if not scope.cache_hit:
-            charge_partial(error, self.inner, request, streamed, sent=scope.sent)
+            charge_partial(error, self.inner, request, streamed, sent=scope.sent, spent=scope.spent)
         error.decision = Decision(
             node=billed_node(self.inner),
             kind="model",
@@ -196,13 +203,14 @@ class Accounted(Decoration):
             try:
                 response = await self.inner.complete(request)
             except ModelError as exc:
-                self._record(request, None, exc)
+                self._record(request, None, billed_error(exc, scope.spent))
                 raise
             except asyncio.CancelledError:
                 # The caller gave up (a timeout around it, a shutdown): the ledger gets what the
                 # budgets are settled to, the input if the request had gone out, not nothing.
                 self._record(request, None, self._abandoned(request, 0, scope, cancelled=True))
                 raise
+        response = billed_response(response, scope.spent)
         self._record(request, response, None)
         return response
 
@@ -225,11 +233,14 @@ class Accounted(Decoration):
                         break
                     except ModelError as exc:
                         recorded = True
-                        self._record(request, None, exc)
+                        self._record(request, None, billed_error(exc, scope.spent))
                         raise
                 if chunk.response is not None:
                     recorded = True
-                    self._record(request, chunk.response, None)
+                    response = billed_response(chunk.response, scope.spent)
+                    if response is not chunk.response:
+                        chunk = replace(chunk, response=response)
+                    self._record(request, response, None)
                 seen += chunk.chars
                 yield chunk
         finally:

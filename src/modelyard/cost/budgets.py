@@ -5,8 +5,10 @@ Before a call, `BudgetGuard` reserves the request's worst-case cost (`cost_bound
 budget it touches, in one atomic `StateStore.reserve`: all fit, or none is charged and the
 request is refused (or downgraded). After the call it settles each budget to the real cost and
 releases the rest; on an error it settles `error.cost`, on cancellation or an abandoned stream
-an estimate of what was used. Since nothing runs without its worst case held, concurrent
-requests — in one process or many sharing Redis — can never push spend past a cap.
+an estimate of what was used; each raised to what the meter counted under the guard
+(`cost.metering`) when a branch cancelled inside it had spent more than its record shows.
+Since nothing runs without its worst case held, concurrent requests — in one process or many
+sharing Redis — can never push spend past a cap.
 
 Where each scope is charged: model budgets by the guard around that model (so a fallback chain
 can skip a model whose budget is spent), system budgets by the guard around that system, and
@@ -31,6 +33,7 @@ from modelyard.cost.budget_counters import Budget, Hold
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.dispatch import Dispatch, watching
 from modelyard.cost.dispatch import current as current_dispatch
+from modelyard.cost.metering import billed
 from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
@@ -128,18 +131,20 @@ class BudgetGuard(Decoration):
                 response = await downgrade.complete(request)
                 return _downgraded(self.name, downgrade.name, response)
             call = watching()
+            dispatch = call.dispatch
             try:
                 with call:
                     response = await self.inner.complete(request)
             except ModelError as exc:
-                await settle_shielded(self.book, holds, exc.cost)
+                await settle_shielded(self.book, holds, billed(exc.cost, dispatch.spent))
                 raise
             except BaseException:
-                # Cancelled: the provider bills the input only if the request reached it.
-                used = partial_cost(self.inner, request, sent=call.dispatch.sent)
+                # Cancelled: the provider bills the input only if the request reached it, and
+                # the calls under it that had finished.
+                used = partial_cost(self.inner, request, sent=dispatch.sent, spent=dispatch.spent)
                 await settle_shielded(self.book, holds, used)
                 raise
-            await settle_shielded(self.book, holds, response.cost)
+            await settle_shielded(self.book, holds, billed(response.cost, dispatch.spent))
             return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -159,7 +164,8 @@ class BudgetGuard(Decoration):
                     except StopAsyncIteration:
                         break
                 if chunk.response is not None and not settled:
-                    await settle_shielded(self.book, holds, chunk.response.cost)
+                    used = billed(chunk.response.cost, dispatch.spent)
+                    await settle_shielded(self.book, holds, used)
                     settled = True
                 if chunk.response is not None and downgrade is not None:
                     chunk = Chunk(response=_downgraded(self.name, downgrade.name, chunk.response))
@@ -168,15 +174,17 @@ class BudgetGuard(Decoration):
         except ModelError as exc:
             if not settled:
                 settled = True
-                used = exc.cost
-                if not used and seen:
-                    used = partial_cost(self.inner, request, seen)
+                used = billed(exc.cost, dispatch.spent)
+                if not exc.cost and seen:
+                    used = partial_cost(self.inner, request, seen, spent=dispatch.spent)
                 await settle_shielded(self.book, holds, used)
             raise
         finally:
             if not settled:
                 # Cancelled, or the consumer stopped reading: settle what was likely used.
-                estimate = partial_cost(self.inner, request, seen, sent=dispatch.sent)
+                estimate = partial_cost(
+                    self.inner, request, seen, sent=dispatch.sent, spent=dispatch.spent
+                )
                 await settle_shielded(self.book, holds, estimate)
             close = getattr(chunks, "aclose", None)
             if close is not None:

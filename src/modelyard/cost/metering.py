@@ -17,13 +17,16 @@ What is counted, once each:
   record (`resilience.deadline`, `patterns.ensemble_members`, `resilience.fallback`).
 
 Where a branch is abandoned, its record costs what its `Dispatch` counted plus that estimate.
-A cache hit calls nothing and counts nothing; a graph built by hand without `Metered` counts
-nothing and is billed as it reports.
+Any loss that is not handled there is caught at the top: `Accounted` bills the meter's total
+when it exceeds what the record reports and says so in the record (`ABANDONED`), and a budget
+guard settles the same way from its own `Dispatch`. A cache hit calls nothing and counts
+nothing; a graph built by hand without `Metered` counts nothing and is billed as it reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from modelyard.cost.dispatch import charge
 from modelyard.errors import ModelError
@@ -32,9 +35,14 @@ from modelyard.types import (
     ChatRequest,
     ChatResponse,
     Chunk,
+    Decision,
     EmbeddingRequest,
     EmbeddingResponse,
 )
+
+ABANDONED = "abandoned_spend"
+"""The detail of a top record whose total includes spend its children do not show: calls a
+branch had finished before it was cancelled or given up on."""
 
 
 class Metered(Wrapper):
@@ -74,3 +82,46 @@ async def embed(embedder: Embedder, request: EmbeddingRequest) -> EmbeddingRespo
         raise
     charge(response.cost)
     return response
+
+
+def unreported(reported: float, spent: float) -> float:
+    """What the meter counted (`spent`) beyond what a record `reported`, or 0.0 when the two
+    agree up to rounding (they add the same figures in another order)."""
+    missing = spent - reported
+    return missing if missing > 1e-12 + 1e-9 * spent else 0.0
+
+
+def billed(reported: float, spent: float) -> float:
+    """What to bill for a call whose record says `reported` and under which the meter counted
+    `spent`: the larger."""
+    return reported + unreported(reported, spent)
+
+
+def billed_response(response: ChatResponse, spent: float) -> ChatResponse:
+    """`response` costing what the meter counted (`spent`) when that is more than it reports,
+    its record saying how much of it no child shows."""
+    if spent <= response.cost:  # nearly always: nothing was lost
+        return response
+    missing = unreported(response.cost, spent)
+    if not missing:
+        return response
+    return replace(
+        response, cost=response.cost + missing, decision=_noted(response.decision, missing)
+    )
+
+
+def billed_error(error: ModelError, spent: float) -> ModelError:
+    """`error` costing what the meter counted (`spent`) when that is more than it reports, its
+    record saying how much of it no child shows."""
+    missing = unreported(error.cost, spent)
+    if missing:
+        error.cost += missing
+        error.decision = _noted(error.decision, missing)
+    return error
+
+
+def _noted(decision: Decision | None, missing: float) -> Decision | None:
+    if decision is None:
+        return None
+    details = {**decision.details, ABANDONED: decision.details.get(ABANDONED, 0.0) + missing}
+    return replace(decision, cost=decision.cost + missing, details=details)

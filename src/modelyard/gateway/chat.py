@@ -221,9 +221,10 @@ class ChatEndpoints:
                     await self._complete(call, model, request, renderer, outcome)
         except asyncio.CancelledError:
             if not outcome.recorded:  # the server gave up on it: see `_shut_down`
-                # Billed as the ledger and the budgets count it: its input, once sent.
-                sent = outcome.scope.sent and not outcome.scope.cache_hit
-                shut = charge_partial(_shut_down(), model, request, sent=sent)
+                # Billed as the ledger and the budgets count it: its input, once sent, and
+                # the calls that had finished.
+                sent, spent = _so_far(outcome)
+                shut = charge_partial(_shut_down(), model, request, sent=sent, spent=spent)
                 refused = outcome.failed(shut)
                 if not call.responded:
                     await call.fail(refused, api=_wire_of(outcome.api))
@@ -261,8 +262,8 @@ class ChatEndpoints:
             if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
                 raise
             log.info("client left request %s before its answer; model call stopped", call.id)
-            sent = outcome.scope.sent and not outcome.scope.cache_hit
-            outcome.abandoned(partial_cost(model, request, sent=sent))
+            sent, spent = _so_far(outcome)
+            outcome.abandoned(partial_cost(model, request, sent=sent, spent=spent))
             return
         finally:
             watch.close()
@@ -324,7 +325,9 @@ class ChatEndpoints:
                     outcome.abandoned(watch.response.cost, usage=watch.response.usage)
                 else:
                     usage = partial_usage(request, left_after)
-                    outcome.abandoned(partial_cost(model, request, left_after), usage=usage)
+                    spent = outcome.scope.spent  # the calls that finished before it
+                    cost = partial_cost(model, request, left_after, spent=spent)
+                    outcome.abandoned(cost, usage=usage)
         finally:
             close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
             if close is not None:
@@ -388,6 +391,15 @@ def _shut_down() -> UnavailableError:
 def _wire_of(api: str) -> str:
     """The error shape a caller of `api` reads (`Call.fail`)."""
     return "anthropic" if api == "anthropic" else "openai"
+
+
+def _so_far(outcome: Outcome) -> tuple[bool, float]:
+    """Whether a request cut before its answer had reached a provider, and what its calls that
+    finished were billed (`cost.metering`): a cache replay, neither."""
+    scope = outcome.scope
+    if scope.cache_hit:
+        return False, 0.0
+    return scope.sent, scope.spent
 
 
 def _check_scope(key: VirtualKey, name: str) -> None:
