@@ -58,6 +58,33 @@ def test_sync_facade(write_config: Callable[[str], Path]) -> None:
         assert yard.complete("steady", "hi").text == "steady answer"
 
 
+def test_sync_facade_streams_and_the_last_chunk_is_the_whole_answer(
+    write_config: Callable[[str], Path],
+) -> None:
+    with modelyard.load_sync(write_config(CONFIG)) as yard:
+        chunks = list(yard.stream("main", "hi"))
+        streamed = "".join(c.text for c in chunks if c.response is None)
+        final = chunks[-1].response
+        assert final is not None and streamed == final.text == "steady answer"
+        assert final.model == "steady" and final.cost > 0  # the fallback's record came along
+        assert yard.complete("steady", "again").text == "steady answer"  # the loop is free
+
+
+def test_sync_facade_stream_raises_the_systems_error_and_stops_when_left(
+    write_config: Callable[[str], Path],
+) -> None:
+    text = CONFIG.replace('default: "steady answer"', "default: {error: rate_limited}")
+    with modelyard.load_sync(write_config(text)) as yard, pytest.raises(UnavailableError):
+        list(yard.stream("main", "hi"))
+    words = CONFIG.replace('"steady answer"', '"one two three four five six"')
+    with modelyard.load_sync(write_config(words)) as yard:
+        stream = yard.stream("steady", "hi")
+        first = next(stream)
+        assert first.text
+        stream.close()  # left after one chunk: the reader is cancelled, the loop stays usable
+        assert yard.complete("steady", "again").text == "one two three four five six"
+
+
 @pytest.mark.parametrize(
     ("prompt", "fields", "message"),
     [

@@ -7,9 +7,10 @@ response = await yard.complete("support", "Where is my order 1234?")
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, get_args
 
@@ -232,6 +233,36 @@ class SyncYard:
     def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask `target` and wait for the answer."""
         return self._loop.run_until_complete(self.yard.complete(target, prompt, **fields))
+
+    def stream(self, target: str, prompt: Prompt, **fields: Any) -> Iterator[Chunk]:
+        """Ask `target` and yield the answer's chunks as they come; the last carries the whole
+        response. Stopping early closes the stream (its spend is settled then).
+
+        One task reads the stream and hands each chunk over: stepping the async stream from a
+        new task per chunk would run each step in a fresh copy of the context, losing the
+        request's scope (its deadline, its spend meter) between chunks."""
+        handed: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(maxsize=1)
+
+        async def read() -> None:
+            try:
+                async for chunk in self.yard.stream(target, prompt, **fields):
+                    await handed.put(chunk)
+            except Exception as exc:  # raised on the caller's side, in its own frame
+                await handed.put(exc)
+                return
+            await handed.put(None)
+
+        reader = self._loop.create_task(read())
+        try:
+            while (item := self._loop.run_until_complete(handed.get())) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    self._loop.run_until_complete(reader)
 
     def embed(
         self,
