@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import modelyard
@@ -68,7 +69,10 @@ def test_health_names_the_models_disabled_for_want_of_a_key(write_config: Write)
     assert "no circuits: every hosted model is disabled" in plain.stdout
 
 
-def test_health_shows_the_circuits_of_the_gateway_serving_the_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["config", "serve --port"])
+def test_health_shows_the_circuits_of_the_gateway_serving_the_config(
+    tmp_path: Path, where: str
+) -> None:
     # With the default state (SQLite), circuits are counted in each serving process's memory:
     # read from a fresh process, the command printed every circuit closed, exit 0, while the
     # gateway had `broken` open. It asks the gateway at the config's address instead.
@@ -87,9 +91,12 @@ def test_health_shows_the_circuits_of_the_gateway_serving_the_config(tmp_path: P
         f"gateway: {{port: {port}}}\n"
     )
     modelyard_cli = str(Path(sys.executable).parent / "modelyard")
-    process = subprocess.Popen(
-        [modelyard_cli, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    serve, ask = [modelyard_cli, "serve", str(config)], ["health", str(config)]
+    if where != "config":  # served elsewhere than the config says: health is told where
+        port = free_port()
+        serve += ["--port", str(port)]
+        ask += ["--gateway", f"http://127.0.0.1:{port}"]
+    process = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -102,7 +109,7 @@ def test_health_shows_the_circuits_of_the_gateway_serving_the_config(tmp_path: P
         body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(3):
             assert httpx2.post(url + "/v1/chat/completions", json=body).status_code == 200
-        result = CliRunner().invoke(app, ["health", str(config)], env={"COLUMNS": "200"})
+        result = CliRunner().invoke(app, ask, env={"COLUMNS": "200"})
     finally:
         process.kill()
         process.wait(10)

@@ -82,13 +82,22 @@ def health(
         bool, typer.Option("--probe", help="Send one tiny request to each model first (costs).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway",
+            help="Where the gateway serving the config listens, when not at the config's own "
+            "address (serve --host/--port): http://HOST:PORT.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show each circuit breaker: closed, open or half-open, failure rate, last error.
 
     With a shared state store (Redis, PostgreSQL) the circuits are those every replica sees.
     With the default (SQLite) or memory, each process counts its own: the circuits shown are
-    those of the gateway serving this config at its configured address, when one answers there
-    (without --probe), else this command's own, fresh.
+    those of the gateway serving this config at its configured address (or --gateway), when one
+    answers there (without --probe), else this command's own, fresh.
     """
 
     def run() -> tuple[list[tuple[str, str, float]], dict[str, Any], dict[str, str], str]:
@@ -96,7 +105,7 @@ def health(
         disabled = dict(yard.built.disabled)  # models that cannot answer: no circuit shows them
         source = "the state store"
         if yard.loaded.config.state.backend not in _SHARED and not probe:
-            url = _gateway_url(yard)
+            url = gateway.rstrip("/") if gateway else _gateway_url(yard)
             served = asyncio.run(_served(yard, url))
             if served is not None:
                 asyncio.run(yard.aclose())
