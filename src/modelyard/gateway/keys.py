@@ -10,6 +10,7 @@ effect within a second.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -20,7 +21,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from modelyard.state.folders import private_folder
 
@@ -84,29 +84,6 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def mint(
-    name: str,
-    *,
-    systems: Iterable[str] = ("*",),
-    rpm: int | None = None,
-    budget: float | None = None,
-    max_concurrency: int | None = None,
-    admin: bool = False,
-) -> tuple[str, VirtualKey]:
-    """A new key's secret (to show once, never to store) and its record, for a store to add."""
-    secret = KEY_PREFIX + secrets.token_urlsafe(24)
-    key = VirtualKey(
-        id="key_" + secrets.token_hex(6),
-        name=name,
-        systems=tuple(systems) or ("*",),
-        rpm=rpm,
-        budget=budget,
-        max_concurrency=max_concurrency,
-        admin=admin,
-    )
-    return secret, key
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeySnapshot:
     """The keys as the gateway holds them in memory, and the store version they were read at."""
@@ -118,9 +95,9 @@ class KeySnapshot:
     """Whether any key was ever made, revoked ones included (then callers need a key)."""
 
 
-class KeyStore(Protocol):
+class KeyStore(abc.ABC):
     """Where virtual keys are kept; the gateway's key ring, its admin routes and the
-    `modelyard keys` commands use any store the same way."""
+    `modelyard keys` commands use any store the same way. A store adds a key minted here."""
 
     source: str
     """The setting that names the store, for messages (never a password)."""
@@ -136,30 +113,45 @@ class KeyStore(Protocol):
         admin: bool = False,
     ) -> tuple[str, VirtualKey]:
         """Make a key; returns the secret (shown once, never stored) and its record."""
-        ...
+        secret = KEY_PREFIX + secrets.token_urlsafe(24)
+        key = VirtualKey(
+            id="key_" + secrets.token_hex(6),
+            name=name,
+            systems=tuple(systems) or ("*",),
+            rpm=rpm,
+            budget=budget,
+            max_concurrency=max_concurrency,
+            admin=admin,
+        )
+        await self._add(hash_key(secret), key)
+        return secret, key
 
+    @abc.abstractmethod
+    async def _add(self, digest: str, key: VirtualKey) -> None:
+        """Keep a new key under the hash of its secret."""
+
+    @abc.abstractmethod
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; False when there is no such active key."""
-        ...
 
+    @abc.abstractmethod
     async def all(self) -> list[VirtualKey]:
         """Every key, revoked ones included, oldest first."""
-        ...
 
+    @abc.abstractmethod
     async def version(self) -> int:
         """Changes whenever a key is made or revoked: one cheap read, polled every second."""
-        ...
 
+    @abc.abstractmethod
     async def snapshot(self) -> KeySnapshot:
         """Everything the gateway holds, read at one version."""
-        ...
 
+    @abc.abstractmethod
     async def aclose(self) -> None:
         """Close any connection (the store opens again on next use)."""
-        ...
 
 
-class SqliteKeyStore:
+class SqliteKeyStore(KeyStore):
     """The virtual keys table in a SQLite file, shared by the processes of one host."""
 
     def __init__(self, path: str | Path) -> None:
@@ -186,27 +178,8 @@ class SqliteKeyStore:
         finally:
             db.close()
 
-    async def create(
-        self,
-        name: str,
-        *,
-        systems: Iterable[str] = ("*",),
-        rpm: int | None = None,
-        budget: float | None = None,
-        max_concurrency: int | None = None,
-        admin: bool = False,
-    ) -> tuple[str, VirtualKey]:
-        """Make a key; returns the secret (shown once, never stored) and its record."""
-        secret, key = mint(
-            name,
-            systems=systems,
-            rpm=rpm,
-            budget=budget,
-            max_concurrency=max_concurrency,
-            admin=admin,
-        )
-        await asyncio.to_thread(self._insert, hash_key(secret), key)
-        return secret, key
+    async def _add(self, digest: str, key: VirtualKey) -> None:
+        await asyncio.to_thread(self._insert, digest, key)
 
     def _insert(self, digest: str, key: VirtualKey) -> None:
         with self._connect() as db:

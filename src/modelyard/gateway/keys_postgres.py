@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,8 +23,6 @@ from modelyard.gateway.keys import (
     KeyStore,
     SqliteKeyStore,
     VirtualKey,
-    hash_key,
-    mint,
 )
 from modelyard.state.postgres_tables import PostgresTables
 
@@ -61,7 +59,7 @@ def key_store(spec: GatewaySpec, local: Path) -> KeyStore:
     return PostgresKeyStore(spec.keys_url, table_prefix=prefix, local=local)
 
 
-class PostgresKeyStore(PostgresTables):
+class PostgresKeyStore(PostgresTables, KeyStore):
     """Virtual keys in PostgreSQL tables every replica shares."""
 
     component = "keys"
@@ -82,33 +80,13 @@ class PostgresKeyStore(PostgresTables):
         self.local = local
         """A SQLite key file whose keys are imported on first use (then forgotten)."""
 
-    async def create(
-        self,
-        name: str,
-        *,
-        systems: Iterable[str] = ("*",),
-        rpm: int | None = None,
-        budget: float | None = None,
-        max_concurrency: int | None = None,
-        admin: bool = False,
-    ) -> tuple[str, VirtualKey]:
-        """Make a key; returns the secret (shown once, never stored) and its record."""
-        secret, key = mint(
-            name,
-            systems=systems,
-            rpm=rpm,
-            budget=budget,
-            max_concurrency=max_concurrency,
-            admin=admin,
-        )
-
+    async def _add(self, digest: str, key: VirtualKey) -> None:
         async def insert(conn: Any) -> None:
             async with conn.transaction():
-                await conn.execute(*self._insert(hash_key(secret), key), timeout=self.timeout)
+                await conn.execute(*self._insert(digest, key), timeout=self.timeout)
                 await self._bump(conn)
 
         await self._with(insert)
-        return secret, key
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; False when there is no such active key."""
