@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 from modelyard.state.postgres_tables import PostgresTables
-
-T = TypeVar("T")
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
