@@ -226,6 +226,16 @@ async def test_a_pattern_cut_at_its_deadline_keeps_the_record_of_what_ran_before
     assert [d.node for d in caught.value.decision.children] == ["b", "hanger"]
 
 
+def _priced_hanger_under(body: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The hanging member priced ($1 per input token), and a system `slow` of `body` with a
+    1 s deadline."""
+    text = _hanger(tmp_path, monkeypatch).replace(
+        "function: 'hangs_for_tests:hang'}\n",
+        "function: 'hangs_for_tests:hang'}\n    price: {input: 1000000, output: 0}\n",
+    )
+    return text + f"  slow:\n    deadline: 1\n    {body}\n"
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -278,11 +288,7 @@ async def test_a_priced_member_cut_at_its_share_counts_its_input(
     body: str, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The abandoned call was sent: a provider bills its input, as a budget settles it.
-    text = _hanger(tmp_path, monkeypatch).replace(
-        "function: 'hangs_for_tests:hang'}\n",
-        "function: 'hangs_for_tests:hang'}\n    price: {input: 1000000, output: 0}\n",
-    )
-    text += f"  slow:\n    deadline: 1\n    {body}\n"
+    text = _priced_hanger_under(body, tmp_path, monkeypatch)
     async with yard_of(text) as yard:
         alone = await yard.complete("a", "which letter?")
         response = await yard.complete("slow", "which letter?")
@@ -303,11 +309,7 @@ async def test_the_record_of_a_priced_member_cut_off_carries_its_cost(
 ) -> None:
     # Its record said $0 while the total counted its input: the calls in the record did not
     # add up to the response's cost, and the ledger billed the difference to the answerer.
-    text = _hanger(tmp_path, monkeypatch).replace(
-        "function: 'hangs_for_tests:hang'}\n",
-        "function: 'hangs_for_tests:hang'}\n    price: {input: 1000000, output: 0}\n",
-    )
-    text += f"  slow:\n    deadline: 1\n    {body}\n"
+    text = _priced_hanger_under(body, tmp_path, monkeypatch)
     async with yard_of(text) as yard:
         response = await yard.complete("slow", "which letter?")
     assert response.decision is not None
