@@ -65,6 +65,14 @@ class Outcome:
         self.model: Model | None = None
         """The system or model serving it, once resolved: what a call cut short is billed to."""
 
+    def so_far(self) -> tuple[bool, float]:
+        """Whether a request cut before its answer had reached a provider, and what its calls
+        that finished were billed (`cost.metering`): a cache replay, neither."""
+        scope = self.scope
+        if scope.cache_hit:
+            return False, 0.0
+        return scope.sent, scope.spent
+
     def answered(self, response: ChatResponse) -> None:
         """A chat request answered: logged and counted with the provider that answered."""
         self.spent = response.cost
