@@ -223,9 +223,10 @@ class RemoteModel(Model):
                     async for event in reply.events(request.remaining()):
                         for chunk in decoder.feed(event):
                             assembler.add(chunk)
-                            if first:  # names the model answering (`Chunk.model`)
+                            if first:  # names the model answering (`Chunk.model`), and
+                                # the prompt's tokens if the provider told them already
                                 first = False
-                                chunk = replace(chunk, model=self.name)
+                                chunk = replace(chunk, model=self.name, usage=decoder.usage)
                             yield chunk
                         if decoder.done:
                             break

@@ -1,0 +1,74 @@
+"""What an upstream says about a call reaches the gateway's clients as their SDKs expect it: the
+prompt's tokens at the start of a Messages stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from tests.fakes.anthropic_server import FakeAnthropic, input_tokens
+from tests.fakes.openai_server import FakeOpenAI
+from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
+
+ASKED: Any = [{"role": "user", "content": "one two three four five"}]
+
+
+def config(claude: FakeAnthropic, gpt: FakeOpenAI, extra: str = "") -> str:
+    return f"""
+providers:
+  anthropic: {{type: anthropic, base_url: "{claude.url}", api_key: {CLAUDE_KEY}}}
+  up: {{type: openai, base_url: "{gpt.url}/v1", api_key: {UPSTREAM_KEY}, retry: {{attempts: 0}}}}
+models:
+  claude: {{provider: anthropic, id: claude-haiku-4-5-20251001, price: {{input: 1, output: 5}}}}
+  gpt: {{provider: up, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
+{extra}"""
+
+
+@pytest.fixture
+def running(
+    serve_gateway: Callable[..., Running], claude_fake: FakeAnthropic, upstream: FakeOpenAI
+) -> Running:
+    claude_fake.always(None)
+    return serve_gateway(text=config(claude_fake, upstream))
+
+
+def openai_client(running: Running, key: str = "anything") -> openai.OpenAI:
+    return openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+
+
+# --- the prompt's tokens at the start of a Messages stream ------------------------------------
+
+
+def test_a_messages_stream_from_anthropic_starts_with_the_prompts_tokens(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    # Claude Code reads message_start's usage to track how full the context is.
+    events = list(
+        anthropic_client(running).messages.create(
+            model="claude", max_tokens=50, messages=ASKED, stream=True
+        )
+    )
+    start = events[0]
+    assert start.type == "message_start"
+    prompt = input_tokens(claude_fake.requests[-1].json)
+    assert prompt > 0 and start.message.usage.input_tokens == prompt
+    delta = next(e for e in events if e.type == "message_delta")
+    assert delta.usage.input_tokens == prompt
+
+
+def test_a_messages_stream_from_openai_gives_the_prompts_tokens_at_its_end(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    # OpenAI tells them only with the last chunk: message_start cannot know them, and
+    # message_delta's usage carries them, which the SDK's accumulated message takes.
+    whole = anthropic_client(running).messages.create(model="gpt", max_tokens=50, messages=ASKED)
+    with anthropic_client(running).messages.stream(
+        model="gpt", max_tokens=50, messages=ASKED
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert events[0].type == "message_start" and events[0].message.usage.input_tokens == 0
+    assert whole.usage.input_tokens > 0
+    assert final.usage.input_tokens == whole.usage.input_tokens
