@@ -1,5 +1,5 @@
 """What an upstream says about a call reaches the gateway's clients as their SDKs expect it: the
-prompt's tokens at the start of a Messages stream."""
+prompt's tokens at the start of a Messages stream, the end user in each provider's own field."""
 
 from __future__ import annotations
 
@@ -72,3 +72,46 @@ def test_a_messages_stream_from_openai_gives_the_prompts_tokens_at_its_end(
     assert events[0].type == "message_start" and events[0].message.usage.input_tokens == 0
     assert whole.usage.input_tokens > 0
     assert final.usage.input_tokens == whole.usage.input_tokens
+
+
+# --- the end user, in each provider's own field -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("user", "u-42"), ("safety_identifier", "0f3a9c-hashed")]
+)
+def test_an_openai_callers_end_user_reaches_each_provider_in_its_own_field(
+    running: Running,
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    field: str,
+    value: str,
+) -> None:
+    client = openai_client(running)
+    for model in ("gpt", "claude"):
+        client.chat.completions.create(model=model, messages=ASKED, extra_body={field: value})
+    assert upstream.requests[-1].json[field] == value
+    assert claude_fake.requests[-1].json["metadata"] == {"user_id": value}
+
+
+def test_a_messages_callers_user_id_reaches_openai_as_user(
+    running: Running, claude_fake: FakeAnthropic, upstream: FakeOpenAI
+) -> None:
+    user_id = "user_5e1f_account_2b7c_session_9d04"  # Claude Code's shape
+    client = anthropic_client(running)
+    for model in ("gpt", "claude"):
+        client.messages.create(
+            model=model, max_tokens=20, messages=ASKED, metadata={"user_id": user_id}
+        )
+    assert upstream.requests[-1].json["user"] == user_id
+    assert "safety_identifier" not in upstream.requests[-1].json
+    assert claude_fake.requests[-1].json["metadata"] == {"user_id": user_id}
+
+
+def test_a_responses_callers_safety_identifier_reaches_openai(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    openai_client(running).responses.create(
+        model="gpt", input="hi", store=False, extra_body={"safety_identifier": "h-7"}
+    )
+    assert upstream.requests[-1].json["safety_identifier"] == "h-7"

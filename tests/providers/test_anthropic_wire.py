@@ -305,6 +305,14 @@ def test_sampling_stop_sequences_and_user_id_are_sent() -> None:
 
 
 @pytest.mark.parametrize(
+    "metadata",
+    [{"safety_identifier": "u-7"}, {"user": "u-7"}, {"user": "other", "user_id": "u-7"}],
+)
+def test_an_openai_callers_end_user_goes_out_as_user_id(metadata: dict[str, str]) -> None:
+    assert body(ask(u("hi"), metadata=metadata))["metadata"] == {"user_id": "u-7"}
+
+
+@pytest.mark.parametrize(
     ("fields", "says"),
     [
         ({"n": 2}, "n=2"),

@@ -141,6 +141,13 @@ def test_key_goes_in_the_goog_api_key_header_and_bodies_are_json() -> None:
     assert WIRE.default_headers()["Content-Type"] == "application/json"
 
 
+def test_the_end_user_is_not_sent_since_gemini_has_no_field_for_one() -> None:
+    metadata = {"user": "u-1", "safety_identifier": "h-1", "user_id": "c-1"}
+    body = wire(ChatRequest(messages=(Message(role="user", content="hi"),), metadata=metadata))
+    sent = orjson.dumps(body).decode()
+    assert not any(value in sent for value in metadata.values())
+
+
 def test_gemini_reports_no_quota_headers() -> None:
     assert WIRE.rate_limits({"x-ratelimit-remaining-requests": "5"}).empty
 
