@@ -69,6 +69,7 @@ class ModelError(ModelyardError):
         provider_message: str | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -79,6 +80,9 @@ class ModelError(ModelyardError):
         self.provider_message = provider_message
         self.retryable = self.retryable_default if retryable is None else retryable
         self.retry_after = retry_after
+        self.param = param
+        """The request field the provider named as at fault (OpenAI's `error.param`), if any:
+        named in the provider's request, which the gateway's clients mostly share."""
         self.decision: Decision | None = None
         self.cost = 0.0
         """USD already spent when the call failed (a stream cut part-way is still billed)."""
@@ -126,7 +130,15 @@ class ModelError(ModelyardError):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, free of secrets."""
         out: dict[str, Any] = {"type": self.kind, "message": self.message}
-        for name in ("model", "provider", "status", "code", "provider_message", "retry_after"):
+        for name in (
+            "model",
+            "provider",
+            "status",
+            "code",
+            "param",
+            "provider_message",
+            "retry_after",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

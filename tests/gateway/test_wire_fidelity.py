@@ -1,5 +1,6 @@
 """What an upstream says about a call reaches the gateway's clients as their SDKs expect it: the
-prompt's tokens at the start of a Messages stream, the end user in each provider's own field."""
+prompt's tokens at the start of a Messages stream, the end user in each provider's own field,
+the field a 400 names."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+import orjson
 import pytest
 from tests.fakes.anthropic_server import FakeAnthropic, input_tokens
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.server import Fault
 from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
 
 ASKED: Any = [{"role": "user", "content": "one two three four five"}]
@@ -115,3 +118,30 @@ def test_a_responses_callers_safety_identifier_reaches_openai(
         model="gpt", input="hi", store=False, extra_body={"safety_identifier": "h-7"}
     )
     assert upstream.requests[-1].json["safety_identifier"] == "h-7"
+
+
+# --- the field a 400 names -----------------------------------------------------------------
+
+
+def test_an_openai_400_passes_on_the_param_it_names(running: Running, upstream: FakeOpenAI) -> None:
+    error = {
+        "message": "Invalid value for 'temperature': must be at most 2.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": "invalid_value",
+    }
+    upstream.push(Fault(status=400, body=orjson.dumps({"error": error})))
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(model="gpt", messages=ASKED)
+    assert caught.value.param == "temperature"
+    assert caught.value.code == "invalid_value"
+
+
+def test_an_anthropic_400_passes_on_the_field_its_message_leads_with(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    message = "max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens"
+    claude_fake.push(Fault(status=400, error_type="invalid_request_error", message=message))
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(model="claude", messages=ASKED)
+    assert caught.value.param == "max_tokens"

@@ -753,6 +753,24 @@ def test_output_blocked_by_content_filtering_is_a_content_filtered_error() -> No
     assert isinstance(WIRE.error_from_wire(400, {}, body_), ContentFilteredError)
 
 
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ("max_tokens: 100000 > 64000, which is the maximum allowed", "max_tokens"),
+        (
+            "messages.1.content.0.text: text content blocks must be non-empty",
+            "messages.1.content.0.text",
+        ),
+        ("prompt is too long: 210000 tokens > 200000 maximum", None),
+        ("`temperature` and `top_p` cannot both be specified for this model.", None),
+    ],
+)
+def test_a_400_names_the_field_its_message_leads_with(message: str, param: str | None) -> None:
+    # Anthropic's error object has no `param`; its messages start with the field's path.
+    error = WIRE.error_from_wire(400, {}, error_json(400, "invalid_request_error", message))
+    assert error.param == param
+
+
 def test_rate_limit_waits_retry_after() -> None:
     error = WIRE.error_from_wire(429, {"retry-after": "7"}, error_json(429))
     assert error.retry_after == 7.0

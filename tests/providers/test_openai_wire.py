@@ -809,6 +809,11 @@ def test_error_code_is_the_providers(fake: FakeOpenAI) -> None:
     assert error(fake, 500).code == "server_error"
 
 
+def test_the_param_an_error_names_is_kept(fake: FakeOpenAI) -> None:
+    assert error(fake, 400, "context_length_exceeded").param == "messages"
+    assert error(fake, 400).param is None
+
+
 def test_quota_exhausted_says_so(fake: FakeOpenAI) -> None:
     exc = error(fake, 429, "insufficient_quota")
     assert "quota exhausted" in exc.message and "retrying will not help" in exc.message
