@@ -1,12 +1,13 @@
 """What an upstream says about a call reaches the gateway's clients as their SDKs expect it: the
 prompt's tokens at the start of a Messages stream, the end user in each provider's own field,
-the field a 400 names."""
+the field a 400 names, and the upstream's quota headers for the callers trusted with them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -14,8 +15,10 @@ from tests.fakes.anthropic_server import FakeAnthropic, input_tokens
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
+from tests.gateway.test_keys import ADMIN, create_key
 
 ASKED: Any = [{"role": "user", "content": "one two three four five"}]
+ADMIN_KEY = "admin-secret-123456"  # as `ADMIN` sets it
 
 
 def config(claude: FakeAnthropic, gpt: FakeOpenAI, extra: str = "") -> str:
@@ -145,3 +148,57 @@ def test_an_anthropic_400_passes_on_the_field_its_message_leads_with(
     with pytest.raises(openai.BadRequestError) as caught:
         openai_client(running).chat.completions.create(model="claude", messages=ASKED)
     assert caught.value.param == "max_tokens"
+
+
+# --- the upstream's quota headers ------------------------------------------------------------
+
+QUOTA = {
+    "gpt": ("x-modelyard-upstream-x-ratelimit-remaining-requests", "499"),
+    "claude": ("x-modelyard-upstream-anthropic-ratelimit-requests-remaining", "49"),
+}
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+def test_a_gateway_without_keys_shows_the_upstream_quota(running: Running, model: str) -> None:
+    # One operator's own gateway: nobody to hide the account's limits from.
+    name, value = QUOTA[model]
+    raw = openai_client(running).chat.completions.with_raw_response.create(
+        model=model, messages=ASKED
+    )
+    assert raw.headers[name] == value
+    assert not any(h.startswith("x-ratelimit-") for h in raw.headers)  # not as the gateway's own
+    with openai_client(running).chat.completions.with_streaming_response.create(
+        model=model, messages=ASKED, stream=True
+    ) as streamed:
+        assert streamed.headers[name] == value
+
+
+def test_only_the_admin_key_sees_the_upstream_quota_on_a_keyed_gateway(
+    serve_gateway: Callable[..., Running], claude_fake: FakeAnthropic, upstream: FakeOpenAI
+) -> None:
+    running = serve_gateway(text=config(claude_fake, upstream, ADMIN))
+    team = str(create_key(running, name="team-a")["key"])
+    name, value = QUOTA["claude"]
+    for key, shown in ((team, None), (ADMIN_KEY, value)):
+        raw = anthropic.Anthropic(
+            base_url=running.url, api_key=key, max_retries=0
+        ).messages.with_raw_response.create(model="claude", max_tokens=20, messages=ASKED)
+        assert raw.headers.get(name) == shown
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_an_upstream_429_tells_every_caller_when_to_retry_and_only_the_admin_the_quota(
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    admin: bool,
+) -> None:
+    running = serve_gateway(text=config(claude_fake, upstream, ADMIN))
+    key = ADMIN_KEY if admin else str(create_key(running, name="team-a")["key"])
+    upstream.push(Fault(status=429, headers={"retry-after": "7"}))
+    with pytest.raises(openai.RateLimitError) as caught:
+        openai_client(running, key).chat.completions.create(model="gpt", messages=ASKED)
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "7"
+    quota = headers.get("x-modelyard-upstream-x-ratelimit-remaining-requests")
+    assert quota == ("0" if admin else None)

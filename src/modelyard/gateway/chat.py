@@ -8,6 +8,7 @@ request ended is logged and counted by `outcome.py`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 from modelyard.config.gateway import CaptureSpec
@@ -34,6 +35,7 @@ from modelyard.gateway.stalled import respond_watched
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
+from modelyard.providers import upstream_quota
 from modelyard.types import ChatRequest, EmbeddingRequest
 from modelyard.yard import Yard
 
@@ -202,10 +204,19 @@ class ChatEndpoints:
                 outcome.holds = await self.key_limits.reserve(
                     key, request, target, cost_bound(model, request), yard.built.alerts
                 )
-            with caller_trace(call, yard), request_scope.entered(outcome.scope):
+            with (
+                caller_trace(call, yard),
+                request_scope.entered(outcome.scope),
+                self._quota_watch(key) as outcome.quota,  # None: not shown to this caller
+            ):
                 if outcome.stream:
                     await deliver.streamed(
-                        call, model, request, renderer, outcome, self.stalled_client_timeout
+                        call,
+                        model,
+                        request,
+                        renderer,
+                        outcome,
+                        stalled_after=self.stalled_client_timeout,
                     )
                 else:
                     await deliver.whole(
@@ -231,6 +242,16 @@ class ChatEndpoints:
             self.key_limits.release(key)
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
+
+    def _quota_watch(
+        self, key: VirtualKey
+    ) -> contextlib.AbstractContextManager[upstream_quota.QuotaSeen | None]:
+        """Keeps the upstream quota headers for a caller who may see them: the admin key, or
+        anyone on a gateway with no key at all (one operator's own); never a virtual key, whose
+        holder should not read the account's limits and what the other keys use of them."""
+        if key.admin or self.keys.unguarded:
+            return upstream_quota.watching()
+        return contextlib.nullcontext()
 
     def _captures(self, target: str, request: ChatRequest) -> bool:
         """Whether to keep this request's exchange: capture is on, covers the target, the

@@ -14,7 +14,7 @@ from modelyard.cost.bounds import partial_cost, partial_usage
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import JSON, Call
-from modelyard.gateway.headers import answer_headers, stream_headers
+from modelyard.gateway.headers import answer_headers, stream_headers, upstream_quota_headers
 from modelyard.gateway.outcome import Outcome
 from modelyard.gateway.renderers import Renderer
 from modelyard.gateway.stalled import LeaveWatch, SendWatch, mark_cut, respond_watched
@@ -52,7 +52,11 @@ async def whole(
         return
     finally:
         watch.close()
-    headers = [*JSON, *answer_headers(response, outcome.version)]
+    headers = [
+        *JSON,
+        *answer_headers(response, outcome.version),
+        *upstream_quota_headers(outcome.quota),
+    ]
     if await respond_watched(call, renderer.response(response), headers, stalled_after):
         outcome.answered(response)
     else:  # generated and billed in full, the ledger and budgets already count it
@@ -65,6 +69,7 @@ async def streamed(
     request: ChatRequest,
     renderer: Renderer,
     outcome: Outcome,
+    *,
     stalled_after: float,
 ) -> None:
     """Answer as a stream: headers with the first chunk, then each chunk as it comes; a client
@@ -86,7 +91,10 @@ async def streamed(
                 "upstream_error",
                 "empty_stream",
             ) from None
-        head = stream_headers(call, outcome.version, first)
+        head = [
+            *stream_headers(call, outcome.version, first),
+            *upstream_quota_headers(outcome.quota),
+        ]
         await call.begin(200, head)
         disconnected = asyncio.ensure_future(call.receive())
         watch = SendWatch(stalled_after)
