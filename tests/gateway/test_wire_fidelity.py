@@ -4,7 +4,7 @@ the field a 400 names, and the upstream's quota headers for the callers trusted 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -12,6 +12,7 @@ import openai
 import orjson
 import pytest
 from tests.fakes.anthropic_server import FakeAnthropic, input_tokens
+from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
@@ -21,23 +22,37 @@ ASKED: Any = [{"role": "user", "content": "one two three four five"}]
 ADMIN_KEY = "admin-secret-123456"  # as `ADMIN` sets it
 
 
-def config(claude: FakeAnthropic, gpt: FakeOpenAI, extra: str = "") -> str:
+GEMINI_KEY = "AIzaSyD-fake-key-0123456789abcdefghijk"
+
+
+def config(claude: FakeAnthropic, gpt: FakeOpenAI, gemini: FakeGemini, extra: str = "") -> str:
     return f"""
 providers:
   anthropic: {{type: anthropic, base_url: "{claude.url}", api_key: {CLAUDE_KEY}}}
   up: {{type: openai, base_url: "{gpt.url}/v1", api_key: {UPSTREAM_KEY}, retry: {{attempts: 0}}}}
+  google: {{type: gemini, base_url: "{gemini.url}/v1beta", api_key: {GEMINI_KEY}}}
 models:
   claude: {{provider: anthropic, id: claude-haiku-4-5-20251001, price: {{input: 1, output: 5}}}}
   gpt: {{provider: up, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
+  flash: {{provider: google, id: gemini-2.5-flash, price: {{input: 0.3, output: 2.5}}}}
 {extra}"""
+
+
+@pytest.fixture(scope="module")
+def gemini_fake() -> Iterator[FakeGemini]:
+    server = FakeGemini(api_key=GEMINI_KEY)
+    with server.running():
+        yield server  # type: ignore[misc]
 
 
 @pytest.fixture
 def running(
-    serve_gateway: Callable[..., Running], claude_fake: FakeAnthropic, upstream: FakeOpenAI
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
 ) -> Running:
-    claude_fake.always(None)
-    return serve_gateway(text=config(claude_fake, upstream))
+    return serve_gateway(text=config(claude_fake, upstream, gemini_fake))
 
 
 def openai_client(running: Running, key: str = "anything") -> openai.OpenAI:
@@ -62,6 +77,20 @@ def test_a_messages_stream_from_anthropic_starts_with_the_prompts_tokens(
     assert prompt > 0 and start.message.usage.input_tokens == prompt
     delta = next(e for e in events if e.type == "message_delta")
     assert delta.usage.input_tokens == prompt
+
+
+def test_a_messages_stream_from_gemini_starts_with_the_prompts_tokens(running: Running) -> None:
+    # Gemini 2.x reports the usage so far on every event, the first one too.
+    events = list(
+        anthropic_client(running).messages.create(
+            model="flash", max_tokens=50, messages=ASKED, stream=True
+        )
+    )
+    start = events[0]
+    assert start.type == "message_start"
+    delta = next(e for e in events if e.type == "message_delta")
+    assert start.message.usage.input_tokens == delta.usage.input_tokens
+    assert start.message.usage.input_tokens > 0
 
 
 def test_a_messages_stream_from_openai_gives_the_prompts_tokens_at_its_end(
@@ -98,6 +127,18 @@ def test_an_openai_callers_end_user_reaches_each_provider_in_its_own_field(
         client.chat.completions.create(model=model, messages=ASKED, extra_body={field: value})
     assert upstream.requests[-1].json[field] == value
     assert claude_fake.requests[-1].json["metadata"] == {"user_id": value}
+
+
+def test_a_gemini_model_takes_a_request_naming_its_end_user_without_it(
+    running: Running, gemini_fake: FakeGemini
+) -> None:
+    # generateContent has no field for one: the request goes on, the id not sent anywhere.
+    reply = openai_client(running).chat.completions.create(
+        model="flash", messages=ASKED, extra_body={"user": "u-42", "safety_identifier": "h-42"}
+    )
+    assert reply.choices[0].message.content
+    sent = orjson.dumps(gemini_fake.requests[-1].json).decode()
+    assert "u-42" not in sent and "h-42" not in sent
 
 
 def test_a_messages_callers_user_id_reaches_openai_as_user(
@@ -174,9 +215,12 @@ def test_a_gateway_without_keys_shows_the_upstream_quota(running: Running, model
 
 
 def test_only_the_admin_key_sees_the_upstream_quota_on_a_keyed_gateway(
-    serve_gateway: Callable[..., Running], claude_fake: FakeAnthropic, upstream: FakeOpenAI
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
 ) -> None:
-    running = serve_gateway(text=config(claude_fake, upstream, ADMIN))
+    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
     team = str(create_key(running, name="team-a")["key"])
     name, value = QUOTA["claude"]
     for key, shown in ((team, None), (ADMIN_KEY, value)):
@@ -191,9 +235,10 @@ def test_an_upstream_429_tells_every_caller_when_to_retry_and_only_the_admin_the
     serve_gateway: Callable[..., Running],
     claude_fake: FakeAnthropic,
     upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
     admin: bool,
 ) -> None:
-    running = serve_gateway(text=config(claude_fake, upstream, ADMIN))
+    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
     key = ADMIN_KEY if admin else str(create_key(running, name="team-a")["key"])
     upstream.push(Fault(status=429, headers={"retry-after": "7"}))
     with pytest.raises(openai.RateLimitError) as caught:
