@@ -778,6 +778,15 @@ def test_token_limit_message_is_context_length() -> None:
     assert isinstance(error, ContextLengthError)
 
 
+def test_a_400_names_the_field_its_bad_request_detail_names() -> None:
+    violation = {"field": "generation_config.temperature", "description": "out of range"}
+    detail = {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+    message = "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), 7"
+    error = WIRE.error_from_wire(400, {}, error_body(400, "INVALID_ARGUMENT", message, detail))
+    assert type(error) is BadRequestError and error.param == "generation_config.temperature"
+    assert WIRE.error_from_wire(400, {}, error_body(400, "INVALID_ARGUMENT", message)).param is None
+
+
 def test_a_hostile_error_message_is_classified_in_linear_time() -> None:
     """'input token count' 20,000 times with no 'exceeds' took 20 s through `.*`."""
     message = "input token count " * 20_000
