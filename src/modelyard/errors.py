@@ -3,7 +3,8 @@
     ModelyardError
     ├── ConfigError                  bad config: names the file, line, field and the fix
     └── ModelError                   a call to a Model failed; carries model, provider, status,
-        │                            the provider's code and message, and `retryable`
+        │                            the provider's code, message and field at fault
+        │                            (`param`), and `retryable`
         ├── AuthenticationError      401: the key is missing, wrong or revoked
         ├── PermissionDeniedError    403: the key may not use this model or system
         ├── NotFoundError            404: no such model, deployment or system
