@@ -104,6 +104,9 @@ class Members:
     deadlines: tuple[float | None, ...]
     normalise: Normaliser
     wait: Wait
+    whose: str = "the time it was given"
+    """Whose deadline a member cut at its request's deadline missed, in its error: the
+    ensemble's, or the members' share of it when a judge or fuser keeps the rest."""
 
     def _outcome(self, i: int) -> Outcome:
         """Member `i`'s outcome, to be filled in as it is asked."""
@@ -118,7 +121,8 @@ class Members:
                 if seconds is None:
                     # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
                     call = model.complete(request)
-                    outcome.response = await within(call, request, model, grace=0.0)
+                    cut = within(call, request, model, grace=0.0, whose=self.whose)
+                    outcome.response = await cut
                 else:
                     async with asyncio.timeout(seconds):
                         outcome.response = await model.complete(request.with_budget(seconds))
