@@ -181,6 +181,7 @@ def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: s
                     _gate(gate, context, (*where, "gates", j)) for j, gate in enumerate(stage.gates)
                 ),
                 retries=stage.retries,
+                share=stage.share,
                 escalate=(
                     context.node(stage.escalate, (*where, "escalate"))
                     if stage.escalate is not None

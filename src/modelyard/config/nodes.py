@@ -171,6 +171,10 @@ class StageSpec(Spec):
     """Times to rerun the stage when a gate fails."""
     escalate: NodeSpec | None = None
     """A Model to try (once, gated the same way) when retries are used up."""
+    share: float | None = Field(default=None, gt=0, le=1)
+    """Under a deadline, the share of the time left when the stage starts that it may use
+    (tries, escalation and gates). Default: an even split among it and the later stages; the
+    last stage gets all that is left."""
 
 
 class PipelineSpec(NodeBase):
@@ -194,6 +198,11 @@ class PipelineSpec(NodeBase):
                 raise ValueError(
                     f"two stages are called {name!r}; give stages[{i}] a name of its own"
                 )
+        if self.stages[-1].share is not None:
+            raise ValueError(
+                f"stages[{len(self.stages) - 1}] is the last stage, which gets all the time "
+                "left: drop its share"
+            )
         return self
 
     def child_nodes(self) -> ChildNodes:
