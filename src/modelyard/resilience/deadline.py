@@ -87,7 +87,7 @@ async def _cut(
     whose: str,
     metered: bool,
 ) -> T:
-    from modelyard.cost.bounds import charge_partial  # resilience uses cost, not the reverse
+    from modelyard.cost.bounds import charge_partial, waited_for  # resilience uses cost
 
     started = time.perf_counter()
     watched = watching()
@@ -108,9 +108,11 @@ async def _cut(
         # for a rate-limit slot, say, was never sent and cost nothing. What the calls under it
         # had finished (a cascade's first stage) was billed all the same.
         dispatch = watched.dispatch
-        charge_partial(error, model, request, sent=dispatch.sent, spent=dispatch.spent)
-        if not metered:
-            charge(error.cost - dispatch.spent)  # the estimate; the meter counted the rest
+        charge_partial(
+            error, model, request, sent=dispatch.sent, spent=dispatch.spent, dispatch=dispatch
+        )
+        if not metered:  # the estimate; the meter counted the rest
+            charge(error.cost - dispatch.spent, waited_for(model, dispatch))
         raise error from None
 
 
