@@ -1,8 +1,10 @@
-"""What an abandoned branch had spent shows per model in its record and the ledger, not under
-the abandoned node's name."""
+"""What an abandoned branch had spent, where it shows: per model in the ledger (not under the
+abandoned node's name), and, for a stream cut by a node's deadline, as the estimate of what its
+provider bills."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 
 import modelyard
 from modelyard.cost.ledger import SqliteLedgerFile
+from modelyard.errors import ModelTimeoutError
+from modelyard.types import user
 from tests.cost.test_abandoned_spend import MODELS, ask
 
 
@@ -52,3 +56,33 @@ async def test_what_an_abandoned_pattern_had_spent_is_billed_to_its_models(
     assert response.decision is not None
     calls = [d for d in response.decision.walk() if not d.children]
     assert {d.node for d in calls if d.cost} == models
+
+
+TALKER = """
+models:
+  talker:
+    local: {type: fake, default: "one two three four five six"}
+    price: {input: 1000000, output: 1000000}
+systems:
+  hurried: {type: fallback, chain: [talker], deadline: 0.2}
+"""
+
+
+async def test_a_stream_cut_by_a_node_deadline_costs_its_input_and_what_it_wrote(
+    write_config: Callable[[str], Path],
+) -> None:
+    # The caller took its time between chunks and the node's deadline passed: the cut stream
+    # had been sent and had written, and it cost $0 with no tokens.
+    path = write_config(TALKER)
+    async with modelyard.load(path) as yard:
+        with pytest.raises(ModelTimeoutError) as caught:
+            async for _ in yard.get("hurried").stream(user("say six words")):
+                await asyncio.sleep(0.3)
+    error = caught.value
+    assert "node hurried's deadline (0.2s) passed while streaming" in str(error)
+    assert error.usage is not None and error.usage.estimated
+    assert error.usage.input_tokens > 0 and error.usage.output_tokens > 0
+    tokens = error.usage.input_tokens + error.usage.output_tokens
+    assert error.cost == pytest.approx(tokens)
+    assert error.decision is not None and error.decision.cost == pytest.approx(error.cost)
+    assert by_model(await ledger_rows(path)) == {"talker": pytest.approx(error.cost)}
