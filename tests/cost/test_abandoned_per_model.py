@@ -1,6 +1,6 @@
 """What an abandoned branch had spent, where it shows: per model in the ledger (not under the
-abandoned node's name), and, for a stream cut by a node's deadline, as the estimate of what its
-provider bills."""
+abandoned node's name), in the span of the system the request was sent to, and, for a stream
+cut by a node's deadline, as the estimate of what its provider bills."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import pytest
 import modelyard
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.errors import ModelTimeoutError
+from modelyard.model import Wrapper
 from modelyard.types import user
 from tests.cost.test_abandoned_spend import MODELS, ask
+from tests.cost.test_metering import Forgetful
+from tests.fakes.otlp_collector import OtlpCollector, named
 
 
 async def ledger_rows(path: Path) -> list[tuple[str, float]]:
@@ -56,6 +59,31 @@ async def test_what_an_abandoned_pattern_had_spent_is_billed_to_its_models(
     assert response.decision is not None
     calls = [d for d in response.decision.walk() if not d.children]
     assert {d.node for d in calls if d.cost} == models
+
+
+def _innermost_wrapper(model: object) -> Wrapper:
+    assert isinstance(model, Wrapper)
+    while isinstance(model.inner, Wrapper):
+        model = model.inner
+    return model
+
+
+async def test_the_span_of_a_system_shows_what_the_request_was_billed(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    # The system's span was ended inside the wrapper that bills the meter's total: it showed
+    # what the answer's record reports, without the spend of a branch whose record was lost.
+    text = MODELS + f"tracing:\n  endpoint: {collector.url}\n"
+    async with modelyard.load(write_config(text)) as yard:
+        first, second = yard.get("small"), yard.get("backup")
+        lost = (await first.complete(user("q"))).cost
+        kept = (await second.complete(user("q"))).cost
+        collector.spans.clear()
+        _innermost_wrapper(yard.get("top")).inner = Forgetful(first, second)
+        response = await yard.complete("top", "which letter?")
+    assert response.cost == pytest.approx(lost + kept)
+    span = named(collector.wait_for(3), "system top")
+    assert span.attributes["modelyard.cost_usd"] == pytest.approx(lost + kept)
 
 
 TALKER = """
