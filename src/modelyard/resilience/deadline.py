@@ -227,9 +227,12 @@ class DeadlineModel(Wrapper):
             async with closing(self.inner.stream(tightened)) as stream:
                 iterator = aiter(stream)
                 while True:
+                    # Until GRACE after the deadline, not the deadline itself: an inner node
+                    # that reports at it (a cascade answering with the answer it holds once its
+                    # last stage is cut) streams that answer just after it.
                     left = tightened.remaining()
                     assert left is not None
-                    if left <= 0:
+                    if left + GRACE <= 0:
                         raise self._cut_stream(whose, started, tightened, seen, dispatch)
                     # The timeout covers waiting for the next chunk only, never the caller's
                     # own time between chunks (it runs in the caller's task, outside this frame).
