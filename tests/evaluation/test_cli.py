@@ -146,6 +146,24 @@ def test_compare_lists_the_system_and_each_model(
     assert "plotly" in html.read_text()
 
 
+def test_compare_says_why_and_exits_1_when_a_contender_answered_none(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # Held-out prompts while the config still replays the training file: every row was 0 %
+    # and the command exited 0, a table for stakeholders that measured nothing.
+    path = sliced(ARC, 3)
+    unseen = tmp_path / "unseen.csv"
+    unseen.write_text(path.read_text().replace("George wants", "Georgina wants"))
+    config = write_config(_config(path))
+    result = runner.invoke(
+        app, ["compare", str(config), "main", "--data", str(unseen), "--format", "routerbench"]
+    )
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "main, cheap, strong answered none of the 3 items" in said
+    assert "no recording for prompt 'Georgina wants" in said
+
+
 def test_split_writes_disjoint_train_and_test_recordings(
     sliced: Callable[[str, int], Path], tmp_path: Path
 ) -> None:
