@@ -76,20 +76,27 @@ def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
     assert html.read_text().count("<div") > 3
 
 
-def test_eval_says_why_items_failed_and_exits_1_when_all_did(
-    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
-) -> None:
-    # e.g. held-out data evaluated while the config still replays the training recordings (the
-    # few-shot prefix every ARC prompt shares is changed): a CI step doing so must not pass
+def _on_unseen_prompts(
+    command: str, sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> str:
+    """What `command` says (exit 1 asserted) on held-out prompts while the config still
+    replays the training recordings (the few-shot prefix every ARC prompt shares is changed)."""
     path = sliced(ARC, 3)
-    unseen = tmp_path / "unseen.csv"
+    unseen = path.with_name("unseen.csv")
     unseen.write_text(path.read_text().replace("George wants", "Georgina wants"))
     config = write_config(_config(path))
     result = runner.invoke(
-        app, ["eval", str(config), "main", "--data", str(unseen), "--format", "routerbench"]
+        app, [command, str(config), "main", "--data", str(unseen), "--format", "routerbench"]
     )
     assert result.exit_code == 1, result.output
-    said = " ".join(result.output.split())
+    return " ".join(result.output.split())
+
+
+def test_eval_says_why_items_failed_and_exits_1_when_all_did(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    # A CI step evaluating prompts the replayed recordings lack must not pass.
+    said = _on_unseen_prompts("eval", sliced, write_config)
     assert "no recording for prompt 'Georgina wants" in said  # the report first, with why
     assert "3 items failed" in said and "main answered none of the 3 items" in said
 
@@ -147,19 +154,10 @@ def test_compare_lists_the_system_and_each_model(
 
 
 def test_compare_says_why_and_exits_1_when_a_contender_answered_none(
-    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
 ) -> None:
-    # Held-out prompts while the config still replays the training file: every row was 0 %
-    # and the command exited 0, a table for stakeholders that measured nothing.
-    path = sliced(ARC, 3)
-    unseen = tmp_path / "unseen.csv"
-    unseen.write_text(path.read_text().replace("George wants", "Georgina wants"))
-    config = write_config(_config(path))
-    result = runner.invoke(
-        app, ["compare", str(config), "main", "--data", str(unseen), "--format", "routerbench"]
-    )
-    assert result.exit_code == 1, result.output
-    said = " ".join(result.output.split())
+    # Every row was 0 % and the command exited 0: a table for stakeholders that measured nothing.
+    said = _on_unseen_prompts("compare", sliced, write_config)
     assert "main, cheap, strong answered none of the 3 items" in said
     assert "no recording for prompt 'Georgina wants" in said
 
