@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 from modelyard.cli import app
 from modelyard.cli.evidence_output import dump
 from modelyard.evaluation.history import ConfigHistory
+from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
 from tests.resilience.test_drill import ONE_PROVIDER
 from tests.state.conftest import REDIS_URL
 
@@ -433,3 +434,41 @@ def test_calibrate_lists_the_settings_it_could_not_build(
     assert "1 settings tried" in text
     assert "1 settings could not be built, not tried:" in text
     assert "{'models.weak.local.model': 'gpt-5'}: " in text and "not in the recordings" in text
+
+
+def test_calibrate_says_how_much_of_the_training_split_was_predicted_out_of_fold(
+    tmp_path: Path,
+) -> None:
+    # A cross-fitted artifact answers its training texts out of fold only when they match
+    # exactly; one recorded with other whitespace than it is replayed got the full fit's
+    # in-sample prediction, and the threshold was chosen on it without a word (GSM8K: 86 %
+    # of GPT-4 on held-out items instead of the 95 % aimed at).
+    (tmp_path / "models.yaml").write_text(LEARNED_MODELS)
+    write_outcomes(tmp_path / "outcomes.jsonl")
+    artifact = tmp_path / "router.npz"
+    trained = runner.invoke(
+        app,
+        [
+            *("train", str(tmp_path / "outcomes.jsonl"), "--embedder", "hash"),
+            *("--config", str(tmp_path / "models.yaml"), "--folds", "3", "-o", str(artifact)),
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    config = tmp_path / "router.yaml"
+    config.write_text(learned_config(artifact, 0.0))
+    # a training text, one spaced otherwise, one never trained on; and a test item
+    rows = [("add 3 and 4", "c"), ("add  5 and 6 ", "c"), ("add 40 and 41", "c"), ("add 9", "t")]
+    labelled = "".join(
+        json.dumps({"prompt": p, "label": "cheap answer", "split": s}) + "\n" for p, s in rows
+    )
+    (tmp_path / "set.jsonl").write_text(labelled)
+    result = runner.invoke(
+        app,
+        [
+            *("calibrate", str(config), "front", "--data", str(tmp_path / "set.jsonl")),
+            *("--train-split", "c", "--test-split", "t", "--scorer", "exact"),
+            *("--knob", "systems.front.learned.lambda=0,0.5", "--out", str(tmp_path / "o.yaml")),
+        ],
+    )
+    said = " ".join(result.output.split())
+    assert "front/hash: 33% of the training split predicted out of fold (the rest in-sample" in said

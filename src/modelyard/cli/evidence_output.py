@@ -204,6 +204,24 @@ _SHOWN = 10
 """How many unbuildable settings, or broken and fixed item ids, are printed (all are in --json)."""
 
 
+def _print_out_of_fold(train: EvalReport) -> None:
+    """How much of the training split each cross-fitted embedder predicted out of fold. When
+    calibrating on an artifact's own training data this must be 100 %: a text that differs
+    from the one trained on, even in whitespace, gets the full fit's in-sample prediction,
+    and the choice then rests on optimistic predictions without a word."""
+    for node, stats in train.nodes.items():
+        share = stats.details.get("out_of_fold")
+        if share is None:
+            continue
+        line = f"{escape(node)}: {share:.0%} of the training split predicted out of fold"
+        if share < 1:
+            line = (
+                f"[yellow]{line}[/] (the rest in-sample: if its artifact was cross-fitted on "
+                "these items, their texts differ from those it was trained on)"
+            )
+        console.print(line)
+
+
 def print_calibration(cal: Calibration, how: str, written: str) -> None:
     """The calibration: target, settings tried, the chosen one and the frontier."""
     front = cal.frontier
@@ -223,6 +241,7 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
             console.print(f"  ... and {len(cal.invalid) - _SHOWN} more (all in --json)")
     closest = "" if cal.met else " (closest to the target, which it does not meet)"
     console.print(f"chosen{closest}: {cal.chosen.values}")
+    _print_out_of_fold(cal.chosen.train)
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
     console.print(
