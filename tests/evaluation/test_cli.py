@@ -472,3 +472,23 @@ def test_calibrate_says_how_much_of_the_training_split_was_predicted_out_of_fold
     )
     said = " ".join(result.output.split())
     assert "front/hash: 33% of the training split predicted out of fold (the rest in-sample" in said
+
+
+def test_eval_says_why_answers_were_unparsed(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    # An empty correctness cell (a held-out file with a blank) is an answer of unknown score:
+    # the count alone did not say so.
+    data = tmp_path / "gsm.csv"
+    data.write_text("prompt,m,m_response\nQ1,,#### 3\nQ2,True,#### 4\n", encoding="utf-8")
+    config = write_config(
+        f"models:\n  m: {{local: {{type: replay, data: '{data}', format: routellm-gsm8k, "
+        "model: m}, price: {input: 1, output: 1}}\n"
+    )
+    result = runner.invoke(
+        app, ["eval", str(config), "m", "--data", str(data), "--format", "routellm-gsm8k"]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "1 answers could not be parsed by the recorded scorer" in said
+    assert "The first, item gsm8k-0: no recorded score for the answering model." in said

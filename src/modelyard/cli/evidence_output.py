@@ -22,6 +22,7 @@ from modelyard.evaluation.evaluate import Evaluation
 from modelyard.evaluation.gate import GateResult
 from modelyard.evaluation.report import EvalReport
 from modelyard.evaluation.runner import FAILED, ItemResult
+from modelyard.evaluation.scorers import UNPARSED
 
 
 @contextmanager
@@ -132,9 +133,12 @@ def print_evaluation(title: str, evaluation: Evaluation, scorer: str) -> None:
     report = evaluation.report
     console.print(report_table(title, [report]))
     if report.unparsed:
+        # The scorer's note says why (e.g. a recording's empty correctness cell).
+        noted = next((r for r in evaluation.results if r.status == UNPARSED and r.parsed), None)
+        why = f" The first, item {escape(noted.id)}: {escape(noted.parsed or '')}." if noted else ""
         console.print(
             f"[yellow]{report.unparsed} answers could not be parsed by the "
-            f"{scorer} scorer; they count as wrong in 'accuracy'.[/]"
+            f"{scorer} scorer; they count as wrong in 'accuracy'.[/]{why}"
         )
     _print_nodes(report)
     _print_failures(evaluation.results)
