@@ -53,7 +53,7 @@ systems:
                   name: drafting
                   deadline: 0.8
                   stages:
-                    - {name: draft, model: drafter}
+                    - {name: draft, model: drafter, share: 0.5}
                     - {name: write, model: writer, input: "Write: {previous}"}
             - m1
             - m3
@@ -148,7 +148,7 @@ async def test_a_hanging_draft_is_cut_at_its_share_and_the_cascade_escalates(
     write_config: Callable[[str], Path], streamed: bool
 ) -> None:
     # The cascade's first stage has 1 s of 2, the members 0.75 s of that (the judge keeps a
-    # quarter), and the pipeline's draft half of what it was given: 0.375 s.
+    # quarter), and the pipeline's draft its share, half of what it was given: 0.375 s.
     outcome, record, ledger, seconds = await ask(
         write_config, {"drafter": '{text: "late", latency: 5}'}, streamed
     )
@@ -227,7 +227,8 @@ async def test_a_router_past_its_own_deadline_says_so_at_its_level(
     assert isinstance(outcome, ChatResponse) and outcome.text == "B"  # m1, picked
     desk = node(record, "desk")
     assert desk.error is not None and "node desk's deadline (0.3s) passed" in desk.error
-    assert node(record, "drafting").reason == "stage 'write' failed (timeout)"
+    drafting = node(record, "drafting").reason
+    assert drafting.startswith("stage 'write' failed (timeout); the stages before it took 'draft' ")
     check_books(outcome, record, ledger)
 
 
@@ -294,7 +295,10 @@ async def test_any_fault_is_answered_or_reported_the_same_whole_or_streamed(
 
 
 HANGS = {
-    "the draft": ("{name: draft, model: drafter}", "{name: draft, model: hanger}"),
+    "the draft": (
+        "{name: draft, model: drafter, share: 0.5}",
+        "{name: draft, model: hanger, share: 0.5}",
+    ),
     "the write-up": (
         '{name: write, model: writer, input: "Write: {previous}"}',
         '{name: write, model: hanger, input: "Write: {previous}"}',

@@ -173,8 +173,8 @@ class StageSpec(Spec):
     """A Model to try (once, gated the same way) when retries are used up."""
     share: float | None = Field(default=None, gt=0, le=1)
     """Under a deadline, the share of the time left when the stage starts that it may use
-    (tries, escalation and gates). Default: an even split among it and the later stages; the
-    last stage gets all that is left."""
+    (tries, escalation and gates), holding the rest back for the later stages. Default: all of
+    it (a cut fails the request; see docs/patterns.md). Not on the last stage."""
 
 
 class PipelineSpec(NodeBase):

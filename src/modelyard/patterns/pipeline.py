@@ -8,12 +8,12 @@ fallback can act on, rather than retrying or escalating work that no checker can
 Every stage gets the request's options (temperature, tools, format, deadline); only its
 messages (one user message: the rendered template) and, if set, its system prompt change.
 
-Under a deadline, a stage before the last may use only its share of the time left when it
-starts (its tries, escalation and gates together): its `share`, or by default an even split
-among it and the stages after it, so with three stages and 9 s the first gets 3 s, and a slow
-first stage cannot leave the later ones (a quality check, the answer) without time. A stage
-cut at its share stops the pipeline with a timeout naming the stage and the time it had. The
-last stage gets all that is left.
+Under a deadline, a stage may use all the time left unless it has a `share` of it (its tries,
+escalation and gates together), so that it cannot leave the later ones (a quality check, the
+answer) without time. By default nothing is cut early: a pipeline has no other path, so a
+stage cut at a share fails a request that might still have fitted. A stage cut at its share
+stops the pipeline with a timeout naming the stage and the time it had; a stage that runs out
+of the request's time says what the stages before it took, so the one that ate it is named.
 Streaming runs all stages but the last to completion and streams the last one live, unless it
 has gates (its output must be checked before anyone sees it).
 """
@@ -47,8 +47,8 @@ class PipelineStage:
     retries: int = 0
     escalate: Model | None = None
     share: float | None = None
-    """Under a deadline, the share of the time left when it starts that it may use; None: an
-    even split among it and the stages after it."""
+    """Under a deadline, the share of the time left when it starts that it may use; None: all
+    of it."""
 
     def attempts(self) -> list[tuple[Model, str]]:
         """Who is asked, in order, until the output passes the gates."""
@@ -197,12 +197,10 @@ class PipelineModel(Model):
         return None, records, cost, notes
 
     def _budgeted(self, request: ChatRequest, index: int) -> tuple[ChatRequest, str | None]:
-        """The request stage `index` runs under: before the last, cut to its share of the time
-        left (see the module docstring), with whose deadline that is, in words."""
+        """The request stage `index` runs under: cut to its share of the time left when it has
+        one (see the module docstring), with whose deadline that is, in words."""
         stage = self.stages[index]
-        later = len(self.stages) - index
-        share = stage.share if stage.share is not None else 1.0 / later
-        seconds = request.share_of_remaining(share) if later > 1 else None
+        seconds = None if stage.share is None else request.share_of_remaining(stage.share)
         if seconds is None:
             return request, None
         whose = f"stage {stage.name!r}'s share of the deadline ({seconds:.3g}s)"
@@ -243,11 +241,7 @@ class PipelineModel(Model):
                     notes,
                 )
                 reason = f"stage {stage.name!r} failed ({exc.kind})"
-                left = stage_request.remaining()
-                if whose is not None and exc.code == DEADLINE and left is not None and left <= 0:
-                    # The caller must learn which stage ate the time, not only that it ran out.
-                    reason += f": {whose} passed"
-                    annotate(exc, f"{whose} passed")
+                reason += self._out_of_time(progress, exc, stage_request, whose)
                 raise self._stopped(progress, record, reason, exc) from None
             attempts.append(answered(model, response))
             stage_cost += response.cost
@@ -285,6 +279,25 @@ class PipelineModel(Model):
         raise self._quality(
             stage, f"failed check {last_failure} after {tries} attempt(s)", progress
         )
+
+    @staticmethod
+    def _out_of_time(
+        progress: _Progress, exc: ModelError, request: ChatRequest, whose: str | None
+    ) -> str:
+        """What a stage cut at a deadline adds to its reason, so that the caller learns which
+        stage ate the time: its own share when that is what passed, else what the stages before
+        it took of the request's."""
+        left = request.remaining()
+        if exc.code != DEADLINE or left is None or left > 0:
+            return ""
+        if whose is not None:
+            annotate(exc, f"{whose} passed")
+            return f": {whose} passed"
+        if not progress.records:
+            return ""
+        took = ", ".join(f"{r.node!r} {r.latency_ms:.0f} ms" for r in progress.records)
+        annotate(exc, f"the stages before it took {took}")
+        return f"; the stages before it took {took}"
 
     def _stopped(
         self, progress: _Progress, record: Decision, reason: str, exc: ModelError
@@ -383,4 +396,5 @@ class PipelineModel(Model):
                 last, None, f"try 1 failed ({exc.kind})", attempt, exc.cost, started, []
             )
             reason = f"stage {last.name!r} failed ({exc.kind})"
+            reason += self._out_of_time(progress, exc, stage_request, None)
             raise self._stopped(progress, record, reason, exc) from None
