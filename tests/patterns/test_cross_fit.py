@@ -3,6 +3,7 @@ that never saw its label, and routers and checks answer training texts from it."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.scorers import ExactScorer
 from modelyard.patterns.artifact import Artifact, ArtifactError, load, save
-from modelyard.patterns.learned import Fitted, OutOfFold, cross_fit, fit_knn, fit_logistic
+from modelyard.patterns.learned import (
+    Fitted,
+    OutOfFold,
+    cross_fit,
+    fit_knn,
+    fit_logistic,
+    text_digest,
+)
 from modelyard.yard import Yard
 from tests.patterns import test_learned_check as checks
 from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
@@ -73,6 +81,39 @@ def test_out_of_fold_table_round_trips_and_knows_only_training_texts(tmp_path: P
     assert loaded is not None and loaded.folds == 5
     assert loaded.lookup("second prompt") == pytest.approx([0.7, 0.1])
     assert loaded.lookup("a prompt it never saw") is None
+
+
+def test_out_of_fold_lookup_ignores_white_space_and_old_tables_stay_exact(
+    tmp_path: Path,
+) -> None:
+    # A JSONL made by hand kept a leading space and a CRLF the replayed CSV strips: an exact
+    # digest missed every row, and calibration silently read the in-sample fit.
+    predictions = np.array([[0.2, 0.9], [0.7, 0.1]])
+    table = OutOfFold.of([" first prompt\r\n", "second  prompt"], predictions, folds=5)
+    path = tmp_path / "a.npz"
+    artifact = Artifact(
+        fit_knn(np.eye(2), np.eye(2), 1), ("a", "b"), "e", 2, (None, None), {}, table
+    )
+    save(path, artifact)
+    loaded = load(path).out_of_fold
+    assert loaded is not None and loaded.spaced
+    assert loaded.lookup("first prompt") == pytest.approx([0.2, 0.9])
+    assert loaded.lookup("second prompt\n") == pytest.approx([0.7, 0.1])
+    assert loaded.lookup("secondprompt") is None
+    # An artifact written before (no `oof_spaced` in its header) holds exact digests.
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    header = json.loads(str(arrays["header"]))
+    del header["oof_spaced"]
+    arrays["header"] = np.array(json.dumps(header))
+    arrays["oof_digests"] = np.frombuffer(
+        text_digest("first prompt", spaced=False) + text_digest("x", spaced=False), dtype=np.uint8
+    ).reshape(2, 16)
+    np.savez(path, **arrays)
+    old = load(path).out_of_fold
+    assert old is not None and not old.spaced
+    assert old.lookup("first prompt") == pytest.approx([0.2, 0.9])
+    assert old.lookup(" first prompt") is None
 
 
 def test_out_of_fold_table_that_does_not_fit_is_refused(tmp_path: Path) -> None:

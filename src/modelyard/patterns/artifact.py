@@ -74,6 +74,7 @@ def save(path: Path, artifact: Artifact) -> None:
         header["signal_names"] = list(artifact.signals.names)
     if artifact.out_of_fold is not None:
         header["folds"] = artifact.out_of_fold.folds
+        header["oof_spaced"] = artifact.out_of_fold.spaced
         arrays.update(
             oof_digests=artifact.out_of_fold.digests,
             oof_predictions=artifact.out_of_fold.predictions.astype(np.float32),
@@ -144,7 +145,8 @@ def _out_of_fold(header: dict[str, Any], arrays: dict[str, Any], path: Path) -> 
     m = len(header["models"])
     if digests.ndim != 2 or digests.shape[1] != 16 or predictions.shape != (len(digests), m):
         raise ArtifactError(f"{path}: out-of-fold predictions do not fit {m} models")
-    return OutOfFold(digests, predictions, int(header.get("folds", 0)))
+    spaced = bool(header.get("oof_spaced", False))  # absent: written by an exact-digest modelyard
+    return OutOfFold(digests, predictions, int(header.get("folds", 0)), spaced)
 
 
 def _predictor(header: dict[str, Any], arrays: dict[str, Any], path: Path, d: int) -> Predictor:

@@ -100,9 +100,12 @@ class Knn:
 Predictor = Logistic | Knn
 
 
-def text_digest(text: str) -> bytes:
-    """The 16-byte key an out-of-fold prediction is stored under."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+def text_digest(text: str, *, spaced: bool = True) -> bytes:
+    """The 16-byte key an out-of-fold prediction is stored under. `spaced`: runs of white space
+    count as one space and the ends are stripped, so a recording that kept a leading space or a
+    CRLF still finds its row (an exact miss would silently answer from the in-sample fit)."""
+    key = " ".join(text.split()) if spaced else text
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,9 @@ class OutOfFold:
     predictions: Array
     """n × m: each text's P(success) per candidate from the fit that did not see it."""
     folds: int
+    spaced: bool = True
+    """Whether the digests ignore white space (`text_digest`); artifacts written before it did
+    hold exact digests."""
     _row: dict[bytes, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +134,7 @@ class OutOfFold:
 
     def lookup(self, text: str) -> Array | None:
         """The out-of-fold P(success) per candidate, or None when `text` was not trained on."""
-        row = self._row.get(text_digest(text))
+        row = self._row.get(text_digest(text, spaced=self.spaced))
         return None if row is None else self.predictions[row]
 
     @classmethod
