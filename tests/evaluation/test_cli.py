@@ -439,10 +439,9 @@ def test_calibrate_lists_the_settings_it_could_not_build(
 def test_calibrate_says_how_much_of_the_training_split_was_predicted_out_of_fold(
     tmp_path: Path,
 ) -> None:
-    # A cross-fitted artifact answers its training texts out of fold only when they match
-    # exactly; one recorded with other whitespace than it is replayed got the full fit's
-    # in-sample prediction, and the threshold was chosen on it without a word (GSM8K: 86 %
-    # of GPT-4 on held-out items instead of the 95 % aimed at).
+    # A cross-fitted artifact answers out of fold only the texts it was trained on (white
+    # space aside); any other got the full fit's in-sample prediction, and the threshold was
+    # chosen on it without a word (GSM8K: 86 % of GPT-4 on held-out items instead of 95 %).
     (tmp_path / "models.yaml").write_text(LEARNED_MODELS)
     write_outcomes(tmp_path / "outcomes.jsonl")
     artifact = tmp_path / "router.npz"
@@ -456,7 +455,7 @@ def test_calibrate_says_how_much_of_the_training_split_was_predicted_out_of_fold
     assert trained.exit_code == 0, trained.output
     config = tmp_path / "router.yaml"
     config.write_text(learned_config(artifact, 0.0))
-    # a training text, one spaced otherwise, one never trained on; and a test item
+    # a training text, one spaced otherwise (still a match), one never trained on; a test item
     rows = [("add 3 and 4", "c"), ("add  5 and 6 ", "c"), ("add 40 and 41", "c"), ("add 9", "t")]
     labelled = "".join(
         json.dumps({"prompt": p, "label": "cheap answer", "split": s}) + "\n" for p, s in rows
@@ -471,7 +470,7 @@ def test_calibrate_says_how_much_of_the_training_split_was_predicted_out_of_fold
         ],
     )
     said = " ".join(result.output.split())
-    assert "front/hash: 33% of the training split predicted out of fold (the rest in-sample" in said
+    assert "front/hash: 67% of the training split predicted out of fold (the rest in-sample" in said
 
 
 def test_eval_says_why_answers_were_unparsed(
