@@ -46,6 +46,28 @@ def test_a_failure_says_where_it_arose_and_its_record_is_traced(
     assert "main fallback" in result.stdout and "steady model failed" in result.stdout
 
 
+def test_a_prompt_a_replayed_model_has_no_recording_for_is_a_failed_call(
+    write_config: Callable[[str], Path],
+) -> None:
+    # It was taken for a name missing from the config: exit 2, without the model or the path.
+    config = write_config(
+        """
+models:
+  first: {local: {type: replay, data: rec.jsonl, format: jsonl, model: m}}
+systems:
+  main: {type: fallback, chain: [first]}
+"""
+    )
+    row = '{"prompt": "What is 2+2?", "model": "m", "response": "4", "correct": true}\n'
+    (config.parent / "rec.jsonl").write_text(row, encoding="utf-8")
+    result = CliRunner().invoke(app, ["ask", str(config), "main", "What is 3+3?"])
+    assert result.exit_code == 1
+    assert "error: first: no recording for prompt 'What is 3+3?'" in result.stderr
+    assert "(at main > first)" in result.stderr
+    missing = CliRunner().invoke(app, ["ask", str(config), "mian", "What is 2+2?"])
+    assert missing.exit_code == 2
+
+
 def test_bad_input_is_a_usage_error(write_config: Callable[[str], Path]) -> None:
     config = str(write_config(CONFIG))
     zero = CliRunner().invoke(app, ["ask", config, "main", "hi", "--max-tokens", "0"])

@@ -102,7 +102,9 @@ def guarded(function: Callable[[], T]) -> T:
     except BadRequestError as exc:  # the input given on the command line: a usage error
         fail(f"{exc.model}: {exc.message}" if exc.model else exc.message)
     except NotFoundError as exc:
-        if exc.provider is not None:  # a provider does not know the model: the call failed
+        # A model raised it (a provider does not know the model, a replay has no recording of
+        # the prompt): the call failed. Else it names what the command line asked for.
+        if exc.provider is not None or exc.model is not None:
             fail(_located(exc), code=1)
         fail(exc.message)  # a name given on the command line that the config lacks
     except ModelError as exc:
