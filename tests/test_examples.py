@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def train_small_artifact(config: Path, options: list[str], where: Path) -> Path:
     result = CliRunner().invoke(app, [*args, *options, "-o", str(artifact)])
     assert result.exit_code == 0, result.output
     return artifact
+
+
+def test_the_resilience_guides_config_passes_check(
+    write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/resilience.md's "Config" block is a whole config a reader can copy: every model it
+    names is defined in it."""
+    guide = (EXAMPLES.parent / "docs" / "resilience.md").read_text(encoding="utf-8")
+    match = re.search(r"## Config\n+```yaml\n(.*?)```", guide, re.DOTALL)
+    assert match is not None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    result = CliRunner().invoke(app, ["check", str(write_config(match[1]))])
+    assert result.exit_code == 0, result.output
