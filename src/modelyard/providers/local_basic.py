@@ -49,7 +49,15 @@ def import_function(dotted: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} for {dotted!r}: {exc}") from None
+        hint = ""
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None and f"{module_name}.".startswith(f"{missing}."):
+            # The module itself was not found (not one it imports): the console script does not
+            # look in the config's folder or the working directory.
+            hint = "; install it, or add the folder that holds it to PYTHONPATH"
+        raise ConfigError(
+            f"cannot import module {module_name!r} for {dotted!r}: {exc}{hint}"
+        ) from None
     function = getattr(module, attr, None)
     if not callable(function):
         raise ConfigError(f"module {module_name!r} has no callable {attr!r}")
