@@ -59,6 +59,7 @@ async def test_a_slow_first_stage_is_cut_at_its_share_and_named(
     error = caught.value
     cut = r"stage 'draft''s share of the deadline \(0\.3\d*s\) passed"  # 0.34 of 0.9 s
     assert re.search(cut, str(error))
+    assert "node flow's deadline" not in str(error)  # 0.6 s of it were left
     assert error.decision is not None
     assert re.fullmatch(r"stage 'draft' failed \(timeout\): " + cut, error.decision.reason)
     assert [d.node for d in error.decision.children] == ["draft"]

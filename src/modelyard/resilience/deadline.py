@@ -177,11 +177,15 @@ class DeadlineModel(Wrapper):
         kind = self.inner.info.kind
         return deadline_error(self.name, doing, whose=whose, kind=kind, started=started)
 
-    def _name_deadline(self, exc: ModelError, whose: str) -> None:
+    def _name_deadline(self, exc: ModelError, whose: str, tightened: ChatRequest) -> None:
         """Make an inner timeout caused by this node's deadline say so: the inner Model only
-        saw a request whose deadline was near."""
+        saw a request whose deadline was near. One well before it (a pipeline stage's share, a
+        model that knew it could not finish in time) was caused by a tighter one."""
         note = f"{whose} passed"
         if exc.code != DEADLINE or whose != self._own or note in exc.message:
+            return
+        left = tightened.remaining()
+        if left is not None and left > GRACE:
             return
         annotate(exc, note)
         if exc.decision is not None and exc.decision.error is not None:
@@ -198,7 +202,7 @@ class DeadlineModel(Wrapper):
         try:
             return await within(self.inner.complete(tightened), tightened, self, whose=whose)
         except ModelError as exc:
-            self._name_deadline(exc, whose)
+            self._name_deadline(exc, whose, tightened)
             raise
 
     def _cut_stream(
@@ -248,5 +252,5 @@ class DeadlineModel(Wrapper):
                     seen += chunk.chars
                     yield chunk
         except ModelError as exc:
-            self._name_deadline(exc, whose)
+            self._name_deadline(exc, whose, tightened)
             raise
