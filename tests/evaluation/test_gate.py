@@ -343,3 +343,18 @@ def test_a_candidate_that_unpins_a_model_id_passes_with_a_warning_naming_it(
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "candidate: model 'mini': id 'gpt-4o-mini' is an OpenAI alias" in said
+
+
+def test_apply_and_rollback_keep_the_config_files_permissions(
+    write_config: Callable[..., Path],
+) -> None:
+    # An api_key written inline: a file its owner alone could read must stay so.
+    path = write_config("")
+    history, (v1, _v2, _v3) = _versions(path)
+    path.chmod(0o600)
+    history.apply(v1.replace("v1", "v4"), "apply")
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o640)
+    history.rollback()
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert not list(path.parent.glob(f".{path.name}.tmp-*"))

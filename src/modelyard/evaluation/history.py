@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,22 @@ class Entry:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step, keeping its permissions: a config that holds a
+    key inline, readable by its owner alone, must not become readable by everyone."""
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: what the umask allows, as open() makes it
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
+    temporary.unlink(missing_ok=True)
+    # Owner-only while it is written, then the mode of the file it replaces.
+    created = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600
+    )
+    with os.fdopen(created, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    if mode is not None:
+        os.chmod(temporary, mode)
     os.replace(temporary, path)
 
 
