@@ -257,6 +257,39 @@ async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Pa
             )
 
 
+async def test_a_watched_config_written_in_pieces_is_loaded_only_whole(tmp_path: Path) -> None:
+    """A writer that pauses midway (scp, a program writing as it goes) leaves for a moment a file
+    whose first part validates on its own: the models, without the systems after them. The
+    watcher waits for the file to hold still, so that part is never served."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    whole = SYSTEMS.replace("the cheap answer", "v1")
+    head, tail = whole.split("systems:")
+    async with watched(config) as app:
+        with config.open("w") as handle:
+            handle.write(head)
+            handle.flush()
+            await asyncio.sleep(0.3)
+            handle.write("systems:" + tail)
+        assert await _until(lambda: app.live.current.loaded.text == whole)
+        assert [entry["version"] for entry in app.live.history] == [app.live.current.version]
+
+
+async def test_a_watched_config_deleted_and_written_again_reloads_without_an_error(
+    tmp_path: Path,
+) -> None:
+    """Some editors save by deleting the file and writing it anew: no refusal ("config file not
+    found") is logged for the moment it is gone."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    async with watched(config) as app:
+        config.unlink()
+        await asyncio.sleep(0.3)
+        config.write_text(SYSTEMS.replace("the cheap answer", "v1"))
+        assert await _until(lambda: "v1" in app.live.current.loaded.text)
+        assert [entry.get("error") for entry in app.live.history] == [None]
+
+
 async def test_a_watched_config_returned_to_its_first_text_reloads(tmp_path: Path) -> None:
     """Reloaded to another text by an admin reload (or SIGHUP) before the watcher saw it, the file
     put back as it was at start is a change to reload like any other."""

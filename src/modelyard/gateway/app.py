@@ -40,6 +40,8 @@ from modelyard.observability.request_log_postgres import shared_request_log
 from modelyard.state.factory import live_store, shared_store
 
 log = logging.getLogger("modelyard.gateway")
+WATCH_SETTLE = 1.0
+"""Seconds a watched config file must stay unchanged before it is reloaded."""
 
 Handler = Callable[[Call], Awaitable[None]]
 
@@ -231,13 +233,27 @@ class Gateway:
         while True:
             try:
                 async for _ in awatch(folder, debounce=300, recursive=False):
-                    version = self._config_text_version()
+                    version = await self._settled_config_version()
                     if version != self.live.current.version and version not in refused:
                         await self._reload()
                         refused = [] if self.live.current.version == version else [version]
             except Exception:
                 log.exception("watching %s failed; watching again in 1 s", folder)
             await asyncio.sleep(1.0)
+
+    async def _settled_config_version(self) -> str | None:
+        """The config's text version once the file has held still for `WATCH_SETTLE` seconds.
+        A writer that pauses midway (scp, a program writing as it goes) leaves a part that may
+        validate alone (the models, without the systems written after them), and an editor
+        that deletes and writes the file anew leaves it gone for a moment: neither is loaded."""
+        version = self._config_text_version()
+        for _ in range(30):  # a file still changing after that is taken as it is
+            await asyncio.sleep(WATCH_SETTLE)
+            again = self._config_text_version()
+            if again == version:
+                break
+            version = again
+        return version
 
     def _config_text_version(self) -> str | None:
         try:
