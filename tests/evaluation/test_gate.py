@@ -358,3 +358,22 @@ def test_apply_and_rollback_keep_the_config_files_permissions(
     history.rollback()
     assert path.stat().st_mode & 0o777 == 0o640
     assert not list(path.parent.glob(f".{path.name}.tmp-*"))
+
+
+def test_a_rollback_never_prunes_the_versions_deployed_below_it(
+    write_config: Callable[..., Path],
+) -> None:
+    """With `keep` full, the rollback's own entry must push out the version rolled away from,
+    not the oldest one still deployed: two rollbacks go two versions back."""
+    path = write_config("")
+    texts = [f"models:\n  a:\n    local: {{type: fake, default: v{n}}}\n" for n in range(1, 6)]
+    path.write_text(texts[0])
+    history = ConfigHistory(path, keep=3)
+    for text in texts[1:]:
+        history.apply(text, "apply")  # the last 3 kept: v3, v4, v5
+    history.rollback()
+    assert path.read_text() == texts[3]
+    history.rollback()
+    assert path.read_text() == texts[2]
+    assert len(history.entries()) == 3
+    assert len(list(history.folder.glob("*.yaml"))) == 3

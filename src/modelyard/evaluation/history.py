@@ -71,6 +71,31 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _stack(entries: list[Entry]) -> list[Entry]:
+    """The deployments in `entries` (see `ConfigHistory.deployed`)."""
+    stack: list[Entry] = []
+    for entry in entries:
+        seqs = [e.seq for e in stack]
+        if entry.restores in seqs:
+            del stack[seqs.index(entry.restores) + 1 :]
+        else:
+            stack.append(entry)
+    return stack
+
+
+def _beyond(entries: list[Entry], keep: int) -> list[Entry]:
+    """The entries to prune so that `keep` remain. Versions rolled away from go first, oldest
+    first (each before the rollback that left it, so the stack stays as it was), then the
+    oldest deployed: a rollback's own entry never pushes out the version below the one it
+    restored. The newest, the file's text, always stays."""
+    excess = len(entries) - keep
+    if excess <= 0:
+        return []
+    deployed = _stack(entries)
+    older = entries[:-1]
+    return ([e for e in older if e not in deployed] + [e for e in older if e in deployed])[:excess]
+
+
 class ConfigHistory:
     """The applied versions of one config file."""
 
@@ -101,14 +126,7 @@ class ConfigHistory:
         """The stack of deployments, oldest first, the current one last: each apply is put on
         top; a rollback takes the stack back to the entry it restored (or, when that entry was
         pruned, goes on top itself)."""
-        stack: list[Entry] = []
-        for entry in self.entries():
-            seqs = [e.seq for e in stack]
-            if entry.restores in seqs:
-                del stack[seqs.index(entry.restores) + 1 :]
-            else:
-                stack.append(entry)
-        return stack
+        return _stack(self.entries())
 
     def _save(self, entries: list[Entry]) -> None:
         _write_atomic(self._index, json.dumps([e.to_dict() for e in entries], indent=1))
@@ -134,9 +152,10 @@ class ConfigHistory:
             restores=restores,
         )
         entries.append(entry)
-        for old in entries[: -self.keep]:
+        dropped = _beyond(entries, self.keep)
+        for old in dropped:
             (self.folder / old.file).unlink(missing_ok=True)
-        self._save(entries[-self.keep :])
+        self._save([e for e in entries if e not in dropped])
         return entry
 
     def require_unedited(self, force: bool = False) -> None:
