@@ -275,6 +275,33 @@ def test_rollback_refuses_a_version_that_no_longer_loads(
     assert path.read_text() == good
 
 
+def test_rollback_refuses_a_version_whose_names_no_longer_resolve(
+    write_config: Callable[..., Path],
+) -> None:
+    # It parses, but the gateway's reload (and its next start) would refuse it: a system names
+    # a model that is not defined (recorded before `check` caught dangling names, say).
+    dangling = (
+        "models:\n  a:\n    local: {type: fake}\nsystems:\n  s: {type: fallback, chain: [b]}\n"
+    )
+    path = write_config(dangling)
+    history = ConfigHistory(path)
+    good = "models:\n  a:\n    local: {type: fake, default: v2}\n"
+    history.apply(good, "apply")
+    result = runner.invoke(app, ["rollback", str(path)])
+    assert result.exit_code == 2 and "unknown model or system 'b'" in result.output
+    assert path.read_text() == good
+
+
+def test_apply_refuses_a_config_whose_names_do_not_resolve(
+    write_config: Callable[..., Path],
+) -> None:
+    text = "models:\n  a:\n    local: {type: fake}\n"
+    path = write_config(text)
+    with pytest.raises(ConfigError, match="unknown model or system 'b'"):
+        ConfigHistory(path).apply(text + "systems:\n  s: {type: fallback, chain: [b]}\n", "bad")
+    assert path.read_text() == text
+
+
 def _answered(item: str, drift: str | None) -> ItemResult:
     return ItemResult(
         id=item,

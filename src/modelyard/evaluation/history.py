@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.config.loader import parse, text_version
+from modelyard.config.references import check_references
 from modelyard.errors import ConfigError
 from modelyard.state.folders import private_folder
 
@@ -185,10 +186,15 @@ class ConfigHistory:
         elif current != self.text(entries[-1]):
             self.record(current, "edited by hand; kept before it was replaced")
 
+    def _validate(self, text: str) -> None:
+        """ConfigError unless `text` is a config the gateway would load: valid, and every name
+        it uses defined (what needs this host's variables, files or models is not checked)."""
+        check_references(parse(text, path=str(self.config)))
+
     def apply(self, text: str, note: str, *, force: bool = False) -> Entry:
         """Validate `text`, make it the config file, and record it (the file's text is recorded
         first when no entry holds it: the first apply, or a forced one over a hand edit)."""
-        parse(text, path=str(self.config))
+        self._validate(text)
         self._keep_current(force)
         _write_atomic(self.config, text)
         return self.record(text, note)
@@ -216,6 +222,6 @@ class ConfigHistory:
         text = self.text(target)
         # A version recorded long ago may not load any more (rules get stricter): refused
         # here with the loader's reason, rather than written for the next reload to refuse.
-        parse(text, path=str(self.config))
+        self._validate(text)
         _write_atomic(self.config, text)
         return self.record(text, f"rollback to {target.version} (#{restored})", restored)
