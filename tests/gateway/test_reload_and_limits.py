@@ -330,6 +330,33 @@ def test_a_state_store_changed_by_reload_is_reported_as_needing_a_restart(
     assert "state.backend" in changes["changed"] and changes["restart_required"] == ["state"]
 
 
+def test_a_reload_that_moves_the_state_store_leaves_budgets_on_the_one_started_with(
+    serve_gateway: Callable[..., Running], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reload says the move waits for a restart; budgets must not start from zero on the
+    new store meanwhile (its spend not counted, its alerts fired again)."""
+    budgets = (
+        "budgets:\n  - {name: day, scope: total, window: day, limit: 1.0e-9, alert_at: [0.5],"
+        " action: alert_only}\n"
+    )
+    running = serve_gateway(budgets)
+
+    def ask() -> None:
+        body = {"model": "support", "messages": [{"role": "user", "content": "ping"}]}
+        reply = httpx2.post(f"{running.url}/v1/chat/completions", json=body)
+        assert reply.status_code == 200, reply.text
+
+    with caplog.at_level(logging.WARNING, logger="modelyard.alerts"):
+        ask()
+        moved = tmp_path / "moved.db"
+        running.config.write_text(SYSTEMS + budgets + f"state: {{path: '{moved}'}}\n")
+        changes = httpx2.post(f"{running.url}/admin/reload").json()["changes"]
+        assert "state.path" in changes["changed"] and changes["restart_required"] == ["state"]
+        ask()
+    assert sum("[budget_threshold]" in r.getMessage() for r in caplog.records) == 1
+    assert not moved.exists()
+
+
 def test_an_empty_config_is_refused_and_the_old_one_keeps_serving(
     serve_gateway: Callable[..., Running],
 ) -> None:

@@ -15,14 +15,15 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from modelyard.background import detached
 from modelyard.config.build import build
-from modelyard.config.loader import load_config
+from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import ResourceKey, Resources
+from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
 from modelyard.yard import Yard
 
@@ -70,15 +71,16 @@ class ConfigDiff:
         }
 
 
-def diff_configs(old: Yard, new: Yard) -> ConfigDiff:
-    """Every provider, model, embedder and system added, removed or changed between two yards."""
+def diff_configs(old: Config, new: Config) -> ConfigDiff:
+    """Every provider, model, embedder and system added, removed or changed between two
+    configs."""
     diff = ConfigDiff()
     # Compared as objects: secrets (the admin key) dump masked, so a rotated one would not show.
-    if old.loaded.config.gateway != new.loaded.config.gateway:
+    if old.gateway != new.gateway:
         diff.changed.append("gateway")
         diff.restart_required.append("gateway")
-    old_dump = old.loaded.config.model_dump(mode="json")
-    new_dump = new.loaded.config.model_dump(mode="json")
+    old_dump = old.model_dump(mode="json")
+    new_dump = new.model_dump(mode="json")
     for section in sorted(set(old_dump) | set(new_dump)):
         before, after = old_dump.get(section), new_dump.get(section)
         if section == "gateway":
@@ -103,6 +105,8 @@ class _Generation:
 
     yard: Yard
     keys: set[ResourceKey]
+    written: Config
+    """The config as the file has it (the yard runs on the state store started with)."""
     in_flight: int = 0
     idle_since: float | None = None
     """When it was replaced with nothing running, or its last request ended after that (the
@@ -145,13 +149,15 @@ class LiveConfig:
         self.env = env
         self.grace = grace
         self.resources = Resources()
+        self.started: dict[str, Any] = {}
+        """Sections read only at start: the `gateway:` settings, and the state store (key rate
+        limits and budgets, the config's budgets and circuits: a reload that moved them would
+        start every budget from zero mid-window)."""
         self._serving = self._load()
         self._draining: list[_Generation] = []
         self._releases: set[asyncio.Task[None]] = set()
-        started = self.current.loaded.config
+        started = self._serving.written
         self.started = {"gateway": started.gateway, "state": started.state}
-        """Sections read only at start: the `gateway:` settings, and the store that key rate
-        limits and key budgets keep (budgets and circuits in the config follow a reload)."""
         self.history: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
@@ -174,8 +180,8 @@ class LiveConfig:
         state = self.resources.state
         with self.resources.tracking() as taken:
             try:
-                loaded = load_config(self.path, env=self.env)
-                yard = Yard(build(loaded, self.resources), self.resources)
+                written = load_config(self.path, env=self.env)
+                yard = Yard(build(self._on_started_state(written), self.resources), self.resources)
             except BaseException:
                 # A refused build may have made a store of its own (closed with the rest of
                 # what it made): /readyz and /metrics go on reporting the one in use.
@@ -184,7 +190,15 @@ class LiveConfig:
             finally:
                 if keys is not None:
                     keys |= taken
-        return _Generation(yard, taken)
+        return _Generation(yard, taken, written.config)
+
+    def _on_started_state(self, loaded: LoadedConfig) -> LoadedConfig:
+        """`loaded` on the state store this process started with, whatever its `state:` says
+        (the reload reports that change as waiting for a restart)."""
+        state = self.started.get("state")
+        if state is None or loaded.config.state == state:
+            return loaded
+        return replace(loaded, config=loaded.config.model_copy(update={"state": state}))
 
     def _held(self) -> set[ResourceKey]:
         """What the generations still serving or draining hold."""
@@ -203,12 +217,13 @@ class LiveConfig:
                 # What the build made before it failed (a tracing exporter, say) serves nobody.
                 await self.resources.release(taken - self._held())
                 raise
-            diff = diff_configs(self.current, new.yard)
+            diff = diff_configs(self._serving.written, new.written)
             # Against what runs, not the last file loaded: a second reload must not hide a
             # change still waiting for its restart.
-            config = new.yard.loaded.config
             diff.restart_required[:] = [
-                name for name, section in self.started.items() if getattr(config, name) != section
+                name
+                for name, section in self.started.items()
+                if getattr(new.written, name) != section
             ]
             old_version = self.current.version
             known = set(self.current.built.warnings)
