@@ -357,6 +357,32 @@ def test_a_reload_that_moves_the_state_store_leaves_budgets_on_the_one_started_w
     assert not moved.exists()
 
 
+def test_a_reload_that_disables_a_provider_says_so_in_the_log(
+    serve_gateway: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider added by a reload whose key variable this process lacks is disabled, and its
+    models with it: the log says so, as it does at start."""
+    monkeypatch.delenv("QA_UNSET_KEY", raising=False)
+    running = serve_gateway()
+    added = (
+        "providers:\n  extra: {type: openai, api_key: '${QA_UNSET_KEY}', optional: true}\n"
+        + with_models(
+            "  hosted:\n    provider: extra\n    id: gpt-4o-mini-2024-07-18\n"
+            "    price: {input: 1, output: 2}\n"
+        )
+    )
+    running.config.write_text(added)
+    with caplog.at_level(logging.INFO, logger="modelyard.gateway"):
+        assert httpx2.post(f"{running.url}/admin/reload").status_code == 200
+        assert httpx2.post(f"{running.url}/admin/reload").status_code == 200  # said once
+    notes = [r.getMessage() for r in caplog.records if "QA_UNSET_KEY" in r.getMessage()]
+    assert notes == [
+        "note: provider 'extra' is disabled: environment variable QA_UNSET_KEY is not set"
+    ]
+
+
 def test_an_empty_config_is_refused_and_the_old_one_keeps_serving(
     serve_gateway: Callable[..., Running],
 ) -> None:

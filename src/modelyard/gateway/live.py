@@ -226,13 +226,18 @@ class LiveConfig:
                 if getattr(new.written, name) != section
             ]
             old_version = self.current.version
-            known = set(self.current.built.warnings)
+            known = set(self.current.built.warnings) | set(self.current.notes)
             old, self._serving = self._serving, new
             self._draining.append(old)
             log.warning(
                 "reloaded config %s -> %s: %s", old_version, new.yard.version, diff.summary()
             )
-            for warning in new.yard.built.warnings:  # what `check` warns of, newly true
+            # What `serve` says at start, newly true: a disabled provider (its variable unset in
+            # this process), an unpinned model id.
+            for note in new.yard.notes:
+                if note not in known:
+                    log.info("note: %s", note)
+            for warning in new.yard.built.warnings:
                 if warning not in known:
                     log.warning("%s", warning)
             self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
