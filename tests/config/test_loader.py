@@ -335,3 +335,15 @@ def test_a_budget_hold_lease_too_short_to_renew_is_refused_naming_the_field() ->
     assert "state.hold_lease" in str(error)
     assert "greater than or equal to 10" in str(error)
     assert error.line == 1
+
+
+def test_an_api_key_written_in_the_file_is_warned_of_without_showing_it() -> None:
+    inline = HOSTED.replace("${OPENAI_API_KEY}", "sk-written-in-the-file-1234")
+    warnings = build(parse(inline, path="cfg.yaml", env={})).warnings
+    assert [w for w in warnings if "api_key" in w] == [
+        "provider 'openai': its api_key is written in the file (cfg.yaml:5), so every copy of "
+        "the file holds it (the config history of gate --apply and rollback, calibrated "
+        "configs, backups); give it as ${VAR}"
+    ]
+    from_env = build(parse(HOSTED, path="cfg.yaml", env={"OPENAI_API_KEY": "sk-env-123456"}))
+    assert not [w for w in from_env.warnings if "api_key" in w]

@@ -20,6 +20,7 @@ from modelyard.config.nodes import FallbackSpec, NodeSpec
 from modelyard.config.references import check_references, disabled_providers
 from modelyard.config.resources import Resources
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
+from modelyard.config.secrets import inline_key_warnings
 from modelyard.cost.alerts import AlertHub
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
@@ -318,7 +319,10 @@ def build(
         entries={**context.models, **context.systems, **context.entries},
         embedder_entries={**context.embedders, **context.embedder_entries},
         health=context.resilience.health,
-        warnings=alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
+        warnings=[
+            *alias_warnings({n: s.id for n, s in config.models.items() if s.provider and s.id}),
+            *inline_key_warnings(loaded),
+        ],
         alerts=context.alerts,
     )
 
