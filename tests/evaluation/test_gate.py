@@ -404,3 +404,15 @@ def test_a_rollback_never_prunes_the_versions_deployed_below_it(
     assert path.read_text() == texts[2]
     assert len(history.entries()) == 3
     assert len(list(history.folder.glob("*.yaml"))) == 3
+
+
+def test_rollback_to_a_prefix_of_two_versions_names_both_and_changes_nothing(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config("")
+    history, (_v1, _v2, v3) = _versions(path)
+    with pytest.raises(ConfigError, match="matches 3 versions") as caught:
+        history.rollback(version="")
+    for entry in history.entries():
+        assert entry.version in str(caught.value)
+    assert path.read_text() == v3

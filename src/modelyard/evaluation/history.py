@@ -209,6 +209,12 @@ class ConfigHistory:
             matches = [e for e in self.entries() if e.version.startswith(version)]
             if not matches:
                 raise ConfigError(f"no applied version {version!r} in {self.folder}")
+            versions = sorted({e.version for e in matches})
+            if len(versions) > 1:
+                raise ConfigError(
+                    f"{version!r} matches {len(versions)} versions ({', '.join(versions)}); "
+                    "give more of the one to restore"
+                )
             target = matches[-1]
         else:
             stack = self.deployed()
