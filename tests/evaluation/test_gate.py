@@ -416,3 +416,15 @@ def test_rollback_to_a_prefix_of_two_versions_names_both_and_changes_nothing(
     for entry in history.entries():
         assert entry.version in str(caught.value)
     assert path.read_text() == v3
+
+
+def test_the_history_folder_and_the_modelyard_folder_it_makes_are_this_users_only(
+    write_config: Callable[..., Path],
+) -> None:
+    # mkdir(parents=True) made the parents with the umask's mode: .modelyard came out 0755,
+    # and the gateway's next start warned of it.
+    path = write_config("")
+    history, _ = _versions(path)
+    modelyard = path.parent / ".modelyard"
+    for folder in (modelyard, modelyard / "history", history.folder):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder

@@ -18,7 +18,11 @@ def private_folder(folder: Path) -> None:
     """Create `folder` (and its parents) readable by this user only. One that exists keeps its
     mode (someone may have opened it on purpose), but a `.modelyard` folder others can enter is
     named in a warning, once: one made before these folders were private is still open."""
-    folder.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+    # One at a time: mkdir(parents=True) gives the parents it makes the umask's mode, and a
+    # `.modelyard` made that way was open to everyone (and then warned of).
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=PRIVATE if ".modelyard" in path.parts else 0o777, exist_ok=True)
     if ".modelyard" not in folder.parts or folder in _WARNED:
         return
     mode = stat.S_IMODE(folder.stat().st_mode)
