@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,3 +183,24 @@ def test_serve_warns_at_start_of_a_model_id_that_is_a_movable_alias(tmp_path: Pa
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_a_worker_process_logs_as_the_serve_process_does(tmp_path: Path) -> None:
+    """With --workers N each worker is a fresh interpreter that builds the app itself: its
+    reloads and notes reach the log with time, level and logger, as the serve process's do
+    (they had come out bare, and INFO lines not at all)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS, encoding="utf-8")
+    code = (
+        "import logging; from modelyard.gateway.server import app_factory; app_factory(); "
+        "logging.getLogger('modelyard.gateway').info('worker ready')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "MODELYARD_CONFIG": str(config)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    line = rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO modelyard.gateway: worker ready$"
+    assert re.search(line, done.stderr, re.MULTILINE), done.stderr

@@ -18,7 +18,21 @@ log = logging.getLogger("modelyard.serve")
 
 def app_factory() -> Gateway:
     """uvicorn's factory, run in each worker: the config path comes from $MODELYARD_CONFIG."""
+    # A worker of `--workers N` is a fresh interpreter: without this its reloads and notes
+    # would come out bare, and its INFO lines not at all.
+    configure_logging()
     return create_app(serving=True)
+
+
+def configure_logging() -> None:
+    """The gateway's log lines: time, level, logger, message (once per process)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # watchfiles logs every change it sees at INFO; with the log written beside the config
+    # (`serve cfg.yaml > serve.log`), each such line is a change in the watched folder, logged
+    # in turn, forever. A reload logs what it did itself.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def serve(
@@ -41,13 +55,7 @@ def serve(
             path=str(path),
         )
     os.environ["MODELYARD_CONFIG"] = str(path)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # watchfiles logs every change it sees at INFO; with the log written beside the config
-    # (`serve cfg.yaml > serve.log`), each such line is a change in the watched folder, logged
-    # in turn, forever. A reload logs what it did itself.
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    configure_logging()
     # Say where to call, once: uvicorn itself only logs warnings.
     log.info(
         "starting %s (version %s) on http://%s:%d/v1; systems: %s",
