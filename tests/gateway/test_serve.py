@@ -204,3 +204,23 @@ def test_a_worker_process_logs_as_the_serve_process_does(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     line = rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO modelyard.gateway: worker ready$"
     assert re.search(line, done.stderr, re.MULTILINE), done.stderr
+
+
+def test_a_worker_restarted_on_a_config_that_no_longer_loads_says_why_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP to `serve --workers N` starts new workers on the file; when it no longer loads,
+    uvicorn keeps the running ones, and the new one's log is the reason, not a traceback."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS.replace("price: {input: 1.0", "price: {input: lots"))
+    code = "from modelyard.gateway.server import app_factory; app_factory()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "MODELYARD_CONFIG": str(config)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert b"Traceback" not in done.stderr, done.stderr
+    assert b"worker not started, the workers running keep serving: " in done.stderr
+    assert f"{config}:".encode() in done.stderr and b"models.cheap.price.input" in done.stderr

@@ -21,7 +21,13 @@ def app_factory() -> Gateway:
     # A worker of `--workers N` is a fresh interpreter: without this its reloads and notes
     # would come out bare, and its INFO lines not at all.
     configure_logging()
-    return create_app(serving=True)
+    try:
+        return create_app(serving=True)
+    except ConfigError as exc:
+        # A worker that SIGHUP restarted (`serve --workers N`) on a file that no longer loads:
+        # uvicorn keeps the workers running. The reason, in one line, not a traceback.
+        log.error("worker not started, the workers running keep serving: %s", exc)
+        raise SystemExit(2) from None
 
 
 def configure_logging() -> None:
