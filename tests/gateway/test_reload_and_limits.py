@@ -275,6 +275,24 @@ async def test_a_watched_config_written_in_pieces_is_loaded_only_whole(tmp_path:
         assert [entry["version"] for entry in app.live.history] == [app.live.current.version]
 
 
+def test_a_config_cut_short_that_still_validates_is_refused(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    """A write that failed midway (a full disk, a copy killed) leaves a file cut at some byte:
+    here mid-number, `default_deadline: 30` read as 3, which validates. It ends without the
+    newline the serving file ended with, so it is refused and the old config keeps serving."""
+    running = serve_gateway("default_deadline: 30\n")
+    before = running.app.live.current.version
+    running.config.write_text(SYSTEMS + "default_deadline: 3")
+    reply = httpx2.post(f"{running.url}/admin/reload")
+    assert reply.status_code == 400
+    message = reply.json()["error"]["message"]
+    assert f"{running.config}:" in message and "does not end with a newline" in message
+    assert running.app.live.current.version == before
+    running.config.write_text(SYSTEMS + "default_deadline: 3\n")  # complete after all
+    assert httpx2.post(f"{running.url}/admin/reload").status_code == 200
+
+
 async def test_a_watched_config_deleted_and_written_again_reloads_without_an_error(
     tmp_path: Path,
 ) -> None:

@@ -99,6 +99,20 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
     return diff
 
 
+def _refuse_cut_short(loaded: LoadedConfig, serving: str) -> None:
+    """ConfigError when `loaded` lacks the final newline the serving text has. A write that
+    failed midway (a full disk, a copy killed) leaves the file cut at some byte, rarely at a
+    line's end; what is left may still validate (`limit: 500` read as `limit: 5`)."""
+    if serving.endswith("\n") and loaded.text and not loaded.text.endswith("\n"):
+        raise ConfigError(
+            "the file does not end with a newline, as the one serving does: it may be cut "
+            "short (a write that failed, a copy still under way), so it is not loaded; if it "
+            "is complete, end it with a newline",
+            path=str(loaded.path),
+            line=loaded.text.count("\n") + 1,
+        )
+
+
 @dataclass(eq=False, slots=True)
 class _Generation:
     """One build of the config, the resources it holds, and the requests still running on it."""
@@ -175,12 +189,17 @@ class LiveConfig:
         if generation.in_flight == 0 and generation in self._draining:
             self._retired(generation)
 
-    def _load(self, keys: set[ResourceKey] | None = None) -> _Generation:
-        """Build the file anew; `keys` gets what the build took, also when it fails."""
+    def _load(
+        self, keys: set[ResourceKey] | None = None, *, serving: str | None = None
+    ) -> _Generation:
+        """Build the file anew; `keys` gets what the build took, also when it fails. On a
+        reload, `serving` is the text it replaces."""
         state = self.resources.state
         with self.resources.tracking() as taken:
             try:
                 written = load_config(self.path, env=self.env)
+                if serving is not None:
+                    _refuse_cut_short(written, serving)
                 yard = Yard(build(self._on_started_state(written), self.resources), self.resources)
             except BaseException:
                 # A refused build may have made a store of its own (closed with the rest of
@@ -210,7 +229,7 @@ class LiveConfig:
         async with self._lock:
             taken: set[ResourceKey] = set()
             try:
-                new = await asyncio.to_thread(self._load, taken)
+                new = await asyncio.to_thread(self._load, taken, serving=self.current.loaded.text)
             except ConfigError as exc:
                 log.error("reload refused, still serving %s: %s", self.current.version, exc)
                 self.history.append({"version": None, "error": str(exc)})
