@@ -15,14 +15,16 @@ _WARNED: set[Path] = set()
 
 
 def private_folder(folder: Path) -> None:
-    """Create `folder` (and its parents) readable by this user only. One that exists keeps its
-    mode (someone may have opened it on purpose), but a `.modelyard` folder others can enter is
-    named in a warning, once: one made before these folders were private is still open."""
+    """Create `folder` readable by this user only, and so its missing parents from `.modelyard`
+    down (those above it as `mkdir` makes them). One that exists keeps its mode (someone may
+    have opened it on purpose), but a `.modelyard` folder others can enter is named in a
+    warning, once: one made before these folders were private is still open."""
     # One at a time: mkdir(parents=True) gives the parents it makes the umask's mode, and a
     # `.modelyard` made that way was open to everyone (and then warned of).
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     for path in reversed(missing):
-        path.mkdir(mode=PRIVATE if ".modelyard" in path.parts else 0o777, exist_ok=True)
+        private = path == folder or ".modelyard" in path.parts
+        path.mkdir(mode=PRIVATE if private else 0o777, exist_ok=True)
     if ".modelyard" not in folder.parts or folder in _WARNED:
         return
     mode = stat.S_IMODE(folder.stat().st_mode)
