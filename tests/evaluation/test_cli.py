@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -224,6 +225,7 @@ def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
 ) -> None:
     path = sliced(ARC, 40)
     config = write_config(_config(path))
+    config.chmod(0o600)  # it may hold a key inline: what is written from it must stay private
     out = tmp_path / "calibrated.yaml"
     args = ["calibrate", str(config), "main", "--data", str(path), "--format", "routerbench"]
     args += ["--knob", "models.cheap.local.model=mistralai/mistral-7b-chat,gpt-4-1106-preview"]
@@ -235,6 +237,7 @@ def test_calibrate_writes_the_chosen_config_and_says_the_confidence_it_held(
     # mistral-7b is far below 90 % of GPT-4 here; only GPT-4 itself can hold the target
     assert report["chosen"]["values"] == {"models.cheap.local.model": "gpt-4-1106-preview"}
     assert "model: gpt-4-1106-preview" in out.read_text()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
     text = " ".join(runner.invoke(app, args).output.split())
     assert "at 90% confidence" in text
 

@@ -57,7 +57,7 @@ from modelyard.evaluation.compare import Row, compare
 from modelyard.evaluation.dataset import LABELLED
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.gate import GateResult, Tolerances, judge
-from modelyard.evaluation.history import ConfigHistory
+from modelyard.evaluation.history import ConfigHistory, write_atomic
 from modelyard.evaluation.isolation import load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.scorers import make_scorer
@@ -242,7 +242,7 @@ def calibrate(
                 f"applied to {config} (version {entry.version}; rollback with modelyard rollback)"
             )
         else:
-            written_to.write_text(cal.chosen.text, encoding="utf-8")
+            write_atomic(written_to, cal.chosen.text, mode_of=config)
             written = f"wrote {written_to}{moved(config, written_to)}"
         if as_json:
             dump({**cal.to_dict(), "splits": how, "written": written})

@@ -52,11 +52,12 @@ class Entry:
         }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step, keeping its permissions: a config that holds a
-    key inline, readable by its owner alone, must not become readable by everyone."""
+def write_atomic(path: Path, text: str, *, mode_of: Path | None = None) -> None:
+    """Replace `path` with `text` in one step, keeping its permissions (or taking those of
+    `mode_of`, the config a new file was derived from): a config that holds a key inline,
+    readable by its owner alone, must not become readable by everyone."""
     try:
-        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+        mode: int | None = stat.S_IMODE((mode_of or path).stat().st_mode)
     except FileNotFoundError:
         mode = None  # a new file: what the umask allows, as open() makes it
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -130,7 +131,7 @@ class ConfigHistory:
         return _stack(self.entries())
 
     def _save(self, entries: list[Entry]) -> None:
-        _write_atomic(self._index, json.dumps([e.to_dict() for e in entries], indent=1))
+        write_atomic(self._index, json.dumps([e.to_dict() for e in entries], indent=1))
 
     def text(self, entry: Entry) -> str:
         """The config text `entry` recorded."""
@@ -196,7 +197,7 @@ class ConfigHistory:
         first when no entry holds it: the first apply, or a forced one over a hand edit)."""
         self._validate(text)
         self._keep_current(force)
-        _write_atomic(self.config, text)
+        write_atomic(self.config, text)
         return self.record(text, note)
 
     def rollback(self, steps: int = 1, version: str | None = None, *, force: bool = False) -> Entry:
@@ -229,5 +230,5 @@ class ConfigHistory:
         # A version recorded long ago may not load any more (rules get stricter): refused
         # here with the loader's reason, rather than written for the next reload to refuse.
         self._validate(text)
-        _write_atomic(self.config, text)
+        write_atomic(self.config, text)
         return self.record(text, f"rollback to {target.version} (#{restored})", restored)
