@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def test_health_probe_exits_non_zero_when_a_circuit_opens(write_config: Write) -
     assert result.exit_code == 1
     assert "probe broken: unavailable" in result.output
     assert "open" in result.output
+
+
+def test_health_probe_reaches_each_model_itself_not_its_fallbacks(write_config: Write) -> None:
+    # A down model with `fallbacks:` read "answered by" its fallback, exit 0, and the probes
+    # counted against the fallback's circuit instead of its own.
+    text = (
+        "models:\n  down:\n    local: {type: fake, default: {error: unavailable}}\n"
+        "    breaker: {min_calls: 5}\n    fallbacks: [spare]\n"
+        "  spare:\n    local: {type: fake, default: spare says hi}\n    breaker: {}\n"
+    )
+    result = CliRunner().invoke(app, ["health", str(write_config(text)), "--probe", "--json"])
+    assert result.exit_code == 1, result.output  # every circuit closed, but a probe failed
+    body = json.loads(result.stdout)
+    probes = {p["model"]: p for p in body["probes"]}
+    assert probes["down"]["ok"] is False and probes["down"]["outcome"].startswith("unavailable")
+    assert probes["spare"] == {**probes["spare"], "ok": True, "outcome": "answered by spare"}
+    calls = {c["scope"]: c["calls"] for c in body["circuits"]}
+    assert calls == {"model:down": 1, "model:spare": 1}
 
 
 def test_health_names_the_models_disabled_for_want_of_a_key(write_config: Write) -> None:

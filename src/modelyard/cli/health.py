@@ -1,10 +1,11 @@
-"""health: every circuit breaker's state, optionally after probing each model."""
+"""health: every circuit breaker's state, optionally after probing each model itself."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,9 @@ from rich.table import Table
 
 from modelyard.cli.app import app, console, guarded
 from modelyard.errors import ModelError
+from modelyard.model import Model
+from modelyard.resilience.fallback import FallbackModel
+from modelyard.topology import unwrap
 from modelyard.types import user
 from modelyard.yard import Yard, load
 
@@ -24,21 +28,39 @@ _SHARED = ("redis", "postgres")
 """State backends whose circuits every process sees; the others count them per process."""
 
 
-async def _probe(yard: Yard) -> list[tuple[str, str, float]]:
-    """One tiny request to each model; (model, outcome, seconds)."""
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One model's answer to a tiny request."""
+
+    model: str
+    ok: bool
+    outcome: str
+    seconds: float
+
+
+def _itself(name: str, model: Model) -> Model:
+    """The model without its `fallbacks:` chain: a probe must reach the model named, or a
+    down model reads as answered by its fallback (whose circuit the probes then open)."""
+    node = unwrap(model)
+    return node.chain[0] if isinstance(node, FallbackModel) and node.name == name else model
+
+
+async def _probe(yard: Yard) -> list[Probe]:
+    """One tiny request to each model itself, in name order."""
     results = []
     for name, model in sorted(yard.models.items()):
         started = time.perf_counter()
         try:
-            response = await model.complete(user("ping", max_tokens=1).with_budget(30.0))
-            outcome = f"answered by {response.model}"
+            request = user("ping", max_tokens=1).with_budget(30.0)
+            response = await _itself(name, model).complete(request)
+            ok, outcome = True, f"answered by {response.model}"
         except ModelError as exc:
-            outcome = f"{exc.kind}: {exc.message}"
-        results.append((name, outcome, time.perf_counter() - started))
+            ok, outcome = False, f"{exc.kind}: {exc.message}"
+        results.append(Probe(name, ok, outcome, time.perf_counter() - started))
     return results
 
 
-async def _check(yard: Yard, probe: bool) -> tuple[list[tuple[str, str, float]], dict[str, Any]]:
+async def _check(yard: Yard, probe: bool) -> tuple[list[Probe], dict[str, Any]]:
     for note in yard.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     try:
@@ -79,7 +101,12 @@ def _when(epoch: float | None) -> str:
 def health(
     config: Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)],
     probe: Annotated[
-        bool, typer.Option("--probe", help="Send one tiny request to each model first (costs).")
+        bool,
+        typer.Option(
+            "--probe",
+            help="Send one tiny request to each model first, not through its fallbacks (costs); "
+            "exit 1 if any fails.",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     gateway: Annotated[
@@ -100,7 +127,7 @@ def health(
     answers there (without --probe), else this command's own, fresh.
     """
 
-    def run() -> tuple[list[tuple[str, str, float]], dict[str, Any], dict[str, str], str]:
+    def run() -> tuple[list[Probe], dict[str, Any], dict[str, str], str]:
         yard = load(config)
         disabled = dict(yard.built.disabled)  # models that cannot answer: no circuit shows them
         source = "the state store"
@@ -122,10 +149,12 @@ def health(
     probes, report, disabled, source = guarded(run)
     if as_json:
         out = {**report, "disabled": disabled, "source": source}
+        if probe:
+            out["probes"] = [asdict(p) for p in probes]
         console.print(json.dumps(out, indent=2), markup=False)
     else:
-        for name, outcome, seconds in probes:
-            console.print(f"probe {name}: {outcome} ({seconds * 1000:.0f} ms)", markup=False)
+        for p in probes:
+            console.print(f"probe {p.model}: {p.outcome} ({p.seconds * 1000:.0f} ms)", markup=False)
         table = Table(title=f"circuits in {config}, as {source}")
         for column in ("circuit", "state", "failure rate", "calls", "opened", "last error"):
             table.add_column(column)
@@ -148,5 +177,5 @@ def health(
                 if disabled
                 else "no circuits: the config has no hosted models or configured breakers"
             )
-    if not report["healthy"]:
+    if not report["healthy"] or not all(p.ok for p in probes):
         raise typer.Exit(1)
