@@ -31,9 +31,10 @@ from modelyard.config.local import (
     RetrieverSpec,
 )
 from modelyard.errors import ConfigError
+from modelyard.functions import import_function
 from modelyard.model import Embedder, Model, ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
-from modelyard.providers.local_basic import FunctionModel, HashingEmbedder, import_function
+from modelyard.providers.local_basic import FunctionModel, HashingEmbedder
 from modelyard.resilience.deadline import HeldToDeadline
 
 T = TypeVar("T")

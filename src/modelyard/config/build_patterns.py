@@ -40,6 +40,7 @@ from modelyard.config.nodes import (
     SpecialistSpec,
 )
 from modelyard.errors import ConfigError
+from modelyard.functions import import_function
 from modelyard.model import Model
 from modelyard.patterns.artifact import Artifact, ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
@@ -68,7 +69,7 @@ from modelyard.patterns.pipeline import PipelineModel, PipelineStage
 from modelyard.patterns.routing import TrainedPredictor
 from modelyard.patterns.specialist import SpecialistModel
 from modelyard.patterns.templates import TemplateError, parse_template
-from modelyard.providers.local_basic import DisabledModel, import_function
+from modelyard.providers.local_basic import DisabledModel
 
 
 def callable_at(context: BuildContext, loc: Loc, dotted: str, what: str) -> Callable[..., Any]:

@@ -84,8 +84,9 @@ class OwnConfidenceEstimatorSpec(Spec):
 
 
 class CallableEstimatorSpec(Spec):
-    """Confidence = a Python function `(request, response) -> float` (sync or async); an async
-    one still running at the deadline is abandoned then (no score: the stage escalates)."""
+    """Confidence = a Python function `(request, response) -> float` (sync ones run in a worker
+    thread); one still running at the deadline is abandoned then (no score: the stage
+    escalates)."""
 
     type: Literal["callable"]
     function: FunctionName

@@ -50,8 +50,9 @@ class FakeSpec(Spec):
 class CallableSpec(Spec):
     """A Python function `module:function` taking a ChatRequest and returning text or a
     ChatResponse (sync or async); or a `factory` that makes that function once, at load, from
-    the data `files` it is given. An async function still running at the request's deadline is
-    abandoned then; a sync one runs to its end (it holds the event loop while it runs)."""
+    the data `files` it is given. A sync function runs in a worker thread (so it must be safe
+    to call from several at once). One still running at the request's deadline is abandoned
+    then (a sync one's thread runs on to its end)."""
 
     type: Literal["callable"]
     function: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

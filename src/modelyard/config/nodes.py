@@ -141,8 +141,9 @@ class CheckerGateSpec(Spec):
 
 
 class CallableGateSpec(Spec):
-    """A Python function `(output: str, response) -> bool` (sync or async) decides; an async
-    one still running at the request's deadline is abandoned then (no verdict: a timeout)."""
+    """A Python function `(output: str, response) -> bool` (sync ones run in a worker thread)
+    decides; one still running at the request's deadline is abandoned then (no verdict: a
+    timeout)."""
 
     type: Literal["callable"]
     name: str | None = None

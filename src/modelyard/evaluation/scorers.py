@@ -19,9 +19,9 @@ from typing import Any
 from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
+from modelyard.functions import import_function
 from modelyard.model import Model
 from modelyard.patterns.normalise import choice, lookup, number, parse_json_answer
-from modelyard.providers.local_basic import import_function
 from modelyard.types import ChatResponse, user
 
 UNPARSED = "unparsed"

@@ -10,12 +10,12 @@ several (k samples of the stage, or other Models) are in `estimators_agreement.p
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from modelyard.errors import ModelError, ModelTimeoutError
+from modelyard.functions import call_function
 from modelyard.model import Model
 from modelyard.patterns.confidence import (
     mean_token_probability,
@@ -210,9 +210,8 @@ class CallableEstimator(Estimator):
         self, request: ChatRequest, response: ChatResponse
     ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
         try:
-            value = self.function(request, response)
-            if inspect.isawaitable(value):
-                value = await by_deadline(value, request, self.label, "before it gave a score")
+            call = call_function(self.function, request, response)
+            value = await by_deadline(call, request, self.label, "before it gave a score")
         except ModelTimeoutError:  # cut, so the answer it was scoring is kept in the record
             return None, f"{self.label} gave no score before the deadline", 0.0, ()
         except Exception as exc:  # a user's function: any failure means "not sure"

@@ -5,7 +5,6 @@ Each returns a `GateResult` with the reason in words and anything it spent."""
 from __future__ import annotations
 
 import abc
-import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from modelyard.errors import ModelError, ModelTimeoutError
+from modelyard.functions import call_function
 from modelyard.model import Model
 from modelyard.patterns.confidence import parse_verdict
 from modelyard.patterns.normalise import parse_json_answer
@@ -171,9 +171,8 @@ class CallableGate(Gate):
         self, response: ChatResponse, stage_input: str, request: ChatRequest
     ) -> GateResult:
         try:
-            verdict = self.function(response.text, response)
-            if inspect.isawaitable(verdict):
-                verdict = await by_deadline(verdict, request, self.name, "before it gave a verdict")
+            call = call_function(self.function, response.text, response)
+            verdict = await by_deadline(call, request, self.name, "before it gave a verdict")
         except ModelTimeoutError as exc:  # no verdict, as from a checker that timed out
             return GateResult(False, f"{self.name} gave no verdict before the deadline", error=exc)
         except Exception as exc:  # a user's function: its failure is the gate's failure

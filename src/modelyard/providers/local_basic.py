@@ -4,14 +4,11 @@ embedder that needs no model file (for tests and dry runs)."""
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import itertools
 import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import numpy as np
 
@@ -24,10 +21,10 @@ from modelyard.cost.prices import (
 from modelyard.errors import (
     BadRequestError,
     BadResponseError,
-    ConfigError,
     ModelError,
     UnavailableError,
 )
+from modelyard.functions import call_function
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.types import (
     ChatRequest,
@@ -41,27 +38,6 @@ from modelyard.types import (
 )
 
 Function = Callable[[ChatRequest], "str | ChatResponse | Awaitable[str | ChatResponse]"]
-
-
-def import_function(dotted: str) -> Callable[..., Any]:
-    """The callable `module:function` names; ConfigError saying what is missing otherwise."""
-    module_name, _, attr = dotted.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = ""
-        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
-        if missing is not None and f"{module_name}.".startswith(f"{missing}."):
-            # The module itself was not found (not one it imports): the console script does not
-            # look in the config's folder or the working directory.
-            hint = "; install it, or add the folder that holds it to PYTHONPATH"
-        raise ConfigError(
-            f"cannot import module {module_name!r} for {dotted!r}: {exc}{hint}"
-        ) from None
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r}")
-    return function  # type: ignore[no-any-return]
 
 
 class FunctionModel(Model):
@@ -84,9 +60,7 @@ class FunctionModel(Model):
         started = time.perf_counter()
         mark_sent()  # an in-process model starts at once
         try:
-            result = self.function(request)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await call_function(self.function, request)
         except ModelError:
             raise
         except Exception as exc:

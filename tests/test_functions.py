@@ -1,0 +1,95 @@
+"""Users' functions named in config (`module:function`): what a user is told when the module
+cannot be imported, and that a synchronous one does not hold the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import modelyard
+from modelyard.errors import ConfigError, ModelTimeoutError
+from modelyard.functions import call_function, import_function
+
+
+def test_a_module_not_on_the_python_path_is_named_with_how_to_put_it_there() -> None:
+    # The `modelyard` console script does not import from the config's folder or the working
+    # directory, so a module beside the config is not found: the error says where to put it.
+    with pytest.raises(ConfigError) as caught:
+        import_function("nowhere_qa_x:answer")
+    message = str(caught.value)
+    assert "cannot import module 'nowhere_qa_x' for 'nowhere_qa_x:answer'" in message
+    assert "PYTHONPATH" in message
+
+
+def test_a_module_that_fails_to_import_names_its_own_missing_dependency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "needs_more_qa.py").write_text("import not_installed_qa_y\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        import_function("needs_more_qa:answer")
+    message = str(caught.value)
+    assert "No module named 'not_installed_qa_y'" in message
+    assert "PYTHONPATH" not in message  # the module was found: the path is not what is wrong
+
+
+async def test_a_synchronous_function_runs_off_the_event_loop() -> None:
+    # It waits for an event the loop sets: on the loop itself it would wait its whole timeout,
+    # since nothing else runs until it returns (a gateway's every other request held too).
+    released = threading.Event()
+
+    def waits(label: str) -> str:
+        return label if released.wait(timeout=10) else "the loop was held"
+
+    call = asyncio.ensure_future(call_function(waits, "ran beside the loop"))
+    await asyncio.sleep(0)
+    released.set()
+    assert await call == "ran beside the loop"
+
+
+async def test_async_functions_and_async_callable_objects_are_awaited() -> None:
+    async def answer(x: int) -> int:
+        return x + 1
+
+    class Doubler:
+        async def __call__(self, x: int) -> int:
+            return 2 * x
+
+    assert await call_function(answer, 1) == 2
+    assert await call_function(Doubler(), 4) == 8
+
+
+SYNC_MODULE = """
+import threading
+released = threading.Event()
+
+def waits(request):
+    return "answered" if released.wait(timeout=10) else "the loop was held"
+"""
+
+
+async def test_a_synchronous_callable_model_is_cut_at_the_deadline_and_holds_no_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> None:
+    (tmp_path / "sync_waits_qa.py").write_text(SYNC_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sync_waits_qa  # type: ignore[import-not-found]
+
+    text = "models:\n  slow:\n    local: {type: callable, function: 'sync_waits_qa:waits'}\n"
+    async with modelyard.load(write_config(text)) as yard:
+        try:
+            # Under a deadline it is abandoned there, as an async function is (it used to
+            # answer when it returned, however late, holding every other request meanwhile).
+            with pytest.raises(ModelTimeoutError):
+                await yard.complete("slow", "hi", deadline=0.3)
+            sync_waits_qa.released.clear()
+            call = asyncio.ensure_future(yard.complete("slow", "hi"))
+            await asyncio.sleep(0.05)  # the loop runs while it waits, so it can be released
+            sync_waits_qa.released.set()
+            assert (await call).text == "answered"
+        finally:
+            sync_waits_qa.released.set()  # no thread left waiting when the test ends
