@@ -8,11 +8,13 @@ trace from the `traceparent` header (`observability.propagation`). A model's spa
 GenAI semantic conventions' attributes (provider, model ids, tokens, finish reasons); a system's
 span carries its whole decision record as JSON, since nodes written inline in a system (an
 unnamed cascade stage, say) have no span of their own. An embedding call's span is the GenAI
-`embeddings` operation, with its input tokens and cost. Messages are never recorded; reasons and
-decision records quote pieces of prompts and answers (a regex rule's match, a semantic cache
-hit's matched question, an ensemble's votes), so they are added only with
-`tracing.decisions: true`. A call cancelled by its caller (an ensemble's straggler once the vote
-is settled, a client that left) is not an error of its own: its span says `modelyard.cancelled`.
+`embeddings` operation, with its input tokens and cost, whether a caller asked for it by name
+or a node embeds inside a chat request (a semantic cache or router: then nested under it).
+Messages are never recorded; reasons and decision records quote pieces of prompts and answers
+(a regex rule's match, a semantic cache hit's matched question, an ensemble's votes), so they
+are added only with `tracing.decisions: true`. A call cancelled by its caller (an ensemble's
+straggler once the vote is settled, a client that left) is not an error of its own: its span
+says `modelyard.cancelled`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ import orjson
 from modelyard.config.operations import TracingSpec
 from modelyard.cost.decoration import Decoration
 from modelyard.errors import ConfigError, ModelError, redact
+from modelyard.local.vectors import Matrix, SyncEncoder
 from modelyard.model import Embedder, Model
 from modelyard.types import (
     ChatRequest,
@@ -348,6 +351,24 @@ class TracedEmbedder(Embedder):
             )
         span.end()
         return response
+
+
+class _TracedEncoder(TracedEmbedder):
+    """A traced embedder that can also encode in the calling thread, as its inner one can: a
+    classifier or retriever embeds its examples that way when the config is built (no request,
+    so no span), and only its per-request `embed` calls are traced."""
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        """The inner embedder's rows, untraced."""
+        inner: SyncEncoder = self.inner  # type: ignore[assignment]
+        return inner.encode(texts)
+
+
+def traced_embedder(inner: Embedder, tracing: Tracing) -> TracedEmbedder:
+    """`inner` with a span around each `embed`, still a `SyncEncoder` if it is one."""
+    if isinstance(inner, SyncEncoder):
+        return _TracedEncoder(inner, tracing)
+    return TracedEmbedder(inner, tracing)
 
 
 def _record(decision: Decision) -> str:
