@@ -183,15 +183,31 @@ models:
   cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
 systems:
   support: {type: fallback, chain: [cheap]}
-cache: {backend: memory, semantic: {embedder: emb, systems: [support]}}
+cache: {backend: memory, exact: false, semantic: {embedder: emb, systems: [support]}}
 """
     path = write_config(hosted(upstream, models))
     async with modelyard.load(path) as yard:
         answer = await yard.complete("support", "hello there", temperature=0)
-    assert [r.path for r in upstream.requests] == ["/v1/embeddings"]  # the cache's lookup
+        again = await yard.complete("support", "hello there", temperature=0)  # a semantic hit
+    assert [r.path for r in upstream.requests] == ["/v1/embeddings"] * 2  # the cache's lookups
+    # One request each, the lookup's embedding on the embedder's row (not as a call by name,
+    # not on the model's): the miss's model answered, the hit's model was never called.
     rows = await spend(path)
-    assert [(r[0], r[1]) for r in rows] == [("support", "cheap")]
-    assert rows[0][4] == pytest.approx(answer.cost)
+    cost = {(i // 2, str(r[1])): r[4] for i, r in enumerate(rows)}  # (request, model): USD
+    assert [(r[0], r[1]) for r in rows[:2]] == [("support", "emb"), ("support", "cheap")]
+    assert sorted(cost) == [(0, "cheap"), (0, "emb"), (1, "cheap"), (1, "emb")]
+    embedding = cost[0, "emb"]
+    assert embedding > 0 and cost[1, "emb"] == pytest.approx(embedding)
+    assert cost[0, "cheap"] == pytest.approx(answer.cost - embedding) and cost[1, "cheap"] == 0
+    assert again.cost == pytest.approx(embedding)
+    # The records say so too: each shows the embedding and costs what the request did.
+    for response, kind in ((answer, "cache_miss"), (again, "cache")):
+        decision = response.decision
+        assert decision is not None and decision.kind == kind
+        assert decision.cost == pytest.approx(response.cost)
+        assert (decision.children[0].node, decision.children[0].kind) == ("emb", "embedder")
+        assert decision.children[0].cost == pytest.approx(embedding)
+    assert answer.decision is not None and answer.decision.reason.startswith("semantic cache miss")
 
 
 @pytest.fixture

@@ -117,3 +117,36 @@ def test_a_failed_request_counts_each_failed_call_under_its_model_and_kind() -> 
         )
         is None
     )
+
+
+def test_a_semantic_cache_hit_bills_its_lookups_embedding_to_the_embedder_as_the_ledger_does() -> (
+    None
+):
+    embedding = Decision(node="emb", kind="embedder", cost=0.0001)
+    hit = Decision(
+        node="support",
+        kind="cache",
+        chosen="cheap",
+        cost=0.0001,
+        children=(embedding,),
+        details={"hit": True, "match": "semantic", "saved": 0.002},
+    )
+    response = ChatResponse(
+        id="cache-1",
+        model="cheap",
+        provider_model="cheap-id",
+        choices=(Choice(message=Message(role="assistant", content="hi")),),
+        cost=0.0001,
+        decision=hit,
+    )
+    metrics = Metrics()
+    metrics.answered("support", response, "cache", 0.01, saved=0.002)
+    rows = spend_rows("support", user("hi"), response, None)
+    ledger = {row.model: row.cost for row in rows}
+    assert ledger == pytest.approx({"cheap": 0.0, "emb": 0.0001})
+    counted = {
+        model: series(metrics, "modelyard_cost_usd_total", model=model, system="support")
+        for model in ledger
+    }
+    assert counted == pytest.approx(ledger)  # the model whose answer was served cost nothing
+    assert [row.model for row in rows if row.cached] == ["cheap"]

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from modelyard.cost.metering import embed
+from modelyard.cost.metering import embed_one
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
-from modelyard.errors import BadResponseError, ModelError
+from modelyard.errors import ModelError
 from modelyard.model import Embedder, Model
 from modelyard.patterns.learned import Array, OutOfFold, Predictor, predict_vector, utilities
 from modelyard.patterns.normalise import LabelReader
-from modelyard.patterns.records import ScoreVector, answered, failed, since_ms
+from modelyard.patterns.records import ScoreVector, answered, failed
 from modelyard.patterns.semantic import Match, SemanticIndex
 from modelyard.patterns.signals import SignalSet
 from modelyard.types import ChatRequest, Decision, EmbeddingRequest
@@ -127,37 +126,6 @@ def confidence_verdict(confidence: float | None, threshold: float) -> Verdict:
     if confidence >= threshold:
         return Verdict(True, f"confidence {confidence:.3f} >= {threshold:g}")
     return Verdict(False, f"confidence {confidence:.3f} < {threshold:g}")
-
-
-async def embed_one(
-    embedder: Embedder,
-    request: ChatRequest,
-    text: str,
-    *,
-    what: str = "the last user message",
-    details: Mapping[str, Any] | None = None,
-) -> tuple[Any, Decision]:
-    """One text's vector, and a decision record of the embedding call (with `details`)."""
-    started = time.perf_counter()
-    response = await embed(
-        embedder,
-        EmbeddingRequest(
-            inputs=(text,), key_id=request.key_id, tags=request.tags, deadline=request.deadline
-        ),
-    )
-    if len(response.vectors) != 1:
-        raise BadResponseError(
-            f"embedder returned {len(response.vectors)} vectors for 1 text", model=embedder.name
-        )
-    decision = Decision(
-        node=embedder.name,
-        kind="embedder",
-        reason=f"embedded {what}",
-        latency_ms=since_ms(started),
-        cost=response.cost,
-        details=details or {},
-    )
-    return response.vectors[0], decision
 
 
 @dataclass(frozen=True, slots=True)
