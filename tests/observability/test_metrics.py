@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+import modelyard
 from modelyard.cost.accounting import spend_rows
-from modelyard.errors import ClientClosedError, ModelTimeoutError
+from modelyard.errors import ClientClosedError, ModelTimeoutError, UnavailableError
 from modelyard.observability.metrics import Metrics
+from modelyard.resilience.deadline import deadline_error
 from modelyard.types import ChatResponse, Choice, Decision, Message, Usage, user
 
 
@@ -150,3 +154,34 @@ def test_a_semantic_cache_hit_bills_its_lookups_embedding_to_the_embedder_as_the
     }
     assert counted == pytest.approx(ledger)  # the model whose answer was served cost nothing
     assert [row.model for row in rows if row.cached] == ["cheap"]
+
+
+async def test_calls_refused_by_an_open_circuit_or_a_deadline_count_under_their_error_kind(
+    write_config: Callable[[str], Path],
+) -> None:
+    # Their records led with free text, which the metrics counted as kind "other".
+    text = """
+models:
+  down:
+    local: {type: fake, default: {error: unavailable}}
+    breaker: {failure_rate: 0.5, min_calls: 2, window: 30, open_for: 60}
+"""
+    errors = []
+    async with modelyard.load(write_config(text)) as yard:
+        for _ in range(3):  # two failures open the circuit; the third call is refused by it
+            with pytest.raises(UnavailableError) as caught:
+                await yard.complete("down", "hi")
+            errors.append(caught.value)
+    assert errors[-1].decision is not None and errors[-1].decision.reason == "circuit open"
+    errors.append(deadline_error("slow", "waiting for its answer"))
+    metrics = Metrics()
+    for error in errors:
+        metrics.failed("desk", error, 503, 0.1)
+    counted = {
+        (model, kind): series(
+            metrics, "modelyard_model_errors_total", kind=kind, model=model, system="desk"
+        )
+        for model, kind in (("down", "unavailable"), ("slow", "timeout"))
+    }
+    assert counted == {("down", "unavailable"): 3, ("slow", "timeout"): 1}
+    assert "other" not in metrics.render().decode()
