@@ -305,6 +305,8 @@ async def test_a_provider_request_carries_the_traceparent_of_its_models_span(
     _, trace_id, parent, _ = sent["traceparent"].split("-")
     model = named(spans, "chat mini")
     assert (trace_id, parent) == (model.trace_id, model.span_id)
+    assert model.attributes["gen_ai.provider.name"] == "openai"  # the conventions' name
+    assert model.attributes["modelyard.provider"] == "oa"  # the config's
 
 
 async def test_without_tracing_a_provider_request_carries_no_traceparent(
@@ -343,7 +345,9 @@ async def test_an_embedding_call_is_a_span_with_its_tokens_cost_and_failure(
     answered, refused = collector.wait_for(2)
     assert answered.name == refused.name == "embeddings emb"
     assert answered.attributes["gen_ai.operation.name"] == "embeddings"
-    assert answered.attributes["gen_ai.provider.name"] == "oa"
+    # The conventions' name for the API (dashboards group by it), and the config's own name.
+    assert answered.attributes["gen_ai.provider.name"] == "openai"
+    assert answered.attributes["modelyard.provider"] == "oa"
     assert answered.attributes["gen_ai.request.model"] == "text-embedding-3-small"
     assert answered.attributes["gen_ai.usage.input_tokens"] == answer.usage.input_tokens > 0
     assert answered.attributes["modelyard.cost_usd"] == pytest.approx(answer.cost)

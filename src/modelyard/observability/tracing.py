@@ -33,7 +33,7 @@ from modelyard.config.operations import TracingSpec
 from modelyard.cost.decoration import Decoration
 from modelyard.errors import ConfigError, ModelError, redact
 from modelyard.local.vectors import Matrix, SyncEncoder
-from modelyard.model import Embedder, Model
+from modelyard.model import Embedder, Model, ModelInfo
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -63,6 +63,21 @@ _EXPORT_LOGGERS = (
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 """Where the OTLP exporter finds its collector when the config names none."""
+
+
+PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+"""`gen_ai.provider.name`'s well-known values (OpenTelemetry GenAI conventions), by the wire
+format a provider speaks: an OpenAI-compatible server (vLLM, Ollama, Groq) is `openai`, as the
+conventions ask of a client that knows only the API it calls."""
+
+
+def provider_attributes(info: ModelInfo) -> dict[str, str]:
+    """The span attributes naming where `info`'s model runs: the conventions' provider name and
+    the config's own name for the provider (`modelyard.provider`); `local` for local models."""
+    name = PROVIDER_NAMES.get(info.kind)
+    if name is None or info.provider is None:
+        return {"gen_ai.provider.name": info.provider or "local"}
+    return {"gen_ai.provider.name": name, "modelyard.provider": info.provider}
 
 
 class _Redacting(logging.Filter):
@@ -174,7 +189,7 @@ class Traced(Decoration):
             self.fixed["modelyard.config_version"] = config_version
         else:
             self.fixed["gen_ai.operation.name"] = "chat"
-            self.fixed["gen_ai.provider.name"] = info.provider or "local"
+            self.fixed |= provider_attributes(info)
             self.fixed["gen_ai.request.model"] = info.model_id or self.name
 
     def _start(self, request: ChatRequest) -> Span:
@@ -311,7 +326,7 @@ class TracedEmbedder(Embedder):
         self.fixed: dict[str, Any] = {
             "modelyard.node": self.name,
             "gen_ai.operation.name": "embeddings",
-            "gen_ai.provider.name": info.provider or "local",
+            **provider_attributes(info),
             "gen_ai.request.model": info.model_id or self.name,
         }
 
