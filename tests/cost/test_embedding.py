@@ -12,6 +12,7 @@ import pytest
 
 import modelyard
 from modelyard.cost import reports
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
@@ -251,3 +252,42 @@ async def test_a_cancelled_call_is_in_the_ledger_at_what_its_budgets_were_settle
         ("mini", "mini", "client_closed"),
     ]
     assert all(isinstance(r[4], float) and r[4] > 0 for r in rows)  # the input, not nothing
+
+
+async def test_a_semantic_routers_examples_embedded_on_first_use_are_billed_to_that_request(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    # A hosted embedder cannot embed the examples when the config is built: the first request
+    # does, and pays for it, as a classifier's first request pays for its examples.
+    models = """
+models:
+  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
+systems:
+  front:
+    type: router
+    semantic: {embedder: emb, threshold: 0.5, examples: {chat: ["hello there", "hi friend"]}}
+    routes: {chat: cheap}
+    default: chat
+budgets:
+  - {name: all, scope: total, window: day, limit: 100}
+"""
+    path = write_config(hosted(upstream, models))
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("front", "hello there")
+        second = await yard.complete("front", "hello there")
+        guard = yard.built.systems["front"]
+        assert isinstance(guard, BudgetGuard)
+        status = await guard.book.status(guard.per_request[0], "all")
+    sent = [r.json["input"] for r in upstream.requests if r.path == "/v1/embeddings"]
+    billed = sum(len(tokens(t)) for texts in sent for t in texts) * 1000 / 1e6
+    assert len(sent) == 3  # the examples once, then each question
+    assert first.decision is not None and second.decision is not None
+    leaves = [(d.node, d.reason) for d in first.decision.children]
+    assert leaves[0] == ("emb", "embedded the routes' 2 examples (first use)")
+    assert first.cost - second.cost == pytest.approx(4 * 1000 / 1e6)  # the examples' 4 tokens
+    rows = await spend(path)
+    assert sum(r[4] for r in rows if r[1] == "emb") == pytest.approx(billed)
+    assert first.decision.cost == pytest.approx(first.cost)
+    # The budget is charged what the ledger records: every embedding the provider billed.
+    assert status is not None
+    assert status.spent == pytest.approx(sum(r[4] for r in rows)) and status.spent > billed
