@@ -307,6 +307,7 @@ async def test_a_provider_request_carries_the_traceparent_of_its_models_span(
     assert (trace_id, parent) == (model.trace_id, model.span_id)
     assert model.attributes["gen_ai.provider.name"] == "openai"  # the conventions' name
     assert model.attributes["modelyard.provider"] == "oa"  # the config's
+    assert model.attributes["gen_ai.response.id"].startswith("chatcmpl-")
 
 
 async def test_without_tracing_a_provider_request_carries_no_traceparent(

@@ -232,6 +232,7 @@ class Traced(Decoration):
             if not self.system:
                 usage = response.usage
                 attributes["gen_ai.response.model"] = response.provider_model or response.model
+                attributes["gen_ai.response.id"] = response.id  # the provider's, to look it up
                 attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
                 attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
                 attributes["gen_ai.response.finish_reasons"] = [
