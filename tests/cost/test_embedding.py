@@ -33,6 +33,14 @@ def upstream() -> Iterator[FakeOpenAI]:
         yield fake
 
 
+CHEAP = """
+models:
+  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
+systems:
+"""
+"""A priced local model, and the heading of the systems that follow."""
+
+
 def hosted(fake: FakeOpenAI, extra: str) -> str:
     """A config with `emb` at $1,000 per million input tokens on the fake upstream."""
     return f"""
@@ -179,13 +187,12 @@ def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(
 async def test_an_embedder_a_semantic_cache_calls_is_charged_with_its_chat_request_only(
     write_config: Callable[[str], Path], upstream: FakeOpenAI
 ) -> None:
-    models = """
-models:
-  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
-systems:
-  support: {type: fallback, chain: [cheap]}
+    models = (
+        CHEAP
+        + """  support: {type: fallback, chain: [cheap]}
 cache: {backend: memory, exact: false, semantic: {embedder: emb, systems: [support]}}
 """
+    )
     path = write_config(hosted(upstream, models))
     async with modelyard.load(path) as yard:
         answer = await yard.complete("support", "hello there", temperature=0)
@@ -259,11 +266,9 @@ async def test_a_semantic_routers_examples_embedded_on_first_use_are_billed_to_t
 ) -> None:
     # A hosted embedder cannot embed the examples when the config is built: the first request
     # does, and pays for it, as a classifier's first request pays for its examples.
-    models = """
-models:
-  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
-systems:
-  front:
+    models = (
+        CHEAP
+        + """  front:
     type: router
     semantic: {embedder: emb, threshold: 0.5, examples: {chat: ["hello there", "hi friend"]}}
     routes: {chat: cheap}
@@ -271,6 +276,7 @@ systems:
 budgets:
   - {name: all, scope: total, window: day, limit: 100}
 """
+    )
     path = write_config(hosted(upstream, models))
     async with modelyard.load(path) as yard:
         first = await yard.complete("front", "hello there")

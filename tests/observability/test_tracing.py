@@ -370,12 +370,9 @@ def test_tracing_without_the_otel_extra_says_how_to_install_it(
     assert "pip install 'modelyard[otel]'" in str(caught.value) and "tracing" in str(caught.value)
 
 
-INSIDE = """
-providers:
-  oa: {{type: openai, base_url: "{url}/v1", api_key: sk-test-not-a-real-key-0000}}
-models:
-  mini: {{provider: oa, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
-embedders:
+INSIDE = (
+    HOSTED.split("systems:")[0]  # the provider and its model
+    + """embedders:
   emb: {{provider: oa, id: text-embedding-3-small, price: {{input: 0.02}}}}
 systems:
   front:
@@ -389,6 +386,7 @@ cache:
   semantic: {{embedder: emb, systems: [faq], threshold: 0.9}}
 tracing: {{endpoint: {collector}}}
 """
+)
 
 
 @pytest.mark.parametrize("system", ["front", "faq"])
