@@ -17,7 +17,9 @@ from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.cost.prices import estimate_tokens
-from modelyard.errors import BudgetExceededError, ConfigError, ModelTimeoutError
+from modelyard.errors import BudgetExceededError, ConfigError, ModelTimeoutError, UnavailableError
+from modelyard.streaming import collect
+from modelyard.types import ChatResponse
 from tests.fakes.openai_server import FakeOpenAI, tokens
 from tests.fakes.server import Fault
 from tests.state.conftest import POSTGRES_URL, fresh_tables
@@ -184,19 +186,29 @@ def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(
         modelyard.load(write_config(hosted(upstream, budget)))
 
 
-async def test_an_embedder_a_semantic_cache_calls_is_charged_with_its_chat_request_only(
-    write_config: Callable[[str], Path], upstream: FakeOpenAI
-) -> None:
-    models = (
-        CHEAP
-        + """  support: {type: fallback, chain: [cheap]}
+SEMANTIC = (
+    CHEAP
+    + """  support: {type: fallback, chain: [cheap]}
 cache: {backend: memory, exact: false, semantic: {embedder: emb, systems: [support]}}
 """
-    )
-    path = write_config(hosted(upstream, models))
+)
+"""A system answered from a semantic cache alone, which embeds every question on `emb`."""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_embedder_a_semantic_cache_calls_is_charged_with_its_chat_request_only(
+    stream: bool, write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    path = write_config(hosted(upstream, SEMANTIC))
     async with modelyard.load(path) as yard:
-        answer = await yard.complete("support", "hello there", temperature=0)
-        again = await yard.complete("support", "hello there", temperature=0)  # a semantic hit
+
+        async def ask() -> ChatResponse:
+            if stream:
+                return await collect(yard.stream("support", "hello there", temperature=0))
+            return await yard.complete("support", "hello there", temperature=0)
+
+        answer = await ask()
+        again = await ask()  # a semantic hit
     assert [r.path for r in upstream.requests] == ["/v1/embeddings"] * 2  # the cache's lookups
     # One request each, the lookup's embedding on the embedder's row (not as a call by name,
     # not on the model's): the miss's model answered, the hit's model was never called.
@@ -259,6 +271,25 @@ async def test_a_cancelled_call_is_in_the_ledger_at_what_its_budgets_were_settle
         ("mini", "mini", "client_closed"),
     ]
     assert all(isinstance(r[4], float) and r[4] > 0 for r in rows)  # the input, not nothing
+
+
+async def test_a_request_failing_after_a_semantic_cache_miss_reports_the_lookups_cost(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    text = SEMANTIC.replace('default: "an answer"', "default: {error: unavailable}")
+    path = write_config(hosted(upstream, text))
+    async with modelyard.load(path) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("support", "hello there", temperature=0)
+    error = caught.value
+    decision = error.decision
+    assert decision is not None and decision.kind == "cache_miss" and decision.error
+    assert decision.children[0].node == "emb" and decision.children[0].cost > 0
+    # Reported, not caught up at the top as spend no record shows.
+    assert error.cost == pytest.approx(decision.children[0].cost)
+    assert "abandoned_spend" not in decision.details
+    rows = await spend(path)
+    assert [(r[1], r[6]) for r in rows if r[4]] == [("emb", "unavailable")]
 
 
 async def test_a_semantic_routers_examples_embedded_on_first_use_are_billed_to_that_request(
