@@ -19,7 +19,7 @@ from modelyard.errors import BudgetExceededError, ConfigError
 from modelyard.evaluation.isolation import for_evaluation
 from modelyard.local.classifier import ClassifierModel
 from modelyard.model import Model, ModelInfo
-from modelyard.observability.tracing import Traced, Tracing, _record
+from modelyard.observability.tracing import Traced, Tracing, _record, provider_attributes
 from modelyard.topology import unwrap
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 from tests.fakes.openai_server import FakeOpenAI
@@ -442,3 +442,24 @@ tracing: {{endpoint: {collector.url}}}
     spans = collector.wait_for(2)
     (embedding,) = [s for s in spans if s.name == "embeddings mini"]
     assert embedding.parent_id == named(spans, "chat topic").span_id
+
+
+@pytest.mark.parametrize(
+    ("kind", "provider", "expected"),
+    [
+        ("openai", "vllm", {"gen_ai.provider.name": "openai", "modelyard.provider": "vllm"}),
+        (
+            "anthropic",
+            "claude",
+            {"gen_ai.provider.name": "anthropic", "modelyard.provider": "claude"},
+        ),
+        ("gemini", "g", {"gen_ai.provider.name": "gcp.gemini", "modelyard.provider": "g"}),
+        ("fake", None, {"gen_ai.provider.name": "local"}),
+        ("classifier", "local", {"gen_ai.provider.name": "local"}),
+    ],
+)
+def test_the_provider_is_named_as_the_genai_conventions_name_it(
+    kind: str, provider: str | None, expected: dict[str, str]
+) -> None:
+    info = ModelInfo(name="m", kind=kind, provider=provider)
+    assert provider_attributes(info) == expected
