@@ -3,7 +3,8 @@
     ModelyardError
     ├── ConfigError                  bad config: names the file, line, field and the fix
     └── ModelError                   a call to a Model failed; carries model, provider, status,
-        │                            the provider's code and message, and `retryable`
+        │                            the provider's code, message and field at fault
+        │                            (`param`), and `retryable`
         ├── AuthenticationError      401: the key is missing, wrong or revoked
         ├── PermissionDeniedError    403: the key may not use this model or system
         ├── NotFoundError            404: no such model, deployment or system
@@ -69,6 +70,7 @@ class ModelError(ModelyardError):
         provider_message: str | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -79,6 +81,9 @@ class ModelError(ModelyardError):
         self.provider_message = provider_message
         self.retryable = self.retryable_default if retryable is None else retryable
         self.retry_after = retry_after
+        self.param = param
+        """The request field the provider named as at fault (OpenAI's `error.param`), if any:
+        named in the provider's request, which the gateway's clients mostly share."""
         self.decision: Decision | None = None
         self.cost = 0.0
         """USD already spent when the call failed (a stream cut part-way is still billed)."""
@@ -126,7 +131,15 @@ class ModelError(ModelyardError):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, free of secrets."""
         out: dict[str, Any] = {"type": self.kind, "message": self.message}
-        for name in ("model", "provider", "status", "code", "provider_message", "retry_after"):
+        for name in (
+            "model",
+            "provider",
+            "status",
+            "code",
+            "param",
+            "provider_message",
+            "retry_after",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

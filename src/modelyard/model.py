@@ -106,6 +106,7 @@ class Model(abc.ABC):
                 text=choice.message.text,
                 finish_reason=choice.finish_reason,
                 model=None if n else response.model,
+                usage=None if n else response.usage,
             )
         yield Chunk(response=response)
 

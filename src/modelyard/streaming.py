@@ -178,7 +178,7 @@ def response_chunks(response: ChatResponse) -> list[Chunk]:
             )
         )
     if chunks:
-        chunks[0] = replace(chunks[0], model=response.model)
+        chunks[0] = replace(chunks[0], model=response.model, usage=response.usage)
     chunks.append(Chunk(response=response))
     return chunks
 

@@ -322,6 +322,10 @@ class Chunk:
     reasoning: ReasoningDelta | None = None
     """A piece of the model's reasoning, which comes before the answer (one field, not one a
     part: every field costs each chunk of every stream to build)."""
+    usage: Usage | None = None
+    """On the first chunk a model streams: the usage its provider had reported by then, when
+    it tells the prompt's tokens before the answer (Anthropic's `message_start`, Gemini's
+    first event); None when they come only at the end (OpenAI's `include_usage`)."""
 
     @property
     def chars(self) -> int:

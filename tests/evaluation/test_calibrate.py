@@ -135,6 +135,23 @@ async def test_a_scorer_that_reads_no_answer_stops_calibration_instead_of_meetin
     assert "answer: no answer was scored (4 unparsed, 0 failed)" in message
 
 
+async def test_a_test_split_no_model_answers_stops_calibration_with_the_reason(
+    own: Callable[..., Path],
+) -> None:
+    # Held-out prompts the replayed recordings lack (the config still reads the training
+    # file): every test call failed, and the frontier was reported as all 0 with exit 0.
+    train = items_from_recordings(load_recordings("jsonl", [own().with_suffix(".jsonl")]))
+    test = [Item(id="new", prompt="What is 9 + 9?", label="18")]
+    knob = parse_knob("systems.main.chain=[weak,strong],[strong,weak]")
+    calibrator = Calibrator(own(), "main", make_scorer("recorded"))
+    with pytest.raises(ConfigError) as caught:
+        await calibrator.calibrate([knob], Target.parse("quality:0.95"), train, test)
+    message = str(caught.value)
+    assert "no single model's answer on the test split was scored" in message
+    assert "weak: no answer was scored (0 unparsed, 1 failed)" in message
+    assert "the first failure, item new: " in message and "no recording for prompt" in message
+
+
 async def test_calibrating_a_replayed_choice_of_model_on_routerbench(
     sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
 ) -> None:

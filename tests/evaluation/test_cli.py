@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 from modelyard.cli import app
 from modelyard.cli.evidence_output import dump
 from modelyard.evaluation.history import ConfigHistory
+from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
 from tests.resilience.test_drill import ONE_PROVIDER
 from tests.state.conftest import REDIS_URL
 
@@ -76,20 +77,27 @@ def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
     assert html.read_text().count("<div") > 3
 
 
-def test_eval_says_why_items_failed_and_exits_1_when_all_did(
-    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path], tmp_path: Path
-) -> None:
-    # e.g. held-out data evaluated while the config still replays the training recordings (the
-    # few-shot prefix every ARC prompt shares is changed): a CI step doing so must not pass
+def _on_unseen_prompts(
+    command: str, sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> str:
+    """What `command` says (exit 1 asserted) on held-out prompts while the config still
+    replays the training recordings (the few-shot prefix every ARC prompt shares is changed)."""
     path = sliced(ARC, 3)
-    unseen = tmp_path / "unseen.csv"
+    unseen = path.with_name("unseen.csv")
     unseen.write_text(path.read_text().replace("George wants", "Georgina wants"))
     config = write_config(_config(path))
     result = runner.invoke(
-        app, ["eval", str(config), "main", "--data", str(unseen), "--format", "routerbench"]
+        app, [command, str(config), "main", "--data", str(unseen), "--format", "routerbench"]
     )
     assert result.exit_code == 1, result.output
-    said = " ".join(result.output.split())
+    return " ".join(result.output.split())
+
+
+def test_eval_says_why_items_failed_and_exits_1_when_all_did(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    # A CI step evaluating prompts the replayed recordings lack must not pass.
+    said = _on_unseen_prompts("eval", sliced, write_config)
     assert "no recording for prompt 'Georgina wants" in said  # the report first, with why
     assert "3 items failed" in said and "main answered none of the 3 items" in said
 
@@ -144,6 +152,15 @@ def test_compare_lists_the_system_and_each_model(
     ]
     assert rows[2]["cost_per_item"] > rows[1]["cost_per_item"]
     assert "plotly" in html.read_text()
+
+
+def test_compare_says_why_and_exits_1_when_a_contender_answered_none(
+    sliced: Callable[[str, int], Path], write_config: Callable[[str], Path]
+) -> None:
+    # Every row was 0 % and the command exited 0: a table for stakeholders that measured nothing.
+    said = _on_unseen_prompts("compare", sliced, write_config)
+    assert "main, cheap, strong answered none of the 3 items" in said
+    assert "no recording for prompt 'Georgina wants" in said
 
 
 def test_split_writes_disjoint_train_and_test_recordings(
@@ -417,3 +434,61 @@ def test_calibrate_lists_the_settings_it_could_not_build(
     assert "1 settings tried" in text
     assert "1 settings could not be built, not tried:" in text
     assert "{'models.weak.local.model': 'gpt-5'}: " in text and "not in the recordings" in text
+
+
+def test_calibrate_says_how_much_of_the_training_split_was_predicted_out_of_fold(
+    tmp_path: Path,
+) -> None:
+    # A cross-fitted artifact answers its training texts out of fold only when they match
+    # exactly; one recorded with other whitespace than it is replayed got the full fit's
+    # in-sample prediction, and the threshold was chosen on it without a word (GSM8K: 86 %
+    # of GPT-4 on held-out items instead of the 95 % aimed at).
+    (tmp_path / "models.yaml").write_text(LEARNED_MODELS)
+    write_outcomes(tmp_path / "outcomes.jsonl")
+    artifact = tmp_path / "router.npz"
+    trained = runner.invoke(
+        app,
+        [
+            *("train", str(tmp_path / "outcomes.jsonl"), "--embedder", "hash"),
+            *("--config", str(tmp_path / "models.yaml"), "--folds", "3", "-o", str(artifact)),
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    config = tmp_path / "router.yaml"
+    config.write_text(learned_config(artifact, 0.0))
+    # a training text, one spaced otherwise, one never trained on; and a test item
+    rows = [("add 3 and 4", "c"), ("add  5 and 6 ", "c"), ("add 40 and 41", "c"), ("add 9", "t")]
+    labelled = "".join(
+        json.dumps({"prompt": p, "label": "cheap answer", "split": s}) + "\n" for p, s in rows
+    )
+    (tmp_path / "set.jsonl").write_text(labelled)
+    result = runner.invoke(
+        app,
+        [
+            *("calibrate", str(config), "front", "--data", str(tmp_path / "set.jsonl")),
+            *("--train-split", "c", "--test-split", "t", "--scorer", "exact"),
+            *("--knob", "systems.front.learned.lambda=0,0.5", "--out", str(tmp_path / "o.yaml")),
+        ],
+    )
+    said = " ".join(result.output.split())
+    assert "front/hash: 33% of the training split predicted out of fold (the rest in-sample" in said
+
+
+def test_eval_says_why_answers_were_unparsed(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    # An empty correctness cell (a held-out file with a blank) is an answer of unknown score:
+    # the count alone did not say so.
+    data = tmp_path / "gsm.csv"
+    data.write_text("prompt,m,m_response\nQ1,,#### 3\nQ2,True,#### 4\n", encoding="utf-8")
+    config = write_config(
+        f"models:\n  m: {{local: {{type: replay, data: '{data}', format: routellm-gsm8k, "
+        "model: m}, price: {input: 1, output: 1}}\n"
+    )
+    result = runner.invoke(
+        app, ["eval", str(config), "m", "--data", str(data), "--format", "routellm-gsm8k"]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "1 answers could not be parsed by the recorded scorer" in said
+    assert "The first, item gsm8k-0: no recorded score for the answering model." in said

@@ -536,3 +536,20 @@ def test_a_missing_column_is_shown_beside_the_files_named_columns_in_their_order
     said = str(caught.value)
     assert "the file has: 'sample_id', 'prompt', 'zeta', 'zeta|model_response'" in said
     assert "''" not in said
+
+
+@pytest.mark.parametrize("index", ["", "Unnamed: 0"])
+def test_mmlu_ignores_the_row_numbers_pandas_writes_as_a_column(tmp_path: Path, index: str) -> None:
+    path = tmp_path / "mmlu_anatomy.csv"  # pd.to_csv writes its index unless told not to
+    rows = "".join(f"{n},Q{n},True,{n % 2 == 0}\n" for n in range(4))
+    path.write_text(f"{index},prompt,{MIXTRAL},gpt-4\n{rows}", encoding="utf-8")
+    recordings = load_recordings("routellm-mmlu", [path])
+    assert recordings.models == (MIXTRAL, "gpt-4")
+    assert [i.outcomes["gpt-4"].score for i in recordings.items] == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_mmlu_column_that_is_no_model_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "mmlu_anatomy.csv"
+    path.write_text(f"prompt,{MIXTRAL},subject\nQ1,True,anatomy\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mmlu_anatomy\.csv:2: column 'subject'.*not a model"):
+        load_recordings("routellm-mmlu", [path])

@@ -337,3 +337,25 @@ async def test_a_local_function_that_hangs_is_cut_at_the_request_deadline(
     assert time.perf_counter() - started < 1.0
     assert "the request's deadline passed" in str(caught.value)
     assert caught.value.model == "hanger"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_cascade_past_its_deadline_streams_the_answer_it_holds(
+    streamed: bool, yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last stage hangs and is cut at the cascade's deadline, which then answers with its
+    # first stage's answer below the threshold. Streamed, that answer's chunks come out just
+    # after the deadline, and the node's deadline refused every chunk but the first: a 504.
+    text = _hanger(tmp_path, monkeypatch)
+    text += "  slow:\n    type: cascade\n    deadline: 0.3\n    stages:\n"
+    text += "      - {model: a, threshold: 0.99, estimator: {type: confidence}}\n"
+    text += "      - model: hanger\n"
+    async with yard_of(text) as yard:
+        started = time.perf_counter()
+        request = user("which letter?")
+        slow = yard.get("slow")
+        response = await (collect(slow.stream(request)) if streamed else slow.complete(request))
+    assert time.perf_counter() - started < 0.5
+    assert response.model == "a"
+    assert response.decision is not None
+    assert response.decision.reason.startswith("last stage hanger failed (timeout)")

@@ -305,6 +305,14 @@ def test_sampling_stop_sequences_and_user_id_are_sent() -> None:
 
 
 @pytest.mark.parametrize(
+    "metadata",
+    [{"safety_identifier": "u-7"}, {"user": "u-7"}, {"user": "other", "user_id": "u-7"}],
+)
+def test_an_openai_callers_end_user_goes_out_as_user_id(metadata: dict[str, str]) -> None:
+    assert body(ask(u("hi"), metadata=metadata))["metadata"] == {"user_id": "u-7"}
+
+
+@pytest.mark.parametrize(
     ("fields", "says"),
     [
         ({"n": 2}, "n=2"),
@@ -743,6 +751,24 @@ def test_prompt_too_long_is_a_context_length_error() -> None:
 def test_output_blocked_by_content_filtering_is_a_content_filtered_error() -> None:
     body_ = error_json(400, "invalid_request_error", "Output blocked by content filtering policy")
     assert isinstance(WIRE.error_from_wire(400, {}, body_), ContentFilteredError)
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ("max_tokens: 100000 > 64000, which is the maximum allowed", "max_tokens"),
+        (
+            "messages.1.content.0.text: text content blocks must be non-empty",
+            "messages.1.content.0.text",
+        ),
+        ("prompt is too long: 210000 tokens > 200000 maximum", None),
+        ("`temperature` and `top_p` cannot both be specified for this model.", None),
+    ],
+)
+def test_a_400_names_the_field_its_message_leads_with(message: str, param: str | None) -> None:
+    # Anthropic's error object has no `param`; its messages start with the field's path.
+    error = WIRE.error_from_wire(400, {}, error_json(400, "invalid_request_error", message))
+    assert error.param == param
 
 
 def test_rate_limit_waits_retry_after() -> None:

@@ -141,6 +141,13 @@ def test_key_goes_in_the_goog_api_key_header_and_bodies_are_json() -> None:
     assert WIRE.default_headers()["Content-Type"] == "application/json"
 
 
+def test_the_end_user_is_not_sent_since_gemini_has_no_field_for_one() -> None:
+    metadata = {"user": "u-1", "safety_identifier": "h-1", "user_id": "c-1"}
+    body = wire(ChatRequest(messages=(Message(role="user", content="hi"),), metadata=metadata))
+    sent = orjson.dumps(body).decode()
+    assert not any(value in sent for value in metadata.values())
+
+
 def test_gemini_reports_no_quota_headers() -> None:
     assert WIRE.rate_limits({"x-ratelimit-remaining-requests": "5"}).empty
 
@@ -769,6 +776,15 @@ def test_token_limit_message_is_context_length() -> None:
     )
     error = WIRE.error_from_wire(400, {}, error_body(400, "INVALID_ARGUMENT", message))
     assert isinstance(error, ContextLengthError)
+
+
+def test_a_400_names_the_field_its_bad_request_detail_names() -> None:
+    violation = {"field": "generation_config.temperature", "description": "out of range"}
+    detail = {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+    message = "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), 7"
+    error = WIRE.error_from_wire(400, {}, error_body(400, "INVALID_ARGUMENT", message, detail))
+    assert type(error) is BadRequestError and error.param == "generation_config.temperature"
+    assert WIRE.error_from_wire(400, {}, error_body(400, "INVALID_ARGUMENT", message)).param is None
 
 
 def test_a_hostile_error_message_is_classified_in_linear_time() -> None:

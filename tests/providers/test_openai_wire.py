@@ -296,6 +296,32 @@ def test_metadata_is_not_sent_because_openai_requires_store_with_it() -> None:
     assert "metadata" not in to_wire(FULL, "m", stream=False)
 
 
+@pytest.mark.parametrize(
+    ("metadata", "sent"),
+    [
+        ({"user": "u-42"}, {"user": "u-42"}),
+        ({"safety_identifier": "h-42"}, {"safety_identifier": "h-42"}),
+        (
+            {"user": "u-42", "safety_identifier": "h-42"},
+            {"user": "u-42", "safety_identifier": "h-42"},
+        ),
+        (
+            {"user_id": "user_ab12_account_cd34_session_ef56"},
+            {"user": "user_ab12_account_cd34_session_ef56"},
+        ),
+        ({"team": "search"}, {}),
+    ],
+)
+def test_the_end_user_goes_out_in_openai_fields(
+    metadata: dict[str, str], sent: dict[str, str]
+) -> None:
+    # An OpenAI caller's field as it sent it; a Messages caller's user_id as `user`.
+    body = to_wire(user("hi", metadata=metadata), "gpt-4o", stream=False)
+    assert {k: body[k] for k in ("user", "safety_identifier") if k in body} == sent
+    assert "metadata" not in body
+    check_request(body)
+
+
 def test_an_image_in_an_assistant_message_is_refused() -> None:
     message = Message(role="assistant", content=(ImagePart(url="https://x/y.png"),))
     with pytest.raises(BadRequestError, match=r"messages\[0\].*only user messages"):
@@ -781,6 +807,11 @@ def test_error_code_is_the_providers(fake: FakeOpenAI) -> None:
     assert error(fake, 400, "context_length_exceeded").code == "context_length_exceeded"
     assert error(fake, 401).code == "invalid_api_key"
     assert error(fake, 500).code == "server_error"
+
+
+def test_the_param_an_error_names_is_kept(fake: FakeOpenAI) -> None:
+    assert error(fake, 400, "context_length_exceeded").param == "messages"
+    assert error(fake, 400).param is None
 
 
 def test_quota_exhausted_says_so(fake: FakeOpenAI) -> None:

@@ -300,6 +300,14 @@ def compare_command(
         else:
             print_comparison(f"{', '.join(system)} vs their models on {len(items)} items", rows)
         write_html(html_path, lambda: reports.compare_html(rows, f"{', '.join(system)} vs models"))
+        silent = [r for r in rows if r.answered_none]
+        if silent:  # as eval: a row of 0 % that measured nothing must not pass a CI step
+            first = silent[0].first_failure or "no error recorded"
+            fail(
+                f"{', '.join(r.name for r in silent)} answered none of the {len(items)} items; "
+                f"the first failure, {first}",
+                code=1,
+            )
 
     guarded(run)
 

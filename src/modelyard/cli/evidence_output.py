@@ -22,6 +22,7 @@ from modelyard.evaluation.evaluate import Evaluation
 from modelyard.evaluation.gate import GateResult
 from modelyard.evaluation.report import EvalReport
 from modelyard.evaluation.runner import FAILED, ItemResult
+from modelyard.evaluation.scorers import UNPARSED
 
 
 @contextmanager
@@ -132,9 +133,12 @@ def print_evaluation(title: str, evaluation: Evaluation, scorer: str) -> None:
     report = evaluation.report
     console.print(report_table(title, [report]))
     if report.unparsed:
+        # The scorer's note says why (e.g. a recording's empty correctness cell).
+        noted = next((r for r in evaluation.results if r.status == UNPARSED and r.parsed), None)
+        why = f" The first, item {escape(noted.id)}: {escape(noted.parsed or '')}." if noted else ""
         console.print(
             f"[yellow]{report.unparsed} answers could not be parsed by the "
-            f"{scorer} scorer; they count as wrong in 'accuracy'.[/]"
+            f"{scorer} scorer; they count as wrong in 'accuracy'.[/]{why}"
         )
     _print_nodes(report)
     _print_failures(evaluation.results)
@@ -204,6 +208,24 @@ _SHOWN = 10
 """How many unbuildable settings, or broken and fixed item ids, are printed (all are in --json)."""
 
 
+def _print_out_of_fold(train: EvalReport) -> None:
+    """How much of the training split each cross-fitted embedder predicted out of fold. When
+    calibrating on an artifact's own training data this must be 100 %: a text that differs
+    from the one trained on, even in whitespace, gets the full fit's in-sample prediction,
+    and the choice then rests on optimistic predictions without a word."""
+    for node, stats in train.nodes.items():
+        share = stats.details.get("out_of_fold")
+        if share is None:
+            continue
+        line = f"{escape(node)}: {share:.0%} of the training split predicted out of fold"
+        if share < 1:
+            line = (
+                f"[yellow]{line}[/] (the rest in-sample: if its artifact was cross-fitted on "
+                "these items, their texts differ from those it was trained on)"
+            )
+        console.print(line)
+
+
 def print_calibration(cal: Calibration, how: str, written: str) -> None:
     """The calibration: target, settings tried, the chosen one and the frontier."""
     front = cal.frontier
@@ -223,6 +245,7 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
             console.print(f"  ... and {len(cal.invalid) - _SHOWN} more (all in --json)")
     closest = "" if cal.met else " (closest to the target, which it does not meet)"
     console.print(f"chosen{closest}: {cal.chosen.values}")
+    _print_out_of_fold(cal.chosen.train)
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]
     console.print(

@@ -287,7 +287,13 @@ class _Wrapping:
 
     def entry(self, name: str, node: Model) -> Model:
         """`node` as callers reach it by name: with the request's spend recorded, and billed
-        whole (`cost.metering`) even with no ledger to record it in."""
+        whole (`cost.metering`) even with no ledger to record it in. Its span, if traced, goes
+        outside that, so the span's cost is what the request is billed: a branch cancelled on
+        the way had spent more than the answer's record reports."""
+        if isinstance(node, Traced) and self.tracing is not None:
+            accounted = Accounted(node.inner, ledger=self.spend, anomaly=self.anomaly)
+            version = self.context.loaded.version
+            return Traced(accounted, self.tracing, system=node.system, config_version=version)
         return Accounted(node, ledger=self.spend, anomaly=self.anomaly)
 
     def embedder_entry(self, name: str, embedder: Embedder) -> Embedder:

@@ -44,7 +44,7 @@ from modelyard.model import Model
 from modelyard.patterns.artifact import Artifact, ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
 from modelyard.patterns.cascade import CascadeModel, Stage
-from modelyard.patterns.ensemble import EnsembleModel
+from modelyard.patterns.ensemble import DEFAULT_COMBINER_SHARE, EnsembleModel
 from modelyard.patterns.estimators import (
     CallableEstimator,
     Estimator,
@@ -181,6 +181,7 @@ def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: s
                     _gate(gate, context, (*where, "gates", j)) for j, gate in enumerate(stage.gates)
                 ),
                 retries=stage.retries,
+                share=stage.share,
                 escalate=(
                     context.node(stage.escalate, (*where, "escalate"))
                     if stage.escalate is not None
@@ -221,6 +222,9 @@ def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: s
         wait=spec.wait,
         member_deadlines=[spec.deadlines.get(n, spec.member_deadline) for n in member_names],
         deadline=spec.deadline,
+        combiner_share=(
+            DEFAULT_COMBINER_SHARE if spec.combiner_share is None else spec.combiner_share
+        ),
     )
 
 

@@ -171,6 +171,10 @@ class StageSpec(Spec):
     """Times to rerun the stage when a gate fails."""
     escalate: NodeSpec | None = None
     """A Model to try (once, gated the same way) when retries are used up."""
+    share: float | None = Field(default=None, gt=0, le=1)
+    """Under a deadline, the share of the time left when the stage starts that it may use
+    (tries, escalation and gates). Default: an even split among it and the later stages; the
+    last stage gets all that is left."""
 
 
 class PipelineSpec(NodeBase):
@@ -194,6 +198,11 @@ class PipelineSpec(NodeBase):
                 raise ValueError(
                     f"two stages are called {name!r}; give stages[{i}] a name of its own"
                 )
+        if self.stages[-1].share is not None:
+            raise ValueError(
+                f"stages[{len(self.stages) - 1}] is the last stage, which gets all the time "
+                "left: drop its share"
+            )
         return self
 
     def child_nodes(self) -> ChildNodes:
@@ -230,6 +239,9 @@ class EnsembleSpec(NodeBase):
     """Seconds each member may take (a late member counts as failed)."""
     deadlines: dict[str, PositiveFloat] = Field(default_factory=dict)
     """Per-member seconds, by member name, overriding member_deadline."""
+    combiner_share: float | None = Field(default=None, gt=0, lt=1)
+    """Under a deadline, the share of the time left the judge or fuser keeps (default 0.25):
+    the members are cut at the rest, so it has time to read what arrived."""
 
     @model_validator(mode="after")
     def _consistent(self) -> EnsembleSpec:
@@ -247,6 +259,11 @@ class EnsembleSpec(NodeBase):
             raise ValueError("judge is set but combine is not 'judge'")
         if self.fuser is not None and self.combine != "fuse":
             raise ValueError("fuser is set but combine is not 'fuse'")
+        if self.combiner_share is not None and self.combine not in ("judge", "fuse"):
+            raise ValueError(
+                f"combiner_share is the time a judge or fuser keeps, and combine is "
+                f"{self.combine!r}; drop combiner_share or combine with a judge or fuser"
+            )
         return self
 
     def child_nodes(self) -> ChildNodes:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from modelyard.cost.dispatch import Dispatch
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens, tokens_for_chars
 from modelyard.errors import ModelError
 from modelyard.model import Model
-from modelyard.types import ChatRequest, Message, Usage
+from modelyard.types import ChatRequest, Decision, Message, Usage
 
 
 def cost_bound(model: Model, request: ChatRequest) -> float:
@@ -96,16 +97,51 @@ def charge_partial(
     *,
     sent: bool,
     spent: float = 0.0,
+    dispatch: Dispatch | None = None,
 ) -> ModelError:
     """`error` (for an interrupted call) carrying its `partial_usage` and `partial_cost` (with
     `spent`), so a record shows the estimated tokens beside the estimated cost; its record, if
     it has one, carries that cost too (a pattern adds up its children's records, the ledger its
-    leaves). The tokens are the cut call's: those `spent` paid for are not known here."""
+    leaves), and with the call's `dispatch`, the calls billed under it (`abandoned_calls`).
+    The tokens are the cut call's: those `spent` paid for are not known here."""
     error.usage = partial_usage(request, output_chars, sent=sent)
-    error.cost = spent + _dearest(model, error.usage)
-    if error.decision is not None and error.decision.cost != error.cost:
-        error.decision = replace(error.decision, cost=error.cost)
+    estimate = _dearest(model, error.usage)
+    error.cost = spent + estimate
+    decision = error.decision
+    if decision is not None:
+        calls = () if dispatch is None else abandoned_calls(model, dispatch, estimate)
+        if calls:
+            error.decision = replace(decision, cost=error.cost, children=calls)
+        elif decision.cost != error.cost:
+            error.decision = replace(decision, cost=error.cost)
     return error
+
+
+def abandoned_calls(model: Model, dispatch: Dispatch, estimate: float) -> tuple[Decision, ...]:
+    """The billed calls under `model`, a node abandoned before its answer, as the records the
+    ledger bills per model: each model's calls that had finished (`dispatch.by_model`), and the
+    `estimate` of the one cut (with any spend no model was named for) under the model it was
+    waiting for (`dispatch.flying`), else `billed_node`.
+    Empty for a configured model (its wrappers, a meter or retries, call only it): its own
+    record is its call."""
+    under = leaves(model)
+    if len(under) == 1 and under[0].name == model.name:
+        return ()
+    calls = [
+        Decision(node=name, kind="model", reason="finished before it was abandoned", cost=cost)
+        for name, cost in dispatch.by_model.items()
+    ]
+    unnamed = estimate + dispatch.spent - sum(dispatch.by_model.values())
+    if unnamed > 1e-12:
+        calls.append(
+            Decision(
+                node=waited_for(model, dispatch),
+                kind="model",
+                reason="cut before its answer; cost estimated",
+                cost=unnamed,
+            )
+        )
+    return tuple(calls)
 
 
 def _dearest(model: Model, usage: Usage | None) -> float:
@@ -116,6 +152,13 @@ def _dearest(model: Model, usage: Usage | None) -> float:
     input_rate = max(p.dearest_input for p in prices)
     output_rate = max(p.output for p in prices)
     return (usage.input_tokens * input_rate + usage.output_tokens * output_rate) / PER_MILLION
+
+
+def waited_for(model: Model, dispatch: Dispatch) -> str:
+    """The name the estimate of `model`'s call abandoned is billed under: the one model it
+    was waiting for (`Dispatch.flying`), else `billed_node`."""
+    flying = set(dispatch.flying)
+    return flying.pop() if len(flying) == 1 else billed_node(model)
 
 
 def billed_node(model: Model) -> str:

@@ -26,13 +26,19 @@ from modelyard.cost import scope as request_scope
 
 class Dispatch:
     """One watched call: `sent` once any model call under it reached its provider, `spent` what
-    those that finished were billed."""
+    those that finished were billed, and `by_model` that per model, where it was known."""
 
-    __slots__ = ("outer", "sent", "spent")
+    __slots__ = ("by_model", "flying", "outer", "sent", "spent")
 
     def __init__(self, outer: Dispatch | None = None) -> None:
         self.sent = False
         self.spent = 0.0
+        self.by_model: dict[str, float] = {}
+        """`spent` by the model billed (the ledger's model column): what a record of the
+        call, abandoned, shows per model rather than under the abandoned node's name."""
+        self.flying: list[str] = []
+        """The models whose calls under it started and neither answered nor failed: the one
+        a call abandoned was waiting for, which its estimate is billed to."""
         self.outer = outer
         """The call this one runs inside, marked with it."""
 
@@ -69,10 +75,10 @@ def mark_sent() -> None:
     Sender()()
 
 
-def charge(cost: float) -> None:
-    """A call made now finished and was billed `cost`: counted on the request's scope and on
-    every `Dispatch` it runs under. Once per billed call (see `cost.metering` for who calls it),
-    in the context the call was made in."""
+def charge(cost: float, model: str | None = None) -> None:
+    """A call made now (of `model`, when known) finished and was billed `cost`: counted on the
+    request's scope and on every `Dispatch` it runs under. Once per billed call (see
+    `cost.metering` for who calls it), in the context the call was made in."""
     if not cost:
         return
     scope = request_scope.CURRENT.get()
@@ -81,6 +87,27 @@ def charge(cost: float) -> None:
     dispatch = _CURRENT.get()
     while dispatch is not None:
         dispatch.spent += cost
+        if model is not None:
+            by_model = dispatch.by_model
+            by_model[model] = by_model.get(model, 0.0) + cost
+        dispatch = dispatch.outer
+
+
+def take_off(model: str) -> Dispatch | None:
+    """A call of `model` starts now: it is in flight in every `Dispatch` it runs under, until
+    `landed`. The innermost, to hand to `landed`."""
+    dispatch = inner = _CURRENT.get()
+    while dispatch is not None:
+        dispatch.flying.append(model)
+        dispatch = dispatch.outer
+    return inner
+
+
+def landed(dispatch: Dispatch | None, model: str) -> None:
+    """The call of `model` that `take_off` returned `dispatch` for answered or failed. (A call
+    cancelled never lands: it was in flight when its caller gave up on it.)"""
+    while dispatch is not None:
+        dispatch.flying.remove(model)
         dispatch = dispatch.outer
 
 

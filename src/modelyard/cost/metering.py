@@ -16,7 +16,10 @@ What is counted, once each:
 - the estimate of a call cut in flight, by the code that cuts it and puts the estimate in its
   record (`resilience.deadline`, `patterns.ensemble_members`, `resilience.fallback`).
 
-Where a branch is abandoned, its record costs what its `Dispatch` counted plus that estimate.
+Where a branch is abandoned, its record costs what its `Dispatch` counted plus that estimate,
+and shows it per model (`cost.bounds.abandoned_calls`): `charge` names the model each billed
+call was of, and `Metered` marks each call in flight until it answers or fails, so the estimate
+goes to the model the cut call was waiting for rather than to the branch's name.
 Any loss that is not handled there is caught at the top: `Accounted` bills the meter's total
 when it exceeds what the record reports and says so in the record (`ABANDONED`), and a budget
 guard settles the same way from its own `Dispatch`. A cache hit calls nothing and counts
@@ -30,7 +33,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from modelyard.cost.dispatch import charge
+from modelyard.cost.dispatch import charge, landed, take_off
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.model import Embedder, Wrapper, elapsed_ms
 from modelyard.types import (
@@ -55,22 +58,35 @@ class Metered(Wrapper):
         return self.inner.describe()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        name = self.info.name
+        flight = take_off(name)  # None outside any watched call: nothing to land
         try:
             response = await self.inner.complete(request)
         except ModelError as exc:
-            charge(exc.cost)
+            if flight is not None:
+                landed(flight, name)
+            charge(exc.cost, name)
             raise
-        charge(response.cost)
+        if flight is not None:
+            landed(flight, name)
+        charge(response.cost, name)
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        name = self.info.name
+        flight = take_off(name)
         try:
             async for chunk in self.inner.stream(request):
                 if chunk.response is not None:
-                    charge(chunk.response.cost)
+                    if flight is not None:
+                        landed(flight, name)
+                        flight = None
+                    charge(chunk.response.cost, name)
                 yield chunk
         except ModelError as exc:
-            charge(exc.cost)
+            if flight is not None:
+                landed(flight, name)
+            charge(exc.cost, name)
             raise
 
 
@@ -80,9 +96,9 @@ async def embed(embedder: Embedder, request: EmbeddingRequest) -> EmbeddingRespo
     try:
         response = await embedder.embed(request)
     except ModelError as exc:
-        charge(exc.cost)
+        charge(exc.cost, embedder.name)
         raise
-    charge(response.cost)
+    charge(response.cost, embedder.name)
     return response
 
 

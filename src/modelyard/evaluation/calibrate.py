@@ -132,6 +132,23 @@ class Calibration:
         }
 
 
+def _require_scored(singles: dict[str, Evaluation], split: str) -> None:
+    """ConfigError when no single model's answer on `split` was scored, with the first failed
+    call's reason: such a split measured nothing (replayed models still reading recordings
+    that lack its prompts, labels the scorer cannot use), whatever figures it would give."""
+    unknown = {name: accuracy_unknown(e.report) for name, e in singles.items()}
+    if not all(unknown.values()):
+        return
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in unknown.items())
+    failed = next((r for e in singles.values() for r in e.results if r.error), None)
+    first = f"; the first failure, item {failed.id}: {failed.error}" if failed else ""
+    raise ConfigError(
+        f"cannot calibrate: no single model's answer on the {split} split was scored "
+        f"({reasons}){first}; check the set's labels and --scorer, and that the models "
+        "answer the split's prompts"
+    )
+
+
 def assignments(knobs: Sequence[Knob], max_trials: int, seed: int) -> list[dict[Loc, Any]]:
     """Every combination of knob values, or a seeded sample of `max_trials` of them."""
     total = 1
@@ -270,13 +287,7 @@ class Calibrator:
                 f"system {self.system!r} has no tunable knobs; name some with --knob PATH=VALUES"
             )
         singles_train = await self.singles(train, "single models (train)")
-        unknown = {name: accuracy_unknown(e.report) for name, e in singles_train.items()}
-        if all(unknown.values()):  # else 95 % of an accuracy of 0 is met by anything
-            reasons = "; ".join(f"{name}: {reason}" for name, reason in unknown.items())
-            raise ConfigError(
-                "cannot calibrate: no single model's answer on the training split was scored "
-                f"({reasons}); check the set's labels and --scorer"
-            )
+        _require_scored(singles_train, "training")  # else 95 % of an accuracy of 0 is met
         best = max(singles_train.values(), key=lambda e: e.report.accuracy or 0.0)
         best_single = best.report.accuracy or 0.0
         trials, invalid = await self._search(knobs, train, max_trials, seed)
@@ -285,12 +296,15 @@ class Calibrator:
         chosen, met, required = choose(
             trials, target, best_single, reference=item_scores(best), confidence=confidence
         )
+        # After the choice, so no test label is read before it; before the frontier's runs,
+        # so a test split no model answers stops here rather than reporting a frontier of 0s.
+        singles_test = await self.singles(test, "single models (test)")
+        _require_scored(singles_test, "test")
         front = pareto(trials)
         scored = [*front, *([chosen] if chosen not in front else [])]
         for n, trial in enumerate(scored):
             trial.test = (await self.run(self.yard(trial.text), self.system, test)).report
             self._tick("frontier (test)", n + 1, len(scored))
-        singles_test = await self.singles(test, "single models (test)")
         frontier = build_frontier(
             {"system": [t.point("test") for t in front], "calibrated": [chosen.point("test")]},
             {name: e.results for name, e in singles_test.items()},

@@ -20,6 +20,13 @@ class Row:
     name: str
     kind: str
     report: EvalReport
+    first_failure: str | None = None
+    """The first failed item and its error (`item ID: ERROR`), when any item failed."""
+
+    @property
+    def answered_none(self) -> bool:
+        """Whether every item failed: a 0 % that measured nothing."""
+        return bool(self.report.n) and self.report.failed == self.report.n
 
     @property
     def cost_per_point(self) -> float | None:
@@ -62,7 +69,9 @@ async def compare(
     plan = [(s, "system") for s in systems] + [(m, "model") for m in models]
     for name, kind in plan:
         evaluation: Evaluation = await evaluate(yard, name, items, scorer, concurrency=concurrency)
-        rows.append(Row(name=name, kind=kind, report=evaluation.report))
+        failed = next((r for r in evaluation.results if r.error), None)
+        first = f"item {failed.id}: {failed.error}" if failed else None
+        rows.append(Row(name=name, kind=kind, report=evaluation.report, first_failure=first))
         if on_done is not None:
             on_done(name)
     return rows

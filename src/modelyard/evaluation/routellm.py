@@ -29,6 +29,7 @@ from modelyard.evaluation.recordings import (
 from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
 from modelyard.evaluation.tabular import (
     files_in,
+    index_column,
     parse_bool,
     read_csv,
     read_jsonl,
@@ -65,6 +66,19 @@ def load_gsm8k(path: Path) -> Recordings:
     return make_recordings(str(path), "routellm-gsm8k", models, items)
 
 
+def _mmlu_score(value: str, file: Path, line: int, column: str) -> float | None:
+    """A model's True/False cell; a column of something else is named as not being a model."""
+    try:
+        return parse_bool(value, file, line, column)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.message}; routellm-mmlu reads every column besides 'prompt' as a model's "
+            "True/False scores: remove the column if it is not a model",
+            path=str(file),
+            line=line,
+        ) from None
+
+
 def load_mmlu(path: Path) -> Recordings:
     """A RouteLLM `mmlu_<subject>.csv`, or the folder of all 57."""
     items: list[RecordedItem] = []
@@ -73,7 +87,8 @@ def load_mmlu(path: Path) -> Recordings:
         header, rows = read_csv(file)
         refuse_other_format(file, header, "routellm-mmlu")
         require_columns(file, header, ["prompt"])
-        file_models = [c for c in header if c != "prompt"]
+        # pandas writes its row numbers as a column unless told not to: not a model
+        file_models = [c for c in header if c != "prompt" and not index_column(c)]
         if not file_models:
             raise ConfigError("no model columns besides 'prompt'", path=str(file))
         if models and set(file_models) != set(models):
@@ -87,7 +102,7 @@ def load_mmlu(path: Path) -> Recordings:
             letters = option_letters(prompt) or "ABCD"
             outcomes = {}
             for model in models:
-                score = parse_bool(row[model], file, line, model)
+                score = _mmlu_score(row[model], file, line, model)
                 if score is None:
                     continue
                 text = choice_answer(prompt, model, score == 1.0, letters)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,19 @@ def read_json(path: Path) -> Any:
         raise ConfigError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
 
 
+_PANDAS_INDEX = re.compile(r"(?:Unnamed: \d+(?:\.\d+)?)?")
+"""The header pandas gives a DataFrame's index when writing a CSV (empty), and the one it
+gives that column when the file is read back and written again (`Unnamed: 0`)."""
+
+
+def index_column(name: str) -> bool:
+    """Whether `name` is the header of a pandas index column: row numbers, no data."""
+    return _PANDAS_INDEX.fullmatch(name) is not None
+
+
 def require_columns(path: Path, header: Iterable[str], needed: Sequence[str]) -> None:
     """ConfigError naming the file and the first missing column, with the columns present."""
-    columns = [name for name in header if name]  # pandas' unnamed index column says nothing
+    columns = [name for name in header if not index_column(name)]  # row numbers say nothing
     present = set(columns)
     for column in needed:
         if column not in present:

@@ -11,7 +11,7 @@ import orjson
 
 from modelyard.gateway import anthropic_thinking
 from modelyard.gateway.errors import ApiError
-from modelyard.types import ChatResponse, Chunk, FinishReason, ReasoningDelta
+from modelyard.types import ChatResponse, Chunk, FinishReason, ReasoningDelta, Usage
 
 STOP_REASONS = {
     FinishReason.STOP: "end_turn",
@@ -32,8 +32,11 @@ _ERROR_TYPES = {
 }
 
 
-def _usage(response: ChatResponse) -> dict[str, Any]:
-    usage = response.usage
+_UNKNOWN = {"input_tokens": 0, "output_tokens": 0}
+"""A stream's usage before the upstream told any."""
+
+
+def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
         "output_tokens": usage.output_tokens,
@@ -84,7 +87,7 @@ def render_message(response: ChatResponse, *, request_id: str, target: str) -> b
             "model": target,
             "content": content,
             **_stop_of(response),
-            "usage": _usage(response),
+            "usage": _usage(response.usage),
         }
     )
 
@@ -104,7 +107,12 @@ class EventRenderer:
         self._block_kind: str | None = None
         self._tool_blocks: dict[int, int] = {}
 
-    def _start(self) -> bytes:
+    def _start(self, usage: Usage | None) -> bytes:
+        """`message_start`, with the prompt's tokens when the first chunk knows them (an
+        Anthropic or Gemini upstream tells them before the answer). Otherwise (an
+        OpenAI-compatible upstream tells them only at the end) they are 0 here, and
+        `message_delta` carries them, as Anthropic's `MessageDeltaUsage` allows: the SDKs'
+        accumulated message then has them."""
         self._started = True
         message: dict[str, Any] = {
             "id": self._id,
@@ -114,7 +122,7 @@ class EventRenderer:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": _UNKNOWN if usage is None else _usage(usage),
         }
         return _event("message_start", {"message": message})
 
@@ -132,7 +140,7 @@ class EventRenderer:
 
     def chunk(self, chunk: Chunk) -> bytes:
         """The events for one chunk (only the first choice exists in this API)."""
-        out = b"" if self._started else self._start()
+        out = b"" if self._started else self._start(chunk.usage)
         if chunk.response is not None:
             return out + self._finish(chunk.response)
         if chunk.index != 0:
@@ -189,7 +197,9 @@ class EventRenderer:
 
     def _finish(self, response: ChatResponse) -> bytes:
         out = self._close_block()
-        out += _event("message_delta", {"delta": _stop_of(response), "usage": _usage(response)})
+        out += _event(
+            "message_delta", {"delta": _stop_of(response), "usage": _usage(response.usage)}
+        )
         return out + _event("message_stop", {})
 
     def error(self, error: ApiError) -> bytes:

@@ -2,34 +2,25 @@
 streamed or whole, with the caller's scopes and limits applied.
 
 What a request's headers ask and an answer's headers tell is `headers.py`; a key's rate, slots
-and budget are `key_limits.py`; how each request ended is logged and counted by `outcome.py`."""
+and budget are `key_limits.py`; sending the answer, whole or streamed, is `deliver.py`; how each
+request ended is logged and counted by `outcome.py`."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import random
-import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
-from modelyard.cost.bounds import charge_partial, cost_bound, partial_cost, partial_usage
+from modelyard.cost.bounds import charge_partial, cost_bound
 from modelyard.cost.budget_book import settle_shielded
-from modelyard.errors import BadResponseError, ModelError, NotFoundError, UnavailableError
-from modelyard.gateway import anthropic_api, openai_api, responses_api
+from modelyard.errors import ModelError, NotFoundError, UnavailableError
+from modelyard.gateway import anthropic_api, deliver, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import JSON, Call
-from modelyard.gateway.headers import (
-    answer_headers,
-    caller_trace,
-    deadline,
-    prepare,
-    request_tags,
-    stream_headers,
-)
+from modelyard.gateway.headers import answer_headers, caller_trace, deadline, prepare, request_tags
 from modelyard.gateway.key_limits import KeyLimits
 from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.live import LiveConfig
@@ -40,14 +31,13 @@ from modelyard.gateway.renderers import (
     Renderer,
     ResponsesRenderer,
 )
-from modelyard.gateway.stalled import LeaveWatch, SendWatch, mark_cut, respond_watched
+from modelyard.gateway.stalled import respond_watched
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
-from modelyard.types import ChatRequest, Chunk, EmbeddingRequest
+from modelyard.providers import upstream_quota
+from modelyard.types import ChatRequest, EmbeddingRequest
 from modelyard.yard import Yard
-
-log = logging.getLogger("modelyard.gateway")
 
 
 class ChatEndpoints:
@@ -214,16 +204,35 @@ class ChatEndpoints:
                 outcome.holds = await self.key_limits.reserve(
                     key, request, target, cost_bound(model, request), yard.built.alerts
                 )
-            with caller_trace(call, yard), request_scope.entered(outcome.scope):
+            with (
+                caller_trace(call, yard),
+                request_scope.entered(outcome.scope),
+                self._quota_watch(key) as outcome.quota,  # None: not shown to this caller
+            ):
                 if outcome.stream:
-                    await self._stream(call, model, request, renderer, outcome)
+                    await deliver.streamed(
+                        call,
+                        model,
+                        request,
+                        renderer,
+                        outcome,
+                        stalled_after=self.stalled_client_timeout,
+                    )
                 else:
-                    await self._complete(call, model, request, renderer, outcome)
+                    await deliver.whole(
+                        call,
+                        model,
+                        request,
+                        renderer,
+                        outcome,
+                        stalled_after=self.stalled_client_timeout,
+                        leave_watch_after=self.leave_watch_after,
+                    )
         except asyncio.CancelledError:
             if not outcome.recorded:  # the server gave up on it: see `_shut_down`
                 # Billed as the ledger and the budgets count it: its input, once sent, and
                 # the calls that had finished.
-                sent, spent = _so_far(outcome)
+                sent, spent = outcome.so_far()
                 shut = charge_partial(_shut_down(), model, request, sent=sent, spent=spent)
                 refused = outcome.failed(shut)
                 if not call.responded:
@@ -233,6 +242,16 @@ class ChatEndpoints:
             self.key_limits.release(key)
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
+
+    def _quota_watch(
+        self, key: VirtualKey
+    ) -> contextlib.AbstractContextManager[upstream_quota.QuotaSeen | None]:
+        """Keeps the upstream quota headers for a caller who may see them: the admin key, or
+        anyone on a gateway with no key at all (one operator's own); never a virtual key, whose
+        holder should not read the account's limits and what the other keys use of them."""
+        if key.admin or self.keys.unguarded:
+            return upstream_quota.watching()
+        return contextlib.nullcontext()
 
     def _captures(self, target: str, request: ChatRequest) -> bool:
         """Whether to keep this request's exchange: capture is on, covers the target, the
@@ -249,133 +268,6 @@ class ChatEndpoints:
             for m in request.messages
         )
 
-    async def _complete(
-        self, call: Call, model: Model, request: ChatRequest, renderer: Renderer, outcome: Outcome
-    ) -> None:
-        watch = LeaveWatch(call, self.leave_watch_after)
-        try:
-            response = await model.complete(request)
-        except ModelError as exc:
-            raise outcome.failed(exc) from None
-        except asyncio.CancelledError:
-            # Ours: the client hung up. A cancel from outside too (a shutdown) still ends it.
-            if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
-                raise
-            log.info("client left request %s before its answer; model call stopped", call.id)
-            sent, spent = _so_far(outcome)
-            outcome.abandoned(partial_cost(model, request, sent=sent, spent=spent))
-            return
-        finally:
-            watch.close()
-        headers = [*JSON, *answer_headers(response, outcome.version)]
-        if await respond_watched(
-            call, renderer.response(response), headers, self.stalled_client_timeout
-        ):
-            outcome.answered(response)
-        else:  # generated and billed in full, the ledger and budgets already count it
-            outcome.abandoned(response.cost, unread=response)
-
-    async def _stream(
-        self, call: Call, model: Model, request: ChatRequest, renderer: Renderer, outcome: Outcome
-    ) -> None:
-        chunks = model.stream(request)
-        try:
-            # Headers wait for the first chunk: until then a failure is a plain HTTP error
-            # (and the fallbacks below may still have failed over without the caller noticing),
-            # and by then the model answering is known, so they can name it. They go out with
-            # the first chunk, so the wait adds nothing to the time to first byte.
-            try:
-                first = await anext(chunks)
-            except ModelError as exc:
-                raise outcome.failed(exc) from None
-            except StopAsyncIteration:
-                raise ApiError(
-                    502,
-                    "the model's stream ended before it began",
-                    "upstream_error",
-                    "empty_stream",
-                ) from None
-            head = stream_headers(call, outcome.version, first)
-            await call.begin(200, head)
-            disconnected = asyncio.ensure_future(call.receive())
-            watch = SendWatch(self.stalled_client_timeout)
-            try:
-                left_after = await _relay(
-                    call, first, chunks, renderer, disconnected, outcome, watch
-                )
-            except asyncio.CancelledError:
-                # Ours: the client stopped reading. Served no further, recorded as one that left.
-                # A cancel from outside too (the server shutting down) still ends the task.
-                if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
-                    raise
-                mark_cut()
-                log.warning(
-                    "request %s: the client took nothing for %gs mid-stream; stream cut",
-                    call.id,
-                    self.stalled_client_timeout,
-                )
-                left_after = watch.streamed
-            finally:
-                watch.close()
-                disconnected.cancel()
-            if left_after is not None:  # a cache replay cut short cost nothing
-                if outcome.scope.cache_hit:
-                    outcome.abandoned(0.0)
-                elif watch.response is not None:  # all of it generated, the last bytes unread
-                    outcome.abandoned(watch.response.cost, usage=watch.response.usage)
-                else:
-                    usage = partial_usage(request, left_after)
-                    spent = outcome.scope.spent  # the calls that finished before it
-                    cost = partial_cost(model, request, left_after, spent=spent)
-                    outcome.abandoned(cost, usage=usage)
-        finally:
-            close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
-            if close is not None:
-                await close()
-
-
-async def _relay(
-    call: Call,
-    first: Chunk,
-    chunks: AsyncIterator[Chunk],
-    renderer: Renderer,
-    disconnected: asyncio.Future[Any],
-    outcome: Outcome,
-    watch: SendWatch,
-) -> int | None:
-    """Send chunks as they come; a broken stream ends with an error event, never a normal end.
-    Returns how many characters were streamed when the client left before the end, else
-    None."""
-    send = call.send
-    chunk: Chunk | None = first
-    try:
-        while chunk is not None:
-            watch.streamed += chunk.chars
-            frame = renderer.chunk(chunk)
-            if chunk.response is not None:
-                watch.response = chunk.response
-            if frame:
-                watch.since = time.monotonic()
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                watch.since = None
-            if chunk.response is not None:
-                watch.since = time.monotonic()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                watch.since = None
-                outcome.answered(chunk.response)
-                return None
-            if disconnected.done():
-                log.info("client left request %s mid-stream; stopping the model", call.id)
-                return watch.streamed
-            chunk = await anext(chunks, None)
-        raise BadResponseError("the model's stream ended without its final response")
-    except ModelError as exc:
-        error = outcome.failed(exc)
-        await send(
-            {"type": "http.response.body", "body": renderer.error(error), "more_body": False}
-        )
-        return None
-
 
 def _shut_down() -> UnavailableError:
     """What a request the server cancels gets: only a shutdown does that, once requests have
@@ -391,15 +283,6 @@ def _shut_down() -> UnavailableError:
 def _wire_of(api: str) -> str:
     """The error shape a caller of `api` reads (`Call.fail`)."""
     return "anthropic" if api == "anthropic" else "openai"
-
-
-def _so_far(outcome: Outcome) -> tuple[bool, float]:
-    """Whether a request cut before its answer had reached a provider, and what its calls that
-    finished were billed (`cost.metering`): a cache replay, neither."""
-    scope = outcome.scope
-    if scope.cache_hit:
-        return False, 0.0
-    return scope.sent, scope.spent
 
 
 def _check_scope(key: VirtualKey, name: str) -> None:

@@ -60,12 +60,15 @@ def from_model_error(exc: ModelError) -> ApiError:
     message = exc.message
     where = f" (model {exc.model})" if exc.model else ""
     headers: dict[str, str] = {}
+    # A 400 passes on the field the provider named (its own name for it, as sent upstream).
     if isinstance(exc, ContextLengthError):
-        return ApiError(400, message, "invalid_request_error", "context_length_exceeded")
+        code = "context_length_exceeded"
+        return ApiError(400, message, "invalid_request_error", code, exc.param)
     if isinstance(exc, ContentFilteredError):
-        return ApiError(400, message, "invalid_request_error", "content_filter")
+        return ApiError(400, message, "invalid_request_error", "content_filter", exc.param)
     if isinstance(exc, BadRequestError):
-        return ApiError(400, message, "invalid_request_error", exc.code or "invalid_request")
+        code = exc.code or "invalid_request"
+        return ApiError(400, message, "invalid_request_error", code, exc.param)
     if isinstance(exc, BudgetExceededError):
         if exc.retry_after is not None:  # spent until the window ends: say when, and past a
             # minute tell the SDKs not to retry (they would, twice, into the same refusal)

@@ -12,6 +12,7 @@ from modelyard.gateway.errors import bad_request
 from modelyard.gateway.exchange import SSE, Call, Headers
 from modelyard.gateway.keys import VirtualKey
 from modelyard.observability.propagation import continued
+from modelyard.providers.upstream_quota import QuotaSeen
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -104,3 +105,18 @@ def stream_headers(call: Call, version: str, first: Chunk) -> Headers:
     if answering is not None:
         head.append((b"x-modelyard-model", answering.encode()))
     return head
+
+
+UPSTREAM_PREFIX = "x-modelyard-upstream-"
+
+
+def upstream_quota_headers(seen: QuotaSeen | None) -> Headers:
+    """The quota headers of the provider that answered last, each under its own name prefixed
+    `x-modelyard-upstream-` (`x-modelyard-upstream-x-ratelimit-remaining-requests`): for the
+    callers `ChatEndpoints` keeps them for; none for the others (`seen` None)."""
+    if seen is None:
+        return []
+    return [
+        ((UPSTREAM_PREFIX + name).encode(), value.encode("latin-1", "replace"))
+        for name, value in seen.headers
+    ]

@@ -11,9 +11,11 @@ from modelyard.cost.budget_counters import Hold
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
+from modelyard.gateway.headers import upstream_quota_headers
 from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
+from modelyard.providers.upstream_quota import QuotaSeen
 from modelyard.types import ChatRequest, ChatResponse, Decision, EmbeddingResponse, Usage
 
 
@@ -29,6 +31,7 @@ class Outcome:
         "holds",
         "metrics",
         "model",
+        "quota",
         "recorded",
         "scope",
         "spent",
@@ -64,6 +67,16 @@ class Outcome:
         """Whether its record is written: a request cancelled before that gets one then."""
         self.model: Model | None = None
         """The system or model serving it, once resolved: what a call cut short is billed to."""
+        self.quota: QuotaSeen | None = None
+        """The upstream quota headers its calls saw, kept when its caller may see them."""
+
+    def so_far(self) -> tuple[bool, float]:
+        """Whether a request cut before its answer had reached a provider, and what its calls
+        that finished were billed (`cost.metering`): a cache replay, neither."""
+        scope = self.scope
+        if scope.cache_hit:
+            return False, 0.0
+        return scope.sent, scope.spent
 
     def answered(self, response: ChatResponse) -> None:
         """A chat request answered: logged and counted with the provider that answered."""
@@ -116,7 +129,8 @@ class Outcome:
         self.metrics.failed(self.target, exc, error.status, latency, billed=self._billed())
         # what the failed attempts were billed, as an answer's headers say what it cost
         spent = {"x-modelyard-cost": f"{exc.cost:.8f}", "x-modelyard-config-version": self.version}
-        return replace(error, counted=True, headers={**error.headers, **spent})
+        quota = {k.decode(): v.decode("latin-1") for k, v in upstream_quota_headers(self.quota)}
+        return replace(error, counted=True, headers={**error.headers, **spent, **quota})
 
     def _billed(self) -> str | None:
         """The model the ledger charges a call cut short on what serves this request."""

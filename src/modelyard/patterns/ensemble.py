@@ -10,6 +10,12 @@ cheapest first) and those after the point where the outcome is settled are never
 spends only what the decision needs and takes the sum of the asked members' latencies. A judge
 or fuser that fails (or whose pick cannot be read) falls back to the vote.
 
+Under a deadline, a judge or fuser keeps `combiner_share` (default a quarter) of the time left
+when the ensemble starts: the members are cut at the rest, a member still out then counting as
+failed, so the judge always has time to read what did arrive. When no time is left for it all
+the same (an outer node's deadline nearly spent), it is not asked and the vote decides; the
+record says which.
+
 `response.confidence` is the agreement: the share of members (cancelled or not asked ones
 aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Failed
 members and unreadable answers count as not agreeing, and the reason says how many there were.
@@ -37,6 +43,9 @@ from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import common_capabilities, emit, filled_size
 from modelyard.types import ChatRequest, ChatResponse, Chunk
 
+DEFAULT_COMBINER_SHARE = 0.25
+"""Of the time left when an ensemble starts, what its judge or fuser keeps under a deadline."""
+
 
 class EnsembleModel(Model):
     """Asks every member concurrently and combines their answers."""
@@ -55,6 +64,7 @@ class EnsembleModel(Model):
         wait: Wait = "all",
         member_deadlines: Sequence[float | None] | None = None,
         deadline: float | None = None,
+        combiner_share: float = DEFAULT_COMBINER_SHARE,
     ) -> None:
         self.members = tuple(members)
         self.normalise = normalise
@@ -66,11 +76,18 @@ class EnsembleModel(Model):
         self.wait = wait
         self.member_deadlines = tuple(member_deadlines or [None] * len(self.members))
         self.deadline = deadline
+        self.combiner_share = combiner_share if combiner is not None else 0.0
+        role = "judge" if combine == "judge" else "fuser"
         self._asking = Members(
             models=self.members,
             deadlines=self.member_deadlines,
             normalise=normalise,
             wait=wait,
+            whose=(
+                f"the members' share of the deadline (the {role} keeps {combiner_share:.0%})"
+                if self.combiner_share
+                else "the time it was given"
+            ),
         )
         self._combining = Combining(
             name=name,
@@ -121,6 +138,7 @@ class EnsembleModel(Model):
         }
         if self.combiner is not None:
             out["judge" if self.combine == "judge" else "fuser"] = self.combiner.name
+            out["combiner_share"] = self.combiner_share
         if any(d is not None for d in self.member_deadlines):
             out["member_deadlines"] = ", ".join(
                 f"{m.name}={d:g}s"
@@ -167,7 +185,10 @@ class EnsembleModel(Model):
     async def _settle(
         self, request: ChatRequest, started: float
     ) -> tuple[list[Outcome], Tally, float]:
-        """Ask the members; raise NoAnswerError when the quorum is not met."""
+        """Ask the members, within what the judge or fuser leaves them; raise NoAnswerError
+        when the quorum is not met."""
+        if self.combiner_share:  # without a deadline, no share: the members' request as it is
+            request = request.with_budget(request.share_of_remaining(1.0 - self.combiner_share))
         outcomes = await self.gather(request)
         result, spent = self._combining.settle(outcomes, started)
         return outcomes, result, spent

@@ -138,10 +138,29 @@ class Combining:
             )
         return winner, f"{result.winner!r} won with votes {turnout}{tie}"
 
+    def _out_of_time(self, request: ChatRequest) -> Decision | None:
+        """The record of a judge or fuser not asked because no time is left for it (the
+        members, or an outer node, used it all): a call past its deadline could only fail."""
+        assert self.combiner is not None
+        left = request.remaining()
+        if left is None or left > 0:
+            return None
+        role = "judge" if self.combine == "judge" else "fuser"
+        return Decision(
+            node=self.combiner.name,
+            kind="model",
+            reason=f"not asked: no time was left for the {role} before the deadline",
+            # The ledger counts calls: a combiner never asked was not one.
+            details={"not_asked": True},
+        )
+
     async def _judge(
         self, request: ChatRequest, usable: Sequence[Outcome]
     ) -> tuple[int | None, Decision, float, str]:
         assert self.combiner is not None
+        skipped = self._out_of_time(request)
+        if skipped is not None:
+            return None, skipped, 0.0, "no time left for the judge"
         texts = [o.response.text for o in usable if o.response is not None]
         prompt = fill(
             self.prompt, {"question": request.last_user_text, "candidates": candidates_block(texts)}
@@ -210,6 +229,13 @@ class Combining:
         assert self.combiner is not None
         fuser = self.combiner
         agreement = agreement_on(outcomes, result.winner)
+        skipped = self._out_of_time(fuse_request)
+        if skipped is not None:
+            why = "no time left for the fuser"
+            answer = self._vote_instead(outcomes, result, spent, started, why, skipped)
+            for chunk in emit(answer, stream):
+                yield chunk
+            return
         sent = 0  # characters of the fused answer the caller has seen
         try:
             if stream:
@@ -229,24 +255,33 @@ class Combining:
             spent += exc.cost
             if sent:  # the vote's answer after part of the fused one would splice two texts
                 raise self._fuse_cut(exc, outcomes, result, spent, started, sent) from None
-            winner, voted = self._vote_answer(outcomes, result)
-            assert winner.response is not None
-            decision = self._decision(
-                outcomes,
-                result,
-                winner.model.name,
-                f"fuser failed ({exc.kind}); vote instead: {voted}",
-                spent,
-                started,
-                (failed(fuser, exc),),
-            )
-            answer = restamp(winner.response, cost=spent, decision=decision, confidence=agreement)
+            why = f"fuser failed ({exc.kind})"
+            answer = self._vote_instead(outcomes, result, spent, started, why, failed(fuser, exc))
             for chunk in emit(answer, stream):
                 yield chunk
             return
         fused = self._fused(response, outcomes, result, spent, started, agreement)
         for chunk in emit(fused, stream):
             yield chunk
+
+    def _vote_instead(
+        self,
+        outcomes: list[Outcome],
+        result: Tally,
+        spent: float,
+        started: float,
+        why: str,
+        record: Decision,
+    ) -> ChatResponse:
+        """The vote's answer when the fuser gave none (`why`, its `record`)."""
+        winner, voted = self._vote_answer(outcomes, result)
+        assert winner.response is not None
+        reason = f"{why}; vote instead: {voted}"
+        decision = self._decision(
+            outcomes, result, winner.model.name, reason, spent, started, (record,)
+        )
+        agreement = agreement_on(outcomes, result.winner)
+        return restamp(winner.response, cost=spent, decision=decision, confidence=agreement)
 
     def _fuse_cut(
         self,

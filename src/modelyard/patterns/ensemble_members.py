@@ -43,6 +43,9 @@ class Outcome:
     """What a cancelled member likely cost: the input if its request was sent, which the
     provider bills, else nothing (what its budget guard settles, `cost.bounds.partial_cost`),
     and what its calls that had finished were billed (`Dispatch.spent`)."""
+    calls: tuple[Decision, ...] = ()
+    """The records of what a member that is a pattern, abandoned, was billed for, per model
+    (`cost.bounds.abandoned_calls`)."""
 
     @property
     def weight(self) -> float:
@@ -67,12 +70,13 @@ class Outcome:
             return failed(self.model, self.error, self.latency_ms)
         return Decision(
             node=self.model.name,
-            kind="model",
+            kind="model" if not self.calls else self.model.info.kind,
             reason=f"{self.left_out}: the outcome was already decided",
             latency_ms=self.latency_ms,
             cost=self.billed,
             # The ledger counts calls: a member never asked was not one.
             details={"not_asked": True} if self.left_out == "not asked" else {},
+            children=self.calls,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -104,6 +108,9 @@ class Members:
     deadlines: tuple[float | None, ...]
     normalise: Normaliser
     wait: Wait
+    whose: str = "the time it was given"
+    """Whose deadline a member cut at its request's deadline missed, in its error: the
+    ensemble's, or the members' share of it when a judge or fuser keeps the rest."""
 
     def _outcome(self, i: int) -> Outcome:
         """Member `i`'s outcome, to be filled in as it is asked."""
@@ -118,17 +125,28 @@ class Members:
                 if seconds is None:
                     # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
                     call = model.complete(request)
-                    outcome.response = await within(call, request, model, grace=0.0)
+                    cut = within(call, request, model, grace=0.0, whose=self.whose)
+                    outcome.response = await cut
                 else:
                     async with asyncio.timeout(seconds):
                         outcome.response = await model.complete(request.with_budget(seconds))
         except ModelError as exc:
             outcome.error = exc
         except TimeoutError:
-            outcome.error = ModelTimeoutError(
+            error = ModelTimeoutError(
                 f"no answer within the member deadline of {seconds:g}s", model=model.name
             )
-            outcome.error.cost = _abandoned_cost(outcome, request)
+            error.cost, calls = _abandoned_cost(outcome, request)
+            error.decision = Decision(
+                node=model.name,
+                kind=model.info.kind if calls else "model",
+                reason="failed",
+                latency_ms=since_ms(started),
+                error=f"{error.kind}: {error}",
+                cost=error.cost,
+                children=calls,
+            )
+            outcome.error = error
         outcome.latency_ms = since_ms(started)
         if outcome.response is not None:
             outcome.key = self.normalise(outcome.response.text)
@@ -176,22 +194,26 @@ class Members:
 def _cancelled(asked: Outcome, request: ChatRequest) -> Outcome:
     # A task cancelled runs no further step before it unwinds: what its dispatch says now
     # is final, and what the member's budget guard settles as it unwinds.
-    billed = _abandoned_cost(asked, request)
-    return Outcome(index=asked.index, model=asked.model, left_out="cancelled", billed=billed)
+    billed, calls = _abandoned_cost(asked, request)
+    return Outcome(
+        index=asked.index, model=asked.model, left_out="cancelled", billed=billed, calls=calls
+    )
 
 
-def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> float:
+def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> tuple[float, tuple[Decision, ...]]:
     """What a member abandoned before its answer cost: its input if the request was sent, and
     what the calls under it that finished were billed (a cascade's first stage, a pipeline's
-    draft)."""
-    from modelyard.cost.bounds import partial_cost  # the patterns use cost, not the reverse
+    draft); with the records of those per model, for a member that is a pattern."""
+    from modelyard.cost.bounds import abandoned_calls, partial_cost, waited_for  # cost below
 
     dispatch = outcome.dispatch
     if dispatch is None:
-        return 0.0
-    estimate = partial_cost(outcome.model, request, sent=dispatch.sent)
-    charge(estimate)  # new spend: the meter counted the finished calls as they finished
-    return estimate + dispatch.spent
+        return 0.0, ()
+    model = outcome.model
+    estimate = partial_cost(model, request, sent=dispatch.sent)
+    # New spend: the meter counted the finished calls as they finished.
+    charge(estimate, waited_for(model, dispatch))
+    return estimate + dispatch.spent, abandoned_calls(model, dispatch, estimate)
 
 
 def agreement_on(outcomes: Sequence[Outcome], key: str | None) -> float:

@@ -7,6 +7,13 @@ fallback can act on, rather than retrying or escalating work that no checker can
 
 Every stage gets the request's options (temperature, tools, format, deadline); only its
 messages (one user message: the rendered template) and, if set, its system prompt change.
+
+Under a deadline, a stage before the last may use only its share of the time left when it
+starts (its tries, escalation and gates together): its `share`, or by default an even split
+among it and the stages after it, so with three stages and 9 s the first gets 3 s, and a slow
+first stage cannot leave the later ones (a quality check, the answer) without time. A stage
+cut at its share stops the pipeline with a timeout naming the stage and the time it had. The
+last stage gets all that is left.
 Streaming runs all stages but the last to completion and streams the last one live, unless it
 has gates (its output must be checked before anyone sees it).
 """
@@ -14,7 +21,7 @@ has gates (its output must be checked before anyone sees it).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, replace
 
 from modelyard.errors import ModelError, QualityCheckError
@@ -22,6 +29,8 @@ from modelyard.model import Model, ModelInfo
 from modelyard.patterns.gates import Gate, GateResult
 from modelyard.patterns.records import answered, emit, failed, raise_with, restamp, since_ms
 from modelyard.patterns.templates import Template, TemplateError
+from modelyard.resilience.deadline import DEADLINE, within
+from modelyard.resilience.streams import annotate
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 
 
@@ -37,6 +46,9 @@ class PipelineStage:
     gates: tuple[Gate, ...] = ()
     retries: int = 0
     escalate: Model | None = None
+    share: float | None = None
+    """Under a deadline, the share of the time left when it starts that it may use; None: an
+    even split among it and the stages after it."""
 
     def attempts(self) -> list[tuple[Model, str]]:
         """Who is asked, in order, until the output passes the gates."""
@@ -184,10 +196,27 @@ class PipelineModel(Model):
                 return result, records, cost, notes
         return None, records, cost, notes
 
+    def _budgeted(self, request: ChatRequest, index: int) -> tuple[ChatRequest, str | None]:
+        """The request stage `index` runs under: before the last, cut to its share of the time
+        left (see the module docstring), with whose deadline that is, in words."""
+        stage = self.stages[index]
+        later = len(self.stages) - index
+        share = stage.share if stage.share is not None else 1.0 / later
+        seconds = request.share_of_remaining(share) if later > 1 else None
+        if seconds is None:
+            return request, None
+        whose = f"stage {stage.name!r}'s share of the deadline ({seconds:.3g}s)"
+        return request.with_budget(seconds), whose
+
     async def _run_stage(
-        self, request: ChatRequest, stage: PipelineStage, progress: _Progress
+        self,
+        request: ChatRequest,
+        stage: PipelineStage,
+        progress: _Progress,
+        whose: str | None = None,
     ) -> ChatResponse:
-        """The stage's accepted response, after retries and escalation if needed."""
+        """The stage's accepted response, after retries and escalation if needed, each try
+        abandoned at the stage's deadline when it has a share of the request's (`whose`)."""
         started = time.perf_counter()
         stage_request, text = self._stage_request(request, stage, progress)
         attempts: list[Decision] = []
@@ -196,7 +225,10 @@ class PipelineModel(Model):
         last_failure = ""
         for model, label in stage.attempts():
             try:
-                response = await model.complete(stage_request)
+                call: Awaitable[ChatResponse] = model.complete(stage_request)
+                if whose is not None:  # one that ignores its share must not take the next's
+                    call = within(call, stage_request, model, whose=whose)
+                response = await call
             except ModelError as exc:
                 stage_cost += exc.cost
                 progress.spent += exc.cost
@@ -211,6 +243,11 @@ class PipelineModel(Model):
                     notes,
                 )
                 reason = f"stage {stage.name!r} failed ({exc.kind})"
+                left = stage_request.remaining()
+                if whose is not None and exc.code == DEADLINE and left is not None and left <= 0:
+                    # The caller must learn which stage ate the time, not only that it ran out.
+                    reason += f": {whose} passed"
+                    annotate(exc, f"{whose} passed")
                 raise self._stopped(progress, record, reason, exc) from None
             attempts.append(answered(model, response))
             stage_cost += response.cost
@@ -284,8 +321,9 @@ class PipelineModel(Model):
             request = request.with_budget(self.deadline)
         original = request.last_user_text
         progress = _Progress(time.perf_counter(), original, original, {}, [])
-        for stage in self.stages[:-1]:
-            response = await self._run_stage(request, stage, progress)
+        for index, stage in enumerate(self.stages[:-1]):
+            staged, whose = self._budgeted(request, index)
+            response = await self._run_stage(staged, stage, progress, whose)
             progress.outputs[stage.name] = progress.previous = response.text
         return request, progress
 

@@ -7,6 +7,7 @@ HTTP status does. Anthropic's `x-should-retry` header, when present, overrides `
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,7 +116,20 @@ def error_from_payload(detail: Mapping[str, Any], *, status: int | None) -> Mode
         status=status,
         code=kind,
         provider_message=message or None,
+        param=_param(message) if kind == "invalid_request_error" else None,
     )
+
+
+_PARAM = re.compile(r"([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): ")
+"""A field path leading a message: `max_tokens: 100000 > 64000, ...`, `messages.1.content.0.text:
+...` (a prose message, `prompt is too long: ...`, has none)."""
+
+
+def _param(message: str) -> str | None:
+    """The request field an invalid_request_error's message names first, if it does: Anthropic's
+    error object has no `param`, its messages lead with the field's path instead."""
+    match = _PARAM.match(message)
+    return match.group(1) if match else None
 
 
 def _apply_headers(error: ModelError, status: int, headers: Mapping[str, str]) -> None:

@@ -51,6 +51,8 @@ one to one:
   forwarded: a beta can change the shapes of the answer (new block and event types) that
   `anthropic_answer.py` reads, so only the betas of fields this adapter writes are switched on.
   A provider's configured `headers` may add others; they are sent beside these.
+- **End user.** The end user the request's metadata names goes out as `metadata.user_id`: a
+  Messages caller's `user_id`, else an OpenAI caller's `safety_identifier` or `user`.
 - **Refused, not dropped.** `n > 1`, `logprobs` and temperatures outside 0..1 raise
   BadRequestError, since the API cannot honour them. `seed` is ignored: the API has none and
   it is only best-effort elsewhere.
@@ -136,12 +138,21 @@ def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, A
         body["top_p"] = request.top_p
     if request.stop:
         body["stop_sequences"] = list(request.stop)
-    user_id = request.metadata.get("user_id")
+    user_id = end_user_id(request.metadata)
     if user_id:
         body["metadata"] = {"user_id": user_id}
     if stream:
         body["stream"] = True
     return body
+
+
+def end_user_id(metadata: Mapping[str, str]) -> str | None:
+    """The end user `metadata` names, as `metadata.user_id` carries it: a Messages caller's
+    `user_id`, else an OpenAI caller's `safety_identifier` or `user`."""
+    for key in ("user_id", "safety_identifier", "user"):
+        if metadata.get(key):
+            return metadata[key]
+    return None
 
 
 def _output_config(request: ChatRequest) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Gemini reports errors as Google RPC statuses: `{"error": {"code", "message", "status",
 "details": [...]}}` (Vertex wraps it in a list). The status name decides the class; details
 refine it: `google.rpc.RetryInfo.retryDelay` is the wait for a rate limit, and
-`google.rpc.ErrorInfo.reason == API_KEY_INVALID` is a bad key although the status says 400.
+`google.rpc.ErrorInfo.reason == API_KEY_INVALID` is a bad key although the status says 400, and
+`google.rpc.BadRequest.fieldViolations` names the field at fault (the error's `param`).
 Answers can fail too: a block of the prompt (`promptFeedback.blockReason`) or a candidate's
 `finishReason` that is a filter or a broken answer.
 """
@@ -129,7 +130,20 @@ def api_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str])
         code=reason if cls is AuthenticationError and reason else name or None,
         provider_message=message or None,
         retry_after=retry_after,
+        param=_field(error) if issubclass(cls, BadRequestError) else None,
     )
+
+
+def _field(error: Mapping[str, Any]) -> str | None:
+    """The first field a `google.rpc.BadRequest` detail names (`fieldViolations[].field`)."""
+    for detail in _details(error):
+        violations = detail.get("fieldViolations")
+        if str(detail.get("@type", "")).endswith("google.rpc.BadRequest") and isinstance(
+            violations, list
+        ):
+            fields = [v.get("field") for v in violations if isinstance(v, dict)]
+            return next((f for f in fields if isinstance(f, str) and f), None)
+    return None
 
 
 def error_from_wire(status: int, headers: Mapping[str, str], body: bytes) -> ModelError:

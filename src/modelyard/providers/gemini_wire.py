@@ -6,9 +6,11 @@ a mid-conversation one is appended to the instruction, in order); tools become
 `functionDeclarations` with their JSON Schema passed as `parametersJsonSchema` (no lossy
 conversion to the OpenAPI subset); tool results become `functionResponse` parts named after
 the call they answer, in one turn for parallel calls.
-`metadata`, `parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like:
-Gemini caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent
-and are not sent.
+`metadata` (the end user it names too: OpenAI's `user` or `safety_identifier`, Anthropic's
+`user_id`; generateContent has no field for one, and the request goes on without it),
+`parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like: Gemini
+caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent and
+are not sent.
 `ChatRequest.thinking` becomes `generationConfig.thinkingConfig.thinkingBudget`: the budget when
 `enabled`, -1 (the model decides) when `adaptive`; `disabled` leaves the model's default, since
 some Gemini models cannot stop thinking and refuse a budget of 0. `includeThoughts` is not

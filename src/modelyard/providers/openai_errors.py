@@ -134,6 +134,7 @@ def error_from_info(
         provider_message=provider_message,
         retryable=retryable,
         retry_after=retry_after,
+        param=info.param,
     )
 
 

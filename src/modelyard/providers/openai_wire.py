@@ -9,7 +9,10 @@ Decisions worth knowing:
   models reject `max_tokens`). Servers that only know the old name (Ollama silently ignores the
   new one) get `OpenAIWire(max_tokens_field="max_tokens")` (config: `max_tokens_field`).
 - `ChatRequest.metadata` is ours (budgets, tracing) and is not sent: OpenAI accepts `metadata`
-  only together with `store: true`, which would keep the conversation on OpenAI's side.
+  only together with `store: true`, which would keep the conversation on OpenAI's side. The end
+  user it names is sent (`end_user`): `user` and `safety_identifier` as the caller gave them,
+  Anthropic's `user_id` as `user` (a Claude Code id is longer than the 128 characters
+  `safety_identifier` takes, and OpenAI-compatible servers know `user`).
 - `tool_choice` and `parallel_tool_calls` are sent only with tools: OpenAI refuses them alone.
 - `ChatRequest.thinking` with a budget becomes `reasoning_effort` (under 4,096 tokens `low`,
   under 16,384 `medium`, else `high`: Claude Code's "think", "think hard" and "ultrathink"
@@ -102,10 +105,22 @@ def to_wire(
         body["n"] = request.n
     if request.logprobs:
         body["logprobs"] = True
+    if request.metadata:
+        body.update(end_user(request.metadata))
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def end_user(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The fields naming the end user (for OpenAI's abuse monitoring) that `metadata` holds:
+    `user` and `safety_identifier` as a Chat Completions or Responses caller sent them, else a
+    Messages caller's `user_id` as `user`."""
+    named = {key: metadata[key] for key in ("user", "safety_identifier") if metadata.get(key)}
+    if not named and metadata.get("user_id"):
+        named["user"] = metadata["user_id"]
+    return named
 
 
 def reasoning_effort(budget_tokens: int | None) -> str:
@@ -317,6 +332,7 @@ __all__ = [
     "StreamDecoder",
     "embeddings_from_wire",
     "embeddings_to_wire",
+    "end_user",
     "error_from_wire",
     "finish_reason",
     "from_wire",

@@ -31,6 +31,7 @@ from modelyard.errors import (
     redact,
 )
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
+from modelyard.providers import upstream_quota
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.http import HttpClient, HttpReply
 from modelyard.providers.pinning import drift
@@ -223,9 +224,10 @@ class RemoteModel(Model):
                     async for event in reply.events(request.remaining()):
                         for chunk in decoder.feed(event):
                             assembler.add(chunk)
-                            if first:  # names the model answering (`Chunk.model`)
+                            if first:  # names the model answering (`Chunk.model`), and
+                                # the prompt's tokens if the provider told them already
                                 first = False
-                                chunk = replace(chunk, model=self.name)
+                                chunk = replace(chunk, model=self.name, usage=decoder.usage)
                             yield chunk
                         if decoder.done:
                             break
@@ -297,6 +299,7 @@ class RemoteModel(Model):
         exc.cost = self.info.price.cost(usage)
 
     def _observe(self, headers: Mapping[str, str]) -> None:
+        upstream_quota.noted(headers)
         if self.rate_limit_listeners:
             info = self.wire.rate_limits(headers)
             if not info.empty:

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from typing import TypeVar
 
-from modelyard.cost.dispatch import charge, watching
+from modelyard.cost.dispatch import Dispatch, charge, watching
+from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model, Wrapper, elapsed_ms
 from modelyard.resilience.streams import annotate, closing
@@ -87,7 +88,7 @@ async def _cut(
     whose: str,
     metered: bool,
 ) -> T:
-    from modelyard.cost.bounds import charge_partial  # resilience uses cost, not the reverse
+    from modelyard.cost.bounds import charge_partial, waited_for  # resilience uses cost
 
     started = time.perf_counter()
     watched = watching()
@@ -108,9 +109,11 @@ async def _cut(
         # for a rate-limit slot, say, was never sent and cost nothing. What the calls under it
         # had finished (a cascade's first stage) was billed all the same.
         dispatch = watched.dispatch
-        charge_partial(error, model, request, sent=dispatch.sent, spent=dispatch.spent)
-        if not metered:
-            charge(error.cost - dispatch.spent)  # the estimate; the meter counted the rest
+        charge_partial(
+            error, model, request, sent=dispatch.sent, spent=dispatch.spent, dispatch=dispatch
+        )
+        if not metered:  # the estimate; the meter counted the rest
+            charge(error.cost - dispatch.spent, waited_for(model, dispatch))
         raise error from None
 
 
@@ -198,27 +201,51 @@ class DeadlineModel(Wrapper):
             self._name_deadline(exc, whose)
             raise
 
+    def _cut_stream(
+        self, whose: str, started: float, request: ChatRequest, seen: int, dispatch: Dispatch
+    ) -> ModelTimeoutError:
+        """The error for a stream abandoned at the deadline after `seen` characters: costing
+        what a provider bills for it (the input if it was sent, and what it wrote), as a call
+        cut at a deadline does (`within`), with what its finished calls were billed."""
+        from modelyard.cost.bounds import charge_partial, waited_for  # resilience uses cost
+
+        error = self._passed(whose, "while streaming", started)
+        inner = self.inner
+        charge_partial(
+            error, inner, request, seen, sent=dispatch.sent, spent=dispatch.spent, dispatch=dispatch
+        )
+        charge(error.cost - dispatch.spent, waited_for(inner, dispatch))  # the meter has the rest
+        return error
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
         tightened = request.with_budget(self.seconds)
         whose = self._whose(request, tightened)
+        dispatch = Dispatch(current_dispatch())
+        seen = 0  # characters streamed: what a cut stream's estimate counts as written
         try:
             async with closing(self.inner.stream(tightened)) as stream:
                 iterator = aiter(stream)
                 while True:
+                    # Until GRACE after the deadline, not the deadline itself: an inner node
+                    # that reports at it (a cascade answering with the answer it holds once its
+                    # last stage is cut) streams that answer just after it.
                     left = tightened.remaining()
                     assert left is not None
-                    if left <= 0:
-                        raise self._passed(whose, "while streaming", started)
+                    if left + GRACE <= 0:
+                        raise self._cut_stream(whose, started, tightened, seen, dispatch)
                     # The timeout covers waiting for the next chunk only, never the caller's
                     # own time between chunks (it runs in the caller's task, outside this frame).
                     try:
-                        async with asyncio.timeout(left + GRACE):
-                            chunk = await anext(iterator)
+                        with watching(dispatch):
+                            async with asyncio.timeout(left + GRACE):
+                                chunk = await anext(iterator)
                     except StopAsyncIteration:
                         return
                     except TimeoutError:
-                        raise self._passed(whose, "while streaming", started) from None
+                        cut = self._cut_stream(whose, started, tightened, seen, dispatch)
+                        raise cut from None
+                    seen += chunk.chars
                     yield chunk
         except ModelError as exc:
             self._name_deadline(exc, whose)

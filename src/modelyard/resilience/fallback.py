@@ -213,7 +213,7 @@ async def _first_content_within(
     the first content the stream has all the time the request has), costing what the member
     had spent: its calls that finished (a cascade's first stage), and the input of the one cut
     if it was sent, as a plain call cut at its share costs (`within`)."""
-    from modelyard.cost.bounds import charge_partial  # resilience uses cost, not the reverse
+    from modelyard.cost.bounds import charge_partial, waited_for  # resilience uses cost
 
     async with closing(attempt.chunks()) as chunks:
         iterator = aiter(chunks)
@@ -235,8 +235,17 @@ async def _first_content_within(
                     "the rest is kept for the next fallback",
                     code="fallback_share",
                 )
-                charge_partial(error, member, request, sent=dispatch.sent, spent=dispatch.spent)
-                charge(error.cost - dispatch.spent)  # the estimate; the meter counted the rest
+                # Its record, of the member's kind, shows per model what it had been billed.
+                error.decision = replace(_failed_decision(member, error), kind=member.info.kind)
+                charge_partial(
+                    error,
+                    member,
+                    request,
+                    sent=dispatch.sent,
+                    spent=dispatch.spent,
+                    dispatch=dispatch,
+                )
+                charge(error.cost - dispatch.spent, waited_for(member, dispatch))  # the estimate
                 raise error from None
             yield chunk
 

@@ -1,0 +1,249 @@
+"""What an upstream says about a call reaches the gateway's clients as their SDKs expect it: the
+prompt's tokens at the start of a Messages stream, the end user in each provider's own field,
+the field a 400 names, and the upstream's quota headers for the callers trusted with them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import openai
+import orjson
+import pytest
+from tests.fakes.anthropic_server import FakeAnthropic, input_tokens
+from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.server import Fault
+from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
+from tests.gateway.test_keys import ADMIN, create_key
+
+ASKED: Any = [{"role": "user", "content": "one two three four five"}]
+ADMIN_KEY = "admin-secret-123456"  # as `ADMIN` sets it
+
+
+GEMINI_KEY = "AIzaSyD-fake-key-0123456789abcdefghijk"
+
+
+def config(claude: FakeAnthropic, gpt: FakeOpenAI, gemini: FakeGemini, extra: str = "") -> str:
+    return f"""
+providers:
+  anthropic: {{type: anthropic, base_url: "{claude.url}", api_key: {CLAUDE_KEY}}}
+  up: {{type: openai, base_url: "{gpt.url}/v1", api_key: {UPSTREAM_KEY}, retry: {{attempts: 0}}}}
+  google: {{type: gemini, base_url: "{gemini.url}/v1beta", api_key: {GEMINI_KEY}}}
+models:
+  claude: {{provider: anthropic, id: claude-haiku-4-5-20251001, price: {{input: 1, output: 5}}}}
+  gpt: {{provider: up, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
+  flash: {{provider: google, id: gemini-2.5-flash, price: {{input: 0.3, output: 2.5}}}}
+{extra}"""
+
+
+@pytest.fixture(scope="module")
+def gemini_fake() -> Iterator[FakeGemini]:
+    server = FakeGemini(api_key=GEMINI_KEY)
+    with server.running():
+        yield server  # type: ignore[misc]
+
+
+@pytest.fixture
+def running(
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
+) -> Running:
+    return serve_gateway(text=config(claude_fake, upstream, gemini_fake))
+
+
+def openai_client(running: Running, key: str = "anything") -> openai.OpenAI:
+    return openai.OpenAI(base_url=running.openai_url, api_key=key, max_retries=0)
+
+
+# --- the prompt's tokens at the start of a Messages stream ------------------------------------
+
+
+def test_a_messages_stream_from_anthropic_starts_with_the_prompts_tokens(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    # Claude Code reads message_start's usage to track how full the context is.
+    events = list(
+        anthropic_client(running).messages.create(
+            model="claude", max_tokens=50, messages=ASKED, stream=True
+        )
+    )
+    start = events[0]
+    assert start.type == "message_start"
+    prompt = input_tokens(claude_fake.requests[-1].json)
+    assert prompt > 0 and start.message.usage.input_tokens == prompt
+    delta = next(e for e in events if e.type == "message_delta")
+    assert delta.usage.input_tokens == prompt
+
+
+def test_a_messages_stream_from_gemini_starts_with_the_prompts_tokens(running: Running) -> None:
+    # Gemini 2.x reports the usage so far on every event, the first one too.
+    events = list(
+        anthropic_client(running).messages.create(
+            model="flash", max_tokens=50, messages=ASKED, stream=True
+        )
+    )
+    start = events[0]
+    assert start.type == "message_start"
+    delta = next(e for e in events if e.type == "message_delta")
+    assert start.message.usage.input_tokens == delta.usage.input_tokens
+    assert start.message.usage.input_tokens > 0
+
+
+def test_a_messages_stream_from_openai_gives_the_prompts_tokens_at_its_end(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    # OpenAI tells them only with the last chunk: message_start cannot know them, and
+    # message_delta's usage carries them, which the SDK's accumulated message takes.
+    whole = anthropic_client(running).messages.create(model="gpt", max_tokens=50, messages=ASKED)
+    with anthropic_client(running).messages.stream(
+        model="gpt", max_tokens=50, messages=ASKED
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert events[0].type == "message_start" and events[0].message.usage.input_tokens == 0
+    assert whole.usage.input_tokens > 0
+    assert final.usage.input_tokens == whole.usage.input_tokens
+
+
+# --- the end user, in each provider's own field -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("user", "u-42"), ("safety_identifier", "0f3a9c-hashed")]
+)
+def test_an_openai_callers_end_user_reaches_each_provider_in_its_own_field(
+    running: Running,
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    field: str,
+    value: str,
+) -> None:
+    client = openai_client(running)
+    for model in ("gpt", "claude"):
+        client.chat.completions.create(model=model, messages=ASKED, extra_body={field: value})
+    assert upstream.requests[-1].json[field] == value
+    assert claude_fake.requests[-1].json["metadata"] == {"user_id": value}
+
+
+def test_a_gemini_model_takes_a_request_naming_its_end_user_without_it(
+    running: Running, gemini_fake: FakeGemini
+) -> None:
+    # generateContent has no field for one: the request goes on, the id not sent anywhere.
+    reply = openai_client(running).chat.completions.create(
+        model="flash", messages=ASKED, extra_body={"user": "u-42", "safety_identifier": "h-42"}
+    )
+    assert reply.choices[0].message.content
+    sent = orjson.dumps(gemini_fake.requests[-1].json).decode()
+    assert "u-42" not in sent and "h-42" not in sent
+
+
+def test_a_messages_callers_user_id_reaches_openai_as_user(
+    running: Running, claude_fake: FakeAnthropic, upstream: FakeOpenAI
+) -> None:
+    user_id = "user_5e1f_account_2b7c_session_9d04"  # Claude Code's shape
+    client = anthropic_client(running)
+    for model in ("gpt", "claude"):
+        client.messages.create(
+            model=model, max_tokens=20, messages=ASKED, metadata={"user_id": user_id}
+        )
+    assert upstream.requests[-1].json["user"] == user_id
+    assert "safety_identifier" not in upstream.requests[-1].json
+    assert claude_fake.requests[-1].json["metadata"] == {"user_id": user_id}
+
+
+def test_a_responses_callers_safety_identifier_reaches_openai(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    openai_client(running).responses.create(
+        model="gpt", input="hi", store=False, extra_body={"safety_identifier": "h-7"}
+    )
+    assert upstream.requests[-1].json["safety_identifier"] == "h-7"
+
+
+# --- the field a 400 names -----------------------------------------------------------------
+
+
+def test_an_openai_400_passes_on_the_param_it_names(running: Running, upstream: FakeOpenAI) -> None:
+    error = {
+        "message": "Invalid value for 'temperature': must be at most 2.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": "invalid_value",
+    }
+    upstream.push(Fault(status=400, body=orjson.dumps({"error": error})))
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(model="gpt", messages=ASKED)
+    assert caught.value.param == "temperature"
+    assert caught.value.code == "invalid_value"
+
+
+def test_an_anthropic_400_passes_on_the_field_its_message_leads_with(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    message = "max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens"
+    claude_fake.push(Fault(status=400, error_type="invalid_request_error", message=message))
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(model="claude", messages=ASKED)
+    assert caught.value.param == "max_tokens"
+
+
+# --- the upstream's quota headers ------------------------------------------------------------
+
+QUOTA = {
+    "gpt": ("x-modelyard-upstream-x-ratelimit-remaining-requests", "499"),
+    "claude": ("x-modelyard-upstream-anthropic-ratelimit-requests-remaining", "49"),
+}
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+def test_a_gateway_without_keys_shows_the_upstream_quota(running: Running, model: str) -> None:
+    # One operator's own gateway: nobody to hide the account's limits from.
+    name, value = QUOTA[model]
+    raw = openai_client(running).chat.completions.with_raw_response.create(
+        model=model, messages=ASKED
+    )
+    assert raw.headers[name] == value
+    assert not any(h.startswith("x-ratelimit-") for h in raw.headers)  # not as the gateway's own
+    with openai_client(running).chat.completions.with_streaming_response.create(
+        model=model, messages=ASKED, stream=True
+    ) as streamed:
+        assert streamed.headers[name] == value
+
+
+def test_only_the_admin_key_sees_the_upstream_quota_on_a_keyed_gateway(
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
+) -> None:
+    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
+    team = str(create_key(running, name="team-a")["key"])
+    name, value = QUOTA["claude"]
+    for key, shown in ((team, None), (ADMIN_KEY, value)):
+        raw = anthropic.Anthropic(
+            base_url=running.url, api_key=key, max_retries=0
+        ).messages.with_raw_response.create(model="claude", max_tokens=20, messages=ASKED)
+        assert raw.headers.get(name) == shown
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_an_upstream_429_tells_every_caller_when_to_retry_and_only_the_admin_the_quota(
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
+    admin: bool,
+) -> None:
+    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
+    key = ADMIN_KEY if admin else str(create_key(running, name="team-a")["key"])
+    upstream.push(Fault(status=429, headers={"retry-after": "7"}))
+    with pytest.raises(openai.RateLimitError) as caught:
+        openai_client(running, key).chat.completions.create(model="gpt", messages=ASKED)
+    headers = caught.value.response.headers
+    assert headers["retry-after"] == "7"
+    quota = headers.get("x-modelyard-upstream-x-ratelimit-remaining-requests")
+    assert quota == ("0" if admin else None)
