@@ -174,3 +174,19 @@ def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
     result = CliRunner().invoke(app, ["serve", str(write_config(CONFIG)), *option])
     assert result.exit_code == 2, result.output
     assert option[0] in result.output and not started
+
+
+def test_a_records_micro_dollar_costs_do_not_read_as_zero(
+    write_config: Callable[[str], Path],
+) -> None:
+    # What a short embedding costs: a few hundredths of a millionth.
+    config = """
+models:
+  tiny: {local: {type: fake, default: "ok"}, price: {input: 0.02, output: 0.02}}
+systems:
+  main: {type: fallback, chain: [tiny]}
+"""
+    result = CliRunner().invoke(app, ["ask", str(write_config(config)), "main", "hi", "--trace"])
+    assert result.exit_code == 0, result.output
+    assert "$0.000000" not in result.output
+    assert "cost $1.2e-07" in result.stderr and "$1.2e-07" in result.stdout  # 6 tokens

@@ -198,7 +198,8 @@ async def test_a_model_over_its_budget_is_skipped_by_a_fallback() -> None:
     assert response.text == "cheap answer"
 
 
-async def test_downgrade_sends_the_request_to_the_named_cheaper_system() -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_downgrade_sends_the_request_to_the_named_cheaper_system(stream: bool) -> None:
     book = BudgetBook(MemoryStore())
     cheap = priced("cheap", text="cheap answer")
     premium_budget = Budget(
@@ -210,10 +211,18 @@ async def test_downgrade_sends_the_request_to_the_named_cheaper_system() -> None
         downgrade_to="cheap",
     )
     premium = guard(priced("premium"), book, premium_budget, targets={"cheap": cheap})
-    response = await premium.complete(question())
+    if stream:
+        response = await collect(premium.stream(question()))
+    else:
+        response = await premium.complete(question())
     assert response.text == "cheap answer"
-    assert response.decision is not None and response.decision.kind == "budget"
-    assert response.decision.chosen == "cheap"
+    decision = response.decision
+    assert decision is not None and decision.kind == "budget" and decision.chosen == "cheap"
+    # The record names the budget that sent it there, and why: what an auditor asks.
+    assert decision.reason.startswith("budget premium-cap (system premium, day ")
+    assert "reached" in decision.reason and decision.reason.endswith("downgraded to cheap")
+    assert decision.details["budget"] == "premium-cap" and decision.threshold == 1e-9
+    assert decision.details["worst_case"] > 1e-9
 
 
 async def test_downgrade_loop_is_refused_not_followed_forever() -> None:

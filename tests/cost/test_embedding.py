@@ -12,11 +12,14 @@ import pytest
 
 import modelyard
 from modelyard.cost import reports
+from modelyard.cost.budgets import BudgetGuard
 from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.cost.prices import estimate_tokens
-from modelyard.errors import BudgetExceededError, ConfigError, ModelTimeoutError
+from modelyard.errors import BudgetExceededError, ConfigError, ModelTimeoutError, UnavailableError
+from modelyard.streaming import collect
+from modelyard.types import ChatResponse
 from tests.fakes.openai_server import FakeOpenAI, tokens
 from tests.fakes.server import Fault
 from tests.state.conftest import POSTGRES_URL, fresh_tables
@@ -30,6 +33,14 @@ def upstream() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI(api_key="sk-upstream-secret-0123456789")
     with fake.running():
         yield fake
+
+
+CHEAP = """
+models:
+  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
+systems:
+"""
+"""A priced local model, and the heading of the systems that follow."""
 
 
 def hosted(fake: FakeOpenAI, extra: str) -> str:
@@ -175,23 +186,48 @@ def test_a_budget_naming_an_unknown_model_or_embedder_is_refused(
         modelyard.load(write_config(hosted(upstream, budget)))
 
 
-async def test_an_embedder_a_semantic_cache_calls_is_charged_with_its_chat_request_only(
-    write_config: Callable[[str], Path], upstream: FakeOpenAI
-) -> None:
-    models = """
-models:
-  cheap: {local: {type: fake, default: "an answer"}, price: {input: 1.0, output: 1.0}}
-systems:
-  support: {type: fallback, chain: [cheap]}
-cache: {backend: memory, semantic: {embedder: emb, systems: [support]}}
+SEMANTIC = (
+    CHEAP
+    + """  support: {type: fallback, chain: [cheap]}
+cache: {backend: memory, exact: false, semantic: {embedder: emb, systems: [support]}}
 """
-    path = write_config(hosted(upstream, models))
+)
+"""A system answered from a semantic cache alone, which embeds every question on `emb`."""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_embedder_a_semantic_cache_calls_is_charged_with_its_chat_request_only(
+    stream: bool, write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    path = write_config(hosted(upstream, SEMANTIC))
     async with modelyard.load(path) as yard:
-        answer = await yard.complete("support", "hello there", temperature=0)
-    assert [r.path for r in upstream.requests] == ["/v1/embeddings"]  # the cache's lookup
+
+        async def ask() -> ChatResponse:
+            if stream:
+                return await collect(yard.stream("support", "hello there", temperature=0))
+            return await yard.complete("support", "hello there", temperature=0)
+
+        answer = await ask()
+        again = await ask()  # a semantic hit
+    assert [r.path for r in upstream.requests] == ["/v1/embeddings"] * 2  # the cache's lookups
+    # One request each, the lookup's embedding on the embedder's row (not as a call by name,
+    # not on the model's): the miss's model answered, the hit's model was never called.
     rows = await spend(path)
-    assert [(r[0], r[1]) for r in rows] == [("support", "cheap")]
-    assert rows[0][4] == pytest.approx(answer.cost)
+    cost = {(i // 2, str(r[1])): r[4] for i, r in enumerate(rows)}  # (request, model): USD
+    assert [(r[0], r[1]) for r in rows[:2]] == [("support", "emb"), ("support", "cheap")]
+    assert sorted(cost) == [(0, "cheap"), (0, "emb"), (1, "cheap"), (1, "emb")]
+    embedding = cost[0, "emb"]
+    assert embedding > 0 and cost[1, "emb"] == pytest.approx(embedding)
+    assert cost[0, "cheap"] == pytest.approx(answer.cost - embedding) and cost[1, "cheap"] == 0
+    assert again.cost == pytest.approx(embedding)
+    # The records say so too: each shows the embedding and costs what the request did.
+    for response, kind in ((answer, "cache_miss"), (again, "cache")):
+        decision = response.decision
+        assert decision is not None and decision.kind == kind
+        assert decision.cost == pytest.approx(response.cost)
+        assert (decision.children[0].node, decision.children[0].kind) == ("emb", "embedder")
+        assert decision.children[0].cost == pytest.approx(embedding)
+    assert answer.decision is not None and answer.decision.reason.startswith("semantic cache miss")
 
 
 @pytest.fixture
@@ -235,3 +271,60 @@ async def test_a_cancelled_call_is_in_the_ledger_at_what_its_budgets_were_settle
         ("mini", "mini", "client_closed"),
     ]
     assert all(isinstance(r[4], float) and r[4] > 0 for r in rows)  # the input, not nothing
+
+
+async def test_a_request_failing_after_a_semantic_cache_miss_reports_the_lookups_cost(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    text = SEMANTIC.replace('default: "an answer"', "default: {error: unavailable}")
+    path = write_config(hosted(upstream, text))
+    async with modelyard.load(path) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("support", "hello there", temperature=0)
+    error = caught.value
+    decision = error.decision
+    assert decision is not None and decision.kind == "cache_miss" and decision.error
+    assert decision.children[0].node == "emb" and decision.children[0].cost > 0
+    # Reported, not caught up at the top as spend no record shows.
+    assert error.cost == pytest.approx(decision.children[0].cost)
+    assert "abandoned_spend" not in decision.details
+    rows = await spend(path)
+    assert [(r[1], r[6]) for r in rows if r[4]] == [("emb", "unavailable")]
+
+
+async def test_a_semantic_routers_examples_embedded_on_first_use_are_billed_to_that_request(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    # A hosted embedder cannot embed the examples when the config is built: the first request
+    # does, and pays for it, as a classifier's first request pays for its examples.
+    models = (
+        CHEAP
+        + """  front:
+    type: router
+    semantic: {embedder: emb, threshold: 0.5, examples: {chat: ["hello there", "hi friend"]}}
+    routes: {chat: cheap}
+    default: chat
+budgets:
+  - {name: all, scope: total, window: day, limit: 100}
+"""
+    )
+    path = write_config(hosted(upstream, models))
+    async with modelyard.load(path) as yard:
+        first = await yard.complete("front", "hello there")
+        second = await yard.complete("front", "hello there")
+        guard = yard.built.systems["front"]
+        assert isinstance(guard, BudgetGuard)
+        status = await guard.book.status(guard.per_request[0], "all")
+    sent = [r.json["input"] for r in upstream.requests if r.path == "/v1/embeddings"]
+    billed = sum(len(tokens(t)) for texts in sent for t in texts) * 1000 / 1e6
+    assert len(sent) == 3  # the examples once, then each question
+    assert first.decision is not None and second.decision is not None
+    leaves = [(d.node, d.reason) for d in first.decision.children]
+    assert leaves[0] == ("emb", "embedded the routes' 2 examples (first use)")
+    assert first.cost - second.cost == pytest.approx(4 * 1000 / 1e6)  # the examples' 4 tokens
+    rows = await spend(path)
+    assert sum(r[4] for r in rows if r[1] == "emb") == pytest.approx(billed)
+    assert first.decision.cost == pytest.approx(first.cost)
+    # The budget is charged what the ledger records: every embedding the provider billed.
+    assert status is not None
+    assert status.spent == pytest.approx(sum(r[4] for r in rows)) and status.spent > billed

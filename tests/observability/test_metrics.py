@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+import modelyard
 from modelyard.cost.accounting import spend_rows
-from modelyard.errors import ClientClosedError, ModelTimeoutError
+from modelyard.errors import ClientClosedError, ModelTimeoutError, UnavailableError
 from modelyard.observability.metrics import Metrics
+from modelyard.resilience.deadline import deadline_error
 from modelyard.types import ChatResponse, Choice, Decision, Message, Usage, user
 
 
@@ -117,3 +121,67 @@ def test_a_failed_request_counts_each_failed_call_under_its_model_and_kind() -> 
         )
         is None
     )
+
+
+def test_a_semantic_cache_hit_bills_its_lookups_embedding_to_the_embedder_as_the_ledger_does() -> (
+    None
+):
+    embedding = Decision(node="emb", kind="embedder", cost=0.0001)
+    hit = Decision(
+        node="support",
+        kind="cache",
+        chosen="cheap",
+        cost=0.0001,
+        children=(embedding,),
+        details={"hit": True, "match": "semantic", "saved": 0.002},
+    )
+    response = ChatResponse(
+        id="cache-1",
+        model="cheap",
+        provider_model="cheap-id",
+        choices=(Choice(message=Message(role="assistant", content="hi")),),
+        cost=0.0001,
+        decision=hit,
+    )
+    metrics = Metrics()
+    metrics.answered("support", response, "cache", 0.01, saved=0.002)
+    rows = spend_rows("support", user("hi"), response, None)
+    ledger = {row.model: row.cost for row in rows}
+    assert ledger == pytest.approx({"cheap": 0.0, "emb": 0.0001})
+    counted = {
+        model: series(metrics, "modelyard_cost_usd_total", model=model, system="support")
+        for model in ledger
+    }
+    assert counted == pytest.approx(ledger)  # the model whose answer was served cost nothing
+    assert [row.model for row in rows if row.cached] == ["cheap"]
+
+
+async def test_calls_refused_by_an_open_circuit_or_a_deadline_count_under_their_error_kind(
+    write_config: Callable[[str], Path],
+) -> None:
+    # Their records led with free text, which the metrics counted as kind "other".
+    text = """
+models:
+  down:
+    local: {type: fake, default: {error: unavailable}}
+    breaker: {failure_rate: 0.5, min_calls: 2, window: 30, open_for: 60}
+"""
+    errors = []
+    async with modelyard.load(write_config(text)) as yard:
+        for _ in range(3):  # two failures open the circuit; the third call is refused by it
+            with pytest.raises(UnavailableError) as caught:
+                await yard.complete("down", "hi")
+            errors.append(caught.value)
+    assert errors[-1].decision is not None and errors[-1].decision.reason == "circuit open"
+    errors.append(deadline_error("slow", "waiting for its answer"))
+    metrics = Metrics()
+    for error in errors:
+        metrics.failed("desk", error, 503, 0.1)
+    counted = {
+        (model, kind): series(
+            metrics, "modelyard_model_errors_total", kind=kind, model=model, system="desk"
+        )
+        for model, kind in (("down", "unavailable"), ("slow", "timeout"))
+    }
+    assert counted == {("down", "unavailable"): 3, ("slow", "timeout"): 1}
+    assert "other" not in metrics.render().decode()

@@ -17,8 +17,10 @@ from modelyard.config.loader import load_config
 from modelyard.config.operations import TracingSpec
 from modelyard.errors import BudgetExceededError, ConfigError
 from modelyard.evaluation.isolation import for_evaluation
+from modelyard.local.classifier import ClassifierModel
 from modelyard.model import Model, ModelInfo
-from modelyard.observability.tracing import Traced, Tracing, _record
+from modelyard.observability.tracing import Traced, Tracing, _record, provider_attributes
+from modelyard.topology import unwrap
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_collector import OtlpCollector, named
@@ -303,6 +305,9 @@ async def test_a_provider_request_carries_the_traceparent_of_its_models_span(
     _, trace_id, parent, _ = sent["traceparent"].split("-")
     model = named(spans, "chat mini")
     assert (trace_id, parent) == (model.trace_id, model.span_id)
+    assert model.attributes["gen_ai.provider.name"] == "openai"  # the conventions' name
+    assert model.attributes["modelyard.provider"] == "oa"  # the config's
+    assert model.attributes["gen_ai.response.id"].startswith("chatcmpl-")
 
 
 async def test_without_tracing_a_provider_request_carries_no_traceparent(
@@ -341,7 +346,9 @@ async def test_an_embedding_call_is_a_span_with_its_tokens_cost_and_failure(
     answered, refused = collector.wait_for(2)
     assert answered.name == refused.name == "embeddings emb"
     assert answered.attributes["gen_ai.operation.name"] == "embeddings"
-    assert answered.attributes["gen_ai.provider.name"] == "oa"
+    # The conventions' name for the API (dashboards group by it), and the config's own name.
+    assert answered.attributes["gen_ai.provider.name"] == "openai"
+    assert answered.attributes["modelyard.provider"] == "oa"
     assert answered.attributes["gen_ai.request.model"] == "text-embedding-3-small"
     assert answered.attributes["gen_ai.usage.input_tokens"] == answer.usage.input_tokens > 0
     assert answered.attributes["modelyard.cost_usd"] == pytest.approx(answer.cost)
@@ -361,3 +368,98 @@ def test_tracing_without_the_otel_extra_says_how_to_install_it(
     with pytest.raises(ConfigError) as caught:
         modelyard.load(write_config(_config("http://127.0.0.1:4318/v1/traces")))
     assert "pip install 'modelyard[otel]'" in str(caught.value) and "tracing" in str(caught.value)
+
+
+INSIDE = (
+    HOSTED.split("systems:")[0]  # the provider and its model
+    + """embedders:
+  emb: {{provider: oa, id: text-embedding-3-small, price: {{input: 0.02}}}}
+systems:
+  front:
+    type: router
+    semantic: {{embedder: emb, threshold: 0.5, examples: {{chat: ["hello there"]}}}}
+    routes: {{chat: mini}}
+    default: chat
+  faq: {{type: fallback, chain: [mini]}}
+cache:
+  targets: [faq]
+  semantic: {{embedder: emb, systems: [faq], threshold: 0.9}}
+tracing: {{endpoint: {collector}}}
+"""
+)
+
+
+@pytest.mark.parametrize("system", ["front", "faq"])
+async def test_an_embedding_a_node_makes_inside_a_chat_request_is_a_span_under_it(
+    system: str, collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    # A semantic router and a semantic cache embed the question before a model answers.
+    upstream = FakeOpenAI()
+    with upstream.running():
+        text = INSIDE.format(url=upstream.url, collector=collector.url)
+        async with modelyard.load(write_config(text)) as yard:
+            await yard.complete(system, SECRET_QUESTION, temperature=0)
+        sent = [r.headers for r in upstream.requests if r.path.endswith("/embeddings")]
+    spans = collector.wait_for(3)
+    top = named(spans, f"system {system}")
+    # The router embeds its examples on its first request too: a span each.
+    embeddings = [s for s in spans if s.name == "embeddings emb"]
+    assert len(embeddings) == len(sent) > 0
+    for embedding in embeddings:
+        assert embedding.parent_id == top.span_id and embedding.trace_id == top.trace_id
+        assert embedding.attributes["gen_ai.operation.name"] == "embeddings"
+        assert embedding.attributes["gen_ai.usage.input_tokens"] > 0
+        assert embedding.attributes["modelyard.cost_usd"] > 0
+    # Each request to the provider continues the trace from its own span.
+    parents = {tuple(h["traceparent"].split("-")[1:3]) for h in sent}
+    assert parents == {(s.trace_id, s.span_id) for s in embeddings}
+    assert "Zanzibar" not in json.dumps([s.attributes for s in spans])
+
+
+@pytest.mark.local
+async def test_a_local_embedder_a_classifier_calls_keeps_encoding_at_build_time(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    # Tracing must not turn a synchronous embedder (MiniLM) into an async-only one: the
+    # classifier is still trained when the config is built, and a request embeds its question
+    # alone, under the classifier's span.
+    text = f"""
+embedders:
+  mini: {{local: {{type: minilm}}}}
+models:
+  topic:
+    local:
+      type: classifier
+      embedder: mini
+      examples: {{billing: ["my invoice is wrong", "refund my payment"], other: ["hello"]}}
+tracing: {{endpoint: {collector.url}}}
+"""
+    async with modelyard.load(write_config(text)) as yard:
+        classifier = unwrap(yard.built.models["topic"])
+        assert isinstance(classifier, ClassifierModel) and classifier.trained is not None
+        answer = await yard.complete("topic", "my invoice is wrong")
+    assert answer.text == "billing"
+    spans = collector.wait_for(2)
+    (embedding,) = [s for s in spans if s.name == "embeddings mini"]
+    assert embedding.parent_id == named(spans, "chat topic").span_id
+
+
+@pytest.mark.parametrize(
+    ("kind", "provider", "expected"),
+    [
+        ("openai", "vllm", {"gen_ai.provider.name": "openai", "modelyard.provider": "vllm"}),
+        (
+            "anthropic",
+            "claude",
+            {"gen_ai.provider.name": "anthropic", "modelyard.provider": "claude"},
+        ),
+        ("gemini", "g", {"gen_ai.provider.name": "gcp.gemini", "modelyard.provider": "g"}),
+        ("fake", None, {"gen_ai.provider.name": "local"}),
+        ("classifier", "local", {"gen_ai.provider.name": "local"}),
+    ],
+)
+def test_the_provider_is_named_as_the_genai_conventions_name_it(
+    kind: str, provider: str | None, expected: dict[str, str]
+) -> None:
+    info = ModelInfo(name="m", kind=kind, provider=provider)
+    assert provider_attributes(info) == expected

@@ -56,6 +56,19 @@ systems:
     )
 
 
+async def test_a_tied_vote_says_it_was_a_tie_and_how_it_was_broken(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    async with yard_of(ensemble("members: [c, a]\n    normalise: choice")) as yard:
+        response = await yard.complete("vote", "which one?")
+    # answers C and B, one vote each: the earliest member's answer wins, and the record says so
+    assert (response.text, response.model) == ("C", "c")
+    assert response.decision is not None
+    assert response.decision.reason == (
+        "'C' won with votes 1 of 2 members; tied with 'B', the earliest member's answer wins"
+    )
+
+
 async def test_majority_vote_over_choice_letters(yard_of: Callable[[str], Yard]) -> None:
     async with yard_of(ensemble("members: [a, b, c]\n    normalise: choice")) as yard:
         response = await yard.complete("vote", "which one?")

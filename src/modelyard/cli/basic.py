@@ -15,6 +15,7 @@ from rich.tree import Tree
 
 from modelyard.cli.app import app, check_target, check_writable, console, errors, guarded
 from modelyard.config.schema import Config
+from modelyard.cost.prices import usd
 from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.topology import edges, entry_points, unwrap
@@ -61,7 +62,7 @@ def decision_tree(decision: Decision, tree: Tree | None = None) -> Tree:
     if decision.chosen:
         text += f" -> {escape(decision.chosen)}"
     text += f" [dim]{escape(decision.reason)}  {decision.latency_ms:.1f} ms"
-    text += f"  ${decision.cost:.6f}[/]"
+    text += f"  ${usd(decision.cost)}[/]"  # an embedding's micro-dollars must not read as 0
     if decision.error:
         text += f" [red]{escape(decision.error)}[/]"
     node = Tree(text) if tree is None else tree.add(text)
@@ -98,7 +99,7 @@ def _print_response(response: ChatResponse, elapsed: float, trace: bool) -> None
         f"[dim]model[/] {escape(response.model)} [dim]({escape(response.provider_model)})  "
         f"tokens[/] {usage.input_tokens} in / {usage.output_tokens} out"
         f"{' (estimated)' if usage.estimated else ''}  "
-        f"[dim]cost[/] ${response.cost:.6f}  [dim]latency[/] {elapsed * 1000:.0f} ms"
+        f"[dim]cost[/] ${usd(response.cost)}  [dim]latency[/] {elapsed * 1000:.0f} ms"
     )
     if trace and response.decision is not None:
         # Wrapped, not cropped (a pipe is 160 columns): a record pasted into a bug report

@@ -70,6 +70,9 @@ class BuildContext:
     embedder_entries: dict[str, Embedder] = field(default_factory=dict)
     """Each embedder as a caller reaches it by name: with its budgets and spend accounting
     (`embedders` holds the bare ones, which the nodes using them call)."""
+    in_requests: dict[str, Embedder] = field(default_factory=dict)
+    """The embedders nodes call inside a chat request where they differ from the bare ones:
+    with their span, when the config traces (`embedder` hands these out)."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
     resilience: Resilience = field(default_factory=Resilience)
@@ -113,7 +116,7 @@ class BuildContext:
         if name not in self.embedders:
             known = ", ".join(sorted(self.embedders)) or "none"
             raise self.error(loc, f"unknown embedder {name!r}; defined embedders: {known}")
-        return self.embedders[name]
+        return self.in_requests.get(name, self.embedders[name])
 
 
 def _capabilities(spec: ModelSpec, base: Capabilities) -> Capabilities:
@@ -293,9 +296,10 @@ def build(
 
     `resilience` replaces the default (the config's state store, real time, real providers).
     """
-    from modelyard.config.build_operations import apply_operations
+    from modelyard.config.build_operations import apply_operations, trace_embedders
 
     context = _with_embedders(loaded, resources, resilience)
+    trace_embedders(context)  # before the nodes that call them are built
     config = loaded.config
     for name, model_spec in config.models.items():
         context.models[name] = _build_model(context, name, model_spec)

@@ -10,7 +10,8 @@ spend) around that, once per request rather than at every layer of a graph. Stat
 (state store, ledger, cache, alerts, tracing) are made once per spec in `Resources`, so they
 outlive hot reloads. An embedder callers reach by name (`BuildContext.embedder_entries`) is
 wrapped once, in `AccountedEmbedder` (its model, key, tag and total budgets and its spend in the
-ledger) and, when the config traces, `TracedEmbedder` around that.
+ledger) and, when the config traces, `TracedEmbedder` around that; the nodes calling one inside
+a chat request get it with its span alone (`trace_embedders`), its cost being the request's.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from modelyard.cost.embedding import AccountedEmbedder
 from modelyard.cost.ledger import Ledger, LedgerFile, SqliteLedgerFile
 from modelyard.errors import ConfigError
 from modelyard.model import Embedder, Model
-from modelyard.observability.tracing import Traced, TracedEmbedder, Tracing
+from modelyard.observability.tracing import Traced, TracedEmbedder, Tracing, traced_embedder
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.stack import add_model_fallbacks
 from modelyard.state.base import StateStore
@@ -79,6 +80,16 @@ def tracing(context: BuildContext) -> Tracing | None:
     except ConfigError as exc:
         raise context.error(("tracing",), exc.message) from None
     return made
+
+
+def trace_embedders(context: BuildContext) -> None:
+    """When the config traces, the nodes that embed inside a request (a semantic cache or
+    router, a classifier, a retriever, a learned estimator) call each embedder through its span,
+    nested under the node's; callers reaching it by name get theirs from `embedder_entry`."""
+    traces = tracing(context)
+    if traces is not None:
+        for name, embedder in context.embedders.items():
+            context.in_requests[name] = traced_embedder(embedder, traces)
 
 
 def ledger(context: BuildContext) -> Ledger | None:

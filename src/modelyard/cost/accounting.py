@@ -65,7 +65,23 @@ def spend_rows(
     if cache_hit is not None:
         saved = float(cache_hit.details.get("saved", 0.0))
         model = str(cache_hit.chosen or answered_by or system)
-        return [SpendRow(model=model, cost=total, saved=saved, cached=True, answered=True, **base)]  # type: ignore[arg-type]
+        # A semantic hit's embedding is billed to its embedder, the model whose answer was
+        # served to nothing.
+        _, per_model = billed_models(cache_hit, total, model)
+        served = SpendRow(
+            model=model,
+            cost=max(0.0, per_model.pop(model)),
+            saved=saved,
+            cached=True,
+            answered=True,
+            **base,  # type: ignore[arg-type]
+        )
+        lookups = [
+            SpendRow(model=name, cost=cost, **base)  # type: ignore[arg-type]
+            for name, cost in per_model.items()
+            if name != cache_hit.node
+        ]
+        return [served, *lookups]
     main, per_model = billed_models(decision, total, answered_by)
     # A failure's tokens are the estimate its cost was worked out from, if it was billed.
     usage = response.usage if response is not None else error.usage if error else None

@@ -29,11 +29,12 @@ from dataclasses import replace
 from modelyard.cost import scope as request_scope
 from modelyard.cost.bounds import cost_bound, partial_cost
 from modelyard.cost.budget_book import BudgetBook, settle_shielded
-from modelyard.cost.budget_counters import Budget, Hold
+from modelyard.cost.budget_counters import Budget, Hold, Refusal
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.dispatch import Dispatch, watching
 from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.cost.metering import billed
+from modelyard.cost.prices import usd
 from modelyard.errors import ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
@@ -100,14 +101,15 @@ class BudgetGuard(Decoration):
 
     async def _admit(
         self, request: ChatRequest, scope: request_scope.RequestScope
-    ) -> tuple[list[Hold], Model | None]:
-        """Reserve; returns the holds, and the downgrade target when a budget sends us there."""
+    ) -> tuple[list[Hold], Model | None, Refusal | None]:
+        """Reserve; returns the holds, and the downgrade target and the refusal that sends us
+        there when a budget does."""
         holds = self._holds(request, scope)
         refusal = await self.book.reserve(holds)
         if refusal is None:
             if any(h.budget.per_request for h in holds):
                 scope.request_budgets_held = True
-            return holds, None
+            return holds, None, None
         budget = refusal.hold.budget
         if budget.action != "downgrade" or budget.downgrade_to is None:
             raise refusal.error(self.name)
@@ -115,7 +117,7 @@ class BudgetGuard(Decoration):
         if target == self.name or target in scope.downgraded or target not in self.targets:
             raise refusal.error(self.name)
         scope.downgraded.append(self.name)
-        return [], self.targets[target]
+        return [], self.targets[target], refusal
 
     def _scope(self) -> tuple[request_scope.RequestScope, bool]:
         scope = request_scope.current()
@@ -126,10 +128,10 @@ class BudgetGuard(Decoration):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         scope, _ = self._scope()
         with request_scope.entered(scope):
-            holds, downgrade = await self._admit(request, scope)
-            if downgrade is not None:
+            holds, downgrade, why = await self._admit(request, scope)
+            if downgrade is not None and why is not None:
                 response = await downgrade.complete(request)
-                return _downgraded(self.name, downgrade.name, response)
+                return _downgraded(self.name, downgrade.name, why, response)
             call = watching()
             dispatch = call.dispatch
             try:
@@ -150,7 +152,7 @@ class BudgetGuard(Decoration):
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         scope, _ = self._scope()
         with request_scope.entered(scope):
-            holds, downgrade = await self._admit(request, scope)
+            holds, downgrade, why = await self._admit(request, scope)
         source = downgrade if downgrade is not None else self.inner
         chunks = source.stream(request)
         seen = 0  # characters streamed: with whether it was sent, all an estimate needs
@@ -167,8 +169,9 @@ class BudgetGuard(Decoration):
                     used = billed(chunk.response.cost, dispatch.spent)
                     await settle_shielded(self.book, holds, used)
                     settled = True
-                if chunk.response is not None and downgrade is not None:
-                    chunk = Chunk(response=_downgraded(self.name, downgrade.name, chunk.response))
+                if chunk.response is not None and downgrade is not None and why is not None:
+                    downgraded = _downgraded(self.name, downgrade.name, why, chunk.response)
+                    chunk = Chunk(response=downgraded)
                 seen += chunk.chars
                 yield chunk
         except ModelError as exc:
@@ -201,12 +204,18 @@ def downgraded(response: ChatResponse) -> bool:
     return decision is not None and any(d.kind == DOWNGRADE for d in decision.walk())
 
 
-def _downgraded(node: str, target: str, response: ChatResponse) -> ChatResponse:
+def _downgraded(node: str, target: str, why: Refusal, response: ChatResponse) -> ChatResponse:
+    hold = why.hold
     decision = Decision(
         node=node,
         kind=DOWNGRADE,
         chosen=target,
-        reason=f"budget reached: downgraded to {target}",
+        # Which budget, and by how much: what an auditor asks of an answer from another node.
+        reason=f"{hold.describe()} reached: ${usd(why.used)} of ${usd(hold.budget.limit)} "
+        f"spent or reserved, and this request may cost up to ${usd(hold.amount)}; "
+        f"downgraded to {target}",
+        threshold=hold.budget.limit,
+        details={"budget": hold.budget.name, "used": why.used, "worst_case": hold.amount},
         latency_ms=response.decision.latency_ms if response.decision else 0.0,
         cost=response.cost,
         children=(response.decision,) if response.decision else (),

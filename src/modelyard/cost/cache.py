@@ -8,7 +8,8 @@ message's text must match exactly); it stays off for tool calls, multi-turn conv
 non-zero (or unset) temperature unless allowed, and never matches questions whose numbers,
 codes or negations differ (`cache_keys.details`). Errors, cut streams and content-filtered
 answers are never stored. A hit costs nothing (except the embedding, for semantic lookups) and
-records the USD it saved in its decision.
+records the USD it saved in its decision. A semantic lookup's embedding is a node of the record,
+hit or miss (`CACHE_MISS`), so the ledger and the metrics bill it to its embedder.
 
 A request may refuse the cache (`ChatRequest.response_cache`: `refresh` is answered afresh and
 stored, `bypass` neither), and a cache built with `sampled=False` leaves sampled requests
@@ -33,7 +34,8 @@ from modelyard.cost.cache_codec import UnreadableEntry, VectorEntry, pack_vector
 from modelyard.cost.cache_keys import details, exact_key, semantic_scope
 from modelyard.cost.cache_store import CacheBackend
 from modelyard.cost.decoration import Decoration
-from modelyard.cost.metering import embed
+from modelyard.cost.metering import embed_one
+from modelyard.errors import ModelError
 from modelyard.model import Embedder, Model, elapsed_ms
 from modelyard.streaming import response_chunks
 from modelyard.types import (
@@ -41,12 +43,15 @@ from modelyard.types import (
     ChatResponse,
     Chunk,
     Decision,
-    EmbeddingRequest,
     FinishReason,
     Usage,
 )
 
 log = logging.getLogger("modelyard.cache")
+
+CACHE_MISS = "cache_miss"
+"""The kind of a semantic lookup's record when it found nothing close enough (a hit's is
+`cache`): the embedding it paid for, then what answered."""
 
 
 def sampled(request: ChatRequest) -> bool:
@@ -230,41 +235,40 @@ class Cached(Decoration):
         out["cache"] = "exact+semantic" if self.semantic else "exact"
         return out
 
-    async def _embed(self, request: ChatRequest) -> tuple[np.ndarray, float]:
+    async def _embed(self, request: ChatRequest) -> tuple[np.ndarray, Decision]:
         assert self.semantic is not None
-        result = await embed(
-            self.semantic.embedder,
-            EmbeddingRequest(inputs=(request.last_user_text,), key_id=request.key_id),
+        vector, embedded = await embed_one(
+            self.semantic.embedder, request, request.last_user_text, what="the question to look up"
         )
-        vector = np.asarray(result.vectors[0], dtype=np.float32)
-        norm = float(np.linalg.norm(vector)) or 1.0
-        return vector / norm, result.cost
+        unit = np.asarray(vector, dtype=np.float32)
+        return unit / (float(np.linalg.norm(unit)) or 1.0), embedded
 
     async def _lookup(
         self, request: ChatRequest, serve: bool
-    ) -> tuple[str, Hit | None, tuple[str, np.ndarray] | None, float]:
+    ) -> tuple[str, Hit | None, tuple[str, np.ndarray] | None, Decision | None]:
         """The exact key, a hit if any (when it may `serve` one), the semantic (scope, vector)
-        to store under, and the embedding's cost."""
+        to store under, and the record of the embedding a semantic lookup made."""
         key = exact_key(request, self.who)
         if not serve:
             # Answered afresh and stored over the exact entry; a question vector already
             # pointing at it finds the new answer, and no embedding is paid for.
-            return key, None, None, 0.0
+            return key, None, None, None
         if self.cache.exact:
             hit = await self.cache.exact_hit(key)
             if hit is not None:
-                return key, hit, None, 0.0
+                return key, hit, None, None
         if self.semantic is None or self.semantic.refuses(request) is not None:
-            return key, None, None, 0.0
-        vector, cost = await self._embed(request)
+            return key, None, None, None
+        vector, embedded = await self._embed(request)
         scope = semantic_scope(request, self.who, self.semantic.space)
         hit = await self.cache.semantic_hit(
             scope, request.last_user_text, vector, self.semantic.threshold
         )
-        return key, hit, (scope, vector), cost
+        return key, hit, (scope, vector), embedded
 
-    def _served(self, hit: Hit, cost: float, started: float) -> ChatResponse:
+    def _served(self, hit: Hit, embedded: Decision | None, started: float) -> ChatResponse:
         original = hit.response
+        cost = embedded.cost if embedded is not None else 0.0
         kind = "exact" if hit.similarity is None else "semantic"
         reason = f"{kind} cache hit"
         details: dict[str, object] = {
@@ -288,6 +292,8 @@ class Cached(Decoration):
             reason=reason,
             latency_ms=elapsed_ms(started),
             cost=cost,
+            # The lookup's embedding, billed to its embedder (a hit called no model).
+            children=(embedded,) if embedded is not None else (),
             details=details,
         )
         return replace(
@@ -297,6 +303,48 @@ class Cached(Decoration):
             cost=cost,
             created=int(time.time()),
             decision=decision,
+        )
+
+    def _missed(
+        self,
+        inner: Decision | None,
+        embedded: Decision,
+        started: float,
+        *,
+        cost: float,
+        chosen: str | None = None,
+        error: str | None = None,
+    ) -> Decision:
+        """The record of a semantic lookup that found nothing close enough: its embedding, then
+        what `inner` did, so the spend ledger and the metrics bill the embedding to its
+        embedder, not to the model that answered."""
+        assert self.semantic is not None
+        threshold = self.semantic.threshold
+        return Decision(
+            node=self.name,
+            kind=CACHE_MISS,
+            chosen=chosen,
+            reason=f"semantic cache miss: no question at similarity >= {threshold:g}",
+            latency_ms=elapsed_ms(started),
+            cost=cost,
+            error=error,
+            children=(embedded,) if inner is None else (embedded, inner),
+            details={"hit": False, "match": "semantic"},
+        )
+
+    def _answered(self, response: ChatResponse, embedded: Decision, started: float) -> ChatResponse:
+        """`response` after a semantic miss, costing its embedding too, and recording it."""
+        cost = response.cost + embedded.cost
+        decision = self._missed(
+            response.decision, embedded, started, cost=cost, chosen=response.model
+        )
+        return replace(response, cost=cost, decision=decision)
+
+    def _failed(self, error: ModelError, embedded: Decision, started: float) -> None:
+        """Make `error`, raised after a semantic miss, cost its embedding too, and record it."""
+        error.cost += embedded.cost
+        error.decision = self._missed(
+            error.decision, embedded, started, cost=error.cost, error=f"{error.kind}: {error}"
         )
 
     async def _store(
@@ -320,16 +368,24 @@ class Cached(Decoration):
         serve, store = self.cache.uses(request)
         if not store:
             return await self.inner.complete(request)
-        key, hit, semantic, embed_cost = await self._lookup(request, serve)
+        key, hit, semantic, embedded = await self._lookup(request, serve)
         if serve:
             await self.cache.backend.count(
                 hit=hit is not None, saved=hit.response.cost if hit else 0
             )
         if hit is not None:
-            return self._served(hit, embed_cost, started)
-        response = await self.inner.complete(request)
+            return self._served(hit, embedded, started)
+        if embedded is None:
+            response = await self.inner.complete(request)
+            await self._store(key, semantic, request, response)
+            return response
+        try:
+            response = await self.inner.complete(request)
+        except ModelError as exc:
+            self._failed(exc, embedded, started)
+            raise
         await self._store(key, semantic, request, response)
-        return replace(response, cost=response.cost + embed_cost) if embed_cost else response
+        return self._answered(response, embedded, started)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
@@ -338,7 +394,7 @@ class Cached(Decoration):
             async for chunk in self.inner.stream(request):
                 yield chunk
             return
-        key, hit, semantic, embed_cost = await self._lookup(request, serve)
+        key, hit, semantic, embedded = await self._lookup(request, serve)
         if serve:
             await self.cache.backend.count(
                 hit=hit is not None, saved=hit.response.cost if hit else 0
@@ -347,15 +403,19 @@ class Cached(Decoration):
             scope = request_scope.current()
             if scope is not None:
                 scope.cache_hit = True  # a replay cut short cost nothing (see Accounted)
-            for chunk in response_chunks(self._served(hit, embed_cost, started)):
+            for chunk in response_chunks(self._served(hit, embedded, started)):
                 yield chunk
             return
-        async for chunk in self.inner.stream(request):
-            if chunk.response is not None:
-                # Only a stream that finished whole reaches here: a cut one raised instead.
-                await self._store(key, semantic, request, chunk.response)
-                if embed_cost:
-                    chunk = Chunk(
-                        response=replace(chunk.response, cost=chunk.response.cost + embed_cost)
-                    )
-            yield chunk
+        try:
+            async for chunk in self.inner.stream(request):
+                if chunk.response is not None:
+                    # Only a stream that finished whole reaches here: a cut one raised instead.
+                    await self._store(key, semantic, request, chunk.response)
+                    if embedded is not None:
+                        response = self._answered(chunk.response, embedded, started)
+                        chunk = replace(chunk, response=response)
+                yield chunk
+        except ModelError as exc:
+            if embedded is not None:
+                self._failed(exc, embedded, started)
+            raise

@@ -28,12 +28,14 @@ nothing; a graph built by hand without `Metered` counts nothing and is billed as
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from typing import Any
 
 from modelyard.cost.dispatch import charge, landed, take_off
-from modelyard.errors import ModelError
-from modelyard.model import Embedder, Wrapper
+from modelyard.errors import BadResponseError, ModelError
+from modelyard.model import Embedder, Wrapper, elapsed_ms
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -98,6 +100,39 @@ async def embed(embedder: Embedder, request: EmbeddingRequest) -> EmbeddingRespo
         raise
     charge(response.cost, embedder.name)
     return response
+
+
+async def embed_one(
+    embedder: Embedder,
+    request: ChatRequest,
+    text: str,
+    *,
+    what: str = "the last user message",
+    details: Mapping[str, Any] | None = None,
+) -> tuple[Any, Decision]:
+    """One text's vector for a node embedding it inside `request` (a semantic router or cache,
+    a learned estimator), and the call's decision record (with `details`): a leaf the spend
+    ledger and the metrics bill to the embedder."""
+    started = time.perf_counter()
+    response = await embed(
+        embedder,
+        EmbeddingRequest(
+            inputs=(text,), key_id=request.key_id, tags=request.tags, deadline=request.deadline
+        ),
+    )
+    if len(response.vectors) != 1:
+        raise BadResponseError(
+            f"embedder returned {len(response.vectors)} vectors for 1 text", model=embedder.name
+        )
+    decision = Decision(
+        node=embedder.name,
+        kind="embedder",
+        reason=f"embedded {what}",
+        latency_ms=elapsed_ms(started),
+        cost=response.cost,
+        details=details or {},
+    )
+    return response.vectors[0], decision
 
 
 def unreported(reported: float, spent: float) -> float:

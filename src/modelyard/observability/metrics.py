@@ -125,8 +125,8 @@ class Metrics:
         series.input_tokens.inc(usage.input_tokens)
         series.output_tokens.inc(usage.output_tokens)
         decision = response.decision if isinstance(response, ChatResponse) else None
-        if decision is None or not decision.children or provider == "cache":
-            series.cost.inc(response.cost)  # one call (or a cache hit): no split to make
+        if decision is None or not decision.children:
+            series.cost.inc(response.cost)  # one call (or an exact cache hit): no split to make
         else:
             _, costs = billed_models(decision, response.cost, model)
             self._spent(system, costs)

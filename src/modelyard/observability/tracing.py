@@ -8,11 +8,13 @@ trace from the `traceparent` header (`observability.propagation`). A model's spa
 GenAI semantic conventions' attributes (provider, model ids, tokens, finish reasons); a system's
 span carries its whole decision record as JSON, since nodes written inline in a system (an
 unnamed cascade stage, say) have no span of their own. An embedding call's span is the GenAI
-`embeddings` operation, with its input tokens and cost. Messages are never recorded; reasons and
-decision records quote pieces of prompts and answers (a regex rule's match, a semantic cache
-hit's matched question, an ensemble's votes), so they are added only with
-`tracing.decisions: true`. A call cancelled by its caller (an ensemble's straggler once the vote
-is settled, a client that left) is not an error of its own: its span says `modelyard.cancelled`.
+`embeddings` operation, with its input tokens and cost, whether a caller asked for it by name
+or a node embeds inside a chat request (a semantic cache or router: then nested under it).
+Messages are never recorded; reasons and decision records quote pieces of prompts and answers
+(a regex rule's match, a semantic cache hit's matched question, an ensemble's votes), so they
+are added only with `tracing.decisions: true`. A call cancelled by its caller (an ensemble's
+straggler once the vote is settled, a client that left) is not an error of its own: its span
+says `modelyard.cancelled`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,7 +32,8 @@ import orjson
 from modelyard.config.operations import TracingSpec
 from modelyard.cost.decoration import Decoration
 from modelyard.errors import ConfigError, ModelError, redact
-from modelyard.model import Embedder, Model
+from modelyard.local.vectors import Matrix, SyncEncoder
+from modelyard.model import Embedder, Model, ModelInfo
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -60,6 +63,21 @@ _EXPORT_LOGGERS = (
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 """Where the OTLP exporter finds its collector when the config names none."""
+
+
+PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+"""`gen_ai.provider.name`'s well-known values (OpenTelemetry GenAI conventions), by the wire
+format a provider speaks: an OpenAI-compatible server (vLLM, Ollama, Groq) is `openai`, as the
+conventions ask of a client that knows only the API it calls."""
+
+
+def provider_attributes(info: ModelInfo) -> dict[str, str]:
+    """The span attributes naming where `info`'s model runs: the conventions' provider name and
+    the config's own name for the provider (`modelyard.provider`); `local` for local models."""
+    name = PROVIDER_NAMES.get(info.kind)
+    if name is None or info.provider is None:
+        return {"gen_ai.provider.name": info.provider or "local"}
+    return {"gen_ai.provider.name": name, "modelyard.provider": info.provider}
 
 
 class _Redacting(logging.Filter):
@@ -171,7 +189,7 @@ class Traced(Decoration):
             self.fixed["modelyard.config_version"] = config_version
         else:
             self.fixed["gen_ai.operation.name"] = "chat"
-            self.fixed["gen_ai.provider.name"] = info.provider or "local"
+            self.fixed |= provider_attributes(info)
             self.fixed["gen_ai.request.model"] = info.model_id or self.name
 
     def _start(self, request: ChatRequest) -> Span:
@@ -214,6 +232,7 @@ class Traced(Decoration):
             if not self.system:
                 usage = response.usage
                 attributes["gen_ai.response.model"] = response.provider_model or response.model
+                attributes["gen_ai.response.id"] = response.id  # the provider's, to look it up
                 attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
                 attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
                 attributes["gen_ai.response.finish_reasons"] = [
@@ -308,7 +327,7 @@ class TracedEmbedder(Embedder):
         self.fixed: dict[str, Any] = {
             "modelyard.node": self.name,
             "gen_ai.operation.name": "embeddings",
-            "gen_ai.provider.name": info.provider or "local",
+            **provider_attributes(info),
             "gen_ai.request.model": info.model_id or self.name,
         }
 
@@ -348,6 +367,24 @@ class TracedEmbedder(Embedder):
             )
         span.end()
         return response
+
+
+class _TracedEncoder(TracedEmbedder):
+    """A traced embedder that can also encode in the calling thread, as its inner one can: a
+    classifier or retriever embeds its examples that way when the config is built (no request,
+    so no span), and only its per-request `embed` calls are traced."""
+
+    def encode(self, texts: Sequence[str]) -> Matrix:
+        """The inner embedder's rows, untraced."""
+        inner: SyncEncoder = self.inner  # type: ignore[assignment]
+        return inner.encode(texts)
+
+
+def traced_embedder(inner: Embedder, tracing: Tracing) -> TracedEmbedder:
+    """`inner` with a span around each `embed`, still a `SyncEncoder` if it is one."""
+    if isinstance(inner, SyncEncoder):
+        return _TracedEncoder(inner, tracing)
+    return TracedEmbedder(inner, tracing)
 
 
 def _record(decision: Decision) -> str:

@@ -128,12 +128,15 @@ class Combining:
             return first, f"no answer could be read as {self.normalise_name}; first answer"
         winner = counted[result.first]
         turnout = turnout_for(counted, result.winner)
+        best = result.votes[result.winner or ""]
+        tied = [repr(k) for k, v in result.votes.items() if v == best and k != result.winner]
+        # `tally` gives a tie to the earliest member: say so, or the record reads as a win.
+        tie = f"; tied with {', '.join(tied)}, the earliest member's answer wins" if tied else ""
         if self.combine == "weighted_vote":
-            weight = result.votes[result.winner or ""]
             return winner, (
-                f"{result.winner!r} won with weight {weight:g} of {result.total:g}; {turnout}"
+                f"{result.winner!r} won with weight {best:g} of {result.total:g}; {turnout}{tie}"
             )
-        return winner, f"{result.winner!r} won with votes {turnout}"
+        return winner, f"{result.winner!r} won with votes {turnout}{tie}"
 
     def _out_of_time(self, request: ChatRequest) -> Decision | None:
         """The record of a judge or fuser not asked because no time is left for it (the

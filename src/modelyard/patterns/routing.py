@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.cost.metering import embed
+from modelyard.cost.metering import embed, embed_one
 from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
-from modelyard.errors import BadResponseError, ModelError
+from modelyard.errors import ModelError
 from modelyard.model import Embedder, Model
 from modelyard.patterns.learned import Array, OutOfFold, Predictor, predict_vector, utilities
 from modelyard.patterns.normalise import LabelReader
@@ -129,37 +129,6 @@ def confidence_verdict(confidence: float | None, threshold: float) -> Verdict:
     return Verdict(False, f"confidence {confidence:.3f} < {threshold:g}")
 
 
-async def embed_one(
-    embedder: Embedder,
-    request: ChatRequest,
-    text: str,
-    *,
-    what: str = "the last user message",
-    details: Mapping[str, Any] | None = None,
-) -> tuple[Any, Decision]:
-    """One text's vector, and a decision record of the embedding call (with `details`)."""
-    started = time.perf_counter()
-    response = await embed(
-        embedder,
-        EmbeddingRequest(
-            inputs=(text,), key_id=request.key_id, tags=request.tags, deadline=request.deadline
-        ),
-    )
-    if len(response.vectors) != 1:
-        raise BadResponseError(
-            f"embedder returned {len(response.vectors)} vectors for 1 text", model=embedder.name
-        )
-    decision = Decision(
-        node=embedder.name,
-        kind="embedder",
-        reason=f"embedded {what}",
-        latency_ms=since_ms(started),
-        cost=response.cost,
-        details=details or {},
-    )
-    return response.vectors[0], decision
-
-
 @dataclass(frozen=True, slots=True)
 class TrainedPredictor:
     """An artifact's predictor behind its embedder: P(success) per candidate for one text."""
@@ -261,25 +230,39 @@ class SemanticPolicy(RoutePolicy):
             "routes": ", ".join(routes),
         }
 
-    async def _ready(self) -> SemanticIndex:
-        """The example matrix, embedded on first use when it could not be at build."""
+    async def _ready(self) -> tuple[SemanticIndex, Decision | None]:
+        """The example matrix, embedded on first use when it could not be at build, and the
+        record of that embedding when this call made it: the request that needed it pays for
+        it, as a classifier's or a retriever's first request pays for its examples."""
         if self.index is not None:
-            return self.index
+            return self.index, None
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self.index is None:
-                assert self.examples is not None
-                routes = list(self.examples)
-                matrices = []
-                for route in routes:
-                    response = await self.embedder.embed(
-                        EmbeddingRequest(inputs=tuple(self.examples[route]))
-                    )
-                    matrices.append(np.asarray(response.vectors, dtype=np.float64))
-                self.index = SemanticIndex(routes, matrices, self.match)
-                self._index_of = {route: i for i, route in enumerate(routes)}
-        return self.index
+            if self.index is not None:  # another request embedded them meanwhile
+                return self.index, None
+            assert self.examples is not None
+            started = time.perf_counter()
+            routes = list(self.examples)
+            matrices = []
+            cost = 0.0
+            for route in routes:
+                response = await embed(
+                    self.embedder, EmbeddingRequest(inputs=tuple(self.examples[route]))
+                )
+                cost += response.cost
+                matrices.append(np.asarray(response.vectors, dtype=np.float64))
+            self.index = SemanticIndex(routes, matrices, self.match)
+            self._index_of = {route: i for i, route in enumerate(routes)}
+        count = sum(len(texts) for texts in self.examples.values())
+        built = Decision(
+            node=self.embedder.name,
+            kind="embedder",
+            reason=f"embedded the routes' {count} examples (first use)",
+            latency_ms=since_ms(started),
+            cost=cost,
+        )
+        return self.index, built
 
     async def choose(self, request: ChatRequest) -> RouteChoice:
         try:
@@ -287,15 +270,18 @@ class SemanticPolicy(RoutePolicy):
         except ModelError as exc:
             return _embedder_failed(self.embedder, exc)
         try:
-            index = await self._ready()
+            index, built = await self._ready()
         except ModelError as exc:
             return _embedder_failed(self.embedder, exc)
+        children = (embedded,) if built is None else (built, embedded)
+        cost = sum(child.cost for child in children)
         if len(vector) != index.dimensions:
             return RouteChoice(
                 route=None,
                 reason=f"embedder gave {len(vector)} dimensions, the examples have "
                 f"{index.dimensions}",
-                children=(embedded,),
+                cost=cost,
+                children=children,
             )
         i, best, scores = index.best(vector)
         route = index.routes[i]
@@ -311,8 +297,8 @@ class SemanticPolicy(RoutePolicy):
             reason=reason,
             scores=vector_scores,
             threshold=self.threshold,
-            cost=embedded.cost,
-            children=(embedded,),
+            cost=cost,
+            children=children,
         )
 
 

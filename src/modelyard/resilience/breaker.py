@@ -336,7 +336,10 @@ class BreakerModel(Wrapper):
                 exc.model = self.name
                 exc.provider = self.info.provider
                 decision = Decision(
-                    node=self.name, kind="model", reason="circuit open", error=exc.message
+                    node=self.name,
+                    kind="model",
+                    reason="circuit open",
+                    error=f"{exc.kind}: {exc.message}",  # led by its kind, as every call's
                 )
                 raise exc.with_decision(decision) from None
         return permits

@@ -52,7 +52,7 @@ def deadline_error(
         kind=kind,
         reason="deadline passed",
         latency_ms=0.0 if started is None else elapsed_ms(started),
-        error=error.message,
+        error=f"{error.kind}: {error.message}",
     )
     return error
 
