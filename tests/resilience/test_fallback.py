@@ -128,6 +128,8 @@ async def test_a_silent_primary_leaves_the_fallback_half_the_time() -> None:
     )
     assert response.model == "b"
     assert 0.09 <= time.monotonic() - started < 0.15
+    assert response.decision is not None  # its own share passed, not the caller's deadline
+    assert "its 0.1s share of the request's time passed" in str(response.decision.children[0].error)
 
 
 async def test_a_stream_without_first_content_in_its_share_fails_over() -> None:

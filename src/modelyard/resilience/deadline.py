@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import replace
 from typing import TypeVar
 
 from modelyard.cost.dispatch import Dispatch, charge, watching
@@ -187,9 +186,7 @@ class DeadlineModel(Wrapper):
         left = tightened.remaining()
         if left is not None and left > GRACE:
             return
-        annotate(exc, note)
-        if exc.decision is not None and exc.decision.error is not None:
-            exc.decision = replace(exc.decision, error=f"{exc.decision.error}; {note}")
+        annotate(exc, note, record=True)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()

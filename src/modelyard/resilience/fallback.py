@@ -40,7 +40,7 @@ from modelyard.cost.dispatch import Dispatch, charge, watching
 from modelyard.cost.dispatch import current as current_dispatch
 from modelyard.errors import ERROR_KINDS, ModelError, ModelTimeoutError, RateLimitedError
 from modelyard.model import Model, ModelInfo, elapsed_ms
-from modelyard.resilience.deadline import within
+from modelyard.resilience.deadline import DEADLINE, within
 from modelyard.resilience.streams import GuardedStream, annotate, closing, interrupted
 from modelyard.types import ChatRequest, ChatResponse, Choice, Chunk, Decision, Message, Usage
 
@@ -138,9 +138,13 @@ class FallbackModel(Model):
                 break
             share = run.share(request, queue)
             tightened = request.with_budget(share)
+            whose = "the time it was given" if share is None else _share_of(share)
             try:
-                response = await within(member.complete(tightened), tightened, member)
+                response = await within(member.complete(tightened), tightened, member, whose=whose)
             except ModelError as exc:
+                if share is not None and exc.code == DEADLINE and "share" not in exc.message:
+                    # The member saw only its share as "the request's deadline": say whose.
+                    annotate(exc, f"{whose} passed", record=True)
                 run.failed(member, exc)
                 action = rule_for(exc, self.rules)
                 if action == "propagate":
@@ -262,6 +266,11 @@ def _joined(response: ChatResponse, sent: str) -> ChatResponse:
     message = replace(first.message, content=sent + first.message.text)
     choice: Choice = replace(first, message=message)
     return replace(response, choices=(choice, *response.choices[1:]))
+
+
+def _share_of(seconds: float) -> str:
+    """Whose deadline a member given a share of the time missed, in its error."""
+    return f"its {seconds:.3g}s share of the request's time"
 
 
 class _Run:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from modelyard.errors import BadResponseError, ModelError, StreamInterruptedError
 from modelyard.streaming import StreamAssembler
@@ -124,9 +125,12 @@ def interrupted(exc: ModelError, *, model: str, sent_chars: int) -> StreamInterr
     return error
 
 
-def annotate(exc: ModelError, note: str) -> ModelError:
-    """Add why nothing more was tried to an error's message (once), and return it."""
+def annotate(exc: ModelError, note: str, *, record: bool = False) -> ModelError:
+    """Add why nothing more was tried to an error's message (once), and return it; `record`:
+    to its decision record's error too, when the note corrects what the record says."""
     if note not in exc.message:
         exc.message = f"{exc.message}; {note}"
         exc.args = (exc.message,)
+        if record and exc.decision is not None and exc.decision.error is not None:
+            exc.decision = replace(exc.decision, error=f"{exc.decision.error}; {note}")
     return exc
