@@ -190,3 +190,32 @@ async def test_a_lease_taken_locally_and_released_after_recovery_charges_its_act
     assert store.health().ok
     assert await store.release("l", [("b", 0.25, None)]) == [0.25]
     await store.aclose()
+
+
+async def test_a_restarted_redis_is_one_outage_not_one_per_pooled_connection(
+    own_redis: int,
+) -> None:
+    now = [0.0]
+    store = PolicyStore(
+        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=0.3),
+        on_unavailable="fail_closed",
+        retry_interval=5,
+        clock=lambda: now[0],
+    )
+    claim = Claim(key="b", amount=1, limit=100)
+    await asyncio.gather(*(store.reserve([claim]) for _ in range(10)))  # ten pooled connections
+    await asyncio.to_thread(stop_redis, own_redis)
+    with pytest.raises(UnavailableError):
+        await store.reserve([claim])
+    await asyncio.to_thread(start_redis, own_redis)
+    await wait_until_up(own_redis)
+    now[0] = 5.0
+    assert await store.reserve([claim]) is None
+    # The connections opened before the restart lead nowhere: none may take the store down
+    # again (each would refuse every request for another retry_interval).
+    outcomes = await asyncio.gather(
+        *(store.reserve([claim]) for _ in range(10)), return_exceptions=True
+    )
+    assert outcomes == [None] * 10
+    assert store.health().ok
+    await store.aclose()

@@ -15,12 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.cost.cache_store import CacheBackend, CacheStats
+from modelyard.state.redis import drop_idle_connections, redis_client
 
 T = TypeVar("T")
 log = logging.getLogger("modelyard.cache")
@@ -84,9 +84,7 @@ class RedisCache(CacheBackend):
         self._clock = clock
         self._down_until: float | None = None
         """While Redis is taken to be down: when to try it again."""
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self._client = redis_client(url, timeout=timeout)
         self._put = self._client.register_script(_PUT)
         self._get = self._client.register_script(_GET)
         self._add_vector = self._client.register_script(_ADD_VECTOR)
@@ -99,6 +97,8 @@ class RedisCache(CacheBackend):
         try:
             value = await operation()
         except (RedisError, OSError) as exc:
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+                await drop_idle_connections(self._client)
             if down_until is None:
                 log.warning(
                     "cache redis unavailable (%s); serving without the cache, trying it again "

@@ -14,6 +14,7 @@ it names (read from the lease, not passed as keys), which the hash tag keeps in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import uuid
@@ -175,6 +176,23 @@ end
 """
 
 
+def redis_client(url: str, *, timeout: float) -> aioredis.Redis:
+    """A client to `url` that gives up after `timeout` seconds and never resends a command by
+    itself: a script whose answer was lost may have run, and sent twice it would count twice."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+
+
+async def drop_idle_connections(client: aioredis.Redis) -> None:
+    """Close the idle connections of `client`'s pool, after one of them failed to connect or
+    lost its server: they lead to a server that is gone or was restarted, and each would fail
+    once more when next used, taking the store (or cache) down again for a whole
+    `retry_interval` after it is back. The next command opens a fresh one."""
+    with contextlib.suppress(RedisError, OSError):
+        await client.connection_pool.disconnect(inuse_connections=False)
+
+
 def _ttl_ms(ttl: float | None) -> int:
     return 0 if ttl is None else max(1, math.ceil(ttl * 1000))
 
@@ -202,12 +220,7 @@ class RedisStore(StateStore):
     def __init__(self, url: str, *, prefix: str = "modelyard:", timeout: float = 1.0) -> None:
         self.url = url
         self.prefix = prefix
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._client = redis_client(url, timeout=timeout)
         self._reserve = self._client.register_script(_RESERVE)
         self._adjust = self._client.register_script(_ADJUST)
         self._window = self._client.register_script(_WINDOW)
@@ -223,6 +236,7 @@ class RedisStore(StateStore):
         try:
             return await operation()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await drop_idle_connections(self._client)
             raise UnavailableError(
                 f"state store redis at {redact(_safe_url(self.url))} is unreachable: "
                 f"{type(exc).__name__}",
