@@ -12,7 +12,9 @@ from typing import Any
 class TcpRelay:
     """Listens on a port of 127.0.0.1 and relays every connection to `target`, from a thread
     of its own (so code that blocks the test's event loop can still reach it). `cut()` closes
-    the listener and every connection through it; `restore()` listens on the same port again."""
+    the listener and every connection through it; `restore()` listens on the same port again.
+    `stall()` keeps every connection open but passes nothing on (a partition, a server that
+    hangs) until `flow()`."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -20,6 +22,8 @@ class TcpRelay:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
@@ -30,6 +34,14 @@ class TcpRelay:
     def cut(self) -> None:
         """Refuse new connections and drop the open ones."""
         self._run(self._cut())
+
+    def stall(self) -> None:
+        """Keep the connections open, and pass nothing on."""
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def flow(self) -> None:
+        """Pass data on again."""
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def close(self) -> None:
         """Cut, and stop the relay's thread."""
@@ -59,12 +71,12 @@ class TcpRelay:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()

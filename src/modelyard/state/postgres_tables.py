@@ -125,11 +125,19 @@ class PostgresTables:
 
     async def _with(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """`work` on a pooled connection, a database that cannot be reached or used raising
-        `unavailable`'s error."""
+        `unavailable`'s error, as does one that has not answered it within `timeout` seconds."""
         try:
             pool = await self._get_pool()
-            async with pool.acquire(timeout=self.timeout) as conn:
-                return await work(conn)
+            try:
+                async with pool.acquire(timeout=self.timeout) as conn:
+                    # The pool's timeout bounds connecting and giving the connection back, not
+                    # the work: a server that stops answering (a partition, a lock held by a
+                    # stalled session) would hold every request on the state store until the
+                    # outage ends, and `on_unavailable` would never apply.
+                    async with asyncio.timeout(self.timeout):
+                        return await work(conn)
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {self.timeout:g} s") from None
         except Exception as exc:
             if (error := self.unavailable(exc)) is None:
                 raise
