@@ -165,13 +165,14 @@ class PostgresKeyStore(PostgresTables, KeyStore):
             f"UPDATE {self.p}key_changes SET changes = changes + 1", timeout=self.timeout
         )
 
-    async def _with(self, work: Callable[[Any], Awaitable[T]]) -> T:
+    async def _with(self, work: Callable[[Any], Awaitable[T]], *, bounded: bool = True) -> T:
         """`work` on a connection, once the host's key file is imported (on first use)."""
         if self.local is not None:
             local = self.local
-            await super()._with(lambda conn: self._import(conn, local))
+            # A statement per key, each with its own timeout: a big key file may take longer.
+            await super()._with(lambda conn: self._import(conn, local), bounded=False)
             self.local = None
-        return await super()._with(work)
+        return await super()._with(work, bounded=bounded)
 
     async def _import(self, conn: Any, local: Path) -> None:
         """Add what the SQLite key file at `local` holds and the shared tables lack, and carry

@@ -123,9 +123,10 @@ class PostgresTables:
                     raise error from exc
         return self._pool
 
-    async def _with(self, work: Callable[[Any], Awaitable[T]]) -> T:
+    async def _with(self, work: Callable[[Any], Awaitable[T]], *, bounded: bool = True) -> T:
         """`work` on a pooled connection, a database that cannot be reached or used raising
-        `unavailable`'s error, as does one that has not answered it within `timeout` seconds."""
+        `unavailable`'s error, as does one that has not done `work` within `timeout` seconds
+        (unless not `bounded`: work of many statements, each with a timeout of its own)."""
         try:
             pool = await self._get_pool()
             try:
@@ -134,7 +135,7 @@ class PostgresTables:
                     # the work: a server that stops answering (a partition, a lock held by a
                     # stalled session) would hold every request on the state store until the
                     # outage ends, and `on_unavailable` would never apply.
-                    async with asyncio.timeout(self.timeout):
+                    async with asyncio.timeout(self.timeout if bounded else None):
                         return await work(conn)
             except TimeoutError:
                 raise TimeoutError(f"no answer within {self.timeout:g} s") from None
