@@ -20,7 +20,9 @@ from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.state.memory import MemoryStore
 from tests.fakes.server import free_port
+from tests.fakes.tcp_relay import TcpRelay
 from tests.state.conftest import POSTGRES_URL, fresh_tables
+from tests.state.test_postgres import answered
 
 pytestmark = pytest.mark.postgres
 
@@ -120,3 +122,31 @@ def test_a_ledger_that_cannot_be_reached_is_named_not_reported_as_output(tmp_pat
     assert "ledger.url (postgresql://127.0.0.1:" in shown.output
     assert "cannot use the ledger tables" in shown.output and "output failed" not in shown.output
     assert "hunter2" not in shown.output
+
+
+async def test_a_ledger_whose_database_stops_answering_names_it_and_still_closes(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = TcpRelay("127.0.0.1", 5432)
+    relay.restore()
+    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+    ledger = Ledger(PostgresLedgerFile(url, table_prefix=prefix, timeout=0.3), flush_interval=60)
+    try:
+        ledger.record([spent(1, "s")])
+        await ledger.flush()
+        relay.stall()
+        ledger.record([spent(2, "s")])
+        # A shutdown must not wait on a database that no longer answers (SIGTERM would hang
+        # until the process is killed); the row it could not write is reported.
+        await answered(ledger.aclose())
+    finally:
+        relay.flow()
+        relay.close()
+    failures = [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()]
+    assert failures and "ledger.url" in failures[-1] and "no answer within 0.3 s" in failures[-1]
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+    try:
+        (system,) = await reports.spend_by(file, "system", days=1)
+        assert system.requests == 1
+    finally:
+        await file.aclose()

@@ -16,12 +16,15 @@ import openai
 import pytest
 import redis
 from tests.fakes.server import free_port
+from tests.fakes.tcp_relay import TcpRelay
 from tests.gateway.conftest import SYSTEMS, Running
 from tests.gateway.test_reload_and_limits import _receiver, _scope
 from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
+from tests.state.test_postgres import answered
 from typer.testing import CliRunner
 
 from modelyard.cli import app
+from modelyard.errors import UnavailableError
 from modelyard.gateway.app import create_app
 from modelyard.observability.request_log_postgres import PostgresRequestLog
 
@@ -73,29 +76,15 @@ def read_elsewhere(replica: Running, request_id: str) -> dict[str, Any]:
     raise AssertionError(f"the other replica never found request {request_id}")
 
 
+ROW = ("r1", 1.0, None, "s", "openai", 0, "v", 200, "m", "m", 1.0, 0.1, 1, 1, None, None, 0)
+"""A request record as the log stores it (`decision_log.COLUMNS`)."""
+
+
 def test_a_record_written_twice_keeps_the_last(prefix: str) -> None:
     async def go() -> tuple[object, ...] | None:
         log = PostgresRequestLog(POSTGRES_URL, table_prefix=prefix)
         try:
-            row = (
-                "r1",
-                1.0,
-                None,
-                "s",
-                "openai",
-                0,
-                "v",
-                200,
-                "m",
-                "m",
-                1.0,
-                0.1,
-                1,
-                1,
-                None,
-                None,
-                0,
-            )
+            row = ROW
             await log.write([row], [])
             await log.write([(*row[:7], 499, *row[8:])], [])
             return await log.read("r1")
@@ -172,3 +161,23 @@ def test_a_shared_log_that_cannot_be_reached_is_named_not_reported_as_output(
     assert "gateway.request_log_url (postgresql://127.0.0.1:" in shown.output
     assert "output failed" not in shown.output and "hunter2" not in shown.output
     assert not out.exists()
+
+
+async def test_a_shared_log_whose_database_stops_answering_names_it_and_still_closes(
+    prefix: str,
+) -> None:
+    relay = TcpRelay("127.0.0.1", 5432)
+    relay.restore()
+    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+    log = PostgresRequestLog(url, table_prefix=prefix, timeout=0.3)
+    try:
+        await log.write([ROW], [])
+        relay.stall()
+        with pytest.raises(UnavailableError) as caught:
+            await answered(log.write([(*ROW[:7], 499, *ROW[8:])], []))
+        assert "gateway.request_log_url" in caught.value.message
+        assert "no answer within 0.3 s" in caught.value.message
+        await answered(log.aclose())  # a shutdown does not wait on it
+    finally:
+        relay.flow()
+        relay.close()

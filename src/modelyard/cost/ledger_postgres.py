@@ -64,8 +64,10 @@ class PostgresLedgerFile(PostgresTables):
 
     async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
         """Insert a batch in one transaction."""
-        pool = await self._get_pool()
-        async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+        await self._with(lambda conn: self._insert(conn, spend, alerts))
+
+    async def _insert(self, conn: Any, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
+        async with conn.transaction():
             if spend:
                 await conn.executemany(
                     f"INSERT INTO {self.p}spend (at, day, request_id, system, model, key_id,"
@@ -87,9 +89,10 @@ class PostgresLedgerFile(PostgresTables):
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query written in SQLite's dialect (see the module doc)."""
-        pool = await self._get_pool()
-        async with pool.acquire(timeout=self.timeout) as conn:
-            rows = await conn.fetch(self.translate(sql), *params)
+        # A report over a long ledger may take longer than the writes' timeout.
+        rows = await self._with(
+            lambda conn: conn.fetch(self.translate(sql), *params), bounded=False
+        )
         return [tuple(row.values()) for row in rows]
 
     def translate(self, sql: str) -> str:

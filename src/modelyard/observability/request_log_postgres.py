@@ -59,31 +59,34 @@ class PostgresRequestLog(PostgresTables):
     ) -> None:
         """Store a batch of records (rows in `COLUMNS` order) and exchanges, in one
         transaction; a record written again (same id) replaces the earlier one."""
-        pool = await self._get_pool()
         names = ", ".join(COLUMNS)
         marks = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
-        async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
-            await conn.executemany(
-                f"INSERT INTO {self.p}requests ({names}) VALUES ({marks})"
-                f" ON CONFLICT (id) DO UPDATE SET {updates}",
-                rows,
-            )
-            if exchanges:
+
+        async def insert(conn: Any) -> None:
+            async with conn.transaction():
                 await conn.executemany(
-                    f"INSERT INTO {self.p}traffic (id, messages, answer) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (id) DO UPDATE SET messages = EXCLUDED.messages,"
-                    " answer = EXCLUDED.answer",
-                    exchanges,
+                    f"INSERT INTO {self.p}requests ({names}) VALUES ({marks})"
+                    f" ON CONFLICT (id) DO UPDATE SET {updates}",
+                    rows,
                 )
+                if exchanges:
+                    await conn.executemany(
+                        f"INSERT INTO {self.p}traffic (id, messages, answer) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (id) DO UPDATE SET messages = EXCLUDED.messages,"
+                        " answer = EXCLUDED.answer",
+                        exchanges,
+                    )
+
+        await self._with(insert)
 
     async def read(self, request_id: str) -> tuple[Any, ...] | None:
         """One record's row (in `COLUMNS` order), or None."""
-        pool = await self._get_pool()
-        async with pool.acquire(timeout=self.timeout) as conn:
-            row = await conn.fetchrow(
+        row = await self._with(
+            lambda conn: conn.fetchrow(
                 f"SELECT {', '.join(COLUMNS)} FROM {self.p}requests WHERE id = $1", request_id
             )
+        )
         return None if row is None else tuple(row.values())
 
     async def traffic(
@@ -104,6 +107,6 @@ class PostgresRequestLog(PostgresTables):
         )
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        pool = await self._get_pool()
-        async with pool.acquire(timeout=self.timeout) as conn:
-            return [tuple(row.values()) for row in await conn.fetch(query, *args)]
+        # An export of much traffic may take longer than a write's timeout.
+        rows = await self._with(lambda conn: conn.fetch(query, *args), bounded=False)
+        return [tuple(row.values()) for row in rows]

@@ -162,10 +162,15 @@ class PostgresTables:
         await drop(pool, f"{self.component}:{self.p}", [self.p + t for t in self.tables])
 
     async def aclose(self) -> None:
-        """Close the pool."""
+        """Close the pool: gracefully if the server answers within `timeout`, else at once
+        (a shutdown must not wait on a server that stopped answering)."""
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
 
 
 _UNUSABLE = ("08", "28", "3D", "53", "57", "42501")
