@@ -19,6 +19,7 @@ from tests.fakes.server import free_port
 from tests.fakes.tcp_relay import TcpRelay
 from tests.gateway.conftest import SYSTEMS, Running
 from tests.gateway.test_reload_and_limits import _receiver, _scope
+from tests.observability.test_decision_log import record
 from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
 from tests.state.test_postgres import answered
 from typer.testing import CliRunner
@@ -26,6 +27,7 @@ from typer.testing import CliRunner
 from modelyard.cli import app
 from modelyard.errors import UnavailableError
 from modelyard.gateway.app import create_app
+from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.request_log_postgres import PostgresRequestLog
 
 pytestmark = pytest.mark.postgres
@@ -178,6 +180,28 @@ async def test_a_shared_log_whose_database_stops_answering_names_it_and_still_cl
         assert "gateway.request_log_url" in caught.value.message
         assert "no answer within 0.3 s" in caught.value.message
         await answered(log.aclose())  # a shutdown does not wait on it
+    finally:
+        relay.flow()
+        relay.close()
+
+
+async def test_a_request_log_whose_database_stops_answering_mid_write_still_closes(
+    prefix: str,
+) -> None:
+    relay = TcpRelay("127.0.0.1", 5432)
+    relay.restore()
+    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+    shared = PostgresRequestLog(url, table_prefix=prefix, timeout=2.0)
+    log = DecisionLog(None, shared=shared, flush_every=0.05)
+    try:
+        log.record(record("r1"))
+        await log.flush()  # connected, tables made
+        relay.stall()
+        log.start()
+        log.record(record("r2"))
+        await asyncio.sleep(0.5)  # the writer now waits on the database for r2
+        # The gateway's shutdown closes the log: it must not retry forever.
+        await answered(log.aclose())
     finally:
         relay.flow()
         relay.close()

@@ -170,6 +170,7 @@ class DecisionLog:
         self._pending: list[RequestRecord] = []
         self._flush_every = flush_every
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-log")
         self._db: sqlite3.Connection | None = None
         """Opened and used only on the writer thread."""
@@ -209,7 +210,7 @@ class DecisionLog:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._flush_every)
             await self.flush()
 
@@ -276,6 +277,10 @@ class DecisionLog:
     async def aclose(self) -> None:
         """Stop the writer and flush everything pending."""
         if self._task is not None:
+            # Asked to stop as well as cancelled: a cancel that lands while the shared log's
+            # driver waits on a database that stopped answering can be swallowed there, and
+            # the writer would retry forever, holding the gateway's shutdown with it.
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
