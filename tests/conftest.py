@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.otlp_collector import OtlpCollector
+from tests.fakes.tcp_relay import TcpRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -41,3 +42,17 @@ def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpCollector]:
     running = OtlpCollector()
     yield running
     running.close()
+
+
+@pytest.fixture
+def postgres_relay() -> Iterator[TcpRelay]:
+    """A relay, listening, to the real PostgreSQL at 127.0.0.1:5432: cut or stall it."""
+    running = TcpRelay("127.0.0.1", 5432)
+    running.restore()
+    yield running
+    running.close()
+
+
+def relayed_postgres(relay: TcpRelay) -> str:
+    """The URL of database `test` through `relay`."""
+    return f"postgresql://postgres@127.0.0.1:{relay.port}/test"

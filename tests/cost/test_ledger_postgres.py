@@ -19,6 +19,7 @@ from modelyard.cost.budget_counters import Budget
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
 from modelyard.state.memory import MemoryStore
+from tests.conftest import relayed_postgres
 from tests.fakes.server import free_port
 from tests.fakes.tcp_relay import TcpRelay
 from tests.state.conftest import POSTGRES_URL, fresh_tables
@@ -125,11 +126,9 @@ def test_a_ledger_that_cannot_be_reached_is_named_not_reported_as_output(tmp_pat
 
 
 async def test_a_ledger_whose_database_stops_answering_names_it_and_still_closes(
-    prefix: str, caplog: pytest.LogCaptureFixture
+    prefix: str, postgres_relay: TcpRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
-    relay = TcpRelay("127.0.0.1", 5432)
-    relay.restore()
-    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
     ledger = Ledger(PostgresLedgerFile(url, table_prefix=prefix, timeout=0.3), flush_interval=60)
     try:
         ledger.record([spent(1, "s")])
@@ -141,7 +140,6 @@ async def test_a_ledger_whose_database_stops_answering_names_it_and_still_closes
         await answered(ledger.aclose())
     finally:
         relay.flow()
-        relay.close()
     failures = [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()]
     assert failures and "ledger.url" in failures[-1] and "no answer within 0.3 s" in failures[-1]
     file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)

@@ -15,6 +15,7 @@ import httpx2
 import openai
 import pytest
 import redis
+from tests.conftest import relayed_postgres
 from tests.fakes.server import free_port
 from tests.fakes.tcp_relay import TcpRelay
 from tests.gateway.conftest import SYSTEMS, Running
@@ -166,11 +167,9 @@ def test_a_shared_log_that_cannot_be_reached_is_named_not_reported_as_output(
 
 
 async def test_a_shared_log_whose_database_stops_answering_names_it_and_still_closes(
-    prefix: str,
+    prefix: str, postgres_relay: TcpRelay
 ) -> None:
-    relay = TcpRelay("127.0.0.1", 5432)
-    relay.restore()
-    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
     log = PostgresRequestLog(url, table_prefix=prefix, timeout=0.3)
     try:
         await log.write([ROW], [])
@@ -182,15 +181,12 @@ async def test_a_shared_log_whose_database_stops_answering_names_it_and_still_cl
         await answered(log.aclose())  # a shutdown does not wait on it
     finally:
         relay.flow()
-        relay.close()
 
 
 async def test_a_request_log_whose_database_stops_answering_mid_write_still_closes(
-    prefix: str,
+    prefix: str, postgres_relay: TcpRelay
 ) -> None:
-    relay = TcpRelay("127.0.0.1", 5432)
-    relay.restore()
-    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
     shared = PostgresRequestLog(url, table_prefix=prefix, timeout=2.0)
     log = DecisionLog(None, shared=shared, flush_every=0.05)
     try:
@@ -204,4 +200,3 @@ async def test_a_request_log_whose_database_stops_answering_mid_write_still_clos
         await answered(log.aclose())
     finally:
         relay.flow()
-        relay.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import pytest
@@ -15,6 +15,7 @@ from modelyard.errors import UnavailableError
 from modelyard.state.base import Claim
 from modelyard.state.policy import PolicyStore
 from modelyard.state.postgres import PostgresStore
+from tests.conftest import relayed_postgres
 from tests.fakes.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.postgres
@@ -34,51 +35,40 @@ async def answered(call: Awaitable[T]) -> T:
     return task.result()
 
 
+CLAIM = Claim(key="b", amount=1, limit=10)
+
+
 @pytest.fixture
-def relay() -> Iterator[TcpRelay]:
-    """A relay to the real server, listening."""
-    running = TcpRelay("127.0.0.1", 5432)
-    running.restore()
-    yield running
-    running.close()
+async def relayed(postgres_relay: TcpRelay) -> AsyncIterator[PostgresStore]:
+    """A store on fresh tables with a 0.3 s timeout, reaching the server through
+    `postgres_relay`, which has already passed one reservation on."""
+    url = relayed_postgres(postgres_relay)
+    store = PostgresStore(url, table_prefix="t" + uuid.uuid4().hex[:10] + "_", timeout=0.3)
+    assert await store.reserve([CLAIM]) is None
+    yield store
+    postgres_relay.flow()
+    await store.drop_tables()
+    await store.aclose()
 
 
 async def test_a_server_that_stops_answering_is_unreachable_not_waited_for(
-    relay: TcpRelay,
+    relayed: PostgresStore, postgres_relay: TcpRelay
 ) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
-    store = PostgresStore(url, table_prefix="t" + uuid.uuid4().hex[:10] + "_", timeout=0.3)
-    claim = Claim(key="b", amount=1, limit=10)
-    try:
-        assert await store.reserve([claim]) is None
-        relay.stall()
-        with pytest.raises(UnavailableError) as caught:
-            await answered(store.reserve([claim]))
-        assert caught.value.code == "state_unavailable"
-        assert "no answer within 0.3 s" in caught.value.message
-        assert "state.url" in caught.value.message
-        relay.flow()
-        assert await answered(store.reserve([claim])) is None  # back, without a restart
-        assert await store.counter("b") == 2
-    finally:
-        relay.flow()
-        await store.drop_tables()
-        await store.aclose()
+    postgres_relay.stall()
+    with pytest.raises(UnavailableError) as caught:
+        await answered(relayed.reserve([CLAIM]))
+    assert caught.value.code == "state_unavailable"
+    assert "no answer within 0.3 s" in caught.value.message
+    assert "state.url" in caught.value.message
+    postgres_relay.flow()
+    assert await answered(relayed.reserve([CLAIM])) is None  # back, without a restart
+    assert await relayed.counter("b") == 2
 
 
 async def test_a_stalled_server_with_on_unavailable_local_counts_in_process(
-    relay: TcpRelay,
+    relayed: PostgresStore, postgres_relay: TcpRelay
 ) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{relay.port}/test"
-    primary = PostgresStore(url, table_prefix="t" + uuid.uuid4().hex[:10] + "_", timeout=0.3)
-    store = PolicyStore(primary, on_unavailable="local", retry_interval=60)
-    claim = Claim(key="b", amount=1, limit=10)
-    try:
-        assert await store.reserve([claim]) is None
-        relay.stall()
-        assert await answered(store.reserve([claim])) is None
-        assert store.health().mode == "local"
-    finally:
-        relay.flow()
-        await primary.drop_tables()
-        await store.aclose()
+    store = PolicyStore(relayed, on_unavailable="local", retry_interval=60)
+    postgres_relay.stall()
+    assert await answered(store.reserve([CLAIM])) is None
+    assert store.health().mode == "local"
