@@ -200,3 +200,18 @@ async def test_a_request_log_whose_database_stops_answering_mid_write_still_clos
         await answered(log.aclose())
     finally:
         relay.flow()
+
+
+def test_a_record_asked_for_while_the_shared_log_is_down_is_a_503_naming_it(
+    serve_gateway: Callable[..., Running], prefix: str, postgres_relay: TcpRelay
+) -> None:
+    url = f"postgresql://postgres:hunter2-secret@127.0.0.1:{postgres_relay.port}/test"
+    running = serve_gateway(
+        f"gateway:\n  request_log_url: '{url}'\n  request_log_table_prefix: {prefix}\n"
+    )
+    postgres_relay.cut()
+    reply = httpx2.get(f"{running.url}/v1/requests/served-by-another-replica")
+    assert reply.status_code == 503, reply.text
+    message = reply.json()["error"]["message"]
+    assert "gateway.request_log_url (postgresql://127.0.0.1:" in message
+    assert "hunter2" not in message

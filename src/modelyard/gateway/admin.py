@@ -120,7 +120,7 @@ class AdminEndpoints:
     async def request_record(self, call: Call, request_id: str) -> None:
         """GET /v1/requests/{id}: the decision record, for the admin or the key that sent it."""
         key = caller(self.keys, call)
-        record = await self.decisions.get(request_id)
+        record = await _in_store(self.decisions.get(request_id))
         if record is None or not (key.admin or record["key_id"] == key.id):
             raise ApiError(404, f"no request {request_id!r} for this key", code="not_found")
         await call.respond(200, orjson.dumps(record))
@@ -184,7 +184,8 @@ class AdminEndpoints:
 
 
 async def _in_store(work: Awaitable[T]) -> T:
-    """`work` on the key store; one that cannot be reached is a 503 naming its setting."""
+    """`work` on a shared store (the keys, the request log); one that cannot be reached is a
+    503 naming its setting."""
     try:
         return await work
     except UnavailableError as exc:
