@@ -11,9 +11,18 @@ import pytest
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
 from modelyard.cost.budget_leases import LeaseKeeper
+from modelyard.errors import UnavailableError
 from modelyard.state.base import StateStore
+from modelyard.state.policy import PolicyStore
+from modelyard.state.redis import RedisStore
 from tests.cost.helpers import question
-from tests.state.conftest import store, twin  # noqa: F401  (the fixtures: every backend in turn)
+from tests.fakes.tcp_relay import TcpRelay
+from tests.state.conftest import (  # noqa: F401  (store, twin: every backend in turn)
+    REDIS_URL,
+    store,
+    twin,
+    unique_prefix,
+)
 
 BUDGET = Budget(name="monthly", scope="total", limit=1.0, window="month")
 SHORT = 0.05
@@ -116,3 +125,34 @@ async def test_a_live_process_renews_its_leases_past_their_first_expiry(
     await book.settle(holds, 0.25)
     assert (await status(other)).reserved == pytest.approx(0.0)
     await book.leases.aclose()
+
+
+@pytest.mark.redis
+async def test_a_settlement_the_store_missed_is_made_when_the_process_stops() -> None:
+    relay = TcpRelay("127.0.0.1", 6379)
+    relay.restore()
+    prefix = unique_prefix()
+    shared = PolicyStore(
+        RedisStore(f"redis://127.0.0.1:{relay.port}/0", prefix=prefix, timeout=0.3),
+        retry_interval=0.01,
+    )
+    book = BudgetBook(shared)  # its keeper would retry the settlement only in 30 s
+    try:
+        holds = await reserved_by(book, 0.5)
+        relay.cut()
+        with pytest.raises(UnavailableError):
+            await book.settle(holds, 0.25)
+        relay.restore()
+        await asyncio.sleep(0.02)
+        await book.leases.aclose()  # a gateway stopping (SIGTERM) before that retry
+    finally:
+        await shared.aclose()
+        relay.close()
+    direct = RedisStore(REDIS_URL, prefix=prefix)
+    try:
+        after = await status(BudgetBook(direct))
+        assert after.spent == pytest.approx(0.25)
+        assert after.reserved == pytest.approx(0.0)
+    finally:
+        await direct.clear_prefix()
+        await direct.aclose()

@@ -120,11 +120,21 @@ class LeaseKeeper:
         return out
 
     async def aclose(self) -> None:
-        """Stop renewing and sweeping (the store is about to close)."""
+        """Stop renewing and sweeping (the store is about to close), after a last try at the
+        settlements the store could not take: left to the sweep, each would give its worst
+        case back and its cost would never be counted."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        for lease_id, changes in list(self._deferred.items()):
+            await self._tolerant(self._settle(lease_id, changes))
+        if self._deferred:
+            log.error(
+                "stopping with %d budget settlement(s) the state store could not take: their "
+                "costs are left out of the budgets (the ledger has them)",
+                len(self._deferred),
+            )
 
 
 def reclaimed_message(reclaimed: list[Reclaimed]) -> str:
