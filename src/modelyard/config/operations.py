@@ -51,7 +51,9 @@ class StateSpec(Spec):
     prefix: str = "modelyard:"
     """Prepended to every key, so several deployments can share one Redis."""
     timeout: PositiveFloat = 1.0
-    """Seconds to wait for the shared backend before it counts as unreachable."""
+    """Seconds to wait for the shared backend before it counts as unreachable: for each
+    operation, also while it waits its turn (in PostgreSQL, requests charging the same budget
+    counter take its lock one after another), so keep it above that wait at peak load."""
     on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
     """When the shared backend is unreachable: refuse requests, or enforce limits in this process
     alone (a warning is logged and the health check shows it)."""
