@@ -1,6 +1,6 @@
 """An ensemble's judge or fuser under a deadline: it keeps `combiner_share` of the time, the
-members being cut at the rest; with no time left at all it is not asked and the vote decides,
-and the record says which."""
+members still out at the rest being cut once the quorum has answered (fewer in, they run on);
+with no time left at all it is not asked and the vote decides, and the record says which."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, NoAnswerError
 from modelyard.model import ModelInfo
 from modelyard.patterns.ensemble import EnsembleModel
 from modelyard.patterns.normalise import choice
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.streaming import collect
-from modelyard.types import user
+from modelyard.types import ChatResponse, user
 from modelyard.yard import Yard
 from tests.patterns.conftest import dollars
 from tests.patterns.test_ensemble import MODELS
@@ -124,3 +124,113 @@ async def test_with_no_time_left_the_combiner_is_not_asked_and_the_vote_decides(
     assert response.decision.reason.startswith(f"no time left for the {role}; vote instead")
     skipped = response.decision.children[-1]
     assert (skipped.node, skipped.details) == ("combiner", {"not_asked": True})
+
+
+LATE = (
+    MODELS
+    + """
+  late_a:
+    local: {type: fake, default: {text: "B", latency: 0.4}}
+  late_b:
+    local: {type: fake, default: {text: "The answer is B", latency: 0.4}}
+  late_c:
+    local: {type: fake, default: {text: "C", latency: 0.4}}
+  slow_judge:
+    local: {type: fake, default: {text: "Answer 3 is best", latency: 0.3}}
+systems:
+  panel:
+    type: ensemble
+    deadline: 0.5
+    members: MEMBERS
+    normalise: choice
+    combine: judge
+    judge: JUDGE
+    quorum: QUORUM
+"""
+)
+
+
+def late(members: str, judge: str = "judge", quorum: int = 1) -> str:
+    text = LATE.replace("MEMBERS", members).replace("JUDGE", judge)
+    return text.replace("QUORUM", str(quorum))
+
+
+async def _ask(yard: Yard, streamed: bool) -> ChatResponse:
+    request = user("which one?")
+    panel = yard.get("panel")
+    return await (collect(panel.stream(request)) if streamed else panel.complete(request))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_members_that_need_most_of_the_deadline_run_past_their_share(
+    yard_of: Callable[[str], Yard], streamed: bool
+) -> None:
+    # Each member takes 0.4 s of 0.5: none has answered at the members' share (0.375 s), so
+    # none is cut there (they all were, and the request failed with NoAnswerError); the judge
+    # reads them in what is left.
+    async with yard_of(late("[late_a, late_b, late_c]")) as yard:
+        response = await _ask(yard, streamed)
+    assert (response.text, response.model) == ("The answer is B", "late_b")
+    decision = response.decision
+    assert decision is not None
+    assert decision.reason == (
+        "judge picked answer 2; 0 of 3 members had answered at their share of the deadline"
+        " (quorum is 1), so late_a, late_b, late_c ran past it"
+    )
+    members = decision.details["members"]
+    assert [m.get("past_share") for m in members] == [True, True, True]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_members_past_their_share_leave_a_slow_judge_short_and_the_vote_decides(
+    yard_of: Callable[[str], Yard], streamed: bool
+) -> None:
+    async with yard_of(late("[late_a, late_b, late_c]", judge="slow_judge")) as yard:
+        response = await _ask(yard, streamed)
+    assert (response.text, response.model) == ("B", "late_a")
+    assert response.decision is not None
+    reason = response.decision.reason
+    assert reason.startswith(
+        "judge failed (timeout); vote instead: 'B' won with votes 2 of 3 members; 0 of 3"
+    )
+    assert reason.endswith("so late_a, late_b, late_c ran past it")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_straggler_is_cut_once_the_quorum_is_in_past_the_share(
+    yard_of: Callable[[str], Yard], streamed: bool
+) -> None:
+    # Quorum 2: at the share only `a` has answered, so the members run on; `late_b` answers at
+    # 0.4 s, and `slow` (2 s) is cut then, leaving the judge the rest of the deadline.
+    async with yard_of(late("[a, late_b, slow]", quorum=2)) as yard:
+        started = time.perf_counter()
+        response = await _ask(yard, streamed)
+    assert time.perf_counter() - started < 0.5
+    decision = response.decision
+    assert decision is not None
+    assert decision.reason == (
+        "judge picked answer 2; 1 of 3 members had answered at their share of the deadline"
+        " (quorum is 2), so late_b, slow ran past it"
+    )
+    slow = next(d for d in decision.children if d.node == "slow")
+    assert (
+        "the members' share of the deadline (the judge keeps 25%) passed before the quorum"
+        " answered; cut when it had"
+    ) in str(slow.error)
+    assert response.model == "late_b"
+
+
+async def test_without_a_quorum_the_members_run_on_to_the_deadline(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    async with yard_of(late("[a, slow]", quorum=2)) as yard:
+        with pytest.raises(NoAnswerError) as caught:
+            await yard.complete("panel", "which one?")
+    decision = caught.value.decision
+    assert decision is not None
+    assert decision.reason.endswith(
+        "1 of 2 members had answered at their share of the deadline (quorum is 2), so slow"
+        " ran past it"
+    )
+    slow = next(d for d in decision.children if d.node == "slow")
+    assert slow.latency_ms > 450  # the deadline, not the share (375 ms)

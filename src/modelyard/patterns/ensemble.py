@@ -11,10 +11,13 @@ spends only what the decision needs and takes the sum of the asked members' late
 or fuser that fails (or whose pick cannot be read) falls back to the vote.
 
 Under a deadline, a judge or fuser keeps `combiner_share` (default a quarter) of the time left
-when the ensemble starts: the members are cut at the rest, a member still out then counting as
-failed, so the judge always has time to read what did arrive. When no time is left for it all
-the same (an outer node's deadline nearly spent), it is not asked and the vote decides; the
-record says which.
+when the ensemble starts: once the members' share (the rest) has passed and `quorum` of them
+have answered, the members still out are cut, counting as failed, so the judge has time to read
+what did arrive. With fewer answers in at the share the members run on, as cutting them would
+fail the request: the stragglers are cut as soon as the quorum is in, else at the deadline. When
+no time is left for the judge all the same (the members or an outer node's deadline used it),
+it is not asked and the vote decides; the record says which, and names the members that ran
+past their share.
 
 `response.confidence` is the agreement: the share of members (cancelled or not asked ones
 aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Failed
@@ -83,10 +86,9 @@ class EnsembleModel(Model):
             deadlines=self.member_deadlines,
             normalise=normalise,
             wait=wait,
-            whose=(
+            share=1.0 - self.combiner_share,
+            share_name=(
                 f"the members' share of the deadline (the {role} keeps {combiner_share:.0%})"
-                if self.combiner_share
-                else "the time it was given"
             ),
         )
         self._combining = Combining(
@@ -185,10 +187,8 @@ class EnsembleModel(Model):
     async def _settle(
         self, request: ChatRequest, started: float
     ) -> tuple[list[Outcome], Tally, float]:
-        """Ask the members, within what the judge or fuser leaves them; raise NoAnswerError
-        when the quorum is not met."""
-        if self.combiner_share:  # without a deadline, no share: the members' request as it is
-            request = request.with_budget(request.share_of_remaining(1.0 - self.combiner_share))
+        """Ask the members, within what the judge or fuser leaves them once the quorum is in;
+        raise NoAnswerError when the quorum is not met."""
         outcomes = await self.gather(request)
         result, spent = self._combining.settle(outcomes, started)
         return outcomes, result, spent

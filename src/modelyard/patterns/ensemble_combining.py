@@ -16,7 +16,13 @@ from typing import Literal
 from modelyard.errors import ModelError, NoAnswerError
 from modelyard.model import Model
 from modelyard.patterns.combine import Tally, candidates_block, parse_pick, settled, tally
-from modelyard.patterns.ensemble_members import Outcome, agreement_on, problem_of, turnout_for
+from modelyard.patterns.ensemble_members import (
+    Outcome,
+    agreement_on,
+    past_share_note,
+    problem_of,
+    turnout_for,
+)
 from modelyard.patterns.records import (
     answered,
     derived,
@@ -107,7 +113,7 @@ class Combining:
             node=self.name,
             kind="ensemble",
             chosen=chosen,
-            reason=reason,
+            reason=reason + past_share_note(outcomes, self.quorum),
             scores=dict(result.votes),
             threshold=float(self.quorum),
             latency_ms=since_ms(started),

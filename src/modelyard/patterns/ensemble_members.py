@@ -16,7 +16,7 @@ from modelyard.errors import ModelError, ModelTimeoutError
 from modelyard.model import Model
 from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import answered, failed, since_ms
-from modelyard.resilience.deadline import within
+from modelyard.resilience.deadline import DEADLINE, within
 from modelyard.types import ChatRequest, ChatResponse, Decision
 
 Wait = Literal["all", "quorum", "in_turn"]
@@ -46,6 +46,9 @@ class Outcome:
     calls: tuple[Decision, ...] = ()
     """The records of what a member that is a pattern, abandoned, was billed for, per model
     (`cost.bounds.abandoned_calls`)."""
+    past_share: bool = False
+    """Still out when the members' share of the deadline passed with fewer than the quorum
+    answered, so it ran on past it (a judge or fuser then has less time, or none)."""
 
     @property
     def weight(self) -> float:
@@ -93,6 +96,8 @@ class Outcome:
             out["error"] = f"{self.error.kind}: {self.error}"
         elif self.left_out is not None:
             out[self.left_out.replace(" ", "_")] = True
+        if self.past_share:
+            out["past_share"] = True
         return out
 
 
@@ -108,9 +113,13 @@ class Members:
     deadlines: tuple[float | None, ...]
     normalise: Normaliser
     wait: Wait
-    whose: str = "the time it was given"
-    """Whose deadline a member cut at its request's deadline missed, in its error: the
-    ensemble's, or the members' share of it when a judge or fuser keeps the rest."""
+    share: float = 1.0
+    """Of the time left, what the members have before those still out are cut, once the
+    quorum has answered: a judge or fuser keeps the rest. Fewer than the quorum in by then,
+    they run on (cut as soon as it is in, else at the deadline), as a request without an
+    answer would fail."""
+    share_name: str = "the members' share of the deadline"
+    """The share in words, in the errors of the members cut at it."""
 
     def _outcome(self, i: int) -> Outcome:
         """Member `i`'s outcome, to be filled in as it is asked."""
@@ -125,28 +134,16 @@ class Members:
                 if seconds is None:
                     # Cut at the deadline itself: the node's own deadline leaves GRACE to combine.
                     call = model.complete(request)
-                    cut = within(call, request, model, grace=0.0, whose=self.whose)
-                    outcome.response = await cut
+                    outcome.response = await within(call, request, model, grace=0.0)
                 else:
                     async with asyncio.timeout(seconds):
                         outcome.response = await model.complete(request.with_budget(seconds))
         except ModelError as exc:
             outcome.error = exc
         except TimeoutError:
-            error = ModelTimeoutError(
-                f"no answer within the member deadline of {seconds:g}s", model=model.name
-            )
-            error.cost, calls = _abandoned_cost(outcome, request)
-            error.decision = Decision(
-                node=model.name,
-                kind=model.info.kind if calls else "model",
-                reason="failed",
-                latency_ms=since_ms(started),
-                error=f"{error.kind}: {error}",
-                cost=error.cost,
-                children=calls,
-            )
-            outcome.error = error
+            message = f"no answer within the member deadline of {seconds:g}s"
+            error = ModelTimeoutError(message, model=model.name)
+            outcome.error = _abandoned(outcome, request, error, started)
         outcome.latency_ms = since_ms(started)
         if outcome.response is not None:
             outcome.key = self.normalise(outcome.response.text)
@@ -154,41 +151,113 @@ class Members:
 
     async def gather(self, request: ChatRequest, decided: Decided) -> list[Outcome]:
         """Every member's outcome, in member order (stragglers cancelled under `wait: quorum`,
-        members past the settling point not asked under `wait: in_turn`)."""
+        members past the settling point not asked under `wait: in_turn`, and under a deadline
+        those still out at the members' share cut once the quorum has answered)."""
         outcomes = [self._outcome(i) for i in range(len(self.models))]
-        if self.wait == "all":
-            return list(await asyncio.gather(*(self._ask(o, request) for o in outcomes)))
+        share = request.share_of_remaining(self.share)
         if self.wait == "in_turn":
-            return await self._in_turn(outcomes, request, decided)
-        tasks = {asyncio.ensure_future(self._ask(o, request)): o.index for o in outcomes}
+            return await self._in_turn(outcomes, request, decided, share)
+        if self.wait == "all" and share is None:
+            return list(await asyncio.gather(*(self._ask(o, request) for o in outcomes)))
+        return await self._at_once(outcomes, request, decided, share)
+
+    async def _at_once(
+        self,
+        outcomes: list[Outcome],
+        request: ChatRequest,
+        decided: Decided,
+        share: float | None,
+    ) -> list[Outcome]:
+        started = time.perf_counter()
+        tasks = {asyncio.ensure_future(self._ask(o, request)): o for o in outcomes}
         done: dict[int, Outcome] = {}
+        cut: dict[int, Outcome] = {}
         pending = set(tasks)
+        # The share's end, as a task, so that it is in the set waited on.
+        timer = asyncio.ensure_future(asyncio.sleep(share)) if share is not None else None
         try:
             while pending:
-                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    outcome = task.result()
-                    done[outcome.index] = outcome
-                if decided(done, [tasks[t] for t in pending]):
+                waited: set[asyncio.Future[Any]] = {*pending}
+                if timer is not None and not timer.done():
+                    waited.add(timer)
+                finished, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending & finished:
+                    done[tasks[task].index] = task.result()
+                pending -= finished
+                outstanding = [tasks[t].index for t in pending]
+                if self.wait == "quorum" and decided(done, outstanding):
+                    break  # cancelled below, and left out
+                if timer is None or not timer.done():
+                    continue
+                if decided(done, outstanding):  # the quorum is in: cut the stragglers
+                    cut = {tasks[t].index: self._cut(tasks[t], request, started) for t in pending}
                     break
+                for task in pending:
+                    tasks[task].past_share = True
         finally:
             for task in pending:
                 task.cancel()
-        return [done.get(o.index) or _cancelled(o, request) for o in outcomes]
+            if timer is not None:
+                timer.cancel()
+        return [done.get(o.index) or cut.get(o.index) or _cancelled(o, request) for o in outcomes]
+
+    def _cut(self, asked: Outcome, request: ChatRequest, started: float) -> Outcome:
+        """`asked`, still out once the members' share passed and the quorum answered: failed,
+        so that the judge or fuser has the time it keeps."""
+        doing = (
+            "before the quorum answered; cut when it had"
+            if asked.past_share
+            else "while waiting for an answer"
+        )
+        message = f"{self.share_name} passed {doing}"
+        error = ModelTimeoutError(message, model=asked.model.name, code=DEADLINE, retryable=False)
+        return Outcome(
+            index=asked.index,
+            model=asked.model,
+            error=_abandoned(asked, request, error, started),
+            latency_ms=since_ms(started),
+            past_share=asked.past_share,
+        )
 
     async def _in_turn(
-        self, outcomes: list[Outcome], request: ChatRequest, decided: Decided
+        self,
+        outcomes: list[Outcome],
+        request: ChatRequest,
+        decided: Decided,
+        share: float | None,
     ) -> list[Outcome]:
+        # Asking stops once the quorum has answered, so nothing is left to cut at the share:
+        # the members asked past it only say they ran on.
+        ends = None if share is None else time.monotonic() + share
         done: dict[int, Outcome] = {}
         count = len(outcomes)
         for outcome in outcomes:
             done[outcome.index] = await self._ask(outcome, request)
+            outcome.past_share = ends is not None and time.monotonic() > ends
             if decided(done, list(range(outcome.index + 1, count))):
                 break
         return [
             done.get(o.index) or Outcome(index=o.index, model=o.model, left_out="not asked")
             for o in outcomes
         ]
+
+
+def _abandoned(
+    asked: Outcome, request: ChatRequest, error: ModelTimeoutError, started: float
+) -> ModelTimeoutError:
+    """`error`, for a member abandoned before its answer, with what it cost and its record."""
+    model = asked.model
+    error.cost, calls = _abandoned_cost(asked, request)
+    error.decision = Decision(
+        node=model.name,
+        kind=model.info.kind if calls else "model",
+        reason="failed",
+        latency_ms=since_ms(started),
+        error=f"{error.kind}: {error}",
+        cost=error.cost,
+        children=calls,
+    )
+    return error
 
 
 def _cancelled(asked: Outcome, request: ChatRequest) -> Outcome:
@@ -236,6 +305,19 @@ def turnout_for(counted: Sequence[Outcome], key: str | None) -> str:
     if unreadable:
         out += f"; {unreadable} unreadable"
     return out
+
+
+def past_share_note(outcomes: Sequence[Outcome], quorum: int) -> str:
+    """What the decision's reason adds when members ran past their share of the deadline
+    (fewer than the quorum had answered at it): which, and how many had answered."""
+    late = [o.model.name for o in outcomes if o.past_share]
+    if not late:
+        return ""
+    answered = sum(1 for o in outcomes if o.response is not None and not o.past_share)
+    return (
+        f"; {answered} of {len(outcomes)} members had answered at their share of the deadline"
+        f" (quorum is {quorum}), so {', '.join(late)} ran past it"
+    )
 
 
 def problem_of(outcome: Outcome) -> str:
