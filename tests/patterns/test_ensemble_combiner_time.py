@@ -234,3 +234,18 @@ async def test_without_a_quorum_the_members_run_on_to_the_deadline(
     )
     slow = next(d for d in decision.children if d.node == "slow")
     assert slow.latency_ms > 450  # the deadline, not the share (375 ms)
+
+
+async def test_members_asked_in_turn_run_past_their_share_too(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    text = late("[late_a, late_b]").replace("quorum: 1", "quorum: 1\n    wait: in_turn")
+    async with yard_of(text) as yard:
+        response = await yard.complete("panel", "which one?")
+    assert response.model == "late_a"
+    assert response.decision is not None
+    # One answer to pick from (the judge names a second: the vote decides); late_b not asked.
+    assert response.decision.reason.endswith(
+        "0 of 2 members had answered at their share of the deadline (quorum is 1), so late_a"
+        " ran past it"
+    )
