@@ -11,6 +11,8 @@ import pytest
 import modelyard
 from modelyard.cost.prices import estimate_tokens
 from modelyard.errors import ConfigError
+from modelyard.streaming import collect
+from modelyard.types import ChatResponse, user
 from modelyard.yard import Yard
 
 PRICE = "price: {input: 0, output: 1000000}"
@@ -20,6 +22,13 @@ PRICE = "price: {input: 0, output: 1000000}"
 def dollars(text: str) -> float:
     """What an answer of `text` costs at PRICE."""
     return float(estimate_tokens(text))
+
+
+async def ask(yard: Yard, name: str, streamed: bool, text: str = "which one?") -> ChatResponse:
+    """System `name`'s answer to `text`, streamed (and collected) or whole."""
+    model = yard.get(name)
+    request = user(text)
+    return await (collect(model.stream(request)) if streamed else model.complete(request))
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ from modelyard.model import ModelInfo
 from modelyard.patterns.ensemble import EnsembleModel
 from modelyard.patterns.normalise import choice
 from modelyard.providers.fake import Reply, ScriptedModel
-from modelyard.streaming import collect
-from modelyard.types import ChatResponse, user
+from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import dollars
+from tests.patterns.conftest import ask, dollars
 from tests.patterns.test_ensemble import MODELS
 
 JUDGED = (
@@ -48,9 +47,7 @@ async def test_a_judge_keeps_its_share_of_the_deadline_when_a_member_runs_late(
     # with no time left, failed at once and the vote decided. It is cut at 75 % of the time.
     async with yard_of(judged("judge")) as yard:
         started = time.perf_counter()
-        request = user("which one?")
-        panel = yard.get("panel")
-        response = await (collect(panel.stream(request)) if streamed else panel.complete(request))
+        response = await ask(yard, "panel", streamed)
     assert time.perf_counter() - started < 0.8
     assert response.decision is not None
     assert response.decision.reason == "judge picked answer 2"
@@ -155,12 +152,6 @@ def late(members: str, judge: str = "judge", quorum: int = 1) -> str:
     return text.replace("QUORUM", str(quorum))
 
 
-async def _ask(yard: Yard, streamed: bool) -> ChatResponse:
-    request = user("which one?")
-    panel = yard.get("panel")
-    return await (collect(panel.stream(request)) if streamed else panel.complete(request))
-
-
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 async def test_members_that_need_most_of_the_deadline_run_past_their_share(
     yard_of: Callable[[str], Yard], streamed: bool
@@ -169,7 +160,7 @@ async def test_members_that_need_most_of_the_deadline_run_past_their_share(
     # none is cut there (they all were, and the request failed with NoAnswerError); the judge
     # reads them in what is left.
     async with yard_of(late("[late_a, late_b, late_c]")) as yard:
-        response = await _ask(yard, streamed)
+        response = await ask(yard, "panel", streamed)
     assert (response.text, response.model) == ("The answer is B", "late_b")
     decision = response.decision
     assert decision is not None
@@ -186,7 +177,7 @@ async def test_members_past_their_share_leave_a_slow_judge_short_and_the_vote_de
     yard_of: Callable[[str], Yard], streamed: bool
 ) -> None:
     async with yard_of(late("[late_a, late_b, late_c]", judge="slow_judge")) as yard:
-        response = await _ask(yard, streamed)
+        response = await ask(yard, "panel", streamed)
     assert (response.text, response.model) == ("B", "late_a")
     assert response.decision is not None
     reason = response.decision.reason
@@ -204,7 +195,7 @@ async def test_a_straggler_is_cut_once_the_quorum_is_in_past_the_share(
     # 0.4 s, and `slow` (2 s) is cut then, leaving the judge the rest of the deadline.
     async with yard_of(late("[a, late_b, slow]", quorum=2)) as yard:
         started = time.perf_counter()
-        response = await _ask(yard, streamed)
+        response = await ask(yard, "panel", streamed)
     assert time.perf_counter() - started < 0.5
     decision = response.decision
     assert decision is not None
