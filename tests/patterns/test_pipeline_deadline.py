@@ -1,6 +1,7 @@
 """A pipeline under a deadline: a stage with a `share` of the time left is cut at it and the
-error names it; without one it may use all the time left (a pipeline has no other path, so a
-cut would fail requests that fit), and a later stage that runs out says what the earlier took."""
+error names it (unless it has an escalation, which then gets the stage's share of what is left);
+without one it may use all the time left (a pipeline has no other path, so a cut would fail
+requests that fit), and a later stage that runs out says what the earlier took."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from modelyard.errors import ConfigError, ModelTimeoutError
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE
+from tests.patterns.conftest import PRICE, ask
 
 MODELS = f"""
 models:
@@ -27,6 +28,9 @@ models:
   writer:
     local: {{type: fake, default: "the answer"}}
     {PRICE}
+  careful:
+    local: {{type: fake, default: {{text: "a careful draft", latency: CAREFUL}}}}
+    {PRICE}
 systems:
   flow:
     type: pipeline
@@ -38,9 +42,12 @@ systems:
 """
 
 
-def flow(draft_latency: float, share: str = "") -> str:
-    text = MODELS.replace("DRAFT", str(draft_latency))
-    return text.replace(" SHARE", f", share: {share}" if share else "")
+def flow(draft_latency: float, share: str = "", escalation: float | None = None) -> str:
+    text = MODELS.replace("DRAFT", str(draft_latency)).replace("CAREFUL", str(escalation or 0))
+    settings = f", share: {share}" if share else ""
+    if escalation is not None:
+        settings += ", retries: 1, escalate: careful"
+    return text.replace(" SHARE", settings)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
@@ -118,3 +125,47 @@ def test_a_share_on_the_last_stage_is_refused(
     text = flow(0.1).replace('"Write: {previous}"}', '"Write: {previous}", share: 0.5}')
     error = config_error(text)
     assert "stages[2] is the last stage" in str(error) and "drop its share" in str(error)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_stage_cut_at_its_share_escalates_with_its_share_of_what_is_left(
+    yard_of: Callable[[str], Yard], streamed: bool
+) -> None:
+    # The draft is cut at 0.34 of 0.9 s (0.306 s): its escalation gets 0.34 of the 0.594 s
+    # left (0.2 s) for its 0.1 s, and the check and the answer still fit in the rest. The
+    # retry is not made: the drafter would be as slow again.
+    async with yard_of(flow(0.7, share="0.34", escalation=0.1)) as yard:
+        response = await ask(yard, "flow", streamed, "a question")
+    assert response.text == "the answer"
+    assert response.decision is not None
+    draft = response.decision.children[0]
+    assert re.fullmatch(
+        r"escalation by careful passed \(after try 1 was cut at stage 'draft''s share of the"
+        r" deadline \(0\.3\d*s\)\)",
+        draft.reason,
+    )
+    assert [d.node for d in draft.children] == ["drafter", "careful"]
+    assert re.search(
+        r"stage 'draft''s share of the deadline \(0\.3\d*s\) passed", str(draft.children[0].error)
+    )
+    assert [d.node for d in response.decision.children] == ["draft", "check", "answer"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_an_escalation_cut_at_its_share_stops_the_pipeline_and_is_named(
+    yard_of: Callable[[str], Yard], streamed: bool
+) -> None:
+    # The escalation needs 0.3 s of its 0.2: it is cut too, leaving the later stages the rest.
+    async with yard_of(flow(0.7, share="0.34", escalation=0.3)) as yard:
+        started = time.perf_counter()
+        with pytest.raises(ModelTimeoutError) as caught:
+            await ask(yard, "flow", streamed, "a question")
+    assert time.perf_counter() - started < 0.7  # 0.306 + 0.2 s, and the grace
+    error = caught.value
+    cut = r"stage 'draft''s share of the time left for its escalation \(0\.[12]\d*s\) passed"
+    assert re.search(cut, str(error))
+    assert error.decision is not None
+    assert re.fullmatch(r"stage 'draft' failed \(timeout\): " + cut, error.decision.reason)
+    draft = error.decision.children[0]
+    assert draft.reason == "escalation failed (timeout)"
+    assert [d.node for d in draft.children] == ["drafter", "careful"]

@@ -12,8 +12,11 @@ Under a deadline, a stage may use all the time left unless it has a `share` of i
 escalation and gates together), so that it cannot leave the later ones (a quality check, the
 answer) without time. By default nothing is cut early: a pipeline has no other path, so a
 stage cut at a share fails a request that might still have fitted. A stage cut at its share
-stops the pipeline with a timeout naming the stage and the time it had; a stage that runs out
-of the request's time says what the stages before it took, so the one that ate it is named.
+stops the pipeline with a timeout naming the stage and the time it had, unless it has an
+escalation: that is tried then, with the stage's share of the time left (the later stages keep
+the rest), since a try that was too slow is a failed try like one a gate refused. A stage that
+runs out of the request's time says what the stages before it took, so the one that ate it is
+named.
 Streaming runs all stages but the last to completion and streams the last one live, unless it
 has gates (its output must be checked before anyone sees it).
 """
@@ -196,32 +199,54 @@ class PipelineModel(Model):
                 return result, records, cost, notes
         return None, records, cost, notes
 
-    def _budgeted(self, request: ChatRequest, index: int) -> tuple[ChatRequest, str | None]:
-        """The request stage `index` runs under: cut to its share of the time left when it has
-        one (see the module docstring), with whose deadline that is, in words."""
-        stage = self.stages[index]
+    @staticmethod
+    def _budgeted(
+        request: ChatRequest, stage: PipelineStage, *, escalation: bool = False
+    ) -> tuple[ChatRequest, str | None]:
+        """The request `stage` (or its `escalation`, after a cut) runs under: cut to its share
+        of the time left when it has one (see the module docstring), with whose deadline that
+        is, in words."""
         seconds = None if stage.share is None else request.share_of_remaining(stage.share)
         if seconds is None:
             return request, None
-        whose = f"stage {stage.name!r}'s share of the deadline ({seconds:.3g}s)"
+        what = "the time left for its escalation" if escalation else "the deadline"
+        whose = f"stage {stage.name!r}'s share of {what} ({seconds:.3g}s)"
         return request.with_budget(seconds), whose
 
-    async def _run_stage(
-        self,
+    @staticmethod
+    def _escalates_after(
+        exc: ModelError,
+        stage_request: ChatRequest,
+        whose: str | None,
+        queue: list[tuple[Model, str]],
         request: ChatRequest,
-        stage: PipelineStage,
-        progress: _Progress,
-        whose: str | None = None,
+    ) -> bool:
+        """Whether a try that failed with `exc` was cut at the stage's share (`whose`) with the
+        escalation still to try and time left in the `request` for it."""
+        if whose is None or exc.code != DEADLINE or not queue or queue[-1][1] != "escalation":
+            return False
+        own, left = stage_request.remaining(), request.remaining()
+        return own is not None and own <= 0 and left is not None and left > 0
+
+    async def _run_stage(
+        self, request: ChatRequest, stage: PipelineStage, progress: _Progress
     ) -> ChatResponse:
         """The stage's accepted response, after retries and escalation if needed, each try
-        abandoned at the stage's deadline when it has a share of the request's (`whose`)."""
+        abandoned at the stage's deadline when it has a share of the request's; a try cut at
+        it goes on to the escalation, with the stage's share of the time then left."""
         started = time.perf_counter()
-        stage_request, text = self._stage_request(request, stage, progress)
+        staged, whose = self._budgeted(request, stage)
+        stage_request, text = self._stage_request(staged, stage, progress)
         attempts: list[Decision] = []
         notes: list[str] = []
         stage_cost = 0.0
-        last_failure = ""
-        for model, label in stage.attempts():
+        last_failure = ""  # the last gate failed
+        after = ""  # why the earlier tries were not taken
+        queue = stage.attempts()
+        tries = 0
+        while queue:
+            model, label = queue.pop(0)
+            tries += 1
             try:
                 call: Awaitable[ChatResponse] = model.complete(stage_request)
                 if whose is not None:  # one that ignores its share must not take the next's
@@ -230,6 +255,13 @@ class PipelineModel(Model):
             except ModelError as exc:
                 stage_cost += exc.cost
                 progress.spent += exc.cost
+                if self._escalates_after(exc, stage_request, whose, queue, request):
+                    attempts.append(failed(model, annotate(exc, f"{whose} passed", record=True)))
+                    after = f"{label} was cut at {whose}"
+                    staged, whose = self._budgeted(request, stage, escalation=True)
+                    stage_request, _ = self._stage_request(staged, stage, progress)
+                    queue = queue[-1:]  # the retries would be as slow
+                    continue
                 attempts.append(failed(model, exc))
                 record = self._stage_record(
                     stage,
@@ -261,8 +293,8 @@ class PipelineModel(Model):
                 raise self._stopped(progress, record, reason, failure.error)
             if failure is None:
                 reason = f"{label} by {model.name} passed" + (" all gates" if stage.gates else "")
-                if last_failure:  # why the earlier tries were not taken, in the reason itself
-                    reason += f" (after failing {last_failure})"
+                if after:  # in the reason itself
+                    reason += f" (after {after})"
                 progress.records.append(
                     self._stage_record(
                         stage, model.name, reason, attempts, stage_cost, started, notes
@@ -270,7 +302,7 @@ class PipelineModel(Model):
                 )
                 return response
             last_failure = f"{stage.gates[len(gate_notes) - 1].name}: {failure.reason}"
-        tries = len(stage.attempts())
+            after = f"failing {last_failure}"
         progress.records.append(
             self._stage_record(
                 stage, None, f"failed check {last_failure}", attempts, stage_cost, started, notes
@@ -334,9 +366,8 @@ class PipelineModel(Model):
             request = request.with_budget(self.deadline)
         original = request.last_user_text
         progress = _Progress(time.perf_counter(), original, original, {}, [])
-        for index, stage in enumerate(self.stages[:-1]):
-            staged, whose = self._budgeted(request, index)
-            response = await self._run_stage(staged, stage, progress, whose)
+        for stage in self.stages[:-1]:
+            response = await self._run_stage(request, stage, progress)
             progress.outputs[stage.name] = progress.previous = response.text
         return request, progress
 
