@@ -174,8 +174,9 @@ class StageSpec(Spec):
     """A Model to try (once, gated the same way) when retries are used up."""
     share: float | None = Field(default=None, gt=0, le=1)
     """Under a deadline, the share of the time left when the stage starts that it may use
-    (tries, escalation and gates), holding the rest back for the later stages. Default: all of
-    it (a cut fails the request; see docs/patterns.md). Not on the last stage."""
+    (tries and gates), holding the rest back for the later stages; a try cut at it goes on to
+    `escalate`, which gets the same share of the time then left. Default: all of it (a cut
+    fails the request; see docs/patterns.md). Not on the last stage."""
 
 
 class PipelineSpec(NodeBase):
@@ -242,7 +243,8 @@ class EnsembleSpec(NodeBase):
     """Per-member seconds, by member name, overriding member_deadline."""
     combiner_share: float | None = Field(default=None, gt=0, lt=1)
     """Under a deadline, the share of the time left the judge or fuser keeps (default 0.25):
-    the members are cut at the rest, so it has time to read what arrived."""
+    members still out at the rest are cut there once `quorum` have answered (else they run on
+    until it has), so it has time to read what arrived."""
 
     @model_validator(mode="after")
     def _consistent(self) -> EnsembleSpec:
