@@ -286,6 +286,16 @@ class CircuitBreaker:
             retry_after=retry_after,  # the gateway's Retry-After: no use asking before the probe
         )
 
+    async def refusing_for(self) -> float | None:
+        """Seconds the circuit will still refuse calls (open, before its next probe), or None
+        when it lets a call through: closed, or half-open (a probe may go, and must, for the
+        circuit ever to close). One read of the store; no permit is taken."""
+        stored = await self._load()
+        if stored.state is not CircuitState.OPEN:
+            return None
+        wait = stored.until - self.clock()
+        return wait if wait > 0 else None
+
     async def health(self) -> BreakerHealth:
         """The circuit's state now."""
         stored = await self._load()
@@ -387,3 +397,18 @@ class BreakerModel(Wrapper):
         finally:
             if not outcome:
                 await self._release(permits)
+
+
+def guarding(model: Model) -> tuple[CircuitBreaker, ...]:
+    """The circuits guarding `model` itself: those of the breaker wrappers under it that keep
+    its name (as `topology.unwrap` folds them). None through a fallback chain or a pattern:
+    their circuits do not say whether the node as a whole can answer."""
+    found: list[CircuitBreaker] = []
+    node = model
+    while True:
+        if isinstance(node, BreakerModel):
+            found.extend(node.breakers)
+        children = node.children
+        if len(children) != 1 or children[0].name != node.name:
+            return tuple(found)
+        node = children[0]

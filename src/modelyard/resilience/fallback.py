@@ -128,8 +128,16 @@ class FallbackModel(Model):
         return list(action)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await self.complete_over(request, self.chain)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        return self.stream_over(request, self.chain)
+
+    async def complete_over(self, request: ChatRequest, members: Sequence[Model]) -> ChatResponse:
+        """`complete` over `members` in that order instead of the chain: a balancer orders its
+        members afresh for each request and fails over among them by these rules."""
         run = _Run(self)
-        queue = list(self.chain)
+        queue = list(members)
         while queue:
             member = queue.pop(0)
             if id(member) in run.tried:
@@ -155,9 +163,12 @@ class FallbackModel(Model):
             return run.answered(member, response)
         raise run.exhausted()
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def stream_over(
+        self, request: ChatRequest, members: Sequence[Model]
+    ) -> AsyncIterator[Chunk]:
+        """`stream` over `members` in that order instead of the chain (see `complete_over`)."""
         run = _Run(self)
-        queue = list(self.chain)
+        queue = list(members)
         sent = ""
         """Text that already reached the caller from members that then broke."""
         current = request
