@@ -20,9 +20,20 @@ from html import escape
 from modelyard.model import Model
 from modelyard.topology import edges, reachable, unwrap
 
-PATTERNS = frozenset({"router", "specialist", "cascade", "fallback", "pipeline", "ensemble"})
+PATTERNS = frozenset(
+    {"router", "specialist", "cascade", "fallback", "pipeline", "ensemble", "balance"}
+)
 HOSTED = frozenset({"openai", "anthropic", "gemini"})
-DETAIL_KEYS = ("id", "gguf", "function", "method", "entries", "min_confidence", "default")
+DETAIL_KEYS = (
+    "id",
+    "gguf",
+    "function",
+    "method",
+    "entries",
+    "min_confidence",
+    "default",
+    "strategy",
+)
 
 NODE_HEIGHT = 54
 BEND_HEIGHT = 8

@@ -39,6 +39,7 @@ def unwrap(model: Model) -> Model:
 
 def _roles(model: Model) -> Iterator[tuple[Model, str]]:
     """(child, role) for the patterns whose children have roles; nothing for the others."""
+    from modelyard.patterns.balance import BalanceModel
     from modelyard.patterns.cascade import CascadeModel
     from modelyard.patterns.ensemble import EnsembleModel
     from modelyard.patterns.pipeline import PipelineModel
@@ -80,6 +81,11 @@ def _roles(model: Model) -> Iterator[tuple[Model, str]]:
             yield member, "member"
         if model.combiner is not None:
             yield model.combiner, "judge" if model.combine == "judge" else "fuser"
+    elif isinstance(model, BalanceModel):
+        weights = model.balancer.weights
+        weighted = model.balancer.strategy == "weighted" and len(set(weights)) > 1
+        for member, weight in zip(model.members, weights, strict=True):
+            yield member, f"weight {weight:g}" if weighted else "member"
 
 
 def edges(model: Model) -> list[Edge]:

@@ -1,5 +1,5 @@
 """Builders for the patterns: pipeline (with its gates), ensemble, cascade (with its estimators),
-specialist-generalist; the router's is in `build_router.py`, which shares `callable_at` and
+specialist-generalist, balance; the router's is in `build_router.py`, which shares `callable_at` and
 `trained_artifact` from here.
 
 Everything that can be wrong with a pattern and is knowable before the first request is a
@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from modelyard.config.balance_nodes import BalanceSpec
 from modelyard.config.build import BuildContext, node_builder
 from modelyard.config.cascade_nodes import (
     AgreementEstimatorSpec,
@@ -44,6 +45,8 @@ from modelyard.functions import import_function
 from modelyard.model import Model
 from modelyard.patterns.artifact import Artifact, ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
+from modelyard.patterns.balance import BalanceModel
+from modelyard.patterns.balancing import DEFAULT_EXPLORE
 from modelyard.patterns.cascade import CascadeModel, Stage
 from modelyard.patterns.ensemble import DEFAULT_COMBINER_SHARE, EnsembleModel
 from modelyard.patterns.estimators import (
@@ -349,4 +352,28 @@ def _build_specialist(spec: SpecialistSpec, context: BuildContext, loc: Loc, nam
         generalist,
         min_confidence=spec.min_confidence,
         deadline=spec.deadline,
+    )
+
+
+# --- balance --------------------------------------------------------------------------------
+
+
+@node_builder(BalanceSpec)
+def _build_balance(spec: BalanceSpec, context: BuildContext, loc: Loc, name: str) -> Model:
+    for i, member in enumerate(spec.members):
+        if isinstance(member, str) and spec.members.index(member) != i:
+            raise context.error(
+                (*loc, "members", i),
+                f"{member!r} appears twice in the members; to send it more traffic give it a "
+                "larger weight",
+            )
+    members = [context.node(m, (*loc, "members", i)) for i, m in enumerate(spec.members)]
+    return BalanceModel(
+        name,
+        members,
+        strategy=spec.strategy,
+        weights=spec.weights,
+        explore=DEFAULT_EXPLORE if spec.explore is None else spec.explore,
+        seed=spec.seed,
+        share=spec.member_share,
     )

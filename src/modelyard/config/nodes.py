@@ -6,7 +6,8 @@ build see judges, verifiers, checkers and classifiers as well as members and sta
 
 This module holds the fallback, pipeline, ensemble and specialist patterns and the union of all
 of them (`NodeSpec`); the router's config is `router_nodes.py`, the cascade's `cascade_nodes.py`,
-what they all share `node_base.py`. Their specs name `NodeSpec`, resolved here once it exists.
+the balancer's `balance_nodes.py`, what they all share `node_base.py`. Their specs name
+`NodeSpec`, resolved here once it exists.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelyard.config.balance_nodes import BalanceSpec
 from modelyard.config.base import Spec
 from modelyard.config.cascade_nodes import (
     AgreementEstimatorSpec,
@@ -301,7 +303,13 @@ class SpecialistSpec(NodeBase):
 
 
 PatternSpec = Annotated[
-    FallbackSpec | RouterSpec | PipelineSpec | EnsembleSpec | CascadeSpec | SpecialistSpec,
+    FallbackSpec
+    | RouterSpec
+    | PipelineSpec
+    | EnsembleSpec
+    | CascadeSpec
+    | SpecialistSpec
+    | BalanceSpec,
     Field(discriminator="type"),
 ]
 NodeSpec = str | PatternSpec
@@ -322,5 +330,6 @@ for _spec in (
     CascadeStageSpec,
     CascadeSpec,
     SpecialistSpec,
+    BalanceSpec,
 ):
     _spec.model_rebuild()

@@ -1,0 +1,243 @@
+"""Balance: spread requests over equivalent members (several keys, regions, deployments or
+replicas of one model) by a strategy (`balancing.py`), and fail over among them.
+
+For each request the balancer leaves out the members that cannot take it: one whose circuit
+is open (read from its breaker, which is not called, so no probe is spent) and one cooling down
+after a 429 with Retry-After, for that long, in this process. The strategy orders the rest;
+the first is asked, and a failure a fallback moves on for (an outage, a rate limit, a timeout,
+a 5xx, a bad key) moves on to the next in that order, each member at most once, within the
+deadline and with the time shares of a fallback (`resilience/fallback.py`), whose rules, error
+reporting and streaming failover before the first content it uses. A bad request, a context
+too long or a content filter is the caller's and propagates.
+
+The record (kind "balance") names the member chosen, the strategy and what it went by (in
+`scores`: weights, requests in flight, or latency estimates in ms), the members skipped and
+why, and each attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+from modelyard.errors import ModelError, RateLimitedError, UnavailableError
+from modelyard.model import Model, ModelInfo, Wrapper
+from modelyard.patterns.balancing import DEFAULT_EXPLORE, Balancer, MemberRecord, Pick, Strategy
+from modelyard.patterns.records import common_capabilities, restamp, since_ms
+from modelyard.resilience.breaker import counts_as_failure, guarding
+from modelyard.resilience.fallback import FallbackModel
+from modelyard.resilience.streams import closing
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+
+
+class BalanceModel(Model):
+    """Sends each request to one of `members` by `strategy`, failing over to the others."""
+
+    def __init__(
+        self,
+        name: str,
+        members: Sequence[Model],
+        *,
+        strategy: Strategy = "weighted",
+        weights: Sequence[float] | None = None,
+        explore: float = DEFAULT_EXPLORE,
+        seed: int | None = None,
+        share: float = 0.5,
+    ) -> None:
+        if not members:
+            raise ValueError(f"balance {name!r} has no members")
+        self.members = tuple(members)
+        self.balancer = Balancer(
+            [m.name for m in self.members], strategy, weights=weights, explore=explore, seed=seed
+        )
+        self.info = ModelInfo(
+            name=name, kind="balance", capabilities=common_capabilities(self.members)
+        )
+        records = self.balancer.records
+        self._tracked = tuple(
+            _Tracked(m, record) for m, record in zip(self.members, records, strict=True)
+        )
+        self._circuits = tuple(guarding(m) for m in self.members)
+        self._failover = FallbackModel(name, self._tracked, share=share, info=self.info)
+
+    @property
+    def children(self) -> Sequence[Model]:
+        return self.members
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"kind": "balance", "strategy": self.balancer.strategy}
+        weights = self.balancer.weights
+        if self.balancer.strategy == "weighted" and len(set(weights)) > 1:
+            out["weights"] = ", ".join(
+                f"{m.name} {w:g}" for m, w in zip(self.members, weights, strict=True)
+            )
+        return out
+
+    async def pick(self) -> tuple[Pick, dict[str, str]]:
+        """This request's order over the members that may take it, and those left out (by
+        name, with why); no member is called."""
+        now = time.monotonic()
+        eligible: list[int] = []
+        skipped: dict[str, str] = {}
+        for i, member in enumerate(self.members):
+            why = await self._unavailable(i, now)
+            if why is None:
+                eligible.append(i)
+            else:
+                skipped[member.name] = why
+        if not eligible:
+            return Pick((), "no member can take the request"), skipped
+        return self.balancer.order(eligible), skipped
+
+    async def _unavailable(self, i: int, now: float) -> str | None:
+        cooling = self.balancer.records[i].cool_until - now
+        if cooling > 0:
+            return f"cooling down for {cooling:.1f}s after a 429"
+        for circuit in self._circuits[i]:
+            wait = await circuit.refusing_for()
+            if wait is not None:
+                return f"circuit {circuit.scope} is open (next probe in {wait:.1f}s)"
+        return None
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        pick, skipped = await self.pick()
+        if not pick.order:
+            raise self._none_left(skipped, started)
+        try:
+            response = await self._failover.complete_over(request, self._ordered(pick))
+        except ModelError as exc:
+            raise self._failed(exc, pick, skipped) from None
+        return self._answered(response, pick, skipped, started)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        started = time.perf_counter()
+        pick, skipped = await self.pick()
+        if not pick.order:
+            raise self._none_left(skipped, started)
+        try:
+            async for chunk in self._failover.stream_over(request, self._ordered(pick)):
+                if chunk.response is None:
+                    yield chunk
+                else:
+                    yield Chunk(response=self._answered(chunk.response, pick, skipped, started))
+        except ModelError as exc:
+            raise self._failed(exc, pick, skipped) from None
+
+    def _ordered(self, pick: Pick) -> list[Model]:
+        return [self._tracked[i] for i in pick.order]
+
+    def _answered(
+        self, response: ChatResponse, pick: Pick, skipped: dict[str, str], started: float
+    ) -> ChatResponse:
+        failover = response.decision
+        assert failover is not None  # the fallback's, with the attempts as its children
+        reason = pick.reason
+        if len(failover.children) > 1:
+            reason += f"; {failover.reason}"
+        decision = Decision(
+            node=self.name,
+            kind="balance",
+            chosen=failover.chosen,
+            reason=reason,
+            scores=pick.scores,
+            latency_ms=since_ms(started),
+            cost=response.cost,
+            children=failover.children,
+            details=_details(self.balancer.strategy, skipped),
+        )
+        return restamp(response, cost=response.cost, decision=decision)
+
+    def _failed(self, exc: ModelError, pick: Pick, skipped: dict[str, str]) -> ModelError:
+        failover = exc.decision
+        if failover is not None and failover.node == self.name:
+            exc.decision = replace(
+                failover,
+                kind="balance",
+                reason=f"{pick.reason}; {failover.reason}",
+                scores=pick.scores,
+                details={**failover.details, **_details(self.balancer.strategy, skipped)},
+            )
+        return exc
+
+    def _none_left(self, skipped: dict[str, str], started: float) -> ModelError:
+        """Every member was left out: fail now rather than wake a cooling or broken one."""
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        now = time.monotonic()
+        cooling = [r.cool_until - now for r in self.balancer.records if r.cool_until > now]
+        error: ModelError
+        if len(cooling) == len(self.members):
+            soonest = min(cooling)
+            error = RateLimitedError(
+                f"every member of {self.name} is cooling down after a 429 ({why})",
+                model=self.name,
+                code="all_cooling_down",
+                retry_after=soonest,
+            )
+        else:
+            error = UnavailableError(
+                f"no member of {self.name} can take the request ({why})",
+                model=self.name,
+                code="no_member_available",
+                retryable=False,
+            )
+        decision = Decision(
+            node=self.name,
+            kind="balance",
+            reason="every member was left out",
+            latency_ms=since_ms(started),
+            error=f"{error.kind}: {error.message}",
+            details=_details(self.balancer.strategy, skipped),
+        )
+        return error.came_through(self.name).with_decision(decision)
+
+
+def _details(strategy: Strategy, skipped: dict[str, str]) -> dict[str, object]:
+    return {"strategy": strategy, "skipped": skipped} if skipped else {"strategy": strategy}
+
+
+class _Tracked(Wrapper):
+    """A member as its balancer calls it: keeps its record (in flight, latency, cooldown)."""
+
+    def __init__(self, inner: Model, record: MemberRecord) -> None:
+        super().__init__(inner)
+        self.record = record
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        record = self.record
+        record.in_flight += 1
+        started = time.monotonic()
+        try:
+            response = await self.inner.complete(request)
+        except ModelError as exc:
+            self._failed(exc, started)
+            raise
+        finally:
+            record.in_flight -= 1
+        record.observe(time.monotonic() - started)
+        return response
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        record = self.record
+        record.in_flight += 1
+        started = time.monotonic()
+        try:
+            async with closing(self.inner.stream(request)) as chunks:
+                async for chunk in chunks:
+                    if chunk.response is not None:
+                        record.observe(time.monotonic() - started)
+                    yield chunk
+        except ModelError as exc:
+            self._failed(exc, started)
+            raise
+        finally:
+            record.in_flight -= 1
+
+    def _failed(self, exc: ModelError, started: float) -> None:
+        now = time.monotonic()
+        if isinstance(exc, RateLimitedError):  # its latency says nothing of its speed
+            if exc.retry_after:
+                self.record.cool_until = max(self.record.cool_until, now + exc.retry_after)
+        elif counts_as_failure(exc):
+            self.record.failed(now - started)
