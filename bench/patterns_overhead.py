@@ -3,8 +3,9 @@
     .venv/bin/python bench/patterns_overhead.py            # about 20 s
     .venv/bin/python bench/patterns_overhead.py --quick    # about 5 s
 
-1. Overhead per request of each pattern and of a three-node graph (a rules router whose route
-   is a cascade whose first stage answers), with a leaf Model that returns a prebuilt response.
+1. Overhead per request of each pattern (the balance under each strategy) and of a three-node
+   graph (a rules router whose route is a cascade whose first stage answers), with a leaf Model
+   that returns a prebuilt response.
    The leaf's own time is measured alone and subtracted. Target: <= 50 µs for the graph.
 2. Routing-decision cost for 10, 100 and 1,000 candidates: rules (keyword-indexed, and
    regex-only for contrast), semantic (3 examples per route) and learned (logistic on 384
@@ -24,6 +25,8 @@ from functools import partial
 import numpy as np
 
 from modelyard.model import Embedder, Model, ModelInfo
+from modelyard.patterns.balance import BalanceModel
+from modelyard.patterns.balancing import STRATEGIES
 from modelyard.patterns.cascade import CascadeModel, Stage
 from modelyard.patterns.ensemble import EnsembleModel
 from modelyard.patterns.estimators import OwnConfidenceEstimator
@@ -127,6 +130,14 @@ def graphs() -> dict[str, tuple[Model, int]]:
     pipeline = PipelineModel("pipeline", [PipelineStage(name="only", model=leaf)])
     specialist = SpecialistModel("specialist", InstantModel("clf", "math"), {"math": leaf}, other)
     ensemble = EnsembleModel("ensemble", [leaf, other, InstantModel("third")], normalise=exact)
+    deployments = [InstantModel(f"deployment-{i}") for i in range(3)]
+    balances: dict[str, tuple[Model, int]] = {
+        f"balance (3 members, {strategy})": (
+            BalanceModel(f"balance-{strategy}", deployments, strategy=strategy, seed=0),
+            1,
+        )
+        for strategy in STRATEGIES
+    }
     return {
         "leaf alone": (leaf, 1),
         "router (rules)": (router, 1),
@@ -134,6 +145,7 @@ def graphs() -> dict[str, tuple[Model, int]]:
         "pipeline (1 stage)": (pipeline, 1),
         "specialist": (specialist, 2),
         "ensemble (3 members, vote)": (ensemble, 3),
+        **balances,
         "three-node graph: router -> cascade -> model": (graph, 1),
     }
 

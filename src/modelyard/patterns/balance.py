@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 
 from modelyard.errors import ModelError, RateLimitedError, UnavailableError
 from modelyard.model import Model, ModelInfo, Wrapper
 from modelyard.patterns.balancing import DEFAULT_EXPLORE, Balancer, MemberRecord, Pick, Strategy
-from modelyard.patterns.records import common_capabilities, restamp, since_ms
+from modelyard.patterns.records import common_capabilities, since_ms
 from modelyard.resilience.breaker import counts_as_failure, guarding
-from modelyard.resilience.fallback import FallbackModel
+from modelyard.resilience.fallback import FallbackModel, Ordering
 from modelyard.resilience.streams import closing
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
@@ -105,61 +104,25 @@ class BalanceModel(Model):
         pick, skipped = await self.pick()
         if not pick.order:
             raise self._none_left(skipped, started)
-        try:
-            response = await self._failover.complete_over(request, self._ordered(pick))
-        except ModelError as exc:
-            raise self._failed(exc, pick, skipped) from None
-        return self._answered(response, pick, skipped, started)
+        members = [self._tracked[i] for i in pick.order]
+        return await self._failover.complete_over(request, members, self._ordering(pick, skipped))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
         pick, skipped = await self.pick()
         if not pick.order:
             raise self._none_left(skipped, started)
-        try:
-            async for chunk in self._failover.stream_over(request, self._ordered(pick)):
-                if chunk.response is None:
-                    yield chunk
-                else:
-                    yield Chunk(response=self._answered(chunk.response, pick, skipped, started))
-        except ModelError as exc:
-            raise self._failed(exc, pick, skipped) from None
+        members = [self._tracked[i] for i in pick.order]
+        ordering = self._ordering(pick, skipped)
+        async with closing(self._failover.stream_over(request, members, ordering)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
-    def _ordered(self, pick: Pick) -> list[Model]:
-        return [self._tracked[i] for i in pick.order]
-
-    def _answered(
-        self, response: ChatResponse, pick: Pick, skipped: dict[str, str], started: float
-    ) -> ChatResponse:
-        failover = response.decision
-        assert failover is not None  # the fallback's, with the attempts as its children
-        reason = pick.reason
-        if len(failover.children) > 1:
-            reason += f"; {failover.reason}"
-        decision = Decision(
-            node=self.name,
-            kind="balance",
-            chosen=failover.chosen,
-            reason=reason,
-            scores=pick.scores,
-            latency_ms=since_ms(started),
-            cost=response.cost,
-            children=failover.children,
-            details=_details(self.balancer.strategy, skipped),
-        )
-        return restamp(response, cost=response.cost, decision=decision)
-
-    def _failed(self, exc: ModelError, pick: Pick, skipped: dict[str, str]) -> ModelError:
-        failover = exc.decision
-        if failover is not None and failover.node == self.name:
-            exc.decision = replace(
-                failover,
-                kind="balance",
-                reason=f"{pick.reason}; {failover.reason}",
-                scores=pick.scores,
-                details={**failover.details, **_details(self.balancer.strategy, skipped)},
-            )
-        return exc
+    def _ordering(self, pick: Pick, skipped: dict[str, str]) -> Ordering:
+        details: dict[str, object] = {"strategy": self.balancer.strategy}
+        if skipped:
+            details["skipped"] = skipped
+        return Ordering("balance", pick.reason, pick.scores, details)
 
     def _none_left(self, skipped: dict[str, str], started: float) -> ModelError:
         """Every member was left out: fail now rather than wake a cooling or broken one."""
@@ -188,13 +151,9 @@ class BalanceModel(Model):
             reason="every member was left out",
             latency_ms=since_ms(started),
             error=f"{error.kind}: {error.message}",
-            details=_details(self.balancer.strategy, skipped),
+            details={"strategy": self.balancer.strategy, "skipped": skipped},
         )
         return error.came_through(self.name).with_decision(decision)
-
-
-def _details(strategy: Strategy, skipped: dict[str, str]) -> dict[str, object]:
-    return {"strategy": strategy, "skipped": skipped} if skipped else {"strategy": strategy}
 
 
 class _Tracked(Wrapper):

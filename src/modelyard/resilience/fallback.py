@@ -33,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from modelyard.cost.dispatch import Dispatch, charge, watching
 from modelyard.cost.dispatch import current as current_dispatch
@@ -54,6 +54,17 @@ DEFAULT_RULES: Mapping[str, Action] = {
 
 
 _KINDS: Mapping[type, str] = {cls: kind for kind, cls in ERROR_KINDS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Ordering:
+    """Why the members run in the order given for one request (a balancer's pick): the record
+    is then of `kind`, leads with `reason`, and carries `scores` and `details`."""
+
+    kind: str
+    reason: str
+    scores: Mapping[str, float] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 def rule_for(exc: ModelError, rules: Mapping[str, Action]) -> Action:
@@ -133,10 +144,13 @@ class FallbackModel(Model):
     def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         return self.stream_over(request, self.chain)
 
-    async def complete_over(self, request: ChatRequest, members: Sequence[Model]) -> ChatResponse:
+    async def complete_over(
+        self, request: ChatRequest, members: Sequence[Model], ordering: Ordering | None = None
+    ) -> ChatResponse:
         """`complete` over `members` in that order instead of the chain: a balancer orders its
-        members afresh for each request and fails over among them by these rules."""
-        run = _Run(self)
+        members afresh for each request, says why in `ordering`, and fails over among them by
+        these rules."""
+        run = _Run(self, ordering)
         queue = list(members)
         while queue:
             member = queue.pop(0)
@@ -164,10 +178,10 @@ class FallbackModel(Model):
         raise run.exhausted()
 
     async def stream_over(
-        self, request: ChatRequest, members: Sequence[Model]
+        self, request: ChatRequest, members: Sequence[Model], ordering: Ordering | None = None
     ) -> AsyncIterator[Chunk]:
         """`stream` over `members` in that order instead of the chain (see `complete_over`)."""
-        run = _Run(self)
+        run = _Run(self, ordering)
         queue = list(members)
         sent = ""
         """Text that already reached the caller from members that then broke."""
@@ -287,10 +301,21 @@ def _share_of(seconds: float) -> str:
 class _Run:
     """One request through a fallback chain: who was tried, what it cost, why it stopped."""
 
-    __slots__ = ("attempts", "errors", "model", "spent", "started", "stop", "tried", "used")
+    __slots__ = (
+        "attempts",
+        "errors",
+        "model",
+        "ordering",
+        "spent",
+        "started",
+        "stop",
+        "tried",
+        "used",
+    )
 
-    def __init__(self, model: FallbackModel) -> None:
+    def __init__(self, model: FallbackModel, ordering: Ordering | None = None) -> None:
         self.model = model
+        self.ordering = ordering
         self.started = time.perf_counter()
         self.attempts: list[Decision] = []
         self.errors: list[ModelError] = []
@@ -330,34 +355,49 @@ class _Run:
         self.attempts.append(response.decision or _answered_decision(member, response))
         cost = self.spent + response.cost
         if len(self.attempts) == 1:
-            reason = "first member answered"
+            reason = "first member answered" if self.ordering is None else ""
         else:
             reason = f"{len(self.attempts) - 1} member(s) failed before {member.name} answered"
         details: dict[str, object] = {}
         if continued_from:
             reason += f", continuing a broken stream after {continued_from} characters"
             details["continued_from_chars"] = continued_from
-        decision = Decision(
-            node=self.model.name,
-            kind="fallback",
-            chosen=member.name,
-            reason=reason,
-            latency_ms=elapsed_ms(self.started),
-            cost=cost,
-            children=tuple(self.attempts),
-            details=details,
-        )
-        return replace(response, cost=cost, decision=decision)
+        from modelyard.patterns.records import restamp  # at import, a cycle through patterns
+
+        decision = self._record(reason, cost, chosen=member.name, details=details)
+        return restamp(response, cost=cost, decision=decision)  # `replace` costs µs a call
 
     def _decision(self, reason: str, error: ModelError) -> Decision:
+        return self._record(reason, self.spent, error=f"{error.kind}: {error.message}")
+
+    def _record(
+        self,
+        reason: str,
+        cost: float,
+        *,
+        chosen: str | None = None,
+        error: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """This run's decision: a fallback's, or of the kind and reason the ordering gives."""
+        kind: str = "fallback"
+        scores: Mapping[str, float] = {}
+        ordering = self.ordering
+        if ordering is not None:
+            kind, scores = ordering.kind, ordering.scores
+            reason = f"{ordering.reason}; {reason}" if reason else ordering.reason
+            details = {**ordering.details, **details} if details else ordering.details
         return Decision(
             node=self.model.name,
-            kind="fallback",
+            kind=kind,
+            chosen=chosen,
             reason=reason,
+            scores=scores,
             latency_ms=elapsed_ms(self.started),
-            cost=self.spent,
-            error=f"{error.kind}: {error.message}",
+            cost=cost,
+            error=error,
             children=tuple(self.attempts),
+            details=details or {},
         )
 
     def exhausted(self) -> ModelError:
