@@ -34,6 +34,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, SecretStr
 
+from modelyard.config.balance_nodes import BalanceSpec
 from modelyard.config.cascade_nodes import CascadeSpec, CascadeStageSpec, LearnedEstimatorSpec
 from modelyard.config.loader import MISSING_ENV, LoadedConfig
 from modelyard.config.local import (
@@ -76,6 +77,7 @@ RULES: Mapping[type[BaseModel], Mapping[str, Rule]] = {
     EmbedderSpec: {"timeouts": "out", "provider": "providers"},
     NodeBase: {"deadline": "out"},
     FallbackSpec: {"member_share": "out"},
+    BalanceSpec: {"member_share": "out"},
     EnsembleSpec: {"member_deadline": "out", "deadlines": "out"},
     CascadeSpec: {"stage_share": "out"},
     CascadeStageSpec: {"expected_latency": "out"},
