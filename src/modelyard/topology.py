@@ -82,10 +82,9 @@ def _roles(model: Model) -> Iterator[tuple[Model, str]]:
         if model.combiner is not None:
             yield model.combiner, "judge" if model.combine == "judge" else "fuser"
     elif isinstance(model, BalanceModel):
-        weights = model.balancer.weights
-        weighted = model.balancer.strategy == "weighted" and len(set(weights)) > 1
-        for member, weight in zip(model.members, weights, strict=True):
-            yield member, f"weight {weight:g}" if weighted else "member"
+        weights = model.weights
+        for i, member in enumerate(model.members):
+            yield member, "member" if weights is None else f"weight {weights[i]:g}"
 
 
 def edges(model: Model) -> list[Edge]:

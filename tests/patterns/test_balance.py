@@ -12,6 +12,7 @@ import pytest
 
 from modelyard.config.loader import Loc
 from modelyard.cost.bounds import cost_bound
+from modelyard.demo.summary import trace
 from modelyard.diagram import layout, to_svg
 from modelyard.errors import (
     BadRequestError,
@@ -141,6 +142,8 @@ async def test_an_outage_moves_on_to_another_member_and_the_record_says_so() -> 
     assert [c.node for c in decision.children] == ["a", "b"]
     assert decision.reason == "round_robin: a's turn; 1 member(s) failed before b answered"
     assert decision.details == {"strategy": "round_robin"}
+    hand_over = trace(decision).fallbacks[0]  # the demo's report counts it as a hand-over
+    assert (hand_over.label, hand_over.why) == ("pool: a → b", "scripted unavailable")
 
 
 async def test_every_member_is_tried_once_then_the_first_error_is_reported() -> None:

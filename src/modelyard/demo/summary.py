@@ -105,7 +105,7 @@ def trace(decision: Decision | None) -> Trace:
                 routes.append(label)
         elif node.kind == "cascade":
             stages.extend(_cascade_steps(node))
-        elif node.kind == "fallback" and node.chosen is not None and node.children:
+        elif node.kind in ("fallback", "balance") and node.chosen is not None and node.children:
             first = node.children[0]
             if first.node != node.chosen:
                 fallbacks.append(FallbackStep(node.node, first.node, node.chosen, _why(first)))

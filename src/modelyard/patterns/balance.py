@@ -7,8 +7,9 @@ after a 429 with Retry-After, for that long, in this process. The strategy order
 the first is asked, and a failure a fallback moves on for (an outage, a rate limit, a timeout,
 a 5xx, a bad key) moves on to the next in that order, each member at most once, within the
 deadline and with the time shares of a fallback (`resilience/fallback.py`), whose rules, error
-reporting and streaming failover before the first content it uses. A bad request, a context
-too long or a content filter is the caller's and propagates.
+reporting and streaming failover before the first content it uses. A bad request or a content
+filter is the caller's and propagates; a context too long moves on only to a member with a
+larger (or undeclared) context window.
 
 The record (kind "balance") names the member chosen, the strategy and what it went by (in
 `scores`: weights, requests in flight, or latency estimates in ms), the members skipped and
@@ -64,12 +65,19 @@ class BalanceModel(Model):
     def children(self) -> Sequence[Model]:
         return self.members
 
-    def describe(self) -> dict[str, object]:
-        out: dict[str, object] = {"kind": "balance", "strategy": self.balancer.strategy}
+    @property
+    def weights(self) -> tuple[float, ...] | None:
+        """The members' weights, when they matter: strategy weighted, and not all equal."""
         weights = self.balancer.weights
         if self.balancer.strategy == "weighted" and len(set(weights)) > 1:
+            return weights
+        return None
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"kind": "balance", "strategy": self.balancer.strategy}
+        if self.weights is not None:
             out["weights"] = ", ".join(
-                f"{m.name} {w:g}" for m, w in zip(self.members, weights, strict=True)
+                f"{m.name} {w:g}" for m, w in zip(self.members, self.weights, strict=True)
             )
         return out
 
