@@ -55,6 +55,6 @@ systems:
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text
     # East failed twice (the 1st and 3rd requests were its turn), which opened its circuit:
-    # from then on the balancer skips it without a call.
+    # from then on no request reaches it.
     assert len(east.requests) == 2
     assert len(west.requests) == 5

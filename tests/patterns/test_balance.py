@@ -229,6 +229,32 @@ async def test_a_half_open_circuit_lets_the_balancer_send_its_probe() -> None:
     assert response.model == "a" and response.text == "a is back"
 
 
+class CountingStore(MemoryStore):
+    """Counts the reads of circuit states."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads += key.endswith(":state")
+        return await super().get(key)
+
+
+async def test_circuits_are_not_read_from_the_store_on_every_request() -> None:
+    store = CountingStore()
+    policy = BreakerPolicy()
+    members = [
+        BreakerModel(scripted(n), [CircuitBreaker(f"model:{n}", policy, store)]) for n in "abc"
+    ]
+    model = BalanceModel("pool", members, strategy="round_robin")
+    for _ in range(30):
+        await model.complete(user("x"))
+    # Each request's member reads its own circuit to be admitted (30); the balancer read each
+    # member's once (3), not on every request (90 more).
+    assert store.reads == 33
+
+
 async def test_a_429_with_retry_after_cools_the_member_down() -> None:
     limited = scripted("a", fails("rate_limited", retry_after=30), default="a again")
     model = BalanceModel("pool", [limited, scripted("b")], strategy="round_robin")

@@ -2,8 +2,9 @@
 replicas of one model) by a strategy (`balancing.py`), and fail over among them.
 
 For each request the balancer leaves out the members that cannot take it: one whose circuit
-is open (read from its breaker, which is not called, so no probe is spent) and one cooling down
-after a 429 with Retry-After, for that long, in this process. The strategy orders the rest;
+is open (read from its breaker's state, at most once a second per member, and not again before
+its probe is due; the breaker is not called, so no probe is spent) and one cooling down after a
+429 with Retry-After, for that long, in this process. The strategy orders the rest;
 the first is asked, and a failure a fallback moves on for (an outage, a rate limit, a timeout,
 a 5xx, a bad key) moves on to the next in that order, each member at most once, within the
 deadline and with the time shares of a fallback (`resilience/fallback.py`), whose rules, error
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from modelyard.errors import ModelError, RateLimitedError, UnavailableError
 from modelyard.model import Model, ModelInfo, Wrapper
@@ -29,6 +31,20 @@ from modelyard.resilience.breaker import counts_as_failure, guarding
 from modelyard.resilience.fallback import FallbackModel, Ordering
 from modelyard.resilience.streams import closing
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+
+CIRCUIT_READ_EVERY = 1.0
+"""Seconds a member's closed circuit is taken as read: on a shared store each read is a round
+trip, and a circuit that opened meanwhile only costs one call that fails at once (its breaker
+refuses it, `circuit_open`) and moves on."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CircuitView:
+    """What the balancer last read of a member's circuits, until `due` (monotonic): the
+    scope of an open one (`due` is then its next probe), or None when they let calls through."""
+
+    due: float = 0.0
+    open: str | None = None
 
 
 class BalanceModel(Model):
@@ -59,6 +75,7 @@ class BalanceModel(Model):
             _Tracked(m, record) for m, record in zip(self.members, records, strict=True)
         )
         self._circuits = tuple(guarding(m) for m in self.members)
+        self._views = [_CircuitView() for _ in self.members]
         self._failover = FallbackModel(name, self._tracked, share=share, info=self.info)
 
     @property
@@ -101,11 +118,21 @@ class BalanceModel(Model):
         cooling = self.balancer.records[i].cool_until - now
         if cooling > 0:
             return f"cooling down for {cooling:.1f}s after a 429"
+        if not self._circuits[i]:
+            return None
+        view = self._views[i]
+        if now >= view.due:
+            view = self._views[i] = await self._read_circuits(i, now)
+        if view.open is None:
+            return None
+        return f"circuit {view.open} is open (next probe in {max(view.due - now, 0.0):.1f}s)"
+
+    async def _read_circuits(self, i: int, now: float) -> _CircuitView:
         for circuit in self._circuits[i]:
             wait = await circuit.refusing_for()
             if wait is not None:
-                return f"circuit {circuit.scope} is open (next probe in {wait:.1f}s)"
-        return None
+                return _CircuitView(due=now + wait, open=circuit.scope)
+        return _CircuitView(due=now + CIRCUIT_READ_EVERY)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
