@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -138,3 +139,48 @@ async def test_a_ledger_written_before_tokens_were_marked_estimated_is_migrated(
     rows = await file.query("SELECT request_id, input_tokens, tokens_estimated FROM spend")
     await file.aclose()
     assert sorted(rows) == [("1", 7, 1), ("old", 0, 0)]
+
+
+async def test_a_batch_written_again_counts_each_row_once(tmp_path: Path) -> None:
+    file = SqliteLedgerFile(tmp_path / "l.db")
+    batch = [("p-0", row(1)), ("p-1", row(2))]
+    await file.write(batch, [])
+    await file.write([*batch, ("p-2", row(3))], [])  # a retry, with a newer row behind it
+    assert await file.query("SELECT COUNT(*), SUM(cost) FROM spend") == [(3, 1.5)]
+    await file.aclose()
+
+
+async def test_a_write_cancelled_before_it_ran_is_written_at_close(tmp_path: Path) -> None:
+    file = SqliteLedgerFile(tmp_path / "l.db")
+    ledger = Ledger(file, flush_interval=60)
+    gate = threading.Event()
+    busy = asyncio.ensure_future(file.worker.run(lambda _: gate.wait(5)))
+    ledger.record([row(1)])
+    flushing = asyncio.ensure_future(ledger.flush())
+    await asyncio.sleep(0.05)  # the write waits behind the busy worker
+    flushing.cancel()
+    await asyncio.gather(flushing, return_exceptions=True)
+    gate.set()
+    await busy
+    await ledger.aclose()
+    again = SqliteLedgerFile(tmp_path / "l.db")
+    assert await again.query("SELECT COUNT(*) FROM spend") == [(1,)]
+    await again.aclose()
+
+
+async def test_rows_written_before_uids_are_kept_by_the_migration(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with sqlite3.connect(path) as db:  # as an older modelyard left it
+        apply_migrations(db, "ledger", MIGRATIONS[:2])
+        for _ in range(2):  # two rows alike: nothing unique about them before uids
+            db.execute(
+                "INSERT INTO spend (at, day, request_id, system, model, cost) VALUES"
+                " (1.0, '2026-01-01', 'old', 's', 'm', 0.5)"
+            )
+    ledger = Ledger(SqliteLedgerFile(path), flush_interval=60)
+    ledger.record([row(1)])
+    await ledger.aclose()
+    file = SqliteLedgerFile(path)
+    rows = await file.query("SELECT request_id, uid IS NULL FROM spend")
+    await file.aclose()
+    assert sorted(rows) == [("1", 0), ("old", 1), ("old", 1)]

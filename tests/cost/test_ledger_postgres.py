@@ -3,6 +3,7 @@ Talks to the real server at 127.0.0.1:5432 (database `test`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -106,7 +107,7 @@ async def test_a_ledger_that_cannot_make_its_tables_leaves_no_connection_open() 
     before = await connections()
     for _ in range(3):
         with pytest.raises(asyncpg.PostgresError):
-            await file.write([spent(1, "s")], [])
+            await file.write([("u1", spent(1, "s"))], [])
     assert await connections() <= before
     with pytest.raises(ValueError, match="must start with a letter"):
         PostgresLedgerFile(POSTGRES_URL, table_prefix="9x_")
@@ -146,5 +147,63 @@ async def test_a_ledger_whose_database_stops_answering_names_it_and_still_closes
     try:
         (system,) = await reports.spend_by(file, "system", days=1)
         assert system.requests == 1
+    finally:
+        await file.aclose()
+
+
+async def test_a_batch_whose_commit_reply_was_lost_is_written_once(
+    prefix: str, postgres_relay: TcpRelay
+) -> None:
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
+    ledger = Ledger(PostgresLedgerFile(url, table_prefix=prefix, timeout=0.5), flush_interval=60)
+    ledger.record_alert(Alert(kind="budget_threshold", where="b", message="once"))
+    await ledger.flush()  # tables made, the pool open
+    ledger.record([spent(1, "s"), spent(2, "s")])
+    ledger.record_alert(Alert(kind="budget_threshold", where="b", message="twice?"))
+    relay.lose_replies_after(b"COMMIT")
+    await ledger.flush()  # committed, but the reply never came: kept to retry
+    assert ledger.written == 0
+    relay.flow()
+    await answered(ledger.aclose())  # the retry
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+    try:
+        (system,) = await reports.spend_by(file, "system", days=1)
+        assert (system.requests, system.cost) == (2, 0.5)
+        assert sorted(row[3] for row in await reports.recent_alerts(file)) == ["once", "twice?"]
+    finally:
+        await file.aclose()
+
+
+async def test_rows_written_before_uids_are_kept_by_the_migration(prefix: str) -> None:
+    import asyncpg
+
+    from modelyard.cost.ledger_postgres import MIGRATIONS
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:  # the tables as an older modelyard left them, with two rows alike
+        for name, script in MIGRATIONS[:2]:
+            await conn.execute(script.format(p=prefix))
+            await conn.execute(
+                "INSERT INTO modelyard_migrations VALUES ($1, $2)", f"ledger:{prefix}", name
+            )
+        for _ in range(2):
+            await conn.execute(
+                f"INSERT INTO {prefix}spend (at, day, request_id, system, model, cost)"
+                " VALUES ($1, to_char(now(), 'YYYY-MM-DD'), 'old', 's', 'm', 0.25)",
+                time.time(),
+            )
+    finally:
+        await conn.close()
+    # Two replicas start at once: one migrates, the other finds it done.
+    replicas = [Ledger(PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)) for _ in range(2)]
+    for n, ledger in enumerate(replicas):
+        ledger.record([spent(n, "s")])
+    await asyncio.gather(*(ledger.flush() for ledger in replicas))
+    for ledger in replicas:
+        await ledger.aclose()
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+    try:
+        rows = await file.query("SELECT request_id, uid IS NULL FROM spend")
+        assert sorted(rows) == [("old", True), ("old", True), ("r0", False), ("r1", False)]
     finally:
         await file.aclose()

@@ -14,7 +14,9 @@ class TcpRelay:
     of its own (so code that blocks the test's event loop can still reach it). `cut()` closes
     the listener and every connection through it; `restore()` listens on the same port again.
     `stall()` keeps every connection open but passes nothing on (a partition, a server that
-    hangs) until `flow()`."""
+    hangs) until `flow()`. `lose_replies_after(marker)` passes requests on but holds every
+    reply once a request holding `marker` has gone through (the server did the work, and the
+    client never hears of it) until `flow()`."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -24,6 +26,9 @@ class TcpRelay:
         self._loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._answering = asyncio.Event()
+        self._answering.set()
+        self._deafen_on: bytes | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
@@ -39,9 +44,21 @@ class TcpRelay:
         """Keep the connections open, and pass nothing on."""
         self._loop.call_soon_threadsafe(self._flowing.clear)
 
+    def lose_replies_after(self, marker: bytes) -> None:
+        """Once a request holding `marker` has been passed on, hold every reply."""
+        self._run(self._arm(marker))
+
     def flow(self) -> None:
         """Pass data on again."""
-        self._loop.call_soon_threadsafe(self._flowing.set)
+        self._run(self._flow())
+
+    async def _arm(self, marker: bytes) -> None:
+        self._deafen_on = marker
+
+    async def _flow(self) -> None:
+        self._deafen_on = None
+        self._flowing.set()
+        self._answering.set()
 
     def close(self) -> None:
         """Cut, and stop the relay's thread."""
@@ -71,12 +88,21 @@ class TcpRelay:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, request=True),
+            self._pipe(up_reader, writer, request=False),
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, request: bool
+    ) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if not request:
+                    await self._answering.wait()
                 writer.write(data)
                 await writer.drain()
+                if request and self._deafen_on is not None and self._deafen_on in data:
+                    self._answering.clear()
         writer.transport.abort()

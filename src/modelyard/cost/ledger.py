@@ -4,15 +4,21 @@
 batches (every `flush_interval` seconds, or sooner when `batch_size` rows wait), so the request
 path never waits on disk. `aclose()` writes whatever is still queued: nothing is lost at a clean
 shutdown. Alerts are kept in the same file so `modelyard costs` can list them.
+
+Each row and alert gets an id when queued (`uid`, unique in its table), and a write inserts
+only the ids not there yet: a batch written again after a failure that came after its commit
+(a reply lost on the way back from PostgreSQL, a write cut by a cancel) counts each row once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +53,15 @@ MIGRATIONS: list[Migration] = [
         "002_tokens_estimated",
         "ALTER TABLE spend ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        "003_uid",
+        """
+        ALTER TABLE spend ADD COLUMN uid TEXT;
+        CREATE UNIQUE INDEX spend_uid ON spend (uid);
+        ALTER TABLE alerts ADD COLUMN uid TEXT;
+        CREATE UNIQUE INDEX alerts_uid ON alerts (uid)
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
@@ -74,9 +89,27 @@ class SpendRow:
     them, or the provider reported none), not the provider's count."""
 
 
-def row_values(row: SpendRow) -> tuple[Any, ...]:
-    """The row's column values, in the tables' insert order (tags as JSON text)."""
+Keyed = tuple[str, SpendRow]
+"""A spend row and its `uid`."""
+
+KeyedAlert = tuple[str, Alert]
+"""An alert and its `uid`."""
+
+SPEND_COLUMNS = (
+    "uid, at, day, request_id, system, model, key_id, tags, cost, saved, cached, answered,"
+    " error, input_tokens, output_tokens, tokens_estimated"
+)
+"""The columns of `row_values`, in order."""
+
+ALERT_COLUMNS = "uid, at, kind, place, message, value, threshold, details"
+"""The columns of `alert_values`, in order."""
+
+
+def row_values(keyed: Keyed) -> tuple[Any, ...]:
+    """The row's column values, in `SPEND_COLUMNS` order (tags as JSON text)."""
+    uid, row = keyed
     return (
+        uid,
         row.at,
         row.day,
         row.request_id,
@@ -95,10 +128,16 @@ def row_values(row: SpendRow) -> tuple[Any, ...]:
     )
 
 
+def alert_values(keyed: KeyedAlert) -> tuple[Any, ...]:
+    """The alert's column values, in `ALERT_COLUMNS` order (details as JSON text)."""
+    uid, a = keyed
+    return (uid, a.at, a.kind, a.where, a.message, a.value, a.threshold, json.dumps(a.details))
+
+
 @dataclass(slots=True)
 class _Pending:
-    spend: list[SpendRow] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
+    spend: list[Keyed] = field(default_factory=list)
+    alerts: list[KeyedAlert] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.spend) + len(self.alerts)
@@ -111,8 +150,8 @@ class LedgerFile(Protocol):
     where: str
     """What to name in a log line."""
 
-    async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
-        """Insert a batch in one transaction."""
+    async def write(self, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]) -> None:
+        """Insert a batch in one transaction, skipping the uids already there."""
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query (SQLite's dialect)."""
@@ -129,23 +168,19 @@ class SqliteLedgerFile:
         self.where = str(self.path)
         self.worker = SqliteWorker(path, component="ledger", migrations=MIGRATIONS)
 
-    async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
-        """Insert a batch in one transaction."""
+    async def write(self, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]) -> None:
+        """Insert a batch in one transaction, skipping the uids already there."""
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO spend (at, day, request_id, system, model, key_id, tags, cost,"
-                " saved, cached, answered, error, input_tokens, output_tokens, tokens_estimated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO spend ({SPEND_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+                " ON CONFLICT (uid) DO NOTHING",
                 [row_values(r) for r in spend],
             )
             conn.executemany(
-                "INSERT INTO alerts (at, kind, place, message, value, threshold, details)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (a.at, a.kind, a.where, a.message, a.value, a.threshold, json.dumps(a.details))
-                    for a in alerts
-                ],
+                f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ({', '.join('?' * 8)})"
+                " ON CONFLICT (uid) DO NOTHING",
+                [alert_values(a) for a in alerts],
             )
 
         await self.worker.run(lambda conn: transaction(conn, apply))
@@ -181,6 +216,12 @@ class Ledger:
         self._stopping = False
         self.dropped = 0
         self.written = 0
+        self._uid_prefix = uuid.uuid4().hex[:16] + "-"
+        self._uids = itertools.count()
+
+    def _uid(self) -> str:
+        """An id no other row or process uses: what makes writing a batch twice harmless."""
+        return f"{self._uid_prefix}{next(self._uids)}"
 
     def record(self, rows: Sequence[SpendRow]) -> None:
         """Queue spend rows; never waits."""
@@ -188,12 +229,12 @@ class Ledger:
             self.dropped += len(rows)
             log.error("spend ledger queue is full (%d rows); dropped %d", self.max_queue, len(rows))
             return
-        self._pending.spend.extend(rows)
+        self._pending.spend.extend((self._uid(), row) for row in rows)
         self._kick()
 
     def record_alert(self, alert: Alert) -> None:
         """Queue an alert; never waits."""
-        self._pending.alerts.append(alert)
+        self._pending.alerts.append((self._uid(), alert))
         self._kick()
 
     def _kick(self) -> None:
@@ -225,11 +266,14 @@ class Ledger:
                 batch, self._pending = self._pending, _Pending()
                 try:
                     await self.file.write(batch.spend, batch.alerts)
-                except Exception as exc:  # a disk, a database down: nothing may be lost
-                    # Keep the rows for the next try, in front of the newer ones.
+                except BaseException as exc:  # a disk, a database down: nothing may be lost
+                    # Keep the rows for the next try, in front of the newer ones; a cancel too
+                    # (the uids make a batch that was written after all count once).
                     batch.spend.extend(self._pending.spend)
                     batch.alerts.extend(self._pending.alerts)
                     self._pending = batch
+                    if not isinstance(exc, Exception):
+                        raise
                     log.error("spend ledger %s: write failed: %s", self.file.where, exc)
                     return
                 self.written += len(batch.spend)

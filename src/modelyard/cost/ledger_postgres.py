@@ -9,13 +9,18 @@ second copy of every report.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from modelyard.cost.alerts import Alert
-from modelyard.cost.ledger import SpendRow, row_values
+from modelyard.cost.ledger import (
+    ALERT_COLUMNS,
+    SPEND_COLUMNS,
+    Keyed,
+    KeyedAlert,
+    alert_values,
+    row_values,
+)
 from modelyard.state.postgres_tables import PostgresTables
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -42,12 +47,27 @@ MIGRATIONS: list[tuple[str, str]] = [
         "002_tokens_estimated",
         "ALTER TABLE {p}spend ADD COLUMN IF NOT EXISTS tokens_estimated INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # Rows written before have no uid (NULL, which a unique index never compares equal).
+        "003_uid",
+        """
+        ALTER TABLE {p}spend ADD COLUMN IF NOT EXISTS uid TEXT;
+        CREATE UNIQUE INDEX IF NOT EXISTS {p}spend_uid ON {p}spend (uid);
+        ALTER TABLE {p}alerts ADD COLUMN IF NOT EXISTS uid TEXT;
+        CREATE UNIQUE INDEX IF NOT EXISTS {p}alerts_uid ON {p}alerts (uid)
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
 _TABLES = re.compile(r"\b(spend|alerts)\b(?!_)")
 _TAGS = re.compile(r"json_each\(spend\.tags\)(\s+(?:AS\s+)?t)\b")
 _PLACEHOLDER = re.compile(r"\?")
+
+
+def _marks(count: int, jsonb: int) -> str:
+    """`$1, ..., $count`, the `jsonb`th cast to jsonb."""
+    return ", ".join(f"${i}::jsonb" if i == jsonb else f"${i}" for i in range(1, count + 1))
 
 
 class PostgresLedgerFile(PostgresTables):
@@ -62,30 +82,27 @@ class PostgresLedgerFile(PostgresTables):
         super().__init__(url, table_prefix=table_prefix, timeout=timeout)
         self.where = f"postgres tables {self.p}spend/{self.p}alerts"
 
-    async def write(self, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
-        """Insert a batch in one transaction."""
+    async def write(self, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]) -> None:
+        """Insert a batch in one transaction, skipping the uids already there (a batch sent
+        again after its commit's reply was lost)."""
         await self._with(lambda conn: self._insert(conn, spend, alerts))
 
-    async def _insert(self, conn: Any, spend: Sequence[SpendRow], alerts: Sequence[Alert]) -> None:
+    async def _insert(
+        self, conn: Any, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]
+    ) -> None:
         async with conn.transaction():
             if spend:
                 await conn.executemany(
-                    f"INSERT INTO {self.p}spend (at, day, request_id, system, model, key_id,"
-                    " tags, cost, saved, cached, answered, error, input_tokens, output_tokens,"
-                    " tokens_estimated) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10,"
-                    " $11, $12, $13, $14, $15)",
+                    f"INSERT INTO {self.p}spend ({SPEND_COLUMNS}) VALUES ({_marks(16, 8)})"
+                    " ON CONFLICT (uid) DO NOTHING",
                     [row_values(r) for r in spend],
                 )
             if alerts:
                 await conn.executemany(
-                    f"INSERT INTO {self.p}alerts (at, kind, place, message, value, threshold,"
-                    " details) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-                    [
-                        (a.at, a.kind, a.where, a.message, a.value, a.threshold,
-                         json.dumps(a.details))
-                        for a in alerts
-                    ],
-                )  # fmt: skip
+                    f"INSERT INTO {self.p}alerts ({ALERT_COLUMNS}) VALUES ({_marks(8, 8)})"
+                    " ON CONFLICT (uid) DO NOTHING",
+                    [alert_values(a) for a in alerts],
+                )
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query written in SQLite's dialect (see the module doc)."""
