@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,3 +83,21 @@ async def test_a_log_written_before_tokens_were_marked_estimated_is_migrated(
     await reopened.aclose()
     assert old is not None and old["tokens_estimated"] is False
     assert new is not None and new["tokens_estimated"] is True
+
+
+async def test_a_write_cancelled_before_it_ran_is_written_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "requests.sqlite3"
+    log = DecisionLog(path)
+    gate = threading.Event()
+    busy = asyncio.get_running_loop().run_in_executor(log._writer, gate.wait, 5)
+    log.record(record("r1"))
+    flushing = asyncio.ensure_future(log.flush())
+    await asyncio.sleep(0.05)  # the write waits behind the busy writer thread
+    flushing.cancel()
+    await asyncio.gather(flushing, return_exceptions=True)
+    gate.set()
+    await busy
+    await log.aclose()
+    reopened = DecisionLog(path)
+    assert await reopened.get("r1") == record("r1").to_dict()
+    await reopened.aclose()

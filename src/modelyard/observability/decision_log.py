@@ -225,11 +225,14 @@ class DecisionLog:
                 await self.shared.write(encoded, _exchanges(batch))
             else:
                 encoded = await self._on_writer(self._write, batch)
-        except Exception as exc:  # a disk, a database down: the records are kept to retry
+        except BaseException as exc:  # a disk, a database down: the records are kept to retry
+            # A cancel too (a stop landing mid-write): a record written again replaces itself.
+            self._pending[:0] = batch
+            if not isinstance(exc, Exception):
+                raise
             log.error(
                 "could not write %d request records: %s; keeping them to retry", len(batch), exc
             )
-            self._pending[:0] = batch
             return
         recent = self._recent
         for record, data in zip(batch, encoded, strict=True):
