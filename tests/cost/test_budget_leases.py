@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import pytest
 
-from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_book import BudgetBook, settle_shielded
 from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.errors import UnavailableError
 from modelyard.state.base import StateStore
-from modelyard.state.policy import PolicyStore
+from modelyard.state.policy import OnUnavailable, PolicyStore
+from modelyard.state.postgres import PostgresStore
 from modelyard.state.redis import RedisStore
+from tests.conftest import relayed_postgres
 from tests.cost.helpers import question
 from tests.fakes.tcp_relay import TcpRelay
 from tests.state.conftest import (  # noqa: F401  (store, twin: every backend in turn)
@@ -156,3 +159,64 @@ async def test_a_settlement_the_store_missed_is_made_when_the_process_stops() ->
     finally:
         await direct.clear_prefix()
         await direct.aclose()
+
+
+async def settled_by_the_keeper(book: BudgetBook) -> None:
+    """Wait (at most 5 s, far less than a keeper's 30 s round) for the deferred settlements."""
+    for _ in range(100):
+        if not book.leases._deferred:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the settlement was not retried when the store came back")
+
+
+async def a_lost_release_answer(shared: PolicyStore, relay: TcpRelay, marker: bytes) -> None:
+    """Reserve $0.5 and settle it to $0.25 while the release's answer is lost (the store applied
+    it); then bring the store back and see it: the one settlement counts once, at once."""
+    book = BudgetBook(shared)
+    holds = await reserved_by(book, 0.5)
+    relay.lose_replies_after(marker)
+    await settle_shielded(book, holds, 0.25)  # applied, but the answer never came
+    relay.flow()
+    await asyncio.sleep(0.06)  # past retry_interval
+    assert (await status(book)).spent >= 0  # a request's store call sees it back
+    await settled_by_the_keeper(book)
+    after = await status(book)
+    assert after.spent == pytest.approx(0.25)
+    assert after.reserved == pytest.approx(0.0)
+    await book.leases.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("on_unavailable", ["local", "fail_closed"])
+async def test_a_release_whose_answer_was_lost_counts_once_in_redis(
+    on_unavailable: OnUnavailable,
+) -> None:
+    relay = TcpRelay("127.0.0.1", 6379)
+    relay.restore()
+    primary = RedisStore(f"redis://127.0.0.1:{relay.port}/0", prefix=unique_prefix(), timeout=1)
+    shared = PolicyStore(primary, on_unavailable=on_unavailable, retry_interval=0.05)
+    try:
+        await primary._client.script_load(primary._release.script)  # its sha is what is sent
+        await a_lost_release_answer(shared, relay, primary._release.sha.encode())
+    finally:
+        relay.flow()
+        await primary.clear_prefix()
+        await shared.aclose()
+        relay.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("on_unavailable", ["local", "fail_closed"])
+async def test_a_release_whose_answer_was_lost_counts_once_in_postgres(
+    on_unavailable: OnUnavailable, postgres_relay: TcpRelay
+) -> None:
+    url = relayed_postgres(postgres_relay)
+    primary = PostgresStore(url, table_prefix="t" + uuid.uuid4().hex[:10] + "_", timeout=1)
+    shared = PolicyStore(primary, on_unavailable=on_unavailable, retry_interval=0.05)
+    try:
+        await a_lost_release_answer(shared, postgres_relay, b"COMMIT")
+    finally:
+        postgres_relay.flow()
+        await primary.drop_tables()
+        await shared.aclose()

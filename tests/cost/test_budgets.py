@@ -374,10 +374,10 @@ async def test_an_answer_is_returned_even_if_settling_fails_and_the_worst_case_s
     class SettleFails(MemoryStore):
         failing = True
 
-        async def release(self, lease_id, changes):  # type: ignore[no-untyped-def]
+        async def release(self, lease, changes):  # type: ignore[no-untyped-def]
             if self.failing:
                 raise UnavailableError("store gone", code="state_unavailable")
-            return await super().release(lease_id, changes)
+            return await super().release(lease, changes)
 
     store = SettleFails()
     book = BudgetBook(store)

@@ -12,6 +12,8 @@ from modelyard.state.base import Claim, Lease, StateStore
 EXPIRED = 0.0
 """A lease's seconds that have run out by the time anything sweeps."""
 
+LIVE = Lease(id="live", seconds=600)
+
 
 async def held(store: StateStore, lease_id: str, amount: float, seconds: float = EXPIRED) -> None:
     refused = await store.reserve_or_explain(
@@ -48,7 +50,7 @@ async def test_release_gives_back_the_reservation_and_applies_the_changes(
     store: StateStore,
 ) -> None:
     await held(store, "live", 0.25, seconds=600)
-    values = await store.release("live", [("used", 0.1, 3600), ("spent", 0.1, 3600)])
+    values = await store.release(LIVE, [("used", 0.1, 3600), ("spent", 0.1, 3600)])
     assert values == [pytest.approx(0.1), pytest.approx(0.1)]
     assert await store.counter("used") == pytest.approx(0.1)
     assert await store.reclaim() == []
@@ -59,7 +61,7 @@ async def test_a_release_after_its_lease_was_reclaimed_charges_the_actual_once(
 ) -> None:
     await held(store, "slow", 0.25)
     assert len(await store.reclaim()) == 1
-    await store.release("slow", [("used", 0.1, 3600)])
+    await store.release(Lease(id="slow", seconds=600), [("used", 0.1, 3600)])
     assert await store.counter("used") == pytest.approx(0.1)
 
 
@@ -100,3 +102,54 @@ async def test_a_refused_reservation_takes_no_lease(store: StateStore) -> None:
     )
     assert refused is not None
     assert await store.reclaim() == []
+
+
+async def test_a_release_sent_again_changes_nothing(store: StateStore) -> None:
+    # The first answer was lost: the holder cannot know the release was applied, and retries.
+    await held(store, "live", 0.25, seconds=600)
+    changes = [("used", 0.1, 3600), ("spent", 0.1, 3600)]
+    await store.release(LIVE, changes)
+    assert await store.release(LIVE, changes) == [pytest.approx(0.1), pytest.approx(0.1)]
+    assert await store.counter("used") == pytest.approx(0.1)
+    assert await store.counter("spent") == pytest.approx(0.1)
+
+
+async def test_a_release_after_a_sweep_sent_again_charges_the_actual_once(
+    store: StateStore,
+) -> None:
+    await held(store, "slow", 0.25)
+    assert len(await store.reclaim()) == 1
+    for _ in range(2):
+        await store.release(Lease(id="slow", seconds=600), [("used", 0.1, 3600)])
+    assert await store.counter("used") == pytest.approx(0.1)
+
+
+async def test_two_releases_of_one_lease_at_once_apply_it_once(
+    store: StateStore, twin: StateStore
+) -> None:
+    await held(store, "live", 0.25, seconds=600)
+    changes = [("used", 0.1, 3600)]
+    await asyncio.gather(store.release(LIVE, changes), twin.release(LIVE, changes))
+    assert await store.counter("used") == pytest.approx(0.1)
+
+
+async def test_a_released_lease_is_forgotten_by_the_sweep_after_its_seconds(
+    store: StateStore,
+) -> None:
+    await held(store, "brief", 0.25)
+    await store.release(Lease(id="brief", seconds=EXPIRED), [("used", 0.1, 3600)])
+    assert await store.reclaim() == []  # forgotten, and not reported as given back
+    await store.release(Lease(id="brief", seconds=EXPIRED), [("used", 0.1, 3600)])
+    assert await store.counter("used") == pytest.approx(0.2)
+
+
+async def test_a_renewed_release_is_remembered_past_its_first_seconds(
+    store: StateStore,
+) -> None:
+    await held(store, "kept", 0.25, seconds=600)
+    kept = Lease(id="kept", seconds=EXPIRED)
+    await store.release(kept, [("used", 0.1, 3600)])
+    await store.renew(["kept"], 600)  # its holder is still retrying it
+    assert await store.reclaim() == []
+    await store.release(kept, [("used", 0.1, 3600)])
+    assert await store.counter("used") == pytest.approx(0.1)

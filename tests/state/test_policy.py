@@ -188,7 +188,7 @@ async def test_a_lease_taken_locally_and_released_after_recovery_charges_its_act
     await asyncio.sleep(0.06)
     assert await store.counter("b") == 0  # the reservation stayed behind with its lease
     assert store.health().ok
-    assert await store.release("l", [("b", 0.25, None)]) == [0.25]
+    assert await store.release(Lease(id="l", seconds=600), [("b", 0.25, None)]) == [0.25]
     await store.aclose()
 
 

@@ -29,7 +29,7 @@ async def test_file_is_in_wal_mode_with_migrations_recorded_once(tmp_path: Path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rows = conn.execute("SELECT component, name FROM _migrations").fetchall()
-    assert rows == [("state", "001_state"), ("state", "002_leases")]
+    assert rows == [("state", "001_state"), ("state", "002_leases"), ("state", "003_released")]
     conn.close()
 
 

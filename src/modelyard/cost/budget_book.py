@@ -181,7 +181,8 @@ class BudgetBook:
             changes += [(h.spent_key, actual, h.ttl) for h in holds]
         if lease_id:
             try:
-                values = await self.store.release(lease_id, changes)
+                lease = Lease(id=lease_id, seconds=self.leases.seconds)
+                values = await self.store.release(lease, changes)
             except UnavailableError:
                 self.leases.defer(lease_id, changes)
                 raise

@@ -8,11 +8,17 @@ run as long as it likes (a long stream, a slow pipeline); a process that dies st
 and once its leases expire the next sweep, by any replica, gives their amounts back, once. The
 keeper sweeps at most every quarter lease, and runs only while its process holds leases: the
 serving path pays a dict insert and delete, never a store call of its own.
+
+A settlement the store could not take is retried on each round, and at once when the store is
+seen answering again (`StateStore.on_recovery`): until then its worst case stays reserved, and
+the budget looks fuller than it is. The store applies a release once, so a retry of one whose
+answer was lost changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING
 from modelyard.background import detached
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Change, Reclaimed, StateStore
+from modelyard.state.base import Change, Lease, Reclaimed, StateStore
 
 if TYPE_CHECKING:
     from modelyard.config.resources import Resources
@@ -55,6 +61,9 @@ class LeaseKeeper:
         """Settlements the store could not take when they were made, retried on each round."""
         self._task: asyncio.Task[None] | None = None
         self._sweep_at = 0.0
+        self._store_back: asyncio.Event | None = None
+        """Set when the store answers again with settlements deferred: the round runs now."""
+        store.on_recovery(self._on_store_back)
 
     def new_id(self) -> str:
         """A lease id no other process or reservation uses."""
@@ -72,20 +81,27 @@ class LeaseKeeper:
 
     def defer(self, lease_id: str, changes: list[Change]) -> None:
         """Retry the settlement of `lease_id` (`StateStore.release`) until the store takes it,
-        renewing its lease meanwhile. Whether a sweep took the lease first or not, the release
-        counts the cost once; a release that was applied but whose answer was lost counts it
-        twice, erring as budgets do, towards spend."""
+        renewing its lease meanwhile (and the store's memory of its release, which makes a
+        retry of a release applied with its answer lost change nothing). Whether a sweep took
+        the lease first or not, the release counts the cost once."""
         self._deferred[lease_id] = changes
         self.hold(lease_id)
 
     async def _keep(self) -> None:
+        self._store_back = asyncio.Event()  # made here: bound to the loop the keeper runs on
         while self._live:
             # The first sweep runs at once: after a restart, the first reservation starts it.
             if time.monotonic() >= self._sweep_at:
                 self._sweep_at = time.monotonic() + self.every
                 await self._tolerant(self.sweep())
-            await asyncio.sleep(self.every)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await self._store_back.wait()
             await self.renew()
+
+    def _on_store_back(self) -> None:
+        if self._deferred and self._store_back is not None:
+            self._store_back.set()
 
     async def renew(self) -> None:
         """Renew the leases of this process's requests in flight, and retry the settlements
@@ -94,9 +110,11 @@ class LeaseKeeper:
             await self._tolerant(self.store.renew(list(self._live), self.seconds))
         for lease_id, changes in list(self._deferred.items()):
             await self._tolerant(self._settle(lease_id, changes))
+        if self._store_back is not None:
+            self._store_back.clear()
 
     async def _settle(self, lease_id: str, changes: list[Change]) -> None:
-        await self.store.release(lease_id, changes)
+        await self.store.release(Lease(id=lease_id, seconds=self.seconds), changes)
         self._deferred.pop(lease_id, None)
         self._live.pop(lease_id, None)
 

@@ -9,12 +9,18 @@ A reservation may also take a `Lease`: the store keeps what it reserved until it
 in the same atomic step as the counters. A holder that dies before releasing (a process killed
 outright) leaves its lease to expire, and `reclaim` gives its amounts back, once, whichever
 process sweeps. A release after its lease was reclaimed gives nothing back a second time.
+
+A release is applied once: the store remembers its lease's id as released for the lease's
+seconds (renewed by `renew` while the holder retries it), so a release sent again after its
+answer was lost (it was applied, the caller could not know) changes nothing. Past that, a
+sweep forgets the id: a release retried only after its holder was cut off from the store for
+longer than a whole lease would count again.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -87,19 +93,23 @@ class StateStore(abc.ABC):
         return None if refused is None else (refused, await self.counter(refused.key))
 
     @abc.abstractmethod
-    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
-        """In one atomic step: if lease `lease_id` is still held, end it and take what it
-        reserved off its counters (those not expired); then apply `changes` (as `adjust_many`)
-        and return their new values. A lease already reclaimed gives nothing back twice."""
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+        """In one atomic step: if `lease` is still held, end it and take what it reserved off
+        its counters (those not expired); then apply `changes` (as `adjust_many`) and return
+        their new values. A lease already reclaimed gives nothing back twice; a lease already
+        released (a retry whose first answer was lost) changes nothing, and the values are the
+        counters' current ones."""
 
     @abc.abstractmethod
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
-        """Extend each lease still held to `seconds` from now (their holder is alive)."""
+        """Extend each lease still held, or remembered as released, to `seconds` from now
+        (their holder is alive)."""
 
     @abc.abstractmethod
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         """End up to `limit` expired leases and give back what they reserved: each exactly
-        once, even with several processes sweeping at the same time."""
+        once, even with several processes sweeping at the same time. Released leases whose
+        seconds are over are forgotten too (not counted in `limit`, not returned)."""
 
     @abc.abstractmethod
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
@@ -137,6 +147,10 @@ class StateStore(abc.ABC):
     def health(self) -> StoreHealth:
         """Where this store is serving from right now."""
         return StoreHealth(backend=self.backend)
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        """Call `listener` each time the store answers again after an outage (a store that
+        is never down never calls it)."""
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -21,6 +21,8 @@ class MemoryStore(StateStore):
         self._window_sums: dict[str, float] = {}
         self._leases: dict[str, tuple[float, tuple[tuple[str, float], ...]]] = {}
         """Lease id -> (when it expires, what it reserved on each counter)."""
+        self._released: dict[str, float] = {}
+        """Lease id -> when it is forgotten."""
 
     def _alive(self, key: str) -> bool:
         expires = self._expiry.get(key)
@@ -62,11 +64,19 @@ class MemoryStore(StateStore):
             if key in self._counters and self._alive(key):  # an expired window has nothing
                 self._counters[key] -= amount
 
-    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
-        held = self._leases.pop(lease_id, None)
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+        now = self._clock()
+        if self._released.get(lease.id, now) > now:
+            return [await self.counter(key) for key, _, _ in changes]
+        self._released[lease.id] = now + lease.seconds
+        held = self._leases.pop(lease.id, None)
         if held is not None:
             self._give_back(held[1])
         return [await self.adjust(key, delta, ttl=ttl) for key, delta, ttl in changes]
+
+    def holds(self, lease_id: str) -> bool:
+        """Whether lease `lease_id` is held here (taken and not yet released or reclaimed)."""
+        return lease_id in self._leases
 
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
         expires = self._clock() + seconds
@@ -74,9 +84,13 @@ class MemoryStore(StateStore):
             held = self._leases.get(lease_id)
             if held is not None:
                 self._leases[lease_id] = (expires, held[1])
+            if lease_id in self._released:
+                self._released[lease_id] = expires
 
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         now = self._clock()
+        for lease_id in [i for i, until in self._released.items() if until <= now]:
+            del self._released[lease_id]
         expired = [i for i, (expires, _) in self._leases.items() if expires <= now][:limit]
         out = []
         for lease_id in expired:

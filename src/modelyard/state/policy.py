@@ -10,7 +10,12 @@
   backend answers again, the spend counted locally is added to it, so no spend is lost.
 
 Either way the backend is tried again at most every `retry_interval` seconds, so a dead backend
-costs no connect timeout per request. What fails closed is admission: the bookkeeping of a call
+costs no connect timeout per request; `on_recovery` listeners hear when it answers again.
+
+The release of a lease the backend holds is never counted locally: the backend may have applied
+it with its answer lost, and added to it at recovery the local count would charge it twice. It
+fails as in `fail_closed`, and the caller retries it there (`LeaseKeeper.defer`), where a
+release is applied once. What fails closed is admission: the bookkeeping of a call
 already made (`after_the_call`) is lost, never its answer.
 """
 
@@ -65,27 +70,33 @@ class PolicyStore(StateStore):
         self._local = MemoryStore()
         self._down: UnavailableError | None = None
         self._retry_at = 0.0
+        self._listeners: list[Callable[[], None]] = []
 
-    async def _run(self, operation: Callable[[StateStore], Awaitable[T]]) -> T:
+    async def _run(
+        self, operation: Callable[[StateStore], Awaitable[T]], *, local: bool = True
+    ) -> T:
         if self._down is not None and not await self._recovered():
-            return await self._fallback(operation)
+            return await self._fallback(operation, local)
         try:
             return await operation(self.primary)
         except UnavailableError as exc:
             if exc.code != "state_unavailable":
                 raise
             self._mark_down(exc)
-            return await self._fallback(operation)
+            return await self._fallback(operation, local)
 
-    async def _fallback(self, operation: Callable[[StateStore], Awaitable[T]]) -> T:
-        if self.on_unavailable == "local":
+    async def _fallback(self, operation: Callable[[StateStore], Awaitable[T]], local: bool) -> T:
+        """`operation` on the local store (`local` mode and a `local` operation), or the error
+        saying why not."""
+        if self.on_unavailable == "local" and local:
             return await operation(self._local)
         assert self._down is not None
-        raise UnavailableError(
-            f"{self._down.message}; refusing requests until it is back "
-            "(state.on_unavailable: fail_closed)",
-            code="state_unavailable",
+        why = (
+            "not counted locally: retried there when it is back"
+            if self.on_unavailable == "local"
+            else "refusing requests until it is back (state.on_unavailable: fail_closed)"
         )
+        raise UnavailableError(f"{self._down.message}; {why}", code="state_unavailable")
 
     def _mark_down(self, exc: UnavailableError) -> None:
         self._retry_at = self._clock() + self.retry_interval
@@ -137,6 +148,8 @@ class PolicyStore(StateStore):
             self._where,
             moved,
         )
+        for listener in self._listeners:
+            listener()
         return True
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
@@ -147,11 +160,10 @@ class PolicyStore(StateStore):
     ) -> tuple[Claim, float] | None:
         return await self._run(lambda store: store.reserve_or_explain(claims, lease=lease))
 
-    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
-        # A lease taken in the backend and released while it is down: the local store has no
-        # such lease, so only `changes` are counted locally; the backend's sweep gives the
-        # reservation back once its lease expires, and the two add up when it is back.
-        return await self._run(lambda store: store.release(lease_id, changes))
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+        if self._local.holds(lease.id):  # taken locally, while the backend was down
+            return await self._local.release(lease, changes)
+        return await self._run(lambda store: store.release(lease, changes), local=False)
 
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
         await self._run(lambda store: store.renew(lease_ids, seconds))
@@ -183,6 +195,9 @@ class PolicyStore(StateStore):
 
     async def delete(self, key: str) -> None:
         await self._run(lambda store: store.delete(key))
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
 
     def health(self) -> StoreHealth:
         if self._down is None:

@@ -37,6 +37,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS {p}leases_expires_at ON {p}leases (expires_at)
         """,
     ),
+    (
+        "003_released",
+        """
+        CREATE TABLE IF NOT EXISTS {p}released (
+            id TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL);
+        CREATE INDEX IF NOT EXISTS {p}released_expires_at ON {p}released (expires_at)
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change. `{p}` is the table prefix."""
 
@@ -46,12 +54,12 @@ _EPSILON = 1e-12
 
 class PostgresStore(PostgresTables, StateStore):
     """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`,
-    `...leases`."""
+    `...leases`, `...released`."""
 
     backend = "postgres"
     component = "state"
     setting = "state.url"
-    tables = ("counters", "values", "windows", "leases")
+    tables = ("counters", "values", "windows", "leases", "released")
     migrations = MIGRATIONS
     pool_size = 10
 
@@ -126,13 +134,26 @@ class PostgresStore(PostgresTables, StateStore):
         )
         return amounts
 
-    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
         async def apply(conn: Any) -> list[float]:
             async with conn.transaction():
-                # The lease's row first, then the counters' locks: a sweep takes them in the
-                # same order, so the two never wait on each other in a circle.
+                # The release's row, the lease's, then the counters' locks: a sweep takes them
+                # in the same order, so the two never wait on each other in a circle. A second
+                # release of the lease waits here for the first to commit, then finds its row.
+                first = await conn.fetchval(
+                    f"""
+                    INSERT INTO {self.p}released AS r VALUES ($1, {_NOW} + $2)
+                    ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+                        WHERE r.expires_at <= {_NOW}
+                    RETURNING TRUE
+                    """,
+                    lease.id,
+                    lease.seconds,
+                )
+                if first is None:  # a retry whose first answer was lost
+                    return [await self._current(conn, key) for key, _, _ in changes]
                 held = await conn.fetchval(
-                    f"DELETE FROM {self.p}leases WHERE id = $1 RETURNING held", lease_id
+                    f"DELETE FROM {self.p}leases WHERE id = $1 RETURNING held", lease.id
                 )
                 keys = [key for key, _, _ in changes]
                 if held is not None:
@@ -145,19 +166,25 @@ class PostgresStore(PostgresTables, StateStore):
         return await self._with(apply)
 
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
-        if lease_ids:
-            await self._with(
-                lambda conn: conn.execute(
-                    f"UPDATE {self.p}leases SET expires_at = {_NOW} + $2 "
+        async def apply(conn: Any) -> None:
+            for table in ("leases", "released"):
+                await conn.execute(
+                    f"UPDATE {self.p}{table} SET expires_at = {_NOW} + $2 "
                     "WHERE id = ANY($1::text[])",
                     list(lease_ids),
                     seconds,
                 )
-            )
+
+        if lease_ids:
+            await self._with(apply)
 
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         async def apply(conn: Any) -> list[Reclaimed]:
             async with conn.transaction():
+                await conn.execute(
+                    f"DELETE FROM {self.p}released WHERE id IN (SELECT id FROM {self.p}released"
+                    f" WHERE expires_at <= {_NOW} FOR UPDATE SKIP LOCKED)"
+                )
                 # SKIP LOCKED: two sweepers take disjoint leases, and neither waits for the other.
                 rows = await conn.fetch(
                     f"""

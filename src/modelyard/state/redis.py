@@ -3,7 +3,8 @@
 Every check-and-change is one Lua script, which Redis runs atomically, so two processes can never
 both pass a limit only one of them fits under. Rate windows use Redis's own clock (`TIME`), so
 processes with skewed clocks still agree; so do leases (a sorted set of ids scored by expiry,
-beside a hash of what each reserved, written by the reservation's own script). A connection
+beside a hash of what each reserved, written by the reservation's own script), and the ids of
+released leases (a sorted set scored by when they are forgotten). A connection
 failure raises `UnavailableError` with code `state_unavailable`; `state.policy.PolicyStore`
 decides what that means for requests.
 
@@ -82,19 +83,28 @@ end
 _RELEASE = (
     _GIVE_BACK
     + """
--- KEYS[1], KEYS[2]: the leases; KEYS[3..]: counters to change. ARGV[1]: the lease's id; then
--- each change's delta and ttl.
+-- KEYS[1], KEYS[2], KEYS[3]: the leases and the released ids; KEYS[4..]: counters to change.
+-- ARGV[1], ARGV[2]: the lease's id and seconds; then each change's delta and ttl.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local values = {}
+local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if seen and tonumber(seen) > now then
+  -- released before: a retry whose first answer was lost
+  for j = 1, #KEYS - 3 do values[j] = redis.call('GET', KEYS[j + 3]) or '0' end
+  return values
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[1], ARGV[1])
   give_back(held)
 end
-local values = {}
-for j = 1, #KEYS - 2 do
-  local key = KEYS[j + 2]
-  values[j] = redis.call('INCRBYFLOAT', key, ARGV[2*j])
-  local ttl = tonumber(ARGV[2*j+1])
+for j = 1, #KEYS - 3 do
+  local key = KEYS[j + 3]
+  values[j] = redis.call('INCRBYFLOAT', key, ARGV[2*j+1])
+  local ttl = tonumber(ARGV[2*j+2])
   if ttl > 0 and redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ttl) end
 end
 return values
@@ -102,9 +112,13 @@ return values
 )
 
 _RENEW = """
+-- KEYS[1], KEYS[2]: the leases' and the released ids' sorted sets.
 local t = redis.call('TIME')
 local expires = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i]) end
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i])
+  redis.call('ZADD', KEYS[2], 'XX', expires, ARGV[i])
+end
 return 0
 """
 
@@ -113,6 +127,7 @@ _RECLAIM = (
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
 for _, id in ipairs(ids) do
@@ -228,6 +243,7 @@ class RedisStore(StateStore):
         self._renew = self._client.register_script(_RENEW)
         self._reclaim = self._client.register_script(_RECLAIM)
         self._leases = [self._key("leases", "expiry"), self._key("leases", "held")]
+        self._released = self._key("leases", "released")
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self.prefix}{kind}:{key}"
@@ -273,19 +289,21 @@ class RedisStore(StateStore):
         values = await self._call(lambda: self._adjust(keys=keys, args=_changes(changes)))
         return [float(v) for v in values]
 
-    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
-        keys = self._leases + [self._key("c", key) for key, _, _ in changes]
-        args = [lease_id, *_changes(changes)]
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+        keys = [*self._leases, self._released, *(self._key("c", key) for key, _, _ in changes)]
+        args = [lease.id, repr(lease.seconds), *_changes(changes)]
         values = await self._call(lambda: self._release(keys=keys, args=args))
         return [float(v) for v in values]
 
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
         if lease_ids:
             args = [repr(seconds), *lease_ids]
-            await self._call(lambda: self._renew(keys=self._leases[:1], args=args))
+            keys = [self._leases[0], self._released]
+            await self._call(lambda: self._renew(keys=keys, args=args))
 
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
-        flat = await self._call(lambda: self._reclaim(keys=self._leases, args=[limit]))
+        keys = [*self._leases, self._released]
+        flat = await self._call(lambda: self._reclaim(keys=keys, args=[limit]))
         counters = len(self._key("c", ""))
         out = []
         for lease_id, held in zip(flat[::2], flat[1::2], strict=True):

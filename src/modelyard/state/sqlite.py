@@ -36,6 +36,13 @@ MIGRATIONS: list[Migration] = [
             id TEXT PRIMARY KEY, expires_at REAL NOT NULL, held TEXT NOT NULL) WITHOUT ROWID
         """,
     ),
+    (
+        "003_released",
+        """
+        CREATE TABLE state_released (id TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
+        CREATE INDEX state_released_expires_at ON state_released (expires_at)
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
@@ -143,13 +150,22 @@ class SqliteStore(StateStore):
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 
-    async def release(self, lease_id: str, changes: Sequence[Change]) -> list[float]:
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
         def apply(conn: sqlite3.Connection) -> list[float]:
             now = self._clock()
             # BEGIN IMMEDIATE holds the file's write lock, so no sweep can take it in between.
-            row = conn.execute("SELECT held FROM state_leases WHERE id = ?", (lease_id,)).fetchone()
+            seen = conn.execute(
+                "SELECT 1 FROM state_released WHERE id = ? AND expires_at > ?", (lease.id, now)
+            ).fetchone()
+            if seen is not None:  # released before: this is a retry whose first answer was lost
+                return [_current(conn, key, now) for key, _, _ in changes]
+            conn.execute(
+                "INSERT OR REPLACE INTO state_released VALUES (?, ?)",
+                (lease.id, now + lease.seconds),
+            )
+            row = conn.execute("SELECT held FROM state_leases WHERE id = ?", (lease.id,)).fetchone()
             if row is not None:
-                conn.execute("DELETE FROM state_leases WHERE id = ?", (lease_id,))
+                conn.execute("DELETE FROM state_leases WHERE id = ?", (lease.id,))
                 _give_back(conn, row[0], now)
             return _apply(conn, changes, now)
 
@@ -158,10 +174,11 @@ class SqliteStore(StateStore):
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
         def apply(conn: sqlite3.Connection) -> None:
             expires = self._clock() + seconds
-            conn.executemany(
-                "UPDATE state_leases SET expires_at = ? WHERE id = ?",
-                [(expires, lease_id) for lease_id in lease_ids],
-            )
+            for table in ("state_leases", "state_released"):
+                conn.executemany(
+                    f"UPDATE {table} SET expires_at = ? WHERE id = ?",
+                    [(expires, lease_id) for lease_id in lease_ids],
+                )
 
         if lease_ids:
             await self._worker.run(lambda conn: transaction(conn, apply))
@@ -169,6 +186,7 @@ class SqliteStore(StateStore):
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         def apply(conn: sqlite3.Connection) -> list[Reclaimed]:
             now = self._clock()
+            conn.execute("DELETE FROM state_released WHERE expires_at <= ?", (now,))
             rows = conn.execute(
                 "SELECT id, held FROM state_leases WHERE expires_at <= ? "
                 "ORDER BY expires_at LIMIT ?",
