@@ -140,21 +140,24 @@ class PostgresStore(PostgresTables, StateStore):
                 # The release's row, the lease's, then the counters' locks: a sweep takes them
                 # in the same order, so the two never wait on each other in a circle. A second
                 # release of the lease waits here for the first to commit, then finds its row.
-                first = await conn.fetchval(
+                # One round trip: the lease ends only if this is the release's first time.
+                first, held = await conn.fetchrow(
                     f"""
-                    INSERT INTO {self.p}released AS r VALUES ($1, {_NOW} + $2)
-                    ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
-                        WHERE r.expires_at <= {_NOW}
-                    RETURNING TRUE
+                    WITH first AS (
+                        INSERT INTO {self.p}released AS r VALUES ($1, {_NOW} + $2)
+                        ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+                            WHERE r.expires_at <= {_NOW}
+                        RETURNING TRUE AS yes),
+                    ended AS (
+                        DELETE FROM {self.p}leases WHERE id = $1 AND EXISTS (SELECT 1 FROM first)
+                        RETURNING held)
+                    SELECT (SELECT yes FROM first), (SELECT held FROM ended)
                     """,
                     lease.id,
                     lease.seconds,
                 )
                 if first is None:  # a retry whose first answer was lost
                     return [await self._current(conn, key) for key, _, _ in changes]
-                held = await conn.fetchval(
-                    f"DELETE FROM {self.p}leases WHERE id = $1 RETURNING held", lease.id
-                )
                 keys = [key for key, _, _ in changes]
                 if held is not None:
                     keys += [key for key, _ in json.loads(held)]
