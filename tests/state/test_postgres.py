@@ -72,3 +72,21 @@ async def test_a_stalled_server_with_on_unavailable_local_counts_in_process(
     postgres_relay.stall()
     assert await answered(store.reserve([CLAIM])) is None
     assert store.health().mode == "local"
+
+
+async def test_local_counts_whose_move_was_answered_too_late_are_added_once(
+    relayed: PostgresStore, postgres_relay: TcpRelay
+) -> None:
+    store = PolicyStore(relayed, on_unavailable="local", retry_interval=0.05)
+    postgres_relay.stall()
+    assert await answered(store.reserve([CLAIM])) is None  # counted locally
+    postgres_relay.flow()
+    postgres_relay.lose_replies_after(b"COMMIT")
+    await asyncio.sleep(0.06)
+    # The move is applied, its answer lost: still down, the count kept locally to enforce.
+    assert await answered(store.counter("b")) == 1
+    assert store.health().mode == "local"
+    postgres_relay.flow()
+    await asyncio.sleep(0.06)
+    assert await answered(store.counter("b")) == 2  # the first reservation and this one, once
+    assert store.health().ok

@@ -7,7 +7,9 @@
   never silently skipped; requests are refused until the backend is back.
 - `local`: operations go to an in-process `MemoryStore` (this process then enforces its limits
   alone), a warning is logged once per outage, and `health()` shows `mode="local"`. When the
-  backend answers again, the spend counted locally is added to it, so no spend is lost.
+  backend answers again, the spend counted locally is added to it, so no spend is lost, and
+  once: the move is a release (`MOVE_MEMORY`), and one whose answer was lost is sent again as
+  it was.
 
 Either way the backend is tried again at most every `retry_interval` seconds, so a dead backend
 costs no connect timeout per request; `on_recovery` listeners hear when it answers again.
@@ -21,8 +23,10 @@ already made (`after_the_call`) is lost, never its answer.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar
 
@@ -34,6 +38,10 @@ T = TypeVar("T")
 log = logging.getLogger("modelyard.state")
 
 OnUnavailable = Literal["fail_closed", "local"]
+
+MOVE_MEMORY = 86400.0
+"""Seconds the backend remembers a move of local counts (a release of a lease of its own): a
+move whose answer was lost and that is sent again within that long is applied once."""
 
 
 async def after_the_call(bookkeeping: Awaitable[None], what: str) -> None:
@@ -71,6 +79,13 @@ class PolicyStore(StateStore):
         self._down: UnavailableError | None = None
         self._retry_at = 0.0
         self._listeners: list[Callable[[], None]] = []
+        self._unsure: tuple[Lease, list[Change]] | None = None
+        """The last move of local counts to the backend, if its answer was lost."""
+        self._moves = itertools.count()
+        self._move_prefix = f"moved-{uuid.uuid4().hex[:16]}-"
+
+    def _move_id(self) -> str:
+        return f"{self._move_prefix}{next(self._moves)}"
 
     async def _run(
         self, operation: Callable[[StateStore], Awaitable[T]], *, local: bool = True
@@ -127,16 +142,27 @@ class PolicyStore(StateStore):
             # the backend, finds no lease there and charges their actual cost alone.
             leased = self._local.leased()
             self._local = MemoryStore()
+            # A move whose answer was lost is sent again as it was (applied once, as a release
+            # is): its counts, kept locally meanwhile, are not moved a second time.
+            unsure = self._unsure
+            again = {key: delta for key, delta, _ in unsure[1]} if unsure else {}
             changes = [
-                (key, value - leased.get(key, 0.0), ttl) for key, (value, ttl) in counted.items()
+                (key, value - leased.get(key, 0.0) - again.get(key, 0.0), ttl)
+                for key, (value, ttl) in counted.items()
             ]
             try:
+                if unsure is not None:
+                    await self.primary.release(*unsure)
+                    self._unsure = unsure = None
                 if changes:
-                    await self.primary.adjust_many(changes)
+                    self._unsure = (Lease(id=self._move_id(), seconds=MOVE_MEMORY), changes)
+                    await self.primary.release(*self._unsure)
+                    self._unsure = None
                 else:
                     await self.primary.counter("health-probe")
             except UnavailableError as exc:
-                for key, value, ttl in changes:
+                # Kept here to enforce meanwhile: what this process counted and did not move.
+                for key, value, ttl in [*changes, *(unsure[1] if unsure else [])]:
                     await self._local.adjust(key, value, ttl=ttl)
                 self._mark_down(exc)
                 return False
