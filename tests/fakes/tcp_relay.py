@@ -50,12 +50,12 @@ class TcpRelay:
 
     def flow(self) -> None:
         """Pass data on again."""
-        self._run(self._flow())
+        self._loop.call_soon_threadsafe(self._flow)
 
     async def _arm(self, marker: bytes) -> None:
         self._deafen_on = marker
 
-    async def _flow(self) -> None:
+    def _flow(self) -> None:
         self._deafen_on = None
         self._flowing.set()
         self._answering.set()
@@ -101,8 +101,8 @@ class TcpRelay:
                 await self._flowing.wait()
                 if not request:
                     await self._answering.wait()
+                elif self._deafen_on is not None and self._deafen_on in data:
+                    self._answering.clear()  # before it is sent: the reply cannot overtake it
                 writer.write(data)
                 await writer.drain()
-                if request and self._deafen_on is not None and self._deafen_on in data:
-                    self._answering.clear()
         writer.transport.abort()
