@@ -14,9 +14,10 @@ class TcpRelay:
     of its own (so code that blocks the test's event loop can still reach it). `cut()` closes
     the listener and every connection through it; `restore()` listens on the same port again.
     `stall()` keeps every connection open but passes nothing on (a partition, a server that
-    hangs) until `flow()`. `lose_replies_after(marker)` passes requests on but holds every
-    reply once a request holding `marker` has gone through (the server did the work, and the
-    client never hears of it) until `flow()`."""
+    hangs) until `flow()`. `lose_replies_after(marker)` passes requests on but holds the replies
+    of the connection a request holding `marker` went through (the server did the work, and the
+    client never hears of it) until `flow()`; other connections, such as the one a client opens
+    to cancel the lost query, still get theirs, as when one connection's reply is lost."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -26,8 +27,8 @@ class TcpRelay:
         self._loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._answering = asyncio.Event()
-        self._answering.set()
+        self._held: set[asyncio.Event] = set()
+        """Each deafened connection's gate for its replies."""
         self._deafen_on: bytes | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -58,7 +59,9 @@ class TcpRelay:
     def _flow(self) -> None:
         self._deafen_on = None
         self._flowing.set()
-        self._answering.set()
+        for answering in self._held:
+            answering.set()
+        self._held.clear()
 
     def close(self) -> None:
         """Cut, and stop the relay's thread."""
@@ -88,21 +91,29 @@ class TcpRelay:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
+        answering = asyncio.Event()  # this connection's replies pass
+        answering.set()
         await asyncio.gather(
-            self._pipe(reader, up_writer, request=True),
-            self._pipe(up_reader, writer, request=False),
+            self._pipe(reader, up_writer, answering, request=True),
+            self._pipe(up_reader, writer, answering, request=False),
         )
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, request: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answering: asyncio.Event,
+        *,
+        request: bool,
     ) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
                 await self._flowing.wait()
                 if not request:
-                    await self._answering.wait()
+                    await answering.wait()
                 elif self._deafen_on is not None and self._deafen_on in data:
-                    self._answering.clear()  # before it is sent: the reply cannot overtake it
+                    answering.clear()  # before it is sent: the reply cannot overtake it
+                    self._held.add(answering)
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
