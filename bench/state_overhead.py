@@ -38,7 +38,7 @@ class RateLimited(Wrapper):
         self.store = store
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        wait = await self.store.window_acquire("rpm:bench", 1, limit=1e9, window=60)
+        wait = (await self.store.window_acquire("rpm:bench", 1, limit=1e9, window=60)).wait
         assert wait == 0
         return await self.inner.complete(request)
 

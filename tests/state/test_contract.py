@@ -78,15 +78,15 @@ async def test_window_admits_up_to_the_limit_then_says_how_long_to_wait(
     store: StateStore,
 ) -> None:
     for _ in range(3):
-        assert await store.window_acquire("rpm", 1, limit=3, window=0.3) == 0.0
-    wait = await store.window_acquire("rpm", 1, limit=3, window=0.3)
+        assert (await store.window_acquire("rpm", 1, limit=3, window=0.3)).wait == 0.0
+    wait = (await store.window_acquire("rpm", 1, limit=3, window=0.3)).wait
     assert 0.0 < wait <= 0.3
     await asyncio.sleep(wait + 0.02)
-    assert await store.window_acquire("rpm", 1, limit=3, window=0.3) == 0.0
+    assert (await store.window_acquire("rpm", 1, limit=3, window=0.3)).wait == 0.0
 
 
 async def test_window_amount_above_the_limit_never_fits(store: StateStore) -> None:
-    assert await store.window_acquire("tpm", 11, limit=10, window=60) == 60
+    assert (await store.window_acquire("tpm", 11, limit=10, window=60)).wait == 60
 
 
 async def test_delete_forgets_a_counter(store: StateStore) -> None:
@@ -103,10 +103,27 @@ async def test_a_refusal_reports_the_counter_value_it_saw(store: StateStore) -> 
 
 
 async def test_window_sums_amounts_and_frees_them_as_they_expire(store: StateStore) -> None:
-    assert await store.window_acquire("tpm", 3, limit=10, window=0.2) == 0.0
-    assert await store.window_acquire("tpm", 4, limit=10, window=0.2) == 0.0
-    assert await store.window_acquire("tpm", 4, limit=10, window=0.2) > 0.0
-    assert await store.window_acquire("tpm", 3, limit=10, window=0.2) == 0.0
+    assert (await store.window_acquire("tpm", 3, limit=10, window=0.2)).wait == 0.0
+    assert (await store.window_acquire("tpm", 4, limit=10, window=0.2)).wait == 0.0
+    assert (await store.window_acquire("tpm", 4, limit=10, window=0.2)).wait > 0.0
+    assert (await store.window_acquire("tpm", 3, limit=10, window=0.2)).wait == 0.0
     await asyncio.sleep(0.25)
-    assert await store.window_acquire("tpm", 10, limit=10, window=0.2) == 0.0
-    assert await store.window_acquire("tpm", 1, limit=10, window=0.2) > 0.0
+    assert (await store.window_acquire("tpm", 10, limit=10, window=0.2)).wait == 0.0
+    assert (await store.window_acquire("tpm", 1, limit=10, window=0.2)).wait > 0.0
+
+
+async def test_window_tells_what_it_holds_and_when_it_empties(store: StateStore) -> None:
+    first = await store.window_acquire("rpm", 1, limit=3, window=60)
+    assert (first.wait, first.used, first.reset) == (0.0, 1.0, 60.0)
+    await store.window_acquire("rpm", 1, limit=3, window=60)
+    third = await store.window_acquire("rpm", 1, limit=3, window=60)
+    assert (third.wait, third.used) == (0.0, 3.0)
+    refused = await store.window_acquire("rpm", 1, limit=3, window=60)
+    assert refused.used == 3.0  # nothing recorded
+    # Empty once the newest entry leaves; the wait is for the oldest (sent a moment earlier).
+    assert 59.0 < refused.wait <= refused.reset <= 60.0
+
+
+async def test_window_refused_when_empty_empties_now(store: StateStore) -> None:
+    use = await store.window_acquire("tpm", 11, limit=10, window=60)
+    assert (use.wait, use.used, use.reset) == (60.0, 0.0, 0.0)

@@ -47,11 +47,12 @@ class KeyLimits:
         """Count one request against the key's requests per minute; 429 when it is reached."""
         assert key.rpm is not None
         try:
-            wait = await self.limits.window_acquire(
+            use = await self.limits.window_acquire(
                 f"key-rpm:{key.id}", 1, limit=key.rpm, window=60
             )
         except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
             raise from_model_error(exc) from None
+        wait = use.wait
         if wait > 0:
             raise ApiError(
                 429,

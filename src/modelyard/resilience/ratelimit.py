@@ -205,15 +205,19 @@ class Limiter:
         is full (nothing taken then)."""
         limits = self.limits
         if limits.rpm is not None:
-            wait = await self.store.window_acquire(
-                self._key("rpm"), 1.0, limit=limits.rpm, window=limits.window
-            )
+            wait = (
+                await self.store.window_acquire(
+                    self._key("rpm"), 1.0, limit=limits.rpm, window=limits.window
+                )
+            ).wait
             if wait > 0:
                 return wait, f"the rpm limit {limits.rpm} is reached"
         if limits.tpm is not None and tokens:
-            wait = await self.store.window_acquire(
-                self._key("tpm"), float(tokens), limit=limits.tpm, window=limits.window
-            )
+            wait = (
+                await self.store.window_acquire(
+                    self._key("tpm"), float(tokens), limit=limits.tpm, window=limits.window
+                )
+            ).wait
             if wait > 0:
                 if limits.rpm is not None:
                     await self._force("rpm", -1.0)

@@ -20,7 +20,7 @@ longer than a whole lease would count again.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -53,6 +53,32 @@ class Reclaimed:
 
     id: str
     amounts: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowUse:
+    """What one `window_acquire` found and did, read in the same atomic step: what a caller
+    tells its own clients of their rate (remaining, reset) costs no further round trip."""
+
+    wait: float
+    """0.0 when the amount was recorded; else the seconds until it would fit."""
+    used: float
+    """The amounts in the window after the call (this one's included when recorded)."""
+    reset: float
+    """Seconds until all of `used` has left the window (0.0 when nothing is in it)."""
+
+
+def window_wait(
+    entries: Iterable[tuple[float, float]], excess: float, window: float, now: float
+) -> float:
+    """Seconds until enough of a window's (time, amount) entries, oldest first, have left it to
+    free `excess`: what a refused `window_acquire` waits (the whole window if they never can)."""
+    freed = 0.0
+    for at, acquired in entries:
+        freed += acquired
+        if freed >= excess - 1e-12:
+            return max(0.0, at + window - now)
+    return window
 
 
 Change = tuple[str, float, float | None]
@@ -122,10 +148,11 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def window_acquire(
         self, key: str, amount: float, *, limit: float, window: float
-    ) -> float:
+    ) -> WindowUse:
         """Sliding-window rate limit: if the amounts acquired at `key` during the last `window`
-        seconds plus `amount` stay within `limit`, record `amount` and return 0.0; otherwise
-        record nothing and return the seconds until it would fit."""
+        seconds plus `amount` stay within `limit`, record `amount` (`wait` 0.0); otherwise
+        record nothing (`wait`: the seconds until it would fit). Either way, with what the
+        window holds then and when it will have emptied."""
 
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:

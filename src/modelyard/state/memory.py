@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore, WindowUse, window_wait
 
 
 class MemoryStore(StateStore):
@@ -111,7 +111,7 @@ class MemoryStore(StateStore):
 
     async def window_acquire(
         self, key: str, amount: float, *, limit: float, window: float
-    ) -> float:
+    ) -> WindowUse:
         now = self._clock()
         entries = self._windows.setdefault(key, deque())
         # A running sum keeps each call O(entries expired), not O(entries in the window).
@@ -123,18 +123,12 @@ class MemoryStore(StateStore):
         if used + amount <= limit + 1e-12:
             entries.append((now, amount))
             self._window_sums[key] = used + amount
-            return 0.0
+            return WindowUse(wait=0.0, used=used + amount, reset=window)
         self._window_sums[key] = used
-        if amount > limit:
-            return window
-        # Wait until enough of the oldest entries have left the window.
-        excess = used + amount - limit
-        freed = 0.0
-        for at, acquired in entries:
-            freed += acquired
-            if freed >= excess - 1e-12:
-                return max(0.0, at + window - now)
-        return window
+        reset = entries[-1][0] + window - now if entries else 0.0
+        return WindowUse(
+            wait=window_wait(entries, used + amount - limit, window, now), used=used, reset=reset
+        )
 
     def counters(self) -> dict[str, tuple[float, float | None]]:
         """Every live counter with the seconds it has left (None: no expiry)."""

@@ -31,7 +31,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar
 
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore, StoreHealth
+from modelyard.state.base import (
+    Change,
+    Claim,
+    Lease,
+    Reclaimed,
+    StateStore,
+    StoreHealth,
+    WindowUse,
+)
 from modelyard.state.memory import MemoryStore
 
 T = TypeVar("T")
@@ -208,7 +216,7 @@ class PolicyStore(StateStore):
 
     async def window_acquire(
         self, key: str, amount: float, *, limit: float, window: float
-    ) -> float:
+    ) -> WindowUse:
         return await self._run(
             lambda store: store.window_acquire(key, amount, limit=limit, window=window)
         )

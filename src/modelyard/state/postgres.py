@@ -13,7 +13,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
+from modelyard.state.base import (
+    Change,
+    Claim,
+    Lease,
+    Reclaimed,
+    StateStore,
+    WindowUse,
+    window_wait,
+)
 from modelyard.state.postgres_tables import PostgresTables
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -224,8 +232,8 @@ class PostgresStore(PostgresTables, StateStore):
 
     async def window_acquire(
         self, key: str, amount: float, *, limit: float, window: float
-    ) -> float:
-        async def apply(conn: Any) -> float:
+    ) -> WindowUse:
+        async def apply(conn: Any) -> WindowUse:
             async with conn.transaction():
                 await self._lock_keys(conn, ["w:" + key])
                 now = float(await conn.fetchval(f"SELECT {_NOW}"))
@@ -235,20 +243,16 @@ class PostgresStore(PostgresTables, StateStore):
                 rows = await conn.fetch(
                     f"SELECT at, amount FROM {self.p}windows WHERE key = $1 ORDER BY at", key
                 )
-                used = sum(r["amount"] for r in rows)
+                used = float(sum(r["amount"] for r in rows))
                 if used + amount <= limit + _EPSILON:
                     await conn.execute(
                         f"INSERT INTO {self.p}windows VALUES ($1, $2, $3)", key, now, amount
                     )
-                    return 0.0
-                if amount > limit:
-                    return window
-                excess, freed = used + amount - limit, 0.0
-                for row in rows:
-                    freed += row["amount"]
-                    if freed >= excess - _EPSILON:
-                        return float(max(0.0, row["at"] + window - now))
-                return window
+                    return WindowUse(wait=0.0, used=used + amount, reset=window)
+                reset = float(rows[-1]["at"]) + window - now if rows else 0.0
+                entries = [(float(r["at"]), r["amount"]) for r in rows]
+                wait = window_wait(entries, used + amount - limit, window, now)
+                return WindowUse(wait=wait, used=used, reset=reset)
 
         return await self._with(apply)
 

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.errors import UnavailableError, redact
-from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore, WindowUse
 
 T = TypeVar("T")
 
@@ -156,7 +156,8 @@ return values
 
 _WINDOW = """
 -- KEYS[1]: sorted set of 'token:amount' scored by time; KEYS[2]: the running sum of amounts,
--- so a call costs O(entries expired), not O(entries in the window).
+-- so a call costs O(entries expired), not O(entries in the window). Returns the seconds to
+-- wait ('0': recorded), the amounts then in the window and the seconds until it has emptied.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local amount, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -172,18 +173,22 @@ if used + amount <= limit + 1e-12 then
   redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[1])
   redis.call('SET', KEYS[2], tostring(used + amount), 'PX', ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return '0'
+  return {'0', tostring(used + amount), tostring(window)}
 end
 redis.call('SET', KEYS[2], tostring(used), 'PX', ttl)
-if amount > limit then return tostring(window) end
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local reset = '0'
+if #newest > 0 then reset = tostring(math.max(0, tonumber(newest[2]) + window - now)) end
+local function refused(wait) return {tostring(wait), tostring(used), reset} end
+if amount > limit then return refused(window) end
 local excess, freed, start = used + amount - limit, 0, 0
 while true do
   local batch = redis.call('ZRANGE', KEYS[1], start, start + 99, 'WITHSCORES')
-  if #batch == 0 then return tostring(window) end
+  if #batch == 0 then return refused(window) end
   for i = 1, #batch, 2 do
     freed = freed + tonumber(string.match(batch[i], ':(.*)$'))
     if freed >= excess - 1e-12 then
-      return tostring(math.max(0, tonumber(batch[i + 1]) + window - now))
+      return refused(math.max(0, tonumber(batch[i + 1]) + window - now))
     end
   end
   start = start + 100
@@ -317,15 +322,15 @@ class RedisStore(StateStore):
 
     async def window_acquire(
         self, key: str, amount: float, *, limit: float, window: float
-    ) -> float:
+    ) -> WindowUse:
         token = uuid.uuid4().hex
-        wait = await self._call(
+        wait, used, reset = await self._call(
             lambda: self._window(
                 keys=[self._key("w", key), self._key("ws", key)],
                 args=[repr(amount), _limit(limit), repr(window), token],
             )
         )
-        return float(wait)
+        return WindowUse(wait=float(wait), used=float(used), reset=float(reset))
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call(lambda: self._client.get(self._key("v", key)))

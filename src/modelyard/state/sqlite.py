@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
+from modelyard.state.base import (
+    Change,
+    Claim,
+    Lease,
+    Reclaimed,
+    StateStore,
+    WindowUse,
+    window_wait,
+)
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
 
 MIGRATIONS: list[Migration] = [
@@ -203,28 +211,23 @@ class SqliteStore(StateStore):
 
     async def window_acquire(
         self, key: str, amount: float, *, limit: float, window: float
-    ) -> float:
-        def apply(conn: sqlite3.Connection) -> float:
+    ) -> WindowUse:
+        def apply(conn: sqlite3.Connection) -> WindowUse:
             now = self._clock()
             conn.execute("DELETE FROM state_windows WHERE key = ? AND at <= ?", (key, now - window))
             used = conn.execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM state_windows WHERE key = ?", (key,)
+                "SELECT COALESCE(SUM(amount), 0.0) FROM state_windows WHERE key = ?", (key,)
             ).fetchone()[0]
             if used + amount <= limit + _EPSILON:
                 conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, now, amount))
-                return 0.0
-            if amount > limit:
-                return window
+                return WindowUse(wait=0.0, used=used + amount, reset=window)
             rows = conn.execute(
                 "SELECT at, amount FROM state_windows WHERE key = ? ORDER BY at", (key,)
             ).fetchall()
-            excess = used + amount - limit
-            freed = 0.0
-            for at, acquired in rows:
-                freed += acquired
-                if freed >= excess - _EPSILON:
-                    return float(max(0.0, at + window - now))
-            return window
+            reset = rows[-1][0] + window - now if rows else 0.0
+            return WindowUse(
+                wait=window_wait(rows, used + amount - limit, window, now), used=used, reset=reset
+            )
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 
