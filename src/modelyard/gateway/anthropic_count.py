@@ -151,7 +151,7 @@ class TokenCounting:
         model = target_for(yard, parsed.target, key)
         request = prepare(call, parsed.request, key, yard)
         if key.rpm is not None:
-            await chat.key_limits.check_rate(key)
+            await chat.key_limits.check_rate(key, call)
         chat.key_limits.occupy(key)
         try:
             return await count(model, request)

@@ -137,7 +137,7 @@ class ChatEndpoints:
             request_id=call.id,
         ).with_budget(yard.loaded.config.default_deadline)
         if key.rpm is not None:
-            await self.key_limits.check_rate(key)
+            await self.key_limits.check_rate(key, call)
         self.key_limits.occupy(key)
         try:
             if key.budget is not None:
@@ -195,7 +195,7 @@ class ChatEndpoints:
         model = outcome.model = target_for(yard, target, key)
         request = prepare(call, request, key, yard)
         if key.rpm is not None:
-            await self.key_limits.check_rate(key)
+            await self.key_limits.check_rate(key, call)
         self.key_limits.occupy(key)
         if self._captures(target, request):
             outcome.captured = request

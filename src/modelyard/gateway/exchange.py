@@ -43,6 +43,9 @@ class Call:
     started: float
     headers: dict[bytes, bytes]
     key: VirtualKey | None = None
+    rate: Headers | tuple[()] = ()
+    """What the caller's key has left of its own rate limit, in its API's headers (none for a
+    key without one): sent with every response once the request was counted against it."""
     responded: bool = False
     """Whether the response has begun (its status and headers are sent)."""
     anthropic: bool = False
@@ -106,6 +109,7 @@ class Call:
             *(headers or JSON),
             (b"content-length", str(len(body)).encode()),
             *self.id_headers,
+            *self.rate,
         ]
         # `begin`, inline: one coroutine fewer for every whole answer.
         self.responded = True

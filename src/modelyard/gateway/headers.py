@@ -1,5 +1,6 @@
 """The gateway's own headers: what a request's `x-modelyard-*` headers (and the caller's trace)
-ask of it, and the `x-modelyard-*` headers an answer carries back."""
+ask of it, the `x-modelyard-*` headers an answer carries back, and a virtual key's own rate
+limit in the headers each API's SDKs and agent frameworks read to pace themselves."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from modelyard.gateway.exchange import SSE, Call, Headers
 from modelyard.gateway.keys import VirtualKey
 from modelyard.observability.propagation import continued
 from modelyard.providers.upstream_quota import QuotaSeen
+from modelyard.state.base import WindowUse
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -99,6 +101,7 @@ def stream_headers(call: Call, version: str, first: Chunk) -> Headers:
     head = [
         *SSE,
         *call.id_headers,
+        *call.rate,
         (b"x-modelyard-config-version", version.encode()),
     ]
     answering = first.model or (first.response.model if first.response else None)
@@ -120,3 +123,42 @@ def upstream_quota_headers(seen: QuotaSeen | None) -> Headers:
         ((UPSTREAM_PREFIX + name).encode(), value.encode("latin-1", "replace"))
         for name, value in seen.headers
     ]
+
+
+def key_rate_headers(rpm: int, use: WindowUse, *, anthropic: bool) -> Headers:
+    """A key's requests per minute as its API reports a rate limit: OpenAI's
+    `x-ratelimit-{limit,remaining,reset}-requests` (reset a duration, `1m0s`), or Anthropic's
+    `anthropic-ratelimit-requests-{limit,remaining,reset}` (reset an RFC 3339 instant). Reset is
+    when the window will have emptied: "fully replenished", as both define it."""
+    limit = str(rpm).encode()
+    remaining = str(max(0, int(rpm - use.used))).encode()
+    if anthropic:
+        return [
+            (b"anthropic-ratelimit-requests-limit", limit),
+            (b"anthropic-ratelimit-requests-remaining", remaining),
+            (b"anthropic-ratelimit-requests-reset", rfc3339(time.time() + use.reset)),
+        ]
+    return [
+        (b"x-ratelimit-limit-requests", limit),
+        (b"x-ratelimit-remaining-requests", remaining),
+        (b"x-ratelimit-reset-requests", duration(use.reset)),
+    ]
+
+
+def duration(seconds: float) -> bytes:
+    """`seconds` as OpenAI writes a reset (Go's duration format), rounded up to the
+    millisecond so that a client waiting it out never comes back early: `250ms`, `1.5s`,
+    `6m0s`, `1h0m0s`."""
+    millis = math.ceil(seconds * 1000 - 1e-6)  # 60.0 s is 60000 ms, not 60001
+    if millis < 1000:
+        return f"{millis}ms".encode() if millis > 0 else b"0s"
+    minutes, millis = divmod(millis, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    out = f"{hours}h{minutes}m" if hours else f"{minutes}m" if minutes else ""
+    whole, part = divmod(millis, 1000)
+    return f"{out}{whole}{f'.{part:03d}'.rstrip('0') if part else ''}s".encode()
+
+
+def rfc3339(at: float) -> bytes:
+    """The Unix time `at` as an RFC 3339 instant in UTC, rounded up to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(at))).encode()

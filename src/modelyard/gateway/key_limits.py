@@ -9,6 +9,8 @@ from modelyard.cost.budget_counters import Hold, key_budget
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.errors import ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
+from modelyard.gateway.exchange import Call
+from modelyard.gateway.headers import key_rate_headers
 from modelyard.gateway.keys import VirtualKey
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
@@ -43,15 +45,16 @@ class KeyLimits:
             book = self._book = BudgetBook(self.spend, leases=self.leases, alerts=self.alerts)
         return book
 
-    async def check_rate(self, key: VirtualKey) -> None:
-        """Count one request against the key's requests per minute; 429 when it is reached."""
+    async def check_rate(self, key: VirtualKey, call: Call) -> None:
+        """Count one request against the key's requests per minute, and give `call` the
+        headers telling what is left of them (sent with whatever it answers); 429 when it is
+        reached."""
         assert key.rpm is not None
         try:
-            use = await self.limits.window_acquire(
-                f"key-rpm:{key.id}", 1, limit=key.rpm, window=60
-            )
+            use = await self.limits.window_acquire(f"key-rpm:{key.id}", 1, limit=key.rpm, window=60)
         except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
             raise from_model_error(exc) from None
+        call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
         wait = use.wait
         if wait > 0:
             raise ApiError(

@@ -1,0 +1,238 @@
+"""A virtual key's own requests per minute, told on every response in the headers each API's SDKs
+read (OpenAI's `x-ratelimit-*-requests`, Anthropic's `anthropic-ratelimit-requests-*`), whole or
+streamed, on the 429 that refuses it too; the official SDKs as clients, the fake providers
+upstream, the key's window on each state backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+
+import anthropic
+import openai
+import pytest
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.server import Fault
+from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running
+from tests.gateway.test_keys import create_key
+from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
+
+from modelyard.gateway.headers import duration
+from modelyard.providers.headers import parse_duration
+from modelyard.state.postgres import PostgresStore
+from modelyard.state.redis import RedisStore
+
+OPENAI_NAMES = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
+ANTHROPIC_NAMES = ("anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining")
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+async def postgres_tables() -> AsyncIterator[str]:
+    """A table prefix for the state store no other run uses, its tables dropped afterwards."""
+    async for name in fresh_tables(PostgresStore):
+        yield name
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory"),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+def state(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The `state:` section: where the keys' windows are counted."""
+    if request.param == "memory":
+        yield "state: {backend: memory}\n"
+    elif request.param == "redis":
+        prefix = unique_prefix()
+        yield f"state: {{backend: redis, url: '{REDIS_URL}', prefix: '{prefix}'}}\n"
+        asyncio.run(_cleared(RedisStore(REDIS_URL, prefix=prefix)))
+    else:
+        tables = request.getfixturevalue("postgres_tables")
+        yield f"state: {{backend: postgres, url: '{POSTGRES_URL}', prefix: '{tables}'}}\n"
+
+
+async def _cleared(store: RedisStore) -> None:
+    await store.clear_prefix()
+    await store.aclose()
+
+
+@pytest.fixture
+def running(
+    serve_gateway: Callable[..., Running],
+    upstream: FakeOpenAI,
+    claude_fake: FakeAnthropic,
+    state: str,
+) -> Running:
+    """A gateway with an admin key, `gpt` on the fake OpenAI (which sends its own
+    `x-ratelimit-*` headers), `claude` on the fake Anthropic and `emb`, a hosted embedder."""
+    return serve_gateway(
+        text=f"""
+providers:
+  up: {{type: openai, base_url: "{upstream.url}/v1", api_key: {UPSTREAM_KEY}}}
+  anthropic: {{type: anthropic, base_url: "{claude_fake.url}", api_key: {CLAUDE_KEY}}}
+models:
+  gpt: {{provider: up, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
+  claude: {{provider: anthropic, id: claude-haiku-4-5-20251001, price: {{input: 1, output: 5}}}}
+embedders:
+  emb: {{provider: up, id: text-embedding-3-small, price: {{input: 0.02}}}}
+gateway:
+  admin_key: admin-secret-123456
+{state}"""
+    )
+
+
+def openai_client(running: Running, key: dict[str, object]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=running.openai_url, api_key=str(key["key"]), max_retries=0)
+
+
+def anthropic_client(running: Running, key: dict[str, object]) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=running.url, api_key=str(key["key"]), max_retries=0)
+
+
+def openai_rate(headers: object) -> tuple[str, str, float]:
+    """(limit, remaining, seconds to reset) as OpenAI's headers say them."""
+    get = headers.get  # type: ignore[attr-defined]
+    reset = parse_duration(get("x-ratelimit-reset-requests"))
+    assert reset is not None, get("x-ratelimit-reset-requests")
+    return get("x-ratelimit-limit-requests"), get("x-ratelimit-remaining-requests"), reset
+
+
+def anthropic_rate(headers: object) -> tuple[str, str, float]:
+    """(limit, remaining, seconds to reset) as Anthropic's headers say them."""
+    get = headers.get  # type: ignore[attr-defined]
+    reset = get("anthropic-ratelimit-requests-reset")
+    assert reset.endswith("Z"), reset
+    at = datetime.fromisoformat(reset).timestamp()
+    return (
+        get("anthropic-ratelimit-requests-limit"),
+        get("anthropic-ratelimit-requests-remaining"),
+        at - time.time(),
+    )
+
+
+def test_openai_chat_tells_what_is_left_then_refuses_with_it(running: Running) -> None:
+    key = create_key(running, name="paced", rpm=3)
+    chat = openai_client(running, key).chat.completions
+    seen = []
+    for _ in range(2):
+        raw = chat.with_raw_response.create(model="gpt", messages=HI)  # type: ignore[arg-type]
+        seen.append(openai_rate(raw.headers))
+    stream = chat.with_raw_response.create(model="gpt", messages=HI, stream=True)  # type: ignore[arg-type]
+    seen.append(openai_rate(stream.headers))
+    assert "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    assert [(limit, left) for limit, left, _ in seen] == [("3", "2"), ("3", "1"), ("3", "0")]
+    assert all(59 <= reset <= 60 for _, _, reset in seen)  # the window empties a minute on
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat.create(model="gpt", messages=HI)  # type: ignore[arg-type]
+    refused = caught.value.response.headers
+    limit, left, reset = openai_rate(refused)
+    assert (limit, left) == ("3", "0")
+    assert 0 < int(refused["retry-after"]) <= round(reset) <= 60
+
+
+def test_a_virtual_key_sees_its_own_limit_never_the_upstream_account(running: Running) -> None:
+    key = create_key(running, name="paced", rpm=7)
+    raw = openai_client(running, key).chat.completions.with_raw_response.create(
+        model="gpt",
+        messages=HI,  # type: ignore[arg-type]
+    )
+    assert openai_rate(raw.headers)[:2] == ("7", "6")  # the fake upstream says 500 and 499
+    assert not [n for n in raw.headers if n.startswith("x-modelyard-upstream-")]
+    assert not [n for n in raw.headers if "tokens" in n and "ratelimit" in n]  # no tpm for keys
+
+
+def test_responses_and_embeddings_carry_them(running: Running) -> None:
+    key = create_key(running, name="paced", rpm=5)
+    client = openai_client(running, key)
+    raw = client.responses.with_raw_response.create(model="gpt", input="hi")
+    assert openai_rate(raw.headers)[:2] == ("5", "4")
+    stream = client.responses.with_raw_response.create(model="gpt", input="hi", stream=True)
+    assert openai_rate(stream.headers)[:2] == ("5", "3")
+    assert any(event.type == "response.completed" for event in stream.parse())
+    raw_emb = client.embeddings.with_raw_response.create(model="emb", input="hello")
+    assert openai_rate(raw_emb.headers)[:2] == ("5", "2")
+
+
+def test_anthropic_messages_tell_it_in_anthropics_headers(running: Running) -> None:
+    key = create_key(running, name="paced", rpm=3)
+    messages = anthropic_client(running, key).messages
+    raw = messages.with_raw_response.create(model="claude", max_tokens=50, messages=HI)  # type: ignore[arg-type]
+    limit, left, reset = anthropic_rate(raw.headers)
+    assert (limit, left) == ("3", "2")  # the fake upstream says 50
+    assert 58 <= reset <= 61  # an instant, rounded up to the second
+    assert not [n for n in raw.headers if n.startswith(("x-ratelimit-", "x-modelyard-upstream"))]
+    counted = messages.with_raw_response.count_tokens(model="claude", messages=HI)  # type: ignore[arg-type]
+    assert anthropic_rate(counted.headers)[:2] == ("3", "1")  # a count takes a request too
+    with messages.with_streaming_response.create(
+        model="claude",
+        max_tokens=50,
+        messages=HI,  # type: ignore[arg-type]
+        stream=True,
+    ) as streamed:
+        assert anthropic_rate(streamed.headers)[:2] == ("3", "0")
+        assert "message_stop" in "".join(streamed.iter_lines())
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        messages.create(model="claude", max_tokens=50, messages=HI)  # type: ignore[arg-type]
+    limit, left, reset = anthropic_rate(caught.value.response.headers)
+    assert (limit, left) == ("3", "0")
+    assert 0 < int(caught.value.response.headers["retry-after"]) <= reset + 1
+
+
+def test_a_key_without_a_limit_and_the_admin_key_get_none(running: Running) -> None:
+    unlimited = create_key(running, name="free")
+    admin: dict[str, object] = {"key": "admin-secret-123456"}
+    for key in (unlimited, admin):
+        raw = openai_client(running, key).chat.completions.with_raw_response.create(
+            model="gpt",
+            messages=HI,  # type: ignore[arg-type]
+        )
+        assert not [n for n in raw.headers if n.startswith("x-ratelimit-")]
+        raw_a = anthropic_client(running, key).messages.with_raw_response.create(
+            model="claude",
+            max_tokens=50,
+            messages=HI,  # type: ignore[arg-type]
+        )
+        assert not [n for n in raw_a.headers if n.startswith("anthropic-ratelimit-")]
+    # The admin key still sees the upstream account's quota, under the gateway's prefix.
+    assert raw.headers["x-modelyard-upstream-x-ratelimit-limit-requests"] == "500"
+    assert raw_a.headers["x-modelyard-upstream-anthropic-ratelimit-requests-limit"] == "50"
+
+
+def test_errors_after_the_request_was_counted_carry_them_too(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    key = create_key(running, name="paced", rpm=4, systems=["gpt"])
+    chat = openai_client(running, key).chat.completions
+    with pytest.raises(openai.PermissionDeniedError) as denied:  # refused before counting
+        chat.create(model="claude", messages=HI)  # type: ignore[arg-type]
+    assert "x-ratelimit-limit-requests" not in denied.value.response.headers
+    upstream.push(Fault(status=401))  # the gateway's upstream credentials refused: a 502
+    with pytest.raises(openai.InternalServerError) as caught:
+        chat.create(model="gpt", messages=HI)  # type: ignore[arg-type]
+    assert caught.value.status_code == 502
+    assert openai_rate(caught.value.response.headers)[:2] == ("4", "3")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "written"),
+    [
+        (0, "0s"),
+        (0.0004, "1ms"),  # rounded up: a client waiting it out never comes back early
+        (0.25, "250ms"),
+        (1.5, "1.5s"),
+        (8.64, "8.64s"),
+        (60, "1m0s"),
+        (86.4, "1m26.4s"),
+        (3725.5, "1h2m5.5s"),
+    ],
+)
+def test_resets_are_written_as_openai_writes_them(seconds: float, written: str) -> None:
+    assert duration(seconds) == written.encode()
+    assert parse_duration(written) == pytest.approx(max(seconds, 0.001) if seconds else 0.0)
