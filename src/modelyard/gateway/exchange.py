@@ -23,6 +23,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+RateHeaders = tuple[tuple[bytes, bytes], ...]
+"""Headers made once and shared by many responses (so never a list a sender could change)."""
 
 JSON: Headers = [(b"content-type", b"application/json")]
 SSE: Headers = [
@@ -43,7 +45,7 @@ class Call:
     started: float
     headers: dict[bytes, bytes]
     key: VirtualKey | None = None
-    rate: Headers | tuple[()] = ()
+    rate: RateHeaders = ()
     """What the caller's key has left of its own rate limit, in its API's headers (none for a
     key without one): sent with every response once the request was counted against it."""
     responded: bool = False

@@ -5,12 +5,13 @@ limit in the headers each API's SDKs and agent frameworks read to pace themselve
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import replace
 
 from modelyard.gateway.errors import bad_request
-from modelyard.gateway.exchange import SSE, Call, Headers
+from modelyard.gateway.exchange import SSE, Call, Headers, RateHeaders
 from modelyard.gateway.keys import VirtualKey
 from modelyard.observability.propagation import continued
 from modelyard.providers.upstream_quota import QuotaSeen
@@ -125,7 +126,7 @@ def upstream_quota_headers(seen: QuotaSeen | None) -> Headers:
     ]
 
 
-def key_rate_headers(rpm: int, use: WindowUse, *, anthropic: bool) -> Headers:
+def key_rate_headers(rpm: int, use: WindowUse, *, anthropic: bool) -> RateHeaders:
     """A key's requests per minute as its API reports a rate limit: OpenAI's
     `x-ratelimit-{limit,remaining,reset}-requests` (reset a duration, `1m0s`), or Anthropic's
     `anthropic-ratelimit-requests-{limit,remaining,reset}` (reset an RFC 3339 instant). Reset is
@@ -133,18 +134,20 @@ def key_rate_headers(rpm: int, use: WindowUse, *, anthropic: bool) -> Headers:
     limit = str(rpm).encode()
     remaining = str(max(0, int(rpm - use.used))).encode()
     if anthropic:
-        return [
+        return (
             (b"anthropic-ratelimit-requests-limit", limit),
             (b"anthropic-ratelimit-requests-remaining", remaining),
-            (b"anthropic-ratelimit-requests-reset", rfc3339(time.time() + use.reset)),
-        ]
-    return [
+            (b"anthropic-ratelimit-requests-reset", rfc3339(math.ceil(time.time() + use.reset))),
+        )
+    return (
         (b"x-ratelimit-limit-requests", limit),
         (b"x-ratelimit-remaining-requests", remaining),
         (b"x-ratelimit-reset-requests", duration(use.reset)),
-    ]
+    )
 
 
+# Cached: an admitted request's reset is always the whole window.
+@functools.lru_cache(maxsize=64)
 def duration(seconds: float) -> bytes:
     """`seconds` as OpenAI writes a reset (Go's duration format), rounded up to the
     millisecond so that a client waiting it out never comes back early: `250ms`, `1.5s`,
@@ -159,6 +162,7 @@ def duration(seconds: float) -> bytes:
     return f"{out}{whole}{f'.{part:03d}'.rstrip('0') if part else ''}s".encode()
 
 
-def rfc3339(at: float) -> bytes:
-    """The Unix time `at` as an RFC 3339 instant in UTC, rounded up to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(at))).encode()
+@functools.lru_cache(maxsize=4)  # the requests of one second share it
+def rfc3339(second: int) -> bytes:
+    """The Unix time `second` as an RFC 3339 instant in UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()

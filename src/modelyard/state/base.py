@@ -55,10 +55,13 @@ class Reclaimed:
     amounts: tuple[tuple[str, float], ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WindowUse:
     """What one `window_acquire` found and did, read in the same atomic step: what a caller
-    tells its own clients of their rate (remaining, reset) costs no further round trip."""
+    tells its own clients of their rate (remaining, reset) costs no further round trip.
+
+    Not frozen, though nothing changes it: one is made for every rate-limited request, and a
+    frozen dataclass takes twice as long to make (0.58 against 0.30 µs)."""
 
     wait: float
     """0.0 when the amount was recorded; else the seconds until it would fit."""
