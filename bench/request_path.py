@@ -2,6 +2,7 @@
 no sockets, local fake models (`one`: a model; `two`: a two-model fallback whose first answers).
 
     .venv/bin/python bench/request_path.py            # µs a request (noisy on a shared host)
+    .venv/bin/python bench/request_path.py 3000 key   # the same, with a virtual key's rpm
 
 On a shared host, count instructions instead: they repeat to the digit whatever else runs.
 The difference of two runs is the requests' own cost (imports and start-up cancel out):
@@ -9,7 +10,7 @@ The difference of two runs is the requests' own cost (imports and start-up cance
     CG="valgrind --tool=callgrind --callgrind-out-file=/dev/null"
     $CG .venv/bin/python bench/request_path.py 0      # "Collected : A"
     $CG .venv/bin/python bench/request_path.py 500    # "Collected : B"
-    # (B - A) / 1000 = instructions a request, over both systems
+    # (B - A) / 1000 = instructions a request, over both systems (`key` after N: keyed)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 
 from modelyard.gateway.app import Gateway, create_app
+from modelyard.gateway.keys import SqliteKeyStore
 
 CONFIG = """
 models:
@@ -43,8 +45,8 @@ systems:
 WARM_UP = 50
 
 
-async def ask(app: Gateway, body: bytes) -> None:
-    """One chat completion through the ASGI app."""
+async def ask(app: Gateway, body: bytes, secret: str | None) -> None:
+    """One chat completion through the ASGI app (with the virtual key `secret`, if given)."""
     sent: list[dict[str, Any]] = []
     asked = False
 
@@ -63,29 +65,34 @@ async def ask(app: Gateway, body: bytes) -> None:
         "type": "http",
         "method": "POST",
         "path": "/v1/chat/completions",
-        "headers": [(b"content-type", b"application/json")],
+        "headers": [(b"content-type", b"application/json")]
+        + ([(b"authorization", b"Bearer " + secret.encode())] if secret else []),
         "client": ("127.0.0.1", 1),
     }
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent[0]["status"] == 200, sent
 
 
-async def main(requests: int) -> None:
+async def main(requests: int, keyed: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bench.yaml"
         config.write_text(CONFIG)
+        secret = None
+        if keyed:  # a key whose requests per minute are counted (the limit is never reached)
+            store = SqliteKeyStore(Path(folder) / ".modelyard" / config.name / "keys.sqlite3")
+            secret, _ = await store.create("bench", rpm=10**9)
         app = create_app(config)
         for system in ("one", "two"):
             body = orjson.dumps({"model": system, "messages": [{"role": "user", "content": "hi"}]})
             for _ in range(WARM_UP):
-                await ask(app, body)
+                await ask(app, body, secret)
             started = time.process_time()
             for _ in range(requests):
-                await ask(app, body)
+                await ask(app, body, secret)
             spent = time.process_time() - started
             print(f"{system}: {spent / max(requests, 1) * 1e6:.1f} µs CPU a request")
         await app.aclose()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, "key" in sys.argv[2:]))
