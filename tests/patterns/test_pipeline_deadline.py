@@ -12,8 +12,6 @@ from collections.abc import Callable
 import pytest
 
 from modelyard.errors import ConfigError, ModelTimeoutError
-from modelyard.streaming import collect
-from modelyard.types import user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE, ask
 
@@ -57,11 +55,7 @@ async def test_a_slow_first_stage_is_cut_at_its_share_and_named(
     async with yard_of(flow(0.7, share="0.34")) as yard:
         started = time.perf_counter()
         with pytest.raises(ModelTimeoutError) as caught:
-            request = user("a question")
-            if streamed:
-                await collect(yard.get("flow").stream(request))
-            else:
-                await yard.get("flow").complete(request)
+            await ask(yard, "flow", streamed)
     assert time.perf_counter() - started < 0.5  # a third of 0.9 s, and the grace
     error = caught.value
     cut = r"stage 'draft''s share of the deadline \(0\.3\d*s\) passed"  # 0.34 of 0.9 s
@@ -80,11 +74,7 @@ async def test_a_stage_out_of_time_names_what_the_stages_before_it_took(
     # error must say where the time went, not only that the check timed out.
     async with yard_of(flow(0.7)) as yard:
         with pytest.raises(ModelTimeoutError) as caught:
-            request = user("a question")
-            if streamed:
-                await collect(yard.get("flow").stream(request))
-            else:
-                await yard.get("flow").complete(request)
+            await ask(yard, "flow", streamed)
     error = caught.value
     assert error.decision is not None
     took = r"the stages before it took 'draft' [78]\d\d ms"
