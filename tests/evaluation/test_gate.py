@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -61,6 +62,54 @@ def test_gate_fails_a_weaker_model_with_a_clear_reason(
     assert code == 1 and not report["passed"]
     assert any(v.startswith("accuracy fell") for v in report["violations"])
     assert report["broken"]
+
+
+def _plotted(page: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The data and layout of the first plotly figure embedded in `page`."""
+    decoder = json.JSONDecoder()
+    at = page.index("Plotly.newPlot(")
+    at = page.index(",", page.index('"', at) + 1) + 1  # past the div's id
+    data, at = decoder.raw_decode(page, page.index("[", at))
+    layout, _ = decoder.raw_decode(page, page.index("{", at))
+    return data, layout
+
+
+@pytest.mark.parametrize(
+    ("candidate", "verdict", "colour"),
+    [
+        ("mistralai/mistral-7b-chat", "FAILED", "#b00020"),
+        ("gpt-4-1106-preview", "PASSED", "#1b7a1b"),
+    ],
+)
+def test_the_gate_report_charts_both_runs_against_the_limits(
+    arc: Path,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    candidate: str,
+    verdict: str,
+    colour: str,
+) -> None:
+    base = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "base.yaml")
+    cand = write_config(CONFIG.format(path=arc, model=candidate), "cand.yaml")
+    page = tmp_path / "gate.html"
+    _, report = _gate(base, cand, arc, "--html", str(page))
+    data, layout = _plotted(page.read_text())
+    points = {t["name"]: t for t in data if t["type"] == "scatter"}
+    for side in ("baseline", "candidate"):
+        assert points[side]["x"] == [report[side]["cost_per_item"]]
+        assert points[side]["y"] == [report[side]["accuracy"]]
+    assert points["candidate"]["marker"]["color"] == colour
+    latency = next(t for t in data if t["type"] == "bar")
+    assert latency["y"] == [
+        report["baseline"]["latency_p95_ms"],
+        report["candidate"]["latency_p95_ms"],
+    ]
+    limits = report["limits"]
+    region = next(s for s in layout["shapes"] if s["type"] == "rect")
+    assert (region["x1"], region["y0"]) == (limits["cost_per_item"], limits["accuracy"])
+    lines = {s.get("y0") for s in layout["shapes"] if s["type"] == "line"}
+    assert limits["latency_p95_ms"] in lines
+    assert verdict in layout["title"]["text"]
 
 
 def test_gate_names_the_items_the_candidate_broke(

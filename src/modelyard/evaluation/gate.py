@@ -3,6 +3,7 @@ the candidate is worse beyond tolerances — before a model or config change shi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,17 @@ from typing import Any
 from modelyard.errors import ConfigError
 from modelyard.evaluation.report import EvalReport, accuracy_unknown
 from modelyard.evaluation.runner import FAILED, ItemResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The bounds a candidate must stay within: the least accuracy, and the most cost per item,
+    p95 latency and share of failed calls (the baseline's figures moved by the tolerances)."""
+
+    accuracy: float
+    cost_per_item: float
+    latency_p95_ms: float
+    failure_rate: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +48,16 @@ class Tolerances:
                 readable = name.replace("_", " ").replace(" ms", " (ms)")
                 raise ConfigError(f"the {readable} tolerance must be a finite number, got {value}")
 
+    def limits(self, baseline: EvalReport) -> Limits:
+        """The figures a candidate may reach against `baseline` and still pass."""
+        return Limits(
+            accuracy=(baseline.accuracy or 0.0) - self.accuracy_drop,
+            cost_per_item=baseline.cost_per_item * (1 + self.cost_increase),
+            latency_p95_ms=baseline.latency_p95_ms
+            + max(baseline.latency_p95_ms * self.latency_increase, self.latency_slack_ms),
+            failure_rate=baseline.failed / max(1, baseline.n) + self.failure_increase,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GateResult:
@@ -56,6 +78,11 @@ class GateResult:
         """Whether the candidate is within every tolerance."""
         return not self.violations
 
+    @property
+    def limits(self) -> Limits:
+        """The bounds the candidate was held to."""
+        return self.tolerances.limits(self.baseline)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
@@ -69,6 +96,7 @@ class GateResult:
                 "failure_increase": self.tolerances.failure_increase,
                 "allow_drift": self.tolerances.allow_drift,
             },
+            "limits": dataclasses.asdict(self.limits),
             "baseline": self.baseline.to_dict(),
             "candidate": self.candidate.to_dict(),
             "broken": self.broken,
@@ -123,8 +151,9 @@ def judge(
                 "and --scorer"
             )
     violations = []
+    limits = tolerances.limits(baseline)
     base_acc, cand_acc = baseline.accuracy or 0.0, candidate.accuracy or 0.0
-    if cand_acc < base_acc - tolerances.accuracy_drop - 1e-12:
+    if cand_acc < limits.accuracy - 1e-12:
         moved = "fell" if cand_acc < base_acc else "did not rise"  # a negative drop asks a gain
         allowed = (
             f"allowed drop {tolerances.accuracy_drop:.2%}"
@@ -132,23 +161,19 @@ def judge(
             else f"a gain of {-tolerances.accuracy_drop:.2%} asked"
         )
         violations.append(f"accuracy {moved} from {base_acc:.2%} to {cand_acc:.2%} ({allowed})")
-    allowed_cost = baseline.cost_per_item * (1 + tolerances.cost_increase)
-    if candidate.cost_per_item > allowed_cost + 1e-15:
+    if candidate.cost_per_item > limits.cost_per_item + 1e-15:
         violations.append(
             f"cost per item rose from ${baseline.cost_per_item:.6f} to "
             f"${candidate.cost_per_item:.6f} (allowed +{tolerances.cost_increase:.0%})"
         )
-    allowed_latency = baseline.latency_p95_ms + max(
-        baseline.latency_p95_ms * tolerances.latency_increase, tolerances.latency_slack_ms
-    )
-    if candidate.latency_p95_ms > allowed_latency:
+    if candidate.latency_p95_ms > limits.latency_p95_ms:
         violations.append(
             f"p95 latency rose from {baseline.latency_p95_ms:.0f} ms to "
-            f"{candidate.latency_p95_ms:.0f} ms (allowed {allowed_latency:.0f} ms)"
+            f"{candidate.latency_p95_ms:.0f} ms (allowed {limits.latency_p95_ms:.0f} ms)"
         )
     base_fail = baseline.failed / max(1, baseline.n)
     cand_fail = candidate.failed / max(1, candidate.n)
-    if cand_fail > base_fail + tolerances.failure_increase + 1e-12:
+    if cand_fail > limits.failure_rate + 1e-12:
         violations.append(f"failed calls rose from {base_fail:.2%} to {cand_fail:.2%}")
     drifted = _drift(cand_results)
     if drifted and not tolerances.allow_drift:

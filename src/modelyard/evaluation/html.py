@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from modelyard.evaluation.calibrate import Calibration
 from modelyard.evaluation.compare import Row
@@ -255,8 +256,100 @@ def compare_html(rows: Sequence[Row], title: str) -> str:
     return _page(title, [table, _Figures()(fig)])
 
 
+_PASS, _FAIL, _BASE = "#1b7a1b", "#b00020", "#666666"
+
+
+def _gate_figure(result: GateResult) -> go.Figure:
+    """Baseline and candidate on the cost-accuracy plane, with the region a candidate may land
+    in shaded, and their p95 latencies against the latency limit."""
+    titles = ("cost and accuracy", "p95 latency")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], subplot_titles=titles)
+    _gate_plane(fig, result)
+    _gate_latency(fig, result)
+    verdict = "PASSED" if result.passed else "FAILED"
+    fig.update_layout(
+        title={
+            "text": f"Gate {verdict} (shaded: where the candidate may land)",
+            "font": {"color": _PASS if result.passed else _FAIL},
+        }
+    )
+    return fig
+
+
+def _gate_plane(fig: go.Figure, result: GateResult) -> None:
+    """The left panel: both runs' (cost, accuracy) and the least accuracy and most cost
+    allowed."""
+    base, cand, limits = result.baseline, result.candidate, result.limits
+    where = {"row": 1, "col": 1}
+    top = max(1.0, base.accuracy or 0.0, cand.accuracy or 0.0)
+    fig.add_shape(
+        type="rect",
+        x0=0,
+        x1=limits.cost_per_item,
+        y0=limits.accuracy,
+        y1=top,
+        fillcolor=_PASS,
+        opacity=0.12,
+        line={"width": 0},
+        **where,
+    )
+    limit = {"dash": "dash", "color": _PASS}
+    fig.add_hline(
+        y=limits.accuracy,
+        line=limit,
+        annotation_text=f"least accuracy allowed {limits.accuracy:.2%}",
+        **where,
+    )
+    fig.add_vline(
+        x=limits.cost_per_item,
+        line=limit,
+        annotation_text=f"most cost allowed ${limits.cost_per_item:.3g}",
+        **where,
+    )
+    candidate = _PASS if result.passed else _FAIL
+    for name, report, colour, symbol in (
+        ("baseline", base, _BASE, "circle"),
+        ("candidate", cand, candidate, "star"),
+    ):
+        point = go.Scatter(
+            x=[report.cost_per_item],
+            y=[report.accuracy or 0.0],
+            mode="markers+text",
+            text=[name],
+            textposition="top center",
+            name=name,
+            marker={"size": 16, "symbol": symbol, "color": colour},
+        )
+        fig.add_trace(point, **where)
+    fig.update_xaxes(title_text="cost per item (USD)", rangemode="tozero", **where)
+    fig.update_yaxes(title_text="accuracy", **where)
+
+
+def _gate_latency(fig: go.Figure, result: GateResult) -> None:
+    """The right panel: both runs' p95 latency and the most allowed."""
+    base, cand, limits = result.baseline, result.candidate, result.limits
+    where = {"row": 1, "col": 2}
+    within = cand.latency_p95_ms <= limits.latency_p95_ms
+    bars = go.Bar(
+        x=["baseline", "candidate"],
+        y=[base.latency_p95_ms, cand.latency_p95_ms],
+        marker={"color": [_BASE, _PASS if within else _FAIL]},
+        name="p95 latency (ms)",
+        showlegend=False,
+    )
+    fig.add_trace(bars, **where)
+    fig.add_hline(
+        y=limits.latency_p95_ms,
+        line={"dash": "dash", "color": _PASS},
+        annotation_text=f"allowed {limits.latency_p95_ms:.0f} ms",
+        **where,
+    )
+    fig.update_yaxes(title_text="ms", rangemode="tozero", **where)
+
+
 def gate_html(result: GateResult) -> str:
-    """The gate's verdict with both runs side by side."""
+    """The gate's verdict with both runs side by side, and the chart of both against the
+    limits."""
     verdict = (
         "<p class='good'><b>PASSED</b></p>"
         if result.passed
@@ -270,7 +363,8 @@ def gate_html(result: GateResult) -> str:
             report_rows(result.baseline), report_rows(result.candidate), strict=True
         )
     ]
-    parts = [verdict, _table(("figure", "baseline", "candidate"), rows)]
+    parts = [verdict, _Figures()(_gate_figure(result))]
+    parts.append(_table(("figure", "baseline", "candidate"), rows))
     parts.append(f"<p>{len(result.broken)} items broken, {len(result.fixed)} fixed.</p>")
     if result.model_changes:
         parts.append(_table(("model changes",), [(c,) for c in result.model_changes]))
