@@ -59,7 +59,7 @@ def line(name: str, report: dict[str, Any]) -> str:
     found = figures(report)
     strong = found["strong"]
     saved = front["saving_at_target"]
-    aiq = {k: round(v, 3) for k, v in found["aiq"].items()}
+    aiq = {k: None if v is None else round(v, 3) for k, v in found["aiq"].items()}
     return (
         f"{name:18s} chosen {report['chosen']['values']} (met on calibration: {report['met']}"
         f"{held(report)}); "

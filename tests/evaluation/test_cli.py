@@ -342,6 +342,23 @@ def test_the_calibration_report_holds_the_figures_of_the_chosen_setting_and_the_
     assert f"{chosen['total_cost']:.6f}" in text
 
 
+def test_the_single_calibrated_point_has_no_aiq_in_any_report(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    page, out = tmp_path / "calibration.html", tmp_path / "c.yaml"
+    found = json.loads(_calibrate_own(own(), "--out", str(out), "--json").stdout)
+    curves = found["frontier"]["curves"]
+    assert curves["calibrated"]["aiq"] is None
+    assert curves["calibrated"]["aiq_reason"] == "n/a: one point has no area"
+    assert curves["random"]["aiq"] > 0 and curves["random"]["aiq_reason"] is None
+    shown = _calibrate_own(own(), "--out", str(out), "--html", str(page))
+    assert shown.exit_code == 0, shown.output
+    assert "n/a: one point has no area" in page.read_text()
+    frontier = shown.output.split("frontier on", 1)[1].splitlines()
+    calibrated = next(line for line in frontier if line.strip("│ ").startswith("calibrated"))
+    assert "n/a" in calibrated
+
+
 @pytest.mark.parametrize("command", ["eval", "compare"])
 def test_a_bad_report_path_fails_before_the_run(
     own: Callable[..., Path], tmp_path: Path, command: str

@@ -14,6 +14,7 @@ from modelyard.evaluation.frontier import (
     strong_share_curve,
     upper_hull,
 )
+from modelyard.evaluation.references import Curve
 
 
 def test_upper_hull_drops_points_under_the_hull_and_after_the_peak() -> None:
@@ -26,8 +27,20 @@ def test_aiq_is_the_area_under_the_hull_carried_flat_to_the_max_cost() -> None:
     assert aiq([(1.0, 0.5), (2.0, 0.9)], max_cost=4.0) == pytest.approx(0.625)
 
 
-def test_aiq_of_one_point_counts_from_its_own_cost() -> None:
-    assert aiq([(2.0, 0.8)], max_cost=4.0) == pytest.approx(0.4)
+@pytest.mark.parametrize("max_cost", [2.0, 4.0])
+def test_aiq_of_one_point_is_not_defined(max_cost: float) -> None:
+    # Carried flat it would read 0 at the largest cost, else a rectangle: no curve either way.
+    assert aiq([(2.0, 0.8)], max_cost=max_cost) is None
+    assert aiq([(2.0, 0.8), (2.0, 0.8)], max_cost=max_cost) is None
+
+
+def test_a_curve_of_one_point_reports_its_aiq_as_not_defined() -> None:
+    curve = Curve(points=[(2.0, 0.8)], aiq=aiq([(2.0, 0.8)], 4.0))
+    assert curve.aiq is None and curve.aiq_text() == "n/a: one point has no area"
+    assert curve.to_dict()["aiq"] is None
+    assert curve.to_dict()["aiq_reason"] == "n/a: one point has no area"
+    two = Curve(points=[(1.0, 0.5), (2.0, 0.9)], aiq=aiq([(1.0, 0.5), (2.0, 0.9)], 4.0))
+    assert two.aiq == pytest.approx(0.625) and two.to_dict()["aiq_reason"] is None
 
 
 def test_random_mixing_of_weak_and_strong_has_apgr_one_half() -> None:

@@ -269,7 +269,7 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
     for name, curve in front.curves.items():
         table.add_row(
             name,
-            f"{curve.aiq:.4g}",
+            curve.aiq_text(),
             num(curve.apgr),
             pct(curve.cpt50),
             pct(curve.cpt80),

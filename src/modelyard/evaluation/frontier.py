@@ -2,7 +2,8 @@
 
 - **AIQ** (RouterBench, `evaluation/AIQ.py` of withmartian/routerbench): the area under the
   non-decreasing upper convex hull of a router's (cost, quality) points, the hull carried flat
-  to the largest cost among the curves compared, divided by that cost.
+  to the largest cost among the curves compared, divided by that cost. Not defined for a curve
+  of one point (a single calibrated setting): reported as None, not as RouterBench's 0.
 - **PGR** (RouteLLM): (q - q_weak) / (q_strong - q_weak). **APGR**: PGR averaged over the share
   of strong-model cost from 0 to 1 (the area under the PGR curve). **CPT(x)**: the smallest
   share of strong cost at which PGR reaches x. Here the curve is the non-decreasing hull of the
@@ -50,11 +51,20 @@ def _turns_up(a: Point, b: Point, c: Point) -> bool:
     return cross >= 0
 
 
-def aiq(points: Sequence[Point], max_cost: float | None = None) -> float:
-    """RouterBench's AIQ of `points`, normalised by `max_cost` (default: their largest cost)."""
-    hull = upper_hull(points)
-    if not hull:
+AIQ_UNDEFINED = "n/a: one point has no area"
+"""Why a curve of one point has no AIQ: carried flat, its area is 0 when it is the costliest
+point compared and otherwise a rectangle saying where the point lies, not how a router trades
+cost for quality."""
+
+
+def aiq(points: Sequence[Point], max_cost: float | None = None) -> float | None:
+    """RouterBench's AIQ of `points`, normalised by `max_cost` (default: their largest cost);
+    None for a single point (`AIQ_UNDEFINED`)."""
+    if not points:
         raise ValueError("AIQ of an empty set of points")
+    if len(set(points)) < 2:
+        return None
+    hull = upper_hull(points)
     top = max(max_cost if max_cost is not None else 0.0, hull[-1][0])
     if top <= 0:
         return hull[-1][1]

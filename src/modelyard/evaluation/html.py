@@ -172,7 +172,7 @@ def calibration_html(cal: Calibration) -> str:
         yaxis_title="accuracy",
     )
     rows = [
-        (name, curve.aiq, curve.apgr, curve.cpt50, curve.cpt80, _pct(front.saving(name)))
+        (name, curve.aiq_text(), curve.apgr, curve.cpt50, curve.cpt80, _pct(front.saving(name)))
         for name, curve in front.curves.items()
     ]
     status = "met" if cal.met else "NOT met"

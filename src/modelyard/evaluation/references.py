@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.evaluation.frontier import (
+    AIQ_UNDEFINED,
     Point,
     aiq,
     apgr,
@@ -28,12 +29,22 @@ class Curve:
     """One router's (cost per item, accuracy) points and the metrics of their frontier."""
 
     points: list[Point]
-    aiq: float
+    aiq: float | None
+    """None for a curve of one point (`AIQ_UNDEFINED`)."""
     apgr: float | None = None
     cpt50: float | None = None
     cpt80: float | None = None
     cost_at_target: float | None = None
     """Least cost per item on the hull reaching `target_fraction` of the strong model."""
+
+    @property
+    def aiq_reason(self) -> str | None:
+        """Why the curve has no AIQ, or None when it has one."""
+        return AIQ_UNDEFINED if self.aiq is None else None
+
+    def aiq_text(self) -> str:
+        """The AIQ as reports show it: four significant digits, or why there is none."""
+        return AIQ_UNDEFINED if self.aiq is None else f"{self.aiq:.4g}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -41,6 +52,7 @@ class Curve:
             "points": [list(p) for p in self.points],
             "hull": [list(p) for p in upper_hull(self.points)],
             "aiq": self.aiq,
+            "aiq_reason": self.aiq_reason,
             "apgr": self.apgr,
             "cpt50": self.cpt50,
             "cpt80": self.cpt80,
