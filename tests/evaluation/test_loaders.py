@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
@@ -43,6 +44,27 @@ def test_gsm8k_label_is_the_final_number_of_a_correct_answer(
     for item in recordings.items:
         right = [o for o in item.outcomes.values() if o.score == 1.0]
         assert (item.label is None) == (not right)
+
+
+def _gsm8k_file(tmp_path: Path, header: list[str], row: list[str]) -> Path:
+    path = tmp_path / "gsm8k.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, row])
+    return path
+
+
+def test_a_gsm8k_response_column_of_no_model_is_named_with_what_it_lacks(
+    tmp_path: Path,
+) -> None:
+    # A grader's text beside the models' answers failed with "missing column 'judge'".
+    header = ["prompt", "a", "a_response", "judge_response"]
+    path = _gsm8k_file(tmp_path, header, ["1 + 1?", "True", "#### 2", "looks right"])
+    with pytest.raises(ConfigError) as caught:
+        load_recordings("routellm-gsm8k", [path])
+    message = str(caught.value)
+    assert message.startswith(f"{path}: column 'judge_response' ends in '_response'")
+    assert "no True/False column 'judge'" in message and "missing column" not in message
+    assert "remove the column if it holds no model's answers" in message
 
 
 def test_mmlu_synthesised_answers_are_right_exactly_when_recorded_right(
@@ -509,7 +531,8 @@ def test_gsm8k_models_are_the_columns_with_responses_and_other_columns_are_ignor
 def test_gsm8k_response_column_without_its_correctness_column_is_named(tmp_path: Path) -> None:
     path = tmp_path / "gsm.csv"
     path.write_text(f"prompt,mixtral,{MIXTRAL}_response\nQ1,True,#### 3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"gsm\.csv: missing column '{re.escape(MIXTRAL)}'"):
+    found = rf"gsm\.csv: column '{re.escape(MIXTRAL)}_response' .* no True/False column"
+    with pytest.raises(ConfigError, match=found):
         load_recordings("routellm-gsm8k", [path])
 
 

@@ -2,7 +2,8 @@
 texts, MMLU with correctness only, MT-Bench with GPT-4 judge scores.
 
 - `routellm-gsm8k`: `prompt`, one True/False column per model and `<model>_response` (the
-  models are the columns with a response column; any other column is ignored). Label: the
+  models are the columns with a response column; any other column is ignored, and a response
+  column without its True/False column is an error naming it). Label: the
   final number of the first correct response (`normalise.number`: the stated `#### N` or
   "answer is N", else its last number); none when no model was right.
 - `routellm-mmlu`: a subject CSV or the folder of them; `prompt` and one True/False column per
@@ -41,15 +42,35 @@ from modelyard.patterns import normalise
 RESPONSE_SUFFIX = "_response"
 
 
+def _gsm8k_models(path: Path, header: list[str]) -> list[str]:
+    """The models: one per `<model>_response` column, each with its True/False `<model>`
+    column. ConfigError naming a response column without one: left out, a model whose
+    correctness column was misnamed would vanish from the recordings without a word."""
+    models = [c.removesuffix(RESPONSE_SUFFIX) for c in header if c.endswith(RESPONSE_SUFFIX)]
+    if not models:
+        raise ConfigError(
+            f"no '<model>{RESPONSE_SUFFIX}' columns: routellm-gsm8k reads each model from a "
+            f"True/False column '<model>' and its answers in '<model>{RESPONSE_SUFFIX}'",
+            path=str(path),
+        )
+    for model in models:
+        if model not in header:
+            raise ConfigError(
+                f"column {model + RESPONSE_SUFFIX!r} ends in '{RESPONSE_SUFFIX}', so "
+                f"routellm-gsm8k reads it as the answers of a model {model!r}, but there is no "
+                f"True/False column {model!r} with their correctness: add it, or rename or "
+                "remove the column if it holds no model's answers",
+                path=str(path),
+            )
+    return models
+
+
 def load_gsm8k(path: Path) -> Recordings:
     """RouteLLM's `gsm8k_responses.csv`."""
     header, rows = read_csv(path)
     refuse_other_format(path, header, "routellm-gsm8k")
     require_columns(path, header, ["prompt"])
-    models = [c.removesuffix(RESPONSE_SUFFIX) for c in header if c.endswith(RESPONSE_SUFFIX)]
-    if not models:
-        raise ConfigError(f"no '<model>{RESPONSE_SUFFIX}' columns", path=str(path))
-    require_columns(path, header, models)
+    models = _gsm8k_models(path, header)
     items = []
     for number, (line, row) in enumerate(rows):
         outcomes = {}
