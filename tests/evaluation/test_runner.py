@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import modelyard
 from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import Item, holdout, load_labelled, select_split
 from modelyard.evaluation.evaluate import evaluate, leaf_models
-from modelyard.evaluation.scorers import make_scorer
+from modelyard.evaluation.scorers import CallableScorer, make_scorer
 from tests.evaluation import spy
 
 CONFIG = """
@@ -259,3 +261,23 @@ def test_repeated_ids_are_refused(tmp_path: Path) -> None:
     path.write_text('{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', encoding="utf-8")
     with pytest.raises(ConfigError):
         load_labelled(path)
+
+
+async def test_a_slow_sync_scorer_runs_in_threads_so_items_are_scored_at_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    spans: list[tuple[float, float, int]] = []
+
+    def slow(item: Item, response: object) -> bool:
+        started = time.perf_counter()
+        time.sleep(0.2)  # a scorer calling out, or computing: it must not hold the loop
+        spans.append((started, time.perf_counter(), threading.get_ident()))
+        return True
+
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        evaluation = await evaluate(yard, "steady", _items(8), CallableScorer(slow), concurrency=8)
+    assert evaluation.report.scored == 8
+    first_end = min(end for _, end, _ in spans)
+    overlapping = [start for start, _, _ in spans if start < first_end]
+    assert len(overlapping) >= 4, spans  # run one after another, only the first starts before
+    assert threading.get_ident() not in {thread for _, _, thread in spans}

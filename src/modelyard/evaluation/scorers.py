@@ -9,7 +9,6 @@ By name (`make_scorer`): `exact`, `choice`, `number`, `regex:PATTERN`, `json:FIE
 from __future__ import annotations
 
 import abc
-import inspect
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from typing import Any
 from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
-from modelyard.functions import import_function
+from modelyard.functions import call_function, import_function
 from modelyard.model import Model
 from modelyard.patterns.normalise import choice, lookup, number, parse_json_answer
 from modelyard.types import ChatResponse, user
@@ -246,10 +245,11 @@ CallableResult = bool | float | int | Score | None
 
 
 class CallableScorer(Scorer):
-    """A Python function `(item, response) -> bool | float | Score | None` (sync or async);
-    None means unparsed. A function that raises, or returns a number outside 0 to 1, stops the
-    evaluation with a ConfigError naming it and the item: counting the item as wrong would skew
-    accuracy without a word."""
+    """A Python function `(item, response) -> bool | float | Score | None`; an async one runs on
+    the event loop, a synchronous one in a worker thread (as node functions do), so a slow one
+    does not hold the other items. None means unparsed. A function that raises, or returns a
+    number outside 0 to 1, stops the evaluation with a ConfigError naming it and the item:
+    counting the item as wrong would skew accuracy without a word."""
 
     name = "callable"
 
@@ -262,9 +262,7 @@ class CallableScorer(Scorer):
 
     async def score(self, item: Item, response: ChatResponse) -> Score:
         try:
-            result = self.function(item, response)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await call_function(self.function, item, response)
         except Exception as exc:  # the user's code: any error is theirs to see, with the item
             raise ConfigError(
                 f"scorer {self.spec} raised {type(exc).__name__} on item {item.id}: {exc}"
