@@ -7,6 +7,7 @@ import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -305,6 +306,29 @@ def test_gate_apply_of_a_candidate_from_another_folder_says_where_its_paths_now_
     text = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
     assert f"relative paths in it are read from {tmp_path}, not from {candidate.parent}" in text
+
+
+def test_calibrate_reads_the_config_once(
+    own: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings tried are texts of their own; the config itself was parsed for the probe,
+    # and again for the single models on each split.
+    from modelyard.config import loader
+    from modelyard.evaluation import calibrate
+
+    config = own()
+    parsed: list[str] = []
+    real = loader.parse
+
+    def counting(text: str, **kwargs: Any) -> loader.LoadedConfig:
+        parsed.append(text)
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(loader, "parse", counting)
+    monkeypatch.setattr(calibrate, "parse", counting)
+    result = _calibrate_own(config, "--out", str(tmp_path / "c.yaml"))
+    assert result.exit_code == 0, result.output
+    assert parsed.count(config.read_text()) == 1
 
 
 def test_calibrate_write_with_out_is_a_usage_error(

@@ -51,6 +51,7 @@ from modelyard.cli.evidence_output import (
     progress,
     write_html,
 )
+from modelyard.config.loader import load_config
 from modelyard.evaluation import html as reports
 from modelyard.evaluation.calibrate import Calibration, Calibrator, Target
 from modelyard.evaluation.compare import Row, compare
@@ -58,7 +59,7 @@ from modelyard.evaluation.dataset import LABELLED
 from modelyard.evaluation.evaluate import evaluate
 from modelyard.evaluation.gate import GateResult, Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory, write_atomic
-from modelyard.evaluation.isolation import load_for_evaluation
+from modelyard.evaluation.isolation import build_for_evaluation, load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
 from modelyard.evaluation.scorers import make_scorer
 
@@ -204,7 +205,8 @@ def calibrate(
         train, test, how = calibration_splits(
             data, fmt, test_data, train_split, test_split, test_fraction, seed, limit
         )
-        probe = load_for_evaluation(config)
+        loaded = load_config(config)
+        probe = build_for_evaluation(loaded)
         try:
             check_target(probe, system, config)
             knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
@@ -216,7 +218,7 @@ def calibrate(
         async def go() -> Calibration:
             with progress() as tick:
                 calibrator = Calibrator(
-                    config, system, scoring, concurrency=concurrency, progress=tick
+                    loaded, system, scoring, concurrency=concurrency, progress=tick
                 )
                 try:
                     return await calibrator.calibrate(

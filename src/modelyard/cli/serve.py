@@ -15,6 +15,7 @@ from modelyard.cli.basic import ConfigPath
 from modelyard.errors import UnavailableError
 
 if TYPE_CHECKING:
+    from modelyard.config.loader import LoadedConfig
     from modelyard.gateway.keys import KeyStore
 
 T = TypeVar("T")
@@ -50,13 +51,18 @@ def serve(
     guarded(lambda: run(config, host=host, port=port, workers=workers))
 
 
-def _with_store(config: Path, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+def _with_store(
+    config: Path,
+    work: Callable[[KeyStore], Awaitable[T]],
+    loaded: LoadedConfig | None = None,
+) -> T:
     """`work` on the config's key store (the shared one when `gateway.keys_url` is set), then
-    closed; a store that cannot be reached fails naming its setting."""
+    closed; a store that cannot be reached fails naming its setting. `loaded` is the config
+    when the caller has already read it."""
     from modelyard.config.loader import load_config
     from modelyard.gateway.keys_postgres import key_store
 
-    loaded = load_config(config)
+    loaded = loaded or load_config(config)
     spec = loaded.config.gateway
     store = key_store(spec, loaded.local_path(spec.keys_db))
 
@@ -89,7 +95,8 @@ def keys_create(
     def run() -> None:
         from modelyard.config.loader import load_config
 
-        spec = load_config(config).config
+        loaded = load_config(config)
+        spec = loaded.config
         names = {*spec.systems, *spec.models}
         unknown = [s for s in system or () if s != "*" and s not in names]
         if unknown:  # a key for a name the config lacks could never be used
@@ -106,6 +113,7 @@ def keys_create(
                 budget=budget,
                 max_concurrency=max_concurrency,
             ),
+            loaded,
         )
         console.print(f"created {key.id} for {name!r} (systems: {', '.join(key.systems)})")
         console.print(f"secret (shown once): [bold]{secret}[/]")

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from modelyard.config.build import build
-from modelyard.config.loader import Loc, parse
+from modelyard.config.loader import LoadedConfig, Loc, load_config, parse
 from modelyard.config.resources import Resources
 from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.evaluate import Evaluation, evaluate, leaf_models
 from modelyard.evaluation.frontier import Point
-from modelyard.evaluation.isolation import for_evaluation
+from modelyard.evaluation.isolation import build_for_evaluation
 from modelyard.evaluation.knobs import Knob, apply_values
 from modelyard.evaluation.references import Frontier, build_frontier
 from modelyard.evaluation.report import EvalReport, accuracy_unknown
@@ -229,15 +228,17 @@ class Calibrator:
 
     def __init__(
         self,
-        config_path: Path,
+        config: Path | LoadedConfig,
         system: str,
         scorer: Scorer,
         *,
         concurrency: int = 8,
         progress: Progress | None = None,
     ) -> None:
-        self.path = config_path
-        self.text = config_path.read_text(encoding="utf-8")
+        # A config already loaded (the command's probe read it) is not read and parsed again.
+        self.loaded = config if isinstance(config, LoadedConfig) else load_config(config)
+        self.path = self.loaded.path
+        self.text = self.loaded.text
         self.system = system
         self.scorer = scorer
         self.concurrency = concurrency
@@ -246,8 +247,8 @@ class Calibrator:
 
     def yard(self, text: str) -> Yard:
         """The config `text` built (with this calibrator's shared resources)."""
-        loaded = for_evaluation(parse(text, path=str(self.path)))
-        return Yard(build(loaded, self.resources), self.resources)
+        loaded = self.loaded if text == self.text else parse(text, path=str(self.path))
+        return build_for_evaluation(loaded, self.resources)
 
     async def run(self, yard: Yard, target: str, items: Sequence[Item]) -> Evaluation:
         """Evaluate `target` of `yard` over `items`."""
