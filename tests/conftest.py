@@ -1,10 +1,11 @@
-"""Shared fixtures: where example configs live, a helper to write a config to disk, and an
-OpenTelemetry collector."""
+"""Shared fixtures: where example configs live, a helper to write a config to disk, a record of
+the config texts parsed, and an OpenTelemetry collector."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,23 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every config text `config.loader.parse` is given while the test runs, in order (to
+    check that a command reads its config once)."""
+    from modelyard.config import loader
+
+    texts: list[str] = []
+    parse = loader.parse
+
+    def counting(text: str, **kwargs: Any) -> loader.LoadedConfig:
+        texts.append(text)
+        return parse(text, **kwargs)
+
+    monkeypatch.setattr(loader, "parse", counting)
+    return texts
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -87,18 +86,8 @@ def test_a_key_for_a_name_the_config_lacks_is_refused(write_config: Callable[[st
 
 
 def test_keys_create_reads_the_config_once(
-    write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    write_config: Callable[[str], Path], parsed: list[str]
 ) -> None:
-    from modelyard.config import loader
-
-    parsed: list[str] = []
-    real = loader.parse
-
-    def counting(text: str, **kwargs: Any) -> loader.LoadedConfig:
-        parsed.append(text)
-        return real(text, **kwargs)
-
-    monkeypatch.setattr(loader, "parse", counting)
     config = str(write_config(CONFIG))
     result = CliRunner().invoke(app, ["keys", "create", config, "--name", "x", "-s", "main"])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,6 @@ import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -309,23 +308,15 @@ def test_gate_apply_of_a_candidate_from_another_folder_says_where_its_paths_now_
 
 
 def test_calibrate_reads_the_config_once(
-    own: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own: Callable[..., Path], tmp_path: Path, parsed: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The settings tried are texts of their own; the config itself was parsed for the probe,
     # and again for the single models on each split.
     from modelyard.config import loader
     from modelyard.evaluation import calibrate
 
+    monkeypatch.setattr(calibrate, "parse", loader.parse)  # the counting one
     config = own()
-    parsed: list[str] = []
-    real = loader.parse
-
-    def counting(text: str, **kwargs: Any) -> loader.LoadedConfig:
-        parsed.append(text)
-        return real(text, **kwargs)
-
-    monkeypatch.setattr(loader, "parse", counting)
-    monkeypatch.setattr(calibrate, "parse", counting)
     result = _calibrate_own(config, "--out", str(tmp_path / "c.yaml"))
     assert result.exit_code == 0, result.output
     assert parsed.count(config.read_text()) == 1

@@ -7,13 +7,11 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from modelyard.cli import app
-from modelyard.config import loader
 from modelyard.config.loader import load_config
 from modelyard.cost.bounds import cost_bound
 from modelyard.errors import RateLimitedError
@@ -321,17 +319,9 @@ def test_a_small_projected_spend_is_printed_with_its_digits(
 
 
 def test_the_command_reads_the_config_once(
-    write_config: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    write_config: Write, tmp_path: Path, parsed: list[str]
 ) -> None:
     # Budgets and systems come from one reading of the file, never from two that could differ.
-    parsed: list[str] = []
-    parse = loader.parse
-
-    def counting(text: str, **kwargs: Any) -> loader.LoadedConfig:
-        parsed.append(text)
-        return parse(text, **kwargs)
-
-    monkeypatch.setattr(loader, "parse", counting)
     config = write_config(_system(0.0))
     args = ["load", str(config), "main", "--data", str(_labelled(tmp_path)), "--rate", "200"]
     result = CliRunner().invoke(app, [*args, "--requests", "5", "--json"])
