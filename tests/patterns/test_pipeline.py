@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import (
+    BadRequestError,
     ConfigError,
     ModelTimeoutError,
     QualityCheckError,
@@ -17,7 +18,7 @@ from modelyard.errors import (
 from modelyard.streaming import collect
 from modelyard.types import Decision, user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE
+from tests.patterns.conftest import PRICE, ask
 
 MODELS = f"""
 models:
@@ -256,3 +257,63 @@ async def test_a_streamed_last_stage_that_fails_is_recorded_as_a_whole_one_is(
             assert caught.value.decision is not None
             records.append(_reasons(caught.value.decision))
     assert records[1] == records[0]
+
+
+def failing(kind: str, first: str, second: str | None = None) -> str:
+    """A pipeline whose `failing` model fails with an error of `kind`."""
+    text = pipeline(first) if second is None else pipeline(first, second)
+    model = f"  failing:\n    local: {{type: fake, default: {{error: {kind}}}}}\n"
+    return text.replace("systems:\n", model + "systems:\n")
+
+
+@pytest.mark.parametrize("kind", ["unavailable", "rate_limited", "timeout", "overloaded"])
+async def test_a_try_that_fails_as_a_fallback_moves_on_goes_to_the_escalation_at_once(
+    yard_of: Callable[[str], Yard], kind: str
+) -> None:
+    # The pipeline stopped at the first try's error, the escalation never asked; the retries
+    # are for gate failures and are skipped (an outage would repeat).
+    stage = "{name: draft, model: failing, retries: 2, escalate: extractor}"
+    async with yard_of(failing(kind, stage)) as yard:
+        response = await yard.complete("flow", "capital?")
+    assert response.text == "Paris is lovely"
+    assert response.decision is not None
+    draft = response.decision.children[0]
+    assert (draft.chosen, draft.reason) == (
+        "extractor",
+        f"escalation by extractor passed (after try 1 failed ({kind}))",
+    )
+    assert [c.node for c in draft.children] == ["failing", "extractor"]
+    assert response.cost == 11.0  # the extractor's 7 tokens and the writer's 4
+
+
+@pytest.mark.parametrize("kind", ["bad_request", "content_filter"])
+async def test_a_bad_request_stops_the_pipeline_without_escalating(
+    yard_of: Callable[[str], Yard], kind: str
+) -> None:
+    stage = "{name: draft, model: failing, escalate: extractor}"
+    async with yard_of(failing(kind, stage)) as yard:
+        with pytest.raises(BadRequestError) as caught:
+            await yard.complete("flow", "capital?")
+    decision = caught.value.decision
+    assert decision is not None
+    assert decision.reason == f"stage 'draft' failed ({kind})"
+    [draft] = decision.children
+    assert [c.node for c in draft.children] == ["failing"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_last_stage_that_is_down_goes_to_its_escalation_whole_or_streamed(
+    yard_of: Callable[[str], Yard], streamed: bool
+) -> None:
+    last = "{name: answer, model: failing, input: 'Describe {previous.city}', escalate: writer}"
+    async with yard_of(failing("unavailable", "{model: extractor}", last)) as yard:
+        response = await ask(yard, "flow", streamed)
+    assert (response.text, response.model) == ("Paris is lovely", "writer")
+    assert response.decision is not None
+    answer = response.decision.children[-1]
+    assert (answer.chosen, answer.reason) == (
+        "writer",
+        "escalation by writer passed (after try 1 failed (unavailable))",
+    )
+    assert [c.node for c in answer.children] == ["failing", "writer"]
+    assert response.cost == 11.0

@@ -5,6 +5,13 @@ QualityCheckError naming the stage and the check. A checker gate whose model fai
 verdict: the pipeline stops at once with the checker's own error (say `unavailable`), which a
 fallback can act on, rather than retrying or escalating work that no checker can judge.
 
+A try whose model fails with an error a fallback moves on from (`fallback.moves_on`: an
+outage, a 5xx, a rate limit, a timeout of the call itself, a rejected key; a context too long
+only to a larger window) goes on to the stage's escalation at once, skipping the retries left
+(they are for gate failures; an outage would repeat), while the stage has time left. A bad
+request or a content filter stops the pipeline at once, as does any failure with no
+escalation left.
+
 Every stage gets the request's options (temperature, tools, format, deadline); only its
 messages (one user message: the rendered template) and, if set, its system prompt change.
 
@@ -18,7 +25,8 @@ the rest), since a try that was too slow is a failed try like one a gate refused
 runs out of the request's time says what the stages before it took, so the one that ate it is
 named.
 Streaming runs all stages but the last to completion and streams the last one live, unless it
-has gates (its output must be checked before anyone sees it).
+has gates (its output must be checked before anyone sees it); a live try that fails before any
+of its content reached the caller goes on to the escalation as above.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from modelyard.patterns.gates import Gate, GateResult
 from modelyard.patterns.records import answered, emit, failed, raise_with, restamp, since_ms
 from modelyard.patterns.templates import Template, TemplateError
 from modelyard.resilience.deadline import DEADLINE, within
-from modelyard.resilience.streams import annotate
+from modelyard.resilience.fallback import moves_on
+from modelyard.resilience.streams import GuardedStream, annotate
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 
 
@@ -263,6 +272,10 @@ class PipelineModel(Model):
                     queue = queue[-1:]  # the retries would be as slow
                     continue
                 attempts.append(failed(model, exc))
+                if self._fails_over(exc, model, queue, stage_request):
+                    after = f"{label} failed ({exc.kind})"
+                    queue = queue[-1:]  # retries are for gate failures: an outage would repeat
+                    continue
                 record = self._stage_record(
                     stage,
                     None,
@@ -292,9 +305,7 @@ class PipelineModel(Model):
                 reason = f"stage {stage.name!r}: {failure.reason}"
                 raise self._stopped(progress, record, reason, failure.error)
             if failure is None:
-                reason = f"{label} by {model.name} passed" + (" all gates" if stage.gates else "")
-                if after:  # in the reason itself
-                    reason += f" (after {after})"
+                reason = self._passed(stage, label, model, after)
                 progress.records.append(
                     self._stage_record(
                         stage, model.name, reason, attempts, stage_cost, started, notes
@@ -311,6 +322,25 @@ class PipelineModel(Model):
         raise self._quality(
             stage, f"failed check {last_failure} after {tries} attempt(s)", progress
         )
+
+    @staticmethod
+    def _fails_over(
+        exc: ModelError, model: Model, queue: list[tuple[Model, str]], request: ChatRequest
+    ) -> bool:
+        """Whether a try of `model` that failed with `exc` goes on to the escalation still in
+        the `queue`: when a fallback would move on from it (an outage, a rate limit, a timeout
+        of the call itself; not a bad request) and the stage's `request` has time left."""
+        if not queue or queue[-1][1] != "escalation":
+            return False
+        left = request.remaining()
+        return (left is None or left > 0) and moves_on(exc, model, queue[-1][0])
+
+    @staticmethod
+    def _passed(stage: PipelineStage, label: str, model: Model, after: str) -> str:
+        """The reason of a stage whose try `label` by `model` passed, `after` what the earlier
+        tries did (in the reason itself)."""
+        reason = f"{label} by {model.name} passed" + (" all gates" if stage.gates else "")
+        return f"{reason} (after {after})" if after else reason
 
     @staticmethod
     def _out_of_time(
@@ -399,33 +429,44 @@ class PipelineModel(Model):
     async def _stream_last(
         self, request: ChatRequest, last: PipelineStage, progress: _Progress
     ) -> AsyncIterator[Chunk]:
+        """The last stage streamed live: a try that fails before any of its content reached the
+        caller goes on to the escalation as when answering whole (`_fails_over`)."""
         started = time.perf_counter()
         stage_request, _ = self._stage_request(request, last, progress)
-        try:
-            async for chunk in last.model.stream(stage_request):
-                if chunk.response is None:
+        attempts: list[Decision] = []
+        cost = 0.0
+        after = ""
+        queue = [(last.model, "try 1")]
+        if last.escalate is not None:
+            queue.append((last.escalate, "escalation"))
+        while queue:
+            model, label = queue.pop(0)
+            attempt = GuardedStream(model.stream(stage_request))
+            try:
+                async for chunk in attempt.chunks():
                     yield chunk
+            except ModelError as exc:
+                progress.spent += exc.cost
+                cost += exc.cost
+                attempts.append(failed(model, exc))
+                if not attempt.committed and self._fails_over(exc, model, queue, stage_request):
+                    after = f"{label} failed ({exc.kind})"
                     continue
-                response = chunk.response
-                progress.spent += response.cost
-                progress.records.append(
-                    self._stage_record(
-                        last,
-                        last.model.name,
-                        f"try 1 by {last.model.name} passed",  # as when answering whole
-                        [answered(last.model, response)],
-                        response.cost,
-                        started,
-                        [],
-                    )
+                record = self._stage_record(
+                    last, None, f"{label} failed ({exc.kind})", attempts, cost, started, []
                 )
-                yield Chunk(response=self._finish(response, last, progress))
-        except ModelError as exc:
-            progress.spent += exc.cost
-            attempt = [failed(last.model, exc)]
-            record = self._stage_record(
-                last, None, f"try 1 failed ({exc.kind})", attempt, exc.cost, started, []
+                reason = f"stage {last.name!r} failed ({exc.kind})"
+                reason += self._out_of_time(progress, exc, stage_request, None)
+                raise self._stopped(progress, record, reason, exc) from None
+            response = attempt.response
+            assert response is not None  # else `chunks` raised
+            progress.spent += response.cost
+            attempts.append(answered(model, response))
+            reason = self._passed(last, label, model, after)  # as when answering whole
+            progress.records.append(
+                self._stage_record(
+                    last, model.name, reason, attempts, cost + response.cost, started, []
+                )
             )
-            reason = f"stage {last.name!r} failed ({exc.kind})"
-            reason += self._out_of_time(progress, exc, stage_request, None)
-            raise self._stopped(progress, record, reason, exc) from None
+            yield Chunk(response=self._finish(response, last, progress))
+            return

@@ -77,6 +77,34 @@ def rule_for(exc: ModelError, rules: Mapping[str, Action]) -> Action:
     return "next"
 
 
+def next_members(action: Action, failed: Model, queue: Sequence[Model]) -> list[Model]:
+    """Who of `queue` may be tried, in order, after `failed` failed with an error whose rule
+    is `action` (not `propagate`)."""
+    if action == "next":
+        return list(queue)
+    if action == "larger_window":
+        window = failed.info.capabilities.context_window
+        if window is None:
+            return list(queue)
+        return [
+            m
+            for m in queue
+            if m.info.capabilities.context_window is None
+            or m.info.capabilities.context_window > window
+        ]
+    assert isinstance(action, tuple)
+    return list(action)
+
+
+def moves_on(exc: ModelError, failed: Model, to: Model) -> bool:
+    """Whether a fallback by the default rules moves on from `failed`, which failed with
+    `exc`, to `to`: for an outage, a rate limit, a timeout, a 5xx or a rejected key, not for
+    the caller's own errors (a bad request, a content filter), and for a context too long
+    only to a larger window. A pipeline stage's escalation follows it too."""
+    action = rule_for(exc, {})
+    return action != "propagate" and any(m is to for m in next_members(action, failed, [to]))
+
+
 class FallbackModel(Model):
     """Answers with the first member of `chain` that succeeds, by the rules above."""
 
@@ -122,22 +150,6 @@ class FallbackModel(Model):
             out["continue_streams"] = True
         return out
 
-    def _next(self, action: Action, failed: Model, queue: list[Model]) -> list[Model]:
-        if action == "next":
-            return queue
-        if action == "larger_window":
-            window = failed.info.capabilities.context_window
-            if window is None:
-                return queue
-            return [
-                m
-                for m in queue
-                if m.info.capabilities.context_window is None
-                or m.info.capabilities.context_window > window
-            ]
-        assert isinstance(action, tuple)
-        return list(action)
-
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.complete_over(request, self.chain)
 
@@ -172,7 +184,7 @@ class FallbackModel(Model):
                 if action == "propagate":
                     run.stop = f"{exc.kind} is propagated"
                     break
-                queue = self._next(action, member, queue)
+                queue = next_members(action, member, queue)
                 continue
             return run.answered(member, response)
         raise run.exhausted()
@@ -211,7 +223,7 @@ class FallbackModel(Model):
                 if action == "propagate":
                     run.stop = f"{exc.kind} is propagated"
                     break
-                queue = self._next(action, member, queue)
+                queue = next_members(action, member, queue)
                 continue
             assert attempt.response is not None
             response = _joined(attempt.response, sent) if sent else attempt.response
@@ -225,7 +237,7 @@ class FallbackModel(Model):
         """The member that may continue a broken stream, if continuation is allowed at all."""
         if not self.continue_streams or action == "propagate" or not attempt.continuable:
             return None
-        for member in self._next(action, failed, queue):
+        for member in next_members(action, failed, queue):
             if member.info.capabilities.prefill:
                 return member
         return None
