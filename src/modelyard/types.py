@@ -149,6 +149,10 @@ class ChatRequest(Deadlined):
     """The caller's id for this request (the gateway's `x-request-id`), kept in the ledger."""
     response_cache: ResponseCacheUse = "use"
     """What the response cache may do with this request (the gateway's `Cache-Control`)."""
+    fails_over_on_429: bool = False
+    """Whether the caller sends this request to another equivalent member at once after a 429
+    (a balance with a member left to try): a retry layer then hands a 429 back rather than
+    retrying the same deployment."""
 
     def share_of_remaining(self, share: float) -> float | None:
         """Seconds `share` of the time left comes to: what one of several members may use while

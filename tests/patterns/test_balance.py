@@ -26,13 +26,14 @@ from modelyard.patterns.balance import BalanceModel
 from modelyard.patterns.balancing import Balancer
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker
+from modelyard.resilience.retry import RetryModel, RetryPolicy
 from modelyard.state.memory import MemoryStore
 from modelyard.streaming import collect
 from modelyard.topology import edges
 from modelyard.types import Decision, user
 from modelyard.yard import Yard
 from tests.patterns.conftest import PRICE
-from tests.resilience.scripted import fails, scripted
+from tests.resilience.scripted import Sleeps, fails, scripted
 
 
 def _members(*names: str, **replies: Reply | str) -> list[ScriptedModel]:
@@ -289,6 +290,40 @@ async def test_a_429_without_retry_after_only_moves_on() -> None:
     assert (await model.complete(user("x"))).model == "b"
     assert (await model.complete(user("x"))).model == "b"  # b's turn
     assert (await model.complete(user("x"))).model == "a"  # not cooled down
+
+
+def _retrying(member: ScriptedModel, sleeps: Sleeps) -> RetryModel:
+    """`member` inside a hosted model's retry layer (2 retries), sleeping on `sleeps`."""
+    return RetryModel(member, RetryPolicy(attempts=2, jitter="none"), sleep=sleeps)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_a_429_moves_on_at_once_past_the_members_own_retries(streamed: bool) -> None:
+    # The member's retry layer retried the 429 on the same deployment (backing off first)
+    # before the balancer could move on to the free one, as LiteLLM's Router does not.
+    limited = scripted("a", fails("rate_limited"), default="a again")
+    sleeps = Sleeps()
+    members = [_retrying(limited, sleeps), scripted("b")]
+    model = BalanceModel("pool", members, strategy="round_robin")
+    request = user("x")
+    response = await (collect(model.stream(request)) if streamed else model.complete(request))
+    assert response.model == "b"
+    assert (len(limited.calls), sleeps.waits) == (1, [])
+    assert response.decision is not None
+    assert [(c.node, c.error is not None) for c in response.decision.children] == [
+        ("a", True),
+        ("b", False),
+    ]
+
+
+async def test_the_last_member_left_retries_its_429_as_usual() -> None:
+    limited = scripted("a", fails("rate_limited"), default="a again")
+    sleeps = Sleeps()
+    members = [scripted("b", default=fails("unavailable")), _retrying(limited, sleeps)]
+    model = BalanceModel("pool", members, strategy="round_robin")
+    response = await model.complete(user("x"))
+    assert (response.model, len(limited.calls), sleeps.waits) == ("a", 2, [0.5])
+    assert not limited.calls[0].fails_over_on_429
 
 
 # --- streams ---------------------------------------------------------------------------------

@@ -43,6 +43,20 @@ async def test_retry_after_longer_than_allowed_is_not_waited_for() -> None:
     assert "max_retry_after" in str(caught.value)
 
 
+async def test_a_429_is_handed_back_at_once_when_the_caller_fails_over_on_it() -> None:
+    # A balance with another member to try marks the request: its member's retries would hold
+    # the request on a rate-limited deployment while an equivalent one is free.
+    inner = scripted("m", fails("rate_limited"), fails("unavailable"), "third try")
+    sleeps = Sleeps()
+    model = RetryModel(inner, FAST, sleep=sleeps)
+    with pytest.raises(RateLimitedError):
+        await model.complete(user("x", fails_over_on_429=True))
+    assert len(inner.calls) == 1 and sleeps.waits == []
+    # Other errors are retried as ever: the mark is about 429s alone.
+    response = await model.complete(user("x", fails_over_on_429=True))
+    assert (response.text, len(inner.calls)) == ("third try", 3)
+
+
 async def test_non_retryable_errors_are_tried_once() -> None:
     inner = scripted("m", default=fails("context_length"))
     with pytest.raises(ContextLengthError):

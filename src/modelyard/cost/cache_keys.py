@@ -24,10 +24,12 @@ from modelyard.cost.cache_codec import ENTRY_FORMAT, canonical
 from modelyard.model import Model, Wrapper
 from modelyard.types import ChatRequest, Message
 
-NOT_IN_KEY = frozenset({"deadline", "request_id", "system_cache", "response_cache"})
+NOT_IN_KEY = frozenset(
+    {"deadline", "request_id", "system_cache", "response_cache", "fails_over_on_429"}
+)
 """Request fields that never change the answer: when it must arrive, who is asking, where the
-provider's prompt cache breaks (a breakpoint changes what a call is billed, not its text), and
-whether this cache may serve it."""
+provider's prompt cache breaks (a breakpoint changes what a call is billed, not its text),
+whether this cache may serve it, and whether a 429 is retried."""
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?(?:[-_/][^\W_]+)*")

@@ -10,7 +10,9 @@ a 5xx, a bad key) moves on to the next in that order, each member at most once, 
 deadline and with the time shares of a fallback (`resilience/fallback.py`), whose rules, error
 reporting and streaming failover before the first content it uses. A bad request or a content
 filter is the caller's and propagates; a context too long moves on only to a member with a
-larger (or undeclared) context window.
+larger (or undeclared) context window. A 429 moves on at once: a member tried while another
+waits its turn gets the request marked `fails_over_on_429`, so its own retry layer hands the
+429 back rather than retrying the same deployment; the last member left retries as usual.
 
 The record (kind "balance") names the member chosen, the strategy and what it went by (in
 `scores`: weights, requests in flight, or latency estimates in ms), the members skipped and
@@ -76,7 +78,9 @@ class BalanceModel(Model):
         )
         self._circuits = tuple(guarding(m) for m in self.members)
         self._views = [_CircuitView() for _ in self.members]
-        self._failover = FallbackModel(name, self._tracked, share=share, info=self.info)
+        self._failover = FallbackModel(
+            name, self._tracked, share=share, fail_over_on_429=True, info=self.info
+        )
 
     @property
     def children(self) -> Sequence[Model]:

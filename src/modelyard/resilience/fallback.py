@@ -116,9 +116,13 @@ class FallbackModel(Model):
         rules: Mapping[str, Action] | None = None,
         continue_streams: bool = False,
         share: float = 0.5,
+        fail_over_on_429: bool = False,
         info: ModelInfo | None = None,
     ) -> None:
         self.chain = tuple(chain)
+        self.fail_over_on_429 = fail_over_on_429
+        """A balance's: a member tried while others wait gets its request marked
+        `fails_over_on_429`, so its own retries do not hold a 429 on the same deployment."""
         self.rules: Mapping[str, Action] = dict(rules or {})
         self.continue_streams = continue_streams
         self.share = share
@@ -171,7 +175,7 @@ class FallbackModel(Model):
             if not run.may_try(member, request):
                 break
             share = run.share(request, queue)
-            tightened = request.with_budget(share)
+            tightened = self._marked(request.with_budget(share), run, queue)
             whose = "the time it was given" if share is None else _share_of(share)
             try:
                 response = await within(member.complete(tightened), tightened, member, whose=whose)
@@ -204,7 +208,7 @@ class FallbackModel(Model):
                 continue
             if not run.may_try(member, current):
                 break
-            attempt = GuardedStream(member.stream(current))
+            attempt = GuardedStream(member.stream(self._marked(current, run, queue)))
             try:
                 share = run.share(current, queue)
                 async for chunk in _first_content_within(attempt, share, member, current):
@@ -230,6 +234,14 @@ class FallbackModel(Model):
             yield Chunk(response=run.answered(member, response, continued_from=len(sent)))
             return
         raise run.exhausted()
+
+    def _marked(self, request: ChatRequest, run: _Run, queue: list[Model]) -> ChatRequest:
+        """`request` as the member about to be tried gets it: marked `fails_over_on_429` when
+        this moves on at once from a 429 (a balance) and another member waits its turn; the
+        last one left retries as usual."""
+        if not self.fail_over_on_429 or request.fails_over_on_429 or not run.others_wait(queue):
+            return request
+        return replace(request, fails_over_on_429=True)
 
     def _follower(
         self, action: Action, failed: Model, queue: list[Model], attempt: GuardedStream
@@ -350,9 +362,13 @@ class _Run:
     def share(self, request: ChatRequest, queue: list[Model]) -> float | None:
         """Seconds the member about to be tried may use while untried members wait their turn
         (None: all that is left)."""
-        if all(id(m) in self.tried for m in queue):
+        if not self.others_wait(queue):
             return None
         return request.share_of_remaining(self.model.share)
+
+    def others_wait(self, queue: list[Model]) -> bool:
+        """Whether a member of `queue` not tried yet waits its turn."""
+        return not all(id(m) in self.tried for m in queue)
 
     def failed(self, member: Model, exc: ModelError) -> None:
         self.attempts.append(exc.decision or _failed_decision(member, exc))

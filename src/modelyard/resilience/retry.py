@@ -2,7 +2,9 @@
 
 The rules, in the order they are checked after a failure:
 1. never retry what cannot succeed (`error.retryable` is False: context length, content filter,
-   auth, bad request, exhausted quota, an open circuit);
+   auth, bad request, exhausted quota, an open circuit), nor a 429 when the request says its
+   caller sends it on to another deployment at once (`fails_over_on_429`: a balance with a
+   member left to try, as LiteLLM's Router moves on from a rate-limited deployment);
 2. at most `attempts` retries per request;
 3. wait what the provider asked (`retry_after`, from Retry-After, retry-after-ms or the
    rate-limit reset headers) — but when it asks for longer than `max_retry_after`, give up at
@@ -24,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from modelyard.config.resilience import RetryBudgetSpec, RetrySpec
-from modelyard.errors import ModelError, StreamInterruptedError
+from modelyard.errors import ModelError, RateLimitedError, StreamInterruptedError
 from modelyard.model import Model, Wrapper, elapsed_ms
 from modelyard.resilience.streams import GuardedStream, annotate, interrupted
 from modelyard.state.base import Claim, StateStore
@@ -193,6 +195,8 @@ class RetryModel(Wrapper):
         retryable = exc.retryable or isinstance(exc, StreamInterruptedError)
         if not retryable:
             return f"{exc.kind} cannot succeed on a retry"
+        if request.fails_over_on_429 and isinstance(exc, RateLimitedError):
+            return "a 429 goes to the balance's next member"
         if retry >= self.policy.attempts:
             return f"all {self.policy.attempts} retries used"
         if exc.retry_after is not None:
