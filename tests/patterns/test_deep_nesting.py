@@ -176,7 +176,10 @@ async def test_a_hanging_judge_leaves_the_vote_to_decide_within_the_stage(
     assert seconds < 1.2  # the cascade's first stage and its grace
     assert isinstance(outcome, ChatResponse) and outcome.text == "B"
     panel = node(record, "panel")
-    assert panel.reason == "judge failed (timeout); vote instead: 'B' won with votes 2 of 3 members"
+    assert panel.reason == (
+        "the deadline passed before the judge answered; vote instead: 'B' won with votes 2 of 3"
+        " members"
+    )
     assert record.chosen == "panel"
     check_books(outcome, record, ledger)
 

@@ -11,11 +11,13 @@ from collections.abc import Callable
 import pytest
 
 from modelyard.errors import ConfigError, NoAnswerError
-from modelyard.model import ModelInfo
+from modelyard.model import Model, ModelInfo
 from modelyard.patterns.ensemble import EnsembleModel
 from modelyard.patterns.normalise import choice
 from modelyard.providers.fake import Reply, ScriptedModel
-from modelyard.types import user
+from modelyard.resilience.deadline import DeadlineModel
+from modelyard.streaming import collect
+from modelyard.types import ChatRequest, ChatResponse, user
 from modelyard.yard import Yard
 from tests.patterns.conftest import ask, dollars
 from tests.patterns.test_ensemble import MODELS
@@ -182,7 +184,8 @@ async def test_members_past_their_share_leave_a_slow_judge_short_and_the_vote_de
     assert response.decision is not None
     reason = response.decision.reason
     assert reason.startswith(
-        "judge failed (timeout); vote instead: 'B' won with votes 2 of 3 members; 0 of 3"
+        "the deadline passed before the judge answered; vote instead: 'B' won with votes 2 of 3"
+        " members; 0 of 3"
     )
     assert reason.endswith("so late_a, late_b, late_c ran past it")
 
@@ -240,3 +243,45 @@ async def test_members_asked_in_turn_run_past_their_share_too(
         "0 of 2 members had answered at their share of the deadline (quorum is 1), so late_a"
         " ran past it"
     )
+
+
+class Deaf(Model):
+    """A judge or fuser that ignores the deadline: it answers after 5 s, whole or streamed."""
+
+    def __init__(self) -> None:
+        self.info = ModelInfo(name="deaf", kind="model")
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        await asyncio.sleep(5)
+        raise AssertionError("should have been cut at the deadline")
+
+
+@pytest.mark.parametrize(
+    ("combine", "streamed"), [("judge", False), ("judge", True), ("fuse", False), ("fuse", True)]
+)
+async def test_a_combiner_that_ignores_the_deadline_is_cut_at_it_and_the_vote_decides(
+    combine: str, streamed: bool
+) -> None:
+    # Only the node's deadline around the ensemble cut it, failing the whole request: the
+    # vote, in long before, was lost.
+    panel = EnsembleModel(
+        "panel",
+        [_model("m1", "A"), _model("m2", "A")],
+        normalise=choice,
+        combine=combine,  # type: ignore[arg-type]
+        combiner=Deaf(),
+    )
+    node = DeadlineModel(panel, 0.3)  # as `deadline: 0.3` on the ensemble builds it
+    started = time.perf_counter()
+    request = user("which?")
+    response = await (collect(node.stream(request)) if streamed else node.complete(request))
+    assert time.perf_counter() - started < 0.5
+    assert (response.text, response.model) == ("A", "m1")
+    assert response.decision is not None
+    role = "judge" if combine == "judge" else "fuser"
+    assert response.decision.reason.startswith(
+        f"the deadline passed before the {role} answered; vote instead: 'A' won"
+    )
+    cut = response.decision.children[-1]
+    assert cut.node == "deaf"
+    assert "the request's deadline passed while waiting for an answer" in (cut.error or "")

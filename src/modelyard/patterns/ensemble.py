@@ -16,8 +16,9 @@ have answered, the members still out are cut, counting as failed, so the judge h
 what did arrive. With fewer answers in at the share the members run on, as cutting them would
 fail the request: the stragglers are cut as soon as the quorum is in, else at the deadline. When
 no time is left for the judge all the same (the members or an outer node's deadline used it),
-it is not asked and the vote decides; the record says which, and names the members that ran
-past their share.
+it is not asked and the vote decides; one that runs past the deadline (a Model that ignores
+it) is cut at it, a fuser's stream until its first text, and the vote decides too. The record
+says which, and names the members that ran past their share.
 
 `response.confidence` is the agreement: the share of members (cancelled or not asked ones
 aside) whose normalised answer is the chosen one, so a cascade stage can accept on it. Failed

@@ -33,7 +33,8 @@ from modelyard.patterns.records import (
     restamp,
     since_ms,
 )
-from modelyard.resilience.streams import interrupted
+from modelyard.resilience.deadline import DEADLINE, REQUEST_DEADLINE, within
+from modelyard.resilience.streams import closing, interrupted
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 Combine = Literal["vote", "weighted_vote", "judge", "fuse"]
@@ -144,6 +145,46 @@ class Combining:
             )
         return winner, f"{result.winner!r} won with votes {turnout}{tie}"
 
+    @property
+    def role(self) -> str:
+        """What the combiner is called in records: judge or fuser."""
+        return "judge" if self.combine == "judge" else "fuser"
+
+    async def _asked(self, request: ChatRequest) -> ChatResponse:
+        """The combiner's answer to `request`, abandoned at its deadline: one that ignores it
+        must not hold the ensemble until an outer node's deadline fails the whole request,
+        when the vote can still answer. At the deadline itself, not `GRACE` after it: the
+        outer node's cut comes then, and the vote must be in before."""
+        assert self.combiner is not None
+        call = self.combiner.complete(request)
+        return await within(call, request, self.combiner, grace=0.0, whose=REQUEST_DEADLINE)
+
+    async def _fuser_stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """The fuser's stream, abandoned at the deadline (as `_asked`) until its first text:
+        after that the vote can no longer stand in for it, and an outer deadline ends it."""
+        assert self.combiner is not None
+        async with closing(self.combiner.stream(request)) as chunks:
+            iterator = aiter(chunks)
+            waiting = True
+            while True:
+                step = anext(iterator)
+                if waiting:
+                    step = within(step, request, self.combiner, grace=0.0, whose=REQUEST_DEADLINE)
+                try:
+                    chunk = await step
+                except StopAsyncIteration:
+                    return
+                waiting = waiting and not chunk.chars
+                yield chunk
+
+    def _failed_why(self, exc: ModelError, request: ChatRequest) -> str:
+        """Why the combiner gave no answer, for the reason: a deadline that passed (it ran
+        past it and was cut, or said so itself) is named as such."""
+        left = request.remaining()
+        if exc.code == DEADLINE and left is not None and left <= 0:
+            return f"the deadline passed before the {self.role} answered"
+        return f"{self.role} failed ({exc.kind})"
+
     def _out_of_time(self, request: ChatRequest) -> Decision | None:
         """The record of a judge or fuser not asked because no time is left for it (the
         members, or an outer node, used it all): a call past its deadline could only fail."""
@@ -151,11 +192,10 @@ class Combining:
         left = request.remaining()
         if left is None or left > 0:
             return None
-        role = "judge" if self.combine == "judge" else "fuser"
         return Decision(
             node=self.combiner.name,
             kind="model",
-            reason=f"not asked: no time was left for the {role} before the deadline",
+            reason=f"not asked: no time was left for the {self.role} before the deadline",
             # The ledger counts calls: a combiner never asked was not one.
             details={"not_asked": True},
         )
@@ -171,10 +211,11 @@ class Combining:
         prompt = fill(
             self.prompt, {"question": request.last_user_text, "candidates": candidates_block(texts)}
         )
+        asked = derived(request, prompt)
         try:
-            response = await self.combiner.complete(derived(request, prompt))
+            response = await self._asked(asked)
         except ModelError as exc:
-            return None, failed(self.combiner, exc), exc.cost, f"judge failed ({exc.kind})"
+            return None, failed(self.combiner, exc), exc.cost, self._failed_why(exc, asked)
         pick = parse_pick(response.text, texts)
         said = response.text.strip()[:40]
         why = (
@@ -245,7 +286,7 @@ class Combining:
         sent = 0  # characters of the fused answer the caller has seen
         try:
             if stream:
-                async for chunk in fuser.stream(fuse_request):
+                async for chunk in self._fuser_stream(fuse_request):
                     if chunk.response is None:
                         sent += chunk.chars
                         yield chunk
@@ -256,12 +297,12 @@ class Combining:
                         )
                     )
                 return
-            response = await fuser.complete(fuse_request)
+            response = await self._asked(fuse_request)
         except ModelError as exc:
             spent += exc.cost
             if sent:  # the vote's answer after part of the fused one would splice two texts
                 raise self._fuse_cut(exc, outcomes, result, spent, started, sent) from None
-            why = f"fuser failed ({exc.kind})"
+            why = self._failed_why(exc, fuse_request)
             answer = self._vote_instead(outcomes, result, spent, started, why, failed(fuser, exc))
             for chunk in emit(answer, stream):
                 yield chunk
