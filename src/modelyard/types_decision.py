@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelyard.types import Usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,7 +21,10 @@ class Decision:
 
     Leaves are model calls (kind "model"); patterns and wrappers add a node whose `children`
     are the attempts they made, in order. `cost` is what this node and its subtree spent,
-    failed attempts included; `error` is set when this node failed.
+    failed attempts included; `error` is set when this node failed. A leaf's `usage` is the
+    tokens its call was billed for (a failed call's: the estimate its cost was worked out
+    from), so the ledger and the metrics count every call's tokens under its model, not only
+    the answering call's.
     """
 
     node: str
@@ -32,6 +38,7 @@ class Decision:
     error: str | None = None
     children: tuple[Decision, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
 
     def walk(self) -> list[Decision]:
         """This decision and all below it, depth first."""
@@ -56,6 +63,12 @@ class Decision:
             out["threshold"] = self.threshold
         if self.error is not None:
             out["error"] = self.error
+        usage = self.usage
+        if usage is not None:
+            out["input_tokens"] = usage.input_tokens
+            out["output_tokens"] = usage.output_tokens
+            if usage.estimated:
+                out["tokens_estimated"] = True
         if self.details:
             # Patterns record per-candidate vectors as lazy mappings: make them plain dicts.
             out["details"] = {

@@ -22,6 +22,7 @@ from modelyard.config.resources import Resources
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
 from modelyard.config.secrets import inline_key_warnings
 from modelyard.cost.alerts import AlertHub
+from modelyard.cost.ledger import Ledger
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
 from modelyard.model import Capabilities, Embedder, Model, ModelInfo
@@ -78,6 +79,8 @@ class BuildContext:
     resilience: Resilience = field(default_factory=Resilience)
     alerts: AlertHub | None = None
     """Where this config's alerts go (log, webhook, ledger), once its operations are built."""
+    ledger: Ledger | None = None
+    """The config's spend ledger, if it keeps one, once its operations are built."""
 
     def error(self, loc: Loc, message: str) -> ConfigError:
         """A ConfigError at `loc`."""
@@ -287,6 +290,9 @@ class Built:
     """Things that work but deserve attention (a model id that is a movable alias)."""
     alerts: AlertHub | None = None
     """Where this config's alerts go: also the gateway's, for each virtual key's own budget."""
+    ledger: Ledger | None = None
+    """The config's spend ledger, if it keeps one: also where the gateway records a request a
+    virtual key's own budget refused."""
 
 
 def build(
@@ -328,6 +334,7 @@ def build(
             *inline_key_warnings(loaded),
         ],
         alerts=context.alerts,
+        ledger=context.ledger,
     )
 
 

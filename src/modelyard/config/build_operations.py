@@ -356,7 +356,7 @@ def apply_operations(context: BuildContext) -> None:
     config = context.loaded.config
     _check_names(context, config)
     wrapping = _Wrapping(context)
-    context.alerts = wrapping.alerts
+    context.alerts, context.ledger = wrapping.alerts, wrapping.spend
     for name, model in list(context.models.items()):
         if not isinstance(model, DisabledModel):  # spends nothing; build reports it as disabled
             # A model with fallbacks is reached only through its chain, whose cache covers it.

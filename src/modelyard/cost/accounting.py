@@ -18,17 +18,19 @@ import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.anomaly import AnomalyDetector
+from modelyard.cost.budget_counters import BUDGET
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.ledger import Ledger, SpendRow
 from modelyard.cost.metering import billed_error, billed_response
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Model
-from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Usage
 
 NO_MODEL = "(none)"
 """The model column of a request refused before any model ran."""
@@ -42,8 +44,9 @@ def spend_rows(
     *,
     now: float | None = None,
 ) -> list[SpendRow]:
-    """One row per model the request used, costs from its decision tree; the answering model's
-    row also carries the tokens and any difference between the tree's sum and the total."""
+    """One row per model the request used, costs and tokens from its decision tree (each call's
+    record carries both); the answering model's row also carries any difference between the
+    tree's cost and the total."""
     at = time.time() if now is None else now
     day = utc_day(int(at))
     # Without the gateway's id (a library or CLI call), a fresh one: an answer's id is no
@@ -52,6 +55,8 @@ def spend_rows(
     decision: Decision | None = response.decision if response is not None else error.decision  # type: ignore[union-attr]
     total = response.cost if response is not None else (error.cost if error else 0.0)
     answered_by = response.model if response is not None else None
+    # A failure's tokens are the estimate its cost was worked out from, if it was billed.
+    usage = response.usage if response is not None else error.usage if error else None
     cache_hit = _cache_hit(decision)
     base = {
         "at": at,
@@ -66,64 +71,101 @@ def spend_rows(
         saved = float(cache_hit.details.get("saved", 0.0))
         model = str(cache_hit.chosen or answered_by or system)
         # A semantic hit's embedding is billed to its embedder, the model whose answer was
-        # served to nothing.
-        _, per_model = billed_models(cache_hit, total, model)
+        # served to nothing (and no tokens: no call made it).
+        billed = billed_models(cache_hit, total, model)
         served = SpendRow(
             model=model,
-            cost=max(0.0, per_model.pop(model)),
+            cost=max(0.0, billed.costs.pop(model)),
             saved=saved,
             cached=True,
             answered=True,
             **base,  # type: ignore[arg-type]
         )
         lookups = [
-            SpendRow(model=name, cost=cost, **base)  # type: ignore[arg-type]
-            for name, cost in per_model.items()
+            _row(name, cost, billed.tokens.get(name), base)
+            for name, cost in billed.costs.items()
             if name != cache_hit.node
         ]
         return [served, *lookups]
-    main, per_model = billed_models(decision, total, answered_by)
-    # A failure's tokens are the estimate its cost was worked out from, if it was billed.
-    usage = response.usage if response is not None else error.usage if error else None
-    rows = []
-    for model, cost in per_model.items():
-        is_main = model == main
-        tokens = usage if is_main else None
-        rows.append(
-            SpendRow(
-                model=model,
-                cost=max(0.0, cost),
-                answered=is_main and response is not None,
-                input_tokens=tokens.input_tokens if tokens is not None else 0,
-                output_tokens=tokens.output_tokens if tokens is not None else 0,
-                tokens_estimated=tokens.estimated if tokens is not None else False,
-                **base,  # type: ignore[arg-type]
-            )
+    billed = billed_models(decision, total, answered_by, usage=usage)
+    main = billed.main
+    return [
+        _row(
+            model,
+            cost,
+            billed.tokens.get(model),
+            base,
+            answered=model == main and response is not None,
         )
-    return rows
+        for model, cost in billed.costs.items()
+    ]
+
+
+def _row(
+    model: str, cost: float, tokens: Usage | None, base: dict[str, Any], *, answered: bool = False
+) -> SpendRow:
+    return SpendRow(
+        model=model,
+        cost=max(0.0, cost),
+        answered=answered,
+        input_tokens=tokens.input_tokens if tokens is not None else 0,
+        output_tokens=tokens.output_tokens if tokens is not None else 0,
+        tokens_estimated=tokens.estimated if tokens is not None else False,
+        **base,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """How a request's spend splits by model (`billed_models`)."""
+
+    main: str
+    """The model the answer's (or the error's) own figures belong to: the one that answered,
+    else the last one called, else `NO_MODEL`."""
+    costs: dict[str, float]
+    """What each model called cost, `main` also carrying what the tree does not show."""
+    tokens: dict[str, Usage]
+    """The tokens of each model's calls, for those that report any."""
 
 
 def billed_models(
-    decision: Decision | None, total: float, answered_by: str | None, default: str = NO_MODEL
-) -> tuple[str, dict[str, float]]:
-    """The model a request's tokens belong to, and what each model it called cost, from its
-    decision tree: the ledger's rows, and the metrics, split the request's `total` this way.
+    decision: Decision | None,
+    total: float,
+    answered_by: str | None,
+    default: str = NO_MODEL,
+    *,
+    usage: Usage | None = None,
+) -> Billed:
+    """The model a request's own figures belong to, and what each model it called cost and
+    used, from its decision tree: the ledger's rows, and the metrics, split the request's
+    `total` and its tokens this way.
 
     That model is the one that answered, else the last one called, else `default` (refused
     before any model ran: a budget, a rate limit); it also carries the part of `total` the
-    tree does not show."""
-    leaves = [d for d in decision.walk() if _called(d)] if decision is not None else []
+    tree does not show. Tokens are each call's record's (every call the request made, the
+    answering one once), and `usage` (the answer's or the error's) is that model's when none
+    of its records reports any (a node that records no tokens, or no record at all)."""
+    leaves = [d for d in decision.walk() if called(d)] if decision is not None else []
     per_model: dict[str, float] = {}
+    tokens: dict[str, Usage] = {}
     for leaf in leaves:
-        per_model[leaf.node] = per_model.get(leaf.node, 0.0) + leaf.cost
+        node = leaf.node
+        per_model[node] = per_model.get(node, 0.0) + leaf.cost
+        used = leaf.usage
+        if used is not None:
+            before = tokens.get(node)
+            tokens[node] = used if before is None else before + used
     main = answered_by or (leaves[-1].node if leaves else default)
     per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
-    return main, per_model
+    if usage is not None and main not in tokens:
+        tokens[main] = usage
+    return Billed(main, per_model, tokens)
 
 
-def _called(decision: Decision) -> bool:
+def called(decision: Decision) -> bool:
     """Whether a record is a model call (a leaf), not a stage skipped or a member not asked."""
-    if decision.children or decision.kind == "stage":  # a stage that ran has its call below
+    # A stage that ran has its call below; a budget's record is a refusal or a downgrade.
+    if decision.children or decision.kind == "stage" or decision.kind == BUDGET:
         return False
     return not decision.details.get("not_asked")
 
@@ -190,6 +232,7 @@ class Accounted(Decoration):
             reason="client closed",
             cost=error.cost,
             error=error.message,
+            usage=error.usage,
         )
         return error
 

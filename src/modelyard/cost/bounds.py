@@ -102,33 +102,56 @@ def charge_partial(
     """`error` (for an interrupted call) carrying its `partial_usage` and `partial_cost` (with
     `spent`), so a record shows the estimated tokens beside the estimated cost; its record, if
     it has one, carries that cost too (a pattern adds up its children's records, the ledger its
-    leaves), and with the call's `dispatch`, the calls billed under it (`abandoned_calls`).
-    The tokens are the cut call's: those `spent` paid for are not known here."""
+    leaves), and with the call's `dispatch`, the calls billed under it (`abandoned_calls`),
+    their tokens too. `error.usage` is the cut call's tokens; its record's, with those of the
+    calls under it that had finished."""
     error.usage = partial_usage(request, output_chars, sent=sent)
     estimate = _dearest(model, error.usage)
     error.cost = spent + estimate
     decision = error.decision
     if decision is not None:
-        calls = () if dispatch is None else abandoned_calls(model, dispatch, estimate)
+        calls = () if dispatch is None else abandoned_calls(model, dispatch, estimate, error.usage)
         if calls:
             error.decision = replace(decision, cost=error.cost, children=calls)
+        elif not decision.children:  # the cut call's own record: its cost and tokens
+            used = with_finished(error.usage, dispatch)
+            error.decision = replace(decision, cost=error.cost, usage=used)
         elif decision.cost != error.cost:
             error.decision = replace(decision, cost=error.cost)
     return error
 
 
-def abandoned_calls(model: Model, dispatch: Dispatch, estimate: float) -> tuple[Decision, ...]:
+def with_finished(usage: Usage | None, dispatch: Dispatch | None) -> Usage | None:
+    """The tokens of a configured model's call cut short, estimated as `usage`, with those of
+    its calls under `dispatch` that had finished (tries a retry made before it): what its
+    record shows beside its cost. None when neither is known."""
+    for used in dispatch.used_by_model.values() if dispatch is not None else ():
+        usage = used if usage is None else usage + used
+    return usage
+
+
+def abandoned_calls(
+    model: Model, dispatch: Dispatch, estimate: float, usage: Usage | None = None
+) -> tuple[Decision, ...]:
     """The billed calls under `model`, a node abandoned before its answer, as the records the
-    ledger bills per model: each model's calls that had finished (`dispatch.by_model`), and the
-    `estimate` of the one cut (with any spend no model was named for) under the model it was
-    waiting for (`dispatch.flying`), else `billed_node`.
+    ledger bills per model: each model's calls that had finished (`dispatch.by_model`, with
+    their tokens), and the `estimate` of the one cut (with any spend no model was named for),
+    for its estimated tokens `usage`, under the model it was waiting for (`dispatch.flying`),
+    else `billed_node`.
     Empty for a configured model (its wrappers, a meter or retries, call only it): its own
     record is its call."""
     under = leaves(model)
     if len(under) == 1 and under[0].name == model.name:
         return ()
+    used = dispatch.used_by_model
     calls = [
-        Decision(node=name, kind="model", reason="finished before it was abandoned", cost=cost)
+        Decision(
+            node=name,
+            kind="model",
+            reason="finished before it was abandoned",
+            cost=cost,
+            usage=used.get(name),
+        )
         for name, cost in dispatch.by_model.items()
     ]
     unnamed = estimate + dispatch.spent - sum(dispatch.by_model.values())
@@ -139,6 +162,7 @@ def abandoned_calls(model: Model, dispatch: Dispatch, estimate: float) -> tuple[
                 kind="model",
                 reason="cut before its answer; cost estimated",
                 cost=unnamed,
+                usage=usage,
             )
         )
     return tuple(calls)

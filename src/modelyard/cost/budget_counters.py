@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from modelyard.config.operations import BudgetSpec
 from modelyard.cost.prices import usd
 from modelyard.errors import BudgetExceededError
-from modelyard.types import ChatRequest, EmbeddingRequest
+from modelyard.types import ChatRequest, Decision, EmbeddingRequest
 
 _GRACE = 3600.0
 """Seconds a window's counters are kept after it ends (reports of the period just closed)."""
@@ -146,6 +146,11 @@ class Hold:
         return f"budget {budget.name} ({what}, {budget.window} {self.period.id})"
 
 
+BUDGET = "budget"
+"""The decision kind of a node whose budget decided where a request went: refused it, or sent
+it to another node (a downgrade). Never a model call itself."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Refusal:
     """The budget a reservation did not fit under, and by how much."""
@@ -184,7 +189,7 @@ class Refusal:
                 f"; ${usd(self.used - self.spent)} of that is reserved by requests in flight, "
                 "given back as they end: a retry may fit"
             )
-        return BudgetExceededError(
+        error = BudgetExceededError(
             f"{self.hold.describe()} would be passed: ${usd(self.used)} of ${usd(budget.limit)} "
             f"is spent or reserved and this {call} may cost up to ${usd(self.hold.amount)}"
             f"{when}{why}",
@@ -193,6 +198,17 @@ class Refusal:
             retryable=False,
             retry_after=self.hold.period.ends_in if lasting else None,
         )
+        # Its record says which budget refused it and why; no model was called, so the
+        # ledger and the request log name none (`cost.accounting.NO_MODEL`).
+        error.decision = Decision(
+            node=node,
+            kind=BUDGET,
+            reason=f"refused by {self.hold.describe()}",
+            threshold=budget.limit,
+            error=f"{error.kind}: {error.message}",
+            details={"budget": budget.name, "used": self.used, "worst_case": self.hold.amount},
+        )
+        return error
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,7 +29,7 @@ from dataclasses import replace
 from modelyard.cost import scope as request_scope
 from modelyard.cost.bounds import cost_bound, partial_cost
 from modelyard.cost.budget_book import BudgetBook, settle_shielded
-from modelyard.cost.budget_counters import Budget, Hold, Refusal
+from modelyard.cost.budget_counters import BUDGET, Budget, Hold, Refusal
 from modelyard.cost.decoration import Decoration
 from modelyard.cost.dispatch import Dispatch, watching
 from modelyard.cost.dispatch import current as current_dispatch
@@ -194,7 +194,7 @@ class BudgetGuard(Decoration):
                 await close()
 
 
-DOWNGRADE = "budget"
+DOWNGRADE = BUDGET
 """The decision kind of a node whose budget sent the request to another node."""
 
 

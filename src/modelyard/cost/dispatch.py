@@ -20,15 +20,19 @@ spawn (an ensemble's members), and a stream's step sees it when its consumer re-
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from modelyard.cost import scope as request_scope
+
+if TYPE_CHECKING:
+    from modelyard.types import Usage
 
 
 class Dispatch:
     """One watched call: `sent` once any model call under it reached its provider, `spent` what
     those that finished were billed, and `by_model` that per model, where it was known."""
 
-    __slots__ = ("by_model", "flying", "outer", "sent", "spent")
+    __slots__ = ("by_model", "flying", "outer", "sent", "spent", "used_by_model")
 
     def __init__(self, outer: Dispatch | None = None) -> None:
         self.sent = False
@@ -36,6 +40,8 @@ class Dispatch:
         self.by_model: dict[str, float] = {}
         """`spent` by the model billed (the ledger's model column): what a record of the
         call, abandoned, shows per model rather than under the abandoned node's name."""
+        self.used_by_model: dict[str, Usage] = {}
+        """The tokens those calls were billed for, by the same model: shown beside their cost."""
         self.flying: list[str] = []
         """The models whose calls under it started and neither answered nor failed: the one
         a call abandoned was waiting for, which its estimate is billed to."""
@@ -75,10 +81,10 @@ def mark_sent() -> None:
     Sender()()
 
 
-def charge(cost: float, model: str | None = None) -> None:
-    """A call made now (of `model`, when known) finished and was billed `cost`: counted on the
-    request's scope and on every `Dispatch` it runs under. Once per billed call (see
-    `cost.metering` for who calls it), in the context the call was made in."""
+def charge(cost: float, model: str | None = None, usage: Usage | None = None) -> None:
+    """A call made now (of `model`, when known) finished and was billed `cost` for `usage`:
+    counted on the request's scope and on every `Dispatch` it runs under. Once per billed call
+    (see `cost.metering` for who calls it), in the context the call was made in."""
     if not cost:
         return
     scope = request_scope.CURRENT.get()
@@ -90,6 +96,10 @@ def charge(cost: float, model: str | None = None) -> None:
         if model is not None:
             by_model = dispatch.by_model
             by_model[model] = by_model.get(model, 0.0) + cost
+            if usage is not None:
+                used = dispatch.used_by_model
+                before = used.get(model)
+                used[model] = usage if before is None else before + usage
         dispatch = dispatch.outer
 
 

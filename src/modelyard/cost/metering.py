@@ -65,11 +65,11 @@ class Metered(Wrapper):
         except ModelError as exc:
             if flight is not None:
                 landed(flight, name)
-            charge(exc.cost, name)
+            charge(exc.cost, name, exc.usage)
             raise
         if flight is not None:
             landed(flight, name)
-        charge(response.cost, name)
+        charge(response.cost, name, response.usage)
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -81,12 +81,12 @@ class Metered(Wrapper):
                     if flight is not None:
                         landed(flight, name)
                         flight = None
-                    charge(chunk.response.cost, name)
+                    charge(chunk.response.cost, name, chunk.response.usage)
                 yield chunk
         except ModelError as exc:
             if flight is not None:
                 landed(flight, name)
-            charge(exc.cost, name)
+            charge(exc.cost, name, exc.usage)
             raise
 
 
@@ -96,9 +96,9 @@ async def embed(embedder: Embedder, request: EmbeddingRequest) -> EmbeddingRespo
     try:
         response = await embedder.embed(request)
     except ModelError as exc:
-        charge(exc.cost, embedder.name)
+        charge(exc.cost, embedder.name, exc.usage)
         raise
-    charge(response.cost, embedder.name)
+    charge(response.cost, embedder.name, response.usage)
     return response
 
 
@@ -131,6 +131,7 @@ async def embed_one(
         latency_ms=elapsed_ms(started),
         cost=response.cost,
         details=details or {},
+        usage=response.usage,
     )
     return response.vectors[0], decision
 

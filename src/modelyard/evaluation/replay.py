@@ -143,6 +143,7 @@ class ReplayModel(Model):
             latency_ms=elapsed_ms(started),
             cost=cost,
             details=details,
+            usage=usage,
         )
         return ChatResponse(
             id=f"replay-{next(self._ids)}",

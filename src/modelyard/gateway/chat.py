@@ -15,7 +15,7 @@ from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.bounds import charge_partial, cost_bound
 from modelyard.cost.budget_book import settle_shielded
-from modelyard.errors import ModelError, NotFoundError, UnavailableError
+from modelyard.errors import BudgetExceededError, ModelError, NotFoundError, UnavailableError
 from modelyard.gateway import anthropic_api, deliver, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller
 from modelyard.gateway.errors import ApiError
@@ -117,7 +117,7 @@ class ChatEndpoints:
             try:
                 await self._embed_on(yard, outcome, key, parsed)
             except ApiError as error:
-                if not error.counted:  # refused before the embedder ran
+                if not (error.counted or outcome.recorded):  # refused before the embedder ran
                     outcome.refused(error)
                 raise
 
@@ -142,9 +142,12 @@ class ChatEndpoints:
         try:
             if key.budget is not None:
                 bound = embedder.info.price.worst_case_embedding(request)
-                outcome.holds = await self.key_limits.reserve(
-                    key, request, target, bound, yard.built.alerts
-                )
+                try:
+                    outcome.holds = await self.key_limits.reserve(
+                        key, request, target, bound, yard.built.alerts
+                    )
+                except BudgetExceededError as exc:
+                    raise outcome.over_budget(exc, request, yard.built.ledger) from None
             try:
                 with caller_trace(call, yard):
                     response = await embedder.embed(request)
@@ -179,7 +182,8 @@ class ChatEndpoints:
             try:
                 await self._serve_on(yard, outcome, key, request, renderer)
             except ApiError as error:
-                if not error.counted:  # refused: no system ran (or answered) to record it
+                # refused: no system ran (or answered) to record it
+                if not (error.counted or outcome.recorded):
                     outcome.refused(error)
                 raise
 
@@ -201,9 +205,12 @@ class ChatEndpoints:
             outcome.captured = request
         try:  # from here on, the key's slot and budget hold are given back however it ends
             if key.budget is not None:
-                outcome.holds = await self.key_limits.reserve(
-                    key, request, target, cost_bound(model, request), yard.built.alerts
-                )
+                try:
+                    outcome.holds = await self.key_limits.reserve(
+                        key, request, target, cost_bound(model, request), yard.built.alerts
+                    )
+                except BudgetExceededError as exc:
+                    raise outcome.over_budget(exc, request, yard.built.ledger) from None
             with (
                 caller_trace(call, yard),
                 request_scope.entered(outcome.scope),

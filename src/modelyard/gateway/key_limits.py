@@ -94,8 +94,10 @@ class KeyLimits:
         alerts: AlertHub | None = None,
     ) -> list[Hold]:
         """Reserve the request's worst case against the key's own budget (`keys create
-        --budget`), like any configured budget: refused only if it could really pass it, and
-        alerting through `alerts` (the serving config's) as it does."""
+        --budget`), like any configured budget: refused only if it could really pass it (a
+        `BudgetExceededError` with its record, for the caller to record as a configured
+        budget's refusal is), and alerting through `alerts` (the serving config's) as it
+        does."""
         assert key.budget is not None
         self.alerts = alerts
         holds = self.book.holds([key_budget(key.id, key.budget)], request, target, worst_case)
@@ -106,5 +108,5 @@ class KeyLimits:
         except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
             raise from_model_error(exc) from None
         if refusal is not None:
-            raise from_model_error(refusal.error(target))
+            raise refusal.error(target)
         return holds

@@ -6,8 +6,11 @@ import time
 from dataclasses import replace
 
 from modelyard.cost import scope as request_scope
+from modelyard.cost.accounting import NO_MODEL, called, spend_rows
 from modelyard.cost.bounds import billed_node
 from modelyard.cost.budget_counters import Hold
+from modelyard.cost.embedding import embedding_row
+from modelyard.cost.ledger import Ledger
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
@@ -16,7 +19,14 @@ from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
 from modelyard.providers.upstream_quota import QuotaSeen
-from modelyard.types import ChatRequest, ChatResponse, Decision, EmbeddingResponse, Usage
+from modelyard.types import (
+    ChatRequest,
+    ChatResponse,
+    Decision,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Usage,
+)
 
 
 class Outcome:
@@ -132,6 +142,25 @@ class Outcome:
         quota = {k.decode(): v.decode("latin-1") for k, v in upstream_quota_headers(self.quota)}
         return replace(error, counted=True, headers={**error.headers, **spent, **quota})
 
+    def over_budget(
+        self,
+        exc: ModelError,
+        request: ChatRequest | EmbeddingRequest,
+        ledger: Ledger | None,
+    ) -> ApiError:
+        """A virtual key's own budget refused the request before any model ran: recorded as a
+        configured budget's refusal is, in the ledger (no model named) and the request log (its
+        record saying which budget); the metrics count it with the gateway's other refusals.
+        The API error to answer with."""
+        if ledger is not None:
+            if isinstance(request, EmbeddingRequest):
+                ledger.record([embedding_row(self.target, request, None, exc, called=False)])
+            else:
+                ledger.record(spend_rows(self.target, request, None, exc))
+        error = from_model_error(exc)
+        self._record(error.status, None, exc, exc.decision)
+        return error
+
     def _billed(self) -> str | None:
         """The model the ledger charges a call cut short on what serves this request."""
         return billed_node(self.model) if self.model is not None else None
@@ -176,7 +205,7 @@ class Outcome:
                 stream=self.stream,
                 config_version=self.version,
                 status=status,
-                model=response.model if response else (error.model if error else None),
+                model=response.model if response else (_failed_model(error) if error else None),
                 provider_model=response.provider_model if response else None,
                 latency_ms=seconds * 1000,
                 cost=response.cost if response else (error.cost if error else 0.0),
@@ -189,6 +218,16 @@ class Outcome:
             )
         )
         return seconds
+
+
+def _failed_model(error: ModelError) -> str | None:
+    """The model a failed request's record names: the one that failed, or none (`NO_MODEL`,
+    as its ledger row says) when its decision shows no model was called (a budget refused
+    it)."""
+    decision = error.decision
+    if decision is not None and not any(called(d) for d in decision.walk()):
+        return NO_MODEL
+    return error.model
 
 
 def _provider_of(response: ChatResponse) -> tuple[str, float]:

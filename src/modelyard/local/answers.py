@@ -45,6 +45,7 @@ def scored_answer(
         latency_ms=elapsed_ms(started),
         cost=cost,
         details=dict(details or {}),
+        usage=usage,
     )
     return ChatResponse(
         id=f"{info.kind}-{secrets.token_hex(8)}",

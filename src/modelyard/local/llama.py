@@ -172,8 +172,6 @@ class LlamaModel(Model):
         cost = self.info.price.cost(usage)
         speed = done.output_tokens / done.generation_s if done.generation_s > 0 else 0.0
         details: dict[str, object] = {
-            "input_tokens": done.input_tokens,
-            "output_tokens": done.output_tokens,
             "cached_tokens": done.cached_tokens,
             "prompt_ms": round(done.prompt_s * 1000, 1),
             "tokens_per_second": round(speed, 1),
@@ -186,6 +184,7 @@ class LlamaModel(Model):
             latency_ms=elapsed_ms(started),
             cost=cost,
             details=details,
+            usage=usage,
         )
         return ChatResponse(
             id=f"llama-{next(self._ids)}",

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelyard.cost.accounting import NO_MODEL, billed_models
+from modelyard.cost.accounting import NO_MODEL, billed_models, called
 from modelyard.errors import ERROR_KINDS, ModelError
 from modelyard.types import ChatResponse, Decision, EmbeddingResponse, Usage
 
@@ -62,7 +62,8 @@ class Metrics:
         )
         self.tokens = Counter(
             "modelyard_tokens",
-            "Tokens, by system, model and direction (input/output).",
+            "Tokens, by system, model and direction (input/output): every billed call's, under"
+            " the model that made it.",
             ("system", "model", "direction"),
             registry=self.registry,
         )
@@ -99,6 +100,8 @@ class Metrics:
         takes a lock and builds a key on every call."""
         self._costs: dict[tuple[str, str], Any] = {}
         """The cost series of each (system, model) billed besides the one that answered."""
+        self._tokens: dict[tuple[str, str], tuple[Any, Any]] = {}
+        """The input and output token series of each (system, model) split out of a request."""
 
     def answered(
         self,
@@ -122,14 +125,16 @@ class Metrics:
         series.requests.inc()
         series.latency.observe(seconds)
         usage = response.usage
-        series.input_tokens.inc(usage.input_tokens)
-        series.output_tokens.inc(usage.output_tokens)
         decision = response.decision if isinstance(response, ChatResponse) else None
         if decision is None or not decision.children:
-            series.cost.inc(response.cost)  # one call (or an exact cache hit): no split to make
-        else:
-            _, costs = billed_models(decision, response.cost, model)
-            self._spent(system, costs)
+            # one call (or an exact cache hit): no split to make
+            series.input_tokens.inc(usage.input_tokens)
+            series.output_tokens.inc(usage.output_tokens)
+            series.cost.inc(response.cost)
+        else:  # every call's cost and tokens under its model, the answering one's once
+            billed = billed_models(decision, response.cost, model, usage=usage)
+            self._spent(system, billed.costs)
+            self._used(system, billed.tokens)
             self._calls_failed(system, decision)
         if saved:
             self.cache_saved.labels(system).inc(saved)
@@ -161,15 +166,14 @@ class Metrics:
         if error.cost <= 0 and usage is None:
             return
         default = billed or error.model or NO_MODEL
-        main, costs = billed_models(error.decision, error.cost, answered, default)
-        self._spent(system, costs)
-        if usage is not None:
-            self._tokens(system, main, usage)
+        split = billed_models(error.decision, error.cost, answered, default, usage=usage)
+        self._spent(system, split.costs)
+        self._used(system, split.tokens)
 
     def _calls_failed(self, system: str, decision: Decision) -> None:
         """Count each model call in `decision` that failed (its leaves with an error)."""
         for call in decision.walk():
-            if call.error is None or call.children or call.kind == "stage":
+            if call.error is None or not called(call):
                 continue
             kind = call.error.split(":", 1)[0]
             # Only the error tree's kinds: a label never takes free text.
@@ -185,9 +189,16 @@ class Metrics:
                     series = self._costs[(system, model)] = self.cost.labels(system, model)
                 series.inc(cost)
 
-    def _tokens(self, system: str, model: str, usage: Usage) -> None:
-        self.tokens.labels(system, model, "input").inc(usage.input_tokens)
-        self.tokens.labels(system, model, "output").inc(usage.output_tokens)
+    def _used(self, system: str, tokens: dict[str, Usage]) -> None:
+        for model, usage in tokens.items():
+            series = self._tokens.get((system, model))
+            if series is None:
+                series = self._tokens[(system, model)] = (
+                    self.tokens.labels(system, model, "input"),
+                    self.tokens.labels(system, model, "output"),
+                )
+            series[0].inc(usage.input_tokens)
+            series[1].inc(usage.output_tokens)
 
     def store_health(self, backend: str, mode: str, ok: bool) -> None:
         """Show the state store's health (one series: the current mode)."""

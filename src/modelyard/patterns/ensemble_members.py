@@ -17,7 +17,7 @@ from modelyard.model import Model
 from modelyard.patterns.normalise import Normaliser
 from modelyard.patterns.records import answered, failed, since_ms
 from modelyard.resilience.deadline import DEADLINE, within
-from modelyard.types import ChatRequest, ChatResponse, Decision
+from modelyard.types import ChatRequest, ChatResponse, Decision, Usage
 
 Wait = Literal["all", "quorum", "in_turn"]
 NO_CONFIDENCE_WEIGHT = 0.5
@@ -46,6 +46,8 @@ class Outcome:
     calls: tuple[Decision, ...] = ()
     """The records of what a member that is a pattern, abandoned, was billed for, per model
     (`cost.bounds.abandoned_calls`)."""
+    used: Usage | None = None
+    """The tokens a cancelled member that is a configured model was billed for (estimated)."""
     past_share: bool = False
     """Still out when the members' share of the deadline passed with fewer than the quorum
     answered, so it ran on past it (a judge or fuser then has less time, or none)."""
@@ -80,6 +82,7 @@ class Outcome:
             # The ledger counts calls: a member never asked was not one.
             details={"not_asked": True} if self.left_out == "not asked" else {},
             children=self.calls,
+            usage=self.used,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -247,7 +250,7 @@ def _abandoned(
 ) -> ModelTimeoutError:
     """`error`, for a member abandoned before its answer, with what it cost and its record."""
     model = asked.model
-    error.cost, calls = _abandoned_cost(asked, request)
+    error.cost, calls, used = _abandoned_cost(asked, request)
     error.decision = Decision(
         node=model.name,
         kind=model.info.kind if calls else "model",
@@ -256,6 +259,7 @@ def _abandoned(
         error=f"{error.kind}: {error}",
         cost=error.cost,
         children=calls,
+        usage=used,
     )
     return error
 
@@ -263,26 +267,43 @@ def _abandoned(
 def _cancelled(asked: Outcome, request: ChatRequest) -> Outcome:
     # A task cancelled runs no further step before it unwinds: what its dispatch says now
     # is final, and what the member's budget guard settles as it unwinds.
-    billed, calls = _abandoned_cost(asked, request)
+    billed, calls, used = _abandoned_cost(asked, request)
     return Outcome(
-        index=asked.index, model=asked.model, left_out="cancelled", billed=billed, calls=calls
+        index=asked.index,
+        model=asked.model,
+        left_out="cancelled",
+        billed=billed,
+        calls=calls,
+        used=used,
     )
 
 
-def _abandoned_cost(outcome: Outcome, request: ChatRequest) -> tuple[float, tuple[Decision, ...]]:
+def _abandoned_cost(
+    outcome: Outcome, request: ChatRequest
+) -> tuple[float, tuple[Decision, ...], Usage | None]:
     """What a member abandoned before its answer cost: its input if the request was sent, and
     what the calls under it that finished were billed (a cascade's first stage, a pipeline's
-    draft); with the records of those per model, for a member that is a pattern."""
-    from modelyard.cost.bounds import abandoned_calls, partial_cost, waited_for  # cost below
+    draft); with the records of those per model, for a member that is a pattern, else the
+    tokens of its own call (`cost.bounds.with_finished`)."""
+    from modelyard.cost.bounds import (  # cost below
+        abandoned_calls,
+        partial_cost,
+        partial_usage,
+        waited_for,
+        with_finished,
+    )
 
     dispatch = outcome.dispatch
     if dispatch is None:
-        return 0.0, ()
+        return 0.0, (), None
     model = outcome.model
     estimate = partial_cost(model, request, sent=dispatch.sent)
+    usage = partial_usage(request, sent=dispatch.sent)
     # New spend: the meter counted the finished calls as they finished.
-    charge(estimate, waited_for(model, dispatch))
-    return estimate + dispatch.spent, abandoned_calls(model, dispatch, estimate)
+    charge(estimate, waited_for(model, dispatch), usage)
+    calls = abandoned_calls(model, dispatch, estimate, usage)
+    used = None if calls else with_finished(usage, dispatch)
+    return estimate + dispatch.spent, calls, used
 
 
 def agreement_on(outcomes: Sequence[Outcome], key: str | None) -> float:

@@ -28,7 +28,9 @@ def answered(model: Model, response: ChatResponse) -> Decision:
     decision = response.decision
     if decision is not None:
         return decision
-    return Decision(node=model.name, kind="model", reason="answered", cost=response.cost)
+    return Decision(
+        node=model.name, kind="model", reason="answered", cost=response.cost, usage=response.usage
+    )
 
 
 def failed(model: Model, error: ModelError, latency_ms: float = 0.0) -> Decision:
@@ -44,6 +46,7 @@ def failed(model: Model, error: ModelError, latency_ms: float = 0.0) -> Decision
         latency_ms=latency_ms,
         error=f"{error.kind}: {error}",
         cost=error.cost,
+        usage=error.usage,
     )
 
 

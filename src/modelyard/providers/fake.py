@@ -121,6 +121,7 @@ class ScriptedModel(Model):
             latency_ms=elapsed_ms(started),
             cost=exc.cost,
             error=f"{exc.kind}: {exc.message}",
+            usage=exc.usage,
         )
         return exc.with_decision(decision)
 
@@ -172,6 +173,7 @@ class ScriptedModel(Model):
             reason="answered",
             latency_ms=elapsed_ms(started),
             cost=cost,
+            usage=usage,
         )
         return ChatResponse(
             id=f"fake-{next(self._ids)}",

@@ -96,6 +96,7 @@ class FunctionModel(Model):
                 reason="answered",
                 latency_ms=elapsed_ms(started),
                 cost=cost,
+                usage=usage,
             ),
         )
 

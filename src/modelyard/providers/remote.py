@@ -310,11 +310,7 @@ class RemoteModel(Model):
         self, parsed: ParsedResponse, started: float, dropped: Mapping[str, str] | None = None
     ) -> ChatResponse:
         cost = self.info.price.cost(parsed.usage)
-        details: dict[str, object] = {
-            "provider": self.endpoint.provider,
-            "input_tokens": parsed.usage.input_tokens,
-            "output_tokens": parsed.usage.output_tokens,
-        }
+        details: dict[str, object] = {"provider": self.endpoint.provider}
         if dropped:
             details.update(dropped)
         if parsed.provider_model != self._model_id:
@@ -332,6 +328,7 @@ class RemoteModel(Model):
             latency_ms=elapsed_ms(started),
             cost=cost,
             details=details,
+            usage=parsed.usage,
         )
         return ChatResponse(
             id=parsed.id,
@@ -348,10 +345,6 @@ class RemoteModel(Model):
     def _failed(self, exc: ModelError, started: float) -> ModelError:
         _scrubbed(exc, self.name, self.endpoint)
         details: dict[str, object] = {"provider": self.endpoint.provider, "status": exc.status}
-        if exc.usage is not None:  # billed all the same: the tokens its cost is estimated from
-            details["input_tokens"] = exc.usage.input_tokens
-            details["output_tokens"] = exc.usage.output_tokens
-            details["tokens_estimated"] = exc.usage.estimated
         decision = Decision(
             node=self.name,
             kind="model",
@@ -360,6 +353,7 @@ class RemoteModel(Model):
             cost=exc.cost,
             error=f"{exc.kind}: {exc.message}",
             details=details,
+            usage=exc.usage,  # billed all the same: the tokens its cost is estimated from
         )
         return exc.with_decision(decision)
 

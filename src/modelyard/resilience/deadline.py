@@ -112,7 +112,7 @@ async def _cut(
             error, model, request, sent=dispatch.sent, spent=dispatch.spent, dispatch=dispatch
         )
         if not metered:  # the estimate; the meter counted the rest
-            charge(error.cost - dispatch.spent, waited_for(model, dispatch))
+            charge(error.cost - dispatch.spent, waited_for(model, dispatch), error.usage)
         raise error from None
 
 
@@ -215,7 +215,8 @@ class DeadlineModel(Wrapper):
         charge_partial(
             error, inner, request, seen, sent=dispatch.sent, spent=dispatch.spent, dispatch=dispatch
         )
-        charge(error.cost - dispatch.spent, waited_for(inner, dispatch))  # the meter has the rest
+        # the estimate; the meter has the rest
+        charge(error.cost - dispatch.spent, waited_for(inner, dispatch), error.usage)
         return error
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:

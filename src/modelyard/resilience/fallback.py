@@ -267,6 +267,7 @@ async def _first_content_within(
     had spent: its calls that finished (a cascade's first stage), and the input of the one cut
     if it was sent, as a plain call cut at its share costs (`within`)."""
     from modelyard.cost.bounds import charge_partial, waited_for  # resilience uses cost
+    from modelyard.patterns.records import failed  # at import, a cycle through patterns
 
     async with closing(attempt.chunks()) as chunks:
         iterator = aiter(chunks)
@@ -289,7 +290,7 @@ async def _first_content_within(
                     code="fallback_share",
                 )
                 # Its record, of the member's kind, shows per model what it had been billed.
-                error.decision = replace(_failed_decision(member, error), kind=member.info.kind)
+                error.decision = replace(failed(member, error), kind=member.info.kind)
                 charge_partial(
                     error,
                     member,
@@ -298,7 +299,8 @@ async def _first_content_within(
                     spent=dispatch.spent,
                     dispatch=dispatch,
                 )
-                charge(error.cost - dispatch.spent, waited_for(member, dispatch))  # the estimate
+                # the estimate; the meter has the rest
+                charge(error.cost - dispatch.spent, waited_for(member, dispatch), error.usage)
                 raise error from None
             yield chunk
 
@@ -371,7 +373,9 @@ class _Run:
         return not all(id(m) in self.tried for m in queue)
 
     def failed(self, member: Model, exc: ModelError) -> None:
-        self.attempts.append(exc.decision or _failed_decision(member, exc))
+        from modelyard.patterns.records import failed  # at import, a cycle through patterns
+
+        self.attempts.append(failed(member, exc))
         self.errors.append(exc)
         self.spent += exc.cost
         if exc.usage is not None:
@@ -380,7 +384,9 @@ class _Run:
     def answered(
         self, member: Model, response: ChatResponse, *, continued_from: int = 0
     ) -> ChatResponse:
-        self.attempts.append(response.decision or _answered_decision(member, response))
+        from modelyard.patterns.records import answered  # at import, a cycle through patterns
+
+        self.attempts.append(answered(member, response))
         cost = self.spent + response.cost
         if len(self.attempts) == 1:
             reason = "first member answered" if self.ordering is None else ""
@@ -466,17 +472,3 @@ def _all_rate_limited(name: str, errors: list[ModelError], names: str) -> RateLi
     )
     error.__cause__ = errors[0]
     return error
-
-
-def _failed_decision(member: Model, exc: ModelError) -> Decision:
-    return Decision(
-        node=member.name,
-        kind="model",
-        reason="failed",
-        error=f"{exc.kind}: {exc.message}",
-        cost=exc.cost,
-    )
-
-
-def _answered_decision(member: Model, response: ChatResponse) -> Decision:
-    return Decision(node=member.name, kind="model", reason="answered", cost=response.cost)

@@ -254,7 +254,9 @@ class _Run:
         return len(self.attempts)
 
     def record(self, exc: ModelError, reason: str) -> None:
-        self.attempts.append(exc.decision or _failed_decision(self.model.inner, exc))
+        from modelyard.patterns.records import failed  # at import, a cycle through patterns
+
+        self.attempts.append(failed(self.model.inner, exc))
         self.spent += exc.cost
         if exc.usage is not None:
             self.used = exc.usage if self.used is None else self.used + exc.usage
@@ -266,7 +268,9 @@ class _Run:
     def answered(self, response: ChatResponse) -> ChatResponse:
         if not self.attempts:
             return response
-        self.attempts.append(response.decision or _answered_decision(self.model.inner, response))
+        from modelyard.patterns.records import answered  # at import, a cycle through patterns
+
+        self.attempts.append(answered(self.model.inner, response))
         cost = self.spent + response.cost
         decision = Decision(
             node=self.model.name,
@@ -299,13 +303,3 @@ class _Run:
             details=self._details(),
         )
         return exc.with_decision(decision)
-
-
-def _failed_decision(model: Model, exc: ModelError) -> Decision:
-    return Decision(
-        node=model.name, kind="model", reason="failed", error=f"{exc.kind}: {exc.message}"
-    )
-
-
-def _answered_decision(model: Model, response: ChatResponse) -> Decision:
-    return Decision(node=model.name, kind="model", reason="answered", cost=response.cost)
