@@ -384,7 +384,8 @@ class _Run:
     def answered(
         self, member: Model, response: ChatResponse, *, continued_from: int = 0
     ) -> ChatResponse:
-        from modelyard.patterns.records import answered  # at import, a cycle through patterns
+        # at import, a cycle through patterns
+        from modelyard.patterns.records import answered, restamp
 
         self.attempts.append(answered(member, response))
         cost = self.spent + response.cost
@@ -396,8 +397,6 @@ class _Run:
         if continued_from:
             reason += f", continuing a broken stream after {continued_from} characters"
             details["continued_from_chars"] = continued_from
-        from modelyard.patterns.records import restamp  # at import, a cycle through patterns
-
         decision = self._record(reason, cost, chosen=member.name, details=details)
         return restamp(response, cost=cost, decision=decision)  # `replace` costs µs a call
 
