@@ -15,7 +15,7 @@ import pytest
 import modelyard
 from modelyard.config.loader import load_config
 from modelyard.config.operations import TracingSpec
-from modelyard.errors import BudgetExceededError, ConfigError
+from modelyard.errors import BudgetExceededError, ConfigError, RateLimitedError
 from modelyard.evaluation.isolation import for_evaluation
 from modelyard.local.classifier import ClassifierModel
 from modelyard.model import Model, ModelInfo
@@ -24,6 +24,7 @@ from modelyard.topology import unwrap
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_collector import OtlpCollector, named
+from tests.fakes.server import Fault
 
 SECRET_QUESTION = "my card is Zanzibar-Quokka, what is my balance?"
 
@@ -286,6 +287,66 @@ systems:
 """
 
 
+RETRIED = HOSTED.replace(
+    "api_key: sk-test-not-a-real-key-0000}",
+    "api_key: sk-test-not-a-real-key-0000, retry: {{attempts: 2, initial_backoff: 0.01}}}",
+)
+
+
+async def _ask(yard: modelyard.Yard, stream: bool) -> None:
+    if stream:
+        async for _ in yard.stream("mini", "hello"):
+            pass
+    else:
+        await yard.complete("mini", "hello")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_each_try_of_a_retried_call_is_a_span_under_the_models(
+    stream: bool, collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    upstream = FakeOpenAI()
+    upstream.push(Fault(status=503), Fault(status=429, headers={"retry-after": "0.02"}))
+    with upstream.running():
+        text = RETRIED.format(url=upstream.url) + f"tracing: {{endpoint: {collector.url}}}\n"
+        async with modelyard.load(write_config(text)) as yard:
+            await _ask(yard, stream)
+        sent = [r.headers["traceparent"].split("-")[2] for r in upstream.requests]
+    spans = collector.wait_for(5)
+    model = named(spans, "chat gpt-4o-mini-2024-07-18")
+    tries = sorted(
+        (s for s in spans if s.name == "attempt"), key=lambda s: s.attributes["modelyard.attempt"]
+    )
+    assert [t.attributes["modelyard.attempt"] for t in tries] == [1, 2, 3]
+    assert all(t.parent_id == model.span_id for t in tries)
+    assert [t.attributes.get("error.type") for t in tries] == ["overloaded", "rate_limited", None]
+    assert tries[0].error is not None and tries[2].error is None
+    assert [t.attributes.get("http.request.resend_count") for t in tries] == [None, 1, 2]
+    assert tries[2].attributes["modelyard.retry_wait_ms"] == 20.0  # the Retry-After
+    # Each request to the provider carries its own try's span.
+    assert sent == [t.span_id for t in tries]
+    # The call answered: the model's span has no error, and only it carries the tokens.
+    assert model.error is None and model.attributes["gen_ai.usage.output_tokens"] > 0
+    assert not any("gen_ai.usage.output_tokens" in t.attributes for t in tries)
+
+
+async def test_a_call_whose_every_try_failed_ends_its_models_span_with_the_last_error(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    upstream = FakeOpenAI()
+    upstream.push(Fault(status=503), Fault(status=503), Fault(status=429))
+    with upstream.running():
+        text = RETRIED.format(url=upstream.url) + f"tracing: {{endpoint: {collector.url}}}\n"
+        async with modelyard.load(write_config(text)) as yard:
+            with pytest.raises(RateLimitedError):
+                await yard.complete("mini", "hello")
+    spans = collector.wait_for(4)
+    model = named(spans, "chat gpt-4o-mini-2024-07-18")
+    assert model.attributes["error.type"] == "rate_limited" and model.error is not None
+    tries = [s for s in spans if s.name == "attempt"]
+    assert len(tries) == 3 and all(t.error is not None for t in tries)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_provider_request_carries_the_traceparent_of_its_models_span(
     stream: bool, collector: OtlpCollector, write_config: Callable[[str], Path]
@@ -301,10 +362,17 @@ async def test_a_provider_request_carries_the_traceparent_of_its_models_span(
             else:
                 await yard.complete("main", "hello")
         sent = upstream.requests[-1].headers
-    spans = collector.wait_for(2)
+    spans = collector.wait_for(3)
     _, trace_id, parent, _ = sent["traceparent"].split("-")
-    model = named(spans, "chat mini")
-    assert (trace_id, parent) == (model.trace_id, model.span_id)
+    # Named as the GenAI conventions ask, by the id the provider is sent; the config's name
+    # for the model is an attribute.
+    model = named(spans, "chat gpt-4o-mini-2024-07-18")
+    assert model.attributes["modelyard.node"] == "mini"
+    assert model.attributes["gen_ai.request.model"] == "gpt-4o-mini-2024-07-18"
+    # The request is the model's one try (hosted models retry by default): its span's.
+    attempt = named(spans, "attempt")
+    assert (trace_id, parent) == (attempt.trace_id, attempt.span_id)
+    assert attempt.parent_id == model.span_id and attempt.attributes["modelyard.attempt"] == 1
     assert model.attributes["gen_ai.provider.name"] == "openai"  # the conventions' name
     assert model.attributes["modelyard.provider"] == "oa"  # the config's
     assert model.attributes["gen_ai.response.id"].startswith("chatcmpl-")
@@ -344,7 +412,8 @@ async def test_an_embedding_call_is_a_span_with_its_tokens_cost_and_failure(
                 await yard.embed("emb", "x" * 100_000)
         sent = upstream.requests[-1].headers
     answered, refused = collector.wait_for(2)
-    assert answered.name == refused.name == "embeddings emb"
+    assert answered.name == refused.name == "embeddings text-embedding-3-small"
+    assert answered.attributes["modelyard.node"] == "emb"
     assert answered.attributes["gen_ai.operation.name"] == "embeddings"
     # The conventions' name for the API (dashboards group by it), and the config's own name.
     assert answered.attributes["gen_ai.provider.name"] == "openai"
@@ -403,7 +472,7 @@ async def test_an_embedding_a_node_makes_inside_a_chat_request_is_a_span_under_i
     spans = collector.wait_for(3)
     top = named(spans, f"system {system}")
     # The router embeds its examples on its first request too: a span each.
-    embeddings = [s for s in spans if s.name == "embeddings emb"]
+    embeddings = [s for s in spans if s.name == "embeddings text-embedding-3-small"]
     assert len(embeddings) == len(sent) > 0
     for embedding in embeddings:
         assert embedding.parent_id == top.span_id and embedding.trace_id == top.trace_id
@@ -440,7 +509,8 @@ tracing: {{endpoint: {collector.url}}}
         answer = await yard.complete("topic", "my invoice is wrong")
     assert answer.text == "billing"
     spans = collector.wait_for(2)
-    (embedding,) = [s for s in spans if s.name == "embeddings mini"]
+    (embedding,) = [s for s in spans if s.attributes["modelyard.node"] == "mini"]
+    assert embedding.name == f"embeddings {embedding.attributes['gen_ai.request.model']}"
     assert embedding.parent_id == named(spans, "chat topic").span_id
 
 

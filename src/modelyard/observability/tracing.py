@@ -4,8 +4,10 @@ reach by name, with its decision.
 Built only when the config has a `tracing:` section, so without one the request path carries no
 wrapper at all. Spans nest as the calls do: the context follows asyncio tasks, so an ensemble's
 members are siblings under the ensemble's system, and a gateway request continues its caller's
-trace from the `traceparent` header (`observability.propagation`). A model's span carries the
-GenAI semantic conventions' attributes (provider, model ids, tokens, finish reasons); a system's
+trace from the `traceparent` header (`observability.propagation`). A model's span is named
+as the GenAI semantic conventions ask (`chat <the id the provider is sent>`; the config's name is
+`modelyard.node`) and carries their attributes (provider, model ids, tokens, finish reasons),
+and each try of a model that retries is a span under it (`observability.attempts`); a system's
 span carries its whole decision record as JSON, since nodes written inline in a system (an
 unnamed cascade stage, say) have no span of their own. An embedding call's span is the GenAI
 `embeddings` operation, with its input tokens and cost, whether a caller asked for it by name
@@ -78,6 +80,12 @@ def provider_attributes(info: ModelInfo) -> dict[str, str]:
     if name is None or info.provider is None:
         return {"gen_ai.provider.name": info.provider or "local"}
     return {"gen_ai.provider.name": name, "modelyard.provider": info.provider}
+
+
+def request_model(info: ModelInfo) -> str:
+    """`gen_ai.request.model`, the second word of a model's span name: the id its provider is
+    sent, or the config's name for a model that has none (a local one)."""
+    return info.model_id or info.name
 
 
 class _Redacting(logging.Filter):
@@ -174,14 +182,16 @@ class Traced(Decoration):
         self.tracer = tracing.tracer
         self.decisions = tracing.decisions
         self.system = system
-        self.span_name = f"system {self.name}" if system else f"chat {self.name}"
+        info = self.info
+        # A model's span is named as the GenAI conventions ask, by the id the provider is sent
+        # (`chat gpt-4o-2024-08-06`); the config's name for it is `modelyard.node`.
+        self.span_name = f"system {self.name}" if system else f"chat {request_model(info)}"
         self._attach, self._detach, self._current = (
             context.attach,
             context.detach,
             trace.set_span_in_context,
         )
         self._status, self._error = Status, StatusCode.ERROR
-        info = self.info
         self.kind = SpanKind.CLIENT if info.provider and not system else SpanKind.INTERNAL
         self.fixed: dict[str, Any] = {"modelyard.node": self.name}
         """Attributes every span of this node starts with."""
@@ -190,7 +200,7 @@ class Traced(Decoration):
         else:
             self.fixed["gen_ai.operation.name"] = "chat"
             self.fixed |= provider_attributes(info)
-            self.fixed["gen_ai.request.model"] = info.model_id or self.name
+            self.fixed["gen_ai.request.model"] = request_model(info)
 
     def _start(self, request: ChatRequest) -> Span:
         attributes = dict(self.fixed)
@@ -316,7 +326,7 @@ class TracedEmbedder(Embedder):
         self.inner = inner
         self.info = info = inner.info
         self.tracer = tracing.tracer
-        self.span_name = f"embeddings {self.name}"
+        self.span_name = f"embeddings {request_model(info)}"
         self._attach, self._detach, self._current = (
             context.attach,
             context.detach,
@@ -328,7 +338,7 @@ class TracedEmbedder(Embedder):
             "modelyard.node": self.name,
             "gen_ai.operation.name": "embeddings",
             **provider_attributes(info),
-            "gen_ai.request.model": info.model_id or self.name,
+            "gen_ai.request.model": request_model(info),
         }
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:

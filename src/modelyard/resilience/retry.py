@@ -34,6 +34,11 @@ from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Usage
 
 Sleep = Callable[[float], Awaitable[None]]
 
+Tries = Callable[[int, float], Model]
+"""The Model each try calls, given the try's number (from 1) and the seconds waited before it:
+the inner model inside a span of its own when the config traces
+(`observability.attempts.TracedTries`)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
@@ -123,10 +128,12 @@ class RetryModel(Wrapper):
         budget: RetryBudget | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        tries: Tries | None = None,
     ) -> None:
         super().__init__(inner)
         self.policy = policy
         self.budget = budget
+        self._tries = tries
         self._sleep = sleep
         self._rng = rng or random.Random()
 
@@ -141,7 +148,7 @@ class RetryModel(Wrapper):
             await self.budget.record_request()
         while True:
             try:
-                response = await self.inner.complete(request)
+                response = await self._try(run).complete(request)
             except ModelError as exc:
                 wait = await self._failed(run, exc, request)
                 if wait is None:
@@ -155,7 +162,7 @@ class RetryModel(Wrapper):
         if self.budget is not None:
             await self.budget.record_request()
         while True:
-            attempt = GuardedStream(self.inner.stream(request))
+            attempt = GuardedStream(self._try(run).stream(request))
             try:
                 async for chunk in attempt.chunks():
                     yield chunk
@@ -173,6 +180,12 @@ class RetryModel(Wrapper):
             assert attempt.response is not None
             yield Chunk(response=run.answered(attempt.response))
             return
+
+    def _try(self, run: _Run) -> Model:
+        """What the next try calls: the inner model, in its own span when traced."""
+        if self._tries is None:
+            return self.inner
+        return self._tries(run.tries + 1, run.previous_wait)
 
     async def _failed(self, run: _Run, exc: ModelError, request: ChatRequest) -> float | None:
         """Record a failed try; the seconds to wait before the next, or None to give up."""

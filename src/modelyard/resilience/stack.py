@@ -39,6 +39,7 @@ from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetryBudgetSpec
 from modelyard.config.schema import ModelSpec, ProviderSpec
 from modelyard.cost.metering import Metered
 from modelyard.model import Model, ModelInfo
+from modelyard.observability.attempts import TracedTries
 from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker
 from modelyard.resilience.deadline import DeadlineModel
@@ -157,8 +158,17 @@ def wrap_model(context: BuildContext, name: str, spec: ModelSpec, leaf: Model) -
     if retry is not None and retry.attempts > 0:
         budget = _budget(context, loc, name, spec, provider)
         policy = RetryPolicy.from_spec(retry, parts.time_scale)
-        model = RetryModel(model, policy, budget=budget)
+        model = RetryModel(model, policy, budget=budget, tries=_traced_tries(context, model))
     return model
+
+
+def _traced_tries(context: BuildContext, model: Model) -> TracedTries | None:
+    """Each try of `model` in a span of its own, under the model's, when the config traces."""
+    # Imported here: the operations' wiring imports this module.
+    from modelyard.config.build_operations import tracing
+
+    traces = tracing(context)
+    return TracedTries(model, traces) if traces is not None else None
 
 
 def _budget(
