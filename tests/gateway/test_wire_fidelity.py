@@ -11,7 +11,7 @@ import anthropic
 import openai
 import orjson
 import pytest
-from tests.fakes.anthropic_server import FakeAnthropic, input_tokens
+from tests.fakes.anthropic_server import FakeAnthropic, input_tokens, rate_limited
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
@@ -247,3 +247,43 @@ def test_an_upstream_429_tells_every_caller_when_to_retry_and_only_the_admin_the
     assert headers["retry-after"] == "7"
     quota = headers.get("x-modelyard-upstream-x-ratelimit-remaining-requests")
     assert quota == ("0" if admin else None)
+
+
+EMBEDDER = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 0.02}}\n"
+
+
+def test_embeddings_and_token_counts_show_the_upstream_quota_to_whom_chat_shows_it(
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
+) -> None:
+    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN + EMBEDDER))
+    team = str(create_key(running, name="team-a")["key"])
+    (openai_name, openai_value), (claude_name, claude_value) = QUOTA["gpt"], QUOTA["claude"]
+    for key, shown in ((team, False), (ADMIN_KEY, True)):
+        embedded = openai_client(running, key).embeddings.with_raw_response.create(
+            model="emb", input="hello"
+        )
+        counted = anthropic.Anthropic(
+            base_url=running.url, api_key=key, max_retries=0
+        ).messages.with_raw_response.count_tokens(model="claude", messages=ASKED)
+        assert counted.headers["x-modelyard-token-count"] == "exact"  # the provider counted
+        assert embedded.headers.get(openai_name) == (openai_value if shown else None)
+        assert counted.headers.get(claude_name) == (claude_value if shown else None)
+
+
+def test_a_refused_token_count_shows_the_admin_the_upstream_quota(
+    serve_gateway: Callable[..., Running],
+    claude_fake: FakeAnthropic,
+    upstream: FakeOpenAI,
+    gemini_fake: FakeGemini,
+) -> None:
+    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
+    claude_fake.push(rate_limited())  # the count endpoint's own limit
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        anthropic.Anthropic(
+            base_url=running.url, api_key=ADMIN_KEY, max_retries=0
+        ).messages.count_tokens(model="claude", messages=ASKED)
+    headers = caught.value.response.headers
+    assert headers["x-modelyard-upstream-anthropic-ratelimit-requests-remaining"] == "0"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ from modelyard.gateway.chat import ChatEndpoints, target_for
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import JSON, Call
 from modelyard.gateway.fields import expect_object, expect_str, reject_unknown
-from modelyard.gateway.headers import prepare
+from modelyard.gateway.headers import prepare, upstream_quota_fields, upstream_quota_headers
 from modelyard.gateway.keys import VirtualKey
 from modelyard.model import Model, Wrapper
 from modelyard.observability.decision_log import RequestRecord
@@ -124,17 +124,20 @@ class TokenCounting:
         key = caller(chat.keys, call)  # before the body, as on every model route
         body = await call.json(chat.max_body_bytes)
         parsed = parse_count(body, max_messages=chat.max_messages)
-        with chat.live.serving() as yard:
+        # The provider's quota headers, for the callers who may see them, as on a chat call.
+        with chat.live.serving() as yard, chat.quota_watch(key) as quota:
             try:
                 counted = await self._count_on(yard, call, key, parsed)
             except ApiError as error:
                 reason = f"{error.code or error.type}: {error.message}"
                 self._record(call, parsed.target, yard.version, error.status, error=reason)
-                raise
+                quota_headers = upstream_quota_fields(quota)
+                raise replace(error, headers={**error.headers, **quota_headers}) from None
             headers = [
                 *JSON,
                 (COUNT_HEADER, b"exact" if counted.exact else b"estimated"),
                 (b"x-modelyard-config-version", yard.version.encode()),
+                *upstream_quota_headers(quota),
             ]
             if counted.model is not None:
                 headers.append((b"x-modelyard-model", counted.model.encode()))

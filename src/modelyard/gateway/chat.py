@@ -20,7 +20,14 @@ from modelyard.gateway import anthropic_api, deliver, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import JSON, Call
-from modelyard.gateway.headers import answer_headers, caller_trace, deadline, prepare, request_tags
+from modelyard.gateway.headers import (
+    answer_headers,
+    caller_trace,
+    deadline,
+    prepare,
+    request_tags,
+    upstream_quota_headers,
+)
 from modelyard.gateway.key_limits import KeyLimits
 from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.live import LiveConfig
@@ -149,12 +156,16 @@ class ChatEndpoints:
                 except BudgetExceededError as exc:
                     raise outcome.over_budget(exc, request, yard.built.ledger) from None
             try:
-                with caller_trace(call, yard):
+                with caller_trace(call, yard), self.quota_watch(key) as outcome.quota:
                     response = await embedder.embed(request)
             except ModelError as exc:
                 raise outcome.failed(exc) from None
             body = openai_api.render_embeddings(response, target, packed=parsed.base64)
-            headers = [*JSON, *answer_headers(response, outcome.version)]
+            headers = [
+                *JSON,
+                *answer_headers(response, outcome.version),
+                *upstream_quota_headers(outcome.quota),
+            ]
             if await respond_watched(call, body, headers, self.stalled_client_timeout):
                 outcome.embedded(response, embedder.info.provider or "local")
             else:
@@ -214,7 +225,7 @@ class ChatEndpoints:
             with (
                 caller_trace(call, yard),
                 request_scope.entered(outcome.scope),
-                self._quota_watch(key) as outcome.quota,  # None: not shown to this caller
+                self.quota_watch(key) as outcome.quota,  # None: not shown to this caller
             ):
                 if outcome.stream:
                     await deliver.streamed(
@@ -250,7 +261,7 @@ class ChatEndpoints:
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
 
-    def _quota_watch(
+    def quota_watch(
         self, key: VirtualKey
     ) -> contextlib.AbstractContextManager[upstream_quota.QuotaSeen | None]:
         """Keeps the upstream quota headers for a caller who may see them: the admin key, or

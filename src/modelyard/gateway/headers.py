@@ -126,6 +126,12 @@ def upstream_quota_headers(seen: QuotaSeen | None) -> Headers:
     ]
 
 
+def upstream_quota_fields(seen: QuotaSeen | None) -> dict[str, str]:
+    """`upstream_quota_headers` as an `ApiError`'s headers hold them: a failed call shows the
+    quota its provider answered with, as an answer does."""
+    return {k.decode(): v.decode("latin-1") for k, v in upstream_quota_headers(seen)}
+
+
 def key_rate_headers(rpm: int, use: WindowUse, *, anthropic: bool) -> RateHeaders:
     """A key's requests per minute as its API reports a rate limit: OpenAI's
     `x-ratelimit-{limit,remaining,reset}-requests` (reset a duration, `1m0s`), or Anthropic's

@@ -14,7 +14,7 @@ from modelyard.cost.ledger import Ledger
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
-from modelyard.gateway.headers import upstream_quota_headers
+from modelyard.gateway.headers import upstream_quota_fields
 from modelyard.model import Model
 from modelyard.observability.decision_log import DecisionLog, Exchange, RequestRecord
 from modelyard.observability.metrics import Metrics
@@ -139,7 +139,7 @@ class Outcome:
         self.metrics.failed(self.target, exc, error.status, latency, billed=self._billed())
         # what the failed attempts were billed, as an answer's headers say what it cost
         spent = {"x-modelyard-cost": f"{exc.cost:.8f}", "x-modelyard-config-version": self.version}
-        quota = {k.decode(): v.decode("latin-1") for k, v in upstream_quota_headers(self.quota)}
+        quota = upstream_quota_fields(self.quota)
         return replace(error, counted=True, headers={**error.headers, **spent, **quota})
 
     def over_budget(

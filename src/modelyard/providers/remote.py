@@ -289,6 +289,7 @@ class RemoteModel(Model):
                 body=orjson.dumps(counted),
                 deadline_left=request.remaining(),
             )
+            upstream_quota.noted(reply.headers)
             return wire.count_tokens_from_wire(_json_of(reply, wire))
         except ModelError as exc:
             raise _scrubbed(exc, self.name, self.endpoint) from None
@@ -390,6 +391,7 @@ class RemoteEmbedder(Embedder):
             reply = await self.client.post(
                 self._url, headers=self._headers, body=body, deadline_left=request.remaining()
             )
+            upstream_quota.noted(reply.headers)
             parsed = self.wire.embeddings_from_wire(_json_of(reply, self.errors))
         except ModelError as exc:
             if isinstance(exc, ModelTimeoutError) and exc.request_sent:
