@@ -214,13 +214,22 @@ def test_a_gateway_without_keys_shows_the_upstream_quota(running: Running, model
         assert streamed.headers[name] == value
 
 
-def test_only_the_admin_key_sees_the_upstream_quota_on_a_keyed_gateway(
+EMBEDDER = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 0.02}}\n"
+
+
+@pytest.fixture
+def keyed(
     serve_gateway: Callable[..., Running],
     claude_fake: FakeAnthropic,
     upstream: FakeOpenAI,
     gemini_fake: FakeGemini,
-) -> None:
-    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
+) -> Running:
+    """A gateway with an admin key (and an embedder)."""
+    return serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN + EMBEDDER))
+
+
+def test_only_the_admin_key_sees_the_upstream_quota_on_a_keyed_gateway(keyed: Running) -> None:
+    running = keyed
     team = str(create_key(running, name="team-a")["key"])
     name, value = QUOTA["claude"]
     for key, shown in ((team, None), (ADMIN_KEY, value)):
@@ -249,16 +258,10 @@ def test_an_upstream_429_tells_every_caller_when_to_retry_and_only_the_admin_the
     assert quota == ("0" if admin else None)
 
 
-EMBEDDER = "embedders:\n  emb: {provider: up, id: text-embedding-3-small, price: {input: 0.02}}\n"
-
-
 def test_embeddings_and_token_counts_show_the_upstream_quota_to_whom_chat_shows_it(
-    serve_gateway: Callable[..., Running],
-    claude_fake: FakeAnthropic,
-    upstream: FakeOpenAI,
-    gemini_fake: FakeGemini,
+    keyed: Running,
 ) -> None:
-    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN + EMBEDDER))
+    running = keyed
     team = str(create_key(running, name="team-a")["key"])
     (openai_name, openai_value), (claude_name, claude_value) = QUOTA["gpt"], QUOTA["claude"]
     for key, shown in ((team, False), (ADMIN_KEY, True)):
@@ -274,12 +277,9 @@ def test_embeddings_and_token_counts_show_the_upstream_quota_to_whom_chat_shows_
 
 
 def test_a_refused_token_count_shows_the_admin_the_upstream_quota(
-    serve_gateway: Callable[..., Running],
-    claude_fake: FakeAnthropic,
-    upstream: FakeOpenAI,
-    gemini_fake: FakeGemini,
+    keyed: Running, claude_fake: FakeAnthropic
 ) -> None:
-    running = serve_gateway(text=config(claude_fake, upstream, gemini_fake, ADMIN))
+    running = keyed
     claude_fake.push(rate_limited())  # the count endpoint's own limit
     with pytest.raises(anthropic.RateLimitError) as caught:
         anthropic.Anthropic(
