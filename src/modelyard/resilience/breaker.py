@@ -171,7 +171,12 @@ class Permit:
 
 
 class CircuitBreaker:
-    """One circuit: a model's or a provider's, named by `scope`."""
+    """One circuit: a model's or a provider's, named by `scope`.
+
+    `endpoint` (a digest of where the calls go and with which credentials) is part of the
+    circuit's keys in the store: a reload that points the scope elsewhere, or gives it another
+    key, starts a closed circuit instead of holding the old endpoint's failures against the new
+    one, also for replicas still on the old config, which keep theirs."""
 
     def __init__(
         self,
@@ -179,6 +184,7 @@ class CircuitBreaker:
         policy: BreakerPolicy,
         store: StateStore,
         *,
+        endpoint: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.scope = scope
@@ -186,7 +192,7 @@ class CircuitBreaker:
         self.store = store
         self.clock = clock
         self.last_error: str | None = None
-        self._key = f"breaker:{scope}"
+        self._key = f"breaker:{scope}@{endpoint}" if endpoint else f"breaker:{scope}"
         self._bucket_width = policy.window / _BUCKETS
 
     async def _load(self) -> _Stored:

@@ -17,7 +17,10 @@ Outermost to innermost:
 
 Retry and breaker settings come from the provider and are overridden per model; a circuit is
 per model, or one per provider with `breaker: {per: provider}`. Limits set on a provider
-count all its models together, and a model's own limits apply on top.
+count all its models together, and a model's own limits apply on top. A hot reload keeps
+circuits, limiters and retry budgets whose settings did not change; a provider whose endpoint
+or credentials changed (`endpoint_of`) gets closed circuits and forgets what its old endpoint
+said of its quota (its rpm and tpm windows count our own sending, and stay).
 
 Defaults. A hosted model gets, even when the config says nothing: 2 retries with full-jitter
 backoff from 0.5 s (Retry-After honoured up to 60 s), under a provider retry budget of 20 % of
@@ -31,8 +34,11 @@ provider or per model), leaving the adapter in its meter.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import orjson
 
 from modelyard.config.loader import Loc
 from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetryBudgetSpec, RetrySpec
@@ -81,16 +87,16 @@ class Resilience:
         self._limiters: dict[str, Limiter] = {}
         self._budgets: dict[str, RetryBudget] = {}
 
-    def breaker(self, scope: str, spec: BreakerSpec) -> CircuitBreaker:
-        """The circuit of `scope`, made on first use."""
+    def breaker(self, scope: str, spec: BreakerSpec, endpoint: str = "") -> CircuitBreaker:
+        """The circuit of `scope` calling `endpoint` (`endpoint_of`), made on first use."""
         existing = self.health.get(scope)
         if existing is not None:
             return existing
         policy = BreakerPolicy.from_spec(spec, self.time_scale)
-        return self.health.add(CircuitBreaker(scope, policy, self.store))
+        return self.health.add(CircuitBreaker(scope, policy, self.store, endpoint=endpoint))
 
-    def limiter(self, scope: str, spec: LimitsSpec | None) -> Limiter:
-        """The limiter of `scope`, made on first use."""
+    def limiter(self, scope: str, spec: LimitsSpec | None, endpoint: str = "") -> Limiter:
+        """The limiter of `scope` calling `endpoint` (`endpoint_of`), made on first use."""
         if scope not in self._limiters:
             limits = RateLimits.from_spec(spec, self.time_scale)
 
@@ -100,10 +106,11 @@ class Resilience:
             if self.resources is None:
                 self._limiters[scope] = make()
             else:
-                # One limiter across hot reloads while its limits stay the same: calls still
-                # running on the old config keep holding their concurrency slots, and a hold
-                # the provider asked for (Retry-After) is not forgotten.
-                key = f"limiter|{scope}|{limits!r}|{id(self.store)}"
+                # One limiter across hot reloads while its limits and endpoint stay the same:
+                # calls still running on the old config keep holding their concurrency slots,
+                # and a hold the provider asked for (Retry-After) is not forgotten. Another
+                # endpoint or key is another quota: what the old one said does not hold it.
+                key = f"limiter|{scope}|{limits!r}|{id(self.store)}|{endpoint}"
                 self._limiters[scope] = self.resources.service(key, make)
         return self._limiters[scope]
 
@@ -132,12 +139,15 @@ def wrap_model(context: BuildContext, name: str, spec: ModelSpec, leaf: Model) -
     model: Model = Metered(leaf)
     limiters: list[Limiter] = []
     provider_limits = provider.limits if provider is not None else None
+    at = endpoint_of(provider)
     if provider_limits is not None and provider_limits.limits_anything:
-        limiters.append(parts.limiter(f"provider:{spec.provider}", provider_limits))
+        limiters.append(parts.limiter(f"provider:{spec.provider}", provider_limits, at))
     learns = provider is not None and (spec.limits or provider_limits or LimitsSpec()).learn
     learner = None
+    # A model's own circuit and limits also change with its id (another upstream model).
+    own_at = endpoint_of(provider, spec.id)
     if learns or (spec.limits is not None and spec.limits.limits_anything):
-        own = parts.limiter(f"model:{name}", spec.limits)
+        own = parts.limiter(f"model:{name}", spec.limits, own_at)
         limiters.append(own)
         if learns:
             learner = own
@@ -150,8 +160,9 @@ def wrap_model(context: BuildContext, name: str, spec: ModelSpec, leaf: Model) -
     if breaker is None and provider is not None:
         breaker = BreakerSpec()
     if breaker is not None and breaker.enabled:
-        scope = f"provider:{spec.provider}" if breaker.per == "provider" else f"model:{name}"
-        model = BreakerModel(model, [parts.breaker(scope, breaker)])
+        per_provider = breaker.per == "provider"
+        scope = f"provider:{spec.provider}" if per_provider else f"model:{name}"
+        model = BreakerModel(model, [parts.breaker(scope, breaker, at if per_provider else own_at)])
     retry = spec.retry or (provider.retry if provider is not None else None)
     if retry is None and provider is not None:
         retry = RetrySpec()
@@ -169,6 +180,25 @@ def _traced_tries(context: BuildContext, model: Model) -> TracedTries | None:
 
     traces = tracing(context)
     return TracedTries(model, traces) if traces is not None else None
+
+
+def endpoint_of(provider: ProviderSpec | None, model_id: str | None = None) -> str:
+    """A digest of where a provider's calls go and with which credentials (its wire, base URL,
+    key, auth, headers and query; with `model_id`, that model's): what a circuit and a learned
+    limit are about. Empty for a local model. A digest, so no secret reaches the state store."""
+    if provider is None:
+        return ""
+    key = provider.api_key.get_secret_value() if provider.api_key is not None else ""
+    parts = [
+        provider.type,
+        provider.base_url or "",
+        key,
+        provider.auth.model_dump_json() if provider.auth is not None else "",
+        orjson.dumps(provider.headers, option=orjson.OPT_SORT_KEYS).decode(),
+        orjson.dumps(provider.query, option=orjson.OPT_SORT_KEYS).decode(),
+        model_id or "",
+    ]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
 
 
 def _budget(
