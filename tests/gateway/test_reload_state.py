@@ -14,6 +14,7 @@ from modelyard.gateway.live import LiveConfig
 from modelyard.model import Model
 from modelyard.resilience.breaker import CircuitBreaker
 from modelyard.resilience.ratelimit import RateLimitModel
+from modelyard.resilience.retry import RetryModel
 from modelyard.state.redis import RedisStore
 
 T = TypeVar("T")
@@ -136,3 +137,15 @@ async def test_a_shared_circuit_follows_the_endpoint_across_replicas(written: Pa
         cleaner = RedisStore(REDIS_URL, prefix=prefix)
         await cleaner.clear_prefix()
         await cleaner.aclose()
+
+
+async def test_a_retry_budget_is_carried_across_a_reload(written: Path) -> None:
+    live = serving(written, config())
+    budget = layer(live.current.models["gpt"], RetryModel).budget
+    assert budget is not None
+    assert await budget.try_spend()  # the one retry `min_retries` allows
+    await reloaded(live, config() + "# an unrelated edit\n")
+    carried = layer(live.current.models["gpt"], RetryModel).budget
+    assert carried is not None and carried is not budget
+    assert not await carried.try_spend()
+    await live.aclose()
