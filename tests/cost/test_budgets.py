@@ -296,6 +296,46 @@ async def test_a_limit_raised_mid_window_alerts_again_when_the_new_limit_is_reac
     assert pytest.approx(0.5 * 5.5 * worst(request)) in halves
 
 
+async def test_a_limit_lowered_below_the_spend_alerts_its_thresholds_on_the_next_spend() -> None:
+    # An operator lowers a budget mid-window (a hot reload: a new book on the same store) to
+    # below what is spent: its 50 and 80 % were never crossed, the spend is past them already.
+    # They alert on the next spend, once each, also after a further reload.
+    alerts: list[Alert] = []
+    hub = AlertHub(log_alerts=False, recorder=alerts.append)
+    store = MemoryStore()
+    request = question()
+    inner = priced()
+    inner.default = Reply(text="ok", usage=full_usage(request))
+    cost = worst(request)
+    before = guard(inner, BudgetBook(store, alerts=hub), total(100 * cost, alert_at=(0.5, 0.8)))
+    for _ in range(5):
+        await before.complete(request)
+    assert alerts == []
+    lowered = total(6 * cost, alert_at=(0.5, 0.8), action="alert_only")
+    for _ in range(2):  # two reloads to the same lowered limit
+        model = guard(inner, BudgetBook(store, alerts=hub), lowered)
+        for _ in range(3):
+            await model.complete(request)
+    marks = [a.threshold for a in alerts if a.kind == "budget_threshold"]
+    assert marks == [pytest.approx(3 * cost), pytest.approx(4.8 * cost)]
+
+
+async def test_a_spend_past_its_thresholds_asks_the_store_about_each_alert_once() -> None:
+    # Checking every threshold already passed must not cost a store call per settlement.
+    flags: list[str] = []
+
+    class Counting(MemoryStore):
+        async def reserve(self, claims):  # type: ignore[no-untyped-def]
+            flags.extend(c.key for c in claims if c.key.startswith("alert:"))
+            return await super().reserve(claims)
+
+    book = BudgetBook(Counting(), alerts=AlertHub(log_alerts=False))
+    model = guard(priced(), book, total(1e-6, action="alert_only", alert_at=(0.5, 0.8)))
+    for _ in range(5):
+        await model.complete(question())
+    assert len(flags) == 2
+
+
 async def test_each_key_gets_its_own_cap_with_a_star_selector() -> None:
     book = BudgetBook(MemoryStore())
     request = question()

@@ -25,6 +25,9 @@ _ROUNDING = 1e-9
 """Below this share of a counter (or $1), a difference between two counters is rounding: no
 real reservation is that small (one token at the cheapest hosted price is about 1e-8 USD)."""
 
+_ALERTED_KEPT = 10_000
+"""Alert flags a book remembers claiming before it forgets them all (and asks the store)."""
+
 
 def _from_now(hold: Hold, *, embedding: bool) -> str:
     """What a budget-reached alert says becomes of the calls that could pass the budget, as the
@@ -62,6 +65,11 @@ def _naming(hold: Hold) -> dict[str, str]:
     }
 
 
+def _alert_of(hold: Hold, what: str) -> tuple[str, str, str, float, str]:
+    """Which alert `what` of `hold` is: one per budget, subject, window and limit."""
+    return (hold.budget.name, hold.subject, hold.period.id, hold.budget.limit, what)
+
+
 def now_utc() -> datetime:
     """The wall clock in UTC (budget windows are calendar windows)."""
     return datetime.now(UTC)
@@ -87,6 +95,9 @@ class BudgetBook:
         self._periods = {}
         self.in_process = isinstance(store, MemoryStore)
         """An in-process store never suspends, so a settlement cannot be cut by a cancel."""
+        self._alerted: set[tuple[str, str, str, float, str]] = set()
+        """Alerts this book has claimed or found claimed (budget, subject, window, limit,
+        which): a spend past a threshold asks the store about each once, not every time."""
 
     def _period(self, budget: Budget, now: datetime) -> Period | None:
         """`period_of`, computed once per budget per second (the hot path asks every request)."""
@@ -191,13 +202,18 @@ class BudgetBook:
         if actual == 0:
             return
         for hold, total in zip(holds, values[len(holds) :], strict=True):
-            await self._thresholds(hold, before=total - actual, after=total)
+            await self._thresholds(hold, after=total)
 
-    async def _thresholds(self, hold: Hold, *, before: float, after: float) -> None:
+    async def _thresholds(self, hold: Hold, *, after: float) -> None:
+        """Alert on each threshold the window's spend has passed, not only the ones this
+        settlement crossed: a limit lowered mid-window (a hot reload) puts the spend past its
+        new thresholds at once, and they alert on the next settlement (once each)."""
+        if self.alerts is None:
+            return
         limit = hold.budget.limit
         for fraction in hold.budget.alert_at:
             mark = fraction * limit
-            if before < mark <= after + 1e-12:
+            if mark <= after + 1e-12 and not self._claimed(hold, f"t{fraction:g}"):
                 over = (
                     " (alert only: requests still let through)"
                     if (hold.budget.action == "alert_only" and fraction >= 1)
@@ -217,17 +233,25 @@ class BudgetBook:
                     ),
                 )
 
+    def _claimed(self, hold: Hold, what: str) -> bool:
+        """Whether this book already claimed alert `what` of `hold`'s window and limit, or
+        found it claimed (the store says so for every process; this spares asking again)."""
+        return _alert_of(hold, what) in self._alerted
+
     async def _once(self, hold: Hold, what: str, alert: Alert) -> None:
         """Emit `alert` unless it was already emitted for this hold's window and limit (in any
         process)."""
-        if self.alerts is None:
+        if self.alerts is None or self._claimed(hold, what):
             return
-        # The limit is part of the flag: one raised mid-window (a hot reload after the alert)
+        # The limit is part of the flag: one changed mid-window (a hot reload after the alert)
         # alerts again at its own thresholds, instead of being taken for the old one's.
         budget = hold.budget
         flag = f"alert:{budget.name}:{hold.subject}:{hold.period.id}:{budget.limit!r}:{what}"
         if await self.store.reserve([Claim(key=flag, amount=1, limit=1, ttl=hold.ttl)]) is None:
             self.alerts.emit(alert)
+        if len(self._alerted) >= _ALERTED_KEPT:
+            self._alerted.clear()  # mostly past windows'; the store still answers for them
+        self._alerted.add(_alert_of(hold, what))
 
     async def status(self, budget: Budget, subject: str) -> BudgetStatus | None:
         """Spent and reserved in the current window of `budget` for `subject`."""
