@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +16,7 @@ from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.errors import UnavailableError
 from modelyard.state.base import StateStore
+from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import OnUnavailable, PolicyStore
 from modelyard.state.postgres import PostgresStore
 from modelyard.state.redis import RedisStore
@@ -225,3 +227,21 @@ async def test_a_release_whose_answer_was_lost_counts_once_in_postgres(
         postgres_relay.flow()
         await primary.drop_tables()
         await shared.aclose()
+
+
+async def test_a_closed_keeper_stops_listening_for_the_store_coming_back() -> None:
+    # A reload that changes `state.hold_lease` replaces the keeper; the old one must not stay
+    # reachable from the store (a leak per reload, and a closed keeper woken on recovery).
+    listening: list[object] = []
+
+    class Told(MemoryStore):
+        def on_recovery(self, listener: Callable[[], None]) -> Callable[[], None]:
+            listening.append(listener)
+            return lambda: listening.remove(listener)
+
+    told = Told()
+    keepers = [LeaseKeeper(told, seconds=s) for s in (60.0, 120.0)]
+    assert len(listening) == 2
+    for keeper in keepers:
+        await keeper.aclose()
+    assert listening == []

@@ -147,6 +147,30 @@ async def test_redis_dying_mid_run_with_fail_closed_refuses_then_recovers(own_re
     await store.aclose()
 
 
+async def test_a_recovery_listener_is_told_until_it_stops_listening(own_redis: int) -> None:
+    store = PolicyStore(
+        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=0.3),
+        on_unavailable="fail_closed",
+        retry_interval=0.05,
+    )
+    told: list[str] = []
+    store.on_recovery(lambda: told.append("kept"))
+    stop = store.on_recovery(lambda: told.append("stopped"))
+    for stopping in (False, True):
+        if stopping:
+            stop()
+            stop()  # twice is harmless
+        stop_redis(own_redis)
+        with pytest.raises(UnavailableError):
+            await store.reserve([Claim(key="b", amount=1, limit=10)])
+        start_redis(own_redis)
+        await wait_until_up(own_redis)
+        await asyncio.sleep(0.06)
+        assert await store.reserve([Claim(key="b", amount=1, limit=10)]) is None
+    assert told == ["kept", "stopped", "kept"]
+    await store.aclose()
+
+
 async def test_redis_dying_mid_run_with_local_keeps_the_cap_and_hands_spend_back(
     own_redis: int,
 ) -> None:

@@ -63,7 +63,9 @@ class LeaseKeeper:
         self._sweep_at = 0.0
         self._store_back: asyncio.Event | None = None
         """Set when the store answers again with settlements deferred: the round runs now."""
-        store.on_recovery(self._on_store_back)
+        self._stop_listening = store.on_recovery(self._on_store_back)
+        """Ends the store's calls to `_on_store_back` (on `aclose`): a keeper replaced by a
+        reload must not stay reachable from the store it served."""
 
     def new_id(self) -> str:
         """A lease id no other process or reservation uses."""
@@ -141,6 +143,7 @@ class LeaseKeeper:
         """Stop renewing and sweeping (the store is about to close), after a last try at the
         settlements the store could not take: left to the sweep, each would give its worst
         case back and its cost would never be counted."""
+        self._stop_listening()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -84,6 +84,10 @@ def window_wait(
     return window
 
 
+def _nothing() -> None:
+    """What stops a listener that is never called."""
+
+
 Change = tuple[str, float, float | None]
 """(key, delta, ttl): one unconditional change of a counter."""
 
@@ -178,9 +182,10 @@ class StateStore(abc.ABC):
         """Where this store is serving from right now."""
         return StoreHealth(backend=self.backend)
 
-    def on_recovery(self, listener: Callable[[], None]) -> None:
+    def on_recovery(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` each time the store answers again after an outage (a store that
-        is never down never calls it)."""
+        is never down never calls it), until the function returned is called."""
+        return _nothing
 
     async def aclose(self) -> None:
         """Release connections."""

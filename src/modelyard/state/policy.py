@@ -230,8 +230,14 @@ class PolicyStore(StateStore):
     async def delete(self, key: str) -> None:
         await self._run(lambda store: store.delete(key))
 
-    def on_recovery(self, listener: Callable[[], None]) -> None:
+    def on_recovery(self, listener: Callable[[], None]) -> Callable[[], None]:
         self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:  # not when stopped twice
+                self._listeners.remove(listener)
+
+        return stop
 
     def health(self) -> StoreHealth:
         if self._down is None:
