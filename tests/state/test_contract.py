@@ -127,3 +127,22 @@ async def test_window_tells_what_it_holds_and_when_it_empties(store: StateStore)
 async def test_window_refused_when_empty_empties_now(store: StateStore) -> None:
     use = await store.window_acquire("tpm", 11, limit=10, window=60)
     assert (use.wait, use.used, use.reset) == (60.0, 0.0, 0.0)
+
+
+async def test_a_window_shared_by_two_clients_admits_exactly_its_limit(
+    store: StateStore, twin: StateStore
+) -> None:
+    # Two processes on one store, each call taking an entry from the other's, or giving one
+    # back (a tpm correction): what each sees the window hold is the same running total.
+    async def take(client: StateStore, amount: float) -> float:
+        use = await client.window_acquire("rpm", amount, limit=10, window=60)
+        return use.used if use.wait == 0.0 else -1.0
+
+    firsts = await asyncio.gather(*(take(c, 1) for c in [store, twin] * 4))
+    assert sorted(firsts) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert await take(twin, -2) == 6
+    seconds = await asyncio.gather(*(take(c, 1) for c in [twin, store] * 4))
+    assert sorted(seconds) == [-1, -1, -1, -1, 7, 8, 9, 10]
+    assert (await store.window_acquire("rpm", 1, limit=10, window=60)).used == 10
+    await store.delete("rpm")
+    assert (await twin.window_acquire("rpm", 1, limit=10, window=60)).used == 1

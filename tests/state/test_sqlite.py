@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 from modelyard.state.base import Claim, Lease
@@ -29,7 +31,12 @@ async def test_file_is_in_wal_mode_with_migrations_recorded_once(tmp_path: Path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rows = conn.execute("SELECT component, name FROM _migrations").fetchall()
-    assert rows == [("state", "001_state"), ("state", "002_leases"), ("state", "003_released")]
+    assert [name for _, name in rows] == [
+        "001_state",
+        "002_leases",
+        "003_released",
+        "004_window_sums",
+    ]
     conn.close()
 
 
@@ -59,3 +66,53 @@ async def test_expiry_uses_the_injected_wall_clock(tmp_path: Path) -> None:
     now[0] += 2
     assert await store.counter("a") == 0
     await store.aclose()
+
+
+async def test_a_file_written_before_window_sums_keeps_what_its_windows_hold(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    old = SqliteWorker(path, component="state", migrations=MIGRATIONS[:3])
+    now = time.time()
+    entries = [("rpm", now, 1.0), ("rpm", now, 1.0), ("tpm", now, 700.0)]
+    insert = "INSERT INTO state_windows VALUES (?, ?, ?)"
+    await old.run(lambda conn: conn.executemany(insert, entries))
+    await old.aclose()
+    store = SqliteStore(path)
+    assert (await store.window_acquire("rpm", 1, limit=3, window=60)).used == 3
+    assert (await store.window_acquire("tpm", 400, limit=1000, window=60)).wait > 0
+    await store.aclose()
+
+
+def steps_of(store: SqliteStore, entries: int) -> int:
+    """SQLite's virtual-machine steps for one `window_acquire` with `entries` in the window."""
+    now = [1000.0]
+
+    async def run() -> int:
+        for _ in range(entries):
+            now[0] += 0.001
+            await store.window_acquire("rpm", 1, limit=1e9, window=3600)
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        await store._worker.run(lambda conn: conn.set_progress_handler(count, 1))
+        await store.window_acquire("rpm", 1, limit=1e9, window=3600)
+        await store._worker.run(lambda conn: conn.set_progress_handler(None, 1))
+        return steps[0]
+
+    store._clock = lambda: now[0]
+    return asyncio.run(run())
+
+
+def test_a_window_acquire_costs_the_same_however_full_the_window(tmp_path: Path) -> None:
+    # It used to sum the whole window on every call: a key's rpm at 5,000 requests a minute
+    # cost 100 times one at 50.
+    small = SqliteStore(tmp_path / "small.db")
+    full = SqliteStore(tmp_path / "full.db")
+    few, many = steps_of(small, 50), steps_of(full, 5000)
+    asyncio.run(small.aclose())
+    asyncio.run(full.aclose())
+    assert many < 1.5 * few, (few, many)

@@ -51,6 +51,15 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX state_released_expires_at ON state_released (expires_at)
         """,
     ),
+    (
+        "004_window_sums",
+        """
+        CREATE TABLE state_window_sums (
+            key TEXT PRIMARY KEY, used REAL NOT NULL, entries INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO state_window_sums
+            SELECT key, SUM(amount), COUNT(*) FROM state_windows GROUP BY key
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
@@ -97,6 +106,31 @@ def _give_back(conn: sqlite3.Connection, held: str, now: float) -> tuple[tuple[s
         [(key, amount, now) for key, amount in amounts],
     )
     return amounts
+
+
+def _window_left(conn: sqlite3.Connection, key: str, cutoff: float) -> tuple[float, int]:
+    """What the window of `key` holds once its entries at or before `cutoff` have left it:
+    (their sum, how many), from the running sum, touching only the entries that leave (a
+    sum of the whole window on each call cost as much as the entries in it). Inside the
+    caller's transaction, so every process sharing the file keeps the sum right."""
+    row = conn.execute(
+        "SELECT used, entries FROM state_window_sums WHERE key = ?", (key,)
+    ).fetchone()
+    used, entries = (float(row[0]), int(row[1])) if row else (0.0, 0)
+    gone, count = conn.execute(
+        "SELECT COALESCE(SUM(amount), 0.0), COUNT(*) FROM state_windows WHERE key = ? AND at <= ?",
+        (key, cutoff),
+    ).fetchone()
+    if count:
+        conn.execute("DELETE FROM state_windows WHERE key = ? AND at <= ?", (key, cutoff))
+        used, entries = used - gone, entries - count
+    if entries <= 0:
+        return 0.0, 0  # no rounding left over from the amounts added and taken off
+    return used, entries
+
+
+def _window_sum(conn: sqlite3.Connection, key: str, used: float, entries: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?)", (key, used, entries))
 
 
 class SqliteStore(StateStore):
@@ -214,20 +248,23 @@ class SqliteStore(StateStore):
     ) -> WindowUse:
         def apply(conn: sqlite3.Connection) -> WindowUse:
             now = self._clock()
-            conn.execute("DELETE FROM state_windows WHERE key = ? AND at <= ?", (key, now - window))
-            used = conn.execute(
-                "SELECT COALESCE(SUM(amount), 0.0) FROM state_windows WHERE key = ?", (key,)
-            ).fetchone()[0]
+            used, entries = _window_left(conn, key, now - window)
             if used + amount <= limit + _EPSILON:
                 conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, now, amount))
+                _window_sum(conn, key, used + amount, entries + 1)
                 return WindowUse(wait=0.0, used=used + amount, reset=window)
+            _window_sum(conn, key, used, entries)
+            newest = conn.execute(
+                "SELECT MAX(at) FROM state_windows WHERE key = ?", (key,)
+            ).fetchone()[0]
+            reset = newest + window - now if newest is not None else 0.0
+            # Read oldest first only as far as `window_wait` needs, not the whole window.
             rows = conn.execute(
                 "SELECT at, amount FROM state_windows WHERE key = ? ORDER BY at", (key,)
-            ).fetchall()
-            reset = rows[-1][0] + window - now if rows else 0.0
-            return WindowUse(
-                wait=window_wait(rows, used + amount - limit, window, now), used=used, reset=reset
             )
+            wait = window_wait(rows, used + amount - limit, window, now)
+            rows.close()
+            return WindowUse(wait=wait, used=used, reset=reset)
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 
@@ -254,7 +291,7 @@ class SqliteStore(StateStore):
 
     async def delete(self, key: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            for table in ("state_counters", "state_values", "state_windows"):
+            for table in ("state_counters", "state_values", "state_windows", "state_window_sums"):
                 conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
 
         await self._worker.run(lambda conn: transaction(conn, apply))

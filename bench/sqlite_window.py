@@ -1,0 +1,88 @@
+"""SQLite `window_acquire` with a full window: calls per second for two source trees side by
+side in one run (rounds interleave them, each a fresh process on a fresh file).
+
+    .venv/bin/python bench/sqlite_window.py --before /path/to/old/src --after src
+
+A key's window holds `--entries` acquisitions (a virtual key's rpm at that many requests per
+minute): a clock the store is given moves one window / entries per call, so after the first
+window each call lets one entry leave as it records one, the steady state of a busy rpm
+limit. Each figure is the best of 3 repeats of N calls in that state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = """
+import asyncio, json, sys, tempfile, time
+from pathlib import Path
+from modelyard.state.sqlite import SqliteStore
+
+async def main(entries, n):
+    now = [1_000_000.0]
+    step = 60.0 / entries
+    def clock():
+        return now[0]
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqliteStore(Path(folder) / "state.db", clock=clock)
+
+        async def call():
+            now[0] += step
+            use = await store.window_acquire("key-rpm:k1", 1, limit=2 * entries, window=60)
+            assert use.wait == 0.0, use
+
+        for _ in range(entries):  # fill the window
+            await call()
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(n):
+                await call()
+            best = max(best, n / (time.perf_counter() - started))
+        await store.aclose()
+    print(json.dumps(best))
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+def once(src: str, entries: int, calls: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(entries), str(calls)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(out.stdout))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="the src folder of the tree before")
+    parser.add_argument("--after", default="src", help="the src folder of the tree after")
+    parser.add_argument("--entries", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    before: list[float] = []
+    after: list[float] = []
+    for _ in range(args.rounds):
+        before.append(once(args.before, args.entries, args.calls))
+        after.append(once(args.after, args.entries, args.calls))
+    b, a = statistics.median(before), statistics.median(after)
+    print(f"sqlite window_acquire, {args.entries} entries in the window, {args.calls} calls")
+    print(f"before: {b:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in before)})")
+    print(f"after:  {a:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in after)})")
+    print(f"after / before: {a / b:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
