@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import modelyard
 from modelyard.state.base import Claim, Lease
 from modelyard.state.sqlite import MIGRATIONS, SqliteStore
 from modelyard.state.sqlite_worker import SqliteWorker
@@ -116,3 +120,49 @@ def test_a_window_acquire_costs_the_same_however_full_the_window(tmp_path: Path)
     asyncio.run(small.aclose())
     asyncio.run(full.aclose())
     assert many < 1.5 * few, (few, many)
+
+
+_ACQUIRER = """
+import asyncio, sys
+from modelyard.state.sqlite import SqliteStore
+
+async def main(path, count):
+    store = SqliteStore(path)
+    admitted = 0
+    for i in range(count):
+        amount = -1.0 if i % 7 == 6 else 1.0  # a correction now and then, as tpm makes
+        use = await store.window_acquire("key-rpm:k", amount, limit=100, window=60)
+        admitted += use.wait == 0.0 and amount > 0
+    await store.aclose()
+    print(admitted)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_processes_sharing_the_file_keep_one_running_sum(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    source = str(Path(modelyard.__file__).parents[1])
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ACQUIRER, str(path), "60"],
+            env={**os.environ, "PYTHONPATH": source},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    admitted = 0
+    for worker in workers:
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        admitted += int(out)
+    conn = sqlite3.connect(path)
+    entries = conn.execute("SELECT SUM(amount), COUNT(*) FROM state_windows").fetchone()
+    kept = conn.execute("SELECT used, entries FROM state_window_sums").fetchone()
+    conn.close()
+    assert kept == entries
+    corrections = 3 * 8
+    assert entries[0] == admitted - corrections <= 100
+    assert admitted < 3 * (60 - 8), "the limit must have refused some"
