@@ -9,13 +9,9 @@ holds (a total and a per-key budget), its reservation and its settlement, one af
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
+
+from interleaved import interleave, trees_parser  # bench/ is on the path when run as a script
 
 CHILD = """
 import asyncio, json, sys, time
@@ -43,30 +39,11 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
-def once(src: str, iterations: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(iterations)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(json.loads(out.stdout))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="the src folder of the tree before")
-    parser.add_argument("--after", default="src", help="the src folder of the tree after")
+    parser = trees_parser(__doc__.splitlines()[0], rounds=5)
     parser.add_argument("--iterations", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    before: list[float] = []
-    after: list[float] = []
-    for _ in range(args.rounds):
-        before.append(once(args.before, args.iterations))
-        after.append(once(args.after, args.iterations))
+    before, after = interleave(args, CHILD, args.iterations)
     b, a = statistics.median(before), statistics.median(after)
     print(f"holds + reserve + settle, memory store, {args.iterations} x 5 x {args.rounds} rounds")
     print(f"before: {b:.2f} us  (rounds: {', '.join(f'{x:.2f}' for x in before)})")

@@ -11,13 +11,9 @@ limit. Each figure is the best of 3 repeats of N calls in that state.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
+
+from interleaved import interleave, trees_parser  # bench/ is on the path when run as a script
 
 CHILD = """
 import asyncio, json, sys, tempfile, time
@@ -52,31 +48,12 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 """
 
 
-def once(src: str, entries: int, calls: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(entries), str(calls)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(json.loads(out.stdout))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="the src folder of the tree before")
-    parser.add_argument("--after", default="src", help="the src folder of the tree after")
+    parser = trees_parser(__doc__.splitlines()[0], rounds=3)
     parser.add_argument("--entries", type=int, default=5000)
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    before: list[float] = []
-    after: list[float] = []
-    for _ in range(args.rounds):
-        before.append(once(args.before, args.entries, args.calls))
-        after.append(once(args.after, args.entries, args.calls))
+    before, after = interleave(args, CHILD, args.entries, args.calls)
     b, a = statistics.median(before), statistics.median(after)
     print(f"sqlite window_acquire, {args.entries} entries in the window, {args.calls} calls")
     print(f"before: {b:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in before)})")

@@ -136,15 +136,21 @@ async def test_redis_dying_mid_run_with_fail_closed_refuses_then_recovers(own_re
         retry_interval=0.05,
     )
     assert await store.reserve([Claim(key="b", amount=1, limit=10)]) is None
-    stop_redis(own_redis)
-    with pytest.raises(UnavailableError):
-        await store.reserve([Claim(key="b", amount=1, limit=10)])
-    start_redis(own_redis)
-    await wait_until_up(own_redis)
-    await asyncio.sleep(0.06)
-    assert await store.reserve([Claim(key="b", amount=1, limit=10)]) is None
+    await refused_then_recovered(store, own_redis)
     assert store.health().ok
     await store.aclose()
+
+
+async def refused_then_recovered(store: PolicyStore, port: int) -> None:
+    """Stop the store's Redis (a fail_closed store refuses), start it again, and see the store
+    admit again once its retry interval has passed."""
+    stop_redis(port)
+    with pytest.raises(UnavailableError):
+        await store.reserve([Claim(key="b", amount=1, limit=10)])
+    start_redis(port)
+    await wait_until_up(port)
+    await asyncio.sleep(0.06)
+    assert await store.reserve([Claim(key="b", amount=1, limit=10)]) is None
 
 
 async def test_a_recovery_listener_is_told_until_it_stops_listening(own_redis: int) -> None:
@@ -160,13 +166,7 @@ async def test_a_recovery_listener_is_told_until_it_stops_listening(own_redis: i
         if stopping:
             stop()
             stop()  # twice is harmless
-        stop_redis(own_redis)
-        with pytest.raises(UnavailableError):
-            await store.reserve([Claim(key="b", amount=1, limit=10)])
-        start_redis(own_redis)
-        await wait_until_up(own_redis)
-        await asyncio.sleep(0.06)
-        assert await store.reserve([Claim(key="b", amount=1, limit=10)]) is None
+        await refused_then_recovered(store, own_redis)
     assert told == ["kept", "stopped", "kept"]
     await store.aclose()
 
