@@ -4,6 +4,7 @@ cannot be imported, and that a synchronous one does not hold the event loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,27 @@ async def test_a_synchronous_function_runs_off_the_event_loop() -> None:
     await asyncio.sleep(0)
     released.set()
     assert await call == "ran beside the loop"
+
+
+async def test_hung_functions_leave_the_loops_own_threads_free() -> None:
+    # asyncio's default pool (6 threads on 2 cores) also resolves provider host names and serves
+    # key lookups: abandoned functions still running in it used to stall all of that.
+    released = threading.Event()
+
+    def hangs() -> None:
+        released.wait(timeout=10)
+
+    loop = asyncio.get_running_loop()
+    default_threads = min(32, (os.cpu_count() or 1) + 4)
+    hung = [asyncio.ensure_future(call_function(hangs)) for _ in range(default_threads + 2)]
+    try:
+        await asyncio.sleep(0.05)
+        resolved = await asyncio.wait_for(loop.getaddrinfo("127.0.0.1", 80), timeout=5)
+        assert resolved  # answered while every hung function still runs
+        assert not any(call.done() for call in hung)
+    finally:
+        released.set()
+        await asyncio.gather(*hung)
 
 
 async def test_async_functions_and_async_callable_objects_are_awaited() -> None:

@@ -4,9 +4,12 @@ calling them without holding the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modelyard.errors import ConfigError
@@ -33,13 +36,31 @@ def import_function(dotted: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
+# Users' functions get threads of their own: asyncio's default pool (min(32, cores + 4) threads,
+# 6 on 2 cores) also resolves provider host names and serves key lookups and reloads, so a few
+# hung functions (abandoned at a deadline, their threads run on) must not stall those. Created on
+# first use; its threads, like the default pool's, end when their functions return.
+_POOL_THREADS = 32
+_pool: ThreadPoolExecutor | None = None
+
+
+def _functions_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="modelyard-function")
+    return _pool
+
+
 async def call_function(function: Callable[..., Any], *args: Any) -> Any:
     """What a user's function returns (awaited when awaitable): an async one runs on the event
-    loop; a synchronous one in a worker thread, so a slow one (I/O, a lock, heavy work) holds
-    neither the other requests nor the deadline (abandoned at it, the thread runs to its end)."""
+        loop; a synchronous one in a worker thread, so a slow one (I/O, a lock, heavy work) holds
+        neither the other requests nor the deadline (abandoned at it, the thread runs to its end), in
+    a pool of its own (see `_POOL_THREADS`)."""
     if inspect.iscoroutinefunction(function):
         return await function(*args)
-    result = await asyncio.to_thread(function, *args)
+    context = contextvars.copy_context()  # as asyncio.to_thread: the caller's span, request id
+    call = functools.partial(context.run, function, *args)
+    result = await asyncio.get_running_loop().run_in_executor(_functions_pool(), call)
     if inspect.isawaitable(result):  # a callable object whose __call__ is async
         result = await result
     return result
