@@ -53,9 +53,9 @@ def _functions_pool() -> ThreadPoolExecutor:
 
 async def call_function(function: Callable[..., Any], *args: Any) -> Any:
     """What a user's function returns (awaited when awaitable): an async one runs on the event
-        loop; a synchronous one in a worker thread, so a slow one (I/O, a lock, heavy work) holds
-        neither the other requests nor the deadline (abandoned at it, the thread runs to its end), in
-    a pool of its own (see `_POOL_THREADS`)."""
+    loop; a synchronous one in a worker thread of the functions' own pool (see `_POOL_THREADS`),
+    so a slow one (I/O, a lock, heavy work) holds neither the other requests nor the deadline
+    (abandoned at it, the thread runs to its end)."""
     if inspect.iscoroutinefunction(function):
         return await function(*args)
     context = contextvars.copy_context()  # as asyncio.to_thread: the caller's span, request id

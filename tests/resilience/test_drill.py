@@ -145,6 +145,37 @@ def test_the_json_report_has_the_latencies_the_text_shows(write_config: Write) -
     assert 0 <= alpha["baseline_latency_s"] < 1.0
 
 
+def test_a_fault_survived_slower_than_max_latency_fails_the_drill(write_config: Write) -> None:
+    # The slow primary is survived only after its whole timeout: past what clients accept.
+    two = str(write_config(TWO_PROVIDERS, "two.yaml"))
+    args = ["drill", two, "--fault", "slow", "--requests", "4", "--time-scale", str(SLOW_SCALE)]
+    runner = CliRunner()
+    relaxed = runner.invoke(app, [*args, "--max-latency", "600"])
+    assert relaxed.exit_code == 0, relaxed.output
+    assert "too slow" not in relaxed.output
+    text = runner.invoke(app, [*args, "--max-latency", "0.5"])
+    assert text.exit_code == 1, text.output
+    assert "too slow" in text.output
+    document = runner.invoke(app, [*args, "--max-latency", "0.5", "--json"])
+    assert document.exit_code == 1
+    report = json.loads(document.output)
+    assert report["ok"] is False and report["max_latency_s"] == 0.5
+    verdicts = {r["provider"]: (r["verdict"], r["too_slow"]) for r in report["results"]}
+    assert verdicts["alpha"] == ("survived", True)  # answered, but after the timeout
+    bad = runner.invoke(app, [*args, "--max-latency", "0"])
+    assert bad.exit_code != 0 and "--max-latency must be above 0" in bad.output
+
+
+def test_the_json_verdict_follows_strict_as_the_exit_code_does(write_config: Write) -> None:
+    # The cut-streams fault with no continuation is degraded: --strict fails it, in the JSON too.
+    one = str(write_config(ONE_PROVIDER, "one.yaml"))
+    args = ["drill", one, "--fault", "cut_streams", "--requests", "4", "--json"]
+    lenient = CliRunner().invoke(app, args)
+    strict = CliRunner().invoke(app, [*args, "--strict"])
+    assert json.loads(lenient.output)["ok"] is True and lenient.exit_code == 0
+    assert json.loads(strict.output)["ok"] is False and strict.exit_code == 1
+
+
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_drill_runs_on_every_example(example: str) -> None:
     skip_without_shared_data(EXAMPLES / example)

@@ -22,7 +22,7 @@ def _seconds(value: float) -> str:
     return f"+{value:.2f}s" if value >= 0.01 else "0s"
 
 
-def _line(result: FaultResult, width: int) -> str:
+def _line(result: FaultResult, width: int, max_latency: float | None) -> str:
     total = len(result.outcomes)
     answered = sum(o.answered for o in result.outcomes)
     interrupted = sum(o.interrupted for o in result.outcomes)
@@ -31,11 +31,13 @@ def _line(result: FaultResult, width: int) -> str:
     verdict = f"[{_STYLE[result.verdict]}]{result.verdict:<9}[/]"
     return (
         f"  {result.provider:<{width}} {result.fault:<13}{verdict} {count:<12}"
-        f"added {_seconds(result.added_latency):<8} worst {result.worst_latency:6.2f}s  by {by}"
+        f"added {_seconds(result.added_latency):<8} worst {result.worst_latency:6.2f}s"
+        + (" [bold red](too slow)[/]" if result.too_slow(max_latency) else "")
+        + f"  by {by}"
     )
 
 
-def _print(report: DrillReport) -> None:
+def _print(report: DrillReport, max_latency: float | None) -> None:
     console.print(
         f"drill of {report.config}: stand-in providers, time x{report.time_scale:g} "
         "(latencies as they would be at full speed; durations quoted in errors, such as a "
@@ -49,7 +51,7 @@ def _print(report: DrillReport) -> None:
         console.print(f"\n[bold]{target}[/]: healthy baseline {answered}/{len(baseline)} answered")
         results = [r for r in report.results if r.target == target]
         for result in results:
-            console.print(_line(result, width), soft_wrap=True)
+            console.print(_line(result, width, max_latency), soft_wrap=True)
         for result in results:
             if result.verdict == "survived":
                 continue
@@ -58,10 +60,11 @@ def _print(report: DrillReport) -> None:
                 console.print(f"    {count} x {error}", markup=False, soft_wrap=True)
 
 
-def _as_json(report: DrillReport) -> dict[str, object]:
+def _as_json(report: DrillReport, *, strict: bool, max_latency: float | None) -> dict[str, object]:
     return {
         "config": report.config,
-        "ok": report.ok(),
+        "ok": report.ok(strict=strict, max_latency=max_latency),
+        "max_latency_s": max_latency,
         "results": [
             {
                 "target": r.target,
@@ -74,6 +77,7 @@ def _as_json(report: DrillReport) -> dict[str, object]:
                 "baseline_latency_s": round(r.baseline, 3),
                 "added_latency_s": round(r.added_latency, 3),
                 "worst_latency_s": round(r.worst_latency, 3),
+                "too_slow": r.too_slow(max_latency),
                 "errors": dict(r.errors),
             }
             for r in report.results
@@ -104,12 +108,22 @@ def drill(
     strict: Annotated[
         bool, typer.Option("--strict", help="Also fail on streams cut after their first byte.")
     ] = False,
+    max_latency: Annotated[
+        float | None,
+        typer.Option(
+            "--max-latency",
+            help="Also fail a fault whose slowest request took longer than this many seconds "
+            "(at full speed): the latency clients accept during an outage.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Failover drill: fault each provider in turn and check the system still answers.
 
     Each provider is replaced in turn by a faulty stand-in (down, slow, 429 storm, 5xx, cut
-    streams); no real provider is contacted. Exits 1 when a fault is not survived.
+    streams); no real provider is contacted. Exits 1 when a fault is not survived (or, with
+    --max-latency, survived too slowly).
     """
     faults = fault or list(FAULTS)
     unknown = [f for f in faults if f not in FAULTS]
@@ -117,6 +131,8 @@ def drill(
         fail(f"unknown fault {unknown[0]!r}; expected one of {', '.join(FAULTS)}")
     if requests < 1 or concurrency < 1 or not 0 < time_scale <= 1:
         fail("--requests and --concurrency must be at least 1, --time-scale in (0, 1]")
+    if max_latency is not None and max_latency <= 0:
+        fail(f"--max-latency must be above 0 seconds, not {max_latency:g}")
     workload = Workload(requests=requests, concurrency=concurrency)
 
     def run() -> DrillReport:
@@ -128,8 +144,9 @@ def drill(
 
     report = guarded(run)
     if as_json:
-        console.print(json.dumps(_as_json(report), indent=2), markup=False)
+        document = _as_json(report, strict=strict, max_latency=max_latency)
+        console.print(json.dumps(document, indent=2), markup=False)
     else:
-        _print(report)
-    if not report.ok(strict=strict):
+        _print(report, max_latency)
+    if not report.ok(strict=strict, max_latency=max_latency):
         raise typer.Exit(1)

@@ -183,6 +183,11 @@ class FaultResult:
         """The slowest request, answered or not."""
         return max((o.seconds for o in self.outcomes), default=0.0)
 
+    def too_slow(self, max_latency: float | None) -> bool:
+        """Whether its slowest request took longer than `max_latency` seconds (None: no limit):
+        answering every request is not surviving when a client gave up long before."""
+        return max_latency is not None and self.worst_latency > max_latency
+
     @property
     def errors(self) -> Counter[str]:
         """What the failed requests got, by message."""
@@ -203,11 +208,14 @@ class DrillReport:
     results: tuple[FaultResult, ...]
     notes: tuple[str, ...] = ()
 
-    def ok(self, *, strict: bool = False) -> bool:
-        """Whether every fault was survived (or only degraded, unless `strict`)."""
+    def ok(self, *, strict: bool = False, max_latency: float | None = None) -> bool:
+        """Whether every fault was survived (or only degraded, unless `strict`), each with
+        its slowest request within `max_latency` seconds (at full speed) when one is set."""
         allowed = {"survived"} if strict else {"survived", "degraded"}
         baseline_ok = all(o.answered for outs in self.baselines.values() for o in outs)
-        return baseline_ok and all(r.verdict in allowed for r in self.results)
+        return baseline_ok and all(
+            r.verdict in allowed and not r.too_slow(max_latency) for r in self.results
+        )
 
 
 def load_for_drill(
