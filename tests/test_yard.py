@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import modelyard
+from modelyard.cli import app
 from modelyard.errors import BadRequestError, NotFoundError, UnavailableError
 
 CONFIG = """
@@ -101,3 +105,26 @@ async def test_a_bad_request_is_refused_naming_what_is_wrong(
         with pytest.raises(BadRequestError) as caught:
             await yard.complete("steady", prompt, **fields)
     assert message in str(caught.value)
+
+
+def test_sync_facade_left_open_at_exit_is_closed_and_its_spend_recorded(
+    write_config: Callable[[str], Path],
+) -> None:
+    """A script that never closes its SyncYard (the README's one-liner) still has its calls in
+    the ledger when it exits, and no 'Task was destroyed but it is pending' on stderr: the
+    yard is closed at interpreter exit. It had lost the ledger's unwritten rows."""
+    config = write_config(CONFIG)
+    script = (
+        "import modelyard\n"
+        f"yard = modelyard.load_sync({str(config)!r})\n"
+        "print(yard.complete('steady', 'hi').text)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "steady answer"
+    assert "Task was destroyed" not in done.stderr and "never awaited" not in done.stderr
+    costs = CliRunner().invoke(app, ["costs", str(config)], env={"COLUMNS": "200"})
+    assert costs.exit_code == 0, costs.output
+    assert "steady" in costs.stdout and "│        1 │" in costs.stdout

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import threading
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, get_args
@@ -222,13 +224,27 @@ def load(
     return Yard(build(load_config(path, env=env), resources), resources)
 
 
+def _close_sync(yard: Yard, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a SyncYard's yard on its loop, then the loop."""
+    loop.run_until_complete(yard.aclose())
+    loop.close()
+
+
 class SyncYard:
     """A blocking facade over a Yard for scripts: one private event loop. Not for code already
-    inside a running loop (a notebook): there, await the Yard itself."""
+    inside a running loop (a notebook): there, await the Yard itself. One left open is closed
+    when it is collected or the interpreter exits, so a script's spend still reaches the
+    ledger (its writes are batched)."""
 
     def __init__(self, yard: Yard) -> None:
         self.yard = yard
         self._loop = asyncio.new_event_loop()
+        self._closer = weakref.finalize(self, _close_sync, yard, self._loop)
+        # At exit, before the interpreter stops its worker threads (as concurrent.futures
+        # does): closing writes through them (the ledger's SQLite thread). An atexit hook, which
+        # weakref.finalize uses, runs after they are gone, and the writes failed.
+        self._closer.atexit = False
+        threading._register_atexit(self._closer)  # type: ignore[attr-defined]
 
     def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask `target` and wait for the answer."""
@@ -278,9 +294,8 @@ class SyncYard:
         )
 
     def close(self) -> None:
-        """Close the yard and the loop."""
-        self._loop.run_until_complete(self.yard.aclose())
-        self._loop.close()
+        """Close the yard and the loop (once; later calls do nothing)."""
+        self._closer()
 
     def __enter__(self) -> SyncYard:
         return self
