@@ -34,6 +34,21 @@ def test_a_child_in_several_roles_is_one_edge(write_config: Callable[[str], Path
     ]
 
 
+def test_children_keep_their_roles_under_a_cache_and_a_budget(
+    write_config: Callable[[str], Path],
+) -> None:
+    """A system with a cache and a budget is wrapped in decorations that show its children as
+    their own: the roles are still the pattern's (they had all been blank, so `check` drew a
+    router's routes and a cascade's stages unnamed)."""
+    extra = (
+        "cache: {backend: memory}\n"
+        "budgets:\n  - {name: b, scope: system, selector: answer, window: day, limit: 5}\n"
+    )
+    yard = modelyard.load(write_config(DESK + extra))
+    assert _roles(yard, "desk") == [("big", "shouting"), ("triage", "triage")]
+    assert _roles(yard, "answer") == [("cheap", "1st (≥ 0.5)"), ("big", "2nd")]
+
+
 def test_reachable_visits_each_node_once(write_config: Callable[[str], Path]) -> None:
     yard = modelyard.load(write_config(DESK))
     names = [node.name for node in reachable(yard.systems["desk"])]

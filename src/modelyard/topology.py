@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from modelyard.cost.decoration import Decoration
 from modelyard.model import Model
 
 
@@ -38,7 +39,9 @@ def unwrap(model: Model) -> Model:
 
 
 def _roles(model: Model) -> Iterator[tuple[Model, str]]:
-    """(child, role) for the patterns whose children have roles; nothing for the others."""
+    """(child, role) for the patterns whose children have roles; nothing for the others.
+    A decorated pattern (a cache, a budget guard) shows its pattern's children: their roles
+    are the pattern's."""
     from modelyard.patterns.balance import BalanceModel
     from modelyard.patterns.cascade import CascadeModel
     from modelyard.patterns.ensemble import EnsembleModel
@@ -47,6 +50,8 @@ def _roles(model: Model) -> Iterator[tuple[Model, str]]:
     from modelyard.patterns.specialist import SpecialistModel
     from modelyard.resilience.fallback import FallbackModel
 
+    while isinstance(model, Decoration):
+        model = model.inner
     if isinstance(model, RouterModel):
         if model.policy is not None:
             for policy_model in model.policy.models():
