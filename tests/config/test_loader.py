@@ -347,3 +347,21 @@ def test_an_api_key_written_in_the_file_is_warned_of_without_showing_it() -> Non
     ]
     from_env = build(parse(HOSTED, path="cfg.yaml", env={"OPENAI_API_KEY": "sk-env-123456"}))
     assert not [w for w in from_env.warnings if "api_key" in w]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("api_key", "$OPENAI_API_KEY"), ("base_url", "$VLLM_URL"), ("api_key", "%OPENAI_API_KEY%")],
+)
+def test_a_variable_written_without_braces_is_refused_with_the_braced_form(
+    field: str, value: str
+) -> None:
+    """`api_key: $OPENAI_API_KEY` (shell and Docker Compose style) is not substituted: it had
+    been sent to the provider as the key itself, with only a warning that the key was written
+    in the file. The error names the variable and how to write it."""
+    text = HOSTED.replace("api_key: ${OPENAI_API_KEY}", f"{field}: '{value}'")
+    error = error_of(text, {"OPENAI_API_KEY": "k", "VLLM_URL": "http://h/v1"})
+    assert error.line == 5
+    name = value.strip("$%")
+    assert f"providers.openai.{field}" in str(error)
+    assert "${" + name + "}" in str(error) and "taken as written" in str(error)

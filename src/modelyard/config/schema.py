@@ -7,6 +7,7 @@ whole file is known. `modelyard schema` writes the JSON Schema generated from th
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -28,6 +29,20 @@ from modelyard.config.operations import OperationsSpec
 from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetrySpec
 
 WireKind = Literal["openai", "anthropic", "gemini"]
+
+_BARE_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)|%([A-Za-z_][A-Za-z0-9_]*)%")
+
+
+def _refuse_bare_variable(field: str, value: str) -> None:
+    """Refuse a value that is only `$VAR` (a shell's way) or `%VAR%` (Windows'): the loader
+    reads `${VAR}` alone, so it would be used as written (sent as the key, say)."""
+    match = _BARE_VARIABLE.fullmatch(value.strip())
+    if match is not None:
+        name = match.group(1) or match.group(2)
+        raise ValueError(
+            f"{field} is {value.strip()!r}, which is taken as written, not read from the "
+            f"environment; write ${{{name}}}"
+        )
 
 
 class TimeoutsSpec(Spec):
@@ -85,9 +100,18 @@ class ProviderSpec(Spec):
             raise ValueError("max_tokens_field applies to type: openai providers only")
         return self
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_not_a_bare_variable(cls, value: object) -> object:
+        if isinstance(value, str):
+            _refuse_bare_variable("api_key", value)
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _refuse_bare_variable("base_url", value)
         if value is not None and not value.startswith(("http://", "https://", "\x00")):
             # The value is never echoed: a misplaced secret (an API key, a URL with a
             # password) would be printed; at most its scheme is named.
