@@ -472,3 +472,14 @@ def test_the_history_folder_and_the_modelyard_folder_it_makes_are_this_users_onl
     modelyard = path.parent / ".modelyard"
     for folder in (modelyard, modelyard / "history", history.folder):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def test_history_of_a_config_never_applied_says_what_records_versions(
+    write_config: Callable[[str], Path],
+) -> None:
+    """An empty table had been printed, leaving a user to guess whether the history was lost."""
+    path = write_config("models:\n  a: {local: {type: fake}}\n")
+    result = CliRunner().invoke(app, ["history", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "no version of" in result.stdout and "recorded yet" in result.stdout
+    assert "gate --apply" in result.stdout and "calibrate --write" in result.stdout

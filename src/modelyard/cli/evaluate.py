@@ -422,10 +422,17 @@ def history_command(config: ConfigPath, history: HistoryOpt = None) -> None:
     def run() -> None:
         import time as _time
 
+        entries = ConfigHistory(config, history).entries()
+        if not entries:
+            console.print(
+                f"no version of {config} recorded yet: gate --apply, calibrate --write and "
+                "rollback record the versions they write"
+            )
+            return
         table = Table(title=f"applied versions of {config}")
         for column in ("#", "version", "applied", "note"):
             table.add_column(column)
-        for e in ConfigHistory(config, history).entries():
+        for e in entries:
             when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(e.applied_at))
             table.add_row(str(e.seq), e.version, when, e.note)
         console.print(table)
