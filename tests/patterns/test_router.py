@@ -153,7 +153,18 @@ def test_router_without_default_is_refused(config_error: Callable[[str], ConfigE
 
 def test_rule_to_an_unknown_route_is_refused(config_error: Callable[[str], ConfigError]) -> None:
     error = config_error(RULES.replace("{route: code, keywords", "{route: coding, keywords"))
-    assert "'coding', which is not a route" in str(error)
+    assert "rules[0] route 'coding' is not a route" in str(error)
+    assert "add routes.coding: <model or system>" in str(error)
+
+
+def test_a_default_naming_a_model_says_routes_are_keys_of_routes(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """`default: <a model>` is the usual slip: the error says a route is a key of `routes` and
+    how to add one (it had only listed the routes)."""
+    error = config_error(RULES.replace("    default: chat\n", "    default: gpt\n"))
+    assert "default 'gpt' is not a route: a route is a key of routes (code, chat)" in str(error)
+    assert "add routes.gpt: <model or system>" in str(error) and "systems.front" in str(error)
 
 
 def test_language_rule_with_a_detector_from_config(

@@ -119,6 +119,15 @@ class LearnedRoutingSpec(Spec):
     """For a price-table cost estimate where the artifact recorded no cost for a candidate."""
 
 
+def _not_a_route(field: str, name: str, known: str) -> str:
+    """Why `name` is refused where a route is expected: routes are the keys of `routes`, and a
+    model's or system's name there is the usual slip."""
+    return (
+        f"{field} {name!r} is not a route: a route is a key of routes ({known}), not a "
+        f"model's name; add routes.{name}: <model or system>, or name one of those"
+    )
+
+
 class RouterSpec(NodeBase):
     """Send each request to one route: rules first, then a classifier, semantic or learned
     policy, else the default."""
@@ -143,7 +152,7 @@ class RouterSpec(NodeBase):
                 f"add default: <one of {known}>"
             )
         if self.default not in self.routes:
-            raise ValueError(f"default {self.default!r} is not a route; routes: {known}")
+            raise ValueError(_not_a_route("default", self.default, known))
         policies = [p for p in (self.classifier, self.semantic, self.learned) if p is not None]
         if len(policies) > 1:
             raise ValueError("give at most one of classifier, semantic and learned")
@@ -151,9 +160,7 @@ class RouterSpec(NodeBase):
             raise ValueError("a router needs rules, or a classifier, semantic or learned policy")
         for i, rule in enumerate(self.rules):
             if rule.route not in self.routes:
-                raise ValueError(
-                    f"rules[{i}] sends to {rule.route!r}, which is not a route: {known}"
-                )
+                raise ValueError(_not_a_route(f"rules[{i}] route", rule.route, known))
         if self.classifier is not None and self.classifier.labels is not None:
             missing = [label for label in self.classifier.labels if label not in self.routes]
             if missing:
