@@ -85,6 +85,28 @@ def test_a_key_for_a_name_the_config_lacks_is_refused(write_config: Callable[[st
     assert not list(Path(config).parent.glob(".modelyard/*/keys.sqlite3"))
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--rpm", "0", "--rpm"),
+        ("--max-concurrency", "0", "--max-concurrency"),
+        ("--budget", "0", "--budget: expected a positive number of USD"),
+        ("--budget", "-5", "--budget: expected a positive number of USD"),
+    ],
+)
+def test_keys_create_refuses_a_limit_that_is_not_positive(
+    write_config: Callable[[str], Path], option: str, value: str, said: str
+) -> None:
+    """A zero rpm or concurrency had made a key without that limit, and a negative budget one
+    that nothing could be spent on; the admin route refuses them, and so does the CLI, before
+    any key is made."""
+    config = str(write_config(CONFIG))
+    result = CliRunner().invoke(app, ["keys", "create", config, "--name", "x", option, value])
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr
+    assert not list(Path(config).parent.glob(".modelyard/*/keys.sqlite3"))
+
+
 def test_keys_create_reads_the_config_once(
     write_config: Callable[[str], Path], parsed: list[str]
 ) -> None:

@@ -86,15 +86,21 @@ def keys_create(
         list[str] | None,
         typer.Option("--system", "-s", help="A system the key may use (repeat); default all."),
     ] = None,
-    rpm: Annotated[int | None, typer.Option(help="Requests per minute for this key.")] = None,
+    rpm: Annotated[
+        int | None, typer.Option(min=1, help="Requests per minute for this key.")
+    ] = None,
     budget: Annotated[float | None, typer.Option(help="USD per month for this key.")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Requests in flight at once.")
+    ] = None,
 ) -> None:
     """Create a key; its secret is printed once and never stored."""
 
     def run() -> None:
         from modelyard.config.loader import load_config
 
+        if budget is not None and not budget > 0:  # as the admin route: no key that cannot spend
+            fail("--budget: expected a positive number of USD")
         loaded = load_config(config)
         spec = loaded.config
         names = {*spec.systems, *spec.models}
