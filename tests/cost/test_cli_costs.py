@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -263,3 +264,20 @@ def test_costs_shows_each_keys_own_budget_and_names_the_keys(
     assert any(
         "(alice)" in line and "│" in line for line in result.output.split("budgets")[0].splitlines()
     )
+
+
+def test_costs_says_when_nothing_was_spent_in_the_days_asked(
+    write_config: Callable[[str], Path],
+) -> None:
+    """A ledger whose rows are all older than --days had printed no spend table and no word
+    about it; --days 0 printed none either, and is refused."""
+    path = served(write_config)
+    ledger = path.parent / ".modelyard" / path.name / "ledger.db"
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("UPDATE spend SET day = '2000-01-01'")
+    result = CliRunner().invoke(app, ["costs", str(path), "--days", "3"])
+    assert result.exit_code == 0, result.output
+    assert "no spend in the last 3 day(s)" in result.output
+    assert "budgets (current window)" in result.output  # the rest of the report still follows
+    refused = CliRunner().invoke(app, ["costs", str(path), "--days", "0"])
+    assert refused.exit_code == 2 and "--days" in refused.output

@@ -103,13 +103,19 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
         if file is None:
             console.print(f"[yellow]no spend recorded yet[/] (ledger {loaded.config.ledger.path})")
         else:
+            shown = False
             for group in ("system", "model", "key", "tag", "day"):
                 lines = await reports.spend_by(file, group, days=days)
                 if group == "key":
                     lines = [replace(line, name=_named(line.name, keys)) for line in lines]
                 if lines:
+                    shown = True
                     title = f"spend by {group}, last {days} day(s)"
                     console.print(_spend_table(title, lines, accuracy if group == "system" else {}))
+            if not shown:
+                console.print(
+                    f"[yellow]no spend in the last {days} day(s)[/] (--days to look further)"
+                )
         budgets = [Budget.from_spec(spec) for spec in loaded.config.budgets]
         # Each key's own budget (`keys create --budget`) is kept with the configured ones.
         budgets += [
@@ -172,7 +178,7 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
 @app.command()
 def costs(
     config: ConfigPath,
-    days: Annotated[int, typer.Option(help="How many days back (today included).")] = 7,
+    days: Annotated[int, typer.Option(min=1, help="How many days back (today included).")] = 7,
     evaluation: Annotated[
         Path | None,
         typer.Option("--eval", help="Evaluation results JSON: adds cost per accuracy point."),
