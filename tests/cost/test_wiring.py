@@ -268,6 +268,16 @@ async def test_redis_unreachable_with_fail_closed_refuses_requests_clearly(
             "unknown embedder 'nope'",
         ),
         ("state: {backend: redis}\n", "state", "needs 'url'"),
+        (
+            "cache:\n  targets: [premum]\n",
+            "cache.targets[0]",
+            "unknown system or model 'premum'; known: ",
+        ),
+        (
+            "cache:\n  semantic: {embedder: e, systems: [premum]}\n",
+            "cache.semantic.systems[0]",
+            "unknown system or model 'premum'; known: ",
+        ),
     ],
 )
 def test_bad_operations_config_names_the_place(

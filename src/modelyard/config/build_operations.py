@@ -224,15 +224,20 @@ def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
     cache = ops.cache
     if cache is None:
         return
-    for i, name in enumerate(cache.targets or ()):
-        if name not in every:
-            raise context.error(("cache", "targets", i), f"unknown system or model {name!r}")
+    named: list[tuple[Loc, str]] = [
+        (("cache", "targets", i), name) for i, name in enumerate(cache.targets or ())
+    ]
     if cache.semantic is not None:
-        for i, name in enumerate(cache.semantic.systems):
-            if name not in every:
-                raise context.error(
-                    ("cache", "semantic", "systems", i), f"unknown system or model {name!r}"
-                )
+        named += [
+            (("cache", "semantic", "systems", i), name)
+            for i, name in enumerate(cache.semantic.systems)
+        ]
+    for loc, name in named:
+        if name not in every:
+            raise context.error(
+                loc, f"unknown system or model {name!r}; known: {', '.join(sorted(every))}"
+            )
+    if cache.semantic is not None:
         context.embedder(cache.semantic.embedder, ("cache", "semantic", "embedder"))
 
 
