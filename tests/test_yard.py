@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from collections.abc import Callable
@@ -128,3 +129,14 @@ def test_sync_facade_left_open_at_exit_is_closed_and_its_spend_recorded(
     costs = CliRunner().invoke(app, ["costs", str(config)], env={"COLUMNS": "200"})
     assert costs.exit_code == 0, costs.output
     assert "steady" in costs.stdout and "│        1 │" in costs.stdout
+
+
+async def test_sync_facade_collected_inside_a_running_loop_warns_instead_of_blocking_it(
+    write_config: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing would run a loop inside the running one (a RuntimeError from the collector):
+    it says what is lost instead."""
+    yard = modelyard.load_sync(write_config(CONFIG))
+    del yard
+    gc.collect()
+    assert "collected inside a running event loop" in caplog.text

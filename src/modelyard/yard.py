@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import threading
 import weakref
@@ -36,6 +37,8 @@ from modelyard.types import (
 Prompt = str | ChatRequest | Sequence[Message | Mapping[str, Any]]
 """A question as text, a list of messages (Message or {"role", "content"} dicts), or a request."""
 
+
+log = logging.getLogger(__name__)
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ChatRequest))
 _ROLES = get_args(Role)
@@ -226,6 +229,16 @@ def load(
 
 def _close_sync(yard: Yard, loop: asyncio.AbstractEventLoop) -> None:
     """Close a SyncYard's yard on its loop, then the loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # collected inside another loop, which must not be blocked: nothing can run here
+        log.warning(
+            "a SyncYard left open was collected inside a running event loop, so what it had "
+            "not yet written (spend rows) is lost: close it, or use it in a with block"
+        )
+        return
     loop.run_until_complete(yard.aclose())
     loop.close()
 
