@@ -173,6 +173,7 @@ def test_requests_the_gateway_refuses_are_in_the_request_log(
         ask(running, str(key["key"]))
     with pytest.raises(openai.PermissionDeniedError) as scoped:
         ask(running, str(key["key"]), model="strong")
+    assert "this key may not use 'strong'; it may use support" in str(scoped.value)
     for caught, status, code in (
         (limited.value, 429, "key_rate_limited"),
         (scoped.value, 403, "model_not_allowed"),

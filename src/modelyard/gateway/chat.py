@@ -306,7 +306,11 @@ def _wire_of(api: str) -> str:
 def _check_scope(key: VirtualKey, name: str) -> None:
     if not key.allows(name):
         raise ApiError(
-            403, f"this key may not use {name!r}", "permission_error", "model_not_allowed", "model"
+            403,
+            f"this key may not use {name!r}; it may use {', '.join(key.systems)}",
+            "permission_error",
+            "model_not_allowed",
+            "model",
         )
 
 
