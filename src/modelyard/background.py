@@ -1,13 +1,18 @@
 """Work that runs apart from its caller: background tasks that outlive the request which
-happened to start them, and a coroutine run to completion from sync code."""
+happened to start them, a coroutine run to completion from sync code, and how a background
+writer tells of an outage of what it writes to."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from modelyard.errors import ModelError, redact
 
 T = TypeVar("T")
 
@@ -38,3 +43,67 @@ def run_blocking(work: Callable[[], Coroutine[Any, Any, T]], *, name: str = "mod
         raise result["error"]
     value: T = result["value"]
     return value
+
+
+def error_text(exc: BaseException) -> str:
+    """What a log line says of `exc`: our own errors' message (no HTTP status), anything
+    else's text with whatever looks like a secret redacted."""
+    return exc.message if isinstance(exc, ModelError) else redact(str(exc))
+
+
+class WriteOutage:
+    """The outage of a background writer's store, in two log lines however long it lasts:
+    one when writes start failing (what failed, and that what is waiting is kept and
+    retried), one when a write goes through again (how long it lasted, how much it held
+    back). A writer retrying every second would otherwise log every second of it."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        *,
+        items: str,
+        retry_every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log
+        self.what = what
+        """The writer and where it writes (no secret), as the lines name it."""
+        self.items = items
+        """What it writes, as a count names them (`request record(s)`)."""
+        self.retry_every = retry_every
+        self._clock = clock
+        self._since: float | None = None
+
+    @property
+    def ongoing(self) -> bool:
+        """Whether the last write failed."""
+        return self._since is not None
+
+    def failed(self, exc: BaseException, waiting: int) -> None:
+        """A write failed with `exc`, `waiting` items kept to retry: logged once an outage."""
+        if self._since is not None:
+            return
+        self._since = self._clock()
+        self.log.error(
+            "%s: cannot write, %s; keeping the %d %s waiting (and those to come) and "
+            "retrying every %g s; told again when they are written",
+            self.what,
+            error_text(exc),
+            waiting,
+            self.items,
+            self.retry_every,
+        )
+
+    def written(self, count: int) -> None:
+        """A write of `count` items went through: logged if it ends an outage."""
+        if self._since is None:
+            return
+        lasted, self._since = self._clock() - self._since, None
+        self.log.warning(
+            "%s: writing again after %.0f s; wrote the %d %s held back meanwhile",
+            self.what,
+            lasted,
+            count,
+            self.items,
+        )

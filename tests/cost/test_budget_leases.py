@@ -245,3 +245,42 @@ async def test_a_closed_keeper_stops_listening_for_the_store_coming_back() -> No
     for keeper in keepers:
         await keeper.aclose()
     assert listening == []
+
+
+@pytest.mark.postgres
+async def test_a_keeper_tells_an_outage_once_and_its_deferred_settlements_when_back(
+    postgres_relay: TcpRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary = PostgresStore(
+        relayed_postgres(postgres_relay), table_prefix="t" + uuid.uuid4().hex[:10] + "_", timeout=1
+    )
+    shared = PolicyStore(primary, retry_interval=0.05)
+    book = BudgetBook(shared)
+    try:
+        holds = await reserved_by(book, 0.5)
+        postgres_relay.cut()
+        with caplog.at_level(logging.INFO, logger="modelyard.budgets"):
+            await settle_shielded(book, holds, 0.25)  # deferred (and logged: a request's line)
+            for _ in range(3):  # rounds of the keeper while the store is down
+                await asyncio.sleep(0.06)
+                await book.leases.renew()
+            postgres_relay.restore()
+            await asyncio.sleep(0.06)
+            await status(book)  # a request's store call sees it back: the keeper retries
+            await settled_by_the_keeper(book)
+        lines = [
+            (r.levelname, r.getMessage())
+            for r in caplog.records
+            if r.name == "modelyard.budgets" and "could not settle" not in r.getMessage()
+        ]
+        assert len(lines) == 2, lines  # the keeper's first sweep may have been cut too
+        (level, began), (_, ended) = lines
+        assert level == "ERROR" and began.startswith("budget leases: cannot write, state.url")
+        assert "settlement(s) waiting" in began and "retrying every 30 s" in began
+        assert "wrote the 1 settlement(s) held back" in ended
+        after = await status(book)
+        assert (after.spent, after.reserved) == (pytest.approx(0.25), pytest.approx(0.0))
+    finally:
+        await book.leases.aclose()
+        await primary.drop_tables()
+        await shared.aclose()

@@ -4,6 +4,7 @@ Talks to the real server at 127.0.0.1:5432 (database `test`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -141,12 +142,46 @@ async def test_a_ledger_whose_database_stops_answering_names_it_and_still_closes
         await answered(ledger.aclose())
     finally:
         relay.flow()
-    failures = [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()]
+    failures = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
     assert failures and "ledger.url" in failures[-1] and "no answer within 0.3 s" in failures[-1]
     file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
     try:
         (system,) = await reports.spend_by(file, "system", days=1)
         assert system.requests == 1
+    finally:
+        await file.aclose()
+
+
+async def test_an_outage_is_one_line_and_its_end_another_with_no_traceback(
+    prefix: str, postgres_relay: TcpRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
+    ledger = Ledger(PostgresLedgerFile(url, table_prefix=prefix, timeout=0.5), flush_interval=60)
+    try:
+        ledger.record([spent(1, "s")])
+        await ledger.flush()  # connected, tables made
+        with caplog.at_level(logging.INFO):
+            relay.cut()
+            for i in range(2, 6):
+                ledger.record([spent(i, "s")])
+                await ledger.flush()
+                await asyncio.sleep(0.4)  # time for a pool to try to reconnect by itself
+            relay.restore()
+            await ledger.flush()
+    finally:
+        await ledger.aclose()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 2, lines
+    (name, level, began), (_, _, ended) = lines
+    assert (name, level) == ("modelyard.ledger", "ERROR")
+    assert "ledger.url (postgresql://127.0.0.1:" in began and "cannot write" in began
+    assert "keeping the 1 row(s) waiting" in began and "retrying every 60 s" in began
+    assert "writing again after" in ended and "wrote the 4 row(s) held back" in ended
+    file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+    try:
+        (system,) = await reports.spend_by(file, "system", days=1)
+        assert system.requests == 5
     finally:
         await file.aclose()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -200,6 +201,39 @@ async def test_a_request_log_whose_database_stops_answering_mid_write_still_clos
         await answered(log.aclose())
     finally:
         relay.flow()
+
+
+async def test_an_outage_is_one_line_and_its_end_another_with_no_traceback(
+    prefix: str, postgres_relay: TcpRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
+    log = DecisionLog(None, shared=PostgresRequestLog(url, table_prefix=prefix, timeout=0.5))
+    try:
+        log.record(record("r0"))
+        await log.flush()  # connected, tables made
+        with caplog.at_level(logging.INFO):
+            relay.cut()
+            for i in range(1, 4):
+                log.record(record(f"r{i}"))
+                await log.flush()
+                await asyncio.sleep(0.4)  # time for a pool to try to reconnect by itself
+            relay.restore()
+            await log.flush()
+    finally:
+        await log.aclose()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 2, lines
+    (name, level, began), (_, _, ended) = lines
+    assert (name, level) == ("modelyard.log", "ERROR")
+    assert began.startswith("request log: cannot write, gateway.request_log_url (postgresql://")
+    assert "keeping the 1 request record(s) waiting" in began and "retrying every" in began
+    assert "writing again after" in ended and "wrote the 3 request record(s) held back" in ended
+    reader = PostgresRequestLog(POSTGRES_URL, table_prefix=prefix)
+    try:
+        assert await reader.read("r3") is not None
+    finally:
+        await reader.aclose()
 
 
 def test_a_record_asked_for_while_the_shared_log_is_down_is_a_503_naming_it(

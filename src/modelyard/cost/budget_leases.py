@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from modelyard.background import detached
+from modelyard.background import WriteOutage, detached
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
 from modelyard.state.base import Change, Lease, Reclaimed, StateStore
@@ -63,6 +63,9 @@ class LeaseKeeper:
         self._sweep_at = 0.0
         self._store_back: asyncio.Event | None = None
         """Set when the store answers again with settlements deferred: the round runs now."""
+        self._outage = WriteOutage(
+            log, "budget leases", items="settlement(s)", retry_every=self.every
+        )
         self._stop_listening = store.on_recovery(self._on_store_back)
         """Ends the store's calls to `_on_store_back` (on `aclose`): a keeper replaced by a
         reload must not stay reachable from the store it served."""
@@ -108,10 +111,17 @@ class LeaseKeeper:
     async def renew(self) -> None:
         """Renew the leases of this process's requests in flight, and retry the settlements
         the store could not take."""
-        if self._live:
-            await self._tolerant(self.store.renew(list(self._live), self.seconds))
-        for lease_id, changes in list(self._deferred.items()):
-            await self._tolerant(self._settle(lease_id, changes))
+        settled = 0
+        try:
+            if self._live:
+                await self.store.renew(list(self._live), self.seconds)
+            for lease_id, changes in list(self._deferred.items()):
+                await self._settle(lease_id, changes)
+                settled += 1
+        except UnavailableError as exc:  # the store is down: the leases' slack covers it
+            self._outage.failed(exc, len(self._deferred))
+        else:
+            self._outage.written(settled)
         if self._store_back is not None:
             self._store_back.clear()
 
@@ -124,7 +134,7 @@ class LeaseKeeper:
         try:
             await work
         except UnavailableError as exc:  # the store is down: the leases' slack covers it
-            log.warning("budget leases not renewed or swept: %s", exc.message)
+            self._outage.failed(exc, len(self._deferred))
 
     async def sweep(self, *, quiet: bool = False) -> list[Reclaimed]:
         """Give back every expired lease (each once, whichever replica sweeps), and log it

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelyard.background import detached
+from modelyard.background import WriteOutage, detached
 from modelyard.cost.alerts import Alert
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
 
@@ -218,6 +218,9 @@ class Ledger:
         self.written = 0
         self._uid_prefix = uuid.uuid4().hex[:16] + "-"
         self._uids = itertools.count()
+        self._outage = WriteOutage(
+            log, f"spend ledger {file.where}", items="row(s)", retry_every=flush_interval
+        )
 
     def _uid(self) -> str:
         """An id no other row or process uses: what makes writing a batch twice harmless."""
@@ -274,9 +277,10 @@ class Ledger:
                     self._pending = batch
                     if not isinstance(exc, Exception):
                         raise
-                    log.error("spend ledger %s: write failed: %s", self.file.where, exc)
+                    self._outage.failed(exc, len(self._pending))
                     return
                 self.written += len(batch.spend)
+                self._outage.written(len(batch))
 
     async def aclose(self) -> None:
         """Stop the background task and write what is still queued."""

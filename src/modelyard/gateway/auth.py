@@ -9,8 +9,7 @@ import hmac
 import logging
 from typing import Literal
 
-from modelyard.background import run_blocking
-from modelyard.errors import ModelError, redact
+from modelyard.background import error_text, run_blocking
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.keys import KeySnapshot, KeyStore, VirtualKey, hash_key
@@ -85,7 +84,7 @@ class KeyRing:
                     "cannot refresh virtual keys, serving the %d active ones last read until "
                     "the store answers again: %s",
                     len(self._keys),
-                    exc.message if isinstance(exc, ModelError) else redact(str(exc)),
+                    error_text(exc),
                 )
             return
         if self._failing:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from modelyard.background import WriteOutage
 from modelyard.state.folders import private_folder
 from modelyard.state.sqlite_worker import Migration, apply_migrations
 from modelyard.types import Decision
@@ -169,6 +170,9 @@ class DecisionLog:
         self._recent_size = recent
         self._pending: list[RequestRecord] = []
         self._flush_every = flush_every
+        # A shared log's errors name its setting and server; a file's do not name the file.
+        what = "request log" if self.path is None else f"request log {self.path}"
+        self._outage = WriteOutage(log, what, items="request record(s)", retry_every=flush_every)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-log")
@@ -230,10 +234,9 @@ class DecisionLog:
             self._pending[:0] = batch
             if not isinstance(exc, Exception):
                 raise
-            log.error(
-                "could not write %d request records: %s; keeping them to retry", len(batch), exc
-            )
+            self._outage.failed(exc, len(self._pending))
             return
+        self._outage.written(len(batch))
         recent = self._recent
         for record, data in zip(batch, encoded, strict=True):
             if recent.get(record.id) is record:

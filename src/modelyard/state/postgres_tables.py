@@ -43,7 +43,11 @@ async def open_pool(
     A pool whose migration fails is closed: a retry must not leave a connection open."""
     import asyncpg
 
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, timeout=timeout)
+    # One connection made now (a wrong URL fails here), and no floor kept after: asyncpg
+    # restores a floor from a background task that, while the server is down, logs a full
+    # traceback at each try (every minute, once backed off). The store's users see an outage
+    # on their next call and say so once (`PolicyStore`, `WriteOutage`, the key ring).
+    pool = await asyncpg.create_pool(url, init_size=1, min_size=0, max_size=size, timeout=timeout)
     try:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))")
