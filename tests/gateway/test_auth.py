@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -61,26 +62,58 @@ def test_a_non_ascii_key_header_gets_401_from_the_gateway(
         assert reply.status_code == 401, reply.text
 
 
-def test_auth_off_with_an_admin_key_still_needs_it_for_admin_routes(tmp_path: Path) -> None:
+async def test_auth_off_with_an_admin_key_still_needs_it_for_admin_routes(tmp_path: Path) -> None:
     keys = ring(tmp_path, "off", admin="admin-secret-123456")
     assert keys.open  # callers need no key...
     with pytest.raises(ApiError) as caught:
-        require_admin(keys, local_call())  # ...but the admin routes keep their key
+        await require_admin(keys, local_call())  # ...but the admin routes keep their key
     assert caught.value.status == 403
-    require_admin(keys, local_call(b"Bearer admin-secret-123456"))
+    await require_admin(keys, local_call(b"Bearer admin-secret-123456"))
 
 
-def test_auth_off_with_virtual_keys_does_not_make_local_callers_admin(tmp_path: Path) -> None:
+async def test_auth_off_with_virtual_keys_does_not_make_local_callers_admin(tmp_path: Path) -> None:
     keys = ring(tmp_path, "off")
-    asyncio.run(keys.store.create("team-a"))
+    await keys.store.create("team-a")
     keys = ring(tmp_path, "off")
     with pytest.raises(ApiError) as caught:
-        require_admin(keys, local_call())
+        await require_admin(keys, local_call())
     assert caught.value.status == 403
 
 
-def test_with_nothing_configured_a_local_operator_may_administer(tmp_path: Path) -> None:
+async def test_with_nothing_configured_a_local_operator_may_administer(tmp_path: Path) -> None:
     for mode in ("auto", "off"):
-        require_admin(ring(tmp_path / mode, mode), local_call())
+        await require_admin(ring(tmp_path / mode, mode), local_call())
     with pytest.raises(ApiError):
-        require_admin(ring(tmp_path / "required", "required"), local_call())
+        await require_admin(ring(tmp_path / "required", "required"), local_call())
+
+
+class CountingStore(SqliteKeyStore):
+    """A key file that counts how often the ring reads its version."""
+
+    reads = 0
+
+    async def version(self) -> int:
+        self.reads += 1
+        return await super().version()
+
+
+async def test_a_flood_of_unknown_keys_reads_the_store_a_few_times_not_once_each(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore(tmp_path / "keys.sqlite3")
+    await store.create("existing")
+    keys = KeyRing(store, mode="auto", admin_secret=None, recheck_every=0.2)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(
+        *(keys.identify(f"sk-guess-{n}") for n in range(200)), return_exceptions=True
+    )
+    assert all(isinstance(o, ApiError) and o.status == 401 for o in outcomes)
+    for n in range(5):  # one after another: each waits for the next read it may ask for
+        with pytest.raises(ApiError):
+            await keys.identify(f"sk-again-{n}")
+    elapsed = time.monotonic() - started
+    assert store.reads <= 2 + elapsed / 0.2, (store.reads, elapsed)
+    # A key made elsewhere meanwhile (another process of this host) is let in at once.
+    secret, key = await SqliteKeyStore(store.path).create("new")
+    assert await keys.identify(secret) == key
+    await keys.aclose()

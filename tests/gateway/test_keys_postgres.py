@@ -228,6 +228,28 @@ def test_replicas_on_two_hosts_share_keys_through_the_gateway(
     assert not (first.config.parent / "host-a").exists()  # the file is never made
 
 
+def test_a_key_made_a_moment_ago_on_another_replica_is_let_in_at_once(
+    serve_gateway: Callable[..., Running], prefix: str
+) -> None:
+    replicas = [
+        serve_gateway(text=config_text(prefix, f"host-{name}/keys.sqlite3")) for name in "ab"
+    ]
+    for n in range(3):  # each well within the replicas' one-second poll
+        made = httpx2.post(
+            f"{replicas[n % 2].url}/admin/keys", json={"name": f"new-{n}"}, headers=ADMIN
+        )
+        assert made.status_code == 201, made.text
+        other = replicas[(n + 1) % 2]
+        client = openai.OpenAI(base_url=other.openai_url, api_key=made.json()["key"], max_retries=0)
+        reply = client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "ping"}]
+        )
+        assert reply.choices[0].message.content == "pong"
+    stranger = openai.OpenAI(base_url=replicas[0].openai_url, api_key="sk-nobody", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
+
+
 def test_the_keys_commands_use_the_shared_store(prefix: str, tmp_path: Path) -> None:
     hosts = []
     for name in ("a", "b"):

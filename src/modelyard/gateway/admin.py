@@ -63,7 +63,7 @@ class AdminEndpoints:
         """GET /v1/models: the systems, models and embedders the caller's key may use; in
         Anthropic's shape for an Anthropic client, and without the embedders, which answer no
         Messages call."""
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         created = int(time.time())
         if call.anthropic:
             names = [name for name, _ in self._listed(key, embedders=False)]
@@ -74,7 +74,7 @@ class AdminEndpoints:
 
     async def model(self, call: Call, name: str) -> None:
         """GET /v1/models/{name}: one of those `models` lists; 404 listing them otherwise."""
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         listed = self._listed(key, embedders=not call.anthropic)
         owner = dict(listed).get(name)
         if owner is None:
@@ -119,7 +119,7 @@ class AdminEndpoints:
 
     async def request_record(self, call: Call, request_id: str) -> None:
         """GET /v1/requests/{id}: the decision record, for the admin or the key that sent it."""
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         record = await _in_store(self.decisions.get(request_id))
         if record is None or not (key.admin or record["key_id"] == key.id):
             raise ApiError(404, f"no request {request_id!r} for this key", code="not_found")
@@ -127,7 +127,7 @@ class AdminEndpoints:
 
     async def reload(self, call: Call) -> None:
         """POST /admin/reload: validate, diff and swap in the config file."""
-        require_admin(self.keys, call)
+        await require_admin(self.keys, call)
         try:
             diff = await self.live.reload()
         except ConfigError as exc:
@@ -142,14 +142,14 @@ class AdminEndpoints:
 
     async def list_keys(self, call: Call) -> None:
         """GET /admin/keys."""
-        require_admin(self.keys, call)
+        await require_admin(self.keys, call)
         keys = await _in_store(self.keys.store.all())
         await call.respond(200, orjson.dumps({"keys": [k.to_dict() for k in keys]}))
 
     async def create_key(self, call: Call) -> None:
         """POST /admin/keys: the secret is in this response and nowhere else."""
         body = await call.json(self.max_body_bytes)
-        require_admin(self.keys, call)
+        await require_admin(self.keys, call)
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
             raise bad_request("name: a string naming the key's owner is required", "name")
         systems = body.get("systems", ["*"])
@@ -176,7 +176,7 @@ class AdminEndpoints:
 
     async def revoke_key(self, call: Call, key_id: str) -> None:
         """DELETE /admin/keys/{id}."""
-        require_admin(self.keys, call)
+        await require_admin(self.keys, call)
         if not await _in_store(self.keys.store.revoke(key_id)):
             raise ApiError(404, f"no active key {key_id!r}", code="not_found")
         await self.keys.refresh()

@@ -121,7 +121,7 @@ class TokenCounting:
     async def count_tokens(self, call: Call) -> None:
         """Anthropic's count_tokens: `{"input_tokens": N}`."""
         chat = self.chat
-        key = caller(chat.keys, call)  # before the body, as on every model route
+        key = await caller(chat.keys, call)  # before the body, as on every model route
         body = await call.json(chat.max_body_bytes)
         parsed = parse_count(body, max_messages=chat.max_messages)
         # The provider's quota headers, for the callers who may see them, as on a chat call.

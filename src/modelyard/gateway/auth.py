@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from typing import Literal
 
 from modelyard.background import error_text, run_blocking
@@ -33,6 +34,7 @@ class KeyRing:
         mode: Literal["auto", "required", "off"],
         admin_secret: str | None,
         refresh_every: float = 1.0,
+        recheck_every: float = 0.2,
     ) -> None:
         self.store = store
         self.mode = mode
@@ -41,6 +43,12 @@ class KeyRing:
         self._admin = admin_secret.encode() if admin_secret is not None else None
         self._take(run_blocking(lambda: _first_look(store), name="modelyard-keys"))
         self._refresh_every = refresh_every
+        self._recheck_every = recheck_every
+        """Seconds at least between the reads an unknown key asks for (`recheck`)."""
+        self._reading = asyncio.Lock()
+        """One read of the store at a time."""
+        self._read_at = float("-inf")
+        """When the last read started (monotonic)."""
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -74,6 +82,25 @@ class KeyRing:
 
     async def refresh(self) -> None:
         """Reload the keys if the store changed."""
+        async with self._reading:
+            self._read_at = time.monotonic()
+            await self._refresh()
+
+    async def recheck(self) -> None:
+        """Read the store again, as a key this ring does not know asks before it is refused:
+        it may have been made on another replica since the last poll. The read starts after
+        this call, and reads are `recheck_every` seconds apart at least however many callers
+        ask, so a flood of unknown keys adds a few reads a second to the store, no more: the
+        callers waiting meanwhile share the next one."""
+        asked = time.monotonic()
+        async with self._reading:
+            if self._read_at > asked:  # a read started since, and has ended
+                return
+            await asyncio.sleep(self._read_at + self._recheck_every - time.monotonic())
+            self._read_at = time.monotonic()
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         try:
             if await self.store.version() != self._version:
                 self._take(await self.store.snapshot())
@@ -90,6 +117,18 @@ class KeyRing:
         if self._failing:
             self._failing = False
             log.info("virtual keys refreshed again from %s", self.store.source)
+
+    async def identify(self, secret: str | None) -> VirtualKey:
+        """`authenticate`, reading the store once more (`recheck`) before refusing a key that is
+        not known here: a key made on another replica a moment ago is let in, not refused
+        until the next poll."""
+        try:
+            return self.authenticate(secret)
+        except ApiError as error:
+            if error.code != "invalid_api_key":
+                raise
+        await self.recheck()
+        return self.authenticate(secret)
 
     def authenticate(self, secret: str | None) -> VirtualKey:
         """The key behind `secret`; ApiError 401 when it is missing, unknown or revoked."""
@@ -131,17 +170,17 @@ async def _first_look(store: KeyStore) -> KeySnapshot:
         await store.aclose()
 
 
-def caller(ring: KeyRing, call: Call) -> VirtualKey:
+async def caller(ring: KeyRing, call: Call) -> VirtualKey:
     """The key a request presents (`Authorization: Bearer` or `x-api-key`), remembered on it."""
     header = call.header(b"authorization")
     secret = header[7:].strip() if header and header[:7].lower() == "bearer " else None
-    call.key = ring.authenticate(secret or call.header(b"x-api-key"))
+    call.key = await ring.identify(secret or call.header(b"x-api-key"))
     return call.key
 
 
-def require_admin(ring: KeyRing, call: Call) -> None:
+async def require_admin(ring: KeyRing, call: Call) -> None:
     """403 unless the caller holds the admin key (or no key was ever made and the call is local)."""
-    key = caller(ring, call)
+    key = await caller(ring, call)
     if ring.open and ring.unguarded and call.from_loopback:
         # No key configured at all: a local operator may administer. With `auth: off` the
         # gateway is open to callers, but an admin key or a virtual key still guards admin.

@@ -82,7 +82,7 @@ class ChatEndpoints:
         """OpenAI Chat Completions."""
         # The key before the body: a stranger gets a 401, never a parse of up to
         # max_body_bytes (the same in every endpoint below).
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_chat(body, max_messages=self.max_messages)
         renderer = OpenAIRenderer(call.id, parsed.target, parsed.include_usage)
@@ -92,7 +92,7 @@ class ChatEndpoints:
 
     async def responses(self, call: Call) -> None:
         """OpenAI Responses, stateless (the conversation comes whole in `input`)."""
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = responses_api.parse_responses(body, max_messages=self.max_messages)
         renderer = ResponsesRenderer(call.id, parsed)
@@ -102,7 +102,7 @@ class ChatEndpoints:
 
     async def messages(self, call: Call) -> None:
         """Anthropic Messages."""
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = anthropic_api.parse_messages(body, max_messages=self.max_messages)
         renderer = AnthropicRenderer(call.id, parsed.target)
@@ -113,7 +113,7 @@ class ChatEndpoints:
     async def embeddings(self, call: Call) -> None:
         """OpenAI Embeddings: the key's limits, the budgets, the ledger, the request log and
         the metrics hold here as they do for chat (a hosted embedder is billed)."""
-        key = caller(self.keys, call)
+        key = await caller(self.keys, call)
         body = await call.json(self.max_body_bytes)
         parsed = openai_api.parse_embeddings(body)
         with self.live.serving() as yard:
