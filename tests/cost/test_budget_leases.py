@@ -284,3 +284,50 @@ async def test_a_keeper_tells_an_outage_once_and_its_deferred_settlements_when_b
         await book.leases.aclose()
         await primary.drop_tables()
         await shared.aclose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("settled", ["never", "during", "after"])
+async def test_a_reservation_whose_answer_was_lost_is_given_back_when_the_store_is_back(
+    settled: str, postgres_relay: TcpRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`never`: refused (fail_closed); `during`, `after` the outage: reserved locally too
+    (local), and settled then."""
+    primary = PostgresStore(
+        relayed_postgres(postgres_relay), table_prefix="t" + uuid.uuid4().hex[:10] + "_", timeout=1
+    )
+    mode: OnUnavailable = "fail_closed" if settled == "never" else "local"
+    shared = PolicyStore(primary, on_unavailable=mode, retry_interval=0.05)
+    book = BudgetBook(shared)  # leases of 120 s: none expires within the test
+    try:
+        await status(book)  # connected, tables made
+        holds = book.holds([BUDGET], question(), "m", 0.5)
+        postgres_relay.lose_replies_after(b"COMMIT")  # the reservation is made, unanswered
+        if settled == "never":
+            with pytest.raises(UnavailableError):
+                await book.reserve(holds)  # the request is refused
+        else:
+            assert await book.reserve(holds) is None
+        if settled == "during":
+            await settle_shielded(book, holds, 0.25)
+        postgres_relay.flow()
+        with caplog.at_level(logging.WARNING, logger="modelyard.state"):
+            for _ in range(50):  # requests' store calls, until one sees it back
+                await asyncio.sleep(0.1)  # past retry_interval
+                with contextlib.suppress(UnavailableError):
+                    await status(book)
+                if shared.health().ok:
+                    break
+        if settled == "after":
+            await settle_shielded(book, holds, 0.25)
+        after = await status(book)
+        assert after.reserved == pytest.approx(0.0)  # not held for the lease's 120 s
+        assert after.spent == pytest.approx(0.0 if settled == "never" else 0.25)
+        back = [r.getMessage() for r in caplog.records if "reachable again" in r.getMessage()]
+        freed = 0 if settled == "after" else 1  # a request in flight releases its own
+        assert back and f"{freed} reservation(s) made as it went down" in back[-1]
+    finally:
+        postgres_relay.flow()
+        await book.leases.aclose()
+        await primary.drop_tables()
+        await shared.aclose()

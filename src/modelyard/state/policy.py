@@ -17,8 +17,12 @@ costs no connect timeout per request; `on_recovery` listeners hear when it answe
 The release of a lease the backend holds is never counted locally: the backend may have applied
 it with its answer lost, and added to it at recovery the local count would charge it twice. It
 fails as in `fail_closed`, and the caller retries it there (`LeaseKeeper.defer`), where a
-release is applied once. What fails closed is admission: the bookkeeping of a call
-already made (`after_the_call`) is lost, never its answer.
+release is applied once. A reservation sent as the backend went down may have been made there
+with its answer lost: once its request is refused, or settled on the local store, no one would
+release that lease but its expiry, so it is released when the backend answers again.
+
+What fails closed is admission: the bookkeeping of a call already made (`after_the_call`) is
+lost, never its answer.
 """
 
 from __future__ import annotations
@@ -89,6 +93,10 @@ class PolicyStore(StateStore):
         self._listeners: list[Callable[[], None]] = []
         self._unsure: tuple[Lease, list[Change]] | None = None
         """The last move of local counts to the backend, if its answer was lost."""
+        self._unanswered: dict[str, Lease] = {}
+        """Leases the backend may hold with no one to release them: their reservation was sent
+        and failed (it may have been applied, its answer lost), and the request was refused
+        or went on under a local lease."""
         self._moves = itertools.count()
         self._move_prefix = f"moved-{uuid.uuid4().hex[:16]}-"
 
@@ -140,6 +148,10 @@ class PolicyStore(StateStore):
             return False
         # Concurrent operations keep using the local store while this one probes.
         self._retry_at = self._clock() + self.retry_interval
+        # A lease still held locally is released at the backend when its request settles
+        # (this store's local leases are not carried over): not this one's to end.
+        for lease_id in [i for i in self._unanswered if self._local.holds(i)]:
+            del self._unanswered[lease_id]
         moved = 0
         probed = False
         while True:
@@ -176,11 +188,18 @@ class PolicyStore(StateStore):
                 return False
             probed = True
             moved += len(changes)
+        try:
+            freed = await self._release_unanswered()
+        except UnavailableError as exc:
+            self._mark_down(exc)
+            return False
         self._down = None
         log.warning(
-            "state store %s is reachable again; %d counter(s) counted locally were added to it",
+            "state store %s is reachable again; %d counter(s) counted locally were added to "
+            "it, and %d reservation(s) made as it went down and never answered were released",
             self._where,
             moved,
+            freed,
         )
         for listener in self._listeners:
             listener()
@@ -192,7 +211,27 @@ class PolicyStore(StateStore):
     async def reserve_or_explain(
         self, claims: Sequence[Claim], *, lease: Lease | None = None
     ) -> tuple[Claim, float] | None:
-        return await self._run(lambda store: store.reserve_or_explain(claims, lease=lease))
+        async def reserve(store: StateStore) -> tuple[Claim, float] | None:
+            try:
+                return await store.reserve_or_explain(claims, lease=lease)
+            except UnavailableError:
+                if store is self.primary and lease is not None:
+                    self._unanswered[lease.id] = lease
+                raise
+
+        return await self._run(reserve)
+
+    async def _release_unanswered(self) -> int:
+        """Release at the backend the leases of reservations sent as it went down, whose
+        requests were refused or have settled locally: what the backend may have reserved
+        for them comes back now, not when their leases expire (`state.hold_lease`). A lease
+        it never took is only remembered as released. Returns how many were released."""
+        released = 0
+        for lease_id, lease in list(self._unanswered.items()):
+            await self.primary.release(lease, [])
+            del self._unanswered[lease_id]
+            released += 1
+        return released
 
     async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
         if self._local.holds(lease.id):  # taken locally, while the backend was down
