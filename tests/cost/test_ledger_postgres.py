@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from typer.testing import CliRunner
 
@@ -19,7 +20,7 @@ from modelyard.cost.alerts import Alert
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Budget
 from modelyard.cost.ledger import Ledger, SpendRow
-from modelyard.cost.ledger_postgres import PostgresLedgerFile
+from modelyard.cost.ledger_postgres import MIGRATIONS, PostgresLedgerFile
 from modelyard.state.memory import MemoryStore
 from tests.conftest import relayed_postgres
 from tests.fakes.server import free_port
@@ -242,3 +243,95 @@ async def test_rows_written_before_uids_are_kept_by_the_migration(prefix: str) -
         assert sorted(rows) == [("old", True), ("old", True), ("r0", False), ("r1", False)]
     finally:
         await file.aclose()
+
+
+async def uid_indexes(conn: asyncpg.Connection, prefix: str) -> dict[str, tuple[bool, bool]]:
+    """Each uid index of the ledger's tables: (valid, unique)."""
+    rows = await conn.fetch(
+        "SELECT c.relname, i.indisvalid, i.indisunique FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = ANY($1)",
+        [f"{prefix}spend_uid", f"{prefix}alerts_uid"],
+    )
+    return {r["relname"].removeprefix(prefix): (r["indisvalid"], r["indisunique"]) for r in rows}
+
+
+async def before_uids(conn: asyncpg.Connection, prefix: str, *, columns: bool) -> None:
+    """The tables as a modelyard before uids left them (with the uid columns, if `columns`:
+    a deployment whose indexes are still to build)."""
+    for name, step in MIGRATIONS:
+        if name == "003_uid" and not columns:
+            break
+        if not isinstance(step, str):
+            break
+        await conn.execute(step.format(p=prefix))
+        await conn.execute(
+            "INSERT INTO modelyard_migrations VALUES ($1, $2)", f"ledger:{prefix}", name
+        )
+
+
+async def test_an_index_a_failed_build_left_invalid_is_built_again(prefix: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await before_uids(conn, prefix, columns=False)
+        await conn.execute(f"ALTER TABLE {prefix}spend ADD COLUMN uid TEXT")
+        insert = (
+            f"INSERT INTO {prefix}spend (at, day, request_id, system, model, cost, uid)"
+            " VALUES (0, '2026-01-01', 'r', 's', 'm', 0.25, 'same')"
+        )
+        await conn.execute(insert)
+        await conn.execute(insert)
+        # A concurrent build that failed (here: on the duplicates) leaves its index invalid.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                f"CREATE UNIQUE INDEX CONCURRENTLY {prefix}spend_uid ON {prefix}spend (uid)"
+            )
+        assert (await uid_indexes(conn, prefix))["spend_uid"] == (False, True)
+        await conn.execute(f"DELETE FROM {prefix}spend")
+        file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+        try:
+            await file.write([("u1", spent(1, "s"))], [])
+        finally:
+            await file.aclose()
+        assert await uid_indexes(conn, prefix) == {
+            "spend_uid": (True, True),
+            "alerts_uid": (True, True),
+        }
+    finally:
+        await conn.close()
+
+
+async def test_the_uid_indexes_build_while_replicas_keep_writing(prefix: str) -> None:
+    conn, other = await asyncpg.connect(POSTGRES_URL), await asyncpg.connect(POSTGRES_URL)
+    row = (
+        f"INSERT INTO {prefix}spend (at, day, request_id, system, model, cost)"
+        " VALUES (0, '2026-01-01', $1, 's', 'm', 0.25)"
+    )
+    try:
+        await before_uids(conn, prefix, columns=True)
+        writing = conn.transaction()  # a replica's write in flight: the build waits for it
+        await writing.start()
+        await conn.execute(row, "in flight")
+        file = PostgresLedgerFile(POSTGRES_URL, table_prefix=prefix)
+        migrating = asyncio.ensure_future(file.write([("u1", spent(1, "s"))], []))
+        for _ in range(200):
+            waiting = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE $1",
+                f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {prefix}spend_uid%",
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting, "the index build never started"
+        await other.execute(row, "meanwhile", timeout=2)  # another replica is not held up
+        await writing.commit()
+        await asyncio.wait_for(migrating, 10)
+        await file.aclose()
+        assert await uid_indexes(conn, prefix) == {
+            "spend_uid": (True, True),
+            "alerts_uid": (True, True),
+        }
+        assert await conn.fetchval(f"SELECT count(*) FROM {prefix}spend") == 3
+    finally:
+        await conn.close()
+        await other.close()

@@ -21,9 +21,9 @@ from modelyard.cost.ledger import (
     alert_values,
     row_values,
 )
-from modelyard.state.postgres_tables import PostgresTables
+from modelyard.state.postgres_tables import Index, Migration, PostgresTables
 
-MIGRATIONS: list[tuple[str, str]] = [
+MIGRATIONS: list[Migration] = [
     (
         "001_spend",
         """
@@ -49,16 +49,26 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     (
         # Rows written before have no uid (NULL, which a unique index never compares equal).
+        # Its indexes were built here too, blocking the ledger's writes while they were built
+        # on a long table: a deployment that applied it has them, one that has not builds them
+        # in the steps below, concurrently.
         "003_uid",
         """
         ALTER TABLE {p}spend ADD COLUMN IF NOT EXISTS uid TEXT;
-        CREATE UNIQUE INDEX IF NOT EXISTS {p}spend_uid ON {p}spend (uid);
-        ALTER TABLE {p}alerts ADD COLUMN IF NOT EXISTS uid TEXT;
-        CREATE UNIQUE INDEX IF NOT EXISTS {p}alerts_uid ON {p}alerts (uid)
+        ALTER TABLE {p}alerts ADD COLUMN IF NOT EXISTS uid TEXT
         """,
     ),
+    (
+        "003_uid_spend_index",
+        Index(name="{p}spend_uid", table="{p}spend", columns="uid", unique=True),
+    ),
+    (
+        "003_uid_alerts_index",
+        Index(name="{p}alerts_uid", table="{p}alerts", columns="uid", unique=True),
+    ),
 ]
-"""Append-only: add a new entry for any schema change."""
+"""Append-only: add a new entry for any schema change (an `Index` for an index on a table
+that may be long)."""
 
 _TABLES = re.compile(r"\b(spend|alerts)\b(?!_)")
 _TAGS = re.compile(r"json_each\(spend\.tags\)(\s+(?:AS\s+)?t)\b")

@@ -6,8 +6,10 @@ that points at it (never its password)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,17 +31,90 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Index:
+    """A migration step that builds an index without blocking writes to its table (`CREATE
+    INDEX CONCURRENTLY`, which runs outside any transaction): a build on a large table holds
+    no lock that stops the replicas writing. An index a failed build left invalid is dropped
+    and built again. `name` and `table` hold `{p}` for the prefix."""
+
+    name: str
+    table: str
+    columns: str
+    unique: bool = False
+
+    async def apply(self, conn: Any, prefix: str) -> None:
+        """Build it (the connection in no transaction)."""
+        name, table = self.name.format(p=prefix), self.table.format(p=prefix)
+        valid = await conn.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)", name
+        )
+        if valid is False:
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        unique = "UNIQUE " if self.unique else ""
+        await conn.execute(
+            f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({self.columns})"
+        )
+
+
+Migration = tuple[str, str | Index]
+"""A name, and a script (statements with `{p}` for the prefix, run in one transaction) or an
+index built concurrently."""
+
+
+@contextlib.asynccontextmanager
+async def _locked(conn: Any, name: str) -> AsyncIterator[None]:
+    """Hold the advisory lock `name` for the session (of every process that uses the
+    database). Polled, not waited for inside a statement: a session waiting there holds a
+    snapshot, which an index build of the holder (`Index`) would wait on in turn."""
+    # The holder is another session, maybe on another host: no Event to wait on (ASYNC110).
+    while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", name):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+
+
+async def _migrate(conn: Any, component: str, migrations: Sequence[Migration], prefix: str) -> None:
+    """Apply the `migrations` `component` has not, each in its own transaction (an `Index`
+    in none), under a lock of the component's: replicas starting together apply each once,
+    and an index building for one component holds up no other's start."""
+    async with _locked(conn, "modelyard-migrations"):
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
+            " component TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (component, name))"
+        )
+    async with _locked(conn, f"modelyard-migrations:{component}"):
+        done = {
+            r["name"]
+            for r in await conn.fetch(
+                "SELECT name FROM modelyard_migrations WHERE component = $1", component
+            )
+        }
+        record = "INSERT INTO modelyard_migrations VALUES ($1, $2)"
+        for name, step in migrations:
+            if name in done:
+                continue
+            if isinstance(step, Index):
+                await step.apply(conn, prefix)
+                await conn.execute(record, component, name)
+                continue
+            async with conn.transaction():
+                await conn.execute(step.format(p=prefix))
+                await conn.execute(record, component, name)
+
+
 async def open_pool(
     url: str,
     *,
     component: str,
-    migrations: Sequence[tuple[str, str]],
+    migrations: Sequence[Migration],
     prefix: str,
     timeout: float,  # noqa: ASYNC109 (asyncpg's own connect timeout, not a wait of ours)
     size: int = 4,
 ) -> Any:
-    """A pool to `url` with `migrations` (each a name and a script with `{p}` for the prefix)
-    applied once per `component`, under an advisory lock so replicas starting together agree.
+    """A pool to `url` with `migrations` applied once per `component` (`_migrate`).
     A pool whose migration fails is closed: a retry must not leave a connection open."""
     import asyncpg
 
@@ -49,24 +124,8 @@ async def open_pool(
     # on their next call and say so once (`PolicyStore`, `WriteOutage`, the key ring).
     pool = await asyncpg.create_pool(url, init_size=1, min_size=0, max_size=size, timeout=timeout)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard-migrations'))")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS modelyard_migrations ("
-                " component TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (component, name))"
-            )
-            done = {
-                r["name"]
-                for r in await conn.fetch(
-                    "SELECT name FROM modelyard_migrations WHERE component = $1", component
-                )
-            }
-            for name, script in migrations:
-                if name not in done:
-                    await conn.execute(script.format(p=prefix))
-                    await conn.execute(
-                        "INSERT INTO modelyard_migrations VALUES ($1, $2)", component, name
-                    )
+        async with pool.acquire() as conn:
+            await _migrate(conn, component, migrations, prefix)
     except BaseException:
         await pool.close()
         raise
@@ -88,7 +147,7 @@ class PostgresTables:
 
     component: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
-    migrations: ClassVar[Sequence[tuple[str, str]]]
+    migrations: ClassVar[Sequence[Migration]]
     setting: ClassVar[str]
     """The config setting holding the URL, as errors name it (`ledger.url`)."""
     pool_size: ClassVar[int] = 4
