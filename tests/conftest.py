@@ -74,3 +74,16 @@ def postgres_relay() -> Iterator[TcpRelay]:
 def relayed_postgres(relay: TcpRelay) -> str:
     """The URL of database `test` through `relay`."""
     return f"postgresql://postgres@127.0.0.1:{relay.port}/test"
+
+
+def outage_told(caplog: pytest.LogCaptureFixture, logger: str) -> tuple[str, str]:
+    """The two lines an outage of a background writer's store is told in (when it began, when
+    it ended), asserting there were no others, `logger`'s first an error, and no traceback
+    (from modelyard or its driver: a test's relay of the tests before may log as it goes)."""
+    ours = [r for r in caplog.records if r.name.startswith(("modelyard", "asyncpg"))]
+    assert not [r for r in ours if r.exc_info], "a traceback was logged"
+    lines = [(r.name, r.levelname, r.getMessage()) for r in ours]
+    assert len(lines) == 2, lines
+    (name, level, began), (_, _, ended) = lines
+    assert (name, level) == (logger, "ERROR")
+    return began, ended

@@ -173,6 +173,16 @@ async def settled_by_the_keeper(book: BudgetBook) -> None:
     raise AssertionError("the settlement was not retried when the store came back")
 
 
+async def seen_back(shared: PolicyStore, book: BudgetBook) -> None:
+    """Requests' store calls, every 0.1 s (past retry_interval), until one sees it back."""
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(UnavailableError):
+            await status(book)
+        if shared.health().ok:
+            return
+
+
 async def a_lost_release_answer(shared: PolicyStore, relay: TcpRelay, marker: bytes) -> None:
     """Reserve $0.5 and settle it to $0.25 while the release's answer is lost (the store applied
     it); then bring the store back and see it: the one settlement counts once, at once."""
@@ -181,12 +191,7 @@ async def a_lost_release_answer(shared: PolicyStore, relay: TcpRelay, marker: by
     relay.lose_replies_after(marker)
     await settle_shielded(book, holds, 0.25)  # applied, but the answer never came
     relay.flow()
-    for _ in range(50):  # requests' store calls, until one sees it back
-        await asyncio.sleep(0.1)  # past retry_interval
-        with contextlib.suppress(UnavailableError):
-            await status(book)
-        if shared.health().ok:
-            break
+    await seen_back(shared, book)
     await settled_by_the_keeper(book)
     after = await status(book)
     assert after.spent == pytest.approx(0.25)
@@ -312,12 +317,7 @@ async def test_a_reservation_whose_answer_was_lost_is_given_back_when_the_store_
             await settle_shielded(book, holds, 0.25)
         postgres_relay.flow()
         with caplog.at_level(logging.WARNING, logger="modelyard.state"):
-            for _ in range(50):  # requests' store calls, until one sees it back
-                await asyncio.sleep(0.1)  # past retry_interval
-                with contextlib.suppress(UnavailableError):
-                    await status(book)
-                if shared.health().ok:
-                    break
+            await seen_back(shared, book)
         if settled == "after":
             await settle_shielded(book, holds, 0.25)
         after = await status(book)
