@@ -74,6 +74,8 @@ class WriteOutage:
         self.retry_every = retry_every
         self._clock = clock
         self._since: float | None = None
+        self._dropped = 0
+        """Items refused since the queue filled, told once at the first and in sum at the end."""
 
     @property
     def ongoing(self) -> bool:
@@ -95,15 +97,32 @@ class WriteOutage:
             self.retry_every,
         )
 
+    def dropped(self, count: int, limit: int) -> None:
+        """`count` items were refused, the queue holding `limit` already: logged at the first
+        refusal of an outage (a full queue refuses every item after it), summed when it ends."""
+        if not self._dropped:
+            self.log.error(
+                "%s: the queue of %d %s waiting is full; dropping those that come until a "
+                "write goes through (told then how many)",
+                self.what,
+                limit,
+                self.items,
+            )
+        self._dropped += count
+
     def written(self, count: int) -> None:
         """A write of `count` items went through: logged if it ends an outage."""
-        if self._since is None:
+        dropped, self._dropped = self._dropped, 0
+        if self._since is None and not dropped:
             return
-        lasted, self._since = self._clock() - self._since, None
+        lasted = 0.0 if self._since is None else self._clock() - self._since
+        self._since = None
+        lost = f"; dropped {dropped} {self.items} while the queue was full" if dropped else ""
         self.log.warning(
-            "%s: writing again after %.0f s; wrote the %d %s held back meanwhile",
+            "%s: writing again after %.0f s; wrote the %d %s held back meanwhile%s",
             self.what,
             lasted,
             count,
             self.items,
+            lost,
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.accounting import spend_rows
@@ -61,12 +64,20 @@ async def test_the_writer_runs_outside_the_request_that_started_it(tmp_path: Pat
     assert seen and seen[0] is None
 
 
-async def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
+async def test_full_queue_drops_and_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ledger = Ledger(SqliteLedgerFile(tmp_path / "l.db"), max_queue=2, flush_interval=60)
     ledger.record([row(1), row(2)])
-    ledger.record([row(3)])
-    assert ledger.dropped == 1
-    await ledger.aclose()
+    with caplog.at_level(logging.INFO, logger="modelyard"):
+        for n in range(3, 6):  # a full queue refuses each: told once, not once a row
+            ledger.record([row(n)])
+        assert ledger.dropped == 3
+        await ledger.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("modelyard")]
+    assert len(lines) == 2, lines
+    assert "the queue of 2 row(s) waiting is full" in lines[0]
+    assert "dropped 3 row(s) while the queue was full" in lines[1]
 
 
 async def test_rows_split_a_fallbacks_spend_between_the_models_it_used() -> None:

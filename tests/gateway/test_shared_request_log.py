@@ -232,6 +232,40 @@ async def test_an_outage_is_one_line_and_its_end_another_with_no_traceback(
         await reader.aclose()
 
 
+async def test_a_long_outage_keeps_at_most_max_pending_records_and_tells_what_it_dropped(
+    prefix: str, postgres_relay: TcpRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A replica's memory must not grow without bound however long the database is away: past
+    # `max_pending` records are dropped, told once when it starts and summed at the recovery.
+    relay, url = postgres_relay, relayed_postgres(postgres_relay)
+    shared = PostgresRequestLog(url, table_prefix=prefix, timeout=0.5)
+    log = DecisionLog(None, shared=shared, max_pending=3)
+    try:
+        log.record(record("r0"))
+        await log.flush()  # connected, tables made
+        with caplog.at_level(logging.INFO):
+            relay.cut()
+            for i in range(1, 7):
+                log.record(record(f"r{i}"))
+            await log.flush()
+            relay.restore()
+            await log.flush()
+    finally:
+        await log.aclose()
+    assert log.dropped == 3
+    ours = [r.getMessage() for r in caplog.records if r.name == "modelyard.log"]
+    assert len(ours) == 3, ours  # the queue full, the write failing, the recovery
+    full = next(line for line in ours if "is full" in line)
+    assert "the queue of 3 request record(s) waiting is full" in full
+    assert "dropped 3 request record(s) while the queue was full" in ours[-1]
+    reader = PostgresRequestLog(POSTGRES_URL, table_prefix=prefix)
+    try:
+        kept = [await reader.read(f"r{i}") is not None for i in range(7)]
+    finally:
+        await reader.aclose()
+    assert kept == [True, True, True, True, False, False, False]
+
+
 def test_a_record_asked_for_while_the_shared_log_is_down_is_a_503_naming_it(
     serve_gateway: Callable[..., Running], prefix: str, postgres_relay: TcpRelay
 ) -> None:

@@ -230,7 +230,7 @@ class Ledger:
         """Queue spend rows; never waits."""
         if len(self._pending) + len(rows) > self.max_queue:
             self.dropped += len(rows)
-            log.error("spend ledger queue is full (%d rows); dropped %d", self.max_queue, len(rows))
+            self._outage.dropped(len(rows), self.max_queue)
             return
         self._pending.spend.extend((self._uid(), row) for row in rows)
         self._kick()

@@ -162,6 +162,7 @@ class DecisionLog:
         shared: SharedRequestLog | None = None,
         recent: int = 10_000,
         flush_every: float = 0.5,
+        max_pending: int = 100_000,
     ) -> None:
         self.path = None if shared is not None else path
         self.shared = shared
@@ -169,6 +170,10 @@ class DecisionLog:
         self._recent: OrderedDict[str, RequestRecord | tuple[Any, ...]] = OrderedDict()
         self._recent_size = recent
         self._pending: list[RequestRecord] = []
+        self.max_pending = max_pending
+        """Records kept to write while the store is down; those past it are dropped (counted),
+        as the ledger's queue does, so a long outage cannot grow a replica without bound."""
+        self.dropped = 0
         self._flush_every = flush_every
         # A shared log's errors name its setting and server; a file's do not name the file.
         what = "request log" if self.path is None else f"request log {self.path}"
@@ -205,8 +210,13 @@ class DecisionLog:
         recent[record.id] = record
         if len(recent) > self._recent_size:
             recent.popitem(last=False)
-        if self.path is not None or self.shared is not None:
-            self._pending.append(record)
+        if self.path is None and self.shared is None:
+            return
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            self._outage.dropped(1, self.max_pending)
+            return
+        self._pending.append(record)
 
     def start(self) -> None:
         """Start the background writer (inside the running loop)."""
