@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -94,17 +95,21 @@ def test_costs_shows_what_every_replica_spent(
 async def test_a_ledger_that_cannot_make_its_tables_leaves_no_connection_open() -> None:
     import asyncpg
 
+    # The ledger's own connections, by a name of this test's: other runs on the same server
+    # (a developer's, a helper's) open and close theirs meanwhile.
+    name = f"ledger_test_{uuid.uuid4().hex[:8]}"
+
     async def connections() -> int:
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
             count: int = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'test'"
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
             )
             return count
         finally:
             await conn.close()
 
-    file = PostgresLedgerFile(POSTGRES_URL, table_prefix="ok_")
+    file = PostgresLedgerFile(f"{POSTGRES_URL}?application_name={name}", table_prefix="ok_")
     file.p = "9x_"  # a name PostgreSQL refuses: the migration fails on every try
     before = await connections()
     for _ in range(3):
