@@ -77,11 +77,20 @@ def test_bad_input_is_a_usage_error(write_config: Callable[[str], Path]) -> None
     assert "not valid Unicode text" in surrogate.stderr
 
 
+def test_a_misspelt_name_is_answered_with_the_name_meant(
+    write_config: Callable[[str], Path],
+) -> None:
+    result = CliRunner().invoke(app, ["ask", str(write_config(CONFIG)), "mian", "hi"])
+    assert result.exit_code == 2
+    assert "no system or model named 'mian'; did you mean 'main'? available: " in result.stderr
+
+
 def test_a_key_for_a_name_the_config_lacks_is_refused(write_config: Callable[[str], Path]) -> None:
     config = str(write_config(CONFIG))
     result = CliRunner().invoke(app, ["keys", "create", config, "--name", "x", "-s", "mian"])
     assert result.exit_code == 2
     assert "no system or model named 'mian'" in result.stderr
+    assert "did you mean 'main'? available: gpt, main, steady" in result.stderr
     assert not list(Path(config).parent.glob(".modelyard/*/keys.sqlite3"))
 
 

@@ -20,6 +20,7 @@ from typing import Any, get_args
 from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import Resources
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import BadRequestError, NotFoundError
 from modelyard.model import Embedder, Model
 from modelyard.resilience.health import HealthReport
@@ -136,7 +137,8 @@ class Yard:
         model = self.built.entries.get(name)
         if model is None:
             raise NotFoundError(
-                f"no system or model named {name!r}; available: {', '.join(self.available())}",
+                f"no system or model named {name!r}"
+                + did_you_mean(name, self.available(), listed="available"),
                 code="model_not_found",
             )
         return model

@@ -168,7 +168,7 @@ def test_unknown_fake_error_kind_is_refused() -> None:
 def test_unknown_fake_error_kind_in_the_default_or_answers_is_refused() -> None:
     for where in ("default: {error: unavailble}", "answers: {hi: {error: unavailble}}"):
         error = error_of(f"models:\n  a:\n    local: {{type: fake, {where}}}\n")
-        assert "unknown error kind 'unavailble'" in str(error)
+        assert "unknown error kind 'unavailble'; did you mean 'unavailable'?" in str(error)
         assert "unavailable" in str(error)
 
 
@@ -365,3 +365,17 @@ def test_a_variable_written_without_braces_is_refused_with_the_braced_form(
     name = value.strip("$%")
     assert f"providers.openai.{field}" in str(error)
     assert "${" + name + "}" in str(error) and "taken as written" in str(error)
+
+
+def test_a_misspelt_member_is_answered_with_the_name_meant() -> None:
+    error = error_of(
+        "models:\n  front: {local: {type: fake}}\n  back: {local: {type: fake}}\n"
+        "systems:\n  s: {type: fallback, chain: [fron, bakc]}\n"
+    )
+    assert "unknown model or system 'fron'; did you mean 'front'? known: back, front" in str(error)
+    assert "unknown model or system 'bakc'; did you mean 'back'?" in str(error)
+
+
+def test_a_misspelt_pattern_type_is_answered_with_the_type_meant() -> None:
+    error = error_of("models:\n  a: {local: {type: fake}}\nsystems:\n  s: {type: casade}\n")
+    assert "unknown type 'casade'; did you mean 'cascade'? expected one of: " in str(error)

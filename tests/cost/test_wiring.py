@@ -271,12 +271,12 @@ async def test_redis_unreachable_with_fail_closed_refuses_requests_clearly(
         (
             "cache:\n  targets: [premum]\n",
             "cache.targets[0]",
-            "unknown system or model 'premum'; known: ",
+            "unknown system or model 'premum'; did you mean 'premium'? known: ",
         ),
         (
             "cache:\n  semantic: {embedder: e, systems: [premum]}\n",
             "cache.semantic.systems[0]",
-            "unknown system or model 'premum'; known: ",
+            "unknown system or model 'premum'; did you mean 'premium'? known: ",
         ),
     ],
 )

@@ -160,6 +160,9 @@ def test_a_model_is_retrieved_by_name(serve_gateway: Callable[..., Running]) -> 
     with pytest.raises(openai.NotFoundError) as caught:
         client(running).models.retrieve("nope")
     assert caught.value.code == "model_not_found" and "support" in caught.value.message
+    with pytest.raises(openai.NotFoundError) as misspelt:
+        client(running).models.retrieve("suport")
+    assert "'suport' does not exist; did you mean 'support'?" in misspelt.value.message
 
 
 def test_decision_record_is_retrievable_by_request_id(

@@ -153,7 +153,7 @@ def test_router_without_default_is_refused(config_error: Callable[[str], ConfigE
 
 def test_rule_to_an_unknown_route_is_refused(config_error: Callable[[str], ConfigError]) -> None:
     error = config_error(RULES.replace("{route: code, keywords", "{route: coding, keywords"))
-    assert "rules[0] route 'coding' is not a route" in str(error)
+    assert "rules[0] route 'coding' is not a route; did you mean 'code'?" in str(error)
     assert "add routes.coding: <model or system>" in str(error)
 
 

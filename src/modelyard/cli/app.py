@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import BadRequestError, ConfigError, ModelError, NotFoundError
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ def check_target(yard: Yard, name: str, config: Path) -> None:
     usage error, not a failed call (exit 1 is `gate`'s "candidate is worse")."""
     if name not in yard.names():
         raise ConfigError(
-            f"no system or model named {name!r}; available: {', '.join(yard.available())}",
+            f"no system or model named {name!r}"
+            + did_you_mean(name, yard.available(), listed="available"),
             path=str(config),
         )
 

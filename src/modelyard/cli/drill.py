@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from modelyard.cli.app import app, console, fail, guarded
+from modelyard.config.suggest import did_you_mean
 from modelyard.resilience.drill import FAULTS, DrillReport, FaultResult, Workload, run_drill
 
 _STYLE = {"survived": "green", "degraded": "yellow", "failed": "bold red"}
@@ -128,7 +129,10 @@ def drill(
     faults = fault or list(FAULTS)
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
-        fail(f"unknown fault {unknown[0]!r}; expected one of {', '.join(FAULTS)}")
+        fail(
+            f"unknown fault {unknown[0]!r}"
+            + did_you_mean(unknown[0], FAULTS, listed="expected one of")
+        )
     if requests < 1 or concurrency < 1 or not 0 < time_scale <= 1:
         fail("--requests and --concurrency must be at least 1, --time-scale in (0, 1]")
     if max_latency is not None and max_latency <= 0:

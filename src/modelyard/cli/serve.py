@@ -12,6 +12,7 @@ from rich.table import Table
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.cli.basic import ConfigPath
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import UnavailableError
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ def keys_create(
         unknown = [s for s in system or () if s != "*" and s not in names]
         if unknown:  # a key for a name the config lacks could never be used
             fail(
-                f"no system or model named {unknown[0]!r} in {config}; available: "
-                + ", ".join(sorted(names))
+                f"no system or model named {unknown[0]!r} in {config}"
+                + did_you_mean(unknown[0], sorted(names), listed="available")
             )
         secret, key = _with_store(
             config,

@@ -21,6 +21,7 @@ from modelyard.config.references import check_references, disabled_providers
 from modelyard.config.resources import Resources
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
 from modelyard.config.secrets import inline_key_warnings
+from modelyard.config.suggest import did_you_mean
 from modelyard.cost.alerts import AlertHub
 from modelyard.cost.ledger import Ledger
 from modelyard.cost.prices import Price
@@ -112,13 +113,14 @@ class BuildContext:
             system = self.node(self.loaded.config.systems[name], ("systems", name), name)
             self.systems[name] = system
             return system
-        raise self.error(loc, f"unknown model or system {name!r}")
+        known = sorted({*self.loaded.config.systems, *self.loaded.config.models})
+        raise self.error(loc, f"unknown model or system {name!r}{did_you_mean(name, known)}")
 
     def embedder(self, name: str, loc: Loc) -> Embedder:
         """The embedder called `name`."""
         if name not in self.embedders:
-            known = ", ".join(sorted(self.embedders)) or "none"
-            raise self.error(loc, f"unknown embedder {name!r}; defined embedders: {known}")
+            hint = did_you_mean(name, sorted(self.embedders), listed="defined embedders")
+            raise self.error(loc, f"unknown embedder {name!r}{hint}")
         return self.in_requests.get(name, self.embedders[name])
 
 

@@ -25,6 +25,7 @@ from modelyard.config.build import BuildContext
 from modelyard.config.loader import Loc, config_relative
 from modelyard.config.operations import CacheSpec, LedgerSpec, OperationsSpec
 from modelyard.config.references import node_refs
+from modelyard.config.suggest import did_you_mean
 from modelyard.cost.accounting import Accounted
 from modelyard.cost.alerts import AlertHub, Webhook
 from modelyard.cost.anomaly import AnomalyDetector
@@ -208,18 +209,17 @@ def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
     # A model budget may cap an embedder too (what it is charged to when called by name).
     known["model"] |= set(config.embedders)
     for i, budget in enumerate(ops.budgets):
-        names = known.get(budget.scope)
-        if names is not None and budget.selector != "*" and budget.selector not in names:
+        names, selector = known.get(budget.scope), budget.selector
+        if names is not None and selector is not None and selector not in {*names, "*"}:
             raise context.error(
                 ("budgets", i, "selector"),
-                f"unknown {budget.scope} {budget.selector!r}; known: "
-                f"{', '.join(sorted(names)) or 'none'}",
+                f"unknown {budget.scope} {selector!r}{did_you_mean(selector, sorted(names))}",
             )
         if budget.downgrade_to is not None and budget.downgrade_to not in every:
             raise context.error(
                 ("budgets", i, "downgrade_to"),
-                f"unknown system or model {budget.downgrade_to!r}; known: "
-                f"{', '.join(sorted(every))}",
+                f"unknown system or model {budget.downgrade_to!r}"
+                + did_you_mean(budget.downgrade_to, sorted(every)),
             )
     cache = ops.cache
     if cache is None:
@@ -235,7 +235,7 @@ def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
     for loc, name in named:
         if name not in every:
             raise context.error(
-                loc, f"unknown system or model {name!r}; known: {', '.join(sorted(every))}"
+                loc, f"unknown system or model {name!r}{did_you_mean(name, sorted(every))}"
             )
     if cache.semantic is not None:
         context.embedder(cache.semantic.embedder, ("cache", "semantic", "embedder"))

@@ -10,6 +10,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, field_validator, mo
 
 from modelyard.config.base import Spec
 from modelyard.config.replay import ReplaySpec
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ERROR_KINDS
 
 
@@ -28,9 +29,8 @@ class ReplySpec(Spec):
     @classmethod
     def _known_kind(cls, kind: str | None) -> str | None:
         if kind is not None and kind not in ERROR_KINDS:
-            raise ValueError(
-                f"unknown error kind {kind!r}; expected one of {', '.join(ERROR_KINDS)}"
-            )
+            hint = did_you_mean(kind, ERROR_KINDS, listed="expected one of")
+            raise ValueError(f"unknown error kind {kind!r}{hint}")
         return kind
 
 

@@ -39,6 +39,7 @@ from modelyard.config.node_base import (
     Probability,
 )
 from modelyard.config.router_nodes import ClassifierRoutingSpec, RouterSpec
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ERROR_KINDS
 
 FallbackAction = Literal["next", "propagate", "larger_window"]
@@ -71,10 +72,8 @@ class FallbackSpec(NodeBase):
         for key, action in rules.items():
             for kind in key.split("|"):
                 if kind.strip() not in ERROR_KINDS:
-                    raise ValueError(
-                        f"unknown error kind {kind.strip()!r} in rule {key!r}; "
-                        f"expected one of {', '.join(ERROR_KINDS)}"
-                    )
+                    hint = did_you_mean(kind.strip(), ERROR_KINDS, listed="expected one of")
+                    raise ValueError(f"unknown error kind {kind.strip()!r} in rule {key!r}{hint}")
             if isinstance(action, list) and not action:
                 raise ValueError(f"rule {key!r} lists no nodes; use 'propagate' to stop")
         return rules

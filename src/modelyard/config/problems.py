@@ -8,13 +8,13 @@ The loader (`loader.py`) reads the YAML and re-exports `Loc` and `dotted`, as be
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from modelyard.config.schema import Config
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -109,20 +109,16 @@ def _describe(error: Any, loc: Loc, data: Any) -> str:
     where = dotted(loc)
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        allowed = _allowed_keys(loc[:-1], data)
-        hint = ""
-        close = difflib.get_close_matches(key, allowed, n=1)
-        if close:
-            hint = f"; did you mean {close[0]!r}?"
-        elif allowed:
-            hint = f"; expected one of: {', '.join(sorted(allowed))}"
+        allowed = sorted(_allowed_keys(loc[:-1], data))
+        hint = did_you_mean(key, allowed, listed="expected one of" if allowed else None)
         return f"{where}: unknown key {key!r}{hint}"
     if kind == "missing":
         return f"{where}: required field is missing"
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
-        expected, tag = ctx.get("expected_tags", ""), ctx.get("tag", "")
-        return f"{where}: unknown type {tag!r}; expected one of {expected}"
+        expected, tag = ctx.get("expected_tags", ""), str(ctx.get("tag", ""))
+        types = [t.strip().strip("'") for t in str(expected).split(",") if t.strip()]
+        return f"{where}: unknown type {tag!r}{did_you_mean(tag, types, listed='expected one of')}"
     if kind == "union_tag_not_found":
         return f"{where}: needs a 'type' key (or a model or system name)"
     if kind in ("model_type", "dict_type", "model_attributes_type"):

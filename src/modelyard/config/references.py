@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from modelyard.config.loader import MISSING_ENV, LoadedConfig, Loc, dotted
 from modelyard.config.nodes import NodeSpec
+from modelyard.config.suggest import did_you_mean
 
 
 def node_refs(spec: NodeSpec, loc: Loc) -> Iterator[tuple[str, Loc]]:
@@ -49,18 +50,17 @@ def disabled_providers(loaded: LoadedConfig) -> dict[str, str]:
 def check_references(loaded: LoadedConfig) -> None:
     """Raise ConfigError for the first dangling name, clash or cycle, naming where it is."""
     config = loaded.config
-    for name, model in config.models.items():
-        if model.provider is not None and model.provider not in config.providers:
-            raise loaded.error(
-                ("models", name, "provider"),
-                f"unknown provider {model.provider!r}; "
-                f"defined providers: {', '.join(sorted(config.providers)) or 'none'}",
-            )
-    for name, embedder in config.embedders.items():
-        if embedder.provider is not None and embedder.provider not in config.providers:
-            raise loaded.error(
-                ("embedders", name, "provider"), f"unknown provider {embedder.provider!r}"
-            )
+    providers: list[tuple[Loc, str | None]] = [
+        *((("models", name, "provider"), model.provider) for name, model in config.models.items()),
+        *(
+            (("embedders", name, "provider"), embedder.provider)
+            for name, embedder in config.embedders.items()
+        ),
+    ]
+    for loc, provider in providers:
+        if provider is not None and provider not in config.providers:
+            hint = did_you_mean(provider, sorted(config.providers), listed="defined providers")
+            raise loaded.error(loc, f"unknown provider {provider!r}{hint}")
     for name in config.systems:
         if name in config.models:
             raise loaded.error(
@@ -78,12 +78,11 @@ def check_references(loaded: LoadedConfig) -> None:
         ref, loc = unknown[0]
         more = "".join(
             f"\n  {loaded.path}:{loaded.line(where)}: {dotted(where)}: "
-            f"unknown model or system {name!r}"
+            f"unknown model or system {name!r}{did_you_mean(name, known, listed=None)}"
             for name, where in unknown[1:]
         )
-        raise loaded.error(
-            loc, f"unknown model or system {ref!r}; known: {', '.join(sorted(known))}{more}"
-        )
+        hint = did_you_mean(ref, sorted(known))
+        raise loaded.error(loc, f"unknown model or system {ref!r}{hint}{more}")
     _check_inline_names(loaded)
     _check_cycles(loaded)
 

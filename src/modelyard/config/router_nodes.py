@@ -4,6 +4,7 @@ the routes they choose between."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
@@ -20,6 +21,7 @@ from modelyard.config.node_base import (
     NodeBase,
     Probability,
 )
+from modelyard.config.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from modelyard.config.nodes import NodeSpec  # resolved by the rebuild in nodes.py
@@ -119,12 +121,14 @@ class LearnedRoutingSpec(Spec):
     """For a price-table cost estimate where the artifact recorded no cost for a candidate."""
 
 
-def _not_a_route(field: str, name: str, known: str) -> str:
+def _not_a_route(field: str, name: str, routes: Collection[str]) -> str:
     """Why `name` is refused where a route is expected: routes are the keys of `routes`, and a
-    model's or system's name there is the usual slip."""
+    model's or system's name there is the usual slip (a typo of a route, the other one)."""
+    close = did_you_mean(name, routes, listed=None)
     return (
-        f"{field} {name!r} is not a route: a route is a key of routes ({known}), not a "
-        f"model's name; add routes.{name}: <model or system>, or name one of those"
+        f"{field} {name!r} is not a route{close + ' A' if close else ': a'} route is a key of "
+        f"routes ({', '.join(routes)}), not a model's name; add routes.{name}: "
+        "<model or system>, or name one of those"
     )
 
 
@@ -152,7 +156,7 @@ class RouterSpec(NodeBase):
                 f"add default: <one of {known}>"
             )
         if self.default not in self.routes:
-            raise ValueError(_not_a_route("default", self.default, known))
+            raise ValueError(_not_a_route("default", self.default, self.routes))
         policies = [p for p in (self.classifier, self.semantic, self.learned) if p is not None]
         if len(policies) > 1:
             raise ValueError("give at most one of classifier, semantic and learned")
@@ -160,7 +164,7 @@ class RouterSpec(NodeBase):
             raise ValueError("a router needs rules, or a classifier, semantic or learned policy")
         for i, rule in enumerate(self.rules):
             if rule.route not in self.routes:
-                raise ValueError(_not_a_route(f"rules[{i}] route", rule.route, known))
+                raise ValueError(_not_a_route(f"rules[{i}] route", rule.route, self.routes))
         if self.classifier is not None and self.classifier.labels is not None:
             missing = [label for label in self.classifier.labels if label not in self.routes]
             if missing:

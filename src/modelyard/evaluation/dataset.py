@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import FORMATS, load_recordings
 from modelyard.evaluation.recordings import (
@@ -173,8 +174,7 @@ def load_items(value: str, fmt: str = LABELLED, base_dir: Path | None = None) ->
             raise ConfigError("data file not found", path=str(path))
         return load_labelled(path)
     if fmt not in FORMATS:
-        known = ", ".join([LABELLED, *FORMATS])
-        raise ConfigError(f"unknown data format {fmt!r}; known: {known}")
+        raise ConfigError(f"unknown data format {fmt!r}{did_you_mean(fmt, [LABELLED, *FORMATS])}")
     recordings = load_recordings(fmt, [path])
     if recordings.duplicates:
         # Evaluated once, as replay answers it once; said, since the count of items then

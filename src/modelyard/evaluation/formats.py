@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelyard.config.suggest import did_you_mean
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
 from modelyard.evaluation.recordings import (
@@ -252,7 +253,7 @@ def load_recordings(fmt: str, paths: list[Path]) -> Recordings:
     """Recordings of format `fmt` from one or more files or folders, merged by prompt."""
     loader = FORMATS.get(fmt)
     if loader is None:
-        raise ConfigError(f"unknown recording format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown recording format {fmt!r}{did_you_mean(fmt, FORMATS)}")
     loaded = [loader(path) for path in paths]
     if len(loaded) == 1:
         return loaded[0]

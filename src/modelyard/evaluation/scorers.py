@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
@@ -296,8 +297,8 @@ def make_scorer(spec: str, models: Mapping[str, Model] | None = None) -> Scorer:
         return JsonFieldScorer(argument)
     if kind == "judge" and argument:
         if models is None or argument not in models:
-            known = ", ".join(sorted(models or {})) or "none"
-            raise ConfigError(f"judge model {argument!r} is not in the config; known: {known}")
+            hint = did_you_mean(argument, sorted(models or {}))
+            raise ConfigError(f"judge model {argument!r} is not in the config{hint}")
         return JudgeScorer(models[argument])
     if kind == "callable" and argument:
         return CallableScorer(import_function(argument), spec=spec)

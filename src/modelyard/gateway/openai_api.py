@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import orjson
 
+from modelyard.config.suggest import did_you_mean
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.fields import (
     expect_list,
@@ -397,7 +398,8 @@ def not_found(target: str, available: list[str]) -> ApiError:
     """404 for an unknown model, listing what exists."""
     return ApiError(
         404,
-        f"The model {target!r} does not exist; available: {', '.join(available) or 'none'}",
+        f"The model {target!r} does not exist"
+        + did_you_mean(target, available, listed="available"),
         "invalid_request_error",
         "model_not_found",
         "model",

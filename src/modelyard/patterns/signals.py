@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from modelyard.config.suggest import did_you_mean
 from modelyard.patterns.normalise import stated_number, states_answer
 
 
@@ -164,5 +165,5 @@ def signal_set(name: str) -> SignalSet:
     try:
         return SIGNAL_SETS[name]
     except KeyError:
-        known = ", ".join(sorted(SIGNAL_SETS))
-        raise ValueError(f"no answer signals called {name!r}; known: {known}") from None
+        hint = did_you_mean(name, sorted(SIGNAL_SETS))
+        raise ValueError(f"no answer signals called {name!r}{hint}") from None

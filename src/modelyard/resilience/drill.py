@@ -34,6 +34,7 @@ from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import Resources
 from modelyard.config.schema import ProviderSpec
+from modelyard.config.suggest import did_you_mean
 from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import (
     ModelError,
@@ -297,7 +298,11 @@ async def _workload(
     """`plan.requests` requests, every other one streamed, `plan.concurrency` at a time."""
     model = built.systems.get(target) or built.models.get(target)
     if model is None:
-        raise NotFoundError(f"no system or model named {target!r} in the config")
+        known = [*built.systems, *built.models]
+        raise NotFoundError(
+            f"no system or model named {target!r} in the config"
+            + did_you_mean(target, known, listed="available")
+        )
     faked = _reachable(model)
     budget = deadline * scale if deadline else None
     outcomes: list[Outcome] = []
@@ -350,8 +355,11 @@ async def run_drill(
     for target in names:
         model = healthy.systems.get(target) or healthy.models.get(target)
         if model is None:
-            known = ", ".join([*sorted(config.systems), *sorted(config.models)])
-            raise NotFoundError(f"no system or model named {target!r}; available: {known}")
+            known = [*sorted(config.systems), *sorted(config.models)]
+            raise NotFoundError(
+                f"no system or model named {target!r}"
+                + did_you_mean(target, known, listed="available")
+            )
         uses[target] = {plan[m] for m in _reachable(model)}
         if uses[target]:
             baselines[target] = await _workload(healthy, target, workload, time_scale, deadline)

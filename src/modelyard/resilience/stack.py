@@ -43,6 +43,7 @@ import orjson
 from modelyard.config.loader import Loc
 from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetryBudgetSpec, RetrySpec
 from modelyard.config.schema import ModelSpec, ProviderSpec
+from modelyard.config.suggest import did_you_mean
 from modelyard.cost.metering import Metered
 from modelyard.model import Model, ModelInfo
 from modelyard.observability.attempts import TracedTries
@@ -288,7 +289,7 @@ def add_model_fallbacks(context: BuildContext, seal: Callable[[str, Model], Mode
                 hint = (
                     "; it is a system: use a fallback system to fall back to systems"
                     if other in context.loaded.config.systems
-                    else f"; defined models: {', '.join(sorted(specs))}"
+                    else did_you_mean(other, sorted(specs), listed="defined models")
                 )
                 raise context.error(loc, f"unknown model {other!r}{hint}")
             if other in seen:
