@@ -379,3 +379,27 @@ def test_a_misspelt_member_is_answered_with_the_name_meant() -> None:
 def test_a_misspelt_pattern_type_is_answered_with_the_type_meant() -> None:
     error = error_of("models:\n  a: {local: {type: fake}}\nsystems:\n  s: {type: casade}\n")
     assert "unknown type 'casade'; did you mean 'cascade'? expected one of: " in str(error)
+
+
+@pytest.mark.parametrize(
+    ("system", "where", "said"),
+    [
+        (
+            "{type: cascade, stages: [{model: a}]}",
+            "systems.s.stages",
+            "1 given; a cascade needs at least two stages: a cheap one that answers when it is "
+            "confident (a threshold and an estimator), and a last one that always answers",
+        ),
+        ("{type: ensemble, members: [a]}", "systems.s.members", "1 given; an ensemble needs"),
+        ("{type: fallback, chain: []}", "systems.s.chain", "0 given; a fallback needs"),
+        ("{type: pipeline, stages: []}", "systems.s.stages", "0 given; a pipeline needs"),
+        ("{type: balance, members: []}", "systems.s.members", "0 given; a balance needs"),
+        ("{type: router, routes: {}, default: a}", "systems.s.routes", "0 given; a router needs"),
+    ],
+)
+def test_a_pattern_with_too_few_members_says_what_it_needs(
+    system: str, where: str, said: str
+) -> None:
+    error = error_of(f"models:\n  a: {{local: {{type: fake}}}}\nsystems:\n  s: {system}\n")
+    assert f"cfg.yaml:4: {where}: {said}" in str(error)
+    assert "should have at least" not in str(error)

@@ -420,7 +420,11 @@ def _kinds(decision: Decision | None) -> list[str]:
 @pytest.mark.parametrize(
     ("node", "where", "message"),
     [
-        ("{type: balance, members: []}", ("members",), "at least 1 item"),
+        (
+            "{type: balance, members: []}",
+            ("members",),
+            "0 given; a balance needs at least one member",
+        ),
         ("{type: balance, members: [east], strategy: random}", ("strategy",), "'round_robin'"),
         (
             "{type: balance, members: [east, west], weights: [1]}",

@@ -4,10 +4,11 @@ them, and its settings."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, model_validator
 
+from modelyard.config.base import AtLeast
 from modelyard.config.node_base import ChildNodes, NodeBase, Probability
 
 if TYPE_CHECKING:
@@ -20,7 +21,9 @@ class BalanceSpec(NodeBase):
     another."""
 
     type: Literal["balance"]
-    members: list[NodeSpec] = Field(min_length=1)
+    members: Annotated[
+        list[NodeSpec], AtLeast(1, "a balance needs at least one member to spread requests over")
+    ]
     strategy: Literal["weighted", "round_robin", "least_busy", "fastest"] = "weighted"
     """`weighted`: random by `weights`; `round_robin`: in turn; `least_busy`: fewest requests
     in flight in this process; `fastest`: lowest recent latency, exploring now and then."""

@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from modelyard.config.base import Spec
+from modelyard.config.base import AtLeast, Spec
 from modelyard.config.node_base import (
     ChildNodes,
     FunctionName,
@@ -47,7 +47,10 @@ class AgreementEstimatorSpec(Spec):
     """Confidence = share of other (cheap) Models that give the stage's answer, stage included."""
 
     type: Literal["agreement"]
-    models: list[NodeSpec] = Field(min_length=1)
+    models: Annotated[
+        list[NodeSpec],
+        AtLeast(1, "an agreement estimator needs at least one model to compare answers with"),
+    ]
     normalise: NormaliserName = "exact"
     ask: Literal["together", "in_turn"] = "together"
     """`in_turn`: one at a time, in the listed order (cheapest first), stopping once the
@@ -118,7 +121,15 @@ class CascadeSpec(NodeBase):
     """Ask the cheapest stage first; escalate while the answer's confidence is too low."""
 
     type: Literal["cascade"]
-    stages: list[CascadeStageSpec] = Field(min_length=2)
+    stages: Annotated[
+        list[CascadeStageSpec],
+        AtLeast(
+            2,
+            "a cascade needs at least two stages: a cheap one that answers when it is confident "
+            "(a threshold and an estimator), and a last one that always answers; for one model "
+            "alone, name it instead of a cascade",
+        ),
+    ]
     stage_share: float = Field(default=0.5, gt=0, le=1)
     """Share of the request's remaining time a stage before the last may use (a fallback's
     `member_share`), so a slow cheap stage cannot leave the last stage without time to answer."""

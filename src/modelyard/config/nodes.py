@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from modelyard.config.balance_nodes import BalanceSpec
-from modelyard.config.base import Spec
+from modelyard.config.base import AtLeast, Spec
 from modelyard.config.cascade_nodes import (
     AgreementEstimatorSpec,
     CascadeSpec,
@@ -55,7 +55,10 @@ class FallbackSpec(NodeBase):
     """
 
     type: Literal["fallback"]
-    chain: list[NodeSpec] = Field(min_length=1)
+    chain: Annotated[
+        list[NodeSpec],
+        AtLeast(1, "a fallback needs at least one model or system in its chain, tried in order"),
+    ]
     on_error: dict[str, FallbackAction | list[NodeSpec]] = Field(default_factory=dict)
     continue_streams: bool = False
     """After part of a stream reached the caller, let a fallback that supports assistant
@@ -184,7 +187,9 @@ class PipelineSpec(NodeBase):
     """Run stages in order, each reading earlier outputs; gates between them."""
 
     type: Literal["pipeline"]
-    stages: list[StageSpec] = Field(min_length=1)
+    stages: Annotated[
+        list[StageSpec], AtLeast(1, "a pipeline needs at least one stage, each a model or system")
+    ]
 
     def stage_names(self) -> list[str]:
         """Each stage's name, defaults filled in."""
@@ -225,7 +230,14 @@ class EnsembleSpec(NodeBase):
     """Ask every member at once and combine: vote, weighted vote, a judge, or a fuser."""
 
     type: Literal["ensemble"]
-    members: list[NodeSpec] = Field(min_length=2)
+    members: Annotated[
+        list[NodeSpec],
+        AtLeast(
+            2,
+            "an ensemble needs at least two members to combine; for one model alone, name it "
+            "instead of an ensemble",
+        ),
+    ]
     combine: Literal["vote", "weighted_vote", "judge", "fuse"] = "vote"
     normalise: NormaliserName = "exact"
     judge: NodeSpec | None = None

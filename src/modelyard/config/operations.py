@@ -9,12 +9,12 @@ Names these sections refer to (models, systems, embedders) are checked when the 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from modelyard.config.base import Spec
+from modelyard.config.base import AtLeast, Spec
 from modelyard.config.gateway import GatewaySpec
 
 StateBackend = Literal["memory", "sqlite", "redis", "postgres"]
@@ -150,7 +150,10 @@ class SemanticCacheSpec(Spec):
 
     embedder: str
     """An embedder from `embedders:`."""
-    systems: list[str] = Field(min_length=1)
+    systems: Annotated[
+        list[str],
+        AtLeast(1, "a semantic cache needs at least one system (or model) that may answer from it"),
+    ]
     """The systems (or models) that may answer from the semantic cache."""
     threshold: float = Field(default=0.95, gt=0, le=1)
     """Cosine similarity at or above which a cached answer is served."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     Field,
@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from modelyard.config.base import Spec
+from modelyard.config.base import AtLeast, Spec
 from modelyard.config.node_base import (
     ChildNodes,
     FunctionName,
@@ -93,7 +93,10 @@ class SemanticRoutingSpec(Spec):
     """Route by embedding similarity to example utterances of each route."""
 
     embedder: str
-    examples: dict[str, list[str]] = Field(min_length=1)
+    examples: Annotated[
+        dict[str, list[str]],
+        AtLeast(1, "semantic routing needs example utterances for at least one route"),
+    ]
     """Example utterances per route name."""
     threshold: Probability = 0.5
     """The best cosine similarity must reach this, else the default route."""
@@ -137,7 +140,10 @@ class RouterSpec(NodeBase):
     policy, else the default."""
 
     type: Literal["router"]
-    routes: dict[str, NodeSpec] = Field(min_length=1)
+    routes: Annotated[
+        dict[str, NodeSpec],
+        AtLeast(1, "a router needs at least one route: routes: {<route>: <model or system>}"),
+    ]
     default: str | None = None
     rules: list[RuleSpec] = Field(default_factory=list)
     classifier: ClassifierRoutingSpec | None = None
