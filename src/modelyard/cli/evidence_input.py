@@ -52,7 +52,12 @@ LimitOpt = Annotated[int | None, typer.Option(min=1, help="Only the first N item
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Write an HTML report here.")]
 HistoryOpt = Annotated[
-    Path | None, typer.Option("--history", help="History folder (default .modelyard/history).")
+    Path | None,
+    typer.Option(
+        "--history",
+        help="Folder of this config's applied versions (default .modelyard/history/<file name> "
+        "beside it).",
+    ),
 ]
 KeepOpt = Annotated[int, typer.Option(min=2, help="Applied versions to keep.")]
 ForceOpt = Annotated[
