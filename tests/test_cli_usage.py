@@ -230,3 +230,34 @@ systems:
     assert result.exit_code == 0, result.output
     assert "$0.000000" not in result.output
     assert "cost $1.2e-07" in result.stderr and "$1.2e-07" in result.stdout  # 6 tokens
+
+
+def test_diagram_of_a_misspelt_system_is_answered_with_the_name_meant(
+    write_config: Callable[[str], Path],
+) -> None:
+    result = CliRunner().invoke(app, ["diagram", str(write_config(CONFIG)), "mian"])
+    assert result.exit_code == 2
+    assert "no system 'mian' in the config; did you mean 'main'?" in result.stderr
+
+
+def test_diagram_of_a_config_without_systems_says_so(write_config: Callable[[str], Path]) -> None:
+    config = write_config("models:\n  a: {local: {type: fake}}\n")
+    result = CliRunner().invoke(app, ["diagram", str(config)])
+    assert result.exit_code == 2
+    assert "the config has no systems: add one under systems:" in result.stderr
+
+
+def test_diagram_of_several_entry_points_says_how_to_pick_one(
+    write_config: Callable[[str], Path],
+) -> None:
+    config = write_config(CONFIG + "  other: {type: fallback, chain: [steady]}\n")
+    result = CliRunner().invoke(app, ["diagram", str(config)])
+    assert result.exit_code == 2
+    assert "2 entry points; name one after the config: main, other" in result.stderr
+
+
+def test_revoking_an_unknown_key_points_to_the_list(write_config: Callable[[str], Path]) -> None:
+    config = str(write_config(CONFIG))
+    result = CliRunner().invoke(app, ["keys", "revoke", config, "nope"])
+    assert result.exit_code == 2
+    assert f"no active key 'nope'; `modelyard keys list {config}` shows" in result.stderr

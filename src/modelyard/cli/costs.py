@@ -201,7 +201,7 @@ async def _with_cache(loaded: LoadedConfig, clear: bool) -> None:
 
     spec = loaded.config.cache
     if spec is None:
-        fail(f"{loaded.path} has no cache: section")
+        fail(f"{loaded.path} has no cache: section, so no cache to show or clear")
     if spec.backend == "memory":
         fail(
             f"{loaded.path} keeps its cache in memory, inside each process that serves it: "

@@ -22,6 +22,7 @@ from rich.status import Status
 
 from modelyard.cli.app import app, check_writable, console, fail, guarded
 from modelyard.config.loader import load_config
+from modelyard.config.suggest import did_you_mean
 from modelyard.demo.loading import ReportingResources, local_models
 from modelyard.demo.report import render, write_report
 from modelyard.demo.summary import (
@@ -47,14 +48,26 @@ EXAMPLE_QUESTION = "Where is my order ORD-731842?"
 
 def _pick_system(yard: Yard, wanted: str | None) -> str:
     if wanted is not None:
-        if wanted not in yard.systems:
-            fail(f"no system {wanted!r} in the config; systems: {', '.join(sorted(yard.systems))}")
+        _check_system(yard, wanted)
         return wanted
     if "support" in yard.systems:
         return "support"
+    return _only_entry_point(yard, "pick one with --system")
+
+
+def _check_system(yard: Yard, name: str) -> None:
+    if name not in yard.systems:
+        fail(f"no system {name!r} in the config" + did_you_mean(name, sorted(yard.systems)))
+
+
+def _only_entry_point(yard: Yard, pick: str) -> str:
+    """The config's one system no other system contains; exit 2 naming them otherwise, and
+    how to `pick` one."""
     roots = entry_points(yard.systems)
-    if len(roots) != 1:
-        fail(f"the config has {len(roots)} entry points; pick one with --system: {roots}")
+    if not roots:
+        fail("the config has no systems: add one under systems:, then run this again")
+    if len(roots) > 1:
+        fail(f"the config has {len(roots)} entry points; {pick}: {', '.join(roots)}")
     return roots[0]
 
 
@@ -209,12 +222,11 @@ def diagram(
     def run() -> None:
         yard = load(config)
         try:
-            names = [system] if system is not None else entry_points(yard.systems)
-            if not names or names[0] not in yard.systems:
-                fail(f"no system {system!r}; systems: {', '.join(sorted(yard.systems))}")
-            if len(names) > 1:
-                fail(f"the config has several entry points; name one: {', '.join(names)}")
-            svg = system_svg(yard.systems[names[0]])
+            if system is not None:
+                _check_system(yard, system)
+            svg = system_svg(
+                yard.systems[system or _only_entry_point(yard, "name one after the config")]
+            )
         finally:
             asyncio.run(yard.aclose())
         if output is None:

@@ -159,7 +159,7 @@ def keys_revoke(
 
     def run() -> None:
         if not _with_store(config, lambda store: store.revoke(key_id)):
-            fail(f"no active key {key_id!r}")
+            fail(f"no active key {key_id!r}; `modelyard keys list {config}` shows the active keys")
         console.print(f"revoked {key_id}")
 
     guarded(run)

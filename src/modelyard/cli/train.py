@@ -12,6 +12,7 @@ import typer
 from modelyard.cli.app import app, check_writable, console, fail, guarded
 from modelyard.config.build import build_embedders
 from modelyard.config.loader import load_config
+from modelyard.config.suggest import did_you_mean
 from modelyard.patterns.artifact import save
 from modelyard.patterns.signals import SIGNAL_SETS, signal_set
 from modelyard.patterns.training import OutcomesError, read_outcomes, train_router
@@ -88,8 +89,8 @@ def train(
         # Embedders only: the config may already name the artifact this run writes.
         embedders = build_embedders(load_config(config))
         if embedder not in embedders:
-            known = ", ".join(sorted(embedders)) or "none"
-            fail(f"no embedder {embedder!r} in {config}; defined embedders: {known}")
+            hint = did_you_mean(embedder, sorted(embedders), listed="defined embedders")
+            fail(f"no embedder {embedder!r} in {config}{hint}")
         wanted = [m.strip() for m in models.split(",") if m.strip()] if models else None
         try:
             rows = read_outcomes(outcomes, wanted, features=reads)
