@@ -20,11 +20,11 @@ from typing import Any, get_args
 from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import Resources
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import BadRequestError, NotFoundError
 from modelyard.model import Embedder, Model
 from modelyard.resilience.health import HealthReport
 from modelyard.resilience.streams import closing
+from modelyard.suggest import did_you_mean
 from modelyard.types import (
     ChatRequest,
     ChatResponse,

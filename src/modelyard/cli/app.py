@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import BadRequestError, ConfigError, ModelError, NotFoundError
+from modelyard.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from modelyard.yard import Yard

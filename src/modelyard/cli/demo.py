@@ -22,7 +22,6 @@ from rich.status import Status
 
 from modelyard.cli.app import app, check_writable, console, fail, guarded
 from modelyard.config.loader import load_config
-from modelyard.config.suggest import did_you_mean
 from modelyard.demo.loading import ReportingResources, local_models
 from modelyard.demo.report import render, write_report
 from modelyard.demo.summary import (
@@ -37,6 +36,7 @@ from modelyard.demo.terminal import summary_view
 from modelyard.demo.workload import Outcome, Ticket, read_tickets, run_workload
 from modelyard.diagram import system_svg
 from modelyard.evaluation.isolation import build_for_evaluation
+from modelyard.suggest import did_you_mean
 from modelyard.topology import entry_points
 from modelyard.yard import Yard, load
 

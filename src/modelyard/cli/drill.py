@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 
 from modelyard.cli.app import app, console, fail, guarded
-from modelyard.config.suggest import did_you_mean
 from modelyard.resilience.drill import FAULTS, DrillReport, FaultResult, Workload, run_drill
+from modelyard.suggest import did_you_mean
 
 _STYLE = {"survived": "green", "degraded": "yellow", "failed": "bold red"}
 

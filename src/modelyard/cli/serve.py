@@ -12,8 +12,8 @@ from rich.table import Table
 
 from modelyard.cli.app import app, console, fail, guarded
 from modelyard.cli.basic import ConfigPath
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import UnavailableError
+from modelyard.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from modelyard.config.loader import LoadedConfig

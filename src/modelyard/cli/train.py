@@ -12,10 +12,10 @@ import typer
 from modelyard.cli.app import app, check_writable, console, fail, guarded
 from modelyard.config.build import build_embedders
 from modelyard.config.loader import load_config
-from modelyard.config.suggest import did_you_mean
 from modelyard.patterns.artifact import save
 from modelyard.patterns.signals import SIGNAL_SETS, signal_set
 from modelyard.patterns.training import OutcomesError, read_outcomes, train_router
+from modelyard.suggest import did_you_mean
 
 
 @app.command()

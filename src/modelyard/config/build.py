@@ -21,7 +21,6 @@ from modelyard.config.references import check_references, disabled_providers
 from modelyard.config.resources import Resources
 from modelyard.config.schema import EmbedderSpec, ModelSpec, ProviderSpec
 from modelyard.config.secrets import inline_key_warnings
-from modelyard.config.suggest import did_you_mean
 from modelyard.cost.alerts import AlertHub
 from modelyard.cost.ledger import Ledger
 from modelyard.cost.prices import Price
@@ -34,6 +33,7 @@ from modelyard.providers.registry import WIRES, embedding_wire_format, wire_form
 from modelyard.providers.remote import Endpoint, RemoteEmbedder, RemoteModel
 from modelyard.resilience.health import HealthRegistry
 from modelyard.resilience.stack import Resilience, wrap_model
+from modelyard.suggest import did_you_mean
 
 NodeBuilder = Callable[[Any, "BuildContext", Loc, str], Model]
 """Builds the Model for one pattern spec: (spec, context, where in the file, node name)."""

@@ -25,7 +25,6 @@ from modelyard.config.build import BuildContext
 from modelyard.config.loader import Loc, config_relative
 from modelyard.config.operations import CacheSpec, LedgerSpec, OperationsSpec
 from modelyard.config.references import node_refs
-from modelyard.config.suggest import did_you_mean
 from modelyard.cost.accounting import Accounted
 from modelyard.cost.alerts import AlertHub, Webhook
 from modelyard.cost.anomaly import AnomalyDetector
@@ -45,6 +44,7 @@ from modelyard.providers.local_basic import DisabledModel
 from modelyard.resilience.stack import add_model_fallbacks
 from modelyard.state.base import StateStore
 from modelyard.state.factory import shared_store
+from modelyard.suggest import did_you_mean
 
 
 def state_store(context: BuildContext) -> StateStore:

@@ -10,8 +10,8 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, field_validator, mo
 
 from modelyard.config.base import Spec
 from modelyard.config.replay import ReplaySpec
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ERROR_KINDS
+from modelyard.suggest import did_you_mean
 
 
 class ReplySpec(Spec):

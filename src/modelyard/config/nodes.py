@@ -39,8 +39,8 @@ from modelyard.config.node_base import (
     Probability,
 )
 from modelyard.config.router_nodes import ClassifierRoutingSpec, RouterSpec
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ERROR_KINDS
+from modelyard.suggest import did_you_mean
 
 FallbackAction = Literal["next", "propagate", "larger_window"]
 

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from modelyard.config.schema import Config
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ConfigError
+from modelyard.suggest import did_you_mean
 
 Loc = tuple[str | int, ...]
 """Where in a config: the keys and indexes from its top level."""

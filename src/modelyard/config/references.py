@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from modelyard.config.loader import MISSING_ENV, LoadedConfig, Loc, dotted
 from modelyard.config.nodes import NodeSpec
-from modelyard.config.suggest import did_you_mean
+from modelyard.suggest import did_you_mean
 
 
 def node_refs(spec: NodeSpec, loc: Loc) -> Iterator[tuple[str, Loc]]:

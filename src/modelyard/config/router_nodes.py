@@ -21,7 +21,7 @@ from modelyard.config.node_base import (
     NodeBase,
     Probability,
 )
-from modelyard.config.suggest import did_you_mean
+from modelyard.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from modelyard.config.nodes import NodeSpec  # resolved by the rebuild in nodes.py

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import FORMATS, load_recordings
 from modelyard.evaluation.recordings import (
@@ -30,6 +29,7 @@ from modelyard.evaluation.tabular import (
     refuse_other_format,
     require_columns,
 )
+from modelyard.suggest import did_you_mean
 from modelyard.types import ChatRequest, Message, split_system
 
 LABELLED = "labelled"

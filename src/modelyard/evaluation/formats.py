@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelyard.config.suggest import did_you_mean
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
 from modelyard.evaluation.recordings import (
@@ -48,6 +47,7 @@ from modelyard.evaluation.routellm import load_gsm8k, load_mmlu, load_mtbench
 from modelyard.evaluation.routerbench import load_routerbench
 from modelyard.evaluation.synthetic import choice_answer, option_letters, pseudo_gold
 from modelyard.evaluation.tabular import files_in, read_json, read_jsonl
+from modelyard.suggest import did_you_mean
 
 Loader = Callable[[Path], Recordings]
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.config.suggest import did_you_mean
 from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
 from modelyard.functions import call_function, import_function
 from modelyard.model import Model
 from modelyard.patterns.normalise import choice, lookup, number, parse_json_answer
+from modelyard.suggest import did_you_mean
 from modelyard.types import ChatResponse, user
 
 UNPARSED = "unparsed"

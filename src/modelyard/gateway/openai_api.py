@@ -11,7 +11,6 @@ from typing import Any, cast
 
 import orjson
 
-from modelyard.config.suggest import did_you_mean
 from modelyard.gateway.errors import ApiError, bad_request
 from modelyard.gateway.fields import (
     expect_list,
@@ -25,6 +24,7 @@ from modelyard.gateway.fields import (
     shallow,
     string_map,
 )
+from modelyard.suggest import did_you_mean
 from modelyard.types import (
     ChatRequest,
     Effort,

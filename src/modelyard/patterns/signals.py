@@ -24,8 +24,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelyard.config.suggest import did_you_mean
 from modelyard.patterns.normalise import stated_number, states_answer
+from modelyard.suggest import did_you_mean
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,6 @@ from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import Resources
 from modelyard.config.schema import ProviderSpec
-from modelyard.config.suggest import did_you_mean
 from modelyard.cost.dispatch import mark_sent
 from modelyard.errors import (
     ModelError,
@@ -48,6 +47,7 @@ from modelyard.evaluation.isolation import for_evaluation
 from modelyard.model import Model, ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.stack import Resilience
+from modelyard.suggest import did_you_mean
 from modelyard.types import ChatRequest, ChatResponse, Chunk, user
 
 ANSWER = "The drill answer arrived complete and in order."

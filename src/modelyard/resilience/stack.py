@@ -43,7 +43,6 @@ import orjson
 from modelyard.config.loader import Loc
 from modelyard.config.resilience import BreakerSpec, LimitsSpec, RetryBudgetSpec, RetrySpec
 from modelyard.config.schema import ModelSpec, ProviderSpec
-from modelyard.config.suggest import did_you_mean
 from modelyard.cost.metering import Metered
 from modelyard.model import Model, ModelInfo
 from modelyard.observability.attempts import TracedTries
@@ -56,6 +55,7 @@ from modelyard.resilience.ratelimit import Limiter, RateLimitModel, RateLimits
 from modelyard.resilience.retry import RetryBudget, RetryModel, RetryPolicy
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
+from modelyard.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from modelyard.config.build import BuildContext

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelyard.config.suggest import did_you_mean
+from modelyard.suggest import did_you_mean
 
 
 def test_a_typo_is_answered_with_the_close_name_first_then_every_name() -> None:
