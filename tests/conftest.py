@@ -16,6 +16,22 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+ROOMY = "{connect: 10.0, total: 10.0, first_token: 10.0, stall: 10.0}"
+"""Provider time limits with room for a loaded 2-core machine: a test not about a time limit
+never meets one. The `timeouts` fixture's value, unless a test is marked with `tight_limits`."""
+
+
+def tight_limits(timeouts: str) -> pytest.MarkDecorator:
+    """Mark a test about a time limit: its `timeouts` are these exact values, not ROOMY."""
+    return pytest.mark.parametrize("timeouts", [timeouts], ids=["tight"])
+
+
+@pytest.fixture
+def timeouts() -> str:
+    """The provider time limits (a YAML flow mapping) of a test's config: ROOMY by default."""
+    return ROOMY
+
+
 def skip_without_shared_data(config: Path) -> None:
     """Skip a test of an example that replays ../shared/data when that folder is not here."""
     from modelyard.evaluation.recordings import data_root

@@ -15,17 +15,21 @@ from modelyard.cost.ledger import SqliteLedgerFile
 from modelyard.cost.prices import estimate_input_tokens, estimate_tokens
 from modelyard.errors import ModelTimeoutError
 from modelyard.types import Usage, user
+from tests.conftest import tight_limits
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 
 KEY = "sk-modelyard-TEST-tokens-0001"
+TIGHT = "{connect: 1.0, total: 1.0, first_token: 0.3, stall: 0.3}"
+"""The limits the calls that time out meet (marked `tight`)."""
+tight = tight_limits(TIGHT)
 CONFIG = """
 providers:
   oa:
     type: openai
     base_url: {url}/v1
     api_key: {key}
-    timeouts: {{connect: 1.0, total: 1.0, first_token: 0.3, stall: 0.3}}
+    timeouts: {timeouts}
     retry: {{attempts: {retries}, initial_backoff: 0.01, jitter: none}}
     breaker: {{enabled: false}}
     limits: {{learn: false}}
@@ -50,14 +54,15 @@ async def ledger_rows(path: Path) -> list[tuple[Any, ...]]:
     return rows
 
 
+@tight
 @pytest.mark.parametrize("retries", [0, 1])
 async def test_a_chat_call_that_timed_out_after_sending_is_recorded_with_its_tokens(
-    fake: FakeOpenAI, write_config: Callable[[str], Path], retries: int
+    fake: FakeOpenAI, write_config: Callable[[str], Path], retries: int, timeouts: str
 ) -> None:
     fake.reset()
     for _ in range(retries + 1):
         fake.push(Fault(hang=True))
-    path = write_config(CONFIG.format(url=fake.url, key=KEY, retries=retries))
+    path = write_config(CONFIG.format(url=fake.url, key=KEY, retries=retries, timeouts=timeouts))
     request = user("What is the capital of France?")
     async with modelyard.load(path) as yard:
         with pytest.raises(ModelTimeoutError) as caught:
@@ -70,12 +75,13 @@ async def test_a_chat_call_that_timed_out_after_sending_is_recorded_with_its_tok
     assert cost == pytest.approx(price.cost(Usage(input_tokens=tokens))) and cost > 0
 
 
+@tight
 async def test_an_embedding_call_that_timed_out_after_sending_is_recorded_with_its_tokens(
-    fake: FakeOpenAI, write_config: Callable[[str], Path]
+    fake: FakeOpenAI, write_config: Callable[[str], Path], timeouts: str
 ) -> None:
     fake.reset()
     fake.push(Fault(hang=True))
-    path = write_config(CONFIG.format(url=fake.url, key=KEY, retries=0))
+    path = write_config(CONFIG.format(url=fake.url, key=KEY, retries=0, timeouts=timeouts))
     texts = ("one", "two words")
     async with modelyard.load(path) as yard:
         with pytest.raises(ModelTimeoutError):
@@ -87,10 +93,10 @@ async def test_an_embedding_call_that_timed_out_after_sending_is_recorded_with_i
 
 
 async def test_an_answered_call_is_recorded_with_the_providers_tokens(
-    fake: FakeOpenAI, write_config: Callable[[str], Path]
+    fake: FakeOpenAI, write_config: Callable[[str], Path], timeouts: str
 ) -> None:
     fake.reset()
-    path = write_config(CONFIG.format(url=fake.url, key=KEY, retries=0))
+    path = write_config(CONFIG.format(url=fake.url, key=KEY, retries=0, timeouts=timeouts))
     async with modelyard.load(path) as yard:
         answer = await yard.complete("mini", "hi")
     [(_, _, input_tokens, estimated)] = await ledger_rows(path)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import ROOMY
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.providers.test_anthropic_adapter import CONFIG, KEY, MODEL_ID
 
@@ -28,6 +29,7 @@ async def claude_yard(
     8,000 output tokens: enough for a thinking budget."""
     claude_fake.reset()
     claude_fake.turns.clear()
-    text = CONFIG.format(url=claude_fake.url, model_id=MODEL_ID).replace("1000", "8000")
+    text = CONFIG.format(url=claude_fake.url, model_id=MODEL_ID, timeouts=ROOMY)
+    text = text.replace("1000", "8000")
     async with modelyard.load(write_config(text), env={"ANTHROPIC_API_KEY": KEY}) as loaded:
         yield loaded

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, ROOMY, tight_limits
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.server import Fault, sse
 from typer.testing import CliRunner
@@ -52,11 +52,9 @@ from modelyard.types import (
 from modelyard.yard import Yard
 
 KEY = "sk-modelyard-TEST-5ecr3t-7f3a9c0d"
-TIMEOUTS = "{connect: 10.0, total: 10.0, first_token: 10.0, stall: 10.0}"
-"""Room for a loaded 2-core machine: a test not about a time limit never meets one."""
 TIGHT = "{connect: 1.0, total: 1.0, first_token: 0.5, stall: 0.4}"
 """The limits the tests about them meet (marked `tight`)."""
-tight = pytest.mark.parametrize("timeouts", [TIGHT], ids=["tight"])
+tight = tight_limits(TIGHT)
 CONFIG = """
 providers:
   oa:
@@ -93,11 +91,6 @@ def fake() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI(api_key=KEY)
     with server.running():
         yield server
-
-
-@pytest.fixture
-def timeouts() -> str:
-    return TIMEOUTS
 
 
 @pytest.fixture
@@ -408,7 +401,7 @@ async def test_a_server_that_aborted_the_answer_is_asked_again(
 ) -> None:
     # vLLM finishes a preempted or cancelled request with "abort": the text is cut short.
     fake.reset()
-    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace("attempts: 0", "attempts: 1")
+    text = CONFIG.format(url=fake.url, timeouts=ROOMY).replace("attempts: 0", "attempts: 1")
     fake.script(Reply(text="half an ans", finish_reason="abort"), Reply(text="whole answer"))
     async with modelyard.load(write_config(text, "config.yaml"), env={"OPENAI_KEY": KEY}) as yard:
         response = await yard.complete("mini", "x")
@@ -458,7 +451,7 @@ async def test_a_wrong_key_is_an_authentication_error(
 ) -> None:
     fake.reset()
     wrong = "sk-wrong-key-abcdef0123456789"
-    path = write_config(CONFIG.format(url=fake.url, timeouts=TIMEOUTS), "config.yaml")
+    path = write_config(CONFIG.format(url=fake.url, timeouts=ROOMY), "config.yaml")
     async with modelyard.load(path, env={"OPENAI_KEY": wrong}) as yard:
         with pytest.raises(AuthenticationError) as caught:
             await yard.complete("mini", "x")
@@ -706,7 +699,7 @@ async def test_old_servers_get_max_tokens(
     fake: FakeOpenAI, write_config: Callable[[str, str], Path]
 ) -> None:
     fake.reset()
-    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace(
+    text = CONFIG.format(url=fake.url, timeouts=ROOMY).replace(
         "type: openai", "type: openai\n    max_tokens_field: max_tokens"
     )
     async with modelyard.load(write_config(text, "c.yaml"), env={"OPENAI_KEY": KEY}) as yard:
@@ -760,7 +753,7 @@ async def test_a_pinned_model_answered_by_another_id_is_flagged_as_drift(
     fake: FakeOpenAI, write_config: Callable[[str, str], Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.reset()
-    text = CONFIG.format(url=fake.url, timeouts=TIMEOUTS).replace(
+    text = CONFIG.format(url=fake.url, timeouts=ROOMY).replace(
         "id: gpt-4o-mini\n", "id: gpt-4o-mini-2024-07-18\n", 1
     )
     async with modelyard.load(write_config(text, "pinned.yaml"), env={"OPENAI_KEY": KEY}) as yard:
