@@ -24,6 +24,7 @@ from tests.conftest import relayed_postgres
 from tests.cost.helpers import question
 from tests.fakes.tcp_relay import TcpRelay
 from tests.state.conftest import (  # noqa: F401  (store, twin: every backend in turn)
+    DOWN_TIMEOUT,
     REDIS_URL,
     store,
     twin,
@@ -139,7 +140,7 @@ async def test_a_settlement_the_store_missed_is_made_when_the_process_stops() ->
     relay.restore()
     prefix = unique_prefix()
     shared = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{relay.port}/0", prefix=prefix, timeout=0.3),
+        RedisStore(f"redis://127.0.0.1:{relay.port}/0", prefix=prefix, timeout=DOWN_TIMEOUT),
         retry_interval=0.01,
     )
     book = BudgetBook(shared)  # its keeper would retry the settlement only in 30 s

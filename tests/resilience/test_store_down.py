@@ -19,7 +19,7 @@ from modelyard.state.redis import RedisStore
 from modelyard.types import ChatRequest, ChatResponse, Chunk, user
 from tests.resilience.scripted import fails, scripted
 from tests.resilience.test_shared_state import POLICY
-from tests.state.conftest import unique_prefix
+from tests.state.conftest import DOWN_TIMEOUT, unique_prefix
 from tests.state.test_policy import own_redis, stop_redis  # noqa: F401  (own_redis: a fixture)
 
 pytestmark = pytest.mark.redis
@@ -31,7 +31,7 @@ WRAPPERS = ["breaker", "limiter"]
 async def store(own_redis: int) -> AsyncIterator[PolicyStore]:  # noqa: F811
     """A fail-closed store on a Redis of the test's own, which the test stops."""
     made = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=0.3)
+        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=DOWN_TIMEOUT)
     )
     yield made
     await made.aclose()

@@ -17,6 +17,9 @@ from modelyard.state.sqlite import SqliteStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DOWN_TIMEOUT = 5.0
+"""A store's timeout in tests whose server is stopped or cut off, which refuses at once, and is
+never left silent: room for a loaded machine while it answers, and never waited for."""
 
 BACKENDS = [
     pytest.param("memory"),

@@ -15,7 +15,7 @@ from modelyard.errors import UnavailableError
 from modelyard.state.base import Claim, Lease
 from modelyard.state.policy import PolicyStore
 from modelyard.state.redis import RedisStore
-from tests.state.conftest import unique_prefix
+from tests.state.conftest import DOWN_TIMEOUT, unique_prefix
 
 pytestmark = pytest.mark.redis
 
@@ -103,7 +103,9 @@ async def wait_until_up(port: int) -> None:
 
 async def test_closed_port_with_fail_closed_refuses_with_a_clear_error() -> None:
     store = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix=unique_prefix(), timeout=0.3),
+        RedisStore(
+            f"redis://127.0.0.1:{free_port()}/0", prefix=unique_prefix(), timeout=DOWN_TIMEOUT
+        ),
         on_unavailable="fail_closed",
     )
     with pytest.raises(UnavailableError) as caught:
@@ -118,7 +120,9 @@ async def test_closed_port_with_local_counts_in_process_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix=unique_prefix(), timeout=0.3),
+        RedisStore(
+            f"redis://127.0.0.1:{free_port()}/0", prefix=unique_prefix(), timeout=DOWN_TIMEOUT
+        ),
         on_unavailable="local",
     )
     with caplog.at_level(logging.WARNING, logger="modelyard.state"):
@@ -131,7 +135,9 @@ async def test_closed_port_with_local_counts_in_process_and_warns_once(
 
 async def test_redis_dying_mid_run_with_fail_closed_refuses_then_recovers(own_redis: int) -> None:
     store = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=0.3),
+        RedisStore(
+            f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=DOWN_TIMEOUT
+        ),
         on_unavailable="fail_closed",
         retry_interval=0.05,
     )
@@ -155,7 +161,9 @@ async def refused_then_recovered(store: PolicyStore, port: int) -> None:
 
 async def test_a_recovery_listener_is_told_until_it_stops_listening(own_redis: int) -> None:
     store = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=0.3),
+        RedisStore(
+            f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=DOWN_TIMEOUT
+        ),
         on_unavailable="fail_closed",
         retry_interval=0.05,
     )
@@ -177,7 +185,9 @@ async def test_redis_dying_mid_run_with_local_keeps_the_cap_and_hands_spend_back
     url = f"redis://127.0.0.1:{own_redis}/0"
     prefix = unique_prefix()
     store = PolicyStore(
-        RedisStore(url, prefix=prefix, timeout=0.3), on_unavailable="local", retry_interval=0.05
+        RedisStore(url, prefix=prefix, timeout=DOWN_TIMEOUT),
+        on_unavailable="local",
+        retry_interval=0.05,
     )
     assert await store.reserve([Claim(key="b", amount=2, limit=10)]) is None
     stop_redis(own_redis)
@@ -199,7 +209,7 @@ async def test_a_lease_taken_locally_and_released_after_recovery_charges_its_act
 ) -> None:
     url = f"redis://127.0.0.1:{own_redis}/0"
     store = PolicyStore(
-        RedisStore(url, prefix=unique_prefix(), timeout=0.3),
+        RedisStore(url, prefix=unique_prefix(), timeout=DOWN_TIMEOUT),
         on_unavailable="local",
         retry_interval=0.05,
     )
@@ -221,7 +231,9 @@ async def test_a_restarted_redis_is_one_outage_not_one_per_pooled_connection(
 ) -> None:
     now = [0.0]
     store = PolicyStore(
-        RedisStore(f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=0.3),
+        RedisStore(
+            f"redis://127.0.0.1:{own_redis}/0", prefix=unique_prefix(), timeout=DOWN_TIMEOUT
+        ),
         on_unavailable="fail_closed",
         retry_interval=5,
         clock=lambda: now[0],
