@@ -272,6 +272,7 @@ async def _first_content_within(
     async with closing(attempt.chunks()) as chunks:
         iterator = aiter(chunks)
         until = None if seconds is None else time.monotonic() + seconds
+        whose = "" if seconds is None else _share_of(seconds)  # never cut without a share
         dispatch = Dispatch(current_dispatch())
         while True:
             try:
@@ -285,8 +286,7 @@ async def _first_content_within(
                 return
             except TimeoutError:
                 error = ModelTimeoutError(
-                    f"no content within its {seconds:.2f}s share of the request's time; "
-                    "the rest is kept for the next fallback",
+                    f"no content within {whose}; the rest is kept for the next fallback",
                     code="fallback_share",
                 )
                 # Its record, of the member's kind, shows per model what it had been billed.
@@ -320,8 +320,9 @@ def _joined(response: ChatResponse, sent: str) -> ChatResponse:
 
 
 def _share_of(seconds: float) -> str:
-    """Whose deadline a member given a share of the time missed, in its error."""
-    return f"its {seconds:.3g}s share of the request's time"
+    """Whose deadline a member given a share of the time missed, in its error: to the
+    millisecond, as a share computed from the clock carries the microseconds spent reaching it."""
+    return f"its {round(seconds, 3):g}s share of the request's time"
 
 
 class _Run:
