@@ -7,6 +7,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -281,3 +282,29 @@ def test_costs_says_when_nothing_was_spent_in_the_days_asked(
     assert "budgets (current window)" in result.output  # the rest of the report still follows
     refused = CliRunner().invoke(app, ["costs", str(path), "--days", "0"])
     assert refused.exit_code == 2 and "--days" in refused.output
+
+
+def test_costs_closes_every_lease_keeper_it_makes(
+    write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A keeper listens for its store's recovery until closed: one left open outlives the
+    # command's store (and a keeper holding settlements would drop them unsaid).
+    made: list[LeaseKeeper] = []
+    closed: list[LeaseKeeper] = []
+
+    class Recorded(LeaseKeeper):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        async def aclose(self) -> None:
+            closed.append(self)
+            await super().aclose()
+
+    monkeypatch.setattr("modelyard.cli.costs.LeaseKeeper", Recorded)
+    monkeypatch.setattr("modelyard.cost.budget_book.LeaseKeeper", Recorded)
+    path = served(write_config)
+    result = CliRunner().invoke(app, ["costs", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "budgets (current window)" in result.output
+    assert made and closed == made

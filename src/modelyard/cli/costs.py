@@ -98,6 +98,7 @@ def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str,
 async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) -> None:
     file = _ledger(loaded)
     store = make_store(loaded.config.state, loaded.base_dir)
+    keeper = LeaseKeeper(store)  # the sweep's and the budget book's, closed before the store
     keys = await _keys(loaded)
     try:
         if file is None:
@@ -126,7 +127,7 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
         if budgets:
             # What a process killed outright had reserved is given back first, as any
             # replica's sweep would, so `reserved` is only what requests in flight hold.
-            reclaimed = await LeaseKeeper(store).sweep(quiet=True)
+            reclaimed = await keeper.sweep(quiet=True)
             if reclaimed:
                 console.print(f"[yellow]{reclaimed_message(reclaimed)}[/]")
             table = Table(title="budgets (current window)")
@@ -141,7 +142,8 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
                 "action",
             ):
                 table.add_column(column)
-            for line in await reports.budget_lines(BudgetBook(store), budgets, file):
+            book = BudgetBook(store, leases=keeper)
+            for line in await reports.budget_lines(book, budgets, file):
                 budget = line.budget
                 share = (line.spent + line.reserved) / budget.limit
                 action = budget.action + (
@@ -170,6 +172,7 @@ async def _costs(loaded: LoadedConfig, days: int, accuracy: dict[str, float]) ->
                     table.add_row(when, kind, where, message)
                 console.print(table)
     finally:
+        await keeper.aclose()
         await store.aclose()
         if file is not None:
             await file.aclose()
