@@ -94,10 +94,10 @@ async def ask_text(
 ) -> tuple[ChatResponse | ModelError, Decision, dict[str, float], float]:
     """As `ask`, with the config's text."""
     path = write_config(text, "streamed.yaml" if streamed else "config.yaml")  # own ledger
-    started = time.perf_counter()
     outcome: ChatResponse | ModelError
     async with modelyard.load(path) as yard:
         request = user("explain: which letter?")
+        started = time.perf_counter()  # the request's time, not the config's loading
         try:
             if streamed:
                 outcome = await collect(yard.get("top").stream(request))

@@ -135,7 +135,7 @@ LATE = (
   late_c:
     local: {type: fake, default: {text: "C", latency: 0.4}}
   slow_judge:
-    local: {type: fake, default: {text: "Answer 3 is best", latency: 0.3}}
+    local: {type: fake, default: {text: "Answer 3 is best", latency: 1.0}}
 systems:
   panel:
     type: ensemble
@@ -178,7 +178,11 @@ async def test_members_that_need_most_of_the_deadline_run_past_their_share(
 async def test_members_past_their_share_leave_a_slow_judge_short_and_the_vote_decides(
     yard_of: Callable[[str], Yard], streamed: bool
 ) -> None:
-    async with yard_of(late("[late_a, late_b, late_c]", judge="slow_judge")) as yard:
+    # The members (0.4 s) answer past their share (40% of 0.9 s) with 0.5 s left: time enough
+    # for a loaded machine to bring their answers in, not for the judge (1 s).
+    text = late("[late_a, late_b, late_c]", judge="slow_judge")
+    text = text.replace("deadline: 0.5", "deadline: 0.9\n    combiner_share: 0.6")
+    async with yard_of(text) as yard:
         response = await ask(yard, "panel", streamed)
     assert (response.text, response.model) == ("B", "late_a")
     assert response.decision is not None
