@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,12 @@ def interleave(
         before.append(run_child(args.before, child, *child_args))
         after.append(run_child(args.after, child, *child_args))
     return before, after
+
+
+def report_rates(title: str, before: list[float], after: list[float]) -> None:
+    """Print two trees' calls per second: the median and every round of each, and the ratio."""
+    b, a = statistics.median(before), statistics.median(after)
+    print(title)
+    print(f"before: {b:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in before)})")
+    print(f"after:  {a:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in after)})")
+    print(f"after / before: {a / b:.1f}x")

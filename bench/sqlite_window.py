@@ -11,9 +11,8 @@ limit. Each figure is the best of 3 repeats of N calls in that state.
 
 from __future__ import annotations
 
-import statistics
-
-from interleaved import interleave, trees_parser  # bench/ is on the path when run as a script
+# bench/ is on the path when run as a script
+from interleaved import interleave, report_rates, trees_parser
 
 CHILD = """
 import asyncio, json, sys, tempfile, time
@@ -54,11 +53,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     before, after = interleave(args, CHILD, args.entries, args.calls)
-    b, a = statistics.median(before), statistics.median(after)
-    print(f"sqlite window_acquire, {args.entries} entries in the window, {args.calls} calls")
-    print(f"before: {b:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in before)})")
-    print(f"after:  {a:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in after)})")
-    print(f"after / before: {a / b:.1f}x")
+    title = f"sqlite window_acquire, {args.entries} entries in the window, {args.calls} calls"
+    report_rates(title, before, after)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 already there and Redis is not.
 
 A reservation takes transaction-scoped advisory locks on its keys (in sorted order, so two
-reservations never deadlock), reads, checks and writes inside one transaction. Expiry uses the
+reservations never deadlock), reads, checks and writes inside one transaction. A rate window
+keeps a running sum per key beside its entries, changed under the same lock in the same
+transaction, so an acquire touches only the entries leaving the window. Expiry uses the
 database's clock, so every process agrees on it. Connection failures raise `UnavailableError`
 with code `state_unavailable`, for `state.policy.PolicyStore`.
 """
@@ -20,7 +22,6 @@ from modelyard.state.base import (
     Reclaimed,
     StateStore,
     WindowUse,
-    window_wait,
 )
 from modelyard.state.postgres_tables import PostgresTables
 
@@ -53,6 +54,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS {p}released_expires_at ON {p}released (expires_at)
         """,
     ),
+    (
+        "004_window_sums",
+        """
+        CREATE TABLE IF NOT EXISTS {p}window_sums (
+            key TEXT PRIMARY KEY, used DOUBLE PRECISION NOT NULL, entries BIGINT NOT NULL);
+        INSERT INTO {p}window_sums
+            SELECT key, SUM(amount), COUNT(*) FROM {p}windows GROUP BY key
+            ON CONFLICT (key) DO NOTHING
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change. `{p}` is the table prefix."""
 
@@ -62,12 +73,12 @@ _EPSILON = 1e-12
 
 class PostgresStore(PostgresTables, StateStore):
     """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`,
-    `...leases`, `...released`."""
+    `...window_sums`, `...leases`, `...released`."""
 
     backend = "postgres"
     component = "state"
     setting = "state.url"
-    tables = ("counters", "values", "windows", "leases", "released")
+    tables = ("counters", "values", "windows", "window_sums", "leases", "released")
     migrations = MIGRATIONS
     pool_size = 10
 
@@ -235,26 +246,75 @@ class PostgresStore(PostgresTables, StateStore):
     ) -> WindowUse:
         async def apply(conn: Any) -> WindowUse:
             async with conn.transaction():
+                # Every replica takes this lock first, so the sum is read and written by one
+                # transaction at a time, and always with the entries it sums.
                 await self._lock_keys(conn, ["w:" + key])
-                now = float(await conn.fetchval(f"SELECT {_NOW}"))
-                await conn.execute(
-                    f"DELETE FROM {self.p}windows WHERE key = $1 AND at <= $2", key, now - window
-                )
-                rows = await conn.fetch(
-                    f"SELECT at, amount FROM {self.p}windows WHERE key = $1 ORDER BY at", key
-                )
-                used = float(sum(r["amount"] for r in rows))
+                clock, used, entries, left = await conn.fetchrow(self._left_sql, key, window)
+                now = float(clock)
+                if entries <= 0:
+                    used, entries = 0.0, 0  # no rounding left over once the window empties
                 if used + amount <= limit + _EPSILON:
                     await conn.execute(
-                        f"INSERT INTO {self.p}windows VALUES ($1, $2, $3)", key, now, amount
+                        self._admit_sql, key, now, amount, used + amount, entries + 1
                     )
                     return WindowUse(wait=0.0, used=used + amount, reset=window)
-                reset = float(rows[-1]["at"]) + window - now if rows else 0.0
-                entries = [(float(r["at"]), r["amount"]) for r in rows]
-                wait = window_wait(entries, used + amount - limit, window, now)
+                if left:
+                    await conn.execute(self._sum_sql, key, used, entries)
+                newest, frees = await conn.fetchrow(
+                    self._frees_sql, key, used + amount - limit - _EPSILON
+                )
+                reset = newest + window - now if newest is not None else 0.0
+                wait = max(0.0, frees + window - now) if frees is not None else window
                 return WindowUse(wait=wait, used=used, reset=reset)
 
         return await self._with(apply)
+
+    @property
+    def _left_sql(self) -> str:
+        """($1 key, $2 window) -> (now, used, entries, left): the window's running sum once the
+        entries that left it are deleted, summed in the database; only they are touched."""
+        return f"""
+            WITH clock AS (SELECT {_NOW} AS now),
+            gone AS (
+                DELETE FROM {self.p}windows w USING clock
+                WHERE w.key = $1 AND w.at <= clock.now - $2 RETURNING w.amount)
+            SELECT clock.now,
+                COALESCE(s.used, 0) - COALESCE((SELECT SUM(amount) FROM gone), 0),
+                COALESCE(s.entries, 0) - (SELECT COUNT(*) FROM gone),
+                (SELECT COUNT(*) FROM gone)
+            FROM clock LEFT JOIN {self.p}window_sums s ON s.key = $1
+            """
+
+    @property
+    def _sum_sql(self) -> str:
+        """($1 key, $2 used, $3 entries): write the window's running sum."""
+        return f"""
+            INSERT INTO {self.p}window_sums VALUES ($1, $2, $3) ON CONFLICT (key)
+            DO UPDATE SET used = excluded.used, entries = excluded.entries
+            """
+
+    @property
+    def _admit_sql(self) -> str:
+        """($1 key, $2 at, $3 amount, $4 used, $5 entries): record an entry and the new sum."""
+        return f"""
+            WITH entry AS (INSERT INTO {self.p}windows VALUES ($1, $2, $3))
+            INSERT INTO {self.p}window_sums VALUES ($1, $4, $5) ON CONFLICT (key)
+            DO UPDATE SET used = excluded.used, entries = excluded.entries
+            """
+
+    @property
+    def _frees_sql(self) -> str:
+        """($1 key, $2 excess) -> (newest, frees): the newest entry's time, and that of the
+        oldest entry whose leaving frees `excess` (`window_wait`, in the database: a refused
+        call fetches two numbers, not the window)."""
+        return f"""
+            SELECT MAX(at), (
+                SELECT at FROM (
+                    SELECT at, SUM(amount) OVER (ORDER BY at) AS freed
+                    FROM {self.p}windows WHERE key = $1) running
+                WHERE freed >= $2 ORDER BY at LIMIT 1)
+            FROM {self.p}windows WHERE key = $1
+            """
 
     async def get(self, key: str) -> bytes | None:
         async def read(conn: Any) -> bytes | None:
@@ -285,7 +345,8 @@ class PostgresStore(PostgresTables, StateStore):
     async def delete(self, key: str) -> None:
         async def apply(conn: Any) -> None:
             async with conn.transaction():
-                for table in ("counters", "values", "windows"):
+                await self._lock_keys(conn, ["w:" + key])  # not while a window's sum is written
+                for table in ("counters", "values", "windows", "window_sums"):
                     await conn.execute(f"DELETE FROM {self.p}{table} WHERE key = $1", key)
 
         await self._with(apply)
