@@ -46,10 +46,16 @@ def interleave(
     return before, after
 
 
-def report_rates(title: str, before: list[float], after: list[float]) -> None:
-    """Print two trees' calls per second: the median and every round of each, and the ratio."""
+def window_bench(description: str, child: str, backend: str, *, calls: int) -> None:
+    """A window benchmark's command line run: `child` takes (entries, calls) and prints a rate;
+    each tree's calls per second is printed, the median and every round, and the ratio."""
+    parser = trees_parser(description, rounds=3)
+    parser.add_argument("--entries", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=calls)
+    args = parser.parse_args()
+    before, after = interleave(args, child, args.entries, args.calls)
     b, a = statistics.median(before), statistics.median(after)
-    print(title)
+    print(f"{backend} window_acquire, {args.entries} entries in the window, {args.calls} calls")
     print(f"before: {b:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in before)})")
     print(f"after:  {a:,.0f} calls/s  (rounds: {', '.join(f'{x:,.0f}' for x in after)})")
     print(f"after / before: {a / b:.1f}x")

@@ -14,7 +14,7 @@ connection; the window then holds `--entries` to `--entries` + 3N entries.
 from __future__ import annotations
 
 # bench/ is on the path when run as a script
-from interleaved import interleave, report_rates, trees_parser
+from interleaved import window_bench
 
 CHILD = """
 import asyncio, json, sys, time, uuid
@@ -57,13 +57,7 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 
 
 def main() -> None:
-    parser = trees_parser(__doc__.splitlines()[0], rounds=3)
-    parser.add_argument("--entries", type=int, default=5000)
-    parser.add_argument("--calls", type=int, default=300)
-    args = parser.parse_args()
-    before, after = interleave(args, CHILD, args.entries, args.calls)
-    title = f"postgres window_acquire, {args.entries} entries in the window, {args.calls} calls"
-    report_rates(title, before, after)
+    window_bench(__doc__.splitlines()[0], CHILD, "postgres", calls=300)
 
 
 if __name__ == "__main__":

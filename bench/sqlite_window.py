@@ -12,7 +12,7 @@ limit. Each figure is the best of 3 repeats of N calls in that state.
 from __future__ import annotations
 
 # bench/ is on the path when run as a script
-from interleaved import interleave, report_rates, trees_parser
+from interleaved import window_bench
 
 CHILD = """
 import asyncio, json, sys, tempfile, time
@@ -48,13 +48,7 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 
 
 def main() -> None:
-    parser = trees_parser(__doc__.splitlines()[0], rounds=3)
-    parser.add_argument("--entries", type=int, default=5000)
-    parser.add_argument("--calls", type=int, default=2000)
-    args = parser.parse_args()
-    before, after = interleave(args, CHILD, args.entries, args.calls)
-    title = f"sqlite window_acquire, {args.entries} entries in the window, {args.calls} calls"
-    report_rates(title, before, after)
+    window_bench(__doc__.splitlines()[0], CHILD, "sqlite", calls=2000)
 
 
 if __name__ == "__main__":
