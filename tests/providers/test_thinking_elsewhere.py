@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 import pytest
 from google.genai import types as gt
+from tests.conftest import ROOMY
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_types import check_request
-from tests.providers.test_openai_adapter import KEY, TIMEOUTS
+from tests.providers.test_openai_adapter import KEY
 from tests.providers.test_openai_adapter import fake as fake  # the module-scoped server
 
 import modelyard
@@ -117,7 +118,7 @@ async def yard(
     fake: FakeOpenAI, write_config: Callable[[str, str], Path]
 ) -> AsyncIterator[modelyard.Yard]:
     fake.reset()
-    path = write_config(CONFIG.format(url=fake.url, timeouts=TIMEOUTS), "config.yaml")
+    path = write_config(CONFIG.format(url=fake.url, timeouts=ROOMY), "config.yaml")
     async with modelyard.load(path, env={"OPENAI_KEY": KEY}) as loaded:
         yield loaded
 
