@@ -4,7 +4,9 @@ no sockets, local fake models (`one`: a model; `two`: a two-model fallback whose
     .venv/bin/python bench/request_path.py            # µs a request (noisy on a shared host)
     .venv/bin/python bench/request_path.py 3000 key   # the same, with a virtual key's rpm
 
-On a shared host, count instructions instead: they repeat to the digit whatever else runs.
+On a shared host, count instructions instead: they move far less than time, though runs
+of one tree still differ by up to ~10 % on a loaded machine (likely the background writers,
+which wake on a clock: a slower run has more wake-ups), so compare trees in alternating runs.
 The difference of two runs is the requests' own cost (imports and start-up cancel out):
 
     CG="valgrind --tool=callgrind --callgrind-out-file=/dev/null"
