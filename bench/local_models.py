@@ -58,7 +58,7 @@ def sentences(count: int, tag: str) -> list[str]:
 
 async def bench_llama(threads: int, quick: bool) -> None:
     started = time.perf_counter()
-    engine = LlamaEngine(resolve_gguf("smollm2", Path.cwd()), n_ctx=2048, threads=threads)
+    engine = LlamaEngine(resolve_gguf("smollm2", Path), n_ctx=2048, threads=threads)
     print(
         f"llama.cpp SmolLM2-135M Q4_1, {threads} thread(s): "
         f"load {time.perf_counter() - started:.2f} s"

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from modelyard.types import Decision, Usage
 
 
@@ -51,6 +53,9 @@ class ConfigError(ModelyardError):
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(where + message)
         self.message = message
+        self.missing: tuple[Path, ...] = ()
+        """The files the config names for its build to read that were not there when the build
+        failed (set by `config.build.build`): a watching gateway tries again when one appears."""
 
 
 class ModelError(ModelyardError):

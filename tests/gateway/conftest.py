@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,28 @@ def serve_gateway(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether `condition` holds within `seconds` (checked every 50 ms)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+@asynccontextmanager
+async def watched(config: Path) -> AsyncIterator[Gateway]:
+    """A gateway watching `config` (`gateway.watch_config`), once its watch is armed."""
+    app = create_app(config)
+    app.watch_config = True
+    app.start()
+    try:
+        await asyncio.sleep(0.3)  # let the watch arm
+        yield app
+    finally:
+        await app.aclose()
 
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"

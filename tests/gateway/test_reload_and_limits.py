@@ -10,7 +10,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import httpx2
 import openai
 import orjson
 import pytest
-from tests.gateway.conftest import SYSTEMS, Running, hammering
+from tests.gateway.conftest import SYSTEMS, Running, hammering, until, watched
 
 from modelyard.gateway import stalled
 from modelyard.gateway.app import Gateway, create_app
@@ -207,27 +207,6 @@ def test_readyz_reports_version_and_disabled(serve_gateway: Callable[..., Runnin
     assert httpx2.get(f"{running.url}/healthz").json() == {"status": "ok"}
 
 
-async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
-
-
-@contextlib.asynccontextmanager
-async def watched(config: Path) -> AsyncIterator[Gateway]:
-    """A gateway watching `config` (`gateway.watch_config`), once its watch is armed."""
-    app = create_app(config)
-    app.watch_config = True
-    app.start()
-    try:
-        await asyncio.sleep(0.3)  # let the watch arm
-        yield app
-    finally:
-        await app.aclose()
-
-
 async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Path) -> None:
     """Editors, `sed -i` and ConfigMaps swap the file by a rename; each swap must be seen, and a
     file that is not UTF-8 refused without stopping the watch."""
@@ -246,13 +225,13 @@ async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Pa
             fresh.write_bytes(raw)
             fresh.replace(config)
             if b"caf" in raw:
-                assert await _until(
+                assert await until(
                     lambda: bool(app.live.history[-1:]) and app.live.history[-1]["version"] is None
                 )
                 assert "not UTF-8" in app.live.history[-1]["error"]
                 continue
             expected = raw.decode()
-            assert await _until(lambda text=expected: app.live.current.loaded.text == text), (
+            assert await until(lambda text=expected: app.live.current.loaded.text == text), (
                 f"swap {i}"
             )
 
@@ -271,7 +250,7 @@ async def test_a_watched_config_written_in_pieces_is_loaded_only_whole(tmp_path:
             handle.flush()
             await asyncio.sleep(0.3)
             handle.write("systems:" + tail)
-        assert await _until(lambda: app.live.current.loaded.text == whole)
+        assert await until(lambda: app.live.current.loaded.text == whole)
         assert [entry["version"] for entry in app.live.history] == [app.live.current.version]
 
 
@@ -304,7 +283,7 @@ async def test_a_watched_config_deleted_and_written_again_reloads_without_an_err
         config.unlink()
         await asyncio.sleep(0.3)
         config.write_text(SYSTEMS.replace("the cheap answer", "v1"))
-        assert await _until(lambda: "v1" in app.live.current.loaded.text)
+        assert await until(lambda: "v1" in app.live.current.loaded.text)
         assert [entry.get("error") for entry in app.live.history] == [None]
 
 
@@ -320,7 +299,7 @@ async def test_a_watched_config_returned_to_its_first_text_reloads(tmp_path: Pat
         assert app.live.current.version != first
         await asyncio.sleep(1.0)
         config.write_text(SYSTEMS)
-        assert await _until(lambda: app.live.current.version == first)
+        assert await until(lambda: app.live.current.version == first)
 
 
 def test_gateway_settings_changed_by_reload_are_reported_as_needing_a_restart(
@@ -510,7 +489,7 @@ async def test_a_watched_configmap_reloads_on_every_update(tmp_path: Path) -> No
     async with watched(tmp_path / "config.yaml") as app:
         for version in (2, 3, 4):
             publish(version)
-            assert await _until(lambda v=version: f"v{v}" in app.live.current.loaded.text)
+            assert await until(lambda v=version: f"v{v}" in app.live.current.loaded.text)
 
 
 @pytest.mark.parametrize("limit", [{"budget": 5}, {"rpm": 60}])

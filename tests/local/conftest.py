@@ -18,7 +18,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def engine() -> Iterator[LlamaEngine]:
     """SmolLM2-135M-Instruct on llama.cpp, one thread (fast even on a busy machine)."""
-    loaded = LlamaEngine(resolve_gguf("smollm2", Path.cwd()), n_ctx=1024, threads=1)
+    loaded = LlamaEngine(resolve_gguf("smollm2", Path), n_ctx=1024, threads=1)
     yield loaded
     loaded.close()
 

@@ -87,9 +87,19 @@ class BuildContext:
         """A ConfigError at `loc`."""
         return self.loaded.error(loc, message)
 
+    read: list[Path] = field(default_factory=list)
+    """The files the build reads (data files, recordings, weights, a factory's files), each
+    noted before it is opened: a refused build's missing ones are its `ConfigError.missing`."""
+
     def path(self, value: str) -> Path:
-        """A path from the config, relative to the config file's directory."""
-        return self.loaded.local_path(value)
+        """A file the config names for the build to read, relative to the config file's
+        directory (noted in `read`)."""
+        return self.reads(self.loaded.local_path(value))
+
+    def reads(self, path: Path) -> Path:
+        """`path`, noted in `read` as a file the build reads."""
+        self.read.append(path)
+        return path
 
     def node(self, spec: NodeSpec, loc: Loc, name: str | None = None) -> Model:
         """The Model for a node spec: a named model or system, or a pattern built in place."""
@@ -304,9 +314,18 @@ def build(
 
     `resilience` replaces the default (the config's state store, real time, real providers).
     """
+    context = _with_embedders(loaded, resources, resilience)
+    try:
+        return _build_nodes(context)
+    except ConfigError as exc:
+        exc.missing = tuple(dict.fromkeys(p for p in context.read if not p.exists()))
+        raise
+
+
+def _build_nodes(context: BuildContext) -> Built:
     from modelyard.config.build_operations import apply_operations, trace_embedders
 
-    context = _with_embedders(loaded, resources, resilience)
+    loaded = context.loaded
     trace_embedders(context)  # before the nodes that call them are built
     config = loaded.config
     for name, model_spec in config.models.items():

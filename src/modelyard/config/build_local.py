@@ -130,7 +130,7 @@ def build_llama(spec: LlamaCppSpec, context: BuildContext, loc: Loc, info: Model
     from modelyard.local.llama import LlamaModel
     from modelyard.local.llama_engine import LlamaEngine, Sampling, resolve_gguf
 
-    path = _at(context, (*loc, "gguf"), lambda: resolve_gguf(spec.gguf, context.loaded.base_dir))
+    path = _at(context, (*loc, "gguf"), lambda: resolve_gguf(spec.gguf, context.path))
     key = f"llama_cpp|{path}|{spec.n_ctx}|{spec.threads}"
     engine = _at(
         context,

@@ -172,7 +172,7 @@ def _cache_backend(context: BuildContext, spec: CacheSpec) -> CacheBackend:
     if spec.backend == "memory":
         return MemoryCache(max_entries=spec.max_entries)
     if spec.backend == "sqlite":
-        return SqliteCache(context.path(spec.path), max_entries=spec.max_entries)
+        return SqliteCache(context.loaded.local_path(spec.path), max_entries=spec.max_entries)
     from modelyard.cost.cache_redis import RedisCache
 
     assert spec.url is not None

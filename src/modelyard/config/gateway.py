@@ -61,7 +61,8 @@ class GatewaySpec(Spec):
     client that left (499): the upstream call, the key's slot and the config it runs on are
     released."""
     watch_config: bool = False
-    """Reload when the config file changes (as well as on SIGHUP and POST /admin/reload)."""
+    """Reload when the config file changes (as well as on SIGHUP and POST /admin/reload), and
+    when a file a refused config named as missing appears."""
 
     @field_validator("keys_url")
     @classmethod

@@ -20,7 +20,7 @@ def _paths(spec: ReplaySpec, context: BuildContext, loc: Loc) -> list[Path]:
     for i, value in enumerate(values):
         where = (*loc, "data") if isinstance(spec.data, str) else (*loc, "data", i)
         try:
-            path = resolve_data_path(value, context.loaded.base_dir, spec.data_root)
+            path = context.reads(resolve_data_path(value, context.loaded.base_dir, spec.data_root))
         except ConfigError as exc:
             raise context.error(where, exc.message) from None
         if not path.exists():

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelyard.config.gateway import CaptureSpec
-from modelyard.config.loader import text_version
 from modelyard.cost.budget_leases import lease_keeper
 from modelyard.errors import ConfigError, UnavailableError
 from modelyard.gateway.admin import AdminEndpoints
@@ -34,14 +33,13 @@ from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call, Receive, Scope, Send
 from modelyard.gateway.live import LiveConfig
 from modelyard.gateway.stalled import quiet_server_on_cuts
+from modelyard.gateway.watch import ConfigWatch
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
 from modelyard.observability.request_log_postgres import shared_request_log
 from modelyard.state.factory import live_store, shared_store
 
 log = logging.getLogger("modelyard.gateway")
-WATCH_SETTLE = 1.0
-"""Seconds a watched config file must stay unchanged before it is reloaded."""
 
 Handler = Callable[[Call], Awaitable[None]]
 
@@ -191,7 +189,7 @@ class Gateway:
 
     def start(self) -> None:
         """Start background tasks (key refresh, log writer; when serving, reload on SIGHUP and
-        on file change) in the running loop."""
+        on file change, `watch.py`) in the running loop."""
         self.keys.start()
         self.decisions.start()
         quiet_server_on_cuts()
@@ -206,7 +204,8 @@ class Gateway:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload()))
         if self.watch_config:
-            self._background.append(loop.create_task(self._watch()))
+            watch = ConfigWatch(self.live, self._reload)
+            self._background.append(loop.create_task(watch.run()))
 
     async def _reload(self) -> None:
         try:
@@ -216,50 +215,6 @@ class Gateway:
         except Exception:
             # Whatever went wrong, the SIGHUP handler and the file watcher must live on.
             log.exception("reload failed, still serving %s", self.live.current.version)
-
-    async def _watch(self) -> None:
-        from watchfiles import awatch
-
-        # The folder is watched, not the file, and symlinks are not followed: editors, `sed -i`
-        # and `mv` replace the file by a rename, and a Kubernetes ConfigMap swaps a `..data`
-        # symlink and deletes the old target folder, after which a watch on the file (or on
-        # where it pointed) is dead. Any change in the folder re-reads the file; only a new
-        # text reloads, and a text refused once is not tried again: each refusal is logged, and
-        # a log written beside the config (`serve cfg.yaml > serve.log`) would trigger the next.
-        folder = self.live.path.absolute().parent
-        # Only a refused text is remembered: one loaded once and then replaced (by a SIGHUP or
-        # an admin reload too) is a new text again when the file returns to it.
-        refused: list[str | None] = []
-        while True:
-            try:
-                async for _ in awatch(folder, debounce=300, recursive=False):
-                    version = await self._settled_config_version()
-                    if version != self.live.current.version and version not in refused:
-                        await self._reload()
-                        refused = [] if self.live.current.version == version else [version]
-            except Exception:
-                log.exception("watching %s failed; watching again in 1 s", folder)
-            await asyncio.sleep(1.0)
-
-    async def _settled_config_version(self) -> str | None:
-        """The config's text version once the file has held still for `WATCH_SETTLE` seconds.
-        A writer that pauses midway (scp, a program writing as it goes) leaves a part that may
-        validate alone (the models, without the systems written after them), and an editor
-        that deletes and writes the file anew leaves it gone for a moment: neither is loaded."""
-        version = self._config_text_version()
-        for _ in range(30):  # a file still changing after that is taken as it is
-            await asyncio.sleep(WATCH_SETTLE)
-            again = self._config_text_version()
-            if again == version:
-                break
-            version = again
-        return version
-
-    def _config_text_version(self) -> str | None:
-        try:
-            return text_version(self.live.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            return None  # gone or unreadable: let the reload say why
 
     async def aclose(self) -> None:
         """Flush the request log and close every connection."""

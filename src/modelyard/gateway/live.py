@@ -113,6 +113,19 @@ def _refuse_cut_short(loaded: LoadedConfig, serving: str) -> None:
         )
 
 
+FileStamp = tuple[int, int] | None
+"""A file as last seen: its modification time (ns) and size; None while it is missing."""
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """`path` as it is now."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
 @dataclass(eq=False, slots=True)
 class _Generation:
     """One build of the config, the resources it holds, and the requests still running on it."""
@@ -173,6 +186,9 @@ class LiveConfig:
         started = self._serving.written
         self.started = {"gateway": started.gateway, "state": started.state}
         self.history: list[dict[str, Any]] = []
+        self.awaited: dict[Path, FileStamp] = {}
+        """The files refused reloads named as missing since the config last loaded, each as it
+        was at the latest refusal: a watching gateway tries again when one appears or changes."""
         self._lock = asyncio.Lock()
 
     @property
@@ -233,6 +249,7 @@ class LiveConfig:
             except ConfigError as exc:
                 log.error("reload refused, still serving %s: %s", self.current.version, exc)
                 self.history.append({"version": None, "error": str(exc)})
+                self.awaited = {p: file_stamp(p) for p in {*self.awaited, *exc.missing}}
                 # What the build made before it failed (a tracing exporter, say) serves nobody.
                 await self.resources.release(taken - self._held())
                 raise
@@ -247,6 +264,7 @@ class LiveConfig:
             old_version = self.current.version
             known = set(self.current.built.warnings) | set(self.current.notes)
             old, self._serving = self._serving, new
+            self.awaited = {}
             self._draining.append(old)
             log.warning(
                 "reloaded config %s -> %s: %s", old_version, new.yard.version, diff.summary()

@@ -38,15 +38,15 @@ PREFILL_SLICE = 64
 """Prompt tokens evaluated between two deadline checks (about 0.25 s of work on this CPU)."""
 
 
-def resolve_gguf(value: str, base_dir: Path) -> Path:
-    """The GGUF file an alias (`smollm2`) or a path (relative to `base_dir`) names."""
+def resolve_gguf(value: str, local: Callable[[str], Path]) -> Path:
+    """The GGUF file an alias (`smollm2`) or a path (as `local` resolves it: relative to the
+    config's folder, noted as a file the build reads) names."""
     if value in ALIASES:
         package, name, install = ALIASES[value]
         return package_file(package, name, install=install)
-    from modelyard.config.loader import config_relative
     from modelyard.errors import ConfigError
 
-    path = config_relative(value, base_dir)
+    path = local(value)
     if not path.is_file():
         aliases = ", ".join(ALIASES)
         raise ConfigError(f"no GGUF file at {str(path)!r}; give a path or an alias ({aliases})")
