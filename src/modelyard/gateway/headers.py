@@ -115,9 +115,10 @@ UPSTREAM_PREFIX = "x-modelyard-upstream-"
 
 
 def upstream_quota_headers(seen: QuotaSeen | None) -> Headers:
-    """The quota headers of the provider that answered last, each under its own name prefixed
-    `x-modelyard-upstream-` (`x-modelyard-upstream-x-ratelimit-remaining-requests`): for the
-    callers `ChatEndpoints` keeps them for; none for the others (`seen` None)."""
+    """The tightest quota the request's provider replies reported (`providers.upstream_quota`),
+    each header under its own name prefixed `x-modelyard-upstream-`
+    (`x-modelyard-upstream-x-ratelimit-remaining-requests`): for the callers `ChatEndpoints`
+    keeps them for; none for the others (`seen` None)."""
     if seen is None:
         return []
     return [

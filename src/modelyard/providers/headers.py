@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(
@@ -53,6 +54,17 @@ def parse_duration(value: str | None) -> float | None:
     if match is None or not any(match.groups()):
         return None
     return sum(float(g) * unit for g, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if g)
+
+
+def parse_instant(value: str | None) -> float | None:
+    """The Unix time of an RFC 3339 instant (`2026-11-30T19:14:12Z`, as Anthropic writes a
+    reset); None if it is not one."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _int(value: str | None) -> int | None:
@@ -102,14 +114,8 @@ def anthropic_rate_limits(headers: Mapping[str, str], *, now: float | None = Non
     (reset is an RFC 3339 instant)."""
 
     def reset(name: str) -> float | None:
-        value = headers.get(name)
-        if not value:
-            return None
-        try:
-            from datetime import datetime
-
-            instant = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        instant = parse_instant(headers.get(name))
+        if instant is None:
             return None
         return max(0.0, instant - (time.time() if now is None else now))
 
