@@ -52,7 +52,7 @@ def test_a_refused_build_names_the_missing_file_it_was_to_read(
 
 def test_a_refusal_for_another_reason_names_no_file(tmp_path: Path) -> None:
     """A file the build writes (the response cache's) is not one it waits for."""
-    text = SYSTEMS.replace("chain: [broken, cheap]", "chain: [broken, nowhere]")
+    text = SYSTEMS.replace("chain: [broken, cheap]", "chain: [broken, broken]")
     with pytest.raises(ConfigError) as refused:
         build(parse(text + "cache: {backend: sqlite}\n", path=str(tmp_path / "c.yaml"), env={}))
     assert refused.value.missing == ()
