@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.state.folders import private_folder
+from modelyard.state.sqlite_worker import open_wal
 
 KEY_PREFIX = "my-"
 
@@ -171,9 +172,8 @@ class SqliteKeyStore(KeyStore):
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db = open_wal(self.path, timeout=10)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             yield db
         finally:
             db.close()

@@ -28,7 +28,7 @@ import orjson
 
 from modelyard.background import WriteOutage
 from modelyard.state.folders import private_folder
-from modelyard.state.sqlite_worker import Migration, apply_migrations
+from modelyard.state.sqlite_worker import Migration, apply_migrations, open_wal
 from modelyard.types import Decision
 
 log = logging.getLogger("modelyard.log")
@@ -190,8 +190,7 @@ class DecisionLog:
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             assert self.path is not None
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = open_wal(self.path, timeout=30)
             self._db.execute("PRAGMA synchronous=NORMAL")
         return self._db
 

@@ -58,6 +58,24 @@ def apply_migrations(conn: sqlite3.Connection, component: str, steps: Sequence[M
             raise
 
 
+def open_wal(path: str | Path, *, timeout: float, **options: bool) -> sqlite3.Connection:
+    """A connection to `path` in WAL mode, waiting up to `timeout` seconds for other processes'
+    locks. Two processes opening a new file at once both switch it to WAL, and SQLite answers
+    the loser "database is locked" at once, without its busy handler (it could deadlock): that
+    answer is retried here until the timeout (it had failed one start in five of two stores)."""
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, **options)
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= give_up:
+                conn.close()
+                raise
+            time.sleep(0.01)
+
+
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
@@ -84,13 +102,7 @@ class SqliteWorker:
         if self._conn is None:
             if str(self.path) != ":memory:":
                 private_folder(self.path.parent)
-            conn = sqlite3.connect(
-                str(self.path),
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = open_wal(self.path, timeout=self._busy_timeout, check_same_thread=False)
             conn.execute("PRAGMA synchronous=NORMAL")
             apply_migrations(conn, self._component, self._migrations)
             self._conn = conn
