@@ -56,7 +56,9 @@ async def test_a_slow_first_stage_is_cut_at_its_share_and_named(
         started = time.perf_counter()
         with pytest.raises(ModelTimeoutError) as caught:
             await ask(yard, "flow", streamed)
-    assert time.perf_counter() - started < 0.5  # a third of 0.9 s, and the grace
+    # Cut at a third of 0.9 s (and the grace), well before the draft's 0.7 s answer: room for
+    # a loaded machine (0.5 failed once in CI beside other work).
+    assert time.perf_counter() - started < 0.65
     error = caught.value
     cut = r"stage 'draft''s share of the deadline \(0\.3\d*s\) passed"  # 0.34 of 0.9 s
     assert re.search(cut, str(error))
