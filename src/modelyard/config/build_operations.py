@@ -62,10 +62,19 @@ def budget_book(context: BuildContext, alerts: AlertHub | None) -> BudgetBook:
 def ledger_file(spec: LedgerSpec, base_dir: Path) -> LedgerFile:
     """Where the ledger `spec` describes is kept (also what `modelyard costs` reads)."""
     if spec.backend == "postgres":
+        from modelyard.cost.ledger_outbox import OutboxLedgerFile
         from modelyard.cost.ledger_postgres import PostgresLedgerFile
 
         assert spec.url is not None
-        return PostgresLedgerFile(spec.url, table_prefix=spec.table_prefix)
+        # Rows wait on the host until the database takes them (a process killed meanwhile
+        # leaves them to the next one), in the folder of `path`, which this backend leaves unused.
+        outbox = config_relative(spec.path, base_dir).with_name("ledger-outbox.db")
+        return OutboxLedgerFile(
+            PostgresLedgerFile(spec.url, table_prefix=spec.table_prefix),
+            SqliteLedgerFile(outbox),
+            batch_size=spec.batch_size,
+            retry_every=spec.flush_interval,
+        )
     return SqliteLedgerFile(config_relative(spec.path, base_dir))
 
 

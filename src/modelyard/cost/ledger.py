@@ -150,6 +150,10 @@ class LedgerFile(Protocol):
     where: str
     """What to name in a log line."""
 
+    backlog: bool
+    """Whether rows written earlier still wait to reach their place (a shared ledger behind a
+    local outbox, `cost.ledger_outbox`): the writer then calls `write` with nothing new."""
+
     async def write(self, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]) -> None:
         """Insert a batch in one transaction, skipping the uids already there."""
 
@@ -162,6 +166,8 @@ class LedgerFile(Protocol):
 
 class SqliteLedgerFile:
     """Reads and writes the ledger's SQLite file (on a worker thread)."""
+
+    backlog = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -281,6 +287,8 @@ class Ledger:
                     return
                 self.written += len(batch.spend)
                 self._outage.written(len(batch))
+            if self.file.backlog:
+                await self.file.write((), ())
 
     async def aclose(self) -> None:
         """Stop the background task and write what is still queued."""

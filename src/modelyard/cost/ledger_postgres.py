@@ -87,6 +87,7 @@ class PostgresLedgerFile(PostgresTables):
     setting = "ledger.url"
     tables = ("spend", "alerts")
     migrations = MIGRATIONS
+    backlog = False
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 5.0) -> None:
         super().__init__(url, table_prefix=table_prefix, timeout=timeout)

@@ -1,0 +1,182 @@
+"""The shared ledger behind a local outbox, so a process killed outright loses no row it had
+written while the database was out of reach.
+
+Each batch the `Ledger` writes lands first in a SQLite file on the host (the outbox, committed
+before the write returns), and is then shipped to the shared ledger (PostgreSQL) and deleted
+from the outbox. A database that is down or cut off costs nothing but time: its rows wait in the
+outbox, and every later write (and `modelyard costs`) ships them once it answers. A process
+killed outright (SIGKILL, the OOM killer) leaves its unshipped rows in the file, and the next
+process on the host that writes the ledger or reads it ships them; the replicas of one host
+share the file, and a row shipped twice (two of them at once, or a ship whose reply was lost)
+counts once, by its `uid`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from modelyard.background import WriteOutage, detached
+from modelyard.cost.alerts import Alert
+from modelyard.cost.ledger import (
+    ALERT_COLUMNS,
+    SPEND_COLUMNS,
+    Keyed,
+    KeyedAlert,
+    LedgerFile,
+    SpendRow,
+    SqliteLedgerFile,
+)
+from modelyard.state.sqlite_worker import transaction
+
+log = logging.getLogger("modelyard.ledger")
+
+
+class OutboxLedgerFile:
+    """A `LedgerFile` that writes through a local SQLite outbox to a shared one."""
+
+    def __init__(
+        self,
+        shared: LedgerFile,
+        outbox: SqliteLedgerFile,
+        *,
+        batch_size: int = 500,
+        retry_every: float = 1.0,
+    ) -> None:
+        self.shared = shared
+        self.outbox = outbox
+        self.batch_size = batch_size
+        self.where = shared.where
+        self.backlog = True
+        """Whether the outbox may hold rows not shipped yet (true at start: a process killed
+        before this one may have left some)."""
+        self._outage = WriteOutage(
+            log,
+            f"spend ledger {shared.where} (rows wait in {outbox.where})",
+            items="row(s)",
+            retry_every=retry_every,
+        )
+        self._shipping: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def write(self, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]) -> None:
+        """Commit the batch to the outbox, then ship what it holds in the background (a shared
+        ledger that hangs holds no write); rows it cannot take wait for a later write."""
+        if spend or alerts:
+            await self.outbox.write(spend, alerts)
+            self.backlog = True
+        if self._shipping is None or self._shipping.done():
+            self._shipping = detached(self.ship())
+
+    async def ship(self) -> None:
+        """Move what the outbox holds to the shared ledger, batch by batch, oldest first."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await self._ship()
+
+    async def _ship(self) -> None:
+        if not self.outbox.path.exists():  # made by the first write to it
+            self.backlog = False
+        if not self.backlog:
+            return
+        shipped = 0
+        while True:
+            spend, alerts = await self.outbox.worker.run(self._oldest)
+            if not spend and not alerts:
+                self.backlog = False
+                if shipped:
+                    self._outage.written(shipped)
+                return
+            try:
+                await self.shared.write(spend, alerts)
+            except Exception as exc:
+                if not self._outage.ongoing:
+                    self._outage.failed(exc, await self.outbox.worker.run(_count))
+                return
+            uids = [(uid,) for uid, _ in spend] + [(uid,) for uid, _ in alerts]
+            await self.outbox.worker.run(functools.partial(_delete, uids=uids))
+            shipped += len(uids)
+
+    def _oldest(self, conn: sqlite3.Connection) -> tuple[list[Keyed], list[KeyedAlert]]:
+        spend = conn.execute(
+            f"SELECT {SPEND_COLUMNS} FROM spend ORDER BY id LIMIT ?", (self.batch_size,)
+        ).fetchall()
+        alerts = conn.execute(
+            f"SELECT {ALERT_COLUMNS} FROM alerts ORDER BY id LIMIT ?", (self.batch_size,)
+        ).fetchall()
+        return [_spend_row(r) for r in spend], [_alert(r) for r in alerts]
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Ship what waits in the outbox (so a report counts it), then query the shared ledger."""
+        await self.ship()
+        return await self.shared.query(sql, params)
+
+    async def aclose(self) -> None:
+        """Ship what still waits, then release both files."""
+        if self._shipping is not None:
+            await self._shipping
+        await self.ship()
+        await self.shared.aclose()
+        await self.outbox.aclose()
+
+
+def _count(conn: sqlite3.Connection) -> int:
+    """How many rows and alerts the outbox holds."""
+    row = conn.execute("SELECT (SELECT count(*) FROM spend) + (SELECT count(*) FROM alerts)")
+    count: int = row.fetchone()[0]
+    return count
+
+
+def _delete(conn: sqlite3.Connection, *, uids: list[tuple[str]]) -> None:
+    """Remove the shipped rows and alerts from the outbox, in one transaction."""
+
+    def apply(conn: sqlite3.Connection) -> None:
+        conn.executemany("DELETE FROM spend WHERE uid = ?", uids)
+        conn.executemany("DELETE FROM alerts WHERE uid = ?", uids)
+
+    transaction(conn, apply)
+
+
+def _spend_row(values: tuple[Any, ...]) -> Keyed:
+    """A row read back in `SPEND_COLUMNS` order, as `row_values` wrote it."""
+    (uid, at, day, request_id, system, model, key_id, tags, cost, saved, cached, answered,
+     error, input_tokens, output_tokens, tokens_estimated) = values  # fmt: skip
+    row = SpendRow(
+        at=at,
+        day=day,
+        request_id=request_id,
+        system=system,
+        model=model,
+        cost=cost,
+        key_id=key_id,
+        tags=tuple(json.loads(tags)),
+        saved=saved,
+        cached=bool(cached),
+        answered=bool(answered),
+        error=error,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        tokens_estimated=bool(tokens_estimated),
+    )
+    return uid, row
+
+
+def _alert(values: tuple[Any, ...]) -> KeyedAlert:
+    """An alert read back in `ALERT_COLUMNS` order, as `alert_values` wrote it."""
+    uid, at, kind, where, message, value, threshold, details = values
+    alert = Alert(
+        kind=kind,
+        where=where,
+        message=message,
+        value=value,
+        threshold=threshold,
+        details=json.loads(details),
+        at=at,
+    )
+    return uid, alert
