@@ -3,6 +3,11 @@ the config texts parsed, and an OpenTelemetry collector."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,3 +108,20 @@ def outage_told(caplog: pytest.LogCaptureFixture, logger: str) -> tuple[str, str
     (name, level, began), (_, _, ended) = lines
     assert (name, level) == (logger, "ERROR")
     return began, ended
+
+
+async def killed_once_written(script: str, *args: str) -> None:
+    """Run `script` in a Python process of its own and kill it outright (SIGKILL, as the OOM
+    killer would: no shutdown, no last flush) once it prints `written`."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.stdout is not None
+    assert await asyncio.wait_for(child.stdout.readline(), 30) == b"written\n"
+    child.send_signal(signal.SIGKILL)
+    await child.wait()

@@ -4,12 +4,7 @@ Talks to the real server at 127.0.0.1:5432 (database `test`) through a relay it 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sqlite3
-import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +14,7 @@ from modelyard.config.build_operations import ledger_file
 from modelyard.config.operations import LedgerSpec
 from modelyard.cost.ledger import Ledger
 from modelyard.cost.ledger_postgres import PostgresLedgerFile
-from tests.conftest import relayed_postgres
+from tests.conftest import killed_once_written, relayed_postgres
 from tests.cost.test_ledger_postgres import spent
 from tests.fakes.tcp_relay import TcpRelay
 from tests.state.conftest import fresh_tables
@@ -63,20 +58,7 @@ async def test_rows_a_killed_process_could_not_write_reach_the_database_from_the
         path=str(tmp_path / "ledger.db"),
     )
     postgres_relay.cut()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        textwrap.dedent(KILLED),
-        spec.model_dump_json(),
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    assert child.stdout is not None
-    assert await asyncio.wait_for(child.stdout.readline(), 30) == b"written\n"
-    child.send_signal(signal.SIGKILL)  # as the OOM killer would: no shutdown, no last flush
-    await child.wait()
+    await killed_once_written(KILLED, spec.model_dump_json(), str(tmp_path))
     postgres_relay.restore()
 
     ledger = Ledger(ledger_file(spec, tmp_path), flush_interval=0.05)

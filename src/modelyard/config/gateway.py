@@ -43,7 +43,9 @@ class GatewaySpec(Spec):
     keys_table_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Tables `<prefix>keys` and `<prefix>key_changes` (default: `request_log_table_prefix`)."""
     request_log: str | None = ".modelyard/{config}/requests.sqlite3"
-    """Where every request's decision record is kept (None: memory only)."""
+    """Where every request's decision record is kept (None: memory only). With
+    `request_log_url`, its folder holds `requests-outbox.sqlite3`, where records wait until
+    the database takes them (None: they wait in memory, lost if the process is killed)."""
     request_log_url: str | None = Field(default=None, pattern=r"^postgres")
     """`postgresql://user@host/db`: one request log every replica writes (instead of
     `request_log`), so any replica answers `GET /v1/requests/{id}` and `modelyard traffic`

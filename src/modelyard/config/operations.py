@@ -263,6 +263,8 @@ class LedgerSpec(Spec):
     """`sqlite`: a file per process (`path`); `postgres`: tables every replica writes (`url`),
     so `modelyard costs` shows all of their spend."""
     path: str = ".modelyard/{config}/ledger.db"
+    """`sqlite`: the ledger's file. `postgres`: its folder holds `ledger-outbox.db`, where rows
+    wait until the database takes them."""
     url: str | None = None
     """`postgresql://user@host/db` for the postgres backend."""
     table_prefix: str = Field(default="modelyard_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -167,6 +167,10 @@ class DecisionLog:
         self.path = None if shared is not None else path
         self.shared = shared
         """Where every replica keeps its records (PostgreSQL), instead of this process's file."""
+        self.outbox = None if shared is None or path is None else path.with_name(OUTBOX)
+        """With a shared log: where records wait on the host until it takes them, so a process
+        killed outright during an outage leaves them to the next one (which ships them)."""
+        self._backlog = self.outbox is not None  # a process killed before may have left some
         self._recent: OrderedDict[str, RequestRecord | tuple[Any, ...]] = OrderedDict()
         self._recent_size = recent
         self._pending: list[RequestRecord] = []
@@ -183,14 +187,15 @@ class DecisionLog:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-log")
         self._db: sqlite3.Connection | None = None
         """Opened and used only on the writer thread."""
-        if self.path is not None:
-            private_folder(self.path.parent)
+        self._file = self.path or self.outbox
+        if self._file is not None:
+            private_folder(self._file.parent)
             self._writer.submit(self._migrate).result()
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            assert self.path is not None
-            self._db = open_wal(self.path, timeout=30)
+            assert self._file is not None
+            self._db = open_wal(self._file, timeout=30)
             self._db.execute("PRAGMA synchronous=NORMAL")
         return self._db
 
@@ -229,14 +234,18 @@ class DecisionLog:
 
     async def flush(self) -> None:
         """Write pending records now."""
-        if not self._pending or (self.path is None and self.shared is None):
-            return
+        if self._pending and (self.path is not None or self.shared is not None):
+            await self._write_pending()
+        if self._backlog:
+            await self._ship()
+
+    async def _write_pending(self) -> None:
         batch, self._pending = self._pending, []
         try:
-            if self.shared is not None:
+            if self.shared is not None and self.outbox is None:
                 encoded = _rows(batch)
                 await self.shared.write(encoded, _exchanges(batch))
-            else:
+            else:  # this process's file, or the outbox a shared log's records wait in
                 encoded = await self._on_writer(self._write, batch)
         except BaseException as exc:  # a disk, a database down: the records are kept to retry
             # A cancel too (a stop landing mid-write): a record written again replaces itself.
@@ -245,11 +254,58 @@ class DecisionLog:
                 raise
             self._outage.failed(exc, len(self._pending))
             return
-        self._outage.written(len(batch))
         recent = self._recent
         for record, data in zip(batch, encoded, strict=True):
             if recent.get(record.id) is record:
                 recent[record.id] = data
+        if self.outbox is not None:
+            self._backlog = True
+        else:
+            self._outage.written(len(batch))
+
+    async def _ship(self) -> None:
+        """Move the records waiting in the outbox to the shared log, oldest first."""
+        assert self.shared is not None
+        shipped = 0
+        try:
+            while rows_exchanges := await self._on_writer(self._oldest):
+                rows, exchanges = rows_exchanges
+                await self.shared.write(rows, exchanges)
+                await self._on_writer(self._forget, [(row[0],) for row in rows])
+                shipped += len(rows)
+        except Exception as exc:  # kept in the outbox for the next flush
+            if not self._outage.ongoing:
+                self._outage.failed(exc, await self._on_writer(self._waiting))
+            return
+        self._backlog = False
+        if shipped:
+            self._outage.written(shipped)
+
+    def _oldest(self) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]] | None:
+        """The outbox's oldest records and their exchanges, or None when it is empty."""
+        db = self._connection()
+        rows = db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM requests ORDER BY at LIMIT {OUTBOX_BATCH}"
+        ).fetchall()
+        if not rows:
+            return None
+        marks = ", ".join("?" for _ in rows)
+        exchanges = db.execute(
+            f"SELECT id, messages, answer FROM traffic WHERE id IN ({marks})",
+            [row[0] for row in rows],
+        ).fetchall()
+        return rows, exchanges
+
+    def _waiting(self) -> int:
+        count: int = self._connection().execute("SELECT count(*) FROM requests").fetchone()[0]
+        return count
+
+    def _forget(self, ids: list[tuple[str]]) -> None:
+        db = self._connection()
+        db.execute("BEGIN")
+        db.executemany("DELETE FROM requests WHERE id = ?", ids)
+        db.executemany("DELETE FROM traffic WHERE id = ?", ids)
+        db.execute("COMMIT")
 
     def _write(self, batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
         """Store a batch (on the writer thread); returns each record's row, which `get` reads
@@ -308,6 +364,12 @@ class DecisionLog:
             await self.shared.aclose()
         self._writer.shutdown(wait=False)
 
+
+OUTBOX = "requests-outbox.sqlite3"
+"""The outbox's file name, beside `gateway.request_log`."""
+
+OUTBOX_BATCH = 500
+"""Records shipped from the outbox in one write."""
 
 COLUMNS = (
     "id",
