@@ -89,6 +89,10 @@ class ModelError(ModelyardError):
         self.param = param
         """The request field the provider named as at fault (OpenAI's `error.param`), if any:
         named in the provider's request, which the gateway's clients mostly share."""
+        self.upstream_status: int | None = None
+        """The HTTP status the provider answered with, when it answered with an error (set by
+        the remote model): `status` is what the gateway answers, e.g. 504 for a timeout that
+        got no reply at all."""
         self.decision: Decision | None = None
         self.cost = 0.0
         """USD already spent when the call failed (a stream cut part-way is still billed)."""

@@ -15,7 +15,12 @@ import pytest
 import modelyard
 from modelyard.config.loader import load_config
 from modelyard.config.operations import TracingSpec
-from modelyard.errors import BudgetExceededError, ConfigError, RateLimitedError
+from modelyard.errors import (
+    BudgetExceededError,
+    ConfigError,
+    RateLimitedError,
+    UnavailableError,
+)
 from modelyard.evaluation.isolation import for_evaluation
 from modelyard.local.classifier import ClassifierModel
 from modelyard.model import Model, ModelInfo
@@ -24,7 +29,7 @@ from modelyard.topology import unwrap
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_collector import OtlpCollector, named
-from tests.fakes.server import Fault
+from tests.fakes.server import Fault, free_port
 
 SECRET_QUESTION = "my card is Zanzibar-Quokka, what is my balance?"
 
@@ -320,6 +325,8 @@ async def test_each_try_of_a_retried_call_is_a_span_under_the_models(
     assert [t.attributes["modelyard.attempt"] for t in tries] == [1, 2, 3]
     assert all(t.parent_id == model.span_id for t in tries)
     assert [t.attributes.get("error.type") for t in tries] == ["overloaded", "rate_limited", None]
+    statuses = [t.attributes.get("http.response.status_code") for t in tries]
+    assert statuses == [503, 429, None]  # what the provider answered each failed try with
     assert tries[0].error is not None and tries[2].error is None
     assert [t.attributes.get("http.request.resend_count") for t in tries] == [None, 1, 2]
     assert tries[2].attributes["modelyard.retry_wait_ms"] == 20.0  # the Retry-After
@@ -345,6 +352,23 @@ async def test_a_call_whose_every_try_failed_ends_its_models_span_with_the_last_
     assert model.attributes["error.type"] == "rate_limited" and model.error is not None
     tries = [s for s in spans if s.name == "attempt"]
     assert len(tries) == 3 and all(t.error is not None for t in tries)
+
+
+async def test_a_try_that_got_no_reply_names_no_http_status(
+    collector: OtlpCollector, write_config: Callable[[str], Path]
+) -> None:
+    # Nothing listens: the error's own status (503, what the gateway would answer) is not the
+    # provider's, so no try claims one.
+    text = RETRIED.format(url=f"http://127.0.0.1:{free_port()}")
+    text += f"tracing: {{endpoint: {collector.url}}}\n"
+    async with modelyard.load(write_config(text)) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("mini", "hello")
+    assert caught.value.upstream_status is None
+    spans = collector.wait_for(4)
+    tries = [s for s in spans if s.name == "attempt"]
+    assert len(tries) == 3 and all(t.attributes["error.type"] == "unavailable" for t in tries)
+    assert not any("http.response.status_code" in t.attributes for t in tries)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -4,7 +4,8 @@ The model's span (`Traced`, `chat <model id>`) is the whole call as its caller s
 answer, or the error it ended with. Each try the retry wrapper makes is a child span of its own,
 `attempt`, as the HTTP conventions make each resend of a request its own span: its number
 (`modelyard.attempt`, from 1; `http.request.resend_count` on a retry), the wait before it
-(`modelyard.retry_wait_ms`), and how it failed (`error.type`, status ERROR). The waits show as
+(`modelyard.retry_wait_ms`), and how it failed (`error.type`, status ERROR, and the provider's
+`http.response.status_code` when it answered with an error). The waits show as
 gaps between them in a trace viewer. A try's span is current while it runs, so the provider
 request it makes carries that span's `traceparent`. Token counts and costs stay on the model's
 span only, so dashboards summing them over spans count each call once.
@@ -39,7 +40,11 @@ class _TracedTry(Traced):
         return self.tracer.start_span(self.span_name, kind=self.kind, attributes=self.fixed)
 
     def _outcome(self, response: ChatResponse | None, error: ModelError | None) -> dict[str, Any]:
-        return {"error.type": error.kind} if error is not None else {}
+        if error is None:
+            return {}
+        if error.upstream_status is None:  # no reply (a timeout, a refused connection)
+            return {"error.type": error.kind}
+        return {"error.type": error.kind, "http.response.status_code": error.upstream_status}
 
 
 class TracedTries:

@@ -211,7 +211,7 @@ class RemoteModel(Model):
                 self._observe(reply.headers)
                 if reply.status >= 400:
                     payload = await reply.body(self.client.timeouts.total)
-                    raise self.wire.error_from_wire(reply.status, reply.headers, payload)
+                    raise upstream_error(self.wire, reply.status, reply.headers, payload)
                 if _not_a_stream(reply.headers):
                     payload = await reply.body(self.client.timeouts.total)
                     raise bad_body(
@@ -421,11 +421,21 @@ class RemoteEmbedder(Embedder):
         await self.client.aclose()
 
 
+def upstream_error(
+    wire: WireFormat, status: int, headers: Mapping[str, str], body: bytes
+) -> ModelError:
+    """The provider's error reply read by its `wire`, with the status it came with kept as
+    `upstream_status` (a trace's try names it)."""
+    error = wire.error_from_wire(status, headers, body)
+    error.upstream_status = status
+    return error
+
+
 def _json_of(reply: HttpReply, errors: WireFormat) -> Any:
     """A whole reply's JSON body: the provider's error (read by `errors`) for a 4xx or 5xx,
     BadResponseError for a body that is not JSON."""
     if reply.status >= 400:
-        raise errors.error_from_wire(reply.status, reply.headers, reply.body)
+        raise upstream_error(errors, reply.status, reply.headers, reply.body)
     try:
         return orjson.loads(reply.body)
     except orjson.JSONDecodeError:
