@@ -113,11 +113,12 @@ class WriteOutage:
     def written(self, count: int) -> None:
         """A write of `count` items went through: logged if it ends an outage."""
         dropped, self._dropped = self._dropped, 0
-        if self._since is None and not dropped:
-            return
-        lasted = 0.0 if self._since is None else self._clock() - self._since
-        self._since = None
         lost = f"; dropped {dropped} {self.items} while the queue was full" if dropped else ""
+        if self._since is None:  # no write had failed: the writes only fell behind
+            if dropped:
+                self.log.warning("%s: writing keeps up again%s", self.what, lost)
+            return
+        lasted, self._since = self._clock() - self._since, None
         self.log.warning(
             "%s: writing again after %.0f s; wrote the %d %s held back meanwhile%s",
             self.what,

@@ -78,6 +78,7 @@ async def test_full_queue_drops_and_counts(
     assert len(lines) == 2, lines
     assert "the queue of 2 row(s) waiting is full" in lines[0]
     assert "dropped 3 row(s) while the queue was full" in lines[1]
+    assert "writing keeps up again" in lines[1]  # no write failed: not told as an outage's end
 
 
 async def test_rows_split_a_fallbacks_spend_between_the_models_it_used() -> None:

@@ -28,7 +28,7 @@ import orjson
 
 from modelyard.background import WriteOutage
 from modelyard.state.folders import private_folder
-from modelyard.state.sqlite_worker import Migration, apply_migrations, open_wal
+from modelyard.state.sqlite_worker import Migration, apply_migrations, open_wal, transaction
 from modelyard.types import Decision
 
 log = logging.getLogger("modelyard.log")
@@ -301,11 +301,11 @@ class DecisionLog:
         return count
 
     def _forget(self, ids: list[tuple[str]]) -> None:
-        db = self._connection()
-        db.execute("BEGIN")
-        db.executemany("DELETE FROM requests WHERE id = ?", ids)
-        db.executemany("DELETE FROM traffic WHERE id = ?", ids)
-        db.execute("COMMIT")
+        def apply(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM requests WHERE id = ?", ids)
+            db.executemany("DELETE FROM traffic WHERE id = ?", ids)
+
+        transaction(self._connection(), apply)
 
     def _write(self, batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
         """Store a batch (on the writer thread); returns each record's row, which `get` reads
