@@ -287,3 +287,65 @@ def test_a_refused_token_count_shows_the_admin_the_upstream_quota(
         ).messages.count_tokens(model="claude", messages=ASKED)
     headers = caught.value.response.headers
     assert headers["x-modelyard-upstream-anthropic-ratelimit-requests-remaining"] == "0"
+
+
+# --- a Messages caller's tool definitions -------------------------------------------------------
+
+STRICT_TOOL: Any = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+
+
+def test_a_messages_callers_strict_tool_stays_strict_on_anthropic_and_openai(
+    running: Running, claude_fake: FakeAnthropic, upstream: FakeOpenAI
+) -> None:
+    client = anthropic_client(running)
+    for model in ("claude", "gpt"):
+        client.messages.create(model=model, max_tokens=20, messages=ASKED, tools=[STRICT_TOOL])
+    assert claude_fake.requests[-1].json["tools"][0]["strict"] is True
+    assert upstream.requests[-1].json["tools"][0]["function"]["strict"] is True
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"input_examples": [{"city": "Oslo"}]}, "tools[0].input_examples"),
+        ({"defer_loading": True}, "tools[0].defer_loading"),
+        ({"allowed_callers": ["code_execution_20250825"]}, "tools[0].allowed_callers"),
+    ],
+)
+def test_a_messages_tool_field_the_gateway_cannot_carry_is_a_400_naming_it(
+    running: Running, claude_fake: FakeAnthropic, extra: dict[str, Any], named: str
+) -> None:
+    sent = len(claude_fake.requests)
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        anthropic_client(running).messages.create(
+            model="claude", max_tokens=20, messages=ASKED, tools=[{**STRICT_TOOL, **extra}]
+        )
+    said = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert said.startswith(named)
+    assert len(claude_fake.requests) == sent  # refused before any upstream saw it
+
+
+def test_a_messages_tools_neutral_fields_are_taken(
+    running: Running, claude_fake: FakeAnthropic
+) -> None:
+    neutral = {"defer_loading": False, "allowed_callers": ["direct"], "eager_input_streaming": True}
+    message = anthropic_client(running).messages.create(
+        model="claude", max_tokens=20, messages=ASKED, tools=[{**STRICT_TOOL, **neutral}]
+    )
+    assert message.stop_reason in ("end_turn", "tool_use")
+    assert set(claude_fake.requests[-1].json["tools"][0]) == {
+        "name",
+        "description",
+        "input_schema",
+        "strict",
+    }

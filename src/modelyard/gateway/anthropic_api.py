@@ -54,6 +54,13 @@ _FIELDS = frozenset(
     }
 )
 _NEUTRAL: dict[str, Any] = {"top_k": None}
+_TOOL_FIELDS = frozenset(
+    {"type", "name", "description", "input_schema", "cache_control", "strict"}
+    | {"eager_input_streaming"}  # how the input streams, not what it says: taken, not sent
+)
+_TOOL_NEUTRAL: dict[str, Any] = {"defer_loading": False, "allowed_callers": ["direct"]}
+"""A tool's fields that only say what every tool here is anyway; other values (a tool loaded
+by tool search, called from code execution) and `input_examples` are refused, naming them."""
 _TIERS = ("auto", "standard_only")
 """The service tiers Anthropic takes, both what every request gets here (no priority tier)."""
 
@@ -194,6 +201,7 @@ def _tools(raw: Any, marks: Breakpoints) -> tuple[Tool, ...]:
                 "own tools (name, description, input_schema), not server tools",
                 f"tools[{i}].type",
             )
+        reject_unknown(tool, _TOOL_FIELDS, _TOOL_NEUTRAL, f"tools[{i}].")
         tools.append(
             Tool(
                 name=expect_str(tool.get("name"), f"tools[{i}].name"),
@@ -202,6 +210,7 @@ def _tools(raw: Any, marks: Breakpoints) -> tuple[Tool, ...]:
                     shallow(tool.get("input_schema"), f"tools[{i}].input_schema"),
                     f"tools[{i}].input_schema",
                 ),
+                strict=optional_bool(tool, "strict", f"tools[{i}]."),
                 cache=marks.read(tool, f"tools[{i}]"),
             )
         )
