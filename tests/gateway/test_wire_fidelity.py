@@ -349,3 +349,60 @@ def test_a_messages_tools_neutral_fields_are_taken(
         "input_schema",
         "strict",
     }
+
+
+# --- a tool choice no tool can satisfy ---------------------------------------------------------
+
+LOOKUP: Any = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "flash"])
+@pytest.mark.parametrize(
+    ("choice", "tools"),
+    [
+        ("required", None),
+        ({"type": "function", "function": {"name": "lookup"}}, None),
+        ({"type": "function", "function": {"name": "nope"}}, [LOOKUP]),
+    ],
+)
+def test_a_tool_choice_no_tool_can_satisfy_is_a_400_naming_it_on_every_provider(
+    running: Running,
+    upstream: FakeOpenAI,
+    claude_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+    model: str,
+    choice: Any,
+    tools: Any,
+) -> None:
+    # OpenAI refuses these; sent only with tools, the demand would vanish on the way.
+    fakes = (upstream, claude_fake, gemini_fake)
+    sent = [len(fake.requests) for fake in fakes]
+    extra = {"tools": tools} if tools else {}
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(
+            model=model, messages=ASKED, tool_choice=choice, **extra
+        )
+    assert caught.value.param == "tool_choice"
+    assert [len(fake.requests) for fake in fakes] == sent
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "flash"])
+def test_a_messages_callers_any_tool_without_tools_is_refused_on_every_provider(
+    running: Running, model: str
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        anthropic_client(running).messages.create(
+            model=model, max_tokens=20, messages=ASKED, tool_choice={"type": "any"}
+        )
+    assert "tool_choice" in caught.value.body["error"]["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "flash"])
+def test_auto_and_none_without_tools_are_taken_on_every_provider(
+    running: Running, model: str
+) -> None:
+    for choice in ("auto", "none"):
+        reply = openai_client(running).chat.completions.create(
+            model=model, messages=ASKED, tool_choice=choice
+        )
+        assert reply.choices[0].message.content

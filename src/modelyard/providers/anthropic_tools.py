@@ -35,6 +35,7 @@ from typing import Any
 from modelyard.errors import BadRequestError
 from modelyard.providers.anthropic_answer import JSON_TOOL
 from modelyard.providers.anthropic_blocks import marked
+from modelyard.providers.wire import check_tool_choice
 from modelyard.types import ChatRequest, ResponseFormat, Tool
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -71,18 +72,14 @@ def native_format(request: ChatRequest) -> dict[str, Any] | None:
 def tool_fields(request: ChatRequest) -> dict[str, Any]:
     """The body's `tools` and `tool_choice` for `request` (its JSON tool included when JSON
     mode is forced); empty when it has neither tools nor a forced JSON mode."""
+    check_tool_choice(request)
     fmt = request.response_format
     json_mode = fmt is not None and fmt.type != "text" and not native_json(request)
     if not request.tools and not json_mode:
-        if request.tool_choice not in (None, "auto", "none"):
-            raise BadRequestError(
-                f"tool_choice={request.tool_choice!r} but the request has no tools",
-                code="invalid_tool_choice",
-            )
         return {}
     names = {tool.name for tool in request.tools}
     tools = [_tool_json(tool) for tool in request.tools]
-    choice = _tool_choice(request.tool_choice, names)
+    choice = _tool_choice(request.tool_choice)
     if json_mode:
         assert fmt is not None
         if JSON_TOOL in names:
@@ -105,19 +102,14 @@ def tool_fields(request: ChatRequest) -> dict[str, Any]:
     return out
 
 
-def _tool_choice(choice: str | None, names: set[str]) -> dict[str, Any] | None:
+def _tool_choice(choice: str | None) -> dict[str, Any] | None:
+    # A name is one of the request's tools (`check_tool_choice`).
     if choice is None:
         return None
     if choice in ("auto", "none"):
         return {"type": choice}
     if choice == "required":
         return {"type": "any"}
-    if choice not in names:
-        raise BadRequestError(
-            f"tool_choice names {choice!r}, which is not among the request's tools "
-            f"({', '.join(sorted(names))})",
-            code="invalid_tool_choice",
-        )
     return {"type": "tool", "name": choice}
 
 

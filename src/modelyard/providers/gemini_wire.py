@@ -43,7 +43,7 @@ from modelyard.providers.gemini_answers import (
 )
 from modelyard.providers.gemini_errors import api_error, error_from_wire
 from modelyard.providers.headers import RateLimitInfo
-from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, require
+from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, check_tool_choice, require
 from modelyard.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -179,8 +179,6 @@ def _tool_config(request: ChatRequest) -> dict[str, Any]:
     assert choice is not None
     if choice in _TOOL_CHOICE:
         return {"functionCallingConfig": {"mode": _TOOL_CHOICE[choice]}}
-    if choice not in {tool.name for tool in request.tools}:
-        raise BadRequestError(f"tool_choice names {choice!r}, which is not among the tools")
     return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice]}}
 
 
@@ -216,6 +214,7 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
 
 def to_wire(request: ChatRequest) -> dict[str, Any]:
     """The GenerateContentRequest body for `request` (the model goes in the URL)."""
+    check_tool_choice(request)
     contents, system = _contents(request)
     body: dict[str, Any] = {"contents": contents}
     if system:

@@ -14,6 +14,8 @@ Decisions worth knowing:
   Anthropic's `user_id` as `user` (a Claude Code id is longer than the 128 characters
   `safety_identifier` takes, and OpenAI-compatible servers know `user`).
 - `tool_choice` and `parallel_tool_calls` are sent only with tools: OpenAI refuses them alone.
+  A `tool_choice` no tool can answer (`required` or a name, without tools or naming none of
+  them) is a BadRequestError naming it (`wire.check_tool_choice`), as on every wire format.
 - `ChatRequest.thinking` with a budget becomes `reasoning_effort` (under 4,096 tokens `low`,
   under 16,384 `medium`, else `high`: Claude Code's "think", "think hard" and "ultrathink"
   land on one each); `adaptive` and `disabled` leave the model's default. `ChatRequest.effort`
@@ -47,7 +49,7 @@ from modelyard.providers.openai_response import (
     raise_if_error,
     usage_from_wire,
 )
-from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, require
+from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, check_tool_choice, require
 from modelyard.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -78,6 +80,7 @@ def to_wire(
     max_tokens_field: MaxTokensField = "max_completion_tokens",
 ) -> dict[str, Any]:
     """The Chat Completions request body for `request`."""
+    check_tool_choice(request)
     body: dict[str, Any] = {"model": model_id, "messages": messages_to_wire(request)}
     if request.tools:
         body["tools"] = [tool_to_wire(tool) for tool in request.tools]

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from modelyard.errors import BadResponseError, ModelError
+from modelyard.errors import BadRequestError, BadResponseError, ModelError
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.providers.sse import Event
 from modelyard.types import ChatRequest, Choice, Chunk, EmbeddingRequest, Usage
@@ -149,6 +149,30 @@ class TokenCountWireFormat(Protocol):
     def count_tokens_from_wire(self, body: Any) -> int:
         """The input tokens in a decoded JSON answer; BadResponseError if it is not one."""
         ...
+
+
+def check_tool_choice(request: ChatRequest) -> None:
+    """BadRequestError naming `tool_choice` when it demands a call no tool of the request can
+    answer: `required` or a tool's name with no tools, or a name none of them has. Every API
+    refuses these; a wire format that sends `tool_choice` only with tools would otherwise drop
+    the demand without a word. `auto` and `none` ask nothing of a request without tools."""
+    choice = request.tool_choice
+    if choice is None or choice in ("auto", "none"):
+        return
+    names = [tool.name for tool in request.tools]
+    if not names:
+        raise BadRequestError(
+            f"tool_choice={choice!r} but the request has no tools",
+            code="invalid_tool_choice",
+            param="tool_choice",
+        )
+    if choice != "required" and choice not in names:
+        raise BadRequestError(
+            f"tool_choice names {choice!r}, which is not among the request's tools "
+            f"({', '.join(sorted(names))})",
+            code="invalid_tool_choice",
+            param="tool_choice",
+        )
 
 
 def body_excerpt(body: bytes, limit: int = 200) -> str:
