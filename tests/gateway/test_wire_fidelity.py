@@ -406,3 +406,13 @@ def test_auto_and_none_without_tools_are_taken_on_every_provider(
             model=model, messages=ASKED, tool_choice=choice
         )
         assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "flash"])
+def test_top_logprobs_without_logprobs_is_a_400_naming_it_on_every_provider(
+    running: Running, model: str
+) -> None:
+    # OpenAI's own rule; elsewhere the alternatives asked for would silently not come.
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(model=model, messages=ASKED, top_logprobs=2)
+    assert caught.value.param == "top_logprobs"

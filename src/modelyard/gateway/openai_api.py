@@ -299,6 +299,10 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
     metadata = end_user(
         body, string_map(body["metadata"], "metadata") if body.get("metadata") else {}
     )
+    logprobs = bool(optional_bool(body, "logprobs"))
+    top_logprobs = optional_int(body, "top_logprobs", 0, 20)
+    if top_logprobs is not None and not logprobs:  # OpenAI's rule, kept for every provider
+        raise bad_request("top_logprobs: only allowed when logprobs is true", "top_logprobs")
     request = ChatRequest(
         messages=turns,
         system=system,
@@ -312,8 +316,8 @@ def parse_chat(body: Any, *, max_messages: int) -> ChatCall:
         stop=_stop(body.get("stop")),
         seed=optional_int(body, "seed", -(2**63), 2**63 - 1),
         n=optional_int(body, "n", 1, 128) or 1,
-        logprobs=bool(optional_bool(body, "logprobs")),
-        top_logprobs=optional_int(body, "top_logprobs", 0, 20),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
         metadata=metadata,
         effort=reasoning_effort(body.get("reasoning_effort"), "reasoning_effort"),
     )
