@@ -416,3 +416,35 @@ def test_top_logprobs_without_logprobs_is_a_400_naming_it_on_every_provider(
     with pytest.raises(openai.BadRequestError) as caught:
         openai_client(running).chat.completions.create(model=model, messages=ASKED, top_logprobs=2)
     assert caught.value.param == "top_logprobs"
+
+
+SVG: Any = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is it"},
+            {"type": "image_url", "image_url": {"url": "data:image/svg+xml;base64,PHN2Zz4="}},
+        ],
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("asked", "named"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"temperature": 1.5}, "temperature"),
+        ({"messages": SVG}, "messages[0].content[1]"),
+    ],
+)
+def test_what_an_anthropic_model_cannot_do_is_a_400_whose_param_names_the_field(
+    running: Running, claude_fake: FakeAnthropic, asked: dict[str, Any], named: str
+) -> None:
+    sent = len(claude_fake.requests)
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(
+            **{"model": "claude", "messages": ASKED, **asked}
+        )
+    assert caught.value.param == named
+    assert len(claude_fake.requests) == sent

@@ -78,24 +78,29 @@ def _image(part: ImagePart, where: str) -> Block:
             raise BadRequestError(
                 f"{where}: an image data: URI must be base64 (data:image/png;base64,...)",
                 code="invalid_image",
+                param=where,
             )
         if media_type not in IMAGE_TYPES:
             raise BadRequestError(
                 f"{where}: image type {media_type!r} is not one Anthropic accepts "
                 f"({', '.join(sorted(IMAGE_TYPES))})",
                 code="invalid_image",
+                param=where,
             )
         try:
             binascii.a2b_base64(data, strict_mode=True)
         except binascii.Error:
             raise BadRequestError(
-                f"{where}: the image data: URI is not valid base64", code="invalid_image"
+                f"{where}: the image data: URI is not valid base64",
+                code="invalid_image",
+                param=where,
             ) from None
         source = {"type": "base64", "media_type": media_type, "data": data}
         return {"type": "image", "source": source}
     raise BadRequestError(
         f"{where}: an image needs an http(s) URL or a data: URI, got {url[:40]!r}",
         code="invalid_image",
+        param=where,
     )
 
 

@@ -172,20 +172,25 @@ def _refuse_unsupported(request: ChatRequest) -> None:
             f"n={request.n}: the Anthropic Messages API returns one answer per request; "
             "send separate requests (or use an ensemble) for several",
             code="unsupported_parameter",
+            param="n",
         )
     if request.logprobs:
         raise BadRequestError(
             "logprobs: the Anthropic Messages API does not return log-probabilities",
             code="unsupported_parameter",
+            param="logprobs",
         )
     if request.max_tokens is None:
         raise BadRequestError(
-            "max_tokens: the Anthropic Messages API requires it", code="missing_parameter"
+            "max_tokens: the Anthropic Messages API requires it",
+            code="missing_parameter",
+            param="max_tokens",
         )
     if request.temperature is not None and not 0.0 <= request.temperature <= 1.0:
         raise BadRequestError(
             f"temperature={request.temperature}: the Anthropic API accepts 0 to 1",
             code="invalid_parameter",
+            param="temperature",
         )
 
 
