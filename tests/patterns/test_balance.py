@@ -23,7 +23,7 @@ from modelyard.errors import (
     UnavailableError,
 )
 from modelyard.patterns.balance import BalanceModel
-from modelyard.patterns.balancing import Balancer
+from modelyard.patterns.balancing import Balancer, Cooldown
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker
 from modelyard.resilience.retry import RetryModel, RetryPolicy
@@ -256,14 +256,20 @@ async def test_circuits_are_not_read_from_the_store_on_every_request() -> None:
     assert store.reads == 33
 
 
-async def test_a_429_with_retry_after_cools_the_member_down() -> None:
-    limited = scripted("a", fails("rate_limited", retry_after=30), default="a again")
+@pytest.mark.parametrize(
+    ("retry_after", "rest"),
+    [(30.0, r"(29\.\d|30\.0)"), (None, r"(4\.\d|5\.0)")],
+    ids=["its-retry-after", "else-the-cooldown"],
+)
+async def test_a_429_rests_the_member(retry_after: float | None, rest: str) -> None:
+    # Without Retry-After it used to only move on: the next request asked it again.
+    limited = scripted("a", fails("rate_limited", retry_after=retry_after), default="a again")
     model = BalanceModel("pool", [limited, scripted("b")], strategy="round_robin")
     responses = [await model.complete(user("x")) for _ in range(4)]
     assert [r.model for r in responses] == ["b", "b", "b", "b"]
     assert len(limited.calls) == 1
     skipped = responses[1].decision.details["skipped"]  # type: ignore[union-attr]
-    assert re.fullmatch(r"cooling down for (29\.\d|30\.0)s after a 429", skipped["a"])
+    assert re.fullmatch(rf"cooling down for {rest}s after a 429", skipped["a"])
 
 
 async def test_when_every_member_cools_down_the_caller_learns_when_to_come_back() -> None:
@@ -284,12 +290,58 @@ async def test_when_every_member_cools_down_the_caller_learns_when_to_come_back(
     assert caught.value.decision is not None and caught.value.decision.kind == "balance"
 
 
-async def test_a_429_without_retry_after_only_moves_on() -> None:
+async def test_a_cooldown_of_0_only_moves_on_after_a_429_without_retry_after() -> None:
     limited = scripted("a", fails("rate_limited"), default="a again")
-    model = BalanceModel("pool", [limited, scripted("b")], strategy="round_robin")
+    members = [limited, scripted("b")]
+    model = BalanceModel("pool", members, strategy="round_robin", cooldown=Cooldown(seconds=0))
     assert (await model.complete(user("x"))).model == "b"
     assert (await model.complete(user("x"))).model == "b"  # b's turn
     assert (await model.complete(user("x"))).model == "a"  # not cooled down
+
+
+async def test_a_lone_member_is_not_rested_without_a_retry_after() -> None:
+    # Nothing else could take its requests: resting it would only refuse them.
+    limited = scripted("a", fails("rate_limited"), default="a again")
+    model = BalanceModel("pool", [limited])
+    with pytest.raises(RateLimitedError):
+        await model.complete(user("x"))
+    assert (await model.complete(user("x"))).text == "a again"
+
+
+async def test_failures_in_a_row_within_the_window_rest_the_member() -> None:
+    flaky = scripted("a", *[fails("unavailable")] * 3, default="a again")
+    cooldown = Cooldown(seconds=20, failures=3, within=60)
+    model = BalanceModel("pool", [flaky, scripted("b")], strategy="round_robin", cooldown=cooldown)
+    answered = [(await model.complete(user("x"))).model for _ in range(8)]
+    # a fails on its turns (1st, 3rd, 5th request); after the third it rests.
+    assert answered == ["b"] * 8
+    assert len(flaky.calls) == 3
+    skipped = (await model.complete(user("x"))).decision.details["skipped"]  # type: ignore[union-attr]
+    assert re.fullmatch(r"cooling down for (19\.\d|20\.0)s after 3 failures in a row", skipped["a"])
+
+
+async def test_a_success_or_a_stale_failure_breaks_the_run() -> None:
+    clock = [100.0]
+    flaky = scripted(
+        "a", fails("unavailable"), "fine", fails("unavailable"), default=fails("unavailable")
+    )
+    model = BalanceModel(
+        "pool",
+        [flaky, scripted("b")],
+        strategy="round_robin",
+        cooldown=Cooldown(seconds=20, failures=2, within=60),
+        clock=lambda: clock[0],
+    )
+    for _ in range(6):  # a on every other request: failed, fine (the run ends), failed
+        await model.complete(user("x"))
+    clock[0] += 61  # the next failure comes too late to make a run with the last
+    for _ in range(2):
+        await model.complete(user("x"))
+    assert len(flaky.calls) == 4  # not rested
+    for _ in range(2):  # its fifth call fails again, in time: two in a row
+        await model.complete(user("x"))
+    assert [(await model.complete(user("x"))).model for _ in range(4)] == ["b"] * 4
+    assert len(flaky.calls) == 5
 
 
 def _retrying(member: ScriptedModel, sleeps: Sleeps) -> RetryModel:
@@ -381,6 +433,22 @@ async def test_a_system_of_type_balance(yard_of: Callable[[str], Yard]) -> None:
     assert set(answered) == {"east", "west"} and min(answered.values()) > 15
 
 
+async def test_a_balance_rests_members_as_its_cooldown_says(yard_of: Callable[[str], Yard]) -> None:
+    node = (
+        "{type: balance, members: [down, east], strategy: round_robin, "
+        "cooldown: {seconds: 30, failures: 2, within: 10}}"
+    )
+    async with yard_of(MODELS + f"systems:\n  pool: {node}\n") as yard:
+        for _ in range(4):  # down fails on the first and third: two in a row
+            await yard.complete("pool", "hi")
+        fifth = await yard.complete("pool", "hi")  # down's turn, resting
+    pools = [d for d in fifth.decision.walk() if d.kind == "balance"]  # type: ignore[union-attr]
+    skipped = pools[0].details["skipped"]
+    assert re.fullmatch(
+        r"cooling down for (29\.\d|30\.0)s after 2 failures in a row", skipped["down"]
+    )
+
+
 async def test_a_balance_in_a_cascade_stage_and_a_router_route(
     yard_of: Callable[[str], Yard],
 ) -> None:
@@ -443,6 +511,21 @@ def _kinds(decision: Decision | None) -> list[str]:
             "weights apply to strategy weighted",
         ),
         ("{type: balance, members: [east, west], explore: 0.2}", (), "explore applies"),
+        (
+            "{type: balance, members: [east, west], cooldown: {seconds: -1}}",
+            ("cooldown", "seconds"),
+            "greater than or equal to 0",
+        ),
+        (
+            "{type: balance, members: [east, west], cooldown: {failures: 0}}",
+            ("cooldown", "failures"),
+            "greater than 0",
+        ),
+        (
+            "{type: balance, members: [east, west], cooldown: {within: 30}}",
+            ("cooldown",),
+            "within applies to failures",
+        ),
         ("{type: balance, members: [east, east]}", ("members", 1), "appears twice"),
         ("{type: balance, members: [east, nowhere]}", ("members", 1), "'nowhere'"),
     ],

@@ -77,7 +77,7 @@ RULES: Mapping[type[BaseModel], Mapping[str, Rule]] = {
     EmbedderSpec: {"timeouts": "out", "provider": "providers"},
     NodeBase: {"deadline": "out"},
     FallbackSpec: {"member_share": "out"},
-    BalanceSpec: {"member_share": "out"},
+    BalanceSpec: {"member_share": "out", "cooldown": "out"},
     EnsembleSpec: {"member_deadline": "out", "deadlines": "out"},
     CascadeSpec: {"stage_share": "out"},
     CascadeStageSpec: {"expected_latency": "out"},

@@ -6,13 +6,33 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from modelyard.config.base import AtLeast
+from modelyard.config.base import AtLeast, Spec
 from modelyard.config.node_base import ChildNodes, NodeBase, Probability
 
 if TYPE_CHECKING:
     from modelyard.config.nodes import NodeSpec  # resolved by the rebuild in nodes.py
+
+
+class CooldownSpec(Spec):
+    """When a member rests (is left out of the balance, in this process) after trouble that did
+    not say for how long; a 429's Retry-After always rests it that long."""
+
+    seconds: NonNegativeFloat | None = None
+    """How long a member rests after a 429 without Retry-After, and after `failures` in a row
+    (default 5, as LiteLLM's Router); 0: never so. A lone member never rests so."""
+    failures: PositiveInt | None = None
+    """Failures of the member's own (an outage, a timeout, a 5xx) in a row that rest it, each
+    within `within` seconds of the first; unset: failures never do (its circuit may open)."""
+    within: PositiveFloat | None = None
+    """Seconds a run of `failures` must fall within (default 60)."""
+
+    @model_validator(mode="after")
+    def _within_needs_failures(self) -> CooldownSpec:
+        if self.within is not None and self.failures is None:
+            raise ValueError("within applies to failures, and failures is unset; set both")
+        return self
 
 
 class BalanceSpec(NodeBase):
@@ -38,6 +58,8 @@ class BalanceSpec(NodeBase):
     member_share: float = Field(default=0.5, gt=0, le=1)
     """Under a deadline, the share of the time left a member may use while others wait their
     turn (a stream: until its first content), as a fallback's."""
+    cooldown: CooldownSpec | None = None
+    """When a member rests after a 429 without Retry-After or after failures in a row."""
 
     @model_validator(mode="after")
     def _consistent(self) -> BalanceSpec:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from modelyard.config.balance_nodes import BalanceSpec
+from modelyard.config.balance_nodes import BalanceSpec, CooldownSpec
 from modelyard.config.build import BuildContext, node_builder
 from modelyard.config.cascade_nodes import (
     AgreementEstimatorSpec,
@@ -46,7 +46,12 @@ from modelyard.model import Model
 from modelyard.patterns.artifact import Artifact, ArtifactError
 from modelyard.patterns.artifact import load as load_artifact
 from modelyard.patterns.balance import BalanceModel
-from modelyard.patterns.balancing import DEFAULT_EXPLORE
+from modelyard.patterns.balancing import (
+    DEFAULT_COOLDOWN,
+    DEFAULT_EXPLORE,
+    DEFAULT_FAILURE_WINDOW,
+    Cooldown,
+)
 from modelyard.patterns.cascade import CascadeModel, Stage
 from modelyard.patterns.ensemble import DEFAULT_COMBINER_SHARE, EnsembleModel
 from modelyard.patterns.estimators import (
@@ -376,4 +381,15 @@ def _build_balance(spec: BalanceSpec, context: BuildContext, loc: Loc, name: str
         explore=DEFAULT_EXPLORE if spec.explore is None else spec.explore,
         seed=spec.seed,
         share=spec.member_share,
+        cooldown=_cooldown(spec.cooldown),
+    )
+
+
+def _cooldown(spec: CooldownSpec | None) -> Cooldown:
+    if spec is None:
+        return Cooldown()
+    return Cooldown(
+        seconds=DEFAULT_COOLDOWN if spec.seconds is None else spec.seconds,
+        failures=spec.failures,
+        within=DEFAULT_FAILURE_WINDOW if spec.within is None else spec.within,
     )

@@ -3,8 +3,10 @@ replicas of one model) by a strategy (`balancing.py`), and fail over among them.
 
 For each request the balancer leaves out the members that cannot take it: one whose circuit
 is open (read from its breaker's state, at most once a second per member, and not again before
-its probe is due; the breaker is not called, so no probe is spent) and one cooling down after a
-429 with Retry-After, for that long, in this process. The strategy orders the rest;
+its probe is due; the breaker is not called, so no probe is spent) and one resting, in this
+process, as its `Cooldown` says: after a 429 for its Retry-After (without one, the cooldown's
+seconds), and after failures of its own in a row when the cooldown counts them; a lone member
+rests only for a Retry-After, as no other could take its requests. The strategy orders the rest;
 the first is asked, and a failure a fallback moves on for (an outage, a rate limit, a timeout,
 a 5xx, a bad key) moves on to the next in that order, each member at most once, within the
 deadline and with the time shares of a fallback (`resilience/fallback.py`), whose rules, error
@@ -22,12 +24,20 @@ why, and each attempt.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from modelyard.errors import ModelError, RateLimitedError, UnavailableError
 from modelyard.model import Model, ModelInfo, Wrapper
-from modelyard.patterns.balancing import DEFAULT_EXPLORE, Balancer, MemberRecord, Pick, Strategy
+from modelyard.patterns.balancing import (
+    AFTER_429,
+    DEFAULT_EXPLORE,
+    Balancer,
+    Cooldown,
+    MemberRecord,
+    Pick,
+    Strategy,
+)
 from modelyard.patterns.records import common_capabilities, since_ms
 from modelyard.resilience.breaker import counts_as_failure, guarding
 from modelyard.resilience.fallback import FallbackModel, Ordering
@@ -62,6 +72,8 @@ class BalanceModel(Model):
         explore: float = DEFAULT_EXPLORE,
         seed: int | None = None,
         share: float = 0.5,
+        cooldown: Cooldown | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not members:
             raise ValueError(f"balance {name!r} has no members")
@@ -72,9 +84,14 @@ class BalanceModel(Model):
         self.info = ModelInfo(
             name=name, kind="balance", capabilities=common_capabilities(self.members)
         )
+        self.cooldown = cooldown = cooldown or Cooldown()
+        self._clock = clock
         records = self.balancer.records
+        # A lone member rests only for a Retry-After: no other could take its requests.
+        rests = cooldown if len(self.members) > 1 else Cooldown(seconds=0)
         self._tracked = tuple(
-            _Tracked(m, record) for m, record in zip(self.members, records, strict=True)
+            _Tracked(m, record, rests, clock)
+            for m, record in zip(self.members, records, strict=True)
         )
         self._circuits = tuple(guarding(m) for m in self.members)
         self._views = [_CircuitView() for _ in self.members]
@@ -105,7 +122,7 @@ class BalanceModel(Model):
     async def pick(self) -> tuple[Pick, dict[str, str]]:
         """This request's order over the members that may take it, and those left out (by
         name, with why); no member is called."""
-        now = time.monotonic()
+        now = self._clock()
         eligible: list[int] = []
         skipped: dict[str, str] = {}
         for i, member in enumerate(self.members):
@@ -119,9 +136,10 @@ class BalanceModel(Model):
         return self.balancer.order(eligible), skipped
 
     async def _unavailable(self, i: int, now: float) -> str | None:
-        cooling = self.balancer.records[i].cool_until - now
+        record = self.balancer.records[i]
+        cooling = record.cool_until - now
         if cooling > 0:
-            return f"cooling down for {cooling:.1f}s after a 429"
+            return f"cooling down for {cooling:.1f}s after {record.cooled_after}"
         if not self._circuits[i]:
             return None
         view = self._views[i]
@@ -166,8 +184,12 @@ class BalanceModel(Model):
     def _none_left(self, skipped: dict[str, str], started: float) -> ModelError:
         """Every member was left out: fail now rather than wake a cooling or broken one."""
         why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
-        now = time.monotonic()
-        cooling = [r.cool_until - now for r in self.balancer.records if r.cool_until > now]
+        now = self._clock()
+        cooling = [
+            r.cool_until - now
+            for r in self.balancer.records
+            if r.cool_until > now and r.cooled_after == AFTER_429
+        ]
         error: ModelError
         if len(cooling) == len(self.members):
             soonest = min(cooling)
@@ -196,16 +218,20 @@ class BalanceModel(Model):
 
 
 class _Tracked(Wrapper):
-    """A member as its balancer calls it: keeps its record (in flight, latency, cooldown)."""
+    """A member as its balancer calls it: keeps its record (in flight, latency, rests)."""
 
-    def __init__(self, inner: Model, record: MemberRecord) -> None:
+    def __init__(
+        self, inner: Model, record: MemberRecord, cooldown: Cooldown, clock: Callable[[], float]
+    ) -> None:
         super().__init__(inner)
         self.record = record
+        self.cooldown = cooldown
+        self.clock = clock
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         record = self.record
         record.in_flight += 1
-        started = time.monotonic()
+        started = self.clock()
         try:
             response = await self.inner.complete(request)
         except ModelError as exc:
@@ -213,18 +239,18 @@ class _Tracked(Wrapper):
             raise
         finally:
             record.in_flight -= 1
-        record.observe(time.monotonic() - started)
+        record.observe(self.clock() - started)
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         record = self.record
         record.in_flight += 1
-        started = time.monotonic()
+        started = self.clock()
         try:
             async with closing(self.inner.stream(request)) as chunks:
                 async for chunk in chunks:
                     if chunk.response is not None:
-                        record.observe(time.monotonic() - started)
+                        record.observe(self.clock() - started)
                     yield chunk
         except ModelError as exc:
             self._failed(exc, started)
@@ -233,9 +259,9 @@ class _Tracked(Wrapper):
             record.in_flight -= 1
 
     def _failed(self, exc: ModelError, started: float) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if isinstance(exc, RateLimitedError):  # its latency says nothing of its speed
-            if exc.retry_after:
-                self.record.cool_until = max(self.record.cool_until, now + exc.retry_after)
+            self.record.rate_limited(now, exc.retry_after, self.cooldown)
         elif counts_as_failure(exc):
             self.record.failed(now - started)
+            self.record.failed_again(now, self.cooldown)

@@ -1,5 +1,6 @@
 """How a balancer orders its members for one request: the strategies, and what each member's
-record in this process says (requests in flight, recent latency, a 429's cooldown).
+record in this process says (requests in flight, recent latency, a rest after a 429 or after
+failures in a row, as `Cooldown` says).
 
 The order's first member is the choice; the rest are who a failure moves on to. No I/O here:
 the balancer (`balance.py`) decides which members may be asked at all and makes the calls.
@@ -24,9 +25,28 @@ from typing import Literal
 Strategy = Literal["weighted", "round_robin", "least_busy", "fastest"]
 STRATEGIES: tuple[Strategy, ...] = ("weighted", "round_robin", "least_busy", "fastest")
 
+DEFAULT_COOLDOWN = 5.0
+"""Seconds a member rests after a 429 that did not say how long (LiteLLM's default)."""
+DEFAULT_FAILURE_WINDOW = 60.0
+AFTER_429 = "a 429"
+"""What a rest after a 429 is put down to (`MemberRecord.cooled_after`)."""
+
 SMOOTHING = 0.3
 """The weight of the newest latency in a member's estimate: about the last five calls count."""
 DEFAULT_EXPLORE = 0.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cooldown:
+    """When a member rests (is left out) after trouble that did not say for how long."""
+
+    seconds: float = DEFAULT_COOLDOWN
+    """How long it rests after a 429 without Retry-After, and after `failures` in a row; 0:
+    it never rests so (a 429's Retry-After still rests it that long)."""
+    failures: int | None = None
+    """Failures of its own (an outage, a timeout, a 5xx) in a row, each within `within`
+    seconds of the first, that rest it; None: failures never do (its circuit breaker may)."""
+    within: float = DEFAULT_FAILURE_WINDOW
 
 
 @dataclass(slots=True)
@@ -37,12 +57,42 @@ class MemberRecord:
     latency: float | None = None
     """Seconds, an exponentially weighted mean of its recent calls; None until one finished."""
     cool_until: float = 0.0
-    """`time.monotonic()` before which it is not asked: the Retry-After of its last 429."""
+    """The balancer's clock time before which it is not asked, and why (`cooled_after`): a
+    429's Retry-After, or the cooldown after a 429 without one or after failures in a row."""
+    cooled_after: str = ""
+    run: int = 0
+    """Its failures in a row, the first at `run_began`."""
+    run_began: float = 0.0
 
     def observe(self, seconds: float) -> None:
-        """Take one call's latency into the estimate."""
+        """Take one successful call's latency into the estimate; it ends a run of failures."""
         last = self.latency
         self.latency = seconds if last is None else last + SMOOTHING * (seconds - last)
+        self.run = 0
+
+    def rest(self, until: float, after: str) -> None:
+        """Leave it out until `until` (unless already for longer), after `after`."""
+        if until > self.cool_until:
+            self.cool_until, self.cooled_after = until, after
+
+    def rate_limited(self, now: float, retry_after: float | None, cooldown: Cooldown) -> None:
+        """A 429: rest for its Retry-After, or without one for the cooldown's seconds."""
+        seconds = retry_after or cooldown.seconds
+        if seconds > 0:
+            self.rest(now + seconds, AFTER_429)
+
+    def failed_again(self, now: float, cooldown: Cooldown) -> None:
+        """A failure of its own: one more in the run (a new run when the first is older
+        than `cooldown.within`), and a rest when the run reaches `cooldown.failures`."""
+        if cooldown.failures is None:
+            return
+        if self.run == 0 or now - self.run_began > cooldown.within:
+            self.run, self.run_began = 0, now
+        self.run += 1
+        if self.run >= cooldown.failures and cooldown.seconds > 0:
+            after = "a failure" if self.run == 1 else f"{self.run} failures in a row"
+            self.rest(now + cooldown.seconds, after)
+            self.run = 0
 
     def failed(self, seconds: float) -> None:
         """A call that failed for the member's own reasons (an outage, a timeout): its estimate
