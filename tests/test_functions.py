@@ -13,7 +13,7 @@ import pytest
 
 import modelyard
 from modelyard.errors import ConfigError, ModelTimeoutError
-from modelyard.functions import call_function, import_function
+from modelyard.functions import FunctionThreads, call_function, import_function
 
 
 def test_a_module_not_on_the_python_path_is_named_with_how_to_put_it_there() -> None:
@@ -115,3 +115,62 @@ async def test_a_synchronous_callable_model_is_cut_at_the_deadline_and_holds_no_
             assert (await call).text == "answered"
         finally:
             sync_waits_qa.released.set()  # no thread left waiting when the test ends
+
+
+COUNTING_MODULE = """
+import threading
+released = threading.Event()
+started = threading.Semaphore(0)
+running = set()
+
+def waits(request):
+    running.add(threading.current_thread().name)
+    started.release()
+    released.wait(timeout=10)
+    return "answered"
+"""
+
+
+async def test_the_functions_pool_takes_its_size_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_config: Callable[[str], Path]
+) -> None:
+    (tmp_path / "sync_counts_qa.py").write_text(COUNTING_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sync_counts_qa  # type: ignore[import-not-found]
+
+    text = (
+        "functions: {threads: 2}\n"
+        "models:\n  slow:\n    local: {type: callable, function: 'sync_counts_qa:waits'}\n"
+    )
+    async with modelyard.load(write_config(text)) as yard:
+        calls = [asyncio.ensure_future(yard.complete("slow", "hi")) for _ in range(5)]
+        try:
+            for _ in range(2):
+                assert await asyncio.to_thread(sync_counts_qa.started.acquire, True, 10)
+            await asyncio.sleep(0.2)  # time for more threads to start, were there any
+            assert len(sync_counts_qa.running) == 2  # the other three wait their turn
+        finally:
+            sync_counts_qa.released.set()
+        assert [r.text for r in await asyncio.gather(*calls)] == ["answered"] * 5
+    assert len(sync_counts_qa.running) == 2
+
+
+def test_the_functions_pool_keeps_32_threads_by_default() -> None:
+    assert FunctionThreads().size == 32
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "users' functions need at least one thread"),
+        ("2.5", "valid integer"),
+        ("100000", "at most 1024"),
+    ],
+)
+def test_a_functions_pool_size_that_cannot_work_is_refused_where_it_is(
+    write_config: Callable[[str], Path], value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(f"functions: {{threads: {value}}}\n"))
+    assert message in str(caught.value)
+    assert "functions.threads" in str(caught.value)

@@ -36,31 +36,51 @@ def import_function(dotted: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
-# Users' functions get threads of their own: asyncio's default pool (min(32, cores + 4) threads,
-# 6 on 2 cores) also resolves provider host names and serves key lookups and reloads, so a few
-# hung functions (abandoned at a deadline, their threads run on) must not stall those. Created on
-# first use; its threads, like the default pool's, end when their functions return.
-_POOL_THREADS = 32
-_pool: ThreadPoolExecutor | None = None
+DEFAULT_THREADS = 32
+MAX_THREADS = 1024
 
 
-def _functions_pool() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="modelyard-function")
-    return _pool
+class FunctionThreads:
+    """The worker threads users' synchronous functions run in (`functions: {threads: N}` in a
+    config, 32 by default), apart from asyncio's default pool (min(32, cores + 4) threads, 6 on
+    2 cores), which also resolves provider host names and serves key lookups and reloads: a few
+    hung functions (abandoned at a deadline, their threads run on) must not stall those. The
+    threads start on first use and, like the default pool's, end when their functions return."""
+
+    def __init__(self, size: int = DEFAULT_THREADS) -> None:
+        if not 1 <= size <= MAX_THREADS:
+            raise ValueError(f"{size} threads; give 1 to {MAX_THREADS}")
+        self.size = size
+        self._pool: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        """The pool, made on first use."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="modelyard-function")
+        return self._pool
+
+    async def aclose(self) -> None:
+        """Take no more calls; the ones running finish in their threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
 
-async def call_function(function: Callable[..., Any], *args: Any) -> Any:
+SHARED_THREADS = FunctionThreads()
+"""The pool for functions called outside a config's build (an evaluation's scorers)."""
+
+
+async def call_function(
+    function: Callable[..., Any], *args: Any, threads: FunctionThreads = SHARED_THREADS
+) -> Any:
     """What a user's function returns (awaited when awaitable): an async one runs on the event
-    loop; a synchronous one in a worker thread of the functions' own pool (see `_POOL_THREADS`),
-    so a slow one (I/O, a lock, heavy work) holds neither the other requests nor the deadline
-    (abandoned at it, the thread runs to its end)."""
+    loop; a synchronous one in a worker thread of `threads`, so a slow one (I/O, a lock, heavy
+    work) holds neither the other requests nor the deadline (abandoned at it, the thread runs to
+    its end)."""
     if inspect.iscoroutinefunction(function):
         return await function(*args)
     context = contextvars.copy_context()  # as asyncio.to_thread: the caller's span, request id
     call = functools.partial(context.run, function, *args)
-    result = await asyncio.get_running_loop().run_in_executor(_functions_pool(), call)
+    result = await asyncio.get_running_loop().run_in_executor(threads.executor(), call)
     if inspect.isawaitable(result):  # a callable object whose __call__ is async
         result = await result
     return result

@@ -25,6 +25,7 @@ from modelyard.cost.alerts import AlertHub
 from modelyard.cost.ledger import Ledger
 from modelyard.cost.prices import Price
 from modelyard.errors import ConfigError
+from modelyard.functions import FunctionThreads
 from modelyard.model import Capabilities, Embedder, Model, ModelInfo
 from modelyard.providers.http import HttpClient, Timeouts
 from modelyard.providers.local_basic import DisabledModel
@@ -100,6 +101,15 @@ class BuildContext:
         """`path`, noted in `read` as a file the build reads."""
         self.read.append(path)
         return path
+
+    def function_threads(self) -> FunctionThreads:
+        """The threads users' synchronous functions run in (`functions.threads`), one pool for
+        every generation of a reloaded config that asks for as many."""
+        size = self.loaded.config.functions.threads
+        threads: FunctionThreads = self.resources.service(
+            f"functions|{size}", lambda: FunctionThreads(size)
+        )
+        return threads
 
     def node(self, spec: NodeSpec, loc: Loc, name: str | None = None) -> Model:
         """The Model for a node spec: a named model or system, or a pattern built in place."""

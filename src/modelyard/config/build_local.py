@@ -90,7 +90,8 @@ def _build_callable(spec: CallableSpec, context: BuildContext, loc: Loc, info: M
         raise context.error((*loc, field_name), exc.message) from None
     if spec.factory is not None:
         function = _from_factory(spec, function, context, loc)
-    return HeldToDeadline(FunctionModel(info, function, source=dotted_name))
+    threads = context.function_threads()
+    return HeldToDeadline(FunctionModel(info, function, source=dotted_name, threads=threads))
 
 
 def _from_factory(

@@ -156,7 +156,7 @@ def _gate(spec: GateSpec, context: BuildContext, loc: Loc) -> Gate:
     assert isinstance(spec, CallableGateSpec)
     label = spec.name or f"callable {spec.function}"
     function = callable_at(context, (*loc, "function"), spec.function, f"gate {label!r}")
-    return CallableGate(function, label)
+    return CallableGate(function, label, threads=context.function_threads())
 
 
 @node_builder(PipelineSpec)
@@ -279,7 +279,7 @@ def _estimator(
         return OwnConfidenceEstimator()
     assert isinstance(spec, CallableEstimatorSpec)
     function = callable_at(context, (*loc, "function"), spec.function, "estimator")
-    return CallableEstimator(function, spec.function)
+    return CallableEstimator(function, spec.function, threads=context.function_threads())
 
 
 @node_builder(CascadeSpec)

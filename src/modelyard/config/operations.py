@@ -16,6 +16,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 
 from modelyard.config.base import AtLeast, Spec
 from modelyard.config.gateway import GatewaySpec
+from modelyard.functions import DEFAULT_THREADS, MAX_THREADS
 
 StateBackend = Literal["memory", "sqlite", "redis", "postgres"]
 BudgetScope = Literal["model", "system", "key", "tag", "total"]
@@ -326,6 +327,29 @@ class TracingSpec(Spec):
         return self
 
 
+class FunctionsSpec(Spec):
+    """How users' synchronous Python functions (callable models, gates, estimators) run."""
+
+    threads: Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": MAX_THREADS})] = (
+        DEFAULT_THREADS
+    )
+    """Worker threads they run in, apart from the event loop's own (default 32): at most this
+    many run at once, the rest wait their turn; a function abandoned at a deadline holds its
+    thread until it returns."""
+
+    @field_validator("threads")
+    @classmethod
+    def _workable(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"{value} given; users' functions need at least one thread to run in")
+        if value > MAX_THREADS:
+            raise ValueError(
+                f"{value} given; at most {MAX_THREADS} (each thread holds its own stack: a "
+                "function that waits on I/O is better written async)"
+            )
+        return value
+
+
 class OperationsSpec(Spec):
     """The operational sections of a config file."""
 
@@ -336,6 +360,7 @@ class OperationsSpec(Spec):
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     ledger: LedgerSpec = Field(default_factory=LedgerSpec)
     tracing: TracingSpec | None = None
+    functions: FunctionsSpec = Field(default_factory=FunctionsSpec)
 
     @field_validator("budgets")
     @classmethod

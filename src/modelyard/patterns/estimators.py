@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelyard.errors import ModelError, ModelTimeoutError
-from modelyard.functions import call_function
+from modelyard.functions import SHARED_THREADS, FunctionThreads, call_function
 from modelyard.model import Model
 from modelyard.patterns.confidence import (
     mean_token_probability,
@@ -199,9 +199,12 @@ class CallableEstimator(Estimator):
 
     kind = "callable"
 
-    def __init__(self, function: Callable[..., Any], label: str) -> None:
+    def __init__(
+        self, function: Callable[..., Any], label: str, *, threads: FunctionThreads = SHARED_THREADS
+    ) -> None:
         self.function = function
         self.label = label
+        self.threads = threads
 
     def describe(self) -> str:
         return f"callable {self.label}"
@@ -210,7 +213,7 @@ class CallableEstimator(Estimator):
         self, request: ChatRequest, response: ChatResponse
     ) -> tuple[float | None, str, float, tuple[Decision, ...]]:
         try:
-            call = call_function(self.function, request, response)
+            call = call_function(self.function, request, response, threads=self.threads)
             value = await by_deadline(call, request, self.label, "before it gave a score")
         except ModelTimeoutError:  # cut, so the answer it was scoring is kept in the record
             return None, f"{self.label} gave no score before the deadline", 0.0, ()

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from modelyard.errors import ModelError, ModelTimeoutError
-from modelyard.functions import call_function
+from modelyard.functions import SHARED_THREADS, FunctionThreads, call_function
 from modelyard.model import Model
 from modelyard.patterns.confidence import parse_verdict
 from modelyard.patterns.normalise import parse_json_answer
@@ -163,15 +163,18 @@ class CheckerGate(Gate):
 class CallableGate(Gate):
     """A Python function `(output: str, response) -> bool` (sync or async) decides."""
 
-    def __init__(self, function: Callable[..., Any], name: str) -> None:
+    def __init__(
+        self, function: Callable[..., Any], name: str, *, threads: FunctionThreads = SHARED_THREADS
+    ) -> None:
         self.function = function
         self.name = name
+        self.threads = threads
 
     async def check(
         self, response: ChatResponse, stage_input: str, request: ChatRequest
     ) -> GateResult:
         try:
-            call = call_function(self.function, response.text, response)
+            call = call_function(self.function, response.text, response, threads=self.threads)
             verdict = await by_deadline(call, request, self.name, "before it gave a verdict")
         except ModelTimeoutError as exc:  # no verdict, as from a checker that timed out
             return GateResult(False, f"{self.name} gave no verdict before the deadline", error=exc)

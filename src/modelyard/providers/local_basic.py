@@ -24,7 +24,7 @@ from modelyard.errors import (
     ModelError,
     UnavailableError,
 )
-from modelyard.functions import call_function
+from modelyard.functions import SHARED_THREADS, FunctionThreads, call_function
 from modelyard.model import Embedder, Model, ModelInfo, elapsed_ms
 from modelyard.types import (
     ChatRequest,
@@ -43,11 +43,19 @@ Function = Callable[[ChatRequest], "str | ChatResponse | Awaitable[str | ChatRes
 class FunctionModel(Model):
     """A Model whose answer is whatever a Python function returns (text or a ChatResponse)."""
 
-    def __init__(self, info: ModelInfo, function: Function, *, source: str | None = None) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        function: Function,
+        *,
+        source: str | None = None,
+        threads: FunctionThreads = SHARED_THREADS,
+    ) -> None:
         self.info = info
         self.function = function
         self.source = source
         """The `module:function` it came from, for trees and diagrams."""
+        self.threads = threads
         self._ids = itertools.count()
 
     def describe(self) -> dict[str, object]:
@@ -60,7 +68,7 @@ class FunctionModel(Model):
         started = time.perf_counter()
         mark_sent()  # an in-process model starts at once
         try:
-            result = await call_function(self.function, request)
+            result = await call_function(self.function, request, threads=self.threads)
         except ModelError:
             raise
         except Exception as exc:
