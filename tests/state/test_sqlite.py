@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import modelyard
+from modelyard.state import sqlite as sqlite_state
 from modelyard.state.base import Claim, Lease
 from modelyard.state.sqlite import MIGRATIONS, SqliteStore
 from modelyard.state.sqlite_worker import SqliteWorker
@@ -40,6 +43,7 @@ async def test_file_is_in_wal_mode_with_migrations_recorded_once(tmp_path: Path)
         "002_leases",
         "003_released",
         "004_window_sums",
+        "005_window_idle",
     ]
     conn.close()
 
@@ -64,6 +68,7 @@ async def test_a_file_written_before_leases_keeps_its_counters_and_takes_leases(
     path = tmp_path / "state.db"
     old = SqliteStore(path)
     old._worker = SqliteWorker(path, component="state", migrations=MIGRATIONS[:1])
+    old._swept = time.time()  # no sweep: that of windows needs a table the old file lacks
     await old.reserve([Claim(key="spend", amount=0.75, limit=1.0, ttl=3600)])
     await old.aclose()
     store = SqliteStore(path)
@@ -99,6 +104,55 @@ async def test_a_file_written_before_window_sums_keeps_what_its_windows_hold(
     store = SqliteStore(path)
     assert (await store.window_acquire("rpm", 1, limit=3, window=60)).used == 3
     assert (await store.window_acquire("tpm", 400, limit=1000, window=60)).wait > 0
+    await store.aclose()
+
+
+def _window_rows(path: Path) -> dict[str, tuple[int, int]]:
+    """Per key: (its rows in state_windows, in state_window_sums)."""
+    conn = sqlite3.connect(path)
+    rows: dict[str, tuple[int, int]] = {}
+    for table, i in (("state_windows", 0), ("state_window_sums", 1)):
+        for key, count in conn.execute(f"SELECT key, COUNT(*) FROM {table} GROUP BY key"):
+            counts = list(rows.get(key, (0, 0)))
+            counts[i] = count
+            rows[key] = (counts[0], counts[1])
+    conn.close()
+    return rows
+
+
+async def test_windows_of_keys_never_used_again_are_swept(tmp_path: Path) -> None:
+    # A virtual key's rpm window (key-rpm:<id>) kept its rows for good once the key was
+    # revoked or abandoned: the file grew with every key ever used.
+    path = tmp_path / "state.db"
+    now = [1000.0]
+    store = SqliteStore(path, clock=lambda: now[0])
+    for key in ("key-rpm:gone", "key-rpm:used", "ratelimit:day"):
+        await store.window_acquire(key, 1, limit=100, window=3600 if key.endswith("day") else 60)
+    now[0] += 120  # every minute window is empty now, the hour's is not
+    await store.window_acquire("key-rpm:used", 1, limit=100, window=60)
+    rows = _window_rows(path)
+    assert "key-rpm:gone" not in rows
+    assert rows["key-rpm:used"] == (1, 1)
+    assert rows["ratelimit:day"] == (1, 1)  # still in its window: it counts
+    assert (await store.window_acquire("ratelimit:day", 1, limit=100, window=3600)).used == 2
+    await store.aclose()
+
+
+async def test_a_sweep_takes_a_bounded_number_of_idle_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_state, "_SWEEP_WINDOWS", 3)
+    path = tmp_path / "state.db"
+    now = [1000.0]
+    store = SqliteStore(path, clock=lambda: now[0])
+    for i in range(5):
+        await store.window_acquire(f"key-rpm:{i}", 1, limit=100, window=60)
+    now[0] += 120
+    await store.window_acquire("key-rpm:new", 1, limit=100, window=60)
+    assert len(_window_rows(path)) == 1 + 2  # three of the five idle ones went
+    now[0] += 61  # the next sweep, a minute later, takes the rest
+    await store.window_acquire("key-rpm:new", 1, limit=100, window=60)
+    assert set(_window_rows(path)) == {"key-rpm:new"}
     await store.aclose()
 
 

@@ -60,11 +60,28 @@ MIGRATIONS: list[Migration] = [
             SELECT key, SUM(amount), COUNT(*) FROM state_windows GROUP BY key
         """,
     ),
+    (
+        "005_window_idle",
+        # When each window is empty (its newest entry's time plus its length), so a sweep can
+        # drop the windows of keys no longer used. Windows written before this did not record
+        # their length; every window modelyard keeps is a minute (a rate limit's, scaled in
+        # tests, a virtual key's rpm), so a day past the newest entry is safely past it.
+        """
+        ALTER TABLE state_window_sums ADD COLUMN idle_at REAL;
+        UPDATE state_window_sums SET idle_at = 86400 + COALESCE(
+            (SELECT MAX(at) FROM state_windows WHERE state_windows.key = state_window_sums.key),
+            0);
+        CREATE INDEX state_window_sums_idle_at ON state_window_sums (idle_at)
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
 _EPSILON = 1e-12
 _SWEEP_EVERY = 60.0
+_SWEEP_WINDOWS = 100
+"""The most idle windows one sweep drops, so its cost stays bounded however many keys went
+idle at once (about 1 ms; the rest go in the next sweeps, 144,000 a day)."""
 
 _UPSERT = """
 INSERT INTO state_counters (key, value, expires_at) VALUES (?1, ?2, ?3)
@@ -129,8 +146,24 @@ def _window_left(conn: sqlite3.Connection, key: str, cutoff: float) -> tuple[flo
     return used, entries
 
 
-def _window_sum(conn: sqlite3.Connection, key: str, used: float, entries: int) -> None:
-    conn.execute("INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?)", (key, used, entries))
+def _window_sum(
+    conn: sqlite3.Connection, key: str, used: float, entries: int, idle_at: float
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?, ?)",
+        (key, used, entries, idle_at),
+    )
+
+
+def _drop_idle_windows(conn: sqlite3.Connection, now: float) -> None:
+    """Drop up to `_SWEEP_WINDOWS` windows whose every entry has left them: the keys of rate
+    limits and virtual keys no longer used (an idle window holds nothing a limit counts)."""
+    keys = conn.execute(
+        "SELECT key FROM state_window_sums WHERE idle_at <= ? ORDER BY idle_at LIMIT ?",
+        (now, _SWEEP_WINDOWS),
+    ).fetchall()
+    conn.executemany("DELETE FROM state_windows WHERE key = ?", keys)
+    conn.executemany("DELETE FROM state_window_sums WHERE key = ?", keys)
 
 
 class SqliteStore(StateStore):
@@ -145,12 +178,14 @@ class SqliteStore(StateStore):
         self._swept = 0.0
 
     def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
-        """Forget expired rows now and then, so the file does not grow without bound."""
+        """Forget expired rows and idle windows once a minute (in the transaction of a
+        reservation or a window's acquire), so the file does not grow without bound."""
         if now - self._swept < _SWEEP_EVERY:
             return
         self._swept = now
         conn.execute("DELETE FROM state_counters WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM state_values WHERE expires_at <= ?", (now,))
+        _drop_idle_windows(conn, now)
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
         refused = await self.reserve_or_explain(claims)
@@ -248,15 +283,16 @@ class SqliteStore(StateStore):
     ) -> WindowUse:
         def apply(conn: sqlite3.Connection) -> WindowUse:
             now = self._clock()
+            self._sweep(conn, now)
             used, entries = _window_left(conn, key, now - window)
             if used + amount <= limit + _EPSILON:
                 conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, now, amount))
-                _window_sum(conn, key, used + amount, entries + 1)
+                _window_sum(conn, key, used + amount, entries + 1, now + window)
                 return WindowUse(wait=0.0, used=used + amount, reset=window)
-            _window_sum(conn, key, used, entries)
             newest = conn.execute(
                 "SELECT MAX(at) FROM state_windows WHERE key = ?", (key,)
             ).fetchone()[0]
+            _window_sum(conn, key, used, entries, (now if newest is None else newest) + window)
             reset = newest + window - now if newest is not None else 0.0
             # Read oldest first only as far as `window_wait` needs, not the whole window.
             rows = conn.execute(
