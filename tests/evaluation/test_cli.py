@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from typer.testing import CliRunner, Result
 
 from modelyard.cli import app
 from modelyard.cli.evidence_output import dump
+from modelyard.config.build import Built
+from modelyard.config.loader import LoadedConfig
+from modelyard.config.resources import Resources
+from modelyard.evaluation import isolation
 from modelyard.evaluation.history import ConfigHistory
 from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
 from tests.resilience.test_drill import ONE_PROVIDER
@@ -288,6 +293,28 @@ def test_calibrate_says_what_it_wrote_when_the_target_is_not_met_and_where_paths
     assert result.exit_code == 1 and out.exists()
     assert "chosen (closest to the target, which it does not meet):" in text
     assert f"relative paths in it are read from {out.parent}, not from {tmp_path}" in text
+
+
+def test_calibrate_builds_the_config_as_written_once(
+    own: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command built a probe of the config (to check the system, find its knobs and the
+    # scorer's models) and closed it; the calibrator then built the same text again for the
+    # single models on the training items, and again on the test items: a local model's
+    # weights loaded three times, and a judge scorer held models of the closed probe.
+    built: Counter[str] = Counter()
+    build = isolation.build
+
+    def counting(loaded: LoadedConfig, resources: Resources) -> Built:
+        built[loaded.text] += 1
+        return build(loaded, resources)
+
+    monkeypatch.setattr(isolation, "build", counting)
+    config = own()
+    result = _calibrate_own(config, "--target", "quality:1.5", "--out", str(tmp_path / "c.yaml"))
+    assert result.exit_code == 1, result.output  # the target is out of reach; it ran through
+    assert built[config.read_text()] == 1
+    assert sum(built.values()) > 1  # the candidate settings are built, each its own text
 
 
 def test_gate_apply_of_a_candidate_from_another_folder_says_where_its_paths_now_point(

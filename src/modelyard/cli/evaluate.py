@@ -206,19 +206,20 @@ def calibrate(
             data, fmt, test_data, train_split, test_split, test_fraction, seed, limit
         )
         loaded = load_config(config)
-        probe = build_for_evaluation(loaded)
+        base = build_for_evaluation(loaded)  # the calibrator runs it too: built once
         try:
-            check_target(probe, system, config)
-            knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(probe.loaded, system)
-            scoring = make_scorer(scorer_spec(scorer, fmt), probe.models)
-        finally:
-            asyncio.run(probe.aclose())
-        warn_unlabelled([*train, *test], scoring, data, fmt)
+            check_target(base, system, config)
+            knobs = [parse_knob(k) for k in knob] if knob else discover_knobs(base.loaded, system)
+            scoring = make_scorer(scorer_spec(scorer, fmt), base.models)
+            warn_unlabelled([*train, *test], scoring, data, fmt)
+        except BaseException:
+            asyncio.run(base.aclose())
+            raise
 
         async def go() -> Calibration:
             with progress() as tick:
                 calibrator = Calibrator(
-                    loaded, system, scoring, concurrency=concurrency, progress=tick
+                    loaded, system, scoring, concurrency=concurrency, progress=tick, base=base
                 )
                 try:
                     return await calibrator.calibrate(
@@ -231,7 +232,7 @@ def calibrate(
                         confidence=confidence,
                     )
                 finally:
-                    await calibrator.resources.aclose()
+                    await calibrator.aclose()
 
         cal = asyncio.run(go())
         if write and not cal.met:  # as `gate --apply` applies only a candidate that passed

@@ -234,8 +234,12 @@ class Calibrator:
         *,
         concurrency: int = 8,
         progress: Progress | None = None,
+        base: Yard | None = None,
     ) -> None:
-        # A config already loaded (the command's probe read it) is not read and parsed again.
+        """`base`: `config` (loaded) already built for evaluation, to run as it is written,
+        so a caller that built it first (to check the system, find its knobs, make the
+        scorer) does not build it, and load its local models, again."""
+        # A config already loaded (the command read it) is not read and parsed again.
         self.loaded = config if isinstance(config, LoadedConfig) else load_config(config)
         self.path = self.loaded.path
         self.text = self.loaded.text
@@ -243,12 +247,24 @@ class Calibrator:
         self.scorer = scorer
         self.concurrency = concurrency
         self.progress = progress
-        self.resources = Resources()
+        self.resources = Resources() if base is None else base.resources
+        self._base = base
 
     def yard(self, text: str) -> Yard:
-        """The config `text` built (with this calibrator's shared resources)."""
-        loaded = self.loaded if text == self.text else parse(text, path=str(self.path))
-        return build_for_evaluation(loaded, self.resources)
+        """The config `text` built (with this calibrator's shared resources); the config as
+        written is built once, and run for the single models on both splits."""
+        if text != self.text:
+            return build_for_evaluation(parse(text, path=str(self.path)), self.resources)
+        if self._base is None:
+            self._base = build_for_evaluation(self.loaded, self.resources)
+        return self._base
+
+    async def aclose(self) -> None:
+        """Close the models and resources of every config built."""
+        if self._base is not None:
+            await self._base.aclose()  # its models, then the shared resources
+        else:
+            await self.resources.aclose()
 
     async def run(self, yard: Yard, target: str, items: Sequence[Item]) -> Evaluation:
         """Evaluate `target` of `yard` over `items`."""
