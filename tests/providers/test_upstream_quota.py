@@ -73,6 +73,45 @@ def test_a_reading_whose_reset_has_passed_gives_way_to_the_next_reply() -> None:
 
 def test_a_header_of_no_kind_is_the_last_replys() -> None:
     seen = QuotaSeen()
-    seen.note({"anthropic-ratelimit-unified-status": "allowed"}, NOW)
-    seen.note({"anthropic-ratelimit-unified-status": "throttled"}, NOW)
+    seen.note({"anthropic-ratelimit-unified-fallback-percentage": "0.5"}, NOW)
+    seen.note({"anthropic-ratelimit-unified-fallback-percentage": "0.2"}, NOW)
+    assert seen.headers == (("anthropic-ratelimit-unified-fallback-percentage", "0.2"),)
+
+
+def unified(status: str, utilization: str, reset: float, claim: str) -> dict[str, str]:
+    """What a Claude subscription's reply says of its 5-hour window, and overall."""
+    return {
+        "anthropic-ratelimit-unified-status": status,
+        "anthropic-ratelimit-unified-reset": str(int(reset)),
+        "anthropic-ratelimit-unified-representative-claim": claim,
+        "anthropic-ratelimit-unified-5h-status": status,
+        "anthropic-ratelimit-unified-5h-utilization": utilization,
+        "anthropic-ratelimit-unified-5h-reset": str(int(reset)),
+    }
+
+
+def test_anthropic_unified_quota_shows_the_tightest_too() -> None:
+    # They were the last reply's: a rejected account answered first read as "allowed".
+    seen = QuotaSeen()
+    seen.note(unified("allowed_warning", "0.91", NOW + 3600, "five_hour"), NOW)
+    seen.note(unified("rejected", "0.40", NOW + 7200, "seven_day"), NOW + 0.1)
+    seen.note(unified("allowed", "0.10", NOW + 600, "five_hour"), NOW + 0.2)
+    assert dict(seen.headers) == {
+        "anthropic-ratelimit-unified-status": "rejected",  # the most severe
+        "anthropic-ratelimit-unified-representative-claim": "seven_day",  # with its status
+        "anthropic-ratelimit-unified-reset": str(int(NOW + 600)),  # the earliest
+        "anthropic-ratelimit-unified-5h-status": "rejected",
+        "anthropic-ratelimit-unified-5h-utilization": "0.91",  # the most used
+        "anthropic-ratelimit-unified-5h-reset": str(int(NOW + 600)),
+    }
+
+
+def test_an_unknown_unified_status_ranks_below_rejected_only() -> None:
+    # Not one of the words known to allow: shown rather than hidden behind an "allowed".
+    seen = QuotaSeen()
+    for status in ("allowed", "throttled", "allowed_warning"):
+        seen.note({"anthropic-ratelimit-unified-status": status}, NOW)
     assert seen.headers == (("anthropic-ratelimit-unified-status", "throttled"),)
+    seen.note({"anthropic-ratelimit-unified-status": "rejected"}, NOW)
+    seen.note({"anthropic-ratelimit-unified-status": "throttled"}, NOW)
+    assert seen.headers == (("anthropic-ratelimit-unified-status", "rejected"),)

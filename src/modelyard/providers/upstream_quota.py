@@ -7,13 +7,17 @@ other call pays one lookup.
 
 A request may call several providers, at once (an ensemble's members, a cascade's checkers) or
 in turn (a fallback, a retry). What is shown is the tightest quota its replies reported, header
-by header: the lowest `remaining`, with the `limit` of the same reply (so the two read as one
-account's), and the earliest `reset`. Headers are grouped by name, the kind word aside
-(`x-ratelimit-remaining-tokens` with `x-ratelimit-limit-tokens` and `x-ratelimit-reset-tokens`),
-so each provider's own names (OpenAI's, Anthropic's) are kept apart, requests apart from tokens.
-A group whose reset has passed when a newer reply comes (a 429 waited out, then an answer) is
-taken from that reply alone: its window has been refilled since. Any other quota header is the
-last reply's.
+by header: the lowest `remaining` (or, in Anthropic's unified quota of a Claude subscription,
+the highest `utilization`), with the `limit` of the same reply (so the two read as one
+account's); the most severe `status` (`rejected`, then any word not known to allow, then
+`allowed_warning`, then `allowed`), with the `representative-claim` of the same reply; and the
+earliest `reset`. Headers are grouped by name, the kind word aside
+(`x-ratelimit-remaining-tokens` with `x-ratelimit-limit-tokens` and `x-ratelimit-reset-tokens`;
+`anthropic-ratelimit-unified-5h-status` with `...-5h-utilization` and `...-5h-reset`), so each
+provider's own names (OpenAI's, Anthropic's) are kept apart, requests apart from tokens. A
+group whose reset has passed when a newer reply comes (a 429 waited out, then an answer) is
+taken from that reply alone: its window has been refilled since. Any other quota header
+(`anthropic-ratelimit-unified-fallback-percentage`) is the last reply's.
 """
 
 from __future__ import annotations
@@ -28,19 +32,29 @@ from modelyard.providers.headers import parse_duration, parse_instant
 PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 """OpenAI's (and most OpenAI-compatible servers') quota headers, and Anthropic's."""
 
-KINDS = ("remaining", "limit", "reset")
+KINDS = ("remaining", "limit", "utilization", "reset", "status", "representative-claim")
 """The words that say what a quota header is; the rest of its name says of what."""
+
+_PRESSURE = ("remaining", "limit", "utilization")
+"""The kinds shown from the reply with the least left (or the most used)."""
+_SEVERITY = ("status", "representative-claim")
+"""The kinds shown from the reply with the most severe status."""
+_STATUS_RANKS = {"allowed": 0, "allowed_warning": 1, "rejected": 3}
+_UNKNOWN_STATUS = 2
+"""A status word not known to allow: shown over the allowing ones, not over a rejection."""
 
 _EPOCH_FROM = 1e9
 """A reset given as a number this large is a Unix time (some servers write one), not seconds."""
 
 
 def _group(name: str) -> tuple[str, str | None]:
-    """The group a header is in (its name with the kind word as `*`) and its kind."""
+    """The group a header is in (its name with the kind words as `*`) and its kind."""
     words = name.split("-")
     for kind in KINDS:
-        if kind in words:
-            return "-".join("*" if w == kind else w for w in words), kind
+        size = kind.count("-") + 1
+        for i in range(len(words) - size + 1):
+            if "-".join(words[i : i + size]) == kind:
+                return "-".join([*words[:i], "*", *words[i + size :]]), kind
     return name, None
 
 
@@ -65,7 +79,9 @@ class _Group:
     """The tightest quota of one group seen so far: the header values to show."""
 
     values: dict[str, str] = field(default_factory=dict)
-    remaining: float | None = None
+    pressure: float | None = None
+    """How tight: minus what `remaining` says is left, or what `utilization` says is used."""
+    severity: int | None = None
     reset_at: float | None = None
 
     @classmethod
@@ -74,7 +90,12 @@ class _Group:
         for name, value in quota.items():
             kind = _group(name)[1]
             if kind == "remaining":
-                group.remaining = _number(value)
+                left = _number(value)
+                group.pressure = None if left is None else -left
+            elif kind == "utilization":
+                group.pressure = _number(value)
+            elif kind == "status":
+                group.severity = _STATUS_RANKS.get(value.strip().lower(), _UNKNOWN_STATUS)
             elif kind == "reset":
                 group.reset_at = _reset_at(value, now)
         return group
@@ -83,21 +104,31 @@ class _Group:
         """This group with what `new` (a later reply's) has tighter."""
         if self.reset_at is not None and self.reset_at <= now:
             return new  # refilled since: what it said no longer holds
-        merged = _Group(dict(self.values), self.remaining, self.reset_at)
-        if new.remaining is not None and (self.remaining is None or new.remaining < self.remaining):
-            merged.remaining = new.remaining
-            merged.values.update(
-                (n, v) for n, v in new.values.items() if _group(n)[1] in ("remaining", "limit")
-            )
+        merged = _Group(dict(self.values), self.pressure, self.severity, self.reset_at)
+        if _above(new.pressure, self.pressure):
+            merged.pressure = new.pressure
+            merged.take(new, _PRESSURE)
+        if _above(new.severity, self.severity):
+            merged.severity = new.severity
+            merged.take(new, _SEVERITY)
         if new.reset_at is not None and (self.reset_at is None or new.reset_at < self.reset_at):
             merged.reset_at = new.reset_at
-            merged.values.update((n, v) for n, v in new.values.items() if _group(n)[1] == "reset")
+            merged.take(new, ("reset",))
         for name, value in new.values.items():
             if _group(name)[1] is None:
                 merged.values[name] = value  # no kind to compare by: the last reply's
             else:
                 merged.values.setdefault(name, value)  # one only the new reply has
         return merged
+
+    def take(self, new: _Group, kinds: tuple[str, ...]) -> None:
+        """Show `new`'s headers of `kinds` (one reply's, so they read together)."""
+        self.values.update((n, v) for n, v in new.values.items() if _group(n)[1] in kinds)
+
+
+def _above(new: float | None, old: float | None) -> bool:
+    """Whether `new` is known and tighter than `old` (tighter than nothing known)."""
+    return new is not None and (old is None or new > old)
 
 
 @dataclass(slots=True)
