@@ -107,17 +107,33 @@ async def test_a_file_written_before_window_sums_keeps_what_its_windows_hold(
     await store.aclose()
 
 
-def _window_rows(path: Path) -> dict[str, tuple[int, int]]:
-    """Per key: (its rows in state_windows, in state_window_sums)."""
+def _window_rows(path: Path) -> dict[str, tuple[int, int, int]]:
+    """Per key: (its rows in state_windows, in state_window_sums, in state_window_idle)."""
     conn = sqlite3.connect(path)
-    rows: dict[str, tuple[int, int]] = {}
-    for table, i in (("state_windows", 0), ("state_window_sums", 1)):
+    rows: dict[str, list[int]] = {}
+    for i, table in enumerate(sqlite_state._WINDOW_TABLES):
         for key, count in conn.execute(f"SELECT key, COUNT(*) FROM {table} GROUP BY key"):
-            counts = list(rows.get(key, (0, 0)))
-            counts[i] = count
-            rows[key] = (counts[0], counts[1])
+            rows.setdefault(key, [0, 0, 0])[i] = count
     conn.close()
-    return rows
+    return {key: (c[0], c[1], c[2]) for key, c in rows.items()}
+
+
+async def test_a_process_of_the_previous_release_keeps_writing_its_windows(
+    tmp_path: Path,
+) -> None:
+    # During an upgrade on one host, a process started before it shares the migrated file and
+    # writes state_window_sums' three columns by position: a fourth column broke its every
+    # rate-limit check ("table state_window_sums has 4 columns but 3 values were supplied").
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    await store.window_acquire("rpm", 1, limit=10, window=60)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?)", ("rpm", 2.0, 2))
+    conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", ("rpm", time.time(), 1.0))
+    conn.commit()
+    conn.close()
+    assert (await store.window_acquire("rpm", 1, limit=10, window=60)).used == 3
+    await store.aclose()
 
 
 async def test_windows_of_keys_never_used_again_are_swept(tmp_path: Path) -> None:
@@ -132,8 +148,8 @@ async def test_windows_of_keys_never_used_again_are_swept(tmp_path: Path) -> Non
     await store.window_acquire("key-rpm:used", 1, limit=100, window=60)
     rows = _window_rows(path)
     assert "key-rpm:gone" not in rows
-    assert rows["key-rpm:used"] == (1, 1)
-    assert rows["ratelimit:day"] == (1, 1)  # still in its window: it counts
+    assert rows["key-rpm:used"] == (1, 1, 1)
+    assert rows["ratelimit:day"] == (1, 1, 1)  # still in its window: it counts
     assert (await store.window_acquire("ratelimit:day", 1, limit=100, window=3600)).used == 2
     await store.aclose()
 

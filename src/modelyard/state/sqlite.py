@@ -63,21 +63,24 @@ MIGRATIONS: list[Migration] = [
     (
         "005_window_idle",
         # When each window is empty (its newest entry's time plus its length), so a sweep can
-        # drop the windows of keys no longer used. Windows written before this did not record
-        # their length; every window modelyard keeps is a minute (a rate limit's, scaled in
-        # tests, a virtual key's rpm), so a day past the newest entry is safely past it.
+        # drop the windows of keys no longer used. A table of its own, not a column of
+        # state_window_sums: a process of the previous release sharing the file during an
+        # upgrade writes that table's three columns by position. Windows written before this
+        # did not record their length; every window modelyard keeps is a minute (a rate
+        # limit's, scaled in tests, a virtual key's rpm), so a day past the newest entry is
+        # safely past it.
         """
-        ALTER TABLE state_window_sums ADD COLUMN idle_at REAL;
-        UPDATE state_window_sums SET idle_at = 86400 + COALESCE(
-            (SELECT MAX(at) FROM state_windows WHERE state_windows.key = state_window_sums.key),
-            0);
-        CREATE INDEX state_window_sums_idle_at ON state_window_sums (idle_at)
+        CREATE TABLE state_window_idle (key TEXT PRIMARY KEY, idle_at REAL NOT NULL) WITHOUT ROWID;
+        CREATE INDEX state_window_idle_at ON state_window_idle (idle_at);
+        INSERT INTO state_window_idle SELECT key, 86400 + MAX(at) FROM state_windows GROUP BY key;
+        INSERT OR IGNORE INTO state_window_idle SELECT key, 0 FROM state_window_sums
         """,
     ),
 ]
 """Append-only: add a new entry for any schema change."""
 
 _EPSILON = 1e-12
+_WINDOW_TABLES = ("state_windows", "state_window_sums", "state_window_idle")
 _SWEEP_EVERY = 60.0
 _SWEEP_WINDOWS = 100
 """The most idle windows one sweep drops, so its cost stays bounded however many keys went
@@ -149,21 +152,19 @@ def _window_left(conn: sqlite3.Connection, key: str, cutoff: float) -> tuple[flo
 def _window_sum(
     conn: sqlite3.Connection, key: str, used: float, entries: int, idle_at: float
 ) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?, ?)",
-        (key, used, entries, idle_at),
-    )
+    conn.execute("INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?)", (key, used, entries))
+    conn.execute("INSERT OR REPLACE INTO state_window_idle VALUES (?, ?)", (key, idle_at))
 
 
 def _drop_idle_windows(conn: sqlite3.Connection, now: float) -> None:
     """Drop up to `_SWEEP_WINDOWS` windows whose every entry has left them: the keys of rate
     limits and virtual keys no longer used (an idle window holds nothing a limit counts)."""
     keys = conn.execute(
-        "SELECT key FROM state_window_sums WHERE idle_at <= ? ORDER BY idle_at LIMIT ?",
+        "SELECT key FROM state_window_idle WHERE idle_at <= ? ORDER BY idle_at LIMIT ?",
         (now, _SWEEP_WINDOWS),
     ).fetchall()
-    conn.executemany("DELETE FROM state_windows WHERE key = ?", keys)
-    conn.executemany("DELETE FROM state_window_sums WHERE key = ?", keys)
+    for table in _WINDOW_TABLES:
+        conn.executemany(f"DELETE FROM {table} WHERE key = ?", keys)
 
 
 class SqliteStore(StateStore):
@@ -327,7 +328,7 @@ class SqliteStore(StateStore):
 
     async def delete(self, key: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            for table in ("state_counters", "state_values", "state_windows", "state_window_sums"):
+            for table in ("state_counters", "state_values", *_WINDOW_TABLES):
                 conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
 
         await self._worker.run(lambda conn: transaction(conn, apply))
