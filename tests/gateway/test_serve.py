@@ -18,6 +18,8 @@ import pytest
 from tests.fakes.server import free_port
 from tests.gateway.conftest import SYSTEMS
 
+from modelyard.gateway import server
+
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 
 
@@ -224,3 +226,28 @@ def test_a_worker_restarted_on_a_config_that_no_longer_loads_says_why_in_one_lin
     assert b"Traceback" not in done.stderr, done.stderr
     assert b"worker not started, the workers running keep serving: " in done.stderr
     assert f"{config}:".encode() in done.stderr and b"models.cheap.price.input" in done.stderr
+
+
+def test_the_workers_of_serve_count_in_one_folder_that_leaves_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --workers 2`: the workers (fresh interpreters, started by uvicorn.run) inherit the
+    folder where they all count, so a scrape of any one shows every request
+    (tests/observability/test_metrics.py); one worker needs none."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS, encoding="utf-8")
+    seen: list[str | None] = []
+
+    def run(*args: object, **kwargs: object) -> None:
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        seen.append(folder if folder is None or Path(folder).is_dir() else "missing")
+
+    monkeypatch.setattr(server.uvicorn, "run", run)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "MODELYARD_CONFIG"):  # as they were, afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    server.serve(config, host=None, port=None, workers=1)
+    server.serve(config, host=None, port=None, workers=2)
+    assert seen[0] is None
+    assert seen[1] is not None and seen[1] != "missing"
+    assert not Path(seen[1]).exists()  # gone once the gateway stops

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,3 +188,52 @@ models:
     }
     assert counted == {("down", "unavailable"): 3, ("slow", "timeout"): 1}
     assert "other" not in metrics.render().decode()
+
+
+WORKER = """
+import sys
+from modelyard.observability.metrics import Metrics
+from modelyard.types import ChatResponse, Choice, Message, Usage
+
+metrics = Metrics()
+answer = ChatResponse(
+    id="r1",
+    model="cheap",
+    provider_model="cheap-id",
+    choices=(Choice(message=Message(role="assistant", content="ok")),),
+    usage=Usage(input_tokens=10, output_tokens=2),
+    cost=0.5,
+)
+for _ in range(int(sys.argv[1])):
+    metrics.answered("support", answer, "openai", 0.1)
+metrics.store_health("sqlite", "normal", True)
+sys.stdout.write(metrics.render().decode())
+"""
+
+
+def test_the_workers_of_one_serve_add_up_in_whichever_answers_the_scrape(tmp_path: Path) -> None:
+    """`serve --workers N`: each scrape of /metrics reaches one worker. Its counters must be
+    the gateway's (every worker's, those a SIGHUP replaced too), not that worker's alone:
+    Prometheus reads a counter that drops between scrapes as a restart."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # as `serve` sets it
+
+    def worker(requests: int) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", WORKER, str(requests)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    worker(2)  # a worker that served two requests, then was replaced
+    text = worker(3)
+    labels = 'model="cheap",provider="openai",status="200",system="support"'
+    assert f"modelyard_requests_total{{{labels}}} 5.0" in text.splitlines()
+    assert 'modelyard_request_seconds_count{system="support"} 5.0' in text.splitlines()
+    assert 'modelyard_cost_usd_total{model="cheap",system="support"} 2.5' in text.splitlines()
+    # the state store as the answering worker sees it, once
+    assert text.count("modelyard_state_store_up{") == 1
+    assert 'modelyard_state_store_up{backend="sqlite",mode="normal"} 1.0' in text.splitlines()

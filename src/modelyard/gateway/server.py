@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import uvicorn
 
 from modelyard.errors import ConfigError
 from modelyard.gateway.app import Gateway, create_app
+from modelyard.observability.metrics import share_between_workers
 
 log = logging.getLogger("modelyard.serve")
 
@@ -61,6 +63,8 @@ def serve(
             path=str(path),
         )
     os.environ["MODELYARD_CONFIG"] = str(path)
+    # Each scrape reaches one worker: it must show them all (docs/operations.md, "Metrics").
+    shared = share_between_workers() if processes > 1 else None
     configure_logging()
     # Say where to call, once: uvicorn itself only logs warnings.
     log.info(
@@ -75,20 +79,24 @@ def serve(
         log.info("note: %s", note)
     for warning in warnings:
         log.warning("%s", warning)
-    uvicorn.run(
-        "modelyard.gateway.server:app_factory",
-        factory=True,
-        host=host or spec.host,
-        port=port or spec.port,
-        workers=processes,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        # Per-request work that a gateway behind its own load balancer does not need.
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=int(spec.drain_timeout),
-    )
+    try:
+        uvicorn.run(
+            "modelyard.gateway.server:app_factory",
+            factory=True,
+            host=host or spec.host,
+            port=port or spec.port,
+            workers=processes,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            # Per-request work that a gateway behind its own load balancer does not need.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=int(spec.drain_timeout),
+        )
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)

@@ -1,20 +1,41 @@
 """Prometheus metrics for the gateway: requests, errors, latency, tokens and cost by system,
 model and provider (an embeddings call counts under its embedder's name as both system and
-model). One registry per gateway (no process-global state)."""
+model). One registry per gateway (no process-global state), except under `serve --workers N`,
+whose workers keep their counts in files of one folder that every scrape adds up."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from modelyard.cost.accounting import NO_MODEL, billed_models, called
 from modelyard.errors import ERROR_KINDS, ModelError
 from modelyard.types import ChatResponse, Decision, EmbeddingResponse, Usage
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+SHARED_METRICS = "PROMETHEUS_MULTIPROC_DIR"
+"""The folder where the worker processes of one `serve` keep their counts: prometheus_client's
+multiprocess mode, which it chooses when it is imported, so it is set before the workers start
+(`share_between_workers`)."""
+
+
+def share_between_workers() -> str:
+    """Make a fresh folder for the counts of the workers about to start, and name it in this
+    process's environment, which they inherit. Fresh, so a folder left by an earlier run
+    (or named by the environment) never adds its counts to this one's."""
+    folder = tempfile.mkdtemp(prefix="modelyard-metrics-")
+    os.environ[SHARED_METRICS] = folder
+    return folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +95,10 @@ class Metrics:
             ("route", "status", "code"),
             registry=self.registry,
         )
-        self.state_store = Gauge(
-            "modelyard_state_store_up",
-            "1 when the state store serves from where it should; 0 when a shared backend is "
-            "down and this process refuses requests or counts budgets and limits alone (mode).",
-            ("backend", "mode"),
-            registry=self.registry,
-        )
+        self.state_store = _StoreHealth()
+        self.registry.register(self.state_store)
+        self._shared = os.environ.get(SHARED_METRICS)
+        """The folder the workers of this gateway count in, when it has several."""
         self.cost = Counter(
             "modelyard_cost_usd",
             "USD spent, by system and the model billed, as the spend ledger splits it (a"
@@ -202,9 +220,35 @@ class Metrics:
 
     def store_health(self, backend: str, mode: str, ok: bool) -> None:
         """Show the state store's health (one series: the current mode)."""
-        self.state_store.clear()
-        self.state_store.labels(backend, mode).set(1.0 if ok else 0.0)
+        self.state_store.current = (backend, mode, 1.0 if ok else 0.0)
 
     def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+        """The text exposition format: with several workers, the counts of them all (those a
+        SIGHUP replaced too, so no counter ever drops), and the state store as this one sees
+        it."""
+        if self._shared is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=True)
+        MultiProcessCollector(registry, path=self._shared)  # type: ignore[no-untyped-call]
+        registry.register(self.state_store)
+        return generate_latest(registry)
+
+
+class _StoreHealth(Collector):
+    """`modelyard_state_store_up`: one series, the mode the store is in now. Not a Gauge, whose
+    series a worker of several would keep in the shared folder: a mode left would stay shown."""
+
+    def __init__(self) -> None:
+        self.current: tuple[str, str, float] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "modelyard_state_store_up",
+            "1 when the state store serves from where it should; 0 when a shared backend is "
+            "down and this process refuses requests or counts budgets and limits alone (mode).",
+            labels=("backend", "mode"),
+        )
+        if self.current is not None:
+            backend, mode, value = self.current
+            family.add_metric([backend, mode], value)
+        yield family
