@@ -251,3 +251,75 @@ def test_the_workers_of_serve_count_in_one_folder_that_leaves_with_them(
     assert seen[0] is None
     assert seen[1] is not None and seen[1] != "missing"
     assert not Path(seen[1]).exists()  # gone once the gateway stops
+
+
+def serve_workers(
+    config: Path, workers: int = 2, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`modelyard serve config --workers N`, once it answers (its output in serve.log beside)."""
+    port = free_port()
+    with (config.parent / "serve.log").open("wb") as out:
+        process = subprocess.Popen(
+            [MODELYARD, "serve", str(config), "--port", str(port), "--workers", str(workers)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx2.get(url + "/healthz").status_code == 200:
+                break
+        except httpx2.TransportError:
+            pass
+        assert process.poll() is None, (config.parent / "serve.log").read_text()
+        assert time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.1)
+    return process, url
+
+
+SLOW_BUILD = '''
+import pathlib
+import time
+
+
+def build():
+    """A model whose build takes as long as the file `delay` beside this module says."""
+    time.sleep(float(pathlib.Path(__file__).with_name("delay").read_text()))
+    return lambda request: "built"
+'''
+
+
+def test_sighup_restarts_workers_whose_config_takes_a_while_to_build(tmp_path: Path) -> None:
+    """SIGHUP to `serve --workers 2` starts each worker anew on the file, and uvicorn retires
+    the old one once the new one serves. Local models take seconds to load (the quickstart's
+    build takes 8 s on 2 cores): a new worker must be given that long, or the restart is
+    abandoned and the workers serve the old config on."""
+    (tmp_path / "slowbuild.py").write_text(SLOW_BUILD, encoding="utf-8")
+    delay = tmp_path / "delay"
+    delay.write_text("0", encoding="utf-8")
+    slow = "  slow: {local: {type: callable, factory: 'slowbuild:build'}}\n"
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS.replace("models:\n", "models:\n" + slow), encoding="utf-8")
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    process, url = serve_workers(config, PYTHONPATH=path)
+    try:
+        body = {"model": "strong", "messages": [{"role": "user", "content": "hi"}]}
+
+        def answer() -> str:
+            reply = httpx2.post(url + "/v1/chat/completions", json=body, timeout=30)
+            return str(reply.json()["choices"][0]["message"]["content"])
+
+        assert answer() == "the strong answer"
+        delay.write_text("6", encoding="utf-8")  # over uvicorn's default 5 s
+        config.write_text(config.read_text().replace("the strong answer", "reloaded"))
+        os.kill(process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while {answer() for _ in range(4)} != {"reloaded"}:
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        assert "not ready in time" not in (tmp_path / "serve.log").read_text()
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -17,6 +17,13 @@ from modelyard.observability.metrics import share_between_workers
 
 log = logging.getLogger("modelyard.serve")
 
+WORKER_START_TIMEOUT = 120
+"""Seconds a worker of `serve --workers N` may take to build the config and serve: on SIGHUP,
+uvicorn retires an old worker only once its replacement serves, and gives up the restart (the
+old config serving on) after this long. Its default, 5 s, is less than local models take to
+load (the quickstart builds in 8 s on 2 cores). uvicorn also waits this long for a running
+worker's answer to its liveness ping, which a worker's own thread gives at once."""
+
 
 def app_factory() -> Gateway:
     """uvicorn's factory, run in each worker: the config path comes from $MODELYARD_CONFIG."""
@@ -96,6 +103,7 @@ def serve(
             server_header=False,
             date_header=False,
             timeout_graceful_shutdown=int(spec.drain_timeout),
+            timeout_worker_healthcheck=WORKER_START_TIMEOUT,
         )
     finally:
         if shared is not None:
