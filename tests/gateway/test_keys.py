@@ -59,6 +59,26 @@ def test_scoped_key_may_use_only_its_systems(serve_gateway: Callable[..., Runnin
     assert [m.id for m in models] == ["support"]
 
 
+def test_a_scoped_keys_typo_is_told_what_it_meant_among_its_own_names(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    """A name outside the key's scope is refused alike whether the config has it or not (the
+    key's /v1/models hides the others), and a slip of the keyboard is told the name it meant,
+    as a key for every system is."""
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="team-a", systems=["support", "cheap"])
+    for typo in ("suport", "Support"):
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            ask(running, str(key["key"]), model=typo)
+        assert (
+            f"this key may not use {typo!r}; did you mean 'support'? it may use support, cheap"
+            in str(caught.value)
+        )
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        ask(running, str(key["key"]), model="strong")  # in the config, not in the key's scope
+    assert "this key may not use 'strong'; it may use support, cheap" in str(caught.value)
+
+
 def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
     store = SqliteKeyStore(

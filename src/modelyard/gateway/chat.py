@@ -43,6 +43,7 @@ from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
 from modelyard.providers import upstream_quota
+from modelyard.suggest import did_you_mean
 from modelyard.types import ChatRequest, EmbeddingRequest
 from modelyard.yard import Yard
 
@@ -305,9 +306,12 @@ def _wire_of(api: str) -> str:
 
 def _check_scope(key: VirtualKey, name: str) -> None:
     if not key.allows(name):
+        # Said alike whether the config has the name or not (the key's model list hides the
+        # others); a typo is told the name it meant among the key's own.
+        meant = did_you_mean(name, key.systems, listed=None) or ";"
         raise ApiError(
             403,
-            f"this key may not use {name!r}; it may use {', '.join(key.systems)}",
+            f"this key may not use {name!r}{meant} it may use {', '.join(key.systems)}",
             "permission_error",
             "model_not_allowed",
             "model",
