@@ -79,6 +79,29 @@ def test_a_scoped_keys_typo_is_told_what_it_meant_among_its_own_names(
     assert "this key may not use 'strong'; it may use support, cheap" in str(caught.value)
 
 
+def test_a_reload_that_removes_what_a_key_names_says_which_key(
+    serve_gateway: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`keys create` refuses a name the config lacks; a reload that removes one a key names is
+    let through (the key may be meant for a later config), but the operator is told which key
+    now gets 404s, and only once."""
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="team-b", systems=["support", "strong"])
+    admin = {"authorization": "Bearer admin-secret-123456"}
+    strong = '  strong:\n    local: {type: fake, default: "the strong answer"}\n'
+    without = SYSTEMS.replace(strong + "    price: {input: 10.0, output: 20.0}\n", "")
+    running.config.write_text(without + ADMIN, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="modelyard.gateway"):
+        assert httpx2.post(f"{running.url}/admin/reload", headers=admin).status_code == 200
+        running.config.write_text(without.replace("pong", "pong!") + ADMIN, encoding="utf-8")
+        assert httpx2.post(f"{running.url}/admin/reload", headers=admin).status_code == 200
+    told = [r.getMessage() for r in caplog.records if str(key["id"]) in r.getMessage()]
+    assert told == [
+        f"key {key['id']} (team-b) names strong, which {running.config.name} does not have: "
+        "its callers get 404 for it"
+    ], told
+
+
 def test_revoked_key_is_refused_within_a_second(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
     store = SqliteKeyStore(

@@ -38,6 +38,7 @@ from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
 from modelyard.observability.request_log_postgres import shared_request_log
 from modelyard.state.factory import live_store, shared_store
+from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -86,6 +87,7 @@ class Gateway:
             max_body_bytes=max_body_bytes,
             status=self._status,
         )
+        live.advice = self._stranded_keys
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4)
         self._in_flight = 0
@@ -113,6 +115,19 @@ class Gateway:
     def in_flight(self) -> int:
         """Requests being served right now."""
         return self._in_flight
+
+    def _stranded_keys(self, yard: Yard) -> list[str]:
+        """A line for each key that names a system or model `yard` lacks (`keys create` refuses
+        such a name; a reload that removes one is let through, and says so)."""
+        names = {*yard.names(), *yard.embedders}
+        lines = []
+        for key in self.keys.active():
+            if missing := [n for n in key.systems if n != "*" and n not in names]:
+                lines.append(
+                    f"key {key.id} ({key.name}) names {', '.join(missing)}, which "
+                    f"{self.live.path.name} does not have: its callers get 404 for it"
+                )
+        return lines
 
     def _status(self) -> dict[str, Any]:
         return {"status": "draining" if self._draining else "ready", "in_flight": self._in_flight}
@@ -191,6 +206,8 @@ class Gateway:
         """Start background tasks (key refresh, log writer; when serving, reload on SIGHUP and
         on file change, `watch.py`) in the running loop."""
         self.keys.start()
+        for line in self._stranded_keys(self.live.current):
+            log.warning("%s", line)
         self.decisions.start()
         quiet_server_on_cuts()
         loop = asyncio.get_running_loop()

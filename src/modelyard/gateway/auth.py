@@ -77,6 +77,10 @@ class KeyRing:
             await asyncio.sleep(self._refresh_every)
             await self.refresh()
 
+    def active(self) -> list[VirtualKey]:
+        """The keys that may call, as last read."""
+        return list(self._keys.values())
+
     def _take(self, snapshot: KeySnapshot) -> None:
         self._keys, self._issued, self._version = snapshot.active, snapshot.issued, snapshot.version
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,9 @@ class LiveConfig:
         """The files refused reloads named as missing since the config last loaded, each as it
         was at the latest refusal: a watching gateway tries again when one appears or changes."""
         self._lock = asyncio.Lock()
+        self.advice: Callable[[Yard], list[str]] = lambda yard: []
+        """What else to warn of for a config (the gateway's: keys naming what it lacks),
+        logged with its build's warnings when a reload brings it in."""
 
     @property
     def current(self) -> Yard:
@@ -262,7 +265,7 @@ class LiveConfig:
                 if getattr(new.written, name) != section
             ]
             old_version = self.current.version
-            known = set(self.current.built.warnings) | set(self.current.notes)
+            known = {*self.current.built.warnings, *self.current.notes, *self.advice(self.current)}
             old, self._serving = self._serving, new
             self.awaited = {}
             self._draining.append(old)
@@ -274,7 +277,7 @@ class LiveConfig:
             for note in new.yard.notes:
                 if note not in known:
                     log.info("note: %s", note)
-            for warning in new.yard.built.warnings:
+            for warning in [*new.yard.built.warnings, *self.advice(new.yard)]:
                 if warning not in known:
                     log.warning("%s", warning)
             self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
