@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -48,6 +49,21 @@ async def test_a_wait_past_the_deadline_fails_at_once_and_says_so() -> None:
         await model.complete(user("x", deadline=time.monotonic() + 0.2))
     assert time.monotonic() - started < 0.05
     assert "deadline" in str(caught.value)
+
+
+async def test_a_wait_longer_than_max_wait_fails_at_once_saying_how_long_it_would_be() -> None:
+    """The window frees in a minute, past max_wait: refused at once (no wait), and said so;
+    the message had read "waited the allowed 5.00s" after no wait at all."""
+    model = limited(RateLimits(rpm=1, window=60.0, max_wait=5.0))
+    await model.complete(user("x"))
+    started = time.monotonic()
+    with pytest.raises(RateLimitedError) as caught:
+        await model.complete(user("x"))
+    assert time.monotonic() - started < 0.05
+    message = str(caught.value)
+    assert "waited" not in message, message
+    room = r"room again in (59\.\d\d|60\.00)s, longer than the 5\.00s max_wait allows"
+    assert re.search(rf"the rpm limit 1 is reached; {room}", message), message
 
 
 async def test_tokens_are_estimated_then_corrected_to_the_real_usage() -> None:

@@ -197,6 +197,12 @@ class Limiter:
                 return
             waited = self._clock() - started
             if waited + wait > budget:
+                if budget > 0 and not by_deadline:  # refused now, not after waiting the budget
+                    why += (
+                        f"; room again in {wait:.2f}s, longer than the {budget:.2f}s max_wait "
+                        "allows"
+                    )
+                    budget = 0.0
                 raise self._refused(why, wait, waited=budget, by_deadline=by_deadline)
             await self._sleep(wait)
 
