@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -23,6 +23,22 @@ from modelyard.gateway import server
 MODELYARD = str(Path(sys.executable).parent / "modelyard")
 
 
+def until_serving(
+    process: subprocess.Popen[bytes], url: str, output: Callable[[], str], seconds: float = 20
+) -> None:
+    """Wait until the gateway at `url` answers; `output` is what a process that died said."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx2.get(url + "/healthz").status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass
+        assert process.poll() is None, output()
+        assert time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     config = tmp_path / "config.yaml"
@@ -34,16 +50,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx2.get(url + "/healthz").status_code == 200:
-                break
-        except httpx2.TransportError:
-            pass
-        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "serve did not come up"
-        time.sleep(0.1)
+    until_serving(process, url, lambda: process.stdout.read().decode())  # type: ignore[union-attr]
     yield process, url, config
     if process.poll() is None:
         process.kill()
@@ -115,16 +122,7 @@ def serve_logging_beside(config: Path) -> tuple[subprocess.Popen[bytes], Path]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                break
-        except httpx2.TransportError:
-            pass
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "serve did not come up"
-        time.sleep(0.1)
+    until_serving(process, f"http://127.0.0.1:{port}", log.read_text)
     time.sleep(0.5)  # let the watch arm
     return process, log
 
@@ -266,16 +264,7 @@ def serve_workers(
             env={**os.environ, **env},
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx2.get(url + "/healthz").status_code == 200:
-                break
-        except httpx2.TransportError:
-            pass
-        assert process.poll() is None, (config.parent / "serve.log").read_text()
-        assert time.monotonic() < deadline, "serve did not come up"
-        time.sleep(0.1)
+    until_serving(process, url, (config.parent / "serve.log").read_text, seconds=60)
     return process, url
 
 
