@@ -1,17 +1,21 @@
 """Every upstream call a request makes is billed with its tokens under its own model, in the
 ledger and in `modelyard_tokens_total`, once: a pipeline's draft, an ensemble's losing members
-and its judge, a cascade's rejected cheap answer and its verifier, whole or streamed."""
+and its judge, a cascade's rejected cheap answer and its verifier, whole or streamed, and the
+calls that had finished when the client left."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 
 import httpx2
 import pytest
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.server import Fault
 from tests.gateway.conftest import UPSTREAM_KEY, Running
+from tests.gateway.test_abandoned_spend import recorded
 from tests.gateway.test_embedding_spend import ledger_rows
 
 
@@ -113,3 +117,47 @@ def test_every_upstream_calls_tokens_are_in_the_ledger_and_metrics_once(
     by_model_in = {m: n for (m, d), n in metrics.items() if d == "input"}
     assert by_model_in == {r["model"]: r["input_tokens"] for r in rows}
     assert sum(n for (_, d), n in metrics.items() if d == "output") == sent_out
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_request_its_client_left_bills_the_tokens_of_its_finished_calls_once(
+    serve_gateway: Callable[..., Running],
+    upstream: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+) -> None:
+    # The cascade's cheap answer and its verdict came back, and the client left while `big`
+    # was answering. The ledger billed what those two calls cost under the system's name,
+    # with only the estimate's tokens, and the metrics counted none of their tokens.
+    running = serve_gateway(text=config(upstream.url))
+    running.app.chat.leave_watch_after = 0.05
+    records = recorded(running, monkeypatch)
+    upstream.push(Fault(), Fault(), Fault(chunk_delay=0.3) if stream else Fault(hang=True))
+    url = f"{running.url}/v1/chat/completions"
+    body = {"model": "steps", "messages": [{"role": "user", "content": "Is it? Say so."}]}
+    if stream:
+        with httpx2.stream("POST", url, json={**body, "stream": True}, timeout=10) as reply:
+            assert reply.status_code == 200
+            next(line for line in reply.iter_lines() if '"content":"' in line)  # then leave
+    else:
+        with pytest.raises(httpx2.ReadTimeout):
+            httpx2.post(url, json=body, timeout=1.0)
+    started = time.monotonic()
+    while not records and time.monotonic() - started < 10:
+        time.sleep(0.02)
+    (record,) = records
+    assert record.status == 499
+    rows = {r["model"]: r for r in ledger_rows(running, record.id)}
+    calls = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+    for name, call in zip(["cheap", "verifier"], calls, strict=False):
+        usage = upstream.completion(call.json)["usage"]
+        billed = (usage["prompt_tokens"], usage["completion_tokens"], 0)
+        row = rows.pop(name)
+        assert (row["input_tokens"], row["output_tokens"], row["tokens_estimated"]) == billed
+    (cut,) = rows.values()  # the estimate of the call in flight
+    assert cut["tokens_estimated"] and cut["input_tokens"] > 0
+    rows = {r["model"]: r for r in ledger_rows(running, record.id)}
+    assert sum(r["cost"] for r in rows.values()) == pytest.approx(record.cost)
+    assert metric_tokens(running, "steps") == Counter(
+        {(m, d): r[f"{d}_tokens"] for m, r in rows.items() for d in ("input", "output")}
+    )

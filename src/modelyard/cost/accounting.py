@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from modelyard.cost import scope as request_scope
 from modelyard.cost.anomaly import AnomalyDetector
@@ -31,6 +31,8 @@ from modelyard.cost.metering import billed_error, billed_response
 from modelyard.errors import ClientClosedError, ModelError
 from modelyard.model import Model
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Usage
+
+E = TypeVar("E", bound=ModelError)
 
 NO_MODEL = "(none)"
 """The model column of a request refused before any model ran."""
@@ -185,6 +187,30 @@ def _cache_hit(decision: Decision | None) -> Decision | None:
     return None
 
 
+def cut_short(
+    error: E,
+    model: Model,
+    request: ChatRequest,
+    scope: request_scope.RequestScope,
+    output_chars: int = 0,
+) -> E:
+    """`error` for a request to `model` cut before its answer (its caller gave up, the client
+    left, a shutdown), after `output_chars` characters of a stream: costing what the calls it
+    made that finished were billed, plus the estimate of the one in flight (its input once
+    sent, and what it wrote), as the budgets settle it; its record shows that per model with
+    the calls' tokens (`cost.bounds.charge_partial`), so the ledger's rows and the metrics
+    split it as they split an answer. A cached answer being replayed cost nothing."""
+    from modelyard.cost.bounds import billed_node, charge_partial
+    from modelyard.cost.dispatch import finished
+
+    # Cut by its caller, not failed: the record names no error (the request's error says it).
+    error.decision = Decision(node=billed_node(model), kind="model", reason=error.message)
+    if not scope.cache_hit:
+        sent, spent, calls = scope.sent, scope.spent, finished(scope)
+        charge_partial(error, model, request, output_chars, sent=sent, spent=spent, dispatch=calls)
+    return error
+
+
 class Accounted(Decoration):
     """Records each request sent to `inner` (see the module docstring)."""
 
@@ -213,8 +239,6 @@ class Accounted(Decoration):
         *,
         cancelled: bool = False,
     ) -> ClientClosedError:
-        from modelyard.cost.bounds import billed_node, charge_partial
-
         error = ClientClosedError(
             "the call was cancelled before its answer; cost estimated"
             if cancelled
@@ -222,19 +246,7 @@ class Accounted(Decoration):
             " (the caller stopped reading, or the upstream broke); cost estimated",
             model=self.name,
         )
-        # A cached answer being replayed cost nothing, nor a call never sent; a provider's
-        # stream is billed.
-        if not scope.cache_hit:
-            charge_partial(error, self.inner, request, streamed, sent=scope.sent, spent=scope.spent)
-        error.decision = Decision(
-            node=billed_node(self.inner),
-            kind="model",
-            reason="client closed",
-            cost=error.cost,
-            error=error.message,
-            usage=error.usage,
-        )
-        return error
+        return cut_short(error, self.inner, request, scope, streamed)
 
     def _record(
         self, request: ChatRequest, response: ChatResponse | None, error: ModelError | None

@@ -19,7 +19,7 @@ spawn (an ensemble's members), and a stream's step sees it when its consumer re-
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from typing import TYPE_CHECKING
 
 from modelyard.cost import scope as request_scope
@@ -90,6 +90,7 @@ def charge(cost: float, model: str | None = None, usage: Usage | None = None) ->
     scope = request_scope.CURRENT.get()
     if scope is not None:
         scope.spent += cost
+        scope.billed.append((cost, model, usage))
     dispatch = _CURRENT.get()
     while dispatch is not None:
         dispatch.spent += cost
@@ -101,6 +102,25 @@ def charge(cost: float, model: str | None = None, usage: Usage | None = None) ->
                 before = used.get(model)
                 used[model] = usage if before is None else before + usage
         dispatch = dispatch.outer
+
+
+def finished(scope: request_scope.RequestScope) -> Dispatch:
+    """The calls of `scope`'s request that finished (`RequestScope.billed`), as a `Dispatch`
+    watching the whole request: what a record of the request cut short bills per model, with
+    their tokens (`cost.bounds.abandoned_calls`). Which call was in flight is not kept per
+    request (a cost on every call), so the estimate of the one cut goes to the node's name."""
+    dispatch = Dispatch()
+    dispatch.sent = scope.sent
+    # `charge` itself, into this dispatch alone: a fresh context holds no scope nor any other
+    # dispatch.
+    Context().run(_recount, dispatch, scope.billed)
+    return dispatch
+
+
+def _recount(dispatch: Dispatch, billed: list[tuple[float, str | None, Usage | None]]) -> None:
+    with watching(dispatch):
+        for cost, model, usage in billed:
+            charge(cost, model, usage)
 
 
 def take_off(model: str) -> Dispatch | None:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modelyard.types import Usage
 
 
 @dataclass(slots=True)
@@ -35,6 +39,10 @@ class RequestScope:
     spent: float = 0.0
     """What the calls of this request that finished were billed, counted as each finished
     (`cost.metering`): with a branch cancelled on the way, more than its answer reports."""
+    billed: list[tuple[float, str | None, Usage | None]] = field(default_factory=list)
+    """Those calls, each as (cost, model, tokens), in the order they finished: read only when
+    the request is cut short (`cost.dispatch.finished`), so its record bills each model and
+    carries their tokens, as an answer's does."""
 
 
 CURRENT: ContextVar[RequestScope | None] = ContextVar("modelyard_request_scope", default=None)

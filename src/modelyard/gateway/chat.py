@@ -13,7 +13,8 @@ import random
 
 from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
-from modelyard.cost.bounds import charge_partial, cost_bound
+from modelyard.cost.accounting import cut_short
+from modelyard.cost.bounds import cost_bound
 from modelyard.cost.budget_book import settle_shielded
 from modelyard.errors import BudgetExceededError, ModelError, NotFoundError, UnavailableError
 from modelyard.gateway import anthropic_api, deliver, openai_api, responses_api
@@ -170,7 +171,7 @@ class ChatEndpoints:
             if await respond_watched(call, body, headers, self.stalled_client_timeout):
                 outcome.embedded(response, embedder.info.provider or "local")
             else:
-                outcome.abandoned(response.cost, unread=response)
+                outcome.abandoned(response)
         finally:
             self.key_limits.release(key)
             if outcome.holds:
@@ -251,8 +252,7 @@ class ChatEndpoints:
             if not outcome.recorded:  # the server gave up on it: see `_shut_down`
                 # Billed as the ledger and the budgets count it: its input, once sent, and
                 # the calls that had finished.
-                sent, spent = outcome.so_far()
-                shut = charge_partial(_shut_down(), model, request, sent=sent, spent=spent)
+                shut = cut_short(_shut_down(), model, request, outcome.scope)
                 refused = outcome.failed(shut)
                 if not call.responded:
                     await call.fail(refused, api=_wire_of(outcome.api))

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from modelyard.cost.bounds import partial_cost, partial_usage
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import JSON, Call
@@ -47,8 +46,7 @@ async def whole(
         if not watch.fired or asyncio.current_task().uncancel():  # type: ignore[union-attr]
             raise
         log.info("client left request %s before its answer; model call stopped", call.id)
-        sent, spent = outcome.so_far()
-        outcome.abandoned(partial_cost(model, request, sent=sent, spent=spent))
+        outcome.left(model, request)
         return
     finally:
         watch.close()
@@ -60,7 +58,7 @@ async def whole(
     if await respond_watched(call, renderer.response(response), headers, stalled_after):
         outcome.answered(response)
     else:  # generated and billed in full, the ledger and budgets already count it
-        outcome.abandoned(response.cost, unread=response)
+        outcome.abandoned(response)
 
 
 async def streamed(
@@ -115,16 +113,11 @@ async def streamed(
         finally:
             watch.close()
             disconnected.cancel()
-        if left_after is not None:  # a cache replay cut short cost nothing
-            if outcome.scope.cache_hit:
-                outcome.abandoned(0.0)
-            elif watch.response is not None:  # all of it generated, the last bytes unread
-                outcome.abandoned(watch.response.cost, usage=watch.response.usage)
-            else:
-                usage = partial_usage(request, left_after)
-                spent = outcome.scope.spent  # the calls that finished before it
-                cost = partial_cost(model, request, left_after, spent=spent)
-                outcome.abandoned(cost, usage=usage)
+        if left_after is not None:
+            if watch.response is not None:  # all of it generated, the last bytes unread
+                outcome.abandoned(watch.response, began=True)
+            else:  # a cache replay cut short cost nothing
+                outcome.left(model, request, left_after)
     finally:
         close = getattr(chunks, "aclose", None)  # stop the generator and its upstream call
         if close is not None:

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 
 from modelyard.cost import scope as request_scope
-from modelyard.cost.accounting import NO_MODEL, called, spend_rows
+from modelyard.cost.accounting import NO_MODEL, called, cut_short, spend_rows
 from modelyard.cost.bounds import billed_node
 from modelyard.cost.budget_counters import Hold
 from modelyard.cost.embedding import embedding_row
@@ -25,7 +25,6 @@ from modelyard.types import (
     Decision,
     EmbeddingRequest,
     EmbeddingResponse,
-    Usage,
 )
 
 
@@ -80,14 +79,6 @@ class Outcome:
         self.quota: QuotaSeen | None = None
         """The upstream quota headers its calls saw, kept when its caller may see them."""
 
-    def so_far(self) -> tuple[bool, float]:
-        """Whether a request cut before its answer had reached a provider, and what its calls
-        that finished were billed (`cost.metering`): a cache replay, neither."""
-        scope = self.scope
-        if scope.cache_hit:
-            return False, 0.0
-        return scope.sent, scope.spent
-
     def answered(self, response: ChatResponse) -> None:
         """A chat request answered: logged and counted with the provider that answered."""
         self.spent = response.cost
@@ -101,31 +92,36 @@ class Outcome:
         latency = self._record(200, response, None, None)
         self.metrics.answered(self.target, response, provider, latency)
 
-    def abandoned(
-        self,
-        estimate: float,
-        *,
-        usage: Usage | None = None,
-        unread: ChatResponse | EmbeddingResponse | None = None,
-    ) -> None:
-        """The client left mid-stream, or took none of the whole answer `unread` in time:
-        recorded as 499 with the cost the provider likely bills (the input and the output
-        generated so far, whose tokens are `usage`; all of an unread answer's), which the key's
-        budget is settled to."""
+    def left(self, model: Model, request: ChatRequest, output_chars: int = 0) -> None:
+        """The client left before the answer ended (after `output_chars` characters of a
+        stream): recorded as 499, costing what the provider likely bills, as the ledger and
+        the budgets count it (`cost.accounting.cut_short`: what its calls that finished were
+        billed, by model with their tokens, and the estimate of the one cut)."""
+        error = ClientClosedError("the client left before the answer ended")
+        self._closed(cut_short(error, model, request, self.scope, output_chars), None)
+
+    def abandoned(self, answer: ChatResponse | EmbeddingResponse, *, began: bool = False) -> None:
+        """The client took none of the whole `answer` in time (`began`: it left a stream
+        whose answer was generated in full before its last bytes): recorded as 499 with all
+        of the answer's cost, split by model as the ledger splits it."""
         error = ClientClosedError(
-            "the client took none of the answer in time"
-            if unread is not None
-            else "the client left before the answer ended"
+            "the client left before the answer ended"
+            if began
+            else "the client took none of the answer in time"
         )
-        error.cost = self.spent = estimate
-        error.usage = usage
+        error.cost, error.usage = answer.cost, answer.usage
+        if isinstance(answer, ChatResponse):
+            error.decision = answer.decision
+        self._closed(error, answer)
+
+    def _closed(
+        self, error: ClientClosedError, answer: ChatResponse | EmbeddingResponse | None
+    ) -> None:
+        self.spent = error.cost  # what the key's budget is settled to
         self.captured = None  # `gateway.capture` keeps answers a caller got
-        decision = unread.decision if isinstance(unread, ChatResponse) else error.decision
-        latency = self._record(ClientClosedError.status_default, unread, error, decision)
-        answered = None
-        if unread is not None:  # the metrics count its cost as the ledger does: all of it
-            error.usage, error.decision, answered = unread.usage, decision, unread.model
+        latency = self._record(ClientClosedError.status_default, answer, error, error.decision)
         status = error.status or 499
+        answered = answer.model if answer is not None else None
         self.metrics.failed(
             self.target, error, status, latency, billed=self._billed(), answered=answered
         )
