@@ -237,3 +237,34 @@ def test_the_workers_of_one_serve_add_up_in_whichever_answers_the_scrape(tmp_pat
     # the state store as the answering worker sees it, once
     assert text.count("modelyard_state_store_up{") == 1
     assert 'modelyard_state_store_up{backend="sqlite",mode="normal"} 1.0' in text.splitlines()
+
+
+async def test_a_failed_request_that_cost_nothing_counts_the_tokens_its_calls_used(
+    write_config: Callable[[str], Path],
+) -> None:
+    # A free draft answered, then the polish stage's model failed: the error costs $0 with no
+    # estimate, and the metrics skipped the draft's tokens, which its ledger row carries.
+    text = """
+models:
+  draft: {local: {type: fake, default: "a first draft"}}
+  down: {local: {type: fake, default: {error: unavailable}}}
+systems:
+  drafting:
+    type: pipeline
+    stages:
+      - {name: draft, model: draft}
+      - {name: polish, model: down, input: "Polish: {previous}"}
+"""
+    async with modelyard.load(write_config(text)) as yard:
+        with pytest.raises(UnavailableError) as caught:
+            await yard.complete("drafting", "hi")
+    error = caught.value
+    assert error.cost == 0 and error.usage is None
+    metrics = Metrics()
+    metrics.failed("drafting", error, 503, 0.1)
+    rows = spend_rows("drafting", user("hi"), None, error)
+    assert {row.model: row.input_tokens for row in rows if row.input_tokens} == {"draft": 5}
+    for row in rows:
+        for direction, tokens in (("input", row.input_tokens), ("output", row.output_tokens)):
+            labels = {"direction": direction, "model": row.model, "system": "drafting"}
+            assert (series(metrics, "modelyard_tokens_total", **labels) or 0) == tokens

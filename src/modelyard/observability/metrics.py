@@ -171,20 +171,22 @@ class Metrics:
         billed: str | None = None,
         answered: str | None = None,
     ) -> None:
-        """Count one failed request, and what it cost when a provider billed it (a timeout, a
-        stream cut, a client that left) under the models the spend ledger charges: those its
-        decision names, else `billed` (the model it was cut short on); `answered`: the model
-        whose whole answer the client never took."""
+        """Count one failed request, and what its calls cost and used, split by model as the
+        spend ledger splits it (its rows carry the same figures): the calls its decision
+        names, also those that cost $0 (a free draft before the stage that failed), else
+        `billed` (the model it was cut short on) with the error's cost and estimated tokens;
+        `answered`: the model whose whole answer the client never took."""
         self.requests.labels(system, "", "", str(status)).inc()
         self.errors.labels(system, error.kind).inc()
         self.latency.labels(system).observe(seconds)
-        if error.decision is not None:
-            self._calls_failed(system, error.decision)
+        decision = error.decision
+        if decision is not None:
+            self._calls_failed(system, decision)
         usage = error.usage
-        if error.cost <= 0 and usage is None:
-            return
+        if decision is None and error.cost <= 0 and usage is None:
+            return  # no call named, none billed: nothing to count
         default = billed or error.model or NO_MODEL
-        split = billed_models(error.decision, error.cost, answered, default, usage=usage)
+        split = billed_models(decision, error.cost, answered, default, usage=usage)
         self._spent(system, split.costs)
         self._used(system, split.tokens)
 
