@@ -70,8 +70,27 @@ def test_a_keys_own_budget_refusal_is_recorded_as_a_configured_budgets_is(
     assert [(r["model"], r["key_id"], r["error"], r["cost"]) for r in rows] == [
         ("(none)", key["id"], "budget_exceeded", 0.0)
     ]
-    # Counted once, with the gateway's other refusals of a key's own limits.
+
+
+def test_both_kinds_of_budget_refusal_count_once_as_refusals_naming_their_budget(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # A key's own budget counted in modelyard_refused_total (code: the budget's name), a
+    # configured budget in modelyard_errors_total and the failed requests: an alert on
+    # refusals had to look in two places.
+    cap = "budgets:\n  - {name: cap, scope: total, limit: 1e-7}\n"
+    running = serve_gateway(ADMIN + LEDGER + cap)
+    capped = create_key(running, name="capped", budget=0.0000001)
+    assert ask(running, str(capped["key"])).status_code == 429  # its own budget, checked first
+    assert ask(running, str(create_key(running, name="free")["key"])).status_code == 429  # cap
     metrics = httpx2.get(f"{running.url}/metrics").text
-    refused = [line for line in metrics.splitlines() if line.startswith("modelyard_refused_total")]
-    route = 'route="/v1/chat/completions",status="429"'
-    assert refused == [f'modelyard_refused_total{{code="virtual-key",{route}}} 1.0']
+    lines = metrics.splitlines()
+    refused = sorted(line for line in lines if line.startswith("modelyard_refused_total"))
+    labels = 'code="budget_exceeded",route="/v1/chat/completions",status="429"'
+    assert refused == [
+        f'modelyard_refused_total{{budget="cap",{labels}}} 1.0',
+        f'modelyard_refused_total{{budget="virtual-key",{labels}}} 1.0',
+    ]
+    # Refusals, not failed requests: each request counts in one of the two.
+    assert "modelyard_errors_total{" not in metrics
+    assert "modelyard_requests_total{" not in metrics

@@ -11,7 +11,7 @@ from modelyard.cost.bounds import billed_node
 from modelyard.cost.budget_counters import Hold
 from modelyard.cost.embedding import embedding_row
 from modelyard.cost.ledger import Ledger
-from modelyard.errors import ClientClosedError, ModelError
+from modelyard.errors import BudgetExceededError, ClientClosedError, ModelError
 from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.headers import upstream_quota_fields
@@ -127,12 +127,19 @@ class Outcome:
         )
 
     def failed(self, exc: ModelError) -> ApiError:
-        """The model failed: logged and counted; the API error to answer with, marked counted,
-        with the cost and config version headers an answer has."""
+        """The model failed, or a budget refused it: logged and counted (a budget's refusal,
+        a configured one's or a key's own, with the gateway's refusals, naming the budget;
+        what its calls had spent, if any ran, as a failure's); the API error to answer with,
+        marked counted, with the cost and config version headers an answer has."""
         self.spent = exc.cost
         error = from_model_error(exc)
         latency = self._record(error.status, None, exc, exc.decision)
-        self.metrics.failed(self.target, exc, error.status, latency, billed=self._billed())
+        if isinstance(exc, BudgetExceededError):
+            route = self.call.scope["path"]  # a served route: a bounded label
+            self.metrics.refused(route, error.status, error.type, budget=exc.code or "")
+            self.metrics.spend(self.target, exc, billed=self._billed())
+        else:
+            self.metrics.failed(self.target, exc, error.status, latency, billed=self._billed())
         # what the failed attempts were billed, as an answer's headers say what it cost
         spent = {"x-modelyard-cost": f"{exc.cost:.8f}", "x-modelyard-config-version": self.version}
         quota = upstream_quota_fields(self.quota)
@@ -140,22 +147,19 @@ class Outcome:
 
     def over_budget(
         self,
-        exc: ModelError,
+        exc: BudgetExceededError,
         request: ChatRequest | EmbeddingRequest,
         ledger: Ledger | None,
     ) -> ApiError:
-        """A virtual key's own budget refused the request before any model ran: recorded as a
-        configured budget's refusal is, in the ledger (no model named) and the request log (its
-        record saying which budget); the metrics count it with the gateway's other refusals.
-        The API error to answer with."""
+        """A virtual key's own budget refused the request before any model ran: recorded and
+        counted as a configured budget's refusal is (`failed`), in the ledger too (no model
+        named). The API error to answer with."""
         if ledger is not None:
             if isinstance(request, EmbeddingRequest):
                 ledger.record([embedding_row(self.target, request, None, exc, called=False)])
             else:
                 ledger.record(spend_rows(self.target, request, None, exc))
-        error = from_model_error(exc)
-        self._record(error.status, None, exc, exc.decision)
-        return error
+        return self.failed(exc)
 
     def _billed(self) -> str | None:
         """The model the ledger charges a call cut short on what serves this request."""

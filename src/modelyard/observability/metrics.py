@@ -90,9 +90,10 @@ class Metrics:
         )
         self.refusals = Counter(
             "modelyard_refused",
-            "Requests the gateway refused before any system ran (bad key, unknown model, bad"
-            " request, a key's own limits), by route, HTTP status and error code.",
-            ("route", "status", "code"),
+            "Requests refused: by the gateway before any system ran (bad key, unknown model,"
+            " bad request, a key's own limits), or by a budget (a key's own or a configured"
+            " one, named in budget), by route, HTTP status and error code.",
+            ("route", "status", "code", "budget"),
             registry=self.registry,
         )
         self.state_store = _StoreHealth()
@@ -157,9 +158,10 @@ class Metrics:
         if saved:
             self.cache_saved.labels(system).inc(saved)
 
-    def refused(self, route: str, status: int, code: str) -> None:
-        """Count one request refused before any system ran."""
-        self.refusals.labels(route, str(status), code).inc()
+    def refused(self, route: str, status: int, code: str, budget: str = "") -> None:
+        """Count one request refused: before any system ran, or by `budget` (its name in the
+        config, or a key's own: a bounded set of label values)."""
+        self.refusals.labels(route, str(status), code, budget).inc()
 
     def failed(
         self,
@@ -171,14 +173,26 @@ class Metrics:
         billed: str | None = None,
         answered: str | None = None,
     ) -> None:
-        """Count one failed request, and what its calls cost and used, split by model as the
-        spend ledger splits it (its rows carry the same figures): the calls its decision
-        names, also those that cost $0 (a free draft before the stage that failed), else
-        `billed` (the model it was cut short on) with the error's cost and estimated tokens;
-        `answered`: the model whose whole answer the client never took."""
+        """Count one failed request, and what its calls cost and used (`spend`)."""
         self.requests.labels(system, "", "", str(status)).inc()
         self.errors.labels(system, error.kind).inc()
         self.latency.labels(system).observe(seconds)
+        self.spend(system, error, billed=billed, answered=answered)
+
+    def spend(
+        self,
+        system: str,
+        error: ModelError,
+        *,
+        billed: str | None = None,
+        answered: str | None = None,
+    ) -> None:
+        """Count what the calls of a request that ended in `error` (failed, or refused by a
+        budget after some ran) cost and used, split by model as the spend ledger splits it
+        (its rows carry the same figures): the calls its decision names, also those that cost
+        $0 (a free draft before the stage that failed), else `billed` (the model it was cut
+        short on) with the error's cost and estimated tokens; `answered`: the model whose
+        whole answer the client never took. And those of its calls that failed."""
         decision = error.decision
         if decision is not None:
             self._calls_failed(system, decision)
