@@ -6,7 +6,9 @@ candidates, usageMetadata, modelVersion, responseId, promptFeedback blocks, safe
 function calls, logprobs, and Google RPC error bodies (RetryInfo, ErrorInfo, QuotaFailure).
 What it answers is scripted per request with `answer(GeminiAnswer(...))`; the shared `Fault`s
 (tests/fakes/server.py) work as for every fake. Gemini's stream has no terminal marker, so
-`Fault(no_final=True)` leaves out the chunk carrying finishReason and the final usage.
+`Fault(no_final=True)` leaves out the chunk carrying finishReason and the final usage. A
+content filter's stop streams as Gemini streams it: the text so far, then a chunk whose candidate
+has the finishReason and no content.
 """
 
 from __future__ import annotations
@@ -308,6 +310,8 @@ class FakeGemini(FakeUpstream):
             units.append(calls)
         if not units:
             units.append([{"text": ""}])
+        if answer.finish_reason in _FILTERS:
+            units.append([])  # a filter's stop comes in a chunk of its own, its content empty
         count = self._candidate_count(body)
         chunks: list[Any] = []
         produced = 0
@@ -317,12 +321,11 @@ class FakeGemini(FakeUpstream):
             chunk: dict[str, Any] = {**base, "candidates": []}
             for index in range(count):
                 parts = unit
-                if index and last and "text" in unit[0] and unit[0]["text"]:
+                if index and last and unit and "text" in unit[0] and unit[0]["text"]:
                     parts = [{"text": unit[0]["text"] + f" (#{index})"}]
-                candidate: dict[str, Any] = {
-                    "content": {"parts": parts, "role": "model"},
-                    "index": index,
-                }
+                candidate: dict[str, Any] = {"index": index}
+                if parts:
+                    candidate["content"] = {"parts": parts, "role": "model"}
                 if last:
                     source = whole["candidates"][index]
                     for key in ("finishReason", "safetyRatings", "finishMessage"):

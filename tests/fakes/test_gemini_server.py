@@ -70,6 +70,18 @@ async def test_answers_are_valid_generate_content_responses(
     assert parsed.usage_metadata is not None and parsed.model_version == "gemini-2.5-flash"
 
 
+async def test_a_filtered_stream_ends_in_a_chunk_without_content(fake: FakeGemini) -> None:
+    # As Gemini streams a safety stop: the text so far, then the finishReason with no content.
+    fake.script(GeminiAnswer(text="one two", finish_reason="SAFETY"))
+    status, raw = await post(fake, "streamGenerateContent", BODY, query="?alt=sse")
+    chunks = [gt.GenerateContentResponse.model_validate_json(p) for p in sse_payloads(raw)]
+    assert status == 200 and chunks[-1].candidates is not None
+    for last in chunks[-1].candidates:
+        assert last.finish_reason == "SAFETY" and last.content is None and last.safety_ratings
+    first = [c.candidates[0].content for c in chunks[:-1] if c.candidates]
+    assert "".join(p.text or "" for c in first if c and c.parts for p in c.parts) == "one two"
+
+
 async def test_every_stream_event_is_a_valid_response_chunk(fake: FakeGemini) -> None:
     fake.script(GeminiAnswer(text="one two", calls=(("f", {}),)))
     status, raw = await post(fake, "streamGenerateContent", BODY, query="?alt=sse")

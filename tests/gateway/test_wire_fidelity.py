@@ -11,9 +11,10 @@ import anthropic
 import openai
 import orjson
 import pytest
+from tests.fakes.anthropic_reply import Turn
 from tests.fakes.anthropic_server import FakeAnthropic, input_tokens, rate_limited
-from tests.fakes.gemini_server import FakeGemini
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.gemini_server import FakeGemini, GeminiAnswer
+from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.server import Fault
 from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
 from tests.gateway.test_keys import ADMIN, create_key
@@ -448,3 +449,101 @@ def test_what_an_anthropic_model_cannot_do_is_a_400_whose_param_names_the_field(
         )
     assert caught.value.param == named
     assert len(claude_fake.requests) == sent
+
+
+# --- an answer a content filter cut ------------------------------------------------------------
+
+CUT = "Here is how you"
+GEMINI_FILTERS = ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"]
+
+
+def cut_by_a_filter(
+    model: str, claude: FakeAnthropic, gpt: FakeOpenAI, gemini: FakeGemini, reason: str = "SAFETY"
+) -> None:
+    """Script `model`'s upstream to stop its next answer, `CUT` so far, by its content filter."""
+    if model == "claude":
+        claude.script(Turn(text=CUT, stop_reason="refusal"))
+    elif model == "gpt":
+        gpt.script(Reply(text=CUT, finish_reason="content_filter"))
+    else:
+        gemini.script(GeminiAnswer(text=CUT, finish_reason=reason))
+
+
+@pytest.fixture
+def fakes(
+    claude_fake: FakeAnthropic, upstream: FakeOpenAI, gemini_fake: FakeGemini
+) -> tuple[FakeAnthropic, FakeOpenAI, FakeGemini]:
+    return claude_fake, upstream, gemini_fake
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["gpt", "claude", "flash"])
+def test_an_answer_a_filter_cut_finishes_content_filter_on_every_provider(
+    running: Running, fakes: Any, model: str, stream: bool
+) -> None:
+    # OpenAI answers with what it wrote and finish_reason content_filter; so must the others.
+    cut_by_a_filter(model, *fakes)
+    client = openai_client(running)
+    if stream:
+        chunks = list(client.chat.completions.create(model=model, messages=ASKED, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    else:
+        reply = client.chat.completions.create(model=model, messages=ASKED)
+        text, finish = reply.choices[0].message.content or "", reply.choices[0].finish_reason
+    assert (text.strip(), finish) == (CUT, "content_filter")
+
+
+@pytest.mark.parametrize("reason", GEMINI_FILTERS)
+def test_every_gemini_content_policy_stop_is_an_answer_finishing_content_filter(
+    running: Running, fakes: Any, reason: str
+) -> None:
+    cut_by_a_filter("flash", *fakes, reason=reason)
+    reply = openai_client(running).chat.completions.create(model="flash", messages=ASKED)
+    assert reply.choices[0].finish_reason == "content_filter"
+    assert reply.choices[0].message.content == CUT
+
+
+@pytest.mark.parametrize("model", ["claude", "flash"])
+def test_a_messages_answer_a_filter_cut_stops_as_a_refusal(
+    running: Running, fakes: Any, model: str
+) -> None:
+    client = anthropic_client(running)
+    cut_by_a_filter(model, *fakes)
+    whole = client.messages.create(model=model, max_tokens=50, messages=ASKED)
+    cut_by_a_filter(model, *fakes)
+    with client.messages.stream(model=model, max_tokens=50, messages=ASKED) as stream:
+        streamed = stream.get_final_message()
+    for message in (whole, streamed):
+        assert message.stop_reason == "refusal"
+        assert "".join(b.text for b in message.content if b.type == "text").strip() == CUT
+
+
+@pytest.mark.parametrize("model", ["gpt", "flash"])
+def test_a_responses_answer_a_filter_cut_is_incomplete_for_content_filter(
+    running: Running, fakes: Any, model: str
+) -> None:
+    client = openai_client(running)
+    cut_by_a_filter(model, *fakes)
+    whole = client.responses.create(model=model, input="one two three")
+    cut_by_a_filter(model, *fakes)
+    events = list(client.responses.create(model=model, input="one two three", stream=True))
+    assert events[-1].type == "response.incomplete"  # the SDK's stream() wants `completed`
+    streamed = events[-1].response
+    for response in (whole, streamed):
+        assert response.status == "incomplete"
+        assert response.incomplete_details is not None
+        assert response.incomplete_details.reason == "content_filter"
+        assert response.output_text.strip() == CUT
+
+
+def test_a_prompt_gemini_blocks_is_a_400_content_filter_naming_the_prompt(
+    running: Running, gemini_fake: FakeGemini
+) -> None:
+    # No answer was begun: OpenAI (Azure's filter) refuses such a prompt with a 400 whose code
+    # is content_filter and whose param is prompt.
+    gemini_fake.script(GeminiAnswer(block_reason="PROHIBITED_CONTENT"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(running).chat.completions.create(model="flash", messages=ASKED)
+    assert (caught.value.code, caught.value.param) == ("content_filter", "prompt")
+    assert "PROHIBITED_CONTENT" in caught.value.message

@@ -293,12 +293,13 @@ async def test_thinking_tokens_are_billed_as_output(yard: Yard, fake: FakeGemini
 # --- safety -----------------------------------------------------------------------------------
 
 
-async def test_safety_stop_is_content_filtered(yard: Yard, fake: FakeGemini) -> None:
+async def test_safety_stop_is_an_answer_finishing_content_filter(
+    yard: Yard, fake: FakeGemini
+) -> None:
     fake.script(GeminiAnswer(text="", finish_reason="SAFETY"))
-    with pytest.raises(ContentFilteredError) as caught:
-        await yard.complete("flash", "something dangerous")
-    assert "HARM_CATEGORY_DANGEROUS_CONTENT=HIGH (blocked)" in str(caught.value)
-    assert caught.value.model == "flash" and caught.value.provider == "google"
+    response = await yard.complete("flash", "something dangerous")
+    assert (response.text, response.finish_reason) == ("", FinishReason.CONTENT_FILTER)
+    assert response.cost > 0  # the prompt was read and billed
 
 
 async def test_blocked_prompt_is_content_filtered(yard: Yard, fake: FakeGemini) -> None:
@@ -307,16 +308,17 @@ async def test_blocked_prompt_is_content_filtered(yard: Yard, fake: FakeGemini) 
         await yard.complete("flash", "x")
 
 
-async def test_safety_stop_mid_stream_raises_after_the_text_so_far(
+async def test_safety_stop_mid_stream_finishes_content_filter_after_the_text_so_far(
     yard: Yard, fake: FakeGemini
 ) -> None:
     fake.script(GeminiAnswer(text="Here is how you", finish_reason="SAFETY"))
     seen: list[str] = []
-    with pytest.raises(ContentFilteredError) as caught:
-        async for chunk in yard.stream("flash", "x"):
-            seen.append(chunk.text)
-    assert "".join(seen) == "Here is how "
-    assert caught.value.cost > 0
+    final = None
+    async for chunk in yard.stream("flash", "x"):
+        seen.append(chunk.text)
+        final = chunk.response or final
+    assert final is not None and final.finish_reason is FinishReason.CONTENT_FILTER
+    assert "".join(seen) == "Here is how you" and final.cost > 0
 
 
 async def test_blocked_prompt_in_a_stream_is_content_filtered(yard: Yard, fake: FakeGemini) -> None:

@@ -7,6 +7,12 @@ after `SIGNATURE_MARK`, so a caller returns it with the tool result without know
 billed as output, so they are counted in `output_tokens` and reported again in
 `reasoning_tokens`. A stream is one full response object per SSE event with no terminal marker:
 it is done once every candidate has finished and usage has arrived.
+
+A candidate a content policy stopped (`finishReason` SAFETY, RECITATION, BLOCKLIST,
+PROHIBITED_CONTENT, SPII, IMAGE_SAFETY and their kin, `gemini_errors.FILTERED`) is an answer,
+with whatever text came before the stop and finish reason `content_filter`, as OpenAI's filter
+and Anthropic's `refusal` end one; only a prompt blocked before any candidate
+(`promptFeedback.blockReason`) is an error, ContentFilteredError.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import orjson
 
 from modelyard.cost.prices import estimate_tokens
 from modelyard.errors import BadResponseError, ModelError
-from modelyard.providers.gemini_errors import FILTERED, api_error, filtered_error, finish_error
+from modelyard.providers.gemini_errors import FILTERED, api_error, blocked_error, finish_error
 from modelyard.providers.sse import Event
 from modelyard.providers.wire import ParsedResponse, body_excerpt, require
 from modelyard.types import (
@@ -151,12 +157,12 @@ def _finish(candidate: Mapping[str, Any], has_calls: bool) -> FinishReason:
 def _blocked(body: Mapping[str, Any]) -> ModelError:
     feedback = body.get("promptFeedback")
     if isinstance(feedback, dict) and feedback.get("blockReason"):
-        return filtered_error(feedback, prompt=True)
+        return blocked_error(feedback)
     return BadResponseError(f"response has no candidates: {body_excerpt(orjson.dumps(body))}")
 
 
 def from_wire(body: Any) -> ParsedResponse:
-    """A GenerateContentResponse, translated; raises for blocks, filters and broken answers."""
+    """A GenerateContentResponse, translated; raises for a blocked prompt and broken answers."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         raise api_error(error_status(body["error"]), body["error"], {})
     if not isinstance(body, dict):
@@ -183,8 +189,6 @@ def from_wire(body: Any) -> ParsedResponse:
                 logprobs=logprobs or None,
             )
         )
-    if all(c.finish_reason is FinishReason.CONTENT_FILTER for c in choices):
-        raise filtered_error(candidates[0], prompt=False)
     if "usageMetadata" in body:
         usage = usage_from_wire(body["usageMetadata"])
     else:
@@ -209,7 +213,6 @@ class GeminiStreamDecoder:
         self._finished: dict[int, Mapping[str, Any] | None] = {}
         """Per candidate index: None while open, the finishing candidate once it finished."""
         self._calls: dict[int, int] = {}
-        self._filtered: dict[int, Mapping[str, Any]] = {}
 
     def feed(self, event: Event) -> Sequence[Chunk]:
         """The chunks one event carries."""
@@ -233,7 +236,7 @@ class GeminiStreamDecoder:
         if not candidates:
             feedback = body.get("promptFeedback")
             if isinstance(feedback, dict) and feedback.get("blockReason"):
-                raise filtered_error(feedback, prompt=True)
+                raise blocked_error(feedback)
             self._settle()  # a usage-only event
             return ()
         if not isinstance(candidates, list):
@@ -255,8 +258,6 @@ class GeminiStreamDecoder:
         if candidate.get("finishReason"):
             finish = _finish(candidate, self._calls[index] > 0)
             self._finished[index] = candidate
-            if finish is FinishReason.CONTENT_FILTER:
-                self._filtered[index] = candidate
         return Chunk(
             index=index,
             text=text,
@@ -271,6 +272,4 @@ class GeminiStreamDecoder:
     def _settle(self) -> None:
         if not self._finished or any(c is None for c in self._finished.values()):
             return
-        if len(self._filtered) == len(self._finished):
-            raise filtered_error(next(iter(self._filtered.values())), prompt=False)
         self.done = self.usage is not None

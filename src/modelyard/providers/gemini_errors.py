@@ -5,8 +5,12 @@ Gemini reports errors as Google RPC statuses: `{"error": {"code", "message", "st
 refine it: `google.rpc.RetryInfo.retryDelay` is the wait for a rate limit, and
 `google.rpc.ErrorInfo.reason == API_KEY_INVALID` is a bad key although the status says 400, and
 `google.rpc.BadRequest.fieldViolations` names the field at fault (the error's `param`).
-Answers can fail too: a block of the prompt (`promptFeedback.blockReason`) or a candidate's
-`finishReason` that is a filter or a broken answer.
+Answers can fail too: a prompt blocked before any candidate (`promptFeedback.blockReason`) is
+a ContentFilteredError naming `prompt` as its param (Azure OpenAI's 400 `content_filter` for a
+filtered prompt has that shape), and a candidate's `finishReason` that blames the request
+(`LANGUAGE`) or is a broken answer (`MALFORMED_FUNCTION_CALL`, `OTHER`, ...) fails the call. A
+candidate a content policy stopped (`FILTERED`) is no error: it ends an answer with finish
+reason `content_filter` (`gemini_answers`).
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ FILTERED = frozenset(
         "ESCALATION",
     }
 )
-"""finishReasons that mean the provider's content policy cut the answer."""
+"""finishReasons that mean the provider's content policy cut the answer: the google-genai
+SDK's SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII, IMAGE_SAFETY and the image
+generation ones, with Vertex's MODEL_ARMOR and ESCALATION."""
 
 _REFUSED: dict[str, type[ModelError]] = {
     "LANGUAGE": BadRequestError,
@@ -185,24 +191,25 @@ def _ratings(holder: Mapping[str, Any]) -> str:
     return f"; safety ratings: {', '.join(shown)}" if shown else ""
 
 
-def filtered_error(holder: Mapping[str, Any], *, prompt: bool) -> ContentFilteredError:
-    """A blocked prompt (`promptFeedback`) or a candidate stopped by a content filter."""
-    if prompt:
-        reason = str(holder.get("blockReason"))
-        head = f"Gemini blocked the prompt (blockReason {reason})"
-        detail = holder.get("blockReasonMessage")
-    else:
-        reason = str(holder.get("finishReason"))
-        head = f"Gemini's content filter stopped the answer (finishReason {reason})"
-        detail = holder.get("finishMessage")
-    message = head + _ratings(holder) + (f": {detail}" if detail else "")
+def blocked_error(feedback: Mapping[str, Any]) -> ContentFilteredError:
+    """A prompt blocked before any answer began (`promptFeedback`), naming `prompt`."""
+    reason = str(feedback.get("blockReason"))
+    detail = feedback.get("blockReasonMessage")
+    message = f"Gemini blocked the prompt (blockReason {reason})" + _ratings(feedback)
     return ContentFilteredError(
-        message, code=reason, provider_message=str(detail) if detail else None
+        message + (f": {detail}" if detail else ""),
+        code=reason,
+        provider_message=str(detail) if detail else None,
+        param="prompt",
     )
 
 
 def finish_error(reason: Any, candidate: Mapping[str, Any]) -> ModelError:
-    """The error for a finishReason that is neither a normal end nor a filter."""
+    """The error for a finishReason that is neither a normal end nor a filter. One that blames
+    the request or the account is theirs (`_REFUSED`); any other (a broken function call,
+    OTHER, NO_IMAGE, an unspecified or unknown one) is a BadResponseError, a 502: the reply is
+    not an answer the caller could use, it says nothing the caller did wrong, and a retry or
+    another model may well answer, as for any broken upstream reply."""
     detail = candidate.get("finishMessage")
     suffix = f": {detail}" if detail else ""
     if reason in _REFUSED:
