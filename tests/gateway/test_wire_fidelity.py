@@ -17,7 +17,7 @@ from tests.fakes.gemini_server import FakeGemini, GeminiAnswer
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.server import Fault
 from tests.gateway.conftest import CLAUDE_KEY, UPSTREAM_KEY, Running, anthropic_client
-from tests.gateway.test_keys import ADMIN, create_key
+from tests.gateway.test_keys import ADMIN, create_key, record_of
 
 ASKED: Any = [{"role": "user", "content": "one two three four five"}]
 ADMIN_KEY = "admin-secret-123456"  # as `ADMIN` sets it
@@ -547,3 +547,69 @@ def test_a_prompt_gemini_blocks_is_a_400_content_filter_naming_the_prompt(
         openai_client(running).chat.completions.create(model="flash", messages=ASKED)
     assert (caught.value.code, caught.value.param) == ("content_filter", "prompt")
     assert "PROHIBITED_CONTENT" in caught.value.message
+
+
+# --- a field a provider has no place for ---------------------------------------------------------
+
+PICTURE = "data:image/png;base64,iVBORw0KGgo="
+LOOKUP_STRICT: Any = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object"}, "strict": True},
+}
+DROPS: Any = {
+    "seed": {"seed": 7},
+    "detail": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image_url", "image_url": {"url": PICTURE, "detail": "low"}},
+                ],
+            }
+        ]
+    },
+    "name": {"messages": [{"role": "user", "content": "hello", "name": "ann"}]},
+    "strict": {"tools": [LOOKUP_STRICT]},
+}
+
+
+def admin_client(running: Running) -> openai.OpenAI:
+    return openai_client(running, ADMIN_KEY)
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ("claude", "seed"),
+        ("claude", "detail"),
+        ("flash", "detail"),
+        ("claude", "name"),
+        ("flash", "name"),
+        ("flash", "strict"),
+    ],
+)
+def test_a_hint_a_provider_has_no_place_for_is_dropped_and_said(
+    keyed: Running, fakes: Any, model: str, field: str
+) -> None:
+    # A best-effort or cost hint (seed, an image's detail, a speaker's name, a tool's strict)
+    # cannot change whether the answer is right: it is taken, and the decision says it was not
+    # sent, as for thinking and context_management.
+    fake = fakes[0] if model == "claude" else fakes[2]
+    asked = {"model": model, "messages": ASKED, **DROPS[field]}
+    raw = admin_client(keyed).chat.completions.with_raw_response.create(**asked)
+    assert raw.parse().choices[0].message
+    assert field not in orjson.dumps(fake.requests[-1].json).decode()
+    details = record_of(keyed, raw.headers["x-request-id"])["decision"]["details"]  # type: ignore[index]
+    assert details[field].startswith("dropped: ")
+
+
+@pytest.mark.parametrize("field", ["seed", "detail", "name", "strict"])
+def test_openai_gets_the_hints_and_says_nothing_dropped(
+    keyed: Running, upstream: FakeOpenAI, field: str
+) -> None:
+    asked = {"model": "gpt", "messages": ASKED, **DROPS[field]}
+    raw = admin_client(keyed).chat.completions.with_raw_response.create(**asked)
+    assert field in orjson.dumps(upstream.requests[-1].json).decode()
+    details = record_of(keyed, raw.headers["x-request-id"])["decision"]["details"]  # type: ignore[index]
+    assert field not in details

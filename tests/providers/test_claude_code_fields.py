@@ -10,7 +10,12 @@ from tests.fakes.anthropic_server import validate_request
 from modelyard.errors import BadRequestError
 from modelyard.model import Capabilities
 from modelyard.providers import anthropic_wire, gemini_wire, openai_wire
-from modelyard.providers.request_fit import CONTEXT_MANAGEMENT_DROPPED, THINKING_DROPPED, fit
+from modelyard.providers.request_fit import (
+    CONTEXT_MANAGEMENT_DROPPED,
+    HINTS,
+    THINKING_DROPPED,
+    fit,
+)
 from modelyard.types import ChatRequest, ContextManagement, ImagePart, Message, Thinking, Tool, user
 
 CONTEXT = ContextManagement(json='{"edits":[{"keep":"all","type":"clear_thinking_20251015"}]}')
@@ -105,11 +110,11 @@ def test_gemini_joins_system_messages_into_its_instruction_and_sends_no_effort()
 def test_a_model_without_system_messages_gets_them_ahead_of_the_first_turn() -> None:
     request = ChatRequest(messages=MIDDLE, effort="low", context_management=CONTEXT)
     moved, dropped = fit(
-        request, Capabilities(reasoning=True, system_messages=False), takes_context_management=True
+        request, Capabilities(reasoning=True, system_messages=False), unsent=frozenset()
     )
     assert [m.role for m in moved.messages] == ["system", "system", "user", "assistant", "user"]
     assert (moved.effort, moved.context_management, dropped) == ("low", CONTEXT, {})
-    kept, _ = fit(request, Capabilities(system_messages=True), takes_context_management=True)
+    kept, _ = fit(request, Capabilities(system_messages=True), unsent=frozenset())
     assert kept.messages == MIDDLE
 
 
@@ -120,10 +125,31 @@ def test_what_a_model_cannot_take_is_dropped_and_named() -> None:
         effort="high",
         context_management=CONTEXT,
     )
-    fitted, dropped = fit(request, Capabilities(), takes_context_management=False)
+    fitted, dropped = fit(request, Capabilities(), unsent=frozenset({"context_management"}))
     assert (fitted.thinking, fitted.effort, fitted.context_management) == (None, None, None)
     assert dropped == {
         "thinking": THINKING_DROPPED,
         "effort": THINKING_DROPPED,
         "context_management": CONTEXT_MANAGEMENT_DROPPED,
     }
+
+
+def test_a_hint_the_wire_cannot_send_is_named_only_when_the_request_uses_it() -> None:
+    picture = ImagePart(url="https://x/y.png", detail="high")
+    used = ChatRequest(
+        messages=(Message(role="user", content=(picture,), name="ann"),),
+        seed=3,
+        tools=(Tool(name="f", strict=True),),
+    )
+    hints = frozenset({"seed", "name", "detail", "strict"})
+    _, dropped = fit(used, Capabilities(), unsent=hints)
+    assert dropped == {name: HINTS[name][1] for name in ("seed", "name", "detail", "strict")}
+    plain = ChatRequest(
+        messages=(
+            Message(role="user", content=(ImagePart(url="https://x/y.png", detail="auto"),)),
+            Message(role="tool", content="ok", tool_call_id="c1", name="f"),
+        ),
+        tools=(Tool(name="f", strict=False),),
+    )
+    assert fit(plain, Capabilities(), unsent=hints)[1] == {}
+    assert fit(used, Capabilities(), unsent=frozenset())[1] == {}

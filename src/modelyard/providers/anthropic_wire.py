@@ -54,8 +54,10 @@ one to one:
 - **End user.** The end user the request's metadata names goes out as `metadata.user_id`: a
   Messages caller's `user_id`, else an OpenAI caller's `safety_identifier` or `user`.
 - **Refused, not dropped.** `n > 1`, `logprobs` and temperatures outside 0..1 raise
-  BadRequestError, since the API cannot honour them. `seed` is ignored: the API has none and
-  it is only best-effort elsewhere.
+  BadRequestError, since the API cannot honour them. `seed`, a message's `name` and an image's
+  `detail` are not sent: the API has none of them, and each is a hint that cannot make an
+  answer wrong (a seed is best effort even at OpenAI); `RemoteModel` says so in the answer's
+  decision (`unsent`, `request_fit`).
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ class AnthropicWire:
 
     name = "anthropic"
     requires_max_tokens = True
-    takes_context_management = True
+    unsent = frozenset({"seed", "name", "detail"})
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         """`{base_url}/v1/messages` (a base URL already ending in /v1 is not doubled)."""

@@ -10,7 +10,8 @@ the call they answer, in one turn for parallel calls.
 `user_id`; generateContent has no field for one, and the request goes on without it),
 `parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like: Gemini
 caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent and
-are not sent.
+are not sent. Nor are a message's `name`, an image's `detail` and a tool's `strict`, hints with
+no Gemini field (`RemoteModel` says so in the answer's decision: `unsent`, `request_fit`).
 `ChatRequest.thinking` becomes `generationConfig.thinkingConfig.thinkingBudget`: the budget when
 `enabled`, -1 (the model decides) when `adaptive`; `disabled` leaves the model's default, since
 some Gemini models cannot stop thinking and refuse a budget of 0. `includeThoughts` is not
@@ -266,7 +267,7 @@ class GeminiWire:
 
     name = "gemini"
     requires_max_tokens = False
-    takes_context_management = False
+    unsent = frozenset({"context_management", "name", "detail", "strict"})
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"

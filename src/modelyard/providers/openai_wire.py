@@ -275,7 +275,7 @@ class OpenAIWire:
 
     name = "openai"
     requires_max_tokens = False
-    takes_context_management = False
+    unsent = frozenset({"context_management"})
 
     def __init__(self, *, max_tokens_field: MaxTokensField = "max_completion_tokens") -> None:
         self.max_tokens_field: MaxTokensField = max_tokens_field

@@ -148,7 +148,7 @@ class RemoteModel(Model):
         request, dropped = fit(
             request,
             self.info.capabilities,
-            takes_context_management=self.wire.takes_context_management,
+            unsent=self.wire.unsent,
         )
         for name, why in dropped.items():
             if name not in self._told:

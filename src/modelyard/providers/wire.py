@@ -61,9 +61,10 @@ class WireFormat(Protocol):
     requires_max_tokens: bool
     """Whether the API refuses a request without max_tokens (Anthropic); the adapter then
     sends the model's configured `max_output_tokens`."""
-    takes_context_management: bool
-    """Whether the API acts on `ChatRequest.context_management` (Anthropic's context editing);
-    the adapter drops it for the others, and the answer's decision says so."""
+    unsent: frozenset[str]
+    """The request fields this API has no place for, of those `request_fit` knows
+    (`context_management`, Anthropic's context editing, and the hints `request_fit.HINTS`):
+    `to_wire` leaves them out, and the answer's decision says so."""
 
     def url(self, base_url: str, model_id: str, *, stream: bool) -> str:
         """Where a chat request for `model_id` goes."""
