@@ -613,3 +613,35 @@ def test_openai_gets_the_hints_and_says_nothing_dropped(
     assert field in orjson.dumps(upstream.requests[-1].json).decode()
     details = record_of(keyed, raw.headers["x-request-id"])["decision"]["details"]  # type: ignore[index]
     assert field not in details
+
+
+def test_parallel_tool_calls_false_is_a_400_naming_it_for_gemini(
+    running: Running, gemini_fake: FakeGemini
+) -> None:
+    # Gemini has no switch for it and may call several functions at once: a caller whose loop
+    # runs one call a turn would get two. Without a call possible (tool_choice none) it is moot.
+    sent = len(gemini_fake.requests)
+    client = openai_client(running)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="flash", messages=ASKED, tools=[LOOKUP], parallel_tool_calls=False
+        )
+    assert caught.value.param == "parallel_tool_calls" and len(gemini_fake.requests) == sent
+    client.chat.completions.create(
+        model="flash", messages=ASKED, tools=[LOOKUP], parallel_tool_calls=False, tool_choice="none"
+    )
+    client.chat.completions.create(
+        model="flash", messages=ASKED, tools=[LOOKUP], parallel_tool_calls=True
+    )
+
+
+def test_parallel_tool_calls_false_reaches_openai_and_anthropic(
+    running: Running, claude_fake: FakeAnthropic, upstream: FakeOpenAI
+) -> None:
+    client = openai_client(running)
+    for model in ("gpt", "claude"):
+        client.chat.completions.create(
+            model=model, messages=ASKED, tools=[LOOKUP], parallel_tool_calls=False
+        )
+    assert upstream.requests[-1].json["parallel_tool_calls"] is False
+    assert claude_fake.requests[-1].json["tool_choice"]["disable_parallel_tool_use"] is True

@@ -359,6 +359,18 @@ def test_tool_choice_naming_an_unknown_tool_is_refused() -> None:
         WIRE.to_wire(user("x", tools=(WEATHER,), tool_choice="lookup"), "m", stream=False)
 
 
+def test_parallel_tool_calls_false_is_refused_only_when_a_call_may_come() -> None:
+    with pytest.raises(BadRequestError) as caught:
+        wire(user("x", tools=(WEATHER,), parallel_tool_calls=False))
+    assert caught.value.param == "parallel_tool_calls"
+    for moot in (
+        user("x", tools=(WEATHER,), parallel_tool_calls=False, tool_choice="none"),
+        user("x", parallel_tool_calls=False),
+        user("x", tools=(WEATHER,), parallel_tool_calls=True),
+    ):
+        assert "parallel" not in orjson.dumps(wire(moot)).decode()
+
+
 def test_sampling_options_go_in_generation_config() -> None:
     request = user("x", temperature=0.2, top_p=0.9, max_tokens=64, stop=("END",), seed=7, n=2)
     assert wire(request)["generationConfig"] == {

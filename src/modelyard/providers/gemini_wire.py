@@ -7,11 +7,14 @@ a mid-conversation one is appended to the instruction, in order); tools become
 conversion to the OpenAPI subset); tool results become `functionResponse` parts named after
 the call they answer, in one turn for parallel calls.
 `metadata` (the end user it names too: OpenAI's `user` or `safety_identifier`, Anthropic's
-`user_id`; generateContent has no field for one, and the request goes on without it),
-`parallel_tool_calls` and prompt-cache breakpoints (`TextPart.cache` and the like: Gemini
-caches implicitly, or through cachedContents, never by markers) have no Gemini equivalent and
-are not sent. Nor are a message's `name`, an image's `detail` and a tool's `strict`, hints with
-no Gemini field (`RemoteModel` says so in the answer's decision: `unsent`, `request_fit`).
+`user_id`; generateContent has no field for one, and the request goes on without it) and
+prompt-cache breakpoints (`TextPart.cache` and the like: Gemini caches implicitly, or through
+cachedContents, never by markers) have no Gemini equivalent and are not sent. Nor is
+`parallel_tool_calls`, which Gemini has no switch for: true is what it does anyway, and false
+with tools the model may call is a BadRequestError naming it, since Gemini may answer with
+several calls a caller that asked for one at a time cannot run. Nor are a message's `name`, an
+image's `detail` and a tool's `strict`, hints with no Gemini field (`RemoteModel` says so in
+the answer's decision: `unsent`, `request_fit`).
 `ChatRequest.thinking` becomes `generationConfig.thinkingConfig.thinkingBudget`: the budget when
 `enabled`, -1 (the model decides) when `adaptive`; `disabled` leaves the model's default, since
 some Gemini models cannot stop thinking and refuse a budget of 0. `includeThoughts` is not
@@ -213,9 +216,21 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
     return config
 
 
+def _check_parallel(request: ChatRequest) -> None:
+    """BadRequestError naming `parallel_tool_calls` when it is false and a call may come."""
+    if request.parallel_tool_calls is False and request.tools and request.tool_choice != "none":
+        raise BadRequestError(
+            "parallel_tool_calls: false (Messages' disable_parallel_tool_use): Gemini has no "
+            "switch for it and may answer with several function calls at once; leave it out",
+            code="unsupported_parameter",
+            param="parallel_tool_calls",
+        )
+
+
 def to_wire(request: ChatRequest) -> dict[str, Any]:
     """The GenerateContentRequest body for `request` (the model goes in the URL)."""
     check_tool_choice(request)
+    _check_parallel(request)
     contents, system = _contents(request)
     body: dict[str, Any] = {"contents": contents}
     if system:
