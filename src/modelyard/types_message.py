@@ -73,7 +73,7 @@ class Message:
     back first in the turn, unchanged; wire formats that cannot carry it leave it out."""
     tool_error: bool = False
     """A tool message whose call failed: its content is the error (Anthropic's `is_error`,
-    Gemini's `error` response; OpenAI's APIs have no such mark, the content says it)."""
+    Gemini's `error` response; OpenAI's APIs have no such mark: the content starts `Error: `)."""
 
     @property
     def text(self) -> str:

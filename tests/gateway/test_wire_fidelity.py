@@ -645,3 +645,28 @@ def test_parallel_tool_calls_false_reaches_openai_and_anthropic(
         )
     assert upstream.requests[-1].json["parallel_tool_calls"] is False
     assert claude_fake.requests[-1].json["tool_choice"]["disable_parallel_tool_use"] is True
+
+
+def test_a_failed_tool_result_reaches_openai_said_to_be_an_error(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    # Chat Completions has no is_error: the tool message's text says it, or the model reads the
+    # error as the tool's output.
+    called: Any = [
+        {"role": "user", "content": "take a screenshot"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}],
+        },
+    ]
+    tool = {"name": "screenshot", "input_schema": {"type": "object"}}
+    for failed, content in ((True, "Error: no display"), (False, "no display")):
+        result = {"type": "tool_result", "tool_use_id": "t1", "content": "no display"}
+        anthropic_client(running).messages.create(
+            model="gpt",
+            max_tokens=50,
+            tools=[tool],  # type: ignore[list-item]
+            messages=[*called, {"role": "user", "content": [{**result, "is_error": failed}]}],
+        )
+        (sent,) = [m for m in upstream.requests[-1].json["messages"] if m["role"] == "tool"]
+        assert sent["content"] == content

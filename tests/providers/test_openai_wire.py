@@ -36,6 +36,7 @@ from modelyard.providers.openai_wire import (
     embeddings_to_wire,
     error_from_wire,
     from_wire,
+    message_to_wire,
     to_wire,
 )
 from modelyard.providers.sse import Event
@@ -326,6 +327,20 @@ def test_an_image_in_an_assistant_message_is_refused() -> None:
     message = Message(role="assistant", content=(ImagePart(url="https://x/y.png"),))
     with pytest.raises(BadRequestError, match=r"messages\[0\].*only user messages"):
         to_wire(ChatRequest(messages=(message,)), "m", stream=False)
+
+
+@pytest.mark.parametrize(
+    ("content", "sent"),
+    [
+        ("no display", "Error: no display"),
+        ("error: no display", "error: no display"),  # it says so already
+        ((TextPart(text="no "), TextPart(text="display")), "Error: no display"),
+    ],
+)
+def test_a_failed_tool_result_says_it_failed_in_its_text(content: Any, sent: Any) -> None:
+    # Chat Completions has no is_error: without a word the model reads the error as output.
+    message = Message(role="tool", tool_call_id="c1", content=content, tool_error=True)
+    assert message_to_wire(message)["content"] == sent
 
 
 def test_a_tool_message_without_call_id_is_refused() -> None:

@@ -27,6 +27,9 @@ Decisions worth knowing:
   wrote them, and Chat Completions has no place for them.
 - System messages are sent where they stand, as `system` messages (`ChatRequest.system`
   first); `context_management` (Anthropic's) is never sent (`RemoteModel` drops it, and says so).
+- A failed tool's result (`Message.tool_error`, Anthropic's `is_error`) has no mark in Chat
+  Completions: its text says it, starting `Error: ` unless it already starts with "error", or
+  the model would read the error as the tool's output.
 - Prompt-cache breakpoints (`TextPart.cache`, `Tool.cache`, `ChatRequest.system_cache`...) are
   not sent: OpenAI caches long prompt prefixes on its own and takes no markers (its reads come
   back as `cached_tokens`).
@@ -152,7 +155,9 @@ def message_to_wire(message: Message, index: int = 0) -> dict[str, Any]:
         if not message.tool_call_id:
             raise BadRequestError(f"messages[{index}]: a tool message needs tool_call_id")
         out["tool_call_id"] = message.tool_call_id
-        out["content"] = _text_content(message.content, index)
+        out["content"] = _text_content(message.content, index)  # refuses an image
+        if message.tool_error:
+            out["content"] = _said_failed(message.text)
     elif role == "assistant" and message.tool_calls:
         out["content"] = _text_content(message.content, index) or None
         out["tool_calls"] = [
@@ -168,6 +173,15 @@ def message_to_wire(message: Message, index: int = 0) -> dict[str, Any]:
     if message.name is not None and role != "tool":
         out["name"] = message.name
     return out
+
+
+FAILED_PREFIX = "Error: "
+"""What a failed tool's result starts with (Chat Completions has no `is_error`)."""
+
+
+def _said_failed(text: str) -> str:
+    """A failed tool's result, its text saying so unless it starts by saying it."""
+    return text if text.lstrip().lower().startswith("error") else FAILED_PREFIX + text
 
 
 def _user_content(content: str | tuple[Part, ...]) -> str | list[dict[str, Any]]:
