@@ -576,3 +576,58 @@ def test_mmlu_column_that_is_no_model_is_named_as_such(tmp_path: Path) -> None:
     path.write_text(f"prompt,{MIXTRAL},subject\nQ1,True,anatomy\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"mmlu_anatomy\.csv:2: column 'subject'.*not a model"):
         load_recordings("routellm-mmlu", [path])
+
+
+_LATIN1 = "Combien font 2 + 2 ? Réponds".encode("latin-1")  # é as the single byte 0xe9
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt", "where"),
+    [
+        (
+            "set.jsonl",
+            b'{"prompt": "ok", "label": "1"}\n{"prompt": "%s", "label": "4"}\n',
+            "labelled",
+            "2: not UTF-8 text: byte 0xe9 at column 35",
+        ),
+        (
+            "set.csv",
+            b"prompt,label\nok,1\n%s,4\n",
+            "labelled",
+            "3: not UTF-8 text: byte 0xe9 at column 23",
+        ),
+        (
+            "rec.jsonl",
+            b'{"prompt": "ok", "model": "m", "response": "1"}\n'
+            b'{"prompt": "%s", "model": "m", "response": "4"}\n',
+            "jsonl",
+            "2: not UTF-8 text: byte 0xe9 at column 35",
+        ),
+    ],
+)
+def test_a_file_not_saved_as_utf8_names_its_line_and_column(
+    tmp_path: Path, name: str, text: bytes, fmt: str, where: str
+) -> None:
+    # A spreadsheet or an editor saving as Latin-1 or Windows-1252: it was a traceback for
+    # JSONL, and "position 34" of an unknown chunk for CSV.
+    path = tmp_path / name
+    path.write_bytes(text.replace(b"%s", _LATIN1))
+    with pytest.raises(ConfigError, match=rf"{re.escape(name)}:{where}"):
+        load_items(str(path), fmt)
+
+
+def test_a_routerdc_file_not_saved_as_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "gsm8k-test.json"
+    path.write_bytes(b'[\n{"question": "' + _LATIN1 + b'", "scores": {"m": 0.5}}\n]\n')
+    with pytest.raises(ConfigError, match=r"gsm8k-test\.json:2: not UTF-8 text: byte 0xe9"):
+        load_recordings("routerdc", [path])
+
+
+def test_outcomes_not_saved_as_utf8_name_their_line_for_train(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    row = b'{"prompt": "%s", "model": "m", "response": "4", "correct": true}\n'
+    path.write_bytes(row.replace(b"%s", b"ok") + row.replace(b"%s", _LATIN1))
+    with pytest.raises(
+        OutcomesError, match=r"rec\.jsonl:2: not UTF-8 text: byte 0xe9 at column 35"
+    ):
+        read_outcomes(path)

@@ -40,19 +40,48 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
                 rows.append((line, dict(zip(header, cells, strict=True))))
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except csv.Error as exc:
         raise ConfigError(f"cannot read CSV: {exc}", path=str(path)) from None
     return header, rows
+
+
+def _undecodable(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError) -> ConfigError:
+    column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
+    return ConfigError(
+        f"not UTF-8 text: byte {raw[exc.start]:#04x} at column {column}; save the file as "
+        "UTF-8 (a spreadsheet's \"CSV UTF-8\", an editor's encoding setting)",
+        path=str(path),
+        line=number,
+    )
+
+
+def not_utf8(path: Path) -> ConfigError:
+    """The error for a file that is not UTF-8 text (saved as Latin-1 or Windows-1252, say),
+    naming the first line and column that is not: a text decoder reads in chunks, so its own
+    error says neither."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _undecodable(path, number, raw, exc)
+    return ConfigError("not UTF-8 text", path=str(path))
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Each non-blank line of a JSONL file as (line number, object)."""
     try:
-        handle = path.open(encoding="utf-8-sig")
+        handle = path.open("rb")  # decoded line by line, so an error can name its line
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise _undecodable(path, number, raw, exc) from None
             if not line.strip():
                 continue
             try:
@@ -71,6 +100,8 @@ def read_json(path: Path) -> Any:
             return json.load(handle)
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
 

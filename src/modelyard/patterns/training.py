@@ -28,6 +28,7 @@ import numpy as np
 
 from modelyard.errors import ConfigError
 from modelyard.evaluation.recordings import recorded_cost, recorded_score, text_field
+from modelyard.evaluation.tabular import not_utf8
 from modelyard.model import Embedder
 from modelyard.patterns.artifact import Artifact
 from modelyard.patterns.learned import (
@@ -76,6 +77,8 @@ def read_outcomes(
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise OutcomesError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise OutcomesError(str(not_utf8(path))) from None
     wanted = set(models) if models else None
     out = []
     for number, line in enumerate(lines, 1):
