@@ -63,6 +63,14 @@ async def test_regex_compares_the_first_group() -> None:
     assert (await _score(r"regex:Final: (\w+)", "nothing", "yes")).reason == UNPARSED
 
 
+async def test_regex_whose_first_group_took_no_part_in_the_match_is_unparsed() -> None:
+    # An optional or alternative group: the pattern matched, the group holds nothing (it was
+    # an AttributeError on None that ended the run with a traceback).
+    score = await _score(r"regex:(?:answer: (\w+)|no answer)", "no answer", "yes")
+    assert score.value is None and score.reason == UNPARSED
+    assert (await _score(r"regex:(?:answer: (\w+)|no answer)", "answer: YES", "yes")).value == 1.0
+
+
 async def test_json_field_reads_fenced_json() -> None:
     answer = 'Here:\n```json\n{"result": {"label": "spam"}}\n```'
     assert (await _score("json:result.label", answer, "spam")).value == 1.0

@@ -137,9 +137,9 @@ class RegexScorer(_Comparing):
         if item.label is None:
             return Score(value=None, reason=UNLABELLED)
         found = self.pattern.search(response.text)
-        if found is None:
+        answer = None if found is None else found.group(1 if self.pattern.groups else 0)
+        if answer is None:  # no match, or a first group that took no part in it
             return unparsed()
-        answer = found.group(1) if self.pattern.groups else found.group(0)
         same = _squash(answer) == _squash(item.label)
         return Score(value=1.0 if same else 0.0, parsed=answer)
 
