@@ -20,6 +20,7 @@ from modelyard.config.loader import LoadedConfig
 from modelyard.config.resources import Resources
 from modelyard.evaluation import isolation
 from modelyard.evaluation.history import ConfigHistory
+from tests.evaluation.conftest import own_rows, write_jsonl
 from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
 from tests.resilience.test_drill import ONE_PROVIDER
 from tests.state.conftest import REDIS_URL
@@ -72,7 +73,7 @@ def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
             "--format",
             "routerbench",
             "--scorer",
-            "number",
+            "json:answer",
             "--json",
             "--html",
             str(html),
@@ -81,6 +82,22 @@ def test_eval_with_a_scorer_that_cannot_parse_reports_unparsed(
     out = json.loads(result.stdout)
     assert out["report"]["unparsed"] == 5 and out["report"]["accuracy"] == 0.0
     assert html.read_text().count("<div") > 3
+
+
+def test_eval_warns_when_the_scorer_cannot_read_the_labels(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    # Numbers as labels, read by the choice scorer: every item is left out of accuracy, which
+    # is then no evidence; the warning says which scorer and shows a label it could not read.
+    golden = write_jsonl(tmp_path / "golden.jsonl", own_rows()[::2])
+    args = ["eval", str(own()), "main", "--data", str(golden), "--scorer", "choice", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["report"]["unlabelled"] == 4
+    text = " ".join(result.stderr.split())
+    assert (
+        "the choice scorer cannot read the label of 4 of 4 items (the first, item q0: '0')" in text
+    )
 
 
 def _on_unseen_prompts(

@@ -58,6 +58,17 @@ async def test_number_takes_the_marked_or_last_number() -> None:
     assert (await _score("number", "no idea", "18")).reason == UNPARSED
 
 
+async def test_a_label_the_scorer_cannot_read_leaves_the_item_out_whatever_the_answer() -> None:
+    # Whether the answer held a number used to decide it: "no idea" was unparsed (counted
+    # wrong), "it is 5" unlabelled (left out), so two systems were judged on different items,
+    # and a failed call on the same item was left out too.
+    for answer in ("no idea", "it is 5"):
+        score = await _score("number", answer, "Paris")
+        assert score.value is None and score.reason == UNLABELLED
+    for answer in ("The answer is 64.", "B"):
+        assert (await _score("choice", answer, "64")).reason == UNLABELLED
+
+
 async def test_regex_compares_the_first_group() -> None:
     assert (await _score(r"regex:Final: (\w+)", "Final: yes", "YES")).value == 1.0
     assert (await _score(r"regex:Final: (\w+)", "nothing", "yes")).reason == UNPARSED

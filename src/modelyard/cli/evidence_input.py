@@ -82,10 +82,19 @@ def read_items(data: str, fmt: str, split: str | None, limit: int | None) -> lis
 
 
 def warn_unlabelled(items: Sequence[Item], scoring: Scorer, data: str, fmt: str) -> None:
-    """Warn on stderr when the scorer needs labels that some items lack."""
+    """Warn on stderr when the scorer needs labels that most items lack, or cannot read the
+    labels of some."""
     warning = unlabelled_warning(items, data, fmt) if scoring.needs_label else None
     if warning is not None:
         errors.print(f"[yellow]warning:[/] {escape(warning)}")
+    unreadable = [i for i in items if i.label is not None and not scoring.labelled(i)]
+    if unreadable:  # numbers read as choice letters, say: left out of accuracy
+        first = unreadable[0]
+        errors.print(
+            f"[yellow]warning:[/] {escape(data)}: the {scoring.name} scorer cannot read the label "
+            f"of {len(unreadable)} of {len(items)} items (the first, item {escape(first.id)}: "
+            f"{escape(repr((first.label or '')[:40]))}); accuracy leaves them out"
+        )
 
 
 def calibration_splits(

@@ -74,14 +74,14 @@ class _Comparing(Scorer):
         return item.label is not None and self.extract(item.label) is not None
 
     async def score(self, item: Item, response: ChatResponse) -> Score:
-        if item.label is None:
-            return Score(value=None, reason=UNLABELLED)
+        # The label first: an item whose label this scorer cannot read is left out whatever
+        # the answer, as a failed call on it is, so every system is judged on the same items.
+        label = None if item.label is None else self.extract(item.label)
         answer = self.extract(response.text)
-        if answer is None:
-            return unparsed()
-        label = self.extract(item.label)
         if label is None:
             return Score(value=None, reason=UNLABELLED, parsed=answer)
+        if answer is None:
+            return unparsed()
         return Score(value=1.0 if self.same(answer, label) else 0.0, parsed=answer)
 
 
