@@ -61,8 +61,11 @@ def _finite(value: Any) -> Any:
 
 
 def dump(value: Any) -> None:
-    """Print `value` as JSON, NaN and infinities as null."""
-    console.print_json(json.dumps(_finite(value), default=str, allow_nan=False))
+    """Print `value` as JSON, NaN and infinities as null. Written as plain text: Rich's JSON
+    renderable highlights the whole document first (eval --json of 70,000 items: 3 min and
+    4.7 GB, against 46 s and 0.7 GB for the run itself)."""
+    text = json.dumps(_finite(value), default=str, allow_nan=False, indent=2, ensure_ascii=False)
+    console.file.write(text + "\n")
 
 
 def check_html(path: Path | None) -> None:
