@@ -453,6 +453,9 @@ def test_a_labelled_csv_row_with_extra_cells_is_an_error(tmp_path: Path) -> None
             "each message needs a role (system, user, assistant) and its content as a string",
         ),
         ("messages", [{"role": "system", "content": "Be brief."}], "'messages' has no user text"),
+        # A list or an object became its Python repr: "['train']" is in no split.
+        ("split", ["train"], "field 'split' must be a string or a number, got ['train']"),
+        ("id", {"n": 2}, "field 'id' must be a string or a number, got {'n': 2}"),
     ],
 )
 def test_a_labelled_set_rejects_fields_of_the_wrong_type(
@@ -465,6 +468,25 @@ def test_a_labelled_set_rejects_fields_of_the_wrong_type(
     path = write_jsonl(tmp_path / "golden.jsonl", rows)
     with pytest.raises(ConfigError, match=rf"golden\.jsonl:2: {re.escape(message)}"):
         load_items(str(path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("split", ["train"]), ("id", {"n": 2}), ("split", float("nan"))]
+)
+def test_own_recordings_reject_an_id_or_split_of_the_wrong_type(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    rows = own_rows()
+    rows[2][field] = value
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"rec\.jsonl:3: field '{field}' must be a"):
+        load_recordings("jsonl", [path])
+
+
+def test_a_numeric_id_or_split_is_read_as_its_text(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "golden.jsonl", [{"prompt": "Q?", "id": 7, "split": 2}])
+    item = load_items(str(path))[0]
+    assert (item.id, item.split) == ("7", "2")
 
 
 def test_a_labelled_set_keeps_a_numeric_label_as_text(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from modelyard.errors import ConfigError
 from modelyard.evaluation.formats import FORMATS, load_recordings
 from modelyard.evaluation.recordings import (
     Recordings,
-    label_field,
     resolve_data_path,
+    scalar_field,
     text_field,
 )
 from modelyard.evaluation.tabular import (
@@ -53,12 +53,6 @@ class Item:
         messages become the request's system prompt, as the gateway makes them)."""
         system, turns = split_system(self.messages or (Message(role="user", content=self.prompt),))
         return ChatRequest(messages=turns, system=system)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
 
 
 def _messages(value: Any, path: Path, line: int) -> tuple[Message, ...]:
@@ -95,15 +89,15 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
         raise ConfigError(
             "missing field 'prompt' (or 'text', or 'messages')", path=str(path), line=line
         )
-    label = label_field(row, str(path), line, ("label", "answer"))
+    label = scalar_field(row, str(path), line, ("label", "answer"))
     known = {"prompt", "messages", "label", "answer", "id", "split"}
     if "prompt" not in row:
         known.add("text")  # it was the prompt; beside a prompt it is the row's own metadata
     return Item(
-        id=_text(row.get("id")) or str(number),
+        id=scalar_field(row, str(path), line, ("id",)) or str(number),
         prompt=prompt,
         label=label if label != "" else None,
-        split=_text(row.get("split")) or None,
+        split=scalar_field(row, str(path), line, ("split",)) or None,
         messages=messages,
         meta={k: str(v) for k, v in row.items() if k not in known},
     )

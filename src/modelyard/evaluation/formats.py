@@ -35,11 +35,11 @@ from modelyard.evaluation.recordings import (
     Outcome,
     RecordedItem,
     Recordings,
-    label_field,
     make_recordings,
     normalize_prompt,
     recorded_cost,
     recorded_score,
+    scalar_field,
     text_field,
     unit_score,
 )
@@ -222,10 +222,10 @@ def load_jsonl(path: Path) -> Recordings:
             grouped[prompt][model] = outcome
             seen_at.setdefault((prompt, model), f"{file}:{line}")
             kept = first.setdefault(prompt, {})
-            given = {**row, "label": label_field(row, str(file), line)}
             for name in ("label", "id", "split"):
-                if kept.get(name) is None and given.get(name) is not None:
-                    kept[name] = str(given[name])  # as a labelled set reads `"split": 2`
+                value = scalar_field(row, str(file), line, (name,))  # `"split": 2` as "2"
+                if kept.get(name) is None and value is not None:
+                    kept[name] = value
     items = [
         RecordedItem(
             id=str(first[prompt].get("id", f"item-{number}")),

@@ -144,11 +144,12 @@ def text_field(
     return value
 
 
-def label_field(
+def scalar_field(
     row: Mapping[str, Any], path: str, line: int | None, names: tuple[str, ...] = ("label",)
 ) -> str | None:
-    """A row's gold answer (the first of `names` present) as text: a string or a number; None
-    when absent. A list or an object is an error, not its Python repr."""
+    """A row's field (the first of `names` present: a gold answer, an id, a split) as text: a
+    string or a number; None when absent. A list or an object is an error, not its Python repr
+    (a split of `["train"]` would be in no split)."""
     name = next((n for n in names if n in row), names[0])
     value = row.get(name)
     if value is None or isinstance(value, str):
