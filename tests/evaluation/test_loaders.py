@@ -483,6 +483,25 @@ def test_own_recordings_reject_an_id_or_split_of_the_wrong_type(
         load_recordings("jsonl", [path])
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_repeated_item_id_names_both_lines(tmp_path: Path, suffix: str) -> None:
+    # It named the file only: in a file of thousands of rows, which two?
+    rows = [{"id": f"q{n}", "prompt": f"What is {n}+{n}?", "label": str(2 * n)} for n in range(4)]
+    rows[3]["id"] = "q1"
+    path = tmp_path / f"golden.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, rows)
+    else:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, ["id", "prompt", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    line, earlier = (4, 2) if suffix == "jsonl" else (5, 3)
+    message = rf"golden\.{suffix}:{line}: item id 'q1' is also the id of line {earlier}"
+    with pytest.raises(ConfigError, match=message):
+        load_items(str(path))
+
+
 def test_a_numeric_id_or_split_is_read_as_its_text(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "golden.jsonl", [{"prompt": "Q?", "id": 7, "split": 2}])
     item = load_items(str(path))[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,27 +104,32 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
 
 def load_labelled(path: Path) -> list[Item]:
     """A labelled JSONL or CSV file."""
+    rows: Sequence[tuple[int, Mapping[str, Any]]]
     if path.suffix == ".csv":
         header, rows = read_csv(path)
         if "label" not in header and "answer" not in header:
             refuse_other_format(path, header, LABELLED)
         require_columns(path, header, ["text" if "text" in header else "prompt"])
-        items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
     elif path.suffix in (".jsonl", ".ndjson"):
-        items = [_item(row, n, path, line) for n, (line, row) in enumerate(read_jsonl(path))]
+        rows = list(read_jsonl(path))
     else:
         raise ConfigError(
             "a labelled set must be .jsonl or .csv (or pass --format for recordings)",
             path=str(path),
         )
-    _check_ids(items, path)
+    items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
+    _check_ids(items, [line for line, _ in rows], path)
     return items
 
 
-def _check_ids(items: Sequence[Item], path: Path) -> None:
-    repeated = [key for key, count in Counter(i.id for i in items).items() if count > 1]
-    if repeated:
-        raise ConfigError(f"item id {repeated[0]!r} appears more than once", path=str(path))
+def _check_ids(items: Sequence[Item], lines: Sequence[int], path: Path) -> None:
+    first: dict[str, int] = {}
+    for item, line in zip(items, lines, strict=True):
+        seen_at = first.setdefault(item.id, line)
+        if seen_at != line:
+            raise ConfigError(
+                f"item id {item.id!r} is also the id of line {seen_at}", path=str(path), line=line
+            )
     # One question with two different labels caps any system's accuracy (one of them is
     # scored wrong whatever it says). Said loudly, not refused: captured traffic asks the same
     # question twice with differently worded answers, and is still worth replaying.
