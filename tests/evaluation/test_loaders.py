@@ -430,6 +430,14 @@ def test_a_csv_row_with_too_few_cells_names_its_line(tmp_path: Path) -> None:
         load_recordings("routellm-gsm8k", [path])
 
 
+def test_a_csv_header_naming_a_column_twice_is_an_error(tmp_path: Path) -> None:
+    # The row's cells went into a dict by name: the second 'prompt' silently won.
+    path = tmp_path / "golden.csv"
+    path.write_text("prompt,label,prompt\nWhat is 2+2?,4,What is 3+3?\n")
+    with pytest.raises(ConfigError, match=r"golden\.csv:1: column 'prompt' is named twice"):
+        load_items(str(path))
+
+
 def test_a_labelled_csv_row_with_extra_cells_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "golden.csv"
     path.write_text("prompt,label\nWhat is 2+2?,4\nWhat is 3+3?,6,extra\n")

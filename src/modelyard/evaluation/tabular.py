@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, [])
+            _refuse_repeated(header, path)
             end = reader.line_num
             for cells in reader:
                 line, end = end + 1, reader.line_num
@@ -68,6 +70,17 @@ def not_utf8(path: Path) -> ConfigError:
             except UnicodeDecodeError as exc:
                 return _undecodable(path, number, raw, exc)
     return ConfigError("not UTF-8 text", path=str(path))
+
+
+def _refuse_repeated(header: Sequence[str], path: Path) -> None:
+    """ConfigError when the header names a column twice: a row's cells are read by name, so
+    the later column would silently stand for both."""
+    named = [name for name in header if not index_column(name)]
+    for name, count in Counter(named).items():
+        if count > 1:
+            raise ConfigError(
+                f"column {name!r} is named twice in the header", path=str(path), line=1
+            )
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
