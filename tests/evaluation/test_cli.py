@@ -308,6 +308,26 @@ def test_calibrate_write_leaves_the_config_alone_when_the_target_is_not_met(
     assert "target not met: " in result.output and "left unchanged" in result.output
 
 
+@pytest.mark.parametrize(
+    ("target", "said", "reached"),
+    [
+        ("quality:1.5", "needed 1.5, closest reached 1", 1.0),
+        ("budget:0.0001", "needed 0.0001, closest reached 0.001", 0.001),
+    ],
+)
+def test_calibrate_says_how_close_an_unmet_target_came(
+    own: Callable[..., Path], tmp_path: Path, target: str, said: str, reached: float
+) -> None:
+    # It said what was needed, not what the closest setting reached (only in the table below).
+    config = own()
+    out = tmp_path / "out.yaml"
+    result = _calibrate_own(config, "--target", target, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert f"training items ({said}); " in " ".join(result.output.split())
+    result = _calibrate_own(config, "--target", target, "--out", str(out), "--json")
+    assert json.loads(result.stdout)["reached"] == pytest.approx(reached)
+
+
 def test_calibrate_write_applies_a_setting_that_meets_the_target(
     own: Callable[..., Path],
 ) -> None:

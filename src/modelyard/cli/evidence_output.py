@@ -237,6 +237,7 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
         f"target {cal.target}: {'[green]met[/]' if cal.met else '[red]not met[/]'} on "
         f"{cal.n_train} training items (needed {cal.required:.4g}"
         + (f", at {cal.confidence:.0%} confidence" if cal.confidence is not None else "")
+        + ("" if cal.met else f", closest reached {cal.reached:.4g}")
         + "); "
         f"{len(cal.trials)} settings tried"
     )

@@ -104,6 +104,13 @@ class Calibration:
     confidence: float | None = None
     """The one-sided confidence a quality target was held to, if any."""
 
+    @property
+    def reached(self) -> float:
+        """What the chosen setting reached on the training items, to set beside `required`:
+        its accuracy (quality target) or cost per item (budget target)."""
+        cost, accuracy = self.chosen.point()
+        return accuracy if self.target.kind == "quality" else cost
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (without the config texts)."""
 
@@ -117,6 +124,7 @@ class Calibration:
             "system": self.system,
             "target": str(self.target),
             "required": self.required,
+            "reached": self.reached,
             "met": self.met,
             "n_train": self.n_train,
             "n_test": self.n_test,

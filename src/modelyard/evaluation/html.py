@@ -175,7 +175,11 @@ def calibration_html(cal: Calibration) -> str:
         (name, curve.aiq_text(), curve.apgr, curve.cpt50, curve.cpt80, _pct(front.saving(name)))
         for name, curve in front.curves.items()
     ]
-    status = "met" if cal.met else "NOT met"
+    status = (
+        "met"
+        if cal.met
+        else f"NOT met (needed {cal.required:.4g}, closest reached {cal.reached:.4g})"
+    )
     summary = (
         f"<p>Target <b>{cal.target}</b> on {cal.n_train} training items: <b>{status}</b>; "
         f"chosen {html.escape(str(cal.chosen.values))}. Scored on {cal.n_test} test items. "
