@@ -9,9 +9,11 @@ import pytest
 
 import modelyard
 from modelyard.errors import ConfigError, NotFoundError
+from modelyard.evaluation import replay as replay_module
 from modelyard.evaluation.formats import load_recordings
 from modelyard.evaluation.replay import RECORDED_SCORE
 from modelyard.types import ChatRequest, Message
+from tests.evaluation.conftest import write_jsonl
 
 ARC = "routerbench-train/arc_challenge_train.csv"
 GSM8K = "routellm/gsm8k/gsm8k_responses.csv"
@@ -140,6 +142,26 @@ async def test_unknown_prompts_that_share_a_long_start_are_told_apart(
             await yard.complete("replayed", asked)
     assert ARC_PROMPT_START[:30] not in str(caught.value)
     assert "What is the capital of Atlantis?" in str(caught.value)
+
+
+async def test_the_recorded_prompts_are_read_once_for_every_prompt_missing(
+    tmp_path: Path, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each miss took the shared start and end of every recorded prompt anew: 130,000 prompts
+    # missing from 70,000 recorded, through a three-stage cascade, ran for hours.
+    rows = [{"prompt": f"Q{n}: what is {n} + 1?", "model": "m", "response": "x"} for n in range(50)]
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    spans: list[int] = []
+    shared = replay_module._shared
+    monkeypatch.setattr(
+        replay_module, "_shared", lambda texts: spans.append(len(texts)) or shared(texts)
+    )
+    async with modelyard.load(write_config(_config(path, "jsonl", "m"))) as yard:
+        for n in range(5):
+            with pytest.raises(NotFoundError) as caught:
+                await yard.complete("replayed", f"Q{n}: what is {n} + 2?")
+            assert f"what is {n} + 2?" in str(caught.value)
+    assert sum(1 for n in spans if n == len(rows)) == 2  # the start and the end, once
 
 
 def test_a_model_absent_from_the_recordings_lists_those_present(

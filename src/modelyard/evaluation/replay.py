@@ -32,18 +32,24 @@ def _shared(texts: list[str]) -> str:
     return low[:n]
 
 
-def _distinct(prompt: str, recorded: list[str], width: int = 80) -> str:
+def _affixes(recorded: list[str]) -> tuple[str, str]:
+    """The start and the (reversed) end that all of `recorded` share; none for one prompt."""
+    if len(recorded) < 2:
+        return "", ""
+    return _shared(recorded), _shared([r[::-1] for r in recorded])
+
+
+def _distinct(prompt: str, affixes: tuple[str, str], width: int = 80) -> str:
     """The part of `prompt` that tells it apart, quoted: the recorded prompts of one benchmark
-    often share a long start (few-shot examples) and end (the answer format), which are cut."""
+    often share a long start (few-shot examples) and end (the answer format), `affixes`,
+    which are cut."""
     text = normalize_prompt(prompt)
-    head = tail = 0
-    if len(recorded) > 1:
-        start, end = _shared(recorded), _shared([r[::-1] for r in recorded])
-        head, tail = len(_shared([text, start])), len(_shared([text[::-1], end]))
-        head = text.rfind(" ", 0, head) + 1  # whole words: 'Georgina', not '…ina'
-        cut = text.find(" ", len(text) - tail)
-        tail = len(text) - cut if cut >= 0 else 0
-        head, tail = (head, tail) if head + tail < len(text) else (0, 0)
+    start, end = affixes
+    head, tail = len(_shared([text, start])), len(_shared([text[::-1], end]))
+    head = text.rfind(" ", 0, head) + 1  # whole words: 'Georgina', not '…ina'
+    cut = text.find(" ", len(text) - tail)
+    tail = len(text) - cut if cut >= 0 else 0
+    head, tail = (head, tail) if head + tail < len(text) else (0, 0)
     core = text[head : len(text) - tail]
     more = len(core) > width or tail
     return ("…" if head else "") + repr(core[:width]) + ("…" if more else "")
@@ -66,7 +72,7 @@ class ReplayModel(Model):
         self.model = model
         self.latency = latency
         self._ids = itertools.count()
-        self._recorded: list[str] | None = None
+        self._affixes: tuple[str, str] | None = None
 
     def describe(self) -> dict[str, object]:
         out = super().describe()
@@ -74,9 +80,9 @@ class ReplayModel(Model):
         return out
 
     def _quoted(self, prompt: str) -> str:
-        if self._recorded is None:  # only when a prompt is missing: a pass over every prompt
-            self._recorded = list(self.recordings.index)
-        return _distinct(prompt, self._recorded)
+        if self._affixes is None:  # when a prompt is first missing: a pass over every prompt
+            self._affixes = _affixes(list(self.recordings.index))
+        return _distinct(prompt, self._affixes)
 
     def outcome(self, request: ChatRequest) -> Outcome:
         """The recorded outcome for this request; NotFoundError when there is none."""
