@@ -4,7 +4,9 @@ already there and Redis is not.
 A reservation takes transaction-scoped advisory locks on its keys (in sorted order, so two
 reservations never deadlock), reads, checks and writes inside one transaction. A rate window
 keeps a running sum per key beside its entries, changed under the same lock in the same
-transaction, so an acquire touches only the entries leaving the window. Expiry uses the
+transaction, so an acquire touches only the entries leaving the window, and records when the
+window will be empty (`window_idle`): once a minute, after an acquire, each process drops a
+few windows empty since (keys no longer used), in a transaction of their own. Expiry uses the
 database's clock, so every process agrees on it. Connection failures raise `UnavailableError`
 with code `state_unavailable`, for `state.policy.PolicyStore`.
 """
@@ -12,9 +14,12 @@ with code `state_unavailable`, for `state.policy.PolicyStore`.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from modelyard.errors import UnavailableError
 from modelyard.state.base import (
     Change,
     Claim,
@@ -64,26 +69,56 @@ MIGRATIONS: list[tuple[str, str]] = [
             ON CONFLICT (key) DO NOTHING
         """,
     ),
+    (
+        "005_window_idle",
+        # When each window is empty (its newest entry's time plus its length, `span`), so a
+        # sweep can drop the windows of keys no longer used. A table of its own, not columns of
+        # window_sums: a replica of the previous release sharing the tables during an upgrade
+        # writes that table's three columns by position. Windows written before this did not
+        # record their length; every window modelyard keeps is a minute (a rate limit's, scaled
+        # in tests, a virtual key's rpm), so a day past the newest entry is safely past it.
+        """
+        CREATE TABLE IF NOT EXISTS {p}window_idle (
+            key TEXT PRIMARY KEY, idle_at DOUBLE PRECISION NOT NULL,
+            span DOUBLE PRECISION NOT NULL);
+        CREATE INDEX IF NOT EXISTS {p}window_idle_at ON {p}window_idle (idle_at);
+        INSERT INTO {p}window_idle (key, idle_at, span)
+            SELECT key, MAX(at) + 86400, 86400 FROM {p}windows GROUP BY key
+            ON CONFLICT (key) DO NOTHING;
+        INSERT INTO {p}window_idle (key, idle_at, span)
+            SELECT key, 0, 86400 FROM {p}window_sums
+            ON CONFLICT (key) DO NOTHING
+        """,
+    ),
 ]
 """Append-only: add a new entry for any schema change. `{p}` is the table prefix."""
 
 _NOW = "extract(epoch from clock_timestamp())"
 _EPSILON = 1e-12
+_WINDOW_TABLES = ("windows", "window_sums", "window_idle")
+_SWEEP_EVERY = 60.0
+"""Seconds between one process's sweeps of idle windows."""
+_SWEEP_WINDOWS = 100
+"""The most idle windows one sweep drops, so its cost stays bounded however many keys went
+idle at once (the rest go in the next sweeps: 144,000 a day a process)."""
+
+log = logging.getLogger("modelyard.state")
 
 
 class PostgresStore(PostgresTables, StateStore):
     """State in PostgreSQL tables named `<table_prefix>counters`, `...values`, `...windows`,
-    `...window_sums`, `...leases`, `...released`."""
+    `...window_sums`, `...window_idle`, `...leases`, `...released`."""
 
     backend = "postgres"
     component = "state"
     setting = "state.url"
-    tables = ("counters", "values", "windows", "window_sums", "leases", "released")
+    tables = ("counters", "values", *_WINDOW_TABLES, "leases", "released")
     migrations = MIGRATIONS
     pool_size = 10
 
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 2.0) -> None:
         super().__init__(url, table_prefix=table_prefix, timeout=timeout)
+        self._swept = float("-inf")
 
     async def _lock_keys(self, conn: Any, keys: Sequence[str]) -> None:
         for key in sorted(set(keys)):
@@ -255,19 +290,75 @@ class PostgresStore(PostgresTables, StateStore):
                     used, entries = 0.0, 0  # no rounding left over once the window empties
                 if used + amount <= limit + _EPSILON:
                     await conn.execute(
-                        self._admit_sql, key, now, amount, used + amount, entries + 1
+                        self._admit_sql, key, now, amount, used + amount, entries + 1, window
                     )
                     return WindowUse(wait=0.0, used=used + amount, reset=window)
                 if left:
                     await conn.execute(self._sum_sql, key, used, entries)
                 newest, frees = await conn.fetchrow(
-                    self._frees_sql, key, used + amount - limit - _EPSILON
+                    self._frees_sql, key, used + amount - limit - _EPSILON, window
                 )
                 reset = newest + window - now if newest is not None else 0.0
                 wait = max(0.0, frees + window - now) if frees is not None else window
                 return WindowUse(wait=wait, used=used, reset=reset)
 
-        return await self._with(apply)
+        use = await self._with(apply)
+        await self._sweep()
+        return use
+
+    async def _sweep(self) -> None:
+        """Drop up to `_SWEEP_WINDOWS` idle windows, once every `_SWEEP_EVERY` seconds (after
+        the acquire that finds it due, whose answer it neither holds up within the database nor
+        spoils: a sweep that fails is logged and tried again a minute later)."""
+        now = time.monotonic()
+        if now - self._swept < _SWEEP_EVERY:
+            return
+        self._swept = now
+        try:
+            await self._with(self._drop_idle_windows)
+        except UnavailableError as exc:
+            log.warning("sweeping idle rate windows failed, trying again in a minute: %s", exc)
+
+    async def _drop_idle_windows(self, conn: Any) -> None:
+        """Drop the windows due to be empty that no one is acquiring on (their lock is taken
+        here, never waited for), once their entries say they are: a replica of the previous
+        release writes entries without recording when the window empties, and a window it
+        still uses is kept, its idle time moved on."""
+        async with conn.transaction():
+            keys = await conn.fetchval(self._idle_sql, _SWEEP_WINDOWS, self.p + "w:")
+            if keys:  # read again under the locks, in a statement of its own
+                await conn.execute(self._drop_sql, keys)
+
+    @property
+    def _idle_sql(self) -> str:
+        """($1 most, $2 lock prefix) -> the keys of up to $1 windows due to be empty, oldest
+        first, whose acquire lock (`_lock_keys`) this transaction could take."""
+        return f"""
+            SELECT COALESCE(array_agg(key), '{{}}') FROM (
+                SELECT key FROM {self.p}window_idle WHERE idle_at <= {_NOW}
+                ORDER BY idle_at LIMIT $1) due
+            WHERE pg_try_advisory_xact_lock(hashtext($2 || key))
+            """
+
+    @property
+    def _drop_sql(self) -> str:
+        """($1 keys): drop the windows of `keys` with no entry left within their span, and
+        move the idle time of the others to when their newest entry leaves."""
+        return f"""
+            WITH clock AS (SELECT {_NOW} AS now),
+            due AS MATERIALIZED (
+                SELECT i.key,
+                    (SELECT MAX(at) FROM {self.p}windows w WHERE w.key = i.key) + i.span AS empty
+                FROM {self.p}window_idle i WHERE i.key = ANY($1::text[])),
+            gone AS MATERIALIZED (
+                SELECT key FROM due, clock WHERE due.empty IS NULL OR due.empty <= clock.now),
+            kept AS (
+                UPDATE {self.p}window_idle i SET idle_at = due.empty FROM due, clock
+                WHERE i.key = due.key AND due.empty > clock.now),
+            entries AS (DELETE FROM {self.p}windows WHERE key IN (SELECT key FROM gone)),
+            sums AS (DELETE FROM {self.p}window_sums WHERE key IN (SELECT key FROM gone))
+            DELETE FROM {self.p}window_idle WHERE key IN (SELECT key FROM gone)
+            """
 
     @property
     def _left_sql(self) -> str:
@@ -295,25 +386,37 @@ class PostgresStore(PostgresTables, StateStore):
 
     @property
     def _admit_sql(self) -> str:
-        """($1 key, $2 at, $3 amount, $4 used, $5 entries): record an entry and the new sum."""
+        """($1 key, $2 at, $3 amount, $4 used, $5 entries, $6 window): record an entry, the
+        new sum, and when the window will be empty."""
         return f"""
-            WITH entry AS (INSERT INTO {self.p}windows VALUES ($1, $2, $3))
+            WITH entry AS (INSERT INTO {self.p}windows VALUES ($1, $2, $3)),
+            idle AS ({self._idle_at_sql("VALUES ($1, $2 + $6, $6)")})
             INSERT INTO {self.p}window_sums VALUES ($1, $4, $5) ON CONFLICT (key)
             DO UPDATE SET used = excluded.used, entries = excluded.entries
             """
 
+    def _idle_at_sql(self, rows: str) -> str:
+        """Record `rows` (key, idle_at, span) as when windows will be empty."""
+        return f"""
+            INSERT INTO {self.p}window_idle (key, idle_at, span) {rows} ON CONFLICT (key)
+            DO UPDATE SET idle_at = excluded.idle_at, span = excluded.span
+            """
+
     @property
     def _frees_sql(self) -> str:
-        """($1 key, $2 excess) -> (newest, frees): the newest entry's time, and that of the
-        oldest entry whose leaving frees `excess` (`window_wait`, in the database: a refused
-        call fetches two numbers, not the window)."""
+        """($1 key, $2 excess, $3 window) -> (newest, frees): the newest entry's time, and that
+        of the oldest entry whose leaving frees `excess` (`window_wait`, in the database: a
+        refused call fetches two numbers, not the window); and when the window will be empty,
+        recorded (its entries may be a replica's of the previous release, which does not)."""
         return f"""
-            SELECT MAX(at), (
+            WITH newest AS (SELECT MAX(at) AS at FROM {self.p}windows WHERE key = $1),
+            idle AS ({self._idle_at_sql("SELECT $1, at + $3, $3 FROM newest WHERE at IS NOT NULL")})
+            SELECT newest.at, (
                 SELECT at FROM (
                     SELECT at, SUM(amount) OVER (ORDER BY at) AS freed
                     FROM {self.p}windows WHERE key = $1) running
                 WHERE freed >= $2 ORDER BY at LIMIT 1)
-            FROM {self.p}windows WHERE key = $1
+            FROM newest
             """
 
     async def get(self, key: str) -> bytes | None:
@@ -346,7 +449,7 @@ class PostgresStore(PostgresTables, StateStore):
         async def apply(conn: Any) -> None:
             async with conn.transaction():
                 await self._lock_keys(conn, ["w:" + key])  # not while a window's sum is written
-                for table in ("counters", "values", "windows", "window_sums"):
+                for table in ("counters", "values", *_WINDOW_TABLES):
                     await conn.execute(f"DELETE FROM {self.p}{table} WHERE key = $1", key)
 
         await self._with(apply)
