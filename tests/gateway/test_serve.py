@@ -151,6 +151,39 @@ def test_a_broken_config_beside_its_log_is_refused_once(tmp_path: Path) -> None:
         process.wait(10)
 
 
+def test_a_refused_config_reverted_to_the_one_serving_says_so_once(tmp_path: Path) -> None:
+    """Back to the text being served after a refusal, nothing is reloaded: the log said nothing
+    more, and its last line, the refusal, read as if the gateway were still broken."""
+    config = tmp_path / "config.yaml"
+    serving = SYSTEMS + "gateway: {watch_config: true}\n"
+    config.write_text(serving, encoding="utf-8")
+    process, log = serve_logging_beside(config)
+    try:
+        for text in ("models: {\n", serving):
+            edited = tmp_path / "config.yaml.new"
+            edited.write_text(text, encoding="utf-8")
+            edited.replace(config)
+            deadline = time.monotonic() + 15
+            while "reload refused" not in log.read_text():
+                assert time.monotonic() < deadline, "the broken config was never read"
+                time.sleep(0.1)
+
+        def back() -> list[str]:
+            return [line for line in log.read_text().splitlines() if "nothing to apply" in line]
+
+        deadline = time.monotonic() + 15
+        while not back():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(2.0)  # its own log line has been seen by now (the debounce is 0.3 s)
+        lines = log.read_text().splitlines()
+        assert len(back()) == 1 and lines[-1] == back()[0], lines
+        assert "serving config" in back()[0] and str(config) in back()[0]
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 def test_a_log_written_beside_a_watched_config_does_not_feed_itself(tmp_path: Path) -> None:
     """`serve cfg.yaml > serve.log` in the config's folder: each change the watcher logs is a
     change in the folder, which must not be logged again and again while nothing happens."""

@@ -186,6 +186,9 @@ class LiveConfig:
         started = self._serving.written
         self.started = {"gateway": started.gateway, "state": started.state}
         self.history: list[dict[str, Any]] = []
+        """What each reload did, oldest first: refused (`version` None, `error`), loaded
+        (`version`, `diff`), or none needed, the file back to the text serving after a refusal
+        (`version`, `unchanged`)."""
         self.awaited: dict[Path, FileStamp] = {}
         """The files refused reloads named as missing since the config last loaded, each as it
         was at the latest refusal: a watching gateway tries again when one appears or changes."""
@@ -284,6 +287,17 @@ class LiveConfig:
         if old.in_flight == 0:
             self._retired(old)
         return diff
+
+    def back_to_serving(self) -> None:
+        """The file holds the text being served again: if a refused reload was the last word,
+        say (once) that the file matches the serving config, so the refusal is not read as
+        still standing, and stop awaiting the files it named. There is nothing to apply."""
+        if not self.history or self.history[-1]["version"] is not None:
+            return
+        version = self.current.version
+        log.warning("%s matches the serving config %s again: nothing to apply", self.path, version)
+        self.history.append({"version": version, "unchanged": True})
+        self.awaited = {}
 
     def _retired(self, generation: _Generation) -> None:
         """`generation` serves nobody any more: release what only it held, `grace` from now."""

@@ -73,7 +73,12 @@ class ConfigWatch:
                     # An editor that deletes and writes the file anew leaves it gone for a
                     # moment: that is not loaded either.
                     version = await held_still(self._config_version)
-                    if version != self.live.current.version and version not in refused:
+                    if version == self.live.current.version:
+                        # Back to the text serving (say, after a refusal): tell, and a text
+                        # refused before is news again when it comes back.
+                        self.live.back_to_serving()
+                        refused = []
+                    elif version not in refused:
                         await self.reload()
                         refused = [] if self.live.current.version == version else [version]
             except Exception:
