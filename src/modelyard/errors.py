@@ -241,6 +241,9 @@ class BudgetExceededError(ModelError):
     """Serving this request would pass a budget; `code` names the budget."""
 
     status_default = 429
+    never_fits = False
+    """Whether the request's worst case alone is above the budget's limit: no wait lets it
+    through (`retry_after` is None, and the gateway tells clients not to retry)."""
 
 
 class QualityCheckError(ModelError):

@@ -174,6 +174,21 @@ async def test_a_refusal_by_settled_spend_says_it_lasts_until_the_window_ends() 
     assert "what is spent leaves no room for it until the window ends in" in str(caught.value)
 
 
+async def test_a_request_whose_worst_case_alone_passes_the_limit_is_told_no_wait_helps() -> None:
+    # It was told to wait until the window ends (retry_after), where it can never pass.
+    book = BudgetBook(MemoryStore())
+    request = question()
+    model = guard(priced(), book, total(0.5 * worst(request)))
+    with pytest.raises(BudgetExceededError) as caught:
+        await model.complete(request)
+    assert caught.value.retry_after is None
+    message = str(caught.value)
+    assert "budget total (total, day" in message
+    assert "this request alone may cost more than the budget's limit: no retry can fit" in message
+    assert "lower max_tokens, or raise the limit" in message
+    assert "until the window ends" not in message
+
+
 async def test_a_refusal_by_requests_in_flight_says_a_retry_may_fit() -> None:
     book = BudgetBook(MemoryStore())
     request = question()

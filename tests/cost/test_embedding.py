@@ -137,6 +137,8 @@ budgets:
         with pytest.raises(BudgetExceededError) as caught:
             await yard.embed("emb", "x" * 100_000)  # its worst case alone passes the limit
     assert "this embedding call may cost up to" in caught.value.message
+    assert "send fewer or shorter texts per call, or raise the limit" in caught.value.message
+    assert caught.value.retry_after is None and caught.value.never_fits
     assert "an embedding call is refused, not downgraded to cheap: there is no other embedder" in (
         caught.value.message
     )

@@ -277,6 +277,27 @@ def test_key_budget_refuses_once_spend_could_pass_it(serve_gateway: Callable[...
     assert spent > 0.002 - 2 * worst
 
 
+def test_a_request_alone_over_a_keys_budget_is_told_no_retry_can_fit(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # Its worst case alone is above the limit: the 429 carried retry-after until the month
+    # ends, though no wait would ever let it through.
+    running = serve_gateway(ADMIN)
+    key = create_key(running, name="capped", budget=0.002)
+    client = openai.OpenAI(base_url=running.openai_url, api_key=str(key["key"]), max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:  # up to $0.004 ("strong": $20/M out)
+        client.chat.completions.create(
+            model="strong", max_tokens=200, messages=[{"role": "user", "content": "hi"}]
+        )
+    refused = caught.value
+    assert refused.body["type"] == "budget_exceeded"  # type: ignore[index]
+    assert refused.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in refused.response.headers
+    assert f"budget virtual-key (key {key['id']}" in refused.message
+    assert "this request alone may cost more than the budget's limit" in refused.message
+    assert str(key["key"]) not in refused.message
+
+
 def test_a_keys_own_budget_alerts_at_its_thresholds_and_when_reached(
     serve_gateway: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,7 +11,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from modelyard.cost.alerts import Alert, AlertHub
-from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold, Period, Refusal, period_of
+from modelyard.cost.budget_counters import (
+    Budget,
+    BudgetStatus,
+    Hold,
+    Period,
+    Refusal,
+    period_of,
+    smaller_call,
+)
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
@@ -46,12 +54,11 @@ def _from_now(hold: Hold, *, embedding: bool) -> str:
             now += f" (chat requests are downgraded to {budget.downgrade_to})"
     if hold.amount <= budget.limit:
         return now
-    call, smaller = (
-        ("embedding call", "send fewer or shorter texts per call")
-        if embedding
-        else ("request", "lower max_tokens")
+    call = "embedding call" if embedding else "request"
+    return (
+        f"{now}; one {call}'s worst case alone is above the limit: raise it, or "
+        f"{smaller_call(embedding=embedding)}"
     )
-    return f"{now}; one {call}'s worst case alone is above the limit: raise it, or {smaller}"
 
 
 def _naming(hold: Hold) -> dict[str, str]:

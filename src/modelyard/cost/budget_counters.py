@@ -146,6 +146,11 @@ class Hold:
         return f"budget {budget.name} ({what}, {budget.window} {self.period.id})"
 
 
+def smaller_call(*, embedding: bool) -> str:
+    """What makes a call whose worst case alone is above a budget's limit fit under it."""
+    return "send fewer or shorter texts per call" if embedding else "lower max_tokens"
+
+
 BUDGET = "budget"
 """The decision kind of a node whose budget decided where a request went: refused it, or sent
 it to another node (a downgrade). Never a model call itself."""
@@ -163,6 +168,11 @@ class Refusal:
     """Whether the refused call is an embedding call, which no budget downgrades."""
 
     @property
+    def never_fits(self) -> bool:
+        """Whether this call's worst case alone is above the limit: no wait lets it through."""
+        return self.hold.amount > self.hold.budget.limit
+
+    @property
     def until_window_ends(self) -> bool:
         """Whether settled spend alone leaves no room for this call: then nothing frees any
         before the budget's window ends, where reservations are given back as requests end."""
@@ -178,9 +188,12 @@ class Refusal:
             if self.embedding and budget.downgrade_to
             else ""
         )
-        lasting = self.until_window_ends
-        if self.hold.amount > budget.limit:
-            when = "; its worst case alone is above the limit: lower max_tokens or raise it"
+        lasting = self.until_window_ends and not self.never_fits
+        if self.never_fits:
+            when = (
+                f"; this {call} alone may cost more than the budget's limit: no retry can fit; "
+                f"{smaller_call(embedding=self.embedding)}, or raise the limit"
+            )
         elif lasting:
             ends = _duration(self.hold.period.ends_in)
             when = f"; what is spent leaves no room for it until the window ends in {ends}"
@@ -198,6 +211,7 @@ class Refusal:
             retryable=False,
             retry_after=self.hold.period.ends_in if lasting else None,
         )
+        error.never_fits = self.never_fits
         # Its record says which budget refused it and why; no model was called, so the
         # ledger and the request log name none (`cost.accounting.NO_MODEL`).
         error.decision = Decision(

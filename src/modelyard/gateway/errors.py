@@ -70,7 +70,9 @@ def from_model_error(exc: ModelError) -> ApiError:
         code = exc.code or "invalid_request"
         return ApiError(400, message, "invalid_request_error", code, exc.param)
     if isinstance(exc, BudgetExceededError):
-        if exc.retry_after is not None:  # spent until the window ends: say when, and past a
+        if exc.never_fits:  # no wait lets it through: name none, and no retry
+            headers["x-should-retry"] = "false"
+        elif exc.retry_after is not None:  # spent until the window ends: say when, and past a
             # minute tell the SDKs not to retry (they would, twice, into the same refusal)
             headers["retry-after"] = str(max(1, round(exc.retry_after)))
             if exc.retry_after > 60:
