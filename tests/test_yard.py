@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 import modelyard
 from modelyard.cli import app
 from modelyard.errors import BadRequestError, NotFoundError, UnavailableError
+from modelyard.streaming import collect
+from modelyard.types import ChatRequest
+from tests.fakes.openai_server import FakeOpenAI
 
 CONFIG = """
 models:
@@ -140,3 +143,55 @@ async def test_sync_facade_collected_inside_a_running_loop_warns_instead_of_bloc
     del yard
     gc.collect()
     assert "collected inside a running event loop" in caplog.text
+
+
+HOSTED = """
+providers:
+  up: {{type: openai, base_url: "{url}/v1", api_key: sk-closed-TEST}}
+models:
+  hosted: {{provider: up, id: gpt-4o-mini, price: {{input: 1, output: 1}}}}
+  fn: {{local: {{type: callable, function: "tests.test_yard:shout"}}}}
+embedders:
+  grams: {{local: {{type: hashing, dimensions: 16}}}}
+systems:
+  main: {{type: fallback, chain: [hosted, fn]}}
+"""
+
+
+def shout(request: ChatRequest) -> str:
+    """A user's function model (HOSTED's `fn`)."""
+    return request.last_user_text.upper()
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI().running() as server:
+        assert isinstance(server, FakeOpenAI)
+        yield server
+
+
+async def test_a_closed_yard_refuses_every_call_saying_it_is_closed(
+    write_config: Callable[[str], Path], upstream: FakeOpenAI
+) -> None:
+    """A yard used after `aclose` (or its `async with`) had the hosted model open a new
+    connection pool that nothing ever closed (an unclosed-session ResourceWarning at exit),
+    and a function model fail with 'cannot schedule new futures after shutdown'. Every call
+    now says the yard is closed, and sends nothing."""
+    config = write_config(HOSTED.format(url=upstream.url))
+    async with modelyard.load(config) as yard:
+        assert (await yard.complete("main", "hi")).text
+    sent = len(upstream.requests)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "complete": lambda: yard.complete("hosted", "hi"),
+        "function": lambda: yard.complete("fn", "hi"),
+        "stream": lambda: collect(yard.stream("main", "hi")),
+        "embed": lambda: yard.embed("grams", "hi"),
+        "health": yard.health,
+    }
+    for name, call in calls.items():
+        with pytest.raises(modelyard.YardClosedError) as caught:
+            await call()
+        assert isinstance(caught.value, RuntimeError), name
+        assert f"the yard of {config} is closed" in str(caught.value), name
+    assert len(upstream.requests) == sent
+    await yard.aclose()  # closing again does nothing

@@ -26,6 +26,7 @@ from modelyard.errors import (
     RateLimitedError,
     StreamInterruptedError,
     UnavailableError,
+    YardClosedError,
 )
 from modelyard.model import Capabilities, Embedder, Model, ModelInfo, Wrapper
 from modelyard.streaming import collect
@@ -106,6 +107,7 @@ __all__ = [
     "Usage",
     "Wrapper",
     "Yard",
+    "YardClosedError",
     "__version__",
     "collect",
     "load",

@@ -2,6 +2,7 @@
 
     ModelyardError
     ├── ConfigError                  bad config: names the file, line, field and the fix
+    ├── YardClosedError              a yard used after it was closed (also a RuntimeError)
     └── ModelError                   a call to a Model failed; carries model, provider, status,
         │                            the provider's code, message and field at fault
         │                            (`param`), and `retryable`
@@ -56,6 +57,10 @@ class ConfigError(ModelyardError):
         self.missing: tuple[Path, ...] = ()
         """The files the config names for its build to read that were not there when the build
         failed (set by `config.build.build`): a watching gateway tries again when one appears."""
+
+
+class YardClosedError(ModelyardError, RuntimeError):
+    """A yard (`modelyard.load`) was asked something after it was closed: load the config again."""
 
 
 class ModelError(ModelyardError):

@@ -20,7 +20,7 @@ from typing import Any, get_args
 from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import Resources
-from modelyard.errors import BadRequestError, NotFoundError
+from modelyard.errors import BadRequestError, NotFoundError, YardClosedError
 from modelyard.model import Embedder, Model
 from modelyard.resilience.health import HealthReport
 from modelyard.resilience.streams import closing
@@ -100,6 +100,7 @@ class Yard:
     def __init__(self, built: Built, resources: Resources) -> None:
         self.built = built
         self.resources = resources
+        self._closed = False
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -132,8 +133,16 @@ class Yard:
         """What the build wants the user told once (disabled providers, skipped stages)."""
         return self.built.notes
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise YardClosedError(
+                f"the yard of {self.loaded.path} is closed: load the config again to ask it more"
+            )
+
     def get(self, name: str) -> Model:
-        """The system or model called `name`; NotFoundError listing what exists otherwise."""
+        """The system or model called `name`; NotFoundError listing what exists otherwise,
+        YardClosedError once the yard is closed."""
+        self._check_open()
         model = self.built.entries.get(name)
         if model is None:
             raise NotFoundError(
@@ -171,11 +180,13 @@ class Yard:
 
     async def health(self) -> HealthReport:
         """Every circuit breaker's state now (what the gateway's /readyz reports)."""
+        self._check_open()
         return await self.built.health.report()
 
     def embedder(self, name: str) -> Embedder:
         """The embedder called `name` as callers reach it: its calls charged to the budgets and
         recorded in the ledger, as a system's are. NotFoundError listing what exists otherwise."""
+        self._check_open()
         embedder = self.built.embedder_entries.get(name)
         if embedder is None:
             raise NotFoundError(
@@ -206,7 +217,8 @@ class Yard:
         return await embedder.embed(request.with_budget(self.loaded.config.default_deadline))
 
     async def aclose(self) -> None:
-        """Close connection pools and local models."""
+        """Close connection pools and local models; calls after it raise YardClosedError."""
+        self._closed = True
         for model in self.built.models.values():
             await model.aclose()
         await self.resources.aclose()
