@@ -195,3 +195,64 @@ async def test_a_closed_yard_refuses_every_call_saying_it_is_closed(
         assert f"the yard of {config} is closed" in str(caught.value), name
     assert len(upstream.requests) == sent
     await yard.aclose()  # closing again does nothing
+
+
+SYNC_MISUSE = """
+import asyncio, modelyard
+
+def attempt(what, call):
+    try:
+        call()
+    except Exception as exc:
+        print(f"{{what}}: {{type(exc).__name__}}: {{exc}}")
+
+yard = modelyard.load_sync({config!r})
+print(yard.complete("steady", "hi").text)
+
+async def notebook():  # a cell of a notebook, whose loop is running
+    attempt("complete", lambda: yard.complete("steady", "hi"))
+    attempt("stream", lambda: list(yard.stream("steady", "hi")))
+    attempt("embed", lambda: yard.embed("grams", "hi"))
+    print("from a thread:", (await asyncio.to_thread(yard.complete, "steady", "hi")).text)
+    yard.close()
+
+asyncio.run(notebook())
+attempt("after close", lambda: yard.complete("steady", "hi"))
+attempt("stream after close", lambda: list(yard.stream("steady", "hi")))
+"""
+
+
+def test_sync_facade_misused_says_what_to_do_and_leaks_nothing(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Inside a running loop (a notebook) a SyncYard raised asyncio's 'Cannot run the event loop
+    while another loop is running' and left 'coroutine ... was never awaited' and 'Task was
+    destroyed but it is pending!' behind; its close() there closed nothing (an unclosed event
+    loop and sockets); after close it raised 'Event loop is closed'. Each now says what to do,
+    close() closes wherever it is called, and nothing is left unclosed or unawaited."""
+    config = write_config(CONFIG + "embedders:\n  grams: {local: {type: hashing}}\n")
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", SYNC_MISUSE.format(config=str(config))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    inside = (
+        "RuntimeError: SyncYard.{} cannot run inside a running event loop (a notebook, an "
+        "async function): await the Yard's own {} there (modelyard.load), or call it from "
+        "another thread"
+    )
+    closed = f"YardClosedError: the yard of {config} is closed: load the config again"
+    lines = done.stdout.splitlines()
+    assert lines[0] == "steady answer"
+    assert lines[1] == "complete: " + inside.format("complete", "complete")
+    assert lines[2] == "stream: " + inside.format("stream", "stream")
+    assert lines[3] == "embed: " + inside.format("embed", "embed")
+    assert lines[4] == "from a thread: steady answer"
+    assert lines[5].startswith("after close: " + closed)
+    assert lines[6].startswith("stream after close: " + closed)
+    for leak in ("never awaited", "Task was destroyed", "unclosed", "collected inside"):
+        assert leak not in done.stderr, done.stderr
+    costs = CliRunner().invoke(app, ["costs", str(config)], env={"COLUMNS": "200"})
+    assert "│        2 │" in costs.stdout, costs.stdout  # close() in the loop wrote the ledger

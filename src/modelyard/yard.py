@@ -273,8 +273,23 @@ class SyncYard:
         self._closer.atexit = False
         threading._register_atexit(self._closer)  # type: ignore[attr-defined]
 
+    def _can_run(self, what: str) -> None:
+        """Raise, before anything is started, when `what` cannot run: the yard is closed, or
+        this thread already runs an event loop (which the private one cannot run inside)."""
+        self.yard._check_open()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise RuntimeError(
+            f"SyncYard.{what} cannot run inside a running event loop (a notebook, an async "
+            f"function): await the Yard's own {what} there (modelyard.load), or call it from "
+            "another thread"
+        )
+
     def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask `target` and wait for the answer."""
+        self._can_run("complete")
         return self._loop.run_until_complete(self.yard.complete(target, prompt, **fields))
 
     def stream(self, target: str, prompt: Prompt, **fields: Any) -> Iterator[Chunk]:
@@ -284,6 +299,7 @@ class SyncYard:
         One task reads the stream and hands each chunk over: stepping the async stream from a
         new task per chunk would run each step in a fresh copy of the context, losing the
         request's scope (its deadline, its spend meter) between chunks."""
+        self._can_run("stream")
         handed: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(maxsize=1)
 
         async def read() -> None:
@@ -316,13 +332,23 @@ class SyncYard:
         tags: Iterable[str] = (),
     ) -> EmbeddingResponse:
         """Embed and wait for the vectors."""
+        self._can_run("embed")
         return self._loop.run_until_complete(
             self.yard.embed(target, inputs, key_id=key_id, tags=tags)
         )
 
     def close(self) -> None:
-        """Close the yard and the loop (once; later calls do nothing)."""
-        self._closer()
+        """Close the yard and the loop (once; later calls do nothing), waiting for it. Called
+        where an event loop runs (a notebook), it closes them in a thread of its own: this
+        thread cannot run a second loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._closer()
+            return
+        closing = threading.Thread(target=self._closer, name="modelyard-close")
+        closing.start()
+        closing.join()
 
     def __enter__(self) -> SyncYard:
         return self
