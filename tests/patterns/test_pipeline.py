@@ -170,6 +170,40 @@ async def test_callable_gate(
             await yard.complete("flow", "capital?")
 
 
+@pytest.mark.parametrize(
+    ("returned", "verdict"),
+    [
+        ("'false'", "returned 'false' (str), not true or false"),
+        ("None", "returned None (NoneType), not true or false"),
+        ("numpy.bool_(False)", "returned false"),
+        ("numpy.bool_(True)", None),
+    ],
+)
+async def test_a_callable_gate_that_returns_no_bool_fails_saying_what_it_returned(
+    yard_of: Callable[[str], Yard],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    returned: str,
+    verdict: str | None,
+) -> None:
+    """A gate's verdict was read as Python truth: one returning the string 'false' (or any
+    object) passed every output unseen. Only a bool (numpy's too) is a verdict now; anything
+    else fails the gate, naming the function and what it returned."""
+    module = f"typed_gate_{tmp_path.name}"  # a module of its own for each case: imports are kept
+    (tmp_path / f"{module}.py").write_text(
+        f"import numpy\ndef check(text, response):\n    return {returned}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = f"{{type: callable, function: {module}:check}}"
+    async with yard_of(pipeline(f"{{model: extractor, gates: [{gate}]}}")) as yard:
+        if verdict is None:
+            assert (await yard.complete("flow", "capital?")).text == "Paris is lovely"
+            return
+        with pytest.raises(QualityCheckError) as caught:
+            await yard.complete("flow", "capital?")
+    assert f"failed check callable {module}:check: {verdict}" in str(caught.value)
+
+
 async def test_a_callable_gate_still_running_at_the_deadline_stops_the_pipeline_then(
     yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -161,7 +162,8 @@ class CheckerGate(Gate):
 
 
 class CallableGate(Gate):
-    """A Python function `(output: str, response) -> bool` (sync or async) decides."""
+    """A Python function `(output: str, response) -> bool` (sync or async) decides; anything but
+    a bool (numpy's too) fails the gate, saying what it was."""
 
     def __init__(
         self, function: Callable[..., Any], name: str, *, threads: FunctionThreads = SHARED_THREADS
@@ -180,4 +182,9 @@ class CallableGate(Gate):
             return GateResult(False, f"{self.name} gave no verdict before the deadline", error=exc)
         except Exception as exc:  # a user's function: its failure is the gate's failure
             return GateResult(False, f"raised {type(exc).__name__}: {exc}")
+        if not isinstance(verdict, bool | np.bool_):  # 'false', None: a mistake, not a verdict
+            what = f"{verdict!r}"[:40]
+            return GateResult(
+                False, f"returned {what} ({type(verdict).__name__}), not true or false"
+            )
         return GateResult(bool(verdict), "returned true" if verdict else "returned false")
