@@ -8,9 +8,12 @@ import contextvars
 import functools
 import importlib
 import inspect
+import numbers
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from modelyard.errors import ConfigError
 
@@ -84,3 +87,14 @@ async def call_function(
     if inspect.isawaitable(result):  # a callable object whose __call__ is async
         result = await result
     return result
+
+
+def unit_value(value: object, *, bools: bool) -> float | None:
+    """What a user's function returned as a number from 0 to 1 (numpy's scalars too, and a bool
+    as 0 or 1 when `bools`), or None when it is not one (NaN, a string, a bool when not `bools`)."""
+    if isinstance(value, bool | np.bool_):
+        return float(value) if bools else None
+    if not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if 0 <= number <= 1 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from modelyard.errors import ConfigError
@@ -146,6 +147,19 @@ async def test_a_callable_scorer_that_raises_names_itself_and_the_item() -> None
     scorer = make_scorer("callable:os:getcwd")
     with pytest.raises(ConfigError, match="scorer callable:os:getcwd raised TypeError on item q7"):
         await scorer.score(Item(id="q7", prompt="q", label="x"), _response("x"))
+
+
+@pytest.mark.parametrize(
+    ("result", "value"),
+    [(np.True_, 1.0), (np.False_, 0.0), (np.float32(0.25), 0.25), (np.int64(1), 1.0)],
+)
+async def test_a_callable_scorer_may_answer_with_numpy_scalars(
+    result: object, value: float
+) -> None:
+    """`np.isclose(...)` is a numpy bool and a model's probability often a float32: they were
+    refused as 'expected true/false, a number from 0 to 1', stopping the evaluation."""
+    scorer = CallableScorer(lambda item, response: result)
+    assert (await scorer.score(Item(id="1", prompt="q"), _response("ok"))).value == value
 
 
 @pytest.mark.parametrize("result", [5, -1, float("nan")])

@@ -251,6 +251,23 @@ async def test_callable_estimator(
     assert response.confidence == 0.75
 
 
+async def test_a_callable_estimator_may_answer_with_a_numpy_float(
+    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A score computed with numpy is often a float32 (not a float): it was refused as 'not a
+    number in [0, 1]', and every answer escalated."""
+    (tmp_path / "numpy_scores_for_tests.py").write_text(
+        "import numpy\ndef score(request, response):\n    return numpy.float32(0.75)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    estimator = "{type: callable, function: numpy_scores_for_tests:score}"
+    stage = f"{{model: plain, threshold: 0.7, estimator: {estimator}}}"
+    async with yard_of(cascade(stage)) as yard:
+        response = await yard.complete("qa", "capital?")
+    assert response.model == "plain"
+    assert response.confidence == 0.75
+
+
 async def test_a_callable_estimator_still_running_at_the_deadline_escalates_then(
     yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.replay import RECORDED_SCORE
-from modelyard.functions import call_function, import_function
+from modelyard.functions import call_function, import_function, unit_value
 from modelyard.model import Model
 from modelyard.patterns.normalise import choice, lookup, number, parse_json_answer
 from modelyard.suggest import did_you_mean
@@ -272,8 +272,9 @@ class CallableScorer(Scorer):
             return result
         if result is None:
             return unparsed()
-        if isinstance(result, bool | int | float) and 0 <= result <= 1:
-            return Score(value=float(result))
+        value = unit_value(result, bools=True)
+        if value is not None:
+            return Score(value=value)
         raise ConfigError(
             f"scorer {self.spec} returned {result!r} on item {item.id}; expected true/false, "
             "a number from 0 to 1, a Score or None"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelyard.errors import ModelError, ModelTimeoutError
-from modelyard.functions import SHARED_THREADS, FunctionThreads, call_function
+from modelyard.functions import SHARED_THREADS, FunctionThreads, call_function, unit_value
 from modelyard.model import Model
 from modelyard.patterns.confidence import (
     mean_token_probability,
@@ -219,9 +219,10 @@ class CallableEstimator(Estimator):
             return None, f"{self.label} gave no score before the deadline", 0.0, ()
         except Exception as exc:  # a user's function: any failure means "not sure"
             return None, f"{self.label} raised {type(exc).__name__}: {exc}", 0.0, ()
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        score = unit_value(value, bools=False)
+        if score is None:
             return None, f"{self.label} returned {value!r}, not a number in [0, 1]", 0.0, ()
-        return float(value), f"{self.label} gave {float(value):.3f}", 0.0, ()
+        return score, f"{self.label} gave {score:.3f}", 0.0, ()
 
 
 class LearnedEstimator(Estimator):
