@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import modelyard
-from modelyard.errors import ConfigError, ModelTimeoutError
+from modelyard.errors import BadResponseError, ConfigError, ModelTimeoutError
 from modelyard.functions import FunctionThreads, call_function, import_function
+from modelyard.streaming import collect
 
 
 def test_a_module_not_on_the_python_path_is_named_with_how_to_put_it_there() -> None:
@@ -174,3 +175,50 @@ def test_a_functions_pool_size_that_cannot_work_is_refused_where_it_is(
         modelyard.load(write_config(f"functions: {{threads: {value}}}\n"))
     assert message in str(caught.value)
     assert "functions.threads" in str(caught.value)
+
+
+FAULTY_MODULE = """
+def fails(request):
+    raise ValueError("the orders database is down")
+
+async def afails(request):
+    raise ValueError("the orders database is down")
+
+def wrong(request):
+    return 42
+
+async def awrong(request):
+    return {"text": "hi"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("fails", "raised ValueError: the orders database is down"),
+        ("afails", "raised ValueError: the orders database is down"),
+        ("wrong", "returned int; expected str or ChatResponse"),
+        ("awrong", "returned dict; expected str or ChatResponse"),
+    ],
+)
+async def test_a_function_model_that_fails_names_the_function_in_its_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write_config: Callable[[str], Path],
+    function: str,
+    message: str,
+) -> None:
+    """The error said only 'desk: function raised ValueError: ...': with several models on
+    functions, which function was at fault had to be looked up in the config."""
+    (tmp_path / "faulty_qa.py").write_text(FAULTY_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = f"models:\n  desk:\n    local: {{type: callable, function: 'faulty_qa:{function}'}}\n"
+    async with modelyard.load(write_config(text)) as yard:
+        with pytest.raises(BadResponseError) as caught:
+            await yard.complete("desk", "hi")
+        with pytest.raises(BadResponseError) as streamed:
+            await collect(yard.stream("desk", "hi"))
+    expected = f"desk: function faulty_qa:{function} {message}"
+    assert str(caught.value).startswith(expected)
+    assert str(streamed.value).startswith(expected)
+    assert caught.value.model == "desk" and not caught.value.retryable

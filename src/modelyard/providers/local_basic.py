@@ -58,6 +58,11 @@ class FunctionModel(Model):
         self.threads = threads
         self._ids = itertools.count()
 
+    @property
+    def _what(self) -> str:
+        """How errors name the function: by its `module:function` when it came from config."""
+        return "function" if self.source is None else f"function {self.source}"
+
     def describe(self) -> dict[str, object]:
         out = super().describe()
         if self.source is not None:
@@ -73,13 +78,15 @@ class FunctionModel(Model):
             raise
         except Exception as exc:
             raise BadResponseError(
-                f"function raised {type(exc).__name__}: {exc}", model=self.name, retryable=False
+                f"{self._what} raised {type(exc).__name__}: {exc}",
+                model=self.name,
+                retryable=False,
             ) from exc
         if isinstance(result, ChatResponse):
             return result
         if not isinstance(result, str):
             raise BadResponseError(
-                f"function returned {type(result).__name__}; expected str or ChatResponse",
+                f"{self._what} returned {type(result).__name__}; expected str or ChatResponse",
                 model=self.name,
                 retryable=False,
             )
