@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,7 +109,7 @@ async def test_a_synchronous_callable_model_is_cut_at_the_deadline_and_holds_no_
             # Under a deadline it is abandoned there, as an async function is (it used to
             # answer when it returned, however late, holding every other request meanwhile).
             with pytest.raises(ModelTimeoutError):
-                await yard.complete("slow", "hi", deadline=0.3)
+                await yard.complete("slow", "hi", deadline=time.monotonic() + 0.3)
             sync_waits_qa.released.clear()
             call = asyncio.ensure_future(yard.complete("slow", "hi"))
             await asyncio.sleep(0.05)  # the loop runs while it waits, so it can be released

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 
 import modelyard
 from modelyard.cli import app
-from modelyard.errors import BadRequestError, NotFoundError, UnavailableError
+from modelyard.errors import BadRequestError, ModelTimeoutError, NotFoundError, UnavailableError
 from modelyard.streaming import collect
 from modelyard.types import ChatRequest
 from tests.fakes.openai_server import FakeOpenAI
@@ -256,3 +258,20 @@ def test_sync_facade_misused_says_what_to_do_and_leaks_nothing(
         assert leak not in done.stderr, done.stderr
     costs = CliRunner().invoke(app, ["costs", str(config)], env={"COLUMNS": "200"})
     assert "│        2 │" in costs.stdout, costs.stdout  # close() in the loop wrote the ledger
+
+
+async def test_a_deadline_given_in_seconds_is_told_it_is_a_monotonic_instant(
+    write_config: Callable[[str], Path],
+) -> None:
+    """`deadline=5` reads as 'five seconds', but a deadline is a time.monotonic() instant, long
+    past: the call failed with only 'the request's deadline passed before the call started'.
+    It still fails as a timeout, now saying what a deadline is and how long ago this one was."""
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        with pytest.raises(ModelTimeoutError) as caught:
+            await yard.complete("main", "hi", deadline=5)
+        assert (await yard.complete("main", "hi", deadline=time.monotonic() + 5)).text
+    message = str(caught.value)
+    assert re.search(r"deadline 5 passed [0-9.]+ s before the call to main started", message)
+    assert "a time.monotonic() instant, not seconds from now" in message
+    assert "time.monotonic() + 5 is 5 s from now" in message
+    assert caught.value.code == "deadline" and caught.value.model == "main"

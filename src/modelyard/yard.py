@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -20,8 +21,9 @@ from typing import Any, get_args
 from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import Resources
-from modelyard.errors import BadRequestError, NotFoundError, YardClosedError
+from modelyard.errors import BadRequestError, ModelTimeoutError, NotFoundError, YardClosedError
 from modelyard.model import Embedder, Model
+from modelyard.resilience.deadline import DEADLINE
 from modelyard.resilience.health import HealthReport
 from modelyard.resilience.streams import closing
 from modelyard.suggest import did_you_mean
@@ -82,6 +84,23 @@ def _check(request: ChatRequest) -> None:
             )
         _check_text(message.text, f"messages[{i}]")
     _check_text(request.system or "", "system")
+
+
+def _check_deadline(target: str, deadline: float | None) -> None:
+    """A deadline already passed fails as the graph would, saying what a deadline is: one
+    given as seconds (`deadline=5`) reads as a time.monotonic() instant long past."""
+    if deadline is None:
+        return
+    ago = time.monotonic() - deadline
+    if ago >= 0:
+        raise ModelTimeoutError(
+            f"deadline {deadline:g} passed {ago:.1f} s before the call to {target} started (a "
+            "deadline is a time.monotonic() instant, not seconds from now: time.monotonic() + "
+            f"{deadline:g} is {deadline:g} s from now)",
+            model=target,
+            code=DEADLINE,
+            retryable=False,
+        )
 
 
 def _check_text(text: str, where: str) -> None:
@@ -161,20 +180,21 @@ class Yard:
         optional provider without its key), which a caller told of one would find refused."""
         return [n for n in self.names() if n not in self.built.disabled]
 
-    def _prepare(self, prompt: Prompt, fields: dict[str, Any]) -> ChatRequest:
+    def _prepare(self, target: str, prompt: Prompt, fields: dict[str, Any]) -> ChatRequest:
         request = as_request(prompt, **fields)
+        _check_deadline(target, request.deadline)
         return request.with_budget(self.built.loaded.config.default_deadline)
 
     async def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask system or model `target`; `fields` set request options (max_tokens, ...)."""
-        return await self.get(target).complete(self._prepare(prompt, fields))
+        return await self.get(target).complete(self._prepare(target, prompt, fields))
 
     async def stream(self, target: str, prompt: Prompt, **fields: Any) -> AsyncIterator[Chunk]:
         """Ask `target` and stream the answer; the last chunk carries the whole response."""
         model = self.get(target)
         # Closed even when the caller stops reading: the ledger and budgets settle what the
         # stream spent now, not when (or if) the garbage collector gets to it.
-        async with closing(model.stream(self._prepare(prompt, fields))) as chunks:
+        async with closing(model.stream(self._prepare(target, prompt, fields))) as chunks:
             async for chunk in chunks:
                 yield chunk
 
