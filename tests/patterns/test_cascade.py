@@ -236,31 +236,27 @@ async def test_no_confidence_never_clears_a_threshold(yard_of: Callable[[str], Y
     assert response.decision.children[0].reason == "escalated: the model gave no confidence"
 
 
+@pytest.mark.parametrize(
+    ("module", "score"),
+    [
+        ("scoring_for_tests", "0.75 if response.text == 'Paris' else 0.0"),
+        # A score computed with numpy is often a float32 (not a float): it was refused as 'not
+        # a number in [0, 1]', and every answer escalated.
+        ("numpy_scores_for_tests", "numpy.float32(0.75)"),
+    ],
+)
 async def test_callable_estimator(
-    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    yard_of: Callable[[str], Yard],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    score: str,
 ) -> None:
-    (tmp_path / "scoring_for_tests.py").write_text(
-        "def score(request, response):\n    return 0.75 if response.text == 'Paris' else 0.0\n"
+    (tmp_path / f"{module}.py").write_text(
+        f"import numpy\ndef score(request, response):\n    return {score}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    estimator = "{type: callable, function: scoring_for_tests:score}"
-    stage = f"{{model: plain, threshold: 0.7, estimator: {estimator}}}"
-    async with yard_of(cascade(stage)) as yard:
-        response = await yard.complete("qa", "capital?")
-    assert response.model == "plain"
-    assert response.confidence == 0.75
-
-
-async def test_a_callable_estimator_may_answer_with_a_numpy_float(
-    yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A score computed with numpy is often a float32 (not a float): it was refused as 'not a
-    number in [0, 1]', and every answer escalated."""
-    (tmp_path / "numpy_scores_for_tests.py").write_text(
-        "import numpy\ndef score(request, response):\n    return numpy.float32(0.75)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    estimator = "{type: callable, function: numpy_scores_for_tests:score}"
+    estimator = f"{{type: callable, function: {module}:score}}"
     stage = f"{{model: plain, threshold: 0.7, estimator: {estimator}}}"
     async with yard_of(cascade(stage)) as yard:
         response = await yard.complete("qa", "capital?")
