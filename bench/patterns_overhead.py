@@ -24,6 +24,7 @@ from functools import partial
 
 import numpy as np
 
+from modelyard.cost.prices import Price
 from modelyard.model import Embedder, Model, ModelInfo
 from modelyard.patterns.balance import BalanceModel
 from modelyard.patterns.balancing import STRATEGIES
@@ -190,8 +191,7 @@ def learned_router(n: int, dims: int = 384) -> RouterModel:
     costs = CandidateCosts(
         recorded=rng.random(n),
         missing=np.zeros(n, dtype=bool),
-        input_price=np.zeros(n),
-        output_price=np.zeros(n),
+        prices=[Price()] * n,
         expected_output_tokens=256,
     )
     trained = TrainedPredictor(FixedEmbedder(rng.normal(size=dims)), predictor)

@@ -403,3 +403,39 @@ def test_a_pattern_with_too_few_members_says_what_it_needs(
     error = error_of(f"models:\n  a: {{local: {{type: fake}}}}\nsystems:\n  s: {system}\n")
     assert f"cfg.yaml:4: {where}: {said}" in str(error)
     assert "should have at least" not in str(error)
+
+
+TIERED = HOSTED.replace(
+    "    price: {input: 0.15, output: 0.6}\n",
+    "    price:\n"
+    "      input: 1.25\n"
+    "      output: 10\n"
+    "      cached_input: 0.125\n"
+    "      above: {tokens: 200000, input: 2.5, output: 15}\n",
+)
+
+
+def test_a_long_context_tier_is_built_with_unset_cache_rates_scaled_as_input() -> None:
+    built = build(parse(TIERED, env={"OPENAI_API_KEY": "k"}))
+    price = built.models["gpt"].info.price
+    assert price.above is not None and price.above.tokens == 200_000
+    rates = price.above.rates
+    assert (rates.input, rates.output, rates.cached_input) == (2.5, 15.0, 0.25)
+    assert rates.cache_write is None
+
+
+def test_a_long_context_threshold_of_zero_is_refused_with_its_line() -> None:
+    error = error_of(TIERED.replace("tokens: 200000", "tokens: 0"), {"OPENAI_API_KEY": "k"})
+    assert "models.gpt.price.above.tokens" in str(error)
+    assert error.line == 14
+
+
+def test_a_typo_in_a_long_context_tier_names_the_likely_fix() -> None:
+    error = error_of(TIERED.replace("output: 15}", "ouput: 15}"), {"OPENAI_API_KEY": "k"})
+    assert "models.gpt.price.above.ouput" in str(error)
+    assert "did you mean 'output'" in str(error)
+
+
+def test_a_long_context_tier_without_its_output_rate_is_refused() -> None:
+    error = error_of(TIERED.replace(", output: 15}", "}"), {"OPENAI_API_KEY": "k"})
+    assert "models.gpt.price.above.output" in str(error)

@@ -20,7 +20,7 @@ from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Budget, period_of
 from modelyard.cost.prices import Price, bound_input_tokens, estimate_input_tokens
 from modelyard.errors import BudgetExceededError, ModelError, UnavailableError
-from modelyard.model import ModelInfo
+from modelyard.model import Capabilities, ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.fallback import FallbackModel
 from modelyard.state.memory import MemoryStore
@@ -51,6 +51,50 @@ async def test_worst_case_is_reserved_and_released_after_the_call() -> None:
     response = await task
     assert await store.counter(used_key) == pytest.approx(response.cost)
     assert response.cost < worst(request)
+
+
+GEMINI_PRO = Price(input=1.25, output=10.0).with_tier(tokens=200_000, input=2.5, output=15.0)
+"""Gemini 2.5 Pro: a prompt above 200k tokens is billed whole at $2.50 / $15."""
+
+
+def long_context_model(used: Usage) -> ScriptedModel:
+    return ScriptedModel(
+        info=ModelInfo(
+            name="m",
+            kind="fake",
+            price=GEMINI_PRO,
+            capabilities=Capabilities(max_output_tokens=100),
+        ),
+        default=Reply(text="ok", latency=0.05, usage=used),
+    )
+
+
+async def test_a_long_request_reserves_and_settles_at_the_long_context_tier() -> None:
+    store = MemoryStore()
+    book = BudgetBook(store)
+    used = Usage(input_tokens=250_000, output_tokens=100)
+    model = guard(long_context_model(used), book, total(5.0))
+    request = question("x" * 300_000, max_tokens=100)
+    task = asyncio.create_task(model.complete(request))
+    await asyncio.sleep(0.02)
+    period = period_of("day", datetime.now(UTC))
+    assert period is not None
+    used_key = f"budget:total:all:{period.id}"
+    tier_worst = (bound_input_tokens(request) * 2.5 + 100 * 15.0) / 1e6
+    assert await store.counter(used_key) == pytest.approx(tier_worst)
+    response = await task
+    assert response.cost == pytest.approx((250_000 * 2.5 + 100 * 15.0) / 1e6)
+    assert await store.counter(used_key) == pytest.approx(response.cost)
+
+
+async def test_a_long_request_whose_tier_would_pass_the_budget_is_refused() -> None:
+    # At the base rates its worst case (~$0.38) fits $0.50; at the tier's (~$0.75) it does not,
+    # and a 250k-token prompt is billed ~$0.63: admitting it would overspend the budget.
+    book = BudgetBook(MemoryStore())
+    used = Usage(input_tokens=250_000, output_tokens=100)
+    model = guard(long_context_model(used), book, total(0.5))
+    with pytest.raises(BudgetExceededError):
+        await model.complete(question("x" * 300_000, max_tokens=100))
 
 
 async def test_200_concurrent_requests_admit_exactly_what_fits_when_cost_is_worst() -> None:

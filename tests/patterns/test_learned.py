@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelyard.cost.prices import Price, estimate_input_tokens
 from modelyard.patterns.artifact import Artifact, ArtifactError, load, save
 from modelyard.patterns.learned import (
     fit,
@@ -16,6 +17,8 @@ from modelyard.patterns.learned import (
     predict_vector,
     utilities,
 )
+from modelyard.patterns.routing import CandidateCosts
+from modelyard.types import user
 
 
 def dataset(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +91,23 @@ def test_fit_reports_every_trial_and_keeps_the_best() -> None:
 def test_utilities_use_cost_relative_to_the_dearest() -> None:
     u = utilities(np.array([0.9, 0.8]), np.array([10.0, 1.0]), lam=0.5)
     assert u == pytest.approx([0.9 - 0.5, 0.8 - 0.05])
+
+
+def test_an_unrecorded_candidates_cost_for_a_long_prompt_is_at_its_long_context_tier() -> None:
+    flat = Price(input=2.0, output=12.0)
+    tiered = Price(input=1.25, output=10.0).with_tier(tokens=200_000, input=2.5, output=15.0)
+    costs = CandidateCosts(
+        recorded=np.zeros(2),
+        missing=np.ones(2, dtype=bool),
+        prices=[flat, tiered],
+        expected_output_tokens=1_000,
+    )
+    long = user("x" * 1_000_000)
+    tokens = estimate_input_tokens(long)
+    assert tokens > 200_000
+    assert costs.for_request(long) == pytest.approx(
+        [(tokens * 2.0 + 12_000) / 1e6, (tokens * 2.5 + 15_000) / 1e6]
+    )
 
 
 def test_outcome_matrix_averages_repeats_and_marks_gaps() -> None:

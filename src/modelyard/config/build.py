@@ -168,12 +168,23 @@ def _capabilities(spec: ModelSpec, base: Capabilities) -> Capabilities:
 def _price(spec: ModelSpec | EmbedderSpec) -> Price:
     if spec.price is None:
         return Price()
-    return Price(
+    price = Price(
         input=spec.price.input,
         output=spec.price.output,
         cached_input=spec.price.cached_input,
         cache_write=spec.price.cache_write,
         cache_write_1h=spec.price.cache_write_1h,
+    )
+    tier = spec.price.above
+    if tier is None:
+        return price
+    return price.with_tier(
+        tokens=tier.tokens,
+        input=tier.input,
+        output=tier.output,
+        cached_input=tier.cached_input,
+        cache_write=tier.cache_write,
+        cache_write_1h=tier.cache_write_1h,
     )
 
 

@@ -124,12 +124,10 @@ def _learned(
     candidates = artifact.models
     recorded = np.array([c if c is not None else 0.0 for c in artifact.mean_cost])
     missing = np.array([c is None for c in artifact.mean_cost])
-    prices = [routes[m].info.price for m in candidates]
     costs = CandidateCosts(
         recorded=recorded,
         missing=missing,
-        input_price=np.array([p.input for p in prices]),
-        output_price=np.array([p.output for p in prices]),
+        prices=[routes[m].info.price for m in candidates],
         expected_output_tokens=spec.expected_output_tokens,
     )
     method = str(artifact.meta.get("method", "?"))

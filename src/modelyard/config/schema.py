@@ -129,6 +129,26 @@ class ProviderSpec(Spec):
         return value.rstrip("/") if value else value
 
 
+class LongContextSpec(Spec):
+    """A long-context tier: a call whose prompt has more than `tokens` input tokens (cached
+    and cache-written ones included, as Google and Anthropic count them) is billed, every token
+    of it, at these rates instead. USD per million tokens."""
+
+    tokens: PositiveInt
+    """The threshold: the tier applies above it (200000 for Gemini 2.5 Pro and Claude Sonnet 4
+    and 4.5 with 1M context)."""
+    input: NonNegativeFloat
+    output: NonNegativeFloat
+    cached_input: NonNegativeFloat | None = None
+    """Unset: the model's `cached_input` times this `input` over the model's `input` (the ratio
+    Google and Anthropic keep in both tiers); this `input` if the model sets none."""
+    cache_write: NonNegativeFloat | None = None
+    """Unset: the model's `cache_write` scaled so; this `input` if the model sets none."""
+    cache_write_1h: NonNegativeFloat | None = None
+    """Unset: the model's `cache_write_1h` scaled so; this `cache_write` if the model sets
+    none."""
+
+
 class PriceSpec(Spec):
     """USD per million tokens."""
 
@@ -141,6 +161,9 @@ class PriceSpec(Spec):
     5-minute cache); unset: the input price."""
     cache_write_1h: NonNegativeFloat | None = None
     """Input tokens written to Anthropic's 1-hour prompt cache (2x input); unset: `cache_write`."""
+    above: LongContextSpec | None = None
+    """A long-context tier (Gemini 2.5 Pro, Claude Sonnet 4/4.5 with 1M context): the rates for
+    a whole call whose prompt passes `above.tokens`; unset: these rates at any length."""
 
 
 class CapabilitiesSpec(Spec):

@@ -169,10 +169,11 @@ def abandoned_calls(
 
 
 def _dearest(model: Model, usage: Usage | None) -> float:
-    """What `usage` costs at the dearest prices of the models under `model`."""
-    prices = [m.info.price for m in leaves(model)]
-    if usage is None or not prices:
+    """What `usage` costs at the dearest prices of the models under `model` (each at the
+    tier its input tokens reach)."""
+    if usage is None:
         return 0.0
+    prices = [m.info.price.at(usage.input_tokens) for m in leaves(model)]
     input_rate = max(p.dearest_input for p in prices)
     output_rate = max(p.output for p in prices)
     return (usage.input_tokens * input_rate + usage.output_tokens * output_rate) / PER_MILLION

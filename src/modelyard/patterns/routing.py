@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.cost.metering import embed, embed_one
-from modelyard.cost.prices import PER_MILLION, estimate_input_tokens
+from modelyard.cost.prices import Price, estimate_input_tokens
 from modelyard.errors import ModelError
 from modelyard.model import Embedder, Model
 from modelyard.patterns.learned import Array, OutOfFold, Predictor, predict_vector, utilities
@@ -25,7 +25,7 @@ from modelyard.patterns.normalise import LabelReader
 from modelyard.patterns.records import ScoreVector, answered, failed, since_ms
 from modelyard.patterns.semantic import Match, SemanticIndex
 from modelyard.patterns.signals import SignalSet
-from modelyard.types import ChatRequest, Decision, EmbeddingRequest
+from modelyard.types import ChatRequest, Decision, EmbeddingRequest, Usage
 
 _NO_SCORES: Mapping[str, float] = {}
 
@@ -309,18 +309,19 @@ class CandidateCosts:
 
     recorded: np.ndarray
     missing: np.ndarray
-    input_price: np.ndarray
-    output_price: np.ndarray
+    prices: Sequence[Price]
     expected_output_tokens: int
 
     def for_request(self, request: ChatRequest) -> np.ndarray:
-        """USD per candidate for `request`."""
+        """USD per candidate for `request` (a long prompt at its long-context rates)."""
         if not self.missing.any():
             return self.recorded
-        tokens = estimate_input_tokens(request)
-        estimate = (
-            tokens * self.input_price + self.expected_output_tokens * self.output_price
-        ) / PER_MILLION
+        usage = Usage(
+            input_tokens=estimate_input_tokens(request),
+            output_tokens=self.expected_output_tokens,
+            estimated=True,
+        )
+        estimate = np.array([price.cost(usage) for price in self.prices])
         return np.where(self.missing, estimate, self.recorded)
 
 
