@@ -50,3 +50,22 @@ async def test_example_system_falls_back_to_haiku_when_opus_is_overloaded(
         ]
     assert response.model == "claude-haiku" and response.text == "You said: Hello"
     assert response.cost > 0
+
+
+async def test_example_sonnet_asks_for_1m_context_and_bills_a_long_prompt_at_its_tier(
+    write_config: Callable[[str], Path],
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    with FakeAnthropic(api_key="k-example").running() as fake:
+        assert isinstance(fake, FakeAnthropic)
+        path = write_config(text.replace("    optional: true", f"    base_url: {fake.url}"))
+        async with modelyard.load(path, env={"ANTHROPIC_API_KEY": "k-example"}) as yard:
+            response = await yard.complete("claude-sonnet", "x " * 450_000)
+        sent = fake.requests[0]
+        assert "context-1m-2025-08-07" in sent.headers["anthropic-beta"]
+    usage = response.usage
+    assert usage is not None and usage.input_tokens > 200_000
+    # Anthropic's long-context rates for Sonnet 4.5: $6 input, $22.50 output.
+    assert response.cost == pytest.approx(
+        (usage.input_tokens * 6.0 + usage.output_tokens * 22.5) / 1e6
+    )
