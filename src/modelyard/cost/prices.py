@@ -163,7 +163,8 @@ class Price:
         billed whole at `input` and `output`. A cache rate the tier leaves unset keeps its ratio
         to input (the tier's input over this input, or 1 when this input is 0), as Google and
         Anthropic price theirs: a cache read is 0.1x input and a write 1.25x (2x for an hour)
-        in both tiers; one unset here too is billed as the tier's input, as usual."""
+        in both tiers. One unset in both falls back as usual: to the tier's input (a 1-hour write
+        to the tier's `cache_write`)."""
         if tokens <= 0:
             raise ValueError(f"a long-context threshold must be above 0 tokens, not {tokens}")
         scale = input / self.input if self.input else 1.0
