@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.state import postgres as postgres_state
 from modelyard.state.base import StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.postgres import PostgresStore
@@ -37,6 +38,23 @@ async def fresh_tables(kind: type[PostgresTables]) -> AsyncIterator[str]:
     tables = kind(POSTGRES_URL, table_prefix=name)
     await tables.drop_tables()
     await tables.aclose()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A PostgreSQL table prefix of this test alone; its state tables are dropped afterwards."""
+    async for name in fresh_tables(PostgresStore):
+        yield name
+
+
+@pytest.fixture
+async def sweeping(prefix: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PostgresStore]:
+    """A PostgreSQL store on `prefix` whose every acquire sweeps (raising=False: the
+    release before had no sweep to set, and its tests fail on what it keeps, not here)."""
+    monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 0.0, raising=False)
+    store = PostgresStore(POSTGRES_URL, table_prefix=prefix)
+    yield store
+    await store.aclose()
 
 
 def unique_prefix() -> str:

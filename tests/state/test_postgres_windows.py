@@ -7,8 +7,6 @@ a replica of the previous release sharing the tables keeps working. Against the 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -21,16 +19,6 @@ pytestmark = pytest.mark.postgres
 
 KEY = "key-rpm:k"
 LIMIT = 100
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A table prefix of this test alone; its tables are dropped afterwards."""
-    name = "t" + uuid.uuid4().hex[:10] + "_"
-    yield name
-    store = PostgresStore(POSTGRES_URL, table_prefix=name)
-    await store.drop_tables()
-    await store.aclose()
 
 
 async def acquires(store: PostgresStore, count: int) -> tuple[int, int]:
@@ -115,16 +103,6 @@ async def window_rows(prefix: str) -> dict[str, tuple[int, int, int]]:
     finally:
         await conn.close()
     return {key: (c[0], c[1], c[2]) for key, c in rows.items()}
-
-
-@pytest.fixture
-async def sweeping(prefix: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PostgresStore]:
-    """A store on `prefix` whose every acquire sweeps (raising=False: the release before had
-    no sweep to set, and its tests fail on what it keeps, not here)."""
-    monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 0.0, raising=False)
-    store = PostgresStore(POSTGRES_URL, table_prefix=prefix)
-    yield store
-    await store.aclose()
 
 
 async def test_windows_of_keys_never_used_again_are_swept(
