@@ -49,7 +49,7 @@ async def prefix() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def sweeping(prefix: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PostgresStore]:
-    """A PostgreSQL store on `prefix` whose every acquire sweeps (raising=False: the
+    """A PostgreSQL store on `prefix` whose every call that writes sweeps (raising=False: the
     release before had no sweep to set, and its tests fail on what it keeps, not here)."""
     monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 0.0, raising=False)
     store = PostgresStore(POSTGRES_URL, table_prefix=prefix)
