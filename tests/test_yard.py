@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -136,15 +139,25 @@ def test_sync_facade_left_open_at_exit_is_closed_and_its_spend_recorded(
     assert "steady" in costs.stdout and "│        1 │" in costs.stdout
 
 
-async def test_sync_facade_collected_inside_a_running_loop_warns_instead_of_blocking_it(
+async def test_sync_facade_collected_inside_a_running_loop_is_closed_without_blocking_it(
     write_config: Callable[[str], Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Closing would run a loop inside the running one (a RuntimeError from the collector):
-    it says what is lost instead."""
-    yard = modelyard.load_sync(write_config(CONFIG))
+    """Closing would have run a loop inside the running one, so it was skipped, with a warning
+    that the unwritten spend was lost. The SyncYard's loop runs in a thread of its own: the
+    collector hands the closing to it, and the spend reaches the ledger."""
+    config = write_config(CONFIG)
+    yard = modelyard.load_sync(config)
+    assert (await asyncio.to_thread(yard.complete, "steady", "hi")).text == "steady answer"
+    inner, thread = yard.yard, yard._runner.thread
     del yard
     gc.collect()
-    assert "collected inside a running event loop" in caplog.text
+    thread.join(timeout=60)
+    assert not thread.is_alive() and inner._closed
+    assert "collected inside" not in caplog.text
+    costs = await asyncio.to_thread(
+        CliRunner().invoke, app, ["costs", str(config)], env={"COLUMNS": "200"}
+    )
+    assert "steady" in costs.stdout and "│        1 │" in costs.stdout, costs.stdout
 
 
 HOSTED = """
@@ -224,6 +237,16 @@ attempt("stream after close", lambda: list(yard.stream("steady", "hi")))
 """
 
 
+def run_in_dev_mode(script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a Python of its own in development mode (never-awaited coroutines and
+    unclosed resources warn on stderr); assert it succeeded."""
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_sync_facade_misused_says_what_to_do_and_leaks_nothing(
     write_config: Callable[[str], Path],
 ) -> None:
@@ -233,13 +256,7 @@ def test_sync_facade_misused_says_what_to_do_and_leaks_nothing(
     loop and sockets); after close it raised 'Event loop is closed'. Each now says what to do,
     close() closes wherever it is called, and nothing is left unclosed or unawaited."""
     config = write_config(CONFIG + "embedders:\n  grams: {local: {type: hashing}}\n")
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", SYNC_MISUSE.format(config=str(config))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_in_dev_mode(SYNC_MISUSE.format(config=str(config)))
     inside = (
         "RuntimeError: SyncYard.{} cannot run inside a running event loop (a notebook, an "
         "async function): await the Yard's own {} there (modelyard.load), or call it from "
@@ -275,3 +292,109 @@ async def test_a_deadline_given_in_seconds_is_told_it_is_a_monotonic_instant(
     assert "a time.monotonic() instant, not seconds from now" in message
     assert "time.monotonic() + 5 is 5 s from now" in message
     assert caught.value.code == "deadline" and caught.value.model == "main"
+
+
+SYNC_THREADS = """
+import threading, modelyard
+from concurrent.futures import ThreadPoolExecutor
+
+meeting = threading.Barrier(8, timeout=60)
+
+def meet(request):  # answers once all 8 threads' calls are in: they run at the same time
+    meeting.wait()
+    return request.last_user_text.upper()
+
+yard = modelyard.load_sync({config!r})
+
+def work(i):
+    answers = [yard.complete("fn", f"thread {{i}} call {{j}}").text for j in range(3)]
+    answers.append(list(yard.stream("fn", f"thread {{i}} stream"))[-1].response.text)
+    answers.append(str(len(yard.embed("grams", f"thread {{i}}").vectors)))
+    return " | ".join(answers)
+
+with ThreadPoolExecutor(8) as pool:
+    for answers in pool.map(work, range(8)):
+        print(answers)
+
+def attempt(what):
+    try:
+        yard.complete("fn", "hi")
+    except Exception as exc:
+        print(f"{{what}}: {{type(exc).__name__}}: {{exc}}")
+
+closer = threading.Thread(target=yard.close)
+closer.start()
+closer.join()
+attempt("after close")
+after = threading.Thread(target=attempt, args=("after close, from a thread",))
+after.start()
+after.join()
+yard.close()  # again, from another thread than the one that closed it: nothing to do
+"""
+
+
+def test_sync_facade_is_shared_by_threads_whose_calls_run_at_once(
+    write_config: Callable[[str], Path],
+) -> None:
+    """A web app serving requests from a pool of threads shares one SyncYard. Its one private
+    loop could not be run by two threads at once ('This event loop is already running'). Now
+    8 threads' calls run at the same time (the function model answers only when all 8 are in),
+    each gets its own answer, close() from another thread closes it and writes the ledger, and
+    calls after it, from any thread, say the yard is closed."""
+    config = write_config(
+        "models:\n"
+        "  fn:\n"
+        "    local: {type: callable, function: '__main__:meet'}\n"
+        "    price: {input: 1.0, output: 1.0}\n"
+        "embedders:\n"
+        "  grams: {local: {type: hashing}}\n"
+    )
+    done = run_in_dev_mode(SYNC_THREADS.format(config=str(config)))
+    lines = done.stdout.splitlines()
+    assert lines[:8] == [
+        f"THREAD {i} CALL 0 | THREAD {i} CALL 1 | THREAD {i} CALL 2 | THREAD {i} STREAM | 1"
+        for i in range(8)
+    ]
+    closed = f"YardClosedError: the yard of {config} is closed: load the config again"
+    assert lines[8].startswith("after close: " + closed)
+    assert lines[9].startswith("after close, from a thread: " + closed)
+    assert len(lines) == 10
+    for leak in ("Warning", "never awaited", "Task was destroyed", "unclosed", "Traceback"):
+        assert leak not in done.stderr, done.stderr
+    costs = CliRunner().invoke(app, ["costs", str(config)], env={"COLUMNS": "200"})
+    assert "│       32 │" in costs.stdout, costs.stdout  # every call, in the ledger at close
+
+
+ENTERED = threading.Semaphore(0)
+RELEASED = threading.Event()
+
+
+def held(request: ChatRequest) -> str:
+    """A function model that answers only once the test releases it."""
+    ENTERED.release()
+    RELEASED.wait(60)
+    return "late"
+
+
+def test_sync_facade_closed_from_a_thread_while_others_wait_tells_them_it_is_closed(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Calls of other threads still waiting when one thread closes the SyncYard are cancelled
+    and raise YardClosedError: none waits for good on a loop that has stopped."""
+    config = write_config(
+        "models:\n  fn: {local: {type: callable, function: tests.test_yard:held}}\n"
+    )
+    yard = modelyard.load_sync(config)
+    RELEASED.clear()
+    try:
+        with ThreadPoolExecutor(5) as pool:  # 4 callers, and 1 that closes
+            calls = [pool.submit(yard.complete, "fn", "hi") for _ in range(4)]
+            for _ in calls:
+                assert ENTERED.acquire(timeout=60)
+            pool.submit(yard.close).result(timeout=60)
+            for call in calls:
+                with pytest.raises(modelyard.YardClosedError):
+                    call.result(timeout=60)
+    finally:
+        RELEASED.set()
+    assert not yard._runner.thread.is_alive()

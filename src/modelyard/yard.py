@@ -7,16 +7,24 @@ response = await yard.complete("support", "Where is my order 1234?")
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
-import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import replace
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from modelyard.config.build import Built, build
 from modelyard.config.loader import LoadedConfig, load_config
@@ -41,10 +49,9 @@ Prompt = str | ChatRequest | Sequence[Message | Mapping[str, Any]]
 """A question as text, a list of messages (Message or {"role", "content"} dicts), or a request."""
 
 
-log = logging.getLogger(__name__)
-
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ChatRequest))
 _ROLES = get_args(Role)
+T = TypeVar("T")
 
 
 def as_request(prompt: Prompt, **fields: Any) -> ChatRequest:
@@ -261,56 +268,123 @@ def load(
     return Yard(build(load_config(path, env=env), resources), resources)
 
 
-def _close_sync(yard: Yard, loop: asyncio.AbstractEventLoop) -> None:
-    """Close a SyncYard's yard on its loop, then the loop."""
+class _LoopThread:
+    """An event loop running in a daemon thread of its own, which any thread hands work to
+    (asyncio.run_coroutine_threadsafe) and waits for. It holds no reference to its SyncYard, so
+    that can be collected. `lock` orders handing work over against stopping: once stopping,
+    nothing more is handed over (it would never run, and its caller would wait for good)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.calls: set[asyncio.Task[Any]] = set()  # the callers' work; touched on the loop only
+        self.thread = threading.Thread(target=self._serve, name="modelyard-sync", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start `work` on the loop, as a call that stopping cancels. Hold `lock`."""
+        return asyncio.run_coroutine_threadsafe(self._tracked(work), self.loop)
+
+    async def _tracked(self, work: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self.calls.add(task)
+        try:
+            return await work
+        finally:
+            self.calls.discard(task)
+
+    def cancel(self, task: asyncio.Task[Any]) -> None:
+        """Cancel `task` without waiting (once stopping, stopping cancels it)."""
+        with self.lock:
+            if not self.stopping:
+                self.loop.call_soon_threadsafe(task.cancel)
+
+    async def stop(self, yard: Yard) -> None:
+        """Cancel the calls still running (their callers are told the yard is closed) but not
+        the loop's own tasks (the ledger's writer), close the yard, then stop the loop, which
+        the thread then closes."""
+        try:
+            calls = list(self.calls)
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            await yard.aclose()
+        finally:
+            self.loop.call_soon(self.loop.stop)
+
+
+def _running_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    else:  # collected inside another loop, which must not be blocked: nothing can run here
-        log.warning(
-            "a SyncYard left open was collected inside a running event loop, so what it had "
-            "not yet written (spend rows) is lost: close it, or use it in a with block"
-        )
-        return
-    loop.run_until_complete(yard.aclose())
-    loop.close()
+        return False
+    return True
+
+
+def _close_sync(yard: Yard, runner: _LoopThread) -> None:
+    """Close a SyncYard's yard on its loop, then the loop, and wait for it; but not on a thread
+    running an event loop (a SyncYard collected in a notebook, or on its own loop), which must
+    not be blocked: the closing goes on in the yard's thread."""
+    with runner.lock:
+        runner.stopping = True
+        yard._closed = True  # every call from now on is refused, before any is handed over
+        closing = asyncio.run_coroutine_threadsafe(runner.stop(yard), runner.loop)
+    if not _running_loop():
+        closing.result()
+        runner.thread.join()
 
 
 class SyncYard:
-    """A blocking facade over a Yard for scripts: one private event loop. Not for code already
-    inside a running loop (a notebook): there, await the Yard itself. One left open is closed
-    when it is collected or the interpreter exits, so a script's spend still reaches the
-    ledger (its writes are batched)."""
+    """A blocking facade over a Yard for scripts and threaded servers: its calls run on an
+    event loop in a thread of its own, so many threads can share one SyncYard and their calls
+    run at the same time. Not for code already inside a running loop (a notebook): there, await
+    the Yard itself. One left open is closed when it is collected or the interpreter exits, so
+    a script's spend still reaches the ledger (its writes are batched)."""
 
     def __init__(self, yard: Yard) -> None:
         self.yard = yard
-        self._loop = asyncio.new_event_loop()
-        self._closer = weakref.finalize(self, _close_sync, yard, self._loop)
+        self._runner = _LoopThread()
+        self._closer = weakref.finalize(self, _close_sync, yard, self._runner)
         # At exit, before the interpreter stops its worker threads (as concurrent.futures
         # does): closing writes through them (the ledger's SQLite thread). An atexit hook, which
         # weakref.finalize uses, runs after they are gone, and the writes failed.
         self._closer.atexit = False
         threading._register_atexit(self._closer)  # type: ignore[attr-defined]
 
-    def _can_run(self, what: str) -> None:
-        """Raise, before anything is started, when `what` cannot run: the yard is closed, or
-        this thread already runs an event loop (which the private one cannot run inside)."""
-        self.yard._check_open()
+    def _run(self, what: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run the coroutine `work()` makes on the yard's loop and wait for it. Raise, before
+        anything is started, when it cannot run: the yard is closed, or this thread already runs
+        an event loop (which waiting would block). A call that close() cancels is told the yard
+        is closed."""
+        with self._runner.lock:
+            self.yard._check_open()
+            if _running_loop():
+                raise RuntimeError(
+                    f"SyncYard.{what} cannot run inside a running event loop (a notebook, an "
+                    f"async function): await the Yard's own {what} there (modelyard.load), or "
+                    "call it from another thread"
+                )
+            future = self._runner.submit(work())
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        raise RuntimeError(
-            f"SyncYard.{what} cannot run inside a running event loop (a notebook, an async "
-            f"function): await the Yard's own {what} there (modelyard.load), or call it from "
-            "another thread"
-        )
+            return future.result()
+        except concurrent.futures.CancelledError:
+            self.yard._check_open()
+            raise
+        except BaseException:  # KeyboardInterrupt while waiting: stop the call too
+            future.cancel()
+            raise
 
     def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask `target` and wait for the answer."""
-        self._can_run("complete")
-        return self._loop.run_until_complete(self.yard.complete(target, prompt, **fields))
+        return self._run("complete", lambda: self.yard.complete(target, prompt, **fields))
 
     def stream(self, target: str, prompt: Prompt, **fields: Any) -> Iterator[Chunk]:
         """Ask `target` and yield the answer's chunks as they come; the last carries the whole
@@ -319,29 +393,38 @@ class SyncYard:
         One task reads the stream and hands each chunk over: stepping the async stream from a
         new task per chunk would run each step in a fresh copy of the context, losing the
         request's scope (its deadline, its spend meter) between chunks."""
-        self._can_run("stream")
+        yard = self.yard  # not self: a reader left running must not keep this SyncYard alive
         handed: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(maxsize=1)
 
         async def read() -> None:
             try:
-                async for chunk in self.yard.stream(target, prompt, **fields):
+                async for chunk in yard.stream(target, prompt, **fields):
                     await handed.put(chunk)
             except Exception as exc:  # raised on the caller's side, in its own frame
                 await handed.put(exc)
                 return
             await handed.put(None)
 
-        reader = self._loop.create_task(read())
+        async def start() -> asyncio.Task[None]:
+            return asyncio.get_running_loop().create_task(read())
+
+        reader = self._run("stream", start)
+
+        async def stop() -> None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
         try:
-            while (item := self._loop.run_until_complete(handed.get())) is not None:
+            while (item := self._run("stream", handed.get)) is not None:
                 if isinstance(item, Exception):
                     raise item
                 yield item
         finally:
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    self._loop.run_until_complete(reader)
+            try:
+                self._run("stream", stop)
+            except RuntimeError:  # closed (which cancelled it), or left in a running loop
+                self._runner.cancel(reader)
 
     def embed(
         self,
@@ -352,23 +435,15 @@ class SyncYard:
         tags: Iterable[str] = (),
     ) -> EmbeddingResponse:
         """Embed and wait for the vectors."""
-        self._can_run("embed")
-        return self._loop.run_until_complete(
-            self.yard.embed(target, inputs, key_id=key_id, tags=tags)
-        )
+        return self._run("embed", lambda: self.yard.embed(target, inputs, key_id=key_id, tags=tags))
 
     def close(self) -> None:
-        """Close the yard and the loop (once; later calls do nothing), waiting for it. Called
-        where an event loop runs (a notebook), it closes them in a thread of its own: this
-        thread cannot run a second loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            self._closer()
-            return
-        closing = threading.Thread(target=self._closer, name="modelyard-close")
-        closing.start()
-        closing.join()
+        """Close the yard and the loop, from any thread (in a notebook's too), and wait for it;
+        calls still running are cancelled, raising YardClosedError, as do calls after it.
+        Closing again does nothing."""
+        self._closer()
+        if threading.current_thread() is not self._runner.thread:
+            self._runner.thread.join()
 
     def __enter__(self) -> SyncYard:
         return self
