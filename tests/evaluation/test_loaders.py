@@ -359,6 +359,24 @@ def test_jsonl_recordings_reject_impossible_values_as_train_does(
             read_outcomes(path)
 
 
+@pytest.mark.parametrize("field", ["input_tokens", "output_tokens"])
+def test_a_token_count_in_jsonl_recordings_is_a_whole_number(tmp_path: Path, field: str) -> None:
+    """A count of 2.7 tokens was cut to 2 without a word. It is a load error naming the file,
+    line and field; a whole number written as a float (3.0, as pandas writes a column with
+    gaps) is that number."""
+    rows = own_rows()
+    rows[4][field] = 2.7
+    path = write_jsonl(tmp_path / "rec.jsonl", rows)
+    message = f"rec.jsonl:5: field '{field}' must be a whole number, got 2.7"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_recordings("jsonl", [path])
+    rows[4][field] = 3.0
+    item = load_recordings("jsonl", [write_jsonl(path, rows)]).lookup("What is 2 + 2?")
+    assert item is not None
+    count = getattr(item.outcomes["weak"], field)
+    assert count == 3 and isinstance(count, int)
+
+
 def test_routerbench_rejects_a_score_above_one_and_a_negative_cost(tmp_path: Path) -> None:
     header = "sample_id,prompt,eval_name,m,m|model_response,m|total_cost\n"
     path = tmp_path / "rb.csv"

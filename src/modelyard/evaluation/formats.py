@@ -5,9 +5,10 @@ Formats: `routellm-gsm8k`, `routellm-mmlu`, `routellm-mtbench` (routellm.py), `r
 
 **JSONL (your own recordings)**: one object per line and per (prompt, model):
 `prompt`, `model`, `response` (required); `score` in [0, 1] or `correct` (bool); `input_tokens`,
-`output_tokens`, `cost` (USD; else computed from the model's price and the token counts, which
-are estimated from the texts when absent); optional `label` (the gold answer), `confidence`
-(the model's own, in [0, 1]), `latency_ms`, `provider_model`, `id`, `split`.
+`output_tokens` (whole numbers), `cost` (USD; else computed from the model's price and the
+token counts, which are estimated from the texts when absent); optional `label` (the gold
+answer), `confidence` (the model's own, in [0, 1]), `latency_ms`, `provider_model`, `id`,
+`split`.
 
 **RouterDC** (`routerdc-7llm/*.json`): a JSON list of `{"question", "scores": {model: float}}`,
 a file or the folder. A word of the file's name says which task it holds (nothing else in
@@ -167,16 +168,28 @@ def _optional_float(row: dict[str, Any], name: str, path: Path, line: int) -> fl
     return float(value)
 
 
+def _optional_count(row: dict[str, Any], name: str, path: Path, line: int) -> int | None:
+    """A token count: a non-negative whole number when present. One written as a float is
+    taken when whole (3.0, as pandas writes a column with gaps), refused otherwise (2.7 was cut
+    to 2 without a word)."""
+    value = _optional_float(row, name, path, line)
+    if value is None:
+        return None
+    if not value.is_integer():
+        raise ConfigError(
+            f"field {name!r} must be a whole number, got {row[name]!r}", path=str(path), line=line
+        )
+    return int(value)
+
+
 def _jsonl_outcome(row: dict[str, Any], path: Path, line: int) -> Outcome:
-    tokens_in = _optional_float(row, "input_tokens", path, line)
-    tokens_out = _optional_float(row, "output_tokens", path, line)
     confidence = row.get("confidence")
     return Outcome(
         text=text_field(row, "response", str(path), line, empty=True),
         score=recorded_score(row, str(path), line),
         cost=recorded_cost(row, str(path), line),
-        input_tokens=None if tokens_in is None else int(tokens_in),
-        output_tokens=None if tokens_out is None else int(tokens_out),
+        input_tokens=_optional_count(row, "input_tokens", path, line),
+        output_tokens=_optional_count(row, "output_tokens", path, line),
         confidence=None
         if confidence is None
         else unit_score(confidence, "field 'confidence'", str(path), line),
