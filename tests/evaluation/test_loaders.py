@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import load_items, select_split
-from modelyard.evaluation.formats import load_recordings
+from modelyard.evaluation.formats import FORMATS, load_jsonl, load_recordings
 from modelyard.evaluation.synthetic import pseudo_gold
 from modelyard.patterns.training import OutcomesError, read_outcomes
 from tests.evaluation.conftest import own_rows, write_jsonl
@@ -689,3 +691,43 @@ def test_outcomes_not_saved_as_utf8_name_their_line_for_train(tmp_path: Path) ->
         OutcomesError, match=r"rec\.jsonl:2: not UTF-8 text: byte 0xe9 at column 35"
     ):
         read_outcomes(path)
+
+
+def test_a_recordings_file_in_use_is_parsed_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same file named twice in a process (by --data and by the config's replay models)
+    was parsed twice: 4 s more on a 45 MB file. While one load is in use, another of the same
+    file (by resolved path, size and modification time) is that load, under its own name; a
+    changed file is read again, and a load no longer in use is not kept."""
+    parsed: list[Path] = []
+
+    def counted(path: Path) -> object:
+        parsed.append(path)
+        return load_jsonl(path)
+
+    monkeypatch.setitem(FORMATS, "jsonl", counted)
+    monkeypatch.chdir(tmp_path)
+    path = write_jsonl(tmp_path / "rec.jsonl", own_rows())
+    first = load_recordings("jsonl", [path])
+    again = load_recordings("jsonl", [Path("rec.jsonl")])  # another name for the same file
+    assert len(parsed) == 1
+    assert again.items is first.items and again.source == "rec.jsonl"
+    assert first.source == str(path)
+
+    stat = path.stat()  # the same size, another modification time: read again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    touched = load_recordings("jsonl", [path])
+    assert len(parsed) == 2 and touched.items is not first.items
+    rows = own_rows()
+    rows[0]["response"] = "#### 10"  # another size
+    write_jsonl(path, rows)
+    changed = load_recordings("jsonl", [path])
+    assert len(parsed) == 3
+    item = changed.lookup("What is 0 + 0?")
+    assert item is not None and item.outcomes["weak"].text == "#### 10"
+
+    del first, again, touched, changed
+    gc.collect()
+    load_recordings("jsonl", [path])
+    assert len(parsed) == 4  # nothing held once no one uses it

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,12 +264,46 @@ FORMATS: dict[str, Loader] = {
 }
 
 
+_IN_USE: weakref.WeakValueDictionary[tuple[object, ...], Recordings] = weakref.WeakValueDictionary()
+"""The recordings loaded in this process that something still holds (a yard's replay models),
+by format and what `_identity` says of the file or folder."""
+
+
+def _identity(path: Path) -> tuple[object, ...]:
+    """The resolved path with the size and modification time of the file, or of each file in
+    the folder: what changes when the recordings do. OSError when it is not there."""
+    resolved = path.resolve()
+    files = sorted(resolved.iterdir()) if resolved.is_dir() else [resolved]
+    return (str(resolved), *((f.name, *_size_and_time(f)) for f in files))
+
+
+def _size_and_time(file: Path) -> tuple[int, int]:
+    stat = file.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _parsed_once(fmt: str, loader: Loader, path: Path) -> Recordings:
+    """`loader(path)`, or the same recordings loaded earlier in this process while they are in
+    use and unchanged (`--data` naming the file the config's replay models read: a 45 MB file
+    took 4 s to parse), under `path`'s name. Nothing is kept that nothing else holds."""
+    try:
+        key = (fmt, *_identity(path))
+    except OSError:  # not there: the loader says so
+        return loader(path)
+    recordings = _IN_USE.get(key)
+    if recordings is None:
+        recordings = loader(path)
+        _IN_USE[key] = recordings
+    source = str(path)
+    return recordings if recordings.source == source else replace(recordings, source=source)
+
+
 def load_recordings(fmt: str, paths: list[Path]) -> Recordings:
     """Recordings of format `fmt` from one or more files or folders, merged by prompt."""
     loader = FORMATS.get(fmt)
     if loader is None:
         raise ConfigError(f"unknown recording format {fmt!r}{did_you_mean(fmt, FORMATS)}")
-    loaded = [loader(path) for path in paths]
+    loaded = [_parsed_once(fmt, loader, path) for path in paths]
     if len(loaded) == 1:
         return loaded[0]
     models: list[str] = []

@@ -61,7 +61,7 @@ class RecordedItem:
     meta: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Recordings:
     """A loaded set of recordings, indexed by normalised prompt (the first occurrence wins)."""
 
