@@ -26,6 +26,7 @@ from modelyard.patterns.balance import BalanceModel
 from modelyard.patterns.balancing import Balancer, Cooldown
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker
+from modelyard.resilience.ratelimit import Limiter, RateLimitModel, RateLimits
 from modelyard.resilience.retry import RetryModel, RetryPolicy
 from modelyard.state.memory import MemoryStore
 from modelyard.streaming import collect
@@ -538,3 +539,21 @@ def test_config_errors_say_what_is_wrong_and_where(
     assert "systems.pool" + "".join(
         f"[{p}]" if isinstance(p, int) else f".{p}" for p in where
     ) in str(error)
+
+
+async def test_the_gateways_own_rate_limit_rests_a_member_no_longer_than_it_says() -> None:
+    # A member's client-side limit refusing (its concurrency slots busy, its queue full, a
+    # request over its tpm) is not the provider's 429: it says when it has room (a busy
+    # slot: none, as the next call to finish frees it), and the member was rested 5 s.
+    limiter = Limiter("model:a", RateLimits(max_concurrency=1, when_limited="fail"), MemoryStore())
+    a = scripted("a", default="a")
+    model = BalanceModel(
+        "pool", [RateLimitModel(a, [limiter]), scripted("b")], strategy="round_robin"
+    )
+    held = await limiter.acquire(user("x"), 0)  # a call of its own in flight elsewhere
+    response = await model.complete(user("x"))
+    assert response.model == "b"
+    assert "client-side limit" in str(response.decision.children[0].error)  # type: ignore[union-attr]
+    limiter.release(held)
+    answered = [(await model.complete(user("x"))).model for _ in range(4)]
+    assert answered.count("a") == 2

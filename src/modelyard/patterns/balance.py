@@ -41,6 +41,7 @@ from modelyard.patterns.balancing import (
 from modelyard.patterns.records import common_capabilities, since_ms
 from modelyard.resilience.breaker import counts_as_failure, guarding
 from modelyard.resilience.fallback import FallbackModel, Ordering
+from modelyard.resilience.ratelimit import CLIENT_RATE_LIMIT
 from modelyard.resilience.streams import closing
 from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
@@ -88,7 +89,7 @@ class BalanceModel(Model):
         self._clock = clock
         records = self.balancer.records
         # A lone member rests only for a Retry-After: no other could take its requests.
-        rests = cooldown if len(self.members) > 1 else Cooldown(seconds=0)
+        rests = cooldown if len(self.members) > 1 else _NO_REST
         self._tracked = tuple(
             _Tracked(m, record, rests, clock)
             for m, record in zip(self.members, records, strict=True)
@@ -217,6 +218,10 @@ class BalanceModel(Model):
         return error.came_through(self.name).with_decision(decision)
 
 
+_NO_REST = Cooldown(seconds=0)
+"""Rest only for a Retry-After."""
+
+
 class _Tracked(Wrapper):
     """A member as its balancer calls it: keeps its record (in flight, latency, rests)."""
 
@@ -261,7 +266,11 @@ class _Tracked(Wrapper):
     def _failed(self, exc: ModelError, started: float) -> None:
         now = self.clock()
         if isinstance(exc, RateLimitedError):  # its latency says nothing of its speed
-            self.record.rate_limited(now, exc.retry_after, self.cooldown)
+            # The gateway's own limit is no provider's 429: it says when it has room, if it
+            # knows (a busy slot does not: the next call to end frees it); the cooldown's
+            # guess would leave a member that is only busy out for seconds.
+            rests = _NO_REST if exc.code == CLIENT_RATE_LIMIT else self.cooldown
+            self.record.rate_limited(now, exc.retry_after, rests)
         elif counts_as_failure(exc):
             self.record.failed(now - started)
             self.record.failed_again(now, self.cooldown)
