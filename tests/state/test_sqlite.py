@@ -154,6 +154,30 @@ async def test_windows_of_keys_never_used_again_are_swept(tmp_path: Path) -> Non
     await store.aclose()
 
 
+async def test_a_window_a_process_of_the_previous_release_still_writes_is_not_swept(
+    tmp_path: Path,
+) -> None:
+    # That process adds entries but no idle time: a sweep trusting the idle time alone dropped
+    # the window while it held them, and its rate limit counted from zero again.
+    path = tmp_path / "state.db"
+    now = [1000.0]
+    store = SqliteStore(path, clock=lambda: now[0])
+    await store.window_acquire("rpm", 1, limit=3, window=60)
+    now[0] += 120  # idle as this release recorded it ...
+    conn = sqlite3.connect(path)  # ... but the older process took two more since
+    conn.executemany("INSERT INTO state_windows VALUES (?, ?, ?)", [("rpm", now[0] - 1, 1.0)] * 2)
+    conn.execute("INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?)", ("rpm", 3.0, 3))
+    conn.commit()
+    conn.close()
+    await store.window_acquire("other", 1, limit=3, window=60)  # the minute's sweep runs
+    assert _window_rows(path)["rpm"] == (3, 1, 1)
+    assert (await store.window_acquire("rpm", 1, limit=3, window=60)).used == 3  # two of them
+    now[0] += 120  # idle now by its entries too: the next sweep takes it
+    await store.window_acquire("other", 1, limit=3, window=60)
+    assert "rpm" not in _window_rows(path)
+    await store.aclose()
+
+
 async def test_a_sweep_takes_a_bounded_number_of_idle_windows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -62,18 +62,20 @@ MIGRATIONS: list[Migration] = [
     ),
     (
         "005_window_idle",
-        # When each window is empty (its newest entry's time plus its length), so a sweep can
-        # drop the windows of keys no longer used. A table of its own, not a column of
-        # state_window_sums: a process of the previous release sharing the file during an
-        # upgrade writes that table's three columns by position. Windows written before this
-        # did not record their length; every window modelyard keeps is a minute (a rate
-        # limit's, scaled in tests, a virtual key's rpm), so a day past the newest entry is
-        # safely past it.
+        # When each window is empty (its newest entry's time plus its length, `span`), so a
+        # sweep can drop the windows of keys no longer used. A table of its own, not a column
+        # of state_window_sums: a process of the previous release sharing the file during an
+        # upgrade writes that table's three columns by position (and no idle time: the sweep
+        # checks a window's entries against its span before dropping it). Windows written
+        # before this did not record their length; every window modelyard keeps is a minute (a
+        # rate limit's, scaled in tests, a virtual key's rpm), so a day is safely past it.
         """
-        CREATE TABLE state_window_idle (key TEXT PRIMARY KEY, idle_at REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE state_window_idle (
+            key TEXT PRIMARY KEY, idle_at REAL NOT NULL, span REAL NOT NULL) WITHOUT ROWID;
         CREATE INDEX state_window_idle_at ON state_window_idle (idle_at);
-        INSERT INTO state_window_idle SELECT key, 86400 + MAX(at) FROM state_windows GROUP BY key;
-        INSERT OR IGNORE INTO state_window_idle SELECT key, 0 FROM state_window_sums
+        INSERT INTO state_window_idle
+            SELECT key, 86400 + MAX(at), 86400 FROM state_windows GROUP BY key;
+        INSERT OR IGNORE INTO state_window_idle SELECT key, 0, 86400 FROM state_window_sums
         """,
     ),
 ]
@@ -150,21 +152,36 @@ def _window_left(conn: sqlite3.Connection, key: str, cutoff: float) -> tuple[flo
 
 
 def _window_sum(
-    conn: sqlite3.Connection, key: str, used: float, entries: int, idle_at: float
+    conn: sqlite3.Connection, key: str, used: float, entries: int, newest: float, window: float
 ) -> None:
+    """Keep the window's running sum, and when it empties: `window` after its `newest` entry."""
     conn.execute("INSERT OR REPLACE INTO state_window_sums VALUES (?, ?, ?)", (key, used, entries))
-    conn.execute("INSERT OR REPLACE INTO state_window_idle VALUES (?, ?)", (key, idle_at))
+    conn.execute(
+        "INSERT OR REPLACE INTO state_window_idle VALUES (?, ?, ?)", (key, newest + window, window)
+    )
 
 
 def _drop_idle_windows(conn: sqlite3.Connection, now: float) -> None:
     """Drop up to `_SWEEP_WINDOWS` windows whose every entry has left them: the keys of rate
-    limits and virtual keys no longer used (an idle window holds nothing a limit counts)."""
-    keys = conn.execute(
-        "SELECT key FROM state_window_idle WHERE idle_at <= ? ORDER BY idle_at LIMIT ?",
+    limits and virtual keys no longer used (an idle window holds nothing a limit counts). Each
+    is checked against its entries first: a process of the previous release, sharing the file
+    during an upgrade, adds entries without moving the idle time; such a window is kept, its
+    idle time moved past its newest entry."""
+    due = conn.execute(
+        "SELECT key, span FROM state_window_idle WHERE idle_at <= ? ORDER BY idle_at LIMIT ?",
         (now, _SWEEP_WINDOWS),
     ).fetchall()
+    idle: list[tuple[str]] = []
+    for key, span in due:
+        newest = conn.execute("SELECT MAX(at) FROM state_windows WHERE key = ?", (key,)).fetchone()
+        if newest[0] is None or newest[0] + span <= now:
+            idle.append((key,))
+        else:
+            conn.execute(
+                "UPDATE state_window_idle SET idle_at = ? WHERE key = ?", (newest[0] + span, key)
+            )
     for table in _WINDOW_TABLES:
-        conn.executemany(f"DELETE FROM {table} WHERE key = ?", keys)
+        conn.executemany(f"DELETE FROM {table} WHERE key = ?", idle)
 
 
 class SqliteStore(StateStore):
@@ -288,12 +305,12 @@ class SqliteStore(StateStore):
             used, entries = _window_left(conn, key, now - window)
             if used + amount <= limit + _EPSILON:
                 conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, now, amount))
-                _window_sum(conn, key, used + amount, entries + 1, now + window)
+                _window_sum(conn, key, used + amount, entries + 1, now, window)
                 return WindowUse(wait=0.0, used=used + amount, reset=window)
             newest = conn.execute(
                 "SELECT MAX(at) FROM state_windows WHERE key = ?", (key,)
             ).fetchone()[0]
-            _window_sum(conn, key, used, entries, (now if newest is None else newest) + window)
+            _window_sum(conn, key, used, entries, now if newest is None else newest, window)
             reset = newest + window - now if newest is not None else 0.0
             # Read oldest first only as far as `window_wait` needs, not the whole window.
             rows = conn.execute(
