@@ -300,6 +300,15 @@ async def test_a_cooldown_of_0_only_moves_on_after_a_429_without_retry_after() -
     assert (await model.complete(user("x"))).model == "a"  # not cooled down
 
 
+async def test_a_429_saying_retry_after_0_does_not_rest_the_member() -> None:
+    # "Retry-After: 0" says come back now; it was read as no header and rested for 5 s.
+    limited = scripted("a", fails("rate_limited", retry_after=0), default="a again")
+    model = BalanceModel("pool", [limited, scripted("b")], strategy="round_robin")
+    assert (await model.complete(user("x"))).model == "b"
+    assert (await model.complete(user("x"))).model == "b"  # b's turn
+    assert (await model.complete(user("x"))).model == "a"
+
+
 async def test_a_lone_member_is_not_rested_without_a_retry_after() -> None:
     # Nothing else could take its requests: resting it would only refuse them.
     limited = scripted("a", fails("rate_limited"), default="a again")

@@ -76,8 +76,9 @@ class MemberRecord:
             self.cool_until, self.cooled_after = until, after
 
     def rate_limited(self, now: float, retry_after: float | None, cooldown: Cooldown) -> None:
-        """A 429: rest for its Retry-After, or without one for the cooldown's seconds."""
-        seconds = retry_after or cooldown.seconds
+        """A 429: rest for its Retry-After (0: not at all), or without one for the cooldown's
+        seconds."""
+        seconds = cooldown.seconds if retry_after is None else retry_after
         if seconds > 0:
             self.rest(now + seconds, AFTER_429)
 
