@@ -173,7 +173,7 @@ def test_a_spend_below_a_millionth_of_a_dollar_does_not_read_as_zero(
     result = CliRunner().invoke(app, ["costs", str(path)])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if "dear" in line)
-    assert row.split("│")[3].strip() == "1.1e-07"  # its cost, not 0.000000
+    assert row.split("│")[4].strip() == "1.1e-07"  # its cost, not 0.000000
 
 
 def test_usd_keeps_six_decimals_and_shows_what_they_would_hide() -> None:
@@ -308,3 +308,68 @@ def test_costs_closes_every_lease_keeper_it_makes(
     assert result.exit_code == 0, result.output
     assert "budgets (current window)" in result.output
     assert made and closed == made
+
+
+LIMITED = """
+models:
+  dear:
+    local: {type: fake, default: "an answer"}
+    price: {input: 10.0, output: 30.0}
+    limits: {rpm: 1, when_limited: fail}
+  cheap:
+    local: {type: fake, default: "a cheap answer"}
+    price: {input: 1.0, output: 3.0}
+systems:
+  support: {type: fallback, chain: [dear, cheap]}
+  solo: {type: fallback, chain: [dear]}
+budgets:
+  - {name: tiny, scope: system, selector: solo, limit: 0.0000001}
+"""
+
+
+def _table(output: str, title: str) -> dict[str, list[str]]:
+    """The rows of one table of `costs`' output, by name."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("└"):
+            break
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0] and not line.startswith(("┏", "┃", "┡")):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_calls_the_clients_own_rate_limit_refused_are_counted_as_refused_not_served(
+    write_config: Callable[[str], Path],
+) -> None:
+    """The gateway's own rpm limit refused `dear` twice (the call never left, it cost
+    nothing): `costs` counted those as requests `dear` served, with 0 errors. They are shown
+    as refused, as a budget's refusal is (model `(none)`)."""
+    path = write_config(LIMITED)
+
+    async def serve() -> None:
+        async with modelyard.load(path) as yard:
+            await yard.complete("support", "hello")  # dear answers
+            await yard.complete("support", "hello")  # dear refused, cheap answers
+            with pytest.raises(modelyard.RateLimitedError):
+                await yard.complete("dear", "hello")  # refused, nothing to fall back to
+            with pytest.raises(modelyard.BudgetExceededError):
+                await yard.complete("solo", "hello")  # the budget refuses: no model ran
+
+    asyncio.run(serve())
+    result = CliRunner().invoke(app, ["costs", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    by_model = _table(result.output, "spend by model")
+    # requests, refused, cost, per item, saved, errors
+    assert by_model["dear"][:2] == ["1", "2"], result.output
+    assert by_model["dear"][-1] == "0", result.output
+    assert by_model["cheap"][:2] == ["1", "0"], result.output
+    assert by_model["(none)"][:2] == ["0", "1"], result.output
+    by_system = _table(result.output, "spend by system")
+    # every request a system was sent is one of its requests; those no call left for are
+    # refused as well
+    assert by_system["support"][:2] == ["2", "0"], result.output
+    assert by_system["dear"][:2] == ["1", "1"], result.output
+    assert by_system["solo"][:2] == ["1", "1"], result.output

@@ -71,7 +71,7 @@ def _named(key_id: str, keys: dict[str, VirtualKey]) -> str:
 
 def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str, float]) -> Table:
     table = Table(title=title)
-    for column in ("name", "requests", "cost $", "per item $", "saved $", "errors"):
+    for column in ("name", "requests", "refused", "cost $", "per item $", "saved $", "errors"):
         table.add_column(column, justify="left" if column == "name" else "right")
     if accuracy:
         table.add_column("$ / accuracy pt", justify="right")
@@ -79,6 +79,7 @@ def _spend_table(title: str, lines: list[reports.SpendLine], accuracy: dict[str,
         row = [
             line.name,
             str(line.requests),
+            str(line.refused),
             usd(line.cost),
             usd(line.per_item),
             usd(line.saved),

@@ -37,6 +37,10 @@ E = TypeVar("E", bound=ModelError)
 NO_MODEL = "(none)"
 """The model column of a request refused before any model ran."""
 
+REFUSED = "refused"
+"""The decision detail of a call the gateway refused itself before it left (its value says
+what refused it: the client-side rate limit's code); its ledger row is marked `refused`."""
+
 
 def spend_rows(
     system: str,
@@ -98,18 +102,26 @@ def spend_rows(
             billed.tokens.get(model),
             base,
             answered=model == main and response is not None,
+            refused=model in billed.refused,
         )
         for model, cost in billed.costs.items()
     ]
 
 
 def _row(
-    model: str, cost: float, tokens: Usage | None, base: dict[str, Any], *, answered: bool = False
+    model: str,
+    cost: float,
+    tokens: Usage | None,
+    base: dict[str, Any],
+    *,
+    answered: bool = False,
+    refused: bool = False,
 ) -> SpendRow:
     return SpendRow(
         model=model,
         cost=max(0.0, cost),
         answered=answered,
+        refused=refused,
         input_tokens=tokens.input_tokens if tokens is not None else 0,
         output_tokens=tokens.output_tokens if tokens is not None else 0,
         tokens_estimated=tokens.estimated if tokens is not None else False,
@@ -128,6 +140,9 @@ class Billed:
     """What each model called cost, `main` also carrying what the tree does not show."""
     tokens: dict[str, Usage]
     """The tokens of each model's calls, for those that report any."""
+    refused: frozenset[str] = frozenset()
+    """The models none of whose calls left: the gateway refused each (its client-side rate
+    limit), or, as `NO_MODEL`, no model was called (a budget refused the request)."""
 
 
 def billed_models(
@@ -161,7 +176,11 @@ def billed_models(
     per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
     if usage is not None and main not in tokens:
         tokens[main] = usage
-    return Billed(main, per_model, tokens)
+    sent = {leaf.node for leaf in leaves if not leaf.details.get(REFUSED)}
+    refused = {leaf.node for leaf in leaves if leaf.node not in sent}
+    if not leaves and main == NO_MODEL and total <= 0:
+        refused.add(main)
+    return Billed(main, per_model, tokens, frozenset(refused) - {answered_by})
 
 
 def called(decision: Decision) -> bool:

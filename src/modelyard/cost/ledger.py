@@ -62,6 +62,10 @@ MIGRATIONS: list[Migration] = [
         CREATE UNIQUE INDEX alerts_uid ON alerts (uid)
         """,
     ),
+    (
+        "004_refused",
+        "ALTER TABLE spend ADD COLUMN refused INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 """Append-only: add a new entry for any schema change."""
 
@@ -87,6 +91,9 @@ class SpendRow:
     tokens_estimated: bool = False
     """Whether the tokens are modelyard's estimate (a failed call's cost was worked out from
     them, or the provider reported none), not the provider's count."""
+    refused: bool = False
+    """Whether the gateway itself refused the call before it left (its own client-side rate
+    limit; a budget, with model `(none)`): nothing reached a provider, nothing was spent."""
 
 
 Keyed = tuple[str, SpendRow]
@@ -97,9 +104,12 @@ KeyedAlert = tuple[str, Alert]
 
 SPEND_COLUMNS = (
     "uid, at, day, request_id, system, model, key_id, tags, cost, saved, cached, answered,"
-    " error, input_tokens, output_tokens, tokens_estimated"
+    " error, input_tokens, output_tokens, tokens_estimated, refused"
 )
 """The columns of `row_values`, in order."""
+
+SPEND_WIDTH = SPEND_COLUMNS.count(",") + 1
+"""How many columns `row_values` fills."""
 
 ALERT_COLUMNS = "uid, at, kind, place, message, value, threshold, details"
 """The columns of `alert_values`, in order."""
@@ -125,6 +135,7 @@ def row_values(keyed: Keyed) -> tuple[Any, ...]:
         row.input_tokens,
         row.output_tokens,
         int(row.tokens_estimated),
+        int(row.refused),
     )
 
 
@@ -179,7 +190,7 @@ class SqliteLedgerFile:
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"INSERT INTO spend ({SPEND_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+                f"INSERT INTO spend ({SPEND_COLUMNS}) VALUES ({', '.join('?' * SPEND_WIDTH)})"
                 " ON CONFLICT (uid) DO NOTHING",
                 [row_values(r) for r in spend],
             )

@@ -146,7 +146,7 @@ def _delete(conn: sqlite3.Connection, *, uids: list[tuple[str]]) -> None:
 def _spend_row(values: tuple[Any, ...]) -> Keyed:
     """A row read back in `SPEND_COLUMNS` order, as `row_values` wrote it."""
     (uid, at, day, request_id, system, model, key_id, tags, cost, saved, cached, answered,
-     error, input_tokens, output_tokens, tokens_estimated) = values  # fmt: skip
+     error, input_tokens, output_tokens, tokens_estimated, refused) = values  # fmt: skip
     row = SpendRow(
         at=at,
         day=day,
@@ -163,6 +163,7 @@ def _spend_row(values: tuple[Any, ...]) -> Keyed:
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         tokens_estimated=bool(tokens_estimated),
+        refused=bool(refused),
     )
     return uid, row
 

@@ -16,6 +16,7 @@ from typing import Any
 from modelyard.cost.ledger import (
     ALERT_COLUMNS,
     SPEND_COLUMNS,
+    SPEND_WIDTH,
     Keyed,
     KeyedAlert,
     alert_values,
@@ -66,6 +67,10 @@ MIGRATIONS: list[Migration] = [
         "003_uid_alerts_index",
         Index(name="{p}alerts_uid", table="{p}alerts", columns="uid", unique=True),
     ),
+    (
+        "004_refused",
+        "ALTER TABLE {p}spend ADD COLUMN IF NOT EXISTS refused INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 """Append-only: add a new entry for any schema change (an `Index` for an index on a table
 that may be long)."""
@@ -104,7 +109,7 @@ class PostgresLedgerFile(PostgresTables):
         async with conn.transaction():
             if spend:
                 await conn.executemany(
-                    f"INSERT INTO {self.p}spend ({SPEND_COLUMNS}) VALUES ({_marks(16, 8)})"
+                    f"INSERT INTO {self.p}spend ({SPEND_COLUMNS}) VALUES ({_marks(SPEND_WIDTH, 8)})"
                     " ON CONFLICT (uid) DO NOTHING",
                     [row_values(r) for r in spend],
                 )

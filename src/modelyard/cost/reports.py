@@ -28,6 +28,10 @@ class SpendLine:
     cost: float
     saved: float = 0.0
     errors: int = 0
+    refused: int = 0
+    """By model: the calls the gateway refused before they left (its client-side rate limit;
+    `(none)`: requests a budget refused), not among its `requests`. Else: the requests of which
+    no call left (they are among its `requests`)."""
 
     @property
     def per_item(self) -> float:
@@ -61,24 +65,37 @@ _GROUPS = {
 
 
 async def spend_by(file: LedgerFile, group: str, *, days: int) -> list[SpendLine]:
-    """Spend grouped by `system`, `model`, `key`, `tag` or `day` over the last `days` days."""
+    """Spend grouped by `system`, `model`, `key`, `tag` or `day` over the last `days` days.
+
+    A call the gateway refused before it left (`refused` rows) is no request of its model:
+    by model it is counted apart (`SpendLine.refused`); by anything else a request is one
+    however it ended, and those of which no call left are also counted as refused."""
     since = _since(days)
+    if group == "model":
+        counted = (
+            "SUM(1 - refused), SUM(cost), SUM(saved),"
+            " COUNT(DISTINCT CASE WHEN error IS NOT NULL AND refused = 0 THEN request_id END),"
+            " SUM(refused)"
+        )
+    else:
+        counted = (
+            "COUNT(DISTINCT request_id), SUM(cost), SUM(saved),"
+            " COUNT(DISTINCT CASE WHEN error IS NOT NULL THEN request_id END),"
+            " COUNT(DISTINCT request_id) - COUNT(DISTINCT CASE WHEN refused = 0 THEN request_id"
+            " END)"
+        )
     if group == "tag":
         rows = await file.query(
-            "SELECT t.value, COUNT(DISTINCT request_id), SUM(cost), SUM(saved),"
-            " COUNT(DISTINCT CASE WHEN error IS NOT NULL THEN request_id END)"
-            " FROM spend, json_each(spend.tags) AS t WHERE day >= ? GROUP BY t.value"
-            " ORDER BY SUM(cost) DESC",
+            f"SELECT t.value, {counted} FROM spend, json_each(spend.tags) AS t WHERE day >= ?"
+            " GROUP BY t.value ORDER BY SUM(cost) DESC",
             (since,),
         )
     else:
         column = _GROUPS[group]
         order = "day" if group == "day" else "SUM(cost) DESC"
-        counted = "COUNT(*)" if group == "model" else "COUNT(DISTINCT request_id)"
         rows = await file.query(
-            f"SELECT {column}, {counted}, SUM(cost), SUM(saved),"
-            " COUNT(DISTINCT CASE WHEN error IS NOT NULL THEN request_id END)"
-            f" FROM spend WHERE day >= ? GROUP BY {column} ORDER BY {order}",
+            f"SELECT {column}, {counted} FROM spend WHERE day >= ? GROUP BY {column}"
+            f" ORDER BY {order}",
             (since,),
         )
     return [
@@ -88,6 +105,7 @@ async def spend_by(file: LedgerFile, group: str, *, days: int) -> list[SpendLine
             cost=r[2] or 0.0,
             saved=r[3] or 0.0,
             errors=int(r[4]),
+            refused=int(r[5]),
         )
         for r in rows
     ]

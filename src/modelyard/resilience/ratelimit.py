@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modelyard.config.resilience import LimitsSpec
+from modelyard.cost.accounting import REFUSED
 from modelyard.cost.prices import estimate_input_tokens
 from modelyard.errors import ModelError, RateLimitedError
 from modelyard.model import Model, Wrapper
@@ -35,7 +36,7 @@ from modelyard.providers.headers import RateLimitInfo
 from modelyard.resilience.streams import closing
 from modelyard.state.base import StateStore
 from modelyard.state.policy import after_the_call
-from modelyard.types import ChatRequest, ChatResponse, Chunk
+from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision
 
 CLIENT_RATE_LIMIT = "client_rate_limit"
 MINUTE = 60.0
@@ -323,7 +324,16 @@ class RateLimitModel(Wrapper):
             await self._settle(tickets, 0)
             exc.model = self.name
             exc.provider = self.info.provider
-            raise
+            # Never sent: the ledger counts it as refused, not as a request the model served.
+            raise exc.with_decision(
+                Decision(
+                    node=self.name,
+                    kind="model",
+                    reason="refused by the client-side rate limit; not sent",
+                    error=f"{exc.kind}: {exc}",
+                    details={REFUSED: CLIENT_RATE_LIMIT},
+                )
+            ) from None
         except BaseException:
             await self._settle(tickets, 0)
             raise
