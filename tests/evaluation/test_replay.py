@@ -232,3 +232,55 @@ def test_shared_data_reference_resolves_under_the_data_root(
     )
     yard = modelyard.load(write_config(text))
     assert "replayed" in yard.models
+
+
+def _timed(tmp_path: Path, latencies: list[float | None]) -> Path:
+    rows = []
+    for i, latency in enumerate(latencies):
+        row: dict[str, object] = {"prompt": f"Q{i}", "model": "m", "response": f"A{i}", "cost": 0}
+        if latency is not None:
+            row["latency_ms"] = latency
+        rows.append(row)
+    return write_jsonl(tmp_path / "timed.jsonl", rows)
+
+
+async def test_replay_can_wait_each_answer_s_recorded_latency_scaled_else_the_latency_setting(
+    tmp_path: Path, write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay answered at once whatever the recording said (`latency_ms`), so gate's latency
+    rule read the replay's own microseconds; `recorded_latency: <scale>` waits the recorded
+    time times the scale, and `latency:` for answers recorded without one."""
+    waits: list[float] = []
+    real_sleep = replay_module.asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 6))
+        await real_sleep(0)
+
+    monkeypatch.setattr(replay_module.asyncio, "sleep", sleep)
+    path = _timed(tmp_path, [2000, 300, None])
+    local = f'{{type: replay, data: "{path}", format: jsonl, model: m, latency: 0.05, '
+    config = write_config(f"models:\n  r:\n    local: {local}recorded_latency: 0.1}}\n")
+    async with modelyard.load(config) as yard:
+        for i in range(3):
+            response = await yard.complete("r", f"Q{i}")
+            assert response.text == f"A{i}"
+        assert waits == [0.2, 0.03, 0.05]
+        with pytest.raises(modelyard.ModelTimeoutError, match="deadline"):
+            await yard.complete("r", "Q0", deadline=0.1)  # 0.2 s needed
+    waits.clear()
+    plain = write_config(f"models:\n  r:\n    local: {local[:-2]}}}\n", name="plain.yaml")
+    async with modelyard.load(plain) as yard:
+        await yard.complete("r", "Q0")
+    assert waits == [0.05]  # as before: the latency setting, recorded times left unread
+
+
+def test_recorded_latency_asked_of_recordings_without_any_is_a_config_error(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    path = _timed(tmp_path, [None, None])
+    local = f'{{type: replay, data: "{path}", format: jsonl, model: m, recorded_latency: 1}}'
+    with pytest.raises(ConfigError) as caught:
+        modelyard.load(write_config(f"models:\n  r:\n    local: {local}\n"))
+    message = str(caught.value)
+    assert "models.r" in message and "recorded_latency" in message and "latency_ms" in message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat
+from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from modelyard.config.base import Spec
 
@@ -28,4 +28,9 @@ class ReplaySpec(Spec):
     """The recorded model's name: a column or `model` value in the data."""
     data_root: str | None = None
     latency: NonNegativeFloat = 0.0
-    """Seconds each answer takes, to rehearse deadlines; recordings are otherwise instant."""
+    """Seconds each answer takes, to rehearse deadlines; recordings are otherwise instant.
+    With `recorded_latency`, only the answers recorded without a latency take it."""
+    recorded_latency: PositiveFloat | None = None
+    """Wait each answer's recorded latency (the JSONL `latency_ms`) times this scale before
+    answering (1: as recorded; 0.1: ten times faster), so deadlines, cascades and the reports'
+    latencies follow the recording. Recordings with no latency at all are refused."""

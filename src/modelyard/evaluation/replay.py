@@ -66,11 +66,14 @@ class ReplayModel(Model):
         *,
         price: Price | None = None,
         latency: float = 0.0,
+        recorded_latency: float | None = None,
     ) -> None:
         self.info = replace(info, price=price) if price is not None else info
         self.recordings = recordings
         self.model = model
         self.latency = latency
+        self.recorded_latency = recorded_latency
+        """The scale of the recorded latencies waited, or None to wait `latency` always."""
         self._ids = itertools.count()
         self._affixes: tuple[str, str] | None = None
 
@@ -116,21 +119,28 @@ class ReplayModel(Model):
             estimated=estimated,
         )
 
-    async def _wait(self, request: ChatRequest) -> None:
+    def _seconds(self, outcome: Outcome) -> float:
+        """How long the answer takes: its recorded latency scaled, else `latency`."""
+        if self.recorded_latency is not None and outcome.latency_ms is not None:
+            return outcome.latency_ms / 1000 * self.recorded_latency
+        return self.latency
+
+    async def _wait(self, request: ChatRequest, seconds: float) -> None:
         left = request.remaining()
-        if left is not None and left < self.latency:
+        if left is not None and left < seconds:
             await asyncio.sleep(max(0.0, left))
             raise ModelTimeoutError(
-                f"no answer within the deadline ({self.latency:.3f}s needed)", model=self.name
+                f"no answer within the deadline ({seconds:.3f}s needed)", model=self.name
             )
-        await asyncio.sleep(self.latency)
+        await asyncio.sleep(seconds)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
         mark_sent()  # stands in for the provider that was recorded
         outcome = self.outcome(request)
-        if self.latency:
-            await self._wait(request)
+        seconds = self._seconds(outcome)
+        if seconds:
+            await self._wait(request, seconds)
         usage = self._usage(request, outcome)
         cost = outcome.cost if outcome.cost is not None else self.info.price.cost(usage)
         reported = outcome.provider_model or self.model

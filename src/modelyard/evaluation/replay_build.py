@@ -74,7 +74,24 @@ def build_replay(spec: ReplaySpec, context: BuildContext, loc: Loc, info: ModelI
     price = None if not info.price.is_free else LIST_PRICES.get(spec.model)
     if price is None and context.loaded.config.models[info.name].price is None:
         _refuse_free_gaps(recordings, spec.model, context, loc)
-    return ReplayModel(info, recordings, spec.model, price=price, latency=spec.latency)
+    if spec.recorded_latency is not None and not any(
+        (outcome := item.outcomes.get(spec.model)) is not None and outcome.latency_ms is not None
+        for item in recordings.items
+    ):
+        raise context.error(
+            (*loc, "recorded_latency"),
+            f"the recordings at {recordings.source} give no latency for {spec.model!r} (the JSONL "
+            "`latency_ms`; the RouterBench and RouteLLM files record none): drop "
+            "recorded_latency, or use `latency:` seconds",
+        )
+    return ReplayModel(
+        info,
+        recordings,
+        spec.model,
+        price=price,
+        latency=spec.latency,
+        recorded_latency=spec.recorded_latency,
+    )
 
 
 LOCAL_BUILDERS[ReplaySpec] = build_replay
