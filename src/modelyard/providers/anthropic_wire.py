@@ -73,7 +73,7 @@ from modelyard.providers import anthropic_answer, anthropic_count, anthropic_err
 from modelyard.providers.anthropic_blocks import Block, marked, message_blocks, plain_text
 from modelyard.providers.anthropic_tools import native_format, native_json, tool_fields
 from modelyard.providers.headers import RateLimitInfo, anthropic_rate_limits
-from modelyard.providers.wire import ParsedResponse, StreamDecoder
+from modelyard.providers.wire import ParsedResponse, StreamDecoder, check_logprobs
 from modelyard.types import ChatRequest, Choice, Message, Thinking
 
 API_VERSION = "2023-06-01"
@@ -94,6 +94,7 @@ class _Turn:
 def to_wire(request: ChatRequest, model_id: str, *, stream: bool) -> dict[str, Any]:
     """The Messages API body for `request`; BadRequestError for what the API cannot do."""
     _refuse_unsupported(request)
+    check_logprobs(request)
     system: list[str] = []
     turns: list[_Turn] = []
     for position, message in enumerate(request.messages):

@@ -47,7 +47,13 @@ from modelyard.providers.gemini_answers import (
 )
 from modelyard.providers.gemini_errors import api_error, error_from_wire
 from modelyard.providers.headers import RateLimitInfo
-from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, check_tool_choice, require
+from modelyard.providers.wire import (
+    ParsedEmbeddings,
+    ParsedResponse,
+    check_logprobs,
+    check_tool_choice,
+    require,
+)
 from modelyard.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -230,6 +236,7 @@ def _check_parallel(request: ChatRequest) -> None:
 def to_wire(request: ChatRequest) -> dict[str, Any]:
     """The GenerateContentRequest body for `request` (the model goes in the URL)."""
     check_tool_choice(request)
+    check_logprobs(request)
     _check_parallel(request)
     contents, system = _contents(request)
     body: dict[str, Any] = {"contents": contents}

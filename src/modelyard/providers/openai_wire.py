@@ -52,7 +52,13 @@ from modelyard.providers.openai_response import (
     raise_if_error,
     usage_from_wire,
 )
-from modelyard.providers.wire import ParsedEmbeddings, ParsedResponse, check_tool_choice, require
+from modelyard.providers.wire import (
+    ParsedEmbeddings,
+    ParsedResponse,
+    check_logprobs,
+    check_tool_choice,
+    require,
+)
 from modelyard.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -84,6 +90,7 @@ def to_wire(
 ) -> dict[str, Any]:
     """The Chat Completions request body for `request`."""
     check_tool_choice(request)
+    check_logprobs(request)
     body: dict[str, Any] = {"model": model_id, "messages": messages_to_wire(request)}
     if request.tools:
         body["tools"] = [tool_to_wire(tool) for tool in request.tools]

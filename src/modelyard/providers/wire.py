@@ -176,6 +176,19 @@ def check_tool_choice(request: ChatRequest) -> None:
         )
 
 
+def check_logprobs(request: ChatRequest) -> None:
+    """BadRequestError naming `top_logprobs` when it is asked without `logprobs`: OpenAI
+    refuses it, and a wire format that sends it only with `logprobs` (Gemini's) or not at all
+    (Anthropic's) would answer without the alternatives asked for, unsaid. The gateway's Chat
+    Completions refuses it before any model runs; a library caller's request comes here."""
+    if request.top_logprobs is not None and not request.logprobs:
+        raise BadRequestError(
+            "top_logprobs: only allowed when logprobs is true",
+            code="invalid_parameter",
+            param="top_logprobs",
+        )
+
+
 def body_excerpt(body: bytes, limit: int = 200) -> str:
     """The first bytes of a body, printable, for error messages."""
     text = body[:limit].decode("utf-8", errors="replace")
