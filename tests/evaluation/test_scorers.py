@@ -83,6 +83,18 @@ async def test_regex_whose_first_group_took_no_part_in_the_match_is_unparsed() -
     assert (await _score(r"regex:(?:answer: (\w+)|no answer)", "answer: YES", "yes")).value == 1.0
 
 
+async def test_regex_leaves_out_a_label_it_cannot_read_as_its_labelled_says() -> None:
+    # A blank label: `labelled` (what eval's warning and the comparisons count) says the
+    # scorer cannot read it, so the score leaves the item out too; it was scored (an empty
+    # group even counted correct, both sides reading as nothing).
+    scorer = make_scorer(r"regex:Final: (\w*)")
+    item = Item(id="1", prompt="q", label="  ")
+    assert not scorer.labelled(item)
+    for answer in ("Final: yes", "Final: "):
+        score = await scorer.score(item, _response(answer))
+        assert score.value is None and score.reason == UNLABELLED
+
+
 async def test_json_field_reads_fenced_json() -> None:
     answer = 'Here:\n```json\n{"result": {"label": "spam"}}\n```'
     assert (await _score("json:result.label", answer, "spam")).value == 1.0

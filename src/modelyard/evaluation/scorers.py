@@ -134,13 +134,14 @@ class RegexScorer(_Comparing):
             raise ConfigError(f"invalid scorer regex {pattern!r}: {exc}") from None
 
     async def score(self, item: Item, response: ChatResponse) -> Score:
-        if item.label is None:
+        label = None if item.label is None else self.extract(item.label)
+        if label is None:  # as `labelled` says: a blank label is none
             return Score(value=None, reason=UNLABELLED)
         found = self.pattern.search(response.text)
         answer = None if found is None else found.group(1 if self.pattern.groups else 0)
         if answer is None:  # no match, or a first group that took no part in it
             return unparsed()
-        same = _squash(answer) == _squash(item.label)
+        same = self.extract(answer) == label
         return Score(value=1.0 if same else 0.0, parsed=answer)
 
 
