@@ -165,9 +165,12 @@ def billed_models(
     leaves = [d for d in decision.walk() if called(d)] if decision is not None else []
     per_model: dict[str, float] = {}
     tokens: dict[str, Usage] = {}
+    sent: set[str] = set()
+    held: set[str] = set()  # models with a call the gateway refused before it left
     for leaf in leaves:
         node = leaf.node
         per_model[node] = per_model.get(node, 0.0) + leaf.cost
+        (held if leaf.details.get(REFUSED) else sent).add(node)
         used = leaf.usage
         if used is not None:
             before = tokens.get(node)
@@ -176,8 +179,7 @@ def billed_models(
     per_model[main] = per_model.get(main, 0.0) + (total - sum(per_model.values()))
     if usage is not None and main not in tokens:
         tokens[main] = usage
-    sent = {leaf.node for leaf in leaves if not leaf.details.get(REFUSED)}
-    refused = {leaf.node for leaf in leaves if leaf.node not in sent}
+    refused = held - sent
     if not leaves and main == NO_MODEL and total <= 0:
         refused.add(main)
     return Billed(main, per_model, tokens, frozenset(refused) - {answered_by})
