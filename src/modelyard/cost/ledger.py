@@ -145,6 +145,46 @@ def alert_values(keyed: KeyedAlert) -> tuple[Any, ...]:
     return (uid, a.at, a.kind, a.where, a.message, a.value, a.threshold, json.dumps(a.details))
 
 
+def row_from_values(values: tuple[Any, ...]) -> Keyed:
+    """A row read back in `SPEND_COLUMNS` order: the inverse of `row_values`."""
+    (uid, at, day, request_id, system, model, key_id, tags, cost, saved, cached, answered,
+     error, input_tokens, output_tokens, tokens_estimated, refused) = values  # fmt: skip
+    row = SpendRow(
+        at=at,
+        day=day,
+        request_id=request_id,
+        system=system,
+        model=model,
+        cost=cost,
+        key_id=key_id,
+        tags=tuple(json.loads(tags)),
+        saved=saved,
+        cached=bool(cached),
+        answered=bool(answered),
+        error=error,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        tokens_estimated=bool(tokens_estimated),
+        refused=bool(refused),
+    )
+    return uid, row
+
+
+def alert_from_values(values: tuple[Any, ...]) -> KeyedAlert:
+    """An alert read back in `ALERT_COLUMNS` order: the inverse of `alert_values`."""
+    uid, at, kind, where, message, value, threshold, details = values
+    alert = Alert(
+        kind=kind,
+        where=where,
+        message=message,
+        value=value,
+        threshold=threshold,
+        details=json.loads(details),
+        at=at,
+    )
+    return uid, alert
+
+
 @dataclass(slots=True)
 class _Pending:
     spend: list[Keyed] = field(default_factory=list)

@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from modelyard.background import WriteOutage, detached
-from modelyard.cost.alerts import Alert
 from modelyard.cost.ledger import (
     ALERT_COLUMNS,
     SPEND_COLUMNS,
     Keyed,
     KeyedAlert,
     LedgerFile,
-    SpendRow,
     SqliteLedgerFile,
+    alert_from_values,
+    row_from_values,
 )
 from modelyard.state.sqlite_worker import transaction
 
@@ -110,7 +109,7 @@ class OutboxLedgerFile:
         alerts = conn.execute(
             f"SELECT {ALERT_COLUMNS} FROM alerts ORDER BY id LIMIT ?", (self.batch_size,)
         ).fetchall()
-        return [_spend_row(r) for r in spend], [_alert(r) for r in alerts]
+        return [row_from_values(r) for r in spend], [alert_from_values(r) for r in alerts]
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Ship what waits in the outbox (so a report counts it), then query the shared ledger."""
@@ -141,43 +140,3 @@ def _delete(conn: sqlite3.Connection, *, uids: list[tuple[str]]) -> None:
         conn.executemany("DELETE FROM alerts WHERE uid = ?", uids)
 
     transaction(conn, apply)
-
-
-def _spend_row(values: tuple[Any, ...]) -> Keyed:
-    """A row read back in `SPEND_COLUMNS` order, as `row_values` wrote it."""
-    (uid, at, day, request_id, system, model, key_id, tags, cost, saved, cached, answered,
-     error, input_tokens, output_tokens, tokens_estimated, refused) = values  # fmt: skip
-    row = SpendRow(
-        at=at,
-        day=day,
-        request_id=request_id,
-        system=system,
-        model=model,
-        cost=cost,
-        key_id=key_id,
-        tags=tuple(json.loads(tags)),
-        saved=saved,
-        cached=bool(cached),
-        answered=bool(answered),
-        error=error,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        tokens_estimated=bool(tokens_estimated),
-        refused=bool(refused),
-    )
-    return uid, row
-
-
-def _alert(values: tuple[Any, ...]) -> KeyedAlert:
-    """An alert read back in `ALERT_COLUMNS` order, as `alert_values` wrote it."""
-    uid, at, kind, where, message, value, threshold, details = values
-    alert = Alert(
-        kind=kind,
-        where=where,
-        message=message,
-        value=value,
-        threshold=threshold,
-        details=json.loads(details),
-        at=at,
-    )
-    return uid, alert
