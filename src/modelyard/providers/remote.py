@@ -214,14 +214,16 @@ class RemoteModel(Model):
                     raise upstream_error(self.wire, reply.status, reply.headers, payload)
                 if _not_a_stream(reply.headers):
                     payload = await reply.body(self.client.timeouts.total)
-                    raise bad_body(
+                    raise _refusal(self.wire, payload) or bad_body(
                         reply.status,
                         payload,
                         "upstream answered a stream request "
                         f"with {reply.headers.get('content-type')}",
                     )
+                heard = False
                 try:
                     async for event in reply.events(request.remaining()):
+                        heard = True
                         for chunk in decoder.feed(event):
                             assembler.add(chunk)
                             if first:  # names the model answering (`Chunk.model`), and
@@ -240,6 +242,13 @@ class RemoteModel(Model):
                     # the answer is whole, so finish it below.
                     if not _whole(assembler, request.n):
                         raise
+            if not heard:
+                raise bad_body(
+                    reply.status,
+                    reply.head,
+                    "upstream answered a stream request with no events "
+                    f"({reply.headers.get('content-type') or 'no content-type'})",
+                )
             if not decoder.done and not assembler.finished:
                 raise StreamInterruptedError(
                     "stream ended before every choice finished; the answer is incomplete",
@@ -440,6 +449,22 @@ def _json_of(reply: HttpReply, errors: WireFormat) -> Any:
         return orjson.loads(reply.body)
     except orjson.JSONDecodeError:
         raise bad_body(reply.status, reply.body, "upstream answered with non-JSON") from None
+
+
+def _refusal(wire: WireFormat, body: bytes) -> ModelError | None:
+    """The provider's error when `body`, a JSON answer to a stream request, is its error object
+    (some proxies and OpenAI-compatible servers refuse a stream so, with a 200): the error a
+    whole answer's body would raise, so a stream fails over or retries as a whole answer does.
+    None for anything else."""
+    try:
+        wire.from_wire(orjson.loads(body))
+    except BadResponseError:
+        return None
+    except ModelError as exc:
+        return exc
+    except orjson.JSONDecodeError:
+        return None
+    return None
 
 
 def _scrubbed(exc: ModelError, name: str, endpoint: Endpoint) -> ModelError:
