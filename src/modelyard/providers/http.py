@@ -22,7 +22,13 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from modelyard.cost.dispatch import mark_sent, watching
-from modelyard.errors import ModelTimeoutError, NotFoundError, UnavailableError, url_origin
+from modelyard.errors import (
+    BadResponseError,
+    ModelTimeoutError,
+    NotFoundError,
+    UnavailableError,
+    url_origin,
+)
 from modelyard.observability.propagation import with_trace
 from modelyard.providers.sse import Event, EventParser
 
@@ -48,6 +54,14 @@ class HttpReply:
     headers: Mapping[str, str]
     body: bytes
 
+
+MAX_EVENT_BYTES = 64 * 2**20
+"""The most a stream's event (or one line of it) may hold: past it the stream is dropped, where
+the line was held in memory without end. Far above any event an API sends (a Gemini image
+arrives whole in one event, a few MiB)."""
+
+_HEAD = 200
+"""Bytes of a stream's body kept to show in an error when it held no events."""
 
 _TRAILER_WAIT = 0.05
 """Seconds to wait for a stream's body to end after its terminal event."""
@@ -118,6 +132,8 @@ class StreamReply:
         self._timeouts = timeouts
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
+        self.head = b""
+        """The body's first bytes (up to `_HEAD` of them), to show when it held no events."""
         self.settle: float | None = None
         """Once set (the answer is whole, only trailing events are due), the longest wait for
         another event before the caller may give up on them."""
@@ -139,7 +155,10 @@ class StreamReply:
         deadline = None if deadline_left is None else time.monotonic() + deadline_left
         limit = self._timeouts.first_token
         phase = "first token"
-        pending = b""
+        held: list[bytes] = []
+        """The pieces of a line still arriving: joined once, when its end comes (joining each
+        packet to the ones before took time quadratic in the line's length: 8 s for 32 MB)."""
+        held_bytes = 0
         while True:
             wait = limit if self.settle is None else min(limit, self.settle)
             left = None if deadline is None else deadline - time.monotonic()
@@ -162,13 +181,29 @@ class StreamReply:
                 raise UnavailableError(
                     f"connection broke mid-stream: {type(exc).__name__}", code="stream_broken"
                 ) from None
+            if len(self.head) < _HEAD:
+                self.head += data[: _HEAD - len(self.head)]
             if not data:
-                for event in (parser.feed(pending) if pending else None, parser.flush()):
+                last = b"".join(held)
+                for event in (parser.feed(last) if last else None, parser.flush()):
                     if event is not None:
                         yield event
                 return
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
+            if b"\n" not in data:
+                held.append(data)
+                held_bytes += len(data)
+                if held_bytes + parser.size > MAX_EVENT_BYTES:
+                    raise _too_large()
+                continue
+            if held:
+                held.append(data)
+                data = b"".join(held)
+                held.clear()
+            lines = data.split(b"\n")
+            tail = lines.pop()
+            held_bytes = len(tail)
+            if tail:
+                held.append(tail)
             for line in lines:
                 event = parser.feed(line)
                 if event is not None:
@@ -176,6 +211,16 @@ class StreamReply:
                         phase = "next chunk"
                         limit = self._timeouts.stall
                     yield event
+            if parser.size > MAX_EVENT_BYTES:
+                raise _too_large()
+
+
+def _too_large() -> BadResponseError:
+    return BadResponseError(
+        f"a stream event or line went past {MAX_EVENT_BYTES // 2**20} MiB without ending; "
+        "the stream was dropped",
+        code="event_too_large",
+    )
 
 
 class _Connector(aiohttp.TCPConnector):

@@ -20,11 +20,13 @@ class Event:
 class EventParser:
     """Feed it raw lines (with or without line endings); it returns each event as it completes."""
 
-    __slots__ = ("_data", "_event")
+    __slots__ = ("_data", "_event", "size")
 
     def __init__(self) -> None:
         self._event = ""
         self._data: list[str] = []
+        self.size = 0
+        """Characters of data in the event being read (a bound for the caller to enforce)."""
 
     def feed(self, raw: bytes) -> Event | None:
         """Take one line; return the event it completes, if any."""
@@ -38,6 +40,7 @@ class EventParser:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self.size += len(value)
         elif name == "event":
             self._event = value
         return None
@@ -53,4 +56,5 @@ class EventParser:
         event = Event(self._event or "message", "\n".join(self._data))
         self._event = ""
         self._data = []
+        self.size = 0
         return event
