@@ -3,6 +3,7 @@ clients expect, never a stack trace."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from modelyard.errors import (
@@ -50,6 +51,16 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, "invalid_request_error", "invalid_request", param)
 
 
+def retry_after(seconds: float) -> dict[str, str]:
+    """The headers that tell a client when to retry: `retry-after` in whole seconds, rounded up
+    (rounded to nearest, a 2.5 s wait said 2 and the retry met the same 429), and the exact
+    wait as `retry-after-ms`, which the OpenAI and Anthropic SDKs read first."""
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
+
+
 def from_model_error(exc: ModelError) -> ApiError:
     """The client-facing error for a failure inside a system.
 
@@ -74,14 +85,14 @@ def from_model_error(exc: ModelError) -> ApiError:
             headers["x-should-retry"] = "false"
         elif exc.retry_after is not None:  # spent until the window ends: say when, and past a
             # minute tell the SDKs not to retry (they would, twice, into the same refusal)
-            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+            headers.update(retry_after(exc.retry_after))
             if exc.retry_after > 60:
                 headers["x-should-retry"] = "false"
         code = exc.code or "budget_exceeded"
         return ApiError(429, message, "budget_exceeded", code, headers=headers)
     if isinstance(exc, RateLimitedError):
         if exc.retry_after is not None:
-            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+            headers.update(retry_after(exc.retry_after))
         return ApiError(429, message + where, "rate_limit_error", "rate_limited", headers=headers)
     # The SDKs retry a 5xx unless told not to; these stay until the operator fixes the config.
     final = {"x-should-retry": "false"}
@@ -99,7 +110,7 @@ def from_model_error(exc: ModelError) -> ApiError:
         return ApiError(422, message, "quality_check_failed", exc.code)
     if isinstance(exc, NoAnswerError | UnavailableError):
         if exc.retry_after is not None:
-            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+            headers.update(retry_after(exc.retry_after))
         return ApiError(503, message + where, "unavailable", exc.code, headers=headers)
     if isinstance(exc, BadResponseError | StreamInterruptedError):
         return ApiError(502, message + where, "upstream_error", exc.kind)
