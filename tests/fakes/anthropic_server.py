@@ -162,6 +162,10 @@ class FakeAnthropic(FakeUpstream):
             "request_id": f"req_fake{next(self._ids):06d}",
         }
 
+    def error_event(self) -> bytes:
+        """`event: error` with an overloaded_error, as the API ends a stream it gave up on."""
+        return sse(self.error_body(529, None, None), "error")
+
     # --- answers -----------------------------------------------------------------------------
 
     def answer(self, kind: str, request: web.Request, body: Any) -> dict[str, Any]:

@@ -361,6 +361,10 @@ class FakeGemini(FakeUpstream):
         content, final = self._chunks(self._next(), request, body)
         return [frame(c) for c in content], [frame(c) for c in final]
 
+    def error_event(self) -> bytes:
+        """An `{"error": ...}` frame with a 503, as Gemini ends a stream that failed part-way."""
+        return frame(self.error_body(503, None, None))
+
     def error_body(
         self, status: int, error_type: str | None, message: str | None
     ) -> dict[str, Any]:

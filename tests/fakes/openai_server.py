@@ -257,6 +257,10 @@ class FakeOpenAI(FakeUpstream):
         error = {"message": message or default, "type": kind, "param": param, "code": code}
         return {"error": error}
 
+    def error_event(self) -> bytes:
+        """`data: {"error": ...}`, as OpenAI ends a stream that failed part-way."""
+        return sse(self.error_body(500, None, None))
+
     def response_headers(self, kind: str, status: int) -> dict[str, str]:
         exhausted = status == 429
         return {

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,22 @@ class Fault:
     """Streams: send a garbage event in place of event number N."""
     no_final: bool = False
     """Streams: leave out the terminal event(s)."""
+    error_at: int | None = None
+    """Streams: send the API's in-band error event (`error_event`) in place of event number N,
+    then end the body."""
+    half_at: int | None = None
+    """Streams: send the first half of event number N, then end the body cleanly (a proxy that
+    gave up mid-event)."""
+    huge_line: int | None = None
+    """Streams: open with a line of this many bytes (an SSE comment, no newline until its end)."""
+    packet: int | None = None
+    """Streams: write the body in pieces of this many bytes, each flushed on its own (so the
+    client reads lines, and UTF-8 characters, cut across packets)."""
+    encoding: str | None = None
+    """`gzip` or `deflate`: compress the body with that Content-Encoding (a stream flushed
+    event by event, as a compressing proxy in front of the provider does)."""
+    close: bool = False
+    """Answer with `Connection: close` and close the connection after this response."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,10 @@ class FakeUpstream:
         self, status: int, error_type: str | None, message: str | None
     ) -> dict[str, Any]:
         """The API's own error JSON for `status`."""
+        raise NotImplementedError
+
+    def error_event(self) -> bytes:
+        """The API's in-band error event for a stream that fails part-way (`Fault.error_at`)."""
         raise NotImplementedError
 
     def is_stream(self, kind: str, request: web.Request, body: Any) -> bool:
@@ -178,11 +199,12 @@ class FakeUpstream:
             await asyncio.sleep(3600)
         if fault.body is not None:
             status = fault.status or 200
-            return web.Response(
-                status=status,
-                body=fault.body,
-                content_type=fault.content_type.split(";")[0],
-                headers={**self.response_headers(kind, status), **fault.headers},
+            return _whole(
+                status,
+                fault.body,
+                fault.content_type.split(";")[0],
+                {**self.response_headers(kind, status), **fault.headers},
+                fault,
             )
         if fault.status is not None:
             payload = self.error_body(fault.status, fault.error_type, fault.message)
@@ -190,6 +212,7 @@ class FakeUpstream:
                 fault.status,
                 payload,
                 {**self.response_headers(kind, fault.status), **fault.headers},
+                fault,
             )
         rejected = self.reject(kind, request, body)
         if rejected is not None:
@@ -203,16 +226,14 @@ class FakeUpstream:
             200,
             self.answer(kind, request, body),
             {**self.response_headers(kind, 200), **fault.headers},
+            fault,
         )
 
     @staticmethod
-    def _json(status: int, payload: Any, headers: dict[str, str]) -> web.Response:
-        return web.Response(
-            status=status,
-            body=orjson.dumps(payload),
-            content_type="application/json",
-            headers=headers,
-        )
+    def _json(
+        status: int, payload: Any, headers: dict[str, str], fault: Fault | None = None
+    ) -> web.Response:
+        return _whole(status, orjson.dumps(payload), "application/json", headers, fault or Fault())
 
     async def _stream(
         self, kind: str, request: web.Request, body: Any, fault: Fault
@@ -223,13 +244,21 @@ class FakeUpstream:
                 "Cache-Control": "no-cache",
                 **self.response_headers(kind, 200),
                 **fault.headers,
+                **({"Content-Encoding": fault.encoding} if fault.encoding else {}),
             }
         )
+        if fault.close:
+            response.force_close()
         await response.prepare(request)
         content, final = self.events(kind, request, body)
         events = content if fault.no_final else content + final
+        if fault.error_at is not None:
+            events = [*events[: fault.error_at], self.error_event()]
         if fault.first_token_delay:
             await asyncio.sleep(fault.first_token_delay)
+        send = _Sender(response, fault)
+        if fault.huge_line is not None:
+            await send(b":" + b"x" * fault.huge_line + b"\n")
         for number, event in enumerate(events):
             if fault.cut_after is not None and number >= fault.cut_after:
                 assert request.transport is not None
@@ -239,10 +268,13 @@ class FakeUpstream:
                 await asyncio.sleep(3600)
             if fault.malformed_at is not None and number == fault.malformed_at:
                 event = b"data: {this is not json\n\n"
-            await response.write(event)
+            if fault.half_at is not None and number == fault.half_at:
+                await send(event[: len(event) // 2])
+                break
+            await send(event)
             if fault.chunk_delay:
                 await asyncio.sleep(fault.chunk_delay)
-        await response.write_eof()
+        await send.end()
         return response
 
     @property
@@ -295,6 +327,48 @@ class FakeUpstream:
             yield self
         finally:
             self.stop()
+
+
+def _compressor(encoding: str) -> Any:
+    """A zlib stream in the format a Content-Encoding of `encoding` names."""
+    return zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
+
+
+def _whole(
+    status: int, body: bytes, content_type: str, headers: dict[str, str], fault: Fault
+) -> web.Response:
+    """A whole response, compressed and closing the connection as `fault` says."""
+    if fault.encoding:
+        packer = _compressor(fault.encoding)
+        body = packer.compress(body) + packer.flush()
+        headers = {**headers, "Content-Encoding": fault.encoding}
+    response = web.Response(status=status, body=body, content_type=content_type, headers=headers)
+    if fault.close:
+        response.force_close()
+    return response
+
+
+class _Sender:
+    """Writes a stream's bytes as a fault says: compressed, and in packets of a given size."""
+
+    def __init__(self, response: web.StreamResponse, fault: Fault) -> None:
+        self.response = response
+        self.packet = fault.packet
+        self.packer = _compressor(fault.encoding) if fault.encoding else None
+
+    async def __call__(self, data: bytes) -> None:
+        if self.packer is not None:
+            data = self.packer.compress(data) + self.packer.flush(zlib.Z_SYNC_FLUSH)
+        size = self.packet or len(data) or 1
+        for start in range(0, len(data), size):
+            await self.response.write(data[start : start + size])
+            if self.packet:
+                await asyncio.sleep(0.002)  # so each piece leaves in a packet of its own
+
+    async def end(self) -> None:
+        if self.packer is not None:
+            await self.response.write(self.packer.flush())
+        await self.response.write_eof()
 
 
 async def _cancel_leftovers() -> None:

@@ -61,42 +61,52 @@ class Running:
         return self.url + "/v1"
 
 
+def start_gateway(config: Path) -> tuple[Running, Callable[[], None]]:
+    """Serve the gateway for `config` on a free port; returns it and the function stopping it."""
+    app = create_app(config)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="on",
+            log_level="warning",
+            loop="asyncio",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return Running(url=f"http://127.0.0.1:{port}", app=app, config=config), stop
+
+
 @pytest.fixture
 def serve_gateway(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     """Start a gateway for the given config text (extra YAML appended to SYSTEMS)."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    stops: list[Callable[[], None]] = []
 
     def start(extra: str = "", *, text: str | None = None) -> Running:
         config = tmp_path / "config.yaml"
         config.write_text(text if text is not None else SYSTEMS + extra, encoding="utf-8")
-        app = create_app(config)
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=port,
-                lifespan="on",
-                log_level="warning",
-                loop="asyncio",
-                timeout_graceful_shutdown=5,
-            )
-        )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
-        servers.append((server, thread))
-        return Running(url=f"http://127.0.0.1:{port}", app=app, config=config)
+        running, stop = start_gateway(config)
+        stops.append(stop)
+        return running
 
     yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+    for stop in stops:
+        stop()
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
