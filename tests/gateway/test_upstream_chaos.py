@@ -480,3 +480,20 @@ def test_a_connection_reset_before_any_answer_is_a_503(
     seen = ask(yard, client, wire, stream=stream)
     assert seen.status == 503 and f"(model {wire})" in seen.message
     assert record(yard, seen.request_id)["status"] == 503
+
+
+def _model_errors(yard: Yard, model: str) -> float:
+    """The gateway's count of failed calls to `model`, of every kind."""
+    text = httpx2.get(f"{yard.running.url}/metrics").text
+    lines = [line for line in text.splitlines() if line.startswith("modelyard_model_errors_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if f'model="{model}"' in line)
+
+
+@pytest.mark.parametrize("fault", [Fault(error_at=1), Fault(body=b"{}"), Fault(status=529)])
+def test_every_upstream_fault_is_counted_against_its_model(
+    yard: Yard, fakes: dict[str, FakeUpstream], fault: Fault
+) -> None:
+    before = _model_errors(yard, "gemini")
+    fakes["gemini"].always(fault)
+    assert ask(yard, "openai", "gemini", stream=True).error is not None
+    assert _model_errors(yard, "gemini") == before + 1
