@@ -278,6 +278,11 @@ async def test_redis_unreachable_with_fail_closed_refuses_requests_clearly(
             "cache.semantic.systems[0]",
             "unknown system or model 'premum'; did you mean 'premium'? known: ",
         ),
+        (
+            "gateway:\n  capture: {targets: [premum]}\n",
+            "gateway.capture.targets[0]",
+            "unknown system or model 'premum'; did you mean 'premium'? known: ",
+        ),
     ],
 )
 def test_bad_operations_config_names_the_place(

@@ -230,13 +230,14 @@ def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
                 f"unknown system or model {budget.downgrade_to!r}"
                 + did_you_mean(budget.downgrade_to, sorted(every)),
             )
-    cache = ops.cache
-    if cache is None:
-        return
+    captured = ops.gateway.capture.targets if ops.gateway.capture is not None else None
     named: list[tuple[Loc, str]] = [
-        (("cache", "targets", i), name) for i, name in enumerate(cache.targets or ())
+        (("gateway", "capture", "targets", i), name) for i, name in enumerate(captured or ())
     ]
-    if cache.semantic is not None:
+    cache = ops.cache
+    if cache is not None:
+        named += [(("cache", "targets", i), name) for i, name in enumerate(cache.targets or ())]
+    if cache is not None and cache.semantic is not None:
         named += [
             (("cache", "semantic", "systems", i), name)
             for i, name in enumerate(cache.semantic.systems)
@@ -246,7 +247,7 @@ def _check_names(context: BuildContext, ops: OperationsSpec) -> None:
             raise context.error(
                 loc, f"unknown system or model {name!r}{did_you_mean(name, sorted(every))}"
             )
-    if cache.semantic is not None:
+    if cache is not None and cache.semantic is not None:
         context.embedder(cache.semantic.embedder, ("cache", "semantic", "embedder"))
 
 
