@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
@@ -107,3 +109,26 @@ async def test_a_request_whose_deadline_passed_is_not_sent(streamed: bool) -> No
     assert server.requests == []
     assert caught.value.code == "deadline" and not caught.value.request_sent
     assert "deadline passed before the request was sent" in str(caught.value)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_refused_connection_names_the_host_and_port_but_not_the_path(
+    streamed: bool,
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions?key=secret"
+    client = HttpClient()
+    try:
+        with pytest.raises(UnavailableError) as caught:
+            if streamed:
+                async with client.stream(url, headers={}, body=b"{}"):
+                    pass
+            else:
+                await client.post(url, headers={}, body=b"{}")
+    finally:
+        await client.aclose()
+    assert caught.value.code == "connect"
+    assert f"cannot connect to 127.0.0.1:{port}: " in str(caught.value)
+    assert "secret" not in str(caught.value) and "/v1" not in str(caught.value)

@@ -87,6 +87,14 @@ def _timed_out(
     return error
 
 
+def _cannot_connect(exc: aiohttp.ClientConnectorError) -> UnavailableError:
+    """A connection that could not be made, naming the host and port tried (never the URL's
+    path, query or credentials), so a wrong `base_url` or an unresolvable host shows as such."""
+    return UnavailableError(
+        f"cannot connect to {exc.host}:{exc.port}: {exc.os_error}", code="connect"
+    )
+
+
 def _too_late(deadline_left: float | None) -> None:
     """Refuse a request whose deadline has passed before sending it: sent with no time to
     answer, it would only be billed (its input) and time out all the same."""
@@ -294,7 +302,7 @@ class HttpClient:
                 limit, deadline_left, "no complete answer", "timeout", sent=sent
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None
+            raise _cannot_connect(exc) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UnavailableError(
                 f"connection failed: {type(exc).__name__}", code="connection"
@@ -331,7 +339,7 @@ class HttpClient:
                 limit, deadline_left, "no response headers", "first_token_timeout", sent=sent
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UnavailableError(f"cannot connect: {exc.os_error}", code="connect") from None
+            raise _cannot_connect(exc) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UnavailableError(
                 f"connection failed: {type(exc).__name__}", code="connection"
