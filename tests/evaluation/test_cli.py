@@ -15,13 +15,14 @@ import redis
 from typer.testing import CliRunner, Result
 
 from modelyard.cli import app
-from modelyard.cli.evidence_output import dump
+from modelyard.cli.evidence_output import dump, dump_with_items, item_spill
 from modelyard.config.build import Built
 from modelyard.config.loader import LoadedConfig
 from modelyard.config.resources import Resources
 from modelyard.evaluation import isolation
 from modelyard.evaluation.formats import FORMATS
 from modelyard.evaluation.history import ConfigHistory
+from tests.evaluation import spy
 from tests.evaluation.conftest import own_rows, write_jsonl
 from tests.patterns.test_router import LEARNED_MODELS, learned_config, write_outcomes
 from tests.resilience.test_drill import ONE_PROVIDER
@@ -304,6 +305,40 @@ def test_json_output_of_many_items_takes_memory_in_proportion_to_its_text(
     assert json.loads(text) == {"items": items}
     assert text == json.dumps({"items": items}, indent=2, ensure_ascii=False) + "\n"
     assert peak < 30 * len(text)
+
+
+def test_items_spilled_to_a_file_print_as_the_whole_document_would(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `eval --json` writes each item to a file as it comes and prints them after the report:
+    # the text must be the one `dump` prints of the whole document, byte for byte.
+    items: list[dict[str, object]] = [
+        {"id": "q0", "answer": "line\nbreak \u2028 é", "score": float("nan"), "route": None},
+        {"id": "q1", "decision": {"children": [], "details": {}}, "cost": 0.5},
+    ]
+    head = {"report": {"n": 2, "nodes": {}, "accuracy": float("inf")}}
+    dump({**head, "items": items})
+    whole = capsys.readouterr().out
+    with item_spill() as spill:
+        for item in items:
+            spill.add(item)
+        dump_with_items(head, "items", spill)
+    assert capsys.readouterr().out == whole
+
+
+def test_eval_of_a_file_with_a_bad_last_row_asks_no_model_and_prints_no_report(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    spy.SEEN.clear()
+    rows = [{"id": f"q{n}", "prompt": f"q{n}?", "label": "odd"} for n in range(30)]
+    golden = write_jsonl(tmp_path / "golden.jsonl", [*rows, {"id": "q3", "prompt": "again"}])
+    config = write_config(
+        "models:\n  spy: {local: {type: callable, function: tests.evaluation.spy:echo_length}}\n"
+    )
+    result = runner.invoke(app, ["eval", str(config), "spy", "--data", str(golden), "--json"])
+    assert result.exit_code == 2
+    assert "item id 'q3' is also the id of line 4" in " ".join(result.stderr.split())
+    assert result.stdout == "" and spy.SEEN == []
 
 
 def _calibrate_own(config: Path, *extra: str) -> Result:

@@ -15,7 +15,7 @@ from modelyard.cli import app
 from modelyard.errors import ConfigError
 from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
-from modelyard.evaluation.report import summarize
+from modelyard.evaluation.report import Tally, summarize
 from modelyard.evaluation.runner import ItemResult
 from tests.evaluation.conftest import own_rows, write_jsonl
 
@@ -219,7 +219,7 @@ def test_a_non_finite_accuracy_cannot_be_judged() -> None:
     report = replace(summarize("main", []), n=1, scored=1, accuracy=float("nan"))
     fine = replace(report, accuracy=1.0)
     with pytest.raises(ConfigError, match="candidate: its accuracy is nan"):
-        judge(fine, report, [], [], Tolerances())
+        judge(fine, report, Tally(), Tally(), Tolerances())
 
 
 def _versions(path: Path) -> tuple[ConfigHistory, list[str]]:
@@ -371,11 +371,12 @@ def test_a_candidate_answered_by_a_model_it_does_not_pin_fails_unless_allowed() 
     base = [_answered("1", None), _answered("2", None)]
     cand = [_answered("1", moved), _answered("2", None)]
     base_report, cand_report = summarize("main", base), summarize("main", cand)
-    result = judge(base_report, cand_report, base, cand, Tolerances())
+    base_tally, cand_tally = Tally.of(base), Tally.of(cand)
+    result = judge(base_report, cand_report, base_tally, cand_tally, Tolerances())
     (violation,) = result.violations
     assert "models it does not pin (mini: " + moved + ", 1 item)" in violation
     assert "--allow-drift" in violation
-    allowed = judge(base_report, cand_report, base, cand, Tolerances(allow_drift=True))
+    allowed = judge(base_report, cand_report, base_tally, cand_tally, Tolerances(allow_drift=True))
     assert allowed.passed and f"mini: {moved}" in allowed.model_changes
 
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import modelyard
 from modelyard.errors import ConfigError
-from modelyard.evaluation.dataset import Item, holdout, load_labelled, select_split
+from modelyard.evaluation.dataset import Item, ItemSource, holdout, load_labelled, select_split
 from modelyard.evaluation.evaluate import evaluate, leaf_models
+from modelyard.evaluation.runner import AHEAD, ItemResult
 from modelyard.evaluation.scorers import CallableScorer, make_scorer
 from tests.evaluation import spy
+from tests.evaluation.conftest import write_jsonl
 
 CONFIG = """
 models:
@@ -122,7 +124,8 @@ async def test_failed_calls_are_counted_apart(write_config: Callable[[str], Path
     async with modelyard.load(write_config(CONFIG)) as yard:
         evaluation = await evaluate(yard, "broken", _items(3), make_scorer("exact"))
     assert evaluation.report.failed == 3 and evaluation.report.accuracy == 0.0
-    assert evaluation.results[0].error is not None and "unavailable" in evaluation.results[0].error
+    first = evaluation.tally.first_failure
+    assert first is not None and first[0] == "0" and "unavailable" in first[1]
 
 
 def test_leaf_models_of_a_system(write_config: Callable[[str], Path]) -> None:
@@ -281,3 +284,99 @@ async def test_a_slow_sync_scorer_runs_in_threads_so_items_are_scored_at_once(
     overlapping = [start for start, _, _ in spans if start < first_end]
     assert len(overlapping) >= 4, spans  # run one after another, only the first starts before
     assert threading.get_ident() not in {thread for _, _, thread in spans}
+
+
+async def test_items_are_read_as_results_come_not_all_up_front(
+    write_config: Callable[[str], Path],
+) -> None:
+    # A replay of logged traffic is hundreds of thousands of items: the runner reads the
+    # next only when it has room, a bounded window past the results handed back.
+    bound = AHEAD * 2
+    read, done = [0], [0]
+
+    def stream() -> Iterator[Item]:
+        for item in _items(60):
+            assert read[0] - done[0] < bound, f"item {item.id} read with {done[0]} results out"
+            read[0] += 1
+            yield item
+
+    def count(_: ItemResult) -> None:
+        done[0] += 1
+
+    async with modelyard.load(write_config(CONFIG)) as yard:
+        evaluation = await evaluate(
+            yard, "steady", stream(), make_scorer("choice"), concurrency=2, on_result=count
+        )
+    assert read[0] == done[0] == evaluation.report.n == 60
+
+
+SLOW_FIRST = """
+models:
+  uneven:
+    local: {type: fake, answers: {"q0": {text: "B", latency: 0.2}}, default: "B"}
+"""
+
+
+async def test_results_come_in_item_order_when_a_slow_item_finishes_last(
+    write_config: Callable[[str], Path],
+) -> None:
+    items = [Item(id=str(n), prompt=f"q{n}", label="B") for n in range(12)]
+    seen: list[str] = []
+    async with modelyard.load(write_config(SLOW_FIRST)) as yard:
+        evaluation = await evaluate(
+            yard,
+            "uneven",
+            items,
+            make_scorer("choice"),
+            concurrency=4,
+            on_result=lambda r: seen.append(r.id),
+        )
+    assert seen == [item.id for item in items]
+    assert evaluation.tally.ids == seen
+
+
+def test_an_item_source_hands_out_items_before_it_reads_a_late_bad_row(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{"id": f"q{n}", "prompt": f"q{n}?"} for n in range(5)]
+    path = write_jsonl(tmp_path / "set.jsonl", [*rows, {"id": "q9", "question": "no prompt"}])
+    passes = iter(ItemSource(str(path)))
+    assert next(passes).id == "q0"  # the file is read as items are asked for
+    with pytest.raises(ConfigError, match="missing field 'prompt'") as caught:
+        list(passes)
+    assert "set.jsonl:6:" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("late", "error"),
+    [
+        ({"id": "q0", "prompt": "again"}, "item id 'q0' is also the id of line 1"),
+        ({"id": "q7", "messages": []}, "'messages' must be a non-empty list"),
+    ],
+)
+def test_a_limit_still_reads_the_rest_of_the_file(
+    tmp_path: Path, late: dict[str, object], error: str
+) -> None:
+    rows: list[dict[str, object]] = [{"id": f"q{n}", "prompt": f"q{n}?"} for n in range(5)]
+    path = write_jsonl(tmp_path / "set.jsonl", [*rows, late])
+    with pytest.raises(ConfigError, match=error):
+        list(ItemSource(str(path), limit=2))
+
+
+def test_an_item_source_of_an_absent_split_names_the_splits_present(tmp_path: Path) -> None:
+    rows = [{"prompt": f"q{n}?", "split": "train"} for n in range(3)]
+    path = write_jsonl(tmp_path / "set.jsonl", rows)
+    with pytest.raises(ConfigError, match="split 'test' is empty; splits present: train"):
+        list(ItemSource(str(path), split="test"))
+
+
+def test_each_pass_reads_the_file_again_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [
+        {"id": "a", "prompt": "same?", "label": "x"},
+        {"id": "b", "prompt": "same?", "label": "y"},
+    ]
+    source = ItemSource(str(write_jsonl(tmp_path / "set.jsonl", rows)), limit=1)
+    first, second = list(source), list(source)
+    assert [i.id for i in first] == [i.id for i in second] == ["a"]
+    clashes = [r for r in caplog.records if "with different labels ('x', 'y')" in r.getMessage()]
+    assert len(clashes) == 1

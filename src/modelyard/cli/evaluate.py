@@ -44,6 +44,8 @@ from modelyard.cli.evidence_input import (
 from modelyard.cli.evidence_output import (
     check_html,
     dump,
+    dump_with_items,
+    item_spill,
     print_calibration,
     print_comparison,
     print_evaluation,
@@ -61,6 +63,7 @@ from modelyard.evaluation.gate import GateResult, Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory, write_atomic
 from modelyard.evaluation.isolation import build_for_evaluation, load_for_evaluation
 from modelyard.evaluation.knobs import discover_knobs, parse_knob
+from modelyard.evaluation.runner import ItemResult
 from modelyard.evaluation.scorers import make_scorer
 
 
@@ -92,36 +95,39 @@ def eval_command(
         yard = load_for_evaluation(config)
         items = read_items(data, fmt, split, limit)
         scoring = make_scorer(scorer_spec(scorer, fmt), yard.models)
-        warn_unlabelled(items, scoring, data, fmt)
+        count = warn_unlabelled(items, scoring, data, fmt)
+        with item_spill() as spill:
 
-        async def go() -> Any:
-            try:
-                check_target(yard, system, config)
-                with progress() as tick:
-                    done = [0]
+            async def go() -> Any:
+                try:
+                    check_target(yard, system, config)
+                    with progress() as tick:
+                        done = [0]
 
-                    def on_result(_: object) -> None:
-                        done[0] += 1
-                        tick(f"eval {system}", done[0], len(items))
+                        def on_result(result: ItemResult) -> None:
+                            done[0] += 1
+                            tick(f"eval {system}", done[0], count)
+                            if as_json:
+                                spill.add(result.to_dict())
 
-                    return await evaluate(
-                        yard, system, items, scoring, concurrency=concurrency, on_result=on_result
-                    )
-            finally:
-                await yard.aclose()
+                        return await evaluate(
+                            yard,
+                            system,
+                            items,
+                            scoring,
+                            concurrency=concurrency,
+                            on_result=on_result,
+                        )
+                finally:
+                    await yard.aclose()
 
-        evaluation = asyncio.run(go())
-        report = evaluation.report
-        if as_json:
-            dump(
-                {
-                    "report": report.to_dict(),
-                    "items": [r.to_dict() for r in evaluation.results],
-                }
-            )
-        else:
-            print_evaluation(f"{system} on {data}", evaluation, scoring.name)
-        write_html(html_path, lambda: reports.eval_html(report, evaluation.results))
+            evaluation = asyncio.run(go())
+            report = evaluation.report
+            if as_json:
+                dump_with_items({"report": report.to_dict()}, "items", spill)
+            else:
+                print_evaluation(f"{system} on {data}", evaluation, scoring.name)
+        write_html(html_path, lambda: reports.eval_html(report, evaluation.tally))
         if report.n and report.failed == report.n:  # a 0 % that measured nothing: not a pass
             fail(f"{system} answered none of the {report.n} items (why: above)", code=1)
 
@@ -278,7 +284,7 @@ def compare_command(
         yard = load_for_evaluation(config)
         items = read_items(data, fmt, split, limit)
         scoring = make_scorer(scorer_spec(scorer, fmt), yard.models)
-        warn_unlabelled(items, scoring, data, fmt)
+        count = warn_unlabelled(items, scoring, data, fmt)
 
         async def go() -> list[Row]:
             try:
@@ -301,13 +307,13 @@ def compare_command(
         if as_json:
             dump([r.to_dict() for r in rows])
         else:
-            print_comparison(f"{', '.join(system)} vs their models on {len(items)} items", rows)
+            print_comparison(f"{', '.join(system)} vs their models on {count} items", rows)
         write_html(html_path, lambda: reports.compare_html(rows, f"{', '.join(system)} vs models"))
         silent = [r for r in rows if r.answered_none]
         if silent:  # as eval: a row of 0 % that measured nothing must not pass a CI step
             first = silent[0].first_failure or "no error recorded"
             fail(
-                f"{', '.join(r.name for r in silent)} answered none of the {len(items)} items; "
+                f"{', '.join(r.name for r in silent)} answered none of the {count} items; "
                 f"the first failure, {first}",
                 code=1,
             )
@@ -392,7 +398,7 @@ def gate(
             finally:
                 await base_yard.aclose()
                 await cand_yard.aclose()
-            return judge(base.report, cand.report, base.results, cand.results, tolerances)
+            return judge(base.report, cand.report, base.tally, cand.tally, tolerances)
 
         result = asyncio.run(go())
         if as_json:

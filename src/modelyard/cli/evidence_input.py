@@ -3,7 +3,7 @@ the items a set yields (and calibrate's train/test splits), its scorer, the syst
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +15,7 @@ from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import (
     LABELLED,
     Item,
+    ItemSource,
     holdout,
     load_items,
     select_split,
@@ -75,26 +76,39 @@ def scorer_spec(scorer: str | None, fmt: str) -> str:
     return scorer or ("exact" if fmt == LABELLED else "recorded")
 
 
-def read_items(data: str, fmt: str, split: str | None, limit: int | None) -> list[Item]:
-    """The items of `data` (of one split, the first `limit`)."""
-    items = select_split(load_items(data, fmt), split, source=data)
-    return items[:limit] if limit else items
+def read_items(data: str, fmt: str, split: str | None, limit: int | None) -> ItemSource:
+    """The items of `data` (of one split, the first `limit`), read from the file on each pass
+    over them."""
+    return ItemSource(data, fmt, split, limit)
 
 
-def warn_unlabelled(items: Sequence[Item], scoring: Scorer, data: str, fmt: str) -> None:
-    """Warn on stderr when the scorer needs labels that most items lack, or cannot read the
-    labels of some."""
-    warning = unlabelled_warning(items, data, fmt) if scoring.needs_label else None
-    if warning is not None:
-        errors.print(f"[yellow]warning:[/] {escape(warning)}")
-    unreadable = [i for i in items if i.label is not None and not scoring.labelled(i)]
-    if unreadable:  # numbers read as choice letters, say: left out of accuracy
-        first = unreadable[0]
+def warn_unlabelled(items: Iterable[Item], scoring: Scorer, data: str, fmt: str) -> int:
+    """Read `items` once, before any model is asked, and count them: a bad row, a repeated id
+    or an empty split anywhere in the file stops the command here, not after a run. Warn on
+    stderr when the scorer needs labels that most items lack, or cannot read the labels of
+    some."""
+    count = missing = unreadable = 0
+    fields: set[str] = set()
+    first: Item | None = None
+    for item in items:
+        count += 1
+        fields.update(item.meta)
+        if item.label is None:
+            missing += 1
+        elif not scoring.labelled(item):  # numbers read as choice letters, say
+            unreadable += 1
+            first = first or item
+    if scoring.needs_label:
+        warning = unlabelled_warning(missing, count, fields, data, fmt)
+        if warning is not None:
+            errors.print(f"[yellow]warning:[/] {escape(warning)}")
+    if first is not None:  # left out of accuracy
         errors.print(
             f"[yellow]warning:[/] {escape(data)}: the {scoring.name} scorer cannot read the label "
-            f"of {len(unreadable)} of {len(items)} items (the first, item {escape(first.id)}: "
+            f"of {unreadable} of {count} items (the first, item {escape(first.id)}: "
             f"{escape(repr((first.label or '')[:40]))}); accuracy leaves them out"
         )
+    return count
 
 
 def calibration_splits(

@@ -147,8 +147,8 @@ def _require_scored(singles: dict[str, Evaluation], split: str) -> None:
     if not all(unknown.values()):
         return
     reasons = "; ".join(f"{name}: {reason}" for name, reason in unknown.items())
-    failed = next((r for e in singles.values() for r in e.results if r.error), None)
-    first = f"; the first failure, item {failed.id}: {failed.error}" if failed else ""
+    failed = next((e.tally.first_failure for e in singles.values() if e.tally.first_failure), None)
+    first = f"; the first failure, item {failed[0]}: {failed[1]}" if failed else ""
     raise ConfigError(
         f"cannot calibrate: no single model's answer on the {split} split was scored "
         f"({reasons}){first}; check the set's labels and --scorer, and that the models "
@@ -174,7 +174,7 @@ def assignments(knobs: Sequence[Knob], max_trials: int, seed: int) -> list[dict[
 
 def item_scores(evaluation: Evaluation) -> dict[str, float]:
     """Each item's score by id; failed and unparsed items count 0, as `accuracy` does."""
-    return {r.id: r.score or 0.0 for r in evaluation.results}
+    return dict(zip(evaluation.tally.ids, evaluation.tally.scores, strict=True))
 
 
 def surely_meets(
@@ -332,7 +332,7 @@ class Calibrator:
             self._tick("frontier (test)", n + 1, len(scored))
         frontier = build_frontier(
             {"system": [t.point("test") for t in front], "calibrated": [chosen.point("test")]},
-            {name: e.results for name, e in singles_test.items()},
+            {name: e.tally for name, e in singles_test.items()},
             strong=max(
                 singles_train,
                 key=lambda n: (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +55,14 @@ class Row:
 async def compare(
     yard: Yard,
     systems: Sequence[str],
-    items: Sequence[Item],
+    items: Iterable[Item],
     scorer: Scorer,
     *,
     concurrency: int = 8,
     on_done: Callable[[str], None] | None = None,
 ) -> list[Row]:
-    """Each system, then every model any of them uses, alone, over the same items."""
+    """Each system, then every model any of them uses, alone, over the same items (iterated
+    once per contender: a list, or an `ItemSource` that reads its file again)."""
     rows: list[Row] = []
     models: list[str] = []
     for system in systems:
@@ -69,8 +70,8 @@ async def compare(
     plan = [(s, "system") for s in systems] + [(m, "model") for m in models]
     for name, kind in plan:
         evaluation: Evaluation = await evaluate(yard, name, items, scorer, concurrency=concurrency)
-        failed = next((r for r in evaluation.results if r.error), None)
-        first = f"item {failed.id}: {failed.error}" if failed else None
+        failed = evaluation.tally.first_failure
+        first = f"item {failed[0]}: {failed[1]}" if failed else None
         rows.append(Row(name=name, kind=kind, report=evaluation.report, first_failure=first))
         if on_done is not None:
             on_done(name)

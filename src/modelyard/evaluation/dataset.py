@@ -7,9 +7,10 @@ kept as metadata. Recordings (any format in `formats.py`) can serve as a labelle
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from modelyard.evaluation.recordings import (
     text_field,
 )
 from modelyard.evaluation.tabular import (
-    read_csv,
+    iter_csv,
     read_jsonl,
     refuse_other_format,
     require_columns,
@@ -103,78 +104,127 @@ def _item(row: Mapping[str, Any], number: int, path: Path, line: int) -> Item:
 
 
 def load_labelled(path: Path) -> list[Item]:
-    """A labelled JSONL or CSV file."""
-    rows: Sequence[tuple[int, Mapping[str, Any]]]
+    """A labelled JSONL or CSV file, read whole."""
+    return list(labelled_items(path))
+
+
+def labelled_items(path: Path, *, notice: bool = True) -> Iterator[Item]:
+    """The items of a labelled JSONL or CSV file as they are read. A bad row or an id seen on
+    an earlier line stops the reading there (ConfigError): the ids seen are kept, not the
+    items. `notice`: log prompts asked again with another label."""
+    rows: Iterable[tuple[int, Mapping[str, Any]]]
     if path.suffix == ".csv":
-        header, rows = read_csv(path)
+        header, rows = iter_csv(path)
         if "label" not in header and "answer" not in header:
             refuse_other_format(path, header, LABELLED)
         require_columns(path, header, ["text" if "text" in header else "prompt"])
     elif path.suffix in (".jsonl", ".ndjson"):
-        rows = list(read_jsonl(path))
+        rows = read_jsonl(path)
     else:
         raise ConfigError(
             "a labelled set must be .jsonl or .csv (or pass --format for recordings)",
             path=str(path),
         )
-    items = [_item(row, n, path, line) for n, (line, row) in enumerate(rows)]
-    _check_ids(items, [line for line, _ in rows], path)
-    return items
-
-
-def _check_ids(items: Sequence[Item], lines: Sequence[int], path: Path) -> None:
     first: dict[str, int] = {}
-    for item, line in zip(items, lines, strict=True):
+    clashes = _LabelClashes(path, notice)
+    for number, (line, row) in enumerate(rows):
+        item = _item(row, number, path, line)
         seen_at = first.setdefault(item.id, line)
         if seen_at != line:
             raise ConfigError(
                 f"item id {item.id!r} is also the id of line {seen_at}", path=str(path), line=line
             )
-    # One question with two different labels caps any system's accuracy (one of them is
-    # scored wrong whatever it says). Said loudly, not refused: captured traffic asks the same
-    # question twice with differently worded answers, and is still worth replaying.
-    labelled: dict[tuple[str, tuple[Message, ...]], Item] = {}
-    clashes = 0
-    for item in items:
+        clashes.see(item)
+        yield item
+    clashes.close()
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
+
+
+class _LabelClashes:
+    """Prompts asked again with another label, found by a digest of each prompt (a file's
+    prompts are not kept).
+
+    One question with two different labels caps any system's accuracy (one of them is scored
+    wrong whatever it says). Said loudly, not refused: captured traffic asks the same question
+    twice with differently worded answers, and is still worth replaying.
+    """
+
+    _SHOWN = 200
+    """Characters of an earlier label kept to quote it (its digest tells labels apart)."""
+
+    def __init__(self, path: Path, notice: bool) -> None:
+        self.path = path
+        self.notice = notice
+        self.first: dict[bytes, tuple[str, bytes, str]] = {}
+        self.count = 0
+
+    def see(self, item: Item) -> None:
+        """Note `item`, and warn at the first prompt asked again with another label."""
         if item.label is None:
-            continue
-        earlier = labelled.setdefault((item.prompt, item.messages), item)
-        if earlier.label != item.label:
-            clashes += 1
-            if clashes == 1:
-                log.warning(
-                    "%s: items %r and %r ask the same prompt with different labels (%r, %r); "
-                    "one of them is scored wrong whatever the answer",
-                    path,
-                    earlier.id,
-                    item.id,
-                    earlier.label,
-                    item.label,
-                )
-    if clashes > 1:
-        log.warning("%s: %d prompts in all are asked again with another label", path, clashes)
+            return
+        label = item.label
+        shown = label if len(label) <= self._SHOWN else label[: self._SHOWN] + "…"
+        key, label_key = _digest(item.prompt, repr(item.messages)), _digest(label)
+        earlier_id, earlier_key, earlier_label = self.first.setdefault(
+            key, (item.id, label_key, shown)
+        )
+        if earlier_key == label_key:
+            return
+        self.count += 1
+        if self.count == 1 and self.notice:
+            log.warning(
+                "%s: items %r and %r ask the same prompt with different labels (%r, %r); "
+                "one of them is scored wrong whatever the answer",
+                self.path,
+                earlier_id,
+                item.id,
+                earlier_label,
+                label,
+            )
+
+    def close(self) -> None:
+        """Say how many prompts in all were asked again with another label."""
+        if self.count > 1 and self.notice:
+            log.warning(
+                "%s: %d prompts in all are asked again with another label", self.path, self.count
+            )
 
 
 def items_from_recordings(recordings: Recordings) -> list[Item]:
     """Recorded prompts as a labelled set (labels as each format derives them)."""
-    return [
-        Item(id=r.id, prompt=r.prompt, label=r.label, split=r.split, meta=dict(r.meta))
-        for r in recordings.items
-    ]
+    return list(_recorded(recordings))
+
+
+def _recorded(recordings: Recordings) -> Iterator[Item]:
+    for r in recordings.items:
+        yield Item(id=r.id, prompt=r.prompt, label=r.label, split=r.split, meta=dict(r.meta))
 
 
 def load_items(value: str, fmt: str = LABELLED, base_dir: Path | None = None) -> list[Item]:
     """Items from a labelled file, or from recordings when `fmt` names a recording format.
     `value` may be `shared:<path>` (under the shared data root)."""
+    return list(iter_items(value, fmt, base_dir))
+
+
+def iter_items(
+    value: str, fmt: str = LABELLED, base_dir: Path | None = None, *, notice: bool = True
+) -> Iterator[Item]:
+    """`load_items`, item by item: a labelled file is read as the items are asked for
+    (recordings are read whole first, as replay reads them). `notice`: log what is odd about
+    the file (prompts asked again)."""
     path = resolve_data_path(value, base_dir or Path.cwd())
     if fmt == LABELLED:
         if not path.exists():
             raise ConfigError("data file not found", path=str(path))
-        return load_labelled(path)
+        yield from labelled_items(path, notice=notice)
+        return
     if fmt not in FORMATS:
         raise ConfigError(f"unknown data format {fmt!r}{did_you_mean(fmt, [LABELLED, *FORMATS])}")
     recordings = load_recordings(fmt, [path])
-    if recordings.duplicates:
+    if recordings.duplicates and notice:
         # Evaluated once, as replay answers it once; said, since the count of items then
         # differs from the count of rows (RouteLLM's MMLU files repeat 105 prompts).
         other = f"; {recordings.conflicting} of them recorded other outcomes than the row kept"
@@ -185,34 +235,78 @@ def load_items(value: str, fmt: str = LABELLED, base_dir: Path | None = None) ->
             recordings.duplicates,
             other if recordings.conflicting else "",
         )
-    return items_from_recordings(recordings)
+    yield from _recorded(recordings)
 
 
-def select_split(items: Sequence[Item], split: str | None, source: str = "data") -> list[Item]:
+def select_split(items: Iterable[Item], split: str | None, source: str = "data") -> list[Item]:
     """The items of `split` (all when None); ConfigError when that leaves none."""
-    if not items:
+    return list(chosen(items, split, None, source))
+
+
+def chosen(
+    items: Iterable[Item], split: str | None, limit: int | None, source: str = "data"
+) -> Iterator[Item]:
+    """The items of `split` (all when None), the first `limit` of them, as they are read. The
+    rest are still read, so a bad row after them stops the reading as it would without a
+    limit; ConfigError at the end when no item was chosen."""
+    count = taken = 0
+    present: set[str] = set()
+    for item in items:
+        count += 1
+        if split is not None:
+            present.add(item.split or "(none)")
+            if item.split != split:
+                continue
+        if limit is None or taken < limit:
+            taken += 1
+            yield item
+    if not count:
         raise ConfigError(f"{source}: the labelled set is empty")
-    if split is None:
-        return list(items)
-    chosen = [i for i in items if i.split == split]
-    if not chosen:
-        present = sorted({i.split or "(none)" for i in items})
+    if not taken:
         raise ConfigError(
-            f"{source}: split {split!r} is empty; splits present: {', '.join(present)}"
+            f"{source}: split {split!r} is empty; splits present: {', '.join(sorted(present))}"
         )
-    return chosen
 
 
-def unlabelled_warning(items: Sequence[Item], source: str, fmt: str = LABELLED) -> str | None:
-    """A warning when most items have no label, naming the other fields the items have (a
-    misnamed label field leaves every item out of accuracy, which is then no evidence)."""
-    missing = sum(1 for i in items if i.label is None)
-    if missing * 2 <= len(items):
+class ItemSource:
+    """The items of a labelled set or recordings (one split, the first `limit`), read from the
+    file afresh on each pass and never held whole: iterate it once for each system asked.
+    Every pass reads the whole file, so a bad row or a repeated id anywhere in it stops each
+    pass as `load_items` would; what is odd about the file is logged on the first pass only."""
+
+    def __init__(
+        self,
+        value: str,
+        fmt: str = LABELLED,
+        split: str | None = None,
+        limit: int | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.value = value
+        self.fmt = fmt
+        self.split = split
+        self.limit = limit
+        self.base_dir = base_dir
+        self._noticed = False
+
+    def __iter__(self) -> Iterator[Item]:
+        notice, self._noticed = not self._noticed, True
+        read = iter_items(self.value, self.fmt, self.base_dir, notice=notice)
+        return chosen(read, self.split, self.limit, source=self.value)
+
+
+def unlabelled_warning(
+    missing: int, count: int, fields: Iterable[str], source: str, fmt: str = LABELLED
+) -> str | None:
+    """A warning when most of `count` items (`missing` of them) have no label, naming the
+    other `fields` the items have (a misnamed label field leaves every item out of accuracy,
+    which is then no evidence)."""
+    if missing * 2 <= count:
         return None
     where = "no 'label' or 'answer' field" if fmt == LABELLED else f"no label in {fmt} recordings"
-    others = sorted({key for i in items for key in i.meta})
+    others = sorted(fields)
     seen = f"; other fields: {', '.join(others[:12])}" if others else ""
-    return f"{source}: {missing} of {len(items)} items have {where}{seen}; accuracy leaves them out"
+    return f"{source}: {missing} of {count} items have {where}{seen}; accuracy leaves them out"
 
 
 def holdout(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from modelyard.evaluation.dataset import Item
-from modelyard.evaluation.report import EvalReport, summarize
+from modelyard.evaluation.report import EvalReport, Tally
 from modelyard.evaluation.runner import ItemResult, run_items
 from modelyard.evaluation.scorers import Scorer
 from modelyard.model import Model
@@ -15,9 +16,9 @@ from modelyard.yard import Yard
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """Per-item results and their summary."""
+    """What an evaluation kept of each item, and its summary."""
 
-    results: list[ItemResult]
+    tally: Tally
     report: EvalReport
 
 
@@ -33,23 +34,30 @@ def pinned_ids(yard: Yard) -> dict[str, str]:
 async def evaluate(
     yard: Yard,
     target: str,
-    items: Sequence[Item],
+    items: Iterable[Item],
     scorer: Scorer,
     *,
     concurrency: int = 8,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> Evaluation:
-    """Run system or model `target` over `items` and summarise."""
-    results = await run_items(
+    """Run system or model `target` over `items` and summarise. Items are read as the run
+    goes and each result is kept only as its tally (`on_result` sees the whole result, in
+    item order, to write it out)."""
+    tally = Tally()
+    results = run_items(
         yard.get(target),
         items,
         scorer,
         concurrency=concurrency,
         deadline=yard.loaded.config.default_deadline,
         pinned=pinned_ids(yard),
-        on_result=on_result,
     )
-    return Evaluation(results, summarize(target, results))
+    async with aclosing(results):
+        async for result in results:
+            tally.add(result)
+            if on_result is not None:
+                on_result(result)
+    return Evaluation(tally, tally.report(target))
 
 
 def leaf_models(yard: Yard, target: str) -> list[str]:

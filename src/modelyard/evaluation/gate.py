@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.errors import ConfigError
-from modelyard.evaluation.report import EvalReport, accuracy_unknown
-from modelyard.evaluation.runner import FAILED, ItemResult
+from modelyard.evaluation.report import EvalReport, Tally, accuracy_unknown
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,40 +103,42 @@ class GateResult:
         }
 
 
-def _right(result: ItemResult) -> bool:
-    return (result.score or 0.0) >= 0.5
-
-
-def _model_changes(base: Sequence[ItemResult], cand: Sequence[ItemResult]) -> list[str]:
-    seen_base: dict[str, set[str]] = {}
-    for r in base:
-        if r.model and r.provider_model:
-            seen_base.setdefault(r.model, set()).add(r.provider_model)
+def _model_changes(base: Tally, cand: Tally) -> list[str]:
     changes = set()
-    for r in cand:
-        known = seen_base.get(r.model or "")
-        if known and r.provider_model and r.provider_model not in known:
-            before = ", ".join(sorted(known))
-            changes.add(f"{r.model}: provider reported {r.provider_model!r} (was {before})")
-        if r.drift:
-            changes.add(f"{r.model}: {r.drift}")
+    for model, reported in cand.provider_models.items():
+        known = base.provider_models.get(model)
+        for provider_model in reported:
+            if known and provider_model not in known:
+                before = ", ".join(sorted(known))
+                changes.add(f"{model}: provider reported {provider_model!r} (was {before})")
+    changes.update(cand.drift_by_model)
     return sorted(changes)
 
 
-def _drift(results: Sequence[ItemResult]) -> str:
-    """Each drift from a pinned id among `results`, with how many items it touched."""
-    counts: dict[str, int] = {}
-    for r in results:
-        if r.drift:
-            counts[f"{r.model}: {r.drift}"] = counts.get(f"{r.model}: {r.drift}", 0) + 1
+def _drift(tally: Tally) -> str:
+    """Each drift from a pinned id in `tally`, with how many items it touched."""
+    counts = tally.drift_by_model
     return "; ".join(f"{text}, {n} item{'s' * (n != 1)}" for text, n in sorted(counts.items()))
+
+
+def _changed(base: Tally, cand: Tally) -> tuple[list[str], list[str]]:
+    """Ids of the items the candidate broke (the baseline got them right, it does not) and
+    fixed (the other way round); an item is right at a score of 0.5 or more."""
+    base_right = {item: score >= 0.5 for item, score in zip(base.ids, base.scores, strict=True)}
+    broken: list[str] = []
+    fixed: list[str] = []
+    for item, score in zip(cand.ids, cand.scores, strict=True):
+        before = base_right.get(item)
+        if before is not None and before != (score >= 0.5):
+            (broken if before else fixed).append(item)
+    return broken, fixed
 
 
 def judge(
     baseline: EvalReport,
     candidate: EvalReport,
-    base_results: Sequence[ItemResult],
-    cand_results: Sequence[ItemResult],
+    base_tally: Tally,
+    cand_tally: Tally,
     tolerances: Tolerances,
 ) -> GateResult:
     """Compare the two runs against `tolerances`. ConfigError when accuracy cannot be compared
@@ -175,19 +175,13 @@ def judge(
     cand_fail = candidate.failed / max(1, candidate.n)
     if cand_fail > limits.failure_rate + 1e-12:
         violations.append(f"failed calls rose from {base_fail:.2%} to {cand_fail:.2%}")
-    drifted = _drift(cand_results)
+    drifted = _drift(cand_tally)
     if drifted and not tolerances.allow_drift:
         violations.append(
             f"the candidate's answers came from models it does not pin ({drifted}): the gate "
             "measured another model than the config names (--allow-drift to pass anyway)"
         )
-    by_id = {r.id: r for r in base_results}
-    broken = [r.id for r in cand_results if r.id in by_id and _right(by_id[r.id]) and not _right(r)]
-    fixed = [
-        r.id
-        for r in cand_results
-        if r.id in by_id and not _right(by_id[r.id]) and _right(r) and r.status != FAILED
-    ]
+    broken, fixed = _changed(base_tally, cand_tally)
     return GateResult(
         baseline=baseline,
         candidate=candidate,
@@ -195,5 +189,5 @@ def judge(
         violations=violations,
         broken=broken,
         fixed=fixed,
-        model_changes=_model_changes(base_results, cand_results),
+        model_changes=_model_changes(base_tally, cand_tally),
     )

@@ -14,8 +14,7 @@ from modelyard.evaluation.calibrate import Calibration
 from modelyard.evaluation.compare import Row
 from modelyard.evaluation.frontier import upper_hull
 from modelyard.evaluation.gate import GateResult
-from modelyard.evaluation.report import EvalReport
-from modelyard.evaluation.runner import ItemResult
+from modelyard.evaluation.report import EvalReport, Tally
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;
@@ -80,7 +79,7 @@ def report_rows(report: EvalReport) -> list[tuple[str, Any]]:
     ]
 
 
-def eval_html(report: EvalReport, results: Sequence[ItemResult]) -> str:
+def eval_html(report: EvalReport, tally: Tally) -> str:
     """The report of one evaluation."""
     figure = _Figures()
     parts = [_table(("figure", "value"), report_rows(report))]
@@ -109,7 +108,7 @@ def eval_html(report: EvalReport, results: Sequence[ItemResult]) -> str:
     parts.append(
         figure(
             go.Figure(
-                go.Histogram(x=[r.latency_ms for r in results], nbinsx=50),
+                go.Histogram(x=list(tally.latencies), nbinsx=50),
                 layout={"title": "Latency per item (ms)"},
             )
         )
@@ -117,7 +116,7 @@ def eval_html(report: EvalReport, results: Sequence[ItemResult]) -> str:
     parts.append(
         figure(
             go.Figure(
-                go.Histogram(x=[r.cost for r in results], nbinsx=50),
+                go.Histogram(x=list(tally.costs), nbinsx=50),
                 layout={"title": "Cost per item (USD)"},
             )
         )

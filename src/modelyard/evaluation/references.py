@@ -21,7 +21,7 @@ from modelyard.evaluation.frontier import (
     strong_share_curve,
     upper_hull,
 )
-from modelyard.evaluation.runner import ItemResult
+from modelyard.evaluation.report import Tally
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,20 +97,18 @@ class Frontier:
         }
 
 
-def matrices(
-    per_model: Mapping[str, Sequence[ItemResult]],
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+def matrices(per_model: Mapping[str, Tally]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per-model, per-item scores (unscored = 0) and costs, items aligned by id."""
     names = list(per_model)
-    ids = [r.id for r in per_model[names[0]]]
+    ids = per_model[names[0]].ids
     scores = np.zeros((len(names), len(ids)))
     costs = np.zeros((len(names), len(ids)))
     for row, name in enumerate(names):
-        by_id = {r.id: r for r in per_model[name]}
+        tally = per_model[name]
+        by_id = {item: n for n, item in enumerate(tally.ids)}
         for column, item_id in enumerate(ids):
-            result = by_id[item_id]
-            scores[row, column] = result.score or 0.0
-            costs[row, column] = result.cost
+            scores[row, column] = tally.scores[by_id[item_id]]
+            costs[row, column] = tally.costs[by_id[item_id]]
     return names, scores, costs
 
 
@@ -135,7 +133,7 @@ def _curve(
 
 def build_frontier(
     system_points: Mapping[str, list[Point]],
-    per_model: Mapping[str, Sequence[ItemResult]],
+    per_model: Mapping[str, Tally],
     *,
     strong: str | None = None,
     weak: str | None = None,

@@ -4,8 +4,9 @@ percentiles, which model answered, and each deciding node's distribution of choi
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,61 +107,135 @@ def _node_paths(decision: Decision, parent: str = "") -> Iterator[tuple[str, Dec
         yield from _node_paths(child, path)
 
 
-def _node_stats(results: Sequence[ItemResult]) -> dict[str, NodeStats]:
-    kinds: dict[str, str] = {}
-    chosen: dict[str, Counter[str]] = defaultdict(Counter)
-    errors: Counter[str] = Counter()
-    numbers: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for result in results:
-        if result.decision is None:
-            continue
-        for path, decision in _node_paths(result.decision):
-            # Deciding nodes, and embedders that say how they predicted (out of fold or not).
-            if not decision.children and not (decision.kind == "embedder" and decision.details):
-                continue
-            kinds[path] = decision.kind
-            if decision.error is not None:
-                errors[path] += 1
-            if decision.chosen:
-                chosen[path][decision.chosen] += 1
-            for key, value in decision.details.items():
-                if isinstance(value, bool | int | float):
-                    numbers[path][key].append(float(value))
-    return {
-        node: NodeStats(
-            kind=kind,
-            chosen=dict(chosen[node].most_common()),
-            errors=errors[node],
-            details={k: float(np.mean(v)) for k, v in numbers[node].items()},
+class _NodeTally:
+    """How each deciding node has chosen so far (`NodeStats` once summed up)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, str] = {}
+        self.chosen: dict[str, Counter[str]] = defaultdict(Counter)
+        self.errors: Counter[str] = Counter()
+        self.numbers: dict[str, dict[str, array[float]]] = defaultdict(
+            lambda: defaultdict(lambda: array("d"))
         )
-        for node, kind in kinds.items()
-    }
+
+    def add(self, decision: Decision) -> None:
+        for path, node in _node_paths(decision):
+            # Deciding nodes, and embedders that say how they predicted (out of fold or not).
+            if not node.children and not (node.kind == "embedder" and node.details):
+                continue
+            self.kinds[path] = node.kind
+            if node.error is not None:
+                self.errors[path] += 1
+            if node.chosen:
+                self.chosen[path][node.chosen] += 1
+            for key, value in node.details.items():
+                if isinstance(value, bool | int | float):
+                    self.numbers[path][key].append(float(value))
+
+    def stats(self) -> dict[str, NodeStats]:
+        return {
+            node: NodeStats(
+                kind=kind,
+                chosen=dict(self.chosen[node].most_common()),
+                errors=self.errors[node],
+                details={k: float(np.mean(v)) for k, v in self.numbers[node].items()},
+            )
+            for node, kind in self.kinds.items()
+        }
 
 
-def summarize(system: str, results: Sequence[ItemResult]) -> EvalReport:
-    """The report of `results` (from `run_items`)."""
-    statuses = Counter(r.status for r in results)
-    judged = [r for r in results if r.status != UNLABELLED and r.labelled]
-    scored = [r for r in results if r.status == SCORED]
-    total = sum(r.score or 0.0 for r in scored)
-    latencies = np.array([r.latency_ms for r in results]) if results else np.zeros(1)
-    cost = sum(r.cost for r in results)
-    drift: Counter[str] = Counter(r.drift for r in results if r.drift)
-    return EvalReport(
-        system=system,
-        n=len(results),
-        scored=statuses[SCORED],
-        unparsed=statuses[UNPARSED],
-        unlabelled=statuses[UNLABELLED],
-        failed=statuses[FAILED],
-        accuracy=total / len(judged) if judged else None,
-        accuracy_scored=total / len(scored) if scored else None,
-        total_cost=cost,
-        cost_per_item=cost / len(results) if results else 0.0,
-        scorer_cost=sum(r.scorer_cost for r in results),
-        latency_p50_ms=float(np.percentile(latencies, 50)),
-        latency_p95_ms=float(np.percentile(latencies, 95)),
-        answered_by=dict(Counter(r.model for r in results if r.model).most_common()),
-        nodes=_node_stats(results),
-        drift=dict(drift),
-    )
+class Tally:
+    """What an evaluation keeps of each item, added in item order: the counts and sums of the
+    report, and per item only its id, score, cost and latency (and each numeric decision
+    detail), so memory grows by tens of bytes an item, not by its answer and decision tree.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.scores = array("d")
+        """Each item's score, failed and unparsed items 0 (as `accuracy` counts them)."""
+        self.costs = array("d")
+        self.latencies = array("d")
+        self.statuses: Counter[str] = Counter()
+        self.judged = 0
+        self.total_score = 0.0
+        self.cost = 0.0
+        self.scorer_cost = 0.0
+        self.answered_by: Counter[str] = Counter()
+        self.drift: Counter[str] = Counter()
+        self.drift_by_model: Counter[str] = Counter()
+        """`model: drift` -> items."""
+        self.provider_models: dict[str, set[str]] = {}
+        """Model name -> the model ids its provider reported."""
+        self.failed_unlabelled = 0
+        self.first_failure: tuple[str, str] | None = None
+        """The first failed item's id and error."""
+        self.first_unparsed: tuple[str, str] | None = None
+        """The first unparsed item the scorer said why of, and what it said."""
+        self.nodes = _NodeTally()
+
+    @classmethod
+    def of(cls, results: Iterable[ItemResult]) -> Tally:
+        """The tally of `results` (in item order)."""
+        tally = cls()
+        for result in results:
+            tally.add(result)
+        return tally
+
+    def add(self, r: ItemResult) -> None:
+        """Count the next item's result."""
+        self.ids.append(r.id)
+        self.scores.append(r.score or 0.0)
+        self.costs.append(r.cost)
+        self.latencies.append(r.latency_ms)
+        self.statuses[r.status] += 1
+        if r.status != UNLABELLED and r.labelled:
+            self.judged += 1
+        if r.status == SCORED:
+            self.total_score += r.score or 0.0
+        self.cost += r.cost
+        self.scorer_cost += r.scorer_cost
+        if r.model:
+            self.answered_by[r.model] += 1
+            if r.provider_model:
+                self.provider_models.setdefault(r.model, set()).add(r.provider_model)
+        if r.drift:
+            self.drift[r.drift] += 1
+            self.drift_by_model[f"{r.model}: {r.drift}"] += 1
+        if r.status == FAILED:
+            self.failed_unlabelled += not r.labelled
+            if self.first_failure is None:
+                self.first_failure = (r.id, r.error or "no error recorded")
+        if r.status == UNPARSED and r.parsed and self.first_unparsed is None:
+            self.first_unparsed = (r.id, r.parsed)
+        if r.decision is not None:
+            self.nodes.add(r.decision)
+
+    def report(self, system: str) -> EvalReport:
+        """The report of the items added so far."""
+        n = len(self.ids)
+        scored = self.statuses[SCORED]
+        latencies = np.frombuffer(self.latencies) if n else np.zeros(1)
+        return EvalReport(
+            system=system,
+            n=n,
+            scored=scored,
+            unparsed=self.statuses[UNPARSED],
+            unlabelled=self.statuses[UNLABELLED],
+            failed=self.statuses[FAILED],
+            accuracy=self.total_score / self.judged if self.judged else None,
+            accuracy_scored=self.total_score / scored if scored else None,
+            total_cost=self.cost,
+            cost_per_item=self.cost / n if n else 0.0,
+            scorer_cost=self.scorer_cost,
+            latency_p50_ms=float(np.percentile(latencies, 50)),
+            latency_p95_ms=float(np.percentile(latencies, 95)),
+            answered_by=dict(self.answered_by.most_common()),
+            nodes=self.nodes.stats(),
+            drift=dict(self.drift),
+        )
+
+
+def summarize(system: str, results: Iterable[ItemResult]) -> EvalReport:
+    """The report of `results` (from `run_items`, in item order)."""
+    return Tally.of(results).report(system)

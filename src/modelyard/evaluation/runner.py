@@ -1,4 +1,4 @@
-"""Running a system over a labelled set: bounded concurrency, one result per item.
+"""Running a system over a labelled set: bounded concurrency, one result per item, in order.
 
 The system receives `item.request()` only (the prompt); the label is read by the scorer after
 the answer exists, so no decision can depend on it.
@@ -7,8 +7,10 @@ the answer exists, so no decision can depend on it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 
 from modelyard.errors import ModelError
@@ -125,48 +127,64 @@ def _failed(item: Item, exc: ModelError, latency: float, labelled: bool) -> Item
     )
 
 
+AHEAD = 4
+"""Items read per call in flight, at most, past the oldest unfinished one: results come back in
+item order, so one slow item holds back no more than that many finished ones."""
+
+
+async def _ask(
+    system: Model,
+    item: Item,
+    scorer: Scorer,
+    deadline: float | None,
+    pinned: Mapping[str, str],
+) -> ItemResult:
+    started = time.perf_counter()
+    try:
+        response = await system.complete(item.request().with_budget(deadline))
+    except ModelError as exc:
+        latency = (time.perf_counter() - started) * 1000
+        return _failed(item, exc, latency, scorer.labelled(item))
+    latency = (time.perf_counter() - started) * 1000
+    score = await scorer.score(item, response)
+    return _answered(item, response, score, latency, pinned)
+
+
 async def run_items(
     system: Model,
-    items: Sequence[Item],
+    items: Iterable[Item],
     scorer: Scorer,
     *,
     concurrency: int = 8,
     deadline: float | None = None,
     pinned: Mapping[str, str] | None = None,
-    on_result: Callable[[ItemResult], None] | None = None,
-) -> list[ItemResult]:
-    """Ask `system` every item (at most `concurrency` at once) and score each answer.
+) -> AsyncGenerator[ItemResult, None]:
+    """Ask `system` every item (at most `concurrency` at once), score each answer and yield
+    the results in item order.
 
-    `deadline` is seconds per item; `pinned` maps model names to their pinned ids, to flag
-    drift in what the provider reports. Results come back in item order.
+    Items are read as calls finish, never more than `AHEAD` × `concurrency` past the oldest
+    unfinished one, so a set of any length is never held whole (nor its results: each is the
+    caller's to keep or drop). An error reading `items` stops the run there. `deadline` is
+    seconds per item; `pinned` maps model names to their pinned ids, to flag drift in what the
+    provider reports.
     """
-    results: list[ItemResult | None] = [None] * len(items)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(len(items)):
-        queue.put_nowait(n)
+    slots = asyncio.Semaphore(max(1, concurrency))
     pins = pinned or {}
+    source = iter(items)
+    pending: deque[asyncio.Task[ItemResult]] = deque()
 
-    async def worker() -> None:
+    async def one(item: Item) -> ItemResult:
+        async with slots:
+            return await _ask(system, item, scorer, deadline, pins)
+
+    try:
         while True:
-            try:
-                n = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            for item in itertools.islice(source, AHEAD * max(1, concurrency) - len(pending)):
+                pending.append(asyncio.ensure_future(one(item)))
+            if not pending:
                 return
-            item = items[n]
-            started = time.perf_counter()
-            try:
-                response = await system.complete(item.request().with_budget(deadline))
-            except ModelError as exc:
-                latency = (time.perf_counter() - started) * 1000
-                result = _failed(item, exc, latency, scorer.labelled(item))
-            else:
-                latency = (time.perf_counter() - started) * 1000
-                score = await scorer.score(item, response)
-                result = _answered(item, response, score, latency, pins)
-            results[n] = result
-            if on_result is not None:
-                on_result(result)
-
-    workers = max(1, min(concurrency, len(items)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return [r for r in results if r is not None]
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

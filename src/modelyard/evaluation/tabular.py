@@ -8,6 +8,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,38 +16,55 @@ from modelyard.errors import ConfigError
 
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The header and rows of a CSV file, each row with the line it starts on (a quoted cell
-    may span lines, so the row's index alone does not say where it is). A row with more or
-    fewer cells than the header is an error: its cells would land in the wrong columns. Line
-    breaks inside cells are read as `\n`, so a file saved with Windows line endings holds the
-    same texts (a response's `\r\n` would change what a check or an embedding reads). A leading
-    byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name."""
-    rows: list[tuple[int, dict[str, str]]] = []
+    """The header and rows of a CSV file (`iter_csv`, read whole)."""
+    header, rows = iter_csv(path)
+    return header, list(rows)
+
+
+def iter_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The header of a CSV file, and its rows as they are read, each with the line it starts on
+    (a quoted cell may span lines, so the row's index alone does not say where it is). A row
+    with more or fewer cells than the header is an error: its cells would land in the wrong
+    columns. Line breaks inside cells are read as `\n`, so a file saved with Windows line
+    endings holds the same texts (a response's `\r\n` would change what a check or an
+    embedding reads). A leading byte-order mark (Excel's "CSV UTF-8") is not part of the first
+    column's name."""
+    with _csv_errors(path), path.open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    _refuse_repeated(header, path)
+    return header, _csv_rows(path, header)
+
+
+def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    with _csv_errors(path), path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)  # the header, read by iter_csv
+        end = reader.line_num
+        for cells in reader:
+            line, end = end + 1, reader.line_num
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise ConfigError(
+                    f"row has {len(cells)} cells, header has {len(header)}",
+                    path=str(path),
+                    line=line,
+                )
+            cells = [cell.replace("\r\n", "\n") for cell in cells]
+            yield line, dict(zip(header, cells, strict=True))
+
+
+@contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    """CSV reading errors as ConfigErrors naming the file."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            _refuse_repeated(header, path)
-            end = reader.line_num
-            for cells in reader:
-                line, end = end + 1, reader.line_num
-                if not cells:
-                    continue
-                if len(cells) != len(header):
-                    raise ConfigError(
-                        f"row has {len(cells)} cells, header has {len(header)}",
-                        path=str(path),
-                        line=line,
-                    )
-                cells = [cell.replace("\r\n", "\n") for cell in cells]
-                rows.append((line, dict(zip(header, cells, strict=True))))
+        yield
     except FileNotFoundError:
         raise ConfigError("data file not found", path=str(path)) from None
     except UnicodeDecodeError:
         raise not_utf8(path) from None
     except csv.Error as exc:
         raise ConfigError(f"cannot read CSV: {exc}", path=str(path)) from None
-    return header, rows
 
 
 def _undecodable(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError) -> ConfigError:
