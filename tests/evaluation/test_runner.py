@@ -295,7 +295,7 @@ async def test_items_are_read_as_results_come_not_all_up_front(
     read, done = [0], [0]
 
     def stream() -> Iterator[Item]:
-        for item in _items(60):
+        for item in _items(100):
             assert read[0] - done[0] < bound, f"item {item.id} read with {done[0]} results out"
             read[0] += 1
             yield item
@@ -307,7 +307,7 @@ async def test_items_are_read_as_results_come_not_all_up_front(
         evaluation = await evaluate(
             yard, "steady", stream(), make_scorer("choice"), concurrency=2, on_result=count
         )
-    assert read[0] == done[0] == evaluation.report.n == 60
+    assert read[0] == done[0] == evaluation.report.n == 100
 
 
 SLOW_FIRST = """

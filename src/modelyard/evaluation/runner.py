@@ -127,9 +127,11 @@ def _failed(item: Item, exc: ModelError, latency: float, labelled: bool) -> Item
     )
 
 
-AHEAD = 4
-"""Items read per call in flight, at most, past the oldest unfinished one: results come back in
-item order, so one slow item holds back no more than that many finished ones."""
+AHEAD = 16
+"""Items read per call in flight, at most, past the oldest unfinished one. Results come back in
+item order, so finished ones wait behind a slow item, and the calls go on only while there is
+room: 16 per call keeps them going through a straggler 16 times as slow as the rest, holding
+128 items at the default concurrency of 8."""
 
 
 async def _ask(
