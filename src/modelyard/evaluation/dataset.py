@@ -7,7 +7,6 @@ kept as metadata. Recordings (any format in `formats.py`) can serve as a labelle
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,6 +20,7 @@ from modelyard.evaluation.recordings import (
     Recordings,
     resolve_data_path,
     scalar_field,
+    stable_hash,
     text_field,
 )
 from modelyard.evaluation.tabular import (
@@ -139,10 +139,6 @@ def labelled_items(path: Path, *, notice: bool = True) -> Iterator[Item]:
     clashes.close()
 
 
-def _digest(*parts: str) -> bytes:
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
-
-
 class _LabelClashes:
     """Prompts asked again with another label, found by a digest of each prompt (a file's
     prompts are not kept).
@@ -158,7 +154,7 @@ class _LabelClashes:
     def __init__(self, path: Path, notice: bool) -> None:
         self.path = path
         self.notice = notice
-        self.first: dict[bytes, tuple[str, bytes, str]] = {}
+        self.first: dict[int, tuple[str, int, str]] = {}
         self.count = 0
 
     def see(self, item: Item) -> None:
@@ -167,7 +163,7 @@ class _LabelClashes:
             return
         label = item.label
         shown = label if len(label) <= self._SHOWN else label[: self._SHOWN] + "…"
-        key, label_key = _digest(item.prompt, repr(item.messages)), _digest(label)
+        key, label_key = stable_hash(item.prompt, repr(item.messages)), stable_hash(label)
         earlier_id, earlier_key, earlier_label = self.first.setdefault(
             key, (item.id, label_key, shown)
         )
