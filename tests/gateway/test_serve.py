@@ -274,7 +274,8 @@ def test_the_workers_of_serve_count_in_one_folder_that_leaves_with_them(
         seen.append(folder if folder is None or Path(folder).is_dir() else "missing")
 
     monkeypatch.setattr(server.uvicorn, "run", run)
-    for name in ("PROMETHEUS_MULTIPROC_DIR", "MODELYARD_CONFIG"):  # as they were, afterwards
+    # as they were, afterwards
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "MODELYARD_CONFIG", server.WORKERS):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     server.serve(config, host=None, port=None, workers=1)

@@ -39,6 +39,11 @@ class Resources:
     """The state store of the config built last; budgets, rate limits and breakers share it
     (`state.factory.shared_store` makes it; `live_store` picks the store for counters that need
     no history)."""
+    workers: int = 1
+    """How many processes serve the config (`serve --workers N`). With more than one, the
+    counters that need no history (rate windows, circuits, retry budgets) are kept in the
+    shared state store even with the embedded default, so the workers count together
+    (`state.factory.live_store`)."""
     pinned: set[ResourceKey] = field(default_factory=set)
     """Keys asked for outside a tracked build (the gateway's own stores for key limits and
     budgets, made once at start): `release` never closes them."""

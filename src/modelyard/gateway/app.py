@@ -255,15 +255,17 @@ class Gateway:
                 await self._idle.wait()
 
 
-def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = False) -> Gateway:
+def create_app(
+    config: str | os.PathLike[str] | None = None, *, serving: bool = False, workers: int = 1
+) -> Gateway:
     """Build a Gateway for the config at `config` (or $MODELYARD_CONFIG): the factory uvicorn
-    calls in each worker."""
+    calls in each of the `workers` processes serving it."""
     from modelyard.gateway.keys_postgres import key_store
 
     path = config or os.environ.get("MODELYARD_CONFIG")
     if not path:
         raise ConfigError("no config: pass a path or set MODELYARD_CONFIG")
-    live = LiveConfig(path)
+    live = LiveConfig(path, workers=workers)
     loaded = live.current.loaded
     spec = loaded.config.gateway
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None
@@ -288,8 +290,8 @@ def create_app(config: str | os.PathLike[str] | None = None, *, serving: bool = 
         stalled_client_timeout=spec.stalled_client_timeout,
     )
     # Per-key rate limits live where the circuits and provider limits do (shared with Redis or
-    # PostgreSQL: one limit across every replica); a key's own budget is spend, kept with the
-    # configured budgets.
+    # PostgreSQL, or the SQLite file under `--workers N`: one limit across every process); a
+    # key's own budget is spend, kept with the configured budgets.
     key_limits = gateway.chat.key_limits
     key_limits.limits = live_store(loaded.config.state, loaded.base_dir, live.resources)
     key_limits.spend = shared_store(loaded.config.state, loaded.base_dir, live.resources)

@@ -163,7 +163,8 @@ class LiveConfig:
     """The yard being served. A request holds the yard it started with (`serving`), so a reload
     never changes a request midway; what the new config no longer uses is released when the
     older generations' requests have finished, `grace` seconds later (for work a request leaves
-    running: a cancelled straggler's last read, a ledger write)."""
+    running: a cancelled straggler's last read, a ledger write). `workers`: how many processes
+    serve the file (`Resources.workers`)."""
 
     def __init__(
         self,
@@ -171,11 +172,12 @@ class LiveConfig:
         *,
         env: Mapping[str, str] | None = None,
         grace: float = 5.0,
+        workers: int = 1,
     ) -> None:
         self.path = Path(path)
         self.env = env
         self.grace = grace
-        self.resources = Resources()
+        self.resources = Resources(workers=workers)
         self.started: dict[str, Any] = {}
         """Sections read only at start: the `gateway:` settings, and the state store (key rate
         limits and budgets, the config's budgets and circuits: a reload that moved them would

@@ -25,13 +25,20 @@ load (the quickstart builds in 8 s on 2 cores). uvicorn also waits this long for
 worker's answer to its liveness ping, which a worker's own thread gives at once."""
 
 
+WORKERS = "MODELYARD_WORKERS"
+"""How many workers `serve` started, named in its environment for them (as $MODELYARD_CONFIG
+names the file): with more than one, they keep rate windows and circuits in the shared state
+store (`state.factory.live_store`)."""
+
+
 def app_factory() -> Gateway:
-    """uvicorn's factory, run in each worker: the config path comes from $MODELYARD_CONFIG."""
+    """uvicorn's factory, run in each worker: the config path comes from $MODELYARD_CONFIG, the
+    number of workers from $MODELYARD_WORKERS."""
     # A worker of `--workers N` is a fresh interpreter: without this its reloads and notes
     # would come out bare, and its INFO lines not at all.
     configure_logging()
     try:
-        return create_app(serving=True)
+        return create_app(serving=True, workers=int(os.environ.get(WORKERS, "1")))
     except ConfigError as exc:
         # A worker that SIGHUP restarted (`serve --workers N`) on a file that no longer loads:
         # uvicorn keeps the workers running. The reason, in one line, not a traceback.
@@ -70,6 +77,7 @@ def serve(
             path=str(path),
         )
     os.environ["MODELYARD_CONFIG"] = str(path)
+    os.environ[WORKERS] = str(processes)
     # Each scrape reaches one worker: it must show them all (docs/operations.md, "Metrics").
     shared = share_between_workers() if processes > 1 else None
     configure_logging()

@@ -28,10 +28,15 @@ def live_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateSt
     """The store for counters that need no history: rate limits, retry budgets, circuits.
 
     With a shared backend (Redis, PostgreSQL) that is the shared store, so replicas agree. With
-    the embedded default (SQLite) it is this process's memory: persisting a per-minute window
-    would buy nothing across a restart and cost a disk round trip on every request.
+    the embedded default (SQLite) it is this process's memory when one process serves:
+    persisting a per-minute window would buy nothing across a restart and cost a disk round
+    trip on every request. Several worker processes (`resources.workers`, `serve --workers N`)
+    share the SQLite file instead, or each would let a whole limit through and keep its own
+    circuits.
     """
-    if spec.backend in ("redis", "postgres"):
+    if spec.backend in ("redis", "postgres") or (
+        spec.backend == "sqlite" and resources.workers > 1
+    ):
         return shared_store(spec, base_dir, resources)
     store: StateStore = resources.service("live|memory", MemoryStore)
     return store

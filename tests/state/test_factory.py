@@ -1,0 +1,32 @@
+"""Which store each kind of counter lands in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelyard.config.operations import StateSpec
+from modelyard.config.resources import Resources
+from modelyard.state.factory import live_store, shared_store
+from modelyard.state.memory import MemoryStore
+from modelyard.state.sqlite import SqliteStore
+
+
+async def test_one_process_keeps_its_live_counters_in_memory(tmp_path: Path) -> None:
+    # no disk round trip per request for a rate window when nobody else counts
+    resources = Resources()
+    try:
+        assert isinstance(live_store(StateSpec(), tmp_path, resources), MemoryStore)
+    finally:
+        await resources.aclose()
+
+
+async def test_several_workers_keep_their_live_counters_in_the_shared_file(
+    tmp_path: Path,
+) -> None:
+    resources = Resources(workers=2)
+    try:
+        live = live_store(StateSpec(), tmp_path, resources)
+        assert isinstance(live, SqliteStore)
+        assert live is shared_store(StateSpec(), tmp_path, resources)
+    finally:
+        await resources.aclose()
