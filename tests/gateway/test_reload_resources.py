@@ -18,7 +18,7 @@ from tests.gateway.conftest import Running, hammering
 
 from modelyard.config.resources import Resources
 from modelyard.cost.ledger import Ledger
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, UnavailableError
 from modelyard.gateway.live import LiveConfig
 from modelyard.providers.http import HttpClient
 from modelyard.state.factory import shared_store
@@ -327,3 +327,23 @@ async def test_release_leaves_what_was_taken_outside_a_build() -> None:
     assert await resources.release(built | {("loaded", "outside")}) == 1
     assert inside.closed_in is not None and outside.closed_in is None
     assert list(resources.loaded) == ["outside"]
+
+
+async def test_the_workers_circuits_stay_in_the_state_file_across_a_reload(tmp_path: Path) -> None:
+    # `serve --workers 2`: each worker's circuits are in the file the others read, before a
+    # reload and after it (a reload keeps the started store)
+    path = tmp_path / "modelyard.yaml"
+    path.write_text(config(10))
+    live = LiveConfig(path, grace=0, workers=2)
+    other = LiveConfig(path, grace=0, workers=2)  # another worker on the same file
+    (breaker,) = [b for b in live.current.built.health if b.scope == "model:gpt"]
+    failed = UnavailableError("down", model="gpt")
+    for _ in range(breaker.policy.min_calls):
+        await breaker.record(await breaker.admit(), failed)
+    path.write_text(config(20))
+    await live.reload()
+    for worker in (live, other):
+        (circuit,) = [c for c in (await worker.current.health()).circuits if c.scope == "model:gpt"]
+        assert circuit.state == "open"
+    await live.aclose()
+    await other.aclose()
