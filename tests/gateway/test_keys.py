@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,9 @@ import httpx2
 import openai
 import pytest
 from tests.gateway.conftest import SYSTEMS, Running
+from typer.testing import CliRunner
 
+from modelyard.cli import app as cli
 from modelyard.cost.bounds import cost_bound
 from modelyard.gateway.keys import SqliteKeyStore
 from modelyard.types import ChatRequest, Message
@@ -373,6 +376,67 @@ def test_keys_made_before_per_config_folders_still_guard_the_gateway(tmp_path: P
     app = create_app(config)
     assert app.keys.store.path == tmp_path / ".modelyard" / "keys.sqlite3"
     assert not app.keys.open
+
+
+def test_a_keys_tpm_sits_beside_the_table_an_older_release_inserts_into(tmp_path: Path) -> None:
+    """The upgrade of a key file an older release shares: its INSERT lists no columns (one
+    more column would refuse it), its reader names its own, and its migration runner sets the
+    schema version back to its own count; the tpm of the keys made here survives all three."""
+    path = tmp_path / "keys.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute(  # the file as the release before tpm left it
+            "CREATE TABLE virtual_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, "
+            "name TEXT NOT NULL, systems TEXT NOT NULL, rpm INTEGER, budget REAL, "
+            "max_concurrency INTEGER, admin INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, "
+            "revoked REAL)"
+        )
+        db.execute("INSERT INTO schema_version VALUES (1)")
+    _, metered = asyncio.run(SqliteKeyStore(path).create("metered", tpm=500, rpm=3))
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute(  # the older release's own INSERT
+            "INSERT INTO virtual_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            ("key_old", "a" * 64, "old", '["*"]', 3, None, None, 0, time.time()),
+        )
+        rows = db.execute(
+            "SELECT hash, id, name, systems, rpm, budget, max_concurrency, admin, created, "
+            "revoked FROM virtual_keys ORDER BY created"
+        ).fetchall()
+        assert [row[2] for row in rows] == ["metered", "old"]
+        db.execute("UPDATE schema_version SET version = 1")  # its runner, opening the file
+    keys = asyncio.run(SqliteKeyStore(path).all())
+    assert [(k.name, k.tpm) for k in keys] == [("metered", 500), ("old", None)]
+    assert keys[0] == metered
+
+
+def test_the_keys_commands_make_and_list_a_keys_tpm(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    runner = CliRunner()
+    made = runner.invoke(cli, ["keys", "create", str(config), "--name", "ops", "--tpm", "40000"])
+    assert made.exit_code == 0, made.output
+    listed = runner.invoke(cli, ["keys", "list", str(config)], env={"COLUMNS": "200"})
+    header, row = (line for line in listed.output.splitlines() if "rpm" in line or "ops" in line)
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[[c.strip() for c in header.split("┃")].index("tpm")] == "40000"
+    refused = runner.invoke(cli, ["keys", "create", str(config), "--name", "x", "--tpm", "0"])
+    assert refused.exit_code != 0
+
+
+def test_the_admin_api_makes_and_lists_a_keys_tpm(serve_gateway: Callable[..., Running]) -> None:
+    running = serve_gateway(ADMIN)
+    made = create_key(running, name="metered", tpm=40000)
+    assert made["tpm"] == 40000
+    listed = httpx2.get(
+        f"{running.url}/admin/keys", headers={"authorization": "Bearer admin-secret-123456"}
+    ).json()["keys"]
+    assert [(k["name"], k["tpm"]) for k in listed] == [("metered", 40000)]
+    refused = httpx2.post(
+        f"{running.url}/admin/keys",
+        json={"name": "x", "tpm": -5},
+        headers={"authorization": "Bearer admin-secret-123456"},
+    )
+    assert refused.status_code == 400 and "tpm: expected a positive integer" in refused.text
 
 
 @pytest.fixture

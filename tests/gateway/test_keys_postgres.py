@@ -90,7 +90,7 @@ async def test_the_keys_of_the_sqlite_file_are_imported_once_with_ids_and_revoca
     prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     local = SqliteKeyStore(tmp_path / "keys.sqlite3")
-    kept_secret, kept = await local.create("kept", systems=["support"], max_concurrency=2)
+    kept_secret, kept = await local.create("kept", systems=["support"], max_concurrency=2, tpm=5000)
     _, gone = await local.create("gone")
     assert await local.revoke(gone.id)
     # Several replicas start at once, each with a copy of the file, and all find the shared
@@ -128,6 +128,37 @@ async def test_the_keys_of_the_sqlite_file_are_imported_once_with_ids_and_revoca
     assert messages[0].startswith("imported 0 virtual keys (0 revoked) and 1 revocations")
     for store in (*starting, again):
         await store.aclose()
+
+
+async def test_a_keys_tpm_is_a_column_older_releases_still_insert_and_select_around(
+    prefix: str,
+) -> None:
+    """An older release sharing the tables during an upgrade writes its keys with its column
+    list (or, by position, one value short): they read back with no tpm, and its SELECT of the
+    columns it knows still answers."""
+    _, metered = await replica(prefix).create("metered", tpm=500)
+    old = "hash, id, name, systems, rpm, budget, max_concurrency, admin, created, revoked"
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(
+            f"INSERT INTO {prefix}keys ({old}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "a" * 64, "key_listed", "listed", ["*"], 3, None, None, False, time.time(), None,
+        )  # fmt: skip
+        await conn.execute(
+            f"INSERT INTO {prefix}keys VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "key_placed", "b" * 64, "placed", ["*"], None, None, None, False, time.time(), None,
+        )  # fmt: skip
+        assert len(await conn.fetch(f"SELECT {old} FROM {prefix}keys")) == 3
+    finally:
+        await conn.close()
+    store = replica(prefix)
+    assert {k.name: k.tpm for k in await store.all()} == {
+        "metered": 500,
+        "listed": None,
+        "placed": None,
+    }
+    assert (await store.all())[0] == metered
+    await store.aclose()
 
 
 async def waiting_on_locks(conn: asyncpg.Connection, prefix: str, count: int) -> None:

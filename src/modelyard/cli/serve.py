@@ -90,6 +90,10 @@ def keys_create(
     rpm: Annotated[
         int | None, typer.Option(min=1, help="Requests per minute for this key.")
     ] = None,
+    tpm: Annotated[
+        int | None,
+        typer.Option(min=1, help="Tokens per minute for this key (prompt plus answer)."),
+    ] = None,
     budget: Annotated[float | None, typer.Option(help="USD per month for this key.")] = None,
     max_concurrency: Annotated[
         int | None, typer.Option(min=1, help="Requests in flight at once.")
@@ -117,6 +121,7 @@ def keys_create(
                 name,
                 systems=system or ["*"],
                 rpm=rpm,
+                tpm=tpm,
                 budget=budget,
                 max_concurrency=max_concurrency,
             ),
@@ -134,7 +139,7 @@ def keys_list(config: ConfigPath) -> None:
 
     def run() -> None:
         table = Table()
-        for column in ("id", "name", "systems", "rpm", "budget", "status"):
+        for column in ("id", "name", "systems", "rpm", "tpm", "budget", "status"):
             table.add_column(column)
         for key in _with_store(config, lambda store: store.all()):
             table.add_row(
@@ -142,6 +147,7 @@ def keys_list(config: ConfigPath) -> None:
                 key.name,
                 ", ".join(key.systems),
                 str(key.rpm or ""),
+                str(key.tpm or ""),
                 f"{key.budget:g}" if key.budget else "",
                 "revoked" if key.revoked else "active",
             )

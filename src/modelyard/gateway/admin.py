@@ -155,7 +155,7 @@ class AdminEndpoints:
         systems = body.get("systems", ["*"])
         if not isinstance(systems, list) or not all(isinstance(s, str) for s in systems):
             raise bad_request("systems: expected an array of system names", "systems")
-        for field in ("rpm", "max_concurrency"):
+        for field in ("rpm", "tpm", "max_concurrency"):
             value = body.get(field)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise bad_request(f"{field}: expected a positive integer", field)
@@ -167,6 +167,7 @@ class AdminEndpoints:
                 body["name"],
                 systems=systems,
                 rpm=body.get("rpm"),
+                tpm=body.get("tpm"),
                 budget=budget,
                 max_concurrency=body.get("max_concurrency"),
             )

@@ -42,6 +42,15 @@ _MIGRATIONS = (
         revoked REAL
     )
     """,
+    # A side table, not a column: an older release's INSERT into virtual_keys lists no
+    # columns, and SQLite refuses one value short of the table's columns. Idempotent, as an
+    # older process sharing the file sets schema_version back to its own count.
+    """
+    CREATE TABLE IF NOT EXISTS virtual_key_tpm (
+        id TEXT PRIMARY KEY,
+        tpm INTEGER NOT NULL
+    )
+    """,
 )
 
 
@@ -54,6 +63,9 @@ class VirtualKey:
     systems: tuple[str, ...] = ("*",)
     """System or model names this key may call; `*` means all."""
     rpm: int | None = None
+    tpm: int | None = None
+    """Tokens per minute: each request's estimate (prompt plus output allowance) up front,
+    corrected to the usage it reports."""
     budget: float | None = None
     """USD this key may spend per month (enforced by the budgets in the cost section)."""
     max_concurrency: int | None = None
@@ -72,6 +84,7 @@ class VirtualKey:
             "name": self.name,
             "systems": list(self.systems),
             "rpm": self.rpm,
+            "tpm": self.tpm,
             "budget": self.budget,
             "max_concurrency": self.max_concurrency,
             "admin": self.admin,
@@ -109,6 +122,7 @@ class KeyStore(abc.ABC):
         *,
         systems: Iterable[str] = ("*",),
         rpm: int | None = None,
+        tpm: int | None = None,
         budget: float | None = None,
         max_concurrency: int | None = None,
         admin: bool = False,
@@ -120,6 +134,7 @@ class KeyStore(abc.ABC):
             name=name,
             systems=tuple(systems) or ("*",),
             rpm=rpm,
+            tpm=tpm,
             budget=budget,
             max_concurrency=max_concurrency,
             admin=admin,
@@ -167,8 +182,10 @@ class SqliteKeyStore(KeyStore):
                 db.execute(migration)
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (?)", (len(_MIGRATIONS),))
-            else:
-                db.execute("UPDATE schema_version SET version = ?", (len(_MIGRATIONS),))
+            else:  # never lowered: a newer release may share the file
+                db.execute(
+                    "UPDATE schema_version SET version = MAX(version, ?)", (len(_MIGRATIONS),)
+                )
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -183,6 +200,7 @@ class SqliteKeyStore(KeyStore):
 
     def _insert(self, digest: str, key: VirtualKey) -> None:
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # the key and its tpm appear together
             db.execute(
                 "INSERT INTO virtual_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
@@ -197,6 +215,9 @@ class SqliteKeyStore(KeyStore):
                     key.created,
                 ),
             )
+            if key.tpm is not None:
+                db.execute("INSERT INTO virtual_key_tpm VALUES (?, ?)", (key.id, key.tpm))
+            db.execute("COMMIT")
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; False when there is no such active key."""
@@ -241,8 +262,9 @@ class SqliteKeyStore(KeyStore):
             db.execute("BEGIN")  # the version and the rows from one read of the file
             version = _version_of(db)
             rows = db.execute(
-                "SELECT hash, id, name, systems, rpm, budget, max_concurrency, admin, created, "
-                "revoked FROM virtual_keys ORDER BY created"
+                "SELECT k.hash, k.id, k.name, k.systems, k.rpm, k.budget, k.max_concurrency, "
+                "k.admin, k.created, k.revoked, t.tpm FROM virtual_keys k "
+                "LEFT JOIN virtual_key_tpm t ON t.id = k.id ORDER BY k.created"
             ).fetchall()
             db.execute("COMMIT")
         return version, [
@@ -253,6 +275,7 @@ class SqliteKeyStore(KeyStore):
                     name=row[2],
                     systems=tuple(json.loads(row[3])),
                     rpm=row[4],
+                    tpm=row[10],
                     budget=row[5],
                     max_concurrency=row[6],
                     admin=bool(row[7]),

@@ -44,10 +44,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO {p}key_changes (one, changes) VALUES (TRUE, 0) ON CONFLICT DO NOTHING
         """,
     ),
+    # Nullable, no default needed: an older release's INSERT names its columns (or, by
+    # position, PostgreSQL fills the ones left out with NULL), and its SELECT names them too.
+    ("002_key_tpm", "ALTER TABLE {p}keys ADD COLUMN IF NOT EXISTS tpm INTEGER"),
 ]
 """Append-only: add a new entry for any schema change. `{p}` is the table prefix."""
 
-_COLUMNS = "hash, id, name, systems, rpm, budget, max_concurrency, admin, created, revoked"
+_COLUMNS = "hash, id, name, systems, rpm, budget, max_concurrency, admin, created, revoked, tpm"
 
 
 def key_store(spec: GatewaySpec, local: Path) -> KeyStore:
@@ -147,7 +150,7 @@ class PostgresKeyStore(PostgresTables, KeyStore):
         clause."""
         return (
             f"INSERT INTO {self.p}keys ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-            f" $10){conflict}",
+            f" $10, $11){conflict}",
             digest,
             key.id,
             key.name,
@@ -158,6 +161,7 @@ class PostgresKeyStore(PostgresTables, KeyStore):
             key.admin,
             key.created,
             key.revoked,
+            key.tpm,
         )
 
     async def _bump(self, conn: Any) -> None:
@@ -228,6 +232,7 @@ def _key(row: Any) -> VirtualKey:
         name=row["name"],
         systems=tuple(row["systems"]),
         rpm=row["rpm"],
+        tpm=row["tpm"],
         budget=row["budget"],
         max_concurrency=row["max_concurrency"],
         admin=row["admin"],
