@@ -1,6 +1,7 @@
-"""A virtual key's own requests per minute, told on every response in the headers each API's SDKs
-read (OpenAI's `x-ratelimit-*-requests`, Anthropic's `anthropic-ratelimit-requests-*`), whole or
-streamed, on the 429 that refuses it too; the official SDKs as clients, the fake providers
+"""A virtual key's own requests and tokens per minute, told on every response in the headers each
+API's SDKs read (OpenAI's `x-ratelimit-*-requests` and `-tokens`, Anthropic's
+`anthropic-ratelimit-requests-*` and `-tokens-*`), whole or streamed, on the 429 that refuses it
+too; the official SDKs as clients, the fake providers
 upstream, the key's window on each state backend."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 
 import anthropic
+import httpx2
 import openai
 import pytest
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -145,7 +147,7 @@ def test_a_virtual_key_sees_its_own_limit_never_the_upstream_account(running: Ru
     )
     assert openai_rate(raw.headers)[:2] == ("7", "6")  # the fake upstream says 500 and 499
     assert not [n for n in raw.headers if n.startswith("x-modelyard-upstream-")]
-    assert not [n for n in raw.headers if "tokens" in n and "ratelimit" in n]  # no tpm for keys
+    assert not [n for n in raw.headers if "tokens" in n and "ratelimit" in n]  # this key has no tpm
 
 
 def test_responses_and_embeddings_carry_them(running: Running) -> None:
@@ -160,6 +162,18 @@ def test_responses_and_embeddings_carry_them(running: Running) -> None:
     assert openai_rate(raw_emb.headers)[:2] == ("5", "2")
 
 
+def streamed_claude(messages: anthropic.resources.Messages, max_tokens: int) -> httpx2.Headers:
+    """The headers of a streamed Messages call to `claude`, read to its end."""
+    with messages.with_streaming_response.create(
+        model="claude",
+        max_tokens=max_tokens,
+        messages=HI,  # type: ignore[arg-type]
+        stream=True,
+    ) as streamed:
+        assert "message_stop" in "".join(streamed.iter_lines())
+        return streamed.headers
+
+
 def test_anthropic_messages_tell_it_in_anthropics_headers(running: Running) -> None:
     key = create_key(running, name="paced", rpm=3)
     messages = anthropic_client(running, key).messages
@@ -170,14 +184,7 @@ def test_anthropic_messages_tell_it_in_anthropics_headers(running: Running) -> N
     assert not [n for n in raw.headers if n.startswith(("x-ratelimit-", "x-modelyard-upstream"))]
     counted = messages.with_raw_response.count_tokens(model="claude", messages=HI)  # type: ignore[arg-type]
     assert anthropic_rate(counted.headers)[:2] == ("3", "1")  # a count takes a request too
-    with messages.with_streaming_response.create(
-        model="claude",
-        max_tokens=50,
-        messages=HI,  # type: ignore[arg-type]
-        stream=True,
-    ) as streamed:
-        assert anthropic_rate(streamed.headers)[:2] == ("3", "0")
-        assert "message_stop" in "".join(streamed.iter_lines())
+    assert anthropic_rate(streamed_claude(messages, 50))[:2] == ("3", "0")
     with pytest.raises(anthropic.RateLimitError) as caught:
         messages.create(model="claude", max_tokens=50, messages=HI)  # type: ignore[arg-type]
     limit, left, reset = anthropic_rate(caught.value.response.headers)
@@ -218,6 +225,132 @@ def test_errors_after_the_request_was_counted_carry_them_too(
         chat.create(model="gpt", messages=HI)  # type: ignore[arg-type]
     assert caught.value.status_code == 502
     assert openai_rate(caught.value.response.headers)[:2] == ("4", "3")
+
+
+def openai_tokens(headers: object) -> tuple[int, int, float]:
+    """(limit, remaining, seconds to reset) as OpenAI's `-tokens` headers say them."""
+    get = headers.get  # type: ignore[attr-defined]
+    reset = parse_duration(get("x-ratelimit-reset-tokens"))
+    assert reset is not None, get("x-ratelimit-reset-tokens")
+    return int(get("x-ratelimit-limit-tokens")), int(get("x-ratelimit-remaining-tokens")), reset
+
+
+def test_a_keys_tokens_are_estimated_up_front_and_corrected_to_the_usage(
+    running: Running,
+) -> None:
+    key = create_key(running, name="metered", tpm=1000)
+    chat = openai_client(running, key).chat.completions
+    first = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
+    limit, left, reset = openai_tokens(first.headers)
+    estimate = limit - left  # the prompt, estimated, plus the 100 it may write
+    assert limit == 1000 and 100 < estimate < 150 and 59 <= reset <= 60
+    used = first.parse().usage
+    assert used is not None and used.total_tokens < estimate
+    second = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
+    # What the first used, not what it was estimated at, plus the second's own estimate.
+    assert openai_tokens(second.headers)[1] == 1000 - used.total_tokens - estimate
+    assert "x-ratelimit-limit-requests" not in second.headers  # no rpm on this key
+
+
+def test_a_streamed_answer_is_corrected_to_the_usage_it_reports(running: Running) -> None:
+    key = create_key(running, name="metered", tpm=1000)
+    chat = openai_client(running, key).chat.completions
+    stream = chat.with_raw_response.create(
+        model="gpt",
+        messages=HI,  # type: ignore[arg-type]
+        max_tokens=100,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    estimate = 1000 - openai_tokens(stream.headers)[1]
+    chunks = list(stream.parse())
+    used = next(c.usage for c in chunks if c.usage is not None)
+    assert used.total_tokens < estimate
+    after = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
+    assert openai_tokens(after.headers)[1] == 1000 - used.total_tokens - estimate
+
+
+def test_a_key_over_its_tokens_per_minute_is_refused_with_when_it_frees(running: Running) -> None:
+    key = create_key(running, name="metered", tpm=300, rpm=20)
+    chat = openai_client(running, key).chat.completions
+    used = served = 0
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(20):
+            raw = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=250)  # type: ignore[arg-type]
+            estimate = 300 - used - openai_tokens(raw.headers)[1]
+            usage = raw.parse().usage
+            assert usage is not None
+            used, served = used + usage.total_tokens, served + 1
+    # Refused once what was used plus this request's estimate would pass the limit.
+    assert served >= 2 and used + estimate > 300 >= used - usage.total_tokens + estimate
+    assert "this key's limit of 300 tokens per minute is reached" in caught.value.message
+    refused = caught.value.response.headers
+    limit, left, reset = openai_tokens(refused)
+    assert (limit, left) == (300, 300 - used)
+    assert 0 < int(refused["retry-after"]) <= round(reset) <= 60
+    # The request its tokens refused was never served: it is not among the key's requests.
+    assert openai_rate(refused)[:2] == ("20", str(20 - served))
+    fits = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=10)  # type: ignore[arg-type]
+    assert openai_rate(fits.headers)[:2] == ("20", str(20 - served - 1))
+
+
+def test_a_request_no_minute_could_fit_is_told_so_without_a_retry_after(
+    running: Running,
+) -> None:
+    key = create_key(running, name="metered", tpm=300)
+    chat = openai_client(running, key).chat.completions
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat.create(model="gpt", messages=HI)  # type: ignore[arg-type]  # gpt may write 16k
+    assert "more than this key's limit of 300 tokens per minute" in caught.value.message
+    assert "lower max_tokens" in caught.value.message
+    assert "retry-after" not in caught.value.response.headers
+    fits = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
+    assert openai_tokens(fits.headers)[1] > 150  # the refused one took nothing
+
+
+def test_responses_and_embeddings_count_tokens_too(running: Running) -> None:
+    key = create_key(running, name="metered", tpm=1000)
+    client = openai_client(running, key)
+    raw = client.responses.with_raw_response.create(model="gpt", input="hi", max_output_tokens=100)
+    left = openai_tokens(raw.headers)[1]
+    usage = raw.parse().usage
+    assert usage is not None and 1000 - left > usage.total_tokens
+    emb = client.embeddings.with_raw_response.create(model="emb", input="hello")
+    emb_left = openai_tokens(emb.headers)[1]
+    assert 0 < 1000 - usage.total_tokens - emb_left < 10  # the responses call's usage, then
+    used = emb.parse().usage.total_tokens  # the embedding's estimate, corrected to this
+    again = client.embeddings.with_raw_response.create(model="emb", input="hello")
+    assert openai_tokens(again.headers)[1] == emb_left - used
+
+
+def test_anthropic_messages_tell_the_tokens_in_anthropics_headers(running: Running) -> None:
+    key = create_key(running, name="metered", tpm=300)
+    messages = anthropic_client(running, key).messages
+    raw = messages.with_raw_response.create(model="claude", max_tokens=200, messages=HI)  # type: ignore[arg-type]
+    get = raw.headers.get
+    assert get("anthropic-ratelimit-tokens-limit") == "300"
+    estimate = 300 - int(get("anthropic-ratelimit-tokens-remaining"))
+    assert 200 < estimate < 250  # the prompt, estimated, and the 200 it may write
+    at = datetime.fromisoformat(get("anthropic-ratelimit-tokens-reset")).timestamp()
+    assert 58 <= at - time.time() <= 61
+    assert not [n for n in raw.headers if n.startswith("x-ratelimit-")]
+    assert "anthropic-ratelimit-requests-limit" not in raw.headers  # no rpm on this key
+    usage = raw.parse().usage
+    used = usage.input_tokens + usage.output_tokens
+    counted = messages.with_raw_response.count_tokens(model="claude", messages=HI)  # type: ignore[arg-type]
+    assert counted.headers["anthropic-ratelimit-tokens-limit"] == "300"
+    left = int(counted.headers["anthropic-ratelimit-tokens-remaining"])
+    assert left == 300 - used  # told what the answer used, and counted nothing itself
+    streamed = streamed_claude(messages, 200)
+    assert int(streamed["anthropic-ratelimit-tokens-remaining"]) == left - estimate
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        for _ in range(20):  # each uses a few tokens of the 300, and may take 200 more
+            messages.create(model="claude", max_tokens=200, messages=HI)  # type: ignore[arg-type]
+    assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert "300 tokens per minute" in caught.value.body["error"]["message"]  # type: ignore[index]
+    headers = caught.value.response.headers
+    assert headers["anthropic-ratelimit-tokens-limit"] == "300"
+    assert int(headers["retry-after"]) >= 1
 
 
 @pytest.mark.parametrize(

@@ -153,9 +153,7 @@ class TokenCounting:
         chat = self.chat
         model = target_for(yard, parsed.target, key)
         request = prepare(call, parsed.request, key, yard)
-        if key.rpm is not None:
-            await chat.key_limits.check_rate(key, call)
-        chat.key_limits.occupy(key)
+        await chat.key_limits.admit(key, call)  # a count uses no tokens: told, not counted
         try:
             return await count(model, request)
         finally:

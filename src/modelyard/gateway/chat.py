@@ -16,6 +16,7 @@ from modelyard.cost import scope as request_scope
 from modelyard.cost.accounting import cut_short
 from modelyard.cost.bounds import cost_bound
 from modelyard.cost.budget_book import settle_shielded
+from modelyard.cost.prices import estimate_embedding_tokens
 from modelyard.errors import BudgetExceededError, ModelError, NotFoundError, UnavailableError
 from modelyard.gateway import anthropic_api, deliver, openai_api, responses_api
 from modelyard.gateway.auth import KeyRing, caller
@@ -29,7 +30,7 @@ from modelyard.gateway.headers import (
     request_tags,
     upstream_quota_headers,
 )
-from modelyard.gateway.key_limits import KeyLimits
+from modelyard.gateway.key_limits import KeyLimits, KeyTokens, token_estimate
 from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.live import LiveConfig
 from modelyard.gateway.outcome import Outcome
@@ -145,9 +146,8 @@ class ChatEndpoints:
             deadline=deadline(timeout) if timeout is not None else None,
             request_id=call.id,
         ).with_budget(yard.loaded.config.default_deadline)
-        if key.rpm is not None:
-            await self.key_limits.check_rate(key, call)
-        self.key_limits.occupy(key)
+        tokens = estimate_embedding_tokens(request) if key.tpm is not None else 0
+        counted = await self.key_limits.admit(key, call, tokens)
         try:
             if key.budget is not None:
                 bound = embedder.info.price.worst_case_embedding(request)
@@ -162,6 +162,9 @@ class ChatEndpoints:
                     response = await embedder.embed(request)
             except ModelError as exc:
                 raise outcome.failed(exc) from None
+            if counted:  # corrected before the answer is sent, as `KeyTokens` does for chat
+                await self.key_limits.settle_tokens(key, counted, response.usage.total_tokens)
+                counted = 0
             body = openai_api.render_embeddings(response, target, packed=parsed.base64)
             headers = [
                 *JSON,
@@ -174,6 +177,8 @@ class ChatEndpoints:
                 outcome.abandoned(response)
         finally:
             self.key_limits.release(key)
+            if counted:  # a failure, a client gone
+                await self.key_limits.settle_tokens(key, counted, outcome.tokens)
             if outcome.holds:
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
 
@@ -211,9 +216,12 @@ class ChatEndpoints:
         call, target = outcome.call, outcome.target
         model = outcome.model = target_for(yard, target, key)
         request = prepare(call, request, key, yard)
-        if key.rpm is not None:
-            await self.key_limits.check_rate(key, call)
-        self.key_limits.occupy(key)
+        served, metered = model, None
+        if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
+            tokens = token_estimate(model, request) if key.tpm is not None else 0
+            counted = await self.key_limits.admit(key, call, tokens)
+            if counted:  # its answer's usage corrects the count before it is sent
+                served = metered = KeyTokens(model, self.key_limits, key, counted)
         if self._captures(target, request):
             outcome.captured = request
         try:  # from here on, the key's slot and budget hold are given back however it ends
@@ -232,7 +240,7 @@ class ChatEndpoints:
                 if outcome.stream:
                     await deliver.streamed(
                         call,
-                        model,
+                        served,
                         request,
                         renderer,
                         outcome,
@@ -241,7 +249,7 @@ class ChatEndpoints:
                 else:
                     await deliver.whole(
                         call,
-                        model,
+                        served,
                         request,
                         renderer,
                         outcome,
@@ -259,6 +267,8 @@ class ChatEndpoints:
             raise
         finally:
             self.key_limits.release(key)
+            if metered is not None and not metered.settled:  # a failure, a client gone
+                await self.key_limits.settle_tokens(key, metered.counted, outcome.tokens)
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
 

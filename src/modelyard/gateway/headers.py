@@ -133,24 +133,32 @@ def upstream_quota_fields(seen: QuotaSeen | None) -> dict[str, str]:
     return {k.decode(): v.decode("latin-1") for k, v in upstream_quota_headers(seen)}
 
 
-def key_rate_headers(rpm: int, use: WindowUse, *, anthropic: bool) -> RateHeaders:
-    """A key's requests per minute as its API reports a rate limit: OpenAI's
-    `x-ratelimit-{limit,remaining,reset}-requests` (reset a duration, `1m0s`), or Anthropic's
-    `anthropic-ratelimit-requests-{limit,remaining,reset}` (reset an RFC 3339 instant). Reset is
-    when the window will have emptied: "fully replenished", as both define it."""
-    limit = str(rpm).encode()
-    remaining = str(max(0, int(rpm - use.used))).encode()
-    if anthropic:
-        return (
-            (b"anthropic-ratelimit-requests-limit", limit),
-            (b"anthropic-ratelimit-requests-remaining", remaining),
-            (b"anthropic-ratelimit-requests-reset", rfc3339(math.ceil(time.time() + use.reset))),
-        )
-    return (
-        (b"x-ratelimit-limit-requests", limit),
-        (b"x-ratelimit-remaining-requests", remaining),
-        (b"x-ratelimit-reset-requests", duration(use.reset)),
+_RATE_NAMES = {
+    (unit, anthropic): tuple(
+        (
+            f"anthropic-ratelimit-{unit}-{part}" if anthropic else f"x-ratelimit-{part}-{unit}"
+        ).encode()
+        for part in ("limit", "remaining", "reset")
     )
+    for unit in ("requests", "tokens")
+    for anthropic in (False, True)
+}
+
+
+def key_rate_headers(
+    limit: int, use: WindowUse, *, anthropic: bool, unit: str = "requests"
+) -> RateHeaders:
+    """A key's requests (or `unit` "tokens") per minute as its API reports a rate limit:
+    OpenAI's `x-ratelimit-{limit,remaining,reset}-requests` (reset a duration, `1m0s`), or
+    Anthropic's `anthropic-ratelimit-requests-{limit,remaining,reset}` (reset an RFC 3339
+    instant). Reset is when the window will have emptied: "fully replenished", as both define
+    it. (A key's tokens are one limit, input and output together: Anthropic's `-tokens-`
+    headers, never its `-input-tokens-`/`-output-tokens-` ones.)"""
+    names = _RATE_NAMES[unit, anthropic]
+    # Within [0, limit]: a correction to the usage reported may leave the window below 0.
+    left = str(min(limit, max(0, int(limit - use.used)))).encode()
+    reset = rfc3339(math.ceil(time.time() + use.reset)) if anthropic else duration(use.reset)
+    return ((names[0], str(limit).encode()), (names[1], left), (names[2], reset))
 
 
 # Cached: an admitted request's reset is always the whole window.

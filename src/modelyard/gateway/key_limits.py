@@ -1,9 +1,14 @@
-"""A virtual key's own limits on the serving path: its requests per minute, its concurrent
-slots and its own monthly budget (`keys create --rpm/--max-concurrency/--budget`)."""
+"""A virtual key's own limits on the serving path: its requests and tokens per minute, its
+concurrent slots and its own monthly budget (`keys create --rpm/--tpm/--max-concurrency/
+--budget`)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import AsyncIterator
+
 from modelyard.cost.alerts import AlertHub
+from modelyard.cost.bounds import leaves
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Hold, key_budget
 from modelyard.cost.budget_leases import LeaseKeeper
@@ -12,9 +17,13 @@ from modelyard.gateway.errors import ApiError, from_model_error
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.headers import key_rate_headers
 from modelyard.gateway.keys import VirtualKey
-from modelyard.state.base import StateStore
+from modelyard.model import Model, Wrapper
+from modelyard.resilience.ratelimit import MINUTE, estimated_tokens
+from modelyard.resilience.streams import closing
+from modelyard.state.base import StateStore, WindowUse
 from modelyard.state.memory import MemoryStore
-from modelyard.types import ChatRequest, EmbeddingRequest
+from modelyard.state.policy import after_the_call
+from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
 
 
 class KeyLimits:
@@ -45,25 +54,79 @@ class KeyLimits:
             book = self._book = BudgetBook(self.spend, leases=self.leases, alerts=self.alerts)
         return book
 
-    async def check_rate(self, key: VirtualKey, call: Call) -> None:
-        """Count one request against the key's requests per minute, and give `call` the
-        headers telling what is left of them (sent with whatever it answers); 429 when it is
-        reached."""
-        assert key.rpm is not None
+    async def check_rate(self, key: VirtualKey, call: Call, tokens: int = 0) -> int:
+        """Count one request against the key's requests per minute and `tokens` (its estimate,
+        `token_estimate`) against its tokens per minute, and give `call` the headers telling
+        what is left of each, read in the step that counted (sent with whatever it answers);
+        429 when either is reached. Returns the tokens counted: `settle_tokens` corrects them
+        to the usage once known."""
+        if key.rpm is not None:
+            use = await self._window(f"key-rpm:{key.id}", 1, key.rpm)
+            call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
+            if use.wait > 0:
+                raise _refused(f"this key's limit of {key.rpm} requests per minute is reached", use)
+        if key.tpm is None:
+            return 0
+        if tokens > key.tpm:
+            await self._give_back(key, call)
+            raise ApiError(  # no retry-after: no wait would make room for it
+                429,
+                f"this request needs about {tokens} tokens, more than this key's limit of "
+                f"{key.tpm} tokens per minute; lower max_tokens or shorten the prompt",
+                "rate_limit_error",
+                "key_request_too_large",
+            )
+        use = await self._window(f"key-tpm:{key.id}", tokens, key.tpm)
+        told = key_rate_headers(key.tpm, use, anthropic=call.anthropic, unit="tokens")
+        if use.wait > 0 and tokens:  # a request counting none (a token count) is not refused
+            await self._give_back(key, call)
+            call.rate = (*call.rate, *told)
+            raise _refused(
+                f"this key's limit of {key.tpm} tokens per minute is reached (this request "
+                f"needs about {tokens})",
+                use,
+            )
+        call.rate = (*call.rate, *told)
+        return tokens
+
+    async def settle_tokens(self, key: VirtualKey, counted: int, used: int) -> None:
+        """Correct the `counted` estimate of a request of `key` to the `used` tokens it
+        reported (lost, and logged, when the shared store cannot take it: the call is made)."""
+        if key.tpm is not None and used != counted:
+            await after_the_call(
+                self._correct(key, used - counted), f"the tokens used by key {key.id}"
+            )
+
+    async def _correct(self, key: VirtualKey, tokens: int) -> None:
+        # An unbounded limit records the correction whatever the window holds.
+        await self.limits.window_acquire(f"key-tpm:{key.id}", tokens, limit=math.inf, window=MINUTE)
+
+    async def _window(self, name: str, amount: float, limit: float) -> WindowUse:
         try:
-            use = await self.limits.window_acquire(f"key-rpm:{key.id}", 1, limit=key.rpm, window=60)
+            return await self.limits.window_acquire(name, amount, limit=limit, window=MINUTE)
         except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
             raise from_model_error(exc) from None
-        call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
-        wait = use.wait
-        if wait > 0:
-            raise ApiError(
-                429,
-                f"this key's limit of {key.rpm} requests per minute is reached",
-                "rate_limit_error",
-                "key_rate_limited",
-                headers={"retry-after": str(max(1, round(wait)))},
-            )
+
+    async def _give_back(self, key: VirtualKey, call: Call) -> None:
+        """Take back the request its tokens refused from the key's requests per minute (it was
+        never served), and say so in the rpm headers."""
+        if key.rpm is not None:
+            use = await self._window(f"key-rpm:{key.id}", -1, math.inf)
+            call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
+
+    async def admit(self, key: VirtualKey, call: Call, tokens: int = 0) -> int:
+        """`check_rate`, then `occupy`: the request counted against the key's windows and in
+        one of its slots (a refusal for want of a slot gives its tokens back). Returns the
+        tokens counted, for `settle_tokens`."""
+        counted = 0
+        if key.rpm is not None or key.tpm is not None:
+            counted = await self.check_rate(key, call, tokens)
+        try:
+            self.occupy(key)
+        except ApiError:
+            await self.settle_tokens(key, counted, 0)
+            raise
+        return counted
 
     def occupy(self, key: VirtualKey) -> None:
         """Take one of the key's concurrent slots (`release` gives it back); 429 when none is
@@ -110,3 +173,54 @@ class KeyLimits:
         if refusal is not None:
             raise refusal.error(target)
         return holds
+
+
+def _refused(message: str, use: WindowUse) -> ApiError:
+    """A key's window refused the request: 429, with when it would fit."""
+    return ApiError(
+        429,
+        message,
+        "rate_limit_error",
+        "key_rate_limited",
+        headers={"retry-after": str(max(1, round(use.wait)))},
+    )
+
+
+class KeyTokens(Wrapper):
+    """The system or model as a key with a tpm calls it: the key's count of the request's
+    tokens is corrected to the usage its answer reports before the answer reaches the caller
+    (the last chunk of a stream too), so the caller's next request finds it counted. Any other
+    ending (a failure, a client gone) is corrected by the gateway once recorded, unless
+    `settled`."""
+
+    def __init__(self, inner: Model, limits: KeyLimits, key: VirtualKey, counted: int) -> None:
+        super().__init__(inner)
+        self.limits = limits
+        self.key = key
+        self.counted = counted
+        self.settled = False
+
+    async def _settle(self, response: ChatResponse) -> None:
+        self.settled = True
+        await self.limits.settle_tokens(self.key, self.counted, response.usage.total_tokens)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        response = await self.inner.complete(request)
+        await self._settle(response)
+        return response
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        async with closing(self.inner.stream(request)) as chunks:
+            async for chunk in chunks:
+                if chunk.response is not None:
+                    await self._settle(chunk.response)
+                yield chunk
+
+
+def token_estimate(model: Model, request: ChatRequest) -> int:
+    """The tokens `request` may use through `model`, as the model limits estimate them (the
+    prompt, plus `max_tokens` or the largest output its models allow, per choice)."""
+    allowance = request.max_tokens or max(
+        leaf.info.capabilities.max_output_tokens for leaf in leaves(model)
+    )
+    return estimated_tokens(request, allowance)

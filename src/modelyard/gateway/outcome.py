@@ -46,6 +46,7 @@ class Outcome:
         "spent",
         "stream",
         "target",
+        "tokens",
         "version",
     )
 
@@ -78,6 +79,9 @@ class Outcome:
         """The system or model serving it, once resolved: what a call cut short is billed to."""
         self.quota: QuotaSeen | None = None
         """The upstream quota headers its calls saw, kept when its caller may see them."""
+        self.tokens = 0
+        """The tokens it used, as recorded (estimated for a call cut short): what the key's
+        tokens per minute are corrected to."""
 
     def answered(self, response: ChatResponse) -> None:
         """A chat request answered: logged and counted with the provider that answered."""
@@ -184,6 +188,7 @@ class Outcome:
         seconds = time.perf_counter() - call.started
         # A failure's tokens are the estimate its cost was worked out from, if it was billed.
         usage = response.usage if response is not None else error.usage if error else None
+        self.tokens = usage.total_tokens if usage else 0
         exchange = None
         if self.captured is not None and isinstance(response, ChatResponse):
             request = self.captured
