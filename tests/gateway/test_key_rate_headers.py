@@ -294,6 +294,20 @@ def test_a_key_over_its_tokens_per_minute_is_refused_with_when_it_frees(running:
     assert openai_rate(fits.headers)[:2] == ("20", str(20 - served - 1))
 
 
+def test_a_failed_call_gives_back_the_tokens_it_was_not_billed_for(
+    running: Running, upstream: FakeOpenAI
+) -> None:
+    key = create_key(running, name="metered", tpm=1000)
+    chat = openai_client(running, key).chat.completions
+    upstream.push(Fault(status=401))  # the gateway's upstream credentials refused: a 502
+    with pytest.raises(openai.InternalServerError) as caught:
+        chat.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
+    estimate = 1000 - openai_tokens(caught.value.response.headers)[1]
+    assert estimate > 100
+    raw = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
+    assert openai_tokens(raw.headers)[1] == 1000 - estimate  # this one's alone
+
+
 def test_a_request_no_minute_could_fit_is_told_so_without_a_retry_after(
     running: Running,
 ) -> None:

@@ -9,6 +9,7 @@ import functools
 import math
 import time
 from dataclasses import replace
+from typing import Literal
 
 from modelyard.gateway.errors import bad_request
 from modelyard.gateway.exchange import SSE, Call, Headers, RateHeaders
@@ -146,7 +147,7 @@ _RATE_NAMES = {
 
 
 def key_rate_headers(
-    limit: int, use: WindowUse, *, anthropic: bool, unit: str = "requests"
+    limit: int, use: WindowUse, *, anthropic: bool, unit: Literal["requests", "tokens"] = "requests"
 ) -> RateHeaders:
     """A key's requests (or `unit` "tokens") per minute as its API reports a rate limit:
     OpenAI's `x-ratelimit-{limit,remaining,reset}-requests` (reset a duration, `1m0s`), or
