@@ -7,6 +7,7 @@ upstream, the key's window on each state backend."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -136,7 +137,8 @@ def test_openai_chat_tells_what_is_left_then_refuses_with_it(running: Running) -
     refused = caught.value.response.headers
     limit, left, reset = openai_rate(refused)
     assert (limit, left) == ("3", "0")
-    assert 0 < int(refused["retry-after"]) <= round(reset) <= 60
+    assert 0 < int(refused["retry-after"]) <= math.ceil(reset) <= 60
+    assert 0 < int(refused["retry-after-ms"]) <= math.ceil(reset * 1000)  # the SDKs read it first
 
 
 def test_a_virtual_key_sees_its_own_limit_never_the_upstream_account(running: Running) -> None:
@@ -287,7 +289,8 @@ def test_a_key_over_its_tokens_per_minute_is_refused_with_when_it_frees(running:
     refused = caught.value.response.headers
     limit, left, reset = openai_tokens(refused)
     assert (limit, left) == (300, 300 - used)
-    assert 0 < int(refused["retry-after"]) <= round(reset) <= 60
+    assert 0 < int(refused["retry-after"]) <= math.ceil(reset) <= 60
+    assert 0 < int(refused["retry-after-ms"]) <= math.ceil(reset * 1000)  # the SDKs read it first
     # The request its tokens refused was never served: it is not among the key's requests.
     assert openai_rate(refused)[:2] == ("20", str(20 - served))
     fits = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=10)  # type: ignore[arg-type]

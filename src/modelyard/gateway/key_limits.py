@@ -13,7 +13,7 @@ from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Hold, key_budget
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.errors import ModelError
-from modelyard.gateway.errors import ApiError, from_model_error
+from modelyard.gateway.errors import ApiError, from_model_error, retry_after
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.headers import key_rate_headers
 from modelyard.gateway.keys import VirtualKey
@@ -182,7 +182,7 @@ def _refused(message: str, use: WindowUse) -> ApiError:
         message,
         "rate_limit_error",
         "key_rate_limited",
-        headers={"retry-after": str(max(1, round(use.wait)))},
+        headers=retry_after(use.wait),
     )
 
 
