@@ -12,7 +12,7 @@ from tests.gateway.conftest import SYSTEMS, until, watched
 from modelyard.config.build import build
 from modelyard.config.loader import parse
 from modelyard.errors import ConfigError
-from modelyard.gateway.live import LiveConfig
+from modelyard.live import LiveConfig
 
 FAQ = "faq/answers.jsonl"
 RETRIEVER = f"""  faq:

@@ -19,7 +19,7 @@ from tests.gateway.conftest import Running, hammering
 from modelyard.config.resources import Resources
 from modelyard.cost.ledger import Ledger
 from modelyard.errors import ConfigError, UnavailableError
-from modelyard.gateway.live import LiveConfig
+from modelyard.live import LiveConfig
 from modelyard.providers.http import HttpClient
 from modelyard.state.factory import shared_store
 

@@ -10,7 +10,7 @@ import pytest
 from tests.state.conftest import REDIS_URL, unique_prefix
 
 from modelyard.errors import UnavailableError
-from modelyard.gateway.live import LiveConfig
+from modelyard.live import LiveConfig
 from modelyard.model import Model
 from modelyard.resilience.breaker import CircuitBreaker
 from modelyard.resilience.ratelimit import RateLimitModel

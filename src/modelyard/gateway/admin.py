@@ -17,7 +17,7 @@ from modelyard.gateway.auth import KeyRing, caller, require_admin
 from modelyard.gateway.errors import ApiError, bad_request, from_model_error
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.keys import VirtualKey
-from modelyard.gateway.live import LiveConfig
+from modelyard.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import CONTENT_TYPE, Metrics
 from modelyard.state.base import StateStore, StoreHealth

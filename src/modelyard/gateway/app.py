@@ -31,13 +31,13 @@ from modelyard.gateway.auth import KeyRing
 from modelyard.gateway.chat import ChatEndpoints
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import Call, Receive, Scope, Send
-from modelyard.gateway.live import LiveConfig
 from modelyard.gateway.stalled import quiet_server_on_cuts
-from modelyard.gateway.watch import ConfigWatch
+from modelyard.live import LiveConfig
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics
 from modelyard.observability.request_log_postgres import shared_request_log
 from modelyard.state.factory import live_store, shared_store
+from modelyard.watch import ConfigWatch
 from modelyard.yard import Yard
 
 log = logging.getLogger("modelyard.gateway")
@@ -219,19 +219,12 @@ class Gateway:
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload()))
+                loop.add_signal_handler(
+                    signal.SIGHUP, lambda: loop.create_task(self.live.try_reload())
+                )
         if self.watch_config:
-            watch = ConfigWatch(self.live, self._reload)
+            watch = ConfigWatch(self.live)
             self._background.append(loop.create_task(watch.run()))
-
-    async def _reload(self) -> None:
-        try:
-            await self.live.reload()
-        except ConfigError:
-            pass  # refused: LiveConfig logged why, and the old config keeps serving
-        except Exception:
-            # Whatever went wrong, the SIGHUP handler and the file watcher must live on.
-            log.exception("reload failed, still serving %s", self.live.current.version)
 
     async def aclose(self) -> None:
         """Flush the request log and close every connection."""
@@ -265,7 +258,7 @@ def create_app(
     path = config or os.environ.get("MODELYARD_CONFIG")
     if not path:
         raise ConfigError("no config: pass a path or set MODELYARD_CONFIG")
-    live = LiveConfig(path, workers=workers)
+    live = LiveConfig(path, workers=workers, log=log)
     loaded = live.current.loaded
     spec = loaded.config.gateway
     admin = spec.admin_key.get_secret_value() if spec.admin_key else None

@@ -32,7 +32,6 @@ from modelyard.gateway.headers import (
 )
 from modelyard.gateway.key_limits import KeyLimits, KeyTokens, token_estimate
 from modelyard.gateway.keys import VirtualKey
-from modelyard.gateway.live import LiveConfig
 from modelyard.gateway.outcome import Outcome
 from modelyard.gateway.renderers import (
     AnthropicRenderer,
@@ -41,6 +40,7 @@ from modelyard.gateway.renderers import (
     ResponsesRenderer,
 )
 from modelyard.gateway.stalled import respond_watched
+from modelyard.live import LiveConfig
 from modelyard.model import Embedder, Model
 from modelyard.observability.decision_log import DecisionLog
 from modelyard.observability.metrics import Metrics

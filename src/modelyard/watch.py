@@ -1,5 +1,6 @@
-"""Reloading the config when its file changes (`gateway.watch_config`), and a refused config
-again when a file it named as missing appears.
+"""Reloading the config when its file changes (a gateway's `gateway.watch_config`, a library
+yard's `load(..., watch=True)`), and a refused config again when a file it named as missing
+appears.
 
 Both wait for what they read to hold still for `WATCH_SETTLE` seconds first: a writer that
 pauses midway (scp, a program writing as it goes) leaves a part that may validate alone.
@@ -9,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 from modelyard.config.loader import text_version
-from modelyard.gateway.live import FileStamp, LiveConfig, file_stamp
+from modelyard.live import FileStamp, LiveConfig, file_stamp
 
-log = logging.getLogger("modelyard.gateway")
 WATCH_SETTLE = 1.0
 """Seconds a watched file must stay unchanged before the config is reloaded."""
 
@@ -42,16 +41,18 @@ def _stamps(files: Iterable[Path]) -> list[FileStamp]:
 
 
 class ConfigWatch:
-    """Reloads `live` (through `reload`, which logs and survives a refusal) when its file
-    changes, and when a file a refused reload named as missing (`LiveConfig.awaited`) appears
-    or changes."""
+    """Reloads `live` (`LiveConfig.try_reload`, which logs and survives a refusal) when its
+    file changes, and when a file a refused reload named as missing (`LiveConfig.awaited`)
+    appears or changes."""
 
-    def __init__(self, live: LiveConfig, reload: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, live: LiveConfig) -> None:
         self.live = live
-        self.reload = reload
 
-    async def run(self) -> None:
-        """Watch until cancelled."""
+    async def run(self, *, catch_up: bool = False) -> None:
+        """Watch until cancelled; `catch_up` first loads the file if it changed since the
+        config serving was read (a library yard's watch starts with its first call)."""
+        if catch_up and self._config_version() not in (None, self.live.current.version):
+            await self.live.try_reload()
         await asyncio.gather(self._watch_file(), self._watch_awaited())
 
     async def _watch_file(self) -> None:
@@ -79,10 +80,10 @@ class ConfigWatch:
                         self.live.back_to_serving()
                         refused = []
                     elif version not in refused:
-                        await self.reload()
+                        await self.live.try_reload()
                         refused = [] if self.live.current.version == version else [version]
             except Exception:
-                log.exception("watching %s failed; watching again in 1 s", folder)
+                self.live.log.exception("watching %s failed; watching again in 1 s", folder)
             await asyncio.sleep(1.0)
 
     async def _watch_awaited(self) -> None:
@@ -97,8 +98,10 @@ class ConfigWatch:
             # Not when a reload came first, nor when the file is back to the text serving.
             if self.live.awaited is awaited and self._config_version() != self.live.current.version:
                 changed = [str(p) for p, seen in awaited.items() if file_stamp(p) != seen]
-                log.warning("%s appeared or changed: loading the config again", ", ".join(changed))
-                await self.reload()
+                self.live.log.warning(
+                    "%s appeared or changed: loading the config again", ", ".join(changed)
+                )
+                await self.live.try_reload()
 
     def _config_version(self) -> str | None:
         try:

@@ -1,12 +1,12 @@
-"""The config a gateway is serving, swapped atomically on reload.
+"""The config a gateway or a library yard is serving, swapped atomically on reload.
 
-A request takes the current Yard once, at its start, and keeps it to the end, so a reload never
-changes the config under a request in flight. An invalid new config is refused with the reason
-and the old one keeps serving. Connection pools, services and loaded local models live in
-`Resources`, shared by every generation of the config, so a reload does not drop connections or
-reload weights that did not change. What a reload leaves unused (a pool, a tracing exporter, the
-weights of a model whose spec changed) is closed once the last request of every generation that
-used it has finished.
+A request (a library call) takes the current Yard once, at its start, and keeps it to the end, so
+a reload never changes the config under a request in flight. An invalid new config is refused
+with the reason and the old one keeps serving. Connection pools, services and loaded local
+models live in `Resources`, shared by every generation of the config, so a reload does not drop
+connections or reload weights that did not change. What a reload leaves unused (a pool, a
+tracing exporter, the weights of a model whose spec changed) is closed once the last request of
+every generation that used it has finished.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.background import detached
 from modelyard.config.build import build
@@ -25,9 +25,9 @@ from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import ResourceKey, Resources
 from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
-from modelyard.yard import Yard
 
-log = logging.getLogger("modelyard.gateway")
+if TYPE_CHECKING:
+    from modelyard.yard import Yard
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +173,15 @@ class LiveConfig:
         env: Mapping[str, str] | None = None,
         grace: float = 5.0,
         workers: int = 1,
+        resources: Resources | None = None,
+        log: logging.Logger | None = None,
     ) -> None:
         self.path = Path(path)
         self.env = env
         self.grace = grace
-        self.resources = Resources(workers=workers)
+        self.resources = resources or Resources(workers=workers)
+        self.log = log or logging.getLogger("modelyard.config")
+        """Where reloads are told of (the gateway's logger when it serves this)."""
         self.started: dict[str, Any] = {}
         """Sections read only at start: the `gateway:` settings, and the state store (key rate
         limits and budgets, the config's budgets and circuits: a reload that moved them would
@@ -218,6 +222,8 @@ class LiveConfig:
     ) -> _Generation:
         """Build the file anew; `keys` gets what the build took, also when it fails. On a
         reload, `serving` is the text it replaces."""
+        from modelyard.yard import Yard  # here: yard.load builds on a LiveConfig
+
         state = self.resources.state
         with self.resources.tracking() as taken:
             try:
@@ -255,7 +261,7 @@ class LiveConfig:
             try:
                 new = await asyncio.to_thread(self._load, taken, serving=self.current.loaded.text)
             except ConfigError as exc:
-                log.error("reload refused, still serving %s: %s", self.current.version, exc)
+                self.log.error("reload refused, still serving %s: %s", self.current.version, exc)
                 self.history.append({"version": None, "error": str(exc)})
                 self.awaited = {p: file_stamp(p) for p in {*self.awaited, *exc.missing}}
                 # What the build made before it failed (a tracing exporter, say) serves nobody.
@@ -274,21 +280,31 @@ class LiveConfig:
             old, self._serving = self._serving, new
             self.awaited = {}
             self._draining.append(old)
-            log.warning(
+            self.log.warning(
                 "reloaded config %s -> %s: %s", old_version, new.yard.version, diff.summary()
             )
             # What `serve` says at start, newly true: a disabled provider (its variable unset in
             # this process), an unpinned model id.
             for note in new.yard.notes:
                 if note not in known:
-                    log.info("note: %s", note)
+                    self.log.info("note: %s", note)
             for warning in [*new.yard.built.warnings, *self.advice(new.yard)]:
                 if warning not in known:
-                    log.warning("%s", warning)
+                    self.log.warning("%s", warning)
             self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
         if old.in_flight == 0:
             self._retired(old)
         return diff
+
+    async def try_reload(self) -> None:
+        """`reload` for what runs unattended (a file watch, a signal): a refused config is
+        logged (by `reload`), and so is any other failure; the old config keeps serving."""
+        try:
+            await self.reload()
+        except ConfigError:
+            pass
+        except Exception:
+            self.log.exception("reload failed, still serving %s", self.current.version)
 
     def back_to_serving(self) -> None:
         """The file holds the text being served again: if a refused reload was the last word,
@@ -297,7 +313,9 @@ class LiveConfig:
         if not self.history or self.history[-1]["version"] is not None:
             return
         version = self.current.version
-        log.warning("%s matches the serving config %s again: nothing to apply", self.path, version)
+        self.log.warning(
+            "%s matches the serving config %s again: nothing to apply", self.path, version
+        )
         self.history.append({"version": version, "unchanged": True})
         self.awaited = {}
 
@@ -322,7 +340,7 @@ class LiveConfig:
             unused = set().union(*(g.keys for g in finished)) - self._held()
             closed = await self.resources.release(unused)
         if closed:
-            log.info("closed %d resource(s) no generation of the config uses any more", closed)
+            self.log.info("closed %d resource(s) no generation of the config uses any more", closed)
 
     async def aclose(self) -> None:
         """Close every pool, service and local model, of every generation."""
