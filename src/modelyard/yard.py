@@ -26,10 +26,12 @@ from collections.abc import (
 from dataclasses import replace
 from typing import Any, TypeVar, get_args
 
-from modelyard.config.build import Built, build
-from modelyard.config.loader import LoadedConfig, load_config
+from modelyard.background import detached
+from modelyard.config.build import Built
+from modelyard.config.loader import LoadedConfig
 from modelyard.config.resources import Resources
 from modelyard.errors import BadRequestError, ModelTimeoutError, NotFoundError, YardClosedError
+from modelyard.live import ConfigDiff, LiveConfig
 from modelyard.model import Embedder, Model
 from modelyard.resilience.deadline import DEADLINE
 from modelyard.resilience.health import HealthReport
@@ -44,6 +46,7 @@ from modelyard.types import (
     Message,
     Role,
 )
+from modelyard.watch import ConfigWatch
 
 Prompt = str | ChatRequest | Sequence[Message | Mapping[str, Any]]
 """A question as text, a list of messages (Message or {"role", "content"} dicts), or a request."""
@@ -121,12 +124,30 @@ def _check_text(text: str, where: str) -> None:
 
 
 class Yard:
-    """A built config: its systems, models and embedders, ready to answer."""
+    """A built config: its systems, models and embedders, ready to answer. One that `load`
+    made can `reload()` its file; one made from a `Built` serves that build as it is."""
 
-    def __init__(self, built: Built, resources: Resources) -> None:
-        self.built = built
+    def __init__(
+        self,
+        built: Built,
+        resources: Resources,
+        *,
+        live: LiveConfig | None = None,
+        watch: bool = False,
+    ) -> None:
+        self._built = built
         self.resources = resources
+        self._live = live
+        """The generations of the config file (`load`), which `reload` swaps."""
+        self._watch = watch
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_loop: asyncio.Task[None] | None = None
+
+    @property
+    def built(self) -> Built:
+        """The build new calls run on (the latest one `reload` swapped in)."""
+        return self._built if self._live is None else self._live.current.built
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -192,18 +213,60 @@ class Yard:
         _check_deadline(target, request.deadline)
         return request.with_budget(self.built.loaded.config.default_deadline)
 
+    def _call(self) -> contextlib.AbstractContextManager[Yard]:
+        """The yard one call runs on to its end: refused once closed; else the build serving
+        now, held so that a reload closes nothing it uses until the call has finished. Pools
+        are the running loop's own (see `_enter`)."""
+        self._check_open()
+        self._enter()
+        return contextlib.nullcontext(self) if self._live is None else self._live.serving()
+
+    def _enter(self) -> None:
+        """Serve on the running loop. On a loop new to this yard (each `asyncio.run` of a
+        script, each test's loop) a task waits for the loop's end, as its runner cancels what is
+        left, to close the pools and stop the writers it used there (the next loop makes its
+        own), and watches the file for `watch=True`."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._on_loop = detached(self._until_loop_ends())
+
+    async def _serve_here(self) -> None:
+        self._enter()
+
+    async def _until_loop_ends(self) -> None:
+        watch = None
+        if self._watch and self._live is not None:
+            watch = detached(ConfigWatch(self._live).run(catch_up=True))
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.wait([watch])
+            await self.resources.leave_loop()
+
+    async def _leave(self) -> None:
+        """End the running loop's `_until_loop_ends` now (closing)."""
+        task, self._on_loop, self._loop = self._on_loop, None, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.wait([task])
+
     async def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask system or model `target`; `fields` set request options (max_tokens, ...)."""
-        return await self.get(target).complete(self._prepare(target, prompt, fields))
+        with self._call() as yard:
+            return await yard.get(target).complete(yard._prepare(target, prompt, fields))
 
     async def stream(self, target: str, prompt: Prompt, **fields: Any) -> AsyncIterator[Chunk]:
         """Ask `target` and stream the answer; the last chunk carries the whole response."""
-        model = self.get(target)
-        # Closed even when the caller stops reading: the ledger and budgets settle what the
-        # stream spent now, not when (or if) the garbage collector gets to it.
-        async with closing(model.stream(self._prepare(target, prompt, fields))) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        with self._call() as yard:
+            model = yard.get(target)
+            # Closed even when the caller stops reading: the ledger and budgets settle what the
+            # stream spent now, not when (or if) the garbage collector gets to it.
+            async with closing(model.stream(yard._prepare(target, prompt, fields))) as chunks:
+                async for chunk in chunks:
+                    yield chunk
 
     async def health(self) -> HealthReport:
         """Every circuit breaker's state now (what the gateway's /readyz reports)."""
@@ -234,18 +297,38 @@ class Yard:
         """Embed one text or many with embedder `target` (`key_id` and `tags` select the key
         and tag budgets it is charged to, as for `complete`), within the config's
         `default_deadline`."""
-        embedder = self.embedder(target)
-        texts = (inputs,) if isinstance(inputs, str) else tuple(inputs)
-        if not texts:
-            raise BadRequestError("nothing to embed: no input")
-        for i, text in enumerate(texts):
-            _check_text(text, f"inputs[{i}]")
-        request = EmbeddingRequest(inputs=texts, key_id=key_id, tags=tuple(tags))
-        return await embedder.embed(request.with_budget(self.loaded.config.default_deadline))
+        with self._call() as yard:
+            embedder = yard.embedder(target)
+            texts = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+            if not texts:
+                raise BadRequestError("nothing to embed: no input")
+            for i, text in enumerate(texts):
+                _check_text(text, f"inputs[{i}]")
+            request = EmbeddingRequest(inputs=texts, key_id=key_id, tags=tuple(tags))
+            return await embedder.embed(request.with_budget(yard.loaded.config.default_deadline))
+
+    async def reload(self) -> ConfigDiff:
+        """Read, validate and build the config file anew, then serve it: calls already running
+        finish on the build they started with; budgets, caches, the ledger and pools whose spec
+        is unchanged are kept (the `state:` store is the one loaded first). A config that does
+        not validate or build raises ConfigError and the old one keeps serving. Returns what
+        changed."""
+        self._check_open()
+        if self._live is None:
+            raise RuntimeError(
+                f"this yard of {self.loaded.path} was made from a build, not loaded from its "
+                "file: only a yard from modelyard.load can reload"
+            )
+        self._enter()
+        return await self._live.reload()
 
     async def aclose(self) -> None:
         """Close connection pools and local models; calls after it raise YardClosedError."""
         self._closed = True
+        await self._leave()
+        if self._live is not None:
+            await self._live.aclose()
+            return
         for model in self.built.models.values():
             await model.aclose()
         await self.resources.aclose()
@@ -262,10 +345,12 @@ def load(
     *,
     env: Mapping[str, str] | None = None,
     resources: Resources | None = None,
+    watch: bool = False,
 ) -> Yard:
-    """Load, validate and build the config at `path`."""
-    resources = resources or Resources()
-    return Yard(build(load_config(path, env=env), resources), resources)
+    """Load, validate and build the config at `path`; `watch=True` reloads it when the file
+    changes (from the first call on, on each event loop the yard serves)."""
+    live = LiveConfig(path, env=env, resources=resources)
+    return Yard(live.current.built, live.resources, live=live, watch=watch)
 
 
 class _LoopThread:
@@ -437,6 +522,11 @@ class SyncYard:
         """Embed and wait for the vectors."""
         return self._run("embed", lambda: self.yard.embed(target, inputs, key_id=key_id, tags=tags))
 
+    def reload(self) -> ConfigDiff:
+        """`Yard.reload`, waited for: the config file read, validated and built anew, then
+        served; ConfigError, with the old config still serving, when it is invalid."""
+        return self._run("reload", self.yard.reload)
+
     def close(self) -> None:
         """Close the yard and the loop, from any thread (in a notebook's too), and wait for it;
         calls still running are cancelled, raising YardClosedError, as do calls after it.
@@ -452,6 +542,12 @@ class SyncYard:
         self.close()
 
 
-def load_sync(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> SyncYard:
-    """`load` for code without an event loop."""
-    return SyncYard(load(path, env=env))
+def load_sync(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, watch: bool = False
+) -> SyncYard:
+    """`load` for code without an event loop; `watch=True` reloads the config when its file
+    changes, from now on."""
+    sync = SyncYard(load(path, env=env, watch=watch))
+    if watch:
+        sync._run("load", sync.yard._serve_here)  # watching from now on, not the first call
+    return sync

@@ -93,6 +93,19 @@ class Resources:
         more), except pinned ones; returns how many were closed."""
         return await self._close(set(keys) - self.pinned)
 
+    async def leave_loop(self) -> None:
+        """Close what is bound to the running event loop, which is ending: the connection pools
+        and the services' background writers (a service's `leave_loop`) made on it. They are
+        made anew on the next loop that uses them; nothing queued is lost (the ledger writes
+        its rows first)."""
+        for kind in _KINDS[:2]:
+            for resource in list(getattr(self, kind).values()):
+                if hasattr(resource, "leave_loop"):
+                    try:
+                        await resource.leave_loop()
+                    except Exception:
+                        log.exception("closing a resource (%s) at its loop's end failed", kind)
+
     async def aclose(self) -> None:
         """Close every pool, service and loaded model."""
         await self._close({(kind, key) for kind in _KINDS for key in getattr(self, kind)})

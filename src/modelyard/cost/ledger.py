@@ -341,20 +341,32 @@ class Ledger:
             if self.file.backlog:
                 await self.file.write((), ())
 
-    async def aclose(self) -> None:
-        """Stop the background task and write what is still queued."""
+    async def _stop_writer(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
             if task.get_loop() is asyncio.get_running_loop():
                 # Asked to stop rather than cancelled: a cancel that lands as a full batch wakes
                 # the writer can be swallowed by the wait (Python 3.11), leaving aclose waiting.
+                # Waited for, not awaited: at a loop's end its runner may have cancelled it.
                 self._stopping = True
                 if self._wake is not None:
                     self._wake.set()
-                await task
+                await asyncio.wait([task])
                 self._stopping = False
             else:
                 task.cancel()  # started on a loop that is gone (e.g. a closed test loop)
                 self._lock = None  # may be bound to that loop; this one gets its own
+
+    async def leave_loop(self) -> None:
+        """The running loop is ending: write what is queued and stop the writer, if it runs on
+        this loop; the next row recorded starts one on its own loop."""
+        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
+            await self._stop_writer()
+            await self.flush()
+            self._lock = None  # bound to this loop if it was ever waited on
+
+    async def aclose(self) -> None:
+        """Stop the background task and write what is still queued."""
+        await self._stop_writer()
         await self.flush()
         await self.file.aclose()

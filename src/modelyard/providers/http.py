@@ -365,6 +365,12 @@ class HttpClient:
             else:
                 response.close()
 
+    async def leave_loop(self) -> None:
+        """Close the pool if it is the running loop's (which is ending); the next loop to use
+        this client gets a pool of its own. A pool made on another loop is left to it."""
+        if self._loop is asyncio.get_running_loop():
+            await self.aclose()
+
     async def aclose(self) -> None:
         """Close the pool."""
         if self._session is not None and not self._session.closed:

@@ -1,0 +1,105 @@
+"""One Yard used from one event loop after another (a script's `asyncio.run` per batch, a test
+framework's loop per test): each loop gets pools of its own, closed when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sqlite3
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import modelyard
+from tests.fakes.openai_server import FakeOpenAI
+
+KEY = "sk-loops"
+
+
+def config(fake: FakeOpenAI, ledger: Path) -> str:
+    return f"""
+providers:
+  up: {{type: openai, base_url: "{fake.url}/v1", api_key: {KEY}}}
+models:
+  m: {{provider: up, id: gpt-4o-mini, price: {{input: 1000, output: 1000}}}}
+ledger: {{path: "{ledger}", flush_interval: 30}}
+"""
+
+
+async def batch(yard: modelyard.Yard, number: int) -> list[str]:
+    """Two calls at once, so the loop's pool holds two connections, then a stream."""
+    answers = await asyncio.gather(
+        *(yard.complete("m", f"batch {number} call {i}") for i in range(2))
+    )
+    streamed = [chunk async for chunk in yard.stream("m", f"batch {number} streamed")]
+    final = streamed[-1].response
+    assert final is not None
+    return [*(a.text for a in answers), final.text]
+
+
+def spend_rows(ledger: Path) -> int:
+    with sqlite3.connect(ledger) as db:
+        count: int = db.execute("SELECT count(*) FROM spend").fetchone()[0]
+    return count
+
+
+def test_a_yard_serves_one_event_loop_after_another_leaking_no_pool_and_losing_no_row(
+    write_config: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = tmp_path / "ledger.db"
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with FakeOpenAI(api_key=KEY).running() as fake, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        yard = modelyard.load(write_config(config(fake, ledger)))
+        answers = []
+        for number in range(3):
+            answers += asyncio.run(batch(yard, number))
+            gc.collect()  # what a loop left unclosed warns now
+        asyncio.run(yard.aclose())
+        gc.collect()
+    assert answers == [
+        f"Echo: batch {n} {what}" for n in range(3) for what in ("call 0", "call 1", "streamed")
+    ]
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
+    assert [str(u.exc_value) for u in unraisable] == []
+    assert spend_rows(ledger) == 9
+
+
+def test_each_loops_spend_is_written_when_it_ends(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Though the ledger flushes every 30 s: a script that runs a batch per `asyncio.run` and
+    never closes its yard still has its spend recorded, batch by batch."""
+    ledger = tmp_path / "ledger.db"
+    with FakeOpenAI(api_key=KEY).running() as fake:
+        yard = modelyard.load(write_config(config(fake, ledger)))
+        for number in range(2):
+            asyncio.run(batch(yard, number))
+            assert spend_rows(ledger) == 3 * (number + 1)
+        asyncio.run(yard.aclose())
+
+
+def test_a_loop_that_waited_on_the_ledger_leaves_nothing_bound_to_it(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A ledger whose lock was waited on (two flushes at once) on the first loop writes on
+    the second all the same."""
+    ledger = tmp_path / "ledger.db"
+    with FakeOpenAI(api_key=KEY).running() as fake:
+        yard = modelyard.load(write_config(config(fake, ledger)))
+        spend = yard.built.ledger
+        assert spend is not None
+
+        async def contended(number: int) -> None:
+            await batch(yard, number)
+            await asyncio.gather(spend.flush(), spend.flush())
+
+        asyncio.run(contended(0))
+        asyncio.run(contended(1))
+        asyncio.run(yard.aclose())
+    assert spend_rows(ledger) == 6
