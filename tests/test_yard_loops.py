@@ -8,7 +8,7 @@ import gc
 import sqlite3
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,36 @@ def test_a_loop_that_waited_on_the_ledger_leaves_nothing_bound_to_it(
         asyncio.run(contended(1))
         asyncio.run(yard.aclose())
     assert spend_rows(ledger) == 6
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[modelyard.Yard, FakeOpenAI]]:
+    """One yard for the module's tests, each of which pytest-asyncio runs on a loop of its own."""
+    ledger = tmp_path_factory.mktemp("loops") / "ledger.db"
+    with FakeOpenAI(api_key=KEY).running() as fake:
+        assert isinstance(fake, FakeOpenAI)
+        path = tmp_path_factory.mktemp("config") / "config.yaml"
+        path.write_text(config(fake, ledger), encoding="utf-8")
+        yard = modelyard.load(path)
+        yield yard, fake
+        asyncio.run(yard.aclose())
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+async def test_a_yard_shared_by_tests_answers_on_each_tests_loop(
+    shared: tuple[modelyard.Yard, FakeOpenAI], turn: int
+) -> None:
+    yard, _ = shared
+    assert await batch(yard, turn) == [
+        f"Echo: batch {turn} {what}" for what in ("call 0", "call 1", "streamed")
+    ]
+    (client,) = yard.resources.clients.values()
+    assert client._loop is asyncio.get_running_loop()
+
+
+def test_the_pool_a_tests_loop_used_was_closed_when_the_loop_ended(
+    shared: tuple[modelyard.Yard, FakeOpenAI],
+) -> None:
+    yard, _ = shared
+    (client,) = yard.resources.clients.values()
+    assert client._session is None
