@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 import modelyard
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.server import FakeUpstream
 
 KEY = "sk-loops"
 
@@ -136,3 +138,52 @@ def test_the_pool_a_tests_loop_used_was_closed_when_the_loop_ended(
     yard, _ = shared
     (client,) = yard.resources.clients.values()
     assert client._session is None
+
+
+class FakeHook(FakeUpstream):
+    """An alert webhook on a real socket (kept alive), answering every POST with {}."""
+
+    def routes(self) -> list[web.RouteDef]:
+        async def alerts(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, "alert")
+
+        return [web.post("/alerts", alerts)]
+
+    def answer(self, kind: str, request: web.Request, body: Any) -> dict[str, Any]:
+        return {}
+
+
+def test_the_alert_webhooks_pool_is_each_loops_own_too(
+    write_config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    # Each call costs $0.008 of the $1 budget: the first passes 0.5 %, the second 1.2 %.
+    text = """
+models:
+  m:
+    local: {type: fake, default: "priced answer"}
+    price: {input: 1000, output: 1000}
+budgets:
+  - {name: watched, scope: total, window: day, limit: 1, alert_at: [0.005, 0.012]}
+state: {backend: memory}
+alerts: {log: false, webhook: {url: "%s/alerts"}}
+"""
+    with FakeHook().running() as hook, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        yard = modelyard.load(write_config(text % hook.url))
+
+        async def call(turn: int) -> None:
+            await yard.complete("m", "hi", max_tokens=5)
+            async with asyncio.timeout(10):
+                while len(hook.requests) < turn:  # noqa: ASYNC110 (the hook serves in a thread)
+                    await asyncio.sleep(0.01)
+
+        for turn in (1, 2):
+            asyncio.run(call(turn))
+            gc.collect()
+        asyncio.run(yard.aclose())
+        gc.collect()
+    assert [r.json["kind"] for r in hook.requests] == ["budget_threshold"] * 2
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
+    assert [str(u.exc_value) for u in unraisable] == []

@@ -71,6 +71,7 @@ class WebhookSender:
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
         self.failed = 0
 
@@ -96,6 +97,7 @@ class WebhookSender:
         hook = self.webhook
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hook.timeout))
+            self._session_loop = asyncio.get_running_loop()
         delay = hook.backoff
         for attempt in range(hook.retries + 1):
             try:
@@ -124,6 +126,12 @@ class WebhookSender:
             problem,
             alert.message,
         )
+
+    async def leave_loop(self) -> None:
+        """The running loop is ending: deliver what is queued and close the pool, if they are
+        this loop's; the next alert opens a pool on its own loop."""
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
+            await self.aclose()
 
     async def aclose(self, *, wait: float | None = None) -> None:
         """Deliver what is queued (up to `wait` seconds), then close the connection pool."""
@@ -165,6 +173,11 @@ class AlertHub:
                 self.sender.send(alert)
             except RuntimeError:  # no running loop (a synchronous caller)
                 log.error("alert webhook needs a running event loop; not sent: %s", alert.message)
+
+    async def leave_loop(self) -> None:
+        """The running loop is ending: the webhook's pool on it is closed (`Resources`)."""
+        if self.sender is not None:
+            await self.sender.leave_loop()
 
     async def aclose(self) -> None:
         """Deliver queued webhook POSTs, then close."""
