@@ -130,3 +130,25 @@ def test_a_watching_sync_yard_reloads_when_its_file_changes(
         while yard.yard.version != new and time.monotonic() < deadline:
             time.sleep(0.1)
         assert yard.complete("m", "hi", max_tokens=5).text == "new answer"
+
+
+def test_reloads_at_once_on_one_loop_then_another_each_apply(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Two reloads at once wait on a lock: the next loop's reloads must not find it bound to
+    the loop that has ended."""
+
+    def text(answer: str) -> str:
+        return capped(answer).replace("limit: 0.025", "limit: 1")
+
+    path = write_config(text("first"))
+    yard = modelyard.load(path)
+
+    async def twice(answer: str) -> str:
+        path.write_text(text(answer))
+        await asyncio.gather(yard.reload(), yard.reload())
+        return (await yard.complete("m", "hi", max_tokens=5)).text
+
+    assert asyncio.run(twice("second")) == "second"
+    assert asyncio.run(twice("third")) == "third"
+    asyncio.run(yard.aclose())

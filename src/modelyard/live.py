@@ -342,6 +342,12 @@ class LiveConfig:
         if closed:
             self.log.info("closed %d resource(s) no generation of the config uses any more", closed)
 
+    def leave_loop(self) -> None:
+        """The running loop is ending (a library yard served it): reloads on the next loop
+        take a lock of their own, since one waited on here is bound to this loop."""
+        if not self._lock.locked():
+            self._lock = asyncio.Lock()
+
     async def aclose(self) -> None:
         """Close every pool, service and local model, of every generation."""
         # Under the lock: a release closing what it took from `resources` (a ledger writing

@@ -244,6 +244,8 @@ class Yard:
             if watch is not None:
                 watch.cancel()
                 await asyncio.wait([watch])
+            if self._live is not None:
+                self._live.leave_loop()
             await self.resources.leave_loop()
 
     async def _leave(self) -> None:
