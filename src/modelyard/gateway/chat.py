@@ -146,8 +146,10 @@ class ChatEndpoints:
             deadline=deadline(timeout) if timeout is not None else None,
             request_id=call.id,
         ).with_budget(yard.loaded.config.default_deadline)
-        tokens = estimate_embedding_tokens(request) if key.tpm is not None else 0
-        counted = await self.key_limits.admit(key, call, tokens)
+        counted = 0
+        if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
+            tokens = estimate_embedding_tokens(request) if key.tpm is not None else 0
+            counted = await self.key_limits.admit(key, call, tokens)
         try:
             if key.budget is not None:
                 bound = embedder.info.price.worst_case_embedding(request)
@@ -177,10 +179,12 @@ class ChatEndpoints:
                 outcome.abandoned(response)
         finally:
             self.key_limits.release(key)
-            if counted:  # a failure, a client gone
-                await self.key_limits.settle_tokens(key, counted, outcome.tokens)
+            # The budget first, shielded: a cancel or an error in the token correction (a
+            # store round trip) must not leave the hold unsettled.
             if outcome.holds:
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
+            if counted:  # a failure, a client gone
+                await self.key_limits.settle_tokens(key, counted, outcome.tokens)
 
     # --- the chat path ---------------------------------------------------------------------------
 
@@ -267,10 +271,11 @@ class ChatEndpoints:
             raise
         finally:
             self.key_limits.release(key)
-            if metered is not None and not metered.settled:  # a failure, a client gone
-                await self.key_limits.settle_tokens(key, metered.counted, outcome.tokens)
+            # The budget first, as for embeddings: the correction must not strand the hold.
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
+            if metered is not None and not metered.settled:  # a failure, a client gone
+                await self.key_limits.settle_tokens(key, metered.counted, outcome.tokens)
 
     def quota_watch(
         self, key: VirtualKey
