@@ -17,7 +17,8 @@ class TcpRelay:
     hangs) until `flow()`. `lose_replies_after(marker)` passes requests on but holds the replies
     of the connection a request holding `marker` went through (the server did the work, and the
     client never hears of it) until `flow()`; other connections, such as the one a client opens
-    to cancel the lost query, still get theirs, as when one connection's reply is lost."""
+    to cancel the lost query, still get theirs, as when one connection's reply is lost.
+    `delay(seconds)` holds everything passed on that long (a slow link), in order."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -30,6 +31,7 @@ class TcpRelay:
         self._held: set[asyncio.Event] = set()
         """Each deafened connection's gate for its replies."""
         self._deafen_on: bytes | None = None
+        self._delay = 0.0
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
@@ -48,6 +50,10 @@ class TcpRelay:
     def lose_replies_after(self, marker: bytes) -> None:
         """Once a request holding `marker` has been passed on, hold every reply."""
         self._run(self._arm(marker))
+
+    def delay(self, seconds: float) -> None:
+        """Hold what is passed on, each way, `seconds` longer from now on (0: no longer)."""
+        self._loop.call_soon_threadsafe(setattr, self, "_delay", seconds)
 
     def flow(self) -> None:
         """Pass data on again."""
@@ -109,6 +115,8 @@ class TcpRelay:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if self._delay:
+                    await asyncio.sleep(self._delay)
                 if not request:
                     await answering.wait()
                 elif self._deafen_on is not None and self._deafen_on in data:

@@ -160,6 +160,8 @@ class PostgresTables:
         """The setting and the server it names, for messages."""
         self._pool: Any = None
         self._lock = asyncio.Lock()
+        self._giving_back: set[asyncio.Future[None]] = set()
+        """Connections going back to the pool after their work timed out (`_give_back_later`)."""
         parts = urlsplit(url)
         self._secrets = (parts.password, parts.query)  # the query may hold `password=`
 
@@ -193,19 +195,42 @@ class PostgresTables:
         try:
             pool = await self._get_pool()
             try:
-                async with pool.acquire(timeout=self.timeout) as conn:
-                    # The pool's timeout bounds connecting and giving the connection back, not
-                    # the work: a server that stops answering (a partition, a lock held by a
-                    # stalled session) would hold every request on the state store until the
-                    # outage ends, and `on_unavailable` would never apply.
+                # The pool's timeout bounds connecting and giving the connection back, not
+                # the work: a server that stops answering (a partition, a lock held by a
+                # stalled session) would hold every request on the state store until the
+                # outage ends, and `on_unavailable` would never apply.
+                conn = await pool.acquire(timeout=self.timeout)
+                try:
                     async with asyncio.timeout(self.timeout if bounded else None):
-                        return await work(conn)
+                        result = await work(conn)
+                except TimeoutError:
+                    self._give_back_later(pool, conn)
+                    raise
+                except BaseException:
+                    await pool.release(conn)
+                    raise
+                await pool.release(conn)
+                return result
             except TimeoutError:
                 raise TimeoutError(f"no answer within {self.timeout:g} s") from None
         except Exception as exc:
             if (error := self.unavailable(exc)) is None:
                 raise
             raise error from exc
+
+    def _give_back_later(self, pool: Any, conn: Any) -> None:
+        """Give back a connection whose work timed out, in the background: the pool first
+        waits for the server to cancel the query, as long again as `timeout` when it does not
+        answer, and the caller was promised an answer within `timeout` (a request on a state
+        store 2 s away waited 2 s, not 1). The pool's own timeout bounds that wait."""
+
+        async def give_back() -> None:
+            with contextlib.suppress(Exception):  # the pool has dropped the connection then
+                await pool.release(conn)
+
+        task = asyncio.ensure_future(give_back())
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
 
     def unavailable(self, exc: BaseException) -> UnavailableError | None:
         """`exc` as the error that says the database cannot be reached or used (code
