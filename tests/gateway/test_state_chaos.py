@@ -286,6 +286,25 @@ def test_two_replicas_fail_closed_never_pass_the_cap_while_one_is_cut_off(
     assert store.counters("spent") <= CAP + 1e-12
 
 
+def test_two_replicas_counting_alone_overspend_at_most_a_cap_each_and_lose_none_of_it(
+    replica: Callable[..., Replica], store: Store
+) -> None:
+    """Under `local` each replica enforces the cap alone (docs/operations.md): two cut off
+    together may spend it twice over, no more; once back, the store holds every cost and both
+    refuse."""
+    one, other = replica("local", limit=CAP), replica("local", limit=CAP)
+    assert one.ask(**SHORT) == "pong"
+    one.relay.cut()
+    other.relay.cut()
+    served = [served_until_refused(one), served_until_refused(other)]
+    assert all(n * ONE <= CAP + 1e-12 for n in served), served
+    back(one)
+    back(other)
+    assert store.settled((sum(served) + 1) * ONE)
+    assert store.counters("spent") <= 2 * CAP + ONE
+    assert budget_refused(one.ask(**SHORT)) and budget_refused(other.ask(**SHORT))
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("store", ["redis"], indirect=True)
 def test_ledger_rows_and_request_records_written_during_an_outage_land_once(

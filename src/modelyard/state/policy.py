@@ -12,7 +12,10 @@
   it was.
 
 Either way the backend is tried again at most every `retry_interval` seconds, so a dead backend
-costs no connect timeout per request; `on_recovery` listeners hear when it answers again.
+costs no connect timeout per request; `on_recovery` listeners hear when it answers again. It is
+tried in the background too, as often, not only by the next request: a replica that counted
+alone and then went idle (or is about to be shut down) hands its spend to the backend as soon
+as it answers, where the other replicas enforce it, instead of at its next request.
 
 The release of a lease the backend holds is never counted locally: the backend may have applied
 it with its answer lost, and added to it at recovery the local count would charge it twice. It
@@ -27,6 +30,8 @@ lost, never its answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -90,6 +95,11 @@ class PolicyStore(StateStore):
         self._local = MemoryStore()
         self._down: UnavailableError | None = None
         self._retry_at = 0.0
+        self._moving: asyncio.Event | None = None
+        """Set while `_recovered` moves local counts: the local store is empty meanwhile, and
+        an operation that used it would admit what the counts it no longer holds refuse."""
+        self._probing: asyncio.Task[None] | None = None
+        """Tries the backend while it is down, every `retry_interval` (`_probe`)."""
         self._listeners: list[Callable[[], None]] = []
         self._unsure: tuple[Lease, list[Change]] | None = None
         """The last move of local counts to the backend, if its answer was lost."""
@@ -106,6 +116,8 @@ class PolicyStore(StateStore):
     async def _run(
         self, operation: Callable[[StateStore], Awaitable[T]], *, local: bool = True
     ) -> T:
+        if self._moving is not None:  # the local counts are on their way to the backend
+            await self._moving.wait()
         if self._down is not None and not await self._recovered():
             return await self._fallback(operation, local)
         try:
@@ -141,13 +153,37 @@ class PolicyStore(StateStore):
             else:
                 log.error("%s; refusing requests (state.on_unavailable: fail_closed)", exc.message)
         self._down = exc
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Try the backend every `retry_interval` until it answers (and has taken what was
+        counted locally). Requests try it too; whichever comes first after the interval does."""
+        while self._down is not None:
+            await asyncio.sleep(self.retry_interval)
+            if self._down is None:
+                return
+            try:
+                await self._recovered()
+            except Exception:  # a bug of ours must not end the probing: requests still try
+                log.exception("state store %s: trying it again failed", self._where)
 
     async def _recovered(self) -> bool:
         """Whether the backend is back; if so, what was counted locally has been added to it."""
         if self._clock() < self._retry_at:
             return False
-        # Concurrent operations keep using the local store while this one probes.
         self._retry_at = self._clock() + self.retry_interval
+        # Concurrent operations wait for the move (bounded by the backend's timeout), then use
+        # the backend or the local store holding the counts again.
+        self._moving = moving = asyncio.Event()
+        try:
+            return await self._move_local_counts()
+        finally:
+            self._moving = None
+            moving.set()
+
+    async def _move_local_counts(self) -> bool:
+        """Add what was counted locally to the backend; whether it took all of it."""
         # A lease still held locally is released at the backend when its request settles
         # (this store's local leases are not carried over): not this one's to end.
         for lease_id in [i for i in self._unanswered if self._local.holds(i)]:
@@ -289,4 +325,9 @@ class PolicyStore(StateStore):
         )
 
     async def aclose(self) -> None:
+        if self._probing is not None and not self._probing.done():
+            self._probing.cancel()
+            if self._probing.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._probing
         await self.primary.aclose()
