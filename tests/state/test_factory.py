@@ -6,6 +6,7 @@ from pathlib import Path
 
 from modelyard.config.operations import StateSpec
 from modelyard.config.resources import Resources
+from modelyard.state.batched import BatchedStore
 from modelyard.state.factory import live_store, shared_store
 from modelyard.state.memory import MemoryStore
 from modelyard.state.sqlite import SqliteStore
@@ -26,7 +27,10 @@ async def test_several_workers_keep_their_live_counters_in_the_shared_file(
     resources = Resources(workers=2)
     try:
         live = live_store(StateSpec(), tmp_path, resources)
-        assert isinstance(live, SqliteStore)
-        assert live is shared_store(StateSpec(), tmp_path, resources)
+        # counts batched and circuit states cached in front of it: no round trip per request
+        assert isinstance(live, BatchedStore)
+        assert isinstance(live.inner, SqliteStore)
+        assert live.inner is shared_store(StateSpec(), tmp_path, resources)
+        assert live is live_store(StateSpec(), tmp_path, resources)
     finally:
         await resources.aclose()

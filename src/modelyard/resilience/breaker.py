@@ -195,8 +195,12 @@ class CircuitBreaker:
         self._key = f"breaker:{scope}@{endpoint}" if endpoint else f"breaker:{scope}"
         self._bucket_width = policy.window / _BUCKETS
 
-    async def _load(self) -> _Stored:
-        return _Stored.loads(await self.store.get(f"{self._key}:state"))
+    async def _load(self, *, exact: bool = False) -> _Stored:
+        """The circuit's state; a shared store may answer from a cache a fraction of a second
+        old (`state.batched`) unless `exact`, which a change of state reads to compare
+        generations: a late or stale caller's change is then dropped, not applied."""
+        store = self.store.exact if exact else self.store
+        return _Stored.loads(await store.get(f"{self._key}:state"))
 
     async def admit(self) -> Permit:
         """Leave for one call; raises UnavailableError(code="circuit_open") while open."""
@@ -229,10 +233,10 @@ class CircuitBreaker:
         bucket = int(self.clock() // self._bucket_width)
         prefix = f"{self._key}:{permit.generation}"
         ttl = self.policy.window * 2
-        await self.store.adjust(f"{prefix}:calls:{bucket}", 1.0, ttl=ttl)
+        await self.store.add(f"{prefix}:calls:{bucket}", 1.0, ttl=ttl)
         if not failed:
             return
-        await self.store.adjust(f"{prefix}:failures:{bucket}", 1.0, ttl=ttl)
+        await self.store.add(f"{prefix}:failures:{bucket}", 1.0, ttl=ttl)
         calls, failures = await self._window(permit.generation)
         if calls >= self.policy.min_calls and failures / calls >= self.policy.failure_rate:
             await self._open(permit.generation, failures / calls, calls)
@@ -252,13 +256,19 @@ class CircuitBreaker:
         streak = await self.store.adjust(
             f"{self._key}:streak:{permit.generation}", 1.0, ttl=self.policy.window
         )
-        if streak >= self.policy.probes:
+        if streak >= self.policy.probes and await self._current(permit.generation):
             closed = _Stored(state=CircuitState.CLOSED, generation=permit.generation + 1)
             await self.store.set(f"{self._key}:state", closed.dumps())
 
+    async def _current(self, generation: int) -> bool:
+        """Whether the circuit is still at `generation`: not when the outcome is late (of a call
+        made before the circuit last changed), nor admitted on another process's state read
+        before it changed."""
+        return (await self._load(exact=True)).generation == generation
+
     async def _open(self, generation: int, rate: float, calls: int) -> None:
-        if (await self._load()).generation != generation:
-            return  # a late outcome of a call made before the circuit last changed
+        if not await self._current(generation):
+            return
         now = self.clock()
         opened = _Stored(
             state=CircuitState.OPEN,

@@ -98,7 +98,7 @@ class RetryBudget:
 
     async def record_request(self) -> None:
         """Count one request (its first try) towards the allowance."""
-        await self.store.adjust(
+        await self.store.add(
             f"retry-budget:{self.key}:requests:{self._bucket()}", 1.0, ttl=self.window * 2
         )
 

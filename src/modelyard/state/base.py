@@ -173,6 +173,18 @@ class StateStore(abc.ABC):
     async def delete(self, key: str) -> None:
         """Forget `key` (value or counter)."""
 
+    async def add(self, key: str, delta: float, *, ttl: float | None = None) -> None:
+        """`adjust` when nobody reads the new value (a call counted): a store shared between
+        processes may add it a fraction of a second later, in a batch (`state.batched`), and
+        its own `counter` includes it meanwhile."""
+        await self.adjust(key, delta, ttl=ttl)
+
+    @property
+    def exact(self) -> StateStore:
+        """This store without any cache in front of it: a read here sees what every process
+        has written (`state.batched`'s `get` may be a fraction of a second old)."""
+        return self
+
     async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
         """`adjust` each (key, delta, ttl) and return the new values, in order; shared backends
         do it in one round trip."""

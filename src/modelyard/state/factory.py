@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from modelyard.config.loader import config_relative
 from modelyard.config.operations import StateSpec
 from modelyard.state.base import StateStore
+from modelyard.state.batched import BatchedStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import PolicyStore
 
@@ -32,12 +33,18 @@ def live_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateSt
     persisting a per-minute window would buy nothing across a restart and cost a disk round
     trip on every request. Several worker processes (`resources.workers`, `serve --workers N`)
     share the SQLite file instead, or each would let a whole limit through and keep its own
-    circuits.
+    circuits; through a `BatchedStore`, so a circuit's counts and state and a retry budget's
+    requests cost a round trip a fraction of a second, not one each per request (rate windows
+    stay exact).
     """
-    if spec.backend in ("redis", "postgres") or (
-        spec.backend == "sqlite" and resources.workers > 1
-    ):
+    if spec.backend in ("redis", "postgres"):
         return shared_store(spec, base_dir, resources)
+    if spec.backend == "sqlite" and resources.workers > 1:
+        shared = shared_store(spec, base_dir, resources)
+        batched: StateStore = resources.service(
+            f"live|batched|{base_dir}|{spec.model_dump_json()}", lambda: BatchedStore(shared)
+        )
+        return batched
     store: StateStore = resources.service("live|memory", MemoryStore)
     return store
 
