@@ -8,10 +8,15 @@ step) and the stack a hosted model gets by default (retry with its budget, circu
 rate-limit learner), bare and with the model's own `limits: {rpm, tpm}` (two more window
 acquires and the token correction), in front of a scripted model that answers at once.
 
-    .venv/bin/python bench/live_store.py [--calls 2000] [--rounds 3]
+`batched` is the same store behind `state.batched.BatchedStore` (what `live_store` gives
+several workers on SQLite): counts sent in one round trip every 0.2 s, circuit states cached
+for 0.25 s. `--shared` adds the local Redis and PostgreSQL (127.0.0.1, as the tests use them),
+plain (what `live_store` gives them) and batched.
+
+    .venv/bin/python bench/live_store.py [--calls 2000] [--rounds 3] [--shared]
 
 Per case: wall and CPU (every thread of the process: the SQLite worker's too) microseconds per
-request, one after another; `sqlite x2` is two processes at once on one file (the workers of
+request, one after another; `x2` is two processes at once on one file (the workers of
 `serve --workers 2` under load), each process's figures. Rounds interleave the stores; the
 table shows the median round.
 """
@@ -24,6 +29,7 @@ import multiprocessing
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -34,10 +40,15 @@ from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBre
 from modelyard.resilience.ratelimit import Limiter, RateLimitModel, RateLimits
 from modelyard.resilience.retry import RetryBudget, RetryModel, RetryPolicy
 from modelyard.state.base import StateStore
+from modelyard.state.batched import BatchedStore
 from modelyard.state.memory import MemoryStore
+from modelyard.state.postgres import PostgresStore
+from modelyard.state.redis import RedisStore
 from modelyard.state.sqlite import SqliteStore
 from modelyard.types import user
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REQUEST = user("How do I reset my password?", max_tokens=64)
 LIMITLESS = 1e12
 """Limits no bench run reaches: the work is the same as under a real limit that admits."""
@@ -94,9 +105,16 @@ async def per_call(
 
 
 async def timed(store: StateStore, calls: int) -> dict[str, tuple[float, float]]:
-    """Each case's figures on `store`."""
+    """Each case's figures on `store` (a batched one sends what it counted before closing)."""
     out = await per_call(cases(store), calls, warm=min(200, calls))
     await store.aclose()
+    inner = store.inner if isinstance(store, BatchedStore) else store
+    if isinstance(inner, RedisStore):
+        await inner.clear_prefix()
+    if isinstance(inner, PostgresStore):
+        await inner.drop_tables()
+    if inner is not store:
+        await inner.aclose()
     return out
 
 
@@ -114,16 +132,31 @@ async def operations(path: str, calls: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+def make(kind: str, path: str) -> StateStore:
+    """A fresh store of `kind` (`sqlite`, `redis`, `postgres`, `memory`; `+batched` puts a
+    `BatchedStore` in front); `path`: the SQLite file."""
+    backend, _, batched = kind.partition("+")
+    store: StateStore
+    if backend == "memory":
+        store = MemoryStore()
+    elif backend == "sqlite":
+        store = SqliteStore(path)
+    elif backend == "redis":
+        store = RedisStore(REDIS_URL, prefix=f"bench-{uuid.uuid4().hex[:12]}:")
+    else:
+        store = PostgresStore(POSTGRES_URL, table_prefix="b" + uuid.uuid4().hex[:10] + "_")
+    return BatchedStore(store) if batched else store
+
+
 def run_one(kind: str, path: str, calls: int) -> dict[str, tuple[float, float]]:
-    """One process's figures on a fresh store of `kind` (`path`: the SQLite file)."""
-    store: StateStore = MemoryStore() if kind == "memory" else SqliteStore(path)
-    return asyncio.run(timed(store, calls))
+    """One process's figures on a fresh store of `kind`."""
+    return asyncio.run(timed(make(kind, path), calls))
 
 
-def sqlite_pair(path: str, calls: int) -> dict[str, tuple[float, float]]:
+def pair(kind: str, path: str, calls: int) -> dict[str, tuple[float, float]]:
     """Two processes timing at once on one file; the mean of their figures."""
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        both = pool.starmap(run_one, [("sqlite", path, calls)] * 2)
+        both = pool.starmap(run_one, [(kind, path, calls)] * 2)
     return {
         name: (
             statistics.fmean(r[name][0] for r in both),
@@ -133,13 +166,17 @@ def sqlite_pair(path: str, calls: int) -> dict[str, tuple[float, float]]:
     }
 
 
-def main(calls: int, rounds: int) -> None:
-    runs: dict[str, list[dict[str, tuple[float, float]]]] = {"memory": [], "sqlite": [], "x2": []}
+def main(calls: int, rounds: int, shared: bool) -> None:
+    kinds = ["memory", "sqlite", "sqlite+batched", "sqlite x2", "sqlite+batched x2"]
+    if shared:
+        kinds += ["redis", "redis+batched", "postgres", "postgres+batched"]
+    runs: dict[str, list[dict[str, tuple[float, float]]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as folder:
         for i in range(rounds):
-            runs["memory"].append(run_one("memory", "", calls))
-            runs["sqlite"].append(run_one("sqlite", str(Path(folder) / f"one{i}.db"), calls))
-            runs["x2"].append(sqlite_pair(str(Path(folder) / f"two{i}.db"), calls))
+            for kind in kinds:
+                store, _, two = kind.partition(" ")
+                path = str(Path(folder) / f"{i}-{kind}.db")
+                runs[kind].append(pair(store, path, calls) if two else run_one(store, path, calls))
     median = {
         kind: {
             name: (
@@ -151,13 +188,12 @@ def main(calls: int, rounds: int) -> None:
         for kind, results in runs.items()
     }
     print(f"{calls} calls per case, median of {rounds} rounds; wall / CPU µs per request")
-    print(f"{'case':<32} {'memory':>15} {'sqlite':>15} {'sqlite x2':>15} {'ratio (CPU)':>12}")
-    for name, (wall, cpu) in median["memory"].items():
-        one, two = median["sqlite"][name], median["x2"][name]
-        print(
-            f"{name:<32} {wall:6.1f} / {cpu:6.1f} {one[0]:6.0f} / {one[1]:6.0f} "
-            f"{two[0]:6.0f} / {two[1]:6.0f} {one[1] / cpu:11.1f}x"
-        )
+    for name in median["memory"]:
+        print(f"\n{name}")
+        memory_cpu = median["memory"][name][1]
+        for kind in kinds:
+            wall, cpu = median[kind][name]
+            print(f"  {kind:<20} {wall:7.1f} / {cpu:7.1f}   {cpu / memory_cpu:6.1f}x memory CPU")
     with tempfile.TemporaryDirectory() as folder:
         steps = asyncio.run(operations(str(Path(folder) / "ops.db"), calls))
     print("\none SQLite operation, as the stack makes them; wall / CPU µs")
@@ -169,5 +205,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shared", action="store_true", help="Redis and PostgreSQL too")
     arguments = parser.parse_args()
-    main(arguments.calls, arguments.rounds)
+    main(arguments.calls, arguments.rounds, arguments.shared)

@@ -197,3 +197,15 @@ async def test_a_probe_admitted_on_a_stale_state_does_not_close_a_circuit_reopen
     # ...and its success speaks of a state that is gone: the circuit stays open.
     clock.now += workers[1].cache_for
     assert (await second.health()).state is CircuitState.OPEN
+
+
+async def test_a_flush_whose_answer_may_be_lost_is_dropped_not_sent_twice() -> None:
+    # across a network, a failed flush may have been applied: sending it again counts it twice
+    shared = Counted()
+    store = BatchedStore(shared, flush_every=NEVER, resend_failed=False)
+    await store.add("calls", 2.0)
+    shared.failing = 1
+    assert not await store.flush()
+    await store.add("calls", 1.0)
+    assert await store.flush()
+    assert shared.flushes == [[("calls", 1.0, None)]]

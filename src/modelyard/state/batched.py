@@ -9,8 +9,11 @@ for every count it made, and one per `cache_for` for each circuit's state.
 
 - `add` (a count whose new value nobody reads) is kept in memory and added to the shared store
   in one `adjust_many` every `flush_every` seconds, from a background task, and at `aclose`
-  (a clean stop drops nothing). A flush that fails keeps its deltas for the next one: it is
-  one transaction, so it added none of them, and they are sent once.
+  (a clean stop drops nothing). A flush is never counted twice. On SQLite one that fails was
+  one transaction rolled back, which added none of its deltas: they wait for the next flush
+  (`resend_failed`). Across a network (Redis, PostgreSQL) a flush whose answer was lost may
+  have been applied: its deltas are dropped and logged, as a count made without this wrapper
+  is (`policy.after_the_call`).
 - `counter` is the shared value plus what this process has counted and not yet seen added
   (including a flush under way: a read racing a flush may count its deltas twice, for that
   one round trip, never lose them).
@@ -58,9 +61,13 @@ class BatchedStore(StateStore):
         *,
         flush_every: float = FLUSH_EVERY,
         cache_for: float = CACHE_FOR,
+        resend_failed: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`resend_failed`: whether a failed flush certainly applied nothing (one transaction,
+        rolled back), so its deltas are sent again; else they are dropped."""
         self.inner = inner
+        self.resend_failed = resend_failed
         self.backend = inner.backend
         self.flush_every = flush_every
         self.cache_for = cache_for
@@ -84,10 +91,14 @@ class BatchedStore(StateStore):
     # Counts: batched.
 
     async def add(self, key: str, delta: float, *, ttl: float | None = None) -> None:
-        held = self._pending.get(key)
-        self._pending[key] = (delta, ttl) if held is None else (held[0] + delta, held[1])
+        self._keep(key, delta, ttl)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    def _keep(self, key: str, delta: float, ttl: float | None) -> None:
+        """Count `delta` at `key` here, to send with the next flush."""
+        held = self._pending.get(key)
+        self._pending[key] = (delta, ttl) if held is None else (held[0] + delta, held[1])
 
     async def counter(self, key: str) -> float:
         value = await self.inner.counter(key)
@@ -114,14 +125,17 @@ class BatchedStore(StateStore):
         try:
             await self.inner.adjust_many(changes)
         except Exception as exc:
-            for key, (delta, ttl) in self._sending.items():
-                held = self._pending.get(key)
-                self._pending[key] = (delta, ttl) if held is None else (held[0] + delta, ttl)
+            if self.resend_failed:
+                for key, delta, ttl in changes:
+                    self._keep(key, delta, ttl)
             if not self._failing:
+                fate = "kept for the next try" if self.resend_failed else "dropped (and any more)"
                 log.warning(
-                    "live counts not added to the %s store yet (%s); kept for the next try",
+                    "%d live count(s) not added to the %s store (%s); %s until it answers",
+                    len(changes),
                     self.backend,
                     exc,
+                    fate,
                 )
             self._failing = True
             return False

@@ -33,16 +33,19 @@ def live_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateSt
     persisting a per-minute window would buy nothing across a restart and cost a disk round
     trip on every request. Several worker processes (`resources.workers`, `serve --workers N`)
     share the SQLite file instead, or each would let a whole limit through and keep its own
-    circuits; through a `BatchedStore`, so a circuit's counts and state and a retry budget's
-    requests cost a round trip a fraction of a second, not one each per request (rate windows
-    stay exact).
+    circuits. A shared store is used through a `BatchedStore`, so a circuit's counts and state
+    and a retry budget's requests cost a round trip every fraction of a second, not one each
+    per request (rate windows stay exact).
     """
-    if spec.backend in ("redis", "postgres"):
-        return shared_store(spec, base_dir, resources)
-    if spec.backend == "sqlite" and resources.workers > 1:
+    if spec.backend in ("redis", "postgres") or (
+        spec.backend == "sqlite" and resources.workers > 1
+    ):
         shared = shared_store(spec, base_dir, resources)
         batched: StateStore = resources.service(
-            f"live|batched|{base_dir}|{spec.model_dump_json()}", lambda: BatchedStore(shared)
+            f"live|batched|{base_dir}|{spec.model_dump_json()}",
+            # A failed SQLite flush is a rolled-back transaction; a lost answer from a server
+            # may follow a flush applied: sent again, it would count twice.
+            lambda: BatchedStore(shared, resend_failed=spec.backend == "sqlite"),
         )
         return batched
     store: StateStore = resources.service("live|memory", MemoryStore)
