@@ -137,9 +137,17 @@ async def test_a_write_goes_through_and_is_read_back_at_once() -> None:
 
 
 @pytest.fixture
-async def workers(tmp_path: Path) -> AsyncIterator[list[BatchedStore]]:
-    """Two worker processes' live stores on one SQLite file."""
-    made = [BatchedStore(SqliteStore(tmp_path / "state.db"), flush_every=NEVER) for _ in "ab"]
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def workers(tmp_path: Path, clock: Clock) -> AsyncIterator[list[BatchedStore]]:
+    """Two worker processes' live stores on one SQLite file, their caches on `clock`."""
+    made = [
+        BatchedStore(SqliteStore(tmp_path / "state.db"), flush_every=NEVER, clock=clock)
+        for _ in "ab"
+    ]
     yield made
     for store in made:
         await store.aclose()
@@ -147,11 +155,8 @@ async def workers(tmp_path: Path) -> AsyncIterator[list[BatchedStore]]:
 
 
 async def test_a_circuit_one_worker_opens_is_open_in_the_other_within_cache_for(
-    workers: list[BatchedStore],
+    workers: list[BatchedStore], clock: Clock
 ) -> None:
-    clock = Clock()
-    for store in workers:
-        store._clock = clock
     sick = BreakerModel(
         scripted("a", default=fails("unavailable")),
         [CircuitBreaker("model:a", POLICY, workers[0], clock=clock)],
@@ -166,18 +171,16 @@ async def test_a_circuit_one_worker_opens_is_open_in_the_other_within_cache_for(
     with pytest.raises(UnavailableError) as refused:
         await sick.complete(user("x"))
     assert refused.value.code == "circuit_open"
+    assert (await other.complete(user("x"))).text == "fine"  # the bound: cache_for, no more
     clock.now += workers[1].cache_for
     with pytest.raises(UnavailableError) as caught:
         await other.complete(user("x"))
-    assert caught.value.code == "circuit_open" and len(other_inner.calls) == 1
+    assert caught.value.code == "circuit_open" and len(other_inner.calls) == 2
 
 
 async def test_a_probe_admitted_on_a_stale_state_does_not_close_a_circuit_reopened_since(
-    workers: list[BatchedStore],
+    workers: list[BatchedStore], clock: Clock
 ) -> None:
-    clock = Clock()
-    for store in workers:
-        store._clock = clock
     first, second = (CircuitBreaker("model:a", POLICY, store, clock=clock) for store in workers)
     sick = BreakerModel(scripted("a", default=fails("unavailable")), [first])
     for _ in range(3):
