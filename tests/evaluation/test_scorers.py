@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import modelyard
 from modelyard.errors import ConfigError
 from modelyard.evaluation.dataset import Item
-from modelyard.evaluation.replay import RECORDED_SCORE
+from modelyard.evaluation.replay import RECORDED_MODEL, RECORDED_SCORE
 from modelyard.evaluation.scorers import (
     UNLABELLED,
     UNPARSED,
@@ -19,6 +23,7 @@ from modelyard.evaluation.scorers import (
 from modelyard.model import ModelInfo
 from modelyard.providers.fake import Reply, ScriptedModel
 from modelyard.types import ChatResponse, Choice, Decision, Message
+from tests.evaluation.conftest import write_jsonl
 
 
 def _response(text: str, decision: Decision | None = None, model: str = "m") -> ChatResponse:
@@ -128,6 +133,47 @@ async def test_recorded_without_a_clear_answerer_is_unparsed() -> None:
     score = await make_scorer("recorded").score(
         Item(id="1", prompt="q"), _response("x", tree, model="vote")
     )
+    assert score.reason == UNPARSED
+
+
+async def test_recorded_never_lends_the_answer_a_checker_s_score() -> None:
+    # The answering model's score was not recorded; the model that checked it was right.
+    mine = Decision(node="cheap", kind="model", details={RECORDED_MODEL: "c"})
+    checker = Decision(node="big", kind="model", details={RECORDED_MODEL: "b", RECORDED_SCORE: 1.0})
+    tree = Decision(node="cascade", kind="cascade", chosen="cheap", children=(mine, checker))
+    score = await make_scorer("recorded").score(
+        Item(id="1", prompt="q"), _response("x", tree, model="cheap")
+    )
+    assert score.reason == UNPARSED
+
+
+async def test_an_answer_recorded_without_a_score_stays_unparsed_through_a_cascade(
+    tmp_path: Path, write_config: Callable[[str], Path]
+) -> None:
+    rows = [
+        {"prompt": "What is 2 + 2?", "model": "weak", "response": "#### 4"},
+        {"prompt": "What is 2 + 2?", "model": "strong", "response": "#### 4", "correct": True},
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = write_config(
+        f"""
+models:
+  weak: {{local: {{type: replay, data: "{data}", format: jsonl, model: weak}}}}
+  strong: {{local: {{type: replay, data: "{data}", format: jsonl, model: strong}}}}
+systems:
+  main:
+    type: cascade
+    stages:
+      - model: weak
+        threshold: 1.0
+        estimator: {{type: agreement, models: [strong], normalise: number}}
+      - model: strong
+"""
+    )
+    async with modelyard.load(config) as yard:
+        response = await yard.complete("main", "What is 2 + 2?")
+    assert response.model == "weak"  # the two agree, so the cheap answer stands
+    score = await make_scorer("recorded").score(Item(id="1", prompt="q"), response)
     assert score.reason == UNPARSED
 
 

@@ -23,6 +23,9 @@ from modelyard.types import ChatRequest, ChatResponse, Choice, Decision, Message
 
 RECORDED_SCORE = "recorded_score"
 """The decision detail holding the answering model's recorded correctness."""
+RECORDED_MODEL = "recorded_model"
+"""The decision detail naming the recorded model a replayed answer came from (on every replayed
+answer, also one whose correctness was not recorded)."""
 
 
 def _shared(texts: list[str]) -> str:
@@ -144,7 +147,7 @@ class ReplayModel(Model):
         usage = self._usage(request, outcome)
         cost = outcome.cost if outcome.cost is not None else self.info.price.cost(usage)
         reported = outcome.provider_model or self.model
-        details: dict[str, object] = {"recorded_model": self.model}
+        details: dict[str, object] = {RECORDED_MODEL: self.model}
         if outcome.score is not None:
             details[RECORDED_SCORE] = outcome.score
         if outcome.synthetic:

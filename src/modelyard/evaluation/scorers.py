@@ -17,7 +17,7 @@ from typing import Any
 
 from modelyard.errors import ConfigError, ModelError
 from modelyard.evaluation.dataset import Item
-from modelyard.evaluation.replay import RECORDED_SCORE
+from modelyard.evaluation.replay import RECORDED_MODEL, RECORDED_SCORE
 from modelyard.functions import call_function, import_function, unit_value
 from modelyard.model import Model
 from modelyard.patterns.normalise import choice, lookup, number, parse_json_answer
@@ -179,16 +179,22 @@ def recorded_score(response: ChatResponse) -> float | None:
     which recorded answer that was."""
     if response.decision is None:
         return None
-    leaves = [
+    replayed = [
         d
         for d in response.decision.walk()
-        if RECORDED_SCORE in d.details and d.error is None and not d.children
+        if (RECORDED_MODEL in d.details or RECORDED_SCORE in d.details)
+        and d.error is None
+        and not d.children
     ]
-    mine = [d for d in leaves if d.node == response.model]
+    # The answering model's own answer, also when its score was not recorded: a checker's
+    # recorded score (a cascade's agreement check, a verifier) is not the answer's.
+    mine = [d for d in replayed if d.node == response.model]
     if mine:
-        return float(mine[-1].details[RECORDED_SCORE])
-    values = {float(d.details[RECORDED_SCORE]) for d in leaves}
-    return values.pop() if len(values) == 1 else None
+        value = mine[-1].details.get(RECORDED_SCORE)
+        return None if value is None else float(value)
+    values = {d.details.get(RECORDED_SCORE) for d in replayed}
+    value = values.pop() if len(values) == 1 else None
+    return None if value is None else float(value)
 
 
 class RecordedScorer(Scorer):
