@@ -427,6 +427,20 @@ def test_routerdc_rejects_a_score_outside_zero_to_one(tmp_path: Path) -> None:
         load_recordings("routerdc", [path])
 
 
+def test_a_null_routerdc_score_is_not_recorded_as_a_missing_key_is(tmp_path: Path) -> None:
+    # pandas' to_json writes a model missing from a row as null; a held-out file made so
+    # must load, with that model's answer not recorded there (a call asking it fails).
+    path = tmp_path / "mmlu_heldout.json"
+    rows = [
+        {"question": "Q?\nA. 1\nB. 2", "scores": {"m": 0.9, "n": None}},
+        {"question": "R?\nA. 1\nB. 2", "scores": {"m": 0.0, "n": 0.7}},
+    ]
+    path.write_text(json.dumps(rows))
+    first, second = load_recordings("routerdc", [path]).items
+    assert set(first.outcomes) == {"m"}
+    assert second.outcomes["n"].score == 1.0
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [

@@ -14,7 +14,8 @@ answer), `confidence` (the model's own, in [0, 1]), `latency_ms`, `provider_mode
 a file or the folder. A word of the file's name says which task it holds (nothing else in
 the file does; a name naming no known task is refused). Multiple-choice tasks (mmlu, cmmlu,
 ceval, arc) store the gold option's probability when the model's top choice was right and 0
-otherwise: the recorded score is 1/0 and the raw value stays in the decision details. It is
+otherwise: the recorded score is 1/0 and the raw value stays in the decision details. A null
+score (a model absent from that item, as pandas writes it) is not recorded, as a missing key. It is
 *not* passed on as `confidence`: it exists only for right answers, so a cascade reading it
 would read the label. Generation tasks store the fraction of 10 samples that were right. No
 response texts: multiple-choice answers are synthesised letters (`synthetic.py`), other answers
@@ -109,6 +110,8 @@ def _routerdc_item(
     letters = option_letters(prompt) or "ABCD"
     outcomes = {}
     for model, raw in scores.items():
+        if raw is None:  # null, as pandas writes a missing value: not recorded, as no key
+            continue
         value = unit_score(raw, f"item {number}: score of {model!r}", str(path), None)
         if choice:
             score = 1.0 if value > 0 else 0.0
