@@ -8,9 +8,10 @@
   of strong-model cost from 0 to 1 (the area under the PGR curve). **CPT(x)**: the smallest
   share of strong cost at which PGR reaches x. Here the curve is the non-decreasing hull of the
   points plus the always-weak (0, q_weak) and always-strong (1, q_strong) ends: every point on
-  it is reachable by choosing between two settings at random per request. For a binary router
-  the share is the share of strong calls; for anything else it is the cost normalised between
-  the weak and the strong model's costs.
+  it is reachable by choosing between two settings at random per request. The share is the
+  cost normalised between the weak and the strong model's costs, for a binary router too: that
+  is RouteLLM's share of strong calls only when every item costs the same (a router sending
+  the longer prompts to the strong model spends a larger share of its cost than of its calls).
 
 Reference routers: a **random** router mixes the single models at random, so its frontier is
 the hull of the single models' points; the **oracle** knows every model's score on every item
