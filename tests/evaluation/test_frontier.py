@@ -14,7 +14,28 @@ from modelyard.evaluation.frontier import (
     strong_share_curve,
     upper_hull,
 )
-from modelyard.evaluation.references import Curve
+from modelyard.evaluation.references import Curve, build_frontier
+from modelyard.evaluation.runner import ItemResult
+
+
+def _result(item: str, score: float, cost: float) -> ItemResult:
+    return ItemResult(
+        id=item,
+        split=None,
+        label="A",
+        status="scored",
+        score=score,
+        answer="A",
+        parsed="A",
+        cost=cost,
+        scorer_cost=0.0,
+        latency_ms=1.0,
+        model="m",
+        provider_model="m",
+        drift=None,
+        error=None,
+        decision=None,
+    )
 
 
 def test_upper_hull_drops_points_under_the_hull_and_after_the_peak() -> None:
@@ -32,6 +53,18 @@ def test_aiq_of_one_point_is_not_defined(max_cost: float) -> None:
     # Carried flat it would read 0 at the largest cost, else a rectangle: no curve either way.
     assert aiq([(2.0, 0.8)], max_cost=max_cost) is None
     assert aiq([(2.0, 0.8), (2.0, 0.8)], max_cost=max_cost) is None
+
+
+def test_aiq_of_points_that_all_cost_the_same_is_not_defined() -> None:
+    # RouterDC's models share one list price: every curve is a vertical line whose area is 0
+    # (the oracle's included), which read as the worst possible AIQ.
+    assert aiq([(2.0, 0.5), (2.0, 0.7)], max_cost=2.0) is None
+    singles = {m: [_result("1", s, 2.0), _result("2", 0.0, 2.0)] for m, s in (("a", 1), ("b", 0))}
+    frontier = build_frontier({"system": [(2.0, 0.5)]}, singles)
+    assert frontier.curves["random"].aiq is None
+    assert frontier.curves["oracle"].aiq is None
+    # A curve costing less than the largest cost compared is still carried flat to it.
+    assert aiq([(1.0, 0.5), (1.0, 0.7)], max_cost=2.0) == pytest.approx(0.35)
 
 
 def test_a_curve_of_one_point_reports_its_aiq_as_not_defined() -> None:

@@ -3,7 +3,8 @@
 - **AIQ** (RouterBench, `evaluation/AIQ.py` of withmartian/routerbench): the area under the
   non-decreasing upper convex hull of a router's (cost, quality) points, the hull carried flat
   to the largest cost among the curves compared, divided by that cost. Not defined for a curve
-  of one point (a single calibrated setting): reported as None, not as RouterBench's 0.
+  of one point (a single calibrated setting), nor for points that all cost the largest cost
+  compared (every model at one price): reported as None, not as RouterBench's 0.
 - **PGR** (RouteLLM): (q - q_weak) / (q_strong - q_weak). **APGR**: PGR averaged over the share
   of strong-model cost from 0 to 1 (the area under the PGR curve). **CPT(x)**: the smallest
   share of strong cost at which PGR reaches x. Here the curve is the non-decreasing hull of the
@@ -69,6 +70,10 @@ def aiq(points: Sequence[Point], max_cost: float | None = None) -> float | None:
     top = max(max_cost if max_cost is not None else 0.0, hull[-1][0])
     if top <= 0:
         return hull[-1][1]
+    if len(hull) == 1 and hull[0][0] >= top:
+        # Points at one cost, the largest compared (models of one price, as RouterDC's):
+        # their area is 0 whatever their quality, as a single point's would be.
+        return None
     if hull[-1][0] < top:
         hull.append((top, hull[-1][1]))
     xs = np.array([p[0] for p in hull])
