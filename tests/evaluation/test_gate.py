@@ -17,7 +17,7 @@ from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.history import ConfigHistory
 from modelyard.evaluation.report import Tally, summarize
 from modelyard.evaluation.runner import ItemResult
-from tests.evaluation.conftest import own_rows, write_jsonl
+from tests.evaluation.conftest import csv_slice, own_rows, write_jsonl
 
 ARC = "routerbench-train/arc_challenge_train.csv"
 CONFIG = """
@@ -130,6 +130,32 @@ def test_gate_fails_a_costlier_candidate(arc: Path, write_config: Callable[..., 
     cand = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "cand.yaml")
     code, report = _gate(base, cand, arc, "--max-accuracy-drop", "1")
     assert code == 1 and any(v.startswith("cost per item rose") for v in report["violations"])
+
+
+def test_gate_shows_a_candidate_part_that_fails_where_its_fallback_answers(
+    arc: Path, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    # The candidate's first model holds 10 of the 30 prompts; its fallback (the baseline's
+    # model) answers the rest, so accuracy, cost and failed items are the baseline's.
+    few = csv_slice(arc, tmp_path / "few.csv", 10)
+    base = write_config(CONFIG.format(path=arc, model="gpt-4-1106-preview"), "base.yaml")
+    cand = write_config(
+        f"""
+models:
+  first: {{local: {{type: replay, data: "{few}", format: routerbench, model: gpt-4-1106-preview}}}}
+  answer: {{local: {{type: replay, data: "{arc}", format: routerbench, model: gpt-4-1106-preview}}}}
+systems:
+  main: {{type: fallback, chain: [first, answer]}}
+""",
+        "cand.yaml",
+    )
+    result = runner.invoke(
+        app, ["gate", str(base), str(cand), "--data", str(arc), "--format", "routerbench"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "main baseline chose answer: 30; candidate chose answer: 20, first: 10" in " ".join(
+        result.output.split()
+    )
 
 
 def test_gate_passes_an_equal_candidate_and_applies_it(

@@ -22,7 +22,7 @@ from modelyard.evaluation.calibrate import Calibration
 from modelyard.evaluation.compare import Row
 from modelyard.evaluation.evaluate import Evaluation
 from modelyard.evaluation.gate import GateResult
-from modelyard.evaluation.report import EvalReport, Tally
+from modelyard.evaluation.report import EvalReport, NodeStats, Tally
 from modelyard.evaluation.runner import FAILED
 
 
@@ -224,14 +224,20 @@ def print_comparison(title: str, rows: Sequence[Row]) -> None:
     console.print(table)
 
 
+def _decided(stats: NodeStats) -> str:
+    """What a node chose over the set, and how many of its calls failed."""
+    line = ""
+    if stats.chosen:  # an embedder chooses nothing; it has only details
+        line += " chose " + ", ".join(f"{k}: {v}" for k, v in stats.chosen.items())
+    if stats.errors:
+        line += f" [red]{stats.errors} failed[/]"
+    return line
+
+
 def _print_nodes(report: EvalReport) -> None:
     """How each node decided, and the model drift seen."""
     for node, stats in report.nodes.items():
-        line = f"[bold]{node}[/] [dim]{stats.kind}[/]"
-        if stats.chosen:  # an embedder chooses nothing; it has only details
-            line += " chose " + ", ".join(f"{k}: {v}" for k, v in stats.chosen.items())
-        if stats.errors:
-            line += f" [red]{stats.errors} failed[/]"
+        line = f"[bold]{node}[/] [dim]{stats.kind}[/]" + _decided(stats)
         if stats.details:
             line += " [dim]" + ", ".join(f"{k}≈{v:.3g}" for k, v in stats.details.items()) + "[/]"
         console.print(line)
@@ -330,6 +336,19 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
     console.print(written)
 
 
+def _print_node_changes(base: dict[str, NodeStats], cand: dict[str, NodeStats]) -> None:
+    """Each node that chose otherwise, or failed more or less often, in the candidate: a
+    fallback or a cascade answers for a part that fails, so neither the accuracy nor the
+    failed items show a candidate whose first model can no longer answer."""
+    for node in dict.fromkeys([*base, *cand]):
+        before, after = base.get(node), cand.get(node)
+        if before and after and (before.chosen, before.errors) == (after.chosen, after.errors):
+            continue
+        was = _decided(before) if before else " absent"
+        now = _decided(after) if after else " absent"
+        console.print(f"[yellow]{escape(node)}[/] baseline{was}; candidate{now}")
+
+
 def print_gate(result: GateResult) -> None:
     """Baseline against candidate, the items broken and fixed, and the verdict."""
     console.print(
@@ -347,6 +366,7 @@ def print_gate(result: GateResult) -> None:
             more = len(ids) - _SHOWN
             tail = f" ... and {more} more (all in --json)" if more > 0 else ""
             console.print(f"  {label}: {escape(', '.join(ids[:_SHOWN]))}{tail}")
+    _print_node_changes(result.baseline.nodes, result.candidate.nodes)
     for change in result.model_changes:
         console.print(f"[yellow]model change:[/] {change}")
     if result.passed:
