@@ -71,13 +71,16 @@ def split_of(data: str, seed: int, out: Path) -> Path:
     return split
 
 
-def one(system: str, seed: int, ask: str, out: Path) -> dict[str, float | bool]:
+def one(
+    system: str, seed: int, ask: str, out: Path, confidence: float | None = None
+) -> dict[str, float | bool]:
     split = split_of(SYSTEMS[system][0], seed, out)
+    held = ("--confidence", str(confidence)) if confidence is not None else ()
     report = json.loads(
         run(
             "calibrate", str(config(system, ask, out)), "main", "--format", "jsonl",
             "--data", str(split / "train.jsonl"), "--test-data", str(split / "test.jsonl"),
-            "--target", "quality:0.95", "--knob", THRESHOLDS, "--json",
+            "--target", "quality:0.95", *held, "--knob", THRESHOLDS, "--json",
             "--out", str(split / f"{system}-{ask}.calibrated.yaml"),
             ok=(0, 1),  # 1: the target was not met on the training half; still reported
         )
@@ -157,12 +160,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "cascades")
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--ceiling", action="store_true", help="also Winogrande's bound")
+    parser.add_argument(
+        "--confidence", type=float, help="calibrate's --confidence (the target held at a bound)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, float | bool]]] = {}
     for system in args.systems:
         for ask in ("in_turn", "together"):
-            rows = [one(system, seed, ask, args.out) for seed in range(args.seeds)]
+            rows = [one(system, seed, ask, args.out, args.confidence) for seed in range(args.seeds)]
             results[f"{system}/{ask}"] = rows
             print(
                 f"{system:17s} {ask:8s} thresholds {[r['threshold'] for r in rows]} "
