@@ -15,6 +15,7 @@ from modelyard.evaluation.frontier import (
     upper_hull,
 )
 from modelyard.evaluation.references import Curve, build_frontier
+from modelyard.evaluation.report import Tally
 from modelyard.evaluation.runner import ItemResult
 
 
@@ -59,7 +60,9 @@ def test_aiq_of_points_that_all_cost_the_same_is_not_defined() -> None:
     # RouterDC's models share one list price: every curve is a vertical line whose area is 0
     # (the oracle's included), which read as the worst possible AIQ.
     assert aiq([(2.0, 0.5), (2.0, 0.7)], max_cost=2.0) is None
-    singles = {m: [_result("1", s, 2.0), _result("2", 0.0, 2.0)] for m, s in (("a", 1), ("b", 0))}
+    singles = {
+        m: Tally.of([_result("1", s, 2.0), _result("2", 0.0, 2.0)]) for m, s in (("a", 1), ("b", 0))
+    }
     frontier = build_frontier({"system": [(2.0, 0.5)]}, singles)
     assert frontier.curves["random"].aiq is None
     assert frontier.curves["oracle"].aiq is None
