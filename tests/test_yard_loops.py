@@ -129,7 +129,7 @@ async def test_a_yard_shared_by_tests_answers_on_each_tests_loop(
         f"Echo: batch {turn} {what}" for what in ("call 0", "call 1", "streamed")
     ]
     (client,) = yard.resources.clients.values()
-    assert client._loop is asyncio.get_running_loop()
+    assert list(client._sessions) == [asyncio.get_running_loop()]
 
 
 def test_the_pool_a_tests_loop_used_was_closed_when_the_loop_ended(
@@ -137,7 +137,7 @@ def test_the_pool_a_tests_loop_used_was_closed_when_the_loop_ended(
 ) -> None:
     yard, _ = shared
     (client,) = yard.resources.clients.values()
-    assert client._session is None
+    assert client._sessions == {}
 
 
 class FakeHook(FakeUpstream):

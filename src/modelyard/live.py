@@ -25,6 +25,7 @@ from modelyard.config.loader import LoadedConfig, load_config
 from modelyard.config.resources import ResourceKey, Resources
 from modelyard.config.schema import Config
 from modelyard.errors import ConfigError
+from modelyard.loops import Slots
 
 if TYPE_CHECKING:
     from modelyard.yard import Yard
@@ -134,10 +135,17 @@ class _Generation:
     keys: set[ResourceKey]
     written: Config
     """The config as the file has it (the yard runs on the state store started with)."""
-    in_flight: int = 0
+    calls: set[_Serving] = field(default_factory=set)
+    """The requests running on it: a set, whose add and discard threads at once (a yard
+    serving several event loops) cannot lose, as they could an `n += 1`."""
     idle_since: float | None = None
     """When it was replaced with nothing running, or its last request ended after that (the
     loop's clock): its grace runs from then."""
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests run on it."""
+        return len(self.calls)
 
 
 class _Serving:
@@ -151,11 +159,11 @@ class _Serving:
         self.generation = generation
 
     def __enter__(self) -> Yard:
-        self.generation.in_flight += 1
+        self.generation.calls.add(self)
         return self.generation.yard
 
     def __exit__(self, *exc_info: object) -> None:
-        self.generation.in_flight -= 1
+        self.generation.calls.discard(self)
         self.live._finished(self.generation)
 
 
@@ -198,7 +206,8 @@ class LiveConfig:
         self.awaited: dict[Path, FileStamp] = {}
         """The files refused reloads named as missing since the config last loaded, each as it
         was at the latest refusal: a watching gateway tries again when one appears or changes."""
-        self._lock = asyncio.Lock()
+        self._lock = Slots(1)
+        """Reloads one at a time, from whichever event loop (a library yard may serve several)."""
         self.advice: Callable[[Yard], list[str]] = lambda yard: []
         """What else to warn of for a config (the gateway's: keys naming what it lacks),
         logged with its build's warnings when a reload brings it in."""
@@ -214,7 +223,7 @@ class LiveConfig:
         return _Serving(self, self._serving)
 
     def _finished(self, generation: _Generation) -> None:
-        if generation.in_flight == 0 and generation in self._draining:
+        if not generation.calls and generation in self._draining:
             self._retired(generation)
 
     def _load(
@@ -292,7 +301,7 @@ class LiveConfig:
                 if warning not in known:
                     self.log.warning("%s", warning)
             self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
-        if old.in_flight == 0:
+        if not old.calls:
             self._retired(old)
         return diff
 
@@ -341,12 +350,6 @@ class LiveConfig:
             closed = await self.resources.release(unused)
         if closed:
             self.log.info("closed %d resource(s) no generation of the config uses any more", closed)
-
-    def leave_loop(self) -> None:
-        """The running loop is ending (a library yard served it): reloads on the next loop
-        take a lock of their own, since one waited on here is bound to this loop."""
-        if not self._lock.locked():
-            self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         """Close every pool, service and local model, of every generation."""

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ from modelyard.config.loader import LoadedConfig
 from modelyard.config.resources import Resources
 from modelyard.errors import BadRequestError, ModelTimeoutError, NotFoundError, YardClosedError
 from modelyard.live import ConfigDiff, LiveConfig
+from modelyard.loops import CLOSE_ELSEWHERE, PerLoop, on_loop
 from modelyard.model import Embedder, Model
 from modelyard.resilience.deadline import DEADLINE
 from modelyard.resilience.health import HealthReport
@@ -141,8 +143,8 @@ class Yard:
         """The generations of the config file (`load`), which `reload` swaps."""
         self._watch = watch
         self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_loop: asyncio.Task[None] | None = None
+        self._loops: PerLoop[asyncio.Task[None]] = PerLoop()
+        """Each loop served now: the task that waits for its end (`_until_loop_ends`)."""
 
     @property
     def built(self) -> Built:
@@ -223,13 +225,12 @@ class Yard:
 
     def _enter(self) -> None:
         """Serve on the running loop. On a loop new to this yard (each `asyncio.run` of a
-        script, each test's loop) a task waits for the loop's end, as its runner cancels what is
-        left, to close the pools and stop the writers it used there (the next loop makes its
-        own), and watches the file for `watch=True`."""
+        script, each test's loop, each thread's loop in a threaded server) a task waits for the
+        loop's end, as its runner cancels what is left, to close the pools and stop the writers
+        it used there (other loops keep theirs), and watches the file for `watch=True`."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop = loop
-            self._on_loop = detached(self._until_loop_ends())
+        if loop not in self._loops:
+            self._loops.put(loop, detached(self._until_loop_ends()))
 
     async def _serve_here(self) -> None:
         self._enter()
@@ -244,16 +245,17 @@ class Yard:
             if watch is not None:
                 watch.cancel()
                 await asyncio.wait([watch])
-            if self._live is not None:
-                self._live.leave_loop()
             await self.resources.leave_loop()
+            self._loops.pop(asyncio.get_running_loop(), None)
 
     async def _leave(self) -> None:
-        """End the running loop's `_until_loop_ends` now (closing)."""
-        task, self._on_loop, self._loop = self._on_loop, None, None
-        if task is not None and task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            await asyncio.wait([task])
+        """End `_until_loop_ends` on every loop served now (closing): the running loop's, then
+        each other thread's, on its loop, waited for a few seconds each."""
+        here = asyncio.get_running_loop()
+        for loop in sorted(self._loops, key=lambda loop: loop is not here):
+            task = self._loops.get(loop)
+            if task is not None:
+                await on_loop(loop, functools.partial(_ended, task), within=CLOSE_ELSEWHERE)
 
     async def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask system or model `target`; `fields` set request options (max_tokens, ...)."""
@@ -353,6 +355,12 @@ def load(
     changes (from the first call on, on each event loop the yard serves)."""
     live = LiveConfig(path, env=env, resources=resources)
     return Yard(live.current.built, live.resources, live=live, watch=watch)
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Cancel `task`, on its own loop, and wait for it to finish."""
+    task.cancel()
+    await asyncio.wait([task])
 
 
 class _LoopThread:

@@ -743,7 +743,8 @@ async def test_finished_streams_reuse_one_pooled_connection(yard: Yard, fake: Fa
     fake.always(Fault(chunk_delay=0.01))
     for _ in range(3):
         await collect(yard.models["mini"].stream(user("hello")))
-    connector = unwrap(yard.models["mini"]).client._session.connector  # type: ignore[attr-defined]
+    client = unwrap(yard.models["mini"]).client  # type: ignore[attr-defined]
+    connector = client._sessions[asyncio.get_running_loop()].connector
     assert connector is not None
     idle = sum(len(conns) for conns in connector._conns.values())
     assert idle == 1  # each stream gave its connection back; none was dropped and reopened

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ import aiohttp
 
 from modelyard.background import detached
 from modelyard.errors import url_origin
+from modelyard.loops import CLOSE_ELSEWHERE, PerLoop, on_loop
 
 log = logging.getLogger("modelyard.alerts")
 
@@ -63,47 +65,59 @@ class Webhook:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True, eq=False)
+class _Lane:
+    """What the sender holds on one event loop: its queue, the task posting it, its pool."""
+
+    queue: asyncio.Queue[Alert]
+    task: asyncio.Task[None] | None = None
+    session: aiohttp.ClientSession | None = None
+
+
 class WebhookSender:
-    """POSTs alerts from a queue in a background task, retrying failures with backoff."""
+    """POSTs alerts from a queue in a background task, retrying failures with backoff; one
+    queue, task and pool per event loop sending (a library yard may serve several at once)."""
 
     def __init__(self, webhook: Webhook, *, max_queue: int = 1000) -> None:
         self.webhook = webhook
-        self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=max_queue)
-        self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._max_queue = max_queue
+        self._lanes: PerLoop[_Lane] = PerLoop()
         self.delivered = 0
         self.failed = 0
 
     def send(self, alert: Alert) -> None:
-        """Queue `alert`; drops it (logged) if the queue is full."""
+        """Queue `alert`; drops it (logged) if the queue is full. RuntimeError outside a
+        running event loop."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop) or self._lanes.put(
+            loop, _Lane(asyncio.Queue(maxsize=self._max_queue))
+        )
         try:
-            self._queue.put_nowait(alert)
+            lane.queue.put_nowait(alert)
         except asyncio.QueueFull:
             log.error("alert webhook queue is full; dropped alert: %s", alert.message)
             return
-        if self._task is None or self._task.done():
-            self._task = detached(self._drain())
+        if lane.task is None or lane.task.done():
+            lane.task = detached(self._drain(lane))
 
-    async def _drain(self) -> None:
-        while not self._queue.empty():
-            alert = self._queue.get_nowait()
+    async def _drain(self, lane: _Lane) -> None:
+        while not lane.queue.empty():
+            alert = lane.queue.get_nowait()
             try:
-                await self._post(alert)
+                await self._post(lane, alert)
             finally:
-                self._queue.task_done()
+                lane.queue.task_done()
 
-    async def _post(self, alert: Alert) -> None:
+    async def _post(self, lane: _Lane, alert: Alert) -> None:
         hook = self.webhook
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hook.timeout))
-            self._session_loop = asyncio.get_running_loop()
+        if lane.session is None:
+            lane.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hook.timeout))
         delay = hook.backoff
         for attempt in range(hook.retries + 1):
             try:
                 # A redirect is not followed: it would carry the hook's headers (its token)
                 # wherever the answer points; it fails, and the log says so.
-                async with self._session.post(
+                async with lane.session.post(
                     hook.url,
                     json=alert.to_dict(),
                     headers=dict(hook.headers),
@@ -128,22 +142,33 @@ class WebhookSender:
         )
 
     async def leave_loop(self) -> None:
-        """The running loop is ending: deliver what is queued and close the pool, if they are
-        this loop's; the next alert opens a pool on its own loop."""
-        if self._session is not None and self._session_loop is asyncio.get_running_loop():
-            await self.aclose()
+        """The running loop is ending: deliver what it queued and close its pool; the next
+        alert sent on another loop opens a pool there."""
+        lane = self._lanes.pop(asyncio.get_running_loop(), None)
+        if lane is not None:
+            await self._close(lane, self._patience(None))
+
+    async def _close(self, lane: _Lane, wait: float) -> None:
+        if lane.task is not None and not lane.task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(lane.task), wait)
+            if not lane.task.done():
+                lane.task.cancel()
+        if lane.session is not None:
+            await lane.session.close()
+            lane.session = None
+
+    def _patience(self, wait: float | None) -> float:
+        return wait if wait is not None else self.webhook.timeout * (self.webhook.retries + 1)
 
     async def aclose(self, *, wait: float | None = None) -> None:
-        """Deliver what is queued (up to `wait` seconds), then close the connection pool."""
-        if self._task is not None and not self._task.done():
-            limit = wait if wait is not None else self.webhook.timeout * (self.webhook.retries + 1)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), limit)
-            if not self._task.done():
-                self._task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Deliver what is queued (up to `wait` seconds), then close the connection pools,
+        each on its own loop."""
+        limit = self._patience(wait)
+        while self._lanes:
+            loop, lane = self._lanes.popitem()
+            close = functools.partial(self._close, lane, limit)
+            await on_loop(loop, close, within=limit + CLOSE_ELSEWHERE)
 
 
 class AlertHub:

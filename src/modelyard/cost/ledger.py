@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import sqlite3
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from modelyard.background import WriteOutage, detached
 from modelyard.cost.alerts import Alert
+from modelyard.loops import PerLoop, Slots
 from modelyard.state.sqlite_worker import Migration, SqliteWorker, transaction
 
 log = logging.getLogger("modelyard.ledger")
@@ -251,8 +253,19 @@ class SqliteLedgerFile:
         await self.worker.aclose()
 
 
+@dataclass(slots=True, eq=False)
+class _Writer:
+    """The background task writing the ledger on one event loop, and how it is woken."""
+
+    wake: asyncio.Event
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
 class Ledger:
-    """Queues spend rows and alerts and writes them in batches from a background task."""
+    """Queues spend rows and alerts and writes them in batches from a background task: one on
+    each event loop recording rows (a library yard may serve several at once, in threads),
+    all writing the one queue."""
 
     def __init__(
         self,
@@ -267,10 +280,12 @@ class Ledger:
         self.batch_size = batch_size
         self.max_queue = max_queue
         self._pending = _Pending()
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._lock: asyncio.Lock | None = None
-        self._stopping = False
+        self._queue_guard = threading.Lock()
+        """Held to queue rows and to take the queue: threads' loops record at once."""
+        self._writers: PerLoop[_Writer] = PerLoop()
+        self._lock = Slots(1)
+        """One flush at a time, whichever loop it runs on: one returning has written all that
+        was queued before it (`aclose` counts on that)."""
         self.dropped = 0
         self.written = 0
         self._uid_prefix = uuid.uuid4().hex[:16] + "-"
@@ -285,53 +300,67 @@ class Ledger:
 
     def record(self, rows: Sequence[SpendRow]) -> None:
         """Queue spend rows; never waits."""
-        if len(self._pending) + len(rows) > self.max_queue:
-            self.dropped += len(rows)
+        with self._queue_guard:
+            if len(self._pending) + len(rows) > self.max_queue:
+                self.dropped += len(rows)
+                full = True
+            else:
+                self._pending.spend.extend((self._uid(), row) for row in rows)
+                full = False
+        if full:
             self._outage.dropped(len(rows), self.max_queue)
             return
-        self._pending.spend.extend((self._uid(), row) for row in rows)
         self._kick()
 
     def record_alert(self, alert: Alert) -> None:
         """Queue an alert; never waits."""
-        self._pending.alerts.append((self._uid(), alert))
+        with self._queue_guard:
+            self._pending.alerts.append((self._uid(), alert))
         self._kick()
 
     def _kick(self) -> None:
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # a synchronous caller: written at the next flush or at aclose
-        if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
-            self._task = detached(self._run())
-        if len(self._pending) >= self.batch_size and self._wake is not None:
-            self._wake.set()
+        writer = self._writers.get(loop)
+        if writer is None or writer.task is None or writer.task.done():
+            writer = self._writers.put(loop, _Writer(asyncio.Event()))
+            writer.task = detached(self._run(writer))
+        if len(self._pending) >= self.batch_size:
+            writer.wake.set()
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while not self._stopping:
+    async def _run(self, writer: _Writer) -> None:
+        while not writer.stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.flush_interval):
-                    await self._wake.wait()
-            self._wake.clear()
+                    await writer.wake.wait()
+            writer.wake.clear()
             await self.flush()
+
+    def _take(self) -> _Pending:
+        with self._queue_guard:
+            batch, self._pending = self._pending, _Pending()
+        return batch
+
+    def _put_back(self, batch: _Pending) -> None:
+        """Queue `batch` again, in front of what was queued since it was taken."""
+        with self._queue_guard:
+            batch.spend.extend(self._pending.spend)
+            batch.alerts.extend(self._pending.alerts)
+            self._pending = batch
 
     async def flush(self) -> None:
         """Write everything queued so far."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             while len(self._pending):
-                batch, self._pending = self._pending, _Pending()
+                batch = self._take()
                 try:
                     await self.file.write(batch.spend, batch.alerts)
                 except BaseException as exc:  # a disk, a database down: nothing may be lost
                     # Keep the rows for the next try, in front of the newer ones; a cancel too
                     # (the uids make a batch that was written after all count once).
-                    batch.spend.extend(self._pending.spend)
-                    batch.alerts.extend(self._pending.alerts)
-                    self._pending = batch
+                    self._put_back(batch)
                     if not isinstance(exc, Exception):
                         raise
                     self._outage.failed(exc, len(self._pending))
@@ -342,31 +371,33 @@ class Ledger:
                 await self.file.write((), ())
 
     async def _stop_writer(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            if task.get_loop() is asyncio.get_running_loop():
+        """Stop the running loop's writer; a writer on a loop that is gone (a closed test
+        loop) is forgotten."""
+        here = asyncio.get_running_loop()
+        for loop in [loop for loop in self._writers if loop is here or loop.is_closed()]:
+            writer = self._writers.pop(loop, None)
+            if writer is None or writer.task is None or writer.task.done():
+                continue
+            if loop is here:
                 # Asked to stop rather than cancelled: a cancel that lands as a full batch wakes
                 # the writer can be swallowed by the wait (Python 3.11), leaving aclose waiting.
                 # Waited for, not awaited: at a loop's end its runner may have cancelled it.
-                self._stopping = True
-                if self._wake is not None:
-                    self._wake.set()
-                await asyncio.wait([task])
-                self._stopping = False
+                writer.stopping = True
+                writer.wake.set()
+                await asyncio.wait([writer.task])
             else:
-                task.cancel()  # started on a loop that is gone (e.g. a closed test loop)
-                self._lock = None  # may be bound to that loop; this one gets its own
+                writer.task.cancel()
 
     async def leave_loop(self) -> None:
-        """The running loop is ending: write what is queued and stop the writer, if it runs on
-        this loop; the next row recorded starts one on its own loop."""
-        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
+        """The running loop is ending: stop its writer, if it has one, and write what is
+        queued; the next row recorded on another loop starts one there."""
+        if asyncio.get_running_loop() in self._writers:
             await self._stop_writer()
             await self.flush()
-            self._lock = None  # bound to this loop if it was ever waited on
 
     async def aclose(self) -> None:
-        """Stop the background task and write what is still queued."""
+        """Stop the background task and write what is still queued (the writers of other
+        loops still running stop at their loop's end, with nothing left to write)."""
         await self._stop_writer()
         await self.flush()
         await self.file.aclose()

@@ -31,6 +31,7 @@ from modelyard.cost.ledger import (
     alert_from_values,
     row_from_values,
 )
+from modelyard.loops import Slots
 from modelyard.state.sqlite_worker import transaction
 
 log = logging.getLogger("modelyard.ledger")
@@ -61,7 +62,7 @@ class OutboxLedgerFile:
             retry_every=retry_every,
         )
         self._shipping: asyncio.Task[None] | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock = Slots(1)  # its callers may run on several event loops (threads)
 
     async def write(self, spend: Sequence[Keyed], alerts: Sequence[KeyedAlert]) -> None:
         """Commit the batch to the outbox, then ship what it holds in the background (a shared
@@ -74,8 +75,6 @@ class OutboxLedgerFile:
 
     async def ship(self) -> None:
         """Move what the outbox holds to the shared ledger, batch by batch, oldest first."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             await self._ship()
 

@@ -8,7 +8,6 @@ candidate's score, the threshold that decided, the reason in words, and what it 
 from __future__ import annotations
 
 import abc
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 from modelyard.cost.metering import embed, embed_one
 from modelyard.cost.prices import Price, estimate_input_tokens
 from modelyard.errors import ModelError
+from modelyard.loops import Slots
 from modelyard.model import Embedder, Model
 from modelyard.patterns.learned import Array, OutOfFold, Predictor, predict_vector, utilities
 from modelyard.patterns.normalise import LabelReader
@@ -218,7 +218,7 @@ class SemanticPolicy(RoutePolicy):
         self.threshold = threshold
         self.examples = examples
         self.match: Match = index.match if index is not None else match
-        self._lock: asyncio.Lock | None = None
+        self._lock = Slots(1)  # its callers may run on several event loops (threads)
         self._index_of = {route: i for i, route in enumerate(index.routes)} if index else {}
 
     def describe(self) -> dict[str, object]:
@@ -236,8 +236,6 @@ class SemanticPolicy(RoutePolicy):
         it, as a classifier's or a retriever's first request pays for its examples."""
         if self.index is not None:
             return self.index, None
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             if self.index is not None:  # another request embedded them meanwhile
                 return self.index, None

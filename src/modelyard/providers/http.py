@@ -29,6 +29,7 @@ from modelyard.errors import (
     UnavailableError,
     url_origin,
 )
+from modelyard.loops import CLOSE_ELSEWHERE, PerLoop, on_loop
 from modelyard.observability.propagation import with_trace
 from modelyard.providers.sse import Event, EventParser
 
@@ -249,28 +250,31 @@ class _Connector(aiohttp.TCPConnector):
 
 
 class HttpClient:
-    """One connection pool for one provider; created lazily inside the running event loop."""
+    """One provider's connection pools: one per event loop using it (an aiohttp pool serves
+    only the loop it was made on), each made lazily on its loop's first call."""
 
     def __init__(self, *, max_connections: int = 100, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: PerLoop[aiohttp.ClientSession] = PerLoop()
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
             connector = _Connector(
                 limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+            session = self._sessions.put(
+                loop,
+                aiohttp.ClientSession(
+                    connector=connector,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
+                    auto_decompress=True,
+                    skip_auto_headers=("User-Agent",),
+                ),
             )
-            self._loop = loop
-        return self._session
+        return session
 
     async def post(
         self,
@@ -366,13 +370,15 @@ class HttpClient:
                 response.close()
 
     async def leave_loop(self) -> None:
-        """Close the pool if it is the running loop's (which is ending); the next loop to use
-        this client gets a pool of its own. A pool made on another loop is left to it."""
-        if self._loop is asyncio.get_running_loop():
-            await self.aclose()
+        """Close the running loop's pool (the loop is ending); the pools of other loops, which
+        may have calls in flight, are theirs to close. The next call here makes a new one."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
     async def aclose(self) -> None:
-        """Close the pool."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close every loop's pool, each on its own loop (another thread's loop is asked to,
+        and waited for a few seconds); a pool whose loop is closed is only forgotten."""
+        while self._sessions:
+            loop, session = self._sessions.popitem()
+            await on_loop(loop, session.close, within=CLOSE_ELSEWHERE)

@@ -31,6 +31,7 @@ from modelyard.config.resilience import LimitsSpec
 from modelyard.cost.accounting import REFUSED
 from modelyard.cost.prices import estimate_input_tokens
 from modelyard.errors import ModelError, RateLimitedError
+from modelyard.loops import Slots
 from modelyard.model import Model, Wrapper
 from modelyard.providers.headers import RateLimitInfo
 from modelyard.resilience.streams import closing
@@ -102,7 +103,7 @@ class Limiter:
         self.store = store
         self._clock = clock
         self._sleep = sleep
-        self._slots = asyncio.Semaphore(limits.max_concurrency) if limits.max_concurrency else None
+        self._slots = Slots(limits.max_concurrency) if limits.max_concurrency else None
         self._waiting = 0
         self._held_until = 0.0
         self._held_why = ""
