@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from modelyard.state.base import Claim, StateStore
 
@@ -146,3 +149,93 @@ async def test_a_window_shared_by_two_clients_admits_exactly_its_limit(
     assert (await store.window_acquire("rpm", 1, limit=10, window=60)).used == 10
     await store.delete("rpm")
     assert (await twin.window_acquire("rpm", 1, limit=10, window=60)).used == 1
+
+
+async def _started(store: StateStore) -> float:
+    """Now (`time.monotonic()`), once `store` is connected (a first call may take its time)."""
+    await store.counter("warm")
+    return time.monotonic()
+
+
+async def _until(start: float, seconds: float) -> None:
+    """Sleep until `seconds` after `start` (`time.monotonic()`)."""
+    await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
+
+
+async def _held(store: StateStore, window: float) -> float:
+    """What the `tpm` window holds (read by an acquire too large to be recorded)."""
+    use = await store.window_acquire("tpm", 1e9, limit=1.0, window=window)
+    assert use.wait > 0.0
+    return use.used
+
+
+async def test_a_correction_dated_when_its_estimate_was_counted_leaves_with_it(
+    store: StateStore,
+) -> None:
+    # A call estimated at 10 tokens, running half the window, used 2: its refund of 8 leaves
+    # the window as the estimate does. Dated when the call ended, it stayed on half a window
+    # longer, room for 8 more tokens the limit never had.
+    start = await _started(store)
+    assert (await store.window_acquire("tpm", 10, limit=10, window=1.0)).wait == 0.0
+    await _until(start, 0.5)
+    await store.window_correct("tpm", -8, age=time.monotonic() - start, window=1.0)
+    assert await _held(store, 1.0) == pytest.approx(2)
+    await _until(start, 1.1)  # the estimate's minute is over: both have left
+    use = await store.window_acquire("tpm", 10, limit=10, window=1.0)
+    assert (use.wait, use.used) == (0.0, pytest.approx(10))
+
+
+async def test_a_correction_as_old_as_its_window_changes_nothing(store: StateStore) -> None:
+    await store.window_acquire("tpm", 5, limit=10, window=60)
+    await store.window_correct("tpm", -5, age=60, window=60)
+    await store.window_correct("tpm", -5, age=600, window=60)
+    assert await _held(store, 60) == 5
+    await store.window_correct("other", -5, age=60, window=60)  # nor makes a window
+    assert (await store.window_acquire("other", 1, limit=1, window=60)).used == 1
+
+
+async def test_a_correction_dated_before_later_entries_leaves_before_them(
+    store: StateStore,
+) -> None:
+    # The correction goes in among the entries by its date, not after the newest: the running
+    # sum takes it off when it leaves, while the entry acquired after it stays.
+    start = await _started(store)
+    await store.window_acquire("tpm", 4, limit=10, window=1.0)
+    await _until(start, 0.6)
+    await store.window_acquire("tpm", 3, limit=10, window=1.0)
+    await store.window_correct("tpm", -1, age=time.monotonic() - start, window=1.0)
+    assert await _held(store, 1.0) == pytest.approx(6)
+    await _until(start, 1.1)  # the 4 and its correction have left; the 3 stays until 1.6
+    assert await _held(store, 1.0) == pytest.approx(3)
+
+
+async def test_a_sum_below_zero_for_a_moment_comes_back_right(store: StateStore) -> None:
+    # A correction can outlive its entry by the milliseconds between the two store calls: the
+    # window then holds less than nothing for that long, and once the correction leaves too,
+    # exactly what was acquired since (taken as 0 meanwhile, it came back as its refund).
+    start = await _started(store)
+    await store.window_acquire("tpm", 10, limit=10, window=1.5)
+    await _until(start, 0.45)
+    await store.window_correct("tpm", -8, age=0.0, window=1.5)  # leaves at 1.95
+    await _until(start, 0.9)
+    await store.window_acquire("tpm", 1, limit=10, window=1.5)  # leaves at 2.4
+    await _until(start, 1.55)
+    assert await _held(store, 1.5) == pytest.approx(-7)
+    await _until(start, 2.05)
+    assert await _held(store, 1.5) == pytest.approx(1)
+
+
+async def test_a_window_refused_then_left_alone_is_empty_once_its_entries_leave(
+    store: StateStore,
+) -> None:
+    # Redis kept a refusal's running sum a whole window from the refusal, past its entries:
+    # the window then read as full with nothing in it, and a client asking again within each
+    # window was refused for good.
+    start = await _started(store)
+    for _ in range(3):
+        await store.window_acquire("rpm", 1, limit=3, window=1.0)
+    await _until(start, 0.5)
+    assert (await store.window_acquire("rpm", 1, limit=3, window=1.0)).wait > 0.0
+    await _until(start, 1.15)
+    use = await store.window_acquire("rpm", 1, limit=3, window=1.0)
+    assert (use.wait, use.used) == (0.0, 1.0)

@@ -225,3 +225,23 @@ async def test_sweeps_while_replicas_acquire_keep_each_sum_with_its_entries(
     finally:
         await conn.close()
     assert off == []
+
+
+async def test_a_correction_dated_in_the_past_keeps_when_its_window_empties(
+    sweeping: PostgresStore, prefix: str
+) -> None:
+    # Its entry leaves before the window's newest: recorded as when the window empties, a
+    # sweep would drop the window while that newest entry still counted.
+    await sweeping.window_acquire(KEY, 1, limit=LIMIT, window=60)
+    await sweeping.window_correct(KEY, -1, age=50, window=60)
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        idle_at, now = await conn.fetchrow(
+            f"SELECT idle_at, extract(epoch from clock_timestamp())::float8 "
+            f"FROM {prefix}window_idle WHERE key = $1",
+            KEY,
+        )
+    finally:
+        await conn.close()
+    assert now + 59 < idle_at <= now + 60
+    assert await window_rows(prefix) == {KEY: (2, 1, 1)}

@@ -136,6 +136,29 @@ async def test_a_process_of_the_previous_release_keeps_writing_its_windows(
     await store.aclose()
 
 
+async def test_a_correction_dated_in_the_past_keeps_when_its_window_empties(
+    tmp_path: Path,
+) -> None:
+    # Its row leaves before the window's newest: recorded as when the window empties, a sweep
+    # would drop the window while that newest entry still counted.
+    path = tmp_path / "state.db"
+    now = [1000.0]
+    store = SqliteStore(path, clock=lambda: now[0])
+    await store.window_acquire("tpm", 5, limit=10, window=60)
+    now[0] += 10
+    await store.window_correct("tpm", -4, age=10, window=60)
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT at, amount FROM state_windows ORDER BY at, amount").fetchall()
+    idle = conn.execute("SELECT idle_at, span FROM state_window_idle").fetchall()
+    sums = conn.execute("SELECT used, entries FROM state_window_sums").fetchall()
+    conn.close()
+    assert rows == [(1000.0, -4.0), (1000.0, 5.0)]  # dated as the entry it corrects
+    assert (idle, sums) == ([(1060.0, 60.0)], [(1.0, 2)])
+    now[0] += 50  # both leave together
+    assert (await store.window_acquire("tpm", 10, limit=10, window=60)).used == 10
+    await store.aclose()
+
+
 async def test_windows_of_keys_never_used_again_are_swept(tmp_path: Path) -> None:
     # A virtual key's rpm window (key-rpm:<id>) kept its rows for good once the key was
     # revoked or abandoned: the file grew with every key ever used.

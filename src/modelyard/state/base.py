@@ -162,6 +162,13 @@ class StateStore(abc.ABC):
         window holds then and when it will have emptied."""
 
     @abc.abstractmethod
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        """Record `amount` (a correction, often negative) in the window at `key` as if acquired
+        `age` seconds ago by the store's own clock, whatever the window holds: it leaves the
+        window with the entry it corrects (a token estimate counted when its call began), not
+        `age` seconds after it. Nothing when `age >= window` (that entry has left already)."""
+
+    @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The value stored at `key`, if any and not expired."""
 

@@ -113,13 +113,7 @@ class MemoryStore(StateStore):
         self, key: str, amount: float, *, limit: float, window: float
     ) -> WindowUse:
         now = self._clock()
-        entries = self._windows.setdefault(key, deque())
-        # A running sum keeps each call O(entries expired), not O(entries in the window).
-        used = self._window_sums.get(key, 0.0)
-        while entries and entries[0][0] <= now - window:
-            used -= entries.popleft()[1]
-        if not entries:
-            used = 0.0
+        entries, used = self._window_left(key, now - window)
         if used + amount <= limit + 1e-12:
             entries.append((now, amount))
             self._window_sums[key] = used + amount
@@ -129,6 +123,29 @@ class MemoryStore(StateStore):
         return WindowUse(
             wait=window_wait(entries, used + amount - limit, window, now), used=used, reset=reset
         )
+
+    def _window_left(self, key: str, cutoff: float) -> tuple[deque[tuple[float, float]], float]:
+        """The entries of the window at `key` once those at or before `cutoff` have left it,
+        and their sum: a running sum keeps each call O(entries expired), not O(entries in the
+        window)."""
+        entries = self._windows.setdefault(key, deque())
+        used = self._window_sums.get(key, 0.0)
+        while entries and entries[0][0] <= cutoff:
+            used -= entries.popleft()[1]
+        return entries, used if entries else 0.0
+
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        if age >= window:
+            return
+        now = self._clock()
+        entries, used = self._window_left(key, now - window)
+        at = now - max(age, 0.0)
+        # In time order: only the entries acquired since `at` are passed, from the newest.
+        index = len(entries)
+        while index and entries[index - 1][0] > at:
+            index -= 1
+        entries.insert(index, (at, amount))
+        self._window_sums[key] = used + amount
 
     def counters(self) -> dict[str, tuple[float, float | None]]:
         """Every live counter with the seconds it has left (None: no expiry)."""

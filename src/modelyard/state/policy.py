@@ -296,6 +296,9 @@ class PolicyStore(StateStore):
             lambda store: store.window_acquire(key, amount, limit=limit, window=window)
         )
 
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        await self._run(lambda store: store.window_correct(key, amount, age=age, window=window))
+
     async def get(self, key: str) -> bytes | None:
         return await self._run(lambda store: store.get(key))
 

@@ -325,6 +325,25 @@ class PostgresStore(PostgresTables, StateStore):
 
         return await self._with_sweep(apply)
 
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        if age >= window:
+            return
+
+        async def apply(conn: Any) -> None:
+            async with conn.transaction():
+                await self._lock_keys(conn, ["w:" + key])  # as `window_acquire`
+                clock, used, entries, _ = await conn.fetchrow(self._left_sql, key, window)
+                if entries <= 0:
+                    used, entries = 0.0, 0
+                # A row dated in the past, as a replica of an older release reads them: it
+                # leaves the window (and the running sum) with the entry it corrects.
+                at = float(clock) - max(age, 0.0)
+                await conn.execute(
+                    self._correct_sql, key, at, amount, used + amount, entries + 1, window
+                )
+
+        await self._with_sweep(apply)
+
     async def _with_sweep(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """`_with(work)`, then the sweep if it is due (`_sweep`)."""
         done = await self._with(work)
@@ -438,18 +457,30 @@ class PostgresStore(PostgresTables, StateStore):
     def _admit_sql(self) -> str:
         """($1 key, $2 at, $3 amount, $4 used, $5 entries, $6 window): record an entry, the
         new sum, and when the window will be empty."""
+        return self._entry_sql(later=False)
+
+    @property
+    def _correct_sql(self) -> str:
+        """`_admit_sql` for an entry dated in the past: the window empties when it did, or
+        when this entry leaves if that is later."""
+        return self._entry_sql(later=True)
+
+    def _entry_sql(self, *, later: bool) -> str:
         return f"""
             WITH entry AS (INSERT INTO {self.p}windows VALUES ($1, $2, $3)),
-            idle AS ({self._idle_at_sql("VALUES ($1, $2 + $6, $6)")})
+            idle AS ({self._idle_at_sql("VALUES ($1, $2 + $6, $6)", later=later)})
             INSERT INTO {self.p}window_sums VALUES ($1, $4, $5) ON CONFLICT (key)
             DO UPDATE SET used = excluded.used, entries = excluded.entries
             """
 
-    def _idle_at_sql(self, rows: str) -> str:
-        """Record `rows` (key, idle_at, span) as when windows will be empty."""
+    def _idle_at_sql(self, rows: str, *, later: bool = False) -> str:
+        """Record `rows` (key, idle_at, span) as when windows will be empty (with `later`, only
+        where that is later than what is recorded)."""
+        idle_at = f"GREATEST({self.p}window_idle.idle_at, excluded.idle_at)"
         return f"""
             INSERT INTO {self.p}window_idle (key, idle_at, span) {rows} ON CONFLICT (key)
-            DO UPDATE SET idle_at = excluded.idle_at, span = excluded.span
+            DO UPDATE SET idle_at = {idle_at if later else "excluded.idle_at"},
+                span = excluded.span
             """
 
     @property

@@ -154,20 +154,35 @@ end
 return values
 """
 
-_WINDOW = """
--- KEYS[1]: sorted set of 'token:amount' scored by time; KEYS[2]: the running sum of amounts,
--- so a call costs O(entries expired), not O(entries in the window). Returns the seconds to
--- wait ('0': recorded), the amounts then in the window and the seconds until it has emptied.
+_WINDOW_LEFT = """
+-- KEYS[1]: a window, a sorted set of 'token:amount' scored by time; KEYS[2]: the running sum
+-- of its amounts, so a call costs O(entries expired), not O(entries in the window). The sum
+-- once the entries at or before `cutoff` have left: below 0 for a moment when a correction
+-- outlives the entry it corrects by a few milliseconds, and kept so (taken as 0 it would count
+-- the correction again as it leaves, until the window empties).
+local function window_left(cutoff)
+  -- No entries (the set expired with its newest): empty, whatever a sum outliving it says.
+  if redis.call('ZCARD', KEYS[1]) == 0 then return 0 end
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+  if #expired > 0 then
+    for i = 1, #expired do used = used - tonumber(string.match(expired[i], ':(.*)$')) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+    if redis.call('ZCARD', KEYS[1]) == 0 then used = 0 end
+  end
+  return used
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+_WINDOW = (
+    _WINDOW_LEFT
+    + """
+-- Returns the seconds to wait ('0': recorded), the amounts then in the window and the seconds
+-- until it has emptied.
 local amount, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if #expired > 0 then
-  for i = 1, #expired do used = used - tonumber(string.match(expired[i], ':(.*)$')) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[1]) == 0 or used < 0 then used = 0 end
-end
+local used = window_left(now - window)
 local ttl = math.ceil(window * 1000)
 if used + amount <= limit + 1e-12 then
   redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[1])
@@ -175,7 +190,10 @@ if used + amount <= limit + 1e-12 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   return {'0', tostring(used + amount), tostring(window)}
 end
-redis.call('SET', KEYS[2], tostring(used), 'PX', ttl)
+-- Kept as long as the entries it sums, no longer.
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then redis.call('SET', KEYS[2], tostring(used), 'PX', left)
+else redis.call('DEL', KEYS[2]) end
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local reset = '0'
 if #newest > 0 then reset = tostring(math.max(0, tonumber(newest[2]) + window - now)) end
@@ -194,6 +212,22 @@ while true do
   start = start + 100
 end
 """
+)
+
+_WINDOW_CORRECT = (
+    _WINDOW_LEFT
+    + """
+-- ARGV: the amount, its age (seconds, below the window's length), the window's length, a token.
+local age, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local used = window_left(now - window)
+redis.call('ZADD', KEYS[1], now - age, ARGV[4] .. ':' .. ARGV[1])
+-- Both kept until the newest entry leaves: this one, or one acquired since.
+local ttl = math.max(math.ceil((window - age) * 1000), redis.call('PTTL', KEYS[1]))
+redis.call('SET', KEYS[2], tostring(used + tonumber(ARGV[1])), 'PX', ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 0
+"""
+)
 
 
 def redis_client(url: str, *, timeout: float) -> aioredis.Redis:
@@ -244,6 +278,7 @@ class RedisStore(StateStore):
         self._reserve = self._client.register_script(_RESERVE)
         self._adjust = self._client.register_script(_ADJUST)
         self._window = self._client.register_script(_WINDOW)
+        self._window_correct = self._client.register_script(_WINDOW_CORRECT)
         self._release = self._client.register_script(_RELEASE)
         self._renew = self._client.register_script(_RENEW)
         self._reclaim = self._client.register_script(_RECLAIM)
@@ -331,6 +366,17 @@ class RedisStore(StateStore):
             )
         )
         return WindowUse(wait=float(wait), used=float(used), reset=float(reset))
+
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        if age >= window:
+            return
+        token = uuid.uuid4().hex
+        await self._call(
+            lambda: self._window_correct(
+                keys=[self._key("w", key), self._key("ws", key)],
+                args=[repr(amount), repr(max(age, 0.0)), repr(window), token],
+            )
+        )
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call(lambda: self._client.get(self._key("v", key)))

@@ -322,6 +322,24 @@ class SqliteStore(StateStore):
 
         return await self._worker.run(lambda conn: transaction(conn, apply))
 
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        if age >= window:
+            return
+
+        def apply(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            used, entries = _window_left(conn, key, now - window)
+            # A row dated in the past, as an older release reads and writes them: it leaves
+            # the window (and the running sum) with the entry it corrects.
+            at = now - max(age, 0.0)
+            conn.execute("INSERT INTO state_windows VALUES (?, ?, ?)", (key, at, amount))
+            newest = conn.execute(
+                "SELECT MAX(at) FROM state_windows WHERE key = ?", (key,)
+            ).fetchone()[0]
+            _window_sum(conn, key, used + amount, entries + 1, newest, window)
+
+        await self._worker.run(lambda conn: transaction(conn, apply))
+
     async def get(self, key: str) -> bytes | None:
         now = self._clock()
 
