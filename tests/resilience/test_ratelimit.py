@@ -158,3 +158,21 @@ async def test_a_provider_429_with_retry_after_holds_the_next_requests() -> None
     await asyncio.sleep(0.05)
     assert (await model.complete(user("x"))).text == "ok"
     assert len(model.inner.calls) == 2  # type: ignore[attr-defined]
+
+
+async def test_a_call_cut_short_gives_back_its_estimate_only_within_its_minute() -> None:
+    # The estimate of a call that ran 55 s is corrected as of when it was counted: the refund
+    # leaves the window with it. Dated at the call's end, it made room for a second tpm in
+    # the next minute beside the 900 tokens taken at 55 s.
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    limits = RateLimits(tpm=1000, when_limited="fail")
+    limiter = Limiter("model:m", limits, store, clock=lambda: now[0])
+    ticket = await limiter.acquire(user("x"), 1000)
+    now[0] = 55.0
+    await limiter.settle(ticket, 100)
+    await limiter.acquire(user("x"), 900)  # the refund, within the estimate's minute
+    now[0] = 61.0
+    with pytest.raises(RateLimitedError):
+        await limiter.acquire(user("x"), 200)
+    await limiter.acquire(user("x"), 100)

@@ -146,7 +146,7 @@ class ChatEndpoints:
             deadline=deadline(timeout) if timeout is not None else None,
             request_id=call.id,
         ).with_budget(yard.loaded.config.default_deadline)
-        counted = 0
+        counted = None
         if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
             tokens = estimate_embedding_tokens(request) if key.tpm is not None else 0
             counted = await self.key_limits.admit(key, call, tokens)
@@ -164,9 +164,9 @@ class ChatEndpoints:
                     response = await embedder.embed(request)
             except ModelError as exc:
                 raise outcome.failed(exc) from None
-            if counted:  # corrected before the answer is sent, as `KeyTokens` does for chat
+            if counted is not None:  # corrected before the answer is sent, as `KeyTokens` does
                 await self.key_limits.settle_tokens(key, counted, response.usage.total_tokens)
-                counted = 0
+                counted = None
             body = openai_api.render_embeddings(response, target, packed=parsed.base64)
             headers = [
                 *JSON,
@@ -183,7 +183,7 @@ class ChatEndpoints:
             # store round trip) must not leave the hold unsettled.
             if outcome.holds:
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
-            if counted:  # a failure, a client gone
+            if counted is not None:  # a failure, a client gone
                 await self.key_limits.settle_tokens(key, counted, outcome.tokens)
 
     # --- the chat path ---------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class ChatEndpoints:
         if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
             tokens = token_estimate(model, request) if key.tpm is not None else 0
             counted = await self.key_limits.admit(key, call, tokens)
-            if counted:  # its answer's usage corrects the count before it is sent
+            if counted is not None:  # its answer's usage corrects the count before it is sent
                 served = metered = KeyTokens(model, self.key_limits, key, counted)
         if self._captures(target, request):
             outcome.captured = request

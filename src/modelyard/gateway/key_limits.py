@@ -5,7 +5,9 @@ concurrent slots and its own monthly budget (`keys create --rpm/--tpm/--max-conc
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from modelyard.cost.alerts import AlertHub
 from modelyard.cost.bounds import leaves
@@ -26,10 +28,22 @@ from modelyard.state.policy import after_the_call
 from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokensCounted:
+    """A request's token estimate as its key's tpm counted it, and when (`KeyLimits.clock`):
+    the correction to its usage is dated then, so it leaves the window with the estimate."""
+
+    tokens: int
+    at: float
+
+
 class KeyLimits:
     """Checks and takes a key's rate, concurrent slots and budget for one request each."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        """What dates a token estimate, to date its correction; the store dates in its own
+        clock, `clock` measures only how long ago that was."""
         self.limits: StateStore = MemoryStore()
         """Per-key request rates; a shared backend makes them hold across replicas."""
         self.spend: StateStore = self.limits
@@ -54,19 +68,21 @@ class KeyLimits:
             book = self._book = BudgetBook(self.spend, leases=self.leases, alerts=self.alerts)
         return book
 
-    async def check_rate(self, key: VirtualKey, call: Call, tokens: int = 0) -> int:
+    async def check_rate(
+        self, key: VirtualKey, call: Call, tokens: int = 0
+    ) -> TokensCounted | None:
         """Count one request against the key's requests per minute and `tokens` (its estimate,
         `token_estimate`) against its tokens per minute, and give `call` the headers telling
         what is left of each, read in the step that counted (sent with whatever it answers);
-        429 when either is reached. Returns the tokens counted: `settle_tokens` corrects them
-        to the usage once known."""
+        429 when either is reached. Returns the tokens counted, if any: `settle_tokens`
+        corrects them to the usage once known."""
         if key.rpm is not None:
             use = await self._window(f"key-rpm:{key.id}", 1, key.rpm)
             call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
             if use.wait > 0:
                 raise _refused(f"this key's limit of {key.rpm} requests per minute is reached", use)
         if key.tpm is None:
-            return 0
+            return None
         if tokens > key.tpm:
             await self._give_back(key, call)
             raise ApiError(  # no retry-after: no wait would make room for it
@@ -76,6 +92,7 @@ class KeyLimits:
                 "rate_limit_error",
                 "key_request_too_large",
             )
+        at = self.clock()
         use = await self._window(f"key-tpm:{key.id}", tokens, key.tpm)
         told = key_rate_headers(key.tpm, use, anthropic=call.anthropic, unit="tokens")
         if use.wait > 0 and tokens:  # a request counting none (a token count) is not refused
@@ -87,19 +104,24 @@ class KeyLimits:
                 use,
             )
         call.rate = (*call.rate, *told)
-        return tokens
+        return TokensCounted(tokens=tokens, at=at) if tokens else None
 
-    async def settle_tokens(self, key: VirtualKey, counted: int, used: int) -> None:
+    async def settle_tokens(
+        self, key: VirtualKey, counted: TokensCounted | None, used: int
+    ) -> None:
         """Correct the `counted` estimate of a request of `key` to the `used` tokens it
         reported (lost, and logged, when the shared store cannot take it: the call is made)."""
-        if key.tpm is not None and used != counted:
+        if key.tpm is not None and counted is not None and used != counted.tokens:
             await after_the_call(
-                self._correct(key, used - counted), f"the tokens used by key {key.id}"
+                self._correct(key, used - counted.tokens, counted.at),
+                f"the tokens used by key {key.id}",
             )
 
-    async def _correct(self, key: VirtualKey, tokens: int) -> None:
-        # An unbounded limit records the correction whatever the window holds.
-        await self.limits.window_acquire(f"key-tpm:{key.id}", tokens, limit=math.inf, window=MINUTE)
+    async def _correct(self, key: VirtualKey, tokens: int, counted_at: float) -> None:
+        # Dated when the estimate was counted: dated now, the refund would leave the window
+        # as long after the estimate as the call ran, the key having it to spare meanwhile.
+        age = self.clock() - counted_at
+        await self.limits.window_correct(f"key-tpm:{key.id}", tokens, age=age, window=MINUTE)
 
     async def _window(self, name: str, amount: float, limit: float) -> WindowUse:
         try:
@@ -114,11 +136,11 @@ class KeyLimits:
             use = await self._window(f"key-rpm:{key.id}", -1, math.inf)
             call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
 
-    async def admit(self, key: VirtualKey, call: Call, tokens: int = 0) -> int:
+    async def admit(self, key: VirtualKey, call: Call, tokens: int = 0) -> TokensCounted | None:
         """`check_rate`, then `occupy`: the request counted against the key's windows and in
         one of its slots (a refusal for want of a slot gives its tokens back). Returns the
-        tokens counted, for `settle_tokens`."""
-        counted = 0
+        tokens counted, if any, for `settle_tokens`."""
+        counted = None
         if key.rpm is not None or key.tpm is not None:
             counted = await self.check_rate(key, call, tokens)
         try:
@@ -193,7 +215,9 @@ class KeyTokens(Wrapper):
     ending (a failure, a client gone) is corrected by the gateway once recorded, unless
     `settled`."""
 
-    def __init__(self, inner: Model, limits: KeyLimits, key: VirtualKey, counted: int) -> None:
+    def __init__(
+        self, inner: Model, limits: KeyLimits, key: VirtualKey, counted: TokensCounted
+    ) -> None:
         super().__init__(inner)
         self.limits = limits
         self.key = key

@@ -12,7 +12,8 @@ budget, and the deadline) and moving on to the fallback; queueing here as well w
 twice and, in a 429 storm, release one request per Retry-After while the rest pile up.
 
 Tokens are estimated before the call (the prompt, plus `max_tokens` or the model's maximum
-output, per choice) and corrected to the real usage after it. A request that must wait waits
+output, per choice) and corrected to the real usage after it, the correction dated when the
+estimate was counted (so it leaves the window with it). A request that must wait waits
 in a bounded queue for at most `max_wait` and never past its deadline; with
 `when_limited: fail`, or when the queue is full, it fails at once with `RateLimitedError`
 (code `client_rate_limit`), which a retry honours and a fallback moves past.
@@ -21,7 +22,6 @@ in a bounded queue for at most `max_wait` and never past its deadline; with
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +84,9 @@ class Ticket:
     tokens: int
     slot: bool = False
     settled: bool = field(default=False)
+    counted_at: float = 0.0
+    """When (the limiter's clock) its request and tokens were counted: their corrections are
+    dated then, so they leave the windows with what they correct."""
 
 
 class Limiter:
@@ -158,7 +161,7 @@ class Limiter:
         try:
             await self._take_slot(ticket, started, budget, by_deadline)
             try:
-                await self._take_window(tokens, started, budget, by_deadline)
+                await self._take_window(ticket, started, budget, by_deadline)
             except BaseException:
                 self.release(ticket)
                 raise
@@ -188,13 +191,13 @@ class Limiter:
         ticket.slot = True
 
     async def _take_window(
-        self, tokens: int, started: float, budget: float, by_deadline: bool
+        self, ticket: Ticket, started: float, budget: float, by_deadline: bool
     ) -> None:
         held = self._held_for()
         if held > 0:
             raise self._refused(self._held_why, held)
         while True:
-            wait, why = await self._try_window(tokens)
+            wait, why = await self._try_window(ticket)
             if wait <= 0:
                 return
             waited = self._clock() - started
@@ -208,10 +211,11 @@ class Limiter:
                 raise self._refused(why, wait, waited=budget, by_deadline=by_deadline)
             await self._sleep(wait)
 
-    async def _try_window(self, tokens: int) -> tuple[float, str]:
-        """Take one request and `tokens` from the windows; (seconds to wait, why) if either
-        is full (nothing taken then)."""
-        limits = self.limits
+    async def _try_window(self, ticket: Ticket) -> tuple[float, str]:
+        """Take one request and the ticket's tokens from the windows; (seconds to wait, why) if
+        either is full (nothing taken then)."""
+        limits, tokens = self.limits, ticket.tokens
+        ticket.counted_at = self._clock()
         if limits.rpm is not None:
             wait = (
                 await self.store.window_acquire(
@@ -228,7 +232,7 @@ class Limiter:
             ).wait
             if wait > 0:
                 if limits.rpm is not None:
-                    await self._force("rpm", -1.0)
+                    await self._force("rpm", -1.0, ticket)
                 return wait, f"the tpm limit {limits.tpm} is reached"
         return 0.0, ""
 
@@ -237,7 +241,7 @@ class Limiter:
         the store cannot take the correction)."""
         try:
             if not ticket.settled and self.limits.tpm is not None and used_tokens != ticket.tokens:
-                await self._force("tpm", float(used_tokens - ticket.tokens))
+                await self._force("tpm", float(used_tokens - ticket.tokens), ticket)
         finally:
             ticket.settled = True
             self.release(ticket)
@@ -248,11 +252,12 @@ class Limiter:
             ticket.slot = False
             self._slots.release()
 
-    async def _force(self, kind: str, amount: float) -> None:
-        # An unbounded limit records the correction whatever the window holds.
-        await self.store.window_acquire(
-            self._key(kind), amount, limit=math.inf, window=self.limits.window
-        )
+    async def _force(self, kind: str, amount: float, ticket: Ticket) -> None:
+        """Correct what `ticket` counted in the `kind` window by `amount`, dated when it was
+        counted: dated now, a refund would leave the window as long after the estimate as the
+        call ran, and until then the limit would have it to spare a second time."""
+        age = self._clock() - ticket.counted_at
+        await self.store.window_correct(self._key(kind), amount, age=age, window=self.limits.window)
 
     def _key(self, kind: str) -> str:
         return f"ratelimit:{self.scope}:{kind}"
