@@ -19,6 +19,12 @@ from modelyard.state.sqlite import MIGRATIONS, SqliteStore
 from modelyard.state.sqlite_worker import SqliteWorker
 
 
+def clocked(tmp_path: Path) -> tuple[SqliteStore, list[float]]:
+    """A store on a file in `tmp_path` whose wall clock reads `now[0]` (1000.0 at first)."""
+    now = [1000.0]
+    return SqliteStore(tmp_path / "state.db", clock=lambda: now[0]), now
+
+
 async def test_counters_survive_a_restart(tmp_path: Path) -> None:
     first = SqliteStore(tmp_path / "state.db")
     await first.reserve([Claim(key="spend", amount=0.75, limit=1.0, ttl=3600)])
@@ -81,8 +87,7 @@ async def test_a_file_written_before_leases_keeps_its_counters_and_takes_leases(
 
 
 async def test_expiry_uses_the_injected_wall_clock(tmp_path: Path) -> None:
-    now = [1000.0]
-    store = SqliteStore(tmp_path / "state.db", clock=lambda: now[0])
+    store, now = clocked(tmp_path)
     await store.adjust("a", 2, ttl=60)
     now[0] += 59
     assert await store.counter("a") == 2
@@ -141,13 +146,11 @@ async def test_a_correction_dated_in_the_past_keeps_when_its_window_empties(
 ) -> None:
     # Its row leaves before the window's newest: recorded as when the window empties, a sweep
     # would drop the window while that newest entry still counted.
-    path = tmp_path / "state.db"
-    now = [1000.0]
-    store = SqliteStore(path, clock=lambda: now[0])
+    store, now = clocked(tmp_path)
     await store.window_acquire("tpm", 5, limit=10, window=60)
     now[0] += 10
     await store.window_correct("tpm", -4, age=10, window=60)
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(store.path)
     rows = conn.execute("SELECT at, amount FROM state_windows ORDER BY at, amount").fetchall()
     idle = conn.execute("SELECT idle_at, span FROM state_window_idle").fetchall()
     sums = conn.execute("SELECT used, entries FROM state_window_sums").fetchall()
@@ -162,9 +165,8 @@ async def test_a_correction_dated_in_the_past_keeps_when_its_window_empties(
 async def test_windows_of_keys_never_used_again_are_swept(tmp_path: Path) -> None:
     # A virtual key's rpm window (key-rpm:<id>) kept its rows for good once the key was
     # revoked or abandoned: the file grew with every key ever used.
-    path = tmp_path / "state.db"
-    now = [1000.0]
-    store = SqliteStore(path, clock=lambda: now[0])
+    store, now = clocked(tmp_path)
+    path = store.path
     for key in ("key-rpm:gone", "key-rpm:used", "ratelimit:day"):
         await store.window_acquire(key, 1, limit=100, window=3600 if key.endswith("day") else 60)
     now[0] += 120  # every minute window is empty now, the hour's is not
@@ -182,9 +184,8 @@ async def test_a_window_a_process_of_the_previous_release_still_writes_is_not_sw
 ) -> None:
     # That process adds entries but no idle time: a sweep trusting the idle time alone dropped
     # the window while it held them, and its rate limit counted from zero again.
-    path = tmp_path / "state.db"
-    now = [1000.0]
-    store = SqliteStore(path, clock=lambda: now[0])
+    store, now = clocked(tmp_path)
+    path = store.path
     await store.window_acquire("rpm", 1, limit=3, window=60)
     now[0] += 120  # idle as this release recorded it ...
     conn = sqlite3.connect(path)  # ... but the older process took two more since
@@ -205,9 +206,8 @@ async def test_a_sweep_takes_a_bounded_number_of_idle_windows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_state, "_SWEEP_WINDOWS", 3)
-    path = tmp_path / "state.db"
-    now = [1000.0]
-    store = SqliteStore(path, clock=lambda: now[0])
+    store, now = clocked(tmp_path)
+    path = store.path
     for i in range(5):
         await store.window_acquire(f"key-rpm:{i}", 1, limit=100, window=60)
     now[0] += 120
