@@ -176,3 +176,20 @@ async def test_a_call_cut_short_gives_back_its_estimate_only_within_its_minute()
     with pytest.raises(RateLimitedError):
         await limiter.acquire(user("x"), 200)
     await limiter.acquire(user("x"), 100)
+
+
+async def test_usage_beyond_the_estimate_counts_from_the_calls_end_however_long_it_ran() -> None:
+    # A 100-token estimate for a call that ran 90 s and used 900: its minute is over, but the
+    # 800 it used beyond the estimate fill the window from its end (dated back, they would
+    # never count).
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    limiter = Limiter(
+        "model:m", RateLimits(tpm=1000, when_limited="fail"), store, clock=lambda: now[0]
+    )
+    ticket = await limiter.acquire(user("x"), 100)
+    now[0] = 90.0
+    await limiter.settle(ticket, 900)
+    with pytest.raises(RateLimitedError):
+        await limiter.acquire(user("x"), 300)
+    await limiter.acquire(user("x"), 200)

@@ -118,9 +118,11 @@ class KeyLimits:
             )
 
     async def _correct(self, key: VirtualKey, tokens: int, counted_at: float) -> None:
-        # Dated when the estimate was counted: dated now, the refund would leave the window
+        # A refund is dated when the estimate was counted: dated now, it would leave the window
         # as long after the estimate as the call ran, the key having it to spare meanwhile.
-        age = self.clock() - counted_at
+        # Usage beyond the estimate counts from now (dated back, a call longer than the window
+        # would never be charged it).
+        age = self.clock() - counted_at if tokens < 0 else 0.0
         await self.limits.window_correct(f"key-tpm:{key.id}", tokens, age=age, window=MINUTE)
 
     async def _window(self, name: str, amount: float, limit: float) -> WindowUse:

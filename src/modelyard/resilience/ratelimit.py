@@ -255,8 +255,10 @@ class Limiter:
     async def _force(self, kind: str, amount: float, ticket: Ticket) -> None:
         """Correct what `ticket` counted in the `kind` window by `amount`, dated when it was
         counted: dated now, a refund would leave the window as long after the estimate as the
-        call ran, and until then the limit would have it to spare a second time."""
-        age = self._clock() - ticket.counted_at
+        call ran, and until then the limit would have it to spare a second time. Usage beyond
+        the estimate counts from now (dated back, a call longer than the window would never be
+        charged it)."""
+        age = self._clock() - ticket.counted_at if amount < 0 else 0.0
         await self.store.window_correct(self._key(kind), amount, age=age, window=self.limits.window)
 
     def _key(self, kind: str) -> str:

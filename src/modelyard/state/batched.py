@@ -203,6 +203,9 @@ class BatchedStore(StateStore):
     ) -> WindowUse:
         return await self.inner.window_acquire(key, amount, limit=limit, window=window)
 
+    async def window_correct(self, key: str, amount: float, *, age: float, window: float) -> None:
+        await self.inner.window_correct(key, amount, age=age, window=window)
+
     def health(self) -> StoreHealth:
         return self.inner.health()
 
