@@ -71,6 +71,9 @@ class Fault:
     event by event, as a compressing proxy in front of the provider does)."""
     close: bool = False
     """Answer with `Connection: close` and close the connection after this response."""
+    unstreamed: bool = False
+    """Streams: ignore the request's `stream: true` and send the whole JSON answer (as some
+    vLLM, Ollama and proxy setups do)."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,7 @@ class FakeUpstream:
             return self._json(
                 status, payload, {**self.response_headers(kind, status), **fault.headers}
             )
-        if self.is_stream(kind, request, body):
+        if self.is_stream(kind, request, body) and not fault.unstreamed:
             return await self._stream(kind, request, body, fault)
         return self._json(
             200,

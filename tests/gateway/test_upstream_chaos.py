@@ -19,7 +19,7 @@ import anthropic
 import httpx2
 import openai
 import pytest
-from tests.fakes.anthropic_reply import Turn
+from tests.fakes.anthropic_reply import ToolUse, Turn
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini, GeminiAnswer
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -263,6 +263,84 @@ def test_a_stream_answered_with_no_events_says_so_and_shows_the_body(
     seen = ask(yard, client, wire, stream=True)
     assert seen.status == 502
     assert "with no events (text/plain" in seen.message and "upstream says hi" in seen.message
+
+
+# --- a server that ignores stream: true --------------------------------------------------------
+
+
+@pytest.mark.parametrize("wire", ["openai", "compatible", "anthropic"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_whole_answer_to_a_stream_request_is_streamed_on(
+    yard: Yard, fakes: dict[str, FakeUpstream], wire: str, client: str
+) -> None:
+    # Some vLLM, Ollama and proxy setups answer `stream: true` with the whole JSON answer;
+    # it was a 502 ("upstream answered a stream request with application/json").
+    whole = ask(yard, client, wire, stream=False)
+    fakes[wire].always(Fault(unstreamed=True))
+    seen = ask(yard, client, wire, stream=True)
+    assert seen.error is None, seen.message
+    assert (seen.text, seen.finish) == (whole.text, whole.finish) and seen.text
+    assert fakes[wire].requests[-1].json["stream"] is True
+    assert record(yard, seen.request_id)["status"] == 200
+
+
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_a_whole_answer_streamed_on_carries_its_tool_calls_and_usage(
+    yard: Yard, fakes: dict[str, FakeUpstream]
+) -> None:
+    fake = fakes["compatible"]
+    assert isinstance(fake, FakeOpenAI)
+    fake.script(Reply(tool_calls=(("get_weather", '{"city": "Paris"}'),)))
+    fake.always(Fault(unstreamed=True))
+    sdk = openai.OpenAI(base_url=yard.running.openai_url, api_key="x", max_retries=0, timeout=5)
+    stream = sdk.chat.completions.create(
+        model="compatible",
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    calls = [call for delta in deltas for call in delta.tool_calls or []]
+    assert [(c.function.name, c.function.arguments) for c in calls if c.function] == [
+        ("get_weather", '{"city": "Paris"}')
+    ]
+    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
+    assert finishes[-1] == "tool_calls"
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+
+
+def test_a_whole_answer_from_anthropic_streamed_on_carries_its_tool_use(
+    yard: Yard, fakes: dict[str, FakeUpstream]
+) -> None:
+    fake = fakes["anthropic"]
+    assert isinstance(fake, FakeAnthropic)
+    fake.script(Turn(tool_uses=(ToolUse(name="get_weather", input={"city": "Paris"}),)))
+    fake.always(Fault(unstreamed=True))
+    sdk = anthropic.Anthropic(base_url=yard.running.url, api_key="x", max_retries=0, timeout=5)
+    tool: Any = {"name": "get_weather", "input_schema": {"type": "object"}}
+    with sdk.messages.stream(
+        model="anthropic",
+        max_tokens=100,
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=[tool],
+    ) as stream:
+        message = stream.get_final_message()
+    uses = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert uses == [("get_weather", {"city": "Paris"})] and message.stop_reason == "tool_use"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
 
 
 # --- proxies in front of the provider -------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -154,6 +155,23 @@ async def test_stream_with_usage(yard: Yard, fake: FakeOpenAI) -> None:
     assert not final.usage.estimated and final.usage.input_tokens > 0
     assert final.cost == pytest.approx(price(final.usage))
     assert fake.requests[0].json["stream_options"] == {"include_usage": True}
+
+
+async def test_a_whole_answer_to_a_stream_request_is_streamed_on_and_told_once(
+    yard: Yard, fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Some vLLM, Ollama and proxy setups ignore `stream: true` and answer whole.
+    fake.always(Fault(unstreamed=True))
+    caplog.set_level(logging.INFO, logger="modelyard.providers")
+    for _ in range(2):
+        chunks = await chunks_of(yard, user("hello stream"))
+        final = chunks[-1].response
+        assert "".join(c.text for c in chunks) == "Echo: hello stream"
+        assert chunks[0].model == "mini" and chunks[-2].finish_reason is FinishReason.STOP
+        assert final is not None and not final.usage.estimated
+        assert final.cost == pytest.approx(price(final.usage))
+    told = [r for r in caplog.records if "ignores stream: true" in r.message]
+    assert len(told) == 1 and "model mini" in told[0].message
 
 
 async def test_a_stream_names_its_model_on_its_first_chunk_only(yard: Yard) -> None:

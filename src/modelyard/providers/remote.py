@@ -49,7 +49,7 @@ from modelyard.providers.wire import (
     WireFormat,
     bad_body,
 )
-from modelyard.streaming import StreamAssembler
+from modelyard.streaming import StreamAssembler, response_chunks
 from modelyard.types import (
     ChatRequest,
     ChatResponse,
@@ -103,6 +103,8 @@ class RemoteModel(Model):
         """Reported model ids already warned about (the warning is logged once per id)."""
         self._told: set[str] = set()
         """The fields whose drop has been logged (once per field per model)."""
+        self._unstreamed_told = False
+        """Whether a whole answer to a stream request has been logged (once per model)."""
         model_id = info.model_id or info.name
         self._model_id = model_id
         # `{model}` in a base URL (Azure: .../openai/deployments/{model}) is the model's id.
@@ -168,30 +170,11 @@ class RemoteModel(Model):
                 deadline_left=request.remaining(),
             )
             self._observe(reply.headers)
-            decoded = _json_of(reply, self.wire)
-            try:
-                parsed = self.wire.from_wire(decoded)
-                self._check(request, parsed.choices)
-            except BadResponseError as exc:
-                # The provider generated (and bills) this answer even though it cannot be
-                # used: estimate what it cost rather than record nothing. (An error object
-                # sent with a 200, as some proxies do, is a refusal: it raises another class
-                # and costs nothing.)
-                self._bill(
-                    exc,
-                    Usage(
-                        input_tokens=estimate_input_tokens(request),
-                        output_tokens=estimate_tokens(reply.body.decode("utf-8", "replace")),
-                        estimated=True,
-                    ),
-                )
-                raise
+            parsed = self._answer(request, reply)
         except ModelError as exc:
             if isinstance(exc, ModelTimeoutError) and exc.request_sent:
                 self._bill(exc, _unanswered(request))
             raise self._failed(exc, started) from None
-        text = "".join(choice.message.text for choice in parsed.choices)
-        parsed = replace(parsed, usage=_completed(parsed.usage, request, text))
         return self._response(parsed, started, dropped)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -214,6 +197,15 @@ class RemoteModel(Model):
                     raise upstream_error(self.wire, reply.status, reply.headers, payload)
                 if _not_a_stream(reply.headers):
                     payload = await reply.body(self.client.timeouts.total)
+                    if _json_type(reply.headers):
+                        # The server ignored `stream: true` (some vLLM, Ollama and proxy
+                        # setups do): its whole answer, streamed on as a stream would carry it.
+                        whole = HttpReply(status=reply.status, headers=reply.headers, body=payload)
+                        parsed = self._answer(request, whole)
+                        self._tell_unstreamed()
+                        for chunk in response_chunks(self._response(parsed, started, dropped)):
+                            yield chunk
+                        return
                     raise _refusal(self.wire, payload) or bad_body(
                         reply.status,
                         payload,
@@ -276,6 +268,40 @@ class RemoteModel(Model):
                 self._bill(exc, _unanswered(request))
             raise self._failed(exc, started) from None
         yield Chunk(response=self._response(parsed, started, dropped))
+
+    def _answer(self, request: ChatRequest, reply: HttpReply) -> ParsedResponse:
+        """A whole answer's reply read, checked, and its usage completed; an answer that cannot
+        be used raises all the same, billed at an estimate."""
+        decoded = _json_of(reply, self.wire)
+        try:
+            parsed = self.wire.from_wire(decoded)
+            self._check(request, parsed.choices)
+        except BadResponseError as exc:
+            # The provider generated (and bills) this answer even though it cannot be
+            # used: estimate what it cost rather than record nothing. (An error object
+            # sent with a 200, as some proxies do, is a refusal: it raises another class
+            # and costs nothing.)
+            self._bill(
+                exc,
+                Usage(
+                    input_tokens=estimate_input_tokens(request),
+                    output_tokens=estimate_tokens(reply.body.decode("utf-8", "replace")),
+                    estimated=True,
+                ),
+            )
+            raise
+        text = "".join(choice.message.text for choice in parsed.choices)
+        return replace(parsed, usage=_completed(parsed.usage, request, text))
+
+    def _tell_unstreamed(self) -> None:
+        """Log, once for this model, that its server answers a stream request whole."""
+        if not self._unstreamed_told:
+            self._unstreamed_told = True
+            log.info(
+                "model %s: the server ignores stream: true and answers whole; "
+                "each answer is streamed on in one piece",
+                self.name,
+            )
 
     @property
     def counts_tokens(self) -> bool:
@@ -502,11 +528,18 @@ def _whole(assembler: StreamAssembler, choices: int) -> bool:
     return assembler.finished and len(assembler.choices()) >= choices
 
 
+def _json_type(headers: Mapping[str, str]) -> bool:
+    return _content_type(headers) == "application/json"
+
+
 def _not_a_stream(headers: Mapping[str, str]) -> bool:
     # A proxy's HTML page or a JSON body where events belong; a missing type is given the
     # benefit of the doubt, as some OpenAI-compatible servers leave it out.
-    kind = headers.get("content-type", "").split(";")[0].strip().lower()
-    return kind in ("text/html", "application/json")
+    return _content_type(headers) in ("text/html", "application/json")
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def _with_query(url: str, query: Mapping[str, str]) -> str:
