@@ -157,6 +157,16 @@ def test_an_upstream_refusal_reaches_the_client_in_anthropic_shape(
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
+def test_an_overloaded_upstream_is_a_529_as_anthropic_sends_it(
+    running: Running, upstream: FakeAnthropic
+) -> None:
+    upstream.push(Fault(status=529))  # it was a 503
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client(running).messages.count_tokens(model="claude", messages=MESSAGES)
+    assert caught.value.status_code == 529
+    assert caught.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+
+
 @pytest.mark.parametrize("status", [404, 405])
 def test_a_provider_behind_a_proxy_without_the_endpoint_is_estimated_and_says_so(
     running: Running, upstream: FakeAnthropic, caplog: pytest.LogCaptureFixture, status: int

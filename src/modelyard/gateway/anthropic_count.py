@@ -102,7 +102,7 @@ async def count(model: Model, request: ChatRequest) -> Count:
         tokens = await leaf.count_tokens(request)
     except ModelError as exc:
         if exc.status not in NOT_SERVED:
-            raise from_model_error(exc) from None
+            raise from_model_error(exc, api="anthropic") from None
         # A proxy in front of the provider that lacks the endpoint: a count is still owed,
         # and the estimate is what every other system gets.
         why = f"{leaf.name}'s provider does not serve count_tokens (HTTP {exc.status})"

@@ -17,6 +17,7 @@ from modelyard.errors import (
     ModelTimeoutError,
     NoAnswerError,
     NotFoundError,
+    OverloadedError,
     PermissionDeniedError,
     QualityCheckError,
     RateLimitedError,
@@ -61,12 +62,14 @@ def retry_after(seconds: float) -> dict[str, str]:
     }
 
 
-def from_model_error(exc: ModelError) -> ApiError:
-    """The client-facing error for a failure inside a system.
+def from_model_error(exc: ModelError, *, api: str = "openai") -> ApiError:
+    """The client-facing error for a failure inside a system, for a caller of `api`.
 
     Upstream authentication, permission and not-found failures are the operator's problem
     (a wrong provider key or model id), so the client sees a 502 that says so, not a 401, with
-    `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey.
+    `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey. An overloaded
+    provider is a 503, or for a Messages caller (`api` "anthropic") a 529, as Anthropic's own
+    API sends it.
     """
     message = exc.message
     where = f" (model {exc.model})" if exc.model else ""
@@ -111,7 +114,8 @@ def from_model_error(exc: ModelError) -> ApiError:
     if isinstance(exc, NoAnswerError | UnavailableError):
         if exc.retry_after is not None:
             headers.update(retry_after(exc.retry_after))
-        return ApiError(503, message + where, "unavailable", exc.code, headers=headers)
+        status = 529 if api == "anthropic" and isinstance(exc, OverloadedError) else 503
+        return ApiError(status, message + where, "unavailable", exc.code, headers=headers)
     if isinstance(exc, BadResponseError | StreamInterruptedError):
         return ApiError(502, message + where, "upstream_error", exc.kind)
     return ApiError(500, "internal error", "server_error", exc.kind)

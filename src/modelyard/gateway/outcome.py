@@ -136,7 +136,7 @@ class Outcome:
         what its calls had spent, if any ran, as a failure's); the API error to answer with,
         marked counted, with the cost and config version headers an answer has."""
         self.spent = exc.cost
-        error = from_model_error(exc)
+        error = from_model_error(exc, api=self.api)
         latency = self._record(error.status, None, exc, exc.decision)
         if isinstance(exc, BudgetExceededError):
             route = self.call.scope["path"]  # a served route: a bounded label
