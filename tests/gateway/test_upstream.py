@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 import pytest
@@ -17,6 +18,12 @@ from tests.gateway.conftest import UPSTREAM_KEY, Running
 
 
 def gateway_for(serve_gateway: Callable[..., Running], fake: FakeOpenAI) -> openai.OpenAI:
+    running = serve_for(serve_gateway, fake)
+    return openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+
+
+def serve_for(serve_gateway: Callable[..., Running], fake: FakeOpenAI) -> Running:
+    """The gateway serving system `main`: model `gpt` of provider `up`, on `fake`."""
     config = f"""
 providers:
   up:
@@ -33,8 +40,7 @@ models:
 systems:
   main: gpt
 """
-    running = serve_gateway(text=config)
-    return openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+    return serve_gateway(text=config)
 
 
 def test_tools_round_trip(serve_gateway: Callable[..., Running], upstream: FakeOpenAI) -> None:
@@ -157,6 +163,37 @@ def test_upstream_failures_map_to_statuses(
         UPSTREAM_KEY not in str(caught.value.body)
         and UPSTREAM_KEY not in caught.value.response.text
     )
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(status=429),
+        Fault(status=503),
+        Fault(status=401),
+        Fault(status=404, error_type="model_not_found"),
+        Fault(hang=True),
+        Fault(body=b"{}"),
+    ],
+    ids=["rate-limited", "unavailable", "bad-key", "unknown-model", "timeout", "bad-response"],
+)
+def test_an_upstream_failure_names_its_model_and_provider_never_its_url_or_key(
+    serve_gateway: Callable[..., Running], upstream: FakeOpenAI, fault: Fault
+) -> None:
+    # Messages said "(model gpt)": which provider's account or endpoint failed was left out.
+    running = serve_for(serve_gateway, upstream)
+    upstream.always(fault)
+    ask: Any = [{"role": "user", "content": "x"}]
+    oai = openai.OpenAI(base_url=running.openai_url, api_key="x", max_retries=0)
+    claude = anthropic.Anthropic(base_url=running.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as chat:
+        oai.chat.completions.create(model="main", messages=ask)
+    with pytest.raises(anthropic.APIStatusError) as messages:
+        claude.messages.create(model="main", max_tokens=10, messages=ask)
+    for error in (chat.value, messages.value):
+        text = error.response.text
+        assert "(model gpt, provider up)" in text, text
+        assert upstream.url.removeprefix("http://") not in text and UPSTREAM_KEY not in text
 
 
 def test_an_operator_side_failure_tells_the_sdk_not_to_retry(

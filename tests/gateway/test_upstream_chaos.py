@@ -238,7 +238,7 @@ def test_a_200_that_is_not_the_apis_answer_is_a_502_naming_the_model_and_the_bod
     fakes[wire].always(Fault(body=body, content_type=content_type))
     seen = ask(yard, client, wire, stream=stream)
     assert seen.status == 502 and not seen.text
-    assert f"(model {wire})" in seen.message and named in seen.message
+    assert f"(model {wire}, provider {wire})" in seen.message and named in seen.message
     assert record(yard, seen.request_id)["status"] == 502
 
 
@@ -251,7 +251,8 @@ def test_a_200_carrying_the_providers_error_object_is_that_error(
     seen = ask(yard, client, wire, stream=stream)
     overloaded = client == "anthropic" and wire != "compatible"  # Anthropic's own 529
     assert seen.status == (529 if overloaded else 503), seen.message
-    assert f"(model {wire})" in seen.message and "bad_response" not in str(seen.error)
+    assert f"(model {wire}, provider {wire})" in seen.message
+    assert "bad_response" not in str(seen.error)
 
 
 @pytest.mark.parametrize("wire", WIRES)
@@ -365,7 +366,7 @@ def test_a_proxys_html_error_page_is_its_status_with_the_page_quoted(
         expected = 529  # Gemini's adapter takes any 503 for an overload: Anthropic's 529
     assert seen.status == expected
     assert f"HTTP {status}" in seen.message and f"<h1>{status} Bad Gateway" in seen.message
-    assert f"(model {wire})" in seen.message
+    assert f"(model {wire}, provider {wire})" in seen.message
 
 
 # --- rate limits and overload -----------------------------------------------------------------
@@ -474,7 +475,8 @@ def test_a_stream_failing_part_way_ends_in_an_error_never_a_finish(
     seen = ask(yard, client, wire, stream=True)
     assert time.monotonic() - started < 1.0
     assert seen.text and seen.finish is None  # some text came, and no finish after it
-    assert seen.error is not None and named in seen.message and f"(model {wire})" in seen.message
+    assert seen.error is not None and named in seen.message
+    assert f"(model {wire}, provider {wire})" in seen.message
     logged = record(yard, seen.request_id)
     assert logged["status"] >= 500 and logged["cost"] > 0  # billed for what it generated
 
@@ -573,7 +575,7 @@ def test_a_connection_reset_before_any_answer_is_a_503(
 ) -> None:
     fakes[wire].always(Fault(reset=True))
     seen = ask(yard, client, wire, stream=stream)
-    assert seen.status == 503 and f"(model {wire})" in seen.message
+    assert seen.status == 503 and f"(model {wire}, provider {wire})" in seen.message
     assert record(yard, seen.request_id)["status"] == 503
 
 

@@ -62,6 +62,17 @@ def retry_after(seconds: float) -> dict[str, str]:
     }
 
 
+def _where(exc: ModelError) -> str:
+    """` (model X, provider P)`: the model that failed and the provider that served it (its
+    name in the config, never its URL), as far as they are known."""
+    named = [
+        f"{what} {name}"
+        for what, name in (("model", exc.model), ("provider", exc.provider))
+        if name
+    ]
+    return f" ({', '.join(named)})" if named else ""
+
+
 def from_model_error(exc: ModelError, *, api: str = "openai") -> ApiError:
     """The client-facing error for a failure inside a system, for a caller of `api`.
 
@@ -72,7 +83,7 @@ def from_model_error(exc: ModelError, *, api: str = "openai") -> ApiError:
     API sends it.
     """
     message = exc.message
-    where = f" (model {exc.model})" if exc.model else ""
+    where = _where(exc)
     headers: dict[str, str] = {}
     # A 400 passes on the field the provider named (its own name for it, as sent upstream).
     if isinstance(exc, ContextLengthError):
