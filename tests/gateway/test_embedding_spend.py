@@ -238,4 +238,5 @@ def test_an_embeddings_timeout_that_is_not_a_number_is_refused_naming_the_header
 ) -> None:
     reply = embed(hosted_embedder(""), headers={"x-modelyard-timeout": "soon"})
     assert reply.status_code == 400
-    assert "x-modelyard-timeout" in reply.json()["error"]["message"]
+    error = reply.json()["error"]
+    assert "x-modelyard-timeout" in error["message"] and error["param"] == "x-modelyard-timeout"

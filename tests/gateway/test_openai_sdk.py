@@ -231,6 +231,12 @@ def test_a_timeout_header_that_is_not_a_positive_number_is_a_400_naming_it(
             extra_headers={"x-modelyard-timeout": timeout},
         )
     assert repr(timeout) in str(caught.value)
+    assert caught.value.param == "x-modelyard-timeout"  # it was None
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(
+            model="support", input="ping", extra_headers={"x-modelyard-timeout": timeout}
+        )
+    assert caught.value.param == "x-modelyard-timeout"
     answer = sdk.chat.completions.create(
         model="support",
         messages=[{"role": "user", "content": "ping"}],

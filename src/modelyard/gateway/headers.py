@@ -69,7 +69,8 @@ def deadline(timeout: str) -> float:
         seconds = math.nan
     if not 0 < seconds < math.inf:  # NaN, too: it would switch the deadline off
         raise bad_request(
-            f"x-modelyard-timeout: expected a positive number of seconds, got {timeout[:40]!r}"
+            f"x-modelyard-timeout: expected a positive number of seconds, got {timeout[:40]!r}",
+            "x-modelyard-timeout",
         )
     return time.monotonic() + seconds
 
