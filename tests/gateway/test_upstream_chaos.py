@@ -286,6 +286,17 @@ def test_a_whole_answer_to_a_stream_request_is_streamed_on(
     assert record(yard, seen.request_id)["status"] == 200
 
 
+@pytest.mark.parametrize("client", CLIENTS)
+def test_geminis_chunks_as_one_json_array_to_a_stream_request_are_a_billed_502(
+    yard: Yard, fakes: dict[str, FakeUpstream], client: str
+) -> None:
+    # streamGenerateContent without alt=sse answers so: not taken as a whole answer (yet).
+    fakes["gemini"].always(Fault(unstreamed=True))
+    seen = ask(yard, client, "gemini", stream=True)
+    assert seen.status == 502 and "got list" in seen.message
+    assert record(yard, seen.request_id)["cost"] > 0  # generated, so billed (an estimate)
+
+
 TOOLS: Any = [
     {
         "type": "function",
