@@ -20,7 +20,7 @@ from modelyard.gateway.exchange import Call
 from modelyard.gateway.headers import key_rate_headers
 from modelyard.gateway.keys import VirtualKey
 from modelyard.model import Model, Wrapper
-from modelyard.resilience.ratelimit import MINUTE, estimated_tokens
+from modelyard.resilience.ratelimit import MINUTE, correct_estimate, estimated_tokens
 from modelyard.resilience.streams import closing
 from modelyard.state.base import StateStore, WindowUse
 from modelyard.state.memory import MemoryStore
@@ -118,12 +118,9 @@ class KeyLimits:
             )
 
     async def _correct(self, key: VirtualKey, tokens: int, counted_at: float) -> None:
-        # A refund is dated when the estimate was counted: dated now, it would leave the window
-        # as long after the estimate as the call ran, the key having it to spare meanwhile.
-        # Usage beyond the estimate counts from now (dated back, a call longer than the window
-        # would never be charged it).
-        age = self.clock() - counted_at if tokens < 0 else 0.0
-        await self.limits.window_correct(f"key-tpm:{key.id}", tokens, age=age, window=MINUTE)
+        key_window = f"key-tpm:{key.id}"
+        elapsed = self.clock() - counted_at
+        await correct_estimate(self.limits, key_window, tokens, elapsed=elapsed, window=MINUTE)
 
     async def _window(self, name: str, amount: float, limit: float) -> WindowUse:
         try:

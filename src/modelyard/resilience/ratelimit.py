@@ -85,8 +85,20 @@ class Ticket:
     slot: bool = False
     settled: bool = field(default=False)
     counted_at: float = 0.0
-    """When (the limiter's clock) its request and tokens were counted: their corrections are
-    dated then, so they leave the windows with what they correct."""
+    """When (the limiter's clock) its request and tokens were counted: a refund is dated then,
+    so it leaves the window with what it corrects (`correct_estimate`)."""
+
+
+async def correct_estimate(
+    store: StateStore, key: str, amount: float, *, elapsed: float, window: float
+) -> None:
+    """Correct an estimate counted `elapsed` seconds ago in the window at `key` by `amount`.
+    A refund is dated when the estimate was counted: dated now, it would leave the window as
+    long after the estimate as the call ran, the limit having it to spare meanwhile. Usage
+    beyond the estimate counts from now (dated back, a call longer than the window would never
+    be charged it). A model's tpm and a virtual key's are corrected this way."""
+    age = elapsed if amount < 0 else 0.0
+    await store.window_correct(key, amount, age=age, window=window)
 
 
 class Limiter:
@@ -253,13 +265,14 @@ class Limiter:
             self._slots.release()
 
     async def _force(self, kind: str, amount: float, ticket: Ticket) -> None:
-        """Correct what `ticket` counted in the `kind` window by `amount`, dated when it was
-        counted: dated now, a refund would leave the window as long after the estimate as the
-        call ran, and until then the limit would have it to spare a second time. Usage beyond
-        the estimate counts from now (dated back, a call longer than the window would never be
-        charged it)."""
-        age = self._clock() - ticket.counted_at if amount < 0 else 0.0
-        await self.store.window_correct(self._key(kind), amount, age=age, window=self.limits.window)
+        """Correct what `ticket` counted in the `kind` window by `amount` (`correct_estimate`)."""
+        await correct_estimate(
+            self.store,
+            self._key(kind),
+            amount,
+            elapsed=self._clock() - ticket.counted_at,
+            window=self.limits.window,
+        )
 
     def _key(self, kind: str) -> str:
         return f"ratelimit:{self.scope}:{kind}"
