@@ -147,7 +147,7 @@ class ChatEndpoints:
             request_id=call.id,
         ).with_budget(yard.loaded.config.default_deadline)
         counted = None
-        if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
+        if key.paced:
             tokens = estimate_embedding_tokens(request) if key.tpm is not None else 0
             counted = await self.key_limits.admit(key, call, tokens)
         try:
@@ -221,7 +221,7 @@ class ChatEndpoints:
         model = outcome.model = target_for(yard, target, key)
         request = prepare(call, request, key, yard)
         served, metered = model, None
-        if key.rpm is not None or key.tpm is not None or key.max_concurrency is not None:
+        if key.paced:
             tokens = token_estimate(model, request) if key.tpm is not None else 0
             counted = await self.key_limits.admit(key, call, tokens)
             if counted is not None:  # its answer's usage corrects the count before it is sent

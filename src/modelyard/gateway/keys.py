@@ -73,6 +73,12 @@ class VirtualKey:
     created: float = field(default_factory=time.time)
     revoked: float | None = None
 
+    @property
+    def paced(self) -> bool:
+        """Whether the key has limits its requests are admitted against (`KeyLimits.admit`):
+        requests or tokens per minute, or concurrent slots."""
+        return self.rpm is not None or self.tpm is not None or self.max_concurrency is not None
+
     def allows(self, target: str) -> bool:
         """Whether this key may call `target`."""
         return "*" in self.systems or target in self.systems
