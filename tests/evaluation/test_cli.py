@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -19,6 +20,7 @@ from modelyard.cli.evidence_output import dump, dump_with_items, item_spill
 from modelyard.config.build import Built
 from modelyard.config.loader import LoadedConfig
 from modelyard.config.resources import Resources
+from modelyard.evaluation import compare as compare_module
 from modelyard.evaluation import isolation
 from modelyard.evaluation.formats import FORMATS
 from modelyard.evaluation.history import ConfigHistory
@@ -194,6 +196,41 @@ def test_compare_lists_the_system_and_each_model(
     ]
     assert rows[2]["cost_per_item"] > rows[1]["cost_per_item"]
     assert "plotly" in html.read_text()
+
+
+def test_compare_stops_when_the_data_file_is_written_to_between_passes(
+    sliced: Callable[[str, int], Path],
+    write_config: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = sliced(ARC, 6)
+    original = compare_module.evaluate
+    passes: list[str] = []
+
+    async def evaluate_then_append(*args: Any, **kwargs: Any) -> Any:
+        done = await original(*args, **kwargs)
+        passes.append(args[1])
+        if len(passes) == 1:  # a job appends to the golden set while compare runs
+            with path.open("a", encoding="utf-8") as out:
+                out.write(path.read_text(encoding="utf-8").splitlines()[-1] + "\n")
+        return done
+
+    monkeypatch.setattr(compare_module, "evaluate", evaluate_then_append)
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            str(write_config(_config(path))),
+            "main",
+            "--data",
+            str(path),
+            "--format",
+            "routerbench",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "changed while it was being read" in result.output
+    assert path.name in result.output and passes == ["main"]
 
 
 def test_compare_says_why_and_exits_1_when_a_contender_answered_none(

@@ -380,3 +380,25 @@ def test_each_pass_reads_the_file_again_and_warns_once(
     assert [i.id for i in first] == [i.id for i in second] == ["a"]
     clashes = [r for r in caplog.records if "with different labels ('x', 'y')" in r.getMessage()]
     assert len(clashes) == 1
+
+
+def test_a_file_written_to_between_passes_stops_the_next_pass(tmp_path: Path) -> None:
+    rows = [{"id": f"q{n}", "prompt": f"q{n}?"} for n in range(3)]
+    path = write_jsonl(tmp_path / "set.jsonl", rows)
+    source = ItemSource(str(path))
+    assert [i.id for i in source] == ["q0", "q1", "q2"]
+    with path.open("a") as out:  # a golden set appended to while `gate` runs
+        out.write('{"id": "q3", "prompt": "q3?"}\n')
+    with pytest.raises(ConfigError, match="changed while it was being read") as caught:
+        list(source)
+    assert "set.jsonl" in str(caught.value)
+
+
+def test_a_file_written_to_during_a_pass_stops_that_pass(tmp_path: Path) -> None:
+    rows = [{"id": f"q{n}", "prompt": f"q{n}?"} for n in range(3)]
+    path = write_jsonl(tmp_path / "set.jsonl", rows)
+    passes = iter(ItemSource(str(path)))
+    assert next(passes).id == "q0"
+    path.write_text('{"id": "q0", "prompt": "other?"}\n')
+    with pytest.raises(ConfigError, match="changed while it was being read"):
+        list(passes)

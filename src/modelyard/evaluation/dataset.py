@@ -268,7 +268,9 @@ class ItemSource:
     """The items of a labelled set or recordings (one split, the first `limit`), read from the
     file afresh on each pass and never held whole: iterate it once for each system asked.
     Every pass reads the whole file, so a bad row or a repeated id anywhere in it stops each
-    pass as `load_items` would; what is odd about the file is logged on the first pass only."""
+    pass as `load_items` would; what is odd about the file is logged on the first pass only.
+    A file written to between or during passes stops the pass that finds it so (ConfigError):
+    the systems compared would otherwise be scored on different items."""
 
     def __init__(
         self,
@@ -284,11 +286,35 @@ class ItemSource:
         self.limit = limit
         self.base_dir = base_dir
         self._noticed = False
+        self._read_as: tuple[int, int] | None = None
+        """The file's size and modification time when the first pass began."""
 
     def __iter__(self) -> Iterator[Item]:
         notice, self._noticed = not self._noticed, True
+        path = resolve_data_path(self.value, self.base_dir or Path.cwd())
+        self._unchanged(path)
         read = iter_items(self.value, self.fmt, self.base_dir, notice=notice)
-        return chosen(read, self.split, self.limit, source=self.value)
+        yield from chosen(read, self.split, self.limit, source=self.value)
+        self._unchanged(path)
+
+    def _unchanged(self, path: Path) -> None:
+        """Refuse to go on when the file is not as the first pass found it."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            if self._read_as is None:
+                return  # the reading says so, with the path
+            raise ConfigError("the data file was removed between passes", path=str(path)) from None
+        now = (stat.st_size, stat.st_mtime_ns)
+        if self._read_as is None:
+            self._read_as = now
+        elif now != self._read_as:
+            raise ConfigError(
+                "the data file changed while it was being read (it is read once for each "
+                "system): the systems would be scored on different items; run again on a "
+                "file nothing writes to meanwhile",
+                path=str(path),
+            )
 
 
 def unlabelled_warning(
