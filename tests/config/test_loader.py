@@ -439,3 +439,30 @@ def test_a_typo_in_a_long_context_tier_names_the_likely_fix() -> None:
 def test_a_long_context_tier_without_its_output_rate_is_refused() -> None:
     error = error_of(TIERED.replace(", output: 15}", "}"), {"OPENAI_API_KEY": "k"})
     assert "models.gpt.price.above.output" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("${OPENAI_API_KEY", "${OPENAI_API_KEY"),  # the closing brace lost
+        ("${OPENAI-API-KEY}", "${OPENAI"),  # a dash, which no variable name holds
+        ("${OPENAI_API_KEY:http://h/v1}", "${OPENAI_API_KEY"),  # a default without its dash
+        ("${sk-proj-abcdef123456}", "${sk"),  # a key put in braces: never echoed whole
+    ],
+)
+def test_a_broken_variable_reference_is_refused_not_sent_as_written(value: str, shown: str) -> None:
+    """`${OPENAI_API_KEY` (unclosed) had passed `check` as a key written in the file, and been
+    sent to the provider as the key itself; the reference is named, never more of it than its
+    variable-like start (the text in braces may be a secret)."""
+    text = HOSTED.replace("api_key: ${OPENAI_API_KEY}", f"api_key: '{value}'")
+    error = error_of(text, {"OPENAI_API_KEY": "k"})
+    assert error.line == 5
+    assert "providers.openai.api_key" in str(error)
+    assert f"'{shown}'" in str(error) and "${VAR:-default}" in str(error)
+    assert "abcdef" not in str(error)
+
+
+def test_a_variable_value_holding_a_brace_is_not_taken_for_a_broken_reference() -> None:
+    loaded = parse(HOSTED, env={"OPENAI_API_KEY": "sk-${odd"})
+    assert loaded.config.providers["openai"].api_key is not None
+    assert loaded.config.providers["openai"].api_key.get_secret_value() == "sk-${odd"

@@ -27,6 +27,9 @@ from modelyard.errors import ConfigError
 
 log = logging.getLogger("modelyard.config")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_BROKEN_ENV = re.compile(r"\$\{[A-Za-z0-9_]*")
+"""The start of a `${` that `_ENV` did not read: only its name-like part is shown, since the
+rest may be a secret put in braces."""
 MISSING_ENV = "\x00missing-env\x00"
 """What an unset `${VAR}` becomes; build decides whether that disables a provider or is fatal."""
 
@@ -223,6 +226,16 @@ class _Builder:
             self.missing[loc] = name
             return MISSING_ENV
 
+        broken = _BROKEN_ENV.search(_ENV.sub("", value))
+        if broken is not None:
+            # `${KEY` or `${A-B}` would be used as written: sent as the key, say.
+            raise ConfigError(
+                f"{dotted(loc)}: '{broken.group(0)}' is not a whole ${{VAR}} reference, so it"
+                " would be used as written; write ${VAR} (a name of letters, digits and _)"
+                " or ${VAR:-default}",
+                path=self.path,
+                line=self.lines.get(loc),
+            )
         return _ENV.sub(replace, value)
 
 
