@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from modelyard.cli.app import check_writable, console, errors
+from modelyard.cost.prices import usd
 from modelyard.evaluation.calibrate import Calibration
 from modelyard.evaluation.compare import Row
 from modelyard.evaluation.evaluate import Evaluation
@@ -154,8 +155,8 @@ def report_table(title: str, reports_: Sequence[EvalReport]) -> Table:
             str(r.unparsed),
             str(r.unlabelled),
             str(r.failed),
-            f"{r.cost_per_item:.6g}",
-            f"{r.total_cost:.4f}",
+            usd(r.cost_per_item),
+            usd(r.total_cost),
             f"{r.latency_p50_ms:.1f}",
             f"{r.latency_p95_ms:.1f}",
         )
@@ -214,7 +215,7 @@ def print_comparison(title: str, rows: Sequence[Row]) -> None:
             r.name,
             r.kind,
             pct(r.report.accuracy),
-            f"{r.report.cost_per_item:.6g}",
+            usd(r.report.cost_per_item),
             num(r.cost_per_point),
             f"{r.report.latency_p50_ms:.1f}",
             f"{r.report.latency_p95_ms:.1f}",

@@ -10,6 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from modelyard.cost.prices import usd
 from modelyard.evaluation.calibrate import Calibration
 from modelyard.evaluation.compare import Row
 from modelyard.evaluation.frontier import upper_hull
@@ -72,9 +73,9 @@ def report_rows(report: EvalReport) -> list[tuple[str, Any]]:
             "scored / unparsed / unlabelled / failed",
             f"{report.scored} / {report.unparsed} / {report.unlabelled} / {report.failed}",
         ),
-        ("total cost (USD)", f"{report.total_cost:.6f}"),
-        ("cost per item (USD)", f"{report.cost_per_item:.6g}"),
-        ("scorer cost (USD)", f"{report.scorer_cost:.6f}"),
+        ("total cost (USD)", usd(report.total_cost)),
+        ("cost per item (USD)", usd(report.cost_per_item)),
+        ("scorer cost (USD)", usd(report.scorer_cost)),
         ("latency p50 / p95 (ms)", f"{report.latency_p50_ms:.1f} / {report.latency_p95_ms:.1f}"),
     ]
 
@@ -246,7 +247,7 @@ def compare_html(rows: Sequence[Row], title: str) -> str:
                 r.name,
                 r.kind,
                 _pct(r.report.accuracy),
-                r.report.cost_per_item,
+                usd(r.report.cost_per_item),
                 r.cost_per_point,
                 r.report.latency_p50_ms,
                 r.report.latency_p95_ms,

@@ -1,0 +1,57 @@
+"""What eval, compare and gate print and write: figures a client can read as they are."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.cli.app import console
+from modelyard.cli.evidence_output import print_gate
+from modelyard.evaluation.gate import Tolerances, judge
+from modelyard.evaluation.html import report_rows
+from modelyard.evaluation.report import Tally, summarize
+from modelyard.evaluation.runner import ItemResult
+
+
+def _item(item: str, *, score: float = 1.0, cost: float = 3e-6) -> ItemResult:
+    return ItemResult(
+        id=item,
+        split=None,
+        label="A",
+        status="scored",
+        score=score,
+        answer="A" if score else "B",
+        parsed="A" if score else "B",
+        cost=cost,
+        scorer_cost=0.0,
+        latency_ms=10.0,
+        model="mini",
+        provider_model="gpt-4o-mini-2024-07-18",
+        drift=None,
+        error=None,
+        decision=None,
+    )
+
+
+@pytest.fixture(autouse=True)
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal wide enough that no column is cut."""
+    monkeypatch.setattr(console, "width", 200)
+
+
+def _gate(base: list[ItemResult], cand: list[ItemResult]):  # type: ignore[no-untyped-def]
+    base_report, cand_report = summarize("main", base), summarize("main", cand)
+    return judge(base_report, cand_report, Tally.of(base), Tally.of(cand), Tolerances())
+
+
+def test_a_cheap_run_s_cost_reads_in_dollars_not_as_zero_or_an_exponent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Six answers at $0.000003 had printed `total $ 0.0000` beside `$/item 3e-06`."""
+    result = _gate([_item(str(i)) for i in range(6)], [_item(str(i)) for i in range(6)])
+    print_gate(result)
+    shown = capsys.readouterr().out
+    assert "0.000018" in shown and "0.000003" in shown
+    assert "0.0000 " not in shown and "e-06" not in shown
+    rows = dict(report_rows(result.baseline))
+    assert rows["cost per item (USD)"] == "0.000003"
+    assert rows["total cost (USD)"] == "0.000018"
