@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from modelyard.cli.app import console
 from modelyard.cli.evidence_output import print_gate
 from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.html import report_rows
-from modelyard.evaluation.report import Tally, summarize
+from modelyard.evaluation.report import NodeStats, Tally, summarize
 from modelyard.evaluation.runner import ItemResult
 
 
@@ -55,3 +57,17 @@ def test_a_cheap_run_s_cost_reads_in_dollars_not_as_zero_or_an_exponent(
     rows = dict(report_rows(result.baseline))
     assert rows["cost per item (USD)"] == "0.000003"
     assert rows["total cost (USD)"] == "0.000018"
+
+
+def test_a_node_that_ran_but_chose_nothing_in_the_candidate_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A cascade stage unsure on every item records no choice: the line had ended at
+    `candidate`, as if cut off."""
+    result = _gate([_item("1")], [_item("1")])
+    stage = "main/first"
+    base = replace(result.baseline, nodes={stage: NodeStats(kind="stage", chosen={"first": 1})})
+    cand = replace(result.candidate, nodes={stage: NodeStats(kind="stage")})
+    print_gate(replace(result, baseline=base, candidate=cand))
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "main/first baseline chose first: 1; candidate chose nothing" in shown

@@ -345,8 +345,10 @@ def _print_node_changes(base: dict[str, NodeStats], cand: dict[str, NodeStats]) 
         before, after = base.get(node), cand.get(node)
         if before and after and (before.chosen, before.errors) == (after.chosen, after.errors):
             continue
-        was = _decided(before) if before else " absent"
-        now = _decided(after) if after else " absent"
+        # A node that ran without choosing (a stage unsure every time) chose nothing: a line
+        # ending at "candidate" reads as cut off.
+        was = (_decided(before) or " chose nothing") if before else " absent"
+        now = (_decided(after) or " chose nothing") if after else " absent"
         console.print(f"[yellow]{escape(node)}[/] baseline{was}; candidate{now}")
 
 
