@@ -9,7 +9,7 @@ import pytest
 from modelyard.cli.app import console
 from modelyard.cli.evidence_output import print_gate
 from modelyard.evaluation.gate import Tolerances, judge
-from modelyard.evaluation.html import report_rows
+from modelyard.evaluation.html import gate_html, report_rows
 from modelyard.evaluation.report import NodeStats, Tally, summarize
 from modelyard.evaluation.runner import ItemResult
 
@@ -71,3 +71,12 @@ def test_a_node_that_ran_but_chose_nothing_in_the_candidate_says_so(
     print_gate(replace(result, baseline=base, candidate=cand))
     shown = " ".join(capsys.readouterr().out.split())
     assert "main/first baseline chose first: 1; candidate chose nothing" in shown
+
+
+def test_the_gate_page_names_the_items_the_candidate_broke_and_fixed() -> None:
+    """The page had said only `1 items broken, 0 fixed.`: a reader could not tell which."""
+    base = [_item("refund-1"), _item("hours"), _item("boots", score=0.0)]
+    cand = [_item("refund-1", score=0.0), _item("hours"), _item("boots")]
+    page = gate_html(_gate(base, cand))
+    assert "1 item broken, 1 fixed" in page
+    assert "<td>refund-1</td>" in page and "<td>boots</td>" in page

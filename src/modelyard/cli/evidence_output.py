@@ -363,7 +363,7 @@ def print_gate(result: GateResult) -> None:
             ],
         )
     )
-    console.print(f"{len(result.broken)} items broken, {len(result.fixed)} fixed")
+    console.print(result.broken_and_fixed)
     for label, ids in (("broken", result.broken), ("fixed", result.fixed)):
         if ids:
             more = len(ids) - _SHOWN

@@ -77,6 +77,12 @@ class GateResult:
         return not self.violations
 
     @property
+    def broken_and_fixed(self) -> str:
+        """`1 item broken, 2 fixed`: the line the CLI and the HTML report give the ids under."""
+        items = "item" if len(self.broken) == 1 else "items"
+        return f"{len(self.broken)} {items} broken, {len(self.fixed)} fixed"
+
+    @property
     def limits(self) -> Limits:
         """The bounds the candidate was held to."""
         return self.tolerances.limits(self.baseline)

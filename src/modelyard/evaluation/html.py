@@ -369,7 +369,10 @@ def gate_html(result: GateResult) -> str:
     ]
     parts = [verdict, _Figures()(_gate_figure(result))]
     parts.append(_table(("figure", "baseline", "candidate"), rows))
-    parts.append(f"<p>{len(result.broken)} items broken, {len(result.fixed)} fixed.</p>")
+    parts.append(f"<p>{html.escape(result.broken_and_fixed)}.</p>")
+    for label, ids in (("broken", result.broken), ("fixed", result.fixed)):
+        if ids:  # all of them: a page has room the terminal's ten do not
+            parts.append(_table((f"items {label}",), [(item,) for item in ids]))
     if result.model_changes:
         parts.append(_table(("model changes",), [(c,) for c in result.model_changes]))
     return _page("Golden-set gate", parts)
