@@ -261,3 +261,12 @@ def test_revoking_an_unknown_key_points_to_the_list(write_config: Callable[[str]
     result = CliRunner().invoke(app, ["keys", "revoke", config, "nope"])
     assert result.exit_code == 2
     assert f"no active key 'nope'; `modelyard keys list {config}` shows" in result.stderr
+
+
+def test_serve_help_says_what_several_workers_share_on_the_default_store() -> None:
+    """It had said a key's rpm was shared "through redis or postgres only"; several workers on
+    the default SQLite file share it too (docs/operations.md), as they do budgets."""
+    result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    help_text = " ".join(result.output.replace("│", " ").split())
+    assert "redis or postgres only" not in help_text
+    assert "a key's rpm and tpm too" in help_text and "sqlite, the default" in help_text

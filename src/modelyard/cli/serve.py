@@ -40,9 +40,9 @@ def serve(
         int | None,
         typer.Option(
             min=1,
-            help="Worker processes on this host: budgets are shared through the state store "
-            "(sqlite, the default, or redis/postgres), a key's rpm through redis or postgres "
-            "only (docs/operations.md).",
+            help="Worker processes on this host: budgets, rate limits (a key's rpm and tpm "
+            "too) and circuits are shared through the state store (sqlite, the default, or "
+            "redis/postgres); concurrency limits are per process (docs/operations.md).",
         ),
     ] = None,
 ) -> None:
