@@ -466,3 +466,27 @@ def test_a_variable_value_holding_a_brace_is_not_taken_for_a_broken_reference() 
     loaded = parse(HOSTED, env={"OPENAI_API_KEY": "sk-${odd"})
     assert loaded.config.providers["openai"].api_key is not None
     assert loaded.config.providers["openai"].api_key.get_secret_value() == "sk-${odd"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # a key indented deeper than its sibling above
+        ("models:\n  m:\n    local: {type: fake}\n      price: {input: 1}\n", 4),
+        ("models:\n  m:\n   provider: p\n    id: x\n", 4),
+        # a list item dedented out of its list
+        (
+            "systems:\n  s:\n    type: pipeline\n    stages:\n      - {name: a, model: m}\n"
+            "    - {name: b, model: m}\nmodels:\n  m: {local: {type: fake}}\n",
+            6,
+        ),
+    ],
+)
+def test_a_mis_indented_line_is_named_with_indentation_as_the_likely_cause(
+    text: str, line: int
+) -> None:
+    """PyYAML's own words ("mapping values are not allowed here", "expected <block end>, but
+    found '-'") do not say that indentation is what to look at."""
+    error = error_of(text)
+    assert error.line == line
+    assert "indent" in str(error)

@@ -101,6 +101,10 @@ _COLLECTIONS: dict[type[yaml.Node], str] = {
 `!!set`) would be read as plain data and its meaning lost."""
 
 
+_INDENTATION_PROBLEMS = ("mapping values are not allowed here", "expected <block end>")
+"""PyYAML's words for a line indented out of place, which do not say so."""
+
+
 def _compose(text: str, path: str) -> yaml.Node | None:
     try:
         node: yaml.Node | None = yaml.compose(text, Loader=_LineLoader)
@@ -112,6 +116,10 @@ def _compose(text: str, path: str) -> yaml.Node | None:
         if mark is not None and text[mark.index - 1 : mark.index + 1] == "${":
             # In `{...}` and `[...]` YAML reads the `{` of `${VAR}` as a nested mapping.
             problem += '; quote a ${VAR} written inside {...} or [...]: "${VAR}"'
+        elif problem.startswith(_INDENTATION_PROBLEMS):
+            problem += "; check this line's indentation against the lines above it"
+            if problem.startswith("mapping values"):
+                problem += ", or quote a value that holds ': '"
         raise ConfigError(f"invalid YAML: {problem}", path=path, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", path=path) from None
