@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from modelyard.cli.app import console
-from modelyard.cli.evidence_output import print_gate
+from modelyard.cli.evidence_output import _print_nodes, print_gate
 from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.html import gate_html, report_rows
 from modelyard.evaluation.report import NodeStats, Tally, summarize
@@ -80,3 +80,19 @@ def test_the_gate_page_names_the_items_the_candidate_broke_and_fixed() -> None:
     page = gate_html(_gate(base, cand))
     assert "1 item broken, 1 fixed" in page
     assert "<td>refund-1</td>" in page and "<td>boots</td>" in page
+
+
+def test_eval_names_a_node_that_chose_nothing_and_leaves_an_embedder_to_its_details(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = replace(
+        summarize("main", [_item("1")]),
+        nodes={
+            "main/first": NodeStats(kind="stage"),
+            "main/minilm": NodeStats(kind="embedder", details={"out_of_fold": 1.0}),
+        },
+    )
+    _print_nodes(report)
+    shown = capsys.readouterr().out.splitlines()
+    assert "main/first stage chose nothing" in shown
+    assert "main/minilm embedder out_of_fold≈1" in shown

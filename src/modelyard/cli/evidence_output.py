@@ -228,8 +228,12 @@ def print_comparison(title: str, rows: Sequence[Row]) -> None:
 def _decided(stats: NodeStats) -> str:
     """What a node chose over the set, and how many of its calls failed."""
     line = ""
-    if stats.chosen:  # an embedder chooses nothing; it has only details
+    if stats.chosen:
         line += " chose " + ", ".join(f"{k}: {v}" for k, v in stats.chosen.items())
+    elif stats.kind != "embedder" and not stats.errors:
+        # A stage unsure on every item ran and chose nothing (an embedder never chooses; it
+        # has only details): a bare name would read as a line cut off.
+        line += " chose nothing"
     if stats.errors:
         line += f" [red]{stats.errors} failed[/]"
     return line
@@ -345,10 +349,8 @@ def _print_node_changes(base: dict[str, NodeStats], cand: dict[str, NodeStats]) 
         before, after = base.get(node), cand.get(node)
         if before and after and (before.chosen, before.errors) == (after.chosen, after.errors):
             continue
-        # A node that ran without choosing (a stage unsure every time) chose nothing: a line
-        # ending at "candidate" reads as cut off.
-        was = (_decided(before) or " chose nothing") if before else " absent"
-        now = (_decided(after) or " chose nothing") if after else " absent"
+        was = _decided(before) if before else " absent"
+        now = _decided(after) if after else " absent"
         console.print(f"[yellow]{escape(node)}[/] baseline{was}; candidate{now}")
 
 
