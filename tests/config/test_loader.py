@@ -490,3 +490,15 @@ def test_a_mis_indented_line_is_named_with_indentation_as_the_likely_cause(
     error = error_of(text)
     assert error.line == line
     assert "indent" in str(error)
+
+
+def test_an_api_key_written_as_a_variable_s_default_is_warned_of_as_that_default() -> None:
+    """`${KEY:-sk-...}` had drawn the advice "give it as ${VAR}", which it already was: the
+    key in the file is the default, and the way out is to drop it."""
+    text = HOSTED.replace("${OPENAI_API_KEY}", "${OPENAI_API_KEY:-sk-default-in-file-99}")
+    warnings = build(parse(text, path="cfg.yaml", env={})).warnings
+    (warning,) = [w for w in warnings if "api_key" in w]
+    assert "the default of ${OPENAI_API_KEY:-...}" in warning and "cfg.yaml:5" in warning
+    assert "drop the default" in warning and "sk-default" not in warning
+    from_env = build(parse(text, path="cfg.yaml", env={"OPENAI_API_KEY": "sk-env-123456"}))
+    assert not [w for w in from_env.warnings if "api_key" in w]

@@ -52,6 +52,8 @@ class LoadedConfig:
     """Where an unset `${VAR}` was used, and the variable's name."""
     from_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Each value `${VAR}` put in the config, and its variable: errors name the variable."""
+    env_defaults: Mapping[Loc, str] = field(default_factory=dict)
+    """Where a `${VAR:-default}` took its default (the variable unset), and the variable."""
 
     @property
     def base_dir(self) -> Path:
@@ -133,6 +135,7 @@ class _Builder:
         self.env = env
         self.lines: dict[Loc, int] = {}
         self.missing: dict[Loc, str] = {}
+        self.defaulted: dict[Loc, str] = {}
         self.from_env: dict[str, str] = {}
         self._constructor = _LineLoader("")
 
@@ -206,6 +209,9 @@ class _Builder:
                 for where, variable in scratch.missing.items():
                     if where[:1] == (key,):
                         self.missing.setdefault((*loc, *where), variable)
+                for where, variable in scratch.defaulted.items():
+                    if where[:1] == (key,):
+                        self.defaulted.setdefault((*loc, *where), variable)
             self.from_env.update(scratch.from_env)
 
     def _scalar(self, node: yaml.Node) -> Any:
@@ -230,6 +236,7 @@ class _Builder:
                 self.from_env[self.env[name]] = name
                 return self.env[name]
             if default is not None:
+                self.defaulted[loc] = name
                 return default
             self.missing[loc] = name
             return MISSING_ENV
@@ -292,6 +299,7 @@ def parse(
             if not (loc and str(loc[0]).startswith(EXTENSION_PREFIX))
         },
         from_env=builder.from_env,
+        env_defaults=builder.defaulted,
     )
 
 

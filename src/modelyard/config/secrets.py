@@ -14,11 +14,19 @@ def inline_key_warnings(loaded: LoadedConfig) -> list[str]:
         key = provider.api_key.get_secret_value() if provider.api_key is not None else ""
         if not key or MISSING_ENV in key or key in loaded.from_env:
             continue
-        line = loaded.line(("providers", name, "api_key"))
+        loc = ("providers", name, "api_key")
+        line = loaded.line(loc)
         where = f"{loaded.path.name}:{line}" if line is not None else loaded.path.name
+        variable = loaded.env_defaults.get(loc)
+        # A `${VAR:-key}` is already a variable: the key in the file is its default.
+        what, fix = (
+            (f"the default of ${{{variable}:-...}}", f"drop the default: ${{{variable}}}")
+            if variable is not None
+            else ("written in the file", "give it as ${VAR}")
+        )
         warnings.append(
-            f"provider {name!r}: its api_key is written in the file ({where}), so every copy "
-            "of the file holds it (the config history of gate --apply and rollback, calibrated "
-            "configs, backups); give it as ${VAR}"
+            f"provider {name!r}: its api_key is {what} ({where}), so every copy of the file "
+            "holds it (the config history of gate --apply and rollback, calibrated configs, "
+            f"backups); {fix}"
         )
     return warnings
