@@ -335,3 +335,22 @@ async def test_semantic_cache_is_off_by_default_for_tools_temperature_and_multi_
         await wrapper.complete(first)
         await wrapper.complete(replace(first, messages=second_messages))
         assert len(inner.calls) == (1 if allowed else 2)
+
+
+async def test_a_semantic_miss_says_how_close_the_nearest_question_came() -> None:
+    """The docs ask for a threshold checked on real traffic; the miss had said only "no
+    question at similarity >= 0.95", so a near miss at 0.950 (a space before the question
+    mark, on trigrams) could not be told from a question nothing like any other."""
+    wrapper, _ = cached(semantic=semantic(threshold=0.999))
+    first = await wrapper.complete(BASE)
+    assert first.decision is not None and first.decision.kind == "cache_miss"
+    assert "nearest" not in first.decision.details
+    assert "none stored in scope yet" in first.decision.reason
+    near = replace(
+        BASE, messages=(Message(role="user", content="What is the capital of France ?"),)
+    )
+    missed = await wrapper.complete(near)
+    assert missed.decision is not None and missed.decision.kind == "cache_miss"
+    nearest = missed.decision.details["nearest"]
+    assert isinstance(nearest, float) and 0.8 < nearest < 0.999
+    assert f"the nearest was at {nearest:.3f}" in missed.decision.reason

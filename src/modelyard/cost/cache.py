@@ -99,6 +99,15 @@ class Hit:
     matched: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Looked:
+    """What a semantic lookup that served nothing paid and found: its embedding's record, and
+    the similarity of the nearest question in scope (None when there was none)."""
+
+    embedded: Decision
+    nearest: float | None
+
+
 class ResponseCache:
     """Looks up and stores responses in a backend; shared by every `Cached` of a config."""
 
@@ -163,8 +172,9 @@ class ResponseCache:
 
     async def semantic_hit(
         self, scope: str, question: str, vector: np.ndarray, threshold: float
-    ) -> Hit | None:
-        """The most similar live question in `scope` at or above `threshold`."""
+    ) -> tuple[Hit | None, float | None]:
+        """The most similar live question in `scope` at or above `threshold`, and the
+        similarity of the nearest question there (a miss's record tells it)."""
         candidates = self._candidates(await self.backend.vectors(scope))
         wanted = details(question)
         ranked = sorted(
@@ -176,6 +186,7 @@ class ResponseCache:
             ),
             key=lambda p: -p[0],
         )
+        nearest = ranked[0][0] if ranked else None
         for similarity, candidate in ranked:
             if similarity < threshold:
                 break
@@ -184,13 +195,14 @@ class ResponseCache:
             blob = await self.backend.get(candidate.key)
             response = None if blob is None else self._decoded(blob)
             if response is not None:
-                return Hit(
+                hit = Hit(
                     response=response,
                     key=candidate.key,
                     similarity=similarity,
                     matched=candidate.text,
                 )
-        return None
+                return hit, nearest
+        return None, nearest
 
     def storable(self, response: ChatResponse) -> bytes | None:
         """The bytes to store, or None when this response must not be cached."""
@@ -245,9 +257,9 @@ class Cached(Decoration):
 
     async def _lookup(
         self, request: ChatRequest, serve: bool
-    ) -> tuple[str, Hit | None, tuple[str, np.ndarray] | None, Decision | None]:
+    ) -> tuple[str, Hit | None, tuple[str, np.ndarray] | None, _Looked | None]:
         """The exact key, a hit if any (when it may `serve` one), the semantic (scope, vector)
-        to store under, and the record of the embedding a semantic lookup made."""
+        to store under, and what a semantic lookup paid and found."""
         key = exact_key(request, self.who)
         if not serve:
             # Answered afresh and stored over the exact entry; a question vector already
@@ -261,13 +273,14 @@ class Cached(Decoration):
             return key, None, None, None
         vector, embedded = await self._embed(request)
         scope = semantic_scope(request, self.who, self.semantic.space)
-        hit = await self.cache.semantic_hit(
+        hit, nearest = await self.cache.semantic_hit(
             scope, request.last_user_text, vector, self.semantic.threshold
         )
-        return key, hit, (scope, vector), embedded
+        return key, hit, (scope, vector), _Looked(embedded=embedded, nearest=nearest)
 
-    def _served(self, hit: Hit, embedded: Decision | None, started: float) -> ChatResponse:
+    def _served(self, hit: Hit, looked: _Looked | None, started: float) -> ChatResponse:
         original = hit.response
+        embedded = looked.embedded if looked is not None else None
         cost = embedded.cost if embedded is not None else 0.0
         kind = "exact" if hit.similarity is None else "semantic"
         reason = f"{kind} cache hit"
@@ -308,7 +321,7 @@ class Cached(Decoration):
     def _missed(
         self,
         inner: Decision | None,
-        embedded: Decision,
+        looked: _Looked,
         started: float,
         *,
         cost: float,
@@ -320,31 +333,40 @@ class Cached(Decoration):
         embedder, not to the model that answered."""
         assert self.semantic is not None
         threshold = self.semantic.threshold
+        embedded = looked.embedded
+        reason = f"semantic cache miss: no question at similarity >= {threshold:g}"
+        details: dict[str, object] = {"hit": False, "match": "semantic"}
+        if looked.nearest is None:
+            reason += " (none stored in scope yet)"
+        else:
+            # How near the nearest came: what tuning the threshold on real traffic needs.
+            reason += f"; the nearest was at {looked.nearest:.3f}"
+            details["nearest"] = round(looked.nearest, 4)
         return Decision(
             node=self.name,
             kind=CACHE_MISS,
             chosen=chosen,
-            reason=f"semantic cache miss: no question at similarity >= {threshold:g}",
+            reason=reason,
             latency_ms=elapsed_ms(started),
             cost=cost,
             error=error,
             children=(embedded,) if inner is None else (embedded, inner),
-            details={"hit": False, "match": "semantic"},
+            details=details,
         )
 
-    def _answered(self, response: ChatResponse, embedded: Decision, started: float) -> ChatResponse:
+    def _answered(self, response: ChatResponse, looked: _Looked, started: float) -> ChatResponse:
         """`response` after a semantic miss, costing its embedding too, and recording it."""
-        cost = response.cost + embedded.cost
+        cost = response.cost + looked.embedded.cost
         decision = self._missed(
-            response.decision, embedded, started, cost=cost, chosen=response.model
+            response.decision, looked, started, cost=cost, chosen=response.model
         )
         return replace(response, cost=cost, decision=decision)
 
-    def _failed(self, error: ModelError, embedded: Decision, started: float) -> None:
+    def _failed(self, error: ModelError, looked: _Looked, started: float) -> None:
         """Make `error`, raised after a semantic miss, cost its embedding too, and record it."""
-        error.cost += embedded.cost
+        error.cost += looked.embedded.cost
         error.decision = self._missed(
-            error.decision, embedded, started, cost=error.cost, error=f"{error.kind}: {error}"
+            error.decision, looked, started, cost=error.cost, error=f"{error.kind}: {error}"
         )
 
     async def _store(
@@ -368,24 +390,24 @@ class Cached(Decoration):
         serve, store = self.cache.uses(request)
         if not store:
             return await self.inner.complete(request)
-        key, hit, semantic, embedded = await self._lookup(request, serve)
+        key, hit, semantic, looked = await self._lookup(request, serve)
         if serve:
             await self.cache.backend.count(
                 hit=hit is not None, saved=hit.response.cost if hit else 0
             )
         if hit is not None:
-            return self._served(hit, embedded, started)
-        if embedded is None:
+            return self._served(hit, looked, started)
+        if looked is None:
             response = await self.inner.complete(request)
             await self._store(key, semantic, request, response)
             return response
         try:
             response = await self.inner.complete(request)
         except ModelError as exc:
-            self._failed(exc, embedded, started)
+            self._failed(exc, looked, started)
             raise
         await self._store(key, semantic, request, response)
-        return self._answered(response, embedded, started)
+        return self._answered(response, looked, started)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         started = time.perf_counter()
@@ -394,7 +416,7 @@ class Cached(Decoration):
             async for chunk in self.inner.stream(request):
                 yield chunk
             return
-        key, hit, semantic, embedded = await self._lookup(request, serve)
+        key, hit, semantic, looked = await self._lookup(request, serve)
         if serve:
             await self.cache.backend.count(
                 hit=hit is not None, saved=hit.response.cost if hit else 0
@@ -403,7 +425,7 @@ class Cached(Decoration):
             scope = request_scope.current()
             if scope is not None:
                 scope.cache_hit = True  # a replay cut short cost nothing (see Accounted)
-            for chunk in response_chunks(self._served(hit, embedded, started)):
+            for chunk in response_chunks(self._served(hit, looked, started)):
                 yield chunk
             return
         try:
@@ -411,11 +433,11 @@ class Cached(Decoration):
                 if chunk.response is not None:
                     # Only a stream that finished whole reaches here: a cut one raised instead.
                     await self._store(key, semantic, request, chunk.response)
-                    if embedded is not None:
-                        response = self._answered(chunk.response, embedded, started)
+                    if looked is not None:
+                        response = self._answered(chunk.response, looked, started)
                         chunk = replace(chunk, response=response)
                 yield chunk
         except ModelError as exc:
-            if embedded is not None:
-                self._failed(exc, embedded, started)
+            if looked is not None:
+                self._failed(exc, looked, started)
             raise
