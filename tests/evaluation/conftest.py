@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from modelyard.evaluation.recordings import data_root
+from modelyard.evaluation.runner import ItemResult
 
 ROOT = data_root()
 
@@ -107,3 +108,25 @@ def own(tmp_path: Path) -> Callable[..., Path]:
         return config
 
     return write
+
+
+def scored(item: str, *, score: float = 1.0, cost: float = 0.001) -> ItemResult:
+    """An item answered and scored (`score` 1 right, 0 wrong) by model `mini`, pinned and not
+    drifting, in 10 ms."""
+    return ItemResult(
+        id=item,
+        split=None,
+        label="A",
+        status="scored",
+        score=score,
+        answer="A" if score else "B",
+        parsed="A" if score else "B",
+        cost=cost,
+        scorer_cost=0.0,
+        latency_ms=10.0,
+        model="mini",
+        provider_model="gpt-4o-mini-2024-07-18",
+        drift=None,
+        error=None,
+        decision=None,
+    )

@@ -12,26 +12,11 @@ from modelyard.evaluation.gate import Tolerances, judge
 from modelyard.evaluation.html import gate_html, report_rows
 from modelyard.evaluation.report import NodeStats, Tally, summarize
 from modelyard.evaluation.runner import ItemResult
+from tests.evaluation.conftest import scored
 
 
-def _item(item: str, *, score: float = 1.0, cost: float = 3e-6) -> ItemResult:
-    return ItemResult(
-        id=item,
-        split=None,
-        label="A",
-        status="scored",
-        score=score,
-        answer="A" if score else "B",
-        parsed="A" if score else "B",
-        cost=cost,
-        scorer_cost=0.0,
-        latency_ms=10.0,
-        model="mini",
-        provider_model="gpt-4o-mini-2024-07-18",
-        drift=None,
-        error=None,
-        decision=None,
-    )
+def _item(item: str, *, score: float = 1.0) -> ItemResult:
+    return scored(item, score=score, cost=3e-6)
 
 
 @pytest.fixture(autouse=True)

@@ -17,26 +17,11 @@ from modelyard.evaluation.frontier import (
 from modelyard.evaluation.references import Curve, build_frontier
 from modelyard.evaluation.report import Tally
 from modelyard.evaluation.runner import ItemResult
+from tests.evaluation.conftest import scored
 
 
 def _result(item: str, score: float, cost: float) -> ItemResult:
-    return ItemResult(
-        id=item,
-        split=None,
-        label="A",
-        status="scored",
-        score=score,
-        answer="A",
-        parsed="A",
-        cost=cost,
-        scorer_cost=0.0,
-        latency_ms=1.0,
-        model="m",
-        provider_model="m",
-        drift=None,
-        error=None,
-        decision=None,
-    )
+    return scored(item, score=score, cost=cost)
 
 
 def test_upper_hull_drops_points_under_the_hull_and_after_the_peak() -> None:
