@@ -850,6 +850,25 @@ def test_non_json_error_body_keeps_the_status_class_and_first_bytes(
     assert "<html><body>Bad Gateway" in error.message
 
 
+def test_a_bare_503_page_is_an_outage_not_an_overload() -> None:
+    # It was an OverloadedError (Anthropic's 529 to a Messages client), as no other wire has it.
+    page = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+    error = WIRE.error_from_wire(503, {"retry-after": "4"}, page)
+    assert type(error) is UnavailableError and error.retryable
+    assert (error.status, error.retry_after) == (503, 4.0) and "<h1>503" in error.message
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [("The model is overloaded.", OverloadedError), ("Backend error.", UnavailableError)],
+)
+def test_a_503_error_object_without_a_status_name_is_an_overload_when_it_says_so(
+    message: str, kind: type[ModelError]
+) -> None:
+    body = orjson.dumps({"error": {"code": 503, "message": message}})
+    assert type(WIRE.error_from_wire(503, {}, body)) is kind
+
+
 # --- embeddings -------------------------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ Gemini reports errors as Google RPC statuses: `{"error": {"code", "message", "st
 "details": [...]}}` (Vertex wraps it in a list). The status name decides the class; details
 refine it: `google.rpc.RetryInfo.retryDelay` is the wait for a rate limit, and
 `google.rpc.ErrorInfo.reason == API_KEY_INVALID` is a bad key although the status says 400, and
-`google.rpc.BadRequest.fieldViolations` names the field at fault (the error's `param`).
+`google.rpc.BadRequest.fieldViolations` names the field at fault (the error's `param`). A 503
+is the model overloaded only when its error object's message says so (Gemini's own `The model
+is overloaded.`); a bare 503, a proxy's page, is an outage as on every wire.
 Answers can fail too: a prompt blocked before any candidate (`promptFeedback.blockReason`) is
 a ContentFilteredError naming `prompt` as its param (Azure OpenAI's 400 `content_filter` for a
 filtered prompt has that shape), and a candidate's `finishReason` that blames the request
@@ -90,10 +92,11 @@ _OVERLOADED = re.compile(r"(?i)overload")
 
 
 def _by_status(status: int) -> type[ModelError]:
+    """The class a status means whatever the body says. A 503 is an outage, as on every wire:
+    only an error object whose message says so (`api_error`) makes it an overload, never a
+    bare 503 (a proxy's page)."""
     if status == 413:
         return ContextLengthError  # Gemini's "request too large" is the prompt's length
-    if status == 503:
-        return OverloadedError  # Gemini answers 503 UNAVAILABLE when the model is overloaded
     if status == 402:
         return BadRequestError
     return class_for_status(status)
