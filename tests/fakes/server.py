@@ -34,6 +34,8 @@ class Fault:
     body: bytes | None = None
     """A raw body instead (HTML, truncated JSON); with status 200 unless `status` is set."""
     content_type: str = "application/json"
+    chunked: bool = False
+    """Send `body` chunked, with no Content-Length (its size known only once it has all come)."""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     """Seconds before the response headers."""
@@ -202,6 +204,10 @@ class FakeUpstream:
             await asyncio.sleep(3600)
         if fault.body is not None:
             status = fault.status or 200
+            if fault.chunked:
+                return await _chunked(
+                    request, status, {**self.response_headers(kind, status), **fault.headers}, fault
+                )
             return _whole(
                 status,
                 fault.body,
@@ -348,6 +354,24 @@ def _whole(
     response = web.Response(status=status, body=body, content_type=content_type, headers=headers)
     if fault.close:
         response.force_close()
+    return response
+
+
+async def _chunked(
+    request: web.Request, status: int, headers: dict[str, str], fault: Fault
+) -> web.StreamResponse:
+    """`fault.body` sent chunked, in pieces of 64 KiB, with no Content-Length."""
+    assert fault.body is not None
+    response = web.StreamResponse(
+        status=status, headers={**headers, "Content-Type": fault.content_type}
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    body = fault.body
+    with contextlib.suppress(ConnectionError):  # a client that stops reading hangs up
+        for start in range(0, len(body), 2**16):
+            await response.write(body[start : start + 2**16])
+        await response.write_eof()
     return response
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+import orjson
 import pytest
 from tests.fakes.anthropic_reply import ToolUse, Turn
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -520,6 +521,75 @@ def test_a_stream_line_past_the_limit_is_dropped_not_held_without_end(
     fakes["openai"].always(Fault(huge_line=2 * 2**20))
     seen = ask(yard, "openai", "openai", stream=True)
     assert seen.status == 502 and "went past 1 MiB without ending" in seen.message
+
+
+# --- whole bodies past the limit -------------------------------------------------------------
+
+BODY_LIMIT = 2**20
+"""The limit these tests set on a whole body (`http.MAX_BODY_BYTES`), not the 64 MiB default."""
+
+
+def padded(size: int) -> bytes:
+    """A JSON object of `size` bytes or more."""
+    return b'{"pad": "' + b"x" * size + b'"}'
+
+
+@pytest.fixture
+def body_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http, "MAX_BODY_BYTES", BODY_LIMIT)
+
+
+SENT = {
+    "with-length": {},
+    "chunked": {"chunked": True},  # no Content-Length: counted as it arrives
+    "gzip": {"encoding": "gzip"},  # a Content-Length of a few KiB, inflating past the limit
+}
+
+
+@pytest.mark.usefixtures("body_limit")
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.parametrize("sent", list(SENT))
+def test_a_body_past_the_limit_is_a_502_naming_the_limit_and_the_model(
+    yard: Yard, fakes: dict[str, FakeUpstream], wire: str, stream: bool, status: int, sent: str
+) -> None:
+    # It was read whole into memory, however large (a proxy's or a broken upstream's gigabytes).
+    fakes[wire].always(Fault(status=status, body=padded(2 * BODY_LIMIT), **SENT[sent]))
+    seen = ask(yard, "openai", wire, stream=stream)
+    assert seen.status == 502 and not seen.text
+    assert f"body (HTTP {status}) went past 1 MiB" in seen.message
+    assert f"(model {wire}, provider {wire})" in seen.message
+    assert record(yard, seen.request_id)["status"] == 502
+    fakes[wire].always(None)  # the connection left unread is not used again
+    assert ask(yard, "openai", wire, stream=stream).error is None
+
+
+@pytest.mark.usefixtures("body_limit")
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("sent", list(SENT))
+def test_a_body_within_the_limit_is_read_whole(
+    yard: Yard, fakes: dict[str, FakeUpstream], client: str, sent: str
+) -> None:
+    # Anthropic's overloaded error, padded to nearly the limit: read (and parsed) whole.
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    body = orjson.dumps({**error, "pad": "x" * (BODY_LIMIT - 200)})
+    fakes["anthropic"].always(Fault(status=529, body=body, **SENT[sent]))
+    seen = ask(yard, client, "anthropic", stream=False)
+    assert seen.status == (529 if client == "anthropic" else 503), seen.message
+    assert "overloaded_error: Overloaded" in seen.message
+
+
+@pytest.mark.usefixtures("body_limit")
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_body_past_the_limit_is_counted_once_against_its_model(
+    yard: Yard, fakes: dict[str, FakeUpstream], stream: bool
+) -> None:
+    before = _model_errors(yard, "openai")
+    fakes["openai"].always(Fault(body=padded(2 * BODY_LIMIT), chunked=True))
+    seen = ask(yard, "openai", "openai", stream=stream)
+    assert seen.status == 502 and "went past 1 MiB" in seen.message
+    assert _model_errors(yard, "openai") == before + 1
 
 
 def test_a_long_stream_line_within_the_limit_is_read(

@@ -61,6 +61,12 @@ MAX_EVENT_BYTES = 64 * 2**20
 the line was held in memory without end. Far above any event an API sends (a Gemini image
 arrives whole in one event, a few MiB)."""
 
+MAX_BODY_BYTES = MAX_EVENT_BYTES
+"""The most a whole body (a non-streamed answer, an error's body) may hold once decompressed:
+past it the call fails unread, where the body was held in memory without end (a proxy or a
+broken upstream sending gigabytes, a small gzip body that inflates to them). Far above any
+answer an API sends, as for one stream event."""
+
 _HEAD = 200
 """Bytes of a stream's body kept to show in an error when it held no events."""
 
@@ -148,9 +154,10 @@ class StreamReply:
         another event before the caller may give up on them."""
 
     async def body(self, within: float) -> bytes:
-        """The whole body (for error responses), read within `within` seconds."""
+        """The whole body (for error responses), read within `within` seconds; BadResponseError
+        past `MAX_BODY_BYTES`."""
         async with asyncio.timeout(within):
-            return await self._response.read()
+            return await _whole_body(self._response)
 
     async def events(self, deadline_left: float | None = None) -> AsyncIterator[Event]:
         """The body's SSE events; raises ModelTimeoutError if the first event or any later one is
@@ -222,6 +229,36 @@ class StreamReply:
                     yield event
             if parser.size > MAX_EVENT_BYTES:
                 raise _too_large()
+
+
+async def _whole_body(response: aiohttp.ClientResponse) -> bytes:
+    """The response's whole body, decompressed; BadResponseError as soon as it is known to pass
+    `MAX_BODY_BYTES`: from its Content-Length when it has one, else (chunked, or compressed,
+    where Content-Length counts the compressed bytes) by counting what arrives.
+
+    What `ClientResponse.read` does, with the count: a loop of `readany` as aiohttp's own.
+    """
+    limit = MAX_BODY_BYTES
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise _body_too_large(response.status, limit)
+    content = response.content
+    blocks: list[bytes] = []
+    size = 0
+    while block := await content.readany():
+        size += len(block)
+        if size > limit:
+            raise _body_too_large(response.status, limit)
+        blocks.append(block)
+    return blocks[0] if len(blocks) == 1 else b"".join(blocks)
+
+
+def _body_too_large(status: int, limit: int) -> BadResponseError:
+    return BadResponseError(
+        f"the upstream's body (HTTP {status}) went past {limit // 2**20} MiB; it was not "
+        "read to its end",
+        code="body_too_large",
+    )
 
 
 def _too_large() -> BadResponseError:
@@ -297,7 +334,7 @@ class HttpClient:
                         url, data=body, headers=headers, allow_redirects=False
                     ) as response:
                         if not 300 <= response.status < 400:
-                            payload = await response.read()
+                            payload = await _whole_body(response)
                             return HttpReply(response.status, response.headers, payload)
                         redirect = _redirected(response.status, response.headers, url)
         except TimeoutError:
@@ -311,6 +348,8 @@ class HttpClient:
             raise UnavailableError(
                 f"connection failed: {type(exc).__name__}", code="connection"
             ) from None
+        except BadResponseError:
+            raise  # a body past MAX_BODY_BYTES
         except Exception as exc:
             raise _not_sent(exc) from exc
         raise redirect
