@@ -288,14 +288,57 @@ def test_a_whole_answer_to_a_stream_request_is_streamed_on(
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_geminis_chunks_as_one_json_array_to_a_stream_request_are_a_billed_502(
+def test_geminis_chunks_as_one_json_array_to_a_stream_request_are_streamed_on(
     yard: Yard, fakes: dict[str, FakeUpstream], client: str
 ) -> None:
-    # streamGenerateContent without alt=sse answers so: not taken as a whole answer (yet).
+    # streamGenerateContent as if without alt=sse answers so; it was a billed 502 ("got list").
+    whole = ask(yard, client, "gemini", stream=False)
     fakes["gemini"].always(Fault(unstreamed=True))
     seen = ask(yard, client, "gemini", stream=True)
-    assert seen.status == 502 and "got list" in seen.message
-    assert record(yard, seen.request_id)["cost"] > 0  # generated, so billed (an estimate)
+    assert seen.error is None, seen.message
+    assert (seen.text, seen.finish) == (whole.text, whole.finish) and seen.text
+    assert fakes["gemini"].requests[-1].path.endswith(":streamGenerateContent")
+    logged = record(yard, seen.request_id)
+    assert logged["status"] == 200 and logged["cost"] > 0
+
+
+def test_geminis_json_array_streamed_on_carries_its_calls_and_its_own_usage(
+    yard: Yard, fakes: dict[str, FakeUpstream]
+) -> None:
+    fake = fakes["gemini"]
+    assert isinstance(fake, FakeGemini)
+    fake.script(GeminiAnswer(text="", calls=(("get_weather", {"city": "Paris"}),)))
+    fake.always(Fault(unstreamed=True))
+    chunks = _stream_with_tools(yard, "gemini")
+    calls = [
+        (call.function.name, call.function.arguments)
+        for chunk in chunks
+        if chunk.choices
+        for call in chunk.choices[0].delta.tool_calls or []
+        if call.function
+    ]
+    assert calls == [("get_weather", '{"city":"Paris"}')]
+    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
+    assert finishes[-1] == "tool_calls"
+    usage = chunks[-1].usage  # the array's own usageMetadata (the fake's counts), no estimate
+    contents = fake.requests[-1].json["contents"]
+    assert usage is not None and usage.completion_tokens == 1  # one part: the call
+    assert usage.prompt_tokens == max(1, len(orjson.dumps(contents)) // 4)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_geminis_json_array_ending_in_an_error_is_that_error_after_the_text(
+    yard: Yard, fakes: dict[str, FakeUpstream], client: str
+) -> None:
+    fake = fakes["gemini"]
+    assert isinstance(fake, FakeGemini)
+    fake.script(GeminiAnswer(error_after=1, error_status=503))
+    fake.always(Fault(unstreamed=True))
+    seen = ask(yard, client, "gemini", stream=True)
+    assert seen.text and seen.finish is None
+    assert seen.error is not None and "overloaded" in seen.message
+    assert "(model gemini, provider gemini)" in seen.message
+    assert record(yard, seen.request_id)["cost"] > 0  # billed for what it generated
 
 
 TOOLS: Any = [
@@ -309,6 +352,19 @@ TOOLS: Any = [
 ]
 
 
+def _stream_with_tools(yard: Yard, model: str) -> list[Any]:
+    """The chunks of a Chat Completions stream asking `model` with `TOOLS`, usage included."""
+    sdk = openai.OpenAI(base_url=yard.running.openai_url, api_key="x", max_retries=0, timeout=5)
+    stream = sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    return list(stream)
+
+
 def test_a_whole_answer_streamed_on_carries_its_tool_calls_and_usage(
     yard: Yard, fakes: dict[str, FakeUpstream]
 ) -> None:
@@ -316,15 +372,7 @@ def test_a_whole_answer_streamed_on_carries_its_tool_calls_and_usage(
     assert isinstance(fake, FakeOpenAI)
     fake.script(Reply(tool_calls=(("get_weather", '{"city": "Paris"}'),)))
     fake.always(Fault(unstreamed=True))
-    sdk = openai.OpenAI(base_url=yard.running.openai_url, api_key="x", max_retries=0, timeout=5)
-    stream = sdk.chat.completions.create(
-        model="compatible",
-        messages=[{"role": "user", "content": PROMPT}],
-        tools=TOOLS,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
+    chunks = _stream_with_tools(yard, "compatible")
     deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
     calls = [call for delta in deltas for call in delta.tool_calls or []]
     assert [(c.function.name, c.function.arguments) for c in calls if c.function] == [

@@ -3,6 +3,7 @@ Gemini server over a real socket: answers, streams, tools, usage and cost, and e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,26 @@ async def test_stream_yields_deltas_then_the_whole_answer(yard: Yard, fake: Fake
     assert final is not None and final.text == "Gemini heard: tell me a story"
     assert final.usage.output_tokens == 6 and not final.usage.estimated
     assert final.provider_model == "gemini-2.5-flash"
+
+
+async def test_a_stream_sent_as_one_json_array_is_its_chunks_and_told_once(
+    yard: Yard, fake: FakeGemini, caplog: pytest.LogCaptureFixture
+) -> None:
+    # streamGenerateContent as if without alt=sse: one JSON array of the SSE events' objects.
+    # It was a 502 ("expected a JSON object, got list").
+    fake.always(Fault(unstreamed=True))
+    caplog.set_level(logging.INFO, logger="modelyard.providers")
+    for _ in range(2):
+        chunks = await chunks_of(yard, "tell me a story")
+        deltas = [c for c in chunks if c.response is None]
+        assert len(deltas) == 6 and deltas[0].model == "flash"
+        assert "".join(c.text for c in deltas) == "Gemini heard: tell me a story"
+        assert deltas[-1].finish_reason is FinishReason.STOP
+        final = chunks[-1].response
+        assert final is not None and final.provider_model == "gemini-2.5-flash"
+        assert final.usage.output_tokens == 6 and not final.usage.estimated
+    told = [r for r in caplog.records if "one JSON array" in r.message]
+    assert len(told) == 1 and "model flash" in told[0].message
 
 
 async def test_stream_with_usage_only_on_the_last_chunk(yard: Yard, fake: FakeGemini) -> None:

@@ -748,6 +748,32 @@ def test_stream_error_event_raises_its_error(
     assert type(caught.value) is kind and caught.value.status == code
 
 
+def test_a_json_array_of_chunks_is_the_events_sse_would_carry() -> None:
+    # streamGenerateContent as if without alt=sse: the same objects, in one array.
+    first = {"candidates": [{"content": {"parts": [{"text": "Hel"}], "role": "model"}}]}
+    last = {
+        "candidates": [
+            {"content": {"parts": [{"text": "lo"}], "role": "model"}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2},
+    }
+    events = WIRE.array_events(
+        b"\r\n [" + orjson.dumps(first) + b",\r\n" + orjson.dumps(last) + b"]"
+    )
+    assert events == [event(first), event(last)]
+    decoder = WIRE.stream_decoder()
+    chunks = [chunk for item in events or [] for chunk in decoder.feed(item)]
+    assert "".join(chunk.text for chunk in chunks) == "Hello"
+    assert chunks[-1].finish_reason is FinishReason.STOP and decoder.done
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"candidates": []}', b"[]", b"[{truncated", b"<html>[</html>"], ids=repr
+)
+def test_anything_but_a_json_array_holds_no_events(body: bytes) -> None:
+    assert WIRE.array_events(body) is None
+
+
 def test_malformed_stream_event_is_a_bad_response() -> None:
     with pytest.raises(BadResponseError, match="not JSON"):
         WIRE.stream_decoder().feed(Event("message", "{this is not json"))

@@ -47,6 +47,7 @@ from modelyard.providers.gemini_answers import (
 )
 from modelyard.providers.gemini_errors import api_error, error_from_wire
 from modelyard.providers.headers import RateLimitInfo
+from modelyard.providers.sse import Event
 from modelyard.providers.wire import (
     ParsedEmbeddings,
     ParsedResponse,
@@ -309,6 +310,19 @@ class GeminiWire:
 
     def stream_decoder(self) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()
+
+    def array_events(self, body: bytes) -> list[Event] | None:
+        """`streamGenerateContent` without `alt=sse` answers one JSON array of the
+        GenerateContentResponse objects its SSE events would carry: each is such an event."""
+        if not body.lstrip().startswith(b"["):
+            return None
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not items:
+            return None
+        return [Event("message", orjson.dumps(item).decode()) for item in items]
 
     def error_from_wire(self, status: int, headers: Mapping[str, str], body: bytes) -> ModelError:
         return error_from_wire(status, headers, body)

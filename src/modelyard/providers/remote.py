@@ -40,8 +40,10 @@ from modelyard.providers.request_fit import (
 )
 from modelyard.providers.request_fit import THINKING_DROPPED as THINKING_DROPPED
 from modelyard.providers.request_fit import fit
+from modelyard.providers.sse import Event
 from modelyard.providers.wire import (
     AnswerCheck,
+    ArrayStream,
     BodyHeaders,
     EmbeddingWireFormat,
     ParsedResponse,
@@ -197,24 +199,32 @@ class RemoteModel(Model):
                     raise upstream_error(self.wire, reply.status, reply.headers, payload)
                 if _not_a_stream(reply.headers):
                     payload = await reply.body(self.client.timeouts.total)
-                    if _json_type(reply.headers):
+                    array = _array_events(self.wire, reply.headers, payload)
+                    if array is None and _json_type(reply.headers):
                         # The server ignored `stream: true` (some vLLM, Ollama and proxy
                         # setups do): its whole answer, streamed on as a stream would carry it.
                         whole = HttpReply(status=reply.status, headers=reply.headers, body=payload)
                         parsed = self._answer(request, whole)
-                        self._tell_unstreamed()
+                        self._tell_unstreamed(_WHOLE)
                         for chunk in response_chunks(self._response(parsed, started, dropped)):
                             yield chunk
                         return
-                    raise _refusal(self.wire, payload) or bad_body(
-                        reply.status,
-                        payload,
-                        "upstream answered a stream request "
-                        f"with {reply.headers.get('content-type')}",
-                    )
+                    if array is None:
+                        raise _refusal(self.wire, payload) or bad_body(
+                            reply.status,
+                            payload,
+                            "upstream answered a stream request "
+                            f"with {reply.headers.get('content-type')}",
+                        )
+                    # The stream's events in one JSON array (Gemini's as if without alt=sse):
+                    # read as the events they are.
+                    self._tell_unstreamed(_ARRAY)
+                    events = _replay(array)
+                else:
+                    events = reply.events(request.remaining())
                 heard = False
                 try:
-                    async for event in reply.events(request.remaining()):
+                    async for event in events:
                         heard = True
                         for chunk in decoder.feed(event):
                             assembler.add(chunk)
@@ -293,15 +303,12 @@ class RemoteModel(Model):
         text = "".join(choice.message.text for choice in parsed.choices)
         return replace(parsed, usage=_completed(parsed.usage, request, text))
 
-    def _tell_unstreamed(self) -> None:
-        """Log, once for this model, that its server answers a stream request whole."""
+    def _tell_unstreamed(self, how: str) -> None:
+        """Log, once for this model, that its server answers a stream request `how`
+        (`_WHOLE`, `_ARRAY`) rather than as a stream."""
         if not self._unstreamed_told:
             self._unstreamed_told = True
-            log.info(
-                "model %s: the server ignores stream: true and answers whole; "
-                "each answer is streamed on in one piece",
-                self.name,
-            )
+            log.info("model %s: the server %s", self.name, how)
 
     @property
     def counts_tokens(self) -> bool:
@@ -464,6 +471,27 @@ def upstream_error(
     error = wire.error_from_wire(status, headers, body)
     error.upstream_status = status
     return error
+
+
+_WHOLE = "ignores stream: true and answers whole; each answer is streamed on in one piece"
+_ARRAY = (
+    "answers a stream request with one JSON array of its events, not SSE; each answer is "
+    "streamed on when the array has arrived"
+)
+
+
+def _array_events(wire: WireFormat, headers: Mapping[str, str], body: bytes) -> list[Event] | None:
+    """The stream events a JSON answer to a stream request holds in one array, for a wire
+    format whose stream may come so (`ArrayStream`); None for any other answer."""
+    if isinstance(wire, ArrayStream) and _json_type(headers):
+        return wire.array_events(body)
+    return None
+
+
+async def _replay(events: list[Event]) -> AsyncIterator[Event]:
+    """`events`, as a stream's."""
+    for event in events:
+        yield event
 
 
 def _json_of(reply: HttpReply, errors: WireFormat) -> Any:

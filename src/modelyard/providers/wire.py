@@ -126,6 +126,17 @@ class BodyHeaders(Protocol):
 
 
 @runtime_checkable
+class ArrayStream(Protocol):
+    """A wire format whose stream may come as one JSON array of its events' objects rather than
+    as SSE (Gemini's `streamGenerateContent` answered as if without `alt=sse`)."""
+
+    def array_events(self, body: bytes) -> list[Event] | None:
+        """The events a JSON answer to a stream request holds, one per element of the array,
+        as SSE would have carried them; None when the body is no such array."""
+        ...
+
+
+@runtime_checkable
 class AnswerCheck(Protocol):
     """A wire format that checks a whole answer against what its request asked (Anthropic's
     native JSON answers must parse), beyond what reading the answer checks."""
