@@ -46,7 +46,9 @@ class StateSpec(Spec):
     """`sqlite` (default: in-process, persisted so a restart loses no spend), `memory` (nothing
     persisted), `redis` or `postgres` (shared by several gateway processes)."""
     path: str = ".modelyard/{config}/state.db"
-    """The SQLite file, relative to the config file (`{config}`: its file name)."""
+    """The SQLite file, relative to the config file (`{config}`: its file name). With `redis`
+    or `postgres`, its folder keeps what a replica stopped while the store was down still owes
+    it (`state-handover-*.json`), until the next start on this config hands it over."""
     url: str | None = None
     """`redis://host:6379/0` or `postgresql://user@host/db` for the shared backends."""
     prefix: str = "modelyard:"
@@ -57,7 +59,8 @@ class StateSpec(Spec):
     counter take its lock one after another), so keep it above that wait at peak load."""
     on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
     """When the shared backend is unreachable: refuse requests, or enforce limits in this process
-    alone (a warning is logged and the health check shows it)."""
+    alone (a warning is logged and the health check shows it); what it counted reaches the
+    backend when it is back, or, stopped before that, at the next start on this config."""
     retry_interval: PositiveFloat = 5.0
     """Seconds between attempts to reach a backend that was down."""
     hold_lease: float = Field(default=120.0, ge=10.0, le=86400.0)

@@ -73,6 +73,11 @@ def make_store(spec: StateSpec, base_dir: Path) -> StateStore:
         if table_prefix[:1].isdigit():  # a table name may not start with a digit
             table_prefix = "_" + table_prefix
         primary = PostgresStore(spec.url, table_prefix=table_prefix, timeout=spec.timeout)
+    # What a replica stopped with the backend down still owes it waits in the folder of
+    # `path` (the config's state folder, which these backends leave otherwise unused).
     return PolicyStore(
-        primary, on_unavailable=spec.on_unavailable, retry_interval=spec.retry_interval
+        primary,
+        on_unavailable=spec.on_unavailable,
+        retry_interval=spec.retry_interval,
+        spool=config_relative(spec.path, base_dir).parent,
     )

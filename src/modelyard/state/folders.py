@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -37,3 +38,26 @@ def private_folder(folder: Path) -> None:
             mode,
             folder,
         )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` as a new file at `path`, readable by this user only, whole or not at all:
+    a temporary file beside it, flushed to disk, renamed over, and the rename flushed too (a
+    crash or power cut leaves the file complete, or absent)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    created = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(created, 0o600)  # whatever the umask, or a temporary file left before
+        with os.fdopen(created, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -8,8 +8,8 @@
 - `local`: operations go to an in-process `MemoryStore` (this process then enforces its limits
   alone), a warning is logged once per outage, and `health()` shows `mode="local"`. When the
   backend answers again, the spend counted locally is added to it, so no spend is lost, and
-  once: the move is a release (`MOVE_MEMORY`), and one whose answer was lost is sent again as
-  it was.
+  once: the move is a release (`state.handover.MOVE_MEMORY`), and one whose answer was lost is
+  sent again as it was.
 
 Either way the backend is tried again at most every `retry_interval` seconds, so a dead backend
 costs no connect timeout per request; `on_recovery` listeners hear when it answers again. It is
@@ -26,6 +26,12 @@ release that lease but its expiry, so it is released when the backend answers ag
 
 What fails closed is admission: the bookkeeping of a call already made (`after_the_call`) is
 lost, never its answer.
+
+A replica stopped (`aclose`, on SIGTERM) while the backend is still down tries one last move;
+if that fails too, what it owes is written to a file in its state folder (`spool`), and the
+next `PolicyStore` on that folder hands it to the backend at its first contact, applied once
+(`state.handover`). A process killed outright (SIGKILL) writes nothing: what it counted alone
+is lost.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from modelyard.errors import UnavailableError
@@ -49,16 +56,13 @@ from modelyard.state.base import (
     StoreHealth,
     WindowUse,
 )
+from modelyard.state.handover import Move, hand_over, keep
 from modelyard.state.memory import MemoryStore
 
 T = TypeVar("T")
 log = logging.getLogger("modelyard.state")
 
 OnUnavailable = Literal["fail_closed", "local"]
-
-MOVE_MEMORY = 86400.0
-"""Seconds the backend remembers a move of local counts (a release of a lease of its own): a
-move whose answer was lost and that is sent again within that long is applied once."""
 
 
 async def after_the_call(bookkeeping: Awaitable[None], what: str) -> None:
@@ -85,6 +89,8 @@ class PolicyStore(StateStore):
         retry_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         where: str = "",
+        spool: Path | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.primary = primary
         self.backend = primary.backend
@@ -101,8 +107,15 @@ class PolicyStore(StateStore):
         self._probing: asyncio.Task[None] | None = None
         """Tries the backend while it is down, every `retry_interval` (`_probe`)."""
         self._listeners: list[Callable[[], None]] = []
-        self._unsure: tuple[Lease, list[Change]] | None = None
+        self._unsure: Move | None = None
         """The last move of local counts to the backend, if its answer was lost."""
+        self._spool = spool
+        """The folder where a stop with the backend down leaves what it owes, and where the
+        next start finds what stopped replicas left (`state.handover`); None: nowhere."""
+        self._spool_due = spool is not None
+        """Whether that folder is still to be handed over (at the first contact)."""
+        self._wall = wall
+        self._closing = False
         self._unanswered: dict[str, Lease] = {}
         """Leases the backend may hold with no one to release them: their reservation was sent
         and failed (it may have been applied, its answer lost), and the request was refused
@@ -118,6 +131,9 @@ class PolicyStore(StateStore):
     ) -> T:
         if self._moving is not None:  # the local counts are on their way to the backend
             await self._moving.wait()
+        if self._spool_due and self._down is None:
+            with contextlib.suppress(UnavailableError):  # marked down: handed over once back
+                await self._hand_over()
         if self._down is not None and not await self._recovered():
             return await self._fallback(operation, local)
         try:
@@ -153,6 +169,8 @@ class PolicyStore(StateStore):
             else:
                 log.error("%s; refusing requests (state.on_unavailable: fail_closed)", exc.message)
         self._down = exc
+        if self._closing:
+            return
         if self._probing is None or self._probing.done():
             self._probing = asyncio.get_running_loop().create_task(self._probe())
 
@@ -194,31 +212,22 @@ class PolicyStore(StateStore):
             counted = self._local.counters()
             if not counted and probed:
                 break
-            # What local leases still hold stays behind with them: their release, now sent to
-            # the backend, finds no lease there and charges their actual cost alone.
-            leased = self._local.leased()
+            changes = self._unmoved(counted)
             self._local = MemoryStore()
-            # A move whose answer was lost is sent again as it was (applied once, as a release
-            # is): its counts, kept locally meanwhile, are not moved a second time.
             unsure = self._unsure
-            again = {key: delta for key, delta, _ in unsure[1]} if unsure else {}
-            changes = [
-                (key, value - leased.get(key, 0.0) - again.get(key, 0.0), ttl)
-                for key, (value, ttl) in counted.items()
-            ]
             try:
                 if unsure is not None:
-                    await self.primary.release(*unsure)
+                    await self.primary.release(unsure.lease, unsure.changes)
                     self._unsure = unsure = None
                 if changes:
-                    self._unsure = (Lease(id=self._move_id(), seconds=MOVE_MEMORY), changes)
-                    await self.primary.release(*self._unsure)
+                    self._unsure = Move(id=self._move_id(), changes=changes, sent=self._wall())
+                    await self.primary.release(self._unsure.lease, changes)
                     self._unsure = None
                 else:
                     await self.primary.counter("health-probe")
             except UnavailableError as exc:
                 # Kept here to enforce meanwhile: what this process counted and did not move.
-                for key, value, ttl in [*changes, *(unsure[1] if unsure else [])]:
+                for key, value, ttl in [*changes, *(unsure.changes if unsure else [])]:
                     await self._local.adjust(key, value, ttl=ttl)
                 self._mark_down(exc)
                 return False
@@ -226,6 +235,8 @@ class PolicyStore(StateStore):
             moved += len(changes)
         try:
             freed = await self._release_unanswered()
+            if self._spool_due:
+                await self._hand_over()
         except UnavailableError as exc:
             self._mark_down(exc)
             return False
@@ -240,6 +251,34 @@ class PolicyStore(StateStore):
         for listener in self._listeners:
             listener()
         return True
+
+    def _unmoved(self, counted: dict[str, tuple[float, float | None]]) -> tuple[Change, ...]:
+        """What of `counted` (the local counters) is still to be moved to the backend."""
+        # What local leases still hold stays behind with them: their release, now sent to
+        # the backend, finds no lease there and charges their actual cost alone.
+        leased = self._local.leased()
+        # A move whose answer was lost is sent again as it was (applied once, as a release
+        # is): its counts, kept locally meanwhile, are not moved a second time.
+        again = {key: delta for key, delta, _ in self._unsure.changes} if self._unsure else {}
+        return tuple(
+            (key, value - leased.get(key, 0.0) - again.get(key, 0.0), ttl)
+            for key, (value, ttl) in counted.items()
+        )
+
+    async def _hand_over(self) -> None:
+        """Send the backend what replicas stopped while it was down left in the spool folder
+        (`state.handover`); raises UnavailableError, marked down, if it does not answer."""
+        assert self._spool is not None
+        self._spool_due = False  # concurrent operations do not send it too
+        try:
+            await hand_over(self._spool, self.primary, now=self._wall(), where=self._where)
+        except Exception as exc:
+            if isinstance(exc, UnavailableError) and exc.code == "state_unavailable":
+                self._spool_due = True
+                self._mark_down(exc)
+                raise
+            # A bug of ours, or a folder that cannot be read: never a request's error.
+            log.exception("handing over the state folder %s failed", self._spool)
 
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
         return await self._run(lambda store: store.reserve(claims))
@@ -328,9 +367,29 @@ class PolicyStore(StateStore):
         )
 
     async def aclose(self) -> None:
+        """Close the backend's connections; with counts held locally and the backend still
+        down, first try one last move, then keep what it could not move in the spool folder."""
+        self._closing = True
+        if self._moving is not None:  # a move under way ends, never cancelled midway
+            await self._moving.wait()
         if self._probing is not None and not self._probing.done():
             self._probing.cancel()
             if self._probing.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._probing
+        if self._down is not None and (self._unsure is not None or self._local.counters()):
+            await self._last_move()
         await self.primary.aclose()
+
+    async def _last_move(self) -> None:
+        """At close: move the local counts now (bounded by the backend's timeout), or write
+        what is owed to a spool file the next start hands over."""
+        self._retry_at = 0.0  # now, whatever the retry interval
+        if await self._recovered():
+            return
+        owed = [self._unsure] if self._unsure is not None else []
+        unmoved = tuple(c for c in self._unmoved(self._local.counters()) if abs(c[1]) > 1e-12)
+        if unmoved:  # never sent: sent first by whoever hands the spool over
+            owed.append(Move(id=self._move_id(), changes=unmoved))
+        if owed:
+            await keep(self._spool, owed, backend=self.backend, now=self._wall(), where=self._where)
