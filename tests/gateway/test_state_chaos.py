@@ -3,7 +3,8 @@ OpenAI SDK: cut between requests and during one, slower than `state.timeout`, do
 back. Each replica reaches the real server through a relay of its own, so only its connections
 are cut (others' tests share the servers). With `fail_closed` a client gets a 503 naming the
 store (never its password) and the answer of a call already made; with `local` it is served;
-either way the store takes every cost once it is back, with no restart."""
+either way the store takes every cost once it is back, with no restart, and what a replica
+stopped while cut off counted alone is handed to it by the next replica to start."""
 
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ class Replica:
 
     running: Running
     relay: TcpRelay
+    stop: Callable[[], None]
+    """Stop serving (uvicorn's shutdown, as on SIGTERM: the gateway closes its stores)."""
 
     def ask(self, text: str = "ping", **options: int) -> str | openai.APIStatusError:
         """The answer to `text` through the OpenAI SDK, or the error the client got."""
@@ -128,12 +131,19 @@ def replica(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     target = 6379 if store.backend == "redis" else 5432
 
     def start(
-        on_unavailable: str, *, timeout: float = 5.0, limit: float = 1.0, extra: str = ""
+        on_unavailable: str,
+        *,
+        timeout: float = 5.0,
+        limit: float = 1.0,
+        extra: str = "",
+        folder: Path | None = None,
     ) -> Replica:
+        """`folder`: the config's, shared with replicas started before (its state folder too)."""
         relay = TcpRelay("127.0.0.1", target)
         relay.restore()
-        folder = tmp_path / f"replica-{len(started)}"
-        folder.mkdir()
+        if folder is None:
+            folder = tmp_path / f"replica-{len(started)}"
+            folder.mkdir()
         config = folder / "config.yaml"
         config.write_text(
             SYSTEMS + f"state: {{backend: {store.backend}, url: '{store.url(relay)}', "
@@ -146,7 +156,7 @@ def replica(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
         )
         running, stop = start_gateway(config)
         started.append((stop, relay))
-        return Replica(running, relay)
+        return Replica(running, relay, stop)
 
     yield start
     for stop, relay in started:
@@ -303,6 +313,74 @@ def test_two_replicas_counting_alone_overspend_at_most_a_cap_each_and_lose_none_
     assert store.settled((sum(served) + 1) * ONE)
     assert store.counters("spent") <= 2 * CAP + ONE
     assert budget_refused(one.ask(**SHORT)) and budget_refused(other.ask(**SHORT))
+
+
+def spooled(folder: Path) -> list[Path]:
+    """The spool files in the state folder of `folder`'s config.yaml (`state.handover`)."""
+    return sorted((folder / ".modelyard" / "config.yaml").glob("state-handover-*"))
+
+
+def stopped_while_cut_off(replica: Callable[..., Replica], served: int) -> Path:
+    """Start a replica (`local`), serve a ping, cut it off, serve `served` pings alone, and stop
+    it still cut off; the folder of its config, where it left the spool file it wrote."""
+    gateway = replica("local")
+    folder = gateway.running.config.parent
+    assert gateway.ask() == "pong"
+    gateway.relay.cut()
+    for _ in range(served):
+        assert gateway.ask() == "pong"
+    gateway.stop()
+    return folder
+
+
+def test_a_replica_stopped_while_cut_off_leaves_its_spend_to_the_next_one_to_start(
+    replica: Callable[..., Replica], store: Store
+) -> None:
+    folder = stopped_while_cut_off(replica, served=3)
+    assert store.counters("spent") == pytest.approx(ONE)
+    [left] = spooled(folder)
+    assert left.stat().st_mode & 0o777 == 0o600
+    successor = replica("local", folder=folder)
+    assert successor.ask() == "pong"
+    assert store.settled(5 * ONE), "the stopped replica's spend was lost, or counted twice"
+    assert spooled(folder) == []
+
+
+def test_two_replicas_starting_together_hand_a_stopped_ones_spend_over_once(
+    replica: Callable[..., Replica], store: Store
+) -> None:
+    folder = stopped_while_cut_off(replica, served=4)
+    [left] = spooled(folder)
+    copy = left.read_bytes()
+    one, other = replica("local", folder=folder), replica("local", folder=folder)
+    answers: list[object] = []
+    asks = [threading.Thread(target=lambda r=r: answers.append(r.ask())) for r in (one, other)]
+    for ask in asks:
+        ask.start()
+    for ask in asks:
+        ask.join()
+    assert answers == ["pong", "pong"]
+    assert store.settled(7 * ONE), "the stopped replica's spend was lost, or counted twice"
+    # A replica that crashed after sending, before deleting the file: its successor sends it
+    # again, and the store applies it once.
+    left.write_bytes(copy)
+    assert replica("local", folder=folder).ask() == "pong"
+    assert store.settled(8 * ONE), "a spool sent again was counted twice"
+    assert spooled(folder) == []
+
+
+def test_a_corrupt_spool_file_is_set_aside_and_the_replica_serves(
+    replica: Callable[..., Replica], store: Store, tmp_path: Path
+) -> None:
+    state = tmp_path / "shared" / ".modelyard" / "config.yaml"
+    state.mkdir(parents=True)
+    (state / "state-handover-1-0badf00d.json").write_text('{"version": 1, "mov', encoding="utf-8")
+    gateway = replica("local", folder=tmp_path / "shared")
+    assert gateway.ask() == "pong"
+    assert store.settled(ONE)
+    assert [p.name for p in spooled(tmp_path / "shared")] == [
+        "state-handover-1-0badf00d.json.corrupt"
+    ]
 
 
 @pytest.mark.postgres
