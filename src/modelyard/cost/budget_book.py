@@ -23,7 +23,7 @@ from modelyard.cost.budget_counters import (
 from modelyard.cost.budget_leases import LeaseKeeper
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Change, Claim, Lease, StateStore
+from modelyard.state.base import Change, Claim, StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.types import ChatRequest, EmbeddingRequest
 
@@ -153,11 +153,11 @@ class BudgetBook:
             for h in holds
         ]
         lease_id = holds[0].lease
-        lease = Lease(id=lease_id, seconds=self.leases.seconds) if lease_id else None
-        outcome = await self.store.reserve_or_explain(claims, lease=lease)
+        if lease_id:
+            outcome = await self.leases.reserve(claims, lease_id)
+        else:
+            outcome = await self.store.reserve_or_explain(claims)
         if outcome is None:
-            if lease_id:
-                self.leases.hold(lease_id)
             return None
         refused, used = outcome
         hold = holds[claims.index(refused)]
@@ -191,19 +191,13 @@ class BudgetBook:
         lease_id = holds[0].lease
         if lease_id:
             # The store gives the reservation back with the lease, unless a sweep already did.
-            self.leases.drop(lease_id)
             changes: list[Change] = [(h.used_key, actual, h.ttl) for h in holds]
         else:
             changes = [(h.used_key, actual - h.amount, h.ttl) for h in holds]
         if actual != 0:
             changes += [(h.spent_key, actual, h.ttl) for h in holds]
         if lease_id:
-            try:
-                lease = Lease(id=lease_id, seconds=self.leases.seconds)
-                values = await self.store.release(lease, changes)
-            except UnavailableError:
-                self.leases.defer(lease_id, changes)
-                raise
+            values = await self.leases.release(lease_id, changes)
         else:
             values = await self.store.adjust_many(changes)
         if actual == 0:

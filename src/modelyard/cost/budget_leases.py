@@ -23,13 +23,13 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from modelyard.background import WriteOutage, detached
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Change, Lease, Reclaimed, StateStore
+from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 
 if TYPE_CHECKING:
     from modelyard.config.resources import Resources
@@ -41,6 +41,10 @@ HOLD_LEASE = 120.0
 
 RENEWALS = 4
 """Renewals per lease: a process may miss all but one (a store outage, a stalled loop)."""
+
+KEY_SLOTS = "key-slots:"
+"""The prefix of a virtual key's count of requests in flight that several processes share (its
+id follows): one slot a lease (`KeyLimits.admit`), given back as a budget's reservation is."""
 
 SWEEP_BATCH = 100
 """Leases one sweep call ends; a sweep repeats while whole batches come back."""
@@ -84,6 +88,27 @@ class LeaseKeeper:
         """Stop renewing `lease_id` (settled, or given up to the sweep)."""
         self._live.pop(lease_id, None)
 
+    async def reserve(self, claims: Sequence[Claim], lease_id: str) -> tuple[Claim, float] | None:
+        """`StateStore.reserve_or_explain` under the lease `lease_id`, renewed from then on
+        while this process runs, until `release`: the refused claim and its counter's value,
+        or None when all were reserved."""
+        lease = Lease(id=lease_id, seconds=self.seconds)
+        outcome = await self.store.reserve_or_explain(claims, lease=lease)
+        if outcome is None:
+            self.hold(lease_id)
+        return outcome
+
+    async def release(self, lease_id: str, changes: list[Change]) -> list[float]:
+        """End `lease_id` and apply `changes` (`StateStore.release`), returning their new
+        values; when the store cannot take it, it is retried until it does (`defer`) and the
+        error raised."""
+        self.drop(lease_id)
+        try:
+            return await self.store.release(Lease(id=lease_id, seconds=self.seconds), changes)
+        except UnavailableError:
+            self.defer(lease_id, changes)
+            raise
+
     def defer(self, lease_id: str, changes: list[Change]) -> None:
         """Retry the settlement of `lease_id` (`StateStore.release`) until the store takes it,
         renewing its lease meanwhile (and the store's memory of its release, which makes a
@@ -96,9 +121,7 @@ class LeaseKeeper:
         self._store_back = asyncio.Event()  # made here: bound to the loop the keeper runs on
         while self._live:
             # The first sweep runs at once: after a restart, the first reservation starts it.
-            if time.monotonic() >= self._sweep_at:
-                self._sweep_at = time.monotonic() + self.every
-                await self._tolerant(self.sweep())
+            await self.sweep_when_due()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.every):
                     await self._store_back.wait()
@@ -136,6 +159,19 @@ class LeaseKeeper:
         except UnavailableError as exc:  # the store is down: the leases' slack covers it
             self._outage.failed(exc, len(self._deferred))
 
+    async def sweep_when_due(self) -> bool:
+        """`sweep`, unless one ran in the last `every` seconds; whether it gave anything back.
+        Also for a refusal that expired leases may cause while this process holds none (so
+        its keeper is not running): a key's slots all held by a killed process."""
+        if time.monotonic() < self._sweep_at:
+            return False
+        self._sweep_at = time.monotonic() + self.every
+        try:
+            return bool(await self.sweep())
+        except UnavailableError as exc:  # the store is down: the leases' slack covers it
+            self._outage.failed(exc, len(self._deferred))
+            return False
+
     async def sweep(self, *, quiet: bool = False) -> list[Reclaimed]:
         """Give back every expired lease (each once, whichever replica sweeps), and log it
         unless `quiet` (the caller says so itself)."""
@@ -169,18 +205,27 @@ class LeaseKeeper:
 
 
 def reclaimed_message(reclaimed: list[Reclaimed]) -> str:
-    """What a sweep gave back, per budget counter (names and windows, never a secret)."""
+    """What a sweep gave back, per budget counter (names and windows, never a secret) and per
+    virtual key whose concurrent slots were held (`KEY_SLOTS`)."""
     per_counter: dict[str, float] = {}
     for lease in reclaimed:
         for key, amount in lease.amounts:
             per_counter[key] = per_counter.get(key, 0.0) + amount
-    total = sum(per_counter.values())
-    counters = ", ".join(
-        f"{key.removeprefix('budget:')} ${usd(amount)}" for key, amount in per_counter.items()
-    )
+    total = slots = 0.0
+    counters = []
+    for key, amount in per_counter.items():
+        if key.startswith(KEY_SLOTS):
+            slots += amount
+            counters.append(f"key {key.removeprefix(KEY_SLOTS)} {amount:g} slot(s)")
+        else:
+            total += amount
+            counters.append(f"{key.removeprefix('budget:')} ${usd(amount)}")
+    what = [f"${usd(total)}"] if total or not slots else []
+    if slots:
+        what.append(f"{slots:g} concurrent slot(s) of virtual keys")
     return (
-        f"gave back ${usd(total)} reserved by {len(reclaimed)} request(s) never settled, whose "
-        f"process stopped renewing their leases (killed outright?): {counters}"
+        f"gave back {' and '.join(what)} reserved by {len(reclaimed)} request(s) never settled, "
+        f"whose process stopped renewing their leases (killed outright?): {', '.join(counters)}"
     )
 
 
