@@ -13,9 +13,9 @@ import pytest
 
 from modelyard.cost.budget_book import BudgetBook, settle_shielded
 from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
-from modelyard.cost.budget_leases import LeaseKeeper
+from modelyard.cost.budget_leases import LeaseKeeper, reclaimed_message
 from modelyard.errors import UnavailableError
-from modelyard.state.base import StateStore
+from modelyard.state.base import Reclaimed, StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import OnUnavailable, PolicyStore
 from modelyard.state.postgres import PostgresStore
@@ -332,3 +332,16 @@ async def test_a_reservation_whose_answer_was_lost_is_given_back_when_the_store_
         await book.leases.aclose()
         await primary.drop_tables()
         await shared.aclose()
+
+
+def test_a_sweep_tells_a_keys_slots_apart_from_dollars() -> None:
+    swept = [
+        Reclaimed(id="a", amounts=(("budget:total:all:2026-12", 0.25), ("key-slots:k1", 1.0))),
+        Reclaimed(id="b", amounts=(("key-slots:k1", 1.0),)),
+    ]
+    assert reclaimed_message(swept) == (
+        "gave back $0.250000 and 2 concurrent slot(s) of virtual keys reserved by 2 request(s) "
+        "never settled, whose process stopped renewing their leases (killed outright?): "
+        "total:all:2026-12 $0.250000, key k1 2 slot(s)"
+    )
+    assert reclaimed_message(swept[1:]).startswith("gave back 1 concurrent slot(s) of virtual")
