@@ -61,9 +61,10 @@ class Running:
         return self.url + "/v1"
 
 
-def start_gateway(config: Path) -> tuple[Running, Callable[[], None]]:
-    """Serve the gateway for `config` on a free port; returns it and the function stopping it."""
-    app = create_app(config)
+def start_gateway(config: Path, *, workers: int = 1) -> tuple[Running, Callable[[], None]]:
+    """Serve the gateway for `config` on a free port, as one of `workers` processes serving it;
+    returns it and the function stopping it."""
+    app = create_app(config, workers=workers)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(

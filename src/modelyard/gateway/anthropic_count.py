@@ -157,7 +157,8 @@ class TokenCounting:
         try:
             return await count(model, request)
         finally:
-            chat.key_limits.release(key)
+            if key.max_concurrency is not None:
+                await chat.key_limits.release(key, call)
 
     def _record(
         self,

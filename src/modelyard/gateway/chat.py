@@ -30,7 +30,7 @@ from modelyard.gateway.headers import (
     request_tags,
     upstream_quota_headers,
 )
-from modelyard.gateway.key_limits import KeyLimits, KeyTokens, token_estimate
+from modelyard.gateway.key_limits import KeyAnswered, KeyLimits, token_estimate
 from modelyard.gateway.keys import VirtualKey
 from modelyard.gateway.outcome import Outcome
 from modelyard.gateway.renderers import (
@@ -164,9 +164,11 @@ class ChatEndpoints:
                     response = await embedder.embed(request)
             except ModelError as exc:
                 raise outcome.failed(exc) from None
-            if counted is not None:  # corrected before the answer is sent, as `KeyTokens` does
+            if counted is not None:  # corrected before the answer is sent, as `KeyAnswered` does
                 await self.key_limits.settle_tokens(key, counted, response.usage.total_tokens)
                 counted = None
+            if call.slot:  # and a shared slot given back (the next request may follow)
+                await self.key_limits.release(key, call)
             body = openai_api.render_embeddings(response, target, packed=parsed.base64)
             headers = [
                 *JSON,
@@ -178,7 +180,8 @@ class ChatEndpoints:
             else:
                 outcome.abandoned(response)
         finally:
-            self.key_limits.release(key)
+            if key.max_concurrency is not None:
+                await self.key_limits.release(key, call)
             # The budget first, shielded: a cancel or an error in the token correction (a
             # store round trip) must not leave the hold unsettled.
             if outcome.holds:
@@ -224,8 +227,9 @@ class ChatEndpoints:
         if key.paced:
             tokens = token_estimate(model, request) if key.tpm is not None else 0
             counted = await self.key_limits.admit(key, call, tokens)
-            if counted is not None:  # its answer's usage corrects the count before it is sent
-                served = metered = KeyTokens(model, self.key_limits, key, counted)
+            # its answer corrects the count and gives a shared slot back before it is sent
+            if counted is not None or call.slot:
+                served = metered = KeyAnswered(model, self.key_limits, key, counted, call)
         if self._captures(target, request):
             outcome.captured = request
         try:  # from here on, the key's slot and budget hold are given back however it ends
@@ -270,7 +274,8 @@ class ChatEndpoints:
                     await call.fail(refused, api=_wire_of(outcome.api))
             raise
         finally:
-            self.key_limits.release(key)
+            if key.max_concurrency is not None:
+                await self.key_limits.release(key, call)
             # The budget first, as for embeddings: the correction must not strand the hold.
             if outcome.holds:  # most requests hold nothing: no coroutine for them
                 await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)

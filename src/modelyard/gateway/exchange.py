@@ -48,6 +48,10 @@ class Call:
     rate: RateHeaders = ()
     """What the caller's key has left of its own rate limit, in its API's headers (none for a
     key without one): sent with every response once the request was counted against it."""
+    slot: str | None = None
+    """The lease of this request's slot in its key's count of requests in flight, when that
+    count is shared by several processes (`KeyLimits.admit`); "" once given back, None when
+    the count is this process's own (or the key has none)."""
     responded: bool = False
     """Whether the response has begun (its status and headers are sent)."""
     anthropic: bool = False

@@ -4,6 +4,8 @@ concurrent slots and its own monthly budget (`keys create --rpm/--tpm/--max-conc
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,8 +15,8 @@ from modelyard.cost.alerts import AlertHub
 from modelyard.cost.bounds import leaves
 from modelyard.cost.budget_book import BudgetBook
 from modelyard.cost.budget_counters import Hold, key_budget
-from modelyard.cost.budget_leases import LeaseKeeper
-from modelyard.errors import ModelError
+from modelyard.cost.budget_leases import KEY_SLOTS, LeaseKeeper
+from modelyard.errors import ModelError, UnavailableError
 from modelyard.gateway.errors import ApiError, from_model_error, retry_after
 from modelyard.gateway.exchange import Call
 from modelyard.gateway.headers import key_rate_headers
@@ -22,10 +24,12 @@ from modelyard.gateway.keys import VirtualKey
 from modelyard.model import Model, Wrapper
 from modelyard.resilience.ratelimit import MINUTE, correct_estimate, estimated_tokens
 from modelyard.resilience.streams import closing
-from modelyard.state.base import StateStore, WindowUse
+from modelyard.state.base import Claim, StateStore, WindowUse
 from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import after_the_call
 from modelyard.types import ChatRequest, ChatResponse, Chunk, EmbeddingRequest
+
+log = logging.getLogger("modelyard.gateway")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,38 +140,78 @@ class KeyLimits:
             call.rate = key_rate_headers(key.rpm, use, anthropic=call.anthropic)
 
     async def admit(self, key: VirtualKey, call: Call, tokens: int = 0) -> TokensCounted | None:
-        """`check_rate`, then `occupy`: the request counted against the key's windows and in
-        one of its slots (a refusal for want of a slot gives its tokens back). Returns the
-        tokens counted, if any, for `settle_tokens`."""
+        """`check_rate`, then one of the key's concurrent slots (429 when none is free; a
+        refusal for want of a slot gives its tokens back). Returns the tokens counted, if any,
+        for `settle_tokens`; `release` gives the slot back."""
         counted = None
         if key.rpm is not None or key.tpm is not None:
             counted = await self.check_rate(key, call, tokens)
+        if key.max_concurrency is None:
+            return counted
         try:
-            self.occupy(key)
+            # Counted in the state store when every process sharing it counts the key's rate
+            # there too (`serve --workers N` on SQLite, Redis, PostgreSQL); else in memory.
+            if isinstance(self.limits, MemoryStore):
+                self.occupy(key)
+            else:
+                await self._take_slot(key, call)
         except ApiError:
             await self.settle_tokens(key, counted, 0)
             raise
         return counted
 
     def occupy(self, key: VirtualKey) -> None:
-        """Take one of the key's concurrent slots (`release` gives it back); 429 when none is
-        free."""
+        """Take one of the key's concurrent slots in this process's own count; 429 when none
+        is free."""
         limit = key.max_concurrency
         if limit is None:
             return
         if self._per_key.get(key.id, 0) >= limit:
-            raise ApiError(
-                429,
-                f"more than {limit} concurrent requests for this key",
-                "rate_limit_error",
-                "concurrency_limit",
-            )
+            raise _no_slot(limit)
         self._per_key[key.id] = self._per_key.get(key.id, 0) + 1
 
-    def release(self, key: VirtualKey) -> None:
-        """Give back the slot `occupy` took."""
-        if key.max_concurrency is not None:
-            self._per_key[key.id] -= 1
+    async def _take_slot(self, key: VirtualKey, call: Call) -> None:
+        """Take one of the key's slots in the count every process shares: a claim of 1 on it
+        under a lease of its own, renewed while this process runs (a budget's reservation),
+        so a killed process's slots come back when its leases expire."""
+        limit = key.max_concurrency
+        assert limit is not None
+        leases = self.book.leases
+        lease_id = leases.new_id()
+        claim = Claim(key=f"{KEY_SLOTS}{key.id}", amount=1, limit=limit)
+        try:
+            refused = await leases.reserve([claim], lease_id)
+            # Its slots may all be a killed process's, and this process may hold no lease
+            # that would run the sweep giving them back.
+            if refused is not None and await leases.sweep_when_due():
+                refused = await leases.reserve([claim], lease_id)
+        except ModelError as exc:  # the shared store is down: a 503 saying so, not a 500
+            raise from_model_error(exc) from None
+        if refused is not None:
+            raise _no_slot(limit)
+        call.slot = lease_id
+
+    async def release(self, key: VirtualKey, call: Call) -> None:
+        """Give back the slot `admit` took for `call`, unless it was given back already (with
+        the answer: `KeyAnswered`). A shared slot is given back even while the request's task
+        is cancelled; when the store cannot take it, this process retries until it does."""
+        slot = call.slot
+        if slot is None:  # taken in this process's own count
+            if key.max_concurrency is not None:
+                self._per_key[key.id] -= 1
+            return
+        if not slot:  # given back already
+            return
+        call.slot = ""
+        try:
+            await asyncio.shield(self.book.leases.release(slot, []))
+        except UnavailableError as exc:
+            log.error(
+                "could not give back a concurrent slot of key %s (%s); it stays taken and is "
+                "given back when the state store answers",
+                key.id,
+                exc.message,
+            )
 
     async def reserve(
         self,
@@ -196,6 +240,17 @@ class KeyLimits:
         return holds
 
 
+def _no_slot(limit: int) -> ApiError:
+    """A key's concurrent slots are all taken: 429 (no retry-after: a slot frees when a
+    request ends, not at a time the gateway knows)."""
+    return ApiError(
+        429,
+        f"more than {limit} concurrent requests for this key",
+        "rate_limit_error",
+        "concurrency_limit",
+    )
+
+
 def _refused(message: str, use: WindowUse) -> ApiError:
     """A key's window refused the request: 429, with when it would fit."""
     return ApiError(
@@ -207,25 +262,34 @@ def _refused(message: str, use: WindowUse) -> ApiError:
     )
 
 
-class KeyTokens(Wrapper):
-    """The system or model as a key with a tpm calls it: the key's count of the request's
-    tokens is corrected to the usage its answer reports before the answer reaches the caller
-    (the last chunk of a stream too), so the caller's next request finds it counted. Any other
-    ending (a failure, a client gone) is corrected by the gateway once recorded, unless
-    `settled`."""
+class KeyAnswered(Wrapper):
+    """The system or model as a key with a tpm, or with a slot in a shared count of requests
+    in flight, calls it: once its answer is known, before it reaches the caller (the last
+    chunk of a stream too), the key's count of the request's tokens is corrected to the usage
+    the answer reports and its slot is given back, so the caller's next request finds both
+    done, whichever process serves it. Any other ending (a failure, a client gone) is settled
+    by the gateway, unless `settled`."""
 
     def __init__(
-        self, inner: Model, limits: KeyLimits, key: VirtualKey, counted: TokensCounted
+        self,
+        inner: Model,
+        limits: KeyLimits,
+        key: VirtualKey,
+        counted: TokensCounted | None,
+        call: Call,
     ) -> None:
         super().__init__(inner)
         self.limits = limits
         self.key = key
         self.counted = counted
+        self.call = call
         self.settled = False
 
     async def _settle(self, response: ChatResponse) -> None:
         self.settled = True
         await self.limits.settle_tokens(self.key, self.counted, response.usage.total_tokens)
+        if self.call.slot:
+            await self.limits.release(self.key, self.call)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         response = await self.inner.complete(request)
