@@ -4,6 +4,7 @@ no sockets, local fake models (`one`: a model; `two`: a two-model fallback whose
     .venv/bin/python bench/request_path.py            # µs a request (noisy on a shared host)
     .venv/bin/python bench/request_path.py 3000 key   # the same, with a virtual key's rpm
     .venv/bin/python bench/request_path.py 3000 tpm   # a key with an rpm and a tpm
+    .venv/bin/python bench/request_path.py 3000 conc  # a key with an rpm and max_concurrency
 
 On a shared host, count instructions instead: they move far less than time, though runs
 of one tree still differ by up to ~10 % on a loaded machine (likely the background writers,
@@ -76,15 +77,20 @@ async def ask(app: Gateway, body: bytes, secret: str | None) -> None:
     assert sent[0]["status"] == 200, sent
 
 
-async def main(requests: int, keyed: bool, tpm: bool = False) -> None:
+async def main(requests: int, keyed: bool, tpm: bool = False, conc: bool = False) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bench.yaml"
         config.write_text(CONFIG)
         secret = None
-        if keyed or tpm:  # a key whose requests (and tokens) per minute are counted, never
-            # reached
+        if keyed or tpm or conc:  # a key whose requests (and tokens) per minute, or requests
+            # in flight, are counted, never reached
             store = SqliteKeyStore(Path(folder) / ".modelyard" / config.name / "keys.sqlite3")
-            secret, _ = await store.create("bench", rpm=10**9, tpm=10**12 if tpm else None)
+            secret, _ = await store.create(
+                "bench",
+                rpm=10**9,
+                tpm=10**12 if tpm else None,
+                max_concurrency=10**6 if conc else None,
+            )
         app = create_app(config)
         for system in ("one", "two"):
             body = orjson.dumps({"model": system, "messages": [{"role": "user", "content": "hi"}]})
@@ -104,5 +110,6 @@ if __name__ == "__main__":
             int(sys.argv[1]) if len(sys.argv) > 1 else 3000,
             "key" in sys.argv[2:],
             "tpm" in sys.argv[2:],
+            "conc" in sys.argv[2:],
         )
     )
