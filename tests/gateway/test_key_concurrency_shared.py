@@ -226,9 +226,10 @@ def test_each_ending_gives_the_slot_back_before_the_caller_hears_of_it(
 
 
 async def _held_by_a_killed_holder(store: StateStore, key_id: str) -> None:
-    """Both of the key's slots taken under a lease nobody renews: its process was killed."""
+    """Both of the key's slots taken under a lease nobody renews: its process was killed (5 s
+    leaves the first refusal room on a loaded machine)."""
     claim = Claim(key=f"{KEY_SLOTS}{key_id}", amount=LIMIT, limit=LIMIT)
-    assert await store.reserve_or_explain([claim], lease=Lease(id="killed", seconds=1.0)) is None
+    assert await store.reserve_or_explain([claim], lease=Lease(id="killed", seconds=5.0)) is None
     await store.aclose()
 
 
