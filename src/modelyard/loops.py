@@ -3,13 +3,15 @@ library yard in a threaded web app whose workers each run `asyncio.run`).
 
 asyncio's own locks, events and connection pools are bound to the loop they were first used
 on, and are not thread-safe. Here: `PerLoop`, a value kept for each loop (a pool, a writer
-task), `Slots`, a semaphore (or, with one slot, a lock) that tasks of any loop wait on, and
-`on_loop`, which runs a coroutine on another thread's loop and waits for it.
+task), closed at its loop's end or, each on its own loop, at once; `Slots`, a semaphore (or,
+with one slot, a lock) that tasks of any loop wait on; `on_loop`, which runs a coroutine on
+another thread's loop and waits for it; and `ended`, a task cancelled and waited for there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -35,6 +37,21 @@ class PerLoop(dict[Loop, T]):
                 self.pop(other, None)
         self[loop] = value
         return value
+
+    async def leave(self, close: Callable[[T], Coroutine[Any, Any, object]]) -> None:
+        """The running loop is ending: `close` its value, if it has one, and forget it (the
+        next use on another loop makes one there)."""
+        value = self.pop(asyncio.get_running_loop(), None)
+        if value is not None:
+            await close(value)
+
+    async def close_all(self, close: Callable[[T], Coroutine[Any, Any, object]]) -> None:
+        """`close` every loop's value on its own loop: the running one's here, another
+        thread's there (waited for up to `CLOSE_ELSEWHERE` seconds); a closed loop's value is
+        only forgotten (what it held went with its loop)."""
+        while self:
+            loop, value = self.popitem()
+            await on_loop(loop, functools.partial(close, value), within=CLOSE_ELSEWHERE)
 
 
 class Slots:
@@ -89,12 +106,20 @@ class Slots:
         self.release()
 
 
+async def ended(task: asyncio.Task[Any]) -> None:
+    """Cancel `task`, on its own loop (`on_loop`), and wait for it to finish."""
+    task.cancel()
+    await asyncio.wait([task])
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
 
-async def on_loop(loop: Loop, work: Callable[[], Coroutine[Any, Any, None]], within: float) -> None:
+async def on_loop(
+    loop: Loop, work: Callable[[], Coroutine[Any, Any, object]], within: float
+) -> None:
     """Run `work()` on `loop`, the running one or another thread's, and wait for it up to
     `within` seconds; nothing if that loop is closed. What it raises is raised here."""
     if loop is asyncio.get_running_loop():

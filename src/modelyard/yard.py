@@ -33,7 +33,7 @@ from modelyard.config.loader import LoadedConfig
 from modelyard.config.resources import Resources
 from modelyard.errors import BadRequestError, ModelTimeoutError, NotFoundError, YardClosedError
 from modelyard.live import ConfigDiff, LiveConfig
-from modelyard.loops import CLOSE_ELSEWHERE, PerLoop, on_loop
+from modelyard.loops import CLOSE_ELSEWHERE, PerLoop, ended, on_loop
 from modelyard.model import Embedder, Model
 from modelyard.resilience.deadline import DEADLINE
 from modelyard.resilience.health import HealthReport
@@ -255,7 +255,7 @@ class Yard:
         for loop in sorted(self._loops, key=lambda loop: loop is not here):
             task = self._loops.get(loop)
             if task is not None:
-                await on_loop(loop, functools.partial(_ended, task), within=CLOSE_ELSEWHERE)
+                await on_loop(loop, functools.partial(ended, task), within=CLOSE_ELSEWHERE)
 
     async def complete(self, target: str, prompt: Prompt, **fields: Any) -> ChatResponse:
         """Ask system or model `target`; `fields` set request options (max_tokens, ...)."""
@@ -355,12 +355,6 @@ def load(
     changes (from the first call on, on each event loop the yard serves)."""
     live = LiveConfig(path, env=env, resources=resources)
     return Yard(live.current.built, live.resources, live=live, watch=watch)
-
-
-async def _ended(task: asyncio.Task[None]) -> None:
-    """Cancel `task`, on its own loop, and wait for it to finish."""
-    task.cancel()
-    await asyncio.wait([task])
 
 
 class _LoopThread:

@@ -29,7 +29,7 @@ from modelyard.errors import (
     UnavailableError,
     url_origin,
 )
-from modelyard.loops import CLOSE_ELSEWHERE, PerLoop, on_loop
+from modelyard.loops import PerLoop
 from modelyard.observability.propagation import with_trace
 from modelyard.providers.sse import Event, EventParser
 
@@ -411,13 +411,9 @@ class HttpClient:
     async def leave_loop(self) -> None:
         """Close the running loop's pool (the loop is ending); the pools of other loops, which
         may have calls in flight, are theirs to close. The next call here makes a new one."""
-        session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        await self._sessions.leave(aiohttp.ClientSession.close)
 
     async def aclose(self) -> None:
         """Close every loop's pool, each on its own loop (another thread's loop is asked to,
         and waited for a few seconds); a pool whose loop is closed is only forgotten."""
-        while self._sessions:
-            loop, session = self._sessions.popitem()
-            await on_loop(loop, session.close, within=CLOSE_ELSEWHERE)
+        await self._sessions.close_all(aiohttp.ClientSession.close)
