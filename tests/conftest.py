@@ -4,10 +4,12 @@ the config texts parsed, and an OpenTelemetry collector."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -125,3 +127,17 @@ async def killed_once_written(script: str, *args: str) -> None:
     assert await asyncio.wait_for(child.stdout.readline(), 30) == b"written\n"
     child.send_signal(signal.SIGKILL)
     await child.wait()
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """What went unclosed or failed unseen: ResourceWarnings and unraisable errors."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        found: list[str] = []
+        yield found
+        gc.collect()
+    found += [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
+    found += [repr(u.exc_value) for u in unraisable]

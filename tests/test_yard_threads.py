@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 import threading
-import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,20 +48,6 @@ def slow() -> Iterator[FakeOpenAI]:
         assert isinstance(fake, FakeOpenAI)
         fake.always(Fault(delay=0.03, chunk_delay=0.005))
         yield fake
-
-
-@pytest.fixture
-def quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """What went unclosed or failed unseen: ResourceWarnings and unraisable errors."""
-    unraisable: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always", ResourceWarning)
-        found: list[str] = []
-        yield found
-        gc.collect()
-    found += [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
-    found += [repr(u.exc_value) for u in unraisable]
 
 
 def test_two_threads_loops_share_a_yard_at_once_and_every_call_is_recorded_once(

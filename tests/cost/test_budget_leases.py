@@ -210,7 +210,8 @@ async def test_a_release_whose_answer_was_lost_counts_once_in_redis(
     primary = RedisStore(f"redis://127.0.0.1:{relay.port}/0", prefix=unique_prefix(), timeout=1)
     shared = PolicyStore(primary, on_unavailable=on_unavailable, retry_interval=0.05)
     try:
-        await primary._client.script_load(primary._release.script)  # its sha is what is sent
+        # Its sha is what is sent.
+        await primary._clients.here().script_load(primary._release.script)
         await a_lost_release_answer(shared, relay, primary._release.sha.encode())
     finally:
         relay.flow()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from modelyard.background import WriteOutage, detached
 from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
+from modelyard.loops import CLOSE_ELSEWHERE, ended, on_loop
 from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
 
 if TYPE_CHECKING:
@@ -118,14 +120,19 @@ class LeaseKeeper:
         self.hold(lease_id)
 
     async def _keep(self) -> None:
-        self._store_back = asyncio.Event()  # made here: bound to the loop the keeper runs on
-        while self._live:
+        # Made here: bound to the loop the keeper runs on.
+        self._store_back = store_back = asyncio.Event()
+        me = asyncio.current_task()
+        # Until `_stop` hands the keeping on: a cancel alone may be lost in a store call under
+        # way (Python 3.11's `wait_for`, which redis-py sends with, can swallow one).
+        while self._live and self._task is me:
             # The first sweep runs at once: after a restart, the first reservation starts it.
             await self.sweep_when_due()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.every):
-                    await self._store_back.wait()
-            await self.renew()
+                    await store_back.wait()
+            if self._task is me:
+                await self.renew()
 
     def _on_store_back(self) -> None:
         if self._deferred and self._store_back is not None:
@@ -185,15 +192,25 @@ class LeaseKeeper:
             log.warning("%s", reclaimed_message(out))
         return out
 
+    async def leave_loop(self) -> None:
+        """The running loop is ending: stop the keeper if it runs there, before the store
+        closes its connections on it (the next hold, on another loop, starts it there)."""
+        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop the keeper, on its own loop (`on_loop`; nothing when that loop is closed):
+        woken to see it is no longer `_task`, and cancelled."""
+        task, wake, self._task = self._task, self._store_back, None
+        if task is not None:
+            await on_loop(task.get_loop(), functools.partial(_stopped, task, wake), CLOSE_ELSEWHERE)
+
     async def aclose(self) -> None:
         """Stop renewing and sweeping (the store is about to close), after a last try at the
         settlements the store could not take: left to the sweep, each would give its worst
         case back and its cost would never be counted."""
         self._stop_listening()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._stop()
         for lease_id, changes in list(self._deferred.items()):
             await self._tolerant(self._settle(lease_id, changes))
         if self._deferred:
@@ -202,6 +219,12 @@ class LeaseKeeper:
                 "costs are left out of the budgets (the ledger has them)",
                 len(self._deferred),
             )
+
+
+async def _stopped(task: asyncio.Task[None], wake: asyncio.Event | None) -> None:
+    if wake is not None:
+        wake.set()
+    await ended(task)
 
 
 def reclaimed_message(reclaimed: list[Reclaimed]) -> str:

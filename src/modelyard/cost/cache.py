@@ -216,6 +216,10 @@ class ResponseCache:
         blob = cache_codec.encode(response)
         return None if len(blob) > self.max_entry_bytes else blob
 
+    async def leave_loop(self) -> None:
+        """The running event loop is ending: the backend closes its connections on it."""
+        await self.backend.leave_loop()
+
     async def aclose(self) -> None:
         """Close the backend."""
         await self.backend.aclose()

@@ -15,12 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.cost.cache_store import CacheBackend, CacheStats
-from modelyard.state.redis import drop_idle_connections, redis_client
+from modelyard.state.redis import RedisClients, drop_idle_connections
 
 T = TypeVar("T")
 log = logging.getLogger("modelyard.cache")
@@ -84,21 +85,24 @@ class RedisCache(CacheBackend):
         self._clock = clock
         self._down_until: float | None = None
         """While Redis is taken to be down: when to try it again."""
-        self._client = redis_client(url, timeout=timeout)
-        self._put = self._client.register_script(_PUT)
-        self._get = self._client.register_script(_GET)
-        self._add_vector = self._client.register_script(_ADD_VECTOR)
-        self._live = self._client.register_script(_LIVE)
+        self._clients = RedisClients(url, timeout=timeout)
+        self._put = self._clients.script(_PUT)
+        self._get = self._clients.script(_GET)
+        self._add_vector = self._clients.script(_ADD_VECTOR)
+        self._live = self._clients.script(_LIVE)
 
-    async def _safe(self, operation: Callable[[], Awaitable[T]], default: T) -> T:
+    async def _safe(self, operation: Callable[[aioredis.Redis], Awaitable[T]], default: T) -> T:
+        """`operation` on the running loop's client; `default` when Redis fails (or is taken
+        to be down)."""
         down_until = self._down_until
         if down_until is not None and self._clock() < down_until:
             return default
+        client = self._clients.here()
         try:
-            value = await operation()
+            value = await operation(client)
         except (RedisError, OSError) as exc:
             if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-                await drop_idle_connections(self._client)
+                await drop_idle_connections(client)
             if down_until is None:
                 log.warning(
                     "cache redis unavailable (%s); serving without the cache, trying it again "
@@ -115,8 +119,8 @@ class RedisCache(CacheBackend):
 
     async def get(self, key: str) -> bytes | None:
         value = await self._safe(
-            lambda: self._get(
-                keys=[self.prefix + "e:" + key, self.prefix + "lru"], args=[time.time(), key]
+            lambda c: self._get(
+                [self.prefix + "e:" + key, self.prefix + "lru"], [time.time(), key], c
             ),
             None,
         )
@@ -124,9 +128,9 @@ class RedisCache(CacheBackend):
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         await self._safe(
-            lambda: self._put(
-                keys=[self.prefix + "e:" + key, self.prefix + "lru"],
-                args=[
+            lambda c: self._put(
+                [self.prefix + "e:" + key, self.prefix + "lru"],
+                [
                     value,
                     max(1, int(ttl * 1000)),
                     time.time(),
@@ -134,29 +138,31 @@ class RedisCache(CacheBackend):
                     self.max_entries,
                     self.prefix + "e:",
                 ],
+                c,
             ),
             None,
         )
 
     async def add_vector(self, scope: str, key: str, blob: bytes, ttl: float) -> None:
         await self._safe(
-            lambda: self._add_vector(
-                keys=[self.prefix + "v:" + scope],
-                args=[key, blob, max(1, int(ttl * 1000)), self.max_entries, self.prefix + "e:"],
+            lambda c: self._add_vector(
+                [self.prefix + "v:" + scope],
+                [key, blob, max(1, int(ttl * 1000)), self.max_entries, self.prefix + "e:"],
+                c,
             ),
             None,
         )
 
     async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
         found: dict[bytes, bytes] = await self._safe(
-            lambda: self._client.hgetall(self.prefix + "v:" + scope),  # type: ignore[arg-type,return-value]
+            lambda c: c.hgetall(self.prefix + "v:" + scope),  # type: ignore[arg-type,return-value]
             {},
         )
         return [(k.decode(), v) for k, v in found.items()]
 
     async def count(self, *, hit: bool, saved: float = 0.0) -> None:
-        async def write() -> None:
-            async with self._client.pipeline(transaction=True) as pipe:
+        async def write(client: aioredis.Redis) -> None:
+            async with client.pipeline(transaction=True) as pipe:
                 if hit:
                     pipe.hincrby(self.prefix + "stats", "hits", 1)
                     pipe.hincrbyfloat(self.prefix + "stats", "saved", saved)
@@ -167,9 +173,10 @@ class RedisCache(CacheBackend):
         await self._safe(write, None)
 
     async def stats(self) -> CacheStats:
-        counts = await self._client.hgetall(self.prefix + "stats")  # type: ignore[misc]
+        client = self._clients.here()
+        counts = await client.hgetall(self.prefix + "stats")  # type: ignore[misc]
         # Entries expire on their own; the LRU index forgets them here (and when evicting).
-        entries = await self._live(keys=[self.prefix + "lru"], args=[self.prefix + "e:"])
+        entries = await self._live([self.prefix + "lru"], [self.prefix + "e:"], client)
         return CacheStats(
             entries=int(entries),
             hits=int(counts.get(b"hits", 0)),
@@ -178,10 +185,14 @@ class RedisCache(CacheBackend):
         )
 
     async def clear(self) -> int:
-        entries = int(await self._client.zcard(self.prefix + "lru"))
-        async for name in self._client.scan_iter(match=f"{self.prefix}*", count=500):
-            await self._client.delete(name)
+        client = self._clients.here()
+        entries = int(await client.zcard(self.prefix + "lru"))
+        async for name in client.scan_iter(match=f"{self.prefix}*", count=500):
+            await client.delete(name)
         return entries
 
+    async def leave_loop(self) -> None:
+        await self._clients.leave_loop()
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()

@@ -65,6 +65,9 @@ class CacheBackend(abc.ABC):
     async def clear(self) -> int:
         """Forget every entry and counter; returns how many entries there were."""
 
+    async def leave_loop(self) -> None:
+        """The running event loop is ending: close the connections opened on it."""
+
     async def aclose(self) -> None:
         """Release connections."""
 

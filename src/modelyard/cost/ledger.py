@@ -213,6 +213,9 @@ class LedgerFile(Protocol):
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query (SQLite's dialect)."""
 
+    async def leave_loop(self) -> None:
+        """The running event loop is ending: close the connections opened on it."""
+
     async def aclose(self) -> None:
         """Release the file or connections."""
 
@@ -247,6 +250,9 @@ class SqliteLedgerFile:
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query."""
         return await self.worker.run(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
+    async def leave_loop(self) -> None:
+        """Nothing is bound to a loop: the file is used from a thread of its own."""
 
     async def aclose(self) -> None:
         """Close the file."""
@@ -390,10 +396,12 @@ class Ledger:
 
     async def leave_loop(self) -> None:
         """The running loop is ending: stop its writer, if it has one, and write what is
-        queued; the next row recorded on another loop starts one there."""
+        queued, then close the file's connections on it (a shared ledger's pool); the next row
+        recorded on another loop starts one there."""
         if asyncio.get_running_loop() in self._writers:
             await self._stop_writer()
             await self.flush()
+        await self.file.leave_loop()
 
     async def aclose(self) -> None:
         """Stop the background task and write what is still queued (the writers of other

@@ -115,10 +115,23 @@ class OutboxLedgerFile:
         await self.ship()
         return await self.shared.query(sql, params)
 
+    async def leave_loop(self) -> None:
+        """The running loop is ending: let the shipping under way on it end (what it has not
+        shipped waits in the outbox for the next write, on any loop), then close the shared
+        ledger's connections on it."""
+        await self._shipped_here()
+        await self.shared.leave_loop()
+
+    async def _shipped_here(self) -> None:
+        """Wait for the shipping under way, if it runs on the running loop (one started on
+        another loop ends there, or ended with its loop)."""
+        shipping = self._shipping
+        if shipping is not None and shipping.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([shipping])
+
     async def aclose(self) -> None:
         """Ship what still waits, then release both files."""
-        if self._shipping is not None:
-            await self._shipping
+        await self._shipped_here()
         await self.ship()
         await self.shared.aclose()
         await self.outbox.aclose()

@@ -206,5 +206,9 @@ class StateStore(abc.ABC):
         is never down never calls it), until the function returned is called."""
         return _nothing
 
+    async def leave_loop(self) -> None:
+        """The running event loop is ending (`Resources.leave_loop`): close the connections
+        opened on it; the next call on another loop opens its own."""
+
     async def aclose(self) -> None:
         """Release connections."""

@@ -212,15 +212,30 @@ class BatchedStore(StateStore):
     def on_recovery(self, listener: Callable[[], None]) -> Callable[[], None]:
         return self.inner.on_recovery(listener)
 
-    async def aclose(self) -> None:
-        """Send what is still counted here (the wrapped store stays open: not this one's)."""
-        self._closing = True
+    async def leave_loop(self) -> None:
+        """The running loop is ending: if the flusher runs on it, send what is counted now
+        (the next count, on another loop, starts a flusher there)."""
+        flusher = self._flusher
+        if flusher is not None and flusher.get_loop() is asyncio.get_running_loop():
+            await self._stop_flusher()
+            await self.flush()
+
+    async def _stop_flusher(self) -> None:
+        """Stop the flusher if it runs on the running loop (one on another loop, a thread's,
+        is not this loop's to wait for: it sends what it took, and stops once `_closing`)."""
         flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
+        if flusher is None or flusher.get_loop() is not asyncio.get_running_loop():
+            return
+        if not flusher.done():
             if not self._sending:
                 flusher.cancel()  # asleep: nothing is lost
             # A flush under way may have been applied: its end is awaited, never cancelled.
             await asyncio.gather(flusher, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Send what is still counted here (the wrapped store stays open: not this one's)."""
+        self._closing = True
+        await self._stop_flusher()
         if self._pending and not await self.flush():
             log.warning(
                 "%d live count(s) not added to the %s store at close",

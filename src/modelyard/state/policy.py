@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from modelyard.errors import UnavailableError
+from modelyard.loops import Slots
 from modelyard.state.base import (
     Change,
     Claim,
@@ -101,9 +102,11 @@ class PolicyStore(StateStore):
         self._local = MemoryStore()
         self._down: UnavailableError | None = None
         self._retry_at = 0.0
-        self._moving: asyncio.Event | None = None
-        """Set while `_recovered` moves local counts: the local store is empty meanwhile, and
-        an operation that used it would admit what the counts it no longer holds refuse."""
+        self._moving: Slots | None = None
+        """Held while `_recovered` moves local counts: the local store is empty meanwhile, and
+        an operation that used it would admit what the counts it no longer holds refuse. A
+        `Slots`, not an `asyncio.Event`: the operations waiting may run on other threads'
+        loops (a library yard's), which it wakes."""
         self._probing: asyncio.Task[None] | None = None
         """Tries the backend while it is down, every `retry_interval` (`_probe`)."""
         self._listeners: list[Callable[[], None]] = []
@@ -129,8 +132,10 @@ class PolicyStore(StateStore):
     async def _run(
         self, operation: Callable[[StateStore], Awaitable[T]], *, local: bool = True
     ) -> T:
-        if self._moving is not None:  # the local counts are on their way to the backend
-            await self._moving.wait()
+        moving = self._moving
+        if moving is not None:  # the local counts are on their way to the backend
+            async with moving:
+                pass
         if self._spool_due and self._down is None:
             with contextlib.suppress(UnavailableError):  # marked down: handed over once back
                 await self._hand_over()
@@ -193,12 +198,13 @@ class PolicyStore(StateStore):
         self._retry_at = self._clock() + self.retry_interval
         # Concurrent operations wait for the move (bounded by the backend's timeout), then use
         # the backend or the local store holding the counts again.
-        self._moving = moving = asyncio.Event()
+        self._moving = moving = Slots(1)
+        await moving.acquire()  # free: at once
         try:
             return await self._move_local_counts()
         finally:
             self._moving = None
-            moving.set()
+            moving.release()
 
     async def _move_local_counts(self) -> bool:
         """Add what was counted locally to the backend; whether it took all of it."""
@@ -366,12 +372,17 @@ class PolicyStore(StateStore):
             detail=self._down.message,
         )
 
+    async def leave_loop(self) -> None:
+        await self.primary.leave_loop()
+
     async def aclose(self) -> None:
         """Close the backend's connections; with counts held locally and the backend still
         down, first try one last move, then keep what it could not move in the spool folder."""
         self._closing = True
-        if self._moving is not None:  # a move under way ends, never cancelled midway
-            await self._moving.wait()
+        moving = self._moving
+        if moving is not None:  # a move under way ends, never cancelled midway
+            async with moving:
+                pass
         if self._probing is not None and not self._probing.done():
             self._probing.cancel()
             if self._probing.get_loop() is asyncio.get_running_loop():

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from modelyard.errors import ConfigError, UnavailableError, redact, url_origin
+from modelyard.loops import PerLoop
 
 T = TypeVar("T")
 
@@ -113,9 +114,11 @@ async def open_pool(
     prefix: str,
     timeout: float,  # noqa: ASYNC109 (asyncpg's own connect timeout, not a wait of ours)
     size: int = 4,
+    migrate: bool = True,
 ) -> Any:
-    """A pool to `url` with `migrations` applied once per `component` (`_migrate`).
-    A pool whose migration fails is closed: a retry must not leave a connection open."""
+    """A pool to `url` with `migrations` applied once per `component` (`_migrate`), unless
+    not `migrate` (applied by a pool before). A pool whose migration fails is closed: a retry
+    must not leave a connection open."""
     import asyncpg
 
     # One connection made now (a wrong URL fails here), and no floor kept after: asyncpg
@@ -123,6 +126,8 @@ async def open_pool(
     # traceback at each try (every minute, once backed off). The store's users see an outage
     # on their next call and say so once (`PolicyStore`, `WriteOutage`, the key ring).
     pool = await asyncpg.create_pool(url, init_size=1, min_size=0, max_size=size, timeout=timeout)
+    if not migrate:
+        return pool
     try:
         async with pool.acquire() as conn:
             await _migrate(conn, component, migrations, prefix)
@@ -142,8 +147,12 @@ async def drop(pool: Any, component: str, tables: Sequence[str]) -> None:
 class PostgresTables:
     """Base of a component kept in its own PostgreSQL tables: `component` names it in the
     migrations table, `tables` are its table names without the prefix, `migrations` make
-    them, `setting` is where the config names the database. The pool (and the tables) are made
-    on first use."""
+    them, `setting` is where the config names the database. The tables are made on first use,
+    and a pool on each event loop's first use (asyncpg's connections serve only the loop that
+    opened them, and a library yard may serve several: one `asyncio.run` after another, or
+    threads' loops at once), closed at that loop's end (`leave_loop`) or, on its own loop, at
+    `aclose`. Nothing a statement relies on is kept per connection: no session state, and
+    asyncpg's prepared statements are its own cache, per connection."""
 
     component: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
@@ -158,24 +167,35 @@ class PostgresTables:
         self.timeout = timeout
         self.source = f"{self.setting} ({url_origin(url)})"
         """The setting and the server it names, for messages."""
-        self._pool: Any = None
-        self._lock = asyncio.Lock()
+        self._pools: PerLoop[Any] = PerLoop()
+        self._opening: PerLoop[asyncio.Lock] = PerLoop()
+        """Each loop's lock while its pool is being opened: its callers wait for the one."""
+        self._migrated = False
         self._giving_back: set[asyncio.Future[None]] = set()
         """Connections going back to the pool after their work timed out (`_give_back_later`)."""
         parts = urlsplit(url)
         self._secrets = (parts.password, parts.query)  # the query may hold `password=`
 
     async def _get_pool(self) -> Any:
-        async with self._lock:
-            if self._pool is None:
+        """The running loop's pool: one dict look-up, once it is open."""
+        pool = self._pools.get(asyncio.get_running_loop())
+        return pool if pool is not None else await self._open_pool()
+
+    async def _open_pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        lock = self._opening.get(loop) or self._opening.put(loop, asyncio.Lock())
+        async with lock:
+            pool = self._pools.get(loop)
+            if pool is None:
                 try:
-                    self._pool = await open_pool(
+                    pool = await open_pool(
                         self.url,
                         component=f"{self.component}:{self.p}",
                         migrations=self.migrations,
                         prefix=self.p,
                         timeout=self.timeout,
                         size=self.pool_size,
+                        migrate=not self._migrated,
                     )
                 except ModuleNotFoundError as exc:
                     if exc.name != "asyncpg":
@@ -186,7 +206,9 @@ class PostgresTables:
                     if (error := self.unavailable(exc)) is None:
                         raise
                     raise error from exc
-        return self._pool
+                self._migrated = True
+                self._pools.put(loop, pool)
+        return pool
 
     async def _with(self, work: Callable[[Any], Awaitable[T]], *, bounded: bool = True) -> T:
         """`work` on a pooled connection, a database that cannot be reached or used raising
@@ -249,16 +271,23 @@ class PostgresTables:
         pool = await self._get_pool()
         await drop(pool, f"{self.component}:{self.p}", [self.p + t for t in self.tables])
 
+    async def leave_loop(self) -> None:
+        """The running loop is ending: close its pool (the next call on another loop opens
+        one there)."""
+        await self._pools.leave(self._close_pool)
+
     async def aclose(self) -> None:
-        """Close the pool: gracefully if the server answers within `timeout`, else at once
-        (a shutdown must not wait on a server that stopped answering)."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await pool.close()
-            except TimeoutError:
-                pool.terminate()
+        """Close every loop's pool, each on its own loop (`PerLoop.close_all`)."""
+        await self._pools.close_all(self._close_pool)
+
+    async def _close_pool(self, pool: Any) -> None:
+        """Close `pool`: gracefully if the server answers within `timeout`, else at once (a
+        shutdown must not wait on a server that stopped answering)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
 
 
 _UNUSABLE = ("08", "28", "3D", "53", "57", "42501")

@@ -15,6 +15,7 @@ it names (read from the lease, not passed as keys), which the hash tag keeps in 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -25,11 +26,13 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.errors import UnavailableError, redact
+from modelyard.loops import PerLoop
 from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore, WindowUse
 
 T = TypeVar("T")
@@ -238,6 +241,42 @@ def redis_client(url: str, *, timeout: float) -> aioredis.Redis:
     )
 
 
+class RedisClients:
+    """A client to `url` for each event loop using it (`redis_client`): redis-py's connections,
+    and the pool's lock, serve only the loop they were first used on, and a library yard may
+    serve several loops (one `asyncio.run` after another, or threads' loops at once). Each is
+    opened on its loop's first command, closed at that loop's end (`leave_loop`) or, on its
+    own loop, at `aclose`. What they count lives in the server, so limits stay exact across
+    loops; Lua scripts too live there (`script`), not in a connection."""
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._clients: PerLoop[aioredis.Redis] = PerLoop()
+        self._registry = redis_client(url, timeout=timeout)
+        """Registers scripts (their SHA, in its encoding); never connects."""
+
+    def here(self) -> aioredis.Redis:
+        """The running loop's client (made on its first use): one dict look-up."""
+        client = self._clients.get(asyncio.get_running_loop())
+        if client is None:
+            client = redis_client(self.url, timeout=self.timeout)
+            self._clients.put(asyncio.get_running_loop(), client)
+        return client
+
+    def script(self, text: str) -> AsyncScript:
+        """A Lua script, called with `client=here()` (the server loads it on first use)."""
+        return self._registry.register_script(text)
+
+    async def leave_loop(self) -> None:
+        """The running loop is ending: close its client."""
+        await self._clients.leave(aioredis.Redis.aclose)
+
+    async def aclose(self) -> None:
+        """Close every loop's client, each on its own loop."""
+        await self._clients.close_all(aioredis.Redis.aclose)
+
+
 async def drop_idle_connections(client: aioredis.Redis) -> None:
     """Close the idle connections of `client`'s pool, after one of them failed to connect or
     lost its server: they lead to a server that is gone or was restarted, and each would fail
@@ -274,25 +313,27 @@ class RedisStore(StateStore):
     def __init__(self, url: str, *, prefix: str = "modelyard:", timeout: float = 1.0) -> None:
         self.url = url
         self.prefix = prefix
-        self._client = redis_client(url, timeout=timeout)
-        self._reserve = self._client.register_script(_RESERVE)
-        self._adjust = self._client.register_script(_ADJUST)
-        self._window = self._client.register_script(_WINDOW)
-        self._window_correct = self._client.register_script(_WINDOW_CORRECT)
-        self._release = self._client.register_script(_RELEASE)
-        self._renew = self._client.register_script(_RENEW)
-        self._reclaim = self._client.register_script(_RECLAIM)
+        self._clients = RedisClients(url, timeout=timeout)
+        self._reserve = self._clients.script(_RESERVE)
+        self._adjust = self._clients.script(_ADJUST)
+        self._window = self._clients.script(_WINDOW)
+        self._window_correct = self._clients.script(_WINDOW_CORRECT)
+        self._release = self._clients.script(_RELEASE)
+        self._renew = self._clients.script(_RENEW)
+        self._reclaim = self._clients.script(_RECLAIM)
         self._leases = [self._key("leases", "expiry"), self._key("leases", "held")]
         self._released = self._key("leases", "released")
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self.prefix}{kind}:{key}"
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """`operation` on the running loop's client, its failures as `UnavailableError`."""
+        client = self._clients.here()
         try:
-            return await operation()
+            return await operation(client)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await drop_idle_connections(self._client)
+            await drop_idle_connections(client)
             raise UnavailableError(
                 f"state store redis at {redact(_safe_url(self.url))} is unreachable: "
                 f"{type(exc).__name__}",
@@ -316,7 +357,7 @@ class RedisStore(StateStore):
         args: list[Any] = ["", 0] if lease is None else [lease.id, repr(lease.seconds)]
         for claim in claims:
             args += [repr(claim.amount), _limit(claim.limit), _ttl_ms(claim.ttl)]
-        index, current = await self._call(lambda: self._reserve(keys=keys, args=args))
+        index, current = await self._call(lambda c: self._reserve(keys, args, c))
         return None if int(index) == 0 else (claims[int(index) - 1], float(current))
 
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
@@ -326,24 +367,24 @@ class RedisStore(StateStore):
         if not changes:
             return []
         keys = [self._key("c", key) for key, _, _ in changes]
-        values = await self._call(lambda: self._adjust(keys=keys, args=_changes(changes)))
+        values = await self._call(lambda c: self._adjust(keys, _changes(changes), c))
         return [float(v) for v in values]
 
     async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
         keys = [*self._leases, self._released, *(self._key("c", key) for key, _, _ in changes)]
         args = [lease.id, repr(lease.seconds), *_changes(changes)]
-        values = await self._call(lambda: self._release(keys=keys, args=args))
+        values = await self._call(lambda c: self._release(keys, args, c))
         return [float(v) for v in values]
 
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
         if lease_ids:
             args = [repr(seconds), *lease_ids]
             keys = [self._leases[0], self._released]
-            await self._call(lambda: self._renew(keys=keys, args=args))
+            await self._call(lambda c: self._renew(keys, args, c))
 
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         keys = [*self._leases, self._released]
-        flat = await self._call(lambda: self._reclaim(keys=keys, args=[limit]))
+        flat = await self._call(lambda c: self._reclaim(keys, [limit], c))
         counters = len(self._key("c", ""))
         out = []
         for lease_id, held in zip(flat[::2], flat[1::2], strict=True):
@@ -352,7 +393,7 @@ class RedisStore(StateStore):
         return out
 
     async def counter(self, key: str) -> float:
-        value = await self._call(lambda: self._client.get(self._key("c", key)))
+        value = await self._call(lambda c: c.get(self._key("c", key)))
         return float(value) if value is not None else 0.0
 
     async def window_acquire(
@@ -360,9 +401,10 @@ class RedisStore(StateStore):
     ) -> WindowUse:
         token = uuid.uuid4().hex
         wait, used, reset = await self._call(
-            lambda: self._window(
-                keys=[self._key("w", key), self._key("ws", key)],
-                args=[repr(amount), _limit(limit), repr(window), token],
+            lambda c: self._window(
+                [self._key("w", key), self._key("ws", key)],
+                [repr(amount), _limit(limit), repr(window), token],
+                c,
             )
         )
         return WindowUse(wait=float(wait), used=float(used), reset=float(reset))
@@ -372,37 +414,41 @@ class RedisStore(StateStore):
             return
         token = uuid.uuid4().hex
         await self._call(
-            lambda: self._window_correct(
-                keys=[self._key("w", key), self._key("ws", key)],
-                args=[repr(amount), repr(max(age, 0.0)), repr(window), token],
+            lambda c: self._window_correct(
+                [self._key("w", key), self._key("ws", key)],
+                [repr(amount), repr(max(age, 0.0)), repr(window), token],
+                c,
             )
         )
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._call(lambda: self._client.get(self._key("v", key)))
+        value = await self._call(lambda c: c.get(self._key("v", key)))
         return None if value is None else value if isinstance(value, bytes) else value.encode()
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         px = _ttl_ms(ttl) or None
-        await self._call(lambda: self._client.set(self._key("v", key), value, px=px))
+        await self._call(lambda c: c.set(self._key("v", key), value, px=px))
 
     async def delete(self, key: str) -> None:
         names = [self._key(kind, key) for kind in ("c", "v", "w", "ws")]
-        await self._call(lambda: self._client.delete(*names))
+        await self._call(lambda c: c.delete(*names))
 
     async def ping(self) -> None:
         """Raise UnavailableError unless Redis answers."""
-        await self._call(self._client.ping)
+        await self._call(lambda c: c.ping())
 
     async def clear_prefix(self) -> int:
         """Delete every key under this prefix (tests, `cache clear`); returns how many."""
-        deleted = 0
-        async for name in self._client.scan_iter(match=f"{self.prefix}*", count=500):
-            deleted += int(await self._client.delete(name))
+        client, deleted = self._clients.here(), 0
+        async for name in client.scan_iter(match=f"{self.prefix}*", count=500):
+            deleted += int(await client.delete(name))
         return deleted
 
+    async def leave_loop(self) -> None:
+        await self._clients.leave_loop()
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
 
 def _safe_url(url: str) -> str:
