@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ from tests.state.conftest import (  # noqa: F401  (store, twin: every backend in
     twin,
     unique_prefix,
 )
+from tests.test_yard_threads import in_threads
 
 BUDGET = Budget(name="monthly", scope="total", limit=1.0, window="month")
 SHORT = 0.05
@@ -346,3 +348,33 @@ def test_a_sweep_tells_a_keys_slots_apart_from_dollars() -> None:
         "total:all:2026-12 $0.250000, key k1 2 slot(s)"
     )
     assert reclaimed_message(swept[1:]).startswith("gave back 1 concurrent slot(s) of virtual")
+
+
+def test_a_keeper_whose_loop_ends_moves_to_a_loop_whose_request_still_holds_a_lease() -> None:
+    """Thread a's loop runs the keeper and ends while thread b's request holds its lease: the
+    keeping moves to b's loop, so b's lease is still renewed (it would not be until b's next
+    reservation, and a long call's lease would run out)."""
+    keeper = LeaseKeeper(MemoryStore(), seconds=60.0)
+    a_holds, b_holds = threading.Event(), threading.Event()
+
+    async def a() -> None:
+        keeper.hold("a-1")
+        a_holds.set()
+        await asyncio.to_thread(b_holds.wait, 10)
+        keeper.drop("a-1")
+        await keeper.leave_loop()  # a's loop ends
+
+    async def b() -> bool:
+        await asyncio.to_thread(a_holds.wait, 10)
+        keeper.hold("b-1")
+        b_holds.set()
+        for _ in range(1000):  # until a's loop has ended, at most 10 s
+            task = keeper._task
+            if task is not None and task.get_loop() is asyncio.get_running_loop():
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    _, moved = in_threads(a, b)
+    asyncio.run(keeper.aclose())
+    assert moved

@@ -62,7 +62,9 @@ class LeaseKeeper:
         """Seconds between renewals, and between sweeps."""
         self._prefix = uuid.uuid4().hex[:16] + "-"
         self._ids = itertools.count()
-        self._live: dict[str, None] = {}
+        self._live: dict[str, asyncio.AbstractEventLoop] = {}
+        """The leases renewed, each with the loop its request runs on (a library yard may
+        serve several): when the keeper's loop ends, the keeping moves to another of theirs."""
         self._deferred: dict[str, list[Change]] = {}
         """Settlements the store could not take when they were made, retried on each round."""
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +84,11 @@ class LeaseKeeper:
 
     def hold(self, lease_id: str) -> None:
         """Renew `lease_id` from now on, until `drop`; starts the keeper if it is not running."""
-        self._live[lease_id] = None
+        self._live[lease_id] = asyncio.get_running_loop()
+        self._start()
+
+    def _start(self) -> None:
+        """Start the keeper on the running loop, unless it runs."""
         if self._task is None or self._task.done():
             self._task = detached(self._keep())
 
@@ -194,9 +200,16 @@ class LeaseKeeper:
 
     async def leave_loop(self) -> None:
         """The running loop is ending: stop the keeper if it runs there, before the store
-        closes its connections on it (the next hold, on another loop, starts it there)."""
-        if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
-            await self._stop()
+        closes its connections on it; the leases of requests on other loops are renewed from
+        one of those from now on (or the next hold starts it where it runs)."""
+        here = asyncio.get_running_loop()
+        if self._task is None or self._task.get_loop() is not here:
+            return
+        await self._stop()
+        for loop in {loop for loop in list(self._live.values()) if loop is not here}:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(self._start)
+                return
 
     async def _stop(self) -> None:
         """Stop the keeper, on its own loop (`on_loop`; nothing when that loop is closed):
