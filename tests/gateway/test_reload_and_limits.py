@@ -722,6 +722,19 @@ async def test_a_whole_answer_whose_client_never_reads_it_is_cut_and_recorded_as
     records: list[RequestRecord] = []
     keep = app.decisions.record
     monkeypatch.setattr(app.decisions, "record", lambda r: (records.append(r), keep(r)))
+    # The cut waits for the reload: a reload builds the config in a thread, which a loaded
+    # machine can keep past the 0.2 s timeout, and a request cut before the swap leaves no
+    # one on the old config to hold it open.
+    reloaded = asyncio.Event()
+    fire = stalled._Cut.__call__
+
+    def fire_once_reloaded(cut: stalled._Cut) -> None:
+        if reloaded.is_set():
+            fire(cut)
+        else:
+            asyncio.ensure_future(reloaded.wait()).add_done_callback(lambda _: fire(cut))
+
+    monkeypatch.setattr(stalled._Cut, "__call__", fire_once_reloaded)
     made = {"name": "one-at-a-time", "max_concurrency": 1}
     _, created, _ = await _asgi(app, "POST", "/admin/keys", made, key="admin-secret-123456")
     key = orjson.loads(created)["key"]
@@ -732,6 +745,7 @@ async def test_a_whole_answer_whose_client_never_reads_it_is_cut_and_recorded_as
     generation = app.live.serving().generation
     await app.live.reload()  # the old config stays open while the request runs on it
     assert generation.idle_since is None
+    reloaded.set()
     await asyncio.wait_for(serving, 5)
     assert generation.in_flight == 0 and generation.idle_since is not None  # and then closes
     assert app.in_flight == 0
