@@ -49,7 +49,9 @@ async def sums_and_entries(prefix: str) -> tuple[tuple[float, int], tuple[float,
 
 async def test_replicas_acquiring_at_once_keep_one_running_sum(prefix: str) -> None:
     # Four replicas, each with its own pool of ten connections, 60 acquires each, all at once.
-    replicas = [PostgresStore(POSTGRES_URL, table_prefix=prefix) for _ in range(4)]
+    # The 240 take the key's lock one at a time: on a loaded machine the last waits longer
+    # than the store's 2 s timeout, which this test is not about.
+    replicas = [PostgresStore(POSTGRES_URL, table_prefix=prefix, timeout=30) for _ in range(4)]
     try:
         counts = await asyncio.gather(*(acquires(store, 60) for store in replicas))
         last = await replicas[0].window_acquire(KEY, 0, limit=LIMIT, window=600)
@@ -125,9 +127,13 @@ async def test_a_sweep_takes_a_bounded_number_of_idle_windows(
     sweeping: PostgresStore, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_state, "_SWEEP_WINDOWS", 3)
+    # No sweep while the five are written: on a loaded machine the first could be idle (and
+    # swept) before the last is written.
+    monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 3600.0)
     for i in range(5):
         await sweeping.window_acquire(f"key-rpm:{i}", 1, limit=100, window=0.2)
     await asyncio.sleep(0.3)
+    monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 0.0)
     await sweeping.window_acquire("key-rpm:new", 1, limit=100, window=60)
     assert len(await window_rows(prefix)) == 1 + 2  # three of the five idle ones went
     await sweeping.window_acquire("key-rpm:new", 1, limit=100, window=60)  # the next sweep
