@@ -244,20 +244,28 @@ def test_local_serves_through_an_outage_and_hands_what_it_counted_to_the_store(
 def test_a_store_slower_than_its_timeout_is_an_outage_after_the_timeout(
     replica: Callable[..., Replica], store: Store, mode: str
 ) -> None:
-    gateway = replica(mode, timeout=1.0)
+    timeout = 2.0
+    gateway = replica(mode, timeout=timeout)
     assert gateway.ask() == "pong"
-    gateway.relay.delay(3.0)
+    started = time.monotonic()
+    assert gateway.ask() == "pong"
+    served = time.monotonic() - started  # a request with the store at hand, on this machine now
+    gateway.relay.delay(3 * timeout)
     started = time.monotonic()
     first = gateway.ask()
     waited = time.monotonic() - started
     if mode == "fail_closed":
         refused_naming_the_store(first, store)
-        assert "no answer within 1 s" in str(first) or "TimeoutError" in str(first)
+        assert "no answer within 2 s" in str(first) or "TimeoutError" in str(first)
     else:
         assert first == "pong"
     # The store's timeout, not the link's latency nor twice the timeout (a PostgreSQL
-    # connection given back waited as long again for the server to cancel the query).
-    assert waited < 1.8, f"the client waited {waited:.2f} s on a store whose timeout is 1 s"
+    # connection given back waited as long again for the server to cancel the query). What
+    # the request itself takes is measured, so a loaded machine leaves the bound its meaning.
+    assert waited < served + 1.5 * timeout, (
+        f"the client waited {waited:.2f} s on a store whose timeout is {timeout:g} s"
+        f" (a request served at once took {served:.2f} s)"
+    )
     gateway.relay.delay(0)
 
 
