@@ -70,10 +70,14 @@ async def test_a_sweep_deletes_a_bounded_number_of_expired_rows(
     sweeping: PostgresStore, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_state, "_SWEEP_ROWS", 3, raising=False)
+    # No sweep while the ten are written: on a loaded machine the first could expire (and be
+    # swept) before the last is written.
+    monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 3600.0, raising=False)
     for i in range(5):
         await sweeping.adjust(f"c{i}", 1, ttl=0.2)
         await sweeping.set(f"v{i}", b"x", ttl=0.2)
     await asyncio.sleep(0.3)
+    monkeypatch.setattr(postgres_state, "_SWEEP_EVERY", 0.0, raising=False)
     await sweeping.adjust("live", 1, ttl=3600)
     counters, values = await keys_in(prefix)
     assert (len(counters - {"live"}), len(values)) == (2, 2)  # three of each five went
