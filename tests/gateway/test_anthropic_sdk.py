@@ -8,8 +8,18 @@ from typing import Any
 import anthropic
 import pytest
 from anthropic.types import ModelInfo
-from tests.gateway.conftest import Running
+from anthropic.types.shared import ErrorResponse
+from tests.gateway.conftest import SYSTEMS, Running
 
+from modelyard.errors import (
+    ModelError,
+    ModelTimeoutError,
+    NoAnswerError,
+    OverloadedError,
+    UnavailableError,
+)
+from modelyard.gateway.anthropic_render import error_body
+from modelyard.gateway.errors import from_model_error
 from modelyard.topology import unwrap
 
 
@@ -215,3 +225,60 @@ def test_a_server_tool_is_a_400_naming_its_type(serve_gateway: Callable[..., Run
         model="support", max_tokens=5, messages=ask, tools=[custom]
     )
     assert message.content[0].text == "pong"  # type: ignore[union-attr]
+
+
+# --- the error type of a 503 ------------------------------------------------------------------
+
+OVERLOADED = """
+  busy:
+    local: {type: fake, default: {error: overloaded}}
+"""
+
+
+def _ask(sdk: anthropic.Anthropic, model: str, *, stream: bool) -> None:
+    messages: list[Any] = [{"role": "user", "content": "x"}]
+    if stream:
+        with sdk.messages.stream(model=model, max_tokens=5, messages=messages) as events:
+            events.get_final_message()
+    else:
+        sdk.messages.create(model=model, max_tokens=5, messages=messages)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_503_that_is_no_overload_is_an_api_error_and_an_overload_a_529(
+    serve_gateway: Callable[..., Running], stream: bool
+) -> None:
+    # Every 503 was typed `overloaded_error`: a provider down is not an overload, and an SDK
+    # user branching on `error.type` would have backed off from a model that was merely down.
+    running = serve_gateway(
+        text=SYSTEMS.replace("embedders:", OVERLOADED.lstrip("\n") + "embedders:")
+    )
+    sdk = client(running)
+    with pytest.raises(anthropic.ServiceUnavailableError) as down:
+        _ask(sdk, "broken", stream=stream)
+    assert down.value.status_code == 503
+    assert down.value.type == "api_error"
+    assert down.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    with pytest.raises(anthropic.OverloadedError) as busy:
+        _ask(sdk, "busy", stream=stream)
+    assert busy.value.status_code == 529
+    assert busy.value.type == "overloaded_error"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (UnavailableError("circuit open", code="circuit_open"), 503, "api_error"),
+        (UnavailableError("shutting down", code="shutting_down"), 503, "api_error"),
+        (NoAnswerError("no member answered"), 503, "api_error"),
+        (OverloadedError("busy"), 529, "overloaded_error"),
+        (ModelTimeoutError("late"), 504, "timeout_error"),
+    ],
+)
+def test_a_messages_caller_gets_anthropics_error_type_for_each_failure(
+    error: ModelError, status: int, kind: str
+) -> None:
+    refused = from_model_error(error, api="anthropic")
+    body = error_body(refused)
+    assert (refused.status, body["error"]["type"]) == (status, kind)
+    ErrorResponse.model_validate(body)  # the SDK's own model of an error body

@@ -11,6 +11,7 @@ import orjson
 
 from modelyard.gateway import anthropic_thinking
 from modelyard.gateway.errors import ApiError
+from modelyard.providers.anthropic_errors import ERROR_TYPES
 from modelyard.types import ChatResponse, Chunk, FinishReason, ReasoningDelta, Usage
 
 STOP_REASONS = {
@@ -18,18 +19,6 @@ STOP_REASONS = {
     FinishReason.LENGTH: "max_tokens",
     FinishReason.TOOL_CALLS: "tool_use",
     FinishReason.CONTENT_FILTER: "refusal",
-}
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
 }
 
 
@@ -235,5 +224,7 @@ def render_models(names: list[str], created: int) -> bytes:
 
 def error_body(error: ApiError) -> dict[str, Any]:
     """Anthropic's error JSON."""
-    kind = _ERROR_TYPES.get(error.status, "api_error")
+    # A 503 is `api_error`: an overload reaches a Messages caller as a 529 (`from_model_error`),
+    # so a 503 is something else (a provider down, an open circuit, a shutdown).
+    kind = ERROR_TYPES.get(error.status, "api_error")
     return {"type": "error", "error": {"type": kind, "message": error.message}}

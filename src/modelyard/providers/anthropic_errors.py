@@ -54,7 +54,7 @@ _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "context windo
 _FILTER_PHRASES = ("content filtering policy", "content policy")
 
 
-_TYPE_BY_STATUS: dict[int, str] = {
+ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
@@ -65,15 +65,15 @@ _TYPE_BY_STATUS: dict[int, str] = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+"""Anthropic's documented error type of each status it gives one. A 503 has none: the API sends
+an overload as 529 `overloaded_error`, and any other server error is an `api_error`."""
 
 
 def error_to_wire(error: ModelError) -> tuple[int, dict[str, Any]]:
     """The status and body the Messages API would answer `error` with, for serving that API
     (the gateway's /v1/messages): the error's own status, overloads as 529."""
     status = 529 if isinstance(error, OverloadedError) else (error.status or 500)
-    kind = _TYPE_BY_STATUS.get(status) or (
-        "api_error" if status >= 500 else "invalid_request_error"
-    )
+    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
     return status, {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
