@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +149,11 @@ class _Generation:
         return len(self.calls)
 
 
+def _now() -> str:
+    """This second as an RFC 3339 instant in UTC."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class _Serving:
     """Holds one generation for one request (a class: a `@contextmanager` generator costs
     three times as much, on every request)."""
@@ -200,9 +206,9 @@ class LiveConfig:
         started = self._serving.written
         self.started = {"gateway": started.gateway, "state": started.state}
         self.history: list[dict[str, Any]] = []
-        """What each reload did, oldest first: refused (`version` None, `error`), loaded
-        (`version`, `diff`), or none needed, the file back to the text serving after a refusal
-        (`version`, `unchanged`)."""
+        """What each reload did, oldest first, each `at` an RFC 3339 instant (UTC): refused
+        (`version` None, `error`), loaded (`version`, `diff`), or none needed, the file back to
+        the text serving after a refusal (`version`, `unchanged`)."""
         self.awaited: dict[Path, FileStamp] = {}
         """The files refused reloads named as missing since the config last loaded, each as it
         was at the latest refusal: a watching gateway tries again when one appears or changes."""
@@ -271,7 +277,7 @@ class LiveConfig:
                 new = await asyncio.to_thread(self._load, taken, serving=self.current.loaded.text)
             except ConfigError as exc:
                 self.log.error("reload refused, still serving %s: %s", self.current.version, exc)
-                self.history.append({"version": None, "error": str(exc)})
+                self.history.append({"version": None, "error": str(exc), "at": _now()})
                 self.awaited = {p: file_stamp(p) for p in {*self.awaited, *exc.missing}}
                 # What the build made before it failed (a tracing exporter, say) serves nobody.
                 await self.resources.release(taken - self._held())
@@ -300,7 +306,7 @@ class LiveConfig:
             for warning in [*new.yard.built.warnings, *self.advice(new.yard)]:
                 if warning not in known:
                     self.log.warning("%s", warning)
-            self.history.append({"version": new.yard.version, "diff": diff.to_dict()})
+            self.history.append({"version": new.yard.version, "diff": diff.to_dict(), "at": _now()})
         if not old.calls:
             self._retired(old)
         return diff
@@ -315,6 +321,17 @@ class LiveConfig:
         except Exception:
             self.log.exception("reload failed, still serving %s", self.current.version)
 
+    @property
+    def refused(self) -> dict[str, str] | None:
+        """The refusal of the file on disk while it stands, as `{"at", "error"}` (when, and
+        why as the reload said it: a `ConfigError`, which never quotes a secret); None while
+        the file is what serves: nothing refused since the start, or since a reload that loaded
+        it or found it back at the serving text."""
+        last = self.history[-1] if self.history else None
+        if last is None or last["version"] is not None:
+            return None
+        return {"at": last["at"], "error": last["error"]}
+
     def back_to_serving(self) -> None:
         """The file holds the text being served again: if a refused reload was the last word,
         say (once) that the file matches the serving config, so the refusal is not read as
@@ -325,7 +342,7 @@ class LiveConfig:
         self.log.warning(
             "%s matches the serving config %s again: nothing to apply", self.path, version
         )
-        self.history.append({"version": version, "unchanged": True})
+        self.history.append({"version": version, "unchanged": True, "at": _now()})
         self.awaited = {}
 
     def _retired(self, generation: _Generation) -> None:

@@ -207,6 +207,61 @@ def test_readyz_reports_version_and_disabled(serve_gateway: Callable[..., Runnin
     assert httpx2.get(f"{running.url}/healthz").json() == {"status": "ok"}
 
 
+def test_readyz_says_the_file_was_refused_until_a_reload_loads_it(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # The refusal was only in the log and in the answer to POST /admin/reload: a health check
+    # or a dashboard saw a ready gateway and could not tell the file on disk was not serving.
+    running = serve_gateway()
+    served = running.app.live.current.version
+    assert httpx2.get(f"{running.url}/readyz").json()["config_refused"] is None
+    running.config.write_text(SYSTEMS.replace("type: fallback", "type: fallbak"))
+    refusal = httpx2.post(f"{running.url}/admin/reload").json()["error"]["message"]
+    ready = httpx2.get(f"{running.url}/readyz")
+    assert ready.status_code == 200  # the old config serves: still ready
+    body = ready.json()
+    assert body["status"] == "ready" and body["config_version"] == served
+    refused = body["config_refused"]
+    assert set(refused) == {"at", "error"}
+    assert "fallbak" in refused["error"] and refusal.endswith(refused["error"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", refused["at"])
+    running.config.write_text(SYSTEMS.replace('"the strong answer"', '"new"'))
+    assert httpx2.post(f"{running.url}/admin/reload").status_code == 200
+    body = httpx2.get(f"{running.url}/readyz").json()
+    assert body["config_refused"] is None
+    assert body["config_version"] == running.app.live.current.version != served
+
+
+def test_readyz_never_shows_a_secret_of_the_refused_file(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    running = serve_gateway()
+    running.config.write_text(
+        SYSTEMS
+        + "providers:\n  oa: {type: openai, api_key: sk-live-0123456789abcdef, timeout: soon}\n"
+    )
+    assert httpx2.post(f"{running.url}/admin/reload").status_code == 400
+    ready = httpx2.get(f"{running.url}/readyz")
+    assert "timeout" in ready.json()["config_refused"]["error"]
+    assert "0123456789abcdef" not in ready.text
+
+
+async def test_readyz_clears_the_refusal_once_the_watched_file_is_back_to_what_serves(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    async with watched(config) as app:
+        config.write_text(SYSTEMS.replace("type: fallback", "type: fallbak"))
+        assert await until(lambda: app.live.refused is not None)
+        _, raw, _ = await _asgi(app, "GET", "/readyz")
+        assert "fallbak" in orjson.loads(raw)["config_refused"]["error"]
+        config.write_text(SYSTEMS)  # put back: nothing to load, the refusal no longer stands
+        assert await until(lambda: app.live.refused is None)
+        _, raw, _ = await _asgi(app, "GET", "/readyz")
+        assert orjson.loads(raw)["config_refused"] is None
+
+
 async def test_watched_config_reloads_after_every_replace_by_rename(tmp_path: Path) -> None:
     """Editors, `sed -i` and ConfigMaps swap the file by a rename; each swap must be seen, and a
     file that is not UTF-8 refused without stopping the watch."""

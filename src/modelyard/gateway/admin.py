@@ -91,7 +91,8 @@ class AdminEndpoints:
         await call.respond(200, b'{"status":"ok"}')
 
     async def readyz(self, call: Call) -> None:
-        """GET /readyz: the config loaded, and the health of what it calls."""
+        """GET /readyz: the config serving (and the file's refusal, while it stands), and the
+        health of what it calls."""
         yard = self.live.current
         status = self._status()
         state = await _state_health(self.live.resources.state)
@@ -99,6 +100,8 @@ class AdminEndpoints:
             **status,
             "config_version": yard.version,
             "config": str(self.live.path),
+            # Still ready (the old config serves), but the file on disk is not what serves.
+            "config_refused": self.live.refused,
             "systems": sorted(yard.systems),
             "disabled": yard.built.disabled,
             "state": state,
