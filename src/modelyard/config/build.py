@@ -78,6 +78,8 @@ class BuildContext:
     with their span, when the config traces (`embedder` hands these out)."""
     notes: list[str] = field(default_factory=list)
     """Things worth telling the user once (a stage skipped, a disabled provider)."""
+    cached: set[str] = field(default_factory=set)
+    """The systems and models whose own answers the response cache serves."""
     resilience: Resilience = field(default_factory=Resilience)
     alerts: AlertHub | None = None
     """Where this config's alerts go (log, webhook, ledger), once its operations are built."""
@@ -326,6 +328,9 @@ class Built:
     ledger: Ledger | None = None
     """The config's spend ledger, if it keeps one: also where the gateway records a request a
     virtual key's own budget refused."""
+    cached: frozenset[str] = frozenset()
+    """The systems and models whose own answers the response cache serves (what the gateway's
+    `x-modelyard-cache` header is sent for)."""
 
 
 def build(
@@ -377,6 +382,7 @@ def _build_nodes(context: BuildContext) -> Built:
         ],
         alerts=context.alerts,
         ledger=context.ledger,
+        cached=frozenset(context.cached),
     )
 
 

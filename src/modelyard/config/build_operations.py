@@ -354,6 +354,7 @@ class _Wrapping:
             # budget edited keeps the cache, a `${VAR}` feeding a URL or a prompt does not.
             who = identity(node, self.versions.version(name))
             wrapped = Cached(wrapped, cache=self.cache, who=who, semantic=semantic)
+            self.context.cached.add(name)
         if self.tracing is not None:  # outermost: a cache hit is a span too
             version = self.context.loaded.version
             wrapped = Traced(wrapped, self.tracing, system=is_system, config_version=version)

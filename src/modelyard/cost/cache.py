@@ -389,6 +389,14 @@ class Cached(Decoration):
             packed = pack_vector(request.last_user_text, vector)
             await self.cache.backend.add_vector(scope, key, packed, self.cache.ttl)
 
+    async def _counted(self, hit: Hit | None) -> None:
+        """Count a lookup in the cache's stats, and tell the request's scope what the first
+        lookup found (`RequestScope.cache_found`)."""
+        scope = request_scope.current()
+        if scope is not None and scope.cache_found is None:
+            scope.cache_found = (hit is not None, hit.similarity if hit else None)
+        await self.cache.backend.count(hit=hit is not None, saved=hit.response.cost if hit else 0)
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
         serve, store = self.cache.uses(request)
@@ -396,9 +404,7 @@ class Cached(Decoration):
             return await self.inner.complete(request)
         key, hit, semantic, looked = await self._lookup(request, serve)
         if serve:
-            await self.cache.backend.count(
-                hit=hit is not None, saved=hit.response.cost if hit else 0
-            )
+            await self._counted(hit)
         if hit is not None:
             return self._served(hit, looked, started)
         if looked is None:
@@ -422,9 +428,7 @@ class Cached(Decoration):
             return
         key, hit, semantic, looked = await self._lookup(request, serve)
         if serve:
-            await self.cache.backend.count(
-                hit=hit is not None, saved=hit.response.cost if hit else 0
-            )
+            await self._counted(hit)
         if hit is not None:
             scope = request_scope.current()
             if scope is not None:

@@ -31,6 +31,10 @@ class RequestScope:
     """Systems a budget sent this request away from, in order, so a loop is caught."""
     cache_hit: bool = False
     """Whether the cache is serving this request (a stream cut then cost nothing)."""
+    cache_found: tuple[bool, float | None] | None = None
+    """What its first response-cache lookup found: (a hit, a semantic hit's similarity); None
+    when no cache looked. The outermost cache looks first, so on a cached system or model this
+    is that one's (the gateway's `x-modelyard-cache` header)."""
     accounted: bool = False
     """Whether an `Accounted` wrapper records this request's spend (the outermost one does)."""
     sent: bool = False

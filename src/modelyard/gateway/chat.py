@@ -203,7 +203,10 @@ class ChatEndpoints:
     ) -> None:
         # The whole request runs on the config it started with, which stays open until it ends.
         with self.live.serving() as yard:
-            outcome = Outcome(self.decisions, self.metrics, call, target, api, stream, yard.version)
+            built = yard.built  # a property: read once
+            version = built.loaded.version
+            outcome = Outcome(self.decisions, self.metrics, call, target, api, stream, version)
+            outcome.cached = target in built.cached
             try:
                 await self._serve_on(yard, outcome, key, request, renderer)
             except ApiError as error:

@@ -13,7 +13,12 @@ from typing import Any
 from modelyard.errors import BadResponseError, ModelError
 from modelyard.gateway.errors import ApiError
 from modelyard.gateway.exchange import JSON, Call
-from modelyard.gateway.headers import answer_headers, stream_headers, upstream_quota_headers
+from modelyard.gateway.headers import (
+    answer_headers,
+    cache_header,
+    stream_headers,
+    upstream_quota_headers,
+)
 from modelyard.gateway.outcome import Outcome
 from modelyard.gateway.renderers import Renderer
 from modelyard.gateway.stalled import LeaveWatch, SendWatch, mark_cut, respond_watched
@@ -55,6 +60,8 @@ async def whole(
         *answer_headers(response, outcome.version),
         *upstream_quota_headers(outcome.quota),
     ]
+    if outcome.cached:  # most systems have no cache: no call for them
+        headers.append(cache_header(outcome.scope, request))
     if await respond_watched(call, renderer.response(response), headers, stalled_after):
         outcome.answered(response)
     else:  # generated and billed in full, the ledger and budgets already count it
@@ -93,6 +100,8 @@ async def streamed(
             *stream_headers(call, outcome.version, first),
             *upstream_quota_headers(outcome.quota),
         ]
+        if outcome.cached:  # the lookup came before the first chunk
+            head.append(cache_header(outcome.scope, request))
         await call.begin(200, head)
         disconnected = asyncio.ensure_future(call.receive())
         watch = SendWatch(stalled_after)

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from typing import Literal
 
+from modelyard.cost.scope import RequestScope
 from modelyard.gateway.errors import bad_request
 from modelyard.gateway.exchange import SSE, Call, Headers, RateHeaders
 from modelyard.gateway.keys import VirtualKey
@@ -111,6 +112,24 @@ def stream_headers(call: Call, version: str, first: Chunk) -> Headers:
     if answering is not None:
         head.append((b"x-modelyard-model", answering.encode()))
     return head
+
+
+def cache_header(scope: RequestScope, request: ChatRequest) -> tuple[bytes, bytes]:
+    """`x-modelyard-cache`, sent when the target's own answers are cached: `hit` (a semantic
+    one with its similarity: `hit; similarity=0.973`) or `miss`, as the target's cache found;
+    `refresh` for a request its `Cache-Control: no-cache` had answered afresh (and stored), and
+    `bypass` for one the cache left alone (`no-store`, or a sampled request on a cache with
+    `sampled: false`)."""
+    found = scope.cache_found
+    if found is None:
+        verdict = b"refresh" if request.response_cache == "refresh" else b"bypass"
+    elif not found[0]:
+        verdict = b"miss"
+    elif found[1] is None:
+        verdict = b"hit"
+    else:
+        verdict = f"hit; similarity={found[1]:.3f}".encode()
+    return b"x-modelyard-cache", verdict
 
 
 UPSTREAM_PREFIX = "x-modelyard-upstream-"

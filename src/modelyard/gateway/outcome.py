@@ -34,6 +34,7 @@ class Outcome:
 
     __slots__ = (
         "api",
+        "cached",
         "call",
         "captured",
         "decisions",
@@ -77,6 +78,8 @@ class Outcome:
         """Whether its record is written: a request cancelled before that gets one then."""
         self.model: Model | None = None
         """The system or model serving it, once resolved: what a call cut short is billed to."""
+        self.cached = False
+        """Whether the response cache serves its target's answers (`x-modelyard-cache`)."""
         self.quota: QuotaSeen | None = None
         """The upstream quota headers its calls saw, kept when its caller may see them."""
         self.tokens = 0
