@@ -13,18 +13,23 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx2
 import openai
+import orjson
 import pytest
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.fakes.server import Fault
+from tests.fakes.server import Fault, free_port
 from tests.gateway.conftest import UPSTREAM_KEY, Running, start_gateway
 from tests.gateway.test_keys import create_key
 from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
 
-from modelyard.cost.budget_leases import KEY_SLOTS
+from modelyard.cost.budget_counters import Hold
+from modelyard.cost.budget_leases import KEY_SLOTS, LeaseKeeper
+from modelyard.gateway.app import Gateway, create_app
+from modelyard.gateway.key_limits import KeyLimits
 from modelyard.state.base import Claim, Lease, StateStore
 from modelyard.state.postgres import PostgresStore
 from modelyard.state.redis import RedisStore
@@ -248,3 +253,106 @@ def test_the_slots_of_a_killed_holder_come_back_when_its_lease_expires(
     until_answered(one, key, seconds=60)
     with holding(one, upstream, key), holding(two, upstream, key):  # both, and once
         assert refused(one, key).code == "concurrency_limit"
+
+
+async def _admin(app: Gateway, body: dict[str, object]) -> dict[str, object]:
+    """A key made through the admin API, in process."""
+    sent: list[dict[str, object]] = []
+    await _served(app, "/admin/keys", body, "admin-secret-123456", sent)
+    assert sent[0]["status"] == 201, sent
+    return orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))  # type: ignore[no-any-return,misc]
+
+
+def _served(
+    app: Gateway,
+    path: str,
+    body: dict[str, object],
+    key: str,
+    sent: list[dict[str, object]] | None = None,
+) -> asyncio.Task[None]:
+    """`app` serving one request in process, in a task of its own (as a server runs it); what
+    it sends goes to `sent`. Its client never leaves."""
+    asked = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        if sent is not None:
+            sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {key}".encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+    }
+    return asyncio.ensure_future(app(scope, receive, send))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "gone", "messages": HI}),
+        ("/v1/embeddings", {"model": "gone", "input": ["one"]}),
+    ],
+)
+async def test_a_cancel_landing_while_the_slot_is_given_back_still_settles_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, object]
+) -> None:
+    # The upstream cannot be reached, and a shutdown past drain_timeout cancels the request
+    # while its slot's release is on its way to the store: the budget's hold must still be
+    # settled, not left reserved (its lease renewed) for as long as the process runs.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+providers:
+  up: {{type: openai, base_url: "http://127.0.0.1:{free_port()}/v1", api_key: {UPSTREAM_KEY}}}
+models:
+  gone: {{provider: up, id: gpt-4o-mini-2024-07-18, price: {{input: 0.15, output: 0.6}}}}
+embedders:
+  gone: {{provider: up, id: text-embedding-3-small, price: {{input: 0.02}}}}
+gateway: {{admin_key: admin-secret-123456}}
+state: {{path: '{tmp_path / "state.db"}'}}
+"""
+    )
+    app = create_app(config, workers=2)  # the key's slots counted in the shared SQLite file
+    made = await _admin(app, {"name": "budgeted", "max_concurrency": 1, "budget": 5.0})
+    holds: list[Hold] = []
+    reserve, release = KeyLimits.reserve, LeaseKeeper.release
+    on_the_way, answered = asyncio.Event(), asyncio.Event()
+
+    async def reserved(self: KeyLimits, *args: Any, **kwargs: Any) -> list[Hold]:
+        holds.extend(await reserve(self, *args, **kwargs))
+        return holds
+
+    async def slow_slot(self: LeaseKeeper, lease_id: str, changes: list[Any]) -> list[float]:
+        if not changes:  # a key's slot (a budget's release changes its counters)
+            on_the_way.set()
+            await answered.wait()
+        return await release(self, lease_id, changes)
+
+    monkeypatch.setattr(KeyLimits, "reserve", reserved)
+    monkeypatch.setattr(LeaseKeeper, "release", slow_slot)
+    try:
+        serving = _served(app, path, body, str(made["key"]))
+        await asyncio.wait_for(on_the_way.wait(), 10)
+        serving.cancel()
+        answered.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 10)
+        store = app.chat.key_limits.spend
+        assert holds and holds[0].amount > 0
+        assert await store.counter(holds[0].used_key) == await store.counter(holds[0].spent_key)
+        assert not await store.counter(f"{KEY_SLOTS}{made['id']}")  # and the slot given back
+    finally:
+        await app.aclose()

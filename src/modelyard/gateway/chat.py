@@ -180,14 +180,17 @@ class ChatEndpoints:
             else:
                 outcome.abandoned(response)
         finally:
-            if key.max_concurrency is not None:
-                await self.key_limits.release(key, call)
-            # The budget first, shielded: a cancel or an error in the token correction (a
-            # store round trip) must not leave the hold unsettled.
-            if outcome.holds:
-                await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
-            if counted is not None:  # a failure, a client gone
-                await self.key_limits.settle_tokens(key, counted, outcome.tokens)
+            try:
+                if key.max_concurrency is not None:
+                    await self.key_limits.release(key, call)
+            finally:
+                # The budget next, shielded, even if a cancel lands in the slot's round trip:
+                # a cancel or an error in the token correction (a store round trip) must not
+                # leave the hold unsettled either.
+                if outcome.holds:
+                    await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
+                if counted is not None:  # a failure, a client gone
+                    await self.key_limits.settle_tokens(key, counted, outcome.tokens)
 
     # --- the chat path ---------------------------------------------------------------------------
 
@@ -277,13 +280,14 @@ class ChatEndpoints:
                     await call.fail(refused, api=_wire_of(outcome.api))
             raise
         finally:
-            if key.max_concurrency is not None:
-                await self.key_limits.release(key, call)
-            # The budget first, as for embeddings: the correction must not strand the hold.
-            if outcome.holds:  # most requests hold nothing: no coroutine for them
-                await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
-            if metered is not None and not metered.settled:  # a failure, a client gone
-                await self.key_limits.settle_tokens(key, metered.counted, outcome.tokens)
+            try:
+                if key.max_concurrency is not None:
+                    await self.key_limits.release(key, call)
+            finally:  # as for embeddings: neither the slot nor the correction strands the hold
+                if outcome.holds:  # most requests hold nothing: no coroutine for them
+                    await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
+                if metered is not None and not metered.settled:  # a failure, a client gone
+                    await self.key_limits.settle_tokens(key, metered.counted, outcome.tokens)
 
     def quota_watch(
         self, key: VirtualKey
