@@ -269,4 +269,14 @@ def test_serve_help_says_what_several_workers_share_on_the_default_store() -> No
     result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     help_text = " ".join(result.output.replace("│", " ").split())
     assert "redis or postgres only" not in help_text
-    assert "a key's rpm and tpm too" in help_text and "sqlite, the default" in help_text
+    assert "a key's rpm, tpm" in help_text and "sqlite, the default" in help_text
+
+
+def test_serve_help_says_a_keys_concurrency_is_shared_by_the_workers() -> None:
+    """It said "concurrency limits are per process" after a key's max_concurrency came to be
+    counted in the state store by every worker; a model's or a provider's still is not."""
+    result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    help_text = " ".join(result.output.replace("│", " ").split())
+    assert "concurrency limits are per process" not in help_text
+    assert "a key's rpm, tpm and max_concurrency too" in help_text
+    assert "a model's or a provider's max_concurrency is per process" in help_text

@@ -40,9 +40,10 @@ def serve(
         int | None,
         typer.Option(
             min=1,
-            help="Worker processes on this host: budgets, rate limits (a key's rpm and tpm "
-            "too) and circuits are shared through the state store (sqlite, the default, or "
-            "redis/postgres); concurrency limits are per process (docs/operations.md).",
+            help="Worker processes on this host: budgets, rate limits (a key's rpm, tpm and "
+            "max_concurrency too) and circuits are shared through the state store (sqlite, the "
+            "default, or redis/postgres); a model's or a provider's max_concurrency is per "
+            "process (docs/operations.md).",
         ),
     ] = None,
 ) -> None:
