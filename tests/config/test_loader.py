@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -502,3 +503,20 @@ def test_an_api_key_written_as_a_variable_s_default_is_warned_of_as_that_default
     assert "drop the default" in warning and "sk-default" not in warning
     from_env = build(parse(text, path="cfg.yaml", env={"OPENAI_API_KEY": "sk-env-123456"}))
     assert not [w for w in from_env.warnings if "api_key" in w]
+
+
+def test_a_doubled_dollar_is_a_literal_reference_in_a_prompt() -> None:
+    """A prompt may hold template text such as `${name}` or `${a.b}`: written `$${`, it is
+    kept as `${`, neither read as a variable nor refused as a broken reference."""
+    text = HOSTED + (
+        "systems:\n"
+        "  panel:\n"
+        "    type: ensemble\n"
+        "    members: [gpt, gpt]\n"
+        "    combine: judge\n"
+        "    judge: gpt\n"
+        "    prompt: 'Fill $${user.name} and $${HOME} for ${WHO}: {question} {candidates}'\n"
+    )
+    loaded = parse(text, env={"OPENAI_API_KEY": "k", "WHO": "acme", "HOME": "/root"})
+    panel: Any = loaded.config.systems["panel"]
+    assert panel.prompt == "Fill ${user.name} and ${HOME} for acme: {question} {candidates}"

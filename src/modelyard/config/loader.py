@@ -241,17 +241,22 @@ class _Builder:
             self.missing[loc] = name
             return MISSING_ENV
 
-        broken = _BROKEN_ENV.search(_ENV.sub("", value))
+        # `$${` is a literal `${` (a prompt's template text), as in Docker Compose.
+        pieces = value.split("$${")
+        broken = next(
+            (found for found in (_BROKEN_ENV.search(_ENV.sub("", p)) for p in pieces) if found),
+            None,
+        )
         if broken is not None:
             # `${KEY` or `${A-B}` would be used as written: sent as the key, say.
             raise ConfigError(
                 f"{dotted(loc)}: '{broken.group(0)}' is not a whole ${{VAR}} reference, so it"
                 " would be used as written; write ${VAR} (a name of letters, digits and _)"
-                " or ${VAR:-default}",
+                " or ${VAR:-default} (or $${ for a literal ${)",
                 path=self.path,
                 line=self.lines.get(loc),
             )
-        return _ENV.sub(replace, value)
+        return "${".join(_ENV.sub(replace, piece) for piece in pieces)
 
 
 def text_version(text: str) -> str:
