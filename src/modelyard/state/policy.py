@@ -231,10 +231,15 @@ class PolicyStore(StateStore):
                     self._unsure = None
                 else:
                     await self.primary.counter("health-probe")
-            except UnavailableError as exc:
-                # Kept here to enforce meanwhile: what this process counted and did not move.
+            except BaseException as exc:
+                # Kept here to enforce meanwhile, and to move next time: what this process
+                # counted and did not move. Also when the request waiting on the move is
+                # cancelled (a client gone, a shutdown): the counts are this process's, not
+                # the request's. (The local store's adjust never suspends.)
                 for key, value, ttl in [*changes, *(unsure.changes if unsure else [])]:
                     await self._local.adjust(key, value, ttl=ttl)
+                if not isinstance(exc, UnavailableError):
+                    raise
                 self._mark_down(exc)
                 return False
             probed = True
