@@ -15,7 +15,6 @@ from modelyard.config.gateway import CaptureSpec
 from modelyard.cost import scope as request_scope
 from modelyard.cost.accounting import cut_short
 from modelyard.cost.bounds import cost_bound
-from modelyard.cost.budget_book import settle_shielded
 from modelyard.cost.prices import estimate_embedding_tokens
 from modelyard.errors import BudgetExceededError, ModelError, NotFoundError, UnavailableError
 from modelyard.gateway import anthropic_api, deliver, openai_api, responses_api
@@ -180,17 +179,10 @@ class ChatEndpoints:
             else:
                 outcome.abandoned(response)
         finally:
-            try:
-                if key.max_concurrency is not None:
-                    await self.key_limits.release(key, call)
-            finally:
-                # The budget next, shielded, even if a cancel lands in the slot's round trip:
-                # a cancel or an error in the token correction (a store round trip) must not
-                # leave the hold unsettled either.
-                if outcome.holds:
-                    await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
-                if counted is not None:  # a failure, a client gone
-                    await self.key_limits.settle_tokens(key, counted, outcome.tokens)
+            if key.max_concurrency is not None or outcome.holds or counted is not None:
+                await self.key_limits.finish(
+                    key, call, outcome.holds, outcome.spent, counted, outcome.tokens
+                )
 
     # --- the chat path ---------------------------------------------------------------------------
 
@@ -280,14 +272,13 @@ class ChatEndpoints:
                     await call.fail(refused, api=_wire_of(outcome.api))
             raise
         finally:
-            try:
-                if key.max_concurrency is not None:
-                    await self.key_limits.release(key, call)
-            finally:  # as for embeddings: neither the slot nor the correction strands the hold
-                if outcome.holds:  # most requests hold nothing: no coroutine for them
-                    await settle_shielded(self.key_limits.book, outcome.holds, outcome.spent)
-                if metered is not None and not metered.settled:  # a failure, a client gone
-                    await self.key_limits.settle_tokens(key, metered.counted, outcome.tokens)
+            # A failure or a client gone leaves the token count to correct here.
+            counted = metered.counted if metered is not None and not metered.settled else None
+            # Most requests hold nothing: no coroutine for them.
+            if key.max_concurrency is not None or outcome.holds or counted is not None:
+                await self.key_limits.finish(
+                    key, call, outcome.holds, outcome.spent, counted, outcome.tokens
+                )
 
     def quota_watch(
         self, key: VirtualKey

@@ -8,12 +8,12 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from modelyard.cost.alerts import AlertHub
 from modelyard.cost.bounds import leaves
-from modelyard.cost.budget_book import BudgetBook
+from modelyard.cost.budget_book import BudgetBook, settle_shielded
 from modelyard.cost.budget_counters import Hold, key_budget
 from modelyard.cost.budget_leases import KEY_SLOTS, LeaseKeeper
 from modelyard.errors import ModelError, UnavailableError
@@ -212,6 +212,26 @@ class KeyLimits:
                 key.id,
                 exc.message,
             )
+
+    async def finish(
+        self,
+        key: VirtualKey,
+        call: Call,
+        holds: Sequence[Hold],
+        spent: float,
+        counted: TokensCounted | None,
+        tokens: int,
+    ) -> None:
+        """End a request of `key`: its slot given back, then its budget `holds` settled to
+        `spent` (shielded, even if a cancel lands in the slot's store round trip), then its
+        `counted` tokens (if not corrected with its answer) corrected to `tokens`: neither the
+        slot nor the correction may strand the hold."""
+        try:
+            if key.max_concurrency is not None:
+                await self.release(key, call)
+        finally:
+            await settle_shielded(self.book, holds, spent)
+            await self.settle_tokens(key, counted, tokens)
 
     async def reserve(
         self,
