@@ -14,7 +14,7 @@ from modelyard.cost.prices import Price
 from modelyard.errors import ModelTimeoutError
 from modelyard.model import Model, ModelInfo
 from modelyard.providers.fake import Reply
-from modelyard.resilience.deadline import DeadlineModel
+from modelyard.resilience.deadline import DeadlineModel, within
 from modelyard.resilience.fallback import FallbackModel
 from modelyard.streaming import collect
 from modelyard.types import ChatRequest, ChatResponse, Chunk, user
@@ -113,6 +113,43 @@ async def test_a_fallback_under_its_own_deadline_keeps_its_record_and_names_that
     [cut] = decision.children
     assert cut.node == "slow"
     assert cut.latency_ms == pytest.approx(100, abs=40)
+
+
+class AnswersLate(Model):
+    """Answers at once when it runs, whatever the request's deadline says."""
+
+    info = ModelInfo(name="late", kind="fake")
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        await asyncio.sleep(0)
+        return await scripted("late").complete(user("x"))  # no deadline for it to see
+
+
+async def test_a_call_started_late_is_still_cut_at_the_deadline() -> None:
+    # The cut's timer was the time left when `within` was called, started when the call
+    # started: a call that began past its deadline (its event loop busy with another task
+    # meanwhile) had all that time again, and its late answer was taken.
+    request = user("x", deadline=time.monotonic() + 0.3)
+    model = AnswersLate()
+    call = within(model.complete(request), request, model, grace=0.0)
+    await asyncio.sleep(0.35)  # the call starts past the deadline (the loop busy elsewhere)
+    with pytest.raises(ModelTimeoutError):
+        await call
+
+
+async def test_a_call_timing_itself_out_at_the_deadline_is_recorded_by_the_cut_every_time() -> None:
+    # A provider's adapter stops at the deadline itself, and an ensemble cuts its member
+    # there too (no grace): the cut, due at the deadline, was due later when its call started
+    # later than it measured the time left, and the call's own timeout was then recorded
+    # instead (the kind of the record and the wording differed from run to run).
+    request = user("x", deadline=time.monotonic() + 0.3)
+    model = scripted("m", default=Reply(text="late", latency=5.0))
+    call = within(model.complete(request), request, model, grace=0.0)
+    await asyncio.sleep(0.1)  # the call starts 0.1 s after the time left was measured
+    with pytest.raises(ModelTimeoutError) as caught:
+        await call
+    assert "the time it was given passed while waiting for an answer" in str(caught.value)
+    assert caught.value.decision is not None and caught.value.decision.kind == "fake"
 
 
 async def test_a_stream_that_outlives_the_deadline_is_stopped() -> None:

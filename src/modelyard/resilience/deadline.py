@@ -71,17 +71,22 @@ def within(
     take the time the next one needs, nor an ensemble's member the time to combine what did
     arrive. Without a deadline, `call` itself (no extra coroutine on the common path).
 
+    The cut is at that instant, not at the time left measured now from whenever the awaitable
+    starts: a timer started later than its measure fires later than the deadline, so a call
+    timing itself out at the same deadline (a provider's adapter, a node's own deadline)
+    could be recorded by its own timer in one run and by the cut in another. At the instant,
+    with no grace, the cut is due first and is what the record says every time.
+
     The estimate of a call it cuts is counted on the request's meter (`cost.metering`), unless
     `metered`: a model's own cut, inside its meter, which counts the error as it counts any."""
-    left = request.remaining()
-    if left is None:
+    if request.deadline is None:
         return call
-    return _cut(call, left + grace, model, request, whose, metered)
+    return _cut(call, request.deadline + grace, model, request, whose, metered)
 
 
 async def _cut(
     call: Awaitable[T],
-    seconds: float,
+    ends: float,
     model: Model,
     request: ChatRequest,
     whose: str,
@@ -93,7 +98,9 @@ async def _cut(
     watched = watching()
     try:
         with watched:
-            async with asyncio.timeout(max(seconds, 0.0)):
+            # `ends` is a `time.monotonic()` instant, the clock of asyncio's loop (and of
+            # uvloop's, to its millisecond).
+            async with asyncio.timeout_at(ends):
                 return await call
     except TimeoutError:
         error = deadline_error(
