@@ -178,10 +178,12 @@ async def test_members_that_need_most_of_the_deadline_run_past_their_share(
 async def test_members_past_their_share_leave_a_slow_judge_short_and_the_vote_decides(
     yard_of: Callable[[str], Yard], streamed: bool
 ) -> None:
-    # The members (0.4 s) answer past their share (40% of 0.9 s) with 0.5 s left: time enough
-    # for a loaded machine to bring their answers in, not for the judge (1 s).
+    # The members (0.4 s) answer past their share (10% of 0.9 s) with 0.5 s left: time enough
+    # for a loaded machine to bring their answers in, not for the judge (1 s). The share ends
+    # 0.3 s before they answer: at 40% (0.36 s) a loop held up 40 ms found the share over and
+    # every answer in at once, and the record said none had run past it.
     text = late("[late_a, late_b, late_c]", judge="slow_judge")
-    text = text.replace("deadline: 0.5", "deadline: 0.9\n    combiner_share: 0.6")
+    text = text.replace("deadline: 0.5", "deadline: 0.9\n    combiner_share: 0.9")
     async with yard_of(text) as yard:
         response = await ask(yard, "panel", streamed)
     assert (response.text, response.model) == ("B", "late_a")
@@ -199,11 +201,11 @@ async def test_a_straggler_is_cut_once_the_quorum_is_in_past_the_share(
     yard_of: Callable[[str], Yard], streamed: bool
 ) -> None:
     # Quorum 2: at the share only `a` has answered, so the members run on; `late_b` answers at
-    # 0.4 s, and `slow` (2 s) is cut then, leaving the judge the rest of the deadline.
+    # 0.4 s, and `slow` (2 s) is cut then, leaving the judge the rest of the deadline: the
+    # judge's pick shows it had that time (`slow` held to the deadline leaves it none, and the
+    # vote decides), not a clock bound 0.1 s from the deadline that a loaded machine passed.
     async with yard_of(late("[a, late_b, slow]", quorum=2)) as yard:
-        started = time.perf_counter()
         response = await ask(yard, "panel", streamed)
-    assert time.perf_counter() - started < 0.5
     decision = response.decision
     assert decision is not None
     assert decision.reason == (
