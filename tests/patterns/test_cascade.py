@@ -365,7 +365,8 @@ systems:
     assert response.decision is not None
     first = response.decision.children[0]
     assert first.reason == "failed (timeout); escalating"
-    assert first.latency_ms == pytest.approx(200, abs=50)
+    # Cut at its share (200 ms), not the deadline; late, not early, on a loaded machine.
+    assert 150 <= first.latency_ms < 400
 
 
 async def test_a_stage_cut_off_at_its_share_is_learned_as_slow_and_then_skipped(

@@ -226,7 +226,8 @@ async def test_a_member_cut_off_at_its_deadline_is_recorded_with_the_time_it_too
     assert response.decision is not None
     cut = response.decision.children[1]
     assert cut.node == "slow"
-    assert cut.latency_ms == pytest.approx(100, abs=40)
+    # Its deadline (100 ms), not its 2 s; a loaded machine is late, never early.
+    assert 60 <= cut.latency_ms < 1000
 
 
 async def test_wait_quorum_cancels_stragglers_once_decided(yard_of: Callable[[str], Yard]) -> None:

@@ -59,7 +59,8 @@ async def test_a_reply_cut_off_by_the_deadline_is_recorded_with_the_time_until_t
         await model.complete(user("x", deadline=time.monotonic() + 0.1))
     decision = caught.value.decision
     assert decision is not None and decision.node == "fake"
-    assert decision.latency_ms == pytest.approx(100, abs=40)
+    # The deadline (100 ms), not the 5 s; a loaded machine is late, never early.
+    assert 60 <= decision.latency_ms < 1000
 
 
 async def test_a_reply_cut_off_by_the_deadline_costs_its_input_as_a_provider_bills_it() -> None:

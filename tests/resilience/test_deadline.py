@@ -98,7 +98,8 @@ async def test_an_abandoned_model_is_recorded_with_its_kind_and_the_time_until_t
     assert "node deaf's deadline (0.1s) passed" in str(caught.value)
     decision = caught.value.decision
     assert decision is not None and decision.kind == "fake"
-    assert decision.latency_ms == pytest.approx(150, abs=40)
+    # Its deadline and the grace (150 ms), not the 5 s; a loaded machine is late, never early.
+    assert 110 <= decision.latency_ms < 1000
 
 
 async def test_a_fallback_under_its_own_deadline_keeps_its_record_and_names_that_deadline() -> None:
@@ -112,7 +113,7 @@ async def test_a_fallback_under_its_own_deadline_keeps_its_record_and_names_that
     assert (decision.error or "").endswith("node wrapper's deadline (0.1s) passed")
     [cut] = decision.children
     assert cut.node == "slow"
-    assert cut.latency_ms == pytest.approx(100, abs=40)
+    assert 60 <= cut.latency_ms < 1000  # the deadline (100 ms), not the 5 s
 
 
 class AnswersLate(Model):
