@@ -160,15 +160,16 @@ async def test_members_that_need_most_of_the_deadline_run_past_their_share(
 ) -> None:
     # Each member takes 0.4 s of 0.5: none has answered at the members' share (0.375 s), so
     # none is cut there (they all were, and the request failed with NoAnswerError); the judge
-    # reads them in what is left.
-    async with yard_of(late("[late_a, late_b, late_c]")) as yard:
+    # reads them in what is left. Quorum 3: with 1 the first answer in cut the other two when
+    # a loaded loop brought them in one by one.
+    async with yard_of(late("[late_a, late_b, late_c]", quorum=3)) as yard:
         response = await ask(yard, "panel", streamed)
     assert (response.text, response.model) == ("The answer is B", "late_b")
     decision = response.decision
     assert decision is not None
     assert decision.reason == (
         "judge picked answer 2; 0 of 3 members had answered at their share of the deadline"
-        " (quorum is 1), so late_a, late_b, late_c ran past it"
+        " (quorum is 3), so late_a, late_b, late_c ran past it"
     )
     members = decision.details["members"]
     assert [m.get("past_share") for m in members] == [True, True, True]
@@ -181,8 +182,8 @@ async def test_members_past_their_share_leave_a_slow_judge_short_and_the_vote_de
     # The members (0.4 s) answer past their share (10% of 0.9 s) with 0.5 s left: time enough
     # for a loaded machine to bring their answers in, not for the judge (1 s). The share ends
     # 0.3 s before they answer: at 40% (0.36 s) a loop held up 40 ms found the share over and
-    # every answer in at once, and the record said none had run past it.
-    text = late("[late_a, late_b, late_c]", judge="slow_judge")
+    # every answer in at once, and the record said none had run past it. Quorum 3, as above.
+    text = late("[late_a, late_b, late_c]", judge="slow_judge", quorum=3)
     text = text.replace("deadline: 0.5", "deadline: 0.9\n    combiner_share: 0.9")
     async with yard_of(text) as yard:
         response = await ask(yard, "panel", streamed)
@@ -291,3 +292,35 @@ async def test_a_combiner_that_ignores_the_deadline_is_cut_at_it_and_the_vote_de
     cut = response.decision.children[-1]
     assert cut.node == "deaf"
     assert "the request's deadline passed while waiting for an answer" in (cut.error or "")
+
+
+class BusyFirst(Model):
+    """Works 0.4 s without yielding (a blocking client, a tokenizer) before it waits for an
+    answer it never gets."""
+
+    info = ModelInfo(name="busy", kind="model")
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        time.sleep(0.4)  # noqa: ASYNC251 - the event loop held, as such a member holds it
+        await asyncio.Event().wait()
+        raise AssertionError("should have been cut")
+
+
+async def test_the_members_share_ends_when_measured_whatever_a_member_does_first() -> None:
+    # The share (0.6 s of 0.8) was timed from when its timer first ran, after each member's
+    # first step: `busy` held the loop 0.4 s first, so the share ended at 1.0 s, past the
+    # deadline; `busy` was cut at the deadline and the judge was not asked.
+    judge = _model("judge", "Answer 1 is best")
+    panel = EnsembleModel(
+        "panel",
+        [_model("a", "A"), BusyFirst()],
+        normalise=choice,
+        combine="judge",
+        combiner=judge,
+        deadline=0.8,
+    )
+    response = await panel.complete(user("which?"))
+    assert response.decision is not None
+    assert response.decision.reason == "judge picked answer 1"
+    busy = next(d for d in response.decision.children if d.node == "busy")
+    assert "the members' share of the deadline (the judge keeps 25%) passed" in str(busy.error)

@@ -172,12 +172,15 @@ class Members:
         share: float | None,
     ) -> list[Outcome]:
         started = time.perf_counter()
+        # The share's end, as a task, so that it is in the set waited on: at the instant the
+        # share was measured from, not `share` from when the task first runs (after the
+        # members' first steps, which a member doing work before its first wait delays).
+        ends = None if share is None else time.monotonic() + share
+        timer = asyncio.ensure_future(_until(ends)) if ends is not None else None
         tasks = {asyncio.ensure_future(self._ask(o, request)): o for o in outcomes}
         done: dict[int, Outcome] = {}
         cut: dict[int, Outcome] = {}
         pending = set(tasks)
-        # The share's end, as a task, so that it is in the set waited on.
-        timer = asyncio.ensure_future(asyncio.sleep(share)) if share is not None else None
         try:
             while pending:
                 waited: set[asyncio.Future[Any]] = {*pending}
@@ -243,6 +246,11 @@ class Members:
             done.get(o.index) or Outcome(index=o.index, model=o.model, left_out="not asked")
             for o in outcomes
         ]
+
+
+async def _until(instant: float) -> None:
+    """Return at `instant` (a `time.monotonic()` one)."""
+    await asyncio.sleep(max(0.0, instant - time.monotonic()))
 
 
 def _abandoned(
