@@ -10,8 +10,8 @@ import pytest
 
 from modelyard.errors import UnavailableError
 from modelyard.resilience.breaker import BreakerModel, BreakerPolicy, CircuitBreaker, CircuitState
-from modelyard.state.base import Change
-from modelyard.state.batched import BatchedStore
+from modelyard.state.base import Change, Lease
+from modelyard.state.batched import FLUSH_MEMORY, SWEEP_EVERY, BatchedStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.sqlite import SqliteStore
 from modelyard.types import user
@@ -202,13 +202,68 @@ async def test_a_probe_admitted_on_a_stale_state_does_not_close_a_circuit_reopen
     assert (await second.health()).state is CircuitState.OPEN
 
 
-async def test_a_flush_whose_answer_may_be_lost_is_dropped_not_sent_twice() -> None:
-    # across a network, a failed flush may have been applied: sending it again counts it twice
-    shared = Counted()
-    store = BatchedStore(shared, flush_every=NEVER, resend_failed=False)
+class Lossy(MemoryStore):
+    """A shared store across a network: it applies the next `losing` releases and their
+    answers are lost; it records every release it is sent."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.sent: list[tuple[str, list[Change]]] = []
+        self.losing = 0
+
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+        self.sent.append((lease.id, list(changes)))
+        values = await super().release(lease, changes)
+        if self.losing:
+            self.losing -= 1
+            raise UnavailableError("no answer within 1 s", code="state_unavailable")
+        return values
+
+
+async def test_a_flush_whose_answer_was_lost_is_sent_again_as_it_was_and_counted_once(
+    clock: Clock,
+) -> None:
+    shared = Lossy(clock)
+    store = BatchedStore(shared, flush_every=NEVER, applied_once=True, clock=clock)
     await store.add("calls", 2.0)
-    shared.failing = 1
+    shared.losing = 1
     assert not await store.flush()
+    await store.add("calls", 1.0)  # waits for the batch after it
+    assert await store.counter("calls") == 5  # maybe twice until answered, never lost
+    assert await store.flush()
+    (first, lost), (again, resent), (then, later) = shared.sent
+    assert (first, lost) == (again, resent) == (first, [("calls", 2.0, None)])
+    assert then != first and later == [("calls", 1.0, None)]
+    assert await shared.counter("calls") == 3 and await store.counter("calls") == 3
+
+
+async def test_a_flush_unanswered_longer_than_the_store_remembers_is_dropped_not_sent_twice(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = Lossy(clock)
+    store = BatchedStore(shared, flush_every=NEVER, applied_once=True, clock=clock)
+    await store.add("calls", 2.0)
+    shared.losing = 1
+    assert not await store.flush()  # applied, its answer lost
+    clock.now += FLUSH_MEMORY  # an outage: the store forgets the flush meanwhile
     await store.add("calls", 1.0)
     assert await store.flush()
-    assert shared.flushes == [[("calls", 1.0, None)]]
+    assert await shared.counter("calls") == 3  # sent again, it would be 5
+    assert "might count twice" in caplog.text
+
+
+async def test_a_process_that_flushes_has_the_store_forget_flush_ids_past_their_memory(
+    clock: Clock,
+) -> None:
+    shared = Lossy(clock)
+    store = BatchedStore(shared, flush_every=NEVER, applied_once=True, clock=clock)
+    for _ in range(3):
+        await store.add("calls", 1.0)
+        assert await store.flush()
+        clock.now += FLUSH_MEMORY / 2
+    clock.now += SWEEP_EVERY
+    await store.add("calls", 1.0)
+    assert await store.flush()
+    remembered = shared._released  # what a sweep leaves of the flushes' ids
+    assert list(remembered) == [shared.sent[-2][0], shared.sent[-1][0]]
+    assert await shared.counter("calls") == 4

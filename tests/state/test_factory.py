@@ -36,14 +36,14 @@ async def test_several_workers_keep_their_live_counters_in_the_shared_file(
         await resources.aclose()
 
 
-async def test_a_shared_server_batches_its_live_counters_and_never_resends_a_flush(
+async def test_a_shared_server_batches_its_live_counters_each_flush_applied_once(
     tmp_path: Path,
 ) -> None:
     resources = Resources()
     spec = StateSpec(backend="redis", url="redis://127.0.0.1:6379/0")
     try:
         live = live_store(spec, tmp_path, resources)
-        assert isinstance(live, BatchedStore) and not live.resend_failed
+        assert isinstance(live, BatchedStore) and live.applied_once
         assert live.inner is shared_store(spec, tmp_path, resources)
     finally:
         await resources.aclose()

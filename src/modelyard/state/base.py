@@ -142,7 +142,8 @@ class StateStore(abc.ABC):
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         """End up to `limit` expired leases and give back what they reserved: each exactly
         once, even with several processes sweeping at the same time. Released leases whose
-        seconds are over are forgotten too (not counted in `limit`, not returned)."""
+        seconds are over are forgotten too (not counted in `limit`, not returned): `reclaim(0)`
+        only forgets them (`state.batched` sweeps the ids of its flushes so)."""
 
     @abc.abstractmethod
     async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:

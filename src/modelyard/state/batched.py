@@ -1,22 +1,32 @@
 """Live counters shared between processes, at the price of a round trip now and then.
 
-`BatchedStore` wraps a store several processes share (the SQLite file under
+`BatchedStore` wraps a store several processes share (Redis, PostgreSQL, the SQLite file under
 `serve --workers N`) for the counters that tolerate a fraction of a second of staleness
 between processes: a circuit's call and failure counts, a retry budget's requests, a circuit's
-state. Per request, these cost a round trip each on the shared store (the hop to the SQLite
-worker thread and a transaction); batched, a process pays one round trip per `flush_every`
-for every count it made, and one per `cache_for` for each circuit's state.
+state. Per request, these cost a round trip each on the shared store (a network hop, or the hop
+to the SQLite worker thread and a transaction); batched, a process pays one round trip per
+`flush_every` for every count it made, and one per `cache_for` for each circuit's state.
 
 - `add` (a count whose new value nobody reads) is kept in memory and added to the shared store
-  in one `adjust_many` every `flush_every` seconds, from a background task, and at `aclose`
-  (a clean stop drops nothing). A flush is never counted twice. On SQLite one that fails was
-  one transaction rolled back, which added none of its deltas: they wait for the next flush
-  (`resend_failed`). Across a network (Redis, PostgreSQL) a flush whose answer was lost may
-  have been applied: its deltas are dropped and logged, as a count made without this wrapper
-  is (`policy.after_the_call`).
+  in one batch every `flush_every` seconds, from a background task, and at `aclose` (a clean
+  stop drops nothing). A batch is counted once, and never lost while the process lives:
+  - on SQLite (`adjust_many`), one that fails was one transaction rolled back, which added
+    none of its deltas: they join the next batch;
+  - across a network (Redis, PostgreSQL, `applied_once`), a flush whose answer was lost may
+    have been applied. Each batch is a release under an id of its own (`StateStore.release`,
+    which applies an id once), sent again as it was (same id, same deltas; counts made since
+    wait for the next batch) until the store answers. The store remembers a flush's id for
+    `FLUSH_MEMORY` seconds; a flush unanswered for `RESEND_FOR` (an outage of 9 minutes) is
+    dropped and logged instead, since sent again it might count twice. Every `SWEEP_EVERY`
+    seconds a process that flushes has the store forget the ids past their memory
+    (`reclaim(0)`), so they never pile up: a few thousand a busy process at most.
+- Behind `state.policy.PolicyStore` (`on_unavailable: local`), a release is refused while the
+  backend is down (the backend may have applied it). The batch and the counts made meanwhile
+  wait here, in this process's `counter`, and reach the backend once it answers again, once.
+  A stop while it is still down loses them (logged): they are counts of windows of seconds.
 - `counter` is the shared value plus what this process has counted and not yet seen added
-  (including a flush under way: a read racing a flush may count its deltas twice, for that
-  one round trip, never lose them).
+  (including a batch under way, or unanswered: a read then may count its deltas twice, until
+  it is answered, never lose them).
 - `get` is answered from a cache for `cache_for` seconds; `set` and `delete` write through and
   update it, so a process sees its own writes at once, and another's within `cache_for`.
 - Everything else (`reserve`, `window_acquire`, leases, `adjust`) goes straight through: a
@@ -30,10 +40,14 @@ budgets, the ledger and caches).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from modelyard.errors import UnavailableError
 from modelyard.state.base import (
     Change,
     Claim,
@@ -50,6 +64,36 @@ FLUSH_EVERY = 0.2
 """Seconds between two flushes of a process's counts to the shared store."""
 CACHE_FOR = 0.25
 """Seconds a value read from the shared store (a circuit's state) is answered from memory."""
+FLUSH_MEMORY = 600.0
+"""Seconds the shared store remembers a flush's id (`applied_once`), from when it applied it:
+a flush sent again within that is applied once. At 5 flushes a second, 3,000 ids a process."""
+RESEND_FOR = FLUSH_MEMORY - 60.0
+"""Seconds, from its first sending, a flush whose answer was lost is sent again: the store
+applied it after that, so still remembers it (the minute spare: the clocks' rates)."""
+SWEEP_EVERY = 60.0
+"""Seconds between two sweeps, by a process that flushes, of the flush ids past their memory."""
+
+Counts = dict[str, tuple[float, float | None]]
+"""Key -> (delta, ttl): counted here, not yet added to the shared store."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Batch:
+    """The counts one flush adds, under the id the store applies once (`applied_once`)."""
+
+    id: str
+    counts: Counts
+    since: float
+    """When it was first sent (the store's `clock`)."""
+
+    @property
+    def changes(self) -> list[Change]:
+        return [(key, delta, ttl) for key, (delta, ttl) in self.counts.items()]
+
+    @property
+    def lease(self) -> Lease:
+        """The lease whose release applies this batch, once."""
+        return Lease(id=self.id, seconds=FLUSH_MEMORY)
 
 
 class BatchedStore(StateStore):
@@ -61,21 +105,27 @@ class BatchedStore(StateStore):
         *,
         flush_every: float = FLUSH_EVERY,
         cache_for: float = CACHE_FOR,
-        resend_failed: bool = True,
+        applied_once: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`resend_failed`: whether a failed flush certainly applied nothing (one transaction,
-        rolled back), so its deltas are sent again; else they are dropped."""
+        """`applied_once`: whether a failed flush may have been applied (its answer lost
+        across a network), so each is a release under an id of its own, sent again as it was;
+        else (SQLite: one transaction, rolled back) its counts join the next flush."""
         self.inner = inner
-        self.resend_failed = resend_failed
+        self.applied_once = applied_once
         self.backend = inner.backend
         self.flush_every = flush_every
         self.cache_for = cache_for
         self._clock = clock
-        self._pending: dict[str, tuple[float, float | None]] = {}
-        """Key -> (delta, ttl): counted here, not yet sent."""
-        self._sending: dict[str, tuple[float, float | None]] = {}
-        """The batch a flush under way is adding."""
+        self._pending: Counts = {}
+        """Counted here, not yet in a batch."""
+        self._batch: Batch | None = None
+        """The batch a flush is sending, or (`applied_once`) will send again as it is."""
+        self._sending = False
+        """Whether a flush is under way."""
+        self._ids = itertools.count()
+        self._id_prefix = f"flush-{uuid.uuid4().hex[:16]}-"
+        self._sweep_at = clock()
         self._cache: dict[str, tuple[float, bytes | None]] = {}
         """Key -> (until when, value)."""
         self._writes = 0
@@ -106,45 +156,102 @@ class BatchedStore(StateStore):
 
     def _unsent(self, key: str) -> float:
         pending = self._pending.get(key)
-        sending = self._sending.get(key)
-        return (pending[0] if pending else 0.0) + (sending[0] if sending else 0.0)
+        sent = self._batch.counts.get(key) if self._batch is not None else None
+        return (pending[0] if pending else 0.0) + (sent[0] if sent else 0.0)
+
+    @property
+    def _owed(self) -> bool:
+        """Whether anything counted here is still to reach the shared store."""
+        return bool(self._pending) or self._batch is not None
 
     async def _flush_later(self) -> None:
         """Flush every `flush_every` seconds while there is something to send."""
-        while self._pending and not self._closing:
+        while self._owed and not self._closing:
             await asyncio.sleep(self.flush_every)
             await self.flush()
 
     async def flush(self) -> bool:
-        """Add what this process has counted to the shared store, in one round trip; whether
-        it went (a failure is logged, and the counts wait for the next flush)."""
-        if self._sending or not self._pending:
-            return not self._pending  # a flush under way sends the rest after it
-        self._sending, self._pending = self._pending, {}
-        changes = [(key, delta, ttl) for key, (delta, ttl) in self._sending.items()]
+        """Add what this process has counted to the shared store; whether it went (a failure
+        is logged, and the counts wait for the next flush). One round trip; two after a
+        flush whose answer was lost: that one again, then what was counted since."""
+        if self._sending:
+            return False  # the flusher sends the rest after the flush under way
+        again = self._batch is not None
+        if not await self._send_next():
+            return False
+        return await self._send_next() if again else True
+
+    async def _send_next(self) -> bool:
+        """Send the next batch (`_next_batch`), if any; whether it went (or there was none)."""
+        batch = self._next_batch()
+        if batch is None:
+            return True
+        self._sending = True
         try:
-            await self.inner.adjust_many(changes)
+            if self.applied_once:
+                await self.inner.release(batch.lease, batch.changes)
+            else:
+                await self.inner.adjust_many(batch.changes)
         except Exception as exc:
-            if self.resend_failed:
-                for key, delta, ttl in changes:
+            if not self.applied_once:  # rolled back: nothing of it was added
+                for key, (delta, ttl) in batch.counts.items():
                     self._keep(key, delta, ttl)
-            if not self._failing:
-                fate = "kept for the next try" if self.resend_failed else "dropped (and any more)"
-                log.warning(
-                    "%d live count(s) not added to the %s store (%s); %s until it answers",
-                    len(changes),
-                    self.backend,
-                    exc,
-                    fate,
-                )
-            self._failing = True
+            self._failed(exc)
             return False
         finally:
-            self._sending = {}
+            self._sending = False
+            if not self.applied_once:  # cancelled midway: dropped, never sent twice
+                self._batch = None
+        self._batch = None
         if self._failing:
             log.warning("live counts reach the %s store again", self.backend)
         self._failing = False
+        if self.applied_once and self._clock() >= self._sweep_at:
+            await self._sweep()
         return True
+
+    def _next_batch(self) -> Batch | None:
+        """The batch to send: the last one again if unanswered (and still remembered by the
+        store), else what is pending (None: nothing)."""
+        now = self._clock()
+        batch = self._batch
+        if batch is not None and now - batch.since >= RESEND_FOR:
+            log.error(
+                "%d live count(s) dropped: their flush to the %s store went unanswered for "
+                "%.0f s, longer than the store surely remembers it (%.0f s): sent again, it "
+                "might count twice",
+                len(batch.counts),
+                self.backend,
+                now - batch.since,
+                RESEND_FOR,
+            )
+            self._batch = batch = None
+        if batch is None and self._pending:
+            batch = Batch(id=f"{self._id_prefix}{next(self._ids)}", counts=self._pending, since=now)
+            self._batch, self._pending = batch, {}
+        return batch
+
+    def _failed(self, exc: Exception) -> None:
+        """Log a flush that failed, once until one goes again."""
+        if not self._failing:
+            log.warning(
+                "live counts not added to the %s store (%s); kept for the next try until it "
+                "answers",
+                self.backend,
+                exc,
+            )
+        self._failing = True
+
+    async def _sweep(self) -> None:
+        """Have the store forget the ids of flushes past their memory (a `reclaim` that ends
+        no lease: the sweep of leases is the budgets' `LeaseKeeper`'s, which logs them)."""
+        self._sweep_at = self._clock() + SWEEP_EVERY
+        try:
+            await self.inner.reclaim(0)
+        except UnavailableError:
+            pass  # the store is down: the next flush says so, and the next sweep comes
+        except Exception:  # a bug of ours: never the flusher's end
+            log.exception("sweeping the flush ids of the %s store failed", self.backend)
 
     # Values: cached for `cache_for` seconds, written through.
 
@@ -236,9 +343,6 @@ class BatchedStore(StateStore):
         """Send what is still counted here (the wrapped store stays open: not this one's)."""
         self._closing = True
         await self._stop_flusher()
-        if self._pending and not await self.flush():
-            log.warning(
-                "%d live count(s) not added to the %s store at close",
-                len(self._pending),
-                self.backend,
-            )
+        if self._owed and not await self.flush():
+            held = len(self._pending) + (len(self._batch.counts) if self._batch else 0)
+            log.warning("%d live count(s) not added to the %s store at close", held, self.backend)

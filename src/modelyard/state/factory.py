@@ -44,8 +44,8 @@ def live_store(spec: StateSpec, base_dir: Path, resources: Resources) -> StateSt
         batched: StateStore = resources.service(
             f"live|batched|{base_dir}|{spec.model_dump_json()}",
             # A failed SQLite flush is a rolled-back transaction; a lost answer from a server
-            # may follow a flush applied: sent again, it would count twice.
-            lambda: BatchedStore(shared, resend_failed=spec.backend == "sqlite"),
+            # may follow a flush applied: each is sent as a release, which it applies once.
+            lambda: BatchedStore(shared, applied_once=spec.backend != "sqlite"),
         )
         return batched
     store: StateStore = resources.service("live|memory", MemoryStore)
