@@ -1,0 +1,171 @@
+"""Live counts on Redis and PostgreSQL, batched behind `PolicyStore` as `live_store` builds them:
+a flush whose answer is lost, or that fails, or an outage, loses no count and counts none twice."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from modelyard.errors import UnavailableError
+from modelyard.state.base import Change, Lease, StateStore
+from modelyard.state.batched import BatchedStore
+from modelyard.state.policy import OnUnavailable, PolicyStore
+from modelyard.state.postgres import PostgresStore
+from modelyard.state.redis import RedisStore
+from tests.state.conftest import POSTGRES_URL, REDIS_URL, unique_prefix
+
+CALLS = "circuit:model:cheap:0:calls:7"
+NEVER = 3600.0
+"""A flush interval no test waits for: it flushes by hand."""
+
+
+class Flaky(StateStore):
+    """A shared store whose next `lost` flushes are applied and their answers lost (the outage
+    begins with them if `then_down`), whose next `refused` flushes fail before they apply, and
+    which refuses everything while `down`. Mixed into a real store's class."""
+
+    lost = 0
+    then_down = False
+    refused = 0
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise UnavailableError("the store is down", code="state_unavailable")
+        if self.refused:
+            self.refused -= 1
+            raise UnavailableError("connection refused", code="state_unavailable")
+
+    def _lose(self) -> None:
+        if self.lost:
+            self.lost -= 1
+            self.down = self.then_down
+            raise UnavailableError("no answer within 1 s", code="state_unavailable")
+
+    async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+        self._check()
+        values = await super().release(lease, changes)  # type: ignore[safe-super]
+        self._lose()
+        return values
+
+    async def adjust_many(self, changes: Sequence[Change]) -> list[float]:
+        self._check()
+        values = await super().adjust_many(changes)
+        self._lose()
+        return values
+
+    async def counter(self, key: str) -> float:
+        if self.down:
+            raise UnavailableError("the store is down", code="state_unavailable")
+        return await super().counter(key)  # type: ignore[safe-super]
+
+
+class FlakyRedis(Flaky, RedisStore):
+    """Redis, flaky."""
+
+
+class FlakyPostgres(Flaky, PostgresStore):
+    """PostgreSQL, flaky."""
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def shared(request: pytest.FixtureRequest) -> AsyncIterator[Flaky]:
+    """The real backend of this test alone, flaky on demand."""
+    made: FlakyRedis | FlakyPostgres
+    if request.param == "redis":
+        made = FlakyRedis(REDIS_URL, prefix=unique_prefix())
+    else:
+        made = FlakyPostgres(POSTGRES_URL, table_prefix="t" + uuid.uuid4().hex[:10] + "_")
+    yield made
+    made.down = False
+    if isinstance(made, RedisStore):
+        await made.clear_prefix()
+    else:
+        await made.drop_tables()
+    await made.aclose()
+
+
+class Stack:
+    """The live store `live_store` builds on a shared backend: counts batched in front of the
+    policy for outages, whose clock the test moves on (no probe races it)."""
+
+    def __init__(self, shared: StateStore, on_unavailable: OnUnavailable) -> None:
+        self.now = 0.0
+        self.policy = PolicyStore(
+            shared, on_unavailable=on_unavailable, retry_interval=60.0, clock=lambda: self.now
+        )
+        self.live = BatchedStore(self.policy, flush_every=NEVER, applied_once=True)
+
+    def later(self) -> None:
+        """Past the policy's retry interval: the backend is tried again."""
+        self.now += 61.0
+
+    async def aclose(self) -> None:
+        await self.live.aclose()
+        await self.policy.aclose()
+
+
+@pytest.fixture
+async def local(shared: Flaky) -> AsyncIterator[Stack]:
+    stack = Stack(shared, "local")
+    yield stack
+    await stack.aclose()
+
+
+@pytest.fixture
+async def fail_closed(shared: Flaky) -> AsyncIterator[Stack]:
+    stack = Stack(shared, "fail_closed")
+    yield stack
+    await stack.aclose()
+
+
+async def test_a_flush_applied_whose_answer_was_lost_is_counted_once(
+    shared: Flaky, local: Stack
+) -> None:
+    await local.live.add(CALLS, 2.0, ttl=60)
+    shared.lost = 1
+    await local.live.flush()  # applied; the answer lost
+    await local.live.add(CALLS, 1.0, ttl=60)
+    local.later()
+    assert await local.live.flush()
+    assert await local.live.counter(CALLS) == 3  # the backend's value, now it is seen back
+    assert await shared.counter(CALLS) == 3
+
+
+async def test_a_flush_that_failed_before_it_applied_is_counted_once(
+    shared: Flaky, fail_closed: Stack
+) -> None:
+    await fail_closed.live.add(CALLS, 2.0, ttl=60)
+    shared.refused = 1
+    await fail_closed.live.flush()  # not applied
+    await fail_closed.live.add(CALLS, 1.0, ttl=60)
+    fail_closed.later()
+    assert await fail_closed.live.flush()
+    assert await fail_closed.live.counter(CALLS) == 3  # the backend's value, now it is seen back
+    assert await shared.counter(CALLS) == 3
+
+
+async def test_counts_made_during_an_outage_in_local_mode_are_seen_then_counted_once(
+    shared: Flaky, local: Stack
+) -> None:
+    await local.live.add(CALLS, 2.0, ttl=60)
+    shared.lost, shared.then_down = 1, True
+    await local.live.flush()  # applied, its answer lost, and the backend gone with it
+    await local.live.add(CALLS, 3.0, ttl=60)  # counted during the outage
+    local.later()
+    await local.live.flush()  # tried again: still down
+    assert local.policy.health().mode == "local"
+    assert await local.live.counter(CALLS) == 5  # this process sees its own counts
+    shared.down = False
+    local.later()
+    assert await local.live.flush()
+    assert await local.live.counter(CALLS) == 5  # the backend's value, now it is seen back
+    assert await shared.counter(CALLS) == 5
+    assert local.policy.health().ok
