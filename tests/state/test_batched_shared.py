@@ -126,30 +126,30 @@ async def fail_closed(shared: Flaky) -> AsyncIterator[Stack]:
     await stack.aclose()
 
 
+async def counted_once_after_a_failed_flush(stack: Stack, shared: Flaky) -> None:
+    """Count 2, flush (and fail, as `shared` is set to), count 1 more, and once the backend
+    is tried again: 3 there, whether the failed flush was applied or not."""
+    await stack.live.add(CALLS, 2.0, ttl=60)
+    await stack.live.flush()
+    await stack.live.add(CALLS, 1.0, ttl=60)
+    stack.later()
+    assert await stack.live.flush()
+    assert await stack.live.counter(CALLS) == 3  # the backend's value, now it is seen back
+    assert await shared.counter(CALLS) == 3
+
+
 async def test_a_flush_applied_whose_answer_was_lost_is_counted_once(
     shared: Flaky, local: Stack
 ) -> None:
-    await local.live.add(CALLS, 2.0, ttl=60)
     shared.lost = 1
-    await local.live.flush()  # applied; the answer lost
-    await local.live.add(CALLS, 1.0, ttl=60)
-    local.later()
-    assert await local.live.flush()
-    assert await local.live.counter(CALLS) == 3  # the backend's value, now it is seen back
-    assert await shared.counter(CALLS) == 3
+    await counted_once_after_a_failed_flush(local, shared)
 
 
 async def test_a_flush_that_failed_before_it_applied_is_counted_once(
     shared: Flaky, fail_closed: Stack
 ) -> None:
-    await fail_closed.live.add(CALLS, 2.0, ttl=60)
     shared.refused = 1
-    await fail_closed.live.flush()  # not applied
-    await fail_closed.live.add(CALLS, 1.0, ttl=60)
-    fail_closed.later()
-    assert await fail_closed.live.flush()
-    assert await fail_closed.live.counter(CALLS) == 3  # the backend's value, now it is seen back
-    assert await shared.counter(CALLS) == 3
+    await counted_once_after_a_failed_flush(fail_closed, shared)
 
 
 async def test_counts_made_during_an_outage_in_local_mode_are_seen_then_counted_once(
