@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -96,10 +97,16 @@ class Stack:
     """The live store `live_store` builds on a shared backend: counts batched in front of the
     policy for outages, whose clock the test moves on (no probe races it)."""
 
-    def __init__(self, shared: StateStore, on_unavailable: OnUnavailable) -> None:
+    def __init__(
+        self, shared: StateStore, on_unavailable: OnUnavailable, spool: Path | None = None
+    ) -> None:
         self.now = 0.0
         self.policy = PolicyStore(
-            shared, on_unavailable=on_unavailable, retry_interval=60.0, clock=lambda: self.now
+            shared,
+            on_unavailable=on_unavailable,
+            retry_interval=60.0,
+            clock=lambda: self.now,
+            spool=spool,
         )
         self.live = BatchedStore(self.policy, flush_every=NEVER, applied_once=True)
 
@@ -169,3 +176,21 @@ async def test_counts_made_during_an_outage_in_local_mode_are_seen_then_counted_
     assert await local.live.counter(CALLS) == 5  # the backend's value, now it is seen back
     assert await shared.counter(CALLS) == 5
     assert local.policy.health().ok
+
+
+async def test_counts_made_during_an_outage_and_left_at_close_reach_the_store_at_next_start(
+    shared: Flaky, tmp_path: Path
+) -> None:
+    stopped = Stack(shared, "local", spool=tmp_path)
+    await stopped.live.add(CALLS, 2.0, ttl=60)
+    shared.lost, shared.then_down = 1, True
+    await stopped.live.flush()  # applied, its answer lost, and the backend gone with it
+    await stopped.live.add(CALLS, 3.0, ttl=60)  # counted during the outage
+    await stopped.aclose()  # still down: kept in the spool folder
+    shared.down = False
+    started = Stack(shared, "local", spool=tmp_path)  # the next start, the backend back
+    try:
+        assert await started.live.counter(CALLS) == 5  # handed over at its first contact
+        assert await shared.counter(CALLS) == 5
+    finally:
+        await started.aclose()

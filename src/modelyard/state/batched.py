@@ -23,7 +23,9 @@ to the SQLite worker thread and a transaction); batched, a process pays one roun
 - Behind `state.policy.PolicyStore` (`on_unavailable: local`), a release is refused while the
   backend is down (the backend may have applied it). The batch and the counts made meanwhile
   wait here, in this process's `counter`, and reach the backend once it answers again, once.
-  A stop while it is still down loses them (logged): they are counts of windows of seconds.
+  At a stop while it is still down, the counts never sent go to `adjust_many`, which the
+  policy counts locally and keeps in its spool folder; the batch it may have applied is lost
+  (logged): kept there, it would be sent again after the store forgot its id.
 - `counter` is the shared value plus what this process has counted and not yet seen added
   (including a batch under way, or unanswered: a read then may count its deltas twice, until
   it is answered, never lose them).
@@ -77,6 +79,11 @@ Counts = dict[str, tuple[float, float | None]]
 """Key -> (delta, ttl): counted here, not yet added to the shared store."""
 
 
+def as_changes(counts: Counts) -> list[Change]:
+    """`counts` as the changes a store applies."""
+    return [(key, delta, ttl) for key, (delta, ttl) in counts.items()]
+
+
 @dataclass(slots=True, kw_only=True)
 class Batch:
     """The counts one flush adds, under the id the store applies once (`applied_once`)."""
@@ -88,7 +95,7 @@ class Batch:
 
     @property
     def changes(self) -> list[Change]:
-        return [(key, delta, ttl) for key, (delta, ttl) in self.counts.items()]
+        return as_changes(self.counts)
 
     @property
     def lease(self) -> Lease:
@@ -344,5 +351,23 @@ class BatchedStore(StateStore):
         self._closing = True
         await self._stop_flusher()
         if self._owed and not await self.flush():
-            held = len(self._pending) + (len(self._batch.counts) if self._batch else 0)
-            log.warning("%d live count(s) not added to the %s store at close", held, self.backend)
+            await self._leave_behind()
+
+    async def _leave_behind(self) -> None:
+        """At a close the store refuses: the counts never sent go to `adjust_many` (which a
+        `PolicyStore` under `on_unavailable: local` counts itself, and keeps in its spool
+        folder if the backend is still down at its own close); a batch the store may have
+        applied is lost, as sent that way it might count twice. What is lost is logged."""
+        pending, self._pending = self._pending, {}
+        lost = len(self._batch.counts) if self._batch is not None else 0
+        self._batch = None
+        why = ""
+        try:
+            if pending:
+                await self.inner.adjust_many(as_changes(pending))
+        except Exception as exc:
+            lost, why = lost + len(pending), f" ({exc})"
+        if lost:
+            log.warning(
+                "%d live count(s) not added to the %s store at close%s", lost, self.backend, why
+            )
