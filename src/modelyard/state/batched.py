@@ -91,7 +91,7 @@ class Batch:
     id: str
     counts: Counts
     since: float
-    """When it was first sent (the store's `clock`)."""
+    """When it was first sent (by `BatchedStore`'s clock)."""
 
     @property
     def changes(self) -> list[Change]:
@@ -359,8 +359,9 @@ class BatchedStore(StateStore):
         folder if the backend is still down at its own close); a batch the store may have
         applied is lost, as sent that way it might count twice. What is lost is logged."""
         pending, self._pending = self._pending, {}
-        lost = len(self._batch.counts) if self._batch is not None else 0
-        self._batch = None
+        lost = 0
+        if self._batch is not None and not self._sending:  # (one under way: its flusher's)
+            lost, self._batch = len(self._batch.counts), None
         why = ""
         try:
             if pending:
