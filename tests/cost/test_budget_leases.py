@@ -9,6 +9,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from modelyard.cost.budget_book import BudgetBook, settle_shielded
 from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
 from modelyard.cost.budget_leases import LeaseKeeper, reclaimed_message
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Reclaimed, StateStore
+from modelyard.state.base import Lease, Reclaimed, StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import OnUnavailable, PolicyStore
 from modelyard.state.postgres import PostgresStore
@@ -378,3 +379,43 @@ def test_a_keeper_whose_loop_ends_moves_to_a_loop_whose_request_still_holds_a_le
     _, moved = in_threads(a, b)
     asyncio.run(keeper.aclose())
     assert moved
+
+
+async def test_a_cancel_landing_while_the_store_takes_a_reservation_gives_it_back(
+    store: StateStore,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A request cancelled while its worst case is being reserved, the store having taken it:
+    # given back as the answer comes, not held until the lease expires (state.hold_lease).
+    if isinstance(store, MemoryStore):
+        pytest.skip("an in-process store never suspends: no cancel lands mid-reservation")
+    book = BudgetBook(store)
+    taken, answer = asyncio.Event(), asyncio.Event()
+    reserve = store.reserve_or_explain
+
+    async def answered_late(claims: Any, *, lease: Lease | None = None) -> Any:
+        outcome = await reserve(claims, lease=lease)
+        taken.set()
+        await answer.wait()
+        return outcome
+
+    monkeypatch.setattr(store, "reserve_or_explain", answered_late)
+    try:
+        before = await status(book)
+        reserving = asyncio.create_task(book.reserve(book.holds([BUDGET], question(), "m", 0.5)))
+        await asyncio.wait_for(taken.wait(), 10)
+        reserving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(reserving, 10)
+        assert (await status(book)).reserved == pytest.approx(before.reserved + 0.5)
+        answer.set()
+        for _ in range(200):
+            if (await status(book)).reserved == pytest.approx(before.reserved):
+                break
+            await asyncio.sleep(0.05)
+        after = await status(book)
+        assert after.reserved == pytest.approx(before.reserved)
+        assert after.spent == pytest.approx(before.spent)
+        assert not book.leases._live
+    finally:
+        await book.leases.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.server import Fault, free_port
 from tests.gateway.conftest import UPSTREAM_KEY, Running, start_gateway
+from tests.gateway.test_key_limits import a_call
 from tests.gateway.test_keys import create_key
 from tests.state.conftest import POSTGRES_URL, REDIS_URL, fresh_tables, unique_prefix
 
@@ -30,6 +32,7 @@ from modelyard.cost.budget_counters import Hold
 from modelyard.cost.budget_leases import KEY_SLOTS, LeaseKeeper
 from modelyard.gateway.app import Gateway, create_app
 from modelyard.gateway.key_limits import KeyLimits
+from modelyard.gateway.keys import VirtualKey
 from modelyard.state.base import Claim, Lease, StateStore
 from modelyard.state.postgres import PostgresStore
 from modelyard.state.redis import RedisStore
@@ -356,3 +359,47 @@ state: {{path: '{tmp_path / "state.db"}'}}
         assert not await store.counter(f"{KEY_SLOTS}{made['id']}")  # and the slot given back
     finally:
         await app.aclose()
+
+
+async def test_a_cancel_landing_while_the_store_takes_a_slot_gives_it_back(
+    shared: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client gone (or a deadline) while the store takes the key's slot: the store has taken
+    # it, its answer not yet read. The slot must come back with the answer, not stay taken
+    # (known to no one, its lease unrenewed) until the lease expires two minutes later.
+    store = shared.store()
+    limits = KeyLimits()
+    limits.limits = limits.spend = store
+    key = VirtualKey(id=f"k{uuid.uuid4().hex[:8]}", name="k", max_concurrency=1)
+    slot = f"{KEY_SLOTS}{key.id}"
+    taken, answer = asyncio.Event(), asyncio.Event()
+    reserve = store.reserve_or_explain
+
+    async def answered_late(claims: Any, *, lease: Lease | None = None) -> Any:
+        outcome = await reserve(claims, lease=lease)
+        taken.set()
+        await answer.wait()  # the answer on its way back
+        return outcome
+
+    monkeypatch.setattr(store, "reserve_or_explain", answered_late)
+    try:
+        admitting = asyncio.create_task(limits.admit(key, a_call()))
+        await asyncio.wait_for(taken.wait(), 10)
+        assert await store.counter(slot) == 1
+        admitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(admitting, 10)  # at once: the answer is not waited for
+        answer.set()
+        for _ in range(200):  # given back as the answer comes (10 s for a loaded machine)
+            if not await store.counter(slot):
+                break
+            await asyncio.sleep(0.05)
+        assert await store.counter(slot) == 0
+        assert not limits.book.leases._live  # and not renewed
+        monkeypatch.undo()
+        call = a_call()
+        await limits.admit(key, call)  # the key's one slot is free
+        await limits.release(key, call)
+    finally:
+        await limits.book.leases.aclose()
+        await store.aclose()

@@ -32,6 +32,7 @@ from modelyard.cost.prices import usd
 from modelyard.errors import UnavailableError
 from modelyard.loops import CLOSE_ELSEWHERE, ended, on_loop
 from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore
+from modelyard.state.memory import MemoryStore
 
 if TYPE_CHECKING:
     from modelyard.config.resources import Resources
@@ -74,6 +75,8 @@ class LeaseKeeper:
         self._outage = WriteOutage(
             log, "budget leases", items="settlement(s)", retry_every=self.every
         )
+        self._in_process = isinstance(store, MemoryStore)
+        """An in-process store never suspends, so a reservation cannot be cut by a cancel."""
         self._stop_listening = store.on_recovery(self._on_store_back)
         """Ends the store's calls to `_on_store_back` (on `aclose`): a keeper replaced by a
         reload must not stay reachable from the store it served."""
@@ -99,12 +102,43 @@ class LeaseKeeper:
     async def reserve(self, claims: Sequence[Claim], lease_id: str) -> tuple[Claim, float] | None:
         """`StateStore.reserve_or_explain` under the lease `lease_id`, renewed from then on
         while this process runs, until `release`: the refused claim and its counter's value,
-        or None when all were reserved."""
+        or None when all were reserved.
+
+        Shielded from a cancel (a client gone, a deadline), as a settlement is
+        (`settle_shielded`): one landing while the store takes the reservation would leave it
+        taken, known to no one, until its lease expired (a key's slot missing for
+        `state.hold_lease` seconds). The reservation goes on; once the store has taken it, it
+        is given back (`release`, retried until the store takes it), and the cancel raised at
+        once."""
         lease = Lease(id=lease_id, seconds=self.seconds)
-        outcome = await self.store.reserve_or_explain(claims, lease=lease)
+        if self._in_process:  # never suspends: a cancel cannot land mid-reservation
+            outcome = await self.store.reserve_or_explain(claims, lease=lease)
+        else:
+            reserving = asyncio.ensure_future(self.store.reserve_or_explain(claims, lease=lease))
+            try:
+                outcome = await asyncio.shield(reserving)
+            except asyncio.CancelledError:
+                reserving.add_done_callback(functools.partial(self._unwanted, lease_id))
+                raise
         if outcome is None:
             self.hold(lease_id)
         return outcome
+
+    def _unwanted(
+        self, lease_id: str, reserving: asyncio.Future[tuple[Claim, float] | None]
+    ) -> None:
+        """The reservation of `lease_id` ended after its request was cancelled: if the store
+        took it, give it back (the lease renewed until then)."""
+        if reserving.cancelled() or reserving.exception() is not None:
+            return  # a store down: `PolicyStore` releases it when back, else it expires
+        if reserving.result() is not None:
+            return  # refused: nothing taken
+        self.hold(lease_id)
+        detached(self._give_back(lease_id))
+
+    async def _give_back(self, lease_id: str) -> None:
+        with contextlib.suppress(UnavailableError):  # deferred: retried until it is taken
+            await self.release(lease_id, [])
 
     async def release(self, lease_id: str, changes: list[Change]) -> list[float]:
         """End `lease_id` and apply `changes` (`StateStore.release`), returning their new
