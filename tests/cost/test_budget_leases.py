@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from modelyard.cost.budget_book import BudgetBook, settle_shielded
 from modelyard.cost.budget_counters import Budget, BudgetStatus, Hold
 from modelyard.cost.budget_leases import LeaseKeeper, reclaimed_message
 from modelyard.errors import UnavailableError
-from modelyard.state.base import Lease, Reclaimed, StateStore
+from modelyard.state.base import Change, Lease, Reclaimed, StateStore
 from modelyard.state.memory import MemoryStore
 from modelyard.state.policy import OnUnavailable, PolicyStore
 from modelyard.state.postgres import PostgresStore
@@ -419,3 +419,25 @@ async def test_a_cancel_landing_while_the_store_takes_a_reservation_gives_it_bac
         assert not book.leases._live
     finally:
         await book.leases.aclose()
+
+
+async def test_a_keeper_stopping_tells_unsent_slots_apart_from_settlements(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Down(MemoryStore):
+        async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
+            raise UnavailableError("the store is down", code="state_unavailable")
+
+    keeper = LeaseKeeper(Down())
+    keeper.defer("settled", [("budget:total:all:2026-12:used", 0.25, None)])
+    keeper.defer("slot", [])  # a key's slot given back: nothing to charge
+    keeper.defer("slot-2", [])
+    with caplog.at_level(logging.ERROR, logger="modelyard.budgets"):
+        await keeper.aclose()
+    stopping = [r.getMessage() for r in caplog.records if "stopping with" in r.getMessage()]
+    assert stopping == [
+        "stopping with 1 budget settlement(s) and 2 release(s) of virtual keys' concurrent "
+        "slots (or of reservations whose requests never ran) the state store could not take: "
+        "their costs are left out of the budgets (the ledger has them); those stay taken "
+        "until their leases expire (state.hold_lease)"
+    ]

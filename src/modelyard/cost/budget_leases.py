@@ -261,17 +261,33 @@ class LeaseKeeper:
         for lease_id, changes in list(self._deferred.items()):
             await self._tolerant(self._settle(lease_id, changes))
         if self._deferred:
-            log.error(
-                "stopping with %d budget settlement(s) the state store could not take: their "
-                "costs are left out of the budgets (the ledger has them)",
-                len(self._deferred),
-            )
+            log.error("%s", unsent_message(list(self._deferred.values())))
 
 
 async def _stopped(task: asyncio.Task[None], wake: asyncio.Event | None) -> None:
     if wake is not None:
         wake.set()
     await ended(task)
+
+
+def unsent_message(unsent: list[list[Change]]) -> str:
+    """What a keeper stopping leaves unsent, by what it is: budget settlements, whose costs
+    are left out of the budgets, and releases charging nothing (a virtual key's concurrent
+    slot, or a reservation whose request was cancelled before it ran), which stay taken until
+    their leases expire."""
+    slots = sum(1 for changes in unsent if not changes)
+    settlements = len(unsent) - slots
+    what, why = [], []
+    if settlements:
+        what.append(f"{settlements} budget settlement(s)")
+        why.append("their costs are left out of the budgets (the ledger has them)")
+    if slots:
+        what.append(
+            f"{slots} release(s) of virtual keys' concurrent slots (or of reservations whose "
+            "requests never ran)"
+        )
+        why.append("those stay taken until their leases expire (state.hold_lease)")
+    return f"stopping with {' and '.join(what)} the state store could not take: {'; '.join(why)}"
 
 
 def reclaimed_message(reclaimed: list[Reclaimed]) -> str:
