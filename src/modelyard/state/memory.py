@@ -51,13 +51,16 @@ class MemoryStore(StateStore):
             current = self._counters.get(claim.key, 0.0) if self._alive(claim.key) else 0.0
             if current + claim.amount > claim.limit + 1e-12:
                 return claim, current
-        for claim in claims:
-            self._counters[claim.key] = self._counters.get(claim.key, 0.0) + claim.amount
-            self._touch(claim.key, claim.ttl)
+        self._take(claims)
         if lease is not None:
             amounts = tuple((c.key, c.amount) for c in claims)
             self._leases[lease.id] = (self._clock() + lease.seconds, amounts)
         return None
+
+    def _take(self, claims: Sequence[Claim]) -> None:
+        for claim in claims:
+            self._counters[claim.key] = self._counters.get(claim.key, 0.0) + claim.amount
+            self._touch(claim.key, claim.ttl)
 
     def _give_back(self, amounts: tuple[tuple[str, float], ...]) -> None:
         for key, amount in amounts:
@@ -73,6 +76,13 @@ class MemoryStore(StateStore):
         if held is not None:
             self._give_back(held[1])
         return [await self.adjust(key, delta, ttl=ttl) for key, delta, ttl in changes]
+
+    def hold(self, claims: Sequence[Claim], lease: Lease) -> None:
+        """Take `claims` under `lease` whatever their limits: a lease already admitted
+        elsewhere, held here from now on."""
+        self._take(claims)
+        amounts = tuple((c.key, c.amount) for c in claims)
+        self._leases[lease.id] = (self._clock() + lease.seconds, amounts)
 
     def holds(self, lease_id: str) -> bool:
         """Whether lease `lease_id` is held here (taken and not yet released or reclaimed)."""
@@ -156,6 +166,16 @@ class MemoryStore(StateStore):
                 expires = self._expiry.get(key)
                 out[key] = (self._counters[key], None if expires is None else expires - now)
         return out
+
+    def held(self) -> list[tuple[Lease, tuple[tuple[str, float], ...]]]:
+        """The leases not yet released nor expired, each with the seconds it has left and what
+        it reserved on each counter."""
+        now = self._clock()
+        return [
+            (Lease(id=lease_id, seconds=expires - now), amounts)
+            for lease_id, (expires, amounts) in self._leases.items()
+            if expires > now
+        ]
 
     def leased(self) -> dict[str, float]:
         """What the leases not yet released hold, per counter."""

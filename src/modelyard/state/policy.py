@@ -17,6 +17,14 @@ tried in the background too, as often, not only by the next request: a replica t
 alone and then went idle (or is about to be shut down) hands its spend to the backend as soon
 as it answers, where the other replicas enforce it, instead of at its next request.
 
+A reservation made locally (a request's worst case against a budget, a virtual key's
+concurrent slot) whose request is still in flight when the backend answers again is carried to
+it with the counts: reserved there, whatever the limits (it was admitted), under a lease of its
+own that the request's renewals and release go to from then on. So the replicas count it (a
+key's slots are not over its limit while those requests run), and if this process is killed,
+the backend's sweep gives it back. While the backend is down it stays held locally, also
+through a failed try of the backend.
+
 The release of a lease the backend holds is never counted locally: the backend may have applied
 it with its answer lost, and added to it at recovery the local count would charge it twice. It
 fails as in `fail_closed`, and the caller retries it there (`LeaseKeeper.defer`), where a
@@ -40,6 +48,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,6 +86,22 @@ async def after_the_call(bookkeeping: Awaitable[None], what: str) -> None:
         if exc.code != "state_unavailable":
             raise
         log.warning("%s not recorded: %s", what, exc.message)
+
+
+Held = tuple[Lease, list[Claim]]
+"""A lease held locally, with what it reserved (its claims, with no limit)."""
+
+
+def _claims(
+    amounts: tuple[tuple[str, float], ...], counted: dict[str, tuple[float, float | None]]
+) -> list[Claim]:
+    """What a local lease reserved, as claims with no limit and their counters' time left
+    (none on a counter that has expired: its window is over)."""
+    return [
+        Claim(key=key, amount=amount, limit=math.inf, ttl=counted[key][1])
+        for key, amount in amounts
+        if key in counted
+    ]
 
 
 class PolicyStore(StateStore):
@@ -124,6 +149,9 @@ class PolicyStore(StateStore):
         and failed (it may have been applied, its answer lost), and the request was refused
         or went on under a local lease."""
         self._moves = itertools.count()
+        self._carried: dict[str, str] = {}
+        """Leases taken locally and carried to the backend when it came back (`_carry`), each
+        with the id of the lease that holds its reservation there."""
         self._move_prefix = f"moved-{uuid.uuid4().hex[:16]}-"
 
     def _move_id(self) -> str:
@@ -208,17 +236,16 @@ class PolicyStore(StateStore):
 
     async def _move_local_counts(self) -> bool:
         """Add what was counted locally to the backend; whether it took all of it."""
-        # A lease still held locally is released at the backend when its request settles
-        # (this store's local leases are not carried over): not this one's to end.
-        for lease_id in [i for i in self._unanswered if self._local.holds(i)]:
-            del self._unanswered[lease_id]
         moved = 0
         probed = False
+        held: list[Held] = []
         while True:
             counted = self._local.counters()
             if not counted and probed:
                 break
             changes = self._unmoved(counted)
+            # Taken with the counts: the leases still held, carried to the backend after them.
+            held += [(lease, _claims(amounts, counted)) for lease, amounts in self._local.held()]
             self._local = MemoryStore()
             unsure = self._unsure
             try:
@@ -238,6 +265,7 @@ class PolicyStore(StateStore):
                 # the request's. (The local store's adjust never suspends.)
                 for key, value, ttl in [*changes, *(unsure.changes if unsure else [])]:
                     await self._local.adjust(key, value, ttl=ttl)
+                self._hold_locally(held)
                 if not isinstance(exc, UnavailableError):
                     raise
                 self._mark_down(exc)
@@ -245,6 +273,7 @@ class PolicyStore(StateStore):
             probed = True
             moved += len(changes)
         try:
+            carried = await self._carry(held)
             freed = await self._release_unanswered()
             if self._spool_due:
                 await self._hand_over()
@@ -254,19 +283,47 @@ class PolicyStore(StateStore):
         self._down = None
         log.warning(
             "state store %s is reachable again; %d counter(s) counted locally were added to "
-            "it, and %d reservation(s) made as it went down and never answered were released",
+            "it, %d reservation(s) of requests still in flight were carried to it, and %d "
+            "reservation(s) made as it went down and never answered were released",
             self._where,
             moved,
+            carried,
             freed,
         )
         for listener in self._listeners:
             listener()
         return True
 
+    async def _carry(self, held: list[Held]) -> int:
+        """Reserve at the backend what the leases still held locally reserved, each under a
+        lease of its own there that their requests' renewals and releases go to from now on
+        (`_carried`): the backend counts the slots and worst cases of the requests still in
+        flight that this process admitted alone, so no replica admits past a limit for them,
+        and what a process killed meanwhile held comes back with the backend's sweep. A lease
+        not carried (the backend gone again, a cancel) stays held locally, carried next time;
+        what a reservation whose answer was lost may have taken there is released when the
+        backend answers again (`_unanswered`). Returns how many were carried."""
+        for index, (lease, claims) in enumerate(held):
+            carried = Lease(id=f"{lease.id}~{next(self._moves)}", seconds=lease.seconds)
+            try:
+                await self.primary.reserve_or_explain(claims, lease=carried)
+            except BaseException:
+                self._unanswered[carried.id] = carried
+                self._hold_locally(held[index:])
+                raise
+            self._carried[lease.id] = carried.id
+        return len(held)
+
+    def _hold_locally(self, held: list[Held]) -> None:
+        """Take `held` (leases, with what they reserved) again in the local store, whose
+        counts their requests' releases go to while the backend is down."""
+        for lease, claims in held:
+            self._local.hold(claims, lease)
+
     def _unmoved(self, counted: dict[str, tuple[float, float | None]]) -> tuple[Change, ...]:
         """What of `counted` (the local counters) is still to be moved to the backend."""
-        # What local leases still hold stays behind with them: their release, now sent to
-        # the backend, finds no lease there and charges their actual cost alone.
+        # What local leases still hold is not moved: it goes to the backend with them, each
+        # under a lease of its own there (`_carry`), which their requests' releases end.
         leased = self._local.leased()
         # A move whose answer was lost is sent again as it was (applied once, as a release
         # is): its counts, kept locally meanwhile, are not moved a second time.
@@ -322,10 +379,27 @@ class PolicyStore(StateStore):
     async def release(self, lease: Lease, changes: Sequence[Change]) -> list[float]:
         if self._local.holds(lease.id):  # taken locally, while the backend was down
             return await self._local.release(lease, changes)
-        return await self._run(lambda store: store.release(lease, changes), local=False)
+        return await self._run(lambda store: self._release(store, lease, changes), local=False)
+
+    async def _release(
+        self, store: StateStore, lease: Lease, changes: Sequence[Change]
+    ) -> list[float]:
+        """`store.release`, under the lease the backend knows `lease` by if it was carried
+        there (`_carry`; looked up once the move that carries it is over)."""
+        carried = self._carried.get(lease.id)
+        if carried is None:
+            return await store.release(lease, changes)
+        values = await store.release(Lease(id=carried, seconds=lease.seconds), changes)
+        self._carried.pop(lease.id, None)
+        return values
 
     async def renew(self, lease_ids: Sequence[str], seconds: float) -> None:
-        await self._run(lambda store: store.renew(lease_ids, seconds))
+        def renewed(store: StateStore) -> Awaitable[None]:
+            carried = self._carried
+            ids = [carried.get(i, i) for i in lease_ids] if carried else lease_ids
+            return store.renew(ids, seconds)
+
+        await self._run(renewed)
 
     async def reclaim(self, limit: int = 100) -> list[Reclaimed]:
         return await self._run(lambda store: store.reclaim(limit))
