@@ -99,15 +99,21 @@ SLOT = Claim(key="key-slots:k", amount=1, limit=1)
 """A key's one concurrent slot."""
 
 
+async def slot_taken_while_down(seconds: float) -> tuple[list[float], Backend, PolicyStore]:
+    """The key's one slot taken under lease `a` of `seconds` while the backend is down, on a
+    clock of the test's (the backend's too), which a request must move on for a try of it."""
+    now = [0.0]
+    backend = Backend(clock=lambda: now[0])
+    store = PolicyStore(backend, on_unavailable="local", retry_interval=60.0, clock=lambda: now[0])
+    assert await store.reserve_or_explain([SLOT], lease=Lease(id="a", seconds=seconds)) is None
+    return now, backend, store
+
+
 async def test_a_lease_held_locally_stays_held_when_the_backend_is_tried_in_vain() -> None:
     # The key's one slot taken while the backend is down, then a try of the backend that
     # fails: the slot is still taken (the try had dropped the local leases with their counts,
     # and the next request took the key's slot a second time).
-    now = [0.0]
-    store = PolicyStore(
-        Backend(), on_unavailable="local", retry_interval=60.0, clock=lambda: now[0]
-    )
-    assert await store.reserve_or_explain([SLOT], lease=Lease(id="a", seconds=600)) is None
+    now, _, store = await slot_taken_while_down(600)
     now[0] += 61
     assert await store.counter("key-slots:k") == 1  # tried, still down, counted locally
     assert await store.reserve_or_explain([SLOT], lease=Lease(id="b", seconds=600)) is not None
@@ -121,10 +127,7 @@ async def test_a_lease_held_locally_is_carried_to_the_backend_when_it_is_back() 
     # backend is back: the backend counts it (every replica's next request is refused), under
     # a lease its renewals keep and its release ends; had the process been killed, the sweep
     # would give it back. It had stayed behind, counted nowhere the replicas share.
-    now = [0.0]
-    backend = Backend(clock=lambda: now[0])
-    store = PolicyStore(backend, on_unavailable="local", retry_interval=60.0, clock=lambda: now[0])
-    assert await store.reserve_or_explain([SLOT], lease=Lease(id="a", seconds=120)) is None
+    now, backend, store = await slot_taken_while_down(120)
     backend.down = False
     now[0] += 61
     assert await store.counter("key-slots:k") == 1  # the move, then the read, at the backend
@@ -139,10 +142,7 @@ async def test_a_lease_held_locally_is_carried_to_the_backend_when_it_is_back() 
 
 
 async def test_a_carried_lease_nobody_renews_is_swept_at_the_backend() -> None:
-    now = [0.0]
-    backend = Backend(clock=lambda: now[0])
-    store = PolicyStore(backend, on_unavailable="local", retry_interval=60.0, clock=lambda: now[0])
-    assert await store.reserve_or_explain([SLOT], lease=Lease(id="a", seconds=120)) is None
+    now, backend, store = await slot_taken_while_down(120)
     backend.down = False
     now[0] += 61
     assert await store.counter("key-slots:k") == 1
@@ -153,10 +153,7 @@ async def test_a_carried_lease_nobody_renews_is_swept_at_the_backend() -> None:
 
 
 async def test_a_lease_not_carried_as_the_backend_goes_again_stays_held_locally() -> None:
-    now = [0.0]
-    backend = Backend(clock=lambda: now[0])
-    store = PolicyStore(backend, on_unavailable="local", retry_interval=60.0, clock=lambda: now[0])
-    assert await store.reserve_or_explain([SLOT], lease=Lease(id="a", seconds=600)) is None
+    now, backend, store = await slot_taken_while_down(600)
     backend.down = False
     reserve = backend.reserve_or_explain
 
