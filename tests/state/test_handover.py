@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -33,12 +33,16 @@ class Backend:
     kind: str
     name: str
     relay: TcpRelay
+    password: str = ""
+    """Sent in the URL (neither server asks for one: Redis takes any for its `default` user,
+    and PostgreSQL trusts local connections)."""
 
     def primary(self) -> StateStore:
+        secret = f":{self.password}" if self.password else ""
         if self.kind == "redis":
-            url = f"redis://127.0.0.1:{self.relay.port}/0"
+            url = f"redis://default{secret}@127.0.0.1:{self.relay.port}/0"
             return RedisStore(url, prefix=self.name, timeout=DOWN_TIMEOUT)
-        url = f"postgresql://postgres@127.0.0.1:{self.relay.port}/test"
+        url = f"postgresql://postgres{secret}@127.0.0.1:{self.relay.port}/test"
         return PostgresStore(url, table_prefix=self.name, timeout=DOWN_TIMEOUT)
 
     def store(
@@ -256,3 +260,64 @@ async def test_a_store_without_a_spool_folder_says_what_its_close_loses(
         "is lost" in r.getMessage() and f"{SPENT} $0.500000" in r.getMessage()
         for r in caplog.records
     )
+
+
+@pytest.mark.parametrize("field", ["backend", "location"])
+async def test_a_spool_written_for_another_store_is_kept_and_not_sent(
+    backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    # The config named another store since (another server, database or prefix, or the other
+    # backend): its counts were handed to whatever store the config named then.
+    await stopped_with_the_backend_down(backend, tmp_path)
+    [name] = spooled(tmp_path)
+    document = json.loads((tmp_path / name).read_text(encoding="utf-8"))
+    other = {"backend": "postgres" if backend.kind == "redis" else "redis"}
+    other["location"] = "10.0.0.9:7000/3, elsewhere:*"
+    document[field] = other[field]
+    (tmp_path / name).write_text(json.dumps(document), encoding="utf-8")
+    backend.relay.restore()
+    successor = backend.store(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="modelyard.state"):
+        assert await successor.counter(SPENT) == 0.0
+    assert await successor.counter(CALLS) == 0.0
+    assert spooled(tmp_path) == [name]  # kept as it is, for a config naming that store
+    [told] = [r.getMessage() for r in caplog.records if "is not sent" in r.getMessage()]
+    assert name in told and other[field] in told and f"{SPENT} $0.500000" in told
+    await successor.aclose()
+
+
+async def test_a_spool_names_its_store_without_the_password_of_its_url(
+    backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s3cret-pass-9f2c61d0"
+    with caplog.at_level(logging.DEBUG):
+        await stopped_with_the_backend_down(replace(backend, password=secret), tmp_path)
+    [name] = spooled(tmp_path)
+    text = (tmp_path / name).read_text(encoding="utf-8")
+    assert secret not in text and "s3cret" not in caplog.text
+    port = backend.relay.port
+    where = {"redis": f"127.0.0.1:{port}/0, {backend.name}*"}
+    where["postgres"] = f"127.0.0.1:{port}/test, {backend.name}*"
+    assert json.loads(text)["location"] == where[backend.kind]
+    backend.relay.restore()
+    # The same store with its password changed (or none): the spool is its own.
+    rotated = replace(backend, password="another-one").store(tmp_path)
+    assert await rotated.counter(SPENT) == pytest.approx(0.5)
+    assert spooled(tmp_path) == []
+    await rotated.aclose()
+
+
+async def test_a_spool_written_before_spools_named_their_store_is_checked_by_backend(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # A rolling upgrade: the release before wrote no location; the backend alone is checked.
+    await stopped_with_the_backend_down(backend, tmp_path)
+    [name] = spooled(tmp_path)
+    document = json.loads((tmp_path / name).read_text(encoding="utf-8"))
+    del document["location"]
+    (tmp_path / name).write_text(json.dumps(document), encoding="utf-8")
+    backend.relay.restore()
+    successor = backend.store(tmp_path)
+    assert await successor.counter(SPENT) == pytest.approx(0.5)
+    assert spooled(tmp_path) == []
+    await successor.aclose()

@@ -20,8 +20,10 @@ longer than a whole lease would count again.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +110,10 @@ class StateStore(abc.ABC):
     """Counters and values shared by everything that uses the same store."""
 
     backend = "memory"
+    location = ""
+    """Where a shared backend keeps this store's data (`server_location`), with no credential
+    in it: a spool of counts owed to one store is never handed to another. Empty: in this
+    process, or a file of its own."""
 
     @abc.abstractmethod
     async def reserve(self, claims: Sequence[Claim]) -> Claim | None:
@@ -213,3 +219,23 @@ class StateStore(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections."""
+
+
+def server_location(url: str, *, default_port: int, database: str, names: str) -> str:
+    """Which data of which server `url` reaches, without its user, password or query:
+    `host:port/database, names` (`names`: the keys' or tables' prefix, as `modelyard:*`).
+    Only what tells servers and databases apart is kept, so a rotated password or another
+    user for the same data names the same place; `database` when the URL names none."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    server = parts.netloc.rpartition("@")[2].lower()  # never the user and password
+    if parts.scheme == "unix":  # redis-py's unix:///path/to.sock?db=N
+        server, named = parts.path, ""
+    else:
+        server = server or (query.get("host") or ["localhost"])[0]
+        if not re.search(r":\d+$", server):  # [::1]:6379 and host:6379 name their port
+            server = f"{server}:{(query.get('port') or [str(default_port)])[0]}"
+        named = parts.path.strip("/")
+    for setting in ("db", "dbname", "database"):  # names, never credentials
+        named = named or (query.get(setting) or [""])[0]
+    return f"{server}/{named or database}, {names}"

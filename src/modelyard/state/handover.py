@@ -10,14 +10,19 @@ own, `state-handover-<pid>-<random>.json` in the config's state folder (the fold
 renamed), readable by its user alone. Each counter keeps the time its window ends, so a
 per-minute window already over is not revived.
 
-The next `PolicyStore` on that folder hands every such file to the backend at its first
-contact (`hand_over`), each move as a release under its own id, then deletes the file: two
+The file names the store it is owed to: its backend, and (since the field was added; a file
+without it is checked by backend alone) its `location`, the server, database and prefix with
+no credential in it. The next `PolicyStore` on that folder hands every such file written for
+its own store to the backend at its first contact (`hand_over`), each move as a release under
+its own id, then deletes the file; one written for another store (the config now names
+another) is left as it is and logged, never sent where its counts do not belong. Two
 replicas starting together, or one that crashed after sending and before deleting, send a move
 twice and the backend applies it once. That holds while the backend remembers the id: a file
 whose first sending is older than `MOVE_MEMORY` less `CLOCK_MARGIN` is set aside
 (`.held`) and logged, as sending it again might count it twice; a person compares it with the
 store (or the ledger) and decides. A file that cannot be read is set aside (`.corrupt`) and
-logged; nothing here stops a process from starting.
+logged; nothing here stops a process from starting. `modelyard handover` lists them all, and
+applies or discards one (`state.spools`).
 
 A process killed outright (SIGKILL, the OOM killer, a power cut) writes nothing: what it counted
 alone since the backend went down is lost.
@@ -72,12 +77,40 @@ class Move:
         return Lease(id=self.id, seconds=MOVE_MEMORY)
 
 
-def spool(folder: Path, backend: str, moves: Sequence[Move], *, now: float) -> Path:
-    """Write `moves` to a new spool file in `folder` (made private if missing); its path."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spool:
+    """What a spool file holds."""
+
+    backend: str
+    location: str | None
+    """The store's `StateStore.location`; None in a file written before it was recorded."""
+    written: float
+    moves: list[Move]
+
+    def refusal(self, store: StateStore) -> str | None:
+        """Why this file is not `store`'s to take (written for another store), or None."""
+        if self.backend == store.backend and self.location in (None, store.location):
+            return None
+        return (
+            f"it was written for the state store {_named(self.backend, self.location)}, and "
+            f"this config's is {_named(store.backend, store.location)}"
+        )
+
+
+def _named(backend: str, location: str | None) -> str:
+    return f"{backend} at {location}" if location else backend
+
+
+def spool(
+    folder: Path, backend: str, moves: Sequence[Move], *, now: float, location: str = ""
+) -> Path:
+    """Write `moves`, owed to the store `backend` at `location`, to a new spool file in
+    `folder` (made private if missing); its path."""
     private_folder(folder)
     document = {
         "version": _VERSION,
         "backend": backend,
+        "location": location,  # a field added: a release before ignores it
         "pid": os.getpid(),
         "written": now,
         "moves": [
@@ -98,7 +131,13 @@ def spool(folder: Path, backend: str, moves: Sequence[Move], *, now: float) -> P
 
 
 async def keep(
-    folder: Path | None, moves: Sequence[Move], *, backend: str, now: float, where: str
+    folder: Path | None,
+    moves: Sequence[Move],
+    *,
+    backend: str,
+    location: str = "",
+    now: float,
+    where: str,
 ) -> None:
     """At a close with the backend `where` down: `moves` written to a spool file in `folder`
     (off the event loop: fsync may take a while), and where it is logged; or what is lost."""
@@ -111,7 +150,7 @@ async def keep(
         )
         return
     try:
-        path = await asyncio.to_thread(spool, folder, backend, moves, now=now)
+        path = await asyncio.to_thread(spool, folder, backend, moves, now=now, location=location)
     except OSError as exc:
         log.error(
             "state store %s is still down at close, and what this process counted alone could "
@@ -131,11 +170,11 @@ async def keep(
     )
 
 
-def read_spool(path: Path, *, now: float) -> list[Move]:
-    """The moves of the spool file at `path`, each change's window counted from `now` (those
-    whose window is over are left out). A move never sent is dated from when the file was
-    written: the earliest a replica handing the file over may have sent it, and the backend
-    remembered it from. ValueError when the file is not one."""
+def read_spool(path: Path, *, now: float) -> Spool:
+    """The spool file at `path`, each change's window counted from `now` (those whose window
+    is over are left out). A move never sent is dated from when the file was written: the
+    earliest a replica handing the file over may have sent it, and the backend remembered it
+    from. ValueError when the file is not one."""
     try:
         document = json.loads(path.read_bytes())
         if document["version"] != _VERSION:
@@ -143,9 +182,33 @@ def read_spool(path: Path, *, now: float) -> list[Move]:
         written = document["written"]
         if not _finite(written):
             raise ValueError(f"its time of writing is malformed: {written!r}")
-        return [_move(entry, written, now) for entry in document["moves"]]
+        backend, location = document["backend"], document.get("location")
+        if not isinstance(backend, str) or not (location is None or isinstance(location, str)):
+            raise ValueError(f"the store it is for is malformed: {backend!r}, {location!r}")
+        moves = [_move(entry, written, now) for entry in document["moves"]]
     except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    # An empty location is a store that named none: checked by backend alone, as before.
+    return Spool(backend=backend, location=location or None, written=written, moves=moves)
+
+
+def first_sent(spool: Spool, now: float) -> float:
+    """When the earliest move of `spool` may have been sent (`now` if it holds none)."""
+    return min((m.sent for m in spool.moves if m.sent is not None), default=now)
+
+
+def forgotten(spool: Spool, now: float) -> bool:
+    """Whether the store may have forgotten a move of `spool` it applied: sent again, it
+    might count twice."""
+    return now - first_sent(spool, now) > MOVE_MEMORY - CLOCK_MARGIN
+
+
+async def send(store: StateStore, moves: Sequence[Move]) -> None:
+    """Each move to `store`, as a release of its own lease (applied once while the store
+    remembers its id)."""
+    for move in moves:
+        if move.changes:
+            await store.release(move.lease, move.changes)
 
 
 def _move(entry: dict[str, Any], written: float, now: float) -> Move:
@@ -168,13 +231,11 @@ def _finite(value: object) -> bool:
 async def hand_over(folder: Path, store: StateStore, *, now: float, where: str) -> int:
     """Send every spool file in `folder` to `store` and delete it; how many were. A file that
     cannot be read, or may have been applied longer ago than the store remembers, is set aside
-    and logged. UnavailableError (from `store`) leaves the file being sent, and the rest, for
-    the next try."""
+    and logged; one written for another store is left as it is, and logged. UnavailableError
+    (from `store`) leaves the file being sent, and the rest, for the next try."""
     handed = 0
-    for path, moves in await asyncio.to_thread(_sendable, folder, now, where):
-        for move in moves:
-            if move.changes:
-                await store.release(move.lease, move.changes)
+    for path, moves in await asyncio.to_thread(_sendable, folder, store, now, where):
+        await send(store, moves)
         await asyncio.to_thread(path.unlink, missing_ok=True)
         handed += 1
         log.warning(
@@ -187,12 +248,15 @@ async def hand_over(folder: Path, store: StateStore, *, now: float, where: str) 
     return handed
 
 
-def _sendable(folder: Path, now: float, where: str) -> list[tuple[Path, list[Move]]]:
-    """The spool files in `folder` and their moves, but those set aside (logged)."""
+def _sendable(
+    folder: Path, store: StateStore, now: float, where: str
+) -> list[tuple[Path, list[Move]]]:
+    """The spool files in `folder` for `store` and their moves, but those set aside (logged);
+    those for another store are logged and left."""
     out = []
     for path in sorted(folder.glob(SPOOLED)):
         try:
-            moves = read_spool(path, now=now)
+            read = read_spool(path, now=now)
         except FileNotFoundError:  # another replica has handed it over meanwhile
             continue
         except (OSError, ValueError) as exc:
@@ -206,15 +270,29 @@ def _sendable(folder: Path, now: float, where: str) -> list[tuple[Path, list[Mov
                 where,
             )
             continue
-        oldest = min((m.sent for m in moves if m.sent is not None), default=now)
-        if now - oldest <= MOVE_MEMORY - CLOCK_MARGIN:
+        moves = read.moves
+        refusal = read.refusal(store)
+        if refusal is not None:
+            log.error(
+                "state handover %s is not sent to the state store %s: %s. It is left as it "
+                "is, for a config naming that store; `modelyard handover list` shows it, and "
+                "`modelyard handover discard` moves it aside. It holds: %s",
+                path,
+                where,
+                refusal,
+                describe(moves),
+            )
+            continue
+        if not forgotten(read, now):
             out.append((path, moves))
             continue
+        oldest = first_sent(read, now)
         _set_aside(path, ".held")
         log.error(
             "state handover %s was first sent %.1f h ago, longer than the state store %s "
             "surely remembers (%.0f h): sent again it might count twice, so it is set aside "
-            "as %s.held, not sent; add what the store lacks by hand: %s",
+            "as %s.held, not sent; compare it with the store, then `modelyard handover "
+            "apply` or `discard` it: %s",
             path,
             (now - oldest) / 3600,
             where,

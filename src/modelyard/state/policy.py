@@ -482,4 +482,11 @@ class PolicyStore(StateStore):
         if unmoved:  # never sent: sent first by whoever hands the spool over
             owed.append(Move(id=self._move_id(), changes=unmoved))
         if owed:
-            await keep(self._spool, owed, backend=self.backend, now=self._wall(), where=self._where)
+            await keep(
+                self._spool,
+                owed,
+                backend=self.backend,
+                location=self.primary.location,
+                now=self._wall(),
+                where=self._where,
+            )

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from modelyard.errors import UnavailableError
 from modelyard.state.base import (
@@ -28,6 +29,7 @@ from modelyard.state.base import (
     Reclaimed,
     StateStore,
     WindowUse,
+    server_location,
 )
 from modelyard.state.postgres_tables import Index, Migration, PostgresTables
 
@@ -140,6 +142,9 @@ class PostgresStore(PostgresTables, StateStore):
     def __init__(self, url: str, *, table_prefix: str = "modelyard_", timeout: float = 2.0) -> None:
         super().__init__(url, table_prefix=table_prefix, timeout=timeout)
         self._swept = float("-inf")
+        # With no database named, PostgreSQL opens the user's own.
+        user = urlsplit(url).username or "(the user's own)"
+        self.location = server_location(url, default_port=5432, database=user, names=f"{self.p}*")
 
     async def _lock_keys(self, conn: Any, keys: Sequence[str]) -> None:
         for key in sorted(set(keys)):

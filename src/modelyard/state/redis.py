@@ -33,7 +33,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.errors import UnavailableError, redact
 from modelyard.loops import PerLoop
-from modelyard.state.base import Change, Claim, Lease, Reclaimed, StateStore, WindowUse
+from modelyard.state.base import (
+    Change,
+    Claim,
+    Lease,
+    Reclaimed,
+    StateStore,
+    WindowUse,
+    server_location,
+)
 
 T = TypeVar("T")
 
@@ -313,6 +321,7 @@ class RedisStore(StateStore):
     def __init__(self, url: str, *, prefix: str = "modelyard:", timeout: float = 1.0) -> None:
         self.url = url
         self.prefix = prefix
+        self.location = server_location(url, default_port=6379, database="0", names=f"{prefix}*")
         self._clients = RedisClients(url, timeout=timeout)
         self._reserve = self._clients.script(_RESERVE)
         self._adjust = self._clients.script(_ADJUST)
