@@ -11,6 +11,7 @@ from modelyard.cli import (  # noqa: F401  (each module registers its commands)
     demo,
     drill,
     evaluate,
+    handover,
     health,
     load,
     serve,

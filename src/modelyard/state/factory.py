@@ -60,24 +60,31 @@ def make_store(spec: StateSpec, base_dir: Path) -> StateStore:
         from modelyard.state.sqlite import SqliteStore
 
         return SqliteStore(config_relative(spec.path, base_dir))
-    assert spec.url is not None
-    primary: StateStore
+    return PolicyStore(
+        shared_backend(spec),
+        on_unavailable=spec.on_unavailable,
+        retry_interval=spec.retry_interval,
+        spool=spool_folder(spec, base_dir),
+    )
+
+
+def shared_backend(spec: StateSpec) -> StateStore:
+    """The Redis or PostgreSQL store `spec` names, with no policy for when it is down."""
+    assert spec.url is not None and spec.backend in ("redis", "postgres")
     if spec.backend == "redis":
         from modelyard.state.redis import RedisStore
 
-        primary = RedisStore(spec.url, prefix=spec.prefix, timeout=spec.timeout)
-    else:
-        from modelyard.state.postgres import PostgresStore
+        return RedisStore(spec.url, prefix=spec.prefix, timeout=spec.timeout)
+    from modelyard.state.postgres import PostgresStore
 
-        table_prefix = "".join(c if c.isalnum() else "_" for c in spec.prefix)
-        if table_prefix[:1].isdigit():  # a table name may not start with a digit
-            table_prefix = "_" + table_prefix
-        primary = PostgresStore(spec.url, table_prefix=table_prefix, timeout=spec.timeout)
-    # What a replica stopped with the backend down still owes it waits in the folder of
-    # `path` (the config's state folder, which these backends leave otherwise unused).
-    return PolicyStore(
-        primary,
-        on_unavailable=spec.on_unavailable,
-        retry_interval=spec.retry_interval,
-        spool=config_relative(spec.path, base_dir).parent,
-    )
+    table_prefix = "".join(c if c.isalnum() else "_" for c in spec.prefix)
+    if table_prefix[:1].isdigit():  # a table name may not start with a digit
+        table_prefix = "_" + table_prefix
+    return PostgresStore(spec.url, table_prefix=table_prefix, timeout=spec.timeout)
+
+
+def spool_folder(spec: StateSpec, base_dir: Path) -> Path:
+    """Where what a replica stopped with a shared backend down still owes it waits
+    (`state.handover`): the folder of `path` (the config's state folder, which these
+    backends leave otherwise unused)."""
+    return config_relative(spec.path, base_dir).parent

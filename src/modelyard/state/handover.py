@@ -92,12 +92,13 @@ class Spool:
         if self.backend == store.backend and self.location in (None, store.location):
             return None
         return (
-            f"it was written for the state store {_named(self.backend, self.location)}, and "
-            f"this config's is {_named(store.backend, store.location)}"
+            f"it was written for the state store {store_name(self.backend, self.location)}, and "
+            f"this config's is {store_name(store.backend, store.location)}"
         )
 
 
-def _named(backend: str, location: str | None) -> str:
+def store_name(backend: str, location: str | None) -> str:
+    """A store, as messages name it: `redis at 127.0.0.1:6379/0, modelyard:*`."""
     return f"{backend} at {location}" if location else backend
 
 
