@@ -232,6 +232,38 @@ def test_readyz_says_the_file_was_refused_until_a_reload_loads_it(
     assert body["config_version"] == running.app.live.current.version != served
 
 
+def test_health_prints_the_refusal_of_the_config_file_the_gateway_reports(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # `modelyard health --gateway` printed the circuits the gateway reported and nothing of
+    # `config_refused`: the file on disk not serving went unseen. The refused file does not
+    # load in the command either: it printed that error alone, exit 2.
+    from typer.testing import CliRunner
+
+    from modelyard.cli import app
+
+    running = serve_gateway()
+    running.config.write_text(SYSTEMS.replace("type: fallback", "type: fallbak"))
+    assert httpx2.post(f"{running.url}/admin/reload").status_code == 400
+    ask = ["health", str(running.config), "--gateway", running.url]
+    refused = CliRunner().invoke(app, ask)
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert f"the gateway serving it at {running.url}" in said
+    assert "config refused at 20" in said and "fallbak" in said
+    assert "still serves the config it loaded before" in said
+    # Edited again, to a file that loads, and not reloaded yet: the refusal still stands.
+    running.config.write_text(SYSTEMS.replace('"the strong answer"', '"new"'))
+    loads = CliRunner().invoke(app, ask)
+    assert loads.exit_code == 0, loads.output
+    assert "config refused at 20" in " ".join(loads.output.split())
+    body = orjson.loads(CliRunner().invoke(app, [*ask, "--json"]).stdout)
+    assert "fallbak" in body["config_refused"]["error"]
+    assert httpx2.post(f"{running.url}/admin/reload").status_code == 200
+    body = orjson.loads(CliRunner().invoke(app, [*ask, "--json"]).stdout)
+    assert body["config_refused"] is None
+
+
 def test_readyz_never_shows_a_secret_of_the_refused_file(
     serve_gateway: Callable[..., Running],
 ) -> None:

@@ -15,8 +15,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelyard.cli.app import app, console, guarded
-from modelyard.errors import ModelError
+from modelyard.cli.app import app, console, fail, guarded
+from modelyard.errors import ConfigError, ModelError
 from modelyard.model import Model
 from modelyard.resilience.fallback import FallbackModel
 from modelyard.topology import unwrap
@@ -77,8 +77,8 @@ def _gateway_url(yard: Yard) -> str:
     return f"http://{host}:{spec.port}"
 
 
-async def _served(yard: Yard, url: str) -> dict[str, Any] | None:
-    """The circuits the gateway at `url` reports (its /readyz), when it serves this config."""
+async def _ready(config: str, url: str) -> dict[str, Any] | None:
+    """The /readyz of the gateway at `url`, when it serves `config` (its resolved path)."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session,
@@ -87,10 +87,46 @@ async def _served(yard: Yard, url: str) -> dict[str, Any] | None:
             body = json.loads(await reply.read())
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None  # nothing listens there, or not a gateway
-    if not isinstance(body, dict) or body.get("config") != str(yard.loaded.path.resolve()):
+    if not isinstance(body, dict) or body.get("config") != config:
         return None  # a gateway serving another config
-    health = body.get("health")
-    return health if isinstance(health, dict) else None
+    return body if isinstance(body.get("health"), dict) else None
+
+
+def _refused(ready: dict[str, Any] | None) -> dict[str, str] | None:
+    """The refusal of the config file that a gateway's /readyz reports, if any."""
+    refused = ready.get("config_refused") if ready else None
+    return {k: str(v) for k, v in refused.items()} if isinstance(refused, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What `health` prints."""
+
+    probes: list[Probe]
+    health: dict[str, Any]
+    disabled: dict[str, str]
+    source: str
+    refused: dict[str, str] | None = None
+    """The gateway's `config_refused`: the file on disk that it refused, and why."""
+    unloaded: str = ""
+    """Why the config file does not load here (the gateway's report is shown instead)."""
+
+
+def _from_gateway(config: Path, url: str, why: ConfigError) -> Report:
+    """The report of the gateway at `url` serving `config`, which does not load here (the
+    file it refused, as a rule); the ConfigError again when no gateway serving it answers."""
+    ready = asyncio.run(_ready(str(config.resolve()), url))
+    if ready is None:
+        raise why
+    disabled = ready.get("disabled")
+    return Report(
+        [],
+        ready["health"],
+        dict(disabled) if isinstance(disabled, dict) else {},
+        f"the gateway serving it at {url}, with the config it loaded before",
+        _refused(ready),
+        str(why),
+    )
 
 
 def _when(epoch: float | None) -> str:
@@ -125,30 +161,46 @@ def health(
     With the default (SQLite) or memory, each process counts its own: the circuits shown are
     those of the gateway serving this config at its configured address (or --gateway), when one
     answers there (without --probe), else this command's own, fresh.
+
+    A config file the gateway refused to reload (it still serves the one before) is shown with
+    when and why. With --gateway, a file that does not load here shows the gateway's report,
+    then its error (exit 2).
     """
 
-    def run() -> tuple[list[Probe], dict[str, Any], dict[str, str], str]:
-        yard = load(config)
+    def run() -> Report:
+        url = gateway.rstrip("/") if gateway else ""
+        try:
+            yard = load(config)
+        except ConfigError as exc:
+            if not url or probe:  # nothing to ask, or asked for this command's own probes
+                raise
+            return _from_gateway(config, url, exc)
+        url = url or _gateway_url(yard)
         disabled = dict(yard.built.disabled)  # models that cannot answer: no circuit shows them
+        backend = yard.loaded.config.state.backend
+        asked = gateway is not None or (backend not in _SHARED and not probe)
+        ready = asyncio.run(_ready(str(config.resolve()), url)) if asked else None
+        refused = _refused(ready)
         source = "the state store"
-        if yard.loaded.config.state.backend not in _SHARED and not probe:
-            url = gateway.rstrip("/") if gateway else _gateway_url(yard)
-            served = asyncio.run(_served(yard, url))
-            if served is not None:
+        if backend not in _SHARED and not probe:
+            if ready is not None:
                 asyncio.run(yard.aclose())
-                return [], served, disabled, f"the gateway serving it at {url}"
+                return Report(
+                    [], ready["health"], disabled, f"the gateway serving it at {url}", refused
+                )
             source = (
-                f"this command's own, fresh: state.backend {yard.loaded.config.state.backend} "
-                "keeps circuits in each serving process, and no gateway serving this config "
-                f"answered at {url}/readyz"
+                f"this command's own, fresh: state.backend {backend} keeps circuits in each "
+                f"serving process, and no gateway serving this config answered at {url}/readyz"
             )
-        elif probe and yard.loaded.config.state.backend not in _SHARED:
+        elif probe and backend not in _SHARED:
             source = "this command's own, after its probes"
-        return (*asyncio.run(_check(yard, probe)), disabled, source)
+        return Report(*asyncio.run(_check(yard, probe)), disabled, source, refused)
 
-    probes, report, disabled, source = guarded(run)
+    done = guarded(run)
+    probes, report, disabled, source = done.probes, done.health, done.disabled, done.source
     if as_json:
         out = {**report, "disabled": disabled, "source": source}
+        out["config_refused"] = done.refused
         if probe:
             out["probes"] = [asdict(p) for p in probes]
         console.print(json.dumps(out, indent=2), markup=False)
@@ -177,5 +229,13 @@ def health(
                 if disabled
                 else "no circuits: the config has no hosted models or configured breakers"
             )
+        if done.refused is not None:
+            console.print(
+                f"[red]config refused[/] at {escape(done.refused.get('at', '?'))}: the gateway "
+                f"still serves the config it loaded before, not {escape(str(config))}: "
+                f"{escape(done.refused.get('error', ''))}"
+            )
+    if done.unloaded:
+        fail(f"{done.unloaded} (the gateway's report is above)")
     if not report["healthy"] or not all(p.ok for p in probes):
         raise typer.Exit(1)
