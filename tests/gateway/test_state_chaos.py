@@ -127,7 +127,7 @@ class Replica:
 @pytest.fixture
 def replica(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     """Start a replica on `store` with the given `on_unavailable` (and state options)."""
-    started: list[tuple[Callable[[], None], TcpRelay]] = []
+    started: list[tuple[Callable[[], None], TcpRelay | None]] = []
     target = 6379 if store.backend == "redis" else 5432
 
     def start(
@@ -137,10 +137,15 @@ def replica(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
         limit: float = 1.0,
         extra: str = "",
         folder: Path | None = None,
+        relay: TcpRelay | None = None,
     ) -> Replica:
-        """`folder`: the config's, shared with replicas started before (its state folder too)."""
-        relay = TcpRelay("127.0.0.1", target)
-        relay.restore()
+        """`folder`: the config's, shared with replicas started before (its state folder too).
+        `relay`: one a replica before reached the store through (listening again), so the
+        config names the store at the same address, as a successor's on the same host does."""
+        own = relay is None
+        if relay is None:
+            relay = TcpRelay("127.0.0.1", target)
+            relay.restore()
         if folder is None:
             folder = tmp_path / f"replica-{len(started)}"
             folder.mkdir()
@@ -155,13 +160,15 @@ def replica(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
             encoding="utf-8",
         )
         running, stop = start_gateway(config)
-        started.append((stop, relay))
+        started.append((stop, relay if own else None))
         return Replica(running, relay, stop)
 
     yield start
-    for stop, relay in started:
+    for stop, _ in started:
         stop()
-        relay.close()
+    for _, closing in started:  # once every replica has stopped: a relay may serve several
+        if closing is not None:
+            closing.close()
 
 
 def refused_naming_the_store(answer: object, store: Store) -> None:
@@ -328,27 +335,28 @@ def spooled(folder: Path) -> list[Path]:
     return sorted((folder / ".modelyard" / "config.yaml").glob("state-handover-*"))
 
 
-def stopped_while_cut_off(replica: Callable[..., Replica], served: int) -> Path:
+def stopped_while_cut_off(replica: Callable[..., Replica], served: int) -> Replica:
     """Start a replica (`local`), serve a ping, cut it off, serve `served` pings alone, and stop
-    it still cut off; the folder of its config, where it left the spool file it wrote."""
+    it still cut off; it, its config's folder holding the spool file it wrote."""
     gateway = replica("local")
-    folder = gateway.running.config.parent
     assert gateway.ask() == "pong"
     gateway.relay.cut()
     for _ in range(served):
         assert gateway.ask() == "pong"
     gateway.stop()
-    return folder
+    return gateway
 
 
 def test_a_replica_stopped_while_cut_off_leaves_its_spend_to_the_next_one_to_start(
     replica: Callable[..., Replica], store: Store
 ) -> None:
-    folder = stopped_while_cut_off(replica, served=3)
+    stopped = stopped_while_cut_off(replica, served=3)
+    folder = stopped.running.config.parent
     assert store.counters("spent") == pytest.approx(ONE)
     [left] = spooled(folder)
     assert left.stat().st_mode & 0o777 == 0o600
-    successor = replica("local", folder=folder)
+    stopped.relay.restore()  # the store, at the address the stopped replica's config names
+    successor = replica("local", folder=folder, relay=stopped.relay)
     assert successor.ask() == "pong"
     assert store.settled(5 * ONE), "the stopped replica's spend was lost, or counted twice"
     assert spooled(folder) == []
@@ -357,10 +365,12 @@ def test_a_replica_stopped_while_cut_off_leaves_its_spend_to_the_next_one_to_sta
 def test_two_replicas_starting_together_hand_a_stopped_ones_spend_over_once(
     replica: Callable[..., Replica], store: Store
 ) -> None:
-    folder = stopped_while_cut_off(replica, served=4)
+    stopped = stopped_while_cut_off(replica, served=4)
+    folder, relay = stopped.running.config.parent, stopped.relay
     [left] = spooled(folder)
     copy = left.read_bytes()
-    one, other = replica("local", folder=folder), replica("local", folder=folder)
+    relay.restore()
+    one, other = (replica("local", folder=folder, relay=relay) for _ in range(2))
     answers: list[object] = []
     asks = [threading.Thread(target=lambda r=r: answers.append(r.ask())) for r in (one, other)]
     for ask in asks:
@@ -372,7 +382,7 @@ def test_two_replicas_starting_together_hand_a_stopped_ones_spend_over_once(
     # A replica that crashed after sending, before deleting the file: its successor sends it
     # again, and the store applies it once.
     left.write_bytes(copy)
-    assert replica("local", folder=folder).ask() == "pong"
+    assert replica("local", folder=folder, relay=relay).ask() == "pong"
     assert store.settled(8 * ONE), "a spool sent again was counted twice"
     assert spooled(folder) == []
 
