@@ -39,7 +39,9 @@ class Deployment:
         self.folder = tmp_path / ".modelyard" / "prod.yaml"
         self.location = RedisStore(REDIS_URL, prefix=self.prefix).location
 
-    def spool(self, spent: float, *, age: float = 0.0, location: str = "") -> Path:
+    def spool(
+        self, spent: float, *, age: float = 0.0, location: str = "", backend: str = "redis"
+    ) -> Path:
         """A spool file owed to this config's store (or the one at `location`), written
         `age` seconds ago and never sent."""
         move = Move(
@@ -47,7 +49,7 @@ class Deployment:
         )
         return spool(
             self.folder,
-            "redis",
+            backend,
             [move],
             now=time.time() - age,
             location=location or self.location,
@@ -154,7 +156,9 @@ def test_a_file_for_another_store_or_unreadable_is_not_applied(deployment: Deplo
     foreign = deployment.spool(0.25, location="10.0.0.9:6379/0, other:*")
     result = deployment.run("apply", foreign.name, "--yes")
     assert result.exit_code == 2
-    assert "written for the state store redis at 10.0.0.9:6379/0, other:*" in result.output
+    said = " ".join(result.output.split())
+    assert "written for the state store redis at 10.0.0.9:6379/0, other:*" in said
+    assert "--same-store" in said
     listed = deployment.run("list")
     assert "not this config's" in listed.output
     corrupt = deployment.folder / "state-handover-7-0badf00d.json.corrupt"
@@ -175,3 +179,19 @@ def test_discard_moves_a_file_aside_and_says_what_it_held(deployment: Deployment
     assert "0 pending, 0 held, 0 corrupt, 1 discarded" in deployment.run("list").output
     assert deployment.run("apply", f"{old.name}.discarded", "--yes").exit_code == 2
     assert deployment.counter(SPENT) == 0.0
+
+
+def test_same_store_applies_a_file_naming_this_store_at_another_address(
+    deployment: Deployment,
+) -> None:
+    # The config named the server by its IP then, by its host name now: one store, and a
+    # start keeps the file, as it cannot tell.
+    elsewhere = deployment.spool(0.25, location=f"10.0.0.9:6379/0, {deployment.prefix}*")
+    assert deployment.run("apply", elsewhere.name).exit_code == 2
+    result = deployment.run("apply", elsewhere.name, "--same-store")
+    assert result.exit_code == 0, result.output
+    assert deployment.counter(SPENT) == pytest.approx(0.25)
+    assert deployment.files() == []
+    postgres = deployment.spool(0.5, location=deployment.location, backend="postgres")
+    assert deployment.run("apply", postgres.name, "--same-store").exit_code == 2  # never
+    assert deployment.counter(SPENT) == pytest.approx(0.25)

@@ -150,6 +150,14 @@ def handover_apply(
             help="Apply a file that may count twice (held, or as old) without asking.",
         ),
     ] = False,
+    same_store: Annotated[
+        bool,
+        typer.Option(
+            "--same-store",
+            help="The file names this config's store at another address (a host name for its "
+            "IP, another port to the same server): apply it all the same. Never across backends.",
+        ),
+    ] = False,
 ) -> None:
     """Send what a spool file holds to the config's state store now, then delete it. A pending
     or held file's moves are applied once while the store remembers them (a day); a held one
@@ -161,8 +169,11 @@ def handover_apply(
         file = _file(loaded, name)
 
         async def apply(store: StateStore) -> None:
-            why = spools.refusal(file, store)
+            why = spools.refusal(file, store, same_store=same_store)
             if why is not None:
+                elsewhere = file.status != "discarded" and file.spool is not None
+                if elsewhere and file.spool and file.spool.backend == store.backend:
+                    why += " (--same-store applies it if that is this store at another address)"
                 fail(f"not applied: {why}")
             if file.may_count_twice:
                 hours = (MOVE_MEMORY - CLOCK_MARGIN) / 3600

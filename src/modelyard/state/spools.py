@@ -89,12 +89,16 @@ def read(path: Path, *, now: float) -> SpoolFile:
     )
 
 
-def refusal(file: SpoolFile, store: StateStore) -> str | None:
-    """Why `file` cannot be applied to `store`, or None."""
+def refusal(file: SpoolFile, store: StateStore, *, same_store: bool = False) -> str | None:
+    """Why `file` cannot be applied to `store`, or None. `same_store`: a person knows the
+    location it names is `store`'s under another address (a host name for an IP, a proxy's
+    port); its backend must still be `store`'s."""
     if file.spool is None:
         return f"{file.path.name} cannot be read ({file.error}): discard it"
     if file.status == "discarded":
         return f"{file.path.name} was discarded; rename it to apply it after all"
+    if same_store and file.spool.backend == store.backend:
+        return None
     return file.spool.refusal(store)
 
 
