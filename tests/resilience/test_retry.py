@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
 
@@ -15,6 +17,7 @@ from modelyard.errors import (
     UnavailableError,
 )
 from modelyard.providers.fake import Reply
+from modelyard.resilience.ratelimit import Limiter, RateLimitModel, RateLimits
 from modelyard.resilience.retry import RetryBudget, RetryModel, RetryPolicy
 from modelyard.state.memory import MemoryStore
 from modelyard.streaming import collect
@@ -162,3 +165,35 @@ async def test_a_successful_first_try_is_returned_untouched() -> None:
     response = await RetryModel(inner, FAST).complete(user("x"))
     assert response.decision is not None and response.decision.kind == "model"
     assert (await collect(RetryModel(inner, FAST).stream(user("x")))).text == "ok"
+
+
+class CoarseClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock counts in steps of 10 ms, as uvloop's counts in milliseconds: woken
+    by other work, it fires a timer set mid-step up to a step before its delay has passed."""
+
+    def time(self) -> float:
+        return math.floor(time.monotonic() * 100) / 100
+
+
+def test_a_retry_after_waited_on_a_coarse_timer_finds_the_429s_hold_over() -> None:
+    # The 429's Retry-After holds the model's limiter as it waits: a timer ending early
+    # reached the limiter with the hold still on, and the retry was refused, never sent.
+    async def tick() -> None:  # the other work on a gateway's loop
+        for _ in range(100_000):
+            await asyncio.sleep(0.001)
+
+    async def ask() -> list[str]:
+        ticking = asyncio.create_task(tick())
+        answers = []
+        for _ in range(3):
+            inner = scripted("m", fails("rate_limited", retry_after=0.05), "second try")
+            limiter = Limiter("model:m", RateLimits(), MemoryStore())
+            policy = RetryPolicy(attempts=1, jitter="none")
+            model = RetryModel(RateLimitModel(inner, [limiter], learner=limiter), policy)
+            answers.append((await model.complete(user("x"))).text)
+            assert len(inner.calls) == 2
+        ticking.cancel()
+        return answers
+
+    with asyncio.Runner(loop_factory=CoarseClockLoop) as runner:
+        assert runner.run(ask()) == ["second try"] * 3

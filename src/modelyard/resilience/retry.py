@@ -34,6 +34,24 @@ from modelyard.types import ChatRequest, ChatResponse, Chunk, Decision, Usage
 
 Sleep = Callable[[float], Awaitable[None]]
 
+
+async def sleep_at_least(seconds: float) -> None:
+    """Sleep `seconds` of `time.monotonic`, the clock a rate limiter's hold is set on.
+
+    An event loop's timer may fire early by its granularity: uvloop (the gateway's loop) counts
+    in milliseconds from the time cached at its iteration's start, so `asyncio.sleep(2)` can end
+    up to a millisecond short. A retry that waited a 429's Retry-After so would reach the
+    model's limiter while the hold that 429 set still had that millisecond to run, and be
+    refused without being sent (a retry spent on nothing)."""
+    until = time.monotonic() + seconds
+    await asyncio.sleep(seconds)
+    for _ in range(100):  # each more sleep is shorter: the first is all but ever enough
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.sleep(left)
+
+
 Tries = Callable[[int, float], Model]
 """The Model each try calls, given the try's number (from 1) and the seconds waited before it:
 the inner model inside a span of its own when the config traces
@@ -126,7 +144,7 @@ class RetryModel(Wrapper):
         policy: RetryPolicy,
         *,
         budget: RetryBudget | None = None,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep = sleep_at_least,
         rng: random.Random | None = None,
         tries: Tries | None = None,
     ) -> None:
