@@ -423,6 +423,21 @@ def test_the_keys_commands_make_and_list_a_keys_tpm(tmp_path: Path) -> None:
     assert refused.exit_code != 0
 
 
+def test_the_keys_list_shows_a_keys_max_concurrency(tmp_path: Path) -> None:
+    # An operator checking a key's limits saw its rpm, tpm and budget, not its concurrency.
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS)
+    runner = CliRunner()
+    made = runner.invoke(
+        cli, ["keys", "create", str(config), "--name", "ops", "--max-concurrency", "3"]
+    )
+    assert made.exit_code == 0, made.output
+    listed = runner.invoke(cli, ["keys", "list", str(config)], env={"COLUMNS": "200"})
+    header, row = (line for line in listed.output.splitlines() if "rpm" in line or "ops" in line)
+    columns = [c.strip() for c in header.split("┃")]
+    assert [c.strip() for c in row.split("│")][columns.index("max_concurrency")] == "3"
+
+
 def test_the_admin_api_makes_and_lists_a_keys_tpm(serve_gateway: Callable[..., Running]) -> None:
     running = serve_gateway(ADMIN)
     made = create_key(running, name="metered", tpm=40000)

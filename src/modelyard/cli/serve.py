@@ -140,7 +140,9 @@ def keys_list(config: ConfigPath) -> None:
 
     def run() -> None:
         table = Table()
-        for column in ("id", "name", "systems", "rpm", "tpm", "budget", "status"):
+        for column in (
+            "id", "name", "systems", "rpm", "tpm", "max_concurrency", "budget", "status"
+        ):  # fmt: skip
             table.add_column(column)
         for key in _with_store(config, lambda store: store.all()):
             table.add_row(
@@ -149,6 +151,7 @@ def keys_list(config: ConfigPath) -> None:
                 ", ".join(key.systems),
                 str(key.rpm or ""),
                 str(key.tpm or ""),
+                str(key.max_concurrency or ""),
                 f"{key.budget:g}" if key.budget else "",
                 "revoked" if key.revoked else "active",
             )
