@@ -321,6 +321,7 @@ def test_a_request_no_minute_could_fit_is_told_so_without_a_retry_after(
     assert "more than this key's limit of 300 tokens per minute" in caught.value.message
     assert "lower max_tokens" in caught.value.message
     assert "retry-after" not in caught.value.response.headers
+    assert caught.value.response.headers["x-should-retry"] == "false"  # the SDKs obey it
     fits = chat.with_raw_response.create(model="gpt", messages=HI, max_tokens=100)  # type: ignore[arg-type]
     assert openai_tokens(fits.headers)[1] > 150  # the refused one took nothing
 

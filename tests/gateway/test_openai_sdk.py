@@ -8,7 +8,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from tests.gateway.conftest import Running
+from tests.gateway.conftest import SYSTEMS, Running
 
 from modelyard.topology import unwrap
 
@@ -123,6 +123,30 @@ def test_rate_limited_upstream_is_429_with_retry_after(
             model="cheap", messages=[{"role": "user", "content": "limited"}]
         )
     assert caught.value.response.headers["retry-after"] == "7"
+
+
+def test_a_request_larger_than_a_models_tpm_is_a_429_the_sdk_does_not_retry(
+    serve_gateway: Callable[..., Running],
+) -> None:
+    # No wait lets it through: the SDK, retrying every 429 unless told not to, sent it 3 times.
+    capped = (
+        "  capped:\n    local: {type: fake, default: ok}\n"
+        "    max_output_tokens: 50\n    limits: {tpm: 100}\n"
+    )
+    running = serve_gateway(text=SYSTEMS.replace("models:\n", "models:\n" + capped, 1))
+    sent: list[object] = []
+    http = httpx2.Client(event_hooks={"request": [sent.append]})
+    retrying = openai.OpenAI(
+        base_url=running.openai_url, api_key="x", max_retries=2, http_client=http
+    )
+    with pytest.raises(openai.RateLimitError) as caught:
+        retrying.chat.completions.create(
+            model="capped", messages=[{"role": "user", "content": "hi"}], max_tokens=500
+        )
+    assert "lower max_tokens" in caught.value.message
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in caught.value.response.headers
+    assert len(sent) == 1
 
 
 def test_context_length_is_400_with_its_code(serve_gateway: Callable[..., Running]) -> None:

@@ -105,7 +105,9 @@ def from_model_error(exc: ModelError, *, api: str = "openai") -> ApiError:
         code = exc.code or "budget_exceeded"
         return ApiError(429, message, "budget_exceeded", code, headers=headers)
     if isinstance(exc, RateLimitedError):
-        if exc.retry_after is not None:
+        if not exc.retryable:  # a request larger than a model's tpm: no wait lets it through
+            headers["x-should-retry"] = "false"
+        elif exc.retry_after is not None:
             headers.update(retry_after(exc.retry_after))
         return ApiError(429, message + where, "rate_limit_error", "rate_limited", headers=headers)
     # The SDKs retry a 5xx unless told not to; these stay until the operator fixes the config.

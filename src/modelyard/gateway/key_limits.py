@@ -89,12 +89,13 @@ class KeyLimits:
             return None
         if tokens > key.tpm:
             await self._give_back(key, call)
-            raise ApiError(  # no retry-after: no wait would make room for it
+            raise ApiError(  # no retry-after: no wait would make room for it; and no retry
                 429,
                 f"this request needs about {tokens} tokens, more than this key's limit of "
                 f"{key.tpm} tokens per minute; lower max_tokens or shorten the prompt",
                 "rate_limit_error",
                 "key_request_too_large",
+                headers={"x-should-retry": "false"},
             )
         at = self.clock()
         use = await self._window(f"key-tpm:{key.id}", tokens, key.tpm)
