@@ -239,6 +239,23 @@ def test_a_worker_process_logs_as_the_serve_process_does(tmp_path: Path) -> None
     assert re.search(line, done.stderr, re.MULTILINE), done.stderr
 
 
+def test_a_worker_of_several_logs_the_config_version_it_serves(tmp_path: Path) -> None:
+    """After a SIGHUP to `serve --workers N` the new workers said nothing: the log had no word
+    that the edited config now serves (one process logs its reload)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(SYSTEMS, encoding="utf-8")
+    code = "from modelyard.gateway.server import app_factory; app_factory()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "MODELYARD_CONFIG": str(config), "MODELYARD_WORKERS": "2"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    line = rb"INFO modelyard.serve: worker \d+ serves config.yaml \(version [0-9a-f]{12}\)$"
+    assert re.search(line, done.stderr, re.MULTILINE), done.stderr
+
+
 def test_a_worker_restarted_on_a_config_that_no_longer_loads_says_why_in_one_line(
     tmp_path: Path,
 ) -> None:

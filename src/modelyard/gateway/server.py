@@ -37,13 +37,20 @@ def app_factory() -> Gateway:
     # A worker of `--workers N` is a fresh interpreter: without this its reloads and notes
     # would come out bare, and its INFO lines not at all.
     configure_logging()
+    workers = int(os.environ.get(WORKERS, "1"))
     try:
-        return create_app(serving=True, workers=int(os.environ.get(WORKERS, "1")))
+        gateway = create_app(serving=True, workers=workers)
     except ConfigError as exc:
         # A worker that SIGHUP restarted (`serve --workers N`) on a file that no longer loads:
         # uvicorn keeps the workers running. The reason, in one line, not a traceback.
         log.error("worker not started, the workers running keep serving: %s", exc)
         raise SystemExit(2) from None
+    if workers > 1:  # after a SIGHUP, the one word that the new config serves
+        live = gateway.live
+        log.info(
+            "worker %d serves %s (version %s)", os.getpid(), live.path.name, live.current.version
+        )
+    return gateway
 
 
 def configure_logging() -> None:
