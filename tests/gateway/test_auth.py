@@ -80,6 +80,21 @@ async def test_auth_off_with_virtual_keys_does_not_make_local_callers_admin(tmp_
     assert caught.value.status == 403
 
 
+async def test_without_an_admin_key_an_admin_route_says_how_to_get_one(tmp_path: Path) -> None:
+    # Once a key existed, POST /admin/reload asked for "an API key" (401) or "the admin key"
+    # (403), though none was set and no key a caller could send would pass.
+    await ring(tmp_path, "auto").store.create("team-a")
+    secret, _ = await ring(tmp_path, "auto").store.create("team-b")
+    for authorization in (None, f"Bearer {secret}".encode()):
+        with pytest.raises(ApiError) as caught:
+            await require_admin(ring(tmp_path, "auto"), local_call(authorization))
+        assert caught.value.status == 403
+        assert "none is set: set gateway.admin_key" in caught.value.message
+    with pytest.raises(ApiError) as caught:  # with one set, the usual answers
+        await require_admin(ring(tmp_path, "auto", admin="admin-secret-123456"), local_call())
+    assert caught.value.status == 401
+
+
 async def test_with_nothing_configured_a_local_operator_may_administer(tmp_path: Path) -> None:
     for mode in ("auto", "off"):
         await require_admin(ring(tmp_path / mode, mode), local_call())

@@ -134,6 +134,11 @@ class KeyRing:
         await self.recheck()
         return self.authenticate(secret)
 
+    @property
+    def has_admin_key(self) -> bool:
+        """Whether the config sets `gateway.admin_key`."""
+        return self._admin is not None
+
     def authenticate(self, secret: str | None) -> VirtualKey:
         """The key behind `secret`; ApiError 401 when it is missing, unknown or revoked."""
         if secret:
@@ -182,12 +187,26 @@ async def caller(ring: KeyRing, call: Call) -> VirtualKey:
     return call.key
 
 
+NO_ADMIN_KEY = (
+    "this route needs the admin key, and none is set: set gateway.admin_key in the config and "
+    "restart the gateway (it is read at start); a SIGHUP reloads the config without it"
+)
+"""The refusal of an admin route while no admin key is configured and keys exist: no key a
+caller could send would pass, so it says what would (the missing-key 401 asked for one)."""
+
+
 async def require_admin(ring: KeyRing, call: Call) -> None:
     """403 unless the caller holds the admin key (or no key was ever made and the call is local)."""
-    key = await caller(ring, call)
+    try:
+        key = await caller(ring, call)
+    except ApiError:
+        if ring.has_admin_key:
+            raise
+        raise ApiError(403, NO_ADMIN_KEY, "permission_error", "admin_only") from None
     if ring.open and ring.unguarded and call.from_loopback:
         # No key configured at all: a local operator may administer. With `auth: off` the
         # gateway is open to callers, but an admin key or a virtual key still guards admin.
         return
     if not key.admin:
-        raise ApiError(403, "this route needs the admin key", "permission_error", "admin_only")
+        message = "this route needs the admin key" if ring.has_admin_key else NO_ADMIN_KEY
+        raise ApiError(403, message, "permission_error", "admin_only")
