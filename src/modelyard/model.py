@@ -42,6 +42,9 @@ class Capabilities:
     """Whether the model takes a system message after the first turn where it stands
     (Anthropic's mid-conversation system messages: Claude Opus 4.8 on); a model without it gets
     such messages moved ahead of the first turn, into its system prompt."""
+    choices: bool = True
+    """Whether the model answers several choices to one request (`n > 1`, as a cascade's
+    `samples` estimator asks `via: n`); the Anthropic Messages API answers one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

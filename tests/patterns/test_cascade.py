@@ -112,6 +112,52 @@ async def test_low_logprobs_escalate_and_cost_both(yard_of: Callable[[str], Yard
     assert decision.children[0].reason == "escalated: mean token probability 0.900 < 0.95"
 
 
+def test_confidence_estimator_on_a_hosted_model_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """A hosted model's answers carry no confidence: every request would pay for the stage and
+    escalate ("the model gave no confidence")."""
+    error = config_error(cascade("{model: hosted, threshold: 0.5, estimator: {type: confidence}}"))
+    message = str(error)
+    assert "systems.qa.stages[0].estimator: stage 'hosted'" in message
+    assert "hosted model (provider 'openai')" in message
+    assert "confidence estimator could never let it answer" in message
+
+
+def with_claude(text: str) -> str:
+    """`text` with a Claude model (an Anthropic provider, optional) among its models."""
+    claude = """
+  anthropic: {type: anthropic, api_key: "${ANTHROPIC_API_KEY}", optional: true}
+models:
+  claude:
+    provider: anthropic
+    id: claude-haiku-4-5-20251001
+    price: {input: 1, output: 5}"""
+    return text.replace("\nmodels:", claude, 1)
+
+
+def test_samples_via_n_on_a_model_of_one_choice_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """The Anthropic Messages API refuses n > 1: every request would escalate on a 400."""
+    text = cascade("{model: claude, threshold: 0.5, estimator: {type: samples, via: n}}")
+    error = config_error(with_claude(text))
+    message = str(error)
+    assert "systems.qa.stages[0].estimator: stage 'claude'" in message
+    assert "answers one choice per request" in message and "use via: calls" in message
+
+
+def test_samples_via_n_on_an_ensemble_with_a_model_of_one_choice_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    stage = (
+        "{model: {type: ensemble, name: pair, members: [claude, plain]}, threshold: 0.5, "
+        "estimator: {type: samples, via: n}}"
+    )
+    error = config_error(with_claude(cascade(stage)))
+    assert "stage 'pair': model 'pair' answers one choice per request" in str(error)
+
+
 def test_logprob_estimator_on_a_model_without_logprobs_is_refused(
     config_error: Callable[[str], ConfigError],
 ) -> None:
@@ -299,7 +345,7 @@ async def test_disabled_stage_is_skipped_noted_once_and_recorded(
     yard_of: Callable[[str], Yard], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    stage = "{model: hosted, threshold: 0.5, estimator: {type: confidence}}"
+    stage = "{model: hosted, threshold: 0.5, estimator: {type: logprob}}"
     async with yard_of(cascade(stage)) as yard:
         notes = [n for n in yard.notes if n.startswith("cascade qa")]
         response = await yard.complete("qa", "capital?")
@@ -321,7 +367,7 @@ async def test_a_skipped_stage_is_recorded_in_its_place(
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     first = "{model: small, threshold: 0.99, estimator: {type: logprob}}"
-    hosted = "{model: hosted, threshold: 0.5, estimator: {type: confidence}}"
+    hosted = "{model: hosted, threshold: 0.5, estimator: {type: logprob}}"
     async with yard_of(cascade(f"{first}\n      - {hosted}")) as yard:
         response = await yard.complete("qa", "capital of France?")
     assert response.decision is not None

@@ -164,6 +164,7 @@ def _capabilities(spec: ModelSpec, base: Capabilities) -> Capabilities:
         prefill=pick("prefill"),
         reasoning=pick("reasoning"),
         system_messages=pick("system_messages"),
+        choices=base.choices,
     )
 
 

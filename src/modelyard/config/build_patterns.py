@@ -78,6 +78,7 @@ from modelyard.patterns.routing import TrainedPredictor
 from modelyard.patterns.specialist import SpecialistModel
 from modelyard.patterns.templates import TemplateError, parse_template
 from modelyard.providers.local_basic import DisabledModel
+from modelyard.providers.registry import WIRES
 
 
 def callable_at(context: BuildContext, loc: Loc, dotted: str, what: str) -> Callable[..., Any]:
@@ -282,6 +283,31 @@ def _estimator(
     return CallableEstimator(function, spec.function, threads=context.function_threads())
 
 
+def _estimator_misfit(estimator: Estimator, model: Model) -> str | None:
+    """Why `estimator` could never let `model`'s answers through, or None if it can."""
+    caps = model.info.capabilities
+    if estimator.needs_logprobs and not caps.logprobs:
+        return (
+            f"model {model.name!r} does not return token logprobs (capabilities.logprobs is "
+            "false), so a logprob estimator could never let it answer; use estimator type "
+            "samples, agreement, verifier or confidence, or set capabilities.logprobs: true if "
+            "the model does return them"
+        )
+    if isinstance(estimator, SamplesEstimator) and estimator.via == "n" and not caps.choices:
+        return (
+            f"model {model.name!r} answers one choice per request, so samples via: n (one "
+            f"request for {estimator.k} choices) would fail every time; use via: calls"
+        )
+    if isinstance(estimator, OwnConfidenceEstimator) and model.info.kind in WIRES:
+        return (
+            f"model {model.name!r} is a hosted model (provider {model.info.provider!r}), whose "
+            "answers carry no confidence of their own, so a confidence estimator could never "
+            "let it answer; use estimator type samples, agreement or verifier (or logprob, "
+            "where the model returns token logprobs)"
+        )
+    return None
+
+
 @node_builder(CascadeSpec)
 def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str) -> Model:
     stages: list[Stage] = []
@@ -300,14 +326,9 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
                 stage_spec.threshold,
                 model.name,
             )
-            if estimator.needs_logprobs and not model.info.capabilities.logprobs:
-                raise context.error(
-                    (*where, "estimator"),
-                    f"stage {stage_name!r}: model {model.name!r} does not return token logprobs "
-                    "(capabilities.logprobs is false), so a logprob estimator could never let "
-                    "it answer; use estimator type samples, agreement, verifier or confidence, "
-                    "or set capabilities.logprobs: true if the model does return them",
-                )
+            problem = _estimator_misfit(estimator, model)
+            if problem is not None:
+                raise context.error((*where, "estimator"), f"stage {stage_name!r}: {problem}")
         disabled = model.reason if isinstance(model, DisabledModel) else None
         if disabled is not None:
             context.notes.append(f"cascade {name}: stage {stage_name} is skipped ({disabled})")

@@ -38,7 +38,8 @@ class SamplesEstimatorSpec(Spec):
     type: Literal["samples"]
     k: int = Field(default=3, ge=2, le=20)
     via: Literal["calls", "n"] = "calls"
-    """`n`: one request with n=k (cheaper where the provider supports it); `calls`: k calls."""
+    """`n`: one request with n=k (cheaper where the provider supports it; refused for a model
+    that answers one choice per request, as Anthropic's do); `calls`: k calls."""
     normalise: NormaliserName = "exact"
     temperature: NonNegativeFloat | None = 0.7
 
@@ -81,7 +82,8 @@ class VerifierEstimatorSpec(Spec):
 
 class OwnConfidenceEstimatorSpec(Spec):
     """Confidence = the answering Model's own `response.confidence` (a classifier's
-    probability, a retriever's similarity, an ensemble's agreement)."""
+    probability, a retriever's similarity, an ensemble's agreement); a hosted model gives none,
+    so it is refused there."""
 
     type: Literal["confidence"]
 

@@ -100,6 +100,7 @@ def common_capabilities(models: Sequence[Model]) -> Capabilities:
         json_schema=all(c.json_schema for c in caps),
         logprobs=all(c.logprobs for c in caps),
         prefill=all(c.prefill for c in caps),
+        choices=all(c.choices for c in caps),
     )
 
 

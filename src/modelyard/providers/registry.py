@@ -66,6 +66,7 @@ WIRES: dict[str, WireDefaults] = {
             prefill=True,
             reasoning=True,
             system_messages=False,
+            choices=False,
         ),
     ),
     "gemini": WireDefaults(
