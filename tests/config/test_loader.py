@@ -90,6 +90,31 @@ def test_unknown_member_of_a_system_is_named() -> None:
     assert error.line == 4
 
 
+def test_an_embedder_named_where_a_model_goes_is_called_an_embedder() -> None:
+    error = error_of(
+        "models:\n  a: {local: {type: fake}}\n"
+        "embedders:\n  e: {local: {type: hashing, dimensions: 8}}\n"
+        "systems:\n  s: {type: specialist, classifier: e, generalist: a}\n"
+    )
+    message = str(error)
+    assert "cfg.yaml:6: systems.s.classifier: 'e' is an embedder" in message
+    assert "name a model or system here" in message
+    assert "unknown" not in message
+
+
+def test_a_model_named_where_an_embedder_goes_is_called_a_model() -> None:
+    error = error_of(
+        "models:\n  a: {local: {type: fake}}\n"
+        "embedders:\n  e: {local: {type: hashing, dimensions: 8}}\n"
+        "systems:\n  r:\n    type: router\n"
+        "    semantic: {embedder: a, threshold: 0.3, examples: {x: [hi]}}\n"
+        "    routes: {x: a}\n    default: x\n"
+    )
+    message = str(error)
+    assert "systems.r.semantic.embedder: 'a' is a model, not an embedder" in message
+    assert "defined embedders: e" in message and "unknown" not in message
+
+
 def test_two_inline_nodes_of_one_system_with_one_name_are_refused() -> None:
     text = """
 models:

@@ -141,7 +141,17 @@ class BuildContext:
     def embedder(self, name: str, loc: Loc) -> Embedder:
         """The embedder called `name`."""
         if name not in self.embedders:
-            hint = did_you_mean(name, sorted(self.embedders), listed="defined embedders")
+            listed = "defined embedders"
+            config = self.loaded.config
+            if name in config.models or name in config.systems:
+                kind = "model" if name in config.models else "system"
+                names = ", ".join(sorted(self.embedders)) or "none"
+                raise self.error(
+                    loc,
+                    f"{name!r} is a {kind}, not an embedder (a vector for each text, under "
+                    f"embedders:); {listed}: {names}",
+                )
+            hint = did_you_mean(name, sorted(self.embedders), listed=listed)
             raise self.error(loc, f"unknown embedder {name!r}{hint}")
         return self.in_requests.get(name, self.embedders[name])
 

@@ -3,7 +3,7 @@ and what an unset environment variable means for each provider."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from modelyard.config.loader import MISSING_ENV, LoadedConfig, Loc, dotted
 from modelyard.config.nodes import NodeSpec
@@ -78,13 +78,25 @@ def check_references(loaded: LoadedConfig) -> None:
         ref, loc = unknown[0]
         more = "".join(
             f"\n  {loaded.path}:{loaded.line(where)}: {dotted(where)}: "
-            f"unknown model or system {name!r}{did_you_mean(name, known, listed=None)}"
+            f"{_not_a_node(name, config.embedders, known, listed=None)}"
             for name, where in unknown[1:]
         )
-        hint = did_you_mean(ref, sorted(known))
-        raise loaded.error(loc, f"unknown model or system {ref!r}{hint}{more}")
+        raise loaded.error(loc, f"{_not_a_node(ref, config.embedders, sorted(known))}{more}")
     _check_inline_names(loaded)
     _check_cycles(loaded)
+
+
+def _not_a_node(
+    name: str, embedders: Collection[str], known: Iterable[str], *, listed: str | None = "known"
+) -> str:
+    """Why `name` cannot be where a node (a model or system) is expected."""
+    if name in embedders:
+        return (
+            f"{name!r} is an embedder, which answers no chat request; name a model or system "
+            "here (an embedder serves a router's semantic or learned routing, a classifier or "
+            "a retriever)"
+        )
+    return f"unknown model or system {name!r}{did_you_mean(name, known, listed=listed)}"
 
 
 def _check_inline_names(loaded: LoadedConfig) -> None:
