@@ -39,6 +39,7 @@ from modelyard.config.nodes import (
     PipelineSpec,
     RegexGateSpec,
     SpecialistSpec,
+    StageSpec,
 )
 from modelyard.errors import ConfigError
 from modelyard.functions import import_function
@@ -160,6 +161,28 @@ def _gate(spec: GateSpec, context: BuildContext, loc: Loc) -> Gate:
     return CallableGate(function, label, threads=context.function_threads())
 
 
+def _check_confidence_gates(
+    stage: StageSpec,
+    answerers: tuple[Model, Model | None],
+    context: BuildContext,
+    where: Loc,
+    stage_name: str,
+) -> None:
+    """Refuse a confidence gate on a stage (or escalation) whose answers carry no confidence:
+    it would fail every answer, after paying for it."""
+    for j, gate in enumerate(stage.gates):
+        if not isinstance(gate, ConfidenceGateSpec):
+            continue
+        for role, model in zip(("", "its escalation's "), answerers, strict=True):
+            unsure = None if model is None else _no_confidence(model)
+            if unsure is not None:
+                raise context.error(
+                    (*where, "gates", j),
+                    f"stage {stage_name!r}: {role}{unsure}, so a confidence gate would fail "
+                    "every answer; use a checker, json_schema, regex or callable gate",
+                )
+
+
 @node_builder(PipelineSpec)
 def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: str) -> Model:
     names = spec.stage_names()
@@ -181,10 +204,17 @@ def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: s
                         f"{{stages.{ref}}} names {later}; a stage can read only the stages "
                         f"before it: {', '.join(names[:i]) or 'none'}",
                     )
+        model = context.node(stage.model, (*where, "model"))
+        escalate = (
+            context.node(stage.escalate, (*where, "escalate"))
+            if stage.escalate is not None
+            else None
+        )
+        _check_confidence_gates(stage, (model, escalate), context, where, stage_name)
         stages.append(
             PipelineStage(
                 name=stage_name,
-                model=context.node(stage.model, (*where, "model")),
+                model=model,
                 template=template,
                 system=stage.system,
                 gates=tuple(
@@ -192,11 +222,7 @@ def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: s
                 ),
                 retries=stage.retries,
                 share=stage.share,
-                escalate=(
-                    context.node(stage.escalate, (*where, "escalate"))
-                    if stage.escalate is not None
-                    else None
-                ),
+                escalate=escalate,
             )
         )
     return PipelineModel(name, stages, deadline=spec.deadline)
@@ -298,14 +324,23 @@ def _estimator_misfit(estimator: Estimator, model: Model) -> str | None:
             f"model {model.name!r} answers one choice per request, so samples via: n (one "
             f"request for {estimator.k} choices) would fail every time; use via: calls"
         )
-    if isinstance(estimator, OwnConfidenceEstimator) and model.info.kind in WIRES:
+    unsure = _no_confidence(model)
+    if isinstance(estimator, OwnConfidenceEstimator) and unsure is not None:
         return (
-            f"model {model.name!r} is a hosted model (provider {model.info.provider!r}), whose "
-            "answers carry no confidence of their own, so a confidence estimator could never "
-            "let it answer; use estimator type samples, agreement or verifier (or logprob, "
-            "where the model returns token logprobs)"
+            f"{unsure}, so a confidence estimator could never let it answer; use estimator type "
+            "samples, agreement or verifier (or logprob, where the model returns token logprobs)"
         )
     return None
+
+
+def _no_confidence(model: Model) -> str | None:
+    """Why `model`'s answers never carry a `confidence`, or None if they may."""
+    if model.info.kind not in WIRES:
+        return None
+    return (
+        f"model {model.name!r} is a hosted model (provider {model.info.provider!r}), whose "
+        "answers carry no confidence of their own"
+    )
 
 
 @node_builder(CascadeSpec)
