@@ -19,6 +19,22 @@ PRICE = "price: {input: 0, output: 1000000}"
 """$1 per output token, input free."""
 
 
+HOSTED = """
+providers:
+  openai: {type: openai, api_key: "${OPENAI_API_KEY}", optional: true}
+models:
+  hosted:
+    provider: openai
+    id: gpt-4o-mini-2024-07-18
+    price: {input: 0.15, output: 0.6}"""
+"""A hosted model (its provider optional) to put among a config's models: `with_hosted`."""
+
+
+def with_hosted(text: str) -> str:
+    """`text` (a config without `providers:`) with the model `hosted` among its models."""
+    return text.replace("\nmodels:", HOSTED, 1)
+
+
 def dollars(text: str) -> float:
     """What an answer of `text` costs at PRICE."""
     return float(estimate_tokens(text))

@@ -18,7 +18,7 @@ from modelyard.errors import (
 from modelyard.streaming import collect
 from modelyard.types import Decision, user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE, ask
+from tests.patterns.conftest import PRICE, ask, with_hosted
 
 MODELS = f"""
 models:
@@ -155,16 +155,6 @@ async def test_confidence_gate(yard_of: Callable[[str], Yard]) -> None:
             await yard.complete("flow", "capital?")
 
 
-HOSTED = """
-providers:
-  openai: {type: openai, api_key: "${OPENAI_API_KEY}", optional: true}
-models:
-  hosted:
-    provider: openai
-    id: gpt-4o-mini-2024-07-18
-    price: {input: 0.15, output: 0.6}"""
-
-
 @pytest.mark.parametrize(
     ("stage", "name", "whose"),
     [
@@ -180,7 +170,7 @@ def test_a_confidence_gate_on_a_hosted_model_is_refused(
     config_error: Callable[[str], ConfigError], stage: str, name: str, whose: str
 ) -> None:
     """A hosted model's answers carry no confidence: the gate would fail each one, paid for."""
-    error = config_error(pipeline(stage).replace("\nmodels:", HOSTED, 1))
+    error = config_error(with_hosted(pipeline(stage)))
     message = str(error)
     assert f"systems.flow.stages[0].gates[0]: stage '{name}': {whose} is a hosted" in message
     assert "hosted model (provider 'openai')" in message

@@ -17,7 +17,7 @@ from modelyard.providers.local_basic import HashingEmbedder
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE, dollars
+from tests.patterns.conftest import PRICE, dollars, with_hosted
 
 MODELS = f"""
 models:
@@ -136,6 +136,16 @@ async def test_unknown_label_falls_to_the_default(yard_of: Callable[[str], Yard]
     assert response.model == "chat"
     assert response.decision is not None
     assert "names no route" in response.decision.reason
+
+
+def test_a_min_confidence_a_hosted_classifier_cannot_clear_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """A hosted model gives no confidence: every request would take the default route."""
+    error = config_error(with_hosted(CLASSIFIER.replace("model: clf", "model: hosted")))
+    message = str(error)
+    assert "systems.front.classifier.min_confidence: the classifier's model 'hosted'" in message
+    assert "min_confidence 0.5 would send every request to the default route" in message
 
 
 def test_declared_label_without_route_is_refused(

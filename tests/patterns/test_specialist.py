@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from modelyard.errors import ConfigError
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE
+from tests.patterns.conftest import PRICE, with_hosted
 
 CONFIG = f"""
 models:
@@ -93,6 +94,16 @@ def test_a_specialist_the_classifier_cannot_pick_is_noted(yard_of: Callable[[str
     assert yard.notes == [
         "desk: specialist 'law' can never be chosen: classifier clf only gives math, poetry"
     ]
+
+
+def test_a_min_confidence_a_hosted_classifier_cannot_clear_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """A hosted model gives no confidence: every request would go to the generalist."""
+    error = config_error(with_hosted(CONFIG.replace("classifier: clf", "classifier: hosted")))
+    message = str(error)
+    assert "systems.desk.min_confidence: the classifier's model 'hosted'" in message
+    assert "min_confidence 0.6 would send every request to the generalist" in message
 
 
 async def test_stream_goes_to_the_specialist(yard_of: Callable[[str], Yard]) -> None:

@@ -174,7 +174,7 @@ def _check_confidence_gates(
         if not isinstance(gate, ConfidenceGateSpec):
             continue
         for role, model in zip(("", "its escalation's "), answerers, strict=True):
-            unsure = None if model is None else _no_confidence(model)
+            unsure = None if model is None else no_confidence(model)
             if unsure is not None:
                 raise context.error(
                     (*where, "gates", j),
@@ -324,7 +324,7 @@ def _estimator_misfit(estimator: Estimator, model: Model) -> str | None:
             f"model {model.name!r} answers one choice per request, so samples via: n (one "
             f"request for {estimator.k} choices) would fail every time; use via: calls"
         )
-    unsure = _no_confidence(model)
+    unsure = no_confidence(model)
     if isinstance(estimator, OwnConfidenceEstimator) and unsure is not None:
         return (
             f"{unsure}, so a confidence estimator could never let it answer; use estimator type "
@@ -333,7 +333,7 @@ def _estimator_misfit(estimator: Estimator, model: Model) -> str | None:
     return None
 
 
-def _no_confidence(model: Model) -> str | None:
+def no_confidence(model: Model) -> str | None:
     """Why `model`'s answers never carry a `confidence`, or None if they may."""
     if model.info.kind not in WIRES:
         return None
@@ -341,6 +341,21 @@ def _no_confidence(model: Model) -> str | None:
         f"model {model.name!r} is a hosted model (provider {model.info.provider!r}), whose "
         "answers carry no confidence of their own"
     )
+
+
+def check_classifier_confidence(
+    classifier: Model, min_confidence: float, instead: str, context: BuildContext, loc: Loc
+) -> None:
+    """Refuse a `min_confidence` a classifier can never clear (it gives no confidence), which
+    would send every request to `instead`."""
+    unsure = no_confidence(classifier)
+    if unsure is not None and min_confidence > 0:
+        raise context.error(
+            loc,
+            f"the classifier's {unsure}, so min_confidence {min_confidence:g} would send every "
+            f"request to the {instead}; drop min_confidence (any label it answers is taken) or "
+            "use a classifier that reports one (a local classifier, a fake with confidences)",
+        )
 
 
 @node_builder(CascadeSpec)
@@ -393,6 +408,8 @@ def _build_specialist(spec: SpecialistSpec, context: BuildContext, loc: Loc, nam
         for label, node in spec.specialists.items()
     }
     generalist = context.node(spec.generalist, (*loc, "generalist"))
+    where = (*loc, "min_confidence")
+    check_classifier_confidence(classifier, spec.min_confidence, "generalist", context, where)
     labels = spec.labels
     if labels is None:
         declared = getattr(classifier, "labels", None)

@@ -19,7 +19,11 @@ import numpy as np
 
 from modelyard.background import run_blocking
 from modelyard.config.build import BuildContext, node_builder
-from modelyard.config.build_patterns import callable_at, trained_artifact
+from modelyard.config.build_patterns import (
+    callable_at,
+    check_classifier_confidence,
+    trained_artifact,
+)
 from modelyard.config.loader import Loc
 from modelyard.config.router_nodes import LearnedRoutingSpec, RouterSpec, SemanticRoutingSpec
 from modelyard.errors import ModelyardError
@@ -142,6 +146,9 @@ def _build_router(spec: RouterSpec, context: BuildContext, loc: Loc, name: str) 
     policy: RoutePolicy | None = None
     if spec.classifier is not None:
         classifier = context.node(spec.classifier.model, (*loc, "classifier", "model"))
+        where = (*loc, "classifier", "min_confidence")
+        minimum = spec.classifier.min_confidence
+        check_classifier_confidence(classifier, minimum, "default route", context, where)
         policy = ClassifierPolicy(classifier, list(spec.routes), spec.classifier.min_confidence)
     routes = {
         route: context.node(node, (*loc, "routes", route)) for route, node in spec.routes.items()
