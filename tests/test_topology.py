@@ -34,6 +34,22 @@ def test_a_child_in_several_roles_is_one_edge(write_config: Callable[[str], Path
     ]
 
 
+def test_a_member_an_ensemble_lists_twice_is_drawn_with_its_count(
+    write_config: Callable[[str], Path],
+) -> None:
+    """It is asked twice and votes twice; its edge had said "member", as for one vote, so the
+    tree and the diagram showed two members of an ensemble of three."""
+    text = (
+        "models:\n  a: {local: {type: fake}}\n  b: {local: {type: fake}}\n"
+        "systems:\n  s: {type: ensemble, members: [a, b, a]}\n"
+    )
+    yard = modelyard.load(write_config(text))
+    assert _roles(yard, "s") == [("a", "member ×2"), ("b", "member")]
+    result = CliRunner().invoke(app, ["check", str(write_config(text))])
+    assert result.exit_code == 0, result.output
+    assert "member ×2: a" in result.output
+
+
 def test_children_keep_their_roles_under_a_cache_and_a_budget(
     write_config: Callable[[str], Path],
 ) -> None:

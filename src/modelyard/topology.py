@@ -9,6 +9,7 @@ for four labels) is one edge whose role lists them all.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -82,8 +83,11 @@ def _roles(model: Model) -> Iterator[tuple[Model, str]]:
             if step.escalate is not None:
                 yield step.escalate, f"{step.name} escalation"
     elif isinstance(model, EnsembleModel):
+        # A member listed twice is asked twice and votes twice: its one edge says so.
+        times = Counter(id(member) for member in model.members)
         for member in model.members:
-            yield member, "member"
+            count = times[id(member)]
+            yield member, "member" if count == 1 else f"member ×{count}"
         if model.combiner is not None:
             yield model.combiner, "judge" if model.combine == "judge" else "fuser"
     elif isinstance(model, BalanceModel):
