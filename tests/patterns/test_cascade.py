@@ -158,6 +158,17 @@ def test_samples_via_n_on_an_ensemble_with_a_model_of_one_choice_is_refused(
     assert "stage 'pair': model 'pair' answers one choice per request" in str(error)
 
 
+def test_a_stage_expected_to_outlast_the_cascades_deadline_is_refused(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """It would be skipped on every request ("needs about 5.00s, 1.00s left")."""
+    stage = "{model: plain, threshold: 0.5, estimator: {type: confidence}, expected_latency: 5}"
+    text = cascade(stage).replace("    type: cascade\n", "    type: cascade\n    deadline: 1\n")
+    message = str(config_error(text))
+    assert "systems.qa.stages[0].expected_latency: stage 'plain' expects to take 5s" in message
+    assert "longer than the cascade's deadline (1s)" in message
+
+
 def test_logprob_estimator_on_a_model_without_logprobs_is_refused(
     config_error: Callable[[str], ConfigError],
 ) -> None:

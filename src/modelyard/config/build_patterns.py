@@ -379,6 +379,14 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
             problem = _estimator_misfit(estimator, model)
             if problem is not None:
                 raise context.error((*where, "estimator"), f"stage {stage_name!r}: {problem}")
+        slow, limit = stage_spec.expected_latency, spec.deadline
+        if slow is not None and limit is not None and slow > limit:
+            raise context.error(
+                (*where, "expected_latency"),
+                f"stage {stage_name!r} expects to take {slow:g}s, longer than the cascade's "
+                f"deadline ({limit:g}s), so it would be skipped every time; lower "
+                "expected_latency or raise the deadline",
+            )
         disabled = model.reason if isinstance(model, DisabledModel) else None
         if disabled is not None:
             context.notes.append(f"cascade {name}: stage {stage_name} is skipped ({disabled})")
