@@ -104,7 +104,11 @@ def test_sync_facade_stream_raises_the_systems_error_and_stops_when_left(
         ([], {}, "the request has no messages"),
         ([{"role": "wizard", "content": "hi"}], {}, "messages[0].role: expected system, user"),
         ("caf\udce9", {}, "messages[0]: not valid Unicode text (a lone surrogate at character 3"),
-        ("hi", {"temprature": 0.2}, "unknown request field 'temprature'; known:"),
+        (
+            "hi",
+            {"temprature": 0.2},
+            "unknown request field 'temprature'; did you mean 'temperature'? known:",
+        ),
     ],
 )
 async def test_a_bad_request_is_refused_naming_what_is_wrong(

@@ -65,10 +65,12 @@ def as_request(prompt: Prompt, **fields: Any) -> ChatRequest:
     that is not valid Unicode (a lone surrogate, as undecodable bytes in argv become)."""
     unknown = sorted(set(fields) - _FIELDS)
     if unknown:
-        raise BadRequestError(
-            f"unknown request field {', '.join(map(repr, unknown))}; known: "
-            + ", ".join(sorted(_FIELDS - {"messages"}))
+        known = sorted(_FIELDS - {"messages"})
+        # One slip ('max_tokns') gets its likely fix named before the list, as config keys do.
+        hint = (
+            did_you_mean(unknown[0], known) if len(unknown) == 1 else f"; known: {', '.join(known)}"
         )
+        raise BadRequestError(f"unknown request field {', '.join(map(repr, unknown))}{hint}")
     if isinstance(prompt, ChatRequest):
         request = replace(prompt, **fields) if fields else prompt
     else:
