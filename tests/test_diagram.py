@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import modelyard
-from modelyard.diagram import NODE_HEIGHT, Layout, layout, system_svg
+from modelyard.diagram import NODE_HEIGHT, Layout, Link, layout, system_svg
 
 from .demo.conftest import DESK
 
@@ -76,6 +76,37 @@ def test_only_edges_to_later_fallback_members_are_dashed(drawn: Layout) -> None:
     answer = drawn.nodes[_node(drawn, "answer")]
     assert dashed[0].points[-1][0] == answer.x
     assert dashed[0].role == ""
+
+
+FALLBACKS = """
+models:
+  a: {local: {type: fake}}
+  b: {local: {type: fake}}
+  c: {local: {type: fake}}
+  d: {local: {type: fake}, fallbacks: [b]}
+systems:
+  s: {type: fallback, chain: [a, d], on_error: {content_filter: [c]}}
+"""
+
+
+def test_a_models_fallbacks_and_a_fallbacks_on_error_nodes_are_dashed(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Each is asked only when what comes before it failed, as the legend says of dashed
+    edges; both had been drawn solid, a model's `fallbacks:` (its kind the model's own, not
+    "fallback") with its "2nd" written on it."""
+    drawn = layout(modelyard.load(write_config(FALLBACKS)).systems["s"])
+    solid = sorted(drawn.nodes[_to(drawn, link)].name for link in drawn.links if not link.dashed)
+    dashed = sorted(drawn.nodes[_to(drawn, link)].name for link in drawn.links if link.dashed)
+    assert solid == ["a", "d"]  # s -> a (1st), d -> d (the first of its fallbacks)
+    assert dashed == ["b", "c", "d"]  # s -> d (2nd), s -> c (on an error), d -> b (2nd)
+    assert not any(link.role for link in drawn.links)
+
+
+def _to(drawn: Layout, link: Link) -> int:
+    """The index of the node `link` ends at."""
+    x, y = link.points[-1]
+    return next(i for i, n in enumerate(drawn.nodes) if n.x == x and n.y <= y <= n.y + NODE_HEIGHT)
 
 
 def test_roles_are_written_on_edges(drawn: Layout) -> None:

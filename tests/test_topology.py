@@ -50,6 +50,19 @@ def test_a_member_an_ensemble_lists_twice_is_drawn_with_its_count(
     assert "member ×2: a" in result.output
 
 
+def test_a_fallbacks_on_error_nodes_are_named_by_the_errors_they_answer(
+    write_config: Callable[[str], Path],
+) -> None:
+    """They had no role, so `check` drew one as if it were asked like the chain's members."""
+    text = (
+        "models:\n  a: {local: {type: fake}}\n  b: {local: {type: fake}}\n"
+        "  c: {local: {type: fake}}\n"
+        "systems:\n  s: {type: fallback, chain: [a, b], on_error: {content_filter: [c]}}\n"
+    )
+    yard = modelyard.load(write_config(text))
+    assert _roles(yard, "s") == [("a", "1st"), ("b", "2nd"), ("c", "on content_filter")]
+
+
 def test_children_keep_their_roles_under_a_cache_and_a_budget(
     write_config: Callable[[str], Path],
 ) -> None:

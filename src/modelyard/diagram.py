@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from modelyard.model import Model
-from modelyard.topology import edges, reachable, unwrap
+from modelyard.topology import edges, reachable, tries_in_turn, unwrap
 
 PATTERNS = frozenset(
     {"router", "specialist", "cascade", "fallback", "pipeline", "ensemble", "balance"}
@@ -191,7 +191,7 @@ def _graph(root: Model) -> tuple[list[Model], _Graph]:
             keys.append(id(child))
             for a, b in itertools.pairwise(keys):
                 graph.connect(a, b)
-            fallback = model.info.kind == "fallback"
+            fallback = tries_in_turn(model)
             dashed = fallback and role not in ("", "1st")
             graph.paths.append((keys, "" if fallback else role, dashed))
     return models, graph

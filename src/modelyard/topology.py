@@ -74,6 +74,10 @@ def _roles(model: Model) -> Iterator[tuple[Model, str]]:
     elif isinstance(model, FallbackModel):
         for i, member in enumerate(model.chain, start=1):
             yield member, ordinal(i)
+        for kinds, action in model.rules.items():  # tried instead, on these errors only
+            if isinstance(action, tuple):
+                for member in action:
+                    yield member, f"on {kinds}"
     elif isinstance(model, PipelineModel):
         for step in model.stages:
             yield step.model, step.name
@@ -94,6 +98,16 @@ def _roles(model: Model) -> Iterator[tuple[Model, str]]:
         weights = model.weights
         for i, member in enumerate(model.members):
             yield member, "member" if weights is None else f"weight {weights[i]:g}"
+
+
+def tries_in_turn(model: Model) -> bool:
+    """Whether `model` is a fallback (a fallback system, a model with `fallbacks:`): a child
+    after its first is asked only when the ones before it failed."""
+    from modelyard.resilience.fallback import FallbackModel
+
+    while isinstance(model, Decoration):
+        model = model.inner
+    return isinstance(model, FallbackModel)
 
 
 def edges(model: Model) -> list[Edge]:
