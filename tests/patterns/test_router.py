@@ -210,6 +210,16 @@ systems:
 )
 
 
+def test_semantic_examples_for_an_unknown_route_name_the_likely_route(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """It had said only "semantic examples for 'biling', which is not a route"."""
+    error = config_error(SEMANTIC.replace("        billing: [", "        biling: ["))
+    message = str(error)
+    assert "semantic.examples key 'biling' is not a route; did you mean 'billing'?" in message
+    assert "a route is a key of routes (billing, tech)" in message.lower()
+
+
 def cosine(a: str, b: str) -> float:
     embedder = HashingEmbedder(ModelInfo(name="hash", kind="hashing"), 256)
     return float(np.dot(embedder.vector(a), embedder.vector(b)))

@@ -181,7 +181,7 @@ class RouterSpec(NodeBase):
         if self.semantic is not None:
             stray = [route for route in self.semantic.examples if route not in self.routes]
             if stray:
-                raise ValueError(f"semantic examples for {stray[0]!r}, which is not a route")
+                raise ValueError(_not_a_route("semantic.examples key", stray[0], self.routes))
         return self
 
     def child_nodes(self) -> ChildNodes:
