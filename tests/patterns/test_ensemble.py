@@ -14,7 +14,7 @@ from modelyard.errors import ConfigError, NoAnswerError, StreamInterruptedError
 from modelyard.streaming import collect
 from modelyard.types import user
 from modelyard.yard import Yard
-from tests.patterns.conftest import PRICE, dollars
+from tests.patterns.conftest import PRICE, dollars, with_hosted
 
 MODELS = f"""
 models:
@@ -67,6 +67,19 @@ async def test_a_tied_vote_says_it_was_a_tie_and_how_it_was_broken(
     assert response.decision.reason == (
         "'C' won with votes 1 of 2 members; tied with 'B', the earliest member's answer wins"
     )
+
+
+async def test_an_ensemble_whose_disabled_members_leave_less_than_its_quorum_is_noted(
+    yard_of: Callable[[str], Yard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check` said ok and noted only the provider; every request then failed."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with yard_of(with_hosted(ensemble("members: [hosted, a]\n    quorum: 2"))) as yard:
+        notes = [n for n in yard.notes if n.startswith("ensemble vote")]
+    assert notes == [
+        "ensemble vote: 1 of its 2 members disabled (hosted: provider 'openai': environment "
+        "variable OPENAI_API_KEY is not set) leave fewer than its quorum of 2; it cannot answer"
+    ]
 
 
 async def test_majority_vote_over_choice_letters(yard_of: Callable[[str], Yard]) -> None:

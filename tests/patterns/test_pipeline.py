@@ -177,6 +177,19 @@ def test_a_confidence_gate_on_a_hosted_model_is_refused(
     assert "a confidence gate would fail every answer" in message
 
 
+async def test_a_pipeline_with_a_disabled_stage_is_noted(
+    yard_of: Callable[[str], Yard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check` said ok and noted only the provider; every request then failed."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with yard_of(with_hosted(pipeline("{model: hosted}"))) as yard:
+        notes = [n for n in yard.notes if n.startswith("pipeline flow")]
+    assert notes == [
+        "pipeline flow: stage hosted is disabled (provider 'openai': environment variable "
+        "OPENAI_API_KEY is not set); it cannot answer"
+    ]
+
+
 async def test_callable_gate(
     yard_of: Callable[[str], Yard], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

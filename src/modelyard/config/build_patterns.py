@@ -211,6 +211,13 @@ def _build_pipeline(spec: PipelineSpec, context: BuildContext, loc: Loc, name: s
             else None
         )
         _check_confidence_gates(stage, (model, escalate), context, where, stage_name)
+        if isinstance(model, DisabledModel) and not (
+            escalate is not None and not isinstance(escalate, DisabledModel)
+        ):
+            context.notes.append(
+                f"pipeline {name}: stage {stage_name} is disabled ({model.reason}); it cannot "
+                "answer"
+            )
         stages.append(
             PipelineStage(
                 name=stage_name,
@@ -241,6 +248,13 @@ def _build_ensemble(spec: EnsembleSpec, context: BuildContext, loc: Loc, name: s
                 (*loc, "deadlines", member),
                 f"no member called {member!r}; members: {', '.join(member_names)}",
             )
+    disabled = [m for m in members if isinstance(m, DisabledModel)]
+    if len(members) - len(disabled) < spec.quorum:
+        context.notes.append(
+            f"ensemble {name}: {len(disabled)} of its {len(members)} members disabled "
+            f"({'; '.join(f'{m.name}: {m.reason}' for m in disabled)}) leave fewer than its "
+            f"quorum of {spec.quorum}; it cannot answer"
+        )
     combiner = None
     if spec.judge is not None:
         combiner = context.node(spec.judge, (*loc, "judge"))
