@@ -158,6 +158,20 @@ def test_samples_via_n_on_an_ensemble_with_a_model_of_one_choice_is_refused(
     assert "stage 'pair': model 'pair' answers one choice per request" in str(error)
 
 
+def test_logprob_estimator_on_a_pattern_without_logprobs_names_no_setting_it_lacks(
+    config_error: Callable[[str], ConfigError],
+) -> None:
+    """A pattern has no `capabilities:` to set: the refusal had told the user to set one."""
+    stage = (
+        "{model: {type: ensemble, name: pair, members: [small, plain]}, threshold: 0.5, "
+        "estimator: {type: logprob}}"
+    )
+    message = str(config_error(cascade(stage)))
+    assert "stage 'pair': 'pair', a pattern (ensemble), does not return token logprobs" in message
+    assert "not every model answering through it does" in message
+    assert "capabilities.logprobs" not in message
+
+
 def test_a_stage_expected_to_outlast_the_cascades_deadline_is_refused(
     config_error: Callable[[str], ConfigError],
 ) -> None:

@@ -323,10 +323,18 @@ def _estimator(
     return CallableEstimator(function, spec.function, threads=context.function_threads())
 
 
-def _estimator_misfit(estimator: Estimator, model: Model) -> str | None:
-    """Why `estimator` could never let `model`'s answers through, or None if it can."""
+def _estimator_misfit(estimator: Estimator, model: Model, *, declared: bool) -> str | None:
+    """Why `estimator` could never let `model`'s answers through, or None if it can.
+    `declared`: `model` is one of the config's models (whose capabilities it may set)."""
     caps = model.info.capabilities
     if estimator.needs_logprobs and not caps.logprobs:
+        if not declared:  # a pattern: its capabilities are what all its answerers share
+            return (
+                f"{model.name!r}, a pattern ({model.info.kind}), does not return token "
+                "logprobs (not every model answering through it does), so a logprob estimator "
+                "could never let it answer; use estimator type samples, agreement, verifier or "
+                "confidence"
+            )
         return (
             f"model {model.name!r} does not return token logprobs (capabilities.logprobs is "
             "false), so a logprob estimator could never let it answer; use estimator type "
@@ -390,7 +398,9 @@ def _build_cascade(spec: CascadeSpec, context: BuildContext, loc: Loc, name: str
                 stage_spec.threshold,
                 model.name,
             )
-            problem = _estimator_misfit(estimator, model)
+            named = stage_spec.model if isinstance(stage_spec.model, str) else None
+            declared = named in context.loaded.config.models
+            problem = _estimator_misfit(estimator, model, declared=declared)
             if problem is not None:
                 raise context.error((*where, "estimator"), f"stage {stage_name!r}: {problem}")
         slow, limit = stage_spec.expected_latency, spec.deadline
