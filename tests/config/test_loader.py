@@ -115,6 +115,45 @@ def test_a_model_named_where_an_embedder_goes_is_called_a_model() -> None:
     assert "defined embedders: e" in message and "unknown" not in message
 
 
+PROMPTED = "models:\n  a: {local: {type: fake}}\n  b: {local: {type: fake}}\nsystems:\n  s: %s\n"
+
+
+@pytest.mark.parametrize(
+    ("node", "where", "message"),
+    [
+        (
+            "{type: ensemble, members: [a, b], combine: judge, judge: a, "
+            "prompt: 'Q: {question} C: {candidate}'}",
+            "systems.s.prompt",
+            "unknown placeholder {candidate}; did you mean 'candidates'?",
+        ),
+        (
+            "{type: ensemble, members: [a, b], combine: fuse, fuser: a, prompt: 'Merge them'}",
+            "systems.s.prompt",
+            "the prompt has no {candidates}",
+        ),
+        (
+            "{type: cascade, stages: [{model: a, threshold: 0.5, "
+            "estimator: {type: verifier, model: b, prompt: 'Is {ouput} right?'}}, {model: b}]}",
+            "systems.s.stages[0].estimator.prompt",
+            "unknown placeholder {ouput}; did you mean 'output'",
+        ),
+        (
+            "{type: pipeline, stages: [{model: a, "
+            "gates: [{type: checker, model: b, prompt: 'Is {answer} fine?'}]}]}",
+            "systems.s.stages[0].gates[0].prompt",
+            "the prompt has no {output}",
+        ),
+    ],
+)
+def test_a_judges_or_checkers_prompt_that_would_hide_the_answers_is_refused(
+    node: str, where: str, message: str
+) -> None:
+    """The slip was sent as written: the judge, fuser, verifier or checker read no answer."""
+    error = str(error_of(PROMPTED % node))
+    assert f"cfg.yaml:5: {where}: {message}" in error
+
+
 def test_two_inline_nodes_of_one_system_with_one_name_are_refused() -> None:
     text = """
 models:

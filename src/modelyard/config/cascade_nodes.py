@@ -9,6 +9,7 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     PositiveFloat,
+    field_validator,
     model_validator,
 )
 
@@ -19,6 +20,7 @@ from modelyard.config.node_base import (
     NodeBase,
     NormaliserName,
     Probability,
+    prompt_template,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +80,11 @@ class VerifierEstimatorSpec(Spec):
     model: NodeSpec
     prompt: str | None = None
     """Template with {input} and {output}; a yes/no question by default."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, prompt: str | None) -> str | None:
+        return prompt_template(prompt, ("input", "output"), "output")
 
 
 class OwnConfidenceEstimatorSpec(Spec):

@@ -37,6 +37,7 @@ from modelyard.config.node_base import (
     NodeBase,
     NormaliserName,
     Probability,
+    prompt_template,
 )
 from modelyard.config.router_nodes import ClassifierRoutingSpec, RouterSpec
 from modelyard.errors import ERROR_KINDS
@@ -143,6 +144,11 @@ class CheckerGateSpec(Spec):
     prompt: str | None = None
     """Template with {input} (the stage's input) and {output}; a yes/no question by default."""
 
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, prompt: str | None) -> str | None:
+        return prompt_template(prompt, ("input", "output"), "output")
+
 
 class CallableGateSpec(Spec):
     """A Python function `(output: str, response) -> bool` (sync ones run in a worker thread)
@@ -244,6 +250,12 @@ class EnsembleSpec(NodeBase):
     fuser: NodeSpec | None = None
     prompt: str | None = None
     """The judge's or fuser's prompt: a template with {question} and {candidates}."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, prompt: str | None) -> str | None:
+        return prompt_template(prompt, ("question", "candidates"), "candidates")
+
     quorum: PositiveInt = 1
     """Members that must answer (with a parsed answer, for votes), else NoAnswerError."""
     wait: Literal["all", "quorum", "in_turn"] = "all"
