@@ -140,7 +140,7 @@ async def test_no_fault_the_pipeline_behind_the_router_wins_the_vote(
     panel = node(record, "panel")
     assert panel.reason == "judge picked answer 1"
     assert node(record, "desk").chosen == "long"  # the route taken
-    assert node(record, "drafting").reason == "2 stage(s) passed; write answered"
+    assert node(record, "drafting").reason == "2 stage(s) passed; stage 'write' answered"
     check_books(outcome, record, ledger)
 
 

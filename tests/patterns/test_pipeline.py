@@ -70,7 +70,7 @@ async def test_json_field_feeds_the_next_stage(yard_of: Callable[[str], Yard]) -
     decision = response.decision
     assert decision is not None
     assert (decision.kind, decision.chosen) == ("pipeline", "writer")
-    assert decision.reason == "2 stage(s) passed; writer answered"
+    assert decision.reason == "2 stage(s) passed; stage 'writer' answered"
     first, second = decision.children
     assert (first.node, first.chosen, first.cost) == ("extractor", "extractor", 7.0)
     assert first.reason == "try 1 by extractor passed all gates"
@@ -147,6 +147,22 @@ async def test_checker_saying_yes_passes(yard_of: Callable[[str], Yard]) -> None
     assert response.model == "writer"
     assert response.decision is not None
     assert [c.node for c in response.decision.children[0].children] == ["extractor", "approver"]
+
+
+async def test_an_escalation_answering_the_last_stage_is_not_credited_to_its_model(
+    yard_of: Callable[[str], Yard],
+) -> None:
+    """The reason had said "sloppy answered" (the stage's name is its model's) when its
+    escalation, extractor, had written the answer."""
+    last = (
+        f"{{model: sloppy, gates: [{{type: json_schema, schema: {SCHEMA}}}], escalate: extractor}}"
+    )
+    async with yard_of(pipeline("{model: writer}", last)) as yard:
+        response = await yard.complete("flow", "Describe Paris")
+    decision = response.decision
+    assert decision is not None and response.model == "extractor"
+    assert decision.reason == "2 stage(s) passed; stage 'sloppy' answered"
+    assert decision.chosen == "extractor"
 
 
 async def test_confidence_gate(yard_of: Callable[[str], Yard]) -> None:

@@ -421,7 +421,9 @@ class PipelineModel(Model):
     def _finish(
         self, response: ChatResponse, last: PipelineStage, progress: _Progress
     ) -> ChatResponse:
-        reason = f"{len(self.stages)} stage(s) passed; {last.name} answered"
+        # "stage 'a'": a stage named after its model reads as that model, which its
+        # escalation may have replaced (the record names who answered as `chosen`).
+        reason = f"{len(self.stages)} stage(s) passed; stage {last.name!r} answered"
         return restamp(
             response, cost=progress.spent, decision=self._decision(progress, response.model, reason)
         )
