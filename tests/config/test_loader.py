@@ -171,6 +171,19 @@ systems:
     assert error.line == 9
 
 
+def test_an_inline_node_named_as_a_model_is_refused() -> None:
+    """Its records read "a ensemble -> a", the model a one of its members."""
+    error = error_of(
+        "models:\n  a: {local: {type: fake}}\n  b: {local: {type: fake}}\n"
+        "systems:\n  s: {type: fallback, chain: [{type: ensemble, name: a, members: [a, b]}, b]}\n"
+    )
+    message = str(error)
+    assert (
+        "cfg.yaml:5: systems.s.chain[0].name: an inline node is called 'a', as a model is"
+        in message
+    )
+
+
 def test_inline_nodes_of_different_systems_may_share_a_name() -> None:
     text = """
 models:

@@ -100,10 +100,19 @@ def _not_a_node(
 
 
 def _check_inline_names(loaded: LoadedConfig) -> None:
-    """Decision records tell a system's nodes apart by name: no two inline nodes share one."""
-    for system, spec in loaded.config.systems.items():
+    """Decision records tell a system's nodes apart by name: no two inline nodes share one,
+    and none takes a model's or a system's."""
+    config = loaded.config
+    for system, spec in config.systems.items():
         seen: dict[str, Loc] = {}
         for name, loc in _inline_names(spec, ("systems", system)):
+            if name in config.models or name in config.systems:
+                kind = "model" if name in config.models else "system"
+                raise loaded.error(
+                    (*loc, "name"),
+                    f"an inline node is called {name!r}, as a {kind} is; give it a name of its "
+                    "own, so decision records can tell them apart",
+                )
             if name in seen:
                 raise loaded.error(
                     (*loc, "name"),
