@@ -13,6 +13,7 @@ from modelyard.evaluation.calibrate import (
     Target,
     Trial,
     choose,
+    dominating_single,
     pareto,
     surely_meets,
 )
@@ -62,6 +63,46 @@ def test_budget_target_takes_the_best_accuracy_within_the_budget() -> None:
 def test_an_unreachable_target_is_reported_not_met() -> None:
     chosen, met, _ = choose([_trial(1.0, 0.5)], Target.parse("quality:1.0"), best_single=0.9)
     assert not met and chosen.train.accuracy == 0.5
+
+
+def test_a_quality_target_with_a_ceiling_parses_and_prints_as_given() -> None:
+    share = Target.parse("quality:1.0,cost:0.2")
+    assert (share.kind, share.value, share.ceiling, share.ceiling_kind) == (
+        "quality",
+        1.0,
+        0.2,
+        "cost",
+    )
+    assert str(share) == "quality:1,cost:0.2" and share.ceiling_usd(0.01) == pytest.approx(0.002)
+    usd = Target.parse("quality:0.95,budget:0.002")
+    assert usd.ceiling_usd(0.01) == 0.002 and str(usd) == "quality:0.95,budget:0.002"
+    for bad in ("quality:1.0,cost:0", "budget:1,cost:0.2", "quality:1.0,speed:2", "quality:1,"):
+        with pytest.raises(ConfigError, match="quality:F,cost:S"):
+            Target.parse(bad)
+
+
+def test_a_ceiling_keeps_the_closest_setting_within_what_may_be_spent() -> None:
+    # MBPP: GPT-4's accuracy at 20 % of its cost is out of reach. The quality alone was "met"
+    # by the setting that sends every item to GPT-4 (and pays for the checkers too).
+    cheap, middle, everything = _trial(0.7, 0.68), _trial(1.5, 0.69), _trial(10.0, 0.71)
+    target = Target.parse("quality:1.0,cost:0.2")
+    chosen, met, required = choose(
+        [everything, middle, cheap], target, best_single=0.71, ceiling=2.0
+    )
+    assert not met and chosen is middle and required == pytest.approx(0.71)
+    chosen, met, _ = choose([everything, cheap], target, best_single=0.68, ceiling=2.0)
+    assert met and chosen is cheap  # within the ceiling and as good as the best single
+    # Nothing within the ceiling: the cheapest is the closest.
+    chosen, met, _ = choose([everything, middle], target, best_single=0.71, ceiling=1.0)
+    assert not met and chosen is middle
+
+
+def test_a_setting_a_single_model_beats_on_both_counts_is_named() -> None:
+    everything = _trial(10.5, 0.71)  # every item escalated, checkers paid for as well
+    singles = {"cheap": _report(0.3, 0.68), "strong": _report(10.0, 0.71)}
+    assert dominating_single(everything, singles) == "strong"
+    assert dominating_single(_trial(10.0, 0.71), singles) is None  # equal is not better
+    assert dominating_single(_trial(0.7, 0.69), singles) is None
 
 
 def _scored(cost: float, right: list[int]) -> Trial:
@@ -118,6 +159,37 @@ async def test_the_choice_depends_on_training_labels_only(
     assert same == chosen
     flipped, _ = await _calibrate(config, "CCCC", "BBBB")
     assert flipped == {"models.answer.local.default": "C"}
+
+
+CHAINED = """
+models:
+  cheap:
+    local: {type: fake, default: "C"}
+    price: {input: 1, output: 1}
+  strong:
+    local: {type: fake, default: "B"}
+    price: {input: 2, output: 2}
+systems:
+  main: {type: fallback, chain: [cheap, strong]}
+"""
+
+
+async def test_calibrating_to_a_quality_under_a_cost_ceiling(
+    write_config: Callable[[str], Path],
+) -> None:
+    knob = parse_knob("systems.main.chain=[cheap,strong],[strong,cheap]")
+    calibrator = Calibrator(write_config(CHAINED), "main", make_scorer("exact"))
+    train, test = _items("BBBB", "tr"), _items("BBBB", "te")
+    capped = await calibrator.calibrate([knob], Target.parse("quality:1.0,cost:0.6"), train, test)
+    strong_cost = capped.singles_train["strong"].cost_per_item
+    assert capped.ceiling == pytest.approx(0.6 * strong_cost)
+    assert not capped.met and capped.chosen.values == {knob.name: ["cheap", "strong"]}
+    assert capped.to_dict()["cost_ceiling"] == capped.ceiling
+    assert capped.to_dict()["reached_cost"] == capped.chosen.train.cost_per_item
+    plain = await calibrator.calibrate([knob], Target.parse("quality:1.0"), train, test)
+    assert plain.met and plain.ceiling is None
+    assert plain.chosen.values == {knob.name: ["strong", "cheap"]}
+    await calibrator.aclose()
 
 
 async def test_a_scorer_that_reads_no_answer_stops_calibration_instead_of_meeting_the_target(

@@ -140,7 +140,12 @@ def calibrate(
     system: SystemName,
     data: DataOpt,
     target: Annotated[
-        str, typer.Option(help="quality:F (F × best single model's accuracy) or budget:USD.")
+        str,
+        typer.Option(
+            help="quality:F (F × best single model's accuracy), budget:USD, or a quality with "
+            "a cost ceiling: quality:F,cost:S (S × the best single model's cost per item) or "
+            "quality:F,budget:USD."
+        ),
     ] = "quality:0.95",
     knob: Annotated[
         list[str] | None,

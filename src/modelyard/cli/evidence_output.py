@@ -287,6 +287,13 @@ def _print_out_of_fold(train: EvalReport) -> None:
         console.print(line)
 
 
+def _reached(cal: Calibration) -> str:
+    """What the chosen setting reached, with its cost when the target has a ceiling."""
+    if cal.ceiling is None:
+        return f"{cal.reached:.4g}"
+    return f"{cal.reached:.4g} at ${cal.chosen.train.cost_per_item:.6g} an item"
+
+
 def print_calibration(cal: Calibration, how: str, written: str) -> None:
     """The calibration: target, settings tried, the chosen one and the frontier."""
     front = cal.frontier
@@ -294,8 +301,9 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
     console.print(
         f"target {cal.target}: {'[green]met[/]' if cal.met else '[red]not met[/]'} on "
         f"{cal.n_train} training items (needed {cal.required:.4g}"
+        + (f" at ≤ ${cal.ceiling:.6g} an item" if cal.ceiling is not None else "")
         + (f", at {cal.confidence:.0%} confidence" if cal.confidence is not None else "")
-        + ("" if cal.met else f", closest reached {cal.reached:.4g}")
+        + ("" if cal.met else f", closest reached {_reached(cal)}")
         + "); "
         f"{len(cal.trials)} settings tried"
     )
@@ -307,6 +315,14 @@ def print_calibration(cal: Calibration, how: str, written: str) -> None:
             console.print(f"  ... and {len(cal.invalid) - _SHOWN} more (all in --json)")
     closest = "" if cal.met else " (closest to the target, which it does not meet)"
     console.print(f"chosen{closest}: {cal.chosen.values}")
+    if cal.dominated_by is not None:
+        single = cal.singles_train[cal.dominated_by]
+        console.print(
+            f"[yellow]{cal.dominated_by} alone did better on the training split "
+            f"({pct(single.accuracy)} at ${single.cost_per_item:.6g} an item, against "
+            f"{pct(cal.chosen.train.accuracy)} at ${cal.chosen.train.cost_per_item:.6g}): "
+            "the system buys nothing over it at this setting[/]"
+        )
     _print_out_of_fold(cal.chosen.train)
     rows = [("calibrated (train)", cal.chosen.train), ("calibrated (test)", cal.chosen.test)]
     rows += [(f"{n} alone (test)", r) for n, r in cal.singles_test.items()]

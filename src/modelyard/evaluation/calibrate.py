@@ -2,11 +2,13 @@
 whole cost-quality frontier on a separate test split.
 
 Targets: `quality:F` — at least F × the best single model's training accuracy at the lowest
-cost; `budget:C` — the best accuracy at no more than C USD per item. Every candidate config is
-the original text with the knob values written in (`knobs.set_value`), built and run over the
-training items; the training-Pareto settings are then run on the test items, next to every
-single model, the random router and the oracle. Labels are read only by scorers, after answers
-exist, and test labels are never read before the choice is made.
+cost; `budget:C` — the best accuracy at no more than C USD per item; `quality:F,cost:S` (or
+`quality:F,budget:C`) — that quality at no more than S × the best single model's cost per item
+(or C USD), the most accurate setting within the ceiling when none reaches it. Every candidate
+config is the original text with the knob values written in (`knobs.set_value`), built and
+run over the training items; the training-Pareto settings are then run on the test items, next
+to every single model, the random router and the oracle. Labels are read only by scorers, after
+answers exist, and test labels are never read before the choice is made.
 """
 
 from __future__ import annotations
@@ -39,30 +41,59 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What calibration aims for."""
+    """What calibration aims for: a quality or a budget, and with a quality optionally a cost
+    ceiling (`quality:1.0,cost:0.2`: the best single model's accuracy at no more than a fifth
+    of its cost per item; `quality:0.95,budget:0.002`: at no more than 0.002 USD an item)."""
 
     kind: Literal["quality", "budget"]
     value: float
+    ceiling: float | None = None
+    """The most a setting may cost per item, in USD or as a share of the reference model's."""
+    ceiling_kind: Literal["cost", "budget"] | None = None
+    """`cost`: `ceiling` is a share of the best single model's cost; `budget`: USD."""
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """`quality:0.95` or `budget:0.002`."""
-        kind, _, value = text.partition(":")
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if kind == "quality" and 0 < number <= 2:
+        """`quality:0.95`, `budget:0.002`, or a quality with a ceiling: `quality:1.0,cost:0.2`
+        (a share of the best single model's cost per item) or `quality:0.95,budget:0.002`."""
+        head, comma, rest = text.partition(",")
+        kind, number = _target_part(head)
+        if kind == "quality" and 0 < number <= 2 and not comma:
             return cls("quality", number)
-        if kind == "budget" and number >= 0:
+        if kind == "budget" and number >= 0 and not comma:
             return cls("budget", number)
+        if kind == "quality" and 0 < number <= 2:
+            cap_kind, cap = _target_part(rest)
+            if cap_kind == "cost" and cap > 0:
+                return cls("quality", number, cap, "cost")
+            if cap_kind == "budget" and cap >= 0:
+                return cls("quality", number, cap, "budget")
         raise ConfigError(
             f"invalid target {text!r}; use quality:F (e.g. quality:0.95, a fraction of the best "
-            "single model's accuracy) or budget:USD_PER_ITEM"
+            "single model's accuracy), budget:USD_PER_ITEM, or a quality with a cost ceiling: "
+            "quality:F,cost:S (S a share of the best single model's cost per item, e.g. "
+            "quality:1.0,cost:0.2) or quality:F,budget:USD_PER_ITEM"
         )
 
+    def ceiling_usd(self, reference_cost: float) -> float | None:
+        """The ceiling in USD per item, given the best single model's cost per item."""
+        if self.ceiling is None:
+            return None
+        return self.ceiling * reference_cost if self.ceiling_kind == "cost" else self.ceiling
+
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value:g}"
+        cap = "" if self.ceiling is None else f",{self.ceiling_kind}:{self.ceiling:g}"
+        return f"{self.kind}:{self.value:g}{cap}"
+
+
+def _target_part(text: str) -> tuple[str, float]:
+    """`name:number` as (name, number); the number is -1 when it is not one."""
+    kind, _, value = text.strip().partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    return kind, number if math.isfinite(number) else -1.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -103,6 +134,10 @@ class Calibration:
     invalid: list[str] = field(default_factory=list)
     confidence: float | None = None
     """The one-sided confidence a quality target was held to, if any."""
+    ceiling: float | None = None
+    """The most a setting could cost per item (USD) under a quality target with a ceiling."""
+    dominated_by: str | None = None
+    """A single model that did better than the chosen setting on the training split."""
 
     @property
     def reached(self) -> float:
@@ -129,6 +164,9 @@ class Calibration:
             "n_train": self.n_train,
             "n_test": self.n_test,
             "confidence": self.confidence,
+            "cost_ceiling": self.ceiling,
+            "reached_cost": self.chosen.point()[0],
+            "dominated_by": self.dominated_by,
             "knobs": {k.name: list(k.values) for k in self.knobs},
             "chosen": trial(self.chosen),
             "trials": [trial(t) for t in self.trials],
@@ -198,25 +236,49 @@ def choose(
     *,
     reference: dict[str, float] | None = None,
     confidence: float | None = None,
+    ceiling: float | None = None,
 ) -> tuple[Trial, bool, float]:
     """The trial meeting `target` on training data at the lowest cost (quality) or with the best
     accuracy (budget); when none meets it, the closest one. Returns (trial, met, required).
 
     With `confidence` (and the best single model's per-item `reference` scores), a quality
-    target is met only when it holds at that confidence (`surely_meets`)."""
+    target is met only when it holds at that confidence (`surely_meets`). With a `ceiling`
+    (USD per item), a quality target is met only at no more than that cost, and the closest
+    setting is the most accurate one within it (else, when every one costs more, the
+    cheapest): what can be spent bounds a deployment, and the most accurate setting overall
+    (every item to the strong model) would claim the quality at any cost."""
     if target.kind == "quality":
         required = target.value * best_single
         if confidence is not None and reference is not None:
-            ok = [t for t in trials if surely_meets(t.scores, reference, target.value, confidence)]
+            good = [
+                t for t in trials if surely_meets(t.scores, reference, target.value, confidence)
+            ]
         else:
-            ok = [t for t in trials if (t.train.accuracy or 0.0) >= required - 1e-12]
+            good = [t for t in trials if (t.train.accuracy or 0.0) >= required - 1e-12]
+        within = [t for t in trials if ceiling is None or t.point()[0] <= ceiling + 1e-15]
+        ok = [t for t in good if t in within]
         if ok:
             return min(ok, key=lambda t: (t.point()[0], -t.point()[1])), True, required
-        return max(trials, key=lambda t: (t.point()[1], -t.point()[0])), False, required
+        if ceiling is not None and not within:
+            return min(trials, key=lambda t: (t.point()[0], -t.point()[1])), False, required
+        return max(within, key=lambda t: (t.point()[1], -t.point()[0])), False, required
     ok = [t for t in trials if t.train.cost_per_item <= target.value + 1e-15]
     if ok:
         return max(ok, key=lambda t: (t.point()[1], -t.point()[0])), True, target.value
     return min(trials, key=lambda t: (t.point()[0], -t.point()[1])), False, target.value
+
+
+def dominating_single(chosen: Trial, singles: dict[str, EvalReport]) -> str | None:
+    """A single model that did better than the chosen setting on the training split (at least
+    as accurate and no dearer, better in one): the system then buys nothing over that model
+    alone, whatever target it meets. None when there is no such model."""
+    cost, accuracy = chosen.point()
+    for name, report in singles.items():
+        their_cost, their_accuracy = report.cost_per_item, report.accuracy or 0.0
+        no_worse = their_accuracy >= accuracy - 1e-12 and their_cost <= cost + 1e-15
+        if no_worse and (their_accuracy > accuracy + 1e-12 or their_cost < cost - 1e-15):
+            return name
+    return None
 
 
 def pareto(trials: Sequence[Trial]) -> list[Trial]:
@@ -313,13 +375,28 @@ class Calibrator:
             )
         singles_train = await self.singles(train, "single models (train)")
         _require_scored(singles_train, "training")  # else 95 % of an accuracy of 0 is met
-        best = max(singles_train.values(), key=lambda e: e.report.accuracy or 0.0)
+        # The reference of the target and the frontier's strong model: the most accurate
+        # single model, the cheaper of two as accurate.
+        strong = max(
+            singles_train,
+            key=lambda n: (
+                singles_train[n].report.accuracy or 0.0,
+                -singles_train[n].report.cost_per_item,
+            ),
+        )
+        best = singles_train[strong]
         best_single = best.report.accuracy or 0.0
+        ceiling = target.ceiling_usd(best.report.cost_per_item)
         trials, invalid = await self._search(knobs, train, max_trials, seed)
         if not trials:
             raise ConfigError("no candidate setting could be built: " + "; ".join(invalid[:3]))
         chosen, met, required = choose(
-            trials, target, best_single, reference=item_scores(best), confidence=confidence
+            trials,
+            target,
+            best_single,
+            reference=item_scores(best),
+            confidence=confidence,
+            ceiling=ceiling,
         )
         # After the choice, so no test label is read before it; before the frontier's runs,
         # so a test split no model answers stops here rather than reporting a frontier of 0s.
@@ -333,13 +410,7 @@ class Calibrator:
         frontier = build_frontier(
             {"system": [t.point("test") for t in front], "calibrated": [chosen.point("test")]},
             {name: e.tally for name, e in singles_test.items()},
-            strong=max(
-                singles_train,
-                key=lambda n: (
-                    singles_train[n].report.accuracy or 0.0,
-                    -singles_train[n].report.cost_per_item,
-                ),
-            ),
+            strong=strong,
             target_fraction=target.value if target.kind == "quality" else 0.95,
             with_singles=("system",),
         )
@@ -358,6 +429,8 @@ class Calibrator:
             n_test=len(test),
             invalid=invalid,
             confidence=confidence if target.kind == "quality" else None,
+            ceiling=ceiling,
+            dominated_by=dominating_single(chosen, {k: v.report for k, v in singles_train.items()}),
         )
 
     async def _search(

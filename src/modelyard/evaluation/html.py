@@ -175,11 +175,16 @@ def calibration_html(cal: Calibration) -> str:
         (name, curve.aiq_text(), curve.apgr, curve.cpt50, curve.cpt80, _pct(front.saving(name)))
         for name, curve in front.curves.items()
     ]
+    ceiling = "" if cal.ceiling is None else f" at ≤ ${cal.ceiling:.6g} an item"
+    spent = "" if cal.ceiling is None else f" at ${cal.chosen.train.cost_per_item:.6g} an item"
     status = (
         "met"
         if cal.met
-        else f"NOT met (needed {cal.required:.4g}, closest reached {cal.reached:.4g})"
+        else f"NOT met (needed {cal.required:.4g}{ceiling}, closest reached {cal.reached:.4g}"
+        f"{spent})"
     )
+    if cal.dominated_by is not None:
+        status += f"; {html.escape(cal.dominated_by)} alone did better on the training split"
     summary = (
         f"<p>Target <b>{cal.target}</b> on {cal.n_train} training items: <b>{status}</b>; "
         f"chosen {html.escape(str(cal.chosen.values))}. Scored on {cal.n_test} test items. "
