@@ -6,6 +6,7 @@ import csv
 import gc
 import json
 import os
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -688,6 +689,23 @@ def test_a_file_not_saved_as_utf8_names_its_line_and_column(
     path.write_bytes(text.replace(b"%s", _LATIN1))
     with pytest.raises(ConfigError, match=rf"{re.escape(name)}:{where}"):
         load_items(str(path), fmt)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("routerbench", "routerbench_0shot.pkl"), ("jsonl", "rec.pkl")]
+)
+def test_a_pickle_is_named_as_one_with_how_to_convert_it(
+    tmp_path: Path, fmt: str, name: str
+) -> None:
+    # RouterBench ships routerbench_0shot.pkl: it was "not UTF-8 text: byte 0x80 at column 1;
+    # save the file as UTF-8", advice no spreadsheet can follow.
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps({"prompt": ["What is 2+2?"]}, protocol=4))
+    with pytest.raises(ConfigError) as caught:
+        load_recordings(fmt, [path])
+    message = str(caught.value)
+    assert f"{name}: a Python pickle, not text: pickles are not read" in message
+    assert f"pd.read_pickle('{name}').to_csv('{path.stem}.csv')" in message
 
 
 def test_a_routerdc_file_not_saved_as_utf8_names_its_line(tmp_path: Path) -> None:

@@ -67,7 +67,20 @@ def _csv_errors(path: Path) -> Iterator[None]:
         raise ConfigError(f"cannot read CSV: {exc}", path=str(path)) from None
 
 
+_PICKLE = re.compile(rb"\x80[\x02-\x05]")
+"""How a Python pickle of protocol 2 to 5 starts (pandas' `to_pickle` writes one)."""
+
+
 def _undecodable(path: Path, number: int, raw: bytes, exc: UnicodeDecodeError) -> ConfigError:
+    if number == 1 and _PICKLE.match(raw):
+        # RouterBench ships its outcomes as a pandas pickle (routerbench_0shot.pkl).
+        return ConfigError(
+            "a Python pickle, not text: pickles are not read (loading one runs the code it "
+            "holds, and a DataFrame's needs pandas); convert it once with pandas, e.g. "
+            f"python -c \"import pandas as pd; pd.read_pickle('{path.name}')"
+            f".to_csv('{path.with_suffix('.csv').name}')\", and point at the CSV",
+            path=str(path),
+        )
     column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
     return ConfigError(
         f"not UTF-8 text: byte {raw[exc.start]:#04x} at column {column}; save the file as "
