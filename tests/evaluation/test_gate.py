@@ -510,3 +510,31 @@ def test_history_of_a_config_never_applied_says_what_records_versions(
     assert result.exit_code == 0, result.output
     assert "no version of" in result.stdout and "recorded yet" in result.stdout
     assert "gate --apply" in result.stdout and "calibrate --write" in result.stdout
+
+
+def test_a_replayed_answer_recorded_from_another_model_is_drift(
+    own: Callable[..., Path], tmp_path: Path
+) -> None:
+    # Recordings of your own traffic say which model the provider really answered with; a
+    # candidate replaying answers GPT-4 gave as 0125 under a config naming 1106 passed the gate.
+    moved = [
+        {**row, "provider_model": "gpt-4-0125-preview"} if row["model"] == "strong" else row
+        for row in own_rows()
+    ]
+    base = own(chain="strong", name="base.yaml")
+    cand = own(moved, chain="strong", name="cand.yaml")
+    data = tmp_path / "base.jsonl"
+    args = ["gate", str(base), str(cand), "--data", str(data), "--format", "jsonl", "--json"]
+    result = runner.invoke(app, args)
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1, result.output
+    drift = "strong: pinned 'strong' but the provider reported 'gpt-4-0125-preview'"
+    (violation,) = report["violations"]
+    assert f"models it does not pin ({drift}, 4 items)" in violation
+    assert runner.invoke(app, [*args, "--allow-drift"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["gate", str(base), str(base), "--data", str(data), "--format", "jsonl"]
+        ).exit_code
+        == 0
+    )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from modelyard.config.replay import ReplaySpec
 from modelyard.evaluation.dataset import Item
 from modelyard.evaluation.report import EvalReport, Tally
 from modelyard.evaluation.runner import ItemResult, run_items
@@ -23,12 +24,18 @@ class Evaluation:
 
 
 def pinned_ids(yard: Yard) -> dict[str, str]:
-    """Configured model name -> the id it is pinned to (hosted models only)."""
-    return {
+    """Configured model name -> the id it is pinned to: a hosted model's id, and the recorded
+    model a replayed one answers as (a recording whose provider reported another id, as a
+    JSONL row's `provider_model` can say, measured another model than the config names)."""
+    pins = {
         name: model.info.model_id
         for name, model in yard.models.items()
         if model.info.provider and model.info.model_id
     }
+    for name, spec in yard.loaded.config.models.items():
+        if isinstance(spec.local, ReplaySpec) and name in yard.models:
+            pins.setdefault(name, spec.local.model)
+    return pins
 
 
 async def evaluate(
