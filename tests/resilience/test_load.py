@@ -351,6 +351,9 @@ def test_a_run_where_nothing_was_answered_says_its_cost_figures_measure_nothing(
     config = write_config(_system(0.0))
     args = ["load", str(config), "flaky", "--data", str(_labelled(tmp_path)), "--rate", "200"]
     result = CliRunner().invoke(app, [*args, "--requests", "4"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
+    # Exit 1, after the report: a script gating on the run must not read it as a pass.
+    assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())
     assert "nothing was answered: the cost and the budget projections below count no answer" in said
+    result = CliRunner().invoke(app, [*args, "--requests", "4", "--json"])
+    assert result.exit_code == 1 and json.loads(result.output)["errors"] == {"unavailable": 4}

@@ -192,3 +192,6 @@ def load_command(
         console.print(json.dumps({**report.to_dict(), "daily": daily}, indent=2), markup=False)
     else:
         _print(report, daily)
+    if report.sent and not report.answered_by:
+        # A script gating on a load test must not read a run that measured nothing as a pass.
+        raise typer.Exit(1)
