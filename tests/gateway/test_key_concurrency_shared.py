@@ -203,7 +203,9 @@ def test_two_gateways_admit_the_keys_limit_between_them(
         for running in (one, two):  # each gateway runs one: the key's two slots are taken
             error = refused(running, key)
             assert error.code == "concurrency_limit"
-            assert f"more than {LIMIT} concurrent requests for this key" in error.message
+            assert (
+                f"too many concurrent requests for this key (its limit is {LIMIT})" in error.message
+            )
         claude = anthropic.Anthropic(base_url=two.url, api_key=str(key["key"]), max_retries=0)
         with pytest.raises(anthropic.RateLimitError) as caught:  # in Anthropic's shape there
             claude.messages.create(model="cheap", max_tokens=10, messages=HI)  # type: ignore[arg-type]

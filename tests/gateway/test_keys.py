@@ -247,7 +247,7 @@ def test_key_concurrency_limit_refuses_the_extra_request(
         )
     slow.join()
     assert caught.value.code == "concurrency_limit"
-    assert "more than 1 concurrent requests for this key" in caught.value.message
+    assert "too many concurrent requests for this key (its limit is 1)" in caught.value.message
     assert ask(running, key) == "pong"  # the slot is free again
 
 

@@ -266,7 +266,7 @@ def _no_slot(limit: int) -> ApiError:
     request ends, not at a time the gateway knows)."""
     return ApiError(
         429,
-        f"more than {limit} concurrent requests for this key",
+        f"too many concurrent requests for this key (its limit is {limit})",
         "rate_limit_error",
         "concurrency_limit",
     )
