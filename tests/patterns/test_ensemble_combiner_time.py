@@ -158,11 +158,16 @@ def late(members: str, judge: str = "judge", quorum: int = 1) -> str:
 async def test_members_that_need_most_of_the_deadline_run_past_their_share(
     yard_of: Callable[[str], Yard], streamed: bool
 ) -> None:
-    # Each member takes 0.4 s of 0.5: none has answered at the members' share (0.375 s), so
-    # none is cut there (they all were, and the request failed with NoAnswerError); the judge
-    # reads them in what is left. Quorum 3: with 1 the first answer in cut the other two when
-    # a loaded loop brought them in one by one.
-    async with yard_of(late("[late_a, late_b, late_c]", quorum=3)) as yard:
+    # Each member takes 1.6 s of 2: none has answered at the members' share (1.5 s), so none
+    # is cut there (they all were, and the request failed with NoAnswerError); the judge reads
+    # them in what is left. Quorum 3: with 1 the first answer in cut the other two when a
+    # loaded loop brought them in one by one. At 0.4 s of 0.5 a loop stalled half a second
+    # (a loaded CI machine) found the deadline over before the members were sent.
+    config = late("[late_a, late_b, late_c]", quorum=3)
+    config = config.replace("deadline: 0.5", "deadline: 2.0").replace(
+        "latency: 0.4", "latency: 1.6"
+    )
+    async with yard_of(config) as yard:
         response = await ask(yard, "panel", streamed)
     assert (response.text, response.model) == ("The answer is B", "late_b")
     decision = response.decision
